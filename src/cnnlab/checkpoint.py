@@ -1,0 +1,108 @@
+"""Checkpoints that hold everything needed to rebuild a run, and refuse anything else.
+
+Saved atomically (temp file + rename) with a SHA-256 beside each file; loaded only with
+``torch.load(weights_only=True)``, which cannot run code from the file. There is no fallback
+to unsafe loading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import pickle
+from pathlib import Path
+
+import torch
+
+from cnnlab.errors import CheckpointError
+from cnnlab.fileio import atomic_write_bytes, atomic_write_text, sha256_file
+
+FORMAT = "cnnlab-checkpoint"
+VERSION = 1
+
+
+def sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def save_checkpoint(path: str | Path, payload: dict) -> None:
+    """Write ``payload`` (plus format and version) to ``path`` and its SHA-256 to ``path.sha256``.
+
+    The checkpoint is renamed into place before its checksum; a crash in between leaves a
+    complete checkpoint with a stale checksum, which loading reports rather than trusts.
+    """
+    path = Path(path)
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, "version": VERSION, **payload}, buf)
+    data = buf.getvalue()
+    atomic_write_bytes(path, data)
+    atomic_write_text(sidecar(path), f"{hashlib.sha256(data).hexdigest()}  {path.name}\n")
+
+
+def load_checkpoint(path: str | Path, expect_model: str | None = None) -> dict:
+    """Load and check a checkpoint; every refusal is a one-line :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint; pass a run directory or a .pt file written by cnnlab")
+    side = sidecar(path)
+    if side.is_file():
+        want = side.read_text().split()[0] if side.read_text().strip() else ""
+        got = sha256_file(path)
+        if got != want:
+            raise CheckpointError(
+                f"{path}: SHA-256 {got[:12]}... does not match {side.name} ({want[:12]}...); "
+                "the file was truncated or altered: use another checkpoint (last.pt / best.pt) or retrain"
+            )
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{path}: refused, the file holds objects other than tensors and plain data ({first[:160]}); "
+            "only load checkpoints written by cnnlab"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {str(err)[:160]}); "
+                              "it may be truncated: use another checkpoint or retrain") from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path}: not a cnnlab checkpoint; for a bare state_dict use 'cnnlab evaluate --weights FILE --model NAME'"
+        )
+    if obj.get("version") != VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {obj.get('version')!r}, this cnnlab reads version {VERSION}; "
+            "use the cnnlab version that wrote it"
+        )
+    name = obj.get("model", {}).get("name")
+    if expect_model is not None and name != expect_model:
+        raise CheckpointError(f"{path}: checkpoint is for model {name!r}, not {expect_model!r}; pick the matching --model")
+    return obj
+
+
+def load_state_dict_file(path: str | Path) -> dict:
+    """A bare ``state_dict`` (e.g. saved by the lecture's code with ``torch.save(model.state_dict())``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such weights file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path}: refused, the file holds objects other than tensors; save model.state_dict() instead") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable weights file ({type(err).__name__}); it may be truncated") from None
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        return obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: not a state_dict (a dict of tensors); save model.state_dict()")
+    return obj
+
+
+def resolve_checkpoint(path: str | Path, which: str = "last") -> Path:
+    """A run directory -> its ``which``.pt; a file -> itself."""
+    path = Path(path)
+    if path.is_dir():
+        candidate = path / f"{which}.pt"
+        if not candidate.is_file():
+            raise CheckpointError(f"{path}: no {which}.pt in this run directory; did the run save a checkpoint?")
+        return candidate
+    return path

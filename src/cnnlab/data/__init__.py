@@ -1,0 +1,155 @@
+"""Data: verified MNIST-like datasets as uint8 tensors, and batches without a DataLoader.
+
+This package knows nothing of models. ``load_dataset`` returns whole splits as tensors;
+``BatchLoader`` slices them into normalised batches on any device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from cnnlab.data.catalog import CATALOG, ROLES, DatasetSpec
+from cnnlab.data.idx import decode_idx, images_labels_to_tensors, read_maybe_gzip
+from cnnlab.data.loader import BatchLoader, epoch_permutation
+from cnnlab.data.sources import Log, _stderr, cache_dir, cnnlab_home, find_in_dir, locate
+from cnnlab.errors import DataError
+
+
+@dataclass
+class Dataset:
+    """Both splits of a dataset as tensors: images (N, C, H, W) uint8, labels (N,) int64."""
+
+    name: str
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    classes: tuple[str, ...]
+    mean: float
+    std: float
+    source: str
+
+    @property
+    def in_channels(self) -> int:
+        return self.train_images.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.train_images.shape[-1]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def info(self) -> dict:
+        """What a run records about its data (enough for predict/serve to normalise the same way)."""
+        return {
+            "name": self.name,
+            "classes": list(self.classes),
+            "mean": self.mean,
+            "std": self.std,
+            "in_channels": self.in_channels,
+            "image_size": self.image_size,
+            "train_size": len(self.train_labels),
+            "test_size": len(self.test_labels),
+            "source": self.source,
+        }
+
+
+def _tensors(files: dict[str, bytes], where: str) -> tuple[torch.Tensor, ...]:
+    arrays = {role: decode_idx(data, f"{where} {ROLES[role][0]}", ROLES[role][1]) for role, data in files.items()}
+    train = images_labels_to_tensors(arrays["train_images"], arrays["train_labels"], f"{where} train split")
+    test = images_labels_to_tensors(arrays["test_images"], arrays["test_labels"], f"{where} test split")
+    if train[0].shape[1:] != test[0].shape[1:]:
+        raise DataError(f"{where}: train images are {tuple(train[0].shape[1:])} but test images {tuple(test[0].shape[1:])}")
+    return (*train, *test)
+
+
+def train_statistics(images: torch.Tensor) -> tuple[float, float]:
+    """Mean and std of a uint8 image tensor's pixels scaled to [0, 1]."""
+    x = images.to(torch.float64).div_(255.0)
+    return float(x.mean()), float(x.std())
+
+
+def _load_idx_dir(directory: Path) -> Dataset:
+    """Any directory holding the four IDX files of an MNIST-shaped dataset (no checksums to verify)."""
+    directory = Path(directory).expanduser()
+    if not directory.is_dir():
+        raise DataError(f"idx:{directory}: no such directory; pass idx:DIR with the four IDX files")
+    files = {}
+    for role in ROLES:
+        path = find_in_dir(directory, role) or _find_loose(directory, role)
+        if path is None:
+            raise DataError(
+                f"idx:{directory}: no {ROLES[role][0]} file (raw or .gz) found; "
+                "the directory needs train/t10k images and labels in IDX format"
+            )
+        files[role] = read_maybe_gzip(path)
+    x, y, tx, ty = _tensors(files, f"idx:{directory}")
+    num_classes = int(max(y.max(), ty.max())) + 1
+    mean, std = train_statistics(x)
+    return Dataset(f"idx:{directory}", x, y, tx, ty, tuple(str(c) for c in range(num_classes)), mean, std,
+                   f"directory {directory}")
+
+
+def _find_loose(directory: Path, role: str) -> Path | None:
+    """Files named like KMNIST's or EMNIST's (``*train*images*``, ``*test*labels*``...)."""
+    split, kind = role.split("_")
+    kinds = ("images", "imgs") if kind == "images" else ("labels",)
+    splits = ("train",) if split == "train" else ("t10k", "test")
+    hits = sorted(
+        p for p in directory.iterdir()
+        if p.is_file() and any(s in p.name for s in splits) and any(k in p.name for k in kinds)
+        and "ubyte" in p.name
+    )
+    return hits[0] if len(hits) == 1 else None
+
+
+def dataset_names() -> list[str]:
+    return sorted(CATALOG)
+
+
+def get_spec(name: str) -> DatasetSpec:
+    try:
+        return CATALOG[name]
+    except KeyError:
+        raise DataError(
+            f"unknown dataset {name!r}; choose one of: {', '.join(dataset_names())}, or idx:DIR"
+        ) from None
+
+
+def load_dataset(
+    name: str = "mnist",
+    data_dir: str | Path | None = None,
+    home: str | Path | None = None,
+    download: bool = True,
+    log: Log = _stderr,
+) -> Dataset:
+    """Load a dataset by name (``mnist``, ``idx:DIR``), verified, as uint8 tensors."""
+    if name.startswith("idx:"):
+        return _load_idx_dir(Path(name[4:]))
+    spec = get_spec(name)
+    found = locate(spec, Path(data_dir) if data_dir else None, Path(home) if home else None, download, log)
+    x, y, tx, ty = _tensors(found.files, found.source)
+    for split, labels in (("train", y), ("test", ty)):
+        want = spec.sizes.get(split)
+        if want is not None and len(labels) != want:
+            raise DataError(f"{found.source}: {spec.name} {split} split has {len(labels)} items, expected {want}")
+    return Dataset(spec.name, x, y, tx, ty, spec.classes, spec.mean, spec.std, found.source)
+
+
+__all__ = [
+    "BatchLoader",
+    "Dataset",
+    "DatasetSpec",
+    "cache_dir",
+    "cnnlab_home",
+    "dataset_names",
+    "epoch_permutation",
+    "get_spec",
+    "load_dataset",
+    "train_statistics",
+]

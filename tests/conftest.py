@@ -1,0 +1,54 @@
+"""Shared fixtures: tiny generated IDX datasets, and an isolated cnnlab home with no downloads."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnnlab.data.idx import encode_idx
+
+
+def make_images(labels: np.ndarray, rng: np.random.Generator, size: int = 28) -> np.ndarray:
+    """Learnable synthetic digits: class k is a bright 6x6 block at the k-th of 10 positions, plus noise."""
+    n = len(labels)
+    images = rng.integers(0, 40, size=(n, size, size), dtype=np.int64)
+    for i, k in enumerate(labels):
+        r, c = 3 + (k // 5) * 12, 2 + (k % 5) * 5
+        images[i, r : r + 6, c : c + 4] = 255
+    return images.astype(np.uint8)
+
+
+def write_idx_dataset(directory: Path, n_train: int = 256, n_test: int = 64, seed: int = 0, gz: bool = False) -> Path:
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    ytr = rng.integers(0, 10, n_train).astype(np.uint8)
+    yte = rng.integers(0, 10, n_test).astype(np.uint8)
+    files = {
+        "train-images-idx3-ubyte": encode_idx(make_images(ytr, rng)),
+        "train-labels-idx1-ubyte": encode_idx(ytr),
+        "t10k-images-idx3-ubyte": encode_idx(make_images(yte, rng)),
+        "t10k-labels-idx1-ubyte": encode_idx(yte),
+    }
+    for name, data in files.items():
+        if gz:
+            (directory / (name + ".gz")).write_bytes(gzip.compress(data))
+        else:
+            (directory / name).write_bytes(data)
+    return directory
+
+
+@pytest.fixture
+def tiny_idx(tmp_path) -> Path:
+    return write_idx_dataset(tmp_path / "tiny")
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(request, tmp_path, monkeypatch):
+    """Every test gets its own empty cnnlab home and no mirrors, except those marked ``real_data``."""
+    if request.node.get_closest_marker("real_data"):
+        return
+    monkeypatch.setenv("CNNLAB_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CNNLAB_MIRRORS", "")
