@@ -156,7 +156,11 @@ def train(
     if resume is not None:
         ckpt_path = resolve_checkpoint(resume, "last")
         state = load_checkpoint(ckpt_path)
-        cfg = TrainConfig.from_dict(state["config"])
+        saved = TrainConfig.from_dict(state["config"])
+        # What the run is comes from the checkpoint; how this invocation runs it comes from ``cfg``:
+        # the step limit, the device and the threads belong to the process, not to the run.
+        saved.max_steps, saved.device, saved.threads = cfg.max_steps, cfg.device, cfg.threads
+        cfg = saved
         out = Path(resume) if Path(resume).is_dir() else ckpt_path.parent
     cfg.validate()
     set_threads(cfg.threads)
@@ -252,8 +256,16 @@ def train(
                 break
         bar.close()
         seconds = elapsed + time.perf_counter() - t0
-        elapsed = 0.0
         final = evaluate(model, test_loader, limit=cfg.eval_limit)
+        if stop and batch < steps_in_epoch:
+            # stopped by --max-steps mid-epoch: like an interruption, keep the position to resume from
+            log(f"stopped at step {step} (epoch {epoch + 1}, batch {batch}/{steps_in_epoch})  "
+                f"test_loss {final.loss:.4f}  test_acc {final.accuracy:.2f}%")
+            if write:
+                sums = [float(loss_sum), int(correct), count]
+                save_checkpoint(run_dir / "last.pt", payload(seconds))
+            break
+        elapsed = 0.0
         row = {
             "epoch": epoch + 1,
             "step": step,

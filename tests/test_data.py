@@ -1,0 +1,187 @@
+"""The strict IDX reader, the sources and the cache."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import struct
+
+import numpy as np
+import pytest
+
+from cnnlab.data import load_dataset
+from cnnlab.data.catalog import MNIST, ROLES, DatasetSpec
+from cnnlab.data.idx import decode_idx, encode_idx
+from cnnlab.data import sources
+from cnnlab.errors import DataError
+from conftest import write_idx_dataset
+
+
+def test_idx_round_trip():
+    a = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28)
+    b = decode_idx(encode_idx(a), "x", 3)
+    assert np.array_equal(a, b)
+    labels = np.array([3, 1, 4], dtype=np.uint8)
+    assert np.array_equal(decode_idx(encode_idx(labels), "y", 1), labels)
+
+
+@pytest.mark.parametrize(
+    "mutate,fragment",
+    [
+        (lambda d: b"\x00\x00\x09\x03" + d[4:], "bad IDX magic"),
+        (lambda d: b"\x12\x34" + d[2:], "bad IDX magic"),
+        (lambda d: d[:3] + b"\x02" + d[4:], "2 dimensions, expected 3"),
+        (lambda d: d[:-10], "truncated"),
+        (lambda d: d + b"\x00", "trailing bytes"),
+        (lambda d: d[:10], "truncated IDX header"),
+        (lambda d: d[:2], "too short"),
+    ],
+)
+def test_idx_corruptions_are_one_line_errors(mutate, fragment):
+    good = encode_idx(np.zeros((2, 28, 28), dtype=np.uint8))
+    with pytest.raises(DataError) as err:
+        decode_idx(mutate(good), "train-images-idx3-ubyte", 3)
+    msg = str(err.value)
+    assert fragment in msg and "train-images-idx3-ubyte" in msg and "\n" not in msg
+
+
+def test_idx_dataset_loads_raw_and_gz(tmp_path):
+    for gz in (False, True):
+        d = load_dataset(f"idx:{write_idx_dataset(tmp_path / str(gz), gz=gz)}")
+        assert d.train_images.shape == (256, 1, 28, 28) and d.train_images.dtype.is_floating_point is False
+        assert d.test_labels.shape == (64,) and d.num_classes == 10
+        assert 0 < d.mean < 1 and 0 < d.std < 1
+
+
+def test_label_image_count_mismatch(tmp_path):
+    directory = write_idx_dataset(tmp_path / "d")
+    (directory / "train-labels-idx1-ubyte").write_bytes(encode_idx(np.zeros(10, dtype=np.uint8)))
+    with pytest.raises(DataError, match="256 images but 10 labels"):
+        load_dataset(f"idx:{directory}")
+
+
+def test_missing_idx_dir_file(tmp_path):
+    directory = write_idx_dataset(tmp_path / "d")
+    (directory / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(DataError, match="no t10k-labels-idx1-ubyte"):
+        load_dataset(f"idx:{directory}")
+
+
+def tiny_spec(directory) -> DatasetSpec:
+    """A catalog entry whose checksums are those of a generated dataset."""
+    md5 = {}
+    for role, (base, _) in ROLES.items():
+        md5[role] = hashlib.md5((directory / base).read_bytes()).hexdigest()
+    return DatasetSpec(name="tiny", md5=md5, mirrors=(), classes=tuple("0123456789"), mean=0.5, std=0.25)
+
+
+def test_user_dir_checksum_mismatch_is_an_error(tmp_path):
+    directory = write_idx_dataset(tmp_path / "d")
+    spec = tiny_spec(directory)
+    (directory / "t10k-images-idx3-ubyte").write_bytes(encode_idx(np.ones((64, 28, 28), dtype=np.uint8)))
+    with pytest.raises(DataError, match="checksum mismatch.*t10k-images"):
+        sources.locate(spec, data_dir=directory, home=tmp_path / "home", download=False, log=lambda m: None)
+
+
+def test_torchvision_raw_layout_and_caching(tmp_path):
+    directory = write_idx_dataset(tmp_path / "tv" / "MNIST" / "raw", gz=True)
+    spec = tiny_spec_from_gz(directory)
+    found = sources.locate(spec, data_dir=tmp_path / "tv", home=tmp_path / "home", log=lambda m: None)
+    assert "data dir" in found.source
+    # a user directory is read in place, not copied; a download would be cached (tested below)
+    assert not (tmp_path / "home" / "datasets" / "tiny").exists()
+
+
+def tiny_spec_from_gz(directory) -> DatasetSpec:
+    md5 = {role: hashlib.md5(gzip.decompress((directory / (base + ".gz")).read_bytes())).hexdigest()
+           for role, (base, _) in ROLES.items()}
+    return DatasetSpec(name="tiny", md5=md5, mirrors=(), classes=tuple("0123456789"), mean=0.5, std=0.25)
+
+
+def _files(directory):
+    return {role: (directory / base).read_bytes() for role, (base, _) in ROLES.items()}
+
+
+def test_download_is_verified_then_cached_atomically(tmp_path, monkeypatch):
+    directory = write_idx_dataset(tmp_path / "src")
+    spec = tiny_spec(directory)
+    files = _files(directory)
+    spec = DatasetSpec(**{**spec.__dict__, "extra_sources": ("fake",)})
+    monkeypatch.setitem(sources.EXTRA_SOURCES, "fake", lambda s, log: sources.Found(dict(files), "fake"))
+    home = tmp_path / "home"
+    found = sources.locate(spec, home=home, log=lambda m: None)
+    assert found.source == "fake"
+    cached = sorted(p.name for p in (home / "datasets" / "tiny").iterdir())
+    assert cached == sorted(base + ".gz" for base, _ in ROLES.values())  # no temp files left
+    again = sources.locate(spec, home=home, download=False, log=lambda m: None)
+    assert again.source.startswith("cache") and again.files == files
+
+
+def test_failed_fetch_leaves_cache_as_it_was(tmp_path, monkeypatch):
+    directory = write_idx_dataset(tmp_path / "src")
+    spec = DatasetSpec(**{**tiny_spec(directory).__dict__, "extra_sources": ("fake",)})
+    home = tmp_path / "home"
+    cache = home / "datasets" / "tiny"
+    cache.mkdir(parents=True)
+    (cache / "train-images-idx3-ubyte.gz").write_bytes(b"old partial cache")  # damaged, incomplete cache
+    bad = _files(directory)
+    bad["test_labels"] = bad["test_labels"][:-1] + b"\x07"
+    monkeypatch.setitem(sources.EXTRA_SOURCES, "fake", lambda s, log: sources.verify(s, "test_labels", bad["test_labels"], "fake") or None)
+    before = {p.name: p.read_bytes() for p in cache.iterdir()}
+    with pytest.raises(DataError, match="checksum mismatch"):
+        sources.locate(spec, home=home, log=lambda m: None)
+    assert {p.name: p.read_bytes() for p in cache.iterdir()} == before
+
+
+def test_no_source_reachable(tmp_path):
+    spec = DatasetSpec(name="tiny", md5=MNIST.md5, mirrors=("http://127.0.0.1:9/",), classes=(), mean=0, std=1)
+    with pytest.raises(DataError) as err:
+        sources.locate(spec, data_dir=tmp_path, home=tmp_path / "home", log=lambda m: None)
+    msg = str(err.value)
+    assert "no source reachable for tiny" in msg and "--data-dir" in msg and "\n" not in msg
+
+
+def test_damaged_cache_is_refetched(tmp_path, monkeypatch):
+    directory = write_idx_dataset(tmp_path / "src")
+    files = _files(directory)
+    spec = DatasetSpec(**{**tiny_spec(directory).__dict__, "extra_sources": ("fake",)})
+    monkeypatch.setitem(sources.EXTRA_SOURCES, "fake", lambda s, log: sources.Found(dict(files), "fake"))
+    home = tmp_path / "home"
+    sources.locate(spec, home=home, log=lambda m: None)
+    victim = home / "datasets" / "tiny" / "t10k-labels-idx1-ubyte.gz"
+    victim.write_bytes(gzip.compress(files["test_labels"][:-1] + b"\x09"))
+    messages = []
+    found = sources.locate(spec, home=home, log=messages.append)
+    assert found.source == "fake" and any("damaged" in m for m in messages)
+    assert gzip.decompress(victim.read_bytes()) == files["test_labels"]
+
+
+def test_unknown_dataset():
+    with pytest.raises(DataError, match="unknown dataset 'cifar'.*mnist"):
+        load_dataset("cifar")
+
+
+def test_corrupt_gzip(tmp_path):
+    directory = write_idx_dataset(tmp_path / "d", gz=True)
+    (directory / "train-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b" + b"garbage")
+    with pytest.raises(DataError, match="corrupt gzip"):
+        load_dataset(f"idx:{directory}")
+
+
+def test_mnist_pickle_conversion_is_exact():
+    rng = np.random.default_rng(0)
+    pairs = []
+    for n in (5, 3, 4):
+        u = rng.integers(0, 256, size=(n, 784)).astype(np.uint8)
+        pairs.append(((u.astype(np.float32) / 256).astype(np.float32), rng.integers(0, 10, n).astype(np.int64)))
+    files = sources.mnist_pickle_to_idx(tuple(pairs))
+    train = decode_idx(files["train_images"], "t", 3)
+    assert train.shape == (8, 28, 28)
+    assert np.array_equal(train.reshape(8, -1), np.concatenate([np.rint(p[0] * 256) for p in pairs[:2]]).astype(np.uint8))
+    assert np.array_equal(decode_idx(files["test_labels"], "l", 1), pairs[2][1].astype(np.uint8))
+
+
+def test_mnist_pickle_conversion_refuses_inexact_pixels():
+    pairs = tuple((np.full((2, 784), 0.3, np.float32), np.zeros(2, np.int64)) for _ in range(3))
+    with pytest.raises(DataError, match="not exactly uint8/256"):
+        sources.mnist_pickle_to_idx(pairs)

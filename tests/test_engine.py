@@ -1,0 +1,130 @@
+"""Training, evaluation and checkpoints on tiny generated data."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from cnnlab.checkpoint import load_checkpoint
+from cnnlab.config import TrainConfig
+from cnnlab.engine import evaluate_run, train
+from cnnlab.errors import CheckpointError, CnnlabError
+from cnnlab.runs import read_metrics
+
+TIMING = ("seconds", "images_per_s")
+
+
+def tiny_cfg(tiny_idx, **kw) -> TrainConfig:
+    base = dict(model="basic_cnn", dataset=f"idx:{tiny_idx}", epochs=2, batch_size=32, device="cpu", lr=0.05)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_train_learns_and_writes_run_folder(tiny_idx, tmp_path):
+    res = train(tiny_cfg(tiny_idx, epochs=4), out=tmp_path / "run", quiet=True, log=lambda m: None)
+    run = tmp_path / "run"
+    for name in ("config.json", "metrics.csv", "last.pt", "last.pt.sha256", "best.pt", "best.pt.sha256"):
+        assert (run / name).is_file(), name
+    rows = read_metrics(run / "metrics.csv")
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    assert res.final.accuracy > 50  # the synthetic classes are easy
+    ck = load_checkpoint(run / "last.pt")
+    assert ck["model"]["name"] == "basic_cnn" and ck["progress"]["epoch"] == 4
+    assert ck["config"]["dataset"] == f"idx:{tiny_idx}"
+
+
+def test_same_seed_same_metrics(tiny_idx, tmp_path):
+    for name in ("a", "b"):
+        train(tiny_cfg(tiny_idx, model="resnet"), out=tmp_path / name, quiet=True, log=lambda m: None)
+    a, b = (read_metrics(tmp_path / n / "metrics.csv") for n in ("a", "b"))
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]  # noqa: E731
+    assert strip(a) == strip(b)
+
+
+def test_evaluate_run_matches_training_and_accepts_bare_state_dict(tiny_idx, tmp_path):
+    res = train(tiny_cfg(tiny_idx), out=tmp_path / "run", quiet=True, log=lambda m: None)
+    ev, model, _ = evaluate_run(tmp_path / "run", device="cpu")
+    assert ev.accuracy == pytest.approx(res.final.accuracy) and ev.n == 64
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    ev2, _, _ = evaluate_run(weights=tmp_path / "w.pt", model_name="basic_cnn", dataset=f"idx:{tiny_idx}", device="cpu")
+    assert ev2.accuracy == pytest.approx(ev.accuracy)
+    with pytest.raises(CnnlabError, match="do not fit model 'resnet'"):
+        evaluate_run(weights=tmp_path / "w.pt", model_name="resnet", dataset=f"idx:{tiny_idx}", device="cpu")
+
+
+def test_resume_mid_epoch_is_bitwise_identical(tiny_idx, tmp_path):
+    cfg = tiny_cfg(tiny_idx, model="resnet", epochs=2, save_every=3)
+    straight = train(cfg, out=tmp_path / "straight", quiet=True, log=lambda m: None)
+    # 8 steps per epoch; stop after 11 steps (mid-epoch 2, last save at step 9), then resume
+    cut = tiny_cfg(tiny_idx, model="resnet", epochs=2, save_every=3, max_steps=11)
+    train(cut, out=tmp_path / "cut", quiet=True, log=lambda m: None)
+    ck = load_checkpoint(tmp_path / "cut" / "last.pt")
+    assert (ck["progress"]["epoch"], ck["progress"]["batch"]) == (1, 3)
+    # --max-steps belongs to the invocation, not the run: resuming without it runs to the end
+    resumed = train(TrainConfig(), resume=tmp_path / "cut", quiet=True, log=lambda m: None)
+    for (k, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+@pytest.fixture
+def a_checkpoint(tiny_idx, tmp_path):
+    train(tiny_cfg(tiny_idx, epochs=1), out=tmp_path / "run", quiet=True, log=lambda m: None)
+    return tmp_path / "run" / "last.pt"
+
+
+def test_refuses_other_model(a_checkpoint):
+    with pytest.raises(CheckpointError, match="for model 'basic_cnn', not 'resnet'"):
+        load_checkpoint(a_checkpoint, expect_model="resnet")
+
+
+def test_refuses_altered_and_truncated_files(a_checkpoint):
+    data = a_checkpoint.read_bytes()
+    a_checkpoint.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or altered"):
+        load_checkpoint(a_checkpoint)
+    a_checkpoint.with_name("last.pt.sha256").unlink()  # without the checksum, torch's reader catches it
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(a_checkpoint)
+
+
+def test_refuses_other_format_version(a_checkpoint):
+    ck = load_checkpoint(a_checkpoint)
+    ck["version"] = 99
+    torch.save(ck, a_checkpoint)
+    a_checkpoint.with_name("last.pt.sha256").unlink()
+    with pytest.raises(CheckpointError, match="format version 99"):
+        load_checkpoint(a_checkpoint)
+
+
+class Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_checkpoint_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "cnnlab-checkpoint", "version": 1, "x": Evil(marker)}, path)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(path)
+    assert not marker.exists()
+    with open(tmp_path / "plain.pkl", "wb") as fh:
+        pickle.dump(Evil(marker), fh)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path / "plain.pkl")
+    assert not marker.exists()
+
+
+def test_bad_config_values_are_clear_errors(tiny_idx):
+    with pytest.raises(CnnlabError, match="--batch-size must be at least 1"):
+        train(tiny_cfg(tiny_idx, batch_size=0), write=False, log=lambda m: None)
+    with pytest.raises(CnnlabError, match="--device cuda"):
+        if torch.cuda.is_available():
+            raise CnnlabError("--device cuda (skip: this machine has CUDA)")
+        train(tiny_cfg(tiny_idx, device="cuda"), write=False, log=lambda m: None)
