@@ -65,7 +65,8 @@ def cmd_train(args) -> int:
             cfg.epochs, cfg.max_steps, cfg.eval_limit = 1, 2, 1000
         result = train(cfg, out=args.out, write=not args.dry_run, quiet=args.quiet)
     where = f"; run saved in {result.run_dir}" if result.run_dir else ""
-    print(f"final test accuracy {result.final.accuracy:.2f}% (best {result.best_accuracy:.2f}%){where}")
+    best = f" (best epoch {result.best_accuracy:.2f}%)" if result.history else ""
+    print(f"final test accuracy {result.final.accuracy:.2f}%{best}{where}")
     return 0
 
 
