@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.cnnlab-installed
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q --upgrade pip
-	$(PY) -m pip install --disable-pip-version-check -q -e '.[test]'
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[test,tensorboard]'
 	@touch $(STAMP)
 
 run: $(STAMP)

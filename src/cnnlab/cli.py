@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from cnnlab import __version__
-from cnnlab.config import OPTIMIZERS, TrainConfig
+from cnnlab.config import AUGMENTS, OPTIMIZERS, PRECISIONS, RECIPES, SCHEDULES, TrainConfig, apply_recipe
 from cnnlab.errors import CnnlabError
 
 DEFAULTS = TrainConfig()
@@ -17,7 +17,8 @@ DEFAULTS = TrainConfig()
 
 def _add_data_args(p: argparse.ArgumentParser, dataset_default: str | None = "mnist") -> None:
     p.add_argument("--dataset", default=dataset_default,
-                   help="dataset: mnist, or idx:DIR for any directory with the four IDX files"
+                   help="dataset: mnist, fashion-mnist, idx:DIR (a directory with the four IDX files) or "
+                        "folder:DIR (one subfolder of images per class)"
                         + (f" (default: {dataset_default})" if dataset_default else " (default: the run's own)"))
     p.add_argument("--data-dir", default=None,
                    help="directory holding the dataset's IDX files (raw or .gz, also torchvision's MNIST/raw "
@@ -27,46 +28,82 @@ def _add_data_args(p: argparse.ArgumentParser, dataset_default: str | None = "mn
 def _add_train_parser(sub) -> None:
     p = sub.add_parser("train", help="train a model (defaults: the lecture's recipe)",
                        description="Train a registered model. Defaults are the lecture's recipe: SGD lr 0.01 "
-                                   "momentum 0.5, batch 64, cross-entropy, 10 epochs.")
+                                   "momentum 0.5, batch 64, cross-entropy, 10 epochs. A flag you give overrides "
+                                   "the recipe's value.")
     p.add_argument("--model", default=DEFAULTS.model, help=f"model name (default: {DEFAULTS.model}); see 'cnnlab models'")
     _add_data_args(p)
-    p.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help=f"passes over the train split (default: {DEFAULTS.epochs})")
-    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help=f"images per optimiser step (default: {DEFAULTS.batch_size})")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default=DEFAULTS.optimizer, help=f"(default: {DEFAULTS.optimizer})")
-    p.add_argument("--lr", type=float, default=DEFAULTS.lr, help=f"learning rate (default: {DEFAULTS.lr})")
-    p.add_argument("--momentum", type=float, default=DEFAULTS.momentum, help=f"SGD momentum (default: {DEFAULTS.momentum})")
-    p.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay, help=f"(default: {DEFAULTS.weight_decay})")
+    p.add_argument("--recipe", choices=tuple(RECIPES), default="lecture",
+                   help="lecture: the seed's settings; fast: Adam + one-cycle, tuned to reach 99%% early (default: lecture)")
+    p.add_argument("--epochs", type=int, help=f"passes over the train split (lecture: {DEFAULTS.epochs})")
+    p.add_argument("--batch-size", type=int,
+                   help=f"global images per optimiser step, split across processes under torchrun (lecture: {DEFAULTS.batch_size})")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, help=f"(lecture: {DEFAULTS.optimizer})")
+    p.add_argument("--lr", type=float, help=f"learning rate; the peak rate with --schedule onecycle (lecture: {DEFAULTS.lr})")
+    p.add_argument("--momentum", type=float, help=f"SGD momentum (lecture: {DEFAULTS.momentum})")
+    p.add_argument("--weight-decay", type=float, help=f"(lecture: {DEFAULTS.weight_decay})")
+    p.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule (lecture: constant)")
+    p.add_argument("--augment", choices=AUGMENTS, help="batched augmentation: shift = random translation up to 2 px (lecture: none)")
+    p.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing (lecture: 0)")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed, help=f"seed for weights and batch order (default: {DEFAULTS.seed})")
+    p.add_argument("--val-split", type=float, default=0.0,
+                   help="hold out this fraction of the train split (seeded) to choose best.pt; the test set is then used once, at the end")
     p.add_argument("--device", default=DEFAULTS.device, help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     p.add_argument("--threads", type=int, default=DEFAULTS.threads, help="CPU threads for torch; 0 keeps torch's default")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16 = autocast on CPU/CUDA, weights stay fp32 (default: fp32)")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory format for data and weights")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (needs a C++ compiler on CPU)")
+    p.add_argument("--target-accuracy", type=float, default=0.0,
+                   help="stop as soon as the evaluated accuracy reaches this percentage (0: off)")
+    p.add_argument("--evals-per-epoch", type=int, help="evaluations per epoch while --target-accuracy is set (lecture: 1, fast: 4)")
     p.add_argument("--eval-batch-size", type=int, default=DEFAULTS.eval_batch_size, help=f"(default: {DEFAULTS.eval_batch_size})")
-    p.add_argument("--max-steps", type=int, default=0, help="stop after this many optimiser steps in total (0: no limit)")
-    p.add_argument("--save-every", type=int, default=0, help="also save last.pt every N steps (0: only at epoch ends)")
+    p.add_argument("--max-steps", type=int, default=0, help="stop after this many optimiser steps in total (0: no limit); resumable")
+    p.add_argument("--save-every", type=int, default=0, help="also save last.pt every N steps, so a killed run loses at most N steps (0: only at epoch ends)")
+    p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard scalars to RUN/tensorboard")
     p.add_argument("--out", default=None, help="run directory (default: runs/<model>-<dataset>-<timestamp>)")
-    p.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue the run in RUN_DIR from its last.pt")
+    p.add_argument("--resume", metavar="RUN_DIR", default=None,
+                   help="continue the run in RUN_DIR from its last.pt (its own settings; --max-steps, --device, --threads still apply)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--dry-run", action="store_true", help="train 2 batches, evaluate 1,000 test images, write nothing")
     p.set_defaults(func=cmd_train)
 
 
+#: Flags whose default comes from the recipe (None on the command line = not given).
+RECIPE_FLAGS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "augment",
+                "label_smoothing", "evals_per_epoch")
+
+
+def config_from_args(args) -> TrainConfig:
+    """A TrainConfig from parsed ``train`` flags: the recipe's values, then the flags given."""
+    given = {k: getattr(args, k) for k in RECIPE_FLAGS if getattr(args, k) is not None}
+    cfg = TrainConfig(
+        model=args.model, dataset=_absolute_dataset(args.dataset), data_dir=args.data_dir, seed=args.seed, device=args.device,
+        threads=args.threads, eval_batch_size=args.eval_batch_size, max_steps=args.max_steps,
+        save_every=args.save_every, val_split=args.val_split, precision=args.precision,
+        channels_last=args.channels_last, compile=args.compile, target_accuracy=args.target_accuracy,
+        tensorboard=args.tensorboard, recipe=args.recipe,
+    )
+    apply_recipe(cfg, set(given))
+    for key, value in given.items():
+        setattr(cfg, key, value)
+    if args.dry_run:
+        cfg.epochs, cfg.max_steps, cfg.eval_limit = 1, 2, 1000
+    return cfg.validate()
+
+
 def cmd_train(args) -> int:
     from cnnlab.engine import train
 
+    cfg = config_from_args(args)
     if args.resume:
-        result = train(TrainConfig(), resume=args.resume, quiet=args.quiet)
+        result = train(cfg, resume=args.resume, quiet=args.quiet)
     else:
-        cfg = TrainConfig(
-            model=args.model, dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs,
-            batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
-            weight_decay=args.weight_decay, seed=args.seed, device=args.device, threads=args.threads,
-            eval_batch_size=args.eval_batch_size, max_steps=args.max_steps, save_every=args.save_every,
-        )
-        if args.dry_run:
-            cfg.epochs, cfg.max_steps, cfg.eval_limit = 1, 2, 1000
-        result = train(cfg, out=args.out, write=not args.dry_run, quiet=args.quiet)
-    where = f"; run saved in {result.run_dir}" if result.run_dir else ""
-    best = f" (best epoch {result.best_accuracy:.2f}%)" if result.history else ""
-    print(f"final test accuracy {result.final.accuracy:.2f}%{best}{where}")
+        result = train(cfg, out=args.out, write=not args.dry_run, quiet=args.quiet, report=not args.dry_run)
+    if result.run_dir is not None or not args.dry_run:
+        where = f"; run saved in {result.run_dir}" if result.run_dir else ""
+        best = f" (best epoch {result.best_accuracy:.2f}%)" if result.history else ""
+        print(f"final test accuracy {result.final.accuracy:.2f}%{best}{where}")
+    else:
+        print(f"dry run ok: test accuracy on {result.final.n} images {result.final.accuracy:.2f}% (nothing written)")
     return 0
 
 
@@ -80,20 +117,35 @@ def _add_evaluate_parser(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--out", default=None,
+                   help="where to write summary.json and the plots (default: the run directory; with --weights: nowhere)")
+    p.add_argument("--no-report", action="store_true", help="only print loss and accuracy")
     p.set_defaults(func=cmd_evaluate)
 
 
 def cmd_evaluate(args) -> int:
-    from cnnlab.engine import evaluate_run
+    from cnnlab.engine import evaluate_run, report_run, resolve_device
+    from cnnlab.runs import read_metrics
 
-    res, _, data = evaluate_run(args.run, which=args.checkpoint, weights=args.weights, model_name=args.model,
-                                dataset=args.dataset, data_dir=args.data_dir, device=args.device,
-                                batch_size=args.batch_size)
+    res, model, data = evaluate_run(args.run, which=args.checkpoint, weights=args.weights, model_name=args.model,
+                                    dataset=args.dataset, data_dir=args.data_dir, device=args.device,
+                                    batch_size=args.batch_size)
+    out = Path(args.out) if args.out else (None if args.weights else _run_dir_of(args.run))
+    if out is not None and not args.no_report:
+        history = read_metrics(out / "metrics.csv") if (out / "metrics.csv").is_file() else []
+        log = (lambda m: None) if args.json else print
+        report_run(out, model, data, resolve_device(args.device), history=history, batch_size=args.batch_size,
+                   extra={"checkpoint": args.checkpoint if not args.weights else str(args.weights)}, log=log)
     if args.json:
         print(json.dumps({"dataset": data.name, "n": res.n, "test_loss": res.loss, "test_acc": res.accuracy}))
     else:
         print(f"{data.name} test set ({res.n:,} images): loss {res.loss:.4f}  accuracy {res.accuracy:.2f}%")
     return 0
+
+
+def _run_dir_of(path: str) -> Path:
+    p = Path(path)
+    return p if p.is_dir() else p.parent
 
 
 def _add_data_parser(sub) -> None:
@@ -111,8 +163,9 @@ def _add_data_parser(sub) -> None:
 def cmd_data_fetch(args) -> int:
     from cnnlab.data import load_dataset
 
-    d = load_dataset(args.name, data_dir=args.data_dir)
-    print(f"{d.name}: {len(d.train_labels):,} train and {len(d.test_labels):,} test images, verified, from {d.source}")
+    d = load_dataset(_absolute_dataset(args.name), data_dir=args.data_dir)
+    checked = "verified by MD5" if ":" not in d.name else "read (no official checksums for local data)"
+    print(f"{d.name}: {len(d.train_labels):,} train and {len(d.test_labels):,} test images, {checked}, from {d.source}")
     return 0
 
 
@@ -128,6 +181,74 @@ def cmd_data_info(args) -> int:
         for f in r["files"]:
             print(f"  {f['file']:<28} {f['bytes']:>12,} bytes  {f['status']}")
     return 0
+
+
+def _add_compare_parser(sub) -> None:
+    p = sub.add_parser("compare", help="train several models over several seeds and compare them",
+                       description="Train every (model, seed) pair under identical settings (or reuse finished "
+                                   "runs with the same config) and write comparison.md and comparison.png.")
+    p.add_argument("--models", nargs="+", default=["inception", "resnet", "basic_cnn"], help="models to compare")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per model (default: 3)")
+    _add_data_args(p)
+    p.add_argument("--recipe", choices=tuple(RECIPES), default="lecture", help="(default: lecture)")
+    p.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    p.add_argument("--batch-size", type=int, help="override the recipe's batch size")
+    p.add_argument("--val-split", type=float, default=0.0, help="choose best on a held-out validation fraction")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--out", default=None, help="where runs and the comparison go (default: runs/compare-<dataset>-<recipe>)")
+    p.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args) -> int:
+    from cnnlab.compare import compare
+
+    if args.seeds < 1:
+        raise CnnlabError(f"--seeds must be at least 1, got {args.seeds}")
+    cfg = TrainConfig(dataset=_absolute_dataset(args.dataset), data_dir=args.data_dir, device=args.device,
+                      threads=args.threads, val_split=args.val_split, recipe=args.recipe)
+    given = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size)) if v is not None}
+    apply_recipe(cfg, set(given))
+    for k, v in given.items():
+        setattr(cfg, k, v)
+    cfg.validate()
+    from cnnlab.models import list_models
+
+    unknown = [m for m in args.models if m not in list_models()]
+    if unknown:
+        raise CnnlabError(f"unknown model(s) {', '.join(unknown)}; choose from: {', '.join(list_models())}")
+    safe = args.dataset.split(":", 1)[0]
+    out = args.out or f"runs/compare-{safe}-{args.recipe}"
+    res = compare(args.models, args.seeds, cfg, out)
+    print()
+    print(res["table"])
+    print(f"wrote {res['out'] / 'comparison.md'} and {res['out'] / 'comparison.png'}")
+    return 0
+
+
+def _add_export_weights_parser(sub) -> None:
+    p = sub.add_parser("export-weights", help="write a run's bare weights for other tools (safetensors)")
+    p.add_argument("run", help="run directory or checkpoint")
+    p.add_argument("--checkpoint", choices=("last", "best"), default="best", help="(default: best)")
+    p.add_argument("--format", choices=("safetensors",), default="safetensors")
+    p.add_argument("--out", default=None, help="output file (default: RUN/model.safetensors)")
+    p.set_defaults(func=cmd_export_weights)
+
+
+def cmd_export_weights(args) -> int:
+    from cnnlab.checkpoint import export_safetensors
+
+    path = export_safetensors(args.run, which=args.checkpoint, out=args.out)
+    print(f"wrote {path}")
+    return 0
+
+
+def _absolute_dataset(name: str) -> str:
+    """``idx:``/``folder:`` paths made absolute, so a run can be evaluated from any directory."""
+    for prefix in ("idx:", "folder:"):
+        if name.startswith(prefix):
+            return prefix + str(Path(name[len(prefix):]).expanduser().resolve())
+    return name
 
 
 def _add_models_parser(sub) -> None:
@@ -153,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cnnlab", description="Train, evaluate and understand the lecture's CNNs.")
     parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_train_parser, _add_evaluate_parser, _add_data_parser, _add_models_parser):
+    for add in (_add_train_parser, _add_evaluate_parser, _add_compare_parser, _add_export_weights_parser,
+                _add_data_parser, _add_models_parser):
         add(sub)
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(sub)

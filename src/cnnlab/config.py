@@ -31,6 +31,23 @@ class TrainConfig:
     eval_limit: int = 0
     #: Write ``last`` every N steps as well as at each epoch's end; 0 = only at epoch ends.
     save_every: int = 0
+    #: Fraction of the train split held out (seeded) to choose ``best``; the test set is then used once.
+    val_split: float = 0.0
+    #: Learning-rate schedule: constant (the lecture) or onecycle.
+    schedule: str = "constant"
+    #: Batched augmentation: none, or shift (random translation of up to 2 px).
+    augment: str = "none"
+    label_smoothing: float = 0.0
+    #: fp32, or bf16 (autocast on CPU and CUDA; weights and optimiser stay fp32).
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    #: Stop as soon as the evaluated accuracy reaches this (percent); 0 = off.
+    target_accuracy: float = 0.0
+    #: Evaluations per epoch while a target accuracy is set.
+    evals_per_epoch: int = 1
+    tensorboard: bool = False
+    recipe: str = "lecture"
 
     def validate(self) -> "TrainConfig":
         checks = [
@@ -44,6 +61,13 @@ class TrainConfig:
             (self.max_steps >= 0, f"--max-steps must be >= 0, got {self.max_steps}"),
             (self.save_every >= 0, f"--save-every must be >= 0, got {self.save_every}"),
             (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
+            (0 <= self.val_split < 1, f"--val-split must be in [0, 1), got {self.val_split}"),
+            (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
+            (self.augment in AUGMENTS, f"--augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}"),
+            (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),
+            (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (0 <= self.target_accuracy <= 100, f"--target-accuracy is a percentage in (0, 100], got {self.target_accuracy}"),
+            (self.evals_per_epoch >= 1, f"--evals-per-epoch must be at least 1, got {self.evals_per_epoch}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -63,3 +87,28 @@ class TrainConfig:
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "onecycle")
+AUGMENTS = ("none", "shift")
+PRECISIONS = ("fp32", "bf16")
+
+#: Named recipes: the values they set unless a flag sets them explicitly.
+RECIPES: dict[str, dict] = {
+    # The lecture's settings (these are also the dataclass defaults).
+    "lecture": {"epochs": 10, "batch_size": 64, "optimizer": "sgd", "lr": 0.01, "momentum": 0.5,
+                "weight_decay": 0.0, "schedule": "constant", "augment": "none", "label_smoothing": 0.0},
+    # Reach 99% test accuracy as early as possible: Adam with a one-cycle schedule over a
+    # short run, a larger batch, and frequent checks against the target (see docs/speed.md).
+    "fast": {"epochs": 2, "batch_size": 128, "optimizer": "adam", "lr": 0.004, "momentum": 0.0,
+             "weight_decay": 0.0, "schedule": "onecycle", "augment": "none", "label_smoothing": 0.0,
+             "evals_per_epoch": 4},
+}
+
+
+def apply_recipe(cfg: "TrainConfig", explicit: set[str]) -> "TrainConfig":
+    """Set ``cfg.recipe``'s values on every field not in ``explicit`` (the flags the user gave)."""
+    if cfg.recipe not in RECIPES:
+        raise CnnlabError(f"--recipe must be one of {', '.join(RECIPES)}, got {cfg.recipe!r}")
+    for key, value in RECIPES[cfg.recipe].items():
+        if key not in explicit:
+            setattr(cfg, key, value)
+    return cfg

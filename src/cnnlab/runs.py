@@ -11,7 +11,8 @@ from pathlib import Path
 from cnnlab.fileio import atomic_write_text
 
 METRIC_FIELDS = [
-    "epoch", "step", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds", "images_per_s",
+    "epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr", "seconds",
+    "images_per_s",
 ]
 
 

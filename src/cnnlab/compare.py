@@ -1,0 +1,130 @@
+"""Train every (model, seed) pair under identical settings and compare them across seeds.
+
+Runs live in ``<out>/<model>-seed<k>-<config hash>/``: a finished run with the same config is
+reused, an interrupted one is resumed, so re-running ``compare`` only trains what is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from cnnlab.config import TrainConfig
+from cnnlab.data import load_dataset
+from cnnlab.engine import build_model, train
+from cnnlab.fileio import atomic_write_text
+from cnnlab.models import count_parameters
+from cnnlab.runs import read_metrics
+
+
+def forward_flops(model: torch.nn.Module, in_channels: int, image_size: int) -> int:
+    """FLOPs of one image's forward pass, counted by ``torch.utils.flop_counter`` (a multiply-add = 2)."""
+    model = model.eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, in_channels, image_size, image_size))
+    return int(counter.get_total_flops())
+
+
+def config_key(cfg: TrainConfig) -> str:
+    """A short hash of what makes runs comparable (not the device or the threads)."""
+    d = cfg.to_dict()
+    for k in ("device", "threads", "tensorboard", "max_steps"):
+        d.pop(k, None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def _finished(run_dir: Path, cfg: TrainConfig) -> bool:
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())["config"]
+        rows = read_metrics(run_dir / "metrics.csv")
+    except (OSError, ValueError, KeyError):
+        return False
+    return config_key(TrainConfig.from_dict(saved)) == config_key(cfg) and len(rows) >= cfg.epochs \
+        and (run_dir / "summary.json").is_file()
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = "runs/compare", *,
+            quiet: bool = True, log=print) -> dict:
+    """Train/reuse every (model, seed) run, then write and return the comparison."""
+    out = Path(out)
+    data = load_dataset(base.dataset, data_dir=base.data_dir, log=log)
+    results = {}
+    for name in models:
+        runs = []
+        for seed in range(seeds):
+            cfg = replace(base, model=name, seed=seed)
+            run_dir = out / f"{name}-seed{seed}-{config_key(cfg)}"
+            if _finished(run_dir, cfg):
+                log(f"{name} seed {seed}: reusing {run_dir}")
+            elif (run_dir / "last.pt").is_file():
+                log(f"{name} seed {seed}: resuming {run_dir}")
+                train(cfg, resume=run_dir, quiet=quiet, log=log, dataset=data)
+            else:
+                log(f"{name} seed {seed}: training into {run_dir}")
+                train(cfg, out=run_dir, quiet=quiet, log=log, dataset=data)
+            rows = read_metrics(run_dir / "metrics.csv")
+            summary = json.loads((run_dir / "summary.json").read_text())
+            runs.append({"dir": str(run_dir), "rows": rows, "final": summary["accuracy"]})
+        model, _ = build_model(name, data.info())
+        key = "val_acc" if base.val_split else "test_acc"
+        results[name] = {
+            "parameters": count_parameters(model),
+            "flops": forward_flops(model, data.in_channels, data.image_size),
+            "final": _mean_std([r["final"] for r in runs]),
+            "best": _mean_std([max(row[key] for row in r["rows"]) for r in runs]),
+            "train_seconds": _mean_std([sum(row["seconds"] for row in r["rows"]) for r in runs]),
+            "images_per_s": _mean_std([statistics.fmean(row["images_per_s"] for row in r["rows"]) for r in runs]),
+            "curve": {
+                "epochs": [row["epoch"] for row in runs[0]["rows"]],
+                "per_seed": [[row[key] for row in r["rows"]] for r in runs],
+            },
+            "runs": [r["dir"] for r in runs],
+        }
+    table = format_comparison(results, base, seeds, data.name)
+    atomic_write_text(out / "comparison.md", table)
+    from cnnlab.plots import plot_comparison
+
+    series = {}
+    for name, r in results.items():
+        cols = list(zip(*r["curve"]["per_seed"]))
+        series[name] = {"epochs": r["curve"]["epochs"], "n": seeds,
+                        "mean": [statistics.fmean(c) for c in cols],
+                        "std": [statistics.stdev(c) if len(c) > 1 else 0.0 for c in cols]}
+    plot_comparison(series, out / "comparison.png",
+                    metric=("validation" if base.val_split else "test") + " accuracy (%)")
+    return {"table": table, "results": results, "out": out}
+
+
+def format_comparison(results: dict, cfg: TrainConfig, seeds: int, dataset: str) -> str:
+    def pm(ms, fmt="{:.2f}"):
+        return f"{fmt.format(ms[0])} ± {fmt.format(ms[1])}"
+
+    lines = [
+        f"# {dataset}: {', '.join(results)} over {seeds} seed(s)",
+        "",
+        f"Recipe `{cfg.recipe}`: {cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr}"
+        + (f" momentum {cfg.momentum}" if cfg.optimizer == "sgd" else "")
+        + f", schedule {cfg.schedule}, augment {cfg.augment}, precision {cfg.precision}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads. Accuracies are test accuracy in % "
+        "(mean ± sample std over seeds); best = best epoch"
+        + (" by validation accuracy" if cfg.val_split else "") + ".",
+        "",
+        "| model | params | forward FLOPs/image | final acc | best acc | train s | train img/s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in results.items():
+        lines.append(
+            f"| {name} | {r['parameters']:,} | {r['flops'] / 1e6:.2f} M | {pm(r['final'])} | {pm(r['best'])} | "
+            f"{pm(r['train_seconds'], '{:.0f}')} | {pm(r['images_per_s'], '{:,.0f}')} |"
+        )
+    return "\n".join(lines) + "\n"

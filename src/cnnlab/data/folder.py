@@ -1,0 +1,332 @@
+"""``folder:DIR``: an image folder with one subfolder per class, converted once to MNIST-shaped uint8 arrays.
+
+Layout. ``DIR/<class>/<image>`` (images may sit in nested folders below a class folder). Class names
+are the class folder names, sorted; a class's label is its index in that order. When ``DIR`` holds
+both ``train/`` and ``test/``, those are the splits (``DIR/train/<class>/...``, ``DIR/test/<class>/...``;
+the classes are those of ``train/``, and ``test/`` may lack some but not add any). Otherwise a seeded,
+deterministic, stratified split holds out a test set: within each class, the readable images sorted
+by path are permuted by ``numpy.random.default_rng([SPLIT_SEED, class_index])`` and the first
+``n // 6`` (at least one when the class has two or more images) go to test, the rest to train.
+
+Conversion (:func:`convert_image`). Only PNG, JPEG and BMP are decoded (by content; the suffix
+only selects candidates: ``.png .jpg .jpeg .bmp``, any case). Each image is decoded completely and
+strictly (Pillow's ``ImageFile.LOAD_TRUNCATED_IMAGES`` is forced off while converting, so a
+truncated file is an error, never a silently grey-padded image), rotated by its EXIF orientation,
+converted to 8-bit grayscale with ``Image.convert('L')`` (ITU-R 601-2 luma; alpha is dropped;
+16-bit grayscale is scaled to 8 bits first) and resized to 28x28 with ``Image.Resampling.LANCZOS``
+(antialiased; no cropping or padding, so a non-square image is squashed). Colours are not inverted:
+MNIST-trained models expect light strokes on a dark background.
+
+Unreadable files (corrupt, truncated, empty, not really an image) are listed in one warning through
+the ``log`` callable and skipped; that warning is repeated, from the cache, on every later load. An
+empty class folder, a class with no readable image, or no images at all is a :class:`DataError`.
+
+Cache. The converted arrays are stored in ``$CNNLAB_HOME/datasets/folder-<key>/images.npz``
+(written atomically), where ``key`` hashes the folder's absolute path, every candidate file's
+relative path, size and modification time, and the conversion version; any change to the folder
+gives a new key and one new conversion, an unchanged folder is never converted twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from cnnlab.errors import DataError
+from cnnlab.fileio import atomic_write_bytes, atomic_write_text
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+PIL_FORMATS = ("PNG", "JPEG", "BMP")
+SIZE = 28
+SPLIT_SEED = 0
+TEST_FRACTION_DENOMINATOR = 6  # 1/6 held out, MNIST's 10,000 of 70,000 rounded
+#: Bump when conversion or splitting changes, so that old caches are not reused.
+CONVERT_VERSION = 1
+#: At most this many unreadable files are named in the warning; the rest go to ``skipped.txt``.
+WARN_LIST_MAX = 50
+CACHE_FILE = "images.npz"
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class FolderData:
+    """Both splits of a converted image folder: images (N, 28, 28) uint8, labels (N,) int64."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    classes: tuple[str, ...]
+    cache_dir: Path
+    #: ``"relative/path: reason"`` for every file that could not be read.
+    skipped: list[str] = field(default_factory=list)
+    #: Whether this call converted the images (False: read from the cache).
+    converted: bool = False
+
+
+@dataclass
+class _Layout:
+    classes: tuple[str, ...]
+    #: (relative posix path, class index, split or None when the split is to be drawn)
+    entries: list[tuple[str, int, str | None]]
+    ignored: int
+
+
+def _image_files(directory: Path) -> tuple[list[Path], int]:
+    """Candidate images under ``directory`` (recursively, sorted, hidden entries skipped), and
+    how many other non-hidden files were ignored."""
+    found, ignored = [], 0
+    for current, dirs, files in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            if name.lower().endswith(IMAGE_SUFFIXES):
+                found.append(Path(current) / name)
+            else:
+                ignored += 1
+    return found, ignored
+
+
+def _class_dirs(directory: Path) -> tuple[list[Path], int]:
+    """Class folders of ``directory`` (sorted by name), and how many loose files were ignored."""
+    subdirs, loose = [], 0
+    for entry in sorted(directory.iterdir(), key=lambda p: p.name):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            subdirs.append(entry)
+        else:
+            loose += 1
+    return subdirs, loose
+
+
+def scan(root: Path) -> _Layout:
+    """What ``root`` holds: classes and candidate images, with their split when the folder fixes it."""
+    where = f"folder:{root}"
+    split_layout = (root / "train").is_dir() and (root / "test").is_dir()
+    split_roots = [("train", root / "train"), ("test", root / "test")] if split_layout else [(None, root)]
+    classes: tuple[str, ...] = ()
+    entries, ignored = [], 0
+    for split, split_root in split_roots:
+        dirs, loose = _class_dirs(split_root)
+        ignored += loose
+        names = tuple(d.name for d in dirs)
+        if split in (None, "train"):
+            if not dirs:
+                raise DataError(
+                    f"{where}: no class subfolders in {split_root}; lay images out as "
+                    f"{split_root}/<class>/<image>.png (PNG, JPEG or BMP)"
+                )
+            classes = names
+        else:
+            extra = sorted(set(names) - set(classes))
+            if extra:
+                raise DataError(
+                    f"{where}: test/ has class folders that train/ lacks ({', '.join(extra)}); "
+                    "give train/ and test/ the same class folders"
+                )
+        for class_dir in dirs:
+            files, other = _image_files(class_dir)
+            ignored += other
+            if not files:
+                raise DataError(
+                    f"{where}: class folder {class_dir.relative_to(root).as_posix()} has no PNG, JPEG or BMP "
+                    "images; add images or remove the folder"
+                )
+            label = classes.index(class_dir.name)
+            entries.extend((f.relative_to(root).as_posix(), label, split) for f in files)
+    return _Layout(classes, entries, ignored)
+
+
+def cache_key(root: Path, layout: _Layout) -> str:
+    """SHA-256 of the folder's path, each candidate file's relative path, size and mtime, and
+    the conversion version: what decides whether a cached conversion is still this folder's."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"version": CONVERT_VERSION, "root": str(root), "size": SIZE,
+                         "split_seed": SPLIT_SEED, "classes": layout.classes}).encode())
+    for rel, label, split in layout.entries:
+        st = (root / rel).stat()
+        h.update(json.dumps([rel, label, split, st.st_size, st.st_mtime_ns]).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def _strict_decoding():
+    """Force Pillow to refuse truncated images while converting (restoring the caller's setting)."""
+    from PIL import ImageFile
+
+    saved = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = saved
+
+
+def convert_image(path: Path) -> np.ndarray:
+    """One image file -> (28, 28) uint8 grayscale (see the module docstring for how); raises on a bad file."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if path.stat().st_size == 0:
+        raise ValueError("empty file (0 bytes)")
+    try:
+        opened = Image.open(path, formats=PIL_FORMATS)
+    except UnidentifiedImageError:
+        raise ValueError("not a PNG, JPEG or BMP image") from None
+    with opened as im:
+        im.load()  # decode everything now: a truncated or corrupt body raises here
+        im = ImageOps.exif_transpose(im)
+        if im.mode.startswith("I"):  # 16/32-bit grayscale (e.g. 16-bit PNG): scale to 8 bits
+            wide = np.asarray(im, dtype=np.float64)
+            top = 65535.0 if im.mode.startswith("I;16") or wide.max() > 255 else 255.0
+            im = Image.fromarray(np.clip(np.rint(wide * (255.0 / top)), 0, 255).astype(np.uint8), mode="L")
+        gray = im.convert("L")
+        if gray.size != (SIZE, SIZE):
+            gray = gray.resize((SIZE, SIZE), Image.Resampling.LANCZOS)
+        out = np.asarray(gray, dtype=np.uint8)
+    if out.shape != (SIZE, SIZE):
+        raise ValueError(f"converted to shape {out.shape}, expected ({SIZE}, {SIZE})")
+    return out
+
+
+def _split_auto(paths_by_class: list[list[int]]) -> tuple[list[int], list[int]]:
+    """Indices (into the readable images) for train and test, drawn per class (module docstring)."""
+    train, test = [], []
+    for label, idx in enumerate(paths_by_class):
+        n = len(idx)
+        n_test = max(n // TEST_FRACTION_DENOMINATOR, 1) if n >= 2 else 0
+        order = np.random.default_rng([SPLIT_SEED, label]).permutation(n)
+        held = set(order[:n_test].tolist())
+        for j, i in enumerate(idx):
+            (test if j in held else train).append(i)
+    return sorted(train), sorted(test)
+
+
+def _convert(root: Path, layout: _Layout, log: Log) -> tuple[dict[str, np.ndarray], list[str]]:
+    where = f"folder:{root}"
+    log(f"{where}: converting {len(layout.entries):,} images to {SIZE}x{SIZE} grayscale (once; cached after)")
+    images, labels, splits, skipped = [], [], [], []
+    with _strict_decoding():
+        for rel, label, split in layout.entries:
+            try:
+                images.append(convert_image(root / rel))
+            except Exception as err:  # any decoder failure: the file is reported, never used
+                message = str(err).strip().splitlines()
+                reason = message[0] if message else type(err).__name__
+                if type(err) is not ValueError:  # ours are plain ValueErrors with a full reason
+                    reason = f"{type(err).__name__}: {reason}"
+                skipped.append(f"{rel}: {reason}")
+                continue
+            labels.append(label)
+            splits.append(split)
+    readable = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(layout.classes))
+    empty = [layout.classes[c] for c in range(len(layout.classes)) if readable[c] == 0]
+    if empty:
+        _warn_skipped(root, skipped, None, log)
+        raise DataError(f"{where}: no readable image in class folder(s) {', '.join(empty)}; "
+                        "replace the unreadable files or remove the folder(s)")
+    if layout.entries and layout.entries[0][2] is None:
+        by_class: list[list[int]] = [[] for _ in layout.classes]
+        for i, label in enumerate(labels):
+            by_class[label].append(i)
+        train_idx, test_idx = _split_auto(by_class)
+    else:
+        train_idx = [i for i, s in enumerate(splits) if s == "train"]
+        test_idx = [i for i, s in enumerate(splits) if s == "test"]
+    if not test_idx or not train_idx:
+        _warn_skipped(root, skipped, None, log)
+        which = "test" if not test_idx else "train"
+        raise DataError(f"{where}: the {which} split has no readable images; add images "
+                        f"(at least two per class when the folder has no train/ and test/ subfolders)")
+    stack = np.stack(images) if images else np.zeros((0, SIZE, SIZE), np.uint8)  # (N, 28, 28)
+    y = np.asarray(labels, dtype=np.int64)
+    arrays = {
+        "train_images": stack[train_idx], "train_labels": y[train_idx],
+        "test_images": stack[test_idx], "test_labels": y[test_idx],
+    }
+    return arrays, skipped
+
+
+def _warn_skipped(root: Path, skipped: list[str], cache: Path | None, log: Log) -> None:
+    """The one warning that names every unreadable file (or the first ones and where the rest are)."""
+    if not skipped:
+        return
+    shown = skipped[:WARN_LIST_MAX]
+    more = len(skipped) - len(shown)
+    tail = f"\n  ... and {more} more (all listed in {cache / 'skipped.txt'})" if more and cache else (
+        f"\n  ... and {more} more" if more else "")
+    log(f"warning: folder:{root}: skipped {len(skipped)} unreadable image file(s), not used for training or "
+        "testing; fix or delete them:\n  " + "\n  ".join(shown) + tail)
+
+
+def _save(cache: Path, key: str, root: Path, classes: tuple[str, ...], arrays: dict, skipped: list[str]) -> None:
+    buf = io.BytesIO()
+    np.savez_compressed(
+        buf, key=np.array(key), root=np.array(str(root)), classes=np.array(classes, dtype=str),
+        skipped=np.array(skipped, dtype=str), **arrays,
+    )
+    if skipped:
+        atomic_write_text(cache / "skipped.txt", "\n".join(skipped) + "\n")
+    atomic_write_bytes(cache / CACHE_FILE, buf.getvalue())
+
+
+def _load_cached(path: Path, key: str) -> FolderData | None:
+    """The cached conversion, or None when it is absent, for other files, or damaged."""
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        if str(z["key"]) != key:
+            return None
+        arrays = {k: z[k] for k in ("train_images", "train_labels", "test_images", "test_labels")}
+        classes = tuple(str(c) for c in z["classes"])
+        skipped = [str(s) for s in z["skipped"]]
+    for split in ("train", "test"):
+        x, y = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if (x.dtype != np.uint8 or x.ndim != 3 or x.shape[1:] != (SIZE, SIZE) or y.dtype != np.int64
+                or y.shape != (x.shape[0],) or (len(y) and (y.min() < 0 or y.max() >= len(classes)))):
+            raise ValueError(f"{split} arrays have unexpected shapes or values")
+    return FolderData(**arrays, classes=classes, cache_dir=path.parent, skipped=skipped)
+
+
+def folder_cache_dir(root: Path, key: str, home: Path) -> Path:
+    return home / "datasets" / f"folder-{key[:16]}"
+
+
+def load_image_folder(directory: str | Path, home: Path, log: Log) -> FolderData:
+    """Converted, cached splits of the image folder ``directory`` (see the module docstring)."""
+    root = Path(directory).expanduser()
+    if not root.is_dir():
+        raise DataError(f"folder:{root}: no such directory; pass folder:DIR with one subfolder per class")
+    root = root.resolve()
+    layout = scan(root)
+    if layout.ignored:
+        log(f"folder:{root}: ignored {layout.ignored} file(s) that are not PNG, JPEG or BMP or not in a class folder")
+    key = cache_key(root, layout)
+    cache = folder_cache_dir(root, key, home)
+    try:
+        cached = _load_cached(cache / CACHE_FILE, key)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as err:
+        log(f"folder:{root}: converted cache {cache / CACHE_FILE} is damaged ({err}); converting again")
+        cached = None
+    if cached is not None:
+        _warn_skipped(root, cached.skipped, cache, log)
+        return cached
+    arrays, skipped = _convert(root, layout, log)
+    _warn_skipped(root, skipped, cache, log)
+    try:
+        _save(cache, key, root, layout.classes, arrays, skipped)
+    except OSError as err:
+        log(f"folder:{root}: could not cache the converted images ({err}); they will be converted again next time")
+    return FolderData(**arrays, classes=layout.classes, cache_dir=cache, skipped=skipped, converted=True)

@@ -1,0 +1,84 @@
+"""Ranks: the one module that knows whether this process is part of a torchrun group.
+
+``Dist.from_env()`` reads torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK) once; without
+it the process is a group of one and every call here is a cheap no-op.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from cnnlab.errors import CnnlabError
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    #: How many times torchrun has restarted this worker group (0 on the first attempt).
+    restart_count: int = 0
+    initialised: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_primary(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> "Dist":
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        return cls(
+            rank=int(os.environ.get("RANK", "0")),
+            world_size=world,
+            local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+            restart_count=int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")),
+        )
+
+    def device_for(self, device: torch.device) -> torch.device:
+        """Under torchrun each process on a machine takes its own GPU (LOCAL_RANK)."""
+        if self.enabled and device.type == "cuda":
+            if torch.cuda.device_count() <= self.local_rank:
+                raise CnnlabError(
+                    f"rank {self.rank} wants GPU {self.local_rank} but {torch.cuda.device_count()} are visible; "
+                    "use --nproc_per_node at most the number of GPUs"
+                )
+            torch.cuda.set_device(self.local_rank)
+            return torch.device("cuda", self.local_rank)
+        return device
+
+    def init(self, device: torch.device) -> None:
+        """Join the process group: NCCL for CUDA, gloo for the CPU."""
+        if not self.enabled or self.initialised:
+            return
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend)
+        self.initialised = True
+
+    def all_reduce_sum(self, values: list[float], device: torch.device) -> list[float]:
+        """Sum floats over ranks (one collective for the whole list)."""
+        if not self.enabled:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t.tolist()
+
+    def any_true(self, flag: bool, device: torch.device) -> bool:
+        """True on every rank if it is true on any rank (so all ranks stop together)."""
+        return self.all_reduce_sum([1.0 if flag else 0.0], device)[0] > 0 if self.enabled else flag
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.initialised:
+            dist.destroy_process_group()
+            self.initialised = False

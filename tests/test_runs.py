@@ -1,0 +1,169 @@
+"""Issue 'runs': checkpoints survive kills, plots and summaries, compare, exports, validation split."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from PIL import Image
+
+from cnnlab import fileio
+from cnnlab.checkpoint import export_safetensors, load_checkpoint, save_checkpoint
+from cnnlab.cli import main
+from cnnlab.compare import compare, forward_flops
+from cnnlab.config import TrainConfig
+from cnnlab.engine import shift_augment, train
+from cnnlab.models import create_model
+from cnnlab.runs import read_metrics
+
+QUIET = dict(quiet=True, log=lambda m: None)
+
+
+def cfg_for(tiny_idx, **kw):
+    base = dict(model="basic_cnn", dataset=f"idx:{tiny_idx}", epochs=2, batch_size=32, device="cpu", lr=0.05)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_run_writes_plots_and_summary(tiny_idx, tmp_path):
+    train(cfg_for(tiny_idx, epochs=3), out=tmp_path / "run", **QUIET)
+    run = tmp_path / "run"
+    for name, min_size in (("curves.png", (800, 300)), ("confusion.png", (400, 400)), ("mistakes.png", (300, 100))):
+        with Image.open(run / name) as im:
+            assert im.size[0] >= min_size[0] and im.size[1] >= min_size[1], (name, im.size)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["n"] == 64 and len(summary["per_class"]) == 10
+    assert sum(map(sum, summary["confusion"])) == 64
+    for row in summary["per_class"]:
+        assert {"precision", "recall", "accuracy", "support"} <= set(row)
+    assert sum(r["support"] for r in summary["per_class"]) == 64
+
+
+def test_evaluate_cli_writes_report_into_run(tiny_idx, tmp_path, capsys):
+    train(cfg_for(tiny_idx), out=tmp_path / "run", **QUIET)
+    for name in ("summary.json", "confusion.png"):
+        (tmp_path / "run" / name).unlink()
+    assert main(["evaluate", str(tmp_path / "run"), "--checkpoint", "best"]) == 0
+    out = capsys.readouterr().out
+    assert "precision" in out and (tmp_path / "run" / "confusion.png").is_file()
+
+
+def test_checkpoint_write_killed_midway_keeps_previous(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"model": {"name": "m", "args": {}}, "state_dict": {"w": torch.ones(3)}})
+
+    def crash(src, dst):
+        raise KeyboardInterrupt("killed while renaming")
+
+    monkeypatch.setattr(fileio.os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, {"model": {"name": "m", "args": {}}, "state_dict": {"w": torch.zeros(3)}})
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path)["state_dict"]["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_killed_process_resumes_bitwise(tiny_idx, tmp_path):
+    """N steps straight == k steps, SIGKILL, resume, N - k steps (on CPU, bitwise)."""
+    args = ["train", "--model", "resnet", "--dataset", f"idx:{tiny_idx}", "--epochs", "12", "--batch-size", "32",
+            "--device", "cpu", "--threads", "1", "--quiet"]
+    straight = tmp_path / "straight"
+    assert main([*args, "--out", str(straight)]) == 0
+    victim = tmp_path / "victim"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", *args, "--save-every", "5", "--out", str(victim)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if (victim / "last.pt").is_file():
+                try:
+                    if load_checkpoint(victim / "last.pt")["progress"]["step"] >= 20:
+                        break
+                except Exception:
+                    pass
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    killed_at = load_checkpoint(victim / "last.pt")["progress"]["step"]
+    assert 20 <= killed_at < 96
+    assert main(["train", "--resume", str(victim), "--threads", "1", "--quiet"]) == 0
+    a = load_checkpoint(straight / "last.pt")["state_dict"]
+    b = load_checkpoint(victim / "last.pt")["state_dict"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in rows]  # noqa: E731
+    assert strip(read_metrics(straight / "metrics.csv")) == strip(read_metrics(victim / "metrics.csv"))
+
+
+def test_val_split_chooses_best_on_validation_and_tests_once(tiny_idx, tmp_path):
+    res = train(cfg_for(tiny_idx, val_split=0.25, epochs=2), out=tmp_path / "run", **QUIET)
+    rows = read_metrics(tmp_path / "run" / "metrics.csv")
+    assert all(r["val_acc"] is not None and r["test_acc"] is None for r in rows)
+    assert res.final.n == 64  # the whole test set, once at the end
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["split"] == "test" and summary["n"] == 64
+
+
+def test_compare_on_tiny_data_writes_table_and_reuses_runs(tiny_idx, tmp_path):
+    base = cfg_for(tiny_idx, epochs=1)
+    logs = []
+    res = compare(["basic_cnn", "resnet"], 2, base, tmp_path / "cmp", log=logs.append)
+    table = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "| basic_cnn | 8,490 |" in table and "| resnet | 41,514 |" in table and "±" in table
+    assert (tmp_path / "cmp" / "comparison.png").is_file()
+    assert res["results"]["resnet"]["flops"] > res["results"]["basic_cnn"]["flops"] > 0
+    logs.clear()
+    compare(["basic_cnn"], 2, base, tmp_path / "cmp", log=logs.append)
+    assert sum("reusing" in m for m in logs) == 2 and not any("training into" in m for m in logs)
+
+
+def test_forward_flops_counts_the_lecture_nets():
+    # conv1 of basic_cnn alone: 10 filters * 25 MACs * 24*24 positions * 2 FLOPs per MAC
+    assert forward_flops(create_model("basic_cnn"), 1, 28) > 2 * 10 * 25 * 24 * 24
+
+
+def test_export_safetensors_is_readable(tiny_idx, tmp_path):
+    from safetensors import safe_open
+
+    train(cfg_for(tiny_idx, epochs=1), out=tmp_path / "run", **QUIET)
+    path = export_safetensors(tmp_path / "run")
+    with safe_open(str(path), framework="pt") as fh:
+        assert fh.metadata()["model"] == "basic_cnn"
+        weights = {k: fh.get_tensor(k) for k in fh.keys()}
+    model = create_model("basic_cnn")
+    model.load_state_dict(weights, strict=True)
+
+
+def test_tensorboard_scalars(tiny_idx, tmp_path):
+    pytest.importorskip("tensorboard")
+    train(cfg_for(tiny_idx, epochs=1, tensorboard=True), out=tmp_path / "run", **QUIET)
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_shift_augment_moves_content_deterministically():
+    x = torch.zeros(4, 1, 8, 8)
+    x[:, :, 3:5, 3:5] = 1.0
+    a, b = shift_augment(x, 0, 1, 2), shift_augment(x, 0, 1, 2)
+    assert torch.equal(a, b) and a.shape == x.shape
+    assert torch.equal(a.sum((1, 2, 3)), x.sum((1, 2, 3)))  # a 2 px shift never pushes the block out
+    assert not torch.equal(shift_augment(x, 0, 1, 3), a)
+
+
+def test_target_accuracy_stops_early(tiny_idx, tmp_path):
+    res = train(cfg_for(tiny_idx, epochs=30, target_accuracy=60.0, evals_per_epoch=2), out=tmp_path / "r", **QUIET)
+    assert res.target is not None and res.target["accuracy"] >= 60.0 and res.target["epoch"] < 30
+
+
+def test_bf16_and_channels_last_train(tiny_idx, tmp_path):
+    res = train(cfg_for(tiny_idx, epochs=1, precision="bf16", channels_last=True, model="inception"), write=False, **QUIET)
+    assert res.history and res.final.n == 64
