@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -212,6 +213,11 @@ def train(
     """
     t_start = time.perf_counter()
     ranks = Dist.from_env()
+    if ranks.enabled and out is None and resume is None:
+        # under torchrun the run folder must be the same on every rank and after a restart
+        run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+        safe = cfg.dataset.split(":", 1)[0]
+        out = Path(runs_root) / f"{cfg.model}-{safe}-torchrun-{run_id}"
     if resume is None and ranks.restart_count > 0 and out is not None and (Path(out) / "last.pt").is_file():
         resume = out  # torchrun restarted the group after a failure: continue from the last save
     state = None
@@ -273,7 +279,8 @@ def train(
             scheduler.load_state_dict(state["scheduler"])
         prog = state["progress"]
         epoch, batch, step = prog["epoch"], prog["batch"], prog["step"]
-        sums = list(prog["sums"]) if ranks.world_size == prog.get("world_size", 1) else [0.0, 0, 0]
+        # the checkpoint holds the partial epoch's sums over all ranks: rank 0 carries them on
+        sums = list(prog["sums"]) if ranks.is_primary else [0.0, 0, 0]
         elapsed = prog.get("elapsed", 0.0)
         history = list(state["history"])
         best = state["best_accuracy"]
@@ -319,6 +326,11 @@ def train(
             "best_accuracy": best,
             "rng": {"torch": torch.get_rng_state()},
         }
+
+    def epoch_sums(loss_sum: torch.Tensor, correct: torch.Tensor, count: int) -> list:
+        """This epoch's running sums over all ranks, as a checkpoint stores them."""
+        total = ranks.all_reduce_sum([float(loss_sum), float(correct), float(count)], device)
+        return [total[0], int(total[1]), int(total[2])]
 
     def evaluate_reduced() -> EvalResult:
         r = evaluate(model, eval_loader, limit=cfg.eval_limit)
@@ -370,11 +382,12 @@ def train(
                 if mid.accuracy >= cfg.target_accuracy:
                     target = {"epoch": epoch + batch / steps_per_epoch, "step": step, "accuracy": mid.accuracy,
                               "train_seconds": total_train_s + elapsed + time.perf_counter() - t0,
-                              "seconds_since_start": time.perf_counter() - t_start}
+                              "seconds_since_start": time.perf_counter() - t_start, "reached_at_unix": time.time()}
                     stop = True
-            if write and cfg.save_every and step % cfg.save_every == 0 and batch < steps_per_epoch:
-                sums = [float(loss_sum), int(correct), count]
-                save_checkpoint(run_dir / "last.pt", payload(elapsed + time.perf_counter() - t0))
+            if cfg.save_every and step % cfg.save_every == 0 and batch < steps_per_epoch:
+                sums = epoch_sums(loss_sum, correct, count)  # a collective: every rank takes part
+                if write:
+                    save_checkpoint(run_dir / "last.pt", payload(elapsed + time.perf_counter() - t0))
             if stop:
                 break
         bar.close()
@@ -386,8 +399,8 @@ def train(
             # stopped mid-epoch (--max-steps or --target-accuracy): keep the position to resume from
             say(f"stopped at step {step} (epoch {epoch + 1}, batch {batch}/{steps_per_epoch})  "
                 f"{eval_name}_loss {final.loss:.4f}  {eval_name}_acc {final.accuracy:.2f}%")
+            sums = epoch_sums(loss_sum, correct, count)
             if write:
-                sums = [float(loss_sum), int(correct), count]
                 save_checkpoint(run_dir / "last.pt", payload(seconds))
             break
         tl, tc, tn = ranks.all_reduce_sum([float(loss_sum), float(correct), float(count)], device)
@@ -413,7 +426,7 @@ def train(
         best = max(best, final.accuracy)
         if cfg.target_accuracy and final.accuracy >= cfg.target_accuracy and target is None:
             target = {"epoch": float(epoch), "step": step, "accuracy": final.accuracy, "train_seconds": total_train_s,
-                      "seconds_since_start": time.perf_counter() - t_start}
+                      "seconds_since_start": time.perf_counter() - t_start, "reached_at_unix": time.time()}
             stop = True
         if board:
             board.log(row)
@@ -440,7 +453,10 @@ def train(
                              extra={"target": target, "train_seconds": total_train_s, "parameters": params}, log=say)
     if board:
         board.close()
+    best_txt = f" (best epoch {best:.2f}%)" if history else ""
+    say(f"final test accuracy {final.accuracy:.2f}%{best_txt}" + (f"; run saved in {run_dir}" if run_dir else ""))
     ranks.barrier()
+    ranks.close()
     return TrainResult(run_dir, history, final, best, params, total_train_s, model, target, summary)
 
 

@@ -1,0 +1,35 @@
+"""``make bench``: run the benchmarks and write benchmarks/results/*.json and *.md.
+
+    python -m benchmarks.run                       # all three
+    python -m benchmarks.run throughput roofline   # some
+    python -m benchmarks.run --quick               # fewer steps/repeats/seeds, to check it works
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from benchmarks import roofline, throughput, time_to_accuracy
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.run")
+    p.add_argument("which", nargs="*", default=["throughput", "roofline", "time_to_accuracy"],
+                   choices=["throughput", "roofline", "time_to_accuracy"])
+    p.add_argument("--quick", action="store_true", help="few steps, repeats and seeds")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--target", type=float, default=99.0)
+    p.add_argument("--recipes", nargs="+", default=["fast", "lecture"])
+    args = p.parse_args(argv)
+    steps, repeats = (40, 2) if args.quick else (150, 5)
+    if "throughput" in args.which:
+        throughput.run(steps=steps, repeats=repeats)
+    if "roofline" in args.which:
+        roofline.run(steps=steps, repeats=max(1, repeats - 2))
+    if "time_to_accuracy" in args.which:
+        time_to_accuracy.run(seeds=1 if args.quick else args.seeds, target=args.target, recipes=args.recipes)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
