@@ -263,7 +263,7 @@ def cmd_models(args) -> int:
 #: Modules that add their own subcommands: each has ``register(subparsers)`` which adds parsers
 #: whose ``func`` takes the parsed args and returns an exit code. Keeps this file from growing
 #: with every capability; a module's command stays importable and testable without the CLI.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("cnnlab.apps_cli",)
 
 
 def build_parser() -> argparse.ArgumentParser:

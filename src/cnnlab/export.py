@@ -1,0 +1,185 @@
+"""Export a trained run for use outside cnnlab: ONNX (checked with onnxruntime) or TorchScript.
+
+Both exports take normalised ``(B, C, H, W)`` float32 images (``B`` free) and return logits
+``(B, classes)``. The preprocessing the net expects (``cnnlab.predict``, then
+``(x - mean) / std``) is recorded in the file: ONNX ``metadata_props``, TorchScript extra file
+``cnnlab.json``. Every export is checked before it is moved into place: the exported model and
+PyTorch must give the same logits, within :data:`TOLERANCE`, on a sample of the run's test images.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from cnnlab import __version__
+from cnnlab.errors import CnnlabError
+
+FORMATS = ("onnx", "torchscript")
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+#: Largest accepted absolute difference of logits between the export and PyTorch.
+TOLERANCE = 1e-4
+#: ONNX opset: 17 is read by every onnxruntime of the last years.
+OPSET = 17
+INPUT_NAME, OUTPUT_NAME = "image", "logits"
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    format: str
+    max_abs_diff: float
+    n_checked: int
+    batch_sizes: tuple[int, ...]
+
+
+def export_metadata(state: dict) -> dict[str, str]:
+    """What a user of the exported file needs to feed it: string keys and values (ONNX's rule)."""
+    data = state["data"]
+    return {
+        "cnnlab_version": __version__,
+        "model": state["model"]["name"],
+        "classes": json.dumps([str(c) for c in data["classes"]]),
+        "normalization_mean": repr(float(data["mean"])),
+        "normalization_std": repr(float(data["std"])),
+        "normalization": f"x = (pixel / 255 - {float(data['mean'])!r}) / {float(data['std'])!r}",
+        "input_layout": f"NCHW float32, (batch, {data['in_channels']}, {data['image_size']}, {data['image_size']}), "
+                        "white ink on black, MNIST-style centred (see cnnlab.predict)",
+        "output": "logits (batch, classes); softmax for probabilities",
+        "dataset": str(data.get("name", "")),
+    }
+
+
+def sample_inputs(state: dict, n: int, dataset: str | None = None, data_dir: str | None = None) -> torch.Tensor:
+    """The first ``n`` test images of the run's dataset (or ``dataset``), normalised: ``(n, C, H, W)``."""
+    from cnnlab.data import load_dataset
+
+    cfg = state.get("config") or {}
+    name = dataset or cfg.get("dataset") or state["data"].get("name")
+    if not name:
+        raise CnnlabError("the checkpoint records no dataset; pass --dataset to check the export on test images")
+    data = load_dataset(name, data_dir=data_dir or cfg.get("data_dir"))
+    if (data.in_channels, data.image_size) != (state["data"]["in_channels"], state["data"]["image_size"]):
+        raise CnnlabError(f"dataset {data.name} has {data.in_channels}x{data.image_size}x{data.image_size} images, "
+                          "the net was trained on others; pass the run's own --dataset")
+    x = data.test_images[:n].float().div_(255.0)  # (n, C, H, W) in 0..1
+    mean, std = float(state["data"]["mean"]), float(state["data"]["std"])
+    return (x - mean) / std
+
+
+def _onnx_export(model: nn.Module, example: torch.Tensor, path: Path, meta: dict[str, str]) -> None:
+    import onnx
+
+    with warnings.catch_warnings():
+        # dynamo=False: the TorchScript-based exporter, which needs no onnxscript; it warns that
+        # the new exporter is the default since torch 2.9.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        torch.onnx.export(
+            model, (example,), str(path), dynamo=False, opset_version=OPSET,
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        )
+    proto = onnx.load(str(path))
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "cnnlab"
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+
+
+def _onnx_run(path: Path, batches: list[np.ndarray]) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = min(4, os.cpu_count() or 1)
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return [sess.run([OUTPUT_NAME], {INPUT_NAME: b})[0] for b in batches]
+
+
+def _torchscript_export(model: nn.Module, example: torch.Tensor, path: Path, meta: dict[str, str]) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is in maintenance mode and says so
+        traced = torch.jit.trace(model, example, check_trace=True)
+        torch.jit.save(traced, str(path), _extra_files={"cnnlab.json": json.dumps(meta)})
+
+
+def _torchscript_run(path: Path, batches: list[np.ndarray]) -> list[np.ndarray]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loaded = torch.jit.load(str(path), map_location="cpu")
+    with torch.inference_mode():
+        return [loaded(torch.from_numpy(b)).numpy() for b in batches]
+
+
+def default_output(checkpoint: Path, fmt: str) -> Path:
+    """Beside the checkpoint: ``RUN/last.pt`` -> ``RUN/last.onnx`` or ``RUN/last.torchscript.pt``."""
+    return checkpoint.with_name(checkpoint.stem + SUFFIXES[fmt])
+
+
+def export_run(
+    run: str | Path,
+    fmt: str = "onnx",
+    *,
+    out: str | Path | None = None,
+    which: str = "last",
+    samples: int = 256,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+) -> ExportResult:
+    """Export ``run``'s checkpoint as ``fmt`` and check it on ``samples`` test images.
+
+    The check runs the sample as one batch and as a batch of 1 (the batch axis is dynamic).
+    The file is written beside its final name and renamed into place only when the check passes.
+    """
+    from cnnlab.checkpoint import load_checkpoint, resolve_checkpoint
+    from cnnlab.engine import model_from_checkpoint
+
+    if fmt not in FORMATS:
+        raise CnnlabError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    if samples < 1:
+        raise CnnlabError(f"--samples must be at least 1, got {samples}")
+    ckpt = resolve_checkpoint(run, which)
+    state = load_checkpoint(ckpt)
+    model = model_from_checkpoint(state).eval()  # exported on the CPU, in float32
+    x = sample_inputs(state, samples, dataset, data_dir)  # (n, C, H, W)
+    out = Path(out) if out else default_output(ckpt, fmt)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    meta = export_metadata(state)
+    batches = [x.numpy(), x[:1].numpy()]
+    try:
+        if fmt == "onnx":
+            _onnx_export(model, x[:2], tmp, meta)
+            got = _onnx_run(tmp, batches)
+        else:
+            _torchscript_export(model, x[:2], tmp, meta)
+            got = _torchscript_run(tmp, batches)
+        with torch.inference_mode():
+            want = [model(torch.from_numpy(b)).numpy() for b in batches]
+        for g, w in zip(got, want):
+            if g.shape != w.shape:
+                raise CnnlabError(f"{fmt} export gives logits of shape {g.shape}, PyTorch {w.shape}; "
+                                  "this model cannot be exported this way")
+        diff = max(float(np.abs(g - w).max()) for g, w in zip(got, want))
+        if not diff < TOLERANCE:
+            raise CnnlabError(f"{fmt} export differs from PyTorch by {diff:.2e} in the logits (limit {TOLERANCE:g}); "
+                              "not written: try the other --format")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return ExportResult(out, fmt, diff, len(x), tuple(len(b) for b in batches))
+
+
+def read_onnx_metadata(path: str | Path) -> dict[str, str]:
+    import onnx
+
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}

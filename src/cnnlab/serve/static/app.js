@@ -1,0 +1,178 @@
+// The drawing page: pointer events (mouse, touch and pen alike) draw black strokes on a white
+// canvas; while drawing, the canvas is sent as a PNG to POST /predict, at most one request in
+// flight, and the answer updates the bars, the prediction and the 28x28 image the net saw.
+"use strict";
+
+const pad = document.getElementById("pad");
+const ctx = pad.getContext("2d");
+const barsBox = document.getElementById("bars");
+const predictionEl = document.getElementById("prediction");
+const confidenceEl = document.getElementById("confidence");
+const statusEl = document.getElementById("status");
+const seenEl = document.getElementById("seen");
+const branchBox = document.getElementById("branches");
+const branchBars = document.getElementById("branch-bars");
+
+let classes = [];
+let drawing = false;
+let inked = false;       // anything drawn since the last clear
+let inFlight = false;    // a request is on its way
+let dirty = false;       // the canvas changed since the last request was sent
+let generation = 0;      // bumped by Clear: late answers for an old drawing are dropped
+let updates = 0;
+
+function resetCanvas() {
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, pad.width, pad.height);
+  ctx.strokeStyle = "#000";
+  ctx.lineWidth = 20;       // about MNIST's stroke: 2 px of 28 after scaling a 200 px digit to 20 px
+  ctx.lineCap = "round";
+  ctx.lineJoin = "round";
+}
+
+function bar(container, label, key) {
+  const l = document.createElement("div");
+  l.className = "label";
+  l.textContent = label;
+  const track = document.createElement("div");
+  track.className = "track";
+  const fill = document.createElement("div");
+  fill.className = "fill";
+  fill.dataset[key] = label;
+  track.appendChild(fill);
+  const pct = document.createElement("div");
+  pct.className = "pct";
+  pct.textContent = "–";
+  container.append(l, track, pct);
+  return { row: [l, track, pct], fill, pct };
+}
+
+let classBars = [];
+function buildBars() {
+  barsBox.textContent = "";
+  classBars = classes.map((c) => bar(barsBox, c, "cls"));
+}
+
+function showProbabilities(probs) {
+  const best = probs.indexOf(Math.max(...probs));
+  probs.forEach((p, i) => {
+    const b = classBars[i];
+    b.fill.style.width = (100 * p).toFixed(1) + "%";
+    b.pct.textContent = (100 * p).toFixed(1) + "%";
+    b.row.forEach((el) => el.classList.toggle("top", i === best));
+  });
+}
+
+function showBranches(branches) {
+  if (!branches) { branchBox.hidden = true; return; }
+  branchBox.hidden = false;
+  branchBars.textContent = "";
+  for (const [module, share] of Object.entries(branches.share)) {
+    const box = document.createElement("div");
+    box.className = "module";
+    const title = document.createElement("div");
+    title.textContent = module;
+    const grid = document.createElement("div");
+    grid.className = "bars";
+    box.append(title, grid);
+    for (const [branch, s] of Object.entries(share)) {
+      const b = bar(grid, branch, "branch");
+      b.fill.style.width = (100 * s).toFixed(1) + "%";
+      b.pct.textContent = (100 * s).toFixed(1) + "%";
+    }
+    branchBars.appendChild(box);
+  }
+}
+
+function clearResults() {
+  predictionEl.textContent = "";
+  confidenceEl.textContent = "";
+  statusEl.textContent = "";
+  seenEl.removeAttribute("src");
+  classBars.forEach((b) => { b.fill.style.width = "0"; b.pct.textContent = "–"; b.row.forEach((el) => el.classList.remove("top")); });
+  branchBox.hidden = true;
+}
+
+async function send() {
+  if (inFlight || !dirty || !inked) return;
+  inFlight = true;
+  dirty = false;
+  const mine = generation;
+  try {
+    const blob = await new Promise((resolve) => pad.toBlob(resolve, "image/png"));
+    const form = new FormData();
+    form.append("file", blob, "canvas.png");
+    const res = await fetch("/predict", { method: "POST", body: form });
+    const body = await res.json();
+    if (mine !== generation) return;
+    if (!res.ok) { statusEl.textContent = body.error || ("error " + res.status); return; }
+    statusEl.textContent = "";
+    showProbabilities(body.probabilities);
+    const top = body.top[0];
+    predictionEl.textContent = body.prediction;
+    confidenceEl.textContent = (100 * top.probability).toFixed(1) + "% sure";
+    seenEl.src = body.input_png;
+    showBranches(body.branches);
+    document.body.dataset.updates = String(++updates);
+  } catch (err) {
+    statusEl.textContent = "request failed: " + err;
+  } finally {
+    inFlight = false;
+    if (dirty) send();   // the drawing went on meanwhile: send the latest
+  }
+}
+
+function point(ev) {
+  const r = pad.getBoundingClientRect();
+  return [(ev.clientX - r.left) * pad.width / r.width, (ev.clientY - r.top) * pad.height / r.height];
+}
+
+pad.addEventListener("pointerdown", (ev) => {
+  ev.preventDefault();
+  pad.setPointerCapture(ev.pointerId);
+  drawing = true;
+  const [x, y] = point(ev);
+  ctx.beginPath();
+  ctx.moveTo(x, y);
+  ctx.lineTo(x + 0.01, y);   // a dot for a tap
+  ctx.stroke();
+  inked = dirty = true;
+});
+pad.addEventListener("pointermove", (ev) => {
+  if (!drawing) return;
+  ev.preventDefault();
+  const [x, y] = point(ev);
+  ctx.lineTo(x, y);
+  ctx.stroke();
+  inked = dirty = true;
+  send();
+});
+function endStroke() {
+  if (!drawing) return;
+  drawing = false;
+  send();
+}
+pad.addEventListener("pointerup", endStroke);
+pad.addEventListener("pointercancel", endStroke);
+
+document.getElementById("clear").addEventListener("click", () => {
+  generation++;
+  inked = dirty = false;
+  resetCanvas();
+  clearResults();
+});
+
+async function init() {
+  resetCanvas();
+  try {
+    const info = await (await fetch("/info")).json();
+    classes = info.classes;
+    document.getElementById("model").textContent = "· model " + info.model + (info.inception ? " (Inception)" : "");
+  } catch (err) {
+    classes = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    statusEl.textContent = "could not read /info: " + err;
+  }
+  buildBars();
+  document.body.dataset.ready = "1";
+}
+init();

@@ -1,0 +1,85 @@
+"""cnnlab export: ONNX (checked with onnxruntime, dynamic batch, metadata) and TorchScript round trips."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from apps_helpers import tiny_checkpoint
+from cnnlab.checkpoint import load_checkpoint
+from cnnlab.cli import main
+from cnnlab.engine import model_from_checkpoint
+from cnnlab.errors import CnnlabError
+from cnnlab.export import export_run, read_onnx_metadata
+
+ort = pytest.importorskip("onnxruntime")
+
+
+@pytest.mark.parametrize("model", ["basic_cnn", "inception"])
+def test_onnx_round_trip(model, tiny_idx, tmp_path):
+    ckpt = tiny_checkpoint(tmp_path / "run" / "last.pt", model=model, dataset_dir=tiny_idx)
+    res = export_run(ckpt.parent, "onnx", samples=16)
+    assert res.path == tmp_path / "run" / "last.onnx" and res.max_abs_diff < 1e-4 and res.n_checked == 16
+    assert not list(res.path.parent.glob(".*tmp*"))  # no temporary file left behind
+
+    # any batch size works (dynamic batch axis) and matches PyTorch
+    net = model_from_checkpoint(load_checkpoint(ckpt)).eval()
+    sess = ort.InferenceSession(str(res.path), providers=["CPUExecutionProvider"])
+    (inp,), (out,) = sess.get_inputs(), sess.get_outputs()
+    assert inp.shape[0] == "batch" and out.shape[0] == "batch"
+    for batch in (1, 7):
+        x = torch.randn(batch, 1, 28, 28)
+        got = sess.run(None, {inp.name: x.numpy()})[0]
+        with torch.inference_mode():
+            want = net(x).numpy()
+        assert got.shape == (batch, 10) and np.abs(got - want).max() < 1e-4
+
+    meta = read_onnx_metadata(res.path)
+    assert float(meta["normalization_mean"]) == 0.1307 and float(meta["normalization_std"]) == 0.3081
+    assert json.loads(meta["classes"]) == [str(i) for i in range(10)] and meta["model"] == model
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+def test_torchscript_round_trip(tiny_idx, tmp_path):
+    ckpt = tiny_checkpoint(tmp_path / "run" / "last.pt", model="resnet", dataset_dir=tiny_idx)
+    out = tmp_path / "exported" / "net.pt"
+    res = export_run(ckpt, "torchscript", out=out, samples=8)
+    assert res.path == out and res.max_abs_diff < 1e-4
+    extra = {"cnnlab.json": ""}
+    loaded = torch.jit.load(str(out), _extra_files=extra)
+    assert json.loads(extra["cnnlab.json"])["normalization_std"] == "0.3081"
+    x = torch.randn(3, 1, 28, 28)
+    net = model_from_checkpoint(load_checkpoint(ckpt)).eval()
+    with torch.inference_mode():
+        assert (loaded(x) - net(x)).abs().max() < 1e-4
+
+
+def test_cli_prints_max_difference(tiny_idx, tmp_path, capsys):
+    ckpt = tiny_checkpoint(tmp_path / "run" / "last.pt", dataset_dir=tiny_idx)
+    code = main(["export", str(ckpt.parent), "--format", "onnx", "--samples", "32"])
+    out, _ = capsys.readouterr()
+    m = re.search(r"max abs logit difference (\S+) \(limit 0.0001\)", out)
+    assert code == 0 and m and float(m.group(1)) < 1e-4 and "checked on 32 test images" in out
+
+
+def test_export_errors(tmp_path, capsys):
+    # no dataset to check on: a one-line error naming the fix, and no file written
+    ckpt = tiny_checkpoint(tmp_path / "run" / "last.pt", dataset_dir=tmp_path / "gone")
+    code = main(["export", str(ckpt), "--format", "torchscript"])
+    _, err = capsys.readouterr()
+    assert code == 2 and err.count("\n") == 1 and "no such directory" in err
+    assert not (tmp_path / "run" / "last.torchscript.pt").exists()
+    with pytest.raises(CnnlabError, match="unknown export format"):
+        export_run(ckpt, "tflite")
+    with pytest.raises(SystemExit):
+        main(["export", str(ckpt), "--format", "tflite"])
+
+
+def test_cli_constants_match_the_library():
+    from cnnlab import apps_cli, export
+
+    assert apps_cli.EXPORT_FORMATS == export.FORMATS and apps_cli.EXPORT_TOLERANCE == export.TOLERANCE

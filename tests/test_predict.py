@@ -1,0 +1,185 @@
+"""cnnlab predict: MNIST-style preprocessing of any image, bad files skipped, the CLI's outputs."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFile
+
+from apps_helpers import draw_digit, png_header_only, tiny_checkpoint
+from cnnlab.cli import main
+from cnnlab.predict import BadImageError, Predictor, open_image, predict_paths, preprocess
+
+
+@pytest.fixture
+def ckpt(tmp_path):
+    return tiny_checkpoint(tmp_path / "run" / "last.pt")
+
+
+def _jpeg(img: Image.Image) -> Image.Image:
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, "JPEG", quality=85)
+    return open_image(buf.getvalue(), "jpeg")
+
+
+def _transparent() -> Image.Image:
+    """Dark strokes on a fully transparent background (a typical PNG export of a drawing)."""
+    img = Image.new("RGBA", (400, 400), (0, 0, 0, 0))
+    mask = draw_digit((400, 400), (100, 60, 300, 260), ink=255, paper=0)
+    img.paste((20, 20, 20, 255), mask=mask)
+    return img
+
+
+VARIANTS = {
+    "large canvas, top-left corner": lambda: draw_digit((1500, 1000), (20, 20, 820, 820)),
+    "small canvas, bottom-right": lambda: draw_digit((100, 100), (55, 55, 95, 95)),
+    "very wide canvas, far right": lambda: draw_digit((3000, 400), (2500, 100, 2780, 380)),
+    "light ink on dark paper": lambda: draw_digit(ink=255, paper=0),
+    "blue ink on yellow paper (RGB)": lambda: draw_digit(ink=(30, 60, 200), paper=(250, 240, 150), mode="RGB"),
+    "dark gray ink on gray paper": lambda: draw_digit(ink=60, paper=200),
+    "transparent background (RGBA)": _transparent,
+    "JPEG": lambda: _jpeg(draw_digit()),
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_same_digit_any_size_position_colour_polarity(variant):
+    ref = preprocess(draw_digit())  # 200 px black-on-white digit centred on a 300 px canvas
+    got = preprocess(VARIANTS[variant]())
+    assert got.shape == (28, 28) and got.dtype == np.float32
+    # The line drawing itself differs a little between scales (PIL's lines are not anti-aliased).
+    assert np.abs(got - ref).mean() < 0.04
+    assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.97
+
+
+def test_mnist_geometry():
+    """Ink white on black, longer side 20 px, centre of mass at the centre of the 28x28 field."""
+    field = preprocess(draw_digit((900, 500), (600, 50, 800, 450)))  # a tall digit, off centre
+    assert field.max() == pytest.approx(1.0) and field[0].max() == 0 and field[:, 0].max() == 0
+    rows = np.flatnonzero(field.max(1) > 0.2)
+    cols = np.flatnonzero(field.max(0) > 0.2)
+    assert 19 <= rows[-1] - rows[0] + 1 <= 21 and cols[-1] - cols[0] + 1 < 18
+    ys, xs = np.mgrid[:28, :28] + 0.5
+    assert (field * ys).sum() / field.sum() == pytest.approx(14.0, abs=0.05)
+    assert (field * xs).sum() / field.sum() == pytest.approx(14.0, abs=0.05)
+
+
+def _truncated(fmt: str) -> bytes:
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (200, 200), dtype=np.uint8)).save(buf, fmt)
+    data = buf.getvalue()
+    return data[: len(data) // 2]
+
+
+def _tiff() -> bytes:
+    buf = io.BytesIO()
+    draw_digit().save(buf, "TIFF")
+    return buf.getvalue()
+
+
+BAD = {
+    "zero bytes": (b"", "empty file"),
+    "not an image": (b"hello, this is text\n" * 10, "not an image"),
+    "truncated PNG": (_truncated("PNG"), "truncated"),
+    "truncated JPEG": (_truncated("JPEG"), "truncated"),
+    # 10000^2 = 1e8 pixels: over MAX_IMAGE_PIXELS (~8.9e7), where Pillow only warns
+    "decompression bomb (warning zone)": (png_header_only(10_000, 10_000), "decompression bomb"),
+    # 20000^2 = 4e8 pixels: over twice the limit, where Pillow raises
+    "decompression bomb (error zone)": (png_header_only(20_000, 20_000), "decompression bomb"),
+    "format outside the allow-list (TIFF)": (_tiff(), "TIFF images are not accepted"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_files_refused_with_one_line(case, tmp_path):
+    data, fragment = BAD[case]
+    path = tmp_path / "bad.png"
+    path.write_bytes(data)
+    for source in (path, data):  # from a file (predict) and from bytes (serve)
+        with pytest.raises(BadImageError) as info:
+            open_image(source, "bad.png")
+        msg = str(info.value)
+        assert fragment in msg and "\n" not in msg and msg.startswith("bad.png: ")
+    # the safety settings are left as Pillow ships them
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+    assert Image.MAX_IMAGE_PIXELS == 178956970 // 2
+
+
+def test_exif_orientation_applied():
+    """A photo stored upside down with EXIF Orientation 3 (rotate 180) is read upright."""
+    exif = Image.Exif()
+    exif[0x0112] = 3
+    buf = io.BytesIO()
+    draw_digit().rotate(180).convert("RGB").save(buf, "JPEG", quality=95, exif=exif)
+    got = preprocess(open_image(buf.getvalue(), "photo.jpg"))
+    assert np.abs(got - preprocess(draw_digit())).mean() < 0.01
+
+
+def test_blank_and_missing(tmp_path):
+    with pytest.raises(BadImageError, match="no ink found"):
+        preprocess(Image.new("L", (100, 100), 255), name="blank.png")
+    with pytest.raises(BadImageError, match="no such file"):
+        open_image(tmp_path / "nope.png")
+
+
+def test_animated_gif_uses_first_frame(tmp_path):
+    frames = [draw_digit(), Image.new("L", (300, 300), 255)]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    np.testing.assert_allclose(preprocess(open_image(path)), preprocess(draw_digit()), atol=0.02)
+
+
+def test_predict_paths_skips_bad_and_expands_dirs_and_globs(ckpt, tmp_path):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    draw_digit().save(d / "a.png")
+    draw_digit(ink=255, paper=0).save(d / "b.bmp")
+    (d / "c.png").write_bytes(b"")
+    (d / "notes.txt").write_text("ignored: not an image suffix")
+    other = tmp_path / "other"
+    other.mkdir()
+    draw_digit().convert("RGB").save(other / "x.webp")
+    predictor = Predictor.from_run(ckpt.parent, device="cpu")
+    preds, failures = predict_paths(predictor, [str(d), str(other / "*.webp"), str(tmp_path / "missing.png")])
+    assert [p.name.rsplit("/", 1)[-1] for p in preds] == ["a.png", "b.bmp", "x.webp"]
+    assert len(failures) == 2 and "empty file" in failures[0].error and "no such file" in failures[1].error
+    for p in preds:
+        assert len(p.probabilities) == 10 and sum(p.probabilities) == pytest.approx(1.0, abs=1e-5)
+    # the same digit in different files gets (nearly) the same probabilities
+    np.testing.assert_allclose(preds[0].probabilities, preds[1].probabilities, atol=1e-4)
+
+
+def test_cli_text_json_show_input_and_exit_code(ckpt, tmp_path, capsys):
+    good, bad = tmp_path / "seven.png", tmp_path / "broken.jpg"
+    draw_digit((640, 480), (300, 100, 500, 400)).save(good)
+    bad.write_bytes(b"not a jpeg at all")
+    seen = tmp_path / "seen"
+
+    code = main(["predict", str(ckpt.parent), str(good), "--top-k", "2", "--show-input", str(seen)])
+    out, err = capsys.readouterr()
+    assert code == 0 and out.startswith(str(good)) and out.count("%") == 2 and err == ""
+    saved = Image.open(seen / "seven.input.png")
+    assert saved.size == (28, 28) and saved.mode == "L"
+
+    code = main(["predict", str(ckpt), str(good), str(bad)])
+    out, err = capsys.readouterr()
+    assert code == 1 and str(good) in out and "broken.jpg" not in out
+    assert [line for line in err.splitlines() if "broken.jpg" in line] == [err.splitlines()[0]]
+    assert err.splitlines()[0].startswith(f"cnnlab: skipped {bad}: not an image")
+
+    code = main(["predict", str(ckpt), str(good), str(bad), "--json"])
+    out, _ = capsys.readouterr()
+    rows = json.loads(out)
+    assert code == 1 and len(rows) == 2
+    assert rows[0]["file"] == str(good) and len(rows[0]["top"]) == 3 and rows[0]["prediction"] == rows[0]["top"][0]["class"]
+    assert rows[1]["file"] == str(bad) and "not an image" in rows[1]["error"]
+
+
+def test_cli_bad_run_is_one_line_error(tmp_path, capsys):
+    code = main(["predict", str(tmp_path / "no-run"), "x.png"])
+    _, err = capsys.readouterr()
+    assert code == 2 and err.count("\n") == 1 and "no such checkpoint" in err

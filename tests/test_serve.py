@@ -1,0 +1,224 @@
+"""cnnlab serve: the JSON endpoint, its limits, branch energies, and the page end to end in Chromium."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+
+from apps_helpers import draw_digit, png_header_only, tiny_checkpoint
+from cnnlab.models import create_model
+from cnnlab.predict import Predictor
+from cnnlab.serve.branches import record_branch_energy, shares
+from cnnlab.serve.cli import check_port_free
+
+uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("fastapi")
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+MAX_BYTES = 64 * 1024
+
+
+class Server:
+    """The app under uvicorn in a thread, on a socket bound to a free port of 127.0.0.1."""
+
+    def __init__(self, app):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from cnnlab.serve.app import create_app
+
+    ckpt = tiny_checkpoint(tmp_path_factory.mktemp("serve") / "last.pt", model="inception")
+    with Server(create_app(Predictor.from_run(ckpt, device="cpu"), max_bytes=MAX_BYTES)) as srv:
+        yield srv
+
+
+def post(url: str, data: bytes, filename: str = "digit.png", field: str = "file") -> tuple[int, dict]:
+    """POST ``data`` as a multipart form file; returns (status, JSON body)."""
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    req = urllib.request.Request(url + "/predict", data=body, method="POST",
+                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as res:
+            return res.status, json.loads(res.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def png(img) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_predict_endpoint(server):
+    status, body = post(server.url, png(draw_digit()))
+    assert status == 200
+    assert len(body["probabilities"]) == 10 and abs(sum(body["probabilities"]) - 1) < 1e-5
+    assert body["prediction"] == body["top"][0]["class"] and body["input_png"].startswith("data:image/png;base64,")
+    assert set(body["branches"]["share"]) == {"incept1", "incept2"}
+    for share in body["branches"]["share"].values():
+        assert list(share) == ["pool", "1x1", "5x5", "3x3"] and abs(sum(share.values()) - 1) < 1e-6
+    with urllib.request.urlopen(server.url + "/info") as res:
+        info = json.loads(res.read())
+    assert info["inception"] is True and info["max_upload_bytes"] == MAX_BYTES
+    with urllib.request.urlopen(server.url + "/") as res:
+        page = res.read().decode()
+    assert "<canvas" in page and "app.js" in page
+
+
+@pytest.mark.parametrize("data, status, fragment", [
+    (b"", 400, "empty file"),
+    (b"GIF89a but not really", 400, "not an image"),
+    (png_header_only(12_000, 12_000), 400, "decompression bomb"),
+    (png(draw_digit())[:300], 400, "truncated"),
+    (png(draw_digit().resize((300, 300)).convert("L").point(lambda v: 255)), 400, "no ink found"),
+    (os.urandom(MAX_BYTES + 10), 413, "over the limit"),
+])
+def test_predict_endpoint_refuses_bad_input(server, data, status, fragment):
+    got, body = post(server.url, data, filename="../../etc/x.png")
+    assert got == status and fragment in body["error"] and "\n" not in body["error"]
+    if status == 400:
+        assert body["error"].startswith("upload 'x.png': ")
+
+
+def test_predict_endpoint_needs_a_file(server):
+    status, body = post(server.url, png(draw_digit()), field="image")
+    assert status == 400 and "field 'file'" in body["error"]
+    req = urllib.request.Request(server.url + "/predict", data=b"{}", method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(req)
+    assert info.value.code == 415
+
+
+def test_branch_energy_hooks_match_the_branches():
+    torch.manual_seed(0)
+    net = create_model("inception").eval()
+    x = torch.randn(1, 1, 28, 28)
+    with torch.inference_mode(), record_branch_energy(net) as energies:
+        net(x)
+        h = torch.nn.functional.relu(net.mp(net.conv1(x)))  # the input of incept1
+        direct = {k: float(v.pow(2).mean()) for k, v in net.incept1.branches(h).items()}
+    assert energies["incept1"] == pytest.approx(direct, rel=1e-5)
+    assert all(not m._forward_hooks for m in net.modules())  # hooks removed afterwards
+    assert sum(shares(energies)["incept2"].values()) == pytest.approx(1.0)
+    with record_branch_energy(create_model("resnet")) as none:
+        pass
+    assert none == {}
+
+
+def test_serve_command_binds_loopback_by_default(tmp_path):
+    ckpt = tiny_checkpoint(tmp_path / "last.pt")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        from cnnlab.errors import CnnlabError
+
+        with pytest.raises(CnnlabError, match="pick another --port"):
+            check_port_free("127.0.0.1", port)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "serve", str(ckpt), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/info", timeout=2) as res:
+                    assert json.loads(res.read())["model"] == "basic_cnn"
+                break
+            except (urllib.error.URLError, ConnectionError):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"cnnlab serve did not come up: {proc.communicate()[0]}")
+                time.sleep(0.2)
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=10)[0]
+    assert f"on http://127.0.0.1:{port}/" in out
+
+
+def test_page_in_headless_chromium(server):
+    if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium"),
+                                     args=CHROMIUM_ARGS, headless=True)
+        try:
+            context = browser.new_context(viewport={"width": 1000, "height": 720}, has_touch=True)
+            page = context.new_page()
+            page.goto(server.url + "/")
+            page.wait_for_selector("body[data-ready='1']", timeout=10_000)
+            assert page.locator(".fill[data-cls]").count() == 10
+            assert page.inner_text("#prediction") == ""
+
+            # draw a "7" with the mouse
+            box = page.locator("#pad").bounding_box()
+            x0, y0 = box["x"], box["y"]
+            page.mouse.move(x0 + 70, y0 + 60)
+            page.mouse.down()
+            for x, y in [(150, 60), (210, 60), (170, 140), (140, 200), (120, 240)]:
+                page.mouse.move(x0 + x, y0 + y, steps=6)
+            page.mouse.up()
+            page.wait_for_function("Number(document.body.dataset.updates || 0) >= 1", timeout=10_000)
+            page.wait_for_function("document.getElementById('prediction').textContent.length > 0", timeout=10_000)
+
+            widths = page.eval_on_selector_all(".fill[data-cls]", "els => els.map(e => parseFloat(e.style.width))")
+            assert len(widths) == 10 and abs(sum(widths) - 100) < 1.0 and max(widths) >= 9.99
+            assert page.inner_text("#prediction") in [str(i) for i in range(10)]
+            assert page.get_attribute("#seen", "src").startswith("data:image/png;base64,")
+            assert page.is_visible("#branches") and page.locator(".fill[data-branch]").count() == 8
+            page.wait_for_timeout(300)  # let the bars' CSS transition finish for the picture
+            page.screenshot(path=str(ARTIFACTS / "serve-page.png"), full_page=True)
+
+            # Clear empties the canvas and the results; a tap (touch) draws a dot and predicts again
+            page.click("#clear")
+            assert page.inner_text("#prediction") == ""
+            before = int(page.evaluate("document.body.dataset.updates"))
+            page.touchscreen.tap(x0 + 140, y0 + 140)
+            page.wait_for_function(f"Number(document.body.dataset.updates) > {before}", timeout=10_000)
+            assert page.inner_text("#prediction") != ""
+        finally:
+            browser.close()
+    assert (ARTIFACTS / "serve-page.png").stat().st_size > 5_000
