@@ -110,7 +110,7 @@ class Evil:
 def test_malicious_checkpoint_never_runs(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
-    torch.save({"format": "cnnlab-checkpoint", "version": 1, "x": Evil(marker)}, path)
+    torch.save({"format": "cnnlab-checkpoint", "version": 1, "x": Evil(marker)}, path, pickle_protocol=2)
     with pytest.raises(CheckpointError, match="refused"):
         load_checkpoint(path)
     assert not marker.exists()
