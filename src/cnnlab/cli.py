@@ -256,14 +256,14 @@ def cmd_models(args) -> int:
     from cnnlab.models import count_parameters, create_model, list_models, model_summary
 
     for name in list_models():
-        print(f"{name:<12} {count_parameters(create_model(name)):>9,} params  {model_summary(name)}")
+        print(f"{name:<16} {count_parameters(create_model(name)):>9,} params  {model_summary(name)}")
     return 0
 
 
 #: Modules that add their own subcommands: each has ``register(subparsers)`` which adds parsers
 #: whose ``func`` takes the parsed args and returns an exit code. Keeps this file from growing
 #: with every capability; a module's command stays importable and testable without the CLI.
-COMMAND_MODULES: tuple[str, ...] = ("cnnlab.apps_cli",)
+COMMAND_MODULES: tuple[str, ...] = ("cnnlab.analysis.cli", "cnnlab.apps_cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

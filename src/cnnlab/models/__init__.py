@@ -4,6 +4,7 @@ from cnnlab.models._registry import create_model, list_models, model_summary, re
 from cnnlab.models.basic import BasicCNN
 from cnnlab.models.inception import InceptionModule, InceptionNet
 from cnnlab.models.resnet import ResidualBlock, ResNet
+from cnnlab.models.stacks import ConvStack, plain_stack, residual_stack  # noqa: F401  (registers them)
 
 
 def count_parameters(model) -> int:

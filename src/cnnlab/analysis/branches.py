@@ -1,0 +1,378 @@
+"""Which branches of an Inception module does a trained net rely on?
+
+For every :class:`~cnnlab.models.InceptionModule` in a model, and each of its four branches
+(``pool``, ``1x1``, ``5x5``, ``3x3``, the stable names of :data:`~cnnlab.models.inception.BRANCH_CHANNELS`):
+
+- test accuracy and loss with the branch's output **zeroed**, and with it replaced by its **mean**
+  activation over (part of) the training set, per channel. Zeroing removes both the information a
+  branch carries and the constant offset it adds to the next layer's input; mean ablation removes
+  only the information. A branch whose zeroing hurts but whose mean ablation does not mostly shifts
+  the input rather than telling digits apart.
+- the share of the next layer's squared weight norm that reads the branch's channels;
+- the branch's mean activation energy (mean of the squared output) on the test set, per class.
+
+The model's code is untouched: everything is done with forward hooks on the modules' outputs, which
+are removed on leaving each context manager, even after an error.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from cnnlab.errors import CnnlabError
+from cnnlab.models.inception import BRANCH_CHANNELS, InceptionModule
+
+BRANCHES: tuple[str, ...] = tuple(BRANCH_CHANNELS)  # ('pool', '1x1', '5x5', '3x3'), concatenation order
+MODULE_CHANNELS = sum(BRANCH_CHANNELS.values())  # 88
+
+
+def branch_slices() -> dict[str, slice]:
+    """Each branch's channels in the module's concatenated output: pool 0:24, 1x1 24:40, 5x5 40:64, 3x3 64:88."""
+    out, start = {}, 0
+    for name, channels in BRANCH_CHANNELS.items():
+        out[name] = slice(start, start + channels)
+        start += channels
+    return out
+
+
+def inception_modules(model: nn.Module) -> list[tuple[str, InceptionModule]]:
+    """The model's Inception modules with their qualified names, in registration order."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, InceptionModule)]
+
+
+def _module(model: nn.Module, name: str) -> InceptionModule:
+    found = dict(model.named_modules()).get(name)
+    if not isinstance(found, InceptionModule):
+        names = ", ".join(n for n, _ in inception_modules(model)) or "none"
+        raise CnnlabError(f"{name!r} is not an InceptionModule of this model; its Inception modules are: {names}")
+    return found
+
+
+def _check_output(name: str, out: torch.Tensor) -> None:
+    if out.ndim != 4 or out.shape[1] != MODULE_CHANNELS:
+        raise CnnlabError(f"{name}: expected a (B, {MODULE_CHANNELS}, H, W) output, got {tuple(out.shape)}; "
+                          "this module does not concatenate the four branches as InceptionModule does")
+
+
+# ----------------------------------------------------------------------------- hooks
+
+
+@contextmanager
+def ablate_branch(model: nn.Module, module: str, branch: str, fill: torch.Tensor | None = None) -> Iterator[None]:
+    """Within the block, ``module``'s ``branch`` outputs zeros (``fill=None``) or a per-channel constant.
+
+    ``fill``: a (channels of the branch,) tensor, e.g. the branch's mean activation per channel.
+    """
+    target = _module(model, module)
+    if branch not in BRANCH_CHANNELS:
+        raise CnnlabError(f"unknown branch {branch!r}; choose one of: {', '.join(BRANCHES)}")
+    s = branch_slices()[branch]
+    if fill is not None and fill.shape != (BRANCH_CHANNELS[branch],):
+        raise ValueError(f"fill for branch {branch!r} must have shape ({BRANCH_CHANNELS[branch]},), got {tuple(fill.shape)}")
+
+    def hook(_mod, _inputs, out):
+        _check_output(module, out)
+        out = out.clone()  # never write into a tensor that autograd or the caller may hold
+        if fill is None:
+            out[:, s] = 0
+        else:
+            out[:, s] = fill.to(device=out.device, dtype=out.dtype).view(1, -1, 1, 1)
+        return out
+
+    handle = target.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def watch_outputs(model: nn.Module, modules: list[str], fn: Callable[[str, torch.Tensor], None]) -> Iterator[None]:
+    """Call ``fn(name, output)`` after each forward of the named modules, without changing the output."""
+    def make_hook(name):
+        def hook(_mod, _inputs, out):
+            fn(name, out)  # returns None: a forward hook that returns a value would replace the output
+
+        return hook
+
+    handles = []
+    try:
+        for name in modules:
+            handles.append(_module(model, name).register_forward_hook(make_hook(name)))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+# ----------------------------------------------------------------------------- measurements
+
+
+def channel_means(model: nn.Module, batches, modules: list[str]) -> dict[str, torch.Tensor]:
+    """Mean activation of each output channel of each module over all images and positions: (88,) each."""
+    sums = {m: torch.zeros(MODULE_CHANNELS, dtype=torch.float64) for m in modules}
+    counts = dict.fromkeys(modules, 0)
+
+    def fn(name, out):
+        _check_output(name, out)
+        sums[name] += out.double().sum(dim=(0, 2, 3)).cpu()
+        counts[name] += out.shape[0] * out.shape[2] * out.shape[3]
+
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode(), watch_outputs(model, modules, fn):
+        for x, _ in batches:
+            model(x)
+    model.train(was_training)
+    if not all(counts.values()):
+        raise CnnlabError("no training images to compute mean activations from; use a larger --train-images")
+    return {m: (sums[m] / counts[m]).float() for m in modules}
+
+
+def class_energy(model: nn.Module, batches, modules: list[str], num_classes: int) -> tuple[dict, dict]:
+    """Each branch's mean squared activation per class, and the un-ablated test loss and accuracy.
+
+    Returns ``({module: {branch: (classes,) tensor}}, {"loss", "accuracy", "n"})``. Per image the energy is
+    the mean over the branch's channels and positions of the squared output; classes average their images.
+    """
+    slices = branch_slices()
+    energy = {m: {b: torch.zeros(num_classes, dtype=torch.float64) for b in BRANCHES} for m in modules}
+    per_class = torch.zeros(num_classes, dtype=torch.float64)
+    labels: list[torch.Tensor] = []
+
+    def fn(name, out):
+        _check_output(name, out)
+        y = labels[0]
+        for b, s in slices.items():
+            e = out[:, s].double().pow(2).mean(dim=(1, 2, 3)).cpu()  # (B,)
+            energy[name][b].index_add_(0, y, e)
+
+    loss_sum, correct, n = 0.0, 0, 0
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode(), watch_outputs(model, modules, fn):
+        for x, y in batches:
+            labels[:] = [y.cpu()]
+            logits = model(x).float()
+            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+            n += len(y)
+            per_class.index_add_(0, y.cpu(), torch.ones(len(y), dtype=torch.float64))
+    model.train(was_training)
+    if n == 0:
+        raise CnnlabError("the test split is empty; nothing to measure")
+    mean_energy = {m: {b: (energy[m][b] / per_class.clamp(min=1)).float() for b in BRANCHES} for m in modules}
+    return mean_energy, {"loss": loss_sum / n, "accuracy": 100.0 * correct / n, "n": n}
+
+
+def next_layer_readers(model: nn.Module, x: torch.Tensor, modules: list[str]) -> dict[str, tuple[str, nn.Module] | None]:
+    """For each Inception module, the first Conv2d or Linear that reads its output directly.
+
+    Found by running ``x`` and matching tensors: the reader's input must be the module's output or a
+    view of it (a flatten), holding exactly its elements. ``None`` when its output goes through other
+    operations first (then there is no single weight matrix whose columns belong to the branches).
+    """
+    events: list[tuple[str, str, torch.Tensor]] = []
+    outputs: dict[str, torch.Tensor] = {}
+    weight_modules = {name: m for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    handles = []
+
+    def on_output(name, out):
+        outputs.setdefault(name, out)  # kept alive, so its storage is not reused during the pass
+        events.append(("out", name, out))
+
+    def on_input(name):
+        def pre(_m, inputs):
+            events.append(("in", name, inputs[0]))
+        return pre
+
+    was_training = model.training
+    model.eval()
+    try:
+        for name, m in weight_modules.items():
+            handles.append(m.register_forward_pre_hook(on_input(name)))
+        with torch.inference_mode(), watch_outputs(model, modules, on_output):
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+
+    readers: dict[str, tuple[str, nn.Module] | None] = {}
+    for mod in modules:
+        readers[mod] = None
+        out = outputs.get(mod)
+        if out is None:
+            continue
+        start = next(i for i, e in enumerate(events) if e[0] == "out" and e[1] == mod)
+        for kind, name, t in events[start + 1:]:
+            if kind != "in" or name.startswith(mod + "."):
+                continue
+            same = (t.untyped_storage().data_ptr() == out.untyped_storage().data_ptr()
+                    and t.numel() == out.numel())
+            if same:
+                readers[mod] = (name, weight_modules[name])
+            break  # only the first weight layer after the module can read it directly
+    return readers
+
+
+def weight_share(reader: nn.Module, out_shape: tuple[int, ...]) -> dict[str, float] | None:
+    """Share of ``reader``'s squared weight norm on each branch's channels (the shares add up to 1).
+
+    Conv2d: weight (O, 88, k, k), channel c is ``weight[:, c]``. Linear after a flatten of (B, 88, H, W):
+    feature ``c*H*W + h*W + w`` comes from channel c, so the weight reshapes to (O, 88, H*W).
+    """
+    w = reader.weight.detach().double()
+    if isinstance(reader, nn.Conv2d) and reader.groups == 1 and w.shape[1] == MODULE_CHANNELS:
+        per_channel = w.pow(2).sum(dim=(0, 2, 3))  # (88,)
+    elif isinstance(reader, nn.Linear) and w.shape[1] == MODULE_CHANNELS * out_shape[2] * out_shape[3]:
+        per_channel = w.view(w.shape[0], MODULE_CHANNELS, -1).pow(2).sum(dim=(0, 2))  # (88,)
+    else:
+        return None
+    total = per_channel.sum()
+    return {b: float(per_channel[s].sum() / total) for b, s in branch_slices().items()}
+
+
+def _loader(images, labels, batch_size, data, device, limit=0):
+    from cnnlab.data import BatchLoader
+
+    if limit and limit < len(labels):
+        # a seeded, class-mixed subset: the first ``limit`` items of a fixed permutation
+        g = torch.Generator().manual_seed(0)
+        idx = torch.randperm(len(labels), generator=g)[:limit]
+        images, labels = images[idx], labels[idx]
+    return BatchLoader(images, labels, batch_size, mean=data.mean, std=data.std, shuffle=False, device=device)
+
+
+def analyze_branches(
+    run: str | Path,
+    *,
+    which: str = "last",
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    train_images: int = 10_000,
+    device: str = "auto",
+    batch_size: int = 1000,
+    log: Callable[[str], None] = lambda msg: None,
+) -> dict:
+    """All the branch measurements for the run (directory or checkpoint) ``run``, as a JSON-ready dict."""
+    from cnnlab.checkpoint import load_checkpoint, resolve_checkpoint
+    from cnnlab.data import load_dataset
+    from cnnlab.engine import evaluate, model_from_checkpoint, resolve_device
+
+    run = Path(run)
+    if not run.exists():
+        raise CnnlabError(f"{run}: no such run directory; pass a directory written by 'cnnlab train' (it holds last.pt)")
+    if train_images < 0:
+        raise CnnlabError(f"--train-images must be >= 0 (0: the whole train split), got {train_images}")
+    t0 = time.perf_counter()
+    ckpt = resolve_checkpoint(run, which)
+    state = load_checkpoint(ckpt)
+    model = model_from_checkpoint(state)
+    modules = [name for name, _ in inception_modules(model)]
+    if not modules:
+        raise CnnlabError(f"{run}: model {state['model']['name']!r} has no InceptionModule; "
+                          "analyze branches needs a run of an Inception model (e.g. 'cnnlab train --model inception')")
+    cfg = state["config"]
+    data = load_dataset(dataset or cfg["dataset"], data_dir=data_dir or cfg.get("data_dir"))
+    dev = resolve_device(device)
+    model.to(dev).eval()
+
+    train_loader = _loader(data.train_images, data.train_labels, batch_size, data, dev, limit=train_images)
+    test_loader = _loader(data.test_images, data.test_labels, batch_size, data, dev)
+    n_train = len(train_loader.labels)
+    log(f"{state['model']['name']} from {ckpt}: Inception modules {', '.join(modules)}; "
+        f"means from {n_train:,} train images, tests on {len(test_loader.labels):,} test images")
+
+    means = channel_means(model, train_loader.batches(0), modules)
+    energy, base = class_energy(model, test_loader.batches(0), modules, data.num_classes)
+    probe = test_loader.normalise(data.test_images[:2].to(dev))
+    readers = next_layer_readers(model, probe, modules)
+    shapes: dict[str, tuple] = {}
+    with torch.inference_mode(), watch_outputs(model, modules, lambda n, o: shapes.setdefault(n, tuple(o.shape))):
+        model(probe)
+
+    slices = branch_slices()
+    result_modules = []
+    for mod in modules:
+        reader = readers[mod]
+        shares = weight_share(reader[1], shapes[mod]) if reader else None
+        rows = []
+        for b in BRANCHES:
+            scores = {}
+            for mode, fill in (("zero", None), ("mean", means[mod][slices[b]])):
+                with ablate_branch(model, mod, b, fill):
+                    r = evaluate(model, test_loader)
+                scores[mode] = {"accuracy": r.accuracy, "loss": r.loss}
+            per_class = energy[mod][b]
+            rows.append({
+                "branch": b,
+                "channels": BRANCH_CHANNELS[b],
+                "zero": scores["zero"],
+                "mean": scores["mean"],
+                "next_layer_share": shares[b] if shares else None,
+                "uniform_share": BRANCH_CHANNELS[b] / MODULE_CHANNELS,
+                "energy": float(per_class.mean()),
+                "energy_per_class": [float(v) for v in per_class],
+            })
+            log(f"  {mod}/{b}: zeroed {scores['zero']['accuracy']:.2f}%  mean-ablated {scores['mean']['accuracy']:.2f}%")
+        result_modules.append({
+            "name": mod,
+            "output_shape": list(shapes[mod][1:]),
+            "next_layer": reader[0] if reader else None,
+            "branches": rows,
+        })
+    return {
+        "run": str(run),
+        "checkpoint": str(ckpt),
+        "model": state["model"]["name"],
+        "dataset": data.name,
+        "classes": list(data.classes),
+        "baseline": {"accuracy": base["accuracy"], "loss": base["loss"]},
+        "test_images": base["n"],
+        "mean_from_train_images": n_train,
+        "share_is": "share of the next layer's squared weight norm (Frobenius) on the branch's channels",
+        "energy_is": "mean over the branch's channels and positions of the squared output, averaged per class",
+        "seconds": time.perf_counter() - t0,
+        "modules": result_modules,
+    }
+
+
+def format_branches(result: dict) -> str:
+    """The printed table."""
+    base = result["baseline"]
+    lines = [
+        f"{result['model']} ({result['checkpoint']}) on {result['dataset']}: baseline test accuracy "
+        f"{base['accuracy']:.2f}%, loss {base['loss']:.4f} ({result['test_images']:,} test images; "
+        f"mean ablation uses means over {result['mean_from_train_images']:,} train images)",
+        "",
+        f"{'module':<8} {'branch':<6} {'ch':>3}  {'zeroed acc':>10} {'(change)':>8} {'loss':>7}  "
+        f"{'mean-abl acc':>12} {'(change)':>8} {'loss':>7}  {'next layer':>10} {'share':>6} {'(even)':>6}  {'energy':>8}",
+    ]
+    for mod in result["modules"]:
+        for r in mod["branches"]:
+            z, m = r["zero"], r["mean"]
+            share = f"{100 * r['next_layer_share']:5.1f}%" if r["next_layer_share"] is not None else "   n/a"
+            lines.append(
+                f"{mod['name']:<8} {r['branch']:<6} {r['channels']:>3}  {z['accuracy']:>9.2f}% "
+                f"{z['accuracy'] - base['accuracy']:>+8.2f} {z['loss']:>7.4f}  {m['accuracy']:>11.2f}% "
+                f"{m['accuracy'] - base['accuracy']:>+8.2f} {m['loss']:>7.4f}  {mod['next_layer'] or '-':>10} "
+                f"{share} {100 * r['uniform_share']:5.1f}%  {r['energy']:>8.3f}"
+            )
+    lines.append("")
+    lines.append("share: of the next layer's squared weight norm on the branch's channels; (even): the share "
+                 "if every channel weighed the same")
+    lines.append("per-class energy (mean squared branch output on test images of each class):")
+    classes = result["classes"]
+    lines.append(f"{'module':<8} {'branch':<6} " + " ".join(f"{c[:6]:>6}" for c in classes))
+    for mod in result["modules"]:
+        for r in mod["branches"]:
+            lines.append(f"{mod['name']:<8} {r['branch']:<6} " + " ".join(f"{v:>6.3f}" for v in r["energy_per_class"]))
+    return "\n".join(lines)

@@ -1,0 +1,256 @@
+"""Do residual connections keep gradients alive in deep stacks?
+
+For plain and residual conv stacks (``plain_stack``, ``residual_stack``) of the same width and of
+several depths, on real batches of the dataset:
+
+1. the gradient norm of every weight layer at initialisation, over several seeds (each seed draws
+   new weights and a new batch), listed from the input (layer 1, the stem conv) to the output
+   (the linear head);
+2. the test accuracy after a short, fixed training budget (the lecture's optimiser: SGD, lr 0.01,
+   momentum 0.5, batch 64), to show whether the deep plain stacks train at all.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from cnnlab.errors import CnnlabError
+from cnnlab.models import create_model
+from cnnlab.models.stacks import KINDS, NORMS
+
+DEFAULT_DEPTHS = (4, 8, 16, 32, 64)
+
+
+def parse_depths(text: str) -> list[int]:
+    """``"4,8,16"`` -> ``[4, 8, 16]``; every depth must be a positive even number (two convs per residual block)."""
+    try:
+        depths = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        depths = []
+    if not depths or any(d < 2 or d % 2 for d in depths):
+        raise CnnlabError(f"--depths must be comma-separated even numbers >= 2 (a residual block holds two convs), "
+                          f"e.g. 4,8,16,32,64; got {text!r}")
+    return sorted(set(depths))
+
+
+def weight_layers(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """The weights of every Conv2d and Linear, in the order the modules were created (input to output)."""
+    return [(f"{name}.weight", m.weight) for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def gradient_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[float]:
+    """L2 norm of d(mean cross-entropy)/d(weight) for each layer of :func:`weight_layers`, for one batch.
+
+    The model runs in training mode (BatchNorm uses the batch's statistics), as on a first training step.
+    """
+    was_training = model.training
+    model.train()
+    layers = weight_layers(model)
+    model.zero_grad(set_to_none=True)
+    F.cross_entropy(model(x), y).backward()
+    norms = [float(p.grad.norm()) if p.grad is not None else 0.0 for _, p in layers]
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return norms
+
+
+def build_stack(kind: str, depth: int, width: int, norm: str, data) -> nn.Module:
+    return create_model(f"{kind}_stack", depth=depth, width=width, norm=norm, in_channels=data.in_channels,
+                        num_classes=data.num_classes, image_size=data.image_size)
+
+
+def _loader(images, labels, batch_size, data, device, *, shuffle=False, seed=0):
+    from cnnlab.data import BatchLoader
+
+    return BatchLoader(images, labels, batch_size, mean=data.mean, std=data.std, shuffle=shuffle, seed=seed, device=device)
+
+
+def _subset(n: int, limit: int, seed: int) -> torch.Tensor:
+    """The first ``limit`` indices of a permutation seeded by ``seed`` (all of them when ``limit`` is 0)."""
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return idx[:limit] if 0 < limit < n else idx
+
+
+def init_gradients(kind: str, depth: int, width: int, norm: str, seeds: list[int], data, batch_size: int,
+                   device: torch.device) -> tuple[list[str], list[list[float]]]:
+    """Per seed, a freshly initialised stack and a random train batch: each layer's gradient norm."""
+    rows = []
+    names: list[str] = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        model = build_stack(kind, depth, width, norm, data).to(device)
+        idx = _subset(len(data.train_labels), batch_size, 10_000 + seed)
+        loader = _loader(data.train_images[idx], data.train_labels[idx], batch_size, data, device)
+        x, y = next(iter(loader))
+        rows.append(gradient_norms(model, x, y))
+        names = [n for n, _ in weight_layers(model)]
+    return names, rows
+
+
+def train_budget(model: nn.Module, data, *, train_images: int, epochs: int, batch_size: int, lr: float,
+                 momentum: float, seed: int, device: torch.device, test_images: int) -> dict:
+    """Train ``model`` for ``epochs`` passes over ``train_images`` train images; test accuracy and loss after."""
+    from cnnlab.engine import evaluate
+
+    idx = _subset(len(data.train_labels), train_images, 0)  # the same images for every stack
+    train_loader = _loader(data.train_images[idx], data.train_labels[idx], batch_size, data, device,
+                           shuffle=True, seed=seed)
+    tidx = _subset(len(data.test_labels), test_images, 1)
+    test_loader = _loader(data.test_images[tidx], data.test_labels[tidx], 1000, data, device)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    model.train()
+    t0 = time.perf_counter()
+    steps, diverged = 0, False
+    last_losses: list[float] = []
+    for epoch in range(epochs):
+        for x, y in train_loader.batches(epoch):
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            steps += 1
+            if steps % 20 == 0 or steps <= 1:
+                value = float(loss.detach())
+                last_losses = (last_losses + [value])[-5:]
+                if not math.isfinite(value):
+                    diverged = True
+                    break
+        if diverged:
+            break
+    seconds = time.perf_counter() - t0
+    res = evaluate(model, test_loader)
+    return {"test_accuracy": res.accuracy, "test_loss": res.loss if math.isfinite(res.loss) else None,
+            "test_images": res.n, "steps": steps, "train_images": len(idx), "epochs": epochs,
+            "diverged": diverged, "last_train_loss": last_losses[-1] if last_losses else None, "seconds": seconds}
+
+
+def analyze_gradients(
+    depths: list[int] | tuple[int, ...] = DEFAULT_DEPTHS,
+    *,
+    width: int = 8,
+    norm: str = "none",
+    seeds: int = 3,
+    batch_size: int = 64,
+    train_images: int = 6400,
+    epochs: int = 1,
+    test_images: int = 10_000,
+    lr: float = 0.01,
+    momentum: float = 0.5,
+    dataset: str = "mnist",
+    data_dir: str | None = None,
+    device: str = "auto",
+    data=None,
+    log: Callable[[str], None] = lambda msg: None,
+) -> dict:
+    """Gradient norms at initialisation and accuracy after a short budget, for plain and residual stacks."""
+    from cnnlab.data import load_dataset
+    from cnnlab.engine import resolve_device
+
+    depths = list(depths)
+    if not depths or any(d < 2 or d % 2 for d in depths):
+        raise CnnlabError(f"depths must be even numbers >= 2 (a residual block holds two convs), got {depths}")
+    checks = [
+        (norm in NORMS, f"--norm must be one of {', '.join(NORMS)}, got {norm!r}"),
+        (width >= 1, f"--width must be at least 1, got {width}"),
+        (seeds >= 1, f"--seeds must be at least 1, got {seeds}"),
+        (batch_size >= 1, f"--batch-size must be at least 1, got {batch_size}"),
+        (train_images >= 0, f"--train-images must be >= 0 (0: the whole train split), got {train_images}"),
+        (epochs >= 0, f"--epochs must be >= 0 (0: measure gradients only), got {epochs}"),
+        (test_images >= 0, f"--test-images must be >= 0 (0: the whole test split), got {test_images}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise CnnlabError(message)
+    dev = resolve_device(device)
+    data = data or load_dataset(dataset, data_dir=data_dir)
+    seed_list = list(range(seeds))
+    t0 = time.perf_counter()
+    stacks = []
+    for depth in depths:
+        for kind in KINDS:
+            t1 = time.perf_counter()
+            names, rows = init_gradients(kind, depth, width, norm, seed_list, data, batch_size, dev)
+            per_layer = torch.tensor(rows, dtype=torch.float64)  # (seeds, layers)
+            entry = {
+                "kind": kind,
+                "depth": depth,
+                "layers": names,
+                "grad_norms": rows,  # [seed][layer]
+                "grad_norm_mean": per_layer.mean(0).tolist(),
+                "grad_norm_min": per_layer.min(0).values.tolist(),
+                "grad_norm_max": per_layer.max(0).values.tolist(),
+                "first_layer_grad_norm": float(per_layer[:, 0].mean()),
+                "last_layer_grad_norm": float(per_layer[:, -1].mean()),
+                "training": None,
+            }
+            if epochs > 0:
+                torch.manual_seed(seed_list[0])
+                model = build_stack(kind, depth, width, norm, data).to(dev)
+                entry["training"] = train_budget(model, data, train_images=train_images, epochs=epochs,
+                                                 batch_size=batch_size, lr=lr, momentum=momentum, seed=seed_list[0],
+                                                 device=dev, test_images=test_images)
+            trained = entry["training"]
+            log(f"{kind:>8} depth {depth:>3}: first-layer grad norm {entry['first_layer_grad_norm']:.3g}, "
+                f"last-layer {entry['last_layer_grad_norm']:.3g}"
+                + (f"; after the budget test accuracy {trained['test_accuracy']:.2f}%" if trained else "")
+                + f"  ({time.perf_counter() - t1:.0f}s)")
+            stacks.append(entry)
+    n_train = len(_subset(len(data.train_labels), train_images, 0))
+    n_test = len(_subset(len(data.test_labels), test_images, 1))
+    return {
+        "dataset": data.name,
+        "width": width,
+        "norm": norm,
+        "depths": depths,
+        "seeds": seed_list,
+        "batch_size": batch_size,
+        "budget": {"epochs": epochs, "train_images": n_train, "test_images": n_test, "optimizer": "sgd",
+                   "lr": lr, "momentum": momentum, "batch_size": batch_size, "seed": seed_list[0]},
+        "depth_is": "number of 3x3 convs in the body; each stack also has a 5x5 stem conv and a linear head",
+        "grad_norm_is": "L2 norm of d(mean cross-entropy)/d(weight) at initialisation on one train batch, "
+                        "mean over seeds (each seed: new weights and a new batch)",
+        "device": str(dev),
+        "seconds": time.perf_counter() - t0,
+        "stacks": stacks,
+    }
+
+
+def format_gradients(result: dict) -> str:
+    """The printed table: one row per depth, plain next to residual."""
+    b = result["budget"]
+    by = {(s["kind"], s["depth"]): s for s in result["stacks"]}
+    trained = b["epochs"] > 0
+    budget = (f"{b['epochs']} epoch(s) over {b['train_images']:,} train images, SGD lr {b['lr']} momentum "
+              f"{b['momentum']}, batch {b['batch_size']}, seed {b['seed']}; tested on {b['test_images']:,} test images"
+              if trained else "no training (--epochs 0)")
+    lines = [
+        f"{result['dataset']}: width {result['width']}, norm {result['norm']}, gradient norms at init over seeds "
+        f"{result['seeds']} (batch {result['batch_size']}); budget: {budget}",
+        "",
+        f"{'depth':>5}  {'first-layer grad norm':>23}  {'last-layer grad norm':>23}"
+        + (f"  {'test acc after budget':>23}" if trained else ""),
+        f"{'':>5}  {'plain':>11} {'residual':>11}  {'plain':>11} {'residual':>11}"
+        + (f"  {'plain':>11} {'residual':>11}" if trained else ""),
+    ]
+    for d in result["depths"]:
+        p, r = by[("plain", d)], by[("residual", d)]
+        row = (f"{d:>5}  {p['first_layer_grad_norm']:>11.3g} {r['first_layer_grad_norm']:>11.3g}  "
+               f"{p['last_layer_grad_norm']:>11.3g} {r['last_layer_grad_norm']:>11.3g}")
+        if trained:
+            acc = []
+            for s in (p, r):
+                t = s["training"]
+                acc.append(f"{t['test_accuracy']:>10.2f}%" + ("!" if t["diverged"] else ""))
+            row += "  " + " ".join(f"{a:>11}" for a in acc)
+        lines.append(row)
+    lines.append("")
+    lines.append("first layer: the stem conv (nearest the input); last layer: the linear head"
+                 + ("; '!' marks a run whose loss became NaN/inf" if trained else ""))
+    return "\n".join(lines)

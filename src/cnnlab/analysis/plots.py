@@ -1,0 +1,168 @@
+"""Figures for ``cnnlab analyze``. They only draw the numbers that ``branches`` and ``gradients`` computed.
+
+Built with ``matplotlib.figure.Figure`` (no pyplot, so no GUI backend and no global state); saved as PNG.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+KIND_COLOURS = {"plain": "tab:red", "residual": "tab:blue"}
+LABEL_OFFSET = {"plain": -10, "residual": 10}  # points: plain's value labels below its line, residual's above
+MODE_COLOURS = {"zero": "tab:red", "mean": "tab:orange"}
+
+
+def plot_branches(result: dict, path: str | Path) -> Path:
+    """One row per Inception module: accuracy under ablation, next-layer weight share, per-class energy."""
+    modules = result["modules"]
+    base = result["baseline"]["accuracy"]
+    fig = Figure(figsize=(16, 4 * len(modules)), layout="constrained")
+    axes = fig.subplots(len(modules), 3, squeeze=False)
+    fig.suptitle(f"{result['model']} on {result['dataset']}: which branches does the trained net rely on? "
+                 f"(baseline test accuracy {base:.2f}%)")
+    for row, mod in zip(axes, modules):
+        names = [r["branch"] for r in mod["branches"]]
+        xs = range(len(names))
+
+        ax = row[0]
+        width = 0.38
+        for i, (mode, label) in enumerate((("zero", "branch zeroed"), ("mean", "branch = its train mean"))):
+            drops = [base - r[mode]["accuracy"] for r in mod["branches"]]
+            bars = ax.bar([x + (i - 0.5) * width for x in xs], drops, width, label=label, color=MODE_COLOURS[mode])
+            ax.bar_label(bars, fmt="%.2f", fontsize=7)
+        ax.axhline(0, color="black", linewidth=0.8)
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(min(lo, 0), max(hi, 0.5) * 1.3)  # headroom for the legend above the bars
+        ax.set_xticks(list(xs), names)
+        ax.set_ylabel("test accuracy lost (percentage points)")
+        ax.set_title(f"{mod['name']}: accuracy lost with one branch removed", fontsize=10)
+        ax.legend(fontsize=7, loc="upper center", ncol=2)
+
+        ax = row[1]
+        shares = [r["next_layer_share"] for r in mod["branches"]]
+        if all(s is not None for s in shares):
+            bars = ax.bar([x - 0.2 for x in xs], [100 * s for s in shares], 0.4, color="tab:green",
+                          label=f"share of {mod['next_layer']}'s |W|²")
+            ax.bar_label(bars, fmt="%.1f", fontsize=7)
+            ax.bar([x + 0.2 for x in xs], [100 * r["uniform_share"] for r in mod["branches"]], 0.4, color="lightgray",
+                   label="if every channel weighed the same")
+            ax.set_ylim(0, 1.35 * max(100 * max(shares), 100 * max(r["uniform_share"] for r in mod["branches"])))
+            ax.legend(fontsize=7, loc="upper center", ncol=2)
+        else:
+            ax.text(0.5, 0.5, "no single next layer reads this module", ha="center", va="center",
+                    transform=ax.transAxes)
+        ax.set_xticks(list(xs), names)
+        ax.set_ylabel("% of squared weight norm")
+        ax.set_title(f"{mod['name']} -> {mod['next_layer'] or 'n/a'}: next layer's weight on each branch", fontsize=10)
+
+        ax = row[2]
+        energy = [r["energy_per_class"] for r in mod["branches"]]  # (branches, classes)
+        im = ax.imshow(energy, aspect="auto", cmap="viridis")
+        ax.set_yticks(list(xs), names)
+        classes = result["classes"]
+        ax.set_xticks(range(len(classes)), [c[:6] for c in classes], fontsize=7)
+        ax.set_xlabel("class")
+        top = max(max(e) for e in energy)
+        for i, e in enumerate(energy):
+            for j, v in enumerate(e):
+                ax.text(j, i, f"{v:.2g}", ha="center", va="center", fontsize=6,
+                        color="black" if v > 0.6 * top else "white")
+        fig.colorbar(im, ax=ax, label="mean squared output")
+        ax.set_title(f"{mod['name']}: branch output energy per class (test set)", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_gradients(result: dict, path: str | Path) -> Path:
+    """Gradient norm at initialisation against layer position, plain and residual side by side, log scale."""
+    fig = Figure(figsize=(13, 4.8), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    cmap = _depth_colours(result["depths"])
+    for ax, kind in zip(axes, ("plain", "residual")):
+        for s in (s for s in result["stacks"] if s["kind"] == kind):
+            xs = list(range(1, len(s["layers"]) + 1))
+            lo, hi, mean = (_positive(s[k]) for k in ("grad_norm_min", "grad_norm_max", "grad_norm_mean"))
+            colour = cmap[s["depth"]]
+            ax.plot(xs, mean, color=colour, marker=".", markersize=3, label=f"depth {s['depth']}")
+            ax.fill_between(xs, lo, hi, color=colour, alpha=0.2, linewidth=0)
+        ax.set_yscale("log")
+        ax.set_xlabel("weight layer, counted from the input (1 = stem conv, last = linear head)")
+        zeros = sorted({s["depth"] for s in result["stacks"] if s["kind"] == kind and 0 in s["grad_norm_mean"]})
+        ax.set_title(f"{kind} stacks" + (f" (gaps: gradients exactly 0 in float32, depth {', '.join(map(str, zeros))})"
+                                         if zeros else ""), fontsize=10)
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("‖dLoss/dW‖ at initialisation")
+    fig.suptitle(f"Gradient norms at initialisation on {result['dataset']} (width {result['width']}, norm "
+                 f"{result['norm']}; line: mean of {len(result['seeds'])} seeds, band: min-max)")
+    return _save(fig, path)
+
+
+def plot_depth(result: dict, path: str | Path) -> Path:
+    """Test accuracy after the budget, and first-layer gradient norm at init, against depth."""
+    b = result["budget"]
+    fig = Figure(figsize=(12, 4.5), layout="constrained")
+    ax_acc, ax_grad = fig.subplots(1, 2)
+    for kind in ("plain", "residual"):
+        stacks = sorted((s for s in result["stacks"] if s["kind"] == kind), key=lambda s: s["depth"])
+        depths = [s["depth"] for s in stacks]
+        if b["epochs"] > 0:
+            accs = [s["training"]["test_accuracy"] for s in stacks]
+            ax_acc.plot(depths, accs, marker="o", color=KIND_COLOURS[kind], label=kind)
+            for d, a in zip(depths, accs):
+                ax_acc.annotate(f"{a:.1f}", (d, a), textcoords="offset points", xytext=(0, LABEL_OFFSET[kind]),
+                                ha="center", va="center", fontsize=7)
+        firsts = [s["first_layer_grad_norm"] for s in stacks]
+        ax_grad.plot(depths, _positive(firsts), marker="o", color=KIND_COLOURS[kind], label=kind)
+        zero_label = f"{kind}: exactly 0 (float32 underflow)"
+        for d, g in zip(depths, firsts):
+            if g > 0:
+                ax_grad.annotate(f"{g:.2g}", (d, g), textcoords="offset points", xytext=(0, LABEL_OFFSET[kind]),
+                                 ha="center", va="center", fontsize=7)
+            else:  # log axis: draw an exact zero as a marker on the bottom edge
+                ax_grad.plot([d], [0], marker="v", color=KIND_COLOURS[kind], clip_on=False, linestyle="none",
+                             transform=ax_grad.get_xaxis_transform(), label=zero_label)
+                zero_label = None
+    for ax in (ax_acc, ax_grad):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(result["depths"], [str(d) for d in result["depths"]])
+        ax.set_xlabel("depth (3x3 conv layers)")
+        ax.grid(True, alpha=0.3)
+    if b["epochs"] > 0:
+        ax_acc.axhline(100 / 10, color="gray", linestyle=":", linewidth=1, label="chance (10 classes)")
+        ax_acc.set_ylim(0, 100)
+        ax_acc.legend()
+    else:
+        ax_acc.text(0.5, 0.5, "not trained (--epochs 0)", ha="center", va="center", transform=ax_acc.transAxes)
+    ax_acc.set_ylabel("test accuracy (%)")
+    ax_acc.set_title(f"after {b['epochs']} epoch(s) over {b['train_images']:,} train images "
+                     f"(SGD lr {b['lr']}, momentum {b['momentum']})", fontsize=9)
+    ax_grad.set_yscale("log")
+    ax_grad.set_ylabel("first-layer ‖dLoss/dW‖ at init")
+    ax_grad.set_title(f"gradient reaching the stem conv (mean of {len(result['seeds'])} seeds)", fontsize=9)
+    ax_grad.legend()
+    fig.suptitle(f"Plain vs residual stacks on {result['dataset']} (width {result['width']}, norm {result['norm']})")
+    return _save(fig, path)
+
+
+def _positive(values: list[float]) -> list[float]:
+    """Zeros become NaN, so a log axis leaves a gap instead of failing or inventing a value."""
+    return [v if v > 0 else float("nan") for v in values]
+
+
+def _depth_colours(depths: list[int]) -> dict[int, tuple]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"]
+    n = max(len(depths) - 1, 1)
+    return {d: cmap(0.9 * i / n) for i, d in enumerate(sorted(depths))}
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, dpi=110, format="png")
+    tmp.replace(path)  # never leave a half-written figure
+    return path
