@@ -50,7 +50,8 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--device", default=DEFAULTS.device, help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     p.add_argument("--threads", type=int, default=DEFAULTS.threads, help="CPU threads for torch; 0 keeps torch's default")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16 = autocast on CPU/CUDA, weights stay fp32 (default: fp32)")
-    p.add_argument("--channels-last", action="store_true", help="channels-last memory format for data and weights")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels-last memory format for data and weights (lecture: off, fast: on)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (needs a C++ compiler on CPU)")
     p.add_argument("--target-accuracy", type=float, default=0.0,
                    help="stop as soon as the evaluated accuracy reaches this percentage (0: off)")
@@ -69,7 +70,7 @@ def _add_train_parser(sub) -> None:
 
 #: Flags whose default comes from the recipe (None on the command line = not given).
 RECIPE_FLAGS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "augment",
-                "label_smoothing", "evals_per_epoch")
+                "label_smoothing", "evals_per_epoch", "channels_last")
 
 
 def config_from_args(args) -> TrainConfig:
@@ -79,7 +80,7 @@ def config_from_args(args) -> TrainConfig:
         model=args.model, dataset=_absolute_dataset(args.dataset), data_dir=args.data_dir, seed=args.seed, device=args.device,
         threads=args.threads, eval_batch_size=args.eval_batch_size, max_steps=args.max_steps,
         save_every=args.save_every, val_split=args.val_split, precision=args.precision,
-        channels_last=args.channels_last, compile=args.compile, target_accuracy=args.target_accuracy,
+        compile=args.compile, target_accuracy=args.target_accuracy,
         tensorboard=args.tensorboard, recipe=args.recipe,
     )
     apply_recipe(cfg, set(given))

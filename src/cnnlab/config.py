@@ -95,12 +95,16 @@ PRECISIONS = ("fp32", "bf16")
 RECIPES: dict[str, dict] = {
     # The lecture's settings (these are also the dataclass defaults).
     "lecture": {"epochs": 10, "batch_size": 64, "optimizer": "sgd", "lr": 0.01, "momentum": 0.5,
-                "weight_decay": 0.0, "schedule": "constant", "augment": "none", "label_smoothing": 0.0},
+                "weight_decay": 0.0, "schedule": "constant", "augment": "none", "label_smoothing": 0.0,
+                "evals_per_epoch": 1, "channels_last": False},
     # Reach 99% test accuracy as early as possible: Adam with a one-cycle schedule over a
     # short run, a larger batch, and frequent checks against the target (see docs/speed.md).
-    "fast": {"epochs": 2, "batch_size": 128, "optimizer": "adam", "lr": 0.004, "momentum": 0.0,
-             "weight_decay": 0.0, "schedule": "onecycle", "augment": "none", "label_smoothing": 0.0,
-             "evals_per_epoch": 4},
+    # Measured on 2 CPU cores (docs/speed.md): label smoothing 0.1 moved the residual net's first
+    # 99% from epoch 1.4-1.5 to 1.0 on every seed; channels-last is 1.2-1.3x faster on both nets
+    # here (and keeps fp32); shift augmentation delayed 99% to epoch 1.25, so it is off.
+    "fast": {"epochs": 2, "batch_size": 128, "optimizer": "adam", "lr": 0.006, "momentum": 0.0,
+             "weight_decay": 0.0, "schedule": "onecycle", "augment": "none", "label_smoothing": 0.1,
+             "evals_per_epoch": 4, "channels_last": True},
 }
 
 
