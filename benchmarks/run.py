@@ -12,15 +12,19 @@ import argparse
 from benchmarks import roofline, throughput, time_to_accuracy
 
 
+ALL = ("throughput", "roofline", "time_to_accuracy")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run")
-    p.add_argument("which", nargs="*", default=["throughput", "roofline", "time_to_accuracy"],
-                   choices=["throughput", "roofline", "time_to_accuracy"])
+    p.add_argument("which", nargs="*", choices=[[], *ALL], default=[],
+                   help=f"benchmarks to run (default: all of {', '.join(ALL)})")
     p.add_argument("--quick", action="store_true", help="few steps, repeats and seeds")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--target", type=float, default=99.0)
     p.add_argument("--recipes", nargs="+", default=["fast", "lecture"])
     args = p.parse_args(argv)
+    args.which = args.which or list(ALL)
     steps, repeats = (40, 2) if args.quick else (150, 5)
     if "throughput" in args.which:
         throughput.run(steps=steps, repeats=repeats)

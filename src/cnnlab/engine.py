@@ -391,6 +391,8 @@ def train(
             if stop:
                 break
         bar.close()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # kernels run asynchronously: time what actually ran
         seconds = elapsed + time.perf_counter() - t0
         elapsed = 0.0
         final = evaluate_reduced()
