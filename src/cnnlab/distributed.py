@@ -70,10 +70,6 @@ class Dist:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t.tolist()
 
-    def any_true(self, flag: bool, device: torch.device) -> bool:
-        """True on every rank if it is true on any rank (so all ranks stop together)."""
-        return self.all_reduce_sum([1.0 if flag else 0.0], device)[0] > 0 if self.enabled else flag
-
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()

@@ -164,7 +164,7 @@ def shift_augment(x: torch.Tensor, seed: int, epoch: int, batch: int, pad: int =
     same ones without storing generator state. x: (B, C, H, W) normalised; the fill is the
     normalised value of a black pixel, the smallest value in the batch's own scale.
     """
-    b, c, h, w = x.shape
+    b, _, h, w = x.shape
     g = torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 100_003 + batch)
     off = torch.randint(0, 2 * pad + 1, (b, 2), generator=g).to(x.device)  # (B, 2) row, col offsets
     fill = float(x.amin()) if x.numel() else 0.0
@@ -173,7 +173,7 @@ def shift_augment(x: torch.Tensor, seed: int, epoch: int, batch: int, pad: int =
     cols = off[:, 1:] + torch.arange(w, device=x.device)  # (B, W)
     n = torch.arange(b, device=x.device)[:, None, None]
     out = padded[n, :, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C): advanced dims first
-    return out.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and c > 1 else torch.contiguous_format)
+    return out.permute(0, 3, 1, 2)  # (B, C, H, W), laid out channels-last in memory
 
 
 class _Tensorboard:
