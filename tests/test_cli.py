@@ -80,3 +80,15 @@ def test_entry_points(entry):
         cmd = [sys.executable, *entry, "--version"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "cnnlab" in out.stdout
+
+
+def test_compare_and_export_weights_cli(tiny_idx, tmp_path, capsys):
+    out_dir = tmp_path / "cmp"
+    code, out, _ = run(["compare", "--models", "basic_cnn", "--seeds", "2", "--dataset", f"idx:{tiny_idx}",
+                        "--epochs", "1", "--device", "cpu", "--out", str(out_dir)], capsys)
+    assert code == 0 and "| basic_cnn | 8,490 |" in out and (out_dir / "comparison.png").is_file()
+    run_dir = next(p for p in out_dir.iterdir() if p.is_dir())
+    code, out, _ = run(["export-weights", str(run_dir), "--format", "safetensors"], capsys)
+    assert code == 0 and (run_dir / "model.safetensors").is_file()
+    code, _, err = run(["compare", "--models", "nope", "--dataset", f"idx:{tiny_idx}"], capsys)
+    assert code == 2 and "unknown model(s) nope" in err
