@@ -101,7 +101,8 @@ def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = 
                         "mean": [statistics.fmean(c) for c in cols],
                         "std": [statistics.stdev(c) if len(c) > 1 else 0.0 for c in cols]}
     plot_comparison(series, out / "comparison.png",
-                    metric=("validation" if base.val_split else "test") + " accuracy (%)")
+                    metric=("validation" if base.val_split else "test") + " accuracy (%)",
+                    title=f"{data.name}, recipe {base.recipe}")
     return {"table": table, "results": results, "out": out}
 
 

@@ -84,7 +84,7 @@ def plot_mistakes(images, mistakes: list[dict], classes: list[str], path, cols: 
     _save(fig, path)
 
 
-def plot_comparison(series: dict[str, dict], path, metric: str = "test accuracy (%)") -> None:
+def plot_comparison(series: dict[str, dict], path, metric: str = "test accuracy (%)", title: str = "") -> None:
     """``series[model] = {"epochs": [...], "mean": [...], "std": [...]}``: mean with a +-std band."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, s in series.items():
@@ -94,7 +94,7 @@ def plot_comparison(series: dict[str, dict], path, metric: str = "test accuracy 
         ax.fill_between(s["epochs"], lo, hi, color=line.get_color(), alpha=0.2)
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
-    ax.set_title("mean over seeds, band = ±1 std")
+    ax.set_title(f"{title + ': ' if title else ''}mean over seeds, band = ±1 std")
     ax.grid(alpha=0.3)
     ax.legend()
     _save(fig, path)
