@@ -39,7 +39,7 @@ def finish(proc: subprocess.Popen, timeout: float = 180) -> str:
         proc.kill()
         out, _ = proc.communicate()
         pytest.fail(f"torchrun timed out:\n{out[-3000:]}")
-    assert proc.returncode == 0, out[-3000:]
+    assert proc.returncode == 0, out[-12000:]
     return out
 
 

@@ -167,3 +167,24 @@ def test_target_accuracy_stops_early(tiny_idx, tmp_path):
 def test_bf16_and_channels_last_train(tiny_idx, tmp_path):
     res = train(cfg_for(tiny_idx, epochs=1, precision="bf16", channels_last=True, model="inception"), write=False, **QUIET)
     assert res.history and res.final.n == 64
+
+
+@pytest.mark.parametrize("crash_at", [1, 2, 3])
+def test_checkpoint_and_checksum_stay_consistent_whenever_the_writer_dies(tmp_path, monkeypatch, crash_at):
+    """Killed before/between/after the renames of a save, last.pt always loads (old or new)."""
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"model": {"name": "m", "args": {}}, "state_dict": {"w": torch.ones(3)}})
+    real_replace, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == crash_at:
+            raise KeyboardInterrupt("killed")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(fileio.os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, {"model": {"name": "m", "args": {}}, "state_dict": {"w": torch.zeros(3)}})
+    monkeypatch.undo()
+    w = load_checkpoint(path)["state_dict"]["w"]
+    assert torch.equal(w, torch.ones(3) if crash_at <= 2 else torch.zeros(3))

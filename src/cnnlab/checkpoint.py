@@ -28,15 +28,26 @@ def sidecar(path: Path) -> Path:
 def save_checkpoint(path: str | Path, payload: dict) -> None:
     """Write ``payload`` (plus format and version) to ``path`` and its SHA-256 to ``path.sha256``.
 
-    The checkpoint is renamed into place before its checksum; a crash in between leaves a
-    complete checkpoint with a stale checksum, which loading reports rather than trusts.
+    Both files are replaced atomically, in an order that leaves a consistent pair at every
+    instant, so that a process killed at any point (torchrun's restarts do exactly that) leaves a
+    checkpoint that loads: first the sidecar lists the new hash *and* the current one, then the
+    checkpoint is renamed into place, then the sidecar is reduced to the new hash.
     """
     path = Path(path)
     buf = io.BytesIO()
     torch.save({"format": FORMAT, "version": VERSION, **payload}, buf)
     data = buf.getvalue()
+    new = hashlib.sha256(data).hexdigest()
+    side = sidecar(path)
+    old = _hashes(side)[:1] if path.is_file() and side.is_file() else []
+    atomic_write_text(side, "".join(f"{h}  {path.name}\n" for h in [new, *old]))
     atomic_write_bytes(path, data)
-    atomic_write_text(sidecar(path), f"{hashlib.sha256(data).hexdigest()}  {path.name}\n")
+    atomic_write_text(side, f"{new}  {path.name}\n")
+
+
+def _hashes(side: Path) -> list[str]:
+    """The hashes a sidecar lists (one normally; two while a save is in flight)."""
+    return [line.split()[0] for line in side.read_text().splitlines() if line.strip()]
 
 
 def load_checkpoint(path: str | Path, expect_model: str | None = None) -> dict:
@@ -46,11 +57,12 @@ def load_checkpoint(path: str | Path, expect_model: str | None = None) -> dict:
         raise CheckpointError(f"{path}: no such checkpoint; pass a run directory or a .pt file written by cnnlab")
     side = sidecar(path)
     if side.is_file():
-        want = side.read_text().split()[0] if side.read_text().strip() else ""
+        wanted = _hashes(side)
         got = sha256_file(path)
-        if got != want:
+        if got not in wanted:
+            shown = wanted[0][:12] if wanted else "nothing"
             raise CheckpointError(
-                f"{path}: SHA-256 {got[:12]}... does not match {side.name} ({want[:12]}...); "
+                f"{path}: SHA-256 {got[:12]}... does not match {side.name} ({shown}...); "
                 "the file was truncated or altered: use another checkpoint (last.pt / best.pt) or retrain"
             )
     try:

@@ -59,7 +59,13 @@ class Dist:
         if not self.enabled or self.initialised:
             return
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend)
+        # torchrun's store can outlive a restart of the worker group; if the new workers shared
+        # keys with the dead ones, a rank could read a dead peer's address (seen here: gloo
+        # "connectFullMesh ... Connection refused" after a restart). A prefix per attempt keeps
+        # every attempt's keys apart.
+        store, rank, world = next(dist.rendezvous("env://"))
+        store = dist.PrefixStore(f"cnnlab/attempt_{self.restart_count}", store)
+        dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world)
         self.initialised = True
 
     def all_reduce_sum(self, values: list[float], device: torch.device) -> list[float]:
