@@ -1,0 +1,40 @@
+"""The benchmarks' moving parts work (on tiny data; the real runs are `make bench`, not tests)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import roofline, throughput  # noqa: E402
+from cnnlab.data import load_dataset  # noqa: E402
+from cnnlab.models import create_model  # noqa: E402
+
+
+@pytest.fixture
+def tiny(tiny_idx):
+    return load_dataset(f"idx:{tiny_idx}")
+
+
+def test_reference_dataset_matches_cnnlab_normalisation(tiny):
+    ds = throughput.ReferenceMNIST(tiny.train_images, tiny.train_labels, tiny.mean, tiny.std)
+    x, y = ds[3]
+    expected = (tiny.train_images[3].float() / 255 - tiny.mean) / tiny.std
+    torch.testing.assert_close(x, expected)
+    assert y == int(tiny.train_labels[3])
+
+
+def test_pipelines_report_positive_rates(tiny):
+    model = create_model("basic_cnn")
+    assert throughput.reference_train(model, tiny, steps=2) > 0
+    assert throughput.cnnlab_train("basic_cnn", tiny, steps=2) > 0
+    assert throughput.reference_eval(model, tiny) > 0 and throughput.cnnlab_eval(model, tiny) > 0
+
+
+def test_flop_counts_and_peak():
+    assert roofline.train_step_flops("resnet", batch=2) > roofline.train_step_flops("basic_cnn", batch=2) > 0
+    assert roofline.matmul_peak(n=64, repeats=1) > 0
