@@ -64,7 +64,7 @@ def run(models=("inception", "resnet"), steps: int = 150, repeats: int = 3, comp
             row[prec] = {"images_per_s": ips, "achieved_flops": achieved, "fraction_of_peak": achieved / peaks[prec]}
         if compiled:
             # torch.compile: one untimed run first, so that compilation (tens of seconds) is cached
-            cnnlab_train(name, data, 20, compile=True)
+            cnnlab_train(name, data, 5, compile=True)
             ips = median([cnnlab_train(name, data, steps, compile=True) for _ in range(repeats)])
             achieved = ips / 64 * flops
             row["fp32+compile"] = {"images_per_s": ips, "achieved_flops": achieved,

@@ -68,12 +68,20 @@ def reference_train(model, data, steps: int, batch_size: int = 64) -> float:
     return steps * batch_size / (time.perf_counter() - t0)
 
 
-def cnnlab_train(name: str, data, steps: int, **options) -> float:
-    cfg = TrainConfig(model=name, dataset=data.name, device="cpu" if not torch.cuda.is_available() else "cuda",
-                      max_steps=steps + 5, eval_limit=1, **options)
+def _train_seconds(name: str, data, steps: int, **options) -> tuple[float, int]:
+    cfg = TrainConfig(model=name, dataset=data.name, device="cuda" if torch.cuda.is_available() else "cpu",
+                      max_steps=steps, eval_limit=1, **options)
     res = train(cfg, dataset=data, write=False, report=False, quiet=True, log=lambda m: None)
-    # train_seconds covers all steps, the warm-up included: a slight underestimate of steady state
-    return (steps + 5) * cfg.batch_size / res.train_seconds
+    return res.train_seconds, cfg.batch_size
+
+
+def cnnlab_train(name: str, data, steps: int, warmup: int = 5, **options) -> float:
+    """Steady-state images/s of ``cnnlab.engine.train``, excluding ``warmup`` steps like the reference:
+    the time of a ``warmup``-step run is subtracted from that of a ``warmup + steps`` run (same seed,
+    same first steps), so one-off costs (first-step kernel setup, compilation) cancel out."""
+    short, _ = _train_seconds(name, data, warmup, **options)
+    full, batch = _train_seconds(name, data, warmup + steps, **options)
+    return steps * batch / max(full - short, 1e-9)
 
 
 def reference_eval(model, data, batch_size: int = 1000) -> float:
