@@ -185,3 +185,8 @@ def test_mnist_pickle_conversion_refuses_inexact_pixels():
     pairs = tuple((np.full((2, 784), 0.3, np.float32), np.zeros(2, np.int64)) for _ in range(3))
     with pytest.raises(DataError, match="not exactly uint8/256"):
         sources.mnist_pickle_to_idx(pairs)
+
+
+def test_missing_data_dir_is_an_error_not_a_silent_fallback(tmp_path):
+    with pytest.raises(DataError, match="--data-dir .*nope: no such directory"):
+        load_dataset("mnist", data_dir=tmp_path / "nope", download=False)

@@ -238,6 +238,9 @@ def locate(
     tried = []
     if data_dir is not None:
         tried.append(f"--data-dir {data_dir}")
+        if not Path(data_dir).expanduser().is_dir():
+            raise DataError(f"--data-dir {data_dir}: no such directory; check the path, or leave --data-dir out "
+                            "to use the cache and downloads")
         found = from_directory(spec, Path(data_dir), log, "data dir")
         if found:
             return found
