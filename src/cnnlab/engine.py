@@ -285,7 +285,10 @@ def train(
         history = list(state["history"])
         best = state["best_accuracy"]
         torch.set_rng_state(state["rng"]["torch"])
-        say(f"resuming {out} at epoch {epoch + 1}, batch {batch} (step {step})")
+        if epoch >= cfg.epochs:
+            say(f"{out} already finished its {cfg.epochs} epochs; nothing to train, re-evaluating")
+        else:
+            say(f"resuming {out} at epoch {epoch + 1}, batch {batch} (step {step})")
 
     run_dir = None
     if write:
