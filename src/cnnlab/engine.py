@@ -90,6 +90,7 @@ class EvalResult:
     loss: float
     accuracy: float  # percent
     n: int
+    correct: int = 0
     #: (N,) predicted classes and (N, classes) probabilities, on the CPU, when asked for.
     predictions: torch.Tensor | None = None
     probabilities: torch.Tensor | None = None
@@ -124,6 +125,7 @@ def evaluate(model: nn.Module, loader: BatchLoader, limit: int = 0, keep_outputs
         loss=float(loss_sum) / n,
         accuracy=100.0 * int(correct) / n,
         n=n,
+        correct=int(correct),
         predictions=torch.cat(preds) if keep_outputs else None,
         probabilities=torch.cat(probs) if keep_outputs else None,
     )
@@ -337,8 +339,8 @@ def train(
 
     def evaluate_reduced() -> EvalResult:
         r = evaluate(model, eval_loader, limit=cfg.eval_limit)
-        loss_sum, correct, n = ranks.all_reduce_sum([r.loss * r.n, r.accuracy * r.n / 100.0, float(r.n)], device)
-        return EvalResult(loss=loss_sum / n, accuracy=100.0 * correct / n, n=int(n))
+        loss_sum, correct, n = ranks.all_reduce_sum([r.loss * r.n, float(r.correct), float(r.n)], device)
+        return EvalResult(loss=loss_sum / n, accuracy=100.0 * correct / n, n=int(n), correct=int(correct))
 
     # with a target accuracy, evaluate several times per epoch so that the run stops early
     eval_points = set()

@@ -13,11 +13,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 from cnnlab.fileio import atomic_write_bytes  # noqa: E402
 
 
-def _save(fig, path) -> None:
+def save_figure(fig, path, **savefig_kwargs) -> Path:
+    """Render ``fig`` as PNG and write it atomically (never a half-written image)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    fig.savefig(buf, format="png", dpi=110, **savefig_kwargs)
     atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+def _save(fig, path) -> None:
+    save_figure(fig, path, bbox_inches="tight")
+    plt.close(fig)
 
 
 def plot_curves(history: list[dict], path) -> None:

@@ -160,9 +160,6 @@ def _depth_colours(depths: list[int]) -> dict[int, tuple]:
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=110, format="png")
-    tmp.replace(path)  # never leave a half-written figure
-    return path
+    from cnnlab.plots import save_figure
+
+    return save_figure(fig, path)

@@ -1,13 +1,11 @@
-"""Per-branch activation energy of Inception modules, from forward hooks.
+"""Per-branch activation energy of Inception modules, for the drawing page.
 
 The energy of a branch is the mean of its squared outputs over channels and positions: how
 strongly that branch (pool, 1x1, 5x5, 3x3) responds to this input. Shares are the energies of
 one module's four branches divided by their sum, which is what the page draws as bars.
 
-A forward hook on each :class:`~cnnlab.models.inception.InceptionModule` sees the module's output,
-the four branch outputs concatenated on channels in the order of ``BRANCH_CHANNELS`` (pool, 1x1,
-5x5, 3x3: see ``InceptionModule.forward``), and splits it back into the branches. Nothing is
-recomputed and the model is not changed; :func:`branch_energy` removes its hooks when done.
+The hooks are those of :mod:`cnnlab.analysis.branches` (``watch_outputs``), which see each
+module's concatenated output and are removed when the context ends; nothing is recomputed.
 """
 
 from __future__ import annotations
@@ -18,12 +16,14 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 
-from cnnlab.models.inception import BRANCH_CHANNELS, InceptionModule
+from cnnlab.analysis.branches import branch_slices, watch_outputs
+from cnnlab.analysis.branches import inception_modules as _inception_modules
+from cnnlab.models.inception import InceptionModule
 
 
 def inception_modules(model: nn.Module) -> dict[str, InceptionModule]:
     """The model's Inception modules by qualified name (``incept1``, ``incept2``); empty if none."""
-    return {name: m for name, m in model.named_modules() if isinstance(m, InceptionModule)}
+    return dict(_inception_modules(model))
 
 
 @contextmanager
@@ -33,22 +33,14 @@ def record_branch_energy(model: nn.Module) -> Iterator[dict[str, dict[str, float
     Energies are of the first image of the batch (the page sends one image at a time).
     """
     energies: dict[str, dict[str, float]] = {}
-    handles = []
+    slices = branch_slices()
 
-    def hook_for(name: str):
-        def hook(_module, _inputs, output: torch.Tensor) -> None:
-            parts = torch.split(output[:1].detach(), list(BRANCH_CHANNELS.values()), dim=1)  # each (1, c, H, W)
-            energies[name] = {b: float(p.float().pow(2).mean()) for b, p in zip(BRANCH_CHANNELS, parts)}
+    def record(name: str, output: torch.Tensor) -> None:
+        first = output[:1].detach().float()  # (1, 88, H, W)
+        energies[name] = {b: float(first[:, s].pow(2).mean()) for b, s in slices.items()}
 
-        return hook
-
-    for name, module in inception_modules(model).items():
-        handles.append(module.register_forward_hook(hook_for(name)))
-    try:
+    with watch_outputs(model, list(inception_modules(model)), record):
         yield energies
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def shares(energies: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
