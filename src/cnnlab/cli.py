@@ -49,6 +49,9 @@ def _add_train_parser(sub) -> None:
                    help="hold out this fraction of the train split (seeded) to choose best.pt; the test set is then used once, at the end")
     p.add_argument("--device", default=DEFAULTS.device, help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     p.add_argument("--threads", type=int, default=DEFAULTS.threads, help="CPU threads for torch; 0 keeps torch's default")
+    p.add_argument("--malloc-tuning", action=argparse.BooleanOptionalAction, default=DEFAULTS.malloc_tuning,
+                   help="keep freed host memory for reuse instead of returning it to the OS every step "
+                        "(glibc; process-wide; default: on)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16 = autocast on CPU/CUDA, weights stay fp32 (default: fp32)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels-last memory format for data and weights (lecture: off, fast: on)")
@@ -62,7 +65,7 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard scalars to RUN/tensorboard")
     p.add_argument("--out", default=None, help="run directory (default: runs/<model>-<dataset>-<timestamp>)")
     p.add_argument("--resume", metavar="RUN_DIR", default=None,
-                   help="continue the run in RUN_DIR from its last.pt (its own settings; --max-steps, --device, --threads still apply)")
+                   help="continue the run in RUN_DIR from its last.pt (its own settings; --max-steps, --device, --threads, --malloc-tuning still apply)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--dry-run", action="store_true", help="train 2 batches, evaluate 1,000 test images, write nothing")
     p.set_defaults(func=cmd_train)
@@ -78,8 +81,8 @@ def config_from_args(args) -> TrainConfig:
     given = {k: getattr(args, k) for k in RECIPE_FLAGS if getattr(args, k) is not None}
     cfg = TrainConfig(
         model=args.model, dataset=_absolute_dataset(args.dataset), data_dir=args.data_dir, seed=args.seed, device=args.device,
-        threads=args.threads, eval_batch_size=args.eval_batch_size, max_steps=args.max_steps,
-        save_every=args.save_every, val_split=args.val_split, precision=args.precision,
+        threads=args.threads, malloc_tuning=args.malloc_tuning, eval_batch_size=args.eval_batch_size,
+        max_steps=args.max_steps, save_every=args.save_every, val_split=args.val_split, precision=args.precision,
         compile=args.compile, target_accuracy=args.target_accuracy,
         tensorboard=args.tensorboard, recipe=args.recipe,
     )

@@ -32,9 +32,9 @@ def forward_flops(model: torch.nn.Module, in_channels: int, image_size: int) -> 
 
 
 def config_key(cfg: TrainConfig) -> str:
-    """A short hash of what makes runs comparable (not the device or the threads)."""
+    """A short hash of what makes runs comparable (not the device, the threads or the allocator)."""
     d = cfg.to_dict()
-    for k in ("device", "threads", "tensorboard", "max_steps"):
+    for k in ("device", "threads", "malloc_tuning", "tensorboard", "max_steps"):
         d.pop(k, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
 

@@ -25,6 +25,8 @@ class TrainConfig:
     eval_batch_size: int = 1000
     #: Intra-op CPU threads; 0 keeps torch's default.
     threads: int = 0
+    #: Keep freed host memory for reuse instead of returning it to the OS each step (glibc; see cnnlab.hostmem).
+    malloc_tuning: bool = True
     #: Stop after this many optimiser steps in total; 0 = no limit (used by --dry-run and tests).
     max_steps: int = 0
     #: Evaluate on at most this many test images; 0 = the whole test set.

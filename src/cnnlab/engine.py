@@ -27,6 +27,7 @@ from cnnlab.data import BatchLoader, Dataset, load_dataset
 from cnnlab.distributed import Dist
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_write_json
+from cnnlab.hostmem import keep_freed_memory
 from cnnlab.models import count_parameters, create_model
 from cnnlab.runs import new_run_dir, write_metrics
 
@@ -228,12 +229,15 @@ def train(
         state = load_checkpoint(ckpt_path)
         saved = TrainConfig.from_dict(state["config"])
         # What the run is comes from the checkpoint; how this invocation runs it comes from ``cfg``:
-        # the step limit, the device and the threads belong to the process, not to the run.
+        # the step limit, the device, the threads and the allocator belong to the process, not to the run.
         saved.max_steps, saved.device, saved.threads = cfg.max_steps, cfg.device, cfg.threads
+        saved.malloc_tuning = cfg.malloc_tuning
         cfg = saved
         out = Path(resume) if Path(resume).is_dir() else ckpt_path.parent
     cfg.validate()
     set_threads(cfg.threads)
+    if cfg.malloc_tuning:
+        keep_freed_memory()
     device = ranks.device_for(resolve_device(cfg.device))
     ranks.init(device)
     primary = ranks.is_primary
