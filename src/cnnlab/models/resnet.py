@@ -45,9 +45,13 @@ class ResNet(nn.Module):
         self.fc = nn.Linear(32 * side * side, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.mp(F.relu(self.conv1(x)))  # (B, 16, 12, 12)
+        # The lecture writes mp(relu(conv(x))); relu(mp(conv(x))) is the same function with the same
+        # gradients, bit for bit (relu is monotone, so it commutes with max; a window whose max is <= 0
+        # gets zero gradient either way: tested against the lecture's code), and applies ReLU (forward
+        # and backward) to a 4x smaller map: 3-8% faster training on the CPU (docs/speed.md).
+        x = F.relu(self.mp(self.conv1(x)))  # (B, 16, 12, 12)
         x = self.rblock1(x)
-        x = self.mp(F.relu(self.conv2(x)))  # (B, 32, 4, 4)
+        x = F.relu(self.mp(self.conv2(x)))  # (B, 32, 4, 4)
         x = self.rblock2(x)
         x = torch.flatten(x, 1)  # (B, 512); flatten, not view: safe for channels-last
         return self.fc(x)
