@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
@@ -36,6 +35,34 @@ def machine() -> dict:
     if torch.cuda.is_available():
         facts["gpu"] = torch.cuda.get_device_name(0)
     return facts
+
+
+def bench_device() -> torch.device:
+    """Where the benchmarks train: the GPU when there is one (as cnnlab's ``--device auto``)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Stopwatch:
+    """Seconds between ``start()`` and ``stop()``: ``perf_counter`` on the CPU; on CUDA, events recorded on
+    the stream, so the time is that of the kernels that ran, not of their asynchronous launch."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+
+    def start(self) -> "Stopwatch":
+        if self.cuda:
+            self._begin, self._end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            self._begin.record()
+        else:
+            self._t0 = time.perf_counter()
+        return self
+
+    def stop(self) -> float:
+        if self.cuda:
+            self._end.record()
+            self._end.synchronize()
+            return self._begin.elapsed_time(self._end) / 1000.0
+        return time.perf_counter() - self._t0
 
 
 def median(values) -> float:

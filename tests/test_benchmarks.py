@@ -38,3 +38,19 @@ def test_pipelines_report_positive_rates(tiny):
 def test_flop_counts_and_peak():
     assert roofline.train_step_flops("resnet", batch=2) > roofline.train_step_flops("basic_cnn", batch=2) > 0
     assert roofline.matmul_peak(n=64, repeats=1) > 0
+
+
+def test_each_arm_runs_in_its_own_process_on_given_data(tiny_idx):
+    # the arm runs as `python -m benchmarks.throughput` in a fresh process; the conftest's CNNLAB_HOME
+    # and empty mirror list are inherited through the environment
+    for arm in ("reference", "fp32 (no malloc tuning)"):
+        assert throughput.arm_in_fresh_process(arm, "basic_cnn", f"idx:{tiny_idx}", steps=2) > 0
+    with pytest.raises(RuntimeError, match="failed"):
+        throughput.arm_in_fresh_process("reference", "no_such_model", f"idx:{tiny_idx}", steps=2)
+
+
+def test_stopwatch_on_the_cpu():
+    from benchmarks.common import Stopwatch
+
+    clock = Stopwatch(torch.device("cpu")).start()
+    assert clock.stop() >= 0
