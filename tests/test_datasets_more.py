@@ -156,10 +156,22 @@ def emnist_like(directory: Path, subset: str, gz: bool = True) -> Path:
     return directory
 
 
-def test_idx_emnist_names(tmp_path):
+def test_idx_emnist_names_and_images_turned_upright(tmp_path):
     directory = emnist_like(tmp_path / "emnist", "digits")
     d = load_dataset(f"idx:{directory}")
     assert d.train_images.shape == (50, 1, 28, 28) and d.test_images.shape == (20, 1, 28, 28)
+    assert "EMNIST" in d.source
+    # the same files under the official names are used as stored: EMNIST's are their transpose
+    official = tmp_path / "official"
+    official.mkdir()
+    for path in directory.iterdir():
+        name = path.name.removeprefix("emnist-digits-").replace("test-", "t10k-")
+        (official / name).write_bytes(path.read_bytes())
+    as_stored = load_dataset(f"idx:{official}")
+    assert "EMNIST" not in as_stored.source
+    assert torch.equal(d.train_images, as_stored.train_images.transpose(2, 3))
+    assert torch.equal(d.test_images, as_stored.test_images.transpose(2, 3))
+    assert not torch.equal(d.train_images, as_stored.train_images)
 
 
 def test_idx_several_emnist_subsets_in_one_dir_is_a_clear_error(tmp_path):

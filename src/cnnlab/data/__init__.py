@@ -84,13 +84,14 @@ def _load_idx_dir(directory: Path) -> Dataset:
 
     Official names (raw or ``.gz``, as KMNIST also uses) or names that contain them, like EMNIST's
     ``emnist-digits-train-images-idx3-ubyte.gz``: one dataset per directory. Classes are
-    ``0..max label``. EMNIST stores images transposed; they are used as stored (training does
-    not care; pictures of them look transposed).
+    ``0..max label``. EMNIST stores its images transposed (rows are the digit's columns); files
+    named ``emnist-*`` are transposed back on loading, so that plots, mistakes and predictions on real,
+    upright images see them the right way up.
     """
     directory = Path(directory).expanduser()
     if not directory.is_dir():
         raise DataError(f"idx:{directory}: no such directory; pass idx:DIR with the four IDX files")
-    files = {}
+    files, names = {}, []
     for role in ROLES:
         path = find_in_dir(directory, role) or _find_loose(directory, role)
         if path is None:
@@ -99,11 +100,15 @@ def _load_idx_dir(directory: Path) -> Dataset:
                 "the directory needs train/t10k images and labels in IDX format"
             )
         files[role] = read_maybe_gzip(path)
+        names.append(path.name.lower())
     x, y, tx, ty = _tensors(files, f"idx:{directory}")
+    source = f"directory {directory}"
+    if all(n.startswith("emnist") for n in names):
+        x, tx = x.transpose(2, 3).contiguous(), tx.transpose(2, 3).contiguous()
+        source += " (EMNIST: images transposed upright)"
     num_classes = int(max(y.max(), ty.max())) + 1
     mean, std = train_statistics(x)
-    return Dataset(f"idx:{directory}", x, y, tx, ty, tuple(str(c) for c in range(num_classes)), mean, std,
-                   f"directory {directory}")
+    return Dataset(f"idx:{directory}", x, y, tx, ty, tuple(str(c) for c in range(num_classes)), mean, std, source)
 
 
 def _find_loose(directory: Path, role: str) -> Path | None:
