@@ -320,10 +320,18 @@ def test_folder_second_load_uses_the_cache(tmp_path, monkeypatch):
     assert second.classes == first.classes and (second.mean, second.std) == (first.mean, first.std)
     row = [r for r in dataset_status(home) if r["name"].startswith("folder:")]
     assert row and row[0]["name"] == f"folder:{root.resolve()}" and row[0]["status"] == "converted and cached"
-    # a changed folder is converted again
+    # a changed folder is converted again, and the stale conversion is deleted; another folder's stays
+    (stale,) = caches
+    other = make_folder(tmp_path / "other", per_class={"a": 3, "b": 3})
+    load_dataset(f"folder:{other}", home=home, log=quiet)
+    calls.clear()
     _img("L", 3).save(root / "cat" / "new.png")
-    third = load_dataset(f"folder:{root}", home=home, log=quiet)
+    messages = []
+    third = load_dataset(f"folder:{root}", home=home, log=messages.append)
     assert len(calls) == 7 + 6 + 12 + 1 and "converted now" in third.source
+    assert not stale.exists() and len(list((home / "datasets").glob("folder-*"))) == 2
+    assert any("removed the cache of its earlier contents" in m for m in messages)
+    assert "converted earlier" in load_dataset(f"folder:{other}", home=home, log=quiet).source
 
 
 def test_folder_damaged_cache_is_converted_again(tmp_path):

@@ -24,13 +24,15 @@ empty class folder, a class with no readable image, or no images at all is a :cl
 Cache. The converted arrays are stored in ``$CNNLAB_HOME/datasets/folder-<key>/images.npz``
 (written atomically), where ``key`` hashes the folder's absolute path, every candidate file's
 relative path, size and modification time, and the conversion version; any change to the folder
-gives a new key and one new conversion, an unchanged folder is never converted twice.
+gives a new key and one new conversion (the earlier conversion of that folder is then deleted), an
+unchanged folder is never converted twice.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import shutil
 import io
 import json
 import os
@@ -300,6 +302,21 @@ def _load_cached(path: Path, key: str) -> FolderData | None:
     return FolderData(**arrays, classes=classes, cache_dir=path.parent, skipped=skipped)
 
 
+def _remove_stale(root: Path, keep: Path, log: Log) -> None:
+    """Delete earlier conversions of the same folder (it changed since): one cache per folder, not one per edit."""
+    for other in keep.parent.glob("folder-*"):
+        if other == keep or not (other / CACHE_FILE).is_file():
+            continue
+        try:
+            with np.load(other / CACHE_FILE, allow_pickle=False) as z:
+                same = str(z["root"]) == str(root)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
+            continue  # not ours to judge: leave it
+        if same:
+            shutil.rmtree(other, ignore_errors=True)
+            log(f"folder:{root}: removed the cache of its earlier contents ({other})")
+
+
 def folder_cache_dir(root: Path, key: str, home: Path) -> Path:
     return home / "datasets" / f"folder-{key[:16]}"
 
@@ -329,4 +346,6 @@ def load_image_folder(directory: str | Path, home: Path, log: Log) -> FolderData
         _save(cache, key, root, layout.classes, arrays, skipped)
     except OSError as err:
         log(f"folder:{root}: could not cache the converted images ({err}); they will be converted again next time")
+    else:
+        _remove_stale(root, cache, log)
     return FolderData(**arrays, classes=layout.classes, cache_dir=cache, skipped=skipped, converted=True)
