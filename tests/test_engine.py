@@ -128,3 +128,26 @@ def test_bad_config_values_are_clear_errors(tiny_idx):
         if torch.cuda.is_available():
             raise CnnlabError("--device cuda (skip: this machine has CUDA)")
         train(tiny_cfg(tiny_idx, device="cuda"), write=False, log=lambda m: None)
+
+
+@pytest.mark.parametrize("val_split", [0.0, 0.5])
+def test_the_report_reuses_the_last_test_evaluation(tiny_idx, tmp_path, monkeypatch, val_split):
+    """The test set is evaluated once per epoch (or once at the end with a validation split), not once more
+    for the report; the report's figures are those of that evaluation."""
+    import json
+
+    import cnnlab.engine as engine
+
+    test_passes = []
+    real = engine.evaluate
+
+    def counting(model, loader, *args, **kwargs):
+        if len(loader.labels) == 64:  # tiny_idx test split (the 0.5 validation split has 128)
+            test_passes.append(kwargs.get("keep_outputs", False))
+        return real(model, loader, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "evaluate", counting)
+    res = train(tiny_cfg(tiny_idx, val_split=val_split), out=tmp_path / "run", quiet=True, log=lambda m: None)
+    assert test_passes == ([True, True] if val_split == 0 else [True])
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["accuracy"] == pytest.approx(res.final.accuracy)

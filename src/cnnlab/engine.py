@@ -341,8 +341,14 @@ def train(
         total = ranks.all_reduce_sum([float(loss_sum), float(correct), float(count)], device)
         return [total[0], int(total[1]), int(total[2])]
 
+    # The report needs every test prediction; in one process, the epoch evaluations on the whole test set
+    # keep them, so that the report does not evaluate the test set once more.
+    keep_outputs = write and report and not ranks.enabled and cfg.eval_limit == 0 and eval_name == "test"
+
     def evaluate_reduced() -> EvalResult:
-        r = evaluate(model, eval_loader, limit=cfg.eval_limit)
+        r = evaluate(model, eval_loader, limit=cfg.eval_limit, keep_outputs=keep_outputs)
+        if not ranks.enabled:
+            return r
         loss_sum, correct, n = ranks.all_reduce_sum([r.loss * r.n, float(r.correct), float(r.n)], device)
         return EvalResult(loss=loss_sum / n, accuracy=100.0 * correct / n, n=int(n), correct=int(correct))
 
@@ -455,13 +461,15 @@ def train(
     if final is None or eval_name != "test":
         test_loader = loader(data.test_images, data.test_labels, cfg.eval_batch_size, False)
         eval_loader = test_loader
+        keep_outputs = write and report and not ranks.enabled and cfg.eval_limit == 0
         final = evaluate_reduced()
         say(f"test_loss {final.loss:.4f}  test_acc {final.accuracy:.2f}% (test set, once, after choosing on {eval_name})"
             if eval_name != "test" else f"test_loss {final.loss:.4f}  test_acc {final.accuracy:.2f}%")
     summary = None
     if write and report:
         summary = report_run(run_dir, model, data, device, history=history, batch_size=cfg.eval_batch_size,
-                             extra={"target": target, "train_seconds": total_train_s, "parameters": params}, log=say)
+                             extra={"target": target, "train_seconds": total_train_s, "parameters": params}, log=say,
+                             result=final if final.predictions is not None and final.n == len(data.test_labels) else None)
     if board:
         board.close()
     best_txt = f" (best epoch {best:.2f}%)" if history else ""
@@ -472,13 +480,19 @@ def train(
 
 
 def report_run(run_dir: Path, model: nn.Module, data: Dataset, device: torch.device, *, history: list[dict],
-               batch_size: int = 1000, extra: dict | None = None, log: Log = _print) -> dict:
-    """Evaluate on the test set keeping outputs, then write summary.json and the plots."""
+               batch_size: int = 1000, extra: dict | None = None, log: Log = _print,
+               result: EvalResult | None = None) -> dict:
+    """Write summary.json and the plots from ``result`` (the model's evaluation on the whole test set,
+    with outputs), or from an evaluation made here when it is None."""
     from cnnlab.report import format_table, write_report
 
-    test_loader = BatchLoader(data.test_images, data.test_labels, batch_size, mean=data.mean, std=data.std,
-                              shuffle=False, device=device)
-    res = evaluate(model, test_loader, keep_outputs=True)
+    res = result
+    if res is None:
+        test_loader = BatchLoader(data.test_images, data.test_labels, batch_size, mean=data.mean, std=data.std,
+                                  shuffle=False, device=device)
+        res = evaluate(model, test_loader, keep_outputs=True)
+    if res.predictions is None or res.n != len(data.test_labels):
+        raise ValueError("report_run needs an evaluation of the whole test set with its outputs")
     summary = write_report(run_dir, history=history, labels=data.test_labels, predictions=res.predictions,
                            probabilities=res.probabilities, images=data.test_images, classes=list(data.classes),
                            loss=res.loss, accuracy=res.accuracy, extra=extra)
