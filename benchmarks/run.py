@@ -25,11 +25,11 @@ def main(argv=None) -> int:
     p.add_argument("--recipes", nargs="+", default=["fast", "lecture"])
     args = p.parse_args(argv)
     args.which = args.which or list(ALL)
-    steps, repeats = (40, 2) if args.quick else (150, 5)
+    steps, repeats = (40, 2) if args.quick else (300, 5)
     if "throughput" in args.which:
         throughput.run(steps=steps, repeats=repeats)
     if "roofline" in args.which:
-        roofline.run(steps=steps, repeats=max(1, repeats - 2))
+        roofline.run(steps=steps // 2, repeats=max(1, repeats - 2))
     if "time_to_accuracy" in args.which:
         time_to_accuracy.run(seeds=1 if args.quick else args.seeds, target=args.target, recipes=args.recipes)
     return 0
