@@ -42,8 +42,10 @@ def train_step_flops(name: str, batch: int = 64) -> int:
 
 
 def bf16_supported() -> bool:
+    """Whether the benchmark device multiplies bf16 matrices."""
+    one = torch.ones(4, 4, dtype=torch.bfloat16, device=bench_device())
     try:
-        torch.mm(torch.ones(4, 4, dtype=torch.bfloat16), torch.ones(4, 4, dtype=torch.bfloat16))
+        torch.mm(one, one)
         return True
     except RuntimeError:
         return False
