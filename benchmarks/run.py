@@ -2,14 +2,15 @@
 
     python -m benchmarks.run                       # all three
     python -m benchmarks.run throughput roofline   # some
-    python -m benchmarks.run --quick               # fewer steps/repeats/seeds, to check it works
+    python -m benchmarks.run --quick               # fewer steps/repeats/seeds, to check it works;
+                                                   # writes benchmarks/results/quick/, not the real results
 """
 
 from __future__ import annotations
 
 import argparse
 
-from benchmarks import roofline, throughput, time_to_accuracy
+from benchmarks import common, roofline, throughput, time_to_accuracy
 
 
 ALL = ("throughput", "roofline", "time_to_accuracy")
@@ -26,6 +27,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     args.which = args.which or list(ALL)
     steps, repeats = (40, 2) if args.quick else (300, 5)
+    if args.quick:
+        common.RESULTS = common.RESULTS / "quick"
     if "throughput" in args.which:
         throughput.run(steps=steps, repeats=repeats)
     if "roofline" in args.which:
