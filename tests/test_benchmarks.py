@@ -38,6 +38,8 @@ def test_pipelines_report_positive_rates(tiny):
 def test_flop_counts_and_peak():
     assert roofline.train_step_flops("resnet", batch=2) > roofline.train_step_flops("basic_cnn", batch=2) > 0
     assert roofline.matmul_peak(n=64, repeats=1) > 0
+    rates = roofline.matmul_rates(n=64, repeats=1)
+    assert set(rates) == {"torch.mm", "1x1 conv", "1x1 conv channels-last"} and min(rates.values()) > 0
 
 
 def test_each_arm_runs_in_its_own_process_on_given_data(tiny_idx):
