@@ -165,6 +165,16 @@ def test_cli_text_json_show_input_and_exit_code(ckpt, tmp_path, capsys):
     saved = Image.open(seen / "seven.input.png")
     assert saved.size == (28, 28) and saved.mode == "L"
 
+    # two inputs with the same stem: both kept, the later one numbered, none overwritten
+    other = tmp_path / "elsewhere" / "seven.png"
+    other.parent.mkdir()
+    draw_digit((300, 300), (100, 50, 200, 250)).save(other)
+    code = main(["predict", str(ckpt.parent), str(good), str(other), "--show-input", str(seen), "--json"])
+    rows = json.loads(capsys.readouterr()[0])
+    assert code == 0 and [r["input_image"] for r in rows] == [str(seen / "seven.input.png"), str(seen / "seven-2.input.png")]
+    assert not np.array_equal(np.asarray(Image.open(seen / "seven.input.png")),
+                              np.asarray(Image.open(seen / "seven-2.input.png")))
+
     code = main(["predict", str(ckpt), str(good), str(bad)])
     out, err = capsys.readouterr()
     assert code == 1 and str(good) in out and "broken.jpg" not in out

@@ -46,7 +46,6 @@ def _add_predict_parser(sub) -> None:
 
 
 def cmd_predict(args) -> int:
-    from pathlib import Path
 
     from cnnlab.errors import CnnlabError
     from cnnlab.predict import Predictor, predict_paths, save_input_image
@@ -58,17 +57,9 @@ def cmd_predict(args) -> int:
     k = min(args.top_k, len(predictor.classes))
     saved: dict[str, str] = {}
     if args.show_input:
-        used: set[str] = set()
+        taken: set[str] = set()
         for pred in preds:
-            out = save_input_image(pred, args.show_input)
-            if out.name in used:  # two inputs with the same stem: number the later ones
-                n = 2
-                while (alt := out.with_name(f"{Path(pred.name).stem}-{n}.input.png")).name in used:
-                    n += 1
-                out.replace(alt)
-                out = alt
-            used.add(out.name)
-            saved[pred.name] = str(out)
+            saved[pred.name] = str(save_input_image(pred, args.show_input, taken))
     for f in failures:
         print(f"cnnlab: skipped {f.error}", file=sys.stderr)
     if args.json:

@@ -362,10 +362,19 @@ def predict_paths(predictor: Predictor, items: Iterable[str]) -> tuple[list[Pred
     return preds, failures
 
 
-def save_input_image(pred: Prediction, directory: str | Path) -> Path:
-    """Write the 28x28 image the net saw as ``DIR/<file stem>.input.png``; returns its path."""
+def save_input_image(pred: Prediction, directory: str | Path, taken: set[str] | None = None) -> Path:
+    """Write the 28x28 image the net saw as ``DIR/<file stem>.input.png``; returns its path.
+
+    ``taken`` holds the names already written in this batch: a later input with the same stem gets
+    ``<stem>-2.input.png``, ``-3``... (chosen before writing, so that nothing is overwritten)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    out = directory / f"{Path(pred.name).stem}.input.png"
+    stem = Path(pred.name).stem
+    name, n = f"{stem}.input.png", 2
+    while taken is not None and name in taken:
+        name, n = f"{stem}-{n}.input.png", n + 1
+    if taken is not None:
+        taken.add(name)
+    out = directory / name
     to_uint8_image(pred.input_image).save(out)
     return out
