@@ -44,13 +44,18 @@ def test_run_writes_plots_and_summary(tiny_idx, tmp_path):
     assert sum(r["support"] for r in summary["per_class"]) == 64
 
 
-def test_evaluate_cli_writes_report_into_run(tiny_idx, tmp_path, capsys):
+def test_evaluate_cli_writes_report_into_run(tiny_idx, tmp_path, capsys, monkeypatch):
+    import cnnlab.engine as engine
+
     train(cfg_for(tiny_idx), out=tmp_path / "run", **QUIET)
     for name in ("summary.json", "confusion.png"):
         (tmp_path / "run" / name).unlink()
+    passes, real = [], engine.evaluate
+    monkeypatch.setattr(engine, "evaluate", lambda *a, **k: passes.append(1) or real(*a, **k))
     assert main(["evaluate", str(tmp_path / "run"), "--checkpoint", "best"]) == 0
     out = capsys.readouterr().out
     assert "precision" in out and (tmp_path / "run" / "confusion.png").is_file()
+    assert len(passes) == 1  # the report is drawn from the one evaluation
 
 
 def test_checkpoint_write_killed_midway_keeps_previous(tmp_path, monkeypatch):
@@ -157,11 +162,24 @@ def test_shift_augment_moves_content_deterministically():
     assert torch.equal(a, b) and a.shape == x.shape
     assert torch.equal(a.sum((1, 2, 3)), x.sum((1, 2, 3)))  # a 2 px shift never pushes the block out
     assert not torch.equal(shift_augment(x, 0, 1, 3), a)
+    # the uncovered border gets the given fill (the loader's normalised black), not zeros
+    filled = shift_augment(torch.full((64, 1, 8, 8), 5.0), 0, 0, 0, fill=-0.5)
+    assert set(filled.unique().tolist()) == {-0.5, 5.0}
 
 
-def test_target_accuracy_stops_early(tiny_idx, tmp_path):
+def test_target_accuracy_stops_early(tiny_idx, tmp_path, monkeypatch):
+    import cnnlab.engine as engine
+
+    passes, real = [], engine.evaluate
+    monkeypatch.setattr(engine, "evaluate", lambda *a, **k: passes.append(1) or real(*a, **k))
     res = train(cfg_for(tiny_idx, epochs=30, target_accuracy=60.0, evals_per_epoch=2), out=tmp_path / "r", **QUIET)
     assert res.target is not None and res.target["accuracy"] >= 60.0 and res.target["epoch"] < 30
+    if res.target["epoch"] % 1:  # stopped mid-epoch: that evaluation is the final one, not repeated
+        assert res.final.accuracy == res.target["accuracy"]
+    # two evaluations per full epoch (mid, end), one for the stopping mid-epoch check; none repeated for
+    # the stop or the report
+    epoch = res.target["epoch"]
+    assert len(passes) == 2 * int(epoch) + (1 if epoch % 1 else 0)
 
 
 def test_bf16_and_channels_last_train(tiny_idx, tmp_path):

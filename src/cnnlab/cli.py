@@ -127,15 +127,17 @@ def cmd_evaluate(args) -> int:
     from cnnlab.engine import evaluate_run, report_run, resolve_device
     from cnnlab.runs import read_metrics
 
+    out = Path(args.out) if args.out else (None if args.weights or args.run is None else _run_dir_of(args.run))
+    reporting = out is not None and not args.no_report
     res, model, data = evaluate_run(args.run, which=args.checkpoint, weights=args.weights, model_name=args.model,
                                     dataset=args.dataset, data_dir=args.data_dir, device=args.device,
-                                    batch_size=args.batch_size)
-    out = Path(args.out) if args.out else (None if args.weights else _run_dir_of(args.run))
-    if out is not None and not args.no_report:
+                                    batch_size=args.batch_size, keep_outputs=reporting)
+    if reporting:
         history = read_metrics(out / "metrics.csv") if (out / "metrics.csv").is_file() else []
         log = (lambda m: None) if args.json else print
         report_run(out, model, data, resolve_device(args.device), history=history, batch_size=args.batch_size,
-                   extra={"checkpoint": args.checkpoint if not args.weights else str(args.weights)}, log=log)
+                   extra={"checkpoint": args.checkpoint if not args.weights else str(args.weights)}, log=log,
+                   result=res)
     if args.json:
         print(json.dumps({"dataset": data.name, "n": res.n, "test_loss": res.loss, "test_acc": res.accuracy}))
     else:

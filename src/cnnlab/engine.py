@@ -160,17 +160,16 @@ def split_validation(data: Dataset, fraction: float, seed: int):
     return (data.train_images[tr], data.train_labels[tr]), (data.train_images[val], data.train_labels[val])
 
 
-def shift_augment(x: torch.Tensor, seed: int, epoch: int, batch: int, pad: int = 2) -> torch.Tensor:
-    """Translate each image of a batch by a random offset in [-pad, pad] pixels (zero fill).
+def shift_augment(x: torch.Tensor, seed: int, epoch: int, batch: int, pad: int = 2, fill: float = 0.0) -> torch.Tensor:
+    """Translate each image of a batch by a random offset in [-pad, pad] pixels.
 
     The offsets come from a generator seeded by (seed, epoch, batch), so a resumed run draws the
-    same ones without storing generator state. x: (B, C, H, W) normalised; the fill is the
-    normalised value of a black pixel, the smallest value in the batch's own scale.
+    same ones without storing generator state. x: (B, C, H, W) normalised; ``fill`` is what the
+    uncovered border gets: the normalised value of a black pixel (``BatchLoader.shift``).
     """
     b, _, h, w = x.shape
     g = torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 100_003 + batch)
     off = torch.randint(0, 2 * pad + 1, (b, 2), generator=g).to(x.device)  # (B, 2) row, col offsets
-    fill = float(x.amin()) if x.numel() else 0.0
     padded = F.pad(x, (pad, pad, pad, pad), value=fill)  # (B, C, H+2p, W+2p)
     rows = off[:, :1] + torch.arange(h, device=x.device)  # (B, H)
     cols = off[:, 1:] + torch.arange(w, device=x.device)  # (B, W)
@@ -341,12 +340,12 @@ def train(
         total = ranks.all_reduce_sum([float(loss_sum), float(correct), float(count)], device)
         return [total[0], int(total[1]), int(total[2])]
 
-    # The report needs every test prediction; in one process, the epoch evaluations on the whole test set
-    # keep them, so that the report does not evaluate the test set once more.
-    keep_outputs = write and report and not ranks.enabled and cfg.eval_limit == 0 and eval_name == "test"
+    # The report needs every test prediction: in one process, evaluations of the whole test set keep
+    # them, so that the report (which falls back to its own pass otherwise) need not evaluate again.
+    keep_test_outputs = write and report and not ranks.enabled and cfg.eval_limit == 0
 
-    def evaluate_reduced() -> EvalResult:
-        r = evaluate(model, eval_loader, limit=cfg.eval_limit, keep_outputs=keep_outputs)
+    def evaluate_reduced(split: BatchLoader, keep_outputs: bool = False) -> EvalResult:
+        r = evaluate(model, split, limit=cfg.eval_limit, keep_outputs=keep_outputs)
         if not ranks.enabled:
             return r
         loss_sum, correct, n = ranks.all_reduce_sum([r.loss * r.n, float(r.correct), float(r.n)], device)
@@ -358,8 +357,10 @@ def train(
         k = cfg.evals_per_epoch
         eval_points = {max(1, round(steps_per_epoch * i / k)) for i in range(1, k)}
 
+    keep_eval_outputs = keep_test_outputs and eval_name == "test"
     stop = False
     target = None
+    mid = None  # the last evaluation inside an epoch, and the step it was made at
     total_train_s = sum(r["seconds"] for r in history)
     final = None
     model.train()
@@ -372,7 +373,7 @@ def train(
         t0 = time.perf_counter()
         for x, y in train_loader.batches(epoch, start=batch):
             if cfg.augment == "shift":
-                x = shift_augment(x, cfg.seed + ranks.rank, epoch, batch)
+                x = shift_augment(x, cfg.seed + ranks.rank, epoch, batch, fill=train_loader.shift)
             with autocast:
                 logits = net(x)
                 loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
@@ -393,9 +394,9 @@ def train(
             if cfg.max_steps and step >= cfg.max_steps:
                 stop = True
             if batch in eval_points and batch < steps_per_epoch:
-                mid = evaluate_reduced()
-                if mid.accuracy >= cfg.target_accuracy:
-                    target = {"epoch": epoch + batch / steps_per_epoch, "step": step, "accuracy": mid.accuracy,
+                mid = (step, evaluate_reduced(eval_loader, keep_eval_outputs))
+                if mid[1].accuracy >= cfg.target_accuracy:
+                    target = {"epoch": epoch + batch / steps_per_epoch, "step": step, "accuracy": mid[1].accuracy,
                               "train_seconds": total_train_s + elapsed + time.perf_counter() - t0,
                               "seconds_since_start": time.perf_counter() - t_start, "reached_at_unix": time.time()}
                     stop = True
@@ -410,7 +411,8 @@ def train(
             torch.cuda.synchronize(device)  # kernels run asynchronously: time what actually ran
         seconds = elapsed + time.perf_counter() - t0
         elapsed = 0.0
-        final = evaluate_reduced()
+        # a stop right after a mid-epoch evaluation reuses it: the weights have not changed since
+        final = mid[1] if mid is not None and mid[0] == step else evaluate_reduced(eval_loader, keep_eval_outputs)
         total_train_s += seconds
         if stop and batch < steps_per_epoch:
             # stopped mid-epoch (--max-steps or --target-accuracy): keep the position to resume from
@@ -420,7 +422,7 @@ def train(
             if write:
                 save_checkpoint(run_dir / "last.pt", payload(seconds))
             break
-        tl, tc, tn = ranks.all_reduce_sum([float(loss_sum), float(correct), float(count)], device)
+        tl, tc, tn = epoch_sums(loss_sum, correct, count)
         row = {
             "epoch": epoch + 1,
             "step": step,
@@ -459,17 +461,15 @@ def train(
 
     # the test set, once, at the end (it is the per-epoch evaluation already when there is no val split)
     if final is None or eval_name != "test":
-        test_loader = loader(data.test_images, data.test_labels, cfg.eval_batch_size, False)
-        eval_loader = test_loader
-        keep_outputs = write and report and not ranks.enabled and cfg.eval_limit == 0
-        final = evaluate_reduced()
+        final = evaluate_reduced(loader(data.test_images, data.test_labels, cfg.eval_batch_size, False),
+                                 keep_test_outputs)
         say(f"test_loss {final.loss:.4f}  test_acc {final.accuracy:.2f}% (test set, once, after choosing on {eval_name})"
             if eval_name != "test" else f"test_loss {final.loss:.4f}  test_acc {final.accuracy:.2f}%")
     summary = None
     if write and report:
         summary = report_run(run_dir, model, data, device, history=history, batch_size=cfg.eval_batch_size,
                              extra={"target": target, "train_seconds": total_train_s, "parameters": params}, log=say,
-                             result=final if final.predictions is not None and final.n == len(data.test_labels) else None)
+                             result=final)
     if board:
         board.close()
     best_txt = f" (best epoch {best:.2f}%)" if history else ""
@@ -482,17 +482,15 @@ def train(
 def report_run(run_dir: Path, model: nn.Module, data: Dataset, device: torch.device, *, history: list[dict],
                batch_size: int = 1000, extra: dict | None = None, log: Log = _print,
                result: EvalResult | None = None) -> dict:
-    """Write summary.json and the plots from ``result`` (the model's evaluation on the whole test set,
-    with outputs), or from an evaluation made here when it is None."""
+    """Write summary.json and the plots from ``result`` when it is the model's evaluation of the whole
+    test set with its outputs kept; otherwise evaluate the test set here first."""
     from cnnlab.report import format_table, write_report
 
     res = result
-    if res is None:
+    if res is None or res.predictions is None or res.n != len(data.test_labels):
         test_loader = BatchLoader(data.test_images, data.test_labels, batch_size, mean=data.mean, std=data.std,
                                   shuffle=False, device=device)
         res = evaluate(model, test_loader, keep_outputs=True)
-    if res.predictions is None or res.n != len(data.test_labels):
-        raise ValueError("report_run needs an evaluation of the whole test set with its outputs")
     summary = write_report(run_dir, history=history, labels=data.test_labels, predictions=res.predictions,
                            probabilities=res.probabilities, images=data.test_images, classes=list(data.classes),
                            loss=res.loss, accuracy=res.accuracy, extra=extra)
