@@ -71,9 +71,8 @@ def _add_train_parser(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
-#: Flags whose default comes from the recipe (None on the command line = not given).
-RECIPE_FLAGS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "augment",
-                "label_smoothing", "evals_per_epoch", "channels_last")
+#: Flags whose default comes from the recipe (None on the command line = not given): every recipe sets the same keys.
+RECIPE_FLAGS = tuple(RECIPES["lecture"])
 
 
 def config_from_args(args) -> TrainConfig:
@@ -86,9 +85,7 @@ def config_from_args(args) -> TrainConfig:
         compile=args.compile, target_accuracy=args.target_accuracy,
         tensorboard=args.tensorboard, recipe=args.recipe,
     )
-    apply_recipe(cfg, set(given))
-    for key, value in given.items():
-        setattr(cfg, key, value)
+    apply_recipe(cfg, given)
     if args.dry_run:
         cfg.epochs, cfg.max_steps, cfg.eval_limit = 1, 2, 1000
     return cfg.validate()
@@ -210,10 +207,7 @@ def cmd_compare(args) -> int:
     cfg = TrainConfig(dataset=_absolute_dataset(args.dataset), data_dir=args.data_dir, device=args.device,
                       threads=args.threads, val_split=args.val_split, recipe=args.recipe)
     given = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size)) if v is not None}
-    apply_recipe(cfg, set(given))
-    for k, v in given.items():
-        setattr(cfg, k, v)
-    cfg.validate()
+    apply_recipe(cfg, given).validate()
     from cnnlab.models import list_models
 
     unknown = [m for m in args.models if m not in list_models()]

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from cnnlab.config import TrainConfig
+from cnnlab.config import PROCESS_FIELDS, TrainConfig
 from cnnlab.data import load_dataset
 from cnnlab.engine import build_model, train
 from cnnlab.fileio import atomic_write_text
@@ -34,7 +34,7 @@ def forward_flops(model: torch.nn.Module, in_channels: int, image_size: int) -> 
 def config_key(cfg: TrainConfig) -> str:
     """A short hash of what makes runs comparable (not the device, the threads or the allocator)."""
     d = cfg.to_dict()
-    for k in ("device", "threads", "malloc_tuning", "tensorboard", "max_steps"):
+    for k in (*PROCESS_FIELDS, "tensorboard"):
         d.pop(k, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
 
@@ -96,10 +96,8 @@ def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = 
 
     series = {}
     for name, r in results.items():
-        cols = list(zip(*r["curve"]["per_seed"]))
-        series[name] = {"epochs": r["curve"]["epochs"], "n": seeds,
-                        "mean": [statistics.fmean(c) for c in cols],
-                        "std": [statistics.stdev(c) if len(c) > 1 else 0.0 for c in cols]}
+        mean, std = zip(*(_mean_std(list(c)) for c in zip(*r["curve"]["per_seed"])))
+        series[name] = {"epochs": r["curve"]["epochs"], "n": seeds, "mean": list(mean), "std": list(std)}
     plot_comparison(series, out / "comparison.png",
                     metric=("validation" if base.val_split else "test") + " accuracy (%)",
                     title=f"{data.name}, recipe {base.recipe}")

@@ -110,11 +110,15 @@ RECIPES: dict[str, dict] = {
 }
 
 
-def apply_recipe(cfg: "TrainConfig", explicit: set[str]) -> "TrainConfig":
-    """Set ``cfg.recipe``'s values on every field not in ``explicit`` (the flags the user gave)."""
+def apply_recipe(cfg: "TrainConfig", given: dict) -> "TrainConfig":
+    """Set ``cfg.recipe``'s values, then the values the user ``given`` explicitly (they win)."""
     if cfg.recipe not in RECIPES:
         raise CnnlabError(f"--recipe must be one of {', '.join(RECIPES)}, got {cfg.recipe!r}")
-    for key, value in RECIPES[cfg.recipe].items():
-        if key not in explicit:
-            setattr(cfg, key, value)
+    for key, value in {**RECIPES[cfg.recipe], **given}.items():
+        setattr(cfg, key, value)
     return cfg
+
+
+#: Fields that say how a process runs a run, not what the run is: a resume takes them from the
+#: invocation, and they do not make runs incomparable.
+PROCESS_FIELDS = ("max_steps", "device", "threads", "malloc_tuning")

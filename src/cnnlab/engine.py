@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from cnnlab.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
-from cnnlab.config import TrainConfig
+from cnnlab.config import PROCESS_FIELDS, TrainConfig
 from cnnlab.data import BatchLoader, Dataset, load_dataset
 from cnnlab.distributed import Dist
 from cnnlab.errors import CnnlabError
@@ -229,8 +229,8 @@ def train(
         saved = TrainConfig.from_dict(state["config"])
         # What the run is comes from the checkpoint; how this invocation runs it comes from ``cfg``:
         # the step limit, the device, the threads and the allocator belong to the process, not to the run.
-        saved.max_steps, saved.device, saved.threads = cfg.max_steps, cfg.device, cfg.threads
-        saved.malloc_tuning = cfg.malloc_tuning
+        for key in PROCESS_FIELDS:
+            setattr(saved, key, getattr(cfg, key))
         cfg = saved
         out = Path(resume) if Path(resume).is_dir() else ckpt_path.parent
     cfg.validate()
