@@ -144,6 +144,7 @@ def test_export_safetensors_is_readable(tiny_idx, tmp_path):
     path = export_safetensors(tmp_path / "run")
     with safe_open(str(path), framework="pt") as fh:
         assert fh.metadata()["model"] == "basic_cnn"
+        assert {"classes", "normalization_mean", "normalization_std", "model_args"} <= set(fh.metadata())
         weights = {k: fh.get_tensor(k) for k in fh.keys()}
     model = create_model("basic_cnn")
     model.load_state_dict(weights, strict=True)

@@ -121,23 +121,19 @@ def resolve_checkpoint(path: str | Path, which: str = "last") -> Path:
 
 
 def export_safetensors(run: str | Path, which: str = "best", out: str | Path | None = None) -> Path:
-    """Write a checkpoint's bare weights as safetensors, with the model and normalisation as metadata."""
+    """Write a checkpoint's bare weights as safetensors, with the metadata of ``cnnlab export`` (model,
+    classes, normalisation, input layout) plus the model's arguments."""
     import json
 
     from safetensors.torch import save as save_safetensors
 
+    from cnnlab.export import export_metadata
+
     src = resolve_checkpoint(run, which)
     state = load_checkpoint(src)
     target = Path(out) if out else src.parent / "model.safetensors"
-    data = state.get("data", {})
-    metadata = {
-        "format": "cnnlab-weights",
-        "model": state["model"]["name"],
-        "model_args": json.dumps(state["model"]["args"]),
-        "classes": json.dumps(data.get("classes", [])),
-        "mean": str(data.get("mean")),
-        "std": str(data.get("std")),
-    }
+    metadata = {"format": "cnnlab-weights", **export_metadata(state),
+                "model_args": json.dumps(state["model"]["args"])}
     tensors = {k: v.contiguous() for k, v in state["state_dict"].items()}
     atomic_write_bytes(target, save_safetensors(tensors, metadata=metadata))
     return target
