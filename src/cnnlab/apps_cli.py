@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import sys
 
+from cnnlab.cli import _add_data_args
+
 #: ``cnnlab.export.FORMATS`` and ``TOLERANCE``, repeated so that building the parser does not import
 #: torch (tests/test_export.py checks that they agree).
 EXPORT_FORMATS = ("onnx", "torchscript")
@@ -96,8 +98,7 @@ def _add_export_parser(sub) -> None:
     p.add_argument("--checkpoint", choices=("last", "best"), default="last",
                    help="which checkpoint of a run directory (default: last)")
     p.add_argument("--samples", type=int, default=256, help="test images used for the check (default: 256)")
-    p.add_argument("--dataset", default=None, help="dataset for the check (default: the run's own)")
-    p.add_argument("--data-dir", default=None, help="directory holding the dataset's IDX files")
+    _add_data_args(p, dataset_default=None)  # the dataset for the check
     p.set_defaults(func=cmd_export)
 
 

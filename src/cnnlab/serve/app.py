@@ -15,7 +15,7 @@ import json
 import threading
 from pathlib import Path
 
-from cnnlab.predict import BadImageError, Predictor, to_uint8_image
+from cnnlab.predict import BadImageError, Prediction, Predictor, to_uint8_image
 from cnnlab.serve import DEFAULT_MAX_BYTES
 from cnnlab.serve.branches import inception_modules, record_branch_energy, shares
 
@@ -105,13 +105,11 @@ class Service:
         field_01 = self.predictor.prepare(data, name)  # BadImageError for bad input
         with self._lock, record_branch_energy(self.predictor.model) as energies:
             probs = self.predictor.probabilities([field_01])[0]
-        classes = self.predictor.classes
-        order = sorted(range(len(classes)), key=lambda i: -probs[i])
+        pred = Prediction(name, [float(p) for p in probs], self.predictor.classes, field_01)
         return {
-            "prediction": classes[order[0]],
-            "probabilities": [float(p) for p in probs],
-            "classes": classes,
-            "top": [{"class": classes[i], "probability": float(probs[i])} for i in order[:3]],
+            **{k: v for k, v in pred.to_dict(3).items() if k != "file"},
+            "probabilities": pred.probabilities,
+            "classes": pred.classes,
             "input_png": _png_data_url(to_uint8_image(field_01)),
             "branches": ({"energy": energies, "share": shares(energies)} if self.has_inception else None),
         }
