@@ -5,11 +5,9 @@ longer side is 20 px and placed so that its centre of mass sits at the centre of
 then normalised with the dataset's mean and std. A photo or a drawing looks nothing like that, so
 :func:`preprocess` rebuilds the same conditions step by step (each step is documented there).
 
-Untrusted files are opened defensively (:func:`open_image`): only an allow-list of formats, the
-whole image decoded up front so that a truncated file fails here and not later, Pillow's pixel
-limit kept and its decompression-bomb *warning* turned into an error too. Every refusal is a
-one-line :class:`BadImageError`; :func:`predict_paths` reports it for that file and goes on with
-the others.
+Untrusted files are opened defensively by :func:`cnnlab.imageio.open_image` (an allow-list of
+formats, decoded up front, truncation and decompression bombs refused); every refusal is a one-line
+:class:`BadImageError`, and :func:`predict_paths` reports it for that file and goes on with the others.
 
 The CLI (``cnnlab predict``) and the web app (``cnnlab serve``) both call :class:`Predictor`.
 """
@@ -17,25 +15,18 @@ The CLI (``cnnlab predict``) and the web app (``cnnlab serve``) both call :class
 from __future__ import annotations
 
 import glob
-import io
 import math
-import struct
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import Iterable
 
 import numpy as np
 import torch
 import torch.nn as nn
-from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
+from PIL import Image
 
 from cnnlab.errors import CnnlabError
-
-#: Pillow format names accepted from users, and the file suffixes a directory is scanned for.
-ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-ALLOWED_TEXT = "PNG, JPEG, BMP, GIF or WebP"
+from cnnlab.imageio import ALLOWED_TEXT, IMAGE_SUFFIXES, BadImageError, open_image
 
 #: MNIST's geometry: the digit's longer side is 20 px inside a 28 px field (LeCun et al.).
 MNIST_BOX, MNIST_FIELD = 20, 28
@@ -47,89 +38,6 @@ WORK_SIDE = 2048
 INK_THRESHOLD = 0.2
 #: Less contrast than this (on a 0..1 scale) between the strongest ink and the paper is a blank image.
 MIN_CONTRAST = 0.08
-
-
-class BadImageError(CnnlabError):
-    """A file that is not an acceptable image; the message names the file, the problem and the fix."""
-
-
-# ----------------------------------------------------------------------------- loading
-
-
-def open_image(source: str | Path | bytes | BinaryIO, name: str | None = None) -> Image.Image:
-    """Open and fully decode an untrusted image; returns the (first frame of the) image, loaded.
-
-    ``source`` is a path, the file's bytes, or a binary file object; ``name`` is what messages
-    call it. Raises :class:`BadImageError` for: a missing or zero-byte file, data that is no
-    image, a format outside :data:`ALLOWED_FORMATS`, a truncated file, and a decompression bomb
-    (more pixels than ``Image.MAX_IMAGE_PIXELS``, which is never raised or disabled here).
-    An EXIF Orientation tag is applied, so photos come out upright.
-    """
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        name = name or str(path)
-        if not path.exists():
-            raise BadImageError(f"{name}: no such file; check the path")
-        if not path.is_file():
-            raise BadImageError(f"{name}: not a regular file; give an image file")
-        if path.stat().st_size == 0:
-            raise BadImageError(f"{name}: empty file (0 bytes); give a {ALLOWED_TEXT} image")
-        data: bytes | BinaryIO = path.read_bytes()
-    elif isinstance(source, (bytes, bytearray)):
-        name = name or "upload"
-        if len(source) == 0:
-            raise BadImageError(f"{name}: empty file (0 bytes); give a {ALLOWED_TEXT} image")
-        data = bytes(source)
-    else:
-        name = name or "upload"
-        data = source.read()
-        if not data:
-            raise BadImageError(f"{name}: empty file (0 bytes); give a {ALLOWED_TEXT} image")
-    fp = io.BytesIO(data)
-    with warnings.catch_warnings():
-        # Pillow only *warns* between MAX_IMAGE_PIXELS and twice that; refuse those too.
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            img = Image.open(fp, formats=ALLOWED_FORMATS)
-            # defensive: formats= already restricts the plugins; MPO is how Pillow's JPEG plugin
-            # reports a multi-picture JPEG, as many phone cameras write
-            if img.format not in ALLOWED_FORMATS + ("MPO",):
-                raise BadImageError(f"{name}: {img.format} images are not accepted; convert it to {ALLOWED_TEXT}")
-            if getattr(img, "n_frames", 1) > 1:  # animated GIF/WebP: the first frame
-                img = next(iter(ImageSequence.Iterator(img)))
-            img.load()  # decode now: a truncated file fails here, inside the guarded block
-            # a phone photo is stored sideways with an EXIF Orientation tag: turn it upright
-            img = ImageOps.exif_transpose(img)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-            raise BadImageError(
-                f"{name}: refused as a possible decompression bomb ({str(err).split('.')[0]}); "
-                "give an image of at most a few megapixels"
-            ) from None
-        except UnidentifiedImageError:
-            raise BadImageError(f"{name}: {_identify(data)}") from None
-        except BadImageError:
-            raise
-        except (OSError, SyntaxError, ValueError, EOFError, struct.error) as err:
-            msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise BadImageError(f"{name}: damaged or truncated image ({msg[:120]}); re-save or re-export the file") from None
-    return img
-
-
-def _identify(data: bytes) -> str:
-    """Why Pillow could not open ``data`` with the allowed formats: another format, or no image.
-
-    Only the header is parsed (``Image.open`` is lazy and nothing is decoded), to name the format.
-    """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as other:
-                fmt = other.format
-    except Exception:  # noqa: BLE001 - any failure here just means "not an image"
-        fmt = None
-    if fmt:
-        return f"{fmt} images are not accepted; convert it to {ALLOWED_TEXT}"
-    return f"not an image (no {ALLOWED_TEXT} data found); give an image file"
 
 
 # ----------------------------------------------------------------------------- preprocessing

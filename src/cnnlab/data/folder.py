@@ -30,7 +30,6 @@ unchanged folder is never converted twice.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import shutil
 import io
@@ -164,32 +163,17 @@ def cache_key(root: Path, layout: _Layout) -> str:
     return h.hexdigest()
 
 
-@contextlib.contextmanager
-def _strict_decoding():
-    """Force Pillow to refuse truncated images while converting (restoring the caller's setting)."""
-    from PIL import ImageFile
-
-    saved = ImageFile.LOAD_TRUNCATED_IMAGES
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
-    try:
-        yield
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = saved
-
-
 def convert_image(path: Path) -> np.ndarray:
     """One image file -> (28, 28) uint8 grayscale (see the module docstring for how); raises on a bad file."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image
 
-    if path.stat().st_size == 0:
-        raise ValueError("empty file (0 bytes)")
-    try:
-        opened = Image.open(path, formats=PIL_FORMATS)
-    except UnidentifiedImageError:
-        raise ValueError("not a PNG, JPEG or BMP image") from None
+    from cnnlab.imageio import BadImageError, open_image
+
+    try:  # the same guarded opener as cnnlab predict: decoded in full, truncation and bombs refused
+        opened = open_image(path, path.name, formats=PIL_FORMATS)
+    except BadImageError as err:
+        raise ValueError(err.reason or str(err)) from None
     with opened as im:
-        im.load()  # decode everything now: a truncated or corrupt body raises here
-        im = ImageOps.exif_transpose(im)
         if im.mode.startswith("I"):  # 16/32-bit grayscale (e.g. 16-bit PNG): scale to 8 bits
             wide = np.asarray(im, dtype=np.float64)
             top = 65535.0 if im.mode.startswith("I;16") or wide.max() > 255 else 255.0
@@ -220,19 +204,18 @@ def _convert(root: Path, layout: _Layout, log: Log) -> tuple[dict[str, np.ndarra
     where = f"folder:{root}"
     log(f"{where}: converting {len(layout.entries):,} images to {SIZE}x{SIZE} grayscale (once; cached after)")
     images, labels, splits, skipped = [], [], [], []
-    with _strict_decoding():
-        for rel, label, split in layout.entries:
-            try:
-                images.append(convert_image(root / rel))
-            except Exception as err:  # any decoder failure: the file is reported, never used
-                message = str(err).strip().splitlines()
-                reason = message[0] if message else type(err).__name__
-                if type(err) is not ValueError:  # ours are plain ValueErrors with a full reason
-                    reason = f"{type(err).__name__}: {reason}"
-                skipped.append(f"{rel}: {reason}")
-                continue
-            labels.append(label)
-            splits.append(split)
+    for rel, label, split in layout.entries:
+        try:
+            images.append(convert_image(root / rel))
+        except Exception as err:  # any decoder failure: the file is reported, never used
+            message = str(err).strip().splitlines()
+            reason = message[0] if message else type(err).__name__
+            if type(err) is not ValueError:  # ours are plain ValueErrors with a full reason
+                reason = f"{type(err).__name__}: {reason}"
+            skipped.append(f"{rel}: {reason}")
+            continue
+        labels.append(label)
+        splits.append(split)
     readable = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(layout.classes))
     empty = [layout.classes[c] for c in range(len(layout.classes)) if readable[c] == 0]
     if empty:
