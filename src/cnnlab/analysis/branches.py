@@ -27,10 +27,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cnnlab.errors import CnnlabError
+from cnnlab.analysis._data import subset_loader
 from cnnlab.models.inception import BRANCH_CHANNELS, InceptionModule
 
 BRANCHES: tuple[str, ...] = tuple(BRANCH_CHANNELS)  # ('pool', '1x1', '5x5', '3x3'), concatenation order
-MODULE_CHANNELS = sum(BRANCH_CHANNELS.values())  # 88
+MODULE_CHANNELS = InceptionModule.out_channels  # 88
 
 
 def branch_slices() -> dict[str, slice]:
@@ -172,12 +173,14 @@ def class_energy(model: nn.Module, batches, modules: list[str], num_classes: int
     return mean_energy, {"loss": loss_sum / n, "accuracy": 100.0 * correct / n, "n": n}
 
 
-def next_layer_readers(model: nn.Module, x: torch.Tensor, modules: list[str]) -> dict[str, tuple[str, nn.Module] | None]:
+def next_layer_readers(model: nn.Module, x: torch.Tensor, modules: list[str],
+                       shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, tuple[str, nn.Module] | None]:
     """For each Inception module, the first Conv2d or Linear that reads its output directly.
 
     Found by running ``x`` and matching tensors: the reader's input must be the module's output or a
     view of it (a flatten), holding exactly its elements. ``None`` when its output goes through other
     operations first (then there is no single weight matrix whose columns belong to the branches).
+    ``shapes``, when given, receives each module's output shape from the same pass.
     """
     events: list[tuple[str, str, torch.Tensor]] = []
     outputs: dict[str, torch.Tensor] = {}
@@ -205,6 +208,8 @@ def next_layer_readers(model: nn.Module, x: torch.Tensor, modules: list[str]) ->
             h.remove()
         model.train(was_training)
 
+    if shapes is not None:
+        shapes.update({name: tuple(out.shape) for name, out in outputs.items()})
     readers: dict[str, tuple[str, nn.Module] | None] = {}
     for mod in modules:
         readers[mod] = None
@@ -238,17 +243,6 @@ def weight_share(reader: nn.Module, out_shape: tuple[int, ...]) -> dict[str, flo
         return None
     total = per_channel.sum()
     return {b: float(per_channel[s].sum() / total) for b, s in branch_slices().items()}
-
-
-def _loader(images, labels, batch_size, data, device, limit=0):
-    from cnnlab.data import BatchLoader
-
-    if limit and limit < len(labels):
-        # a seeded, class-mixed subset: the first ``limit`` items of a fixed permutation
-        g = torch.Generator().manual_seed(0)
-        idx = torch.randperm(len(labels), generator=g)[:limit]
-        images, labels = images[idx], labels[idx]
-    return BatchLoader(images, labels, batch_size, mean=data.mean, std=data.std, shuffle=False, device=device)
 
 
 def analyze_branches(
@@ -285,8 +279,8 @@ def analyze_branches(
     dev = resolve_device(device)
     model.to(dev).eval()
 
-    train_loader = _loader(data.train_images, data.train_labels, batch_size, data, dev, limit=train_images)
-    test_loader = _loader(data.test_images, data.test_labels, batch_size, data, dev)
+    train_loader = subset_loader(data.train_images, data.train_labels, batch_size, data, dev, limit=train_images)
+    test_loader = subset_loader(data.test_images, data.test_labels, batch_size, data, dev)
     n_train = len(train_loader.labels)
     log(f"{state['model']['name']} from {ckpt}: Inception modules {', '.join(modules)}; "
         f"means from {n_train:,} train images, tests on {len(test_loader.labels):,} test images")
@@ -294,10 +288,8 @@ def analyze_branches(
     means = channel_means(model, train_loader.batches(0), modules)
     energy, base = class_energy(model, test_loader.batches(0), modules, data.num_classes)
     probe = test_loader.normalise(data.test_images[:2].to(dev))
-    readers = next_layer_readers(model, probe, modules)
     shapes: dict[str, tuple] = {}
-    with torch.inference_mode(), watch_outputs(model, modules, lambda n, o: shapes.setdefault(n, tuple(o.shape))):
-        model(probe)
+    readers = next_layer_readers(model, probe, modules, shapes)
 
     slices = branch_slices()
     result_modules = []

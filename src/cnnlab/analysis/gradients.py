@@ -20,6 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cnnlab.analysis._data import subset_loader
+from cnnlab.data import BatchLoader
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
 from cnnlab.models.stacks import KINDS, NORMS
@@ -65,18 +67,6 @@ def build_stack(kind: str, depth: int, width: int, norm: str, data) -> nn.Module
                         num_classes=data.num_classes, image_size=data.image_size)
 
 
-def _loader(images, labels, batch_size, data, device, *, shuffle=False, seed=0):
-    from cnnlab.data import BatchLoader
-
-    return BatchLoader(images, labels, batch_size, mean=data.mean, std=data.std, shuffle=shuffle, seed=seed, device=device)
-
-
-def _subset(n: int, limit: int, seed: int) -> torch.Tensor:
-    """The first ``limit`` indices of a permutation seeded by ``seed`` (all of them when ``limit`` is 0)."""
-    idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return idx[:limit] if 0 < limit < n else idx
-
-
 def init_gradients(kind: str, depth: int, width: int, norm: str, seeds: list[int], data, batch_size: int,
                    device: torch.device) -> tuple[list[str], list[list[float]]]:
     """Per seed, a freshly initialised stack and a random train batch: each layer's gradient norm."""
@@ -85,24 +75,28 @@ def init_gradients(kind: str, depth: int, width: int, norm: str, seeds: list[int
     for seed in seeds:
         torch.manual_seed(seed)
         model = build_stack(kind, depth, width, norm, data).to(device)
-        idx = _subset(len(data.train_labels), batch_size, 10_000 + seed)
-        loader = _loader(data.train_images[idx], data.train_labels[idx], batch_size, data, device)
+        loader = subset_loader(data.train_images, data.train_labels, batch_size, data, device,
+                               limit=batch_size, subset_seed=10_000 + seed)
         x, y = next(iter(loader))
         rows.append(gradient_norms(model, x, y))
         names = [n for n, _ in weight_layers(model)]
     return names, rows
 
 
-def train_budget(model: nn.Module, data, *, train_images: int, epochs: int, batch_size: int, lr: float,
-                 momentum: float, seed: int, device: torch.device, test_images: int) -> dict:
-    """Train ``model`` for ``epochs`` passes over ``train_images`` train images; test accuracy and loss after."""
+def budget_loaders(data, *, train_images: int, test_images: int, batch_size: int, seed: int,
+                   device: torch.device) -> tuple[BatchLoader, BatchLoader]:
+    """The budget's train subset (shuffled per epoch) and test subset: built once, the same for every stack."""
+    train = subset_loader(data.train_images, data.train_labels, batch_size, data, device, limit=train_images,
+                          subset_seed=0, shuffle=True, seed=seed)
+    test = subset_loader(data.test_images, data.test_labels, 1000, data, device, limit=test_images, subset_seed=1)
+    return train, test
+
+
+def train_budget(model: nn.Module, train_loader: BatchLoader, test_loader: BatchLoader, *, epochs: int, lr: float,
+                 momentum: float) -> dict:
+    """Train ``model`` for ``epochs`` passes over ``train_loader``; test accuracy and loss after."""
     from cnnlab.engine import evaluate
 
-    idx = _subset(len(data.train_labels), train_images, 0)  # the same images for every stack
-    train_loader = _loader(data.train_images[idx], data.train_labels[idx], batch_size, data, device,
-                           shuffle=True, seed=seed)
-    tidx = _subset(len(data.test_labels), test_images, 1)
-    test_loader = _loader(data.test_images[tidx], data.test_labels[tidx], 1000, data, device)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     model.train()
     t0 = time.perf_counter()
@@ -126,7 +120,7 @@ def train_budget(model: nn.Module, data, *, train_images: int, epochs: int, batc
     seconds = time.perf_counter() - t0
     res = evaluate(model, test_loader)
     return {"test_accuracy": res.accuracy, "test_loss": res.loss if math.isfinite(res.loss) else None,
-            "test_images": res.n, "steps": steps, "train_images": len(idx), "epochs": epochs,
+            "test_images": res.n, "steps": steps, "train_images": len(train_loader.labels), "epochs": epochs,
             "diverged": diverged, "last_train_loss": last_losses[-1] if last_losses else None, "seconds": seconds}
 
 
@@ -170,6 +164,8 @@ def analyze_gradients(
     dev = resolve_device(device)
     data = data or load_dataset(dataset, data_dir=data_dir)
     seed_list = list(range(seeds))
+    train_loader, test_loader = budget_loaders(data, train_images=train_images, test_images=test_images,
+                                               batch_size=batch_size, seed=seed_list[0], device=dev)
     t0 = time.perf_counter()
     stacks = []
     for depth in depths:
@@ -192,17 +188,15 @@ def analyze_gradients(
             if epochs > 0:
                 torch.manual_seed(seed_list[0])
                 model = build_stack(kind, depth, width, norm, data).to(dev)
-                entry["training"] = train_budget(model, data, train_images=train_images, epochs=epochs,
-                                                 batch_size=batch_size, lr=lr, momentum=momentum, seed=seed_list[0],
-                                                 device=dev, test_images=test_images)
+                entry["training"] = train_budget(model, train_loader, test_loader, epochs=epochs, lr=lr,
+                                                 momentum=momentum)
             trained = entry["training"]
             log(f"{kind:>8} depth {depth:>3}: first-layer grad norm {entry['first_layer_grad_norm']:.3g}, "
                 f"last-layer {entry['last_layer_grad_norm']:.3g}"
                 + (f"; after the budget test accuracy {trained['test_accuracy']:.2f}%" if trained else "")
                 + f"  ({time.perf_counter() - t1:.0f}s)")
             stacks.append(entry)
-    n_train = len(_subset(len(data.train_labels), train_images, 0))
-    n_test = len(_subset(len(data.test_labels), test_images, 1))
+    n_train, n_test = len(train_loader.labels), len(test_loader.labels)
     return {
         "dataset": data.name,
         "width": width,
