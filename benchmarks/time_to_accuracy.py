@@ -8,7 +8,6 @@ the moment the run reports the target reached (evaluation time counts).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -18,13 +17,13 @@ from pathlib import Path
 from benchmarks.common import median, write
 
 
-def one_run(model: str, recipe: str, seed: int, target: float, extra=()) -> dict:
+def one_run(model: str, recipe: str, seed: int, target: float) -> dict:
     with tempfile.TemporaryDirectory(prefix="cnnlab-tta-") as tmp:
         out = Path(tmp) / "run"
         cmd = [sys.executable, "-m", "cnnlab", "train", "--model", model, "--recipe", recipe, "--seed", str(seed),
-               "--target-accuracy", str(target), "--quiet", "--out", str(out), *extra]
+               "--target-accuracy", str(target), "--quiet", "--out", str(out)]
         start = time.time()
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+        proc = subprocess.run(cmd, capture_output=True, text=True)
         wall = time.time() - start
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.strip().splitlines()[-1:]}")
