@@ -9,6 +9,7 @@ PyTorch must give the same logits, within :data:`TOLERANCE`, on a sample of the 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import warnings
@@ -21,6 +22,7 @@ import torch.nn as nn
 
 from cnnlab import __version__
 from cnnlab.errors import CnnlabError
+from cnnlab.fileio import atomic_write_bytes
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
@@ -74,48 +76,51 @@ def sample_inputs(state: dict, n: int, dataset: str | None = None, data_dir: str
     return (x - mean) / std
 
 
-def _onnx_export(model: nn.Module, example: torch.Tensor, path: Path, meta: dict[str, str]) -> None:
+def _onnx_export(model: nn.Module, example: torch.Tensor, meta: dict[str, str]) -> bytes:
     import onnx
 
+    buf = io.BytesIO()
     with warnings.catch_warnings():
         # dynamo=False: the TorchScript-based exporter, which needs no onnxscript; it warns that
         # the new exporter is the default since torch 2.9.
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", UserWarning)
         torch.onnx.export(
-            model, (example,), str(path), dynamo=False, opset_version=OPSET,
+            model, (example,), buf, dynamo=False, opset_version=OPSET,
             input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
         )
-    proto = onnx.load(str(path))
+    proto = onnx.load_from_string(buf.getvalue())
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.producer_name = "cnnlab"
     onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
+    return proto.SerializeToString()
 
 
-def _onnx_run(path: Path, batches: list[np.ndarray]) -> list[np.ndarray]:
+def _onnx_run(data: bytes, batches: list[np.ndarray]) -> list[np.ndarray]:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = min(4, os.cpu_count() or 1)
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
     return [sess.run([OUTPUT_NAME], {INPUT_NAME: b})[0] for b in batches]
 
 
-def _torchscript_export(model: nn.Module, example: torch.Tensor, path: Path, meta: dict[str, str]) -> None:
+def _torchscript_export(model: nn.Module, example: torch.Tensor, meta: dict[str, str]) -> bytes:
+    buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit is in maintenance mode and says so
         traced = torch.jit.trace(model, example, check_trace=True)
-        torch.jit.save(traced, str(path), _extra_files={"cnnlab.json": json.dumps(meta)})
+        torch.jit.save(traced, buf, _extra_files={"cnnlab.json": json.dumps(meta)})
+    return buf.getvalue()
 
 
-def _torchscript_run(path: Path, batches: list[np.ndarray]) -> list[np.ndarray]:
+def _torchscript_run(data: bytes, batches: list[np.ndarray]) -> list[np.ndarray]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        loaded = torch.jit.load(str(path), map_location="cpu")
+        loaded = torch.jit.load(io.BytesIO(data), map_location="cpu")
     with torch.inference_mode():
         return [loaded(torch.from_numpy(b)).numpy() for b in batches]
 
@@ -138,7 +143,7 @@ def export_run(
     """Export ``run``'s checkpoint as ``fmt`` and check it on ``samples`` test images.
 
     The check runs the sample as one batch and as a batch of 1 (the batch axis is dynamic).
-    The file is written beside its final name and renamed into place only when the check passes.
+    The export is made in memory, checked there, and written (atomically) only when the check passes.
     """
     from cnnlab.checkpoint import load_checkpoint, resolve_checkpoint
     from cnnlab.engine import model_from_checkpoint
@@ -152,30 +157,25 @@ def export_run(
     model = model_from_checkpoint(state).eval()  # exported on the CPU, in float32
     x = sample_inputs(state, samples, dataset, data_dir)  # (n, C, H, W)
     out = Path(out) if out else default_output(ckpt, fmt)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     meta = export_metadata(state)
     batches = [x.numpy(), x[:1].numpy()]
-    try:
-        if fmt == "onnx":
-            _onnx_export(model, x[:2], tmp, meta)
-            got = _onnx_run(tmp, batches)
-        else:
-            _torchscript_export(model, x[:2], tmp, meta)
-            got = _torchscript_run(tmp, batches)
-        with torch.inference_mode():
-            want = [model(torch.from_numpy(b)).numpy() for b in batches]
-        for g, w in zip(got, want):
-            if g.shape != w.shape:
-                raise CnnlabError(f"{fmt} export gives logits of shape {g.shape}, PyTorch {w.shape}; "
-                                  "this model cannot be exported this way")
-        diff = max(float(np.abs(g - w).max()) for g, w in zip(got, want))
-        if not diff < TOLERANCE:
-            raise CnnlabError(f"{fmt} export differs from PyTorch by {diff:.2e} in the logits (limit {TOLERANCE:g}); "
-                              "not written: try the other --format")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    if fmt == "onnx":
+        data = _onnx_export(model, x[:2], meta)
+        got = _onnx_run(data, batches)
+    else:
+        data = _torchscript_export(model, x[:2], meta)
+        got = _torchscript_run(data, batches)
+    with torch.inference_mode():
+        want = [model(torch.from_numpy(b)).numpy() for b in batches]
+    for g, w in zip(got, want):
+        if g.shape != w.shape:
+            raise CnnlabError(f"{fmt} export gives logits of shape {g.shape}, PyTorch {w.shape}; "
+                              "this model cannot be exported this way")
+    diff = max(float(np.abs(g - w).max()) for g, w in zip(got, want))
+    if not diff < TOLERANCE:
+        raise CnnlabError(f"{fmt} export differs from PyTorch by {diff:.2e} in the logits (limit {TOLERANCE:g}); "
+                          "not written: try the other --format")
+    atomic_write_bytes(out, data)  # only a checked export reaches the disk
     return ExportResult(out, fmt, diff, len(x), tuple(len(b) for b in batches))
 
 
