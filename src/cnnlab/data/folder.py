@@ -300,7 +300,7 @@ def _remove_stale(root: Path, keep: Path, log: Log) -> None:
             log(f"folder:{root}: removed the cache of its earlier contents ({other})")
 
 
-def folder_cache_dir(root: Path, key: str, home: Path) -> Path:
+def folder_cache_dir(key: str, home: Path) -> Path:
     return home / "datasets" / f"folder-{key[:16]}"
 
 
@@ -314,7 +314,7 @@ def load_image_folder(directory: str | Path, home: Path, log: Log) -> FolderData
     if layout.ignored:
         log(f"folder:{root}: ignored {layout.ignored} file(s) that are not PNG, JPEG or BMP or not in a class folder")
     key = cache_key(root, layout)
-    cache = folder_cache_dir(root, key, home)
+    cache = folder_cache_dir(key, home)
     try:
         cached = _load_cached(cache / CACHE_FILE, key)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as err:

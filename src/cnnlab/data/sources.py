@@ -87,11 +87,8 @@ def find_in_dir(directory: Path, role: str) -> Path | None:
 
 
 def from_directory(spec: DatasetSpec, directory: Path, log: Log, label: str) -> Found | None:
-    """Verified files from ``directory``; ``None`` when it lacks them; an error when they are wrong."""
+    """Verified files from the existing ``directory``; ``None`` when it lacks them; an error when they are wrong."""
     directory = Path(directory).expanduser()
-    if not directory.is_dir():
-        log(f"{label} {directory}: not a directory, skipping")
-        return None
     paths = {role: find_in_dir(directory, role) for role in ROLES}
     missing = [ROLES[r][0] for r, p in paths.items() if p is None]
     if missing:
