@@ -32,7 +32,8 @@ from PIL import Image
 
 from cnnlab.config import TrainConfig
 from cnnlab.data import BatchLoader, load_dataset
-from cnnlab.engine import evaluate, train
+from cnnlab.engine import train
+from cnnlab.evaluation import evaluate
 from cnnlab.hostmem import keep_freed_memory
 from cnnlab.models import create_model
 

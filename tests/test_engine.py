@@ -9,7 +9,8 @@ import torch
 
 from cnnlab.checkpoint import load_checkpoint
 from cnnlab.config import TrainConfig
-from cnnlab.engine import evaluate_run, train
+from cnnlab.engine import train
+from cnnlab.evaluation import evaluate_run
 from cnnlab.errors import CheckpointError, CnnlabError
 from cnnlab.runs import read_metrics
 

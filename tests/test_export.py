@@ -12,7 +12,7 @@ import torch
 from apps_helpers import tiny_checkpoint
 from cnnlab.checkpoint import load_checkpoint
 from cnnlab.cli import main
-from cnnlab.engine import model_from_checkpoint
+from cnnlab.checkpoint import model_from_checkpoint
 from cnnlab.errors import CnnlabError
 from cnnlab.export import export_run, read_onnx_metadata
 

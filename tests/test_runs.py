@@ -14,9 +14,10 @@ import torch
 from PIL import Image
 
 from cnnlab import fileio
-from cnnlab.checkpoint import export_safetensors, load_checkpoint, save_checkpoint
+from cnnlab.checkpoint import load_checkpoint, save_checkpoint
 from cnnlab.cli import main
 from cnnlab.compare import compare, forward_flops
+from cnnlab.export import export_safetensors
 from cnnlab.config import TrainConfig
 from cnnlab.engine import shift_augment, train
 from cnnlab.models import create_model
@@ -45,7 +46,7 @@ def test_run_writes_plots_and_summary(tiny_idx, tmp_path):
 
 
 def test_evaluate_cli_writes_report_into_run(tiny_idx, tmp_path, capsys, monkeypatch):
-    import cnnlab.engine as engine
+    import cnnlab.evaluation as engine
 
     train(cfg_for(tiny_idx), out=tmp_path / "run", **QUIET)
     for name in ("summary.json", "confusion.png"):

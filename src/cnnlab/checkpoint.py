@@ -13,9 +13,11 @@ import pickle
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 
 from cnnlab.errors import CheckpointError
 from cnnlab.fileio import atomic_write_bytes, atomic_write_text, sha256_file
+from cnnlab.models import create_model
 
 FORMAT = "cnnlab-checkpoint"
 VERSION = 1
@@ -120,20 +122,12 @@ def resolve_checkpoint(path: str | Path, which: str = "last") -> Path:
     return path
 
 
-def export_safetensors(run: str | Path, which: str = "best", out: str | Path | None = None) -> Path:
-    """Write a checkpoint's bare weights as safetensors, with the metadata of ``cnnlab export`` (model,
-    classes, normalisation, input layout) plus the model's arguments."""
-    import json
-
-    from safetensors.torch import save as save_safetensors
-
-    from cnnlab.export import export_metadata
-
-    src = resolve_checkpoint(run, which)
-    state = load_checkpoint(src)
-    target = Path(out) if out else src.parent / "model.safetensors"
-    metadata = {"format": "cnnlab-weights", **export_metadata(state),
-                "model_args": json.dumps(state["model"]["args"])}
-    tensors = {k: v.contiguous() for k, v in state["state_dict"].items()}
-    atomic_write_bytes(target, save_safetensors(tensors, metadata=metadata))
-    return target
+def model_from_checkpoint(state: dict) -> nn.Module:
+    """The model a loaded checkpoint describes, with its weights (strict: every key must fit)."""
+    model = create_model(state["model"]["name"], **state["model"]["args"])
+    try:
+        model.load_state_dict(state["state_dict"], strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint weights do not fit model {state['model']['name']!r}: "
+                              f"{str(err).splitlines()[0]}") from None
+    return model

@@ -121,7 +121,8 @@ def _add_evaluate_parser(sub) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from cnnlab.engine import evaluate_run, report_run, resolve_device
+    from cnnlab.devices import resolve_device
+    from cnnlab.evaluation import evaluate_run, report_run
     from cnnlab.runs import read_metrics
 
     out = Path(args.out) if args.out else (None if args.weights or args.run is None else _run_dir_of(args.run))
@@ -232,7 +233,7 @@ def _add_export_weights_parser(sub) -> None:
 
 
 def cmd_export_weights(args) -> int:
-    from cnnlab.checkpoint import export_safetensors
+    from cnnlab.export import export_safetensors
 
     path = export_safetensors(args.run, which=args.checkpoint, out=args.out)
     print(f"wrote {path}")

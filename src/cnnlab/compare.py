@@ -17,9 +17,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cnnlab.config import PROCESS_FIELDS, TrainConfig
 from cnnlab.data import load_dataset
-from cnnlab.engine import build_model, train
+from cnnlab.engine import train
 from cnnlab.fileio import atomic_write_text
-from cnnlab.models import count_parameters
+from cnnlab.models import build_model, count_parameters
 from cnnlab.runs import read_metrics
 
 

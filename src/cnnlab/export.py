@@ -21,6 +21,8 @@ import torch
 import torch.nn as nn
 
 from cnnlab import __version__
+from cnnlab.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+from cnnlab.data import load_dataset
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_write_bytes
 
@@ -61,8 +63,6 @@ def export_metadata(state: dict) -> dict[str, str]:
 
 def sample_inputs(state: dict, n: int, dataset: str | None = None, data_dir: str | None = None) -> torch.Tensor:
     """The first ``n`` test images of the run's dataset (or ``dataset``), normalised: ``(n, C, H, W)``."""
-    from cnnlab.data import load_dataset
-
     cfg = state.get("config") or {}
     name = dataset or cfg.get("dataset") or state["data"].get("name")
     if not name:
@@ -145,9 +145,6 @@ def export_run(
     The check runs the sample as one batch and as a batch of 1 (the batch axis is dynamic).
     The export is made in memory, checked there, and written (atomically) only when the check passes.
     """
-    from cnnlab.checkpoint import load_checkpoint, resolve_checkpoint
-    from cnnlab.engine import model_from_checkpoint
-
     if fmt not in FORMATS:
         raise CnnlabError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     if samples < 1:
@@ -183,3 +180,18 @@ def read_onnx_metadata(path: str | Path) -> dict[str, str]:
     import onnx
 
     return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+def export_safetensors(run: str | Path, which: str = "best", out: str | Path | None = None) -> Path:
+    """Write a checkpoint's bare weights as safetensors, with the metadata of ``cnnlab export`` (model,
+    classes, normalisation, input layout) plus the model's arguments."""
+    from safetensors.torch import save as save_safetensors  # only this export needs it
+
+    src = resolve_checkpoint(run, which)
+    state = load_checkpoint(src)
+    target = Path(out) if out else src.parent / "model.safetensors"
+    metadata = {"format": "cnnlab-weights", **export_metadata(state),
+                "model_args": json.dumps(state["model"]["args"])}
+    tensors = {k: v.contiguous() for k, v in state["state_dict"].items()}
+    atomic_write_bytes(target, save_safetensors(tensors, metadata=metadata))
+    return target

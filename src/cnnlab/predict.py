@@ -25,6 +25,8 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
+from cnnlab.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+from cnnlab.devices import resolve_device
 from cnnlab.errors import CnnlabError
 from cnnlab.imageio import ALLOWED_TEXT, IMAGE_SUFFIXES, BadImageError, open_image
 
@@ -177,8 +179,6 @@ class Predictor:
     """
 
     def __init__(self, state: dict, device: str | torch.device = "cpu", source: str = ""):
-        from cnnlab.engine import model_from_checkpoint, resolve_device
-
         data = state.get("data") or {}
         missing = [k for k in ("classes", "mean", "std") if k not in data]
         if missing:
@@ -195,8 +195,6 @@ class Predictor:
 
     @classmethod
     def from_run(cls, run: str | Path, which: str = "last", device: str = "auto") -> "Predictor":
-        from cnnlab.checkpoint import load_checkpoint, resolve_checkpoint
-
         path = resolve_checkpoint(run, which)
         return cls(load_checkpoint(path), device=device, source=str(path))
 

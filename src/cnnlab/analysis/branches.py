@@ -26,8 +26,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cnnlab.errors import CnnlabError
 from cnnlab.analysis._data import subset_loader
+from cnnlab.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+from cnnlab.data import load_dataset
+from cnnlab.devices import resolve_device
+from cnnlab.errors import CnnlabError
+from cnnlab.evaluation import evaluate
 from cnnlab.models.inception import BRANCH_CHANNELS, InceptionModule
 
 BRANCHES: tuple[str, ...] = tuple(BRANCH_CHANNELS)  # ('pool', '1x1', '5x5', '3x3'), concatenation order
@@ -257,10 +261,6 @@ def analyze_branches(
     log: Callable[[str], None] = lambda msg: None,
 ) -> dict:
     """All the branch measurements for the run (directory or checkpoint) ``run``, as a JSON-ready dict."""
-    from cnnlab.checkpoint import load_checkpoint, resolve_checkpoint
-    from cnnlab.data import load_dataset
-    from cnnlab.engine import evaluate, model_from_checkpoint, resolve_device
-
     run = Path(run)
     if not run.exists():
         raise CnnlabError(f"{run}: no such run directory; pass a directory written by 'cnnlab train' (it holds last.pt)")

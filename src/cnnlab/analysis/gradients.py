@@ -21,8 +21,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cnnlab.analysis._data import subset_loader
-from cnnlab.data import BatchLoader
+from cnnlab.data import BatchLoader, load_dataset
+from cnnlab.devices import resolve_device
 from cnnlab.errors import CnnlabError
+from cnnlab.evaluation import evaluate
 from cnnlab.models import create_model
 from cnnlab.models.stacks import KINDS, NORMS
 
@@ -95,8 +97,6 @@ def budget_loaders(data, *, train_images: int, test_images: int, batch_size: int
 def train_budget(model: nn.Module, train_loader: BatchLoader, test_loader: BatchLoader, *, epochs: int, lr: float,
                  momentum: float) -> dict:
     """Train ``model`` for ``epochs`` passes over ``train_loader``; test accuracy and loss after."""
-    from cnnlab.engine import evaluate
-
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     model.train()
     t0 = time.perf_counter()
@@ -143,9 +143,6 @@ def analyze_gradients(
     log: Callable[[str], None] = lambda msg: None,
 ) -> dict:
     """Gradient norms at initialisation and accuracy after a short budget, for plain and residual stacks."""
-    from cnnlab.data import load_dataset
-    from cnnlab.engine import resolve_device
-
     depths = list(depths)
     if not depths or any(d < 2 or d % 2 for d in depths):
         raise CnnlabError(f"depths must be even numbers >= 2 (a residual block holds two convs), got {depths}")

@@ -11,12 +11,24 @@ def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def build_model(name: str, dataset_info: dict):
+    """A model sized for the data (``in_channels``, ``classes``, ``image_size`` of a dataset's
+    ``info()``); returns it and the keyword arguments that rebuild it."""
+    args = {
+        "in_channels": dataset_info["in_channels"],
+        "num_classes": len(dataset_info["classes"]),
+        "image_size": dataset_info["image_size"],
+    }
+    return create_model(name, **args), args
+
+
 __all__ = [
     "BasicCNN",
     "InceptionModule",
     "InceptionNet",
     "ResNet",
     "ResidualBlock",
+    "build_model",
     "count_parameters",
     "create_model",
     "list_models",
