@@ -31,6 +31,12 @@ def new_run_dir(root: str | Path, model: str, dataset: str) -> Path:
             path = base.with_name(f"{base.name}-{n}")
 
 
+def run_dir_of(path: str | Path) -> Path:
+    """The run folder of a path: a run folder itself, or the folder of a checkpoint file inside one."""
+    p = Path(path)
+    return p if p.is_dir() else p.parent
+
+
 def write_metrics(path: str | Path, rows: list[dict]) -> None:
     """Rewrite ``metrics.csv`` whole from the history (atomic, so a resumed run never duplicates rows)."""
     buf = io.StringIO()
