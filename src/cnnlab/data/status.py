@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from cnnlab.data.catalog import CATALOG, ROLES
+from cnnlab.data.files import find_in_dir
 from cnnlab.data.folder import CACHE_FILE
 from cnnlab.data.idx import md5, read_maybe_gzip
-from cnnlab.data.sources import cache_dir, cnnlab_home, find_in_dir
+from cnnlab.data.sources import cache_dir, cnnlab_home
 from cnnlab.errors import DataError
 
 
