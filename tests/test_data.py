@@ -1,15 +1,17 @@
-"""The strict IDX reader, the sources and the cache."""
+"""The strict IDX reader, finding IDX files, dataset names, the sources and the cache."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from cnnlab.data import load_dataset
+from cnnlab.data import canonical_dataset_name, dataset_kind, load_dataset
 from cnnlab.data.catalog import MNIST, ROLES, DatasetSpec
+from cnnlab.data.files import find_idx_file, find_in_dir, find_loose
 from cnnlab.data.idx import decode_idx, encode_idx
 from cnnlab.data import sources
 from cnnlab.errors import DataError
@@ -189,3 +191,93 @@ def test_mnist_pickle_conversion_refuses_inexact_pixels():
 def test_missing_data_dir_is_an_error_not_a_silent_fallback(tmp_path):
     with pytest.raises(DataError, match="--data-dir .*nope: no such directory"):
         load_dataset("mnist", data_dir=tmp_path / "nope", download=False)
+
+
+# --- finding IDX files (cnnlab.data.files) ------------------------------------------------------
+
+
+def _touch(path: Path, data: bytes = b"x") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("layout", ["", "raw", "MNIST/raw", "FashionMNIST/raw", "data/fashion"])
+def test_official_names_are_found_in_torchvision_and_zalando_layouts(tmp_path, layout):
+    where = tmp_path / layout if layout else tmp_path
+    for role, (base, _) in ROLES.items():
+        _touch(where / (base + ".gz"))
+    for role, (base, _) in ROLES.items():
+        assert find_in_dir(tmp_path, role) == where / (base + ".gz")
+
+
+def test_official_names_prefer_raw_to_gz_and_accept_dotted_names(tmp_path):
+    raw = _touch(tmp_path / "train-images-idx3-ubyte")
+    _touch(tmp_path / "train-images-idx3-ubyte.gz")
+    assert find_in_dir(tmp_path, "train_images") == raw
+    dotted = _touch(tmp_path / "t10k-labels.idx1-ubyte.gz")  # as some mirrors name them
+    assert find_in_dir(tmp_path, "test_labels") == dotted
+    assert find_in_dir(tmp_path, "train_labels") is None
+
+
+def test_loose_names_prefer_raw_to_gz(tmp_path):
+    _touch(tmp_path / "emnist-digits-train-images-idx3-ubyte.gz")
+    raw = _touch(tmp_path / "emnist-digits-train-images-idx3-ubyte")
+    assert find_loose(tmp_path, "train_images") == raw
+    test = _touch(tmp_path / "kmnist-test-imgs-idx3-ubyte.gz")  # "imgs", "test" instead of "t10k"
+    assert find_loose(tmp_path, "test_images") == test
+    assert find_loose(tmp_path, "test_labels") is None
+
+
+def test_loose_names_refuse_ambiguous_candidates(tmp_path):
+    _touch(tmp_path / "emnist-digits-test-labels-idx1-ubyte.gz")
+    _touch(tmp_path / "emnist-letters-test-labels-idx1-ubyte")
+    with pytest.raises(DataError, match=r"several candidates for the test labels \(emnist-digits-test-labels-idx1-ubyte, "
+                                        r"emnist-letters-test-labels-idx1-ubyte\); put one dataset's") as err:
+        find_loose(tmp_path, "test_labels")
+    assert "\n" not in str(err.value)
+
+
+def test_official_names_win_over_loose_ones(tmp_path):
+    official = _touch(tmp_path / "train-labels-idx1-ubyte.gz")
+    _touch(tmp_path / "other-train-labels-idx1-ubyte")
+    assert find_idx_file(tmp_path, "train_labels") == official  # no ambiguity error: the official name decides
+    assert find_idx_file(tmp_path, "test_labels") is None
+
+
+# --- dataset names (cnnlab.data.names) ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, kind", [
+    ("mnist", "mnist"), ("fashion-mnist", "fashion-mnist"), ("idx:/data/emnist", "idx"),
+    ("idx:C:/data:odd", "idx"), ("folder:pics", "folder"), ("folder:", "folder"),
+])
+def test_dataset_kind(name, kind):
+    assert dataset_kind(name) == kind
+
+
+def test_canonical_dataset_name_makes_directories_absolute(tmp_path, monkeypatch):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    real = tmp_path.resolve() / "real"
+    assert canonical_dataset_name("idx:real") == f"idx:{real}"
+    assert canonical_dataset_name("folder:link") == f"folder:{real}"  # links resolved
+    assert canonical_dataset_name("idx:~/real") == f"idx:{real}"  # ~ expanded
+    assert canonical_dataset_name(f"idx:{real}") == f"idx:{real}"  # already canonical: unchanged
+    for name in ("mnist", "fashion-mnist", "cifar", "idx"):
+        assert canonical_dataset_name(name) == name  # not a directory name: left to load_dataset to judge
+
+
+def test_a_kind_without_a_directory_is_an_unknown_dataset(tmp_path, monkeypatch):
+    monkeypatch.chdir(write_idx_dataset(tmp_path / "d"))  # "idx" must not mean "idx:." here
+    with pytest.raises(DataError, match="unknown dataset 'idx'"):
+        load_dataset("idx")
+
+
+def test_a_canonical_idx_name_loads_under_that_name(tmp_path, monkeypatch):
+    write_idx_dataset(tmp_path / "d")
+    monkeypatch.chdir(tmp_path)
+    name = canonical_dataset_name("idx:d")
+    assert load_dataset(name).name == name

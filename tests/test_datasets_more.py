@@ -14,10 +14,12 @@ import pytest
 import torch
 
 from cnnlab.data import catalog, folder, load_dataset, sources, train_statistics
-from cnnlab.data.catalog import FASHION_MNIST, MNIST, ROLES
-from cnnlab.data.idx import encode_idx
+from cnnlab.data.catalog import FASHION_MNIST, ROLES
+from cnnlab.data.files import find_in_dir
+from cnnlab.data.idx import decode_splits, encode_idx, read_maybe_gzip
 from cnnlab.data.status import dataset_status
 from cnnlab.errors import DataError
+from cnnlab.imageio import ALLOWED_FORMATS, FORMAT_SUFFIXES, IMAGE_SUFFIXES, suffixes_for
 from conftest import write_idx_dataset
 
 FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -30,23 +32,23 @@ def quiet(_msg: str) -> None:
 # --- Fashion-MNIST -------------------------------------------------------------------------------
 
 
-def test_fashion_mnist_catalog_entry():
-    spec = catalog.CATALOG["fashion-mnist"]
-    assert spec is FASHION_MNIST
-    # MD5s of the unpacked official files (zcat FILE.gz | md5sum)
-    assert spec.md5 == {
-        "train_images": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
-        "train_labels": "9018921c3c673c538a1fc5bad174d6f9",
-        "test_images": "8181f5470baa50b63fa0f6fddb340f0a",
-        "test_labels": "15d484375f8d13e6eb1aabb0c3f46965",
-    }
-    assert spec.mirrors[0] == "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
-    assert spec.system_dirs == (str(FASHION_SYSTEM_DIR),)
-    assert spec.classes == ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-    assert (spec.mean, spec.std) == (0.2860, 0.3530)
-    assert spec.sizes == {"train": 60000, "test": 10000}
-    assert (MNIST.mean, MNIST.std) == (0.1307, 0.3081)  # the lecture's, kept
+@pytest.mark.real_data
+@pytest.mark.parametrize("spec", list(catalog.CATALOG.values()), ids=lambda spec: spec.name)
+def test_catalog_agrees_with_the_real_files(spec):
+    """Each catalog entry's MD5s, sizes, class count and statistics (to the 4 digits it keeps) against a
+    real copy on this machine: the system package's, else the verified cache's; skipped when neither."""
+    where = [Path(d) for d in spec.system_dirs] + [sources.cache_dir(spec)]
+    where = [d for d in where if d.is_dir() and all(find_in_dir(d, role) for role in ROLES)]
+    if not where:
+        pytest.skip(f"no copy of {spec.name} on this machine (tried {', '.join(spec.system_dirs) or 'no system dir'} "
+                    f"and {sources.cache_dir(spec)})")
+    files = {role: read_maybe_gzip(find_in_dir(where[0], role)) for role in ROLES}
+    assert {role: hashlib.md5(data).hexdigest() for role, data in files.items()} == spec.md5
+    x, y, tx, ty = decode_splits(files, str(where[0]))
+    assert {"train": len(y), "test": len(ty)} == spec.sizes
+    assert sorted(set(y.tolist())) == sorted(set(ty.tolist())) == list(range(len(spec.classes)))
+    mean, std = train_statistics(x)
+    assert (round(mean, 4), round(std, 4)) == (spec.mean, spec.std)
 
 
 def generated_fashion(directory: Path, gz: bool) -> catalog.DatasetSpec:
@@ -127,8 +129,6 @@ def test_real_fashion_mnist_from_the_debian_package(tmp_path):
     assert d.source == f"system package {FASHION_SYSTEM_DIR}"
     assert d.train_images.shape == (60000, 1, 28, 28) and d.test_images.shape == (10000, 1, 28, 28)
     assert d.train_labels.bincount().tolist() == [6000] * 10 and d.test_labels.bincount().tolist() == [1000] * 10
-    mean, std = train_statistics(d.train_images)
-    assert abs(mean - d.mean) < 1e-4 and abs(std - d.std) < 1e-4  # the catalog's values are the train split's
     row = {r["name"]: r for r in dataset_status(tmp_path / "home")}["fashion-mnist"]
     assert row["status"] == "cached and verified" and row["system_copy"] == str(FASHION_SYSTEM_DIR)
 
@@ -249,6 +249,27 @@ def test_folder_converts_splits_and_normalises_from_train(tmp_path):
     first = np.asarray(Image.open(root / "cat" / "000.png"))
     all_images = torch.cat([d.train_images, d.test_images])[:, 0].numpy()
     assert any(np.array_equal(first, im) for im in all_images)
+
+
+def test_folder_takes_only_the_suffixes_of_the_formats_it_decodes(tmp_path):
+    root = make_folder(tmp_path / "pics", per_class={"a": 6, "b": 6})
+    _img("RGB", 50).save(root / "a" / "upper.JPEG")  # a decoded format, suffix in any case: taken
+    _img("L", 60).save(root / "a" / "anim.gif")  # predict accepts GIF, folder datasets do not: ignored, not "unreadable"
+    messages = []
+    d = load_dataset(f"folder:{root}", log=messages.append)
+    assert len(d.train_labels) + len(d.test_labels) == 6 + 6 + 1
+    assert any("ignored 1 file" in m for m in messages) and not any(m.startswith("warning") for m in messages)
+
+
+def test_image_suffixes_come_from_one_table_that_agrees_with_pillow():
+    from PIL import Image
+
+    Image.init()
+    registered = Image.registered_extensions()  # suffix -> Pillow format, all plugins loaded
+    for fmt, suffixes in FORMAT_SUFFIXES.items():
+        assert {s: registered.get(s) for s in suffixes} == {s: fmt for s in suffixes}
+    assert IMAGE_SUFFIXES == suffixes_for(ALLOWED_FORMATS) == (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+    assert folder.FOLDER_SUFFIXES == suffixes_for(folder.PIL_FORMATS) == (".png", ".jpg", ".jpeg", ".bmp")
 
 
 def test_folder_split_is_deterministic(tmp_path):

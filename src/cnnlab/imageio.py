@@ -20,9 +20,25 @@ from PIL import Image, ImageFile, ImageOps, ImageSequence, UnidentifiedImageErro
 
 from cnnlab.errors import CnnlabError
 
+#: The file suffixes (lower case) of each Pillow format: the one table every scan for images derives
+#: its suffixes from, so that a format and its suffixes are never listed apart.
+FORMAT_SUFFIXES = {
+    "PNG": (".png",),
+    "JPEG": (".jpg", ".jpeg"),
+    "BMP": (".bmp",),
+    "GIF": (".gif",),
+    "WEBP": (".webp",),
+}
+
+
+def suffixes_for(formats: tuple[str, ...]) -> tuple[str, ...]:
+    """The file suffixes of these Pillow formats, in their order: ``("PNG", "JPEG")`` -> ``(".png", ".jpg", ".jpeg")``."""
+    return tuple(suffix for fmt in formats for suffix in FORMAT_SUFFIXES[fmt])
+
+
 #: Pillow format names accepted from users, and the file suffixes a directory is scanned for.
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+IMAGE_SUFFIXES = suffixes_for(ALLOWED_FORMATS)
 
 _FORMAT_NAMES = {"WEBP": "WebP"}
 

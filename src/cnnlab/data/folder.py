@@ -41,12 +41,16 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from PIL import Image
 
 from cnnlab.errors import DataError
 from cnnlab.fileio import atomic_write_bytes, atomic_write_text
+from cnnlab.imageio import BadImageError, open_image, suffixes_for
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+#: The Pillow formats a folder dataset decodes, and the file suffixes it takes as candidates for them
+#: (fewer than ``cnnlab.imageio.IMAGE_SUFFIXES``, which predict scans for: no GIF or WebP here).
 PIL_FORMATS = ("PNG", "JPEG", "BMP")
+FOLDER_SUFFIXES = suffixes_for(PIL_FORMATS)
 SIZE = 28
 SPLIT_SEED = 0
 TEST_FRACTION_DENOMINATOR = 6  # 1/6 held out, MNIST's 10,000 of 70,000 rounded
@@ -92,7 +96,7 @@ def _image_files(directory: Path) -> tuple[list[Path], int]:
         for name in sorted(files):
             if name.startswith("."):
                 continue
-            if name.lower().endswith(IMAGE_SUFFIXES):
+            if name.lower().endswith(FOLDER_SUFFIXES):
                 found.append(Path(current) / name)
             else:
                 ignored += 1
@@ -165,10 +169,6 @@ def cache_key(root: Path, layout: _Layout) -> str:
 
 def convert_image(path: Path) -> np.ndarray:
     """One image file -> (28, 28) uint8 grayscale (see the module docstring for how); raises on a bad file."""
-    from PIL import Image
-
-    from cnnlab.imageio import BadImageError, open_image
-
     try:  # the same guarded opener as cnnlab predict: decoded in full, truncation and bombs refused
         opened = open_image(path, path.name, formats=PIL_FORMATS)
     except BadImageError as err:

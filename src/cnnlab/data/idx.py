@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cnnlab.data.catalog import ROLES
 from cnnlab.errors import DataError
 
 UBYTE = 0x08
@@ -79,3 +80,16 @@ def images_labels_to_tensors(images: np.ndarray, labels: np.ndarray, name: str) 
     x = torch.from_numpy(images.copy()).unsqueeze(1)  # (N, 1, H, W) uint8
     y = torch.from_numpy(labels.astype(np.int64))  # (N,)
     return x, y
+
+
+def decode_splits(files: dict[str, bytes], where: str) -> tuple[torch.Tensor, ...]:
+    """The four IDX files' bytes, by role -> train images, train labels, test images, test labels.
+
+    ``where`` names the source in messages; both splits must hold images of one shape.
+    """
+    arrays = {role: decode_idx(data, f"{where} {ROLES[role][0]}", ROLES[role][1]) for role, data in files.items()}
+    train = images_labels_to_tensors(arrays["train_images"], arrays["train_labels"], f"{where} train split")
+    test = images_labels_to_tensors(arrays["test_images"], arrays["test_labels"], f"{where} test split")
+    if train[0].shape[1:] != test[0].shape[1:]:
+        raise DataError(f"{where}: train images are {tuple(train[0].shape[1:])} but test images {tuple(test[0].shape[1:])}")
+    return (*train, *test)

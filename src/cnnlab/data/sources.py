@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 
 from cnnlab.data.catalog import ROLES, DatasetSpec
+from cnnlab.data.files import find_in_dir
 from cnnlab.data.idx import encode_idx, md5, read_maybe_gzip
 from cnnlab.fileio import atomic_write_bytes
 from cnnlab.data.safe_pickle import restricted_loads
@@ -72,18 +73,6 @@ def verify(spec: DatasetSpec, role: str, data: bytes, where: str) -> None:
             f"{where}: checksum mismatch for {spec.name} {ROLES[role][0]} (md5 {got}, expected {want}); "
             "the file is corrupt or not the official release: delete it or pass a directory with the right files"
         )
-
-
-def find_in_dir(directory: Path, role: str) -> Path | None:
-    """The IDX file for ``role`` in ``directory``: raw or ``.gz`` (as Debian's dataset-fashion-mnist
-    ships them), also in torchvision's ``MNIST/raw``/``FashionMNIST/raw`` and Zalando's ``data/fashion``."""
-    base = ROLES[role][0]
-    for sub in ("", "raw", "MNIST/raw", "mnist", "FashionMNIST/raw", "fashion", "data/fashion"):
-        for name in (base, base + ".gz", base.replace("-idx", ".idx"), base.replace("-idx", ".idx") + ".gz"):
-            path = directory / sub / name if sub else directory / name
-            if path.is_file():
-                return path
-    return None
 
 
 def from_directory(spec: DatasetSpec, directory: Path, log: Log, label: str) -> Found | None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from cnnlab.data.catalog import CATALOG, ROLES
+from cnnlab.data.files import find_in_dir
 from cnnlab.data.folder import CACHE_FILE
 from cnnlab.data.idx import md5, read_maybe_gzip
-from cnnlab.data.sources import cache_dir, cnnlab_home, find_in_dir
+from cnnlab.data.sources import cache_dir, cnnlab_home
 from cnnlab.errors import DataError
 
 
@@ -65,8 +68,6 @@ def _folder_rows(home) -> list[dict]:
             continue
         name, train, test, status = f"folder:? ({directory.name})", None, None, "converted"
         try:
-            import numpy as np
-
             with np.load(path, allow_pickle=False) as z:
                 name = f"folder:{z['root']}"
                 train, test = int(z["train_labels"].shape[0]), int(z["test_labels"].shape[0])

@@ -1,0 +1,59 @@
+""":func:`load_dataset`: a dataset name -> a :class:`~cnnlab.data.dataset.Dataset`, whatever its kind.
+
+Catalog entries come verified from :mod:`cnnlab.data.sources`, ``idx:DIR`` from
+:mod:`cnnlab.data.idxdir`, ``folder:DIR`` from :mod:`cnnlab.data.folder` (converted once, cached).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from cnnlab.data.dataset import Dataset, train_statistics
+from cnnlab.data.folder import load_image_folder
+from cnnlab.data.idx import decode_splits
+from cnnlab.data.idxdir import load_idx_dir
+from cnnlab.data.names import directory_of, get_spec
+from cnnlab.data.sources import Log, _stderr, cnnlab_home, locate
+from cnnlab.errors import DataError
+
+
+def load_dataset(
+    name: str = "mnist",
+    data_dir: str | Path | None = None,
+    home: str | Path | None = None,
+    download: bool = True,
+    log: Log = _stderr,
+) -> Dataset:
+    """Load a dataset by name (``mnist``, ``fashion-mnist``, ``idx:DIR``, ``folder:DIR``) as uint8 tensors.
+
+    Catalog datasets are verified against their checksums; ``home`` is cnnlab's cache root
+    (default ``$CNNLAB_HOME``), where downloads and converted image folders are kept.
+    """
+    home = Path(home) if home else None
+    directory = directory_of(name)
+    if directory is not None:
+        kind, path = directory
+        return load_idx_dir(path) if kind == "idx" else _load_folder(path, home, log)
+    spec = get_spec(name)
+    found = locate(spec, Path(data_dir) if data_dir else None, home, download, log)
+    x, y, tx, ty = decode_splits(found.files, found.source)
+    for split, labels in (("train", y), ("test", ty)):
+        want = spec.sizes.get(split)
+        if want is not None and len(labels) != want:
+            raise DataError(f"{found.source}: {spec.name} {split} split has {len(labels)} items, expected {want}")
+    return Dataset(spec.name, x, y, tx, ty, spec.classes, spec.mean, spec.std, found.source)
+
+
+def _load_folder(directory: Path, home: Path | None, log: Log) -> Dataset:
+    """An image folder with one subfolder per class, converted once and cached (see cnnlab.data.folder)."""
+    got = load_image_folder(directory, home or cnnlab_home(), log)
+    x = torch.from_numpy(got.train_images).unsqueeze(1)  # (N, 1, 28, 28) uint8
+    tx = torch.from_numpy(got.test_images).unsqueeze(1)
+    y, ty = torch.from_numpy(got.train_labels), torch.from_numpy(got.test_labels)  # (N,) int64
+    mean, std = train_statistics(x)
+    root = Path(directory).expanduser().resolve()
+    how = "converted now" if got.converted else "converted earlier"
+    return Dataset(f"folder:{root}", x, y, tx, ty, got.classes, mean, std,
+                   f"image folder {root} ({how}; cached in {got.cache_dir})")
