@@ -80,7 +80,7 @@ def test_worker_killed_mid_run_restarts_and_finishes(tiny_idx, tmp_path):
     killed = None
     while time.time() < deadline and proc.poll() is None and killed is None:
         try:
-            if load_checkpoint(victim / "last.pt")["progress"]["step"] >= 40:
+            if load_checkpoint(victim / "last.pt")["train_state"]["step"] >= 40:
                 workers = _children(proc.pid)
                 if len(workers) == 2:
                     killed = max(workers)

@@ -31,7 +31,7 @@ def test_train_learns_and_writes_run_folder(tiny_idx, tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
     assert res.final.accuracy > 50  # the synthetic classes are easy
     ck = load_checkpoint(run / "last.pt")
-    assert ck["model"]["name"] == "basic_cnn" and ck["progress"]["epoch"] == 4
+    assert ck["model"]["name"] == "basic_cnn" and ck["train_state"]["epoch"] == 4
     assert ck["config"]["dataset"] == f"idx:{tiny_idx}"
 
 
@@ -61,7 +61,7 @@ def test_resume_mid_epoch_is_bitwise_identical(tiny_idx, tmp_path):
     cut = tiny_cfg(tiny_idx, model="resnet", epochs=2, save_every=3, max_steps=11)
     train(cut, out=tmp_path / "cut", quiet=True, log=lambda m: None)
     ck = load_checkpoint(tmp_path / "cut" / "last.pt")
-    assert (ck["progress"]["epoch"], ck["progress"]["batch"]) == (1, 3)
+    assert (ck["train_state"]["epoch"], ck["train_state"]["batch"]) == (1, 3)
     # --max-steps belongs to the invocation, not the run: resuming without it runs to the end
     resumed = train(TrainConfig(), resume=tmp_path / "cut", quiet=True, log=lambda m: None)
     for (k, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
@@ -122,12 +122,12 @@ def test_malicious_checkpoint_never_runs(tmp_path):
     assert not marker.exists()
 
 
-def test_bad_config_values_are_clear_errors(tiny_idx):
+def test_bad_config_values_are_clear_errors(tiny_idx, monkeypatch):
     with pytest.raises(CnnlabError, match="--batch-size must be at least 1"):
         train(tiny_cfg(tiny_idx, batch_size=0), write=False, log=lambda m: None)
-    with pytest.raises(CnnlabError, match="--device cuda"):
-        if torch.cuda.is_available():
-            raise CnnlabError("--device cuda (skip: this machine has CUDA)")
+    # a machine without a GPU, on every machine (on a CUDA machine this check used to be skipped)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(CnnlabError, match="--device cuda: this torch build or machine has no CUDA GPU"):
         train(tiny_cfg(tiny_idx, device="cuda"), write=False, log=lambda m: None)
 
 
@@ -137,17 +137,19 @@ def test_the_report_reuses_the_last_test_evaluation(tiny_idx, tmp_path, monkeypa
     for the report; the report's figures are those of that evaluation."""
     import json
 
-    import cnnlab.engine as engine
+    import cnnlab.evaluation
+    import cnnlab.trainer
 
     test_passes = []
-    real = engine.evaluate
+    real = cnnlab.evaluation.evaluate
 
     def counting(model, loader, *args, **kwargs):
         if len(loader.labels) == 64:  # tiny_idx test split (the 0.5 validation split has 128)
             test_passes.append(kwargs.get("keep_outputs", False))
         return real(model, loader, *args, **kwargs)
 
-    monkeypatch.setattr(engine, "evaluate", counting)
+    for module in (cnnlab.evaluation, cnnlab.trainer):  # training evaluates through both
+        monkeypatch.setattr(module, "evaluate", counting)
     res = train(tiny_cfg(tiny_idx, val_split=val_split), out=tmp_path / "run", quiet=True, log=lambda m: None)
     assert test_passes == ([True, True] if val_split == 0 else [True])
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())

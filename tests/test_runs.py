@@ -89,7 +89,7 @@ def test_killed_process_resumes_bitwise(tiny_idx, tmp_path):
         while time.time() < deadline and proc.poll() is None:
             if (victim / "last.pt").is_file():
                 try:
-                    if load_checkpoint(victim / "last.pt")["progress"]["step"] >= 20:
+                    if load_checkpoint(victim / "last.pt")["train_state"]["step"] >= 20:
                         break
                 except Exception:
                     pass
@@ -100,7 +100,7 @@ def test_killed_process_resumes_bitwise(tiny_idx, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    killed_at = load_checkpoint(victim / "last.pt")["progress"]["step"]
+    killed_at = load_checkpoint(victim / "last.pt")["train_state"]["step"]
     assert 20 <= killed_at < 96
     assert main(["train", "--resume", str(victim), "--threads", "1", "--quiet"]) == 0
     a = load_checkpoint(straight / "last.pt")["state_dict"]
@@ -170,10 +170,12 @@ def test_shift_augment_moves_content_deterministically():
 
 
 def test_target_accuracy_stops_early(tiny_idx, tmp_path, monkeypatch):
-    import cnnlab.engine as engine
+    import cnnlab.evaluation
+    import cnnlab.trainer
 
-    passes, real = [], engine.evaluate
-    monkeypatch.setattr(engine, "evaluate", lambda *a, **k: passes.append(1) or real(*a, **k))
+    passes, real = [], cnnlab.evaluation.evaluate
+    for module in (cnnlab.evaluation, cnnlab.trainer):  # training evaluates through both
+        monkeypatch.setattr(module, "evaluate", lambda *a, **k: passes.append(1) or real(*a, **k))
     res = train(cfg_for(tiny_idx, epochs=30, target_accuracy=60.0, evals_per_epoch=2), out=tmp_path / "r", **QUIET)
     assert res.target is not None and res.target["accuracy"] >= 60.0 and res.target["epoch"] < 30
     if res.target["epoch"] % 1:  # stopped mid-epoch: that evaluation is the final one, not repeated

@@ -1,50 +1,154 @@
 """Checkpoints that hold everything needed to rebuild a run, and refuse anything else.
 
-Saved atomically (temp file + rename) with a SHA-256 beside each file; loaded only with
-``torch.load(weights_only=True)``, which cannot run code from the file. There is no fallback
-to unsafe loading.
+A checkpoint is the model (name, arguments, weights), the run's config and data description, the
+optimiser and scheduler, and a :class:`TrainState`: where the run is (epoch, batch, step, the partial
+epoch's sums, history, best, target, RNG). :func:`save_checkpoint` writes it; :func:`load_checkpoint`
+reads and checks it; the engine builds a :class:`TrainState` with :meth:`TrainState.from_checkpoint`.
+
+Saved atomically (temp file + fsync + rename) with a SHA-256 beside each file and a digest of every
+tensor inside it; loaded only with ``torch.load(weights_only=True)``, which cannot run code from the
+file. There is no fallback to unsafe loading. Format version 2 (this one) stores the position as
+``train_state``; version-1 files (``progress`` + ``history`` + ``best_accuracy`` + ``rng``) still load
+and resume.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
+import math
 import pickle
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 from cnnlab.errors import CheckpointError
-from cnnlab.fileio import atomic_write_bytes, atomic_write_text, sha256_file
+from cnnlab.fileio import atomic_write_bytes, atomic_write_text, remove_stale_temp_files, sha256_file
 from cnnlab.models import create_model
 
 FORMAT = "cnnlab-checkpoint"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
+
+
+# ----------------------------------------------------------------------------- the position of a run
+
+
+@dataclass
+class EpochSums:
+    """Running sums of the current (partial) epoch over all ranks: summed loss, correct and seen images."""
+
+    loss: float = 0.0
+    correct: int = 0
+    count: int = 0
+
+
+@dataclass
+class TrainState:
+    """Where a run is: exactly what a checkpoint stores besides the weights, optimiser and scheduler."""
+
+    epoch: int = 0  # completed epochs
+    batch: int = 0  # batches done in the current epoch
+    step: int = 0  # optimiser steps in all
+    partial: EpochSums = field(default_factory=EpochSums)
+    elapsed: float = 0.0  # training seconds of the current epoch before this save
+    best: float | None = None  # best end-of-epoch evaluated accuracy (None before the first epoch ends)
+    history: list[dict] = field(default_factory=list)  # one metrics row per finished epoch
+    #: Set once --target-accuracy was reached: epoch (fractional), step, accuracy, seconds.
+    target: dict | None = None
+    world_size: int = 1
+    #: torch's global RNG state (the batch order and augmentation use their own seeded generators).
+    rng: torch.Tensor | None = None
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["rng"] = self.rng  # asdict would deep-copy the tensor into a list
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainState":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise CheckpointError(f"train_state has unknown fields {unknown}; it was written by another cnnlab version")
+        return cls(**{**d, "partial": EpochSums(**d.get("partial", {}))})
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict) -> "TrainState":
+        """The state of a loaded checkpoint, of either format version."""
+        if "train_state" in ckpt:
+            return cls.from_dict(ckpt["train_state"])
+        prog = ckpt["progress"]  # version 1: progress, history, best_accuracy, rng beside each other
+        loss, correct, count = prog["sums"]
+        best = ckpt.get("best_accuracy")
+        return cls(epoch=prog["epoch"], batch=prog["batch"], step=prog["step"],
+                   partial=EpochSums(float(loss), int(correct), int(count)), elapsed=prog.get("elapsed", 0.0),
+                   best=best if best is not None and math.isfinite(best) else None,
+                   history=list(ckpt.get("history", [])), world_size=prog.get("world_size", 1),
+                   rng=(ckpt.get("rng") or {}).get("torch"))
+
+    @property
+    def mid_epoch(self) -> bool:
+        return self.batch > 0
+
+
+# ----------------------------------------------------------------------------- writing
 
 
 def sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def save_checkpoint(path: str | Path, payload: dict) -> None:
-    """Write ``payload`` (plus format and version) to ``path`` and its SHA-256 to ``path.sha256``.
+def tensor_digest(obj) -> str:
+    """SHA-256 over every tensor in a nested dict/list (keys sorted): a bit flip in the weights, optimiser
+    state or RNG changes it, so a damaged checkpoint is refused even without its sidecar."""
+    h = hashlib.sha256()
 
-    Both files are replaced atomically, in an order that leaves a consistent pair at every
-    instant, so that a process killed at any point (torchrun's restarts do exactly that) leaves a
-    checkpoint that loads: first the sidecar lists the new hash *and* the current one, then the
-    checkpoint is renamed into place, then the sidecar is reduced to the new hash.
+    def walk(node, key: str) -> None:
+        if isinstance(node, torch.Tensor):
+            t = node.detach().cpu().contiguous()
+            h.update(f"{key}:{t.dtype}:{tuple(t.shape)}\n".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(node, dict):
+            for k in sorted(node, key=str):
+                walk(node[k], f"{key}/{k}")
+        elif isinstance(node, (list, tuple)):
+            for i, item in enumerate(node):
+                walk(item, f"{key}/{i}")
+
+    walk(obj, "")
+    return h.hexdigest()
+
+
+def save_checkpoint(path: str | Path, payload: dict) -> None:
+    """Write ``payload`` (plus format, version and tensor digest) to ``path`` and its SHA-256 to ``path.sha256``.
+
+    Kill-safe at every write boundary, for any number of interrupted saves in a row: the sidecar first
+    lists the new hash *and the hash of the file actually on disk* (read from the disk, never from the
+    sidecar, which may name a file an interrupted save never wrote), then the checkpoint is renamed into
+    place, then the sidecar is reduced to the new hash. Temp files left by killed saves are removed.
     """
     path = Path(path)
+    body = {"format": FORMAT, "version": VERSION, **payload}
+    body["tensor_digest"] = tensor_digest(body)
     buf = io.BytesIO()
-    torch.save({"format": FORMAT, "version": VERSION, **payload}, buf)
+    torch.save(body, buf)
     data = buf.getvalue()
     new = hashlib.sha256(data).hexdigest()
     side = sidecar(path)
-    old = _hashes(side)[:1] if path.is_file() and side.is_file() else []
-    atomic_write_text(side, "".join(f"{h}  {path.name}\n" for h in [new, *old]))
+    remove_stale_temp_files(path)
+    remove_stale_temp_files(side)
+    current = sha256_file(path) if path.is_file() else None
+    listed = [new] + ([current] if current and current != new else [])
+    atomic_write_text(side, "".join(f"{h}  {path.name}\n" for h in listed))
     atomic_write_bytes(path, data)
     atomic_write_text(side, f"{new}  {path.name}\n")
+
+
+# ----------------------------------------------------------------------------- reading
 
 
 def _hashes(side: Path) -> list[str]:
@@ -52,41 +156,57 @@ def _hashes(side: Path) -> list[str]:
     return [line.split()[0] for line in side.read_text().splitlines() if line.strip()]
 
 
-def load_checkpoint(path: str | Path, expect_model: str | None = None) -> dict:
-    """Load and check a checkpoint; every refusal is a one-line :class:`CheckpointError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint; pass a run directory or a .pt file written by cnnlab")
+def _check_sidecar(path: Path) -> None:
+    got = sha256_file(path)
     side = sidecar(path)
-    if side.is_file():
-        wanted = _hashes(side)
-        got = sha256_file(path)
-        if got not in wanted:
-            shown = wanted[0][:12] if wanted else "nothing"
-            raise CheckpointError(
-                f"{path}: SHA-256 {got[:12]}... does not match {side.name} ({shown}...); "
-                "the file was truncated or altered: use another checkpoint (last.pt / best.pt) or retrain"
-            )
+    if not side.is_file():
+        return
+    wanted = _hashes(side)
+    if got not in wanted:
+        shown = wanted[0][:12] if wanted else "nothing"
+        raise CheckpointError(
+            f"{path}: SHA-256 {got[:12]}... does not match {side.name} ({shown}...); "
+            "the file was truncated or altered: use another checkpoint (last.pt / best.pt) or retrain"
+        )
+
+
+def _torch_load(path: Path):
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
             f"{path}: refused, the file holds objects other than tensors and plain data ({first[:160]}); "
             "only load checkpoints written by cnnlab"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as err:
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {str(err)[:160]}); "
                               "it may be truncated: use another checkpoint or retrain") from None
+
+
+def load_checkpoint(path: str | Path, expect_model: str | None = None) -> dict:
+    """Load and check a checkpoint; every refusal is a one-line :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint; pass a run directory or a .pt file written by cnnlab")
+    try:
+        _check_sidecar(path)  # reads the whole file (and its sidecar): an unreadable file fails here
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot be read ({err.strerror or err}); check the file's permissions") from None
+    obj = _torch_load(path)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(
             f"{path}: not a cnnlab checkpoint; for a bare state_dict use 'cnnlab evaluate --weights FILE --model NAME'"
         )
-    if obj.get("version") != VERSION:
+    if obj.get("version") not in READABLE_VERSIONS:
         raise CheckpointError(
-            f"{path}: checkpoint format version {obj.get('version')!r}, this cnnlab reads version {VERSION}; "
-            "use the cnnlab version that wrote it"
+            f"{path}: checkpoint format version {obj.get('version')!r}, this cnnlab reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}; use the cnnlab version that wrote it"
         )
+    digest = obj.pop("tensor_digest", None)
+    if digest is not None and digest != tensor_digest(obj):
+        raise CheckpointError(f"{path}: its tensors do not match the digest stored inside (a damaged file); "
+                              "use another checkpoint (last.pt / best.pt) or retrain")
     name = obj.get("model", {}).get("name")
     if expect_model is not None and name != expect_model:
         raise CheckpointError(f"{path}: checkpoint is for model {name!r}, not {expect_model!r}; pick the matching --model")
@@ -102,7 +222,9 @@ def load_state_dict_file(path: str | Path) -> dict:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise CheckpointError(f"{path}: refused, the file holds objects other than tensors; save model.state_dict() instead") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot be read ({err.strerror or err}); check the file's permissions") from None
+    except (RuntimeError, EOFError, ValueError, KeyError, IndexError) as err:
         raise CheckpointError(f"{path}: not a readable weights file ({type(err).__name__}); it may be truncated") from None
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         return obj["state_dict"]

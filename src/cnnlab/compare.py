@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from cnnlab.config import PROCESS_FIELDS, TrainConfig
+from cnnlab.config import ADJUSTABLE_FIELDS, PROCESS_FIELDS, TrainConfig
 from cnnlab.data import load_dataset
 from cnnlab.engine import train
 from cnnlab.fileio import atomic_write_text
@@ -34,7 +34,7 @@ def forward_flops(model: torch.nn.Module, in_channels: int, image_size: int) -> 
 def config_key(cfg: TrainConfig) -> str:
     """A short hash of what makes runs comparable (not the device, the threads or the allocator)."""
     d = cfg.to_dict()
-    for k in (*PROCESS_FIELDS, "tensorboard"):
+    for k in (*PROCESS_FIELDS, *ADJUSTABLE_FIELDS):
         d.pop(k, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
 

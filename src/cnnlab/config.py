@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, fields
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, RunError
 
 
 @dataclass
@@ -120,5 +120,41 @@ def apply_recipe(cfg: "TrainConfig", given: dict) -> "TrainConfig":
 
 
 #: Fields that say how a process runs a run, not what the run is: a resume takes them from the
-#: invocation, and they do not make runs incomparable.
+#: invocation, and they do not make runs incomparable (compare's config hash leaves them out).
 PROCESS_FIELDS = ("max_steps", "device", "threads", "malloc_tuning")
+#: Fields that do not change what a run is either, but that a resume keeps from the run unless given.
+ADJUSTABLE_FIELDS = ("data_dir", "save_every", "eval_batch_size", "tensorboard")
+
+
+def flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def resumed_config(saved: TrainConfig, invocation: TrainConfig, changes: dict | None = None) -> TrainConfig:
+    """The config a resume runs with: the run's own, with this invocation's process fields.
+
+    ``changes`` are the values the user gave explicitly. A change to what the run *is* (model, lr, batch
+    size...) is refused with one line naming it; ``epochs`` may grow where the schedule allows it (a
+    constant learning rate), which extends a finished run.
+    """
+    cfg = dataclasses.replace(saved)
+    for key in PROCESS_FIELDS:
+        setattr(cfg, key, getattr(invocation, key))
+    changes = changes or {}
+    for key in ADJUSTABLE_FIELDS:
+        if key in changes:
+            setattr(cfg, key, changes[key])
+    free = PROCESS_FIELDS + ADJUSTABLE_FIELDS
+    changed = {k: v for k, v in changes.items() if k not in free and v != getattr(saved, k)}
+    epochs = changed.pop("epochs", None)
+    if changed:
+        named = ", ".join(f"{flag(k)} {v} (the run's: {getattr(saved, k)})" for k, v in sorted(changed.items()))
+        raise RunError(f"--resume continues a run with its own settings, and {named} would change it; "
+                       "drop these flags, or start a new run with --out")
+    if epochs is not None:
+        if saved.schedule != "constant":
+            raise RunError(f"--epochs {epochs}: the run's {saved.schedule} learning-rate schedule was planned for "
+                           f"{saved.epochs} epochs and cannot be extended without changing the rates already used; "
+                           f"start a new run with --epochs {epochs}")
+        cfg.epochs = epochs
+    return cfg

@@ -1,17 +1,16 @@
 """The engine: the only place that knows about devices, precision and ranks.
 
-``train(cfg)`` builds the model by name, loads the data, fits, evaluates after every epoch and
-writes the run folder. ``evaluate(model, loader)`` is a large-batch ``inference_mode`` pass.
-Losses and accuracies are summed on the device and read once per epoch, not once per step.
+``train(cfg)`` reads as the story of a run: resolve the run folder, build the trainer, restore a
+checkpoint, run epochs (:func:`train_one_epoch`), report. What watches the epochs (metrics.csv,
+checkpoints, TensorBoard, the target-accuracy stop, signals, the divergence guard) plugs in as
+:mod:`cnnlab.observers`. Losses and accuracies are summed on the device and read once per epoch.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
-import os
+import shutil
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -19,25 +18,30 @@ from typing import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from cnnlab.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
-from cnnlab.config import PROCESS_FIELDS, TrainConfig
+from cnnlab import observers as obs
+from cnnlab.checkpoint import EpochSums, TrainState, load_checkpoint
+from cnnlab.config import TrainConfig, resumed_config
 from cnnlab.data import BatchLoader, Dataset, load_dataset
 from cnnlab.devices import resolve_device, set_threads
 from cnnlab.distributed import Dist
-from cnnlab.errors import CnnlabError
-from cnnlab.evaluation import EvalResult, evaluate, report_run
+from cnnlab.errors import CnnlabError, Interrupted, RunError
+from cnnlab.evaluation import EvalResult, report_run
 from cnnlab.fileio import atomic_write_json
 from cnnlab.hostmem import keep_freed_memory
 from cnnlab.models import build_model, count_parameters
-from cnnlab.runs import new_run_dir, write_metrics
+from cnnlab.runs import LOCK_FILE, RunLock, RunPlan, plan_run
+from cnnlab.trainer import Trainer
 
 Log = Callable[[str], None]
 
 
 def _print(msg: str) -> None:
     print(msg, flush=True)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -53,21 +57,10 @@ def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     raise CnnlabError(f"unknown optimizer {cfg.optimizer!r}")
 
 
-# ----------------------------------------------------------------------------- training
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path | None
-    history: list[dict]
-    final: EvalResult  # on the test set
-    best_accuracy: float  # best per-epoch evaluation (validation split if any, else test)
-    parameters: int
-    train_seconds: float
-    model: nn.Module = field(repr=False)
-    #: Set when --target-accuracy was reached: epoch (fractional), step, seconds.
-    target: dict | None = None
-    summary: dict | None = None
+def build_scheduler(cfg: TrainConfig, optimizer, steps_per_epoch: int):
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
+    return None
 
 
 def split_validation(data: Dataset, fraction: float, seed: int):
@@ -99,22 +92,30 @@ def shift_augment(x: torch.Tensor, seed: int, epoch: int, batch: int, pad: int =
     return out.permute(0, 3, 1, 2)  # (B, C, H, W), laid out channels-last in memory
 
 
-class _Tensorboard:
-    def __init__(self, run_dir: Path):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise CnnlabError("--tensorboard needs the tensorboard package: pip install 'cnnlab[tensorboard]'") from None
-        self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+def _augment_for(cfg: TrainConfig):
+    if cfg.augment == "shift":
+        return lambda x, *, seed, epoch, batch, fill: shift_augment(x, seed, epoch, batch, fill=fill)
+    return None
 
-    def log(self, row: dict) -> None:
-        for key, value in row.items():
-            if key not in ("epoch", "step") and isinstance(value, (int, float)):
-                self.writer.add_scalar(key, value, row["step"])
-        self.writer.flush()
 
-    def close(self) -> None:
-        self.writer.close()
+@dataclass
+class TrainResult:
+    run_dir: Path | None
+    history: list[dict]
+    final: EvalResult  # on the test set
+    #: Best end-of-epoch evaluation (validation split if any, else test); None when no epoch finished.
+    best_accuracy: float | None
+    parameters: int
+    train_seconds: float
+    model: nn.Module = field(repr=False)
+    #: Set when --target-accuracy was reached: epoch (fractional), step, seconds.
+    target: dict | None = None
+    summary: dict | None = None
+    #: Why the run ended: "finished", "step limit", "target", or "nothing to train" (a finished run resumed).
+    stopped: str = "finished"
+
+
+# ----------------------------------------------------------------------------- the story of a run
 
 
 def train(
@@ -123,6 +124,7 @@ def train(
     out: str | Path | None = None,
     runs_root: str | Path = "runs",
     resume: str | Path | None = None,
+    changes: dict | None = None,
     write: bool = True,
     quiet: bool = False,
     log: Log = _print,
@@ -131,42 +133,54 @@ def train(
 ) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.dataset``; write the run folder unless ``write`` is False.
 
-    Under torchrun (see ``cnnlab.distributed``) every rank runs this; only rank 0 logs and writes.
-    A torchrun restart of the group resumes from the run folder's ``last.pt`` automatically.
+    ``resume`` continues a run from its last.pt with the run's own settings; ``changes`` are the values
+    the user gave explicitly (refused if they would change the run, see :func:`cnnlab.config.resumed_config`).
+    Under torchrun every rank runs this; only rank 0 logs and writes; a restart resumes by itself.
     """
-    t_start = time.perf_counter()
     ranks = Dist.from_env()
-    if ranks.enabled and out is None and resume is None:
-        # under torchrun the run folder must be the same on every rank and after a restart
-        run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
-        safe = cfg.dataset.split(":", 1)[0]
-        out = Path(runs_root) / f"{cfg.model}-{safe}-torchrun-{run_id}"
-    if resume is None and ranks.restart_count > 0 and out is not None and (Path(out) / "last.pt").is_file():
-        resume = out  # torchrun restarted the group after a failure: continue from the last save
-    state = None
-    if resume is not None:
-        ckpt_path = resolve_checkpoint(resume, "last")
-        state = load_checkpoint(ckpt_path)
-        saved = TrainConfig.from_dict(state["config"])
-        # What the run is comes from the checkpoint; how this invocation runs it comes from ``cfg``:
-        # the step limit, the device, the threads and the allocator belong to the process, not to the run.
-        for key in PROCESS_FIELDS:
-            setattr(saved, key, getattr(cfg, key))
-        cfg = saved
-        out = Path(resume) if Path(resume).is_dir() else ckpt_path.parent
-    cfg.validate()
+    plan = plan_run(cfg.model, cfg.dataset, out=out, resume=resume, runs_root=runs_root, write=write and ranks.is_primary,
+                    distributed=ranks.enabled, restart_count=ranks.restart_count)
+    with contextlib.ExitStack() as stack:
+        if plan.run_dir is not None:
+            stack.enter_context(RunLock(plan.run_dir))
+            stack.push(_forget_if_empty(plan))
+        ckpt = load_checkpoint(plan.resume_from) if plan.resume_from is not None else None
+        if ckpt is not None:
+            cfg = resumed_config(TrainConfig.from_dict(ckpt["config"]), cfg, changes)
+        t = build_trainer(cfg.validate(), ranks, plan, dataset, log, report)
+        if ckpt is not None:
+            restore(t, ckpt, plan)
+        else:
+            introduce(t)
+        observers = make_observers(t, quiet)
+        stack.callback(lambda: [o.close() for o in observers])
+        final = fit(t, observers)
+        return finish(t, final, report)
+
+
+def _forget_if_empty(plan: RunPlan):
+    """On an error before anything was written, remove the fresh folder this run made (only its lock in it)."""
+    def on_exit(exc_type, exc, tb) -> bool:
+        if exc_type is not None and plan.fresh and plan.run_dir.is_dir():
+            if all(p.name == LOCK_FILE for p in plan.run_dir.iterdir()):
+                shutil.rmtree(plan.run_dir, ignore_errors=True)
+        return False
+
+    return on_exit
+
+
+def build_trainer(cfg: TrainConfig, ranks: Dist, plan: RunPlan, dataset: Dataset | None, log: Log,
+                  report: bool) -> Trainer:
+    """Process settings, device, data, model, optimiser and loaders: everything the epochs need."""
     set_threads(cfg.threads)
     if cfg.malloc_tuning:
         keep_freed_memory()
     device = ranks.device_for(resolve_device(cfg.device))
     ranks.init(device)
-    primary = ranks.is_primary
-    say: Log = log if primary else (lambda msg: None)
-    write = write and primary
     if cfg.batch_size % ranks.world_size:
         raise CnnlabError(f"--batch-size {cfg.batch_size} is the global batch and must divide evenly over "
                           f"{ranks.world_size} processes; pick a multiple of {ranks.world_size}")
-
+    say = log if ranks.is_primary else (lambda msg: None)
     data = dataset or load_dataset(cfg.dataset, data_dir=cfg.data_dir, log=say)
     info = data.info()
     torch.manual_seed(cfg.seed)
@@ -174,227 +188,208 @@ def train(
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)
     optimizer = build_optimizer(cfg, model.parameters())
-
-    train_set = (data.train_images, data.train_labels)
-    eval_set = (data.test_images, data.test_labels)
-    eval_name = "test"
-    if cfg.val_split > 0:
-        train_set, eval_set = split_validation(data, cfg.val_split, cfg.seed)
-        eval_name = "val"
+    (train_set, eval_set), eval_name = _splits(data, cfg)
 
     def loader(images, labels, batch, shuffle):
         return BatchLoader(images, labels, batch, mean=data.mean, std=data.std, shuffle=shuffle, seed=cfg.seed,
                            device=device, rank=ranks.rank, world_size=ranks.world_size, memory_format=memory_format)
 
     train_loader = loader(*train_set, cfg.batch_size // ranks.world_size, True)
-    eval_loader = loader(*eval_set, cfg.eval_batch_size, False)
-    steps_per_epoch = len(train_loader)
-    scheduler = None
-    if cfg.schedule == "onecycle":
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
+    # the report needs every test prediction: in one process, evaluations of the whole test set keep
+    # them, so that the report need not evaluate again
+    keep = plan.run_dir is not None and report and not ranks.enabled and cfg.eval_limit == 0 and eval_name == "test"
+    return Trainer(
+        cfg=cfg, data=data, info=info, model_args=model_args, device=device, ranks=ranks, model=model,
+        net=_wrap(model, cfg, ranks, device), optimizer=optimizer,
+        scheduler=build_scheduler(cfg, optimizer, len(train_loader)), train_loader=train_loader,
+        eval_loader=loader(*eval_set, cfg.eval_batch_size, False), eval_name=eval_name, augment=_augment_for(cfg),
+        autocast=(torch.autocast(device_type=device.type, dtype=torch.bfloat16) if cfg.precision == "bf16"
+                  else contextlib.nullcontext()),
+        run_dir=plan.run_dir, log=say, keep_eval_outputs=keep)
 
-    history: list[dict] = []
-    epoch, batch, step = 0, 0, 0
-    best = -math.inf
-    sums = [0.0, 0, 0]  # loss sum, correct, count of the current (partial) epoch, this rank
-    elapsed = 0.0  # training seconds of the current epoch before a resume
-    if state is not None:
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None and state.get("scheduler"):
-            scheduler.load_state_dict(state["scheduler"])
-        prog = state["progress"]
-        epoch, batch, step = prog["epoch"], prog["batch"], prog["step"]
-        # the checkpoint holds the partial epoch's sums over all ranks: rank 0 carries them on
-        sums = list(prog["sums"]) if ranks.is_primary else [0.0, 0, 0]
-        elapsed = prog.get("elapsed", 0.0)
-        history = list(state["history"])
-        best = state["best_accuracy"]
-        torch.set_rng_state(state["rng"]["torch"])
-        if epoch >= cfg.epochs:
-            say(f"{out} already finished its {cfg.epochs} epochs; nothing to train, re-evaluating")
-        else:
-            say(f"resuming {out} at epoch {epoch + 1}, batch {batch} (step {step})")
 
-    run_dir = None
-    if write:
-        run_dir = Path(out) if out else new_run_dir(runs_root, cfg.model, data.name)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run_dir / "config.json", {"config": cfg.to_dict(), "model_args": model_args, "data": info,
-                                                    "world_size": ranks.world_size})
-    board = _Tensorboard(run_dir) if cfg.tensorboard and write else None
+def _splits(data: Dataset, cfg: TrainConfig):
+    """((train images, labels), (eval images, labels)) and the eval split's name."""
+    if cfg.val_split > 0:
+        return split_validation(data, cfg.val_split, cfg.seed), "val"
+    return ((data.train_images, data.train_labels), (data.test_images, data.test_labels)), "test"
 
-    params = count_parameters(model)
-    if state is None:
-        say(f"{cfg.model}: {params:,} parameters | {data.name}: {len(train_set[1]):,} train / "
-            f"{len(eval_set[1]):,} {eval_name} from {data.source} | device {device}"
-            + (f" x {ranks.world_size} processes" if ranks.enabled else "")
-            + (f" | run {run_dir}" if run_dir else ""))
 
-    # The module that owns the weights (what we save) and the one we call (maybe compiled, maybe DDP).
+def _wrap(model: nn.Module, cfg: TrainConfig, ranks: Dist, device: torch.device) -> nn.Module:
+    """The module the loop calls: DDP under torchrun, compiled with --compile (``model`` keeps the weights)."""
     net = model
     if ranks.enabled:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         net = torch.compile(net)
-    autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if cfg.precision == "bf16"
-                else contextlib.nullcontext())
+    return net
 
-    def payload(elapsed_s: float = 0.0) -> dict:
-        return {
-            "model": {"name": cfg.model, "args": model_args},
-            "config": cfg.to_dict(),
-            "data": info,
-            "state_dict": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "progress": {"epoch": epoch, "batch": batch, "step": step, "sums": list(sums), "elapsed": elapsed_s,
-                         "world_size": ranks.world_size},
-            "history": history,
-            "best_accuracy": best,
-            "rng": {"torch": torch.get_rng_state()},
-        }
 
-    def epoch_sums(loss_sum: torch.Tensor, correct: torch.Tensor, count: int) -> list:
-        """This epoch's running sums over all ranks, as a checkpoint stores them."""
-        total = ranks.all_reduce_sum([float(loss_sum), float(correct), float(count)], device)
-        return [total[0], int(total[1]), int(total[2])]
+def _write_config(t: Trainer) -> None:
+    if t.run_dir is not None:
+        atomic_write_json(t.run_dir / "config.json", {"config": t.cfg.to_dict(), "model_args": t.model_args,
+                                                      "data": t.info, "world_size": t.ranks.world_size})
 
-    # The report needs every test prediction: in one process, evaluations of the whole test set keep
-    # them, so that the report (which falls back to its own pass otherwise) need not evaluate again.
-    keep_test_outputs = write and report and not ranks.enabled and cfg.eval_limit == 0
 
-    def evaluate_reduced(split: BatchLoader, keep_outputs: bool = False) -> EvalResult:
-        r = evaluate(model, split, limit=cfg.eval_limit, keep_outputs=keep_outputs)
-        if not ranks.enabled:
-            return r
-        loss_sum, correct, n = ranks.all_reduce_sum([r.loss * r.n, float(r.correct), float(r.n)], device)
-        return EvalResult(loss=loss_sum / n, accuracy=100.0 * correct / n, n=int(n), correct=int(correct))
+def introduce(t: Trainer) -> None:
+    """A new run: config.json, and one line saying what trains on what."""
+    _write_config(t)
+    cfg, data = t.cfg, t.data
+    t.say(f"{cfg.model}: {count_parameters(t.model):,} parameters | {data.name}: {len(t.train_loader.labels):,} train / "
+          f"{len(t.eval_loader.labels):,} {t.eval_name} from {data.source} | device {t.device}"
+          + (f" x {t.ranks.world_size} processes" if t.ranks.enabled else "")
+          + (f" | run {t.run_dir}" if t.run_dir else ""))
 
-    # with a target accuracy, evaluate several times per epoch so that the run stops early
-    eval_points = set()
+
+def restore(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
+    """Weights, optimiser, scheduler, RNG and position from a checkpoint (either format version)."""
+    t.model.load_state_dict(ckpt["state_dict"])
+    t.optimizer.load_state_dict(ckpt["optimizer"])
+    if t.scheduler is not None and ckpt.get("scheduler"):
+        t.scheduler.load_state_dict(ckpt["scheduler"])
+    t.state = TrainState.from_checkpoint(ckpt)
+    if t.state.rng is not None:
+        torch.set_rng_state(t.state.rng)
+    where = plan.run_dir or plan.resume_from
+    if t.cfg.epochs < t.state.epoch:
+        raise RunError(f"--epochs {t.cfg.epochs}: {where} has already trained {t.state.epoch} epochs; "
+                       "give at least that many")
+    _write_config(t)  # a resume may change process fields (threads, device...) or extend the epochs
+    s = t.state
+    if s.target is not None:
+        t.say(f"{where} stopped when it reached its target ({s.target['accuracy']:.2f}% at epoch "
+              f"{s.target['epoch']:.2f}); nothing to train, re-evaluating")
+    elif s.epoch >= t.cfg.epochs:
+        t.say(f"{where} already finished its {_plural(t.cfg.epochs, 'epoch')}; nothing to train, re-evaluating")
+    else:
+        t.say(f"resuming {where} at epoch {s.epoch + 1}, batch {s.batch} (step {s.step})")
+
+
+def make_observers(t: Trainer, quiet: bool) -> list[obs.Observer]:
+    """Who watches this run, in the order they are called after a step and after an epoch."""
+    cfg = t.cfg
+    watchers: list[obs.Observer] = [obs.ProgressBar(not quiet and t.ranks.is_primary and sys.stderr.isatty())]
+    if cfg.max_steps:
+        watchers.append(obs.StepLimit(cfg.max_steps))
     if cfg.target_accuracy:
-        k = cfg.evals_per_epoch
-        eval_points = {max(1, round(steps_per_epoch * i / k)) for i in range(1, k)}
+        watchers.append(obs.TargetStop(cfg.target_accuracy, t.steps_per_epoch, cfg.evals_per_epoch))
+    watchers += [obs.DivergenceGuard(), obs.EpochLog()]
+    if cfg.tensorboard and t.run_dir is not None:
+        watchers.append(obs.TensorboardLog(t.run_dir))
+    if t.run_dir is not None:
+        watchers.append(obs.MetricsCsv(t.run_dir))
+    watchers.append(obs.CheckpointSaver(cfg.save_every))
+    if not t.ranks.enabled:
+        watchers.append(obs.SignalStop())
+    return watchers
 
-    keep_eval_outputs = keep_test_outputs and eval_name == "test"
-    stop = False
-    target = None
-    mid = None  # the last evaluation inside an epoch, and the step it was made at
-    total_train_s = sum(r["seconds"] for r in history)
+
+def fit(t: Trainer, observers: list[obs.Observer]) -> EvalResult | None:
+    """Epochs until the run is done or an observer stops it; the last evaluation of the eval split."""
+    if t.state.target is not None or t.state.epoch >= t.cfg.epochs:
+        t.request_stop("nothing to train")  # finished, or reached its target before: its record stands
+        return None
     final = None
-    model.train()
-    while epoch < cfg.epochs and not stop:
-        bar = tqdm(total=steps_per_epoch, initial=batch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                   disable=quiet or not primary or not sys.stderr.isatty(), unit="batch", dynamic_ncols=True)
-        loss_sum = torch.tensor(sums[0], dtype=torch.float64, device=device)
-        correct = torch.tensor(sums[1], dtype=torch.int64, device=device)
-        count = sums[2]
-        t0 = time.perf_counter()
-        for x, y in train_loader.batches(epoch, start=batch):
-            if cfg.augment == "shift":
-                x = shift_augment(x, cfg.seed + ranks.rank, epoch, batch, fill=train_loader.shift)
-            with autocast:
-                logits = net(x)
-                loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            # keep running sums on the device: no host sync per step
-            loss_sum += loss.detach().double() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
-            count += len(y)
-            batch += 1
-            step += 1
-            bar.update(1)
-            if not bar.disable and step % 50 == 0:
-                bar.set_postfix(loss=f"{float(loss_sum) / count:.4f}")
-            if cfg.max_steps and step >= cfg.max_steps:
-                stop = True
-            if batch in eval_points and batch < steps_per_epoch:
-                mid = (step, evaluate_reduced(eval_loader, keep_eval_outputs))
-                if mid[1].accuracy >= cfg.target_accuracy:
-                    target = {"epoch": epoch + batch / steps_per_epoch, "step": step, "accuracy": mid[1].accuracy,
-                              "train_seconds": total_train_s + elapsed + time.perf_counter() - t0,
-                              "seconds_since_start": time.perf_counter() - t_start, "reached_at_unix": time.time()}
-                    stop = True
-            if cfg.save_every and step % cfg.save_every == 0 and batch < steps_per_epoch:
-                sums = epoch_sums(loss_sum, correct, count)  # a collective: every rank takes part
-                if write:
-                    save_checkpoint(run_dir / "last.pt", payload(elapsed + time.perf_counter() - t0))
-            if stop:
-                break
-        bar.close()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)  # kernels run asynchronously: time what actually ran
-        seconds = elapsed + time.perf_counter() - t0
-        elapsed = 0.0
-        # a stop right after a mid-epoch evaluation reuses it: the weights have not changed since
-        final = mid[1] if mid is not None and mid[0] == step else evaluate_reduced(eval_loader, keep_eval_outputs)
-        total_train_s += seconds
-        if stop and batch < steps_per_epoch:
-            # stopped mid-epoch (--max-steps or --target-accuracy): keep the position to resume from
-            say(f"stopped at step {step} (epoch {epoch + 1}, batch {batch}/{steps_per_epoch})  "
-                f"{eval_name}_loss {final.loss:.4f}  {eval_name}_acc {final.accuracy:.2f}%")
-            sums = epoch_sums(loss_sum, correct, count)
-            if write:
-                save_checkpoint(run_dir / "last.pt", payload(seconds))
+    t.model.train()
+    while t.state.epoch < t.cfg.epochs and not t.stop_reason:
+        seconds = train_one_epoch(t, observers)
+        if t.stop_reason == "signal" and t.inside_epoch:
+            _interrupt(t, observers)
+        final = t.latest_evaluation()
+        if t.stop_reason and t.inside_epoch:
+            _stop_mid_epoch(t, final, observers)
             break
-        tl, tc, tn = epoch_sums(loss_sum, correct, count)
-        row = {
-            "epoch": epoch + 1,
-            "step": step,
-            "train_loss": tl / max(tn, 1),
-            "train_acc": 100.0 * tc / max(tn, 1),
-            f"{eval_name}_loss": final.loss,
-            f"{eval_name}_acc": final.accuracy,
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": seconds,
-            "images_per_s": tn / seconds if seconds > 0 else 0.0,
-        }
-        history.append(row)
-        say(f"epoch {row['epoch']:>3}/{cfg.epochs}  train_loss {row['train_loss']:.4f}  "
-            f"{eval_name}_loss {final.loss:.4f}  {eval_name}_acc {final.accuracy:.2f}%  "
-            f"{seconds:6.1f}s  {row['images_per_s']:,.0f} img/s")
-        epoch += 1
-        batch = 0
-        sums = [0.0, 0, 0]
-        improved = final.accuracy > best
-        best = max(best, final.accuracy)
-        if cfg.target_accuracy and final.accuracy >= cfg.target_accuracy and target is None:
-            target = {"epoch": float(epoch), "step": step, "accuracy": final.accuracy, "train_seconds": total_train_s,
-                      "seconds_since_start": time.perf_counter() - t_start, "reached_at_unix": time.time()}
-            stop = True
-        if board:
-            board.log(row)
-        if write:
-            write_metrics(run_dir / "metrics.csv", history)
-            save_checkpoint(run_dir / "last.pt", payload())
-            if improved:
-                save_checkpoint(run_dir / "best.pt", payload())
-    if target:
-        say(f"reached {target['accuracy']:.2f}% >= {cfg.target_accuracy}% at epoch {target['epoch']:.2f} "
-            f"(step {target['step']}) after {target['train_seconds']:.1f}s of training, "
-            f"{target['seconds_since_start']:.1f}s since start")
+        row, improved = end_epoch(t, seconds, final)
+        for o in observers:
+            o.after_epoch(t, row, final, improved)
+    if t.stop_reason == "signal":  # it came at an epoch's last step: that epoch was saved like any other
+        _interrupt(t, observers)
+    return final
 
-    # the test set, once, at the end (it is the per-epoch evaluation already when there is no val split)
-    if final is None or eval_name != "test":
-        final = evaluate_reduced(loader(data.test_images, data.test_labels, cfg.eval_batch_size, False),
-                                 keep_test_outputs)
-        say(f"test_loss {final.loss:.4f}  test_acc {final.accuracy:.2f}% (test set, once, after choosing on {eval_name})"
-            if eval_name != "test" else f"test_loss {final.loss:.4f}  test_acc {final.accuracy:.2f}%")
+
+def train_one_epoch(t: Trainer, observers: list[obs.Observer]) -> float:
+    """Train from ``t.state.batch`` to the end of the epoch (or a stop); returns the epoch's seconds."""
+    t.start_epoch()
+    for x, y in t.train_loader.batches(t.state.epoch, start=t.state.batch):
+        t.train_step(x, y)
+        for o in observers:
+            o.after_step(t)
+        if t.stop_reason:
+            break
+    return t.end_epoch_timing()
+
+
+def end_epoch(t: Trainer, seconds: float, result: EvalResult) -> tuple[dict, bool]:
+    """The finished epoch's metrics row; the state moves to the next epoch. Returns (row, improved)."""
+    s = t.state
+    t.check_finite()
+    sums = t.reduced_sums()
+    row = {
+        "epoch": s.epoch + 1,
+        "step": s.step,
+        "train_loss": sums.loss / max(sums.count, 1),
+        "train_acc": 100.0 * sums.correct / max(sums.count, 1),
+        f"{t.eval_name}_loss": result.loss,
+        f"{t.eval_name}_acc": result.accuracy,
+        "lr": t.optimizer.param_groups[0]["lr"],
+        "seconds": seconds,
+        "images_per_s": sums.count / seconds if seconds > 0 else 0.0,
+    }
+    s.history.append(row)
+    s.epoch, s.batch, s.partial, s.elapsed = s.epoch + 1, 0, EpochSums(), 0.0
+    improved = s.best is None or result.accuracy > s.best
+    s.best = result.accuracy if improved else s.best
+    return row, improved
+
+
+def _stop_mid_epoch(t: Trainer, result: EvalResult, observers: list[obs.Observer]) -> None:
+    """Stopped inside an epoch (--max-steps or --target-accuracy): keep the position to resume from."""
+    s = t.state
+    t.say(f"stopped at step {s.step} (epoch {s.epoch + 1}, batch {s.batch}/{t.steps_per_epoch})  "
+          f"{t.eval_name}_loss {result.loss:.4f}  {t.eval_name}_acc {result.accuracy:.2f}%")
+    for o in observers:
+        o.on_stop_mid_epoch(t)
+
+
+def _interrupt(t: Trainer, observers: list[obs.Observer]) -> None:
+    """SIGINT/SIGTERM: save the position (without evaluating), say how to continue, exit 130/143."""
+    signum = next(o.signum for o in observers if isinstance(o, obs.SignalStop))
+    if t.inside_epoch:
+        for o in observers:
+            o.on_stop_mid_epoch(t)
+    s = t.state
+    where = (f"position saved in {t.run_dir / 'last.pt'}; continue with: cnnlab train --resume {t.run_dir}"
+             if t.run_dir is not None else "nothing was saved (the run writes no folder)")
+    raise Interrupted(f"interrupted at step {s.step} (epoch {s.epoch + 1}, batch {s.batch}/{t.steps_per_epoch}); "
+                      f"{where}", 128 + signum)
+
+
+def finish(t: Trainer, final: EvalResult | None, report: bool) -> TrainResult:
+    """The target line, the test set (once, at the end, when the epochs evaluated a validation split),
+    the report and the final line."""
+    s, cfg = t.state, t.cfg
+    if s.target is not None and t.stop_reason == "target":
+        tg = s.target
+        t.say(f"reached {tg['accuracy']:.2f}% >= {cfg.target_accuracy}% at epoch {tg['epoch']:.2f} "
+              f"(step {tg['step']}) after {tg['train_seconds']:.1f}s of training, "
+              f"{tg['seconds_since_start']:.1f}s since start")
+    if final is None or t.eval_name != "test":
+        test = BatchLoader(t.data.test_images, t.data.test_labels, cfg.eval_batch_size, mean=t.data.mean,
+                           std=t.data.std, shuffle=False, device=t.device, rank=t.ranks.rank,
+                           world_size=t.ranks.world_size, memory_format=t.train_loader.memory_format)
+        final = t.evaluate(test, keep_outputs=t.run_dir is not None and report and not t.ranks.enabled
+                           and cfg.eval_limit == 0)
+        t.say(f"test_loss {final.loss:.4f}  test_acc {final.accuracy:.2f}% (test set, once, after choosing on "
+              f"{t.eval_name})" if t.eval_name != "test" else f"test_loss {final.loss:.4f}  test_acc {final.accuracy:.2f}%")
+    train_s = t.train_seconds()
     summary = None
-    if write and report:
-        summary = report_run(run_dir, model, data, device, history=history, batch_size=cfg.eval_batch_size,
-                             extra={"target": target, "train_seconds": total_train_s, "parameters": params}, log=say,
-                             result=final)
-    if board:
-        board.close()
-    best_txt = f" (best epoch {best:.2f}%)" if history else ""
-    say(f"final test accuracy {final.accuracy:.2f}%{best_txt}" + (f"; run saved in {run_dir}" if run_dir else ""))
-    ranks.barrier()
-    ranks.close()
-    return TrainResult(run_dir, history, final, best, params, total_train_s, model, target, summary)
+    if t.run_dir is not None and report:
+        summary = report_run(t.run_dir, t.model, t.data, t.device, history=s.history, batch_size=cfg.eval_batch_size,
+                             extra={"target": s.target, "train_seconds": train_s,
+                                    "parameters": count_parameters(t.model)}, log=t.say, result=final)
+    best_txt = f" (best epoch {s.best:.2f}%)" if s.best is not None else ""
+    t.say(f"final test accuracy {final.accuracy:.2f}%{best_txt}" + (f"; run saved in {t.run_dir}" if t.run_dir else ""))
+    t.ranks.barrier()
+    t.ranks.close()
+    return TrainResult(t.run_dir, s.history, final, s.best, count_parameters(t.model), train_s, t.model, s.target,
+                       summary, t.stop_reason or "finished")

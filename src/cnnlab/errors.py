@@ -11,3 +11,22 @@ class DataError(CnnlabError):
 
 class CheckpointError(CnnlabError):
     """A checkpoint that cannot be trusted or does not fit the request."""
+
+
+class RunError(CnnlabError):
+    """A run folder that cannot be used as asked (in use, already holds a run, changed flags on resume)."""
+
+
+class Diverged(CnnlabError):
+    """Training stopped because the loss became NaN or infinite; the last finite checkpoint is kept."""
+
+
+class Interrupted(CnnlabError):
+    """Training stopped by SIGINT or SIGTERM after saving its position.
+
+    ``exit_code`` is the shell's convention for the signal: 130 for SIGINT (Ctrl-C), 143 for SIGTERM.
+    """
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code

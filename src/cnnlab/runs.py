@@ -1,26 +1,45 @@
-"""Run folders: ``runs/<model>-<dataset>-<timestamp>/`` with config, metrics and checkpoints."""
+"""Run folders: ``runs/<model>-<dataset>-<timestamp>/`` with config, metrics and checkpoints.
+
+Which folder a ``train`` writes (a fresh one, ``--out``, the one it resumes, the one a torchrun launch
+and its restarts share), the lock that makes a folder belong to one process, and metrics.csv.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+try:
+    import fcntl  # POSIX: the run-folder lock
+except ImportError:  # pragma: no cover - Windows has no flock: runs there are not locked
+    fcntl = None
+
+from cnnlab.data import dataset_kind
+from cnnlab.errors import RunError
 from cnnlab.fileio import atomic_write_text
 
 METRIC_FIELDS = [
     "epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr", "seconds",
     "images_per_s",
 ]
+#: Files whose presence means a folder holds a run that trained (config.json alone is written before training).
+RUN_MARKERS = ("last.pt", "metrics.csv")
+LOCK_FILE = ".lock"
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
 def new_run_dir(root: str | Path, model: str, dataset: str) -> Path:
     """A fresh directory under ``root``; a numeric suffix avoids clobbering a run of the same second."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset.split(":", 1)[0])
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path(root) / f"{model}-{safe}-{stamp}"
+    base = Path(root) / f"{model}-{_safe(dataset_kind(dataset))}-{stamp}"
     path, n = base, 1
     while True:
         try:
@@ -35,6 +54,124 @@ def run_dir_of(path: str | Path) -> Path:
     """The run folder of a path: a run folder itself, or the folder of a checkpoint file inside one."""
     p = Path(path)
     return p if p.is_dir() else p.parent
+
+
+def holds_run(path: str | Path) -> bool:
+    """Whether ``path`` holds a run that trained (a checkpoint or metrics), which a new run must not mix with."""
+    return any((Path(path) / name).exists() for name in RUN_MARKERS)
+
+
+# ----------------------------------------------------------------------------- torchrun
+
+
+def _process_start(pid: int) -> str:
+    """When process ``pid`` started, as a timestamp (Linux /proc); '' where that cannot be read."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime"))
+        return time.strftime("%Y%m%d-%H%M%S", time.localtime(boot + ticks / os.sysconf("SC_CLK_TCK")))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return ""
+
+
+def torchrun_launch_id(env: dict | None = None) -> str:
+    """An id that is the same for every worker of one torchrun launch and its restarts, and new per launch.
+
+    ``--rdzv-id`` when given (TORCHELASTIC_RUN_ID; several machines share it); otherwise the torchrun
+    agent that started this worker (our parent: the same across its restarts) with its start time, so
+    that a new launch, even of the same command, never writes into an earlier launch's folder.
+    """
+    env = os.environ if env is None else env
+    run_id = env.get("TORCHELASTIC_RUN_ID", "none")
+    if run_id and run_id != "none":
+        return _safe(run_id)
+    agent = os.getppid()
+    started = _process_start(agent)
+    return f"{started}-{agent}" if started else f"agent{agent}"
+
+
+# ----------------------------------------------------------------------------- which folder, locked
+
+
+@dataclass
+class RunPlan:
+    """Where a ``train`` writes (None: nothing) and the checkpoint it continues from (None: a new run)."""
+
+    run_dir: Path | None
+    resume_from: Path | None
+    #: Whether ``run_dir`` was made for this run just now (a timestamped folder).
+    fresh: bool = False
+
+
+def plan_run(model: str, dataset: str, *, out: str | Path | None, resume: str | Path | None,
+             runs_root: str | Path, write: bool, distributed: bool, restart_count: int) -> RunPlan:
+    """Resolve the run folder: ``resume``, ``out``, a torchrun launch's folder, or a fresh timestamped one.
+
+    Refuses (one line) a new run into a folder that already holds a run, unless torchrun restarted this
+    launch (then it continues from the folder's last.pt, or starts again if none was saved).
+    """
+    if resume is not None:
+        resume = Path(resume)
+        if not resume.exists():
+            raise RunError(f"--resume {resume}: no such run folder or checkpoint; check the path "
+                           "('cnnlab runs' lists your runs)")
+        ckpt = resume / "last.pt" if resume.is_dir() else resume
+        return RunPlan(run_dir_of(resume) if write else None, ckpt)
+    if distributed and out is None:
+        out = Path(runs_root) / f"{model}-{_safe(dataset_kind(dataset))}-torchrun-{torchrun_launch_id()}"
+    if out is not None:
+        out = Path(out)
+        if restart_count > 0 and (out / "last.pt").is_file():
+            return RunPlan(out if write else None, out / "last.pt")  # torchrun restarted the group
+        if write and restart_count == 0 and holds_run(out):
+            raise RunError(f"--out {out} already holds a run; continue it with 'cnnlab train --resume {out}', "
+                           "or pick a fresh --out")
+        return RunPlan(out if write else None, None, fresh=not out.exists())
+    return RunPlan(new_run_dir(runs_root, model, dataset), None, fresh=True) if write else RunPlan(None, None)
+
+
+class RunLock:
+    """An exclusive OS lock on a run folder (``flock`` on ``.lock``), held while a process writes it.
+
+    The kernel releases it when the process dies, however it dies, so a killed run never leaves its
+    folder locked. Where ``fcntl`` does not exist (Windows) there is no lock.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK_FILE
+        self.fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        if fcntl is None:
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise RunError(f"{self.path.parent} is in use by another cnnlab process (pid {holder}); wait for it "
+                           "to finish, or pick another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor releases the flock
+            self.fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+# ----------------------------------------------------------------------------- metrics.csv
 
 
 def write_metrics(path: str | Path, rows: list[dict]) -> None:

@@ -1,0 +1,218 @@
+"""What watches a training run: the one mechanism through which metrics.csv, checkpoints, TensorBoard,
+the progress bar, the target-accuracy stop, the step limit, signals and the divergence guard plug in.
+
+An :class:`Observer` is called after every optimiser step and after every finished epoch, with the
+:class:`~cnnlab.trainer.Trainer` (the model, the optimiser, the :class:`~cnnlab.checkpoint.TrainState`,
+``evaluate()``, ``save()``, ``request_stop()``). Observers never change the numerics of training:
+they read, evaluate in ``inference_mode`` and write. The engine's loop has no ``if`` for any of them.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from cnnlab.errors import CnnlabError
+from cnnlab.evaluation import EvalResult
+from cnnlab.runs import write_metrics
+from cnnlab.trainer import Trainer
+
+
+class Observer:
+    """Override what you need; every hook may call ``trainer.request_stop(reason)``."""
+
+    def after_step(self, t: Trainer) -> None:
+        """After an optimiser step: ``t.state.step`` and ``t.state.batch`` count it already."""
+
+    def after_epoch(self, t: Trainer, row: dict, result: EvalResult, improved: bool) -> None:
+        """After an epoch's evaluation: ``row`` is its metrics row (already in ``t.state.history``)."""
+
+    def on_stop_mid_epoch(self, t: Trainer) -> None:
+        """The run stops inside an epoch (step limit, target, signal): the position is about to be lost."""
+
+    def close(self) -> None:
+        """The run is over (also after an error)."""
+
+
+class StepLimit(Observer):
+    """``--max-steps``: stop after this many optimiser steps in all (a resume may go on)."""
+
+    def __init__(self, max_steps: int):
+        self.max_steps = max_steps
+
+    def after_step(self, t: Trainer) -> None:
+        if t.state.step >= self.max_steps:
+            t.request_stop("step limit")
+
+
+class ProgressBar(Observer):
+    """A tqdm bar per epoch on a terminal; the running train loss every 50 steps (one host read)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bar = None
+
+    def after_step(self, t: Trainer) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            self.bar = tqdm(total=t.steps_per_epoch, initial=t.state.batch - 1, unit="batch", leave=False,
+                            desc=f"epoch {t.state.epoch + 1}/{t.cfg.epochs}", dynamic_ncols=True)
+        self.bar.update(1)
+        if t.state.step % 50 == 0:
+            self.bar.set_postfix(loss=f"{t.sums.mean_loss():.4f}")
+        if t.state.batch >= t.steps_per_epoch:
+            self.close()
+
+    def on_stop_mid_epoch(self, t: Trainer) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class EpochLog(Observer):
+    """The one line per epoch that every ``train`` prints."""
+
+    def after_epoch(self, t: Trainer, row: dict, result: EvalResult, improved: bool) -> None:
+        name = t.eval_name
+        t.say(f"epoch {row['epoch']:>3}/{t.cfg.epochs}  train_loss {row['train_loss']:.4f}  "
+              f"{name}_loss {result.loss:.4f}  {name}_acc {result.accuracy:.2f}%  "
+              f"{row['seconds']:6.1f}s  {row['images_per_s']:,.0f} img/s")
+
+
+class TargetStop(Observer):
+    """``--target-accuracy``: evaluate ``evals_per_epoch`` times per epoch and stop as soon as it is reached.
+
+    The record (epoch, step, accuracy, seconds) goes into the train state, so a resumed run keeps it.
+    """
+
+    def __init__(self, target: float, steps_per_epoch: int, evals_per_epoch: int):
+        self.target = target
+        k = evals_per_epoch
+        self.points = {max(1, round(steps_per_epoch * i / k)) for i in range(1, k)}
+
+    def after_step(self, t: Trainer) -> None:
+        s = t.state
+        if s.batch in self.points and s.batch < t.steps_per_epoch:
+            result = t.evaluate()
+            if result.accuracy >= self.target:
+                self._reached(t, s.epoch + s.batch / t.steps_per_epoch, result, t.train_seconds())
+
+    def after_epoch(self, t: Trainer, row: dict, result: EvalResult, improved: bool) -> None:
+        if result.accuracy >= self.target and t.state.target is None:
+            self._reached(t, float(t.state.epoch), result, t.train_seconds())
+
+    def _reached(self, t: Trainer, epoch: float, result: EvalResult, train_seconds: float) -> None:
+        t.state.target = {"epoch": epoch, "step": t.state.step, "accuracy": result.accuracy,
+                          "train_seconds": train_seconds, "seconds_since_start": time.perf_counter() - t.started,
+                          "reached_at_unix": time.time()}
+        t.request_stop("target")
+
+
+class DivergenceGuard(Observer):
+    """Stop with one line as soon as the loss is NaN or infinite, without a host sync per step.
+
+    The running loss sum is read every ``every`` steps (and before every save and evaluation, by the
+    trainer): a single non-finite loss makes the sum non-finite for good, and the per-step loss buffer
+    then names the exact step.
+    """
+
+    def __init__(self, every: int = 100):
+        self.every = every
+
+    def after_step(self, t: Trainer) -> None:
+        if t.state.step % self.every == 0:
+            t.check_finite()
+
+
+class TensorboardLog(Observer):
+    """``--tensorboard``: the epoch's scalars in ``RUN/tensorboard``."""
+
+    def __init__(self, run_dir: Path):
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # optional dependency, imported only when asked for
+        except ImportError:
+            raise CnnlabError("--tensorboard needs the tensorboard package: pip install 'cnnlab[tensorboard]'") from None
+        self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def after_epoch(self, t: Trainer, row: dict, result: EvalResult, improved: bool) -> None:
+        for key, value in row.items():
+            if key not in ("epoch", "step") and isinstance(value, (int, float)) and math.isfinite(value):
+                self.writer.add_scalar(key, value, row["step"])
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class MetricsCsv(Observer):
+    """``metrics.csv``, rewritten whole after every epoch."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / "metrics.csv"
+
+    def after_epoch(self, t: Trainer, row: dict, result: EvalResult, improved: bool) -> None:
+        write_metrics(self.path, t.state.history)
+
+
+class CheckpointSaver(Observer):
+    """``last.pt`` after every epoch, every ``save_every`` steps and when stopping mid-epoch; ``best.pt``
+    when an epoch's evaluation improves. Every rank takes part (the partial-epoch sums are a collective);
+    only a writing trainer writes."""
+
+    def __init__(self, save_every: int):
+        self.save_every = save_every
+
+    def after_step(self, t: Trainer) -> None:
+        if self.save_every and t.state.step % self.save_every == 0 and t.state.batch < t.steps_per_epoch:
+            t.save("last.pt")
+
+    def after_epoch(self, t: Trainer, row: dict, result: EvalResult, improved: bool) -> None:
+        t.save("last.pt")
+        if improved:
+            t.save("best.pt")
+
+    def on_stop_mid_epoch(self, t: Trainer) -> None:
+        t.save("last.pt")
+
+
+class SignalStop(Observer):
+    """SIGINT (Ctrl-C) and SIGTERM finish the current step, then the run saves its position and stops.
+
+    A second signal stops at once. Installed only in the main thread of a single process: under
+    torchrun the agent owns signals and restarts, and a collective with a dead peer would hang.
+    """
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._saved: dict[int, object] = {}
+        self.active = threading.current_thread() is threading.main_thread()
+        if self.active:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._saved[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:  # the second signal: give up at once
+            self.close()
+            raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
+        self.signum = signum
+        print(f"\n{signal.Signals(signum).name}: stopping after this step and saving the position "
+              "(send it again to stop at once)", file=sys.stderr, flush=True)
+
+    def after_step(self, t: Trainer) -> None:
+        if self.signum is not None:
+            t.request_stop("signal")
+
+    def close(self) -> None:
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+        self._saved.clear()

@@ -1,0 +1,217 @@
+"""The trainer: everything one run trains with, built once, and the operations its observers use.
+
+:class:`Trainer` holds the model (``model`` owns the weights; ``net`` is what is called: maybe DDP,
+maybe compiled), the optimiser, the scheduler, the loaders, the device and ranks, and the run's
+:class:`~cnnlab.checkpoint.TrainState`. The engine (:mod:`cnnlab.engine`) drives it epoch by epoch;
+observers (:mod:`cnnlab.observers`) call :meth:`Trainer.evaluate`, :meth:`Trainer.save` and
+:meth:`Trainer.request_stop`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from cnnlab.checkpoint import EpochSums, TrainState, save_checkpoint
+from cnnlab.config import TrainConfig
+from cnnlab.data import BatchLoader, Dataset
+from cnnlab.distributed import Dist
+from cnnlab.errors import Diverged
+from cnnlab.evaluation import EvalResult, evaluate
+
+Log = Callable[[str], None]
+
+
+class RunningSums:
+    """This rank's sums over the current epoch, kept on the device: no host sync per step.
+
+    ``losses`` keeps each step's loss of the epoch, so that a non-finite sum can name the step it came from.
+    """
+
+    def __init__(self, start: EpochSums, device: torch.device, steps: int, first_batch: int):
+        self.loss = torch.tensor(start.loss, dtype=torch.float64, device=device)
+        self.correct = torch.tensor(start.correct, dtype=torch.int64, device=device)
+        self.count = start.count
+        self.losses = torch.zeros(steps, dtype=torch.float32, device=device)  # (steps per epoch,)
+        self.first_batch = first_batch
+
+    def add(self, batch: int, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        self.loss += loss.detach().double() * len(y)
+        self.correct += (logits.detach().argmax(1) == y).sum()
+        self.count += len(y)
+        self.losses[batch] = loss.detach()
+
+    def mean_loss(self) -> float:
+        return float(self.loss) / max(self.count, 1)
+
+    def first_bad_batch(self, upto: int) -> int | None:
+        """The first batch of this epoch (in this process) whose loss was not finite."""
+        bad = (~torch.isfinite(self.losses[self.first_batch:upto])).nonzero()
+        return self.first_batch + int(bad[0]) if len(bad) else None
+
+
+@dataclass
+class Trainer:
+    cfg: TrainConfig
+    data: Dataset
+    info: dict  # data.info(), recorded in config.json and checkpoints
+    model_args: dict
+    device: torch.device
+    ranks: Dist
+    model: nn.Module  # owns the weights (what is saved)
+    net: nn.Module  # what is called: the model, maybe wrapped in DDP, maybe compiled
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    train_loader: BatchLoader
+    eval_loader: BatchLoader
+    eval_name: str  # "test", or "val" with a validation split
+    augment: Callable | None  # (x, seed=, epoch=, batch=, fill=) -> x
+    autocast: contextlib.AbstractContextManager
+    run_dir: Path | None  # None: this process writes nothing
+    log: Log
+    #: Keep the evaluation's predictions (the report reuses the last evaluation of the test set).
+    keep_eval_outputs: bool = False
+    state: TrainState = field(default_factory=TrainState)
+    started: float = field(default_factory=time.perf_counter)
+    sums: RunningSums | None = None
+    stop_reason: str | None = None
+    #: The latest evaluation of the eval split and the step it was made at (reused when the weights did not move).
+    last_eval: tuple[int, EvalResult] | None = None
+    in_epoch: bool = False
+    _epoch_t0: float = 0.0
+    _epoch_base: float = 0.0
+
+    # ------------------------------------------------------------------------- the loop's parts
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train_loader)
+
+    @property
+    def inside_epoch(self) -> bool:
+        """Stopped or saving between an epoch's first and last batch (not at its end)."""
+        return 0 < self.state.batch < self.steps_per_epoch
+
+    def say(self, msg: str) -> None:
+        if self.ranks.is_primary:
+            self.log(msg)
+
+    def start_epoch(self) -> None:
+        s = self.state
+        # the checkpoint holds the partial epoch's sums over all ranks: rank 0 carries them on
+        start = s.partial if self.ranks.is_primary else EpochSums()
+        self.sums = RunningSums(start, self.device, self.steps_per_epoch, s.batch)
+        self._epoch_base, self._epoch_t0, self.in_epoch = s.elapsed, time.perf_counter(), True
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """One optimiser step on a batch, and its loss and accuracy added to the running sums."""
+        s, cfg = self.state, self.cfg
+        if self.augment is not None:
+            x = self.augment(x, seed=cfg.seed + self.ranks.rank, epoch=s.epoch, batch=s.batch,
+                             fill=self.train_loader.shift)
+        with self.autocast:
+            logits = self.net(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.sums.add(s.batch, loss, logits, y)
+        s.batch += 1
+        s.step += 1
+
+    def end_epoch_timing(self) -> float:
+        """The finished (or stopped) epoch's training seconds, resumed parts included."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # kernels run asynchronously: time what actually ran
+        seconds = self.epoch_seconds()
+        self.in_epoch = False
+        return seconds
+
+    def epoch_seconds(self) -> float:
+        return self._epoch_base + time.perf_counter() - self._epoch_t0
+
+    def train_seconds(self) -> float:
+        """Training seconds of the whole run so far (finished epochs, plus the current one while inside it)."""
+        return sum(r["seconds"] for r in self.state.history) + (self.epoch_seconds() if self.in_epoch else 0.0)
+
+    def request_stop(self, reason: str) -> None:
+        self.stop_reason = self.stop_reason or reason
+
+    # ------------------------------------------------------------------------- what observers call
+
+    def evaluate(self, loader: BatchLoader | None = None, keep_outputs: bool | None = None) -> EvalResult:
+        """Loss and accuracy of the eval split (or ``loader``), reduced over ranks."""
+        self.check_finite()
+        keep = self.keep_eval_outputs if keep_outputs is None else keep_outputs
+        r = evaluate(self.model, loader or self.eval_loader, limit=self.cfg.eval_limit, keep_outputs=keep)
+        if self.ranks.enabled:
+            loss_sum, correct, n = self.ranks.all_reduce_sum([r.loss * r.n, float(r.correct), float(r.n)], self.device)
+            r = EvalResult(loss=loss_sum / n, accuracy=100.0 * correct / n, n=int(n), correct=int(correct))
+        if loader is None:
+            self.last_eval = (self.state.step, r)
+        return r
+
+    def latest_evaluation(self) -> EvalResult:
+        """The eval split's evaluation now: reused when the last one was made at this very step."""
+        if self.last_eval is not None and self.last_eval[0] == self.state.step:
+            return self.last_eval[1]
+        return self.evaluate()
+
+    def reduced_sums(self) -> EpochSums:
+        """This epoch's running sums over all ranks (a collective: every rank must call it)."""
+        total = self.ranks.all_reduce_sum([float(self.sums.loss), float(self.sums.correct), float(self.sums.count)],
+                                          self.device)
+        return EpochSums(total[0], int(total[1]), int(total[2]))
+
+    def check_finite(self) -> None:
+        """Raise :class:`Diverged` (one line) when a loss of this epoch was NaN or infinite."""
+        if self.sums is None:
+            return
+        bad = not math.isfinite(float(self.sums.loss))
+        if self.ranks.enabled:  # every rank must stop together, or the others would wait forever
+            bad = self.ranks.all_reduce_sum([float(bad)], self.device)[0] > 0
+        if bad:
+            raise Diverged(self._divergence_message())
+
+    def _divergence_message(self) -> str:
+        s, cfg = self.state, self.cfg
+        batch = self.sums.first_bad_batch(s.batch)
+        where = (f"at step {s.step - (s.batch - batch)} (epoch {s.epoch + 1}, batch {batch + 1})" if batch is not None
+                 else f"by step {s.step} (epoch {s.epoch + 1})")
+        saved = (f"the last finite checkpoint is kept: {self.run_dir / 'last.pt'}"
+                 if self.run_dir is not None and (self.run_dir / "last.pt").is_file() else "no checkpoint was saved")
+        return (f"training diverged: the loss became NaN or infinite {where}; the learning rate ({cfg.lr:g}) is the "
+                f"likely cause: lower --lr (e.g. {cfg.lr / 10:g}) or use a recipe (--recipe fast); {saved}")
+
+    def payload(self) -> dict:
+        """What a checkpoint stores: enough to rebuild the model and continue the run bitwise."""
+        self.state.rng = torch.get_rng_state()
+        self.state.world_size = self.ranks.world_size
+        return {
+            "model": {"name": self.cfg.model, "args": self.model_args},
+            "config": self.cfg.to_dict(),
+            "data": self.info,
+            "state_dict": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "train_state": self.state.to_dict(),
+        }
+
+    def save(self, name: str) -> None:
+        """Save the position as ``run_dir/name`` (every rank calls it: mid-epoch sums are a collective)."""
+        self.check_finite()  # never write a checkpoint of diverged weights
+        if self.inside_epoch:
+            self.state.partial = self.reduced_sums()
+            self.state.elapsed = self.epoch_seconds()
+        if self.run_dir is not None:
+            save_checkpoint(self.run_dir / name, self.payload())
