@@ -10,8 +10,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from cnnlab.errors import CnnlabError
 from cnnlab.runs import DEFAULT_CHECKPOINT
