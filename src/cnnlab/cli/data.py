@@ -29,8 +29,8 @@ def cmd_data_fetch(args) -> int:
 
     d = load_dataset(args.name, data_dir=args.data_dir)
     checked = "verified by MD5" if ":" not in d.name else "read (no official checksums for local data)"
-    print(f"{d.name}: {plural(len(d.train_labels), 'train image')} and {plural(len(d.test_labels), 'test image')}, "
-          f"{checked}, from {d.source}")
+    print(f"{d.name}: {len(d.train_labels):,} train and {plural(len(d.test_labels), 'test image')}, {checked}, "
+          f"from {d.source}")
     return 0
 
 
