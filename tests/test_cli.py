@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from cnnlab.cli import main
+from apps_helpers import draw_digit, tiny_checkpoint
+from cnnlab.cli import build_parser, main
 from conftest import write_idx_dataset
 
 
@@ -92,3 +95,123 @@ def test_compare_and_export_weights_cli(tiny_idx, tmp_path, capsys):
     assert code == 0 and (run_dir / "model.safetensors").is_file()
     code, _, err = run(["compare", "--models", "nope", "--dataset", f"idx:{tiny_idx}"], capsys)
     assert code == 2 and "unknown model(s) nope" in err
+
+
+# ----------------------------------------------------------------------------- the parser itself
+
+EXPECTED_COMMANDS = {"train", "evaluate", "compare", "export-weights", "data", "models", "analyze", "predict",
+                     "export", "serve"}
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    found = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found.update(action.choices)
+    return found
+
+
+def _walk(parser: argparse.ArgumentParser, path: str = "cnnlab"):
+    """Every (command path, parser) of the tree: cnnlab, cnnlab train, cnnlab data fetch, ..."""
+    yield path, parser
+    for name, sub in _subparsers(parser).items():
+        yield from _walk(sub, f"{path} {name}")
+
+
+def test_the_parser_registers_exactly_the_expected_commands():
+    assert set(_subparsers(build_parser())) == EXPECTED_COMMANDS
+
+
+def test_bare_cnnlab_and_bare_groups_print_their_help(capsys):
+    code, out, err = run([], capsys)
+    assert code == 0 and err == "" and out.startswith("usage: cnnlab") and all(c in out for c in EXPECTED_COMMANDS)
+    code, out, _ = run(["data"], capsys)
+    assert code == 0 and out.startswith("usage: cnnlab data") and "fetch" in out and "info" in out
+    proc = subprocess.run([sys.executable, "-m", "cnnlab"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: cnnlab") and proc.stderr == ""
+
+
+def test_every_option_has_help_with_its_default():
+    missing, no_default = [], []
+    for path, parser in _walk(build_parser()):
+        for action in parser._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)):
+                continue
+            name = action.option_strings[-1] if action.option_strings else action.dest
+            if not (action.help or "").strip():
+                missing.append(f"{path} {name}")
+            elif action.option_strings and "(default: " not in action.help and "; default: " not in action.help:
+                no_default.append(f"{path} {name}")
+        parser.format_help()  # every help string formats (no stray %)
+    assert not missing, f"options without help: {missing}"
+    assert not no_default, f"options whose help does not state the default: {no_default}"
+
+
+def test_one_checkpoint_default_for_every_command():
+    from cnnlab.runs import CHECKPOINTS, DEFAULT_CHECKPOINT
+
+    found = {}
+    for path, parser in _walk(build_parser()):
+        for action in parser._actions:
+            if "--checkpoint" in action.option_strings:
+                found[path] = (action.default, tuple(action.choices))
+                assert "(default: %(default)s)" in action.help and "--val-split" in action.help
+    assert set(found) == {"cnnlab evaluate", "cnnlab export-weights", "cnnlab analyze branches", "cnnlab predict",
+                          "cnnlab export", "cnnlab serve"}
+    assert set(found.values()) == {(DEFAULT_CHECKPOINT, CHECKPOINTS)} and DEFAULT_CHECKPOINT == "last"
+
+
+def test_train_help_shows_what_each_recipe_sets(capsys):
+    from cnnlab.config import RECIPES
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr()[0].split())  # unwrapped
+    for name, values in RECIPES.items():
+        assert f"{name}: --epochs {values['epochs']} --batch-size {values['batch_size']}" in out
+    assert f"--lr LR learning rate; the peak rate with --schedule onecycle (default: from --recipe: lecture " \
+           f"{RECIPES['lecture']['lr']:g}, fast {RECIPES['fast']['lr']:g})" in out
+
+
+def test_argument_errors_are_one_line_naming_the_fix(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["export", "runs/x", "--format", "tflite"])
+    _, err = capsys.readouterr()
+    assert exc.value.code == 2 and err.count("\n") == 1
+    assert err.startswith("cnnlab: error: argument --format: invalid choice") and "see 'cnnlab export --help'" in err
+
+
+def test_parsing_and_help_do_not_import_torch():
+    probe = ("import sys; from cnnlab.cli import build_parser; p = build_parser(); p.parse_args(['train']); "
+             "p.format_help(); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# ----------------------------------------------------------------------------- predict --show-input
+
+
+def test_predict_show_input_without_dir_writes_beside_the_input(tmp_path, capsys, monkeypatch):
+    ckpt = tiny_checkpoint(tmp_path / "run" / "last.pt")
+    digit = tmp_path / "mine" / "my_digit.jpg"
+    digit.parent.mkdir()
+    draw_digit().convert("RGB").save(digit)
+    code, out, err = run(["predict", str(ckpt.parent), str(digit), "--show-input"], capsys)
+    beside = digit.parent / "my_digit.input.png"
+    assert code == 0 and err == "" and beside.is_file() and f"wrote {beside}" in out
+
+    # a folder that cannot be written: into ./cnnlab-inputs instead, and said so
+    import cnnlab.predict
+
+    real = cnnlab.predict.save_input_image
+
+    def read_only_beside(pred, directory, taken=None):
+        if Path(directory) == digit.parent:
+            raise PermissionError(13, "Permission denied")
+        return real(pred, directory, taken)
+
+    monkeypatch.setattr(cnnlab.predict, "save_input_image", read_only_beside)
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(["predict", str(ckpt.parent), str(digit), "--show-input", "--json"], capsys)
+    fallback = Path("cnnlab-inputs") / "my_digit.input.png"
+    assert code == 0 and json.loads(out)[0]["input_image"] == str(fallback) and (tmp_path / fallback).is_file()

@@ -77,9 +77,3 @@ def test_export_errors(tmp_path, capsys):
         export_run(ckpt, "tflite")
     with pytest.raises(SystemExit):
         main(["export", str(ckpt), "--format", "tflite"])
-
-
-def test_cli_constants_match_the_library():
-    from cnnlab import apps_cli, export
-
-    assert apps_cli.EXPORT_FORMATS == export.FORMATS and apps_cli.EXPORT_TOLERANCE == export.TOLERANCE

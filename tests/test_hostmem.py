@@ -7,7 +7,8 @@ import textwrap
 
 import pytest
 
-from cnnlab.cli import build_parser, config_from_args
+from cnnlab.cli import build_parser
+from cnnlab.cli.train import config_from_args
 from cnnlab.hostmem import keep_freed_memory
 
 PROBE = textwrap.dedent("""

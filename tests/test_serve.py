@@ -23,7 +23,7 @@ from apps_helpers import draw_digit, png_header_only, tiny_checkpoint
 from cnnlab.models import create_model
 from cnnlab.predict import Predictor
 from cnnlab.serve.branches import record_branch_energy, shares
-from cnnlab.serve.cli import check_port_free
+from cnnlab.serve.server import check_port_free
 
 uvicorn = pytest.importorskip("uvicorn")
 pytest.importorskip("fastapi")

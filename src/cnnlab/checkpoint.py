@@ -28,6 +28,7 @@ import torch.nn as nn
 from cnnlab.errors import CheckpointError
 from cnnlab.fileio import atomic_write_bytes, atomic_write_text, remove_stale_temp_files, sha256_file
 from cnnlab.models import create_model
+from cnnlab.runs import CHECKPOINTS, DEFAULT_CHECKPOINT
 
 FORMAT = "cnnlab-checkpoint"
 VERSION = 2
@@ -233,9 +234,11 @@ def load_state_dict_file(path: str | Path) -> dict:
     return obj
 
 
-def resolve_checkpoint(path: str | Path, which: str = "last") -> Path:
-    """A run directory -> its ``which``.pt; a file -> itself."""
+def resolve_checkpoint(path: str | Path, which: str = DEFAULT_CHECKPOINT) -> Path:
+    """A run directory -> its ``which``.pt (``which`` one of :data:`cnnlab.runs.CHECKPOINTS`); a file -> itself."""
     path = Path(path)
+    if which not in CHECKPOINTS:
+        raise CheckpointError(f"no checkpoint named {which!r}; choose one of: {', '.join(CHECKPOINTS)}")
     if path.is_dir():
         candidate = path / f"{which}.pt"
         if not candidate.is_file():

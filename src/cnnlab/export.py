@@ -24,12 +24,10 @@ from cnnlab import __version__
 from cnnlab.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
 from cnnlab.data import load_dataset
 from cnnlab.errors import CnnlabError
+from cnnlab.export_formats import FORMATS, SUFFIXES, TOLERANCE
 from cnnlab.fileio import atomic_write_bytes
+from cnnlab.runs import DEFAULT_CHECKPOINT
 
-FORMATS = ("onnx", "torchscript")
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
-#: Largest accepted absolute difference of logits between the export and PyTorch.
-TOLERANCE = 1e-4
 #: ONNX opset: 17 is read by every onnxruntime of the last years.
 OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
@@ -135,7 +133,7 @@ def export_run(
     fmt: str = "onnx",
     *,
     out: str | Path | None = None,
-    which: str = "last",
+    which: str = DEFAULT_CHECKPOINT,
     samples: int = 256,
     dataset: str | None = None,
     data_dir: str | None = None,
@@ -182,7 +180,7 @@ def read_onnx_metadata(path: str | Path) -> dict[str, str]:
     return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
 
 
-def export_safetensors(run: str | Path, which: str = "best", out: str | Path | None = None) -> Path:
+def export_safetensors(run: str | Path, which: str = DEFAULT_CHECKPOINT, out: str | Path | None = None) -> Path:
     """Write a checkpoint's bare weights as safetensors, with the metadata of ``cnnlab export`` (model,
     classes, normalisation, input layout) plus the model's arguments."""
     from safetensors.torch import save as save_safetensors  # only this export needs it

@@ -35,6 +35,12 @@ LOCK_FILE = ".lock"
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
+#: The checkpoints a run folder holds, as ``<name>.pt``: ``last`` (the end of training, or of the last
+#: save) and ``best`` (the highest evaluated accuracy: on the test set, or on the validation split
+#: when the run used one). Commands that read a run take ``last`` unless told otherwise.
+CHECKPOINTS = ("last", "best")
+DEFAULT_CHECKPOINT = "last"
+
 
 def new_run_dir(root: str | Path, model: str, dataset: str) -> Path:
     """A fresh directory under ``root``; a numeric suffix avoids clobbering a run of the same second."""

@@ -1,7 +1,7 @@
 """``cnnlab serve``: a small web app to draw a digit and watch the net classify it.
 
 ``create_app`` (in :mod:`cnnlab.serve.app`) builds the FastAPI app around a
-:class:`cnnlab.predict.Predictor`; :mod:`cnnlab.serve.cli` adds the command. FastAPI and uvicorn
+:class:`cnnlab.predict.Predictor`; :mod:`cnnlab.serve.server` runs it. FastAPI and uvicorn
 are imported only when the app is built, so the rest of cnnlab does not pay for them.
 """
 

@@ -1,11 +1,18 @@
-"""``cnnlab analyze branches RUN`` and ``cnnlab analyze gradients``: parse arguments, call the library, save."""
+"""``cnnlab analyze branches RUN`` and ``cnnlab analyze gradients``: measure the lecture's two claims."""
+
+# cnnlab.analysis imports torch (~1.3 s) and matplotlib: it is imported inside the command functions,
+# so that parsing, --help and argument errors answer without them. (That is also why --norm has no
+# argparse choices: they live in cnnlab.models.stacks.NORMS, behind torch; the library checks the value.)
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from cnnlab.cli.common import DEFAULTS, add_data_args, add_device, add_eval_batch_size, add_json, add_run
 from cnnlab.errors import CnnlabError
+from cnnlab.fileio import atomic_write_json
+from cnnlab.runs import new_run_dir, run_dir_of
 
 
 def _print(msg: str) -> None:
@@ -16,68 +23,76 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("analyze", help="measure the lecture's claims on your own models and data",
                               description="Measure the lecture's two claims: which kernel an Inception module "
                                           "relies on, and how residuals keep gradients alive in deep stacks.")
-    sub = p.add_subparsers(dest="analyze_cmd", required=True)
+    p.set_defaults(func=None, help_of=p)
+    sub = p.add_subparsers(dest="analyze_cmd", metavar="COMMAND", title="commands")
+    _add_branches_parser(sub)
+    _add_gradients_parser(sub)
 
+
+def _add_branches_parser(sub) -> None:
     b = sub.add_parser("branches", help="ablate each Inception branch of a trained run and measure its use",
                        description="For each Inception module of a trained run and each branch (pool, 1x1, 5x5, "
                                    "3x3): test accuracy with the branch zeroed and mean-ablated, the next layer's "
                                    "weight share on its channels, and its activation energy per class. Writes "
                                    "branches.json and branches.png.")
-    b.add_argument("run", help="run directory (or .pt checkpoint) written by 'cnnlab train' for an Inception model")
-    b.add_argument("--checkpoint", choices=("last", "best"), default="last",
-                   help="which checkpoint of a run directory (default: last)")
+    add_run(b)
     b.add_argument("--train-images", type=int, default=10_000,
                    help="train images (a fixed random subset) to compute mean activations from; 0: all "
-                        "(default: 10000)")
-    b.add_argument("--dataset", default=None, help="dataset to test on (default: the run's own)")
-    b.add_argument("--data-dir", default=None, help="directory holding the dataset's IDX files")
-    b.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
-    b.add_argument("--batch-size", type=int, default=1000, help="evaluation batch size (default: 1000)")
-    b.add_argument("--out", default=None, help="directory for branches.json and branches.png (default: the run directory)")
-    b.add_argument("--json", action="store_true", help="print the JSON instead of the table")
+                        "(default: %(default)s)")
+    add_data_args(b, default=None, use=" to test on")
+    add_device(b)
+    add_eval_batch_size(b)
+    b.add_argument("--out", default=None,
+                   help="directory for branches.json and branches.png (default: the run directory)")
+    add_json(b, "the table")
     b.set_defaults(func=cmd_branches)
 
+
+def _add_gradients_parser(sub) -> None:
     g = sub.add_parser("gradients", help="gradient norms at init and short-budget accuracy of plain vs residual stacks",
                        description="Build plain and residual conv stacks (plain_stack, residual_stack) of one width "
                                    "and several depths; on real batches measure every layer's gradient norm at "
                                    "initialisation over several seeds, and the test accuracy after a short training "
                                    "budget. Writes gradients.json, gradients.png and depth.png.")
     g.add_argument("--depths", default="4,8,16,32,64",
-                   help="3x3 conv layers in each stack's body, comma-separated even numbers (default: 4,8,16,32,64)")
-    g.add_argument("--width", type=int, default=8, help="channels of every conv in the body (default: 8)")
-    g.add_argument("--norm", choices=("none", "batch"), default="none",
+                   help="3x3 conv layers in each stack's body, comma-separated even numbers (default: %(default)s)")
+    g.add_argument("--width", type=int, default=8, help="channels of every conv in the body (default: %(default)s)")
+    g.add_argument("--norm", default="none",
                    help="none: no normalisation, as in the lecture; batch: BatchNorm after every conv of both kinds "
-                        "(default: none)")
+                        "(default: %(default)s)")
     g.add_argument("--seeds", type=int, default=3,
-                   help="initialisations (each with its own batch) to measure gradients over (default: 3)")
-    g.add_argument("--batch-size", type=int, default=64, help="batch for gradients and training (default: 64, the lecture's)")
-    g.add_argument("--epochs", type=int, default=1, help="training budget: passes over --train-images; 0: gradients only (default: 1)")
+                   help="initialisations (each with its own batch) to measure gradients over (default: %(default)s)")
+    g.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
+                   help="batch for gradients and training (default: %(default)s, the lecture's)")
+    g.add_argument("--epochs", type=int, default=1,
+                   help="training budget: passes over --train-images; 0: gradients only (default: %(default)s)")
     g.add_argument("--train-images", type=int, default=6400,
                    help="train images per epoch of the budget (a fixed random subset, the same for every stack); "
-                        "0: all (default: 6400, affordable on a laptop CPU)")
-    g.add_argument("--test-images", type=int, default=10_000, help="test images to score each stack on; 0: all (default: 10000)")
-    g.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (default: 0.01, the lecture's)")
-    g.add_argument("--momentum", type=float, default=0.5, help="SGD momentum (default: 0.5, the lecture's)")
-    g.add_argument("--dataset", default="mnist", help="dataset (default: mnist)")
-    g.add_argument("--data-dir", default=None, help="directory holding the dataset's IDX files")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
-    g.add_argument("--out", default=None, help="directory for the results (default: runs/gradients-<dataset>-<timestamp>)")
-    g.add_argument("--json", action="store_true", help="print the JSON instead of the table")
+                        "0: all (default: %(default)s, affordable on a laptop CPU)")
+    g.add_argument("--test-images", type=int, default=10_000,
+                   help="test images to score each stack on; 0: all (default: %(default)s)")
+    g.add_argument("--lr", type=float, default=DEFAULTS.lr,
+                   help="SGD learning rate (default: %(default)s, the lecture's)")
+    g.add_argument("--momentum", type=float, default=DEFAULTS.momentum,
+                   help="SGD momentum (default: %(default)s, the lecture's)")
+    add_data_args(g)
+    add_device(g)
+    g.add_argument("--out", default=None,
+                   help="directory for the results (default: runs/gradients-<dataset>-<timestamp>)")
+    add_json(g, "the table")
     g.set_defaults(func=cmd_gradients)
 
 
 def cmd_branches(args) -> int:
     from cnnlab.analysis.branches import analyze_branches, format_branches
     from cnnlab.analysis.plots import plot_branches
-    from cnnlab.fileio import atomic_write_json
 
     if args.batch_size < 1:
         raise CnnlabError(f"--batch-size must be at least 1, got {args.batch_size}")
     result = analyze_branches(args.run, which=args.checkpoint, dataset=args.dataset, data_dir=args.data_dir,
                               train_images=args.train_images, device=args.device, batch_size=args.batch_size,
                               log=(lambda m: None) if args.json else _print)
-    run = Path(args.run)
-    out = Path(args.out) if args.out else (run if run.is_dir() else run.parent)
+    out = Path(args.out) if args.out else run_dir_of(args.run)
     atomic_write_json(out / "branches.json", result)
     plot_branches(result, out / "branches.png")
     if args.json:
@@ -91,8 +106,6 @@ def cmd_branches(args) -> int:
 def cmd_gradients(args) -> int:
     from cnnlab.analysis.gradients import analyze_gradients, format_gradients, parse_depths
     from cnnlab.analysis.plots import plot_depth, plot_gradients
-    from cnnlab.fileio import atomic_write_json
-    from cnnlab.runs import new_run_dir
 
     depths = parse_depths(args.depths)
     result = analyze_gradients(depths, width=args.width, norm=args.norm, seeds=args.seeds, batch_size=args.batch_size,

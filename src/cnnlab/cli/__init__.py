@@ -1,0 +1,46 @@
+"""The command line, ``cnnlab COMMAND ...``: it parses arguments and calls library functions (which tests
+call directly too).
+
+One way to add a command: a module in this package with ``register(subparsers)``, which adds its
+parsers and sets ``func`` (parsed args -> exit code) on each; import it below and list it in
+:data:`COMMAND_MODULES`. Arguments several commands share are in :mod:`cnnlab.cli.common`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from cnnlab import __version__
+from cnnlab.cli import analyze, data, evaluate, export, models, predict, serve, train
+from cnnlab.cli.common import Parser
+from cnnlab.errors import CnnlabError
+
+#: In the order ``cnnlab --help`` lists their commands.
+COMMAND_MODULES = (train, evaluate, models, data, analyze, predict, export, serve)
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="cnnlab", description="Train, evaluate and understand the lecture's CNNs. "
+                                               "'cnnlab COMMAND --help' shows a command's options and defaults.")
+    parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
+    # a command (or a group such as 'data') given without its subcommand prints its help: help_of
+    parser.set_defaults(func=None, help_of=parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for module in COMMAND_MODULES:
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.func is None:
+        args.help_of.print_help()
+        return 0
+    try:
+        return args.func(args)
+    except CnnlabError as err:
+        print(f"cnnlab: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cnnlab: interrupted", file=sys.stderr)
+        return 130

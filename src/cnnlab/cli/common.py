@@ -1,0 +1,100 @@
+"""What several commands share, written once: arguments, their defaults and help, and the error format."""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+from pathlib import Path
+
+from cnnlab.config import TrainConfig
+from cnnlab.runs import CHECKPOINTS, DEFAULT_CHECKPOINT
+
+#: The library's defaults (the lecture's recipe): every default shown in the help comes from here.
+DEFAULTS = TrainConfig()
+
+DEVICE_CHOICES_HELP = "auto (CUDA if available, then MPS, else CPU), cpu, cuda, cuda:N or mps"
+RUN_HELP = "run directory, or a checkpoint (.pt) inside one, written by 'cnnlab train'"
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's help, without breaking lines inside flag names (``--val-`` / ``split``)."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
+class RawDescriptionHelpFormatter(argparse.RawDescriptionHelpFormatter, HelpFormatter):
+    """The description as written (its own line breaks), the options as :class:`HelpFormatter` has them."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the house error format: one line, ``cnnlab: error: ...``, exit 2.
+
+    argparse's own format prints the usage first (15 lines for ``train``) and buries the error.
+    Subparsers are of this class too (``add_subparsers`` uses the parent's class)."""
+
+    def __init__(self, *args, formatter_class=HelpFormatter, **kwargs):
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
+    def error(self, message: str):
+        self.exit(2, f"cnnlab: error: {message}; see '{self.prog} --help'\n")
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 image``, ``2 images``, ``1,000 images``."""
+    return f"{n:,} {word if n == 1 else many or word + 's'}"
+
+
+def _absolute_dataset(name: str) -> str:
+    """``idx:``/``folder:`` paths made absolute, so a run can be evaluated from any directory."""
+    for prefix in ("idx:", "folder:"):
+        if name.startswith(prefix):
+            return prefix + str(Path(name[len(prefix):]).expanduser().resolve())
+    return name
+
+
+DATASET_HELP = ("mnist, fashion-mnist, idx:DIR (a directory with the four IDX files) or folder:DIR (one "
+                "subfolder of images per class)")
+
+
+def add_dataset_name(p: argparse.ArgumentParser) -> None:
+    """The dataset as a positional argument (``cnnlab data fetch NAME``)."""
+    p.add_argument("name", type=_absolute_dataset, help=f"dataset: {DATASET_HELP}")
+
+
+def add_data_args(p: argparse.ArgumentParser, default: str | None = DEFAULTS.dataset, use: str = "") -> None:
+    """``--dataset`` and ``--data-dir``; ``default=None`` means the run's own dataset."""
+    shown = "%(default)s" if default else "the run's own"
+    p.add_argument("--dataset", default=default, type=_absolute_dataset,
+                   help=f"dataset{use}: {DATASET_HELP} (default: {shown})")
+    p.add_argument("--data-dir", default=None,
+                   help="directory holding the dataset's IDX files (raw or .gz, also torchvision's MNIST/raw "
+                        "layout); tried before the cache and downloads (default: none)")
+
+
+def add_device(p: argparse.ArgumentParser, default: str = DEFAULTS.device, why: str = "") -> None:
+    p.add_argument("--device", default=default, help=f"{DEVICE_CHOICES_HELP} (default: %(default)s{why})")
+
+
+def add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=DEFAULTS.threads,
+                   help="CPU threads for torch; 0 keeps torch's default, usually one per physical core (default: %(default)s)")
+
+
+def add_run(p: argparse.ArgumentParser, optional: bool = False) -> None:
+    """The positional RUN and ``--checkpoint``: one default for every command that reads a run."""
+    p.add_argument("run", nargs="?" if optional else None, metavar="RUN", help=RUN_HELP)
+    p.add_argument("--checkpoint", choices=CHECKPOINTS, default=DEFAULT_CHECKPOINT,
+                   help="which checkpoint of a run directory: last (the end of training) or best (the highest "
+                        "evaluated accuracy: chosen on the test set, unless the run was trained with "
+                        "--val-split); ignored when RUN is a .pt file (default: %(default)s)")
+
+
+def add_eval_batch_size(p: argparse.ArgumentParser, flag: str = "--batch-size") -> None:
+    p.add_argument(flag, type=int, default=DEFAULTS.eval_batch_size,
+                   help="images per evaluation batch; changes memory use and speed, not the result "
+                        "(default: %(default)s)")
+
+
+def add_json(p: argparse.ArgumentParser, instead_of: str) -> None:
+    p.add_argument("--json", action="store_true", help=f"print JSON instead of {instead_of} (default: off)")

@@ -1,0 +1,48 @@
+"""``cnnlab data fetch`` and ``cnnlab data info``: get datasets, and see where they live."""
+
+# cnnlab.data imports torch (~1.3 s): it is imported inside the command functions, so that parsing,
+# --help and argument errors answer without it.
+
+from __future__ import annotations
+
+import json
+
+from cnnlab.cli.common import add_dataset_name, add_json, plural
+
+
+def register(sub) -> None:
+    p = sub.add_parser("data", help="fetch datasets and show where they live")
+    p.set_defaults(func=None, help_of=p)
+    dsub = p.add_subparsers(dest="data_cmd", metavar="COMMAND", title="commands")
+    f = dsub.add_parser("fetch", help="fetch, verify and cache a dataset")
+    add_dataset_name(f)
+    f.add_argument("--data-dir", default=None,
+                   help="directory holding the dataset's files; tried before the cache and downloads (default: none)")
+    f.set_defaults(func=cmd_data_fetch)
+    i = dsub.add_parser("info", help="where each dataset lives, sizes and checksum status")
+    add_json(i, "the table")
+    i.set_defaults(func=cmd_data_info)
+
+
+def cmd_data_fetch(args) -> int:
+    from cnnlab.data import load_dataset
+
+    d = load_dataset(args.name, data_dir=args.data_dir)
+    checked = "verified by MD5" if ":" not in d.name else "read (no official checksums for local data)"
+    print(f"{d.name}: {len(d.train_labels):,} train and {plural(len(d.test_labels), 'test image')}, {checked}, "
+          f"from {d.source}")
+    return 0
+
+
+def cmd_data_info(args) -> int:
+    from cnnlab.data.status import dataset_status
+
+    rows = dataset_status()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        print(f"{r['name']}: {r['status']}  ({r['location']})")
+        for f in r["files"]:
+            print(f"  {f['file']:<28} {f['bytes']:>12,} bytes  {f['status']}")
+    return 0

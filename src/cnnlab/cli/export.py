@@ -1,0 +1,60 @@
+"""``cnnlab export`` (ONNX or TorchScript, checked against PyTorch) and ``cnnlab export-weights`` (safetensors)."""
+
+# cnnlab.export imports torch (~1.3 s): it is imported inside the command functions, so that parsing,
+# --help and argument errors answer without it (the choices come from the torch-free cnnlab.export_formats).
+
+from __future__ import annotations
+
+from cnnlab.cli.common import add_data_args, add_run, plural
+from cnnlab.export_formats import FORMATS, SUFFIXES, TOLERANCE, WEIGHT_FORMATS
+
+
+def register(sub) -> None:
+    _add_export_parser(sub)
+    _add_export_weights_parser(sub)
+
+
+def _add_export_parser(sub) -> None:
+    p = sub.add_parser(
+        "export", help="export a run as ONNX or TorchScript, checked against PyTorch",
+        description="Write the run's net as ONNX (dynamic batch axis, normalisation in metadata_props) or "
+                    "TorchScript, then check it on test images: the largest logit difference from PyTorch is "
+                    f"printed and must be under {TOLERANCE:g}.")
+    add_run(p)
+    p.add_argument("--format", choices=FORMATS, default=FORMATS[0],
+                   help="format of the exported file; ONNX is checked with onnxruntime (default: %(default)s)")
+    suffixes = " or ".join(f"RUN/last{s}" for s in SUFFIXES.values())
+    p.add_argument("--out", default=None, help=f"output file (default: beside the checkpoint, e.g. {suffixes})")
+    p.add_argument("--samples", type=int, default=256, help="test images used for the check (default: %(default)s)")
+    add_data_args(p, default=None, use=" to check on")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args) -> int:
+    from cnnlab.export import export_run
+
+    res = export_run(args.run, args.format, out=args.out, which=args.checkpoint, samples=args.samples,
+                     dataset=args.dataset, data_dir=args.data_dir)
+    print(f"wrote {res.path} ({res.format}); checked on {plural(res.n_checked, 'test image')} in batches of "
+          f"{' and '.join(map(str, res.batch_sizes))}: max abs logit difference {res.max_abs_diff:.3e} "
+          f"(limit {TOLERANCE:g})")
+    return 0
+
+
+def _add_export_weights_parser(sub) -> None:
+    p = sub.add_parser("export-weights", help="write a run's bare weights for other tools (safetensors)",
+                       description="Write a checkpoint's weights as safetensors, with the metadata of 'cnnlab "
+                                   "export' (model and its arguments, classes, normalisation, input layout).")
+    add_run(p)
+    p.add_argument("--format", choices=WEIGHT_FORMATS, default=WEIGHT_FORMATS[0],
+                   help="format of the weights file (default: %(default)s)")
+    p.add_argument("--out", default=None, help="output file (default: RUN/model.safetensors)")
+    p.set_defaults(func=cmd_export_weights)
+
+
+def cmd_export_weights(args) -> int:
+    from cnnlab.export import export_safetensors
+
+    path = export_safetensors(args.run, which=args.checkpoint, out=args.out)
+    print(f"wrote {path}")
+    return 0

@@ -1,0 +1,89 @@
+"""``cnnlab predict RUN IMAGE...``: classify your own digit images with a trained run."""
+
+# cnnlab.predict imports torch (~1.3 s): it is imported inside the functions that use it, so that
+# parsing, --help and argument errors answer without it.
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from cnnlab.cli.common import add_device, add_json, add_run, plural
+from cnnlab.errors import CnnlabError
+
+#: Where ``--show-input`` without DIR writes an input image whose own folder is not writable.
+FALLBACK_INPUT_DIR = Path("cnnlab-inputs")
+#: The ``--show-input`` value that means "beside each input file".
+BESIDE = ""
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "predict", help="classify your own digit images with a trained run",
+        description="Classify image files (PNG, JPEG, BMP, GIF, WebP; any size, colour or gray, dark ink on light "
+                    "paper or light on dark). Each is made MNIST-like first: grayscale, inverted if the paper is "
+                    "light, cropped to the ink, scaled to 20 px, centred by mass in 28x28, normalised like the "
+                    "run's data. Bad files are reported and skipped; the exit code is 1 if any failed.")
+    add_run(p)
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, directories (their image files) or globs")
+    p.add_argument("--top-k", type=int, default=3, help="classes shown per image (default: %(default)s)")
+    add_json(p, "the table: one array holding, per file, its top classes or its error")
+    p.add_argument("--show-input", metavar="DIR", nargs="?", const=BESIDE, default=None,
+                   help="save the 28x28 image the net saw for each file as <name>.input.png: into DIR if given, "
+                        f"else beside the file (or into ./{FALLBACK_INPUT_DIR}/ where that folder is not "
+                        "writable); give it after the images, or with a DIR (default: off)")
+    add_device(p)
+    p.set_defaults(func=cmd_predict)
+
+
+def save_input_images(preds, directory: str | Path | None = None,
+                      fallback: str | Path = FALLBACK_INPUT_DIR) -> dict[str, Path]:
+    """Each prediction's input image (``<stem>.input.png``), by file name: into ``directory``, or, when it
+    is None, beside each input file, or into ``fallback`` where that folder cannot be written."""
+    from cnnlab.predict import save_input_image
+
+    taken: dict[Path, set[str]] = {}  # per folder: names written in this batch, so none is overwritten
+    saved = {}
+    for pred in preds:
+        folders = [Path(directory)] if directory is not None else [Path(pred.name).parent, Path(fallback)]
+        for folder in folders:
+            try:
+                saved[pred.name] = save_input_image(pred, folder, taken.setdefault(folder, set()))
+                break
+            except OSError as err:
+                reason = err.strerror or type(err).__name__
+        else:
+            tried = " nor ".join(str(f) for f in folders)
+            raise CnnlabError(f"--show-input: cannot write the input image of {pred.name} into {tried} ({reason}); "
+                              "give a writable folder: --show-input DIR")
+    return saved
+
+
+def cmd_predict(args) -> int:
+    from cnnlab.predict import Predictor, predict_paths
+
+    if args.top_k < 1:
+        raise CnnlabError(f"--top-k must be at least 1, got {args.top_k}")
+    predictor = Predictor.from_run(args.run, which=args.checkpoint, device=args.device)
+    preds, failures = predict_paths(predictor, args.images)
+    k = min(args.top_k, len(predictor.classes))
+    saved: dict[str, Path] = {}
+    if args.show_input is not None:
+        saved = save_input_images(preds, None if args.show_input == BESIDE else args.show_input)
+    for f in failures:
+        print(f"cnnlab: skipped {f.error}", file=sys.stderr)
+    if args.json:
+        rows = [{**pred.to_dict(k), **({"input_image": str(saved[pred.name])} if pred.name in saved else {})}
+                for pred in preds]
+        print(json.dumps(rows + [f.to_dict() for f in failures], indent=2))
+    else:
+        width = max((len(p.name) for p in preds), default=0)
+        for pred in preds:
+            ranked = "  ".join(f"{c} {100 * prob:5.1f}%" for c, prob in pred.top(k))
+            print(f"{pred.name:<{width}}  {ranked}")
+        for name, path in saved.items():
+            print(f"wrote {path} (what the net saw of {name})")
+        if failures:
+            print(f"{plural(len(preds), 'image')} predicted, {len(failures)} failed", file=sys.stderr)
+    return 1 if failures else 0

@@ -1,0 +1,29 @@
+"""``cnnlab serve RUN``: a web page to draw digits and watch the net classify them."""
+
+from __future__ import annotations
+
+from cnnlab.cli.common import add_device, add_run
+from cnnlab.serve import DEFAULT_MAX_BYTES
+from cnnlab.serve.server import DEFAULT_DEVICE, DEFAULT_HOST, DEFAULT_PORT, MIN_UPLOAD_BYTES, run_server
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="a web page to draw digits and watch the net classify them",
+                       description="Serve one page (draw a digit; see the class probabilities, the 28x28 image "
+                                   "the net saw and, for Inception nets, each branch's activation energy) and "
+                                   "a JSON endpoint POST /predict taking an image file. Ctrl+C stops it.")
+    add_run(p)
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help="address to bind (default: %(default)s, this machine only; 0.0.0.0 exposes it to the "
+                        "network, without authentication)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port (default: %(default)s)")
+    add_device(p, default=DEFAULT_DEVICE, why="; one image per request")
+    p.add_argument("--max-upload-bytes", type=int, default=DEFAULT_MAX_BYTES,
+                   help=f"largest accepted request body, at least {MIN_UPLOAD_BYTES:,} (default: {DEFAULT_MAX_BYTES:,})")
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args) -> int:
+    run_server(args.run, which=args.checkpoint, host=args.host, port=args.port, device=args.device,
+               max_bytes=args.max_upload_bytes)
+    return 0

@@ -1,0 +1,203 @@
+"""``cnnlab train`` and ``cnnlab compare``: one run, or every (model, seed) pair under the same recipe."""
+
+# The training library (cnnlab.engine, cnnlab.compare, cnnlab.models) imports torch (~1.3 s): it is
+# imported inside the command functions, so that parsing, --help and argument errors answer without it.
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import textwrap
+
+from cnnlab.cli.common import (
+    DEFAULTS, RawDescriptionHelpFormatter, add_data_args, add_device, add_eval_batch_size, add_threads, plural,
+)
+from cnnlab.config import AUGMENTS, OPTIMIZERS, PRECISIONS, PROCESS_FIELDS, RECIPES, SCHEDULES, TrainConfig, apply_recipe
+from cnnlab.errors import CnnlabError
+
+#: Flags whose default comes from the recipe (None on the command line = not given): every recipe sets the same keys.
+RECIPE_FLAGS = tuple(RECIPES["lecture"])
+#: What each recipe flag means, and its type (a tuple: its choices; bool: --flag/--no-flag).
+#: A recipe key missing here fails every parser build (and tests/test_cli.py) until it gets its help.
+RECIPE_FLAG_HELP: dict[str, tuple[type | tuple, str]] = {
+    "epochs": (int, "passes over the train split"),
+    "batch_size": (int, "global images per optimiser step, split across processes under torchrun"),
+    "optimizer": (OPTIMIZERS, "optimiser"),
+    "lr": (float, "learning rate; the peak rate with --schedule onecycle"),
+    "momentum": (float, "SGD momentum"),
+    "weight_decay": (float, "weight decay"),
+    "schedule": (SCHEDULES, "learning-rate schedule"),
+    "augment": (AUGMENTS, "batched augmentation: shift = random translation of up to 2 px"),
+    "label_smoothing": (float, "cross-entropy label smoothing"),
+    "evals_per_epoch": (int, "evaluations per epoch while --target-accuracy is set"),
+    "channels_last": (bool, "channels-last memory format for data and weights"),
+}
+#: ``--dry-run``: this many optimiser steps, evaluated on this many test images.
+DRY_RUN_STEPS, DRY_RUN_EVAL_IMAGES = 2, 1000
+COMPARE_MODELS = ("inception", "resnet", "basic_cnn")
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def _value(value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _shown(key: str, value) -> str:
+    """A recipe's value as the flag that sets it: ``--lr 0.01``, ``--no-channels-last``."""
+    if isinstance(value, bool):
+        return _flag(key) if value else "--no-" + _flag(key)[2:]
+    return f"{_flag(key)} {_value(value)}"
+
+
+def recipes_text(width: int | None = None) -> str:
+    """Each recipe and the flags it sets, from ``cnnlab.config.RECIPES``; as wide as argparse's help."""
+    width = width or min(100, shutil.get_terminal_size().columns - 2)
+    lines = ["recipes (a flag you give overrides the recipe's value):"]
+    for name, values in RECIPES.items():
+        body = " ".join(_shown(k, v) for k, v in values.items())
+        lines += textwrap.wrap(f"{name}: {body}", width, initial_indent="  ", subsequent_indent="      ")
+    return "\n".join(lines)
+
+
+def _add_recipe_flags(p: argparse.ArgumentParser, keys=RECIPE_FLAGS) -> None:
+    p.add_argument("--recipe", choices=tuple(RECIPES), default=DEFAULTS.recipe,
+                   help="named settings: the defaults of the flags that say 'from --recipe'; each recipe's "
+                        "values are listed above (default: %(default)s)")
+    for key in keys:
+        kind, text = RECIPE_FLAG_HELP[key]
+        values = ", ".join(f"{name} {_value(r[key])}" for name, r in RECIPES.items())
+        help = f"{text} (default: from --recipe: {values})".replace("%", "%%")
+        if kind is bool:
+            p.add_argument(_flag(key), action=argparse.BooleanOptionalAction, default=None, help=help)
+        elif isinstance(kind, tuple):
+            p.add_argument(_flag(key), choices=kind, default=None, help=help)
+        else:
+            p.add_argument(_flag(key), type=kind, default=None, help=help)
+
+
+def _add_val_split(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--val-split", type=float, default=DEFAULTS.val_split,
+                   help="hold out this fraction of the train split (seeded) to choose best.pt; the test set is "
+                        "then used once, at the end (default: %(default)s, best.pt is chosen on the test set)")
+
+
+def register(sub) -> None:
+    _add_train_parser(sub)
+    _add_compare_parser(sub)
+
+
+def _add_train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a model (defaults: the lecture's recipe)",
+                       formatter_class=RawDescriptionHelpFormatter,
+                       description="Train a registered model (see 'cnnlab models') and write its run folder.\n\n"
+                                   + recipes_text())
+    p.add_argument("--model", default=DEFAULTS.model, help="model name; see 'cnnlab models' (default: %(default)s)")
+    add_data_args(p)
+    _add_recipe_flags(p)
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seed for weights and batch order (default: %(default)s)")
+    _add_val_split(p)
+    add_device(p)
+    add_threads(p)
+    p.add_argument("--malloc-tuning", action=argparse.BooleanOptionalAction, default=DEFAULTS.malloc_tuning,
+                   help="keep freed host memory for reuse instead of returning it to the OS every step "
+                        "(glibc; process-wide; default: on)")
+    p.add_argument("--precision", choices=PRECISIONS, default=DEFAULTS.precision,
+                   help="bf16 = autocast on CPU/CUDA, weights stay fp32 (default: %(default)s)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model; needs a C++ compiler on CPU (default: off)")
+    p.add_argument("--target-accuracy", type=float, default=DEFAULTS.target_accuracy,
+                   help="stop as soon as the evaluated accuracy reaches this percentage (default: %(default)s, off)")
+    add_eval_batch_size(p, "--eval-batch-size")
+    p.add_argument("--max-steps", type=int, default=DEFAULTS.max_steps,
+                   help="stop after this many optimiser steps in total; resumable (default: %(default)s, no limit)")
+    p.add_argument("--save-every", type=int, default=DEFAULTS.save_every,
+                   help="also save last.pt every N steps, so a killed run loses at most N steps "
+                        "(default: %(default)s, only at epoch ends)")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard scalars to RUN/tensorboard (default: off)")
+    p.add_argument("--out", default=None, help="run directory (default: runs/<model>-<dataset>-<timestamp>)")
+    process = ", ".join(_flag(k) for k in PROCESS_FIELDS)
+    p.add_argument("--resume", metavar="RUN_DIR", default=None,
+                   help=f"continue the run in RUN_DIR from its last.pt, with its own settings; {process} still "
+                        "apply (default: a new run)")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar (default: off; the bar is also off when the output is not a terminal)")
+    p.add_argument("--dry-run", action="store_true",
+                   help=f"train {DRY_RUN_STEPS} batches, evaluate {DRY_RUN_EVAL_IMAGES:,} test images, "
+                        "write nothing (default: off)")
+    p.set_defaults(func=cmd_train)
+
+
+def config_from_args(args) -> TrainConfig:
+    """A TrainConfig from parsed ``train`` flags: the recipe's values, then the flags given."""
+    given = {k: getattr(args, k) for k in RECIPE_FLAGS if getattr(args, k) is not None}
+    cfg = TrainConfig(
+        model=args.model, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed, device=args.device,
+        threads=args.threads, malloc_tuning=args.malloc_tuning, eval_batch_size=args.eval_batch_size,
+        max_steps=args.max_steps, save_every=args.save_every, val_split=args.val_split, precision=args.precision,
+        compile=args.compile, target_accuracy=args.target_accuracy,
+        tensorboard=args.tensorboard, recipe=args.recipe,
+    )
+    apply_recipe(cfg, given)
+    if args.dry_run:
+        cfg.epochs, cfg.max_steps, cfg.eval_limit = 1, DRY_RUN_STEPS, DRY_RUN_EVAL_IMAGES
+    return cfg.validate()
+
+
+def cmd_train(args) -> int:
+    from cnnlab.engine import train
+
+    cfg = config_from_args(args)
+    if args.resume:
+        result = train(cfg, resume=args.resume, quiet=args.quiet)
+    else:
+        result = train(cfg, out=args.out, write=not args.dry_run, quiet=args.quiet, report=not args.dry_run)
+    if args.dry_run:
+        print(f"dry run ok: {plural(result.final.n, 'test image')} evaluated, nothing written")
+    return 0
+
+
+def _add_compare_parser(sub) -> None:
+    p = sub.add_parser("compare", help="train several models over several seeds and compare them",
+                       formatter_class=RawDescriptionHelpFormatter,
+                       description="Train every (model, seed) pair under identical settings (or reuse finished "
+                                   "runs with the same config)\nand write comparison.md and comparison.png.\n\n"
+                                   + recipes_text())
+    p.add_argument("--models", nargs="+", default=list(COMPARE_MODELS),
+                   help=f"models to compare (default: {' '.join(COMPARE_MODELS)})")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per model (default: %(default)s)")
+    add_data_args(p)
+    _add_recipe_flags(p, ("epochs", "batch_size"))
+    _add_val_split(p)
+    add_device(p)
+    add_threads(p)
+    p.add_argument("--out", default=None,
+                   help="where runs and the comparison go (default: runs/compare-<dataset>-<recipe>)")
+    p.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args) -> int:
+    from cnnlab.compare import compare
+    from cnnlab.models import list_models
+
+    if args.seeds < 1:
+        raise CnnlabError(f"--seeds must be at least 1, got {args.seeds}")
+    cfg = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, device=args.device,
+                      threads=args.threads, val_split=args.val_split, recipe=args.recipe)
+    given = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size)) if v is not None}
+    apply_recipe(cfg, given).validate()
+    unknown = [m for m in args.models if m not in list_models()]
+    if unknown:
+        raise CnnlabError(f"unknown model(s) {', '.join(unknown)}; choose from: {', '.join(list_models())}")
+    safe = args.dataset.split(":", 1)[0]
+    out = args.out or f"runs/compare-{safe}-{args.recipe}"
+    res = compare(args.models, args.seeds, cfg, out)
+    print()
+    print(res["table"])
+    print(f"wrote {res['out'] / 'comparison.md'} and {res['out'] / 'comparison.png'}")
+    return 0

@@ -1,0 +1,15 @@
+"""What ``cnnlab export`` and ``export-weights`` write: formats, file suffixes and the check's tolerance.
+
+Torch-free, so that the command line offers these as choices without importing torch (~1.3 s); the
+exporter (:mod:`cnnlab.export`) takes them from here too, so there is one copy.
+"""
+
+from __future__ import annotations
+
+#: Formats of the whole net (graph and weights), usable outside Python's cnnlab.
+FORMATS = ("onnx", "torchscript")
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+#: Largest accepted absolute difference of logits between the export and PyTorch.
+TOLERANCE = 1e-4
+#: Formats of the bare weights (``export_safetensors``): safetensors only.
+WEIGHT_FORMATS = ("safetensors",)

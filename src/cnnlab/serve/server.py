@@ -1,0 +1,81 @@
+"""Running the drawing page: checks that fail early with one line (limits, a taken port), then uvicorn.
+
+The module itself is light (no torch, FastAPI or uvicorn at import): its defaults and checks are
+used by the command line's parser, which answers ``--help`` and argument errors without them;
+:func:`run_server` imports the app when it builds it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from cnnlab.errors import CnnlabError
+from cnnlab.runs import DEFAULT_CHECKPOINT
+from cnnlab.serve import DEFAULT_MAX_BYTES
+
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
+#: A smaller request limit would refuse even the page's own 280x280 canvas PNG (~10 KB).
+MIN_UPLOAD_BYTES = 1024
+#: The serving device: one image per request, which a CPU answers in milliseconds.
+DEFAULT_DEVICE = "cpu"
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail early with a one-line error instead of uvicorn's log and exit."""
+    if not 0 <= port <= 65535:
+        raise CnnlabError(f"--port must be in 0..65535, got {port}")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as err:
+            raise CnnlabError(f"cannot listen on {host}:{port} ({err.strerror}); pick another --port or --host") from None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _warn(msg: str) -> None:
+    print(f"cnnlab: warning: {msg}", file=sys.stderr)
+
+
+def run_server(
+    run: str | Path,
+    *,
+    which: str = DEFAULT_CHECKPOINT,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    device: str = DEFAULT_DEVICE,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    log: Callable[[str], None] = lambda msg: print(msg, flush=True),
+    warn: Callable[[str], None] = _warn,
+) -> None:
+    """Serve the page and ``POST /predict`` for the run (directory or ``.pt``) ``run`` until Ctrl+C."""
+    # uvicorn, FastAPI and torch (through the predictor): only when a server really starts
+    import uvicorn
+
+    from cnnlab.predict import Predictor
+    from cnnlab.serve.app import create_app
+
+    if max_bytes < MIN_UPLOAD_BYTES:
+        raise CnnlabError(f"--max-upload-bytes must be at least {MIN_UPLOAD_BYTES}, got {max_bytes}")
+    predictor = Predictor.from_run(run, which=which, device=device)
+    app = create_app(predictor, max_bytes=max_bytes)
+    check_port_free(host, port)
+    if not is_loopback(host):
+        warn(f"serving on {host}, reachable from other machines; there is no authentication")
+    shown = f"[{host}]" if ":" in host else host
+    log(f"serving {predictor.model_name} from {predictor.source} on http://{shown}:{port}/  (Ctrl+C stops)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
