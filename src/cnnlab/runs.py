@@ -19,7 +19,7 @@ try:
 except ImportError:  # pragma: no cover - Windows has no flock: runs there are not locked
     fcntl = None
 
-from cnnlab.data import dataset_kind
+from cnnlab.dataset_names import dataset_kind
 from cnnlab.errors import RunError
 from cnnlab.fileio import atomic_write_text
 

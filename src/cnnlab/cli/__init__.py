@@ -13,7 +13,7 @@ import sys
 from cnnlab import __version__
 from cnnlab.cli import analyze, data, evaluate, export, models, predict, serve, train
 from cnnlab.cli.common import Parser
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, Interrupted
 
 #: In the order ``cnnlab --help`` lists their commands.
 COMMAND_MODULES = (train, evaluate, models, data, analyze, predict, export, serve)
@@ -32,12 +32,17 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # which flags were typed (cnnlab.cli.common.given_flags), not only their values
     if args.func is None:
         args.help_of.print_help()
         return 0
     try:
         return args.func(args)
+    except Interrupted as err:  # the position was saved: not an error, but not a success either
+        print(f"cnnlab: {err}", file=sys.stderr)
+        return err.exit_code
     except CnnlabError as err:
         print(f"cnnlab: error: {err}", file=sys.stderr)
         return 2

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import textwrap
-from pathlib import Path
 
 from cnnlab.config import TrainConfig
+from cnnlab.dataset_names import canonical_dataset_name
 from cnnlab.runs import CHECKPOINTS, DEFAULT_CHECKPOINT
 
 #: The library's defaults (the lecture's recipe): every default shown in the help comes from here.
@@ -34,23 +34,29 @@ class Parser(argparse.ArgumentParser):
     Subparsers are of this class too (``add_subparsers`` uses the parent's class)."""
 
     def __init__(self, *args, formatter_class=HelpFormatter, **kwargs):
-        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+        # no abbreviations (--ep for --epochs): given_flags() reads the flags as typed
+        super().__init__(*args, formatter_class=formatter_class, allow_abbrev=False, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"cnnlab: error: {message}; see '{self.prog} --help'\n")
 
 
+def given_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The destinations of the options typed in ``argv`` (``--lr 0.1`` and ``--no-channels-last`` alike),
+    whatever their values: a value equal to the default was still given."""
+    given = set()
+    for token in argv:
+        if token == "--":
+            break
+        action = parser._option_string_actions.get(token.split("=", 1)[0]) if token.startswith("-") else None
+        if action is not None:
+            given.add(action.dest)
+    return given
+
+
 def plural(n: int, word: str, many: str | None = None) -> str:
     """``1 image``, ``2 images``, ``1,000 images``."""
     return f"{n:,} {word if n == 1 else many or word + 's'}"
-
-
-def _absolute_dataset(name: str) -> str:
-    """``idx:``/``folder:`` paths made absolute, so a run can be evaluated from any directory."""
-    for prefix in ("idx:", "folder:"):
-        if name.startswith(prefix):
-            return prefix + str(Path(name[len(prefix):]).expanduser().resolve())
-    return name
 
 
 DATASET_HELP = ("mnist, fashion-mnist, idx:DIR (a directory with the four IDX files) or folder:DIR (one "
@@ -59,13 +65,13 @@ DATASET_HELP = ("mnist, fashion-mnist, idx:DIR (a directory with the four IDX fi
 
 def add_dataset_name(p: argparse.ArgumentParser) -> None:
     """The dataset as a positional argument (``cnnlab data fetch NAME``)."""
-    p.add_argument("name", type=_absolute_dataset, help=f"dataset: {DATASET_HELP}")
+    p.add_argument("name", type=canonical_dataset_name, help=f"dataset: {DATASET_HELP}")
 
 
 def add_data_args(p: argparse.ArgumentParser, default: str | None = DEFAULTS.dataset, use: str = "") -> None:
     """``--dataset`` and ``--data-dir``; ``default=None`` means the run's own dataset."""
     shown = "%(default)s" if default else "the run's own"
-    p.add_argument("--dataset", default=default, type=_absolute_dataset,
+    p.add_argument("--dataset", default=default, type=canonical_dataset_name,
                    help=f"dataset{use}: {DATASET_HELP} (default: {shown})")
     p.add_argument("--data-dir", default=None,
                    help="directory holding the dataset's IDX files (raw or .gz, also torchvision's MNIST/raw "

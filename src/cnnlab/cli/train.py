@@ -10,9 +10,11 @@ import shutil
 import textwrap
 
 from cnnlab.cli.common import (
-    DEFAULTS, RawDescriptionHelpFormatter, add_data_args, add_device, add_eval_batch_size, add_threads, plural,
+    DEFAULTS, RawDescriptionHelpFormatter, add_data_args, add_device, add_eval_batch_size, add_threads, given_flags,
+    plural,
 )
 from cnnlab.config import AUGMENTS, OPTIMIZERS, PRECISIONS, PROCESS_FIELDS, RECIPES, SCHEDULES, TrainConfig, apply_recipe
+from cnnlab.dataset_names import dataset_kind
 from cnnlab.errors import CnnlabError
 
 #: Flags whose default comes from the recipe (None on the command line = not given): every recipe sets the same keys.
@@ -130,7 +132,7 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help=f"train {DRY_RUN_STEPS} batches, evaluate {DRY_RUN_EVAL_IMAGES:,} test images, "
                         "write nothing (default: off)")
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, parser=p)
 
 
 def config_from_args(args) -> TrainConfig:
@@ -149,12 +151,22 @@ def config_from_args(args) -> TrainConfig:
     return cfg.validate()
 
 
+def resume_changes(args, cfg: TrainConfig) -> dict:
+    """The config values the user typed on a ``--resume`` command line (a resume refuses those that would
+    change the run; see :func:`cnnlab.config.resumed_config`)."""
+    typed = given_flags(args.parser, getattr(args, "argv", []))
+    fields = set(cfg.to_dict())
+    return {dest: getattr(cfg, dest) for dest in typed if dest in fields}
+
+
 def cmd_train(args) -> int:
     from cnnlab.engine import train
 
     cfg = config_from_args(args)
     if args.resume:
-        result = train(cfg, resume=args.resume, quiet=args.quiet)
+        if args.dry_run or args.out:
+            raise CnnlabError("--resume continues a run in its own folder; drop --out and --dry-run")
+        result = train(cfg, resume=args.resume, changes=resume_changes(args, cfg), quiet=args.quiet)
     else:
         result = train(cfg, out=args.out, write=not args.dry_run, quiet=args.quiet, report=not args.dry_run)
     if args.dry_run:
@@ -194,8 +206,7 @@ def cmd_compare(args) -> int:
     unknown = [m for m in args.models if m not in list_models()]
     if unknown:
         raise CnnlabError(f"unknown model(s) {', '.join(unknown)}; choose from: {', '.join(list_models())}")
-    safe = args.dataset.split(":", 1)[0]
-    out = args.out or f"runs/compare-{safe}-{args.recipe}"
+    out = args.out or f"runs/compare-{dataset_kind(args.dataset)}-{args.recipe}"
     res = compare(args.models, args.seeds, cfg, out)
     print()
     print(res["table"])

@@ -1,41 +1,11 @@
-"""What a dataset name means: a catalog entry (``mnist``, ``fashion-mnist``) or a directory
-(``idx:DIR``, ``folder:DIR``). The one place that parses names, for loaders, run folders and the CLI."""
+"""Catalog names: which datasets the catalog knows, and the spec of one. (What any name means, catalog
+or ``idx:``/``folder:`` directory, is :mod:`cnnlab.dataset_names`, re-exported here.)"""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from cnnlab.data.catalog import CATALOG, DatasetSpec
+from cnnlab.dataset_names import DIRECTORY_KINDS, canonical_dataset_name, dataset_kind, directory_of  # noqa: F401
 from cnnlab.errors import DataError
-
-#: The kinds of dataset read from a directory, named ``KIND:DIR``.
-DIRECTORY_KINDS = ("idx", "folder")
-
-
-def dataset_kind(name: str) -> str:
-    """``mnist`` -> ``mnist``, ``idx:/some/dir`` -> ``idx``, ``folder:pics`` -> ``folder``: what a run
-    folder is named after (never a path)."""
-    return name.split(":", 1)[0]
-
-
-def directory_of(name: str) -> tuple[str, Path] | None:
-    """``(kind, directory)`` for ``idx:DIR``/``folder:DIR`` names, ``None`` for any other name."""
-    for kind in DIRECTORY_KINDS:
-        prefix = kind + ":"
-        if name.startswith(prefix):
-            return kind, Path(name[len(prefix):])
-    return None
-
-
-def canonical_dataset_name(name: str) -> str:
-    """The name with an ``idx:``/``folder:`` path made absolute (``~`` expanded, links resolved), so
-    that a run recorded under it can be evaluated from any directory; other names unchanged."""
-    got = directory_of(name)
-    if got is None:
-        return name
-    kind, directory = got
-    return f"{kind}:{directory.expanduser().resolve()}"
-
 
 def dataset_names() -> list[str]:
     return sorted(CATALOG)
