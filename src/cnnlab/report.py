@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from cnnlab import plots
 from cnnlab.fileio import atomic_write_json
 
 
@@ -59,11 +60,16 @@ def format_table(rows: list[dict]) -> str:
 
 def write_report(run_dir: str | Path, *, history: list[dict], labels: torch.Tensor, predictions: torch.Tensor,
                  probabilities: torch.Tensor, images: torch.Tensor, classes: list[str], loss: float,
-                 accuracy: float, split: str = "test", extra: dict | None = None) -> dict:
-    """Write summary.json, curves.png, confusion.png and mistakes.png into ``run_dir``; return the summary."""
-    from cnnlab import plots
+                 accuracy: float, split: str = "test", extra: dict | None = None,
+                 context: dict | None = None) -> dict:
+    """Write summary.json, curves.png, confusion.png and mistakes.png into ``run_dir``; return the summary.
 
+    ``context``: what places the figures, e.g. ``{"model": "inception", "dataset": "mnist"}``; every
+    figure shows it under its title, with ``"run"`` (the run directory's name) added when missing.
+    """
     run_dir = Path(run_dir)
+    context = {**(context or {})}
+    context.setdefault("run", run_dir.resolve().name)
     cm = confusion_matrix(labels, predictions, len(classes))
     per_class = per_class_metrics(cm, classes)
     mistakes = worst_mistakes(labels, predictions, probabilities)
@@ -79,7 +85,8 @@ def write_report(run_dir: str | Path, *, history: list[dict], labels: torch.Tens
     }
     atomic_write_json(run_dir / "summary.json", summary)
     if history:
-        plots.plot_curves(history, run_dir / "curves.png")
-    plots.plot_confusion(cm.tolist(), classes, run_dir / "confusion.png")
-    plots.plot_mistakes([images[m["index"], 0] for m in mistakes], mistakes, classes, run_dir / "mistakes.png")
+        plots.plot_curves(history, run_dir / "curves.png", context=context)
+    plots.plot_confusion(cm.tolist(), classes, run_dir / "confusion.png", context=context)
+    plots.plot_mistakes([images[m["index"], 0] for m in mistakes], mistakes, classes, run_dir / "mistakes.png",
+                        context=context)
     return summary
