@@ -41,7 +41,7 @@ def test_run_writes_plots_and_summary(tiny_idx, tmp_path):
     assert summary["n"] == 64 and len(summary["per_class"]) == 10
     assert sum(map(sum, summary["confusion"])) == 64
     for row in summary["per_class"]:
-        assert {"precision", "recall", "accuracy", "support"} <= set(row)
+        assert set(row) == {"class", "precision", "recall", "f1", "support"}  # no one-vs-rest "accuracy"
     assert sum(r["support"] for r in summary["per_class"]) == 64
 
 
@@ -229,6 +229,21 @@ def test_importing_report_and_evaluation_does_not_import_matplotlib():
     assert out.strip() == "False"
 
 
+def test_per_class_f1_and_undefined_ratios():
+    from cnnlab.report import format_table, per_class_metrics
+
+    # class a: 8 right, 2 taken for b; class b: 5 right, 0 wrong; class c: never seen, never predicted
+    rows = per_class_metrics(torch.tensor([[8, 2, 0], [0, 5, 0], [0, 0, 0]]), ["a", "b", "c"])
+    a, b, c = rows
+    assert a["precision"] == pytest.approx(100.0) and a["recall"] == pytest.approx(80.0)
+    assert a["f1"] == pytest.approx(100 * 2 * 8 / (2 * 8 + 2)) == pytest.approx(2 * 100 * 80 / (100 + 80))
+    assert b["precision"] == pytest.approx(100 * 5 / 7) and b["recall"] == pytest.approx(100.0)
+    assert c == {"class": "c", "support": 0, "precision": None, "recall": None, "f1": None}
+    table = format_table(rows).splitlines()
+    assert table[0].split() == ["class", "precision", "recall", "F1", "support"]
+    assert table[3].split() == ["c", "n/a", "n/a", "n/a", "0"]
+
+
 def _report_inputs(n: int = 40, epochs: int = 1) -> dict:
     g = torch.Generator().manual_seed(0)
     labels = torch.arange(n) % 10
@@ -237,14 +252,19 @@ def _report_inputs(n: int = 40, epochs: int = 1) -> dict:
                 "val_acc": None} for e in range(1, epochs + 1)]
     return dict(history=history, labels=labels, predictions=probs.argmax(1), probabilities=probs,
                 images=torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g),
-                classes=[str(i) for i in range(10)], loss=0.5, accuracy=10.0)
+                classes=[str(i) for i in range(10)], loss=float("nan"), accuracy=10.0)
 
 
-def test_figures_carry_the_context(tmp_path, monkeypatch):
+def test_summary_json_is_strict_json_and_figures_carry_the_context(tmp_path, monkeypatch):
     from cnnlab.report import write_report
 
     figs = _captured_figures(monkeypatch)
-    write_report(tmp_path / "my-run", **_report_inputs(), context={"model": "inception", "dataset": "mnist"})
+    summary = write_report(tmp_path / "my-run", **_report_inputs(), extra={"train_seconds": float("inf")},
+                           context={"model": "inception", "dataset": "mnist"})
+    text = (tmp_path / "my-run" / "summary.json").read_text()
+    data = json.loads(text, parse_constant=lambda c: pytest.fail(f"summary.json holds a bare {c}"))
+    assert data["loss"] is None and data["train_seconds"] is None and data["accuracy"] == 10.0
+    assert summary["accuracy"] == 10.0
     assert len(figs) == 2  # curves and confusion; the mistakes mosaic is drawn without matplotlib
     for fig in figs:
         title = fig.get_suptitle()
