@@ -47,15 +47,16 @@ def branch_slices() -> dict[str, slice]:
     return out
 
 
-def inception_modules(model: nn.Module) -> list[tuple[str, InceptionModule]]:
-    """The model's Inception modules with their qualified names, in registration order."""
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, InceptionModule)]
+def inception_modules(model: nn.Module) -> dict[str, InceptionModule]:
+    """The model's Inception modules by qualified name (``incept1``, ``incept2``), in registration
+    order; empty if it has none. The analysis and the web app both use this one."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, InceptionModule)}
 
 
 def _module(model: nn.Module, name: str) -> InceptionModule:
     found = dict(model.named_modules()).get(name)
     if not isinstance(found, InceptionModule):
-        names = ", ".join(n for n, _ in inception_modules(model)) or "none"
+        names = ", ".join(inception_modules(model)) or "none"
         raise CnnlabError(f"{name!r} is not an InceptionModule of this model; its Inception modules are: {names}")
     return found
 
@@ -270,7 +271,7 @@ def analyze_branches(
     ckpt = resolve_checkpoint(run, which)
     state = load_checkpoint(ckpt)
     model = model_from_checkpoint(state)
-    modules = [name for name, _ in inception_modules(model)]
+    modules = list(inception_modules(model))
     if not modules:
         raise CnnlabError(f"{run}: model {state['model']['name']!r} has no InceptionModule; "
                           "analyze branches needs a run of an Inception model (e.g. 'cnnlab train --model inception')")

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from cnnlab.predict import BadImageError, Prediction, Predictor, to_uint8_image
 from cnnlab.serve import DEFAULT_MAX_BYTES
-from cnnlab.serve.branches import inception_modules, record_branch_energy, shares
+from cnnlab.analysis.branches import inception_modules
+from cnnlab.serve.branches import record_branch_energy, shares
 
 STATIC = Path(__file__).with_name("static")
 
