@@ -15,7 +15,7 @@ import json
 import threading
 from pathlib import Path
 
-from cnnlab.predict import BadImageError, Prediction, Predictor, to_uint8_image
+from cnnlab.predict import BadImageError, Predictor, to_uint8_image
 from cnnlab.serve import DEFAULT_MAX_BYTES
 from cnnlab.analysis.branches import inception_modules
 from cnnlab.serve.branches import record_branch_energy, shares
@@ -103,15 +103,15 @@ class Service:
         self._lock = threading.Lock()
 
     def predict(self, data: bytes, name: str) -> dict:
-        field_01 = self.predictor.prepare(data, name)  # BadImageError for bad input
+        # preprocessing (BadImageError for bad input) runs outside the lock; only the net is one at a time
+        field_01 = self.predictor.prepare(data, name)
         with self._lock, record_branch_energy(self.predictor.model) as energies:
-            probs = self.predictor.probabilities([field_01])[0]
-        pred = Prediction(name, [float(p) for p in probs], self.predictor.classes, field_01)
+            pred = self.predictor(field_01, name=name, preprocess=False)
         return {
             **{k: v for k, v in pred.to_dict(3).items() if k != "file"},
             "probabilities": pred.probabilities,
             "classes": pred.classes,
-            "input_png": _png_data_url(to_uint8_image(field_01)),
+            "input_png": _png_data_url(to_uint8_image(pred.input_image)),
             "branches": ({"energy": energies, "share": shares(energies)} if self.has_inception else None),
         }
 
