@@ -2,6 +2,7 @@
 
 Routes:
 - ``GET /``: the page (``static/index.html`` and ``static/app.js``): draw, see the probabilities.
+- ``GET /favicon.ico``: 204 (the page links ``static/favicon.svg``; this answers browsers that ask anyway).
 - ``GET /info``: the model's name, classes, whether it has Inception modules, the upload limit.
 - ``POST /predict``: an image as multipart form field ``file`` (or the raw body with an
   ``image/*`` content type). Answers ``{"prediction", "probabilities", "classes", "top",
@@ -120,7 +121,7 @@ def create_app(predictor: Predictor, max_bytes: int = DEFAULT_MAX_BYTES):
     """The FastAPI app (wrapped in the body-size limit) serving ``predictor``."""
     from fastapi import FastAPI, Request
     from fastapi.concurrency import run_in_threadpool
-    from fastapi.responses import FileResponse, JSONResponse
+    from fastapi.responses import FileResponse, JSONResponse, Response
     from fastapi.staticfiles import StaticFiles
 
     if not (STATIC / "index.html").is_file():
@@ -137,6 +138,10 @@ def create_app(predictor: Predictor, max_bytes: int = DEFAULT_MAX_BYTES):
     @app.get("/", include_in_schema=False)
     def index():
         return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon():
+        return Response(status_code=204)  # the page's icon is static/favicon.svg; no 404 in the browser's log
 
     @app.get("/info")
     def info():
