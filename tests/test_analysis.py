@@ -117,9 +117,9 @@ def test_inception_modules_is_one_function_for_analysis_and_serve():
     assert list(found) == ["incept1", "incept2"] and found["incept1"] is model.incept1
     assert br.inception_modules(create_model("resnet")) == {}
     assert serve_branches.inception_modules is br.inception_modules
-    with pytest.raises(CnnlabError, match="its Inception modules are: incept1, incept2"):
-        with br.ablate_branch(model, "conv2", "pool"):
-            pass
+    with pytest.raises(CnnlabError, match="its Inception modules are: incept1, incept2"), \
+            br.ablate_branch(model, "conv2", "pool"):
+        pass
 
 
 def test_channel_means_and_energy_match_a_direct_computation():

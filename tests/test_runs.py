@@ -250,9 +250,9 @@ def _report_inputs(n: int = 40, epochs: int = 1) -> dict:
     probs = torch.rand(n, 10, generator=g).softmax(1)
     history = [{"epoch": e, "train_loss": 1.0 / e, "test_loss": 1.1 / e, "train_acc": 50.0 + e, "test_acc": 55.0 + e,
                 "val_acc": None} for e in range(1, epochs + 1)]
-    return dict(history=history, labels=labels, predictions=probs.argmax(1), probabilities=probs,
-                images=torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g),
-                classes=[str(i) for i in range(10)], loss=float("nan"), accuracy=10.0)
+    return {"history": history, "labels": labels, "predictions": probs.argmax(1), "probabilities": probs,
+            "images": torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g),
+            "classes": [str(i) for i in range(10)], "loss": float("nan"), "accuracy": 10.0}
 
 
 def test_summary_json_is_strict_json_and_figures_carry_the_context(tmp_path, monkeypatch):

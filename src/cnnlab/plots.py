@@ -33,7 +33,7 @@ FEW_EPOCHS = 5
 CONTEXT_ORDER = ("model", "dataset", "run")
 
 
-def save_figure(fig: "Figure", path: str | Path, **savefig_kwargs) -> Path:
+def save_figure(fig: Figure, path: str | Path, **savefig_kwargs) -> Path:
     """Render ``fig`` once as PNG and write it atomically (never a half-written image)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, **savefig_kwargs)
@@ -41,7 +41,7 @@ def save_figure(fig: "Figure", path: str | Path, **savefig_kwargs) -> Path:
     return Path(path)
 
 
-def _figure(**kwargs) -> "Figure":
+def _figure(**kwargs) -> Figure:
     # lazy: matplotlib takes ~0.3 s to import; only the commands that draw should pay for it
     from matplotlib.figure import Figure
 
@@ -58,7 +58,7 @@ def context_text(context: dict | None) -> str:
     return " · ".join(f"{k} {context[k]}" for k in keys if context[k] not in (None, ""))
 
 
-def _title(fig: "Figure", title: str, context: dict | None) -> None:
+def _title(fig: Figure, title: str, context: dict | None) -> None:
     """The figure's title, and the context on a second, smaller line."""
     line = context_text(context)
     fig.suptitle(title + (f"\n{line}" if line else ""), fontsize=10)

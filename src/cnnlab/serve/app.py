@@ -16,9 +16,9 @@ import json
 import threading
 from pathlib import Path
 
+from cnnlab.analysis.branches import inception_modules
 from cnnlab.predict import BadImageError, Predictor, to_uint8_image
 from cnnlab.serve import DEFAULT_MAX_BYTES
-from cnnlab.analysis.branches import inception_modules
 from cnnlab.serve.branches import record_branch_energy, shares
 
 STATIC = Path(__file__).with_name("static")
