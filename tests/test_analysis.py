@@ -109,6 +109,19 @@ def test_bad_names_are_user_errors():
     assert _no_hooks(model)
 
 
+def test_inception_modules_is_one_function_for_analysis_and_serve():
+    from cnnlab.serve import branches as serve_branches
+
+    model = _inception()
+    found = br.inception_modules(model)
+    assert list(found) == ["incept1", "incept2"] and found["incept1"] is model.incept1
+    assert br.inception_modules(create_model("resnet")) == {}
+    assert serve_branches.inception_modules is br.inception_modules
+    with pytest.raises(CnnlabError, match="its Inception modules are: incept1, incept2"), \
+            br.ablate_branch(model, "conv2", "pool"):
+        pass
+
+
 def test_channel_means_and_energy_match_a_direct_computation():
     model = _inception()
     x = torch.randn(6, 1, 28, 28)

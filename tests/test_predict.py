@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageFile
 
 from apps_helpers import draw_digit, png_header_only, tiny_checkpoint
@@ -164,6 +165,9 @@ def test_cli_text_json_show_input_and_exit_code(ckpt, tmp_path, capsys):
     assert code == 0 and out.startswith(str(good)) and out.count("%") == 2 and err == ""
     saved = Image.open(seen / "seven.input.png")
     assert saved.size == (28, 28) and saved.mode == "L"
+    big = Image.open(seen / "seven.input.x10.png")  # the same image, enlarged for a screen: sharp 10x10 squares
+    assert big.size == (280, 280) and big.mode == "L"
+    np.testing.assert_array_equal(np.asarray(big), np.kron(np.asarray(saved), np.ones((10, 10), dtype=np.uint8)))
 
     # two inputs with the same stem: both kept, the later one numbered, none overwritten
     other = tmp_path / "elsewhere" / "seven.png"
@@ -172,6 +176,7 @@ def test_cli_text_json_show_input_and_exit_code(ckpt, tmp_path, capsys):
     code = main(["predict", str(ckpt.parent), str(good), str(other), "--show-input", str(seen), "--json"])
     rows = json.loads(capsys.readouterr()[0])
     assert code == 0 and [r["input_image"] for r in rows] == [str(seen / "seven.input.png"), str(seen / "seven-2.input.png")]
+    assert (seen / "seven-2.input.x10.png").is_file()
     assert not np.array_equal(np.asarray(Image.open(seen / "seven.input.png")),
                               np.asarray(Image.open(seen / "seven-2.input.png")))
 
@@ -193,3 +198,82 @@ def test_cli_bad_run_is_one_line_error(tmp_path, capsys):
     code = main(["predict", str(tmp_path / "no-run"), "x.png"])
     _, err = capsys.readouterr()
     assert code == 2 and err.count("\n") == 1 and "no such checkpoint" in err
+
+
+# ----------------------------------------------------------------------------- Predictor.__call__
+
+
+@pytest.fixture
+def predictor(ckpt):
+    return Predictor.from_run(ckpt.parent, device="cpu")
+
+
+def test_predictor_takes_every_kind_of_image_alike(predictor, tmp_path):
+    img = draw_digit()  # 300x300, black on white: every kind below is preprocessed like the file
+    path = tmp_path / "four.png"
+    img.save(path)
+    rgb = np.array(img.convert("RGB"))
+    gray = np.array(img)
+    kinds = {
+        "path": str(path), "Path": path, "bytes": path.read_bytes(), "PIL": img,
+        "uint8 (H, W)": gray, "float (H, W)": gray / 255.0, "uint8 (H, W, 3)": rgb, "uint8 (H, W, 1)": gray[..., None],
+        "tensor (H, W)": torch.from_numpy(gray), "tensor (C, H, W)": torch.from_numpy(rgb).permute(2, 0, 1),
+        "float tensor (1, H, W)": torch.from_numpy(gray / 255.0).float()[None],
+    }
+    ref = predictor(path)
+    assert ref.name == str(path) and ref.input_image.shape == (28, 28)
+    for kind, x in kinds.items():
+        pred = predictor(x)
+        assert not isinstance(pred, list), kind
+        np.testing.assert_allclose(pred.input_image, ref.input_image, atol=2e-3, err_msg=kind)
+        np.testing.assert_allclose(pred.probabilities, ref.probabilities, atol=1e-4, err_msg=kind)
+    preds = predictor([path, gray, img])  # a list gives a list, in order, named
+    assert [p.name for p in preds] == [str(path), "input[1]", "input[2]"]
+    np.testing.assert_allclose([p.probabilities for p in preds], [ref.probabilities] * 3, atol=1e-4)
+    assert predictor([]) == []
+
+
+def test_an_mnist_like_field_is_taken_as_is(predictor):
+    field = preprocess(draw_digit())  # (28, 28) float in 0..1, white ink on black, centred
+    as_uint8 = np.round(field * 255).astype(np.uint8)
+    np.testing.assert_array_equal(predictor(field).input_image, field)
+    np.testing.assert_array_equal(predictor(as_uint8).input_image, as_uint8 / np.float32(255))
+    batch = predictor(np.stack([as_uint8, as_uint8[::-1]]))  # (N, H, W)
+    assert [p.name for p in batch] == ["array[0]", "array[1]"]
+    np.testing.assert_array_equal(batch[1].input_image, as_uint8[::-1] / np.float32(255))
+    tensors = predictor(torch.from_numpy(np.stack([as_uint8] * 3))[:, None], name="test")  # (N, C, H, W)
+    assert [p.name for p in tensors] == ["test[0]", "test[1]", "test[2]"]
+    np.testing.assert_allclose(tensors[0].probabilities, predictor(field).probabilities, atol=1e-3)
+    # black ink on white is no MNIST field: it is preprocessed (inverted, cropped, centred) like a file
+    np.testing.assert_allclose(predictor(1 - field).input_image, preprocess(Image.fromarray(255 - as_uint8)), atol=1e-6)
+    # forced either way
+    assert not np.array_equal(predictor(field, preprocess=True).input_image, field)
+    np.testing.assert_array_equal(predictor(1 - field, preprocess=False).input_image, 1 - field)
+
+
+BAD_INPUTS = {
+    "normalised floats": (np.full((28, 28), -0.42, dtype=np.float32), "must lie in 0..1"),
+    "NaN": (np.full((28, 28), np.nan), "NaN"),
+    "16-bit values": (np.full((28, 28), 4000, dtype=np.uint16), "0..255"),
+    "text pixels": (np.full((28, 28), "x"), "not an image"),
+    "4-D array": (np.zeros((2, 28, 28, 3), dtype=np.uint8), "no image"),
+    "empty array": (np.zeros((0, 28), dtype=np.uint8), "empty"),
+    "5-channel tensor": (torch.zeros(5, 28, 28), "no image"),
+    "1-D tensor": (torch.zeros(784), "no image"),
+    "a batch in a list": ([np.zeros((2, 28, 28), dtype=np.uint8)], "a list holds single images"),
+    "a dict": ({"image": 1}, "cannot predict a dict"),
+    "blank array": (np.zeros((50, 50), dtype=np.uint8), "no ink found"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_inputs_are_one_line_errors(predictor, case):
+    x, fragment = BAD_INPUTS[case]
+    with pytest.raises(BadImageError) as info:
+        predictor(x)
+    assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+def test_taken_as_is_needs_the_field_size(predictor):
+    with pytest.raises(BadImageError, match="must be 28x28, got 40x30; let it be preprocessed"):
+        predictor(np.zeros((40, 30), dtype=np.uint8), preprocess=False)

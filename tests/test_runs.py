@@ -41,7 +41,7 @@ def test_run_writes_plots_and_summary(tiny_idx, tmp_path):
     assert summary["n"] == 64 and len(summary["per_class"]) == 10
     assert sum(map(sum, summary["confusion"])) == 64
     for row in summary["per_class"]:
-        assert {"precision", "recall", "accuracy", "support"} <= set(row)
+        assert set(row) == {"class", "precision", "recall", "f1", "support"}  # no one-vs-rest "accuracy"
     assert sum(r["support"] for r in summary["per_class"]) == 64
 
 
@@ -210,3 +210,116 @@ def test_checkpoint_and_checksum_stay_consistent_whenever_the_writer_dies(tmp_pa
     monkeypatch.undo()
     w = load_checkpoint(path)["state_dict"]["w"]
     assert torch.equal(w, torch.ones(3) if crash_at <= 2 else torch.zeros(3))
+
+
+# ----------------------------------------------------------------------------- report and plots
+
+
+def _captured_figures(monkeypatch) -> list:
+    """Figures handed to cnnlab.plots.save_figure, kept for inspection (the PNGs are still written)."""
+    from cnnlab import plots
+
+    figs, real = [], plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path, **kw: figs.append(fig) or real(fig, path, **kw))
+    return figs
+
+
+def test_importing_report_and_evaluation_does_not_import_matplotlib():
+    code = "import sys, cnnlab.report, cnnlab.evaluation, cnnlab.plots; print('matplotlib' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_per_class_f1_and_undefined_ratios():
+    from cnnlab.report import format_table, per_class_metrics
+
+    # class a: 8 right, 2 taken for b; class b: 5 right, 0 wrong; class c: never seen, never predicted
+    rows = per_class_metrics(torch.tensor([[8, 2, 0], [0, 5, 0], [0, 0, 0]]), ["a", "b", "c"])
+    a, b, c = rows
+    assert a["precision"] == pytest.approx(100.0) and a["recall"] == pytest.approx(80.0)
+    assert a["f1"] == pytest.approx(100 * 2 * 8 / (2 * 8 + 2)) == pytest.approx(2 * 100 * 80 / (100 + 80))
+    assert b["precision"] == pytest.approx(100 * 5 / 7) and b["recall"] == pytest.approx(100.0)
+    assert c == {"class": "c", "support": 0, "precision": None, "recall": None, "f1": None}
+    table = format_table(rows).splitlines()
+    assert table[0].split() == ["class", "precision", "recall", "F1", "support"]
+    assert table[3].split() == ["c", "n/a", "n/a", "n/a", "0"]
+
+
+def _report_inputs(n: int = 40, epochs: int = 1) -> dict:
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(n) % 10
+    probs = torch.rand(n, 10, generator=g).softmax(1)
+    history = [{"epoch": e, "train_loss": 1.0 / e, "test_loss": 1.1 / e, "train_acc": 50.0 + e, "test_acc": 55.0 + e,
+                "val_acc": None} for e in range(1, epochs + 1)]
+    return {"history": history, "labels": labels, "predictions": probs.argmax(1), "probabilities": probs,
+            "images": torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g),
+            "classes": [str(i) for i in range(10)], "loss": float("nan"), "accuracy": 10.0}
+
+
+def test_summary_json_is_strict_json_and_figures_carry_the_context(tmp_path, monkeypatch):
+    from cnnlab.report import write_report
+
+    figs = _captured_figures(monkeypatch)
+    summary = write_report(tmp_path / "my-run", **_report_inputs(), extra={"train_seconds": float("inf")},
+                           context={"model": "inception", "dataset": "mnist"})
+    text = (tmp_path / "my-run" / "summary.json").read_text()
+    data = json.loads(text, parse_constant=lambda c: pytest.fail(f"summary.json holds a bare {c}"))
+    assert data["loss"] is None and data["train_seconds"] is None and data["accuracy"] == 10.0
+    assert summary["accuracy"] == 10.0
+    assert len(figs) == 2  # curves and confusion; the mistakes mosaic is drawn without matplotlib
+    for fig in figs:
+        title = fig.get_suptitle()
+        assert "model inception" in title and "dataset mnist" in title and "run my-run" in title
+    for name in ("curves.png", "confusion.png", "mistakes.png"):
+        with Image.open(tmp_path / "my-run" / name) as im:
+            assert im.format == "PNG" and min(im.size) > 200
+
+
+def test_one_epoch_curves_have_no_empty_legend_entry(tmp_path, monkeypatch):
+    from cnnlab.plots import plot_curves
+
+    figs = _captured_figures(monkeypatch)
+    plot_curves(_report_inputs(epochs=1)["history"], tmp_path / "curves.png")
+    for ax in figs[0].axes:
+        handles = ax.get_legend().legend_handles
+        assert handles and all(h.get_marker() not in (None, "None", "", " ") for h in handles)
+
+
+def test_comparison_draws_error_bars_for_few_epochs_and_a_band_for_many(tmp_path, monkeypatch):
+    from matplotlib.collections import PolyCollection
+    from matplotlib.container import ErrorbarContainer
+
+    from cnnlab.plots import plot_comparison
+
+    figs = _captured_figures(monkeypatch)
+    one = {"a": {"epochs": [1], "mean": [97.0], "std": [0.4], "n": 3}, "b": {"epochs": [1], "mean": [98.0], "std": [0.2], "n": 3}}
+    plot_comparison(one, tmp_path / "one.png", title="t", context={"dataset": "mnist", "run": "cmp"})
+    many = {"a": {"epochs": list(range(1, 11)), "mean": [90.0 + e for e in range(10)], "std": [0.5] * 10, "n": 2}}
+    plot_comparison(many, tmp_path / "many.png")
+    ax_one, ax_many = figs[0].axes[0], figs[1].axes[0]
+    bars = [c for c in ax_one.containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == 2 and not any(isinstance(c, PolyCollection) for c in ax_one.collections)
+    caps = sorted(float(cap.get_ydata()[0]) for cap in bars[0].lines[1])  # the first model's caps: mean -+ std
+    assert caps == pytest.approx([96.6, 97.4])
+    assert "dataset mnist" in figs[0].get_suptitle() and "error bars = ±1 std" in figs[0].get_suptitle()
+    assert any(isinstance(c, PolyCollection) for c in ax_many.collections) and "band" in figs[1].get_suptitle()
+
+
+def test_mistakes_mosaic_is_one_picture_with_labelled_tiles(tmp_path):
+    import numpy as np
+
+    from cnnlab.plots import TILE, mistakes_mosaic, plot_mistakes
+
+    images = [torch.zeros(28, 28, dtype=torch.uint8) for _ in range(7)]
+    images[0][10:18, 10:18] = 255  # ink: drawn dark on the white tile
+    mistakes = [{"index": i, "true": i, "pred": (i + 1) % 10, "confidence": 0.9} for i in range(7)]
+    pic = mistakes_mosaic(images, mistakes, [str(i) for i in range(10)], cols=6, title="t", context={"run": "r"})
+    a = np.asarray(pic.convert("L"))
+    assert pic.width >= 6 * TILE and a.shape[0] < 2 * (TILE + 60) + 80  # two rows of tiles, no gap above them
+    assert (a < 30).sum() >= (8 * 4) ** 2  # the ink of the first digit, enlarged 4x
+    path = plot_mistakes(images, mistakes, [str(i) for i in range(10)], tmp_path / "m.png", context={"run": "r"})
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.size == pic.size
+    none = plot_mistakes([], [], ["0", "1"], tmp_path / "none.png")
+    assert none.is_file()

@@ -131,6 +131,29 @@ def test_predict_endpoint_needs_a_file(server):
     assert info.value.code == 415
 
 
+def test_favicon_and_no_broken_image_before_the_first_answer(server):
+    with urllib.request.urlopen(server.url + "/favicon.ico") as res:
+        assert res.status == 204 and res.read() == b""
+    with urllib.request.urlopen(server.url + "/static/favicon.svg") as res:
+        assert res.headers["content-type"].startswith("image/svg+xml") and b"<svg" in res.read()
+    with urllib.request.urlopen(server.url + "/") as res:
+        page = res.read().decode()
+    assert 'rel="icon" href="/static/favicon.svg"' in page
+    assert "#seen:not([src]) { display: none; }" in page and 'class="placeholder"' in page
+
+
+def test_service_answers_what_the_predictor_says(tmp_path):
+    from cnnlab.serve.app import Service
+
+    predictor = Predictor.from_run(tiny_checkpoint(tmp_path / "last.pt", model="inception"), device="cpu")
+    data = png(draw_digit())
+    got = Service(predictor).predict(data, "upload")
+    want = predictor(data, name="upload")
+    assert got["probabilities"] == pytest.approx(want.probabilities, abs=1e-6)
+    assert got["prediction"] == want.label and got["classes"] == predictor.classes
+    assert set(got["branches"]["energy"]) == {"incept1", "incept2"}
+
+
 def test_branch_energy_hooks_match_the_branches():
     torch.manual_seed(0)
     net = create_model("inception").eval()
@@ -188,10 +211,17 @@ def test_page_in_headless_chromium(server):
         try:
             context = browser.new_context(viewport={"width": 1000, "height": 720}, has_touch=True)
             page = context.new_page()
+            failed = []  # any request answered >= 400 (e.g. a 404 for /favicon.ico) or not at all
+            page.on("response", lambda res: res.status >= 400 and failed.append(f"{res.status} {res.url}"))
+            page.on("requestfailed", lambda req: failed.append(f"failed {req.url}"))
             page.goto(server.url + "/")
             page.wait_for_selector("body[data-ready='1']", timeout=10_000)
             assert page.locator(".fill[data-cls]").count() == 10
             assert page.inner_text("#prediction") == ""
+            # before any answer: a placeholder, not the browser's broken-image icon
+            assert not page.is_visible("#seen") and page.is_visible("#seen-box .placeholder")
+            page.wait_for_timeout(300)  # a favicon request, if any, has been answered
+            page.screenshot(path=str(ARTIFACTS / "serve-page-empty.png"), full_page=True)
 
             # draw a "7" with the mouse
             box = page.locator("#pad").bounding_box()
@@ -208,6 +238,7 @@ def test_page_in_headless_chromium(server):
             assert len(widths) == 10 and abs(sum(widths) - 100) < 1.0 and max(widths) >= 9.99
             assert page.inner_text("#prediction") in [str(i) for i in range(10)]
             assert page.get_attribute("#seen", "src").startswith("data:image/png;base64,")
+            assert page.is_visible("#seen") and not page.is_visible("#seen-box .placeholder")
             assert page.is_visible("#branches") and page.locator(".fill[data-branch]").count() == 8
             page.wait_for_timeout(300)  # let the bars' CSS transition finish for the picture
             page.screenshot(path=str(ARTIFACTS / "serve-page.png"), full_page=True)
@@ -215,10 +246,12 @@ def test_page_in_headless_chromium(server):
             # Clear empties the canvas and the results; a tap (touch) draws a dot and predicts again
             page.click("#clear")
             assert page.inner_text("#prediction") == ""
+            assert not page.is_visible("#seen") and page.is_visible("#seen-box .placeholder")
             before = int(page.evaluate("document.body.dataset.updates"))
             page.touchscreen.tap(x0 + 140, y0 + 140)
             page.wait_for_function(f"Number(document.body.dataset.updates) > {before}", timeout=10_000)
             assert page.inner_text("#prediction") != ""
+            assert failed == []
         finally:
             browser.close()
     assert (ARTIFACTS / "serve-page.png").stat().st_size > 5_000

@@ -9,16 +9,19 @@ Untrusted files are opened defensively by :func:`cnnlab.imageio.open_image` (an 
 formats, decoded up front, truncation and decompression bombs refused); every refusal is a one-line
 :class:`BadImageError`, and :func:`predict_paths` reports it for that file and goes on with the others.
 
-The CLI (``cnnlab predict``) and the web app (``cnnlab serve``) both call :class:`Predictor`.
+A :class:`Predictor` is callable: ``predictor(x)`` takes a path, bytes, a PIL image, a numpy array, a
+torch tensor, or a list of these (the rules are in :meth:`Predictor.__call__`). The CLI
+(``cnnlab predict``, through :func:`predict_paths`) and the web app (``cnnlab serve``) both use it.
 """
 
 from __future__ import annotations
 
 import glob
+import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -28,6 +31,7 @@ from PIL import Image
 from cnnlab.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
 from cnnlab.devices import resolve_device
 from cnnlab.errors import CnnlabError
+from cnnlab.fileio import atomic_write_bytes
 from cnnlab.imageio import ALLOWED_TEXT, IMAGE_SUFFIXES, BadImageError, open_image
 
 #: MNIST's geometry: the digit's longer side is 20 px inside a 28 px field (LeCun et al.).
@@ -40,6 +44,10 @@ WORK_SIDE = 2048
 INK_THRESHOLD = 0.2
 #: Less contrast than this (on a 0..1 scale) between the strongest ink and the paper is a blank image.
 MIN_CONTRAST = 0.08
+#: Float pixels may stray this far outside 0..1 (rounding) before an array is refused as not 0..1.
+RANGE_TOLERANCE = 1e-3
+#: ``save_input_image`` also writes the input enlarged this many times (nearest-neighbour): 28 px -> 280 px.
+ENLARGE = 10
 
 
 # ----------------------------------------------------------------------------- preprocessing
@@ -206,10 +214,31 @@ class Predictor:
             x = x.expand(-1, self.in_channels, -1, -1)  # a gray digit for a colour net: same on every channel
         return x.to(self.device)
 
-    def prepare(self, source, name: str | None = None) -> np.ndarray:
-        """Open (defensively) and preprocess one image: a ``(H, W)`` float field in 0..1."""
+    def prepare(self, source, name: str | None = None, preprocess: bool | None = None) -> np.ndarray:
+        """One image as the ``(H, W)`` float32 field in 0..1 the net reads (before normalisation).
+
+        ``source``: a path or bytes (opened defensively), a PIL image, or a numpy array ((H, W) or
+        (H, W, C) with C = 1, 3 or 4; uint8 0..255 or float 0..1). ``preprocess`` as in :meth:`__call__`.
+        Bad input raises a one-line :class:`BadImageError`."""
+        name = name or (str(source) if isinstance(source, (str, Path)) else "image")
+        if isinstance(source, np.ndarray):
+            img = unit_image(source, name)  # (H, W) or (H, W, C) float32 in 0..1
+            if preprocess is None:
+                preprocess = not is_mnist_field(img, self.image_size)
+            return preprocess_array(img, self.image_size, name) if preprocess else self._as_field(img, name)
         img = source if isinstance(source, Image.Image) else open_image(source, name)
-        return preprocess(img, size=self.image_size, name=name or "image")
+        if preprocess is False:
+            return self._as_field(np.asarray(img.convert("L"), dtype=np.float32) / 255.0, name)
+        return mnist_field(ink_map(img), size=self.image_size, name=name)  # = preprocess(), shadowed here
+
+    def _as_field(self, img: np.ndarray, name: str) -> np.ndarray:
+        """An image taken as is: grayscale (luminance for colour), and already ``image_size`` square."""
+        if img.ndim == 3:
+            img = np.asarray(to_pil(img).convert("L"), dtype=np.float32) / 255.0
+        if img.shape != (self.image_size, self.image_size):
+            raise BadImageError(f"{name}: taken as is (preprocess=False) it must be {self.image_size}x{self.image_size}, "
+                                f"got {img.shape[0]}x{img.shape[1]}; let it be preprocessed (preprocess=None or True)")
+        return np.array(img, dtype=np.float32)
 
     @torch.inference_mode()
     def probabilities(self, fields_01: list[np.ndarray], batch_size: int = 256) -> np.ndarray:
@@ -220,11 +249,137 @@ class Predictor:
             out.append(logits.softmax(1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), dtype=np.float32)
 
-    def predict_one(self, source, name: str | None = None) -> Prediction:
-        """Predict a single image (path, bytes or PIL image); bad input raises :class:`BadImageError`."""
-        field_01 = self.prepare(source, name)
-        probs = self.probabilities([field_01])[0]
-        return Prediction(name or "image", [float(p) for p in probs], self.classes, field_01)
+    def predictions(self, names: list[str], fields_01: list[np.ndarray]) -> list[Prediction]:
+        """Prepared fields, predicted in batches, as :class:`Prediction` objects named ``names``."""
+        probs = self.probabilities(fields_01)
+        return [Prediction(n, [float(v) for v in p], self.classes, f) for n, p, f in zip(names, probs, fields_01)]
+
+    def __call__(self, x, *, name: str | None = None, preprocess: bool | None = None) -> Prediction | list[Prediction]:
+        """Predict ``x``: one image gives one :class:`Prediction`, a batch or a list gives a list.
+
+        ``x`` is one of:
+
+        - a path (``str`` or ``Path``) or the file's ``bytes``: PNG, JPEG, BMP, GIF or WebP, opened defensively;
+        - a PIL image;
+        - a numpy array: one image (H, W), or (H, W, C) when the last axis has 1, 3 or 4 entries
+          (gray, RGB, RGBA), or a batch (N, H, W); uint8 (or any integers) in 0..255, float in 0..1;
+        - a torch tensor: one image (H, W) or (C, H, W) with C = 1, 3 or 4, or a batch (N, C, H, W);
+          same value ranges (a tensor normalised with the dataset's mean and std is refused: un-normalise it);
+        - a list or tuple of single images of any of these kinds, mixed freely.
+
+        Preprocessing (``preprocess=None``, the default): files, bytes and PIL images always go through
+        the MNIST-style steps of :func:`preprocess` (grayscale, polarity, crop, 20 px box, centre of mass).
+        A numpy or tensor image is taken **as is** (scaled to 0..1) when it already is an MNIST-like field:
+        a single-channel ``image_size`` x ``image_size`` (28x28) image whose outermost ring of pixels is
+        mostly dark (median below 0.5), i.e. white ink on black; any other array is preprocessed like a
+        file. ``preprocess=True`` forces the steps, ``preprocess=False`` takes every input as is (it must
+        then be ``image_size`` square; colour becomes luminance). ``name`` names the input in messages
+        and in the result (default: the path, or "bytes", "image", "array", "tensor", with ``[i]`` for
+        the i-th item of a batch or list). Bad input raises a one-line :class:`BadImageError`.
+        """
+        items, single = split_inputs(x, name)
+        fields = [self.prepare(source, item_name, preprocess) for item_name, source in items]
+        preds = self.predictions([n for n, _ in items], fields)
+        return preds[0] if single else preds
+
+
+# ----------------------------------------------------------------------------- inputs of Predictor.__call__
+
+
+def split_inputs(x, name: str | None = None) -> tuple[list[tuple[str, Any]], bool]:
+    """``([(name, one image), ...], single)``: the images in ``x`` (tensors become ``(H, W[, C])`` numpy
+    arrays, batches are split) and whether ``x`` was a single image. Raises :class:`BadImageError`."""
+    if isinstance(x, (str, Path)):
+        return [(name or str(x), x)], True
+    if isinstance(x, (bytes, bytearray, Image.Image)):
+        return [(name or ("bytes" if isinstance(x, (bytes, bytearray)) else "image"), x)], True
+    if isinstance(x, torch.Tensor):
+        return _tensor_images(x, name or "tensor")
+    if isinstance(x, np.ndarray):
+        return _array_images(x, name or "array")
+    if isinstance(x, (list, tuple)):
+        items = []
+        for i, item in enumerate(x):
+            default = None if isinstance(item, (str, Path)) else f"{name or 'input'}[{i}]"
+            sub, single = split_inputs(item, default)
+            if not single:
+                raise BadImageError(f"{default or item}: a list holds single images, not batches; "
+                                    "pass the batch on its own, or list its images")
+            items += sub
+        return items, False
+    raise BadImageError(f"{name or 'input'}: cannot predict a {type(x).__name__}; give a path, bytes, a PIL image, "
+                        "a numpy array, a torch tensor, or a list of them")
+
+
+def _array_images(a: np.ndarray, name: str) -> tuple[list[tuple[str, np.ndarray]], bool]:
+    if a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (1, 3, 4)):
+        return [(name, a)], True
+    if a.ndim == 3:
+        return [(f"{name}[{i}]", img) for i, img in enumerate(a)], False
+    raise BadImageError(f"{name}: an array of shape {a.shape} is no image; give (H, W), (H, W, C) with C = 1, 3 or 4, "
+                        "or a batch (N, H, W)")
+
+
+def _tensor_images(t: torch.Tensor, name: str) -> tuple[list[tuple[str, np.ndarray]], bool]:
+    shape = tuple(t.shape)
+    if t.ndim not in (2, 3, 4) or (t.ndim >= 3 and shape[-3] not in (1, 3, 4)):
+        raise BadImageError(f"{name}: a tensor of shape {shape} is no image; give (H, W), (C, H, W) with C = 1, 3 or 4, "
+                            "or a batch (N, C, H, W)")
+    a = t.detach().cpu()
+    a = (a.float() if a.is_floating_point() and a.dtype not in (torch.float32, torch.float64) else a).numpy()
+    if a.ndim == 2:
+        return [(name, a)], True
+    if a.ndim == 3:
+        return [(name, np.moveaxis(a, 0, -1))], True  # (C, H, W) -> (H, W, C)
+    return [(f"{name}[{i}]", np.moveaxis(img, 0, -1)) for i, img in enumerate(a)], False
+
+
+def unit_image(a: np.ndarray, name: str = "array") -> np.ndarray:
+    """A numpy image as float32 in 0..1, ``(H, W)`` or ``(H, W, C)`` (C = 1 is squeezed away).
+
+    uint8 and other integers must lie in 0..255 (divided by 255), booleans are 0 or 1, floats must be
+    finite and in 0..1. Anything else is a one-line :class:`BadImageError` that says what to pass."""
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.size == 0:
+        raise BadImageError(f"{name}: empty array of shape {a.shape}; give an image with pixels")
+    if a.dtype == np.bool_:
+        return a.astype(np.float32)
+    if np.issubdtype(a.dtype, np.integer):
+        lo, hi = int(a.min()), int(a.max())
+        if lo < 0 or hi > 255:
+            raise BadImageError(f"{name}: integer pixels must lie in 0..255, got {lo}..{hi}; rescale the image")
+        return a.astype(np.float32) / 255.0
+    if not np.issubdtype(a.dtype, np.floating):
+        raise BadImageError(f"{name}: pixels of type {a.dtype} are not an image; give uint8 (0..255) or float (0..1)")
+    a = a.astype(np.float32)
+    if not np.isfinite(a).all():
+        raise BadImageError(f"{name}: the array holds NaN or infinite values; give finite pixels in 0..1")
+    lo, hi = float(a.min()), float(a.max())
+    if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
+        raise BadImageError(f"{name}: float pixels must lie in 0..1, got {lo:.3g}..{hi:.3g}; divide 0..255 values by 255, "
+                            "or undo a normalisation (x * std + mean)")
+    return np.clip(a, 0.0, 1.0)
+
+
+def is_mnist_field(img: np.ndarray, size: int = MNIST_FIELD) -> bool:
+    """Whether a 0..1 image is already what the net reads: one channel, ``size`` x ``size``, and the
+    median of its outermost ring of pixels dark (below 0.5), i.e. white ink on a black field."""
+    if img.shape != (size, size):
+        return False
+    ring = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
+    return float(np.median(ring)) < 0.5
+
+
+def to_pil(img: np.ndarray) -> Image.Image:
+    """A 0..1 float image, ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)``, as an L, RGB or RGBA picture."""
+    mode = {2: "L"}.get(img.ndim) or {3: "RGB", 4: "RGBA"}[img.shape[-1]]
+    return Image.fromarray(np.round(img * 255).astype(np.uint8), mode=mode)
+
+
+def preprocess_array(img: np.ndarray, size: int = MNIST_FIELD, name: str = "array") -> np.ndarray:
+    """The MNIST-style steps of :func:`preprocess` for a 0..1 numpy image (as if it were a file)."""
+    return preprocess(to_pil(img), size=size, name=name)
 
 
 def expand_inputs(items: Iterable[str]) -> tuple[list[Path], list[Failure]]:
@@ -263,24 +418,36 @@ def predict_paths(predictor: Predictor, items: Iterable[str]) -> tuple[list[Pred
             names.append(str(path))
         except BadImageError as err:
             failures.append(Failure(str(path), str(err)))
-    probs = predictor.probabilities(fields)
-    preds = [Prediction(n, [float(v) for v in p], predictor.classes, f) for n, p, f in zip(names, probs, fields)]
-    return preds, failures
+    return predictor.predictions(names, fields), failures
 
 
-def save_input_image(pred: Prediction, directory: str | Path, taken: set[str] | None = None) -> Path:
-    """Write the 28x28 image the net saw as ``DIR/<file stem>.input.png``; returns its path.
+def save_input_image(pred: Prediction, directory: str | Path, taken: set[str] | None = None, *,
+                     enlarge: int = ENLARGE) -> Path:
+    """Write the 28x28 image the net saw as ``DIR/<file stem>.input.png`` and, because that is tiny on a
+    screen, a copy enlarged ``enlarge`` times with nearest-neighbour (every pixel a sharp square) as
+    ``DIR/<file stem>.input.x10.png`` (280x280; none when ``enlarge`` is 1 or less). Both are written
+    atomically. Returns the path of the 28x28 image.
 
     ``taken`` holds the names already written in this batch: a later input with the same stem gets
-    ``<stem>-2.input.png``, ``-3``... (chosen before writing, so that nothing is overwritten)."""
+    ``<stem>-2.input.png`` (and ``<stem>-2.input.x10.png``), ``-3``... (chosen before writing, so that
+    nothing is overwritten)."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     stem = Path(pred.name).stem
-    name, n = f"{stem}.input.png", 2
-    while taken is not None and name in taken:
-        name, n = f"{stem}-{n}.input.png", n + 1
+    base, n = stem, 2
+    while taken is not None and f"{base}.input.png" in taken:
+        base, n = f"{stem}-{n}", n + 1
     if taken is not None:
-        taken.add(name)
-    out = directory / name
-    to_uint8_image(pred.input_image).save(out)
+        taken.add(f"{base}.input.png")
+    img = to_uint8_image(pred.input_image)
+    out = directory / f"{base}.input.png"
+    atomic_write_bytes(out, _png_bytes(img))
+    if enlarge > 1:
+        big = img.resize((img.width * enlarge, img.height * enlarge), Image.Resampling.NEAREST)
+        atomic_write_bytes(directory / f"{base}.input.x{enlarge}.png", _png_bytes(big))
     return out
+
+
+def _png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()

@@ -5,11 +5,14 @@ This module computes; ``cnnlab.plots`` only draws what it computed.
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import torch
 
-from cnnlab.fileio import atomic_write_json
+from cnnlab import plots
+from cnnlab.fileio import atomic_write_text
 
 
 def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -19,23 +22,30 @@ def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classe
 
 
 def per_class_metrics(confusion: torch.Tensor, classes: list[str]) -> list[dict]:
-    """Precision, recall and one-vs-rest accuracy per class, in percent."""
+    """Precision, recall and F1 per class, in percent, and the support (true items of the class).
+
+    F1 is ``2 TP / (2 TP + FP + FN)``, the harmonic mean of precision and recall. A ratio with
+    nothing to divide (precision of a class never predicted, recall of a class with no items, F1 of
+    both) is ``None``: undefined, not 0.
+    """
     cm = confusion.double()
-    total = cm.sum()
     tp = cm.diag()
     support = cm.sum(1)
     predicted = cm.sum(0)
     rows = []
     for i, name in enumerate(classes):
-        tn = total - support[i] - predicted[i] + tp[i]
         rows.append({
             "class": name,
             "support": int(support[i]),
-            "precision": float(100 * tp[i] / predicted[i]) if predicted[i] > 0 else 0.0,
-            "recall": float(100 * tp[i] / support[i]) if support[i] > 0 else 0.0,
-            "accuracy": float(100 * (tp[i] + tn) / total) if total > 0 else 0.0,
+            "precision": _percent(tp[i], predicted[i]),
+            "recall": _percent(tp[i], support[i]),
+            "f1": _percent(2 * tp[i], support[i] + predicted[i]),
         })
     return rows
+
+
+def _percent(part: torch.Tensor, whole: torch.Tensor) -> float | None:
+    return float(100 * part / whole) if whole > 0 else None
 
 
 def worst_mistakes(labels, predictions, probabilities, limit: int = 36) -> list[dict]:
@@ -51,19 +61,46 @@ def worst_mistakes(labels, predictions, probabilities, limit: int = 36) -> list[
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = [f"{'class':<14} {'support':>7} {'precision':>9} {'recall':>7} {'accuracy':>8}"]
+    """The per-class table: precision, recall, F1 (percent; "n/a" where undefined) and support."""
+    def pct(v: float | None, width: int) -> str:
+        return f"{v:>{width - 1}.2f}%" if v is not None else f"{'n/a':>{width}}"
+
+    lines = [f"{'class':<14} {'precision':>9} {'recall':>7} {'F1':>7} {'support':>7}"]
     for r in rows:
-        lines.append(f"{r['class'][:14]:<14} {r['support']:>7} {r['precision']:>8.2f}% {r['recall']:>6.2f}% {r['accuracy']:>7.2f}%")
+        lines.append(f"{r['class'][:14]:<14} {pct(r['precision'], 9)} {pct(r['recall'], 7)} {pct(r['f1'], 7)} "
+                     f"{r['support']:>7}")
     return "\n".join(lines)
+
+
+def json_ready(obj):
+    """``obj`` with every non-finite float (NaN, ±inf: a diverged loss) replaced by ``None`` (JSON null)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    return obj
+
+
+def write_json(path: str | Path, obj) -> None:
+    """Strict JSON (non-finite floats as null; ``allow_nan=False`` refuses any left), written atomically."""
+    atomic_write_text(path, json.dumps(json_ready(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def write_report(run_dir: str | Path, *, history: list[dict], labels: torch.Tensor, predictions: torch.Tensor,
                  probabilities: torch.Tensor, images: torch.Tensor, classes: list[str], loss: float,
-                 accuracy: float, split: str = "test", extra: dict | None = None) -> dict:
-    """Write summary.json, curves.png, confusion.png and mistakes.png into ``run_dir``; return the summary."""
-    from cnnlab import plots
+                 accuracy: float, split: str = "test", extra: dict | None = None,
+                 context: dict | None = None) -> dict:
+    """Write summary.json, curves.png, confusion.png and mistakes.png into ``run_dir``; return the summary
+    (as computed: summary.json has ``null`` where it holds a non-finite number, e.g. a diverged loss).
 
+    ``context``: what places the figures, e.g. ``{"model": "inception", "dataset": "mnist"}``; every
+    figure shows it under its title, with ``"run"`` (the run directory's name) added when missing.
+    """
     run_dir = Path(run_dir)
+    context = {**(context or {})}
+    context.setdefault("run", run_dir.resolve().name)
     cm = confusion_matrix(labels, predictions, len(classes))
     per_class = per_class_metrics(cm, classes)
     mistakes = worst_mistakes(labels, predictions, probabilities)
@@ -77,9 +114,10 @@ def write_report(run_dir: str | Path, *, history: list[dict], labels: torch.Tens
         "mistakes": mistakes,
         **(extra or {}),
     }
-    atomic_write_json(run_dir / "summary.json", summary)
+    write_json(run_dir / "summary.json", summary)
     if history:
-        plots.plot_curves(history, run_dir / "curves.png")
-    plots.plot_confusion(cm.tolist(), classes, run_dir / "confusion.png")
-    plots.plot_mistakes([images[m["index"], 0] for m in mistakes], mistakes, classes, run_dir / "mistakes.png")
+        plots.plot_curves(history, run_dir / "curves.png", context=context)
+    plots.plot_confusion(cm.tolist(), classes, run_dir / "confusion.png", context=context)
+    plots.plot_mistakes([images[m["index"], 0] for m in mistakes], mistakes, classes, run_dir / "mistakes.png",
+                        context=context)
     return summary

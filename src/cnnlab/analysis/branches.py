@@ -47,15 +47,16 @@ def branch_slices() -> dict[str, slice]:
     return out
 
 
-def inception_modules(model: nn.Module) -> list[tuple[str, InceptionModule]]:
-    """The model's Inception modules with their qualified names, in registration order."""
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, InceptionModule)]
+def inception_modules(model: nn.Module) -> dict[str, InceptionModule]:
+    """The model's Inception modules by qualified name (``incept1``, ``incept2``), in registration
+    order; empty if it has none. The analysis and the web app both use this one."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, InceptionModule)}
 
 
 def _module(model: nn.Module, name: str) -> InceptionModule:
     found = dict(model.named_modules()).get(name)
     if not isinstance(found, InceptionModule):
-        names = ", ".join(n for n, _ in inception_modules(model)) or "none"
+        names = ", ".join(inception_modules(model)) or "none"
         raise CnnlabError(f"{name!r} is not an InceptionModule of this model; its Inception modules are: {names}")
     return found
 
@@ -262,27 +263,13 @@ def analyze_branches(
 ) -> dict:
     """All the branch measurements for the run (directory or checkpoint) ``run``, as a JSON-ready dict."""
     run = Path(run)
-    if not run.exists():
-        raise CnnlabError(f"{run}: no such run directory; pass a directory written by 'cnnlab train' (it holds last.pt)")
-    if train_images < 0:
-        raise CnnlabError(f"--train-images must be >= 0 (0: the whole train split), got {train_images}")
+    _check_branch_arguments(run, train_images)
     t0 = time.perf_counter()
-    ckpt = resolve_checkpoint(run, which)
-    state = load_checkpoint(ckpt)
-    model = model_from_checkpoint(state)
-    modules = [name for name, _ in inception_modules(model)]
-    if not modules:
-        raise CnnlabError(f"{run}: model {state['model']['name']!r} has no InceptionModule; "
-                          "analyze branches needs a run of an Inception model (e.g. 'cnnlab train --model inception')")
-    cfg = state["config"]
-    data = load_dataset(dataset or cfg["dataset"], data_dir=data_dir or cfg.get("data_dir"))
-    dev = resolve_device(device)
-    model.to(dev).eval()
-
+    ckpt, model_name, model, modules, data, dev = _load_inception_run(run, which, dataset, data_dir, device)
     train_loader = subset_loader(data.train_images, data.train_labels, batch_size, data, dev, limit=train_images)
     test_loader = subset_loader(data.test_images, data.test_labels, batch_size, data, dev)
     n_train = len(train_loader.labels)
-    log(f"{state['model']['name']} from {ckpt}: Inception modules {', '.join(modules)}; "
+    log(f"{model_name} from {ckpt}: Inception modules {', '.join(modules)}; "
         f"means from {n_train:,} train images, tests on {len(test_loader.labels):,} test images")
 
     means = channel_means(model, train_loader.batches(0), modules)
@@ -290,41 +277,12 @@ def analyze_branches(
     probe = test_loader.normalise(data.test_images[:2].to(dev))
     shapes: dict[str, tuple] = {}
     readers = next_layer_readers(model, probe, modules, shapes)
-
-    slices = branch_slices()
-    result_modules = []
-    for mod in modules:
-        reader = readers[mod]
-        shares = weight_share(reader[1], shapes[mod]) if reader else None
-        rows = []
-        for b in BRANCHES:
-            scores = {}
-            for mode, fill in (("zero", None), ("mean", means[mod][slices[b]])):
-                with ablate_branch(model, mod, b, fill):
-                    r = evaluate(model, test_loader)
-                scores[mode] = {"accuracy": r.accuracy, "loss": r.loss}
-            per_class = energy[mod][b]
-            rows.append({
-                "branch": b,
-                "channels": BRANCH_CHANNELS[b],
-                "zero": scores["zero"],
-                "mean": scores["mean"],
-                "next_layer_share": shares[b] if shares else None,
-                "uniform_share": BRANCH_CHANNELS[b] / MODULE_CHANNELS,
-                "energy": float(per_class.mean()),
-                "energy_per_class": [float(v) for v in per_class],
-            })
-            log(f"  {mod}/{b}: zeroed {scores['zero']['accuracy']:.2f}%  mean-ablated {scores['mean']['accuracy']:.2f}%")
-        result_modules.append({
-            "name": mod,
-            "output_shape": list(shapes[mod][1:]),
-            "next_layer": reader[0] if reader else None,
-            "branches": rows,
-        })
+    result_modules = [_module_result(model, mod, test_loader, means[mod], energy[mod], readers[mod], shapes[mod], log)
+                      for mod in modules]
     return {
         "run": str(run),
         "checkpoint": str(ckpt),
-        "model": state["model"]["name"],
+        "model": model_name,
         "dataset": data.name,
         "classes": list(data.classes),
         "baseline": {"accuracy": base["accuracy"], "loss": base["loss"]},
@@ -335,6 +293,58 @@ def analyze_branches(
         "seconds": time.perf_counter() - t0,
         "modules": result_modules,
     }
+
+
+def _check_branch_arguments(run: Path, train_images: int) -> None:
+    if not run.exists():
+        raise CnnlabError(f"{run}: no such run directory; pass a directory written by 'cnnlab train' (it holds last.pt)")
+    if train_images < 0:
+        raise CnnlabError(f"--train-images must be >= 0 (0: the whole train split), got {train_images}")
+
+
+def _load_inception_run(run: Path, which: str, dataset: str | None, data_dir: str | None, device: str):
+    """``(checkpoint path, model name, model on the device in eval mode, its Inception modules' names,
+    dataset, device)``; a model without Inception modules is a user error."""
+    ckpt = resolve_checkpoint(run, which)
+    state = load_checkpoint(ckpt)
+    model = model_from_checkpoint(state)
+    modules = list(inception_modules(model))
+    if not modules:
+        raise CnnlabError(f"{run}: model {state['model']['name']!r} has no InceptionModule; "
+                          "analyze branches needs a run of an Inception model (e.g. 'cnnlab train --model inception')")
+    cfg = state["config"]
+    data = load_dataset(dataset or cfg["dataset"], data_dir=data_dir or cfg.get("data_dir"))
+    dev = resolve_device(device)
+    model.to(dev).eval()
+    return ckpt, state["model"]["name"], model, modules, data, dev
+
+
+def _module_result(model: nn.Module, mod: str, test_loader, means: torch.Tensor, energy: dict[str, torch.Tensor],
+                   reader: tuple[str, nn.Module] | None, shape: tuple[int, ...], log: Callable[[str], None]) -> dict:
+    """One module's entry: per branch, the test scores with the branch zeroed and mean-ablated, the next
+    layer's weight share and the energy; ``means`` is the module's (88,) channel means."""
+    shares = weight_share(reader[1], shape) if reader else None
+    slices = branch_slices()
+    rows = []
+    for b in BRANCHES:
+        scores = {}
+        for mode, fill in (("zero", None), ("mean", means[slices[b]])):
+            with ablate_branch(model, mod, b, fill):
+                r = evaluate(model, test_loader)
+            scores[mode] = {"accuracy": r.accuracy, "loss": r.loss}
+        per_class = energy[b]
+        rows.append({
+            "branch": b,
+            "channels": BRANCH_CHANNELS[b],
+            "zero": scores["zero"],
+            "mean": scores["mean"],
+            "next_layer_share": shares[b] if shares else None,
+            "uniform_share": BRANCH_CHANNELS[b] / MODULE_CHANNELS,
+            "energy": float(per_class.mean()),
+            "energy_per_class": [float(v) for v in per_class],
+        })
+        log(f"  {mod}/{b}: zeroed {scores['zero']['accuracy']:.2f}%  mean-ablated {scores['mean']['accuracy']:.2f}%")
+    return {"name": mod, "output_shape": list(shape[1:]), "next_layer": reader[0] if reader else None, "branches": rows}
 
 
 def format_branches(result: dict) -> str:

@@ -144,20 +144,8 @@ def analyze_gradients(
 ) -> dict:
     """Gradient norms at initialisation and accuracy after a short budget, for plain and residual stacks."""
     depths = list(depths)
-    if not depths or any(d < 2 or d % 2 for d in depths):
-        raise CnnlabError(f"depths must be even numbers >= 2 (a residual block holds two convs), got {depths}")
-    checks = [
-        (norm in NORMS, f"--norm must be one of {', '.join(NORMS)}, got {norm!r}"),
-        (width >= 1, f"--width must be at least 1, got {width}"),
-        (seeds >= 1, f"--seeds must be at least 1, got {seeds}"),
-        (batch_size >= 1, f"--batch-size must be at least 1, got {batch_size}"),
-        (train_images >= 0, f"--train-images must be >= 0 (0: the whole train split), got {train_images}"),
-        (epochs >= 0, f"--epochs must be >= 0 (0: measure gradients only), got {epochs}"),
-        (test_images >= 0, f"--test-images must be >= 0 (0: the whole test split), got {test_images}"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise CnnlabError(message)
+    _check_gradient_arguments(depths, norm=norm, width=width, seeds=seeds, batch_size=batch_size,
+                              train_images=train_images, epochs=epochs, test_images=test_images)
     dev = resolve_device(device)
     data = data or load_dataset(dataset, data_dir=data_dir)
     seed_list = list(range(seeds))
@@ -168,20 +156,7 @@ def analyze_gradients(
     for depth in depths:
         for kind in KINDS:
             t1 = time.perf_counter()
-            names, rows = init_gradients(kind, depth, width, norm, seed_list, data, batch_size, dev)
-            per_layer = torch.tensor(rows, dtype=torch.float64)  # (seeds, layers)
-            entry = {
-                "kind": kind,
-                "depth": depth,
-                "layers": names,
-                "grad_norms": rows,  # [seed][layer]
-                "grad_norm_mean": per_layer.mean(0).tolist(),
-                "grad_norm_min": per_layer.min(0).values.tolist(),
-                "grad_norm_max": per_layer.max(0).values.tolist(),
-                "first_layer_grad_norm": float(per_layer[:, 0].mean()),
-                "last_layer_grad_norm": float(per_layer[:, -1].mean()),
-                "training": None,
-            }
+            entry = measure_stack(kind, depth, width, norm, seed_list, data, batch_size, dev)
             if epochs > 0:
                 torch.manual_seed(seed_list[0])
                 model = build_stack(kind, depth, width, norm, data).to(dev)
@@ -209,6 +184,44 @@ def analyze_gradients(
         "device": str(dev),
         "seconds": time.perf_counter() - t0,
         "stacks": stacks,
+    }
+
+
+def _check_gradient_arguments(depths: list[int], *, norm: str, width: int, seeds: int, batch_size: int,
+                              train_images: int, epochs: int, test_images: int) -> None:
+    if not depths or any(d < 2 or d % 2 for d in depths):
+        raise CnnlabError(f"depths must be even numbers >= 2 (a residual block holds two convs), got {depths}")
+    checks = [
+        (norm in NORMS, f"--norm must be one of {', '.join(NORMS)}, got {norm!r}"),
+        (width >= 1, f"--width must be at least 1, got {width}"),
+        (seeds >= 1, f"--seeds must be at least 1, got {seeds}"),
+        (batch_size >= 1, f"--batch-size must be at least 1, got {batch_size}"),
+        (train_images >= 0, f"--train-images must be >= 0 (0: the whole train split), got {train_images}"),
+        (epochs >= 0, f"--epochs must be >= 0 (0: measure gradients only), got {epochs}"),
+        (test_images >= 0, f"--test-images must be >= 0 (0: the whole test split), got {test_images}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise CnnlabError(message)
+
+
+def measure_stack(kind: str, depth: int, width: int, norm: str, seeds: list[int], data, batch_size: int,
+                  device: torch.device) -> dict:
+    """One stack's entry: every layer's gradient norm at initialisation per seed, with mean, min and max
+    over seeds; ``"training"`` is left ``None`` for the budget to fill."""
+    names, rows = init_gradients(kind, depth, width, norm, seeds, data, batch_size, device)
+    per_layer = torch.tensor(rows, dtype=torch.float64)  # (seeds, layers)
+    return {
+        "kind": kind,
+        "depth": depth,
+        "layers": names,
+        "grad_norms": rows,  # [seed][layer]
+        "grad_norm_mean": per_layer.mean(0).tolist(),
+        "grad_norm_min": per_layer.min(0).values.tolist(),
+        "grad_norm_max": per_layer.max(0).values.tolist(),
+        "first_layer_grad_norm": float(per_layer[:, 0].mean()),
+        "last_layer_grad_norm": float(per_layer[:, -1].mean()),
+        "training": None,
     }
 
 

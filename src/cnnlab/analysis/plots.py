@@ -1,13 +1,18 @@
 """Figures for ``cnnlab analyze``. They only draw the numbers that ``branches`` and ``gradients`` computed.
 
-Built with ``matplotlib.figure.Figure`` (no pyplot, so no GUI backend and no global state); saved as PNG.
+Built with ``matplotlib.figure.Figure`` (no pyplot, so no GUI backend and no global state), like
+:mod:`cnnlab.plots`, and saved as PNG by the same :func:`cnnlab.plots.save_figure`. matplotlib is
+imported at the top here: only ``cnnlab analyze``, which draws, imports this module (lazily).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from matplotlib import colormaps
 from matplotlib.figure import Figure
+
+from cnnlab.plots import save_figure
 
 KIND_COLOURS = {"plain": "tab:red", "residual": "tab:blue"}
 LABEL_OFFSET = {"plain": -10, "residual": 10}  # points: plain's value labels below its line, residual's above
@@ -71,7 +76,7 @@ def plot_branches(result: dict, path: str | Path) -> Path:
                         color="black" if v > 0.6 * top else "white")
         fig.colorbar(im, ax=ax, label="mean squared output")
         ax.set_title(f"{mod['name']}: branch output energy per class (test set)", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_gradients(result: dict, path: str | Path) -> Path:
@@ -96,7 +101,7 @@ def plot_gradients(result: dict, path: str | Path) -> Path:
     axes[0].set_ylabel("‖dLoss/dW‖ at initialisation")
     fig.suptitle(f"Gradient norms at initialisation on {result['dataset']} (width {result['width']}, norm "
                  f"{result['norm']}; line: mean of {len(result['seeds'])} seeds, band: min-max)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_depth(result: dict, path: str | Path) -> Path:
@@ -143,7 +148,7 @@ def plot_depth(result: dict, path: str | Path) -> Path:
     ax_grad.set_title(f"gradient reaching the stem conv (mean of {len(result['seeds'])} seeds)", fontsize=9)
     ax_grad.legend()
     fig.suptitle(f"Plain vs residual stacks on {result['dataset']} (width {result['width']}, norm {result['norm']})")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _positive(values: list[float]) -> list[float]:
@@ -152,14 +157,6 @@ def _positive(values: list[float]) -> list[float]:
 
 
 def _depth_colours(depths: list[int]) -> dict[int, tuple]:
-    from matplotlib import colormaps
-
     cmap = colormaps["viridis"]
     n = max(len(depths) - 1, 1)
     return {d: cmap(0.9 * i / n) for i, d in enumerate(sorted(depths))}
-
-
-def _save(fig: Figure, path: str | Path) -> Path:
-    from cnnlab.plots import save_figure
-
-    return save_figure(fig, path)

@@ -2,6 +2,7 @@
 
 Routes:
 - ``GET /``: the page (``static/index.html`` and ``static/app.js``): draw, see the probabilities.
+- ``GET /favicon.ico``: 204 (the page links ``static/favicon.svg``; this answers browsers that ask anyway).
 - ``GET /info``: the model's name, classes, whether it has Inception modules, the upload limit.
 - ``POST /predict``: an image as multipart form field ``file`` (or the raw body with an
   ``image/*`` content type). Answers ``{"prediction", "probabilities", "classes", "top",
@@ -15,9 +16,10 @@ import json
 import threading
 from pathlib import Path
 
-from cnnlab.predict import BadImageError, Prediction, Predictor, to_uint8_image
+from cnnlab.analysis.branches import inception_modules
+from cnnlab.predict import BadImageError, Predictor, to_uint8_image
 from cnnlab.serve import DEFAULT_MAX_BYTES
-from cnnlab.serve.branches import inception_modules, record_branch_energy, shares
+from cnnlab.serve.branches import record_branch_energy, shares
 
 STATIC = Path(__file__).with_name("static")
 
@@ -102,15 +104,15 @@ class Service:
         self._lock = threading.Lock()
 
     def predict(self, data: bytes, name: str) -> dict:
-        field_01 = self.predictor.prepare(data, name)  # BadImageError for bad input
+        # preprocessing (BadImageError for bad input) runs outside the lock; only the net is one at a time
+        field_01 = self.predictor.prepare(data, name)
         with self._lock, record_branch_energy(self.predictor.model) as energies:
-            probs = self.predictor.probabilities([field_01])[0]
-        pred = Prediction(name, [float(p) for p in probs], self.predictor.classes, field_01)
+            pred = self.predictor(field_01, name=name, preprocess=False)
         return {
             **{k: v for k, v in pred.to_dict(3).items() if k != "file"},
             "probabilities": pred.probabilities,
             "classes": pred.classes,
-            "input_png": _png_data_url(to_uint8_image(field_01)),
+            "input_png": _png_data_url(to_uint8_image(pred.input_image)),
             "branches": ({"energy": energies, "share": shares(energies)} if self.has_inception else None),
         }
 
@@ -119,7 +121,7 @@ def create_app(predictor: Predictor, max_bytes: int = DEFAULT_MAX_BYTES):
     """The FastAPI app (wrapped in the body-size limit) serving ``predictor``."""
     from fastapi import FastAPI, Request
     from fastapi.concurrency import run_in_threadpool
-    from fastapi.responses import FileResponse, JSONResponse
+    from fastapi.responses import FileResponse, JSONResponse, Response
     from fastapi.staticfiles import StaticFiles
 
     if not (STATIC / "index.html").is_file():
@@ -136,6 +138,10 @@ def create_app(predictor: Predictor, max_bytes: int = DEFAULT_MAX_BYTES):
     @app.get("/", include_in_schema=False)
     def index():
         return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon():
+        return Response(status_code=204)  # the page's icon is static/favicon.svg; no 404 in the browser's log
 
     @app.get("/info")
     def info():

@@ -5,7 +5,8 @@ strongly that branch (pool, 1x1, 5x5, 3x3) responds to this input. Shares are th
 one module's four branches divided by their sum, which is what the page draws as bars.
 
 The hooks are those of :mod:`cnnlab.analysis.branches` (``watch_outputs``), which see each
-module's concatenated output and are removed when the context ends; nothing is recomputed.
+module's concatenated output and are removed when the context ends; nothing is recomputed. The
+modules are found by the analysis' :func:`~cnnlab.analysis.branches.inception_modules` too.
 """
 
 from __future__ import annotations
@@ -16,14 +17,7 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 
-from cnnlab.analysis.branches import branch_slices, watch_outputs
-from cnnlab.analysis.branches import inception_modules as _inception_modules
-from cnnlab.models.inception import InceptionModule
-
-
-def inception_modules(model: nn.Module) -> dict[str, InceptionModule]:
-    """The model's Inception modules by qualified name (``incept1``, ``incept2``); empty if none."""
-    return dict(_inception_modules(model))
+from cnnlab.analysis.branches import branch_slices, inception_modules, watch_outputs
 
 
 @contextmanager
