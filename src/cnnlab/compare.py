@@ -100,7 +100,7 @@ def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = 
         series[name] = {"epochs": r["curve"]["epochs"], "n": seeds, "mean": list(mean), "std": list(std)}
     plot_comparison(series, out / "comparison.png",
                     metric=("validation" if base.val_split else "test") + " accuracy (%)",
-                    title=f"{data.name}, recipe {base.recipe}")
+                    title=f"{data.name}, recipe {base.recipe}", context={"dataset": data.name, "run": out.name})
     return {"table": table, "results": results, "out": out}
 
 

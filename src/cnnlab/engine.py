@@ -386,7 +386,8 @@ def finish(t: Trainer, final: EvalResult | None, report: bool) -> TrainResult:
     if t.run_dir is not None and report:
         summary = report_run(t.run_dir, t.model, t.data, t.device, history=s.history, batch_size=cfg.eval_batch_size,
                              extra={"target": s.target, "train_seconds": train_s,
-                                    "parameters": count_parameters(t.model)}, log=t.say, result=final)
+                                    "parameters": count_parameters(t.model)}, log=t.say, result=final,
+                             context={"model": cfg.model, "dataset": t.data.name})
     best_txt = f" (best epoch {s.best:.2f}%)" if s.best is not None else ""
     t.say(f"final test accuracy {final.accuracy:.2f}%{best_txt}" + (f"; run saved in {t.run_dir}" if t.run_dir else ""))
     t.ranks.barrier()

@@ -76,9 +76,10 @@ def evaluate(model: nn.Module, loader: BatchLoader, limit: int = 0, keep_outputs
 
 def report_run(run_dir: Path, model: nn.Module, data: Dataset, device: torch.device, *, history: list[dict],
                batch_size: int = 1000, extra: dict | None = None, log: Log = _print,
-               result: EvalResult | None = None) -> dict:
+               result: EvalResult | None = None, context: dict | None = None) -> dict:
     """Write summary.json and the plots from ``result`` when it is the model's evaluation of the whole
-    test set with its outputs kept; otherwise evaluate the test set here first."""
+    test set with its outputs kept; otherwise evaluate the test set here first. ``context`` (model,
+    dataset...) is shown on every figure."""
     res = result
     if res is None or res.predictions is None or res.n != len(data.test_labels):
         test_loader = BatchLoader(data.test_images, data.test_labels, batch_size, mean=data.mean, std=data.std,
@@ -86,7 +87,7 @@ def report_run(run_dir: Path, model: nn.Module, data: Dataset, device: torch.dev
         res = evaluate(model, test_loader, keep_outputs=True)
     summary = write_report(run_dir, history=history, labels=data.test_labels, predictions=res.predictions,
                            probabilities=res.probabilities, images=data.test_images, classes=list(data.classes),
-                           loss=res.loss, accuracy=res.accuracy, extra=extra)
+                           loss=res.loss, accuracy=res.accuracy, extra=extra, context=context)
     log(format_table(summary["per_class"]))
     log(f"wrote summary.json, confusion.png, mistakes.png{', curves.png' if history else ''} in {run_dir}")
     return summary

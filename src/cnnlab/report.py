@@ -5,14 +5,12 @@ This module computes; ``cnnlab.plots`` only draws what it computed.
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 
 import torch
 
 from cnnlab import plots
-from cnnlab.fileio import atomic_write_text
+from cnnlab.fileio import atomic_write_json
 
 
 def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -72,22 +70,6 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def json_ready(obj):
-    """``obj`` with every non-finite float (NaN, ±inf: a diverged loss) replaced by ``None`` (JSON null)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_ready(v) for v in obj]
-    return obj
-
-
-def write_json(path: str | Path, obj) -> None:
-    """Strict JSON (non-finite floats as null; ``allow_nan=False`` refuses any left), written atomically."""
-    atomic_write_text(path, json.dumps(json_ready(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
-
-
 def write_report(run_dir: str | Path, *, history: list[dict], labels: torch.Tensor, predictions: torch.Tensor,
                  probabilities: torch.Tensor, images: torch.Tensor, classes: list[str], loss: float,
                  accuracy: float, split: str = "test", extra: dict | None = None,
@@ -114,7 +96,7 @@ def write_report(run_dir: str | Path, *, history: list[dict], labels: torch.Tens
         "mistakes": mistakes,
         **(extra or {}),
     }
-    write_json(run_dir / "summary.json", summary)
+    atomic_write_json(run_dir / "summary.json", summary)  # strict JSON: a diverged loss is null
     if history:
         plots.plot_curves(history, run_dir / "curves.png", context=context)
     plots.plot_confusion(cm.tolist(), classes, run_dir / "confusion.png", context=context)

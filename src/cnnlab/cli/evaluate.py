@@ -46,7 +46,7 @@ def cmd_evaluate(args) -> int:
         log = (lambda m: None) if args.json else print
         report_run(out, model, data, resolve_device(args.device), history=history, batch_size=args.batch_size,
                    extra={"checkpoint": args.checkpoint if not args.weights else str(args.weights)}, log=log,
-                   result=res)
+                   result=res, context={"dataset": data.name})
     if args.json:
         print(json.dumps({"dataset": data.name, "n": res.n, "test_loss": res.loss, "test_acc": res.accuracy}))
     else:
