@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -154,3 +156,44 @@ def test_the_report_reuses_the_last_test_evaluation(tiny_idx, tmp_path, monkeypa
     assert test_passes == ([True, True] if val_split == 0 else [True])
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["accuracy"] == pytest.approx(res.final.accuracy)
+
+
+FIXTURE_V1 = Path(__file__).parent / "fixtures" / "v1-basic-cnn"
+#: sha256 over (name, bytes) of every tensor of the final state_dict when the fixture's run is resumed to its
+#: end by the code that wrote it (commit 5c3a56f, format version 1, 1 CPU thread).
+V1_RESUMED_FINAL = "db34a36cb66127b9c9f34794234ce64748f822d52fd5262f57b660599976d516"
+
+
+def _state_hash(state_dict) -> str:
+    h = hashlib.sha256()
+    for k, v in state_dict.items():
+        h.update(k.encode())
+        h.update(v.numpy().tobytes())
+    return h.hexdigest()
+
+
+def test_a_version_1_checkpoint_loads_and_resumes_bitwise(tmp_path):
+    """A checkpoint written by the format-1 code (mid-epoch, partial sums and all) resumes to the same weights
+    as that code resumed it to, and the resumed run's checkpoints are written in the current format."""
+    import shutil
+
+    from cnnlab.checkpoint import VERSION, TrainState
+    from cnnlab.data import load_dataset
+    from conftest import write_idx_dataset
+
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURE_V1, run)
+    ck = load_checkpoint(run / "last.pt")
+    assert ck["version"] == 1
+    state = TrainState.from_checkpoint(ck)
+    assert (state.epoch, state.batch, state.step) == (1, 3, 11) and state.partial.count == 96
+    data = load_dataset(f"idx:{write_idx_dataset(tmp_path / 'tiny')}")  # the fixture's data, regenerated
+    threads = torch.get_num_threads()
+    try:
+        res = train(TrainConfig(threads=1), resume=run, dataset=data, quiet=True, log=lambda m: None)
+    finally:
+        torch.set_num_threads(threads)
+    assert _state_hash(res.model.state_dict()) == V1_RESUMED_FINAL
+    assert [r["epoch"] for r in res.history] == [1, 2]
+    assert res.history[1]["train_loss"] == pytest.approx(0.01775353602715768, rel=1e-12)  # partial sums carried on
+    assert load_checkpoint(run / "last.pt")["version"] == VERSION

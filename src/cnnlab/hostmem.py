@@ -32,12 +32,17 @@ TRIM_THRESHOLD_BYTES = 256 << 20
 _applied: bool | None = None
 
 
+def supported() -> bool:
+    """Whether this process's allocator is glibc's on Linux, the one the setting applies to (changes nothing)."""
+    return sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+
+
 def keep_freed_memory() -> bool:
     """Apply the thresholds once per process; True when they are in effect (glibc on Linux)."""
     global _applied
     if _applied is None:
         _applied = False
-        if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        if supported():
             try:
                 libc = ctypes.CDLL("libc.so.6")
             except OSError:
