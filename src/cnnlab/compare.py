@@ -20,6 +20,7 @@ from cnnlab.data import load_dataset
 from cnnlab.engine import train
 from cnnlab.fileio import atomic_write_text
 from cnnlab.models import build_model, count_parameters
+from cnnlab.plots import plot_comparison
 from cnnlab.runs import read_metrics
 
 
@@ -92,8 +93,6 @@ def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = 
         }
     table = format_comparison(results, base, seeds, data.name)
     atomic_write_text(out / "comparison.md", table)
-    from cnnlab.plots import plot_comparison
-
     series = {}
     for name, r in results.items():
         mean, std = zip(*(_mean_std(list(c)) for c in zip(*r["curve"]["per_seed"])))

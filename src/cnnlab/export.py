@@ -75,7 +75,7 @@ def sample_inputs(state: dict, n: int, dataset: str | None = None, data_dir: str
 
 
 def _onnx_export(model: nn.Module, example: torch.Tensor, meta: dict[str, str]) -> bytes:
-    import onnx
+    import onnx  # heavy (~0.3 s) and needed by the ONNX export alone
 
     buf = io.BytesIO()
     with warnings.catch_warnings():
@@ -98,7 +98,7 @@ def _onnx_export(model: nn.Module, example: torch.Tensor, meta: dict[str, str]) 
 
 
 def _onnx_run(data: bytes, batches: list[np.ndarray]) -> list[np.ndarray]:
-    import onnxruntime as ort
+    import onnxruntime as ort  # heavy (~0.2 s) and needed by the ONNX check alone
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = min(4, os.cpu_count() or 1)
@@ -175,7 +175,7 @@ def export_run(
 
 
 def read_onnx_metadata(path: str | Path) -> dict[str, str]:
-    import onnx
+    import onnx  # heavy (~0.3 s) and needed for ONNX files alone
 
     return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
 

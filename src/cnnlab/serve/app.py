@@ -16,7 +16,13 @@ import json
 import threading
 from pathlib import Path
 
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
 from cnnlab.analysis.branches import inception_modules
+from cnnlab.errors import CnnlabError
 from cnnlab.predict import BadImageError, Predictor, to_uint8_image
 from cnnlab.serve import DEFAULT_MAX_BYTES
 from cnnlab.serve.branches import record_branch_energy, shares
@@ -119,14 +125,7 @@ class Service:
 
 def create_app(predictor: Predictor, max_bytes: int = DEFAULT_MAX_BYTES):
     """The FastAPI app (wrapped in the body-size limit) serving ``predictor``."""
-    from fastapi import FastAPI, Request
-    from fastapi.concurrency import run_in_threadpool
-    from fastapi.responses import FileResponse, JSONResponse, Response
-    from fastapi.staticfiles import StaticFiles
-
     if not (STATIC / "index.html").is_file():
-        from cnnlab.errors import CnnlabError
-
         raise CnnlabError(f"the page is missing from this install ({STATIC}/index.html); reinstall cnnlab")
     service = Service(predictor)
     app = FastAPI(title="cnnlab", docs_url=None, redoc_url=None, openapi_url=None)
