@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from cnnlab.errors import CheckpointError
-from cnnlab.fileio import atomic_write_bytes, atomic_write_text, remove_stale_temp_files, sha256_file
+from cnnlab.fileio import atomic_write_bytes, atomic_write_text, sha256_file
 from cnnlab.models import create_model
 from cnnlab.runs import CHECKPOINTS, DEFAULT_CHECKPOINT
 
@@ -130,7 +130,8 @@ def save_checkpoint(path: str | Path, payload: dict) -> None:
     Kill-safe at every write boundary, for any number of interrupted saves in a row: the sidecar first
     lists the new hash *and the hash of the file actually on disk* (read from the disk, never from the
     sidecar, which may name a file an interrupted save never wrote), then the checkpoint is renamed into
-    place, then the sidecar is reduced to the new hash. Temp files left by killed saves are removed.
+    place, then the sidecar is reduced to the new hash. (The temp files that killed saves leave are removed
+    by the next process that locks the run folder: :class:`cnnlab.runs.RunLock`.)
     """
     path = Path(path)
     body = {"format": FORMAT, "version": VERSION, **payload}
@@ -140,8 +141,6 @@ def save_checkpoint(path: str | Path, payload: dict) -> None:
     data = buf.getvalue()
     new = hashlib.sha256(data).hexdigest()
     side = sidecar(path)
-    remove_stale_temp_files(path)
-    remove_stale_temp_files(side)
     current = sha256_file(path) if path.is_file() else None
     listed = [new] + ([current] if current and current != new else [])
     atomic_write_text(side, "".join(f"{h}  {path.name}\n" for h in listed))

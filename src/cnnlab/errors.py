@@ -30,3 +30,17 @@ class Interrupted(CnnlabError):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class WriteError(CnnlabError, OSError):
+    """A file that could not be written (read-only folder, disk full...): one line naming the path and the fix.
+
+    Also an :class:`OSError` (with the original ``errno``), so that code which may go on without the file
+    (a cache) catches it as before.
+    """
+
+    def __init__(self, message: str, errno: int | None):
+        OSError.__init__(self, errno, message)
+
+    def __str__(self) -> str:
+        return str(self.strerror)

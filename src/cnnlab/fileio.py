@@ -6,6 +6,7 @@ fsync, rename). JSON is always valid JSON: non-finite floats (a diverged loss) b
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -13,12 +14,46 @@ import os
 import tempfile
 from pathlib import Path
 
+from cnnlab.errors import WriteError
+
+
+def write_error(path: str | Path, err: OSError) -> WriteError:
+    """The one-line error for an OS error while writing ``path``: what failed, and what to do."""
+    path = Path(path)
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free some disk space and run it again (the previous version of the file, if any, is intact)"
+    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = f"make {path.parent} writable, or write somewhere else (e.g. another --out or CNNLAB_HOME)"
+    else:
+        fix = "check the path and the disk"
+    return WriteError(f"cannot write {path}: {err.strerror or err}; {fix}", err.errno)
+
+
+def make_dirs(path: str | Path) -> Path:
+    """``mkdir -p``, with an OS error as one line (:class:`WriteError`)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise WriteError(f"cannot create folder {path}: a file of that name is in the way; remove it or pick "
+                         "another path", errno.EEXIST) from None
+    except OSError as err:
+        raise write_error(path / ".", err) from None
+    return path
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory, fsync and rename."""
+    """Write ``data`` to ``path`` via a temp file in the same directory, fsync and rename.
+
+    An OS error (read-only folder, disk full) is a :class:`WriteError` naming the path and the fix;
+    ``path`` is then untouched and no temp file is left.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    make_dirs(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise write_error(path, err) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -28,22 +63,23 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file ordinary permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(err, OSError) and not isinstance(err, WriteError):
+            raise write_error(path, err) from None
         raise
 
 
-def remove_stale_temp_files(path: str | Path) -> None:
-    """Delete temp files that killed writes of ``path`` left behind (``.<name>.*.tmp``).
+def remove_stale_temp_files_in(folder: str | Path) -> None:
+    """Delete every temp file that killed writes left in ``folder`` (which this process owns: it is locked)."""
+    _unlink_all(Path(folder).glob(".*.tmp"))
 
-    Only call it where one process owns the folder (a locked run folder): a live writer's temp file
-    has the same shape.
-    """
-    path = Path(path)
-    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+
+def _unlink_all(paths) -> None:
+    for tmp in paths:
         try:
             tmp.unlink()
         except FileNotFoundError:

@@ -21,7 +21,7 @@ except ImportError:  # pragma: no cover - Windows has no flock: runs there are n
 
 from cnnlab.dataset_names import dataset_kind
 from cnnlab.errors import RunError
-from cnnlab.fileio import atomic_write_text
+from cnnlab.fileio import atomic_write_text, make_dirs, remove_stale_temp_files_in, write_error
 
 METRIC_FIELDS = [
     "epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr", "seconds",
@@ -46,14 +46,17 @@ def new_run_dir(root: str | Path, model: str, dataset: str) -> Path:
     """A fresh directory under ``root``; a numeric suffix avoids clobbering a run of the same second."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path(root) / f"{model}-{_safe(dataset_kind(dataset))}-{stamp}"
+    make_dirs(base.parent)
     path, n = base, 1
     while True:
         try:
-            path.mkdir(parents=True, exist_ok=False)
+            path.mkdir(exist_ok=False)
             return path
         except FileExistsError:
             n += 1
             path = base.with_name(f"{base.name}-{n}")
+        except OSError as err:
+            raise write_error(path / ".", err) from None
 
 
 def run_dir_of(path: str | Path) -> Path:
@@ -151,8 +154,11 @@ class RunLock:
     def acquire(self) -> "RunLock":
         if fcntl is None:
             return self
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        make_dirs(self.path.parent)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise write_error(self.path, err) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -163,6 +169,7 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self.fd = fd
+        remove_stale_temp_files_in(self.path.parent)  # ours now: what killed writers left is garbage
         return self
 
     def release(self) -> None:

@@ -1,0 +1,328 @@
+"""Faults and hostile use of a training run: kills in the save window, two processes on one folder, a diverging
+loss, changed flags on resume, signals, full or read-only disks. Each test reproduces the fault first
+(deterministic fault injection, no sleeps to hit a window) and checks that nothing is lost and that the user
+gets one line. docs/reliability.md lists them."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import cnnlab.fileio
+from cnnlab.checkpoint import load_checkpoint, save_checkpoint, sidecar
+from cnnlab.cli import main
+from cnnlab.config import TrainConfig
+from cnnlab.engine import train
+from cnnlab.errors import CheckpointError, RunError, WriteError
+from cnnlab.runs import RunLock, read_metrics, torchrun_launch_id
+
+HERE = Path(__file__).parent
+QUIET = dict(quiet=True, log=lambda m: None)
+ARGS = ["--model", "basic_cnn", "--epochs", "2", "--batch-size", "32", "--lr", "0.05", "--device", "cpu",
+        "--threads", "1", "--quiet"]
+
+
+def cfg_for(tiny_idx, **kw) -> TrainConfig:
+    base = dict(model="basic_cnn", dataset=f"idx:{tiny_idx}", epochs=2, batch_size=32, device="cpu", lr=0.05)
+    return TrainConfig(**{**base, **kw})
+
+
+def cnnlab_process(args: list[str], faults: tuple[str, ...] = (), **popen) -> subprocess.CompletedProcess:
+    """``cnnlab ARGS`` in a fresh process, killed by SIGKILL at the given write boundaries (tests/fault_worker.py)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(HERE / "fault_worker.py"), *faults, "--", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, **popen)
+
+
+def weights(run: Path) -> dict:
+    return load_checkpoint(run / "last.pt")["state_dict"]
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def leftovers(run: Path) -> list[str]:
+    return sorted(p.name for p in run.iterdir() if p.name.endswith(".tmp"))
+
+
+# ----------------------------------------------------------------------------- kills while saving
+
+
+def test_two_kills_in_the_save_window_then_a_resume_end_bitwise_like_an_uninterrupted_run(tiny_idx, tmp_path):
+    """The sweep's reproducer: killed just before last.pt is renamed into place (the sidecar already lists
+    the new hash), then twice more on resumes, then a plain resume: it loads and ends bitwise the same."""
+    data = ["train", "--dataset", f"idx:{tiny_idx}", *ARGS, "--save-every", "3"]
+    straight = tmp_path / "straight"
+    assert cnnlab_process([*data, "--out", str(straight)]).returncode == 0
+    run = tmp_path / "run"
+    first = cnnlab_process([*data, "--out", str(run)], ("last.pt:before-rename:2",))
+    assert first.returncode == -signal.SIGKILL
+    for _ in range(2):  # each resume is killed at its first save, in the same window
+        again = cnnlab_process(["train", "--resume", str(run), "--threads", "1", "--quiet"],
+                               ("last.pt:before-rename:1",))
+        assert again.returncode == -signal.SIGKILL, again.stderr[-2000:]
+    assert leftovers(run)  # the killed writes left their temp files behind...
+    final = cnnlab_process(["train", "--resume", str(run), "--threads", "1", "--quiet"])
+    assert final.returncode == 0, final.stderr[-2000:]
+    assert_same_weights(weights(straight), weights(run))
+    assert leftovers(run) == []  # ...and the next saves removed them
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in rows]  # noqa: E731
+    assert strip(read_metrics(straight / "metrics.csv")) == strip(read_metrics(run / "metrics.csv"))
+
+
+@pytest.mark.parametrize("fault", ["last.pt:mid-write:2", "last.pt:after-rename:2", "last.pt.sha256:before-rename:3",
+                                   "last.pt.sha256:after-rename:3", "last.pt.sha256:before-rename:4",
+                                   "last.pt.sha256:after-rename:4", "best.pt:before-rename:1"])
+def test_a_kill_at_any_write_boundary_leaves_a_checkpoint_that_resumes(tiny_idx, tmp_path, fault):
+    data = ["train", "--dataset", f"idx:{tiny_idx}", *ARGS, "--save-every", "3"]
+    run = tmp_path / "run"
+    assert cnnlab_process([*data, "--out", str(run)], (fault,)).returncode == -signal.SIGKILL
+    load_checkpoint(run / "last.pt")  # loads: the old file or the whole new one, and its hash is listed
+    done = cnnlab_process(["train", "--resume", str(run), "--threads", "1", "--quiet"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert load_checkpoint(run / "last.pt")["train_state"]["epoch"] == 2 and leftovers(run) == []
+
+
+BOUNDARIES = [("last.pt.sha256", 1), ("last.pt", 1), ("last.pt.sha256", 2)]  # the three writes of one save
+
+
+@pytest.mark.parametrize("first", range(7))
+@pytest.mark.parametrize("second", range(7))
+def test_any_two_interrupted_saves_in_a_row_leave_a_loadable_checkpoint(tmp_path, monkeypatch, first, second):
+    """Every pair of interruption points (before or after each of a save's three renames, or none) over two
+    saves in a row, then an untouched load: the file on disk is always listed by its sidecar."""
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"state_dict": {"w": torch.zeros(3)}})
+    real = os.replace
+
+    def interrupting(point: int):
+        calls = []
+
+        def replace(src, dst):  # point 2k: before the k-th rename; 2k+1: after it; 6: no interruption
+            calls.append(dst)
+            k = len(calls) - 1
+            if point == 2 * k:
+                raise KeyboardInterrupt
+            real(src, dst)
+            if point == 2 * k + 1:
+                raise KeyboardInterrupt
+
+        return replace
+
+    for value, point in ((1.0, first), (2.0, second)):
+        monkeypatch.setattr(cnnlab.fileio.os, "replace", interrupting(point))
+        try:
+            save_checkpoint(path, {"state_dict": {"w": torch.full((3,), value)}})
+        except KeyboardInterrupt:
+            pass
+        monkeypatch.setattr(cnnlab.fileio.os, "replace", real)
+        got = load_checkpoint(path)["state_dict"]["w"]
+        assert got[0] in (0.0, 1.0, 2.0)
+    save_checkpoint(path, {"state_dict": {"w": torch.full((3,), 3.0)}})
+    assert torch.equal(load_checkpoint(path)["state_dict"]["w"], torch.full((3,), 3.0))
+    assert len(sidecar(path).read_text().splitlines()) == 1
+
+
+def test_a_bit_flip_is_refused_even_without_the_sidecar(tmp_path):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"state_dict": {"w": torch.arange(1000, dtype=torch.float32)}})
+    sidecar(path).unlink()
+    raw = bytearray(path.read_bytes())
+    at = raw.find(torch.arange(1000, dtype=torch.float32)[500:502].numpy().tobytes())
+    raw[at] ^= 0x01  # one bit of one weight
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="do not match the digest"):
+        load_checkpoint(path)
+
+
+# ----------------------------------------------------------------------------- whose folder is it
+
+
+def test_a_run_folder_belongs_to_one_process(tiny_idx, tmp_path):
+    run = tmp_path / "run"
+    with RunLock(run):  # another process's training holds it
+        with pytest.raises(RunError, match="in use by another cnnlab process"):
+            train(cfg_for(tiny_idx), out=run, **QUIET)
+    assert sorted(p.name for p in run.iterdir()) == [".lock"]  # nothing of the refused run was written
+
+
+def test_the_kernel_releases_the_lock_of_a_killed_process(tmp_path):
+    run = tmp_path / "run"
+    code = f"from cnnlab.runs import RunLock; import os, signal; RunLock({str(run)!r}).acquire(); " \
+           "os.kill(os.getpid(), signal.SIGKILL)"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    assert subprocess.run([sys.executable, "-c", code], env=env, timeout=60).returncode == -signal.SIGKILL
+    RunLock(run).acquire().release()
+
+
+def test_a_new_run_into_a_folder_that_holds_a_run_is_refused(tiny_idx, tmp_path, capsys):
+    run = tmp_path / "run"
+    train(cfg_for(tiny_idx, epochs=1), out=run, **QUIET)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    code = main(["train", "--model", "resnet", "--dataset", f"idx:{tiny_idx}", "--epochs", "1", "--device", "cpu",
+                 "--out", str(run), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "already holds a run" in err and "--resume" in err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_a_failed_start_leaves_no_empty_run_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--dataset", f"idx:{tmp_path / 'missing'}", "--device", "cpu"]) == 2
+    runs = tmp_path / "runs"
+    assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_each_torchrun_launch_gets_its_own_folder_that_its_restarts_find():
+    assert torchrun_launch_id({"TORCHELASTIC_RUN_ID": "exp 1"}) == "exp_1"  # --rdzv-id: shared by all machines
+    here = torchrun_launch_id({"TORCHELASTIC_RUN_ID": "none"})
+    assert here == torchrun_launch_id({}) and str(os.getppid()) in here  # the same agent: the same folder
+    code = "from cnnlab.runs import torchrun_launch_id; print(torchrun_launch_id({}))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    other = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip()
+    assert other and other != here  # another launch (another agent process): another folder
+
+
+# ----------------------------------------------------------------------------- divergence
+
+
+def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_finite_checkpoint(tiny_idx, tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(["train", "--model", "resnet", "--dataset", f"idx:{tiny_idx}", "--lr", "1e6", "--epochs", "3",
+                 "--batch-size", "32", "--device", "cpu", "--save-every", "2", "--out", str(run), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "diverged" in err and "at step" in err and "lower --lr" in err
+    if (run / "last.pt").exists():  # saved before the loss went bad: finite
+        assert "last finite checkpoint" in err
+        assert all(torch.isfinite(v).all() for v in weights(run).values())
+    for f in run.glob("*.json"):
+        json.loads(f.read_text())  # strict JSON everywhere (no bare NaN)
+
+
+def test_divergence_is_found_without_a_host_sync_per_step(tiny_idx, monkeypatch):
+    """The running loss is read every 100 steps and before saves and evaluations, never each step."""
+    from cnnlab.trainer import Trainer
+
+    reads, real = [], Trainer.check_finite
+    monkeypatch.setattr(Trainer, "check_finite", lambda self: reads.append(self.state.step) or real(self))
+    res = train(cfg_for(tiny_idx, epochs=4), write=False, **QUIET)
+    assert res.history[-1]["step"] == 32
+    assert len(reads) <= 3 * 4 + 1  # per epoch: its evaluation, its row, its (unwritten) save; the final test
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+def test_resume_refuses_changed_run_defining_flags_and_takes_process_flags(tiny_idx, tmp_path, capsys):
+    run = tmp_path / "run"
+    train(cfg_for(tiny_idx, epochs=1, max_steps=3), out=run, **QUIET)
+    code = main(["train", "--resume", str(run), "--lr", "0.01", "--model", "resnet", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--lr 0.01" in err and "--model resnet" in err
+    assert main(["train", "--resume", str(run), "--threads", "1", "--quiet", "--lr", "0.05"]) == 0  # same value: fine
+
+
+def test_resume_with_more_epochs_extends_a_finished_constant_schedule_run(tiny_idx, tmp_path, capsys):
+    run = tmp_path / "run"
+    train(cfg_for(tiny_idx, epochs=1), out=run, **QUIET)
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--quiet"]) == 0
+    assert [r["epoch"] for r in read_metrics(run / "metrics.csv")] == [1, 2]
+    straight = train(cfg_for(tiny_idx, epochs=2), out=tmp_path / "straight", **QUIET)
+    assert_same_weights(straight.model.state_dict(), weights(run))
+    capsys.readouterr()
+    onecycle = tmp_path / "onecycle"
+    train(cfg_for(tiny_idx, epochs=1, schedule="onecycle"), out=onecycle, **QUIET)
+    assert main(["train", "--resume", str(onecycle), "--epochs", "2", "--quiet"]) == 2
+    assert "cannot be extended" in capsys.readouterr().err
+
+
+def test_a_run_that_stopped_on_its_target_keeps_its_record(tiny_idx, tmp_path):
+    run = tmp_path / "run"
+    first = train(cfg_for(tiny_idx, epochs=30, target_accuracy=60.0, evals_per_epoch=2), out=run, **QUIET)
+    assert first.target is not None
+    again = train(TrainConfig(), resume=run, **QUIET)
+    assert again.target == first.target and again.stopped == "nothing to train"
+    assert json.loads((run / "summary.json").read_text())["target"] == json.loads(json.dumps(first.target))
+    assert load_checkpoint(run / "last.pt")["train_state"]["step"] == first.target["step"]
+
+
+# ----------------------------------------------------------------------------- signals
+
+
+def test_a_signal_saves_the_position_and_says_how_to_resume(tiny_idx, tmp_path):
+    """No --save-every: SIGINT (130) or SIGTERM (143) saves the partial epoch itself; the resume ends bitwise
+    like a run that was never interrupted."""
+    args = ["train", "--dataset", f"idx:{tiny_idx}", *ARGS[:2], "--epochs", "40", *ARGS[4:]]
+    straight = tmp_path / "straight"
+    assert cnnlab_process([*args, "--out", str(straight)]).returncode == 0
+    for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+        _interrupt_and_resume(args, tmp_path / f"run-{code}", sig, code)
+        assert_same_weights(weights(straight), weights(tmp_path / f"run-{code}"))
+
+
+def _interrupt_and_resume(args: list[str], run: Path, sig: int, code: int) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", *args, "--out", str(run)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (run / "metrics.csv").exists():  # the first epoch is over
+            time.sleep(0.02)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == code, err[-2000:]
+    assert f"cnnlab train --resume {run}" in err and "position saved" in err
+    assert load_checkpoint(run / "last.pt")["train_state"]["batch"] > 0  # the partial epoch was kept
+    assert cnnlab_process(["train", "--resume", str(run), "--threads", "1", "--quiet"]).returncode == 0
+
+
+# ----------------------------------------------------------------------------- the disk
+
+
+def _fail_writes_under(monkeypatch, folder: Path, err: int) -> None:
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir).resolve().is_relative_to(folder.resolve()):
+            raise OSError(err, os.strerror(err))
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+
+def test_a_read_only_out_folder_is_one_line(tiny_idx, tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    _fail_writes_under(monkeypatch, run, errno.EROFS)
+    code = main(["train", "--dataset", f"idx:{tiny_idx}", *ARGS, "--out", str(run)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and f"cannot write {run}" in err and "writable" in err
+
+
+def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint(tiny_idx, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    train(cfg_for(tiny_idx, epochs=1), out=run, **QUIET)
+    before = weights(run)
+    _fail_writes_under(monkeypatch, run, errno.ENOSPC)
+    with pytest.raises(WriteError, match="No space left on device; free some disk space"):
+        train(TrainConfig(), resume=run, changes={"epochs": 2}, **QUIET)
+    monkeypatch.undo()
+    assert_same_weights(before, weights(run))  # still the epoch-1 checkpoint, and it loads
+    assert leftovers(run) == []
+
