@@ -1,0 +1,273 @@
+"""Batched, seeded augmentation of normalised (B, C, H, W) float batches, on the batch's device.
+
+A pipeline is named by a spec string::
+
+    spec  := "none" | op ("+" op)*
+    op    := name [":" key "=" number ("," key "=" number)*]
+
+Ops run left to right; every key has a default, so ``affine`` alone is a valid op:
+
+==========  ===================================================================================
+``shift``   ``pad=2``: translate each image by a whole number of pixels in [-pad, pad] on each
+            axis (the same as a random crop of the image padded by ``pad``). Alone, it is
+            bitwise the engine's historical ``shift_augment``.
+``affine``  ``rotate=15`` (degrees, uniform in [-rotate, rotate]), ``scale=0.1`` (zoom factor
+            uniform in [1-scale, 1+scale]), ``translate=0.1`` (fraction of the side, uniform in
+            [-translate, translate] on each axis), ``shear=0`` (shear factor, uniform in
+            [-shear, shear], x += shear * y): one ``affine_grid`` + ``grid_sample`` per batch,
+            bilinear, about the image centre.
+``elastic`` ``alpha=2, sigma=3``: elastic distortion (Simard et al. 2003): a per-pixel random
+            displacement, smoothed by a Gaussian of ``sigma`` pixels and scaled so that its
+            largest displacement is about ``alpha`` pixels; one ``grid_sample``.
+``flip``    ``p=0.5``: horizontal flip of each image with probability p. Never for digits.
+``erase``   ``p=0.5, min=0.02, max=0.2, ratio=3``: with probability p, one rectangle of area
+            fraction in [min, max] and aspect ratio in [1/ratio, ratio] (log-uniform) is set
+            to the fill value (random erasing / cutout).
+==========  ===================================================================================
+
+Examples: ``shift``, ``affine:rotate=10,scale=0.1,translate=0.08``, ``shift:pad=2+flip+erase:p=0.5``.
+
+Uncovered pixels (the border that a shift, an affine map or an elastic map uncovers, and erased
+rectangles) get ``fill``, the normalised value of a black pixel, which the caller passes.
+
+Randomness comes from CPU ``torch.Generator`` objects seeded by (seed, epoch, batch) and the op's
+index in the pipeline: a resumed run draws the same augmentation without stored generator state,
+and CPU and GPU runs draw the same numbers (the outputs differ by kernel numerics at most).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+
+from cnnlab.errors import CnnlabError
+
+_MASK63 = (1 << 63) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
+def batch_seed(seed: int, epoch: int, batch: int, op_index: int = 0) -> int:
+    """The generator seed of one op of one batch; op 0 uses the engine's historical formula."""
+    base = (seed * 1_000_003 + epoch) * 100_003 + batch
+    if op_index == 0:
+        return base
+    return (base ^ (op_index * _GOLDEN)) & _MASK63
+
+
+def _uniform(g: torch.Generator, shape, low: float, high: float) -> torch.Tensor:
+    return torch.rand(shape, generator=g, dtype=torch.float64).mul_(high - low).add_(low)
+
+
+# ----------------------------------------------------------------------------- ops
+
+
+@dataclass(frozen=True)
+class Shift:
+    pad: int = 2
+
+    def __call__(self, x: torch.Tensor, g: torch.Generator, fill: float) -> torch.Tensor:
+        pad = self.pad
+        b, _, h, w = x.shape
+        off = torch.randint(0, 2 * pad + 1, (b, 2), generator=g).to(x.device)  # (B, 2) row, col offsets
+        padded = F.pad(x, (pad, pad, pad, pad), value=fill)  # (B, C, H+2p, W+2p)
+        rows = off[:, :1] + torch.arange(h, device=x.device)  # (B, H)
+        cols = off[:, 1:] + torch.arange(w, device=x.device)  # (B, W)
+        n = torch.arange(b, device=x.device)[:, None, None]
+        out = padded[n, :, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C): advanced dims first
+        return out.permute(0, 3, 1, 2)  # (B, C, H, W), laid out channels-last in memory
+
+
+def _sample(x: torch.Tensor, grid: torch.Tensor, fill: float) -> torch.Tensor:
+    """Bilinear ``grid_sample`` whose outside is ``fill`` (sample x - fill with zero padding)."""
+    out = F.grid_sample(x - fill, grid.to(x.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.add_(fill)
+
+
+@dataclass(frozen=True)
+class Affine:
+    rotate: float = 15.0
+    scale: float = 0.1
+    translate: float = 0.1
+    shear: float = 0.0
+
+    def theta(self, b: int, h: int, w: int, g: torch.Generator) -> torch.Tensor:
+        """(B, 2, 3) float64: for each output pixel, where to read in the input (affine_grid's convention)."""
+        angle = _uniform(g, b, -self.rotate, self.rotate) * (math.pi / 180.0)
+        zoom = _uniform(g, b, 1.0 - self.scale, 1.0 + self.scale)
+        shear = _uniform(g, b, -self.shear, self.shear)
+        shift = _uniform(g, (b, 2), -self.translate, self.translate) * torch.tensor([w, h], dtype=torch.float64)
+        cos, sin = torch.cos(angle) * zoom, torch.sin(angle) * zoom
+        # forward map in pixels about the centre: p' = R S Sh p + t, with Sh = [[1, shear], [0, 1]]
+        fwd = torch.zeros(b, 3, 3, dtype=torch.float64)
+        fwd[:, 0, 0], fwd[:, 0, 1] = cos, cos * shear - sin
+        fwd[:, 1, 0], fwd[:, 1, 1] = sin, sin * shear + cos
+        fwd[:, :2, 2] = shift
+        fwd[:, 2, 2] = 1.0
+        norm = torch.diag(torch.tensor([w / 2.0, h / 2.0, 1.0], dtype=torch.float64))  # normalised -> pixels
+        inv = torch.linalg.solve(fwd, norm)  # fwd^-1 @ norm
+        return (torch.linalg.inv(norm) @ inv)[:, :2, :]
+
+    def __call__(self, x: torch.Tensor, g: torch.Generator, fill: float) -> torch.Tensor:
+        b, c, h, w = x.shape
+        theta = self.theta(b, h, w, g).to(device=x.device, dtype=x.dtype)
+        grid = F.affine_grid(theta, [b, c, h, w], align_corners=False)
+        return _sample(x, grid, fill)
+
+
+def _gaussian_blur(field: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of a (B, K, H, W) field, zero padded."""
+    radius = max(1, int(math.ceil(2.5 * sigma)))
+    t = torch.arange(-radius, radius + 1, dtype=field.dtype, device=field.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    ch = field.shape[1]
+    field = F.conv2d(field, k.view(1, 1, -1, 1).repeat(ch, 1, 1, 1), padding=(radius, 0), groups=ch)
+    return F.conv2d(field, k.view(1, 1, 1, -1).repeat(ch, 1, 1, 1), padding=(0, radius), groups=ch)
+
+
+@dataclass(frozen=True)
+class Elastic:
+    alpha: float = 2.0
+    sigma: float = 3.0
+
+    def __call__(self, x: torch.Tensor, g: torch.Generator, fill: float) -> torch.Tensor:
+        b, c, h, w = x.shape
+        noise = torch.rand((b, 2, h, w), generator=g).mul_(2).sub_(1).to(device=x.device, dtype=torch.float32)
+        disp = _gaussian_blur(noise, self.sigma)
+        # scale so that a displacement field's largest value is about alpha pixels
+        peak = disp.flatten(1).abs().amax(1).clamp_min(1e-12)[:, None, None, None]
+        disp = disp / peak * self.alpha
+        disp = disp * torch.tensor([2.0 / w, 2.0 / h], device=x.device)[None, :, None, None]  # pixels -> normalised
+        eye = torch.eye(2, 3, device=x.device, dtype=torch.float32).expand(b, 2, 3)
+        grid = F.affine_grid(eye, [b, c, h, w], align_corners=False) + disp.permute(0, 2, 3, 1)
+        return _sample(x, grid, fill)
+
+
+@dataclass(frozen=True)
+class Flip:
+    p: float = 0.5
+
+    def __call__(self, x: torch.Tensor, g: torch.Generator, fill: float) -> torch.Tensor:
+        mask = (torch.rand(x.shape[0], generator=g) < self.p).to(x.device)
+        return torch.where(mask[:, None, None, None], x.flip(3), x)
+
+
+@dataclass(frozen=True)
+class Erase:
+    p: float = 0.5
+    min: float = 0.02
+    max: float = 0.2
+    ratio: float = 3.0
+
+    def __call__(self, x: torch.Tensor, g: torch.Generator, fill: float) -> torch.Tensor:
+        b, _, h, w = x.shape
+        apply = torch.rand(b, generator=g) < self.p
+        area = _uniform(g, b, self.min, self.max) * (h * w)
+        log_r = math.log(self.ratio)
+        aspect = torch.exp(_uniform(g, b, -log_r, log_r))
+        eh = torch.sqrt(area * aspect).round().clamp(1, h).long()
+        ew = torch.sqrt(area / aspect).round().clamp(1, w).long()
+        top = (torch.rand(b, generator=g, dtype=torch.float64) * (h - eh + 1)).long()
+        left = (torch.rand(b, generator=g, dtype=torch.float64) * (w - ew + 1)).long()
+        rows = torch.arange(h)[None, :]
+        cols = torch.arange(w)[None, :]
+        in_r = (rows >= top[:, None]) & (rows < (top + eh)[:, None])  # (B, H)
+        in_c = (cols >= left[:, None]) & (cols < (left + ew)[:, None])  # (B, W)
+        mask = (in_r[:, :, None] & in_c[:, None, :] & apply[:, None, None]).to(x.device)  # (B, H, W)
+        return x.masked_fill(mask[:, None], fill)
+
+
+_OPS = {"shift": Shift, "affine": Affine, "elastic": Elastic, "flip": Flip, "erase": Erase}
+
+
+# ----------------------------------------------------------------------------- the pipeline
+
+
+class Augment:
+    """A pipeline of ops; ``aug(x, seed=, epoch=, batch=, fill=)`` returns the augmented batch."""
+
+    def __init__(self, ops: list):
+        self.ops = list(ops)
+
+    @property
+    def spec(self) -> str:
+        """The canonical spec string (every key written out)."""
+        parts = []
+        for op in self.ops:
+            name = next(k for k, v in _OPS.items() if isinstance(op, v))
+            args = ",".join(f"{f.name}={getattr(op, f.name):g}" for f in fields(op))
+            parts.append(f"{name}:{args}")
+        return "+".join(parts)
+
+    def __repr__(self) -> str:
+        return f"Augment({self.spec!r})"
+
+    def __call__(self, x: torch.Tensor, *, seed: int, epoch: int, batch: int, fill: float) -> torch.Tensor:
+        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        for i, op in enumerate(self.ops):
+            g = torch.Generator().manual_seed(batch_seed(seed, epoch, batch, i))
+            x = op(x, g, fill)
+        return x.contiguous(memory_format=fmt)  # a no-op when the last op kept the layout
+
+
+_LIMITS = {
+    ("shift", "pad"): (0, 64, True),
+    ("affine", "rotate"): (0, 180, False),
+    ("affine", "scale"): (0, 0.99, False),
+    ("affine", "translate"): (0, 1, False),
+    ("affine", "shear"): (0, 2, False),
+    ("elastic", "alpha"): (0, 64, False),
+    ("elastic", "sigma"): (0.1, 64, False),
+    ("flip", "p"): (0, 1, False),
+    ("erase", "p"): (0, 1, False),
+    ("erase", "min"): (0.0001, 1, False),
+    ("erase", "max"): (0.0001, 1, False),
+    ("erase", "ratio"): (1, 100, False),
+}
+
+
+def _parse_op(text: str, spec: str):
+    name, _, args = text.partition(":")
+    name = name.strip()
+    if name not in _OPS:
+        raise CnnlabError(f"--augment {spec!r}: unknown op {name!r}; use ops from {', '.join(_OPS)} joined by '+', "
+                          f"e.g. 'affine:rotate=10+erase'")
+    cls = _OPS[name]
+    keys = [f.name for f in fields(cls)]
+    values = {}
+    for item in (a.strip() for a in args.split(",") if a.strip()):
+        key, eq, raw = item.partition("=")
+        key = key.strip()
+        if not eq or key not in keys:
+            raise CnnlabError(f"--augment {spec!r}: {name} takes key=value with keys {', '.join(keys)}, got {item!r}")
+        if key in values:
+            raise CnnlabError(f"--augment {spec!r}: {name}.{key} is given twice; give it once")
+        low, high, integer = _LIMITS[(name, key)]
+        try:
+            value = int(raw) if integer else float(raw)
+        except ValueError:
+            kind = "a whole number" if integer else "a number"
+            raise CnnlabError(f"--augment {spec!r}: {name}.{key} must be {kind}, got {raw.strip()!r}") from None
+        if not low <= value <= high:
+            raise CnnlabError(f"--augment {spec!r}: {name}.{key}={raw.strip()} is out of range; use {low} to {high}")
+        values[key] = value
+    op = cls(**values)
+    if isinstance(op, Erase) and op.min > op.max:
+        raise CnnlabError(f"--augment {spec!r}: erase.min={op.min:g} is above erase.max={op.max:g}; make min <= max")
+    return op
+
+
+def parse_augment(spec: str | None) -> Augment | None:
+    """The pipeline that ``spec`` names, or None for ``none`` (or an empty spec)."""
+    text = (spec or "").strip()
+    if text in ("", "none"):
+        return None
+    parts = [p.strip() for p in text.split("+")]
+    if any(not p for p in parts):
+        raise CnnlabError(f"--augment {spec!r}: empty op between '+'; write ops like 'shift+flip'")
+    if "none" in parts:
+        raise CnnlabError(f"--augment {spec!r}: 'none' cannot be combined with other ops; use it alone")
+    return Augment([_parse_op(p, spec) for p in parts])

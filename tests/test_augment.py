@@ -1,0 +1,190 @@
+"""The batched augmentation pipeline: seeded, shape- and layout-preserving, and ``shift`` alone is
+bitwise the engine's historical ``shift_augment``."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cnnlab.augment import Affine, Augment, Elastic, Erase, Flip, Shift, _sample, batch_seed, parse_augment
+from cnnlab.errors import CnnlabError
+
+FILL = -0.375  # exact in float32
+
+
+def historical_shift(x, seed, epoch, batch, pad=2, fill=0.0):
+    """``cnnlab.engine.shift_augment`` as it was when it moved to cnnlab.augment (frozen reference)."""
+    b, _, h, w = x.shape
+    g = torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 100_003 + batch)
+    off = torch.randint(0, 2 * pad + 1, (b, 2), generator=g).to(x.device)
+    padded = F.pad(x, (pad, pad, pad, pad), value=fill)
+    rows = off[:, :1] + torch.arange(h, device=x.device)
+    cols = off[:, 1:] + torch.arange(w, device=x.device)
+    n = torch.arange(b, device=x.device)[:, None, None]
+    out = padded[n, :, rows[:, :, None], cols[:, None, :]]
+    return out.permute(0, 3, 1, 2)
+
+
+def batch(b=6, c=1, h=12, w=10, seed=0, channels_last=False):
+    x = torch.randn(b, c, h, w, generator=torch.Generator().manual_seed(seed))
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def run(spec, x, seed=1, epoch=2, batch_=3, fill=FILL):
+    return parse_augment(spec)(x, seed=seed, epoch=epoch, batch=batch_, fill=fill)
+
+
+@pytest.mark.parametrize("seed,epoch,b", [(0, 0, 0), (1, 3, 7), (42, 14, 468)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_shift_alone_is_bitwise_the_historical_shift_augment(seed, epoch, b, channels_last):
+    x = batch(8, 1, 28, 28, seed=b, channels_last=channels_last)
+    want = historical_shift(x, seed, epoch, b, fill=FILL)
+    got = parse_augment("shift")(x, seed=seed, epoch=epoch, batch=b, fill=FILL)
+    assert torch.equal(got, want)
+    assert got.stride() == want.stride()  # one channel: the historical layout is both formats
+    got3 = parse_augment("shift:pad=3")(x, seed=seed, epoch=epoch, batch=b, fill=FILL)
+    assert torch.equal(got3, historical_shift(x, seed, epoch, b, pad=3, fill=FILL))
+
+
+def test_shift_matches_the_engine_while_the_engine_still_has_it():
+    engine = pytest.importorskip("cnnlab.engine")
+    if not hasattr(engine, "shift_augment"):
+        pytest.skip("the engine no longer has its own shift_augment")
+    x = batch(8, 1, 28, 28, channels_last=True)
+    for b in range(3):
+        want = engine.shift_augment(x, 5, 1, b, fill=FILL)
+        assert torch.equal(parse_augment("shift")(x, seed=5, epoch=1, batch=b, fill=FILL), want)
+
+
+ALL = "shift+affine:rotate=20,scale=0.2,translate=0.1,shear=0.2+elastic:alpha=2,sigma=2+flip+erase:p=1"
+
+
+@pytest.mark.parametrize("spec", ["shift", "affine", "elastic", "flip", "erase", ALL])
+def test_same_seed_same_output_other_batch_other_output(spec):
+    x = batch()
+    a, b = run(spec, x), run(spec, x)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, run(spec, x, batch_=4))
+    assert not torch.equal(a, run(spec, x, epoch=3))
+    assert not torch.equal(a, run(spec, x, seed=2))
+
+
+@pytest.mark.parametrize("spec", ["shift", "affine", "elastic", "flip", "erase", ALL])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_shape_dtype_and_memory_format_are_kept(spec, channels_last):
+    x = batch(4, 3, 8, 8, channels_last=channels_last)
+    y = run(spec, x)
+    assert y.shape == x.shape and y.dtype == x.dtype and y.device == x.device
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    assert y.is_contiguous(memory_format=fmt)
+
+
+def test_ops_draw_from_their_own_generators():
+    assert batch_seed(3, 4, 5) == (3 * 1_000_003 + 4) * 100_003 + 5
+    seeds = {batch_seed(3, 4, 5, i) for i in range(4)}
+    assert len(seeds) == 4
+    # the second op's draws do not depend on whether the first op drew anything
+    x = batch()
+    flip_after_shift = run("shift:pad=0+flip", x)
+    assert torch.equal(flip_after_shift, Flip()(x, torch.Generator().manual_seed(batch_seed(1, 2, 3, 1)), FILL))
+
+
+def test_uncovered_border_gets_fill():
+    x = torch.full((4, 1, 10, 10), 2.0)
+    y = run("shift:pad=3", x)
+    assert set(y.unique().tolist()) <= {2.0, FILL}
+    # a pure translation by 30% of the side always uncovers a 3-pixel band
+    a = parse_augment("affine:rotate=0,scale=0,translate=0.3")
+    theta = Affine(0, 0, 0.3, 0).theta(4, 10, 10, torch.Generator().manual_seed(batch_seed(1, 2, 3)))
+    y = a(x, seed=1, epoch=2, batch=3, fill=FILL)
+    for i in range(4):
+        dx = -theta[i, 0, 2].item() * 5  # pixels the image moved right
+        col = 0 if dx > 0.5 else 9
+        if abs(dx) > 1.0:
+            assert torch.allclose(y[i, 0, :, col], torch.tensor(FILL), atol=1e-5)
+    # what stays inside is the image's own value
+    assert math.isclose(y.max().item(), 2.0, abs_tol=1e-5)
+
+
+def test_affine_and_elastic_with_zero_strength_are_the_identity():
+    x = batch(5, 2, 28, 28)
+    assert torch.allclose(run("affine:rotate=0,scale=0,translate=0,shear=0", x), x, atol=1e-5)
+    assert torch.allclose(run("elastic:alpha=0", x), x, atol=1e-5)
+
+
+def test_affine_draws_the_asked_transforms():
+    g = torch.Generator().manual_seed(0)
+    rot = Affine(rotate=30, scale=0, translate=0, shear=0).theta(64, 28, 28, g)
+    m = rot[:, :, :2]
+    assert torch.allclose(m @ m.transpose(1, 2), torch.eye(2, dtype=m.dtype).expand(64, 2, 2), atol=1e-12)
+    assert torch.allclose(torch.linalg.det(m), torch.ones(64, dtype=m.dtype)) and rot[:, :, 2].abs().max() < 1e-12
+    angles = torch.atan2(m[:, 1, 0], m[:, 0, 0]).abs() * 180 / math.pi
+    assert angles.max() <= 30 + 1e-9 and angles.max() > 20
+    zoom = Affine(rotate=0, scale=0.2, translate=0, shear=0).theta(64, 28, 28, g)
+    d = zoom[:, 0, 0]  # reading at 1/zoom
+    assert torch.allclose(zoom[:, 1, 1], d) and d.min() >= 1 / 1.2 - 1e-9 and d.max() <= 1 / 0.8 + 1e-9
+    move = Affine(rotate=0, scale=0, translate=0.25, shear=0).theta(64, 28, 28, g)
+    assert move[:, :, 2].abs().max() <= 0.5 + 1e-9 and move[:, :, 2].abs().max() > 0.3  # 2 * fraction
+
+
+def test_affine_rotation_by_90_degrees_rotates():
+    x = batch(2, 1, 8, 8)
+    theta = torch.tensor([[[0.0, -1.0, 0.0], [1.0, 0.0, 0.0]]]).expand(2, 2, 3)
+    grid = F.affine_grid(theta, [2, 1, 8, 8], align_corners=False)
+    assert torch.allclose(_sample(x, grid, FILL), torch.rot90(x, k=1, dims=(2, 3)), atol=1e-5)
+
+
+def test_flip_flips():
+    x = batch(64)
+    y = run("flip:p=1", x)
+    assert torch.equal(y, x.flip(3))
+    assert torch.equal(run("flip:p=0", x), x)
+    half = run("flip", x)
+    flipped = [torch.equal(half[i], x[i].flip(2)) for i in range(64)]
+    assert 10 < sum(flipped) < 54
+
+
+def test_erase_erases_one_rectangle_to_fill():
+    x = torch.full((16, 1, 20, 20), 3.0)
+    y = run("erase:p=1,min=0.1,max=0.2", x)
+    for img in y[:, 0]:
+        erased = img == FILL
+        assert erased.any() and set(img.unique().tolist()) <= {3.0, FILL}
+        r = erased.any(1).nonzero().flatten()
+        c = erased.any(0).nonzero().flatten()
+        assert erased[r.min():r.max() + 1, c.min():c.max() + 1].all()  # a full rectangle
+        assert 0.05 <= erased.float().mean() <= 0.3
+    assert torch.equal(run("erase:p=0", x), x)
+
+
+def test_spec_round_trip_and_defaults():
+    assert parse_augment("none") is None and parse_augment("") is None and parse_augment(None) is None
+    aug = parse_augment(" affine : rotate=10 , shear=0.1 + erase ")
+    assert [type(op) for op in aug.ops] == [Affine, Erase]
+    assert aug.ops[0] == Affine(rotate=10, scale=0.1, translate=0.1, shear=0.1)
+    assert parse_augment(aug.spec).ops == aug.ops
+    assert parse_augment("shift").ops == [Shift(pad=2)]
+    assert isinstance(parse_augment("elastic").ops[0], Elastic) and isinstance(Augment([Flip()]), Augment)
+
+
+@pytest.mark.parametrize("spec,words", [
+    ("rotate", "unknown op 'rotate'"),
+    ("affine:spin=3", "keys rotate, scale, translate, shear"),
+    ("affine:rotate", "key=value"),
+    ("affine:rotate=ten", "must be a number"),
+    ("shift:pad=1.5", "whole number"),
+    ("affine:rotate=400", "out of range"),
+    ("flip:p=2", "out of range"),
+    ("erase:min=0.5,max=0.1", "min <= max"),
+    ("shift++flip", "empty op"),
+    ("none+shift", "cannot be combined"),
+    ("affine:rotate=1,rotate=2", "given twice"),
+])
+def test_bad_specs_are_one_line_errors(spec, words):
+    with pytest.raises(CnnlabError) as err:
+        parse_augment(spec)
+    msg = str(err.value)
+    assert words in msg and "\n" not in msg and spec in msg
