@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import pickle
 from pathlib import Path
 
@@ -197,3 +198,54 @@ def test_a_version_1_checkpoint_loads_and_resumes_bitwise(tmp_path):
     assert [r["epoch"] for r in res.history] == [1, 2]
     assert res.history[1]["train_loss"] == pytest.approx(0.01775353602715768, rel=1e-12)  # partial sums carried on
     assert load_checkpoint(run / "last.pt")["version"] == VERSION
+
+
+ACCURACY_SETTINGS = dict(optimizer="adamw", lr=0.004, weight_decay=0.05, bias_decay=False, schedule="cosine",
+                         warmup_epochs=0.5, augment="affine:rotate=10,scale=0.1,translate=0.1+erase:p=0.5",
+                         label_smoothing=0.1, ema=0.9, channels_last=True)
+
+
+def test_resume_with_augmentation_ema_and_cosine_is_bitwise(tiny_idx, tmp_path):
+    """The accuracy ingredients (seeded batch augmentation, the weights' moving average, warm-up + cosine,
+    decay without biases) resume mid-epoch to exactly the weights, average and metrics of an unbroken run."""
+    cfg = dict(model="resnet", epochs=2, **ACCURACY_SETTINGS)
+    straight = train(tiny_cfg(tiny_idx, **cfg), out=tmp_path / "straight", quiet=True, log=lambda m: None)
+    train(tiny_cfg(tiny_idx, **cfg, max_steps=11, save_every=3), out=tmp_path / "cut", quiet=True, log=lambda m: None)
+    resumed = train(TrainConfig(), resume=tmp_path / "cut", quiet=True, log=lambda m: None)
+    a, b = (load_checkpoint(tmp_path / n / "last.pt") for n in ("straight", "cut"))
+    for key in ("state_dict", "train_weights"):
+        for k in a[key]:
+            assert torch.equal(a[key][k], b[key][k]), (key, k)
+    assert a["ema_updates"] == b["ema_updates"] == 16
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]  # noqa: E731
+    assert strip(straight.history) == strip(resumed.history)
+    # what is evaluated and saved for inference is the average, not the raw weights
+    assert not all(torch.equal(a["state_dict"][k], a["train_weights"][k]) for k in a["state_dict"])
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    from cnnlab.engine import build_scheduler
+
+    cfg = TrainConfig(schedule="cosine", warmup_epochs=1, epochs=4, lr=1.0).validate()
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    sched = build_scheduler(cfg, opt, steps_per_epoch=10)
+    lrs = []
+    for _ in range(40):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)  # linear warm-up over one epoch
+    assert all(x >= y for x, y in zip(lrs[9:], lrs[10:]))  # then only down
+    assert lrs[-1] < 0.01 and lrs[24] == pytest.approx(0.5 * (1 + math.cos(math.pi * 14 / 30)))
+
+
+def test_weight_decay_skips_biases_only_when_asked():
+    from cnnlab.engine import parameter_groups
+    from cnnlab.models import create_model
+
+    model = create_model("resnet")
+    one = list(parameter_groups(model, TrainConfig(weight_decay=0.1).validate()))
+    assert len(one) == len(list(model.parameters()))  # every earlier run's path: one group, biases decayed
+    decay, no_decay = parameter_groups(model, TrainConfig(weight_decay=0.1, bias_decay=False).validate())
+    assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
+    assert no_decay["weight_decay"] == 0.0 and len(decay["params"]) + len(no_decay["params"]) == len(one)

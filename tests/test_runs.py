@@ -19,7 +19,8 @@ from cnnlab.cli import main
 from cnnlab.compare import compare, forward_flops
 from cnnlab.export import export_safetensors
 from cnnlab.config import TrainConfig
-from cnnlab.engine import shift_augment, train
+from cnnlab.augment import parse_augment
+from cnnlab.engine import train
 from cnnlab.models import create_model
 from cnnlab.runs import read_metrics
 
@@ -155,6 +156,10 @@ def test_tensorboard_scalars(tiny_idx, tmp_path):
     pytest.importorskip("tensorboard")
     train(cfg_for(tiny_idx, epochs=1, tensorboard=True), out=tmp_path / "run", **QUIET)
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def shift_augment(x, seed, epoch, batch, fill=0.0):
+    return parse_augment("shift")(x, seed=seed, epoch=epoch, batch=batch, fill=fill)
 
 
 def test_shift_augment_moves_content_deterministically():

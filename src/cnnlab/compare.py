@@ -18,10 +18,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from cnnlab.config import ADJUSTABLE_FIELDS, PROCESS_FIELDS, TrainConfig
 from cnnlab.data import load_dataset
 from cnnlab.engine import train
+from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_write_text
-from cnnlab.models import build_model, count_parameters
+from cnnlab.models import build_model, count_parameters, list_models
 from cnnlab.plots import plot_comparison
 from cnnlab.runs import read_metrics
+from cnnlab.text import plural
 
 
 def forward_flops(model: torch.nn.Module, in_channels: int, image_size: int) -> int:
@@ -56,42 +58,23 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = "runs/compare", *,
             quiet: bool = True, log=print) -> dict:
-    """Train/reuse every (model, seed) run, then write and return the comparison."""
+    """Train/reuse every (model, seed) run, then write and return the comparison.
+
+    ``base`` may leave recipe fields at None: each model then gets its own recipe values (a recipe can
+    differ per model and dataset, see cnnlab.config.RECIPE_VARIANTS)."""
+    unknown = [m for m in models if m not in list_models()]
+    if unknown:
+        raise CnnlabError(f"unknown model(s) {', '.join(unknown)}; choose from: {', '.join(list_models())}")
+    if seeds < 1:
+        raise CnnlabError(f"--seeds must be at least 1, got {seeds}")
     out = Path(out)
     data = load_dataset(base.dataset, data_dir=base.data_dir, log=log)
-    results = {}
+    results, configs = {}, {}
     for name in models:
-        runs = []
-        for seed in range(seeds):
-            cfg = replace(base, model=name, seed=seed)
-            run_dir = out / f"{name}-seed{seed}-{config_key(cfg)}"
-            if _finished(run_dir, cfg):
-                log(f"{name} seed {seed}: reusing {run_dir}")
-            elif (run_dir / "last.pt").is_file():
-                log(f"{name} seed {seed}: resuming {run_dir}")
-                train(cfg, resume=run_dir, quiet=quiet, log=log, dataset=data)
-            else:
-                log(f"{name} seed {seed}: training into {run_dir}")
-                train(cfg, out=run_dir, quiet=quiet, log=log, dataset=data)
-            rows = read_metrics(run_dir / "metrics.csv")
-            summary = json.loads((run_dir / "summary.json").read_text())
-            runs.append({"dir": str(run_dir), "rows": rows, "final": summary["accuracy"]})
-        model, _ = build_model(name, data.info())
-        key = "val_acc" if base.val_split else "test_acc"
-        results[name] = {
-            "parameters": count_parameters(model),
-            "flops": forward_flops(model, data.in_channels, data.image_size),
-            "final": _mean_std([r["final"] for r in runs]),
-            "best": _mean_std([max(row[key] for row in r["rows"]) for r in runs]),
-            "train_seconds": _mean_std([sum(row["seconds"] for row in r["rows"]) for r in runs]),
-            "images_per_s": _mean_std([statistics.fmean(row["images_per_s"] for row in r["rows"]) for r in runs]),
-            "curve": {
-                "epochs": [row["epoch"] for row in runs[0]["rows"]],
-                "per_seed": [[row[key] for row in r["rows"]] for r in runs],
-            },
-            "runs": [r["dir"] for r in runs],
-        }
-    table = format_comparison(results, base, seeds, data.name)
+        configs[name] = replace(base, model=name).validate()
+        runs = [_run_one(replace(configs[name], seed=seed), out, data, quiet, log) for seed in range(seeds)]
+        results[name] = _model_results(name, runs, data, "val_acc" if base.val_split else "test_acc")
+    table = format_comparison(results, configs, seeds, data.name)
     atomic_write_text(out / "comparison.md", table)
     series = {}
     for name, r in results.items():
@@ -103,19 +86,69 @@ def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = 
     return {"table": table, "results": results, "out": out}
 
 
-def format_comparison(results: dict, cfg: TrainConfig, seeds: int, dataset: str) -> str:
+def _run_one(cfg: TrainConfig, out: Path, data, quiet: bool, log) -> dict:
+    """One (model, seed) run: reused when finished with the same config, resumed when interrupted."""
+    run_dir = out / f"{cfg.model}-seed{cfg.seed}-{config_key(cfg)}"
+    if _finished(run_dir, cfg):
+        log(f"{cfg.model} seed {cfg.seed}: reusing {run_dir}")
+    elif (run_dir / "last.pt").is_file():
+        log(f"{cfg.model} seed {cfg.seed}: resuming {run_dir}")
+        train(cfg, resume=run_dir, quiet=quiet, log=log, dataset=data)
+    else:
+        log(f"{cfg.model} seed {cfg.seed}: training into {run_dir}")
+        train(cfg, out=run_dir, quiet=quiet, log=log, dataset=data)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return {"dir": str(run_dir), "rows": read_metrics(run_dir / "metrics.csv"), "final": summary["accuracy"]}
+
+
+def _model_results(name: str, runs: list[dict], data, key: str) -> dict:
+    model, _ = build_model(name, data.info())
+    return {
+        "parameters": count_parameters(model),
+        "flops": forward_flops(model, data.in_channels, data.image_size),
+        "final": _mean_std([r["final"] for r in runs]),
+        "best": _mean_std([max(row[key] for row in r["rows"]) for r in runs]),
+        "train_seconds": _mean_std([sum(row["seconds"] for row in r["rows"]) for r in runs]),
+        "images_per_s": _mean_std([statistics.fmean(row["images_per_s"] for row in r["rows"]) for r in runs]),
+        "curve": {
+            "epochs": [row["epoch"] for row in runs[0]["rows"]],
+            "per_seed": [[row[key] for row in r["rows"]] for r in runs],
+        },
+        "runs": [r["dir"] for r in runs],
+    }
+
+
+def describe_settings(cfg: TrainConfig) -> str:
+    """The settings of a resolved config that decide its accuracy, in one line."""
+    text = (f"{plural(cfg.epochs, 'epoch')}, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr:g}"
+            + (f" momentum {cfg.momentum:g}" if cfg.optimizer == "sgd" else "")
+            + (f", weight decay {cfg.weight_decay:g}" + ("" if cfg.bias_decay else " (not on biases)")
+               if cfg.weight_decay else "")
+            + f", schedule {cfg.schedule}" + (f" (warm-up {cfg.warmup_epochs:g} epochs)" if cfg.warmup_epochs else "")
+            + f", augment {cfg.augment}"
+            + (f", label smoothing {cfg.label_smoothing:g}" if cfg.label_smoothing else "")
+            + (f", EMA {cfg.ema:g}" if cfg.ema else "") + f", precision {cfg.precision}")
+    return text
+
+
+def format_comparison(results: dict, configs: dict[str, TrainConfig], seeds: int, dataset: str) -> str:
     def pm(ms, fmt="{:.2f}"):
         return f"{fmt.format(ms[0])} ± {fmt.format(ms[1])}"
 
+    first = next(iter(configs.values()))
+    settings = {name: describe_settings(cfg) for name, cfg in configs.items()}
+    if len(set(settings.values())) == 1:
+        recipe = [f"Recipe `{first.recipe}`: {settings[next(iter(settings))]}."]
+    else:
+        recipe = [f"Recipe `{first.recipe}`, per model:", ""] + [f"- {name}: {text}" for name, text in settings.items()]
     lines = [
-        f"# {dataset}: {', '.join(results)} over {seeds} seed(s)",
+        f"# {dataset}: {', '.join(results)} over {plural(seeds, 'seed')}",
         "",
-        f"Recipe `{cfg.recipe}`: {cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr}"
-        + (f" momentum {cfg.momentum}" if cfg.optimizer == "sgd" else "")
-        + f", schedule {cfg.schedule}, augment {cfg.augment}, precision {cfg.precision}, "
+        *recipe,
+        "",
         f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads. Accuracies are test accuracy in % "
-        "(mean ± sample std over seeds); best = best epoch"
-        + (" by validation accuracy" if cfg.val_split else "") + ".",
+        "(mean ± sample std over seeds) of the final epoch (of the EMA weights where EMA is on); best = best epoch"
+        + (" by validation accuracy" if first.val_split else "") + ".",
         "",
         "| model | params | forward FLOPs/image | final acc | best acc | train s | train img/s |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -126,3 +159,4 @@ def format_comparison(results: dict, cfg: TrainConfig, seeds: int, dataset: str)
             f"{pm(r['train_seconds'], '{:.0f}')} | {pm(r['images_per_s'], '{:,.0f}')} |"
         )
     return "\n".join(lines) + "\n"
+

@@ -1,11 +1,18 @@
-"""The typed configuration saved into every run."""
+"""The typed configuration saved into every run, and the named recipes that fill it."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, fields
 
+from cnnlab.dataset_names import dataset_kind
 from cnnlab.errors import CnnlabError, RunError
+
+
+#: The fields a recipe sets. In a :class:`TrainConfig` they default to ``None``, "from the recipe", and
+#: :meth:`TrainConfig.resolve` fills them: the one place recipes are applied, for the CLI and the API alike.
+RECIPE_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "bias_decay", "schedule",
+                 "warmup_epochs", "augment", "label_smoothing", "ema", "evals_per_epoch", "channels_last")
 
 
 @dataclass
@@ -13,13 +20,31 @@ class TrainConfig:
     model: str = "inception"
     dataset: str = "mnist"
     data_dir: str | None = None
-    epochs: int = 10
+    #: The named settings that every field left at None comes from (see RECIPES).
+    recipe: str = "lecture"
+    epochs: int | None = None
     #: Global batch size (split across ranks under torchrun).
-    batch_size: int = 64
-    optimizer: str = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.5
-    weight_decay: float = 0.0
+    batch_size: int | None = None
+    optimizer: str | None = None
+    lr: float | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    #: Whether weight decay also applies to biases (PyTorch's default, and the path of every run made before
+    #: this option); False puts biases in a parameter group without decay.
+    bias_decay: bool | None = None
+    #: Learning-rate schedule: constant (the lecture), onecycle, or cosine (after a linear warm-up).
+    schedule: str | None = None
+    #: Linear warm-up of the cosine schedule, in epochs (fractions allowed).
+    warmup_epochs: float | None = None
+    #: Batched augmentation on the device: a pipeline spec (see cnnlab.augment), e.g. none, shift, affine:rotate=10.
+    augment: str | None = None
+    label_smoothing: float | None = None
+    #: Decay of an exponential moving average of the weights, evaluated, saved and exported instead of the
+    #: raw weights; 0 = off.
+    ema: float | None = None
+    #: Evaluations per epoch while a target accuracy is set.
+    evals_per_epoch: int | None = None
+    channels_last: bool | None = None
     seed: int = 0
     device: str = "auto"
     eval_batch_size: int = 1000
@@ -35,23 +60,23 @@ class TrainConfig:
     save_every: int = 0
     #: Fraction of the train split held out (seeded) to choose ``best``; the test set is then used once.
     val_split: float = 0.0
-    #: Learning-rate schedule: constant (the lecture) or onecycle.
-    schedule: str = "constant"
-    #: Batched augmentation: none, or shift (random translation of up to 2 px).
-    augment: str = "none"
-    label_smoothing: float = 0.0
     #: fp32, or bf16 (autocast on CPU and CUDA; weights and optimiser stay fp32).
     precision: str = "fp32"
-    channels_last: bool = False
     compile: bool = False
     #: Stop as soon as the evaluated accuracy reaches this (percent); 0 = off.
     target_accuracy: float = 0.0
-    #: Evaluations per epoch while a target accuracy is set.
-    evals_per_epoch: int = 1
     tensorboard: bool = False
-    recipe: str = "lecture"
+
+    def resolve(self) -> "TrainConfig":
+        """Fill every recipe field left at None from the recipe (for this model and dataset); idempotent."""
+        values = recipe_values(self.recipe, self.model, self.dataset)
+        for key in RECIPE_FIELDS:
+            if getattr(self, key) is None:
+                setattr(self, key, values[key])
+        return self
 
     def validate(self) -> "TrainConfig":
+        self.resolve()
         checks = [
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
@@ -65,9 +90,11 @@ class TrainConfig:
             (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
             (0 <= self.val_split < 1, f"--val-split must be in [0, 1), got {self.val_split}"),
             (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
-            (self.augment in AUGMENTS, f"--augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}"),
+            (0 <= self.warmup_epochs < self.epochs or self.warmup_epochs == 0,
+             f"--warmup-epochs must be in [0, --epochs), got {self.warmup_epochs}"),
             (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),
             (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (0 <= self.ema < 1, f"--ema is a decay in [0, 1) (0: off), got {self.ema}"),
             (0 <= self.target_accuracy <= 100, f"--target-accuracy is a percentage in (0, 100], got {self.target_accuracy}"),
             (self.evals_per_epoch >= 1, f"--evals-per-epoch must be at least 1, got {self.evals_per_epoch}"),
         ]
@@ -81,42 +108,51 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
+        """A saved config. Fields added since it was written take the values that reproduce its run."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise CnnlabError(f"unknown config keys {unknown}; this run was written by another cnnlab version")
-        return cls(**data)
+        return cls(**{**ADDED_FIELDS, **data})
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "onecycle")
-AUGMENTS = ("none", "shift")
+SCHEDULES = ("constant", "onecycle", "cosine")
 PRECISIONS = ("fp32", "bf16")
 
-#: Named recipes: the values they set unless a flag sets them explicitly.
+#: Fields added after runs were first saved, with the values that reproduce those runs (no EMA, biases decayed).
+ADDED_FIELDS = {"bias_decay": True, "warmup_epochs": 0.0, "ema": 0.0}
+
+#: Named recipes: the values they set unless a flag sets them explicitly. Every recipe sets every RECIPE_FIELD.
 RECIPES: dict[str, dict] = {
-    # The lecture's settings (these are also the dataclass defaults).
+    # The lecture's settings.
     "lecture": {"epochs": 10, "batch_size": 64, "optimizer": "sgd", "lr": 0.01, "momentum": 0.5,
-                "weight_decay": 0.0, "schedule": "constant", "augment": "none", "label_smoothing": 0.0,
-                "evals_per_epoch": 1, "channels_last": False},
+                "weight_decay": 0.0, "bias_decay": True, "schedule": "constant", "warmup_epochs": 0.0,
+                "augment": "none", "label_smoothing": 0.0, "ema": 0.0, "evals_per_epoch": 1, "channels_last": False},
     # Reach 99% test accuracy as early as possible: Adam with a one-cycle schedule over a
     # short run, a larger batch, and frequent checks against the target (see docs/speed.md).
     # Measured on 2 CPU cores (docs/speed.md): label smoothing 0.1 moved the residual net's first
     # 99% from epoch 1.4-1.5 to 1.0 on every seed; channels-last is 1.2-1.3x faster on both nets
     # here (and keeps fp32); shift augmentation delayed 99% to epoch 1.25, so it is off.
     "fast": {"epochs": 2, "batch_size": 128, "optimizer": "adam", "lr": 0.006, "momentum": 0.0,
-             "weight_decay": 0.0, "schedule": "onecycle", "augment": "none", "label_smoothing": 0.1,
-             "evals_per_epoch": 4, "channels_last": True},
+             "weight_decay": 0.0, "bias_decay": True, "schedule": "onecycle", "warmup_epochs": 0.0,
+             "augment": "none", "label_smoothing": 0.1, "ema": 0.0, "evals_per_epoch": 4, "channels_last": True},
 }
+#: Values that differ per model and dataset kind, on top of the recipe's: ``{recipe: {(model, kind): values}}``,
+#: ``"*"`` matching any model or kind (the more specific entry wins).
+RECIPE_VARIANTS: dict[str, dict[tuple[str, str], dict]] = {}
 
 
-def apply_recipe(cfg: "TrainConfig", given: dict) -> "TrainConfig":
-    """Set ``cfg.recipe``'s values, then the values the user ``given`` explicitly (they win)."""
-    if cfg.recipe not in RECIPES:
-        raise CnnlabError(f"--recipe must be one of {', '.join(RECIPES)}, got {cfg.recipe!r}")
-    for key, value in {**RECIPES[cfg.recipe], **given}.items():
-        setattr(cfg, key, value)
-    return cfg
+def recipe_values(recipe: str, model: str, dataset: str) -> dict:
+    """Every RECIPE_FIELD's value under ``recipe`` for this model and dataset."""
+    if recipe not in RECIPES:
+        raise CnnlabError(f"--recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
+    values = dict(RECIPES[recipe])
+    kind = dataset_kind(dataset)
+    variants = RECIPE_VARIANTS.get(recipe, {})
+    for key in (("*", "*"), (model, "*"), ("*", kind), (model, kind)):
+        values.update(variants.get(key, {}))
+    return values
 
 
 #: Fields that say how a process runs a run, not what the run is: a resume takes them from the

@@ -9,6 +9,7 @@ checkpoints, TensorBoard, the target-accuracy stop, signals, the divergence guar
 from __future__ import annotations
 
 import contextlib
+import math
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -17,9 +18,10 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from cnnlab import observers as obs
+from cnnlab.augment import parse_augment
 from cnnlab.checkpoint import EpochSums, TrainState, load_checkpoint
 from cnnlab.config import TrainConfig, resumed_config
 from cnnlab.data import BatchLoader, Dataset, load_dataset
@@ -31,6 +33,7 @@ from cnnlab.fileio import atomic_write_json
 from cnnlab.hostmem import keep_freed_memory
 from cnnlab.models import build_model, count_parameters
 from cnnlab.runs import LOCK_FILE, RunLock, RunPlan, plan_run
+from cnnlab.text import plural
 from cnnlab.trainer import Trainer
 
 Log = Callable[[str], None]
@@ -40,11 +43,17 @@ def _print(msg: str) -> None:
     print(msg, flush=True)
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
-
-
 # ----------------------------------------------------------------------------- building blocks
+
+
+def parameter_groups(model: nn.Module, cfg: TrainConfig):
+    """All parameters in one group (weight decay on everything, PyTorch's way and every earlier run's), or,
+    with ``bias_decay`` off and a weight decay, the biases (1-D parameters) in a group without decay."""
+    if cfg.weight_decay == 0 or cfg.bias_decay:
+        return model.parameters()
+    params = list(model.parameters())
+    return [{"params": [p for p in params if p.ndim > 1]},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
 
 
 def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
@@ -58,9 +67,27 @@ def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
 
 
 def build_scheduler(cfg: TrainConfig, optimizer, steps_per_epoch: int):
+    """None (a constant rate), one-cycle, or cosine decay to 0 after a linear warm-up; stepped every step."""
+    total = cfg.epochs * steps_per_epoch
     if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total)
+    if cfg.schedule == "cosine":
+        warm = round(cfg.warmup_epochs * steps_per_epoch)
+
+        def factor(step: int) -> float:  # of the peak rate, for the step about to be taken (0-based)
+            if step < warm:
+                return (step + 1) / warm
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     return None
+
+
+def build_ema(cfg: TrainConfig, model: nn.Module) -> AveragedModel | None:
+    """An exponential moving average of the weights (and buffers), updated after every optimiser step."""
+    if not cfg.ema:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
 
 
 def split_validation(data: Dataset, fraction: float, seed: int):
@@ -72,30 +99,6 @@ def split_validation(data: Dataset, fraction: float, seed: int):
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7_777_777))
     val, tr = order[:k], order[k:]
     return (data.train_images[tr], data.train_labels[tr]), (data.train_images[val], data.train_labels[val])
-
-
-def shift_augment(x: torch.Tensor, seed: int, epoch: int, batch: int, pad: int = 2, fill: float = 0.0) -> torch.Tensor:
-    """Translate each image of a batch by a random offset in [-pad, pad] pixels.
-
-    The offsets come from a generator seeded by (seed, epoch, batch), so a resumed run draws the
-    same ones without storing generator state. x: (B, C, H, W) normalised; ``fill`` is what the
-    uncovered border gets: the normalised value of a black pixel (``BatchLoader.shift``).
-    """
-    b, _, h, w = x.shape
-    g = torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 100_003 + batch)
-    off = torch.randint(0, 2 * pad + 1, (b, 2), generator=g).to(x.device)  # (B, 2) row, col offsets
-    padded = F.pad(x, (pad, pad, pad, pad), value=fill)  # (B, C, H+2p, W+2p)
-    rows = off[:, :1] + torch.arange(h, device=x.device)  # (B, H)
-    cols = off[:, 1:] + torch.arange(w, device=x.device)  # (B, W)
-    n = torch.arange(b, device=x.device)[:, None, None]
-    out = padded[n, :, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C): advanced dims first
-    return out.permute(0, 3, 1, 2)  # (B, C, H, W), laid out channels-last in memory
-
-
-def _augment_for(cfg: TrainConfig):
-    if cfg.augment == "shift":
-        return lambda x, *, seed, epoch, batch, fill: shift_augment(x, seed, epoch, batch, fill=fill)
-    return None
 
 
 @dataclass
@@ -187,7 +190,7 @@ def build_trainer(cfg: TrainConfig, ranks: Dist, plan: RunPlan, dataset: Dataset
     model, model_args = build_model(cfg.model, info)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)
-    optimizer = build_optimizer(cfg, model.parameters())
+    optimizer = build_optimizer(cfg, parameter_groups(model, cfg))
     (train_set, eval_set), eval_name = _splits(data, cfg)
 
     def loader(images, labels, batch, shuffle):
@@ -202,7 +205,8 @@ def build_trainer(cfg: TrainConfig, ranks: Dist, plan: RunPlan, dataset: Dataset
         cfg=cfg, data=data, info=info, model_args=model_args, device=device, ranks=ranks, model=model,
         net=_wrap(model, cfg, ranks, device), optimizer=optimizer,
         scheduler=build_scheduler(cfg, optimizer, len(train_loader)), train_loader=train_loader,
-        eval_loader=loader(*eval_set, cfg.eval_batch_size, False), eval_name=eval_name, augment=_augment_for(cfg),
+        eval_loader=loader(*eval_set, cfg.eval_batch_size, False), eval_name=eval_name, augment=parse_augment(cfg.augment),
+        ema=build_ema(cfg, model),
         autocast=(torch.autocast(device_type=device.type, dtype=torch.bfloat16) if cfg.precision == "bf16"
                   else contextlib.nullcontext()),
         run_dir=plan.run_dir, log=say, keep_eval_outputs=keep)
@@ -242,8 +246,11 @@ def introduce(t: Trainer) -> None:
 
 
 def restore(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
-    """Weights, optimiser, scheduler, RNG and position from a checkpoint (either format version)."""
-    t.model.load_state_dict(ckpt["state_dict"])
+    """Weights (and their average), optimiser, scheduler, RNG and position from a checkpoint (either version)."""
+    t.model.load_state_dict(ckpt.get("train_weights") or ckpt["state_dict"])
+    if t.ema is not None:
+        t.ema.module.load_state_dict(ckpt["state_dict"])
+        t.ema.n_averaged.fill_(ckpt.get("ema_updates", 0))
     t.optimizer.load_state_dict(ckpt["optimizer"])
     if t.scheduler is not None and ckpt.get("scheduler"):
         t.scheduler.load_state_dict(ckpt["scheduler"])
@@ -260,7 +267,7 @@ def restore(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
         t.say(f"{where} stopped when it reached its target ({s.target['accuracy']:.2f}% at epoch "
               f"{s.target['epoch']:.2f}); nothing to train, re-evaluating")
     elif s.epoch >= t.cfg.epochs:
-        t.say(f"{where} already finished its {_plural(t.cfg.epochs, 'epoch')}; nothing to train, re-evaluating")
+        t.say(f"{where} already finished its {plural(t.cfg.epochs, 'epoch')}; nothing to train, re-evaluating")
     else:
         t.say(f"resuming {where} at epoch {s.epoch + 1}, batch {s.batch} (step {s.step})")
 
@@ -384,13 +391,13 @@ def finish(t: Trainer, final: EvalResult | None, report: bool) -> TrainResult:
     train_s = t.train_seconds()
     summary = None
     if t.run_dir is not None and report:
-        summary = report_run(t.run_dir, t.model, t.data, t.device, history=s.history, batch_size=cfg.eval_batch_size,
+        summary = report_run(t.run_dir, t.eval_model, t.data, t.device, history=s.history, batch_size=cfg.eval_batch_size,
                              extra={"target": s.target, "train_seconds": train_s,
-                                    "parameters": count_parameters(t.model)}, log=t.say, result=final,
+                                    "parameters": count_parameters(t.model), "ema": cfg.ema}, log=t.say, result=final,
                              context={"model": cfg.model, "dataset": t.data.name})
     best_txt = f" (best epoch {s.best:.2f}%)" if s.best is not None else ""
     t.say(f"final test accuracy {final.accuracy:.2f}%{best_txt}" + (f"; run saved in {t.run_dir}" if t.run_dir else ""))
     t.ranks.barrier()
     t.ranks.close()
-    return TrainResult(t.run_dir, s.history, final, s.best, count_parameters(t.model), train_s, t.model, s.target,
+    return TrainResult(t.run_dir, s.history, final, s.best, count_parameters(t.model), train_s, t.eval_model, s.target,
                        summary, t.stop_reason or "finished")

@@ -19,6 +19,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel
 
 from cnnlab.checkpoint import EpochSums, TrainState, save_checkpoint
 from cnnlab.config import TrainConfig
@@ -73,10 +74,12 @@ class Trainer:
     train_loader: BatchLoader
     eval_loader: BatchLoader
     eval_name: str  # "test", or "val" with a validation split
-    augment: Callable | None  # (x, seed=, epoch=, batch=, fill=) -> x
+    augment: Callable | None  # (x, seed=, epoch=, batch=, fill=) -> x: cnnlab.augment.Augment
     autocast: contextlib.AbstractContextManager
     run_dir: Path | None  # None: this process writes nothing
     log: Log
+    #: The moving average of the weights (cfg.ema), which is what is evaluated, saved as ``state_dict`` and exported.
+    ema: AveragedModel | None = None
     #: Keep the evaluation's predictions (the report reuses the last evaluation of the test set).
     keep_eval_outputs: bool = False
     state: TrainState = field(default_factory=TrainState)
@@ -99,6 +102,11 @@ class Trainer:
     def inside_epoch(self) -> bool:
         """Stopped or saving between an epoch's first and last batch (not at its end)."""
         return 0 < self.state.batch < self.steps_per_epoch
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """What is evaluated, saved for inference and reported: the weights' moving average when there is one."""
+        return self.ema.module if self.ema is not None else self.model
 
     def say(self, msg: str) -> None:
         if self.ranks.is_primary:
@@ -125,6 +133,8 @@ class Trainer:
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         self.sums.add(s.batch, loss, logits, y)
         s.batch += 1
         s.step += 1
@@ -153,7 +163,7 @@ class Trainer:
         """Loss and accuracy of the eval split (or ``loader``), reduced over ranks."""
         self.check_finite()
         keep = self.keep_eval_outputs if keep_outputs is None else keep_outputs
-        r = evaluate(self.model, loader or self.eval_loader, limit=self.cfg.eval_limit, keep_outputs=keep)
+        r = evaluate(self.eval_model, loader or self.eval_loader, limit=self.cfg.eval_limit, keep_outputs=keep)
         if self.ranks.enabled:
             loss_sum, correct, n = self.ranks.all_reduce_sum([r.loss * r.n, float(r.correct), float(r.n)], self.device)
             r = EvalResult(loss=loss_sum / n, accuracy=100.0 * correct / n, n=int(n), correct=int(correct))
@@ -201,10 +211,12 @@ class Trainer:
             "model": {"name": self.cfg.model, "args": self.model_args},
             "config": self.cfg.to_dict(),
             "data": self.info,
-            "state_dict": self.model.state_dict(),
+            "state_dict": self.eval_model.state_dict(),  # what inference loads: the average, with EMA on
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "train_state": self.state.to_dict(),
+            **({"train_weights": self.model.state_dict(), "ema_updates": int(self.ema.n_averaged)}
+               if self.ema is not None else {}),
         }
 
     def save(self, name: str) -> None:

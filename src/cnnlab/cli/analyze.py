@@ -9,11 +9,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cnnlab.cli.common import DEFAULTS, add_data_args, add_device, add_eval_batch_size, add_json, add_run
+from cnnlab.cli.common import (
+    add_data_args,
+    add_device,
+    add_eval_batch_size,
+    add_json,
+    add_run,
+)
+from cnnlab.config import RECIPES
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_write_json
 from cnnlab.runs import new_run_dir, run_dir_of
 
+#: The analysis trains with the lecture's optimiser settings.
+LECTURE = RECIPES["lecture"]
 
 def _print(msg: str) -> None:
     print(msg, flush=True)
@@ -62,7 +71,7 @@ def _add_gradients_parser(sub) -> None:
                         "(default: %(default)s)")
     g.add_argument("--seeds", type=int, default=3,
                    help="initialisations (each with its own batch) to measure gradients over (default: %(default)s)")
-    g.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
+    g.add_argument("--batch-size", type=int, default=LECTURE["batch_size"],
                    help="batch for gradients and training (default: %(default)s, the lecture's)")
     g.add_argument("--epochs", type=int, default=1,
                    help="training budget: passes over --train-images; 0: gradients only (default: %(default)s)")
@@ -71,9 +80,9 @@ def _add_gradients_parser(sub) -> None:
                         "0: all (default: %(default)s, affordable on a laptop CPU)")
     g.add_argument("--test-images", type=int, default=10_000,
                    help="test images to score each stack on; 0: all (default: %(default)s)")
-    g.add_argument("--lr", type=float, default=DEFAULTS.lr,
+    g.add_argument("--lr", type=float, default=LECTURE["lr"],
                    help="SGD learning rate (default: %(default)s, the lecture's)")
-    g.add_argument("--momentum", type=float, default=DEFAULTS.momentum,
+    g.add_argument("--momentum", type=float, default=LECTURE["momentum"],
                    help="SGD momentum (default: %(default)s, the lecture's)")
     add_data_args(g)
     add_device(g)
@@ -104,7 +113,11 @@ def cmd_branches(args) -> int:
 
 
 def cmd_gradients(args) -> int:
-    from cnnlab.analysis.gradients import analyze_gradients, format_gradients, parse_depths
+    from cnnlab.analysis.gradients import (
+        analyze_gradients,
+        format_gradients,
+        parse_depths,
+    )
     from cnnlab.analysis.plots import plot_depth, plot_gradients
 
     depths = parse_depths(args.depths)

@@ -8,6 +8,7 @@ import textwrap
 from cnnlab.config import TrainConfig
 from cnnlab.dataset_names import canonical_dataset_name
 from cnnlab.runs import CHECKPOINTS, DEFAULT_CHECKPOINT
+from cnnlab.text import plural  # noqa: F401  (the commands take it from here)
 
 #: The library's defaults (the lecture's recipe): every default shown in the help comes from here.
 DEFAULTS = TrainConfig()
@@ -52,11 +53,6 @@ def given_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
         if action is not None:
             given.add(action.dest)
     return given
-
-
-def plural(n: int, word: str, many: str | None = None) -> str:
-    """``1 image``, ``2 images``, ``1,000 images``."""
-    return f"{n:,} {word if n == 1 else many or word + 's'}"
 
 
 DATASET_HELP = ("mnist, fashion-mnist, idx:DIR (a directory with the four IDX files) or folder:DIR (one "

@@ -13,12 +13,12 @@ from cnnlab.cli.common import (
     DEFAULTS, RawDescriptionHelpFormatter, add_data_args, add_device, add_eval_batch_size, add_threads, given_flags,
     plural,
 )
-from cnnlab.config import AUGMENTS, OPTIMIZERS, PRECISIONS, PROCESS_FIELDS, RECIPES, SCHEDULES, TrainConfig, apply_recipe
+from cnnlab.config import OPTIMIZERS, PRECISIONS, PROCESS_FIELDS, RECIPE_FIELDS, RECIPES, SCHEDULES, TrainConfig
 from cnnlab.dataset_names import dataset_kind
 from cnnlab.errors import CnnlabError
 
 #: Flags whose default comes from the recipe (None on the command line = not given): every recipe sets the same keys.
-RECIPE_FLAGS = tuple(RECIPES["lecture"])
+RECIPE_FLAGS = RECIPE_FIELDS
 #: What each recipe flag means, and its type (a tuple: its choices; bool: --flag/--no-flag).
 #: A recipe key missing here fails every parser build (and tests/test_cli.py) until it gets its help.
 RECIPE_FLAG_HELP: dict[str, tuple[type | tuple, str]] = {
@@ -28,9 +28,14 @@ RECIPE_FLAG_HELP: dict[str, tuple[type | tuple, str]] = {
     "lr": (float, "learning rate; the peak rate with --schedule onecycle"),
     "momentum": (float, "SGD momentum"),
     "weight_decay": (float, "weight decay"),
-    "schedule": (SCHEDULES, "learning-rate schedule"),
-    "augment": (AUGMENTS, "batched augmentation: shift = random translation of up to 2 px"),
+    "bias_decay": (bool, "apply the weight decay to biases too"),
+    "schedule": (SCHEDULES, "learning-rate schedule (cosine: after a linear warm-up)"),
+    "warmup_epochs": (float, "linear warm-up of the cosine schedule, in epochs"),
+    "augment": (str, "batched augmentation on the device: none, shift, or a pipeline such as "
+                     "'affine:rotate=10,scale=0.1,translate=0.1' (see docs/accuracy.md)"),
     "label_smoothing": (float, "cross-entropy label smoothing"),
+    "ema": (float, "decay of an exponential moving average of the weights, which is then what is evaluated, "
+                   "saved and exported (0: off)"),
     "evals_per_epoch": (int, "evaluations per epoch while --target-accuracy is set"),
     "channels_last": (bool, "channels-last memory format for data and weights"),
 }
@@ -136,16 +141,14 @@ def _add_train_parser(sub) -> None:
 
 
 def config_from_args(args) -> TrainConfig:
-    """A TrainConfig from parsed ``train`` flags: the recipe's values, then the flags given."""
-    given = {k: getattr(args, k) for k in RECIPE_FLAGS if getattr(args, k) is not None}
+    """A TrainConfig from parsed ``train`` flags: the flags given, the rest from the recipe (TrainConfig.resolve)."""
     cfg = TrainConfig(
         model=args.model, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed, device=args.device,
         threads=args.threads, malloc_tuning=args.malloc_tuning, eval_batch_size=args.eval_batch_size,
         max_steps=args.max_steps, save_every=args.save_every, val_split=args.val_split, precision=args.precision,
         compile=args.compile, target_accuracy=args.target_accuracy,
-        tensorboard=args.tensorboard, recipe=args.recipe,
+        tensorboard=args.tensorboard, recipe=args.recipe, **{k: getattr(args, k) for k in RECIPE_FLAGS},
     )
-    apply_recipe(cfg, given)
     if args.dry_run:
         cfg.epochs, cfg.max_steps, cfg.eval_limit = 1, DRY_RUN_STEPS, DRY_RUN_EVAL_IMAGES
     return cfg.validate()
@@ -195,17 +198,9 @@ def _add_compare_parser(sub) -> None:
 
 def cmd_compare(args) -> int:
     from cnnlab.compare import compare
-    from cnnlab.models import list_models
 
-    if args.seeds < 1:
-        raise CnnlabError(f"--seeds must be at least 1, got {args.seeds}")
-    cfg = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, device=args.device,
-                      threads=args.threads, val_split=args.val_split, recipe=args.recipe)
-    given = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size)) if v is not None}
-    apply_recipe(cfg, given).validate()
-    unknown = [m for m in args.models if m not in list_models()]
-    if unknown:
-        raise CnnlabError(f"unknown model(s) {', '.join(unknown)}; choose from: {', '.join(list_models())}")
+    cfg = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, device=args.device, threads=args.threads,
+                      val_split=args.val_split, recipe=args.recipe, epochs=args.epochs, batch_size=args.batch_size)
     out = args.out or f"runs/compare-{dataset_kind(args.dataset)}-{args.recipe}"
     res = compare(args.models, args.seeds, cfg, out)
     print()
