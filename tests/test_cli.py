@@ -99,7 +99,7 @@ def test_compare_and_export_weights_cli(tiny_idx, tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- the parser itself
 
-EXPECTED_COMMANDS = {"train", "evaluate", "compare", "export-weights", "data", "models", "analyze", "predict",
+EXPECTED_COMMANDS = {"train", "evaluate", "runs", "compare", "export-weights", "data", "models", "analyze", "predict",
                      "export", "serve"}
 
 

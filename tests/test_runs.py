@@ -263,11 +263,14 @@ def _report_inputs(n: int = 40, epochs: int = 1) -> dict:
 
 
 def test_summary_json_is_strict_json_and_figures_carry_the_context(tmp_path, monkeypatch):
-    from cnnlab.report import write_report
+    from cnnlab.report import summarize, write_report
 
     figs = _captured_figures(monkeypatch)
-    summary = write_report(tmp_path / "my-run", **_report_inputs(), extra={"train_seconds": float("inf")},
-                           context={"model": "inception", "dataset": "mnist"})
+    given = _report_inputs()
+    summary = summarize(**{k: given[k] for k in ("labels", "predictions", "probabilities", "classes", "loss",
+                                                 "accuracy")}, extra={"train_seconds": float("inf")})
+    write_report(tmp_path / "my-run", summary, history=given["history"], images=given["images"],
+                 classes=given["classes"], context={"model": "inception", "dataset": "mnist"}).wait()
     text = (tmp_path / "my-run" / "summary.json").read_text()
     data = json.loads(text, parse_constant=lambda c: pytest.fail(f"summary.json holds a bare {c}"))
     assert data["loss"] is None and data["train_seconds"] is None and data["accuracy"] == 10.0

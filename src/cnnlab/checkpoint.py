@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import json
 import math
 import pickle
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from safetensors import safe_open
 
 from cnnlab.errors import CheckpointError
 from cnnlab.fileio import atomic_write_bytes, atomic_write_text, sha256_file
@@ -255,3 +257,26 @@ def model_from_checkpoint(state: dict) -> nn.Module:
         raise CheckpointError(f"checkpoint weights do not fit model {state['model']['name']!r}: "
                               f"{str(err).splitlines()[0]}") from None
     return model
+
+
+def load_weights_file(path: str | Path) -> dict:
+    """A safetensors file written by ``cnnlab export-weights`` (or shipped with cnnlab) as a checkpoint-like
+    dict: ``model`` (name, args), ``data`` (classes, normalisation, input size) and ``state_dict``."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot be read ({err.strerror or err}); check the path") from None
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types for damaged headers
+        raise CheckpointError(f"{path}: not a readable safetensors file ({type(err).__name__}: {str(err)[:120]}); "
+                              "it may be truncated") from None
+    try:
+        data = json.loads(meta["data"])
+        model = {"name": meta["model"], "args": json.loads(meta["model_args"])}
+    except (KeyError, ValueError):
+        raise CheckpointError(f"{path}: safetensors without cnnlab's metadata (model, model_args, data); write it "
+                              "with 'cnnlab export-weights', or load it with 'cnnlab evaluate --weights FILE --model NAME'"
+                              ) from None
+    return {"format": FORMAT, "model": model, "data": data, "state_dict": tensors, "config": {}}

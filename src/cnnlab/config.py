@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, fields
+from pathlib import Path
+
+import yaml  # config files written by hand (~15 ms to import)
 
 from cnnlab.dataset_names import dataset_kind
 from cnnlab.errors import CnnlabError, RunError
@@ -114,6 +118,32 @@ class TrainConfig:
         if unknown:
             raise CnnlabError(f"unknown config keys {unknown}; this run was written by another cnnlab version")
         return cls(**{**ADDED_FIELDS, **data})
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "TrainConfig":
+        """A config file: a run's ``config.json`` (re-runs it exactly), or a JSON/YAML mapping of field names to
+        values (the fields it leaves out keep their defaults; recipe fields come from its recipe)."""
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as err:
+            raise CnnlabError(f"--config {path}: cannot be read ({err.strerror or err}); check the path") from None
+        try:
+            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (ValueError, yaml.YAMLError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CnnlabError(f"--config {path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} "
+                              f"({first[:120]}); fix the file") from None
+        if not isinstance(data, dict):
+            raise CnnlabError(f"--config {path}: expected a mapping of settings (e.g. 'model: resnet'), "
+                              f"got {type(data).__name__}")
+        if isinstance(data.get("config"), dict):  # a run's config.json: every value, as the run had them
+            return cls.from_dict(data["config"])
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise CnnlabError(f"--config {path}: unknown settings {unknown}; they are the flags' names with "
+                              "'_' for '-' (see 'cnnlab train --help')")
+        return cls(**data)
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw")

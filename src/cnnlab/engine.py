@@ -32,7 +32,7 @@ from cnnlab.evaluation import EvalResult, report_run
 from cnnlab.fileio import atomic_write_json
 from cnnlab.hostmem import keep_freed_memory
 from cnnlab.models import build_model, count_parameters
-from cnnlab.runs import LOCK_FILE, RunLock, RunPlan, plan_run
+from cnnlab.runs import LOCK_FILE, RunLock, RunPlan, plan_run, write_status
 from cnnlab.text import plural
 from cnnlab.trainer import Trainer
 
@@ -133,12 +133,15 @@ def train(
     log: Log = _print,
     dataset: Dataset | None = None,
     report: bool = True,
+    verbose: bool = False,
 ) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.dataset``; write the run folder unless ``write`` is False.
 
     ``resume`` continues a run from its last.pt with the run's own settings; ``changes`` are the values
     the user gave explicitly (refused if they would change the run, see :func:`cnnlab.config.resumed_config`).
-    Under torchrun every rank runs this; only rank 0 logs and writes; a restart resumes by itself.
+    ``quiet`` turns the progress bar off, ``log`` receives every line (a no-op silences them), ``verbose``
+    adds the per-class table of the test set. Under torchrun every rank runs this; only rank 0 logs and
+    writes; a restart resumes by itself.
     """
     ranks = Dist.from_env()
     plan = plan_run(cfg.model, cfg.dataset, out=out, resume=resume, runs_root=runs_root, write=write and ranks.is_primary,
@@ -146,6 +149,7 @@ def train(
     with contextlib.ExitStack() as stack:
         if plan.run_dir is not None:
             stack.enter_context(RunLock(plan.run_dir))
+            stack.push(_record_failure(plan))
             stack.push(_forget_if_empty(plan))
         ckpt = load_checkpoint(plan.resume_from) if plan.resume_from is not None else None
         if ckpt is not None:
@@ -158,7 +162,13 @@ def train(
         observers = make_observers(t, quiet)
         stack.callback(lambda: [o.close() for o in observers])
         final = fit(t, observers)
-        return finish(t, final, report)
+        result = finish(t, final, report, verbose)
+        if t.run_dir is not None:
+            stopped = result.stopped == "step limit"
+            write_status(t.run_dir, "stopped" if stopped else "finished",
+                         {"step limit": f"--max-steps {cfg.max_steps}: resume to go on", "target":
+                          f"reached --target-accuracy {cfg.target_accuracy:g}"}.get(result.stopped, ""))
+        return result
 
 
 def _forget_if_empty(plan: RunPlan):
@@ -167,6 +177,23 @@ def _forget_if_empty(plan: RunPlan):
         if exc_type is not None and plan.fresh and plan.run_dir.is_dir():
             if all(p.name == LOCK_FILE for p in plan.run_dir.iterdir()):
                 shutil.rmtree(plan.run_dir, ignore_errors=True)
+        return False
+
+    return on_exit
+
+
+def _record_failure(plan: RunPlan):
+    """On an error, status.json says how the run ended: stopped (interrupted: resumable) or failed, and why."""
+    def on_exit(exc_type, exc, tb) -> bool:
+        if exc_type is None or not plan.run_dir.is_dir():
+            return False
+        interrupted = issubclass(exc_type, (Interrupted, KeyboardInterrupt))
+        detail = str(exc).splitlines()[0][:300] if str(exc) else exc_type.__name__
+        try:
+            write_status(plan.run_dir, "stopped" if interrupted else "failed",
+                         "interrupted: resume to go on" if interrupted else detail)
+        except OSError:
+            pass  # a read-only or full disk: the error being raised already says so
         return False
 
     return on_exit
@@ -371,7 +398,7 @@ def _interrupt(t: Trainer, observers: list[obs.Observer]) -> None:
                       f"{where}", 128 + signum)
 
 
-def finish(t: Trainer, final: EvalResult | None, report: bool) -> TrainResult:
+def finish(t: Trainer, final: EvalResult | None, report: bool, verbose: bool = False) -> TrainResult:
     """The target line, the test set (once, at the end, when the epochs evaluated a validation split),
     the report and the final line."""
     s, cfg = t.state, t.cfg
@@ -389,14 +416,17 @@ def finish(t: Trainer, final: EvalResult | None, report: bool) -> TrainResult:
         t.say(f"test_loss {final.loss:.4f}  test_acc {final.accuracy:.2f}% (test set, once, after choosing on "
               f"{t.eval_name})" if t.eval_name != "test" else f"test_loss {final.loss:.4f}  test_acc {final.accuracy:.2f}%")
     train_s = t.train_seconds()
-    summary = None
+    summary, figures = None, None
     if t.run_dir is not None and report:
-        summary = report_run(t.run_dir, t.eval_model, t.data, t.device, history=s.history, batch_size=cfg.eval_batch_size,
-                             extra={"target": s.target, "train_seconds": train_s,
-                                    "parameters": count_parameters(t.model), "ema": cfg.ema}, log=t.say, result=final,
-                             context={"model": cfg.model, "dataset": t.data.name})
+        summary, figures = report_run(
+            t.run_dir, t.eval_model, t.data, t.device, history=s.history, batch_size=cfg.eval_batch_size,
+            extra={"target": s.target, "train_seconds": train_s, "parameters": count_parameters(t.model),
+                   "ema": cfg.ema}, log=t.say, result=final, context={"model": cfg.model, "dataset": t.data.name},
+            table=verbose, wait=False)
     best_txt = f" (best epoch {s.best:.2f}%)" if s.best is not None else ""
     t.say(f"final test accuracy {final.accuracy:.2f}%{best_txt}" + (f"; run saved in {t.run_dir}" if t.run_dir else ""))
+    if figures is not None:
+        figures.wait()  # drawn while the line above was printed
     t.ranks.barrier()
     t.ranks.close()
     return TrainResult(t.run_dir, s.history, final, s.best, count_parameters(t.model), train_s, t.eval_model, s.target,

@@ -19,7 +19,8 @@ from cnnlab.data import BatchLoader, Dataset, load_dataset
 from cnnlab.devices import resolve_device
 from cnnlab.errors import CnnlabError
 from cnnlab.models import build_model
-from cnnlab.report import format_table, write_report
+from cnnlab.pretrained import load_pretrained
+from cnnlab.report import Figures, format_table, summarize, write_report
 
 Log = Callable[[str], None]
 
@@ -74,23 +75,81 @@ def evaluate(model: nn.Module, loader: BatchLoader, limit: int = 0, keep_outputs
     )
 
 
-def report_run(run_dir: Path, model: nn.Module, data: Dataset, device: torch.device, *, history: list[dict],
+def report_run(run_dir: Path | None, model: nn.Module, data: Dataset, device: torch.device, *, history: list[dict],
                batch_size: int = 1000, extra: dict | None = None, log: Log = _print,
-               result: EvalResult | None = None, context: dict | None = None) -> dict:
-    """Write summary.json and the plots from ``result`` when it is the model's evaluation of the whole
-    test set with its outputs kept; otherwise evaluate the test set here first. ``context`` (model,
-    dataset...) is shown on every figure."""
+               result: EvalResult | None = None, context: dict | None = None, table: bool = False,
+               wait: bool = True) -> tuple[dict, Figures | None]:
+    """The test set's summary from ``result`` when it is the model's evaluation of the whole test set with
+    its outputs kept (otherwise the test set is evaluated here first); with a ``run_dir``, summary.json and
+    the figures written there. ``context`` (model, dataset...) is shown on every figure; ``table`` also logs
+    the per-class table. With ``wait=False`` the figures are still being drawn: ``.wait()`` on them."""
     res = result
     if res is None or res.predictions is None or res.n != len(data.test_labels):
         test_loader = BatchLoader(data.test_images, data.test_labels, batch_size, mean=data.mean, std=data.std,
                                   shuffle=False, device=device)
         res = evaluate(model, test_loader, keep_outputs=True)
-    summary = write_report(run_dir, history=history, labels=data.test_labels, predictions=res.predictions,
-                           probabilities=res.probabilities, images=data.test_images, classes=list(data.classes),
-                           loss=res.loss, accuracy=res.accuracy, extra=extra, context=context)
-    log(format_table(summary["per_class"]))
-    log(f"wrote summary.json, confusion.png, mistakes.png{', curves.png' if history else ''} in {run_dir}")
-    return summary
+    summary = summarize(labels=data.test_labels, predictions=res.predictions.cpu(),
+                        probabilities=res.probabilities.cpu(), classes=list(data.classes), loss=res.loss,
+                        accuracy=res.accuracy, extra=extra)
+    if table:
+        log(format_table(summary["per_class"]))
+    figures = None
+    if run_dir is not None:
+        figures = write_report(run_dir, summary, history=history, images=data.test_images,
+                               classes=list(data.classes), context=context)
+        if wait:
+            figures.wait()
+            log(f"wrote summary.json, {', '.join(figures.names)} in {run_dir}")
+    return summary, figures
+
+
+@dataclass
+class Subject:
+    """What an evaluation (or a prediction) runs: a model with its weights, its data, and where it came from."""
+
+    model: nn.Module
+    model_name: str
+    data: Dataset
+    source: str  # e.g. "runs/resnet-mnist-.../last.pt", "pretrained resnet (mnist)"
+
+
+def open_subject(path: str | Path | None = None, *, which: str = "last", weights: str | Path | None = None,
+                 model_name: str | None = None, pretrained: str | None = None, dataset: str | None = None,
+                 data_dir: str | None = None) -> Subject:
+    """A run's checkpoint (``path``), a bare ``state_dict`` file (``weights`` for ``model_name``), or the
+    shipped weights of ``pretrained`` on ``dataset`` (default mnist); with the dataset to test it on."""
+    if pretrained is not None:
+        state = load_pretrained(pretrained, dataset or "mnist")
+        data = load_dataset(state["pretrained"].dataset, data_dir=data_dir)
+        return Subject(model_from_checkpoint(state), pretrained, data, f"pretrained {state['pretrained'].name}")
+    if weights is not None:
+        if model_name is None:
+            raise CnnlabError("--weights needs --model NAME to know which net the state_dict belongs to")
+        data = load_dataset(dataset or "mnist", data_dir=data_dir)
+        model, _ = build_model(model_name, data.info())
+        try:
+            model.load_state_dict(load_state_dict_file(weights), strict=True)
+        except RuntimeError as err:
+            raise CnnlabError(f"{weights}: weights do not fit model {model_name!r}: {str(err).splitlines()[0]}; "
+                              "pick the --model they were trained as") from None
+        return Subject(model, model_name, data, str(weights))
+    if path is None:
+        raise CnnlabError("give a run directory or checkpoint, --pretrained MODEL, or --weights FILE --model NAME")
+    ckpt = resolve_checkpoint(path, which)
+    state = load_checkpoint(ckpt, expect_model=model_name)
+    cfg = state["config"]
+    data = load_dataset(dataset or cfg["dataset"], data_dir=data_dir or cfg.get("data_dir"))
+    return Subject(model_from_checkpoint(state), state["model"]["name"], data, str(ckpt))
+
+
+def evaluate_subject(subject: Subject, *, device: str = "auto", batch_size: int = 1000,
+                     keep_outputs: bool = False) -> EvalResult:
+    dev = resolve_device(device)
+    subject.model.to(dev)
+    data = subject.data
+    loader = BatchLoader(data.test_images, data.test_labels, batch_size, mean=data.mean, std=data.std,
+                         shuffle=False, device=dev)
+    return evaluate(subject.model, loader, keep_outputs=keep_outputs)
 
 
 def evaluate_run(
@@ -99,33 +158,16 @@ def evaluate_run(
     which: str = "last",
     weights: str | Path | None = None,
     model_name: str | None = None,
+    pretrained: str | None = None,
     dataset: str | None = None,
     data_dir: str | None = None,
     device: str = "auto",
     batch_size: int = 1000,
     keep_outputs: bool = False,
 ) -> tuple[EvalResult, nn.Module, Dataset]:
-    """Evaluate a run's checkpoint, or a bare ``state_dict`` file (``weights``) for ``model_name``."""
-    dev = resolve_device(device)
-    if weights is not None:
-        if model_name is None:
-            raise CnnlabError("--weights needs --model NAME to know which net the state_dict belongs to")
-        data = load_dataset(dataset or "mnist", data_dir=data_dir)
-        model, _ = build_model(model_name, data.info())
-        sd = load_state_dict_file(weights)
-        try:
-            model.load_state_dict(sd, strict=True)
-        except RuntimeError as err:
-            raise CnnlabError(f"{weights}: weights do not fit model {model_name!r}: {str(err).splitlines()[0]}; "
-                              "pick the --model they were trained as") from None
-    else:
-        if path is None:
-            raise CnnlabError("give a run directory or checkpoint, or --weights FILE --model NAME")
-        state = load_checkpoint(resolve_checkpoint(path, which), expect_model=model_name)
-        cfg = state["config"]
-        data = load_dataset(dataset or cfg["dataset"], data_dir=data_dir or cfg.get("data_dir"))
-        model = model_from_checkpoint(state)
-    model.to(dev)
-    loader = BatchLoader(data.test_images, data.test_labels, batch_size, mean=data.mean, std=data.std,
-                         shuffle=False, device=dev)
-    return evaluate(model, loader, keep_outputs=keep_outputs), model, data
+    """Evaluate a run's checkpoint, a bare ``state_dict`` file (``weights``) for ``model_name``, or shipped
+    ``pretrained`` weights, on the test set."""
+    subject = open_subject(path, which=which, weights=weights, model_name=model_name, pretrained=pretrained,
+                           dataset=dataset, data_dir=data_dir)
+    result = evaluate_subject(subject, device=device, batch_size=batch_size, keep_outputs=keep_outputs)
+    return result, subject.model, subject.data

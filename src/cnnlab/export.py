@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
+from safetensors.torch import save as save_safetensors
 
 from cnnlab import __version__
 from cnnlab.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
@@ -183,13 +184,12 @@ def read_onnx_metadata(path: str | Path) -> dict[str, str]:
 def export_safetensors(run: str | Path, which: str = DEFAULT_CHECKPOINT, out: str | Path | None = None) -> Path:
     """Write a checkpoint's bare weights as safetensors, with the metadata of ``cnnlab export`` (model,
     classes, normalisation, input layout) plus the model's arguments."""
-    from safetensors.torch import save as save_safetensors  # only this export needs it
 
     src = resolve_checkpoint(run, which)
     state = load_checkpoint(src)
     target = Path(out) if out else src.parent / "model.safetensors"
     metadata = {"format": "cnnlab-weights", **export_metadata(state),
-                "model_args": json.dumps(state["model"]["args"])}
+                "model_args": json.dumps(state["model"]["args"]), "data": json.dumps(state["data"])}
     tensors = {k: v.contiguous() for k, v in state["state_dict"].items()}
     atomic_write_bytes(target, save_safetensors(tensors, metadata=metadata))
     return target

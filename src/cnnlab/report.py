@@ -5,6 +5,7 @@ This module computes; ``cnnlab.plots`` only draws what it computed.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import torch
@@ -70,36 +71,61 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_report(run_dir: str | Path, *, history: list[dict], labels: torch.Tensor, predictions: torch.Tensor,
-                 probabilities: torch.Tensor, images: torch.Tensor, classes: list[str], loss: float,
-                 accuracy: float, split: str = "test", extra: dict | None = None,
-                 context: dict | None = None) -> dict:
-    """Write summary.json, curves.png, confusion.png and mistakes.png into ``run_dir``; return the summary
-    (as computed: summary.json has ``null`` where it holds a non-finite number, e.g. a diverged loss).
-
-    ``context``: what places the figures, e.g. ``{"model": "inception", "dataset": "mnist"}``; every
-    figure shows it under its title, with ``"run"`` (the run directory's name) added when missing.
-    """
-    run_dir = Path(run_dir)
-    context = {**(context or {})}
-    context.setdefault("run", run_dir.resolve().name)
+def summarize(*, labels: torch.Tensor, predictions: torch.Tensor, probabilities: torch.Tensor, classes: list[str],
+              loss: float, accuracy: float, split: str = "test", extra: dict | None = None) -> dict:
+    """What summary.json holds: the headline, per-class precision/recall/F1, the confusion matrix, the worst
+    mistakes (and ``extra``)."""
     cm = confusion_matrix(labels, predictions, len(classes))
-    per_class = per_class_metrics(cm, classes)
-    mistakes = worst_mistakes(labels, predictions, probabilities)
-    summary = {
+    return {
         "split": split,
         "n": int(len(labels)),
         "loss": loss,
         "accuracy": accuracy,
-        "per_class": per_class,
+        "per_class": per_class_metrics(cm, classes),
         "confusion": cm.tolist(),
-        "mistakes": mistakes,
+        "mistakes": worst_mistakes(labels, predictions, probabilities),
         **(extra or {}),
     }
-    atomic_write_json(run_dir / "summary.json", summary)  # strict JSON: a diverged loss is null
-    if history:
-        plots.plot_curves(history, run_dir / "curves.png", context=context)
-    plots.plot_confusion(cm.tolist(), classes, run_dir / "confusion.png", context=context)
-    plots.plot_mistakes([images[m["index"], 0] for m in mistakes], mistakes, classes, run_dir / "mistakes.png",
-                        context=context)
-    return summary
+
+
+class Figures:
+    """curves.png, confusion.png and mistakes.png, drawn in a background thread so that the line a user waits
+    for is printed while they are drawn; :meth:`wait` returns once they are written (and re-raises an error)."""
+
+    def __init__(self, run_dir: Path, summary: dict, *, history: list[dict], images: torch.Tensor,
+                 classes: list[str], context: dict | None = None):
+        context = {**(context or {})}
+        context.setdefault("run", Path(run_dir).resolve().name)
+        self._error: BaseException | None = None
+        self.names = (["curves.png"] if history else []) + ["confusion.png", "mistakes.png"]
+        args = (Path(run_dir), summary, history, images, classes, context)
+        self._thread = threading.Thread(target=self._draw, args=args, name="cnnlab-figures", daemon=True)
+        self._thread.start()
+
+    def _draw(self, run_dir, summary, history, images, classes, context) -> None:
+        try:
+            if history:
+                plots.plot_curves(history, run_dir / "curves.png", context=context)
+            plots.plot_confusion(summary["confusion"], classes, run_dir / "confusion.png", context=context)
+            mistakes = summary["mistakes"]
+            plots.plot_mistakes([images[m["index"], 0] for m in mistakes], mistakes, classes,
+                                run_dir / "mistakes.png", context=context)
+        except BaseException as err:  # noqa: BLE001 - handed to the waiting thread, which raises it
+            self._error = err
+
+    def wait(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+def write_report(run_dir: str | Path, summary: dict, *, history: list[dict], images: torch.Tensor,
+                 classes: list[str], context: dict | None = None) -> Figures:
+    """Write summary.json into ``run_dir`` now (strict JSON: a diverged loss is ``null``) and start drawing
+    the figures; ``.wait()`` on the result before relying on them.
+
+    ``context``: what places the figures, e.g. ``{"model": "inception", "dataset": "mnist"}``; every
+    figure shows it under its title, with ``"run"`` (the run directory's name) added when missing.
+    """
+    atomic_write_json(Path(run_dir) / "summary.json", summary)
+    return Figures(Path(run_dir), summary, history=history, images=images, classes=classes, context=context)

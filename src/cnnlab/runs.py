@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import re
 import time
@@ -182,6 +183,111 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+# ----------------------------------------------------------------------------- finding runs
+
+STATUS_FILE = "status.json"
+LATEST = "latest"
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / "config.json").is_file()
+
+
+def find_runs(root: str | Path = "runs") -> list[Path]:
+    """Run folders under ``root`` (and one level below, where ``compare`` puts its runs), newest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and is_run_dir(p)]
+    found += [q for p in root.iterdir() if p.is_dir() and not is_run_dir(p) for q in p.iterdir()
+              if q.is_dir() and is_run_dir(q)]
+    return sorted(found, key=last_activity, reverse=True)
+
+
+def last_activity(run: Path) -> float:
+    """When the run last wrote its config, checkpoint or metrics (mtime)."""
+    times = [(run / name).stat().st_mtime for name in ("config.json", "last.pt", "metrics.csv", STATUS_FILE)
+             if (run / name).exists()]
+    return max(times, default=0.0)
+
+
+def resolve_run(text: str | Path, root: str | Path = "runs") -> Path:
+    """``latest`` -> the run under ``root`` that was trained or resumed last; anything else -> itself."""
+    if str(text) != LATEST:
+        return Path(text)
+    runs = find_runs(root)
+    if not runs:
+        raise RunError(f"'latest': no runs under {Path(root)}/ yet; train one with 'cnnlab train', or give a run folder")
+    return runs[0]
+
+
+def is_running(run: Path) -> bool:
+    """Whether a live process holds the run folder's lock (probed with a shared lock, released at once)."""
+    path = run / LOCK_FILE
+    if fcntl is None or not path.exists():
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # releases the probe's shared lock, if it got one
+
+
+def write_status(run: Path, status: str, detail: str = "") -> None:
+    """How the run's last process ended: finished, stopped (resumable) or failed, and why."""
+    atomic_write_text(run / STATUS_FILE, json.dumps({"status": status, "detail": detail, "at": time.time()}) + "\n")
+
+
+def run_status(run: Path, complete: bool = False) -> tuple[str, str]:
+    """(status, detail): running, finished, stopped or failed. A process that was killed (or a run written
+    before status.json existed) said nothing: ``complete`` (all epochs and a summary) makes it "finished",
+    a checkpoint to resume from "stopped", and nothing "failed"."""
+    if is_running(run):
+        return "running", ""
+    try:
+        got = json.loads((run / STATUS_FILE).read_text())
+        return str(got["status"]), str(got.get("detail", ""))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    if complete:
+        return "finished", ""
+    if (run / "last.pt").is_file():
+        return "stopped", "killed, or interrupted without saying so: it resumes from last.pt"
+    return "failed", "no checkpoint was saved"
+
+
+def describe_run(run: Path) -> dict:
+    """One row of ``cnnlab runs``: what the run is, how far it got, its accuracies and its status."""
+    row = {"run": str(run), "model": "?", "dataset": "?", "recipe": "?", "epochs": None, "epochs_done": 0,
+           "final_acc": None, "best_acc": None, "train_seconds": None}
+    try:
+        cfg = json.loads((run / "config.json").read_text())["config"]
+        row.update(model=cfg.get("model"), dataset=cfg.get("dataset"), recipe=cfg.get("recipe"),
+                   epochs=cfg.get("epochs"))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        rows = read_metrics(run / "metrics.csv")
+        accs = [r.get("val_acc") if r.get("val_acc") is not None else r.get("test_acc") for r in rows]
+        row.update(epochs_done=len(rows), best_acc=max((a for a in accs if a is not None), default=None),
+                   train_seconds=sum(r.get("seconds") or 0 for r in rows))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        row["final_acc"] = json.loads((run / "summary.json").read_text()).get("accuracy")
+    except (OSError, ValueError, AttributeError):
+        pass
+    complete = row["final_acc"] is not None and row["epochs"] is not None and row["epochs_done"] >= row["epochs"]
+    row["status"], row["detail"] = run_status(run, complete)
+    return row
 
 
 # ----------------------------------------------------------------------------- metrics.csv

@@ -11,12 +11,13 @@ from __future__ import annotations
 import sys
 
 from cnnlab import __version__
-from cnnlab.cli import analyze, data, evaluate, export, models, predict, serve, train
+from cnnlab.cli import analyze, data, evaluate, export, models, predict, runs, serve, train
 from cnnlab.cli.common import Parser
 from cnnlab.errors import CnnlabError, Interrupted
+from cnnlab.runs import LATEST, resolve_run
 
 #: In the order ``cnnlab --help`` lists their commands.
-COMMAND_MODULES = (train, evaluate, models, data, analyze, predict, export, serve)
+COMMAND_MODULES = (train, evaluate, runs, models, data, analyze, predict, export, serve)
 
 
 def build_parser() -> Parser:
@@ -39,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         args.help_of.print_help()
         return 0
     try:
+        for name in ("run", "resume"):  # 'latest' names the newest run folder wherever a run is taken
+            if getattr(args, name, None) == LATEST:
+                setattr(args, name, str(resolve_run(LATEST)))
         return args.func(args)
     except Interrupted as err:  # the position was saved: not an error, but not a success either
         print(f"cnnlab: {err}", file=sys.stderr)

@@ -14,7 +14,7 @@ from cnnlab.text import plural  # noqa: F401  (the commands take it from here)
 DEFAULTS = TrainConfig()
 
 DEVICE_CHOICES_HELP = "auto (CUDA if available, then MPS, else CPU), cpu, cuda, cuda:N or mps"
-RUN_HELP = "run directory, or a checkpoint (.pt) inside one, written by 'cnnlab train'"
+RUN_HELP = "run directory, or a checkpoint (.pt) inside one, written by 'cnnlab train'; 'latest': the newest run"
 
 
 class HelpFormatter(argparse.HelpFormatter):

@@ -103,6 +103,9 @@ def _add_train_parser(sub) -> None:
                        formatter_class=RawDescriptionHelpFormatter,
                        description="Train a registered model (see 'cnnlab models') and write its run folder.\n\n"
                                    + recipes_text())
+    p.add_argument("--config", metavar="FILE", default=None,
+                   help="settings from a file: a run's config.json (re-runs that run exactly) or a JSON/YAML mapping "
+                        "such as 'model: resnet' / 'recipe: best'; flags you type override it (default: none)")
     p.add_argument("--model", default=DEFAULTS.model, help="model name; see 'cnnlab models' (default: %(default)s)")
     add_data_args(p)
     _add_recipe_flags(p)
@@ -132,6 +135,8 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", default=None,
                    help=f"continue the run in RUN_DIR from its last.pt, with its own settings; {process} still "
                         "apply (default: a new run)")
+    p.add_argument("--verbose", action="store_true",
+                   help="also print the per-class table of the test set at the end (default: off)")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar (default: off; the bar is also off when the output is not a terminal)")
     p.add_argument("--dry-run", action="store_true",
@@ -141,17 +146,36 @@ def _add_train_parser(sub) -> None:
 
 
 def config_from_args(args) -> TrainConfig:
-    """A TrainConfig from parsed ``train`` flags: the flags given, the rest from the recipe (TrainConfig.resolve)."""
-    cfg = TrainConfig(
+    """A TrainConfig from parsed ``train`` flags: the flags given, the rest from the recipe (TrainConfig.resolve);
+    with ``--config FILE``, the file's settings with the typed flags on top."""
+    cfg = _flags_config(args)
+    if getattr(args, "config", None):
+        cfg = _overlay(TrainConfig.from_file(args.config), cfg, given_flags(args.parser, getattr(args, "argv", [])))
+    if args.dry_run:
+        cfg.epochs, cfg.max_steps, cfg.eval_limit = 1, DRY_RUN_STEPS, DRY_RUN_EVAL_IMAGES
+    return cfg.validate()
+
+
+def _overlay(base: TrainConfig, flags: TrainConfig, typed: set[str]) -> TrainConfig:
+    """``base`` (a config file) with the values of the flags typed on the command line. A typed --recipe
+    replaces the file's recipe values too, except those typed, so that a config never names a recipe it
+    did not run."""
+    if "recipe" in typed:
+        for key in RECIPE_FIELDS:
+            setattr(base, key, None)
+    for key in typed & set(base.to_dict()):
+        setattr(base, key, getattr(flags, key))
+    return base
+
+
+def _flags_config(args) -> TrainConfig:
+    return TrainConfig(
         model=args.model, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed, device=args.device,
         threads=args.threads, malloc_tuning=args.malloc_tuning, eval_batch_size=args.eval_batch_size,
         max_steps=args.max_steps, save_every=args.save_every, val_split=args.val_split, precision=args.precision,
         compile=args.compile, target_accuracy=args.target_accuracy,
         tensorboard=args.tensorboard, recipe=args.recipe, **{k: getattr(args, k) for k in RECIPE_FLAGS},
     )
-    if args.dry_run:
-        cfg.epochs, cfg.max_steps, cfg.eval_limit = 1, DRY_RUN_STEPS, DRY_RUN_EVAL_IMAGES
-    return cfg.validate()
 
 
 def resume_changes(args, cfg: TrainConfig) -> dict:
@@ -169,9 +193,11 @@ def cmd_train(args) -> int:
     if args.resume:
         if args.dry_run or args.out:
             raise CnnlabError("--resume continues a run in its own folder; drop --out and --dry-run")
-        result = train(cfg, resume=args.resume, changes=resume_changes(args, cfg), quiet=args.quiet)
+        result = train(cfg, resume=args.resume, changes=resume_changes(args, cfg), quiet=args.quiet,
+                       verbose=args.verbose)
     else:
-        result = train(cfg, out=args.out, write=not args.dry_run, quiet=args.quiet, report=not args.dry_run)
+        result = train(cfg, out=args.out, write=not args.dry_run, quiet=args.quiet, report=not args.dry_run,
+                       verbose=args.verbose)
     if args.dry_run:
         print(f"dry run ok: {plural(result.final.n, 'test image')} evaluated, nothing written")
     return 0

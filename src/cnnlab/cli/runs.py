@@ -1,0 +1,53 @@
+"""``cnnlab runs``: the run folders under runs/, newest first, with what they are and how they ended."""
+
+from __future__ import annotations
+
+import json
+
+from cnnlab.cli.common import add_json
+from cnnlab.runs import describe_run, find_runs
+
+
+def register(sub) -> None:
+    p = sub.add_parser("runs", help="list your runs: model, dataset, recipe, accuracies, time, status",
+                       description="List the run folders under --root (and the runs of 'cnnlab compare' one level "
+                                   "below), newest first. Status: running (a process holds it), finished, stopped "
+                                   "(resumable with 'cnnlab train --resume RUN'), failed. Wherever a command takes a "
+                                   "run folder, 'latest' names the newest of them.")
+    p.add_argument("--root", default="runs", help="folder that holds the runs (default: %(default)s)")
+    p.add_argument("--limit", type=int, default=20, help="show at most this many runs; 0: all (default: %(default)s)")
+    add_json(p, "the list")
+    p.set_defaults(func=cmd_runs)
+
+
+def _pct(value) -> str:
+    return f"{value:.2f}%" if isinstance(value, (int, float)) else "-"
+
+
+def format_runs(rows: list[dict]) -> str:
+    header = f"{'run':<44} {'model':<10} {'dataset':<14} {'recipe':<8} {'epochs':>7} {'final':>7} {'best':>7} " \
+             f"{'train':>7}  status"
+    lines = [header]
+    for r in rows:
+        epochs = f"{r['epochs_done']}/{r['epochs'] if r['epochs'] is not None else '?'}"
+        seconds = f"{r['train_seconds']:.0f}s" if r["train_seconds"] else "-"
+        dataset = str(r["dataset"]).split(":", 1)[0] if str(r["dataset"]).startswith(("idx:", "folder:")) \
+            else str(r["dataset"])
+        lines.append(f"{r['run'][-44:]:<44} {str(r['model'])[:10]:<10} {dataset[:14]:<14} {str(r['recipe'])[:8]:<8} "
+                     f"{epochs:>7} {_pct(r['final_acc']):>7} {_pct(r['best_acc']):>7} {seconds:>7}  {r['status']}"
+                     + (f" ({r['detail']})" if r["detail"] and r["status"] != "finished" else ""))
+    return "\n".join(lines)
+
+
+def cmd_runs(args) -> int:
+    runs = find_runs(args.root)
+    rows = [describe_run(run) for run in (runs[: args.limit] if args.limit > 0 else runs)]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif not rows:
+        print(f"no runs under {args.root}/ yet; train one with 'cnnlab train'")
+    else:
+        print(format_runs(rows))
+        if args.limit and len(runs) > args.limit:
+            print(f"... and {len(runs) - args.limit} older (--limit 0 shows all)")
+    return 0

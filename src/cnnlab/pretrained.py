@@ -1,0 +1,92 @@
+"""Pretrained weights shipped in the package: both lecture nets on MNIST and on Fashion-MNIST.
+
+Each entry of ``weights/manifest.json`` describes one safetensors file like torchvision's weights ``meta``:
+the model and dataset, the recipe, seed and command that trained it (``make weights`` reproduces them
+bitwise on the same kind of CPU), its test accuracy as ``cnnlab evaluate --pretrained`` measures it, its
+SHA-256, the cnnlab and torch versions. Files are verified against the manifest before they are used.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cnnlab.checkpoint import load_weights_file
+from cnnlab.errors import CheckpointError
+from cnnlab.fileio import sha256_file
+
+WEIGHTS_DIR = Path(__file__).with_name("weights")
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class Pretrained:
+    """One shipped set of weights and how it was made."""
+
+    model: str
+    dataset: str
+    file: str
+    sha256: str
+    test_accuracy: float
+    test_loss: float
+    recipe: str
+    seed: int
+    command: str
+    cnnlab_version: str
+    torch_version: str
+    parameters: int
+    train_seconds: float = 0.0
+    config: dict = field(default_factory=dict, repr=False)
+    machine: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}-{self.dataset}"
+
+    @property
+    def path(self) -> Path:
+        return weights_dir() / self.file
+
+
+def weights_dir() -> Path:
+    return WEIGHTS_DIR
+
+
+def pretrained_entries() -> list[Pretrained]:
+    """Every shipped set of weights (empty when the install has none)."""
+    path = weights_dir() / MANIFEST
+    if not path.is_file():
+        return []
+    try:
+        rows = json.loads(path.read_text())["weights"]
+        return [Pretrained(**row) for row in rows]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{path}: the pretrained-weights manifest is damaged ({type(err).__name__}); "
+                              "reinstall cnnlab") from None
+
+
+def find_pretrained(model: str, dataset: str = "mnist") -> Pretrained:
+    entries = pretrained_entries()
+    for entry in entries:
+        if entry.model == model and entry.dataset == dataset:
+            return entry
+    have = ", ".join(f"{e.model} on {e.dataset}" for e in entries) or "none in this install"
+    raise CheckpointError(f"no pretrained weights for {model} on {dataset}; there are: {have} "
+                          "(or train your own: cnnlab train --model NAME --dataset DATA)")
+
+
+def load_pretrained(model: str, dataset: str = "mnist") -> dict:
+    """The shipped weights as a checkpoint-like dict (model, data, state_dict, config, pretrained),
+    verified against the manifest's SHA-256."""
+    entry = find_pretrained(model, dataset)
+    if not entry.path.is_file():
+        raise CheckpointError(f"{entry.path}: listed in the manifest but missing; reinstall cnnlab")
+    got = sha256_file(entry.path)
+    if got != entry.sha256:
+        raise CheckpointError(f"{entry.path}: SHA-256 {got[:12]}... does not match the manifest "
+                              f"({entry.sha256[:12]}...); the install is damaged: reinstall cnnlab")
+    state = load_weights_file(entry.path)
+    state["config"] = {**entry.config, "dataset": entry.dataset}
+    state["pretrained"] = entry
+    return state

@@ -1,0 +1,98 @@
+"""``make weights``: train the shipped pretrained weights and write their manifest.
+
+    python -m cnnlab.pretrained_build                 # all four: resnet and inception, MNIST and Fashion-MNIST
+    python -m cnnlab.pretrained_build --check         # retrain and compare with the committed files, bit for bit
+    python -m cnnlab.pretrained_build --only resnet-mnist
+
+Each set is ``cnnlab train --model M --dataset D --recipe best --seed 0 --threads 2`` (fp32, CPU): the same
+command on the same kind of CPU reproduces the same bytes. The accuracy in the manifest is measured on the
+exported file itself, the way ``cnnlab evaluate --pretrained`` measures it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from cnnlab import __version__
+from cnnlab.checkpoint import load_weights_file, model_from_checkpoint
+from cnnlab.config import TrainConfig
+from cnnlab.data import BatchLoader, load_dataset
+from cnnlab.engine import train
+from cnnlab.evaluation import evaluate
+from cnnlab.export import export_safetensors
+from cnnlab.fileio import atomic_write_bytes, atomic_write_json, sha256_file
+from cnnlab.models import count_parameters
+from cnnlab.pretrained import MANIFEST, Pretrained, weights_dir
+
+SETS = (("resnet", "mnist"), ("inception", "mnist"), ("resnet", "fashion-mnist"), ("inception", "fashion-mnist"))
+RECIPE, SEED, THREADS = "best", 0, 2
+
+
+def command(model: str, dataset: str) -> str:
+    return f"cnnlab train --model {model} --dataset {dataset} --recipe {RECIPE} --seed {SEED} --threads {THREADS}"
+
+
+def build_one(model: str, dataset: str, work: Path, log=print) -> tuple[bytes, Pretrained]:
+    """Train one set, export it, and measure the exported file on the test set."""
+    cfg = TrainConfig(model=model, dataset=dataset, recipe=RECIPE, seed=SEED, threads=THREADS, device="cpu")
+    log(f"{model} on {dataset}: {command(model, dataset)}")
+    result = train(cfg, out=work / f"{model}-{dataset}", quiet=True, log=lambda m: None)
+    exported = export_safetensors(result.run_dir, "last", work / f"{model}-{dataset}.safetensors")
+    state = load_weights_file(exported)
+    data = load_dataset(dataset)
+    loader = BatchLoader(data.test_images, data.test_labels, 1000, mean=data.mean, std=data.std, shuffle=False)
+    measured = evaluate(model_from_checkpoint(state), loader)
+    log(f"  test accuracy {measured.accuracy:.2f}% (training run: {result.final.accuracy:.2f}%), "
+        f"{result.train_seconds:.0f} s of training")
+    entry = Pretrained(model=model, dataset=dataset, file=exported.name, sha256=sha256_file(exported),
+                       test_accuracy=measured.accuracy, test_loss=measured.loss, recipe=RECIPE, seed=SEED,
+                       command=command(model, dataset), cnnlab_version=__version__, torch_version=torch.__version__,
+                       parameters=count_parameters(result.model), train_seconds=result.train_seconds,
+                       config=result_config(result.run_dir), machine=f"{platform.processor() or platform.machine()}")
+    return exported.read_bytes(), entry
+
+
+def result_config(run_dir: Path) -> dict:
+    return json.loads((run_dir / "config.json").read_text())["config"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m cnnlab.pretrained_build", description=__doc__.split("\n\n")[0])
+    p.add_argument("--only", nargs="*", default=None, help="e.g. resnet-mnist (default: all four)")
+    p.add_argument("--check", action="store_true", help="retrain and compare with the committed files, writing nothing")
+    args = p.parse_args(argv)
+    sets = [s for s in SETS if args.only is None or f"{s[0]}-{s[1]}" in args.only]
+    out = weights_dir()
+    manifest_path = out / MANIFEST
+    old = {f"{r['model']}-{r['dataset']}": r for r in
+           (json.loads(manifest_path.read_text())["weights"] if manifest_path.is_file() else [])}
+    entries, differ = dict(old), []
+    with tempfile.TemporaryDirectory(prefix="cnnlab-weights-") as tmp:
+        for model, dataset in sets:
+            data, entry = build_one(model, dataset, Path(tmp))
+            key = entry.name
+            if args.check:
+                same = key in old and old[key]["sha256"] == entry.sha256
+                print(f"  {key}: {'the same bytes as the committed file' if same else 'DIFFERENT from the committed file'}")
+                differ += [] if same else [key]
+                continue
+            atomic_write_bytes(out / entry.file, data)
+            entries[key] = asdict(entry)
+    if not args.check:
+        order = [f"{m}-{d}" for m, d in SETS]
+        atomic_write_json(manifest_path, {"format": "cnnlab-pretrained", "version": 1,
+                                          "weights": [entries[k] for k in order if k in entries]})
+        print(f"wrote {manifest_path}")
+    return 1 if differ else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
