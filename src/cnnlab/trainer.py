@@ -196,7 +196,7 @@ class Trainer:
     def _divergence_message(self) -> str:
         s, cfg = self.state, self.cfg
         batch = self.sums.first_bad_batch(s.batch)
-        where = (f"at step {s.step - (s.batch - batch)} (epoch {s.epoch + 1}, batch {batch + 1})" if batch is not None
+        where = (f"at step {s.step - s.batch + batch + 1} (epoch {s.epoch + 1}, batch {batch + 1})" if batch is not None
                  else f"by step {s.step} (epoch {s.epoch + 1})")
         saved = (f"the last finite checkpoint is kept: {self.run_dir / 'last.pt'}"
                  if self.run_dir is not None and (self.run_dir / "last.pt").is_file() else "no checkpoint was saved")

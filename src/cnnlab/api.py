@@ -1,0 +1,115 @@
+"""The Python API: what ``import cnnlab`` offers (docs/api.md shows it in use).
+
+    import cnnlab
+    net = cnnlab.create_model("resnet", pretrained=True)          # the shipped weights, ready to use
+    result = cnnlab.train("resnet", recipe="fast", epochs=1)      # recipes applied exactly as the CLI does
+    run = cnnlab.load_run("latest")                                # config, metrics, summary, status, weights
+    predict = run.predictor()                                      # callable: paths, PIL images, arrays, tensors
+    predict("my_digit.png").label
+
+Everything here calls the same library functions as the command line; nothing is special-cased.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch.nn as nn
+
+from cnnlab import engine
+from cnnlab.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+from cnnlab.config import TrainConfig
+from cnnlab.dataset_names import canonical_dataset_name
+from cnnlab.engine import TrainResult
+from cnnlab.evaluation import EvalResult, evaluate_run
+from cnnlab.models import create_model as _create_model
+from cnnlab.predict import Predictor
+from cnnlab.pretrained import load_pretrained, pretrained_entries
+from cnnlab.runs import describe_run, find_runs, read_metrics, resolve_run
+
+
+def create_model(name: str, *, pretrained: bool = False, dataset: str = "mnist", **kwargs) -> nn.Module:
+    """A registered model by name; ``pretrained=True`` loads cnnlab's shipped weights for ``dataset``
+    (``mnist`` or ``fashion-mnist``) and returns it in eval mode, verified against the manifest."""
+    if not pretrained:
+        return _create_model(name, **kwargs)
+    if kwargs:
+        raise TypeError(f"pretrained weights fix the model's arguments; drop {sorted(kwargs)}")
+    return model_from_checkpoint(load_pretrained(name, dataset)).eval()
+
+
+def train(model: str = "inception", *, dataset: str = "mnist", recipe: str = "lecture", out: str | Path | None = None,
+          resume: str | Path | None = None, quiet: bool = False, verbose: bool = False, **overrides) -> TrainResult:
+    """Train ``model`` on ``dataset`` with ``recipe``; ``overrides`` are any other :class:`~cnnlab.config.TrainConfig`
+    fields (``epochs=3``, ``lr=0.01``...), applied on top of the recipe exactly as the CLI's flags are.
+
+    ``quiet`` prints nothing at all; ``verbose`` adds the per-class table. ``resume`` continues a run
+    (``"latest"`` works), with ``overrides`` limited to what a resume may change (e.g. ``epochs`` of a
+    constant-rate run, ``threads``).
+    """
+    cfg = TrainConfig(model=model, dataset=canonical_dataset_name(dataset), recipe=recipe, **overrides)
+    log = (lambda msg: None) if quiet else (lambda msg: print(msg, flush=True))
+    if resume is not None:
+        return engine.train(cfg, resume=resolve_run(resume), changes=overrides, quiet=quiet, log=log, verbose=verbose)
+    return engine.train(cfg, out=out, quiet=quiet, log=log, verbose=verbose)
+
+
+@dataclass
+class Run:
+    """A run folder, read: what it is, how it went, and its weights on demand."""
+
+    path: Path
+    config: dict
+    metrics: list[dict]
+    summary: dict | None
+    status: str
+    info: dict = field(repr=False, default_factory=dict)
+
+    @property
+    def final_accuracy(self) -> float | None:
+        return self.summary["accuracy"] if self.summary else None
+
+    def checkpoint(self, which: str = "last") -> dict:
+        return load_checkpoint(resolve_checkpoint(self.path, which))
+
+    def model(self, which: str = "last") -> nn.Module:
+        """The trained net (the weights' moving average where the run kept one), on the CPU, in eval mode."""
+        return model_from_checkpoint(self.checkpoint(which)).eval()
+
+    def predictor(self, which: str = "last", device: str = "cpu") -> Predictor:
+        return Predictor.from_run(self.path, which=which, device=device)
+
+    def evaluate(self, which: str = "last", device: str = "auto") -> EvalResult:
+        return evaluate_run(self.path, which=which, device=device)[0]
+
+
+def load_run(path: str | Path = "latest", root: str | Path = "runs") -> Run:
+    """The run in ``path`` (``"latest"``: the newest run under ``root``)."""
+    run = resolve_run(path, root)
+    info = describe_run(run)
+    config = json.loads((run / "config.json").read_text())["config"]
+    metrics = read_metrics(run / "metrics.csv") if (run / "metrics.csv").is_file() else []
+    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else None
+    return Run(run, config, metrics, summary, info["status"], info)
+
+
+def list_runs(root: str | Path = "runs") -> list[dict]:
+    """Every run under ``root``, newest first, as ``cnnlab runs`` lists them."""
+    return [describe_run(run) for run in find_runs(root)]
+
+
+def predictor(run: str | Path | None = None, *, model: str = "resnet", dataset: str = "mnist", which: str = "last",
+              device: str = "cpu") -> Predictor:
+    """A callable predictor: of a run (a folder, a .pt file, or ``"latest"``), or, without one, of the shipped
+    weights of ``model`` on ``dataset``."""
+    if run is not None:
+        return Predictor.from_run(resolve_run(run), which=which, device=device)
+    state = load_pretrained(model, dataset)
+    return Predictor(state, device=device, source=f"pretrained {state['pretrained'].name}")
+
+
+def pretrained_weights() -> list[dict]:
+    """The shipped weights and how they were made (model, dataset, test accuracy, recipe, command, sha256)."""
+    return [vars(entry) for entry in pretrained_entries()]

@@ -1,0 +1,195 @@
+"""The Python API (``import cnnlab``), runs you can find, configs you can re-run, and pretrained weights."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import cnnlab
+from cnnlab.checkpoint import load_checkpoint
+from cnnlab.cli import main
+from cnnlab.errors import CheckpointError, Diverged, RunError
+from cnnlab.runs import RunLock, describe_run, find_runs, resolve_run
+
+TINY = dict(epochs=1, batch_size=32, device="cpu", lr=0.05)
+
+
+def weights_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_import_cnnlab_is_cheap_and_the_api_loads_on_first_use():
+    code = "import sys, cnnlab; print('torch' in sys.modules); cnnlab.create_model; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True"]
+    assert set(cnnlab.__all__) <= set(dir(cnnlab))
+    with pytest.raises(AttributeError):
+        cnnlab.no_such_thing  # noqa: B018
+
+
+def test_train_applies_the_recipe_exactly_as_the_cli_does(tiny_idx, tmp_path):
+    api = cnnlab.train("basic_cnn", dataset=f"idx:{tiny_idx}", recipe="fast", out=tmp_path / "api", quiet=True,
+                       device="cpu", epochs=1)
+    assert main(["train", "--model", "basic_cnn", "--dataset", f"idx:{tiny_idx}", "--recipe", "fast", "--epochs", "1",
+                 "--device", "cpu", "--out", str(tmp_path / "cli"), "--quiet"]) == 0
+    a, b = (json.loads((tmp_path / n / "config.json").read_text())["config"] for n in ("api", "cli"))
+    assert a == b and a["optimizer"] == "adam" and a["batch_size"] == 128  # the fast recipe ran, not the lecture's
+    assert weights_equal(api.model.state_dict(), load_checkpoint(tmp_path / "cli" / "last.pt")["state_dict"])
+
+
+def test_quiet_means_quiet(tiny_idx, tmp_path, capsys):
+    cnnlab.train("basic_cnn", dataset=f"idx:{tiny_idx}", out=tmp_path / "run", quiet=True, **TINY)
+    out, err = capsys.readouterr()
+    assert out == "" and err == ""
+
+
+def test_a_run_stopped_mid_epoch_gives_sane_results(tiny_idx, tmp_path):
+    res = cnnlab.train("basic_cnn", dataset=f"idx:{tiny_idx}", out=tmp_path / "run", quiet=True, max_steps=3, **TINY)
+    assert res.best_accuracy is None and res.stopped == "step limit" and res.history == []
+    assert 0 <= res.final.accuracy <= 100
+    run = cnnlab.load_run(tmp_path / "run")
+    assert run.status == "stopped" and run.final_accuracy == res.final.accuracy
+
+
+def test_load_run_latest_and_its_predictor(tiny_idx, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = cnnlab.train("basic_cnn", dataset=f"idx:{tiny_idx}", quiet=True, **TINY)
+    second = cnnlab.train("resnet", dataset=f"idx:{tiny_idx}", quiet=True, **TINY)
+    run = cnnlab.load_run("latest")
+    assert run.path == second.run_dir != first.run_dir and run.config["model"] == "resnet"
+    assert run.status == "finished" and len(run.metrics) == 1 and run.summary["n"] == 64
+    predict = run.predictor()
+    image = torch.zeros(28, 28)
+    image[8:20, 13:16] = 1.0  # a "1"
+    assert predict(image).label in predict.classes
+    assert len(predict([image, image])) == 2
+    assert weights_equal(run.model().state_dict(), second.model.state_dict())
+
+
+def test_latest_wherever_a_run_is_taken(tiny_idx, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", "latest"]) == 2
+    assert "no runs under runs/ yet" in capsys.readouterr().err
+    cnnlab.train("basic_cnn", dataset=f"idx:{tiny_idx}", quiet=True, **TINY)
+    assert main(["evaluate", "latest", "--no-report"]) == 0
+    assert "accuracy" in capsys.readouterr().out.splitlines()[-1]  # the headline comes last
+    assert main(["train", "--resume", "latest", "--quiet"]) == 0
+    assert "already finished its 1 epoch;" in capsys.readouterr().out
+
+
+def test_runs_lists_each_status(tiny_idx, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    data = dict(dataset=f"idx:{tiny_idx}", quiet=True)
+    done = cnnlab.train("basic_cnn", **data, **TINY).run_dir
+    stopped = cnnlab.train("basic_cnn", **data, max_steps=2, **TINY).run_dir
+    with pytest.raises(Diverged):
+        cnnlab.train("resnet", **{**data, **TINY, "lr": 1e6, "epochs": 3})
+    failed = find_runs("runs")[0]
+    running = find_runs("runs")[0].parent / "busy"
+    running.mkdir()
+    (running / "config.json").write_text(json.dumps({"config": {"model": "resnet"}}))
+    with RunLock(running):
+        status = {describe_run(r)["run"]: describe_run(r)["status"] for r in find_runs("runs")}
+        assert main(["runs"]) == 0
+    assert status == {str(done): "finished", str(stopped): "stopped", str(failed): "failed", str(running): "running"}
+    table = capsys.readouterr().out
+    assert "finished" in table and "diverged" in table and "basic_cnn" in table
+    rows = cnnlab.list_runs("runs")
+    assert {r["status"] for r in rows} == {"finished", "stopped", "failed"}
+    assert next(r for r in rows if r["status"] == "finished")["final_acc"] is not None
+
+
+def test_train_config_file_reruns_a_run_bitwise(tiny_idx, tmp_path):
+    assert main(["train", "--model", "resnet", "--dataset", f"idx:{tiny_idx}", "--recipe", "fast", "--epochs", "1",
+                 "--device", "cpu", "--out", str(tmp_path / "a"), "--quiet"]) == 0
+    assert main(["train", "--config", str(tmp_path / "a" / "config.json"), "--out", str(tmp_path / "b"),
+                 "--quiet"]) == 0
+    a, b = (load_checkpoint(tmp_path / n / "last.pt")["state_dict"] for n in ("a", "b"))
+    assert weights_equal(a, b)
+    # flags typed on top of the file win; a typed recipe replaces the file's recipe values
+    assert main(["train", "--config", str(tmp_path / "a" / "config.json"), "--recipe", "lecture", "--max-steps", "1",
+                 "--out", str(tmp_path / "c"), "--quiet"]) == 0
+    c = json.loads((tmp_path / "c" / "config.json").read_text())["config"]
+    assert c["recipe"] == "lecture" and c["optimizer"] == "sgd" and c["model"] == "resnet"
+
+
+def test_yaml_config_files_and_their_errors(tiny_idx, tmp_path, capsys):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"# my experiment\nmodel: basic_cnn\ndataset: idx:{tiny_idx}\nrecipe: fast\nepochs: 1\n"
+                   "device: cpu\n")
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())["config"]
+    assert saved["model"] == "basic_cnn" and saved["optimizer"] == "adam" and saved["epochs"] == 1
+    for text, message in (("model: [", "not valid YAML"), ("- a\n- b\n", "expected a mapping"),
+                          ("learning_rate: 3\n", "unknown settings ['learning_rate']")):
+        cfg.write_text(text)
+        assert main(["train", "--config", str(cfg)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+    assert main(["train", "--config", str(tmp_path / "nope.yaml")]) == 2
+    assert "cannot be read" in capsys.readouterr().err
+
+
+def test_resolve_run_is_the_one_place_latest_is_read(tmp_path):
+    with pytest.raises(RunError, match="no runs under"):
+        resolve_run("latest", tmp_path / "runs")
+    assert resolve_run(tmp_path / "x") == tmp_path / "x"
+
+
+# ----------------------------------------------------------------------------- pretrained weights
+
+
+@pytest.fixture
+def shipped(tiny_idx, tmp_path, monkeypatch):
+    """A weights folder like the package's, made from a tiny run (the real one holds the best recipe's nets)."""
+    import cnnlab.pretrained
+    from cnnlab.export import export_safetensors
+    from cnnlab.fileio import atomic_write_json, sha256_file
+
+    res = cnnlab.train("basic_cnn", dataset=f"idx:{tiny_idx}", out=tmp_path / "run", quiet=True, **TINY)
+    folder = tmp_path / "weights"
+    path = export_safetensors(res.run_dir, "last", folder / "basic_cnn-tiny.safetensors")
+    entry = {"model": "basic_cnn", "dataset": f"idx:{tiny_idx}", "file": path.name, "sha256": sha256_file(path),
+             "test_accuracy": res.final.accuracy, "test_loss": res.final.loss, "recipe": "lecture", "seed": 0,
+             "command": "cnnlab train ...", "cnnlab_version": cnnlab.__version__, "torch_version": torch.__version__,
+             "parameters": 8490}
+    atomic_write_json(folder / "manifest.json", {"format": "cnnlab-pretrained", "version": 1, "weights": [entry]})
+    monkeypatch.setattr(cnnlab.pretrained, "WEIGHTS_DIR", folder)
+    return entry
+
+
+def test_pretrained_weights_load_verified_and_match_their_manifest(shipped, capsys):
+    net = cnnlab.create_model("basic_cnn", pretrained=True, dataset=shipped["dataset"])
+    assert not net.training
+    assert main(["evaluate", "--pretrained", "basic_cnn", "--dataset", shipped["dataset"], "--json"]) == 0
+    got = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert got["test_acc"] == shipped["test_accuracy"]  # what `cnnlab models` shows is what evaluate measures
+    assert main(["models"]) == 0
+    assert f"test accuracy {shipped['test_accuracy']:.2f}%" in capsys.readouterr().out
+    with pytest.raises(CheckpointError, match="no pretrained weights for resnet"):
+        cnnlab.create_model("resnet", pretrained=True)
+
+
+def test_damaged_pretrained_weights_are_refused(shipped):
+    import cnnlab.pretrained
+
+    path = cnnlab.pretrained.WEIGHTS_DIR / shipped["file"]
+    path.write_bytes(path.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(CheckpointError, match="does not match the manifest"):
+        cnnlab.create_model("basic_cnn", pretrained=True, dataset=shipped["dataset"])
+
+
+def test_the_shipped_manifest_lists_files_that_are_there():
+    """The weights in the package itself: every manifest entry's file exists and has its SHA-256."""
+    from cnnlab.fileio import sha256_file
+    from cnnlab.pretrained import pretrained_entries
+
+    entries = pretrained_entries()
+    for entry in entries:
+        assert entry.path.is_file() and sha256_file(entry.path) == entry.sha256, entry.name
+    assert {(e.model, e.dataset) for e in entries} in (set(), {(m, d) for m in ("resnet", "inception")
+                                                               for d in ("mnist", "fashion-mnist")})
