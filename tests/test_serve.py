@@ -108,7 +108,9 @@ def test_predict_endpoint(server):
 
 @pytest.mark.parametrize("data, status, fragment", [
     (b"", 400, "empty file"),
-    (b"GIF89a but not really", 400, "not an image"),
+    (b"GIF89a but not really", 400, "a damaged GIF header"),
+    (b"this is no image at all", 400, "not an image"),
+    (png_header_only(5000, 5000), 400, "over the limit of 16,777,216 (--max-pixels)"),
     (png_header_only(12_000, 12_000), 400, "decompression bomb"),
     (png(draw_digit())[:300], 400, "truncated"),
     (png(draw_digit().resize((300, 300)).convert("L").point(lambda v: 255)), 400, "no ink found"),
