@@ -14,7 +14,8 @@ What a request can cost is bounded before the app sees it (:class:`RequestGuard`
 decoded (:class:`Service`):
 
 - at most ``max_pending`` uploads (requests with a body) are in the server at once, being received,
-  waiting or decoded; one more is answered 503 at once, before its body is read;
+  waiting or decoded; one more is answered 503 without its body being kept (it is read and dropped, so
+  that the client gets the answer, unless the client asked ``Expect: 100-continue``);
 - the guard reads each body in full before the app sees it (the app never waits on the network): over
   ``max_bytes`` is 413 (declared or chunked; a small excess is read and dropped first, so that a client
   that sends everything before reading gets the answer), not received within ``body_timeout`` seconds is
@@ -99,23 +100,40 @@ class RequestGuard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         upload = scope["method"] not in ("GET", "HEAD", "OPTIONS")
-        if upload and self.pending >= self.max_pending:
-            return await _answer(send, 503, f"the server is busy ({self.max_pending} uploads in progress); retry "
-                                            f"in {RETRY_AFTER_S} s", ((b"retry-after", str(RETRY_AFTER_S).encode()),))
-        self.pending += upload
+        busy = upload and self.pending >= self.max_pending
+        counted = upload and not busy
+        self.pending += counted
         try:
-            body = await self._read_body(scope, receive, send)
-            if body is not None:
+            outcome, body = await self._receive(scope, receive, keep=not busy)
+            if outcome == "gone":
+                log.info("a client went away during its upload; nothing answered")
+            elif outcome == "large":
+                await _answer(send, 413, f"request body over the limit of {self.max_bytes:,} bytes; "
+                                         "send a smaller image")
+            elif outcome == "late":
+                await _answer(send, 408, f"the request body did not arrive within {self.body_timeout:g} s; "
+                                         "send it at once")
+            elif busy:
+                await _answer(send, 503, f"the server is busy ({self.max_pending} uploads in progress); retry in "
+                                         f"{RETRY_AFTER_S} s", ((b"retry-after", str(RETRY_AFTER_S).encode()),))
+            else:
                 await self.app(scope, _replay(body, receive), send)
         finally:
-            self.pending -= upload
+            self.pending -= counted
 
-    async def _read_body(self, scope, receive, send) -> bytes | None:
-        """The whole body, or None when it was answered here (413, 408) or the client went away."""
+    async def _receive(self, scope, receive, keep: bool) -> tuple[str, bytes]:
+        """Receive the request's body: ``("ok", body)`` (empty unless ``keep``), or ``("large" | "late" |
+        "gone", b"")`` when it is over the limit, too slow, or the client went away.
+
+        At most ``max_bytes`` are kept. A body over the limit by at most :data:`DRAIN_BYTES` is read to its
+        end and dropped, as is the body of a request that is refused anyway (``keep=False``): a client that
+        sends its whole body before reading then gets the answer, where closing on unread data would reset
+        the connection. A client that asked ``Expect: 100-continue`` has sent nothing yet: not drained."""
         declared = _declared_length(scope)
         if declared is not None and declared > self.max_bytes + DRAIN_BYTES:
-            await self._too_large(send)
-            return None
+            return "large", b""
+        if not keep and (b"expect", b"100-continue") in [(k, v.lower()) for k, v in scope.get("headers", [])]:
+            return "ok", b""
         chunks: list[bytes] = []
         seen = 0
         try:
@@ -123,26 +141,17 @@ class RequestGuard:
                 while True:
                     message = await receive()
                     if message["type"] == "http.disconnect":
-                        log.info("a client went away during its upload (%d bytes received); nothing answered", seen)
-                        return None
+                        return "gone", b""
                     seen += len(message.get("body", b""))
-                    if seen <= self.max_bytes:
+                    if keep and seen <= self.max_bytes:
                         chunks.append(message.get("body", b""))
                     else:
-                        chunks.clear()  # over the limit: the rest is only drained
+                        chunks.clear()  # over the limit, or refused anyway: the rest is only drained
                     if not message.get("more_body", False) or seen > self.max_bytes + DRAIN_BYTES:
                         break
         except TimeoutError:
-            await _answer(send, 408, f"the request body did not arrive within {self.body_timeout:g} s; send it "
-                                     "at once")
-            return None
-        if seen > self.max_bytes:
-            await self._too_large(send)
-            return None
-        return b"".join(chunks)
-
-    async def _too_large(self, send) -> None:
-        await _answer(send, 413, f"request body over the limit of {self.max_bytes:,} bytes; send a smaller image")
+            return "late", b""
+        return ("large", b"") if seen > self.max_bytes else ("ok", b"".join(chunks))
 
 
 def _replay(body: bytes, receive):
