@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import shutil
 import socket
@@ -20,6 +21,7 @@ import pytest
 import torch
 
 from apps_helpers import draw_digit, png_header_only, tiny_checkpoint
+from cnnlab.imageio import BadImageError
 from cnnlab.models import create_model
 from cnnlab.predict import Predictor
 from cnnlab.serve.branches import record_branch_energy, shares
@@ -100,7 +102,7 @@ def test_predict_endpoint(server):
         assert list(share) == ["pool", "1x1", "5x5", "3x3"] and abs(sum(share.values()) - 1) < 1e-6
     with urllib.request.urlopen(server.url + "/info") as res:
         info = json.loads(res.read())
-    assert info["inception"] is True and info["max_upload_bytes"] == MAX_BYTES
+    assert info["inception"] is True and info["max_upload_bytes"] == MAX_BYTES and info["max_pixels"] == 4096 * 4096
     with urllib.request.urlopen(server.url + "/") as res:
         page = res.read().decode()
     assert "<canvas" in page and "app.js" in page
@@ -108,7 +110,9 @@ def test_predict_endpoint(server):
 
 @pytest.mark.parametrize("data, status, fragment", [
     (b"", 400, "empty file"),
-    (b"GIF89a but not really", 400, "not an image"),
+    (b"GIF89a but not really", 400, "a damaged GIF header"),
+    (b"this is no image at all", 400, "not an image"),
+    (png_header_only(5000, 5000), 400, "over the limit of 16,777,216 (--max-pixels)"),
     (png_header_only(12_000, 12_000), 400, "decompression bomb"),
     (png(draw_digit())[:300], 400, "truncated"),
     (png(draw_digit().resize((300, 300)).convert("L").point(lambda v: 255)), 400, "no ink found"),
@@ -252,6 +256,299 @@ def test_page_in_headless_chromium(server):
             page.wait_for_function(f"Number(document.body.dataset.updates) > {before}", timeout=10_000)
             assert page.inner_text("#prediction") != ""
             assert failed == []
+
+            # a busy server (503): the page shows its message, then sends the drawing again by itself
+            busy = []
+
+            def once_busy(route):
+                if busy:
+                    return route.continue_()
+                busy.append(1)
+                route.fulfill(status=503, content_type="application/json", headers={"Retry-After": "1"},
+                              body=json.dumps({"error": "the server is busy (32 uploads in progress); retry in 1 s"}))
+
+            page.route("**/predict", once_busy)
+            before = int(page.evaluate("document.body.dataset.updates"))
+            page.touchscreen.tap(x0 + 100, y0 + 100)
+            page.wait_for_function("document.getElementById('status').textContent.includes('busy')", timeout=10_000)
+            page.wait_for_function(f"Number(document.body.dataset.updates) > {before}", timeout=10_000)
+            assert busy == [1] and page.inner_text("#status") == ""
         finally:
             browser.close()
     assert (ARTIFACTS / "serve-page.png").stat().st_size > 5_000
+
+
+# ----------------------------------------------------------------------------- the protocol, with raw sockets
+
+
+def _port(server) -> int:
+    return int(server.url.rsplit(":", 1)[1])
+
+
+def _read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP response from ``sock`` (skipping a ``100 Continue``): status, headers (lower case), body."""
+    buf = b""
+    while True:
+        while b"\r\n\r\n" not in buf:
+            more = sock.recv(65536)
+            if not more:
+                raise ConnectionError(f"connection closed after {buf[:200]!r}")
+            buf += more
+        head, buf = buf.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        if status != 100:
+            break
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    while len(buf) < int(headers.get("content-length", 0)):
+        more = sock.recv(65536)
+        if not more:
+            break
+        buf += more
+    return status, headers, buf
+
+
+def _head(ctype: bytes, length: int | None = None, expect: bool = False) -> bytes:
+    size = b"Transfer-Encoding: chunked\r\n" if length is None else b"Content-Length: %d\r\n" % length
+    return (b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: " + ctype + b"\r\n" + size
+            + (b"Expect: 100-continue\r\n" if expect else b"") + b"\r\n")
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n" % len(data) + data + b"\r\n"
+
+
+MULTIPART = b"multipart/form-data; boundary=xyz"
+
+
+def _form(data: bytes) -> bytes:
+    return (b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="d.png"\r\n\r\n' + data
+            + b"\r\n--xyz--\r\n")
+
+
+@pytest.mark.parametrize("ctype", [b"image/png", MULTIPART])
+def test_chunked_body_over_the_limit_is_413(server, ctype):
+    """No Content-Length, so the limit can only be counted as the chunks arrive: 413, not 500 or 400."""
+    with socket.create_connection(("127.0.0.1", _port(server)), timeout=30) as sock:
+        sock.sendall(_head(ctype) + b"".join(_chunk(b"a" * 40_000) for _ in range(2)) + b"0\r\n\r\n")
+        status, _, body = _read_response(sock)
+    assert status == 413 and "over the limit of 65,536 bytes" in json.loads(body)["error"]
+
+
+@pytest.mark.parametrize("ctype", [b"image/png", MULTIPART])
+def test_chunked_body_within_the_limit_is_predicted(server, ctype):
+    data = png(draw_digit())
+    body = data if ctype == b"image/png" else _form(data)
+    with socket.create_connection(("127.0.0.1", _port(server)), timeout=30) as sock:
+        sock.sendall(_head(ctype) + _chunk(body[:1000]) + _chunk(body[1000:]) + b"0\r\n\r\n")
+        status, _, answer = _read_response(sock)
+    assert status == 200 and len(json.loads(answer)["probabilities"]) == 10
+
+
+def test_declared_body_far_over_the_limit_is_413_before_it_is_sent(server):
+    with socket.create_connection(("127.0.0.1", _port(server)), timeout=30) as sock:
+        sock.sendall(_head(b"image/png", length=10**12))  # and no body: the answer must not wait for one
+        status, headers, _ = _read_response(sock)
+    assert status == 413 and headers["connection"] == "close"
+
+
+class _Records(logging.Handler):
+    """Collects records; ``seen`` is set by the first one that matches ``until``."""
+
+    def __init__(self, until=lambda record: False):
+        super().__init__(logging.DEBUG)
+        self.records, self.until, self.seen = [], until, threading.Event()
+
+    def emit(self, record):
+        self.records.append(record)
+        if self.until(record):
+            self.seen.set()
+
+
+@pytest.mark.parametrize("ctype", [b"image/png", MULTIPART])
+def test_client_gone_mid_upload_is_one_quiet_line(server, ctype):
+    """A client that disconnects mid-upload: one INFO line on cnnlab.serve, no ERROR, no traceback."""
+    ours = _Records(until=lambda r: "went away" in r.getMessage())
+    theirs = _Records()
+    logger, uvicorn_log = logging.getLogger("cnnlab.serve"), logging.getLogger("uvicorn.error")
+    saved = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(ours)
+    uvicorn_log.addHandler(theirs)
+    try:
+        with socket.create_connection(("127.0.0.1", _port(server)), timeout=30) as sock:
+            sock.sendall(_head(ctype, length=50_000) + b"a" * 1000)
+        assert ours.seen.wait(30), "the server did not notice the client leaving"
+        # the same server still answers
+        assert post(server.url, png(draw_digit()))[0] == 200
+    finally:
+        logger.removeHandler(ours)
+        uvicorn_log.removeHandler(theirs)
+        logger.setLevel(saved)
+    assert [(r.levelno, r.exc_info) for r in ours.records] == [(logging.INFO, None)]
+    assert "\n" not in ours.records[0].getMessage()
+    assert [r for r in theirs.records if r.levelno >= logging.WARNING or r.exc_info] == []
+
+
+@pytest.fixture
+def guarded(tmp_path):
+    """A server that takes one upload at a time (of at most 4 MiB) and waits at most 1 s for a body."""
+    from cnnlab.serve.app import create_app
+
+    predictor = Predictor.from_run(tiny_checkpoint(tmp_path / "last.pt"), device="cpu")
+    srv = Server(create_app(predictor, max_pending=1, body_timeout=1.0))
+    # small kernel buffers (inherited by accepted sockets): a body the server does not read cannot sit in
+    # them, as under load, so closing on it resets the connection
+    srv.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+    with srv:
+        yield srv
+
+
+def test_busy_server_answers_503(guarded):
+    """One upload more than the server takes is 503 with Retry-After; its body is not kept but drained, so
+    that a client that sends 3 MB before reading gets the answer (not a reset connection); a client that
+    asked ``Expect: 100-continue`` gets it without sending its body."""
+    data = png(draw_digit())
+    with socket.create_connection(("127.0.0.1", _port(guarded)), timeout=30) as first:
+        # Expect: 100-continue: the "100 Continue" comes when the server starts reading this body, i.e.
+        # once the upload holds the only slot
+        first.sendall(_head(b"image/png", length=len(data), expect=True))
+        assert first.recv(100).startswith(b"HTTP/1.1 100 Continue")
+        big = os.urandom(3 * 1024 * 1024)
+        with socket.socket() as second:
+            second.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 * 1024)
+            second.settimeout(30)
+            second.connect(("127.0.0.1", _port(guarded)))
+            second.sendall(_head(b"image/png", length=len(big)) + big)
+            status, headers, body = _read_response(second)
+        assert status == 503 and headers["retry-after"] == "1" and "busy" in json.loads(body)["error"]
+        with socket.create_connection(("127.0.0.1", _port(guarded)), timeout=30) as third:
+            third.sendall(_head(b"image/png", length=len(big), expect=True))
+            assert third.recv(12) == b"HTTP/1.1 503"  # no "100 Continue" first: the body is never sent
+        first.sendall(data)
+        assert _read_response(first)[0] == 200
+    assert post(guarded.url, data)[0] == 200  # the slot is free again
+
+
+def test_body_that_does_not_arrive_is_408(guarded):
+    with socket.create_connection(("127.0.0.1", _port(guarded)), timeout=30) as sock:
+        sock.sendall(_head(b"image/png", length=1000) + b"a" * 10)  # and then nothing
+        status, _, body = _read_response(sock)
+    assert status == 408 and "did not arrive within 1 s" in json.loads(body)["error"]
+    assert post(guarded.url, png(draw_digit()))[0] == 200  # the slot it held is free again
+
+
+def test_decodes_run_on_the_services_own_threads(tmp_path, monkeypatch):
+    """At most ``decodes`` images are decoded at once, always on the same threads (whose freed memory
+    is then reused instead of piling up in every pool thread's malloc arena)."""
+    from cnnlab.serve.app import Service
+
+    predictor = Predictor.from_run(tiny_checkpoint(tmp_path / "last.pt"), device="cpu")
+    service = Service(predictor, decodes=2)
+    both = threading.Barrier(2, timeout=30)  # two decodes must be able to overlap
+    lock, active, seen = threading.Lock(), [0, 0], set()
+    real_prepare = predictor.prepare
+
+    def prepare(data, name, *rest):
+        if not isinstance(data, bytes):  # the net's own call, with the prepared field
+            return real_prepare(data, name, *rest)
+        with lock:
+            active[0] += 1
+            active[1] = max(active[1], active[0])
+            seen.add(threading.current_thread().name)
+        try:
+            both.wait()
+            return real_prepare(data, name)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(predictor, "prepare", prepare)
+    data = png(draw_digit())
+    callers = [threading.Thread(target=service.predict, args=(data, f"u{i}")) for i in range(6)]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join(60)
+    assert active == [0, 2] and len(seen) == 2 and all(n.startswith("cnnlab-decode") for n in seen)
+    monkeypatch.undo()
+    with pytest.raises(BadImageError, match="empty file"):  # errors come back to the caller
+        service.predict(b"", "upload")
+
+
+# ----------------------------------------------------------------------------- memory under load
+
+
+def _vm(pid: int, key: str) -> float:
+    """``VmHWM`` (peak) or ``VmRSS`` of a process, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(key)
+
+
+def test_memory_stays_bounded_under_concurrent_uploads_of_the_worst_image(tmp_path):
+    """16 uploads at once of the costliest image within the limits, a lossless RGBA WebP at the pixel cap
+    (decoding it peaks at ~16 bytes a pixel in libwebp and Pillow), to ``cnnlab serve`` in a subprocess:
+    every one is answered, and the server's peak RSS grows by about two decodes, not sixteen.
+
+    At a cap of 2048x2048 one decode peaks at ~70 MB: sixteen at once, or their freed memory kept by
+    sixteen threads, would add over 1 GB. (At the default cap, 40 uploads: ~0.9 GB peak; see docs/reliability.md.)"""
+    if not Path("/proc/self/status").is_file():
+        pytest.skip("needs /proc to read the server's peak memory")
+    side = 2048
+    buf = io.BytesIO()
+    draw_digit((side, side), (side // 4, side // 4, 3 * side // 4, 3 * side // 4)).convert("RGBA").save(
+        buf, "WEBP", lossless=True)
+    worst = buf.getvalue()  # a few KB
+    ckpt = tiny_checkpoint(tmp_path / "last.pt")
+    with serve_process(ckpt, "--max-pixels", str(side * side)) as (proc, url):
+        assert post(url, png(draw_digit()))[0] == 200  # warm: the net has run once
+        before = _vm(proc.pid, "VmHWM")
+        codes, start = [], threading.Barrier(16, timeout=60)
+
+        def upload():
+            start.wait()
+            codes.append(post(url, worst)[0])
+
+        threads = [threading.Thread(target=upload) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        grew = _vm(proc.pid, "VmHWM") - before
+    assert sorted(codes) == [200] * 16
+    assert grew < 400, f"peak RSS grew by {grew:.0f} MB"
+
+
+class serve_process:
+    """``cnnlab serve CKPT ARGS...`` in a subprocess on a free port of 127.0.0.1: ``(proc, url)`` once it answers."""
+
+    def __init__(self, ckpt: Path, *args: str):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        src = str(Path(__file__).parents[1] / "src")
+        env = {**os.environ, "OMP_NUM_THREADS": "1",
+               "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+        command = [sys.executable, "-m", "cnnlab", "serve", str(ckpt), "--port", str(self.port), *args]
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self):
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(self.url + "/info", timeout=2) as res:
+                    res.read()
+                return self.proc, self.url
+            except (urllib.error.URLError, ConnectionError):
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.proc.kill()
+                    pytest.fail(f"cnnlab serve did not come up: {self.proc.communicate()[0]}")
+                time.sleep(0.2)
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        self.output = self.proc.communicate(timeout=10)[0]
+        assert "Traceback" not in self.output, self.output

@@ -1,24 +1,51 @@
 """Opening untrusted image files, for prediction and for image-folder datasets alike.
 
-:func:`open_image` accepts only an allow-list of formats, decodes the whole image up front with
-Pillow's truncated-image tolerance switched off (whatever the caller set), keeps Pillow's pixel
-limit and turns its decompression-bomb *warning* into an error too, and applies the EXIF
-orientation. Every refusal is a one-line :class:`BadImageError` that names the file, the problem
-and the fix.
+:func:`open_image` bounds what a file can cost *before* it decodes anything, then decodes it strictly:
+
+- only an allow-list of formats (:data:`ALLOWED_FORMATS`), recognised by content, not by suffix;
+- a path must name a regular file (not a directory, pipe, socket or device; opened without blocking), and
+  it is read only up to the largest size an image within the pixel cap can have
+  (:func:`cnnlab.imagelimits.max_file_bytes`); an OS error (permissions, a name too long) is a refusal too;
+- the width x height that the header declares must be at least 1x1 and within ``max_pixels`` (when given),
+  checked before decoding; Pillow's own limit (``Image.MAX_IMAGE_PIXELS``, never raised or disabled here)
+  is kept too, and its decompression-bomb *warning* is an error here;
+- only the first frame of an animated GIF or WebP is decoded, and the frames are never counted (counting
+  reads the whole file: thousands of frames cost seconds);
+- with ``max_side``: a JPEG at least twice that size is decoded at 1/2, 1/4 or 1/8 scale by the decoder
+  itself (``Image.draft``: at least ``max_side`` still), and whatever is still larger is box-reduced by an
+  integer factor (:func:`shrink`) right after decoding;
+- decoding runs with Pillow's truncated-image tolerance switched off (whatever the caller set) and its
+  warnings about odd metadata silenced (they would be stray lines on stderr); any decoder failure is a
+  refusal, never a traceback;
+- the EXIF orientation is applied, in place and after the reduction (no full-size copy).
+
+Every refusal is a one-line :class:`BadImageError` that names the file, the problem and the fix.
+
+:func:`unit_gray` reads an image of any mode Pillow produces (1, L, P, RGB, CMYK, YCbCr, 16-bit ``I;16``,
+32-bit ``I`` and ``F``, with or without alpha) as float grayscale in 0..1 plus its opacity, *scaling* each
+bit depth (``Image.convert("L")`` clips 16-bit values at 255: a 16-bit digit becomes a white square).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import struct
+import math
+import os
+import stat
 import warnings
 from pathlib import Path
 from typing import BinaryIO
 
-from PIL import Image, ImageFile, ImageOps, ImageSequence, UnidentifiedImageError
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from cnnlab.errors import CnnlabError
+from cnnlab.imagelimits import DEFAULT_MAX_PIXELS, MIN_MAX_PIXELS, max_file_bytes
+
+__all__ = ["ALLOWED_FORMATS", "ALLOWED_TEXT", "DEFAULT_MAX_PIXELS", "FORMAT_SUFFIXES", "IMAGE_SUFFIXES",
+           "SIXTEEN_BIT", "BadImageError", "check_max_pixels", "formats_text", "open_image", "printable", "shrink",
+           "suffixes_for", "unit_gray"]
 
 #: The file suffixes (lower case) of each Pillow format: the one table every scan for images derives
 #: its suffixes from, so that a format and its suffixes are never listed apart.
@@ -52,11 +79,23 @@ def formats_text(formats: tuple[str, ...]) -> str:
 ALLOWED_TEXT = formats_text(ALLOWED_FORMATS)  # "PNG, JPEG, BMP, GIF or WebP"
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters (a newline or an undecodable byte in a file name) escaped as
+    Python writes them, so that a message that quotes it stays on one line."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
 class BadImageError(CnnlabError):
     """A file that is not an acceptable image; the message names the file, the problem and the fix.
-    ``reason`` is the message without the file's name, when it was raised here."""
+    ``reason`` is the message without the file's name, when it was raised here. The message is always
+    one line: control characters in it (from a file's name) are escaped."""
 
     reason: str | None = None
+
+    def __init__(self, message: str = ""):
+        super().__init__(printable(str(message)))
 
 
 def _bad(name: str, reason: str) -> BadImageError:
@@ -65,83 +104,173 @@ def _bad(name: str, reason: str) -> BadImageError:
     return err
 
 
+def check_max_pixels(max_pixels: int) -> int:
+    """``max_pixels`` when it is a usable pixel cap (a whole number from one 28x28 field up to Pillow's own
+    limit, above which Pillow refuses anyway), else a one-line :class:`CnnlabError`."""
+    ceiling = Image.MAX_IMAGE_PIXELS
+    if (isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < MIN_MAX_PIXELS
+            or (ceiling and max_pixels > ceiling)):
+        upper = f"{ceiling:,} (Pillow's own limit)" if ceiling else "any"
+        raise CnnlabError(f"--max-pixels must be a whole number from {MIN_MAX_PIXELS:,} to {upper}, got {max_pixels!r}")
+    return max_pixels
+
+
 @contextlib.contextmanager
 def _strict_decoding():
-    """Refuse truncated images while decoding, restoring the caller's ``LOAD_TRUNCATED_IMAGES`` after."""
+    """Refuse truncated images while decoding, restoring the caller's ``LOAD_TRUNCATED_IMAGES`` after.
+    Pillow's warnings are silenced meanwhile, except the decompression-bomb warning, which is an error."""
     saved = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Possibly corrupt EXIF data" and the like: stray lines on stderr
+            # Pillow only *warns* between MAX_IMAGE_PIXELS and twice that; refuse those too.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = saved
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _read_path(path: Path, name: str, limit: int, allowed: str) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` of them; anything else is a refusal."""
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; it changes nothing for a regular file
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise _bad(name, "no such file; check the path") from None
+    except IsADirectoryError:
+        raise _bad(name, "a directory, not an image file; give an image file") from None
+    except OSError as err:
+        raise _bad(name, f"cannot open it ({err.strerror or type(err).__name__}); "
+                         "check the path and the file's permissions") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise _bad(name, "a directory, not an image file; give an image file")
+        if not stat.S_ISREG(st.st_mode):
+            raise _bad(name, "not a regular file (a pipe, socket or device); give an image file")
+        if st.st_size > limit:
+            raise _too_large(name, st.st_size, limit)
+        with open(fd, "rb", closefd=False) as fh:
+            data = fh.read(limit + 1)
+    except OSError as err:
+        raise _bad(name, f"cannot read it ({err.strerror or type(err).__name__}); check the file and its "
+                         "permissions") from None
+    finally:
+        os.close(fd)
+    if not data:
+        raise _bad(name, f"empty file (0 bytes); give a {allowed} image")
+    if len(data) > limit:  # it grew while being read
+        raise _too_large(name, len(data), limit)
+    return data
+
+
+def _too_large(name: str, size: int, limit: int) -> BadImageError:
+    return _bad(name, f"file of {size:,} bytes, larger than any image within the pixel limit can be "
+                      f"({limit:,} bytes); give a smaller image")
+
+
+def _read_source(source: str | Path | bytes | BinaryIO, name: str | None, limit: int,
+                 allowed: str) -> tuple[bytes, str]:
+    """``(data, name)`` of a path, bytes or binary file object, refusing empty and oversized data."""
+    if isinstance(source, (str, Path)):
+        name = name or str(source)
+        return _read_path(Path(source), name, limit, allowed), name
+    name = name or "upload"
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = source if isinstance(source, bytes) else bytes(source)  # bytes are not copied
+    else:
+        data = source.read(limit + 1)
+    if not data:
+        raise _bad(name, f"empty file (0 bytes); give a {allowed} image")
+    if len(data) > limit:
+        raise _too_large(name, len(data), limit)
+    return data, name
 
 
 # ----------------------------------------------------------------------------- loading
 
 
 def open_image(source: str | Path | bytes | BinaryIO, name: str | None = None,
-               formats: tuple[str, ...] = ALLOWED_FORMATS) -> Image.Image:
-    """Open and fully decode an untrusted image; returns the (first frame of the) image, loaded.
+               formats: tuple[str, ...] = ALLOWED_FORMATS, *, max_pixels: int | None = None,
+               max_side: int | None = None) -> Image.Image:
+    """Open and decode an untrusted image, its cost bounded before decoding (see the module docstring).
 
-    ``source`` is a path, the file's bytes, or a binary file object; ``name`` is what messages
-    call it. Raises :class:`BadImageError` for: a missing or zero-byte file, data that is no
-    image, a format outside :data:`ALLOWED_FORMATS`, a truncated file, and a decompression bomb
-    (more pixels than ``Image.MAX_IMAGE_PIXELS``, which is never raised or disabled here).
-    An EXIF Orientation tag is applied, so photos come out upright.
+    ``source`` is a path, the file's bytes, or a binary file object; ``name`` is what messages call it.
+    ``max_pixels`` caps width x height as the header declares them (None: Pillow's limit only);
+    ``max_side``, when given, lets the decoded image be reduced to a longer side of at least about that
+    (JPEG drafting, then an integer box reduction): enough for callers that scale the image down anyway.
+    Returns the first frame, decoded and upright. Raises :class:`BadImageError` for: a missing, unreadable,
+    empty or oversized file, something other than a regular file, data that is no image, a format
+    outside ``formats``, a truncated or damaged file, an image with no pixels or over the pixel cap,
+    and a decompression bomb.
     """
     allowed = formats_text(formats)
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        name = name or str(path)
-        if not path.exists():
-            raise _bad(name, "no such file; check the path")
-        if not path.is_file():
-            raise _bad(name, "not a regular file; give an image file")
-        if path.stat().st_size == 0:
-            raise _bad(name, f"empty file (0 bytes); give a {allowed} image")
-        data: bytes | BinaryIO = path.read_bytes()
-    elif isinstance(source, (bytes, bytearray)):
-        name = name or "upload"
-        if len(source) == 0:
-            raise _bad(name, f"empty file (0 bytes); give a {allowed} image")
-        data = bytes(source)
-    else:
-        name = name or "upload"
-        data = source.read()
-        if not data:
-            raise _bad(name, f"empty file (0 bytes); give a {allowed} image")
-    fp = io.BytesIO(data)
-    with warnings.catch_warnings(), _strict_decoding():
-        # Pillow only *warns* between MAX_IMAGE_PIXELS and twice that; refuse those too.
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+    cap = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    data, name = _read_source(source, name, max_file_bytes(cap or DEFAULT_MAX_PIXELS), allowed)
+    with _strict_decoding():
         try:
-            img = Image.open(fp, formats=formats)
-            # defensive: formats= already restricts the plugins; MPO is how Pillow's JPEG plugin
-            # reports a multi-picture JPEG, as many phone cameras write
-            if img.format not in formats + (("MPO",) if "JPEG" in formats else ()):
-                raise _bad(name, f"{img.format} images are not accepted; convert it to {allowed}")
-            if getattr(img, "n_frames", 1) > 1:  # animated GIF/WebP: the first frame
-                img = next(iter(ImageSequence.Iterator(img)))
-            img.load()  # decode now: a truncated file fails here, inside the guarded block
-            # a phone photo is stored sideways with an EXIF Orientation tag: turn it upright
-            img = ImageOps.exif_transpose(img)
+            img = Image.open(io.BytesIO(data), formats=formats)
+            _check_header(img, name, formats, max_pixels)
+            if max_side:
+                _draft(img, max_side)
+            # decode now, the first frame only (n_frames is never asked: it would read every frame);
+            # a truncated file fails here, inside the guarded block
+            img.load()
+            if max_side:
+                img = shrink(img, max_side)
+            ImageOps.exif_transpose(img, in_place=True)  # a phone photo stored sideways: upright, no copy
+        except BadImageError:
+            raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
             raise _bad(
                 name, f"refused as a possible decompression bomb ({str(err).split('.')[0]}); "
                 "give an image of at most a few megapixels"
             ) from None
         except UnidentifiedImageError:
-            raise _bad(name, f"{_identify(data, allowed)}") from None
-        except BadImageError:
-            raise
-        except (OSError, SyntaxError, ValueError, EOFError, struct.error) as err:
+            raise _bad(name, _identify(data, allowed)) from None
+        except MemoryError:
+            raise _bad(name, "not enough memory to decode it; give a smaller image (or lower --max-pixels)") from None
+        except Exception as err:  # noqa: BLE001 - any decoder failure on untrusted bytes is a refusal, not a traceback
             msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise _bad(name, f"damaged or truncated image ({msg[:120]}); re-save or re-export the file") from None
     return img
 
 
+def _check_header(img: Image.Image, name: str, formats: tuple[str, ...], max_pixels: int | None) -> None:
+    """Refuse, from the header alone, a format outside ``formats``, no pixels, or more than ``max_pixels``."""
+    # defensive: formats= already restricts the plugins; MPO is how Pillow's JPEG plugin reports a
+    # multi-picture JPEG, as many phone cameras write
+    if img.format not in formats + (("MPO",) if "JPEG" in formats else ()):
+        raise _bad(name, f"{img.format} images are not accepted; convert it to {formats_text(formats)}")
+    w, h = img.size
+    if w < 1 or h < 1:
+        raise _bad(name, f"the image has no pixels ({w}x{h}); give a real image")
+    if max_pixels is not None and w * h > max_pixels:
+        raise _bad(name, f"{w}x{h} is {w * h:,} pixels, over the limit of {max_pixels:,} (--max-pixels); "
+                         "give a smaller image")
+
+
+def _draft(img: Image.Image, max_side: int) -> None:
+    """Let a JPEG at least twice ``max_side`` be decoded at 1/2, 1/4 or 1/8 scale (no smaller than
+    ``max_side``): the decoder then never holds the full-size pixels. Other formats are left as they are."""
+    w, h = img.size
+    if img.format in ("JPEG", "MPO") and max(w, h) >= 2 * max_side:
+        scale = max_side / max(w, h)
+        img.draft(img.mode, (max(1, math.ceil(w * scale)), max(1, math.ceil(h * scale))))
+
+
+#: The first bytes of each accepted format, to tell a damaged header of one from no image at all.
+_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"BM", "BMP"), (b"GIF8", "GIF"),
+               (b"RIFF", "WebP"))
+
+
 def _identify(data: bytes, allowed: str) -> str:
-    """Why Pillow could not open ``data`` with the allowed formats: another format, or no image.
+    """Why Pillow could not open ``data`` with the allowed formats: another format, a damaged header of
+    an allowed one, or no image at all.
 
     Only the header is parsed (``Image.open`` is lazy and nothing is decoded), to name the format.
     """
@@ -154,4 +283,114 @@ def _identify(data: bytes, allowed: str) -> str:
         fmt = None
     if fmt:
         return f"{fmt} images are not accepted; convert it to {allowed}"
+    for signature, sniffed in _SIGNATURES:
+        if data.startswith(signature) and (sniffed != "WebP" or data[8:12] == b"WEBP"):
+            return f"a damaged {sniffed} header (no pixels, or not readable); re-save or re-export the file"
     return f"not an image (no {allowed} data found); give an image file"
+
+
+# ----------------------------------------------------------------------------- pixels
+
+#: Modes whose pixels box-reduce meaningfully as they are (averaging palette indices, or a transparent
+#: colour key, does not).
+_REDUCIBLE = frozenset({"L", "LA", "La", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "I", "F"})
+#: Pillow's modes for 16-bit grayscale (a 16-bit PNG opens as ``I;16``).
+SIXTEEN_BIT = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+
+
+def shrink(img: Image.Image, max_side: int) -> Image.Image:
+    """``img`` box-reduced by the smallest integer factor that brings its longer side to at most
+    ``max_side``; ``img`` itself when it fits already.
+
+    Modes where averaging would change the meaning are converted first, keeping their values: 1-bit to
+    ``L``, palette to ``RGB`` (``RGBA`` with transparency), 16-bit gray to 32-bit ``I`` (not clipped),
+    a transparent colour key to an alpha channel; anything else to 8-bit gray (and alpha) via :func:`unit_gray`.
+    """
+    factor = math.ceil(max(img.size) / max_side)
+    if factor <= 1:
+        return img
+    return _reducible(img).reduce(factor)
+
+
+def _reducible(img: Image.Image) -> Image.Image:
+    mode, keyed = img.mode, "transparency" in img.info
+    if mode in _REDUCIBLE and not keyed:
+        return img
+    if mode in ("P", "PA", "L", "RGB"):
+        return img.convert("RGBA" if keyed or mode == "PA" else "RGB")
+    if mode in ("1", "HSV", "LAB") and not keyed:
+        return img.convert("L" if mode == "1" else "RGB")
+    if mode in SIXTEEN_BIT and not keyed:
+        return img.convert("I")
+    gray, alpha = unit_gray(img)  # the rest (a 16-bit colour key, odd modes): gray and opacity, 8 bits each
+    to8 = [Image.fromarray(np.round(a * 255).astype(np.uint8)) for a in ((gray,) if alpha is None else (gray, alpha))]
+    return to8[0] if len(to8) == 1 else Image.merge("LA", to8)
+
+
+def unit_gray(img: Image.Image, name: str = "image") -> tuple[np.ndarray, np.ndarray | None]:
+    """``(gray, alpha)``: the image as float32 ``(H, W)`` grayscale in 0..1, and its opacity in 0..1
+    (None when it has no alpha channel and no transparent colour).
+
+    Each bit depth is scaled, never clipped: 1-bit is 0 or 1; 8-bit (L, P, RGB, CMYK, YCbCr..., colour
+    through Pillow's ITU-R 601 luma) is divided by 255; 16-bit ``I;16*`` by 65535. 32-bit ``I`` and
+    ``F`` carry no depth, so their range decides: values in 0..255 are divided by 255, in 0..65535 by
+    65535 (as the ``folder:`` datasets read them), ``F`` in 0..1 is taken as is, and any other range is
+    stretched to 0..1. NaN or infinite ``F`` pixels are a :class:`BadImageError`.
+    """
+    mode = img.mode
+    if mode in SIXTEEN_BIT:
+        gray = np.asarray(img).astype(np.float32) / 65535.0
+    elif mode in ("I", "F"):
+        gray = _wide_gray(np.asarray(img), mode, name)
+    elif mode == "1":
+        gray = np.asarray(img).astype(np.float32)
+    else:
+        gray = np.asarray(_luma(img, name), dtype=np.float32) / 255.0
+    return gray, _alpha(img)
+
+
+def _wide_gray(a: np.ndarray, mode: str, name: str) -> np.ndarray:
+    a = a.astype(np.float32)
+    if not np.isfinite(a).all():
+        raise BadImageError(f"{name}: the image holds NaN or infinite values; give finite pixels")
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if lo >= 0:
+        for top in ((1.0,) if mode == "F" else ()) + (255.0, 65535.0):
+            if hi <= top:
+                return a / np.float32(top)
+    return (a - np.float32(lo)) / np.float32(max(hi - lo, 1e-12))
+
+
+def _luma(img: Image.Image, name: str) -> Image.Image:
+    """8-bit luminance of an 8-bit image of any mode (some, such as premultiplied ``La``, need a step between)."""
+    for steps in (("L",), ("RGB", "L"), ("LA", "L")):
+        try:
+            out = img
+            for step in steps:
+                out = out.convert(step)
+            return out
+        except ValueError:
+            continue
+    raise BadImageError(f"{name}: images of mode {img.mode} cannot be read as grayscale; save it as RGB or grayscale")
+
+
+#: The alpha band of each mode that has one (premultiplied modes call it "a"; LAB's "A" is a colour).
+_ALPHA_BANDS = {"LA": "A", "PA": "A", "RGBA": "A", "La": "a", "RGBa": "a"}
+
+
+def _alpha(img: Image.Image) -> np.ndarray | None:
+    """Opacity in 0..1 from an alpha channel or a transparent colour (``tRNS``), else None."""
+    band = _ALPHA_BANDS.get(img.mode)
+    if band:
+        return np.asarray(img.getchannel(band), dtype=np.float32) / 255.0
+    key = img.info.get("transparency")
+    if key is None:
+        return None
+    if img.mode in SIXTEEN_BIT or img.mode == "I" or (img.mode == "L" and isinstance(key, int)):
+        return (np.asarray(img) != key).astype(np.float32)  # Pillow's I;16 -> RGBA ignores the key
+    if img.mode == "RGB" and isinstance(key, tuple):
+        return np.any(np.asarray(img) != np.asarray(key, dtype=np.uint8), axis=-1).astype(np.float32)
+    try:
+        return np.asarray(img.convert("RGBA").getchannel("A"), dtype=np.float32) / 255.0
+    except ValueError:
+        return None

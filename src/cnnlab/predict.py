@@ -6,7 +6,8 @@ then normalised with the dataset's mean and std. A photo or a drawing looks noth
 :func:`preprocess` rebuilds the same conditions step by step (each step is documented there).
 
 Untrusted files are opened defensively by :func:`cnnlab.imageio.open_image` (an allow-list of
-formats, decoded up front, truncation and decompression bombs refused); every refusal is a one-line
+formats, the decoding cost bounded before decoding by a pixel cap, ``max_pixels``, and a reduced decode
+of large images, truncation and decompression bombs refused); every refusal is a one-line
 :class:`BadImageError`, and :func:`predict_paths` reports it for that file and goes on with the others.
 
 A :class:`Predictor` is callable: ``predictor(x)`` takes a path, bytes, a PIL image, a numpy array, a
@@ -32,13 +33,17 @@ from cnnlab.checkpoint import load_checkpoint, model_from_checkpoint, resolve_ch
 from cnnlab.devices import resolve_device
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_write_bytes
-from cnnlab.imageio import ALLOWED_TEXT, IMAGE_SUFFIXES, BadImageError, open_image
+from cnnlab.imageio import (
+    ALLOWED_TEXT, DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, BadImageError, check_max_pixels, open_image, printable, shrink,
+    unit_gray,
+)
 
 #: MNIST's geometry: the digit's longer side is 20 px inside a 28 px field (LeCun et al.).
 MNIST_BOX, MNIST_FIELD = 20, 28
-#: Images larger than this (longer side, px) are first box-reduced by an integer factor; the ink
-#: ends up at 20 px anyway and this bounds the memory of the float steps (a 2048^2 float32 is 16 MiB).
-WORK_SIDE = 2048
+#: Images larger than this (longer side, px) are box-reduced by an integer factor (JPEGs decoded at
+#: reduced scale) before anything else: the ink ends up at 20 px anyway, even a digit a tenth of the
+#: image wide keeps 100 px, and this bounds the memory of the float steps (a 1024^2 float32 is 4 MiB).
+WORK_SIDE = 1024
 #: A pixel counts as ink for the bounding box when it has at least this fraction of the
 #: strongest ink: keeps JPEG ringing and paper texture out of the box.
 INK_THRESHOLD = 0.2
@@ -53,28 +58,24 @@ ENLARGE = 10
 # ----------------------------------------------------------------------------- preprocessing
 
 
-def ink_map(img: Image.Image) -> np.ndarray:
+def ink_map(img: Image.Image, name: str = "image") -> np.ndarray:
     """Steps 1-2: grayscale, then "ink" in 0..1 with the paper at 0, whatever the polarity.
 
-    1. Grayscale: colour images become luminance (Pillow's ITU-R 601 ``L``). A transparent image
-       (PNG/WebP/GIF with alpha) is different: its background is *transparent*, not light or dark,
-       so the opacity is the ink.
+    1. Grayscale in 0..1, scaled from the image's bit depth (:func:`cnnlab.imageio.unit_gray`: 16-bit
+       images are divided by 65535, not clipped): colour images become luminance (Pillow's ITU-R 601
+       ``L``). A transparent image (PNG/WebP/GIF with alpha, or a transparent colour) is different:
+       its background is *transparent*, not light or dark, so the opacity is the ink.
     2. Polarity: the paper's level is the median of the image's outermost ring of pixels (a digit
        rarely fills the border). Light paper means dark ink, so the image is inverted; either way
        the paper is then stretched to 0 and the strongest possible ink to 1:
        ``ink = (paper - gray) / paper`` on light paper, ``(gray - paper) / (1 - paper)`` on dark.
 
-    Very large images are box-reduced first (integer factor, to at most :data:`WORK_SIDE`).
+    Very large images are box-reduced first (integer factor, to at most :data:`WORK_SIDE`; any mode,
+    :func:`cnnlab.imageio.shrink`).
     """
-    longer = max(img.size)
-    if longer > WORK_SIDE:
-        img = img.reduce(math.ceil(longer / WORK_SIDE))
-    has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
-    if has_alpha:
-        alpha = np.asarray(img.convert("RGBA").getchannel("A"), dtype=np.float32) / 255.0
-        if alpha.min() < 0.99:  # some transparency: the opaque strokes are the ink
-            return alpha
-    gray = np.asarray(img.convert("L"), dtype=np.float32) / 255.0  # (H, W) in 0..1
+    gray, alpha = unit_gray(shrink(img, WORK_SIDE), name)  # (H, W) float32 in 0..1 each
+    if alpha is not None and alpha.min() < 0.99:  # some transparency: the opaque strokes are the ink
+        return alpha
     ring = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     paper = float(np.median(ring))
     if paper >= 0.5:  # light paper, dark ink: invert
@@ -135,7 +136,7 @@ def preprocess(img: Image.Image, size: int = MNIST_FIELD, name: str = "image") -
     Step 6, the dataset's normalisation ``(x - mean) / std``, is done by :meth:`Predictor.tensor`
     because mean and std belong to the run. Returns ``(size, size)`` float32 in 0..1.
     """
-    return mnist_field(ink_map(img), size=size, name=name)
+    return mnist_field(ink_map(img, name), size=size, name=name)
 
 
 def to_uint8_image(field_01: np.ndarray) -> Image.Image:
@@ -184,9 +185,12 @@ class Predictor:
 
     Built from a checkpoint dict (``model``, ``data`` with classes, mean, std, in_channels and
     image_size, ``state_dict``); :meth:`from_run` loads one from a run directory or ``.pt`` file.
+    ``max_pixels`` caps the images it opens from paths and bytes (width x height, checked before decoding).
     """
 
-    def __init__(self, state: dict, device: str | torch.device = "cpu", source: str = ""):
+    def __init__(self, state: dict, device: str | torch.device = "cpu", source: str = "",
+                 max_pixels: int = DEFAULT_MAX_PIXELS):
+        self.max_pixels = check_max_pixels(max_pixels)
         data = state.get("data") or {}
         missing = [k for k in ("classes", "mean", "std") if k not in data]
         if missing:
@@ -202,9 +206,11 @@ class Predictor:
         self.source = source
 
     @classmethod
-    def from_run(cls, run: str | Path, which: str = "last", device: str = "auto") -> "Predictor":
+    def from_run(cls, run: str | Path, which: str = "last", device: str = "auto",
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> "Predictor":
+        check_max_pixels(max_pixels)  # before the checkpoint is read
         path = resolve_checkpoint(run, which)
-        return cls(load_checkpoint(path), device=device, source=str(path))
+        return cls(load_checkpoint(path), device=device, source=str(path), max_pixels=max_pixels)
 
     def tensor(self, fields_01: Iterable[np.ndarray]) -> torch.Tensor:
         """Step 6: stack 0..1 fields into a normalised ``(B, C, H, W)`` batch on the model's device."""
@@ -217,8 +223,9 @@ class Predictor:
     def prepare(self, source, name: str | None = None, preprocess: bool | None = None) -> np.ndarray:
         """One image as the ``(H, W)`` float32 field in 0..1 the net reads (before normalisation).
 
-        ``source``: a path or bytes (opened defensively), a PIL image, or a numpy array ((H, W) or
-        (H, W, C) with C = 1, 3 or 4; uint8 0..255 or float 0..1). ``preprocess`` as in :meth:`__call__`.
+        ``source``: a path or bytes (opened defensively, within :attr:`max_pixels`), a PIL image, or a numpy
+        array ((H, W) or (H, W, C) with C = 1, 3 or 4; uint8 0..255 or float 0..1). ``preprocess`` as in
+        :meth:`__call__`.
         Bad input raises a one-line :class:`BadImageError`."""
         name = name or (str(source) if isinstance(source, (str, Path)) else "image")
         if isinstance(source, np.ndarray):
@@ -226,10 +233,11 @@ class Predictor:
             if preprocess is None:
                 preprocess = not is_mnist_field(img, self.image_size)
             return preprocess_array(img, self.image_size, name) if preprocess else self._as_field(img, name)
-        img = source if isinstance(source, Image.Image) else open_image(source, name)
+        if not isinstance(source, Image.Image):
+            source = open_image(source, name, max_pixels=self.max_pixels, max_side=WORK_SIDE)
         if preprocess is False:
-            return self._as_field(np.asarray(img.convert("L"), dtype=np.float32) / 255.0, name)
-        return mnist_field(ink_map(img), size=self.image_size, name=name)  # = preprocess(), shadowed here
+            return self._as_field(unit_gray(source, name)[0], name)
+        return mnist_field(ink_map(source, name), size=self.image_size, name=name)  # = preprocess(), shadowed here
 
     def _as_field(self, img: np.ndarray, name: str) -> np.ndarray:
         """An image taken as is: grayscale (luminance for colour), and already ``image_size`` square."""
@@ -385,24 +393,32 @@ def preprocess_array(img: np.ndarray, size: int = MNIST_FIELD, name: str = "arra
 def expand_inputs(items: Iterable[str]) -> tuple[list[Path], list[Failure]]:
     """Paths from arguments: a directory gives its image files (by suffix, sorted, not recursive);
     a pattern with ``*``, ``?`` or ``[`` is expanded (for shells that did not); others stay as given.
-    Nothing matched is a :class:`Failure` of its own."""
+    Nothing matched, and a path the system refuses to look at (permissions, a name too long), is a
+    :class:`Failure` of its own."""
     paths: list[Path] = []
     failures: list[Failure] = []
     for item in items:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                failures.append(Failure(item, f"{item}: directory holds no {ALLOWED_TEXT} files (by suffix)"))
-            paths.extend(found)
-        elif not p.exists() and glob.has_magic(item):
-            found = sorted(Path(q) for q in glob.glob(item, recursive=True) if Path(q).is_file())
-            if not found:
-                failures.append(Failure(item, f"{item}: the pattern matches no files; check it"))
-            paths.extend(found)
-        else:
-            paths.append(p)
+        try:
+            found, problem = _expand(item)
+        except OSError as err:
+            reason = err.strerror or type(err).__name__
+            found, problem = [], f"cannot read it ({reason}); check the path and its permissions"
+        if problem:
+            failures.append(Failure(item, printable(f"{item}: {problem}")))
+        paths.extend(found)
     return paths, failures
+
+
+def _expand(item: str) -> tuple[list[Path], str | None]:
+    """``(paths, problem)`` for one argument of :func:`expand_inputs`; OS errors are the caller's."""
+    p = Path(item)
+    if p.is_dir():
+        found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+        return found, None if found else f"directory holds no {ALLOWED_TEXT} files (by suffix)"
+    if not p.exists() and glob.has_magic(item):
+        found = sorted(Path(q) for q in glob.glob(item, recursive=True) if Path(q).is_file())
+        return found, None if found else "the pattern matches no files; check it"
+    return [p], None
 
 
 def predict_paths(predictor: Predictor, items: Iterable[str]) -> tuple[list[Prediction], list[Failure]]:

@@ -1,7 +1,7 @@
 """``cnnlab predict RUN IMAGE...``: classify your own digit images with a trained run."""
 
-# cnnlab.predict imports torch (~1.3 s): it is imported inside the functions that use it, so that
-# parsing, --help and argument errors answer without it.
+# cnnlab.predict imports torch (~1.3 s), cnnlab.imageio Pillow and numpy: they are imported inside the
+# functions that use them, so that parsing, --help and argument errors answer without them.
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from cnnlab.cli.common import add_device, add_json, add_run, plural
 from cnnlab.errors import CnnlabError
+from cnnlab.imagelimits import DEFAULT_MAX_PIXELS, MIN_MAX_PIXELS
 
 #: Where ``--show-input`` without DIR writes an input image whose own folder is not writable.
 FALLBACK_INPUT_DIR = Path("cnnlab-inputs")
@@ -24,7 +25,8 @@ def register(sub) -> None:
         description="Classify image files (PNG, JPEG, BMP, GIF, WebP; any size, colour or gray, dark ink on light "
                     "paper or light on dark). Each is made MNIST-like first: grayscale, inverted if the paper is "
                     "light, cropped to the ink, scaled to 20 px, centred by mass in 28x28, normalised like the "
-                    "run's data. Bad files are reported and skipped; the exit code is 1 if any failed.")
+                    "run's data. Bad files (not an image, damaged, over --max-pixels, unreadable) are reported "
+                    "and skipped; the exit code is 1 if any failed.")
     add_run(p)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, directories (their image files) or globs")
     p.add_argument("--top-k", type=int, default=3, help="classes shown per image (default: %(default)s)")
@@ -33,8 +35,17 @@ def register(sub) -> None:
                    help="save the 28x28 image the net saw for each file as <name>.input.png: into DIR if given, "
                         f"else beside the file (or into ./{FALLBACK_INPUT_DIR}/ where that folder is not "
                         "writable); give it after the images, or with a DIR (default: off)")
+    add_max_pixels(p)
     add_device(p)
     p.set_defaults(func=cmd_predict)
+
+
+def add_max_pixels(p) -> None:
+    """``--max-pixels``, shared by ``predict`` and ``serve``."""
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help="largest image accepted, in pixels (width x height, read from the file's header before "
+                        "anything is decoded; decoding peaks at up to 16 bytes a pixel), at least "
+                        f"{MIN_MAX_PIXELS:,} (default: {DEFAULT_MAX_PIXELS:,} = 4096x4096)")
 
 
 def save_input_images(preds, directory: str | Path | None = None,
@@ -61,11 +72,12 @@ def save_input_images(preds, directory: str | Path | None = None,
 
 
 def cmd_predict(args) -> int:
+    from cnnlab.imageio import printable
     from cnnlab.predict import Predictor, predict_paths
 
     if args.top_k < 1:
         raise CnnlabError(f"--top-k must be at least 1, got {args.top_k}")
-    predictor = Predictor.from_run(args.run, which=args.checkpoint, device=args.device)
+    predictor = Predictor.from_run(args.run, which=args.checkpoint, device=args.device, max_pixels=args.max_pixels)
     preds, failures = predict_paths(predictor, args.images)
     k = min(args.top_k, len(predictor.classes))
     saved: dict[str, Path] = {}
@@ -78,12 +90,13 @@ def cmd_predict(args) -> int:
                 for pred in preds]
         print(json.dumps(rows + [f.to_dict() for f in failures], indent=2))
     else:
-        width = max((len(p.name) for p in preds), default=0)
+        names = {p.name: printable(p.name) for p in preds}  # a newline in a file name would break the table
+        width = max((len(n) for n in names.values()), default=0)
         for pred in preds:
             ranked = "  ".join(f"{c} {100 * prob:5.1f}%" for c, prob in pred.top(k))
-            print(f"{pred.name:<{width}}  {ranked}")
+            print(f"{names[pred.name]:<{width}}  {ranked}")
         for name, path in saved.items():
-            print(f"wrote {path} (what the net saw of {name})")
+            print(f"wrote {printable(str(path))} (what the net saw of {names[name]})")
         if failures:
             print(f"{plural(len(preds), 'image')} predicted, {len(failures)} failed", file=sys.stderr)
     return 1 if failures else 0

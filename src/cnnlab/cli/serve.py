@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cnnlab.cli.common import add_device, add_run
+from cnnlab.cli.predict import add_max_pixels
 from cnnlab.serve import DEFAULT_MAX_BYTES
 from cnnlab.serve.server import DEFAULT_DEVICE, DEFAULT_HOST, DEFAULT_PORT, MIN_UPLOAD_BYTES, run_server
 
@@ -20,10 +21,11 @@ def register(sub) -> None:
     add_device(p, default=DEFAULT_DEVICE, why="; one image per request")
     p.add_argument("--max-upload-bytes", type=int, default=DEFAULT_MAX_BYTES,
                    help=f"largest accepted request body, at least {MIN_UPLOAD_BYTES:,} (default: {DEFAULT_MAX_BYTES:,})")
+    add_max_pixels(p)
     p.set_defaults(func=cmd_serve)
 
 
 def cmd_serve(args) -> int:
     run_server(args.run, which=args.checkpoint, host=args.host, port=args.port, device=args.device,
-               max_bytes=args.max_upload_bytes)
+               max_bytes=args.max_upload_bytes, max_pixels=args.max_pixels)
     return 0

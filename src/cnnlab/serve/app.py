@@ -3,19 +3,40 @@
 Routes:
 - ``GET /``: the page (``static/index.html`` and ``static/app.js``): draw, see the probabilities.
 - ``GET /favicon.ico``: 204 (the page links ``static/favicon.svg``; this answers browsers that ask anyway).
-- ``GET /info``: the model's name, classes, whether it has Inception modules, the upload limit.
+- ``GET /info``: the model's name, classes, whether it has Inception modules, the upload and pixel limits.
 - ``POST /predict``: an image as multipart form field ``file`` (or the raw body with an
   ``image/*`` content type). Answers ``{"prediction", "probabilities", "classes", "top",
-  "input_png", "branches"}``; a bad image is ``400 {"error": "<one line>"}`` (the rules of
-  ``cnnlab predict``), a body over the limit ``413``.
+  "input_png", "branches"}``; a bad image (over the pixel cap included) is ``400 {"error": "<one line>"}``
+  (the rules of ``cnnlab predict``), a body over the limit ``413`` however it is sent, a body that does
+  not arrive in time ``408``, and a server that has as many uploads as it takes ``503`` (with Retry-After).
+
+What a request can cost is bounded before the app sees it (:class:`RequestGuard`) and while it is
+decoded (:class:`Service`):
+
+- at most ``max_pending`` uploads (requests with a body) are in the server at once, being received,
+  waiting or decoded; one more is answered 503 without its body being kept (it is read and dropped, so
+  that the client gets the answer, unless the client asked ``Expect: 100-continue``);
+- the guard reads each body in full before the app sees it (the app never waits on the network): over
+  ``max_bytes`` is 413 (declared or chunked; a small excess is read and dropped first, so that a client
+  that sends everything before reading gets the answer), not received within ``body_timeout`` seconds is
+  408, and a client that goes away mid-upload is one INFO line on the ``cnnlab.serve`` logger, no traceback;
+- at most ``decodes`` images are decoded and preprocessed at once, each within the predictor's pixel
+  cap (``max_pixels``, checked before decoding); the others wait their turn. The net runs one image at a time.
+
+So the memory above an idle server stays below about ``decodes x 16 x max_pixels`` bytes (the peak of
+a decode, see :mod:`cnnlab.imagelimits`) plus ``max_pending x 2 x max_bytes`` (each body, and the file
+read from it): about 0.8 GB at the defaults, whatever the number of clients.
 """
 
 import base64
+import concurrent.futures
 import io
 import json
+import logging
 import threading
 from pathlib import Path
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -28,64 +49,122 @@ from cnnlab.serve import DEFAULT_MAX_BYTES
 from cnnlab.serve.branches import record_branch_energy, shares
 
 STATIC = Path(__file__).with_name("static")
+log = logging.getLogger("cnnlab.serve")
+
+#: Images decoded and preprocessed at once: each peaks at up to 16 bytes per pixel of the cap (~270 MB at
+#: the default cap, see cnnlab.imagelimits); two keep both cores of a small machine busy.
+DEFAULT_DECODES = 2
+#: Uploads in the server at once (received, waiting, decoding); one more is answered 503 at once. Each holds
+#: at most two copies of its body: 32 x 2 x 4 MiB = 256 MiB at the default body limit.
+DEFAULT_MAX_PENDING = 32
+#: Seconds a client has to send its whole request body (a page's canvas takes milliseconds).
+DEFAULT_BODY_TIMEOUT = 30.0
+#: Seconds a 503 asks the client to wait before retrying.
+RETRY_AFTER_S = 1
+#: Bytes over the limit that are still read (and dropped) before answering 413, so that a client that
+#: sends its whole body before reading gets the answer, not a reset connection.
+DRAIN_BYTES = 1024 * 1024
 
 
-class _BodyTooLarge(Exception):
-    pass
+async def _answer(send, status: int, message: str, headers: tuple = ()) -> None:
+    """A JSON ``{"error": message}`` response that closes the connection (the body may be unread)."""
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close"), *headers]})
+    await send({"type": "http.response.body", "body": body})
 
 
-class BodyLimit:
-    """ASGI middleware: refuse request bodies over ``max_bytes`` with 413, before parsing them.
+def _declared_length(scope) -> int | None:
+    for key, value in scope.get("headers", []):
+        if key == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None  # the HTTP layer refuses it anyway
+    return None
 
-    A declared ``Content-Length`` over the limit is refused at once; otherwise (chunked uploads)
-    the bytes are counted as they arrive and the request is cut off when the count passes it.
+
+class RequestGuard:
+    """ASGI middleware: bounds what a request can cost before the app sees it (the module docstring).
+
+    ``pending`` counts the uploads in the server now; it is only touched on the event loop's thread.
     """
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
-
-    async def _refuse(self, send) -> None:
-        body = json.dumps({"error": f"request body over the limit of {self.max_bytes:,} bytes; "
-                                    "send a smaller image"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
+    def __init__(self, app, max_bytes: int, max_pending: int = DEFAULT_MAX_PENDING,
+                 body_timeout: float = DEFAULT_BODY_TIMEOUT):
+        self.app, self.max_bytes, self.max_pending, self.body_timeout = app, max_bytes, max_pending, body_timeout
+        self.pending = 0
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        for key, value in scope.get("headers", []):
-            if key == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = self.max_bytes + 1
-                if declared > self.max_bytes:
-                    return await self._refuse(send)
-        seen = 0
-        started = False
-
-        async def limited_receive():
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _BodyTooLarge
-            return message
-
-        async def tracking_send(message):
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        upload = scope["method"] not in ("GET", "HEAD", "OPTIONS")
+        busy = upload and self.pending >= self.max_pending
+        counted = upload and not busy
+        self.pending += counted
         try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
-                await self._refuse(send)
+            outcome, body = await self._receive(scope, receive, keep=not busy)
+            if outcome == "gone":
+                log.info("a client went away during its upload; nothing answered")
+            elif outcome == "large":
+                await _answer(send, 413, f"request body over the limit of {self.max_bytes:,} bytes; "
+                                         "send a smaller image")
+            elif outcome == "late":
+                await _answer(send, 408, f"the request body did not arrive within {self.body_timeout:g} s; "
+                                         "send it at once")
+            elif busy:
+                await _answer(send, 503, f"the server is busy ({self.max_pending} uploads in progress); retry in "
+                                         f"{RETRY_AFTER_S} s", ((b"retry-after", str(RETRY_AFTER_S).encode()),))
+            else:
+                await self.app(scope, _replay(body, receive), send)
+        finally:
+            self.pending -= counted
+
+    async def _receive(self, scope, receive, keep: bool) -> tuple[str, bytes]:
+        """Receive the request's body: ``("ok", body)`` (empty unless ``keep``), or ``("large" | "late" |
+        "gone", b"")`` when it is over the limit, too slow, or the client went away.
+
+        At most ``max_bytes`` are kept. A body over the limit by at most :data:`DRAIN_BYTES` is read to its
+        end and dropped, as is the body of a request that is refused anyway (``keep=False``): a client that
+        sends its whole body before reading then gets the answer, where closing on unread data would reset
+        the connection. A client that asked ``Expect: 100-continue`` has sent nothing yet: not drained."""
+        declared = _declared_length(scope)
+        if declared is not None and declared > self.max_bytes + DRAIN_BYTES:
+            return "large", b""
+        if not keep and (b"expect", b"100-continue") in [(k, v.lower()) for k, v in scope.get("headers", [])]:
+            return "ok", b""
+        chunks: list[bytes] = []
+        seen = 0
+        try:
+            with anyio.fail_after(self.body_timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return "gone", b""
+                    seen += len(message.get("body", b""))
+                    if keep and seen <= self.max_bytes:
+                        chunks.append(message.get("body", b""))
+                    else:
+                        chunks.clear()  # over the limit, or refused anyway: the rest is only drained
+                    if not message.get("more_body", False) or seen > self.max_bytes + DRAIN_BYTES:
+                        break
+        except TimeoutError:
+            return "late", b""
+        return ("large", b"") if seen > self.max_bytes else ("ok", b"".join(chunks))
+
+
+def _replay(body: bytes, receive):
+    """A ``receive`` that hands the app the whole body in one message, then passes on what comes next
+    (only ``http.disconnect`` can)."""
+    held = [body]
+
+    async def replay():
+        if held:
+            return {"type": "http.request", "body": held.pop(), "more_body": False}
+        return await receive()
+
+    return replay
 
 
 def _png_data_url(img) -> str:
@@ -102,16 +181,23 @@ def _client_name(filename: str | None) -> str:
 
 
 class Service:
-    """Prediction for the app: one image at a time (a lock), branch energies for Inception nets."""
+    """Prediction for the app: images decoded on the service's own ``decodes`` threads (so at most that
+    many at once), the net one image at a time (a lock), branch energies for Inception nets."""
 
-    def __init__(self, predictor: Predictor):
+    def __init__(self, predictor: Predictor, decodes: int = DEFAULT_DECODES):
+        if decodes < 1:
+            raise CnnlabError(f"decodes must be at least 1, got {decodes}")
         self.predictor = predictor
         self.has_inception = bool(inception_modules(predictor.model))
         self._lock = threading.Lock()
+        self._decoders = concurrent.futures.ThreadPoolExecutor(decodes, thread_name_prefix="cnnlab-decode")
 
     def predict(self, data: bytes, name: str) -> dict:
-        # preprocessing (BadImageError for bad input) runs outside the lock; only the net is one at a time
-        field_01 = self.predictor.prepare(data, name)
+        # Decoding and preprocessing (BadImageError for bad input) run on the decode threads, outside the
+        # net's lock; the caller waits. Own threads, not a semaphore in the caller's: glibc keeps a thread's
+        # freed memory in that thread's malloc arena, so decodes spread over the server's 40 pool threads
+        # left up to 40 decodes' worth resident (measured: 1.75 GB for 40 uploads); on 2 threads, 2 at most.
+        field_01 = self._decoders.submit(self.predictor.prepare, data, name).result()
         with self._lock, record_branch_energy(self.predictor.model) as energies:
             pred = self.predictor(field_01, name=name, preprocess=False)
         return {
@@ -123,11 +209,14 @@ class Service:
         }
 
 
-def create_app(predictor: Predictor, max_bytes: int = DEFAULT_MAX_BYTES):
-    """The FastAPI app (wrapped in the body-size limit) serving ``predictor``."""
+def create_app(predictor: Predictor, max_bytes: int = DEFAULT_MAX_BYTES, *, decodes: int = DEFAULT_DECODES,
+               max_pending: int = DEFAULT_MAX_PENDING, body_timeout: float = DEFAULT_BODY_TIMEOUT):
+    """The FastAPI app serving ``predictor``, behind a :class:`RequestGuard` (the module docstring)."""
     if not (STATIC / "index.html").is_file():
         raise CnnlabError(f"the page is missing from this install ({STATIC}/index.html); reinstall cnnlab")
-    service = Service(predictor)
+    if max_pending < 1:
+        raise CnnlabError(f"max_pending must be at least 1, got {max_pending}")
+    service = Service(predictor, decodes)
     app = FastAPI(title="cnnlab", docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -145,7 +234,7 @@ def create_app(predictor: Predictor, max_bytes: int = DEFAULT_MAX_BYTES):
     @app.get("/info")
     def info():
         return {"model": predictor.model_name, "classes": predictor.classes, "inception": service.has_inception,
-                "image_size": predictor.image_size, "max_upload_bytes": max_bytes}
+                "image_size": predictor.image_size, "max_upload_bytes": max_bytes, "max_pixels": predictor.max_pixels}
 
     @app.post("/predict")
     async def predict(request: Request):
@@ -168,5 +257,7 @@ def create_app(predictor: Predictor, max_bytes: int = DEFAULT_MAX_BYTES):
             return await run_in_threadpool(service.predict, data, name)
         except BadImageError as err:
             return error(400, str(err))
+        except MemoryError:  # the machine is short of memory now; the image itself was within the limits
+            return error(503, "not enough memory to decode the image now; retry in a moment")
 
-    return BodyLimit(app, max_bytes)
+    return RequestGuard(app, max_bytes, max_pending=max_pending, body_timeout=body_timeout)

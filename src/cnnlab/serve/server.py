@@ -8,12 +8,14 @@ used by the command line's parser, which answers ``--help`` and argument errors 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from cnnlab.errors import CnnlabError
+from cnnlab.imagelimits import DEFAULT_MAX_PIXELS
 from cnnlab.runs import DEFAULT_CHECKPOINT
 from cnnlab.serve import DEFAULT_MAX_BYTES
 
@@ -59,10 +61,15 @@ def run_server(
     port: int = DEFAULT_PORT,
     device: str = DEFAULT_DEVICE,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
     log: Callable[[str], None] = lambda msg: print(msg, flush=True),
     warn: Callable[[str], None] = _warn,
 ) -> None:
-    """Serve the page and ``POST /predict`` for the run (directory or ``.pt``) ``run`` until Ctrl+C."""
+    """Serve the page and ``POST /predict`` for the run (directory or ``.pt``) ``run`` until Ctrl+C.
+
+    ``max_bytes`` bounds a request's body, ``max_pixels`` an image's width x height (checked before decoding);
+    the other bounds (decodes and uploads at once, body time) are :func:`cnnlab.serve.app.create_app`'s defaults.
+    """
     # uvicorn, FastAPI and torch (through the predictor): only when a server really starts
     import uvicorn
 
@@ -71,11 +78,13 @@ def run_server(
 
     if max_bytes < MIN_UPLOAD_BYTES:
         raise CnnlabError(f"--max-upload-bytes must be at least {MIN_UPLOAD_BYTES}, got {max_bytes}")
-    predictor = Predictor.from_run(run, which=which, device=device)
+    predictor = Predictor.from_run(run, which=which, device=device, max_pixels=max_pixels)
     app = create_app(predictor, max_bytes=max_bytes)
     check_port_free(host, port)
     if not is_loopback(host):
         warn(f"serving on {host}, reachable from other machines; there is no authentication")
     shown = f"[{host}]" if ":" in host else host
     log(f"serving {predictor.model_name} from {predictor.source} on http://{shown}:{port}/  (Ctrl+C stops)")
+    # the multipart parser logs a WARNING line for each malformed form a client sends; the client gets a 400
+    logging.getLogger("python_multipart").setLevel(logging.ERROR)
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -105,7 +105,14 @@ async function send() {
     const res = await fetch("/predict", { method: "POST", body: form });
     const body = await res.json();
     if (mine !== generation) return;
-    if (!res.ok) { statusEl.textContent = body.error || ("error " + res.status); return; }
+    if (!res.ok) {
+      statusEl.textContent = body.error || ("error " + res.status);
+      if (res.status === 503) {  // the server is busy: send the drawing again after the wait it asks for
+        const wait = 1000 * (Number(res.headers.get("Retry-After")) || 1);
+        setTimeout(() => { if (mine === generation) { dirty = true; send(); } }, wait);
+      }
+      return;
+    }
     statusEl.textContent = "";
     showProbabilities(body.probabilities);
     const top = body.top[0];
