@@ -193,3 +193,24 @@ def test_the_shipped_manifest_lists_files_that_are_there():
         assert entry.path.is_file() and sha256_file(entry.path) == entry.sha256, entry.name
     assert {(e.model, e.dataset) for e in entries} in (set(), {(m, d) for m in ("resnet", "inception")
                                                                for d in ("mnist", "fashion-mnist")})
+
+
+def test_predict_and_serve_use_the_shipped_weights_without_a_run(shipped, tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    import cnnlab.serve.server as server
+    from apps_helpers import draw_digit
+
+    digit = tmp_path / "digit.png"
+    draw_digit().save(digit)
+    assert main(["predict", "--model", "basic_cnn", "--dataset", shipped["dataset"], str(digit), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["file"] == str(digit)
+    assert main(["predict", str(digit)]) == 2  # an image where the run goes, and no --model
+    assert "--model resnet" in capsys.readouterr().err
+    predict = cnnlab.predictor(model="basic_cnn", dataset=shipped["dataset"])
+    assert predict.source == f"pretrained basic_cnn-{shipped['dataset']}"
+    assert predict(Image.open(digit)).label in predict.classes
+    served = {}
+    monkeypatch.setattr("uvicorn.run", lambda app, **kw: served.update(app=app, **kw))
+    server.run_server(model="basic_cnn", dataset=shipped["dataset"], port=0, log=lambda m: served.update(line=m))
+    assert "pretrained basic_cnn" in served["line"] and served["app"] is not None

@@ -106,8 +106,7 @@ def predictor(run: str | Path | None = None, *, model: str = "resnet", dataset: 
     weights of ``model`` on ``dataset``."""
     if run is not None:
         return Predictor.from_run(resolve_run(run), which=which, device=device)
-    state = load_pretrained(model, dataset)
-    return Predictor(state, device=device, source=f"pretrained {state['pretrained'].name}")
+    return Predictor.pretrained(model, dataset, device=device)
 
 
 def pretrained_weights() -> list[dict]:

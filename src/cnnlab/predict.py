@@ -33,6 +33,7 @@ from cnnlab.checkpoint import load_checkpoint, model_from_checkpoint, resolve_ch
 from cnnlab.devices import resolve_device
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_write_bytes
+from cnnlab.pretrained import load_pretrained
 from cnnlab.imageio import (
     ALLOWED_TEXT, DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, BadImageError, check_max_pixels, open_image, printable, shrink,
     unit_gray,
@@ -211,6 +212,14 @@ class Predictor:
         check_max_pixels(max_pixels)  # before the checkpoint is read
         path = resolve_checkpoint(run, which)
         return cls(load_checkpoint(path), device=device, source=str(path), max_pixels=max_pixels)
+
+    @classmethod
+    def pretrained(cls, model: str, dataset: str = "mnist", device: str = "auto",
+                   max_pixels: int = DEFAULT_MAX_PIXELS) -> "Predictor":
+        """The shipped weights of ``model`` on ``dataset`` (see ``cnnlab models``), verified before use."""
+        check_max_pixels(max_pixels)
+        state = load_pretrained(model, dataset)
+        return cls(state, device=device, source=f"pretrained {state['pretrained'].name}", max_pixels=max_pixels)
 
     def tensor(self, fields_01: Iterable[np.ndarray]) -> torch.Tensor:
         """Step 6: stack 0..1 fields into a normalised ``(B, C, H, W)`` batch on the model's device."""

@@ -14,6 +14,9 @@ from cnnlab.text import plural  # noqa: F401  (the commands take it from here)
 DEFAULTS = TrainConfig()
 
 DEVICE_CHOICES_HELP = "auto (CUDA if available, then MPS, else CPU), cpu, cuda, cuda:N or mps"
+CHECKPOINT_HELP = ("which checkpoint of a run directory: last (the end of training) or best (the highest evaluated "
+                   "accuracy: chosen on the test set, unless the run was trained with --val-split); ignored when RUN "
+                   "is a .pt file (default: %(default)s)")
 RUN_HELP = "run directory, or a checkpoint (.pt) inside one, written by 'cnnlab train'; 'latest': the newest run"
 
 
@@ -86,10 +89,7 @@ def add_threads(p: argparse.ArgumentParser) -> None:
 def add_run(p: argparse.ArgumentParser, optional: bool = False) -> None:
     """The positional RUN and ``--checkpoint``: one default for every command that reads a run."""
     p.add_argument("run", nargs="?" if optional else None, metavar="RUN", help=RUN_HELP)
-    p.add_argument("--checkpoint", choices=CHECKPOINTS, default=DEFAULT_CHECKPOINT,
-                   help="which checkpoint of a run directory: last (the end of training) or best (the highest "
-                        "evaluated accuracy: chosen on the test set, unless the run was trained with "
-                        "--val-split); ignored when RUN is a .pt file (default: %(default)s)")
+    p.add_argument("--checkpoint", choices=CHECKPOINTS, default=DEFAULT_CHECKPOINT, help=CHECKPOINT_HELP)
 
 
 def add_eval_batch_size(p: argparse.ArgumentParser, flag: str = "--batch-size") -> None:

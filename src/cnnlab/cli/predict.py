@@ -1,4 +1,5 @@
-"""``cnnlab predict RUN IMAGE...``: classify your own digit images with a trained run."""
+"""``cnnlab predict RUN IMAGE...`` or ``cnnlab predict --model NAME IMAGE...``: classify your own digit images with
+a trained run or with cnnlab's shipped weights."""
 
 # cnnlab.predict imports torch (~1.3 s), cnnlab.imageio Pillow and numpy: they are imported inside the
 # functions that use them, so that parsing, --help and argument errors answer without them.
@@ -9,7 +10,8 @@ import json
 import sys
 from pathlib import Path
 
-from cnnlab.cli.common import add_device, add_json, add_run, plural
+from cnnlab.cli.common import CHECKPOINT_HELP, add_device, add_json, plural
+from cnnlab.runs import CHECKPOINTS, DEFAULT_CHECKPOINT, LATEST, resolve_run
 from cnnlab.errors import CnnlabError
 from cnnlab.imagelimits import DEFAULT_MAX_PIXELS, MIN_MAX_PIXELS
 
@@ -21,14 +23,21 @@ BESIDE = ""
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "predict", help="classify your own digit images with a trained run",
+        "predict", help="classify your own digit images with a trained run or the shipped weights",
         description="Classify image files (PNG, JPEG, BMP, GIF, WebP; any size, colour or gray, dark ink on light "
                     "paper or light on dark). Each is made MNIST-like first: grayscale, inverted if the paper is "
                     "light, cropped to the ink, scaled to 20 px, centred by mass in 28x28, normalised like the "
                     "run's data. Bad files (not an image, damaged, over --max-pixels, unreadable) are reported "
                     "and skipped; the exit code is 1 if any failed.")
-    add_run(p)
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, directories (their image files) or globs")
+    p.add_argument("inputs", nargs="+", metavar="[RUN] IMAGE",
+                   help="a run directory or checkpoint ('latest': the newest run), then image files, directories "
+                        "(their image files) or globs; with --model, images only")
+    p.add_argument("--model", default=None,
+                   help="use cnnlab's shipped weights of this model instead of a run, e.g. resnet (see 'cnnlab "
+                        "models') (default: none)")
+    p.add_argument("--dataset", default="mnist",
+                   help="with --model: the shipped weights trained on mnist or fashion-mnist (default: %(default)s)")
+    p.add_argument("--checkpoint", choices=CHECKPOINTS, default=DEFAULT_CHECKPOINT, help=CHECKPOINT_HELP)
     p.add_argument("--top-k", type=int, default=3, help="classes shown per image (default: %(default)s)")
     add_json(p, "the table: one array holding, per file, its top classes or its error")
     p.add_argument("--show-input", metavar="DIR", nargs="?", const=BESIDE, default=None,
@@ -77,8 +86,17 @@ def cmd_predict(args) -> int:
 
     if args.top_k < 1:
         raise CnnlabError(f"--top-k must be at least 1, got {args.top_k}")
-    predictor = Predictor.from_run(args.run, which=args.checkpoint, device=args.device, max_pixels=args.max_pixels)
-    preds, failures = predict_paths(predictor, args.images)
+    if args.model:
+        predictor = Predictor.pretrained(args.model, args.dataset, device=args.device, max_pixels=args.max_pixels)
+        images = args.inputs
+    else:
+        run, images = args.inputs[0], args.inputs[1:]
+        if not images:
+            raise CnnlabError("give a run and the images (cnnlab predict RUN IMAGE...), or the shipped weights and "
+                              "the images (cnnlab predict --model resnet IMAGE...)")
+        predictor = Predictor.from_run(resolve_run(run) if run == LATEST else run, which=args.checkpoint,
+                                       device=args.device, max_pixels=args.max_pixels)
+    preds, failures = predict_paths(predictor, images)
     k = min(args.top_k, len(predictor.classes))
     saved: dict[str, Path] = {}
     if args.show_input is not None:

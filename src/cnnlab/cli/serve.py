@@ -1,4 +1,5 @@
-"""``cnnlab serve RUN``: a web page to draw digits and watch the net classify them."""
+"""``cnnlab serve [RUN]``: a web page to draw digits and watch the net classify them (a run's net, or the shipped
+weights)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,15 @@ from cnnlab.serve.server import DEFAULT_DEVICE, DEFAULT_HOST, DEFAULT_PORT, MIN_
 
 def register(sub) -> None:
     p = sub.add_parser("serve", help="a web page to draw digits and watch the net classify them",
-                       description="Serve one page (draw a digit; see the class probabilities, the 28x28 image "
+                       description="Serve one page for a run's net, or without RUN for the shipped weights (draw a digit; see the class probabilities, the 28x28 image "
                                    "the net saw and, for Inception nets, each branch's activation energy) and "
                                    "a JSON endpoint POST /predict taking an image file. Ctrl+C stops it.")
-    add_run(p)
+    add_run(p, optional=True)
+    p.add_argument("--model", default="resnet",
+                   help="without RUN: serve cnnlab's shipped weights of this model (see 'cnnlab models') "
+                        "(default: %(default)s)")
+    p.add_argument("--dataset", default="mnist",
+                   help="without RUN: the shipped weights trained on mnist or fashion-mnist (default: %(default)s)")
     p.add_argument("--host", default=DEFAULT_HOST,
                    help="address to bind (default: %(default)s, this machine only; 0.0.0.0 exposes it to the "
                         "network, without authentication)")
@@ -26,6 +32,6 @@ def register(sub) -> None:
 
 
 def cmd_serve(args) -> int:
-    run_server(args.run, which=args.checkpoint, host=args.host, port=args.port, device=args.device,
+    run_server(args.run, model=args.model, dataset=args.dataset, which=args.checkpoint, host=args.host, port=args.port, device=args.device,
                max_bytes=args.max_upload_bytes, max_pixels=args.max_pixels)
     return 0

@@ -54,8 +54,10 @@ def _warn(msg: str) -> None:
 
 
 def run_server(
-    run: str | Path,
+    run: str | Path | None = None,
     *,
+    model: str = "resnet",
+    dataset: str = "mnist",
     which: str = DEFAULT_CHECKPOINT,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
@@ -65,7 +67,8 @@ def run_server(
     log: Callable[[str], None] = lambda msg: print(msg, flush=True),
     warn: Callable[[str], None] = _warn,
 ) -> None:
-    """Serve the page and ``POST /predict`` for the run (directory or ``.pt``) ``run`` until Ctrl+C.
+    """Serve the page and ``POST /predict`` for the run (directory or ``.pt``) ``run``, or without one for the
+    shipped weights of ``model`` on ``dataset``, until Ctrl+C.
 
     ``max_bytes`` bounds a request's body, ``max_pixels`` an image's width x height (checked before decoding);
     the other bounds (decodes and uploads at once, body time) are :func:`cnnlab.serve.app.create_app`'s defaults.
@@ -78,7 +81,10 @@ def run_server(
 
     if max_bytes < MIN_UPLOAD_BYTES:
         raise CnnlabError(f"--max-upload-bytes must be at least {MIN_UPLOAD_BYTES}, got {max_bytes}")
-    predictor = Predictor.from_run(run, which=which, device=device, max_pixels=max_pixels)
+    if run is None:
+        predictor = Predictor.pretrained(model, dataset, device=device, max_pixels=max_pixels)
+    else:
+        predictor = Predictor.from_run(run, which=which, device=device, max_pixels=max_pixels)
     app = create_app(predictor, max_bytes=max_bytes)
     check_port_free(host, port)
     if not is_loopback(host):
