@@ -15,13 +15,14 @@ datasets), :mod:`~cnnlab.data.sources` (verified downloads and the cache), :mod:
 """
 
 from cnnlab.data.catalog import DatasetSpec
-from cnnlab.data.dataset import Dataset, train_statistics
+from cnnlab.data.dataset import MIN_IMAGE_SIZE, Dataset, train_statistics, validate_dataset
 from cnnlab.data.load import load_dataset
 from cnnlab.data.loader import BatchLoader, epoch_permutation
 from cnnlab.data.names import canonical_dataset_name, dataset_kind, dataset_names, get_spec
 from cnnlab.data.sources import cache_dir, cnnlab_home
 
 __all__ = [
+    "MIN_IMAGE_SIZE",
     "BatchLoader",
     "Dataset",
     "DatasetSpec",
@@ -34,4 +35,5 @@ __all__ = [
     "get_spec",
     "load_dataset",
     "train_statistics",
+    "validate_dataset",
 ]
