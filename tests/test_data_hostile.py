@@ -321,9 +321,10 @@ def test_idx_and_folder_names_that_are_files_or_loops(tmp_path):
     with pytest.raises(DataError, match=r"idx:.*file: is a file, not a directory"):
         load_dataset(f"idx:{tmp_path / 'file'}")
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
-    with pytest.raises(DataError) as err:
-        load_dataset(f"idx:{tmp_path / 'loop'}", log=quiet)
-    one_line(err, f"idx:{tmp_path / 'loop'}: cannot be read (symlink loop)")
+    for kind in ("idx", "folder"):
+        with pytest.raises(DataError) as err:
+            load_dataset(f"{kind}:{tmp_path / 'loop'}", log=quiet)
+        one_line(err, f"{kind}:{tmp_path / 'loop'}: cannot be read (symlink loop)")
 
 
 # --- 5. operating-system errors: unreadable files, read-only home, full disk -------------------------------
@@ -521,6 +522,108 @@ def test_stale_staging_folders_of_killed_writers_are_removed(tmp_path):
     arrays = {role: decode_idx((src / base).read_bytes(), base, nd) for role, (base, nd) in ROLES.items()}
     sources.write_cache(spec, arrays, tmp_path / "home")
     assert not stale.exists() and fresh.exists()  # a live writer's folder is left alone
+
+
+# --- 3 and 6. folder: links, permissions, FIFOs, huge files, many files ------------------------------------
+
+
+def make_pics(root: Path, classes=("a", "b"), n: int = 4) -> Path:
+    from PIL import Image
+
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.fromarray(np.full((28, 28), 30 * c + 5 * i, np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def test_a_symlink_loop_among_a_class_folders_images_is_skipped_and_named(tmp_path):
+    root = make_pics(tmp_path / "pics")
+    (root / "a" / "loop.png").symlink_to(root / "a" / "loop.png")
+    messages = []
+    d = load_dataset(f"folder:{root}", log=messages.append)
+    assert len(d.train_labels) + len(d.test_labels) == 8
+    (warning,) = [m for m in messages if m.startswith("warning")]
+    assert "a/loop.png: cannot be read (symlink loop)" in warning
+
+
+def test_a_symlink_loop_where_a_class_folder_would_be_is_named(tmp_path):
+    root = make_pics(tmp_path / "pics")
+    (root / "c").symlink_to(root / "c")
+    with pytest.raises(DataError) as err:
+        load_dataset(f"folder:{root}", log=quiet)
+    one_line(err, f"{root / 'c'} cannot be read (symlink loop)", "remove the symbolic link")
+
+
+def test_a_class_folder_linking_to_the_dataset_folder_is_refused(tmp_path):
+    root = make_pics(tmp_path / "pics")
+    (root / "c").symlink_to(root)
+    with pytest.raises(DataError) as err:
+        load_dataset(f"folder:{root}", log=quiet)
+    one_line(err, "class folder c is a link to the dataset folder itself", "remove the link")
+
+
+def test_a_class_folder_without_permission_is_named_not_called_empty(tmp_path, monkeypatch):
+    root = make_pics(tmp_path / "pics")
+    fail_os(monkeypatch, "scandir", root / "b", errno.EACCES)
+    with pytest.raises(DataError) as err:
+        load_dataset(f"folder:{root}", log=quiet)
+    msg = one_line(err, "folder b cannot be read (permission denied)", "chmod")
+    assert "has no PNG" not in msg
+
+
+def test_an_unreadable_image_file_is_skipped_and_named(tmp_path, monkeypatch):
+    root = make_pics(tmp_path / "pics")
+    fail_os(monkeypatch, "open", root / "a" / "2.png", errno.EACCES)
+    messages = []
+    d = load_dataset(f"folder:{root}", log=messages.append)
+    assert len(d.train_labels) + len(d.test_labels) == 7
+    assert any("a/2.png: cannot be read (permission denied)" in m for m in messages if m.startswith("warning"))
+
+
+def test_a_fifo_named_like_an_image_is_skipped_without_blocking(tmp_path):
+    root = make_pics(tmp_path / "pics")
+    os.mkfifo(root / "a" / "pipe.png")
+    messages = []
+    with deadline(20):
+        load_dataset(f"folder:{root}", log=messages.append)
+    assert any("a/pipe.png: is a FIFO (named pipe), not an image file" in m for m in messages)
+
+
+def test_a_huge_file_named_like_an_image_is_skipped_unread(tmp_path):
+    root = make_pics(tmp_path / "pics")
+    with open(root / "b" / "huge.png", "wb") as fh:  # sparse: 2 GB that take no disk
+        fh.truncate(2 << 30)
+    messages = []
+    peak, raised = peak_bytes(lambda: load_dataset(f"folder:{root}", log=messages.append))
+    assert raised is None and peak < 64 << 20
+    assert any("b/huge.png: 2,147,483,648 bytes, larger than an image" in m for m in messages)
+
+
+def test_a_class_with_images_only_in_test_is_refused(tmp_path):
+    root = tmp_path / "pics"
+    make_pics(root / "train", classes=("a", "b"))
+    make_pics(root / "test", classes=("a", "b"))
+    for p in (root / "train" / "a").iterdir():
+        p.write_bytes(b"")  # every train image of class a unreadable
+    with pytest.raises(DataError) as err:
+        load_dataset(f"folder:{root}", log=quiet)
+    one_line(err, "class(es) a have none")
+
+
+def test_many_tiny_files_convert_in_bounded_memory_with_one_short_warning(tmp_path):
+    """Thousands of files, most of them unreadable: one warning of at most 50 names, the rest in skipped.txt."""
+    root = make_pics(tmp_path / "pics", n=3)
+    for name in ("a", "b"):
+        for i in range(2500):
+            (root / name / f"junk{i:05d}.png").write_bytes(b"\x89PNG")
+    messages = []
+    peak, raised = peak_bytes(lambda: load_dataset(f"folder:{root}", log=messages.append))
+    assert raised is None, raised
+    (warning,) = [m for m in messages if m.startswith("warning")]
+    assert "skipped 5000 unreadable" in warning and "... and 4950 more" in warning
+    assert len(warning.splitlines()) == 52
+    assert peak < 64 << 20, f"peak {peak:,} bytes"
 
 
 # --- the engine's entry point ----------------------------------------------------------------------------
