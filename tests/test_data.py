@@ -122,7 +122,9 @@ def test_download_is_verified_then_cached_atomically(tmp_path, monkeypatch):
     found = sources.locate(spec, home=home, log=lambda m: None)
     assert found.source == "fake"
     cached = sorted(p.name for p in (home / "datasets" / "tiny").iterdir())
-    assert cached == sorted(base + ".gz" for base, _ in ROLES.values())  # no temp files left
+    # the official .gz files, their fast copy and its manifest; no temp files left
+    assert cached == sorted([base + ".gz" for base, _ in ROLES.values()] + [base + ".npy" for base, _ in ROLES.values()]
+                            + ["fast-copy.json"])
     again = sources.locate(spec, home=home, download=False, log=lambda m: None)
     assert again.source.startswith("cache") and _as_files(again.arrays) == files
 

@@ -26,6 +26,7 @@ import torch
 
 from cnnlab.data import MIN_IMAGE_SIZE, catalog, load_dataset, sources
 from cnnlab.data.catalog import ROLES, DatasetSpec
+from cnnlab.data.fastcopy import load_fast_copy
 from cnnlab.data.idx import MAX_IDX_BYTES, decode_idx, encode_idx, read_idx
 from cnnlab.data.status import dataset_status
 from cnnlab.errors import DataError
@@ -427,7 +428,7 @@ def test_an_unreadable_cache_is_fetched_again_and_replaced(tmp_path, monkeypatch
     served_by_fake_source(monkeypatch, src, calls)
     home = tmp_path / "home"
     load_dataset("tiny", home=home, log=quiet)
-    victim = home / "datasets" / "tiny" / "train-images-idx3-ubyte.gz"
+    victim = home / "datasets" / "tiny"  # every file in it (the .gz files and their fast copy) unreadable
     with monkeypatch.context() as m:
         fail_os(m, "open", victim, errno.EACCES, when=lambda path, flags, *a, **k: not flags & os.O_CREAT)
         messages = []
@@ -478,6 +479,7 @@ import numpy as np
 from pathlib import Path
 from cnnlab.data import sources
 from cnnlab.data.catalog import ROLES, DatasetSpec
+from cnnlab.data.fastcopy import load_fast_copy
 from cnnlab.data.idx import decode_idx, md5
 
 src, home, rounds = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
@@ -504,10 +506,13 @@ def test_concurrent_fetches_leave_a_valid_cache(tmp_path):
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert all(p.returncode == 0 and out.strip().endswith("ok") for p, out in zip(procs, outs)), outs
     spec = tiny_spec(src)
-    found = sources.from_cache(spec, home, quiet)
+    found = sources.from_cache(spec, home, quiet)  # verified by MD5 or from a matching fast copy
     assert found is not None
     cache = home / "datasets" / "tiny"
     assert not [p.name for p in cache.iterdir() if p.name.startswith(".")]  # no staging folders or temp files
+    copy = load_fast_copy(spec, cache)  # the fast copy the writers left matches, or was just rewritten
+    assert copy.arrays is not None, copy.problem
+    assert all(np.array_equal(copy.arrays[r], found.arrays[r]) for r in ROLES)
 
 
 def test_stale_staging_folders_of_killed_writers_are_removed(tmp_path):

