@@ -665,3 +665,23 @@ def test_a_mirror_serving_a_bomb_is_skipped_for_the_next_source(tmp_path, monkey
     peak, raised = peak_bytes(lambda: load_dataset("tiny", log=messages.append))
     assert raised is None and peak < 64 << 20
     assert any(m.startswith("mirror http://bad.invalid/: ") and "bad IDX magic" in m for m in messages)
+
+
+def test_a_class_folder_name_with_a_newline_is_refused(tmp_path):
+    root = make_pics(tmp_path / "pics", classes=("a", "b\nc"))
+    with pytest.raises(DataError) as err:
+        load_dataset(f"folder:{root}", log=quiet)
+    one_line(err, "class folder 'b\\nc' has a control character", "rename it")
+
+
+def test_a_folder_dataset_in_a_read_only_home_converts_uncached_with_one_warning(tmp_path, monkeypatch):
+    root = make_pics(tmp_path / "pics")
+    home = tmp_path / "home"
+    read_only(monkeypatch, home)
+    messages = []
+    d = load_dataset(f"folder:{root}", home=home, log=messages.append)
+    assert len(d.train_labels) + len(d.test_labels) == 8 and "converted now" in d.source
+    (warning,) = [m for m in messages if m.startswith("warning")]
+    assert "could not cache the converted images" in warning and "(read-only file system)" in warning
+    assert "\n" not in warning and not home.exists()
+    assert not any("cached in" in m for m in messages) and "cached in" not in d.source

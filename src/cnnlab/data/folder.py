@@ -84,6 +84,8 @@ class FolderData:
     skipped: list[str] = field(default_factory=list)
     #: Whether this call converted the images (False: read from the cache).
     converted: bool = False
+    #: Whether the conversion is in the cache (False: it could not be written).
+    cached: bool = True
 
 
 @dataclass
@@ -149,6 +151,9 @@ def _class_dirs(directory: Path, where: str) -> tuple[list[Path], int]:
             raise DataError(f"{where}: {path} cannot be read ({reason(err)}); {usual_fix(err)}") from None
         if not is_dir:
             loose += 1
+        elif not entry.name.isprintable():
+            raise DataError(f"{where}: class folder {entry.name!r} has a control character (a newline?) in its name, "
+                            "and class names end up in messages, plots and run records; rename it")
         elif Path(os.path.realpath(directory)).is_relative_to(os.path.realpath(path)):
             raise DataError(f"{where}: class folder {entry.name} is a link to the dataset folder itself or a folder "
                             "above it, so its images would be counted twice; remove the link")
@@ -384,10 +389,14 @@ def load_image_folder(directory: str | Path, home: Path, log: Log) -> FolderData
         return cached
     arrays, skipped = _convert(root, layout, log)
     _warn_skipped(root, skipped, cache, log)
+    saved = True
     try:
         _save(cache, key, root, layout.classes, arrays, skipped)
     except OSError as err:
-        log(f"folder:{root}: could not cache the converted images ({err}); they will be converted again next time")
+        saved = False
+        log(f"warning: folder:{root}: could not cache the converted images in {cache} ({reason(err)}); they will be "
+            "converted again next time: set CNNLAB_HOME to a writable directory with free space")
     else:
         _remove_stale(root, cache, log)
-    return FolderData(**arrays, classes=layout.classes, cache_dir=cache, skipped=skipped, converted=True)
+    return FolderData(**arrays, classes=layout.classes, cache_dir=cache, skipped=skipped, converted=True,
+                      cached=saved)

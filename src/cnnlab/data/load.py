@@ -67,5 +67,5 @@ def _load_folder(directory: Path, home: Path | None, log: Log) -> Dataset:
     mean, std = train_statistics(x)
     root = Path(directory).expanduser().resolve()
     how = "converted now" if got.converted else "converted earlier"
-    return Dataset(f"folder:{root}", x, y, tx, ty, got.classes, mean, std,
-                   f"image folder {root} ({how}; cached in {got.cache_dir})")
+    kept = f"cached in {got.cache_dir}" if got.cached else "not cached"
+    return Dataset(f"folder:{root}", x, y, tx, ty, got.classes, mean, std, f"image folder {root} ({how}; {kept})")
