@@ -105,8 +105,8 @@ def read_manifest(directory: Path) -> dict | None:
         raw = read_bounded(fh, _MAX_MANIFEST_BYTES, str(path))
     try:
         manifest = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: not valid JSON ({err})") from None
+    except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError; nesting can recurse
+        raise DataError(f"{path}: not valid JSON ({type(err).__name__})") from None
     if not isinstance(manifest, dict):
         raise DataError(f"{path}: not a manifest")
     return manifest
