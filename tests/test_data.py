@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnlab.data import canonical_dataset_name, dataset_kind, load_dataset
+from cnnlab.data import canonical_dataset_name, dataset_kind, load_dataset, sources
 from cnnlab.data.catalog import MNIST, ROLES, DatasetSpec
 from cnnlab.data.files import find_idx_file, find_in_dir, find_loose
 from cnnlab.data.idx import decode_idx, encode_idx
-from cnnlab.data import sources
 from cnnlab.errors import DataError
 from conftest import write_idx_dataset
 
@@ -103,19 +102,31 @@ def _files(directory):
     return {role: (directory / base).read_bytes() for role, (base, _) in ROLES.items()}
 
 
+def _arrays(files):
+    """IDX bytes by role -> the arrays a source returns."""
+    return {role: decode_idx(data, role, ROLES[role][1]) for role, data in files.items()}
+
+
+def _as_files(arrays):
+    """Arrays by role -> their IDX bytes (encode_idx(decode_idx(b)) == b: the reader is strict)."""
+    return {role: encode_idx(a) for role, a in arrays.items()}
+
+
 def test_download_is_verified_then_cached_atomically(tmp_path, monkeypatch):
     directory = write_idx_dataset(tmp_path / "src")
     spec = tiny_spec(directory)
     files = _files(directory)
     spec = DatasetSpec(**{**spec.__dict__, "extra_sources": ("fake",)})
-    monkeypatch.setitem(sources.EXTRA_SOURCES, "fake", lambda s, log: sources.Found(dict(files), "fake"))
+    monkeypatch.setitem(sources.EXTRA_SOURCES, "fake", lambda s, log: sources.Found(_arrays(files), "fake"))
     home = tmp_path / "home"
     found = sources.locate(spec, home=home, log=lambda m: None)
     assert found.source == "fake"
     cached = sorted(p.name for p in (home / "datasets" / "tiny").iterdir())
-    assert cached == sorted(base + ".gz" for base, _ in ROLES.values())  # no temp files left
+    # the official .gz files, their fast copy and its manifest; no temp files left
+    assert cached == sorted([base + ".gz" for base, _ in ROLES.values()] + [base + ".npy" for base, _ in ROLES.values()]
+                            + ["fast-copy.json"])
     again = sources.locate(spec, home=home, download=False, log=lambda m: None)
-    assert again.source.startswith("cache") and again.files == files
+    assert again.source.startswith("cache") and _as_files(again.arrays) == files
 
 
 def test_failed_fetch_leaves_cache_as_it_was(tmp_path, monkeypatch):
@@ -127,7 +138,8 @@ def test_failed_fetch_leaves_cache_as_it_was(tmp_path, monkeypatch):
     (cache / "train-images-idx3-ubyte.gz").write_bytes(b"old partial cache")  # damaged, incomplete cache
     bad = _files(directory)
     bad["test_labels"] = bad["test_labels"][:-1] + b"\x07"
-    monkeypatch.setitem(sources.EXTRA_SOURCES, "fake", lambda s, log: sources.verify(s, "test_labels", bad["test_labels"], "fake") or None)
+    monkeypatch.setitem(sources.EXTRA_SOURCES, "fake", lambda s, log: sources.verify(
+        s, "test_labels", hashlib.md5(bad["test_labels"]).hexdigest(), "fake") or None)
     before = {p.name: p.read_bytes() for p in cache.iterdir()}
     with pytest.raises(DataError, match="checksum mismatch"):
         sources.locate(spec, home=home, log=lambda m: None)
@@ -146,7 +158,7 @@ def test_damaged_cache_is_refetched(tmp_path, monkeypatch):
     directory = write_idx_dataset(tmp_path / "src")
     files = _files(directory)
     spec = DatasetSpec(**{**tiny_spec(directory).__dict__, "extra_sources": ("fake",)})
-    monkeypatch.setitem(sources.EXTRA_SOURCES, "fake", lambda s, log: sources.Found(dict(files), "fake"))
+    monkeypatch.setitem(sources.EXTRA_SOURCES, "fake", lambda s, log: sources.Found(_arrays(files), "fake"))
     home = tmp_path / "home"
     sources.locate(spec, home=home, log=lambda m: None)
     victim = home / "datasets" / "tiny" / "t10k-labels-idx1-ubyte.gz"

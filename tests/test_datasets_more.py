@@ -74,7 +74,9 @@ def test_fashion_from_system_dir_like_debian_then_cache(tmp_path, monkeypatch):
     assert (d.mean, d.std) == (0.2860, 0.3530)
     assert d.train_images.shape == (120, 1, 28, 28) and d.test_labels.shape == (30,)
     cached = sorted(p.name for p in (home / "datasets" / "fashion-mnist").iterdir())
-    assert cached == sorted(base + ".gz" for base, _ in ROLES.values())  # verified copy, no temp files
+    # the verified copy, its fast copy and manifest; no temp files
+    assert cached == sorted([b + ".gz" for b, _ in ROLES.values()] + [b + ".npy" for b, _ in ROLES.values()]
+                            + ["fast-copy.json"])
     for f in system.iterdir():
         f.unlink()
     again = load_dataset("fashion-mnist", home=home, download=False, log=quiet)
@@ -114,7 +116,7 @@ def test_fashion_from_a_mirror_is_verified_and_cached(tmp_path, monkeypatch):
     home = tmp_path / "home"
     d = load_dataset("fashion-mnist", home=home, log=quiet)
     assert d.source == "mirror http://mirror.invalid/fashion/"
-    assert len(list((home / "datasets" / "fashion-mnist").iterdir())) == 4
+    assert sorted(p.suffix for p in (home / "datasets" / "fashion-mnist").iterdir()) == [".gz"] * 4 + [".json"] + [".npy"] * 4
 
 
 def test_data_info_lists_fashion_mnist(tmp_path):

@@ -14,12 +14,15 @@ def register(sub) -> None:
     p = sub.add_parser("data", help="fetch datasets and show where they live")
     p.set_defaults(func=None, help_of=p)
     dsub = p.add_subparsers(dest="data_cmd", metavar="COMMAND", title="commands")
-    f = dsub.add_parser("fetch", help="fetch, verify and cache a dataset")
+    f = dsub.add_parser("fetch", help="fetch, verify (MD5, now) and cache a dataset")
     add_dataset_name(f)
     f.add_argument("--data-dir", default=None,
                    help="directory holding the dataset's files; tried before the cache and downloads (default: none)")
     f.set_defaults(func=cmd_data_fetch)
     i = dsub.add_parser("info", help="where each dataset lives, sizes and checksum status")
+    i.add_argument("--verify", action="store_true",
+                   help="check every cached file's MD5 now, instead of trusting a fast copy whose manifest, file "
+                        "sizes, modification times and CRC-32s match (default: off)")
     add_json(i, "the table")
     i.set_defaults(func=cmd_data_info)
 
@@ -27,7 +30,7 @@ def register(sub) -> None:
 def cmd_data_fetch(args) -> int:
     from cnnlab.data import load_dataset
 
-    d = load_dataset(args.name, data_dir=args.data_dir)
+    d = load_dataset(args.name, data_dir=args.data_dir, full_check=True)
     checked = "verified by MD5" if ":" not in d.name else "read (no official checksums for local data)"
     print(f"{d.name}: {len(d.train_labels):,} train and {plural(len(d.test_labels), 'test image')}, {checked}, "
           f"from {d.source}")
@@ -37,12 +40,14 @@ def cmd_data_fetch(args) -> int:
 def cmd_data_info(args) -> int:
     from cnnlab.data.status import dataset_status
 
-    rows = dataset_status()
+    rows = dataset_status(full_check=args.verify)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     for r in rows:
         print(f"{r['name']}: {r['status']}  ({r['location']})")
+        if r.get("checked") and r["checked"] != "nothing cached":
+            print(f"  checked: {r['checked']}")
         for f in r["files"]:
             print(f"  {f['file']:<28} {f['bytes']:>12,} bytes  {f['status']}")
     return 0

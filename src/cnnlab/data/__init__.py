@@ -8,20 +8,24 @@ split: the catalog's hard-coded values (computed from it; MNIST keeps the lectur
 :func:`train_statistics` of the train split for ``idx:`` and ``folder:``.
 
 Where things live: :mod:`~cnnlab.data.load` (``load_dataset``), :mod:`~cnnlab.data.dataset` (``Dataset``,
-``train_statistics``), :mod:`~cnnlab.data.names` (what a name means), :mod:`~cnnlab.data.catalog` (known
-datasets), :mod:`~cnnlab.data.sources` (verified downloads and the cache), :mod:`~cnnlab.data.files`
-(finding IDX files), :mod:`~cnnlab.data.idx` (the IDX format), :mod:`~cnnlab.data.idxdir` (``idx:DIR``),
-:mod:`~cnnlab.data.folder` (``folder:DIR``), :mod:`~cnnlab.data.loader` (batches).
+``train_statistics``, ``validate_dataset``: what the nets need of any dataset), :mod:`~cnnlab.data.names`
+(what a name means), :mod:`~cnnlab.data.catalog` (known datasets), :mod:`~cnnlab.data.sources` (verified
+downloads and the cache), :mod:`~cnnlab.data.fastcopy` (the cache's fast copy), :mod:`~cnnlab.data.cachefiles`
+(writing a group of cache files), :mod:`~cnnlab.data.files` (finding IDX files), :mod:`~cnnlab.data.idx`
+(the IDX format, read as a bounded stream), :mod:`~cnnlab.data.safefs` (OS errors as one-line errors, regular
+files only), :mod:`~cnnlab.data.idxdir` (``idx:DIR``), :mod:`~cnnlab.data.folder` (``folder:DIR``),
+:mod:`~cnnlab.data.loader` (batches).
 """
 
 from cnnlab.data.catalog import DatasetSpec
-from cnnlab.data.dataset import Dataset, train_statistics
+from cnnlab.data.dataset import MIN_IMAGE_SIZE, Dataset, train_statistics, validate_dataset
 from cnnlab.data.load import load_dataset
 from cnnlab.data.loader import BatchLoader, epoch_permutation
 from cnnlab.data.names import canonical_dataset_name, dataset_kind, dataset_names, get_spec
 from cnnlab.data.sources import cache_dir, cnnlab_home
 
 __all__ = [
+    "MIN_IMAGE_SIZE",
     "BatchLoader",
     "Dataset",
     "DatasetSpec",
@@ -34,4 +38,5 @@ __all__ = [
     "get_spec",
     "load_dataset",
     "train_statistics",
+    "validate_dataset",
 ]

@@ -1,11 +1,22 @@
 """What every loader returns: a :class:`Dataset` (both splits as uint8/int64 tensors, with what a run
-records about them), and :func:`train_statistics`, the normalisation statistics of a train split."""
+records about them), :func:`train_statistics`, the normalisation statistics of a train split, and
+:func:`validate_dataset`, what every loaded dataset must satisfy to be trained on."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+
+from cnnlab.errors import DataError
+
+#: The smallest image side the lecture's nets take: two stages of an unpadded 5x5 convolution and a 2x2
+#: max-pool turn 16 pixels into (16 - 4) // 2 = 6, then (6 - 4) // 2 = 1; 15 would end at 0.
+MIN_IMAGE_SIZE = 16
+#: The largest: MNIST-like images are 28x28; beyond this a net's first linear layer alone outgrows memory.
+MAX_IMAGE_SIZE = 1024
+#: At most this many odd labels or empty classes are named in a message.
+_NAMED = 8
 
 
 @dataclass
@@ -53,3 +64,77 @@ def train_statistics(images: torch.Tensor) -> tuple[float, float]:
     """Mean and std of a uint8 image tensor's pixels scaled to [0, 1]."""
     x = images.to(torch.float64).div_(255.0)
     return float(x.mean()), float(x.std())
+
+
+def check_splits(where: str, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """Both splits hold images, one label each, all of one square size the nets take (see MIN_IMAGE_SIZE)."""
+    for split, (x, y) in (("train", train), ("test", test)):
+        if x.dtype != torch.uint8 or x.ndim != 4:
+            raise DataError(f"{where}: {split} images are a {tuple(x.shape)} {x.dtype} tensor, expected "
+                            "(N, C, H, W) uint8; load datasets with cnnlab.data.load_dataset")
+        if x.shape[0] != y.shape[0] or y.ndim != 1:
+            raise DataError(f"{where}: {x.shape[0]} {split} images but {tuple(y.shape)} labels; "
+                            "the image and label files do not belong together")
+        if x.shape[0] == 0:
+            raise DataError(f"{where}: the {split} split has no images; a dataset needs images in both splits: "
+                            f"add {split} images")
+    h, w = train[0].shape[2:]
+    if train[0].shape[1:] != test[0].shape[1:]:
+        raise DataError(f"{where}: train images are {tuple(train[0].shape[1:])} (C, H, W) but test images "
+                        f"{tuple(test[0].shape[1:])}; both splits need images of one size")
+    if h != w:
+        raise DataError(f"{where}: images are {h}x{w} (height x width); the nets take square images: "
+                        "resize or pad them to a square, e.g. 28x28")
+    if not MIN_IMAGE_SIZE <= h <= MAX_IMAGE_SIZE:
+        size = "small" if h < MIN_IMAGE_SIZE else "large"
+        raise DataError(f"{where}: images are {h}x{w} pixels, too {size} for the lecture's nets, which take "
+                        f"{MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}x{MAX_IMAGE_SIZE} (two 5x5 convolution "
+                        "+ 2x2 pool stages); resize the images, e.g. to 28x28 like MNIST")
+
+
+def _ranges(values: list[int]) -> str:
+    """[3, 4, 5, 9] -> '3..5, 9'."""
+    runs: list[list[int]] = []
+    for v in values:
+        if runs and v == runs[-1][1] + 1:
+            runs[-1][1] = v
+        else:
+            runs.append([v, v])
+    out = [str(a) if a == b else f"{a}..{b}" for a, b in runs]
+    return ", ".join(out[:_NAMED]) + (", ..." if len(out) > _NAMED else "")
+
+
+def check_labels(where: str, train_labels: torch.Tensor, test_labels: torch.Tensor, classes: tuple[str, ...]) -> None:
+    """Labels are class indices, and every class has train images, so that no output of a net is never trained.
+
+    One exception: class 0 may be unused altogether (no train and no test image), as in EMNIST Letters, whose
+    labels are 1..26. A single odd label (250 among 0..9) is refused, naming it, instead of silently building
+    a 251-class net.
+    """
+    n = len(classes)
+    for split, y in (("train", train_labels), ("test", test_labels)):
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= n):
+            bad = sorted({int(v) for v in y[(y < 0) | (y >= n)].unique()})
+            raise DataError(f"{where}: {split} labels {_ranges(bad)} are outside 0..{n - 1}, the dataset's "
+                            f"{n} classes; fix or remove those items")
+    train_counts = torch.bincount(train_labels, minlength=n)
+    test_counts = torch.bincount(test_labels, minlength=n)
+    empty = [c for c in range(n) if train_counts[c] == 0 and not (c == 0 and test_counts[0] == 0)]
+    if not empty:
+        return
+    named = [c for c in range(empty[0] + 1, n) if train_counts[c] + test_counts[c] > 0] or empty
+    odd = ", ".join(f"{classes[c]} ({int(train_counts[c])} train, {int(test_counts[c])} test images)"
+                    for c in named[:_NAMED]) + (", ..." if len(named) > _NAMED else "")
+    missing = _ranges(empty) if all(classes[c] == str(c) for c in range(n)) else ", ".join(
+        classes[c] for c in empty[:_NAMED]) + (", ..." if len(empty) > _NAMED else "")
+    raise DataError(f"{where}: labels leave classes without train images: class(es) {missing} have none "
+                    f"(the labels reach {n - 1}); odd label(s): {odd}; every class 0..K-1 must appear in the train "
+                    "split: fix or remove the items with the odd labels, or add train images of the empty classes")
+
+
+def validate_dataset(data: Dataset) -> None:
+    """Refuse a dataset the nets cannot be trained on (empty split, images too small or not square, labels
+    that leave classes empty), with a one-line :class:`DataError`. :func:`cnnlab.data.load_dataset` calls
+    it on everything it returns; call it on a :class:`Dataset` built by other means before training."""
+    check_splits(data.name, (data.train_images, data.train_labels), (data.test_images, data.test_labels))
+    check_labels(data.name, data.train_labels, data.test_labels, data.classes)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cnnlab.data.catalog import ROLES
+from cnnlab.data.safefs import entry_kind, list_dir
 from cnnlab.errors import DataError
 
 #: Where the files sit below a directory: itself, torchvision's ``MNIST/raw``/``FashionMNIST/raw``
@@ -18,15 +19,29 @@ from cnnlab.errors import DataError
 LAYOUTS = ("", "raw", "MNIST/raw", "mnist", "FashionMNIST/raw", "fashion", "data/fashion")
 
 
+def _odd(path: Path, kind: str) -> DataError:
+    return DataError(f"{path}: is {kind}, not an IDX file; replace it with the file (raw or .gz) or remove it")
+
+
 def find_in_dir(directory: Path, role: str) -> Path | None:
     """The IDX file for ``role`` in ``directory``: raw or ``.gz`` (as Debian's dataset-fashion-mnist
-    ships them), also in torchvision's ``MNIST/raw``/``FashionMNIST/raw`` and Zalando's ``data/fashion``."""
+    ships them), also in torchvision's ``MNIST/raw``/``FashionMNIST/raw`` and Zalando's ``data/fashion``.
+
+    Only regular files count; when the only candidate is something else (a folder named like the file,
+    a FIFO, a broken link), that is an error naming it rather than a silent miss. A folder that cannot
+    be looked into (permission denied) is an error too.
+    """
     base = ROLES[role][0]
+    odd = None
     for sub in LAYOUTS:
         for name in (base, base + ".gz", base.replace("-idx", ".idx"), base.replace("-idx", ".idx") + ".gz"):
             path = directory / sub / name if sub else directory / name
-            if path.is_file():
+            kind = entry_kind(path)
+            if kind == "file":
                 return path
+            odd = odd or (kind and (path, kind))
+    if odd:
+        raise _odd(*odd)
     return None
 
 
@@ -38,11 +53,18 @@ def find_loose(directory: Path, role: str) -> Path | None:
     split, kind = role.split("_")
     kinds = ("images", "imgs") if kind == "images" else ("labels",)
     splits = ("train",) if split == "train" else ("t10k", "test")
-    hits = sorted(
-        p for p in directory.iterdir()
-        if p.is_file() and any(s in p.name for s in splits) and any(k in p.name for k in kinds)
-        and "ubyte" in p.name
-    )
+    hits, odd = [], None
+    for entry in list_dir(directory):
+        name = entry.name
+        if not (any(s in name for s in splits) and any(k in name for k in kinds) and "ubyte" in name):
+            continue
+        path = directory / name
+        what = entry_kind(path)
+        if what == "file":
+            hits.append(path)
+        odd = odd or (what and (path, what))
+    if not hits and odd:
+        raise _odd(*odd)
     stems = {p.name[:-3] if p.name.endswith(".gz") else p.name for p in hits}
     if len(stems) > 1:
         raise DataError(

@@ -17,9 +17,12 @@ converted to 8-bit grayscale with ``Image.convert('L')`` (ITU-R 601-2 luma; alph
 (antialiased; no cropping or padding, so a non-square image is squashed). Colours are not inverted:
 MNIST-trained models expect light strokes on a dark background.
 
-Unreadable files (corrupt, truncated, empty, not really an image) are listed in one warning through
-the ``log`` callable and skipped; that warning is repeated, from the cache, on every later load. An
-empty class folder, a class with no readable image, or no images at all is a :class:`DataError`.
+Unreadable files (corrupt, truncated, empty, not really an image; named like an image but a FIFO, a
+symlink loop or a file that cannot be opened; larger than ``MAX_IMAGE_FILE_BYTES``, which is never read)
+are listed in one warning through the ``log`` callable and skipped; that warning is repeated, from
+the cache, on every later load. An empty class folder, a class with no readable image, or no images at all is a :class:`DataError`, and
+so is a folder that cannot be listed (permission denied: named as such, never called empty), a symlink
+loop where a class folder would be, and a class folder that links back to the dataset folder.
 
 Cache. The converted arrays are stored in ``$CNNLAB_HOME/datasets/folder-<key>/images.npz``
 (written atomically), where ``key`` hashes the folder's absolute path, every candidate file's
@@ -31,10 +34,11 @@ unchanged folder is never converted twice.
 from __future__ import annotations
 
 import hashlib
-import shutil
 import io
 import json
 import os
+import shutil
+import stat
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +47,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from cnnlab.data.safefs import entry_kind, kind_of, list_dir, open_regular, read_bounded, reason, usual_fix
 from cnnlab.errors import DataError
 from cnnlab.fileio import atomic_write_bytes, atomic_write_text
 from cnnlab.imageio import BadImageError, open_image, suffixes_for
@@ -59,6 +64,8 @@ CONVERT_VERSION = 1
 #: At most this many unreadable files are named in the warning; the rest go to ``skipped.txt``.
 WARN_LIST_MAX = 50
 CACHE_FILE = "images.npz"
+#: Larger image files are skipped as unreadable, unread: a 28x28 digit never needs this much.
+MAX_IMAGE_FILE_BYTES = 64 << 20
 
 Log = Callable[[str], None]
 
@@ -77,6 +84,8 @@ class FolderData:
     skipped: list[str] = field(default_factory=list)
     #: Whether this call converted the images (False: read from the cache).
     converted: bool = False
+    #: Whether the conversion is in the cache (False: it could not be written).
+    cached: bool = True
 
 
 @dataclass
@@ -85,47 +94,83 @@ class _Layout:
     #: (relative posix path, class index, split or None when the split is to be drawn)
     entries: list[tuple[str, int, str | None]]
     ignored: int
+    #: (size, mtime_ns) of each entry's file, by relative path, from the scan
+    stats: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: ``"relative/path: reason"`` for candidates that are no regular file or cannot be looked at
+    unreadable: list[str] = field(default_factory=list)
 
 
-def _image_files(directory: Path) -> tuple[list[Path], int]:
-    """Candidate images under ``directory`` (recursively, sorted, hidden entries skipped), and
-    how many other non-hidden files were ignored."""
-    found, ignored = [], 0
-    for current, dirs, files in os.walk(directory):
+def _walk_error(root: Path, where: str):
+    """os.walk's ``onerror``: a folder that cannot be listed is an error naming it, never a silent gap."""
+    def onerror(err: OSError) -> None:
+        rel = Path(err.filename).relative_to(root).as_posix() if err.filename else "a folder"
+        raise DataError(f"{where}: folder {rel} cannot be read ({reason(err)}); {usual_fix(err)}, "
+                        "or move it out of the dataset folder")
+    return onerror
+
+
+def _image_files(root: Path, directory: Path, layout: _Layout) -> int:
+    """Candidate images under ``directory`` (recursively, sorted, hidden entries skipped), as paths
+    relative to ``root``; those that are no regular file go to ``layout.unreadable``, the others' (size,
+    mtime) to ``layout.stats``. Returns how many candidates there were and adds other files to ``ignored``."""
+    count = 0
+    for current, dirs, files in os.walk(directory, onerror=_walk_error(root, f"folder:{root}")):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             if name.startswith("."):
                 continue
-            if name.lower().endswith(FOLDER_SUFFIXES):
-                found.append(Path(current) / name)
-            else:
-                ignored += 1
-    return found, ignored
+            if not name.lower().endswith(FOLDER_SUFFIXES):
+                layout.ignored += 1
+                continue
+            path = Path(current) / name
+            rel = path.relative_to(root).as_posix()
+            count += 1
+            try:
+                st = os.stat(path)
+            except OSError as err:  # a symlink loop, a dangling link, a file gone since the listing
+                layout.unreadable.append(f"{rel}: cannot be read ({reason(err)})")
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                layout.unreadable.append(f"{rel}: is {kind_of(st.st_mode)}, not an image file")
+                continue
+            layout.stats[rel] = (st.st_size, st.st_mtime_ns)
+            layout.entries.append((rel, -1, None))  # class and split are filled in by scan()
+    return count
 
 
-def _class_dirs(directory: Path) -> tuple[list[Path], int]:
+def _class_dirs(directory: Path, where: str) -> tuple[list[Path], int]:
     """Class folders of ``directory`` (sorted by name), and how many loose files were ignored."""
     subdirs, loose = [], 0
-    for entry in sorted(directory.iterdir(), key=lambda p: p.name):
+    for entry in list_dir(directory):
         if entry.name.startswith("."):
             continue
-        if entry.is_dir():
-            subdirs.append(entry)
-        else:
+        path = directory / entry.name
+        try:
+            is_dir = entry.is_dir()
+        except OSError as err:  # a symlink loop where a class folder might be
+            raise DataError(f"{where}: {path} cannot be read ({reason(err)}); {usual_fix(err)}") from None
+        if not is_dir:
             loose += 1
+        elif not entry.name.isprintable():
+            raise DataError(f"{where}: class folder {entry.name!r} has a control character (a newline?) in its name, "
+                            "and class names end up in messages, plots and run records; rename it")
+        elif Path(os.path.realpath(directory)).is_relative_to(os.path.realpath(path)):
+            raise DataError(f"{where}: class folder {entry.name} is a link to the dataset folder itself or a folder "
+                            "above it, so its images would be counted twice; remove the link")
+        else:
+            subdirs.append(path)
     return subdirs, loose
 
 
 def scan(root: Path) -> _Layout:
     """What ``root`` holds: classes and candidate images, with their split when the folder fixes it."""
     where = f"folder:{root}"
-    split_layout = (root / "train").is_dir() and (root / "test").is_dir()
+    split_layout = entry_kind(root / "train") == entry_kind(root / "test") == "a directory"
     split_roots = [("train", root / "train"), ("test", root / "test")] if split_layout else [(None, root)]
-    classes: tuple[str, ...] = ()
-    entries, ignored = [], 0
+    layout = _Layout((), [], 0)
     for split, split_root in split_roots:
-        dirs, loose = _class_dirs(split_root)
-        ignored += loose
+        dirs, loose = _class_dirs(split_root, where)
+        layout.ignored += loose
         names = tuple(d.name for d in dirs)
         if split in (None, "train"):
             if not dirs:
@@ -133,25 +178,24 @@ def scan(root: Path) -> _Layout:
                     f"{where}: no class subfolders in {split_root}; lay images out as "
                     f"{split_root}/<class>/<image>.png (PNG, JPEG or BMP)"
                 )
-            classes = names
+            layout.classes = names
         else:
-            extra = sorted(set(names) - set(classes))
+            extra = sorted(set(names) - set(layout.classes))
             if extra:
                 raise DataError(
                     f"{where}: test/ has class folders that train/ lacks ({', '.join(extra)}); "
                     "give train/ and test/ the same class folders"
                 )
         for class_dir in dirs:
-            files, other = _image_files(class_dir)
-            ignored += other
-            if not files:
+            first = len(layout.entries)
+            if not _image_files(root, class_dir, layout):
                 raise DataError(
                     f"{where}: class folder {class_dir.relative_to(root).as_posix()} has no PNG, JPEG or BMP "
                     "images; add images or remove the folder"
                 )
-            label = classes.index(class_dir.name)
-            entries.extend((f.relative_to(root).as_posix(), label, split) for f in files)
-    return _Layout(classes, entries, ignored)
+            label = layout.classes.index(class_dir.name)
+            layout.entries[first:] = [(rel, label, split) for rel, _, _ in layout.entries[first:]]
+    return layout
 
 
 def cache_key(root: Path, layout: _Layout) -> str:
@@ -161,16 +205,29 @@ def cache_key(root: Path, layout: _Layout) -> str:
     h.update(json.dumps({"version": CONVERT_VERSION, "root": str(root), "size": SIZE,
                          "split_seed": SPLIT_SEED, "classes": layout.classes}).encode())
     for rel, label, split in layout.entries:
-        st = (root / rel).stat()
-        h.update(json.dumps([rel, label, split, st.st_size, st.st_mtime_ns]).encode())
+        size, mtime_ns = layout.stats[rel]
+        h.update(json.dumps([rel, label, split, size, mtime_ns]).encode())
         h.update(b"\n")
+    if layout.unreadable:  # only then, so that the keys of folders without such entries stay as they were
+        h.update(json.dumps(layout.unreadable).encode())
     return h.hexdigest()
 
 
 def convert_image(path: Path) -> np.ndarray:
     """One image file -> (28, 28) uint8 grayscale (see the module docstring for how); raises on a bad file."""
+    try:  # a regular file of a bounded size only: never a FIFO, never gigabytes read into memory
+        fh, st = open_regular(path, "an image file")
+        with fh:
+            if st.st_size > MAX_IMAGE_FILE_BYTES:
+                raise ValueError(f"{st.st_size:,} bytes, larger than an image of a digit-sized dataset can be "
+                                 f"(at most {MAX_IMAGE_FILE_BYTES:,}); shrink it")
+            data = read_bounded(fh, MAX_IMAGE_FILE_BYTES, str(path))
+    except DataError as err:
+        raise ValueError(str(err).removeprefix(f"{path}: ")) from None
+    except OSError as err:
+        raise ValueError(f"cannot be read ({reason(err)})") from None
     try:  # the same guarded opener as cnnlab predict: decoded in full, truncation and bombs refused
-        opened = open_image(path, path.name, formats=PIL_FORMATS)
+        opened = open_image(data, path.name, formats=PIL_FORMATS)
     except BadImageError as err:
         raise ValueError(err.reason or str(err)) from None
     with opened as im:
@@ -203,16 +260,18 @@ def _split_auto(paths_by_class: list[list[int]]) -> tuple[list[int], list[int]]:
 def _convert(root: Path, layout: _Layout, log: Log) -> tuple[dict[str, np.ndarray], list[str]]:
     where = f"folder:{root}"
     log(f"{where}: converting {len(layout.entries):,} images to {SIZE}x{SIZE} grayscale (once; cached after)")
-    images, labels, splits, skipped = [], [], [], []
+    # one array for every candidate, filled in place: memory is the images' once, not a list and its stack
+    stack = np.empty((len(layout.entries), SIZE, SIZE), dtype=np.uint8)  # (N, 28, 28)
+    labels, splits, skipped = [], [], list(layout.unreadable)
     for rel, label, split in layout.entries:
         try:
-            images.append(convert_image(root / rel))
+            stack[len(labels)] = convert_image(root / rel)
         except Exception as err:  # any decoder failure: the file is reported, never used
             message = str(err).strip().splitlines()
-            reason = message[0] if message else type(err).__name__
+            why = message[0] if message else type(err).__name__
             if type(err) is not ValueError:  # ours are plain ValueErrors with a full reason
-                reason = f"{type(err).__name__}: {reason}"
-            skipped.append(f"{rel}: {reason}")
+                why = f"{type(err).__name__}: {why}"
+            skipped.append(f"{rel}: {why}")
             continue
         labels.append(label)
         splits.append(split)
@@ -235,7 +294,7 @@ def _convert(root: Path, layout: _Layout, log: Log) -> tuple[dict[str, np.ndarra
         which = "test" if not test_idx else "train"
         raise DataError(f"{where}: the {which} split has no readable images; add images "
                         f"(at least two per class when the folder has no train/ and test/ subfolders)")
-    stack = np.stack(images) if images else np.zeros((0, SIZE, SIZE), np.uint8)  # (N, 28, 28)
+    stack = stack[:len(labels)]
     y = np.asarray(labels, dtype=np.int64)
     arrays = {
         "train_images": stack[train_idx], "train_labels": y[train_idx],
@@ -307,8 +366,13 @@ def folder_cache_dir(key: str, home: Path) -> Path:
 def load_image_folder(directory: str | Path, home: Path, log: Log) -> FolderData:
     """Converted, cached splits of the image folder ``directory`` (see the module docstring)."""
     root = Path(directory).expanduser()
-    if not root.is_dir():
-        raise DataError(f"folder:{root}: no such directory; pass folder:DIR with one subfolder per class")
+    try:
+        kind = entry_kind(root)
+    except DataError as err:
+        raise DataError(f"folder:{err}") from None
+    if kind != "a directory":
+        what = "no such directory" if kind is None else f"is {'a file' if kind == 'file' else kind}, not a directory"
+        raise DataError(f"folder:{root}: {what}; pass folder:DIR with one subfolder per class")
     root = root.resolve()
     layout = scan(root)
     if layout.ignored:
@@ -325,10 +389,14 @@ def load_image_folder(directory: str | Path, home: Path, log: Log) -> FolderData
         return cached
     arrays, skipped = _convert(root, layout, log)
     _warn_skipped(root, skipped, cache, log)
+    saved = True
     try:
         _save(cache, key, root, layout.classes, arrays, skipped)
     except OSError as err:
-        log(f"folder:{root}: could not cache the converted images ({err}); they will be converted again next time")
+        saved = False
+        log(f"warning: folder:{root}: could not cache the converted images in {cache} ({reason(err)}); they will be "
+            "converted again next time: set CNNLAB_HOME to a writable directory with free space")
     else:
         _remove_stale(root, cache, log)
-    return FolderData(**arrays, classes=layout.classes, cache_dir=cache, skipped=skipped, converted=True)
+    return FolderData(**arrays, classes=layout.classes, cache_dir=cache, skipped=skipped, converted=True,
+                      cached=saved)

@@ -1,95 +1,194 @@
-"""A strict reader and writer for the IDX format that MNIST-like datasets ship in.
+"""A strict, streaming reader and a writer for the IDX format that MNIST-like datasets ship in.
 
 Layout: two zero bytes, a type code (0x08 = unsigned byte), the number of dimensions, then one
 big-endian uint32 per dimension, then the body in C order. Every check raises :class:`DataError`
 with a one-line message; nothing here uses ``assert`` for validation.
+
+Reading is a stream, gzip or not (by magic, not by name): the header is checked from the first bytes,
+a declared size beyond :data:`MAX_IDX_BYTES` is refused before the body is read, the body is read (and
+inflated) straight into one array of exactly the declared size, and one byte more is an error. So memory
+stays at the declared size whatever the file holds: a gzip bomb costs a few kilobytes, not gigabytes.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import io
+import math
+import os
 import struct
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 
 from cnnlab.data.catalog import ROLES
+from cnnlab.data.safefs import open_regular, read_bounded, read_error
 from cnnlab.errors import DataError
 
 UBYTE = 0x08
+GZIP_MAGIC = b"\x1f\x8b"
+#: The largest unpacked IDX file accepted: EMNIST ByClass's train images, the largest MNIST-like file
+#: there is, are 547 MB (697,932 images of 28x28); 1 GiB also holds 262,144 images of 64x64.
+MAX_IDX_BYTES = 1 << 30
+_CHUNK = 1 << 22  # bytes read (or inflated) at a time
 
 
 def md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
 
 
-def decode_idx(data: bytes, name: str, ndim: int) -> np.ndarray:
-    """Parse IDX bytes holding unsigned bytes with ``ndim`` dimensions; ``name`` is for messages."""
-    if len(data) < 4:
-        raise DataError(f"{name}: file is {len(data)} bytes, too short for an IDX header; delete it and fetch again")
-    zero, code, got_ndim = struct.unpack(">HBB", data[:4])
+def _read_exact(stream: BinaryIO, n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        more = stream.read(n - len(out))
+        if not more:
+            break
+        out += more
+    return out
+
+
+def _read_header(stream: BinaryIO, name: str, ndim: int, limit: int) -> tuple[bytes, tuple[int, ...]]:
+    """The header's bytes and dimensions, checked: magic, type, dimension count, declared size."""
+    head = _read_exact(stream, 4)
+    if len(head) < 4:
+        raise DataError(f"{name}: file is {len(head)} bytes, too short for an IDX header; delete it and fetch again")
+    zero, code, got_ndim = struct.unpack(">HBB", head)
     if zero != 0 or code != UBYTE:
         raise DataError(
-            f"{name}: bad IDX magic 0x{data[:4].hex()} (expected 0x0000080{ndim}, unsigned bytes); "
+            f"{name}: bad IDX magic 0x{head.hex()} (expected 0x0000080{ndim}, unsigned bytes); "
             "it is not an uncompressed IDX file of bytes: fetch it again"
         )
     if got_ndim != ndim:
         raise DataError(f"{name}: IDX file has {got_ndim} dimensions, expected {ndim}; is it the right file?")
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataError(f"{name}: truncated IDX header ({len(data)} bytes, need {header}); fetch it again")
-    dims = struct.unpack(f">{ndim}I", data[4:header])
-    expected = int(np.prod(dims, dtype=np.int64))
-    body = len(data) - header
-    if body != expected:
-        what = "truncated" if body < expected else "has trailing bytes"
+    raw_dims = _read_exact(stream, 4 * ndim)
+    if len(raw_dims) < 4 * ndim:
+        raise DataError(f"{name}: truncated IDX header ({4 + len(raw_dims)} bytes, need {4 + 4 * ndim}); fetch it again")
+    dims = struct.unpack(f">{ndim}I", raw_dims)
+    declared = math.prod(dims)  # Python integers: [2^31, 2^31, 2^31] is 2^93, not a wrapped 0
+    if declared > limit:
         raise DataError(
-            f"{name}: IDX body {what}: {body} bytes for dimensions {list(dims)} (expected {expected}); fetch it again"
+            f"{name}: IDX header declares dimensions {list(dims)}, {declared:,} bytes, more than an MNIST-like "
+            f"file can be (at most {limit:,}); it is damaged or not an MNIST-like dataset: fetch it again"
         )
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+    return head + raw_dims, dims
+
+
+def read_idx_stream(stream: BinaryIO, name: str, ndim: int, want_md5: bool = False,
+                    limit: int = MAX_IDX_BYTES) -> tuple[np.ndarray, str | None]:
+    """An uncompressed IDX stream -> (array of its dimensions, MD5 of all its bytes when ``want_md5``).
+
+    The array is new and writable; nothing beyond the header's declared size is ever read but one byte.
+    """
+    header, dims = _read_header(stream, name, ndim, limit)
+    h = hashlib.md5(header) if want_md5 else None
+    expected = math.prod(dims)
+    flat = np.empty(expected, dtype=np.uint8)
+    view = memoryview(flat)
+    pos = 0
+    while pos < expected:
+        n = stream.readinto(view[pos:pos + _CHUNK])
+        if not n:
+            break
+        if h is not None:
+            h.update(view[pos:pos + n])
+        pos += n
+    if pos < expected:
+        raise DataError(f"{name}: IDX body truncated: {pos} bytes for dimensions {list(dims)} "
+                        f"(expected {expected}); fetch it again")
+    if stream.read(1):
+        raise DataError(f"{name}: IDX body has trailing bytes: more than {expected} bytes for dimensions "
+                        f"{list(dims)}; fetch it again")
+    return flat.reshape(dims), (h.hexdigest() if h is not None else None)
+
+
+def _unpacked(stream: BinaryIO) -> BinaryIO:
+    """``stream`` itself, or a gzip stream over it when it starts with gzip's magic (it must be seekable)."""
+    start = stream.tell()
+    magic = stream.read(2)
+    stream.seek(start)
+    return gzip.GzipFile(fileobj=stream, mode="rb") if magic == GZIP_MAGIC else stream
+
+
+def _guarded(name: str, fn):
+    """Run ``fn()``; gzip and operating-system errors become one-line :class:`DataError`\\ s naming ``name``."""
+    try:
+        return fn()
+    except EOFError as err:
+        raise DataError(f"{name}: corrupt gzip file, it ends early ({err}): truncated; "
+                        "delete it and fetch again") from None
+    except (gzip.BadGzipFile, zlib.error) as err:
+        raise DataError(f"{name}: corrupt gzip file ({err}); delete it and fetch again") from None
+    except OSError as err:
+        raise read_error(name, err) from None
+
+
+def read_idx(path: str | Path, ndim: int, want_md5: bool = False) -> tuple[np.ndarray, str | None, os.stat_result]:
+    """The IDX file at ``path`` (raw or gzip) -> (array, MD5 of the unpacked bytes or None, the file's stat)."""
+    fh, st = open_regular(path, "an IDX file")
+    with fh:
+        array, digest = _guarded(str(path), lambda: read_idx_stream(_unpacked(fh), str(path), ndim, want_md5))
+    return array, digest, st
+
+
+def decode_idx_bytes(data: bytes, name: str, ndim: int, want_md5: bool = False) -> tuple[np.ndarray, str | None]:
+    """IDX bytes, raw or gzip (a download) -> (array, MD5 of the unpacked bytes or None); bounded like files."""
+    return _guarded(name, lambda: read_idx_stream(_unpacked(io.BytesIO(data)), name, ndim, want_md5))
+
+
+def decode_idx(data: bytes, name: str, ndim: int) -> np.ndarray:
+    """Parse uncompressed IDX bytes holding unsigned bytes with ``ndim`` dimensions; ``name`` is for messages."""
+    return read_idx_stream(io.BytesIO(data), name, ndim)[0]
 
 
 def encode_idx(array: np.ndarray) -> bytes:
     """IDX bytes for a uint8 array (the inverse of :func:`decode_idx`)."""
     if array.dtype != np.uint8:
         raise DataError(f"IDX writer takes uint8 arrays, got {array.dtype}")
-    header = struct.pack(">HBB", 0, UBYTE, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + np.ascontiguousarray(array).tobytes()
+    return idx_header(array.shape) + np.ascontiguousarray(array).tobytes()
+
+
+def idx_header(shape: tuple[int, ...]) -> bytes:
+    return struct.pack(">HBB", 0, UBYTE, len(shape)) + struct.pack(f">{len(shape)}I", *shape)
 
 
 def read_maybe_gzip(path: Path) -> bytes:
-    """The file's bytes, gunzipped when it is gzip (by magic, not by name)."""
-    raw = Path(path).read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as err:
-            raise DataError(f"{path}: corrupt gzip file ({err}); delete it and fetch again") from None
-    return raw
+    """The file's bytes, gunzipped when it is gzip (by magic, not by name); at most an IDX file's worth."""
+    fh, _ = open_regular(path, "an IDX file")
+    with fh:
+        return _guarded(str(path), lambda: read_bounded(_unpacked(fh), MAX_IDX_BYTES + 4 + 4 * 4, str(path)))
 
 
 def images_labels_to_tensors(images: np.ndarray, labels: np.ndarray, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, 28, 28) uint8 and (N,) uint8 arrays -> (N, 1, H, W) uint8 and (N,) int64 tensors."""
+    """(N, H, W) uint8 and (N,) uint8 arrays -> (N, 1, H, W) uint8 and (N,) int64 tensors."""
     if images.shape[0] != labels.shape[0]:
         raise DataError(
             f"{name}: {images.shape[0]} images but {labels.shape[0]} labels; the image and label files do not belong together"
         )
-    x = torch.from_numpy(images.copy()).unsqueeze(1)  # (N, 1, H, W) uint8
+    if not images.flags.writeable:  # torch wants memory it may write; the readers' arrays already are
+        images = images.copy()
+    x = torch.from_numpy(images).unsqueeze(1)  # (N, 1, H, W) uint8
     y = torch.from_numpy(labels.astype(np.int64))  # (N,)
     return x, y
 
 
-def decode_splits(files: dict[str, bytes], where: str) -> tuple[torch.Tensor, ...]:
-    """The four IDX files' bytes, by role -> train images, train labels, test images, test labels.
+def arrays_to_tensors(arrays: dict[str, np.ndarray], where: str) -> tuple[torch.Tensor, ...]:
+    """The four IDX arrays, by role -> train images, train labels, test images, test labels.
 
     ``where`` names the source in messages; both splits must hold images of one shape.
     """
-    arrays = {role: decode_idx(data, f"{where} {ROLES[role][0]}", ROLES[role][1]) for role, data in files.items()}
     train = images_labels_to_tensors(arrays["train_images"], arrays["train_labels"], f"{where} train split")
     test = images_labels_to_tensors(arrays["test_images"], arrays["test_labels"], f"{where} test split")
     if train[0].shape[1:] != test[0].shape[1:]:
-        raise DataError(f"{where}: train images are {tuple(train[0].shape[1:])} but test images {tuple(test[0].shape[1:])}")
+        raise DataError(f"{where}: train images are {tuple(train[0].shape[2:])} but test images "
+                        f"{tuple(test[0].shape[2:])}; both splits need images of one size")
     return (*train, *test)
+
+
+def decode_splits(files: dict[str, bytes], where: str) -> tuple[torch.Tensor, ...]:
+    """The four IDX files' uncompressed bytes, by role -> train images, train labels, test images, test labels."""
+    arrays = {role: decode_idx(data, f"{where} {ROLES[role][0]}", ROLES[role][1]) for role, data in files.items()}
+    return arrays_to_tensors(arrays, where)

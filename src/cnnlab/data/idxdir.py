@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from cnnlab.data.catalog import ROLES
-from cnnlab.data.dataset import Dataset, train_statistics
+from cnnlab.data.dataset import Dataset, check_labels, check_splits, train_statistics
 from cnnlab.data.files import find_idx_file
-from cnnlab.data.idx import decode_splits, read_maybe_gzip
+from cnnlab.data.idx import arrays_to_tensors, read_idx
+from cnnlab.data.safefs import entry_kind
 from cnnlab.errors import DataError
 
 
@@ -16,28 +17,37 @@ def load_idx_dir(directory: Path) -> Dataset:
 
     Official names (raw or ``.gz``, as KMNIST also uses) or names that contain them, like EMNIST's
     ``emnist-digits-train-images-idx3-ubyte.gz``: one dataset per directory. Classes are
-    ``0..max label``. EMNIST stores its images transposed (rows are the digit's columns); files
+    ``0..max label``, and each must have train images (class 0 may be unused, as in EMNIST Letters,
+    labelled 1..26). EMNIST stores its images transposed (rows are the digit's columns); files
     named ``emnist-*`` are transposed back on loading, so that plots, mistakes and predictions on real,
     upright images see them the right way up.
     """
     directory = Path(directory).expanduser()
-    if not directory.is_dir():
-        raise DataError(f"idx:{directory}: no such directory; pass idx:DIR with the four IDX files")
-    files, names = {}, []
+    where = f"idx:{directory}"
+    try:
+        kind = entry_kind(directory)
+    except DataError as err:
+        raise DataError(f"idx:{err}") from None
+    if kind != "a directory":
+        what = "no such directory" if kind is None else f"is {'a file' if kind == 'file' else kind}, not a directory"
+        raise DataError(f"{where}: {what}; pass idx:DIR with the four IDX files")
+    arrays, names = {}, []
     for role in ROLES:
         path = find_idx_file(directory, role)
         if path is None:
             raise DataError(
-                f"idx:{directory}: no {ROLES[role][0]} file (raw or .gz) found; "
+                f"{where}: no {ROLES[role][0]} file (raw or .gz) found; "
                 "the directory needs train/t10k images and labels in IDX format"
             )
-        files[role] = read_maybe_gzip(path)
+        arrays[role] = read_idx(path, ROLES[role][1])[0]
         names.append(path.name.lower())
-    x, y, tx, ty = decode_splits(files, f"idx:{directory}")
+    x, y, tx, ty = arrays_to_tensors(arrays, where)
     source = f"directory {directory}"
     if all(n.startswith("emnist") for n in names):
         x, tx = x.transpose(2, 3).contiguous(), tx.transpose(2, 3).contiguous()
         source += " (EMNIST: images transposed upright)"
-    num_classes = int(max(y.max(), ty.max())) + 1
+    check_splits(where, (x, y), (tx, ty))  # before labels' max(): a split may be empty
+    classes = tuple(str(c) for c in range(int(max(y.max(), ty.max())) + 1))
+    check_labels(where, y, ty, classes)
     mean, std = train_statistics(x)
-    return Dataset(f"idx:{directory}", x, y, tx, ty, tuple(str(c) for c in range(num_classes)), mean, std, source)
+    return Dataset(where, x, y, tx, ty, classes, mean, std, source)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from cnnlab.data.dataset import Dataset, train_statistics
+from cnnlab.data.dataset import Dataset, train_statistics, validate_dataset
 from cnnlab.data.folder import load_image_folder
-from cnnlab.data.idx import decode_splits
+from cnnlab.data.idx import arrays_to_tensors
 from cnnlab.data.idxdir import load_idx_dir
 from cnnlab.data.names import directory_of, get_spec
 from cnnlab.data.sources import Log, _stderr, cnnlab_home, locate
@@ -25,20 +25,32 @@ def load_dataset(
     home: str | Path | None = None,
     download: bool = True,
     log: Log = _stderr,
+    full_check: bool = False,
 ) -> Dataset:
     """Load a dataset by name (``mnist``, ``fashion-mnist``, ``idx:DIR``, ``folder:DIR``) as uint8 tensors.
 
     Catalog datasets are verified against their checksums; ``home`` is cnnlab's cache root
-    (default ``$CNNLAB_HOME``), where downloads and converted image folders are kept.
+    (default ``$CNNLAB_HOME``), where downloads and converted image folders are kept. Whatever the kind,
+    the dataset is checked with :func:`~cnnlab.data.dataset.validate_dataset` (both splits hold images
+    of a size the nets take, and labels leave no class empty) before it is returned. A cached catalog
+    dataset comes from the cache's fast copy when it matches (:mod:`cnnlab.data.fastcopy`: MD5-verified
+    when written, CRC-32 checked on every load); ``full_check`` checks the cached files' MD5s now instead.
     """
     home = Path(home) if home else None
     directory = directory_of(name)
     if directory is not None:
         kind, path = directory
-        return load_idx_dir(path) if kind == "idx" else _load_folder(path, home, log)
+        data = load_idx_dir(path) if kind == "idx" else _load_folder(path, home, log)
+    else:
+        data = _load_catalog(name, data_dir, home, download, log, full_check)
+    validate_dataset(data)
+    return data
+
+
+def _load_catalog(name: str, data_dir, home: Path | None, download: bool, log: Log, full_check: bool) -> Dataset:
     spec = get_spec(name)
-    found = locate(spec, Path(data_dir) if data_dir else None, home, download, log)
-    x, y, tx, ty = decode_splits(found.files, found.source)
+    found = locate(spec, Path(data_dir) if data_dir else None, home, download, log, fast=not full_check)
+    x, y, tx, ty = arrays_to_tensors(found.arrays, found.source)
     for split, labels in (("train", y), ("test", ty)):
         want = spec.sizes.get(split)
         if want is not None and len(labels) != want:
@@ -55,5 +67,5 @@ def _load_folder(directory: Path, home: Path | None, log: Log) -> Dataset:
     mean, std = train_statistics(x)
     root = Path(directory).expanduser().resolve()
     how = "converted now" if got.converted else "converted earlier"
-    return Dataset(f"folder:{root}", x, y, tx, ty, got.classes, mean, std,
-                   f"image folder {root} ({how}; cached in {got.cache_dir})")
+    kept = f"cached in {got.cache_dir}" if got.cached else "not cached"
+    return Dataset(f"folder:{root}", x, y, tx, ty, got.classes, mean, std, f"image folder {root} ({how}; {kept})")

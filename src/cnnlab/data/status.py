@@ -1,4 +1,13 @@
-"""What ``cnnlab data info`` reports: where each dataset lives and whether its files verify."""
+"""What ``cnnlab data info`` reports: where each dataset lives and whether its files verify.
+
+It only reads: nothing in the cache is written, repaired or deleted here, and a cache that cannot be read
+(permission denied, a damaged file) is reported as such, in its row, never as a traceback.
+
+What it calls verified was verified, and each row's ``checked`` says how and when: either the ``.gz``
+files' MD5s now (``--verify``, or whenever the fast copy does not match), or, from a matching fast copy
+(:mod:`cnnlab.data.fastcopy`), their MD5s when they were cached, their sizes and modification times
+unchanged since, and the fast copy's CRC-32s checked now.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab.data.catalog import CATALOG, ROLES
+from cnnlab.data.fastcopy import MANIFEST, gz_name, load_fast_copy, npy_name, read_manifest
 from cnnlab.data.files import find_in_dir
 from cnnlab.data.folder import CACHE_FILE
-from cnnlab.data.idx import md5, read_maybe_gzip
+from cnnlab.data.idx import read_idx
+from cnnlab.data.safefs import entry_kind, list_dir, probe, reason
 from cnnlab.data.sources import cache_dir, cnnlab_home
 from cnnlab.errors import DataError
 
@@ -17,29 +28,82 @@ from cnnlab.errors import DataError
 def _system_copy(spec) -> str | None:
     """The first system directory that holds all four files (not verified here: fetch does that)."""
     for directory in spec.system_dirs:
-        if Path(directory).is_dir() and all(find_in_dir(Path(directory), role) for role in ROLES):
-            return directory
+        try:
+            if entry_kind(directory) == "a directory" and all(find_in_dir(Path(directory), role) for role in ROLES):
+                return directory
+        except DataError:  # unreadable: not a copy fetch could use
+            continue
     return None
 
 
-def dataset_status(home=None) -> list[dict]:
+def _file_row(spec, role: str, path: Path) -> dict:
+    """One cached file: its size and whether its MD5 (of the unpacked bytes) is the catalog's, checked now."""
+    try:
+        kind = entry_kind(path)
+        if kind is None:
+            return {"file": path.name, "bytes": 0, "status": "missing"}
+        _, digest, st = read_idx(path, ROLES[role][1], want_md5=True)
+    except DataError as err:
+        return {"file": path.name, "bytes": _size(path), "status": f"unreadable: {err}"}
+    ok = digest == spec.md5[role]
+    status = "verified (md5 ok)" if ok else "CHECKSUM MISMATCH: delete it and fetch again"
+    return {"file": path.name, "bytes": st.st_size, "status": status}
+
+
+def _damaged(files: list[dict]) -> str:
+    if any("cannot be read" in f["status"] for f in files):
+        return "cache unreadable (see its files: fix their permissions, or delete them and fetch again)"
+    return "cache damaged"
+
+
+def _size(path: Path) -> int:
+    try:
+        st = probe(path)
+    except DataError:
+        return 0
+    return st.st_size if st else 0
+
+
+def _from_fast_copy(spec, directory: Path) -> tuple[list[dict], list[dict], str] | None:
+    """The rows of a cache whose fast copy matches (read and CRC-checked now), else ``None``."""
+    copy = load_fast_copy(spec, directory)
+    if copy.arrays is None:
+        return None
+    when = copy.manifest.get("verified_utc", "an unrecorded time")
+    entries = copy.manifest["files"]
+    gz = [{"file": gz_name(role), "bytes": entries[role]["gz_bytes"],
+           "status": f"verified (md5 ok when cached, {when}; size and mtime unchanged since)"} for role in ROLES]
+    npy = [{"file": npy_name(role), "bytes": entries[role]["npy_bytes"], "status": "fast copy (crc32 ok now)"}
+           for role in ROLES]
+    return gz, npy, f"md5 when cached ({when}), sizes and mtimes unchanged since, fast copy crc32 now"
+
+
+def _catalog_files(spec, directory: Path, full_check: bool) -> tuple[list[dict], list[dict], str]:
+    """(rows of the .gz files, rows of the fast copy, how they were checked)."""
+    fast = None if full_check else _from_fast_copy(spec, directory)
+    if fast:
+        return fast
+    gz = [_file_row(spec, role, directory / gz_name(role)) for role in ROLES]
+    extra = []
+    try:
+        manifest = read_manifest(directory)
+    except DataError as err:
+        manifest, extra = None, [{"file": MANIFEST, "bytes": _size(directory / MANIFEST), "status": f"unreadable: {err}"}]
+    if manifest is not None:
+        how = "not checked (--verify)" if full_check else "does not match (rewritten on the next load)"
+        extra = [{"file": MANIFEST, "bytes": _size(directory / MANIFEST), "status": f"fast copy {how}"}]
+    return gz, extra, "md5 now"
+
+
+def dataset_status(home=None, full_check: bool = False) -> list[dict]:
+    """One row per catalog dataset and per converted image folder; ``full_check`` checks every cached
+    ``.gz`` file's MD5 now instead of trusting a matching fast copy."""
     rows = []
     for spec in CATALOG.values():
         directory = cache_dir(spec, home)
-        files = []
-        for role, (base, _) in ROLES.items():
-            path = directory / (base + ".gz")
-            if not path.is_file():
-                files.append({"file": path.name, "bytes": 0, "status": "missing"})
-                continue
-            try:
-                ok = md5(read_maybe_gzip(path)) == spec.md5[role]
-                status = "verified (md5 ok)" if ok else "CHECKSUM MISMATCH: delete it and fetch again"
-            except DataError as err:
-                status = f"unreadable: {err}"
-            files.append({"file": path.name, "bytes": path.stat().st_size, "status": status})
-        complete = all(f["status"].startswith("verified") for f in files)
-        missing = all(f["status"] == "missing" for f in files)
+        gz, fast, checked = _catalog_files(spec, directory, full_check)
+        complete = all(f["status"].startswith("verified") for f in gz)
+        missing = all(f["status"] == "missing" for f in gz)
         system = _system_copy(spec)
         fetch_hint = f"run: cnnlab data fetch {spec.name}"
         if system:
@@ -47,12 +111,12 @@ def dataset_status(home=None) -> list[dict]:
         rows.append({
             "name": spec.name,
             "location": str(directory),
-            "status": "cached and verified" if complete else
-                      (f"not cached ({fetch_hint})" if missing else "cache damaged"),
+            "status": "cached and verified" if complete else (f"not cached ({fetch_hint})" if missing else _damaged(gz)),
             "train": spec.sizes.get("train"),
             "test": spec.sizes.get("test"),
             "system_copy": system,
-            "files": files,
+            "checked": checked if not missing else "nothing cached",
+            "files": gz + fast,
         })
     rows.extend(_folder_rows(home))
     return rows
@@ -60,12 +124,21 @@ def dataset_status(home=None) -> list[dict]:
 
 def _folder_rows(home) -> list[dict]:
     """Converted image folders (``folder:DIR``) in the cache, one row each."""
-    root = Path(home) if home else cnnlab_home()
+    datasets = (Path(home) if home else cnnlab_home()) / "datasets"
+    try:
+        entries = list_dir(datasets) if entry_kind(datasets) == "a directory" else []
+        directories = [datasets / e.name for e in entries if e.name.startswith("folder-")]
+    except DataError as err:
+        return [{"name": "folder:*", "location": str(datasets), "status": f"cache unreadable: {err}",
+                 "train": None, "test": None, "files": []}]
     rows = []
-    for directory in sorted((root / "datasets").glob("folder-*")):
+    for directory in directories:
         path = directory / CACHE_FILE
-        if not path.is_file():
-            continue
+        try:
+            if entry_kind(path) != "file":
+                continue
+        except DataError:
+            pass  # reported below, by the failing read
         name, train, test, status = f"folder:? ({directory.name})", None, None, "converted"
         try:
             with np.load(path, allow_pickle=False) as z:
@@ -73,6 +146,8 @@ def _folder_rows(home) -> list[dict]:
                 train, test = int(z["train_labels"].shape[0]), int(z["test_labels"].shape[0])
                 skipped = int(z["skipped"].shape[0])
             status = "converted and cached" + (f" ({skipped} unreadable files skipped)" if skipped else "")
+        except OSError as err:  # permission denied, I/O error: the file itself may be fine
+            status = f"cache unreadable ({reason(err)}); fix its permissions or delete it"
         except Exception as err:  # a damaged cache is reported, and reconverted on the next load
             status = f"cache damaged ({type(err).__name__}); it is converted again on the next load"
         rows.append({
@@ -81,6 +156,6 @@ def _folder_rows(home) -> list[dict]:
             "status": status,
             "train": train,
             "test": test,
-            "files": [{"file": CACHE_FILE, "bytes": path.stat().st_size, "status": status.split(" (")[0]}],
+            "files": [{"file": CACHE_FILE, "bytes": _size(path), "status": status.split(" (")[0]}],
         })
     return rows
