@@ -24,7 +24,7 @@ from cnnlab import observers as obs
 from cnnlab.augment import parse_augment
 from cnnlab.checkpoint import EpochSums, TrainState, load_checkpoint
 from cnnlab.config import TrainConfig, resumed_config
-from cnnlab.data import BatchLoader, Dataset, load_dataset
+from cnnlab.data import BatchLoader, Dataset, load_dataset, validate_dataset
 from cnnlab.devices import resolve_device, set_threads
 from cnnlab.distributed import Dist
 from cnnlab.errors import CnnlabError, Interrupted, RunError
@@ -212,6 +212,8 @@ def build_trainer(cfg: TrainConfig, ranks: Dist, plan: RunPlan, dataset: Dataset
                           f"{ranks.world_size} processes; pick a multiple of {ranks.world_size}")
     say = log if ranks.is_primary else (lambda msg: None)
     data = dataset or load_dataset(cfg.dataset, data_dir=cfg.data_dir, log=say)
+    if dataset is not None:
+        validate_dataset(dataset)  # load_dataset checks what it returns; a Dataset passed in is checked here
     info = data.info()
     torch.manual_seed(cfg.seed)
     model, model_args = build_model(cfg.model, info)
