@@ -25,10 +25,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(nproc: int, args: list[str], **popen) -> subprocess.Popen:
+def torchrun(nproc: int, args: list[str], extra_env: dict | None = None, **popen) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--nnodes=1",
            "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{free_port()}", *args]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1", **(extra_env or {})}
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
 
@@ -95,3 +95,32 @@ def test_worker_killed_mid_run_restarts_and_finishes(tiny_idx, tmp_path):
     assert len(a) == len(b) == 40
     assert b[-1]["test_acc"] == pytest.approx(a[-1]["test_acc"], abs=0.5)
     assert b[-1]["test_loss"] == pytest.approx(a[-1]["test_loss"], rel=0.02, abs=1e-3)
+
+
+def test_killed_twice_inside_checkpoint_saves_still_finishes_like_an_uninterrupted_run(tiny_idx, tmp_path):
+    """Rank 0 is SIGKILLed inside a save of last.pt (after the sidecar names the new file, before the file is
+    renamed into place) on the first two attempts; torchrun restarts the group each time, it resumes from
+    the checkpoint on disk, and the run ends with the metrics of a run that was never killed."""
+    args = ["train", "--model", "basic_cnn", "--dataset", f"idx:{tiny_idx}", "--epochs", "4", "--batch-size", "32",
+            "--device", "cpu", "--threads", "1", "--quiet", "--save-every", "3"]
+    ref = tmp_path / "ref"
+    finish(torchrun(2, ["-m", "cnnlab", *args, "--out", str(ref)]))
+    victim = tmp_path / "victim"
+    out = finish(torchrun(2, ["--max-restarts=2", str(HERE / "fault_worker.py"), "last.pt:before-rename:2", "--",
+                              *args, "--out", str(victim)], extra_env={"FAULT_ATTEMPTS": "0,1"}))
+    assert out.count("resuming") == 2, out[-3000:]
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in rows]  # noqa: E731
+    assert strip(read_metrics(victim / "metrics.csv")) == strip(read_metrics(ref / "metrics.csv"))
+    a, b = load_checkpoint(ref / "last.pt")["state_dict"], load_checkpoint(victim / "last.pt")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not list(victim.glob(".*.tmp"))
+
+
+def test_each_torchrun_launch_without_out_gets_a_fresh_folder(tiny_idx, tmp_path):
+    args = ["-m", "cnnlab", "train", "--model", "basic_cnn", "--dataset", f"idx:{tiny_idx}", "--epochs", "1",
+            "--batch-size", "32", "--device", "cpu", "--threads", "1", "--quiet"]
+    for _ in range(2):
+        finish(torchrun(2, args, cwd=tmp_path))
+    folders = sorted((tmp_path / "runs").iterdir())
+    assert len(folders) == 2 and all("torchrun" in f.name for f in folders)
+    assert all((f / "metrics.csv").is_file() for f in folders)

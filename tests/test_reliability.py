@@ -326,3 +326,16 @@ def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint(tiny_idx, tmp_p
     assert_same_weights(before, weights(run))  # still the epoch-1 checkpoint, and it loads
     assert leftovers(run) == []
 
+
+
+def test_evaluate_in_a_read_only_run_folder_still_gives_its_accuracy(tiny_idx, tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    train(cfg_for(tiny_idx, epochs=1), out=run, **QUIET)
+    _fail_writes_under(monkeypatch, run, errno.EACCES)
+    assert main(["evaluate", str(run)]) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines()[-1].startswith(f"idx:{tiny_idx} test set (64 images)") and "accuracy" in out
+    assert err.count("\n") == 1 and "no report written: cannot write" in err
+    code = main(["export-weights", str(run)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "cannot write" in err and "writable" in err

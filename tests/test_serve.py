@@ -552,3 +552,48 @@ class serve_process:
         self.proc.terminate()
         self.output = self.proc.communicate(timeout=10)[0]
         assert "Traceback" not in self.output, self.output
+
+
+TRAVERSALS = ["/static/../../../../etc/passwd", "/static/..%2f..%2f..%2f..%2fetc%2fpasswd", "/static/%2e%2e/%2e%2e/etc/passwd",
+              "/static/..\\..\\etc\\passwd", "/static//etc/passwd", "/static/%252e%252e/etc/passwd",
+              "/../../etc/passwd", "/static/....//....//etc/passwd", "/static/..;/..;/etc/passwd",
+              "/static/%c0%ae%c0%ae/etc/passwd", "/static/.%2e/.%2e/etc/passwd", "/static/index.html/../../app.py",
+              "/static/../app.py", "/static/..%5c..%5capp.py", "/static/%00../etc/passwd", "/static/~/../etc/passwd"]
+
+
+def _raw_get(url: str, path: str) -> tuple[int, bytes]:
+    """GET ``path`` exactly as written (urllib would normalise the dots away)."""
+    host, port = url.rsplit("/", 1)[-1].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+@pytest.mark.parametrize("path", TRAVERSALS)
+def test_path_traversal_never_leaves_the_static_folder(server, path):
+    status, body = _raw_get(server.url, path)
+    assert status in (400, 404, 405) and b"root:" not in body and b"def create_app" not in body
+
+
+def test_malformed_multipart_forms_are_400_and_write_no_warning(server, caplog, monkeypatch, tmp_path):
+    import cnnlab.serve.server as srv
+
+    monkeypatch.setattr("uvicorn.run", lambda app, **kw: None)
+    monkeypatch.setattr(logging.getLogger("python_multipart"), "level", logging.NOTSET)
+    srv.run_server(tiny_checkpoint(tmp_path / "last.pt"), port=0, log=lambda m: None)  # what the command does
+    bodies = [b"--x\r\nContent-Disposition: form-data\r\n\r\nno end", b"garbage", b"--x--\r\n"]
+    with caplog.at_level(logging.WARNING):
+        for body in bodies:
+            req = urllib.request.Request(server.url + "/predict", data=body, method="POST",
+                                         headers={"Content-Type": "multipart/form-data; boundary=x"})
+            try:
+                urllib.request.urlopen(req, timeout=30)
+                status = 200
+            except urllib.error.HTTPError as err:
+                status = err.code
+            assert status == 400
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
