@@ -10,12 +10,27 @@ import shutil
 import textwrap
 
 from cnnlab.cli.common import (
-    DEFAULTS, RawDescriptionHelpFormatter, add_data_args, add_device, add_eval_batch_size, add_threads, given_flags,
+    DEFAULTS,
+    RawDescriptionHelpFormatter,
+    add_data_args,
+    add_device,
+    add_eval_batch_size,
+    add_threads,
+    given_flags,
     plural,
 )
-from cnnlab.config import OPTIMIZERS, PRECISIONS, PROCESS_FIELDS, RECIPE_FIELDS, RECIPES, SCHEDULES, TrainConfig
+from cnnlab.config import (
+    OPTIMIZERS,
+    PRECISIONS,
+    PROCESS_FIELDS,
+    RECIPE_FIELDS,
+    RECIPES,
+    SCHEDULES,
+    TrainConfig,
+)
 from cnnlab.dataset_names import dataset_kind
 from cnnlab.errors import CnnlabError
+from cnnlab.runs import resolve_run
 
 #: Flags whose default comes from the recipe (None on the command line = not given): every recipe sets the same keys.
 RECIPE_FLAGS = RECIPE_FIELDS
@@ -104,8 +119,9 @@ def _add_train_parser(sub) -> None:
                        description="Train a registered model (see 'cnnlab models') and write its run folder.\n\n"
                                    + recipes_text())
     p.add_argument("--config", metavar="FILE", default=None,
-                   help="settings from a file: a run's config.json (re-runs that run exactly) or a JSON/YAML mapping "
-                        "such as 'model: resnet' / 'recipe: best'; flags you type override it (default: none)")
+                   help="settings from a file: a run's config.json (or its run folder, or 'latest': re-runs that run "
+                        "exactly) or a JSON/YAML mapping such as 'model: resnet' / 'recipe: best'; flags you type "
+                        "override it (default: none)")
     p.add_argument("--model", default=DEFAULTS.model, help="model name; see 'cnnlab models' (default: %(default)s)")
     add_data_args(p)
     _add_recipe_flags(p)
@@ -150,7 +166,9 @@ def config_from_args(args) -> TrainConfig:
     with ``--config FILE``, the file's settings with the typed flags on top."""
     cfg = _flags_config(args)
     if getattr(args, "config", None):
-        cfg = _overlay(TrainConfig.from_file(args.config), cfg, given_flags(args.parser, getattr(args, "argv", [])))
+        path = resolve_run(args.config)  # 'latest': the newest run's settings
+        path = path / "config.json" if path.is_dir() else path
+        cfg = _overlay(TrainConfig.from_file(path), cfg, given_flags(args.parser, getattr(args, "argv", [])))
     if args.dry_run:
         cfg.epochs, cfg.max_steps, cfg.eval_limit = 1, DRY_RUN_STEPS, DRY_RUN_EVAL_IMAGES
     return cfg.validate()
