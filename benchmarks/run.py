@@ -1,6 +1,6 @@
 """``make bench``: run the benchmarks and write benchmarks/results/*.json and *.md.
 
-    python -m benchmarks.run                       # all three
+    python -m benchmarks.run                       # all four
     python -m benchmarks.run throughput roofline   # some
     python -m benchmarks.run --quick               # fewer steps/repeats/seeds, to check it works;
                                                    # writes benchmarks/results/quick/, not the real results
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks import common, roofline, throughput, time_to_accuracy
+from benchmarks import common, roofline, throughput, time_to_accuracy, whole_process
 
 
-ALL = ("throughput", "roofline", "time_to_accuracy")
+ALL = ("whole_process", "throughput", "roofline", "time_to_accuracy")
 
 
 def main(argv=None) -> int:
@@ -29,6 +29,8 @@ def main(argv=None) -> int:
     steps, repeats = (40, 2) if args.quick else (300, 5)
     if args.quick:
         common.RESULTS = common.RESULTS / "quick"
+    if "whole_process" in args.which:
+        whole_process.run(repeats=1 if args.quick else 3)
     if "throughput" in args.which:
         throughput.run(steps=steps, repeats=repeats)
     if "roofline" in args.which:

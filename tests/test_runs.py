@@ -125,13 +125,15 @@ def test_compare_on_tiny_data_writes_table_and_reuses_runs(tiny_idx, tmp_path):
     base = cfg_for(tiny_idx, epochs=1)
     logs = []
     res = compare(["basic_cnn", "resnet"], 2, base, tmp_path / "cmp", log=logs.append)
+    trained = [m for m in logs if ": trained, final " in m]
+    assert len(trained) == 4 and len(logs) == 4  # one line per run, nothing else (the data loaded silently)
     table = (tmp_path / "cmp" / "comparison.md").read_text()
     assert "| basic_cnn | 8,490 |" in table and "| resnet | 41,514 |" in table and "±" in table
     assert (tmp_path / "cmp" / "comparison.png").is_file()
     assert res["results"]["resnet"]["flops"] > res["results"]["basic_cnn"]["flops"] > 0
     logs.clear()
     compare(["basic_cnn"], 2, base, tmp_path / "cmp", log=logs.append)
-    assert sum("reusing" in m for m in logs) == 2 and not any("training into" in m for m in logs)
+    assert sum(": reused, final " in m for m in logs) == 2 and not any(": trained" in m for m in logs)
 
 
 def test_forward_flops_counts_the_lecture_nets():

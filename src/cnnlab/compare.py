@@ -57,7 +57,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = "runs/compare", *,
-            quiet: bool = True, log=print) -> dict:
+            quiet: bool = False, log=print) -> dict:
     """Train/reuse every (model, seed) run, then write and return the comparison.
 
     ``base`` may leave recipe fields at None: each model then gets its own recipe values (a recipe can
@@ -87,18 +87,20 @@ def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = 
 
 
 def _run_one(cfg: TrainConfig, out: Path, data, quiet: bool, log) -> dict:
-    """One (model, seed) run: reused when finished with the same config, resumed when interrupted."""
+    """One (model, seed) run: reused when finished with the same config, resumed when interrupted; one line
+    says which and how it went (the run's own lines are in its folder, not on the console)."""
     run_dir = out / f"{cfg.model}-seed{cfg.seed}-{config_key(cfg)}"
-    if _finished(run_dir, cfg):
-        log(f"{cfg.model} seed {cfg.seed}: reusing {run_dir}")
-    elif (run_dir / "last.pt").is_file():
-        log(f"{cfg.model} seed {cfg.seed}: resuming {run_dir}")
-        train(cfg, resume=run_dir, quiet=quiet, log=log, dataset=data)
-    else:
-        log(f"{cfg.model} seed {cfg.seed}: training into {run_dir}")
-        train(cfg, out=run_dir, quiet=quiet, log=log, dataset=data)
+    how = "reused"
+    if not _finished(run_dir, cfg):
+        resume = (run_dir / "last.pt").is_file()
+        how = "resumed" if resume else "trained"
+        train(cfg, out=None if resume else run_dir, resume=run_dir if resume else None, quiet=quiet,
+              log=lambda msg: None, dataset=data)
     summary = json.loads((run_dir / "summary.json").read_text())
-    return {"dir": str(run_dir), "rows": read_metrics(run_dir / "metrics.csv"), "final": summary["accuracy"]}
+    rows = read_metrics(run_dir / "metrics.csv")
+    seconds = sum(row["seconds"] for row in rows)
+    log(f"{cfg.model} seed {cfg.seed}: {how}, final {summary['accuracy']:.2f}%, {seconds:.0f} s of training ({run_dir})")
+    return {"dir": str(run_dir), "rows": rows, "final": summary["accuracy"]}
 
 
 def _model_results(name: str, runs: list[dict], data, key: str) -> dict:
