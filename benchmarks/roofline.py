@@ -75,10 +75,10 @@ def bf16_supported() -> bool:
 #: What is measured: (column, precision of the peak it is compared with, cnnlab training options).
 #: Every column is fp32 training except bf16 (autocast), which is compared with the bf16 peak.
 COLUMNS = (
-    ("fp32", "fp32", {}),
+    ("fp32", "fp32", {"channels_last": False}),
     ("fp32+channels_last", "fp32", {"channels_last": True}),
     ("bf16+channels_last", "bf16", {"precision": "bf16", "channels_last": True}),
-    ("fp32+compile", "fp32", {"compile": True}),
+    ("fp32+compile", "fp32", {"compile": True, "channels_last": False}),
 )
 
 
