@@ -22,8 +22,6 @@ def main(argv=None) -> int:
                    help=f"benchmarks to run (default: all of {', '.join(ALL)})")
     p.add_argument("--quick", action="store_true", help="few steps, repeats and seeds")
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--target", type=float, default=99.0)
-    p.add_argument("--recipes", nargs="+", default=["fast", "lecture"])
     args = p.parse_args(argv)
     args.which = args.which or list(ALL)
     steps, repeats = (40, 2) if args.quick else (300, 5)
@@ -36,7 +34,7 @@ def main(argv=None) -> int:
     if "roofline" in args.which:
         roofline.run(steps=steps // 2, repeats=max(1, repeats - 2))
     if "time_to_accuracy" in args.which:
-        time_to_accuracy.run(seeds=1 if args.quick else args.seeds, target=args.target, recipes=args.recipes)
+        time_to_accuracy.run(seeds=1 if args.quick else args.seeds)
     return 0
 
 

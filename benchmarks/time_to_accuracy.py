@@ -1,8 +1,10 @@
-"""Wall seconds from process start to the first evaluation at or above a target test accuracy.
+"""Wall seconds from process start to a target test accuracy, and to the end of the whole process.
 
-Each measurement is a fresh ``python -m cnnlab train`` process with ``--target-accuracy``; the
-clock starts just before the process is launched (imports and data loading count) and stops at
-the moment the run reports the target reached (evaluation time counts).
+Each measurement is a fresh ``python -m cnnlab train`` process with ``--target-accuracy``; the clock starts
+just before the process is launched (imports and data loading count). "to target" stops at the moment the
+run reports the target reached (evaluations count); "whole process" at its exit (the report counts too).
+
+    python -m benchmarks.time_to_accuracy --seeds 3
 """
 
 from __future__ import annotations
@@ -16,12 +18,21 @@ from pathlib import Path
 
 from benchmarks.common import median, write
 
+#: What is measured: (recipe, target %, extra flags). The best recipe's time to 99.5% uses a shorter schedule
+#: of the same recipe (docs/accuracy.md says why); the other arms run their recipe as it is.
+ARMS = (
+    ("fast", 99.0, ()),
+    ("lecture", 99.0, ()),
+    ("best", 99.5, ("--epochs", "5", "--evals-per-epoch", "4")),
+)
+MODELS = ("resnet", "inception")
 
-def one_run(model: str, recipe: str, seed: int, target: float) -> dict:
+
+def one_run(model: str, recipe: str, seed: int, target: float, extra: tuple[str, ...] = ()) -> dict:
     with tempfile.TemporaryDirectory(prefix="cnnlab-tta-") as tmp:
         out = Path(tmp) / "run"
         cmd = [sys.executable, "-m", "cnnlab", "train", "--model", model, "--recipe", recipe, "--seed", str(seed),
-               "--target-accuracy", str(target), "--quiet", "--out", str(out)]
+               "--target-accuracy", str(target), *extra, "--quiet", "--out", str(out)]
         start = time.time()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         wall = time.time() - start
@@ -39,32 +50,42 @@ def one_run(model: str, recipe: str, seed: int, target: float) -> dict:
     }
 
 
-def run(models=("resnet", "inception"), recipes=("fast", "lecture"), seeds: int = 3, target: float = 99.0) -> dict:
-    results = {}
+def _row(model: str, recipe: str, target: float, extra, r: dict) -> str:
+    secs = ", ".join(f"{x['seconds']:.1f}" if x["reached"] else f"not reached ({x['final_accuracy']:.2f}%)"
+                     for x in r["runs"])
+    eps = ", ".join(f"{x['epoch']:.2f}" if x["reached"] else "-" for x in r["runs"])
+    med = f"**{r['median_seconds']:.1f}**" if r["median_seconds"] is not None else "-"
+    whole = median([x["process_seconds"] for x in r["runs"]])
+    flags = f" `{' '.join(extra)}`" if extra else ""
+    return (f"| {model} | {recipe}{flags} | {target:g}% | {secs} | {med} | {whole:.1f} | {eps} | "
+            f"{'yes' if r['all_reached'] else 'no'} |")
+
+
+def run(models=MODELS, arms=ARMS, seeds: int = 3) -> dict:
+    results, lines = {}, []
     for model in models:
-        for recipe in recipes:
-            runs = [one_run(model, recipe, s, target) for s in range(seeds)]
+        for recipe, target, extra in arms:
+            runs = [one_run(model, recipe, s, target, tuple(extra)) for s in range(seeds)]
             reached = [r["seconds"] for r in runs if r["reached"]]
-            results[f"{model}/{recipe}"] = {
-                "runs": runs,
-                "all_reached": len(reached) == seeds,
-                "median_seconds": median(reached) if len(reached) == seeds else None,
-            }
-            print(f"{model}/{recipe}: {[round(r['seconds'], 1) if r['reached'] else None for r in runs]}", flush=True)
-    lines = [f"## Time to {target}% test accuracy (whole process, {seeds} seeds)", "",
-             "| model | recipe | seconds per seed | median | epochs at target | all seeds reached |",
-             "|---|---|---|---:|---|---|"]
-    for key, r in results.items():
-        model, recipe = key.split("/")
-        secs = ", ".join(f"{x['seconds']:.1f}" if x["reached"] else f"not reached ({x['final_accuracy']:.2f}%)" for x in r["runs"])
-        eps = ", ".join(f"{x['epoch']:.2f}" if x["reached"] else "-" for x in r["runs"])
-        med = f"{r['median_seconds']:.1f}" if r["median_seconds"] is not None else "-"
-        lines.append(f"| {model} | {recipe} | {secs} | {med} | {eps} | {'yes' if r['all_reached'] else 'no'} |")
-    for model in models:
-        fast, lec = results.get(f"{model}/fast"), results.get(f"{model}/lecture")
-        if fast and lec and fast["median_seconds"] and lec["median_seconds"]:
-            lines.append(f"\n{model}: fast recipe is {lec['median_seconds'] / fast['median_seconds']:.1f}x faster to {target}% than the lecture recipe.")
-        elif fast and lec and fast["median_seconds"]:
-            lines.append(f"\n{model}: the lecture recipe did not reach {target}% on every seed within its 10 epochs.")
-    write("time_to_accuracy", {"target": target, "results": results}, "\n".join(lines) + "\n")
+            key = f"{model}/{recipe}/{target:g}"
+            results[key] = {"runs": runs, "all_reached": len(reached) == seeds, "extra": list(extra),
+                            "median_seconds": median(reached) if len(reached) == seeds else None}
+            print(f"{key}: {[round(r['seconds'], 1) if r['reached'] else None for r in runs]}", flush=True)
+            lines.append(_row(model, recipe, target, extra, results[key]))
+    header = [f"## Time to a target test accuracy (fresh processes, {seeds} seeds)", "",
+              "Seconds from launch: to the evaluation that reached the target, and to the exit of the whole process "
+              "(report included).", "",
+              "| model | recipe | target | seconds to target per seed | median | whole process (median) | "
+              "epochs at target | all seeds reached |", "|---|---|---|---|---:|---:|---|---|"]
+    write("time_to_accuracy", {"results": results}, "\n".join(header + lines) + "\n")
     return results
+
+
+if __name__ == "__main__":
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m benchmarks.time_to_accuracy")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--models", nargs="+", default=list(MODELS))
+    args = p.parse_args()
+    run(models=args.models, seeds=args.seeds)

@@ -59,3 +59,24 @@ def test_stopwatch_on_the_cpu():
     clock = Stopwatch(torch.device("cpu")).start()
     time.sleep(0.05)
     assert 0.05 <= clock.stop() < 5.0  # it measures the time that passed, not zero, not a timestamp
+
+
+def test_the_whole_process_reference_script_runs_the_lectures_epoch(tiny_idx):
+    """The reference of benchmarks.whole_process: the lecture's script, per item, on raw IDX files."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-m", "benchmarks.reference_epoch", "--model", "resnet", "--data",
+                          str(tiny_idx)], cwd=root, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "accuracy on test set:" in out.stdout and "[" in out.stdout.splitlines()[-1]
+
+
+def test_whole_process_timing_alternates_arms_and_names_failures(tmp_path):
+    from benchmarks.whole_process import alternate, wall
+
+    times = alternate({"a": [sys.executable, "-c", "pass"], "b": [sys.executable, "-c", "import time; time.sleep(0.2)"]},
+                      repeats=2)
+    assert len(times["a"]) == len(times["b"]) == 2 and min(times["b"]) > 0.2 > 0 < min(times["a"])
+    with pytest.raises(RuntimeError, match="failed"):
+        wall([sys.executable, "-c", "raise SystemExit(3)"])
