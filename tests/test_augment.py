@@ -49,16 +49,6 @@ def test_shift_alone_is_bitwise_the_historical_shift_augment(seed, epoch, b, cha
     assert torch.equal(got3, historical_shift(x, seed, epoch, b, pad=3, fill=FILL))
 
 
-def test_shift_matches_the_engine_while_the_engine_still_has_it():
-    engine = pytest.importorskip("cnnlab.engine")
-    if not hasattr(engine, "shift_augment"):
-        pytest.skip("the engine no longer has its own shift_augment")
-    x = batch(8, 1, 28, 28, channels_last=True)
-    for b in range(3):
-        want = engine.shift_augment(x, 5, 1, b, fill=FILL)
-        assert torch.equal(parse_augment("shift")(x, seed=5, epoch=1, batch=b, fill=FILL), want)
-
-
 ALL = "shift+affine:rotate=20,scale=0.2,translate=0.1,shear=0.2+elastic:alpha=2,sigma=2+flip+erase:p=1"
 
 
