@@ -17,76 +17,9 @@ import struct
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
-
-class InceptionModule(torch.nn.Module):
-    def __init__(self, in_channels):
-        super().__init__()
-        self.branch_pool = torch.nn.Conv2d(in_channels, 24, kernel_size=1)
-        self.branch1x1 = torch.nn.Conv2d(in_channels, 16, kernel_size=1)
-        self.branch5x5_1 = torch.nn.Conv2d(in_channels, 16, kernel_size=1)
-        self.branch5x5_2 = torch.nn.Conv2d(16, 24, kernel_size=5, padding=2)
-        self.branch3x3_1 = torch.nn.Conv2d(in_channels, 16, kernel_size=1)
-        self.branch3x3_2 = torch.nn.Conv2d(16, 24, kernel_size=3, padding=1)
-        self.branch3x3_3 = torch.nn.Conv2d(24, 24, kernel_size=3, padding=1)
-
-    def forward(self, x):
-        y1 = self.branch_pool(F.avg_pool2d(x, kernel_size=3, stride=1, padding=1))  # the lecture's stride 3 fails
-        y2 = self.branch1x1(x)
-        y3 = self.branch5x5_2(self.branch5x5_1(x))
-        y4 = self.branch3x3_3(self.branch3x3_2(self.branch3x3_1(x)))
-        return torch.cat([y1, y2, y3, y4], dim=1)
-
-
-class InceptionNet(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(1, 10, kernel_size=5)
-        self.conv2 = torch.nn.Conv2d(88, 20, kernel_size=5)
-        self.incept1 = InceptionModule(in_channels=10)
-        self.incept2 = InceptionModule(in_channels=20)
-        self.mp = torch.nn.MaxPool2d(2)
-        self.fc = torch.nn.Linear(1408, 10)
-
-    def forward(self, x):
-        in_size = x.size(0)
-        x = F.relu(self.mp(self.conv1(x)))
-        x = self.incept1(x)
-        x = F.relu(self.mp(self.conv2(x)))
-        x = self.incept2(x)
-        return self.fc(x.view(in_size, -1))
-
-
-class ResidualBlock(torch.nn.Module):
-    def __init__(self, channels):
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(channels, channels, kernel_size=3, padding=1)
-        self.conv2 = torch.nn.Conv2d(channels, channels, kernel_size=3, padding=1)
-
-    def forward(self, x):
-        y = F.relu(self.conv1(x))
-        return F.relu(x + self.conv2(y))
-
-
-class ResNet(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(1, 16, kernel_size=5)
-        self.conv2 = torch.nn.Conv2d(16, 32, kernel_size=5)
-        self.mp = torch.nn.MaxPool2d(2)
-        self.rblock1 = ResidualBlock(16)
-        self.rblock2 = ResidualBlock(32)
-        self.fc = torch.nn.Linear(512, 10)
-
-    def forward(self, x):
-        in_size = x.size(0)
-        x = self.mp(F.relu(self.conv1(x)))
-        x = self.rblock1(x)
-        x = self.mp(F.relu(self.conv2(x)))
-        x = self.rblock2(x)
-        return self.fc(x.view(in_size, -1))
+from benchmarks.lecture import LectureInceptionNet, LectureResNet
 
 
 def read_idx(path: str) -> np.ndarray:
@@ -123,7 +56,7 @@ def main() -> None:
     args = p.parse_args()
     train_loader = torch.utils.data.DataLoader(MNIST(args.data, True), shuffle=True, batch_size=64)
     test_loader = torch.utils.data.DataLoader(MNIST(args.data, False), shuffle=False, batch_size=64)
-    model = ResNet() if args.model == "resnet" else InceptionNet()
+    model = LectureResNet() if args.model == "resnet" else LectureInceptionNet()
     criterion = torch.nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.5)
     running_loss = 0.0

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import gzip
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from cnnlab.data.idx import encode_idx
+
+# the repository's root, for `benchmarks` (the lecture's own classes live in benchmarks/lecture.py)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def make_images(labels: np.ndarray, rng: np.random.Generator, size: int = 28) -> np.ndarray:

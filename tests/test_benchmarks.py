@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import roofline, throughput  # noqa: E402
-from cnnlab.data import load_dataset  # noqa: E402
-from cnnlab.models import create_model  # noqa: E402
+from benchmarks import roofline, throughput
+from cnnlab.data import load_dataset
+from cnnlab.models import create_model
 
 
 @pytest.fixture

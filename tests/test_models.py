@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from benchmarks.lecture import LectureBasicNet, LectureInceptionNet, LectureResNet
 from cnnlab.errors import CnnlabError
 from cnnlab.models import InceptionModule, count_parameters, create_model, list_models
 
@@ -62,101 +63,6 @@ def test_inception_module_keeps_size_and_has_88_channels():
     y = m(torch.randn(2, 10, 12, 12))
     assert y.shape == (2, 88, 12, 12)
     assert [t.shape[1] for t in m.branches(torch.randn(1, 10, 12, 12)).values()] == [24, 16, 24, 24]
-
-
-# --- The lecture's own classes, copied from the seed (with the one stride fix) --------------------
-
-
-class LectureInceptionModule(torch.nn.Module):
-    def __init__(self, in_channels):
-        super().__init__()
-        self.branch_pool = torch.nn.Conv2d(in_channels, 24, kernel_size=1)
-        self.branch1x1 = torch.nn.Conv2d(in_channels, 16, kernel_size=1)
-        self.branch5x5_1 = torch.nn.Conv2d(in_channels, 16, kernel_size=1)
-        self.branch5x5_2 = torch.nn.Conv2d(16, 24, kernel_size=5, padding=2)
-        self.branch3x3_1 = torch.nn.Conv2d(in_channels, 16, kernel_size=1)
-        self.branch3x3_2 = torch.nn.Conv2d(16, 24, kernel_size=3, padding=1)
-        self.branch3x3_3 = torch.nn.Conv2d(24, 24, kernel_size=3, padding=1)
-
-    def forward(self, x):
-        y1 = F.avg_pool2d(x, kernel_size=3, stride=1, padding=1)  # the lecture says stride=3: a bug
-        y1 = self.branch_pool(y1)
-        y2 = self.branch1x1(x)
-        y3 = self.branch5x5_1(x)
-        y3 = self.branch5x5_2(y3)
-        y4 = self.branch3x3_1(x)
-        y4 = self.branch3x3_2(y4)
-        y4 = self.branch3x3_3(y4)
-        return torch.cat([y1, y2, y3, y4], dim=1)
-
-
-class LectureInceptionNet(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(1, 10, kernel_size=5)
-        self.conv2 = torch.nn.Conv2d(88, 20, kernel_size=5)
-        self.incept1 = LectureInceptionModule(in_channels=10)
-        self.incept2 = LectureInceptionModule(in_channels=20)
-        self.mp = torch.nn.MaxPool2d(2)
-        self.fc = torch.nn.Linear(1408, 10)
-
-    def forward(self, x):
-        in_size = x.size(0)
-        x = F.relu(self.mp(self.conv1(x)))
-        x = self.incept1(x)
-        x = F.relu(self.mp(self.conv2(x)))
-        x = self.incept2(x)
-        x = x.view(in_size, -1)
-        return self.fc(x)
-
-
-class LectureResidualBlock(torch.nn.Module):
-    def __init__(self, channels):
-        super().__init__()
-        self.channels = channels
-        self.conv1 = torch.nn.Conv2d(channels, channels, kernel_size=3, padding=1)
-        self.conv2 = torch.nn.Conv2d(channels, channels, kernel_size=3, padding=1)
-
-    def forward(self, x):
-        y = F.relu(self.conv1(x))
-        y = self.conv2(y)
-        return F.relu(x + y)
-
-
-class LectureResNet(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(1, 16, kernel_size=5)
-        self.conv2 = torch.nn.Conv2d(16, 32, kernel_size=5)
-        self.mp = torch.nn.MaxPool2d(2)
-        self.rblock1 = LectureResidualBlock(16)
-        self.rblock2 = LectureResidualBlock(32)
-        self.fc = torch.nn.Linear(512, 10)
-
-    def forward(self, x):
-        in_size = x.size(0)
-        x = self.mp(F.relu(self.conv1(x)))
-        x = self.rblock1(x)
-        x = self.mp(F.relu(self.conv2(x)))
-        x = self.rblock2(x)
-        x = x.view(in_size, -1)
-        return self.fc(x)
-
-
-class LectureBasicNet(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(1, 10, kernel_size=5)
-        self.conv2 = torch.nn.Conv2d(10, 20, kernel_size=5)
-        self.pooling = torch.nn.MaxPool2d(2)
-        self.fc = torch.nn.Linear(320, 10)
-
-    def forward(self, x):
-        batch_size = x.size(0)
-        x = F.relu(self.pooling(self.conv1(x)))
-        x = F.relu(self.pooling(self.conv2(x)))
-        x = x.view(batch_size, -1)
-        return self.fc(x)
 
 
 @pytest.mark.parametrize(
