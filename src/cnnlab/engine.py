@@ -163,12 +163,17 @@ def train(
         stack.callback(lambda: [o.close() for o in observers])
         final = fit(t, observers)
         result = finish(t, final, report, verbose)
-        if t.run_dir is not None:
-            stopped = result.stopped == "step limit"
-            write_status(t.run_dir, "stopped" if stopped else "finished",
-                         {"step limit": f"--max-steps {cfg.max_steps}: resume to go on", "target":
-                          f"reached --target-accuracy {cfg.target_accuracy:g}"}.get(result.stopped, ""))
+        _record_outcome(t, result)
         return result
+
+
+def _record_outcome(t: Trainer, result: TrainResult) -> None:
+    """status.json of a run that ended without an error: finished, or stopped by --max-steps (resumable)."""
+    if t.run_dir is None:
+        return
+    why = {"step limit": f"--max-steps {t.cfg.max_steps}: resume to go on",
+           "target": f"reached --target-accuracy {t.cfg.target_accuracy:g}"}
+    write_status(t.run_dir, "stopped" if result.stopped == "step limit" else "finished", why.get(result.stopped, ""))
 
 
 def _forget_if_empty(plan: RunPlan):
