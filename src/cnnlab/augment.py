@@ -117,15 +117,20 @@ class Affine:
         return _sample(x, grid, fill)
 
 
-def _gaussian_blur(field: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of a (B, K, H, W) field, zero padded."""
+def _gaussian_matrix(n: int, sigma: float, device) -> torch.Tensor:
+    """(n, n) matrix of a zero-padded 1-D Gaussian blur (truncated at 2.5 sigma, taps summing to 1)."""
     radius = max(1, int(math.ceil(2.5 * sigma)))
-    t = torch.arange(-radius, radius + 1, dtype=field.dtype, device=field.device)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    ch = field.shape[1]
-    field = F.conv2d(field, k.view(1, 1, -1, 1).repeat(ch, 1, 1, 1), padding=(radius, 0), groups=ch)
-    return F.conv2d(field, k.view(1, 1, 1, -1).repeat(ch, 1, 1, 1), padding=(0, radius), groups=ch)
+    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float32) / sigma) ** 2)
+    taps = taps / taps.sum()
+    d = torch.arange(n)[:, None] - torch.arange(n)[None, :]  # (n, n) offsets
+    m = torch.where(d.abs() <= radius, taps[(d + radius).clamp(0, 2 * radius)], torch.zeros(()))
+    return m.to(device)
+
+
+def _gaussian_blur(field: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of each (H, W) map of a (B, K, H, W) field: two small matmuls."""
+    h, w = field.shape[-2:]
+    return _gaussian_matrix(h, sigma, field.device) @ field @ _gaussian_matrix(w, sigma, field.device).T
 
 
 @dataclass(frozen=True)
