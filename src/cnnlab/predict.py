@@ -94,7 +94,7 @@ BORDER_OVER = 4.0
 PIECE_MASS = 0.03
 #: ...and at most this fraction of its size away from it.
 PIECE_GAP = 0.25
-#: The kept components grow into fainter ink (half the threshold) by at most this fraction of the digit's size...
+#: The kept components follow fainter ink reaching the border (a grid line) by at most this fraction of the digit's size...
 KEEP_GROW = 0.1
 #: ...and are then widened by this fraction of the digit's size (the strokes' soft edges).
 KEEP_MARGIN = 0.04
@@ -387,6 +387,21 @@ def select_digit(comps: list[dict]) -> list[dict]:
     return kept
 
 
+def hysteresis(keep: np.ndarray, weak: np.ndarray, steps: int) -> np.ndarray:
+    """``keep`` (inside ``weak``) grown into the fainter ink of ``weak``: every faint component it touches
+    is kept whole when it does not reach the image's border (the faint part of a stroke); one that does
+    (a grid line, a shadow's edge) is followed by at most ``steps`` pixels from ``keep``."""
+    labels = label_components(weak)
+    touched = np.setdiff1d(np.unique(labels[keep]), _ring(labels))
+    keep = keep | np.isin(labels, touched)
+    for _ in range(steps):
+        grown = keep | (_dilate(keep) & weak)
+        if np.array_equal(grown, keep):
+            break
+        keep = grown
+    return keep
+
+
 def keep_digit(ink: np.ndarray) -> np.ndarray:
     """Step 4: keep the digit's strokes only; everything else in the ink map becomes 0.
 
@@ -399,10 +414,10 @@ def keep_digit(ink: np.ndarray) -> np.ndarray:
     - they are grouped into connected components (8-neighbours, :func:`label_components`), and
       :func:`select_digit` keeps the digit's: specks, marks away from the digit, and grid lines and
       shadow edges that touch the border are dropped;
-    - the kept components grow into fainter ink (at least half the threshold) by at most
-      :data:`KEEP_GROW` of the digit's size (hysteresis: the faint end of a stroke stays, a grid line
-      crossing the digit only keeps a stub), then are widened by :data:`KEEP_MARGIN` of it, so that
-      the soft edges of the strokes stay.
+    - the kept components grow into fainter ink (at least half the threshold, :func:`hysteresis`):
+      the faint part of a stroke stays whole, a grid line crossing the digit only keeps a stub of
+      :data:`KEEP_GROW` of the digit's size; then they are widened by :data:`KEEP_MARGIN` of it, so
+      that the soft edges of the strokes stay.
 
     The ink outside them is set to 0, and inside them the level of the faint marks around the digit
     (the 99th percentile of what lies below the threshold outside them, at most half the threshold;
@@ -424,12 +439,7 @@ def keep_digit(ink: np.ndarray) -> np.ndarray:
     y0, x0 = min(c["box"][0] for c in kept), min(c["box"][1] for c in kept)
     y1, x1 = max(c["box"][2] for c in kept), max(c["box"][3] for c in kept)
     size = max(y1 - y0, x1 - x0) + 1
-    weak = small >= max(INK_THRESHOLD * peak, 0.5 * cut)
-    for _ in range(round(KEEP_GROW * size)):  # hysteresis: faint ends of the strokes, a limited way
-        grown = keep | (_dilate(keep) & weak)
-        if np.array_equal(grown, keep):
-            break
-        keep = grown
+    keep = hysteresis(keep, small >= max(INK_THRESHOLD * peak, 0.5 * cut), round(KEEP_GROW * size))
     margin = max(1, round(KEEP_MARGIN * size))
     keep = square_filter(keep.astype(np.float32), 2 * margin + 1, np.max)
     faint = small[(keep == 0) & (small < cut)]  # the paper and the faint marks around the digit
