@@ -72,7 +72,7 @@ BG_SIDE = 128
 #: The square that closes the strokes over, as a fraction of the shorter side (wider than a pen stroke).
 BG_WINDOW = 0.3
 #: Around each pixel, the paper's level lies within what its map holds over this many px of the reduced copy.
-EDGE_WINDOW = 3
+EDGE_WINDOW = 5
 #: Images with a shorter side below this (px) are taken as evenly lit: a 28x28 field is no photo, and
 #: its strokes are too wide for them to be closed over.
 SHADED_MIN_SIDE = 64
