@@ -73,6 +73,8 @@ CONDITIONS: dict[str, tuple[str, Page | str]] = {
     "MNIST 28x28 field as a file": ("clean", "field"),
     "drawing canvas, black on white": ("clean", Page(paper=(1, 1, 1), ink=(0, 0, 0), **CANVAS)),
     "white on black, thin strokes": ("clean", Page(paper=(0, 0, 0), ink=(1, 1, 1), light_ink=True, stroke=0.6, **CANVAS)),
+    "bold strokes filling the canvas": ("clean", Page(paper=(0, 0, 0), ink=(1, 1, 1), light_ink=True, stroke=0.08,
+                                                      side=(280, 280), digit=(0.8, 0.85))),
     "clean": ("clean", Page()),
     "clean, noise + JPEG": ("clean", Page(noise=0.02, jpeg=75)),
     "off-centre + rotation": ("clean", Page(rotate=15, offcentre=True)),

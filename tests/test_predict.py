@@ -356,6 +356,9 @@ CLEAN = {
     "drawing page canvas (280 px, black on white)": lambda: draw_digit((280, 280), (40, 40, 240, 240)),
     "thin white strokes on black": lambda: draw_digit((280, 280), (40, 40, 240, 240), ink=255, paper=0, width_frac=0.03),
     "light ink on dark paper": lambda: draw_digit(ink=230, paper=40),
+    "bold digit filling a white-on-black canvas": lambda: draw_digit((280, 280), (20, 20, 260, 260), ink=255, paper=0,
+                                                                      width_frac=0.35),
+    "bold digit filling a black-on-white canvas": lambda: draw_digit((280, 280), (20, 20, 260, 260), width_frac=0.35),
     "MNIST-like 28x28 field as a picture": lambda: Image.fromarray(to_uint8(preprocess(draw_digit()))),
     "transparent background (RGBA)": _transparent,
 }
@@ -388,9 +391,10 @@ def test_specks_and_far_marks_are_dropped_but_a_detached_stroke_stays():
     page[350:353, 10:390] = 0.3  # a long grey line across the page, away from the digit
     page[200:206, 330:336] = 0  # a small speck beside the digit, farther than a quarter of its size
     page[90:96, 150:250] = 0  # a bar just above the digit: a stroke of its own
+    page[230:236, 280:400] = 0  # a stroke from the digit's foot to the page's edge, cut by the frame
     ink = keep_digit(ink_map(Image.fromarray(np.round(page * 255).astype(np.uint8))))
     assert ink[20:26, 30:36].max() == 0 and ink[350:353].max() == 0 and ink[200:206, 330:336].max() == 0
-    assert ink[90:96, 150:250].min() > 0.9
+    assert ink[90:96, 150:250].min() > 0.9 and ink[230:236, 290:400].min() > 0.9
 
 
 def test_helpers():

@@ -76,12 +76,16 @@ EDGE_WINDOW = 5
 #: Images with a shorter side below this (px) are taken as evenly lit: a 28x28 field is no photo, and
 #: its strokes are too wide for them to be closed over.
 SHADED_MIN_SIDE = 64
+#: A paper level map this close to the darkest ink (ratio) holds a stroke, not paper: the page is taken as evenly lit.
+INK_SURVIVED = 1.5
 #: A paper level map varying less than this (fraction of the paper's level) is an evenly lit page.
 FLAT_PAPER = 0.1
 #: The polarity is decided on a copy of at most this many px (longer side)...
 POLARITY_SIDE = 80
 #: ...against the median over a square of this fraction of its shorter side.
 POLARITY_WINDOW = 0.25
+#: A border whose 10th and 90th percentiles are this close is evenly lit (it then decides the polarity).
+EVEN_RING = 0.1
 #: Strokes must stand out on one side this many times more than on the other to decide the polarity.
 POLARITY_RATIO = 2.0
 #: The threshold of the strokes is at most this fraction of the strongest ink.
@@ -215,9 +219,16 @@ def opening(a: np.ndarray, k: int) -> np.ndarray:
 def light_paper(gray: np.ndarray) -> bool:
     """Step 2: whether the paper is light (dark ink), from the side on which the thin minority departs.
 
-    The paper is the majority of every neighbourhood, the strokes (and grid lines) a thin minority; a
-    shadow or a gradient is wide. On a copy reduced to at most :data:`POLARITY_SIDE` px, in log scale
-    (so that a contrast is a ratio, and ink in a shadow counts as much as ink in the light):
+    When the outermost ring of pixels of a copy reduced to at most :data:`POLARITY_SIDE` px (the noise
+    averaged away) is evenly lit (its 10th and 90th percentiles within :data:`EVEN_RING`) and clearly
+    light or dark (its median at least 0.15 away from 0.5), it is the paper: light paper when its median
+    is at least 0.5, the rule of earlier versions. This holds for scans, drawings and canvases, however
+    bold the digit.
+
+    Otherwise (shading or a shadow across the border, grey paper near 0.5), the paper is the majority
+    of every neighbourhood, the strokes (and grid lines) a thin minority; a shadow or a gradient is
+    wide. On that copy, in log scale (so that a contrast is a ratio, and ink in a shadow counts as
+    much as ink in the light):
 
     - the median over a square of :data:`POLARITY_WINDOW` of the shorter side is the majority's level
       (it keeps a straight shadow edge and follows gradients), computed on every other row and column
@@ -236,7 +247,11 @@ def light_paper(gray: np.ndarray) -> bool:
     ring = float(np.median(_ring(gray))) >= 0.5
     if min(gray.shape) < SHADED_MIN_SIDE:
         return ring
-    small = np.log(reduced(gray, POLARITY_SIDE) + 0.03)  # contrast as a ratio: ink in a shadow counts as much
+    small = reduced(gray, POLARITY_SIDE)
+    lo, mid, hi = np.percentile(_ring(small), [10, 50, 90])
+    if hi - lo <= EVEN_RING and abs(mid - 0.5) >= 0.15:  # an evenly lit border, clearly light or dark
+        return bool(mid >= 0.5)
+    small = np.log(small + 0.03)  # contrast as a ratio: ink in a shadow counts as much
     k = max(3, round(POLARITY_WINDOW * min(small.shape)) | 1)
     level = sparse_median(small, k)
     noise = 1.4826 * float(np.median(np.abs(small - square_filter(small, 3, np.mean))))
@@ -268,7 +283,10 @@ def paper_level(gray: np.ndarray, light: bool) -> np.ndarray | float:
     When that map varies by less than :data:`FLAT_PAPER` of the paper's level (and for images smaller
     than :data:`SHADED_MIN_SIDE`), the page is evenly lit and the median of the outermost ring of
     pixels is the level, one number, as in earlier versions, so clean scans and drawings are read as
-    they always were. Otherwise the map is enlarged back to the image's size, with its resolution
+    they always were. The same when the map gets within :data:`INK_SURVIVED` times as dark as the
+    darkest ink (as light as the lightest, on dark paper): paper in a shadow stays well lighter than
+    ink, so there a stroke was too wide to be closed over (a bold digit filling the image), and the
+    map would hollow it out. Otherwise the map is enlarged back to the image's size, with its resolution
     restored at sharp shadow edges: each pixel's level is its own gray value, held within the lowest and
     highest level of the map around it (:data:`EDGE_WINDOW` px of the copy). Paper at a shadow's edge
     is then its own level (no false ink along the edge), while ink, darker than the paper on both
@@ -285,7 +303,12 @@ def paper_level(gray: np.ndarray, light: bool) -> np.ndarray | float:
     level = square_filter(level[k:-k, k:-k], 3, np.mean)
     lo, hi = np.percentile(level, [2, 98])
     scale = max(float(np.median(level)), 1e-3) if light else max(1.0 - float(np.median(level)), 1e-3)
-    if (hi - lo) / scale < FLAT_PAPER:
+    # paper in a shadow stays well lighter than the ink; as dark as the ink, it is a stroke too wide to close over
+    if light:
+        survived = float(level.min()) <= INK_SURVIVED * float(gray.min()) + 0.02
+    else:
+        survived = INK_SURVIVED * float(level.max()) >= float(gray.max()) - 0.02
+    if survived or (hi - lo) / scale < FLAT_PAPER:
         return ring
     h, w = gray.shape
     low, high = (np.asarray(Image.fromarray(square_filter(level, EDGE_WINDOW, f), mode="F").resize((w, h), Image.Resampling.BILINEAR))
@@ -353,6 +376,11 @@ def _components(labels: np.ndarray, ink: np.ndarray, most: int = 64) -> list[dic
              "border": bool(border[i])} for i in np.argsort(-mass, kind="stable")[:most]]
 
 
+def _side(box: tuple) -> int:
+    """The longer side of a bounding box (y0, x0, y1, x1, inclusive), minus one."""
+    return max(box[2] - box[0], box[3] - box[1])
+
+
 def _gap(a: tuple, b: tuple) -> int:
     """Chessboard distance between two bounding boxes (0 when they overlap)."""
     return max(0, a[0] - b[2], b[0] - a[2], a[1] - b[3], b[1] - a[3])
@@ -365,7 +393,9 @@ def select_digit(comps: list[dict]) -> list[dict]:
     touching the border is more than :data:`BORDER_OVER` times heavier (a digit cut by the frame, or
     drawn across it); then the others joining it are the components of at least :data:`PIECE_MASS` of its
     mass whose box lies within :data:`PIECE_GAP` of the digit's size from the digit's box (a detached
-    stroke, a stroke broken by the threshold), not touching the border when the main one does not.
+    stroke, a stroke broken by the threshold). When the main one does not touch the border, a piece
+    that does joins only when it is no longer than the digit (a stroke cut by the frame), as grid lines
+    and the edges of shadows run across the page.
     """
     inner = [c for c in comps if not c["border"]]
     heaviest = max(comps, key=lambda c: c["mass"])
@@ -374,11 +404,12 @@ def select_digit(comps: list[dict]) -> list[dict]:
         main = heaviest
     kept, box = [main], main["box"]
     candidates = sorted((c for c in comps if c is not main and c["mass"] >= PIECE_MASS * main["mass"]
-                         and (main["border"] or not c["border"])), key=lambda c: -c["mass"])
+                         and (main["border"] or not c["border"] or _side(c["box"]) <= _side(box))),
+                        key=lambda c: -c["mass"])
     grew = True
     while grew:
         grew = False
-        size = max(box[2] - box[0], box[3] - box[1]) + 1
+        size = _side(box) + 1
         for c in [c for c in candidates if _gap(c["box"], box) <= PIECE_GAP * size]:
             kept.append(c)
             candidates.remove(c)
