@@ -216,13 +216,20 @@ def opening(a: np.ndarray, k: int) -> np.ndarray:
     return square_filter(square_filter(a, k, np.min), k, np.max)
 
 
+def even_border(gray: np.ndarray) -> float | None:
+    """The median of the outermost ring of pixels of a copy reduced to at most :data:`POLARITY_SIDE` px
+    (the noise averaged away) when that ring is evenly lit (its 10th and 90th percentiles within
+    :data:`EVEN_RING`), else None."""
+    lo, mid, hi = np.percentile(_ring(reduced(gray, POLARITY_SIDE)), [10, 50, 90])
+    return float(mid) if hi - lo <= EVEN_RING else None
+
+
 def light_paper(gray: np.ndarray) -> bool:
     """Step 2: whether the paper is light (dark ink), from the side on which the thin minority departs.
 
-    When the outermost ring of pixels of a copy reduced to at most :data:`POLARITY_SIDE` px (the noise
-    averaged away) is evenly lit (its 10th and 90th percentiles within :data:`EVEN_RING`) and clearly
-    light or dark (its median at least 0.15 away from 0.5), it is the paper: light paper when its median
-    is at least 0.5, the rule of earlier versions. This holds for scans, drawings and canvases, however
+    When the image's border is evenly lit (:func:`even_border`) and clearly light or dark (its median at
+    least 0.15 away from 0.5), it is the paper: light paper when its median is at least 0.5, the rule
+    of earlier versions. This holds for scans, drawings and canvases, however
     bold the digit.
 
     Otherwise (shading or a shadow across the border, grey paper near 0.5), the paper is the majority
@@ -247,11 +254,10 @@ def light_paper(gray: np.ndarray) -> bool:
     ring = float(np.median(_ring(gray))) >= 0.5
     if min(gray.shape) < SHADED_MIN_SIDE:
         return ring
-    small = reduced(gray, POLARITY_SIDE)
-    lo, mid, hi = np.percentile(_ring(small), [10, 50, 90])
-    if hi - lo <= EVEN_RING and abs(mid - 0.5) >= 0.15:  # an evenly lit border, clearly light or dark
-        return bool(mid >= 0.5)
-    small = np.log(small + 0.03)  # contrast as a ratio: ink in a shadow counts as much
+    border = even_border(gray)
+    if border is not None and abs(border - 0.5) >= 0.15:  # an evenly lit border, clearly light or dark
+        return border >= 0.5
+    small = np.log(reduced(gray, POLARITY_SIDE) + 0.03)  # contrast as a ratio: ink in a shadow counts as much
     k = max(3, round(POLARITY_WINDOW * min(small.shape)) | 1)
     level = sparse_median(small, k)
     noise = 1.4826 * float(np.median(np.abs(small - square_filter(small, 3, np.mean))))
@@ -283,10 +289,11 @@ def paper_level(gray: np.ndarray, light: bool) -> np.ndarray | float:
     When that map varies by less than :data:`FLAT_PAPER` of the paper's level (and for images smaller
     than :data:`SHADED_MIN_SIDE`), the page is evenly lit and the median of the outermost ring of
     pixels is the level, one number, as in earlier versions, so clean scans and drawings are read as
-    they always were. The same when the map gets within :data:`INK_SURVIVED` times as dark as the
-    darkest ink (as light as the lightest, on dark paper): paper in a shadow stays well lighter than
-    ink, so there a stroke was too wide to be closed over (a bold digit filling the image), and the
-    map would hollow it out. Otherwise the map is enlarged back to the image's size, with its resolution
+    they always were. The same when the border is evenly lit (:func:`even_border`) and the map gets
+    within :data:`INK_SURVIVED` times as dark as the darkest ink (as light as the lightest, on dark
+    paper): paper in a shadow stays well lighter than ink, so there a stroke was too wide to be closed
+    over (a bold digit filling a canvas), and the map would hollow it out. (Under shading across the
+    border, faint ink in the light can be as dark as paper in the shade, so the test is not made there.) Otherwise the map is enlarged back to the image's size, with its resolution
     restored at sharp shadow edges: each pixel's level is its own gray value, held within the lowest and
     highest level of the map around it (:data:`EDGE_WINDOW` px of the copy). Paper at a shadow's edge
     is then its own level (no false ink along the edge), while ink, darker than the paper on both
@@ -303,17 +310,21 @@ def paper_level(gray: np.ndarray, light: bool) -> np.ndarray | float:
     level = square_filter(level[k:-k, k:-k], 3, np.mean)
     lo, hi = np.percentile(level, [2, 98])
     scale = max(float(np.median(level)), 1e-3) if light else max(1.0 - float(np.median(level)), 1e-3)
-    # paper in a shadow stays well lighter than the ink; as dark as the ink, it is a stroke too wide to close over
-    if light:
-        survived = float(level.min()) <= INK_SURVIVED * float(gray.min()) + 0.02
-    else:
-        survived = INK_SURVIVED * float(level.max()) >= float(gray.max()) - 0.02
-    if survived or (hi - lo) / scale < FLAT_PAPER:
+    if (hi - lo) / scale < FLAT_PAPER or (even_border(gray) is not None and _as_dark_as_ink(level, gray, light)):
         return ring
     h, w = gray.shape
     low, high = (np.asarray(Image.fromarray(square_filter(level, EDGE_WINDOW, f), mode="F").resize((w, h), Image.Resampling.BILINEAR))
                  for f in (np.min, np.max))
     return np.clip(gray, low, high)
+
+
+def _as_dark_as_ink(level: np.ndarray, gray: np.ndarray, light: bool) -> bool:
+    """Whether a paper level map gets within :data:`INK_SURVIVED` times as dark as the darkest ink (as light
+    as the lightest, on dark paper): paper in a shadow stays well lighter than ink, a level that dark is a
+    stroke too wide to be closed over."""
+    if light:
+        return float(level.min()) <= INK_SURVIVED * float(gray.min()) + 0.02
+    return INK_SURVIVED * float(level.max()) >= float(gray.max()) - 0.02
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
