@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, ImageFilter
 
 from apps_helpers import draw_digit, png_header_only, tiny_checkpoint
 from cnnlab.cli import main
@@ -277,3 +279,136 @@ def test_bad_inputs_are_one_line_errors(predictor, case):
 def test_taken_as_is_needs_the_field_size(predictor):
     with pytest.raises(BadImageError, match="must be 28x28, got 40x30; let it be preprocessed"):
         predictor(np.zeros((40, 30), dtype=np.uint8), preprocess=False)
+
+
+# ----------------------------------------------------------------------------- photo-like images (background removal)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.photo_digits import grid_lines, light_field  # noqa: E402
+from cnnlab.predict import (  # noqa: E402
+    _window, ink_map, keep_digit, label_components, light_paper, mnist_field, otsu_threshold, paper_level,
+)
+
+
+def _photo(light="even", paper=0.92, ink=0.1, grid=0.0, noise=0.0, jpeg=0, seed=0, canvas=(420, 360),
+           box=(150, 90, 300, 240), **light_args) -> Image.Image:
+    """The "4" of draw_digit photographed: ``light(x, y) * reflectance + noise``, 8-bit, optionally JPEG."""
+    rng = np.random.default_rng(seed)
+    w, h = canvas
+    cover = np.asarray(draw_digit(canvas, box, ink=255, paper=0).filter(ImageFilter.GaussianBlur(1.5)), np.float32) / 255
+    refl = np.full((h, w), paper, np.float32)
+    if grid:
+        refl *= 1 - grid * grid_lines(h, w, rng)
+    refl = refl * (1 - cover) + ink * cover
+    pixels = refl * light_field(light, h, w, rng, **light_args) + rng.normal(0, noise, (h, w))
+    img = Image.fromarray(np.round(np.clip(pixels, 0, 1) * 255).astype(np.uint8))
+    return _jpeg(img) if jpeg else img
+
+
+#: Each photo condition of the user report, as a page (benchmarks/photo_digits.py measures them with a net).
+PHOTOS = {
+    "linear shading": dict(light="linear", seed=1),
+    "radial shading": dict(light="radial", seed=2),
+    "soft shadow": dict(light="shadow", seed=3),
+    "hard shadow edge through the digit": dict(light="shadow", seed=4, depth=(0.7, 0.7), soft=(0.003, 0.003)),
+    "vignetting": dict(light="vignette", seed=5),
+    "darker corner": dict(light="corner", seed=6),
+    "grey paper + shadow": dict(light="shadow", paper=0.6, ink=0.06, seed=7),
+    "grid paper": dict(grid=0.2, seed=8),
+    "sensor noise + JPEG": dict(noise=0.05, jpeg=1, seed=9),
+    "all at once": dict(light="mixed", paper=0.72, grid=0.2, noise=0.04, jpeg=1, seed=10),
+}
+
+
+@pytest.fixture(scope="module")
+def clean_field():
+    return preprocess(_photo())
+
+
+@pytest.mark.parametrize("condition", list(PHOTOS))
+def test_photo_background_is_removed(condition, clean_field):
+    """Under uneven light, on grey or squared paper, with noise: the 28x28 field holds the digit only."""
+    field = preprocess(_photo(**PHOTOS[condition]))
+    ring = np.concatenate([field[:2].ravel(), field[-2:].ravel(), field[:, :2].ravel(), field[:, -2:].ravel()])
+    assert ring.max() < 0.05  # no slab of background reaching the field's border
+    rows, cols = np.flatnonzero(field.max(1) > 0.2), np.flatnonzero(field.max(0) > 0.2)
+    assert 19 <= max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 <= 21  # the digit, not digit + background, is 20 px
+    ys, xs = np.mgrid[:28, :28] + 0.5
+    assert (field * ys).sum() / field.sum() == pytest.approx(14.0, abs=0.3)
+    assert (field * xs).sum() / field.sum() == pytest.approx(14.0, abs=0.3)
+    assert np.corrcoef(field.ravel(), clean_field.ravel())[0, 1] > 0.95
+    assert np.abs(field - clean_field).mean() < 0.04
+
+
+@pytest.mark.parametrize("condition", ["soft shadow", "hard shadow edge through the digit", "grey paper + shadow"])
+def test_polarity_when_the_border_lies_in_a_shadow(condition):
+    """The old rule (the median of the border) says "dark paper" when most of the border is in a shadow;
+    the strokes' side decides instead. Light ink on a shaded dark board stays dark paper."""
+    args = dict(PHOTOS[condition], depth=(0.75, 0.75))
+    gray = np.asarray(_photo(**args), np.float32) / 255
+    assert light_paper(gray)
+    board = np.asarray(_photo(paper=0.1, ink=0.9, light="linear", seed=11), np.float32) / 255
+    assert not light_paper(board)
+
+
+CLEAN = {
+    "even paper photo": lambda: _photo(),
+    "drawing page canvas (280 px, black on white)": lambda: draw_digit((280, 280), (40, 40, 240, 240)),
+    "thin white strokes on black": lambda: draw_digit((280, 280), (40, 40, 240, 240), ink=255, paper=0, width_frac=0.03),
+    "light ink on dark paper": lambda: draw_digit(ink=230, paper=40),
+    "bold digit filling a white-on-black canvas": lambda: draw_digit((280, 280), (20, 20, 260, 260), ink=255, paper=0,
+                                                                      width_frac=0.35),
+    "bold digit filling a black-on-white canvas": lambda: draw_digit((280, 280), (20, 20, 260, 260), width_frac=0.35),
+    "MNIST-like 28x28 field as a picture": lambda: Image.fromarray(to_uint8(preprocess(draw_digit()))),
+    "transparent background (RGBA)": _transparent,
+}
+
+
+def to_uint8(field: np.ndarray) -> np.ndarray:
+    return np.round(field * 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("case", list(CLEAN))
+def test_clean_inputs_are_read_as_before(case):
+    """Evenly lit inputs keep the single paper level of the border (the earlier rule), and nothing of a
+    lone digit is dropped: the field is what the earlier steps gave."""
+    img = CLEAN[case]()
+    ink = ink_map(img)
+    if img.mode != "RGBA":
+        gray = np.asarray(img.convert("L"), np.float32) / 255
+        ring = float(np.median(np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])))
+        assert light_paper(gray) == (ring >= 0.5)
+        assert paper_level(gray, ring >= 0.5) == ring
+        old = (ring - gray) / ring if ring >= 0.5 else (gray - ring) / (1 - ring)
+        np.testing.assert_allclose(ink, np.clip(old, 0, 1), atol=1e-6)
+    np.testing.assert_array_equal(keep_digit(ink), ink)
+    np.testing.assert_array_equal(preprocess(img), mnist_field(ink))
+
+
+def test_specks_and_far_marks_are_dropped_but_a_detached_stroke_stays():
+    page = np.asarray(draw_digit((400, 400), (120, 100, 280, 260)), np.float32) / 255
+    page[20:26, 30:36] = 0  # a speck near the corner
+    page[350:353, 10:390] = 0.3  # a long grey line across the page, away from the digit
+    page[200:206, 330:336] = 0  # a small speck beside the digit, farther than a quarter of its size
+    page[90:96, 150:250] = 0  # a bar just above the digit: a stroke of its own
+    page[230:236, 280:400] = 0  # a stroke from the digit's foot to the page's edge, cut by the frame
+    ink = keep_digit(ink_map(Image.fromarray(np.round(page * 255).astype(np.uint8))))
+    assert ink[20:26, 30:36].max() == 0 and ink[350:353].max() == 0 and ink[200:206, 330:336].max() == 0
+    assert ink[90:96, 150:250].min() > 0.9 and ink[230:236, 290:400].min() > 0.9
+
+
+def test_helpers():
+    assert otsu_threshold(np.r_[np.full(90, 0.2), np.full(10, 0.8)]) == pytest.approx(0.5, abs=0.01)
+    assert otsu_threshold(np.ones(5)) == 0.5 and otsu_threshold(np.array([])) == 0.5
+    rng = np.random.default_rng(0)
+    a = rng.random((23, 31)).astype(np.float32)
+    for k in (2, 3, 8, 13):
+        for reduce in (np.max, np.min, np.mean):
+            ref = reduce(np.lib.stride_tricks.sliding_window_view(np.pad(a, ((k // 2, k - 1 - k // 2), (0, 0)), mode="edge"),
+                                                                  k, axis=0), axis=-1)
+            np.testing.assert_allclose(_window(a, k, reduce, 0), ref, atol=1e-5)
+    mask = np.zeros((9, 12), bool)
+    mask[1:3, 1:3] = mask[3, 3] = True  # touching diagonally: one component
+    mask[6:8, 6:11] = True
+    labels = label_components(mask)
+    assert len(np.unique(labels[mask])) == 2 and labels[1, 1] == labels[3, 3] and (labels[~mask] == -1).all()
