@@ -300,7 +300,7 @@ def main(argv=None) -> int:
         if args.save:
             save_examples(args.save, name, images, {v: f for v, (_, _, f) in results.items()})
 
-    print(f"\n| condition | group | " + " | ".join(versions) + " |")
+    print("\n| condition | group | " + " | ".join(versions) + " |")
     print("|---|---|" + "---:|" * len(versions))
     for name, row in rows.items():
         print(f"| {name} | {row['group']} | " + " | ".join(f"{row[v]:.1f}%" for v in versions) + " |")
