@@ -170,7 +170,31 @@ def test_train_help_shows_what_each_recipe_sets(capsys):
     for name, values in RECIPES.items():
         assert f"{name}: --epochs {values['epochs']} --batch-size {values['batch_size']}" in out
     assert f"--lr LR learning rate; the peak rate with --schedule onecycle (default: from --recipe: lecture " \
-           f"{RECIPES['lecture']['lr']:g}, fast {RECIPES['fast']['lr']:g})" in out
+           f"{RECIPES['lecture']['lr']:g}, fast {RECIPES['fast']['lr']:g}, best {RECIPES['best']['lr']:g} " \
+           f"(per model and dataset: see above))" in out
+    # the variants of the best recipe are listed under it
+    assert "best: --epochs 15" in out and "for inception: --lr 0.004 --epochs 10" in out
+    assert "for fashion-mnist: --augment shift+flip+erase:p=0.5" in out
+
+
+def test_recipe_variants_resolve_by_model_and_dataset_and_never_flip_digits():
+    from cnnlab.config import RECIPE_VARIANTS, RECIPES, TrainConfig, recipe_values
+
+    assert recipe_values("best", "resnet", "mnist") == RECIPES["best"]
+    inc = recipe_values("best", "inception", "mnist")
+    assert (inc["lr"], inc["epochs"]) == (0.004, 10)
+    fash = recipe_values("best", "resnet", "fashion-mnist")
+    assert "flip" in fash["augment"] and fash["epochs"] == 30
+    assert recipe_values("best", "inception", "fashion-mnist")["epochs"] == 10  # the more specific entry wins
+    # a config resolves the same way, and a flag given explicitly wins over every variant
+    cfg = TrainConfig(model="inception", dataset="fashion-mnist", recipe="best", epochs=3).resolve()
+    assert (cfg.epochs, cfg.lr, cfg.augment) == (3, 0.004, "shift+flip+erase:p=0.5")
+    # digits change class when mirrored: no recipe may flip them, on any model or digit dataset
+    for recipe in RECIPES:
+        for model in ("resnet", "inception", "basic_cnn"):
+            for dataset in ("mnist", "idx:/some/kmnist", "folder:digits"):
+                assert "flip" not in recipe_values(recipe, model, dataset)["augment"], (recipe, model, dataset)
+    assert set(RECIPE_VARIANTS) <= set(RECIPES)
 
 
 def test_argument_errors_are_one_line_naming_the_fix(capsys):

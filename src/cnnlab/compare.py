@@ -42,7 +42,8 @@ def config_key(cfg: TrainConfig) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def _finished(run_dir: Path, cfg: TrainConfig) -> bool:
+def finished_run(run_dir: Path, cfg: TrainConfig) -> bool:
+    """Whether ``run_dir`` holds a finished run of ``cfg`` (the same config hash, every epoch, a summary)."""
     try:
         saved = json.loads((run_dir / "config.json").read_text())["config"]
         rows = read_metrics(run_dir / "metrics.csv")
@@ -91,7 +92,7 @@ def _run_one(cfg: TrainConfig, out: Path, data, quiet: bool, log) -> dict:
     says which and how it went (the run's own lines are in its folder, not on the console)."""
     run_dir = out / f"{cfg.model}-seed{cfg.seed}-{config_key(cfg)}"
     how = "reused"
-    if not _finished(run_dir, cfg):
+    if not finished_run(run_dir, cfg):
         resume = (run_dir / "last.pt").is_file()
         how = "resumed" if resume else "trained"
         train(cfg, out=None if resume else run_dir, resume=run_dir if resume else None, quiet=quiet,

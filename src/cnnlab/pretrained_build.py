@@ -3,6 +3,11 @@
     python -m cnnlab.pretrained_build                 # all four: resnet and inception, MNIST and Fashion-MNIST
     python -m cnnlab.pretrained_build --check         # retrain and compare with the committed files, bit for bit
     python -m cnnlab.pretrained_build --only resnet-mnist
+    python -m cnnlab.pretrained_build --keep-runs     # keep the training runs where compare reuses them
+
+With ``--keep-runs`` each training run is kept as ``runs/compare-<dataset>-best/<model>-seed0-<config hash>``,
+the folder that ``cnnlab compare --recipe best --dataset <dataset>`` trains seed 0 into: such a compare
+reuses it (and a build after a compare reuses compare's finished seed-0 run instead of training it again).
 
 Each set is ``cnnlab train --model M --dataset D --recipe best --seed 0 --threads 2`` (fp32, CPU): the same
 command on the same kind of CPU reproduces the same bytes. The accuracy in the manifest is measured on the
@@ -23,8 +28,10 @@ import torch
 
 from cnnlab import __version__
 from cnnlab.checkpoint import load_weights_file, model_from_checkpoint
+from cnnlab.compare import config_key, finished_run
 from cnnlab.config import TrainConfig
 from cnnlab.data import BatchLoader, load_dataset
+from cnnlab.dataset_names import dataset_kind
 from cnnlab.engine import train
 from cnnlab.evaluation import evaluate
 from cnnlab.export import export_safetensors
@@ -40,23 +47,33 @@ def command(model: str, dataset: str) -> str:
     return f"cnnlab train --model {model} --dataset {dataset} --recipe {RECIPE} --seed {SEED} --threads {THREADS}"
 
 
-def build_one(model: str, dataset: str, work: Path, log=print) -> tuple[bytes, Pretrained]:
-    """Train one set, export it, and measure the exported file on the test set."""
+def build_one(model: str, dataset: str, work: Path, runs: Path | None = None, log=print) -> tuple[bytes, Pretrained]:
+    """Train one set (or reuse its finished run under ``runs``), export it, and measure the exported file on
+    the test set."""
     cfg = TrainConfig(model=model, dataset=dataset, recipe=RECIPE, seed=SEED, threads=THREADS, device="cpu")
     log(f"{model} on {dataset}: {command(model, dataset)}")
-    result = train(cfg, out=work / f"{model}-{dataset}", quiet=True, log=lambda m: None)
-    exported = export_safetensors(result.run_dir, "last", work / f"{model}-{dataset}.safetensors")
+    run_dir = work / f"{model}-{dataset}"
+    if runs is not None:
+        run_dir = runs / f"compare-{dataset_kind(dataset)}-{RECIPE}" / f"{model}-seed{SEED}-{config_key(cfg.validate())}"
+    if runs is not None and finished_run(run_dir, cfg):
+        log(f"  reusing the finished run {run_dir}")
+        summary = json.loads((run_dir / "summary.json").read_text())
+        train_seconds = summary.get("train_seconds", 0.0)
+    else:
+        result = train(cfg, out=run_dir, quiet=True, log=lambda m: None)
+        run_dir, train_seconds = result.run_dir, result.train_seconds
+    exported = export_safetensors(run_dir, "last", work / f"{model}-{dataset}.safetensors")
     state = load_weights_file(exported)
     data = load_dataset(dataset)
     loader = BatchLoader(data.test_images, data.test_labels, 1000, mean=data.mean, std=data.std, shuffle=False)
-    measured = evaluate(model_from_checkpoint(state), loader)
-    log(f"  test accuracy {measured.accuracy:.2f}% (training run: {result.final.accuracy:.2f}%), "
-        f"{result.train_seconds:.0f} s of training")
+    net = model_from_checkpoint(state)
+    measured = evaluate(net, loader)
+    log(f"  test accuracy {measured.accuracy:.2f}%, {train_seconds:.0f} s of training")
     entry = Pretrained(model=model, dataset=dataset, file=exported.name, sha256=sha256_file(exported),
                        test_accuracy=measured.accuracy, test_loss=measured.loss, recipe=RECIPE, seed=SEED,
                        command=command(model, dataset), cnnlab_version=__version__, torch_version=torch.__version__,
-                       parameters=count_parameters(result.model), train_seconds=result.train_seconds,
-                       config=result_config(result.run_dir), machine=f"{platform.processor() or platform.machine()}")
+                       parameters=count_parameters(net), train_seconds=train_seconds,
+                       config=result_config(run_dir), machine=f"{platform.processor() or platform.machine()}")
     return exported.read_bytes(), entry
 
 
@@ -68,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cnnlab.pretrained_build", description=__doc__.split("\n\n")[0])
     p.add_argument("--only", nargs="*", default=None, help="e.g. resnet-mnist (default: all four)")
     p.add_argument("--check", action="store_true", help="retrain and compare with the committed files, writing nothing")
+    p.add_argument("--keep-runs", action="store_true",
+                   help="keep the training runs in runs/compare-<dataset>-best/, where compare --recipe best reuses them")
     args = p.parse_args(argv)
     sets = [s for s in SETS if args.only is None or f"{s[0]}-{s[1]}" in args.only]
     out = weights_dir()
@@ -77,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     entries, differ = dict(old), []
     with tempfile.TemporaryDirectory(prefix="cnnlab-weights-") as tmp:
         for model, dataset in sets:
-            data, entry = build_one(model, dataset, Path(tmp))
+            data, entry = build_one(model, dataset, Path(tmp), None if args.check or not args.keep_runs else Path("runs"))
             key = entry.name
             if args.check:
                 same = key in old and old[key]["sha256"] == entry.sha256

@@ -24,6 +24,7 @@ from cnnlab.config import (
     PRECISIONS,
     PROCESS_FIELDS,
     RECIPE_FIELDS,
+    RECIPE_VARIANTS,
     RECIPES,
     SCHEDULES,
     TrainConfig,
@@ -83,6 +84,10 @@ def recipes_text(width: int | None = None) -> str:
     for name, values in RECIPES.items():
         body = " ".join(_shown(k, v) for k, v in values.items())
         lines += textwrap.wrap(f"{name}: {body}", width, initial_indent="  ", subsequent_indent="      ")
+        for (model, kind), changes in RECIPE_VARIANTS.get(name, {}).items():
+            where = " on ".join(x for x in (model if model != "*" else "", kind if kind != "*" else "") if x)
+            body = " ".join(_shown(k, v) for k, v in changes.items())
+            lines += textwrap.wrap(f"for {where}: {body}", width, initial_indent="    ", subsequent_indent="        ")
     return "\n".join(lines)
 
 
@@ -92,7 +97,8 @@ def _add_recipe_flags(p: argparse.ArgumentParser, keys=RECIPE_FLAGS) -> None:
                         "values are listed above (default: %(default)s)")
     for key in keys:
         kind, text = RECIPE_FLAG_HELP[key]
-        values = ", ".join(f"{name} {_value(r[key])}" for name, r in RECIPES.items())
+        values = ", ".join(f"{name} {_value(r[key])}" + (" (per model and dataset: see above)" if any(
+            key in changes for changes in RECIPE_VARIANTS.get(name, {}).values()) else "") for name, r in RECIPES.items())
         help = f"{text} (default: from --recipe: {values})".replace("%", "%%")
         if kind is bool:
             p.add_argument(_flag(key), action=argparse.BooleanOptionalAction, default=None, help=help)
