@@ -78,7 +78,10 @@ def run(models=MODELS, arms=ARMS, seeds: int = 3) -> dict:
               "(report included).", "",
               "| model | recipe | target | seconds to target per seed | median | whole process (median) | "
               "epochs at target | all seeds reached |", "|---|---|---|---|---:|---:|---|---|"]
-    write("time_to_accuracy", {"results": results}, "\n".join(header + lines) + "\n")
+    # a subset of the arms writes its own file, beside the full run's
+    name = "time_to_accuracy" if (tuple(models), tuple(arms)) == (MODELS, ARMS) else \
+        "time_to_accuracy-" + "-".join([*models, *(a[0] for a in arms)])
+    write(name, {"results": results}, "\n".join(header + lines) + "\n")
     return results
 
 
@@ -88,5 +91,7 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(prog="python -m benchmarks.time_to_accuracy")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--models", nargs="+", default=list(MODELS))
+    p.add_argument("--recipes", nargs="+", default=[a[0] for a in ARMS], choices=[a[0] for a in ARMS],
+                   help="which arms to run, by recipe (default: all)")
     args = p.parse_args()
-    run(models=args.models, seeds=args.seeds)
+    run(models=tuple(args.models), arms=tuple(a for a in ARMS if a[0] in args.recipes), seeds=args.seeds)

@@ -70,10 +70,12 @@ def plot_curves(history: list[dict], path, *, context: dict | None = None) -> Pa
     eval_key = "val" if any(r.get("val_acc") is not None for r in history) else "test"
     fig = _figure(figsize=(10, 4.4))
     ax1, ax2 = fig.subplots(1, 2)
-    ax1.plot(epochs, [r["train_loss"] for r in history], "o-", label="train loss")
-    ax1.plot(epochs, [r[f"{eval_key}_loss"] for r in history], "s-", label=f"{eval_key} loss")
+    # the train loss is what was minimised (with label smoothing and on augmented images when the recipe has
+    # them: it can stay far above the plain cross-entropy of the evaluation)
+    ax1.plot(epochs, [r["train_loss"] for r in history], "o-", label="train loss (the objective, running)")
+    ax1.plot(epochs, [r[f"{eval_key}_loss"] for r in history], "s-", label=f"{eval_key} loss (cross-entropy)")
     ax1.set_xlabel("epoch")
-    ax1.set_ylabel("cross-entropy")
+    ax1.set_ylabel("loss")
     ax1.set_yscale("log")
     ax1.legend(loc="best")
     ax1.grid(alpha=0.3)
