@@ -191,8 +191,11 @@ def test_the_shipped_manifest_lists_files_that_are_there():
     entries = pretrained_entries()
     for entry in entries:
         assert entry.path.is_file() and sha256_file(entry.path) == entry.sha256, entry.name
-    assert {(e.model, e.dataset) for e in entries} in (set(), {(m, d) for m in ("resnet", "inception")
-                                                               for d in ("mnist", "fashion-mnist")})
+    assert {(e.model, e.dataset) for e in entries} == {(m, d) for m in ("resnet", "inception")
+                                                        for d in ("mnist", "fashion-mnist")}
+    for entry in entries:  # made by the best recipe, and saying how (the manifest is the weights' provenance)
+        assert entry.recipe == "best" and entry.command.startswith(f"cnnlab train --model {entry.model} ")
+        assert entry.config["model"] == entry.model and entry.config["recipe"] == "best" and entry.sha256
 
 
 def test_predict_and_serve_use_the_shipped_weights_without_a_run(shipped, tmp_path, capsys, monkeypatch):
