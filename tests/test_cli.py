@@ -39,6 +39,24 @@ def test_train_evaluate_cycle(tiny_idx, tmp_path, capsys):
     assert code == 0 and "accuracy" in out
 
 
+def test_evaluate_redraws_the_curves_only_when_the_metrics_changed(tiny_idx, tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    run(["train", "--model", "basic_cnn", "--dataset", f"idx:{tiny_idx}", "--epochs", "1", "--device", "cpu",
+         "--out", str(out_dir), "--quiet"], capsys)
+    curves, metrics = out_dir / "curves.png", out_dir / "metrics.csv"
+    os.utime(metrics, (1_000_000, 1_000_000))
+    os.utime(curves, (2_000_000, 2_000_000))
+    code, out, _ = run(["evaluate", str(out_dir)], capsys)
+    assert code == 0 and "wrote summary.json, confusion.png, mistakes.png" in out
+    assert curves.stat().st_mtime == 2_000_000  # left as it was: it shows the metrics, which did not change
+    os.utime(metrics, (3_000_000, 3_000_000))  # newer metrics (a resumed run, say): drawn again
+    code, out, _ = run(["evaluate", str(out_dir)], capsys)
+    assert code == 0 and "curves.png" in out and curves.stat().st_mtime > 3_000_000
+    curves.unlink()
+    code, out, _ = run(["evaluate", str(out_dir)], capsys)
+    assert code == 0 and curves.is_file()
+
+
 def test_resume_cli(tiny_idx, tmp_path, capsys):
     out_dir = tmp_path / "run"
     run(["train", "--model", "basic_cnn", "--dataset", f"idx:{tiny_idx}", "--epochs", "1", "--device", "cpu",

@@ -111,6 +111,9 @@ class Subject:
     model_name: str
     data: Dataset
     source: str  # e.g. "runs/resnet-mnist-.../last.pt", "pretrained resnet (mnist)"
+    #: Evaluate in the memory format the weights were trained in (a run's own figures are reproduced to the
+    #: last digit), channels-last where nothing says (cnnlab's default: 1.2-1.4x faster on the CPU).
+    channels_last: bool = True
 
 
 def open_subject(path: str | Path | None = None, *, which: str = "last", weights: str | Path | None = None,
@@ -121,7 +124,9 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
     if pretrained is not None:
         state = load_pretrained(pretrained, dataset or "mnist")
         data = load_dataset(state["pretrained"].dataset, data_dir=data_dir)
-        return Subject(model_from_checkpoint(state), pretrained, data, f"pretrained {state['pretrained'].name}")
+        entry = state["pretrained"]
+        return Subject(model_from_checkpoint(state), pretrained, data, f"pretrained {entry.name}",
+                       channels_last=bool(entry.config.get("channels_last", True)))
     if weights is not None:
         if model_name is None:
             raise CnnlabError("--weights needs --model NAME to know which net the state_dict belongs to")
@@ -139,16 +144,18 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
     state = load_checkpoint(ckpt, expect_model=model_name)
     cfg = state["config"]
     data = load_dataset(dataset or cfg["dataset"], data_dir=data_dir or cfg.get("data_dir"))
-    return Subject(model_from_checkpoint(state), state["model"]["name"], data, str(ckpt))
+    return Subject(model_from_checkpoint(state), state["model"]["name"], data, str(ckpt),
+                   channels_last=bool(cfg.get("channels_last", False)))
 
 
 def evaluate_subject(subject: Subject, *, device: str = "auto", batch_size: int = 1000,
                      keep_outputs: bool = False) -> EvalResult:
     dev = resolve_device(device)
-    subject.model.to(dev)
+    fmt = torch.channels_last if subject.channels_last else torch.contiguous_format
+    subject.model.to(dev, memory_format=fmt)
     data = subject.data
     loader = BatchLoader(data.test_images, data.test_labels, batch_size, mean=data.mean, std=data.std,
-                         shuffle=False, device=dev)
+                         shuffle=False, device=dev, memory_format=fmt)
     return evaluate(subject.model, loader, keep_outputs=keep_outputs)
 
 

@@ -30,10 +30,10 @@ from cnnlab import __version__
 from cnnlab.checkpoint import load_weights_file, model_from_checkpoint
 from cnnlab.compare import config_key, finished_run
 from cnnlab.config import TrainConfig
-from cnnlab.data import BatchLoader, load_dataset
+from cnnlab.data import load_dataset
 from cnnlab.dataset_names import dataset_kind
 from cnnlab.engine import train
-from cnnlab.evaluation import evaluate
+from cnnlab.evaluation import Subject, evaluate_subject, open_subject
 from cnnlab.export import export_safetensors
 from cnnlab.fileio import atomic_write_bytes, atomic_write_json, sha256_file
 from cnnlab.models import count_parameters
@@ -63,22 +63,36 @@ def build_one(model: str, dataset: str, work: Path, runs: Path | None = None, lo
         result = train(cfg, out=run_dir, quiet=True, log=lambda m: None)
         run_dir, train_seconds = result.run_dir, result.train_seconds
     exported = export_safetensors(run_dir, "last", work / f"{model}-{dataset}.safetensors")
-    state = load_weights_file(exported)
-    data = load_dataset(dataset)
-    loader = BatchLoader(data.test_images, data.test_labels, 1000, mean=data.mean, std=data.std, shuffle=False)
-    net = model_from_checkpoint(state)
-    measured = evaluate(net, loader)
+    net = model_from_checkpoint(load_weights_file(exported))
+    config = result_config(run_dir)
+    # measured as `cnnlab evaluate --pretrained` measures it: the same function, the same memory format
+    subject = Subject(net, model, load_dataset(dataset), str(exported), channels_last=config["channels_last"])
+    measured = evaluate_subject(subject, device="cpu")
     log(f"  test accuracy {measured.accuracy:.2f}%, {train_seconds:.0f} s of training")
     entry = Pretrained(model=model, dataset=dataset, file=exported.name, sha256=sha256_file(exported),
                        test_accuracy=measured.accuracy, test_loss=measured.loss, recipe=RECIPE, seed=SEED,
                        command=command(model, dataset), cnnlab_version=__version__, torch_version=torch.__version__,
                        parameters=count_parameters(net), train_seconds=train_seconds,
-                       config=result_config(run_dir), machine=f"{platform.processor() or platform.machine()}")
+                       config=config, machine=f"{platform.processor() or platform.machine()}")
     return exported.read_bytes(), entry
 
 
 def result_config(run_dir: Path) -> dict:
     return json.loads((run_dir / "config.json").read_text())["config"]
+
+
+def measure_again(sets, old: dict, manifest_path: Path) -> int:
+    """Evaluate the committed files as ``cnnlab evaluate --pretrained`` does; rewrite their test figures."""
+    for model, dataset in sets:
+        entry = old[f"{model}-{dataset}"]
+        subject = open_subject(pretrained=model, dataset=dataset)
+        measured = evaluate_subject(subject, device="cpu")
+        print(f"{model}-{dataset}: {entry['test_accuracy']:.2f}% in the manifest, {measured.accuracy:.2f}% measured now")
+        entry.update(test_accuracy=measured.accuracy, test_loss=measured.loss)
+    atomic_write_json(manifest_path, {"format": "cnnlab-pretrained", "version": 1,
+                                      "weights": [old[f"{m}-{d}"] for m, d in SETS if f"{m}-{d}" in old]})
+    print(f"wrote {manifest_path}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,12 +101,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check", action="store_true", help="retrain and compare with the committed files, writing nothing")
     p.add_argument("--keep-runs", action="store_true",
                    help="keep the training runs in runs/compare-<dataset>-best/, where compare --recipe best reuses them")
+    p.add_argument("--measure", action="store_true",
+                   help="train nothing: measure the committed files on the test set again and update the manifest's "
+                        "test figures (after a change to how evaluation runs)")
     args = p.parse_args(argv)
     sets = [s for s in SETS if args.only is None or f"{s[0]}-{s[1]}" in args.only]
     out = weights_dir()
     manifest_path = out / MANIFEST
     old = {f"{r['model']}-{r['dataset']}": r for r in
            (json.loads(manifest_path.read_text())["weights"] if manifest_path.is_file() else [])}
+    if args.measure:
+        return measure_again(sets, old, manifest_path)
     entries, differ = dict(old), []
     with tempfile.TemporaryDirectory(prefix="cnnlab-weights-") as tmp:
         for model, dataset in sets:
