@@ -230,6 +230,16 @@ def test_parsing_and_help_do_not_import_torch():
     assert out.stdout.strip() == "False"
 
 
+def test_data_info_does_not_import_torch(tmp_path):
+    """`cnnlab data info` reads files and checksums: it answers without paying for torch (1-4 s)."""
+    probe = ("import sys; from cnnlab.cli import main; code = main(['data', 'info', '--json']); "
+             "print('torch' in sys.modules, code, file=sys.stderr)")
+    env = {**os.environ, "CNNLAB_HOME": str(tmp_path / "home")}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env=env)
+    assert out.stderr.strip().splitlines()[-1] == "False 0", out.stderr
+    assert json.loads(out.stdout)[0]["name"] == "mnist"
+
+
 # ----------------------------------------------------------------------------- predict --show-input
 
 

@@ -16,7 +16,8 @@ import torch
 from cnnlab.data import catalog, folder, load_dataset, sources, train_statistics
 from cnnlab.data.catalog import FASHION_MNIST, ROLES
 from cnnlab.data.files import find_in_dir
-from cnnlab.data.idx import decode_splits, encode_idx, read_maybe_gzip
+from cnnlab.data.idx import encode_idx, read_maybe_gzip
+from cnnlab.data.tensors import decode_splits
 from cnnlab.data.status import dataset_status
 from cnnlab.errors import DataError
 from cnnlab.imageio import ALLOWED_FORMATS, FORMAT_SUFFIXES, IMAGE_SUFFIXES, suffixes_for

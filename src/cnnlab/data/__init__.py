@@ -17,12 +17,31 @@ files only), :mod:`~cnnlab.data.idxdir` (``idx:DIR``), :mod:`~cnnlab.data.folder
 :mod:`~cnnlab.data.loader` (batches).
 """
 
-from cnnlab.data.catalog import DatasetSpec
-from cnnlab.data.dataset import MIN_IMAGE_SIZE, Dataset, train_statistics, validate_dataset
-from cnnlab.data.load import load_dataset
-from cnnlab.data.loader import BatchLoader, epoch_permutation
-from cnnlab.data.names import canonical_dataset_name, dataset_kind, dataset_names, get_spec
-from cnnlab.data.sources import cache_dir, cnnlab_home
+from importlib import import_module
+
+#: Where each public name lives. Imported on first use, so that a submodule that needs no torch (what
+#: ``cnnlab data info`` reads: the catalog, the cache, the IDX files) can be imported without torch.
+_EXPORTS = {
+    "DatasetSpec": "catalog",
+    "MIN_IMAGE_SIZE": "dataset", "Dataset": "dataset", "train_statistics": "dataset", "validate_dataset": "dataset",
+    "load_dataset": "load",
+    "BatchLoader": "loader", "epoch_permutation": "loader",
+    "canonical_dataset_name": "names", "dataset_kind": "names", "dataset_names": "names", "get_spec": "names",
+    "cache_dir": "sources", "cnnlab_home": "sources",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(import_module(f"cnnlab.data.{_EXPORTS[name]}"), name)
+        globals()[name] = value  # once
+        return value
+    raise AttributeError(f"module 'cnnlab.data' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_EXPORTS])
+
 
 __all__ = [
     "MIN_IMAGE_SIZE",

@@ -7,7 +7,8 @@ from pathlib import Path
 from cnnlab.data.catalog import ROLES
 from cnnlab.data.dataset import Dataset, check_labels, check_splits, train_statistics
 from cnnlab.data.files import find_idx_file
-from cnnlab.data.idx import arrays_to_tensors, read_idx
+from cnnlab.data.idx import read_idx
+from cnnlab.data.tensors import arrays_to_tensors
 from cnnlab.data.safefs import entry_kind
 from cnnlab.errors import DataError
 

@@ -12,7 +12,7 @@ import torch
 
 from cnnlab.data.dataset import Dataset, train_statistics, validate_dataset
 from cnnlab.data.folder import load_image_folder
-from cnnlab.data.idx import arrays_to_tensors
+from cnnlab.data.tensors import arrays_to_tensors
 from cnnlab.data.idxdir import load_idx_dir
 from cnnlab.data.names import directory_of, get_spec
 from cnnlab.data.sources import Log, _stderr, cnnlab_home, locate
