@@ -14,7 +14,7 @@ downloads and the cache), :mod:`~cnnlab.data.fastcopy` (the cache's fast copy), 
 (writing a group of cache files), :mod:`~cnnlab.data.files` (finding IDX files), :mod:`~cnnlab.data.idx`
 (the IDX format, read as a bounded stream), :mod:`~cnnlab.data.safefs` (OS errors as one-line errors, regular
 files only), :mod:`~cnnlab.data.idxdir` (``idx:DIR``), :mod:`~cnnlab.data.folder` (``folder:DIR``),
-:mod:`~cnnlab.data.loader` (batches).
+:mod:`~cnnlab.data.loader` (batches), :mod:`~cnnlab.data.tensors` (IDX arrays as tensors).
 """
 
 from importlib import import_module
