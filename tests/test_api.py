@@ -51,6 +51,9 @@ def test_a_run_stopped_mid_epoch_gives_sane_results(tiny_idx, tmp_path):
     res = cnnlab.train("basic_cnn", dataset=f"idx:{tiny_idx}", out=tmp_path / "run", quiet=True, max_steps=3, **TINY)
     assert res.best_accuracy is None and res.stopped == "step limit" and res.history == []
     assert 0 <= res.final.accuracy <= 100
+    # the stopped epoch's seconds count as training time (they were lost: 0.0 in summary.json)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert res.train_seconds > 0 and summary["train_seconds"] == res.train_seconds
     run = cnnlab.load_run(tmp_path / "run")
     assert run.status == "stopped" and run.final_accuracy == res.final.accuracy
 

@@ -145,6 +145,8 @@ class Trainer:
             torch.cuda.synchronize(self.device)  # kernels run asynchronously: time what actually ran
         seconds = self.epoch_seconds()
         self.in_epoch = False
+        if self.inside_epoch:  # stopped inside it: its seconds so far belong to the run's training time
+            self.state.elapsed = seconds
         return seconds
 
     def epoch_seconds(self) -> float:
@@ -152,7 +154,8 @@ class Trainer:
 
     def train_seconds(self) -> float:
         """Training seconds of the whole run so far (finished epochs, plus the current one while inside it)."""
-        return sum(r["seconds"] for r in self.state.history) + (self.epoch_seconds() if self.in_epoch else 0.0)
+        current = self.epoch_seconds() if self.in_epoch else (self.state.elapsed if self.inside_epoch else 0.0)
+        return sum(r["seconds"] for r in self.state.history) + current
 
     def request_stop(self, reason: str) -> None:
         self.stop_reason = self.stop_reason or reason
