@@ -17,6 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cnnlab.config import ADJUSTABLE_FIELDS, PROCESS_FIELDS, TrainConfig
 from cnnlab.data import load_dataset
+from cnnlab.dataset_names import dataset_kind
 from cnnlab.engine import train
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_write_text
@@ -40,6 +41,16 @@ def config_key(cfg: TrainConfig) -> str:
     for k in (*PROCESS_FIELDS, *ADJUSTABLE_FIELDS):
         d.pop(k, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def default_out(dataset: str, recipe: str) -> Path:
+    """Where ``cnnlab compare`` puts its runs and comparison unless ``--out`` says otherwise."""
+    return Path("runs") / f"compare-{dataset_kind(dataset)}-{recipe}"
+
+
+def run_folder(out: Path, cfg: TrainConfig) -> Path:
+    """The folder of one (model, seed) run of a compare: reused by any later compare of the same config."""
+    return Path(out) / f"{cfg.model}-seed{cfg.seed}-{config_key(cfg)}"
 
 
 def finished_run(run_dir: Path, cfg: TrainConfig) -> bool:
@@ -90,7 +101,7 @@ def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = 
 def _run_one(cfg: TrainConfig, out: Path, data, quiet: bool, log) -> dict:
     """One (model, seed) run: reused when finished with the same config, resumed when interrupted; one line
     says which and how it went (the run's own lines are in its folder, not on the console)."""
-    run_dir = out / f"{cfg.model}-seed{cfg.seed}-{config_key(cfg)}"
+    run_dir = run_folder(out, cfg)
     how = "reused"
     if not finished_run(run_dir, cfg):
         resume = (run_dir / "last.pt").is_file()

@@ -10,7 +10,7 @@ the folder that ``cnnlab compare --recipe best --dataset <dataset>`` trains seed
 reuses it (and a build after a compare reuses compare's finished seed-0 run instead of training it again).
 
 Each set is ``cnnlab train --model M --dataset D --recipe best --seed 0 --threads 2`` (fp32, CPU): the same
-command on the same kind of CPU reproduces the same bytes. The accuracy in the manifest is measured on the
+command on the same kind of CPU reproduces the same tensors, bit for bit. The accuracy in the manifest is measured on the
 exported file itself, the way ``cnnlab evaluate --pretrained`` measures it.
 """
 
@@ -28,10 +28,9 @@ import torch
 
 from cnnlab import __version__
 from cnnlab.checkpoint import load_weights_file, model_from_checkpoint
-from cnnlab.compare import config_key, finished_run
+from cnnlab.compare import default_out, finished_run, run_folder
 from cnnlab.config import TrainConfig
 from cnnlab.data import load_dataset
-from cnnlab.dataset_names import dataset_kind
 from cnnlab.engine import train
 from cnnlab.evaluation import Subject, evaluate_subject, open_subject
 from cnnlab.export import export_safetensors
@@ -47,15 +46,13 @@ def command(model: str, dataset: str) -> str:
     return f"cnnlab train --model {model} --dataset {dataset} --recipe {RECIPE} --seed {SEED} --threads {THREADS}"
 
 
-def build_one(model: str, dataset: str, work: Path, runs: Path | None = None, log=print) -> tuple[bytes, Pretrained]:
-    """Train one set (or reuse its finished run under ``runs``), export it, and measure the exported file on
-    the test set."""
+def build_one(model: str, dataset: str, work: Path, keep_run: bool = False, log=print) -> tuple[bytes, Pretrained]:
+    """Train one set (with ``keep_run``, in compare's folder, reusing a finished run there), export it, and
+    measure the exported file on the test set."""
     cfg = TrainConfig(model=model, dataset=dataset, recipe=RECIPE, seed=SEED, threads=THREADS, device="cpu")
     log(f"{model} on {dataset}: {command(model, dataset)}")
-    run_dir = work / f"{model}-{dataset}"
-    if runs is not None:
-        run_dir = runs / f"compare-{dataset_kind(dataset)}-{RECIPE}" / f"{model}-seed{SEED}-{config_key(cfg.validate())}"
-    if runs is not None and finished_run(run_dir, cfg):
+    run_dir = run_folder(default_out(dataset, RECIPE), cfg.validate()) if keep_run else work / f"{model}-{dataset}"
+    if keep_run and finished_run(run_dir, cfg):
         log(f"  reusing the finished run {run_dir}")
         summary = json.loads((run_dir / "summary.json").read_text())
         train_seconds = summary.get("train_seconds", 0.0)
@@ -81,17 +78,35 @@ def result_config(run_dir: Path) -> dict:
     return json.loads((run_dir / "config.json").read_text())["config"]
 
 
+def same_tensors(a: Path, b: Path) -> bool:
+    """Whether two weights files hold the same tensors, bit for bit. Not the files' bytes: safetensors writes
+    the metadata in no fixed order, and the metadata names where the data was read on the machine that ran."""
+    x, y = load_weights_file(a)["state_dict"], load_weights_file(b)["state_dict"]
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) and x[k].dtype == y[k].dtype for k in x)
+
+
+def write_manifest(path: Path, entries: dict) -> None:
+    """The manifest of ``entries`` (``{"resnet-mnist": {...}}``), in the order of SETS."""
+    order = [f"{m}-{d}" for m, d in SETS]
+    atomic_write_json(path, {"format": "cnnlab-pretrained", "version": 1,
+                             "weights": [entries[k] for k in order if k in entries]})
+    print(f"wrote {path}")
+
+
 def measure_again(sets, old: dict, manifest_path: Path) -> int:
     """Evaluate the committed files as ``cnnlab evaluate --pretrained`` does; rewrite their test figures."""
+    missing = [f"{m}-{d}" for m, d in sets if f"{m}-{d}" not in old]
+    if missing:
+        print(f"error: no committed weights to measure for {', '.join(missing)}; build them first: make weights",
+              file=sys.stderr)
+        return 2
     for model, dataset in sets:
         entry = old[f"{model}-{dataset}"]
         subject = open_subject(pretrained=model, dataset=dataset)
         measured = evaluate_subject(subject, device="cpu")
         print(f"{model}-{dataset}: {entry['test_accuracy']:.2f}% in the manifest, {measured.accuracy:.2f}% measured now")
         entry.update(test_accuracy=measured.accuracy, test_loss=measured.loss)
-    atomic_write_json(manifest_path, {"format": "cnnlab-pretrained", "version": 1,
-                                      "weights": [old[f"{m}-{d}"] for m, d in SETS if f"{m}-{d}" in old]})
-    print(f"wrote {manifest_path}")
+    write_manifest(manifest_path, old)
     return 0
 
 
@@ -115,20 +130,17 @@ def main(argv: list[str] | None = None) -> int:
     entries, differ = dict(old), []
     with tempfile.TemporaryDirectory(prefix="cnnlab-weights-") as tmp:
         for model, dataset in sets:
-            data, entry = build_one(model, dataset, Path(tmp), None if args.check or not args.keep_runs else Path("runs"))
+            data, entry = build_one(model, dataset, Path(tmp), keep_run=args.keep_runs and not args.check)
             key = entry.name
             if args.check:
-                same = key in old and old[key]["sha256"] == entry.sha256
-                print(f"  {key}: {'the same bytes as the committed file' if same else 'DIFFERENT from the committed file'}")
+                same = key in old and same_tensors(out / entry.file, Path(tmp) / entry.file)
+                print(f"  {key}: {'the same weights, bit for bit, as the committed file' if same else 'DIFFERENT weights from the committed file'}")
                 differ += [] if same else [key]
                 continue
             atomic_write_bytes(out / entry.file, data)
             entries[key] = asdict(entry)
     if not args.check:
-        order = [f"{m}-{d}" for m, d in SETS]
-        atomic_write_json(manifest_path, {"format": "cnnlab-pretrained", "version": 1,
-                                          "weights": [entries[k] for k in order if k in entries]})
-        print(f"wrote {manifest_path}")
+        write_manifest(manifest_path, entries)
     return 1 if differ else 0
 
 

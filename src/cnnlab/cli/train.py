@@ -29,7 +29,6 @@ from cnnlab.config import (
     SCHEDULES,
     TrainConfig,
 )
-from cnnlab.dataset_names import dataset_kind
 from cnnlab.errors import CnnlabError
 from cnnlab.runs import resolve_run
 
@@ -91,14 +90,19 @@ def recipes_text(width: int | None = None) -> str:
     return "\n".join(lines)
 
 
+def _varies(recipe: str, key: str) -> bool:
+    """Whether a variant of ``recipe`` changes ``key`` for some model or dataset."""
+    return any(key in changes for changes in RECIPE_VARIANTS.get(recipe, {}).values())
+
+
 def _add_recipe_flags(p: argparse.ArgumentParser, keys=RECIPE_FLAGS) -> None:
     p.add_argument("--recipe", choices=tuple(RECIPES), default=DEFAULTS.recipe,
                    help="named settings: the defaults of the flags that say 'from --recipe'; each recipe's "
                         "values are listed above (default: %(default)s)")
     for key in keys:
         kind, text = RECIPE_FLAG_HELP[key]
-        values = ", ".join(f"{name} {_value(r[key])}" + (" (per model and dataset: see above)" if any(
-            key in changes for changes in RECIPE_VARIANTS.get(name, {}).values()) else "") for name, r in RECIPES.items())
+        values = ", ".join(f"{name} {_value(r[key])}" + (" (per model and dataset: see above)"
+                                                          if _varies(name, key) else "") for name, r in RECIPES.items())
         help = f"{text} (default: from --recipe: {values})".replace("%", "%%")
         if kind is bool:
             p.add_argument(_flag(key), action=argparse.BooleanOptionalAction, default=None, help=help)
@@ -247,11 +251,11 @@ def _add_compare_parser(sub) -> None:
 
 
 def cmd_compare(args) -> int:
-    from cnnlab.compare import compare
+    from cnnlab.compare import compare, default_out
 
     cfg = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, device=args.device, threads=args.threads,
                       val_split=args.val_split, recipe=args.recipe, epochs=args.epochs, batch_size=args.batch_size)
-    out = args.out or f"runs/compare-{dataset_kind(args.dataset)}-{args.recipe}"
+    out = args.out or default_out(args.dataset, args.recipe)
     res = compare(args.models, args.seeds, cfg, out)
     print()
     print(res["table"])
