@@ -286,6 +286,40 @@ def test_summary_json_is_strict_json_and_figures_carry_the_context(tmp_path, mon
             assert im.format == "PNG" and min(im.size) > 200
 
 
+def test_a_report_of_the_same_evaluation_keeps_its_figures_and_redraws_what_changed(tmp_path):
+    from cnnlab.report import summarize, write_report
+
+    given = _report_inputs()
+    keys = ("labels", "predictions", "probabilities", "classes", "loss", "accuracy")
+    run_dir = tmp_path / "run"
+
+    def report(extra=None, **changed):
+        summary = summarize(**{k: changed.get(k, given[k]) for k in keys}, extra=extra)
+        figures = write_report(run_dir, summary, history=[], images=given["images"], classes=given["classes"])
+        figures.wait()
+        return figures
+
+    assert report().names == ["confusion.png", "mistakes.png"]
+    first = {n: (run_dir / n).read_bytes() for n in ("confusion.png", "mistakes.png")}
+    again = report(extra={"checkpoint": "best.pt"})  # another extra: the figures show the same evaluation
+    assert again.names == [] and again.kept == ["confusion.png", "mistakes.png"]
+    assert all((run_dir / n).read_bytes() == b for n, b in first.items())
+    assert report().names == []  # kept figures stay current for the next report too
+
+    probs = given["probabilities"].clone()
+    probs[0, (given["labels"][0] + 1) % 10] += 5.0  # one more confident mistake: both figures change
+    assert report(probabilities=probs, predictions=probs.argmax(1)).names == ["confusion.png", "mistakes.png"]
+    (run_dir / "mistakes.png").unlink()
+    assert report(probabilities=probs, predictions=probs.argmax(1)).names == ["mistakes.png"]
+    stale = run_dir / "confusion.png"  # older than the summary beside it (a report stopped before drawing it)
+    os.utime(stale, (1_000_000, 1_000_000))
+    assert report(probabilities=probs, predictions=probs.argmax(1)).names == ["confusion.png"]
+    (run_dir / "summary.json").write_text("{not json")
+    assert report(probabilities=probs, predictions=probs.argmax(1)).names == ["confusion.png", "mistakes.png"]
+    report(probabilities=probs, predictions=probs.argmax(1), classes=[f"c{i}" for i in range(10)])
+    assert report(probabilities=probs, predictions=probs.argmax(1)).names == ["confusion.png", "mistakes.png"]
+
+
 def test_one_epoch_curves_have_no_empty_legend_entry(tmp_path, monkeypatch):
     from cnnlab.plots import plot_curves
 

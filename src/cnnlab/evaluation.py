@@ -99,7 +99,8 @@ def report_run(run_dir: Path | None, model: nn.Module, data: Dataset, device: to
                                classes=list(data.classes), context=context)
         if wait:
             figures.wait()
-            log(f"wrote summary.json, {', '.join(figures.names)} in {run_dir}")
+            kept = f" ({', '.join(figures.kept)} unchanged)" if figures.kept else ""
+            log(f"wrote {', '.join(['summary.json', *figures.names])} in {run_dir}{kept}")
     return summary, figures
 
 

@@ -5,6 +5,8 @@ This module computes; ``cnnlab.plots`` only draws what it computed.
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 from pathlib import Path
 
@@ -88,28 +90,61 @@ def summarize(*, labels: torch.Tensor, predictions: torch.Tensor, probabilities:
     }
 
 
+#: What each figure of the summary is drawn from (besides the class names and the run's context).
+FIGURE_INPUTS = {"confusion.png": ("n", "confusion"), "mistakes.png": ("n", "mistakes")}
+
+
+def current_figures(run_dir: Path, summary: dict) -> set[str]:
+    """The figures in ``run_dir`` already drawn from what ``summary`` holds: the summary.json there has the
+    same inputs and class names, and the figure is no older than it (a figure is written after its summary).
+    Evaluating a run again, or right after training, reproduces the evaluation: nothing needs drawing."""
+    path = run_dir / "summary.json"
+    try:
+        written = path.stat().st_mtime
+        old = json.loads(path.read_text())
+        names = [row["class"] for row in old["per_class"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    if names != [row["class"] for row in summary["per_class"]]:
+        return set()
+    current = set()
+    for name, keys in FIGURE_INPUTS.items():
+        try:
+            drawn = (run_dir / name).stat().st_mtime >= written
+        except OSError:
+            continue
+        if drawn and all(old.get(k) == summary[k] for k in keys):
+            current.add(name)
+    return current
+
+
 class Figures:
     """curves.png, confusion.png and mistakes.png, drawn in a background thread so that the line a user waits
-    for is printed while they are drawn; :meth:`wait` returns once they are written (and re-raises an error)."""
+    for is printed while they are drawn; :meth:`wait` returns once they are written (and re-raises an error).
+    Those in ``current`` are already drawn from the same inputs: they are kept (``names`` lists the others)."""
 
     def __init__(self, run_dir: Path, summary: dict, *, history: list[dict], images: torch.Tensor,
-                 classes: list[str], context: dict | None = None):
+                 classes: list[str], context: dict | None = None, current: set[str] = frozenset()):
         context = {**(context or {})}
         context.setdefault("run", Path(run_dir).resolve().name)
         self._error: BaseException | None = None
-        self.names = (["curves.png"] if history else []) + ["confusion.png", "mistakes.png"]
+        wanted = (["curves.png"] if history else []) + ["confusion.png", "mistakes.png"]
+        self.names = [n for n in wanted if n not in current]
+        self.kept = sorted(current)
         args = (Path(run_dir), summary, history, images, classes, context)
         self._thread = threading.Thread(target=self._draw, args=args, name="cnnlab-figures", daemon=True)
         self._thread.start()
 
     def _draw(self, run_dir, summary, history, images, classes, context) -> None:
         try:
-            if history:
+            if "curves.png" in self.names:
                 plots.plot_curves(history, run_dir / "curves.png", context=context)
-            plots.plot_confusion(summary["confusion"], classes, run_dir / "confusion.png", context=context)
-            mistakes = summary["mistakes"]
-            plots.plot_mistakes([images[m["index"], 0] for m in mistakes], mistakes, classes,
-                                run_dir / "mistakes.png", context=context)
+            if "confusion.png" in self.names:
+                plots.plot_confusion(summary["confusion"], classes, run_dir / "confusion.png", context=context)
+            if "mistakes.png" in self.names:
+                mistakes = summary["mistakes"]
+                plots.plot_mistakes([images[m["index"], 0] for m in mistakes], mistakes, classes,
+                                    run_dir / "mistakes.png", context=context)
         except BaseException as err:  # noqa: BLE001 - handed to the waiting thread, which raises it
             self._error = err
 
@@ -126,6 +161,15 @@ def write_report(run_dir: str | Path, summary: dict, *, history: list[dict], ima
 
     ``context``: what places the figures, e.g. ``{"model": "inception", "dataset": "mnist"}``; every
     figure shows it under its title, with ``"run"`` (the run directory's name) added when missing.
+    A figure already drawn from the same inputs (:func:`current_figures`) is kept, not drawn again.
     """
-    atomic_write_json(Path(run_dir) / "summary.json", summary)
-    return Figures(Path(run_dir), summary, history=history, images=images, classes=classes, context=context)
+    run_dir = Path(run_dir)
+    current = current_figures(run_dir, summary)
+    atomic_write_json(run_dir / "summary.json", summary)
+    for name in sorted(current):
+        try:  # still no older than the summary it shows, so that the next evaluation keeps it too
+            os.utime(run_dir / name)
+        except OSError:
+            current.discard(name)
+    return Figures(run_dir, summary, history=history, images=images, classes=classes, context=context,
+                   current=current)
