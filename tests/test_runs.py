@@ -54,10 +54,31 @@ def test_evaluate_cli_writes_report_into_run(tiny_idx, tmp_path, capsys, monkeyp
         (tmp_path / "run" / name).unlink()
     passes, real = [], engine.evaluate
     monkeypatch.setattr(engine, "evaluate", lambda *a, **k: passes.append(1) or real(*a, **k))
-    assert main(["evaluate", str(tmp_path / "run"), "--checkpoint", "best"]) == 0
+    assert main(["evaluate", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
     assert "precision" in out and (tmp_path / "run" / "confusion.png").is_file()
     assert len(passes) == 1  # the report is drawn from the one evaluation
+
+
+def test_only_the_runs_final_evaluation_becomes_its_summary(tiny_idx, tmp_path, capsys):
+    run = tmp_path / "run"
+    train(cfg_for(tiny_idx, epochs=2), out=run, **QUIET)
+    before = json.loads((run / "summary.json").read_text())
+    assert {"train_seconds", "parameters", "target", "ema"} <= set(before)
+    assert main(["evaluate", str(run)]) == 0  # the run's own report again: its training figures are kept
+    after = json.loads((run / "summary.json").read_text())
+    assert after["checkpoint"].endswith("last.pt") and after["accuracy"] == before["accuracy"]
+    assert all(after[k] == before[k] for k in ("train_seconds", "parameters", "target", "ema"))
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--checkpoint", "best"]) == 0  # best.pt: printed, not the run's result
+    out = capsys.readouterr().out
+    assert "no report written: best.pt is not the run's final weights (last.pt)" in out
+    assert json.loads((run / "summary.json").read_text()) == after
+    elsewhere = tmp_path / "best-report"
+    assert main(["evaluate", str(run / "best.pt"), "--out", str(elsewhere)]) == 0
+    report = json.loads((elsewhere / "summary.json").read_text())
+    assert report["checkpoint"].endswith("best.pt") and "train_seconds" not in report
+    assert (elsewhere / "confusion.png").is_file() and json.loads((run / "summary.json").read_text()) == after
 
 
 def test_checkpoint_write_killed_midway_keeps_previous(tmp_path, monkeypatch):

@@ -115,6 +115,11 @@ class Subject:
     #: Evaluate in the memory format the weights were trained in (a run's own figures are reproduced to the
     #: last digit), channels-last where nothing says (cnnlab's default: 1.2-1.4x faster on the CPU).
     channels_last: bool = True
+    #: The run folder when this is the run's own final evaluation (its last.pt on its own dataset): its
+    #: summary.json is what compare, ``cnnlab runs`` and load_run read as the run's result.
+    run_dir: Path | None = None
+    #: Why another evaluation of a run (best.pt, another dataset) is not the run's report.
+    not_own: str = ""
 
 
 def open_subject(path: str | Path | None = None, *, which: str = "last", weights: str | Path | None = None,
@@ -145,8 +150,12 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
     state = load_checkpoint(ckpt, expect_model=model_name)
     cfg = state["config"]
     data = load_dataset(dataset or cfg["dataset"], data_dir=data_dir or cfg.get("data_dir"))
+    trained_on = (state.get("data") or {}).get("name", cfg["dataset"])
+    not_own = (f"{ckpt.name} is not the run's final weights (last.pt)" if ckpt.name != "last.pt" else
+               f"{data.name} is not the dataset the run trained on ({trained_on})" if data.name != trained_on else "")
     return Subject(model_from_checkpoint(state), state["model"]["name"], data, str(ckpt),
-                   channels_last=bool(cfg.get("channels_last", False)))
+                   channels_last=bool(cfg.get("channels_last", False)), run_dir=None if not_own else ckpt.parent,
+                   not_own=not_own)
 
 
 def evaluate_subject(subject: Subject, *, device: str = "auto", batch_size: int = 1000,

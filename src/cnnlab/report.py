@@ -90,6 +90,20 @@ def summarize(*, labels: torch.Tensor, predictions: torch.Tensor, probabilities:
     }
 
 
+#: What training records in a run's summary.json about the run itself (not about an evaluation): an
+#: evaluation of the run writes a new summary.json that keeps them.
+RUN_FACTS = ("target", "train_seconds", "parameters", "ema")
+
+
+def run_facts(run_dir: Path) -> dict:
+    """The :data:`RUN_FACTS` that the summary.json in ``run_dir`` holds (none when it is missing or unreadable)."""
+    try:
+        old = json.loads((Path(run_dir) / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: old[k] for k in RUN_FACTS if k in old} if isinstance(old, dict) else {}
+
+
 #: What each figure of the summary is drawn from (besides the class names and the run's context).
 FIGURE_INPUTS = {"confusion.png": ("n", "confusion"), "mistakes.png": ("n", "mistakes")}
 

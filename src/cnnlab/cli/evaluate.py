@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cnnlab.cli.common import add_data_args, add_device, add_eval_batch_size, add_json, add_run, plural
 from cnnlab.errors import WriteError
-from cnnlab.runs import read_metrics, run_dir_of
+from cnnlab.runs import read_metrics
 
 
 def register(sub) -> None:
@@ -31,8 +31,8 @@ def register(sub) -> None:
     add_eval_batch_size(p)
     add_json(p, "the summary line")
     p.add_argument("--out", default=None,
-                   help="where to write summary.json and the plots (default: the run directory; with --weights or "
-                        "--pretrained: nowhere)")
+                   help="where to write summary.json and the plots (default: the run directory when evaluating its "
+                        "last.pt on its own dataset, which makes it the run's result; otherwise nowhere)")
     p.add_argument("--no-report", action="store_true", help="only print loss and accuracy (default: off)")
     p.set_defaults(func=cmd_evaluate)
 
@@ -49,24 +49,30 @@ def _curves_stale(run_dir: Path) -> bool:
 
 def cmd_evaluate(args) -> int:
     from cnnlab.evaluation import evaluate_subject, open_subject, report_run
+    from cnnlab.report import run_facts
 
     say = (lambda m: None) if args.json else print
-    elsewhere = args.weights or args.pretrained
-    out = Path(args.out) if args.out else (None if elsewhere or args.run is None else run_dir_of(args.run))
-    reporting = out is not None and not args.no_report
     subject = open_subject(args.run, which=args.checkpoint, weights=args.weights, model_name=args.model,
                            pretrained=args.pretrained, dataset=args.dataset, data_dir=args.data_dir)
+    out = Path(args.out) if args.out else subject.run_dir
+    reporting = out is not None and not args.no_report
     say(f"evaluating {subject.source} ({subject.model_name}) on the {subject.data.name} test set")
     res = evaluate_subject(subject, device=args.device, batch_size=args.batch_size, keep_outputs=True)
     code = 0
-    history = read_metrics(out / "metrics.csv") if reporting and _curves_stale(out) else []
+    own = out is not None and subject.run_dir is not None and out.resolve() == subject.run_dir.resolve()
+    history = read_metrics(out / "metrics.csv") if reporting and own and _curves_stale(out) else []
+    facts = run_facts(out) if reporting and own else {}  # the training's own figures (time, target) stay
     try:
         report_run(out if reporting else None, subject.model, subject.data, next(subject.model.parameters()).device,
-                   history=history, batch_size=args.batch_size, extra={"checkpoint": subject.source}, log=say,
-                   result=res, context={"model": subject.model_name, "dataset": subject.data.name}, table=True)
+                   history=history, batch_size=args.batch_size, extra={**facts, "checkpoint": subject.source},
+                   log=say, result=res, context={"model": subject.model_name, "dataset": subject.data.name},
+                   table=True)
     except WriteError as err:  # a read-only run folder: the accuracy is still the answer
         print(f"cnnlab: warning: no report written: {err}", file=sys.stderr)
         code = 1
+    if subject.not_own and not args.out and not args.no_report:
+        say(f"no report written: {subject.not_own}, and the run's summary.json holds the run's result; "
+            "--out DIR writes this one's")
     if args.json:
         print(json.dumps({"dataset": subject.data.name, "source": subject.source, "n": res.n,
                           "test_loss": res.loss, "test_acc": res.accuracy}))
