@@ -78,11 +78,12 @@ def evaluate(model: nn.Module, loader: BatchLoader, limit: int = 0, keep_outputs
 def report_run(run_dir: Path | None, model: nn.Module, data: Dataset, device: torch.device, *, history: list[dict],
                batch_size: int = 1000, extra: dict | None = None, log: Log = _print,
                result: EvalResult | None = None, context: dict | None = None, table: bool = False,
-               wait: bool = True) -> tuple[dict, Figures | None]:
+               wait: bool = True, keep: tuple[str, ...] = ()) -> tuple[dict, Figures | None]:
     """The test set's summary from ``result`` when it is the model's evaluation of the whole test set with
     its outputs kept (otherwise the test set is evaluated here first); with a ``run_dir``, summary.json and
     the figures written there. ``context`` (model, dataset...) is shown on every figure; ``table`` also logs
-    the per-class table. With ``wait=False`` the figures are still being drawn: ``.wait()`` on them."""
+    the per-class table. With ``wait=False`` the figures are still being drawn: ``.wait()`` on them. ``keep``:
+    keys of the summary.json already there that the new one carries over (the training's, for a run)."""
     res = result
     if res is None or res.predictions is None or res.n != len(data.test_labels):
         test_loader = BatchLoader(data.test_images, data.test_labels, batch_size, mean=data.mean, std=data.std,
@@ -96,7 +97,7 @@ def report_run(run_dir: Path | None, model: nn.Module, data: Dataset, device: to
     figures = None
     if run_dir is not None:
         figures = write_report(run_dir, summary, history=history, images=data.test_images,
-                               classes=list(data.classes), context=context)
+                               classes=list(data.classes), context=context, keep=keep)
         if wait:
             figures.wait()
             kept = f" ({', '.join(figures.kept)} unchanged)" if figures.kept else ""

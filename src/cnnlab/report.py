@@ -90,34 +90,37 @@ def summarize(*, labels: torch.Tensor, predictions: torch.Tensor, probabilities:
     }
 
 
-#: What training records in a run's summary.json about the run itself (not about an evaluation): an
-#: evaluation of the run writes a new summary.json that keeps them.
+#: What training records in a run's summary.json about the run itself (not about an evaluation): a later
+#: evaluation of the run keeps them (``write_report(..., keep=RUN_FACTS)``).
 RUN_FACTS = ("target", "train_seconds", "parameters", "ema")
 
 
-def run_facts(run_dir: Path) -> dict:
-    """The :data:`RUN_FACTS` that the summary.json in ``run_dir`` holds (none when it is missing or unreadable)."""
+def _previous_summary(run_dir: Path) -> tuple[dict, float] | None:
+    """The summary.json in ``run_dir`` and its modification time (None when missing or unreadable)."""
+    path = run_dir / "summary.json"
     try:
-        old = json.loads((Path(run_dir) / "summary.json").read_text())
+        written = path.stat().st_mtime
+        old = json.loads(path.read_text())
     except (OSError, ValueError):
-        return {}
-    return {k: old[k] for k in RUN_FACTS if k in old} if isinstance(old, dict) else {}
+        return None
+    return (old, written) if isinstance(old, dict) else None
 
 
 #: What each figure of the summary is drawn from (besides the class names and the run's context).
 FIGURE_INPUTS = {"confusion.png": ("n", "confusion"), "mistakes.png": ("n", "mistakes")}
 
 
-def current_figures(run_dir: Path, summary: dict) -> set[str]:
-    """The figures in ``run_dir`` already drawn from what ``summary`` holds: the summary.json there has the
-    same inputs and class names, and the figure is no older than it (a figure is written after its summary).
-    Evaluating a run again, or right after training, reproduces the evaluation: nothing needs drawing."""
-    path = run_dir / "summary.json"
+def current_figures(run_dir: Path, summary: dict, previous: tuple[dict, float] | None) -> set[str]:
+    """The figures in ``run_dir`` already drawn from what ``summary`` holds: the ``previous`` summary.json there
+    (and its time) has the same inputs and class names, and the figure is no older than it (a figure is written
+    after its summary). Evaluating a run again, or right after training, reproduces the evaluation: nothing
+    needs drawing."""
+    if previous is None:
+        return set()
+    old, written = previous
     try:
-        written = path.stat().st_mtime
-        old = json.loads(path.read_text())
         names = [row["class"] for row in old["per_class"]]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError):
         return set()
     if names != [row["class"] for row in summary["per_class"]]:
         return set()
@@ -169,16 +172,20 @@ class Figures:
 
 
 def write_report(run_dir: str | Path, summary: dict, *, history: list[dict], images: torch.Tensor,
-                 classes: list[str], context: dict | None = None) -> Figures:
+                 classes: list[str], context: dict | None = None, keep: tuple[str, ...] = ()) -> Figures:
     """Write summary.json into ``run_dir`` now (strict JSON: a diverged loss is ``null``) and start drawing
     the figures; ``.wait()`` on the result before relying on them.
 
     ``context``: what places the figures, e.g. ``{"model": "inception", "dataset": "mnist"}``; every
     figure shows it under its title, with ``"run"`` (the run directory's name) added when missing.
-    A figure already drawn from the same inputs (:func:`current_figures`) is kept, not drawn again.
+    A figure already drawn from the same inputs (:func:`current_figures`) is kept, not drawn again; so are
+    the ``keep`` keys of the summary.json there (e.g. :data:`RUN_FACTS`), where ``summary`` lacks them.
     """
     run_dir = Path(run_dir)
-    current = current_figures(run_dir, summary)
+    previous = _previous_summary(run_dir)
+    current = current_figures(run_dir, summary, previous)
+    if previous is not None and keep:
+        summary = {**{k: previous[0][k] for k in keep if k in previous[0]}, **summary}
     atomic_write_json(run_dir / "summary.json", summary)
     for name in sorted(current):
         try:  # still no older than the summary it shows, so that the next evaluation keeps it too

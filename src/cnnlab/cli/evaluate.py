@@ -49,7 +49,7 @@ def _curves_stale(run_dir: Path) -> bool:
 
 def cmd_evaluate(args) -> int:
     from cnnlab.evaluation import evaluate_subject, open_subject, report_run
-    from cnnlab.report import run_facts
+    from cnnlab.report import RUN_FACTS
 
     say = (lambda m: None) if args.json else print
     subject = open_subject(args.run, which=args.checkpoint, weights=args.weights, model_name=args.model,
@@ -61,12 +61,11 @@ def cmd_evaluate(args) -> int:
     code = 0
     own = out is not None and subject.run_dir is not None and out.resolve() == subject.run_dir.resolve()
     history = read_metrics(out / "metrics.csv") if reporting and own and _curves_stale(out) else []
-    facts = run_facts(out) if reporting and own else {}  # the training's own figures (time, target) stay
     try:
         report_run(out if reporting else None, subject.model, subject.data, next(subject.model.parameters()).device,
-                   history=history, batch_size=args.batch_size, extra={**facts, "checkpoint": subject.source},
+                   history=history, batch_size=args.batch_size, extra={"checkpoint": subject.source},
                    log=say, result=res, context={"model": subject.model_name, "dataset": subject.data.name},
-                   table=True)
+                   table=True, keep=RUN_FACTS if own else ())  # the training's own figures (time, target) stay
     except WriteError as err:  # a read-only run folder: the accuracy is still the answer
         print(f"cnnlab: warning: no report written: {err}", file=sys.stderr)
         code = 1
