@@ -197,6 +197,7 @@ def test_train_help_shows_what_each_recipe_sets(capsys):
 
 def test_recipe_variants_resolve_by_model_and_dataset_and_never_flip_digits():
     from cnnlab.config import RECIPE_VARIANTS, RECIPES, TrainConfig, recipe_values
+    from cnnlab.models import list_models
 
     assert recipe_values("best", "resnet", "mnist") == RECIPES["best"]
     inc = recipe_values("best", "inception", "mnist")
@@ -204,12 +205,14 @@ def test_recipe_variants_resolve_by_model_and_dataset_and_never_flip_digits():
     fash = recipe_values("best", "resnet", "fashion-mnist")
     assert "flip" in fash["augment"] and fash["epochs"] == 30
     assert recipe_values("best", "inception", "fashion-mnist")["epochs"] == 10  # the more specific entry wins
+    for dataset in ("mnist", "fashion-mnist"):  # GoogLeNet's ReLUs cost nothing per step: the same time budget
+        assert recipe_values("best", "inception_relu", dataset) == recipe_values("best", "inception", dataset)
     # a config resolves the same way, and a flag given explicitly wins over every variant
     cfg = TrainConfig(model="inception", dataset="fashion-mnist", recipe="best", epochs=3).resolve()
     assert (cfg.epochs, cfg.lr, cfg.augment) == (3, 0.004, "shift+flip+erase:p=0.5")
     # digits change class when mirrored: no recipe may flip them, on any model or digit dataset
     for recipe in RECIPES:
-        for model in ("resnet", "inception", "basic_cnn"):
+        for model in list_models():
             for dataset in ("mnist", "idx:/some/kmnist", "folder:digits"):
                 assert "flip" not in recipe_values(recipe, model, dataset)["augment"], (recipe, model, dataset)
     assert set(RECIPE_VARIANTS) <= set(RECIPES)

@@ -10,7 +10,7 @@ from benchmarks.lecture import LectureBasicNet, LectureInceptionNet, LectureResN
 from cnnlab.errors import CnnlabError
 from cnnlab.models import InceptionModule, count_parameters, create_model, list_models
 
-EXPECTED_PARAMS = {"inception": 97_298, "resnet": 41_514, "basic_cnn": 8_490}
+EXPECTED_PARAMS = {"inception": 97_298, "inception_relu": 97_298, "resnet": 41_514, "basic_cnn": 8_490}
 
 
 def test_registry_names():
@@ -63,6 +63,31 @@ def test_inception_module_keeps_size_and_has_88_channels():
     y = m(torch.randn(2, 10, 12, 12))
     assert y.shape == (2, 88, 12, 12)
     assert [t.shape[1] for t in m.branches(torch.randn(1, 10, 12, 12)).values()] == [24, 16, 24, 24]
+
+
+def _affine_defect(f, x: torch.Tensor, y: torch.Tensor) -> float:
+    """How far ``f`` is from affine along the line through x and y, inside and beyond the segment."""
+    worst = 0.0
+    for a in (0.3, 2.5, -1.0):
+        lhs, rhs = f(a * x + (1 - a) * y), a * f(x) + (1 - a) * f(y)
+        worst = max(worst, ((lhs - rhs).abs().max() / rhs.abs().max()).item())
+    return worst
+
+
+def test_the_lectures_inception_module_is_affine_and_googlenets_is_not():
+    """docs/accuracy.md rests on this: the lecture's module has no nonlinearity, so the lecture's Inception net
+    has only its two max-pool + ReLU stages; inception_relu (a ReLU after every conv, as in GoogLeNet) has more."""
+    torch.manual_seed(0)
+    x, y = torch.randn(4, 10, 12, 12, dtype=torch.float64), torch.randn(4, 10, 12, 12, dtype=torch.float64)
+    lecture = create_model("inception").double()
+    assert _affine_defect(lecture.incept1, x, y) < 1e-12
+    assert _affine_defect(lambda t: lecture.conv2(lecture.incept1(t)), x, y) < 1e-12
+    z, w = torch.randn(4, 20, 4, 4, dtype=torch.float64), torch.randn(4, 20, 4, 4, dtype=torch.float64)
+    assert _affine_defect(lambda t: lecture.fc(lecture.incept2(t).flatten(1)), z, w) < 1e-12
+    googlenet = create_model("inception_relu").double()
+    assert _affine_defect(googlenet.incept1, x, y) > 0.01
+    googlenet.load_state_dict(lecture.state_dict())  # the same weights: only the ReLUs differ
+    assert not torch.equal(googlenet.incept1(x), lecture.incept1(x))
 
 
 @pytest.mark.parametrize(

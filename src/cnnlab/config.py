@@ -189,11 +189,18 @@ RECIPE_VARIANTS: dict[str, dict[tuple[str, str], dict]] = {
         # validation-only rule that docs/accuracy.md records. Its steps cost 4x the residual net's (70 s an
         # epoch on 2 cores): 10 epochs keep a run under 15 minutes, a choice by time, not by accuracy.
         ("inception", "*"): {"lr": 0.004, "epochs": 10},
+        # The same net with GoogLeNet's ReLUs in its modules (models/inception.py) costs the same per step: it
+        # takes the Inception net's values, not tuned for it.
+        ("inception_relu", "*"): {"lr": 0.004, "epochs": 10},
         # Clothes are not digits: a horizontal flip keeps the class. Validation (residual net, one seed):
         # shift+flip+erase, 30 epochs, lr 0.004 92.17%; lr 0.008 91.56%; shift+flip, lr 0.008, 15 epochs 91.33%.
         ("*", "fashion-mnist"): {"augment": "shift+flip+erase:p=0.5", "lr": 0.004, "epochs": 30},
-        # ...but the Inception net's 10 epochs (time) hold here too.
-        ("inception", "fashion-mnist"): {"epochs": 10},
+        # ...but the Inception net's 10 epochs (time) hold here too, and it does best with no augmentation at all:
+        # validation (seed 0, 10 epochs, 10% held out) none 91.18%, flip 90.70%, shift+flip 89.82%,
+        # shift+flip+erase 89.08%. With only two nonlinear stages (docs/accuracy.md) it underfits, and
+        # augmentation is regularisation it cannot use.
+        ("inception", "fashion-mnist"): {"epochs": 10, "augment": "none"},
+        ("inception_relu", "fashion-mnist"): {"epochs": 10, "augment": "none"},
     },
 }
 

@@ -26,12 +26,19 @@ class InceptionModule(nn.Module):
     Fix against the lecture: the lecture pools with ``avg_pool2d(x, 3, stride=3, padding=1)``,
     which shrinks a 12x12 map to 4x4 while the other branches stay 12x12, so ``torch.cat`` fails.
     The intended stride is 1 (as in GoogLeNet), which keeps the size and is what we use.
+
+    Nonlinearity: the lecture's module has none. Average pooling, convolutions and concatenation are all
+    affine, so the module is one affine map of its input, and so is the module followed by the next conv or
+    fc. ``relu=True`` puts a ReLU after every convolution, as GoogLeNet does (Szegedy et al. 2014: "all the
+    convolutions, including those inside the Inception modules, use rectified linear activation"); it adds
+    no parameter.
     """
 
     out_channels = sum(BRANCH_CHANNELS.values())  # 88
 
-    def __init__(self, in_channels: int):
+    def __init__(self, in_channels: int, relu: bool = False):
         super().__init__()
+        self.relu = relu
         self.branch_pool = nn.Conv2d(in_channels, 24, kernel_size=1)
 
         self.branch1x1 = nn.Conv2d(in_channels, 16, kernel_size=1)
@@ -45,31 +52,41 @@ class InceptionModule(nn.Module):
 
     def branches(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each branch's output, keyed by the stable names of :data:`BRANCH_CHANNELS`."""
+        act = F.relu if self.relu else _same  # the lecture's module: no activation at all
         y1 = F.avg_pool2d(x, kernel_size=3, stride=1, padding=1)  # stride 1: see class docstring
-        y1 = self.branch_pool(y1)  # (B, 24, H, W)
+        y1 = act(self.branch_pool(y1))  # (B, 24, H, W)
 
-        y2 = self.branch1x1(x)  # (B, 16, H, W)
+        y2 = act(self.branch1x1(x))  # (B, 16, H, W)
 
-        y3 = self.branch5x5_2(self.branch5x5_1(x))  # (B, 24, H, W)
+        y3 = act(self.branch5x5_2(act(self.branch5x5_1(x))))  # (B, 24, H, W)
 
-        y4 = self.branch3x3_3(self.branch3x3_2(self.branch3x3_1(x)))  # (B, 24, H, W)
+        y4 = act(self.branch3x3_3(act(self.branch3x3_2(act(self.branch3x3_1(x))))))  # (B, 24, H, W)
         return {"pool": y1, "1x1": y2, "5x5": y3, "3x3": y4}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat(list(self.branches(x).values()), dim=1)  # (B, 88, H, W)
 
 
+def _same(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
 class InceptionNet(nn.Module):
     """The lecture's Inception net: conv(1->10, k5), maxpool, relu, Inception(10),
-    conv(88->20, k5), maxpool, relu, Inception(20), fc(88*4*4 = 1408 -> 10) for 28x28 inputs."""
+    conv(88->20, k5), maxpool, relu, Inception(20), fc(88*4*4 = 1408 -> 10) for 28x28 inputs.
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: int = 28):
+    Without ``relu_in_modules`` (the lecture) its only nonlinearities are the two max-pool + ReLU stages:
+    Inception(10) + conv2 is one affine map, Inception(20) + fc another, so the net computes what a
+    two-convolution net of 10 and 20 channels computes (docs/accuracy.md)."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: int = 28,
+                 relu_in_modules: bool = False):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, 10, kernel_size=5)
         self.conv2 = nn.Conv2d(InceptionModule.out_channels, 20, kernel_size=5)
 
-        self.incept1 = InceptionModule(in_channels=10)
-        self.incept2 = InceptionModule(in_channels=20)
+        self.incept1 = InceptionModule(in_channels=10, relu=relu_in_modules)
+        self.incept2 = InceptionModule(in_channels=20, relu=relu_in_modules)
 
         self.mp = nn.MaxPool2d(2)
         side = conv_pool_size(conv_pool_size(image_size))  # 28 -> 12 -> 4
@@ -89,3 +106,10 @@ class InceptionNet(nn.Module):
 def inception(in_channels: int = 1, num_classes: int = 10, image_size: int = 28) -> InceptionNet:
     """The lecture's Inception net (97,298 parameters for 1x28x28 inputs, 10 classes)."""
     return InceptionNet(in_channels=in_channels, num_classes=num_classes, image_size=image_size)
+
+
+@register_model
+def inception_relu(in_channels: int = 1, num_classes: int = 10, image_size: int = 28) -> InceptionNet:
+    """The Inception net with GoogLeNet's ReLU after every conv in its modules (97,298 parameters; not the lecture's)."""
+    return InceptionNet(in_channels=in_channels, num_classes=num_classes, image_size=image_size,
+                        relu_in_modules=True)
