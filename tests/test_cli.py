@@ -209,6 +209,8 @@ def test_recipe_variants_resolve_by_model_and_dataset_and_never_flip_digits():
         assert recipe_values("best", "inception_relu", dataset) == recipe_values("best", "inception", dataset)
     # a config resolves the same way, and a flag given explicitly wins over every variant
     cfg = TrainConfig(model="inception", dataset="fashion-mnist", recipe="best", epochs=3).resolve()
+    assert (cfg.epochs, cfg.lr, cfg.augment) == (3, 0.004, "none")  # the Inception net on clothes: no augmentation
+    cfg = TrainConfig(model="resnet", dataset="fashion-mnist", recipe="best", epochs=3).resolve()
     assert (cfg.epochs, cfg.lr, cfg.augment) == (3, 0.004, "shift+flip+erase:p=0.5")
     # digits change class when mirrored: no recipe may flip them, on any model or digit dataset
     for recipe in RECIPES:
