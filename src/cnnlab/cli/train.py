@@ -24,6 +24,7 @@ from cnnlab.config import (
     PRECISIONS,
     PROCESS_FIELDS,
     RECIPE_FIELDS,
+    RECIPE_MODEL_AS,
     RECIPE_VARIANTS,
     RECIPES,
     SCHEDULES,
@@ -87,6 +88,8 @@ def recipes_text(width: int | None = None) -> str:
             where = " on ".join(x for x in (model if model != "*" else "", kind if kind != "*" else "") if x)
             body = " ".join(_shown(k, v) for k, v in changes.items())
             lines += textwrap.wrap(f"for {where}: {body}", width, initial_indent="    ", subsequent_indent="        ")
+        lines += [f"    for {alias}: as for {model}" for alias, model in RECIPE_MODEL_AS.items()
+                  if any(m == model for m, _ in RECIPE_VARIANTS.get(name, {}))]
     return "\n".join(lines)
 
 
