@@ -9,7 +9,7 @@ import pytest
 import torch
 
 
-from benchmarks import roofline, throughput
+from benchmarks import roofline, throughput, time_to_accuracy
 from cnnlab.data import load_dataset
 from cnnlab.models import create_model
 
@@ -79,3 +79,25 @@ def test_whole_process_timing_alternates_arms_and_names_failures(tmp_path):
     assert len(times["a"]) == len(times["b"]) == 2 and min(times["b"]) > 0.2 > 0 < min(times["a"])
     with pytest.raises(RuntimeError, match="failed"):
         wall([sys.executable, "-c", "raise SystemExit(3)"])
+
+
+def test_time_to_accuracy_alternates_the_arms_seed_by_seed(monkeypatch):
+    calls, written = [], {}
+
+    def fake_run(model, recipe, seed, target, extra=()):
+        calls.append((model, recipe, seed, extra))
+        reached = not (model == "inception" and recipe == "lecture")
+        return {"seed": seed, "reached": reached, "seconds": 10.0 + seed if reached else None,
+                "epoch": 1.0 if reached else None, "final_accuracy": 99.1, "process_seconds": 12.0 + seed}
+
+    monkeypatch.setattr(time_to_accuracy, "one_run", fake_run)
+    monkeypatch.setattr(time_to_accuracy, "write", lambda name, payload, md: written.update(name=name, md=md))
+    results = time_to_accuracy.run(seeds=2)
+    resnet = [c for c in calls if c[0] == "resnet"]
+    # seed 0 of every arm before seed 1 of any; the old fast path runs for the residual net only
+    assert [c[2] for c in resnet] == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert ("resnet", "fast", 0, ("--epochs", "2", "--batch-size", "128")) in calls
+    assert not any(c[0] == "inception" and c[3][:2] == ("--epochs", "2") for c in calls)
+    assert results["resnet/fast-2ep/99"]["median_seconds"] == 10.5
+    assert results["inception/lecture/99"]["median_seconds"] is None and written["name"] == "time_to_accuracy"
+    assert "| resnet | fast `--epochs 2 --batch-size 128` | 99% | 10.0, 11.0 | **10.5** |" in written["md"]

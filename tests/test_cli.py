@@ -200,6 +200,11 @@ def test_recipe_variants_resolve_by_model_and_dataset_and_never_flip_digits():
     from cnnlab.models import list_models
 
     assert recipe_values("best", "resnet", "mnist") == RECIPES["best"]
+    # the fast recipe: the residual net on MNIST in one epoch at batch 64; the Inception net and other data as it is
+    fast = recipe_values("fast", "resnet", "mnist")
+    assert (fast["epochs"], fast["batch_size"], fast["lr"]) == (1, 64, RECIPES["fast"]["lr"])
+    for model, dataset in (("inception", "mnist"), ("resnet", "fashion-mnist"), ("resnet", "idx:/some/digits")):
+        assert recipe_values("fast", model, dataset) == RECIPES["fast"]
     inc = recipe_values("best", "inception", "mnist")
     assert (inc["lr"], inc["epochs"]) == (0.004, 10)
     fash = recipe_values("best", "resnet", "fashion-mnist")
