@@ -214,6 +214,38 @@ def test_target_accuracy_stops_early(tiny_idx, tmp_path, monkeypatch):
     assert len(passes) == 2 * int(epoch) + (1 if epoch % 1 else 0)
 
 
+def test_target_checks_skip_the_full_split_only_when_a_sample_is_far_below(tiny_idx, tmp_path, monkeypatch):
+    import cnnlab.trainer
+    from cnnlab.data.loader import BatchLoader
+    from cnnlab.observers import TargetStop
+
+    sizes, real = [], cnnlab.trainer.evaluate
+    monkeypatch.setattr(cnnlab.trainer, "evaluate", lambda m, loader, **k: sizes.append(len(loader.labels))
+                        or real(m, loader, **k))
+    # a target a net that barely learns never reaches: with screening every check inside an epoch reads a sample
+    cfg = cfg_for(tiny_idx, epochs=2, lr=1e-6, target_accuracy=100.0, evals_per_epoch=4)
+    plain = train(cfg, out=tmp_path / "plain", **QUIET)  # 64 test images: too few to screen, checked whole
+    assert plain.target is None and set(sizes) == {64} and len(sizes) == 2 * (3 + 1)
+    sizes.clear()
+    monkeypatch.setattr(TargetStop, "SCREEN_SIZE", 8)
+    screened = train(cfg, out=tmp_path / "screened", **QUIET)
+    assert sizes == [8, 8, 8, 64] * 2  # three samples of every 8th image, then the epoch's full evaluation
+    # the checks change nothing but when a run stops: the same weights and the same figures, bit for bit
+    a, b = (load_checkpoint(r.run_dir / "last.pt")["state_dict"] for r in (plain, screened))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (plain.final.accuracy, plain.final.loss) == (screened.final.accuracy, screened.final.loss)
+    # a reachable target is still found mid-epoch by the full split, as without screening
+    sizes.clear()
+    res = train(cfg_for(tiny_idx, epochs=30, target_accuracy=60.0, evals_per_epoch=2), out=tmp_path / "r", **QUIET)
+    assert res.target is not None and res.target["accuracy"] >= 60.0 and 64 in sizes
+    # the sample follows any order of the items: every k-th one, the same shard and normalisation
+    loader = BatchLoader(torch.arange(20, dtype=torch.uint8).view(20, 1, 1, 1), torch.arange(20), 4, mean=0.0,
+                         std=1 / 255, shuffle=False)
+    sub = loader.every(5)
+    assert sub.labels.tolist() == [0, 5, 10, 15] and (sub.scale, sub.shift) == (loader.scale, loader.shift)
+    assert [y.tolist() for _, y in sub] == [[0, 5, 10, 15]] and loader.labels.tolist() == list(range(20))
+
+
 def test_bf16_and_channels_last_train(tiny_idx, tmp_path):
     res = train(cfg_for(tiny_idx, epochs=1, precision="bf16", channels_last=True, model="inception"), write=False, **QUIET)
     assert res.history and res.final.n == 64

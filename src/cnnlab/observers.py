@@ -92,20 +92,43 @@ class EpochLog(Observer):
 class TargetStop(Observer):
     """``--target-accuracy``: evaluate ``evals_per_epoch`` times per epoch and stop as soon as it is reached.
 
-    The record (epoch, step, accuracy, seconds) goes into the train state, so a resumed run keeps it.
+    A check inside an epoch first looks at a sample of the eval split (every k-th image, about
+    ``SCREEN_SIZE``) and skips the full evaluation when the sample's accuracy is so far below the target
+    that the whole split is most unlikely to be at it: by more than ``SCREEN_SIGMAS`` binomial standard
+    deviations of such a sample, and at least ``SCREEN_MIN_MARGIN`` points. Only the full split decides
+    that the target is reached, and a check changes nothing but when the run stops, so a wrongly skipped
+    check can only make a run stop later, never earlier or with other weights. The end-of-epoch evaluation is always the full split. The record
+    (epoch, step, accuracy, seconds) goes into the train state, so a resumed run keeps it.
     """
+
+    SCREEN_SIZE, SCREEN_SIGMAS, SCREEN_MIN_MARGIN = 2000, 5.0, 1.0
 
     def __init__(self, target: float, steps_per_epoch: int, evals_per_epoch: int):
         self.target = target
         k = evals_per_epoch
         self.points = {max(1, round(steps_per_epoch * i / k)) for i in range(1, k)}
+        self.screen = None
 
     def after_step(self, t: Trainer) -> None:
         s = t.state
         if s.batch in self.points and s.batch < t.steps_per_epoch:
+            if self._far_below(t):
+                return
             result = t.evaluate()
             if result.accuracy >= self.target:
                 self._reached(t, s.epoch + s.batch / t.steps_per_epoch, result, t.train_seconds())
+
+    def _far_below(self, t: Trainer) -> bool:
+        """Whether a sample of the eval split puts the target out of reach at this check."""
+        n = len(t.eval_loader.labels)
+        if n < 4 * self.SCREEN_SIZE:  # a small split is checked whole
+            return False
+        if self.screen is None:
+            self.screen = t.eval_loader.every(n // self.SCREEN_SIZE)
+        p = min(self.target, 99.9) / 100
+        margin = max(self.SCREEN_MIN_MARGIN,
+                     100 * self.SCREEN_SIGMAS * math.sqrt(p * (1 - p) / len(self.screen.labels)))
+        return t.evaluate(self.screen).accuracy < self.target - margin
 
     def after_epoch(self, t: Trainer, row: dict, result: EvalResult, improved: bool) -> None:
         if result.accuracy >= self.target and t.state.target is None:

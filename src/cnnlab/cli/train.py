@@ -150,7 +150,10 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model; needs a C++ compiler on CPU (default: off)")
     p.add_argument("--target-accuracy", type=float, default=DEFAULTS.target_accuracy,
-                   help="stop as soon as the evaluated accuracy reaches this percentage (default: %(default)s, off)")
+                   help="stop as soon as the evaluated accuracy reaches this percentage, checked --evals-per-epoch "
+                        "times an epoch on the whole eval split (inside an epoch a check of a split of 8,000 images or "
+                        "more first reads a sample of about 2,000, and stops there when that is far below the "
+                        "target) (default: %(default)s, off)")
     add_eval_batch_size(p, "--eval-batch-size")
     p.add_argument("--max-steps", type=int, default=DEFAULTS.max_steps,
                    help="stop after this many optimiser steps in total; resumable (default: %(default)s, no limit)")
