@@ -401,6 +401,14 @@ def test_comparison_draws_error_bars_for_few_epochs_and_a_band_for_many(tmp_path
     assert caps == pytest.approx([96.6, 97.4])
     assert "dataset mnist" in figs[0].get_suptitle() and "error bars = ±1 std" in figs[0].get_suptitle()
     assert any(isinstance(c, PolyCollection) for c in ax_many.collections) and "band" in figs[1].get_suptitle()
+    assert len(figs[0].axes) == 1
+    # with many epochs a second panel zooms into the second half of the shortest training, every model in it
+    many["b"] = {"epochs": list(range(1, 5)), "mean": [50.0, 97.0, 98.0, 98.5], "std": [9.0, 1.0, 0.5, 0.3], "n": 2}
+    plot_comparison(many, tmp_path / "two.png")
+    whole, zoom = figs[2].axes
+    assert zoom.get_title() == "epochs 2-10, zoomed" and len(zoom.lines) == 2
+    assert [list(line.get_xdata()) for line in zoom.lines] == [list(range(2, 11)), [2, 3, 4]]
+    assert zoom.get_ylim()[0] > 85 and whole.get_ylim()[0] < 50  # the zoom leaves the first epoch's 50% out
 
 
 def test_mistakes_mosaic_is_one_picture_with_labelled_tiles(tmp_path):

@@ -14,6 +14,7 @@ placed.
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -125,31 +126,46 @@ def plot_comparison(series: dict[str, dict], path, metric: str = "test accuracy 
                     context: dict | None = None) -> Path:
     """``series[model] = {"epochs": [...], "mean": [...], "std": [...], "n": seeds}``: the mean over seeds
     with ±1 std as a band, or as error bars when there are at most :data:`FEW_EPOCHS` epochs (then the
-    models are also nudged apart along x, so that their bars do not hide each other)."""
-    fig = _figure(figsize=(7, 4.8))
-    ax = fig.subplots()
+    models are also nudged apart along x, so that their bars do not hide each other). With more epochs a
+    second panel shows the second half of training (of the shortest one) on its own scale: where the models
+    differ at the end, which the first panel's scale, set by the first epochs, flattens."""
     few = max((len(s["epochs"]) for s in series.values()), default=0) <= FEW_EPOCHS
-    for i, (name, s) in enumerate(series.items()):
-        label = f"{name} (n={s['n']})"
-        if few:
-            dx = 0.06 * (i - (len(series) - 1) / 2)
-            ax.errorbar([e + dx for e in s["epochs"]], s["mean"], yerr=s["std"], fmt="o-", capsize=4, label=label)
-        else:
-            line, = ax.plot(s["epochs"], s["mean"], "o-", markersize=4, label=label)
-            lo = [m - d for m, d in zip(s["mean"], s["std"])]
-            hi = [m + d for m, d in zip(s["mean"], s["std"])]
-            ax.fill_between(s["epochs"], lo, hi, color=line.get_color(), alpha=0.2)
-    epochs = sorted({e for s in series.values() for e in s["epochs"]})
-    if few and epochs:
-        ax.set_xticks(epochs)
-        ax.set_xlim(epochs[0] - 0.5, epochs[-1] + 0.5)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(metric)
-    ax.grid(alpha=0.3)
-    ax.legend()
+    fig = _figure(figsize=(7, 4.8) if few else (12, 4.8))
+    axes = fig.subplots(1, 1 if few else 2, squeeze=False)[0]
+    _draw_series(axes[0], series, few)
+    if not few:  # from the middle of the shortest training on, so that every model's end is in the panel
+        first = min(math.ceil(max(s["epochs"]) / 2) for s in series.values() if s["epochs"])
+        last = max(e for s in series.values() for e in s["epochs"])
+        _draw_series(axes[1], series, few, first_epoch=first)
+        axes[1].set_title(f"epochs {first:g}-{last:g}, zoomed", fontsize=10)
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
     spread = "error bars" if few else "band"
     _title(fig, f"{title + ': ' if title else ''}mean over seeds, {spread} = ±1 std", context)
     return save_figure(fig, path)
+
+
+def _draw_series(ax, series: dict[str, dict], few: bool, first_epoch: float = 0.0) -> None:
+    """Each model's mean (and ±1 std) over the epochs from ``first_epoch`` on, in the same colours on
+    every panel."""
+    for i, (name, s) in enumerate(series.items()):
+        keep = [j for j, e in enumerate(s["epochs"]) if e >= first_epoch]
+        epochs, mean, std = ([s[k][j] for j in keep] for k in ("epochs", "mean", "std"))
+        label, color = f"{name} (n={s['n']})", f"C{i}"
+        if few:
+            dx = 0.06 * (i - (len(series) - 1) / 2)
+            ax.errorbar([e + dx for e in epochs], mean, yerr=std, fmt="o-", capsize=4, label=label, color=color)
+        else:
+            ax.plot(epochs, mean, "o-", markersize=4, label=label, color=color)
+            ax.fill_between(epochs, [m - d for m, d in zip(mean, std)], [m + d for m, d in zip(mean, std)],
+                            color=color, alpha=0.2)
+    all_epochs = sorted({e for s in series.values() for e in s["epochs"]})
+    if few and all_epochs:
+        ax.set_xticks(all_epochs)
+        ax.set_xlim(all_epochs[0] - 0.5, all_epochs[-1] + 0.5)
 
 
 # ----------------------------------------------------------------------------- mistakes mosaic (Pillow)
