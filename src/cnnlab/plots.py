@@ -133,6 +133,10 @@ def plot_comparison(series: dict[str, dict], path, metric: str = "test accuracy 
     fig = _figure(figsize=(7, 4.8) if few else (12, 4.8))
     axes = fig.subplots(1, 1 if few else 2, squeeze=False)[0]
     _draw_series(axes[0], series, few)
+    epochs = sorted({e for s in series.values() for e in s["epochs"]})
+    if few and epochs:  # one tick per epoch, the nudged bars inside the frame
+        axes[0].set_xticks(epochs)
+        axes[0].set_xlim(epochs[0] - 0.5, epochs[-1] + 0.5)
     if not few:  # from the middle of the shortest training on, so that every model's end is in the panel
         first = min(math.ceil(max(s["epochs"]) / 2) for s in series.values() if s["epochs"])
         last = max(e for s in series.values() for e in s["epochs"])
@@ -162,10 +166,6 @@ def _draw_series(ax, series: dict[str, dict], few: bool, first_epoch: float = 0.
             ax.plot(epochs, mean, "o-", markersize=4, label=label, color=color)
             ax.fill_between(epochs, [m - d for m, d in zip(mean, std)], [m + d for m, d in zip(mean, std)],
                             color=color, alpha=0.2)
-    all_epochs = sorted({e for s in series.values() for e in s["epochs"]})
-    if few and all_epochs:
-        ax.set_xticks(all_epochs)
-        ax.set_xlim(all_epochs[0] - 0.5, all_epochs[-1] + 0.5)
 
 
 # ----------------------------------------------------------------------------- mistakes mosaic (Pillow)
