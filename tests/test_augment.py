@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnlab.augment import Affine, Augment, Elastic, Erase, Flip, Shift, _sample, batch_seed, parse_augment
+from cnnlab.augment import Affine, Augment, Elastic, Erase, Flip, Shift, batch_seed, resample, parse_augment
 from cnnlab.errors import CnnlabError
 
 FILL = -0.375  # exact in float32
@@ -124,7 +124,7 @@ def test_affine_rotation_by_90_degrees_rotates():
     x = batch(2, 1, 8, 8)
     theta = torch.tensor([[[0.0, -1.0, 0.0], [1.0, 0.0, 0.0]]]).expand(2, 2, 3)
     grid = F.affine_grid(theta, [2, 1, 8, 8], align_corners=False)
-    assert torch.allclose(_sample(x, grid, FILL), torch.rot90(x, k=1, dims=(2, 3)), atol=1e-5)
+    assert torch.allclose(resample(x, grid, FILL), torch.rot90(x, k=1, dims=(2, 3)), atol=1e-5)
 
 
 def test_flip_flips():

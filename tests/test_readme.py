@@ -32,6 +32,7 @@ SHORT: dict[str, list[str]] = {
     "cnnlab train --model resnet --recipe best": QUICK,
     "cnnlab runs": [],
     "cnnlab evaluate latest": [],
+    "cnnlab evaluate latest --tta shift": [],
     "cnnlab train --resume latest": [],
     "cnnlab train --config latest --seed 1": ["--max-steps", "2"],
     "cnnlab compare --models inception resnet --seeds 3": ["--dataset", f"idx:{TINY}", "--epochs", "1", "--seeds", "1",

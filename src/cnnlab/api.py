@@ -81,8 +81,10 @@ class Run:
     def predictor(self, which: str = "last", device: str = "cpu") -> Predictor:
         return Predictor.from_run(self.path, which=which, device=device)
 
-    def evaluate(self, which: str = "last", device: str = "auto") -> EvalResult:
-        return evaluate_run(self.path, which=which, device=device)[0]
+    def evaluate(self, which: str = "last", device: str = "auto", split: str = "test", tta: str | None = None) -> EvalResult:
+        """Loss and accuracy of the test set (``split="val"``: the run's validation split); ``tta``: views of
+        each image whose probabilities are averaged, e.g. ``"shift"`` (see :mod:`cnnlab.tta`)."""
+        return evaluate_run(self.path, which=which, device=device, split=split, tta=tta)[0]
 
 
 def load_run(path: str | Path = "latest", root: str | Path = "runs") -> Run:

@@ -80,7 +80,7 @@ class Shift:
         return out.permute(0, 3, 1, 2)  # (B, C, H, W), laid out channels-last in memory
 
 
-def _sample(x: torch.Tensor, grid: torch.Tensor, fill: float) -> torch.Tensor:
+def resample(x: torch.Tensor, grid: torch.Tensor, fill: float) -> torch.Tensor:
     """Bilinear ``grid_sample`` whose outside is ``fill`` (sample x - fill with zero padding)."""
     out = F.grid_sample(x - fill, grid.to(x.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
     return out.add_(fill)
@@ -114,7 +114,7 @@ class Affine:
         b, c, h, w = x.shape
         theta = self.theta(b, h, w, g).to(device=x.device, dtype=x.dtype)
         grid = F.affine_grid(theta, [b, c, h, w], align_corners=False)
-        return _sample(x, grid, fill)
+        return resample(x, grid, fill)
 
 
 def _gaussian_matrix(n: int, sigma: float, device) -> torch.Tensor:
@@ -148,7 +148,7 @@ class Elastic:
         disp = disp * torch.tensor([2.0 / w, 2.0 / h], device=x.device)[None, :, None, None]  # pixels -> normalised
         eye = torch.eye(2, 3, device=x.device, dtype=torch.float32).expand(b, 2, 3)
         grid = F.affine_grid(eye, [b, c, h, w], align_corners=False) + disp.permute(0, 2, 3, 1)
-        return _sample(x, grid, fill)
+        return resample(x, grid, fill)
 
 
 @dataclass(frozen=True)
@@ -234,6 +234,18 @@ _LIMITS = {
 }
 
 
+def parse_number(raw: str, where: str, low: float, high: float, whole: bool) -> float | int:
+    """A spec's setting as a number in [low, high]; ``where`` (flag, spec and key) starts the error."""
+    raw = raw.strip()
+    try:
+        value = int(raw) if whole else float(raw)
+    except ValueError:
+        raise CnnlabError(f"{where} must be {'a whole number' if whole else 'a number'}, got {raw!r}") from None
+    if not low <= value <= high:
+        raise CnnlabError(f"{where}={raw} is out of range; use {low:g} to {high:g}")
+    return value
+
+
 def _parse_op(text: str, spec: str):
     name, _, args = text.partition(":")
     name = name.strip()
@@ -250,29 +262,27 @@ def _parse_op(text: str, spec: str):
             raise CnnlabError(f"--augment {spec!r}: {name} takes key=value with keys {', '.join(keys)}, got {item!r}")
         if key in values:
             raise CnnlabError(f"--augment {spec!r}: {name}.{key} is given twice; give it once")
-        low, high, integer = _LIMITS[(name, key)]
-        try:
-            value = int(raw) if integer else float(raw)
-        except ValueError:
-            kind = "a whole number" if integer else "a number"
-            raise CnnlabError(f"--augment {spec!r}: {name}.{key} must be {kind}, got {raw.strip()!r}") from None
-        if not low <= value <= high:
-            raise CnnlabError(f"--augment {spec!r}: {name}.{key}={raw.strip()} is out of range; use {low} to {high}")
-        values[key] = value
+        values[key] = parse_number(raw, f"--augment {spec!r}: {name}.{key}", *_LIMITS[(name, key)])
     op = cls(**values)
     if isinstance(op, Erase) and op.min > op.max:
         raise CnnlabError(f"--augment {spec!r}: erase.min={op.min:g} is above erase.max={op.max:g}; make min <= max")
     return op
 
 
-def parse_augment(spec: str | None) -> Augment | None:
-    """The pipeline that ``spec`` names, or None for ``none`` (or an empty spec)."""
+def split_spec(spec: str | None, flag: str, word: str, example: str) -> list[str] | None:
+    """The '+'-joined parts of a spec string (``--augment``, ``--tta``), stripped; None for ``none`` or empty."""
     text = (spec or "").strip()
     if text in ("", "none"):
         return None
     parts = [p.strip() for p in text.split("+")]
     if any(not p for p in parts):
-        raise CnnlabError(f"--augment {spec!r}: empty op between '+'; write ops like 'shift+flip'")
+        raise CnnlabError(f"{flag} {spec!r}: empty {word} between '+'; write {word}s like '{example}'")
     if "none" in parts:
-        raise CnnlabError(f"--augment {spec!r}: 'none' cannot be combined with other ops; use it alone")
-    return Augment([_parse_op(p, spec) for p in parts])
+        raise CnnlabError(f"{flag} {spec!r}: 'none' cannot be combined with other {word}s; use it alone")
+    return parts
+
+
+def parse_augment(spec: str | None) -> Augment | None:
+    """The pipeline that ``spec`` names, or None for ``none`` (or an empty spec)."""
+    parts = split_spec(spec, "--augment", "op", "shift+flip")
+    return None if parts is None else Augment([_parse_op(p, spec) for p in parts])

@@ -24,7 +24,7 @@ from cnnlab import observers as obs
 from cnnlab.augment import parse_augment
 from cnnlab.checkpoint import EpochSums, TrainState, load_checkpoint
 from cnnlab.config import TrainConfig, resumed_config
-from cnnlab.data import BatchLoader, Dataset, load_dataset, validate_dataset
+from cnnlab.data import BatchLoader, Dataset, load_dataset, split_validation, validate_dataset
 from cnnlab.devices import resolve_device, set_threads
 from cnnlab.distributed import Dist
 from cnnlab.errors import CnnlabError, Interrupted, RunError
@@ -88,17 +88,6 @@ def build_ema(cfg: TrainConfig, model: nn.Module) -> AveragedModel | None:
     if not cfg.ema:
         return None
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
-
-
-def split_validation(data: Dataset, fraction: float, seed: int):
-    """A seeded hold-out of the train split: ((train images, labels), (val images, labels))."""
-    n = len(data.train_labels)
-    k = int(round(n * fraction))
-    if k < 1 or k >= n:
-        raise CnnlabError(f"--val-split {fraction} leaves {n - k} train and {k} validation images; pick a fraction that leaves both non-empty")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7_777_777))
-    val, tr = order[:k], order[k:]
-    return (data.train_images[tr], data.train_labels[tr]), (data.train_images[val], data.train_labels[val])
 
 
 @dataclass

@@ -6,7 +6,7 @@ Inference code (predict, export, analysis, serve) imports this and :mod:`cnnlab.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -15,12 +15,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cnnlab.checkpoint import load_checkpoint, load_state_dict_file, model_from_checkpoint, resolve_checkpoint
-from cnnlab.data import BatchLoader, Dataset, load_dataset
+from cnnlab.data import BatchLoader, Dataset, load_dataset, split_validation
 from cnnlab.devices import resolve_device
 from cnnlab.errors import CnnlabError
 from cnnlab.models import build_model
 from cnnlab.pretrained import load_pretrained
 from cnnlab.report import Figures, format_table, summarize, write_report
+from cnnlab.tta import TTA, parse_tta
 
 Log = Callable[[str], None]
 
@@ -40,8 +41,10 @@ class EvalResult:
     probabilities: torch.Tensor | None = None
 
 
-def evaluate(model: nn.Module, loader: BatchLoader, limit: int = 0, keep_outputs: bool = False) -> EvalResult:
-    """Mean cross-entropy and accuracy over ``loader`` (its first ``limit`` items if > 0)."""
+def evaluate(model: nn.Module, loader: BatchLoader, limit: int = 0, keep_outputs: bool = False,
+             tta: TTA | None = None) -> EvalResult:
+    """Mean cross-entropy and accuracy over ``loader`` (its first ``limit`` items if > 0); with ``tta``, of the
+    softmax probabilities averaged over its views of each image."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=loader.device)
@@ -54,7 +57,7 @@ def evaluate(model: nn.Module, loader: BatchLoader, limit: int = 0, keep_outputs
                 break
             if limit:
                 x, y = x[: limit - n], y[: limit - n]
-            logits = model(x).float()
+            logits = model(x).float() if tta is None else tta.log_probs(model, x, loader.shift)
             loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
             pred = logits.argmax(1)
             correct += (pred == y).sum()
@@ -121,13 +124,25 @@ class Subject:
     run_dir: Path | None = None
     #: Why another evaluation of a run (best.pt, another dataset) is not the run's report.
     not_own: str = ""
+    #: Which split ``data.test_images`` holds: "test", or "val", a run's own validation split (``--split val``).
+    split: str = "test"
+
+    @property
+    def split_name(self) -> str:
+        return "validation split" if self.split == "val" else "test set"
 
 
 def open_subject(path: str | Path | None = None, *, which: str = "last", weights: str | Path | None = None,
                  model_name: str | None = None, pretrained: str | None = None, dataset: str | None = None,
-                 data_dir: str | None = None) -> Subject:
+                 data_dir: str | None = None, split: str = "test") -> Subject:
     """A run's checkpoint (``path``), a bare ``state_dict`` file (``weights`` for ``model_name``), or the
-    shipped weights of ``pretrained`` on ``dataset`` (default mnist); with the dataset to test it on."""
+    shipped weights of ``pretrained`` on ``dataset`` (default mnist); with the dataset to test it on.
+    ``split="val"``: a run's own validation split (trained with ``--val-split``) instead of the test set."""
+    if split not in ("test", "val"):
+        raise CnnlabError(f"unknown split {split!r}; use test or val")
+    if split == "val" and path is None:
+        raise CnnlabError("--split val evaluates a run's own validation split: give a run trained with --val-split "
+                          "(shipped weights and weights files have none)")
     if pretrained is not None:
         state = load_pretrained(pretrained, dataset or "mnist")
         data = load_dataset(state["pretrained"].dataset, data_dir=data_dir)
@@ -154,20 +169,36 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
     trained_on = (state.get("data") or {}).get("name", cfg["dataset"])
     not_own = (f"{ckpt.name} is not the run's final weights (last.pt)" if ckpt.name != "last.pt" else
                f"{data.name} is not the dataset the run trained on ({trained_on})" if data.name != trained_on else "")
+    if split == "val":
+        data = _validation_data(data, cfg, ckpt, trained_on)
+        not_own = "it is the validation split, not the test set"
     return Subject(model_from_checkpoint(state), state["model"]["name"], data, str(ckpt),
                    channels_last=bool(cfg.get("channels_last", False)), run_dir=None if not_own else ckpt.parent,
-                   not_own=not_own)
+                   not_own=not_own, split=split)
+
+
+def _validation_data(data: Dataset, cfg: dict, ckpt: Path, trained_on: str) -> Dataset:
+    """``data`` with the run's validation split (the same seeded hold-out it was trained beside) as its test split."""
+    fraction = float(cfg.get("val_split") or 0.0)
+    if fraction <= 0:
+        raise CnnlabError(f"{ckpt.parent} was trained without --val-split, so it has no validation split; "
+                          "drop --split val to evaluate its test set")
+    if data.name != trained_on:
+        raise CnnlabError(f"--split val is the validation split of the run's own dataset ({trained_on}), not of "
+                          f"{data.name}; drop --dataset")
+    _, (images, labels) = split_validation(data, fraction, int(cfg["seed"]))
+    return replace(data, test_images=images, test_labels=labels)
 
 
 def evaluate_subject(subject: Subject, *, device: str = "auto", batch_size: int = 1000,
-                     keep_outputs: bool = False) -> EvalResult:
+                     keep_outputs: bool = False, tta: TTA | None = None) -> EvalResult:
     dev = resolve_device(device)
     fmt = torch.channels_last if subject.channels_last else torch.contiguous_format
     subject.model.to(dev, memory_format=fmt)
     data = subject.data
     loader = BatchLoader(data.test_images, data.test_labels, batch_size, mean=data.mean, std=data.std,
                          shuffle=False, device=dev, memory_format=fmt)
-    return evaluate(subject.model, loader, keep_outputs=keep_outputs)
+    return evaluate(subject.model, loader, keep_outputs=keep_outputs, tta=tta)
 
 
 def evaluate_run(
@@ -182,10 +213,14 @@ def evaluate_run(
     device: str = "auto",
     batch_size: int = 1000,
     keep_outputs: bool = False,
+    split: str = "test",
+    tta: str | None = None,
 ) -> tuple[EvalResult, nn.Module, Dataset]:
     """Evaluate a run's checkpoint, a bare ``state_dict`` file (``weights``) for ``model_name``, or shipped
-    ``pretrained`` weights, on the test set."""
+    ``pretrained`` weights, on the test set (``split="val"``: a run's own validation split); ``tta``: a
+    :mod:`cnnlab.tta` spec, the probabilities averaged over those views of each image (off by default)."""
+    views = parse_tta(tta)
     subject = open_subject(path, which=which, weights=weights, model_name=model_name, pretrained=pretrained,
-                           dataset=dataset, data_dir=data_dir)
-    result = evaluate_subject(subject, device=device, batch_size=batch_size, keep_outputs=keep_outputs)
+                           dataset=dataset, data_dir=data_dir, split=split)
+    result = evaluate_subject(subject, device=device, batch_size=batch_size, keep_outputs=keep_outputs, tta=views)
     return result, subject.model, subject.data

@@ -34,6 +34,13 @@ def register(sub) -> None:
                    help="where to write summary.json and the plots (default: the run directory when evaluating its "
                         "last.pt on its own dataset, which makes it the run's result; otherwise nowhere)")
     p.add_argument("--no-report", action="store_true", help="only print loss and accuracy (default: off)")
+    p.add_argument("--split", choices=("test", "val"), default="test",
+                   help="val: the run's own validation split (a run trained with --val-split), to choose things such "
+                        "as --tta without looking at the test set; writes no report unless --out (default: test)")
+    p.add_argument("--tta", metavar="VIEWS", default="none",
+                   help="test-time augmentation, reported beside the plain figure (which stays the run's result): the "
+                        "softmax averaged over views of each image: shift[:px=1] (5 views), rotate[:deg=10] (3), flip "
+                        "(2; clothes, never digits), or combinations such as shift+rotate (15) (default: none)")
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -48,22 +55,48 @@ def _curves_stale(run_dir: Path) -> bool:
 
 
 def cmd_evaluate(args) -> int:
-    from cnnlab.evaluation import evaluate_subject, open_subject, report_run
-    from cnnlab.report import RUN_FACTS
+    from cnnlab.evaluation import evaluate_subject, open_subject
+    from cnnlab.tta import parse_tta
 
+    tta = parse_tta(args.tta)  # a bad spec answers before any data is read
     say = (lambda m: None) if args.json else print
     subject = open_subject(args.run, which=args.checkpoint, weights=args.weights, model_name=args.model,
-                           pretrained=args.pretrained, dataset=args.dataset, data_dir=args.data_dir)
+                           pretrained=args.pretrained, dataset=args.dataset, data_dir=args.data_dir, split=args.split)
+    say(f"evaluating {subject.source} ({subject.model_name}) on the {subject.data.name} {subject.split_name}")
+    res = evaluate_subject(subject, device=args.device, batch_size=args.batch_size, keep_outputs=True)
+    extra = {"checkpoint": subject.source, **({"split": "val"} if subject.split == "val" else {})}
+    if tta is not None:  # beside the plain figure, never instead of it
+        t = evaluate_subject(subject, device=args.device, batch_size=args.batch_size, tta=tta)
+        extra["tta"] = {"views": tta.spec, "count": tta.count, "loss": t.loss, "accuracy": t.accuracy}
+    code = _report(args, subject, res, extra, say)
+    where = f"{subject.data.name} {subject.split_name} ({plural(res.n, 'image')})"
+    if args.json:
+        print(json.dumps({"dataset": subject.data.name, "split": subject.split, "source": subject.source, "n": res.n,
+                          "test_loss": res.loss, "test_acc": res.accuracy, **({"tta": extra["tta"]} if tta else {})}))
+        return code
+    if tta is not None:
+        t = extra["tta"]
+        print(f"{where} with test-time augmentation ({t['views']}: {plural(t['count'], 'view')}): loss "
+              f"{t['loss']:.4f}  accuracy {t['accuracy']:.2f}% ({t['accuracy'] - res.accuracy:+.2f} points; "
+              "reported beside, not instead of, the plain figure)")
+    print(f"{where}: loss {res.loss:.4f}  accuracy {res.accuracy:.2f}%  [{subject.source}]")
+    return code
+
+
+def _report(args, subject, res, extra: dict, say) -> int:
+    """summary.json and the figures, where they belong (the run's own folder, or --out); 1 if they could not be
+    written (the accuracy is still the answer)."""
+    from cnnlab.evaluation import report_run
+    from cnnlab.report import RUN_FACTS
+
     out = Path(args.out) if args.out else subject.run_dir
     reporting = out is not None and not args.no_report
-    say(f"evaluating {subject.source} ({subject.model_name}) on the {subject.data.name} test set")
-    res = evaluate_subject(subject, device=args.device, batch_size=args.batch_size, keep_outputs=True)
-    code = 0
     own = out is not None and subject.run_dir is not None and out.resolve() == subject.run_dir.resolve()
     history = read_metrics(out / "metrics.csv") if reporting and own and _curves_stale(out) else []
+    code = 0
     try:
         report_run(out if reporting else None, subject.model, subject.data, next(subject.model.parameters()).device,
-                   history=history, batch_size=args.batch_size, extra={"checkpoint": subject.source},
+                   history=history, batch_size=args.batch_size, extra=extra,
                    log=say, result=res, context={"model": subject.model_name, "dataset": subject.data.name},
                    table=True, keep=RUN_FACTS if own else ())  # the training's own figures (time, target) stay
     except WriteError as err:  # a read-only run folder: the accuracy is still the answer
@@ -72,10 +105,4 @@ def cmd_evaluate(args) -> int:
     if subject.not_own and not args.out and not args.no_report:
         say(f"no report written: {subject.not_own}, and the run's summary.json holds the run's result; "
             "--out DIR writes this one's")
-    if args.json:
-        print(json.dumps({"dataset": subject.data.name, "source": subject.source, "n": res.n,
-                          "test_loss": res.loss, "test_acc": res.accuracy}))
-    else:
-        print(f"{subject.data.name} test set ({plural(res.n, 'image')}): loss {res.loss:.4f}  "
-              f"accuracy {res.accuracy:.2f}%  [{subject.source}]")
     return code

@@ -24,6 +24,7 @@ from importlib import import_module
 _EXPORTS = {
     "DatasetSpec": "catalog",
     "MIN_IMAGE_SIZE": "dataset", "Dataset": "dataset", "train_statistics": "dataset", "validate_dataset": "dataset",
+    "split_validation": "dataset",
     "load_dataset": "load",
     "BatchLoader": "loader", "epoch_permutation": "loader",
     "canonical_dataset_name": "names", "dataset_kind": "names", "dataset_names": "names", "get_spec": "names",
@@ -56,6 +57,7 @@ __all__ = [
     "epoch_permutation",
     "get_spec",
     "load_dataset",
+    "split_validation",
     "train_statistics",
     "validate_dataset",
 ]

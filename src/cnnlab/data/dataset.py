@@ -60,6 +60,17 @@ class Dataset:
         }
 
 
+def split_validation(data: Dataset, fraction: float, seed: int):
+    """A seeded hold-out of the train split: ((train images, labels), (val images, labels))."""
+    n = len(data.train_labels)
+    k = int(round(n * fraction))
+    if k < 1 or k >= n:
+        raise DataError(f"--val-split {fraction} leaves {n - k} train and {k} validation images; pick a fraction that leaves both non-empty")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7_777_777))
+    val, tr = order[:k], order[k:]
+    return (data.train_images[tr], data.train_labels[tr]), (data.train_images[val], data.train_labels[val])
+
+
 def train_statistics(images: torch.Tensor) -> tuple[float, float]:
     """Mean and std of a uint8 image tensor's pixels scaled to [0, 1]."""
     x = images.to(torch.float64).div_(255.0)
