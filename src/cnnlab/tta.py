@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -93,20 +93,22 @@ class TTA:
     def views(self, x: torch.Tensor, fill: float) -> list[torch.Tensor]:
         """Every combination of the parts' views of the batch ``x``, the image itself first, each in ``x``'s
         memory format (the net runs the same kernels on every view)."""
+        return list(self.iter_views(x, fill))
+
+    def iter_views(self, x: torch.Tensor, fill: float) -> Iterator[torch.Tensor]:
+        """The views one at a time (memory for one view, whatever their number)."""
         fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-        out = []
         for combo in itertools.product(*(_part_views(name, value) for name, value in self.parts)):
             v = x
             for view in combo:
                 v = view(v, fill)
-            out.append(v.contiguous(memory_format=fmt))
-        return out
+            yield v.contiguous(memory_format=fmt)
 
     def log_probs(self, model: nn.Module, x: torch.Tensor, fill: float) -> torch.Tensor:
         """(B, classes) log of the mean softmax probability over the views: usable as logits (its softmax is
         the mean probability, its cross-entropy the loss of the averaged prediction)."""
         total = None
-        for v in self.views(x, fill):
+        for v in self.iter_views(x, fill):
             p = model(v).float().softmax(1)
             total = p if total is None else total + p
         return (total / self.count).log()
