@@ -153,8 +153,16 @@ def test_compare_on_tiny_data_writes_table_and_reuses_runs(tiny_idx, tmp_path):
     assert (tmp_path / "cmp" / "comparison.png").is_file()
     assert res["results"]["resnet"]["flops"] > res["results"]["basic_cnn"]["flops"] > 0
     logs.clear()
-    compare(["basic_cnn"], 2, base, tmp_path / "cmp", log=logs.append)
+    summaries = [(p / "summary.json").read_text() for p in sorted((tmp_path / "cmp").glob("basic_cnn-*"))]
+    res = compare(["basic_cnn"], 2, base, tmp_path / "cmp", log=logs.append, tta="flip")
     assert sum(": reused, final " in m for m in logs) == 2 and not any(": trained" in m for m in logs)
+    assert sum("test accuracy with --tta flip " in m for m in logs) == 2
+    table = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "| final acc | best acc | TTA | train s |" in table and "`--tta flip`" in table
+    assert res["results"]["basic_cnn"]["tta"][0] == pytest.approx(
+        sum(float(m.rsplit(" ", 1)[1].rstrip("%")) for m in logs if "--tta" in m) / 2, abs=0.01)
+    # the runs' own results are untouched: TTA is a column beside them
+    assert [(p / "summary.json").read_text() for p in sorted((tmp_path / "cmp").glob("basic_cnn-*"))] == summaries
 
 
 def test_forward_flops_counts_the_lecture_nets():

@@ -20,11 +20,13 @@ from cnnlab.data import load_dataset
 from cnnlab.dataset_names import dataset_kind
 from cnnlab.engine import train
 from cnnlab.errors import CnnlabError
+from cnnlab.evaluation import evaluate_run
 from cnnlab.fileio import atomic_write_text
 from cnnlab.models import build_model, count_parameters, list_models
 from cnnlab.plots import plot_comparison
 from cnnlab.runs import read_metrics
 from cnnlab.text import plural
+from cnnlab.tta import parse_tta
 
 
 def forward_flops(model: torch.nn.Module, in_channels: int, image_size: int) -> int:
@@ -69,11 +71,13 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = "runs/compare", *,
-            quiet: bool = False, log=print) -> dict:
+            quiet: bool = False, log=print, tta: str | None = None) -> dict:
     """Train/reuse every (model, seed) run, then write and return the comparison.
 
     ``base`` may leave recipe fields at None: each model then gets its own recipe values (a recipe can
-    differ per model and dataset, see cnnlab.config.RECIPE_VARIANTS)."""
+    differ per model and dataset, see cnnlab.config.RECIPE_VARIANTS). ``tta``: views (:mod:`cnnlab.tta`) whose
+    test accuracy is added as a column of its own beside the final accuracy, never in its place."""
+    views = parse_tta(tta)
     unknown = [m for m in models if m not in list_models()]
     if unknown:
         raise CnnlabError(f"unknown model(s) {', '.join(unknown)}; choose from: {', '.join(list_models())}")
@@ -85,8 +89,13 @@ def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = 
     for name in models:
         configs[name] = replace(base, model=name).validate()
         runs = [_run_one(replace(configs[name], seed=seed), out, data, quiet, log) for seed in range(seeds)]
+        if views is not None:
+            for r in runs:
+                r["tta"] = evaluate_run(r["dir"], dataset=base.dataset, data_dir=base.data_dir, device=base.device,
+                                        tta=views.spec)[0].accuracy
+                log(f"  {Path(r['dir']).name}: test accuracy with --tta {views.spec} {r['tta']:.2f}%")
         results[name] = _model_results(name, runs, data, "val_acc" if base.val_split else "test_acc")
-    table = format_comparison(results, configs, seeds, data.name)
+    table = format_comparison(results, configs, seeds, data.name, tta=views.spec if views else None)
     atomic_write_text(out / "comparison.md", table)
     series = {}
     for name, r in results.items():
@@ -129,6 +138,7 @@ def _model_results(name: str, runs: list[dict], data, key: str) -> dict:
             "per_seed": [[row[key] for row in r["rows"]] for r in runs],
         },
         "runs": [r["dir"] for r in runs],
+        **({"tta": _mean_std([r["tta"] for r in runs])} if "tta" in runs[0] else {}),
     }
 
 
@@ -145,7 +155,8 @@ def describe_settings(cfg: TrainConfig) -> str:
     return text
 
 
-def format_comparison(results: dict, configs: dict[str, TrainConfig], seeds: int, dataset: str) -> str:
+def format_comparison(results: dict, configs: dict[str, TrainConfig], seeds: int, dataset: str,
+                      tta: str | None = None) -> str:
     def pm(ms, fmt="{:.2f}"):
         return f"{fmt.format(ms[0])} ± {fmt.format(ms[1])}"
 
@@ -162,15 +173,19 @@ def format_comparison(results: dict, configs: dict[str, TrainConfig], seeds: int
         "",
         f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads. Accuracies are test accuracy in % "
         "(mean ± sample std over seeds) of the final epoch (of the EMA weights where EMA is on); best = best epoch"
-        + (" by validation accuracy" if first.val_split else "") + ".",
+        + (" by validation accuracy" if first.val_split else "") + "."
+        + (f" TTA: the test accuracy of the final weights with test-time augmentation (`--tta {tta}`: softmax "
+           "averaged over fixed views of each image), beside the final accuracy, not in its place." if tta else ""),
         "",
-        "| model | params | forward FLOPs/image | final acc | best acc | train s | train img/s |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| model | params | forward FLOPs/image | final acc | best acc | " + ("TTA | " if tta else "")
+        + "train s | train img/s |",
+        "|---|---:|---:|---:|---:|" + ("---:|" if tta else "") + "---:|---:|",
     ]
     for name, r in results.items():
         lines.append(
             f"| {name} | {r['parameters']:,} | {r['flops'] / 1e6:.2f} M | {pm(r['final'])} | {pm(r['best'])} | "
-            f"{pm(r['train_seconds'], '{:.0f}')} | {pm(r['images_per_s'], '{:,.0f}')} |"
+            + (f"{pm(r['tta'])} | " if tta else "")
+            + f"{pm(r['train_seconds'], '{:.0f}')} | {pm(r['images_per_s'], '{:,.0f}')} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -253,6 +253,9 @@ def _add_compare_parser(sub) -> None:
     add_threads(p)
     p.add_argument("--out", default=None,
                    help="where runs and the comparison go (default: runs/compare-<dataset>-<recipe>)")
+    p.add_argument("--tta", metavar="VIEWS", default="none",
+                   help="also the test accuracy with test-time augmentation (see 'cnnlab evaluate --help'), in a "
+                        "column of its own beside the final accuracy; e.g. shift (default: none)")
     p.set_defaults(func=cmd_compare)
 
 
@@ -262,7 +265,7 @@ def cmd_compare(args) -> int:
     cfg = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, device=args.device, threads=args.threads,
                       val_split=args.val_split, recipe=args.recipe, epochs=args.epochs, batch_size=args.batch_size)
     out = args.out or default_out(args.dataset, args.recipe)
-    res = compare(args.models, args.seeds, cfg, out)
+    res = compare(args.models, args.seeds, cfg, out, tta=args.tta)
     print()
     print(res["table"])
     print(f"wrote {res['out'] / 'comparison.md'} and {res['out'] / 'comparison.png'}")
