@@ -142,7 +142,7 @@ def test_val_split_chooses_best_on_validation_and_tests_once(tiny_idx, tmp_path)
     assert summary["split"] == "test" and summary["n"] == 64
 
 
-def test_compare_on_tiny_data_writes_table_and_reuses_runs(tiny_idx, tmp_path):
+def test_compare_on_tiny_data_writes_table_and_reuses_runs(tiny_idx, tmp_path, monkeypatch):
     base = cfg_for(tiny_idx, epochs=1)
     logs = []
     res = compare(["basic_cnn", "resnet"], 2, base, tmp_path / "cmp", log=logs.append)
@@ -154,6 +154,12 @@ def test_compare_on_tiny_data_writes_table_and_reuses_runs(tiny_idx, tmp_path):
     assert res["results"]["resnet"]["flops"] > res["results"]["basic_cnn"]["flops"] > 0
     logs.clear()
     summaries = [(p / "summary.json").read_text() for p in sorted((tmp_path / "cmp").glob("basic_cnn-*"))]
+    import cnnlab.evaluation
+
+    def loaded_twice(*a, **k):
+        raise AssertionError("compare's TTA evaluations must reuse the dataset it loaded")
+
+    monkeypatch.setattr(cnnlab.evaluation, "load_dataset", loaded_twice)
     res = compare(["basic_cnn"], 2, base, tmp_path / "cmp", log=logs.append, tta="flip")
     assert sum(": reused, final " in m for m in logs) == 2 and not any(": trained" in m for m in logs)
     assert sum("test accuracy with --tta flip " in m for m in logs) == 2

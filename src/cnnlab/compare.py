@@ -91,8 +91,7 @@ def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = 
         runs = [_run_one(replace(configs[name], seed=seed), out, data, quiet, log) for seed in range(seeds)]
         if views is not None:
             for r in runs:
-                r["tta"] = evaluate_run(r["dir"], dataset=base.dataset, data_dir=base.data_dir, device=base.device,
-                                        tta=views.spec)[0].accuracy
+                r["tta"] = evaluate_run(r["dir"], dataset=data, device=base.device, tta=views.spec)[0].accuracy
                 log(f"  {Path(r['dir']).name}: test accuracy with --tta {views.spec} {r['tta']:.2f}%")
         results[name] = _model_results(name, runs, data, "val_acc" if base.val_split else "test_acc")
     table = format_comparison(results, configs, seeds, data.name, tta=views.spec if views else None)

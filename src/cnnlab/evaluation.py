@@ -133,26 +133,29 @@ class Subject:
 
 
 def open_subject(path: str | Path | None = None, *, which: str = "last", weights: str | Path | None = None,
-                 model_name: str | None = None, pretrained: str | None = None, dataset: str | None = None,
+                 model_name: str | None = None, pretrained: str | None = None, dataset: str | Dataset | None = None,
                  data_dir: str | None = None, split: str = "test") -> Subject:
     """A run's checkpoint (``path``), a bare ``state_dict`` file (``weights`` for ``model_name``), or the
-    shipped weights of ``pretrained`` on ``dataset`` (default mnist); with the dataset to test it on.
+    shipped weights of ``pretrained`` on ``dataset`` (a name, or a loaded :class:`Dataset`; default mnist), with
+    the dataset to test it on.
     ``split="val"``: a run's own validation split (trained with ``--val-split``) instead of the test set."""
     if split not in ("test", "val"):
         raise CnnlabError(f"unknown split {split!r}; use test or val")
     if split == "val" and path is None:
         raise CnnlabError("--split val evaluates a run's own validation split: give a run trained with --val-split "
                           "(shipped weights and weights files have none)")
+    loaded = dataset if isinstance(dataset, Dataset) else None  # compare evaluates many runs of one dataset
+    name = loaded.name if loaded is not None else dataset
     if pretrained is not None:
-        state = load_pretrained(pretrained, dataset or "mnist")
-        data = load_dataset(state["pretrained"].dataset, data_dir=data_dir)
+        state = load_pretrained(pretrained, name or "mnist")
+        data = loaded or load_dataset(state["pretrained"].dataset, data_dir=data_dir)
         entry = state["pretrained"]
         return Subject(model_from_checkpoint(state), pretrained, data, f"pretrained {entry.name}",
                        channels_last=bool(entry.config.get("channels_last", True)))
     if weights is not None:
         if model_name is None:
             raise CnnlabError("--weights needs --model NAME to know which net the state_dict belongs to")
-        data = load_dataset(dataset or "mnist", data_dir=data_dir)
+        data = loaded or load_dataset(name or "mnist", data_dir=data_dir)
         model, _ = build_model(model_name, data.info())
         try:
             model.load_state_dict(load_state_dict_file(weights), strict=True)
@@ -165,7 +168,7 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
     ckpt = resolve_checkpoint(path, which)
     state = load_checkpoint(ckpt, expect_model=model_name)
     cfg = state["config"]
-    data = load_dataset(dataset or cfg["dataset"], data_dir=data_dir or cfg.get("data_dir"))
+    data = loaded or load_dataset(name or cfg["dataset"], data_dir=data_dir or cfg.get("data_dir"))
     trained_on = (state.get("data") or {}).get("name", cfg["dataset"])
     not_own = (f"{ckpt.name} is not the run's final weights (last.pt)" if ckpt.name != "last.pt" else
                f"{data.name} is not the dataset the run trained on ({trained_on})" if data.name != trained_on else "")
@@ -208,7 +211,7 @@ def evaluate_run(
     weights: str | Path | None = None,
     model_name: str | None = None,
     pretrained: str | None = None,
-    dataset: str | None = None,
+    dataset: str | Dataset | None = None,
     data_dir: str | None = None,
     device: str = "auto",
     batch_size: int = 1000,
