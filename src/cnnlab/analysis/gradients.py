@@ -27,6 +27,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.evaluation import evaluate
 from cnnlab.models import create_model
 from cnnlab.models.stacks import KINDS, NORMS
+from cnnlab.optim import eager
 
 DEFAULT_DEPTHS = (4, 8, 16, 32, 64)
 
@@ -97,7 +98,7 @@ def budget_loaders(data, *, train_images: int, test_images: int, batch_size: int
 def train_budget(model: nn.Module, train_loader: BatchLoader, test_loader: BatchLoader, *, epochs: int, lr: float,
                  momentum: float) -> dict:
     """Train ``model`` for ``epochs`` passes over ``train_loader``; test accuracy and loss after."""
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    opt = eager(torch.optim.SGD)(model.parameters(), lr=lr, momentum=momentum)  # torch's SGD, without torch._dynamo
     model.train()
     t0 = time.perf_counter()
     steps, diverged = 0, False
