@@ -11,7 +11,7 @@ call torch's own undecorated functions: the same code, the same numbers, the sam
 wrapped by torch's profiling and step-hook wrapper, and by an LR scheduler's). The engine uses them only
 without ``--compile``; with it, torch's classes are used unchanged. Should a torch release change the
 wrappers, :func:`undecorated` finds nothing to unwrap and torch's methods are used as they are (slower to
-start, never wrong); ``tests/test_engine.py`` says so by checking that a run leaves ``torch._dynamo`` unloaded.
+start, never wrong); ``tests/test_optim.py`` says so by checking that a run leaves ``torch._dynamo`` unloaded.
 """
 
 from __future__ import annotations
