@@ -16,7 +16,7 @@ start, never wrong); ``tests/test_optim.py`` says so by checking that a run leav
 
 from __future__ import annotations
 
-import inspect
+import functools
 
 import torch
 
@@ -27,16 +27,11 @@ _METHODS = ("zero_grad", "state_dict", "load_state_dict", "add_param_group")
 
 def undecorated(method):
     """The function torch's dynamo wrappers wrap (looking through torch's step hooks), or None."""
-    raw = inspect.unwrap(method)
-    wrapped_by_torch = any(getattr(getattr(f, "__code__", None), "co_qualname", "") in _WRAPPERS
-                           for f in _chain(method))
-    return raw if wrapped_by_torch and raw is not method else None
-
-
-def _chain(method):
-    while method is not None:
-        yield method
-        method = getattr(method, "__wrapped__", None)
+    chain = [method]
+    while hasattr(chain[-1], "__wrapped__"):
+        chain.append(chain[-1].__wrapped__)
+    by_torch = any(getattr(getattr(f, "__code__", None), "co_qualname", "") in _WRAPPERS for f in chain)
+    return chain[-1] if by_torch else None
 
 
 def _eager_class(base: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
@@ -54,21 +49,14 @@ def _eager_class(base: type[torch.optim.Optimizer]) -> type[torch.optim.Optimize
 
 def _step_calling(raw_step):
     def step(self, closure=None):
-        before = torch.is_grad_enabled()
-        try:  # torch's wrapper, but for its two graph breaks (no-ops outside torch.compile)
-            torch.set_grad_enabled(self.defaults["differentiable"])
+        # torch's wrapper, but for its two graph breaks (no-ops outside torch.compile)
+        with torch.set_grad_enabled(self.defaults["differentiable"]):
             return raw_step(self, closure)
-        finally:
-            torch.set_grad_enabled(before)
 
     return step
 
 
-_EAGER: dict[type, type] = {}
-
-
+@functools.cache
 def eager(base: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
     """``base``'s subclass that never imports ``torch._dynamo`` (made once per class)."""
-    if base not in _EAGER:
-        _EAGER[base] = _eager_class(base)
-    return _EAGER[base]
+    return _eager_class(base)
