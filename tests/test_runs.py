@@ -298,11 +298,20 @@ def _captured_figures(monkeypatch) -> list:
     return figs
 
 
-def test_importing_report_and_evaluation_does_not_import_matplotlib():
-    code = "import sys, cnnlab.report, cnnlab.evaluation, cnnlab.plots; print('matplotlib' in sys.modules)"
+def test_neither_importing_the_report_nor_evaluating_a_run_imports_matplotlib(tiny_idx, tmp_path):
+    """matplotlib (1-2 s to import) draws only the curves, which an evaluation does not change: `evaluate`
+    redraws confusion.png and mistakes.png with Pillow alone."""
+    run = tmp_path / "run"
+    train(cfg_for(tiny_idx, epochs=1), out=run, **QUIET)
+    for name in ("confusion.png", "mistakes.png"):
+        (run / name).unlink()
+    code = ("import sys, cnnlab.report, cnnlab.evaluation, cnnlab.plots; print('matplotlib' in sys.modules); "
+            f"from cnnlab.cli import main; main(['evaluate', {str(run)!r}]); print('matplotlib' in sys.modules)")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "False"
+    lines = out.strip().splitlines()
+    assert lines[0] == lines[-1] == "False" and "confusion.png, mistakes.png" in out, out
+    assert (run / "confusion.png").is_file() and (run / "mistakes.png").is_file()
 
 
 def test_per_class_f1_and_undefined_ratios():
@@ -344,7 +353,7 @@ def test_summary_json_is_strict_json_and_figures_carry_the_context(tmp_path, mon
     data = json.loads(text, parse_constant=lambda c: pytest.fail(f"summary.json holds a bare {c}"))
     assert data["loss"] is None and data["train_seconds"] is None and data["accuracy"] == 10.0
     assert summary["accuracy"] == 10.0
-    assert len(figs) == 2  # curves and confusion; the mistakes mosaic is drawn without matplotlib
+    assert len(figs) == 1  # the curves; the confusion matrix and the mistakes mosaic are drawn with Pillow
     for fig in figs:
         title = fig.get_suptitle()
         assert "model inception" in title and "dataset mnist" in title and "run my-run" in title
@@ -442,3 +451,25 @@ def test_mistakes_mosaic_is_one_picture_with_labelled_tiles(tmp_path):
         assert im.format == "PNG" and im.size == pic.size
     none = plot_mistakes([], [], ["0", "1"], tmp_path / "none.png")
     assert none.is_file()
+
+
+def test_confusion_matrix_is_one_picture_coloured_by_share_of_the_true_class(tmp_path):
+    import numpy as np
+
+    from cnnlab.plots import blues, confusion_image, plot_confusion
+
+    assert blues(0.0) == (247, 251, 255) and blues(1.0) == (8, 48, 107) and blues(7.0) == blues(1.0)
+    pic = confusion_image([[9, 1], [0, 10]], ["cat", "dog"], title="t", context={"run": "r"})
+    a = np.asarray(pic)
+    count = lambda colour: int((a == np.array(colour, dtype=np.uint8)).all(axis=2).sum())  # noqa: E731
+    cell = 56 * 56  # px: a cell of a small matrix, less its count's text and its share of the colour bar
+    for share in (0.9, 0.1, 1.0):
+        assert count(blues(share)) > cell // 2, share
+    assert count(blues(0.5)) < 40  # no cell holds half its row: only the colour bar's line of that shade
+    wide = confusion_image([[1] * 47 for _ in range(47)], [f"class_{i}" for i in range(47)], context={"run": "r"})
+    assert wide.width >= 47 * 18 and wide.height >= 47 * 18  # every column wide enough for its slanted name
+    long = confusion_image([[9, 1], [0, 10]], ["cat", "dog"], title="t", context={"run": "r" * 30, "model": "m" * 30})
+    assert long.width == pic.width and long.height > pic.height  # a long context wraps instead of being cut
+    path = plot_confusion([[9, 1], [0, 10]], ["cat", "dog"], tmp_path / "c.png", context={"run": "r"})
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.size == confusion_image([[9, 1], [0, 10]], ["cat", "dog"], "confusion matrix (colour: share of true class)", {"run": "r"}).size
