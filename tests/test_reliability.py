@@ -66,7 +66,7 @@ def test_two_kills_in_the_save_window_then_a_resume_end_bitwise_like_an_uninterr
     the new hash), then twice more on resumes, then a plain resume: it loads and ends bitwise the same."""
     data = ["train", "--dataset", f"idx:{tiny_idx}", *ARGS, "--save-every", "3"]
     straight = tmp_path / "straight"
-    assert cnnlab_process([*data, "--out", str(straight)]).returncode == 0
+    train(cfg_for(tiny_idx, threads=1, save_every=3), out=straight, **QUIET)
     run = tmp_path / "run"
     first = cnnlab_process([*data, "--out", str(run)], ("last.pt:before-rename:2",))
     assert first.returncode == -signal.SIGKILL
@@ -75,8 +75,7 @@ def test_two_kills_in_the_save_window_then_a_resume_end_bitwise_like_an_uninterr
                                ("last.pt:before-rename:1",))
         assert again.returncode == -signal.SIGKILL, again.stderr[-2000:]
     assert leftovers(run)  # the killed writes left their temp files behind...
-    final = cnnlab_process(["train", "--resume", str(run), "--threads", "1", "--quiet"])
-    assert final.returncode == 0, final.stderr[-2000:]
+    assert train(TrainConfig(), resume=run, **QUIET).stopped == "finished"  # as `cnnlab train --resume RUN`
     assert_same_weights(weights(straight), weights(run))
     assert leftovers(run) == []  # ...and the next saves removed them
     strip = lambda rows: [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in rows]  # noqa: E731
@@ -91,8 +90,7 @@ def test_a_kill_at_any_write_boundary_leaves_a_checkpoint_that_resumes(tiny_idx,
     run = tmp_path / "run"
     assert cnnlab_process([*data, "--out", str(run)], (fault,)).returncode == -signal.SIGKILL
     load_checkpoint(run / "last.pt")  # loads: the old file or the whole new one, and its hash is listed
-    done = cnnlab_process(["train", "--resume", str(run), "--threads", "1", "--quiet"])
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert train(TrainConfig(), resume=run, **QUIET).stopped == "finished"  # as `cnnlab train --resume RUN`
     assert load_checkpoint(run / "last.pt")["train_state"]["epoch"] == 2 and leftovers(run) == []
 
 
@@ -265,10 +263,11 @@ def test_a_run_that_stopped_on_its_target_keeps_its_record(tiny_idx, tmp_path):
 
 def test_a_signal_saves_the_position_and_says_how_to_resume(tiny_idx, tmp_path):
     """No --save-every: SIGINT (130) or SIGTERM (143) saves the partial epoch itself; the resume ends bitwise
-    like a run that was never interrupted."""
-    args = ["train", "--dataset", f"idx:{tiny_idx}", *ARGS[:2], "--epochs", "40", *ARGS[4:]]
+    like a run that was never interrupted. (The signal comes after the first of 12 epochs: 11 are left to
+    interrupt. The uninterrupted run and the resumes run in this process, at the same one thread.)"""
+    args = ["train", "--dataset", f"idx:{tiny_idx}", *ARGS[:2], "--epochs", "12", *ARGS[4:]]
     straight = tmp_path / "straight"
-    assert cnnlab_process([*args, "--out", str(straight)]).returncode == 0
+    train(cfg_for(tiny_idx, epochs=12, threads=1), out=straight, **QUIET)
     for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
         _interrupt_and_resume(args, tmp_path / f"run-{code}", sig, code)
         assert_same_weights(weights(straight), weights(tmp_path / f"run-{code}"))
@@ -289,7 +288,7 @@ def _interrupt_and_resume(args: list[str], run: Path, sig: int, code: int) -> No
     assert proc.returncode == code, err[-2000:]
     assert f"cnnlab train --resume {run}" in err and "position saved" in err
     assert load_checkpoint(run / "last.pt")["train_state"]["batch"] > 0  # the partial epoch was kept
-    assert cnnlab_process(["train", "--resume", str(run), "--threads", "1", "--quiet"]).returncode == 0
+    assert train(TrainConfig(), resume=run, **QUIET).stopped == "finished"
 
 
 # ----------------------------------------------------------------------------- the disk
