@@ -298,20 +298,22 @@ def _captured_figures(monkeypatch) -> list:
     return figs
 
 
-def test_neither_importing_the_report_nor_evaluating_a_run_imports_matplotlib(tiny_idx, tmp_path):
-    """matplotlib (1-2 s to import) draws only the curves, which an evaluation does not change: `evaluate`
-    redraws confusion.png and mistakes.png with Pillow alone."""
+def test_neither_a_training_nor_an_evaluation_imports_matplotlib(tiny_idx, tmp_path):
+    """matplotlib costs 1-2 s to import: a run's figures (curves, confusion matrix, mistakes) are drawn with
+    Pillow, so neither `train` nor `evaluate` (which redraws the confusion matrix and mistakes) imports it."""
     run = tmp_path / "run"
-    train(cfg_for(tiny_idx, epochs=1), out=run, **QUIET)
-    for name in ("confusion.png", "mistakes.png"):
-        (run / name).unlink()
-    code = ("import sys, cnnlab.report, cnnlab.evaluation, cnnlab.plots; print('matplotlib' in sys.modules); "
-            f"from cnnlab.cli import main; main(['evaluate', {str(run)!r}]); print('matplotlib' in sys.modules)")
+    args = ["train", "--dataset", f"idx:{tiny_idx}", "--model", "basic_cnn", "--epochs", "1", "--batch-size", "32",
+            "--device", "cpu", "--quiet", "--out", str(run)]
+    code = ("import sys, pathlib, cnnlab.report, cnnlab.evaluation, cnnlab.plots\n"
+            "loaded = lambda: print('matplotlib' in sys.modules)\nloaded()\n"
+            f"from cnnlab.cli import main\nassert main({args!r}) == 0\nloaded()\n"
+            f"for name in ('confusion.png', 'mistakes.png'): (pathlib.Path({str(run)!r}) / name).unlink()\n"
+            f"assert main(['evaluate', {str(run)!r}]) == 0\nloaded()\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    lines = out.strip().splitlines()
-    assert lines[0] == lines[-1] == "False" and "confusion.png, mistakes.png" in out, out
-    assert (run / "confusion.png").is_file() and (run / "mistakes.png").is_file()
+    assert [line for line in out.splitlines() if line in ("True", "False")] == ["False"] * 3, out
+    assert "wrote summary.json, confusion.png, mistakes.png" in out, out
+    assert all((run / name).stat().st_size > 10_000 for name in ("curves.png", "confusion.png", "mistakes.png"))
 
 
 def test_per_class_f1_and_undefined_ratios():
@@ -343,7 +345,10 @@ def _report_inputs(n: int = 40, epochs: int = 1) -> dict:
 def test_summary_json_is_strict_json_and_figures_carry_the_context(tmp_path, monkeypatch):
     from cnnlab.report import summarize, write_report
 
-    figs = _captured_figures(monkeypatch)
+    from cnnlab import drawing
+
+    shown, real = [], drawing.context_text  # the context line under each figure's title, as drawn
+    monkeypatch.setattr(drawing, "context_text", lambda context: shown.append(real(context)) or shown[-1])
     given = _report_inputs()
     summary = summarize(**{k: given[k] for k in ("labels", "predictions", "probabilities", "classes", "loss",
                                                  "accuracy")}, extra={"train_seconds": float("inf")})
@@ -353,10 +358,8 @@ def test_summary_json_is_strict_json_and_figures_carry_the_context(tmp_path, mon
     data = json.loads(text, parse_constant=lambda c: pytest.fail(f"summary.json holds a bare {c}"))
     assert data["loss"] is None and data["train_seconds"] is None and data["accuracy"] == 10.0
     assert summary["accuracy"] == 10.0
-    assert len(figs) == 1  # the curves; the confusion matrix and the mistakes mosaic are drawn with Pillow
-    for fig in figs:
-        title = fig.get_suptitle()
-        assert "model inception" in title and "dataset mnist" in title and "run my-run" in title
+    assert len(shown) == 3  # curves, confusion matrix, mistakes: all drawn with Pillow
+    assert all(line == "model inception · dataset mnist · run my-run" for line in shown)
     for name in ("curves.png", "confusion.png", "mistakes.png"):
         with Image.open(tmp_path / "my-run" / name) as im:
             assert im.format == "PNG" and min(im.size) > 200
@@ -396,14 +399,20 @@ def test_a_report_of_the_same_evaluation_keeps_its_figures_and_redraws_what_chan
     assert report(probabilities=probs, predictions=probs.argmax(1)).names == ["confusion.png", "mistakes.png"]
 
 
-def test_one_epoch_curves_have_no_empty_legend_entry(tmp_path, monkeypatch):
+def test_one_epoch_curves_show_each_point_as_a_marker(tmp_path):
+    """With one epoch there is no line to draw: every series must still show, as a marker."""
+    import numpy as np
+
+    from cnnlab.drawing import COLOURS
     from cnnlab.plots import plot_curves
 
-    figs = _captured_figures(monkeypatch)
-    plot_curves(_report_inputs(epochs=1)["history"], tmp_path / "curves.png")
-    for ax in figs[0].axes:
-        handles = ax.get_legend().legend_handles
-        assert handles and all(h.get_marker() not in (None, "None", "", " ") for h in handles)
+    history = _report_inputs(epochs=1)["history"]
+    empty = [{k: (v if k == "epoch" else None) for k, v in r.items()} for r in history]  # the legend alone
+    near = lambda path, c: int((np.abs(np.asarray(Image.open(path).convert("RGB")).astype(int) - c).sum(2) < 40).sum())  # noqa: E731
+    for colour in ("blue", "orange", "green", "gray"):
+        drawn = near(plot_curves(history, tmp_path / "one.png"), COLOURS[colour])
+        legend_only = near(plot_curves(empty, tmp_path / "none.png"), COLOURS[colour])
+        assert drawn - legend_only > 20, colour  # a marker's worth of pixels more than the legend's sample
 
 
 def test_comparison_draws_error_bars_for_few_epochs_and_a_band_for_many(tmp_path, monkeypatch):

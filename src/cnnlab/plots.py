@@ -1,11 +1,10 @@
 """Plots of a run. Every function here only draws data it is given and saves a PNG atomically.
 
-Figures are built with ``matplotlib.figure.Figure`` (no pyplot: no GUI backend, no global state),
-like :mod:`cnnlab.analysis.plots`, and both save through :func:`save_figure`. matplotlib is imported
-inside :func:`_figure` only: it costs 0.3-1.5 s to import, and importing :mod:`cnnlab.report` or
-:mod:`cnnlab.evaluation` (which every command that evaluates does) should not pay for it. The
-mistakes mosaic and the confusion matrix need no matplotlib at all: they are composed with Pillow, so
-that ``cnnlab evaluate``, which redraws only those two, never imports it.
+The figures every run writes (curves, confusion matrix, mistakes mosaic) are drawn with Pillow
+(:mod:`cnnlab.drawing`): a training or an evaluation never imports matplotlib, which costs 1-2 s to import
+and about a second a figure to lay out and draw on a slow CPU. ``cnnlab compare``'s figure is built with
+``matplotlib.figure.Figure`` (no pyplot: no GUI backend, no global state), like :mod:`cnnlab.analysis.plots`,
+and both save through :func:`save_figure`; matplotlib is imported inside :func:`_figure` only.
 
 Every figure can carry a ``context`` (``{"model": ..., "dataset": ..., "run": ...}``, any of them,
 plus any other key) shown as one line under its title, so that a figure found on its own can be
@@ -14,15 +13,18 @@ placed.
 
 from __future__ import annotations
 
-import functools
 import io
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
+from cnnlab.drawing import (COLOURS, FONT_SIZE, GAP, INK, LINE_H, MUTED, TITLE_SIZE, Panel, Series, chart,
+                            context_text, draw_header, header, header_height, rotated_text, save_png)
+from cnnlab.drawing import fit as _fit
+from cnnlab.drawing import font as _font
 from cnnlab.fileio import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -32,8 +34,6 @@ DPI = 110
 #: At most this many epochs, plot_comparison draws error bars instead of a band (a band over one or
 #: two points is a hairline or nothing).
 FEW_EPOCHS = 5
-#: The keys of a context shown first, in this order; any other key follows as "key value".
-CONTEXT_ORDER = ("model", "dataset", "run")
 
 
 def save_figure(fig: Figure, path: str | Path, **savefig_kwargs) -> Path:
@@ -51,16 +51,6 @@ def _figure(layout: str | None = "constrained", **kwargs) -> Figure:
     return Figure(layout=layout, **kwargs)
 
 
-def context_text(context: dict | None) -> str:
-    """``{"model": "inception", "dataset": "mnist", "run": "r1"}`` -> ``"model inception · dataset mnist · run r1"``.
-
-    Empty values are left out; an empty or missing context gives ``""``."""
-    if not context:
-        return ""
-    keys = [k for k in CONTEXT_ORDER if k in context] + [k for k in context if k not in CONTEXT_ORDER]
-    return " · ".join(f"{k} {context[k]}" for k in keys if context[k] not in (None, ""))
-
-
 def _title(fig: Figure, title: str, context: dict | None) -> None:
     """The figure's title, and the context on a second, smaller line."""
     line = context_text(context)
@@ -68,38 +58,24 @@ def _title(fig: Figure, title: str, context: dict | None) -> None:
 
 
 def plot_curves(history: list[dict], path, *, context: dict | None = None) -> Path:
-    """Train/eval loss and eval accuracy per epoch. Every line has markers: one epoch is one point."""
+    """Train/eval loss (log scale) and eval accuracy per epoch, drawn with Pillow (:func:`cnnlab.drawing.chart`).
+    Every line has markers: one epoch is one point; a missing or non-finite value is a gap in its line."""
     epochs = [r["epoch"] for r in history]
     eval_key = "val" if any(r.get("val_acc") is not None for r in history) else "test"
-    # fixed margins, not constrained layout: every run draws this figure, and its labels are always the same
-    # few words (constrained layout measured every text twice: 1.24 s against 0.79 s a figure, median of 5)
-    fig = _figure(figsize=(10, 4.4), layout=None)
-    fig.subplots_adjust(left=0.07, right=0.985, bottom=0.11, top=0.845, wspace=0.2)
-    ax1, ax2 = fig.subplots(1, 2)
+    column = lambda key: [r.get(key) for r in history]  # noqa: E731
+    ticks = epochs if len(epochs) <= 20 else None
     # the train loss is what was minimised (with label smoothing and on augmented images when the recipe has
     # them: it can stay far above the plain cross-entropy of the evaluation)
-    ax1.plot(epochs, [r["train_loss"] for r in history], "o-", label="train loss (the objective, running)")
-    ax1.plot(epochs, [r[f"{eval_key}_loss"] for r in history], "s-", label=f"{eval_key} loss (cross-entropy)")
-    ax1.set_xlabel("epoch")
-    ax1.set_ylabel("loss")
-    ax1.set_yscale("log")
-    ax1.legend(loc="best")
-    ax1.grid(alpha=0.3)
-    ax2.plot(epochs, [r[f"{eval_key}_acc"] for r in history], "o-", color="tab:green", label=f"{eval_key} accuracy")
-    ax2.plot(epochs, [r["train_acc"] for r in history], "^--", color="tab:gray", markersize=5,
-             label="train accuracy (running)")
-    ax2.set_xlabel("epoch")
-    ax2.set_ylabel("accuracy (%)")
-    best = max(r[f"{eval_key}_acc"] for r in history)
-    ax2.axhline(best, color="tab:green", alpha=0.3, lw=1)
-    ax2.set_title(f"best {eval_key} accuracy {best:.2f}%", fontsize=10)
-    ax2.legend(loc="best")
-    ax2.grid(alpha=0.3)
-    for ax in (ax1, ax2):
-        if len(epochs) <= 20:
-            ax.set_xticks(epochs)
-    _title(fig, "training curves", context)
-    return save_figure(fig, path)
+    losses = Panel([Series(epochs, column("train_loss"), "train loss (the objective, running)", COLOURS["blue"]),
+                    Series(epochs, column(f"{eval_key}_loss"), f"{eval_key} loss (cross-entropy)", COLOURS["orange"],
+                           marker="s")], xlabel="epoch", ylabel="loss", log_y=True, xticks=ticks)
+    best = max((a for a in column(f"{eval_key}_acc") if a is not None and math.isfinite(a)), default=None)
+    title = f"best {eval_key} accuracy {best:.2f}%" if best is not None else f"no {eval_key} accuracy"
+    accuracy = Panel([Series(epochs, column(f"{eval_key}_acc"), f"{eval_key} accuracy", COLOURS["green"]),
+                      Series(epochs, column("train_acc"), "train accuracy (running)", COLOURS["gray"], marker="^",
+                             dashed=True, marker_size=3.5)], xlabel="epoch", ylabel="accuracy (%)", title=title,
+                     xticks=ticks, hline=None if best is None else (best, BEST_LINE))
+    return save_png(chart([losses, accuracy], "training curves", context), path)
 
 
 def plot_comparison(series: dict[str, dict], path, metric: str = "test accuracy (%)", title: str = "", *,
@@ -151,66 +127,8 @@ def _draw_series(ax, series: dict[str, dict], few: bool, first_epoch: float = 0.
 # ----------------------------------------------------------------------------- Pillow figures: mistakes, confusion
 
 TILE = 112  # px: a 28x28 digit enlarged 4x, nearest-neighbour
-GAP = 14  # px between tiles
-FONT_SIZE, TITLE_SIZE = 12, 14
-LINE_H = FONT_SIZE + 4
-INK, MUTED, WRONG, FRAME = (20, 20, 20), (90, 90, 90), (190, 30, 30), (200, 200, 200)
-
-
-@functools.cache
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    try:
-        return ImageFont.load_default(size=size)  # Pillow's scalable built-in font (needs FreeType)
-    except (TypeError, OSError, ImportError):
-        return ImageFont.load_default()  # the small bitmap font
-
-
-def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
-    """``text``, cut with an ellipsis so that it is at most ``width`` px wide."""
-    if draw.textlength(text, font=font) <= width:
-        return text
-    while text and draw.textlength(text + "…", font=font) > width:
-        text = text[:-1]
-    return text + "…"
-
-
-def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int, sep: str = " ") -> list[str]:
-    """The ``sep``-separated parts of ``text`` in as few lines as fit ``width`` px (a part longer than a
-    line is cut with an ellipsis)."""
-    lines: list[str] = []
-    for part in text.split(sep) if text else []:
-        if lines and draw.textlength(lines[-1] + sep + part, font=font) <= width:
-            lines[-1] += sep + part
-        else:
-            lines.append(part)
-    return [_fit(draw, line, font, width) for line in lines]
-
-
-def _header(title: str, context: dict | None, width: int) -> list[tuple[str, int, tuple]]:
-    """The title (wrapped on spaces) and the context line (wrapped on " · ") as (text, font size, colour)
-    lines that fit ``width`` px less the margins."""
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    head = [(t, TITLE_SIZE, INK) for t in _wrap(probe, title, _font(TITLE_SIZE), width - 2 * GAP)]
-    return head + [(t, FONT_SIZE, MUTED) for t in _wrap(probe, context_text(context), _font(FONT_SIZE),
-                                                          width - 2 * GAP, sep=" · ")]
-
-
-def _header_height(head: list) -> int:
-    return GAP + sum(TITLE_SIZE + 6 if size == TITLE_SIZE else LINE_H for _, size, _ in head) + GAP // 2
-
-
-def _draw_header(draw: ImageDraw.ImageDraw, head: list, width: int) -> None:
-    y = GAP
-    for text, size, colour in head:
-        draw.text((width // 2, y), text, font=_font(size), fill=colour, anchor="ma")
-        y += TITLE_SIZE + 6 if size == TITLE_SIZE else LINE_H
-
-
-def _save_png(image: Image.Image, path) -> Path:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG", optimize=False)
-    atomic_write_bytes(path, buf.getvalue())
-    return Path(path)
+WRONG, FRAME = (190, 30, 30), (200, 200, 200)
+BEST_LINE = (170, 216, 170)  # the best accuracy's level: tab:green, faint
 
 
 def _tile(img) -> np.ndarray:
@@ -236,11 +154,11 @@ def mistakes_mosaic(images, mistakes: list[dict], classes: list[str], cols: int 
     line_h = LINE_H
     cell_w, cell_h = side + GAP, side + 2 * line_h + GAP
     width = max(cols * cell_w + GAP, 420)
-    head = _header(title, context, width)
-    top = _header_height(head)
+    head = header(title, context, width)
+    top = header_height(head)
     canvas = Image.new("RGB", (width, top + rows * cell_h), "white")
     draw = ImageDraw.Draw(canvas)
-    _draw_header(draw, head, width)
+    draw_header(draw, head, width)
     x0 = (width - cols * cell_w + GAP) // 2
     for i, (tile, m) in enumerate(zip(tiles, mistakes)):
         x, y = x0 + (i % cols) * cell_w, top + (i // cols) * cell_h
@@ -262,7 +180,7 @@ def plot_mistakes(images, mistakes: list[dict], classes: list[str], path, cols: 
 
     ``images``: (H, W) arrays or tensors (uint8 as stored: 0 is the background), one per mistake."""
     title = f"most confident mistakes ({len(mistakes)} shown)" if mistakes else "most confident mistakes"
-    return _save_png(mistakes_mosaic(images, mistakes, classes, cols, title, context), path)
+    return save_png(mistakes_mosaic(images, mistakes, classes, cols, title, context), path)
 
 
 #: ColorBrewer's "Blues" (matplotlib's colormap of that name), light to dark, interpolated linearly.
@@ -275,17 +193,6 @@ def blues(share: float) -> tuple[int, int, int]:
     x = min(max(share, 0.0), 1.0) * (len(BLUES) - 1)
     i = min(int(x), len(BLUES) - 2)
     return tuple(int(round(c)) for c in BLUES[i] + (x - i) * (BLUES[i + 1] - BLUES[i]))
-
-
-def _rotated_text(text: str, font, colour, degrees: float) -> Image.Image:
-    """``text`` in ``colour`` on a transparent RGBA picture, turned ``degrees`` counter-clockwise."""
-    left, top, right, bottom = font.getbbox(text)
-    mask = Image.new("L", (right - left + 2, bottom - top + 2), 0)
-    ImageDraw.Draw(mask).text((1 - left, 1 - top), text, font=font, fill=255)
-    mask = mask.rotate(degrees, resample=Image.Resampling.BICUBIC, expand=True)
-    layer = Image.new("RGBA", mask.size, colour)
-    layer.putalpha(mask)
-    return layer
 
 
 def _confusion_geometry(classes: list[str], probe: ImageDraw.ImageDraw) -> dict:
@@ -327,11 +234,11 @@ def _draw_class_labels(canvas: Image.Image, classes: list[str], g: dict, top: in
         if not g["slanted"]:
             draw.text((x, base), name, font=font, fill=INK, anchor="ma")
             continue
-        label = _rotated_text(name, font, INK, 45)
+        label = rotated_text(name, font, INK, 45)
         canvas.paste(label, (int(x) - label.width + 4, base), label)  # its end at the column's tick
     below = base + g["bottom"] - GAP - LINE_H - 8
     draw.text((left + n * cell / 2, below), "predicted", font=font, fill=INK, anchor="ma")
-    word = _rotated_text("true", font, INK, 90)
+    word = rotated_text("true", font, INK, 90)
     canvas.paste(word, (GAP, int(top + n * cell / 2 - word.height / 2)), word)
 
 
@@ -352,11 +259,11 @@ def confusion_image(confusion: list[list[int]], classes: list[str], title: str =
     """One RGB picture of a confusion matrix: rows are the true classes, columns the predicted ones; counts
     as text, colours row-normalised (the share of each true class), with their scale. No matplotlib."""
     g = _confusion_geometry(classes, ImageDraw.Draw(Image.new("RGB", (1, 1))))
-    head = _header(title, context, g["width"])
-    top = _header_height(head) + GAP // 2
+    head = header(title, context, g["width"])
+    top = header_height(head) + GAP // 2
     canvas = Image.new("RGB", (g["width"], top + g["n"] * g["cell"] + g["bottom"]), "white")
     draw = ImageDraw.Draw(canvas)
-    _draw_header(draw, head, g["width"])
+    draw_header(draw, head, g["width"])
     _draw_cells(draw, confusion, g, top)
     _draw_class_labels(canvas, classes, g, top)
     _draw_colour_bar(draw, g, top)
@@ -365,5 +272,5 @@ def confusion_image(confusion: list[list[int]], classes: list[str], title: str =
 
 def plot_confusion(confusion: list[list[int]], classes: list[str], path, *, context: dict | None = None) -> Path:
     """Counts as text; colours are row-normalised (the share of each true class). Drawn with Pillow."""
-    return _save_png(confusion_image(confusion, classes, "confusion matrix (colour: share of true class)",
+    return save_png(confusion_image(confusion, classes, "confusion matrix (colour: share of true class)",
                                      context), path)

@@ -1,0 +1,336 @@
+"""Pillow drawing for the figures every run writes: text that fits, a title block, and a small line chart.
+
+matplotlib takes 1-2 s to import and about a second to draw a two-panel figure on a slow CPU; every
+``cnnlab train`` and every ``cnnlab evaluate`` that changes a figure paid it before the process could exit.
+The figures a run writes (curves, confusion matrix, mistakes) are few and always alike, so they are drawn here
+with Pillow alone: lines and text are drawn at :data:`SCALE` times the size and the picture is then shrunk
+(anti-aliasing). ``cnnlab compare`` and ``cnnlab analyze`` still draw with matplotlib (:mod:`cnnlab.plots`).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+from cnnlab.fileio import atomic_write_bytes
+
+FONT_SIZE, TITLE_SIZE = 12, 14
+LINE_H = FONT_SIZE + 4
+GAP = 14  # px: the margin around a figure's parts
+INK, MUTED, GRID = (20, 20, 20), (90, 90, 90), (228, 228, 228)
+#: matplotlib's "tab" colours, so that the figures look like the ones drawn with it.
+COLOURS = {"blue": (31, 119, 180), "orange": (255, 127, 14), "green": (44, 160, 44), "gray": (127, 127, 127)}
+SCALE = 2  # charts are drawn this many times larger, then shrunk: smooth lines
+#: The keys of a context shown first, in this order; any other key follows as "key value".
+CONTEXT_ORDER = ("model", "dataset", "run")
+
+
+@functools.cache
+def font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)  # Pillow's scalable built-in font (needs FreeType)
+    except (TypeError, OSError, ImportError):
+        return ImageFont.load_default()  # the small bitmap font
+
+
+def fit(draw: ImageDraw.ImageDraw, text: str, f, width: float) -> str:
+    """``text``, cut with an ellipsis so that it is at most ``width`` px wide."""
+    if draw.textlength(text, font=f) <= width:
+        return text
+    while text and draw.textlength(text + "…", font=f) > width:
+        text = text[:-1]
+    return text + "…"
+
+
+def wrap(draw: ImageDraw.ImageDraw, text: str, f, width: float, sep: str = " ") -> list[str]:
+    """The ``sep``-separated parts of ``text`` in as few lines as fit ``width`` px (a part longer than a
+    line is cut with an ellipsis)."""
+    lines: list[str] = []
+    for part in text.split(sep) if text else []:
+        if lines and draw.textlength(lines[-1] + sep + part, font=f) <= width:
+            lines[-1] += sep + part
+        else:
+            lines.append(part)
+    return [fit(draw, line, f, width) for line in lines]
+
+
+def context_text(context: dict | None) -> str:
+    """``{"model": "inception", "dataset": "mnist", "run": "r1"}`` -> ``"model inception · dataset mnist · run r1"``.
+
+    Empty values are left out; an empty or missing context gives ``""``."""
+    if not context:
+        return ""
+    keys = [k for k in CONTEXT_ORDER if k in context] + [k for k in context if k not in CONTEXT_ORDER]
+    return " · ".join(f"{k} {context[k]}" for k in keys if context[k] not in (None, ""))
+
+
+def header(title: str, context: dict | None, width: int) -> list[tuple[str, int, tuple]]:
+    """The title (wrapped on spaces) and the context line (wrapped on " · ") as (text, font size, colour)
+    lines that fit ``width`` px less the margins."""
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    head = [(t, TITLE_SIZE, INK) for t in wrap(probe, title, font(TITLE_SIZE), width - 2 * GAP)]
+    return head + [(t, FONT_SIZE, MUTED) for t in wrap(probe, context_text(context), font(FONT_SIZE),
+                                                         width - 2 * GAP, sep=" · ")]
+
+
+def header_height(head: list) -> int:
+    return GAP + sum(TITLE_SIZE + 6 if size == TITLE_SIZE else LINE_H for _, size, _ in head) + GAP // 2
+
+
+def draw_header(draw: ImageDraw.ImageDraw, head: list, width: int) -> None:
+    y = GAP
+    for text, size, colour in head:
+        draw.text((width // 2, y), text, font=font(size), fill=colour, anchor="ma")
+        y += TITLE_SIZE + 6 if size == TITLE_SIZE else LINE_H
+
+
+def rotated_text(text: str, f, colour, degrees: float) -> Image.Image:
+    """``text`` in ``colour`` on a transparent RGBA picture, turned ``degrees`` counter-clockwise."""
+    left, top, right, bottom = f.getbbox(text)
+    mask = Image.new("L", (right - left + 2, bottom - top + 2), 0)
+    ImageDraw.Draw(mask).text((1 - left, 1 - top), text, font=f, fill=255)
+    mask = mask.rotate(degrees, resample=Image.Resampling.BICUBIC, expand=True)
+    layer = Image.new("RGBA", mask.size, colour)
+    layer.putalpha(mask)
+    return layer
+
+
+def save_png(image: Image.Image, path) -> Path:
+    """Write ``image`` as PNG atomically (never a half-written picture)."""
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", optimize=False)
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+# ----------------------------------------------------------------------------- a line chart
+
+
+@dataclass
+class Series:
+    """One line: points (None, NaN, infinities and, on a log scale, values <= 0 are gaps), its style and legend."""
+    x: list[float]
+    y: list[float | None]
+    label: str
+    colour: tuple[int, int, int]
+    marker: str = "o"  # "o", "s" (square) or "^"
+    dashed: bool = False
+    marker_size: float = 4.5  # px, radius
+
+
+@dataclass
+class Panel:
+    """One set of axes: its series, scale, labels, a horizontal reference line and the x ticks to show."""
+    series: list[Series]
+    xlabel: str = ""
+    ylabel: str = ""
+    title: str = ""
+    log_y: bool = False
+    xticks: list[float] | None = None  # None: chosen from the data
+    hline: tuple[float, tuple[int, int, int]] | None = None
+    lines_drawn: list = field(default_factory=list)  # (x, y) px of every point, for placing the legend
+
+
+def _finite(v, log: bool) -> bool:
+    return v is not None and math.isfinite(v) and (v > 0 or not log)
+
+
+def nice_ticks(lo: float, hi: float, most: int = 7) -> list[float]:
+    """Round numbers (1, 2, 2.5 or 5 times a power of ten apart) from ``lo`` to ``hi``, at most ``most``."""
+    if not hi > lo:
+        return [lo]
+    raw = (hi - lo) / max(most - 1, 1)
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+    first = math.ceil(lo / step - 1e-9)
+    return [k * step for k in range(first, math.floor(hi / step + 1e-9) + 1)]
+
+
+def tick_label(v: float) -> str:
+    """A tick's number as short as it reads: 0.001, 1e-05, 99.5, 100."""
+    if v == 0:
+        return "0"
+    if 1e-4 <= abs(v) < 1e5:
+        return f"{v:.6g}"
+    return f"{v:.0e}".replace("e-0", "e-").replace("e+0", "e")
+
+
+def _limits(values: list[float], log: bool) -> tuple[float, float]:
+    """The range of ``values`` with a 5% margin each side, in log10 units on a log scale."""
+    vals = [math.log10(v) if log else v for v in values]
+    if not vals:
+        return (-1.0, 0.0) if log else (0.0, 1.0)
+    lo, hi = min(vals), max(vals)
+    pad = 0.05 * (hi - lo) if hi > lo else (0.5 if log else abs(lo) * 0.05 or 1.0)
+    return lo - pad, hi + pad
+
+
+def log_ticks(lo: float, hi: float) -> tuple[list[float], list[float]]:
+    """Labelled and unlabelled ticks for a log axis from 10**lo to 10**hi: the powers of ten inside, the
+    2-9 multiples unlabelled; when fewer than two powers of ten fall inside, 1, 2 and 5 times them labelled;
+    when fewer than two of those, round numbers (:func:`nice_ticks`)."""
+    inside = lambda v: lo - 1e-9 <= math.log10(v) <= hi + 1e-9  # noqa: E731
+    decades = range(math.floor(lo), math.ceil(hi) + 1)
+    majors = [10.0 ** k for k in decades if inside(10.0 ** k)]
+    minors = [m * 10.0 ** k for k in decades for m in range(2, 10) if inside(m * 10.0 ** k)]
+    if len(majors) < 2:
+        majors = [m * 10.0 ** k for k in decades for m in (1, 2, 5) if inside(m * 10.0 ** k)]
+        minors = [v for v in minors if v not in majors]
+    if len(majors) < 2:  # a narrow range (e.g. losses from 1.7 to 2.3): round numbers, as on a linear axis
+        majors, minors = [v for v in nice_ticks(10.0 ** lo, 10.0 ** hi, most=5) if v > 0 and inside(v)], []
+    return majors, minors
+
+
+class _Axes:
+    """Data to pixels for one panel drawn at :data:`SCALE` (``box``: the plotting area, px)."""
+
+    def __init__(self, p: Panel, box: tuple[int, int, int, int]):
+        self.p, self.box = p, box
+        xs = [x for s in p.series for x in s.x if _finite(x, False)]  # every epoch, drawn or not: panels align
+        ys = [y for s in p.series for y in s.y if _finite(y, p.log_y)]
+        ys += [p.hline[0]] if p.hline and _finite(p.hline[0], p.log_y) else []
+        self.xlim, self.ylim = _limits(xs, False), _limits(ys, p.log_y)
+
+    def px(self, x: float, y: float) -> tuple[float, float]:
+        (x0, y0, x1, y1), (a, b), (c, d) = self.box, self.xlim, self.ylim
+        t = math.log10(y) if self.p.log_y else y
+        return x0 + (x - a) / (b - a) * (x1 - x0), y1 - (t - c) / (d - c) * (y1 - y0)
+
+    def xticks(self) -> list[float]:
+        a, b = self.xlim
+        ticks = self.p.xticks if self.p.xticks is not None else nice_ticks(a, b)
+        return [t for t in ticks if a - 1e-9 <= t <= b + 1e-9]
+
+    def yticks(self) -> tuple[list[float], list[float]]:
+        c, d = self.ylim
+        return log_ticks(c, d) if self.p.log_y else ([t for t in nice_ticks(c, d) if c <= t <= d], [])
+
+
+def _dashes(points: list[tuple[float, float]], on: float, off: float):
+    """The pieces of a polyline that a dashed line draws."""
+    travelled = 0.0
+    for (xa, ya), (xb, yb) in zip(points, points[1:]):
+        length = math.hypot(xb - xa, yb - ya)
+        pos = 0.0
+        while pos < length:
+            phase = travelled % (on + off)
+            step = min((on - phase) if phase < on else (on + off - phase), length - pos)
+            if phase < on:
+                f0, f1 = pos / length, (pos + step) / length
+                yield [(xa + f0 * (xb - xa), ya + f0 * (yb - ya)), (xa + f1 * (xb - xa), ya + f1 * (yb - ya))]
+            pos += step
+            travelled += step
+
+
+def _marker(draw: ImageDraw.ImageDraw, xy: tuple[float, float], kind: str, r: float, colour) -> None:
+    x, y = xy
+    if kind == "s":
+        draw.rectangle((x - r * 0.85, y - r * 0.85, x + r * 0.85, y + r * 0.85), fill=colour)
+    elif kind == "^":
+        draw.polygon([(x, y - r * 1.1), (x - r, y + r * 0.75), (x + r, y + r * 0.75)], fill=colour)
+    else:
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=colour)
+
+
+def _draw_series(draw: ImageDraw.ImageDraw, ax: _Axes, s: Series) -> list[tuple[float, float]]:
+    """One series: its line, broken where a value is missing, and a marker on every point; returns the
+    points' pixels, with a few along each segment (for placing the legend clear of the lines)."""
+    width, runs, run = 2 * SCALE, [], []
+    for x, y in zip(s.x, s.y):
+        if _finite(y, ax.p.log_y) and _finite(x, False):
+            run.append(ax.px(x, y))
+        elif run:
+            runs, run = runs + [run], []
+    runs += [run] if run else []
+    occupied = []
+    for pts in runs:
+        pieces = _dashes(pts, 6 * SCALE, 4 * SCALE) if s.dashed else [pts]
+        for piece in pieces:
+            if len(piece) > 1:
+                draw.line(piece, fill=s.colour, width=width, joint="curve")
+        for (xa, ya), (xb, yb) in zip(pts, pts[1:]):
+            occupied += [(xa + k / 8 * (xb - xa), ya + k / 8 * (yb - ya)) for k in range(8)]
+        occupied += pts
+        for xy in pts:
+            _marker(draw, xy, s.marker, s.marker_size * SCALE, s.colour)
+    return occupied
+
+
+def _draw_frame(canvas: Image.Image, ax: _Axes) -> None:
+    """Grid at the labelled ticks, the frame, tick marks and their numbers, the axis labels and the title."""
+    draw, (x0, y0, x1, y1), s = ImageDraw.Draw(canvas), ax.box, SCALE
+    small, tick = font(12 * s), 4 * s
+    majors, minors = ax.yticks()
+    for t in ax.xticks():
+        x = ax.px(t, majors[0] if majors else 1.0)[0]
+        draw.line((x, y0, x, y1), fill=GRID, width=s)
+        draw.line((x, y1, x, y1 + tick), fill=INK, width=s)
+        draw.text((x, y1 + tick + 2 * s), tick_label(t), font=small, fill=INK, anchor="ma")
+    for t in majors + minors:
+        y = ax.px(ax.xlim[0], t)[1]
+        if t in majors:
+            draw.line((x0, y, x1, y), fill=GRID, width=s)
+            draw.text((x0 - tick - 3 * s, y), tick_label(t), font=small, fill=INK, anchor="rm")
+        draw.line((x0 - (tick if t in majors else tick // 2), y, x0, y), fill=INK, width=s)
+    draw.rectangle((x0, y0, x1, y1), outline=INK, width=s)
+    label = font(13 * s)
+    draw.text(((x0 + x1) / 2, y1 + tick + 20 * s), ax.p.xlabel, font=label, fill=INK, anchor="ma")
+    ylabel = rotated_text(ax.p.ylabel, label, INK, 90)
+    canvas.paste(ylabel, (int(x0 - 58 * s), int((y0 + y1) / 2 - ylabel.height / 2)), ylabel)
+    draw.text(((x0 + x1) / 2, y0 - 6 * s), ax.p.title, font=label, fill=INK, anchor="md")
+
+
+def _draw_legend(draw: ImageDraw.ImageDraw, ax: _Axes, occupied: list[tuple[float, float]]) -> None:
+    """The series' samples and labels in a box, in the corner (or side) of the panel that covers fewest
+    points of the lines (as matplotlib's ``loc="best"``)."""
+    s, f = SCALE, font(12 * SCALE)
+    items = [x for x in ax.p.series if x.label]
+    if not items:
+        return
+    row, sample = 18 * s, 26 * s
+    w = int(max(draw.textlength(x.label, font=f) for x in items) + sample + 20 * s)
+    h = row * len(items) + 8 * s
+    (x0, y0, x1, y1), pad = ax.box, 8 * s
+    spots = [(x1 - pad - w, y0 + pad), (x0 + pad, y0 + pad), (x0 + pad, y1 - pad - h), (x1 - pad - w, y1 - pad - h),
+             (x1 - pad - w, (y0 + y1 - h) / 2), (x0 + pad, (y0 + y1 - h) / 2)]
+    covered = lambda spot: sum(spot[0] - pad <= px <= spot[0] + w + pad  # noqa: E731
+                               and spot[1] - pad <= py <= spot[1] + h + pad for px, py in occupied)
+    lx, ly = min(spots, key=covered)  # the first of the least covered, in matplotlib's order of preference
+    draw.rounded_rectangle((lx, ly, lx + w, ly + h), radius=3 * s, fill="white", outline=(204, 204, 204), width=s)
+    for k, x in enumerate(items):
+        cy = ly + 4 * s + row * k + row / 2
+        line = [(lx + 6 * s, cy), (lx + 6 * s + sample, cy)]
+        for piece in (_dashes(line, 6 * s, 4 * s) if x.dashed else [line]):
+            draw.line(piece, fill=x.colour, width=2 * s)
+        _marker(draw, (lx + 6 * s + sample / 2, cy), x.marker, x.marker_size * s, x.colour)
+        draw.text((lx + 12 * s + sample, cy), x.label, font=f, fill=INK, anchor="lm")
+
+
+def chart(panels: list[Panel], title: str, context: dict | None = None, size: tuple[int, int] = (1100, 440)) -> Image.Image:
+    """Panels side by side under a title block, as one RGB picture of ``size`` px (the title block's height
+    added). Each panel: its lines with markers, grid, ticks, axis labels, title and a legend."""
+    width, height = size
+    head = header(title, context, width)
+    top = header_height(head)
+    big = Image.new("RGB", (width * SCALE, height * SCALE), "white")
+    draw, s, cell = ImageDraw.Draw(big), SCALE, width * SCALE // max(len(panels), 1)
+    for k, p in enumerate(panels):
+        box = (k * cell + 78 * s, 26 * s, (k + 1) * cell - 16 * s, (height - 50) * s)
+        ax = _Axes(p, box)
+        _draw_frame(big, ax)
+        if p.hline and _finite(p.hline[0], p.log_y):
+            y = ax.px(ax.xlim[0], p.hline[0])[1]
+            draw.line((box[0], y, box[2], y), fill=p.hline[1], width=s)
+        occupied = [pt for series in p.series for pt in _draw_series(draw, ax, series)]
+        if p.hline and _finite(p.hline[0], p.log_y):
+            occupied += [(box[0] + k / 16 * (box[2] - box[0]), y) for k in range(17)]
+        _draw_legend(draw, ax, occupied)
+    canvas = Image.new("RGB", (width, top + height), "white")
+    canvas.paste(big.resize((width, height), Image.Resampling.LANCZOS), (0, top))
+    draw_header(ImageDraw.Draw(canvas), head, width)
+    return canvas
