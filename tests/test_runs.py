@@ -477,6 +477,8 @@ def test_confusion_matrix_is_one_picture_coloured_by_share_of_the_true_class(tmp
     assert count(blues(0.5)) < 40  # no cell holds half its row: only the colour bar's line of that shade
     wide = confusion_image([[1] * 47 for _ in range(47)], [f"class_{i}" for i in range(47)], context={"run": "r"})
     assert wide.width >= 47 * 18 and wide.height >= 47 * 18  # every column wide enough for its slanted name
+    huge = confusion_image([[int(i == j) for j in range(300)] for i in range(300)], [f"c{i}" for i in range(300)])
+    assert max(huge.size) < 1600  # past 80 classes: small cells, no names, a picture that still fits a screen
     long = confusion_image([[9, 1], [0, 10]], ["cat", "dog"], title="t", context={"run": "r" * 30, "model": "m" * 30})
     assert long.width == pic.width and long.height > pic.height  # a long context wraps instead of being cut
     path = plot_confusion([[9, 1], [0, 10]], ["cat", "dog"], tmp_path / "c.png", context={"run": "r"})

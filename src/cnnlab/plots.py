@@ -183,6 +183,8 @@ def plot_mistakes(images, mistakes: list[dict], classes: list[str], path, cols: 
     return save_png(mistakes_mosaic(images, mistakes, classes, cols, title, context), path)
 
 
+#: Above this many classes the confusion matrix leaves the class names out and shrinks its cells.
+MANY_CLASSES = 80
 #: ColorBrewer's "Blues" (matplotlib's colormap of that name), light to dark, interpolated linearly.
 BLUES = np.array([(247, 251, 255), (222, 235, 247), (198, 219, 239), (158, 202, 225), (107, 174, 214),
                   (66, 146, 198), (33, 113, 181), (8, 81, 156), (8, 48, 107)], dtype=np.float64)
@@ -198,37 +200,47 @@ def blues(share: float) -> tuple[int, int, int]:
 def _confusion_geometry(classes: list[str], probe: ImageDraw.ImageDraw) -> dict:
     """Cell size and margins (px) for an n-class matrix whose labels are ``classes``."""
     n, font = len(classes), _font(FONT_SIZE)
-    cell = max(18, min(56, 560 // max(n, 1)))  # 18 px: a slanted 12-px name per column without overlap
-    widest = max((probe.textlength(c, font=font) for c in classes), default=0)
+    # 18 px: a slanted 12-px name per column without overlap; past MANY_CLASSES the matrix keeps to about
+    # 1,400 px (cells of a pixel or more) and the names are left out, so that a 1,000-class folder still draws
+    cell = max(18, min(56, 560 // max(n, 1))) if n <= MANY_CLASSES else max(1, 1400 // n)
+    named = cell >= 18
+    widest = max((probe.textlength(c, font=font) for c in classes), default=0) if named else 0
     slanted = max(map(len, classes), default=0) > 2  # names, not digits: at 45 degrees, ending at their tick
     below = int((widest + FONT_SIZE) * 0.75) if slanted else FONT_SIZE
     left = GAP + LINE_H + 6 + int(widest) + 8
     width = max(left + n * cell + 110, 420)
-    return {"n": n, "cell": cell, "slanted": slanted, "left": left, "width": width,
+    return {"n": n, "cell": cell, "slanted": slanted and named, "named": named, "left": left, "width": width,
             "bottom": 8 + below + 8 + LINE_H + GAP}
 
 
-def _draw_cells(draw: ImageDraw.ImageDraw, confusion: list[list[int]], g: dict, top: int) -> None:
-    """The row-normalised colours, and each non-zero count where it fits its cell."""
-    cell, left = g["cell"], g["left"]
-    font = _font(max(7, min(FONT_SIZE, cell // 3)))
-    for i, row in enumerate(confusion):
-        share_of = sum(row) or 1
-        for j, count in enumerate(row):
-            x, y, share = left + j * cell, top + i * cell, count / share_of
-            draw.rectangle((x, y, x + cell - 1, y + cell - 1), fill=blues(share))
-            text = str(count)
-            if count and draw.textlength(text, font=font) <= cell - 2:
-                ink = "white" if share > 0.5 else INK
-                draw.text((x + cell / 2, y + cell / 2), text, font=font, fill=ink, anchor="mm")
-    draw.rectangle((left - 1, top - 1, left + g["n"] * cell, top + g["n"] * cell), outline=MUTED)
+def blues_array(shares: np.ndarray) -> np.ndarray:
+    """:func:`blues` for every element of ``shares``: uint8 RGB, one more axis of 3."""
+    x = np.clip(shares, 0.0, 1.0) * (len(BLUES) - 1)
+    i = np.minimum(x.astype(int), len(BLUES) - 2)
+    return np.round(BLUES[i] + (x - i)[..., None] * (BLUES[i + 1] - BLUES[i])).astype(np.uint8)
+
+
+def _draw_cells(canvas: Image.Image, confusion: list[list[int]], g: dict, top: int) -> None:
+    """The row-normalised colours (one pixel a cell, enlarged), and each non-zero count where it fits."""
+    cell, left, n = g["cell"], g["left"], g["n"]
+    counts = np.asarray(confusion, dtype=np.float64).reshape(n, n)
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    colours = Image.fromarray(blues_array(shares), mode="RGB")
+    canvas.paste(colours.resize((n * cell, n * cell), Image.Resampling.NEAREST), (left, top))
+    draw, font = ImageDraw.Draw(canvas), _font(max(7, min(FONT_SIZE, cell // 3)))
+    for i, j in zip(*np.nonzero(counts)) if cell >= 14 else ():
+        text = str(int(counts[i, j]))
+        if draw.textlength(text, font=font) <= cell - 2:
+            ink = "white" if shares[i, j] > 0.5 else INK
+            draw.text((left + j * cell + cell / 2, top + i * cell + cell / 2), text, font=font, fill=ink, anchor="mm")
+    draw.rectangle((left - 1, top - 1, left + n * cell, top + n * cell), outline=MUTED)
 
 
 def _draw_class_labels(canvas: Image.Image, classes: list[str], g: dict, top: int) -> None:
     """Class names beside the rows ("true", left) and under the columns ("predicted", below)."""
     draw, font, cell, left, n = ImageDraw.Draw(canvas), _font(FONT_SIZE), g["cell"], g["left"], g["n"]
     base = top + n * cell + 6
-    for k, name in enumerate(classes):
+    for k, name in enumerate(classes if g["named"] else []):
         draw.text((left - 6, top + k * cell + cell / 2), name, font=font, fill=INK, anchor="rm")
         x = left + k * cell + cell / 2
         if not g["slanted"]:
@@ -264,7 +276,7 @@ def confusion_image(confusion: list[list[int]], classes: list[str], title: str =
     canvas = Image.new("RGB", (g["width"], top + g["n"] * g["cell"] + g["bottom"]), "white")
     draw = ImageDraw.Draw(canvas)
     draw_header(draw, head, g["width"])
-    _draw_cells(draw, confusion, g, top)
+    _draw_cells(canvas, confusion, g, top)
     _draw_class_labels(canvas, classes, g, top)
     _draw_colour_bar(draw, g, top)
     return canvas
