@@ -22,6 +22,8 @@ def test_log_ticks_label_powers_of_ten_or_1_2_5_within_one_decade():
     assert majors == pytest.approx([1e-4, 1e-3, 1e-2, 1e-1, 1.0]) and 2e-4 in minors and 2.0 in minors
     majors, minors = log_ticks(math.log10(0.15), math.log10(0.9))  # less than a decade: 0.2 and 0.5 labelled
     assert majors == pytest.approx([0.2, 0.5]) and all(v not in majors for v in minors)
+    majors, minors = log_ticks(-4.0, 30.0)  # a loss that blew up: at most 8 labelled powers of ten
+    assert len(majors) <= 8 and majors[0] == pytest.approx(1e-4) and minors == []
     majors, minors = log_ticks(math.log10(1.7), math.log10(2.3))  # narrower still: round numbers
     assert majors == pytest.approx([1.8, 2.0, 2.2]) and minors == []
     assert [tick_label(v) for v in (1e-5, 0.001, 99.5, 100.0, 0.0)] == ["1e-5", "0.001", "99.5", "100", "0"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import io
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
@@ -133,7 +133,6 @@ class Panel:
     log_y: bool = False
     xticks: list[float] | None = None  # None: chosen from the data
     hline: tuple[float, tuple[int, int, int]] | None = None
-    lines_drawn: list = field(default_factory=list)  # (x, y) px of every point, for placing the legend
 
 
 def _finite(v, log: bool) -> bool:
@@ -152,7 +151,7 @@ def nice_ticks(lo: float, hi: float, most: int = 7) -> list[float]:
 
 
 def tick_label(v: float) -> str:
-    """A tick's number as short as it reads: 0.001, 1e-05, 99.5, 100."""
+    """A tick's number as short as it reads: 0.001, 1e-5, 99.5, 100."""
     if v == 0:
         return "0"
     if 1e-4 <= abs(v) < 1e5:
@@ -183,6 +182,8 @@ def log_ticks(lo: float, hi: float) -> tuple[list[float], list[float]]:
         minors = [v for v in minors if v not in majors]
     if len(majors) < 2:  # a narrow range (e.g. losses from 1.7 to 2.3): round numbers, as on a linear axis
         majors, minors = [v for v in nice_ticks(10.0 ** lo, 10.0 ** hi, most=5) if v > 0 and inside(v)], []
+    if len(majors) > 8:  # a loss that blew up: every k-th power of ten, no minor ticks
+        majors, minors = majors[::math.ceil(len(majors) / 8)], []
     return majors, minors
 
 
