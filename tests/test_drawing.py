@@ -66,3 +66,19 @@ def test_the_legend_goes_where_the_lines_are_not():
     assert legend_corner([float(-e) for e in epochs]) == "upper right"
     walls = [10.0 if e <= 3 or e >= 18 else 0.0 for e in epochs]
     assert legend_corner(walls) == "lower left"  # both upper corners taken
+
+
+def test_names_with_newlines_or_tabs_are_drawn_on_one_line(tmp_path):
+    """A class folder or a run may be named with a newline in it; Pillow anchors and measures one line only."""
+    import torch
+
+    from cnnlab.drawing import one_line
+    from cnnlab.plots import confusion_image, mistakes_mosaic, plot_curves
+
+    assert one_line("a\nb\tc\r\x00d") == "a b c  d" and one_line("T-shirt/top") == "T-shirt/top"
+    names, context = ["a\nb", "c\td"], {"run": "r\nun", "model": "m\x1b[31m"}
+    assert confusion_image([[3, 1], [0, 4]], names, "confusion\nmatrix", context).width >= 420
+    mistake = [{"index": 0, "true": 0, "pred": 1, "confidence": 0.5}]
+    assert mistakes_mosaic([torch.zeros(28, 28, dtype=torch.uint8)], mistake, names, title="t\nx", context=context)
+    history = [{"epoch": 1, "train_loss": 1.0, "test_loss": 1.0, "train_acc": 1.0, "test_acc": 2.0}]
+    assert plot_curves(history, tmp_path / "c.png", context=context).is_file()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import io
 import math
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,8 +39,15 @@ def font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()  # the small bitmap font
 
 
+def one_line(text: str) -> str:
+    """``text`` with every control character (a newline or tab in a folder's or a run's name) as a space:
+    Pillow measures and anchors one line only."""
+    return "".join(" " if unicodedata.category(c) == "Cc" else c for c in str(text))
+
+
 def fit(draw: ImageDraw.ImageDraw, text: str, f, width: float) -> str:
-    """``text``, cut with an ellipsis so that it is at most ``width`` px wide."""
+    """``text`` on one line, cut with an ellipsis so that it is at most ``width`` px wide."""
+    text = one_line(text)
     if draw.textlength(text, font=f) <= width:
         return text
     while text and draw.textlength(text + "…", font=f) > width:
@@ -51,7 +59,7 @@ def wrap(draw: ImageDraw.ImageDraw, text: str, f, width: float, sep: str = " ") 
     """The ``sep``-separated parts of ``text`` in as few lines as fit ``width`` px (a part longer than a
     line is cut with an ellipsis)."""
     lines: list[str] = []
-    for part in text.split(sep) if text else []:
+    for part in one_line(text).split(sep) if text else []:
         if lines and draw.textlength(lines[-1] + sep + part, font=f) <= width:
             lines[-1] += sep + part
         else:
@@ -90,7 +98,8 @@ def draw_header(draw: ImageDraw.ImageDraw, head: list, width: int) -> None:
 
 
 def rotated_text(text: str, f, colour, degrees: float) -> Image.Image:
-    """``text`` in ``colour`` on a transparent RGBA picture, turned ``degrees`` counter-clockwise."""
+    """``text`` (on one line) in ``colour`` on a transparent RGBA picture, turned ``degrees`` counter-clockwise."""
+    text = one_line(text)
     left, top, right, bottom = f.getbbox(text)
     mask = Image.new("L", (right - left + 2, bottom - top + 2), 0)
     ImageDraw.Draw(mask).text((1 - left, 1 - top), text, font=f, fill=255)

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from cnnlab.drawing import (COLOURS, FONT_SIZE, GAP, INK, LINE_H, MUTED, TITLE_SIZE, Panel, Series, chart,
-                            context_text, draw_header, header, header_height, rotated_text, save_png)
+                            context_text, draw_header, header, header_height, one_line, rotated_text, save_png)
 from cnnlab.drawing import fit as _fit
 from cnnlab.drawing import font as _font
 from cnnlab.fileio import atomic_write_bytes
@@ -44,11 +44,11 @@ def save_figure(fig: Figure, path: str | Path, **savefig_kwargs) -> Path:
     return Path(path)
 
 
-def _figure(layout: str | None = "constrained", **kwargs) -> Figure:
-    # lazy: matplotlib takes ~0.3 s to import; only the commands that draw should pay for it
+def _figure(**kwargs) -> Figure:
+    # lazy: matplotlib takes 1-2 s to import on a slow CPU; only the commands that draw with it should pay for it
     from matplotlib.figure import Figure
 
-    return Figure(layout=layout, **kwargs)
+    return Figure(layout="constrained", **kwargs)
 
 
 def _title(fig: Figure, title: str, context: dict | None) -> None:
@@ -204,7 +204,7 @@ def _confusion_geometry(classes: list[str], probe: ImageDraw.ImageDraw) -> dict:
     # 1,400 px (cells of a pixel or more) and the names are left out, so that a 1,000-class folder still draws
     cell = max(18, min(56, 560 // max(n, 1))) if n <= MANY_CLASSES else max(1, 1400 // n)
     named = cell >= 18
-    widest = max((probe.textlength(c, font=font) for c in classes), default=0) if named else 0
+    widest = max((probe.textlength(one_line(c), font=font) for c in classes), default=0) if named else 0
     slanted = max(map(len, classes), default=0) > 2  # names, not digits: at 45 degrees, ending at their tick
     below = int((widest + FONT_SIZE) * 0.75) if slanted else FONT_SIZE
     left = GAP + LINE_H + 6 + int(widest) + 8
@@ -241,6 +241,7 @@ def _draw_class_labels(canvas: Image.Image, classes: list[str], g: dict, top: in
     draw, font, cell, left, n = ImageDraw.Draw(canvas), _font(FONT_SIZE), g["cell"], g["left"], g["n"]
     base = top + n * cell + 6
     for k, name in enumerate(classes if g["named"] else []):
+        name = one_line(name)
         draw.text((left - 6, top + k * cell + cell / 2), name, font=font, fill=INK, anchor="rm")
         x = left + k * cell + cell / 2
         if not g["slanted"]:
