@@ -331,14 +331,13 @@ def chart(panels: list[Panel], title: str, context: dict | None = None, size: tu
     draw, s, cell = ImageDraw.Draw(big), SCALE, width * SCALE // max(len(panels), 1)
     for k, p in enumerate(panels):
         box = (k * cell + 78 * s, 26 * s, (k + 1) * cell - 16 * s, (height - 50) * s)
-        ax = _Axes(p, box)
+        ax, occupied = _Axes(p, box), []
         _draw_frame(big, ax)
-        if p.hline and _finite(p.hline[0], p.log_y):
+        if p.hline and _finite(p.hline[0], p.log_y):  # under the lines, and kept clear by the legend too
             y = ax.px(ax.xlim[0], p.hline[0])[1]
             draw.line((box[0], y, box[2], y), fill=p.hline[1], width=s)
-        occupied = [pt for series in p.series for pt in _draw_series(draw, ax, series)]
-        if p.hline and _finite(p.hline[0], p.log_y):
-            occupied += [(box[0] + k / 16 * (box[2] - box[0]), y) for k in range(17)]
+            occupied = [(box[0] + j / 16 * (box[2] - box[0]), y) for j in range(17)]
+        occupied += [pt for series in p.series for pt in _draw_series(draw, ax, series)]
         _draw_legend(draw, ax, occupied)
     canvas = Image.new("RGB", (width, top + height), "white")
     canvas.paste(big.resize((width, height), Image.Resampling.LANCZOS), (0, top))

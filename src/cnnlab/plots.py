@@ -151,8 +151,7 @@ def mistakes_mosaic(images, mistakes: list[dict], classes: list[str], cols: int 
     cols = max(1, min(cols, len(tiles) or 1))
     rows = -(-len(tiles) // cols) if tiles else 1
     font, big = _font(FONT_SIZE), _font(TITLE_SIZE)
-    line_h = LINE_H
-    cell_w, cell_h = side + GAP, side + 2 * line_h + GAP
+    cell_w, cell_h = side + GAP, side + 2 * LINE_H + GAP
     width = max(cols * cell_w + GAP, 420)
     head = header(title, context, width)
     top = header_height(head)
@@ -165,8 +164,8 @@ def mistakes_mosaic(images, mistakes: list[dict], classes: list[str], cols: int 
         cx = x + side // 2
         draw.text((cx, y), _fit(draw, f"true {classes[m['true']]}", font, cell_w), font=font, fill=INK, anchor="ma")
         pred = f"pred {classes[m['pred']]} ({100 * m['confidence']:.0f}%)"
-        draw.text((cx, y + line_h), _fit(draw, pred, font, cell_w), font=font, fill=WRONG, anchor="ma")
-        ty = y + 2 * line_h
+        draw.text((cx, y + LINE_H), _fit(draw, pred, font, cell_w), font=font, fill=WRONG, anchor="ma")
+        ty = y + 2 * LINE_H
         canvas.paste(Image.fromarray(tile, mode="L"), (x + (side - tile.shape[1]) // 2, ty + (side - tile.shape[0]) // 2))
         draw.rectangle((x - 1, ty - 1, x + side, ty + side), outline=FRAME)
     if not tiles:
@@ -192,9 +191,7 @@ BLUES = np.array([(247, 251, 255), (222, 235, 247), (198, 219, 239), (158, 202, 
 
 def blues(share: float) -> tuple[int, int, int]:
     """The colour of ``share`` (0..1) on :data:`BLUES`."""
-    x = min(max(share, 0.0), 1.0) * (len(BLUES) - 1)
-    i = min(int(x), len(BLUES) - 2)
-    return tuple(int(round(c)) for c in BLUES[i] + (x - i) * (BLUES[i + 1] - BLUES[i]))
+    return tuple(blues_array(np.float64(share)).tolist())
 
 
 def _confusion_geometry(classes: list[str], probe: ImageDraw.ImageDraw) -> dict:
@@ -255,11 +252,12 @@ def _draw_class_labels(canvas: Image.Image, classes: list[str], g: dict, top: in
     canvas.paste(word, (GAP, int(top + n * cell / 2 - word.height / 2)), word)
 
 
-def _draw_colour_bar(draw: ImageDraw.ImageDraw, g: dict, top: int) -> None:
+def _draw_colour_bar(canvas: Image.Image, g: dict, top: int) -> None:
     """The scale of the colours: the share of the true class, 0 at the bottom, 1 at the top."""
     x, height, font = g["left"] + g["n"] * g["cell"] + 16, g["n"] * g["cell"], _font(FONT_SIZE - 1)
-    for k in range(height):
-        draw.line((x, top + k, x + 13, top + k), fill=blues(1 - k / max(height - 1, 1)))
+    bar = np.repeat(blues_array(np.linspace(1.0, 0.0, height))[:, None, :], 14, axis=1)  # (height, 14, 3)
+    canvas.paste(Image.fromarray(bar, mode="RGB"), (x, top))
+    draw = ImageDraw.Draw(canvas)
     draw.rectangle((x - 1, top - 1, x + 14, top + height), outline=MUTED)
     for tick in range(6):
         y = top + round((1 - tick / 5) * (height - 1))
@@ -279,7 +277,7 @@ def confusion_image(confusion: list[list[int]], classes: list[str], title: str =
     draw_header(draw, head, g["width"])
     _draw_cells(canvas, confusion, g, top)
     _draw_class_labels(canvas, classes, g, top)
-    _draw_colour_bar(draw, g, top)
+    _draw_colour_bar(canvas, g, top)
     return canvas
 
 
