@@ -81,6 +81,23 @@ def test_whole_process_timing_alternates_arms_and_names_failures(tmp_path):
         wall([sys.executable, "-c", "raise SystemExit(3)"])
 
 
+def test_whole_process_page_gives_the_ratio_of_medians_and_each_rounds_pair():
+    from benchmarks.common import median
+    from benchmarks.whole_process import report_lines
+
+    epochs = {"reference resnet": [60.0, 70.0, 50.0], "cnnlab resnet": [30.0, 40.0, 20.0],
+              "reference inception": [120.0, 130.0, 110.0], "cnnlab inception": [100.0, 80.0, 70.0]}
+    latency = {'python -c "import torch"': [3.0] * 5, "cnnlab evaluate RUN": [4.0] * 5, "cnnlab models": [3.1] * 5}
+    med = {name: median(v) for name, v in {**epochs, **latency}.items()}
+    page = "\n".join(report_lines(epochs, latency, med, 3))
+    # ratio of the medians (60 / 30), and each round's own pair: 60/30, 70/40, 50/20
+    assert "| resnet | 60.00 | 30.00 | **2.00x** | >= 2.0x: met | 2.00x, 1.75x, 2.50x |" in page
+    assert "| inception | 120.00 | 80.00 | **1.50x** | >= 1.5x: met | 1.20x, 1.62x, 1.57x |" in page
+    assert "| `cnnlab evaluate RUN` | 4.00 | +1.00 | <= 0.8 s: not met |" in page
+    assert "| `cnnlab models` | 3.10 | +0.10 | - |" in page
+    assert "per round" not in "\n".join(report_lines({}, latency, med, 5))  # latency only: no epoch table
+
+
 def test_time_to_accuracy_alternates_the_arms_seed_by_seed(monkeypatch):
     calls, written = [], {}
 
