@@ -233,6 +233,51 @@ def test_resume_with_augmentation_ema_and_cosine_is_bitwise(tiny_idx, tmp_path):
     assert not all(torch.equal(a["state_dict"][k], a["train_weights"][k]) for k in a["state_dict"])
 
 
+def test_clean_epochs_end_the_run_without_augmentation_and_resume_bitwise(tiny_idx, tmp_path, monkeypatch):
+    """--clean-epochs N: the last N epochs see the images as they are; the epochs before are those of the
+    same run without it, and a run cut inside its augmented part resumes into the clean part bitwise."""
+    import cnnlab.engine
+
+    seen = []  # the epoch of every augmented batch
+
+    def counting(spec):
+        pipeline = parse_augment(spec)
+
+        def augment(x, *, seed, epoch, batch, fill):
+            seen.append(epoch)
+            return pipeline(x, seed=seed, epoch=epoch, batch=batch, fill=fill)
+        return None if pipeline is None else augment
+
+    from cnnlab.augment import parse_augment
+    monkeypatch.setattr(cnnlab.engine, "parse_augment", counting)
+    cfg = dict(epochs=3, augment="shift+erase", ema=0.9, channels_last=True)
+    clean = train(tiny_cfg(tiny_idx, **cfg, clean_epochs=1), out=tmp_path / "clean", quiet=True, log=lambda m: None)
+    assert seen == [0] * 8 + [1] * 8  # 8 batches an epoch; none in the third
+    plain = train(tiny_cfg(tiny_idx, **cfg), out=tmp_path / "plain", quiet=True, log=lambda m: None)
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]  # noqa: E731
+    assert strip(clean.history)[:2] == strip(plain.history)[:2] and strip(clean.history)[2] != strip(plain.history)[2]
+    train(tiny_cfg(tiny_idx, **cfg, clean_epochs=1, max_steps=11, save_every=3), out=tmp_path / "cut", quiet=True,
+          log=lambda m: None)
+    resumed = train(TrainConfig(), resume=tmp_path / "cut", quiet=True, log=lambda m: None)
+    assert strip(resumed.history) == strip(clean.history)
+    a, b = (load_checkpoint(tmp_path / n / "last.pt") for n in ("clean", "cut"))
+    for key in ("state_dict", "train_weights"):
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
+    with pytest.raises(CnnlabError, match=r"--clean-epochs must be in \[0, --epochs\)"):
+        tiny_cfg(tiny_idx, epochs=3, clean_epochs=3).validate()
+
+
+def test_runs_made_before_clean_epochs_keep_their_compare_folders():
+    """A field added later is left out of compare's hash at its old behaviour, so earlier folders are reused."""
+    from cnnlab.compare import config_key
+
+    cfg = TrainConfig(model="resnet", recipe="best").validate()
+    assert cfg.clean_epochs == 0 and config_key(cfg) == "171b13f1"  # runs/compare-mnist-best/resnet-seed0-171b13f1
+    older = TrainConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "clean_epochs"})
+    assert config_key(older) == config_key(cfg) != config_key(TrainConfig(model="resnet", recipe="best",
+                                                                          clean_epochs=2).validate())
+
+
 def test_cosine_schedule_warms_up_then_decays_to_zero():
     from cnnlab.engine import build_scheduler
 

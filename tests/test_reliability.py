@@ -246,6 +246,10 @@ def test_resume_with_more_epochs_extends_a_finished_constant_schedule_run(tiny_i
     train(cfg_for(tiny_idx, epochs=1, schedule="onecycle"), out=onecycle, **QUIET)
     assert main(["train", "--resume", str(onecycle), "--epochs", "2", "--quiet"]) == 2
     assert "cannot be extended" in capsys.readouterr().err
+    clean = tmp_path / "clean"  # its last epoch was trained without augmentation: a longer run would augment it
+    train(cfg_for(tiny_idx, epochs=2, augment="shift", clean_epochs=1), out=clean, **QUIET)
+    assert main(["train", "--resume", str(clean), "--epochs", "3", "--quiet"]) == 2
+    assert "without augmentation" in capsys.readouterr().err
 
 
 def test_a_run_that_stopped_on_its_target_keeps_its_record(tiny_idx, tmp_path):

@@ -37,11 +37,19 @@ def forward_flops(model: torch.nn.Module, in_channels: int, image_size: int) -> 
     return int(counter.get_total_flops())
 
 
+#: Fields added after compare's folders got their names, with the value that reproduces the runs made before:
+#: at that value they are left out of the hash, so that a compare finds (and reuses) the folders it made then.
+KEY_NEUTRAL = {"clean_epochs": 0}
+
+
 def config_key(cfg: TrainConfig) -> str:
     """A short hash of what makes runs comparable (not the device, the threads or the allocator)."""
     d = cfg.to_dict()
     for k in (*PROCESS_FIELDS, *ADJUSTABLE_FIELDS):
         d.pop(k, None)
+    for k, neutral in KEY_NEUTRAL.items():
+        if d.get(k) == neutral:
+            del d[k]
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
 
 

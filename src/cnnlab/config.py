@@ -16,7 +16,8 @@ from cnnlab.errors import CnnlabError, RunError
 #: The fields a recipe sets. In a :class:`TrainConfig` they default to ``None``, "from the recipe", and
 #: :meth:`TrainConfig.resolve` fills them: the one place recipes are applied, for the CLI and the API alike.
 RECIPE_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "bias_decay", "schedule",
-                 "warmup_epochs", "augment", "label_smoothing", "ema", "evals_per_epoch", "channels_last")
+                 "warmup_epochs", "augment", "clean_epochs", "label_smoothing", "ema", "evals_per_epoch",
+                 "channels_last")
 
 
 @dataclass
@@ -42,6 +43,8 @@ class TrainConfig:
     warmup_epochs: float | None = None
     #: Batched augmentation on the device: a pipeline spec (see cnnlab.augment), e.g. none, shift, affine:rotate=10.
     augment: str | None = None
+    #: The last N epochs train on the images as they are, without ``augment`` (YOLOX's no-augmentation epochs).
+    clean_epochs: int | None = None
     label_smoothing: float | None = None
     #: Decay of an exponential moving average of the weights, evaluated, saved and exported instead of the
     #: raw weights; 0 = off.
@@ -97,6 +100,8 @@ class TrainConfig:
             (0 <= self.warmup_epochs < self.epochs or self.warmup_epochs == 0,
              f"--warmup-epochs must be in [0, --epochs), got {self.warmup_epochs}"),
             (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),
+            (0 <= self.clean_epochs < self.epochs,
+             f"--clean-epochs must be in [0, --epochs) (the last epochs without --augment), got {self.clean_epochs}"),
             (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
             (0 <= self.ema < 1, f"--ema is a decay in [0, 1) (0: off), got {self.ema}"),
             (0 <= self.target_accuracy <= 100, f"--target-accuracy is a percentage in (0, 100], got {self.target_accuracy}"),
@@ -150,8 +155,9 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "onecycle", "cosine")
 PRECISIONS = ("fp32", "bf16")
 
-#: Fields added after runs were first saved, with the values that reproduce those runs (no EMA, biases decayed).
-ADDED_FIELDS = {"bias_decay": True, "warmup_epochs": 0.0, "ema": 0.0}
+#: Fields added after runs were first saved, with the values that reproduce those runs (no EMA, biases decayed,
+#: augmentation to the end).
+ADDED_FIELDS = {"bias_decay": True, "warmup_epochs": 0.0, "ema": 0.0, "clean_epochs": 0}
 
 #: Named recipes: the values they set unless a flag sets them explicitly. Every recipe sets every RECIPE_FIELD.
 RECIPES: dict[str, dict] = {
@@ -160,7 +166,8 @@ RECIPES: dict[str, dict] = {
     # with the NCHW runs of cnnlab 0.1 within noise, not to the last bit: --no-channels-last is that path.
     "lecture": {"epochs": 10, "batch_size": 64, "optimizer": "sgd", "lr": 0.01, "momentum": 0.5,
                 "weight_decay": 0.0, "bias_decay": True, "schedule": "constant", "warmup_epochs": 0.0,
-                "augment": "none", "label_smoothing": 0.0, "ema": 0.0, "evals_per_epoch": 1, "channels_last": True},
+                "augment": "none", "clean_epochs": 0, "label_smoothing": 0.0, "ema": 0.0, "evals_per_epoch": 1,
+                "channels_last": True},
     # Reach 99% test accuracy as early as possible: Adam with a one-cycle schedule over a
     # short run, a larger batch, and frequent checks against the target (see docs/speed.md).
     # Measured on 2 CPU cores (docs/speed.md): label smoothing 0.1 moved the residual net's first
@@ -168,7 +175,8 @@ RECIPES: dict[str, dict] = {
     # here (and keeps fp32); shift augmentation delayed 99% to epoch 1.25, so it is off.
     "fast": {"epochs": 2, "batch_size": 128, "optimizer": "adam", "lr": 0.006, "momentum": 0.0,
              "weight_decay": 0.0, "bias_decay": True, "schedule": "onecycle", "warmup_epochs": 0.0,
-             "augment": "none", "label_smoothing": 0.1, "ema": 0.0, "evals_per_epoch": 4, "channels_last": True},
+             "augment": "none", "clean_epochs": 0, "label_smoothing": 0.1, "ema": 0.0, "evals_per_epoch": 4,
+             "channels_last": True},
     # The most accuracy these nets reach in under 15 minutes on 2 CPU cores, every choice made on a held-out
     # validation split of the train set (--val-split), never on the test set (docs/accuracy.md has the
     # ablation, 3 seeds each): AdamW without decay on biases, one-cycle, label smoothing 0.1, an EMA of the
@@ -177,7 +185,8 @@ RECIPES: dict[str, dict] = {
     # epochs, rotations of 15-20 degrees, translations of 20% and elastic distortion were no better.
     "best": {"epochs": 15, "batch_size": 128, "optimizer": "adamw", "lr": 0.008, "momentum": 0.0,
              "weight_decay": 0.05, "bias_decay": False, "schedule": "onecycle", "warmup_epochs": 0.0,
-             "augment": "affine:rotate=10,scale=0.1,translate=0.1", "label_smoothing": 0.1, "ema": 0.999,
+             "augment": "affine:rotate=10,scale=0.1,translate=0.1", "clean_epochs": 0, "label_smoothing": 0.1,
+             "ema": 0.999,
              "evals_per_epoch": 1, "channels_last": True},
 }
 #: Values that differ per model and dataset kind, on top of the recipe's: ``{recipe: {(model, kind): values}}``,
@@ -260,6 +269,10 @@ def resumed_config(saved: TrainConfig, invocation: TrainConfig, changes: dict | 
         raise RunError(f"--resume continues a run with its own settings, and {named} would change it; "
                        "drop these flags, or start a new run with --out")
     if epochs is not None:
+        if saved.clean_epochs:
+            raise RunError(f"--epochs {epochs}: the run trains its last {saved.clean_epochs} of {saved.epochs} epochs "
+                           f"without augmentation, and a longer run would have augmented those; start a new run with "
+                           f"--epochs {epochs}")
         if saved.schedule != "constant":
             raise RunError(f"--epochs {epochs}: the run's {saved.schedule} learning-rate schedule was planned for "
                            f"{saved.epochs} epochs and cannot be extended without changing the rates already used; "

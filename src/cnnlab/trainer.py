@@ -122,7 +122,7 @@ class Trainer:
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """One optimiser step on a batch, and its loss and accuracy added to the running sums."""
         s, cfg = self.state, self.cfg
-        if self.augment is not None:
+        if self.augment is not None and s.epoch < cfg.epochs - cfg.clean_epochs:
             x = self.augment(x, seed=cfg.seed + self.ranks.rank, epoch=s.epoch, batch=s.batch,
                              fill=self.train_loader.shift)
         with self.autocast:

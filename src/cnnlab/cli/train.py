@@ -49,6 +49,7 @@ RECIPE_FLAG_HELP: dict[str, tuple[type | tuple, str]] = {
     "warmup_epochs": (float, "linear warm-up of the cosine schedule, in epochs"),
     "augment": (str, "batched augmentation on the device: none, shift, or a pipeline such as "
                      "'affine:rotate=10,scale=0.1,translate=0.1' (see docs/accuracy.md)"),
+    "clean_epochs": (int, "train the last N epochs on the images as they are, without --augment"),
     "label_smoothing": (float, "cross-entropy label smoothing"),
     "ema": (float, "decay of an exponential moving average of the weights, which is then what is evaluated, "
                    "saved and exported (0: off)"),
