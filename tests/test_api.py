@@ -201,6 +201,19 @@ def test_the_shipped_manifest_lists_files_that_are_there():
         assert entry.config["model"] == entry.model and entry.config["recipe"] == "best" and entry.sha256
 
 
+def test_the_shipped_weights_were_trained_by_the_best_recipe_as_it_is_now():
+    """A change to the best recipe must come with weights retrained by it (make weights): what the manifest
+    says trained each file is what 'cnnlab train --recipe best --seed 0' runs today, process flags aside."""
+    from cnnlab.compare import config_key
+    from cnnlab.config import TrainConfig
+    from cnnlab.pretrained import pretrained_entries
+
+    for entry in pretrained_entries():
+        now = TrainConfig(model=entry.model, dataset=entry.dataset, recipe="best", seed=0).validate()
+        assert config_key(TrainConfig.from_dict(entry.config)) == config_key(now), \
+            f"{entry.name}: the best recipe changed since these weights were trained; retrain them (make weights)"
+
+
 def test_predict_and_serve_use_the_shipped_weights_without_a_run(shipped, tmp_path, capsys, monkeypatch):
     from PIL import Image
 
