@@ -157,6 +157,8 @@ def describe_settings(cfg: TrainConfig) -> str:
                if cfg.weight_decay else "")
             + f", schedule {cfg.schedule}" + (f" (warm-up {cfg.warmup_epochs:g} epochs)" if cfg.warmup_epochs else "")
             + f", augment {cfg.augment}"
+            + (f" (not in the last {plural(cfg.clean_epochs, 'epoch')})" if cfg.clean_epochs and cfg.augment != "none"
+               else "")
             + (f", label smoothing {cfg.label_smoothing:g}" if cfg.label_smoothing else "")
             + (f", EMA {cfg.ema:g}" if cfg.ema else "") + f", precision {cfg.precision}")
     return text
