@@ -237,6 +237,7 @@ def test_clean_epochs_end_the_run_without_augmentation_and_resume_bitwise(tiny_i
     """--clean-epochs N: the last N epochs see the images as they are; the epochs before are those of the
     same run without it, and a run cut inside its augmented part resumes into the clean part bitwise."""
     import cnnlab.engine
+    from cnnlab.augment import parse_augment
 
     seen = []  # the epoch of every augmented batch
 
@@ -248,7 +249,6 @@ def test_clean_epochs_end_the_run_without_augmentation_and_resume_bitwise(tiny_i
             return pipeline(x, seed=seed, epoch=epoch, batch=batch, fill=fill)
         return None if pipeline is None else augment
 
-    from cnnlab.augment import parse_augment
     monkeypatch.setattr(cnnlab.engine, "parse_augment", counting)
     cfg = dict(epochs=3, augment="shift+erase", ema=0.9, channels_last=True)
     clean = train(tiny_cfg(tiny_idx, **cfg, clean_epochs=1), out=tmp_path / "clean", quiet=True, log=lambda m: None)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from cnnlab.config import ADJUSTABLE_FIELDS, PROCESS_FIELDS, TrainConfig
+from cnnlab.config import ADDED_FIELDS, ADJUSTABLE_FIELDS, PROCESS_FIELDS, TrainConfig
 from cnnlab.data import load_dataset
 from cnnlab.dataset_names import dataset_kind
 from cnnlab.engine import train
@@ -37,9 +37,9 @@ def forward_flops(model: torch.nn.Module, in_channels: int, image_size: int) -> 
     return int(counter.get_total_flops())
 
 
-#: Fields added after compare's folders got their names, with the value that reproduces the runs made before:
-#: at that value they are left out of the hash, so that a compare finds (and reuses) the folders it made then.
-KEY_NEUTRAL = {"clean_epochs": 0}
+#: Fields added after compare's folders got their names: at the value that reproduces the runs made before
+#: (config.ADDED_FIELDS) they are left out of the hash, so that a compare finds (and reuses) the folders it made then.
+KEY_NEUTRAL = {k: ADDED_FIELDS[k] for k in ("clean_epochs",)}
 
 
 def config_key(cfg: TrainConfig) -> str:
