@@ -103,6 +103,25 @@ def test_entry_points(entry):
     assert out.returncode == 0 and "cnnlab" in out.stdout
 
 
+def test_the_program_exits_without_a_last_collection_and_keeps_the_exit_code(tmp_path):
+    """``cnnlab`` and ``python -m cnnlab`` run :func:`console`: main's exit code, then ``gc.freeze()`` so that the
+    interpreter's last garbage collection (~0.4 s after torch's import) skips what is alive at the end."""
+    import tomllib
+
+    scripts = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"cnnlab": "cnnlab.cli:console"}
+    probe = ("import gc, sys; from cnnlab.cli import console; sys.argv = ['cnnlab', *sys.argv[1:]]; "
+             "code = console(); print('frozen', gc.get_freeze_count() > 1000, 'code', code)")
+    ok = subprocess.run([sys.executable, "-c", probe, "models"], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and "frozen True code 0" in ok.stdout and "resnet" in ok.stdout
+    bad = subprocess.run([sys.executable, "-c", probe, "evaluate", str(tmp_path / "nope")], capture_output=True,
+                         text=True, timeout=120)
+    assert "code 2" in bad.stdout and bad.stderr.count("\n") == 1 and "error" in bad.stderr
+    proc = subprocess.run([sys.executable, "-m", "cnnlab", "evaluate", str(tmp_path / "nope")], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr == bad.stderr
+
+
 def test_compare_and_export_weights_cli(tiny_idx, tmp_path, capsys):
     out_dir = tmp_path / "cmp"
     code, out, _ = run(["compare", "--models", "basic_cnn", "--seeds", "2", "--dataset", f"idx:{tiny_idx}",

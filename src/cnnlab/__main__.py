@@ -1,4 +1,4 @@
-from cnnlab.cli import main
+from cnnlab.cli import console
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(console())
