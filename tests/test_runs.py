@@ -489,7 +489,8 @@ def test_confusion_matrix_is_one_picture_coloured_by_share_of_the_true_class(tmp
 def test_compare_names_the_epochs_trained_without_augmentation():
     from cnnlab.compare import describe_settings
 
-    fashion = describe_settings(TrainConfig(model="resnet", dataset="fashion-mnist", recipe="best").validate())
-    assert "augment shift+flip+erase:p=0.5 (not in the last 5 epochs)" in fashion
+    fashion = describe_settings(TrainConfig(model="resnet", dataset="fashion-mnist", recipe="best",
+                                            clean_epochs=7).validate())
+    assert "augment shift+flip+erase:p=0.5 (not in the last 7 epochs)" in fashion
     digits = describe_settings(TrainConfig(model="resnet", recipe="best").validate())
     assert "augment affine:rotate=10,scale=0.1,translate=0.1," in digits and "not in the last" not in digits
