@@ -64,8 +64,8 @@ def console() -> int:
     cores (docs/speed.md), paid after the work is done. By the time :func:`main` returns, everything cnnlab
     wrote is closed, flushed and renamed into place (by context managers, not finalizers), so all that
     collection would do is free memory the OS takes back anyway: ``gc.freeze()`` leaves the objects alive
-    now out of it. Exit handlers, thread joins and the flushing of
-    stdout still run. Not in :func:`main` itself, which tests and scripts call in a process that goes on.
+    now out of it. Exit handlers, thread joins and the flushing of stdout still run. Not in :func:`main`
+    itself, which tests and scripts call in a process that goes on.
     """
     code = main()
     gc.freeze()
