@@ -199,6 +199,23 @@ def test_the_shipped_manifest_lists_files_that_are_there():
     for entry in entries:  # made by the best recipe, and saying how (the manifest is the weights' provenance)
         assert entry.recipe == "best" and entry.command.startswith(f"cnnlab train --model {entry.model} ")
         assert entry.config["model"] == entry.model and entry.config["recipe"] == "best" and entry.sha256
+        assert entry.cpu_kernels, entry.name  # torch.backends.cpu.get_cpu_capability() of the trainer
+
+
+def test_a_weights_check_names_the_kernel_families_when_they_differ(monkeypatch):
+    """make weights-check on a machine whose torch runs other CPU kernels than the trainer's says why the bits
+    differ, instead of a bare DIFFERENT; with the same family a difference stays unexplained (a real one)."""
+    import torch
+
+    from cnnlab import pretrained_build
+
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    check = pretrained_build.check_line
+    assert check("resnet-mnist", True, {"cpu_kernels": "AVX2"}).endswith("bit for bit, as the committed file")
+    line = check("resnet-mnist", False, {"cpu_kernels": "AVX2"})
+    assert "DIFFERENT" in line and "AVX2 CPU kernels" in line and "AVX512 ones" in line
+    for committed in ({"cpu_kernels": "AVX512"}, {}):
+        assert check("resnet-mnist", False, committed).endswith("DIFFERENT weights from the committed file")
 
 
 def test_the_shipped_weights_were_trained_by_the_best_recipe_as_it_is_now():

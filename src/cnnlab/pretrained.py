@@ -39,6 +39,9 @@ class Pretrained:
     train_seconds: float = 0.0
     config: dict = field(default_factory=dict, repr=False)
     machine: str = ""
+    #: torch's CPU kernel family on the machine that trained it (``torch.backends.cpu.get_cpu_capability()``:
+    #: ``AVX2``, ``AVX512``, ...): fp32 training reproduces the same tensors only with the same family
+    cpu_kernels: str = ""
 
     @property
     def name(self) -> str:

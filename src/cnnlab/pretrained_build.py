@@ -70,8 +70,19 @@ def build_one(model: str, dataset: str, work: Path, keep_run: bool = False, log=
                        test_accuracy=measured.accuracy, test_loss=measured.loss, recipe=RECIPE, seed=SEED,
                        command=command(model, dataset), cnnlab_version=__version__, torch_version=torch.__version__,
                        parameters=count_parameters(net), train_seconds=train_seconds,
-                       config=config, machine=f"{platform.processor() or platform.machine()}")
+                       config=config, machine=f"{platform.processor() or platform.machine()}",
+                       cpu_kernels=torch.backends.cpu.get_cpu_capability())
     return exported.read_bytes(), entry
+
+
+def check_line(key: str, same: bool, committed: dict) -> str:
+    """What ``--check`` says of one set; a difference names the kernel families when they differ."""
+    if same:
+        return f"  {key}: the same weights, bit for bit, as the committed file"
+    here, there = torch.backends.cpu.get_cpu_capability(), committed.get("cpu_kernels", "")
+    why = (f" (expected: it was trained with torch's {there} CPU kernels and this machine runs its {here} ones, which "
+           f"sum fp32 in another order; check it on the kind of CPU that trained it)" if there and there != here else "")
+    return f"  {key}: DIFFERENT weights from the committed file{why}"
 
 
 def result_config(run_dir: Path) -> dict:
@@ -134,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             key = entry.name
             if args.check:
                 same = key in old and same_tensors(out / entry.file, Path(tmp) / entry.file)
-                print(f"  {key}: {'the same weights, bit for bit, as the committed file' if same else 'DIFFERENT weights from the committed file'}")
+                print(check_line(key, same, old.get(key, {})))
                 differ += [] if same else [key]
                 continue
             atomic_write_bytes(out / entry.file, data)
