@@ -40,7 +40,8 @@ class Pretrained:
     config: dict = field(default_factory=dict, repr=False)
     machine: str = ""
     #: torch's CPU kernel family on the machine that trained it (``torch.backends.cpu.get_cpu_capability()``:
-    #: ``AVX2``, ``AVX512``, ...): fp32 training reproduces the same tensors only with the same family
+    #: ``AVX2``, ``AVX512``, ...): fp32 training reproduces the same tensors only on the same kind of CPU, and
+    #: another family is the commonest reason it does not (docs/accuracy.md, "The shipped weights")
     cpu_kernels: str = ""
 
     @property
