@@ -13,3 +13,5 @@ cfg = TrainConfig(model="resnet", dataset=dataset, epochs=3, batch_size=batch, d
                   max_steps=steps, threads=1, eval_limit=64)
 res = train(cfg, write=False, quiet=True, log=lambda m: None)
 torch.save(res.model.state_dict(), os.path.join(out, f"rank{os.environ.get('RANK', '0')}.pt"))
+sys.stdout.flush()
+os._exit(0)  # as cnnlab.cli._exit_now: no interpreter shutdown while gloo's threads free their last work

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import cnnlab.checkpoint
 import cnnlab.fileio
-from cnnlab.cli import main
+from cnnlab.cli import console
 
 
 def _die() -> None:
@@ -68,4 +68,4 @@ if __name__ == "__main__":
         and os.environ.get("RANK", "0") == "0"
     if active:
         install([(name, point, int(n)) for name, point, n in specs])
-    raise SystemExit(main(sys.argv[split + 1:]))
+    raise SystemExit(console(sys.argv[split + 1:]))

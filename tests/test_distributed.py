@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from cnnlab.checkpoint import load_checkpoint
+from cnnlab.distributed import Dist, PeerLost
 from cnnlab.runs import read_metrics
 
 HERE = Path(__file__).parent
@@ -112,6 +113,8 @@ def test_killed_twice_inside_checkpoint_saves_still_finishes_like_an_uninterrupt
     out = finish(torchrun(2, ["--max-restarts=2", str(HERE / "fault_worker.py"), "last.pt:before-rename:2", "--",
                               *args], extra_env={"FAULT_ATTEMPTS": "0,1"}, cwd=tmp_path))
     assert out.count("resuming") == 2, out[-3000:]
+    # the rank that outlived its killed peer says so in a line; no rank dies in gloo's threads at exit
+    assert "Traceback" not in out and "terminate called" not in out and "SIGABRT" not in out, out[-6000:]
     (victim,) = set((tmp_path / "runs").iterdir()) - {ref}  # one more folder, however often it restarted
     assert "torchrun" in ref.name and "torchrun" in victim.name
     assert out.count(f"resuming {Path('runs', victim.name)}") == 2, out[-3000:]
@@ -120,3 +123,37 @@ def test_killed_twice_inside_checkpoint_saves_still_finishes_like_an_uninterrupt
     a, b = load_checkpoint(ref / "last.pt")["state_dict"], load_checkpoint(victim / "last.pt")["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not list(victim.glob(".*.tmp"))
+
+
+GLOO_PEER_DIED = RuntimeError(
+    "[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed by peer "
+    "[127.0.0.1]:9607. This is typically caused by a remote worker crashing. Check the logs of the remote worker "
+    "before reporting an error. GLHF!")
+
+
+def test_a_dead_peer_is_one_line_that_names_it_not_glooss_traceback():
+    with pytest.raises(PeerLost) as info, Dist(rank=1, world_size=2, initialised=True).errors_explained():
+        raise GLOO_PEER_DIED
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith("rank 1: lost contact with another rank of the group")
+    assert "(Connection closed by peer [127.0.0.1]:9607)" in msg and "pair.cc" not in msg and "--max-restarts" in msg
+    assert info.value.__cause__ is GLOO_PEER_DIED
+    with pytest.raises(PeerLost, match="rank 0: could not join the group"), Dist(world_size=2).errors_explained():
+        raise torch.distributed.DistNetworkError("Connection refused")
+    # any other error, and any error of a process alone, passes through as it was
+    for ranks, err in ((Dist(rank=1, world_size=2, initialised=True), RuntimeError("shapes differ")),
+                       (Dist(), GLOO_PEER_DIED)):
+        with pytest.raises(RuntimeError) as info, ranks.errors_explained():
+            raise err
+        assert info.value is err
+
+
+def test_under_torchruns_environment_the_program_exits_without_shutdown_and_loses_no_output(tmp_path):
+    """cnnlab.cli.console ends a torchrun worker with os._exit: what it printed still arrives (through a pipe,
+    where stdout is block-buffered), and its exit code is main's."""
+    run = lambda *args, **env: subprocess.run([sys.executable, "-m", "cnnlab", *args], capture_output=True,  # noqa: E731
+                                              text=True, cwd=tmp_path, env={**os.environ, **env}, timeout=120)
+    alone, ranked = run("models"), run("models", WORLD_SIZE="2")
+    assert alone.returncode == ranked.returncode == 0 and ranked.stdout == alone.stdout and "resnet" in ranked.stdout
+    bad = run("evaluate", str(tmp_path / "nope"), WORLD_SIZE="2")
+    assert bad.returncode == 2 and bad.stderr.startswith("cnnlab: error:") and bad.stderr.count("\n") == 1, bad.stderr

@@ -6,13 +6,20 @@ it the process is a group of one and every call here is a cheap no-op.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
 from cnnlab.errors import CnnlabError
+
+
+class PeerLost(CnnlabError):
+    """A collective failed because another rank of the torchrun group stopped (or never came)."""
 
 
 @dataclass
@@ -84,3 +91,34 @@ class Dist:
         if self.initialised:
             dist.destroy_process_group()
             self.initialised = False
+
+    @contextlib.contextmanager
+    def errors_explained(self) -> Iterator[None]:
+        """Say in one line why a collective failed, instead of gloo's or NCCL's traceback.
+
+        When one rank dies (killed, out of memory), every other rank's next collective raises a
+        RuntimeError whose text starts with a C++ source path; under ``--max-restarts`` that is an
+        expected event, and the run resumes from its checkpoint. Other errors pass through unchanged.
+        """
+        try:
+            yield
+        except RuntimeError as err:
+            if not self.enabled or not is_communication_error(err):
+                raise
+            what = "lost contact with another rank of the group" if self.initialised else "could not join the group"
+            raise PeerLost(f"rank {self.rank}: {what} ({_first_sentence(err)}); see the other ranks' lines for the "
+                           "cause: torchrun restarts the group while --max-restarts allows, and the run resumes "
+                           "from its last checkpoint") from err
+
+
+def is_communication_error(err: BaseException) -> bool:
+    """torch's own distributed errors, and the RuntimeErrors that gloo raises with its source path."""
+    return isinstance(err, dist.DistError) or "/gloo/" in str(err)
+
+
+def _first_sentence(err: BaseException) -> str:
+    """``[.../gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:9607. This is ...``
+    becomes ``Connection closed by peer [127.0.0.1]:9607``."""
+    line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    line = re.sub(r"^\[[^\]]*\]\s*", "", line)
+    return line.split(". ")[0].rstrip(".")[:200]

@@ -142,6 +142,7 @@ def train(
             stack.enter_context(RunLock(plan.run_dir))
             stack.push(_record_failure(plan))
             stack.push(_forget_if_empty(plan))
+        stack.enter_context(ranks.errors_explained())  # a dead peer: one line, not gloo's traceback
         ckpt = load_checkpoint(plan.resume_from) if plan.resume_from is not None else None
         if ckpt is not None:
             cfg = resumed_config(TrainConfig.from_dict(ckpt["config"]), cfg, changes)
