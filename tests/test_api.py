@@ -128,13 +128,23 @@ def test_yaml_config_files_and_their_errors(tiny_idx, tmp_path, capsys):
     saved = json.loads((tmp_path / "r" / "config.json").read_text())["config"]
     assert saved["model"] == "basic_cnn" and saved["optimizer"] == "adam" and saved["epochs"] == 1
     for text, message in (("model: [", "not valid YAML"), ("- a\n- b\n", "expected a mapping"),
-                          ("learning_rate: 3\n", "unknown settings ['learning_rate']")):
+                          ("learning_rate: 3\n", "unknown settings ['learning_rate']"),
+                          ("epochs: ten\n", "epochs must be int (or null), got 'ten'"),
+                          ("epochs: 2.5\n", "epochs must be int (or null), got 2.5"),
+                          ("channels_last: 1\n", "channels_last must be bool (or null), got 1"),
+                          ("lr: fast\n", "lr must be float (or null), got 'fast'"),
+                          ("model: [resnet]\n", "model must be str, got ['resnet']"),
+                          ("seed: true\n", "seed must be int, got True")):
         cfg.write_text(text)
         assert main(["train", "--config", str(cfg)]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1
     assert main(["train", "--config", str(tmp_path / "nope.yaml")]) == 2
     assert "cannot be read" in capsys.readouterr().err
+    # PyYAML reads 1e-3 as a string (YAML 1.1 wants 1.0e-3): a float field takes it as the number it is
+    cfg.write_text(f"model: basic_cnn\ndataset: idx:{tiny_idx}\nlr: 1e-3\nepochs: 1\ndevice: cpu\n")
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "e"), "--quiet", "--max-steps", "1"]) == 0
+    assert json.loads((tmp_path / "e" / "config.json").read_text())["config"]["lr"] == 0.001
 
 
 def test_resolve_run_is_the_one_place_latest_is_read(tmp_path):

@@ -131,7 +131,7 @@ class TrainConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise CnnlabError(f"unknown config keys {unknown}; this run was written by another cnnlab version")
-        return cls(**{**ADDED_FIELDS, **data})
+        return cls(**{**ADDED_FIELDS, **typed_values(data, "the run's config")})
 
     @classmethod
     def from_file(cls, path: str | Path) -> "TrainConfig":
@@ -157,8 +157,38 @@ class TrainConfig:
         if unknown:
             raise CnnlabError(f"--config {path}: unknown settings {unknown}; they are the flags' names with "
                               "'_' for '-' (see 'cnnlab train --help')")
-        return cls(**data)
+        return cls(**typed_values(data, f"--config {path}"))
 
+
+#: What each annotation in :class:`TrainConfig` accepts from a JSON or YAML file.
+_KINDS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
+def typed_values(data: dict, where: str) -> dict:
+    """``data`` with each value checked against its field's type: ``epochs: ten`` is one line naming the field,
+    not a TypeError later. A float field also takes a number written as a string, as PyYAML reads ``1e-3``
+    (YAML 1.1 wants ``1.0e-3``)."""
+    out = dict(data)
+    for f in fields(TrainConfig):
+        if f.name not in data:
+            continue
+        value, names = data[f.name], [n.strip() for n in str(f.type).split("|")]
+        if value is None and "None" in names:
+            continue
+        if "float" in names and isinstance(value, str):
+            try:
+                value = out[f.name] = float(value)
+            except ValueError:
+                pass
+        kinds = tuple(k for n in names for k in _KINDS.get(n, ()))
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            wanted = " or ".join(n for n in names if n != "None") + (" (or null)" if "None" in names else "")
+            raise CnnlabError(f"{where}: {f.name} must be {wanted}, got {value!r}; fix the value "
+                              f"(e.g. {f.name}: {_EXAMPLES.get(names[0], 1)})")
+    return out
+
+
+_EXAMPLES = {"int": 10, "float": 0.01, "str": "resnet", "bool": "true"}
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "onecycle", "cosine")
