@@ -71,6 +71,22 @@ def test_dry_run_writes_nothing(tiny_idx, tmp_path, capsys, monkeypatch):
     assert code == 0 and not (tmp_path / "runs").exists()
 
 
+def test_every_recipe_gives_every_model_and_dataset_a_valid_config_that_dry_run_checks_as_it_is():
+    """A dry run checks the run's own settings, cut to a few steps: the residual net's Fashion-MNIST recipe
+    (--clean-epochs 10) once failed its dry run because the dry run set --epochs 1."""
+    from cnnlab.cli.train import config_from_args
+    from cnnlab.config import RECIPES
+    from cnnlab.models import list_models
+
+    for recipe in RECIPES:
+        for model in list_models():
+            for dataset in ("mnist", "fashion-mnist"):
+                argv = ["train", "--model", model, "--recipe", recipe, "--dataset", dataset]
+                full = config_from_args(build_parser().parse_args(argv))
+                dry = config_from_args(build_parser().parse_args([*argv, "--dry-run"]))
+                assert (dry.epochs, dry.clean_epochs, dry.max_steps) == (full.epochs, full.clean_epochs, 2)
+
+
 def test_bad_input_is_one_line_error(tmp_path, capsys):
     code, _, err = run(["train", "--model", "vgg", "--dataset", f"idx:{tmp_path}/nope"], capsys)
     assert code == 2 and err.count("\n") == 1 and "cnnlab: error:" in err

@@ -186,8 +186,8 @@ def config_from_args(args) -> TrainConfig:
         path = resolve_run(args.config)  # 'latest': the newest run's settings
         path = path / "config.json" if path.is_dir() else path
         cfg = _overlay(TrainConfig.from_file(path), cfg, given_flags(args.parser, getattr(args, "argv", [])))
-    if args.dry_run:
-        cfg.epochs, cfg.max_steps, cfg.eval_limit = 1, DRY_RUN_STEPS, DRY_RUN_EVAL_IMAGES
+    if args.dry_run:  # the run's own settings (its epochs, clean epochs, warm-up, all checked), cut short
+        cfg.max_steps, cfg.eval_limit = DRY_RUN_STEPS, DRY_RUN_EVAL_IMAGES
     return cfg.validate()
 
 
