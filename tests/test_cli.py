@@ -243,7 +243,8 @@ def test_recipe_variants_resolve_by_model_and_dataset_and_never_flip_digits():
     inc = recipe_values("best", "inception", "mnist")
     assert (inc["lr"], inc["epochs"]) == (0.004, 10)
     fash = recipe_values("best", "resnet", "fashion-mnist")
-    assert "flip" in fash["augment"] and fash["epochs"] == 30
+    assert "flip" in fash["augment"] and fash["epochs"] == 45 and fash["clean_epochs"] == 10
+    assert recipe_values("best", "basic_cnn", "fashion-mnist")["epochs"] == 30  # 45 is the residual net's alone
     assert recipe_values("best", "inception", "fashion-mnist")["epochs"] == 10  # the more specific entry wins
     for dataset in ("mnist", "fashion-mnist"):  # GoogLeNet's ReLUs cost nothing per step: the same time budget
         assert recipe_values("best", "inception_relu", dataset) == recipe_values("best", "inception", dataset)
