@@ -157,3 +157,19 @@ def test_under_torchruns_environment_the_program_exits_without_shutdown_and_lose
     assert alone.returncode == ranked.returncode == 0 and ranked.stdout == alone.stdout and "resnet" in ranked.stdout
     bad = run("evaluate", str(tmp_path / "nope"), WORLD_SIZE="2")
     assert bad.returncode == 2 and bad.stderr.startswith("cnnlab: error:") and bad.stderr.count("\n") == 1, bad.stderr
+
+
+def test_torchruns_variables_set_by_hand_are_one_line_and_leave_no_run_folder(tiny_idx, tmp_path, monkeypatch, capsys):
+    from cnnlab.cli import main
+
+    for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RESTART_COUNT"):
+        monkeypatch.delenv(name, raising=False)
+    args = ["train", "--model", "basic_cnn", "--dataset", f"idx:{tiny_idx}", "--max-steps", "1", "--device", "cpu"]
+    for world, message in (("2", "WORLD_SIZE=2 asks for a group of processes, but RANK is not set; launch with "
+                                  "torchrun (torchrun --nproc_per_node=2 -m cnnlab train ...), or unset WORLD_SIZE"),
+                           ("two", "WORLD_SIZE='two' is not a whole number; torchrun sets WORLD_SIZE itself")):
+        monkeypatch.setenv("WORLD_SIZE", world)
+        assert main([*args, "--out", str(tmp_path / f"run-{world}")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+        assert not (tmp_path / f"run-{world}").exists()

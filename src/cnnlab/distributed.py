@@ -41,12 +41,11 @@ class Dist:
 
     @classmethod
     def from_env(cls) -> "Dist":
-        world = int(os.environ.get("WORLD_SIZE", "1"))
         return cls(
-            rank=int(os.environ.get("RANK", "0")),
-            world_size=world,
-            local_rank=int(os.environ.get("LOCAL_RANK", "0")),
-            restart_count=int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")),
+            rank=_env_int("RANK", 0),
+            world_size=_env_int("WORLD_SIZE", 1),
+            local_rank=_env_int("LOCAL_RANK", 0),
+            restart_count=_env_int("TORCHELASTIC_RESTART_COUNT", 0),
         )
 
     def device_for(self, device: torch.device) -> torch.device:
@@ -70,7 +69,14 @@ class Dist:
         # keys with the dead ones, a rank could read a dead peer's address (seen here: gloo
         # "connectFullMesh ... Connection refused" after a restart). A prefix per attempt keeps
         # every attempt's keys apart.
-        store, rank, world = next(dist.rendezvous("env://"))
+        try:
+            store, rank, world = next(dist.rendezvous("env://"))
+        except ValueError as err:  # WORLD_SIZE set by hand, without torchrun's other variables
+            missing = re.search(r"environment variable (\w+) expected", str(err))
+            why = f"{missing.group(1)} is not set" if missing else _first_sentence(err)
+            raise CnnlabError(f"WORLD_SIZE={self.world_size} asks for a group of processes, but {why}; "
+                              f"launch with torchrun (torchrun --nproc_per_node={self.world_size} -m cnnlab train ...), "
+                              "or unset WORLD_SIZE to train in one process") from None
         store = dist.PrefixStore(f"cnnlab/attempt_{self.restart_count}", store)
         dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world)
         self.initialised = True
@@ -109,6 +115,17 @@ class Dist:
             raise PeerLost(f"rank {self.rank}: {what} ({_first_sentence(err)}); see the other ranks' lines for the "
                            "cause: torchrun restarts the group while --max-restarts allows, and the run resumes "
                            "from its last checkpoint") from err
+
+
+def _env_int(name: str, default: int) -> int:
+    """One of torchrun's variables; a value that is not a whole number >= 0 is one line, not a ValueError."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdigit():
+        raise CnnlabError(f"{name}={text!r} is not a whole number; torchrun sets {name} itself: unset it to train "
+                          "in one process, or launch with torchrun")
+    return int(text)
 
 
 def is_communication_error(err: BaseException) -> bool:
