@@ -93,6 +93,22 @@ def test_refuses_altered_and_truncated_files(a_checkpoint):
         load_checkpoint(a_checkpoint)
 
 
+def test_a_file_that_torch_save_did_not_write_is_named_for_what_it_is(tmp_path):
+    """An image or a JSON file passed where a checkpoint goes was refused as "objects other than tensors"
+    (what a hostile pickle gets)."""
+    from PIL import Image
+
+    Image.new("L", (28, 28)).save(tmp_path / "digit.png")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "config.pt").write_text('{"model": "resnet"}')
+    (tmp_path / "w.safetensors").write_bytes(len(b'{"a":{}}').to_bytes(8, "little") + b'{"a":{}}')
+    for name, what in (("digit.png", "a PNG image"), ("empty.pt", "an empty file"), ("config.pt", "a JSON file"),
+                       ("w.safetensors", "a safetensors file")):
+        with pytest.raises(CheckpointError, match=f"not a checkpoint \\({what}") as info:
+            load_checkpoint(tmp_path / name)
+        assert "objects other than tensors" not in str(info.value) and "\n" not in str(info.value)
+
+
 def test_refuses_other_format_version(a_checkpoint):
     ck = load_checkpoint(a_checkpoint)
     ck["version"] = 99

@@ -172,7 +172,27 @@ def _check_sidecar(path: Path) -> None:
         )
 
 
+#: What a file that is not one of torch.save's may be instead (its first bytes), for the refusal's message.
+_OTHER_FORMATS = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+                  (b"BM", "a BMP image"), (b"{", "a JSON file"), (b"\x1f\x8b", "a gzip file"))
+
+
+def _check_torch_file(path: Path) -> None:
+    """torch.save writes a zip archive (``PK``) or, in its legacy format, a pickle (``\\x80``): anything else is
+    named for what it is, not refused as "objects other than tensors" (what a hostile pickle gets)."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return
+    what = "an empty file" if not head else next((name for magic, name in _OTHER_FORMATS if head.startswith(magic)),
+                                                 "not a file that torch.save wrote")
+    if len(head) >= 9 and head[8:9] == b"{":
+        what = "a safetensors file, as 'cnnlab export-weights' writes for other tools: give the run it came from"
+    raise CheckpointError(f"{path}: not a checkpoint ({what}); pass a run directory or a .pt file written by cnnlab")
+
+
 def _torch_load(path: Path):
+    _check_torch_file(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
