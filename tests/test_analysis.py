@@ -230,6 +230,9 @@ def test_bad_stack_arguments():
         with pytest.raises(CnnlabError, match="--depths"):
             gr.parse_depths(bad)
     assert gr.parse_depths("8, 4,8") == [4, 8]
+    with pytest.raises(CnnlabError, match="--depths at most 256 .* got 1000000"):  # it built them, until memory ran out
+        gr.parse_depths("4,1000000")
+    assert gr.parse_depths("256") == [256]
 
 
 @pytest.mark.parametrize("kind", ["plain", "residual"])

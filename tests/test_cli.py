@@ -313,3 +313,27 @@ def test_predict_show_input_without_dir_writes_beside_the_input(tmp_path, capsys
     code, out, _ = run(["predict", str(ckpt.parent), str(digit), "--show-input", "--json"], capsys)
     fallback = Path("cnnlab-inputs") / "my_digit.input.png"
     assert code == 0 and json.loads(out)[0]["input_image"] == str(fallback) and (tmp_path / fallback).is_file()
+
+
+@pytest.mark.parametrize("err, shown", [
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
+                  "tried to allocate 360000000000 bytes. Error code 12 (Cannot allocate memory)"),
+     "out of memory (an allocation of 360.0 GB failed)"),
+    (MemoryError(), "out of memory (Python could not allocate)"),
+    (type("OutOfMemoryError", (RuntimeError,), {})("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has ..."),
+     "out of memory (CUDA out of memory)"),
+])
+def test_running_out_of_memory_is_one_line_that_says_to_ask_for_less(monkeypatch, capsys, err, shown):
+    """`cnnlab analyze gradients --width 100000` asked torch for 360 GB and ended in a RuntimeError traceback."""
+    import cnnlab.cli.models
+
+    def fail(args):
+        raise err
+
+    monkeypatch.setattr(cnnlab.cli.models, "cmd_models", fail)
+    code, _, stderr = run(["models"], capsys)
+    assert code == 2 and stderr.count("\n") == 1 and stderr.startswith(f"cnnlab: error: {shown}"), stderr
+    assert "--batch-size" in stderr
+    monkeypatch.setattr(cnnlab.cli.models, "cmd_models", lambda args: (_ for _ in ()).throw(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):  # any other RuntimeError is still a bug's traceback
+        main(["models"])

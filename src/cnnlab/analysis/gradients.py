@@ -30,6 +30,9 @@ from cnnlab.models.stacks import KINDS, NORMS
 from cnnlab.optim import eager
 
 DEFAULT_DEPTHS = (4, 8, 16, 32, 64)
+#: The deepest stack measured: memory for the backward pass grows with depth (about 3 MB a layer at the
+#: default width and batch), and the lecture's point shows by 64.
+MAX_DEPTH = 256
 
 
 def parse_depths(text: str) -> list[int]:
@@ -41,6 +44,9 @@ def parse_depths(text: str) -> list[int]:
     if not depths or any(d < 2 or d % 2 for d in depths):
         raise CnnlabError(f"--depths must be comma-separated even numbers >= 2 (a residual block holds two convs), "
                           f"e.g. 4,8,16,32,64; got {text!r}")
+    if max(depths) > MAX_DEPTH:
+        raise CnnlabError(f"--depths at most {MAX_DEPTH} (the backward pass's memory grows with depth), got "
+                          f"{max(depths)}; the default {','.join(map(str, DEFAULT_DEPTHS))} already shows the effect")
     return sorted(set(depths))
 
 

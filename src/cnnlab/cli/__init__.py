@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import sys
 import traceback
 from typing import NoReturn
@@ -57,6 +58,25 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cnnlab: interrupted", file=sys.stderr)
         return 130
+    except (MemoryError, RuntimeError) as err:
+        if not _out_of_memory(err):
+            raise
+        print(f"cnnlab: error: out of memory ({_out_of_memory(err)}); ask for less (a smaller --batch-size, "
+              "--eval-batch-size or --width), or free some memory", file=sys.stderr)
+        return 2
+
+
+def _out_of_memory(err: BaseException) -> str:
+    """What an allocation that failed asked for ("" when ``err`` is not one): torch's CPU allocator
+    (``RuntimeError: ... can't allocate memory: you tried to allocate N bytes``), its CUDA one
+    (``torch.OutOfMemoryError``), or Python's ``MemoryError``. By name and text: torch is not imported here."""
+    text = str(err)
+    if isinstance(err, MemoryError):
+        return "Python could not allocate"
+    if type(err).__name__ == "OutOfMemoryError":
+        return text.strip().split(". ")[0][:160] or "the GPU"
+    asked = re.search(r"can't allocate memory: you tried to allocate (\d+) bytes", text)
+    return f"an allocation of {int(asked.group(1)) / 1e9:,.1f} GB failed" if asked else ""
 
 
 def console(argv: list[str] | None = None) -> int:
