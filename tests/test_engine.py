@@ -145,6 +145,13 @@ def test_malicious_checkpoint_never_runs(tmp_path):
 def test_bad_config_values_are_clear_errors(tiny_idx, monkeypatch):
     with pytest.raises(CnnlabError, match="--batch-size must be at least 1"):
         train(tiny_cfg(tiny_idx, batch_size=0), write=False, log=lambda m: None)
+    # infinite rates trained until the loss was NaN, and the message then blamed the rate (or, for an infinite
+    # weight decay, the finite rate)
+    for bad, message in (({"lr": float("inf")}, "--lr must be a positive finite number, got inf"),
+                         ({"lr": float("nan")}, "--lr must be a positive finite number, got nan"),
+                         ({"weight_decay": float("inf")}, "--weight-decay must be a finite number >= 0, got inf")):
+        with pytest.raises(CnnlabError, match=message):
+            train(tiny_cfg(tiny_idx, **bad), write=False, log=lambda m: None)
     # a machine without a GPU, on every machine (on a CUDA machine this check used to be skipped)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(CnnlabError, match="--device cuda: this torch build or machine has no CUDA GPU"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -97,9 +98,9 @@ class TrainConfig:
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
             (self.eval_batch_size >= 1, f"--eval-batch-size must be at least 1, got {self.eval_batch_size}"),
-            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
+            (0 < self.lr < math.inf, f"--lr must be a positive finite number, got {self.lr}"),
             (0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}"),
-            (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
+            (0 <= self.weight_decay < math.inf, f"--weight-decay must be a finite number >= 0, got {self.weight_decay}"),
             (self.threads >= 0, f"--threads must be >= 0, got {self.threads}"),
             (self.max_steps >= 0, f"--max-steps must be >= 0, got {self.max_steps}"),
             (self.save_every >= 0, f"--save-every must be >= 0, got {self.save_every}"),
