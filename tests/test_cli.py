@@ -337,3 +337,10 @@ def test_running_out_of_memory_is_one_line_that_says_to_ask_for_less(monkeypatch
     monkeypatch.setattr(cnnlab.cli.models, "cmd_models", lambda args: (_ for _ in ()).throw(RuntimeError("a bug")))
     with pytest.raises(RuntimeError, match="a bug"):  # any other RuntimeError is still a bug's traceback
         main(["models"])
+
+
+def test_runs_refuses_a_negative_limit(tmp_path, capsys, monkeypatch):
+    """--limit -1 listed every run and then said '... and 2 older' of a folder with one run."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(["runs", "--limit", "-1"], capsys)
+    assert code == 2 and err == "cnnlab: error: --limit must be >= 0 (0 shows every run), got -1\n" and not out

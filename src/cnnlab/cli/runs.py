@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from cnnlab.cli.common import add_json
+from cnnlab.errors import CnnlabError
 from cnnlab.runs import describe_run, find_runs
 
 
@@ -40,6 +41,8 @@ def format_runs(rows: list[dict]) -> str:
 
 
 def cmd_runs(args) -> int:
+    if args.limit < 0:
+        raise CnnlabError(f"--limit must be >= 0 (0 shows every run), got {args.limit}")
     runs = find_runs(args.root)
     rows = [describe_run(run) for run in (runs[: args.limit] if args.limit > 0 else runs)]
     if args.json:
