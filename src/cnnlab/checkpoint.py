@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 from safetensors import safe_open
 
-from cnnlab.errors import CheckpointError
+from cnnlab.errors import CheckpointError, first_line
 from cnnlab.fileio import atomic_write_bytes, atomic_write_text, sha256_file
 from cnnlab.models import create_model
 from cnnlab.runs import CHECKPOINTS, DEFAULT_CHECKPOINT
@@ -196,9 +196,8 @@ def _torch_load(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
-            f"{path}: refused, the file holds objects other than tensors and plain data ({first[:160]}); "
+            f"{path}: refused, the file holds objects other than tensors and plain data ({first_line(err)[:160]}); "
             "only load checkpoints written by cnnlab"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as err:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from cnnlab.dataset_names import dataset_kind
-from cnnlab.errors import CnnlabError, RunError
+from cnnlab.errors import CnnlabError, RunError, first_line
 
 
 #: The fields a recipe sets. In a :class:`TrainConfig` they default to ``None``, "from the recipe", and
@@ -146,9 +146,8 @@ class TrainConfig:
         try:
             data = json.loads(text) if path.suffix == ".json" else _yaml(text)
         except ValueError as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise CnnlabError(f"--config {path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} "
-                              f"({first[:120]}); fix the file") from None
+                              f"({first_line(err)[:120]}); fix the file") from None
         if not isinstance(data, dict):
             raise CnnlabError(f"--config {path}: expected a mapping of settings (e.g. 'model: resnet'), "
                               f"got {type(data).__name__}")
@@ -163,6 +162,8 @@ class TrainConfig:
 
 #: What each annotation in :class:`TrainConfig` accepts from a JSON or YAML file.
 _KINDS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+#: A value of each kind for the refusal's example.
+_EXAMPLES = {"int": 10, "float": 0.01, "str": "resnet", "bool": "true"}
 
 
 def typed_values(data: dict, where: str) -> dict:
@@ -188,8 +189,6 @@ def typed_values(data: dict, where: str) -> dict:
                               f"(e.g. {f.name}: {_EXAMPLES.get(names[0], 1)})")
     return out
 
-
-_EXAMPLES = {"int": 10, "float": 0.01, "str": "resnet", "bool": "true"}
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "onecycle", "cosine")

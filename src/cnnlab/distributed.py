@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, first_line
 
 
 class PeerLost(CnnlabError):
@@ -136,6 +136,5 @@ def is_communication_error(err: BaseException) -> bool:
 def _first_sentence(err: BaseException) -> str:
     """``[.../gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:9607. This is ...``
     becomes ``Connection closed by peer [127.0.0.1]:9607``."""
-    line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-    line = re.sub(r"^\[[^\]]*\]\s*", "", line)
+    line = re.sub(r"^\[[^\]]*\]\s*", "", first_line(err))
     return line.split(". ")[0].rstrip(".")[:200]

@@ -5,6 +5,13 @@ class CnnlabError(Exception):
     """A user-facing error. ``str(err)`` is a single line: what is wrong, and what to do about it."""
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of another library's error, to quote inside a one-line message (its type's name when
+    it says nothing)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 class DataError(CnnlabError):
     """Bad, missing or unreachable data."""
 

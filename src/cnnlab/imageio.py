@@ -40,7 +40,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, first_line
 from cnnlab.imagelimits import DEFAULT_MAX_PIXELS, MIN_MAX_PIXELS, max_file_bytes
 
 __all__ = ["ALLOWED_FORMATS", "ALLOWED_TEXT", "DEFAULT_MAX_PIXELS", "FORMAT_SUFFIXES", "IMAGE_SUFFIXES",
@@ -235,8 +235,7 @@ def open_image(source: str | Path | bytes | BinaryIO, name: str | None = None,
         except MemoryError:
             raise _bad(name, "not enough memory to decode it; give a smaller image (or lower --max-pixels)") from None
         except Exception as err:  # noqa: BLE001 - any decoder failure on untrusted bytes is a refusal, not a traceback
-            msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise _bad(name, f"damaged or truncated image ({msg[:120]}); re-save or re-export the file") from None
+            raise _bad(name, f"damaged or truncated image ({first_line(err)[:120]}); re-save or re-export the file") from None
     return img
 
 

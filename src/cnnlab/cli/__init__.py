@@ -59,9 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         print("cnnlab: interrupted", file=sys.stderr)
         return 130
     except (MemoryError, RuntimeError) as err:
-        if not _out_of_memory(err):
+        asked = _out_of_memory(err)
+        if not asked:
             raise
-        print(f"cnnlab: error: out of memory ({_out_of_memory(err)}); ask for less (a smaller --batch-size, "
+        print(f"cnnlab: error: out of memory ({asked}); ask for less (a smaller --batch-size, "
               "--eval-batch-size or --width), or free some memory", file=sys.stderr)
         return 2
 
