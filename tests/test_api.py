@@ -120,6 +120,20 @@ def test_train_config_file_reruns_a_run_bitwise(tiny_idx, tmp_path):
     assert c["recipe"] == "lecture" and c["optimizer"] == "sgd" and c["model"] == "resnet"
 
 
+def test_a_damaged_run_file_is_one_line_naming_it(tiny_idx, tmp_path):
+    run = cnnlab.train("basic_cnn", dataset=f"idx:{tiny_idx}", out=tmp_path / "r", quiet=True, **TINY).run_dir
+    for name in ("summary.json", "config.json"):
+        good = (run / name).read_bytes()
+        for junk, message in ((b"\x89PNG\r\n", "not text (byte 0 is not UTF-8)"),
+                              (good[:40], "not valid JSON"), (b"[1, 2]", "not the file cnnlab writes there")):
+            (run / name).write_bytes(junk)
+            with pytest.raises(cnnlab.CnnlabError, match="damaged") as err:
+                cnnlab.load_run(run)
+            assert str(err.value).startswith(f"{run / name}: {message}") and "\n" not in str(err.value)
+        (run / name).write_bytes(good)
+    assert cnnlab.load_run(run).summary["n"] == 64
+
+
 def test_yaml_config_files_and_their_errors(tiny_idx, tmp_path, capsys):
     cfg = tmp_path / "run.yaml"
     cfg.write_text(f"# my experiment\nmodel: basic_cnn\ndataset: idx:{tiny_idx}\nrecipe: fast\nepochs: 1\n"
@@ -141,6 +155,13 @@ def test_yaml_config_files_and_their_errors(tiny_idx, tmp_path, capsys):
         assert message in err and err.count("\n") == 1
     assert main(["train", "--config", str(tmp_path / "nope.yaml")]) == 2
     assert "cannot be read" in capsys.readouterr().err
+    # not text, or too large to be a settings file (a device such as /dev/zero is never read to its end)
+    for data, message in ((b"\xcd\x00\xff" * 50, "not text (byte 0 is not UTF-8)"),
+                          (b"#" * (1 << 20) + b"\n", "larger than 1024 KB, not a settings file")):
+        cfg.write_bytes(data)
+        assert main(["train", "--config", str(cfg)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
     # PyYAML reads 1e-3 as a string (YAML 1.1 wants 1.0e-3): a float field takes it as the number it is
     cfg.write_text(f"model: basic_cnn\ndataset: idx:{tiny_idx}\nlr: 1e-3\nepochs: 1\ndevice: cpu\n")
     assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "e"), "--quiet", "--max-steps", "1"]) == 0

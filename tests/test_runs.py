@@ -169,6 +169,15 @@ def test_compare_on_tiny_data_writes_table_and_reuses_runs(tiny_idx, tmp_path, m
         sum(float(m.rsplit(" ", 1)[1].rstrip("%")) for m in logs if "--tta" in m) / 2, abs=0.01)
     # the runs' own results are untouched: TTA is a column beside them
     assert [(p / "summary.json").read_text() for p in sorted((tmp_path / "cmp").glob("basic_cnn-*"))] == summaries
+    # a damaged summary.json (not UTF-8, then not JSON) is not a finished run: the run is resumed, which
+    # evaluates it again and writes the same summary, instead of a traceback
+    damaged = sorted((tmp_path / "cmp").glob("basic_cnn-*"))[0] / "summary.json"
+    for junk in (b"\xc3\x28 not text", b'{"accuracy": 9'):
+        damaged.write_bytes(junk)
+        logs.clear()
+        compare(["basic_cnn"], 2, base, tmp_path / "cmp", log=logs.append)
+        assert sum(": resumed, final " in m for m in logs) == 1 and sum(": reused, final " in m for m in logs) == 1
+        assert json.loads(damaged.read_text())["accuracy"] == json.loads(summaries[0])["accuracy"]
 
 
 def test_forward_flops_counts_the_lecture_nets():

@@ -13,7 +13,7 @@ __version__ = "0.2.0"
 
 #: The names ``import cnnlab`` offers; each resolves to :mod:`cnnlab.api` on first access.
 # (not "runs" or "pretrained": those are the names of submodules)
-__all__ = ["Predictor", "Run", "TrainConfig", "create_model", "list_runs", "load_run", "predictor",
+__all__ = ["CnnlabError", "Predictor", "Run", "TrainConfig", "create_model", "list_runs", "load_run", "predictor",
            "pretrained_weights", "train"]
 
 

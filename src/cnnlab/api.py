@@ -12,7 +12,6 @@ Everything here calls the same library functions as the command line; nothing is
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +22,9 @@ from cnnlab.checkpoint import load_checkpoint, model_from_checkpoint, resolve_ch
 from cnnlab.config import TrainConfig
 from cnnlab.dataset_names import canonical_dataset_name
 from cnnlab.engine import TrainResult
+from cnnlab.errors import CnnlabError
 from cnnlab.evaluation import EvalResult, evaluate_run
+from cnnlab.fileio import read_json
 from cnnlab.models import create_model as _create_model
 from cnnlab.predict import Predictor
 from cnnlab.pretrained import load_pretrained, pretrained_entries
@@ -91,10 +92,20 @@ def load_run(path: str | Path = "latest", root: str | Path = "runs") -> Run:
     """The run in ``path`` (``"latest"``: the newest run under ``root``)."""
     run = resolve_run(path, root)
     info = describe_run(run)
-    config = json.loads((run / "config.json").read_text())["config"]
+    config = _run_json(run / "config.json", "config")
     metrics = read_metrics(run / "metrics.csv") if (run / "metrics.csv").is_file() else []
-    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else None
+    summary = _run_json(run / "summary.json") if (run / "summary.json").is_file() else None
     return Run(run, config, metrics, summary, info["status"], info)
+
+
+def _run_json(path: Path, key: str | None = None) -> dict:
+    """A run's JSON file (its ``key`` entry), or one line naming the damaged file."""
+    data = read_json(path, str(path), fix="the run folder is damaged (cnnlab writes these files whole)")
+    if key is not None:
+        data = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        raise CnnlabError(f"{path}: not the file cnnlab writes there; the run folder is damaged")
+    return data
 
 
 def list_runs(root: str | Path = "runs") -> list[dict]:

@@ -21,7 +21,7 @@ from cnnlab.dataset_names import dataset_kind
 from cnnlab.engine import train
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluation import evaluate_run
-from cnnlab.fileio import atomic_write_text
+from cnnlab.fileio import atomic_write_text, read_json
 from cnnlab.models import build_model, count_parameters, list_models
 from cnnlab.plots import plot_comparison
 from cnnlab.runs import read_metrics
@@ -66,12 +66,13 @@ def run_folder(out: Path, cfg: TrainConfig) -> Path:
 def finished_run(run_dir: Path, cfg: TrainConfig) -> bool:
     """Whether ``run_dir`` holds a finished run of ``cfg`` (the same config hash, every epoch, a summary)."""
     try:
-        saved = json.loads((run_dir / "config.json").read_text())["config"]
+        saved = read_json(run_dir / "config.json", "config.json")["config"]
         rows = read_metrics(run_dir / "metrics.csv")
-    except (OSError, ValueError, KeyError):
-        return False
+        summary = read_json(run_dir / "summary.json", "summary.json")
+    except (CnnlabError, OSError, ValueError, KeyError, TypeError):
+        return False  # damaged or missing: the run is resumed, which writes its summary again
     return config_key(TrainConfig.from_dict(saved)) == config_key(cfg) and len(rows) >= cfg.epochs \
-        and (run_dir / "summary.json").is_file()
+        and isinstance(summary, dict) and isinstance(summary.get("accuracy"), (int, float))
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -124,7 +125,7 @@ def _run_one(cfg: TrainConfig, out: Path, data, quiet: bool, log) -> dict:
         how = "resumed" if resume else "trained"
         train(cfg, out=None if resume else run_dir, resume=run_dir if resume else None, quiet=quiet,
               log=lambda msg: None, dataset=data)
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = read_json(run_dir / "summary.json", str(run_dir / "summary.json"))
     rows = read_metrics(run_dir / "metrics.csv")
     seconds = sum(row["seconds"] for row in rows)
     log(f"{cfg.model} seed {cfg.seed}: {how}, final {summary['accuracy']:.2f}%, {seconds:.0f} s of training ({run_dir})")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from cnnlab.dataset_names import dataset_kind
 from cnnlab.errors import CnnlabError, RunError, first_line
+from cnnlab.fileio import read_small_text
 
 
 #: The fields a recipe sets. In a :class:`TrainConfig` they default to ``None``, "from the recipe", and
@@ -139,10 +140,7 @@ class TrainConfig:
         """A config file: a run's ``config.json`` (re-runs it exactly), or a JSON/YAML mapping of field names to
         values (the fields it leaves out keep their defaults; recipe fields come from its recipe)."""
         path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as err:
-            raise CnnlabError(f"--config {path}: cannot be read ({err.strerror or err}); check the path") from None
+        text = read_small_text(path, f"--config {path}")
         try:
             data = json.loads(text) if path.suffix == ".json" else _yaml(text)
         except ValueError as err:

@@ -14,7 +14,11 @@ import os
 import tempfile
 from pathlib import Path
 
-from cnnlab.errors import WriteError
+from cnnlab.errors import CnnlabError, WriteError, first_line
+
+#: The most a settings file (a --config file, a run's JSON files) may hold: they are a few KB; a larger file,
+#: or a device such as /dev/zero, is refused instead of read into memory.
+SMALL_FILE_LIMIT = 1 << 20
 
 
 def write_error(path: str | Path, err: OSError) -> WriteError:
@@ -103,6 +107,34 @@ def json_safe(obj):
 
 def atomic_write_json(path: str | Path, obj) -> None:
     atomic_write_text(path, json.dumps(json_safe(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def read_small_text(path: str | Path, what: str, limit: int = SMALL_FILE_LIMIT,
+                    fix: str = "check the path, or save the file as UTF-8") -> str:
+    """A small UTF-8 text file, read whole; :class:`CnnlabError` (one line that starts with ``what``) when it
+    cannot be read, is larger than ``limit`` bytes, or is not text."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
+    except OSError as err:
+        raise CnnlabError(f"{what}: cannot be read ({err.strerror or err}); check the path") from None
+    if len(data) > limit:
+        raise CnnlabError(f"{what}: larger than {limit // 1024} KB, not a settings file; check the path")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise CnnlabError(f"{what}: not text (byte {err.start} is not UTF-8); {fix}") from None
+
+
+def read_json(path: str | Path, what: str, fix: str = "the file is damaged") -> object:
+    """A small JSON file's contents; :class:`CnnlabError` (one line: ``what``, the problem, ``fix``) when it
+    cannot be read or is not JSON."""
+    text = read_small_text(path, what, fix=fix)
+    try:
+        return json.loads(text)
+    except ValueError as err:
+        raise CnnlabError(f"{what}: not valid JSON ({first_line(err)[:120]}); {fix}") from None
 
 
 def sha256_file(path: str | Path) -> str:
