@@ -271,7 +271,11 @@ def test_predict_and_serve_use_the_shipped_weights_without_a_run(shipped, tmp_pa
     digit = tmp_path / "digit.png"
     draw_digit().save(digit)
     assert main(["predict", "--model", "basic_cnn", "--dataset", shipped["dataset"], str(digit), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)[0]["file"] == str(digit)
+    by_model = json.loads(capsys.readouterr().out)
+    assert by_model[0]["file"] == str(digit)
+    # --pretrained, as 'cnnlab evaluate --pretrained MODEL' spells it, is the same option
+    assert main(["predict", "--pretrained", "basic_cnn", "--dataset", shipped["dataset"], str(digit), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == by_model
     assert main(["predict", str(digit)]) == 2  # an image where the run goes, and no --model
     assert "--model resnet" in capsys.readouterr().err
     predict = cnnlab.predictor(model="basic_cnn", dataset=shipped["dataset"])
@@ -281,3 +285,6 @@ def test_predict_and_serve_use_the_shipped_weights_without_a_run(shipped, tmp_pa
     monkeypatch.setattr("uvicorn.run", lambda app, **kw: served.update(app=app, **kw))
     server.run_server(model="basic_cnn", dataset=shipped["dataset"], port=0, log=lambda m: served.update(line=m))
     assert "pretrained basic_cnn" in served["line"] and served["app"] is not None
+    served.clear()
+    assert main(["serve", "--pretrained", "basic_cnn", "--dataset", shipped["dataset"], "--port", "0"]) == 0
+    assert served["app"] is not None and "pretrained basic_cnn" in capsys.readouterr().out

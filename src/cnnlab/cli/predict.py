@@ -32,7 +32,7 @@ def register(sub) -> None:
     p.add_argument("inputs", nargs="+", metavar="[RUN] IMAGE",
                    help="a run directory or checkpoint ('latest': the newest run), then image files, directories "
                         "(their image files) or globs; with --model, images only")
-    p.add_argument("--model", default=None,
+    p.add_argument("--model", "--pretrained", dest="model", metavar="MODEL", default=None,
                    help="use cnnlab's shipped weights of this model instead of a run, e.g. resnet (see 'cnnlab "
                         "models') (default: none)")
     p.add_argument("--dataset", default="mnist",

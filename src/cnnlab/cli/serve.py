@@ -15,7 +15,7 @@ def register(sub) -> None:
                                    "the net saw and, for Inception nets, each branch's activation energy) and "
                                    "a JSON endpoint POST /predict taking an image file. Ctrl+C stops it.")
     add_run(p, optional=True)
-    p.add_argument("--model", default="resnet",
+    p.add_argument("--model", "--pretrained", dest="model", metavar="MODEL", default="resnet",
                    help="without RUN: serve cnnlab's shipped weights of this model (see 'cnnlab models') "
                         "(default: %(default)s)")
     p.add_argument("--dataset", default="mnist",
