@@ -22,10 +22,12 @@ from benchmarks.common import median, write
 #: uses a 4-epoch schedule of the same recipe with a faster EMA (0.99: the 0.999 average lags a short run by about
 #: 2 epochs) and four checks an epoch (docs/accuracy.md); the other arms run their recipe as it is. ``fast-2ep`` is
 #: the fast recipe as the residual net ran it before 2026-12-05 (2 epochs at batch 128, as the Inception net still
-#: does), measured beside it.
+#: does), and ``fast-fp32`` the fast recipe in fp32 as it was until bf16 autocast joined it (2026-12-05, night),
+#: both measured beside it.
 ARMS = (
     ("fast", "fast", 99.0, (), None),
-    ("fast-2ep", "fast", 99.0, ("--epochs", "2", "--batch-size", "128"), ("resnet",)),
+    ("fast-fp32", "fast", 99.0, ("--precision", "fp32"), None),
+    ("fast-2ep", "fast", 99.0, ("--epochs", "2", "--batch-size", "128", "--precision", "fp32"), ("resnet",)),
     ("lecture", "lecture", 99.0, (), None),
     ("best", "best", 99.5, ("--epochs", "4", "--ema", "0.99", "--evals-per-epoch", "4"), None),
 )

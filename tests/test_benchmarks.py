@@ -111,10 +111,11 @@ def test_time_to_accuracy_alternates_the_arms_seed_by_seed(monkeypatch):
     monkeypatch.setattr(time_to_accuracy, "write", lambda name, payload, md: written.update(name=name, md=md))
     results = time_to_accuracy.run(seeds=2)
     resnet = [c for c in calls if c[0] == "resnet"]
-    # seed 0 of every arm before seed 1 of any; the old fast path runs for the residual net only
-    assert [c[2] for c in resnet] == [0, 0, 0, 0, 1, 1, 1, 1]
-    assert ("resnet", "fast", 0, ("--epochs", "2", "--batch-size", "128")) in calls
-    assert not any(c[0] == "inception" and c[3][:2] == ("--epochs", "2") for c in calls)
+    # seed 0 of every arm before seed 1 of any; the old 2-epoch fast path runs for the residual net only
+    assert [c[2] for c in resnet] == [0] * 5 + [1] * 5
+    assert ("inception", "fast", 1, ("--precision", "fp32")) in calls
+    assert ("resnet", "fast", 0, ("--epochs", "2", "--batch-size", "128", "--precision", "fp32")) in calls
+    assert not any(c[0] == "inception" and c[1] == "fast" and c[3][:1] == ("--epochs",) for c in calls)
     assert results["resnet/fast-2ep/99"]["median_seconds"] == 10.5
     assert results["inception/lecture/99"]["median_seconds"] is None and written["name"] == "time_to_accuracy"
-    assert "| resnet | fast `--epochs 2 --batch-size 128` | 99% | 10.0, 11.0 | **10.5** |" in written["md"]
+    assert "| resnet | fast `--epochs 2 --batch-size 128 --precision fp32` | 99% | 10.0, 11.0 | **10.5** |" in written["md"]

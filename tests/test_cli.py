@@ -238,6 +238,11 @@ def test_recipe_variants_resolve_by_model_and_dataset_and_never_flip_digits():
     # the fast recipe: the residual net on MNIST in one epoch at batch 64; the Inception net and other data as it is
     fast = recipe_values("fast", "resnet", "mnist")
     assert (fast["epochs"], fast["batch_size"], fast["lr"]) == (1, 64, RECIPES["fast"]["lr"])
+    # bf16 autocast for the fast recipe's steps only; a typed --precision fp32 is its path before
+    assert [RECIPES[r]["precision"] for r in ("lecture", "fast", "best")] == ["fp32", "bf16", "fp32"]
+    assert TrainConfig(model="resnet", recipe="fast").validate().precision == "bf16"
+    assert TrainConfig(model="resnet", recipe="fast", precision="fp32").validate().precision == "fp32"
+    assert TrainConfig(model="resnet").validate().precision == "fp32"
     for model, dataset in (("inception", "mnist"), ("resnet", "fashion-mnist"), ("resnet", "idx:/some/digits")):
         assert recipe_values("fast", model, dataset) == RECIPES["fast"]
     inc = recipe_values("best", "inception", "mnist")

@@ -158,6 +158,22 @@ def test_bad_config_values_are_clear_errors(tiny_idx, monkeypatch):
         train(tiny_cfg(tiny_idx, device="cuda"), write=False, log=lambda m: None)
 
 
+def test_bf16_is_autocast_of_the_steps_and_a_gpu_without_it_is_one_line(monkeypatch):
+    from cnnlab.devices import training_autocast
+
+    cpu = torch.device("cpu")
+    with training_autocast("bf16", cpu):
+        assert torch.nn.Linear(4, 2)(torch.ones(1, 4)).dtype == torch.bfloat16
+    with training_autocast("fp32", cpu):
+        assert torch.nn.Linear(4, 2)(torch.ones(1, 4)).dtype == torch.float32
+    # torch's own refusal is a RuntimeError at the first step; the fast recipe's default must not end that way
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "Tesla K80")
+    with pytest.raises(CnnlabError, match=r"^--precision bf16: Tesla K80 cannot compute in bfloat16 .*add --precision fp32$"):
+        training_autocast("bf16", torch.device("cuda"))
+    assert training_autocast("fp32", torch.device("cuda")) is not None
+
+
 @pytest.mark.parametrize("val_split", [0.0, 0.5])
 def test_the_report_reuses_the_last_test_evaluation(tiny_idx, tmp_path, monkeypatch, val_split):
     """The test set is evaluated once per epoch (or once at the end with a validation split), not once more

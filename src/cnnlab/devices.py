@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from cnnlab.errors import CnnlabError
@@ -27,6 +29,19 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "mps" and not _mps_available():
         raise CnnlabError("--device mps: MPS is not available here; use --device cpu or auto")
     return torch.device(name)
+
+
+def training_autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """What the training steps' forward pass runs under: nothing (fp32), or bf16 autocast (``--precision bf16``,
+    the fast recipe's default). A CUDA GPU without bfloat16 is refused here, in one line, before anything is
+    written, instead of by torch's RuntimeError at the first step; on MPS torch itself falls back to fp32 with
+    a warning where bfloat16 is missing."""
+    if precision != "bf16":
+        return contextlib.nullcontext()
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise CnnlabError(f"--precision bf16: {torch.cuda.get_device_name(device)} cannot compute in bfloat16 "
+                          "(the fast recipe's steps use it); add --precision fp32")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def set_threads(threads: int) -> None:

@@ -25,7 +25,7 @@ from cnnlab.augment import parse_augment
 from cnnlab.checkpoint import EpochSums, TrainState, load_checkpoint
 from cnnlab.config import TrainConfig, resumed_config
 from cnnlab.data import BatchLoader, Dataset, load_dataset, split_validation, validate_dataset
-from cnnlab.devices import resolve_device, set_threads
+from cnnlab.devices import resolve_device, set_threads, training_autocast
 from cnnlab.distributed import Dist
 from cnnlab.errors import CnnlabError, Interrupted, RunError
 from cnnlab.evaluation import EvalResult, report_run
@@ -203,6 +203,7 @@ def build_trainer(cfg: TrainConfig, ranks: Dist, plan: RunPlan, dataset: Dataset
     if cfg.malloc_tuning:
         keep_freed_memory()
     device = ranks.device_for(resolve_device(cfg.device))
+    autocast = training_autocast(cfg.precision, device)
     ranks.init(device)
     if cfg.batch_size % ranks.world_size:
         raise CnnlabError(f"--batch-size {cfg.batch_size} is the global batch and must divide evenly over "
@@ -233,8 +234,7 @@ def build_trainer(cfg: TrainConfig, ranks: Dist, plan: RunPlan, dataset: Dataset
         scheduler=build_scheduler(cfg, optimizer, len(train_loader)), train_loader=train_loader,
         eval_loader=loader(*eval_set, cfg.eval_batch_size, False), eval_name=eval_name, augment=parse_augment(cfg.augment),
         ema=build_ema(cfg, model),
-        autocast=(torch.autocast(device_type=device.type, dtype=torch.bfloat16) if cfg.precision == "bf16"
-                  else contextlib.nullcontext()),
+        autocast=autocast,
         run_dir=plan.run_dir, log=say, keep_eval_outputs=keep)
 
 

@@ -55,6 +55,8 @@ RECIPE_FLAG_HELP: dict[str, tuple[type | tuple, str]] = {
                    "saved and exported (0: off)"),
     "evals_per_epoch": (int, "evaluations per epoch while --target-accuracy is set"),
     "channels_last": (bool, "channels-last memory format for data and weights"),
+    "precision": (PRECISIONS, "bf16: autocast on CPU/CUDA for the training steps; weights, optimiser and "
+                              "evaluation stay fp32"),
 }
 #: ``--dry-run``: this many optimiser steps, evaluated on this many test images.
 DRY_RUN_STEPS, DRY_RUN_EVAL_IMAGES = 2, 1000
@@ -146,8 +148,6 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--malloc-tuning", action=argparse.BooleanOptionalAction, default=DEFAULTS.malloc_tuning,
                    help="keep freed host memory for reuse instead of returning it to the OS every step "
                         "(glibc; process-wide; default: on)")
-    p.add_argument("--precision", choices=PRECISIONS, default=DEFAULTS.precision,
-                   help="bf16 = autocast on CPU/CUDA, weights stay fp32 (default: %(default)s)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model; needs a C++ compiler on CPU (default: off)")
     p.add_argument("--target-accuracy", type=float, default=DEFAULTS.target_accuracy,
@@ -207,7 +207,7 @@ def _flags_config(args) -> TrainConfig:
     return TrainConfig(
         model=args.model, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed, device=args.device,
         threads=args.threads, malloc_tuning=args.malloc_tuning, eval_batch_size=args.eval_batch_size,
-        max_steps=args.max_steps, save_every=args.save_every, val_split=args.val_split, precision=args.precision,
+        max_steps=args.max_steps, save_every=args.save_every, val_split=args.val_split,
         compile=args.compile, target_accuracy=args.target_accuracy,
         tensorboard=args.tensorboard, recipe=args.recipe, **{k: getattr(args, k) for k in RECIPE_FLAGS},
     )
