@@ -156,6 +156,23 @@ def test_predict_paths_skips_bad_and_expands_dirs_and_globs(ckpt, tmp_path):
     np.testing.assert_allclose(preds[0].probabilities, preds[1].probabilities, atol=1e-4)
 
 
+def test_globs_descend_like_a_shell_and_a_symlink_loop_ends(tmp_path, monkeypatch):
+    from cnnlab.predict import expand_inputs
+
+    sub = tmp_path / "d" / "sub"
+    sub.mkdir(parents=True)
+    for name in ("d/top.png", "d/sub/deep.png", "d/.hidden.png", "d/sub/notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    # two links back up: glob.glob followed them, 2 ** depth paths, a walk that never ended
+    (sub / "up1").symlink_to("..")
+    (sub / "up2").symlink_to("..")
+    monkeypatch.chdir(tmp_path)
+    found, failures = expand_inputs(["d/**/*.png", "d/*.png", "d/.*.png", "d/nothing*"])
+    assert [str(p) for p in found] == ["d/sub/deep.png", "d/top.png", "d/top.png", "d/.hidden.png"]
+    assert len(failures) == 1 and "matches no files" in failures[0].error
+    assert [str(p) for p in expand_inputs([str(tmp_path / "d" / "*.png")])[0]] == [str(tmp_path / "d" / "top.png")]
+
+
 def test_cli_text_json_show_input_and_exit_code(ckpt, tmp_path, capsys):
     good, bad = tmp_path / "seven.png", tmp_path / "broken.jpg"
     draw_digit((640, 480), (300, 100, 500, 400)).save(good)

@@ -839,9 +839,21 @@ def _expand(item: str) -> tuple[list[Path], str | None]:
         found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
         return found, None if found else f"directory holds no {ALLOWED_TEXT} files (by suffix)"
     if not p.exists() and glob.has_magic(item):
-        found = sorted(Path(q) for q in glob.glob(item, recursive=True) if Path(q).is_file())
+        found = _glob_files(p)
         return found, None if found else "the pattern matches no files; check it"
     return [p], None
+
+
+def _glob_files(pattern: Path) -> list[Path]:
+    """The files a pattern names, sorted, as a shell's globstar would: ``**`` descends into directories but not
+    into symlinks to them (``glob.glob`` follows them: two links to ``..`` under a ``**`` made a walk that never
+    ended), and ``*`` does not match names that start with a dot unless the pattern's part does."""
+    parts = pattern.parts
+    first = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    base, rest = Path(*parts[:first]) if first else Path("."), Path(*parts[first:])
+    dotted = any(part.startswith(".") for part in rest.parts)
+    return sorted(q for q in base.glob(str(rest))
+                  if (dotted or not any(x.startswith(".") for x in q.relative_to(base).parts)) and q.is_file())
 
 
 def predict_paths(predictor: Predictor, items: Iterable[str]) -> tuple[list[Prediction], list[Failure]]:
