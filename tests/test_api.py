@@ -106,6 +106,23 @@ def test_runs_lists_each_status(tiny_idx, tmp_path, monkeypatch, capsys):
     assert next(r for r in rows if r["status"] == "finished")["final_acc"] is not None
 
 
+def test_a_run_stopped_at_its_target_lists_how_far_it_got_and_load_run_names_what_is_not_a_run(tiny_idx, tmp_path,
+                                                                                                 capsys):
+    # 8 steps an epoch, checked every 2: a 1% target is reached at a quarter of the epoch, where metrics.csv
+    # (a row per finished epoch) is empty; 'runs' said 0/1 epochs and no training time
+    run = cnnlab.train("basic_cnn", dataset=f"idx:{tiny_idx}", out=tmp_path / "r", quiet=True, target_accuracy=1.0, evals_per_epoch=4,
+                       **TINY).run_dir
+    row = describe_run(run)
+    assert row["epochs_done"] == 0.25 and row["train_seconds"] > 0 and row["status"] == "finished"
+    assert main(["runs", "--root", str(tmp_path)]) == 0
+    assert " 0.25/1 " in capsys.readouterr().out
+    assert cnnlab.load_run(run / "last.pt").path == run  # a checkpoint names its run folder
+    for path, message in ((tmp_path / "nope", "no such folder"), (tmp_path, "not a run folder (no config.json)")):
+        with pytest.raises(RunError) as err:
+            cnnlab.load_run(path)
+        assert str(err.value).startswith(f"{path}: {message}; give a folder written by 'cnnlab train'")
+
+
 def test_train_config_file_reruns_a_run_bitwise(tiny_idx, tmp_path):
     assert main(["train", "--model", "resnet", "--dataset", f"idx:{tiny_idx}", "--recipe", "fast", "--epochs", "1",
                  "--device", "cpu", "--out", str(tmp_path / "a"), "--quiet"]) == 0

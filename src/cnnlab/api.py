@@ -22,7 +22,7 @@ from cnnlab.checkpoint import load_checkpoint, model_from_checkpoint, resolve_ch
 from cnnlab.config import TrainConfig
 from cnnlab.dataset_names import canonical_dataset_name
 from cnnlab.engine import TrainResult
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, RunError
 from cnnlab.evaluation import EvalResult, evaluate_run
 from cnnlab.fileio import read_json
 from cnnlab.models import create_model as _create_model
@@ -91,6 +91,11 @@ class Run:
 def load_run(path: str | Path = "latest", root: str | Path = "runs") -> Run:
     """The run in ``path`` (``"latest"``: the newest run under ``root``)."""
     run = resolve_run(path, root)
+    if run.is_file() and (run.parent / "config.json").is_file():
+        run = run.parent  # a checkpoint inside its run folder
+    if not (run / "config.json").exists():
+        what = "no such folder" if not run.exists() else "not a run folder (no config.json)"
+        raise RunError(f"{run}: {what}; give a folder written by 'cnnlab train' (see 'cnnlab runs'), or 'latest'")
     info = describe_run(run)
     config = _run_json(run / "config.json", "config")
     metrics = read_metrics(run / "metrics.csv") if (run / "metrics.csv").is_file() else []

@@ -282,12 +282,24 @@ def describe_run(run: Path) -> dict:
     except (OSError, ValueError, KeyError, TypeError):
         pass
     try:
-        row["final_acc"] = json.loads((run / "summary.json").read_text()).get("accuracy")
-    except (OSError, ValueError, AttributeError):
+        _add_summary(row, json.loads((run / "summary.json").read_text()))
+    except (OSError, ValueError, AttributeError, TypeError):
         pass
     complete = row["final_acc"] is not None and row["epochs"] is not None and row["epochs_done"] >= row["epochs"]
     row["status"], row["detail"] = run_status(run, complete)
     return row
+
+
+def _add_summary(row: dict, summary: dict) -> None:
+    """The final accuracy, the whole training time (an epoch stopped inside included) and, for a run that
+    stopped at --target-accuracy inside an epoch, how far it got (e.g. 0.75 of an epoch, where metrics.csv,
+    which has a row per finished epoch, says 0)."""
+    row["final_acc"] = summary.get("accuracy")
+    if isinstance(summary.get("train_seconds"), (int, float)):
+        row["train_seconds"] = summary["train_seconds"]
+    target = summary.get("target")
+    if isinstance(target, dict) and isinstance(target.get("epoch"), (int, float)) and target["epoch"] > row["epochs_done"]:
+        row["epochs_done"] = round(target["epoch"], 2)
 
 
 # ----------------------------------------------------------------------------- metrics.csv

@@ -30,7 +30,7 @@ def format_runs(rows: list[dict]) -> str:
              f"{'train':>7}  status"
     lines = [header]
     for r in rows:
-        epochs = f"{r['epochs_done']}/{r['epochs'] if r['epochs'] is not None else '?'}"
+        epochs = f"{r['epochs_done']:g}/{r['epochs'] if r['epochs'] is not None else '?'}"
         seconds = f"{r['train_seconds']:.0f}s" if r["train_seconds"] else "-"
         dataset = str(r["dataset"]).split(":", 1)[0] if str(r["dataset"]).startswith(("idx:", "folder:")) \
             else str(r["dataset"])
