@@ -94,6 +94,21 @@ def test_bad_input_is_one_line_error(tmp_path, capsys):
     assert code == 2 and "no such checkpoint" in err
     code, _, err = run(["train", "--model", "vgg", "--dataset", "mnist", "--dry-run"], capsys)
     assert code == 2 and "unknown model 'vgg'" in err
+    code, _, err = run(["train", "--model", "ResNet", "--dataset", "mnist", "--dry-run"], capsys)
+    assert code == 2 and "unknown model 'ResNet' (did you mean 'resnet'?); choose one of:" in err
+    code, _, err = run(["train", "--dataset", "Fashion", "--dry-run"], capsys)
+    assert code == 2 and "unknown dataset 'Fashion' (did you mean 'fashion-mnist'?)" in err
+
+
+def test_did_you_mean_only_where_one_name_is_meant():
+    from cnnlab.errors import did_you_mean
+
+    names = ["inception", "inception_relu", "resnet", "basic_cnn"]
+    assert did_you_mean("RESNET", names) == " (did you mean 'resnet'?)"  # case
+    assert did_you_mean("basic", names) == " (did you mean 'basic_cnn'?)"  # the start of one name
+    assert did_you_mean("inceptoin", names) == " (did you mean 'inception'?)"  # a typo of the same length
+    # the start of two names, another name altogether (KMNIST is not MNIST), nothing typed: no guess
+    assert did_you_mean("incep", names) == did_you_mean("kmnist", ["mnist", "fashion-mnist"]) == did_you_mean("", names) == ""
 
 
 def test_data_fetch_with_wrong_files_and_info(tmp_path, capsys):

@@ -19,7 +19,7 @@ from cnnlab.config import ADDED_FIELDS, ADJUSTABLE_FIELDS, PROCESS_FIELDS, Train
 from cnnlab.data import load_dataset
 from cnnlab.dataset_names import dataset_kind
 from cnnlab.engine import train
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, did_you_mean
 from cnnlab.evaluation import evaluate_run
 from cnnlab.fileio import atomic_write_text, read_json
 from cnnlab.models import build_model, count_parameters, list_models
@@ -89,7 +89,8 @@ def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = 
     views = parse_tta(tta)
     unknown = [m for m in models if m not in list_models()]
     if unknown:
-        raise CnnlabError(f"unknown model(s) {', '.join(unknown)}; choose from: {', '.join(list_models())}")
+        hint = did_you_mean(unknown[0], list_models()) if len(unknown) == 1 else ""
+        raise CnnlabError(f"unknown model(s) {', '.join(unknown)}{hint}; choose from: {', '.join(list_models())}")
     if seeds < 1:
         raise CnnlabError(f"--seeds must be at least 1, got {seeds}")
     out = Path(out)

@@ -1,8 +1,22 @@
 """The one exception type users see: a one-line message that names the problem and the fix."""
 
+import difflib
+
 
 class CnnlabError(Exception):
     """A user-facing error. ``str(err)`` is a single line: what is wrong, and what to do about it."""
+
+
+def did_you_mean(name: object, choices) -> str:
+    """`` (did you mean 'resnet'?)`` for a name that differs from one choice only in case, starts one choice
+    (``fashion``), or is a typo of one of its length (``inceptoin``); otherwise ``""``."""
+    by_lower = {str(c).lower(): str(c) for c in choices}
+    key = str(name).lower()
+    hits = [by_lower[key]] if key in by_lower else [c for low, c in by_lower.items() if key and low.startswith(key)]
+    if not hits:
+        same_length = [low for low in by_lower if len(low) == len(key)]  # a typo, not another name ('kmnist')
+        hits = [by_lower[m] for m in difflib.get_close_matches(key, same_length, n=1, cutoff=0.75)]
+    return f" (did you mean {hits[0]!r}?)" if len(hits) == 1 else ""
 
 
 def first_line(err: BaseException) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cnnlab.checkpoint import load_weights_file
-from cnnlab.errors import CheckpointError
+from cnnlab.errors import CheckpointError, did_you_mean
 from cnnlab.fileio import sha256_file
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
@@ -76,7 +76,8 @@ def find_pretrained(model: str, dataset: str = "mnist") -> Pretrained:
         if entry.model == model and entry.dataset == dataset:
             return entry
     have = ", ".join(f"{e.model} on {e.dataset}" for e in entries) or "none in this install"
-    raise CheckpointError(f"no pretrained weights for {model} on {dataset}; there are: {have} "
+    hint = did_you_mean(f"{model} on {dataset}", [f"{e.model} on {e.dataset}" for e in entries])
+    raise CheckpointError(f"no pretrained weights for {model} on {dataset}{hint}; there are: {have} "
                           "(or train your own: cnnlab train --model NAME --dataset DATA)")
 
 

@@ -7,7 +7,7 @@ from typing import Callable
 
 import torch.nn as nn
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, did_you_mean
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -36,7 +36,7 @@ def create_model(name: str, **kwargs) -> nn.Module:
         fn = _MODELS[name]
     except KeyError:
         raise CnnlabError(
-            f"unknown model {name!r}; choose one of: {', '.join(list_models())}"
+            f"unknown model {name!r}{did_you_mean(name, list_models())}; choose one of: {', '.join(list_models())}"
         ) from None
     try:
         return fn(**kwargs)
