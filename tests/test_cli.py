@@ -100,6 +100,14 @@ def test_bad_input_is_one_line_error(tmp_path, capsys):
     assert code == 2 and "unknown dataset 'Fashion' (did you mean 'fashion-mnist'?)" in err
 
 
+def test_help_as_a_command_is_the_commands_help(capsys):
+    for argv, start in ((["help"], "usage: cnnlab [-h]"), (["help", "train"], "usage: cnnlab train"),
+                        (["help", "data", "fetch"], "usage: cnnlab data fetch")):
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        assert done.value.code == 0 and capsys.readouterr().out.startswith(start)
+
+
 def test_did_you_mean_only_where_one_name_is_meant():
     from cnnlab.errors import did_you_mean
 

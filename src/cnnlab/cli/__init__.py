@@ -39,6 +39,8 @@ def build_parser() -> Parser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["help"]:  # 'cnnlab help [COMMAND...]', as git and pip take it: that command's --help
+        argv = [*argv[1:], "--help"]
     args = build_parser().parse_args(argv)
     args.argv = argv  # which flags were typed (cnnlab.cli.common.given_flags), not only their values
     if args.func is None:
