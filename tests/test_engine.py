@@ -158,6 +158,23 @@ def test_bad_config_values_are_clear_errors(tiny_idx, monkeypatch):
         train(tiny_cfg(tiny_idx, device="cuda"), write=False, log=lambda m: None)
 
 
+def test_more_threads_than_cpus_is_a_warning_line(tiny_idx, monkeypatch):
+    import os
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    try:
+        for threads, warned in ((1, False), (2, True)):
+            lines = []
+            train(tiny_cfg(tiny_idx, threads=threads, max_steps=1), write=False, log=lines.append)
+            hits = [m for m in lines if m.startswith("warning: --threads")]
+            assert bool(hits) == warned
+        assert hits == ["warning: --threads 2 is more than the 1 CPU this process can use, which makes every step "
+                        "many times slower; use --threads 1 or leave it out"]
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_bf16_is_autocast_of_the_steps_and_a_gpu_without_it_is_one_line(monkeypatch):
     from cnnlab.devices import training_autocast
 

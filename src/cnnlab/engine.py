@@ -199,7 +199,7 @@ def _record_failure(plan: RunPlan):
 def build_trainer(cfg: TrainConfig, ranks: Dist, plan: RunPlan, dataset: Dataset | None, log: Log,
                   report: bool) -> Trainer:
     """Process settings, device, data, model, optimiser and loaders: everything the epochs need."""
-    set_threads(cfg.threads)
+    too_many_threads = set_threads(cfg.threads)
     if cfg.malloc_tuning:
         keep_freed_memory()
     device = ranks.device_for(resolve_device(cfg.device))
@@ -209,6 +209,8 @@ def build_trainer(cfg: TrainConfig, ranks: Dist, plan: RunPlan, dataset: Dataset
         raise CnnlabError(f"--batch-size {cfg.batch_size} is the global batch and must divide evenly over "
                           f"{ranks.world_size} processes; pick a multiple of {ranks.world_size}")
     say = log if ranks.is_primary else (lambda msg: None)
+    if too_many_threads:
+        say(too_many_threads)
     data = dataset or load_dataset(cfg.dataset, data_dir=cfg.data_dir, log=say)
     if dataset is not None:
         validate_dataset(dataset)  # load_dataset checks what it returns; a Dataset passed in is checked here

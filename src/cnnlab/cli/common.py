@@ -83,7 +83,8 @@ def add_device(p: argparse.ArgumentParser, default: str = DEFAULTS.device, why: 
 
 def add_threads(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=DEFAULTS.threads,
-                   help="CPU threads for torch; 0 keeps torch's default, usually one per physical core (default: %(default)s)")
+                   help="CPU threads for torch; 0 keeps torch's default, usually one per physical core; more than "
+                        "the CPUs there are makes every step many times slower (a warning says so) (default: %(default)s)")
 
 
 def add_run(p: argparse.ArgumentParser, optional: bool = False) -> None:
