@@ -103,6 +103,17 @@ def test_runs_lists_each_status(tiny_idx, tmp_path, monkeypatch, capsys):
     assert "finished" in table and "diverged" in table and "basic_cnn" in table
     rows = cnnlab.list_runs("runs")
     assert {r["status"] for r in rows} == {"finished", "stopped", "failed"}
+    # narrowed by a column: the one stopped run; the residual net (the diverged run); nothing, said in words
+    assert main(["runs", "--status", "stopped", "--json"]) == 0
+    assert [r["run"] for r in json.loads(capsys.readouterr().out)] == [str(stopped)]
+    assert main(["runs", "--model", "ResNet", "--limit", "1"]) == 0  # the diverged run and 'busy' are resnet's
+    table = capsys.readouterr().out
+    assert table.count("\nruns/") == 1 and str(done) not in table and "... and 1 older" in table
+    assert main(["runs", "--model", "resnet", "--limit", "0"]) == 0
+    table = capsys.readouterr().out
+    assert str(failed) in table and str(running) in table and str(done) not in table
+    assert main(["runs", "--recipe", "best", "--model", "resnet"]) == 0
+    assert capsys.readouterr().out == "no runs under runs/ match --model resnet --recipe best\n"
     assert next(r for r in rows if r["status"] == "finished")["final_acc"] is not None
 
 

@@ -9,6 +9,11 @@ from cnnlab.errors import CnnlabError
 from cnnlab.runs import describe_run, find_runs
 
 
+#: The columns ``cnnlab runs`` can be narrowed by, each with an example value.
+FILTERS = {"model": "resnet", "dataset": "fashion-mnist", "recipe": "best", "status": "stopped"}
+STATUSES = ("running", "finished", "stopped", "failed")
+
+
 def register(sub) -> None:
     p = sub.add_parser("runs", help="list your runs: model, dataset, recipe, accuracies, time, status",
                        description="List the run folders under --root (and the runs of 'cnnlab compare' one level "
@@ -17,6 +22,9 @@ def register(sub) -> None:
                                    "run folder, 'latest' names the newest of them.")
     p.add_argument("--root", default="runs", help="folder that holds the runs (default: %(default)s)")
     p.add_argument("--limit", type=int, default=20, help="show at most this many runs; 0: all (default: %(default)s)")
+    for key, example in FILTERS.items():
+        p.add_argument(f"--{key}", default=None, choices=STATUSES if key == "status" else None,
+                       help=f"only the runs of this {key}, e.g. {example} (default: all)")
     add_json(p, "the list")
     p.set_defaults(func=cmd_runs)
 
@@ -43,14 +51,25 @@ def format_runs(rows: list[dict]) -> str:
 def cmd_runs(args) -> int:
     if args.limit < 0:
         raise CnnlabError(f"--limit must be >= 0 (0 shows every run), got {args.limit}")
-    runs = find_runs(args.root)
-    rows = [describe_run(run) for run in (runs[: args.limit] if args.limit > 0 else runs)]
+    wanted = {key: getattr(args, key) for key in FILTERS if getattr(args, key) is not None}
+    rows, total = _rows(find_runs(args.root), wanted, args.limit)
     if args.json:
         print(json.dumps(rows, indent=2))
     elif not rows:
-        print(f"no runs under {args.root}/ yet; train one with 'cnnlab train'")
+        which = " ".join(f"--{k} {v}" for k, v in wanted.items())
+        print(f"no runs under {args.root}/ match {which}" if wanted else
+              f"no runs under {args.root}/ yet; train one with 'cnnlab train'")
     else:
         print(format_runs(rows))
-        if args.limit and len(runs) > args.limit:
-            print(f"... and {len(runs) - args.limit} older (--limit 0 shows all)")
+        if len(rows) < total:
+            print(f"... and {total - len(rows)} older (--limit 0 shows all)")
     return 0
+
+
+def _rows(runs: list, wanted: dict, limit: int) -> tuple[list[dict], int]:
+    """The rows to show (newest first, at most ``limit``; 0: all) and how many runs match in all. Without a
+    filter only the runs shown are read."""
+    if not wanted:
+        return [describe_run(run) for run in (runs[:limit] if limit else runs)], len(runs)
+    rows = [row for row in map(describe_run, runs) if all(str(row[k]).lower() == v.lower() for k, v in wanted.items())]
+    return (rows[:limit] if limit else rows), len(rows)
