@@ -171,6 +171,7 @@ def test_globs_descend_like_a_shell_and_a_symlink_loop_ends(tmp_path, monkeypatc
     assert [str(p) for p in found] == ["d/sub/deep.png", "d/top.png", "d/top.png", "d/.hidden.png"]
     assert len(failures) == 1 and "matches no files" in failures[0].error
     assert [str(p) for p in expand_inputs([str(tmp_path / "d" / "*.png")])[0]] == [str(tmp_path / "d" / "top.png")]
+    assert [str(p) for p in expand_inputs(["d/**"])[0]] == ["d/sub/deep.png", "d/sub/notes.txt", "d/top.png"]
 
 
 def test_cli_text_json_show_input_and_exit_code(ckpt, tmp_path, capsys):

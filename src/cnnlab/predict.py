@@ -851,6 +851,8 @@ def _glob_files(pattern: Path) -> list[Path]:
     parts = pattern.parts
     first = next(i for i, part in enumerate(parts) if glob.has_magic(part))
     base, rest = Path(*parts[:first]) if first else Path("."), Path(*parts[first:])
+    if rest.name == "**":  # the shell's 'dir/**' names the files below too; pathlib's, only the folders
+        rest = rest / "*"
     dotted = any(part.startswith(".") for part in rest.parts)
     return sorted(q for q in base.glob(str(rest))
                   if (dotted or not any(x.startswith(".") for x in q.relative_to(base).parts)) and q.is_file())
