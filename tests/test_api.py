@@ -236,6 +236,23 @@ def test_pretrained_weights_load_verified_and_match_their_manifest(shipped, caps
         cnnlab.create_model("resnet", pretrained=True)
 
 
+def test_the_shipped_weights_export_without_a_run(shipped, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("onnxruntime")
+    from cnnlab.export import read_onnx_metadata
+
+    monkeypatch.chdir(tmp_path)
+    data = ["--dataset", shipped["dataset"], "--samples", "8"]
+    assert main(["export", "--pretrained", "basic_cnn", *data]) == 0
+    written = sorted(tmp_path.glob("basic_cnn-*.onnx"))  # here, named after the weights (the idx: path made safe)
+    assert len(written) == 1 and "/" not in written[0].name[len("basic_cnn-"):]
+    assert read_onnx_metadata(written[0])["model"] == "basic_cnn" and "max abs logit difference" in capsys.readouterr().out
+    assert main(["export", "--pretrained", "basic_cnn", *data, "--format", "torchscript", "--out", "n.pt"]) == 0
+    assert (tmp_path / "n.pt").is_file()
+    for argv in (["export"], ["export", str(tmp_path), "--pretrained", "basic_cnn"]):  # neither, or both
+        assert main(argv) == 2
+        assert "give a run folder or checkpoint to export, or --pretrained MODEL" in capsys.readouterr().err
+
+
 def test_damaged_pretrained_weights_are_refused(shipped):
     import cnnlab.pretrained
 

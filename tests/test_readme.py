@@ -25,6 +25,7 @@ QUICK = ["--dataset", f"idx:{TINY}", "--epochs", "1", "--device", "cpu"]
 SHORT: dict[str, list[str]] = {
     "cnnlab predict --model resnet my_digit.png --show-input": [],
     "cnnlab evaluate --pretrained resnet": [],
+    "cnnlab export --pretrained resnet": ["--samples", "8"],
     "cnnlab serve": [],  # uvicorn.run is replaced: the test checks that the app is built and would be served
     "cnnlab models": [],
     "cnnlab train --model resnet": QUICK,

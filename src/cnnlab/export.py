@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from cnnlab.data import load_dataset
 from cnnlab.errors import CnnlabError
 from cnnlab.export_formats import FORMATS, SUFFIXES, TOLERANCE
 from cnnlab.fileio import atomic_write_bytes
+from cnnlab.pretrained import load_pretrained
 from cnnlab.runs import DEFAULT_CHECKPOINT
 
 #: ONNX opset: 17 is read by every onnxruntime of the last years.
@@ -130,7 +132,7 @@ def default_output(checkpoint: Path, fmt: str) -> Path:
 
 
 def export_run(
-    run: str | Path,
+    run: str | Path | None,
     fmt: str = "onnx",
     *,
     out: str | Path | None = None,
@@ -138,8 +140,11 @@ def export_run(
     samples: int = 256,
     dataset: str | None = None,
     data_dir: str | None = None,
+    pretrained: str | None = None,
 ) -> ExportResult:
-    """Export ``run``'s checkpoint as ``fmt`` and check it on ``samples`` test images.
+    """Export ``run``'s checkpoint as ``fmt`` (or, with ``pretrained``, cnnlab's shipped weights of that model
+    on ``dataset``, written to ``<model>-<dataset><suffix>`` here by default) and check it on ``samples`` test
+    images.
 
     The check runs the sample as one batch and as a batch of 1 (the batch axis is dynamic).
     The export is made in memory, checked there, and written (atomically) only when the check passes.
@@ -148,11 +153,24 @@ def export_run(
         raise CnnlabError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     if samples < 1:
         raise CnnlabError(f"--samples must be at least 1, got {samples}")
-    ckpt = resolve_checkpoint(run, which)
-    state = load_checkpoint(ckpt)
+    if (run is None) == (pretrained is None):
+        raise CnnlabError("give a run folder or checkpoint to export, or --pretrained MODEL for the shipped "
+                          "weights (one of the two)")
+    if pretrained is not None:
+        name = dataset or "mnist"
+        state = load_pretrained(pretrained, name)
+        out = Path(out) if out else Path(re.sub(r"[^\w.-]+", "_", f"{pretrained}-{name}") + SUFFIXES[fmt])
+    else:
+        ckpt = resolve_checkpoint(run, which)
+        state = load_checkpoint(ckpt)
+        out = Path(out) if out else default_output(ckpt, fmt)
+    return _export_checked(state, fmt, out, sample_inputs(state, samples, dataset, data_dir))
+
+
+def _export_checked(state: dict, fmt: str, out: Path, x: torch.Tensor) -> ExportResult:
+    """Export the net of ``state``, run the export and PyTorch on ``x`` (whole, and its first image alone),
+    and write the file only when their logits agree."""
     model = model_from_checkpoint(state).eval()  # exported on the CPU, in float32
-    x = sample_inputs(state, samples, dataset, data_dir)  # (n, C, H, W)
-    out = Path(out) if out else default_output(ckpt, fmt)
     meta = export_metadata(state)
     batches = [x.numpy(), x[:1].numpy()]
     if fmt == "onnx":

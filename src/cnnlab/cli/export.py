@@ -17,10 +17,13 @@ def register(sub) -> None:
 def _add_export_parser(sub) -> None:
     p = sub.add_parser(
         "export", help="export a run as ONNX or TorchScript, checked against PyTorch",
-        description="Write the run's net as ONNX (dynamic batch axis, normalisation in metadata_props) or "
-                    "TorchScript, then check it on test images: the largest logit difference from PyTorch is "
-                    f"printed and must be under {TOLERANCE:g}.")
-    add_run(p)
+        description="Write the run's net (or, with --pretrained, cnnlab's shipped weights) as ONNX (dynamic batch "
+                    "axis, normalisation in metadata_props) or TorchScript, then check it on test images: the "
+                    f"largest logit difference from PyTorch is printed and must be under {TOLERANCE:g}.")
+    add_run(p, optional=True)
+    p.add_argument("--pretrained", metavar="MODEL", default=None,
+                   help="export cnnlab's shipped weights of MODEL on --dataset instead of a run (see 'cnnlab "
+                        "models'), to MODEL-DATASET.onnx here unless --out (default: none)")
     p.add_argument("--format", choices=FORMATS, default=FORMATS[0],
                    help="format of the exported file; ONNX is checked with onnxruntime (default: %(default)s)")
     suffixes = " or ".join(f"RUN/last{s}" for s in SUFFIXES.values())
@@ -34,7 +37,7 @@ def cmd_export(args) -> int:
     from cnnlab.export import export_run
 
     res = export_run(args.run, args.format, out=args.out, which=args.checkpoint, samples=args.samples,
-                     dataset=args.dataset, data_dir=args.data_dir)
+                     dataset=args.dataset, data_dir=args.data_dir, pretrained=args.pretrained)
     print(f"wrote {res.path} ({res.format}); checked on {plural(res.n_checked, 'test image')} in batches of "
           f"{' and '.join(map(str, res.batch_sizes))}: max abs logit difference {res.max_abs_diff:.3e} "
           f"(limit {TOLERANCE:g})")
