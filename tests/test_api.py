@@ -104,6 +104,7 @@ def test_runs_lists_each_status(tiny_idx, tmp_path, monkeypatch, capsys):
     rows = cnnlab.list_runs("runs")
     assert {r["status"] for r in rows} == {"finished", "stopped", "failed"}
     # narrowed by a column: the one stopped run; the residual net (the diverged run); nothing, said in words
+    assert [r["run"] for r in cnnlab.list_runs("runs", status="Stopped", model="basic_cnn")] == [str(stopped)]
     assert main(["runs", "--status", "stopped", "--json"]) == 0
     assert [r["run"] for r in json.loads(capsys.readouterr().out)] == [str(stopped)]
     assert main(["runs", "--model", "ResNet", "--limit", "1"]) == 0  # the diverged run and 'busy' are resnet's

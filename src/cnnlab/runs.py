@@ -290,6 +290,11 @@ def describe_run(run: Path) -> dict:
     return row
 
 
+def matches(row: dict, wanted: dict) -> bool:
+    """Whether a :func:`describe_run` row has every ``{column: value}`` of ``wanted`` (case-insensitive)."""
+    return all(str(row.get(key)).lower() == str(value).lower() for key, value in wanted.items())
+
+
 def _add_summary(row: dict, summary: dict) -> None:
     """The final accuracy, the whole training time (an epoch stopped inside included) and, for a run that
     stopped at --target-accuracy inside an epoch, how far it got (e.g. 0.75 of an epoch, where metrics.csv,

@@ -6,7 +6,7 @@ import json
 
 from cnnlab.cli.common import add_json
 from cnnlab.errors import CnnlabError
-from cnnlab.runs import describe_run, find_runs
+from cnnlab.runs import describe_run, find_runs, matches
 
 
 #: The columns ``cnnlab runs`` can be narrowed by, each with an example value.
@@ -71,5 +71,5 @@ def _rows(runs: list, wanted: dict, limit: int) -> tuple[list[dict], int]:
     filter only the runs shown are read."""
     if not wanted:
         return [describe_run(run) for run in (runs[:limit] if limit else runs)], len(runs)
-    rows = [row for row in map(describe_run, runs) if all(str(row[k]).lower() == v.lower() for k, v in wanted.items())]
+    rows = [row for row in map(describe_run, runs) if matches(row, wanted)]
     return (rows[:limit] if limit else rows), len(rows)
