@@ -16,7 +16,7 @@ def register(sub) -> None:
 
 def _add_export_parser(sub) -> None:
     p = sub.add_parser(
-        "export", help="export a run as ONNX or TorchScript, checked against PyTorch",
+        "export", help="export a run (or the shipped weights) as ONNX or TorchScript, checked against PyTorch",
         description="Write the run's net (or, with --pretrained, cnnlab's shipped weights) as ONNX (dynamic batch "
                     "axis, normalisation in metadata_props) or TorchScript, then check it on test images: the "
                     f"largest logit difference from PyTorch is printed and must be under {TOLERANCE:g}.")
