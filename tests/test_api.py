@@ -186,7 +186,7 @@ def test_yaml_config_files_and_their_errors(tiny_idx, tmp_path, capsys):
     assert "cannot be read" in capsys.readouterr().err
     # not text, or too large to be a settings file (a device such as /dev/zero is never read to its end)
     for data, message in ((b"\xcd\x00\xff" * 50, "not text (byte 0 is not UTF-8)"),
-                          (b"#" * (1 << 20) + b"\n", "larger than 1024 KB, not a settings file")):
+                          (b"#" * (1 << 20) + b"\n", "larger than 1 MB, not a settings file")):
         cfg.write_bytes(data)
         assert main(["train", "--config", str(cfg)]) == 2
         err = capsys.readouterr().err

@@ -16,9 +16,12 @@ from pathlib import Path
 
 from cnnlab.errors import CnnlabError, WriteError, first_line
 
-#: The most a settings file (a --config file, a run's JSON files) may hold: they are a few KB; a larger file,
-#: or a device such as /dev/zero, is refused instead of read into memory.
+#: The most a settings file (--config) may hold: a few KB in practice; a larger file, or a device such as
+#: /dev/zero, is refused instead of read into memory.
 SMALL_FILE_LIMIT = 1 << 20
+#: The same for a JSON file cnnlab wrote into a run folder: summary.json holds the confusion matrix, which for
+#: a folder dataset of a few hundred classes is several MB.
+RUN_FILE_LIMIT = 256 << 20
 
 
 def write_error(path: str | Path, err: OSError) -> WriteError:
@@ -110,7 +113,7 @@ def atomic_write_json(path: str | Path, obj) -> None:
 
 
 def read_small_text(path: str | Path, what: str, limit: int = SMALL_FILE_LIMIT,
-                    fix: str = "check the path, or save the file as UTF-8") -> str:
+                    fix: str = "check the path, or save the file as UTF-8", kind: str = "a settings file") -> str:
     """A small UTF-8 text file, read whole; :class:`CnnlabError` (one line that starts with ``what``) when it
     cannot be read, is larger than ``limit`` bytes, or is not text."""
     path = Path(path)
@@ -120,7 +123,7 @@ def read_small_text(path: str | Path, what: str, limit: int = SMALL_FILE_LIMIT,
     except OSError as err:
         raise CnnlabError(f"{what}: cannot be read ({err.strerror or err}); check the path") from None
     if len(data) > limit:
-        raise CnnlabError(f"{what}: larger than {limit // 1024} KB, not a settings file; check the path")
+        raise CnnlabError(f"{what}: larger than {limit >> 20} MB, not {kind}; check the path")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -128,9 +131,9 @@ def read_small_text(path: str | Path, what: str, limit: int = SMALL_FILE_LIMIT,
 
 
 def read_json(path: str | Path, what: str, fix: str = "the file is damaged") -> object:
-    """A small JSON file's contents; :class:`CnnlabError` (one line: ``what``, the problem, ``fix``) when it
-    cannot be read or is not JSON."""
-    text = read_small_text(path, what, fix=fix)
+    """A JSON file's contents, as cnnlab writes them into run folders; :class:`CnnlabError` (one line:
+    ``what``, the problem, ``fix``) when it cannot be read or is not JSON."""
+    text = read_small_text(path, what, limit=RUN_FILE_LIMIT, fix=fix, kind="a file cnnlab writes")
     try:
         return json.loads(text)
     except ValueError as err:
