@@ -393,6 +393,21 @@ def test_a_read_only_home_keeps_the_verified_download_uncached(tmp_path, monkeyp
     assert not home.exists()
 
 
+
+def test_data_fetch_into_a_read_only_home_says_it_did_not_cache(tmp_path, monkeypatch, capsys):
+    """'data fetch' is asked to cache: its exit says whether it did (it said 'not cached' and exited 0)."""
+    from cnnlab.cli import main
+
+    served_by_fake_source(monkeypatch, write_idx_dataset(tmp_path / "src"))
+    home = tmp_path / "home"
+    read_only(monkeypatch, home)
+    monkeypatch.setenv("CNNLAB_HOME", str(home))
+    assert main(["data", "fetch", "tiny"]) == 2
+    out, err = capsys.readouterr()
+    assert "tiny: 256 train" in out and err.count("cnnlab: error:") == 1
+    assert f"tiny is verified but could not be cached in {home / 'datasets' / 'tiny'}" in err
+
+
 def test_a_full_disk_while_caching_leaves_the_old_cache_whole(tmp_path, monkeypatch):
     src = write_idx_dataset(tmp_path / "src")
     spec = served_by_fake_source(monkeypatch, src)
