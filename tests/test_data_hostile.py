@@ -406,6 +406,8 @@ def test_data_fetch_into_a_read_only_home_says_it_did_not_cache(tmp_path, monkey
     out, err = capsys.readouterr()
     assert "tiny: 256 train" in out and err.count("cnnlab: error:") == 1
     assert f"tiny is verified but could not be cached in {home / 'datasets' / 'tiny'}" in err
+    # files given with --data-dir are verified and used where they are: nothing to cache, nothing failed
+    assert main(["data", "fetch", "tiny", "--data-dir", str(tmp_path / "src")]) == 0
 
 
 def test_a_full_disk_while_caching_leaves_the_old_cache_whole(tmp_path, monkeypatch):

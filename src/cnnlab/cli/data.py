@@ -35,7 +35,7 @@ def cmd_data_fetch(args) -> int:
     checked = "verified by MD5" if ":" not in d.name else "read (no official checksums for local data)"
     print(f"{d.name}: {len(d.train_labels):,} train and {plural(len(d.test_labels), 'test image')}, {checked}, "
           f"from {d.source}")
-    return _cached_or_error(d.name)
+    return 0 if args.data_dir else _cached_or_error(d.name)  # files in --data-dir are used where they are
 
 
 def _cached_or_error(name: str) -> int:
