@@ -98,6 +98,13 @@ def test_bad_input_is_one_line_error(tmp_path, capsys):
     assert code == 2 and "unknown model 'ResNet' (did you mean 'resnet'?); choose one of:" in err
     code, _, err = run(["train", "--dataset", "Fashion", "--dry-run"], capsys)
     assert code == 2 and "unknown dataset 'Fashion' (did you mean 'fashion-mnist'?)" in err
+    # an evaluation batch of 0 was a ValueError traceback; two sources of weights, one silently ignored
+    with pytest.raises(SystemExit) as done:  # argparse's refusal: its exit, one line
+        main(["evaluate", str(tmp_path), "--batch-size", "0"])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and "argument --batch-size: must be at least 1, got 0" in err and err.count("\n") == 1
+    code, _, err = run(["evaluate", "--pretrained", "resnet", "--weights", str(tmp_path / "w.pt")], capsys)
+    assert code == 2 and "not --pretrained and --weights" in err and err.count("\n") == 1
 
 
 def test_help_as_a_command_is_the_commands_help(capsys):

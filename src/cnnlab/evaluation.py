@@ -141,6 +141,10 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
     ``split="val"``: a run's own validation split (trained with ``--val-split``) instead of the test set."""
     if split not in ("test", "val"):
         raise CnnlabError(f"unknown split {split!r}; use test or val")
+    given = [what for what, value in (("RUN", path), ("--pretrained", pretrained), ("--weights", weights)) if value]
+    if len(given) > 1:
+        raise CnnlabError(f"give one of a run directory or checkpoint, --pretrained MODEL, or --weights FILE --model "
+                          f"NAME, not {' and '.join(given)}")
     if split == "val" and path is None:
         raise CnnlabError("--split val evaluates a run's own validation split: give a run trained with --val-split "
                           "(shipped weights and weights files have none)")

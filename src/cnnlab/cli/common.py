@@ -93,8 +93,19 @@ def add_run(p: argparse.ArgumentParser, optional: bool = False) -> None:
     p.add_argument("--checkpoint", choices=CHECKPOINTS, default=DEFAULT_CHECKPOINT, help=CHECKPOINT_HELP)
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (argparse says which flag, and exits 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_eval_batch_size(p: argparse.ArgumentParser, flag: str = "--batch-size") -> None:
-    p.add_argument(flag, type=int, default=DEFAULTS.eval_batch_size,
+    p.add_argument(flag, type=positive_int, default=DEFAULTS.eval_batch_size,
                    help="images per evaluation batch; changes memory use and speed, not the result "
                         "(default: %(default)s)")
 
