@@ -233,6 +233,12 @@ def test_bad_stack_arguments():
     with pytest.raises(CnnlabError, match="--depths at most 256 .* got 1000000"):  # it built them, until memory ran out
         gr.parse_depths("4,1000000")
     assert gr.parse_depths("256") == [256]
+    # a negative rate was torch's ValueError traceback; nan and a momentum of 2 trained and wrote garbage
+    for bad, message in (({"lr": -1.0}, "--lr must be a positive finite number, got -1.0"),
+                         ({"lr": float("nan")}, "--lr must be a positive finite number, got nan"),
+                         ({"momentum": 2.0}, r"--momentum must be in \[0, 1\), got 2.0")):
+        with pytest.raises(CnnlabError, match=message):
+            gr.analyze_gradients([2], **bad)
 
 
 @pytest.mark.parametrize("kind", ["plain", "residual"])

@@ -152,7 +152,8 @@ def analyze_gradients(
     """Gradient norms at initialisation and accuracy after a short budget, for plain and residual stacks."""
     depths = list(depths)
     _check_gradient_arguments(depths, norm=norm, width=width, seeds=seeds, batch_size=batch_size,
-                              train_images=train_images, epochs=epochs, test_images=test_images)
+                              train_images=train_images, epochs=epochs, test_images=test_images, lr=lr,
+                              momentum=momentum)
     dev = resolve_device(device)
     data = data or load_dataset(dataset, data_dir=data_dir)
     seed_list = list(range(seeds))
@@ -195,7 +196,8 @@ def analyze_gradients(
 
 
 def _check_gradient_arguments(depths: list[int], *, norm: str, width: int, seeds: int, batch_size: int,
-                              train_images: int, epochs: int, test_images: int) -> None:
+                              train_images: int, epochs: int, test_images: int, lr: float,
+                              momentum: float) -> None:
     if not depths or any(d < 2 or d % 2 for d in depths):
         raise CnnlabError(f"depths must be even numbers >= 2 (a residual block holds two convs), got {depths}")
     checks = [
@@ -206,6 +208,8 @@ def _check_gradient_arguments(depths: list[int], *, norm: str, width: int, seeds
         (train_images >= 0, f"--train-images must be >= 0 (0: the whole train split), got {train_images}"),
         (epochs >= 0, f"--epochs must be >= 0 (0: measure gradients only), got {epochs}"),
         (test_images >= 0, f"--test-images must be >= 0 (0: the whole test split), got {test_images}"),
+        (0 < lr < math.inf, f"--lr must be a positive finite number, got {lr}"),  # -1: torch's ValueError, nan: garbage
+        (0 <= momentum < 1, f"--momentum must be in [0, 1), got {momentum}"),
     ]
     for ok, message in checks:
         if not ok:
