@@ -149,9 +149,17 @@ def test_bad_config_values_are_clear_errors(tiny_idx, monkeypatch):
     # weight decay, the finite rate)
     for bad, message in (({"lr": float("inf")}, "--lr must be a positive finite number, got inf"),
                          ({"lr": float("nan")}, "--lr must be a positive finite number, got nan"),
-                         ({"weight_decay": float("inf")}, "--weight-decay must be a finite number >= 0, got inf")):
+                         ({"weight_decay": float("inf")}, "--weight-decay must be a finite number >= 0, got inf"),
+                         # torch's "Overflow when unpacking long long" traceback, at the first augmented batch for
+                         # seeds from about 1.8e8
+                         ({"seed": 10**23}, r"--seed must be within \+-90,000,000, got 1000000000000000000000")):
         with pytest.raises(CnnlabError, match=message):
             train(tiny_cfg(tiny_idx, **bad), write=False, log=lambda m: None)
+    from cnnlab.augment import batch_seed
+    from cnnlab.config import MAX_SEED
+
+    for seed in (MAX_SEED, -MAX_SEED):  # the extreme seeds' batch seeds still fit torch's generator
+        torch.Generator().manual_seed(batch_seed(seed, 10_000, 100_000))
     # a machine without a GPU, on every machine (on a CUDA machine this check used to be skipped)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(CnnlabError, match="--device cuda: this torch build or machine has no CUDA GPU"):

@@ -103,6 +103,8 @@ class TrainConfig:
             (0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}"),
             (0 <= self.weight_decay < math.inf, f"--weight-decay must be a finite number >= 0, got {self.weight_decay}"),
             (self.threads >= 0, f"--threads must be >= 0, got {self.threads}"),
+            # mixed into every epoch's order and every augmented batch's generator seed, which must fit 64 bits
+            (abs(self.seed) <= MAX_SEED, f"--seed must be within +-{MAX_SEED:,}, got {self.seed}"),
             (self.max_steps >= 0, f"--max-steps must be >= 0, got {self.max_steps}"),
             (self.save_every >= 0, f"--save-every must be >= 0, got {self.save_every}"),
             (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
@@ -191,6 +193,8 @@ def typed_values(data: dict, where: str) -> dict:
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "onecycle", "cosine")
 PRECISIONS = ("fp32", "bf16")
+#: The largest seed whose batch seeds (``augment.batch_seed``: seed * 1,000,003 * 100,003 + ...) fit torch's 64 bits.
+MAX_SEED = 90_000_000
 
 #: Fields added after runs were first saved, with the values that reproduce those runs (no EMA, biases decayed,
 #: augmentation to the end).
