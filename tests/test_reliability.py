@@ -177,6 +177,27 @@ def test_a_new_run_into_a_folder_that_holds_a_run_is_refused(tiny_idx, tmp_path,
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
 
+def test_a_new_run_is_not_scattered_among_other_files(tiny_idx, tmp_path, monkeypatch, capsys):
+    """'--out .' in a folder of notes (or '--out /' as root) wrote config.json, last.pt, ... among them."""
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "todo.txt").write_text("mine")
+    (mine / "photos").mkdir()
+    monkeypatch.chdir(mine)
+    args = ["train", "--model", "basic_cnn", "--dataset", f"idx:{tiny_idx}", "--epochs", "1", "--device", "cpu",
+            "--quiet"]
+    assert main([*args, "--out", "."]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--out . is a folder with other files in it (photos, todo.txt)" in err
+    assert sorted(p.name for p in mine.iterdir()) == ["photos", "todo.txt"]
+    # a run's own files (a run killed before its first checkpoint) and hidden files do not count
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    (killed / "config.json").write_text("{}")
+    (killed / ".DS_Store").write_text("")
+    assert main([*args, "--out", str(killed)]) == 0 and (killed / "last.pt").is_file()
+
+
 def test_a_failed_start_leaves_no_empty_run_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["train", "--dataset", f"idx:{tmp_path / 'missing'}", "--device", "cpu"]) == 2

@@ -30,6 +30,12 @@ METRIC_FIELDS = [
 ]
 #: Files whose presence means a folder holds a run that trained (config.json alone is written before training).
 RUN_MARKERS = ("last.pt", "metrics.csv")
+#: Every name cnnlab writes into a run folder (training, its report, export and analyses): a folder holding only
+#: these is a run's (perhaps one killed before its first checkpoint), anything else is the user's.
+RUN_FILES = frozenset({"config.json", "status.json", "summary.json", "metrics.csv", "last.pt", "last.pt.sha256",
+                       "best.pt", "best.pt.sha256", "curves.png", "confusion.png", "mistakes.png", "tensorboard",
+                       "model.safetensors", "last.onnx", "last.torchscript.pt", "best.onnx", "best.torchscript.pt",
+                       "branches.json", "branches.png"})
 LOCK_FILE = ".lock"
 
 
@@ -137,8 +143,25 @@ def plan_run(model: str, dataset: str, *, out: str | Path | None, resume: str | 
         if write and restart_count == 0 and holds_run(out):
             raise RunError(f"--out {out} already holds a run; continue it with 'cnnlab train --resume {out}', "
                            "or pick a fresh --out")
+        if write and restart_count == 0:
+            _refuse_other_files(out)
         return RunPlan(out if write else None, None, fresh=not out.exists())
     return RunPlan(new_run_dir(runs_root, model, dataset), None, fresh=True) if write else RunPlan(None, None)
+
+
+def _refuse_other_files(out: Path) -> None:
+    """A new run gets a folder of its own: ``--out .`` in a folder of notes, or ``--out /``, scattered a run's
+    files among the user's. A run's own files (:data:`RUN_FILES`: a run killed before its first checkpoint, which
+    compare trains again) and hidden files such as .DS_Store do not count."""
+    try:
+        others = sorted(p.name for p in out.iterdir() if not p.name.startswith(".") and p.name not in RUN_FILES) \
+            if out.is_dir() else []
+    except OSError:
+        return  # unreadable: the writes that follow say what is wrong
+    if others:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise RunError(f"--out {out} is a folder with other files in it ({shown}); a run gets a folder of its own: "
+                       f"pick a new or empty one, e.g. --out {out / 'run1'}")
 
 
 class RunLock:
