@@ -21,8 +21,8 @@ except ImportError:  # pragma: no cover - Windows has no flock: runs there are n
     fcntl = None
 
 from cnnlab.dataset_names import dataset_kind
-from cnnlab.errors import RunError
-from cnnlab.fileio import atomic_write_text, make_dirs, remove_stale_temp_files_in, write_error
+from cnnlab.errors import CnnlabError, RunError
+from cnnlab.fileio import atomic_write_text, make_dirs, read_json, remove_stale_temp_files_in, write_error
 
 METRIC_FIELDS = [
     "epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr", "seconds",
@@ -275,11 +275,9 @@ def run_status(run: Path, complete: bool = False) -> tuple[str, str]:
     a checkpoint to resume from "stopped", and nothing "failed"."""
     if is_running(run):
         return "running", ""
-    try:
-        got = json.loads((run / STATUS_FILE).read_text())
+    got = _read_run_json(run / STATUS_FILE)
+    if got is not None and "status" in got:
         return str(got["status"]), str(got.get("detail", ""))
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
     if complete:
         return "finished", ""
     if (run / "last.pt").is_file():
@@ -291,12 +289,10 @@ def describe_run(run: Path) -> dict:
     """One row of ``cnnlab runs``: what the run is, how far it got, its accuracies and its status."""
     row = {"run": str(run), "model": "?", "dataset": "?", "recipe": "?", "epochs": None, "epochs_done": 0,
            "final_acc": None, "best_acc": None, "train_seconds": None}
-    try:
-        cfg = json.loads((run / "config.json").read_text())["config"]
+    cfg = (_read_run_json(run / "config.json") or {}).get("config")
+    if isinstance(cfg, dict):
         row.update(model=cfg.get("model"), dataset=cfg.get("dataset"), recipe=cfg.get("recipe"),
                    epochs=cfg.get("epochs"))
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
     try:
         rows = read_metrics(run / "metrics.csv")
         accs = [r.get("val_acc") if r.get("val_acc") is not None else r.get("test_acc") for r in rows]
@@ -304,13 +300,22 @@ def describe_run(run: Path) -> dict:
                    train_seconds=sum(r.get("seconds") or 0 for r in rows))
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    try:
-        _add_summary(row, json.loads((run / "summary.json").read_text()))
-    except (OSError, ValueError, AttributeError, TypeError):
-        pass
+    summary = _read_run_json(run / "summary.json")
+    if summary is not None:
+        _add_summary(row, summary)
     complete = row["final_acc"] is not None and row["epochs"] is not None and row["epochs_done"] >= row["epochs"]
     row["status"], row["detail"] = run_status(run, complete)
     return row
+
+
+def _read_run_json(path: Path) -> dict | None:
+    """A run's JSON file (``fileio.read_json``) as a mapping; None when it is missing, unreadable, damaged or
+    not a mapping: ``cnnlab runs`` lists such a run with what it can still tell."""
+    try:
+        data = read_json(path, str(path))
+    except CnnlabError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def matches(row: dict, wanted: dict) -> bool:

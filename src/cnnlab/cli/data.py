@@ -35,21 +35,22 @@ def cmd_data_fetch(args) -> int:
     checked = "verified by MD5" if ":" not in d.name else "read (no official checksums for local data)"
     print(f"{d.name}: {len(d.train_labels):,} train and {plural(len(d.test_labels), 'test image')}, {checked}, "
           f"from {d.source}")
-    return 0 if args.data_dir else _cached_or_error(d.name)  # files in --data-dir are used where they are
+    # files given with --data-dir, and idx:/folder: data, are used where they are (a converted folder's cache
+    # warns on its own); a catalog dataset fetched from elsewhere must now be in the cache, what 'fetch' is for
+    if not args.data_dir and ":" not in d.name:
+        _require_cached(d.name)
+    return 0
 
 
-def _cached_or_error(name: str) -> int:
-    """0 when a catalog dataset is now in the cache (what 'fetch' is for); otherwise the one-line error: the
-    data was good, but the next command will fetch it again."""
+def _require_cached(name: str) -> None:
+    """The one-line error when a catalog dataset could not be cached: the data was good, but the next
+    command will fetch it again."""
     from cnnlab.data.status import dataset_status
 
-    if ":" in name:  # idx:/folder: data: read where it is (a converted folder's cache warns on its own)
-        return 0
-    row = next((r for r in dataset_status() if r["name"] == name), None)
-    if row is None or row["status"] == "cached and verified":
-        return 0
-    raise CnnlabError(f"{name} is verified but could not be cached in {row['location']} (see the warning above); "
-                      "make that folder writable, or set CNNLAB_HOME to a writable directory, and fetch again")
+    row = next(r for r in dataset_status() if r["name"] == name)
+    if not row["cached"]:
+        raise CnnlabError(f"{name} is verified but could not be cached in {row['location']} (see the warning "
+                          "above); make that folder writable, or set CNNLAB_HOME to a writable directory, and fetch again")
 
 
 def cmd_data_info(args) -> int:

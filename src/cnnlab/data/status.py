@@ -111,6 +111,7 @@ def dataset_status(home=None, full_check: bool = False) -> list[dict]:
         rows.append({
             "name": spec.name,
             "location": str(directory),
+            "cached": complete,
             "status": "cached and verified" if complete else (f"not cached ({fetch_hint})" if missing else _damaged(gz)),
             "train": spec.sizes.get("train"),
             "test": spec.sizes.get("test"),
