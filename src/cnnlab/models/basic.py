@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cnnlab.models._layers import conv_pool_size
+from cnnlab.models._layers import MaxPool2d, conv_pool_size
 from cnnlab.models._registry import register_model
 
 
@@ -17,7 +17,7 @@ class BasicCNN(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, 10, kernel_size=5)
         self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
-        self.pooling = nn.MaxPool2d(2)
+        self.pooling = MaxPool2d(2)
         side = conv_pool_size(conv_pool_size(image_size))  # 28 -> 12 -> 4
         self.fc = nn.Linear(20 * side * side, num_classes)
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cnnlab.models._layers import conv_pool_size
+from cnnlab.models._layers import MaxPool2d, conv_pool_size
 from cnnlab.models._registry import register_model
 
 
@@ -36,7 +36,7 @@ class ResNet(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, 16, kernel_size=5)
         self.conv2 = nn.Conv2d(16, 32, kernel_size=5)
-        self.mp = nn.MaxPool2d(2)
+        self.mp = MaxPool2d(2)
 
         self.rblock1 = ResidualBlock(16)
         self.rblock2 = ResidualBlock(32)

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cnnlab.models._layers import conv_pool_size
+from cnnlab.models._layers import MaxPool2d, conv_pool_size
 from cnnlab.models._registry import register_model
 from cnnlab.models.resnet import ResidualBlock
 
@@ -66,7 +66,7 @@ class ConvStack(nn.Module):
 
         self.stem = nn.Conv2d(in_channels, width, kernel_size=5)
         self.stem_norm = _norm(norm, width)
-        self.pool = nn.MaxPool2d(2)
+        self.pool = MaxPool2d(2)
         if kind == "plain":
             layers: list[nn.Module] = []
             for _ in range(depth):
