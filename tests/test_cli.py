@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -149,23 +150,53 @@ def test_entry_points(entry):
     assert out.returncode == 0 and "cnnlab" in out.stdout
 
 
-def test_the_program_exits_without_a_last_collection_and_keeps_the_exit_code(tmp_path):
-    """``cnnlab`` and ``python -m cnnlab`` run :func:`console`: main's exit code, then ``gc.freeze()`` so that the
-    interpreter's last garbage collection (~0.4 s after torch's import) skips what is alive at the end."""
+def test_the_program_exits_without_the_interpreters_teardown_and_keeps_the_exit_code(tmp_path):
+    """``cnnlab`` and ``python -m cnnlab`` run :func:`console`: main's exit code, then ``os._exit`` after what the
+    interpreter's exit does that matters: threads joined, ``atexit`` handlers run, stdout flushed."""
     import tomllib
 
     scripts = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts == {"cnnlab": "cnnlab.cli:console"}
-    probe = ("import gc, sys; from cnnlab.cli import console; sys.argv = ['cnnlab', *sys.argv[1:]]; "
-             "code = console(); print('frozen', gc.get_freeze_count() > 1000, 'code', code)")
+    probe = ("import atexit, sys, threading, time; from cnnlab.cli import console; sys.argv = ['cnnlab', *sys.argv[1:]]; "
+             "atexit.register(lambda: print('handler ran', flush=True)); "
+             "threading.Thread(target=lambda: (time.sleep(0.3), print('thread done'))).start(); "
+             "sys.stdout.write('unflushed '); console(); print('not reached')")
     ok = subprocess.run([sys.executable, "-c", probe, "models"], capture_output=True, text=True, timeout=120)
-    assert ok.returncode == 0 and "frozen True code 0" in ok.stdout and "resnet" in ok.stdout
+    assert ok.returncode == 0 and "resnet" in ok.stdout and ok.stdout.startswith("unflushed ")
+    assert "thread done" in ok.stdout and ok.stdout.rstrip().endswith("handler ran") and "not reached" not in ok.stdout
     bad = subprocess.run([sys.executable, "-c", probe, "evaluate", str(tmp_path / "nope")], capture_output=True,
                          text=True, timeout=120)
-    assert "code 2" in bad.stdout and bad.stderr.count("\n") == 1 and "error" in bad.stderr
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "error" in bad.stderr
+    assert "handler ran" in bad.stdout
     proc = subprocess.run([sys.executable, "-m", "cnnlab", "evaluate", str(tmp_path / "nope")], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr == bad.stderr
+
+
+def test_a_closed_output_ends_quietly_with_sigpipes_code():
+    """``cnnlab data info | true``: the reader has gone before cnnlab writes. No traceback; exit 141 as for SIGPIPE."""
+    script = f'{shlex.quote(sys.executable)} -m cnnlab data info; echo "rc $?" >&2'
+    proc = subprocess.run(["bash", "-c", f"({script}) | true"], capture_output=True, text=True, timeout=120)
+    assert proc.stderr.strip() == "rc 141", proc.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (a device whose every write is ENOSPC)")
+def test_a_full_disk_under_stdout_is_one_line_and_a_run_goes_on(tiny_idx, tmp_path):
+    """``cnnlab models > /dev/full`` was an OSError traceback: now one line and exit 2. A training keeps going
+    with one warning (its output is a log; its files are written, or refused, on their own)."""
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "cnnlab", "models"], stdout=full, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr == ("cnnlab: error: cannot write the output (No space left on device); free some space "
+                               "where it goes, or send it elsewhere\n")
+        run = tmp_path / "run"
+        proc = subprocess.run([sys.executable, "-m", "cnnlab", "train", "--model", "basic_cnn", "--dataset",
+                               f"idx:{tiny_idx}", "--epochs", "1", "--device", "cpu", "--out", str(run)],
+                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.count("cannot write the output (No space left on device); going on without it") == 1
+    assert json.loads((run / "summary.json").read_text())["n"] > 0
 
 
 def test_compare_and_export_weights_cli(tiny_idx, tmp_path, capsys):

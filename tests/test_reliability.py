@@ -316,6 +316,59 @@ def _interrupt_and_resume(args: list[str], run: Path, sig: int, code: int) -> No
     assert train(TrainConfig(), resume=run, **QUIET).stopped == "finished"
 
 
+def test_a_closed_terminal_saves_the_position_but_nohup_is_obeyed():
+    """SIGHUP (the terminal closed) stops a run as SIGTERM does; under ``nohup`` (SIGHUP ignored) it stays ignored."""
+    from cnnlab.observers import SignalStop
+
+    saved = signal.getsignal(signal.SIGHUP)
+    try:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        stop = SignalStop()
+        assert signal.getsignal(signal.SIGHUP) == stop._handle
+        stop.close()
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        stop = SignalStop()
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN and signal.SIGPIPE in stop._saved
+        stop.close()
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, saved)
+
+
+@pytest.mark.parametrize("when", ["before", "during"])
+def test_a_closed_output_stops_the_run_like_a_signal_and_loses_nothing(tiny_idx, tmp_path, when):
+    """``cnnlab train ... | head -1``: a line printed after the reader has gone fails (EPIPE, SIGPIPE). The run
+    saves its position, says how to resume on stderr and exits 141 (as for SIGPIPE); the resume ends bitwise
+    like a run whose output was never closed. (Before: a BrokenPipeError traceback, the epoch unsaved.) The
+    reader goes before the run's first line, or after it (then the run may be at any step when it notices)."""
+    args = ["train", "--dataset", f"idx:{tiny_idx}", *ARGS[:2], "--epochs", "6", *ARGS[4:-1]]  # not --quiet
+    straight, run = tmp_path / "straight", tmp_path / "run"
+    train(cfg_for(tiny_idx, epochs=6, threads=1), out=straight, **QUIET)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    read_end, write_end = os.pipe()
+    if when == "before":
+        os.close(read_end)
+    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", *args, "--out", str(run)], env=env,
+                            stdout=write_end, stderr=subprocess.PIPE, text=True)
+    os.close(write_end)
+    try:
+        if when == "during":
+            with os.fdopen(read_end) as reader:
+                assert "parameters" in reader.readline()  # the first line; then the reader goes, as head -1 does
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        proc.kill()
+    status = json.loads((run / "status.json").read_text())["status"]
+    assert "Traceback" not in err
+    if when == "during" and proc.returncode == 0:  # the 6 short epochs were over before the reader went
+        assert status == "finished"
+        return
+    assert proc.returncode == 141 and status == "stopped", err[-2000:]
+    assert "output was closed" in err and f"cnnlab train --resume {run}" in err
+    assert train(TrainConfig(), resume=run, **QUIET).stopped == "finished"
+    assert_same_weights(weights(straight), weights(run))
+
+
 # ----------------------------------------------------------------------------- the disk
 
 

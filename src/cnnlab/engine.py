@@ -33,15 +33,13 @@ from cnnlab.fileio import atomic_write_json
 from cnnlab.hostmem import keep_freed_memory
 from cnnlab.models import build_model, count_parameters
 from cnnlab.optim import eager
+from cnnlab.output import say
 from cnnlab.runs import LOCK_FILE, RunLock, RunPlan, plan_run, write_status
 from cnnlab.text import plural
 from cnnlab.trainer import Trainer
 
 Log = Callable[[str], None]
 
-
-def _print(msg: str) -> None:
-    print(msg, flush=True)
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -121,7 +119,7 @@ def train(
     changes: dict | None = None,
     write: bool = True,
     quiet: bool = False,
-    log: Log = _print,
+    log: Log = say,
     dataset: Dataset | None = None,
     report: bool = True,
     verbose: bool = False,

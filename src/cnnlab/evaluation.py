@@ -19,15 +19,13 @@ from cnnlab.data import BatchLoader, Dataset, load_dataset, split_validation
 from cnnlab.devices import resolve_device
 from cnnlab.errors import CnnlabError
 from cnnlab.models import build_model
+from cnnlab.output import say
 from cnnlab.pretrained import load_pretrained
 from cnnlab.report import Figures, format_table, summarize, write_report
 from cnnlab.tta import TTA, parse_tta
 
 Log = Callable[[str], None]
 
-
-def _print(msg: str) -> None:
-    print(msg, flush=True)
 
 
 @dataclass
@@ -79,7 +77,7 @@ def evaluate(model: nn.Module, loader: BatchLoader, limit: int = 0, keep_outputs
 
 
 def report_run(run_dir: Path | None, model: nn.Module, data: Dataset, device: torch.device, *, history: list[dict],
-               batch_size: int = 1000, extra: dict | None = None, log: Log = _print,
+               batch_size: int = 1000, extra: dict | None = None, log: Log = say,
                result: EvalResult | None = None, context: dict | None = None, table: bool = False,
                wait: bool = True, keep: tuple[str, ...] = ()) -> tuple[dict, Figures | None]:
     """The test set's summary from ``result`` when it is the model's evaluation of the whole test set with

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from cnnlab import output
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluation import EvalResult
 from cnnlab.runs import write_metrics
@@ -209,10 +210,13 @@ class CheckpointSaver(Observer):
 
 
 class SignalStop(Observer):
-    """SIGINT (Ctrl-C) and SIGTERM finish the current step, then the run saves its position and stops.
+    """SIGINT (Ctrl-C), SIGTERM and SIGHUP (its terminal closed) finish the current step, then the run saves
+    its position and stops.
 
-    A second signal stops at once. Installed only in the main thread of a single process: under
-    torchrun the agent owns signals and restarts, and a collective with a dead peer would hang.
+    A second signal stops at once; a signal its parent set to be ignored (``nohup``) stays ignored. SIGPIPE (stdout was a pipe whose reader went away: ``cnnlab train | head``)
+    stops the same way, but never at once, and not a run already stopping: its output is gone, its work need
+    not be (``cnnlab.output``). Installed only in the main thread of a single process: under torchrun the
+    agent owns signals and restarts, and a collective with a dead peer would hang.
     """
 
     def __init__(self):
@@ -220,16 +224,29 @@ class SignalStop(Observer):
         self._saved: dict[int, object] = {}
         self.active = threading.current_thread() is threading.main_thread()
         if self.active:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._saved[sig] = signal.signal(sig, self._handle)
+            for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGPIPE"):
+                sig = getattr(signal, name, None)
+                # an ignored signal stays ignored (nohup's SIGHUP, a background job's SIGINT); Python itself
+                # ignores SIGPIPE, so that failed writes raise BrokenPipeError instead
+                if sig is not None and (name == "SIGPIPE" or signal.getsignal(sig) is not signal.SIG_IGN):
+                    self._saved[sig] = signal.signal(sig, self._handle)
+            if output.stdout_reader_gone() and hasattr(signal, "SIGPIPE"):  # the reader went before the run began
+                self._handle(signal.SIGPIPE, None)
 
     def _handle(self, signum, frame) -> None:
+        pipe = signum == getattr(signal, "SIGPIPE", None)
+        if pipe and self.signum is not None:
+            return
         if self.signum is not None:  # the second signal: give up at once
             self.close()
             raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
         self.signum = signum
-        print(f"\n{signal.Signals(signum).name}: stopping after this step and saving the position "
-              "(send it again to stop at once)", file=sys.stderr, flush=True)
+        what = "the output was closed (SIGPIPE)" if pipe else signal.Signals(signum).name
+        try:
+            print(f"\n{what}: stopping after this step and saving the position"
+                  f"{'' if pipe else ' (send it again to stop at once)'}", file=sys.stderr, flush=True)
+        except OSError:  # stderr went with stdout (2>&1 | head)
+            pass
 
     def after_step(self, t: Trainer) -> None:
         if self.signum is not None:

@@ -8,14 +8,16 @@ parsers and sets ``func`` (parsed args -> exit code) on each; import it below an
 
 from __future__ import annotations
 
+import atexit
 import gc
 import os
 import re
 import sys
+import threading
 import traceback
 from typing import NoReturn
 
-from cnnlab import __version__
+from cnnlab import __version__, output
 from cnnlab.cli import analyze, data, evaluate, export, models, predict, runs, serve, train
 from cnnlab.cli.common import Parser
 from cnnlab.errors import CnnlabError, Interrupted
@@ -52,21 +54,34 @@ def main(argv: list[str] | None = None) -> int:
                 setattr(args, name, str(resolve_run(LATEST)))
         return args.func(args)
     except Interrupted as err:  # the position was saved: not an error, but not a success either
-        print(f"cnnlab: {err}", file=sys.stderr)
+        _complain(f"cnnlab: {err}")
         return err.exit_code
     except CnnlabError as err:
-        print(f"cnnlab: error: {err}", file=sys.stderr)
+        _complain(f"cnnlab: error: {err}")
         return 2
     except KeyboardInterrupt:
-        print("cnnlab: interrupted", file=sys.stderr)
+        _complain("cnnlab: interrupted")
         return 130
+    except BrokenPipeError:
+        if not output.stdout_closed():  # not our output's reader: some other pipe or socket, a bug
+            raise
+        output.discard_stdout(reader_gone=True)  # the reader went away (cnnlab runs | head -1): end quietly, as a shell expects
+        return output.EXIT_PIPE_CLOSED
     except (MemoryError, RuntimeError) as err:
         asked = _out_of_memory(err)
         if not asked:
             raise
-        print(f"cnnlab: error: out of memory ({asked}); ask for less (a smaller --batch-size, "
-              "--eval-batch-size or --width), or free some memory", file=sys.stderr)
+        _complain(f"cnnlab: error: out of memory ({asked}); ask for less (a smaller --batch-size, "
+                  "--eval-batch-size or --width), or free some memory")
         return 2
+
+
+def _complain(line: str) -> None:
+    """The one line a failed command leaves on stderr (nothing when stderr itself has gone)."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:
+        pass
 
 
 def _out_of_memory(err: BaseException) -> str:
@@ -82,28 +97,44 @@ def _out_of_memory(err: BaseException) -> str:
     return f"an allocation of {int(asked.group(1)) / 1e9:,.1f} GB failed" if asked else ""
 
 
-def console(argv: list[str] | None = None) -> int:
+def console(argv: list[str] | None = None) -> NoReturn:
     """The ``cnnlab`` program (console script and ``python -m cnnlab``): :func:`main`, then a quicker exit.
 
-    When the interpreter exits it runs one last garbage collection over every object alive, and torch's
-    import alone leaves about 166,000 that it tracks: about 0.4 s of a 2.7 s ``python -c "import torch"`` on 2
-    cores (docs/speed.md), paid after the work is done. By the time :func:`main` returns, everything cnnlab
-    wrote is closed, flushed and renamed into place (by context managers, not finalizers), so all that
-    collection would do is free memory the OS takes back anyway: ``gc.freeze()`` leaves the objects alive
-    now out of it. Exit handlers, thread joins and the flushing of stdout still run. Not in :func:`main`
-    itself, which tests and scripts call in a process that goes on.
+    When the interpreter exits it runs one last garbage collection over every object alive (torch's import
+    alone leaves about 166,000 that it tracks), then frees every module and object, and torch's C++ objects
+    with them: 0.1-0.4 s on 2 cores (docs/speed.md), paid after the work is done. By the time :func:`main`
+    returns, everything cnnlab wrote is closed, flushed and renamed into place (by context managers, not
+    finalizers), so all that would do is free memory the OS takes back anyway. :func:`_shut_down` does the
+    rest of the interpreter's exit (threads joined, exit handlers run, stdout and stderr flushed), then
+    ``os._exit``. Not in :func:`main` itself, which tests and scripts call in a process that goes on. An
+    exception out of :func:`main` (a bug) takes the interpreter's own way out, with its traceback.
 
     Under torchrun the process skips the interpreter's shutdown altogether (:func:`_exit_now`).
     """
+    output.guard_stdout()  # a full disk under stdout: one line, not a traceback
     if not _in_torchrun_group():
-        code = main(argv)
-        gc.freeze()
-        return code
+        _shut_down(main(argv))
     try:
         code = main(argv)
     except Exception:  # a bug: its traceback, then the same quick exit
         traceback.print_exc()
         code = 1
+    _exit_now(code)
+
+
+def _shut_down(code: int) -> NoReturn:
+    """The interpreter's exit less its garbage collection and freeing: wait for the threads that are not
+    daemons (as the interpreter does, ``threading._shutdown``), run the ``atexit`` handlers (logging's flush,
+    temporary folders' clean-up, a coverage tool's report), flush stdout and stderr, ``os._exit``."""
+    gc.freeze()  # a collection triggered while the handlers run need not walk torch's objects either
+    shutdown = getattr(threading, "_shutdown", None)
+    if shutdown is not None:
+        shutdown()
+    else:
+        for thread in threading.enumerate():
+            if thread is not threading.main_thread() and not thread.daemon:
+                thread.join()
+    atexit._run_exitfuncs()
     _exit_now(code)
 
 
@@ -124,9 +155,16 @@ def _exit_now(code: int) -> NoReturn:
     ``Py_FinalizeEx``). After :func:`main` everything cnnlab wrote is closed and renamed into place, so
     nothing is lost by skipping the shutdown; a rank that failed (a dead peer) exits the same way.
     """
+    code = code if isinstance(code, int) and 0 <= code <= 255 else 1
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):
+        except BrokenPipeError:  # output left for a reader that had gone: as a shell reports SIGPIPE
+            code = code or output.EXIT_PIPE_CLOSED
+        except output.OutputError as err:  # the output, held back until now, could not be written
+            if not code:
+                _complain(f"cnnlab: error: {err}")
+                code = 2
+        except (AttributeError, OSError, ValueError):
             pass
-    os._exit(code if isinstance(code, int) and 0 <= code <= 255 else 1)
+    os._exit(code)

@@ -19,13 +19,11 @@ from cnnlab.cli.common import (
 from cnnlab.config import RECIPES
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_write_json
+from cnnlab.output import say
 from cnnlab.runs import new_run_dir, run_dir_of
 
 #: The analysis trains with the lecture's optimiser settings.
 LECTURE = RECIPES["lecture"]
-
-def _print(msg: str) -> None:
-    print(msg, flush=True)
 
 
 def register(subparsers) -> None:
@@ -100,7 +98,7 @@ def cmd_branches(args) -> int:
         raise CnnlabError(f"--batch-size must be at least 1, got {args.batch_size}")
     result = analyze_branches(args.run, which=args.checkpoint, dataset=args.dataset, data_dir=args.data_dir,
                               train_images=args.train_images, device=args.device, batch_size=args.batch_size,
-                              log=(lambda m: None) if args.json else _print)
+                              log=(lambda m: None) if args.json else say)
     out = Path(args.out) if args.out else run_dir_of(args.run)
     atomic_write_json(out / "branches.json", result)
     plot_branches(result, out / "branches.png")
@@ -124,7 +122,7 @@ def cmd_gradients(args) -> int:
     result = analyze_gradients(depths, width=args.width, norm=args.norm, seeds=args.seeds, batch_size=args.batch_size,
                                train_images=args.train_images, epochs=args.epochs, test_images=args.test_images,
                                lr=args.lr, momentum=args.momentum, dataset=args.dataset, data_dir=args.data_dir,
-                               device=args.device, log=(lambda m: None) if args.json else _print)
+                               device=args.device, log=(lambda m: None) if args.json else say)
     out = Path(args.out) if args.out else new_run_dir("runs", "gradients", result["dataset"])
     atomic_write_json(out / "gradients.json", result)
     plot_gradients(result, out / "gradients.png")

@@ -1,0 +1,114 @@
+"""Printing to stdout that may be a pipe whose reader has gone (``cnnlab runs | head -1``) or a file on a full disk.
+
+When the reader of a pipe exits, the next write to it fails (``BrokenPipeError``); a file on a full disk fails
+with ``ENOSPC``. A line of progress is not worth a run: :func:`say` drops what can no longer be written, and
+points stdout at ``/dev/null`` so that nothing later (the last flush at exit included) fails on it again.
+A training run stops at a closed pipe as on a signal, its position saved (``observers.SignalStop`` handles
+the SIGPIPE that comes with the failed write); at a full disk it goes on, with one warning. Other commands
+end at once: exit code 141 for a closed pipe (128 + SIGPIPE, as a shell reports a program that SIGPIPE
+ended), one line and exit code 2 for any other error (:class:`OutputError`, raised by :func:`guard_stdout`'s
+stream).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import sys
+
+from cnnlab.errors import CnnlabError, first_line
+
+#: What a shell reports for a program ended by SIGPIPE.
+EXIT_PIPE_CLOSED = 141
+
+_reader_gone = False
+
+
+class OutputError(CnnlabError):
+    """stdout cannot be written: a full disk, an I/O error (a closed pipe stays a ``BrokenPipeError``)."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"cannot write the output ({reason}); free some space where it goes, or send it elsewhere")
+        self.reason = reason
+
+
+class _GuardedStream:
+    """A text stream whose write errors other than a closed pipe are :class:`OutputError` (the rest is the stream's)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._guarded(self._stream.write, text)
+
+    def flush(self) -> None:
+        self._guarded(self._stream.flush)
+
+    def _guarded(self, call, *args):
+        try:
+            return call(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as err:
+            raise OutputError(_reason(err)) from None
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def guard_stdout() -> None:
+    """Make ``sys.stdout``'s write errors :class:`OutputError` (the ``cnnlab`` program; once a process)."""
+    if sys.stdout is not None and not isinstance(sys.stdout, _GuardedStream):
+        sys.stdout = _GuardedStream(sys.stdout)
+
+
+def say(msg: str) -> None:
+    """``print(msg)`` to stdout, flushed; nothing when stdout's reader has gone, a warning when it cannot be written."""
+    try:
+        print(msg, flush=True)
+    except BrokenPipeError:
+        discard_stdout(reader_gone=True)
+    except (OutputError, OSError) as err:
+        discard_stdout()
+        _warn(f"cnnlab: warning: cannot write the output ({_reason(err)}); going on without it (a run's "
+              "figures are in its folder)")
+
+
+def _reason(err: BaseException) -> str:
+    """``No space left on device``, not ``[Errno 28] No space left on device``."""
+    return getattr(err, "reason", None) or getattr(err, "strerror", None) or first_line(err)
+
+
+def _warn(line: str) -> None:
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:
+        pass
+
+
+def stdout_closed() -> bool:
+    """Whether stdout is a pipe (or socket) whose reader has gone: writing to it would fail."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no stdout, not a real file, or no poll() here
+        return False
+
+
+def discard_stdout(reader_gone: bool = False) -> None:
+    """From now on stdout writes to ``/dev/null`` (what was buffered for it is dropped)."""
+    global _reader_gone
+    _reader_gone = _reader_gone or reader_gone
+    try:
+        fd = sys.stdout.fileno()
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
+    except (AttributeError, OSError, ValueError):
+        pass
+
+
+def stdout_reader_gone() -> bool:
+    """Whether stdout was found to be a pipe whose reader had gone (and was discarded) in this process."""
+    return _reader_gone
