@@ -416,3 +416,20 @@ def test_evaluate_in_a_read_only_run_folder_still_gives_its_accuracy(tiny_idx, t
     code = main(["export-weights", str(run)])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "cannot write" in err and "writable" in err
+
+
+def test_a_device_fifo_or_folder_is_never_replaced_by_a_file(tmp_path):
+    """``cnnlab export --out /dev/full`` as root replaced the device with a plain file (the temp file was renamed
+    over it), and ``/dev/stdout`` is a link to such a thing. Now refused in one line, the thing untouched. (Shown
+    here on a FIFO, a folder and a link to the FIFO: a test must not risk a real device.)"""
+    fifo, folder = tmp_path / "fifo", tmp_path / "folder"
+    os.mkfifo(fifo)
+    folder.mkdir()
+    (tmp_path / "link").symlink_to(fifo)
+    for path, kind in ((fifo, "a FIFO"), (folder, "a folder"), (tmp_path / "link", "a FIFO")):
+        with pytest.raises(WriteError, match=f"cannot write .*: it is {kind}, not a file; give the path of a file"):
+            cnnlab.fileio.atomic_write_bytes(path, b"x")
+    assert fifo.is_fifo() and folder.is_dir() and (tmp_path / "link").is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "folder", "link"]  # no temp file left
+    code = main(["export", "--pretrained", "resnet", "--out", str(fifo)])
+    assert code == 2 and fifo.is_fifo()

@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -42,8 +43,10 @@ def make_dirs(path: str | Path) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
-        raise WriteError(f"cannot create folder {path}: a file of that name is in the way; remove it or pick "
-                         "another path", errno.EEXIST) from None
+        what = _kind_of(path)
+        fix = "remove it or pick another path" if what == "a file" else "pick another path"
+        raise WriteError(f"cannot create folder {path}: {what} of that name is in the way; {fix}",
+                         errno.EEXIST) from None
     except OSError as err:
         raise write_error(path / ".", err) from None
     return path
@@ -56,6 +59,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     ``path`` is then untouched and no temp file is left.
     """
     path = Path(path)
+    _refuse_special_file(path)
     make_dirs(path.parent)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -78,6 +82,27 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         if isinstance(err, OSError) and not isinstance(err, WriteError):
             raise write_error(path, err) from None
         raise
+
+
+def _refuse_special_file(path: Path) -> None:
+    """A device, FIFO, socket or folder at ``path`` (or behind a link there) is refused: the rename would put a
+    plain file in its place (as root, ``--out /dev/null`` replaced the device; ``/dev/stdout`` is a link)."""
+    kind = _kind_of(path)
+    if kind not in ("nothing", "a file"):
+        raise WriteError(f"cannot write {path}: it is {kind}, not a file; give the path of a file to write "
+                         "(cnnlab writes a new file and renames it into place)", errno.EEXIST)
+
+
+def _kind_of(path: Path) -> str:
+    """What is at ``path``, links followed: ``nothing`` (also a dangling link, or what cannot be looked at),
+    ``a file``, ``a folder``, ``a device``, ``a FIFO``, ``a socket``."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "nothing"
+    kinds = ((stat.S_ISREG, "a file"), (stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a device"),
+             (stat.S_ISBLK, "a device"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
 def remove_stale_temp_files_in(folder: str | Path) -> None:
