@@ -142,6 +142,27 @@ def test_val_split_chooses_best_on_validation_and_tests_once(tiny_idx, tmp_path)
     assert summary["split"] == "test" and summary["n"] == 64
 
 
+def test_compare_of_one_seed_shows_no_spread(tiny_idx, tmp_path):
+    """One seed has no sample std: the table gave "96.84 ± 0.00", a spread of zero it never measured."""
+    compare(["basic_cnn"], 1, cfg_for(tiny_idx, epochs=1), tmp_path / "cmp", log=lambda m: None)
+    table = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "±" not in table and "(one seed: no spread to show)" in table
+
+
+def test_an_interrupted_compare_says_that_running_it_again_resumes(tiny_idx, tmp_path, monkeypatch):
+    import cnnlab.compare
+    from cnnlab.errors import Interrupted
+
+    def interrupted(*args, **kwargs):
+        raise Interrupted("interrupted at step 5 (...); continue with: cnnlab train --resume R", 130)
+
+    monkeypatch.setattr(cnnlab.compare, "train", interrupted)
+    with pytest.raises(Interrupted, match="--resume R; or run the same compare again: it keeps the finished runs") \
+            as caught:
+        compare(["basic_cnn"], 1, cfg_for(tiny_idx, epochs=1), tmp_path / "cmp", log=lambda m: None)
+    assert caught.value.exit_code == 130
+
+
 def test_compare_on_tiny_data_writes_table_and_reuses_runs(tiny_idx, tmp_path, monkeypatch):
     base = cfg_for(tiny_idx, epochs=1)
     logs = []

@@ -19,7 +19,7 @@ from cnnlab.config import ADDED_FIELDS, ADJUSTABLE_FIELDS, PROCESS_FIELDS, Train
 from cnnlab.data import load_dataset
 from cnnlab.dataset_names import dataset_kind
 from cnnlab.engine import train
-from cnnlab.errors import CnnlabError, did_you_mean
+from cnnlab.errors import CnnlabError, Interrupted, did_you_mean
 from cnnlab.evaluation import evaluate_run
 from cnnlab.fileio import atomic_write_text, read_json
 from cnnlab.models import build_model, count_parameters, list_models
@@ -124,8 +124,12 @@ def _run_one(cfg: TrainConfig, out: Path, data, quiet: bool, log) -> dict:
     if not finished_run(run_dir, cfg):
         resume = (run_dir / "last.pt").is_file()
         how = "resumed" if resume else "trained"
-        train(cfg, out=None if resume else run_dir, resume=run_dir if resume else None, quiet=quiet,
-              log=lambda msg: None, dataset=data)
+        try:
+            train(cfg, out=None if resume else run_dir, resume=run_dir if resume else None, quiet=quiet,
+                  log=lambda msg: None, dataset=data)
+        except Interrupted as err:  # the run's own hint resumes one run; the compare resumes all of them
+            raise Interrupted(f"{err}; or run the same compare again: it keeps the finished runs and resumes "
+                              "this one", err.exit_code) from None
     summary = read_json(run_dir / "summary.json", str(run_dir / "summary.json"))
     rows = read_metrics(run_dir / "metrics.csv")
     seconds = sum(row["seconds"] for row in rows)
@@ -168,8 +172,8 @@ def describe_settings(cfg: TrainConfig) -> str:
 
 def format_comparison(results: dict, configs: dict[str, TrainConfig], seeds: int, dataset: str,
                       tta: str | None = None) -> str:
-    def pm(ms, fmt="{:.2f}"):
-        return f"{fmt.format(ms[0])} ± {fmt.format(ms[1])}"
+    def pm(ms, fmt="{:.2f}"):  # one seed has no spread to show (its std of 0 would claim one)
+        return f"{fmt.format(ms[0])} ± {fmt.format(ms[1])}" if seeds > 1 else fmt.format(ms[0])
 
     first = next(iter(configs.values()))
     settings = {name: describe_settings(cfg) for name, cfg in configs.items()}
@@ -183,7 +187,8 @@ def format_comparison(results: dict, configs: dict[str, TrainConfig], seeds: int
         *recipe,
         "",
         f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads. Accuracies are test accuracy in % "
-        "(mean ± sample std over seeds) of the final epoch (of the EMA weights where EMA is on); best = best epoch"
+        + ("(mean ± sample std over seeds)" if seeds > 1 else "(one seed: no spread to show)")
+        + " of the final epoch (of the EMA weights where EMA is on); best = best epoch"
         + (" by validation accuracy" if first.val_split else "") + "."
         + (f" TTA: the test accuracy of the final weights with test-time augmentation (`--tta {tta}`: softmax "
            "averaged over fixed views of each image), beside the final accuracy, not in its place." if tta else ""),
