@@ -524,3 +524,16 @@ def test_compare_names_the_epochs_trained_without_augmentation():
     assert "augment shift+flip+erase:p=0.5 (not in the last 7 epochs)" in fashion
     digits = describe_settings(TrainConfig(model="resnet", recipe="best").validate())
     assert "augment affine:rotate=10,scale=0.1,translate=0.1," in digits and "not in the last" not in digits
+
+
+def test_runs_of_a_run_folder_or_a_file(tiny_idx, tmp_path):
+    """``cnnlab runs --root RUN`` said "no runs under RUN/ yet"; ``--root`` a file said the same."""
+    from cnnlab.errors import RunError
+    from cnnlab.runs import find_runs
+
+    run = tmp_path / "runs" / "one"
+    train(cfg_for(tiny_idx, epochs=1), out=run, quiet=True, log=lambda m: None)
+    assert find_runs(run) == [run] and find_runs(tmp_path / "runs") == [run] and find_runs(tmp_path / "none") == []
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(RunError, match="f is a file, not a folder of runs"):
+        find_runs(tmp_path / "f")

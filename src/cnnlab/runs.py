@@ -221,12 +221,22 @@ def is_run_dir(path: Path) -> bool:
 def find_runs(root: str | Path = "runs") -> list[Path]:
     """Run folders under ``root`` (and one level below, where ``compare`` puts its runs), newest first."""
     root = Path(root)
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if p.is_dir() and is_run_dir(p)]
-    found += [q for p in root.iterdir() if p.is_dir() and not is_run_dir(p) for q in p.iterdir()
-              if q.is_dir() and is_run_dir(q)]
+    if root.is_dir() and is_run_dir(root):  # a run folder itself: that run
+        return [root]
+    if root.exists() and not root.is_dir():
+        raise RunError(f"{root} is a file, not a folder of runs; give the folder that holds them (runs/ by default)")
+    found = []
+    for p in _subfolders(root):
+        found += [p] if is_run_dir(p) else [q for q in _subfolders(p) if is_run_dir(q)]
     return sorted(found, key=last_activity, reverse=True)
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    """The folders in ``folder`` (none when it is missing or cannot be read)."""
+    try:
+        return [p for p in folder.iterdir() if p.is_dir()]
+    except OSError:
+        return []
 
 
 def last_activity(run: Path) -> float:
