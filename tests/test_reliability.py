@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import cnnlab.fileio
-from cnnlab.checkpoint import load_checkpoint, save_checkpoint, sidecar
+from cnnlab.checkpoint import load_checkpoint, load_state_dict_file, save_checkpoint, sidecar
 from cnnlab.cli import main
 from cnnlab.config import TrainConfig
 from cnnlab.engine import train
@@ -426,10 +426,15 @@ def test_a_device_fifo_or_folder_is_never_replaced_by_a_file(tmp_path):
     os.mkfifo(fifo)
     folder.mkdir()
     (tmp_path / "link").symlink_to(fifo)
-    for path, kind in ((fifo, "a FIFO"), (folder, "a folder"), (tmp_path / "link", "a FIFO")):
+    named_pipe = r"a FIFO \(named pipe\)"
+    for path, kind in ((fifo, named_pipe), (folder, "a directory"), (tmp_path / "link", named_pipe)):
         with pytest.raises(WriteError, match=f"cannot write .*: it is {kind}, not a file; give the path of a file"):
             cnnlab.fileio.atomic_write_bytes(path, b"x")
     assert fifo.is_fifo() and folder.is_dir() and (tmp_path / "link").is_symlink()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "folder", "link"]  # no temp file left
     code = main(["export", "--pretrained", "resnet", "--out", str(fifo)])
     assert code == 2 and fifo.is_fifo()
+    with pytest.raises(CheckpointError, match="folder: a directory, not a weights file; give the .pt"):
+        load_state_dict_file(folder)  # was "no such weights file"
+    with pytest.raises(CheckpointError, match="fifo: a FIFO .named pipe., not a checkpoint"):
+        load_checkpoint(fifo)

@@ -28,7 +28,7 @@ import torch.nn as nn
 from safetensors import safe_open
 
 from cnnlab.errors import CheckpointError, first_line
-from cnnlab.fileio import atomic_write_bytes, atomic_write_text, sha256_file
+from cnnlab.fileio import atomic_write_bytes, atomic_write_text, kind_of, sha256_file
 from cnnlab.models import create_model
 from cnnlab.runs import CHECKPOINTS, DEFAULT_CHECKPOINT
 
@@ -205,11 +205,18 @@ def _torch_load(path: Path):
                               "it may be truncated: use another checkpoint or retrain") from None
 
 
+def _not_a_file(path: Path) -> str:
+    """``no such`` (nothing there), or what is there instead of a file: ``a folder, not a``."""
+    kind = kind_of(path)
+    return "no such" if kind == "nothing" else f"{kind}, not a"
+
+
 def load_checkpoint(path: str | Path, expect_model: str | None = None) -> dict:
     """Load and check a checkpoint; every refusal is a one-line :class:`CheckpointError`."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint; pass a run directory or a .pt file written by cnnlab")
+        raise CheckpointError(f"{path}: {_not_a_file(path)} checkpoint; pass a run directory or a .pt file written by "
+                              "cnnlab")
     try:
         _check_sidecar(path)  # reads the whole file (and its sidecar): an unreadable file fails here
     except OSError as err:
@@ -238,7 +245,7 @@ def load_state_dict_file(path: str | Path) -> dict:
     """A bare ``state_dict`` (e.g. saved by the lecture's code with ``torch.save(model.state_dict())``)."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such weights file")
+        raise CheckpointError(f"{path}: {_not_a_file(path)} weights file; give the .pt or .safetensors file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:

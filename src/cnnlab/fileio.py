@@ -43,7 +43,7 @@ def make_dirs(path: str | Path) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
-        what = _kind_of(path)
+        what = kind_of(path)
         fix = "remove it or pick another path" if what == "a file" else "pick another path"
         raise WriteError(f"cannot create folder {path}: {what} of that name is in the way; {fix}",
                          errno.EEXIST) from None
@@ -87,21 +87,25 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def _refuse_special_file(path: Path) -> None:
     """A device, FIFO, socket or folder at ``path`` (or behind a link there) is refused: the rename would put a
     plain file in its place (as root, ``--out /dev/null`` replaced the device; ``/dev/stdout`` is a link)."""
-    kind = _kind_of(path)
+    kind = kind_of(path)
     if kind not in ("nothing", "a file"):
         raise WriteError(f"cannot write {path}: it is {kind}, not a file; give the path of a file to write "
                          "(cnnlab writes a new file and renames it into place)", errno.EEXIST)
 
 
-def _kind_of(path: Path) -> str:
-    """What is at ``path``, links followed: ``nothing`` (also a dangling link, or what cannot be looked at),
-    ``a file``, ``a folder``, ``a device``, ``a FIFO``, ``a socket``."""
+def kind_of(path: str | Path) -> str:
+    """What is at ``path``, links followed, for messages: ``nothing`` (also a dangling link, or what cannot be
+    looked at), else :func:`mode_kind`'s words."""
     try:
-        mode = os.stat(path).st_mode
+        return mode_kind(os.stat(path).st_mode)
     except OSError:
         return "nothing"
-    kinds = ((stat.S_ISREG, "a file"), (stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a device"),
-             (stat.S_ISBLK, "a device"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
+
+
+def mode_kind(mode: int) -> str:
+    """What a file of this ``st_mode`` is, for messages: ``a file``, ``a directory``, ``a FIFO (named pipe)``..."""
+    kinds = ((stat.S_ISREG, "a file"), (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
     return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from cnnlab.errors import DataError
+from cnnlab.fileio import mode_kind
 
 #: errno -> (what went wrong, in words; the usual fix). Anything else is described by ``strerror``.
 _REASONS = {
@@ -52,17 +53,7 @@ def read_error(path: str | Path, err: OSError, fix: str | None = None) -> DataEr
 
 def kind_of(mode: int) -> str:
     """What a non-regular file is, for messages: ``a directory``, ``a FIFO (named pipe)``..."""
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISCHR(mode):
-        return "a character device"
-    if stat.S_ISBLK(mode):
-        return "a block device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "not a regular file"
+    return mode_kind(mode)
 
 
 def probe(path: str | Path) -> os.stat_result | None:
