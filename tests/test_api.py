@@ -334,3 +334,11 @@ def test_predict_and_serve_use_the_shipped_weights_without_a_run(shipped, tmp_pa
     served.clear()
     assert main(["serve", "--pretrained", "basic_cnn", "--dataset", shipped["dataset"], "--port", "0"]) == 0
     assert served["app"] is not None and "pretrained basic_cnn" in capsys.readouterr().out
+
+
+def test_a_model_name_given_as_the_run_points_to_the_shipped_weights(tmp_path, monkeypatch):
+    """``cnnlab.predictor("resnet")`` said "resnet: no such checkpoint": the name of a model is not a run."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(cnnlab.CnnlabError, match=r"for the shipped weights of resnet: cnnlab.predictor\(model='resnet'\)"):
+        cnnlab.predictor("resnet")
+    assert cnnlab.predictor(model="resnet")(torch.zeros(1, 28, 28)).label in list("0123456789")

@@ -124,6 +124,9 @@ def predictor(run: str | Path | None = None, *, model: str = "resnet", dataset: 
     """A callable predictor: of a run (a folder, a .pt file, or ``"latest"``), or, without one, of the shipped
     weights of ``model`` on ``dataset``."""
     if run is not None:
+        if isinstance(run, str) and not Path(run).exists() and run in {e.model for e in pretrained_entries()}:
+            raise CnnlabError(f"{run!r} is not a run folder or checkpoint here; for the shipped weights of "
+                              f"{run}: cnnlab.predictor(model={run!r})")
         return Predictor.from_run(resolve_run(run), which=which, device=device)
     return Predictor.pretrained(model, dataset, device=device)
 
