@@ -81,6 +81,23 @@ def test_only_the_runs_final_evaluation_becomes_its_summary(tiny_idx, tmp_path, 
     assert (elsewhere / "confusion.png").is_file() and json.loads((run / "summary.json").read_text()) == after
 
 
+def test_evaluating_a_run_that_is_still_training_leaves_its_folder_alone(tiny_idx, tmp_path, capsys):
+    """``cnnlab evaluate RUN`` while another process trains RUN wrote summary.json and the figures of a
+    mid-training last.pt into it: a stopped run then showed that as its final accuracy."""
+    from cnnlab.runs import RunLock
+
+    run = tmp_path / "run"
+    train(cfg_for(tiny_idx, epochs=2), out=run, **QUIET)
+    (run / "summary.json").unlink()  # as a run still in its first epochs has none yet
+    capsys.readouterr()
+    with RunLock(run):  # as the training process holds it
+        assert main(["evaluate", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "no report written: the run is still training" in out and "summary.json holds" not in out
+    assert not (run / "summary.json").exists()
+    assert main(["evaluate", str(run)]) == 0 and (run / "summary.json").is_file()  # not training: as before
+
+
 def test_checkpoint_write_killed_midway_keeps_previous(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
     save_checkpoint(path, {"model": {"name": "m", "args": {}}, "state_dict": {"w": torch.ones(3)}})

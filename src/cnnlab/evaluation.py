@@ -22,6 +22,7 @@ from cnnlab.models import build_model
 from cnnlab.output import say
 from cnnlab.pretrained import load_pretrained
 from cnnlab.report import Figures, format_table, summarize, write_report
+from cnnlab.runs import is_running
 from cnnlab.tta import TTA, parse_tta
 
 Log = Callable[[str], None]
@@ -177,6 +178,8 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
     if split == "val":
         data = _validation_data(data, cfg, ckpt, trained_on)
         not_own = "it is the validation split, not the test set"
+    elif not not_own and is_running(ckpt.parent):  # its training writes the run's result when it ends
+        not_own = "the run is still training (another cnnlab process holds it), so last.pt is not its final weights"
     return Subject(model_from_checkpoint(state), state["model"]["name"], data, str(ckpt),
                    channels_last=bool(cfg.get("channels_last", False)), run_dir=None if not_own else ckpt.parent,
                    not_own=not_own, split=split)

@@ -213,7 +213,7 @@ class SignalStop(Observer):
     """SIGINT (Ctrl-C), SIGTERM and SIGHUP (its terminal closed) finish the current step, then the run saves
     its position and stops.
 
-    A second signal stops at once; a signal its parent set to be ignored (``nohup``) stays ignored. SIGPIPE (stdout was a pipe whose reader went away: ``cnnlab train | head``)
+    A second signal stops at once; under ``nohup`` (SIGHUP ignored) SIGHUP stays ignored. SIGPIPE (stdout was a pipe whose reader went away: ``cnnlab train | head``)
     stops the same way, but never at once, and not a run already stopping: its output is gone, its work need
     not be (``cnnlab.output``). Installed only in the main thread of a single process: under torchrun the
     agent owns signals and restarts, and a collective with a dead peer would hang.
@@ -226,9 +226,9 @@ class SignalStop(Observer):
         if self.active:
             for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGPIPE"):
                 sig = getattr(signal, name, None)
-                # an ignored signal stays ignored (nohup's SIGHUP, a background job's SIGINT); Python itself
-                # ignores SIGPIPE, so that failed writes raise BrokenPipeError instead
-                if sig is not None and (name == "SIGPIPE" or signal.getsignal(sig) is not signal.SIG_IGN):
+                # nohup's ignored SIGHUP stays ignored (SIGINT and SIGTERM are taken even when a shell
+                # started the run in the background with SIGINT ignored: 'kill -INT' stops it cleanly)
+                if sig is not None and (name != "SIGHUP" or signal.getsignal(sig) is not signal.SIG_IGN):
                     self._saved[sig] = signal.signal(sig, self._handle)
             if output.stdout_reader_gone() and hasattr(signal, "SIGPIPE"):  # the reader went before the run began
                 self._handle(signal.SIGPIPE, None)

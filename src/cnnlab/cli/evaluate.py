@@ -103,6 +103,7 @@ def _report(args, subject, res, extra: dict, say) -> int:
         print(f"cnnlab: warning: no report written: {err}", file=sys.stderr)
         code = 1
     if subject.not_own and not args.out and not args.no_report:
-        say(f"no report written: {subject.not_own}, and the run's summary.json holds the run's result; "
-            "--out DIR writes this one's")
+        held = ", and the run's summary.json holds the run's result" \
+            if (Path(subject.source).parent / "summary.json").is_file() else ""
+        say(f"no report written: {subject.not_own}{held}; --out DIR writes this one's")
     return code
