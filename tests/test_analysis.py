@@ -194,6 +194,34 @@ def test_analyze_branches_user_errors(tiny_idx, tmp_path, capsys):
     assert code == 2 and err.count("\n") == 1 and "has no InceptionModule" in err and "--model inception" in err
 
 
+def test_analyze_branches_of_the_shipped_weights(tiny_idx, tmp_path, capsys, monkeypatch):
+    """``cnnlab analyze branches --pretrained inception``: the lecture's claim on the shipped net, no training
+    first. (The shipped weights' own dataset is MNIST; here the subject the command opens is swapped for one
+    on the tiny dataset, so that the test does not read 10,000 real test images 18 times.)"""
+    from cnnlab.checkpoint import model_from_checkpoint
+    from cnnlab.evaluation import Subject
+    from cnnlab.pretrained import load_pretrained
+
+    asked = {}
+
+    def tiny_subject(path, **kwargs):
+        asked.update(path=path, **kwargs)
+        shipped = model_from_checkpoint(load_pretrained("inception"))  # the real shipped weights, on tiny data
+        return Subject(shipped, "inception", load_dataset(f"idx:{tiny_idx}"), "pretrained inception-mnist")
+
+    monkeypatch.setattr(br, "open_subject", tiny_subject)
+    monkeypatch.chdir(tmp_path)
+    assert main(["analyze", "branches", "--pretrained", "inception", "--train-images", "100", "--device", "cpu"]) == 0
+    assert asked["path"] is None and asked["pretrained"] == "inception"
+    written = list((tmp_path / "runs").glob("branches-*/branches.json"))
+    assert len(written) == 1 and (written[0].parent / "branches.png").is_file()
+    result = json.loads(written[0].read_text())
+    assert result["run"] == result["checkpoint"] == "pretrained inception-mnist" and result["model"] == "inception"
+    for args, says in ((["--pretrained", "inception", str(tmp_path)], "not both"), ([], "give one of a run")):
+        capsys.readouterr()
+        assert main(["analyze", "branches", *args]) == 2 and says in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------- stacks and gradients
 
 

@@ -10,8 +10,9 @@ tcmalloc achieve when preloaded. Peak memory is unchanged: only memory the proce
 is kept.
 
 The setting is process-wide and cannot be undone, so the engine applies it to the process it
-trains in; ``--no-malloc-tuning`` leaves glibc's defaults alone. Elsewhere than glibc on Linux
-it does nothing.
+trains in (``--no-malloc-tuning`` leaves glibc's defaults alone), and so do the analyses, which train
+and evaluate many times over (``analyze branches``: 1.3x quicker with it). Elsewhere than glibc on
+Linux it does nothing.
 """
 
 from __future__ import annotations

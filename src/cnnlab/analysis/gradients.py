@@ -25,6 +25,7 @@ from cnnlab.data import BatchLoader, load_dataset
 from cnnlab.devices import resolve_device
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluation import evaluate
+from cnnlab.hostmem import keep_freed_memory
 from cnnlab.models import create_model
 from cnnlab.models.stacks import KINDS, NORMS
 from cnnlab.optim import eager
@@ -154,6 +155,7 @@ def analyze_gradients(
     _check_gradient_arguments(depths, norm=norm, width=width, seeds=seeds, batch_size=batch_size,
                               train_images=train_images, epochs=epochs, test_images=test_images, lr=lr,
                               momentum=momentum)
+    keep_freed_memory()  # it trains: the engine's allocator setting (cnnlab.hostmem)
     dev = resolve_device(device)
     data = data or load_dataset(dataset, data_dir=data_dir)
     seed_list = list(range(seeds))

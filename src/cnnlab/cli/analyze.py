@@ -37,12 +37,16 @@ def register(subparsers) -> None:
 
 
 def _add_branches_parser(sub) -> None:
-    b = sub.add_parser("branches", help="ablate each Inception branch of a trained run and measure its use",
-                       description="For each Inception module of a trained run and each branch (pool, 1x1, 5x5, "
-                                   "3x3): test accuracy with the branch zeroed and mean-ablated, the next layer's "
-                                   "weight share on its channels, and its activation energy per class. Writes "
-                                   "branches.json and branches.png.")
-    add_run(b)
+    b = sub.add_parser("branches", help="ablate each Inception branch of a trained net and measure its use",
+                       description="For each Inception module of a trained run (or the shipped weights, "
+                                   "--pretrained inception) and each branch (pool, 1x1, 5x5, 3x3): test accuracy with "
+                                   "the branch zeroed and mean-ablated, the next layer's weight share on its "
+                                   "channels, and its activation energy per class. Writes branches.json and "
+                                   "branches.png.")
+    add_run(b, optional=True)
+    b.add_argument("--pretrained", metavar="MODEL", default=None,
+                   help="analyze the shipped weights of MODEL (inception) instead of a run; --dataset picks which "
+                        "(mnist unless given)")
     b.add_argument("--train-images", type=int, default=10_000,
                    help="train images (a fixed random subset) to compute mean activations from; 0: all "
                         "(default: %(default)s)")
@@ -50,7 +54,8 @@ def _add_branches_parser(sub) -> None:
     add_device(b)
     add_eval_batch_size(b)
     b.add_argument("--out", default=None,
-                   help="directory for branches.json and branches.png (default: the run directory)")
+                   help="directory for branches.json and branches.png (default: the run directory; with "
+                        "--pretrained, runs/branches-<dataset>-<timestamp>)")
     add_json(b, "the table")
     b.set_defaults(func=cmd_branches)
 
@@ -96,10 +101,11 @@ def cmd_branches(args) -> int:
 
     if args.batch_size < 1:
         raise CnnlabError(f"--batch-size must be at least 1, got {args.batch_size}")
-    result = analyze_branches(args.run, which=args.checkpoint, dataset=args.dataset, data_dir=args.data_dir,
-                              train_images=args.train_images, device=args.device, batch_size=args.batch_size,
-                              log=(lambda m: None) if args.json else say)
-    out = Path(args.out) if args.out else run_dir_of(args.run)
+    result = analyze_branches(args.run, pretrained=args.pretrained, which=args.checkpoint, dataset=args.dataset,
+                              data_dir=args.data_dir, train_images=args.train_images, device=args.device,
+                              batch_size=args.batch_size, log=(lambda m: None) if args.json else say)
+    out = Path(args.out) if args.out else run_dir_of(args.run) if args.run else \
+        new_run_dir("runs", "branches", result["dataset"])
     atomic_write_json(out / "branches.json", result)
     plot_branches(result, out / "branches.png")
     if args.json:
