@@ -211,12 +211,14 @@ def test_analyze_branches_of_the_shipped_weights(tiny_idx, tmp_path, capsys, mon
 
     monkeypatch.setattr(br, "open_subject", tiny_subject)
     monkeypatch.chdir(tmp_path)
-    assert main(["analyze", "branches", "--pretrained", "inception", "--train-images", "100", "--device", "cpu"]) == 0
+    assert main(["analyze", "branches", "--pretrained", "inception", "--train-images", "100", "--test-images", "32",
+                 "--device", "cpu"]) == 0
     assert asked["path"] is None and asked["pretrained"] == "inception"
     written = list((tmp_path / "runs").glob("branches-*/branches.json"))
     assert len(written) == 1 and (written[0].parent / "branches.png").is_file()
     result = json.loads(written[0].read_text())
     assert result["run"] == result["checkpoint"] == "pretrained inception-mnist" and result["model"] == "inception"
+    assert result["test_images"] == 32 and result["mean_from_train_images"] == 100
     for args, says in ((["--pretrained", "inception", str(tmp_path)], "not both"), ([], "give one of a run")):
         capsys.readouterr()
         assert main(["analyze", "branches", *args]) == 2 and says in capsys.readouterr().err

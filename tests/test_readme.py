@@ -47,6 +47,8 @@ SHORT: dict[str, list[str]] = {
     "cnnlab analyze gradients": ["--depths", "2", "--seeds", "1", "--epochs", "0", "--dataset", f"idx:{TINY}",
                                  "--test-images", "16", "--device", "cpu"],
     "cnnlab train --model inception --out runs/inc": QUICK,
+    "cnnlab analyze branches --pretrained inception": ["--train-images", "64", "--test-images", "300", "--out",
+                                                       "branches-shipped", "--device", "cpu"],
     "cnnlab analyze branches runs/inc": ["--train-images", "64", "--device", "cpu"],
     "python -m cnnlab --help": [],
 }
@@ -99,6 +101,7 @@ def test_every_readme_command_runs(workdir, capsys):
         assert code == 0, f"{command}: exit {code}\n{out[-2000:]}\n{err[-2000:]}"
     assert served  # `cnnlab serve` built the app for the shipped weights
     assert (tmp_path / "my_digit.input.png").is_file() and (tmp_path / "runs" / "inc" / "branches.png").is_file()
+    assert (tmp_path / "branches-shipped" / "branches.png").is_file()
 
 
 def test_the_readme_python_section_runs_as_written(tmp_path):

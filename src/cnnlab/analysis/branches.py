@@ -257,13 +257,15 @@ def analyze_branches(
     dataset: str | None = None,
     data_dir: str | None = None,
     train_images: int = 10_000,
+    test_images: int = 0,
     device: str = "auto",
     batch_size: int = 1000,
     log: Callable[[str], None] = lambda msg: None,
 ) -> dict:
     """All the branch measurements for the run (directory or checkpoint) ``run``, or for the shipped weights of
-    the Inception model ``pretrained`` (on ``dataset``: mnist unless given), as a JSON-ready dict."""
-    _check_branch_arguments(run, pretrained, train_images)
+    the Inception model ``pretrained`` (on ``dataset``: mnist unless given), as a JSON-ready dict; on a fixed
+    random subset of ``test_images`` test images (0: all)."""
+    _check_branch_arguments(run, pretrained, train_images, test_images)
     keep_freed_memory()  # 16 ablated test passes and more: 1.3x quicker with it (docs/speed.md)
     t0 = time.perf_counter()
     subject = open_subject(run, which=which, pretrained=pretrained, dataset=dataset, data_dir=data_dir)
@@ -275,7 +277,7 @@ def analyze_branches(
     dev = resolve_device(device)
     model.to(dev).eval()  # in the memory format it was built in (every earlier analysis's numbers, to the bit)
     train_loader = subset_loader(data.train_images, data.train_labels, batch_size, data, dev, limit=train_images)
-    test_loader = subset_loader(data.test_images, data.test_labels, batch_size, data, dev)
+    test_loader = subset_loader(data.test_images, data.test_labels, batch_size, data, dev, limit=test_images)
     n_train = len(train_loader.labels)
     log(f"{model_name} from {ckpt}: Inception modules {', '.join(modules)}; "
         f"means from {n_train:,} train images, tests on {len(test_loader.labels):,} test images")
@@ -303,7 +305,8 @@ def analyze_branches(
     }
 
 
-def _check_branch_arguments(run: str | Path | None, pretrained: str | None, train_images: int) -> None:
+def _check_branch_arguments(run: str | Path | None, pretrained: str | None, train_images: int,
+                            test_images: int = 0) -> None:
     if (run is None) == (pretrained is None):
         raise CnnlabError("give one of a run of an Inception model (RUN) or --pretrained inception" +
                           ("" if run is None else f", not both (got {run} and --pretrained {pretrained})"))
@@ -312,6 +315,8 @@ def _check_branch_arguments(run: str | Path | None, pretrained: str | None, trai
                           "or --pretrained inception for the shipped weights")
     if train_images < 0:
         raise CnnlabError(f"--train-images must be >= 0 (0: the whole train split), got {train_images}")
+    if test_images < 0:
+        raise CnnlabError(f"--test-images must be >= 0 (0: the whole test split), got {test_images}")
 
 
 def _module_result(model: nn.Module, mod: str, test_loader, means: torch.Tensor, energy: dict[str, torch.Tensor],

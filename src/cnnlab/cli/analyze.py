@@ -50,6 +50,8 @@ def _add_branches_parser(sub) -> None:
     b.add_argument("--train-images", type=int, default=10_000,
                    help="train images (a fixed random subset) to compute mean activations from; 0: all "
                         "(default: %(default)s)")
+    b.add_argument("--test-images", type=int, default=0,
+                   help="test images (a fixed random subset) to measure on; 0: all (default: %(default)s)")
     add_data_args(b, default=None, use=" to test on")
     add_device(b)
     add_eval_batch_size(b)
@@ -102,7 +104,8 @@ def cmd_branches(args) -> int:
     if args.batch_size < 1:
         raise CnnlabError(f"--batch-size must be at least 1, got {args.batch_size}")
     result = analyze_branches(args.run, pretrained=args.pretrained, which=args.checkpoint, dataset=args.dataset,
-                              data_dir=args.data_dir, train_images=args.train_images, device=args.device,
+                              data_dir=args.data_dir, train_images=args.train_images,
+                              test_images=args.test_images, device=args.device,
                               batch_size=args.batch_size, log=(lambda m: None) if args.json else say)
     out = Path(args.out) if args.out else run_dir_of(args.run) if args.run else \
         new_run_dir("runs", "branches", result["dataset"])
