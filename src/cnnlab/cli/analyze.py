@@ -46,7 +46,7 @@ def _add_branches_parser(sub) -> None:
     add_run(b, optional=True)
     b.add_argument("--pretrained", metavar="MODEL", default=None,
                    help="analyze the shipped weights of MODEL (inception) instead of a run; --dataset picks which "
-                        "(mnist unless given)")
+                        "(mnist unless given) (default: none)")
     b.add_argument("--train-images", type=int, default=10_000,
                    help="train images (a fixed random subset) to compute mean activations from; 0: all "
                         "(default: %(default)s)")
