@@ -410,3 +410,13 @@ def test_runs_refuses_a_negative_limit(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, out, err = run(["runs", "--limit", "-1"], capsys)
     assert code == 2 and err == "cnnlab: error: --limit must be >= 0 (0 shows every run), got -1\n" and not out
+
+
+def test_a_path_too_long_for_the_file_system_is_one_line(tmp_path, capsys):
+    """``--out`` with a 300-character name: pathlib's exists() raised ENAMETOOLONG, a traceback."""
+    long = tmp_path / ("a" * 300)
+    for argv in (["train", "--model", "basic_cnn", "--max-steps", "1", "--out", str(long)],
+                 ["evaluate", str(long)], ["runs", "--root", str(long)]):
+        code, _, err = run(argv, capsys)
+        assert code == 2 and err.count("\n") == 1 and "a path is too long for the file system" in err, argv
+        assert "the longest name in it 300); use a shorter one" in err

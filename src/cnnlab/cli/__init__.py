@@ -9,6 +9,7 @@ parsers and sets ``func`` (parsed args -> exit code) on each; import it below an
 from __future__ import annotations
 
 import atexit
+import errno
 import gc
 import os
 import re
@@ -67,6 +68,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         output.discard_stdout(reader_gone=True)  # the reader went away (cnnlab runs | head -1): end quietly, as a shell expects
         return output.EXIT_PIPE_CLOSED
+    except OSError as err:
+        if err.errno != errno.ENAMETOOLONG:  # pathlib's exists()/is_dir() raise it: a path anywhere in a command
+            raise
+        name = str(err.filename or "")
+        longest = max((len(part) for part in name.split(os.sep)), default=0)
+        _complain(f"cnnlab: error: a path is too long for the file system ({name[:60]}{'...' if len(name) > 60 else ''}: "
+                  f"{len(name)} characters, the longest name in it {longest}); use a shorter one")
+        return 2
     except (MemoryError, RuntimeError) as err:
         asked = _out_of_memory(err)
         if not asked:
