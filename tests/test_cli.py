@@ -420,3 +420,17 @@ def test_a_path_too_long_for_the_file_system_is_one_line(tmp_path, capsys):
         code, _, err = run(argv, capsys)
         assert code == 2 and err.count("\n") == 1 and "a path is too long for the file system" in err, argv
         assert "the longest name in it 300); use a shorter one" in err
+
+
+def test_a_path_behind_a_folder_one_may_not_enter_is_one_line(tmp_path, capsys, monkeypatch):
+    """As a user (not root), ``--root /root/runs`` made pathlib's is_dir() raise PermissionError: a traceback.
+    (Root enters every folder, so the error is raised here by hand, where cmd_runs looks at the folder.)"""
+    import cnnlab.cli.runs
+
+    def denied(root):
+        raise PermissionError(13, "Permission denied", str(root))
+
+    monkeypatch.setattr(cnnlab.cli.runs, "find_runs", denied)
+    code, _, err = run(["runs", "--root", "/root/runs"], capsys)
+    assert code == 2 and err == ("cnnlab: error: cannot reach /root/runs (permission denied); check the permissions "
+                                 "of the folders on its way, or use another path\n")

@@ -68,13 +68,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         output.discard_stdout(reader_gone=True)  # the reader went away (cnnlab runs | head -1): end quietly, as a shell expects
         return output.EXIT_PIPE_CLOSED
-    except OSError as err:
-        if err.errno != errno.ENAMETOOLONG:  # pathlib's exists()/is_dir() raise it: a path anywhere in a command
+    except OSError as err:  # pathlib's exists()/is_dir() raise these for a path given anywhere in a command
+        if not _path_error(err):
             raise
-        name = str(err.filename or "")
-        longest = max((len(part) for part in name.split(os.sep)), default=0)
-        _complain(f"cnnlab: error: a path is too long for the file system ({name[:60]}{'...' if len(name) > 60 else ''}: "
-                  f"{len(name)} characters, the longest name in it {longest}); use a shorter one")
         return 2
     except (MemoryError, RuntimeError) as err:
         asked = _out_of_memory(err)
@@ -83,6 +79,22 @@ def main(argv: list[str] | None = None) -> int:
         _complain(f"cnnlab: error: out of memory ({asked}); ask for less (a smaller --batch-size, "
                   "--eval-batch-size or --width), or free some memory")
         return 2
+
+
+def _path_error(err: OSError) -> bool:
+    """One line for a path that is too long or lies behind a folder this user may not enter; False for others."""
+    name = str(err.filename or "")
+    shown = f"{name[:60]}{'...' if len(name) > 60 else ''}"
+    if err.errno == errno.ENAMETOOLONG:
+        longest = max((len(part) for part in name.split(os.sep)), default=0)
+        _complain(f"cnnlab: error: a path is too long for the file system ({shown}: {len(name)} characters, the "
+                  f"longest name in it {longest}); use a shorter one")
+    elif err.errno in (errno.EACCES, errno.EPERM) and name:
+        _complain(f"cnnlab: error: cannot reach {shown} (permission denied); check the permissions of the folders "
+                  "on its way, or use another path")
+    else:
+        return False
+    return True
 
 
 def _complain(line: str) -> None:
