@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -213,9 +212,9 @@ class SignalStop(Observer):
     """SIGINT (Ctrl-C), SIGTERM and SIGHUP (its terminal closed) finish the current step, then the run saves
     its position and stops.
 
-    A second signal stops at once; under ``nohup`` (SIGHUP ignored) SIGHUP stays ignored. SIGPIPE (stdout was a pipe whose reader went away: ``cnnlab train | head``)
-    stops the same way, but never at once, and not a run already stopping: its output is gone, its work need
-    not be (``cnnlab.output``). Installed only in the main thread of a single process: under torchrun the
+    A second signal stops at once; under ``nohup`` (SIGHUP ignored) SIGHUP stays ignored. SIGPIPE (stdout was
+    a pipe whose reader went away: ``cnnlab train | head``) stops the same way, but never at once, and not a run
+    already stopping: its output is gone, its work need not be (``cnnlab.output``). Installed only in the main thread of a single process: under torchrun the
     agent owns signals and restarts, and a collective with a dead peer would hang.
     """
 
@@ -242,11 +241,8 @@ class SignalStop(Observer):
             raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
         self.signum = signum
         what = "the output was closed (SIGPIPE)" if pipe else signal.Signals(signum).name
-        try:
-            print(f"\n{what}: stopping after this step and saving the position"
-                  f"{'' if pipe else ' (send it again to stop at once)'}", file=sys.stderr, flush=True)
-        except OSError:  # stderr went with stdout (2>&1 | head)
-            pass
+        output.complain(f"\n{what}: stopping after this step and saving the position"
+                        f"{'' if pipe else ' (send it again to stop at once)'}")
 
     def after_step(self, t: Trainer) -> None:
         if self.signum is not None:

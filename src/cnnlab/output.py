@@ -70,7 +70,7 @@ def say(msg: str) -> None:
         discard_stdout(reader_gone=True)
     except (OutputError, OSError) as err:
         discard_stdout()
-        _warn(f"cnnlab: warning: cannot write the output ({_reason(err)}); going on without it (a run's "
+        complain(f"cnnlab: warning: cannot write the output ({_reason(err)}); going on without it (a run's "
               "figures are in its folder)")
 
 
@@ -79,7 +79,8 @@ def _reason(err: BaseException) -> str:
     return getattr(err, "reason", None) or getattr(err, "strerror", None) or first_line(err)
 
 
-def _warn(line: str) -> None:
+def complain(line: str) -> None:
+    """``line`` on stderr, flushed (nothing when stderr itself has gone: ``2>&1 | head``)."""
     try:
         print(line, file=sys.stderr, flush=True)
     except OSError:

@@ -55,18 +55,18 @@ def main(argv: list[str] | None = None) -> int:
                 setattr(args, name, str(resolve_run(LATEST)))
         return args.func(args)
     except Interrupted as err:  # the position was saved: not an error, but not a success either
-        _complain(f"cnnlab: {err}")
+        output.complain(f"cnnlab: {err}")
         return err.exit_code
     except CnnlabError as err:
-        _complain(f"cnnlab: error: {err}")
+        output.complain(f"cnnlab: error: {err}")
         return 2
     except KeyboardInterrupt:
-        _complain("cnnlab: interrupted")
+        output.complain("cnnlab: interrupted")
         return 130
     except BrokenPipeError:
         if not output.stdout_closed():  # not our output's reader: some other pipe or socket, a bug
             raise
-        output.discard_stdout(reader_gone=True)  # the reader went away (cnnlab runs | head -1): end quietly, as a shell expects
+        output.discard_stdout(reader_gone=True)  # its reader went (| head -1): end quietly, as shells expect
         return output.EXIT_PIPE_CLOSED
     except OSError as err:  # pathlib's exists()/is_dir() raise these for a path given anywhere in a command
         if not _path_error(err):
@@ -76,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         asked = _out_of_memory(err)
         if not asked:
             raise
-        _complain(f"cnnlab: error: out of memory ({asked}); ask for less (a smaller --batch-size, "
-                  "--eval-batch-size or --width), or free some memory")
+        output.complain(f"cnnlab: error: out of memory ({asked}); ask for less (a smaller --batch-size, "
+                        "--eval-batch-size or --width), or free some memory")
         return 2
 
 
@@ -87,22 +87,14 @@ def _path_error(err: OSError) -> bool:
     shown = f"{name[:60]}{'...' if len(name) > 60 else ''}"
     if err.errno == errno.ENAMETOOLONG:
         longest = max((len(part) for part in name.split(os.sep)), default=0)
-        _complain(f"cnnlab: error: a path is too long for the file system ({shown}: {len(name)} characters, the "
-                  f"longest name in it {longest}); use a shorter one")
+        output.complain(f"cnnlab: error: a path is too long for the file system ({shown}: {len(name)} characters, "
+                        f"the longest name in it {longest}); use a shorter one")
     elif err.errno in (errno.EACCES, errno.EPERM) and name:
-        _complain(f"cnnlab: error: cannot reach {shown} (permission denied); check the permissions of the folders "
-                  "on its way, or use another path")
+        output.complain(f"cnnlab: error: cannot reach {shown} (permission denied); check the permissions of the "
+                        "folders on its way, or use another path")
     else:
         return False
     return True
-
-
-def _complain(line: str) -> None:
-    """The one line a failed command leaves on stderr (nothing when stderr itself has gone)."""
-    try:
-        print(line, file=sys.stderr, flush=True)
-    except OSError:
-        pass
 
 
 def _out_of_memory(err: BaseException) -> str:
@@ -184,7 +176,7 @@ def _exit_now(code: int) -> NoReturn:
             code = code or output.EXIT_PIPE_CLOSED
         except output.OutputError as err:  # the output, held back until now, could not be written
             if not code:
-                _complain(f"cnnlab: error: {err}")
+                output.complain(f"cnnlab: error: {err}")
                 code = 2
         except (AttributeError, OSError, ValueError):
             pass
