@@ -554,3 +554,24 @@ def test_runs_of_a_run_folder_or_a_file(tiny_idx, tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(RunError, match="f is a file, not a folder of runs"):
         find_runs(tmp_path / "f")
+
+
+def test_a_damaged_metrics_csv_is_one_line_and_evaluate_still_answers(tiny_idx, tmp_path, capsys):
+    """A metrics.csv that is not UTF-8 (or holds a word where a number goes): ``cnnlab evaluate RUN`` was a
+    UnicodeDecodeError traceback, ``cnnlab.load_run`` the same."""
+    import cnnlab
+    from cnnlab.errors import RunError
+    from cnnlab.runs import read_metrics
+
+    run = tmp_path / "run"
+    train(cfg_for(tiny_idx, epochs=1), out=run, **QUIET)
+    for damage in (b"epoch,step\nx,y\n\xff\xfe", b"epoch,step\n1,2,3,4\n", b"epoch,test_acc\n1,high\n"):
+        (run / "metrics.csv").write_bytes(damage)
+        with pytest.raises(RunError, match="metrics.csv: damaged .*; cnnlab writes it whole again when the run resumes"):
+            read_metrics(run / "metrics.csv")
+        with pytest.raises(cnnlab.CnnlabError, match="metrics.csv: damaged"):
+            cnnlab.load_run(run)
+        capsys.readouterr()
+        assert main(["evaluate", str(run)]) == 0
+        out, err = capsys.readouterr()
+        assert "accuracy" in out and err.startswith("cnnlab: warning: curves.png not redrawn: ") and err.count("\n") == 1

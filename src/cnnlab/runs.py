@@ -308,7 +308,7 @@ def describe_run(run: Path) -> dict:
         accs = [r.get("val_acc") if r.get("val_acc") is not None else r.get("test_acc") for r in rows]
         row.update(epochs_done=len(rows), best_acc=max((a for a in accs if a is not None), default=None),
                    train_seconds=sum(r.get("seconds") or 0 for r in rows))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, CnnlabError, ValueError, KeyError, TypeError):
         pass
     summary = _read_run_json(run / "summary.json")
     if summary is not None:
@@ -359,8 +359,14 @@ def write_metrics(path: str | Path, rows: list[dict]) -> None:
 
 
 def read_metrics(path: str | Path) -> list[dict]:
-    with open(path, newline="") as fh:
-        return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+    """metrics.csv's rows, numbers parsed; a file that is not what :func:`write_metrics` writes is one
+    :class:`RunError` (an ``OSError`` when it cannot be opened)."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        try:
+            return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+        except (ValueError, TypeError, csv.Error) as err:  # not UTF-8, a word where a number goes, a stray column
+            raise RunError(f"{path}: damaged ({type(err).__name__}); cnnlab writes it whole again when the run "
+                           "resumes, or delete it (the run's checkpoints do not need it)") from None
 
 
 def _fmt(value):

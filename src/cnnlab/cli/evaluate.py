@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from cnnlab.cli.common import add_data_args, add_device, add_eval_batch_size, add_json, add_run, plural
-from cnnlab.errors import WriteError
+from cnnlab.errors import CnnlabError, WriteError
 from cnnlab.runs import read_metrics
 
 
@@ -54,6 +54,15 @@ def _curves_stale(run_dir: Path) -> bool:
         return metrics.is_file()
 
 
+def _history(run_dir: Path) -> list[dict]:
+    """The run's metrics for its curves; none (a warning, curves.png left as it is) when metrics.csv is damaged."""
+    try:
+        return read_metrics(run_dir / "metrics.csv")
+    except (OSError, CnnlabError) as err:
+        print(f"cnnlab: warning: curves.png not redrawn: {err}", file=sys.stderr)
+        return []
+
+
 def cmd_evaluate(args) -> int:
     from cnnlab.evaluation import evaluate_subject, open_subject
     from cnnlab.tta import parse_tta
@@ -92,7 +101,7 @@ def _report(args, subject, res, extra: dict, say) -> int:
     out = Path(args.out) if args.out else subject.run_dir
     reporting = out is not None and not args.no_report
     own = out is not None and subject.run_dir is not None and out.resolve() == subject.run_dir.resolve()
-    history = read_metrics(out / "metrics.csv") if reporting and own and _curves_stale(out) else []
+    history = _history(out) if reporting and own and _curves_stale(out) else []
     code = 0
     try:
         report_run(out if reporting else None, subject.model, subject.data, next(subject.model.parameters()).device,
