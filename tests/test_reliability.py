@@ -198,11 +198,21 @@ def test_a_new_run_is_not_scattered_among_other_files(tiny_idx, tmp_path, monkey
     assert main([*args, "--out", str(killed)]) == 0 and (killed / "last.pt").is_file()
 
 
-def test_a_failed_start_leaves_no_empty_run_folder(tmp_path, monkeypatch):
+def test_a_failed_start_leaves_no_empty_run_folder(tiny_idx, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["train", "--dataset", f"idx:{tmp_path / 'missing'}", "--device", "cpu"]) == 2
     runs = tmp_path / "runs"
     assert not runs.exists() or not any(runs.iterdir())
+    import cnnlab.runs  # a full disk when the lock is taken: writing its pid was an OSError traceback
+
+    def full(fd, data, offset):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(cnnlab.runs.os, "pwrite", full)
+    capsys.readouterr()
+    assert main(["train", "--dataset", f"idx:{tiny_idx}", *ARGS, "--out", str(tmp_path / "run")]) == 2
+    assert "run/.lock: No space left on device; free some disk space" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def test_each_torchrun_launch_gets_its_own_folder_that_its_restarts_find():
@@ -253,6 +263,22 @@ def test_resume_refuses_changed_run_defining_flags_and_takes_process_flags(tiny_
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "--lr 0.01" in err and "--model resnet" in err
     assert main(["train", "--resume", str(run), "--threads", "1", "--quiet", "--lr", "0.05"]) == 0  # same value: fine
+
+
+def test_a_resume_at_or_past_its_step_limit_trains_nothing(tiny_idx, tmp_path, capsys):
+    """``--resume RUN --max-steps 3`` of a run already at step 3 (or 5) took one more step each time."""
+    run = tmp_path / "run"
+    train(cfg_for(tiny_idx, epochs=2, max_steps=5), out=run, **QUIET)
+    before = load_checkpoint(run / "last.pt")
+    for limit in ("5", "3"):
+        capsys.readouterr()
+        assert main(["train", "--resume", str(run), "--max-steps", limit, "--quiet"]) == 0
+        assert f"is already at step 5 (--max-steps {limit}); nothing to train" in capsys.readouterr().out
+        after = load_checkpoint(run / "last.pt")
+        assert after["train_state"]["step"] == 5
+        assert all(torch.equal(after["state_dict"][k], v) for k, v in before["state_dict"].items())
+    assert main(["train", "--resume", str(run), "--max-steps", "7", "--quiet"]) == 0
+    assert load_checkpoint(run / "last.pt")["train_state"]["step"] == 7
 
 
 def test_resume_with_more_epochs_extends_a_finished_constant_schedule_run(tiny_idx, tmp_path, capsys):

@@ -34,7 +34,7 @@ from cnnlab.hostmem import keep_freed_memory
 from cnnlab.models import build_model, count_parameters
 from cnnlab.optim import eager
 from cnnlab.output import say
-from cnnlab.runs import LOCK_FILE, RunLock, RunPlan, plan_run, write_status
+from cnnlab.runs import LOCK_FILE, STATUS_FILE, RunLock, RunPlan, plan_run, write_status
 from cnnlab.text import plural
 from cnnlab.trainer import Trainer
 
@@ -137,9 +137,9 @@ def train(
                     distributed=ranks.enabled, restart_count=ranks.restart_count)
     with contextlib.ExitStack() as stack:
         if plan.run_dir is not None:
+            stack.push(_forget_if_empty(plan))  # last out: after the lock is released (also when it cannot be taken)
             stack.enter_context(RunLock(plan.run_dir))
             stack.push(_record_failure(plan))
-            stack.push(_forget_if_empty(plan))
         stack.enter_context(ranks.errors_explained())  # a dead peer: one line, not gloo's traceback
         ckpt = load_checkpoint(plan.resume_from) if plan.resume_from is not None else None
         if ckpt is not None:
@@ -167,10 +167,11 @@ def _record_outcome(t: Trainer, result: TrainResult) -> None:
 
 
 def _forget_if_empty(plan: RunPlan):
-    """On an error before anything was written, remove the fresh folder this run made (only its lock in it)."""
+    """On an error before anything was written, remove the fresh folder this run made (nothing in it but its
+    lock and the status.json that says it failed)."""
     def on_exit(exc_type, exc, tb) -> bool:
         if exc_type is not None and plan.fresh and plan.run_dir.is_dir():
-            if all(p.name == LOCK_FILE for p in plan.run_dir.iterdir()):
+            if all(p.name in (LOCK_FILE, STATUS_FILE) for p in plan.run_dir.iterdir()):
                 shutil.rmtree(plan.run_dir, ignore_errors=True)
         return False
 
@@ -294,6 +295,8 @@ def restore(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
               f"{s.target['epoch']:.2f}); nothing to train, re-evaluating")
     elif s.epoch >= t.cfg.epochs:
         t.say(f"{where} already finished its {plural(t.cfg.epochs, 'epoch')}; nothing to train, re-evaluating")
+    elif t.cfg.max_steps and s.step >= t.cfg.max_steps:
+        t.say(f"{where} is already at step {s.step} (--max-steps {t.cfg.max_steps}); nothing to train, re-evaluating")
     else:
         t.say(f"resuming {where} at epoch {s.epoch + 1}, batch {s.batch} (step {s.step})")
 
@@ -321,6 +324,9 @@ def fit(t: Trainer, observers: list[obs.Observer]) -> EvalResult | None:
     """Epochs until the run is done or an observer stops it; the last evaluation of the eval split."""
     if t.state.target is not None or t.state.epoch >= t.cfg.epochs:
         t.request_stop("nothing to train")  # finished, or reached its target before: its record stands
+        return None
+    if t.cfg.max_steps and t.state.step >= t.cfg.max_steps:  # a resume at or past its step limit (it took one more)
+        t.request_stop("step limit")
         return None
     final = None
     t.model.train()

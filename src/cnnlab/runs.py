@@ -190,8 +190,12 @@ class RunLock:
             os.close(fd)
             raise RunError(f"{self.path.parent} is in use by another cnnlab process (pid {holder}); wait for it "
                            "to finish, or pick another --out") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)  # who holds it, for the message above
+        except OSError as err:  # a full disk: the run could not save anything either
+            os.close(fd)
+            raise write_error(self.path, err) from None
         self.fd = fd
         remove_stale_temp_files_in(self.path.parent)  # ours now: what killed writers left is garbage
         return self

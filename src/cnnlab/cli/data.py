@@ -49,8 +49,9 @@ def _require_cached(name: str) -> None:
 
     row = next(r for r in dataset_status() if r["name"] == name)
     if not row["cached"]:
-        raise CnnlabError(f"{name} is verified but could not be cached in {row['location']} (see the warning "
-                          "above); make that folder writable, or set CNNLAB_HOME to a writable directory, and fetch again")
+        raise CnnlabError(f"{name} is verified but could not be cached in {row['location']} (the warning above "
+                          "says why); fix that (a writable folder with room for it, or CNNLAB_HOME set to one), "
+                          "and fetch again")
 
 
 def cmd_data_info(args) -> int:
