@@ -418,6 +418,25 @@ def test_a_read_only_out_folder_is_one_line(tiny_idx, tmp_path, monkeypatch, cap
     assert code == 2 and err.count("\n") == 1 and f"cannot write {run}" in err and "writable" in err
 
 
+def test_a_figure_that_cannot_be_written_is_a_warning_not_a_failed_run(tiny_idx, tmp_path, monkeypatch, capsys):
+    """A disk that fills up as the figures are written (a 2 MB tmpfs, tried by hand): the run was marked failed
+    with exit 2 after its checkpoint and summary.json had been written."""
+    import cnnlab.plots
+    from cnnlab.errors import WriteError
+
+    def full(*args, **kwargs):
+        raise WriteError("cannot write confusion.png: No space left on device; free some disk space", errno.ENOSPC)
+
+    monkeypatch.setattr(cnnlab.plots, "plot_confusion", full)
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", f"idx:{tiny_idx}", *ARGS, "--out", str(run)]) == 0
+    err = capsys.readouterr().err
+    assert "cnnlab: warning: cannot write confusion.png: No space left on device" in err
+    assert f"'cnnlab evaluate {run}' draws the figures again" in err
+    assert json.loads((run / "status.json").read_text())["status"] == "finished"
+    assert (run / "summary.json").is_file() and (run / "last.pt").is_file()
+
+
 def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint(tiny_idx, tmp_path, monkeypatch):
     run = tmp_path / "run"
     train(cfg_for(tiny_idx, epochs=1), out=run, **QUIET)

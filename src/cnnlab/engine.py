@@ -27,13 +27,13 @@ from cnnlab.config import TrainConfig, resumed_config
 from cnnlab.data import BatchLoader, Dataset, load_dataset, split_validation, validate_dataset
 from cnnlab.devices import resolve_device, set_threads, training_autocast
 from cnnlab.distributed import Dist
-from cnnlab.errors import CnnlabError, Interrupted, RunError
+from cnnlab.errors import CnnlabError, Interrupted, RunError, WriteError
 from cnnlab.evaluation import EvalResult, report_run
 from cnnlab.fileio import atomic_write_json
 from cnnlab.hostmem import keep_freed_memory
 from cnnlab.models import build_model, count_parameters
 from cnnlab.optim import eager
-from cnnlab.output import say
+from cnnlab.output import complain, say
 from cnnlab.runs import LOCK_FILE, STATUS_FILE, RunLock, RunPlan, plan_run, write_status
 from cnnlab.text import plural
 from cnnlab.trainer import Trainer
@@ -431,8 +431,18 @@ def finish(t: Trainer, final: EvalResult | None, report: bool, verbose: bool = F
     best_txt = f" (best epoch {s.best:.2f}%)" if s.best is not None else ""
     t.say(f"final test accuracy {final.accuracy:.2f}%{best_txt}" + (f"; run saved in {t.run_dir}" if t.run_dir else ""))
     if figures is not None:
-        figures.wait()  # drawn while the line above was printed
+        _wait_for_figures(figures, t.run_dir)  # drawn while the line above was printed
     t.ranks.barrier()
     t.ranks.close()
     return TrainResult(t.run_dir, s.history, final, s.best, count_parameters(t.model), train_s, t.eval_model, s.target,
                        summary, t.stop_reason or "finished")
+
+
+def _wait_for_figures(figures, run_dir: Path) -> None:
+    """A figure that cannot be written (a full disk) is a warning, not a failed run: the checkpoint and
+    summary.json are written before it, and ``cnnlab evaluate RUN`` draws a missing figure again."""
+    try:
+        figures.wait()
+    except WriteError as err:
+        complain(f"cnnlab: warning: {err}; the run's checkpoint and summary.json are written: 'cnnlab evaluate "
+                 f"{run_dir}' draws the figures again")
