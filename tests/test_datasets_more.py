@@ -378,6 +378,8 @@ def test_folder_damaged_cache_is_converted_again(tmp_path):
     (lambda r: (make_folder(r, per_class={"a": 3}), (r / "b").mkdir(), (r / "b" / "z.png").write_bytes(b"")),
      "no readable image in class folder\\(s\\) b"),
     (lambda r: make_folder(r, per_class={"a": 1, "b": 1}), "the test split has no readable images"),
+    (lambda r: make_folder(r, per_class={"cat": 6}), "one class folder \\(cat\\); a classifier needs at least two"),
+    (lambda r: make_folder(r, per_class={"cat": 6}, split_dirs=True), "one class folder \\(cat\\)"),
 ])
 def test_folder_errors_are_one_line(tmp_path, setup, fragment):
     root = tmp_path / "pics"

@@ -430,3 +430,32 @@ def test_helpers():
     mask[6:8, 6:11] = True
     labels = label_components(mask)
     assert len(np.unique(labels[mask])) == 2 and labels[1, 1] == labels[3, 3] and (labels[~mask] == -1).all()
+
+
+def test_a_run_trained_on_an_image_folder_predicts_its_images_as_it_saw_them(tmp_path, capsys):
+    """A run of ``folder:DIR`` (photos of anything, grayscale and resized, not digits): ``cnnlab predict RUN
+    img.png`` took every image for a digit (ink found, centred, inverted) and refused plain ones ("no ink
+    found"). Now an image is prepared as the folder's images were: the net sees what it was trained on."""
+    from cnnlab.data import load_dataset
+    from cnnlab.data.folder import convert_image
+    from test_datasets_more import make_folder
+
+    root = make_folder(tmp_path / "pics")
+    run = tmp_path / "run"
+    assert main(["train", "--model", "basic_cnn", "--dataset", f"folder:{root}", "--epochs", "1", "--device", "cpu",
+                 "--out", str(run), "--quiet"]) == 0
+    predictor = Predictor.from_run(run, device="cpu")
+    assert predictor.as_folder and not Predictor.from_run(tiny_checkpoint(tmp_path / "digits.pt"), device="cpu").as_folder
+    files = sorted(root.glob("*/*.*"))
+    for f in files:
+        assert np.array_equal(np.rint(predictor.prepare(f) * 255).astype(np.uint8), convert_image(f)), f
+    data = load_dataset(f"folder:{root}")
+    x = torch.from_numpy(np.stack([convert_image(f) for f in files])).float().div(255).unsqueeze(1)
+    with torch.inference_mode():
+        want = torch.softmax(predictor.model((x - data.mean) / data.std), 1)
+    got = torch.tensor([p.probabilities for p in predictor([str(f) for f in files])])
+    assert torch.allclose(got, want, atol=1e-6)
+    flat = tmp_path / "flat.png"
+    Image.new("L", (50, 40), 128).save(flat)  # no ink at all: a digit it is not, an image of the folder's kind it is
+    capsys.readouterr()
+    assert main(["predict", str(run), str(flat)]) == 0 and "flat.png" in capsys.readouterr().out

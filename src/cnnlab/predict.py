@@ -49,6 +49,9 @@ import torch.nn as nn
 from PIL import Image
 
 from cnnlab.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+from cnnlab.data.folder import SIZE as FOLDER_SIZE
+from cnnlab.data.folder import gray_square
+from cnnlab.dataset_names import dataset_kind
 from cnnlab.devices import resolve_device
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_write_bytes
@@ -618,6 +621,9 @@ class Predictor:
         self.in_channels = int(data.get("in_channels", 1))
         self.image_size = int(data.get("image_size", MNIST_FIELD))
         self.source = source
+        #: Trained on an image folder (``folder:DIR``): images are prepared as that folder's were (grayscale,
+        #: resized), not as digits (the ink found, centred, inverted to white on black).
+        self.as_folder = dataset_kind(str(data.get("name", ""))) == "folder" and self.image_size == FOLDER_SIZE
 
     @classmethod
     def from_run(cls, run: str | Path, which: str = "last", device: str = "auto",
@@ -652,13 +658,18 @@ class Predictor:
         name = name or (str(source) if isinstance(source, (str, Path)) else "image")
         if isinstance(source, np.ndarray):
             img = unit_image(source, name)  # (H, W) or (H, W, C) float32 in 0..1
+            if self.as_folder and preprocess is not False:
+                return gray_square(to_pil(img)).astype(np.float32) / 255
             if preprocess is None:
                 preprocess = not is_mnist_field(img, self.image_size)
             return preprocess_array(img, self.image_size, name) if preprocess else self._as_field(img, name)
-        if not isinstance(source, Image.Image):
-            source = open_image(source, name, max_pixels=self.max_pixels, max_side=WORK_SIDE)
+        if not isinstance(source, Image.Image):  # a folder's images were decoded whole: no reduced decoding
+            source = open_image(source, name, max_pixels=self.max_pixels,
+                                max_side=None if self.as_folder else WORK_SIDE)
         if preprocess is False:
             return self._as_field(unit_gray(source, name)[0], name)
+        if self.as_folder:
+            return gray_square(source).astype(np.float32) / 255
         return mnist_field(keep_digit(ink_map(source, name)), size=self.image_size, name=name)  # = preprocess(), shadowed here
 
     def _as_field(self, img: np.ndarray, name: str) -> np.ndarray:

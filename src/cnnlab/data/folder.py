@@ -195,6 +195,9 @@ def scan(root: Path) -> _Layout:
                 )
             label = layout.classes.index(class_dir.name)
             layout.entries[first:] = [(rel, label, split) for rel, _, _ in layout.entries[first:]]
+    if len(layout.classes) == 1:  # trained, it scores 100% by saying the one name it knows
+        raise DataError(f"{where}: one class folder ({layout.classes[0]}); a classifier needs at least two: add a "
+                        "folder of images for each other class")
     return layout
 
 
@@ -231,17 +234,24 @@ def convert_image(path: Path) -> np.ndarray:
     except BadImageError as err:
         raise ValueError(err.reason or str(err)) from None
     with opened as im:
-        if im.mode.startswith("I"):  # 16/32-bit grayscale (e.g. 16-bit PNG): scale to 8 bits
-            wide = np.asarray(im, dtype=np.float64)
-            top = 65535.0 if im.mode.startswith("I;16") or wide.max() > 255 else 255.0
-            im = Image.fromarray(np.clip(np.rint(wide * (255.0 / top)), 0, 255).astype(np.uint8), mode="L")
-        gray = im.convert("L")
-        if gray.size != (SIZE, SIZE):
-            gray = gray.resize((SIZE, SIZE), Image.Resampling.LANCZOS)
-        out = np.asarray(gray, dtype=np.uint8)
+        out = gray_square(im)
     if out.shape != (SIZE, SIZE):
         raise ValueError(f"converted to shape {out.shape}, expected ({SIZE}, {SIZE})")
     return out
+
+
+def gray_square(im: Image.Image) -> np.ndarray:
+    """A decoded image as the dataset holds it: (28, 28) uint8 grayscale (16-bit scaled to 8 bits, luma, alpha
+    dropped, LANCZOS-resized, not inverted). ``cnnlab predict`` prepares images this way for a run trained on
+    an image folder, so that the net sees what it was trained on."""
+    if im.mode.startswith("I"):  # 16/32-bit grayscale (e.g. 16-bit PNG): scale to 8 bits
+        wide = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") or wide.max() > 255 else 255.0
+        im = Image.fromarray(np.clip(np.rint(wide * (255.0 / top)), 0, 255).astype(np.uint8), mode="L")
+    gray = im.convert("L")
+    if gray.size != (SIZE, SIZE):
+        gray = gray.resize((SIZE, SIZE), Image.Resampling.LANCZOS)
+    return np.asarray(gray, dtype=np.uint8)
 
 
 def _split_auto(paths_by_class: list[list[int]]) -> tuple[list[int], list[int]]:
