@@ -575,3 +575,17 @@ def test_a_damaged_metrics_csv_is_one_line_and_evaluate_still_answers(tiny_idx, 
         assert main(["evaluate", str(run)]) == 0
         out, err = capsys.readouterr()
         assert "accuracy" in out and err.startswith("cnnlab: warning: curves.png not redrawn: ") and err.count("\n") == 1
+
+
+def test_evaluating_a_net_on_data_of_another_shape_is_one_line(tiny_idx, tmp_path, capsys):
+    """A 3-class folder net evaluated on a 10-class dataset: an IndexError traceback from the loss."""
+    from test_datasets_more import make_folder
+
+    root = make_folder(tmp_path / "pics")
+    run = tmp_path / "run"
+    assert main(["train", "--model", "basic_cnn", "--dataset", f"folder:{root}", "--epochs", "1", "--device", "cpu",
+                 "--out", str(run), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--dataset", f"idx:{tiny_idx}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the net does not fit idx:" in err and "3 classes (the data: 10)" in err

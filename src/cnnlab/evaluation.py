@@ -173,6 +173,7 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
     cfg = state["config"]
     data = loaded or load_dataset(name or cfg["dataset"], data_dir=data_dir or cfg.get("data_dir"))
     trained_on = (state.get("data") or {}).get("name", cfg["dataset"])
+    _check_fits(state["model"].get("args") or {}, data, ckpt, trained_on)
     not_own = (f"{ckpt.name} is not the run's final weights (last.pt)" if ckpt.name != "last.pt" else
                f"{data.name} is not the dataset the run trained on ({trained_on})" if data.name != trained_on else "")
     if split == "val":
@@ -183,6 +184,16 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
     return Subject(model_from_checkpoint(state), state["model"]["name"], data, str(ckpt),
                    channels_last=bool(cfg.get("channels_last", False)), run_dir=None if not_own else ckpt.parent,
                    not_own=not_own, split=split)
+
+
+def _check_fits(args: dict, data: Dataset, ckpt: Path, trained_on: str) -> None:
+    """A net evaluated on data of another shape (a 2-class folder net on MNIST's 10 classes) was an IndexError."""
+    have = {"classes": data.num_classes, "input channels": data.in_channels, "image size": data.image_size}
+    keys = {"classes": "num_classes", "input channels": "in_channels", "image size": "image_size"}
+    wrong = [f"{args[keys[k]]} {k} (the data: {v})" for k, v in have.items() if keys[k] in args and args[keys[k]] != v]
+    if wrong:
+        raise CnnlabError(f"{ckpt}: the net does not fit {data.name}: {', '.join(wrong)}; evaluate it on data shaped "
+                          f"like its own ({trained_on})")
 
 
 def _validation_data(data: Dataset, cfg: dict, ckpt: Path, trained_on: str) -> Dataset:
