@@ -483,3 +483,18 @@ def test_a_device_fifo_or_folder_is_never_replaced_by_a_file(tmp_path):
         load_state_dict_file(folder)  # was "no such weights file"
     with pytest.raises(CheckpointError, match="fifo: a FIFO .named pipe., not a checkpoint"):
         load_checkpoint(fifo)
+
+
+def test_resuming_after_the_image_folder_gained_a_class_is_one_line(tmp_path, capsys):
+    """A class folder added to ``folder:DIR`` after the run trained: resume was load_state_dict's size mismatch."""
+    from test_datasets_more import make_folder
+
+    root = make_folder(tmp_path / "pics", per_class={"cat": 6, "dog": 6})
+    run = tmp_path / "run"
+    assert main(["train", "--model", "basic_cnn", "--dataset", f"folder:{root}", "--epochs", "1", "--max-steps", "1",
+                 "--device", "cpu", "--out", str(run), "--quiet"]) == 0
+    make_folder(root, per_class={"cat": 6, "dog": 6, "eel": 6})
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "has other classes than when the run trained (cat, dog, eel now, cat, dog then)" in err

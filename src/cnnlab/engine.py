@@ -274,6 +274,7 @@ def introduce(t: Trainer) -> None:
 
 def restore(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
     """Weights (and their average), optimiser, scheduler, RNG and position from a checkpoint (either version)."""
+    _refuse_changed_classes(t, ckpt, plan)
     t.model.load_state_dict(ckpt.get("train_weights") or ckpt["state_dict"])
     if t.ema is not None:
         t.ema.module.load_state_dict(ckpt["state_dict"])
@@ -299,6 +300,18 @@ def restore(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
         t.say(f"{where} is already at step {s.step} (--max-steps {t.cfg.max_steps}); nothing to train, re-evaluating")
     else:
         t.say(f"resuming {where} at epoch {s.epoch + 1}, batch {s.batch} (step {s.step})")
+
+
+def _refuse_changed_classes(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
+    """An image folder whose class folders changed since the run trained (one added, one renamed): its net has
+    another output per class, and load_state_dict's size mismatch was a traceback."""
+    before = [str(c) for c in (ckpt.get("data") or {}).get("classes") or []]
+    now = [str(c) for c in t.data.classes]
+    if before and before != now:
+        raise RunError(f"--resume {plan.run_dir or plan.resume_from}: {t.data.name} has other classes than when the "
+                       f"run trained ({', '.join(now[:6])}{', ...' if len(now) > 6 else ''} now, "
+                       f"{', '.join(before[:6])}{', ...' if len(before) > 6 else ''} then); put the data back as it "
+                       "was, or train a new run on it")
 
 
 def make_observers(t: Trainer, quiet: bool) -> list[obs.Observer]:
