@@ -589,3 +589,19 @@ def test_evaluating_a_net_on_data_of_another_shape_is_one_line(tiny_idx, tmp_pat
     assert main(["evaluate", str(run), "--dataset", f"idx:{tiny_idx}"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "the net does not fit idx:" in err and "3 classes (the data: 10)" in err
+
+
+def test_compare_refuses_to_reuse_runs_of_a_dataset_that_changed(tmp_path):
+    """``cnnlab compare --dataset folder:pics``, images added to pics, the same compare again: every run was
+    "reused", its figures from the old images presented as today's."""
+    import cnnlab
+    from test_datasets_more import make_folder
+
+    root = make_folder(tmp_path / "pics", per_class={"cat": 6, "dog": 6})
+    base = TrainConfig(dataset=f"folder:{root}", epochs=1, batch_size=8, device="cpu")
+    compare(["basic_cnn"], 1, base, tmp_path / "cmp", log=lambda m: None)
+    compare(["basic_cnn"], 1, base, tmp_path / "cmp", log=lambda m: None)  # unchanged: reused
+    make_folder(root, per_class={"cat": 12, "dog": 6})
+    with pytest.raises(cnnlab.CnnlabError, match=r"trained on another version of folder:.* than it holds now \(train_size, "
+                                          r"test_size, mean, std differ \(10 train / 2 test images then, 15 / 3 now\)\)"):
+        compare(["basic_cnn"], 1, base, tmp_path / "cmp", log=lambda m: None)

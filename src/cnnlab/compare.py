@@ -116,10 +116,32 @@ def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = 
     return {"table": table, "results": results, "out": out}
 
 
+#: What tells one version of a dataset from another in a run's config.json (mean and std: any changed image).
+DATA_FINGERPRINT = ("classes", "train_size", "test_size", "mean", "std", "in_channels", "image_size")
+
+
+def _refuse_other_data(run_dir: Path, data) -> None:
+    """A run folder of this compare trained on another version of the dataset (an image folder that changed
+    since): reused, its old figures would stand in the new table as if measured on today's data."""
+    try:
+        saved = read_json(run_dir / "config.json", "config.json").get("data") or {}
+    except (CnnlabError, OSError, AttributeError):
+        return  # no run there yet, or a damaged one that the run's own checks deal with
+    now = data.info()
+    changed = [k for k in DATA_FINGERPRINT if k in saved and k in now and saved[k] != now[k]]
+    if changed:
+        sizes = f" ({saved.get('train_size')} train / {saved.get('test_size')} test images then, " \
+                f"{now['train_size']} / {now['test_size']} now)" if "train_size" in changed or "test_size" in changed else ""
+        raise CnnlabError(f"{run_dir}: trained on another version of {data.name} than it holds now "
+                          f"({', '.join(changed)} differ{sizes}); compare again with another --out, or move that run "
+                          "away to train it anew")
+
+
 def _run_one(cfg: TrainConfig, out: Path, data, quiet: bool, log) -> dict:
     """One (model, seed) run: reused when finished with the same config, resumed when interrupted; one line
     says which and how it went (the run's own lines are in its folder, not on the console)."""
     run_dir = run_folder(out, cfg)
+    _refuse_other_data(run_dir, data)
     how = "reused"
     if not finished_run(run_dir, cfg):
         resume = (run_dir / "last.pt").is_file()
