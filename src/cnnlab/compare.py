@@ -24,7 +24,7 @@ from cnnlab.evaluation import evaluate_run
 from cnnlab.fileio import atomic_write_text, read_json
 from cnnlab.models import build_model, count_parameters, list_models
 from cnnlab.plots import plot_comparison
-from cnnlab.runs import read_metrics
+from cnnlab.runs import read_metrics, read_run_json
 from cnnlab.text import plural
 from cnnlab.tta import parse_tta
 
@@ -116,22 +116,15 @@ def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = 
     return {"table": table, "results": results, "out": out}
 
 
-#: What tells one version of a dataset from another in a run's config.json (mean and std: any changed image).
-DATA_FINGERPRINT = ("classes", "train_size", "test_size", "mean", "std", "in_channels", "image_size")
-
-
 def _refuse_other_data(run_dir: Path, data) -> None:
     """A run folder of this compare trained on another version of the dataset (an image folder that changed
     since): reused, its old figures would stand in the new table as if measured on today's data."""
-    try:
-        saved = read_json(run_dir / "config.json", "config.json").get("data") or {}
-    except (CnnlabError, OSError, AttributeError):
-        return  # no run there yet, or a damaged one that the run's own checks deal with
-    now = data.info()
-    changed = [k for k in DATA_FINGERPRINT if k in saved and k in now and saved[k] != now[k]]
+    saved = (read_run_json(run_dir / "config.json") or {}).get("data")  # none yet, or damaged: its own checks
+    changed = data.changed_since(saved) if isinstance(saved, dict) else []
     if changed:
         sizes = f" ({saved.get('train_size')} train / {saved.get('test_size')} test images then, " \
-                f"{now['train_size']} / {now['test_size']} now)" if "train_size" in changed or "test_size" in changed else ""
+                f"{len(data.train_labels)} / {len(data.test_labels)} now)" \
+            if {"train_size", "test_size"} & set(changed) else ""
         raise CnnlabError(f"{run_dir}: trained on another version of {data.name} than it holds now "
                           f"({', '.join(changed)} differ{sizes}); compare again with another --out, or move that run "
                           "away to train it anew")

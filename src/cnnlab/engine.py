@@ -41,7 +41,6 @@ from cnnlab.trainer import Trainer
 Log = Callable[[str], None]
 
 
-
 # ----------------------------------------------------------------------------- building blocks
 
 
@@ -305,9 +304,9 @@ def restore(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
 def _refuse_changed_classes(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
     """An image folder whose class folders changed since the run trained (one added, one renamed): its net has
     another output per class, and load_state_dict's size mismatch was a traceback."""
-    before = [str(c) for c in (ckpt.get("data") or {}).get("classes") or []]
-    now = [str(c) for c in t.data.classes]
-    if before and before != now:
+    recorded = ckpt.get("data") or {}
+    if t.data.changed_since(recorded, ("classes",)):
+        before, now = [str(c) for c in recorded["classes"]], list(t.data.classes)
         raise RunError(f"--resume {plan.run_dir or plan.resume_from}: {t.data.name} has other classes than when the "
                        f"run trained ({', '.join(now[:6])}{', ...' if len(now) > 6 else ''} now, "
                        f"{', '.join(before[:6])}{', ...' if len(before) > 6 else ''} then); put the data back as it "

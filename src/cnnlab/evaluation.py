@@ -28,7 +28,6 @@ from cnnlab.tta import TTA, parse_tta
 Log = Callable[[str], None]
 
 
-
 @dataclass
 class EvalResult:
     loss: float
@@ -188,9 +187,9 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
 
 def _check_fits(args: dict, data: Dataset, ckpt: Path, trained_on: str) -> None:
     """A net evaluated on data of another shape (a 2-class folder net on MNIST's 10 classes) was an IndexError."""
-    have = {"classes": data.num_classes, "input channels": data.in_channels, "image size": data.image_size}
-    keys = {"classes": "num_classes", "input channels": "in_channels", "image size": "image_size"}
-    wrong = [f"{args[keys[k]]} {k} (the data: {v})" for k, v in have.items() if keys[k] in args and args[keys[k]] != v]
+    have = (("num_classes", "classes", data.num_classes), ("in_channels", "input channels", data.in_channels),
+            ("image_size", "image size", data.image_size))
+    wrong = [f"{args[key]} {what} (the data: {v})" for key, what, v in have if key in args and args[key] != v]
     if wrong:
         raise CnnlabError(f"{ckpt}: the net does not fit {data.name}: {', '.join(wrong)}; evaluate it on data shaped "
                           f"like its own ({trained_on})")

@@ -659,7 +659,7 @@ class Predictor:
         if isinstance(source, np.ndarray):
             img = unit_image(source, name)  # (H, W) or (H, W, C) float32 in 0..1
             if self.as_folder and preprocess is not False:
-                return gray_square(to_pil(img)).astype(np.float32) / 255
+                return _folder_field(to_pil(img))
             if preprocess is None:
                 preprocess = not is_mnist_field(img, self.image_size)
             return preprocess_array(img, self.image_size, name) if preprocess else self._as_field(img, name)
@@ -669,7 +669,7 @@ class Predictor:
         if preprocess is False:
             return self._as_field(unit_gray(source, name)[0], name)
         if self.as_folder:
-            return gray_square(source).astype(np.float32) / 255
+            return _folder_field(source)
         return mnist_field(keep_digit(ink_map(source, name)), size=self.image_size, name=name)  # = preprocess(), shadowed here
 
     def _as_field(self, img: np.ndarray, name: str) -> np.ndarray:
@@ -853,6 +853,11 @@ def _expand(item: str) -> tuple[list[Path], str | None]:
         found = _glob_files(p)
         return found, None if found else "the pattern matches no files; check it"
     return [p], None
+
+
+def _folder_field(img: Image.Image) -> np.ndarray:
+    """An image as an image folder's were prepared for training (``data.folder.gray_square``), in 0..1."""
+    return gray_square(img).astype(np.float32) / 255
 
 
 def _glob_files(pattern: Path) -> list[Path]:

@@ -289,7 +289,7 @@ def run_status(run: Path, complete: bool = False) -> tuple[str, str]:
     a checkpoint to resume from "stopped", and nothing "failed"."""
     if is_running(run):
         return "running", ""
-    got = _read_run_json(run / STATUS_FILE)
+    got = read_run_json(run / STATUS_FILE)
     if got is not None and "status" in got:
         return str(got["status"]), str(got.get("detail", ""))
     if complete:
@@ -303,7 +303,7 @@ def describe_run(run: Path) -> dict:
     """One row of ``cnnlab runs``: what the run is, how far it got, its accuracies and its status."""
     row = {"run": str(run), "model": "?", "dataset": "?", "recipe": "?", "epochs": None, "epochs_done": 0,
            "final_acc": None, "best_acc": None, "train_seconds": None}
-    cfg = (_read_run_json(run / "config.json") or {}).get("config")
+    cfg = (read_run_json(run / "config.json") or {}).get("config")
     if isinstance(cfg, dict):
         row.update(model=cfg.get("model"), dataset=cfg.get("dataset"), recipe=cfg.get("recipe"),
                    epochs=cfg.get("epochs"))
@@ -314,7 +314,7 @@ def describe_run(run: Path) -> dict:
                    train_seconds=sum(r.get("seconds") or 0 for r in rows))
     except (OSError, CnnlabError, ValueError, KeyError, TypeError):
         pass
-    summary = _read_run_json(run / "summary.json")
+    summary = read_run_json(run / "summary.json")
     if summary is not None:
         _add_summary(row, summary)
     complete = row["final_acc"] is not None and row["epochs"] is not None and row["epochs_done"] >= row["epochs"]
@@ -322,7 +322,7 @@ def describe_run(run: Path) -> dict:
     return row
 
 
-def _read_run_json(path: Path) -> dict | None:
+def read_run_json(path: Path) -> dict | None:
     """A run's JSON file (``fileio.read_json``) as a mapping; None when it is missing, unreadable, damaged or
     not a mapping: ``cnnlab runs`` lists such a run with what it can still tell."""
     try:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from cnnlab.cli.common import add_data_args, add_device, add_eval_batch_size, add_json, add_run, plural
 from cnnlab.errors import CnnlabError, WriteError
+from cnnlab.output import complain
 from cnnlab.runs import read_metrics
 
 
@@ -59,7 +60,7 @@ def _history(run_dir: Path) -> list[dict]:
     try:
         return read_metrics(run_dir / "metrics.csv")
     except (OSError, CnnlabError) as err:
-        print(f"cnnlab: warning: curves.png not redrawn: {err}", file=sys.stderr)
+        complain(f"cnnlab: warning: curves.png not redrawn: {err}")
         return []
 
 

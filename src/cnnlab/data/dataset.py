@@ -15,6 +15,8 @@ from cnnlab.errors import DataError
 MIN_IMAGE_SIZE = 16
 #: The largest: MNIST-like images are 28x28; beyond this a net's first linear layer alone outgrows memory.
 MAX_IMAGE_SIZE = 1024
+#: What tells one version of a dataset from another in :meth:`Dataset.info` (mean and std: any changed image).
+FINGERPRINT = ("classes", "train_size", "test_size", "mean", "std", "in_channels", "image_size")
 #: At most this many odd labels or empty classes are named in a message.
 _NAMED = 8
 
@@ -44,6 +46,12 @@ class Dataset:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def changed_since(self, recorded: dict, keys: tuple[str, ...] = FINGERPRINT) -> list[str]:
+        """Which of ``keys`` differ between what a run recorded of its data (:meth:`info`, in its config.json
+        or checkpoint) and this dataset now; keys the record lacks (an older run) are not compared."""
+        now = self.info()
+        return [k for k in keys if k in recorded and recorded[k] != now[k]]
 
     def info(self) -> dict:
         """What a run records about its data (enough for predict/serve to normalise the same way)."""
