@@ -191,6 +191,12 @@ def test_yaml_config_files_and_their_errors(tiny_idx, tmp_path, capsys):
         assert main(["train", "--config", str(cfg)]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1
+    # Notepad's UTF-8 starts with a byte-order mark: read as the text it is; PowerShell's UTF-16 is one line
+    cfg.write_bytes(f"\ufeffmodel: basic_cnn\ndataset: idx:{tiny_idx}\nepochs: 1\ndevice: cpu\n".encode())
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "bom"), "--quiet", "--max-steps", "1"]) == 0
+    cfg.write_bytes("model: basic_cnn\n".encode("utf-16"))
+    assert main(["train", "--config", str(cfg)]) == 2
+    assert "UTF-16 text, not UTF-8; save the file as UTF-8" in capsys.readouterr().err
     # PyYAML reads 1e-3 as a string (YAML 1.1 wants 1.0e-3): a float field takes it as the number it is
     cfg.write_text(f"model: basic_cnn\ndataset: idx:{tiny_idx}\nlr: 1e-3\nepochs: 1\ndevice: cpu\n")
     assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "e"), "--quiet", "--max-steps", "1"]) == 0

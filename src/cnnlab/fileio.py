@@ -143,7 +143,7 @@ def atomic_write_json(path: str | Path, obj) -> None:
 
 def read_small_text(path: str | Path, what: str, limit: int = SMALL_FILE_LIMIT,
                     fix: str = "check the path, or save the file as UTF-8", kind: str = "a settings file") -> str:
-    """A small UTF-8 text file, read whole; :class:`CnnlabError` (one line that starts with ``what``) when it
+    """A small UTF-8 text file (a byte-order mark allowed), read whole; :class:`CnnlabError` (one line that starts with ``what``) when it
     cannot be read, is larger than ``limit`` bytes, or is not text."""
     path = Path(path)
     try:
@@ -153,8 +153,10 @@ def read_small_text(path: str | Path, what: str, limit: int = SMALL_FILE_LIMIT,
         raise CnnlabError(f"{what}: cannot be read ({err.strerror or err}); check the path") from None
     if len(data) > limit:
         raise CnnlabError(f"{what}: larger than {limit >> 20} MB, not {kind}; check the path")
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):  # what Windows PowerShell's '>' writes
+        raise CnnlabError(f"{what}: UTF-16 text, not UTF-8; save the file as UTF-8")
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")  # a leading byte-order mark (Notepad's UTF-8) is not part of the text
     except UnicodeDecodeError as err:
         raise CnnlabError(f"{what}: not text (byte {err.start} is not UTF-8); {fix}") from None
 
