@@ -333,6 +333,14 @@ def test_argument_errors_are_one_line_naming_the_fix(capsys):
     _, err = capsys.readouterr()
     assert exc.value.code == 2 and err.count("\n") == 1
     assert err.startswith("cnnlab: error: argument --format: invalid choice") and "see 'cnnlab export --help'" in err
+    # a flag the command does not take is named with that command's help, not the top level's
+    for argv, command in ((["compare", "--max-steps", "1"], "compare"), (["data", "fetch", "mnist", "--x"], "data fetch"),
+                          (["models", "extra"], "models"), (["--bogus"], "")):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and err.count("\n") == 1 and "unrecognized arguments:" in err
+        assert f"see '{' '.join(['cnnlab', command]).strip()} --help'" in err
 
 
 def test_parsing_and_help_do_not_import_torch():

@@ -8,6 +8,7 @@ parsers and sets ``func`` (parsed args -> exit code) on each; import it below an
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import errno
 import gc
@@ -40,11 +41,23 @@ def build_parser() -> Parser:
     return parser
 
 
+def _command_parser(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.ArgumentParser:
+    """The (sub)command's own parser that ``argv`` reaches: ``cnnlab data fetch ...`` -> ``data fetch``'s."""
+    for token in argv:
+        commands = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if commands and token in commands[0].choices:
+            parser = commands[0].choices[token]
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["help"]:  # 'cnnlab help [COMMAND...]', as git and pip take it: that command's --help
         argv = [*argv[1:], "--help"]
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # named by the command they were given to: 'see cnnlab compare --help', not 'cnnlab --help'
+        _command_parser(parser, argv).error(f"unrecognized arguments: {' '.join(extra)}")
     args.argv = argv  # which flags were typed (cnnlab.cli.common.given_flags), not only their values
     if args.func is None:
         args.help_of.print_help()
