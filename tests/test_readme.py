@@ -31,6 +31,7 @@ SHORT: dict[str, list[str]] = {
     "cnnlab train --model resnet": QUICK,
     "cnnlab train --model resnet --recipe fast --target-accuracy 99": QUICK,
     "cnnlab train --model resnet --recipe best": QUICK,
+    "cnnlab train --model resnet --recipe best --teacher latest": QUICK,
     "cnnlab runs": [],
     "cnnlab runs --model resnet --status stopped": [],
     "cnnlab evaluate latest": [],

@@ -39,7 +39,7 @@ def forward_flops(model: torch.nn.Module, in_channels: int, image_size: int) -> 
 
 #: Fields added after compare's folders got their names: at the value that reproduces the runs made before
 #: (config.ADDED_FIELDS) they are left out of the hash, so that a compare finds (and reuses) the folders it made then.
-KEY_NEUTRAL = {k: ADDED_FIELDS[k] for k in ("clean_epochs",)}
+KEY_NEUTRAL = {k: ADDED_FIELDS[k] for k in ("clean_epochs", "teacher", "distill", "distill_temperature")}
 
 
 def config_key(cfg: TrainConfig) -> str:
@@ -80,12 +80,14 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = "runs/compare", *,
-            quiet: bool = False, log=print, tta: str | None = None) -> dict:
+            quiet: bool = False, log=print, tta: str | None = None, teachers: str | Path | None = None) -> dict:
     """Train/reuse every (model, seed) run, then write and return the comparison.
 
     ``base`` may leave recipe fields at None: each model then gets its own recipe values (a recipe can
     differ per model and dataset, see cnnlab.config.RECIPE_VARIANTS). ``tta``: views (:mod:`cnnlab.tta`) whose
-    test accuracy is added as a column of its own beside the final accuracy, never in its place."""
+    test accuracy is added as a column of its own beside the final accuracy, never in its place. ``teachers``:
+    the folder of a compare of the same settings without it; each run distils from that compare's run of its
+    model and seed (:mod:`cnnlab.distill`)."""
     views = parse_tta(tta)
     unknown = [m for m in models if m not in list_models()]
     if unknown:
@@ -94,11 +96,17 @@ def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = 
     if seeds < 1:
         raise CnnlabError(f"--seeds must be at least 1, got {seeds}")
     out = Path(out)
+    if teachers is not None and out.resolve() == Path(teachers).resolve():
+        raise CnnlabError(f"--out {out} is the teachers' folder: its comparison.md would be replaced by the distilled "
+                          "one; give the distilled runs another --out")
     data = load_dataset(base.dataset, data_dir=base.data_dir, log=log)
     results, configs = {}, {}
     for name in models:
         configs[name] = replace(base, model=name).validate()
-        runs = [_run_one(replace(configs[name], seed=seed), out, data, quiet, log) for seed in range(seeds)]
+        runs = [_run_one(_taught(replace(configs[name], seed=seed), teachers), out, data, quiet, log)
+                for seed in range(seeds)]
+        if teachers is not None:
+            configs[name] = replace(configs[name], teacher=str(teachers))
         if views is not None:
             for r in runs:
                 r["tta"] = evaluate_run(r["dir"], dataset=data, device=base.device, tta=views.spec)[0].accuracy
@@ -112,8 +120,21 @@ def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = 
         series[name] = {"epochs": r["curve"]["epochs"], "n": seeds, "mean": list(mean), "std": list(std)}
     plot_comparison(series, out / "comparison.png",
                     metric=("validation" if base.val_split else "test") + " accuracy (%)",
-                    title=f"{data.name}, recipe {base.recipe}", context={"dataset": data.name, "run": out.name})
+                    title=f"{data.name}, recipe {base.recipe}" + (f", taught by {Path(teachers).name}" if teachers else ""),
+                    context={"dataset": data.name, "run": out.name})
     return {"table": table, "results": results, "out": out}
+
+
+def _taught(cfg: TrainConfig, teachers: str | Path | None) -> TrainConfig:
+    """``cfg`` with its teacher: the run of the same settings, model and seed in the compare folder ``teachers``."""
+    if teachers is None:
+        return cfg
+    taught_by = run_folder(Path(teachers), cfg)
+    if not finished_run(taught_by, cfg):
+        raise CnnlabError(f"--teachers {teachers}: no finished {cfg.model} seed {cfg.seed} run of these settings there "
+                          f"({taught_by.name}); make the teachers first: the same compare without --teachers, with "
+                          f"--out {teachers}")
+    return replace(cfg, teacher=str((taught_by / "last.pt").resolve()))
 
 
 def _refuse_other_data(run_dir: Path, data) -> None:
@@ -181,7 +202,9 @@ def describe_settings(cfg: TrainConfig) -> str:
             + (f" (not in the last {plural(cfg.clean_epochs, 'epoch')})" if cfg.clean_epochs and cfg.augment != "none"
                else "")
             + (f", label smoothing {cfg.label_smoothing:g}" if cfg.label_smoothing else "")
-            + (f", EMA {cfg.ema:g}" if cfg.ema else "") + f", precision {cfg.precision}")
+            + (f", EMA {cfg.ema:g}" if cfg.ema else "") + f", precision {cfg.precision}"
+            + (f", distilled from the runs in {cfg.teacher} (weight {cfg.distill:g}, temperature "
+               f"{cfg.distill_temperature:g})" if cfg.teacher else ""))
     return text
 
 

@@ -83,6 +83,13 @@ class TrainConfig:
     compile: bool = False
     #: Stop as soon as the evaluated accuracy reaches this (percent); 0 = off.
     target_accuracy: float = 0.0
+    #: A finished run (or its checkpoint) whose net teaches this one (knowledge distillation, cnnlab.distill);
+    #: None = no teacher. Saved as the checkpoint's absolute path.
+    teacher: str | None = None
+    #: Weight of the teacher's term in the loss, in (0, 1]; used only with a teacher.
+    distill: float = 0.5
+    #: Temperature of both nets' softmax in the teacher's term; used only with a teacher.
+    distill_temperature: float = 1.0
     tensorboard: bool = False
 
     def resolve(self) -> "TrainConfig":
@@ -119,6 +126,9 @@ class TrainConfig:
             (0 <= self.ema < 1, f"--ema is a decay in [0, 1) (0: off), got {self.ema}"),
             (0 <= self.target_accuracy <= 100, f"--target-accuracy is a percentage in (0, 100], got {self.target_accuracy}"),
             (self.evals_per_epoch >= 1, f"--evals-per-epoch must be at least 1, got {self.evals_per_epoch}"),
+            (0 < self.distill <= 1, f"--distill is the weight of the teacher's term, in (0, 1], got {self.distill}"),
+            (0 < self.distill_temperature <= 100,
+             f"--distill-temperature must be in (0, 100], got {self.distill_temperature}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -198,7 +208,8 @@ MAX_SEED = 90_000_000
 
 #: Fields added after runs were first saved, with the values that reproduce those runs (no EMA, biases decayed,
 #: augmentation to the end).
-ADDED_FIELDS = {"bias_decay": True, "warmup_epochs": 0.0, "ema": 0.0, "clean_epochs": 0}
+ADDED_FIELDS = {"bias_decay": True, "warmup_epochs": 0.0, "ema": 0.0, "clean_epochs": 0, "teacher": None, "distill": 0.5,
+                "distill_temperature": 1.0}
 
 #: Named recipes: the values they set unless a flag sets them explicitly. Every recipe sets every RECIPE_FIELD.
 RECIPES: dict[str, dict] = {

@@ -26,6 +26,7 @@ from cnnlab.checkpoint import EpochSums, TrainState, load_checkpoint
 from cnnlab.config import TrainConfig, resumed_config
 from cnnlab.data import BatchLoader, Dataset, load_dataset, split_validation, validate_dataset
 from cnnlab.devices import resolve_device, set_threads, training_autocast
+from cnnlab.distill import check_same_teacher, load_teacher
 from cnnlab.distributed import Dist
 from cnnlab.errors import CnnlabError, Interrupted, RunError, WriteError
 from cnnlab.evaluation import EvalResult, report_run
@@ -218,6 +219,7 @@ def build_trainer(cfg: TrainConfig, ranks: Dist, plan: RunPlan, dataset: Dataset
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)
     optimizer = build_optimizer(cfg, parameter_groups(model, cfg))
+    teacher = load_teacher(cfg, data, plan.run_dir, plan.resume_from, device, memory_format)
     (train_set, eval_set), eval_name = _splits(data, cfg)
 
     def loader(images, labels, batch, shuffle):
@@ -233,7 +235,7 @@ def build_trainer(cfg: TrainConfig, ranks: Dist, plan: RunPlan, dataset: Dataset
         net=_wrap(model, cfg, ranks, device), optimizer=optimizer,
         scheduler=build_scheduler(cfg, optimizer, len(train_loader)), train_loader=train_loader,
         eval_loader=loader(*eval_set, cfg.eval_batch_size, False), eval_name=eval_name, augment=parse_augment(cfg.augment),
-        ema=build_ema(cfg, model),
+        ema=build_ema(cfg, model), teacher=teacher,
         autocast=autocast,
         run_dir=plan.run_dir, log=say, keep_eval_outputs=keep)
 
@@ -269,11 +271,14 @@ def introduce(t: Trainer) -> None:
           f"{len(t.eval_loader.labels):,} {t.eval_name} from {data.source} | device {t.device}"
           + (f" x {t.ranks.world_size} processes" if t.ranks.enabled else "")
           + (f" | run {t.run_dir}" if t.run_dir else ""))
+    if t.teacher is not None:
+        t.say(f"distilling from {t.teacher.path} (weight {cfg.distill:g}, temperature {cfg.distill_temperature:g})")
 
 
 def restore(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
     """Weights (and their average), optimiser, scheduler, RNG and position from a checkpoint (either version)."""
     _refuse_changed_classes(t, ckpt, plan)
+    check_same_teacher(t.teacher, ckpt.get("teacher"), plan.run_dir or plan.resume_from)
     t.model.load_state_dict(ckpt.get("train_weights") or ckpt["state_dict"])
     if t.ema is not None:
         t.ema.module.load_state_dict(ckpt["state_dict"])

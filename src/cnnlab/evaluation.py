@@ -172,7 +172,7 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
     cfg = state["config"]
     data = loaded or load_dataset(name or cfg["dataset"], data_dir=data_dir or cfg.get("data_dir"))
     trained_on = (state.get("data") or {}).get("name", cfg["dataset"])
-    _check_fits(state["model"].get("args") or {}, data, ckpt, trained_on)
+    check_fits(state["model"].get("args") or {}, data, ckpt, trained_on)
     not_own = (f"{ckpt.name} is not the run's final weights (last.pt)" if ckpt.name != "last.pt" else
                f"{data.name} is not the dataset the run trained on ({trained_on})" if data.name != trained_on else "")
     if split == "val":
@@ -185,7 +185,7 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
                    not_own=not_own, split=split)
 
 
-def _check_fits(args: dict, data: Dataset, ckpt: Path, trained_on: str) -> None:
+def check_fits(args: dict, data: Dataset, ckpt: Path, trained_on: str) -> None:
     """A net evaluated on data of another shape (a 2-class folder net on MNIST's 10 classes) was an IndexError."""
     have = (("num_classes", "classes", data.num_classes), ("in_channels", "input channels", data.in_channels),
             ("image_size", "image size", data.image_size))

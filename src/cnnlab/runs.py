@@ -35,7 +35,7 @@ RUN_MARKERS = ("last.pt", "metrics.csv")
 RUN_FILES = frozenset({"config.json", "status.json", "summary.json", "metrics.csv", "last.pt", "last.pt.sha256",
                        "best.pt", "best.pt.sha256", "curves.png", "confusion.png", "mistakes.png", "tensorboard",
                        "model.safetensors", "last.onnx", "last.torchscript.pt", "best.onnx", "best.torchscript.pt",
-                       "branches.json", "branches.png"})
+                       "branches.json", "branches.png", "teacher.pt"})
 LOCK_FILE = ".lock"
 
 

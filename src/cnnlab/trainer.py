@@ -24,6 +24,7 @@ from torch.optim.swa_utils import AveragedModel
 from cnnlab.checkpoint import EpochSums, TrainState, save_checkpoint
 from cnnlab.config import TrainConfig
 from cnnlab.data import BatchLoader, Dataset
+from cnnlab.distill import Teacher
 from cnnlab.distributed import Dist
 from cnnlab.errors import Diverged
 from cnnlab.evaluation import EvalResult, evaluate
@@ -80,6 +81,8 @@ class Trainer:
     log: Log
     #: The moving average of the weights (cfg.ema), which is what is evaluated, saved as ``state_dict`` and exported.
     ema: AveragedModel | None = None
+    #: The net this run distils from (--teacher), or None.
+    teacher: Teacher | None = None
     #: Keep the evaluation's predictions (the report reuses the last evaluation of the test set).
     keep_eval_outputs: bool = False
     state: TrainState = field(default_factory=TrainState)
@@ -128,6 +131,8 @@ class Trainer:
         with self.autocast:
             logits = self.net(x)
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            if self.teacher is not None:
+                loss = self.teacher.loss(loss, logits, x)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -220,6 +225,7 @@ class Trainer:
             "train_state": self.state.to_dict(),
             **({"train_weights": self.model.state_dict(), "ema_updates": int(self.ema.n_averaged)}
                if self.ema is not None else {}),
+            **({"teacher": self.teacher.record()} if self.teacher is not None else {}),
         }
 
     def save(self, name: str) -> None:

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         args.help_of.print_help()
         return 0
     try:
-        for name in ("run", "resume"):  # 'latest' names the newest run folder wherever a run is taken
+        for name in ("run", "resume", "teacher"):  # 'latest' names the newest run folder wherever a run is taken
             if getattr(args, name, None) == LATEST:
                 setattr(args, name, str(resolve_run(LATEST)))
         return args.func(args)

@@ -161,6 +161,14 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--save-every", type=int, default=DEFAULTS.save_every,
                    help="also save last.pt every N steps, so a killed run loses at most N steps "
                         "(default: %(default)s, only at epoch ends)")
+    p.add_argument("--teacher", metavar="RUN", default=None,
+                   help="distil from this finished run's net (a run folder, its .pt, or 'latest'), trained on the "
+                        "same dataset: the loss becomes (1-w) x cross-entropy + w x T^2 x KL(teacher || student) at "
+                        "temperature T, and train_loss reports it (docs/accuracy.md) (default: none)")
+    p.add_argument("--distill", metavar="W", type=float, default=DEFAULTS.distill,
+                   help="w: the weight of the teacher's term, in (0, 1] (default: %(default)s; only with --teacher)")
+    p.add_argument("--distill-temperature", metavar="T", type=float, default=DEFAULTS.distill_temperature,
+                   help="T: the softmax temperature of the teacher's term (default: %(default)s; only with --teacher)")
     p.add_argument("--tensorboard", action="store_true",
                    help="also write TensorBoard scalars to RUN/tensorboard (default: off)")
     p.add_argument("--out", default=None, help="run directory (default: runs/<model>-<dataset>-<timestamp>)")
@@ -208,7 +216,8 @@ def _flags_config(args) -> TrainConfig:
         model=args.model, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed, device=args.device,
         threads=args.threads, malloc_tuning=args.malloc_tuning, eval_batch_size=args.eval_batch_size,
         max_steps=args.max_steps, save_every=args.save_every, val_split=args.val_split,
-        compile=args.compile, target_accuracy=args.target_accuracy,
+        compile=args.compile, target_accuracy=args.target_accuracy, teacher=args.teacher, distill=args.distill,
+        distill_temperature=args.distill_temperature,
         tensorboard=args.tensorboard, recipe=args.recipe, **{k: getattr(args, k) for k in RECIPE_FLAGS},
     )
 
@@ -257,6 +266,10 @@ def _add_compare_parser(sub) -> None:
     p.add_argument("--tta", metavar="VIEWS", default="none",
                    help="also the test accuracy with test-time augmentation (see 'cnnlab evaluate --help'), in a "
                         "column of its own beside the final accuracy; e.g. shift (default: none)")
+    p.add_argument("--teachers", metavar="DIR", default=None,
+                   help="distil every run from its model and seed's run in DIR, a compare of the same settings "
+                        "without --teachers ('cnnlab train --help': --teacher); the runs and comparison go to "
+                        "--out, by default DIR-distilled (default: none)")
     p.set_defaults(func=cmd_compare)
 
 
@@ -265,8 +278,9 @@ def cmd_compare(args) -> int:
 
     cfg = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, device=args.device, threads=args.threads,
                       val_split=args.val_split, recipe=args.recipe, epochs=args.epochs, batch_size=args.batch_size)
-    out = args.out or default_out(args.dataset, args.recipe)
-    res = compare(args.models, args.seeds, cfg, out, tta=args.tta)
+    teachers = args.teachers.rstrip("/") if args.teachers else None
+    out = args.out or (f"{teachers}-distilled" if teachers else default_out(args.dataset, args.recipe))
+    res = compare(args.models, args.seeds, cfg, out, tta=args.tta, teachers=teachers)
     print()
     print(res["table"])
     print(f"wrote {res['out'] / 'comparison.md'} and {res['out'] / 'comparison.png'}")

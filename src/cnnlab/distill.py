@@ -1,0 +1,121 @@
+"""Knowledge distillation: a finished run's net teaches a new run (``--teacher RUN``).
+
+The student's loss is ``(1 - w) * CE + w * T^2 * KL(teacher_T || student_T)`` (Hinton et al. 2015), with
+``w = --distill`` and ``T = --distill-temperature``; the cross-entropy keeps the run's label smoothing, and
+the teacher sees the same (augmented) batch as the student, with autograd off. The teacher is the net its
+run evaluates and exports (the weights' moving average when the run kept one), in eval mode.
+
+Checked when the run starts, each refusal one line: the teacher's checkpoint loads (cnnlab's checks), it was
+trained on the same dataset and fits its shape, it is not training now, it is not the run itself, and, for a
+run with ``--val-split``, it held out the same validation images (the same fraction and seed): a teacher that
+trained on them would carry them into the student's validation figures. A run records the teacher checkpoint's
+absolute path in config.json, keeps a copy of it as ``teacher.pt`` in the run folder (so that a resume does not
+depend on the teacher's run staying as it was) and its SHA-256 in every checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from cnnlab.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+from cnnlab.config import TrainConfig
+from cnnlab.data import Dataset
+from cnnlab.errors import CheckpointError, CnnlabError, RunError
+from cnnlab.evaluation import check_fits
+from cnnlab.fileio import atomic_write_bytes
+from cnnlab.runs import is_running
+
+
+@dataclass
+class Teacher:
+    model: nn.Module
+    path: Path  # the teacher's checkpoint file, absolute
+    sha256: str
+    weight: float
+    temperature: float
+
+    def loss(self, ce: torch.Tensor, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The student's objective for a batch ``x`` whose cross-entropy is ``ce`` and logits ``logits``."""
+        with torch.no_grad():
+            target = self.model(x)
+        t = self.temperature
+        kl = F.kl_div(F.log_softmax(logits / t, dim=1), F.log_softmax(target / t, dim=1), reduction="batchmean",
+                      log_target=True)
+        return (1 - self.weight) * ce + self.weight * (t * t) * kl
+
+    def record(self) -> dict:
+        """What a checkpoint keeps of the teacher: enough to refuse another teacher on resume."""
+        return {"path": str(self.path), "sha256": self.sha256}
+
+
+#: The run's own copy of its teacher's checkpoint: a resume reads it, whatever became of the original since.
+TEACHER_FILE = "teacher.pt"
+
+
+def load_teacher(cfg: TrainConfig, data: Dataset, run_dir: Path | None, resume_from: Path | None,
+                 device: torch.device, memory_format: torch.memory_format) -> Teacher | None:
+    """The run's teacher, checked (the module docstring): a new run reads ``cfg.teacher`` (which becomes its
+    checkpoint's absolute path) and keeps a copy in ``run_dir``; a resumed run reads the copy beside the
+    checkpoint it resumes from (every rank of a torchrun launch, only one of which writes)."""
+    if not cfg.teacher:
+        return None
+    copy = Path(resume_from).parent / TEACHER_FILE if resume_from is not None else None
+    path = copy if copy is not None and copy.is_file() else _teacher_path(cfg, run_dir)
+    own = Path(run_dir) / TEACHER_FILE if run_dir is not None else None
+    try:
+        ckpt = load_checkpoint(path)
+    except CheckpointError as err:
+        raise CheckpointError(f"--teacher: {err}") from None
+    _check_same_images(cfg, ckpt.get("config") or {}, path)
+    check_fits(ckpt["model"].get("args") or {}, data, path, str((ckpt.get("config") or {}).get("dataset")))
+    data_bytes = path.read_bytes()
+    if own is not None and path != own:
+        atomic_write_bytes(own, data_bytes)
+    model = model_from_checkpoint(ckpt).eval().to(device, memory_format=memory_format)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return Teacher(model, Path(cfg.teacher), hashlib.sha256(data_bytes).hexdigest(), cfg.distill,
+                   cfg.distill_temperature)
+
+
+def _teacher_path(cfg: TrainConfig, run_dir: Path | None) -> Path:
+    """``--teacher`` as a checkpoint file's absolute path (``cfg.teacher`` becomes it), refused when it is this run's
+    own or a run that is training now."""
+    try:
+        path = resolve_checkpoint(cfg.teacher).resolve()
+    except CheckpointError as err:
+        raise CheckpointError(f"--teacher: {err}") from None
+    if run_dir is not None and path.parent == Path(run_dir).resolve():
+        raise RunError(f"--teacher {cfg.teacher}: that is this run's own checkpoint; a run cannot teach itself: "
+                       "give another, finished run")
+    if is_running(path.parent):
+        raise RunError(f"--teacher {cfg.teacher}: that run is still training (another cnnlab process holds it); "
+                       "wait for it to finish, or give a finished run")
+    cfg.teacher = str(path)
+    return path
+
+
+def _check_same_images(cfg: TrainConfig, taught: dict, path: Path) -> None:
+    """The teacher learned the student's dataset, and never saw the images the student validates on."""
+    if taught.get("dataset") != cfg.dataset:
+        raise RunError(f"--teacher {path}: it was trained on {taught.get('dataset')!r}, this run trains on "
+                       f"{cfg.dataset!r}; give a teacher trained on the same dataset")
+    if cfg.val_split > 0 and (float(taught.get("val_split") or 0), int(taught.get("seed", 0))) != (cfg.val_split, cfg.seed):
+        raise RunError(f"--teacher {path}: it was trained with --val-split {taught.get('val_split') or 0:g} --seed "
+                       f"{taught.get('seed')}, so it saw images this run holds out for validation (--val-split "
+                       f"{cfg.val_split:g} --seed {cfg.seed}); train the teacher with the same --val-split and --seed")
+
+
+def check_same_teacher(teacher: Teacher | None, recorded: dict | None, where) -> None:
+    """A resume refuses a teacher that is not the one the run trained with so far (its file changed)."""
+    if teacher is None or not recorded:
+        return
+    if recorded.get("sha256") != teacher.sha256:
+        raise CnnlabError(f"--resume {where}: its copy of the teacher ({TEACHER_FILE}) is not the file the run trained "
+                          "with (its SHA-256 changed); put that file back, or train a new run")
