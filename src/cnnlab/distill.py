@@ -6,7 +6,8 @@ the teacher sees the same (augmented) batch as the student, with autograd off. T
 run evaluates and exports (the weights' moving average when the run kept one), in eval mode.
 
 Checked when the run starts, each refusal one line: the teacher's checkpoint loads (cnnlab's checks), it was
-trained on the same dataset and fits its shape, it is not training now, it is not the run itself, and, for a
+trained on the same dataset, as it is now (an image folder may have changed since), and fits its shape, it is
+not training now, it is not the run itself, and, for a
 run with ``--val-split``, it held out the same validation images (the same fraction and seed): a teacher that
 trained on them would carry them into the student's validation figures. A run records the teacher checkpoint's
 absolute path in config.json, keeps a copy of it as ``teacher.pt`` in the run folder (so that a resume does not
