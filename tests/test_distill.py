@@ -114,3 +114,17 @@ def test_compare_with_teachers_distils_each_run_from_its_model_and_seeds_run(tin
         saved = TrainConfig.from_dict(json.loads((student / "config.json").read_text())["config"])
         assert saved.seed == seed and saved.teacher == str((teacher / "last.pt").resolve())
         assert config_key(saved) != config_key(TrainConfig.from_dict({**saved.to_dict(), "teacher": None}))
+
+
+def test_compare_with_teachers_auto_makes_the_teachers_first_in_one_command(tiny_idx, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    flags = ["compare", "--models", "basic_cnn", "--seeds", "1", "--dataset", f"idx:{tiny_idx}", "--epochs", "1",
+             "--batch-size", "32", "--device", "cpu", "--teachers", "auto"]
+    assert main(flags) == 0
+    out = capsys.readouterr().out
+    teachers, students = sorted(p for p in (tmp_path / "runs").iterdir())
+    assert students.name == teachers.name + "-distilled" and "distilled from the runs in" in out
+    (teacher,), (student,) = teachers.glob("basic_cnn-seed0-*"), students.glob("basic_cnn-seed0-*")
+    assert json.loads((student / "config.json").read_text())["config"]["teacher"] == str((teacher / "last.pt").resolve())
+    assert main(flags) == 0  # again: both reused, nothing trained
+    assert "trained" not in capsys.readouterr().out.replace("untrained", "")

@@ -40,6 +40,8 @@ SHORT: dict[str, list[str]] = {
     "cnnlab train --config latest --seed 1": ["--max-steps", "2"],
     "cnnlab compare --models inception resnet --seeds 3": ["--dataset", f"idx:{TINY}", "--epochs", "1", "--seeds", "1",
                                                            "--device", "cpu"],
+    "cnnlab compare --models resnet --seeds 3 --recipe best --dataset fashion-mnist --teachers auto":
+        ["--dataset", f"idx:{TINY}", "--epochs", "1", "--seeds", "1", "--device", "cpu"],
     "cnnlab predict latest my_digit.png": [],
     "cnnlab export latest --format onnx": ["--samples", "8"],
     "cnnlab export-weights latest": [],

@@ -42,6 +42,10 @@ def forward_flops(model: torch.nn.Module, in_channels: int, image_size: int) -> 
 KEY_NEUTRAL = {k: ADDED_FIELDS[k] for k in ("clean_epochs", "teacher", "distill", "distill_temperature")}
 
 
+#: ``compare(..., teachers=AUTO_TEACHERS)``: train (or reuse) the teachers first, in the compare's default folder.
+AUTO_TEACHERS = "auto"
+
+
 def config_key(cfg: TrainConfig) -> str:
     """A short hash of what makes runs comparable (not the device, the threads or the allocator)."""
     d = cfg.to_dict()
@@ -87,7 +91,12 @@ def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = 
     differ per model and dataset, see cnnlab.config.RECIPE_VARIANTS). ``tta``: views (:mod:`cnnlab.tta`) whose
     test accuracy is added as a column of its own beside the final accuracy, never in its place. ``teachers``:
     the folder of a compare of the same settings without it; each run distils from that compare's run of its
-    model and seed (:mod:`cnnlab.distill`)."""
+    model and seed (:mod:`cnnlab.distill`). ``"auto"``: that compare in its default folder, made (or reused) first."""
+    if teachers == AUTO_TEACHERS:
+        teachers = default_out(base.dataset, base.recipe)
+        log(f"the teachers: a compare of the same settings in {teachers}")
+        compare(models, seeds, base, teachers, quiet=quiet, log=log)
+        log("the students, each taught by its model and seed's run there:")
     views = parse_tta(tta)
     unknown = [m for m in models if m not in list_models()]
     if unknown:

@@ -268,18 +268,20 @@ def _add_compare_parser(sub) -> None:
                         "column of its own beside the final accuracy; e.g. shift (default: none)")
     p.add_argument("--teachers", metavar="DIR", default=None,
                    help="distil every run from its model and seed's run in DIR, a compare of the same settings "
-                        "without --teachers ('cnnlab train --help': --teacher); the runs and comparison go to "
-                        "--out, by default DIR-distilled (default: none)")
+                        "without --teachers ('cnnlab train --help': --teacher); 'auto': that compare in its default "
+                        "folder, made first (or reused); the runs and comparison go to --out, by default "
+                        "DIR-distilled (default: none)")
     p.set_defaults(func=cmd_compare)
 
 
 def cmd_compare(args) -> int:
-    from cnnlab.compare import compare, default_out
+    from cnnlab.compare import AUTO_TEACHERS, compare, default_out
 
     cfg = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, device=args.device, threads=args.threads,
                       val_split=args.val_split, recipe=args.recipe, epochs=args.epochs, batch_size=args.batch_size)
     teachers = args.teachers.rstrip("/") if args.teachers else None
-    out = args.out or (f"{teachers}-distilled" if teachers else default_out(args.dataset, args.recipe))
+    named = default_out(args.dataset, args.recipe) if teachers == AUTO_TEACHERS else teachers
+    out = args.out or (f"{named}-distilled" if teachers else default_out(args.dataset, args.recipe))
     res = compare(args.models, args.seeds, cfg, out, tta=args.tta, teachers=teachers)
     print()
     print(res["table"])
