@@ -126,5 +126,6 @@ def test_compare_with_teachers_auto_makes_the_teachers_first_in_one_command(tiny
     assert students.name == teachers.name + "-distilled" and "distilled from the runs in" in out
     (teacher,), (student,) = teachers.glob("basic_cnn-seed0-*"), students.glob("basic_cnn-seed0-*")
     assert json.loads((student / "config.json").read_text())["config"]["teacher"] == str((teacher / "last.pt").resolve())
+    assert not (teachers / "comparison.md").exists()  # the teachers' runs, not a table of them
     assert main(flags) == 0  # again: both reused, nothing trained
     assert "trained" not in capsys.readouterr().out.replace("untrained", "")

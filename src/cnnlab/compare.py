@@ -92,11 +92,6 @@ def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = 
     test accuracy is added as a column of its own beside the final accuracy, never in its place. ``teachers``:
     the folder of a compare of the same settings without it; each run distils from that compare's run of its
     model and seed (:mod:`cnnlab.distill`). ``"auto"``: that compare in its default folder, made (or reused) first."""
-    if teachers == AUTO_TEACHERS:
-        teachers = default_out(base.dataset, base.recipe)
-        log(f"the teachers: a compare of the same settings in {teachers}")
-        compare(models, seeds, base, teachers, quiet=quiet, log=log)
-        log("the students, each taught by its model and seed's run there:")
     views = parse_tta(tta)
     unknown = [m for m in models if m not in list_models()]
     if unknown:
@@ -104,11 +99,17 @@ def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = 
         raise CnnlabError(f"unknown model(s) {', '.join(unknown)}{hint}; choose from: {', '.join(list_models())}")
     if seeds < 1:
         raise CnnlabError(f"--seeds must be at least 1, got {seeds}")
-    out = Path(out)
+    out, auto = Path(out), teachers == AUTO_TEACHERS
+    teachers = default_out(base.dataset, base.recipe) if auto else teachers
     if teachers is not None and out.resolve() == Path(teachers).resolve():
         raise CnnlabError(f"--out {out} is the teachers' folder: its comparison.md would be replaced by the distilled "
                           "one; give the distilled runs another --out")
     data = load_dataset(base.dataset, data_dir=base.data_dir, log=log)
+    if auto:  # its runs, not its table: that folder's comparison.md stays as it was
+        log(f"the teachers: runs of the same settings in {teachers}")
+        for name, seed in ((name, seed) for name in models for seed in range(seeds)):
+            _run_one(replace(base, model=name, seed=seed).validate(), teachers, data, quiet, log)
+        log("the taught runs:")
     results, configs = {}, {}
     for name in models:
         configs[name] = replace(base, model=name).validate()
