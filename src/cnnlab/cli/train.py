@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import textwrap
+from pathlib import Path
 
 from cnnlab.cli.common import (
     DEFAULTS,
@@ -279,7 +280,7 @@ def cmd_compare(args) -> int:
 
     cfg = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, device=args.device, threads=args.threads,
                       val_split=args.val_split, recipe=args.recipe, epochs=args.epochs, batch_size=args.batch_size)
-    teachers = args.teachers.rstrip("/") if args.teachers else None
+    teachers = str(Path(args.teachers)) if args.teachers else None  # runs/x/ -> runs/x (its -distilled sibling)
     named = default_out(args.dataset, args.recipe) if teachers == AUTO_TEACHERS else teachers
     out = args.out or (f"{named}-distilled" if teachers else default_out(args.dataset, args.recipe))
     res = compare(args.models, args.seeds, cfg, out, tta=args.tta, teachers=teachers)
