@@ -51,6 +51,12 @@ def test_a_distilled_run_records_and_copies_its_teacher_and_resumes_bitwise(tiny
     assert saved["teacher"] == str((teacher_run / "last.pt").resolve()) and saved["distill"] == 0.7
     assert (tmp_path / "straight" / TEACHER_FILE).read_bytes() == (teacher_run / "last.pt").read_bytes()
     assert straight.history[-1]["train_loss"] != plain.history[-1]["train_loss"]  # the teacher changed the objective
+    from cnnlab.cli.runs import format_runs
+    from cnnlab.runs import describe_run
+    rows = [describe_run(tmp_path / "straight"), describe_run(tmp_path / "plain")]
+    assert rows[0]["teacher"] == saved["teacher"] and rows[1]["teacher"] is None and rows[0]["recipe"] == "lecture"
+    table = format_runs(rows).splitlines()
+    assert " lecture* " in table[1] and " lecture " in table[2] and table[-1].startswith("* taught by another run")
     train(cfg(tiny_idx, **settings, max_steps=5, save_every=2), out=tmp_path / "cut", **QUIET)
     # the teacher's own run goes on training (its last.pt changes): the student resumes from its copy
     train(TrainConfig(epochs=3), resume=teacher_run, changes={"epochs": 3}, **QUIET)

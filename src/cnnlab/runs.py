@@ -301,12 +301,12 @@ def run_status(run: Path, complete: bool = False) -> tuple[str, str]:
 
 def describe_run(run: Path) -> dict:
     """One row of ``cnnlab runs``: what the run is, how far it got, its accuracies and its status."""
-    row = {"run": str(run), "model": "?", "dataset": "?", "recipe": "?", "epochs": None, "epochs_done": 0,
+    row = {"run": str(run), "model": "?", "dataset": "?", "recipe": "?", "teacher": None, "epochs": None, "epochs_done": 0,
            "final_acc": None, "best_acc": None, "train_seconds": None}
     cfg = (read_run_json(run / "config.json") or {}).get("config")
     if isinstance(cfg, dict):
         row.update(model=cfg.get("model"), dataset=cfg.get("dataset"), recipe=cfg.get("recipe"),
-                   epochs=cfg.get("epochs"))
+                   epochs=cfg.get("epochs"), teacher=cfg.get("teacher"))
     try:
         rows = read_metrics(run / "metrics.csv")
         accs = [r.get("val_acc") if r.get("val_acc") is not None else r.get("test_acc") for r in rows]

@@ -42,9 +42,12 @@ def format_runs(rows: list[dict]) -> str:
         seconds = f"{r['train_seconds']:.0f}s" if r["train_seconds"] else "-"
         dataset = str(r["dataset"]).split(":", 1)[0] if str(r["dataset"]).startswith(("idx:", "folder:")) \
             else str(r["dataset"])
-        lines.append(f"{r['run'][-44:]:<44} {str(r['model'])[:10]:<10} {dataset[:14]:<14} {str(r['recipe'])[:8]:<8} "
+        recipe = str(r["recipe"])[:7] + ("*" if r.get("teacher") else "")
+        lines.append(f"{r['run'][-44:]:<44} {str(r['model'])[:10]:<10} {dataset[:14]:<14} {recipe:<8} "
                      f"{epochs:>7} {_pct(r['final_acc']):>7} {_pct(r['best_acc']):>7} {seconds:>7}  {r['status']}"
                      + (f" ({r['detail']})" if r["detail"] and r["status"] != "finished" else ""))
+    if any(r.get("teacher") for r in rows):
+        lines.append("* taught by another run's net (--teacher; its checkpoint is in the run's config.json)")
     return "\n".join(lines)
 
 
