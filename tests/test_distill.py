@@ -135,3 +135,18 @@ def test_compare_with_teachers_auto_makes_the_teachers_first_in_one_command(tiny
     assert not (teachers / "comparison.md").exists()  # the teachers' runs, not a table of them
     assert main(flags) == 0  # again: both reused, nothing trained
     assert "trained" not in capsys.readouterr().out.replace("untrained", "")
+
+
+def test_compare_with_a_teacher_model_teaches_every_model_by_that_models_runs(tiny_idx, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    flags = ["compare", "--models", "basic_cnn", "--seeds", "1", "--dataset", f"idx:{tiny_idx}", "--epochs", "1",
+             "--batch-size", "32", "--device", "cpu"]
+    assert main([*flags, "--teacher-model", "resnet"]) == 2
+    assert "give --teachers DIR (or auto) too" in capsys.readouterr().err
+    assert main([*flags, "--teachers", "auto", "--teacher-model", "resnet"]) == 0
+    assert "(resnet's)" in capsys.readouterr().out
+    teachers, students = sorted(p for p in (tmp_path / "runs").iterdir())
+    assert [p.name.split("-")[0] for p in teachers.iterdir()] == ["resnet"]  # only the teacher model was trained
+    (student,) = students.glob("basic_cnn-seed0-*")
+    (teacher,) = teachers.glob("resnet-seed0-*")
+    assert json.loads((student / "config.json").read_text())["config"]["teacher"] == str((teacher / "last.pt").resolve())

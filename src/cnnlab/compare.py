@@ -84,16 +84,18 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = "runs/compare", *,
-            quiet: bool = False, log=print, tta: str | None = None, teachers: str | Path | None = None) -> dict:
+            quiet: bool = False, log=print, tta: str | None = None, teachers: str | Path | None = None,
+            teacher_model: str | None = None) -> dict:
     """Train/reuse every (model, seed) run, then write and return the comparison.
 
     ``base`` may leave recipe fields at None: each model then gets its own recipe values (a recipe can
     differ per model and dataset, see cnnlab.config.RECIPE_VARIANTS). ``tta``: views (:mod:`cnnlab.tta`) whose
     test accuracy is added as a column of its own beside the final accuracy, never in its place. ``teachers``:
     the folder of a compare of the same settings without it; each run distils from that compare's run of its
-    model and seed (:mod:`cnnlab.distill`). ``"auto"``: that compare in its default folder, made (or reused) first."""
+    model and seed (:mod:`cnnlab.distill`). ``"auto"``: that compare in its default folder, made (or reused) first.
+    ``teacher_model``: the teachers are that model's runs there (of its own recipe values), not each run's model."""
     views = parse_tta(tta)
-    unknown = [m for m in models if m not in list_models()]
+    unknown = [m for m in [*models, *([teacher_model] if teacher_model else [])] if m not in list_models()]
     if unknown:
         hint = did_you_mean(unknown[0], list_models()) if len(unknown) == 1 else ""
         raise CnnlabError(f"unknown model(s) {', '.join(unknown)}{hint}; choose from: {', '.join(list_models())}")
@@ -107,16 +109,18 @@ def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = 
     data = load_dataset(base.dataset, data_dir=base.data_dir, log=log)
     if auto:  # its runs, not its table: that folder's comparison.md stays as it was
         log(f"the teachers: runs of the same settings in {teachers}")
-        for name, seed in ((name, seed) for name in models for seed in range(seeds)):
-            _run_one(replace(base, model=name, seed=seed).validate(), teachers, data, quiet, log)
+        for name in [teacher_model] if teacher_model else models:
+            for seed in range(seeds):
+                _run_one(replace(base, model=name, seed=seed).validate(), teachers, data, quiet, log)
         log("the taught runs:")
     results, configs = {}, {}
     for name in models:
         configs[name] = replace(base, model=name).validate()
-        runs = [_run_one(_taught(replace(configs[name], seed=seed), teachers), out, data, quiet, log)
+        taught_by = (lambda seed: replace(base, model=teacher_model or name, seed=seed).validate())
+        runs = [_run_one(_taught(replace(configs[name], seed=seed), teachers, taught_by(seed)), out, data, quiet, log)
                 for seed in range(seeds)]
-        if teachers is not None:
-            configs[name] = replace(configs[name], teacher=str(teachers))
+        if teachers is not None:  # for the table's settings line
+            configs[name] = replace(configs[name], teacher=f"{teachers}" + (f" ({teacher_model}'s)" if teacher_model else ""))
         if views is not None:
             for r in runs:
                 r["tta"] = evaluate_run(r["dir"], dataset=data, device=base.device, tta=views.spec)[0].accuracy
@@ -135,15 +139,16 @@ def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = 
     return {"table": table, "results": results, "out": out}
 
 
-def _taught(cfg: TrainConfig, teachers: str | Path | None) -> TrainConfig:
-    """``cfg`` with its teacher: the run of the same settings, model and seed in the compare folder ``teachers``."""
+def _taught(cfg: TrainConfig, teachers: str | Path | None, teacher: TrainConfig) -> TrainConfig:
+    """``cfg`` with its teacher: the run of ``teacher``'s settings (same seed; its model) in the compare folder
+    ``teachers``."""
     if teachers is None:
         return cfg
-    taught_by = run_folder(Path(teachers), cfg)
-    if not finished_run(taught_by, cfg):
-        raise CnnlabError(f"--teachers {teachers}: no finished {cfg.model} seed {cfg.seed} run of these settings there "
-                          f"({taught_by.name}); make the teachers first: the same compare without --teachers, with "
-                          f"--out {teachers}")
+    taught_by = run_folder(Path(teachers), teacher)
+    if not finished_run(taught_by, teacher):
+        raise CnnlabError(f"--teachers {teachers}: no finished {teacher.model} seed {teacher.seed} run of these settings "
+                          f"there ({taught_by.name}); make the teachers first: the same compare without --teachers, "
+                          f"with --out {teachers} (or --teachers auto)")
     return replace(cfg, teacher=str((taught_by / "last.pt").resolve()))
 
 

@@ -272,6 +272,9 @@ def _add_compare_parser(sub) -> None:
                         "without --teachers ('cnnlab train --help': --teacher); 'auto': that compare in its default "
                         "folder, made first (or reused); the runs and comparison go to --out, by default "
                         "DIR-distilled (default: none)")
+    p.add_argument("--teacher-model", metavar="MODEL", default=None,
+                   help="with --teachers: the teachers are MODEL's runs there (e.g. resnet teaching inception), "
+                        "not each model's own (default: each model's own)")
     p.set_defaults(func=cmd_compare)
 
 
@@ -283,7 +286,9 @@ def cmd_compare(args) -> int:
     teachers = str(Path(args.teachers)) if args.teachers else None  # runs/x/ -> runs/x (its -distilled sibling)
     named = default_out(args.dataset, args.recipe) if teachers == AUTO_TEACHERS else teachers
     out = args.out or (f"{named}-distilled" if teachers else default_out(args.dataset, args.recipe))
-    res = compare(args.models, args.seeds, cfg, out, tta=args.tta, teachers=teachers)
+    if args.teacher_model and not teachers:
+        raise CnnlabError("--teacher-model names whose runs teach: give --teachers DIR (or auto) too")
+    res = compare(args.models, args.seeds, cfg, out, tta=args.tta, teachers=teachers, teacher_model=args.teacher_model)
     print()
     print(res["table"])
     print(f"wrote {res['out'] / 'comparison.md'} and {res['out'] / 'comparison.png'}")
