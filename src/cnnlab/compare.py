@@ -107,12 +107,8 @@ def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = 
         raise CnnlabError(f"--out {out} is the teachers' folder: its comparison.md would be replaced by the distilled "
                           "one; give the distilled runs another --out")
     data = load_dataset(base.dataset, data_dir=base.data_dir, log=log)
-    if auto:  # its runs, not its table: that folder's comparison.md stays as it was
-        log(f"the teachers: runs of the same settings in {teachers}")
-        for name in [teacher_model] if teacher_model else models:
-            for seed in range(seeds):
-                _run_one(replace(base, model=name, seed=seed).validate(), teachers, data, quiet, log)
-        log("the taught runs:")
+    if auto:
+        _train_teachers([teacher_model] if teacher_model else models, seeds, base, teachers, data, quiet, log)
     results, configs = {}, {}
     for name in models:
         configs[name] = replace(base, model=name).validate()
@@ -137,6 +133,16 @@ def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = 
                     title=f"{data.name}, recipe {base.recipe}" + (f", taught by {Path(teachers).name}" if teachers else ""),
                     context={"dataset": data.name, "run": out.name})
     return {"table": table, "results": results, "out": out}
+
+
+def _train_teachers(models: list[str], seeds: int, base: TrainConfig, teachers: Path, data, quiet: bool, log) -> None:
+    """``--teachers auto``: every (model, seed) run of ``base`` in ``teachers``, trained or reused; their runs, not
+    their table (that folder's comparison.md stays as it was)."""
+    log(f"the teachers: runs of the same settings in {teachers}")
+    for name in models:
+        for seed in range(seeds):
+            _run_one(replace(base, model=name, seed=seed).validate(), teachers, data, quiet, log)
+    log("the taught runs:")
 
 
 def _taught(cfg: TrainConfig, teachers: str | Path | None, teacher: TrainConfig) -> TrainConfig:
