@@ -252,9 +252,9 @@ def test_residual_stack_with_zero_body_passes_the_stem_through():
 
 
 def test_bad_stack_arguments():
-    with pytest.raises(ValueError, match="even"):
+    with pytest.raises(CnnlabError, match="even"):
         create_model("residual_stack", depth=3)
-    with pytest.raises(ValueError, match="norm"):
+    with pytest.raises(CnnlabError, match="norm"):
         create_model("plain_stack", norm="layer")
     for bad in ("", "4,x", "3,8", "0", "-4"):
         with pytest.raises(CnnlabError, match="--depths"):

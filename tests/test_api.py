@@ -348,3 +348,34 @@ def test_a_model_name_given_as_the_run_points_to_the_shipped_weights(tmp_path, m
     with pytest.raises(cnnlab.CnnlabError, match=r"for the shipped weights of resnet: cnnlab.predictor\(model='resnet'\)"):
         cnnlab.predictor("resnet")
     assert cnnlab.predictor(model="resnet")(torch.zeros(1, 28, 28)).label in list("0123456789")
+
+
+def test_the_api_names_a_bad_argument_in_one_line(tmp_path, monkeypatch):
+    """Found by probing the API: each of these was a TypeError, AttributeError or RuntimeError from inside (or,
+    for ``epochs=1.5``, a run trained for one epoch, and for an unknown filter an empty list)."""
+    monkeypatch.chdir(tmp_path)
+    cases = [
+        (lambda: cnnlab.train("resnet", epochz=2), r"unknown setting 'epochz' \(did you mean 'epochs'\?\)"),
+        (lambda: cnnlab.train("resnet", epochs="three"), r"epochs must be int \(or None\), got 'three'; .*epochs=10"),
+        (lambda: cnnlab.train("resnet", epochs=1.5), "epochs must be int"),
+        (lambda: cnnlab.train("resnet", dataset=None), r"dataset must be str, got None; .*dataset='mnist'"),
+        (lambda: cnnlab.train("resnet", compile="yes"), r"compile must be bool, got 'yes'; .*compile=True"),
+        (lambda: cnnlab.train("resnet", out=123), r"--out .* must be a path .*got 123"),
+        (lambda: cnnlab.load_run(None), "must be a path"),
+        (lambda: cnnlab.list_runs(root=None), "must be a path"),
+        (lambda: cnnlab.list_runs(colour="red"), "runs have no column 'colour'; filter on one of: run, model"),
+        (lambda: cnnlab.TrainConfig.from_file(None), "--config must be a path"),
+        (lambda: cnnlab.Predictor.from_run(None), "must be a path"),
+        (lambda: cnnlab.create_model("resnet", num_classes=-1), "num_classes must be a whole number >= 1, got -1"),
+        (lambda: cnnlab.create_model("resnet", in_channels=0), "in_channels must be a whole number >= 1, got 0"),
+        (lambda: cnnlab.create_model("resnet", image_size=3.0), "image_size must be a whole number"),
+        (lambda: cnnlab.create_model("resnet", image_size=3), "image size 3 is too small"),
+        (lambda: cnnlab.create_model("residual_stack", depth=3), "even"),
+        (lambda: cnnlab.create_model("resnet", pretrained=True, num_classes=3), "pretrained weights fix"),
+    ]
+    for call, message in cases:
+        with pytest.raises(cnnlab.CnnlabError, match=message) as info:
+            call()
+        assert "\n" not in str(info.value)
+    assert not (tmp_path / "runs").exists()  # nothing was trained or written
+    assert cnnlab.list_runs(status="finished") == []

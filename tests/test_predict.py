@@ -14,6 +14,7 @@ from PIL import Image, ImageFile, ImageFilter
 
 from apps_helpers import draw_digit, png_header_only, tiny_checkpoint
 from cnnlab.cli import main
+from cnnlab.errors import CnnlabError
 from cnnlab.predict import BadImageError, Predictor, open_image, predict_paths, preprocess
 
 
@@ -283,6 +284,8 @@ BAD_INPUTS = {
     "a batch in a list": ([np.zeros((2, 28, 28), dtype=np.uint8)], "a list holds single images"),
     "a dict": ({"image": 1}, "cannot predict a dict"),
     "blank array": (np.zeros((50, 50), dtype=np.uint8), "no ink found"),
+    "an empty PIL image": (Image.new("L", (0, 0)), "an empty image (0x0 pixels)"),
+    "a meta tensor": (torch.zeros(28, 28, device="meta"), "holds no pixels"),
 }
 
 
@@ -292,6 +295,21 @@ def test_bad_inputs_are_one_line_errors(predictor, case):
     with pytest.raises(BadImageError) as info:
         predictor(x)
     assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_sparse_tensor_reads_as_its_dense_pixels_and_bad_arguments_are_one_line(predictor):
+    """Found by probing the API: a sparse tensor, ``preprocess="yes"`` and ``top(-1)`` were a traceback, a
+    silent truthy flag and a list one short."""
+    field = np.zeros((28, 28), dtype=np.float32)
+    field[6:22, 12:16] = 1.0
+    dense = predictor(torch.from_numpy(field))
+    sparse = predictor(torch.from_numpy(field).to_sparse())
+    assert sparse.probabilities == dense.probabilities
+    with pytest.raises(CnnlabError, match="preprocess must be None .automatic., True or False, got 'yes'"):
+        predictor(field, preprocess="yes")
+    with pytest.raises(CnnlabError, match="a whole number >= 0, got -1"):
+        dense.top(-1)
+    assert dense.top(0) == [] and len(dense.top(100)) == 10
 
 
 def test_taken_as_is_needs_the_field_size(predictor):

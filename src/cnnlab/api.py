@@ -12,17 +12,17 @@ Everything here calls the same library functions as the command line; nothing is
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch.nn as nn
 
 from cnnlab import engine
 from cnnlab.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
-from cnnlab.config import TrainConfig
+from cnnlab.config import TrainConfig, typed_values
 from cnnlab.dataset_names import canonical_dataset_name
 from cnnlab.engine import TrainResult
-from cnnlab.errors import CnnlabError, RunError
+from cnnlab.errors import CnnlabError, RunError, did_you_mean
 from cnnlab.evaluation import EvalResult, evaluate_run
 from cnnlab.fileio import read_json
 from cnnlab.models import create_model as _create_model
@@ -37,7 +37,7 @@ def create_model(name: str, *, pretrained: bool = False, dataset: str = "mnist",
     if not pretrained:
         return _create_model(name, **kwargs)
     if kwargs:
-        raise TypeError(f"pretrained weights fix the model's arguments; drop {sorted(kwargs)}")
+        raise CnnlabError(f"pretrained weights fix the model's arguments; drop {sorted(kwargs)}")
     return model_from_checkpoint(load_pretrained(name, dataset)).eval()
 
 
@@ -50,11 +50,23 @@ def train(model: str = "inception", *, dataset: str = "mnist", recipe: str = "le
     (``"latest"`` works), with ``overrides`` limited to what a resume may change (e.g. ``epochs`` of a
     constant-rate run, ``threads``).
     """
-    cfg = TrainConfig(model=model, dataset=canonical_dataset_name(dataset), recipe=recipe, **overrides)
+    cfg = _train_config(model, dataset, recipe, overrides)
     log = (lambda msg: None) if quiet else (lambda msg: print(msg, flush=True))
     if resume is not None:
         return engine.train(cfg, resume=resolve_run(resume), changes=overrides, quiet=quiet, log=log, verbose=verbose)
     return engine.train(cfg, out=out, quiet=quiet, log=log, verbose=verbose)
+
+
+def _train_config(model, dataset, recipe, overrides: dict) -> TrainConfig:
+    """The config of :func:`train`'s arguments, each name and type checked as a config file's are: a misspelt
+    or mistyped setting is one line naming it, not a TypeError from inside."""
+    names = [f.name for f in fields(TrainConfig)]
+    for key in overrides:
+        if key not in names:
+            raise CnnlabError(f"cnnlab.train(): unknown setting {key!r}{did_you_mean(key, names)}; the settings are "
+                              "TrainConfig's fields, the CLI's flags with '_' for '-' (see 'cnnlab train --help')")
+    values = typed_values({**overrides, "model": model, "dataset": dataset, "recipe": recipe}, "cnnlab.train()", "=")
+    return TrainConfig(**{**values, "dataset": canonical_dataset_name(dataset)})
 
 
 @dataclass
@@ -116,6 +128,7 @@ def _run_json(path: Path, key: str | None = None) -> dict:
 def list_runs(root: str | Path = "runs", **wanted) -> list[dict]:
     """Every run under ``root``, newest first, as ``cnnlab runs`` lists them; ``wanted`` narrows them as its
     flags do, e.g. ``model="resnet", status="stopped"`` (any column of the rows, case-insensitive)."""
+    matches({}, wanted)  # an unknown column is refused even where there are no runs
     return [row for row in map(describe_run, find_runs(root)) if matches(row, wanted)]
 
 

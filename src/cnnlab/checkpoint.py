@@ -28,7 +28,7 @@ import torch.nn as nn
 from safetensors import safe_open
 
 from cnnlab.errors import CheckpointError, first_line
-from cnnlab.fileio import atomic_write_bytes, atomic_write_text, kind_of, sha256_file
+from cnnlab.fileio import as_path, atomic_write_bytes, atomic_write_text, kind_of, sha256_file
 from cnnlab.models import create_model
 from cnnlab.runs import CHECKPOINTS, DEFAULT_CHECKPOINT
 
@@ -263,7 +263,7 @@ def load_state_dict_file(path: str | Path) -> dict:
 
 def resolve_checkpoint(path: str | Path, which: str = DEFAULT_CHECKPOINT) -> Path:
     """A run directory -> its ``which``.pt (``which`` one of :data:`cnnlab.runs.CHECKPOINTS`); a file -> itself."""
-    path = Path(path)
+    path = as_path(path, "a checkpoint (a run folder or a .pt file)", CheckpointError)
     if which not in CHECKPOINTS:
         raise CheckpointError(f"no checkpoint named {which!r}; choose one of: {', '.join(CHECKPOINTS)}")
     if path.is_dir():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cnnlab.dataset_names import dataset_kind
 from cnnlab.errors import CnnlabError, RunError, first_line
-from cnnlab.fileio import read_small_text
+from cnnlab.fileio import as_path, read_small_text
 
 
 #: The fields a recipe sets. In a :class:`TrainConfig` they default to ``None``, "from the recipe", and
@@ -151,7 +151,7 @@ class TrainConfig:
     def from_file(cls, path: str | Path) -> "TrainConfig":
         """A config file: a run's ``config.json`` (re-runs it exactly), or a JSON/YAML mapping of field names to
         values (the fields it leaves out keep their defaults; recipe fields come from its recipe)."""
-        path = Path(path)
+        path = as_path(path, "--config")
         text = read_small_text(path, f"--config {path}")
         try:
             data = json.loads(text) if path.suffix == ".json" else _yaml(text)
@@ -173,13 +173,16 @@ class TrainConfig:
 #: What each annotation in :class:`TrainConfig` accepts from a JSON or YAML file.
 _KINDS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
 #: A value of each kind for the refusal's example.
-_EXAMPLES = {"int": 10, "float": 0.01, "str": "resnet", "bool": "true"}
+_EXAMPLES = {"int": 10, "float": 0.01, "str": "resnet", "bool": True}
+#: Examples for the settings whose default (None) and recipe say nothing.
+_FIELD_EXAMPLES = {"data_dir": "data", "teacher": "runs/RUN"}
 
 
-def typed_values(data: dict, where: str) -> dict:
+def typed_values(data: dict, where: str, assign: str = ": ") -> dict:
     """``data`` with each value checked against its field's type: ``epochs: ten`` is one line naming the field,
     not a TypeError later. A float field also takes a number written as a string, as PyYAML reads ``1e-3``
-    (YAML 1.1 wants ``1.0e-3``)."""
+    (YAML 1.1 wants ``1.0e-3``). ``assign`` joins a field and a value in the refusal's example (``=`` for
+    keyword arguments)."""
     out = dict(data)
     for f in fields(TrainConfig):
         if f.name not in data:
@@ -194,10 +197,25 @@ def typed_values(data: dict, where: str) -> dict:
                 pass
         kinds = tuple(k for n in names for k in _KINDS.get(n, ()))
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-            wanted = " or ".join(n for n in names if n != "None") + (" (or null)" if "None" in names else "")
-            raise CnnlabError(f"{where}: {f.name} must be {wanted}, got {value!r}; fix the value "
-                              f"(e.g. {f.name}: {_EXAMPLES.get(names[0], 1)})")
+            raise CnnlabError(_type_refusal(f, names, value, where, assign))
     return out
+
+
+def _type_refusal(f: dataclasses.Field, names: list[str], value, where: str, assign: str) -> str:
+    """The one line for a value of the wrong type, with an example (the field's default, or the lecture's
+    value, where it has one)."""
+    python = assign != ": "
+    wanted = " or ".join(n for n in names if n != "None")
+    if "None" in names:
+        wanted += " (or None)" if python else " (or null)"
+    example = next((v for v in (f.default, RECIPES["lecture"].get(f.name), _FIELD_EXAMPLES.get(f.name))
+                    if v is not None and v is not dataclasses.MISSING and not isinstance(v, bool)),
+                   _EXAMPLES.get(names[0], 1))
+    if python:
+        example = repr(example)
+    elif isinstance(example, bool):
+        example = str(example).lower()
+    return f"{where}: {f.name} must be {wanted}, got {value!r}; fix the value (e.g. {f.name}{assign}{example})"
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw")

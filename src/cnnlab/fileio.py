@@ -137,6 +137,14 @@ def json_safe(obj):
     return obj
 
 
+def as_path(value, what: str, error: type[CnnlabError] = CnnlabError) -> Path:
+    """``value`` (a ``str`` or path-like) as a :class:`Path`; anything else (None, a number) is one line saying
+    that ``what`` is a path, not pathlib's TypeError."""
+    if isinstance(value, (str, os.PathLike)):
+        return Path(value)
+    raise error(f"{what} must be a path (a str or pathlib.Path), got {value!r}; give one")
+
+
 def atomic_write_json(path: str | Path, obj) -> None:
     atomic_write_text(path, json.dumps(json_safe(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
 

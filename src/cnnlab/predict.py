@@ -574,6 +574,8 @@ class Prediction:
     input_image: np.ndarray = field(repr=False)  # (H, W) float32 in 0..1
 
     def top(self, k: int = 3) -> list[tuple[str, float]]:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise CnnlabError(f"top(k): k is how many classes to list, a whole number >= 0, got {k!r}")
         order = np.argsort(self.probabilities)[::-1][:k]
         return [(self.classes[i], float(self.probabilities[i])) for i in order]
 
@@ -666,6 +668,8 @@ class Predictor:
         if not isinstance(source, Image.Image):  # a folder's images were decoded whole: no reduced decoding
             source = open_image(source, name, max_pixels=self.max_pixels,
                                 max_side=None if self.as_folder else WORK_SIDE)
+        elif 0 in source.size:
+            raise BadImageError(f"{name}: an empty image ({source.width}x{source.height} pixels); give one with pixels")
         if preprocess is False:
             return self._as_field(unit_gray(source, name)[0], name)
         if self.as_folder:
@@ -719,6 +723,8 @@ class Predictor:
         and in the result (default: the path, or "bytes", "image", "array", "tensor", with ``[i]`` for
         the i-th item of a batch or list). Bad input raises a one-line :class:`BadImageError`.
         """
+        if preprocess not in (None, True, False):
+            raise CnnlabError(f"preprocess must be None (automatic), True or False, got {preprocess!r}")
         items, single = split_inputs(x, name)
         fields = [self.prepare(source, item_name, preprocess) for item_name, source in items]
         preds = self.predictions([n for n, _ in items], fields)
@@ -767,7 +773,10 @@ def _tensor_images(t: torch.Tensor, name: str) -> tuple[list[tuple[str, np.ndarr
     if t.ndim not in (2, 3, 4) or (t.ndim >= 3 and shape[-3] not in (1, 3, 4)):
         raise BadImageError(f"{name}: a tensor of shape {shape} is no image; give (H, W), (C, H, W) with C = 1, 3 or 4, "
                             "or a batch (N, C, H, W)")
+    if t.is_meta:
+        raise BadImageError(f"{name}: a tensor on the meta device holds no pixels; give one with data")
     a = t.detach().cpu()
+    a = a.to_dense() if a.layout != torch.strided else a  # sparse
     a = (a.float() if a.is_floating_point() and a.dtype not in (torch.float32, torch.float64) else a).numpy()
     if a.ndim == 2:
         return [(name, a)], True

@@ -21,8 +21,8 @@ except ImportError:  # pragma: no cover - Windows has no flock: runs there are n
     fcntl = None
 
 from cnnlab.dataset_names import dataset_kind
-from cnnlab.errors import CnnlabError, RunError
-from cnnlab.fileio import atomic_write_text, make_dirs, read_json, remove_stale_temp_files_in, write_error
+from cnnlab.errors import CnnlabError, RunError, did_you_mean
+from cnnlab.fileio import as_path, atomic_write_text, make_dirs, read_json, remove_stale_temp_files_in, write_error
 
 METRIC_FIELDS = [
     "epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr", "seconds",
@@ -137,7 +137,7 @@ def plan_run(model: str, dataset: str, *, out: str | Path | None, resume: str | 
     if distributed and out is None:
         out = Path(runs_root) / f"{model}-{_safe(dataset_kind(dataset))}-torchrun-{torchrun_launch_id()}"
     if out is not None:
-        out = Path(out)
+        out = as_path(out, "--out (the run's folder)", RunError)
         if restart_count > 0 and (out / "last.pt").is_file():
             return RunPlan(out if write else None, out / "last.pt")  # torchrun restarted the group
         if write and restart_count == 0 and holds_run(out):
@@ -224,7 +224,7 @@ def is_run_dir(path: Path) -> bool:
 
 def find_runs(root: str | Path = "runs") -> list[Path]:
     """Run folders under ``root`` (and one level below, where ``compare`` puts its runs), newest first."""
-    root = Path(root)
+    root = as_path(root, "the folder of runs (root)", RunError)
     if root.is_dir() and is_run_dir(root):  # a run folder itself: that run
         return [root]
     if root.exists() and not root.is_dir():
@@ -252,8 +252,9 @@ def last_activity(run: Path) -> float:
 
 def resolve_run(text: str | Path, root: str | Path = "runs") -> Path:
     """``latest`` -> the run under ``root`` that was trained or resumed last; anything else -> itself."""
+    path = as_path(text, "a run (a folder, a checkpoint or 'latest')", RunError)
     if str(text) != LATEST:
-        return Path(text)
+        return path
     runs = find_runs(root)
     if not runs:
         raise RunError(f"'latest': no runs under {Path(root)}/ yet; train one with 'cnnlab train', or give a run folder")
@@ -332,8 +333,18 @@ def read_run_json(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+#: The columns of a :func:`describe_run` row.
+RUN_COLUMNS = ("run", "model", "dataset", "recipe", "teacher", "epochs", "epochs_done", "final_acc", "best_acc",
+               "train_seconds", "status", "detail")
+
+
 def matches(row: dict, wanted: dict) -> bool:
-    """Whether a :func:`describe_run` row has every ``{column: value}`` of ``wanted`` (case-insensitive)."""
+    """Whether a :func:`describe_run` row has every ``{column: value}`` of ``wanted`` (case-insensitive); a
+    column that rows do not have is one line naming the columns."""
+    for key in wanted:
+        if key not in RUN_COLUMNS:
+            raise RunError(f"runs have no column {key!r}{did_you_mean(key, RUN_COLUMNS)}; filter on one of: "
+                           f"{', '.join(RUN_COLUMNS)}")
     return all(str(row.get(key)).lower() == str(value).lower() for key, value in wanted.items())
 
 

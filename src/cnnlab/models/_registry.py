@@ -3,6 +3,7 @@ that only sets defaults, and callers build models by name through :func:`create_
 
 from __future__ import annotations
 
+import numbers
 from typing import Callable
 
 import torch.nn as nn
@@ -10,6 +11,8 @@ import torch.nn as nn
 from cnnlab.errors import CnnlabError, did_you_mean
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
+#: The registered models' size arguments: whole numbers, at least 1 (``depth``, a stack's count of convs, 0).
+SIZE_ARGUMENTS = ("in_channels", "num_classes", "image_size", "width", "depth")
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -38,7 +41,14 @@ def create_model(name: str, **kwargs) -> nn.Module:
         raise CnnlabError(
             f"unknown model {name!r}{did_you_mean(name, list_models())}; choose one of: {', '.join(list_models())}"
         ) from None
+    for key in SIZE_ARGUMENTS:
+        value = kwargs.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < (0 if key == "depth" else 1):
+            raise CnnlabError(f"model {name!r}: {key} must be a whole number >= {0 if key == 'depth' else 1}, "
+                              f"got {value!r}")
     try:
         return fn(**kwargs)
     except TypeError as err:
         raise CnnlabError(f"model {name!r} does not accept these arguments {kwargs}: {err}") from None
+    except ValueError as err:  # a size the layers cannot take (an image too small for the convs and pools)
+        raise CnnlabError(f"model {name!r}: {err}; change that argument") from None
