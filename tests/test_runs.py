@@ -605,3 +605,46 @@ def test_compare_refuses_to_reuse_runs_of_a_dataset_that_changed(tmp_path):
     with pytest.raises(cnnlab.CnnlabError, match=r"trained on another version of folder:.* than it holds now \(train_size, "
                                           r"test_size, mean, std differ \(10 train / 2 test images then, 15 / 3 now\)\)"):
         compare(["basic_cnn"], 1, base, tmp_path / "cmp", log=lambda m: None)
+
+
+def _digests(*folders):
+    return {p: fileio.sha256_file(p) for f in folders for p in sorted(f.iterdir()) if p.is_file()}
+
+
+def test_no_export_report_or_analysis_writes_over_a_runs_files(tiny_idx, tmp_path, capsys):
+    """Found by probing: ``cnnlab export r1 --out r1/last.pt`` replaced the run's checkpoint with an ONNX file, and
+    ``cnnlab evaluate r2 --out r1`` replaced r1's summary.json and figures with r2's (``cnnlab runs`` then listed r1
+    at r2's accuracy). Each is refused before anything is loaded or written; a run's own exports still go beside it."""
+    r1, r2 = tmp_path / "r1", tmp_path / "r2"
+    train(cfg_for(tiny_idx), out=r1, **QUIET)
+    train(cfg_for(tiny_idx, seed=1), out=r2, **QUIET)
+    (tmp_path / "copy.pt").write_bytes((r2 / "last.pt").read_bytes())
+    (tmp_path / "copy.pt.sha256").write_bytes((r2 / "last.pt.sha256").read_bytes())
+    before = _digests(r1, r2, tmp_path)
+    refused = {
+        ("export", r1, "--out", r1 / "last.pt"): "is the checkpoint being exported",
+        ("export", r1, "--format", "torchscript", "--out", r1 / "best.pt"): "is a cnnlab checkpoint",
+        ("export", r1, "--format", "torchscript", "--out", r1 / "teacher.pt"): "is this run's own file",
+        ("export", r1, "--out", r1 / "config.json"): "is this run's own file",
+        ("export", r1, "--out", r1 / ".lock"): "is this run's own file",
+        ("export", r1, "--out", r2 / "last.onnx"): "is another run's own file",
+        ("export", r1, "--out", tmp_path / "copy.pt"): "is a cnnlab checkpoint",
+        ("export-weights", r1, "--out", r1 / "metrics.csv"): "is this run's own file",
+        ("export-weights", r1, "--out", r2 / "model.safetensors"): "is another run's own file",
+        ("export-weights", r1, "--out", r2 / "last.pt.sha256"): "is another run's own file",
+        ("evaluate", r2, "--out", r1): "holds another run",
+        ("evaluate", r1, "--checkpoint", "best", "--out", r1): "the run's own folder, and this evaluation is not",
+        ("analyze", "branches", r2, "--out", r1): "holds another run",
+        ("analyze", "gradients", "--depths", "2", "--out", r1): "holds another run",
+    }
+    for args, message in refused.items():
+        assert main([str(a) for a in args]) == 2, args
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, (args, err)
+    assert _digests(r1, r2, tmp_path) == before
+    assert main(["export-weights", str(r1)]) == 0 and main(["export-weights", str(r1)]) == 0  # its own, again
+    assert main(["export", str(r1), "--format", "torchscript", "--samples", "8"]) == 0
+    assert main(["export", str(r1), "--samples", "8", "--out", str(r1 / "mine.onnx")]) == 0
+    assert main(["evaluate", str(r1), "--out", str(r1)]) == 0
+    assert {"model.safetensors", "last.torchscript.pt", "mine.onnx"} <= {p.name for p in r1.iterdir()}
+    assert load_checkpoint(r1 / "last.pt") and load_checkpoint(r2 / "last.pt")

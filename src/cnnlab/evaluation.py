@@ -17,12 +17,12 @@ import torch.nn.functional as F
 from cnnlab.checkpoint import load_checkpoint, load_state_dict_file, model_from_checkpoint, resolve_checkpoint
 from cnnlab.data import BatchLoader, Dataset, load_dataset, split_validation
 from cnnlab.devices import resolve_device
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, RunError
 from cnnlab.models import build_model
 from cnnlab.output import say
 from cnnlab.pretrained import load_pretrained
 from cnnlab.report import Figures, format_table, summarize, write_report
-from cnnlab.runs import is_running
+from cnnlab.runs import check_output_folder, is_run_dir, is_running
 from cnnlab.tta import TTA, parse_tta
 
 Log = Callable[[str], None]
@@ -183,6 +183,16 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
     return Subject(model_from_checkpoint(state), state["model"]["name"], data, str(ckpt),
                    channels_last=bool(cfg.get("channels_last", False)), run_dir=None if not_own else ckpt.parent,
                    not_own=not_own, split=split)
+
+
+def check_report_folder(subject: Subject, out: str | Path) -> None:
+    """A report's ``--out``: neither another run's folder nor, for an evaluation that is not the run's result
+    (``best.pt``, another dataset, the validation split), the run's own (its summary.json is the run's result)."""
+    out = Path(out)
+    if subject.not_own and is_run_dir(out) and out.resolve() == Path(subject.source).parent.resolve():
+        raise RunError(f"--out {out} is the run's own folder, and this evaluation is not the run's result "
+                       f"({subject.not_own}); give another folder")
+    check_output_folder(out, subject.run_dir)
 
 
 def check_fits(args: dict, data: Dataset, ckpt: Path, trained_on: str) -> None:

@@ -29,7 +29,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.export_formats import FORMATS, SUFFIXES, TOLERANCE
 from cnnlab.fileio import atomic_write_bytes
 from cnnlab.pretrained import load_pretrained
-from cnnlab.runs import DEFAULT_CHECKPOINT
+from cnnlab.runs import DEFAULT_CHECKPOINT, check_output_file
 
 #: ONNX opset: 17 is read by every onnxruntime of the last years.
 OPSET = 17
@@ -156,14 +156,14 @@ def export_run(
     if (run is None) == (pretrained is None):
         raise CnnlabError("give a run folder or checkpoint to export, or --pretrained MODEL for the shipped "
                           "weights (one of the two)")
+    ckpt = None if pretrained is not None else resolve_checkpoint(run, which)
     if pretrained is not None:
         name = dataset or "mnist"
-        state = load_pretrained(pretrained, name)
         out = Path(out) if out else Path(re.sub(r"[^\w.-]+", "_", f"{pretrained}-{name}") + SUFFIXES[fmt])
     else:
-        ckpt = resolve_checkpoint(run, which)
-        state = load_checkpoint(ckpt)
         out = Path(out) if out else default_output(ckpt, fmt)
+    check_output_file(out, ckpt)  # before anything is loaded or exported
+    state = load_pretrained(pretrained, name) if ckpt is None else load_checkpoint(ckpt)
     return _export_checked(state, fmt, out, sample_inputs(state, samples, dataset, data_dir))
 
 
@@ -204,8 +204,9 @@ def export_safetensors(run: str | Path, which: str = DEFAULT_CHECKPOINT, out: st
     classes, normalisation, input layout) plus the model's arguments."""
 
     src = resolve_checkpoint(run, which)
-    state = load_checkpoint(src)
     target = Path(out) if out else src.parent / "model.safetensors"
+    check_output_file(target, src)
+    state = load_checkpoint(src)
     metadata = {"format": "cnnlab-weights", **export_metadata(state),
                 "model_args": json.dumps(state["model"]["args"]), "data": json.dumps(state["data"])}
     tensors = {k: v.contiguous() for k, v in state["state_dict"].items()}

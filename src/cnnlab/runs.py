@@ -37,6 +37,9 @@ RUN_FILES = frozenset({"config.json", "status.json", "summary.json", "metrics.cs
                        "model.safetensors", "last.onnx", "last.torchscript.pt", "best.onnx", "best.torchscript.pt",
                        "branches.json", "branches.png", "teacher.pt"})
 LOCK_FILE = ".lock"
+#: The run files that ``cnnlab export`` and ``export-weights`` write by default: replaced by an export of the same
+#: run, never by anything else.
+EXPORT_FILES = frozenset({"model.safetensors", "last.onnx", "last.torchscript.pt", "best.onnx", "best.torchscript.pt"})
 
 
 def _safe(name: str) -> str:
@@ -220,6 +223,43 @@ LATEST = "latest"
 
 def is_run_dir(path: Path) -> bool:
     return (path / "config.json").is_file()
+
+
+# ----------------------------------------------------------------------------- outputs never clobber a run
+
+
+def _same_folder(a: Path, b: Path | None) -> bool:
+    return b is not None and a.resolve() == b.resolve()
+
+
+def check_output_folder(folder: str | Path, own: Path | None, flag: str = "--out") -> None:
+    """Refuse (one line) to write a report or an analysis into ``folder`` when it holds a run other than
+    ``own``: its summary.json and figures are that run's results, and ``cnnlab runs`` reads them."""
+    folder = Path(folder)
+    if folder.is_dir() and is_run_dir(folder) and not _same_folder(folder, own):
+        raise RunError(f"{flag} {folder} holds another run, whose summary.json and figures are its results; "
+                       "give a folder of its own (a new or empty one)")
+
+
+def check_output_file(target: str | Path, source: Path | None, flag: str = "--out") -> None:
+    """Refuse (one line) an export over a file it must not replace: the checkpoint it reads (``source``), a
+    cnnlab checkpoint (it has a ``.sha256`` sidecar), or a run's own file (:data:`RUN_FILES`: its checkpoints,
+    config, metrics, report; its lock), which only that run's own exports (:data:`EXPORT_FILES`) may replace."""
+    target = Path(target)
+    name, folder = target.name, target.parent
+    if source is not None and target.exists() and target.resolve() == source.resolve():
+        raise RunError(f"{flag} {target} is the checkpoint being exported; give another file name")
+    if target.with_name(name + ".sha256").is_file():
+        raise RunError(f"{flag} {target} is a cnnlab checkpoint (it has a .sha256 beside it); writing over it "
+                       "would lose its weights: give another file name")
+    if not is_run_dir(folder):
+        return
+    own = source is not None and _same_folder(folder, source.parent)
+    protected = name in RUN_FILES or name == LOCK_FILE or name.endswith(".sha256")
+    if (name in EXPORT_FILES and not own) or (protected and name not in EXPORT_FILES):
+        whose = "this run's" if own else "another run's"
+        raise RunError(f"{flag} {target} is {whose} own file ({folder} holds a run); give a file name of its own "
+                       "(the default writes beside the checkpoint)")
 
 
 def find_runs(root: str | Path = "runs") -> list[Path]:

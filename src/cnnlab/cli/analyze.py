@@ -20,7 +20,7 @@ from cnnlab.config import RECIPES
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_write_json
 from cnnlab.output import say
-from cnnlab.runs import new_run_dir, run_dir_of
+from cnnlab.runs import check_output_folder, new_run_dir, run_dir_of
 
 #: The analysis trains with the lecture's optimiser settings.
 LECTURE = RECIPES["lecture"]
@@ -103,6 +103,8 @@ def cmd_branches(args) -> int:
 
     if args.batch_size < 1:
         raise CnnlabError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.out:  # before the analysis's minutes, not after them
+        check_output_folder(args.out, run_dir_of(args.run) if args.run else None)
     result = analyze_branches(args.run, pretrained=args.pretrained, which=args.checkpoint, dataset=args.dataset,
                               data_dir=args.data_dir, train_images=args.train_images,
                               test_images=args.test_images, device=args.device,
@@ -128,6 +130,8 @@ def cmd_gradients(args) -> int:
     from cnnlab.analysis.plots import plot_depth, plot_gradients
 
     depths = parse_depths(args.depths)
+    if args.out:
+        check_output_folder(args.out, None)
     result = analyze_gradients(depths, width=args.width, norm=args.norm, seeds=args.seeds, batch_size=args.batch_size,
                                train_images=args.train_images, epochs=args.epochs, test_images=args.test_images,
                                lr=args.lr, momentum=args.momentum, dataset=args.dataset, data_dir=args.data_dir,

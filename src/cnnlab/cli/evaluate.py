@@ -65,13 +65,15 @@ def _history(run_dir: Path) -> list[dict]:
 
 
 def cmd_evaluate(args) -> int:
-    from cnnlab.evaluation import evaluate_subject, open_subject
+    from cnnlab.evaluation import check_report_folder, evaluate_subject, open_subject
     from cnnlab.tta import parse_tta
 
     tta = parse_tta(args.tta)  # a bad spec answers before any data is read
     say = (lambda m: None) if args.json else print
     subject = open_subject(args.run, which=args.checkpoint, weights=args.weights, model_name=args.model,
                            pretrained=args.pretrained, dataset=args.dataset, data_dir=args.data_dir, split=args.split)
+    if args.out and not args.no_report:
+        check_report_folder(subject, args.out)
     say(f"evaluating {subject.source} ({subject.model_name}) on the {subject.data.name} {subject.split_name}")
     res = evaluate_subject(subject, device=args.device, batch_size=args.batch_size, keep_outputs=True)
     extra = {"checkpoint": subject.source, **({"split": "val"} if subject.split == "val" else {})}
