@@ -648,3 +648,17 @@ def test_no_export_report_or_analysis_writes_over_a_runs_files(tiny_idx, tmp_pat
     assert main(["evaluate", str(r1), "--out", str(r1)]) == 0
     assert {"model.safetensors", "last.torchscript.pt", "mine.onnx"} <= {p.name for p in r1.iterdir()}
     assert load_checkpoint(r1 / "last.pt") and load_checkpoint(r2 / "last.pt")
+
+
+def test_runs_shows_every_name_whole_and_on_its_own_row():
+    """Found by probing: a run folder named with a newline split its row in two, and a name over 44 characters
+    was cut from the left without a mark (copied into --resume, it named another folder)."""
+    from cnnlab.cli.runs import format_runs
+
+    base = {"model": "resnet", "dataset": "mnist", "recipe": "lecture", "teacher": None, "epochs": 10,
+            "epochs_done": 1, "final_acc": 90.0, "best_acc": None, "train_seconds": 3.0, "status": "stopped",
+            "detail": "interrupted"}
+    long = "runs/compare-fashion-mnist-best-taught-by-resnet/inception-seed1-edd1601c-and-more"
+    lines = format_runs([{**base, "run": "runs/new\nline"}, {**base, "run": long}, {**base, "run": "tab\there"}]).splitlines()
+    assert len(lines) == 4 and lines[1].startswith("runs/new\\nline ") and lines[2].startswith(long + " ")
+    assert lines[3].startswith("tab\\there ") and len({line.index(" resnet ") for line in lines[1:]}) == 1

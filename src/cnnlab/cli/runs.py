@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from cnnlab.cli.common import add_json
 from cnnlab.errors import CnnlabError
@@ -33,19 +34,27 @@ def _pct(value) -> str:
     return f"{value:.2f}%" if isinstance(value, (int, float)) else "-"
 
 
+def _shown(value) -> str:
+    """A cell as text, its control characters escaped (a run folder named with a newline stays on its row)."""
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], str(value))
+
+
 def format_runs(rows: list[dict]) -> str:
-    header = f"{'run':<44} {'model':<10} {'dataset':<14} {'recipe':<8} {'epochs':>7} {'final':>7} {'best':>7} " \
+    """The table; the run column is as wide as its longest name (a name is what you copy into --resume)."""
+    names = [_shown(r["run"]) for r in rows]
+    width = max([44, *map(len, names)])
+    header = f"{'run':<{width}} {'model':<10} {'dataset':<14} {'recipe':<8} {'epochs':>7} {'final':>7} {'best':>7} " \
              f"{'train':>7}  status"
     lines = [header]
-    for r in rows:
+    for name, r in zip(names, rows):
         epochs = f"{r['epochs_done']:g}/{r['epochs'] if r['epochs'] is not None else '?'}"
         seconds = f"{r['train_seconds']:.0f}s" if r["train_seconds"] else "-"
-        dataset = str(r["dataset"]).split(":", 1)[0] if str(r["dataset"]).startswith(("idx:", "folder:")) \
-            else str(r["dataset"])
-        recipe = str(r["recipe"])[:7] + ("*" if r.get("teacher") else "")
-        lines.append(f"{r['run'][-44:]:<44} {str(r['model'])[:10]:<10} {dataset[:14]:<14} {recipe:<8} "
+        dataset = _shown(r["dataset"])
+        dataset = dataset.split(":", 1)[0] if dataset.startswith(("idx:", "folder:")) else dataset
+        recipe = _shown(r["recipe"])[:7] + ("*" if r.get("teacher") else "")
+        lines.append(f"{name:<{width}} {_shown(r['model'])[:10]:<10} {dataset[:14]:<14} {recipe:<8} "
                      f"{epochs:>7} {_pct(r['final_acc']):>7} {_pct(r['best_acc']):>7} {seconds:>7}  {r['status']}"
-                     + (f" ({r['detail']})" if r["detail"] and r["status"] != "finished" else ""))
+                     + (f" ({_shown(r['detail'])})" if r["detail"] and r["status"] != "finished" else ""))
     if any(r.get("teacher") for r in rows):
         lines.append("* taught by another run's net (--teacher; its checkpoint is in the run's config.json)")
     return "\n".join(lines)
