@@ -184,6 +184,17 @@ def test_yaml_config_files_and_their_errors(tiny_idx, tmp_path, capsys):
         assert message in err and err.count("\n") == 1
     assert main(["train", "--config", str(tmp_path / "nope.yaml")]) == 2
     assert "cannot be read" in capsys.readouterr().err
+    # found by probing: a value nested 50,000 deep was a RecursionError traceback (JSON and YAML); a 600-byte
+    # alias bomb (9^9 shared strings) hung while its refusal spelt the value out whole
+    bomb = ", ".join(f"&{a} [{', '.join([f'*{b}' if b else '1'] * 9)}]" for a, b in zip("abcdefghi", ["", *"abcdefgh"]))
+    for name, text, message in (("deep.yaml", "model: " + "[" * 50_000 + "]" * 50_000, "not valid YAML (nested too deeply)"),
+                                ("deep.json", '{"model": ' + "[" * 50_000 + "]" * 50_000 + "}",
+                                 "not valid JSON (nested too deeply)"),
+                                ("bomb.yaml", f"model: [{bomb}]", "model must be str, got [[1, 1, 1, 1, ...], [[...]")):
+        (tmp_path / name).write_text(text)
+        assert main(["train", "--config", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and len(err) < 400
     # not text, or too large to be a settings file (a device such as /dev/zero is never read to its end)
     for data, message in ((b"\xcd\x00\xff" * 50, "not text (byte 0 is not UTF-8)"),
                           (b"#" * (1 << 20) + b"\n", "larger than 1 MB, not a settings file")):

@@ -301,7 +301,7 @@ def load_weights_file(path: str | Path) -> dict:
     try:
         data = json.loads(meta["data"])
         model = {"name": meta["model"], "args": json.loads(meta["model_args"])}
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, RecursionError):
         raise CheckpointError(f"{path}: safetensors without cnnlab's metadata (model, model_args, data); write it "
                               "with 'cnnlab export-weights', or load it with 'cnnlab evaluate --weights FILE --model NAME'"
                               ) from None

@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from cnnlab.dataset_names import dataset_kind
-from cnnlab.errors import CnnlabError, RunError, first_line
+from cnnlab.errors import CnnlabError, RunError, first_line, short_repr
 from cnnlab.fileio import as_path, read_small_text
 
 
@@ -155,9 +155,10 @@ class TrainConfig:
         text = read_small_text(path, f"--config {path}")
         try:
             data = json.loads(text) if path.suffix == ".json" else _yaml(text)
-        except ValueError as err:
+        except (ValueError, RecursionError) as err:  # nesting thousands deep recurses in both parsers
+            why = "nested too deeply" if isinstance(err, RecursionError) else first_line(err)[:120]
             raise CnnlabError(f"--config {path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} "
-                              f"({first_line(err)[:120]}); fix the file") from None
+                              f"({why}); fix the file") from None
         if not isinstance(data, dict):
             raise CnnlabError(f"--config {path}: expected a mapping of settings (e.g. 'model: resnet'), "
                               f"got {type(data).__name__}")
@@ -215,7 +216,7 @@ def _type_refusal(f: dataclasses.Field, names: list[str], value, where: str, ass
         example = repr(example)
     elif isinstance(example, bool):
         example = str(example).lower()
-    return f"{where}: {f.name} must be {wanted}, got {value!r}; fix the value (e.g. {f.name}{assign}{example})"
+    return f"{where}: {f.name} must be {wanted}, got {short_repr(value)}; fix the value (e.g. {f.name}{assign}{example})"
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw")

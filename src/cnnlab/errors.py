@@ -1,6 +1,10 @@
 """The one exception type users see: a one-line message that names the problem and the fix."""
 
 import difflib
+import reprlib
+
+_SHORT = reprlib.Repr()  # (keyword arguments only from Python 3.12)
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 4, 4, 60, 60
 
 
 class CnnlabError(Exception):
@@ -17,6 +21,13 @@ def did_you_mean(name: object, choices) -> str:
         same_length = [low for low in by_lower if len(low) == len(key)]  # a typo, not another name ('kmnist')
         hits = [by_lower[m] for m in difflib.get_close_matches(key, same_length, n=1, cutoff=0.75)]
     return f" (did you mean {hits[0]!r}?)" if len(hits) == 1 else ""
+
+
+def short_repr(value: object) -> str:
+    """``repr(value)`` bounded (a few items, two levels, 60 characters a string), for quoting a refused value in
+    a one-line message: a YAML alias bomb (a 600-byte file whose value is hundreds of millions of strings,
+    shared) is not spelt out whole."""
+    return _SHORT.repr(value)
 
 
 def first_line(err: BaseException) -> str:

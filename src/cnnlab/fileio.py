@@ -15,7 +15,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from cnnlab.errors import CnnlabError, WriteError, first_line
+from cnnlab.errors import CnnlabError, WriteError, first_line, short_repr
 
 #: The most a settings file (--config) may hold: a few KB in practice; a larger file, or a device such as
 #: /dev/zero, is refused instead of read into memory.
@@ -142,7 +142,7 @@ def as_path(value, what: str, error: type[CnnlabError] = CnnlabError) -> Path:
     that ``what`` is a path, not pathlib's TypeError."""
     if isinstance(value, (str, os.PathLike)):
         return Path(value)
-    raise error(f"{what} must be a path (a str or pathlib.Path), got {value!r}; give one")
+    raise error(f"{what} must be a path (a str or pathlib.Path), got {short_repr(value)}; give one")
 
 
 def atomic_write_json(path: str | Path, obj) -> None:
@@ -177,6 +177,8 @@ def read_json(path: str | Path, what: str, fix: str = "the file is damaged") -> 
         return json.loads(text)
     except ValueError as err:
         raise CnnlabError(f"{what}: not valid JSON ({first_line(err)[:120]}); {fix}") from None
+    except RecursionError:
+        raise CnnlabError(f"{what}: not valid JSON (nested too deeply); {fix}") from None
 
 
 def sha256_file(path: str | Path) -> str:

@@ -101,7 +101,7 @@ def _previous_summary(run_dir: Path) -> tuple[dict, float] | None:
     try:
         written = path.stat().st_mtime
         old = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return (old, written) if isinstance(old, dict) else None
 

@@ -8,7 +8,7 @@ from typing import Callable
 
 import torch.nn as nn
 
-from cnnlab.errors import CnnlabError, did_you_mean
+from cnnlab.errors import CnnlabError, did_you_mean, short_repr
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 #: The registered models' size arguments: whole numbers, at least 1 (``depth``, a stack's count of convs, 0).
@@ -45,7 +45,7 @@ def create_model(name: str, **kwargs) -> nn.Module:
         value = kwargs.get(key, 1)
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < (0 if key == "depth" else 1):
             raise CnnlabError(f"model {name!r}: {key} must be a whole number >= {0 if key == 'depth' else 1}, "
-                              f"got {value!r}")
+                              f"got {short_repr(value)}")
     try:
         return fn(**kwargs)
     except TypeError as err:
