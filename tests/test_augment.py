@@ -172,9 +172,46 @@ def test_spec_round_trip_and_defaults():
     ("shift++flip", "empty op"),
     ("none+shift", "cannot be combined"),
     ("affine:rotate=1,rotate=2", "given twice"),
+    ("mixup+cutmix", "at most one of them"),
+    ("cutmix:alpha=0", "out of range"),
 ])
 def test_bad_specs_are_one_line_errors(spec, words):
     with pytest.raises(CnnlabError) as err:
         parse_augment(spec)
     msg = str(err.value)
     assert words in msg and "\n" not in msg and spec in msg
+
+
+def test_mixup_mixes_images_and_their_loss_alike():
+    """mixup: image i is lam_i of itself and 1 - lam_i of image perm_i, and its loss is the cross-entropy against
+    the same mixture of the two labels (label smoothing included): a soft-target cross-entropy."""
+    x = batch(b=8)
+    out, mix = parse_augment("mixup:alpha=0.4").apply(x, seed=1, epoch=2, batch=3, fill=FILL)
+    lam = mix.lam[:, None, None, None]
+    torch.testing.assert_close(out, lam * x + (1 - lam) * x[mix.perm])
+    assert ((mix.lam > 0) & (mix.lam < 1)).all() and not torch.equal(mix.perm, torch.arange(8))
+    logits, y = torch.randn(8, 10, generator=torch.Generator().manual_seed(5)), torch.arange(8) % 10
+    soft = mix.lam[:, None] * F.one_hot(y, 10) + (1 - mix.lam[:, None]) * F.one_hot(y[mix.perm], 10)
+    torch.testing.assert_close(mix.loss(logits, y, 0.1), F.cross_entropy(logits, soft, label_smoothing=0.1))
+    again, mix2 = parse_augment("mixup:alpha=0.4").apply(x, seed=1, epoch=2, batch=3, fill=FILL)
+    assert torch.equal(again, out) and torch.equal(mix2.lam, mix.lam)  # seeded by (seed, epoch, batch)
+    assert not torch.equal(parse_augment("mixup:alpha=0.4")(x, seed=1, epoch=2, batch=4, fill=FILL), out)
+
+
+def test_cutmix_pastes_one_box_and_weighs_the_loss_by_its_area():
+    x = batch(b=16, h=12, w=10)
+    out, mix = parse_augment("cutmix:p=1").apply(x, seed=0, epoch=0, batch=0, fill=FILL)
+    pasted = out == x[mix.perm]
+    kept = out == x
+    for i in range(16):
+        if mix.perm[i] == i:
+            continue
+        box = pasted[i, 0] & ~kept[i, 0]  # random pixels are never equal by chance
+        rows, cols = box.any(1).nonzero().flatten(), box.any(0).nonzero().flatten()
+        if len(rows):  # one rectangle, and everything else the image itself
+            assert box[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].all()
+        assert (box | kept[i, 0]).all()
+        assert mix.lam[i].item() == pytest.approx(1 - box.sum().item() / 120)
+    assert (mix.lam < 1).sum() > 8  # most images got a box
+    untouched, none = parse_augment("cutmix:p=0").apply(x, seed=0, epoch=0, batch=0, fill=FILL)
+    assert torch.equal(untouched, x) and (none.lam == 1).all()

@@ -297,6 +297,19 @@ def test_resume_with_augmentation_ema_and_cosine_is_bitwise(tiny_idx, tmp_path):
     assert not all(torch.equal(a["state_dict"][k], a["train_weights"][k]) for k in a["state_dict"])
 
 
+def test_resume_with_cutmix_is_bitwise(tiny_idx, tmp_path):
+    """A mixing augmentation (its pairing and box drawn per batch) resumes mid-epoch to an unbroken run's weights."""
+    cfg = dict(model="resnet", epochs=2, **{**ACCURACY_SETTINGS, "augment": "shift+cutmix:p=0.5"})
+    straight = train(tiny_cfg(tiny_idx, **cfg), out=tmp_path / "straight", quiet=True, log=lambda m: None)
+    train(tiny_cfg(tiny_idx, **cfg, max_steps=11, save_every=3), out=tmp_path / "cut", quiet=True, log=lambda m: None)
+    resumed = train(TrainConfig(), resume=tmp_path / "cut", quiet=True, log=lambda m: None)
+    a, b = (load_checkpoint(tmp_path / n / "last.pt") for n in ("straight", "cut"))
+    for key in ("state_dict", "train_weights"):
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]  # noqa: E731
+    assert strip(straight.history) == strip(resumed.history)
+
+
 def test_clean_epochs_end_the_run_without_augmentation_and_resume_bitwise(tiny_idx, tmp_path, monkeypatch):
     """--clean-epochs N: the last N epochs see the images as they are; the epochs before are those of the
     same run without it, and a run cut inside its augmented part resumes into the clean part bitwise."""
@@ -305,13 +318,17 @@ def test_clean_epochs_end_the_run_without_augmentation_and_resume_bitwise(tiny_i
 
     seen = []  # the epoch of every augmented batch
 
+    class Counting:
+        def __init__(self, pipeline):
+            self.pipeline = pipeline
+
+        def apply(self, x, *, seed, epoch, batch, fill):
+            seen.append(epoch)
+            return self.pipeline.apply(x, seed=seed, epoch=epoch, batch=batch, fill=fill)
+
     def counting(spec):
         pipeline = parse_augment(spec)
-
-        def augment(x, *, seed, epoch, batch, fill):
-            seen.append(epoch)
-            return pipeline(x, seed=seed, epoch=epoch, batch=batch, fill=fill)
-        return None if pipeline is None else augment
+        return None if pipeline is None else Counting(pipeline)
 
     monkeypatch.setattr(cnnlab.engine, "parse_augment", counting)
     cfg = dict(epochs=3, augment="shift+erase", ema=0.9, channels_last=True)

@@ -23,7 +23,16 @@ Ops run left to right; every key has a default, so ``affine`` alone is a valid o
 ``erase``   ``p=0.5, min=0.02, max=0.2, ratio=3``: with probability p, one rectangle of area
             fraction in [min, max] and aspect ratio in [1/ratio, ratio] (log-uniform) is set
             to the fill value (random erasing / cutout).
+``mixup``   ``p=1, alpha=0.2``: with probability p, an image becomes ``lam * itself + (1 - lam) *``
+            another image of the batch (a seeded permutation), lam ~ Beta(alpha, alpha), and its
+            loss is mixed with the same weights (Zhang et al. 2018).
+``cutmix``  ``p=0.5, alpha=1``: with probability p, a box of another image of the batch is pasted
+            in (its area 1 - lam of the image, lam ~ Beta(alpha, alpha), the box clipped at the
+            border), and the loss is mixed by the pasted area (Yun et al. 2019).
 ==========  ===================================================================================
+
+``mixup`` and ``cutmix`` mix labels as well as images: a pipeline holds at most one of them, and the
+trainer's loss reads the pairing it returns (:meth:`Augment.apply`, :class:`Mix`).
 
 Examples: ``shift``, ``affine:rotate=10,scale=0.1,translate=0.08``, ``shift:pad=2+flip+erase:p=0.5``.
 
@@ -40,6 +49,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -185,7 +195,70 @@ class Erase:
         return x.masked_fill(mask[:, None], fill)
 
 
-_OPS = {"shift": Shift, "affine": Affine, "elastic": Elastic, "flip": Flip, "erase": Erase}
+@dataclass(frozen=True)
+class Mix:
+    """How a batch was mixed: image i holds ``lam[i]`` of itself and ``1 - lam[i]`` of image ``perm[i]``."""
+
+    perm: torch.Tensor  # (B,) long, on the batch's device
+    lam: torch.Tensor  # (B,) float32, on the batch's device; 1 where an image was left alone
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+        """The mixed batch's cross-entropy: each image's two labels weighted as its pixels were."""
+        own = F.cross_entropy(logits, y, label_smoothing=label_smoothing, reduction="none")
+        other = F.cross_entropy(logits, y[self.perm], label_smoothing=label_smoothing, reduction="none")
+        return (self.lam * own + (1 - self.lam) * other).mean()
+
+
+def _pairing(b: int, g: torch.Generator, p: float, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(perm, lam) on the CPU: a seeded permutation of the batch, and lam ~ Beta(alpha, alpha) for the images
+    drawn (probability p), 1 for the others. Beta comes from numpy, seeded from ``g`` (torch samples Beta
+    without a generator)."""
+    perm = torch.randperm(b, generator=g)
+    chosen = torch.rand(b, generator=g) < p
+    rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=g)))
+    lam = torch.from_numpy(rng.beta(alpha, alpha, size=b)).float()
+    return perm, torch.where(chosen, lam, torch.ones(b))
+
+
+@dataclass(frozen=True)
+class MixUp:
+    p: float = 1.0
+    alpha: float = 0.2
+
+    def __call__(self, x: torch.Tensor, g: torch.Generator, fill: float) -> tuple[torch.Tensor, Mix]:
+        perm, lam = _pairing(x.shape[0], g, self.p, self.alpha)
+        perm, lam = perm.to(x.device), lam.to(x.device)
+        w = lam.to(x.dtype)[:, None, None, None]
+        return x * w + x[perm] * (1 - w), Mix(perm, lam)
+
+
+@dataclass(frozen=True)
+class CutMix:
+    p: float = 0.5
+    alpha: float = 1.0
+
+    def __call__(self, x: torch.Tensor, g: torch.Generator, fill: float) -> tuple[torch.Tensor, Mix]:
+        b, _, h, w = x.shape
+        perm, lam = _pairing(b, g, self.p, self.alpha)
+        side = torch.sqrt(1 - lam.double())  # the box's sides as fractions of the image's
+        bh, bw = (side * h).round().long(), (side * w).round().long()
+        cy = (torch.rand(b, generator=g, dtype=torch.float64) * h).long()
+        cx = (torch.rand(b, generator=g, dtype=torch.float64) * w).long()
+        top, bottom = (cy - bh // 2).clamp(0, h), (cy - bh // 2 + bh).clamp(0, h)
+        left, right = (cx - bw // 2).clamp(0, w), (cx - bw // 2 + bw).clamp(0, w)
+        rows, cols = torch.arange(h)[None, :], torch.arange(w)[None, :]
+        in_r = (rows >= top[:, None]) & (rows < bottom[:, None])  # (B, H)
+        in_c = (cols >= left[:, None]) & (cols < right[:, None])  # (B, W)
+        box = in_r[:, :, None] & in_c[:, None, :]  # (B, H, W)
+        lam = 1 - box.sum((1, 2)).float() / (h * w)  # the area actually kept, after clipping
+        box, perm = box.to(x.device), perm.to(x.device)
+        return torch.where(box[:, None], x[perm], x), Mix(perm, lam.to(x.device))
+
+
+_OPS = {"shift": Shift, "affine": Affine, "elastic": Elastic, "flip": Flip, "erase": Erase, "mixup": MixUp,
+        "cutmix": CutMix}
+#: The ops that mix labels too (at most one a pipeline).
+MIXING = (MixUp, CutMix)
 
 
 # ----------------------------------------------------------------------------- the pipeline
@@ -211,11 +284,21 @@ class Augment:
         return f"Augment({self.spec!r})"
 
     def __call__(self, x: torch.Tensor, *, seed: int, epoch: int, batch: int, fill: float) -> torch.Tensor:
+        """The augmented batch (a mixing op's pairing dropped: :meth:`apply` keeps it for the loss)."""
+        return self.apply(x, seed=seed, epoch=epoch, batch=batch, fill=fill)[0]
+
+    def apply(self, x: torch.Tensor, *, seed: int, epoch: int, batch: int,
+              fill: float) -> tuple[torch.Tensor, Mix | None]:
+        """The augmented batch, and how it was mixed (None without ``mixup`` or ``cutmix``)."""
         fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        mix = None
         for i, op in enumerate(self.ops):
             g = torch.Generator().manual_seed(batch_seed(seed, epoch, batch, i))
-            x = op(x, g, fill)
-        return x.contiguous(memory_format=fmt)  # a no-op when the last op kept the layout
+            if isinstance(op, MIXING):
+                x, mix = op(x, g, fill)
+            else:
+                x = op(x, g, fill)
+        return x.contiguous(memory_format=fmt), mix  # a no-op when the last op kept the layout
 
 
 _LIMITS = {
@@ -231,6 +314,10 @@ _LIMITS = {
     ("erase", "min"): (0.0001, 1, False),
     ("erase", "max"): (0.0001, 1, False),
     ("erase", "ratio"): (1, 100, False),
+    ("mixup", "p"): (0, 1, False),
+    ("mixup", "alpha"): (0.01, 100, False),
+    ("cutmix", "p"): (0, 1, False),
+    ("cutmix", "alpha"): (0.01, 100, False),
 }
 
 
@@ -285,4 +372,9 @@ def split_spec(spec: str | None, flag: str, word: str, example: str) -> list[str
 def parse_augment(spec: str | None) -> Augment | None:
     """The pipeline that ``spec`` names, or None for ``none`` (or an empty spec)."""
     parts = split_spec(spec, "--augment", "op", "shift+flip")
-    return None if parts is None else Augment([_parse_op(p, spec) for p in parts])
+    if parts is None:
+        return None
+    ops = [_parse_op(p, spec) for p in parts]
+    if sum(isinstance(op, MIXING) for op in ops) > 1:
+        raise CnnlabError(f"--augment {spec!r}: mixup and cutmix each mix the labels; give at most one of them")
+    return Augment(ops)

@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
+from cnnlab.augment import Augment
 from cnnlab.checkpoint import EpochSums, TrainState, save_checkpoint
 from cnnlab.config import TrainConfig
 from cnnlab.data import BatchLoader, Dataset
@@ -75,7 +76,7 @@ class Trainer:
     train_loader: BatchLoader
     eval_loader: BatchLoader
     eval_name: str  # "test", or "val" with a validation split
-    augment: Callable | None  # (x, seed=, epoch=, batch=, fill=) -> x: cnnlab.augment.Augment
+    augment: Augment | None  # .apply(x, seed=, epoch=, batch=, fill=) -> (x, how it was mixed)
     autocast: contextlib.AbstractContextManager
     run_dir: Path | None  # None: this process writes nothing
     log: Log
@@ -125,12 +126,16 @@ class Trainer:
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """One optimiser step on a batch, and its loss and accuracy added to the running sums."""
         s, cfg = self.state, self.cfg
+        mix = None
         if self.augment is not None and s.epoch < cfg.epochs - cfg.clean_epochs:
-            x = self.augment(x, seed=cfg.seed + self.ranks.rank, epoch=s.epoch, batch=s.batch,
-                             fill=self.train_loader.shift)
+            x, mix = self.augment.apply(x, seed=cfg.seed + self.ranks.rank, epoch=s.epoch, batch=s.batch,
+                                        fill=self.train_loader.shift)
         with self.autocast:
             logits = self.net(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            if mix is None:
+                loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            else:  # mixup / cutmix: each image's two labels, weighted as its pixels were
+                loss = mix.loss(logits, y, cfg.label_smoothing)
             if self.teacher is not None:
                 loss = self.teacher.loss(loss, logits, x)
         self.optimizer.zero_grad(set_to_none=True)

@@ -48,8 +48,9 @@ RECIPE_FLAG_HELP: dict[str, tuple[type | tuple, str]] = {
     "bias_decay": (bool, "apply the weight decay to biases too"),
     "schedule": (SCHEDULES, "learning-rate schedule (cosine: after a linear warm-up)"),
     "warmup_epochs": (float, "linear warm-up of the cosine schedule, in epochs"),
-    "augment": (str, "batched augmentation on the device: none, shift, or a pipeline such as "
-                     "'affine:rotate=10,scale=0.1,translate=0.1' (see docs/accuracy.md)"),
+    "augment": (str, "batched augmentation on the device: none, shift, or a pipeline of shift, affine, elastic, "
+                     "flip, erase and one of mixup or cutmix (which mix the labels too), such as "
+                     "'affine:rotate=10,scale=0.1,translate=0.1' or 'shift+flip+cutmix:p=0.5' (see cnnlab.augment)"),
     "clean_epochs": (int, "train the last N epochs on the images as they are, without --augment"),
     "label_smoothing": (float, "cross-entropy label smoothing"),
     "ema": (float, "decay of an exponential moving average of the weights, which is then what is evaluated, "
