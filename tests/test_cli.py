@@ -442,3 +442,11 @@ def test_a_path_behind_a_folder_one_may_not_enter_is_one_line(tmp_path, capsys, 
     code, _, err = run(["runs", "--root", "/root/runs"], capsys)
     assert code == 2 and err == ("cnnlab: error: cannot reach /root/runs (permission denied); check the permissions "
                                  "of the folders on its way, or use another path\n")
+
+
+def test_an_error_that_quotes_a_name_with_a_newline_stays_one_line(tmp_path, capsys):
+    """Found by probing: ``cnnlab predict 'new<newline>line.png' x.png`` said "cnnlab: error: .../new", then "line.png:
+    not a checkpoint" on a line of its own. Every one-line error escapes control characters, as predict's table does."""
+    assert main(["evaluate", str(tmp_path / "a\nb")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "a\\nb: no such checkpoint" in err

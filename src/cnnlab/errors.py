@@ -23,6 +23,14 @@ def did_you_mean(name: object, choices) -> str:
     return f" (did you mean {hits[0]!r}?)" if len(hits) == 1 else ""
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters (a newline or an undecodable byte in a file name) escaped as
+    Python writes them, so that a message that quotes it stays on one line."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
 def short_repr(value: object) -> str:
     """``repr(value)`` bounded (a few items, two levels, 60 characters a string), for quoting a refused value in
     a one-line message: a YAML alias bomb (a 600-byte file whose value is hundreds of millions of strings,

@@ -40,7 +40,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from cnnlab.errors import CnnlabError, first_line
+from cnnlab.errors import CnnlabError, first_line, printable
 from cnnlab.imagelimits import DEFAULT_MAX_PIXELS, MIN_MAX_PIXELS, max_file_bytes
 
 __all__ = ["ALLOWED_FORMATS", "ALLOWED_TEXT", "DEFAULT_MAX_PIXELS", "FORMAT_SUFFIXES", "IMAGE_SUFFIXES",
@@ -77,14 +77,6 @@ def formats_text(formats: tuple[str, ...]) -> str:
 
 
 ALLOWED_TEXT = formats_text(ALLOWED_FORMATS)  # "PNG, JPEG, BMP, GIF or WebP"
-
-
-def printable(text: str) -> str:
-    """``text`` with control characters (a newline or an undecodable byte in a file name) escaped as
-    Python writes them, so that a message that quotes it stays on one line."""
-    if text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 class BadImageError(CnnlabError):

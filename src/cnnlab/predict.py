@@ -53,11 +53,11 @@ from cnnlab.data.folder import SIZE as FOLDER_SIZE
 from cnnlab.data.folder import gray_square
 from cnnlab.dataset_names import dataset_kind
 from cnnlab.devices import resolve_device
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, printable
 from cnnlab.fileio import atomic_write_bytes
 from cnnlab.pretrained import load_pretrained
 from cnnlab.imageio import (
-    ALLOWED_TEXT, DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, BadImageError, check_max_pixels, open_image, printable, shrink,
+    ALLOWED_TEXT, DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, BadImageError, check_max_pixels, open_image, shrink,
     unit_gray,
 )
 

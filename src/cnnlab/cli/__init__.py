@@ -22,7 +22,7 @@ from typing import NoReturn
 from cnnlab import __version__, output
 from cnnlab.cli import analyze, data, evaluate, export, models, predict, runs, serve, train
 from cnnlab.cli.common import Parser
-from cnnlab.errors import CnnlabError, Interrupted
+from cnnlab.errors import CnnlabError, Interrupted, printable
 from cnnlab.runs import LATEST, resolve_run
 
 #: In the order ``cnnlab --help`` lists their commands.
@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as err:  # the position was saved: not an error, but not a success either
         output.complain(f"cnnlab: {err}")
         return err.exit_code
-    except CnnlabError as err:
-        output.complain(f"cnnlab: error: {err}")
+    except CnnlabError as err:  # one line, whatever a quoted name holds (a newline in a file's name)
+        output.complain(f"cnnlab: error: {printable(str(err))}")
         return 2
     except KeyboardInterrupt:
         output.complain("cnnlab: interrupted")

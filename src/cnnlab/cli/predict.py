@@ -81,7 +81,7 @@ def save_input_images(preds, directory: str | Path | None = None,
 
 
 def cmd_predict(args) -> int:
-    from cnnlab.imageio import printable
+    from cnnlab.errors import printable
     from cnnlab.predict import Predictor, predict_paths
 
     if args.top_k < 1:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import re
 
 from cnnlab.cli.common import add_json
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, printable
 from cnnlab.runs import describe_run, find_runs, matches
 
 
@@ -36,7 +35,7 @@ def _pct(value) -> str:
 
 def _shown(value) -> str:
     """A cell as text, its control characters escaped (a run folder named with a newline stays on its row)."""
-    return re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], str(value))
+    return printable(str(value))
 
 
 def format_runs(rows: list[dict]) -> str:
