@@ -369,7 +369,7 @@ def test_the_api_names_a_bad_argument_in_one_line(tmp_path, monkeypatch):
         (lambda: cnnlab.train("resnet", epochz=2), r"unknown setting 'epochz' \(did you mean 'epochs'\?\)"),
         (lambda: cnnlab.train("resnet", epochs="three"), r"epochs must be int \(or None\), got 'three'; .*epochs=10"),
         (lambda: cnnlab.train("resnet", epochs=1.5), "epochs must be int"),
-        (lambda: cnnlab.train("resnet", dataset=None), r"dataset must be str, got None; .*dataset='mnist'"),
+        (lambda: cnnlab.train("resnet", dataset=3), r"dataset must be str, got 3; .*dataset='mnist'"),
         (lambda: cnnlab.train("resnet", compile="yes"), r"compile must be bool, got 'yes'; .*compile=True"),
         (lambda: cnnlab.train("resnet", out=123), r"--out .* must be a path .*got 123"),
         (lambda: cnnlab.load_run(None), "must be a path"),
@@ -390,3 +390,15 @@ def test_the_api_names_a_bad_argument_in_one_line(tmp_path, monkeypatch):
         assert "\n" not in str(info.value)
     assert not (tmp_path / "runs").exists()  # nothing was trained or written
     assert cnnlab.list_runs(status="finished") == []
+
+
+def test_resume_through_the_api_refuses_another_model_dataset_or_recipe(tiny_idx, tmp_path):
+    """Found by probing: ``cnnlab.train(resume=run, model="inception")`` resumed a resnet run as if nothing had been
+    said (the argument's default was "inception", so the API could not tell it was given)."""
+    run = tmp_path / "run"
+    cnnlab.train("basic_cnn", dataset=f"idx:{tiny_idx}", recipe="fast", out=run, quiet=True, max_steps=2, device="cpu")
+    for given in (dict(model="resnet"), dict(recipe="best"), dict(dataset="mnist")):
+        with pytest.raises(RunError, match=f"--{next(iter(given))} .* would change it"):
+            cnnlab.train(resume=run, quiet=True, **given)
+    same = cnnlab.train("basic_cnn", dataset=f"idx:{tiny_idx}", recipe="fast", resume=run, quiet=True, max_steps=3)
+    assert same.run_dir == run and cnnlab.load_run(run).config["model"] == "basic_cnn"

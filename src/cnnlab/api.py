@@ -41,32 +41,38 @@ def create_model(name: str, *, pretrained: bool = False, dataset: str = "mnist",
     return model_from_checkpoint(load_pretrained(name, dataset)).eval()
 
 
-def train(model: str = "inception", *, dataset: str = "mnist", recipe: str = "lecture", out: str | Path | None = None,
-          resume: str | Path | None = None, quiet: bool = False, verbose: bool = False, **overrides) -> TrainResult:
-    """Train ``model`` on ``dataset`` with ``recipe``; ``overrides`` are any other :class:`~cnnlab.config.TrainConfig`
-    fields (``epochs=3``, ``lr=0.01``...), applied on top of the recipe exactly as the CLI's flags are.
+def train(model: str | None = None, *, dataset: str | None = None, recipe: str | None = None,
+          out: str | Path | None = None, resume: str | Path | None = None, quiet: bool = False, verbose: bool = False,
+          **overrides) -> TrainResult:
+    """Train ``model`` (default inception) on ``dataset`` (default mnist) with ``recipe`` (default lecture);
+    ``overrides`` are any other :class:`~cnnlab.config.TrainConfig` fields (``epochs=3``, ``lr=0.01``...), applied
+    on top of the recipe exactly as the CLI's flags are.
 
     ``quiet`` prints nothing at all; ``verbose`` adds the per-class table. ``resume`` continues a run
-    (``"latest"`` works), with ``overrides`` limited to what a resume may change (e.g. ``epochs`` of a
-    constant-rate run, ``threads``).
+    (``"latest"`` works) with its own model, dataset and recipe (naming another is refused), and ``overrides``
+    limited to what a resume may change (e.g. ``epochs`` of a constant-rate run, ``threads``).
     """
-    cfg = _train_config(model, dataset, recipe, overrides)
+    given = {k: v for k, v in (("model", model), ("dataset", dataset), ("recipe", recipe)) if v is not None}
+    cfg = _train_config({**overrides, **given})
     log = (lambda msg: None) if quiet else (lambda msg: print(msg, flush=True))
     if resume is not None:
-        return engine.train(cfg, resume=resolve_run(resume), changes=overrides, quiet=quiet, log=log, verbose=verbose)
+        changes = {**overrides, **{k: getattr(cfg, k) for k in given}}  # the dataset's name made canonical
+        return engine.train(cfg, resume=resolve_run(resume), changes=changes, quiet=quiet, log=log, verbose=verbose)
     return engine.train(cfg, out=out, quiet=quiet, log=log, verbose=verbose)
 
 
-def _train_config(model, dataset, recipe, overrides: dict) -> TrainConfig:
+def _train_config(settings: dict) -> TrainConfig:
     """The config of :func:`train`'s arguments, each name and type checked as a config file's are: a misspelt
     or mistyped setting is one line naming it, not a TypeError from inside."""
     names = [f.name for f in fields(TrainConfig)]
-    for key in overrides:
+    for key in settings:
         if key not in names:
             raise CnnlabError(f"cnnlab.train(): unknown setting {key!r}{did_you_mean(key, names)}; the settings are "
                               "TrainConfig's fields, the CLI's flags with '_' for '-' (see 'cnnlab train --help')")
-    values = typed_values({**overrides, "model": model, "dataset": dataset, "recipe": recipe}, "cnnlab.train()", "=")
-    return TrainConfig(**{**values, "dataset": canonical_dataset_name(dataset)})
+    values = typed_values(settings, "cnnlab.train()", "=")
+    if "dataset" in values:
+        values["dataset"] = canonical_dataset_name(values["dataset"])
+    return TrainConfig(**values)
 
 
 @dataclass

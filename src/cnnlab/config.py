@@ -363,7 +363,7 @@ def resumed_config(saved: TrainConfig, invocation: TrainConfig, changes: dict | 
                            f"--epochs {epochs}")
         if saved.schedule != "constant":
             raise RunError(f"--epochs {epochs}: the run's {saved.schedule} learning-rate schedule was planned for "
-                           f"{saved.epochs} epochs and cannot be extended without changing the rates already used; "
+                           f"{saved.epochs} epoch{'s' if saved.epochs != 1 else ''} and cannot be extended without changing the rates already used; "
                            f"start a new run with --epochs {epochs}")
         cfg.epochs = epochs
     return cfg
