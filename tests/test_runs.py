@@ -636,6 +636,7 @@ def test_no_export_report_or_analysis_writes_over_a_runs_files(tiny_idx, tmp_pat
         ("evaluate", r1, "--checkpoint", "best", "--out", r1): "the run's own folder, and this evaluation is not",
         ("analyze", "branches", r2, "--out", r1): "holds another run",
         ("analyze", "gradients", "--depths", "2", "--out", r1): "holds another run",
+        ("compare", "--models", "basic_cnn", "--seeds", "1", "--dataset", f"idx:{tiny_idx}", "--out", r1): "holds another run",
     }
     for args, message in refused.items():
         assert main([str(a) for a in args]) == 2, args
@@ -658,7 +659,10 @@ def test_runs_shows_every_name_whole_and_on_its_own_row():
     base = {"model": "resnet", "dataset": "mnist", "recipe": "lecture", "teacher": None, "epochs": 10,
             "epochs_done": 1, "final_acc": 90.0, "best_acc": None, "train_seconds": 3.0, "status": "stopped",
             "detail": "interrupted"}
-    long = "runs/compare-fashion-mnist-best-taught-by-resnet/inception-seed1-edd1601c-and-more"
-    lines = format_runs([{**base, "run": "runs/new\nline"}, {**base, "run": long}, {**base, "run": "tab\there"}]).splitlines()
-    assert len(lines) == 4 and lines[1].startswith("runs/new\\nline ") and lines[2].startswith(long + " ")
-    assert lines[3].startswith("tab\\there ") and len({line.index(" resnet ") for line in lines[1:]}) == 1
+    compared = "runs/compare-fashion-mnist-best-taught-by-resnet/inception-seed1-edd1601c"  # 72 characters
+    longer = "runs/" + "x" * 100  # over 64: whole, and the rest of its own row pushed right
+    rows = [{**base, "run": r} for r in ("runs/new\nline", compared, "tab\there", longer)]
+    lines = format_runs(rows).splitlines()
+    assert len(lines) == 5 and lines[1].startswith("runs/new\\nline ") and lines[2].startswith(compared + " ")
+    assert lines[3].startswith("tab\\there ") and lines[1].index(" resnet ") == lines[3].index(" resnet ") == 64
+    assert lines[4].startswith(longer + " resnet ")

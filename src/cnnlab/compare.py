@@ -24,7 +24,7 @@ from cnnlab.evaluation import evaluate_run
 from cnnlab.fileio import atomic_write_text, read_json
 from cnnlab.models import build_model, count_parameters, list_models
 from cnnlab.plots import plot_comparison
-from cnnlab.runs import read_metrics, read_run_json
+from cnnlab.runs import check_output_folder, read_metrics, read_run_json
 from cnnlab.text import plural
 from cnnlab.tta import parse_tta
 
@@ -102,6 +102,7 @@ def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = 
     if seeds < 1:
         raise CnnlabError(f"--seeds must be at least 1, got {seeds}")
     out, auto = Path(out), teachers == AUTO_TEACHERS
+    check_output_folder(out, None)  # a compare's runs and table in a run's folder would hide them from 'cnnlab runs'
     teachers = default_out(base.dataset, base.recipe) if auto else teachers
     if teachers is not None and out.resolve() == Path(teachers).resolve():
         raise CnnlabError(f"--out {out} is the teachers' folder: its comparison.md would be replaced by the distilled "

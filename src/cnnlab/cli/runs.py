@@ -39,9 +39,10 @@ def _shown(value) -> str:
 
 
 def format_runs(rows: list[dict]) -> str:
-    """The table; the run column is as wide as its longest name (a name is what you copy into --resume)."""
+    """The table. Every name is whole (it is what you copy into --resume): the run column is as wide as the
+    longest name up to 64 characters, and a longer name pushes the rest of its own row to the right."""
     names = [_shown(r["run"]) for r in rows]
-    width = max([44, *map(len, names)])
+    width = min(64, max([44, *map(len, names)]))
     header = f"{'run':<{width}} {'model':<10} {'dataset':<14} {'recipe':<8} {'epochs':>7} {'final':>7} {'best':>7} " \
              f"{'train':>7}  status"
     lines = [header]
