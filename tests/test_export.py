@@ -77,3 +77,12 @@ def test_export_errors(tmp_path, capsys):
         export_run(ckpt, "tflite")
     with pytest.raises(SystemExit):
         main(["export", str(ckpt), "--format", "tflite"])
+
+
+def test_an_out_folder_gets_the_default_name_inside_it(tiny_idx, tmp_path):
+    """Found by probing: ``export-weights RUN --out newdir/`` wrote a file named ``newdir``."""
+    ckpt = tiny_checkpoint(tmp_path / "run" / "last.pt", dataset_dir=tiny_idx)
+    assert main(["export-weights", str(ckpt.parent), "--out", str(tmp_path / "new") + "/"]) == 0
+    assert (tmp_path / "new" / "model.safetensors").is_file()
+    assert main(["export", str(ckpt), "--samples", "4", "--out", str(tmp_path / "new")]) == 0  # an existing folder
+    assert (tmp_path / "new" / "last.onnx").is_file()

@@ -32,7 +32,9 @@ Ops run left to right; every key has a default, so ``affine`` alone is a valid o
 ==========  ===================================================================================
 
 ``mixup`` and ``cutmix`` mix labels as well as images: a pipeline holds at most one of them, and the
-trainer's loss reads the pairing it returns (:meth:`Augment.apply`, :class:`Mix`).
+trainer's loss reads the pairing it returns (:meth:`Augment.apply`, :class:`Mix`). The running train
+accuracy of such a run counts a prediction right when it is the image's own label (a pasted box of a
+"7" in a "2" still counts as a "2"), so it reads lower than without mixing.
 
 Examples: ``shift``, ``affine:rotate=10,scale=0.1,translate=0.08``, ``shift:pad=2+flip+erase:p=0.5``.
 

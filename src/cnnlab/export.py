@@ -126,6 +126,15 @@ def _torchscript_run(data: bytes, batches: list[np.ndarray]) -> list[np.ndarray]
         return [loaded(torch.from_numpy(b)).numpy() for b in batches]
 
 
+def output_file(out: str | Path | None, default: Path) -> Path:
+    """``--out`` as the file to write: ``default`` without one; a folder (one that exists, or any path written
+    with a trailing '/') gets the default's name inside it."""
+    if out is None or str(out) == "":
+        return default
+    path = Path(out)
+    return path / default.name if str(out).endswith(("/", os.sep)) or path.is_dir() else path
+
+
 def default_output(checkpoint: Path, fmt: str) -> Path:
     """Beside the checkpoint: ``RUN/last.pt`` -> ``RUN/last.onnx`` or ``RUN/last.torchscript.pt``."""
     return checkpoint.with_name(checkpoint.stem + SUFFIXES[fmt])
@@ -159,9 +168,9 @@ def export_run(
     ckpt = None if pretrained is not None else resolve_checkpoint(run, which)
     if pretrained is not None:
         name = dataset or "mnist"
-        out = Path(out) if out else Path(re.sub(r"[^\w.-]+", "_", f"{pretrained}-{name}") + SUFFIXES[fmt])
+        out = output_file(out, Path(re.sub(r"[^\w.-]+", "_", f"{pretrained}-{name}") + SUFFIXES[fmt]))
     else:
-        out = Path(out) if out else default_output(ckpt, fmt)
+        out = output_file(out, default_output(ckpt, fmt))
     check_output_file(out, ckpt)  # before anything is loaded or exported
     state = load_pretrained(pretrained, name) if ckpt is None else load_checkpoint(ckpt)
     return _export_checked(state, fmt, out, sample_inputs(state, samples, dataset, data_dir))
@@ -204,7 +213,7 @@ def export_safetensors(run: str | Path, which: str = DEFAULT_CHECKPOINT, out: st
     classes, normalisation, input layout) plus the model's arguments."""
 
     src = resolve_checkpoint(run, which)
-    target = Path(out) if out else src.parent / "model.safetensors"
+    target = output_file(out, src.parent / "model.safetensors")
     check_output_file(target, src)
     state = load_checkpoint(src)
     metadata = {"format": "cnnlab-weights", **export_metadata(state),

@@ -27,7 +27,8 @@ def _add_export_parser(sub) -> None:
     p.add_argument("--format", choices=FORMATS, default=FORMATS[0],
                    help="format of the exported file; ONNX is checked with onnxruntime (default: %(default)s)")
     suffixes = " or ".join(f"RUN/last{s}" for s in SUFFIXES.values())
-    p.add_argument("--out", default=None, help=f"output file (default: beside the checkpoint, e.g. {suffixes})")
+    p.add_argument("--out", default=None, help=f"output file, or a folder (a path ending in '/') to write the "
+                                               f"default name into (default: beside the checkpoint, e.g. {suffixes})")
     p.add_argument("--samples", type=int, default=256, help="test images used for the check (default: %(default)s)")
     add_data_args(p, default=None, use=" to check on")
     p.set_defaults(func=cmd_export)
@@ -51,7 +52,8 @@ def _add_export_weights_parser(sub) -> None:
     add_run(p)
     p.add_argument("--format", choices=WEIGHT_FORMATS, default=WEIGHT_FORMATS[0],
                    help="format of the weights file (default: %(default)s)")
-    p.add_argument("--out", default=None, help="output file (default: RUN/model.safetensors)")
+    p.add_argument("--out", default=None, help="output file, or a folder (a path ending in '/') to write "
+                                               "model.safetensors into (default: RUN/model.safetensors)")
     p.set_defaults(func=cmd_export_weights)
 
 
