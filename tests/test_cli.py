@@ -208,7 +208,7 @@ def test_compare_and_export_weights_cli(tiny_idx, tmp_path, capsys):
     code, out, _ = run(["export-weights", str(run_dir), "--format", "safetensors"], capsys)
     assert code == 0 and (run_dir / "model.safetensors").is_file()
     code, _, err = run(["compare", "--models", "nope", "--dataset", f"idx:{tiny_idx}"], capsys)
-    assert code == 2 and "unknown model(s) nope" in err
+    assert code == 2 and "unknown model(s) 'nope'" in err
 
 
 # ----------------------------------------------------------------------------- the parser itself
@@ -450,3 +450,23 @@ def test_an_error_that_quotes_a_name_with_a_newline_stays_one_line(tmp_path, cap
     assert main(["evaluate", str(tmp_path / "a\nb")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "a\\nb: no such checkpoint" in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["evaluate", ""], ["predict", "--model", "resnet", ""], ["train", "--teacher", ""], ["train", "--config", " "],
+    ["train", "--out", ""], ["train", "--resume", ""], ["export", ""], ["export-weights", ""], ["runs", "--root", ""],
+    ["compare", "--out", ""], ["analyze", "branches", ""], ["data", "fetch", "mnist", "--data-dir", ""],
+])
+def test_an_empty_path_is_refused_by_the_parser(argv, capsys):
+    """Found by probing: "$TEACHER" or "$CONFIG" with the variable unset trained a plain run of the defaults as if
+    the flag had not been given, and an empty RUN or IMAGE was read as '.' (predict classified every image in
+    the folder)."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "an empty path (an unset shell variable?)" in err and err.count("\n") == 1
+
+
+def test_compare_names_each_model_once(capsys):
+    assert main(["compare", "--models", "resnet", "resnet", "--seeds", "1"]) == 2
+    assert "--models names resnet twice" in capsys.readouterr().err

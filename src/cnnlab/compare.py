@@ -98,7 +98,11 @@ def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = 
     unknown = [m for m in [*models, *([teacher_model] if teacher_model else [])] if m not in list_models()]
     if unknown:
         hint = did_you_mean(unknown[0], list_models()) if len(unknown) == 1 else ""
-        raise CnnlabError(f"unknown model(s) {', '.join(unknown)}{hint}; choose from: {', '.join(list_models())}")
+        raise CnnlabError(f"unknown model(s) {', '.join(map(repr, unknown))}{hint}; choose from: "
+                          f"{', '.join(list_models())}")
+    twice = sorted({m for m in models if models.count(m) > 1})
+    if twice:
+        raise CnnlabError(f"--models names {', '.join(twice)} twice; name each model once (--seeds sets the runs per model)")
     if seeds < 1:
         raise CnnlabError(f"--seeds must be at least 1, got {seeds}")
     out, auto = Path(out), teachers == AUTO_TEACHERS

@@ -126,6 +126,8 @@ class TrainConfig:
             (0 <= self.ema < 1, f"--ema is a decay in [0, 1) (0: off), got {self.ema}"),
             (0 <= self.target_accuracy <= 100, f"--target-accuracy is a percentage in (0, 100], got {self.target_accuracy}"),
             (self.evals_per_epoch >= 1, f"--evals-per-epoch must be at least 1, got {self.evals_per_epoch}"),
+            (self.teacher is None or bool(self.teacher.strip()),
+             "--teacher is an empty path (an unset variable?); give a run folder or its checkpoint, or leave it out"),
             (0 < self.distill <= 1, f"--distill is the weight of the teacher's term, in (0, 1], got {self.distill}"),
             (0 < self.distill_temperature <= 100,
              f"--distill-temperature must be in (0, 100], got {self.distill_temperature}"),

@@ -132,6 +132,8 @@ def train(
     adds the per-class table of the test set. Under torchrun every rank runs this; only rank 0 logs and
     writes; a restart resumes by itself.
     """
+    if resume is None:
+        cfg.validate()  # a bad value is refused before any folder is made (a resume checks the run's own below)
     ranks = Dist.from_env()
     plan = plan_run(cfg.model, cfg.dataset, out=out, resume=resume, runs_root=runs_root, write=write and ranks.is_primary,
                     distributed=ranks.enabled, restart_count=ranks.restart_count)

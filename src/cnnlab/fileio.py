@@ -140,6 +140,8 @@ def json_safe(obj):
 def as_path(value, what: str, error: type[CnnlabError] = CnnlabError) -> Path:
     """``value`` (a ``str`` or path-like) as a :class:`Path`; anything else (None, a number) is one line saying
     that ``what`` is a path, not pathlib's TypeError."""
+    if isinstance(value, str) and not value.strip():
+        raise error(f"{what} is an empty path (an unset variable?); give a path")
     if isinstance(value, (str, os.PathLike)):
         return Path(value)
     raise error(f"{what} must be a path (a str or pathlib.Path), got {short_repr(value)}; give one")

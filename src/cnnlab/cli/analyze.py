@@ -15,6 +15,7 @@ from cnnlab.cli.common import (
     add_eval_batch_size,
     add_json,
     add_run,
+    path_arg,
 )
 from cnnlab.config import RECIPES
 from cnnlab.errors import CnnlabError
@@ -55,7 +56,7 @@ def _add_branches_parser(sub) -> None:
     add_data_args(b, default=None, use=" to test on")
     add_device(b)
     add_eval_batch_size(b)
-    b.add_argument("--out", default=None,
+    b.add_argument("--out", default=None, type=path_arg,
                    help="directory for branches.json and branches.png (default: the run directory; with "
                         "--pretrained, runs/branches-<dataset>-<timestamp>)")
     add_json(b, "the table")
@@ -91,7 +92,7 @@ def _add_gradients_parser(sub) -> None:
                    help="SGD momentum (default: %(default)s, the lecture's)")
     add_data_args(g)
     add_device(g)
-    g.add_argument("--out", default=None,
+    g.add_argument("--out", default=None, type=path_arg,
                    help="directory for the results (default: runs/gradients-<dataset>-<timestamp>)")
     add_json(g, "the table")
     g.set_defaults(func=cmd_gradients)

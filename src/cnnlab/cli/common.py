@@ -67,12 +67,21 @@ def add_dataset_name(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", type=canonical_dataset_name, help=f"dataset: {DATASET_HELP}")
 
 
+def path_arg(text: str) -> str:
+    """The type of every argument that names a file or folder: an empty one ("$RUN" with RUN unset) is refused
+    by the parser, not read as '.' (every image in the folder) or as no value at all (a run without its
+    --teacher or --config)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path (an unset shell variable?); give a file or folder")
+    return text
+
+
 def add_data_args(p: argparse.ArgumentParser, default: str | None = DEFAULTS.dataset, use: str = "") -> None:
     """``--dataset`` and ``--data-dir``; ``default=None`` means the run's own dataset."""
     shown = "%(default)s" if default else "the run's own"
     p.add_argument("--dataset", default=default, type=canonical_dataset_name,
                    help=f"dataset{use}: {DATASET_HELP} (default: {shown})")
-    p.add_argument("--data-dir", default=None,
+    p.add_argument("--data-dir", default=None, type=path_arg,
                    help="directory holding the dataset's IDX files (raw or .gz, also torchvision's MNIST/raw "
                         "layout); tried before the cache and downloads (default: none)")
 
@@ -89,7 +98,7 @@ def add_threads(p: argparse.ArgumentParser) -> None:
 
 def add_run(p: argparse.ArgumentParser, optional: bool = False) -> None:
     """The positional RUN and ``--checkpoint``: one default for every command that reads a run."""
-    p.add_argument("run", nargs="?" if optional else None, metavar="RUN", help=RUN_HELP)
+    p.add_argument("run", nargs="?" if optional else None, metavar="RUN", type=path_arg, help=RUN_HELP)
     p.add_argument("--checkpoint", choices=CHECKPOINTS, default=DEFAULT_CHECKPOINT, help=CHECKPOINT_HELP)
 
 

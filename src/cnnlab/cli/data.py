@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from cnnlab.cli.common import add_dataset_name, add_json, plural
+from cnnlab.cli.common import add_dataset_name, add_json, path_arg, plural
 from cnnlab.errors import CnnlabError
 
 
@@ -17,7 +17,7 @@ def register(sub) -> None:
     dsub = p.add_subparsers(dest="data_cmd", metavar="COMMAND", title="commands")
     f = dsub.add_parser("fetch", help="fetch, verify (MD5, now) and cache a dataset")
     add_dataset_name(f)
-    f.add_argument("--data-dir", default=None,
+    f.add_argument("--data-dir", default=None, type=path_arg,
                    help="directory holding the dataset's files; tried before the cache and downloads (default: none)")
     f.set_defaults(func=cmd_data_fetch)
     i = dsub.add_parser("info", help="where each dataset lives, sizes and checksum status")

@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from cnnlab.cli.common import add_data_args, add_device, add_eval_batch_size, add_json, add_run, plural
+from cnnlab.cli.common import add_data_args, add_device, add_eval_batch_size, add_json, add_run, path_arg, plural
 from cnnlab.errors import CnnlabError, WriteError
 from cnnlab.output import complain
 from cnnlab.runs import read_metrics
@@ -23,7 +23,7 @@ def register(sub) -> None:
     add_run(p, optional=True)
     p.add_argument("--pretrained", metavar="MODEL", default=None,
                    help="evaluate cnnlab's shipped weights of MODEL on --dataset (see 'cnnlab models') (default: none)")
-    p.add_argument("--weights", default=None,
+    p.add_argument("--weights", default=None, type=path_arg,
                    help="a bare state_dict file (e.g. saved by the lecture's code) instead of RUN; needs --model "
                         "(default: none)")
     p.add_argument("--model", default=None, help="model the --weights belong to (default: none)")
@@ -31,7 +31,7 @@ def register(sub) -> None:
     add_device(p)
     add_eval_batch_size(p)
     add_json(p, "the summary line")
-    p.add_argument("--out", default=None,
+    p.add_argument("--out", default=None, type=path_arg,
                    help="where to write summary.json and the plots (default: the run directory when evaluating its "
                         "last.pt on its own dataset, which makes it the run's result; otherwise nowhere)")
     p.add_argument("--no-report", action="store_true", help="only print loss and accuracy (default: off)")

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from cnnlab.cli.common import add_data_args, add_run, plural
+from cnnlab.cli.common import add_data_args, add_run, path_arg, plural
 from cnnlab.export_formats import FORMATS, SUFFIXES, TOLERANCE, WEIGHT_FORMATS
 
 
@@ -27,7 +27,7 @@ def _add_export_parser(sub) -> None:
     p.add_argument("--format", choices=FORMATS, default=FORMATS[0],
                    help="format of the exported file; ONNX is checked with onnxruntime (default: %(default)s)")
     suffixes = " or ".join(f"RUN/last{s}" for s in SUFFIXES.values())
-    p.add_argument("--out", default=None, help=f"output file, or a folder (a path ending in '/') to write the "
+    p.add_argument("--out", default=None, type=path_arg, help=f"output file, or a folder (a path ending in '/') to write the "
                                                f"default name into (default: beside the checkpoint, e.g. {suffixes})")
     p.add_argument("--samples", type=int, default=256, help="test images used for the check (default: %(default)s)")
     add_data_args(p, default=None, use=" to check on")
@@ -52,7 +52,7 @@ def _add_export_weights_parser(sub) -> None:
     add_run(p)
     p.add_argument("--format", choices=WEIGHT_FORMATS, default=WEIGHT_FORMATS[0],
                    help="format of the weights file (default: %(default)s)")
-    p.add_argument("--out", default=None, help="output file, or a folder (a path ending in '/') to write "
+    p.add_argument("--out", default=None, type=path_arg, help="output file, or a folder (a path ending in '/') to write "
                                                "model.safetensors into (default: RUN/model.safetensors)")
     p.set_defaults(func=cmd_export_weights)
 

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from cnnlab.cli.common import CHECKPOINT_HELP, add_device, add_json, plural
+from cnnlab.cli.common import CHECKPOINT_HELP, add_device, add_json, path_arg, plural
 from cnnlab.runs import CHECKPOINTS, DEFAULT_CHECKPOINT, LATEST, resolve_run
 from cnnlab.errors import CnnlabError
 from cnnlab.imagelimits import DEFAULT_MAX_PIXELS, MIN_MAX_PIXELS
@@ -29,7 +29,7 @@ def register(sub) -> None:
                     "light, cropped to the ink, scaled to 20 px, centred by mass in 28x28, normalised like the "
                     "run's data. Bad files (not an image, damaged, over --max-pixels, unreadable) are reported "
                     "and skipped; the exit code is 1 if any failed.")
-    p.add_argument("inputs", nargs="+", metavar="[RUN] IMAGE",
+    p.add_argument("inputs", nargs="+", metavar="[RUN] IMAGE", type=path_arg,
                    help="a run directory or checkpoint ('latest': the newest run), then image files, directories "
                         "(their image files) or globs; with --model, images only")
     p.add_argument("--model", "--pretrained", dest="model", metavar="MODEL", default=None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from cnnlab.cli.common import add_json
+from cnnlab.cli.common import add_json, path_arg
 from cnnlab.errors import CnnlabError, printable
 from cnnlab.runs import describe_run, find_runs, matches
 
@@ -20,7 +20,7 @@ def register(sub) -> None:
                                    "below), newest first. Status: running (a process holds it), finished, stopped "
                                    "(resumable with 'cnnlab train --resume RUN'), failed. Wherever a command takes a "
                                    "run folder, 'latest' names the newest of them.")
-    p.add_argument("--root", default="runs", help="folder that holds the runs (default: %(default)s)")
+    p.add_argument("--root", default="runs", type=path_arg, help="folder that holds the runs (default: %(default)s)")
     p.add_argument("--limit", type=int, default=20, help="show at most this many runs; 0: all (default: %(default)s)")
     for key, example in FILTERS.items():
         p.add_argument(f"--{key}", default=None, choices=STATUSES if key == "status" else None,

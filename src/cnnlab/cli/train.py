@@ -18,6 +18,7 @@ from cnnlab.cli.common import (
     add_eval_batch_size,
     add_threads,
     given_flags,
+    path_arg,
     plural,
 )
 from cnnlab.config import (
@@ -136,7 +137,7 @@ def _add_train_parser(sub) -> None:
                        formatter_class=RawDescriptionHelpFormatter,
                        description="Train a registered model (see 'cnnlab models') and write its run folder.\n\n"
                                    + recipes_text())
-    p.add_argument("--config", metavar="FILE", default=None,
+    p.add_argument("--config", metavar="FILE", default=None, type=path_arg,
                    help="settings from a file: a run's config.json (or its run folder, or 'latest': re-runs that run "
                         "exactly) or a JSON/YAML mapping such as 'model: resnet' / 'recipe: best'; flags you type "
                         "override it (default: none)")
@@ -163,7 +164,7 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--save-every", type=int, default=DEFAULTS.save_every,
                    help="also save last.pt every N steps, so a killed run loses at most N steps "
                         "(default: %(default)s, only at epoch ends)")
-    p.add_argument("--teacher", metavar="RUN", default=None,
+    p.add_argument("--teacher", metavar="RUN", default=None, type=path_arg,
                    help="distil from this finished run's net (a run folder, its .pt, or 'latest'), trained on the "
                         "same dataset: the loss becomes (1-w) x cross-entropy + w x T^2 x KL(teacher || student) at "
                         "temperature T, and train_loss reports it (docs/accuracy.md) (default: none)")
@@ -173,9 +174,9 @@ def _add_train_parser(sub) -> None:
                    help="T: the softmax temperature of the teacher's term (default: %(default)s; only with --teacher)")
     p.add_argument("--tensorboard", action="store_true",
                    help="also write TensorBoard scalars to RUN/tensorboard (default: off)")
-    p.add_argument("--out", default=None, help="run directory (default: runs/<model>-<dataset>-<timestamp>)")
+    p.add_argument("--out", default=None, type=path_arg, help="run directory (default: runs/<model>-<dataset>-<timestamp>)")
     process = ", ".join(_flag(k) for k in PROCESS_FIELDS)
-    p.add_argument("--resume", metavar="RUN_DIR", default=None,
+    p.add_argument("--resume", metavar="RUN_DIR", default=None, type=path_arg,
                    help=f"continue the run in RUN_DIR from its last.pt, with its own settings; {process} still "
                         "apply (default: a new run)")
     p.add_argument("--verbose", action="store_true",
@@ -263,12 +264,12 @@ def _add_compare_parser(sub) -> None:
     _add_val_split(p)
     add_device(p)
     add_threads(p)
-    p.add_argument("--out", default=None,
+    p.add_argument("--out", default=None, type=path_arg,
                    help="where runs and the comparison go (default: runs/compare-<dataset>-<recipe>)")
     p.add_argument("--tta", metavar="VIEWS", default="none",
                    help="also the test accuracy with test-time augmentation (see 'cnnlab evaluate --help'), in a "
                         "column of its own beside the final accuracy; e.g. shift (default: none)")
-    p.add_argument("--teachers", metavar="DIR", default=None,
+    p.add_argument("--teachers", metavar="DIR", default=None, type=path_arg,
                    help="distil every run from its model and seed's run in DIR, a compare of the same settings "
                         "without --teachers ('cnnlab train --help': --teacher); 'auto': that compare in its default "
                         "folder, made first (or reused); the runs and comparison go to --out, by default "
