@@ -19,7 +19,7 @@ from cnnlab.config import ADDED_FIELDS, ADJUSTABLE_FIELDS, PROCESS_FIELDS, Train
 from cnnlab.data import load_dataset
 from cnnlab.dataset_names import dataset_kind
 from cnnlab.engine import train
-from cnnlab.errors import CnnlabError, Interrupted, did_you_mean
+from cnnlab.errors import CnnlabError, Interrupted, did_you_mean, short_repr
 from cnnlab.evaluation import evaluate_run
 from cnnlab.fileio import atomic_write_text, read_json
 from cnnlab.models import build_model, count_parameters, list_models
@@ -98,7 +98,7 @@ def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = 
     unknown = [m for m in [*models, *([teacher_model] if teacher_model else [])] if m not in list_models()]
     if unknown:
         hint = did_you_mean(unknown[0], list_models()) if len(unknown) == 1 else ""
-        raise CnnlabError(f"unknown model(s) {', '.join(map(repr, unknown))}{hint}; choose from: "
+        raise CnnlabError(f"unknown model(s) {', '.join(map(short_repr, unknown))}{hint}; choose from: "
                           f"{', '.join(list_models())}")
     twice = sorted({m for m in models if models.count(m) > 1})
     if twice:

@@ -32,7 +32,7 @@ from cnnlab.errors import CnnlabError, Interrupted, RunError, WriteError
 from cnnlab.evaluation import EvalResult, report_run
 from cnnlab.fileio import atomic_write_json
 from cnnlab.hostmem import keep_freed_memory
-from cnnlab.models import build_model, count_parameters
+from cnnlab.models import build_model, check_model_name, count_parameters
 from cnnlab.optim import eager
 from cnnlab.output import complain, say
 from cnnlab.runs import LOCK_FILE, STATUS_FILE, RunLock, RunPlan, plan_run, write_status
@@ -133,7 +133,7 @@ def train(
     writes; a restart resumes by itself.
     """
     if resume is None:
-        cfg.validate()  # a bad value is refused before any folder is made (a resume checks the run's own below)
+        check_model_name(cfg.validate().model)  # refused before any folder is made (a resume: the run's own, below)
     ranks = Dist.from_env()
     plan = plan_run(cfg.model, cfg.dataset, out=out, resume=resume, runs_root=runs_root, write=write and ranks.is_primary,
                     distributed=ranks.enabled, restart_count=ranks.restart_count)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from cnnlab.data.catalog import CATALOG, DatasetSpec
 from cnnlab.dataset_names import DIRECTORY_KINDS, canonical_dataset_name, dataset_kind, directory_of  # noqa: F401
-from cnnlab.errors import DataError, did_you_mean
+from cnnlab.errors import DataError, did_you_mean, short_repr
 
 def dataset_names() -> list[str]:
     return sorted(CATALOG)
@@ -16,6 +16,6 @@ def get_spec(name: str) -> DatasetSpec:
         return CATALOG[name]
     except KeyError:
         raise DataError(
-            f"unknown dataset {name!r}{did_you_mean(name, dataset_names())}; choose one of: "
+            f"unknown dataset {short_repr(name)}{did_you_mean(name, dataset_names())}; choose one of: "
             f"{', '.join(dataset_names())}, idx:DIR or folder:DIR"
         ) from None

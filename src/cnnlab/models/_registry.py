@@ -33,14 +33,18 @@ def model_summary(name: str) -> str:
     return doc.splitlines()[0] if doc else ""
 
 
+def check_model_name(name: str) -> str:
+    """``name`` if a model is registered under it; otherwise one line naming the models there are."""
+    if not isinstance(name, str) or name not in _MODELS:
+        raise CnnlabError(
+            f"unknown model {short_repr(name)}{did_you_mean(name, list_models())}; choose one of: {', '.join(list_models())}"
+        )
+    return name
+
+
 def create_model(name: str, **kwargs) -> nn.Module:
     """Build a registered model by name; ``kwargs`` override its defaults."""
-    try:
-        fn = _MODELS[name]
-    except KeyError:
-        raise CnnlabError(
-            f"unknown model {name!r}{did_you_mean(name, list_models())}; choose one of: {', '.join(list_models())}"
-        ) from None
+    fn = _MODELS[check_model_name(name)]
     for key in SIZE_ARGUMENTS:
         value = kwargs.get(key, 1)
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < (0 if key == "depth" else 1):
