@@ -28,7 +28,7 @@ from cnnlab.fileio import read_json
 from cnnlab.models import create_model as _create_model
 from cnnlab.predict import Predictor
 from cnnlab.pretrained import load_pretrained, pretrained_entries
-from cnnlab.runs import describe_run, find_runs, matches, read_metrics, resolve_run
+from cnnlab.runs import check_columns, describe_run, find_runs, matches, read_metrics, resolve_run
 
 
 def create_model(name: str, *, pretrained: bool = False, dataset: str = "mnist", **kwargs) -> nn.Module:
@@ -134,7 +134,7 @@ def _run_json(path: Path, key: str | None = None) -> dict:
 def list_runs(root: str | Path = "runs", **wanted) -> list[dict]:
     """Every run under ``root``, newest first, as ``cnnlab runs`` lists them; ``wanted`` narrows them as its
     flags do, e.g. ``model="resnet", status="stopped"`` (any column of the rows, case-insensitive)."""
-    matches({}, wanted)  # an unknown column is refused even where there are no runs
+    check_columns(wanted)  # once, and also where there are no runs
     return [row for row in map(describe_run, find_runs(root)) if matches(row, wanted)]
 
 

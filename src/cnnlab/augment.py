@@ -189,12 +189,17 @@ class Erase:
         ew = torch.sqrt(area / aspect).round().clamp(1, w).long()
         top = (torch.rand(b, generator=g, dtype=torch.float64) * (h - eh + 1)).long()
         left = (torch.rand(b, generator=g, dtype=torch.float64) * (w - ew + 1)).long()
-        rows = torch.arange(h)[None, :]
-        cols = torch.arange(w)[None, :]
-        in_r = (rows >= top[:, None]) & (rows < (top + eh)[:, None])  # (B, H)
-        in_c = (cols >= left[:, None]) & (cols < (left + ew)[:, None])  # (B, W)
-        mask = (in_r[:, :, None] & in_c[:, None, :] & apply[:, None, None]).to(x.device)  # (B, H, W)
+        mask = (_boxes(top, top + eh, left, left + ew, h, w) & apply[:, None, None]).to(x.device)  # (B, H, W)
         return x.masked_fill(mask[:, None], fill)
+
+
+def _boxes(top: torch.Tensor, bottom: torch.Tensor, left: torch.Tensor, right: torch.Tensor, h: int,
+           w: int) -> torch.Tensor:
+    """(B, H, W) bool: for each image, the rectangle of rows [top, bottom) and columns [left, right)."""
+    rows, cols = torch.arange(h)[None, :], torch.arange(w)[None, :]
+    in_r = (rows >= top[:, None]) & (rows < bottom[:, None])  # (B, H)
+    in_c = (cols >= left[:, None]) & (cols < right[:, None])  # (B, W)
+    return in_r[:, :, None] & in_c[:, None, :]
 
 
 @dataclass(frozen=True)
@@ -248,10 +253,7 @@ class CutMix:
         cx = (torch.rand(b, generator=g, dtype=torch.float64) * w).long()
         top, bottom = (cy - bh // 2).clamp(0, h), (cy - bh // 2 + bh).clamp(0, h)
         left, right = (cx - bw // 2).clamp(0, w), (cx - bw // 2 + bw).clamp(0, w)
-        rows, cols = torch.arange(h)[None, :], torch.arange(w)[None, :]
-        in_r = (rows >= top[:, None]) & (rows < bottom[:, None])  # (B, H)
-        in_c = (cols >= left[:, None]) & (cols < right[:, None])  # (B, W)
-        box = in_r[:, :, None] & in_c[:, None, :]  # (B, H, W)
+        box = _boxes(top, bottom, left, right, h, w)  # (B, H, W)
         lam = 1 - box.sum((1, 2)).float() / (h * w)  # the area actually kept, after clipping
         box, perm = box.to(x.device), perm.to(x.device)
         return torch.where(box[:, None], x[perm], x), Mix(perm, lam.to(x.device))

@@ -378,13 +378,16 @@ RUN_COLUMNS = ("run", "model", "dataset", "recipe", "teacher", "epochs", "epochs
                "train_seconds", "status", "detail")
 
 
-def matches(row: dict, wanted: dict) -> bool:
-    """Whether a :func:`describe_run` row has every ``{column: value}`` of ``wanted`` (case-insensitive); a
-    column that rows do not have is one line naming the columns."""
+def check_columns(wanted: dict) -> None:
+    """One line for a filter on a column that :func:`describe_run` rows do not have, naming the columns."""
     for key in wanted:
         if key not in RUN_COLUMNS:
             raise RunError(f"runs have no column {key!r}{did_you_mean(key, RUN_COLUMNS)}; filter on one of: "
                            f"{', '.join(RUN_COLUMNS)}")
+
+
+def matches(row: dict, wanted: dict) -> bool:
+    """Whether a :func:`describe_run` row has every ``{column: value}`` of ``wanted`` (case-insensitive)."""
     return all(str(row.get(key)).lower() == str(value).lower() for key, value in wanted.items())
 
 
