@@ -375,6 +375,70 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
     assert lrs[-1] < 0.01 and lrs[24] == pytest.approx(0.5 * (1 + math.cos(math.pi * 14 / 30)))
 
 
+def test_step_schedule_warms_up_then_divides_by_ten_twice():
+    from cnnlab.engine import build_scheduler
+
+    cfg = TrainConfig(schedule="step", warmup_epochs=0.5, epochs=4, lr=0.2).validate()
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    sched = build_scheduler(cfg, opt, steps_per_epoch=10)
+    lrs = []
+    for _ in range(40):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:5] == pytest.approx([0.04, 0.08, 0.12, 0.16, 0.2])  # half an epoch's linear warm-up
+    assert lrs[5:20] == pytest.approx([0.2] * 15) and lrs[20:30] == pytest.approx([0.02] * 10)  # /10 at half the run
+    assert lrs[30:] == pytest.approx([0.002] * 10)  # and again at three quarters
+    # without a warm-up the first step takes the peak rate
+    cold = build_scheduler(TrainConfig(schedule="step", epochs=4, lr=0.2).validate(), opt := torch.optim.SGD(
+        [torch.nn.Parameter(torch.zeros(1))], lr=0.2), steps_per_epoch=10)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.2) and cold.last_epoch == 0
+
+
+def test_nesterov_is_torchs_sgd_with_nesterov_momentum():
+    """--optimizer nesterov: the updates of torch.optim.SGD(nesterov=True) with the run's momentum; under one-cycle
+    the momentum is cycled like plain SGD's; without one-cycle a momentum is required (one line)."""
+    from cnnlab.engine import build_optimizer, build_scheduler
+
+    def steps(opt):
+        w = opt.param_groups[0]["params"][0]
+        for target in (1.0, -2.0, 3.0):
+            opt.zero_grad()
+            ((w - target) ** 2).sum().backward()
+            opt.step()
+        return w.detach().clone()
+
+    cfg = TrainConfig(optimizer="nesterov", lr=0.1, momentum=0.9, weight_decay=1e-3, schedule="constant").validate()
+    ours = build_optimizer(cfg, [torch.nn.Parameter(torch.ones(3))])
+    torchs = torch.optim.SGD([torch.nn.Parameter(torch.ones(3))], lr=0.1, momentum=0.9, weight_decay=1e-3,
+                             nesterov=True)
+    plain = torch.optim.SGD([torch.nn.Parameter(torch.ones(3))], lr=0.1, momentum=0.9, weight_decay=1e-3)
+    assert ours.param_groups[0]["nesterov"] is True
+    assert torch.equal(steps(ours), steps(torchs)) and not torch.equal(steps(torchs), steps(plain))
+    cycled = TrainConfig(optimizer="nesterov", schedule="onecycle", momentum=0.0, epochs=2).validate()
+    opt = build_optimizer(cycled, [torch.nn.Parameter(torch.ones(3))])
+    build_scheduler(cycled, opt, steps_per_epoch=5)
+    assert opt.param_groups[0]["momentum"] == pytest.approx(0.95) and opt.param_groups[0]["nesterov"]
+    with pytest.raises(CnnlabError, match=r"^--optimizer nesterov needs a momentum: give --momentum"):
+        TrainConfig(optimizer="nesterov", schedule="step", momentum=0.0).validate()
+
+
+def test_resume_with_nesterov_and_step_schedule_is_bitwise(tiny_idx, tmp_path):
+    """A run cut mid-epoch, between the step schedule's two drops, resumes to an unbroken run's weights."""
+    cfg = dict(model="resnet", epochs=2, **{**ACCURACY_SETTINGS, "optimizer": "nesterov", "lr": 0.05,
+                                            "momentum": 0.9, "weight_decay": 5e-4, "schedule": "step"})
+    straight = train(tiny_cfg(tiny_idx, **cfg), out=tmp_path / "straight", quiet=True, log=lambda m: None)
+    train(tiny_cfg(tiny_idx, **cfg, max_steps=11, save_every=3), out=tmp_path / "cut", quiet=True, log=lambda m: None)
+    resumed = train(TrainConfig(), resume=tmp_path / "cut", quiet=True, log=lambda m: None)
+    a, b = (load_checkpoint(tmp_path / n / "last.pt") for n in ("straight", "cut"))
+    for key in ("state_dict", "train_weights"):
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]  # noqa: E731
+    assert strip(straight.history) == strip(resumed.history)
+    # 8 steps an epoch: the rate for the step after each epoch, divided at step 8 (half) and at step 12
+    assert [r["lr"] for r in straight.history] == pytest.approx([0.005, 0.0005])
+
+
 def test_weight_decay_skips_biases_only_when_asked():
     from cnnlab.engine import parameter_groups
     from cnnlab.models import create_model

@@ -220,7 +220,7 @@ def _model_results(name: str, runs: list[dict], data, key: str) -> dict:
 def describe_settings(cfg: TrainConfig) -> str:
     """The settings of a resolved config that decide its accuracy, in one line."""
     text = (f"{plural(cfg.epochs, 'epoch')}, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr:g}"
-            + (f" momentum {cfg.momentum:g}" if cfg.optimizer == "sgd" else "")
+            + (f" momentum {cfg.momentum:g}" if cfg.optimizer in ("sgd", "nesterov") else "")
             + (f", weight decay {cfg.weight_decay:g}" + ("" if cfg.bias_decay else " (not on biases)")
                if cfg.weight_decay else "")
             + f", schedule {cfg.schedule}" + (f" (warm-up {cfg.warmup_epochs:g} epochs)" if cfg.warmup_epochs else "")

@@ -48,9 +48,10 @@ class TrainConfig:
     #: Whether weight decay also applies to biases (PyTorch's default, and the path of every run made before
     #: this option); False puts biases in a parameter group without decay.
     bias_decay: bool | None = None
-    #: Learning-rate schedule: constant (the lecture), onecycle, or cosine (after a linear warm-up).
+    #: Learning-rate schedule: constant (the lecture), onecycle, cosine (after a linear warm-up), or step (after a
+    #: linear warm-up, divided by 10 at half and again at three quarters of the run).
     schedule: str | None = None
-    #: Linear warm-up of the cosine schedule, in epochs (fractions allowed).
+    #: Linear warm-up of the cosine and step schedules, in epochs (fractions allowed).
     warmup_epochs: float | None = None
     #: Batched augmentation on the device: a pipeline spec (see cnnlab.augment), e.g. none, shift, affine:rotate=10.
     augment: str | None = None
@@ -119,6 +120,8 @@ class TrainConfig:
             (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
             (0 <= self.warmup_epochs < self.epochs or self.warmup_epochs == 0,
              f"--warmup-epochs must be in [0, --epochs), got {self.warmup_epochs}"),
+            (self.momentum > 0 or self.optimizer != "nesterov" or self.schedule == "onecycle",
+             "--optimizer nesterov needs a momentum: give --momentum (e.g. --momentum 0.9)"),
             (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),
             (0 <= self.clean_epochs < self.epochs,
              f"--clean-epochs must be in [0, --epochs) (the last epochs without --augment), got {self.clean_epochs}"),
@@ -221,8 +224,8 @@ def _type_refusal(f: dataclasses.Field, names: list[str], value, where: str, ass
     return f"{where}: {f.name} must be {wanted}, got {short_repr(value)}; fix the value (e.g. {f.name}{assign}{example})"
 
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "onecycle", "cosine")
+OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
+SCHEDULES = ("constant", "onecycle", "cosine", "step")
 PRECISIONS = ("fp32", "bf16")
 #: The largest seed whose batch seeds (``augment.batch_seed``: seed * 1,000,003 * 100,003 + ...) fit torch's 64 bits.
 MAX_SEED = 90_000_000

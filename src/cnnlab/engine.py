@@ -39,6 +39,11 @@ from cnnlab.runs import LOCK_FILE, STATUS_FILE, RunLock, RunPlan, plan_run, writ
 from cnnlab.text import plural
 from cnnlab.trainer import Trainer
 
+#: torch's OneCycleLR cycles an SGD momentum from this down to 0.85 and back, whatever the optimiser was given.
+ONECYCLE_MAX_MOMENTUM = 0.95
+#: The step schedule's factors of the peak rate: before half of the run, before three quarters, after.
+STEP_FACTORS = (1.0, 0.1, 0.01)
+
 Log = Callable[[str], None]
 
 
@@ -58,29 +63,43 @@ def parameter_groups(model: nn.Module, cfg: TrainConfig):
 def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     """torch's optimiser; without --compile its subclass from :func:`cnnlab.optim.eager` (the same updates,
     without importing torch.compile's machinery: about 3 s of every run's start on a 2-core CPU)."""
-    kinds = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    kinds = {"sgd": torch.optim.SGD, "nesterov": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
     if cfg.optimizer not in kinds:
         raise CnnlabError(f"unknown optimizer {cfg.optimizer!r}")
     kind = kinds[cfg.optimizer] if cfg.compile else eager(kinds[cfg.optimizer])
     extra = {"momentum": cfg.momentum} if cfg.optimizer == "sgd" else {}
+    if cfg.optimizer == "nesterov":  # one-cycle sets the momentum itself (0.95 down to 0.85 and back)
+        extra = {"momentum": cfg.momentum or ONECYCLE_MAX_MOMENTUM, "nesterov": True}
     return kind(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True, **extra)
 
 
 def build_scheduler(cfg: TrainConfig, optimizer, steps_per_epoch: int):
-    """None (a constant rate), one-cycle, or cosine decay to 0 after a linear warm-up; stepped every step."""
+    """None (a constant rate), one-cycle, cosine decay to 0 after a linear warm-up, or a step schedule (the rate
+    divided by 10 at half and again at three quarters of the run, after a linear warm-up); stepped every step."""
     total = cfg.epochs * steps_per_epoch
     if cfg.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total)
-    if cfg.schedule == "cosine":
-        warm = round(cfg.warmup_epochs * steps_per_epoch)
+    if cfg.schedule not in ("cosine", "step"):
+        return None
+    warm = round(cfg.warmup_epochs * steps_per_epoch)
+    decay = _cosine_decay if cfg.schedule == "cosine" else _step_decay
 
-        def factor(step: int) -> float:  # of the peak rate, for the step about to be taken (0-based)
-            if step < warm:
-                return (step + 1) / warm
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+    def factor(step: int) -> float:  # of the peak rate, for the step about to be taken (0-based)
+        if step < warm:
+            return (step + 1) / warm
+        return decay(step, warm, total)
 
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    return None
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _cosine_decay(step: int, warm: int, total: int) -> float:
+    """Half a cosine from 1 to 0 over the steps after the warm-up."""
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+
+def _step_decay(step: int, warm: int, total: int) -> float:
+    """1, then 0.1 from half of the run's steps, 0.01 from three quarters (the warm-up counted in the run)."""
+    return STEP_FACTORS[(step >= total // 2) + (step >= 3 * total // 4)]
 
 
 def build_ema(cfg: TrainConfig, model: nn.Module) -> AveragedModel | None:

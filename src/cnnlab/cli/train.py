@@ -42,13 +42,14 @@ RECIPE_FLAGS = RECIPE_FIELDS
 RECIPE_FLAG_HELP: dict[str, tuple[type | tuple, str]] = {
     "epochs": (int, "passes over the train split"),
     "batch_size": (int, "global images per optimiser step, split across processes under torchrun"),
-    "optimizer": (OPTIMIZERS, "optimiser"),
+    "optimizer": (OPTIMIZERS, "optimiser (nesterov: SGD with Nesterov momentum)"),
     "lr": (float, "learning rate; the peak rate with --schedule onecycle"),
-    "momentum": (float, "SGD momentum"),
+    "momentum": (float, "SGD momentum (with --schedule onecycle, cycled between 0.85 and 0.95 instead)"),
     "weight_decay": (float, "weight decay"),
     "bias_decay": (bool, "apply the weight decay to biases too"),
-    "schedule": (SCHEDULES, "learning-rate schedule (cosine: after a linear warm-up)"),
-    "warmup_epochs": (float, "linear warm-up of the cosine schedule, in epochs"),
+    "schedule": (SCHEDULES, "learning-rate schedule (cosine: after a linear warm-up; step: after a linear warm-up, "
+                            "divided by 10 at half and again at three quarters of the run)"),
+    "warmup_epochs": (float, "linear warm-up of the cosine and step schedules, in epochs"),
     "augment": (str, "batched augmentation on the device: none, shift, or a pipeline of shift, affine, elastic, "
                      "flip, erase and one of mixup or cutmix (which mix the labels too), such as "
                      "'affine:rotate=10,scale=0.1,translate=0.1' or 'shift+flip+cutmix:p=0.5' (see cnnlab.augment)"),
