@@ -266,7 +266,10 @@ def test_bad_stack_arguments():
     # a negative rate was torch's ValueError traceback; nan and a momentum of 2 trained and wrote garbage
     for bad, message in (({"lr": -1.0}, "--lr must be a positive finite number, got -1.0"),
                          ({"lr": float("nan")}, "--lr must be a positive finite number, got nan"),
-                         ({"momentum": 2.0}, r"--momentum must be in \[0, 1\), got 2.0")):
+                         ({"momentum": 2.0}, r"--momentum must be in \[0, 1\), got 2.0"),
+                         # 10**8 seeds ran silently for ever (no line until the first stack's seeds were done)
+                         ({"seeds": 10**8}, r"--seeds must be in 1\.\.100 .* got 100000000"),
+                         ({"seeds": 0}, r"--seeds must be in 1\.\.100 ")):
         with pytest.raises(CnnlabError, match=message):
             gr.analyze_gradients([2], **bad)
 

@@ -34,6 +34,9 @@ DEFAULT_DEPTHS = (4, 8, 16, 32, 64)
 #: The deepest stack measured: memory for the backward pass grows with depth (about 3 MB a layer at the
 #: default width and batch), and the lecture's point shows by 64.
 MAX_DEPTH = 256
+#: The most initialisations measured: each is a forward and backward pass of every stack, kept per layer in
+#: gradients.json, and the mean, min and max over seeds settle long before (the default is 3).
+MAX_SEEDS = 100
 
 
 def parse_depths(text: str) -> list[int]:
@@ -205,7 +208,8 @@ def _check_gradient_arguments(depths: list[int], *, norm: str, width: int, seeds
     checks = [
         (norm in NORMS, f"--norm must be one of {', '.join(NORMS)}, got {norm!r}"),
         (width >= 1, f"--width must be at least 1, got {width}"),
-        (seeds >= 1, f"--seeds must be at least 1, got {seeds}"),
+        (1 <= seeds <= MAX_SEEDS, f"--seeds must be in 1..{MAX_SEEDS} (each is a pass of every stack, kept in "
+                                  f"gradients.json), got {seeds}"),
         (batch_size >= 1, f"--batch-size must be at least 1, got {batch_size}"),
         (train_images >= 0, f"--train-images must be >= 0 (0: the whole train split), got {train_images}"),
         (epochs >= 0, f"--epochs must be >= 0 (0: measure gradients only), got {epochs}"),
