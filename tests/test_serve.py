@@ -135,6 +135,27 @@ def test_predict_endpoint_needs_a_file(server):
     assert info.value.code == 415
 
 
+def test_unknown_routes_and_methods_answer_in_the_apps_shape(server):
+    """404 and 405 were FastAPI's {"detail": ...}, not the {"error": ...} every other refusal is; HEAD / was 405;
+    a Content-Type in capitals (IMAGE/PNG) was refused 415."""
+    for method, path, status in (("GET", "/predict", 405), ("PUT", "/predict", 405), ("GET", "/nope", 404),
+                                 ("POST", "/info", 405), ("GET", "/static/nope.js", 404), ("GET", "/" + "x" * 5000, 404)):
+        req = urllib.request.Request(server.url + path, method=method, data=b"x" if method != "GET" else None)
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(req, timeout=30)
+        body = json.loads(info.value.read())
+        assert info.value.code == status and list(body) == ["error"], (method, path, body)
+        assert "is not served here; GET / (the page), GET /info, POST /predict" in body["error"]
+        assert len(body["error"]) < 200
+    with urllib.request.urlopen(urllib.request.Request(server.url + "/", method="HEAD"), timeout=30) as res:
+        assert res.status == 200 and res.headers["content-type"].startswith("text/html")
+    for ctype in ("IMAGE/PNG", "Image/Png", "APPLICATION/OCTET-STREAM"):
+        req = urllib.request.Request(server.url + "/predict", data=png(draw_digit()), method="POST",
+                                     headers={"Content-Type": ctype})
+        with urllib.request.urlopen(req, timeout=30) as res:
+            assert res.status == 200 and "prediction" in json.loads(res.read())
+
+
 def test_favicon_and_no_broken_image_before_the_first_answer(server):
     with urllib.request.urlopen(server.url + "/favicon.ico") as res:
         assert res.status == 204 and res.read() == b""

@@ -1,7 +1,7 @@
 """The web app: one drawing page and a JSON endpoint, around a :class:`~cnnlab.predict.Predictor`.
 
 Routes:
-- ``GET /``: the page (``static/index.html`` and ``static/app.js``): draw, see the probabilities.
+- ``GET /`` (and ``HEAD /``): the page (``static/index.html`` and ``static/app.js``): draw, see the probabilities.
 - ``GET /favicon.ico``: 204 (the page links ``static/favicon.svg``; this answers browsers that ask anyway).
 - ``GET /info``: the model's name, classes, whether it has Inception modules, the upload and pixel limits.
 - ``POST /predict``: an image as multipart form field ``file`` (or the raw body with an
@@ -9,6 +9,9 @@ Routes:
   "input_png", "branches"}``; a bad image (over the pixel cap included) is ``400 {"error": "<one line>"}``
   (the rules of ``cnnlab predict``), a body over the limit ``413`` however it is sent, a body that does
   not arrive in time ``408``, and a server that has as many uploads as it takes ``503`` (with Retry-After).
+  The body's ``Content-Type`` is read without regard to case (``IMAGE/PNG`` is ``image/png``).
+- Anything else: ``404`` (no such route) or ``405`` (another method), ``{"error": "<one line>"}`` like every
+  other refusal, naming the routes there are.
 
 What a request can cost is bounded before the app sees it (:class:`RequestGuard`) and while it is
 decoded (:class:`Service`):
@@ -41,6 +44,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cnnlab.analysis.branches import inception_modules
 from cnnlab.errors import CnnlabError
@@ -64,6 +68,8 @@ RETRY_AFTER_S = 1
 #: Bytes over the limit that are still read (and dropped) before answering 413, so that a client that
 #: sends its whole body before reading gets the answer, not a reset connection.
 DRAIN_BYTES = 1024 * 1024
+#: What a request to a route or method that does not exist is told.
+ROUTES_HINT = "GET / (the page), GET /info, POST /predict (an image)"
 
 
 async def _answer(send, status: int, message: str, headers: tuple = ()) -> None:
@@ -223,7 +229,15 @@ def create_app(predictor: Predictor, max_bytes: int = DEFAULT_MAX_BYTES, *, deco
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
 
-    @app.get("/", include_in_schema=False)
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        # routing's own answers (404, 405) in the app's one shape, {"error": "<one line>"}, naming what exists
+        path = request.url.path if len(request.url.path) <= 80 else request.url.path[:80] + "..."
+        message = (f"{request.method} {path} is not served here; {ROUTES_HINT}" if exc.status_code in (404, 405)
+                   else str(exc.detail))
+        return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     def index():
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
@@ -238,7 +252,7 @@ def create_app(predictor: Predictor, max_bytes: int = DEFAULT_MAX_BYTES, *, deco
 
     @app.post("/predict")
     async def predict(request: Request):
-        ctype = request.headers.get("content-type", "")
+        ctype = request.headers.get("content-type", "").lower()  # media types are case-insensitive (RFC 9110)
         if ctype.startswith("multipart/form-data"):
             try:
                 form = await request.form(max_files=1, max_fields=4, max_part_size=max_bytes)
