@@ -376,6 +376,13 @@ def test_per_class_f1_and_undefined_ratios():
     table = format_table(rows).splitlines()
     assert table[0].split() == ["class", "precision", "recall", "F1", "support"]
     assert table[3].split() == ["c", "n/a", "n/a", "n/a", "0"]
+    # class names are written whole (two folder classes of 200 characters that differ at the end were both
+    # 'xxxxxxxxxxxxxx'); the column fits names of up to 40 characters, a longer one pushes its own row right
+    names = ["a" * 30, "x" * 199 + "1", "x" * 199 + "2"]
+    long = format_table(per_class_metrics(torch.eye(3, dtype=torch.long), names)).splitlines()
+    assert [line.split()[0] for line in long[1:]] == names
+    end = long[0].index("precision") + len("precision")  # the column's right edge
+    assert end == 40 + 1 + len("precision") and long[1].index("100.00%") + len("100.00%") == end
 
 
 def _report_inputs(n: int = 40, epochs: int = 1) -> dict:

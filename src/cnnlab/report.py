@@ -61,14 +61,21 @@ def worst_mistakes(labels, predictions, probabilities, limit: int = 36) -> list[
     ]
 
 
+#: Width of the per-class table's name column: at least this, at most that (longer names widen their own row).
+CLASS_COLUMN_MIN, CLASS_COLUMN_MAX = 14, 40
+
+
 def format_table(rows: list[dict]) -> str:
     """The per-class table: precision, recall, F1 (percent; "n/a" where undefined) and support."""
     def pct(v: float | None, width: int) -> str:
         return f"{v:>{width - 1}.2f}%" if v is not None else f"{'n/a':>{width}}"
 
-    lines = [f"{'class':<14} {'precision':>9} {'recall':>7} {'F1':>7} {'support':>7}"]
+    # names whole (a cut name can be another class's): the column fits the longest up to CLASS_COLUMN_MAX
+    # characters, and a longer name pushes its own row right
+    width = max(CLASS_COLUMN_MIN, min(CLASS_COLUMN_MAX, max((len(r["class"]) for r in rows), default=0)))
+    lines = [f"{'class':<{width}} {'precision':>9} {'recall':>7} {'F1':>7} {'support':>7}"]
     for r in rows:
-        lines.append(f"{r['class'][:14]:<14} {pct(r['precision'], 9)} {pct(r['recall'], 7)} {pct(r['f1'], 7)} "
+        lines.append(f"{r['class']:<{width}} {pct(r['precision'], 9)} {pct(r['recall'], 7)} {pct(r['f1'], 7)} "
                      f"{r['support']:>7}")
     return "\n".join(lines)
 
