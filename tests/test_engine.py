@@ -279,10 +279,9 @@ ACCURACY_SETTINGS = dict(optimizer="adamw", lr=0.004, weight_decay=0.05, bias_de
                          label_smoothing=0.1, ema=0.9, channels_last=True)
 
 
-def test_resume_with_augmentation_ema_and_cosine_is_bitwise(tiny_idx, tmp_path):
-    """The accuracy ingredients (seeded batch augmentation, the weights' moving average, warm-up + cosine,
-    decay without biases) resume mid-epoch to exactly the weights, average and metrics of an unbroken run."""
-    cfg = dict(model="resnet", epochs=2, **ACCURACY_SETTINGS)
+def _straight_and_resumed(tiny_idx, tmp_path, cfg: dict):
+    """A run of ``cfg`` unbroken, and the same run cut at step 11 (saved every 3 steps) and resumed: the two
+    results and the two last checkpoints, every weight of which must be equal (asserted here)."""
     straight = train(tiny_cfg(tiny_idx, **cfg), out=tmp_path / "straight", quiet=True, log=lambda m: None)
     train(tiny_cfg(tiny_idx, **cfg, max_steps=11, save_every=3), out=tmp_path / "cut", quiet=True, log=lambda m: None)
     resumed = train(TrainConfig(), resume=tmp_path / "cut", quiet=True, log=lambda m: None)
@@ -290,24 +289,24 @@ def test_resume_with_augmentation_ema_and_cosine_is_bitwise(tiny_idx, tmp_path):
     for key in ("state_dict", "train_weights"):
         for k in a[key]:
             assert torch.equal(a[key][k], b[key][k]), (key, k)
-    assert a["ema_updates"] == b["ema_updates"] == 16
     strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]  # noqa: E731
     assert strip(straight.history) == strip(resumed.history)
+    return straight, a
+
+
+def test_resume_with_augmentation_ema_and_cosine_is_bitwise(tiny_idx, tmp_path):
+    """The accuracy ingredients (seeded batch augmentation, the weights' moving average, warm-up + cosine,
+    decay without biases) resume mid-epoch to exactly the weights, average and metrics of an unbroken run."""
+    _, a = _straight_and_resumed(tiny_idx, tmp_path, dict(model="resnet", epochs=2, **ACCURACY_SETTINGS))
+    assert a["ema_updates"] == load_checkpoint(tmp_path / "cut" / "last.pt")["ema_updates"] == 16
     # what is evaluated and saved for inference is the average, not the raw weights
     assert not all(torch.equal(a["state_dict"][k], a["train_weights"][k]) for k in a["state_dict"])
 
 
 def test_resume_with_cutmix_is_bitwise(tiny_idx, tmp_path):
     """A mixing augmentation (its pairing and box drawn per batch) resumes mid-epoch to an unbroken run's weights."""
-    cfg = dict(model="resnet", epochs=2, **{**ACCURACY_SETTINGS, "augment": "shift+cutmix:p=0.5"})
-    straight = train(tiny_cfg(tiny_idx, **cfg), out=tmp_path / "straight", quiet=True, log=lambda m: None)
-    train(tiny_cfg(tiny_idx, **cfg, max_steps=11, save_every=3), out=tmp_path / "cut", quiet=True, log=lambda m: None)
-    resumed = train(TrainConfig(), resume=tmp_path / "cut", quiet=True, log=lambda m: None)
-    a, b = (load_checkpoint(tmp_path / n / "last.pt") for n in ("straight", "cut"))
-    for key in ("state_dict", "train_weights"):
-        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]  # noqa: E731
-    assert strip(straight.history) == strip(resumed.history)
+    _straight_and_resumed(tiny_idx, tmp_path, dict(model="resnet", epochs=2,
+                                                   **{**ACCURACY_SETTINGS, "augment": "shift+cutmix:p=0.5"}))
 
 
 def test_clean_epochs_end_the_run_without_augmentation_and_resume_bitwise(tiny_idx, tmp_path, monkeypatch):
@@ -359,40 +358,35 @@ def test_runs_made_before_clean_epochs_keep_their_compare_folders():
                                                                           clean_epochs=2).validate())
 
 
-def test_cosine_schedule_warms_up_then_decays_to_zero():
+def _rates(cfg: TrainConfig, steps_per_epoch: int) -> list[float]:
+    """The learning rate of every step of a run of ``cfg``, as its scheduler sets them."""
     from cnnlab.engine import build_scheduler
 
-    cfg = TrainConfig(schedule="cosine", warmup_epochs=1, epochs=4, lr=1.0).validate()
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
-    sched = build_scheduler(cfg, opt, steps_per_epoch=10)
+    sched = build_scheduler(cfg, opt, steps_per_epoch=steps_per_epoch)
     lrs = []
-    for _ in range(40):
+    for _ in range(cfg.epochs * steps_per_epoch):
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
+    return lrs
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    lrs = _rates(TrainConfig(schedule="cosine", warmup_epochs=1, epochs=4, lr=1.0).validate(), steps_per_epoch=10)
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)  # linear warm-up over one epoch
     assert all(x >= y for x, y in zip(lrs[9:], lrs[10:]))  # then only down
     assert lrs[-1] < 0.01 and lrs[24] == pytest.approx(0.5 * (1 + math.cos(math.pi * 14 / 30)))
 
 
 def test_step_schedule_warms_up_then_divides_by_ten_twice():
-    from cnnlab.engine import build_scheduler
-
-    cfg = TrainConfig(schedule="step", warmup_epochs=0.5, epochs=4, lr=0.2).validate()
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
-    sched = build_scheduler(cfg, opt, steps_per_epoch=10)
-    lrs = []
-    for _ in range(40):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
+    lrs = _rates(TrainConfig(schedule="step", warmup_epochs=0.5, epochs=4, lr=0.2).validate(), steps_per_epoch=10)
     assert lrs[:5] == pytest.approx([0.04, 0.08, 0.12, 0.16, 0.2])  # half an epoch's linear warm-up
     assert lrs[5:20] == pytest.approx([0.2] * 15) and lrs[20:30] == pytest.approx([0.02] * 10)  # /10 at half the run
     assert lrs[30:] == pytest.approx([0.002] * 10)  # and again at three quarters
     # without a warm-up the first step takes the peak rate
-    cold = build_scheduler(TrainConfig(schedule="step", epochs=4, lr=0.2).validate(), opt := torch.optim.SGD(
-        [torch.nn.Parameter(torch.zeros(1))], lr=0.2), steps_per_epoch=10)
-    assert opt.param_groups[0]["lr"] == pytest.approx(0.2) and cold.last_epoch == 0
+    cold = _rates(TrainConfig(schedule="step", epochs=4, lr=0.2).validate(), steps_per_epoch=10)
+    assert cold == pytest.approx([0.2] * 20 + [0.02] * 10 + [0.002] * 10)
 
 
 def test_nesterov_is_torchs_sgd_with_nesterov_momentum():
@@ -427,14 +421,7 @@ def test_resume_with_nesterov_and_step_schedule_is_bitwise(tiny_idx, tmp_path):
     """A run cut mid-epoch, between the step schedule's two drops, resumes to an unbroken run's weights."""
     cfg = dict(model="resnet", epochs=2, **{**ACCURACY_SETTINGS, "optimizer": "nesterov", "lr": 0.05,
                                             "momentum": 0.9, "weight_decay": 5e-4, "schedule": "step"})
-    straight = train(tiny_cfg(tiny_idx, **cfg), out=tmp_path / "straight", quiet=True, log=lambda m: None)
-    train(tiny_cfg(tiny_idx, **cfg, max_steps=11, save_every=3), out=tmp_path / "cut", quiet=True, log=lambda m: None)
-    resumed = train(TrainConfig(), resume=tmp_path / "cut", quiet=True, log=lambda m: None)
-    a, b = (load_checkpoint(tmp_path / n / "last.pt") for n in ("straight", "cut"))
-    for key in ("state_dict", "train_weights"):
-        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]  # noqa: E731
-    assert strip(straight.history) == strip(resumed.history)
+    straight, _ = _straight_and_resumed(tiny_idx, tmp_path, cfg)
     # 8 steps an epoch: the rate for the step after each epoch, divided at step 8 (half) and at step 12
     assert [r["lr"] for r in straight.history] == pytest.approx([0.005, 0.0005])
 
