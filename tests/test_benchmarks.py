@@ -119,3 +119,24 @@ def test_time_to_accuracy_alternates_the_arms_seed_by_seed(monkeypatch):
     assert results["resnet/fast-2ep/99"]["median_seconds"] == 10.5
     assert results["inception/lecture/99"]["median_seconds"] is None and written["name"] == "time_to_accuracy"
     assert "| resnet | fast `--epochs 2 --batch-size 128 --precision fp32` | 99% | 10.0, 11.0 | **10.5** |" in written["md"]
+
+
+def test_typed_digits_pages_and_table():
+    """The typed-digits benchmark sets each digit where asked, in ink of the asked shade, and tabulates."""
+    import numpy as np
+
+    from benchmarks import typed_digits as td
+
+    for name, spec in td.CONDITIONS.items():
+        im = np.asarray(td.page(td.BUILTIN, 8, *spec))
+        size, side, ink, paper, rotate, (dx, dy) = spec
+        assert im.shape == (side, side) and im[0, 0] == paper, name
+        assert (np.abs(im.astype(int) - paper) > abs(ink - paper) / 2).any(), name  # ink on the page
+        if not rotate and (dx, dy) == (0, 0):
+            ys, xs = np.nonzero(np.abs(im.astype(int) - paper) > abs(ink - paper) / 2)
+            assert abs((ys.min() + ys.max()) / 2 - side / 2) <= 2 and abs((xs.min() + xs.max()) / 2 - side / 2) <= 2
+    results = {"resnet": {"accuracy": dict.fromkeys(td.CONDITIONS, 100.0), "misses": []},
+               "inception": {"accuracy": dict.fromkeys(td.CONDITIONS, 90.0),
+                             "misses": [{"font": "f", "condition": "c", "digit": 1, "read_as": "7"}] * 2}}
+    table = td.markdown(results, ["f"])
+    assert "| black on white, large | 100.0% | 90.0% |" in table and "1 as 7 x2" in table
