@@ -470,3 +470,50 @@ def test_an_empty_path_is_refused_by_the_parser(argv, capsys):
 def test_compare_names_each_model_once(capsys):
     assert main(["compare", "--models", "resnet", "resnet", "--seeds", "1"]) == 2
     assert "--models names resnet twice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--warmup-epochs", "2"], "--warmup-epochs 2 has no effect here: it is the warm-up of --schedule cosine or step, "
+                               "not of constant"),
+    (["--schedule", "onecycle", "--warmup-epochs", "0.5"], "not of onecycle (which warms up over its first 30% itself)"),
+    (["--optimizer", "adam", "--momentum", "0.9"], "--momentum 0.9 has no effect here: --optimizer adam has no momentum"),
+    (["--recipe", "fast", "--optimizer", "sgd", "--momentum", "0.9"], "--schedule onecycle cycles the momentum itself"),
+    (["--distill", "0.7"], "--distill 0.7 has no effect here: it weighs a teacher's term, and there is no --teacher"),
+    (["--distill-temperature", "4"], "--distill-temperature 4 has no effect here"),
+    (["--evals-per-epoch", "8"], "--evals-per-epoch 8 has no effect here: checks inside an epoch are made only for "
+                                 "--target-accuracy"),
+    (["--clean-epochs", "1"], "--clean-epochs 1 has no effect here: it turns --augment off for the last epochs, and "
+                              "there is no augmentation"),
+    (["--no-bias-decay"], "--no-bias-decay has no effect here: there is no weight decay"),
+])
+def test_a_typed_flag_that_would_change_nothing_is_refused(tiny_idx, capsys, flags, message):
+    """Each of these trained as if the flag were not there (found by probing): now one line, before any work."""
+    code, out, err = run(["train", "--model", "resnet", "--dataset", f"idx:{tiny_idx}", "--epochs", "3", "--dry-run",
+                          *flags], capsys)
+    assert code == 2 and message in err and "drop it, or give what it acts with" in err and len(err.splitlines()) == 1
+
+
+def test_settings_that_act_or_come_from_a_recipe_or_file_are_not_refused(tiny_idx, tmp_path, capsys):
+    base = ["train", "--model", "resnet", "--dataset", f"idx:{tiny_idx}", "--epochs", "3", "--dry-run"]
+    for flags in (["--momentum", "0"], ["--schedule", "step", "--warmup-epochs", "1"], ["--recipe", "best",
+                  "--no-bias-decay"], ["--target-accuracy", "99", "--evals-per-epoch", "8"],
+                  ["--augment", "shift", "--clean-epochs", "1"], ["--optimizer", "nesterov", "--momentum", "0.9",
+                                                                   "--schedule", "constant"]):
+        code, out, err = run([*base, *flags], capsys)
+        assert code == 0 and "dry run ok" in out, (flags, err)
+    # a recipe's own values (the Inception net's Fashion-MNIST recipe: 10 clean epochs, no augmentation) and a
+    # config file's (a run's config.json holds every field) are not what the user typed
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"model": "resnet", "momentum": 0.9, "optimizer": "adam", "distill": 0.7}))
+    code, out, err = run(["train", "--config", str(config), "--dataset", f"idx:{tiny_idx}", "--epochs", "3",
+                          "--dry-run"], capsys)
+    assert code == 0 and "dry run ok" in out, err
+
+
+def test_the_api_refuses_a_setting_that_would_change_nothing(tiny_idx, tmp_path):
+    import cnnlab
+
+    with pytest.raises(cnnlab.CnnlabError, match=r"^cnnlab.train\(momentum=0.9\) has no effect here: --optimizer "
+                                                 r"adam has no momentum"):
+        cnnlab.train("resnet", dataset=f"idx:{tiny_idx}", optimizer="adam", momentum=0.9, out=tmp_path / "r")
+    assert not (tmp_path / "r").exists()

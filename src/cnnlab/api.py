@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from cnnlab import engine
 from cnnlab.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
-from cnnlab.config import TrainConfig, typed_values
+from cnnlab.config import TrainConfig, check_given_settings_act, typed_values
 from cnnlab.dataset_names import canonical_dataset_name
 from cnnlab.engine import TrainResult
 from cnnlab.errors import CnnlabError, RunError, did_you_mean
@@ -55,6 +55,8 @@ def train(model: str | None = None, *, dataset: str | None = None, recipe: str |
     given = {k: v for k, v in (("model", model), ("dataset", dataset), ("recipe", recipe)) if v is not None}
     cfg = _train_config({**overrides, **given})
     log = (lambda msg: None) if quiet else (lambda msg: print(msg, flush=True))
+    if resume is None:
+        check_given_settings_act(cfg.validate(), overrides, shown=lambda key, value: f"cnnlab.train({key}={value!r})")
     if resume is not None:
         changes = {**overrides, **{k: getattr(cfg, k) for k in given}}  # the dataset's name made canonical
         return engine.train(cfg, resume=resolve_run(resume), changes=changes, quiet=quiet, log=log, verbose=verbose)

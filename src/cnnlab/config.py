@@ -341,6 +341,45 @@ def flag(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
+def _no_effect(cfg: TrainConfig) -> dict[str, str | None]:
+    """For each setting that acts only together with another: why it has no effect in ``cfg`` (None: it acts)."""
+    sgd = cfg.optimizer in ("sgd", "nesterov")
+    return {
+        "momentum": (f"--optimizer {cfg.optimizer} has no momentum setting (it is SGD's: sgd, nesterov)" if not sgd
+                     else "--schedule onecycle cycles the momentum itself, between 0.95 and 0.85"
+                     if cfg.schedule == "onecycle" else None),
+        "warmup_epochs": (None if cfg.schedule in ("cosine", "step") else
+                          f"it is the warm-up of --schedule cosine or step, not of {cfg.schedule}"
+                          + (" (which warms up over its first 30% itself)" if cfg.schedule == "onecycle" else "")),
+        "distill": None if cfg.teacher else "it weighs a teacher's term, and there is no --teacher",
+        "distill_temperature": None if cfg.teacher else "it is the teacher's temperature, and there is no --teacher",
+        "evals_per_epoch": (None if cfg.target_accuracy else
+                            "checks inside an epoch are made only for --target-accuracy; every epoch ends with one"),
+        "clean_epochs": (None if cfg.augment != "none" else
+                         "it turns --augment off for the last epochs, and there is no augmentation (--augment none)"),
+        "bias_decay": None if cfg.weight_decay else "there is no weight decay (--weight-decay 0) to apply or not",
+    }
+
+
+def flag_with_value(key: str, value) -> str:
+    """How the command line spells a setting: ``--lr 0.1``, ``--no-bias-decay``."""
+    if isinstance(value, bool):
+        return flag(key) if value else "--no-" + flag(key)[2:]
+    return f"{flag(key)} {value:g}" if isinstance(value, float) else f"{flag(key)} {value}"
+
+
+def check_given_settings_act(cfg: TrainConfig, given, shown=flag_with_value) -> None:
+    """Refuse a setting given explicitly (a flag typed, an argument passed) that would change nothing in the
+    resolved ``cfg`` (``--momentum 0.9`` with Adam, ``--distill`` without ``--teacher``...): one line naming it,
+    why, and the fix. Values from a recipe or a config file are not checked: only what the user gave.
+    ``shown(key, value)`` spells the setting as the user gave it."""
+    for key, why in _no_effect(cfg).items():
+        value = getattr(cfg, key)
+        neutral = key in ("momentum", "warmup_epochs", "clean_epochs") and not value  # 0: asks for nothing
+        if why and key in given and not neutral:
+            raise CnnlabError(f"{shown(key, value)} has no effect here: {why}; drop it, or give what it acts with")
+
+
 def resumed_config(saved: TrainConfig, invocation: TrainConfig, changes: dict | None = None) -> TrainConfig:
     """The config a resume runs with: the run's own, with this invocation's process fields.
 

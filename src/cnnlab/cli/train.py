@@ -31,6 +31,7 @@ from cnnlab.config import (
     RECIPES,
     SCHEDULES,
     TrainConfig,
+    check_given_settings_act,
 )
 from cnnlab.errors import CnnlabError
 from cnnlab.runs import resolve_run
@@ -238,6 +239,8 @@ def cmd_train(args) -> int:
     from cnnlab.engine import train
 
     cfg = config_from_args(args)
+    if not args.resume:  # a resume keeps the run's own settings (and refuses changes to them)
+        check_given_settings_act(cfg, given_flags(args.parser, getattr(args, "argv", [])))
     if args.resume:
         if args.dry_run or args.out:
             raise CnnlabError("--resume continues a run in its own folder; drop --out and --dry-run")
