@@ -517,3 +517,37 @@ def test_the_api_refuses_a_setting_that_would_change_nothing(tiny_idx, tmp_path)
                                                  r"adam has no momentum"):
         cnnlab.train("resnet", dataset=f"idx:{tiny_idx}", optimizer="adam", momentum=0.9, out=tmp_path / "r")
     assert not (tmp_path / "r").exists()
+
+
+def test_a_typed_choice_of_weights_that_would_be_ignored_is_refused(tmp_path, capsys):
+    """--checkpoint best with the shipped weights or a .pt file, --dataset for a run's predict, --model for serve's
+    RUN: each was ignored without a word (found by probing). Now one line; and predict's images may follow an
+    option (``predict RUN --checkpoint best a.png`` said 'unrecognized arguments: a.png')."""
+    ckpt = tiny_checkpoint(tmp_path / "run" / "last.pt")
+    tiny_checkpoint(tmp_path / "run" / "best.pt", seed=1)
+    digit = tmp_path / "d.png"
+    draw_digit().save(digit)
+    refusals = [
+        (["predict", "--model", "resnet", "--checkpoint", "best", str(digit)], "--checkpoint has no effect with the "
+         "shipped weights"),
+        (["predict", str(ckpt.parent), "--dataset", "fashion-mnist", str(digit)], "--dataset has no effect without "
+         "--model"),
+        (["predict", str(ckpt), "--checkpoint", "best", str(digit)], f"{ckpt} is a checkpoint file, and choosing "
+         f"'best' (--checkpoint best) picks a file of a run folder: give the folder ({ckpt.parent})"),
+        (["evaluate", "--pretrained", "resnet", "--checkpoint", "best"], "--checkpoint has no effect with --pretrained"),
+        (["export", "--pretrained", "resnet", "--checkpoint", "last"], "--checkpoint has no effect with --pretrained"),
+        (["analyze", "branches", "--pretrained", "inception", "--checkpoint", "best"], "--checkpoint has no effect"),
+        (["serve", str(ckpt.parent), "--pretrained", "inception"], "--pretrained has no effect with RUN"),
+        (["serve", "--checkpoint", "best"], "--checkpoint has no effect without RUN"),
+    ]
+    for argv, message in refusals:
+        code, out, err = run(argv, capsys)
+        assert code == 2 and message in err and len(err.splitlines()) == 1, (argv, err)
+    # the images after an option are taken; best.pt is chosen from the folder, and by its own name
+    for argv in (["predict", str(ckpt.parent), "--checkpoint", "best", str(digit), "--json"],
+                 ["predict", str(ckpt.parent / "best.pt"), "--checkpoint", "best", "--json", str(digit)]):
+        code, out, err = run(argv, capsys)
+        assert code == 0 and [row["file"] for row in json.loads(out)] == [str(digit)], (argv, err)
+    with pytest.raises(SystemExit) as exit_:  # an unknown option is still the parser's error
+        main(["predict", str(ckpt.parent), str(digit), "--json", "--bogus"])
+    assert exit_.value.code == 2 and "unrecognized arguments: --bogus;" in capsys.readouterr().err

@@ -271,6 +271,9 @@ def resolve_checkpoint(path: str | Path, which: str = DEFAULT_CHECKPOINT) -> Pat
         if not candidate.is_file():
             raise CheckpointError(f"{path}: no {which}.pt in this run directory; did the run save a checkpoint?")
         return candidate
+    if which != DEFAULT_CHECKPOINT and path.name != f"{which}.pt":  # asked for another file than the one given
+        raise CheckpointError(f"{path} is a checkpoint file, and choosing {which!r} (--checkpoint {which}) picks a file "
+                              f"of a run folder: give the folder ({path.parent}), or the file {which}.pt itself")
     return path
 
 

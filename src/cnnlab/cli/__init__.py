@@ -21,7 +21,7 @@ from typing import NoReturn
 
 from cnnlab import __version__, output
 from cnnlab.cli import analyze, data, evaluate, export, models, predict, runs, serve, train
-from cnnlab.cli.common import Parser
+from cnnlab.cli.common import Parser, path_arg, typed_options
 from cnnlab.errors import CnnlabError, Interrupted, printable
 from cnnlab.runs import LATEST, resolve_run
 
@@ -50,15 +50,34 @@ def _command_parser(parser: argparse.ArgumentParser, argv: list[str]) -> argpars
     return parser
 
 
+def _take_loose_inputs(command: argparse.ArgumentParser, args, extra: list[str]) -> list[str]:
+    """A command whose last positional takes any number of paths (``predict``'s images) gets those typed after
+    an option too (``cnnlab predict RUN --checkpoint best a.png``: argparse left ``a.png`` over). What is not
+    taken (an unknown option) is returned."""
+    dest = getattr(args, "loose_inputs", None)
+    if dest is None or "--" in extra:
+        return extra
+    loose = [token for token in extra if not token.startswith("-")]
+    try:
+        setattr(args, dest, [*getattr(args, dest), *map(path_arg, loose)])
+    except argparse.ArgumentTypeError as err:
+        metavar = next(a.metavar for a in command._actions if a.dest == dest)
+        command.error(f"argument {metavar or dest}: {err}")
+    return [token for token in extra if token.startswith("-")]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["help"]:  # 'cnnlab help [COMMAND...]', as git and pip take it: that command's --help
         argv = [*argv[1:], "--help"]
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    command = _command_parser(parser, argv)
+    extra = _take_loose_inputs(command, args, extra)
     if extra:  # named by the command they were given to: 'see cnnlab compare --help', not 'cnnlab --help'
-        _command_parser(parser, argv).error(f"unrecognized arguments: {' '.join(extra)}")
+        command.error(f"unrecognized arguments: {' '.join(extra)}")
     args.argv = argv  # which flags were typed (cnnlab.cli.common.given_flags), not only their values
+    args.typed = typed_options(command, argv)  # each typed flag's destination, as typed
     if args.func is None:
         args.help_of.print_help()
         return 0

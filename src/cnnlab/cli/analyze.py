@@ -16,6 +16,7 @@ from cnnlab.cli.common import (
     add_json,
     add_run,
     path_arg,
+    refuse_typed,
 )
 from cnnlab.config import RECIPES
 from cnnlab.errors import CnnlabError
@@ -104,6 +105,8 @@ def cmd_branches(args) -> int:
 
     if args.batch_size < 1:
         raise CnnlabError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.pretrained:
+        refuse_typed(args, "checkpoint", "with --pretrained: it picks a run folder's last or best checkpoint")
     if args.out:  # before the analysis's minutes, not after them
         check_output_folder(args.out, run_dir_of(args.run) if args.run else None)
     result = analyze_branches(args.run, pretrained=args.pretrained, which=args.checkpoint, dataset=args.dataset,

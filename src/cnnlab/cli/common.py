@@ -7,6 +7,7 @@ import textwrap
 
 from cnnlab.config import TrainConfig
 from cnnlab.dataset_names import canonical_dataset_name
+from cnnlab.errors import CnnlabError
 from cnnlab.runs import CHECKPOINTS, DEFAULT_CHECKPOINT
 from cnnlab.text import plural  # noqa: F401  (the commands take it from here)
 
@@ -15,8 +16,9 @@ DEFAULTS = TrainConfig()
 
 DEVICE_CHOICES_HELP = "auto (CUDA if available, then MPS, else CPU), cpu, cuda, cuda:N or mps"
 CHECKPOINT_HELP = ("which checkpoint of a run directory: last (the end of training) or best (the highest evaluated "
-                   "accuracy: chosen on the test set, unless the run was trained with --val-split); ignored when RUN "
-                   "is a .pt file (default: %(default)s)")
+                   "accuracy: chosen on the test set, unless the run was trained with --val-split); only for a run "
+                   "folder: with a .pt file (other than best.pt for best) or the shipped weights it is refused "
+                   "(default: %(default)s)")
 RUN_HELP = "run directory, or a checkpoint (.pt) inside one, written by 'cnnlab train'; 'latest': the newest run"
 
 
@@ -48,14 +50,20 @@ class Parser(argparse.ArgumentParser):
 def given_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
     """The destinations of the options typed in ``argv`` (``--lr 0.1`` and ``--no-channels-last`` alike),
     whatever their values: a value equal to the default was still given."""
-    given = set()
+    return set(typed_options(parser, argv))
+
+
+def typed_options(parser: argparse.ArgumentParser, argv: list[str]) -> dict[str, str]:
+    """Each typed option's destination, and the option as it was typed (``--pretrained`` for ``model``)."""
+    typed: dict[str, str] = {}
     for token in argv:
         if token == "--":
             break
-        action = parser._option_string_actions.get(token.split("=", 1)[0]) if token.startswith("-") else None
+        option = token.split("=", 1)[0]
+        action = parser._option_string_actions.get(option) if token.startswith("-") else None
         if action is not None:
-            given.add(action.dest)
-    return given
+            typed.setdefault(action.dest, option)
+    return typed
 
 
 DATASET_HELP = ("mnist, fashion-mnist, idx:DIR (a directory with the four IDX files) or folder:DIR (one "
@@ -94,6 +102,14 @@ def add_threads(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=DEFAULTS.threads,
                    help="CPU threads for torch; 0 keeps torch's default, usually one per physical core; more than "
                         "the CPUs there are makes every step many times slower (a warning says so) (default: %(default)s)")
+
+
+def refuse_typed(args, dest: str, why: str) -> None:
+    """A flag the user typed (``args.typed``, set by :func:`cnnlab.cli.main`) that this invocation would ignore is
+    one line, not silence: ``--checkpoint best has no effect with --pretrained (...); drop it``."""
+    typed = getattr(args, "typed", {})
+    if dest in typed:
+        raise CnnlabError(f"{typed[dest]} has no effect {why}; drop it")
 
 
 def add_run(p: argparse.ArgumentParser, optional: bool = False) -> None:

@@ -9,7 +9,8 @@ import json
 import sys
 from pathlib import Path
 
-from cnnlab.cli.common import add_data_args, add_device, add_eval_batch_size, add_json, add_run, path_arg, plural
+from cnnlab.cli.common import (add_data_args, add_device, add_eval_batch_size, add_json, add_run, path_arg, plural,
+                               refuse_typed)
 from cnnlab.errors import CnnlabError, WriteError
 from cnnlab.output import complain
 from cnnlab.runs import read_metrics
@@ -69,6 +70,9 @@ def cmd_evaluate(args) -> int:
     from cnnlab.tta import parse_tta
 
     tta = parse_tta(args.tta)  # a bad spec answers before any data is read
+    if args.pretrained or args.weights:
+        refuse_typed(args, "checkpoint", f"with {'--pretrained' if args.pretrained else '--weights'}: it picks a "
+                                         "run folder's last or best checkpoint")
     say = (lambda m: None) if args.json else print
     subject = open_subject(args.run, which=args.checkpoint, weights=args.weights, model_name=args.model,
                            pretrained=args.pretrained, dataset=args.dataset, data_dir=args.data_dir, split=args.split)

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from cnnlab.cli.common import add_data_args, add_run, path_arg, plural
+from cnnlab.cli.common import add_data_args, add_run, path_arg, plural, refuse_typed
 from cnnlab.export_formats import FORMATS, SUFFIXES, TOLERANCE, WEIGHT_FORMATS
 
 
@@ -37,6 +37,8 @@ def _add_export_parser(sub) -> None:
 def cmd_export(args) -> int:
     from cnnlab.export import export_run
 
+    if args.pretrained:
+        refuse_typed(args, "checkpoint", "with --pretrained: it picks a run folder's last or best checkpoint")
     res = export_run(args.run, args.format, out=args.out, which=args.checkpoint, samples=args.samples,
                      dataset=args.dataset, data_dir=args.data_dir, pretrained=args.pretrained)
     print(f"wrote {res.path} ({res.format}); checked on {plural(res.n_checked, 'test image')} in batches of "

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from cnnlab.cli.common import CHECKPOINT_HELP, add_device, add_json, path_arg, plural
+from cnnlab.cli.common import CHECKPOINT_HELP, add_device, add_json, path_arg, plural, refuse_typed
 from cnnlab.runs import CHECKPOINTS, DEFAULT_CHECKPOINT, LATEST, resolve_run
 from cnnlab.errors import CnnlabError
 from cnnlab.imagelimits import DEFAULT_MAX_PIXELS, MIN_MAX_PIXELS
@@ -46,7 +46,7 @@ def register(sub) -> None:
                         "writable); give it after the images, or with a DIR (default: off)")
     add_max_pixels(p)
     add_device(p)
-    p.set_defaults(func=cmd_predict)
+    p.set_defaults(func=cmd_predict, loose_inputs="inputs")
 
 
 def add_max_pixels(p) -> None:
@@ -86,6 +86,11 @@ def cmd_predict(args) -> int:
 
     if args.top_k < 1:
         raise CnnlabError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.model:
+        refuse_typed(args, "checkpoint", "with the shipped weights: they are one file, not a run's last and best")
+    else:
+        refuse_typed(args, "dataset", "without --model: it picks the shipped weights of a dataset, and a run knows "
+                                      "its own")
     if args.model:
         predictor = Predictor.pretrained(args.model, args.dataset, device=args.device, max_pixels=args.max_pixels)
         images = args.inputs

@@ -3,7 +3,7 @@ weights)."""
 
 from __future__ import annotations
 
-from cnnlab.cli.common import add_device, add_run
+from cnnlab.cli.common import add_device, add_run, refuse_typed
 from cnnlab.cli.predict import add_max_pixels
 from cnnlab.serve import DEFAULT_MAX_BYTES
 from cnnlab.serve.server import DEFAULT_DEVICE, DEFAULT_HOST, DEFAULT_PORT, MIN_UPLOAD_BYTES, run_server
@@ -32,6 +32,11 @@ def register(sub) -> None:
 
 
 def cmd_serve(args) -> int:
+    if args.run is None:
+        refuse_typed(args, "checkpoint", "without RUN: it picks a run folder's last or best checkpoint")
+    else:
+        for dest in ("model", "dataset"):
+            refuse_typed(args, dest, "with RUN: it picks the shipped weights, and the run's own net is served")
     run_server(args.run, model=args.model, dataset=args.dataset, which=args.checkpoint, host=args.host, port=args.port, device=args.device,
                max_bytes=args.max_upload_bytes, max_pixels=args.max_pixels)
     return 0
