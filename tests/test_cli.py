@@ -551,3 +551,23 @@ def test_a_typed_choice_of_weights_that_would_be_ignored_is_refused(tmp_path, ca
     with pytest.raises(SystemExit) as exit_:  # an unknown option is still the parser's error
         main(["predict", str(ckpt.parent), str(digit), "--json", "--bogus"])
     assert exit_.value.code == 2 and "unrecognized arguments: --bogus;" in capsys.readouterr().err
+
+
+def test_flags_of_a_mode_not_taken_are_refused(tiny_idx, tmp_path, capsys):
+    """evaluate --out with --no-report, evaluate --pretrained with --model, analyze gradients --epochs 0 with the
+    training budget's flags, train --dry-run with --out, --tensorboard or --save-every: each was ignored."""
+    ckpt = tiny_checkpoint(tmp_path / "run" / "last.pt")
+    for argv, message in (
+        (["evaluate", str(ckpt.parent), "--out", str(tmp_path / "ev"), "--no-report"],
+         "--out has no effect with --no-report, which writes nothing"),
+        (["evaluate", "--pretrained", "resnet", "--model", "inception"], "--model has no effect with --pretrained"),
+        (["analyze", "gradients", "--epochs", "0", "--lr", "0.5"], "--lr has no effect with --epochs 0"),
+        (["analyze", "gradients", "--epochs", "0", "--train-images", "64"], "--train-images has no effect with "
+                                                                            "--epochs 0"),
+        (["train", "--dataset", f"idx:{tiny_idx}", "--dry-run", "--out", str(tmp_path / "r")],
+         "--out has no effect with --dry-run, which writes nothing"),
+        (["train", "--dataset", f"idx:{tiny_idx}", "--dry-run", "--tensorboard"], "--tensorboard has no effect"),
+    ):
+        code, out, err = run(argv, capsys)
+        assert code == 2 and message in err and len(err.splitlines()) == 1, (argv, err)
+    assert not (tmp_path / "ev").exists() and not (tmp_path / "r").exists()

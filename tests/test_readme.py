@@ -48,7 +48,7 @@ SHORT: dict[str, list[str]] = {
     "cnnlab data fetch mnist": [],
     "cnnlab data info": [],
     "cnnlab analyze gradients": ["--depths", "2", "--seeds", "1", "--epochs", "0", "--dataset", f"idx:{TINY}",
-                                 "--test-images", "16", "--device", "cpu"],
+                                 "--device", "cpu"],
     "cnnlab train --model inception --out runs/inc": QUICK,
     "cnnlab analyze branches --pretrained inception": ["--train-images", "64", "--test-images", "300", "--out",
                                                        "branches-shipped", "--device", "cpu"],

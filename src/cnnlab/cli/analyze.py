@@ -134,6 +134,9 @@ def cmd_gradients(args) -> int:
     from cnnlab.analysis.plots import plot_depth, plot_gradients
 
     depths = parse_depths(args.depths)
+    if args.epochs == 0:
+        for dest in ("lr", "momentum", "train_images", "test_images"):
+            refuse_typed(args, dest, "with --epochs 0, which measures gradients only and trains nothing")
     if args.out:
         check_output_folder(args.out, None)
     result = analyze_gradients(depths, width=args.width, norm=args.norm, seeds=args.seeds, batch_size=args.batch_size,

@@ -20,6 +20,7 @@ from cnnlab.cli.common import (
     given_flags,
     path_arg,
     plural,
+    refuse_typed,
 )
 from cnnlab.config import (
     OPTIMIZERS,
@@ -239,6 +240,9 @@ def cmd_train(args) -> int:
     from cnnlab.engine import train
 
     cfg = config_from_args(args)
+    if args.dry_run:
+        for dest in ("out", "tensorboard", "save_every"):
+            refuse_typed(args, dest, "with --dry-run, which writes nothing")
     if not args.resume:  # a resume keeps the run's own settings (and refuses changes to them)
         check_given_settings_act(cfg, given_flags(args.parser, getattr(args, "argv", [])))
     if args.resume:
