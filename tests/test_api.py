@@ -71,6 +71,16 @@ def test_load_run_latest_and_its_predictor(tiny_idx, tmp_path, monkeypatch):
     assert predict(image).label in predict.classes
     assert len(predict([image, image])) == 2
     assert weights_equal(run.model().state_dict(), second.model.state_dict())
+    # an argument of the other kind was ignored (a run's predictor with model="inception" was the run's resnet)
+    with pytest.raises(cnnlab.CnnlabError, match=r"^cnnlab.predictor\(run, model='inception'\): model picks the "
+                                                 r"shipped weights"):
+        cnnlab.predictor("latest", model="inception")
+    with pytest.raises(cnnlab.CnnlabError, match=r"^cnnlab.predictor\(which='best'\) picks a run folder's"):
+        cnnlab.predictor(model="resnet", which="best")
+    with pytest.raises(cnnlab.CnnlabError, match=r"^create_model\('resnet', dataset='fashion-mnist'\): dataset "
+                                                 r"picks shipped weights; add pretrained=True"):
+        cnnlab.create_model("resnet", dataset="fashion-mnist")  # was a new MNIST-shaped net, the dataset ignored
+    assert cnnlab.predictor("latest", which="best").model_name == "resnet"
 
 
 def test_latest_wherever_a_run_is_taken(tiny_idx, tmp_path, monkeypatch, capsys):

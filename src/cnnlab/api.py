@@ -28,17 +28,22 @@ from cnnlab.fileio import read_json
 from cnnlab.models import create_model as _create_model
 from cnnlab.predict import Predictor
 from cnnlab.pretrained import load_pretrained, pretrained_entries
-from cnnlab.runs import check_columns, describe_run, find_runs, matches, read_metrics, resolve_run
+from cnnlab.runs import DEFAULT_CHECKPOINT, check_columns, describe_run, find_runs, matches, read_metrics, resolve_run
 
 
-def create_model(name: str, *, pretrained: bool = False, dataset: str = "mnist", **kwargs) -> nn.Module:
+def create_model(name: str, *, pretrained: bool = False, dataset: str | None = None, **kwargs) -> nn.Module:
     """A registered model by name; ``pretrained=True`` loads cnnlab's shipped weights for ``dataset``
-    (``mnist`` or ``fashion-mnist``) and returns it in eval mode, verified against the manifest."""
+    (``mnist`` unless given, or ``fashion-mnist``) and returns it in eval mode, verified against the manifest.
+    Without ``pretrained`` the weights are new, and ``dataset`` is refused (it would be ignored: the model's
+    classes and input come from ``num_classes``, ``in_channels`` and ``image_size``)."""
     if not pretrained:
+        if dataset is not None:
+            raise CnnlabError(f"create_model({name!r}, dataset={dataset!r}): dataset picks shipped weights; add "
+                              "pretrained=True, or size a new net with num_classes, in_channels, image_size")
         return _create_model(name, **kwargs)
     if kwargs:
         raise CnnlabError(f"pretrained weights fix the model's arguments; drop {sorted(kwargs)}")
-    return model_from_checkpoint(load_pretrained(name, dataset)).eval()
+    return model_from_checkpoint(load_pretrained(name, dataset or "mnist")).eval()
 
 
 def train(model: str | None = None, *, dataset: str | None = None, recipe: str | None = None,
@@ -140,16 +145,24 @@ def list_runs(root: str | Path = "runs", **wanted) -> list[dict]:
     return [row for row in map(describe_run, find_runs(root)) if matches(row, wanted)]
 
 
-def predictor(run: str | Path | None = None, *, model: str = "resnet", dataset: str = "mnist", which: str = "last",
-              device: str = "cpu") -> Predictor:
-    """A callable predictor: of a run (a folder, a .pt file, or ``"latest"``), or, without one, of the shipped
-    weights of ``model`` on ``dataset``."""
+def predictor(run: str | Path | None = None, *, model: str | None = None, dataset: str | None = None,
+              which: str | None = None, device: str = "cpu") -> Predictor:
+    """A callable predictor: of a run (a folder, a .pt file, or ``"latest"``; ``which`` checkpoint of a folder,
+    ``"last"`` unless given), or, without one, of the shipped weights of ``model`` (``"resnet"`` unless given) on
+    ``dataset`` (``"mnist"`` unless given). An argument of the other kind is refused, not ignored."""
     if run is not None:
         if isinstance(run, str) and not Path(run).exists() and run in {e.model for e in pretrained_entries()}:
             raise CnnlabError(f"{run!r} is not a run folder or checkpoint here; for the shipped weights of "
                               f"{run}: cnnlab.predictor(model={run!r})")
-        return Predictor.from_run(resolve_run(run), which=which, device=device)
-    return Predictor.pretrained(model, dataset, device=device)
+        for name, value in (("model", model), ("dataset", dataset)):
+            if value is not None:
+                raise CnnlabError(f"cnnlab.predictor(run, {name}={value!r}): {name} picks the shipped weights, and a "
+                                  f"run's net is its own; drop {name}, or drop the run for the shipped weights")
+        return Predictor.from_run(resolve_run(run), which=which or DEFAULT_CHECKPOINT, device=device)
+    if which is not None:
+        raise CnnlabError(f"cnnlab.predictor(which={which!r}) picks a run folder's checkpoint; the shipped weights are "
+                          "one file: drop which, or give a run")
+    return Predictor.pretrained(model or "resnet", dataset or "mnist", device=device)
 
 
 def pretrained_weights() -> list[dict]:
