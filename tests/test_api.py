@@ -413,5 +413,8 @@ def test_resume_through_the_api_refuses_another_model_dataset_or_recipe(tiny_idx
     for given in (dict(model="resnet"), dict(recipe="best"), dict(dataset="mnist")):
         with pytest.raises(RunError, match=f"--{next(iter(given))} .* would change it"):
             cnnlab.train(resume=run, quiet=True, **given)
+    with pytest.raises(cnnlab.CnnlabError, match=r"a resume continues the run in its own folder; drop out"):
+        cnnlab.train(resume=run, out=tmp_path / "elsewhere", quiet=True)  # out was ignored without a word
+    assert not (tmp_path / "elsewhere").exists()
     same = cnnlab.train("basic_cnn", dataset=f"idx:{tiny_idx}", recipe="fast", resume=run, quiet=True, max_steps=3)
     assert same.run_dir == run and cnnlab.load_run(run).config["model"] == "basic_cnn"

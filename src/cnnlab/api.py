@@ -63,6 +63,9 @@ def train(model: str | None = None, *, dataset: str | None = None, recipe: str |
     if resume is None:
         check_given_settings_act(cfg.validate(), overrides, shown=lambda key, value: f"cnnlab.train({key}={value!r})")
     if resume is not None:
+        if out is not None:
+            raise CnnlabError(f"cnnlab.train(resume=..., out={str(out)!r}): a resume continues the run in its own "
+                              "folder; drop out")
         changes = {**overrides, **{k: getattr(cfg, k) for k in given}}  # the dataset's name made canonical
         return engine.train(cfg, resume=resolve_run(resume), changes=changes, quiet=quiet, log=log, verbose=verbose)
     return engine.train(cfg, out=out, quiet=quiet, log=log, verbose=verbose)
