@@ -124,7 +124,9 @@ def test_runs_lists_each_status(tiny_idx, tmp_path, monkeypatch, capsys):
     table = capsys.readouterr().out
     assert str(failed) in table and str(running) in table and str(done) not in table
     assert main(["runs", "--recipe", "best", "--model", "resnet"]) == 0
-    assert capsys.readouterr().out == "no runs under runs/ match --model resnet --recipe best\n"
+    # ...and what the runs there have in those columns (a misspelt value matched nothing without a hint)
+    assert capsys.readouterr().out == ("no runs under runs/ match --model resnet --recipe best; the runs there have "
+                                       "model basic_cnn, resnet; recipe ?, lecture\n")  # 'busy' names no recipe
     assert next(r for r in rows if r["status"] == "finished")["final_acc"] is not None
 
 

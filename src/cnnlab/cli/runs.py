@@ -69,13 +69,27 @@ def cmd_runs(args) -> int:
         print(json.dumps(rows, indent=2))
     elif not rows:
         which = " ".join(f"--{k} {v}" for k, v in wanted.items())
-        print(f"no runs under {args.root}/ match {which}" if wanted else
+        print(f"no runs under {args.root}/ match {which}{_values_there(find_runs(args.root), wanted)}" if wanted else
               f"no runs under {args.root}/ yet; train one with 'cnnlab train'")
     else:
         print(format_runs(rows))
         if len(rows) < total:
             print(f"... and {total - len(rows)} older (--limit 0 shows all)")
     return 0
+
+
+def _values_there(runs: list, wanted: dict) -> str:
+    """What the runs there have in the filtered columns (a misspelt model matches nothing, and says so): empty
+    when there are no runs."""
+    if not runs:
+        return ""
+    rows = [describe_run(run) for run in runs]
+
+    def values(key: str) -> str:
+        seen = sorted({_shown(row.get(key) if row.get(key) is not None else "?") for row in rows})
+        return ", ".join(seen[:10]) + (f" and {len(seen) - 10} more" if len(seen) > 10 else "")
+
+    return "; the runs there have " + "; ".join(f"{key} {values(key)}" for key in wanted)
 
 
 def _rows(runs: list, wanted: dict, limit: int) -> tuple[list[dict], int]:
