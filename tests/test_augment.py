@@ -215,3 +215,17 @@ def test_cutmix_pastes_one_box_and_weighs_the_loss_by_its_area():
     assert (mix.lam < 1).sum() > 8  # most images got a box
     untouched, none = parse_augment("cutmix:p=0").apply(x, seed=0, epoch=0, batch=0, fill=FILL)
     assert torch.equal(untouched, x) and (none.lam == 1).all()
+
+
+def test_a_flip_of_digits_is_warned_about():
+    """Mirroring keeps a shirt a shirt but not a 2 a 2: --augment or --tta with a flip on MNIST warns (one line);
+    on Fashion-MNIST and on datasets cnnlab does not know (idx:, folder:) it does not."""
+    from cnnlab.data.catalog import flip_warning
+    from cnnlab.tta import parse_tta
+
+    assert parse_augment("shift+flip").flips and not parse_augment("shift+erase").flips
+    assert parse_tta("shift+flip").flips and not parse_tta("shift").flips
+    warning = flip_warning("mnist", "--augment shift+flip")
+    assert warning.startswith("warning: --augment shift+flip mirrors images left to right, and a mirrored mnist "
+                              "image is not of its class") and "\n" not in warning
+    assert flip_warning("fashion-mnist", "--tta flip") is None and flip_warning("idx:/data", "--tta flip") is None

@@ -319,7 +319,7 @@ def test_clean_epochs_end_the_run_without_augmentation_and_resume_bitwise(tiny_i
 
     class Counting:
         def __init__(self, pipeline):
-            self.pipeline = pipeline
+            self.pipeline, self.flips = pipeline, pipeline.flips
 
         def apply(self, x, *, seed, epoch, batch, fill):
             seen.append(epoch)

