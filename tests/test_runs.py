@@ -673,3 +673,32 @@ def test_runs_shows_every_name_whole_and_on_its_own_row():
     assert len(lines) == 5 and lines[1].startswith("runs/new\\nline ") and lines[2].startswith(compared + " ")
     assert lines[3].startswith("tab\\there ") and lines[1].index(" resnet ") == lines[3].index(" resnet ") == 64
     assert lines[4].startswith(longer + " resnet ")
+
+
+def test_a_net_scored_on_another_datasets_classes_is_warned_about(tiny_idx, tmp_path, capsys):
+    """An MNIST net evaluated on Fashion-MNIST printed 8% and a per-class table of clothes without a word: the
+    classes it learned are not the data's. Now a warning line first; the same classes (an idx: copy) say nothing."""
+    from types import SimpleNamespace
+
+    from cnnlab.cli import main
+    from cnnlab.evaluation import other_classes
+
+    fashion = SimpleNamespace(name="fashion-mnist", classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat"))
+    warning = other_classes([str(d) for d in range(10)], "mnist", fashion)
+    assert warning == ("warning: the net learned the classes of mnist (0, 1, 2, 3, ...), and fashion-mnist's are "
+                       "others (T-shirt/top, Trouser, Pullover, Dress, ...): its output i is scored as fashion-mnist's "
+                       "class i")
+    assert other_classes(None, "mnist", fashion) == "" and other_classes(list(fashion.classes), "x", fashion) == ""
+    run = tmp_path / "run"
+    assert main(["train", "--model", "basic_cnn", "--dataset", f"idx:{tiny_idx}", "--epochs", "1", "--quiet",
+                 "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--no-report"]) == 0 and "warning" not in capsys.readouterr().err
+    from PIL import Image
+
+    for i, name in enumerate(["ant", "bee", "cat", "dog", "eel", "fox", "gnu", "hen", "ibis", "jay"]):
+        (tmp_path / "animals" / name).mkdir(parents=True)
+        for j in range(2):
+            Image.new("L", (28, 28), 40 * j + i).save(tmp_path / "animals" / name / f"{j}.png")
+    code = main(["evaluate", str(run), "--dataset", f"folder:{tmp_path / 'animals'}", "--no-report"])
+    assert code == 0 and "cnnlab: warning: the net learned the classes of idx" in capsys.readouterr().err

@@ -124,6 +124,8 @@ class Subject:
     not_own: str = ""
     #: Which split ``data.test_images`` holds: "test", or "val", a run's own validation split (``--split val``).
     split: str = "test"
+    #: Said before the figures when they may not mean what they seem (a net evaluated on another dataset's classes).
+    warning: str = ""
 
     @property
     def split_name(self) -> str:
@@ -182,7 +184,8 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
         not_own = "the run is still training (another cnnlab process holds it), so last.pt is not its final weights"
     return Subject(model_from_checkpoint(state), state["model"]["name"], data, str(ckpt),
                    channels_last=bool(cfg.get("channels_last", False)), run_dir=None if not_own else ckpt.parent,
-                   not_own=not_own, split=split)
+                   not_own=not_own, split=split, warning=other_classes((state.get("data") or {}).get("classes"),
+                                                                       trained_on, data))
 
 
 def check_report_folder(subject: Subject, out: str | Path) -> None:
@@ -193,6 +196,19 @@ def check_report_folder(subject: Subject, out: str | Path) -> None:
         raise RunError(f"--out {out} is the run's own folder, and this evaluation is not the run's result "
                        f"({subject.not_own}); give another folder")
     check_output_folder(out, subject.run_dir)
+
+
+def other_classes(learned, trained_on: str, data: Dataset) -> str:
+    """A warning when a net is evaluated on data whose classes are not the ones it learned (an MNIST net on
+    Fashion-MNIST: 8% "accuracy", its digits read as clothes); empty when they are the same or not recorded."""
+    if not learned or list(learned) == list(data.classes):
+        return ""
+
+    def few(names) -> str:
+        return ", ".join(str(n)[:24] for n in names[:4]) + (", ..." if len(names) > 4 else "")
+
+    return (f"warning: the net learned the classes of {trained_on} ({few(list(learned))}), and {data.name}'s are others "
+            f"({few(list(data.classes))}): its output i is scored as {data.name}'s class i")
 
 
 def check_fits(args: dict, data: Dataset, ckpt: Path, trained_on: str) -> None:

@@ -83,6 +83,8 @@ def cmd_evaluate(args) -> int:
                            pretrained=args.pretrained, dataset=args.dataset, data_dir=args.data_dir, split=args.split)
     if args.out and not args.no_report:
         check_report_folder(subject, args.out)
+    if subject.warning:
+        complain(f"cnnlab: {subject.warning}")
     if tta is not None and tta.flips and (warning := flip_warning(subject.data.name, f"--tta {args.tta}")):
         complain(f"cnnlab: {warning}")
     say(f"evaluating {subject.source} ({subject.model_name}) on the {subject.data.name} {subject.split_name}")
