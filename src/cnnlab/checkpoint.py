@@ -272,8 +272,8 @@ def resolve_checkpoint(path: str | Path, which: str = DEFAULT_CHECKPOINT) -> Pat
             raise CheckpointError(f"{path}: no {which}.pt in this run directory; did the run save a checkpoint?")
         return candidate
     if which != DEFAULT_CHECKPOINT and path.name != f"{which}.pt":  # asked for another file than the one given
-        raise CheckpointError(f"{path} is a checkpoint file, and choosing {which!r} (--checkpoint {which}) picks a file "
-                              f"of a run folder: give the folder ({path.parent}), or the file {which}.pt itself")
+        raise CheckpointError(f"{path} is a checkpoint file, and choosing {which!r} (--checkpoint {which}) picks a "
+                              f"file of a run folder: give the folder ({path.parent}), or the file {which}.pt itself")
     return path
 
 

@@ -75,7 +75,8 @@ def cmd_evaluate(args) -> int:
         refuse_typed(args, "checkpoint", f"with {'--pretrained' if args.pretrained else '--weights'}: it picks a "
                                          "run folder's last or best checkpoint")
     if args.pretrained:
-        refuse_typed(args, "model", "with --pretrained, which names the shipped model itself (--model is for --weights)")
+        refuse_typed(args, "model", "with --pretrained, which names the shipped model itself (--model is for "
+                                    "--weights)")
     if args.no_report:
         refuse_typed(args, "out", "with --no-report, which writes nothing")
     say = (lambda m: None) if args.json else print
