@@ -493,6 +493,13 @@ def test_a_typed_flag_that_would_change_nothing_is_refused(tiny_idx, capsys, fla
     assert code == 2 and message in err and "drop it, or give what it acts with" in err and len(err.splitlines()) == 1
 
 
+def test_a_fraction_for_a_target_percentage_is_refused(tiny_idx, capsys):
+    """--target-accuracy 0.99 (meant: 99%) stopped the run at its first check, 'reached 33.33% >= 0.99%'."""
+    code, _, err = run(["train", "--dataset", f"idx:{tiny_idx}", "--target-accuracy", "0.99", "--dry-run"], capsys)
+    assert code == 2 and "--target-accuracy is a percentage, and 0.99% is no target; for 99% give " \
+                         "--target-accuracy 99" in err
+
+
 def test_settings_that_act_or_come_from_a_recipe_or_file_are_not_refused(tiny_idx, tmp_path, capsys):
     base = ["train", "--model", "resnet", "--dataset", f"idx:{tiny_idx}", "--epochs", "3", "--dry-run"]
     for flags in (["--momentum", "0"], ["--schedule", "step", "--warmup-epochs", "1"], ["--recipe", "best",

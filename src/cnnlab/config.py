@@ -128,6 +128,10 @@ class TrainConfig:
             (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
             (0 <= self.ema < 1, f"--ema is a decay in [0, 1) (0: off), got {self.ema}"),
             (0 <= self.target_accuracy <= 100, f"--target-accuracy is a percentage in (0, 100], got {self.target_accuracy}"),
+            # a fraction typed for a percentage (0.99 for 99%) stopped the run at its first check, "reached"
+            (not 0 < self.target_accuracy <= 1, f"--target-accuracy is a percentage, and {self.target_accuracy:g}% is "
+                                                 f"no target; for {self.target_accuracy * 100:g}% give "
+                                                 f"--target-accuracy {self.target_accuracy * 100:g}"),
             (self.evals_per_epoch >= 1, f"--evals-per-epoch must be at least 1, got {self.evals_per_epoch}"),
             (self.teacher is None or bool(self.teacher.strip()),
              "--teacher is an empty path (an unset variable?); give a run folder or its checkpoint, or leave it out"),
