@@ -436,3 +436,19 @@ def test_weight_decay_skips_biases_only_when_asked():
     decay, no_decay = parameter_groups(model, TrainConfig(weight_decay=0.1, bias_decay=False).validate())
     assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
     assert no_decay["weight_decay"] == 0.0 and len(decay["params"]) + len(no_decay["params"]) == len(one)
+
+
+def test_an_average_that_cannot_forget_the_first_weights_is_warned_about(tiny_idx):
+    """--ema 0.9999 over a 15-epoch MNIST run (7,035 steps) ends with half the average still the first step's
+    weights, and the average is what is evaluated and saved: warned of, with a decay that fits the run."""
+    from cnnlab.engine import ema_warning
+
+    warning = ema_warning(0.9999, 15 * 469)
+    assert warning.startswith("warning: --ema 0.9999 averages over about 10,000 steps and this run has 7,035: at its "
+                              "end 49% of the average is still the first step's weights")
+    assert warning.endswith("use a decay of at most 0.9993, or more epochs")
+    assert 0.9993 ** (15 * 469 - 1) <= 0.01 < 0.9994 ** (15 * 469 - 1)  # the decay named is the largest that fits
+    assert ema_warning(0.999, 15 * 469) is None and ema_warning(0.0, 10) is None  # the recipe's; no average
+    said = []
+    train(tiny_cfg(tiny_idx, epochs=2, ema=0.9, max_steps=1), write=False, quiet=True, log=said.append)
+    assert any(line.startswith("warning: --ema 0.9 averages over about 10 steps and this run has 16") for line in said)
