@@ -164,6 +164,17 @@ def test_bad_config_values_are_clear_errors(tiny_idx, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(CnnlabError, match="--device cuda: this torch build or machine has no CUDA GPU"):
         train(tiny_cfg(tiny_idx, device="cuda"), write=False, log=lambda m: None)
+    # cuda:x and a GPU the machine does not have were torch's RuntimeError tracebacks on a CUDA machine
+    from cnnlab.devices import resolve_device
+
+    for bad in ("cuda:x", "cuda:", "cuda:-1", "cuda:1.5", "cuda:\u0663"):
+        with pytest.raises(CnnlabError, match=r"^--device must be auto, cpu, cuda, cuda:N or mps, got "):
+            resolve_device(bad)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(CnnlabError, match=r"^--device cuda:2: this machine has 2 CUDA GPUs \(cuda:0 to cuda:1\); pick"):
+        resolve_device("cuda:2")
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
 
 
 def test_more_threads_than_cpus_is_a_warning_line(tiny_idx, monkeypatch):

@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, short_repr
 from cnnlab.text import plural
 
 
@@ -24,10 +24,15 @@ def resolve_device(name: str = "auto") -> torch.device:
         if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if name not in ("cpu", "cuda", "mps") and not name.startswith("cuda:"):
-        raise CnnlabError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
+    index = name[len("cuda:"):] if name.startswith("cuda:") else None
+    if name not in ("cpu", "cuda", "mps") and not (index is not None and index.isdigit() and index.isascii()):
+        raise CnnlabError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {short_repr(name)}")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise CnnlabError("--device cuda: this torch build or machine has no CUDA GPU; use --device cpu or auto")
+        raise CnnlabError(f"--device {name}: this torch build or machine has no CUDA GPU; use --device cpu or auto")
+    if index is not None and int(index) >= torch.cuda.device_count():  # torch's error came at the first .to()
+        count = torch.cuda.device_count()
+        raise CnnlabError(f"--device {name}: this machine has {count} CUDA GPU{'s' if count != 1 else ''} "
+                          f"(cuda:0{f' to cuda:{count - 1}' if count > 1 else ''}); pick one of them")
     if name == "mps" and not _mps_available():
         raise CnnlabError("--device mps: MPS is not available here; use --device cpu or auto")
     return torch.device(name)
