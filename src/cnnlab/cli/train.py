@@ -46,7 +46,7 @@ RECIPE_FLAG_HELP: dict[str, tuple[type | tuple, str]] = {
     "batch_size": (int, "global images per optimiser step, split across processes under torchrun"),
     "optimizer": (OPTIMIZERS, "optimiser (nesterov: SGD with Nesterov momentum)"),
     "lr": (float, "learning rate; the peak rate with --schedule onecycle"),
-    "momentum": (float, "SGD momentum (with --schedule onecycle, cycled between 0.85 and 0.95 instead)"),
+    "momentum": (float, "SGD momentum (sgd, nesterov); --schedule onecycle cycles it between 0.95 and 0.85 itself"),
     "weight_decay": (float, "weight decay"),
     "bias_decay": (bool, "apply the weight decay to biases too"),
     "schedule": (SCHEDULES, "learning-rate schedule (cosine: after a linear warm-up; step: after a linear warm-up, "
