@@ -86,3 +86,21 @@ def test_an_out_folder_gets_the_default_name_inside_it(tiny_idx, tmp_path):
     assert (tmp_path / "new" / "model.safetensors").is_file()
     assert main(["export", str(ckpt), "--samples", "4", "--out", str(tmp_path / "new")]) == 0  # an existing folder
     assert (tmp_path / "new" / "last.onnx").is_file()
+
+
+def test_an_out_named_for_the_other_format_is_refused(tmp_path):
+    """--format torchscript --out model.onnx wrote TorchScript into a file onnxruntime then failed on (and ONNX
+    into model.pt): refused before anything is exported, naming both fixes."""
+    from pathlib import Path
+
+    from cnnlab.export import check_suffix
+
+    with pytest.raises(CnnlabError, match=r"^--out m\.onnx names an ONNX file, and --format torchscript writes a "
+                                          r"TorchScript one; give --format onnx, or an --out ending in \.pt$"):
+        check_suffix(Path("m.onnx"), "torchscript")
+    with pytest.raises(CnnlabError, match=r"names a TorchScript file, and --format onnx writes an ONNX one; give "
+                                          r"--format torchscript, or an --out ending in \.onnx$"):
+        check_suffix(Path("m.PT"), "onnx")
+    for path, fmt in (("m.onnx", "onnx"), ("m.torchscript.pt", "torchscript"), ("m.pt", "torchscript"),
+                      ("m.bin", "onnx"), ("m", "torchscript")):
+        check_suffix(Path(path), fmt)

@@ -135,6 +135,17 @@ def output_file(out: str | Path | None, default: Path) -> Path:
     return path / default.name if str(out).endswith(("/", os.sep)) or path.is_dir() else path
 
 
+def check_suffix(out: Path, fmt: str) -> None:
+    """An ``--out`` whose suffix names the other format (``model.onnx`` for TorchScript, ``model.pt`` for ONNX)
+    would be a file no tool of that suffix reads: refused, naming both fixes."""
+    other = {"onnx": (".pt", ".pth", ".ptl"), "torchscript": (".onnx",)}[fmt]
+    if out.suffix.lower() in other:
+        wanted = "torchscript" if fmt == "onnx" else "onnx"
+        kind = {"onnx": "an ONNX", "torchscript": "a TorchScript"}
+        raise CnnlabError(f"--out {out} names {kind[wanted]} file, and --format {fmt} writes {kind[fmt]} one; give "
+                          f"--format {wanted}, or an --out ending in {'.onnx' if fmt == 'onnx' else '.pt'}")
+
+
 def default_output(checkpoint: Path, fmt: str) -> Path:
     """Beside the checkpoint: ``RUN/last.pt`` -> ``RUN/last.onnx`` or ``RUN/last.torchscript.pt``."""
     return checkpoint.with_name(checkpoint.stem + SUFFIXES[fmt])
@@ -172,6 +183,7 @@ def export_run(
     else:
         out = output_file(out, default_output(ckpt, fmt))
     check_output_file(out, ckpt)  # before anything is loaded or exported
+    check_suffix(out, fmt)
     state = load_pretrained(pretrained, name) if ckpt is None else load_checkpoint(ckpt)
     return _export_checked(state, fmt, out, sample_inputs(state, samples, dataset, data_dir))
 
