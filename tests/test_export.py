@@ -104,3 +104,12 @@ def test_an_out_named_for_the_other_format_is_refused(tmp_path):
     for path, fmt in (("m.onnx", "onnx"), ("m.torchscript.pt", "torchscript"), ("m.pt", "torchscript"),
                       ("m.bin", "onnx"), ("m", "torchscript")):
         check_suffix(Path(path), fmt)
+
+    from cnnlab.export import export_safetensors
+
+    ckpt = tiny_checkpoint(tmp_path / "run" / "last.pt")
+    for name in ("w.onnx", "w.pt"):
+        with pytest.raises(CnnlabError, match=r"and export-weights writes safetensors; give an --out ending in "):
+            export_safetensors(ckpt.parent, out=tmp_path / name)
+        assert not (tmp_path / name).exists()
+    assert export_safetensors(ckpt.parent, out=tmp_path / "w.st") == tmp_path / "w.st"

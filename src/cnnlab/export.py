@@ -227,6 +227,10 @@ def export_safetensors(run: str | Path, which: str = DEFAULT_CHECKPOINT, out: st
     src = resolve_checkpoint(run, which)
     target = output_file(out, src.parent / "model.safetensors")
     check_output_file(target, src)
+    if target.suffix.lower() in (".onnx", ".pt", ".pth", ".ptl"):
+        raise CnnlabError(f"--out {target} names {'an ONNX' if target.suffix.lower() == '.onnx' else 'a PyTorch'} "
+                          "file, and export-weights writes safetensors; give an --out ending in .safetensors (or "
+                          "'cnnlab export' for ONNX or TorchScript)")
     state = load_checkpoint(src)
     metadata = {"format": "cnnlab-weights", **export_metadata(state),
                 "model_args": json.dumps(state["model"]["args"]), "data": json.dumps(state["data"])}
