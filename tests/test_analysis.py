@@ -181,6 +181,13 @@ def test_analyze_branches_command(tiny_idx, tmp_path, capsys):
         assert [r["branch"] for r in mod["branches"]] == ["pool", "1x1", "5x5", "3x3"]
         assert sum(r["next_layer_share"] for r in mod["branches"]) == pytest.approx(1.0)
         assert all(len(r["energy_per_class"]) == 10 for r in mod["branches"])
+    # a class with no test images in the sample is None ('-' in the table, a grey cell), not an energy of 0
+    assert main(["analyze", "branches", str(run), "--train-images", "100", "--test-images", "3", "--device", "cpu",
+                 "--out", str(tmp_path / "few")]) == 0
+    few = json.loads((tmp_path / "few" / "branches.json").read_text())
+    energies = few["modules"][0]["branches"][0]["energy_per_class"]  # 3 images: at most 3 classes seen
+    assert sum(v is None for v in energies) >= 10 - 3 and all(v is None or v > 0 for v in energies), energies
+    assert " -" in capsys.readouterr().out
 
 
 def test_analyze_branches_user_errors(tiny_idx, tmp_path, capsys):

@@ -17,6 +17,7 @@ are removed on leaving each context manager, even after an error.
 
 from __future__ import annotations
 
+import math
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -145,7 +146,8 @@ def class_energy(model: nn.Module, batches, modules: list[str], num_classes: int
     """Each branch's mean squared activation per class, and the un-ablated test loss and accuracy.
 
     Returns ``({module: {branch: (classes,) tensor}}, {"loss", "accuracy", "n"})``. Per image the energy is
-    the mean over the branch's channels and positions of the squared output; classes average their images.
+    the mean over the branch's channels and positions of the squared output; classes average their images, and a
+    class without test images (a small ``--test-images``) is NaN, not 0.
     """
     slices = branch_slices()
     energy = {m: {b: torch.zeros(num_classes, dtype=torch.float64) for b in BRANCHES} for m in modules}
@@ -173,7 +175,9 @@ def class_energy(model: nn.Module, batches, modules: list[str], num_classes: int
     model.train(was_training)
     if n == 0:
         raise CnnlabError("the test split is empty; nothing to measure")
-    mean_energy = {m: {b: (energy[m][b] / per_class.clamp(min=1)).float() for b in BRANCHES} for m in modules}
+    seen = per_class > 0
+    mean_energy = {m: {b: torch.where(seen, energy[m][b] / per_class.clamp(min=1), math.nan).float() for b in BRANCHES}
+                   for m in modules}
     return mean_energy, {"loss": loss_sum / n, "accuracy": 100.0 * correct / n, "n": n}
 
 
@@ -340,8 +344,8 @@ def _module_result(model: nn.Module, mod: str, test_loader, means: torch.Tensor,
             "mean": scores["mean"],
             "next_layer_share": shares[b] if shares else None,
             "uniform_share": BRANCH_CHANNELS[b] / MODULE_CHANNELS,
-            "energy": float(per_class.mean()),
-            "energy_per_class": [float(v) for v in per_class],
+            "energy": float(per_class.nanmean()),  # over the classes with test images
+            "energy_per_class": [None if math.isnan(v) else float(v) for v in per_class.tolist()],  # None: no images
         })
         log(f"  {mod}/{b}: zeroed {scores['zero']['accuracy']:.2f}%  mean-ablated {scores['mean']['accuracy']:.2f}%")
     return {"name": mod, "output_shape": list(shape[1:]), "next_layer": reader[0] if reader else None, "branches": rows}
@@ -376,5 +380,6 @@ def format_branches(result: dict) -> str:
     lines.append(f"{'module':<8} {'branch':<6} " + " ".join(f"{c[:6]:>6}" for c in classes))
     for mod in result["modules"]:
         for r in mod["branches"]:
-            lines.append(f"{mod['name']:<8} {r['branch']:<6} " + " ".join(f"{v:>6.3f}" for v in r["energy_per_class"]))
+            lines.append(f"{mod['name']:<8} {r['branch']:<6} "
+                         + " ".join(f"{v:>6.3f}" if v is not None else f"{'-':>6}" for v in r["energy_per_class"]))
     return "\n".join(lines)

@@ -7,8 +7,10 @@ imported at the top here: only ``cnnlab analyze``, which draws, imports this mod
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
@@ -26,7 +28,7 @@ def plot_branches(result: dict, path: str | Path) -> Path:
     fig = Figure(figsize=(16, 4 * len(modules)), layout="constrained")
     axes = fig.subplots(len(modules), 3, squeeze=False)
     fig.suptitle(f"{result['model']} on {result['dataset']}: which branches does the trained net rely on? "
-                 f"(baseline test accuracy {base:.2f}%)")
+                 f"(baseline test accuracy {base:.2f}% on {result['test_images']:,} test images)")
     for row, mod in zip(axes, modules):
         names = [r["branch"] for r in mod["branches"]]
         xs = range(len(names))
@@ -63,17 +65,20 @@ def plot_branches(result: dict, path: str | Path) -> Path:
         ax.set_title(f"{mod['name']} -> {mod['next_layer'] or 'n/a'}: next layer's weight on each branch", fontsize=10)
 
         ax = row[2]
-        energy = [r["energy_per_class"] for r in mod["branches"]]  # (branches, classes)
-        im = ax.imshow(energy, aspect="auto", cmap="viridis")
+        # (branches, classes); a class without test images (None) is a grey cell marked '-', not a 0
+        energy = np.ma.masked_invalid(np.array([[math.nan if v is None else v for v in r["energy_per_class"]]
+                                                for r in mod["branches"]], dtype=float))
+        cmap = colormaps["viridis"].copy()
+        cmap.set_bad("0.85")
+        im = ax.imshow(energy, aspect="auto", cmap=cmap)
         ax.set_yticks(list(xs), names)
         classes = result["classes"]
         ax.set_xticks(range(len(classes)), [c[:6] for c in classes], fontsize=7)
         ax.set_xlabel("class")
-        top = max(max(e) for e in energy)
-        for i, e in enumerate(energy):
-            for j, v in enumerate(e):
-                ax.text(j, i, f"{v:.2g}", ha="center", va="center", fontsize=6,
-                        color="black" if v > 0.6 * top else "white")
+        top = energy.max() if energy.count() else 0.0
+        for (i, j), v in np.ndenumerate(energy.filled(math.nan)):
+            shown, light = ("-", True) if math.isnan(v) else (f"{v:.2g}", v > 0.6 * top)
+            ax.text(j, i, shown, ha="center", va="center", fontsize=6, color="black" if light else "white")
         fig.colorbar(im, ax=ax, label="mean squared output")
         ax.set_title(f"{mod['name']}: branch output energy per class (test set)", fontsize=10)
     return save_figure(fig, path)
