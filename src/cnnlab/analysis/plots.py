@@ -68,9 +68,7 @@ def plot_branches(result: dict, path: str | Path) -> Path:
         # (branches, classes); a class without test images (None) is a grey cell marked '-', not a 0
         energy = np.ma.masked_invalid(np.array([[math.nan if v is None else v for v in r["energy_per_class"]]
                                                 for r in mod["branches"]], dtype=float))
-        cmap = colormaps["viridis"].copy()
-        cmap.set_bad("0.85")
-        im = ax.imshow(energy, aspect="auto", cmap=cmap)
+        im = ax.imshow(energy, aspect="auto", cmap=colormaps["viridis"].with_extremes(bad="0.85"))
         ax.set_yticks(list(xs), names)
         classes = result["classes"]
         ax.set_xticks(range(len(classes)), [c[:6] for c in classes], fontsize=7)
