@@ -561,6 +561,15 @@ def test_runs_of_a_run_folder_or_a_file(tiny_idx, tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(RunError, match="f is a file, not a folder of runs"):
         find_runs(tmp_path / "f")
+    # a link back to the folder of runs listed every run twice (once more one level below, as a compare's);
+    # a link loop is no folder; a link to a run elsewhere is that run, once
+    (tmp_path / "runs" / "back").symlink_to(tmp_path / "runs")
+    (tmp_path / "runs" / "loop").symlink_to(tmp_path / "runs" / "loop")
+    assert find_runs(tmp_path / "runs") == [run]
+    elsewhere = tmp_path / "other" / "two"
+    train(cfg_for(tiny_idx, epochs=1), out=elsewhere, quiet=True, log=lambda m: None)
+    (tmp_path / "runs" / "linked").symlink_to(elsewhere)
+    assert sorted(find_runs(tmp_path / "runs")) == [tmp_path / "runs" / "linked", run]
 
 
 def test_a_damaged_metrics_csv_is_one_line_and_evaluate_still_answers(tiny_idx, tmp_path, capsys):

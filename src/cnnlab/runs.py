@@ -269,10 +269,19 @@ def find_runs(root: str | Path = "runs") -> list[Path]:
         return [root]
     if root.exists() and not root.is_dir():
         raise RunError(f"{root} is a file, not a folder of runs; give the folder that holds them (runs/ by default)")
-    found = []
-    for p in _subfolders(root):
-        found += [p] if is_run_dir(p) else [q for q in _subfolders(p) if is_run_dir(q)]
-    return sorted(found, key=last_activity, reverse=True)
+    found: dict[Path, Path] = {}  # each run once, by its real folder (a link back to the root listed all twice)
+    top = sorted(_subfolders(root), key=Path.is_symlink)  # a run's own path before a link's
+    below = [q for p in top if not is_run_dir(p) for q in sorted(_subfolders(p), key=Path.is_symlink)]
+    for run in [p for p in top + below if is_run_dir(p)]:  # the shortest path to a run names it
+        found.setdefault(_real(run), run)
+    return sorted(found.values(), key=last_activity, reverse=True)
+
+
+def _real(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a link loop (RuntimeError before Python 3.13)
+        return path
 
 
 def _subfolders(folder: Path) -> list[Path]:
