@@ -711,3 +711,32 @@ def test_a_net_scored_on_another_datasets_classes_is_warned_about(tiny_idx, tmp_
             Image.new("L", (28, 28), 40 * j + i).save(tmp_path / "animals" / name / f"{j}.png")
     code = main(["evaluate", str(run), "--dataset", f"folder:{tmp_path / 'animals'}", "--no-report"])
     assert code == 0 and "cnnlab: warning: the net learned the classes of idx" in capsys.readouterr().err
+
+
+def test_a_report_never_replaces_a_users_file_in_a_folder_that_is_not_a_reports(tiny_idx, tmp_path, capsys):
+    """``cnnlab evaluate RUN --out .`` in a project whose own summary.json sits beside its README replaced it (and
+    analyze or compare likewise their files): refused now; a report's own folder is rewritten as before."""
+    from cnnlab.cli import main
+
+    run = tmp_path / "run"
+    train(cfg_for(tiny_idx, epochs=1), out=run, quiet=True, log=lambda m: None)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "summary.json").write_text('{"mine": true}')
+    (project / "README.md").write_text("my project")
+    for argv in (["evaluate", str(run), "--out", str(project)],
+                 ["analyze", "gradients", "--depths", "2", "--width", "2", "--epochs", "0",
+                  "--dataset", f"idx:{tiny_idx}", "--out", str(project)]):
+        (project / "gradients.json").write_text('{"mine": true}')
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert f"--out {project} is not a cnnlab report's folder (it holds 'README.md')" in err and "replace" in err
+    assert (project / "summary.json").read_text() == '{"mine": true}' == (project / "gradients.json").read_text()
+    # nothing to replace: written beside the user's files; a report's folder: rewritten
+    (project / "gradients.json").unlink()
+    assert main(["analyze", "gradients", "--depths", "2", "--width", "2", "--epochs", "0", "--dataset",
+                 f"idx:{tiny_idx}", "--out", str(project)]) == 0
+    report = tmp_path / "report"
+    for _ in range(2):
+        assert main(["evaluate", str(run), "--out", str(report)]) == 0
+    assert (report / "summary.json").is_file() and (project / "README.md").read_text() == "my project"

@@ -106,7 +106,8 @@ def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = 
     if seeds < 1:
         raise CnnlabError(f"--seeds must be at least 1, got {seeds}")
     out, auto = Path(out), teachers == AUTO_TEACHERS
-    check_output_folder(out, None)  # a compare's runs and table in a run's folder would hide them from 'cnnlab runs'
+    # a compare's runs and table in a run's folder would hide them from 'cnnlab runs'
+    check_output_folder(out, None, writes=("comparison.md", "comparison.png"))
     teachers = default_out(base.dataset, base.recipe) if auto else teachers
     if teachers is not None and out.resolve() == Path(teachers).resolve():
         raise CnnlabError(f"--out {out} is the teachers' folder: its comparison.md would be replaced by the distilled "

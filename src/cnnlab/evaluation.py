@@ -195,7 +195,7 @@ def check_report_folder(subject: Subject, out: str | Path) -> None:
     if subject.not_own and is_run_dir(out) and out.resolve() == Path(subject.source).parent.resolve():
         raise RunError(f"--out {out} is the run's own folder, and this evaluation is not the run's result "
                        f"({subject.not_own}); give another folder")
-    check_output_folder(out, subject.run_dir)
+    check_output_folder(out, subject.run_dir, writes=("summary.json", "confusion.png", "mistakes.png"))
 
 
 def other_classes(learned, trained_on: str, data: Dataset) -> str:

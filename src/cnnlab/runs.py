@@ -21,7 +21,7 @@ except ImportError:  # pragma: no cover - Windows has no flock: runs there are n
     fcntl = None
 
 from cnnlab.dataset_names import dataset_kind
-from cnnlab.errors import CnnlabError, RunError, did_you_mean
+from cnnlab.errors import CnnlabError, RunError, did_you_mean, short_repr
 from cnnlab.fileio import as_path, atomic_write_text, make_dirs, read_json, remove_stale_temp_files_in, write_error
 
 METRIC_FIELDS = [
@@ -37,6 +37,11 @@ RUN_FILES = frozenset({"config.json", "status.json", "summary.json", "metrics.cs
                        "model.safetensors", "last.onnx", "last.torchscript.pt", "best.onnx", "best.torchscript.pt",
                        "branches.json", "branches.png", "teacher.pt"})
 LOCK_FILE = ".lock"
+#: What the report and analysis commands write into their ``--out`` folder (evaluate, analyze branches and
+#: gradients, compare), and the files beside a run's that can sit in a report folder.
+REPORT_FILES = frozenset({"summary.json", "confusion.png", "mistakes.png", "curves.png", "branches.json",
+                          "branches.png", "gradients.json", "gradients.png", "depth.png", "comparison.md",
+                          "comparison.png"})
 #: The run files that ``cnnlab export`` and ``export-weights`` write by default: replaced by an export of the same
 #: run, never by anything else.
 EXPORT_FILES = frozenset({"model.safetensors", "last.onnx", "last.torchscript.pt", "best.onnx", "best.torchscript.pt"})
@@ -232,13 +237,37 @@ def _same_folder(a: Path, b: Path | None) -> bool:
     return b is not None and a.resolve() == b.resolve()
 
 
-def check_output_folder(folder: str | Path, own: Path | None, flag: str = "--out") -> None:
+def check_output_folder(folder: str | Path, own: Path | None, flag: str = "--out", writes: tuple[str, ...] = ()) -> None:
     """Refuse (one line) to write a report or an analysis into ``folder`` when it holds a run other than
-    ``own``: its summary.json and figures are that run's results, and ``cnnlab runs`` reads them."""
+    ``own`` (its summary.json and figures are that run's results, and ``cnnlab runs`` reads them), or when it
+    is no cnnlab report's folder (it holds files no cnnlab report writes) and one of the files the command
+    ``writes`` is there already: that file is the user's (``--out .`` in a project with its own summary.json)."""
     folder = Path(folder)
-    if folder.is_dir() and is_run_dir(folder) and not _same_folder(folder, own):
-        raise RunError(f"{flag} {folder} holds another run, whose summary.json and figures are its results; "
-                       "give a folder of its own (a new or empty one)")
+    if not folder.is_dir():
+        return
+    if is_run_dir(folder):
+        if not _same_folder(folder, own):
+            raise RunError(f"{flag} {folder} holds another run, whose summary.json and figures are its results; "
+                           "give a folder of its own (a new or empty one)")
+        return
+    clash = [name for name in writes if (folder / name).exists()]
+    foreign = sorted(p.name for p in _entries(folder) if not _reported(p)) if clash else []
+    if foreign:
+        shown = ", ".join(map(short_repr, foreign[:3])) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise RunError(f"{flag} {folder} is not a cnnlab report's folder (it holds {shown}), and this would replace "
+                       f"its {', '.join(clash)}; give a new or empty folder")
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError:
+        return []
+
+
+def _reported(path: Path) -> bool:
+    """Whether ``path`` is something a cnnlab report, analysis or compare writes (or a hidden file)."""
+    return path.name.startswith(".") or path.name in REPORT_FILES or (path.is_dir() and is_run_dir(path))
 
 
 def check_output_file(target: str | Path, source: Path | None, flag: str = "--out") -> None:

@@ -108,7 +108,8 @@ def cmd_branches(args) -> int:
     if args.pretrained:
         refuse_typed(args, "checkpoint", "with --pretrained: it picks a run folder's last or best checkpoint")
     if args.out:  # before the analysis's minutes, not after them
-        check_output_folder(args.out, run_dir_of(args.run) if args.run else None)
+        check_output_folder(args.out, run_dir_of(args.run) if args.run else None,
+                            writes=("branches.json", "branches.png"))
     result = analyze_branches(args.run, pretrained=args.pretrained, which=args.checkpoint, dataset=args.dataset,
                               data_dir=args.data_dir, train_images=args.train_images,
                               test_images=args.test_images, device=args.device,
@@ -138,7 +139,7 @@ def cmd_gradients(args) -> int:
         for dest in ("lr", "momentum", "train_images", "test_images"):
             refuse_typed(args, dest, "with --epochs 0, which measures gradients only and trains nothing")
     if args.out:
-        check_output_folder(args.out, None)
+        check_output_folder(args.out, None, writes=("gradients.json", "gradients.png", "depth.png"))
     result = analyze_gradients(depths, width=args.width, norm=args.norm, seeds=args.seeds, batch_size=args.batch_size,
                                train_images=args.train_images, epochs=args.epochs, test_images=args.test_images,
                                lr=args.lr, momentum=args.momentum, dataset=args.dataset, data_dir=args.data_dir,
