@@ -618,3 +618,18 @@ def test_malformed_multipart_forms_are_400_and_write_no_warning(server, caplog, 
                 status = err.code
             assert status == 400
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_upload_limit_is_bounded_by_the_largest_image_allowed():
+    """--max-upload-bytes 10**12 was taken: a client could make the server hold terabytes (each upload in
+    progress may hold twice its body) for an image that --max-pixels would refuse anyway."""
+    from cnnlab.errors import CnnlabError
+    from cnnlab.serve.server import check_upload_limit
+
+    check_upload_limit(4 * 1024 * 1024, 4096 * 4096)  # the defaults
+    check_upload_limit(8 * 4096 * 4096 + 16 * 1024 * 1024, 4096 * 4096)  # the most: what predict reads of a file
+    with pytest.raises(CnnlabError, match=r"^--max-upload-bytes 1,000,000,000,000 is more than any image within "
+                                          r"--max-pixels 16,777,216 can take \(150,994,944 bytes"):
+        check_upload_limit(10**12, 4096 * 4096)
+    with pytest.raises(CnnlabError, match="must be at least 1024"):
+        check_upload_limit(100, 4096 * 4096)

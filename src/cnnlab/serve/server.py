@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cnnlab.errors import CnnlabError
-from cnnlab.imagelimits import DEFAULT_MAX_PIXELS
+from cnnlab.imagelimits import DEFAULT_MAX_PIXELS, max_file_bytes
 from cnnlab.runs import DEFAULT_CHECKPOINT
 from cnnlab.serve import DEFAULT_MAX_BYTES
 
@@ -37,6 +37,19 @@ def check_port_free(host: str, port: int) -> None:
             s.bind((host, port))
         except OSError as err:
             raise CnnlabError(f"cannot listen on {host}:{port} ({err.strerror}); pick another --port or --host") from None
+
+
+def check_upload_limit(max_bytes: int, max_pixels: int) -> None:
+    """The request body limit: at least the page's own canvas, at most what the largest image within
+    ``max_pixels`` can be stored in (a larger limit only lets a client make the server hold more memory: each
+    upload in progress may hold twice its body)."""
+    most = max_file_bytes(max_pixels)  # what predict reads of a file at most, by the same rule
+    if max_bytes < MIN_UPLOAD_BYTES:
+        raise CnnlabError(f"--max-upload-bytes must be at least {MIN_UPLOAD_BYTES}, got {max_bytes}")
+    if max_bytes > most:
+        raise CnnlabError(f"--max-upload-bytes {max_bytes:,} is more than any image within --max-pixels {max_pixels:,} "
+                          f"can take ({most:,} bytes: 8 a pixel and 16 MiB of metadata), and each upload in progress "
+                          f"may hold twice its limit; give at most {most:,}")
 
 
 def is_loopback(host: str) -> bool:
@@ -73,14 +86,13 @@ def run_server(
     ``max_bytes`` bounds a request's body, ``max_pixels`` an image's width x height (checked before decoding);
     the other bounds (decodes and uploads at once, body time) are :func:`cnnlab.serve.app.create_app`'s defaults.
     """
+    check_upload_limit(max_bytes, max_pixels)  # before the imports' second: a bad limit answers at once
     # uvicorn, FastAPI and torch (through the predictor): only when a server really starts
     import uvicorn
 
     from cnnlab.predict import Predictor
     from cnnlab.serve.app import create_app
 
-    if max_bytes < MIN_UPLOAD_BYTES:
-        raise CnnlabError(f"--max-upload-bytes must be at least {MIN_UPLOAD_BYTES}, got {max_bytes}")
     if run is None:
         predictor = Predictor.pretrained(model, dataset, device=device, max_pixels=max_pixels)
     else:
