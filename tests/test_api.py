@@ -370,7 +370,15 @@ def test_a_model_name_given_as_the_run_points_to_the_shipped_weights(tmp_path, m
     monkeypatch.chdir(tmp_path)
     with pytest.raises(cnnlab.CnnlabError, match=r"for the shipped weights of resnet: cnnlab.predictor\(model='resnet'\)"):
         cnnlab.predictor("resnet")
-    assert cnnlab.predictor(model="resnet")(torch.zeros(1, 28, 28)).label in list("0123456789")
+    one = torch.zeros(1, 28, 28)
+    one[0, 6:22, 13:16] = 1.0
+    predict = cnnlab.predictor(model="resnet")
+    assert predict(one).label == "1"
+    # a blank field was classified ('1', about 40%) as if it held a digit: no ink, unless asked for as it is
+    with pytest.raises(cnnlab.CnnlabError, match=r"^tensor: no ink found \(a blank 28x28 field\); .* pass "
+                                                 r"preprocess=False to classify it as it is$"):
+        predict(torch.zeros(1, 28, 28))
+    assert predict(torch.zeros(1, 28, 28), preprocess=False).label in list("0123456789")
 
 
 def test_the_api_names_a_bad_argument_in_one_line(tmp_path, monkeypatch):

@@ -664,6 +664,9 @@ class Predictor:
                 return _folder_field(to_pil(img))
             if preprocess is None:
                 preprocess = not is_mnist_field(img, self.image_size)
+                if not preprocess and float(np.ptp(img)) < 1 / 255:  # a blank field was classified ('1', 40%)
+                    raise BadImageError(f"{name}: no ink found (a blank {self.image_size}x{self.image_size} field); "
+                                        "draw or write a digit, or pass preprocess=False to classify it as it is")
             return preprocess_array(img, self.image_size, name) if preprocess else self._as_field(img, name)
         if not isinstance(source, Image.Image):  # a folder's images were decoded whole: no reduced decoding
             source = open_image(source, name, max_pixels=self.max_pixels,
@@ -717,8 +720,8 @@ class Predictor:
         crop, 20 px box, centre of mass).
         A numpy or tensor image is taken **as is** (scaled to 0..1) when it already is an MNIST-like field:
         a single-channel ``image_size`` x ``image_size`` (28x28) image whose outermost ring of pixels is
-        mostly dark (median below 0.5), i.e. white ink on black; any other array is preprocessed like a
-        file. ``preprocess=True`` forces the steps, ``preprocess=False`` takes every input as is (it must
+        mostly dark (median below 0.5), i.e. white ink on black (a blank one is refused: no ink); any other
+        array is preprocessed like a file. ``preprocess=True`` forces the steps, ``preprocess=False`` takes every input as is (it must
         then be ``image_size`` square; colour becomes luminance). ``name`` names the input in messages
         and in the result (default: the path, or "bytes", "image", "array", "tensor", with ``[i]`` for
         the i-th item of a batch or list). Bad input raises a one-line :class:`BadImageError`.
@@ -803,14 +806,13 @@ def unit_image(a: np.ndarray, name: str = "array") -> np.ndarray:
         return a.astype(np.float32) / 255.0
     if not np.issubdtype(a.dtype, np.floating):
         raise BadImageError(f"{name}: pixels of type {a.dtype} are not an image; give uint8 (0..255) or float (0..1)")
-    a = a.astype(np.float32)
-    if not np.isfinite(a).all():
+    if not np.isfinite(a).all():  # checked in the array's own type: a float64 of 1e300 is finite, and is no pixel
         raise BadImageError(f"{name}: the array holds NaN or infinite values; give finite pixels in 0..1")
     lo, hi = float(a.min()), float(a.max())
     if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
         raise BadImageError(f"{name}: float pixels must lie in 0..1, got {lo:.3g}..{hi:.3g}; divide 0..255 values by 255, "
                             "or undo a normalisation (x * std + mean)")
-    return np.clip(a, 0.0, 1.0)
+    return np.clip(a.astype(np.float32), 0.0, 1.0)
 
 
 def is_mnist_field(img: np.ndarray, size: int = MNIST_FIELD) -> bool:
