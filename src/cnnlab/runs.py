@@ -259,6 +259,7 @@ def check_output_folder(folder: str | Path, own: Path | None, flag: str = "--out
 
 
 def _entries(folder: Path) -> list[Path]:
+    """What ``folder`` holds (nothing when it is missing or cannot be read)."""
     try:
         return list(folder.iterdir())
     except OSError:
@@ -300,8 +301,10 @@ def find_runs(root: str | Path = "runs") -> list[Path]:
         raise RunError(f"{root} is a file, not a folder of runs; give the folder that holds them (runs/ by default)")
     found: dict[Path, Path] = {}  # each run once, by its real folder (a link back to the root listed all twice)
     top = sorted(_subfolders(root), key=Path.is_symlink)  # a run's own path before a link's
-    below = [q for p in top if not is_run_dir(p) for q in sorted(_subfolders(p), key=Path.is_symlink)]
-    for run in [p for p in top + below if is_run_dir(p)]:  # the shortest path to a run names it
+    runs = [p for p in top if is_run_dir(p)]
+    held = set(runs)
+    runs += [q for p in top if p not in held for q in sorted(_subfolders(p), key=Path.is_symlink) if is_run_dir(q)]
+    for run in runs:  # the shortest path to a run names it
         found.setdefault(_real(run), run)
     return sorted(found.values(), key=last_activity, reverse=True)
 
@@ -315,10 +318,7 @@ def _real(path: Path) -> Path:
 
 def _subfolders(folder: Path) -> list[Path]:
     """The folders in ``folder`` (none when it is missing or cannot be read)."""
-    try:
-        return [p for p in folder.iterdir() if p.is_dir()]
-    except OSError:
-        return []
+    return [p for p in _entries(folder) if p.is_dir()]
 
 
 def last_activity(run: Path) -> float:

@@ -64,12 +64,12 @@ def cmd_runs(args) -> int:
     if args.limit < 0:
         raise CnnlabError(f"--limit must be >= 0 (0 shows every run), got {args.limit}")
     wanted = {key: getattr(args, key) for key in FILTERS if getattr(args, key) is not None}
-    rows, total = _rows(find_runs(args.root), wanted, args.limit)
+    rows, total, described = _rows(find_runs(args.root), wanted, args.limit)
     if args.json:
         print(json.dumps(rows, indent=2))
     elif not rows:
         which = " ".join(f"--{k} {v}" for k, v in wanted.items())
-        print(f"no runs under {args.root}/ match {which}{_values_there(find_runs(args.root), wanted)}" if wanted else
+        print(f"no runs under {args.root}/ match {which}{_values_there(described, wanted)}" if wanted else
               f"no runs under {args.root}/ yet; train one with 'cnnlab train'")
     else:
         print(format_runs(rows))
@@ -78,12 +78,11 @@ def cmd_runs(args) -> int:
     return 0
 
 
-def _values_there(runs: list, wanted: dict) -> str:
-    """What the runs there have in the filtered columns (a misspelt model matches nothing, and says so): empty
-    when there are no runs."""
-    if not runs:
+def _values_there(rows: list[dict], wanted: dict) -> str:
+    """What the runs there (their rows, all of them) have in the filtered columns (a misspelt model matches
+    nothing, and says so): empty when there are no runs."""
+    if not rows:
         return ""
-    rows = [describe_run(run) for run in runs]
 
     def values(key: str) -> str:
         seen = sorted({_shown(row.get(key) if row.get(key) is not None else "?") for row in rows})
@@ -92,10 +91,11 @@ def _values_there(runs: list, wanted: dict) -> str:
     return "; the runs there have " + "; ".join(f"{key} {values(key)}" for key in wanted)
 
 
-def _rows(runs: list, wanted: dict, limit: int) -> tuple[list[dict], int]:
-    """The rows to show (newest first, at most ``limit``; 0: all) and how many runs match in all. Without a
-    filter only the runs shown are read."""
+def _rows(runs: list, wanted: dict, limit: int) -> tuple[list[dict], int, list[dict]]:
+    """The rows to show (newest first, at most ``limit``; 0: all), how many runs match in all, and every run's
+    row read for the filter (empty without one: then only the runs shown are read)."""
     if not wanted:
-        return [describe_run(run) for run in (runs[:limit] if limit else runs)], len(runs)
-    rows = [row for row in map(describe_run, runs) if matches(row, wanted)]
-    return (rows[:limit] if limit else rows), len(rows)
+        return [describe_run(run) for run in (runs[:limit] if limit else runs)], len(runs), []
+    described = [describe_run(run) for run in runs]
+    rows = [row for row in described if matches(row, wanted)]
+    return (rows[:limit] if limit else rows), len(rows), described

@@ -244,7 +244,7 @@ def cmd_train(args) -> int:
         for dest in ("out", "tensorboard", "save_every"):
             refuse_typed(args, dest, "with --dry-run, which writes nothing")
     if not args.resume:  # a resume keeps the run's own settings (and refuses changes to them)
-        check_given_settings_act(cfg, given_flags(args.parser, getattr(args, "argv", [])))
+        check_given_settings_act(cfg, set(args.typed))
     if args.resume:
         if args.dry_run or args.out:
             raise CnnlabError("--resume continues a run in its own folder; drop --out and --dry-run")
