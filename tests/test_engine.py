@@ -152,9 +152,15 @@ def test_bad_config_values_are_clear_errors(tiny_idx, monkeypatch):
                          ({"weight_decay": float("inf")}, "--weight-decay must be a finite number >= 0, got inf"),
                          # torch's "Overflow when unpacking long long" traceback, at the first augmented batch for
                          # seeds from about 1.8e8
-                         ({"seed": 10**23}, r"--seed must be within \+-90,000,000, got 1000000000000000000000")):
+                         ({"seed": 10**23}, r"--seed must be within \+-90,000,000, got 1000000000000000000000"),
+                         # a finite decay that takes all of every weight each step diverged, blaming the rate
+                         ({"weight_decay": 1e9, "lr": 0.01}, r"--weight-decay 1e\+09 with --lr 0.01 takes lr x decay = 1e\+07 "
+                                                  r"of every weight each step .*1/lr = 100 \(e.g. 0.0005\)$"),
+                         ({"weight_decay": 20.0, "optimizer": "adamw", "lr": 0.05}, r"lr x decay = 1 .*e.g. 0.05\)$")):
         with pytest.raises(CnnlabError, match=message):
             train(tiny_cfg(tiny_idx, **bad), write=False, log=lambda m: None)
+    # Adam's decay is added to the gradient, which Adam scales to the rate: a large one is no such fault
+    tiny_cfg(tiny_idx, optimizer="adam", weight_decay=1e3).validate()
     from cnnlab.augment import batch_seed
     from cnnlab.config import MAX_SEED
 

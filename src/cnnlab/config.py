@@ -110,6 +110,12 @@ class TrainConfig:
             (0 < self.lr < math.inf, f"--lr must be a positive finite number, got {self.lr}"),
             (0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}"),
             (0 <= self.weight_decay < math.inf, f"--weight-decay must be a finite number >= 0, got {self.weight_decay}"),
+            # decay coupled to the step (SGD's, AdamW's) takes lr x decay of every weight a step: 1 or more sends
+            # each weight past zero every step (--weight-decay 1e9 diverged, and the message blamed the rate)
+            (self.optimizer == "adam" or self.lr * self.weight_decay < 1,
+             f"--weight-decay {self.weight_decay:g} with --lr {self.lr:g} takes lr x decay = "
+             f"{self.lr * self.weight_decay:.3g} of every weight each step (1 or more sends them past zero); "
+             f"give a decay well below 1/lr = {1 / self.lr:.3g} (e.g. {0.05 if self.optimizer == 'adamw' else 5e-4:g})"),
             (self.threads >= 0, f"--threads must be >= 0, got {self.threads}"),
             # mixed into every epoch's order and every augmented batch's generator seed, which must fit 64 bits
             (abs(self.seed) <= MAX_SEED, f"--seed must be within +-{MAX_SEED:,}, got {self.seed}"),
