@@ -312,6 +312,39 @@ def test_a_sparse_tensor_reads_as_its_dense_pixels_and_bad_arguments_are_one_lin
     assert dense.top(0) == [] and len(dense.top(100)) == 10
 
 
+def test_open_files_and_memoryviews_are_read_like_bytes(predictor, tmp_path):
+    """Found by probing the API: ``predictor(open(path, "rb"))``, an ``io.BytesIO`` and a ``memoryview`` were
+    "cannot predict a BufferedReader"; a file in the wrong mode or read to its end is one line that says so."""
+    import io
+
+    path = tmp_path / "seven.png"
+    draw_digit().save(path)
+    data = path.read_bytes()
+    want = predictor(path).probabilities
+    with open(path, "rb") as f:
+        from_file = predictor(f)
+    assert from_file.name == str(path) and from_file.probabilities == want
+    assert predictor(memoryview(data)).probabilities == want
+    with open(path, "rb") as f:  # in a list each keeps the name it has
+        names = [p.name for p in predictor([f, io.BytesIO(data), data])]
+    assert names == [str(path), "input[1]", "input[2]"]
+    (tmp_path / "text.txt").write_text("x")
+    cases = [(open(tmp_path / "text.txt"), "a file opened in text mode; open it in binary mode"),
+             (io.StringIO("x"), "file: a file opened in text mode"),
+             (open(tmp_path / "out.bin", "wb"), "cannot be read (it is not open for reading)"),
+             (io.BytesIO(), "nothing left to read (0 bytes from where the file stands)")]
+    closed = open(path, "rb")
+    closed.close()
+    at_end = open(path, "rb")
+    at_end.read()
+    cases += [(closed, "cannot be read (read of closed file)"), (at_end, "or seek(0) first if it was read already")]
+    for f, fragment in cases:
+        with pytest.raises(BadImageError) as info:
+            predictor(f)
+        f.close()
+        assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
 def test_taken_as_is_needs_the_field_size(predictor):
     with pytest.raises(BadImageError, match="must be 28x28, got 40x30; let it be preprocessed"):
         predictor(np.zeros((40, 30), dtype=np.uint8), preprocess=False)

@@ -175,12 +175,29 @@ def _read_source(source: str | Path | bytes | BinaryIO, name: str | None, limit:
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = source if isinstance(source, bytes) else bytes(source)  # bytes are not copied
     else:
-        data = source.read(limit + 1)
+        data = _read_file_object(source, name, limit)
     if not data:
         raise _bad(name, f"empty file (0 bytes); give a {allowed} image")
     if len(data) > limit:
         raise _too_large(name, len(data), limit)
     return data, name
+
+
+def _read_file_object(f: BinaryIO, name: str, limit: int) -> bytes:
+    """Up to ``limit + 1`` bytes of an open file (one past the limit tells an oversized file)."""
+    try:
+        data = f.read(limit + 1)
+    except (OSError, ValueError) as err:  # a closed file is ValueError; a file opened for writing, OSError
+        why = "it is not open for reading" if isinstance(err, io.UnsupportedOperation) else first_line(err)
+        raise _bad(name, f"cannot be read ({why}); give a file open for reading ('rb')") from None
+    if isinstance(data, str):
+        raise _bad(name, "a file opened in text mode; open it in binary mode: open(path, 'rb')")
+    if not isinstance(data, (bytes, bytearray)):
+        raise _bad(name, f"its read() gave a {type(data).__name__}, not bytes; give a binary file, or the bytes")
+    if not data:  # read from where it stands: a file read once already has nothing left
+        raise _bad(name, "nothing left to read (0 bytes from where the file stands); give a file holding an image, "
+                         "or seek(0) first if it was read already")
+    return bytes(data)
 
 
 # ----------------------------------------------------------------------------- loading

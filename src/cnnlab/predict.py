@@ -29,7 +29,7 @@ formats, the decoding cost bounded before decoding by a pixel cap, ``max_pixels`
 of large images, truncation and decompression bombs refused); every refusal is a one-line
 :class:`BadImageError`, and :func:`predict_paths` reports it for that file and goes on with the others.
 
-A :class:`Predictor` is callable: ``predictor(x)`` takes a path, bytes, a PIL image, a numpy array, a
+A :class:`Predictor` is callable: ``predictor(x)`` takes a path, bytes, a binary file, a PIL image, a numpy array, a
 torch tensor, or a list of these (the rules are in :meth:`Predictor.__call__`). The CLI
 (``cnnlab predict``, through :func:`predict_paths`) and the web app (``cnnlab serve``) both use it.
 """
@@ -707,7 +707,9 @@ class Predictor:
 
         ``x`` is one of:
 
-        - a path (``str`` or ``Path``) or the file's ``bytes``: PNG, JPEG, BMP, GIF or WebP, opened defensively;
+        - a path (``str`` or ``Path``), the file's ``bytes`` (or a ``bytearray`` or ``memoryview`` of them), or
+          a file open for reading in binary mode (``open(path, "rb")``, ``io.BytesIO``; read from where it
+          stands): PNG, JPEG, BMP, GIF or WebP, opened defensively;
         - a PIL image;
         - a numpy array: one image (H, W), or (H, W, C) when the last axis has 1, 3 or 4 entries
           (gray, RGB, RGBA), or a batch (N, H, W); uint8 (or any integers) in 0..255, float in 0..1;
@@ -742,8 +744,10 @@ def split_inputs(x, name: str | None = None) -> tuple[list[tuple[str, Any]], boo
     arrays, batches are split) and whether ``x`` was a single image. Raises :class:`BadImageError`."""
     if isinstance(x, (str, Path)):
         return [(name or str(x), x)], True
-    if isinstance(x, (bytes, bytearray, Image.Image)):
-        return [(name or ("bytes" if isinstance(x, (bytes, bytearray)) else "image"), x)], True
+    if isinstance(x, (bytes, bytearray, memoryview, Image.Image)):
+        return [(name or ("image" if isinstance(x, Image.Image) else "bytes"), x)], True
+    if callable(getattr(x, "read", None)):  # an open binary file: open(path, "rb"), io.BytesIO, a web upload
+        return [(name or _file_name(x), x)], True
     if isinstance(x, torch.Tensor):
         return _tensor_images(x, name or "tensor")
     if isinstance(x, np.ndarray):
@@ -751,15 +755,22 @@ def split_inputs(x, name: str | None = None) -> tuple[list[tuple[str, Any]], boo
     if isinstance(x, (list, tuple)):
         items = []
         for i, item in enumerate(x):
-            default = None if isinstance(item, (str, Path)) else f"{name or 'input'}[{i}]"
+            named = isinstance(item, (str, Path)) or _file_name(item) != "file"  # a path, or a file opened by path
+            default = None if named else f"{name or 'input'}[{i}]"
             sub, single = split_inputs(item, default)
             if not single:
                 raise BadImageError(f"{default or item}: a list holds single images, not batches; "
                                     "pass the batch on its own, or list its images")
             items += sub
         return items, False
-    raise BadImageError(f"{name or 'input'}: cannot predict a {type(x).__name__}; give a path, bytes, a PIL image, "
+    raise BadImageError(f"{name or 'input'}: cannot predict a {type(x).__name__}; give a path, bytes, a binary file, a PIL image, "
                         "a numpy array, a torch tensor, or a list of them")
+
+
+def _file_name(f) -> str:
+    """What messages call an open file: its path when it has one (``open()``'s files do), else "file"."""
+    path = getattr(f, "name", None) if callable(getattr(f, "read", None)) else None
+    return str(path) if isinstance(path, (str, Path)) else "file"
 
 
 def _array_images(a: np.ndarray, name: str) -> tuple[list[tuple[str, np.ndarray]], bool]:
