@@ -207,6 +207,14 @@ def test_yaml_config_files_and_their_errors(tiny_idx, tmp_path, capsys):
         assert main(["train", "--config", str(tmp_path / name)]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1 and len(err) < 400
+    # found by fuzzing: a key set twice was taken silently, the last one winning (both parsers do that)
+    for name, text, message in (("twice.yaml", "lr: 0.1\nepochs: 2\nlr: 0.01\n", "'lr' is set twice (lines 1 and 3); keep"),
+                                ("twice.json", '{"recipe": "best", "recipe": "fast"}', "'recipe' is set twice; keep"),
+                                ("key.yaml", "[a]: 1\n", "not valid YAML")):
+        (tmp_path / name).write_text(text)
+        assert main(["train", "--config", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
     # not text, or too large to be a settings file (a device such as /dev/zero is never read to its end)
     for data, message in ((b"\xcd\x00\xff" * 50, "not text (byte 0 is not UTF-8)"),
                           (b"#" * (1 << 20) + b"\n", "larger than 1 MB, not a settings file")):

@@ -20,13 +20,41 @@ RECIPE_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_
                  "channels_last", "precision")
 
 
+class DuplicateSetting(ValueError):
+    """A config file sets one key twice (JSON and YAML parsers keep the last one without a word)."""
+
+
+def _json(text: str):
+    """A JSON config file's contents; its syntax errors as ValueError, a key given twice as DuplicateSetting."""
+
+    def unique(pairs: list[tuple[str, object]]) -> dict:
+        keys = [key for key, _ in pairs]
+        if twice := next((key for i, key in enumerate(keys) if key in keys[:i]), None):
+            raise DuplicateSetting(f"{twice!r} is set twice")
+        return dict(pairs)
+
+    return json.loads(text, object_pairs_hook=unique)
+
+
 def _yaml(text: str):
-    """A YAML config file's contents; its syntax errors as ValueError. yaml is imported here, for the files
-    written by hand, not by every command that imports this module (15-30 ms)."""
+    """A YAML config file's contents; its syntax errors as ValueError, a key given twice as DuplicateSetting.
+    yaml is imported here, for the files written by hand, not by every command that imports this module (15-30 ms)."""
     import yaml
 
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            lines: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True) if key_node.tag != "tag:yaml.org,2002:merge" else None
+                if not isinstance(key, (str, int, float, bool)):  # a merge, or a key yaml itself refuses
+                    continue
+                if key in lines:
+                    raise DuplicateSetting(f"{key!r} is set twice (lines {lines[key]} and {key_node.start_mark.line + 1})")
+                lines[key] = key_node.start_mark.line + 1
+            return super().construct_mapping(node, deep)
+
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=Loader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as err:
         raise ValueError(str(err)) from None
 
@@ -169,7 +197,9 @@ class TrainConfig:
         path = as_path(path, "--config")
         text = read_small_text(path, f"--config {path}")
         try:
-            data = json.loads(text) if path.suffix == ".json" else _yaml(text)
+            data = _json(text) if path.suffix == ".json" else _yaml(text)
+        except DuplicateSetting as err:  # the parsers would keep the last one, and the first would be ignored
+            raise CnnlabError(f"--config {path}: {err}; keep the one you mean") from None
         except (ValueError, RecursionError) as err:  # nesting thousands deep recurses in both parsers
             why = "nested too deeply" if isinstance(err, RecursionError) else first_line(err)[:120]
             raise CnnlabError(f"--config {path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} "
