@@ -215,6 +215,30 @@ def test_cli_text_json_show_input_and_exit_code(ckpt, tmp_path, capsys):
     assert rows[1]["file"] == str(bad) and "not an image" in rows[1]["error"]
 
 
+def test_cli_reads_one_image_from_standard_input(ckpt, tmp_path, capsys, monkeypatch):
+    """``cat digit.png | cnnlab predict RUN -``: '-' was looked for as a file ("no such file")."""
+    good = tmp_path / "seven.png"
+    draw_digit().save(good)
+
+    def stdin(data: bytes, tty: bool = False):
+        stream = io.TextIOWrapper(io.BytesIO(data))
+        monkeypatch.setattr(stream, "isatty", lambda: tty)
+        monkeypatch.setattr(sys, "stdin", stream)
+
+    stdin(good.read_bytes())
+    assert main(["predict", str(ckpt), "-", str(good), "-", "--json"]) == 1
+    rows = json.loads(capsys.readouterr()[0])
+    assert rows[0]["file"] == "stdin" and rows[0]["top"] == rows[1]["top"] and rows[1]["file"] == str(good)
+    assert rows[2] == {"file": "stdin", "error": "-: standard input was read already (one image); give - once"}
+    stdin(b"")
+    assert main(["predict", str(ckpt), "-"]) == 1
+    assert capsys.readouterr()[1].startswith("cnnlab: skipped stdin: empty file (0 bytes)")
+    stdin(b"", tty=True)  # it would wait for the keyboard
+    assert main(["predict", str(ckpt), "-"]) == 2
+    err = capsys.readouterr()[1]
+    assert "reads one image from standard input, which is a terminal here" in err and err.count("\n") == 1
+
+
 def test_cli_bad_run_is_one_line_error(tmp_path, capsys):
     code = main(["predict", str(tmp_path / "no-run"), "x.png"])
     _, err = capsys.readouterr()
@@ -315,8 +339,6 @@ def test_a_sparse_tensor_reads_as_its_dense_pixels_and_bad_arguments_are_one_lin
 def test_open_files_and_memoryviews_are_read_like_bytes(predictor, tmp_path):
     """Found by probing the API: ``predictor(open(path, "rb"))``, an ``io.BytesIO`` and a ``memoryview`` were
     "cannot predict a BufferedReader"; a file in the wrong mode or read to its end is one line that says so."""
-    import io
-
     path = tmp_path / "seven.png"
     draw_digit().save(path)
     data = path.read_bytes()
@@ -332,12 +354,12 @@ def test_open_files_and_memoryviews_are_read_like_bytes(predictor, tmp_path):
     cases = [(open(tmp_path / "text.txt"), "a file opened in text mode; open it in binary mode"),
              (io.StringIO("x"), "file: a file opened in text mode"),
              (open(tmp_path / "out.bin", "wb"), "cannot be read (it is not open for reading)"),
-             (io.BytesIO(), "nothing left to read (0 bytes from where the file stands)")]
+             (io.BytesIO(), "file: empty file (0 bytes)")]
     closed = open(path, "rb")
     closed.close()
     at_end = open(path, "rb")
     at_end.read()
-    cases += [(closed, "cannot be read (read of closed file)"), (at_end, "or seek(0) first if it was read already")]
+    cases += [(closed, "cannot be read (read of closed file)"), (at_end, "nothing left to read (it stands at its end, byte ")]
     for f, fragment in cases:
         with pytest.raises(BadImageError) as info:
             predictor(f)

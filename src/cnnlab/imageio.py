@@ -185,6 +185,7 @@ def _read_source(source: str | Path | bytes | BinaryIO, name: str | None, limit:
 
 def _read_file_object(f: BinaryIO, name: str, limit: int) -> bytes:
     """Up to ``limit + 1`` bytes of an open file (one past the limit tells an oversized file)."""
+    start = _position(f)
     try:
         data = f.read(limit + 1)
     except (OSError, ValueError) as err:  # a closed file is ValueError; a file opened for writing, OSError
@@ -194,10 +195,18 @@ def _read_file_object(f: BinaryIO, name: str, limit: int) -> bytes:
         raise _bad(name, "a file opened in text mode; open it in binary mode: open(path, 'rb')")
     if not isinstance(data, (bytes, bytearray)):
         raise _bad(name, f"its read() gave a {type(data).__name__}, not bytes; give a binary file, or the bytes")
-    if not data:  # read from where it stands: a file read once already has nothing left
-        raise _bad(name, "nothing left to read (0 bytes from where the file stands); give a file holding an image, "
-                         "or seek(0) first if it was read already")
+    if not data and start:  # read from where it stands: a file read once already has nothing left
+        raise _bad(name, f"nothing left to read (it stands at its end, byte {start:,}); seek(0) first if it was "
+                         "read already, or give the file afresh")
     return bytes(data)
+
+
+def _position(f) -> int:
+    """Where an open file stands (0 for a pipe, or a file that cannot say)."""
+    try:
+        return int(f.tell()) if f.seekable() else 0
+    except (AttributeError, OSError, ValueError, TypeError):
+        return 0
 
 
 # ----------------------------------------------------------------------------- loading

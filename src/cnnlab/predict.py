@@ -41,7 +41,7 @@ import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, BinaryIO, Iterable
 
 import numpy as np
 import torch
@@ -896,19 +896,30 @@ def _glob_files(pattern: Path) -> list[Path]:
                   if (dotted or not any(x.startswith(".") for x in q.relative_to(base).parts)) and q.is_file())
 
 
-def predict_paths(predictor: Predictor, items: Iterable[str]) -> tuple[list[Prediction], list[Failure]]:
-    """Predict every image named by ``items`` (files, directories, globs).
+#: The argument that names standard input, and what results call the image read from it.
+STDIN, STDIN_NAME = "-", "stdin"
+
+
+def predict_paths(predictor: Predictor, items: Iterable[str],
+                  stdin: BinaryIO | None = None) -> tuple[list[Prediction], list[Failure]]:
+    """Predict every image named by ``items`` (files, directories, globs; ``-`` is one image read from
+    ``stdin``, a binary file, when one is given).
 
     Bad files become :class:`Failure` entries and the rest are still predicted, in one batch.
     """
     paths, failures = expand_inputs(items)
-    names, fields = [], []
+    names, fields, read_stdin = [], [], False
     for path in paths:
+        from_stdin = stdin is not None and str(path) == STDIN
+        name = STDIN_NAME if from_stdin else str(path)
         try:
-            fields.append(predictor.prepare(path, str(path)))
-            names.append(str(path))
+            if from_stdin and read_stdin:
+                raise BadImageError(f"{STDIN}: standard input was read already (one image); give - once")
+            read_stdin |= from_stdin
+            fields.append(predictor.prepare(stdin if from_stdin else path, name))
+            names.append(name)
         except BadImageError as err:
-            failures.append(Failure(str(path), str(err)))
+            failures.append(Failure(name, str(err)))
     return predictor.predictions(names, fields), failures
 
 

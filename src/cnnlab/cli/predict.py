@@ -31,7 +31,8 @@ def register(sub) -> None:
                     "and skipped; the exit code is 1 if any failed.")
     p.add_argument("inputs", nargs="+", metavar="[RUN] IMAGE", type=path_arg,
                    help="a run directory or checkpoint ('latest': the newest run), then image files, directories "
-                        "(their image files) or globs; with --model, images only")
+                        "(their image files) or globs ('-': one image read from standard input); with --model, "
+                        "images only")
     p.add_argument("--model", "--pretrained", dest="model", metavar="MODEL", default=None,
                    help="use cnnlab's shipped weights of this model instead of a run, e.g. resnet (see 'cnnlab "
                         "models') (default: none)")
@@ -80,6 +81,18 @@ def save_input_images(preds, directory: str | Path | None = None,
     return saved
 
 
+def _stdin(images: list[str]):
+    """Standard input, for an image argument ``-`` (``... | cnnlab predict --model resnet -``); None without one."""
+    from cnnlab.predict import STDIN
+
+    if STDIN not in images:
+        return None
+    if sys.stdin is None or sys.stdin.isatty():  # reading would wait for a binary file typed at the keyboard
+        raise CnnlabError(f"'{STDIN}' reads one image from standard input, which is a terminal here; send the file "
+                          f"in: cnnlab predict --model resnet - < digit.png (or name the file)")
+    return sys.stdin.buffer
+
+
 def cmd_predict(args) -> int:
     from cnnlab.errors import printable
     from cnnlab.predict import Predictor, predict_paths
@@ -101,7 +114,7 @@ def cmd_predict(args) -> int:
                               "the images (cnnlab predict --model resnet IMAGE...)")
         predictor = Predictor.from_run(resolve_run(run) if run == LATEST else run, which=args.checkpoint,
                                        device=args.device, max_pixels=args.max_pixels)
-    preds, failures = predict_paths(predictor, images)
+    preds, failures = predict_paths(predictor, images, stdin=_stdin(images))
     k = min(args.top_k, len(predictor.classes))
     saved: dict[str, Path] = {}
     if args.show_input is not None:
