@@ -467,6 +467,24 @@ def test_an_empty_path_is_refused_by_the_parser(argv, capsys):
     assert exit_.value.code == 2 and "an empty path (an unset shell variable?)" in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("argv, what", [
+    (["evaluate", "--pretrained", "resnet", "--dataset", ""], "dataset"), (["export", "--pretrained", "resnet",
+     "--dataset", " "], "dataset"), (["analyze", "branches", "--pretrained", "inception", "--dataset", ""], "dataset"),
+    (["predict", "--model", "resnet", "--dataset", "", "x.png"], "dataset"), (["serve", "--dataset", ""], "dataset"),
+    (["train", "--dataset", ""], "dataset"), (["predict", "--model", "", "x.png"], "model"),
+    (["evaluate", "--pretrained", ""], "model"), (["compare", "--models", "resnet", ""], "model"),
+    (["serve", "--model", ""], "model"), (["train", "--model", " "], "model"),
+])
+def test_an_empty_model_or_dataset_name_is_refused_by_the_parser(argv, what, capsys):
+    """Found by fuzzing: with shipped weights, ``--dataset ''`` evaluated (and exported, analysed) MNIST without a
+    word; ``predict --model ''`` took the first image for a run, ``evaluate --pretrained ''`` looked for weights of
+    ''."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"an empty {what} name (an unset shell variable?)" in err and err.count("\n") == 1
+
+
 def test_compare_names_each_model_once(capsys):
     assert main(["compare", "--models", "resnet", "resnet", "--seeds", "1"]) == 2
     assert "--models names resnet twice" in capsys.readouterr().err

@@ -15,6 +15,7 @@ from cnnlab.cli.common import (
     add_eval_batch_size,
     add_json,
     add_run,
+    model_arg,
     path_arg,
     refuse_typed,
 )
@@ -46,7 +47,7 @@ def _add_branches_parser(sub) -> None:
                                    "channels, and its activation energy per class. Writes branches.json and "
                                    "branches.png.")
     add_run(b, optional=True)
-    b.add_argument("--pretrained", metavar="MODEL", default=None,
+    b.add_argument("--pretrained", metavar="MODEL", default=None, type=model_arg,
                    help="analyze the shipped weights of MODEL (inception) instead of a run; --dataset picks which "
                         "(mnist unless given) (default: none)")
     b.add_argument("--train-images", type=int, default=10_000,

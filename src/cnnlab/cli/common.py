@@ -84,10 +84,28 @@ def path_arg(text: str) -> str:
     return text
 
 
+def model_arg(text: str) -> str:
+    """The type of every argument that names a model: an empty one ("$MODEL" unset) is refused by the parser
+    (``predict --model ''`` took the first image for a run; ``evaluate --pretrained ''`` looked for weights of '')."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty model name (an unset shell variable?); give one of "
+                                         "'cnnlab models', e.g. resnet")
+    return text
+
+
+def dataset_arg(text: str) -> str:
+    """The type of every ``--dataset``: an empty name ("$DATA" unset) is refused by the parser (with shipped
+    weights it was taken for the default, mnist, without a word), a path inside ``idx:``/``folder:`` made absolute."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty dataset name (an unset shell variable?); give mnist, fashion-mnist, "
+                                         "idx:DIR or folder:DIR")
+    return canonical_dataset_name(text)
+
+
 def add_data_args(p: argparse.ArgumentParser, default: str | None = DEFAULTS.dataset, use: str = "") -> None:
     """``--dataset`` and ``--data-dir``; ``default=None`` means the run's own dataset."""
     shown = "%(default)s" if default else "the run's own"
-    p.add_argument("--dataset", default=default, type=canonical_dataset_name,
+    p.add_argument("--dataset", default=default, type=dataset_arg,
                    help=f"dataset{use}: {DATASET_HELP} (default: {shown})")
     p.add_argument("--data-dir", default=None, type=path_arg,
                    help="directory holding the dataset's IDX files (raw or .gz, also torchvision's MNIST/raw "

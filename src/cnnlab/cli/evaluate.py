@@ -9,8 +9,8 @@ import json
 import sys
 from pathlib import Path
 
-from cnnlab.cli.common import (add_data_args, add_device, add_eval_batch_size, add_json, add_run, path_arg, plural,
-                               refuse_typed)
+from cnnlab.cli.common import (add_data_args, add_device, add_eval_batch_size, add_json, add_run, model_arg, path_arg,
+                               plural, refuse_typed)
 from cnnlab.errors import CnnlabError, WriteError
 from cnnlab.output import complain
 from cnnlab.runs import read_metrics
@@ -22,12 +22,12 @@ def register(sub) -> None:
                                    "state_dict with --weights) on the test set: the per-class table, then, for a run, "
                                    "summary.json and the plots in the run folder; the headline comes last.")
     add_run(p, optional=True)
-    p.add_argument("--pretrained", metavar="MODEL", default=None,
+    p.add_argument("--pretrained", metavar="MODEL", default=None, type=model_arg,
                    help="evaluate cnnlab's shipped weights of MODEL on --dataset (see 'cnnlab models') (default: none)")
     p.add_argument("--weights", default=None, type=path_arg,
                    help="a bare state_dict file (e.g. saved by the lecture's code) instead of RUN; needs --model "
                         "(default: none)")
-    p.add_argument("--model", default=None, help="model the --weights belong to (default: none)")
+    p.add_argument("--model", default=None, type=model_arg, help="model the --weights belong to (default: none)")
     add_data_args(p, default=None)
     add_device(p)
     add_eval_batch_size(p)

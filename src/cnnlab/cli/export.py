@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from cnnlab.cli.common import add_data_args, add_run, path_arg, plural, refuse_typed
+from cnnlab.cli.common import add_data_args, add_run, model_arg, path_arg, plural, refuse_typed
 from cnnlab.export_formats import FORMATS, SUFFIXES, TOLERANCE, WEIGHT_FORMATS
 
 
@@ -21,7 +21,7 @@ def _add_export_parser(sub) -> None:
                     "axis, normalisation in metadata_props) or TorchScript, then check it on test images: the "
                     f"largest logit difference from PyTorch is printed and must be under {TOLERANCE:g}.")
     add_run(p, optional=True)
-    p.add_argument("--pretrained", metavar="MODEL", default=None,
+    p.add_argument("--pretrained", metavar="MODEL", default=None, type=model_arg,
                    help="export cnnlab's shipped weights of MODEL on --dataset instead of a run (see 'cnnlab "
                         "models'), to MODEL-DATASET.onnx here unless --out (default: none)")
     p.add_argument("--format", choices=FORMATS, default=FORMATS[0],

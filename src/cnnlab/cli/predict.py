@@ -10,7 +10,16 @@ import json
 import sys
 from pathlib import Path
 
-from cnnlab.cli.common import CHECKPOINT_HELP, add_device, add_json, path_arg, plural, refuse_typed
+from cnnlab.cli.common import (
+    CHECKPOINT_HELP,
+    add_device,
+    add_json,
+    dataset_arg,
+    model_arg,
+    path_arg,
+    plural,
+    refuse_typed,
+)
 from cnnlab.runs import CHECKPOINTS, DEFAULT_CHECKPOINT, LATEST, resolve_run
 from cnnlab.errors import CnnlabError
 from cnnlab.imagelimits import DEFAULT_MAX_PIXELS, MIN_MAX_PIXELS
@@ -33,10 +42,10 @@ def register(sub) -> None:
                    help="a run directory or checkpoint ('latest': the newest run), then image files, directories "
                         "(their image files) or globs ('-': one image read from standard input); with --model, "
                         "images only")
-    p.add_argument("--model", "--pretrained", dest="model", metavar="MODEL", default=None,
+    p.add_argument("--model", "--pretrained", dest="model", metavar="MODEL", default=None, type=model_arg,
                    help="use cnnlab's shipped weights of this model instead of a run, e.g. resnet (see 'cnnlab "
                         "models') (default: none)")
-    p.add_argument("--dataset", default="mnist",
+    p.add_argument("--dataset", default="mnist", type=dataset_arg,
                    help="with --model: the shipped weights trained on mnist or fashion-mnist (default: %(default)s)")
     p.add_argument("--checkpoint", choices=CHECKPOINTS, default=DEFAULT_CHECKPOINT, help=CHECKPOINT_HELP)
     p.add_argument("--top-k", type=int, default=3, help="classes shown per image (default: %(default)s)")

@@ -3,7 +3,7 @@ weights)."""
 
 from __future__ import annotations
 
-from cnnlab.cli.common import add_device, add_run, refuse_typed
+from cnnlab.cli.common import add_device, add_run, dataset_arg, model_arg, refuse_typed
 from cnnlab.cli.predict import add_max_pixels
 from cnnlab.serve import DEFAULT_MAX_BYTES
 from cnnlab.serve.server import DEFAULT_DEVICE, DEFAULT_HOST, DEFAULT_PORT, MIN_UPLOAD_BYTES, run_server
@@ -15,10 +15,10 @@ def register(sub) -> None:
                                    "the net saw and, for Inception nets, each branch's activation energy) and "
                                    "a JSON endpoint POST /predict taking an image file. Ctrl+C stops it.")
     add_run(p, optional=True)
-    p.add_argument("--model", "--pretrained", dest="model", metavar="MODEL", default="resnet",
+    p.add_argument("--model", "--pretrained", dest="model", metavar="MODEL", default="resnet", type=model_arg,
                    help="without RUN: serve cnnlab's shipped weights of this model (see 'cnnlab models') "
                         "(default: %(default)s)")
-    p.add_argument("--dataset", default="mnist",
+    p.add_argument("--dataset", default="mnist", type=dataset_arg,
                    help="without RUN: the shipped weights trained on mnist or fashion-mnist (default: %(default)s)")
     p.add_argument("--host", default=DEFAULT_HOST,
                    help="address to bind (default: %(default)s, this machine only; 0.0.0.0 exposes it to the "

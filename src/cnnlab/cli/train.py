@@ -18,6 +18,7 @@ from cnnlab.cli.common import (
     add_eval_batch_size,
     add_threads,
     given_flags,
+    model_arg,
     path_arg,
     plural,
     refuse_typed,
@@ -144,7 +145,7 @@ def _add_train_parser(sub) -> None:
                    help="settings from a file: a run's config.json (or its run folder, or 'latest': re-runs that run "
                         "exactly) or a JSON/YAML mapping such as 'model: resnet' / 'recipe: best'; flags you type "
                         "override it (default: none)")
-    p.add_argument("--model", default=DEFAULTS.model, help="model name; see 'cnnlab models' (default: %(default)s)")
+    p.add_argument("--model", default=DEFAULTS.model, type=model_arg, help="model name; see 'cnnlab models' (default: %(default)s)")
     add_data_args(p)
     _add_recipe_flags(p)
     p.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seed for weights and batch order (default: %(default)s)")
@@ -264,7 +265,7 @@ def _add_compare_parser(sub) -> None:
                        description="Train every (model, seed) pair under identical settings (or reuse finished "
                                    "runs with the same config)\nand write comparison.md and comparison.png.\n\n"
                                    + recipes_text())
-    p.add_argument("--models", nargs="+", default=list(COMPARE_MODELS),
+    p.add_argument("--models", nargs="+", default=list(COMPARE_MODELS), type=model_arg,
                    help=f"models to compare (default: {' '.join(COMPARE_MODELS)})")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per model (default: %(default)s)")
     add_data_args(p)
@@ -282,7 +283,7 @@ def _add_compare_parser(sub) -> None:
                         "without --teachers ('cnnlab train --help': --teacher); 'auto': that compare in its default "
                         "folder, made first (or reused); the runs and comparison go to --out, by default "
                         "DIR-distilled (default: none)")
-    p.add_argument("--teacher-model", metavar="MODEL", default=None,
+    p.add_argument("--teacher-model", metavar="MODEL", default=None, type=model_arg,
                    help="with --teachers: the teachers are MODEL's runs there (e.g. resnet teaching inception), "
                         "not each model's own (default: each model's own)")
     p.set_defaults(func=cmd_compare)
