@@ -80,6 +80,12 @@ def test_load_run_latest_and_its_predictor(tiny_idx, tmp_path, monkeypatch):
     with pytest.raises(cnnlab.CnnlabError, match=r"^create_model\('resnet', dataset='fashion-mnist'\): dataset "
                                                  r"picks shipped weights; add pretrained=True"):
         cnnlab.create_model("resnet", dataset="fashion-mnist")  # was a new MNIST-shaped net, the dataset ignored
+    # a yes/no argument given a string: pretrained="no" loaded the shipped weights, quiet="no" was quiet
+    with pytest.raises(cnnlab.CnnlabError, match=r"^pretrained must be True or False, got 'no'$"):
+        cnnlab.create_model("resnet", pretrained="no")
+    assert cnnlab.create_model("resnet", pretrained=None).training  # None is False: new weights, in train mode
+    with pytest.raises(cnnlab.CnnlabError, match=r"^quiet must be True or False, got 'no'$"):
+        cnnlab.train("basic_cnn", quiet="no")
     assert cnnlab.predictor("latest", which="best").model_name == "resnet"
 
 

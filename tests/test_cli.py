@@ -420,6 +420,16 @@ def test_runs_refuses_a_negative_limit(tmp_path, capsys, monkeypatch):
     assert code == 2 and err == "cnnlab: error: --limit must be >= 0 (0 shows every run), got -1\n" and not out
 
 
+def test_runs_names_a_root_that_is_not_there(tmp_path, capsys, monkeypatch):
+    """Found by probing: ``cnnlab runs --root ruins`` (a typo) said "no runs under ruins/ yet; train one"."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(["runs", "--root", "ruins"], capsys)
+    assert code == 2 and not out and err == ("cnnlab: error: --root ruins: no such folder; check the path (runs are "
+                                             "written under runs/ unless a run was given --out)\n")
+    code, out, _ = run(["runs"], capsys)  # the default folder, before the first run: nothing wrong
+    assert code == 0 and out == "no runs under runs/ yet; train one with 'cnnlab train'\n"
+
+
 def test_a_path_too_long_for_the_file_system_is_one_line(tmp_path, capsys):
     """``--out`` with a 300-character name: pathlib's exists() raised ENAMETOOLONG, a traceback."""
     long = tmp_path / ("a" * 300)

@@ -31,11 +31,19 @@ from cnnlab.pretrained import load_pretrained, pretrained_entries
 from cnnlab.runs import DEFAULT_CHECKPOINT, check_columns, describe_run, find_runs, matches, read_metrics, resolve_run
 
 
+def check_flag(name: str, value, none: bool = False) -> None:
+    """A yes/no argument must be one (``pretrained="no"`` is a truthy string: it loaded the shipped weights);
+    ``none``: None is taken for False too."""
+    if value not in (True, False) and not (none and value is None):
+        raise CnnlabError(f"{name} must be True or False, got {value!r}")
+
+
 def create_model(name: str, *, pretrained: bool = False, dataset: str | None = None, **kwargs) -> nn.Module:
     """A registered model by name; ``pretrained=True`` loads cnnlab's shipped weights for ``dataset``
     (``mnist`` unless given, or ``fashion-mnist``) and returns it in eval mode, verified against the manifest.
     Without ``pretrained`` the weights are new, and ``dataset`` is refused (it would be ignored: the model's
     classes and input come from ``num_classes``, ``in_channels`` and ``image_size``)."""
+    check_flag("pretrained", pretrained, none=True)
     if not pretrained:
         if dataset is not None:
             raise CnnlabError(f"create_model({name!r}, dataset={dataset!r}): dataset picks shipped weights; add "
@@ -57,6 +65,8 @@ def train(model: str | None = None, *, dataset: str | None = None, recipe: str |
     (``"latest"`` works) with its own model, dataset and recipe (naming another is refused), and ``overrides``
     limited to what a resume may change (e.g. ``epochs`` of a constant-rate run, ``threads``).
     """
+    check_flag("quiet", quiet)
+    check_flag("verbose", verbose)
     given = {k: v for k, v in (("model", model), ("dataset", dataset), ("recipe", recipe)) if v is not None}
     cfg = _train_config({**overrides, **given})
     log = (lambda msg: None) if quiet else (lambda msg: print(msg, flush=True))

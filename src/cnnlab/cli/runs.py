@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from cnnlab.cli.common import add_json, path_arg
 from cnnlab.errors import CnnlabError, printable
@@ -63,8 +64,12 @@ def format_runs(rows: list[dict]) -> str:
 def cmd_runs(args) -> int:
     if args.limit < 0:
         raise CnnlabError(f"--limit must be >= 0 (0 shows every run), got {args.limit}")
+    runs = find_runs(args.root)
+    if not runs and "root" in getattr(args, "typed", {}) and not Path(args.root).exists():  # said "no runs ... yet"
+        raise CnnlabError(f"--root {args.root}: no such folder; check the path (runs are written under runs/ "
+                          "unless a run was given --out)")
     wanted = {key: getattr(args, key) for key in FILTERS if getattr(args, key) is not None}
-    rows, total, described = _rows(find_runs(args.root), wanted, args.limit)
+    rows, total, described = _rows(runs, wanted, args.limit)
     if args.json:
         print(json.dumps(rows, indent=2))
     elif not rows:
