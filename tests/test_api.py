@@ -371,9 +371,11 @@ def test_predict_and_serve_use_the_shipped_weights_without_a_run(shipped, tmp_pa
     assert predict.source == f"pretrained basic_cnn-{shipped['dataset']}"
     assert predict(Image.open(digit)).label in predict.classes
     served = {}
-    monkeypatch.setattr("uvicorn.run", lambda app, **kw: served.update(app=app, **kw))
+    monkeypatch.setattr(server, "serve_forever", lambda app, sock: served.update(app=app, port=sock.getsockname()[1]))
     server.run_server(model="basic_cnn", dataset=shipped["dataset"], port=0, log=lambda m: served.update(line=m))
     assert "pretrained basic_cnn" in served["line"] and served["app"] is not None
+    # --port 0 binds a free port, and the line names it (it said http://127.0.0.1:0/)
+    assert served["port"] > 0 and f"http://127.0.0.1:{served['port']}/" in served["line"]
     served.clear()
     assert main(["serve", "--pretrained", "basic_cnn", "--dataset", shipped["dataset"], "--port", "0"]) == 0
     assert served["app"] is not None and "pretrained basic_cnn" in capsys.readouterr().out

@@ -26,7 +26,7 @@ SHORT: dict[str, list[str]] = {
     "cnnlab predict --model resnet my_digit.png --show-input": [],
     "cnnlab evaluate --pretrained resnet": [],
     "cnnlab export --pretrained resnet": ["--samples", "8"],
-    "cnnlab serve": [],  # uvicorn.run is replaced: the test checks that the app is built and would be served
+    "cnnlab serve": [],  # serve_forever is replaced: the test checks that the app is built and would be served
     "cnnlab models": [],
     "cnnlab train --model resnet": QUICK,
     "cnnlab train --model resnet --recipe fast --target-accuracy 99": QUICK,
@@ -85,7 +85,7 @@ def workdir(tmp_path, monkeypatch):
     draw_digit().save(tmp_path / "my_digit.png")
     write_idx_dataset(tmp_path / "tiny")
     served = []
-    monkeypatch.setattr("uvicorn.run", lambda app, **kw: served.append(app))
+    monkeypatch.setattr("cnnlab.serve.server.serve_forever", lambda app, sock: served.append(app))
     return tmp_path, served
 
 

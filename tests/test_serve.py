@@ -25,7 +25,7 @@ from cnnlab.imageio import BadImageError
 from cnnlab.models import create_model
 from cnnlab.predict import Predictor
 from cnnlab.serve.branches import record_branch_energy, shares
-from cnnlab.serve.server import check_port_free
+from cnnlab.serve.server import bind_socket
 
 uvicorn = pytest.importorskip("uvicorn")
 pytest.importorskip("fastapi")
@@ -203,7 +203,7 @@ def test_serve_command_binds_loopback_by_default(tmp_path):
         from cnnlab.errors import CnnlabError
 
         with pytest.raises(CnnlabError, match="pick another --port"):
-            check_port_free("127.0.0.1", port)
+            bind_socket("127.0.0.1", port)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"),
                                                         os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "serve", str(ckpt), "--port", str(port)],
@@ -603,7 +603,7 @@ def test_path_traversal_never_leaves_the_static_folder(server, path):
 def test_malformed_multipart_forms_are_400_and_write_no_warning(server, caplog, monkeypatch, tmp_path):
     import cnnlab.serve.server as srv
 
-    monkeypatch.setattr("uvicorn.run", lambda app, **kw: None)
+    monkeypatch.setattr(srv, "serve_forever", lambda app, sock: None)
     monkeypatch.setattr(logging.getLogger("python_multipart"), "level", logging.NOTSET)
     srv.run_server(tiny_checkpoint(tmp_path / "last.pt"), port=0, log=lambda m: None)  # what the command does
     bodies = [b"--x\r\nContent-Disposition: form-data\r\n\r\nno end", b"garbage", b"--x--\r\n"]

@@ -26,17 +26,33 @@ MIN_UPLOAD_BYTES = 1024
 DEFAULT_DEVICE = "cpu"
 
 
-def check_port_free(host: str, port: int) -> None:
-    """Fail early with a one-line error instead of uvicorn's log and exit."""
+def bind_socket(host: str, port: int) -> socket.socket:
+    """The server's listening socket, bound here and handed to uvicorn: a taken port is one line, not uvicorn's log
+    and exit, and no other process can take the port between a check and the server's own bind. Port 0 binds a
+    free port, which the caller reads from the socket (it printed ``:0``, the port it asked for)."""
     if not 0 <= port <= 65535:
         raise CnnlabError(f"--port must be in 0..65535, got {port}")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as err:
-            raise CnnlabError(f"cannot listen on {host}:{port} ({err.strerror}); pick another --port or --host") from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        why = err.strerror or str(err)  # a host that does not resolve is a gaierror, with its own text
+        raise CnnlabError(f"cannot listen on {host}:{port} ({why}); pick another --port or --host") from None
+    return sock
+
+
+def serve_forever(app, sock: socket.socket) -> None:
+    """uvicorn on the bound socket until Ctrl+C (which uvicorn turns into a graceful shutdown)."""
+    import uvicorn
+
+    try:
+        # no lifespan: the app has no start-up or shut-down hooks, and a Ctrl+C in its start-up logged a traceback
+        uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off")).run(sockets=[sock])
+    except KeyboardInterrupt:  # a second Ctrl+C during the shutdown
+        pass
 
 
 def check_upload_limit(max_bytes: int, max_pixels: int) -> None:
@@ -87,9 +103,7 @@ def run_server(
     the other bounds (decodes and uploads at once, body time) are :func:`cnnlab.serve.app.create_app`'s defaults.
     """
     check_upload_limit(max_bytes, max_pixels)  # before the imports' second: a bad limit answers at once
-    # uvicorn, FastAPI and torch (through the predictor): only when a server really starts
-    import uvicorn
-
+    # FastAPI and torch (through the predictor), and uvicorn: only when a server really starts
     from cnnlab.predict import Predictor
     from cnnlab.serve.app import create_app
 
@@ -98,11 +112,12 @@ def run_server(
     else:
         predictor = Predictor.from_run(run, which=which, device=device, max_pixels=max_pixels)
     app = create_app(predictor, max_bytes=max_bytes)
-    check_port_free(host, port)
-    if not is_loopback(host):
-        warn(f"serving on {host}, reachable from other machines; there is no authentication")
-    shown = f"[{host}]" if ":" in host else host
-    log(f"serving {predictor.model_name} from {predictor.source} on http://{shown}:{port}/  (Ctrl+C stops)")
-    # the multipart parser logs a WARNING line for each malformed form a client sends; the client gets a 400
-    logging.getLogger("python_multipart").setLevel(logging.ERROR)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    with bind_socket(host, port) as sock:
+        if not is_loopback(host):
+            warn(f"serving on {host}, reachable from other machines; there is no authentication")
+        shown = f"[{host}]" if ":" in host else host
+        log(f"serving {predictor.model_name} from {predictor.source} on http://{shown}:{sock.getsockname()[1]}/  "
+            "(Ctrl+C stops)")
+        # the multipart parser logs a WARNING line for each malformed form a client sends; the client gets a 400
+        logging.getLogger("python_multipart").setLevel(logging.ERROR)
+        serve_forever(app, sock)
