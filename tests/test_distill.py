@@ -150,3 +150,18 @@ def test_compare_with_a_teacher_model_teaches_every_model_by_that_models_runs(ti
     (student,) = students.glob("basic_cnn-seed0-*")
     (teacher,) = teachers.glob("resnet-seed0-*")
     assert json.loads((student / "config.json").read_text())["config"]["teacher"] == str((teacher / "last.pt").resolve())
+
+
+def test_a_teacher_whose_run_has_not_finished_is_warned_about(tiny_idx, tmp_path, teacher_run):
+    """Found by probing: a run stopped after 20 steps (8% accuracy) was taken as a teacher without a word."""
+    stopped = train(cfg(tiny_idx, max_steps=3), out=tmp_path / "stopped", **QUIET).run_dir
+
+    def warnings(teacher) -> list[str]:
+        lines: list[str] = []
+        train(cfg(tiny_idx, epochs=1, max_steps=1, teacher=str(teacher)), write=False, log=lines.append)
+        return [line for line in lines if line.startswith("warning: --teacher")]
+
+    assert warnings(stopped) == [f"warning: --teacher {stopped / 'last.pt'}: its run stopped after 0 of 2 epochs "
+                                 f"(step 3), and it teaches what it knew then; finish it first (cnnlab train --resume "
+                                 f"{stopped}) for a better teacher"]
+    assert warnings(teacher_run) == warnings(teacher_run / "best.pt") == []  # a finished run, either checkpoint

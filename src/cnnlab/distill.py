@@ -30,7 +30,7 @@ from cnnlab.data import Dataset
 from cnnlab.errors import CheckpointError, CnnlabError, RunError
 from cnnlab.evaluation import check_fits
 from cnnlab.fileio import atomic_write_bytes
-from cnnlab.runs import is_running
+from cnnlab.runs import is_run_dir, is_running, run_status
 
 
 @dataclass
@@ -40,6 +40,8 @@ class Teacher:
     sha256: str
     weight: float
     temperature: float
+    #: A warning to show when the run starts (a teacher whose run has not finished), or None.
+    note: str | None = None
 
     def loss(self, ce: torch.Tensor, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The student's objective for a batch ``x`` whose cross-entropy is ``ce`` and logits ``logits``."""
@@ -86,7 +88,21 @@ def load_teacher(cfg: TrainConfig, data: Dataset, run_dir: Path | None, resume_f
     for p in model.parameters():
         p.requires_grad_(False)
     return Teacher(model, Path(cfg.teacher), hashlib.sha256(data_bytes).hexdigest(), cfg.distill,
-                   cfg.distill_temperature)
+                   cfg.distill_temperature, unfinished_note(ckpt, path) if copy is None else None)
+
+
+def unfinished_note(ckpt: dict, path: Path) -> str | None:
+    """A warning for a teacher whose run has not finished (stopped by --max-steps, Ctrl+C or a kill): it teaches
+    what it knew then (a run of 20 steps taught at 8% accuracy without a word). None for a finished run's
+    checkpoints (``best.pt`` included), and for one that reached its --target-accuracy."""
+    state, epochs = ckpt.get("train_state") or {}, (ckpt.get("config") or {}).get("epochs")
+    if is_run_dir(path.parent) and run_status(path.parent)[0] == "finished":
+        return None
+    done = state.get("epoch", 0) if isinstance(state.get("epoch", 0), int) else 0
+    if state.get("target") or not isinstance(epochs, int) or done >= epochs:
+        return None
+    return (f"warning: --teacher {path}: its run stopped after {done} of {epochs} epochs (step {state.get('step', '?')}), "
+            f"and it teaches what it knew then; finish it first (cnnlab train --resume {path.parent}) for a better teacher")
 
 
 def _teacher_path(cfg: TrainConfig, run_dir: Path | None) -> Path:

@@ -317,6 +317,8 @@ def introduce(t: Trainer) -> None:
           + (f" | run {t.run_dir}" if t.run_dir else ""))
     if t.teacher is not None:
         t.say(f"distilling from {t.teacher.path} (weight {cfg.distill:g}, temperature {cfg.distill_temperature:g})")
+        if t.teacher.note:
+            t.say(t.teacher.note)
 
 
 def restore(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
