@@ -54,8 +54,32 @@ def test_evaluate_run_matches_training_and_accepts_bare_state_dict(tiny_idx, tmp
     torch.save(model.state_dict(), tmp_path / "w.pt")
     ev2, _, _ = evaluate_run(weights=tmp_path / "w.pt", model_name="basic_cnn", dataset=f"idx:{tiny_idx}", device="cpu")
     assert ev2.accuracy == pytest.approx(ev.accuracy)
-    with pytest.raises(CnnlabError, match="do not fit model 'resnet'"):
+    with pytest.raises(CnnlabError, match=r"do not fit model 'resnet': 8 of the net's 14 tensors are not in the file "
+                                          r"\(rblock1.conv1.weight, rblock1.conv1.bias, rblock1.conv2.weight and 5 more\); "
+                                          r"5 differ in shape, in the file \(conv1.weight 10x1x5x5 instead of 16x1x5x5, "
+                                          r"conv1.bias 10 instead of 16, conv2.weight 20x10x5x5 instead of 32x16x5x5 and 2 "
+                                          r"more\); pick the --model they were trained as$"):
         evaluate_run(weights=tmp_path / "w.pt", model_name="resnet", dataset=f"idx:{tiny_idx}", device="cpu")
+    # found by probing: weights saved from inside DataParallel or torch.compile, or inside a training script's
+    # checkpoint dict (the PyTorch tutorials' "model_state_dict"), were refused with torch's empty first line
+    sd = model.state_dict()
+    for name, saved in (("dp", {f"module.{k}": v for k, v in sd.items()}),
+                        ("compiled", {f"_orig_mod.module.{k}": v for k, v in sd.items()}),
+                        ("script", {"epoch": 3, "model_state_dict": sd, "optimizer_state_dict": {"state": {}}})):
+        torch.save(saved, tmp_path / f"{name}.pt")
+        got, _, _ = evaluate_run(weights=tmp_path / f"{name}.pt", model_name="basic_cnn", dataset=f"idx:{tiny_idx}",
+                                 device="cpu")
+        assert got.accuracy == ev.accuracy and got.loss == ev.loss, name
+    bad = {**sd, "extra.w": torch.zeros(1), next(iter(sd)): torch.zeros(1, 2, 3)}
+    for name, saved, message in (("two", {"state_dict": sd, "model": sd}, "holds weights under both 'state_dict' and "
+                                                                          "'model'; save the net's own"),
+                                 ("mixed", {"module.a": sd[next(iter(sd))], **dict(list(sd.items())[1:])},
+                                  r"1 of the net's \d+ tensors are not in the file"),
+                                 ("bad", bad, r"1 in the file are not the net's \(extra.w\); 1 differ in shape, in "
+                                              r"the file \(conv1.weight 1x2x3 instead of 10x1x5x5\)")):
+        torch.save(saved, tmp_path / f"{name}.pt")
+        with pytest.raises(CnnlabError, match=message):
+            evaluate_run(weights=tmp_path / f"{name}.pt", model_name="basic_cnn", dataset=f"idx:{tiny_idx}", device="cpu")
 
 
 def test_resume_mid_epoch_is_bitwise_identical(tiny_idx, tmp_path):

@@ -256,9 +256,64 @@ def load_state_dict_file(path: str | Path) -> dict:
         raise CheckpointError(f"{path}: not a readable weights file ({type(err).__name__}); it may be truncated") from None
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         return obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path}: not a state_dict (a dict of tensors); save model.state_dict()")
-    return obj
+    if isinstance(obj, dict) and not _all_tensors(obj):  # a training script's checkpoint around the weights
+        inner = [key for key in STATE_DICT_KEYS if _all_tensors(obj.get(key))]
+        if len(inner) > 1:
+            raise CheckpointError(f"{path}: holds weights under both {inner[0]!r} and {inner[1]!r}; save the net's "
+                                  "own: torch.save(model.state_dict(), path)")
+        obj = obj[inner[0]] if inner else obj
+    if not _all_tensors(obj):
+        raise CheckpointError(f"{path}: not a state_dict (a dict of tensors, or a checkpoint holding one under "
+                              f"{', '.join(map(repr, STATE_DICT_KEYS))}); save model.state_dict()")
+    return strip_wrapper_prefix(obj)
+
+
+#: Where training scripts' checkpoints keep the weights: ``torch.save({"epoch": e, "model_state_dict": ...})`` (the
+#: PyTorch tutorials), ``{"state_dict": ...}`` (Lightning and many scripts), ``{"model": ...}``, ``{"net": ...}``.
+STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net")
+#: The prefixes that wrappers add to every key: DataParallel and DistributedDataParallel, torch.compile.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def _all_tensors(obj) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def strip_wrapper_prefix(state_dict: dict) -> dict:
+    """The weights of a net saved from inside a wrapper (``module.conv1.weight`` from DataParallel or DDP,
+    ``_orig_mod.`` from torch.compile) under the net's own names; a prefix is taken off only when every key has it."""
+    while True:
+        prefix = next((p for p in WRAPPER_PREFIXES if all(str(k).startswith(p) for k in state_dict)), None)
+        if prefix is None:
+            return state_dict
+        state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
+
+
+def load_into(model: nn.Module, state_dict: dict) -> None:
+    """``model.load_state_dict(state_dict, strict=True)``, its refusal as one line that says what does not fit
+    (torch's first line is only "Error(s) in loading state_dict for ResNet:")."""
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError:
+        raise CheckpointError(_mismatch(model.state_dict(), state_dict)) from None
+
+
+def _dims(t: torch.Tensor) -> str:
+    return "x".join(map(str, t.shape)) or "a scalar"
+
+
+def _mismatch(want: dict, got: dict) -> str:
+    def some(keys: list[str]) -> str:
+        return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+    missing = [k for k in want if k not in got]
+    extra = [str(k) for k in got if k not in want]
+    shapes = [f"{k} {_dims(got[k])} instead of {_dims(want[k])}"
+              for k in want if k in got and isinstance(got[k], torch.Tensor) and got[k].shape != want[k].shape]
+    parts = ([f"{len(missing)} of the net's {len(want)} tensors are not in the file ({some(missing)})"] if missing else []) \
+        + ([f"{len(extra)} in the file are not the net's ({some(extra)})"] if extra else []) \
+        + ([f"{len(shapes)} differ in shape, in the file ({some(shapes)})"] if shapes else [])
+    return "; ".join(parts) or "its tensors do not load"
 
 
 def resolve_checkpoint(path: str | Path, which: str = DEFAULT_CHECKPOINT) -> Path:
@@ -281,10 +336,9 @@ def model_from_checkpoint(state: dict) -> nn.Module:
     """The model a loaded checkpoint describes, with its weights (strict: every key must fit)."""
     model = create_model(state["model"]["name"], **state["model"]["args"])
     try:
-        model.load_state_dict(state["state_dict"], strict=True)
-    except RuntimeError as err:
-        raise CheckpointError(f"checkpoint weights do not fit model {state['model']['name']!r}: "
-                              f"{str(err).splitlines()[0]}") from None
+        load_into(model, state["state_dict"])
+    except CheckpointError as err:
+        raise CheckpointError(f"checkpoint weights do not fit model {state['model']['name']!r}: {err}") from None
     return model
 
 

@@ -14,10 +14,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cnnlab.checkpoint import load_checkpoint, load_state_dict_file, model_from_checkpoint, resolve_checkpoint
+from cnnlab.checkpoint import (load_checkpoint, load_into, load_state_dict_file, model_from_checkpoint,
+                               resolve_checkpoint)
 from cnnlab.data import BatchLoader, Dataset, load_dataset, split_validation
 from cnnlab.devices import resolve_device
-from cnnlab.errors import CnnlabError, RunError
+from cnnlab.errors import CheckpointError, CnnlabError, RunError
 from cnnlab.models import build_model
 from cnnlab.output import say
 from cnnlab.pretrained import load_pretrained
@@ -161,11 +162,12 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
             raise CnnlabError("--weights needs --model NAME to know which net the state_dict belongs to")
         data = loaded or load_dataset(name or "mnist", data_dir=data_dir)
         model, _ = build_model(model_name, data.info())
+        state_dict = load_state_dict_file(weights)
         try:
-            model.load_state_dict(load_state_dict_file(weights), strict=True)
-        except RuntimeError as err:
-            raise CnnlabError(f"{weights}: weights do not fit model {model_name!r}: {str(err).splitlines()[0]}; "
-                              "pick the --model they were trained as") from None
+            load_into(model, state_dict)
+        except CheckpointError as err:
+            raise CnnlabError(f"{weights}: weights do not fit model {model_name!r}: {err}; pick the --model they were "
+                              "trained as") from None
         return Subject(model, model_name, data, str(weights))
     if path is None:
         raise CnnlabError("give a run directory or checkpoint, --pretrained MODEL, or --weights FILE --model NAME")

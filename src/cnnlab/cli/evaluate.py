@@ -25,8 +25,9 @@ def register(sub) -> None:
     p.add_argument("--pretrained", metavar="MODEL", default=None, type=model_arg,
                    help="evaluate cnnlab's shipped weights of MODEL on --dataset (see 'cnnlab models') (default: none)")
     p.add_argument("--weights", default=None, type=path_arg,
-                   help="a bare state_dict file (e.g. saved by the lecture's code) instead of RUN; needs --model "
-                        "(default: none)")
+                   help="a state_dict file (e.g. saved by the lecture's code; also saved from DataParallel or "
+                        "torch.compile, or inside a script's checkpoint under 'model_state_dict' or 'state_dict') "
+                        "instead of RUN; needs --model (default: none)")
     p.add_argument("--model", default=None, type=model_arg, help="model the --weights belong to (default: none)")
     add_data_args(p, default=None)
     add_device(p)
