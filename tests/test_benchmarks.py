@@ -140,3 +140,31 @@ def test_typed_digits_pages_and_table():
                              "misses": [{"font": "f", "condition": "c", "digit": 1, "read_as": "7"}] * 2}}
     table = td.markdown(results, ["f"])
     assert "| black on white, large | 100.0% | 90.0% |" in table and "1 as 7 x2" in table
+
+
+def test_pen_digits_thin_a_digit_to_its_skeleton_and_draw_it_with_the_pen_asked():
+    """The pen benchmark's skeleton is one pixel wide and connected like the shape; its pages hold a line of the
+    asked width (a 1-px pen: no 2x2 block of ink), the digit's box 70 % of the page high, and the table lists every
+    column."""
+    import numpy as np
+
+    from benchmarks import pen_digits as pd
+
+    bar = np.zeros((20, 40), bool)
+    bar[8:13, 5:35] = True
+    bones = pd.skeleton(bar)
+    assert bones[10, 8:32].all() and bones.sum() <= 32 and not bones[8].any() and not bones[12].any()
+    ring = np.zeros((40, 40), bool)
+    ring[5:35, 5:35], ring[12:28, 12:28] = True, False
+    thin = pd.skeleton(ring)
+    assert thin.any() and not thin[13:27, 13:27].any()  # the hole stays a hole
+    digit = np.zeros((28, 28), np.uint8)
+    digit[4:24, 12:16] = 255  # a "1"
+    for side, width in ((300, 1), (600, 8)):
+        page = np.asarray(pd.pen_page(digit, side, width)) < 128
+        ys, xs = np.nonzero(page)
+        assert 0.5 * side < ys.max() - ys.min() <= 0.72 * side  # the 20-px box is 70 %; thinning takes the ends
+        blocks = page[:-1, :-1] & page[1:, :-1] & page[:-1, 1:] & page[1:, 1:]
+        assert blocks.any() == (width > 1)
+    rows = {"1 px pen, 1000 px page": {"resnet now": 98.0, "inception now": 97.0}}
+    assert "| 1 px pen, 1000 px page | 98.0% | 97.0% |" in pd.markdown(rows, 300)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageFile, ImageFilter
+from PIL import Image, ImageDraw, ImageFile, ImageFilter
 
 from apps_helpers import draw_digit, png_header_only, tiny_checkpoint
 from cnnlab.cli import main
@@ -532,3 +532,35 @@ def test_a_run_trained_on_an_image_folder_predicts_its_images_as_it_saw_them(tmp
     Image.new("L", (50, 40), 128).save(flat)  # no ink at all: a digit it is not, an image of the folder's kind it is
     capsys.readouterr()
     assert main(["predict", str(run), str(flat)]) == 0 and "flat.png" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- thin pens
+
+
+def _pen_seven(side: int, width: int) -> Image.Image:
+    """A '7' drawn with a ``width`` px pen on a ``side`` px white page (a fine pen on a large canvas)."""
+    im = Image.new("L", (side, side), 255)
+    ImageDraw.Draw(im).line([(0.25 * side, 0.12 * side), (0.75 * side, 0.12 * side), (0.4 * side, 0.9 * side)],
+                            fill=0, width=width)
+    return im
+
+
+def test_thin_pen_strokes_are_thickened_to_mnists_width(monkeypatch):
+    """Found by probing: a digit drawn with a 1-3 px pen on a 300-1000 px canvas came out of the 20 px box faint
+    and uneven (strokes 0.8 px wide, joints brighter than lines; MNIST's are 1.85), and the nets misread about a
+    tenth of such digits; on a 1000 px page keep_digit also broke the 1-px strokes into dropped pieces."""
+    import cnnlab.predict
+    from cnnlab.predict import stroke_width, thicken
+
+    for side, width in ((1000, 1), (600, 2), (300, 1)):
+        field = preprocess(_pen_seven(side, width))
+        assert 1.3 < stroke_width(field) < 2.6, (side, width)  # MNIST's 10th to 90th percentile: 1.36 to 2.59
+        assert field.max() > 0.9  # full-strength ink (the sub-pixel centring shares the peak a little)
+        with monkeypatch.context() as m:  # without the thickening: the thin, faint strokes of before
+            m.setattr(cnnlab.predict, "THIN_STROKE", 0.0)
+            assert stroke_width(preprocess(_pen_seven(side, width))) < 1.0
+    # strokes already as wide as MNIST's in the field: the crop is returned as it is, the same object
+    thick = np.zeros((100, 100), np.float32)
+    thick[10:90, 45:55] = 1.0
+    assert thicken(thick, 20 / 100) is thick
+    assert stroke_width(thick) == pytest.approx(2 * 800 / (2 * 80 + 2 * 10))

@@ -1,0 +1,128 @@
+"""Pen digits: how well do the shipped nets read a handwritten digit drawn with a fine pen on a large page?
+
+MNIST's strokes are about 1.9 px wide in its 28x28 fields (a tenth of the digit's height). A digit written with
+a fine pen, or drawn with a 1-3 px brush on a large canvas, has strokes a hundredth of its height or less. Each
+MNIST *test* digit (the same ones in every condition) is skeletonised (Zhang-Suen thinning of its outline,
+enlarged to 140 px) and drawn again along its skeleton with a pen of a given width on a page of a given side,
+black on white, the digit's 20 px box 70 % of the page high; cnnlab's preprocessing makes the 28x28 field and
+the shipped nets read it. ``--baseline REV`` also measures the preprocessing of ``src/cnnlab/predict.py`` at
+git revision REV (the "before" column), with the same nets and pages.
+
+    python -m benchmarks.pen_digits [--n 300] [--baseline REV]
+
+The last condition, a marker as wide as MNIST's strokes, is the control: a change for thin pens must leave it
+as it is. Printed, and written to ``benchmarks/results/pen_digits.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from benchmarks.common import write
+from benchmarks.photo_digits import accuracy, baseline_preprocess
+
+#: The skeleton is found on the digit enlarged to this many px (its 28 px field).
+SKELETON_SIDE = 140
+#: name: (page side in px, pen width in px); the digit's box is 70 % of the page high.
+CONDITIONS = {
+    "1 px pen, 1000 px page": (1000, 1),
+    "2 px pen, 1000 px page": (1000, 2),
+    "3 px pen, 600 px page": (600, 3),
+    "1 px pen, 300 px page": (300, 1),
+    "2 px pen, 280 px canvas": (280, 2),
+    "marker (MNIST's width), 600 px page": (600, 42),
+}
+#: The 8 neighbours of a pixel in Zhang-Suen's order P2..P9 (north, then clockwise), as (dy, dx).
+RING = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))
+
+
+def skeleton(mask: np.ndarray) -> np.ndarray:
+    """Zhang-Suen thinning of a boolean image to 1-px-wide lines (Zhang and Suen, CACM 1984)."""
+    m = np.pad(mask.astype(np.uint8), 1)
+    while True:
+        changed = False
+        for step in (0, 1):
+            p = [np.roll(m, (-dy, -dx), axis=(0, 1)) for dy, dx in RING]  # p[k][y, x] = m[y + dy, x + dx]
+            neighbours = sum(p)
+            transitions = sum((p[k] == 0) & (p[(k + 1) % 8] == 1) for k in range(8))
+            a, b = (p[0] * p[2] * p[4], p[2] * p[4] * p[6]) if step == 0 else (p[0] * p[2] * p[6], p[0] * p[4] * p[6])
+            drop = (m == 1) & (neighbours >= 2) & (neighbours <= 6) & (transitions == 1) & (a == 0) & (b == 0)
+            if drop.any():
+                m[drop] = 0
+                changed = True
+        if not changed:
+            return m[1:-1, 1:-1].astype(bool)
+
+
+def pen_page(digit28: np.ndarray, side: int, width: int) -> Image.Image:
+    """The digit drawn along its skeleton with a pen ``width`` px wide, black on a white ``side`` px page."""
+    big = Image.fromarray(digit28.astype(np.float32) / 255, mode="F").resize((SKELETON_SIDE, SKELETON_SIDE),
+                                                                            Image.Resampling.BICUBIC)
+    bones = skeleton(np.asarray(big) >= 0.5)
+    scale = side * 0.7 / (SKELETON_SIDE * 20 / 28)  # the digit's 20 px box of 28 fills 70 % of the page
+    offset = (side - SKELETON_SIDE * scale) / 2
+    page = Image.new("L", (side, side), 255)
+    draw = ImageDraw.Draw(page)
+    ys, xs = np.nonzero(bones)
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):  # each pair of touching skeleton pixels, once
+        for y, x in zip(ys, xs):
+            y2, x2 = y + dy, x + dx
+            if 0 <= y2 < SKELETON_SIDE and 0 <= x2 < SKELETON_SIDE and bones[y2, x2]:
+                draw.line([(offset + (x + 0.5) * scale, offset + (y + 0.5) * scale),
+                           (offset + (x2 + 0.5) * scale, offset + (y2 + 0.5) * scale)], fill=0, width=width)
+    return page
+
+
+def measure(models: list[str], versions: dict, digits: np.ndarray, labels: np.ndarray) -> dict:
+    """Accuracy (%) per condition, net and version of the preprocessing."""
+    import cnnlab
+
+    predictors = {m: cnnlab.predictor(model=m) for m in models}
+    rows = {}
+    for name, (side, width) in CONDITIONS.items():
+        t0 = time.perf_counter()
+        pages = [pen_page(d, side, width) for d in digits]
+        rows[name] = {f"{m} {v}": accuracy(p, fn, pages, labels)[0] for m, p in predictors.items()
+                      for v, fn in versions.items()}
+        print(f"  {name:38s} " + "  ".join(f"{k}: {a:5.1f}%" for k, a in rows[name].items())
+              + f"  ({time.perf_counter() - t0:.0f}s)", flush=True)
+    return rows
+
+
+def markdown(rows: dict, n: int) -> str:
+    columns = list(next(iter(rows.values())))
+    lines = [f"## Pen digits: {n} MNIST test digits redrawn along their skeletons, the shipped nets", "",
+             "| condition | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    lines += [f"| {name} | " + " | ".join(f"{row[c]:.1f}%" for c in columns) + " |" for name, row in rows.items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.pen_digits", description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=300, help="digits per condition (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--models", nargs="+", default=["resnet", "inception"])
+    p.add_argument("--baseline", help="git revision whose preprocessing is measured too (the 'before' columns)")
+    args = p.parse_args(argv)
+
+    from cnnlab.data import load_dataset
+    from cnnlab.predict import preprocess
+
+    data = load_dataset("mnist")
+    idx = np.random.default_rng(args.seed).choice(len(data.test_labels), size=args.n, replace=False)
+    digits, labels = data.test_images[idx, 0].numpy(), data.test_labels[idx].numpy()
+    versions = {"now": preprocess}
+    if args.baseline:
+        versions = {f"at {args.baseline}": baseline_preprocess(args.baseline), **versions}
+    rows = measure(args.models, versions, digits, labels)
+    write("pen_digits", {"n": args.n, "seed": args.seed, "baseline": args.baseline, "accuracy": rows},
+          markdown(rows, args.n))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
