@@ -498,3 +498,22 @@ def test_resuming_after_the_image_folder_gained_a_class_is_one_line(tmp_path, ca
     assert main(["train", "--resume", str(run), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "has other classes than when the run trained (cat, dog, eel now, cat, dog then)" in err
+
+
+def test_resuming_on_rewritten_data_is_refused_and_on_the_same_data_goes_on(tmp_path, capsys):
+    """Found by probing: an ``idx:`` dataset rewritten with other images of the same classes between a run's
+    first part and its resume: the resume trained on them without a word. A resume with other threads (whose
+    float64 sums give the mean and std other last bits) must still go on."""
+    from conftest import write_idx_dataset
+
+    data, run = tmp_path / "data", tmp_path / "run"
+    write_idx_dataset(data)
+    base = ["train", "--model", "basic_cnn", "--dataset", f"idx:{data}", "--epochs", "2", "--device", "cpu", "--quiet"]
+    assert main([*base, "--max-steps", "1", "--out", str(run), "--threads", "1"]) == 0
+    write_idx_dataset(data, seed=5)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"idx:{data} is not the data the run trained on (mean, std differ); put the data" in err
+    write_idx_dataset(data)  # put back as it was
+    assert main(["train", "--resume", str(run), "--quiet", "--threads", "2"]) == 0

@@ -323,7 +323,7 @@ def introduce(t: Trainer) -> None:
 
 def restore(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
     """Weights (and their average), optimiser, scheduler, RNG and position from a checkpoint (either version)."""
-    _refuse_changed_classes(t, ckpt, plan)
+    _refuse_changed_data(t, ckpt, plan)
     check_same_teacher(t.teacher, ckpt.get("teacher"), plan.run_dir or plan.resume_from)
     t.model.load_state_dict(ckpt.get("train_weights") or ckpt["state_dict"])
     if t.ema is not None:
@@ -352,16 +352,21 @@ def restore(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
         t.say(f"resuming {where} at epoch {s.epoch + 1}, batch {s.batch} (step {s.step})")
 
 
-def _refuse_changed_classes(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
-    """An image folder whose class folders changed since the run trained (one added, one renamed): its net has
-    another output per class, and load_state_dict's size mismatch was a traceback."""
-    recorded = ckpt.get("data") or {}
+def _refuse_changed_data(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
+    """Data that changed since the run trained: an image folder whose class folders changed (one added, one
+    renamed: its net has another output per class, and load_state_dict's size mismatch was a traceback), or an
+    ``idx:``/``folder:`` dataset rewritten with other images (other sizes, another mean or spread: the resume
+    trained on them without a word, and the run was no longer the one its first part belonged to)."""
+    recorded, where = ckpt.get("data") or {}, plan.run_dir or plan.resume_from
     if t.data.changed_since(recorded, ("classes",)):
         before, now = [str(c) for c in recorded["classes"]], list(t.data.classes)
-        raise RunError(f"--resume {plan.run_dir or plan.resume_from}: {t.data.name} has other classes than when the "
+        raise RunError(f"--resume {where}: {t.data.name} has other classes than when the "
                        f"run trained ({', '.join(now[:6])}{', ...' if len(now) > 6 else ''} now, "
                        f"{', '.join(before[:6])}{', ...' if len(before) > 6 else ''} then); put the data back as it "
                        "was, or train a new run on it")
+    if changed := t.data.changed_since(recorded):
+        raise RunError(f"--resume {where}: {t.data.name} is not the data the run trained on ({', '.join(changed)} "
+                       "differ); put the data back as it was, or train a new run on it")
 
 
 def make_observers(t: Trainer, quiet: bool) -> list[obs.Observer]:

@@ -4,6 +4,7 @@ records about them), :func:`train_statistics`, the normalisation statistics of a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -51,7 +52,7 @@ class Dataset:
         """Which of ``keys`` differ between what a run recorded of its data (:meth:`info`, in its config.json
         or checkpoint) and this dataset now; keys the record lacks (an older run) are not compared."""
         now = self.info()
-        return [k for k in keys if k in recorded and recorded[k] != now[k]]
+        return [k for k in keys if k in recorded and not _same(recorded[k], now[k])]
 
     def info(self) -> dict:
         """What a run records about its data (enough for predict/serve to normalise the same way)."""
@@ -77,6 +78,17 @@ def split_validation(data: Dataset, fraction: float, seed: int):
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7_777_777))
     val, tr = order[:k], order[k:]
     return (data.train_images[tr], data.train_labels[tr]), (data.train_images[val], data.train_labels[val])
+
+
+#: Mean and std are float64 sums whose last bits follow the number of threads that summed them (MNIST's std
+#: differs by about 6e-9 between 1 and 2 threads): recorded and recomputed values are compared within this.
+STATISTICS_TOLERANCE = 1e-6
+
+
+def _same(recorded, now) -> bool:
+    if isinstance(recorded, float) and isinstance(now, float):
+        return math.isclose(recorded, now, rel_tol=STATISTICS_TOLERANCE)
+    return recorded == now
 
 
 def train_statistics(images: torch.Tensor) -> tuple[float, float]:
