@@ -71,7 +71,8 @@ def test_export_errors(tmp_path, capsys):
     ckpt = tiny_checkpoint(tmp_path / "run" / "last.pt", dataset_dir=tmp_path / "gone")
     code = main(["export", str(ckpt), "--format", "torchscript"])
     _, err = capsys.readouterr()
-    assert code == 2 and err.count("\n") == 1 and "no such directory" in err
+    assert code == 2 and err.count("\n") == 1 and "is not there (moved or deleted?); if it moved, give its new " \
+                                                   "place: add --dataset idx:NEW_DIR" in err
     assert not (tmp_path / "run" / "last.torchscript.pt").exists()
     with pytest.raises(CnnlabError, match="unknown export format"):
         export_run(ckpt, "tflite")

@@ -517,3 +517,37 @@ def test_resuming_on_rewritten_data_is_refused_and_on_the_same_data_goes_on(tmp_
     assert err.count("\n") == 1 and f"idx:{data} is not the data the run trained on (mean, std differ); put the data" in err
     write_idx_dataset(data)  # put back as it was
     assert main(["train", "--resume", str(run), "--quiet", "--threads", "2"]) == 0
+
+
+def test_a_run_whose_data_folder_moved_resumes_from_its_new_place_bitwise(tmp_path, capsys):
+    """Found by probing: an ``idx:`` folder moved after the run's first part: ``--resume`` said only "no such
+    directory" and refused ``--dataset`` at the new place (a change to what the run is), so the run could not go on;
+    ``evaluate`` said the same without naming the flag that fixes it."""
+    import shutil
+
+    from conftest import write_idx_dataset
+
+    from cnnlab.checkpoint import load_checkpoint
+
+    first, moved, other = tmp_path / "first", tmp_path / "moved", tmp_path / "other"
+    write_idx_dataset(first)
+    write_idx_dataset(other, seed=5)
+    base = ["train", "--model", "basic_cnn", "--epochs", "2", "--device", "cpu", "--threads", "1", "--quiet"]
+    assert main([*base, "--dataset", f"idx:{first}", "--out", str(tmp_path / "whole")]) == 0
+    run = tmp_path / "run"
+    assert main([*base, "--dataset", f"idx:{first}", "--max-steps", "3", "--out", str(run)]) == 0
+    shutil.move(first, moved)
+    capsys.readouterr()
+    for argv, fix in ((["train", "--resume", str(run)], f"cnnlab train --resume {run} --dataset idx:NEW_DIR"),
+                      (["evaluate", str(run)], f"cnnlab evaluate {run} --dataset idx:NEW_DIR")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"its dataset idx:{first} is not there (moved or deleted?); if it moved, give its new place: {fix}" in err
+    assert main(["train", "--resume", str(run), "--dataset", f"idx:{other}", "--quiet"]) == 2  # not the same data
+    assert "is not the data the run trained on" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--dataset", "mnist", "--quiet"]) == 2  # another kind: another run
+    assert "would change it" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--dataset", f"idx:{moved}", "--quiet"]) == 0
+    a, b = (load_checkpoint(tmp_path / name / "last.pt") for name in ("whole", "run"))
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    assert b["config"]["dataset"] == f"idx:{moved}"

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from cnnlab.dataset_names import dataset_kind
+from cnnlab.dataset_names import DIRECTORY_KINDS, dataset_kind
 from cnnlab.errors import CnnlabError, RunError, first_line, short_repr
 from cnnlab.fileio import as_path, read_small_text
 
@@ -420,6 +420,12 @@ def check_given_settings_act(cfg: TrainConfig, given, shown=flag_with_value) -> 
             raise CnnlabError(f"{shown(key, value)} has no effect here: {why}; drop it, or give what it acts with")
 
 
+def relocated(recorded: str, given: str) -> bool:
+    """Whether ``given`` names the same kind of dataset directory as ``recorded`` in another place (a folder the user
+    moved): a resume may take it, and then refuses it unless it holds the data the run trained on."""
+    return dataset_kind(recorded) in DIRECTORY_KINDS and dataset_kind(given) == dataset_kind(recorded)
+
+
 def resumed_config(saved: TrainConfig, invocation: TrainConfig, changes: dict | None = None) -> TrainConfig:
     """The config a resume runs with: the run's own, with this invocation's process fields.
 
@@ -436,6 +442,8 @@ def resumed_config(saved: TrainConfig, invocation: TrainConfig, changes: dict | 
             setattr(cfg, key, changes[key])
     free = PROCESS_FIELDS + ADJUSTABLE_FIELDS
     changed = {k: v for k, v in changes.items() if k not in free and v != getattr(saved, k)}
+    if "dataset" in changed and relocated(saved.dataset, changed["dataset"]):
+        cfg.dataset = changed.pop("dataset")  # the same data moved; the resume checks it is the same
     epochs = changed.pop("epochs", None)
     if changed:
         named = ", ".join(f"{flag(k)} {v} (the run's: {getattr(saved, k)})" for k, v in sorted(changed.items()))

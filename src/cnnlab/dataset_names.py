@@ -33,3 +33,13 @@ def canonical_dataset_name(name: str) -> str:
         return name
     kind, directory = got
     return f"{kind}:{directory.expanduser().resolve()}"
+
+
+def moved_away(name: str, where: str, how: str) -> str | None:
+    """For an ``idx:``/``folder:`` name whose directory is gone: one line saying so, and how to give its new place
+    (``how``: the command with ``{new}`` where the new name goes); None when it is there, or for other names."""
+    got = directory_of(name)
+    if got is None or got[1].exists():
+        return None
+    return (f"{where}: its dataset {name} is not there (moved or deleted?); if it moved, give its new place: "
+            + how.format(new=f"--dataset {got[0]}:NEW_DIR"))

@@ -30,6 +30,7 @@ from cnnlab.devices import resolve_device, set_threads, training_autocast
 from cnnlab.distill import check_same_teacher, load_teacher
 from cnnlab.distributed import Dist
 from cnnlab.errors import CnnlabError, Interrupted, RunError, WriteError
+from cnnlab.dataset_names import moved_away
 from cnnlab.evaluation import EvalResult, report_run
 from cnnlab.fileio import atomic_write_json
 from cnnlab.hostmem import keep_freed_memory
@@ -183,6 +184,8 @@ def train(
         ckpt = load_checkpoint(plan.resume_from) if plan.resume_from is not None else None
         if ckpt is not None:
             cfg = resumed_config(TrainConfig.from_dict(ckpt["config"]), cfg, changes)
+            if dataset is None:  # a Dataset passed in is the data, wherever it came from
+                _check_data_there(cfg, plan.run_dir or plan.resume_from)
         t = build_trainer(cfg.validate(), ranks, plan, dataset, log, report)
         if ckpt is not None:
             restore(t, ckpt, plan)
@@ -194,6 +197,12 @@ def train(
         result = finish(t, final, report, verbose)
         _record_outcome(t, result)
         return result
+
+
+def _check_data_there(cfg: TrainConfig, where) -> None:
+    """A resumed run's ``idx:``/``folder:`` directory that is gone: say how to give its new place."""
+    if message := moved_away(cfg.dataset, f"--resume {where}", f"cnnlab train --resume {where} {{new}}"):
+        raise RunError(message)
 
 
 def _record_outcome(t: Trainer, result: TrainResult) -> None:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from cnnlab.checkpoint import (load_checkpoint, load_into, load_state_dict_file, model_from_checkpoint,
                                resolve_checkpoint)
 from cnnlab.data import BatchLoader, Dataset, load_dataset, split_validation
+from cnnlab.dataset_names import moved_away
 from cnnlab.devices import resolve_device
 from cnnlab.errors import CheckpointError, CnnlabError, RunError
 from cnnlab.models import build_model
@@ -174,6 +175,8 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
     ckpt = resolve_checkpoint(path, which)
     state = load_checkpoint(ckpt, expect_model=model_name)
     cfg = state["config"]
+    if not (loaded or name) and (message := moved_away(cfg["dataset"], str(ckpt), f"cnnlab evaluate {path} {{new}}")):
+        raise CnnlabError(message)
     data = loaded or load_dataset(name or cfg["dataset"], data_dir=data_dir or cfg.get("data_dir"))
     trained_on = (state.get("data") or {}).get("name", cfg["dataset"])
     check_fits(state["model"].get("args") or {}, data, ckpt, trained_on)

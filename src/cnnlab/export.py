@@ -25,6 +25,7 @@ from safetensors.torch import save as save_safetensors
 from cnnlab import __version__
 from cnnlab.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
 from cnnlab.data import load_dataset
+from cnnlab.dataset_names import moved_away
 from cnnlab.errors import CnnlabError
 from cnnlab.export_formats import FORMATS, SUFFIXES, TOLERANCE
 from cnnlab.fileio import atomic_write_bytes
@@ -68,6 +69,8 @@ def sample_inputs(state: dict, n: int, dataset: str | None = None, data_dir: str
     name = dataset or cfg.get("dataset") or state["data"].get("name")
     if not name:
         raise CnnlabError("the checkpoint records no dataset; pass --dataset to check the export on test images")
+    if not dataset and (message := moved_away(name, "the run", "add {new}")):
+        raise CnnlabError(message)
     data = load_dataset(name, data_dir=data_dir or cfg.get("data_dir"))
     if (data.in_channels, data.image_size) != (state["data"]["in_channels"], state["data"]["image_size"]):
         raise CnnlabError(f"dataset {data.name} has {data.in_channels}x{data.image_size}x{data.image_size} images, "
