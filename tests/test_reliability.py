@@ -155,6 +155,14 @@ def test_a_run_folder_belongs_to_one_process(tiny_idx, tmp_path):
         with pytest.raises(RunError, match="in use by another cnnlab process"):
             train(cfg_for(tiny_idx), out=run, **QUIET)
     assert sorted(p.name for p in run.iterdir()) == [".lock"]  # nothing of the refused run was written
+    # a resume of a run that is training now says how to resume it (it said "pick another --out", which a resume
+    # has not)
+    train(cfg_for(tiny_idx, max_steps=1), out=tmp_path / "half", **QUIET)
+    with RunLock(tmp_path / "half"):
+        with pytest.raises(RunError, match=r"in use by another cnnlab process \(pid \d+\); it is training now; let it "
+                                           r"finish, or stop it \(Ctrl\+C where it runs, or kill \d+\) and resume then: "
+                                           r"cnnlab train --resume .*half$"):
+            train(cfg_for(tiny_idx), resume=tmp_path / "half", **QUIET)
 
 
 def test_the_kernel_releases_the_lock_of_a_killed_process(tmp_path):

@@ -178,7 +178,9 @@ def train(
     with contextlib.ExitStack() as stack:
         if plan.run_dir is not None:
             stack.push(_forget_if_empty(plan))  # last out: after the lock is released (also when it cannot be taken)
-            stack.enter_context(RunLock(plan.run_dir))
+            stack.enter_context(RunLock(plan.run_dir) if plan.resume_from is None else RunLock(
+                plan.run_dir, f"it is training now; let it finish, or stop it (Ctrl+C where it runs, or kill {{pid}}) "
+                              f"and resume then: cnnlab train --resume {plan.run_dir}"))
             stack.push(_record_failure(plan))
         stack.enter_context(ranks.errors_explained())  # a dead peer: one line, not gloo's traceback
         ckpt = load_checkpoint(plan.resume_from) if plan.resume_from is not None else None

@@ -179,9 +179,10 @@ class RunLock:
     folder locked. Where ``fcntl`` does not exist (Windows) there is no lock.
     """
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, busy: str = "wait for it to finish, or pick another --out"):
         self.path = Path(run_dir) / LOCK_FILE
         self.fd: int | None = None
+        self.busy = busy  # what to do when another process holds it
 
     def acquire(self) -> "RunLock":
         if fcntl is None:
@@ -196,8 +197,8 @@ class RunLock:
         except OSError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
-            raise RunError(f"{self.path.parent} is in use by another cnnlab process (pid {holder}); wait for it "
-                           "to finish, or pick another --out") from None
+            raise RunError(f"{self.path.parent} is in use by another cnnlab process (pid {holder}); "
+                           + self.busy.format(pid=holder)) from None
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, str(os.getpid()).encode(), 0)  # who holds it, for the message above
