@@ -310,9 +310,9 @@ def _mismatch(want: dict, got: dict) -> str:
     extra = [str(k) for k in got if k not in want]
     shapes = [f"{k} {_dims(got[k])} instead of {_dims(want[k])}"
               for k in want if k in got and isinstance(got[k], torch.Tensor) and got[k].shape != want[k].shape]
-    parts = ([f"{len(missing)} of the net's {len(want)} tensors are not in the file ({some(missing)})"] if missing else []) \
-        + ([f"{len(extra)} in the file are not the net's ({some(extra)})"] if extra else []) \
-        + ([f"{len(shapes)} differ in shape, in the file ({some(shapes)})"] if shapes else [])
+    parts = [f"{len(missing)} of the net's {len(want)} tensors are not in the file ({some(missing)})"] * bool(missing)
+    parts += [f"{len(extra)} in the file are not the net's ({some(extra)})"] * bool(extra)
+    parts += [f"{len(shapes)} differ in shape, in the file ({some(shapes)})"] * bool(shapes)
     return "; ".join(parts) or "its tensors do not load"
 
 

@@ -48,9 +48,10 @@ def _yaml(text: str):
                 key = self.construct_object(key_node, deep=True) if key_node.tag != "tag:yaml.org,2002:merge" else None
                 if not isinstance(key, (str, int, float, bool)):  # a merge, or a key yaml itself refuses
                     continue
+                line = key_node.start_mark.line + 1
                 if key in lines:
-                    raise DuplicateSetting(f"{key!r} is set twice (lines {lines[key]} and {key_node.start_mark.line + 1})")
-                lines[key] = key_node.start_mark.line + 1
+                    raise DuplicateSetting(f"{key!r} is set twice (lines {lines[key]} and {line})")
+                lines[key] = line
             return super().construct_mapping(node, deep)
 
     try:
@@ -143,7 +144,8 @@ class TrainConfig:
             (self.optimizer == "adam" or self.lr * self.weight_decay < 1,
              f"--weight-decay {self.weight_decay:g} with --lr {self.lr:g} takes lr x decay = "
              f"{self.lr * self.weight_decay:.3g} of every weight each step (1 or more sends them past zero); "
-             f"give a decay well below 1/lr = {1 / self.lr:.3g} (e.g. {0.05 if self.optimizer == 'adamw' else 5e-4:g})"),
+             f"give a decay well below 1/lr = {1 / self.lr:.3g} "
+             f"(e.g. {0.05 if self.optimizer == 'adamw' else 5e-4:g})"),
             (self.threads >= 0, f"--threads must be >= 0, got {self.threads}"),
             # mixed into every epoch's order and every augmented batch's generator seed, which must fit 64 bits
             (abs(self.seed) <= MAX_SEED, f"--seed must be within +-{MAX_SEED:,}, got {self.seed}"),

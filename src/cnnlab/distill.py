@@ -101,8 +101,9 @@ def unfinished_note(ckpt: dict, path: Path) -> str | None:
     done = state.get("epoch", 0) if isinstance(state.get("epoch", 0), int) else 0
     if state.get("target") or not isinstance(epochs, int) or done >= epochs:
         return None
-    return (f"warning: --teacher {path}: its run stopped after {done} of {epochs} epochs (step {state.get('step', '?')}), "
-            f"and it teaches what it knew then; finish it first (cnnlab train --resume {path.parent}) for a better teacher")
+    return (f"warning: --teacher {path}: its run stopped after {done} of {epochs} epochs (step "
+            f"{state.get('step', '?')}), and it teaches what it knew then; finish it first (cnnlab train --resume "
+            f"{path.parent}) for a better teacher")
 
 
 def _teacher_path(cfg: TrainConfig, run_dir: Path | None) -> Path:

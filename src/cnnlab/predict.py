@@ -815,8 +815,8 @@ def split_inputs(x, name: str | None = None) -> tuple[list[tuple[str, Any]], boo
                                     "pass the batch on its own, or list its images")
             items += sub
         return items, False
-    raise BadImageError(f"{name or 'input'}: cannot predict a {type(x).__name__}; give a path, bytes, a binary file, a PIL image, "
-                        "a numpy array, a torch tensor, or a list of them")
+    raise BadImageError(f"{name or 'input'}: cannot predict a {type(x).__name__}; give a path, bytes, a binary file, "
+                        "a PIL image, a numpy array, a torch tensor, or a list of them")
 
 
 def _file_name(f) -> str:

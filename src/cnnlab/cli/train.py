@@ -145,7 +145,8 @@ def _add_train_parser(sub) -> None:
                    help="settings from a file: a run's config.json (or its run folder, or 'latest': re-runs that run "
                         "exactly) or a JSON/YAML mapping such as 'model: resnet' / 'recipe: best'; flags you type "
                         "override it (default: none)")
-    p.add_argument("--model", default=DEFAULTS.model, type=model_arg, help="model name; see 'cnnlab models' (default: %(default)s)")
+    p.add_argument("--model", default=DEFAULTS.model, type=model_arg,
+                   help="model name; see 'cnnlab models' (default: %(default)s)")
     add_data_args(p)
     _add_recipe_flags(p)
     p.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seed for weights and batch order (default: %(default)s)")
