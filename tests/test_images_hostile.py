@@ -401,3 +401,20 @@ def test_max_pixels_option(run, tmp_path, capsys, monkeypatch):
     monkeypatch.undo()
     assert main(["serve", str(run), "--max-pixels", "5", "--port", "0"]) == 2  # refused before any server starts
     assert "--max-pixels must be" in capsys.readouterr().err
+
+
+def test_a_phone_photo_a_pdf_or_an_svg_is_named_with_the_way_to_convert_it():
+    """Found by probing: an iPhone's HEIC photo, a scanned PDF and an SVG drawing were all "not an image (no PNG,
+    JPEG, BMP, GIF or WebP data found)": the first is an image, and none of them said what to do."""
+    cases = {
+        b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(200): "a HEIC/HEIF photo (the format of iPhones",
+        b"\x00\x00\x00\x1cftypmif1\x00\x00\x00\x00mif1heic" + bytes(200): "convert it to JPEG or PNG (an iPhone saves",
+        b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj" + bytes(100): "a PDF document, not an image; export the page as PNG",
+        b'\xef\xbb\xbf<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>': "an SVG drawing (lines, not",
+        b'<svg width="28" height="28"><path d="M14 4 L14 24"/></svg>': "export it as PNG",
+        b"just some text, not a picture": "not an image (no PNG, JPEG, BMP, GIF or WebP data found)",
+    }
+    for data, fragment in cases.items():
+        with pytest.raises(BadImageError) as info:
+            open_image(data, "upload")
+        assert fragment in str(info.value) and "\n" not in str(info.value), data[:20]

@@ -303,7 +303,25 @@ def _identify(data: bytes, allowed: str) -> str:
     for signature, sniffed in _SIGNATURES:
         if data.startswith(signature) and (sniffed != "WebP" or data[8:12] == b"WEBP"):
             return f"a damaged {sniffed} header (no pixels, or not readable); re-save or re-export the file"
-    return f"not an image (no {allowed} data found); give an image file"
+    return _foreign(data) or f"not an image (no {allowed} data found); give an image file"
+
+
+#: ISO media brands of HEIC/HEIF pictures (the ``ftyp`` box at byte 4): what iPhones and many Android phones save.
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
+
+
+def _foreign(data: bytes) -> str | None:
+    """What a common file that no plugin opens is (a phone's HEIC photo, a PDF scan, an SVG drawing) and how to
+    convert it, for a message better than "not an image"; None for anything else."""
+    if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
+        return ("a HEIC/HEIF photo (the format of iPhones and many phones), which cnnlab cannot decode; convert it "
+                "to JPEG or PNG (an iPhone saves JPEGs with Settings > Camera > Formats > Most Compatible)")
+    if data.startswith(b"%PDF-"):
+        return "a PDF document, not an image; export the page as PNG or JPEG"
+    head = data[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head.startswith((b"<svg", b"<?xml")) and b"<svg" in head:
+        return "an SVG drawing (lines, not pixels); export it as PNG"
+    return None
 
 
 # ----------------------------------------------------------------------------- pixels
