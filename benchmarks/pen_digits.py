@@ -10,8 +10,8 @@ git revision REV (the "before" column), with the same nets and pages.
 
     python -m benchmarks.pen_digits [--n 300] [--baseline REV]
 
-The last condition, a marker as wide as MNIST's strokes, is the control: a change for thin pens must leave it
-as it is. Printed, and written to ``benchmarks/results/pen_digits.{json,md}``.
+A marker as wide as MNIST's strokes is the control for the thin pens: a change for them must leave it as it is.
+The last conditions put the marker's digit in a frame (a form's printed box, a circle drawn around it). Printed, and written to ``benchmarks/results/pen_digits.{json,md}``.
 """
 
 from __future__ import annotations
@@ -27,15 +27,21 @@ from benchmarks.photo_digits import accuracy, baseline_preprocess
 
 #: The skeleton is found on the digit enlarged to this many px (its 28 px field).
 SKELETON_SIDE = 140
-#: name: (page side in px, pen width in px); the digit's box is 70 % of the page high.
+#: name: (page side in px, pen width in px, frame); the digit's box is 70 % of the page high. A frame is drawn
+#: around the digit (a form's printed box, a circle), 90 % of the page wide: (shape, line width in px) or None;
+#: the digit's box is then :data:`FRAMED_FILL` of the page, so that the digit lies inside even a circle.
 CONDITIONS = {
-    "1 px pen, 1000 px page": (1000, 1),
-    "2 px pen, 1000 px page": (1000, 2),
-    "3 px pen, 600 px page": (600, 3),
-    "1 px pen, 300 px page": (300, 1),
-    "2 px pen, 280 px canvas": (280, 2),
-    "marker (MNIST's width), 600 px page": (600, 42),
+    "1 px pen, 1000 px page": (1000, 1, None),
+    "2 px pen, 1000 px page": (1000, 2, None),
+    "3 px pen, 600 px page": (600, 3, None),
+    "1 px pen, 300 px page": (300, 1, None),
+    "2 px pen, 280 px canvas": (280, 2, None),
+    "marker (MNIST's width), 600 px page": (600, 42, None),
+    "marker in a printed box (3 px), 400 px page": (400, 14, ("box", 3)),
+    "marker in a bold box (8 px), 400 px page": (400, 14, ("box", 8)),
+    "marker in a circle (4 px), 400 px page": (400, 14, ("circle", 4)),
 }
+FRAMED_FILL = 0.55
 #: The 8 neighbours of a pixel in Zhang-Suen's order P2..P9 (north, then clockwise), as (dy, dx).
 RING = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))
 
@@ -58,12 +64,14 @@ def skeleton(mask: np.ndarray) -> np.ndarray:
             return m[1:-1, 1:-1].astype(bool)
 
 
-def pen_page(digit28: np.ndarray, side: int, width: int) -> Image.Image:
-    """The digit drawn along its skeleton with a pen ``width`` px wide, black on a white ``side`` px page."""
+def pen_page(digit28: np.ndarray, side: int, width: int, frame: tuple | None = None) -> Image.Image:
+    """The digit drawn along its skeleton with a pen ``width`` px wide, black on a white ``side`` px page, in a
+    ``frame`` (("box" or "circle", line width)) when given."""
     big = Image.fromarray(digit28.astype(np.float32) / 255, mode="F").resize((SKELETON_SIDE, SKELETON_SIDE),
                                                                             Image.Resampling.BICUBIC)
     bones = skeleton(np.asarray(big) >= 0.5)
-    scale = side * 0.7 / (SKELETON_SIDE * 20 / 28)  # the digit's 20 px box of 28 fills 70 % of the page
+    fill = 0.7 if frame is None else FRAMED_FILL  # a framed digit is smaller, so that it lies inside the frame
+    scale = side * fill / (SKELETON_SIDE * 20 / 28)  # the digit's 20 px box of 28 fills that much of the page
     offset = (side - SKELETON_SIDE * scale) / 2
     page = Image.new("L", (side, side), 255)
     draw = ImageDraw.Draw(page)
@@ -74,6 +82,11 @@ def pen_page(digit28: np.ndarray, side: int, width: int) -> Image.Image:
             if 0 <= y2 < SKELETON_SIDE and 0 <= x2 < SKELETON_SIDE and bones[y2, x2]:
                 draw.line([(offset + (x + 0.5) * scale, offset + (y + 0.5) * scale),
                            (offset + (x2 + 0.5) * scale, offset + (y2 + 0.5) * scale)], fill=0, width=width)
+    if frame is not None:
+        shape, line = frame
+        margin = round(side * 0.05)
+        (draw.rectangle if shape == "box" else draw.ellipse)([margin, margin, side - margin, side - margin],
+                                                             outline=0, width=line)
     return page
 
 
@@ -83,9 +96,9 @@ def measure(models: list[str], versions: dict, digits: np.ndarray, labels: np.nd
 
     predictors = {m: cnnlab.predictor(model=m) for m in models}
     rows = {}
-    for name, (side, width) in CONDITIONS.items():
+    for name, (side, width, frame) in CONDITIONS.items():
         t0 = time.perf_counter()
-        pages = [pen_page(d, side, width) for d in digits]
+        pages = [pen_page(d, side, width, frame) for d in digits]
         rows[name] = {f"{m} {v}": accuracy(p, fn, pages, labels)[0] for m, p in predictors.items()
                       for v, fn in versions.items()}
         print(f"  {name:38s} " + "  ".join(f"{k}: {a:5.1f}%" for k, a in rows[name].items())

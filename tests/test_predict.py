@@ -564,3 +564,30 @@ def test_thin_pen_strokes_are_thickened_to_mnists_width(monkeypatch):
     thick[10:90, 45:55] = 1.0
     assert thicken(thick, 20 / 100) is thick
     assert stroke_width(thick) == pytest.approx(2 * 800 / (2 * 80 + 2 * 10))
+
+
+def test_a_box_or_circle_around_the_digit_is_dropped_and_a_zero_round_a_dot_is_kept():
+    """Found by probing: a digit written in a form's printed box (or a circle around it) was read with the box:
+    the box was taken for the digit, or joined it, and the digit came out small in the field (a digit in an 8-px
+    box: 46% read right)."""
+    def seven(frame: str | None, line: int = 6) -> Image.Image:  # a '7' well inside the frame, touching nothing
+        im = Image.new("L", (400, 400), 255)
+        ImageDraw.Draw(im).line([(132, 88), (268, 88), (180, 320)], fill=0, width=14)
+        if frame:
+            (ImageDraw.Draw(im).rectangle if frame == "box" else ImageDraw.Draw(im).ellipse)(
+                [20, 20, 380, 380], outline=0, width=line)
+        return im
+
+    alone = preprocess(seven(None))
+    for frame in ("box", "circle"):
+        for line in (2, 8):
+            field = preprocess(seven(frame, line))
+            assert np.corrcoef(field.ravel(), alone.ravel())[0, 1] > 0.95, (frame, line)
+    # a dot inside a zero is far lighter than the ring: the ring is the digit, not a frame to drop
+    zero = Image.new("L", (300, 300), 255)
+    draw = ImageDraw.Draw(zero)
+    draw.ellipse([90, 40, 210, 260], outline=0, width=14)
+    draw.ellipse([143, 143, 157, 157], fill=0)
+    field = preprocess(zero)
+    ys, xs = np.nonzero(field > 0.2)
+    assert ys.max() - ys.min() >= 18 and xs.max() - xs.min() >= 8  # the whole ring (alone, the dot fills the box)
