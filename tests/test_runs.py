@@ -181,9 +181,14 @@ def test_an_interrupted_compare_says_that_running_it_again_resumes(tiny_idx, tmp
 
 
 def test_compare_on_tiny_data_writes_table_and_reuses_runs(tiny_idx, tmp_path, monkeypatch):
+    from cnnlab import drawing, plots
+
+    shown = []  # the comparison figure's context line: the folder of the runs (it said "run cmp")
+    monkeypatch.setattr(plots, "context_text", lambda context: shown.append(drawing.context_text(context)) or shown[-1])
     base = cfg_for(tiny_idx, epochs=1)
     logs = []
     res = compare(["basic_cnn", "resnet"], 2, base, tmp_path / "cmp", log=logs.append)
+    assert f"dataset idx:{tiny_idx} · folder cmp" in shown
     trained = [m for m in logs if ": trained, final " in m]
     assert len(trained) == 4 and len(logs) == 4  # one line per run, nothing else (the data loaded silently)
     table = (tmp_path / "cmp" / "comparison.md").read_text()

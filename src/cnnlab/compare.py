@@ -137,7 +137,7 @@ def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = 
     plot_comparison(series, out / "comparison.png",
                     metric=("validation" if base.val_split else "test") + " accuracy (%)",
                     title=f"{data.name}, recipe {base.recipe}" + (f", taught by {Path(teachers).name}" if teachers else ""),
-                    context={"dataset": data.name, "run": out.name})
+                    context={"dataset": data.name, "folder": out.name})  # many runs: not "run"
     return {"table": table, "results": results, "out": out}
 
 

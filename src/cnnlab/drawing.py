@@ -28,7 +28,7 @@ INK, MUTED, GRID = (20, 20, 20), (90, 90, 90), (228, 228, 228)
 COLOURS = {"blue": (31, 119, 180), "orange": (255, 127, 14), "green": (44, 160, 44), "gray": (127, 127, 127)}
 SCALE = 2  # charts are drawn this many times larger, then shrunk: smooth lines
 #: The keys of a context shown first, in this order; any other key follows as "key value".
-CONTEXT_ORDER = ("model", "dataset", "run")
+CONTEXT_ORDER = ("model", "dataset", "run", "folder")
 
 
 @functools.cache
