@@ -221,6 +221,11 @@ def test_yaml_config_files_and_their_errors(tiny_idx, tmp_path, capsys):
         assert main(["train", "--config", str(tmp_path / name)]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1
+    # the check is linear: a file of 90,000 keys (one repeated at the end; under the 1 MB cap) answers at once
+    many = "{" + ",".join(f'"k{i}":1' for i in range(90_000)) + ',"k5":2}'
+    (tmp_path / "many.json").write_text(many)
+    assert main(["train", "--config", str(tmp_path / "many.json")]) == 2
+    assert "'k5' is set twice" in capsys.readouterr().err
     # not text, or too large to be a settings file (a device such as /dev/zero is never read to its end)
     for data, message in ((b"\xcd\x00\xff" * 50, "not text (byte 0 is not UTF-8)"),
                           (b"#" * (1 << 20) + b"\n", "larger than 1 MB, not a settings file")):

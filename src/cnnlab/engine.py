@@ -178,9 +178,10 @@ def train(
     with contextlib.ExitStack() as stack:
         if plan.run_dir is not None:
             stack.push(_forget_if_empty(plan))  # last out: after the lock is released (also when it cannot be taken)
-            stack.enter_context(RunLock(plan.run_dir) if plan.resume_from is None else RunLock(
-                plan.run_dir, f"it is training now; let it finish, or stop it (Ctrl+C where it runs, or kill {{pid}}) "
-                              f"and resume then: cnnlab train --resume {plan.run_dir}"))
+            busy = {} if plan.resume_from is None else {"busy": (
+                f"it is training now; let it finish, or stop it (Ctrl+C where it runs, or kill {{pid}}) and resume "
+                f"then: cnnlab train --resume {plan.run_dir}")}
+            stack.enter_context(RunLock(plan.run_dir, **busy))
             stack.push(_record_failure(plan))
         stack.enter_context(ranks.errors_explained())  # a dead peer: one line, not gloo's traceback
         ckpt = load_checkpoint(plan.resume_from) if plan.resume_from is not None else None
@@ -369,13 +370,14 @@ def _refuse_changed_data(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
     ``idx:``/``folder:`` dataset rewritten with other images (other sizes, another mean or spread: the resume
     trained on them without a word, and the run was no longer the one its first part belonged to)."""
     recorded, where = ckpt.get("data") or {}, plan.run_dir or plan.resume_from
-    if t.data.changed_since(recorded, ("classes",)):
+    changed = t.data.changed_since(recorded)
+    if "classes" in changed:
         before, now = [str(c) for c in recorded["classes"]], list(t.data.classes)
         raise RunError(f"--resume {where}: {t.data.name} has other classes than when the "
                        f"run trained ({', '.join(now[:6])}{', ...' if len(now) > 6 else ''} now, "
                        f"{', '.join(before[:6])}{', ...' if len(before) > 6 else ''} then); put the data back as it "
                        "was, or train a new run on it")
-    if changed := t.data.changed_since(recorded):
+    if changed:
         raise RunError(f"--resume {where}: {t.data.name} is not the data the run trained on ({', '.join(changed)} "
                        "differ); put the data back as it was, or train a new run on it")
 

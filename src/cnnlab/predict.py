@@ -525,7 +525,8 @@ def keep_digit(ink: np.ndarray) -> np.ndarray:
     weak_labels = label_components(weak)
     framed = np.isin(weak_labels, frame_labels(_components(weak_labels, small), weak_labels))
     strong = small >= cut
-    labels = label_components(strong & ~framed if (strong & ~framed).any() else strong)
+    unframed = strong & ~framed
+    labels = label_components(unframed if unframed.any() else strong)
     comps = _components(labels, small)
     if not comps:
         return ink
