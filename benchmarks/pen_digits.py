@@ -5,8 +5,9 @@ a fine pen, or drawn with a 1-3 px brush on a large canvas, has strokes a hundre
 MNIST *test* digit (the same ones in every condition) is skeletonised (Zhang-Suen thinning of its outline,
 enlarged to 140 px) and drawn again along its skeleton with a pen of a given width on a page of a given side,
 black on white, the digit's 20 px box 70 % of the page high; cnnlab's preprocessing makes the 28x28 field and
-the shipped nets read it. ``--baseline REV`` also measures the preprocessing of ``src/cnnlab/predict.py`` at
-git revision REV (the "before" column), with the same nets and pages.
+the shipped nets read it. ``--baseline REV`` also measures the preprocessing at git revision REV (its
+``src/cnnlab/preprocessing.py``, or ``predict.py`` before that was split off; the "before" column), with the same nets
+and pages.
 
     python -m benchmarks.pen_digits [--n 300] [--baseline REV]
 

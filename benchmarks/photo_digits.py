@@ -17,8 +17,8 @@ example pages and their 28x28 fields as PNG, ``--json FILE`` the numbers).
 
     PYTHONPATH=src python benchmarks/photo_digits.py --run /work/photo-run --baseline d1721fb
 
-``--baseline REV`` also measures the preprocessing of ``src/cnnlab/predict.py`` at git revision REV
-(loaded as a module of its own), with the same net, to give before/after columns.
+``--baseline REV`` also measures the preprocessing at git revision REV (its ``src/cnnlab/preprocessing.py``, or
+``predict.py`` before that was split off, loaded as a module of its own), with the same net: before/after columns.
 """
 
 from __future__ import annotations
@@ -214,12 +214,18 @@ def pages(digits: np.ndarray, page: Page | str, seed: int, condition_index: int)
 
 
 def baseline_preprocess(rev: str):
-    """``preprocess`` of ``src/cnnlab/predict.py`` at git revision ``rev``, imported as a module of its own."""
-    text = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:src/cnnlab/predict.py"], check=True,
-                          capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp()) / f"predict_{rev[:12]}.py"
-    path.write_text(text)
-    spec = importlib.util.spec_from_file_location(f"predict_{rev[:12]}", path)
+    """``preprocess`` of cnnlab at git revision ``rev``: its ``src/cnnlab/preprocessing.py`` (or, before that module
+    was split off, ``src/cnnlab/predict.py``), imported as a module of its own."""
+    for name in ("preprocessing", "predict"):
+        shown = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:src/cnnlab/{name}.py"],
+                               capture_output=True, text=True)
+        if shown.returncode == 0:
+            break
+    else:
+        raise SystemExit(f"--baseline {rev}: no src/cnnlab/preprocessing.py or predict.py there ({shown.stderr.strip()})")
+    path = Path(tempfile.mkdtemp()) / f"{name}_{rev[:12]}.py"
+    path.write_text(shown.stdout)
+    spec = importlib.util.spec_from_file_location(f"{name}_{rev[:12]}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses look themselves up there
     spec.loader.exec_module(module)

@@ -376,7 +376,7 @@ def test_taken_as_is_needs_the_field_size(predictor):
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.photo_digits import grid_lines, light_field  # noqa: E402
-from cnnlab.predict import (  # noqa: E402
+from cnnlab.preprocessing import (  # noqa: E402
     _window, ink_map, keep_digit, label_components, light_paper, mnist_field, otsu_threshold, paper_level,
 )
 
@@ -549,15 +549,15 @@ def test_thin_pen_strokes_are_thickened_to_mnists_width(monkeypatch):
     """Found by probing: a digit drawn with a 1-3 px pen on a 300-1000 px canvas came out of the 20 px box faint
     and uneven (strokes 0.8 px wide, joints brighter than lines; MNIST's are 1.85), and the nets misread about a
     tenth of such digits; on a 1000 px page keep_digit also broke the 1-px strokes into dropped pieces."""
-    import cnnlab.predict
-    from cnnlab.predict import stroke_width, thicken
+    import cnnlab.preprocessing
+    from cnnlab.preprocessing import stroke_width, thicken
 
     for side, width in ((1000, 1), (600, 2), (300, 1)):
         field = preprocess(_pen_seven(side, width))
         assert 1.3 < stroke_width(field) < 2.6, (side, width)  # MNIST's 10th to 90th percentile: 1.36 to 2.59
         assert field.max() > 0.9  # full-strength ink (the sub-pixel centring shares the peak a little)
         with monkeypatch.context() as m:  # without the thickening: the thin, faint strokes of before
-            m.setattr(cnnlab.predict, "THIN_STROKE", 0.0)
+            m.setattr(cnnlab.preprocessing, "THIN_STROKE", 0.0)
             assert stroke_width(preprocess(_pen_seven(side, width))) < 1.0
     # strokes already as wide as MNIST's in the field: the crop is returned as it is, the same object
     thick = np.zeros((100, 100), np.float32)

@@ -1,0 +1,606 @@
+"""MNIST-style preprocessing: any image of a digit made into the 28x28 field the nets were trained on.
+
+The net was trained on MNIST-like 28x28 images: white ink on black, the digit scaled so that its
+longer side is 20 px and placed so that its centre of mass sits at the centre of the 28x28 field.
+A photo or a drawing looks nothing like that, so :func:`preprocess` rebuilds the same conditions step
+by step (each function documents its steps):
+
+1. grayscale in 0..1; a transparent image's opacity is its ink (:func:`ink_map`);
+2. polarity: is the paper light or dark? The strokes are a thin minority that departs from the
+   paper on one side only, while shading and shadow edges are wide (:func:`light_paper`);
+3. background removal: the paper's level, one number for an evenly lit page, else a map that
+   follows shading, shadows and vignetting (the strokes closed over by a morphological closing on a
+   small copy); the image is divided by it (flat-field), so the paper becomes 0 and the ink 0..1
+   everywhere, in the light and in a shadow alike (:func:`paper_level`, :func:`ink_map`);
+4. keep the digit: the strokes above an adaptive (Otsu) threshold are grouped into connected
+   components; specks, grid lines, leftover shadow edges touching the border and marks away from
+   the digit are dropped (:func:`keep_digit`, :func:`select_digit`);
+5. crop to the ink, 6. scale it to a 20 px box, 7. centre it by mass in 28x28 (:func:`mnist_field`).
+
+Step 8, the normalisation with the run's mean and std, belongs to the run: :meth:`cnnlab.predict.Predictor.tensor`.
+numpy and Pillow only: no torch, no files (images arrive opened, by :mod:`cnnlab.imageio`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image
+
+from cnnlab.imageio import BadImageError, shrink, unit_gray
+
+#: MNIST's geometry: the digit's longer side is 20 px inside a 28 px field (LeCun et al.).
+MNIST_BOX, MNIST_FIELD = 20, 28
+#: Images larger than this (longer side, px) are box-reduced by an integer factor (JPEGs decoded at
+#: reduced scale) before anything else: the ink ends up at 20 px anyway, even a digit a tenth of the
+#: image wide keeps 100 px, and this bounds the memory of the float steps (a 1024^2 float32 is 4 MiB).
+WORK_SIDE = 1024
+#: A pixel counts as ink for the bounding box when it has at least this fraction of the
+#: strongest ink: keeps JPEG ringing and paper texture out of the box.
+INK_THRESHOLD = 0.2
+#: The paper's local level is estimated on a copy of at most this many px (longer side).
+BG_SIDE = 128
+#: The square that closes the strokes over, as a fraction of the shorter side (wider than a pen stroke).
+BG_WINDOW = 0.3
+#: Around each pixel, the paper's level lies within what its map holds over this many px of the reduced copy.
+EDGE_WINDOW = 5
+#: Images with a shorter side below this (px) are taken as evenly lit: a 28x28 field is no photo, and
+#: its strokes are too wide for them to be closed over.
+SHADED_MIN_SIDE = 64
+#: A paper level map this close to the darkest ink (ratio) holds a stroke, not paper: the page is taken as evenly lit.
+INK_SURVIVED = 1.5
+#: A paper level map varying less than this (fraction of the paper's level) is an evenly lit page.
+FLAT_PAPER = 0.1
+#: The polarity is decided on a copy of at most this many px (longer side)...
+POLARITY_SIDE = 80
+#: ...against the median over a square of this fraction of its shorter side.
+POLARITY_WINDOW = 0.25
+#: A border whose 10th and 90th percentiles are this close is evenly lit (it then decides the polarity).
+EVEN_RING = 0.1
+#: Strokes must stand out on one side this many times more than on the other to decide the polarity.
+POLARITY_RATIO = 2.0
+#: The threshold of the strokes is at most this fraction of the strongest ink.
+CUT_MAX = 0.6
+#: Ink components are found on a copy of at most this many px (longer side).
+LABEL_SIDE = 256
+#: A component that encloses another of at least this fraction of its own ink is a frame around it (a box, a
+#: circle), and is dropped; a dot or a bar inside a zero is lighter than this.
+FRAMED_MASS = 0.25
+#: A component touching the border is taken as the digit only when this many times heavier than any inside.
+BORDER_OVER = 4.0
+#: Other components join the digit when at least this fraction of its ink mass...
+PIECE_MASS = 0.03
+#: ...and at most this fraction of its size away from it.
+PIECE_GAP = 0.25
+#: The kept components follow fainter ink reaching the border (a grid line) by at most this fraction of the digit's size...
+KEEP_GROW = 0.1
+#: ...and are then widened by this fraction of the digit's size (the strokes' soft edges).
+KEEP_MARGIN = 0.04
+#: MNIST's strokes are about this wide in its 28x28 fields (px; twice the ink's area over its outline's length,
+#: the ink taken at half the strongest: median 1.85 over 3,000 test digits, 10th percentile 1.36)...
+MNIST_STROKE = 1.85
+#: ...and strokes that would be thinner than this in the field are thickened to MNIST's width before scaling: a
+#: 1-3 px pen line on a large canvas, box-averaged to 20 px, came out faint and uneven (its joints brighter than
+#: its straight parts), and the nets misread it.
+THIN_STROKE = 1.0
+#: Strokes are thin when a square of the thin width erodes all but this fraction of the ink away...
+THIN_KEPT = 0.05
+#: ...the width being at most this many px of the (working-size) image: a pen's line. A crop stretched by marks
+#: around the digit (dark grid lines) makes its 9-px strokes thin for the field, and thickening them and the
+#: marks' stubs misread more of those digits.
+PEN_WIDTH = 5
+#: Less contrast than this (on a 0..1 scale) between the strongest ink and the paper is a blank image.
+MIN_CONTRAST = 0.08
+
+
+# ----------------------------------------------------------------------------- preprocessing
+
+
+def ink_map(img: Image.Image, name: str = "image") -> np.ndarray:
+    """Steps 1-3: grayscale, polarity, background removal: "ink" in 0..1 with the paper at 0 everywhere.
+
+    1. Grayscale in 0..1, scaled from the image's bit depth (:func:`cnnlab.imageio.unit_gray`: 16-bit
+       images are divided by 65535, not clipped): colour images become luminance (Pillow's ITU-R 601
+       ``L``). A transparent image (PNG/WebP/GIF with alpha, or a transparent colour) is different:
+       its background is *transparent*, not light or dark, so the opacity is the ink (steps 2-3 skipped).
+    2. Polarity (:func:`light_paper`): the ink is the minority that departs strongly from its
+       neighbourhood; light paper (dark ink) when it departs downwards.
+    3. The paper's level (:func:`paper_level`): one number (the median of the outermost ring of
+       pixels) when the page is evenly lit, else a map (flat-field: shading, shadows, vignetting).
+       The paper is then stretched to 0 and the strongest possible ink to 1:
+       ``ink = (paper - gray) / paper`` on light paper, ``(gray - paper) / (1 - paper)`` on dark.
+
+    Very large images are box-reduced first (integer factor, to at most :data:`WORK_SIDE`; any mode,
+    :func:`cnnlab.imageio.shrink`).
+    """
+    gray, alpha = unit_gray(shrink(img, WORK_SIDE), name)  # (H, W) float32 in 0..1 each
+    if alpha is not None and alpha.min() < 0.99:  # some transparency: the opaque strokes are the ink
+        return alpha
+    light = light_paper(gray)
+    paper = paper_level(gray, light)
+    if light:
+        ink = (paper - gray) / np.maximum(paper, 1e-6)
+    else:
+        ink = (gray - paper) / np.maximum(1.0 - paper, 1e-6)
+    return np.clip(ink, 0.0, 1.0).astype(np.float32)
+
+
+def _ring(a: np.ndarray) -> np.ndarray:
+    """The outermost ring of pixels of a 2-D array, as one vector."""
+    return np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
+
+
+def reduced(a: np.ndarray, max_side: int) -> np.ndarray:
+    """A float image area-averaged (box filter) so that its longer side is at most ``max_side``."""
+    h, w = a.shape
+    scale = max_side / max(h, w)
+    if scale >= 1:
+        return a.astype(np.float32)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(a.astype(np.float32), mode="F").resize(size, Image.Resampling.BOX))
+
+
+def _window(a: np.ndarray, k: int, reduce, axis: int) -> np.ndarray:
+    """``reduce`` (np.max, np.min or np.mean) over a centred window of ``k`` pixels along ``axis``, edges repeated.
+
+    The maximum and minimum double their window at each step (a window of ``k`` is the union of two of
+    the largest power of two below it), so the cost grows with log(k), not k; the mean uses running sums."""
+    pad = [(0, 0), (0, 0)]
+    pad[axis] = (k // 2, k - 1 - k // 2)
+    m = np.moveaxis(np.pad(a, pad, mode="edge"), axis, 0)
+    n = a.shape[axis]
+    if reduce is np.mean:
+        c = np.concatenate([np.zeros((1,) + m.shape[1:]), np.cumsum(m, axis=0, dtype=np.float64)])
+        return np.moveaxis(((c[k:] - c[:-k]) / k).astype(np.float32), 0, axis)
+    pick = {np.max: np.maximum, np.min: np.minimum}[reduce]
+    width = 1
+    while 2 * width <= k:  # m[i] = reduce over the padded rows i .. i + 2 * width - 1
+        m = pick(m[:-width], m[width:])
+        width *= 2
+    return np.moveaxis(pick(m[:n], m[k - width : k - width + n]), 0, axis)
+
+
+def sparse_median(a: np.ndarray, k: int) -> np.ndarray:
+    """The median over a ``k`` x ``k`` square (``k`` odd) around every pixel (edges mirrored), of every other
+    row and column of the square: nearly the full median, at a quarter of its cost."""
+    half = k // 2
+    view = np.lib.stride_tricks.sliding_window_view(np.pad(a, half, mode="symmetric"), (k, k))[:, :, ::2, ::2]
+    values = view.reshape(a.shape + (-1,))  # (H, W, n) copied
+    mid = values.shape[-1] // 2  # n is odd for an odd k: the middle value is the median
+    return np.partition(values, mid, axis=-1)[..., mid].astype(np.float32)
+
+
+def square_filter(a: np.ndarray, k: int, reduce) -> np.ndarray:
+    """``reduce`` over a ``k`` x ``k`` square around every pixel (separable: rows, then columns)."""
+    if k <= 1:
+        return a
+    return _window(_window(a, k, reduce, 0), k, reduce, 1)
+
+
+def _dilate(mask: np.ndarray) -> np.ndarray:
+    """A boolean mask grown by one pixel towards its 8 neighbours."""
+    out = mask.copy()
+    out[1:] |= mask[:-1]
+    out[:-1] |= mask[1:]
+    grown = out.copy()
+    grown[:, 1:] |= out[:, :-1]
+    grown[:, :-1] |= out[:, 1:]
+    return grown
+
+
+def closing(a: np.ndarray, k: int) -> np.ndarray:
+    """Morphological closing over a ``k`` x ``k`` square (maximum, then minimum): dark details narrower than
+    ``k`` are filled with their surroundings; steps, ramps and wider structures are kept."""
+    return square_filter(square_filter(a, k, np.max), k, np.min)
+
+
+def opening(a: np.ndarray, k: int) -> np.ndarray:
+    """Morphological opening (minimum, then maximum): the same for light details."""
+    return square_filter(square_filter(a, k, np.min), k, np.max)
+
+
+def even_border(gray: np.ndarray) -> float | None:
+    """The median of the outermost ring of pixels of a copy reduced to at most :data:`POLARITY_SIDE` px
+    (the noise averaged away) when that ring is evenly lit (its 10th and 90th percentiles within
+    :data:`EVEN_RING`), else None."""
+    lo, mid, hi = np.percentile(_ring(reduced(gray, POLARITY_SIDE)), [10, 50, 90])
+    return float(mid) if hi - lo <= EVEN_RING else None
+
+
+def light_paper(gray: np.ndarray) -> bool:
+    """Step 2: whether the paper is light (dark ink), from the side on which the thin minority departs.
+
+    When the image's border is evenly lit (:func:`even_border`) and clearly light or dark (its median at
+    least 0.15 away from 0.5), it is the paper: light paper when its median is at least 0.5, the rule
+    of earlier versions. This holds for scans, drawings and canvases, however
+    bold the digit.
+
+    Otherwise (shading or a shadow across the border, grey paper near 0.5), the paper is the majority
+    of every neighbourhood, the strokes (and grid lines) a thin minority; a shadow or a gradient is
+    wide. On that copy, in log scale (so that a contrast is a ratio, and ink in a shadow counts as
+    much as ink in the light):
+
+    - the median over a square of :data:`POLARITY_WINDOW` of the shorter side is the majority's level
+      (it keeps a straight shadow edge and follows gradients), computed on every other row and column
+      of the square (:func:`sparse_median`);
+    - a pixel departs downwards by how much it is darker than that median *and* than the image closed
+      over a square of half that size (:func:`closing`: only details thinner than the square are filled,
+      steps and ramps are kept, so the slivers a median leaves along a shadow edge do not count); upwards
+      the same with the opening.
+
+    The departures beyond a noise margin are summed on each side. Light paper when those downwards
+    outweigh those upwards at least :data:`POLARITY_RATIO` times, dark paper in the opposite case;
+    otherwise (no thin detail, e.g. strokes wider than the square), and for images smaller than
+    :data:`SHADED_MIN_SIDE`, the rule for an evenly lit page decides: light paper when the median of
+    the image's outermost ring of pixels is at least 0.5.
+    """
+    ring = float(np.median(_ring(gray))) >= 0.5
+    if min(gray.shape) < SHADED_MIN_SIDE:
+        return ring
+    border = even_border(gray)
+    if border is not None and abs(border - 0.5) >= 0.15:  # an evenly lit border, clearly light or dark
+        return border >= 0.5
+    small = np.log(reduced(gray, POLARITY_SIDE) + 0.03)  # contrast as a ratio: ink in a shadow counts as much
+    k = max(3, round(POLARITY_WINDOW * min(small.shape)) | 1)
+    level = sparse_median(small, k)
+    noise = 1.4826 * float(np.median(np.abs(small - square_filter(small, 3, np.mean))))
+    margin = 0.05 + 3.0 * noise
+    thin = (k // 2) | 1  # pen strokes are narrower than this
+    below = np.minimum(level, closing(small, thin)) - small  # darker than the majority, and a thin dark detail
+    above = small - np.maximum(level, opening(small, thin))
+    below, above = (float(np.clip(d - margin, 0, None).sum()) for d in (below, above))
+    if below > POLARITY_RATIO * above:
+        return True
+    if above > POLARITY_RATIO * below:
+        return False
+    return ring
+
+
+def paper_level(gray: np.ndarray, light: bool) -> np.ndarray | float:
+    """Step 3: the paper's level under the ink, one number for an evenly lit page, else a map like ``gray``.
+
+    The paper's local level is the grayscale with the strokes closed over. On a copy reduced to at
+    most :data:`BG_SIDE` px (which also averages the sensor noise away), a maximum filter then a
+    minimum filter (a morphological closing, :func:`closing`; minimum then maximum on dark paper,
+    :func:`opening`) over a square of :data:`BG_WINDOW` of the shorter side, wider than any pen stroke,
+    replaces every stroke by the paper around it, while gradients, vignetting and the edge of a shadow,
+    larger than the square, are kept. Past the image's border the copy is continued by point reflection
+    (a ramp goes on falling; the darker of that and the mirror image on light paper, so that a stroke
+    near the border is not mirrored into a bright spot), so that light falling off towards the border
+    is followed up to it.
+
+    When that map varies by less than :data:`FLAT_PAPER` of the paper's level (and for images smaller
+    than :data:`SHADED_MIN_SIDE`), the page is evenly lit and the median of the outermost ring of
+    pixels is the level, one number, as in earlier versions, so clean scans and drawings are read as
+    they always were. The same when the border is evenly lit (:func:`even_border`) and the map gets
+    within :data:`INK_SURVIVED` times as dark as the darkest ink (as light as the lightest, on dark
+    paper): paper in a shadow stays well lighter than ink, so there a stroke was too wide to be closed
+    over (a bold digit filling a canvas), and the map would hollow it out. (Under shading across the
+    border, faint ink in the light can be as dark as paper in the shade, so the test is not made there.) Otherwise the map is enlarged back to the image's size, with its resolution
+    restored at sharp shadow edges: each pixel's level is its own gray value, held within the lowest and
+    highest level of the map around it (:data:`EDGE_WINDOW` px of the copy). Paper at a shadow's edge
+    is then its own level (no false ink along the edge), while ink, darker than the paper on both
+    sides, gets the level of the paper next to it.
+    """
+    ring = float(np.median(_ring(gray)))
+    if min(gray.shape) < SHADED_MIN_SIDE:
+        return ring
+    small = square_filter(reduced(gray, BG_SIDE), 3, np.mean)
+    k = max(3, round(BG_WINDOW * min(small.shape)) | 1)
+    # continue the image past its border so that light falling off towards the border is followed there
+    even, odd = np.pad(small, k, mode="reflect"), np.pad(small, k, mode="reflect", reflect_type="odd")
+    level = closing(np.minimum(even, odd), k) if light else opening(np.maximum(even, odd), k)
+    level = square_filter(level[k:-k, k:-k], 3, np.mean)
+    lo, hi = np.percentile(level, [2, 98])
+    scale = max(float(np.median(level)), 1e-3) if light else max(1.0 - float(np.median(level)), 1e-3)
+    if (hi - lo) / scale < FLAT_PAPER or (even_border(gray) is not None and _as_dark_as_ink(level, gray, light)):
+        return ring
+    h, w = gray.shape
+    low, high = (np.asarray(Image.fromarray(square_filter(level, EDGE_WINDOW, f), mode="F").resize((w, h), Image.Resampling.BILINEAR))
+                 for f in (np.min, np.max))
+    return np.clip(gray, low, high)
+
+
+def _as_dark_as_ink(level: np.ndarray, gray: np.ndarray, light: bool) -> bool:
+    """Whether a paper level map gets within :data:`INK_SURVIVED` times as dark as the darkest ink (as light
+    as the lightest, on dark paper): paper in a shadow stays well lighter than ink, a level that dark is a
+    stroke too wide to be closed over."""
+    if light:
+        return float(level.min()) <= INK_SURVIVED * float(gray.min()) + 0.02
+    return INK_SURVIVED * float(level.max()) >= float(gray.max()) - 0.02
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold of values in 0..1: the cut that best separates them into two classes
+    (maximal between-class variance of the histogram; in the middle of equally good cuts)."""
+    hist = np.histogram(values, bins=bins, range=(0.0, 1.0))[0].astype(np.float64)
+    centres = (np.arange(bins) + 0.5) / bins
+    w0 = np.cumsum(hist)
+    m0 = np.cumsum(hist * centres)
+    w1, m1 = w0[-1] - w0, m0[-1] - m0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = np.nan_to_num(w0 * w1 * (m0 / w0 - m1 / w1) ** 2, nan=0.0)[:-1]
+    if not between.any():  # no values, or all of them in one bin: nothing to separate
+        return 0.5
+    best = np.flatnonzero(between >= between.max() * (1 - 1e-9))  # ties (empty bins): the middle of them
+    return float((best[0] + best[-1]) / 2 + 1) / bins
+
+
+def label_components(mask: np.ndarray) -> np.ndarray:
+    """Connected components (8-neighbours) of a boolean mask: each pixel of a component gets the flat
+    index of the component's first pixel, the rest -1.
+
+    Union-find, vectorised: along every edge between two mask pixels, the larger of their roots is
+    hooked onto the smaller, then every pixel jumps to its root; a few rounds whatever the shapes."""
+    h, w = mask.shape
+    idx = np.arange(h * w).reshape(h, w)
+    ends = []
+    for a, b in (((slice(None), slice(0, -1)), (slice(None), slice(1, None))),  # right
+                 ((slice(0, -1), slice(None)), (slice(1, None), slice(None))),  # down
+                 ((slice(0, -1), slice(0, -1)), (slice(1, None), slice(1, None))),  # down-right
+                 ((slice(0, -1), slice(1, None)), (slice(1, None), slice(0, -1)))):  # down-left
+        both = mask[a] & mask[b]
+        ends.append((idx[a][both], idx[b][both]))
+    u = np.concatenate([e[0] for e in ends])
+    v = np.concatenate([e[1] for e in ends])
+    parent = idx.ravel().copy()
+    while True:
+        pu, pv = parent[u], parent[v]
+        split = pu != pv
+        if not split.any():
+            break
+        np.minimum.at(parent, np.maximum(pu, pv)[split], np.minimum(pu, pv)[split])  # roots only decrease
+        while True:  # pointer jumping: every pixel to its root
+            jumped = parent[parent]
+            if np.array_equal(jumped, parent):
+                break
+            parent = jumped
+    return np.where(mask, parent.reshape(h, w), -1)
+
+
+def _components(labels: np.ndarray, ink: np.ndarray, most: int = 64) -> list[dict]:
+    """The ``most`` heaviest components: label, ink mass, bounding box (y0, x0, y1, x1, inclusive) and
+    whether it touches the border; heaviest first."""
+    h, w = labels.shape
+    ys, xs = np.nonzero(labels >= 0)
+    if ys.size == 0:
+        return []
+    lab = labels[ys, xs]
+    order = np.argsort(lab, kind="stable")
+    ys, xs, lab = ys[order], xs[order], lab[order]
+    starts = np.flatnonzero(np.r_[True, lab[1:] != lab[:-1]])
+    mass = np.add.reduceat(ink[ys, xs].astype(np.float64), starts)
+    boxes = np.stack([np.minimum.reduceat(ys, starts), np.minimum.reduceat(xs, starts),
+                      np.maximum.reduceat(ys, starts), np.maximum.reduceat(xs, starts)], axis=1)
+    border = (boxes[:, 0] == 0) | (boxes[:, 1] == 0) | (boxes[:, 2] == h - 1) | (boxes[:, 3] == w - 1)
+    return [{"label": int(lab[starts[i]]), "mass": float(mass[i]), "box": tuple(int(v) for v in boxes[i]),
+             "border": bool(border[i])} for i in np.argsort(-mass, kind="stable")[:most]]
+
+
+def _side(box: tuple) -> int:
+    """The longer side of a bounding box (y0, x0, y1, x1, inclusive), minus one."""
+    return max(box[2] - box[0], box[3] - box[1])
+
+
+def _gap(a: tuple, b: tuple) -> int:
+    """Chessboard distance between two bounding boxes (0 when they overlap)."""
+    return max(0, a[0] - b[2], b[0] - a[2], a[1] - b[3], b[1] - a[3])
+
+
+def frame_labels(comps: list[dict], labels: np.ndarray) -> list[int]:
+    """The labels of the components that frame another: a box printed around the digit (a form's field) or a
+    circle drawn around it. A frame encloses a component of at least :data:`FRAMED_MASS` of its own ink: that
+    component's box lies inside the frame's, and the frame has ink on all four sides of it, along its middle row
+    and column (a digit's detached stroke, such as a seven's bar, is not enclosed that way). The box was taken
+    for the digit, or joined it, and the digit came out small in the field: a digit in an 8-px box read 46%.
+    Found on the fainter ink (a thin circle, reduced, breaks into pieces at the strokes' threshold)."""
+    return [f["label"] for f in comps if any(c is not f and c["mass"] >= FRAMED_MASS * f["mass"]
+                                             and _encloses(f, c, labels) for c in comps)]
+
+
+def _encloses(frame: dict, inner: dict, labels: np.ndarray) -> bool:
+    fy0, fx0, fy1, fx1 = frame["box"]
+    y0, x0, y1, x1 = inner["box"]
+    if not (fy0 < y0 and fx0 < x0 and y1 < fy1 and x1 < fx1):
+        return False
+    row, col, own = labels[(y0 + y1) // 2], labels[:, (x0 + x1) // 2], frame["label"]
+    return all((part == own).any() for part in (row[fx0:x0], row[x1 + 1:fx1 + 1], col[fy0:y0], col[y1 + 1:fy1 + 1]))
+
+
+def select_digit(comps: list[dict]) -> list[dict]:
+    """The components that make up the digit.
+
+    The main one is the heaviest (ink mass) that does not touch the image's border, unless a component
+    touching the border is more than :data:`BORDER_OVER` times heavier (a digit cut by the frame, or
+    drawn across it); then the others joining it are the components of at least :data:`PIECE_MASS` of its
+    mass whose box lies within :data:`PIECE_GAP` of the digit's size from the digit's box (a detached
+    stroke, a stroke broken by the threshold). When the main one does not touch the border, a piece
+    that does joins only when it is no longer than the digit (a stroke cut by the frame), as grid lines
+    and the edges of shadows run across the page.
+    """
+    inner = [c for c in comps if not c["border"]]
+    heaviest = max(comps, key=lambda c: c["mass"])
+    main = max(inner, key=lambda c: c["mass"]) if inner else heaviest
+    if heaviest["mass"] > BORDER_OVER * main["mass"]:
+        main = heaviest
+    kept, box = [main], main["box"]
+    candidates = sorted((c for c in comps if c is not main and c["mass"] >= PIECE_MASS * main["mass"]
+                         and (main["border"] or not c["border"] or _side(c["box"]) <= _side(box))),
+                        key=lambda c: -c["mass"])
+    grew = True
+    while grew:
+        grew = False
+        size = _side(box) + 1
+        for c in [c for c in candidates if _gap(c["box"], box) <= PIECE_GAP * size]:
+            kept.append(c)
+            candidates.remove(c)
+            box = (min(box[0], c["box"][0]), min(box[1], c["box"][1]), max(box[2], c["box"][2]), max(box[3], c["box"][3]))
+            grew = True
+    return kept
+
+
+def hysteresis(keep: np.ndarray, weak: np.ndarray, steps: int) -> np.ndarray:
+    """``keep`` (inside ``weak``) grown into the fainter ink of ``weak``: every faint component it touches
+    is kept whole when it does not reach the image's border (the faint part of a stroke); one that does
+    (a grid line, a shadow's edge) is followed by at most ``steps`` pixels from ``keep``."""
+    labels = label_components(weak)
+    touched = np.setdiff1d(np.unique(labels[keep]), _ring(labels))
+    keep = keep | np.isin(labels, touched)
+    for _ in range(steps):
+        grown = keep | (_dilate(keep) & weak)
+        if np.array_equal(grown, keep):
+            break
+        keep = grown
+    return keep
+
+
+def keep_digit(ink: np.ndarray) -> np.ndarray:
+    """Step 4: keep the digit's strokes only; everything else in the ink map becomes 0.
+
+    On a copy of at most :data:`LABEL_SIDE` px:
+
+    - the strokes are the pixels above an adaptive threshold: Otsu's threshold of the values holding at
+      least a tenth of the strongest ink (the paper left out, so that it separates the faint marks, such
+      as grid lines, what is left of a shadow's edge and noise, from the strokes, whatever the
+      contrast), kept between :data:`INK_THRESHOLD` and :data:`CUT_MAX` of the strongest ink;
+    - they are grouped into connected components (8-neighbours, :func:`label_components`), and
+      :func:`select_digit` keeps the digit's: specks, marks away from the digit, and grid lines and
+      shadow edges that touch the border are dropped;
+    - the kept components grow into fainter ink (at least half the threshold, :func:`hysteresis`):
+      the faint part of a stroke stays whole, a grid line crossing the digit only keeps a stub of
+      :data:`KEEP_GROW` of the digit's size; then they are widened by :data:`KEEP_MARGIN` of it, so
+      that the soft edges of the strokes stay.
+
+    The ink outside them is set to 0, and inside them the level of the faint marks around the digit
+    (the 99th percentile of what lies below the threshold outside them, at most half the threshold;
+    0 on a clean page) is subtracted, so that pieces of grid lines next to the strokes do not count
+    as the digit's. The ink map is returned as is when it holds no ink.
+    """
+    peak = float(ink.max()) if ink.size else 0.0
+    if peak < MIN_CONTRAST:
+        return ink
+    small = reduced(ink, LABEL_SIDE)
+    # thresholds against the reduced copy's own strongest ink: a 1-px pen line on a 1000-px canvas is a quarter
+    # as strong there, and a threshold set by the full image's broke it into pieces that were dropped
+    peak = float(small.max())
+    marks = small[small >= 0.1 * peak] / peak  # the paper left out: Otsu then splits faint marks from strokes
+    cut = min(max(otsu_threshold(marks) * peak, INK_THRESHOLD * peak), CUT_MAX * peak)
+    weak = small >= max(INK_THRESHOLD * peak, 0.5 * cut)  # fainter ink, where a thin frame is still whole
+    weak_labels = label_components(weak)
+    framed = np.isin(weak_labels, frame_labels(_components(weak_labels, small), weak_labels))
+    strong = small >= cut
+    unframed = strong & ~framed
+    labels = label_components(unframed if unframed.any() else strong)
+    comps = _components(labels, small)
+    if not comps:
+        return ink
+    kept = select_digit(comps)
+    keep = np.isin(labels, [c["label"] for c in kept])
+    y0, x0 = min(c["box"][0] for c in kept), min(c["box"][1] for c in kept)
+    y1, x1 = max(c["box"][2] for c in kept), max(c["box"][3] for c in kept)
+    size = max(y1 - y0, x1 - x0) + 1
+    keep = hysteresis(keep, weak & ~framed, round(KEEP_GROW * size))
+    margin = max(1, round(KEEP_MARGIN * size))
+    keep = square_filter(keep.astype(np.float32), 2 * margin + 1, np.max)
+    faint = small[(keep == 0) & (small < cut)]  # the paper and the faint marks around the digit
+    floor = min(float(np.percentile(faint, 99)), 0.5 * cut) if faint.size else 0.0
+    h, w = ink.shape
+    full = np.asarray(Image.fromarray(keep, mode="F").resize((w, h), Image.Resampling.BILINEAR)) > 0
+    return np.where(full, np.clip((ink - floor) / (1.0 - floor), 0.0, None), 0.0).astype(np.float32)
+
+
+def mnist_field(ink: np.ndarray, size: int = MNIST_FIELD, name: str = "image") -> np.ndarray:
+    """Steps 5-7: crop to the ink, scale to a 20 px box, centre by mass in a 28x28 field.
+
+    5. Crop to the bounding box of the pixels holding at least :data:`INK_THRESHOLD` of the
+       strongest ink; strokes that would be thinner than MNIST's in the field are thickened
+       (:func:`thicken`).
+    6. Scale so that the longer side is 20 px (``size * 20 / 28`` for other sizes), keeping the
+       aspect ratio: area averaging (box filter) when shrinking, bicubic when enlarging, as MNIST
+       was anti-aliased. The result is stretched so that its strongest ink is 1.
+    7. Place it in the ``size`` x ``size`` field so that its centre of mass is at the field's
+       centre; the shift is sub-pixel (bilinear) and is clamped so that no ink leaves the field.
+
+    Returns ``(size, size)`` float32 in 0..1, white ink on black like MNIST.
+    """
+    peak = float(ink.max()) if ink.size else 0.0
+    if peak < MIN_CONTRAST:
+        raise BadImageError(f"{name}: no ink found (the image is blank or has almost no contrast); draw or write a digit")
+    rows = np.flatnonzero((ink >= INK_THRESHOLD * peak).any(axis=1))
+    cols = np.flatnonzero((ink >= INK_THRESHOLD * peak).any(axis=0))
+    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]  # (h, w)
+
+    box = max(1, round(size * MNIST_BOX / MNIST_FIELD))
+    crop = thicken(crop, box / max(crop.shape), size / MNIST_FIELD)
+    h, w = crop.shape
+    scale = box / max(h, w)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BICUBIC
+    small = np.asarray(Image.fromarray(crop.astype(np.float32), mode="F").resize((new_w, new_h), resample))
+    small = np.clip(small, 0.0, None)
+    small = small / max(float(small.max()), 1e-6)
+
+    # centre of mass of the patch, in pixel-centre coordinates (index + 0.5)
+    total = float(small.sum())
+    cy = float((small.sum(axis=1) * (np.arange(new_h) + 0.5)).sum()) / total
+    cx = float((small.sum(axis=0) * (np.arange(new_w) + 0.5)).sum()) / total
+    # top-left offset that puts (cy, cx) at (size/2, size/2), kept inside the field
+    oy = min(max(size / 2 - cy, 0.0), float(size - new_h))
+    ox = min(max(size / 2 - cx, 0.0), float(size - new_w))
+    iy, ix = int(math.floor(oy)), int(math.floor(ox))
+    fy, fx = oy - iy, ox - ix
+    pad = np.zeros((size + 1, size + 1), dtype=np.float32)  # one spare row/column for the bilinear spill
+    for dy, dx, weight in ((0, 0, (1 - fy) * (1 - fx)), (1, 0, fy * (1 - fx)), (0, 1, (1 - fy) * fx), (1, 1, fy * fx)):
+        if weight > 0:
+            pad[iy + dy : iy + dy + new_h, ix + dx : ix + dx + new_w] += weight * small
+    return np.clip(pad[:size, :size], 0.0, 1.0)
+
+
+def stroke_width(ink: np.ndarray) -> float:
+    """The strokes' width in px: twice the area of the ink (at half the strongest) over its outline's length,
+    which is the width of a long stroke of any length (a diagonal 1-px line reads about 0.5)."""
+    mask = ink >= 0.5 * float(ink.max())
+    edges = (np.count_nonzero(mask[:, 1:] != mask[:, :-1]) + np.count_nonzero(mask[1:] != mask[:-1])
+             + np.count_nonzero(mask[:, [0, -1]]) + np.count_nonzero(mask[[0, -1]]))
+    return 2 * float(np.count_nonzero(mask)) / max(edges, 1)
+
+
+def thicken(crop: np.ndarray, scale: float, field_scale: float = 1.0) -> np.ndarray:
+    """The cropped ink with its strokes widened (a grey dilation, square) so that, scaled by ``scale``, they are
+    about :data:`MNIST_STROKE` px wide (times ``field_scale`` for fields other than 28 px), when they would
+    otherwise be thinner than :data:`THIN_STROKE`; else the crop unchanged. Grows the crop by the added width."""
+    if not thin_strokes(crop, THIN_STROKE * field_scale / scale):
+        return crop
+    grow = int(round(MNIST_STROKE * field_scale / scale - stroke_width(crop)))
+    if grow < 1:
+        return crop
+    return square_filter(np.pad(crop, (grow + 1) // 2), grow + 1, np.max)
+
+
+def thin_strokes(crop: np.ndarray, limit: float) -> bool:
+    """Whether the strokes are thinner than ``limit`` px (and than :data:`PEN_WIDTH`): the ink (at half the
+    strongest) eroded by a square that wide keeps less than :data:`THIN_KEPT` of itself. An erosion, not the
+    average width: thin stubs of grid lines beside a digit of pen strokes vanish in it and leave the digit's
+    strokes, where they pulled the average down."""
+    k = min(int(math.ceil(limit)), PEN_WIDTH)
+    if k < 2:  # strokes under a pixel of the crop would be thinner than a field pixel: only when scaled up
+        return False
+    outside = np.pad(crop < 0.5 * float(crop.max()), k, constant_values=True).astype(np.uint8)
+    kept = square_filter(outside, k, np.max) == 0
+    return np.count_nonzero(kept) < THIN_KEPT * np.count_nonzero(outside == 0)
+
+
+def preprocess(img: Image.Image, size: int = MNIST_FIELD, name: str = "image") -> np.ndarray:
+    """MNIST-style preprocessing of any image: steps 1-7 of :func:`ink_map`, :func:`keep_digit` and
+    :func:`mnist_field`.
+
+    Step 8, the dataset's normalisation ``(x - mean) / std``, is done by :meth:`Predictor.tensor`
+    because mean and std belong to the run. Returns ``(size, size)`` float32 in 0..1.
+    """
+    return mnist_field(keep_digit(ink_map(img, name)), size=size, name=name)
+
+
+def to_uint8_image(field_01: np.ndarray) -> Image.Image:
+    """The 28x28 image the net saw, as a grayscale picture (white ink on black)."""
+    return Image.fromarray(np.round(field_01 * 255).astype(np.uint8), mode="L")
