@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from cnnlab.data import load_dataset
-    from cnnlab.predict import preprocess
+    from cnnlab.preprocessing import preprocess
 
     data = load_dataset("mnist")
     idx = np.random.default_rng(args.seed).choice(len(data.test_labels), size=args.n, replace=False)

@@ -278,7 +278,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from cnnlab.data import load_dataset
-    from cnnlab.predict import Predictor, preprocess
+    from cnnlab.predict import Predictor
+    from cnnlab.preprocessing import preprocess
 
     predictor = Predictor.from_run(args.run, device="cpu")
     data = load_dataset("mnist")

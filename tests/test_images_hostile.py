@@ -24,7 +24,8 @@ from cnnlab.cli import main
 from cnnlab.errors import CnnlabError
 from cnnlab.imageio import BadImageError, open_image
 from cnnlab.imagelimits import DEFAULT_MAX_PIXELS, max_file_bytes
-from cnnlab.predict import Predictor, expand_inputs, predict_paths, preprocess
+from cnnlab.predict import Predictor, expand_inputs, predict_paths
+from cnnlab.preprocessing import preprocess
 
 
 @pytest.fixture(scope="module")

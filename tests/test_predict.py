@@ -15,7 +15,8 @@ from PIL import Image, ImageDraw, ImageFile, ImageFilter
 from apps_helpers import draw_digit, png_header_only, tiny_checkpoint
 from cnnlab.cli import main
 from cnnlab.errors import CnnlabError
-from cnnlab.predict import BadImageError, Predictor, open_image, predict_paths, preprocess
+from cnnlab.predict import BadImageError, Predictor, open_image, predict_paths
+from cnnlab.preprocessing import preprocess
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from apps_helpers import draw_digit, png_header_only, tiny_checkpoint
 from cnnlab.imageio import BadImageError
@@ -97,7 +98,11 @@ def test_predict_endpoint(server):
     assert status == 200
     assert len(body["probabilities"]) == 10 and abs(sum(body["probabilities"]) - 1) < 1e-5
     assert body["prediction"] == body["top"][0]["class"] and body["input_png"].startswith("data:image/png;base64,")
-    assert set(body["branches"]["share"]) == {"incept1", "incept2"}
+    assert set(body["branches"]["share"]) == {"incept1", "incept2"} and body["digits_seen"] == 1
+    two = Image.new("L", (600, 300), 255)  # two digits drawn side by side: the page says the net read one
+    for x in (0, 300):
+        two.paste(draw_digit(), (x, 0))
+    assert post(server.url, png(two))[1]["digits_seen"] == 2
     for share in body["branches"]["share"].values():
         assert list(share) == ["pool", "1x1", "5x5", "3x3"] and abs(sum(share.values()) - 1) < 1e-6
     with urllib.request.urlopen(server.url + "/info") as res:
@@ -468,23 +473,23 @@ def test_decodes_run_on_the_services_own_threads(tmp_path, monkeypatch):
     service = Service(predictor, decodes=2)
     both = threading.Barrier(2, timeout=30)  # two decodes must be able to overlap
     lock, active, seen = threading.Lock(), [0, 0], set()
-    real_prepare = predictor.prepare
+    real_prepared = predictor.prepared
 
-    def prepare(data, name, *rest):
+    def prepared(data, name, *rest):
         if not isinstance(data, bytes):  # the net's own call, with the prepared field
-            return real_prepare(data, name, *rest)
+            return real_prepared(data, name, *rest)
         with lock:
             active[0] += 1
             active[1] = max(active[1], active[0])
             seen.add(threading.current_thread().name)
         try:
             both.wait()
-            return real_prepare(data, name)
+            return real_prepared(data, name)
         finally:
             with lock:
                 active[0] -= 1
 
-    monkeypatch.setattr(predictor, "prepare", prepare)
+    monkeypatch.setattr(predictor, "prepared", prepared)
     data = png(draw_digit())
     callers = [threading.Thread(target=service.predict, args=(data, f"u{i}")) for i in range(6)]
     for t in callers:

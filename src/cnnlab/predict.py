@@ -40,7 +40,9 @@ from cnnlab.pretrained import load_pretrained
 from cnnlab.imageio import (
     ALLOWED_TEXT, DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, BadImageError, check_max_pixels, open_image, unit_gray,
 )
-from cnnlab.preprocessing import MNIST_FIELD, WORK_SIDE, ink_map, keep_digit, mnist_field, preprocess, to_uint8_image
+from cnnlab.preprocessing import (
+    MNIST_FIELD, WORK_SIDE, digit_and_marks, number_fields, to_uint8_image,
+)
 
 #: Float pixels may stray this far outside 0..1 (rounding) before an array is refused as not 0..1.
 RANGE_TOLERANCE = 1e-3
@@ -59,6 +61,10 @@ class Prediction:
     probabilities: list[float]
     classes: list[str]
     input_image: np.ndarray = field(repr=False)  # (H, W) float32 in 0..1
+    #: How many digits the preprocessing saw side by side in the image (:func:`cnnlab.preprocessing.select_number`);
+    #: 2 or more: the image holds a number, and the net read one digit of it (or several squeezed into its field).
+    #: :meth:`Predictor.read_number` reads each. 1 for an input taken as is.
+    marks: int = 1
 
     def top(self, k: int = 3) -> list[tuple[str, float]]:
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
@@ -71,8 +77,38 @@ class Prediction:
         return self.top(1)[0][0]
 
     def to_dict(self, k: int = 3) -> dict:
-        return {"file": self.name, "prediction": self.label,
-                "top": [{"class": c, "probability": p} for c, p in self.top(k)]}
+        out = {"file": self.name, "prediction": self.label,
+               "top": [{"class": c, "probability": p} for c, p in self.top(k)]}
+        return out if self.marks < 2 else {**out, "digits_seen": self.marks}
+
+
+@dataclass
+class NumberPrediction:
+    """A number read from one image (:meth:`Predictor.read_number`): its digits left to right, each a
+    :class:`Prediction` of its own field."""
+
+    name: str
+    digits: list[Prediction]
+
+    @property
+    def label(self) -> str:
+        """The number as the digits' most likely classes, left to right (``"2026"``)."""
+        return "".join(d.label for d in self.digits)
+
+    @property
+    def probability(self) -> float:
+        """The product of the digits' top probabilities: how sure the net is of the whole number."""
+        return float(np.prod([d.top(1)[0][1] for d in self.digits]))
+
+    @property
+    def input_image(self) -> np.ndarray:
+        """The digits' fields side by side, as the net saw them, ``(H, W * digits)``."""
+        return np.concatenate([d.input_image for d in self.digits], axis=1)
+
+    def to_dict(self, k: int = 3) -> dict:
+        return {"file": self.name, "number": self.label, "probability": self.probability,
+                "digits": [{"prediction": d.label, "top": [{"class": c, "probability": p} for c, p in d.top(k)]}
+                           for d in self.digits]}
 
 
 @dataclass
@@ -144,27 +180,57 @@ class Predictor:
         array ((H, W) or (H, W, C) with C = 1, 3 or 4; uint8 0..255 or float 0..1). ``preprocess`` as in
         :meth:`__call__`.
         Bad input raises a one-line :class:`BadImageError`."""
+        return self.prepared(source, name, preprocess)[0]
+
+    def prepared(self, source, name: str | None = None, preprocess: bool | None = None) -> tuple[np.ndarray, int]:
+        """:meth:`prepare`'s field, and how many digits were seen side by side (:attr:`Prediction.marks`)."""
         name = name or (str(source) if isinstance(source, (str, Path)) else "image")
         if isinstance(source, np.ndarray):
             img = unit_image(source, name)  # (H, W) or (H, W, C) float32 in 0..1
             if self.as_folder and preprocess is not False:
-                return _folder_field(to_pil(img))
+                return _folder_field(to_pil(img)), 1
             if preprocess is None:
                 preprocess = not is_mnist_field(img, self.image_size)
                 if not preprocess and float(np.ptp(img)) < 1 / 255:  # a blank field was classified ('1', 40%)
                     raise BadImageError(f"{name}: no ink found (a blank {self.image_size}x{self.image_size} field); "
                                         "draw or write a digit, or pass preprocess=False to classify it as it is")
-            return preprocess_array(img, self.image_size, name) if preprocess else self._as_field(img, name)
-        if not isinstance(source, Image.Image):  # a folder's images were decoded whole: no reduced decoding
-            source = open_image(source, name, max_pixels=self.max_pixels,
-                                max_side=None if self.as_folder else WORK_SIDE)
-        elif 0 in source.size:
-            raise BadImageError(f"{name}: an empty image ({source.width}x{source.height} pixels); give one with pixels")
+            if not preprocess:
+                return self._as_field(img, name), 1
+            source = to_pil(img)
+        source = self._open(source, name)
         if preprocess is False:
-            return self._as_field(unit_gray(source, name)[0], name)
+            return self._as_field(unit_gray(source, name)[0], name), 1
         if self.as_folder:
-            return _folder_field(source)
-        return mnist_field(keep_digit(ink_map(source, name)), size=self.image_size, name=name)  # = preprocess(), shadowed here
+            return _folder_field(source), 1
+        return digit_and_marks(source, size=self.image_size, name=name)
+
+    def _open(self, source, name: str) -> Image.Image:
+        """A PIL image as it is (refused when empty); anything else opened defensively (:func:`open_image`)."""
+        if isinstance(source, Image.Image):
+            if 0 in source.size:
+                raise BadImageError(f"{name}: an empty image ({source.width}x{source.height} pixels); give one with pixels")
+            return source
+        # a folder's images were decoded whole: no reduced decoding
+        return open_image(source, name, max_pixels=self.max_pixels, max_side=None if self.as_folder else WORK_SIDE)
+
+    def number_fields(self, source, name: str | None = None) -> list[np.ndarray]:
+        """A number written in a row in one image, as one field per digit, left to right
+        (:func:`cnnlab.preprocessing.number_fields`). ``source`` as in :meth:`prepare`; arrays are always preprocessed."""
+        name = name or (str(source) if isinstance(source, (str, Path)) else "image")
+        if self.as_folder:
+            raise CnnlabError(f"{self.source}: a net trained on an image folder reads whole images, not the digits "
+                              "of a number; classify the image (predictor(x), or cnnlab predict without --number)")
+        if isinstance(source, np.ndarray):
+            source = to_pil(unit_image(source, name))
+        found = number_fields(self._open(source, name), size=self.image_size, name=name)
+        if not found.splits:
+            return found.fields
+        keys = list(found.splits)  # wide digits: two that touch when the net is surer of the halves than of the whole
+        whole = self.probabilities([found.fields[i] for i in keys]).max(axis=1)
+        halves = self.probabilities([f for i in keys for f in found.splits[i]]).max(axis=1).reshape(-1, 2).prod(axis=1)
+        split = {i for i, w, h in zip(keys, whole, halves) if h > w}
+        return [f for i, whole_field in enumerate(found.fields)
+                for f in (found.splits[i] if i in split else [whole_field])]
 
     def _as_field(self, img: np.ndarray, name: str) -> np.ndarray:
         """An image taken as is: grayscale (luminance for colour), and already ``image_size`` square."""
@@ -184,10 +250,26 @@ class Predictor:
             out.append(logits.softmax(1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), dtype=np.float32)
 
-    def predictions(self, names: list[str], fields_01: list[np.ndarray]) -> list[Prediction]:
-        """Prepared fields, predicted in batches, as :class:`Prediction` objects named ``names``."""
+    def predictions(self, names: list[str], fields_01: list[np.ndarray],
+                    marks: list[int] | None = None) -> list[Prediction]:
+        """Prepared fields, predicted in batches, as :class:`Prediction` objects named ``names`` (with the
+        digits seen side by side in each image, ``marks``, when given)."""
         probs = self.probabilities(fields_01)
-        return [Prediction(n, [float(v) for v in p], self.classes, f) for n, p, f in zip(names, probs, fields_01)]
+        marks = marks or [1] * len(names)
+        return [Prediction(n, [float(v) for v in p], self.classes, f, m)
+                for n, p, f, m in zip(names, probs, fields_01, marks)]
+
+    def read_number(self, x, *, name: str | None = None) -> NumberPrediction | list[NumberPrediction]:
+        """Read a number: every digit written in a row in the image, left to right (``"2026"``), each classified
+        on its own field. ``x`` as in :meth:`__call__` (one image gives one :class:`NumberPrediction`, a batch or a
+        list gives a list); every image is preprocessed. Digits that touch are read as one (see docs/predict.md)."""
+        items, single = split_inputs(x, name)
+        numbers = [self.number(item_name, self.number_fields(source, item_name)) for item_name, source in items]
+        return numbers[0] if single else numbers
+
+    def number(self, name: str, fields_01: list[np.ndarray]) -> NumberPrediction:
+        """A number's digit fields (:meth:`number_fields`), predicted, as one :class:`NumberPrediction`."""
+        return NumberPrediction(name, self.predictions([f"{name}[{i}]" for i in range(len(fields_01))], fields_01))
 
     def __call__(self, x, *, name: str | None = None, preprocess: bool | None = None) -> Prediction | list[Prediction]:
         """Predict ``x``: one image gives one :class:`Prediction`, a batch or a list gives a list.
@@ -218,8 +300,8 @@ class Predictor:
         if preprocess not in (None, True, False):
             raise CnnlabError(f"preprocess must be None (automatic), True or False, got {preprocess!r}")
         items, single = split_inputs(x, name)
-        fields = [self.prepare(source, item_name, preprocess) for item_name, source in items]
-        preds = self.predictions([n for n, _ in items], fields)
+        prepared = [self.prepared(source, item_name, preprocess) for item_name, source in items]
+        preds = self.predictions([n for n, _ in items], [f for f, _ in prepared], [m for _, m in prepared])
         return preds[0] if single else preds
 
 
@@ -328,11 +410,6 @@ def to_pil(img: np.ndarray) -> Image.Image:
     return Image.fromarray(np.round(img * 255).astype(np.uint8), mode=mode)
 
 
-def preprocess_array(img: np.ndarray, size: int = MNIST_FIELD, name: str = "array") -> np.ndarray:
-    """The MNIST-style steps of :func:`preprocess` for a 0..1 numpy image (as if it were a file)."""
-    return preprocess(to_pil(img), size=size, name=name)
-
-
 def expand_inputs(items: Iterable[str]) -> tuple[list[Path], list[Failure]]:
     """Paths from arguments: a directory gives its image files (by suffix, sorted, not recursive);
     a pattern with ``*``, ``?`` or ``[`` is expanded (for shells that did not); others stay as given.
@@ -387,15 +464,16 @@ def _glob_files(pattern: Path) -> list[Path]:
 STDIN, STDIN_NAME = "-", "stdin"
 
 
-def predict_paths(predictor: Predictor, items: Iterable[str],
-                  stdin: BinaryIO | None = None) -> tuple[list[Prediction], list[Failure]]:
+def predict_paths(predictor: Predictor, items: Iterable[str], stdin: BinaryIO | None = None,
+                  number: bool = False) -> tuple[list[Prediction] | list[NumberPrediction], list[Failure]]:
     """Predict every image named by ``items`` (files, directories, globs; ``-`` is one image read from
-    ``stdin``, a binary file, when one is given).
+    ``stdin``, a binary file, when one is given); with ``number``, read each as a number
+    (:meth:`Predictor.read_number`).
 
     Bad files become :class:`Failure` entries and the rest are still predicted, in one batch.
     """
     paths, failures = expand_inputs(items)
-    names, fields, read_stdin = [], [], False
+    names, prepared, read_stdin = [], [], False
     for path in paths:
         from_stdin = stdin is not None and str(path) == STDIN
         name = STDIN_NAME if from_stdin else str(path)
@@ -403,14 +481,17 @@ def predict_paths(predictor: Predictor, items: Iterable[str],
             if from_stdin and read_stdin:
                 raise BadImageError(f"{STDIN}: standard input was read already (one image); give - once")
             read_stdin |= from_stdin
-            fields.append(predictor.prepare(stdin if from_stdin else path, name))
+            source = stdin if from_stdin else path
+            prepared.append(predictor.number_fields(source, name) if number else predictor.prepared(source, name))
             names.append(name)
         except BadImageError as err:
             failures.append(Failure(name, str(err)))
-    return predictor.predictions(names, fields), failures
+    if number:
+        return [predictor.number(n, fields) for n, fields in zip(names, prepared)], failures
+    return predictor.predictions(names, [f for f, _ in prepared], [m for _, m in prepared]), failures
 
 
-def save_input_image(pred: Prediction, directory: str | Path, taken: set[str] | None = None, *,
+def save_input_image(pred: Prediction | NumberPrediction, directory: str | Path, taken: set[str] | None = None, *,
                      enlarge: int = ENLARGE) -> Path:
     """Write the 28x28 image the net saw as ``DIR/<file stem>.input.png`` and, because that is tiny on a
     screen, a copy enlarged ``enlarge`` times with nearest-neighbour (every pixel a sharp square) as

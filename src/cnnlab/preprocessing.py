@@ -24,6 +24,7 @@ numpy and Pillow only: no torch, no files (images arrive opened, by :mod:`cnnlab
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
@@ -73,6 +74,18 @@ BORDER_OVER = 4.0
 PIECE_MASS = 0.03
 #: ...and at most this fraction of its size away from it.
 PIECE_GAP = 0.25
+#: A number's digits lie in the main component's rows widened by this fraction of its height...
+NUMBER_ROW = 0.5
+#: ...each at most this fraction of its height from the next one sideways.
+NUMBER_GAP = 1.0
+#: Components whose columns overlap by at least this fraction of the narrower one are the same digit...
+DIGIT_OVERLAP = 0.5
+#: ...and a group of them shorter than this fraction of the tallest is no digit (a dot, a comma, a dash).
+DIGIT_HEIGHT = 0.4
+#: A digit wider than this fraction of its height may be two that touch: its halves are read too...
+WIDE_DIGIT = 1.0
+#: ...cut at its thinnest column within this fraction of its width around the middle.
+CUT_ZONE = 0.4
 #: The kept components follow fainter ink reaching the border (a grid line) by at most this fraction of the digit's size...
 KEEP_GROW = 0.1
 #: ...and are then widened by this fraction of the digit's size (the strokes' soft edges).
@@ -419,15 +432,9 @@ def select_digit(comps: list[dict]) -> list[dict]:
     that does joins only when it is no longer than the digit (a stroke cut by the frame), as grid lines
     and the edges of shadows run across the page.
     """
-    inner = [c for c in comps if not c["border"]]
-    heaviest = max(comps, key=lambda c: c["mass"])
-    main = max(inner, key=lambda c: c["mass"]) if inner else heaviest
-    if heaviest["mass"] > BORDER_OVER * main["mass"]:
-        main = heaviest
+    main = _main_component(comps)
     kept, box = [main], main["box"]
-    candidates = sorted((c for c in comps if c is not main and c["mass"] >= PIECE_MASS * main["mass"]
-                         and (main["border"] or not c["border"] or _side(c["box"]) <= _side(box))),
-                        key=lambda c: -c["mass"])
+    candidates = sorted((c for c in comps if _may_join(c, main)), key=lambda c: -c["mass"])
     grew = True
     while grew:
         grew = False
@@ -438,6 +445,78 @@ def select_digit(comps: list[dict]) -> list[dict]:
             box = (min(box[0], c["box"][0]), min(box[1], c["box"][1]), max(box[2], c["box"][2]), max(box[3], c["box"][3]))
             grew = True
     return kept
+
+
+def _main_component(comps: list[dict]) -> dict:
+    """The digit's main component (:func:`select_digit`): the heaviest not touching the border, unless one that
+    does is more than :data:`BORDER_OVER` times heavier."""
+    inner = [c for c in comps if not c["border"]]
+    heaviest = max(comps, key=lambda c: c["mass"])
+    main = max(inner, key=lambda c: c["mass"]) if inner else heaviest
+    return heaviest if heaviest["mass"] > BORDER_OVER * main["mass"] else main
+
+
+def _may_join(c: dict, main: dict) -> bool:
+    """Whether component ``c`` may belong with ``main``: heavy enough (:data:`PIECE_MASS`), and, when it touches
+    the border and ``main`` does not, no longer than ``main`` (grid lines and shadow edges run across the page)."""
+    return c is not main and c["mass"] >= PIECE_MASS * main["mass"] and (
+        main["border"] or not c["border"] or _side(c["box"]) <= _side(main["box"]))
+
+
+def select_number(comps: list[dict]) -> list[list[dict]]:
+    """The digits of a number written in a row, left to right, each as its components.
+
+    The row is the main component's (:func:`_main_component`): the components that may join it
+    (:func:`_may_join`), overlap its rows widened by :data:`NUMBER_ROW` of its height, and lie, one after
+    another, at most :data:`NUMBER_GAP` of its height apart sideways. Components that overlap in their columns
+    by at least :data:`DIGIT_OVERLAP` of the narrower one are one digit (a five's flag, a stroke broken by the
+    threshold); a group shorter than :data:`DIGIT_HEIGHT` of the tallest is no digit (a dot, a comma, a dash)."""
+    main = _main_component(comps)
+    y0, x0, y1, x1 = main["box"]
+    height = y1 - y0 + 1
+    top, bottom = y0 - NUMBER_ROW * height, y1 + NUMBER_ROW * height
+    row = [c for c in comps if _may_join(c, main) and c["box"][2] >= top and c["box"][0] <= bottom]
+    kept, left, right, grew = [main], x0, x1, True
+    while grew:
+        near = [c for c in row if c["box"][1] - right <= NUMBER_GAP * height and left - c["box"][3] <= NUMBER_GAP * height]
+        for c in near:
+            row.remove(c)
+            left, right = min(left, c["box"][1]), max(right, c["box"][3])
+        kept += near
+        grew = bool(near)
+    groups = _column_groups(kept)
+    tallest = max(g["box"][2] - g["box"][0] for g in groups)
+    digits = [g for g in groups if g["box"][2] - g["box"][0] >= DIGIT_HEIGHT * tallest]
+    return [g["comps"] for g in sorted(digits, key=lambda g: g["box"][1] + g["box"][3])]
+
+
+def _column_groups(comps: list[dict]) -> list[dict]:
+    """``comps`` grouped by their columns: each joins the group it overlaps most, when by at least
+    :data:`DIGIT_OVERLAP` of the narrower width; groups as ``{"box": (y0, x0, y1, x1), "comps": [...]}``."""
+    groups: list[dict] = []
+    for c in sorted(comps, key=lambda c: -c["mass"]):
+        y0, x0, y1, x1 = c["box"]
+        best, most = None, 0.0
+        for g in groups:
+            overlap = min(x1, g["box"][3]) - max(x0, g["box"][1]) + 1
+            share = overlap / min(x1 - x0 + 1, g["box"][3] - g["box"][1] + 1)
+            if share >= DIGIT_OVERLAP and share > most:
+                best, most = g, share
+        if best is None:
+            groups.append({"box": c["box"], "comps": [c]})
+        else:
+            b = best["box"]
+            best["box"] = (min(b[0], y0), min(b[1], x0), max(b[2], y1), max(b[3], x1))
+            best["comps"].append(c)
+    return groups
+
+
+def digit_columns(digits: list[list[dict]], width: int) -> list[tuple[int, int]]:
+    """For each digit of :func:`select_number` (left to right), the columns it owns, end exclusive: from the middle
+    of the gap to its left neighbour to the middle of the gap to its right one (the image's edges at the ends)."""
+    spans = [(min(c["box"][1] for c in d), max(c["box"][3] for c in d)) for d in digits]
+    cuts = [0] + [(a[1] + b[0]) // 2 + 1 for a, b in zip(spans, spans[1:])] + [width]
+    return list(zip(cuts[:-1], cuts[1:]))
 
 
 def hysteresis(keep: np.ndarray, weak: np.ndarray, steps: int) -> np.ndarray:
@@ -477,9 +556,27 @@ def keep_digit(ink: np.ndarray) -> np.ndarray:
     0 on a clean page) is subtracted, so that pieces of grid lines next to the strokes do not count
     as the digit's. The ink map is returned as is when it holds no ink.
     """
+    strokes = find_strokes(ink)
+    return ink if strokes is None else keep_components(ink, strokes, select_digit(strokes.comps))
+
+
+@dataclass
+class Strokes:
+    """What :func:`find_strokes` finds on the reduced copy of an ink map (at most :data:`LABEL_SIDE` px)."""
+
+    small: np.ndarray  # the reduced ink map
+    labels: np.ndarray  # connected components of the strokes, frames left out (:func:`label_components`)
+    comps: list[dict]  # the heaviest of them (:func:`_components`)
+    weak: np.ndarray  # the fainter ink, frames left out
+    cut: float  # the strokes' threshold
+
+
+def find_strokes(ink: np.ndarray) -> Strokes | None:
+    """The strokes of an ink map and their components (the first part of :func:`keep_digit`); None when the
+    map holds no ink."""
     peak = float(ink.max()) if ink.size else 0.0
     if peak < MIN_CONTRAST:
-        return ink
+        return None
     small = reduced(ink, LABEL_SIDE)
     # thresholds against the reduced copy's own strongest ink: a 1-px pen line on a 1000-px canvas is a quarter
     # as strong there, and a threshold set by the full image's broke it into pieces that were dropped
@@ -493,16 +590,29 @@ def keep_digit(ink: np.ndarray) -> np.ndarray:
     unframed = strong & ~framed
     labels = label_components(unframed if unframed.any() else strong)
     comps = _components(labels, small)
-    if not comps:
-        return ink
-    kept = select_digit(comps)
-    keep = np.isin(labels, [c["label"] for c in kept])
+    return Strokes(small, labels, comps, weak & ~framed, cut) if comps else None
+
+
+def keep_components(ink: np.ndarray, strokes: Strokes, kept: list[dict],
+                    columns: tuple[int, int] | None = None) -> np.ndarray:
+    """The ink map with only the components ``kept`` (grown into fainter ink and widened, the faint marks'
+    level taken off: the second part of :func:`keep_digit`). ``columns`` (of the reduced copy, end exclusive)
+    bounds what is kept, so that one digit of a number keeps none of its neighbours' ink."""
+    weak, small, cut = strokes.weak, strokes.small, strokes.cut
+    band = None
+    if columns is not None:
+        band = np.zeros(small.shape, bool)
+        band[:, columns[0]:columns[1]] = True
+        weak = weak & band
+    keep = np.isin(strokes.labels, [c["label"] for c in kept])
     y0, x0 = min(c["box"][0] for c in kept), min(c["box"][1] for c in kept)
     y1, x1 = max(c["box"][2] for c in kept), max(c["box"][3] for c in kept)
     size = max(y1 - y0, x1 - x0) + 1
-    keep = hysteresis(keep, weak & ~framed, round(KEEP_GROW * size))
+    keep = hysteresis(keep, weak, round(KEEP_GROW * size))
     margin = max(1, round(KEEP_MARGIN * size))
     keep = square_filter(keep.astype(np.float32), 2 * margin + 1, np.max)
+    if band is not None:
+        keep = np.where(band, keep, np.float32(0))
     faint = small[(keep == 0) & (small < cut)]  # the paper and the faint marks around the digit
     floor = min(float(np.percentile(faint, 99)), 0.5 * cut) if faint.size else 0.0
     h, w = ink.shape
@@ -599,6 +709,62 @@ def preprocess(img: Image.Image, size: int = MNIST_FIELD, name: str = "image") -
     because mean and std belong to the run. Returns ``(size, size)`` float32 in 0..1.
     """
     return mnist_field(keep_digit(ink_map(img, name)), size=size, name=name)
+
+
+def digit_and_marks(img: Image.Image, size: int = MNIST_FIELD, name: str = "image") -> tuple[np.ndarray, int]:
+    """:func:`preprocess`'s field, and how many digits :func:`select_number` sees side by side in the image (2 or
+    more: the image holds a number, and the field one of its digits, or several squeezed into the box)."""
+    ink = ink_map(img, name)
+    strokes = find_strokes(ink)
+    if strokes is None:
+        return mnist_field(ink, size=size, name=name), 0  # raises: no ink
+    field = mnist_field(keep_components(ink, strokes, select_digit(strokes.comps)), size=size, name=name)
+    return field, len(select_number(strokes.comps))
+
+
+@dataclass
+class NumberFields:
+    """A number's fields (:func:`number_fields`)."""
+
+    fields: list[np.ndarray]  # one per digit found, left to right
+    #: For a digit wider than :data:`WIDE_DIGIT` of its height (two digits that touch, perhaps): by its index, the
+    #: fields of its two halves, cut at its thinnest column near the middle (:func:`thinnest_column`).
+    splits: dict[int, list[np.ndarray]] = field(default_factory=dict)
+
+
+def number_fields(img: Image.Image, size: int = MNIST_FIELD, name: str = "image") -> NumberFields:
+    """A number written in a row, as one field per digit, left to right (:func:`select_number`): each digit's
+    ink, within the columns it owns (:func:`digit_columns`), made into a field like a single digit's; and, for a
+    digit wide enough to be two that touch, the fields of its halves (whoever reads the fields decides)."""
+    ink = ink_map(img, name)
+    strokes = find_strokes(ink)
+    if strokes is None:
+        return NumberFields([mnist_field(ink, size=size, name=name)])  # raises: no ink
+    digits = select_number(strokes.comps)
+    columns = digit_columns(digits, strokes.small.shape[1])
+    out = NumberFields([mnist_field(keep_components(ink, strokes, d, cols), size=size, name=name)
+                        for d, cols in zip(digits, columns)])
+    for i, (digit, (a, b)) in enumerate(zip(digits, columns)):
+        cut = thinnest_column(strokes, digit)
+        if cut is not None:
+            out.splits[i] = [mnist_field(keep_components(ink, strokes, digit, cols), size=size, name=name)
+                             for cols in ((a, cut), (cut, b))]
+    return out
+
+
+def thinnest_column(strokes: Strokes, digit: list[dict]) -> int | None:
+    """For a digit (its components) wider than :data:`WIDE_DIGIT` of its height, the column of the reduced copy
+    (the first of the right half) where its ink is thinnest, within :data:`CUT_ZONE` of its width around the
+    middle: where two touching digits meet. None for a digit of an ordinary width."""
+    y0, x0 = min(c["box"][0] for c in digit), min(c["box"][1] for c in digit)
+    y1, x1 = max(c["box"][2] for c in digit), max(c["box"][3] for c in digit)
+    width, height = x1 - x0 + 1, y1 - y0 + 1
+    if width <= WIDE_DIGIT * height:
+        return None
+    own = np.isin(strokes.labels[y0:y1 + 1, x0:x1 + 1], [c["label"] for c in digit])
+    profile = (own * strokes.small[y0:y1 + 1, x0:x1 + 1]).sum(axis=0)
+    lo, hi = round((0.5 - CUT_ZONE / 2) * width), round((0.5 + CUT_ZONE / 2) * width)
+    return x0 + lo + int(np.argmin(profile[lo:hi + 1]))
 
 
 def to_uint8_image(field_01: np.ndarray) -> Image.Image:

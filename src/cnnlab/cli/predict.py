@@ -50,6 +50,10 @@ def register(sub) -> None:
     p.add_argument("--checkpoint", choices=CHECKPOINTS, default=DEFAULT_CHECKPOINT, help=CHECKPOINT_HELP)
     p.add_argument("--top-k", type=int, default=3, help="classes shown per image (default: %(default)s)")
     add_json(p, "the table: one array holding, per file, its top classes or its error")
+    p.add_argument("--number", action="store_true",
+                   help="read a number: every digit written in a row in each image, left to right, each classified "
+                        "on its own (digits that touch are read as one); without it, each image is one digit "
+                        "(default: off)")
     p.add_argument("--show-input", metavar="DIR", nargs="?", const=BESIDE, default=None,
                    help="save the 28x28 image the net saw for each file as <name>.input.png: into DIR if given, "
                         f"else beside the file (or into ./{FALLBACK_INPUT_DIR}/ where that folder is not "
@@ -123,7 +127,10 @@ def cmd_predict(args) -> int:
                               "the images (cnnlab predict --model resnet IMAGE...)")
         predictor = Predictor.from_run(resolve_run(run) if run == LATEST else run, which=args.checkpoint,
                                        device=args.device, max_pixels=args.max_pixels)
-    preds, failures = predict_paths(predictor, images, stdin=_stdin(images))
+    if args.number and not args.json:
+        refuse_typed(args, "top_k", "in --number's table (it shows each digit's most likely class; --json lists "
+                                    "each digit's top classes)")
+    preds, failures = predict_paths(predictor, images, stdin=_stdin(images), number=args.number)
     k = min(args.top_k, len(predictor.classes))
     saved: dict[str, Path] = {}
     if args.show_input is not None:
@@ -135,13 +142,29 @@ def cmd_predict(args) -> int:
                 for pred in preds]
         print(json.dumps(rows + [f.to_dict() for f in failures], indent=2))
     else:
-        names = {p.name: printable(p.name) for p in preds}  # a newline in a file name would break the table
-        width = max((len(n) for n in names.values()), default=0)
-        for pred in preds:
+        print_table(preds, k, saved)
+    for pred in preds:
+        if getattr(pred, "marks", 1) > 1:
+            print(f"note: {printable(pred.name)}: {pred.marks} digits side by side, read as one; add --number to "
+                  "read each", file=sys.stderr)
+    if failures:
+        print(f"{plural(len(preds), 'image')} predicted, {len(failures)} failed", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def print_table(preds, k: int, saved: dict[str, Path]) -> None:
+    """One row per image: its top ``k`` classes, or, for a number, the number, how sure the net is of it, and
+    each digit's class; then the input images written."""
+    from cnnlab.errors import printable
+
+    names = {p.name: printable(p.name) for p in preds}  # a newline in a file name would break the table
+    width = max((len(n) for n in names.values()), default=0)
+    for pred in preds:
+        if hasattr(pred, "digits"):  # a number
+            each = "  ".join(f"{d.label} {100 * d.top(1)[0][1]:5.1f}%" for d in pred.digits)
+            print(f"{names[pred.name]:<{width}}  {pred.label}  {100 * pred.probability:5.1f}%   ({each})")
+        else:
             ranked = "  ".join(f"{c} {100 * prob:5.1f}%" for c, prob in pred.top(k))
             print(f"{names[pred.name]:<{width}}  {ranked}")
-        for name, path in saved.items():
-            print(f"wrote {printable(str(path))} (what the net saw of {names[name]})")
-        if failures:
-            print(f"{plural(len(preds), 'image')} predicted, {len(failures)} failed", file=sys.stderr)
-    return 1 if failures else 0
+    for name, path in saved.items():
+        print(f"wrote {printable(str(path))} (what the net saw of {names[name]})")

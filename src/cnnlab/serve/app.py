@@ -203,11 +203,12 @@ class Service:
         # net's lock; the caller waits. Own threads, not a semaphore in the caller's: glibc keeps a thread's
         # freed memory in that thread's malloc arena, so decodes spread over the server's 40 pool threads
         # left up to 40 decodes' worth resident (measured: 1.75 GB for 40 uploads); on 2 threads, 2 at most.
-        field_01 = self._decoders.submit(self.predictor.prepare, data, name).result()
+        field_01, marks = self._decoders.submit(self.predictor.prepared, data, name).result()
         with self._lock, record_branch_energy(self.predictor.model) as energies:
             pred = self.predictor(field_01, name=name, preprocess=False)
         return {
             **{k: v for k, v in pred.to_dict(3).items() if k != "file"},
+            "digits_seen": marks,  # 2 or more: several digits side by side, and the net read one field
             "probabilities": pred.probabilities,
             "classes": pred.classes,
             "input_png": _png_data_url(to_uint8_image(pred.input_image)),

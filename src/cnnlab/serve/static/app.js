@@ -117,7 +117,8 @@ async function send() {
     showProbabilities(body.probabilities);
     const top = body.top[0];
     predictionEl.textContent = body.prediction;
-    confidenceEl.textContent = (100 * top.probability).toFixed(1) + "% sure";
+    confidenceEl.textContent = (100 * top.probability).toFixed(1) + "% sure" + (body.digits_seen > 1
+      ? " (" + body.digits_seen + " digits side by side: the net reads one digit; clear and draw one)" : "");
     seenEl.src = body.input_png;
     showBranches(body.branches);
     document.body.dataset.updates = String(++updates);

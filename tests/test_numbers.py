@@ -1,0 +1,118 @@
+"""Reading a number: several digits written in a row in one image (``Predictor.read_number``, ``predict --number``),
+and the note of the one-digit path when an image holds several."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+import cnnlab
+from cnnlab.cli import main
+from cnnlab.errors import CnnlabError
+from cnnlab.predict import BadImageError
+from cnnlab.preprocessing import digit_and_marks, number_fields, preprocess
+
+#: Pen strokes of a few digits in a unit box (x0, y0, x1, y1); "0" is an ellipse.
+STROKES = {
+    "1": [(0.5, 0.0, 0.5, 1.0)],
+    "7": [(0.0, 0.0, 1.0, 0.0), (1.0, 0.0, 0.35, 1.0)],
+    "4": [(0.7, 0.0, 0.0, 0.65), (0.0, 0.65, 1.0, 0.65), (0.7, 0.0, 0.7, 1.0)],
+}
+
+
+def number_page(text: str, height: int = 160, gap: int = 40, dots: tuple[int, ...] = (), lift: dict | None = None
+                ) -> Image.Image:
+    """``text`` drawn with a pen, digit by digit, black on white; a point after the digits at ``dots``; digit i
+    drawn ``lift[i]`` px higher."""
+    width = round(0.6 * height)
+    page = Image.new("L", (80 + len(text) * (width + gap), height + 120), 255)
+    draw = ImageDraw.Draw(page)
+    pen = max(2, height // 9)
+    for i, ch in enumerate(text):
+        x0, y0 = 40 + i * (width + gap), 60 - (lift or {}).get(i, 0)
+        if ch == "0":
+            draw.ellipse([x0, y0, x0 + width, y0 + height], outline=0, width=pen)
+        for a, b, c, d in STROKES.get(ch, []):
+            draw.line([(x0 + a * width, y0 + b * height), (x0 + c * width, y0 + d * height)], fill=0, width=pen)
+        if i in dots:
+            r = pen // 2 + 1
+            cx, cy = x0 + width + gap // 2, y0 + height - r
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=0)
+    return page
+
+
+@pytest.fixture(scope="module")
+def net():
+    return cnnlab.predictor(model="resnet")
+
+
+def test_a_number_is_read_digit_by_digit_each_like_a_digit_alone(net):
+    """Found by probing: a photo of a number ("5312") was read as one confident digit ('2', 92%), without a word."""
+    page = number_page("7140")
+    number = net.read_number(page)
+    assert number.label == "7140"
+    assert [d.label for d in number.digits] == list("7140")
+    assert number.probability == pytest.approx(np.prod([d.top(1)[0][1] for d in number.digits]))
+    assert number.input_image.shape == (28, 4 * 28)
+    # each digit's field is what the same digit alone on a page gives
+    for ch, got in zip("7140", number_fields(page).fields):
+        alone = preprocess(number_page(ch))
+        assert np.corrcoef(got.ravel(), alone.ravel())[0, 1] > 0.95, ch
+    # a batch, a list, a numpy image and bytes read alike
+    assert [n.label for n in net.read_number([page, np.asarray(page)])] == ["7140", "7140"]
+
+
+def test_a_number_keeps_its_order_its_baseline_may_wander_and_points_are_no_digits(net):
+    assert net.read_number(number_page("417", lift={1: 30, 2: -25})).label == "417"
+    assert net.read_number(number_page("71", dots=(0,))).label == "71"  # "7.1": the point is not read
+    assert net.read_number(number_page("4")).label == "4"  # one digit is a number of one digit
+
+
+def test_the_one_digit_path_counts_the_digits_it_sees_and_changes_nothing_else(net):
+    page = number_page("7140")
+    field, marks = digit_and_marks(page)
+    assert marks == 4
+    np.testing.assert_array_equal(field, preprocess(page))  # the field is the one it always was
+    pred = net(page)
+    assert pred.marks == 4 and pred.to_dict()["digits_seen"] == 4
+    single = net(number_page("7"))
+    assert single.marks == 1 and "digits_seen" not in single.to_dict()
+    assert net(np.zeros((28, 28), np.float32) + np.eye(28, dtype=np.float32)).marks == 1  # a field taken as is
+
+
+def test_cli_reads_numbers_as_a_table_as_json_and_shows_the_strip_it_read(tmp_path, capsys):
+    number_page("7140").save(tmp_path / "n.png")
+    number_page("7").save(tmp_path / "d.png")
+    assert main(["predict", "--model", "resnet", str(tmp_path / "n.png"), str(tmp_path / "d.png")]) == 0
+    out, err = capsys.readouterr()
+    assert "note: " + str(tmp_path / "n.png") + ": 4 digits side by side, read as one; add --number" in err
+    assert str(tmp_path / "d.png") not in err
+    assert main(["predict", "--model", "resnet", "--number", str(tmp_path / "n.png"), str(tmp_path / "d.png"),
+                 "--show-input", str(tmp_path / "seen")]) == 0
+    out, err = capsys.readouterr()
+    rows = [line.split() for line in out.splitlines() if not line.startswith("wrote")]
+    assert [r[1] for r in rows] == ["7140", "7"] and "note" not in err
+    assert Image.open(tmp_path / "seen" / "n.input.png").size == (4 * 28, 28)
+    assert main(["predict", "--model", "resnet", "--number", "--json", "--top-k", "2", str(tmp_path / "n.png")]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["number"] == "7140" and [d["prediction"] for d in row["digits"]] == list("7140")
+    assert all(len(d["top"]) == 2 for d in row["digits"]) and 0 < row["probability"] <= 1
+    assert main(["predict", "--model", "resnet", "--number", "--top-k", "2", str(tmp_path / "n.png")]) == 2
+    assert "--top-k has no effect in --number's table" in capsys.readouterr().err
+
+
+def test_reading_a_number_refuses_what_it_cannot_read(net, tmp_path, capsys):
+    with pytest.raises(BadImageError, match="no ink found"):
+        net.read_number(Image.new("L", (300, 100), 255))
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    assert main(["predict", "--model", "resnet", "--number", str(tmp_path / "junk.png")]) == 1
+    assert "skipped" in capsys.readouterr().err
+    net.as_folder = True  # a net trained on an image folder classifies whole images
+    try:
+        with pytest.raises(CnnlabError, match="reads whole images, not the digits of a number"):
+            net.read_number(number_page("71"))
+    finally:
+        net.as_folder = False
