@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from apps_helpers import draw_digit
 from cnnlab.cli import main
@@ -24,6 +25,7 @@ QUICK = ["--dataset", f"idx:{TINY}", "--epochs", "1", "--device", "cpu"]
 #: The extra arguments that make each README command quick (appended: argparse lets the last value win).
 SHORT: dict[str, list[str]] = {
     "cnnlab predict --model resnet my_digit.png --show-input": [],
+    "cnnlab predict --model resnet --number year.png": [],
     "cnnlab evaluate --pretrained resnet": [],
     "cnnlab export --pretrained resnet": ["--samples", "8"],
     "cnnlab serve": [],  # serve_forever is replaced: the test checks that the app is built and would be served
@@ -83,6 +85,10 @@ def test_every_readme_command_has_short_settings_here():
 def workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     draw_digit().save(tmp_path / "my_digit.png")
+    year = Image.new("L", (600, 300), 255)  # a number: two digits side by side
+    for x in (0, 300):
+        year.paste(draw_digit(), (x, 0))
+    year.save(tmp_path / "year.png")
     write_idx_dataset(tmp_path / "tiny")
     served = []
     monkeypatch.setattr("cnnlab.serve.server.serve_forever", lambda app, sock: served.append(app))
