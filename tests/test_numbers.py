@@ -116,3 +116,12 @@ def test_reading_a_number_refuses_what_it_cannot_read(net, tmp_path, capsys):
             net.read_number(number_page("71"))
     finally:
         net.as_folder = False
+
+
+def test_a_number_on_ruled_paper_is_read_through_its_lines(net):
+    """Lines as dark as the ink crossing every digit joined the whole number (and the page) into one component."""
+    page = number_page("7140")
+    draw = ImageDraw.Draw(page)
+    for y in range(20, page.height, 45):
+        draw.line([(0, y), (page.width, y + 12)], fill=30, width=4)  # ruled paper, a little askew (read "740" without)
+    assert net.read_number(page).label == "7140"

@@ -74,6 +74,14 @@ BORDER_OVER = 4.0
 PIECE_MASS = 0.03
 #: ...and at most this fraction of its size away from it.
 PIECE_GAP = 0.25
+#: Lines of ruled or squared paper run across at least this fraction of the image...
+LINE_SPAN = 0.9
+#: ...and are at most this fraction of the image's other side thick (a digit's strokes are thicker).
+LINE_THICK = 0.03
+#: A line is found in a band of at most this many rows (a line that steps a row, or is two rows thick).
+LINE_ROWS = 5
+#: ...and slant by at most this many degrees (a page photographed a little askew).
+LINE_TILT = 3.0
 #: A number's digits lie in the main component's rows widened by this fraction of its height...
 NUMBER_ROW = 0.5
 #: ...each at most this fraction of its height from the next one sideways.
@@ -584,13 +592,100 @@ def find_strokes(ink: np.ndarray) -> Strokes | None:
     marks = small[small >= 0.1 * peak] / peak  # the paper left out: Otsu then splits faint marks from strokes
     cut = min(max(otsu_threshold(marks) * peak, INK_THRESHOLD * peak), CUT_MAX * peak)
     weak = small >= max(INK_THRESHOLD * peak, 0.5 * cut)  # fainter ink, where a thin frame is still whole
+    lines = ruled_lines(weak)  # ruled or squared paper: lines across the page would join the digits to each other
+    weak &= ~lines
     weak_labels = label_components(weak)
     framed = np.isin(weak_labels, frame_labels(_components(weak_labels, small), weak_labels))
-    strong = small >= cut
+    strong = (small >= cut) & ~lines
     unframed = strong & ~framed
     labels = label_components(unframed if unframed.any() else strong)
     comps = _components(labels, small)
     return Strokes(small, labels, comps, weak & ~framed, cut) if comps else None
+
+
+def ruled_lines(mask: np.ndarray) -> np.ndarray:
+    """The pixels of a mask that belong to the lines of ruled or squared paper (:func:`_straight_lines`), along the
+    rows and along the columns, each direction sheared first by the slant (up to :data:`LINE_TILT`) that lines up
+    the most rows of ink (:func:`_line_drift`): a page photographed a degree or two askew."""
+    out = np.zeros_like(mask)
+    for m, back in ((mask, lambda a: a), (mask.T, lambda a: a.T)):  # lines along the rows, then the columns
+        if np.count_nonzero(m.sum(axis=0) >= 2) < LINE_SPAN * m.shape[1]:
+            continue  # two lines across would put ink twice in nearly every column: no lines (most images)
+        drift = _line_drift(m)
+        out |= back(_shear(_straight_lines(_shear(m, drift)), -drift))
+    return out
+
+
+def _shear(m: np.ndarray, drift: int) -> np.ndarray:
+    """``m`` with column ``c`` moved up by ``drift * c / (width - 1)`` rows (rounded; what moves out is lost, what
+    comes in is False): a line that falls by ``drift`` rows across the image becomes a row. ``-drift`` undoes it."""
+    if drift == 0:
+        return m
+    h, w = m.shape
+    rows = np.arange(h)[:, None] + np.round(np.arange(w) * drift / max(w - 1, 1)).astype(int)[None, :]
+    inside = (rows >= 0) & (rows < h)
+    out = np.zeros_like(m)
+    out[inside] = m[rows[inside], np.broadcast_to(np.arange(w), (h, w))[inside]]
+    return out
+
+
+def _line_drift(m: np.ndarray) -> int:
+    """The fall across the image (rows, within :data:`LINE_TILT`) along which the most rows of ``m`` are covered
+    for :data:`LINE_SPAN` of the width; 0 unless another fall lines up more of them. Counted from the ink's
+    coordinates (a histogram per fall), not by shearing the image."""
+    h, w = m.shape
+    most = math.ceil(math.tan(math.radians(LINE_TILT)) * w)
+    ys, xs = np.nonzero(m)
+    need = LINE_SPAN * w
+    best, lined = 0, int(np.count_nonzero(np.bincount(ys, minlength=h) >= need))
+    for drift in sorted(range(-most, most + 1), key=abs)[1:]:
+        rows = ys - np.round(xs * drift / max(w - 1, 1)).astype(np.int64)
+        n = int(np.count_nonzero(np.bincount(rows - rows.min(), minlength=1) >= need)) if rows.size else 0
+        if n > lined:
+            best, lined = drift, n
+    return best
+
+
+def _straight_lines(m: np.ndarray) -> np.ndarray:
+    """The pixels of ``m`` on lines along its rows: bands of up to :data:`LINE_ROWS` rows that ``m`` covers
+    together for at least :data:`LINE_SPAN` of the width (a line a row or two thick, or one that steps a row),
+    trimmed to the rows holding at least half the band's best row, at most :data:`LINE_THICK` of the height thick
+    (a digit's strokes are thicker), a pixel more on each side (the line's soft edges); two or more such lines,
+    not where a stroke crosses a line (ink just above and below it). A single line is left alone (a tightly
+    cropped "7"'s bar spans the image), and so is a bar as thick as a digit's strokes usually are (a tenth of
+    its height, where the digit fills the image)."""
+    h = m.shape[0]
+    cover = m.mean(axis=1)
+    union = m[:h - LINE_ROWS + 1].copy()
+    for i in range(1, LINE_ROWS):
+        union |= m[i:h - LINE_ROWS + 1 + i]
+    start = np.r_[union.mean(axis=1) >= LINE_SPAN, np.zeros(LINE_ROWS - 1, bool)]
+    firsts = np.flatnonzero(start & ~np.r_[False, start[:-1]])
+    lasts = np.flatnonzero(start & ~np.r_[start[1:], False]) + LINE_ROWS - 1
+    bands = []
+    for a, b in zip(firsts, lasts):
+        rows = a + np.flatnonzero(cover[a:b + 1] >= 0.5 * cover[a:b + 1].max())
+        if rows[-1] - rows[0] + 1 <= max(LINE_ROWS, LINE_THICK * h):
+            bands.append((rows[0], rows[-1]))
+    lines = np.zeros_like(m)
+    if len(bands) < 2:
+        return lines
+    for a, b in bands:
+        lo, hi = max(0, a - 1), min(h - 1, b + 1)
+        lines[lo:hi + 1] = m[lo:hi + 1] & ~_crossing(m, lo, hi)[None, :]
+    return lines
+
+
+def _crossing(m: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """The columns where a stroke crosses the line on rows ``lo..hi`` of ``m``: ink just above and just below it
+    (within a column each way); the line is not taken away there, so that the strokes it crosses stay whole."""
+    if lo == 0 or hi == m.shape[0] - 1:
+        return np.zeros(m.shape[1], bool)
+    above, below = m[lo - 1].copy(), m[hi + 1].copy()
+    for row in (above, below):
+        row[1:] |= row[:-1].copy()
+        row[:-1] |= row[1:].copy()
+    return above & below
 
 
 def keep_components(ink: np.ndarray, strokes: Strokes, kept: list[dict],
@@ -746,9 +841,13 @@ def number_fields(img: Image.Image, size: int = MNIST_FIELD, name: str = "image"
                         for d, cols in zip(digits, columns)])
     for i, (digit, (a, b)) in enumerate(zip(digits, columns)):
         cut = thinnest_column(strokes, digit)
-        if cut is not None:
+        if cut is None:
+            continue
+        try:
             out.splits[i] = [mnist_field(keep_components(ink, strokes, digit, cols), size=size, name=name)
                              for cols in ((a, cut), (cut, b))]
+        except BadImageError:  # a half without ink: no second digit there
+            pass
     return out
 
 
