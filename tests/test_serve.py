@@ -102,7 +102,9 @@ def test_predict_endpoint(server):
     two = Image.new("L", (600, 300), 255)  # two digits drawn side by side: the page says the net read one
     for x in (0, 300):
         two.paste(draw_digit(), (x, 0))
-    assert post(server.url, png(two))[1]["digits_seen"] == 2
+    both = post(server.url, png(two))[1]
+    assert both["digits_seen"] == 2 and len(both["number"]["number"]) == 2 and body["number"] is None
+    assert [d["prediction"] for d in both["number"]["digits"]] == list(both["number"]["number"])
     for share in body["branches"]["share"].values():
         assert list(share) == ["pool", "1x1", "5x5", "3x3"] and abs(sum(share.values()) - 1) < 1e-6
     with urllib.request.urlopen(server.url + "/info") as res:

@@ -204,11 +204,16 @@ class Service:
         # freed memory in that thread's malloc arena, so decodes spread over the server's 40 pool threads
         # left up to 40 decodes' worth resident (measured: 1.75 GB for 40 uploads); on 2 threads, 2 at most.
         field_01, marks = self._decoders.submit(self.predictor.prepared, data, name).result()
+        # several digits side by side: each read on its own field too (the image decoded again; a page's drawing)
+        digits = self._decoders.submit(self.predictor.number_fields, data, name).result() if marks > 1 else None
         with self._lock, record_branch_energy(self.predictor.model) as energies:
             pred = self.predictor(field_01, name=name, preprocess=False)
+        with self._lock:
+            number = self.predictor.number(name, digits).to_dict(3) if digits else None
         return {
             **{k: v for k, v in pred.to_dict(3).items() if k != "file"},
             "digits_seen": marks,  # 2 or more: several digits side by side, and the net read one field
+            "number": {k: v for k, v in number.items() if k != "file"} if number else None,  # each of them read
             "probabilities": pred.probabilities,
             "classes": pred.classes,
             "input_png": _png_data_url(to_uint8_image(pred.input_image)),

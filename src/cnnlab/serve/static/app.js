@@ -117,8 +117,9 @@ async function send() {
     showProbabilities(body.probabilities);
     const top = body.top[0];
     predictionEl.textContent = body.prediction;
-    confidenceEl.textContent = (100 * top.probability).toFixed(1) + "% sure" + (body.digits_seen > 1
-      ? " (" + body.digits_seen + " digits side by side: the net reads one digit; clear and draw one)" : "");
+    confidenceEl.textContent = (100 * top.probability).toFixed(1) + "% sure" + (body.number
+      ? " (" + body.digits_seen + " digits side by side, one at a time they read " + body.number.number + ", "
+        + (100 * body.number.probability).toFixed(1) + "% sure)" : "");
     seenEl.src = body.input_png;
     showBranches(body.branches);
     document.body.dataset.updates = String(++updates);
