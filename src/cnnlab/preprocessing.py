@@ -841,7 +841,7 @@ def number_fields(img: Image.Image, size: int = MNIST_FIELD, name: str = "image"
                         for d, cols in zip(digits, columns)])
     for i, (digit, (a, b)) in enumerate(zip(digits, columns)):
         cut = thinnest_column(strokes, digit)
-        if cut is None:
+        if cut is None or not a < cut < b:  # the digit reaches into a neighbour's columns past its thinnest one
             continue
         try:
             out.splits[i] = [mnist_field(keep_components(ink, strokes, digit, cols), size=size, name=name)
