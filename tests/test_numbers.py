@@ -125,3 +125,16 @@ def test_a_number_on_ruled_paper_is_read_through_its_lines(net):
     for y in range(20, page.height, 45):
         draw.line([(0, y), (page.width, y + 12)], fill=30, width=4)  # ruled paper, a little askew (read "740" without)
     assert net.read_number(page).label == "7140"
+
+
+def test_every_digit_owns_its_middle_column_whatever_its_neighbours_reach():
+    from cnnlab.preprocessing import digit_columns
+
+    def digit(x0, x1):
+        return [{"box": (0, x0, 50, x1)}]
+
+    # the first digit reaches past the second's middle (a wide neighbour overlapping less than half of it)
+    cols = digit_columns([digit(0, 150), digit(90, 130), digit(140, 180)], 200)
+    assert cols[0][0] == 0 and cols[-1][1] == 200 and all(a < b for a, b in cols)
+    assert all(a <= (x0 + x1) // 2 < b for (a, b), (x0, x1) in zip(cols, [(0, 150), (90, 130), (140, 180)]))
+    assert digit_columns([digit(10, 40), digit(60, 90)], 100) == [(0, 51), (51, 100)]  # the middle of the gap

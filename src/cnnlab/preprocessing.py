@@ -521,9 +521,14 @@ def _column_groups(comps: list[dict]) -> list[dict]:
 
 def digit_columns(digits: list[list[dict]], width: int) -> list[tuple[int, int]]:
     """For each digit of :func:`select_number` (left to right), the columns it owns, end exclusive: from the middle
-    of the gap to its left neighbour to the middle of the gap to its right one (the image's edges at the ends)."""
+    of the gap to its left neighbour to the middle of the gap to its right one (the image's edges at the ends), each
+    cut kept between the two digits' middle columns."""
     spans = [(min(c["box"][1] for c in d), max(c["box"][3] for c in d)) for d in digits]
-    cuts = [0] + [(a[1] + b[0]) // 2 + 1 for a, b in zip(spans, spans[1:])] + [width]
+    mids = [(x0 + x1) // 2 for x0, x1 in spans]
+    # each cut between the two digits' middles, so that every digit owns its middle column whatever its neighbours
+    # reach (a wide neighbour may overlap it: the middle of the gap then lies past its middle)
+    cuts = [min(max((a[1] + b[0]) // 2 + 1, ma + 1), mb) for a, b, ma, mb in zip(spans, spans[1:], mids, mids[1:])]
+    cuts = [0] + cuts + [width]
     return list(zip(cuts[:-1], cuts[1:]))
 
 
