@@ -640,3 +640,5 @@ def test_a_single_line_across_the_image_is_no_ruled_paper():
     lines = ruled_lines(mask)
     assert lines[50:52, :50].all() and lines[80:82, 80:].all() and not lines[50:52, 61:69].any()
     assert not lines[5:15].any() and not lines[20:45].any()  # the bar and the stroke stay
+    for shape in ((3, 400), (400, 3), (1, 1), (9, 9)):  # too small for two lines: none (and no error)
+        assert not ruled_lines(np.ones(shape, bool)).any()

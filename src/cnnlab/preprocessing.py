@@ -78,10 +78,10 @@ PIECE_GAP = 0.25
 LINE_SPAN = 0.9
 #: ...and are at most this fraction of the image's other side thick (a digit's strokes are thicker).
 LINE_THICK = 0.03
-#: A line is found in a band of at most this many rows (a line that steps a row, or is two rows thick).
-LINE_ROWS = 5
 #: ...and slant by at most this many degrees (a page photographed a little askew).
 LINE_TILT = 3.0
+#: A line is found in a band of at most this many rows (a line that steps a row, or is two rows thick).
+LINE_ROWS = 5
 #: A number's digits lie in the main component's rows widened by this fraction of its height...
 NUMBER_ROW = 0.5
 #: ...each at most this fraction of its height from the next one sideways.
@@ -660,6 +660,8 @@ def _straight_lines(m: np.ndarray) -> np.ndarray:
     cropped "7"'s bar spans the image), and so is a bar as thick as a digit's strokes usually are (a tenth of
     its height, where the digit fills the image)."""
     h = m.shape[0]
+    if h < 2 * LINE_ROWS:  # no room for two lines and something between them
+        return np.zeros_like(m)
     cover = m.mean(axis=1)
     union = m[:h - LINE_ROWS + 1].copy()
     for i in range(1, LINE_ROWS):
