@@ -65,10 +65,19 @@ def test_a_number_is_read_digit_by_digit_each_like_a_digit_alone(net):
     assert [n.label for n in net.read_number([page, np.asarray(page)])] == ["7140", "7140"]
 
 
-def test_a_number_keeps_its_order_its_baseline_may_wander_and_points_are_no_digits(net):
+def test_a_number_keeps_its_order_its_baseline_may_wander_and_reads_its_point_and_minus(net):
     assert net.read_number(number_page("417", lift={1: 30, 2: -25})).label == "417"
-    assert net.read_number(number_page("71", dots=(0,))).label == "71"  # "7.1": the point is not read
     assert net.read_number(number_page("4")).label == "4"  # one digit is a number of one digit
+    point = net.read_number(number_page("714", dots=(1,)))
+    assert point.label == "71.4" and [d.label for d in point.digits] == list("714") and point.signs == [(2, ".")]
+    assert point.to_dict()["number"] == "71.4"
+    minus = number_page("  71")  # two blank places, then a dash drawn in the second
+    ImageDraw.Draw(minus).line([(40 + 136 + 10, 60 + 80), (40 + 136 + 86, 60 + 80)], fill=0, width=17)
+    assert net.read_number(minus).label == "-71"
+    # a mark above the digits (an apostrophe) or a speck far below them is not read as a sign
+    marks = number_page("714")
+    ImageDraw.Draw(marks).ellipse([170, 50, 185, 65], fill=0)
+    assert net.read_number(marks).label == "714"
 
 
 def test_the_one_digit_path_counts_the_digits_it_sees_and_changes_nothing_else(net):

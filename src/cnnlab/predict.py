@@ -41,7 +41,7 @@ from cnnlab.imageio import (
     ALLOWED_TEXT, DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, BadImageError, check_max_pixels, open_image, unit_gray,
 )
 from cnnlab.preprocessing import (
-    MNIST_FIELD, WORK_SIDE, digit_and_marks, number_fields, to_uint8_image,
+    MNIST_FIELD, WORK_SIDE, NumberFields, digit_and_marks, number_fields, to_uint8_image,
 )
 
 #: Float pixels may stray this far outside 0..1 (rounding) before an array is refused as not 0..1.
@@ -89,11 +89,14 @@ class NumberPrediction:
 
     name: str
     digits: list[Prediction]
+    #: A point or a minus, by the index of the digit it comes before (found by their shape, not by the net).
+    signs: list[tuple[int, str]] = field(default_factory=list)
 
     @property
     def label(self) -> str:
-        """The number as the digits' most likely classes, left to right (``"2026"``)."""
-        return "".join(d.label for d in self.digits)
+        """The number as the digits' most likely classes, left to right, with its signs (``"2026"``, ``"-3.5"``)."""
+        signs = dict(self.signs)
+        return "".join(signs.get(i, "") + d.label for i, d in enumerate(self.digits))
 
     @property
     def probability(self) -> float:
@@ -213,9 +216,10 @@ class Predictor:
         # a folder's images were decoded whole: no reduced decoding
         return open_image(source, name, max_pixels=self.max_pixels, max_side=None if self.as_folder else WORK_SIDE)
 
-    def number_fields(self, source, name: str | None = None) -> list[np.ndarray]:
-        """A number written in a row in one image, as one field per digit, left to right
-        (:func:`cnnlab.preprocessing.number_fields`). ``source`` as in :meth:`prepare`; arrays are always preprocessed."""
+    def number_fields(self, source, name: str | None = None) -> NumberFields:
+        """A number written in a row in one image, as one field per digit, left to right, and its signs
+        (:func:`cnnlab.preprocessing.number_fields`; a wide digit read as two where the net is surer of its halves).
+        ``source`` as in :meth:`prepare`; arrays are always preprocessed."""
         name = name or (str(source) if isinstance(source, (str, Path)) else "image")
         if self.as_folder:
             raise CnnlabError(f"{self.source}: a net trained on an image folder reads whole images, not the digits "
@@ -224,13 +228,11 @@ class Predictor:
             source = to_pil(unit_image(source, name))
         found = number_fields(self._open(source, name), size=self.image_size, name=name)
         if not found.splits:
-            return found.fields
+            return found
         keys = list(found.splits)  # wide digits: two that touch when the net is surer of the halves than of the whole
         whole = self.probabilities([found.fields[i] for i in keys]).max(axis=1)
         halves = self.probabilities([f for i in keys for f in found.splits[i]]).max(axis=1).reshape(-1, 2).prod(axis=1)
-        split = {i for i, w, h in zip(keys, whole, halves) if h > w}
-        return [f for i, whole_field in enumerate(found.fields)
-                for f in (found.splits[i] if i in split else [whole_field])]
+        return found.split({i for i, w, h in zip(keys, whole, halves) if h > w})
 
     def _as_field(self, img: np.ndarray, name: str) -> np.ndarray:
         """An image taken as is: grayscale (luminance for colour), and already ``image_size`` square."""
@@ -267,9 +269,10 @@ class Predictor:
         numbers = [self.number(item_name, self.number_fields(source, item_name)) for item_name, source in items]
         return numbers[0] if single else numbers
 
-    def number(self, name: str, fields_01: list[np.ndarray]) -> NumberPrediction:
+    def number(self, name: str, found: NumberFields) -> NumberPrediction:
         """A number's digit fields (:meth:`number_fields`), predicted, as one :class:`NumberPrediction`."""
-        return NumberPrediction(name, self.predictions([f"{name}[{i}]" for i in range(len(fields_01))], fields_01))
+        names = [f"{name}[{i}]" for i in range(len(found.fields))]
+        return NumberPrediction(name, self.predictions(names, found.fields), found.signs)
 
     def __call__(self, x, *, name: str | None = None, preprocess: bool | None = None) -> Prediction | list[Prediction]:
         """Predict ``x``: one image gives one :class:`Prediction`, a batch or a list gives a list.

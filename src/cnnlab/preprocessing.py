@@ -90,6 +90,10 @@ NUMBER_GAP = 1.0
 DIGIT_OVERLAP = 0.5
 #: ...and a group of them shorter than this fraction of the tallest is no digit (a dot, a comma, a dash).
 DIGIT_HEIGHT = 0.4
+#: A point in a number is at most this fraction of the digits' height...
+POINT_SIZE = 0.25
+#: ...and a minus at least this many times wider than high.
+MINUS_WIDTH = 1.5
 #: A digit wider than this fraction of its height may be two that touch: its halves are read too...
 WIDE_DIGIT = 1.0
 #: ...cut at its thinnest column within this fraction of its width around the middle.
@@ -472,7 +476,35 @@ def _may_join(c: dict, main: dict) -> bool:
 
 
 def select_number(comps: list[dict]) -> list[list[dict]]:
-    """The digits of a number written in a row, left to right, each as its components.
+    """The digits of a number written in a row, left to right, each as its components (:func:`_number_groups`)."""
+    return _number_groups(comps)[0]
+
+
+def number_signs(comps: list[dict]) -> list[tuple[int, str]]:
+    """The signs among a number's marks too short to be digits (:func:`_number_groups`), as (the index of the digit
+    they come before, the sign): a point ``.`` is a compact mark (no wider than twice its height) at most
+    :data:`POINT_SIZE` of the digits' height, in their lower part, in the gap between two digits; a minus ``-`` a
+    mark at least :data:`MINUS_WIDTH` times wider than high, at mid-height, before the first digit. Other short
+    marks (a comma, an apostrophe, a speck) are not read."""
+    digits, shorts = _number_groups(comps)
+    spans = [(min(c["box"][1] for c in d), max(c["box"][3] for c in d)) for d in digits]
+    top = min(c["box"][0] for d in digits for c in d)
+    height = max(c["box"][2] for d in digits for c in d) - top + 1
+    signs: dict[int, str] = {}
+    for y0, x0, y1, x1 in (g["box"] for g in shorts):
+        h, w, mid = y1 - y0 + 1, x1 - x0 + 1, (y0 + y1) / 2 - top
+        before = sum(1 for a, _ in spans if a <= x0)  # digits that start left of the mark
+        between = 0 < before < len(spans) and spans[before - 1][1] < x0 and x1 < spans[before][0]
+        if between and h <= POINT_SIZE * height and w <= 2 * h and mid >= 0.6 * height:
+            signs.setdefault(before, ".")
+        elif before == 0 and x1 < spans[0][0] and w >= MINUS_WIDTH * h and 0.25 * height <= mid <= 0.75 * height:
+            signs.setdefault(0, "-")
+    return sorted(signs.items())
+
+
+def _number_groups(comps: list[dict]) -> tuple[list[list[dict]], list[dict]]:
+    """The digits of a number written in a row, left to right, each as its components; and the groups too short
+    to be digits (``{"box": ..., "comps": ...}``).
 
     The row is the main component's (:func:`_main_component`): the components that may join it
     (:func:`_may_join`), overlap its rows widened by :data:`NUMBER_ROW` of its height, and lie, one after
@@ -495,7 +527,8 @@ def select_number(comps: list[dict]) -> list[list[dict]]:
     groups = _column_groups(kept)
     tallest = max(g["box"][2] - g["box"][0] for g in groups)
     digits = [g for g in groups if g["box"][2] - g["box"][0] >= DIGIT_HEIGHT * tallest]
-    return [g["comps"] for g in sorted(digits, key=lambda g: g["box"][1] + g["box"][3])]
+    shorts = [g for g in groups if g["box"][2] - g["box"][0] < DIGIT_HEIGHT * tallest]
+    return [g["comps"] for g in sorted(digits, key=lambda g: g["box"][1] + g["box"][3])], shorts
 
 
 def _column_groups(comps: list[dict]) -> list[dict]:
@@ -832,6 +865,17 @@ class NumberFields:
     #: For a digit wider than :data:`WIDE_DIGIT` of its height (two digits that touch, perhaps): by its index, the
     #: fields of its two halves, cut at its thinnest column near the middle (:func:`thinnest_column`).
     splits: dict[int, list[np.ndarray]] = field(default_factory=dict)
+    #: A point or a minus, by the index of the digit it comes before (:func:`number_signs`).
+    signs: list[tuple[int, str]] = field(default_factory=list)
+
+    def split(self, which: set[int]) -> "NumberFields":
+        """The fields with the digits ``which`` read as their two halves (the signs' places moved along)."""
+        fields, place = [], {}
+        for i, whole in enumerate(self.fields):
+            place[i] = len(fields)
+            fields += self.splits[i] if i in which else [whole]
+        place[len(self.fields)] = len(fields)
+        return NumberFields(fields, signs=[(place[i], sign) for i, sign in self.signs])
 
 
 def number_fields(img: Image.Image, size: int = MNIST_FIELD, name: str = "image") -> NumberFields:
@@ -845,7 +889,7 @@ def number_fields(img: Image.Image, size: int = MNIST_FIELD, name: str = "image"
     digits = select_number(strokes.comps)
     columns = digit_columns(digits, strokes.small.shape[1])
     out = NumberFields([mnist_field(keep_components(ink, strokes, d, cols), size=size, name=name)
-                        for d, cols in zip(digits, columns)])
+                        for d, cols in zip(digits, columns)], signs=number_signs(strokes.comps))
     for i, (digit, (a, b)) in enumerate(zip(digits, columns)):
         cut = thinnest_column(strokes, digit)
         if cut is None or not a < cut < b:  # the digit reaches into a neighbour's columns past its thinnest one
