@@ -147,3 +147,16 @@ def test_every_digit_owns_its_middle_column_whatever_its_neighbours_reach():
     assert cols[0][0] == 0 and cols[-1][1] == 200 and all(a < b for a, b in cols)
     assert all(a <= (x0 + x1) // 2 < b for (a, b), (x0, x1) in zip(cols, [(0, 150), (90, 130), (140, 180)]))
     assert digit_columns([digit(10, 40), digit(60, 90)], 100) == [(0, 51), (51, 100)]  # the middle of the gap
+
+
+def test_marks_away_from_the_row_are_counted_and_noted_not_read(net, tmp_path, capsys):
+    top, below = number_page("714"), number_page("40")
+    page = Image.new("L", (top.width, top.height + below.height), 255)
+    page.paste(top, (0, 0))
+    page.paste(below, (0, top.height))  # a second line of digits
+    number = net.read_number(page)
+    assert len(number.label) in (2, 3) and number.left_out >= 2 and number.to_dict()["left_out"] == number.left_out
+    assert net.read_number(top).left_out == 0 and "left_out" not in net.read_number(top).to_dict()
+    page.save(tmp_path / "two-lines.png")
+    assert main(["predict", "--model", "resnet", "--number", str(tmp_path / "two-lines.png")]) == 0
+    assert "more marks as large as a digit away from the number's row, not read" in capsys.readouterr().err

@@ -91,6 +91,8 @@ class NumberPrediction:
     digits: list[Prediction]
     #: A point or a minus, by the index of the digit it comes before (found by their shape, not by the net).
     signs: list[tuple[int, str]] = field(default_factory=list)
+    #: Marks as heavy as a digit away from the number's row (another line, a word): not read.
+    left_out: int = 0
 
     @property
     def label(self) -> str:
@@ -109,9 +111,10 @@ class NumberPrediction:
         return np.concatenate([d.input_image for d in self.digits], axis=1)
 
     def to_dict(self, k: int = 3) -> dict:
-        return {"file": self.name, "number": self.label, "probability": self.probability,
-                "digits": [{"prediction": d.label, "top": [{"class": c, "probability": p} for c, p in d.top(k)]}
-                           for d in self.digits]}
+        out = {"file": self.name, "number": self.label, "probability": self.probability,
+               "digits": [{"prediction": d.label, "top": [{"class": c, "probability": p} for c, p in d.top(k)]}
+                          for d in self.digits]}
+        return out if not self.left_out else {**out, "left_out": self.left_out}
 
 
 @dataclass
@@ -272,7 +275,7 @@ class Predictor:
     def number(self, name: str, found: NumberFields) -> NumberPrediction:
         """A number's digit fields (:meth:`number_fields`), predicted, as one :class:`NumberPrediction`."""
         names = [f"{name}[{i}]" for i in range(len(found.fields))]
-        return NumberPrediction(name, self.predictions(names, found.fields), found.signs)
+        return NumberPrediction(name, self.predictions(names, found.fields), found.signs, found.left_out)
 
     def __call__(self, x, *, name: str | None = None, preprocess: bool | None = None) -> Prediction | list[Prediction]:
         """Predict ``x``: one image gives one :class:`Prediction`, a batch or a list gives a list.

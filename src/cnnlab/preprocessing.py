@@ -90,6 +90,8 @@ NUMBER_GAP = 1.0
 DIGIT_OVERLAP = 0.5
 #: ...and a group of them shorter than this fraction of the tallest is no digit (a dot, a comma, a dash).
 DIGIT_HEIGHT = 0.4
+#: Marks away from a number's row at least this fraction as heavy as its main digit are counted as left out.
+LEFT_OUT_MASS = 0.25
 #: A point in a number is at most this fraction of the digits' height...
 POINT_SIZE = 0.25
 #: ...and a minus at least this many times wider than high.
@@ -480,6 +482,14 @@ def select_number(comps: list[dict]) -> list[list[dict]]:
     return _number_groups(comps)[0]
 
 
+def left_out(comps: list[dict]) -> int:
+    """How many marks as heavy as :data:`LEFT_OUT_MASS` of the number's main digit lie away from its row (another
+    line of digits, a word, a drawing) and are not read with it; marks touching the border are not counted."""
+    kept = {id(c) for d in _number_groups(comps)[0] for c in d}
+    main = _main_component(comps)
+    return sum(1 for c in comps if id(c) not in kept and not c["border"] and c["mass"] >= LEFT_OUT_MASS * main["mass"])
+
+
 def number_signs(comps: list[dict]) -> list[tuple[int, str]]:
     """The signs among a number's marks too short to be digits (:func:`_number_groups`), as (the index of the digit
     they come before, the sign): a point ``.`` is a compact mark (no wider than twice its height) at most
@@ -867,6 +877,8 @@ class NumberFields:
     splits: dict[int, list[np.ndarray]] = field(default_factory=dict)
     #: A point or a minus, by the index of the digit it comes before (:func:`number_signs`).
     signs: list[tuple[int, str]] = field(default_factory=list)
+    #: Marks as heavy as a digit away from the number's row, not read (:func:`left_out`).
+    left_out: int = 0
 
     def split(self, which: set[int]) -> "NumberFields":
         """The fields with the digits ``which`` read as their two halves (the signs' places moved along)."""
@@ -875,7 +887,7 @@ class NumberFields:
             place[i] = len(fields)
             fields += self.splits[i] if i in which else [whole]
         place[len(self.fields)] = len(fields)
-        return NumberFields(fields, signs=[(place[i], sign) for i, sign in self.signs])
+        return NumberFields(fields, signs=[(place[i], sign) for i, sign in self.signs], left_out=self.left_out)
 
 
 def number_fields(img: Image.Image, size: int = MNIST_FIELD, name: str = "image") -> NumberFields:
@@ -889,7 +901,8 @@ def number_fields(img: Image.Image, size: int = MNIST_FIELD, name: str = "image"
     digits = select_number(strokes.comps)
     columns = digit_columns(digits, strokes.small.shape[1])
     out = NumberFields([mnist_field(keep_components(ink, strokes, d, cols), size=size, name=name)
-                        for d, cols in zip(digits, columns)], signs=number_signs(strokes.comps))
+                        for d, cols in zip(digits, columns)], signs=number_signs(strokes.comps),
+                       left_out=left_out(strokes.comps))
     for i, (digit, (a, b)) in enumerate(zip(digits, columns)):
         cut = thinnest_column(strokes, digit)
         if cut is None or not a < cut < b:  # the digit reaches into a neighbour's columns past its thinnest one

@@ -147,6 +147,9 @@ def cmd_predict(args) -> int:
         if getattr(pred, "marks", 1) > 1:
             print(f"note: {printable(pred.name)}: {pred.marks} digits side by side, read as one; add --number to "
                   "read each", file=sys.stderr)
+        if getattr(pred, "left_out", 0):
+            print(f"note: {printable(pred.name)}: {plural(pred.left_out, 'more mark')} as large as a digit away from "
+                  "the number's row, not read; crop the image to one row to read another", file=sys.stderr)
     if failures:
         print(f"{plural(len(preds), 'image')} predicted, {len(failures)} failed", file=sys.stderr)
     return 1 if failures else 0
