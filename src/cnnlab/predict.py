@@ -12,7 +12,8 @@ of large images, truncation and decompression bombs refused); every refusal is a
 :class:`BadImageError`, and :func:`predict_paths` reports it for that file and goes on with the others.
 
 A :class:`Predictor` is callable: ``predictor(x)`` takes a path, bytes, a binary file, a PIL image, a numpy array, a
-torch tensor, or a list of these (the rules are in :meth:`Predictor.__call__`). The CLI
+torch tensor, or a list of these (the rules are in :meth:`Predictor.__call__`); ``predictor.read_number(x)`` reads
+every digit written in a row in an image (a :class:`NumberPrediction`). The CLI
 (``cnnlab predict``, through :func:`predict_paths`) and the web app (``cnnlab serve``) both use it.
 """
 
@@ -267,7 +268,8 @@ class Predictor:
     def read_number(self, x, *, name: str | None = None) -> NumberPrediction | list[NumberPrediction]:
         """Read a number: every digit written in a row in the image, left to right (``"2026"``), each classified
         on its own field. ``x`` as in :meth:`__call__` (one image gives one :class:`NumberPrediction`, a batch or a
-        list gives a list); every image is preprocessed. Digits that touch are read as one (see docs/predict.md)."""
+        list gives a list); every image is preprocessed. A wide digit is read as two that touch where the net is surer
+        of its halves; a point and a leading minus are read by their shape (docs/predict.md, "Numbers")."""
         items, single = split_inputs(x, name)
         numbers = [self.number(item_name, self.number_fields(source, item_name)) for item_name, source in items]
         return numbers[0] if single else numbers

@@ -52,8 +52,8 @@ def register(sub) -> None:
     add_json(p, "the table: one array holding, per file, its top classes or its error")
     p.add_argument("--number", action="store_true",
                    help="read a number: every digit written in a row in each image, left to right, each classified "
-                        "on its own (digits that touch are read as one); without it, each image is one digit "
-                        "(default: off)")
+                        "on its own, with a point or a leading minus where written; without it, each image is one "
+                        "digit (default: off)")
     p.add_argument("--show-input", metavar="DIR", nargs="?", const=BESIDE, default=None,
                    help="save the 28x28 image the net saw for each file as <name>.input.png: into DIR if given, "
                         f"else beside the file (or into ./{FALLBACK_INPUT_DIR}/ where that folder is not "
