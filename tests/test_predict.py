@@ -627,18 +627,24 @@ def test_lines_of_ruled_and_squared_paper_are_taken_away_but_not_where_a_stroke_
         assert np.corrcoef(before.ravel(), alone.ravel())[0, 1] < 0.5, (spacing, squared, tilt)
 
 
-def test_a_single_line_across_the_image_is_no_ruled_paper():
+def test_a_line_of_the_paper_runs_on_past_the_strokes_it_crosses_a_digits_bar_does_not():
     from cnnlab.preprocessing import ruled_lines
 
-    mask = np.zeros((100, 100), bool)
-    mask[5:15, :] = True  # a tightly cropped '7': its bar spans the image, as thick as its strokes (a tenth)
-    mask[15:95, 60:70] = True
-    assert not ruled_lines(mask).any()
-    mask[50:52, :] = True  # one thin line across (the bar is thicker): still no ruled paper
-    assert not ruled_lines(mask).any()
-    mask[80:82, :] = True  # two: ruled paper; the stroke they cross keeps its pixels
-    lines = ruled_lines(mask)
-    assert lines[50:52, :50].all() and lines[80:82, 80:].all() and not lines[50:52, 61:69].any()
-    assert not lines[5:15].any() and not lines[20:45].any()  # the bar and the stroke stay
-    for shape in ((3, 400), (400, 3), (1, 1), (9, 9)):  # too small for two lines: none (and no error)
+    seven = np.zeros((100, 100), bool)  # a tightly cropped, thin '7': its bar spans the image, ending at its stroke
+    seven[5:8, :] = True
+    seven[8:100, 95:99] = True
+    assert not ruled_lines(seven).any()
+    ones = np.zeros((100, 100), bool)  # a tightly cropped, thin '11': its strokes span the image, and are all of it
+    ones[:, 30:33] = ones[:, 70:73] = True
+    assert not ruled_lines(ones).any()
+    page = np.zeros((100, 100), bool)  # a stroke with a thin line through it, running on past it on both sides
+    page[20:80, 48:53] = True
+    page[50:52, :] = True
+    lines = ruled_lines(page)
+    assert lines[50:52, :45].all() and lines[50:52, 56:].all() and not lines[:, 47:54].any()
+    page[10:12, :] = True  # a line like it that touches no stroke goes with it (the paper has lines)
+    assert ruled_lines(page)[10:12].all()
+    page[50:52, :] = False  # alone, it tells nothing: it stays (it joins nothing either)
+    assert not ruled_lines(page).any()
+    for shape in ((3, 400), (400, 3), (1, 1), (9, 9)):  # too small, or all ink: no line (and no error)
         assert not ruled_lines(np.ones(shape, bool)).any()

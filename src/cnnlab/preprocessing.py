@@ -82,6 +82,8 @@ LINE_THICK = 0.03
 LINE_TILT = 3.0
 #: A line is found in a band of at most this many rows (a line that steps a row, or is two rows thick).
 LINE_ROWS = 5
+#: A line of the paper runs on past the strokes it touches by at least this many columns on each side.
+LINE_BEYOND = 8
 #: A number's digits lie in the main component's rows widened by this fraction of its height...
 NUMBER_ROW = 0.5
 #: ...each at most this fraction of its height from the next one sideways.
@@ -652,16 +654,54 @@ def find_strokes(ink: np.ndarray) -> Strokes | None:
 
 
 def ruled_lines(mask: np.ndarray) -> np.ndarray:
-    """The pixels of a mask that belong to the lines of ruled or squared paper (:func:`_straight_lines`), along the
-    rows and along the columns, each direction sheared first by the slant (up to :data:`LINE_TILT`) that lines up
-    the most rows of ink (:func:`_line_drift`): a page photographed a degree or two askew."""
-    out = np.zeros_like(mask)
-    for m, back in ((mask, lambda a: a), (mask.T, lambda a: a.T)):  # lines along the rows, then the columns
-        if np.count_nonzero(m.sum(axis=0) >= 2) < LINE_SPAN * m.shape[1]:
-            continue  # two lines across would put ink twice in nearly every column: no lines (most images)
+    """The pixels of a mask that belong to the lines of ruled or squared paper, along the rows and along the
+    columns: the bands of :func:`_line_bands`, each direction sheared first by the slant (up to
+    :data:`LINE_TILT`) that lines up the most rows of ink (:func:`_line_drift`: a page photographed a degree or two
+    askew). A band shows it is a line of the paper when it runs on past the strokes near it on both sides
+    (:func:`_paper_line`); where one band of a direction does, the others of that direction go too, except those
+    that end at a stroke. Where none does, none goes: the bars and strokes of a tightly cropped digit stay (a
+    "Z"-shaped 2's bars end where its diagonal does; the strokes of a tightly cropped "11" are all there is)."""
+    found, bands_only = [], np.zeros_like(mask)
+    for flip in (False, True):  # lines along the rows, then along the columns
+        m = mask.T if flip else mask
+        if np.count_nonzero(m.sum(axis=0) >= 1) < LINE_SPAN * m.shape[1]:
+            continue  # a line across would put ink in nearly every column: no lines (most images)
         drift = _line_drift(m)
-        out |= back(_shear(_straight_lines(_shear(m, drift)), -drift))
+        bands = _line_bands(_shear(m, drift))
+        if bands:
+            rows = np.zeros(m.shape[0], bool)
+            for lo, hi in bands:
+                rows[lo:hi + 1] = True
+            back = _shear(_shear(m, drift) & rows[:, None], -drift)
+            bands_only |= back.T if flip else back
+            found.append((flip, drift, bands))
+    out = np.zeros_like(mask)
+    strokes = mask & ~_dilate(bands_only)  # what is left without any band: the digits
+    for flip, drift, bands in found:
+        m, s = (mask.T, strokes.T) if flip else (mask, strokes)
+        sheared, near = _shear(m, drift), _shear(s, drift)
+        verdicts = [_paper_line(sheared[lo:hi + 1].any(axis=0), near[max(0, lo - LINE_ROWS):hi + LINE_ROWS + 1].any(axis=0))
+                    for lo, hi in bands]
+        lines = np.zeros_like(m)
+        if not any(verdicts):  # no band shows it is the paper's: they may all be the digit's
+            continue
+        for (lo, hi), verdict in zip(bands, verdicts):
+            if verdict is not False:  # the paper's, or one like them that touches no stroke
+                lines[lo:hi + 1] = sheared[lo:hi + 1] & ~_crossing(sheared, lo, hi)[None, :]
+        back = _shear(lines, -drift)
+        out |= back.T if flip else back
     return out
+
+
+def _paper_line(line: np.ndarray, near: np.ndarray) -> bool | None:
+    """Whether a band (its columns holding ink, ``line``) is a line of the paper, given the columns of the strokes
+    near it (``near``): it runs on past them on both sides, over at least :data:`LINE_BEYOND` columns holding ink
+    for half of them. None when no stroke is near it (nothing to tell)."""
+    cols = np.flatnonzero(near)
+    if cols.size == 0:
+        return None
+    left, right = line[:cols[0]], line[cols[-1] + 1:]
+    return all(part.size >= LINE_BEYOND and part.mean() >= 0.5 for part in (left, right))
 
 
 def _shear(m: np.ndarray, drift: int) -> np.ndarray:
@@ -694,17 +734,15 @@ def _line_drift(m: np.ndarray) -> int:
     return best
 
 
-def _straight_lines(m: np.ndarray) -> np.ndarray:
-    """The pixels of ``m`` on lines along its rows: bands of up to :data:`LINE_ROWS` rows that ``m`` covers
-    together for at least :data:`LINE_SPAN` of the width (a line a row or two thick, or one that steps a row),
-    trimmed to the rows holding at least half the band's best row, at most :data:`LINE_THICK` of the height thick
-    (a digit's strokes are thicker), a pixel more on each side (the line's soft edges); two or more such lines,
-    not where a stroke crosses a line (ink just above and below it). A single line is left alone (a tightly
-    cropped "7"'s bar spans the image), and so is a bar as thick as a digit's strokes usually are (a tenth of
-    its height, where the digit fills the image)."""
+def _line_bands(m: np.ndarray) -> list[tuple[int, int]]:
+    """The rows of lines along the rows of ``m``, as (first, last) with a row more on each side (the line's soft
+    edges): bands of up to :data:`LINE_ROWS` rows that ``m`` covers together for at least :data:`LINE_SPAN` of the
+    width (a line a row or two thick, or one that steps a row), trimmed to the rows holding at least half the
+    band's best row, and at most :data:`LINE_THICK` of the height thick (a bar as thick as a digit's strokes
+    usually are, a tenth of its height, is not a line)."""
     h = m.shape[0]
-    if h < 2 * LINE_ROWS:  # no room for two lines and something between them
-        return np.zeros_like(m)
+    if h < 2 * LINE_ROWS:  # no room for a line and something beside it
+        return []
     cover = m.mean(axis=1)
     union = m[:h - LINE_ROWS + 1].copy()
     for i in range(1, LINE_ROWS):
@@ -716,14 +754,8 @@ def _straight_lines(m: np.ndarray) -> np.ndarray:
     for a, b in zip(firsts, lasts):
         rows = a + np.flatnonzero(cover[a:b + 1] >= 0.5 * cover[a:b + 1].max())
         if rows[-1] - rows[0] + 1 <= max(LINE_ROWS, LINE_THICK * h):
-            bands.append((rows[0], rows[-1]))
-    lines = np.zeros_like(m)
-    if len(bands) < 2:
-        return lines
-    for a, b in bands:
-        lo, hi = max(0, a - 1), min(h - 1, b + 1)
-        lines[lo:hi + 1] = m[lo:hi + 1] & ~_crossing(m, lo, hi)[None, :]
-    return lines
+            bands.append((max(0, rows[0] - 1), min(h - 1, rows[-1] + 1)))
+    return bands
 
 
 def _crossing(m: np.ndarray, lo: int, hi: int) -> np.ndarray:
