@@ -14,7 +14,7 @@ length, and the digits right among those of the right length. Also, on single di
 a 224 px page): how often ``--number`` reads more than one digit, and how often the one-digit path's note
 ("N digits side by side") fires. Printed, and written to ``benchmarks/results/number_digits.{json,md}``.
 
-    python -m benchmarks.number_digits [--n 200] [--models resnet inception] [--fonts GLOB]
+    python -m benchmarks.number_digits [--n 300] [--models resnet inception] [--fonts GLOB]
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ def markdown(rows: dict, singles: dict, n: int, fonts: int) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.number_digits", description=__doc__.splitlines()[0])
-    p.add_argument("--n", type=int, default=200, help="numbers per condition, single digits (default %(default)s)")
+    p.add_argument("--n", type=int, default=300, help="numbers per condition, single digits (default %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--models", nargs="+", default=["resnet", "inception"])
     p.add_argument("--fonts", default=DEFAULT_FONTS, help="TrueType fonts for the typed numbers (a glob)")
