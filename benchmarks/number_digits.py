@@ -6,7 +6,8 @@ touch), each digit moved up or down by up to 2 px and scaled by 0.85-1.15, the r
 becomes 224 px) onto a white page, black ink. Under "scan" the page is as drawn; under "photo" the paper is grey
 (0.75), lit unevenly (a linear fall-off to 60% across the page), with sensor noise (sd 0.04) and saved as JPEG
 (quality 50); on "ruled paper" three lines as dark as the ink, 4 px wide and falling 1.5 degrees across the page,
-cross it, the middle one through the digits. Typed numbers set 2 to 6 random digits in every TrueType font of the machine (``--fonts``) at 120
+cross it, the middle one through the digits; on "squared paper" lines 3 px wide taking 60 % of the light every 40 px.
+Typed numbers set 2 to 6 random digits in every TrueType font of the machine (``--fonts``) at 120
 px on a white page. ``cnnlab.predictor(model=M).read_number`` reads each.
 
 Per condition and net: the numbers read right (every digit, no digit missing or extra), the numbers of the right
@@ -31,14 +32,15 @@ from benchmarks.common import write
 
 #: Enlargement of the MNIST row onto the page: a 28 px digit becomes 224 px.
 ENLARGE = 8
-#: name: (gap between digits in MNIST px, photo-like page, ruled paper)
+#: name: (gap between digits in MNIST px, photo-like page, lined paper: False, "ruled" or "squared")
 HANDWRITTEN = {
     "handwritten, gap 8 px, scan": (8, False, False),
     "handwritten, gap 4 px, scan": (4, False, False),
     "handwritten, gap 2 px, scan": (2, False, False),
     "handwritten, touching boxes (gap 0), scan": (0, False, False),
     "handwritten, gap 4 px, photo": (4, True, False),
-    "handwritten, gap 4 px, ruled paper (lines as dark as the ink, 1.5 deg askew)": (4, False, True),
+    "handwritten, gap 4 px, ruled paper (lines as dark as the ink, 1.5 deg askew)": (4, False, "ruled"),
+    "handwritten, gap 4 px, squared paper (lines 60% dark, every 40 px)": (4, False, "squared"),
 }
 DEFAULT_FONTS = "/usr/share/fonts/truetype/*/*.ttf"
 
@@ -61,18 +63,27 @@ def handwritten_row(digits: list[np.ndarray], gap: int, rng: np.random.Generator
     return np.clip(np.concatenate([margin] + parts[:-1] + [margin], axis=1), 0, 1)
 
 
-def page(ink: np.ndarray, photo: bool, rng: np.random.Generator, ruled: bool = False) -> Image.Image:
+def page(ink: np.ndarray, photo: bool, rng: np.random.Generator, lined: bool | str = False) -> Image.Image:
     """The ink row enlarged onto a page: a clean scan, or a photo (grey paper, uneven light, noise, JPEG); on
-    ruled paper, three lines 4 px wide as dark as the ink, falling 1.5 degrees, the middle one through the digits."""
+    ruled paper, three lines 4 px wide as dark as the ink, falling 1.5 degrees, the middle one through the digits;
+    on squared paper, lines 3 px wide taking 60 % of the light every 40 px, at a random offset."""
     h, w = ink.shape
     big = np.asarray(Image.fromarray(ink, mode="F").resize((w * ENLARGE, h * ENLARGE), Image.Resampling.BICUBIC))
     big = np.clip(big, 0, 1)
-    if ruled:
+    if lined:
         lines = Image.new("L", (big.shape[1], big.shape[0]), 0)
-        fall = round(big.shape[1] * np.tan(np.radians(1.5)))
-        for y in (0.12, 0.55, 0.92):
-            top = round(y * big.shape[0]) - fall // 2
-            ImageDraw.Draw(lines).line([(0, top), (big.shape[1], top + fall)], fill=255, width=4)
+        draw = ImageDraw.Draw(lines)
+        if lined == "ruled":
+            fall = round(big.shape[1] * np.tan(np.radians(1.5)))
+            for y in (0.12, 0.55, 0.92):
+                top = round(y * big.shape[0]) - fall // 2
+                draw.line([(0, top), (big.shape[1], top + fall)], fill=255, width=4)
+        else:
+            offset = int(rng.integers(0, 40))
+            for x in range(offset, big.shape[1], 40):
+                draw.line([(x, 0), (x, big.shape[0])], fill=153, width=3)
+            for y in range(offset, big.shape[0], 40):
+                draw.line([(0, y), (big.shape[1], y)], fill=153, width=3)
         big = np.maximum(big, np.asarray(lines, np.float32) / 255)
     if not photo:
         return Image.fromarray(np.round(255 * (1 - big)).astype(np.uint8))
@@ -114,11 +125,11 @@ def handwritten_sets(data, n: int, seed: int) -> dict:
     picks = [rng.choice(len(data.test_labels), size=int(rng.integers(2, 7)), replace=False) for _ in range(n)]
     images, labels = data.test_images[:, 0].numpy(), data.test_labels.numpy()
     sets = {}
-    for ci, (name, (gap, photo, ruled)) in enumerate(HANDWRITTEN.items()):
+    for ci, (name, (gap, photo, lined)) in enumerate(HANDWRITTEN.items()):
         pages = []
         for i, idx in enumerate(picks):
             r = np.random.default_rng([seed, ci, i])
-            pages.append(page(handwritten_row([images[j] for j in idx], gap, r), photo, r, ruled))
+            pages.append(page(handwritten_row([images[j] for j in idx], gap, r), photo, r, lined))
         sets[name] = (pages, ["".join(str(int(labels[j])) for j in idx) for idx in picks])
     return sets
 
