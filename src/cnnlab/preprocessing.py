@@ -479,29 +479,35 @@ def _may_join(c: dict, main: dict) -> bool:
         main["border"] or not c["border"] or _side(c["box"]) <= _side(main["box"]))
 
 
+def _box(comps: list[dict]) -> tuple[int, int, int, int]:
+    """The bounding box (y0, x0, y1, x1, inclusive) of components together."""
+    return (min(c["box"][0] for c in comps), min(c["box"][1] for c in comps),
+            max(c["box"][2] for c in comps), max(c["box"][3] for c in comps))
+
+
 def select_number(comps: list[dict]) -> list[list[dict]]:
     """The digits of a number written in a row, left to right, each as its components (:func:`_number_groups`)."""
     return _number_groups(comps)[0]
 
 
-def left_out(comps: list[dict]) -> int:
+def left_out(comps: list[dict], digits: list[list[dict]]) -> int:
     """How many marks as heavy as :data:`LEFT_OUT_MASS` of the number's main digit lie away from its row (another
-    line of digits, a word, a drawing) and are not read with it; marks touching the border are not counted."""
-    kept = {id(c) for d in _number_groups(comps)[0] for c in d}
+    line of digits, a word, a drawing) and are not read with its ``digits`` (:func:`_number_groups`); marks
+    touching the border are not counted."""
+    kept = {id(c) for d in digits for c in d}
     main = _main_component(comps)
     return sum(1 for c in comps if id(c) not in kept and not c["border"] and c["mass"] >= LEFT_OUT_MASS * main["mass"])
 
 
-def number_signs(comps: list[dict]) -> list[tuple[int, str]]:
-    """The signs among a number's marks too short to be digits (:func:`_number_groups`), as (the index of the digit
-    they come before, the sign): a point ``.`` is a compact mark (no wider than twice its height) at most
-    :data:`POINT_SIZE` of the digits' height, in their lower part, in the gap between two digits; a minus ``-`` a
-    mark at least :data:`MINUS_WIDTH` times wider than high, at mid-height, before the first digit. Other short
-    marks (a comma, an apostrophe, a speck) are not read."""
-    digits, shorts = _number_groups(comps)
-    spans = [(min(c["box"][1] for c in d), max(c["box"][3] for c in d)) for d in digits]
-    top = min(c["box"][0] for d in digits for c in d)
-    height = max(c["box"][2] for d in digits for c in d) - top + 1
+def number_signs(digits: list[list[dict]], shorts: list[dict]) -> list[tuple[int, str]]:
+    """The signs among a number's marks too short to be digits (``shorts``, beside its ``digits``: both of
+    :func:`_number_groups`), as (the index of the digit they come before, the sign): a point ``.`` is a compact
+    mark (no wider than twice its height) at most :data:`POINT_SIZE` of the digits' height, in their lower part, in
+    the gap between two digits; a minus ``-`` a mark at least :data:`MINUS_WIDTH` times wider than high, at
+    mid-height, before the first digit. Other short marks (a comma, an apostrophe, a speck) are not read."""
+    spans = [_box(d)[1::2] for d in digits]
+    top, _, bottom, _ = _box([c for d in digits for c in d])
+    height = bottom - top + 1
     signs: dict[int, str] = {}
     for y0, x0, y1, x1 in (g["box"] for g in shorts):
         h, w, mid = y1 - y0 + 1, x1 - x0 + 1, (y0 + y1) / 2 - top
@@ -568,7 +574,7 @@ def digit_columns(digits: list[list[dict]], width: int) -> list[tuple[int, int]]
     """For each digit of :func:`select_number` (left to right), the columns it owns, end exclusive: from the middle
     of the gap to its left neighbour to the middle of the gap to its right one (the image's edges at the ends), each
     cut kept between the two digits' middle columns."""
-    spans = [(min(c["box"][1] for c in d), max(c["box"][3] for c in d)) for d in digits]
+    spans = [_box(d)[1::2] for d in digits]
     mids = [(x0 + x1) // 2 for x0, x1 in spans]
     # each cut between the two digits' middles, so that every digit owns its middle column whatever its neighbours
     # reach (a wide neighbour may overlap it: the middle of the gap then lies past its middle)
@@ -667,24 +673,24 @@ def ruled_lines(mask: np.ndarray) -> np.ndarray:
         if np.count_nonzero(m.sum(axis=0) >= 1) < LINE_SPAN * m.shape[1]:
             continue  # a line across would put ink in nearly every column: no lines (most images)
         drift = _line_drift(m)
-        bands = _line_bands(_shear(m, drift))
+        sheared = _shear(m, drift)
+        bands = _line_bands(sheared)
         if bands:
             rows = np.zeros(m.shape[0], bool)
             for lo, hi in bands:
                 rows[lo:hi + 1] = True
-            back = _shear(_shear(m, drift) & rows[:, None], -drift)
+            back = _shear(sheared & rows[:, None], -drift)
             bands_only |= back.T if flip else back
-            found.append((flip, drift, bands))
+            found.append((flip, drift, sheared, bands))
     out = np.zeros_like(mask)
     strokes = mask & ~_dilate(bands_only)  # what is left without any band: the digits
-    for flip, drift, bands in found:
-        m, s = (mask.T, strokes.T) if flip else (mask, strokes)
-        sheared, near = _shear(m, drift), _shear(s, drift)
+    for flip, drift, sheared, bands in found:
+        near = _shear(strokes.T if flip else strokes, drift)
         verdicts = [_paper_line(sheared[lo:hi + 1].any(axis=0), near[max(0, lo - LINE_ROWS):hi + LINE_ROWS + 1].any(axis=0))
                     for lo, hi in bands]
-        lines = np.zeros_like(m)
         if not any(verdicts):  # no band shows it is the paper's: they may all be the digit's
             continue
+        lines = np.zeros_like(sheared)
         for (lo, hi), verdict in zip(bands, verdicts):
             if verdict is not False:  # the paper's, or one like them that touches no stroke
                 lines[lo:hi + 1] = sheared[lo:hi + 1] & ~_crossing(sheared, lo, hi)[None, :]
@@ -782,8 +788,7 @@ def keep_components(ink: np.ndarray, strokes: Strokes, kept: list[dict],
         band[:, columns[0]:columns[1]] = True
         weak = weak & band
     keep = np.isin(strokes.labels, [c["label"] for c in kept])
-    y0, x0 = min(c["box"][0] for c in kept), min(c["box"][1] for c in kept)
-    y1, x1 = max(c["box"][2] for c in kept), max(c["box"][3] for c in kept)
+    y0, x0, y1, x1 = _box(kept)
     size = max(y1 - y0, x1 - x0) + 1
     keep = hysteresis(keep, weak, round(KEEP_GROW * size))
     margin = max(1, round(KEEP_MARGIN * size))
@@ -930,11 +935,11 @@ def number_fields(img: Image.Image, size: int = MNIST_FIELD, name: str = "image"
     strokes = find_strokes(ink)
     if strokes is None:
         return NumberFields([mnist_field(ink, size=size, name=name)])  # raises: no ink
-    digits = select_number(strokes.comps)
+    digits, shorts = _number_groups(strokes.comps)
     columns = digit_columns(digits, strokes.small.shape[1])
     out = NumberFields([mnist_field(keep_components(ink, strokes, d, cols), size=size, name=name)
-                        for d, cols in zip(digits, columns)], signs=number_signs(strokes.comps),
-                       left_out=left_out(strokes.comps))
+                        for d, cols in zip(digits, columns)], signs=number_signs(digits, shorts),
+                       left_out=left_out(strokes.comps, digits))
     for i, (digit, (a, b)) in enumerate(zip(digits, columns)):
         cut = thinnest_column(strokes, digit)
         if cut is None or not a < cut < b:  # the digit reaches into a neighbour's columns past its thinnest one
@@ -951,8 +956,7 @@ def thinnest_column(strokes: Strokes, digit: list[dict]) -> int | None:
     """For a digit (its components) wider than :data:`WIDE_DIGIT` of its height, the column of the reduced copy
     (the first of the right half) where its ink is thinnest, within :data:`CUT_ZONE` of its width around the
     middle: where two touching digits meet. None for a digit of an ordinary width."""
-    y0, x0 = min(c["box"][0] for c in digit), min(c["box"][1] for c in digit)
-    y1, x1 = max(c["box"][2] for c in digit), max(c["box"][3] for c in digit)
+    y0, x0, y1, x1 = _box(digit)
     width, height = x1 - x0 + 1, y1 - y0 + 1
     if width <= WIDE_DIGIT * height:
         return None
