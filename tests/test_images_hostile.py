@@ -401,7 +401,7 @@ def test_max_pixels_option(run, tmp_path, capsys, monkeypatch):
     assert main(["serve", str(run), "--max-pixels", "1000000"]) == 0 and seen["max_pixels"] == 1_000_000
     monkeypatch.undo()
     assert main(["serve", str(run), "--max-pixels", "5", "--port", "0"]) == 2  # refused before any server starts
-    assert "--max-pixels must be" in capsys.readouterr().err
+    assert "--max-pixels 5 is below the drawing page's 280x280 canvas (78,400 pixels)" in capsys.readouterr().err
 
 
 def test_a_phone_photo_a_pdf_or_an_svg_is_named_with_the_way_to_convert_it():

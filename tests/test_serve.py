@@ -26,7 +26,7 @@ from cnnlab.imageio import BadImageError
 from cnnlab.models import create_model
 from cnnlab.predict import Predictor
 from cnnlab.serve.branches import record_branch_energy, shares
-from cnnlab.serve.server import bind_socket
+from cnnlab.serve.server import bind_socket, make_server
 
 uvicorn = pytest.importorskip("uvicorn")
 pytest.importorskip("fastapi")
@@ -39,14 +39,15 @@ MAX_BYTES = 64 * 1024
 
 
 class Server:
-    """The app under uvicorn in a thread, on a socket bound to a free port of 127.0.0.1."""
+    """The app under uvicorn in a thread, on a socket bound to a free port of 127.0.0.1, configured as the
+    command runs it (``make_server``)."""
 
     def __init__(self, app):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        self.server = make_server(app)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     def __enter__(self):
@@ -638,5 +639,160 @@ def test_upload_limit_is_bounded_by_the_largest_image_allowed():
     with pytest.raises(CnnlabError, match=r"^--max-upload-bytes 1,000,000,000,000 is more than any image within "
                                           r"--max-pixels 16,777,216 can take \(150,994,944 bytes"):
         check_upload_limit(10**12, 4096 * 4096)
-    with pytest.raises(CnnlabError, match="must be at least 1024"):
+    with pytest.raises(CnnlabError, match="must be at least 327,680 .the drawing page sends its 280x280 canvas"):
         check_upload_limit(100, 4096 * 4096)
+
+
+# ----------------------------------------------------------------------------- hostile clients (2026-12 report)
+
+
+def _answer_to(server, request: bytes, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+    with socket.create_connection(("127.0.0.1", _port(server)), timeout=timeout) as sock:
+        sock.sendall(request)
+        return _read_response(sock)
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "OPTIONS"])
+@pytest.mark.parametrize("size", ["Content-Length: 4194304", "Transfer-Encoding: chunked"])
+def test_a_body_on_a_method_that_takes_none_is_refused_before_it_is_read(server, method, size):
+    """GET, HEAD and OPTIONS were not counted as uploads, yet the guard read and kept their bodies up to the
+    limit: 150 clients holding such GETs open grew the server by 740 MB. Now 400 at once, the body unread:
+    this client has sent 1000 bytes of 4 MiB and waits (the old server waited for the rest, then said 408)."""
+    head = f"{method} /info HTTP/1.1\r\nHost: 127.0.0.1\r\n{size}\r\n\r\n".encode()
+    body = b"a" * 1000 if "Length" in size else _chunk(b"a" * 1000)
+    status, headers, answer = _answer_to(server, head + body)
+    assert status == 400 and headers["connection"] == "close" and headers["content-type"] == "application/json"
+    if method != "HEAD":
+        error = json.loads(answer)["error"]
+        assert error.startswith(f"a {method} request takes no body, and this one ") and "\n" not in error
+        assert error.endswith("; send it without one") and ("4,194,304 bytes" in error or "Transfer-Encoding" in error)
+    # no body, or an empty one, is served as ever
+    assert _answer_to(server, b"GET /info HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n")[0] == 200
+
+
+def test_the_guard_answers_a_body_on_a_get_without_receiving_it():
+    """The refusal comes before the guard's first ``receive()``: nothing of the body is read or kept."""
+    from cnnlab.serve.app import RequestGuard
+
+    async def app(scope, receive, send):
+        raise AssertionError("the app was called")
+
+    async def receive():
+        raise AssertionError("the body was read")
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/info", "headers": [(b"content-length", b"4194304")]}
+    import anyio
+
+    anyio.run(RequestGuard(app, max_bytes=MAX_BYTES), scope, receive, send)
+    assert sent[0]["status"] == 400 and b"takes no body" in sent[1]["body"]
+
+
+def test_bodies_held_open_on_gets_do_not_grow_the_server(tmp_path):
+    """40 clients each send ``GET /info`` declaring a 4 MiB body, send all but its last 100 bytes and hold the
+    connection open: the server's RSS stays where it was (it grew by about 4.3 MB a client: 150 of them, +640 MB)."""
+    if not Path("/proc/self/status").is_file():
+        pytest.skip("needs /proc to read the server's memory")
+    length, clients = 4 * 1024 * 1024, 40
+    body = b"a" * (length - 100)
+    with serve_process(tiny_checkpoint(tmp_path / "last.pt")) as (proc, url):
+        port = int(url.rsplit(":", 1)[1])
+        before = _vm(proc.pid, "VmRSS")
+        held = []
+        try:
+            for _ in range(clients):
+                sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+                held.append(sock)
+                try:
+                    sock.sendall(b"GET /info HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n" % length + body)
+                except OSError:  # refused and closed before the body was all sent: as it should be
+                    pass
+            time.sleep(1)
+            grew = _vm(proc.pid, "VmRSS") - before
+        finally:
+            for sock in held:
+                sock.close()
+    assert grew < 60, f"RSS grew by {grew:.0f} MB with {clients} GETs holding bodies"
+
+
+HOSTILE = {
+    "not HTTP": b"GARBAGE\r\n\r\n",
+    "a WebSocket upgrade": b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    "an h2c upgrade": b"GET /info HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+                      b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+    "an HTTP/2 preface": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+}
+
+
+def test_no_client_can_write_into_the_servers_log(tmp_path):
+    """Five ``GARBAGE`` requests wrote five ``WARNING:  Invalid HTTP request received.`` lines into the server's log,
+    and an ``Upgrade`` header two more (``Unsupported upgrade request.``, ``No supported WebSocket library
+    detected...``). Now the log holds only the serving line; the 400 is in the app's JSON shape (it was plain text)."""
+    served = serve_process(tiny_checkpoint(tmp_path / "last.pt"))
+    with served as (_proc, url):
+        port = int(url.rsplit(":", 1)[1])
+        for name, request in HOSTILE.items():
+            for _ in range(5):
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                    sock.sendall(request)
+                    status, headers, body = _read_response(sock)
+                if name == "not HTTP":
+                    assert status == 400 and headers["content-type"] == "application/json", body
+                    assert json.loads(body)["error"].startswith("not a valid HTTP/1.1 request; send one of GET / ")
+                else:
+                    assert status in (200, 404), (name, status, body)
+        time.sleep(0.5)  # anything the server would log is written
+    assert [line for line in served.output.splitlines() if not line.startswith("serving ")] == []
+
+
+def test_head_answers_wherever_get_does(server):
+    """``HEAD /info`` was 405 (``GET /info`` 200): every route that answers GET answers HEAD, without a body."""
+    for path in ("/", "/info", "/favicon.ico", "/static/app.js", "/static/favicon.svg"):
+        with urllib.request.urlopen(server.url + path, timeout=30) as res:
+            got = res.status, res.headers["content-type"], res.headers["content-length"]
+        with urllib.request.urlopen(urllib.request.Request(server.url + path, method="HEAD"), timeout=30) as res:
+            assert (res.status, res.headers["content-type"], res.headers["content-length"]) == got, path
+            assert res.read() == b""
+    fastapi_app = server.server.config.app.app  # inside the RequestGuard
+    assert [r.path for r in fastapi_app.routes if "GET" in getattr(r, "methods", ()) and "HEAD" not in r.methods] == []
+
+
+def test_the_limits_let_the_page_send_any_drawing(tmp_path, monkeypatch, capsys):
+    """``--max-upload-bytes 1024`` (the old minimum) got 413 for the page's own canvas (4.8 KB for a digit), and
+    ``--max-pixels`` under 280x280 refused every drawing. The minimums are now what the canvas can take: any
+    280x280 PNG (noise in every channel, 314 KB, the most a canvas can be) fits the smallest upload limit."""
+    import re
+
+    import cnnlab.serve.server as srv
+    from cnnlab.cli import main
+    from cnnlab.errors import CnnlabError
+    from cnnlab.serve.app import STATIC, create_app
+
+    page = (STATIC / "index.html").read_text()
+    side = srv.CANVAS_SIDE
+    assert re.search(rf'<canvas id="pad" width="{side}" height="{side}"', page), "the canvas and CANVAS_SIDE differ"
+    noise = Image.frombytes("RGBA", (side, side), os.urandom(side * side * 4))
+    worst, digit = png(noise), png(draw_digit((side, side), (40, 40, 240, 240)).convert("RGBA"))
+    assert len(worst) > 300_000
+    predictor = Predictor.from_run(tiny_checkpoint(tmp_path / "last.pt"), device="cpu", max_pixels=srv.MIN_SERVE_PIXELS)
+    with Server(create_app(predictor, max_bytes=srv.MIN_UPLOAD_BYTES)) as smallest:
+        assert post(smallest.url, digit)[0] == 200
+        status, body = post(smallest.url, worst)
+        assert status != 413 and "limit" not in body.get("error", ""), body
+    srv.check_pixel_limit(side * side)
+    with pytest.raises(CnnlabError, match=r"^--max-pixels 78,399 is below the drawing page's 280x280 canvas "
+                                          r"\(78,400 pixels\), so its every drawing would be refused; give serve at "
+                                          r"least 78,400$"):
+        srv.check_pixel_limit(side * side - 1)
+    monkeypatch.setattr(srv, "serve_forever", lambda app, sock: None)
+    ckpt = str(tmp_path / "last.pt")
+    for flag, value, said in (("--max-pixels", "784", "--max-pixels 784 is below the drawing page's"),
+                              ("--max-upload-bytes", "1024", "--max-upload-bytes must be at least 327,680")):
+        assert main(["serve", ckpt, flag, value, "--port", "0"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"cnnlab: error: {said}") and err.count("\n") == 1, err

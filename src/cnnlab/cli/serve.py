@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from cnnlab.cli.common import add_device, add_run, dataset_arg, model_arg, refuse_typed
 from cnnlab.cli.predict import add_max_pixels
-from cnnlab.serve import DEFAULT_MAX_BYTES
+from cnnlab.serve import CANVAS_SIDE, DEFAULT_MAX_BYTES, MIN_SERVE_PIXELS
 from cnnlab.serve.server import DEFAULT_DEVICE, DEFAULT_HOST, DEFAULT_PORT, MIN_UPLOAD_BYTES, run_server
 
 
@@ -27,7 +27,7 @@ def register(sub) -> None:
     add_device(p, default=DEFAULT_DEVICE, why="; one image per request")
     p.add_argument("--max-upload-bytes", type=int, default=DEFAULT_MAX_BYTES,
                    help=f"largest accepted request body, at least {MIN_UPLOAD_BYTES:,} (default: {DEFAULT_MAX_BYTES:,})")
-    add_max_pixels(p)
+    add_max_pixels(p, least=f"{MIN_SERVE_PIXELS:,} (the page's {CANVAS_SIDE}x{CANVAS_SIDE} canvas)")
     p.set_defaults(func=cmd_serve)
 
 

@@ -4,6 +4,7 @@ Routes:
 - ``GET /`` (and ``HEAD /``): the page (``static/index.html`` and ``static/app.js``): draw, see the probabilities.
 - ``GET /favicon.ico``: 204 (the page links ``static/favicon.svg``; this answers browsers that ask anyway).
 - ``GET /info``: the model's name, classes, whether it has Inception modules, the upload and pixel limits.
+- ``HEAD`` wherever ``GET`` is served (``/``, ``/favicon.ico``, ``/info``, ``/static/...``).
 - ``POST /predict``: an image as multipart form field ``file`` (or the raw body with an
   ``image/*`` content type). Answers ``{"prediction", "probabilities", "classes", "top",
   "input_png", "branches"}``; a bad image (over the pixel cap included) is ``400 {"error": "<one line>"}``
@@ -16,7 +17,11 @@ Routes:
 What a request can cost is bounded before the app sees it (:class:`RequestGuard`) and while it is
 decoded (:class:`Service`):
 
-- at most ``max_pending`` uploads (requests with a body) are in the server at once, being received,
+- a request whose method takes no body (GET, HEAD, OPTIONS) but declares one (a ``Content-Length`` over 0, or
+  ``Transfer-Encoding``) is answered 400 at once, its body never read (the guard read such bodies, up to
+  ``max_bytes`` each, and kept them without counting them as uploads: 150 clients holding 4 MB GETs open
+  made the server grow by 740 MB);
+- at most ``max_pending`` uploads (requests of other methods) are in the server at once, being received,
   waiting or decoded; one more is answered 503 without its body being kept (it is read and dropped, so
   that the client gets the answer, unless the client asked ``Expect: 100-continue``);
 - the guard reads each body in full before the app sees it (the app never waits on the network): over
@@ -49,7 +54,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from cnnlab.analysis.branches import inception_modules
 from cnnlab.errors import CnnlabError
 from cnnlab.predict import BadImageError, Predictor, to_uint8_image
-from cnnlab.serve import DEFAULT_MAX_BYTES
+from cnnlab.serve import DEFAULT_MAX_BYTES, ROUTES_HINT
 from cnnlab.serve.branches import record_branch_energy, shares
 
 STATIC = Path(__file__).with_name("static")
@@ -68,8 +73,8 @@ RETRY_AFTER_S = 1
 #: Bytes over the limit that are still read (and dropped) before answering 413, so that a client that
 #: sends its whole body before reading gets the answer, not a reset connection.
 DRAIN_BYTES = 1024 * 1024
-#: What a request to a route or method that does not exist is told.
-ROUTES_HINT = "GET / (the page), GET /info, POST /predict (an image)"
+#: Methods that take no request body: one that declares a body anyway is refused before it is read.
+NO_BODY_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 async def _answer(send, status: int, message: str, headers: tuple = ()) -> None:
@@ -91,6 +96,20 @@ def _declared_length(scope) -> int | None:
     return None
 
 
+def _unwanted_body(scope) -> str | None:
+    """Why a request of a method that takes no body is refused (it declares one), or None (it does not)."""
+    if scope["method"] not in NO_BODY_METHODS:
+        return None
+    declared = _declared_length(scope) or 0
+    if any(key == b"transfer-encoding" for key, _ in scope.get("headers", [])):
+        body = "sends a body (Transfer-Encoding)"
+    elif declared > 0:
+        body = f"declares a body of {declared:,} bytes"
+    else:
+        return None
+    return f"a {scope['method']} request takes no body, and this one {body}; send it without one"
+
+
 class RequestGuard:
     """ASGI middleware: bounds what a request can cost before the app sees it (the module docstring).
 
@@ -105,9 +124,13 @@ class RequestGuard:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        upload = scope["method"] not in ("GET", "HEAD", "OPTIONS")
-        busy = upload and self.pending >= self.max_pending
-        counted = upload and not busy
+        unwanted = _unwanted_body(scope)
+        if unwanted:  # answered before any of the body is read; the connection closes on the rest
+            return await _answer(send, 400, unwanted)
+        if scope["method"] in NO_BODY_METHODS:  # no body to read, nothing to count
+            return await self.app(scope, receive, send)
+        busy = self.pending >= self.max_pending  # an upload: every other method
+        counted = not busy
         self.pending += counted
         try:
             outcome, body = await self._receive(scope, receive, keep=not busy)
@@ -247,11 +270,11 @@ def create_app(predictor: Predictor, max_bytes: int = DEFAULT_MAX_BYTES, *, deco
     def index():
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
-    @app.get("/favicon.ico", include_in_schema=False)
+    @app.api_route("/favicon.ico", methods=["GET", "HEAD"], include_in_schema=False)
     def favicon():
         return Response(status_code=204)  # the page's icon is static/favicon.svg; no 404 in the browser's log
 
-    @app.get("/info")
+    @app.api_route("/info", methods=["GET", "HEAD"])
     def info():
         return {"model": predictor.model_name, "classes": predictor.classes, "inception": service.has_inception,
                 "image_size": predictor.image_size, "max_upload_bytes": max_bytes, "max_pixels": predictor.max_pixels}

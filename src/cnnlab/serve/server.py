@@ -17,11 +17,15 @@ from pathlib import Path
 from cnnlab.errors import CnnlabError
 from cnnlab.imagelimits import DEFAULT_MAX_PIXELS, max_file_bytes
 from cnnlab.runs import DEFAULT_CHECKPOINT
-from cnnlab.serve import DEFAULT_MAX_BYTES
+from cnnlab.serve import CANVAS_SIDE, DEFAULT_MAX_BYTES, MIN_SERVE_PIXELS
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
-#: A smaller request limit would refuse even the page's own 280x280 canvas PNG (~10 KB).
-MIN_UPLOAD_BYTES = 1024
+#: The smallest ``--max-upload-bytes``: the largest upload the page can send. It sends its canvas as a PNG in a form:
+#: in headless Chromium a digit is 4.8 KB, a canvas scribbled black all over 11.8 KB at most, and no PNG of the
+#: canvas can be larger than its pixels stored uncompressed, 280 rows of 1 + 4 x 280 bytes = 313,880 (random
+#: noise in every channel, which no pen draws, came to 315,150 with the PNG's chunks), plus the form's ~200 bytes.
+#: (It was 1024: the page's own drawings got 413.)
+MIN_UPLOAD_BYTES = 320 * 1024
 #: The serving device: one image per request, which a CPU answers in milliseconds.
 DEFAULT_DEVICE = "cpu"
 
@@ -44,13 +48,27 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def make_server(app):
+    """The ``uvicorn.Server`` that serves ``app``, as the command runs it (the tests run this one too).
+
+    - uvicorn logs at level ERROR: it logs a WARNING line for each request it cannot parse (``Invalid HTTP request
+      received.``) and for each ``Upgrade`` header (``Unsupported upgrade request.``, and a line asking to install
+      a WebSocket library), so any client could write into the server's log (as ``python_multipart`` could, below);
+    - its HTTP protocol answers a request it cannot parse in the app's JSON shape (:mod:`cnnlab.serve.protocol`);
+    - no WebSockets (the app serves none; an ``Upgrade`` request is answered as plain HTTP, whatever is installed);
+    - no lifespan: the app has no start-up or shut-down hooks, and a Ctrl+C in its start-up logged a traceback.
+    """
+    import uvicorn  # uvicorn and h11: only where a server starts
+
+    from cnnlab.serve.protocol import JsonErrorsProtocol
+
+    return uvicorn.Server(uvicorn.Config(app, http=JsonErrorsProtocol, ws="none", lifespan="off", log_level="error"))
+
+
 def serve_forever(app, sock: socket.socket) -> None:
     """uvicorn on the bound socket until Ctrl+C (which uvicorn turns into a graceful shutdown)."""
-    import uvicorn
-
     try:
-        # no lifespan: the app has no start-up or shut-down hooks, and a Ctrl+C in its start-up logged a traceback
-        uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off")).run(sockets=[sock])
+        make_server(app).run(sockets=[sock])
     except KeyboardInterrupt:  # a second Ctrl+C during the shutdown
         pass
 
@@ -61,11 +79,21 @@ def check_upload_limit(max_bytes: int, max_pixels: int) -> None:
     upload in progress may hold twice its body)."""
     most = max_file_bytes(max_pixels)  # what predict reads of a file at most, by the same rule
     if max_bytes < MIN_UPLOAD_BYTES:
-        raise CnnlabError(f"--max-upload-bytes must be at least {MIN_UPLOAD_BYTES}, got {max_bytes}")
+        raise CnnlabError(f"--max-upload-bytes must be at least {MIN_UPLOAD_BYTES:,} (the drawing page sends its "
+                          f"{CANVAS_SIDE}x{CANVAS_SIDE} canvas as a PNG of up to about 315,000 bytes), got "
+                          f"{max_bytes:,}")
     if max_bytes > most:
         raise CnnlabError(f"--max-upload-bytes {max_bytes:,} is more than any image within --max-pixels {max_pixels:,} "
                           f"can take ({most:,} bytes: 8 a pixel and 16 MiB of metadata), and each upload in progress "
                           f"may hold twice its limit; give at most {most:,}")
+
+
+def check_pixel_limit(max_pixels: int) -> None:
+    """Serve's pixel cap: at least the page's canvas, or the page's every drawing would be refused (400)."""
+    if max_pixels < MIN_SERVE_PIXELS:
+        raise CnnlabError(f"--max-pixels {max_pixels:,} is below the drawing page's {CANVAS_SIDE}x{CANVAS_SIDE} "
+                          f"canvas ({MIN_SERVE_PIXELS:,} pixels), so its every drawing would be refused; give serve "
+                          f"at least {MIN_SERVE_PIXELS:,}")
 
 
 def is_loopback(host: str) -> bool:
@@ -102,7 +130,8 @@ def run_server(
     ``max_bytes`` bounds a request's body, ``max_pixels`` an image's width x height (checked before decoding);
     the other bounds (decodes and uploads at once, body time) are :func:`cnnlab.serve.app.create_app`'s defaults.
     """
-    check_upload_limit(max_bytes, max_pixels)  # before the imports' second: a bad limit answers at once
+    check_pixel_limit(max_pixels)  # before the imports' seconds: a bad limit answers at once
+    check_upload_limit(max_bytes, max_pixels)
     # FastAPI and torch (through the predictor), and uvicorn: only when a server really starts
     from cnnlab.predict import Predictor
     from cnnlab.serve.app import create_app
