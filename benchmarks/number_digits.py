@@ -63,6 +63,35 @@ def handwritten_row(digits: list[np.ndarray], gap: int, rng: np.random.Generator
     return np.clip(np.concatenate([margin] + parts[:-1] + [margin], axis=1), 0, 1)
 
 
+def sign_row(digits: list[np.ndarray], sign: str, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """:func:`handwritten_row` with 8 px gaps and a pen ``sign`` drawn in one of them, chosen at random: a point (a
+    dot 3-4 px across on the two neighbours' mean baseline) or a comma (a dot with a tail falling 4-6 px below that
+    baseline, slanted left); ``sign`` "" draws none. Returns the row and the index of the digit the sign comes before."""
+    row = handwritten_row(digits, 8, rng)
+    if not sign:
+        return row, 0
+    ink = row > 0.25
+    cols = np.flatnonzero(ink.any(axis=0))
+    starts = np.r_[cols[0], cols[1:][np.diff(cols) > 1]]  # each digit's first column (a gap is 8 px of no ink)
+    ends = np.r_[cols[:-1][np.diff(cols) > 1], cols[-1]]
+    if len(starts) != len(digits):  # a digit whose ink splits into columns apart: no sign, rather than a wrong place
+        return row, -1
+    at = int(rng.integers(1, len(digits)))
+    base = np.mean([np.flatnonzero(ink[:, a:b + 1].any(axis=1))[-1] for a, b in
+                    ((starts[at - 1], ends[at - 1]), (starts[at], ends[at]))])
+    k = 8  # drawn 8x finer, then shrunk: an anti-aliased pen
+    layer = Image.new("L", (row.shape[1] * k, row.shape[0] * k), 0)
+    draw = ImageDraw.Draw(layer)
+    x, r = k * (ends[at - 1] + 1 + 4 + rng.uniform(-1, 1)), k * rng.uniform(1.5, 2.0)
+    y = k * (base + 0.5) - r
+    draw.ellipse([x - r, y - r, x + r, y + r], fill=255)
+    if sign == ",":
+        fall = k * rng.uniform(4, 6)
+        draw.line([(x + 0.5 * r, y), (x - 0.4 * fall, y + r + fall)], fill=255, width=round(1.4 * r))
+    small = np.asarray(layer.resize(row.shape[::-1], Image.Resampling.BOX), np.float32) / 255
+    return np.maximum(row, small), at
+
+
 def page(ink: np.ndarray, photo: bool, rng: np.random.Generator, lined: bool | str = False) -> Image.Image:
     """The ink row enlarged onto a page: a clean scan, or a photo (grey paper, uneven light, noise, JPEG); on
     ruled paper, three lines 4 px wide as dark as the ink, falling 1.5 degrees, the middle one through the digits;
@@ -134,6 +163,39 @@ def handwritten_sets(data, n: int, seed: int) -> dict:
     return sets
 
 
+def sign_sets(data, n: int, seed: int) -> dict:
+    """Handwritten numbers (2-5 digits, 8 px gaps, scanned) with no sign, a pen point or a pen comma between two of
+    their digits: (pages, truths) per set, the same digits in each."""
+    rng = np.random.default_rng([seed, 5])
+    picks = [rng.choice(len(data.test_labels), size=int(rng.integers(2, 6)), replace=False) for _ in range(n)]
+    images, labels = data.test_images[:, 0].numpy(), data.test_labels.numpy()
+    sets = {}
+    for name, sign in (("handwritten, no sign (gap 8 px)", ""), ("handwritten, a pen point in one gap", "."),
+                       ("handwritten, a pen comma in one gap", ",")):
+        pages, truths = [], []
+        for i, idx in enumerate(picks):
+            r = np.random.default_rng([seed, 5, ord(sign or " "), i])
+            ink, at = sign_row([images[j] for j in idx], sign, r)
+            if at < 0:
+                continue
+            digits = [str(int(labels[j])) for j in idx]
+            pages.append(page(ink, False, r))
+            truths.append("".join(digits[:at]) + sign + "".join(digits[at:]) if sign else "".join(digits))
+        sets[name] = (pages, truths)
+    return sets
+
+
+def typed_sign_sets(fonts: list[str], seed: int) -> dict:
+    """Typed numbers with a point, a minus, a decimal comma and thousands' commas, in every font."""
+    rng = np.random.default_rng([seed, 8])
+    texts = ["{}.{}", "-{}.{}", "{},{}", "{},{}{}{}"]
+    def number(form):
+        return form.format(*(str(int(d)) for d in rng.integers(0, 10, form.count("{}"))))
+    typed = [(number(form), f) for f in fonts for form in texts]
+    return {f"typed with signs (d.d, -d.d, d,d, d,ddd), {len(fonts)} fonts": ([typed_page(t, f) for t, f in typed],
+                                                                            [t for t, _ in typed])}
+
+
 def single_digits(predictor, data, n: int, seed: int) -> dict:
     """On single MNIST test digits alone on a page: how often --number reads more than one digit, and how often
     the one-digit path sees several side by side (its note)."""
@@ -180,6 +242,9 @@ def main(argv=None) -> int:
     typed = [("".join(str(d) for d in rng.integers(0, 10, int(rng.integers(2, 7)))), f) for f in fonts for _ in range(5)]
     if typed:
         sets[f"typed, {len(fonts)} fonts x 5 numbers"] = ([typed_page(t, f) for t, f in typed], [t for t, _ in typed])
+    sets.update(sign_sets(data, args.n, args.seed))
+    if fonts:
+        sets.update(typed_sign_sets(fonts, args.seed))
     predictors = {m: cnnlab.predictor(model=m) for m in args.models}
     rows = {}
     for name, (pages, truths) in sets.items():

@@ -3,11 +3,12 @@ and the note of the one-digit path when an image holds several."""
 
 from __future__ import annotations
 
+import glob
 import json
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 import cnnlab
 from cnnlab.cli import main
@@ -23,10 +24,10 @@ STROKES = {
 }
 
 
-def number_page(text: str, height: int = 160, gap: int = 40, dots: tuple[int, ...] = (), lift: dict | None = None
-                ) -> Image.Image:
-    """``text`` drawn with a pen, digit by digit, black on white; a point after the digits at ``dots``; digit i
-    drawn ``lift[i]`` px higher."""
+def number_page(text: str, height: int = 160, gap: int = 40, dots: tuple[int, ...] = (), lift: dict | None = None,
+                commas: tuple[int, ...] = ()) -> Image.Image:
+    """``text`` drawn with a pen, digit by digit, black on white; a point after the digits at ``dots``, a comma
+    after those at ``commas``; digit i drawn ``lift[i]`` px higher."""
     width = round(0.6 * height)
     page = Image.new("L", (80 + len(text) * (width + gap), height + 120), 255)
     draw = ImageDraw.Draw(page)
@@ -37,10 +38,12 @@ def number_page(text: str, height: int = 160, gap: int = 40, dots: tuple[int, ..
             draw.ellipse([x0, y0, x0 + width, y0 + height], outline=0, width=pen)
         for a, b, c, d in STROKES.get(ch, []):
             draw.line([(x0 + a * width, y0 + b * height), (x0 + c * width, y0 + d * height)], fill=0, width=pen)
-        if i in dots:
+        if i in dots or i in commas:
             r = pen // 2 + 1
             cx, cy = x0 + width + gap // 2, y0 + height - r
             draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=0)
+            if i in commas:  # a tail falling below the baseline, to the left
+                draw.line([(cx + r // 2, cy), (cx - r, cy + 4 * r)], fill=0, width=pen)
     return page
 
 
@@ -74,6 +77,19 @@ def test_a_number_keeps_its_order_its_baseline_may_wander_and_reads_its_point_an
     minus = number_page("  71")  # two blank places, then a dash drawn in the second
     ImageDraw.Draw(minus).line([(40 + 136 + 10, 60 + 80), (40 + 136 + 86, 60 + 80)], fill=0, width=17)
     assert net.read_number(minus).label == "-71"
+    assert net.read_number(minus).left_out == 0  # the minus is read, not a mark left out (it was counted as one)
+    # a comma hangs below the baseline; its tail, long enough to pass for a digit, was read as a '1' ("14714"), or
+    # it was dropped without a word ("714" for "71,4", a decimal comma)
+    comma = net.read_number(number_page("714", commas=(1,)))
+    assert comma.label == "71,4" and comma.signs == [(2, ",")] and comma.left_out == 0
+    assert net.read_number(number_page("7140", commas=(0,), dots=(2,))).label == "7,14.0"
+    for text in ("12,5", "1,234", "7.4"):  # typed, where a bold point was too big and a slanted comma reached under
+        for font in ("DejaVuSans.ttf", "DejaVuSans-BoldOblique.ttf", "LiberationMono-Regular.ttf"):
+            found = glob.glob(f"/usr/share/fonts/truetype/*/{font}")
+            if found:
+                typed = Image.new("L", (140 + 90 * len(text), 220), 255)
+                ImageDraw.Draw(typed).text((70, 40), text, fill=0, font=ImageFont.truetype(found[0], 120))
+                assert net.read_number(typed).label == text, (text, font)
     # a mark above the digits (an apostrophe) or a speck far below them is not read as a sign
     marks = number_page("714")
     ImageDraw.Draw(marks).ellipse([170, 50, 185, 65], fill=0)

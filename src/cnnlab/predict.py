@@ -21,6 +21,10 @@ from __future__ import annotations
 
 import glob
 import io
+import operator
+import os
+import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable
@@ -28,14 +32,14 @@ from typing import Any, BinaryIO, Iterable
 import numpy as np
 import torch
 import torch.nn as nn
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from cnnlab.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
 from cnnlab.data.folder import SIZE as FOLDER_SIZE
 from cnnlab.data.folder import gray_square
 from cnnlab.dataset_names import dataset_kind
 from cnnlab.devices import resolve_device
-from cnnlab.errors import CnnlabError, printable
+from cnnlab.errors import CnnlabError, first_line, printable
 from cnnlab.fileio import atomic_write_bytes
 from cnnlab.pretrained import load_pretrained
 from cnnlab.imageio import (
@@ -68,9 +72,16 @@ class Prediction:
     marks: int = 1
 
     def top(self, k: int = 3) -> list[tuple[str, float]]:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        """The ``k`` likeliest classes with their probabilities; ``k`` is any whole number >= 0 (an ``int``, a numpy
+        or a 0-d torch integer: anything with ``__index__``; not a bool or a float)."""
+        boolean = isinstance(k, (bool, np.bool_)) or (isinstance(k, torch.Tensor) and k.dtype == torch.bool)
+        try:
+            n = None if boolean else operator.index(k)
+        except TypeError:
+            n = None
+        if n is None or n < 0:
             raise CnnlabError(f"top(k): k is how many classes to list, a whole number >= 0, got {k!r}")
-        order = np.argsort(self.probabilities)[::-1][:k]
+        order = np.argsort(self.probabilities)[::-1][:n]
         return [(self.classes[i], float(self.probabilities[i])) for i in order]
 
     @property
@@ -90,7 +101,7 @@ class NumberPrediction:
 
     name: str
     digits: list[Prediction]
-    #: A point or a minus, by the index of the digit it comes before (found by their shape, not by the net).
+    #: A point, a comma or a minus, by the index of the digit it comes before (found by their shape, not by the net).
     signs: list[tuple[int, str]] = field(default_factory=list)
     #: Marks as heavy as a digit away from the number's row (another line, a word): not read.
     left_out: int = 0
@@ -184,7 +195,7 @@ class Predictor:
         """One image as the ``(H, W)`` float32 field in 0..1 the net reads (before normalisation).
 
         ``source``: a path or bytes (opened defensively, within :attr:`max_pixels`), a PIL image, or a numpy
-        array ((H, W) or (H, W, C) with C = 1, 3 or 4; uint8 0..255 or float 0..1). ``preprocess`` as in
+        array ((H, W) or (H, W, C) with C = 1, 2, 3 or 4; uint8 0..255 or float 0..1). ``preprocess`` as in
         :meth:`__call__`.
         Bad input raises a one-line :class:`BadImageError`."""
         return self.prepared(source, name, preprocess)[0]
@@ -269,7 +280,7 @@ class Predictor:
         """Read a number: every digit written in a row in the image, left to right (``"2026"``), each classified
         on its own field. ``x`` as in :meth:`__call__` (one image gives one :class:`NumberPrediction`, a batch or a
         list gives a list); every image is preprocessed. A wide digit is read as two that touch where the net is surer
-        of its halves; a point and a leading minus are read by their shape (docs/predict.md, "Numbers")."""
+        of its halves; a point, a comma and a leading minus are read by their shape (docs/predict.md, "Numbers")."""
         items, single = split_inputs(x, name)
         numbers = [self.number(item_name, self.number_fields(source, item_name)) for item_name, source in items]
         return numbers[0] if single else numbers
@@ -288,10 +299,13 @@ class Predictor:
           a file open for reading in binary mode (``open(path, "rb")``, ``io.BytesIO``; read from where it
           stands): PNG, JPEG, BMP, GIF or WebP, opened defensively;
         - a PIL image;
-        - a numpy array: one image (H, W), or (H, W, C) when the last axis has 1, 3 or 4 entries
-          (gray, RGB, RGBA), or a batch (N, H, W); uint8 (or any integers) in 0..255, float in 0..1;
-        - a torch tensor: one image (H, W) or (C, H, W) with C = 1, 3 or 4, or a batch (N, C, H, W);
+        - a numpy array: one image (H, W), or (H, W, C) when the last axis has 1, 2, 3 or 4 entries
+          (gray, gray+alpha, RGB, RGBA: read as a PIL image of that mode is), or a batch (N, H, W); uint8 (or any
+          integers) in 0..255, float in 0..1 (``np.matrix`` and other subclasses as the plain array);
+        - a torch tensor: one image (H, W) or (C, H, W) with C = 1, 2, 3 or 4, or a batch (N, C, H, W);
           same value ranges (a tensor normalised with the dataset's mean and std is refused: un-normalise it);
+          a quantized tensor is dequantized, a sparse one made dense; a nested one is refused (give its images
+          as a list);
         - a list or tuple of single images of any of these kinds, mixed freely.
 
         Preprocessing (``preprocess=None``, the default): files, bytes and PIL images always go through
@@ -350,25 +364,32 @@ def _file_name(f) -> str:
     return str(path) if isinstance(path, (str, Path)) else "file"
 
 
+#: The channels an image's last axis (numpy, PIL's layout) or first axis (a tensor) may have: gray, gray+alpha
+#: (``np.asarray(img.convert("LA"))``, torchvision's 2-channel images), RGB, RGBA.
+CHANNELS = (1, 2, 3, 4)
+
+
 def _array_images(a: np.ndarray, name: str) -> tuple[list[tuple[str, np.ndarray]], bool]:
-    if a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (1, 3, 4)):
+    a = np.asarray(a)  # an ndarray subclass (np.matrix: its rows stay 2-D when indexed) as the plain array it is
+    if a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in CHANNELS):
         return [(name, a)], True
     if a.ndim == 3:
         return [(f"{name}[{i}]", img) for i, img in enumerate(a)], False
-    raise BadImageError(f"{name}: an array of shape {a.shape} is no image; give (H, W), (H, W, C) with C = 1, 3 or 4, "
-                        "or a batch (N, H, W)")
+    raise BadImageError(f"{name}: an array of shape {a.shape} is no image; give (H, W), (H, W, C) with C = 1, 2, 3 "
+                        "or 4, or a batch (N, H, W)")
 
 
 def _tensor_images(t: torch.Tensor, name: str) -> tuple[list[tuple[str, np.ndarray]], bool]:
+    if t.is_nested:  # its shape cannot even be asked
+        raise BadImageError(f"{name}: a nested tensor (images of different sizes in one tensor) is no image; give its "
+                            "images as a list: list(t.unbind())")
     shape = tuple(t.shape)
-    if t.ndim not in (2, 3, 4) or (t.ndim >= 3 and shape[-3] not in (1, 3, 4)):
-        raise BadImageError(f"{name}: a tensor of shape {shape} is no image; give (H, W), (C, H, W) with C = 1, 3 or 4, "
-                            "or a batch (N, C, H, W)")
+    if t.ndim not in (2, 3, 4) or (t.ndim >= 3 and shape[-3] not in CHANNELS):
+        raise BadImageError(f"{name}: a tensor of shape {shape} is no image; give (H, W), (C, H, W) with C = 1, 2, 3 "
+                            "or 4, or a batch (N, C, H, W)")
     if t.is_meta:
         raise BadImageError(f"{name}: a tensor on the meta device holds no pixels; give one with data")
-    a = t.detach().cpu()
-    a = a.to_dense() if a.layout != torch.strided else a  # sparse
-    a = (a.float() if a.is_floating_point() and a.dtype not in (torch.float32, torch.float64) else a).numpy()
+    a = _tensor_pixels(t, name)
     if a.ndim == 2:
         return [(name, a)], True
     if a.ndim == 3:
@@ -376,11 +397,27 @@ def _tensor_images(t: torch.Tensor, name: str) -> tuple[list[tuple[str, np.ndarr
     return [(f"{name}[{i}]", np.moveaxis(img, 0, -1)) for i, img in enumerate(a)], False
 
 
+def _tensor_pixels(t: torch.Tensor, name: str) -> np.ndarray:
+    """A tensor's values as a numpy array on the CPU: a quantized tensor dequantized (the values it stands for), a
+    sparse one made dense, a conjugate or negative view resolved; floats other than float32/64 as float32."""
+    try:
+        a = t.detach()
+        a = a.dequantize() if a.is_quantized else a
+        a = a.cpu()
+        a = a.to_dense() if a.layout != torch.strided else a  # sparse (COO, CSR...), mkldnn
+        a = a.resolve_conj().resolve_neg()
+        return (a.float() if a.is_floating_point() and a.dtype not in (torch.float32, torch.float64) else a).numpy()
+    except (RuntimeError, TypeError, NotImplementedError) as err:  # a tensor subclass or layout numpy cannot hold
+        raise BadImageError(f"{name}: the tensor's pixels cannot be read ({first_line(err)[:120]}); give a plain "
+                            "tensor: t.detach().cpu().to_dense()") from None
+
+
 def unit_image(a: np.ndarray, name: str = "array") -> np.ndarray:
     """A numpy image as float32 in 0..1, ``(H, W)`` or ``(H, W, C)`` (C = 1 is squeezed away).
 
     uint8 and other integers must lie in 0..255 (divided by 255), booleans are 0 or 1, floats must be
     finite and in 0..1. Anything else is a one-line :class:`BadImageError` that says what to pass."""
+    a = np.asarray(a)  # np.matrix and other subclasses: the plain array (a matrix's rows would stay 2-D)
     if a.ndim == 3 and a.shape[-1] == 1:
         a = a[..., 0]
     if a.size == 0:
@@ -413,21 +450,25 @@ def is_mnist_field(img: np.ndarray, size: int = MNIST_FIELD) -> bool:
 
 
 def to_pil(img: np.ndarray) -> Image.Image:
-    """A 0..1 float image, ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)``, as an L, RGB or RGBA picture."""
-    mode = {2: "L"}.get(img.ndim) or {3: "RGB", 4: "RGBA"}[img.shape[-1]]
+    """A 0..1 float image, ``(H, W)``, ``(H, W, 2)``, ``(H, W, 3)`` or ``(H, W, 4)``, as an L, LA, RGB or RGBA
+    picture (read from then on as a file of that mode is: a transparent image's opacity is its ink)."""
+    mode = {2: "L"}.get(img.ndim) or {2: "LA", 3: "RGB", 4: "RGBA"}[img.shape[-1]]
     return Image.fromarray(np.round(img * 255).astype(np.uint8), mode=mode)
 
 
-def expand_inputs(items: Iterable[str]) -> tuple[list[Path], list[Failure]]:
-    """Paths from arguments: a directory gives its image files (by suffix, sorted, not recursive);
-    a pattern with ``*``, ``?`` or ``[`` is expanded (for shells that did not); others stay as given.
-    Nothing matched, and a path the system refuses to look at (permissions, a name too long), is a
-    :class:`Failure` of its own."""
+def expand_inputs(items: Iterable[str], left_out: list[Path] | None = None) -> tuple[list[Path], list[Failure]]:
+    """Paths from arguments: a directory gives its image entries (by suffix, sorted, not recursive: files, and
+    also what is no folder but cannot be read as a file, a dangling symlink, a symlink loop, a FIFO, so that
+    they are reported as when named); a pattern with ``*``, ``?`` or ``[`` is expanded (for shells that did
+    not); others stay as given. The input images that ``--show-input`` wrote (:func:`written_input_image`)
+    found in a directory or by a pattern are left out, and added to ``left_out`` when it is given; named
+    one by one, they are read. Nothing matched, and a path the system refuses to look at (permissions, a
+    name too long), is a :class:`Failure` of its own."""
     paths: list[Path] = []
     failures: list[Failure] = []
     for item in items:
         try:
-            found, problem = _expand(item)
+            found, problem = _expand(item, left_out if left_out is not None else [])
         except OSError as err:
             reason = err.strerror or type(err).__name__
             found, problem = [], f"cannot read it ({reason}); check the path and its permissions"
@@ -437,16 +478,53 @@ def expand_inputs(items: Iterable[str]) -> tuple[list[Path], list[Failure]]:
     return paths, failures
 
 
-def _expand(item: str) -> tuple[list[Path], str | None]:
+def _expand(item: str, left_out: list[Path]) -> tuple[list[Path], str | None]:
     """``(paths, problem)`` for one argument of :func:`expand_inputs`; OS errors are the caller's."""
     p = Path(item)
     if p.is_dir():
-        found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
-        return found, None if found else f"directory holds no {ALLOWED_TEXT} files (by suffix)"
+        # not is_dir(), not is_file(): a dangling link, a link loop or a FIFO is listed, and refused when read
+        found = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and not q.is_dir())
+        return _leave_out_written(found, left_out, "directory holds", f"no {ALLOWED_TEXT} files (by suffix)")
     if not p.exists() and glob.has_magic(item):
-        found = _glob_files(p)
-        return found, None if found else "the pattern matches no files; check it"
+        return _leave_out_written(_glob_files(p), left_out, "the pattern matches", "no files; check it")
     return [p], None
+
+
+def _leave_out_written(found: list[Path], left_out: list[Path], what: str, none: str) -> tuple[list[Path], str | None]:
+    """``(found less the input images that --show-input wrote, problem)``: those go to ``left_out``; the problem
+    (``what`` and ``none``: "directory holds no ...") when nothing is found, or nothing else."""
+    if not found:
+        return [], f"{what} {none}"
+    written = {q for q in found if written_input_image(q)}
+    if len(written) == len(found):
+        return [], f"{what} only input images that --show-input wrote ({len(found)}); name one to predict it"
+    left_out.extend(q for q in found if q in written)
+    return [q for q in found if q not in written], None
+
+
+#: How ``--show-input`` names what it writes (:func:`save_input_image`): ``<stem>.input.png``, ``<stem>.input.x10.png``.
+INPUT_IMAGE_NAME = re.compile(r"\.input(\.x\d+)?\.png$")
+#: The PNG text chunk (keyword, text) that marks an image as written by :func:`save_input_image`.
+INPUT_IMAGE_MARK = ("Software", "cnnlab predict --show-input")
+_MARK_BYTES = b"tEXt" + INPUT_IMAGE_MARK[0].encode() + b"\0" + INPUT_IMAGE_MARK[1].encode()
+
+
+def written_input_image(path: Path) -> bool:
+    """Whether ``path`` is an input image that ``--show-input`` wrote: named so (:data:`INPUT_IMAGE_NAME`), a
+    regular file, and marked so in its first bytes (:data:`INPUT_IMAGE_MARK`, written before the pixels). A
+    user's own file of that name is not. Never blocks (a FIFO is opened without waiting) and never raises."""
+    if not INPUT_IMAGE_NAME.search(path.name):
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return False
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode) and _MARK_BYTES in os.read(fd, 256)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _folder_field(img: Image.Image) -> np.ndarray:
@@ -457,15 +535,16 @@ def _folder_field(img: Image.Image) -> np.ndarray:
 def _glob_files(pattern: Path) -> list[Path]:
     """The files a pattern names, sorted, as a shell's globstar would: ``**`` descends into directories but not
     into symlinks to them (``glob.glob`` follows them: two links to ``..`` under a ``**`` made a walk that never
-    ended), and ``*`` does not match names that start with a dot unless the pattern's part does."""
+    ended), and ``*`` does not match names that start with a dot unless the pattern's part does. Everything but
+    folders is kept: a dangling symlink, a symlink loop or a FIFO is then reported when read, as when named."""
     parts = pattern.parts
     first = next(i for i, part in enumerate(parts) if glob.has_magic(part))
     base, rest = Path(*parts[:first]) if first else Path("."), Path(*parts[first:])
     if rest.name == "**":  # the shell's 'dir/**' names the files below too; pathlib's, only the folders
         rest = rest / "*"
     dotted = any(part.startswith(".") for part in rest.parts)
-    return sorted(q for q in base.glob(str(rest))
-                  if (dotted or not any(x.startswith(".") for x in q.relative_to(base).parts)) and q.is_file())
+    return sorted(q for q in base.glob(str(rest))  # not is_dir(): a dangling link or a FIFO is listed, and refused
+                  if (dotted or not any(x.startswith(".") for x in q.relative_to(base).parts)) and not q.is_dir())
 
 
 #: The argument that names standard input, and what results call the image read from it.
@@ -473,14 +552,15 @@ STDIN, STDIN_NAME = "-", "stdin"
 
 
 def predict_paths(predictor: Predictor, items: Iterable[str], stdin: BinaryIO | None = None,
-                  number: bool = False) -> tuple[list[Prediction] | list[NumberPrediction], list[Failure]]:
+                  number: bool = False, left_out: list[Path] | None = None,
+                  ) -> tuple[list[Prediction] | list[NumberPrediction], list[Failure]]:
     """Predict every image named by ``items`` (files, directories, globs; ``-`` is one image read from
     ``stdin``, a binary file, when one is given); with ``number``, read each as a number
-    (:meth:`Predictor.read_number`).
+    (:meth:`Predictor.read_number`). ``left_out`` as in :func:`expand_inputs`.
 
     Bad files become :class:`Failure` entries and the rest are still predicted, in one batch.
     """
-    paths, failures = expand_inputs(items)
+    paths, failures = expand_inputs(items, left_out)
     names, prepared, read_stdin = [], [], False
     for path in paths:
         from_stdin = stdin is not None and str(path) == STDIN
@@ -508,11 +588,15 @@ def save_input_image(pred: Prediction | NumberPrediction, directory: str | Path,
 
     ``taken`` holds the names already written in this batch: a later input with the same stem gets
     ``<stem>-2.input.png`` (and ``<stem>-2.input.x10.png``), ``-3``... (chosen before writing, so that
-    nothing is overwritten)."""
+    nothing is overwritten). Both files carry cnnlab's mark (:data:`INPUT_IMAGE_MARK`): an image that an earlier
+    run wrote is replaced, and a folder or pattern given to ``predict`` leaves them out. Any other file of such
+    a name (a user's own ``a.input.png``, a link, a folder) is never replaced: the next free name is taken
+    (:func:`foreign_input_names` tells which stood in the way)."""
     directory = Path(directory)
     stem = Path(pred.name).stem
     base, n = stem, 2
-    while taken is not None and f"{base}.input.png" in taken:
+    while ((taken is not None and f"{base}.input.png" in taken)
+           or foreign_input_names(directory, base, enlarge)):
         base, n = f"{stem}-{n}", n + 1
     if taken is not None:
         taken.add(f"{base}.input.png")
@@ -525,7 +609,18 @@ def save_input_image(pred: Prediction | NumberPrediction, directory: str | Path,
     return out
 
 
+def foreign_input_names(directory: str | Path, base: str, enlarge: int = ENLARGE) -> list[Path]:
+    """The files at ``DIR/<base>.input.png`` and ``DIR/<base>.input.x10.png`` that are there but were not
+    written by ``--show-input`` (:func:`written_input_image`): :func:`save_input_image` never replaces them."""
+    names = [f"{base}.input.png"] + ([f"{base}.input.x{enlarge}.png"] if enlarge > 1 else [])
+    paths = [Path(directory) / name for name in names]
+    return [p for p in paths if os.path.lexists(p) and not written_input_image(p)]
+
+
 def _png_bytes(img: Image.Image) -> bytes:
+    """A PNG of ``img`` marked as written by ``--show-input`` (:data:`INPUT_IMAGE_MARK`, before the pixels)."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text(*INPUT_IMAGE_MARK)
     buf = io.BytesIO()
-    img.save(buf, format="PNG")
+    img.save(buf, format="PNG", pnginfo=info)
     return buf.getvalue()

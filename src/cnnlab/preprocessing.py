@@ -94,10 +94,17 @@ DIGIT_OVERLAP = 0.5
 DIGIT_HEIGHT = 0.4
 #: Marks away from a number's row at least this fraction as heavy as its main digit are counted as left out.
 LEFT_OUT_MASS = 0.25
-#: A point in a number is at most this fraction of the digits' height...
+#: A point in a number is at most this fraction of the digits' height, or this one when solid (filling this
+#: fraction of its box with ink: a bold type's point fills 0.73-1.0, a piece of a broken stroke about 0.4)...
 POINT_SIZE = 0.25
+SOLID_POINT = 0.3
+SOLID_FILL = 0.6
 #: ...and a minus at least this many times wider than high.
 MINUS_WIDTH = 1.5
+#: A comma is at most this fraction of the digits' height, higher than wide, and its tail reaches below its
+#: neighbours' lowest rows by at least :data:`COMMA_BELOW` of their height (a point sits on them).
+COMMA_SIZE = 0.5
+COMMA_BELOW = 0.08
 #: A digit wider than this fraction of its height may be two that touch: its halves are read too...
 WIDE_DIGIT = 1.0
 #: ...cut at its thinnest column within this fraction of its width around the middle.
@@ -121,6 +128,13 @@ THIN_KEPT = 0.05
 PEN_WIDTH = 5
 #: Less contrast than this (on a 0..1 scale) between the strongest ink and the paper is a blank image.
 MIN_CONTRAST = 0.08
+#: Ink (at half its strongest) at most this many px long is a speck, not a digit: one pixel was enlarged to a
+#: solid 20x20 square and read '0' at 81%...
+SPECK = 2
+#: ...and so is ink filling this fraction of a box whose sides differ by at most this factor: a tap of the pen (a
+#: disc) was read '0' at 92%, a filled square '0' too.
+BLOB_FILL = 0.75
+BLOB_ASPECT = 1.3
 
 
 # ----------------------------------------------------------------------------- preprocessing
@@ -490,33 +504,46 @@ def select_number(comps: list[dict]) -> list[list[dict]]:
     return _number_groups(comps)[0]
 
 
-def left_out(comps: list[dict], digits: list[list[dict]]) -> int:
-    """How many marks as heavy as :data:`LEFT_OUT_MASS` of the number's main digit lie away from its row (another
-    line of digits, a word, a drawing) and are not read with its ``digits`` (:func:`_number_groups`); marks
-    touching the border are not counted."""
-    kept = {id(c) for d in digits for c in d}
+def left_out(comps: list[dict], row: list[list[dict]]) -> int:
+    """How many marks as heavy as :data:`LEFT_OUT_MASS` of the number's main digit lie away from its ``row`` (its
+    digits and the marks between them: both of :func:`_number_groups`), such as another line of digits, a word,
+    a drawing; marks touching the border are not counted. A minus or a point, part of the row, is not one."""
+    kept = {id(c) for d in row for c in d}
     main = _main_component(comps)
     return sum(1 for c in comps if id(c) not in kept and not c["border"] and c["mass"] >= LEFT_OUT_MASS * main["mass"])
 
 
 def number_signs(digits: list[list[dict]], shorts: list[dict]) -> list[tuple[int, str]]:
     """The signs among a number's marks too short to be digits (``shorts``, beside its ``digits``: both of
-    :func:`_number_groups`), as (the index of the digit they come before, the sign): a point ``.`` is a compact
-    mark (no wider than twice its height) at most :data:`POINT_SIZE` of the digits' height, in their lower part, in
-    the gap between two digits; a minus ``-`` a mark at least :data:`MINUS_WIDTH` times wider than high, at
-    mid-height, before the first digit. Other short marks (a comma, an apostrophe, a speck) are not read."""
-    spans = [_box(d)[1::2] for d in digits]
+    :func:`_number_groups`), as (the index of the digit they come before, the sign), read by their shape in the
+    digits' lower part, between two of them: a comma ``,`` is higher than wide, at most :data:`COMMA_SIZE` of the
+    digits' height, its tail reaching below the two (:data:`COMMA_BELOW`); its middle lies in the gap (a slanted
+    digit's box may reach over it). A point ``.`` lies in the gap whole, compact (no wider than twice its height),
+    at most :data:`POINT_SIZE` of the digits' height, or :data:`SOLID_POINT` when solid (a bold type's point: a
+    piece of a broken stroke is as big, but hollow). A minus ``-``, before the first digit, is at least
+    :data:`MINUS_WIDTH` times wider than high, at mid-height. Other short marks (an apostrophe, a speck) are not
+    read. A comma is written as it stands: ``1,234`` and ``12,5`` alike."""
+    boxes = [_box(d) for d in digits]
     top, _, bottom, _ = _box([c for d in digits for c in d])
     height = bottom - top + 1
     signs: dict[int, str] = {}
-    for y0, x0, y1, x1 in (g["box"] for g in shorts):
+    for g in shorts:
+        y0, x0, y1, x1 = g["box"]
         h, w, mid = y1 - y0 + 1, x1 - x0 + 1, (y0 + y1) / 2 - top
-        before = sum(1 for a, _ in spans if a <= x0)  # digits that start left of the mark
-        between = 0 < before < len(spans) and spans[before - 1][1] < x0 and x1 < spans[before][0]
-        if between and h <= POINT_SIZE * height and w <= 2 * h and mid >= 0.6 * height:
+        before = sum(1 for b in boxes if b[1] <= (x0 + x1) / 2)  # digits that start left of the mark's middle
+        if before == 0:
+            if x1 < boxes[0][1] and w >= MINUS_WIDTH * h and 0.25 * height <= mid <= 0.75 * height:
+                signs.setdefault(0, "-")
+            continue
+        if before == len(boxes) or mid < 0.6 * height:
+            continue
+        left, right = boxes[before - 1], boxes[before]
+        solid = sum(c["mass"] for c in g["comps"]) >= SOLID_FILL * h * w
+        if left[3] < (x0 + x1) / 2 < right[1] and h <= COMMA_SIZE * height and h > w and \
+                y1 - (left[2] + right[2]) / 2 >= COMMA_BELOW * height:
+            signs.setdefault(before, ",")
+        elif left[3] < x0 and x1 < right[1] and w <= 2 * h and h <= (SOLID_POINT if solid else POINT_SIZE) * height:
             signs.setdefault(before, ".")
-        elif before == 0 and x1 < spans[0][0] and w >= MINUS_WIDTH * h and 0.25 * height <= mid <= 0.75 * height:
-            signs.setdefault(0, "-")
     return sorted(signs.items())
 
 
@@ -544,9 +571,27 @@ def _number_groups(comps: list[dict]) -> tuple[list[list[dict]], list[dict]]:
         grew = bool(near)
     groups = _column_groups(kept)
     tallest = max(g["box"][2] - g["box"][0] for g in groups)
-    digits = [g for g in groups if g["box"][2] - g["box"][0] >= DIGIT_HEIGHT * tallest]
-    shorts = [g for g in groups if g["box"][2] - g["box"][0] < DIGIT_HEIGHT * tallest]
+    tall = [g for g in groups if g["box"][2] - g["box"][0] >= DIGIT_HEIGHT * tallest]
+    digits = [g for g in tall if g["box"][2] - g["box"][0] >= COMMA_SIZE * tallest or not _hangs_below(g, tall, tallest)]
+    shorts = [g for g in groups if g not in digits]
     return [g["comps"] for g in sorted(digits, key=lambda g: g["box"][1] + g["box"][3])], shorts
+
+
+def _hangs_below(group: dict, tall: list[dict], tallest: int) -> bool:
+    """Whether a group is shaped and placed as a comma among the groups beside it (of ``tall``, the nearest on each
+    side): higher than wide, starting below their middles and reaching below their feet by :data:`COMMA_BELOW` of
+    ``tallest``. A comma's tail may be long enough to pass for a digit (it was read as a '1'); a short digit written
+    low (a '1', a '7') ends on the row's foot. Asked of groups under :data:`COMMA_SIZE` of the tallest only: a broken
+    digit's stem, as a nine's, may hang as low, but is longer."""
+    y0, x0, y1, x1 = group["box"]
+    left = [g["box"] for g in tall if g["box"][3] < x0]
+    right = [g["box"] for g in tall if g["box"][1] > x1]
+    beside = [max(left, key=lambda b: b[3])] if left else []
+    beside += [min(right, key=lambda b: b[1])] if right else []
+    if not beside or y1 - y0 <= x1 - x0:
+        return False
+    foot = sum(b[2] for b in beside) / len(beside)
+    return all(y0 > (b[0] + b[2]) / 2 for b in beside) and y1 - foot >= COMMA_BELOW * tallest
 
 
 def _column_groups(comps: list[dict]) -> list[dict]:
@@ -806,8 +851,8 @@ def mnist_field(ink: np.ndarray, size: int = MNIST_FIELD, name: str = "image") -
     """Steps 5-7: crop to the ink, scale to a 20 px box, centre by mass in a 28x28 field.
 
     5. Crop to the bounding box of the pixels holding at least :data:`INK_THRESHOLD` of the
-       strongest ink; strokes that would be thinner than MNIST's in the field are thickened
-       (:func:`thicken`).
+       strongest ink (refused when it is one dot or blob: :func:`is_blob`); strokes that would be thinner
+       than MNIST's in the field are thickened (:func:`thicken`).
     6. Scale so that the longer side is 20 px (``size * 20 / 28`` for other sizes), keeping the
        aspect ratio: area averaging (box filter) when shrinking, bicubic when enlarging, as MNIST
        was anti-aliased. The result is stretched so that its strongest ink is 1.
@@ -822,6 +867,9 @@ def mnist_field(ink: np.ndarray, size: int = MNIST_FIELD, name: str = "image") -
     rows = np.flatnonzero((ink >= INK_THRESHOLD * peak).any(axis=1))
     cols = np.flatnonzero((ink >= INK_THRESHOLD * peak).any(axis=0))
     crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]  # (h, w)
+    if is_blob(crop):  # a speck, a tap of the pen, a filled shape
+        raise BadImageError(f"{name}: the ink is one dot or blob ({crop.shape[1]}x{crop.shape[0]} px), not a "
+                            "digit's strokes; write or draw a digit")
 
     box = max(1, round(size * MNIST_BOX / MNIST_FIELD))
     crop = thicken(crop, box / max(crop.shape), size / MNIST_FIELD)
@@ -856,6 +904,16 @@ def stroke_width(ink: np.ndarray) -> float:
     edges = (np.count_nonzero(mask[:, 1:] != mask[:, :-1]) + np.count_nonzero(mask[1:] != mask[:-1])
              + np.count_nonzero(mask[:, [0, -1]]) + np.count_nonzero(mask[[0, -1]]))
     return 2 * float(np.count_nonzero(mask)) / max(edges, 1)
+
+
+def is_blob(ink: np.ndarray) -> bool:
+    """Whether the ink (at half its strongest) is one dot or blob, not strokes: at most :data:`SPECK` px long, or
+    filling :data:`BLOB_FILL` of a box about as wide as high (:data:`BLOB_ASPECT`): a disc fills 0.79 of its box, a
+    square all of it; a digit's strokes fill a quarter of theirs (median), a ring of a 0 drawn with a marker 0.7."""
+    mask = ink >= 0.5 * float(ink.max())
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    h, w = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+    return max(h, w) <= SPECK or (max(h, w) <= BLOB_ASPECT * min(h, w) and np.count_nonzero(mask) >= BLOB_FILL * h * w)
 
 
 def thicken(crop: np.ndarray, scale: float, field_scale: float = 1.0) -> np.ndarray:
@@ -912,7 +970,7 @@ class NumberFields:
     #: For a digit wider than :data:`WIDE_DIGIT` of its height (two digits that touch, perhaps): by its index, the
     #: fields of its two halves, cut at its thinnest column near the middle (:func:`thinnest_column`).
     splits: dict[int, list[np.ndarray]] = field(default_factory=dict)
-    #: A point or a minus, by the index of the digit it comes before (:func:`number_signs`).
+    #: A point, a comma or a minus, by the index of the digit it comes before (:func:`number_signs`).
     signs: list[tuple[int, str]] = field(default_factory=list)
     #: Marks as heavy as a digit away from the number's row, not read (:func:`left_out`).
     left_out: int = 0
@@ -939,7 +997,7 @@ def number_fields(img: Image.Image, size: int = MNIST_FIELD, name: str = "image"
     columns = digit_columns(digits, strokes.small.shape[1])
     out = NumberFields([mnist_field(keep_components(ink, strokes, d, cols), size=size, name=name)
                         for d, cols in zip(digits, columns)], signs=number_signs(digits, shorts),
-                       left_out=left_out(strokes.comps, digits))
+                       left_out=left_out(strokes.comps, digits + [g["comps"] for g in shorts]))
     for i, (digit, (a, b)) in enumerate(zip(digits, columns)):
         cut = thinnest_column(strokes, digit)
         if cut is None or not a < cut < b:  # the digit reaches into a neighbour's columns past its thinnest one

@@ -52,41 +52,54 @@ def register(sub) -> None:
     add_json(p, "the table: one array holding, per file, its top classes or its error")
     p.add_argument("--number", action="store_true",
                    help="read a number: every digit written in a row in each image, left to right, each classified "
-                        "on its own, with a point or a leading minus where written; without it, each image is one "
-                        "digit (default: off)")
+                        "on its own, with a point, a comma or a leading minus where written; without it, each image "
+                        "is one digit (default: off)")
     p.add_argument("--show-input", metavar="DIR", nargs="?", const=BESIDE, default=None,
                    help="save the 28x28 image the net saw for each file as <name>.input.png: into DIR if given, "
                         f"else beside the file (or into ./{FALLBACK_INPUT_DIR}/ where that folder is not "
-                        "writable); give it after the images, or with a DIR (default: off)")
+                        "writable); a file of that name that cnnlab did not write is kept and another name taken, "
+                        "and a later predict of the folder leaves these images out; give it after the images, or "
+                        "with a DIR (default: off)")
     add_max_pixels(p)
     add_device(p)
     p.set_defaults(func=cmd_predict, loose_inputs="inputs")
 
 
-def add_max_pixels(p) -> None:
-    """``--max-pixels``, shared by ``predict`` and ``serve``."""
+def add_max_pixels(p, least: str = f"{MIN_MAX_PIXELS:,}") -> None:
+    """``--max-pixels``, shared by ``predict`` and ``serve`` (whose page needs ``least``)."""
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
                    help="largest image accepted, in pixels (width x height, read from the file's header before "
-                        "anything is decoded; decoding peaks at up to 16 bytes a pixel), at least "
-                        f"{MIN_MAX_PIXELS:,} (default: {DEFAULT_MAX_PIXELS:,} = 4096x4096)")
+                        f"anything is decoded; decoding peaks at up to 16 bytes a pixel), at least {least} "
+                        f"(default: {DEFAULT_MAX_PIXELS:,} = 4096x4096)")
 
 
 def save_input_images(preds, directory: str | Path | None = None,
-                      fallback: str | Path = FALLBACK_INPUT_DIR) -> dict[str, Path]:
-    """Each prediction's input image (``<stem>.input.png``), by file name: into ``directory``, or, when it
-    is None, beside each input file, or into ``fallback`` where that folder cannot be written."""
-    from cnnlab.predict import save_input_image
+                      fallback: str | Path = FALLBACK_INPUT_DIR) -> list[Path]:
+    """Each prediction's input image (``<stem>.input.png``), in the order of ``preds`` (the same file given
+    twice is two images): into ``directory``, or, when it is None, beside each input file, or into
+    ``fallback`` where that folder cannot be written. A file of that name that ``--show-input`` did not
+    write is left as it is, the next free name taken, and a note says so."""
+    from cnnlab.errors import printable
+    from cnnlab.predict import foreign_input_names, save_input_image
 
     taken: dict[Path, set[str]] = {}  # per folder: names written in this batch, so none is overwritten
-    saved = {}
+    saved = []
     for pred in preds:
         folders = [Path(directory)] if directory is not None else [Path(pred.name).parent, Path(fallback)]
         for folder in folders:
+            stem = Path(pred.name).stem
+            first = f"{stem}.input.png" not in taken.get(folder, ())
             try:
-                saved[pred.name] = save_input_image(pred, folder, taken.setdefault(folder, set()))
-                break
+                out = save_input_image(pred, folder, taken.setdefault(folder, set()))
             except OSError as err:
                 reason = err.strerror or type(err).__name__
+                continue
+            saved.append(out)
+            if first and out.name != f"{stem}.input.png":  # its own name is held by a file cnnlab did not write
+                kept = " and ".join(printable(str(p)) for p in foreign_input_names(folder, stem))
+                print(f"note: {kept or printable(str(folder / f'{stem}.input.png'))}: not written by --show-input, "
+                      f"left as it is; wrote {printable(str(out))} instead", file=sys.stderr)
+            break
         else:
             tried = " nor ".join(str(f) for f in folders)
             raise CnnlabError(f"--show-input: cannot write the input image of {pred.name} into {tried} ({reason}); "
@@ -130,16 +143,20 @@ def cmd_predict(args) -> int:
     if args.number and not args.json:
         refuse_typed(args, "top_k", "in --number's table (it shows each digit's most likely class; --json lists "
                                     "each digit's top classes)")
-    preds, failures = predict_paths(predictor, images, stdin=_stdin(images), number=args.number)
+    left_out: list[Path] = []
+    preds, failures = predict_paths(predictor, images, stdin=_stdin(images), number=args.number, left_out=left_out)
     k = min(args.top_k, len(predictor.classes))
-    saved: dict[str, Path] = {}
+    saved: list[Path] = []
     if args.show_input is not None:
         saved = save_input_images(preds, None if args.show_input == BESIDE else args.show_input)
+    if left_out:
+        print(f"note: left out {plural(len(left_out), 'image')} that --show-input wrote (<name>.input.png, "
+              "<name>.input.x10.png) from the folders and patterns given; name one to predict it", file=sys.stderr)
     for f in failures:
         print(f"cnnlab: skipped {f.error}", file=sys.stderr)
     if args.json:
-        rows = [{**pred.to_dict(k), **({"input_image": str(saved[pred.name])} if pred.name in saved else {})}
-                for pred in preds]
+        rows = [{**pred.to_dict(k), **({"input_image": str(path)} if saved else {})}
+                for pred, path in zip(preds, saved or [None] * len(preds))]
         print(json.dumps(rows + [f.to_dict() for f in failures], indent=2))
     else:
         print_table(preds, k, saved)
@@ -155,9 +172,9 @@ def cmd_predict(args) -> int:
     return 1 if failures else 0
 
 
-def print_table(preds, k: int, saved: dict[str, Path]) -> None:
+def print_table(preds, k: int, saved: list[Path]) -> None:
     """One row per image: its top ``k`` classes, or, for a number, the number, how sure the net is of it, and
-    each digit's class; then the input images written."""
+    each digit's class; then the input images written (``saved``: one per image, in order, or none)."""
     from cnnlab.errors import printable
 
     names = {p.name: printable(p.name) for p in preds}  # a newline in a file name would break the table
@@ -169,5 +186,5 @@ def print_table(preds, k: int, saved: dict[str, Path]) -> None:
         else:
             ranked = "  ".join(f"{c} {100 * prob:5.1f}%" for c, prob in pred.top(k))
             print(f"{names[pred.name]:<{width}}  {ranked}")
-    for name, path in saved.items():
-        print(f"wrote {printable(str(path))} (what the net saw of {names[name]})")
+    for pred, path in zip(preds, saved):
+        print(f"wrote {printable(str(path))} (what the net saw of {names[pred.name]})")
