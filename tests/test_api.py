@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ import torch
 import cnnlab
 from cnnlab.checkpoint import load_checkpoint
 from cnnlab.cli import main
-from cnnlab.errors import CheckpointError, Diverged, RunError
+from cnnlab.errors import CheckpointError, CnnlabError, Diverged, RunError
 from cnnlab.runs import RunLock, describe_run, find_runs, resolve_run
 
 TINY = dict(epochs=1, batch_size=32, device="cpu", lr=0.05)
@@ -98,6 +99,10 @@ def test_latest_wherever_a_run_is_taken(tiny_idx, tmp_path, monkeypatch, capsys)
     assert "accuracy" in capsys.readouterr().out.splitlines()[-1]  # the headline comes last
     assert main(["train", "--resume", "latest", "--quiet"]) == 0
     assert "already finished its 1 epoch;" in capsys.readouterr().out
+    first = cnnlab.load_run("latest").path.resolve()
+    # the API's teacher='latest' is the CLI's --teacher latest (it looked for a file named 'latest')
+    res = cnnlab.train("basic_cnn", dataset=f"idx:{tiny_idx}", teacher="latest", quiet=True, **TINY)
+    assert Path(cnnlab.load_run(res.run_dir).config["teacher"]).parent == first
 
 
 def test_runs_lists_each_status(tiny_idx, tmp_path, monkeypatch, capsys):
@@ -449,3 +454,24 @@ def test_resume_through_the_api_refuses_another_model_dataset_or_recipe(tiny_idx
     assert not (tmp_path / "elsewhere").exists()
     same = cnnlab.train("basic_cnn", dataset=f"idx:{tiny_idx}", recipe="fast", resume=run, quiet=True, max_steps=3)
     assert same.run_dir == run and cnnlab.load_run(run).config["model"] == "basic_cnn"
+
+
+def test_load_run_and_config_never_block_on_a_fifo_and_name_a_mistyped_setting(tiny_idx, tmp_path):
+    """config.json as a FIFO hung load_run (and --config FIFO hung train) on open(); "epochs": "2" typed into a run's
+    config.json was a TypeError from inside cnnlab.load_run."""
+    import os
+
+    res = cnnlab.train("basic_cnn", dataset=f"idx:{tiny_idx}", out=tmp_path / "r", quiet=True, **TINY)
+    cfg = res.run_dir / "config.json"
+    text = cfg.read_text()
+    cfg.write_text(text.replace('"epochs": 1,', '"epochs": "1",'))
+    with pytest.raises(CnnlabError, match=r"config\.json: epochs must be int .*got '1'"):
+        cnnlab.load_run(res.run_dir)
+    cfg.unlink()
+    os.mkfifo(cfg)
+    out = subprocess.run([sys.executable, "-c", f"import cnnlab; cnnlab.load_run({str(res.run_dir)!r})"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "is a FIFO (named pipe)" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "cnnlab", "train", "--config", str(cfg)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "is a FIFO (named pipe), not a settings file" in out.stderr

@@ -588,7 +588,7 @@ def test_a_damaged_metrics_csv_is_one_line_and_evaluate_still_answers(tiny_idx, 
     train(cfg_for(tiny_idx, epochs=1), out=run, **QUIET)
     for damage in (b"epoch,step\nx,y\n\xff\xfe", b"epoch,step\n1,2,3,4\n", b"epoch,test_acc\n1,high\n"):
         (run / "metrics.csv").write_bytes(damage)
-        with pytest.raises(RunError, match="metrics.csv: damaged .*; cnnlab writes it whole again when the run resumes"):
+        with pytest.raises(RunError, match=r"metrics.csv: damaged \(.*\); delete it: the run's checkpoints do not need it"):
             read_metrics(run / "metrics.csv")
         with pytest.raises(cnnlab.CnnlabError, match="metrics.csv: damaged"):
             cnnlab.load_run(run)
@@ -745,3 +745,102 @@ def test_a_report_never_replaces_a_users_file_in_a_folder_that_is_not_a_reports(
     for _ in range(2):
         assert main(["evaluate", str(run), "--out", str(report)]) == 0
     assert (report / "summary.json").is_file() and (project / "README.md").read_text() == "my project"
+
+
+def test_a_fifo_in_a_run_folder_never_blocks_runs_evaluate_or_load_run(tiny_idx, tmp_path, capsys):
+    """Found by probing: a FIFO in the place of a run's status.json, metrics.csv or summary.json (or its .lock)
+    hung ``cnnlab runs``, ``cnnlab evaluate RUN`` and ``cnnlab.load_run`` (opening it waits for a writer). Now it
+    is opened without blocking, checked to be a file, and the run is listed as damaged, in one line."""
+    import cnnlab
+    from cnnlab.runs import describe_run, is_running
+    from test_compare_damaged import deadline
+
+    run = tmp_path / "runs" / "r1"
+    train(cfg_for(tiny_idx, epochs=1), out=run, **QUIET)
+    saved = {name: (run / name).read_bytes() for name in ("status.json", "metrics.csv", "summary.json")}
+    for name in (*saved, ".lock"):
+        (run / name).unlink()
+        os.mkfifo(run / name)
+        with deadline(60):
+            assert not is_running(run)
+            if name == ".lock":
+                continue
+            row = describe_run(run)
+            assert row["status"] == "damaged" and row["detail"] == (
+                f"{name}: is a FIFO (named pipe), not a file cnnlab writes; replace it with the file or remove it"), row
+            assert cnnlab.load_run(run).status == "damaged"
+            capsys.readouterr()
+            assert main(["runs", "--root", str(tmp_path / "runs")]) == 0
+            out = capsys.readouterr().out
+            assert out.count("\n") == 2 and f"damaged ({name}: is a FIFO (named pipe)" in out
+            assert main(["evaluate", str(run)]) in (0, 1)  # its accuracy, the report written where it can be
+            assert "accuracy" in capsys.readouterr().out
+        (run / name).unlink()
+        (run / name).write_bytes(saved.get(name, b""))
+
+
+def test_a_config_json_edited_to_a_value_of_another_type_lists_the_run_as_damaged(tiny_idx, tmp_path, capsys,
+                                                                                    monkeypatch):
+    """Found by probing: ``"epochs": "2"`` typed into one run's config.json made ``cnnlab runs`` (and --json,
+    --status, ``cnnlab.list_runs``, ``load_run``) a TypeError traceback for every run under the root."""
+    import cnnlab
+    from cnnlab.errors import CnnlabError
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("r1", "r2"):
+        train(cfg_for(tiny_idx, epochs=1), out=tmp_path / "runs" / name, **QUIET)
+    path = tmp_path / "runs" / "r1" / "config.json"
+    path.write_text(path.read_text().replace('"epochs": 1,', '"epochs": "1",'))
+    said = "config.json: epochs must be int (or null), got '1'"
+    assert main(["runs"]) == 0
+    table = capsys.readouterr().out
+    assert f"damaged ({said}" in table and "runs/r2 " in table and table.count("\n") == 3
+    assert main(["runs", "--status", "damaged", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["run"], r["model"], r["epochs"], r["epochs_done"]) for r in rows] == [("runs/r1", "basic_cnn", None, 1)]
+    assert rows[0]["detail"].startswith(said)
+    assert {r["status"] for r in cnnlab.list_runs()} == {"finished", "damaged"}
+    assert cnnlab.load_run("runs/r1").info["detail"].startswith(said)
+    from cnnlab.runs import run_config
+
+    with pytest.raises(CnnlabError) as err:  # the one line that load_run can raise (cnnlab.api's to call)
+        run_config(tmp_path / "runs" / "r1")
+    assert str(err.value).startswith(f"{path}: epochs must be int (or null), got '1'") and "\n" not in str(err.value)
+    path.write_text('{"config": [1]}')
+    assert cnnlab.list_runs(status="damaged")[0]["detail"].startswith("config.json: not the file cnnlab writes there")
+
+
+def test_a_status_json_is_shown_escaped_and_bounded(tiny_idx, tmp_path, capsys):
+    """Found by probing: ``cnnlab runs`` printed a status.json's status with its newline raw (a forged row), and a
+    1 MB detail whole (a line of 1,000,244 bytes)."""
+    from cnnlab.runs import describe_run
+
+    run = tmp_path / "runs" / "r1"
+    train(cfg_for(tiny_idx, epochs=1), out=run, **QUIET)
+    (run / "status.json").write_text(json.dumps({"status": "finished\nFAKE ROW", "detail": ""}))
+    capsys.readouterr()
+    assert main(["runs", "--root", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 2 and "FAKE ROW" in out and "\nFAKE ROW" not in out
+    assert "damaged (status.json: not what cnnlab writes there (status 'finished\\nFAKE ROW'" in out
+    (run / "status.json").write_text(json.dumps({"status": "failed", "detail": "x\n" * 500_000}))
+    assert len(describe_run(run)["detail"]) <= 500
+    assert main(["runs", "--root", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 2 and len(out) < 2000 and "failed (x\\nx\\n" in out and out.endswith("...)\n")
+
+
+def test_a_run_that_lost_last_pt_but_has_best_pt_says_so(tiny_idx, tmp_path, capsys):
+    """``cnnlab runs`` said "failed (no checkpoint was saved)" of a run that holds best.pt."""
+    from cnnlab.runs import describe_run
+
+    run = tmp_path / "run"
+    train(cfg_for(tiny_idx, epochs=1), out=run, **QUIET)
+    for name in ("last.pt", "last.pt.sha256", "status.json", "summary.json"):
+        (run / name).unlink()
+    row = describe_run(run)
+    command = f"cnnlab evaluate {run} --checkpoint best"
+    assert (row["status"], row["detail"]) == ("failed", "no last.pt to resume from; best.pt holds the weights of its "
+                                                        f"best epoch: {command}")
+    capsys.readouterr()
+    assert main(command.split()[1:]) == 0 and "accuracy" in capsys.readouterr().out  # the advice works

@@ -28,7 +28,7 @@ from cnnlab.fileio import read_json
 from cnnlab.models import create_model as _create_model
 from cnnlab.predict import Predictor
 from cnnlab.pretrained import load_pretrained, pretrained_entries
-from cnnlab.runs import DEFAULT_CHECKPOINT, check_columns, describe_run, find_runs, matches, read_metrics, resolve_run
+from cnnlab.runs import DEFAULT_CHECKPOINT, LATEST, run_config, check_columns, describe_run, find_runs, matches, read_metrics, resolve_run
 
 
 def check_flag(name: str, value, none: bool = False) -> None:
@@ -68,6 +68,8 @@ def train(model: str | None = None, *, dataset: str | None = None, recipe: str |
     check_flag("quiet", quiet)
     check_flag("verbose", verbose)
     given = {k: v for k, v in (("model", model), ("dataset", dataset), ("recipe", recipe)) if v is not None}
+    if overrides.get("teacher") == LATEST:  # as the CLI's --teacher latest: the newest run
+        overrides["teacher"] = str(resolve_run(LATEST))
     cfg = _train_config({**overrides, **given})
     log = (lambda msg: None) if quiet else (lambda msg: print(msg, flush=True))
     if resume is None:
@@ -135,7 +137,7 @@ def load_run(path: str | Path = "latest", root: str | Path = "runs") -> Run:
         what = "no such folder" if not run.exists() else "not a run folder (no config.json)"
         raise RunError(f"{run}: {what}; give a folder written by 'cnnlab train' (see 'cnnlab runs'), or 'latest'")
     info = describe_run(run)
-    config = _run_json(run / "config.json", "config")
+    config = run_config(run)  # each field of its type: a value edited to another ("epochs": "2") is one line
     metrics = read_metrics(run / "metrics.csv") if (run / "metrics.csv").is_file() else []
     summary = _run_json(run / "summary.json") if (run / "summary.json").is_file() else None
     return Run(run, config, metrics, summary, info["status"], info)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import statistics
 from dataclasses import replace
 from pathlib import Path
@@ -15,16 +16,18 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from cnnlab.checkpoint import TrainState, load_checkpoint
 from cnnlab.config import ADDED_FIELDS, ADJUSTABLE_FIELDS, PROCESS_FIELDS, TrainConfig
 from cnnlab.data import load_dataset
 from cnnlab.dataset_names import dataset_kind
 from cnnlab.engine import train
-from cnnlab.errors import CnnlabError, Interrupted, did_you_mean, short_repr
+from cnnlab.errors import CnnlabError, Interrupted, RunError, did_you_mean, short_repr
 from cnnlab.evaluation import evaluate_run
-from cnnlab.fileio import atomic_write_text, read_json
+from cnnlab.fileio import atomic_write_text, kind_of
 from cnnlab.models import build_model, count_parameters, list_models
 from cnnlab.plots import plot_comparison
-from cnnlab.runs import check_output_folder, read_metrics, read_run_json
+from cnnlab.runs import (STATUS_FILE, RunLock, check_output_folder, load_run_json, read_metrics, read_run_json,
+                         run_config, write_metrics)
 from cnnlab.text import plural
 from cnnlab.tta import parse_tta
 
@@ -68,18 +71,25 @@ def run_folder(out: Path, cfg: TrainConfig) -> Path:
 
 
 def finished_run(run_dir: Path, cfg: TrainConfig) -> bool:
-    """Whether ``run_dir`` holds a finished run of ``cfg`` (the same config hash, every epoch, a summary)."""
+    """Whether ``run_dir`` holds a finished run of ``cfg`` (the same config hash, every epoch, a summary). Its
+    files are read without blocking (a FIFO in the place of one is no finished run)."""
     try:
-        saved = read_json(run_dir / "config.json", "config.json")["config"]
+        same = config_key(TrainConfig.from_dict(run_config(run_dir))) == config_key(cfg)
         rows = read_metrics(run_dir / "metrics.csv")
-        summary = read_json(run_dir / "summary.json", "summary.json")
+        summary = load_run_json(run_dir / "summary.json")
     except (CnnlabError, OSError, ValueError, KeyError, TypeError):
         return False  # damaged or missing: the run is resumed, which writes its summary again
-    return config_key(TrainConfig.from_dict(saved)) == config_key(cfg) and len(rows) >= cfg.epochs \
-        and isinstance(summary, dict) and isinstance(summary.get("accuracy"), (int, float))
+    return same and len(rows) >= cfg.epochs and isinstance(summary, dict) and _number(summary.get("accuracy"))
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _mean_std(values: list[float | None]) -> tuple[float, float] | None:
+    """Mean and sample std over seeds; None when a seed lacks the figure."""
+    if not values or not all(map(_number, values)):
+        return None
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
@@ -132,8 +142,9 @@ def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = 
     atomic_write_text(out / "comparison.md", table)
     series = {}
     for name, r in results.items():
-        mean, std = zip(*(_mean_std(list(c)) for c in zip(*r["curve"]["per_seed"])))
-        series[name] = {"epochs": r["curve"]["epochs"], "n": seeds, "mean": list(mean), "std": list(std)}
+        spread = [_mean_std(list(c)) or (math.nan, math.nan) for c in zip(*r["curve"]["per_seed"])]
+        series[name] = {"epochs": r["curve"]["epochs"], "n": seeds, "mean": [m for m, _ in spread],
+                        "std": [s for _, s in spread]}
     plot_comparison(series, out / "comparison.png",
                     metric=("validation" if base.val_split else "test") + " accuracy (%)",
                     title=f"{data.name}, recipe {base.recipe}" + (f", taught by {Path(teachers).name}" if teachers else ""),
@@ -178,10 +189,24 @@ def _refuse_other_data(run_dir: Path, data) -> None:
                           "away to train it anew")
 
 
+#: The files of a run that compare reads, and the training it runs writes.
+_RUN_FILES = ("config.json", "metrics.csv", "summary.json", STATUS_FILE)
+
+
+def _refuse_special_files(run_dir: Path) -> None:
+    """A FIFO, device or folder where a run's file goes: reading it would block, and a resume cannot write it."""
+    for name in _RUN_FILES:
+        kind = kind_of(run_dir / name)
+        if kind not in ("nothing", "a file"):
+            raise RunError(f"{run_dir / name}: is {kind}, not the file cnnlab writes there; remove it, and run the "
+                           "same compare again (it resumes that run, which writes its files again)")
+
+
 def _run_one(cfg: TrainConfig, out: Path, data, quiet: bool, log) -> dict:
     """One (model, seed) run: reused when finished with the same config, resumed when interrupted; one line
     says which and how it went (the run's own lines are in its folder, not on the console)."""
     run_dir = run_folder(out, cfg)
+    _refuse_special_files(run_dir)
     _refuse_other_data(run_dir, data)
     how = "reused"
     if not finished_run(run_dir, cfg):
@@ -193,25 +218,84 @@ def _run_one(cfg: TrainConfig, out: Path, data, quiet: bool, log) -> dict:
         except Interrupted as err:  # the run's own hint resumes one run; the compare resumes all of them
             raise Interrupted(f"{err}; or run the same compare again: it keeps the finished runs and resumes "
                               "this one", err.exit_code) from None
-    summary = read_json(run_dir / "summary.json", str(run_dir / "summary.json"))
-    rows = read_metrics(run_dir / "metrics.csv")
-    seconds = sum(row["seconds"] for row in rows)
-    log(f"{cfg.model} seed {cfg.seed}: {how}, final {summary['accuracy']:.2f}%, {seconds:.0f} s of training ({run_dir})")
+    summary = load_run_json(run_dir / "summary.json")  # the training just wrote it, or the run was reused for it
+    if not isinstance(summary, dict) or not _number(summary.get("accuracy")):
+        raise RunError(f"{run_dir / 'summary.json'}: holds no final accuracy; move that run away to train it anew, "
+                       "or compare again with another --out")
+    rows = _epochs(run_dir, "val_acc" if cfg.val_split else "test_acc", log)
+    seconds = _total([row.get("seconds") for row in rows])
+    took = f"{seconds:.0f} s of training" if seconds is not None else "training time unknown"
+    log(f"{cfg.model} seed {cfg.seed}: {how}, final {summary['accuracy']:.2f}%, {took} ({run_dir})")
     return {"dir": str(run_dir), "rows": rows, "final": summary["accuracy"]}
 
 
+#: The columns of metrics.csv that the comparison is made of (besides the accuracy chosen on).
+_TABLE_COLUMNS = ("epoch", "seconds", "images_per_s")
+
+
+def _lacking(rows: list[dict], key: str) -> str | None:
+    """What the comparison needs that ``rows`` lack (a blank cell: a figure cnnlab writes for every epoch)."""
+    blank = sorted({col for row in rows for col in (*_TABLE_COLUMNS, key) if not _number(row.get(col))})
+    return f"blank where the comparison needs {', '.join(blank)}" if blank else ("without epochs" if not rows else None)
+
+
+def _epochs(run_dir: Path, key: str, log) -> list[dict]:
+    """The run's epochs for the comparison: metrics.csv, or, where it is missing, damaged or blank where the
+    comparison needs a figure, the history in last.pt, which it is written from. metrics.csv is then written
+    again from that history (what the run's own training writes), so that the run's folder is whole again."""
+    path = run_dir / "metrics.csv"
+    try:
+        rows = read_metrics(path)
+        why = _lacking(rows, key)
+    except FileNotFoundError:
+        rows, why = None, "missing"
+    except (OSError, CnnlabError):
+        rows, why = None, "damaged"
+    if why is None:
+        return rows
+    try:
+        history = TrainState.from_checkpoint(load_checkpoint(run_dir / "last.pt")).history
+    except (CnnlabError, KeyError, TypeError, ValueError) as err:
+        if rows is not None:  # blanks, and nothing to fill them from: the comparison shows '-' for what it lacks
+            return rows
+        raise RunError(f"{path}: {why}, and the run's last.pt cannot give its epochs instead ({err}); move that "
+                       "run away to train it anew, or compare again with another --out") from None
+    if rows is not None and _lacking(history, key) is not None:
+        return rows  # the history lacks it too (a run of an older cnnlab): '-' in the comparison
+    with RunLock(run_dir, busy="wait for it to finish, then run the same compare again"):
+        write_metrics(path, history)
+    log(f"  {run_dir.name}: metrics.csv {why}: written again from last.pt's history")
+    return history
+
+
+def _total(values: list) -> float | None:
+    """The sum of ``values``; None when one of them is not a number (a blank cell)."""
+    return sum(values) if values and all(map(_number, values)) else None
+
+
+def _best(values: list) -> float | None:
+    numbers = [v for v in values if _number(v)]
+    return max(numbers) if numbers else None
+
+
+def _mean(values: list) -> float | None:
+    return statistics.fmean(values) if values and all(map(_number, values)) else None
+
+
 def _model_results(name: str, runs: list[dict], data, key: str) -> dict:
+    """A model's row of the comparison. A figure some run lacks (a blank cell of an old run, which its last.pt
+    cannot fill) is None, shown as '-', and NaN in the curve."""
     model, _ = build_model(name, data.info())
     return {
         "parameters": count_parameters(model),
         "flops": forward_flops(model, data.in_channels, data.image_size),
         "final": _mean_std([r["final"] for r in runs]),
-        "best": _mean_std([max(row[key] for row in r["rows"]) for r in runs]),
-        "train_seconds": _mean_std([sum(row["seconds"] for row in r["rows"]) for r in runs]),
-        "images_per_s": _mean_std([statistics.fmean(row["images_per_s"] for row in r["rows"]) for r in runs]),
+        "best": _mean_std([_best([row.get(key) for row in r["rows"]]) for r in runs]),
+        "train_seconds": _mean_std([_total([row.get("seconds") for row in r["rows"]]) for r in runs]),
+        "images_per_s": _mean_std([_mean([row.get("images_per_s") for row in r["rows"]]) for r in runs]),
         "curve": {
-            "epochs": [row["epoch"] for row in runs[0]["rows"]],
-            "per_seed": [[row[key] for row in r["rows"]] for r in runs],
+            "epochs": [row.get("epoch") if _number(row.get("epoch")) else i + 1 for i, row in enumerate(runs[0]["rows"])],
+            "per_seed": [[row.get(key) if _number(row.get(key)) else math.nan for row in r["rows"]] for r in runs],
         },
         "runs": [r["dir"] for r in runs],
         **({"tta": _mean_std([r["tta"] for r in runs])} if "tta" in runs[0] else {}),
@@ -237,7 +321,9 @@ def describe_settings(cfg: TrainConfig) -> str:
 
 def format_comparison(results: dict, configs: dict[str, TrainConfig], seeds: int, dataset: str,
                       tta: str | None = None) -> str:
-    def pm(ms, fmt="{:.2f}"):  # one seed has no spread to show (its std of 0 would claim one)
+    def pm(ms, fmt="{:.2f}"):  # one seed has no spread to show (its std of 0 would claim one); None: lacking
+        if ms is None:
+            return "-"
         return f"{fmt.format(ms[0])} ± {fmt.format(ms[1])}" if seeds > 1 else fmt.format(ms[0])
 
     first = next(iter(configs.values()))

@@ -156,8 +156,12 @@ def read_small_text(path: str | Path, what: str, limit: int = SMALL_FILE_LIMIT,
     """A small UTF-8 text file (a byte-order mark allowed), read whole; :class:`CnnlabError` (one line that starts with ``what``) when it
     cannot be read, is larger than ``limit`` bytes, or is not text."""
     path = Path(path)
-    try:
-        with open(path, "rb") as fh:
+    try:  # without blocking: a FIFO of that name (open() waited for a writer for ever) is refused by its kind
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as fh:
+            mode = os.fstat(fh.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                raise CnnlabError(f"{what}: is {mode_kind(mode)}, not {kind}; check the path")
             data = fh.read(limit + 1)
     except OSError as err:
         raise CnnlabError(f"{what}: cannot be read ({err.strerror or err}); check the path") from None

@@ -5,7 +5,6 @@ This module computes; ``cnnlab.plots`` only draws what it computed.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from pathlib import Path
@@ -14,6 +13,7 @@ import torch
 
 from cnnlab import plots
 from cnnlab.fileio import atomic_write_json
+from cnnlab.runs import read_run_json
 
 
 def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -107,10 +107,10 @@ def _previous_summary(run_dir: Path) -> tuple[dict, float] | None:
     path = run_dir / "summary.json"
     try:
         written = path.stat().st_mtime
-        old = json.loads(path.read_text())
-    except (OSError, ValueError, RecursionError):
+    except OSError:
         return None
-    return (old, written) if isinstance(old, dict) else None
+    old = read_run_json(path)  # without blocking: a FIFO in its place hung 'cnnlab evaluate'
+    return (old, written) if old is not None else None
 
 
 #: What each figure of the summary is drawn from (besides the class names and the run's context).

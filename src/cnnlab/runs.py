@@ -7,10 +7,12 @@ and its restarts share), the lock that makes a folder belong to one process, and
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
 import re
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +22,12 @@ try:
 except ImportError:  # pragma: no cover - Windows has no flock: runs there are not locked
     fcntl = None
 
+from cnnlab.config import typed_values
+from cnnlab.data.safefs import open_regular, read_bounded
 from cnnlab.dataset_names import dataset_kind
-from cnnlab.errors import CnnlabError, RunError, did_you_mean, short_repr
-from cnnlab.fileio import as_path, atomic_write_text, make_dirs, read_json, remove_stale_temp_files_in, write_error
+from cnnlab.errors import CnnlabError, RunError, did_you_mean, first_line, short_repr
+from cnnlab.fileio import (RUN_FILE_LIMIT, as_path, atomic_write_text, make_dirs, remove_stale_temp_files_in,
+                           write_error)
 
 METRIC_FIELDS = [
     "epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr", "seconds",
@@ -252,7 +257,7 @@ def check_output_folder(folder: str | Path, own: Path | None, flag: str = "--out
                            "give a folder of its own (a new or empty one)")
         return
     clash = [name for name in writes if (folder / name).exists()]
-    foreign = sorted(p.name for p in _entries(folder) if not _reported(p)) if clash else []
+    foreign = _foreign(folder) if clash else []
     if foreign:
         shown = ", ".join(map(short_repr, foreign[:3])) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         raise RunError(f"{flag} {folder} is not a cnnlab report's folder (it holds {shown}), and this would replace "
@@ -267,9 +272,29 @@ def _entries(folder: Path) -> list[Path]:
         return []
 
 
-def _reported(path: Path) -> bool:
-    """Whether ``path`` is something a cnnlab report, analysis or compare writes (or a hidden file)."""
-    return path.name.startswith(".") or path.name in REPORT_FILES or (path.is_dir() and is_run_dir(path))
+def _foreign(folder: Path, depth: int = 1) -> list[str]:
+    """What in ``folder`` no cnnlab report, analysis or compare writes, sorted; inside a folder that holds such
+    things too, the file itself (``inner/notes.txt``, not ``inner``: another compare's folder is a report's)."""
+    found = []
+    for path in sorted(_entries(folder)):
+        if not _reported(path, depth):
+            inside = _foreign(path, depth - 1) if depth > 0 and path.is_dir() and not path.is_symlink() else []
+            found += [f"{path.name}/{name}" for name in inside] or [path.name]
+    return found
+
+
+def _reported(path: Path, depth: int = 1) -> bool:
+    """Whether ``path`` is something a cnnlab report, analysis or compare writes (or a hidden file): also a
+    folder of such things (``depth`` levels down), as another compare's folder nested in this one, or a run
+    folder whose config.json is gone."""
+    if path.name.startswith(".") or path.name in REPORT_FILES or (path.is_dir() and is_run_dir(path)):
+        return True
+    if path.is_symlink() or not path.is_dir():
+        return False
+    inside = _entries(path)
+    if holds_run(path) and all(p.name in RUN_FILES or p.name.startswith(".") for p in inside):
+        return True  # a run's folder, its config.json gone
+    return depth > 0 and all(_reported(p, depth - 1) for p in inside)
 
 
 def check_output_file(target: str | Path, source: Path | None, flag: str = "--out") -> None:
@@ -341,15 +366,18 @@ def resolve_run(text: str | Path, root: str | Path = "runs") -> Path:
 
 
 def is_running(run: Path) -> bool:
-    """Whether a live process holds the run folder's lock (probed with a shared lock, released at once)."""
+    """Whether a live process holds the run folder's lock (probed with a shared lock, released at once). The
+    lock file is opened without blocking and must be a regular file (a FIFO in its place waited for a writer)."""
     path = run / LOCK_FILE
     if fcntl is None or not path.exists():
         return False
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
         return False
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         return False
     except OSError:
@@ -363,53 +391,191 @@ def write_status(run: Path, status: str, detail: str = "") -> None:
     atomic_write_text(run / STATUS_FILE, json.dumps({"status": status, "detail": detail, "at": time.time()}) + "\n")
 
 
-def run_status(run: Path, complete: bool = False) -> tuple[str, str]:
+def run_status(run: Path, complete: bool = False, problems: list[str] | None = None) -> tuple[str, str]:
     """(status, detail): running, finished, stopped or failed. A process that was killed (or a run written
     before status.json existed) said nothing: ``complete`` (all epochs and a summary) makes it "finished",
-    a checkpoint to resume from "stopped", and nothing "failed"."""
+    a checkpoint to resume from "stopped", and nothing "failed". A status.json that is damaged, or says what
+    cnnlab never writes, is read as none and added to ``problems`` (one line, for the run's row)."""
     if is_running(run):
         return "running", ""
-    got = read_run_json(run / STATUS_FILE)
-    if got is not None and "status" in got:
-        return str(got["status"]), str(got.get("detail", ""))
+    problems = [] if problems is None else problems
+    got = _mapping(run / STATUS_FILE, problems)
+    if got is not None:
+        status, detail = got.get("status"), got.get("detail", "")
+        if status in ENDINGS and isinstance(detail, str):
+            return status, bounded(detail)
+        problems.append(f"{STATUS_FILE}: not what cnnlab writes there (status {short_repr(status)}, detail "
+                        f"{short_repr(detail)}); {_FIXES[STATUS_FILE]}")
     if complete:
         return "finished", ""
     if (run / "last.pt").is_file():
         return "stopped", "killed, or interrupted without saying so: it resumes from last.pt"
+    if (run / "best.pt").is_file():
+        return "failed", (f"no last.pt to resume from; best.pt holds the weights of its best epoch: cnnlab evaluate "
+                          f"{run} --checkpoint best")
     return "failed", "no checkpoint was saved"
 
 
 def describe_run(run: Path) -> dict:
-    """One row of ``cnnlab runs``: what the run is, how far it got, its accuracies and its status."""
+    """One row of ``cnnlab runs``: what the run is, how far it got, its accuracies and its status. It never blocks
+    and never fails on what the folder holds: a file that is not what cnnlab writes there (damaged, edited, a
+    FIFO in its place) makes the status "damaged", the detail naming the file and what to do, one line, and the
+    row tells what the other files (and the readable fields) say."""
+    problems: list[str] = []
     row = {"run": str(run), "model": "?", "dataset": "?", "recipe": "?", "teacher": None, "epochs": None, "epochs_done": 0,
            "final_acc": None, "best_acc": None, "train_seconds": None}
-    cfg = (read_run_json(run / "config.json") or {}).get("config")
-    if isinstance(cfg, dict):
-        row.update(model=cfg.get("model"), dataset=cfg.get("dataset"), recipe=cfg.get("recipe"),
-                   epochs=cfg.get("epochs"), teacher=cfg.get("teacher"))
-    try:
-        rows = read_metrics(run / "metrics.csv")
-        accs = [r.get("val_acc") if r.get("val_acc") is not None else r.get("test_acc") for r in rows]
-        row.update(epochs_done=len(rows), best_acc=max((a for a in accs if a is not None), default=None),
-                   train_seconds=sum(r.get("seconds") or 0 for r in rows))
-    except (OSError, CnnlabError, ValueError, KeyError, TypeError):
-        pass
-    summary = read_run_json(run / "summary.json")
+    row.update(_config_columns(run, problems))
+    _add_metrics(row, run / "metrics.csv", problems)
+    summary = _mapping(run / "summary.json", problems, _FIXES["summary.json"].format(run=run))
     if summary is not None:
-        _add_summary(row, summary)
+        _add_summary(row, summary, problems)
     complete = row["final_acc"] is not None and row["epochs"] is not None and row["epochs_done"] >= row["epochs"]
-    row["status"], row["detail"] = run_status(run, complete)
+    row["status"], row["detail"] = run_status(run, complete, problems)
+    if problems and row["status"] != "running":
+        row["status"], row["detail"] = "damaged", bounded("; ".join(problems))
     return row
 
 
+# ----------------------------------------------------------------------------- reading a run's files
+
+#: How a run's last process ended, as :func:`write_status` writes it (``cnnlab runs`` adds running and damaged).
+ENDINGS = ("finished", "stopped", "failed")
+#: The most characters of a text from a run's files that a row of ``cnnlab runs`` holds (a status's detail, a
+#: model's name): a status.json edited to a 1 MB detail made a 1 MB line.
+TEXT_LIMIT = 500
+#: The most characters of a name from a run's settings (a model, a dataset's path) that its row holds.
+NAME_LIMIT = 4096
+#: The most of a metrics.csv that is read (a row per epoch, about 100 bytes each).
+METRICS_LIMIT = 64 << 20
+_DAMAGED = "the run folder is damaged (cnnlab writes these files whole)"
+#: What to do about each of a run's files that is not what cnnlab writes there.
+_FIXES = {
+    "config.json": "fix the file, or put back the one the run wrote",
+    STATUS_FILE: "remove it, and the run's other files tell how it ended",
+    "summary.json": "'cnnlab evaluate {run}' writes it again",
+    "metrics.csv": "delete it: the run's checkpoints do not need it, and its next epoch writes it whole again",
+}
+#: The columns a row takes from the run's settings, and their types.
+_CONFIG_COLUMNS = {"model": str, "dataset": str, "recipe": str, "epochs": int, "teacher": str}
+
+
+def bounded(text: str, limit: int = TEXT_LIMIT) -> str:
+    """``text``, cut to ``limit`` characters with a mark."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def read_run_file(path: Path, limit: int = RUN_FILE_LIMIT) -> bytes | None:
+    """The bytes of a file in a run folder; None when there is none. It never blocks: the file is opened with
+    O_NONBLOCK and must be a regular file once open (:func:`cnnlab.data.safefs.open_regular`, as the data files
+    are read), so a FIFO or a device in its place is one line naming it, as is a file larger than ``limit``."""
+    path = Path(path)
+    if not os.path.lexists(path):
+        return None
+    stream, st = open_regular(path, "a file cnnlab writes")
+    with stream:
+        if st.st_size > limit:
+            raise RunError(f"{path}: {st.st_size:,} bytes, far more than cnnlab writes there; {_DAMAGED}")
+        return read_bounded(stream, limit, str(path))
+
+
+def load_run_json(path: Path, fix: str = _DAMAGED) -> object:
+    """A JSON file of a run folder, read without blocking (:func:`read_run_file`); None when there is none. One
+    :class:`~cnnlab.errors.CnnlabError` line naming the file (and ``fix``) when it cannot be read or is not JSON."""
+    data = read_run_file(path)
+    if data is None:
+        return None
+    try:
+        return json.loads(data.decode("utf-8-sig"))
+    except UnicodeDecodeError as err:
+        raise RunError(f"{path}: not text (byte {err.start} is not UTF-8); {fix}") from None
+    except ValueError as err:
+        raise RunError(f"{path}: not valid JSON ({first_line(err)[:120]}); {fix}") from None
+    except RecursionError:
+        raise RunError(f"{path}: not valid JSON (nested too deeply); {fix}") from None
+
+
 def read_run_json(path: Path) -> dict | None:
-    """A run's JSON file (``fileio.read_json``) as a mapping; None when it is missing, unreadable, damaged or
+    """A run's JSON file as a mapping, read without blocking; None when it is missing, unreadable, damaged or
     not a mapping: ``cnnlab runs`` lists such a run with what it can still tell."""
     try:
-        data = read_json(path, str(path))
+        data = load_run_json(path)
     except CnnlabError:
         return None
     return data if isinstance(data, dict) else None
+
+
+def run_config(run: Path) -> dict:
+    """The settings in ``run``'s config.json, each of its field's type; one :class:`~cnnlab.errors.CnnlabError`
+    line naming the file (and the field: ``"epochs": "2"`` typed into it) otherwise."""
+    path = Path(run) / "config.json"
+    return _checked_config(load_run_json(path), path)
+
+
+def _checked_config(data, path: Path, fix: str = _DAMAGED) -> dict:
+    cfg = data.get("config") if isinstance(data, dict) else None
+    if not isinstance(cfg, dict):
+        what = "no such file" if data is None else "not the file cnnlab writes there (no settings in it)"
+        raise RunError(f"{path}: {what}; {fix}")
+    typed_values(cfg, str(path))
+    return cfg
+
+
+def _in_run(path: Path, message: str) -> str:
+    """A message about ``path`` that names the file alone (a row of ``cnnlab runs`` names its run)."""
+    return path.name + message[len(str(path)):] if message.startswith(f"{path}:") else message
+
+
+def _mapping(path: Path, problems: list[str], fix: str | None = None) -> dict | None:
+    """A run's JSON file, for its row: None when there is none; when it is damaged or not a mapping, None and
+    the problem added to ``problems``."""
+    fix = fix or _FIXES.get(path.name, _DAMAGED)
+    try:
+        data = load_run_json(path, fix)
+    except CnnlabError as err:
+        problems.append(_in_run(path, str(err)))
+        return None
+    if data is not None and not isinstance(data, dict):
+        problems.append(f"{path.name}: not the file cnnlab writes there (a {type(data).__name__}); {fix}")
+        return None
+    return data
+
+
+def _config_columns(run: Path, problems: list[str]) -> dict:
+    """The row's columns from config.json, each only when of its type; nothing when the file has no settings.
+    What is wrong with the file (a value of another type, as ``"epochs": "2"``) is added to ``problems``."""
+    path = run / "config.json"
+    data = _mapping(path, problems)
+    if data is None:
+        return {}
+    try:
+        cfg = _checked_config(data, path, _FIXES["config.json"])
+    except CnnlabError as err:  # no settings in it, or one of another type (its own fix: the field's example)
+        problems.append(_in_run(path, str(err)))
+        cfg = data.get("config")
+        if not isinstance(cfg, dict):
+            return {}
+    columns = {}
+    for key, kind in _CONFIG_COLUMNS.items():
+        value = cfg.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            value = None  # missing, or of another type (noted above)
+        columns[key] = bounded(value, NAME_LIMIT) if isinstance(value, str) else value
+    return columns
+
+
+def _add_metrics(row: dict, path: Path, problems: list[str]) -> None:
+    """The epochs done, the best accuracy and the training time from metrics.csv (nothing when there is none)."""
+    try:
+        rows = read_metrics(path)
+    except FileNotFoundError:
+        return
+    except (OSError, CnnlabError) as err:
+        problems.append(_in_run(path, str(err)) if isinstance(err, CnnlabError) else
+                        f"{path.name}: cannot be read ({err.strerror or type(err).__name__})")
+        return
+    accs = [r.get("val_acc") if r.get("val_acc") is not None else r.get("test_acc") for r in rows]
+    row.update(epochs_done=len(rows), best_acc=max((a for a in accs if a is not None), default=None),
+               train_seconds=sum(r.get("seconds") or 0 for r in rows))
 
 
 #: The columns of a :func:`describe_run` row.
@@ -430,15 +596,24 @@ def matches(row: dict, wanted: dict) -> bool:
     return all(str(row.get(key)).lower() == str(value).lower() for key, value in wanted.items())
 
 
-def _add_summary(row: dict, summary: dict) -> None:
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _add_summary(row: dict, summary: dict, problems: list[str]) -> None:
     """The final accuracy, the whole training time (an epoch stopped inside included) and, for a run that
     stopped at --target-accuracy inside an epoch, how far it got (e.g. 0.75 of an epoch, where metrics.csv,
-    which has a row per finished epoch, says 0)."""
-    row["final_acc"] = summary.get("accuracy")
-    if isinstance(summary.get("train_seconds"), (int, float)):
+    which has a row per finished epoch, says 0). An accuracy that is no number is added to ``problems``."""
+    accuracy = summary.get("accuracy")
+    if _number(accuracy):
+        row["final_acc"] = accuracy
+    elif accuracy is not None:
+        problems.append(f"summary.json: its accuracy is {short_repr(accuracy)}, not a number; "
+                        + _FIXES["summary.json"].format(run=row["run"]))
+    if _number(summary.get("train_seconds")):
         row["train_seconds"] = summary["train_seconds"]
     target = summary.get("target")
-    if isinstance(target, dict) and isinstance(target.get("epoch"), (int, float)) and target["epoch"] > row["epochs_done"]:
+    if isinstance(target, dict) and _number(target.get("epoch")) and target["epoch"] > row["epochs_done"]:
         row["epochs_done"] = round(target["epoch"], 2)
 
 
@@ -456,14 +631,45 @@ def write_metrics(path: str | Path, rows: list[dict]) -> None:
 
 
 def read_metrics(path: str | Path) -> list[dict]:
-    """metrics.csv's rows, numbers parsed; a file that is not what :func:`write_metrics` writes is one
-    :class:`RunError` (an ``OSError`` when it cannot be opened)."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        try:
-            return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
-        except (ValueError, TypeError, csv.Error) as err:  # not UTF-8, a word where a number goes, a stray column
-            raise RunError(f"{path}: damaged ({type(err).__name__}); cnnlab writes it whole again when the run "
-                           "resumes, or delete it (the run's checkpoints do not need it)") from None
+    """metrics.csv's rows, numbers parsed (a blank cell, as :func:`write_metrics` writes None, is None), read
+    without blocking (:func:`read_run_file`). ``FileNotFoundError`` when there is none; a file that is not what
+    :func:`write_metrics` writes (or a FIFO in its place, or one that cannot be read) is one line."""
+    path = Path(path)
+    data = read_run_file(path, METRICS_LIMIT)
+    if data is None:
+        raise FileNotFoundError(errno.ENOENT, "no such file", str(path))
+    try:
+        return _metrics_rows(data.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        why = f"byte {err.start} is not UTF-8"
+    except (ValueError, csv.Error) as err:
+        why = first_line(err)
+    raise RunError(f"{path}: damaged ({why}); {_FIXES['metrics.csv']}")
+
+
+def _metrics_rows(text: str) -> list[dict]:
+    """The rows of a metrics.csv's text: each as long as the header, each cell a number or blank."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, [])
+    rows = []
+    for cells in reader:
+        if not cells:
+            continue
+        if len(cells) != len(header):  # cut short (a truncated copy), or a stray column
+            raise ValueError(f"line {reader.line_num} has {len(cells)} cells for {len(header)} columns")
+        bad = next((cell for cell in cells if not _is_number(cell)), None)
+        if bad is not None:
+            raise ValueError(f"line {reader.line_num}: {short_repr(bounded(bad, 20))} where a number goes")
+        rows.append({key: _parse(cell) for key, cell in zip(header, cells)})
+    return rows
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        _parse(cell)
+    except ValueError:
+        return False
+    return True
 
 
 def _fmt(value):

@@ -12,15 +12,18 @@ from cnnlab.runs import describe_run, find_runs, matches
 
 #: The columns ``cnnlab runs`` can be narrowed by, each with an example value.
 FILTERS = {"model": "resnet", "dataset": "fashion-mnist", "recipe": "best", "status": "stopped"}
-STATUSES = ("running", "finished", "stopped", "failed")
+STATUSES = ("running", "finished", "stopped", "failed", "damaged")
+#: The most of a detail a row of the table shows, escaped (describe_run keeps at most runs.TEXT_LIMIT of it).
+DETAIL_WIDTH = 500
 
 
 def register(sub) -> None:
     p = sub.add_parser("runs", help="list your runs: model, dataset, recipe, accuracies, time, status",
                        description="List the run folders under --root (and the runs of 'cnnlab compare' one level "
                                    "below), newest first. Status: running (a process holds it), finished, stopped "
-                                   "(resumable with 'cnnlab train --resume RUN'), failed. Wherever a command takes a "
-                                   "run folder, 'latest' names the newest of them.")
+                                   "(resumable with 'cnnlab train --resume RUN'), failed, damaged (a file of the run is "
+                                   "not what cnnlab writes there: the row says which, and what to do). Wherever a "
+                                   "command takes a run folder, 'latest' names the newest of them.")
     p.add_argument("--root", default="runs", type=path_arg, help="folder that holds the runs (default: %(default)s)")
     p.add_argument("--limit", type=int, default=20, help="show at most this many runs; 0: all (default: %(default)s)")
     for key, example in FILTERS.items():
@@ -34,9 +37,11 @@ def _pct(value) -> str:
     return f"{value:.2f}%" if isinstance(value, (int, float)) else "-"
 
 
-def _shown(value) -> str:
-    """A cell as text, its control characters escaped (a run folder named with a newline stays on its row)."""
-    return printable(str(value))
+def _shown(value, width: int | None = None) -> str:
+    """A cell as text, its control characters escaped (a run folder named with a newline, or a status.json
+    whose status holds one, stays on its row); cut to ``width`` characters with a mark, when given."""
+    text = printable(str(value))
+    return text if width is None or len(text) <= width else text[:width - 3] + "..."
 
 
 def format_runs(rows: list[dict]) -> str:
@@ -54,8 +59,9 @@ def format_runs(rows: list[dict]) -> str:
         dataset = dataset.split(":", 1)[0] if dataset.startswith(("idx:", "folder:")) else dataset
         recipe = _shown(r["recipe"])[:7] + ("*" if r.get("teacher") else "")
         lines.append(f"{name:<{width}} {_shown(r['model'])[:10]:<10} {dataset[:14]:<14} {recipe:<8} "
-                     f"{epochs:>7} {_pct(r['final_acc']):>7} {_pct(r['best_acc']):>7} {seconds:>7}  {r['status']}"
-                     + (f" ({_shown(r['detail'])})" if r["detail"] and r["status"] != "finished" else ""))
+                     f"{epochs:>7} {_pct(r['final_acc']):>7} {_pct(r['best_acc']):>7} {seconds:>7}  "
+                     f"{_shown(r['status'], 10)}"
+                     + (f" ({_shown(r['detail'], DETAIL_WIDTH)})" if r["detail"] and r["status"] != "finished" else ""))
     if any(r.get("teacher") for r in rows):
         lines.append("* taught by another run's net (--teacher; its checkpoint is in the run's config.json)")
     return "\n".join(lines)
