@@ -325,3 +325,17 @@ def test_analyze_gradients_command(tiny_idx, tmp_path, capsys):
     code = main(["analyze", "gradients", "--depths", "4,5", "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "--depths" in err
+
+
+def test_a_budget_that_diverges_between_loss_reads_is_marked(tiny_idx):
+    """The loss was read at step 1 and every 20th: a 10-step budget that blew up at step 5 reported a test loss of
+    None beside ``"diverged": false``, and the table had no '!'."""
+    from cnnlab.data import BatchLoader
+
+    data = load_dataset(f"idx:{tiny_idx}")
+    torch.manual_seed(0)
+    model = create_model("plain_stack", depth=4, width=4)
+    train = BatchLoader(data.train_images, data.train_labels, 32, mean=data.mean, std=data.std, shuffle=True)
+    test = BatchLoader(data.test_images, data.test_labels, 64, mean=data.mean, std=data.std, shuffle=False)
+    out = gr.train_budget(model, train, test, epochs=1, lr=1e5, momentum=0.0)
+    assert out["steps"] == 8 and out["test_loss"] is None and out["diverged"] is True

@@ -174,6 +174,13 @@ def test_bad_config_values_are_clear_errors(tiny_idx, monkeypatch):
     for bad, message in (({"lr": float("inf")}, "--lr must be a positive finite number, got inf"),
                          ({"lr": float("nan")}, "--lr must be a positive finite number, got nan"),
                          ({"weight_decay": float("inf")}, "--weight-decay must be a finite number >= 0, got inf"),
+                         # 0 was a ZeroDivisionError in the decay check's message; 1e39 torch's RuntimeError (float32)
+                         ({"lr": 0.0}, "--lr must be a positive finite number, got 0.0"),
+                         ({"lr": 1e39}, r"--lr 1e\+39 is beyond float32's largest number \(3.4e\+38\)"),
+                         # torch's "Overflow when unpacking long long"; an evals-per-epoch loop that never ended
+                         ({"threads": 10**20}, r"--threads must be in 0\.\.4096 \(0: torch's default\), got 10+$"),
+                         ({"evals_per_epoch": 10**10, "target_accuracy": 99.0},
+                          r"--evals-per-epoch must be in 1\.\.1,000,000 .*got 10000000000$"),
                          # torch's "Overflow when unpacking long long" traceback, at the first augmented batch for
                          # seeds from about 1.8e8
                          ({"seed": 10**23}, r"--seed must be within \+-90,000,000, got 1000000000000000000000"),
@@ -493,3 +500,11 @@ def test_an_average_that_cannot_forget_the_first_weights_is_warned_about(tiny_id
     said = []
     train(tiny_cfg(tiny_idx, epochs=2, ema=0.9, max_steps=1), write=False, quiet=True, log=said.append)
     assert any(line.startswith("warning: --ema 0.9 averages over about 10 steps and this run has 16") for line in said)
+
+
+def test_more_checks_per_epoch_than_steps_are_one_per_step():
+    """--evals-per-epoch 10**10 looped over every check point before the first step (a run that never began)."""
+    from cnnlab.observers import TargetStop
+
+    assert TargetStop(99.0, 10, 10**6).points == TargetStop(99.0, 10, 10).points == set(range(1, 10))
+    assert TargetStop(99.0, 10, 4).points == {2, 5, 8}  # round(2.5) is 2: the points as before

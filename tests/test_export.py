@@ -89,6 +89,20 @@ def test_an_out_folder_gets_the_default_name_inside_it(tiny_idx, tmp_path):
     assert (tmp_path / "new" / "last.onnx").is_file()
 
 
+def test_an_out_that_is_a_symbolic_link_is_written_through(tiny_idx, tmp_path):
+    """Found by probing: ``export RUN --out link.onnx`` (a link to target.onnx) renamed the export over the link:
+    the user's link was gone, a regular file in its place, and its target unchanged."""
+    ckpt = tiny_checkpoint(tmp_path / "run" / "last.pt", dataset_dir=tiny_idx)
+    (tmp_path / "target.onnx").write_text("keep")
+    (tmp_path / "link.onnx").symlink_to("target.onnx")
+    (tmp_path / "w.safetensors").symlink_to("elsewhere.safetensors")  # dangling: the target is made
+    assert main(["export", str(ckpt), "--samples", "4", "--out", str(tmp_path / "link.onnx")]) == 0
+    assert main(["export-weights", str(ckpt.parent), "--out", str(tmp_path / "w.safetensors")]) == 0
+    assert (tmp_path / "link.onnx").is_symlink() and (tmp_path / "w.safetensors").is_symlink()
+    assert (tmp_path / "target.onnx").read_bytes()[:4] != b"keep"
+    assert (tmp_path / "elsewhere.safetensors").stat().st_size > 1000
+
+
 def test_an_out_named_for_the_other_format_is_refused(tmp_path):
     """--format torchscript --out model.onnx wrote TorchScript into a file onnxruntime then failed on (and ONNX
     into model.pt): refused before anything is exported, naming both fixes."""

@@ -559,3 +559,47 @@ def test_a_run_whose_data_folder_moved_resumes_from_its_new_place_bitwise(tmp_pa
     a, b = (load_checkpoint(tmp_path / name / "last.pt") for name in ("whole", "run"))
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
     assert b["config"]["dataset"] == f"idx:{moved}"
+
+
+def test_a_refused_resume_leaves_the_runs_status_as_it_was(tiny_idx, tmp_path, capsys):
+    """A resume refused before it restored anything (here: a flag that would change the run) wrote status.json
+    'failed' over a finished run: `cnnlab runs` then listed a run that had finished as failed."""
+    run = tmp_path / "r"
+    assert main(["train", "--dataset", f"idx:{tiny_idx}", *ARGS, "--out", str(run)]) == 0
+    status = (run / "status.json").read_bytes()
+    assert json.loads(status)["status"] == "finished"
+    assert main(["train", "--resume", str(run), "--lr", "0.5"]) == 2
+    assert "would change it" in capsys.readouterr().err
+    assert (run / "status.json").read_bytes() == status
+
+
+def test_resuming_another_runs_checkpoint_inside_a_run_folder_is_refused(tiny_idx, tmp_path, capsys):
+    """`--resume STUDENT/teacher.pt` (the copy a distilled run keeps of its teacher) trained the teacher on inside
+    the student's folder and wrote it over the student's checkpoint, config and summary; a checkpoint of another
+    run copied into a run folder did the same."""
+    teacher, student = tmp_path / "t", tmp_path / "s"
+    assert main(["train", "--dataset", f"idx:{tiny_idx}", *ARGS, "--epochs", "3", "--max-steps", "4",
+                 "--out", str(teacher)]) == 0
+    assert main(["train", "--dataset", f"idx:{tiny_idx}", *ARGS, "--model", "resnet", "--teacher", str(teacher),
+                 "--out", str(student)]) == 0
+    before = {p.name: p.read_bytes() for p in student.iterdir() if p.is_file() and p.name != ".lock"}
+    (student / "other.pt").write_bytes((teacher / "last.pt").read_bytes())
+    capsys.readouterr()
+    assert main(["train", "--resume", str(student / "teacher.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "the copy of this run's teacher, not the run's own checkpoint" in err and err.count("\n") == 1
+    assert main(["train", "--resume", str(student / "other.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "a checkpoint of another run (model 'basic_cnn')" in err and err.count("\n") == 1
+    (student / "other.pt").unlink()
+    assert {p.name: p.read_bytes() for p in student.iterdir() if p.is_file() and p.name != ".lock"} == before
+    assert main(["train", "--resume", str(student / "best.pt")]) == 0  # the run's own file still resumes
+
+
+def test_a_step_limit_at_the_runs_own_last_step_finishes_it(tiny_idx, tmp_path):
+    """--max-steps equal to the run's steps (2 epochs of 8) listed the run as stopped, 'resume to go on', after
+    every epoch had trained; one step fewer is stopped, as before."""
+    for limit, status in ((16, "finished"), (15, "stopped")):
+        run = tmp_path / f"r{limit}"
+        assert main(["train", "--dataset", f"idx:{tiny_idx}", *ARGS, "--max-steps", str(limit), "--out", str(run)]) == 0
+        assert json.loads((run / "status.json").read_text())["status"] == status

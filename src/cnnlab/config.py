@@ -139,6 +139,9 @@ class TrainConfig:
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
             (self.eval_batch_size >= 1, f"--eval-batch-size must be at least 1, got {self.eval_batch_size}"),
             (0 < self.lr < math.inf, f"--lr must be a positive finite number, got {self.lr}"),
+            # beyond float32's largest the optimiser cannot hold the rate (torch's RuntimeError, a failed run)
+            (not self.lr > MAX_LR, f"--lr {self.lr:g} is beyond float32's largest number ({MAX_LR:.3g}), in which the "
+                                   "optimiser keeps the rate; give a rate such as 0.01"),
             (0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}"),
             (0 <= self.weight_decay < math.inf, f"--weight-decay must be a finite number >= 0, got {self.weight_decay}"),
             # decay coupled to the step (SGD's, AdamW's) takes lr x decay of every weight a step: 1 or more sends
@@ -146,9 +149,10 @@ class TrainConfig:
             (self.optimizer == "adam" or self.lr * self.weight_decay < 1,
              f"--weight-decay {self.weight_decay:g} with --lr {self.lr:g} takes lr x decay = "
              f"{self.lr * self.weight_decay:.3g} of every weight each step (1 or more sends them past zero); "
-             f"give a decay well below 1/lr = {1 / self.lr:.3g} "
+             f"give a decay well below 1/lr = {1 / self.lr if self.lr else math.inf:.3g} "
              f"(e.g. {0.05 if self.optimizer == 'adamw' else 5e-4:g})"),
-            (self.threads >= 0, f"--threads must be >= 0, got {self.threads}"),
+            (0 <= self.threads <= MAX_THREADS, f"--threads must be in 0..{MAX_THREADS} (0: torch's default), "
+                                                f"got {self.threads}"),
             # mixed into every epoch's order and every augmented batch's generator seed, which must fit 64 bits
             (abs(self.seed) <= MAX_SEED, f"--seed must be within +-{MAX_SEED:,}, got {self.seed}"),
             (self.max_steps >= 0, f"--max-steps must be >= 0, got {self.max_steps}"),
@@ -170,7 +174,8 @@ class TrainConfig:
             (not 0 < self.target_accuracy <= 1, f"--target-accuracy is a percentage, and {self.target_accuracy:g}% is "
                                                  f"no target; for {self.target_accuracy * 100:g}% give "
                                                  f"--target-accuracy {self.target_accuracy * 100:g}"),
-            (self.evals_per_epoch >= 1, f"--evals-per-epoch must be at least 1, got {self.evals_per_epoch}"),
+            (1 <= self.evals_per_epoch <= MAX_EVALS, f"--evals-per-epoch must be in 1..{MAX_EVALS:,} (more than "
+                                                     f"one per step is one per step), got {self.evals_per_epoch}"),
             (self.teacher is None or bool(self.teacher.strip()),
              "--teacher is an empty path (an unset variable?); give a run folder or its checkpoint, or leave it out"),
             (0 < self.distill <= 1, f"--distill is the weight of the teacher's term, in (0, 1], got {self.distill}"),
@@ -273,6 +278,12 @@ SCHEDULES = ("constant", "onecycle", "cosine", "step")
 PRECISIONS = ("fp32", "bf16")
 #: The largest seed whose batch seeds (``augment.batch_seed``: seed * 1,000,003 * 100,003 + ...) fit torch's 64 bits.
 MAX_SEED = 90_000_000
+#: float32's largest number: the optimisers keep the rate in float32 (a larger one raised torch's RuntimeError).
+MAX_LR = 3.4028234663852886e38
+#: More threads than any machine has cores (torch raised an overflow's ValueError at 2**63).
+MAX_THREADS = 4096
+#: More checks per epoch than steps are one per step (:class:`cnnlab.observers.TargetStop`); a bound for the value.
+MAX_EVALS = 1_000_000
 
 #: Fields added after runs were first saved, with the values that reproduce those runs (no EMA, biases decayed,
 #: augmentation to the end).

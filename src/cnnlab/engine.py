@@ -27,12 +27,12 @@ from cnnlab.config import TrainConfig, resumed_config
 from cnnlab.data import BatchLoader, Dataset, load_dataset, split_validation, validate_dataset
 from cnnlab.data.catalog import flip_warning
 from cnnlab.devices import resolve_device, set_threads, training_autocast
-from cnnlab.distill import check_same_teacher, load_teacher
+from cnnlab.distill import TEACHER_FILE, check_same_teacher, load_teacher
 from cnnlab.distributed import Dist
 from cnnlab.errors import CnnlabError, Interrupted, RunError, WriteError
 from cnnlab.dataset_names import moved_away
 from cnnlab.evaluation import EvalResult, report_run
-from cnnlab.fileio import atomic_write_json
+from cnnlab.fileio import atomic_write_json, read_json
 from cnnlab.hostmem import keep_freed_memory
 from cnnlab.models import build_model, check_model_name, count_parameters
 from cnnlab.optim import eager
@@ -182,16 +182,20 @@ def train(
                 f"it is training now; let it finish, or stop it (Ctrl+C where it runs, or kill {{pid}}) and resume "
                 f"then: cnnlab train --resume {plan.run_dir}")}
             stack.enter_context(RunLock(plan.run_dir, **busy))
-            stack.push(_record_failure(plan))
+            # a resume refused before it restored anything leaves the run as it was (a finished run stays finished)
+            stack.push(recorder := FailureRecord(plan, armed=plan.resume_from is None))
         stack.enter_context(ranks.errors_explained())  # a dead peer: one line, not gloo's traceback
         ckpt = load_checkpoint(plan.resume_from) if plan.resume_from is not None else None
         if ckpt is not None:
+            _check_own_checkpoint(plan, ckpt)
             cfg = resumed_config(TrainConfig.from_dict(ckpt["config"]), cfg, changes)
             if dataset is None:  # a Dataset passed in is the data, wherever it came from
                 _check_data_there(cfg, plan.run_dir or plan.resume_from)
         t = build_trainer(cfg.validate(), ranks, plan, dataset, log, report)
         if ckpt is not None:
             restore(t, ckpt, plan)
+            if plan.run_dir is not None:
+                recorder.armed = True
         else:
             introduce(t)
         observers = make_observers(t, quiet)
@@ -229,21 +233,53 @@ def _forget_if_empty(plan: RunPlan):
     return on_exit
 
 
-def _record_failure(plan: RunPlan):
-    """On an error, status.json says how the run ended: stopped (interrupted: resumable) or failed, and why."""
-    def on_exit(exc_type, exc, tb) -> bool:
-        if exc_type is None or not plan.run_dir.is_dir():
+@dataclass
+class FailureRecord:
+    """On an error, status.json says how the run ended: stopped (interrupted: resumable) or failed, and why.
+
+    Not ``armed`` until a resume has restored the run: a resume refused before (a flag that would change the run,
+    its data gone, a checkpoint of another run) changed nothing, and the run's status stays what it was."""
+
+    plan: RunPlan
+    armed: bool
+
+    def __call__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None or not self.armed or not self.plan.run_dir.is_dir():
             return False
         interrupted = issubclass(exc_type, (Interrupted, KeyboardInterrupt))
         detail = str(exc).splitlines()[0][:300] if str(exc) else exc_type.__name__
         try:
-            write_status(plan.run_dir, "stopped" if interrupted else "failed",
+            write_status(self.plan.run_dir, "stopped" if interrupted else "failed",
                          "interrupted: resume to go on" if interrupted else detail)
         except OSError:
             pass  # a read-only or full disk: the error being raised already says so
         return False
 
-    return on_exit
+
+#: What makes a checkpoint a run's own: a checkpoint of its folder trained these the same.
+_RUN_IDENTITY = ("model", "dataset", "seed", "teacher", "recipe")
+
+
+def _check_own_checkpoint(plan: RunPlan, ckpt: dict) -> None:
+    """``--resume FOLDER/FILE.pt`` continues the run of FOLDER, writing its files: refuse a checkpoint of another
+    run there (a distilled run's ``teacher.pt``, the teacher's own, resumed in the student's folder, trained the
+    teacher on and wrote it over the student)."""
+    where, run_dir = plan.resume_from, plan.run_dir
+    if run_dir is None or where.name == "last.pt":
+        return
+    again = f"resume the run itself with 'cnnlab train --resume {run_dir}', or copy the file into a folder of its own"
+    if where.name == TEACHER_FILE:
+        raise RunError(f"--resume {where}: the copy of this run's teacher, not the run's own checkpoint; {again}")
+    try:
+        own = read_json(run_dir / "config.json", "config.json")["config"]
+        theirs = {k: ckpt["config"].get(k) for k in _RUN_IDENTITY}
+        differs = [k for k in _RUN_IDENTITY if own.get(k) != theirs[k]]
+    except (CnnlabError, KeyError, TypeError, AttributeError):
+        return  # no readable config.json: nothing to tell the checkpoint's run from
+    if differs:
+        k = differs[0]
+        raise RunError(f"--resume {where}: a checkpoint of another run ({k} {theirs[k]!r}) than the one in {run_dir} "
+                       f"({k} {own.get(k)!r}); {again}")
 
 
 def build_trainer(cfg: TrainConfig, ranks: Dist, plan: RunPlan, dataset: Dataset | None, log: Log,

@@ -131,11 +131,13 @@ def _torchscript_run(data: bytes, batches: list[np.ndarray]) -> list[np.ndarray]
 
 def output_file(out: str | Path | None, default: Path) -> Path:
     """``--out`` as the file to write: ``default`` without one; a folder (one that exists, or any path written
-    with a trailing '/') gets the default's name inside it."""
+    with a trailing '/') gets the default's name inside it. A symbolic link is written through, as the shell's
+    ``>`` does (the file was renamed over the link: the link was gone and its target unchanged)."""
     if out is None or str(out) == "":
         return default
     path = Path(out)
-    return path / default.name if str(out).endswith(("/", os.sep)) or path.is_dir() else path
+    path = path / default.name if str(out).endswith(("/", os.sep)) or path.is_dir() else path
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
 
 
 def check_suffix(out: Path, fmt: str) -> None:

@@ -47,7 +47,9 @@ class StepLimit(Observer):
         self.max_steps = max_steps
 
     def after_step(self, t: Trainer) -> None:
-        if t.state.step >= self.max_steps:
+        s = t.state
+        last = s.epoch == t.cfg.epochs - 1 and s.batch == t.steps_per_epoch  # the run's own last step: it finishes
+        if s.step >= self.max_steps and not last:
             t.request_stop("step limit")
 
 
@@ -105,7 +107,7 @@ class TargetStop(Observer):
 
     def __init__(self, target: float, steps_per_epoch: int, evals_per_epoch: int):
         self.target = target
-        k = evals_per_epoch
+        k = min(evals_per_epoch, steps_per_epoch)  # more checks than steps are one per step (the same points)
         self.points = {max(1, round(steps_per_epoch * i / k)) for i in range(1, k)}
         self.screen = None
 

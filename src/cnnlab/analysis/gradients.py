@@ -130,6 +130,8 @@ def train_budget(model: nn.Module, train_loader: BatchLoader, test_loader: Batch
             break
     seconds = time.perf_counter() - t0
     res = evaluate(model, test_loader)
+    # the loss is read every 20 steps: a budget that ends between reads (10 steps) diverged without a mark
+    diverged = diverged or (steps > 0 and not math.isfinite(float(loss.detach()))) or not math.isfinite(res.loss)
     return {"test_accuracy": res.accuracy, "test_loss": res.loss if math.isfinite(res.loss) else None,
             "test_images": res.n, "steps": steps, "train_images": len(train_loader.labels), "epochs": epochs,
             "diverged": diverged, "last_train_loss": last_losses[-1] if last_losses else None, "seconds": seconds}
