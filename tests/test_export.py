@@ -128,3 +128,12 @@ def test_an_out_named_for_the_other_format_is_refused(tmp_path):
             export_safetensors(ckpt.parent, out=tmp_path / name)
         assert not (tmp_path / name).exists()
     assert export_safetensors(ckpt.parent, out=tmp_path / "w.st") == tmp_path / "w.st"
+
+
+def test_the_wrote_line_of_a_name_with_a_newline_stays_one_line(tmp_path, capsys):
+    """Found by probing: ``export --out $'new\\nline.onnx'`` printed its 'wrote' line split in two."""
+    ckpt = tiny_checkpoint(tmp_path / "run" / "last.pt")
+    assert main(["export-weights", str(ckpt.parent), "--out", str(tmp_path / "new\nline.safetensors")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "new\\nline.safetensors" in out
+    assert (tmp_path / "new\nline.safetensors").is_file()

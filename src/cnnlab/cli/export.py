@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from cnnlab.cli.common import add_data_args, add_run, model_arg, path_arg, plural, refuse_typed
+from cnnlab.errors import printable
 from cnnlab.export_formats import FORMATS, SUFFIXES, TOLERANCE, WEIGHT_FORMATS
 
 
@@ -41,7 +42,7 @@ def cmd_export(args) -> int:
         refuse_typed(args, "checkpoint", "with --pretrained: it picks a run folder's last or best checkpoint")
     res = export_run(args.run, args.format, out=args.out, which=args.checkpoint, samples=args.samples,
                      dataset=args.dataset, data_dir=args.data_dir, pretrained=args.pretrained)
-    print(f"wrote {res.path} ({res.format}); checked on {plural(res.n_checked, 'test image')} in batches of "
+    print(f"wrote {printable(str(res.path))} ({res.format}); checked on {plural(res.n_checked, 'test image')} in batches of "
           f"{' and '.join(map(str, res.batch_sizes))}: max abs logit difference {res.max_abs_diff:.3e} "
           f"(limit {TOLERANCE:g})")
     return 0
@@ -63,5 +64,5 @@ def cmd_export_weights(args) -> int:
     from cnnlab.export import export_safetensors
 
     path = export_safetensors(args.run, which=args.checkpoint, out=args.out)
-    print(f"wrote {path}")
+    print(f"wrote {printable(str(path))}")  # a newline in the name would split the line
     return 0
