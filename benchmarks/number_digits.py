@@ -10,10 +10,14 @@ cross it, the middle one through the digits; on "squared paper" lines 3 px wide 
 Typed numbers set 2 to 6 random digits in every TrueType font of the machine (``--fonts``) at 120
 px on a white page. ``cnnlab.predictor(model=M).read_number`` reads each.
 
-Per condition and net: the numbers read right (every digit, no digit missing or extra), the numbers of the right
-length, and the digits right among those of the right length. Also, on single digits (MNIST test digits alone on
-a 224 px page): how often ``--number`` reads more than one digit, and how often the one-digit path's note
-("N digits side by side") fires. Printed, and written to ``benchmarks/results/number_digits.{json,md}``.
+Signs: the same kind of handwritten numbers (2-5 digits, 8 px gaps) with none, a pen point or a pen comma drawn in
+one gap (a dot 3-4 px across on the neighbours' baseline; a comma's tail falls 4-6 px below it); typed ``d.d``,
+``-d.d``, ``d,d`` and ``d,ddd`` in every font.
+
+Per condition and net: the numbers read right (every digit and sign, no digit missing or extra), the numbers of
+the right length, and the digits right among those of the right length (both counting digits alone). Also, on
+single digits (MNIST test digits alone on a 224 px page): how often ``--number`` reads more than one digit, and how
+often the one-digit path's note ("N digits side by side") fires. Printed, and written to ``benchmarks/results/number_digits.{json,md}``.
 
     python -m benchmarks.number_digits [--n 300] [--models resnet inception] [--fonts GLOB]
 """
@@ -133,16 +137,18 @@ def typed_page(text: str, font: str) -> Image.Image:
 
 
 def score(predictor, images: list[Image.Image], truths: list[str]) -> dict:
-    """Numbers right, lengths right, digits right among the right lengths (%), and ms per image."""
+    """Numbers right (digits and signs), lengths right and digits right among the right lengths (digits alone, %),
+    and ms per image."""
     right = length = digits = digits_right = 0
     t0 = time.perf_counter()
     for img, truth in zip(images, truths):
-        read = predictor.read_number(img).label
-        right += read == truth
-        if len(read) == len(truth):
+        number = predictor.read_number(img)
+        right += number.label == truth  # every digit and sign
+        read, want = "".join(d.label for d in number.digits), "".join(ch for ch in truth if ch.isdigit())
+        if len(read) == len(want):  # the digits alone: a sign read (or missed) does not make a length
             length += 1
-            digits += len(truth)
-            digits_right += sum(a == b for a, b in zip(read, truth))
+            digits += len(want)
+            digits_right += sum(a == b for a, b in zip(read, want))
     n = len(truths)
     return {"number": 100 * right / n, "length": 100 * length / n,
             "digits": 100 * digits_right / max(digits, 1), "ms": 1000 * (time.perf_counter() - t0) / n}

@@ -2,35 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 
 import pytest
 
+from apps_helpers import deadline
 from cnnlab.compare import compare
 from cnnlab.config import TrainConfig
 from cnnlab.errors import CnnlabError
 from cnnlab.runs import check_output_folder, describe_run
 
-
-class Blocked(Exception):
-    """Raised by :func:`deadline`: not an ``OSError`` (as ``TimeoutError`` is), which a reader may catch and go on
-    to block on the next file."""
-
-
-@contextlib.contextmanager
-def deadline(seconds: int):
-    """Fail instead of hanging (a FIFO opened for reading blocks until a writer comes)."""
-    def boom(*_):
-        raise Blocked(f"blocked for {seconds} s")
-    old = signal.signal(signal.SIGALRM, boom)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def _base(tiny_idx) -> TrainConfig:

@@ -7,12 +7,10 @@ making the operating-system calls fail for chosen paths only (see :func:`fail_os
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import gzip
 import hashlib
 import os
-import signal
 import struct
 import subprocess
 import sys
@@ -30,6 +28,7 @@ from cnnlab.data.fastcopy import load_fast_copy
 from cnnlab.data.idx import MAX_IDX_BYTES, decode_idx, encode_idx, read_idx
 from cnnlab.data.status import dataset_status
 from cnnlab.errors import DataError
+from apps_helpers import deadline
 from conftest import make_images, write_idx_dataset
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -81,20 +80,6 @@ def read_only(monkeypatch, under: Path) -> None:
     fail_os(monkeypatch, "open", under, errno.EROFS, when=lambda path, flags, *a, **k: flags & writes)
     for name in ("mkdir", "replace", "rename", "unlink", "rmdir"):
         fail_os(monkeypatch, name, under, errno.EROFS)
-
-
-@contextlib.contextmanager
-def deadline(seconds: int):
-    """Fail instead of hanging (a FIFO opened for reading blocks until a writer comes)."""
-    def boom(*_):
-        raise TimeoutError(f"blocked for {seconds} s")
-    old = signal.signal(signal.SIGALRM, boom)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def gzip_bomb(zeros: int, prefix: bytes = b"") -> bytes:

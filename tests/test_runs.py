@@ -753,7 +753,7 @@ def test_a_fifo_in_a_run_folder_never_blocks_runs_evaluate_or_load_run(tiny_idx,
     is opened without blocking, checked to be a file, and the run is listed as damaged, in one line."""
     import cnnlab
     from cnnlab.runs import describe_run, is_running
-    from test_compare_damaged import deadline
+    from apps_helpers import deadline
 
     run = tmp_path / "runs" / "r1"
     train(cfg_for(tiny_idx, epochs=1), out=run, **QUIET)

@@ -276,14 +276,25 @@ def test_page_in_headless_chromium(server):
             page.wait_for_timeout(300)  # let the bars' CSS transition finish for the picture
             page.screenshot(path=str(ARTIFACTS / "serve-page.png"), full_page=True)
 
-            # Clear empties the canvas and the results; a tap (touch) draws a dot and predicts again
+            # Clear empties the canvas and the results; a tap (touch) draws a dot, which is sent and refused as no
+            # digit (it was read '0' at 92%); a stroke after it is predicted again
             page.click("#clear")
             assert page.inner_text("#prediction") == ""
             assert not page.is_visible("#seen") and page.is_visible("#seen-box .placeholder")
-            before = int(page.evaluate("document.body.dataset.updates"))
             page.touchscreen.tap(x0 + 140, y0 + 140)
+            page.wait_for_function("document.getElementById('status').textContent.includes('one dot or blob')",
+                                   timeout=10_000)
+            assert page.inner_text("#prediction") == ""
+            assert [f.split()[0] for f in failed] == ["400"] and failed[0].endswith("/predict")  # the dot's answer
+            failed.clear()
+            before = int(page.evaluate("document.body.dataset.updates"))
+            page.mouse.move(x0 + 140, y0 + 60)
+            page.mouse.down()
+            page.mouse.move(x0 + 140, y0 + 220, steps=8)
+            page.mouse.up()
             page.wait_for_function(f"Number(document.body.dataset.updates) > {before}", timeout=10_000)
-            assert page.inner_text("#prediction") != ""
+            page.wait_for_function("document.body.dataset.inflight === '0'", timeout=10_000)  # its last answer in
+            assert page.inner_text("#prediction") != "" and page.inner_text("#status") == ""
             assert failed == []
 
             # a busy server (503): the page shows its message, then sends the drawing again by itself

@@ -519,8 +519,9 @@ def number_signs(digits: list[list[dict]], shorts: list[dict]) -> list[tuple[int
     digits' lower part, between two of them: a comma ``,`` is higher than wide, at most :data:`COMMA_SIZE` of the
     digits' height, its tail reaching below the two (:data:`COMMA_BELOW`); its middle lies in the gap (a slanted
     digit's box may reach over it). A point ``.`` lies in the gap whole, compact (no wider than twice its height),
-    at most :data:`POINT_SIZE` of the digits' height, or :data:`SOLID_POINT` when solid (a bold type's point: a
-    piece of a broken stroke is as big, but hollow). A minus ``-``, before the first digit, is at least
+    at most :data:`POINT_SIZE` of the digits' height; a solid one (:data:`SOLID_FILL`: a bold type's) may be
+    :data:`SOLID_POINT` high and reach under a slanted digit's box as a comma may (a piece of a broken stroke is as
+    big and as near, but hollow). A minus ``-``, before the first digit, is at least
     :data:`MINUS_WIDTH` times wider than high, at mid-height. Other short marks (an apostrophe, a speck) are not
     read. A comma is written as it stands: ``1,234`` and ``12,5`` alike."""
     boxes = [_box(d) for d in digits]
@@ -542,7 +543,8 @@ def number_signs(digits: list[list[dict]], shorts: list[dict]) -> list[tuple[int
         if left[3] < (x0 + x1) / 2 < right[1] and h <= COMMA_SIZE * height and h > w and \
                 y1 - (left[2] + right[2]) / 2 >= COMMA_BELOW * height:
             signs.setdefault(before, ",")
-        elif left[3] < x0 and x1 < right[1] and w <= 2 * h and h <= (SOLID_POINT if solid else POINT_SIZE) * height:
+        elif (left[3] < x0 and x1 < right[1] or solid and left[3] < (x0 + x1) / 2 < right[1]) and w <= 2 * h \
+                and h <= (SOLID_POINT if solid else POINT_SIZE) * height:
             signs.setdefault(before, ".")
     return sorted(signs.items())
 

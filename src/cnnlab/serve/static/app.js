@@ -96,6 +96,7 @@ function clearResults() {
 async function send() {
   if (inFlight || !dirty || !inked) return;
   inFlight = true;
+  document.body.dataset.inflight = "1";  // for tests: whether an answer is awaited
   dirty = false;
   const mine = generation;
   try {
@@ -127,7 +128,8 @@ async function send() {
     statusEl.textContent = "request failed: " + err;
   } finally {
     inFlight = false;
-    if (dirty) send();   // the drawing went on meanwhile: send the latest
+    document.body.dataset.inflight = "0";
+    if (dirty) send();   // the drawing went on meanwhile: send the latest (inflight is "1" again at once)
   }
 }
 
