@@ -475,3 +475,18 @@ def test_load_run_and_config_never_block_on_a_fifo_and_name_a_mistyped_setting(t
     out = subprocess.run([sys.executable, "-m", "cnnlab", "train", "--config", str(cfg)], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "is a FIFO (named pipe), not a settings file" in out.stderr
+
+
+def test_a_run_config_json_whose_settings_are_damaged_is_named_so(tmp_path):
+    """``--config RUN`` whose config.json held a list under "config" was refused as ``unknown settings ['config',
+    'data', 'model_args', 'world_size']; they are the flags' names``: true of a settings file, not of a run's."""
+    from cnnlab.config import TrainConfig
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"config": [1], "data": {}, "model_args": {}, "world_size": 1}))
+    with pytest.raises(CnnlabError, match=r"a run's config\.json whose 'config' is not its settings \(got list\): "
+                                          r"the run folder is damaged"):
+        TrainConfig.from_file(path)
+    path.write_text(json.dumps({"config": 3}))  # no run's other keys: a settings file with an unknown one
+    with pytest.raises(CnnlabError, match=r"unknown settings \['config'\]"):
+        TrainConfig.from_file(path)

@@ -218,6 +218,10 @@ class TrainConfig:
                               f"got {type(data).__name__}")
         if isinstance(data.get("config"), dict):  # a run's config.json: every value, as the run had them
             return cls.from_dict(data["config"])
+        if "config" in data and {"data", "model_args"} & set(data):  # a run's config.json, its settings damaged
+            raise CnnlabError(f"--config {path}: a run's config.json whose 'config' is not its settings (got "
+                              f"{type(data['config']).__name__}): the run folder is damaged; give another run's "
+                              "config.json, or a settings file")
         unknown = sorted(set(data) - {f.name for f in fields(cls)})
         if unknown:
             raise CnnlabError(f"--config {path}: unknown settings {unknown}; they are the flags' names with "
