@@ -14,6 +14,7 @@ import os
 import stat
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 from cnnlab.errors import CnnlabError, WriteError, first_line, short_repr
 
@@ -151,17 +152,33 @@ def atomic_write_json(path: str | Path, obj) -> None:
     atomic_write_text(path, json.dumps(json_safe(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
+def open_if_regular(path: str | Path) -> tuple[BinaryIO | None, os.stat_result]:
+    """Open ``path`` for reading without blocking: ``(file, fstat)`` when, once open, it is a regular file, else
+    ``(None, fstat)`` (closed: a FIFO, a directory, a device). ``O_NONBLOCK`` keeps a FIFO from waiting for a
+    writer; the type is checked on the open file, so a file swapped for a FIFO after a check is caught too.
+    An ``OSError`` when it cannot be opened at all."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode):
+            return os.fdopen(fd, "rb"), st
+    except BaseException:
+        os.close(fd)
+        raise
+    os.close(fd)
+    return None, st
+
+
 def read_small_text(path: str | Path, what: str, limit: int = SMALL_FILE_LIMIT,
                     fix: str = "check the path, or save the file as UTF-8", kind: str = "a settings file") -> str:
     """A small UTF-8 text file (a byte-order mark allowed), read whole; :class:`CnnlabError` (one line that starts with ``what``) when it
     cannot be read, is larger than ``limit`` bytes, or is not text."""
     path = Path(path)
     try:  # without blocking: a FIFO of that name (open() waited for a writer for ever) is refused by its kind
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-        with os.fdopen(fd, "rb") as fh:
-            mode = os.fstat(fh.fileno()).st_mode
-            if not stat.S_ISREG(mode):
-                raise CnnlabError(f"{what}: is {mode_kind(mode)}, not {kind}; check the path")
+        fh, st = open_if_regular(path)
+        if fh is None:
+            raise CnnlabError(f"{what}: is {mode_kind(st.st_mode)}, not {kind}; check the path")
+        with fh:
             data = fh.read(limit + 1)
     except OSError as err:
         raise CnnlabError(f"{what}: cannot be read ({err.strerror or err}); check the path") from None

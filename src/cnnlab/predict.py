@@ -24,7 +24,6 @@ import io
 import operator
 import os
 import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable
@@ -40,7 +39,7 @@ from cnnlab.data.folder import gray_square
 from cnnlab.dataset_names import dataset_kind
 from cnnlab.devices import resolve_device
 from cnnlab.errors import CnnlabError, first_line, printable
-from cnnlab.fileio import atomic_write_bytes
+from cnnlab.fileio import atomic_write_bytes, open_if_regular
 from cnnlab.pretrained import load_pretrained
 from cnnlab.imageio import (
     ALLOWED_TEXT, DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, BadImageError, check_max_pixels, open_image, unit_gray,
@@ -516,15 +515,13 @@ def written_input_image(path: Path) -> bool:
     if not INPUT_IMAGE_NAME.search(path.name):
         return False
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        fh, _ = open_if_regular(path)
+        if fh is None:
+            return False
+        with fh:
+            return _MARK_BYTES in fh.read(256)
     except OSError:
         return False
-    try:
-        return stat.S_ISREG(os.fstat(fd).st_mode) and _MARK_BYTES in os.read(fd, 256)
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
 
 
 def _folder_field(img: Image.Image) -> np.ndarray:

@@ -12,7 +12,6 @@ import io
 import json
 import os
 import re
-import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +25,8 @@ from cnnlab.config import typed_values
 from cnnlab.data.safefs import open_regular, read_bounded
 from cnnlab.dataset_names import dataset_kind
 from cnnlab.errors import CnnlabError, RunError, did_you_mean, first_line, short_repr
-from cnnlab.fileio import (RUN_FILE_LIMIT, as_path, atomic_write_text, make_dirs, remove_stale_temp_files_in,
-                           write_error)
+from cnnlab.fileio import (RUN_FILE_LIMIT, as_path, atomic_write_text, make_dirs, open_if_regular,
+                           remove_stale_temp_files_in, write_error)
 
 METRIC_FIELDS = [
     "epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr", "seconds",
@@ -372,18 +371,17 @@ def is_running(run: Path) -> bool:
     if fcntl is None or not path.exists():
         return False
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        fh, _ = open_if_regular(path)
     except OSError:
         return False
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+    if fh is None:
+        return False
+    with fh:  # closing it releases the probe's shared lock, if it got one
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
             return False
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except OSError:
-        return True
-    finally:
-        os.close(fd)  # releases the probe's shared lock, if it got one
+        except OSError:
+            return True
 
 
 def write_status(run: Path, status: str, detail: str = "") -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from cnnlab.errors import DataError
-from cnnlab.fileio import mode_kind
+from cnnlab.fileio import mode_kind, open_if_regular
 
 #: errno -> (what went wrong, in words; the usual fix). Anything else is described by ``strerror``.
 _REASONS = {
@@ -99,17 +99,12 @@ def open_regular(path: str | Path, what: str = "a data file") -> tuple[BinaryIO,
     a file swapped for a FIFO between a check and the open is refused too.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        stream, st = open_if_regular(path)
     except OSError as err:
         raise read_error(path, err) from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise DataError(f"{path}: is {kind_of(st.st_mode)}, not {what}; replace it with the file or remove it")
-        return os.fdopen(fd, "rb"), st
-    except BaseException:
-        os.close(fd)
-        raise
+    if stream is None:
+        raise DataError(f"{path}: is {kind_of(st.st_mode)}, not {what}; replace it with the file or remove it")
+    return stream, st
 
 
 def list_dir(path: str | Path) -> list[os.DirEntry]:
