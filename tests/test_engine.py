@@ -276,10 +276,14 @@ FIXTURE_V1 = Path(__file__).parent / "fixtures" / "v1-basic-cnn"
 #: sha256 over (name, bytes) of every tensor of the final state_dict when the fixture's run is resumed to its
 #: end by the code that wrote it (commit 5c3a56f, format version 1, 1 CPU thread), by the CPU capability that
 #: torch dispatches to (``torch.backends.cpu.get_cpu_capability()``): the kernels, and so the last bits,
-#: differ between them. Another kind of CPU: run the fixture's resume at 5c3a56f there and add its hash.
+#: differ between them, and between CPUs of one capability (a Zen 4 EPYC against an Xeon). Another kind of CPU:
+#: run the fixture's resume at 5c3a56f there and add its hash.
 V1_RESUMED_FINAL = {
-    "AVX512": "db34a36cb66127b9c9f34794234ce64748f822d52fd5262f57b660599976d516",  # AMD EPYC, 2026-11
-    "AVX2": "dbfd11d363b326ea8d8074fcafb1f6316c767216dba281ba2005c96880ba8083",  # AMD EPYC without AVX-512, 2026-12
+    "AVX512": (
+        "db34a36cb66127b9c9f34794234ce64748f822d52fd5262f57b660599976d516",  # AMD EPYC 2026-11; Intel Xeon with AMX
+        "14e2cb3dcbe6262283694e48605c1523d6aa65d50c2d5c9b5f3bcf95c9d60e6e",  # AMD EPYC family 25 model 17 (Zen 4)
+    ),
+    "AVX2": ("dbfd11d363b326ea8d8074fcafb1f6316c767216dba281ba2005c96880ba8083",),  # AMD EPYC without AVX-512
 }
 
 
@@ -314,11 +318,13 @@ def test_a_version_1_checkpoint_loads_and_resumes_bitwise(tmp_path):
         torch.set_num_threads(threads)
     capability = torch.backends.cpu.get_cpu_capability()
     if capability in V1_RESUMED_FINAL:  # the format-1 code's own result on this kind of CPU, to the last bit
-        assert _state_hash(res.model.state_dict()) == V1_RESUMED_FINAL[capability]
+        assert _state_hash(res.model.state_dict()) in V1_RESUMED_FINAL[capability]
     else:
         warnings.warn(f"no format-1 reference hash for CPU capability {capability}: weights not compared")
     assert [r["epoch"] for r in res.history] == [1, 2]
-    assert res.history[1]["train_loss"] == pytest.approx(0.01775353602715768, rel=1e-12)  # partial sums carried on
+    # partial sums carried on (without them the mean would be of the epoch's last 5 steps alone); to 1e-6: the kernels'
+    # last bits differ between CPUs (0.01775353602715768 on the first two of V1_RESUMED_FINAL, 0.017753535561 on Zen 4)
+    assert res.history[1]["train_loss"] == pytest.approx(0.01775353602715768, rel=1e-6)
     assert load_checkpoint(run / "last.pt")["version"] == VERSION
 
 
