@@ -311,6 +311,16 @@ def test_analyze_gradients_matches_direct_measurement(tiny_idx):
     assert s["first_layer_grad_norm"] == pytest.approx((s["grad_norms"][0][0] + s["grad_norms"][1][0]) / 2)
 
 
+def test_analyze_gradients_records_the_batches_it_used(tiny_idx):
+    """``--batch-size 100000`` on a split of a few hundred images: gradients.json said 100000, where the batches
+    held the whole split (and the budget's its train subset)."""
+    data = load_dataset(f"idx:{tiny_idx}")
+    result = gr.analyze_gradients([2], width=2, seeds=1, epochs=1, train_images=100, test_images=0,
+                                  batch_size=100_000, device="cpu", data=data)
+    assert result["batch_size"] == len(data.train_labels) and result["budget"]["batch_size"] == 100
+    assert all(s["training"]["steps"] == 1 for s in result["stacks"])
+
+
 def test_analyze_gradients_command(tiny_idx, tmp_path, capsys):
     out = tmp_path / "grad"
     code = main(["analyze", "gradients", "--dataset", f"idx:{tiny_idx}", "--depths", "2,4", "--width", "4",

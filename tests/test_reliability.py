@@ -350,6 +350,34 @@ def _interrupt_and_resume(args: list[str], run: Path, sig: int, code: int) -> No
     assert train(TrainConfig(), resume=run, **QUIET).stopped == "finished"
 
 
+def _ignores_sigint(pid: int) -> bool:
+    mask = next(line.split()[1] for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                if line.startswith("SigIgn:"))
+    return bool(int(mask, 16) & (1 << (signal.SIGINT - 1)))
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads a process's ignored signals in /proc")
+def test_kill_int_to_a_background_run_before_its_loop_ends_it(tiny_idx, tmp_path):
+    """A shell starts a background job (``cnnlab train ... &`` in a script) with SIGINT ignored; the training
+    loop takes it, but ``kill -INT`` in the first ~1.3 s (torch's import, the data) was ignored and the run
+    trained on. Now taken before torch's import: the process ends at once (130), nothing trained."""
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "train", "--dataset", f"idx:{tiny_idx}", *ARGS,
+                             "--out", str(run)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and proc.poll() is None and _ignores_sigint(proc.pid):
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "position saved" not in err and not (run / "last.pt").exists()
+
+
 def test_a_closed_terminal_saves_the_position_but_nohup_is_obeyed():
     """SIGHUP (the terminal closed) stops a run as SIGTERM does; under ``nohup`` (SIGHUP ignored) it stays ignored."""
     from cnnlab.observers import SignalStop
@@ -424,6 +452,24 @@ def test_a_read_only_out_folder_is_one_line(tiny_idx, tmp_path, monkeypatch, cap
     code = main(["train", "--dataset", f"idx:{tiny_idx}", *ARGS, "--out", str(run)])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and f"cannot write {run}" in err and "writable" in err
+
+
+def test_a_read_only_disk_under_a_new_nested_folder_names_the_folder_that_exists(tmp_path, monkeypatch):
+    """``mkdir -p`` of ``ro/a/b`` on a read-only mount fails at ``ro/a``: the message said to make ``ro/a/b``
+    writable, a folder that is not there; it names ``ro``, the one to change."""
+    from cnnlab.errors import WriteError
+    from cnnlab.fileio import atomic_write_bytes
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+
+    def mkdir(self, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    with pytest.raises(WriteError) as caught:
+        atomic_write_bytes(ro / "a" / "b" / "x.json", b"{}")
+    assert f"make {ro} writable" in str(caught.value)
 
 
 def test_a_figure_that_cannot_be_written_is_a_warning_not_a_failed_run(tiny_idx, tmp_path, monkeypatch, capsys):

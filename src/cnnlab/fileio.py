@@ -32,10 +32,19 @@ def write_error(path: str | Path, err: OSError) -> WriteError:
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
         fix = "free some disk space and run it again (the previous version of the file, if any, is intact)"
     elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        fix = f"make {path.parent} writable, or write somewhere else (e.g. another --out or CNNLAB_HOME)"
+        fix = (f"make {_nearest_folder(path.parent)} writable, or write somewhere else (e.g. another --out or "
+               "CNNLAB_HOME)")
     else:
         fix = "check the path and the disk"
     return WriteError(f"cannot write {path}: {err.strerror or err}; {fix}", err.errno)
+
+
+def _nearest_folder(folder: Path) -> Path:
+    """``folder``, or the nearest folder above it that exists (the one to make writable: ``mkdir -p`` of
+    ``runs/a/b`` on a read-only mount fails at ``runs``, and ``runs/a`` is not there to be made writable)."""
+    while not os.path.isdir(folder) and folder.parent != folder:  # isdir: False, not an error, for EACCES
+        folder = folder.parent
+    return folder
 
 
 def make_dirs(path: str | Path) -> Path:

@@ -190,9 +190,9 @@ def analyze_gradients(
         "norm": norm,
         "depths": depths,
         "seeds": seed_list,
-        "batch_size": batch_size,
+        "batch_size": min(batch_size, len(data.train_labels)),  # the batches used: no larger than their split
         "budget": {"epochs": epochs, "train_images": n_train, "test_images": n_test, "optimizer": "sgd",
-                   "lr": lr, "momentum": momentum, "batch_size": batch_size, "seed": seed_list[0]},
+                   "lr": lr, "momentum": momentum, "batch_size": min(batch_size, n_train), "seed": seed_list[0]},
         "depth_is": "number of 3x3 convs in the body; each stack also has a 5x5 stem conv and a linear head",
         "grad_norm_is": "L2 norm of d(mean cross-entropy)/d(weight) at initialisation on one train batch, "
                         "mean over seeds (each seed: new weights and a new batch)",

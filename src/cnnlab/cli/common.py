@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import textwrap
+import threading
 
 from cnnlab.config import TrainConfig
 from cnnlab.dataset_names import canonical_dataset_name
@@ -20,6 +22,15 @@ CHECKPOINT_HELP = ("which checkpoint of a run directory: last (the end of traini
                    "folder: with a .pt file (other than best.pt for best) or the shipped weights it is refused "
                    "(default: %(default)s)")
 RUN_HELP = "run directory, or a checkpoint (.pt) inside one, written by 'cnnlab train'; 'latest': the newest run"
+
+
+def take_sigint() -> None:
+    """A command that trains takes SIGINT even when it started with SIGINT ignored (a shell's background job:
+    ``cnnlab train ... &`` in a script), as its training loop does (:class:`cnnlab.observers.SignalStop`).
+    Taken here, before torch's import, so that ``kill -INT`` in the first second ends the process (exit 130,
+    ``cnnlab: interrupted``) instead of being ignored until the loop begins."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class HelpFormatter(argparse.HelpFormatter):

@@ -22,6 +22,7 @@ from cnnlab.cli.common import (
     path_arg,
     plural,
     refuse_typed,
+    take_sigint,
 )
 from cnnlab.config import (
     OPTIMIZERS,
@@ -239,6 +240,7 @@ def resume_changes(args, cfg: TrainConfig) -> dict:
 
 
 def cmd_train(args) -> int:
+    take_sigint()
     from cnnlab.engine import train
 
     cfg = config_from_args(args)
@@ -291,6 +293,7 @@ def _add_compare_parser(sub) -> None:
 
 
 def cmd_compare(args) -> int:
+    take_sigint()
     from cnnlab.compare import AUTO_TEACHERS, compare, default_out
 
     cfg = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, device=args.device, threads=args.threads,
