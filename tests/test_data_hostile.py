@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import gzip
 import hashlib
+import io
 import os
 import struct
 import subprocess
@@ -391,8 +392,10 @@ def test_data_fetch_into_a_read_only_home_says_it_did_not_cache(tmp_path, monkey
     out, err = capsys.readouterr()
     assert "tiny: 256 train" in out and err.count("cnnlab: error:") == 1
     assert f"tiny is verified but could not be cached in {home / 'datasets' / 'tiny'}" in err
-    # files given with --data-dir are verified and used where they are: nothing to cache, nothing failed
-    assert main(["data", "fetch", "tiny", "--data-dir", str(tmp_path / "src")]) == 0
+    # files given with --data-dir are verified and cached too (a later command finds them offline): not here
+    assert main(["data", "fetch", "tiny", "--data-dir", str(tmp_path / "src")]) == 2
+    out, err = capsys.readouterr()
+    assert f"from data dir {tmp_path / 'src'}" in out and "could not be cached" in err
 
 
 def test_a_full_disk_while_caching_leaves_the_old_cache_whole(tmp_path, monkeypatch):
@@ -648,8 +651,6 @@ def test_validate_dataset_is_what_load_dataset_checks(tmp_path):
 
 
 def test_downloads_are_read_in_bounded_chunks_and_refused_past_the_limit():
-    import io
-
     from cnnlab.data.safefs import read_bounded
 
     assert read_bounded(io.BytesIO(b"x" * 3000), 3000, "url") == b"x" * 3000
@@ -662,7 +663,7 @@ def test_a_mirror_serving_a_bomb_is_skipped_for_the_next_source(tmp_path, monkey
     spec = served_by_fake_source(monkeypatch, src)
     monkeypatch.setitem(catalog.CATALOG, "tiny", DatasetSpec(**{**spec.__dict__, "mirrors": ("http://bad.invalid/",)}))
     monkeypatch.delenv("CNNLAB_MIRRORS")
-    monkeypatch.setattr(sources, "_download", lambda url, timeout: gzip_bomb(64 << 20))
+    monkeypatch.setattr(sources, "_open", lambda url, timeout: io.BytesIO(gzip_bomb(64 << 20)))
     messages = []
     peak, raised = peak_bytes(lambda: load_dataset("tiny", log=messages.append))
     assert raised is None and peak < 64 << 20

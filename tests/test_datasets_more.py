@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import io
 import os
 from pathlib import Path
 
@@ -45,6 +46,7 @@ def test_catalog_agrees_with_the_real_files(spec):
                     f"and {sources.cache_dir(spec)})")
     files = {role: read_maybe_gzip(find_in_dir(where[0], role)) for role in ROLES}
     assert {role: hashlib.md5(data).hexdigest() for role, data in files.items()} == spec.md5
+    assert {role: len(data) for role, data in files.items()} == spec.unpacked_bytes  # what downloads are capped by
     x, y, tx, ty = decode_splits(files, str(where[0]))
     assert {"train": len(y), "test": len(ty)} == spec.sizes
     assert sorted(set(y.tolist())) == sorted(set(ty.tolist())) == list(range(len(spec.classes)))
@@ -113,7 +115,7 @@ def test_fashion_from_a_mirror_is_verified_and_cached(tmp_path, monkeypatch):
     monkeypatch.delenv("CNNLAB_MIRRORS")
     served = {"http://mirror.invalid/fashion/" + base + ".gz": gzip.compress((src / base).read_bytes())
               for base, _ in ROLES.values()}
-    monkeypatch.setattr(sources, "_download", lambda url, timeout: served[url])
+    monkeypatch.setattr(sources, "_open", lambda url, timeout: io.BytesIO(served[url]))
     home = tmp_path / "home"
     d = load_dataset("fashion-mnist", home=home, log=quiet)
     assert d.source == "mirror http://mirror.invalid/fashion/"

@@ -18,7 +18,8 @@ def register(sub) -> None:
     f = dsub.add_parser("fetch", help="fetch, verify (MD5, now) and cache a dataset")
     add_dataset_name(f)
     f.add_argument("--data-dir", default=None, type=path_arg,
-                   help="directory holding the dataset's files; tried before the cache and downloads (default: none)")
+                   help="directory holding the dataset's files; tried before the cache and downloads, and "
+                        "cached when they verify (default: none)")
     f.set_defaults(func=cmd_data_fetch)
     i = dsub.add_parser("info", help="where each dataset lives, sizes and checksum status")
     i.add_argument("--verify", action="store_true",
@@ -31,13 +32,13 @@ def register(sub) -> None:
 def cmd_data_fetch(args) -> int:
     from cnnlab.data import load_dataset
 
-    d = load_dataset(args.name, data_dir=args.data_dir, full_check=True)
+    d = load_dataset(args.name, data_dir=args.data_dir, full_check=True, cache_data_dir=True)
     checked = "verified by MD5" if ":" not in d.name else "read (no official checksums for local data)"
     print(f"{d.name}: {len(d.train_labels):,} train and {plural(len(d.test_labels), 'test image')}, {checked}, "
           f"from {d.source}")
-    # files given with --data-dir, and idx:/folder: data, are used where they are (a converted folder's cache
-    # warns on its own); a catalog dataset fetched from elsewhere must now be in the cache, what 'fetch' is for
-    if not args.data_dir and ":" not in d.name:
+    # idx:/folder: data are used where they are (a converted folder's cache warns on its own); a catalog dataset,
+    # from --data-dir too, must now be in the cache, what 'fetch' is for (a later command finds it offline)
+    if ":" not in d.name:
         _require_cached(d.name)
     return 0
 

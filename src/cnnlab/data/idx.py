@@ -111,15 +111,24 @@ def _unpacked(stream: BinaryIO) -> BinaryIO:
     return gzip.GzipFile(fileobj=stream, mode="rb") if magic == GZIP_MAGIC else stream
 
 
-def _guarded(name: str, fn):
-    """Run ``fn()``; gzip and operating-system errors become one-line :class:`DataError`\\ s naming ``name``."""
+#: What to do about a damaged download: there is no file to delete.
+DOWNLOAD_FIX = "try again later, or another mirror"
+
+
+def _guarded(name: str, fn, downloaded: bool = False):
+    """Run ``fn()``; gzip and operating-system errors become one-line :class:`DataError`\\ s naming ``name``
+    (``downloaded``: a download, which is cut off or damaged on its way, not a file to delete)."""
     try:
         return fn()
     except EOFError as err:
+        if downloaded:
+            raise DataError(f"{name}: the download was cut off (its gzip stream ends early: {err}); "
+                            f"{DOWNLOAD_FIX}") from None
         raise DataError(f"{name}: corrupt gzip file, it ends early ({err}): truncated; "
                         "delete it and fetch again") from None
     except (gzip.BadGzipFile, zlib.error) as err:
-        raise DataError(f"{name}: corrupt gzip file ({err}); delete it and fetch again") from None
+        fix = f"the download is damaged: {DOWNLOAD_FIX}" if downloaded else "delete it and fetch again"
+        raise DataError(f"{name}: corrupt gzip file ({err}); {fix}") from None
     except OSError as err:
         raise read_error(name, err) from None
 
@@ -135,6 +144,38 @@ def read_idx(path: str | Path, ndim: int, want_md5: bool = False) -> tuple[np.nd
 def decode_idx_bytes(data: bytes, name: str, ndim: int, want_md5: bool = False) -> tuple[np.ndarray, str | None]:
     """IDX bytes, raw or gzip (a download) -> (array, MD5 of the unpacked bytes or None); bounded like files."""
     return _guarded(name, lambda: read_idx_stream(_unpacked(io.BytesIO(data)), name, ndim, want_md5))
+
+
+class _Prefixed(io.RawIOBase):
+    """``head``, bytes already read from ``rest``, then ``rest``: a stream read once (a download), which cannot
+    seek back over the two bytes that said whether it is gzip."""
+
+    def __init__(self, head: bytes, rest: BinaryIO):
+        super().__init__()
+        self.head, self.rest = head, rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        if self.head:
+            n = min(len(buf), len(self.head))
+            buf[:n] = self.head[:n]
+            self.head = self.head[n:]
+            return n
+        return self.rest.readinto(buf)
+
+
+def read_idx_download(stream: BinaryIO, name: str, ndim: int, limit: int = MAX_IDX_BYTES) -> tuple[np.ndarray, str]:
+    """A download as it arrives (raw or gzip, by magic) -> (array, MD5 of the unpacked bytes), never held whole:
+    memory is the array, of the size its header declares, at most ``limit`` bytes. ``stream``'s own errors (a
+    cap, a deadline) pass through as they are; a cut-off or damaged gzip stream is named as a download's."""
+    def read():
+        head = _read_exact(stream, 2)
+        buffered = io.BufferedReader(_Prefixed(head, stream), _CHUNK)
+        unpacked = gzip.GzipFile(fileobj=buffered, mode="rb") if head == GZIP_MAGIC else buffered
+        return read_idx_stream(unpacked, name, ndim, want_md5=True, limit=limit)
+    return _guarded(name, read, downloaded=True)
 
 
 def decode_idx(data: bytes, name: str, ndim: int) -> np.ndarray:

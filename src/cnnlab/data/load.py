@@ -15,7 +15,7 @@ from cnnlab.data.folder import load_image_folder
 from cnnlab.data.tensors import arrays_to_tensors
 from cnnlab.data.idxdir import load_idx_dir
 from cnnlab.data.names import directory_of, get_spec
-from cnnlab.data.sources import Log, _stderr, cnnlab_home, locate
+from cnnlab.data.sources import Log, _stderr, cnnlab_home, expand_home, locate
 from cnnlab.errors import DataError
 
 
@@ -26,6 +26,7 @@ def load_dataset(
     download: bool = True,
     log: Log = _stderr,
     full_check: bool = False,
+    cache_data_dir: bool = False,
 ) -> Dataset:
     """Load a dataset by name (``mnist``, ``fashion-mnist``, ``idx:DIR``, ``folder:DIR``) as uint8 tensors.
 
@@ -35,21 +36,29 @@ def load_dataset(
     of a size the nets take, and labels leave no class empty) before it is returned. A cached catalog
     dataset comes from the cache's fast copy when it matches (:mod:`cnnlab.data.fastcopy`: MD5-verified
     when written, CRC-32 checked on every load); ``full_check`` checks the cached files' MD5s now instead.
+    ``data_dir`` is where a catalog dataset's files are looked for first (an ``idx:``/``folder:`` dataset is
+    its own directory: ``data_dir`` is refused with it); with ``cache_data_dir`` they are also cached.
     """
-    home = Path(home) if home else None
+    home = expand_home(home) if home else None
     directory = directory_of(name)
     if directory is not None:
         kind, path = directory
+        if data_dir:  # it changed nothing, silently
+            raise DataError(f"--data-dir {data_dir} does nothing for the dataset {kind}:{path}, which is read from "
+                            f"that directory; leave --data-dir out (it is where the files of a catalog dataset such "
+                            "as mnist are looked for)")
         data = load_idx_dir(path) if kind == "idx" else _load_folder(path, home, log)
     else:
-        data = _load_catalog(name, data_dir, home, download, log, full_check)
+        data = _load_catalog(name, data_dir, home, download, log, full_check, cache_data_dir)
     validate_dataset(data)
     return data
 
 
-def _load_catalog(name: str, data_dir, home: Path | None, download: bool, log: Log, full_check: bool) -> Dataset:
+def _load_catalog(name: str, data_dir, home: Path | None, download: bool, log: Log, full_check: bool,
+                  cache_data_dir: bool = False) -> Dataset:
     spec = get_spec(name)
-    found = locate(spec, Path(data_dir) if data_dir else None, home, download, log, fast=not full_check)
+    found = locate(spec, Path(data_dir) if data_dir else None, home, download, log, fast=not full_check,
+                   cache_data_dir=cache_data_dir)
     x, y, tx, ty = arrays_to_tensors(found.arrays, found.source)
     for split, labels in (("train", y), ("test", ty)):
         want = spec.sizes.get(split)

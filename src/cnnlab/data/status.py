@@ -21,7 +21,7 @@ from cnnlab.data.files import find_in_dir
 from cnnlab.data.folder import CACHE_FILE
 from cnnlab.data.idx import read_idx
 from cnnlab.data.safefs import entry_kind, list_dir, probe, reason
-from cnnlab.data.sources import cache_dir, cnnlab_home
+from cnnlab.data.sources import cache_dir, cnnlab_home, expand_home, home_problem
 from cnnlab.errors import DataError
 
 
@@ -97,7 +97,11 @@ def _catalog_files(spec, directory: Path, full_check: bool) -> tuple[list[dict],
 
 def dataset_status(home=None, full_check: bool = False) -> list[dict]:
     """One row per catalog dataset and per converted image folder; ``full_check`` checks every cached
-    ``.gz`` file's MD5 now instead of trusting a matching fast copy."""
+    ``.gz`` file's MD5 now instead of trusting a matching fast copy. A home that is a file (or below one) is
+    a :class:`DataError`: every row would say "not cached", and nothing could be."""
+    problem = home_problem(home)
+    if problem:
+        raise DataError(f"{problem[0]}, so no dataset can be cached there; {problem[1]}")
     rows = []
     for spec in CATALOG.values():
         directory = cache_dir(spec, home)
@@ -125,7 +129,7 @@ def dataset_status(home=None, full_check: bool = False) -> list[dict]:
 
 def _folder_rows(home) -> list[dict]:
     """Converted image folders (``folder:DIR``) in the cache, one row each."""
-    datasets = (Path(home) if home else cnnlab_home()) / "datasets"
+    datasets = (expand_home(home) if home else cnnlab_home()) / "datasets"
     try:
         entries = list_dir(datasets) if entry_kind(datasets) == "a directory" else []
         directories = [datasets / e.name for e in entries if e.name.startswith("folder-")]
