@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -429,10 +430,32 @@ def test_the_api_names_a_bad_argument_in_one_line(tmp_path, monkeypatch):
         (lambda: cnnlab.create_model("resnet", num_classes=-1), "num_classes must be a whole number >= 1, got -1"),
         (lambda: cnnlab.create_model("resnet", in_channels=0), "in_channels must be a whole number >= 1, got 0"),
         (lambda: cnnlab.create_model("resnet", image_size=3.0), "image_size must be a whole number"),
-        (lambda: cnnlab.create_model("resnet", image_size=3), "image size 3 is too small"),
+        # the size inside the net was named ("image size 1 is too small" for image_size=7)
+        (lambda: cnnlab.create_model("resnet", image_size=7),
+         r"image_size 7 is too small: the smallest that works is 16 \(2 stages of a 5x5 conv and a 2x2 pool\)"),
+        (lambda: cnnlab.create_model("resnet", image_size=3), "image_size 3 is too small: the smallest that works is 16"),
+        (lambda: cnnlab.create_model("plain_stack", image_size=5),
+         r"image_size 5 is too small: the smallest that works is 6 \(1 stage"),
+        # torch's allocation error of terabytes of weights, as a traceback
+        (lambda: cnnlab.create_model("resnet", num_classes=10**9),
+         r"num_classes must be at most 100,000 \(the last layer holds a row of weights for every class\), got 1000000000"),
+        (lambda: cnnlab.create_model("resnet", image_size=10**6), r"image_size must be at most 1,024 .*got 1000000"),
+        (lambda: cnnlab.create_model("resnet", in_channels=10**9), "in_channels must be at most 1,024"),
+        # trained the whole run, then failed it: "evaluation saw no images; the test split is empty"
+        (lambda: cnnlab.train("resnet", eval_limit=-1), r"eval_limit must be >= 0 \(0: the whole test set\), got -1"),
+        # 'int' object has no attribute 'strip'
+        (lambda: cnnlab.api.Run(Path("r"), {}, [], None, "finished").evaluate(tta=1),
+         r"--tta must be a string such as 'shift\+rotate' \(or None for none\), got 1"),
+        (lambda: cnnlab.api.Run(Path("r"), {}, [], None, "finished").evaluate(tta=True), "--tta must be a string"),
         (lambda: cnnlab.create_model("residual_stack", depth=3), "even"),
         (lambda: cnnlab.create_model("resnet", pretrained=True, num_classes=3), "pretrained weights fix"),
     ]
+    # OSError [Errno 36] File name too long: a traceback where the CLI says one line (cli._path_error)
+    too_long = r"^a path is too long for the file system \(x+[.][.][.]: \d+ characters, the longest name in it \d+\); "
+    cases += [(call, too_long) for call in (
+        lambda: cnnlab.load_run("x" * 300), lambda: cnnlab.list_runs("x" * 5000),
+        lambda: cnnlab.load_run("latest", root="x" * 5000), lambda: cnnlab.predictor("x" * 5000),
+        lambda: cnnlab.train("resnet", out="x" * 5000), lambda: cnnlab.train(resume="x" * 5000))]
     for call, message in cases:
         with pytest.raises(cnnlab.CnnlabError, match=message) as info:
             call()
@@ -490,3 +513,145 @@ def test_a_run_config_json_whose_settings_are_damaged_is_named_so(tmp_path):
     path.write_text(json.dumps({"config": 3}))  # no run's other keys: a settings file with an unknown one
     with pytest.raises(CnnlabError, match=r"unknown settings \['config'\]"):
         TrainConfig.from_file(path)
+
+
+# ----------------------------------------------------------------------------- what a run leaves to its caller
+
+
+def test_a_loaded_run_reads_its_own_folder_after_a_chdir(tiny_idx, tmp_path, monkeypatch):
+    """``cnnlab.load_run("runs/a")`` kept the relative path: after an ``os.chdir`` its checkpoint, model, predictor and
+    evaluate read the run in the new folder's ``runs/a``, beside the config and metrics of the one loaded."""
+    data = dict(dataset=f"idx:{tiny_idx}", quiet=True, **TINY)
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+    monkeypatch.chdir(tmp_path / "two")
+    cnnlab.train("basic_cnn", out="runs/a", **data)
+    monkeypatch.chdir(tmp_path / "one")
+    mine = cnnlab.train("resnet", out="runs/a", **data)
+    run = cnnlab.load_run("runs/a")
+    monkeypatch.chdir(tmp_path / "two")
+    assert run.path == Path("runs/a") and run.config["model"] == "resnet"  # the path as given
+    assert run.checkpoint()["model"]["name"] == "resnet" and run.checkpoint("best")["model"]["name"] == "resnet"
+    assert weights_equal(run.model().state_dict(), mine.model.state_dict())
+    assert run.predictor().model_name == "resnet"
+    assert run.evaluate(device="cpu").accuracy == run.final_accuracy == mine.final.accuracy
+
+
+def test_train_turns_grad_on_for_itself(tiny_idx, tmp_path):
+    """Found by probing the API: ``cnnlab.train`` under ``torch.no_grad()`` or ``torch.inference_mode()`` was torch's
+    "element 0 of tensors does not require grad" and a run folder left failed. The caller's mode is its own again
+    after, and the runs compute what they compute without it, bit for bit."""
+    data = dict(dataset=f"idx:{tiny_idx}", quiet=True, **TINY)
+    reference = cnnlab.train("basic_cnn", out=tmp_path / "reference", **data)
+    with torch.no_grad():
+        no_grad = cnnlab.train("basic_cnn", out=tmp_path / "no_grad", **data)
+        assert not torch.is_grad_enabled()
+    with torch.inference_mode():
+        inference = cnnlab.train("basic_cnn", out=tmp_path / "inference", **data)
+        assert torch.is_inference_mode_enabled()
+    for res in (no_grad, inference):
+        assert weights_equal(res.model.state_dict(), reference.model.state_dict())
+        assert cnnlab.load_run(res.run_dir).status == "finished"
+
+
+def test_train_gives_the_caller_back_its_threads_and_rng(tiny_idx, tmp_path):
+    """``cnnlab.train(threads=1)`` left the caller's torch at one thread, and the run's seeding moved the caller's
+    global RNG (a notebook's own draws after a run were no longer its own); also when the run raises. The run's
+    own numbers are what they were."""
+    data = dict(dataset=f"idx:{tiny_idx}", quiet=True, threads=1, **TINY)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(1234)
+        state = torch.get_rng_state()
+        res = cnnlab.train("basic_cnn", out=tmp_path / "run", **data)
+        assert torch.get_num_threads() == 2 and torch.equal(torch.get_rng_state(), state)
+        with pytest.raises(Diverged):
+            cnnlab.train("basic_cnn", out=tmp_path / "diverged", **{**data, "lr": 1e6, "epochs": 3})
+        assert torch.get_num_threads() == 2 and torch.equal(torch.get_rng_state(), state)
+        torch.manual_seed(99)  # whatever the caller's RNG holds, the run draws from its own seed
+        again = cnnlab.train("basic_cnn", out=tmp_path / "again", **data)
+    finally:
+        torch.set_num_threads(before)
+    assert weights_equal(res.model.state_dict(), again.model.state_dict())
+
+
+def test_a_float64_default_dtype_still_builds_and_trains_float32_nets(tiny_idx, tmp_path):
+    """``torch.set_default_dtype(torch.float64)`` before ``create_model`` (a float64 net, without a word, with
+    ``pretrained=True`` too), ``cnnlab.train`` (a failed run), ``Run.evaluate()``, ``Run.predictor()`` or the shipped
+    weights' predictor and ``read_number``: torch's "Input type (float) and bias type (double) should be the same".
+    The nets are built float32, with bitwise the weights of torch's own default, and runs compute what they do."""
+    data = dict(dataset=f"idx:{tiny_idx}", quiet=True, **TINY)
+    torch.manual_seed(3)
+    built = cnnlab.create_model("inception").state_dict()
+    reference = cnnlab.train("basic_cnn", out=tmp_path / "reference", **data)
+    field = np.zeros((28, 28), dtype=np.uint8)
+    field[6:22, 12:16] = 255  # a "1"
+    torch.set_default_dtype(torch.float64)
+    try:
+        torch.manual_seed(3)
+        net = cnnlab.create_model("inception")
+        shipped = cnnlab.create_model("resnet", pretrained=True)
+        res = cnnlab.train("basic_cnn", out=tmp_path / "run", **data)
+        run = cnnlab.load_run(res.run_dir)
+        evaluated = run.evaluate(device="cpu")
+        labels = [run.predictor()(field).label, cnnlab.predictor(model="resnet")(field).label,
+                  cnnlab.predictor(model="resnet").read_number(field).label]
+        assert torch.get_default_dtype() == torch.float64  # the caller's, kept
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert {p.dtype for p in [*net.parameters(), *shipped.parameters()]} == {torch.float32}
+    assert weights_equal(net.state_dict(), built)
+    assert weights_equal(res.model.state_dict(), reference.model.state_dict())
+    assert evaluated.accuracy == res.final.accuracy == reference.final.accuracy
+    assert labels[1:] == ["1", "1"] and labels[0] in run.predictor().classes
+
+
+def test_eval_limit_cuts_the_evaluations_in_training_short_and_the_result_is_the_whole_test_set(tiny_idx, tmp_path,
+                                                                                                 capsys):
+    """With ``eval_limit=20`` a run printed ``final test accuracy`` of the first 20 test images and returned it as
+    ``TrainResult.final`` (n 20), while summary.json, ``Run.final_accuracy`` and ``list_runs``' final_acc held the
+    whole test set's: two results of one run."""
+    res = cnnlab.train("basic_cnn", dataset=f"idx:{tiny_idx}", out=tmp_path / "runs" / "r", eval_limit=20, **TINY)
+    out = capsys.readouterr().out
+    run = cnnlab.load_run(res.run_dir)
+    assert res.final.n == run.summary["n"] == 64
+    assert res.final.accuracy == run.final_accuracy == cnnlab.list_runs(tmp_path / "runs")[0]["final_acc"]
+    assert f"final test accuracy {run.final_accuracy:.2f}%" in out
+    assert "(the whole test set; the evaluations in training took its first 20)" in out
+
+
+def test_quiet_says_nothing_of_a_signal_either(tiny_idx, tmp_path, monkeypatch, capsys):
+    """``cnnlab.train(quiet=True)`` printed ``SIGINT: stopping after this step and saving the position ...`` on stderr
+    when interrupted (quiet prints nothing at all); the Interrupted error it raises says where the position is."""
+    import os
+    import signal
+
+    from cnnlab import observers
+    from cnnlab.errors import Interrupted
+
+    after_step = observers.SignalStop.after_step
+
+    def interrupted_at_step_2(self, t):
+        if t.state.step == 2 and self.signum is None:
+            os.kill(os.getpid(), signal.SIGINT)
+        after_step(self, t)
+
+    monkeypatch.setattr(observers.SignalStop, "after_step", interrupted_at_step_2)
+    with pytest.raises(Interrupted, match=r"^interrupted at step \d .*continue with: cnnlab train --resume"):
+        cnnlab.train("basic_cnn", dataset=f"idx:{tiny_idx}", out=tmp_path / "run", quiet=True, **TINY)
+    assert capsys.readouterr() == ("", "")
+    assert cnnlab.load_run(tmp_path / "run").status == "stopped"
+
+
+def test_a_run_without_a_stderr_trains_and_writes_nothing_there(tiny_idx, tmp_path, monkeypatch, capsys):
+    """``sys.stderr = None`` (pythonw, some embedders), then ``cnnlab.train(quiet=False)``: ``AttributeError:
+    'NoneType' object has no attribute 'isatty'`` and a run left failed; ``output.complain`` printed to stdout."""
+    from cnnlab import output
+
+    monkeypatch.setattr(sys, "stderr", None)
+    res = cnnlab.train("basic_cnn", dataset=f"idx:{tiny_idx}", out=tmp_path / "run", **TINY)
+    output.complain("cnnlab: warning: a line for a stderr that is not there")
+    out = capsys.readouterr().out
+    assert "final test accuracy" in out and "not there" not in out
+    assert cnnlab.load_run(res.run_dir).status == "finished"

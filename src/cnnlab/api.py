@@ -24,7 +24,7 @@ from cnnlab.dataset_names import canonical_dataset_name
 from cnnlab.engine import TrainResult
 from cnnlab.errors import CnnlabError, RunError, did_you_mean
 from cnnlab.evaluation import EvalResult, evaluate_run
-from cnnlab.fileio import read_json
+from cnnlab.fileio import paths_explained, read_json
 from cnnlab.models import create_model as _create_model
 from cnnlab.predict import Predictor
 from cnnlab.pretrained import load_pretrained, pretrained_entries
@@ -38,6 +38,7 @@ def check_flag(name: str, value, none: bool = False) -> None:
         raise CnnlabError(f"{name} must be True or False, got {value!r}")
 
 
+@paths_explained()
 def create_model(name: str, *, pretrained: bool = False, dataset: str | None = None, **kwargs) -> nn.Module:
     """A registered model by name; ``pretrained=True`` loads cnnlab's shipped weights for ``dataset``
     (``mnist`` unless given, or ``fashion-mnist``) and returns it in eval mode, verified against the manifest.
@@ -54,6 +55,7 @@ def create_model(name: str, *, pretrained: bool = False, dataset: str | None = N
     return model_from_checkpoint(load_pretrained(name, dataset or "mnist")).eval()
 
 
+@paths_explained()
 def train(model: str | None = None, *, dataset: str | None = None, recipe: str | None = None,
           out: str | Path | None = None, resume: str | Path | None = None, quiet: bool = False, verbose: bool = False,
           **overrides) -> TrainResult:
@@ -79,8 +81,9 @@ def train(model: str | None = None, *, dataset: str | None = None, recipe: str |
             raise CnnlabError(f"cnnlab.train(resume=..., out={str(out)!r}): a resume continues the run in its own "
                               "folder; drop out")
         changes = {**overrides, **{k: getattr(cfg, k) for k in given}}  # the dataset's name made canonical
-        return engine.train(cfg, resume=resolve_run(resume), changes=changes, quiet=quiet, log=log, verbose=verbose)
-    return engine.train(cfg, out=out, quiet=quiet, log=log, verbose=verbose)
+        return engine.train(cfg, resume=resolve_run(resume), changes=changes, quiet=quiet, log=log, verbose=verbose,
+                            silent=quiet)
+    return engine.train(cfg, out=out, quiet=quiet, log=log, verbose=verbose, silent=quiet)
 
 
 def _train_config(settings: dict) -> TrainConfig:
@@ -99,7 +102,11 @@ def _train_config(settings: dict) -> TrainConfig:
 
 @dataclass
 class Run:
-    """A run folder, read: what it is, how it went, and its weights on demand."""
+    """A run folder, read: what it is, how it went, and its weights on demand.
+
+    ``path`` is the folder as it was given; its files are read in ``folder``, the same folder made absolute when
+    the run was loaded (after an ``os.chdir`` a relative path named another folder: the weights, checkpoint and
+    evaluation of another run, beside this one's config and metrics)."""
 
     path: Path
     config: dict
@@ -107,27 +114,35 @@ class Run:
     summary: dict | None
     status: str
     info: dict = field(repr=False, default_factory=dict)
+    folder: Path | None = field(repr=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.folder = Path(self.folder if self.folder is not None else self.path).absolute()
 
     @property
     def final_accuracy(self) -> float | None:
         return self.summary["accuracy"] if self.summary else None
 
+    @paths_explained()
     def checkpoint(self, which: str = "last") -> dict:
-        return load_checkpoint(resolve_checkpoint(self.path, which))
+        return load_checkpoint(resolve_checkpoint(self.folder, which))
 
     def model(self, which: str = "last") -> nn.Module:
         """The trained net (the weights' moving average where the run kept one), on the CPU, in eval mode."""
         return model_from_checkpoint(self.checkpoint(which)).eval()
 
+    @paths_explained()
     def predictor(self, which: str = "last", device: str = "cpu") -> Predictor:
-        return Predictor.from_run(self.path, which=which, device=device)
+        return Predictor.from_run(self.folder, which=which, device=device)
 
+    @paths_explained()
     def evaluate(self, which: str = "last", device: str = "auto", split: str = "test", tta: str | None = None) -> EvalResult:
         """Loss and accuracy of the test set (``split="val"``: the run's validation split); ``tta``: views of
         each image whose probabilities are averaged, e.g. ``"shift"`` (see :mod:`cnnlab.tta`)."""
-        return evaluate_run(self.path, which=which, device=device, split=split, tta=tta)[0]
+        return evaluate_run(self.folder, which=which, device=device, split=split, tta=tta)[0]
 
 
+@paths_explained()
 def load_run(path: str | Path = "latest", root: str | Path = "runs") -> Run:
     """The run in ``path`` (``"latest"``: the newest run under ``root``)."""
     run = resolve_run(path, root)
@@ -153,6 +168,7 @@ def _run_json(path: Path, key: str | None = None) -> dict:
     return data
 
 
+@paths_explained()
 def list_runs(root: str | Path = "runs", **wanted) -> list[dict]:
     """Every run under ``root``, newest first, as ``cnnlab runs`` lists them; ``wanted`` narrows them as its
     flags do, e.g. ``model="resnet", status="stopped"`` (any column of the rows, case-insensitive)."""
@@ -160,6 +176,7 @@ def list_runs(root: str | Path = "runs", **wanted) -> list[dict]:
     return [row for row in map(describe_run, find_runs(root)) if matches(row, wanted)]
 
 
+@paths_explained()
 def predictor(run: str | Path | None = None, *, model: str | None = None, dataset: str | None = None,
               which: str | None = None, device: str = "cpu") -> Predictor:
     """A callable predictor: of a run (a folder, a .pt file, or ``"latest"``; ``which`` checkpoint of a folder,

@@ -55,7 +55,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, short_repr
 
 _MASK63 = (1 << 63) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -367,6 +367,8 @@ def _parse_op(text: str, spec: str):
 
 def split_spec(spec: str | None, flag: str, word: str, example: str) -> list[str] | None:
     """The '+'-joined parts of a spec string (``--augment``, ``--tta``), stripped; None for ``none`` or empty."""
+    if spec is not None and not isinstance(spec, str):  # the API's tta=1 or tta=True: an AttributeError from strip()
+        raise CnnlabError(f"{flag} must be a string such as '{example}' (or None for none), got {short_repr(spec)}")
     text = (spec or "").strip()
     if text in ("", "none"):
         return None

@@ -104,7 +104,9 @@ class TrainConfig:
     malloc_tuning: bool = True
     #: Stop after this many optimiser steps in total; 0 = no limit (used by --dry-run and tests).
     max_steps: int = 0
-    #: Evaluate on at most this many test images; 0 = the whole test set.
+    #: The evaluations during training (each epoch's, the target checks) take at most this many images of the
+    #: eval split; 0 = all of it. The run's result, its final test evaluation, is always the whole test set
+    #: (except a --dry-run's, which reports nothing).
     eval_limit: int = 0
     #: Write ``last`` every N steps as well as at each epoch's end; 0 = only at epoch ends.
     save_every: int = 0
@@ -156,6 +158,8 @@ class TrainConfig:
             # mixed into every epoch's order and every augmented batch's generator seed, which must fit 64 bits
             (abs(self.seed) <= MAX_SEED, f"--seed must be within +-{MAX_SEED:,}, got {self.seed}"),
             (self.max_steps >= 0, f"--max-steps must be >= 0, got {self.max_steps}"),
+            # a negative limit trained the whole run, then its final evaluation saw no image: a failed run
+            (self.eval_limit >= 0, f"eval_limit must be >= 0 (0: the whole test set), got {self.eval_limit}"),
             (self.save_every >= 0, f"--save-every must be >= 0, got {self.save_every}"),
             (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
             (0 <= self.val_split < 1, f"--val-split must be in [0, 1), got {self.val_split}"),

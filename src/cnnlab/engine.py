@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import math
 import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -34,9 +33,9 @@ from cnnlab.dataset_names import moved_away
 from cnnlab.evaluation import EvalResult, report_run
 from cnnlab.fileio import atomic_write_json, read_json
 from cnnlab.hostmem import keep_freed_memory
-from cnnlab.models import build_model, check_model_name, count_parameters
+from cnnlab.models import build_model, check_model_name, count_parameters, float32_default
 from cnnlab.optim import eager
-from cnnlab.output import complain, say
+from cnnlab.output import complain, say, stderr_is_terminal
 from cnnlab.runs import LOCK_FILE, STATUS_FILE, RunLock, RunPlan, plan_run, write_status
 from cnnlab.text import plural
 from cnnlab.trainer import Trainer
@@ -161,14 +160,17 @@ def train(
     dataset: Dataset | None = None,
     report: bool = True,
     verbose: bool = False,
+    silent: bool = False,
 ) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.dataset``; write the run folder unless ``write`` is False.
 
     ``resume`` continues a run from its last.pt with the run's own settings; ``changes`` are the values
     the user gave explicitly (refused if they would change the run, see :func:`cnnlab.config.resumed_config`).
     ``quiet`` turns the progress bar off, ``log`` receives every line (a no-op silences them), ``verbose``
-    adds the per-class table of the test set. Under torchrun every rank runs this; only rank 0 logs and
-    writes; a restart resumes by itself.
+    adds the per-class table of the test set; ``silent`` also keeps the note on stderr that a signal was taken
+    (the API's quiet: nothing printed at all). Under torchrun every rank runs this; only rank 0 logs and
+    writes; a restart resumes by itself. The caller's torch settings are its own again when this returns or
+    raises (:func:`callers_torch_kept`).
     """
     if resume is None:
         check_model_name(cfg.validate().model)  # refused before any folder is made (a resume: the run's own, below)
@@ -176,6 +178,7 @@ def train(
     plan = plan_run(cfg.model, cfg.dataset, out=out, resume=resume, runs_root=runs_root, write=write and ranks.is_primary,
                     distributed=ranks.enabled, restart_count=ranks.restart_count)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(callers_torch_kept())
         if plan.run_dir is not None:
             stack.push(_forget_if_empty(plan))  # last out: after the lock is released (also when it cannot be taken)
             busy = {} if plan.resume_from is None else {"busy": (
@@ -198,12 +201,34 @@ def train(
                 recorder.armed = True
         else:
             introduce(t)
-        observers = make_observers(t, quiet)
+        observers = make_observers(t, quiet, silent)
         stack.callback(lambda: [o.close() for o in observers])
         final = fit(t, observers)
         result = finish(t, final, report, verbose)
         _record_outcome(t, result)
         return result
+
+
+@contextlib.contextmanager
+def callers_torch_kept():
+    """What a run sets in torch for its own work, and gives back to the caller when it returns or raises: autograd
+    on (a caller's ``torch.no_grad()``, ``set_grad_enabled(False)`` or ``inference_mode()`` made the first backward
+    torch's "element 0 of tensors does not require grad" and a failed run), float32 as the default dtype (a
+    caller's ``set_default_dtype(torch.float64)`` made float64 batches and draws: the run must compute what it
+    computes under torch's default), and, put back after, the intra-op thread count (``threads``) and torch's
+    global RNG (the run seeds it and draws from it: a notebook's own draws after a run were no longer its own),
+    on the CPU and on a CUDA that was initialised before the run."""
+    threads, rng = torch.get_num_threads(), torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    try:
+        with torch.inference_mode(False), torch.enable_grad(), float32_default():
+            yield
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        torch.set_rng_state(rng)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
 
 
 def _check_data_there(cfg: TrainConfig, where) -> None:
@@ -304,7 +329,9 @@ def build_trainer(cfg: TrainConfig, ranks: Dist, plan: RunPlan, dataset: Dataset
     augment = parse_augment(cfg.augment)
     if augment is not None and augment.flips and (warning := flip_warning(data.name, f"--augment {cfg.augment}")):
         say(warning)
-    torch.manual_seed(cfg.seed)
+    # the CPU's generator only (the weights are drawn there): torch.manual_seed also seeds CUDA's, lazily where it is
+    # not initialised yet, which the caller's own CUDA draws after the run then started from
+    torch.default_generator.manual_seed(cfg.seed)
     model, model_args = build_model(cfg.model, info)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)
@@ -418,10 +445,10 @@ def _refuse_changed_data(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
                        "differ); put the data back as it was, or train a new run on it")
 
 
-def make_observers(t: Trainer, quiet: bool) -> list[obs.Observer]:
+def make_observers(t: Trainer, quiet: bool, silent: bool = False) -> list[obs.Observer]:
     """Who watches this run, in the order they are called after a step and after an epoch."""
     cfg = t.cfg
-    watchers: list[obs.Observer] = [obs.ProgressBar(not quiet and t.ranks.is_primary and sys.stderr.isatty())]
+    watchers: list[obs.Observer] = [obs.ProgressBar(not quiet and t.ranks.is_primary and stderr_is_terminal())]
     if cfg.max_steps:
         watchers.append(obs.StepLimit(cfg.max_steps))
     if cfg.target_accuracy:
@@ -433,7 +460,7 @@ def make_observers(t: Trainer, quiet: bool) -> list[obs.Observer]:
         watchers.append(obs.MetricsCsv(t.run_dir))
     watchers.append(obs.CheckpointSaver(cfg.save_every))
     if not t.ranks.enabled:
-        watchers.append(obs.SignalStop())
+        watchers.append(obs.SignalStop(silent))
     return watchers
 
 
@@ -521,22 +548,27 @@ def _interrupt(t: Trainer, observers: list[obs.Observer]) -> None:
 
 
 def finish(t: Trainer, final: EvalResult | None, report: bool, verbose: bool = False) -> TrainResult:
-    """The target line, the test set (once, at the end, when the epochs evaluated a validation split),
-    the report and the final line."""
+    """The target line, the test set (once, at the end, when the epochs evaluated a validation split or, with
+    ``eval_limit``, part of the test set), the report and the final line."""
     s, cfg = t.state, t.cfg
     if s.target is not None and t.stop_reason == "target":
         tg = s.target
         t.say(f"reached {tg['accuracy']:.2f}% >= {cfg.target_accuracy}% at epoch {tg['epoch']:.2f} "
               f"(step {tg['step']}) after {tg['train_seconds']:.1f}s of training, "
               f"{tg['seconds_since_start']:.1f}s since start")
-    if final is None or t.eval_name != "test":
+    # eval_limit cuts the evaluations during training short; a reported run's result is the whole test set (a dry
+    # run, which reports nothing, keeps it short): the final line, TrainResult.final and summary.json are one figure
+    cut_short = final is not None and t.eval_name == "test" and final.n < len(t.data.test_labels)
+    if final is None or t.eval_name != "test" or (cut_short and report):
         test = BatchLoader(t.data.test_images, t.data.test_labels, cfg.eval_batch_size, mean=t.data.mean,
                            std=t.data.std, shuffle=False, device=t.device, rank=t.ranks.rank,
                            world_size=t.ranks.world_size, memory_format=t.train_loader.memory_format)
-        final = t.evaluate(test, keep_outputs=t.run_dir is not None and report and not t.ranks.enabled
-                           and cfg.eval_limit == 0)
-        t.say(f"test_loss {final.loss:.4f}  test_acc {final.accuracy:.2f}% (test set, once, after choosing on "
-              f"{t.eval_name})" if t.eval_name != "test" else f"test_loss {final.loss:.4f}  test_acc {final.accuracy:.2f}%")
+        final = t.evaluate(test, keep_outputs=t.run_dir is not None and report and not t.ranks.enabled,
+                           limit=0 if report else None)
+        after = (f" (test set, once, after choosing on {t.eval_name})" if t.eval_name != "test" else
+                 f" (the whole test set; the evaluations in training took its first {cfg.eval_limit:,})"
+                 if cut_short else "")
+        t.say(f"test_loss {final.loss:.4f}  test_acc {final.accuracy:.2f}%{after}")
     train_s = t.train_seconds()
     summary, figures = None, None
     if t.run_dir is not None and report:

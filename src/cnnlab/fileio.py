@@ -6,6 +6,7 @@ fsync, rename). JSON is always valid JSON: non-finite floats (a diverged loss) b
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -14,7 +15,7 @@ import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 from cnnlab.errors import CnnlabError, WriteError, first_line, short_repr
 
@@ -37,6 +38,35 @@ def write_error(path: str | Path, err: OSError) -> WriteError:
     else:
         fix = "check the path and the disk"
     return WriteError(f"cannot write {path}: {err.strerror or err}; {fix}", err.errno)
+
+
+def path_error(err: OSError) -> CnnlabError | None:
+    """The one line for a path too long for the file system, or behind a folder this user may not enter
+    (pathlib's ``exists()`` and ``is_dir()`` raise these for a path given anywhere); None for any other OS error."""
+    name = str(err.filename or "")
+    shown = f"{name[:60]}{'...' if len(name) > 60 else ''}"
+    if err.errno == errno.ENAMETOOLONG:
+        longest = max((len(part) for part in name.split(os.sep)), default=0)
+        return CnnlabError(f"a path is too long for the file system ({shown}: {len(name)} characters, the longest "
+                           f"name in it {longest}); use a shorter one")
+    if err.errno in (errno.EACCES, errno.EPERM) and name:
+        return CnnlabError(f"cannot reach {shown} (permission denied); check the permissions of the folders on its "
+                           "way, or use another path")
+    return None
+
+
+@contextlib.contextmanager
+def paths_explained() -> Iterator[None]:
+    """Inside, an OS error of a path that :func:`path_error` explains becomes its one line, a :class:`CnnlabError`
+    (a context manager and a decorator: the Python API's functions; the command line's ``main`` prints the same
+    line for every command)."""
+    try:
+        yield
+    except OSError as err:
+        explained = None if isinstance(err, CnnlabError) else path_error(err)
+        if explained is None:
+            raise
+        raise explained from None
 
 
 def _nearest_folder(folder: Path) -> Path:

@@ -220,7 +220,8 @@ class SignalStop(Observer):
     agent owns signals and restarts, and a collective with a dead peer would hang.
     """
 
-    def __init__(self):
+    def __init__(self, silent: bool = False):
+        self.silent = silent  # no note on stderr when a signal is taken (the Interrupted error still says it)
         self.signum: int | None = None
         self._saved: dict[int, object] = {}
         self.active = threading.current_thread() is threading.main_thread()
@@ -243,8 +244,9 @@ class SignalStop(Observer):
             raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
         self.signum = signum
         what = "the output was closed (SIGPIPE)" if pipe else signal.Signals(signum).name
-        output.complain(f"\n{what}: stopping after this step and saving the position"
-                        f"{'' if pipe else ' (send it again to stop at once)'}")
+        if not self.silent:
+            output.complain(f"\n{what}: stopping after this step and saving the position"
+                            f"{'' if pipe else ' (send it again to stop at once)'}")
 
     def after_step(self, t: Trainer) -> None:
         if self.signum is not None:

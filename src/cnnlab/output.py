@@ -80,11 +80,23 @@ def _reason(err: BaseException) -> str:
 
 
 def complain(line: str) -> None:
-    """``line`` on stderr, flushed (nothing when stderr itself has gone: ``2>&1 | head``)."""
+    """``line`` on stderr, flushed (nothing when stderr itself has gone: ``2>&1 | head``, or there is none:
+    ``sys.stderr`` is None under pythonw and some embedders, where ``print(file=None)`` wrote to stdout instead)."""
+    if sys.stderr is None:
+        return
     try:
         print(line, file=sys.stderr, flush=True)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a closed stream
         pass
+
+
+def stderr_is_terminal() -> bool:
+    """Whether stderr is a terminal (where a progress bar goes); False when there is no stderr at all
+    (``sys.stderr`` None, or closed)."""
+    try:
+        return sys.stderr is not None and sys.stderr.isatty()
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def stdout_closed() -> bool:

@@ -172,11 +172,14 @@ class Trainer:
 
     # ------------------------------------------------------------------------- what observers call
 
-    def evaluate(self, loader: BatchLoader | None = None, keep_outputs: bool | None = None) -> EvalResult:
-        """Loss and accuracy of the eval split (or ``loader``), reduced over ranks."""
+    def evaluate(self, loader: BatchLoader | None = None, keep_outputs: bool | None = None,
+                 limit: int | None = None) -> EvalResult:
+        """Loss and accuracy of the eval split (or ``loader``), reduced over ranks; of its first ``limit`` images
+        (``cfg.eval_limit`` unless given; 0: all)."""
         self.check_finite()
         keep = self.keep_eval_outputs if keep_outputs is None else keep_outputs
-        r = evaluate(self.eval_model, loader or self.eval_loader, limit=self.cfg.eval_limit, keep_outputs=keep)
+        limit = self.cfg.eval_limit if limit is None else limit
+        r = evaluate(self.eval_model, loader or self.eval_loader, limit=limit, keep_outputs=keep)
         if self.ranks.enabled:
             loss_sum, correct, n = self.ranks.all_reduce_sum([r.loss * r.n, float(r.correct), float(r.n)], self.device)
             r = EvalResult(loss=loss_sum / n, accuracy=100.0 * correct / n, n=int(n), correct=int(correct))

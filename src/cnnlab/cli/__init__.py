@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import errno
 import gc
 import os
 import re
@@ -23,6 +22,7 @@ from cnnlab import __version__, output
 from cnnlab.cli import analyze, data, evaluate, export, models, predict, runs, serve, train
 from cnnlab.cli.common import Parser, path_arg, typed_options
 from cnnlab.errors import CnnlabError, Interrupted, printable
+from cnnlab.fileio import path_error
 from cnnlab.runs import LATEST, resolve_run
 
 #: In the order ``cnnlab --help`` lists their commands.
@@ -114,19 +114,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _path_error(err: OSError) -> bool:
-    """One line for a path that is too long or lies behind a folder this user may not enter; False for others."""
-    name = str(err.filename or "")
-    shown = f"{name[:60]}{'...' if len(name) > 60 else ''}"
-    if err.errno == errno.ENAMETOOLONG:
-        longest = max((len(part) for part in name.split(os.sep)), default=0)
-        output.complain(f"cnnlab: error: a path is too long for the file system ({shown}: {len(name)} characters, "
-                        f"the longest name in it {longest}); use a shorter one")
-    elif err.errno in (errno.EACCES, errno.EPERM) and name:
-        output.complain(f"cnnlab: error: cannot reach {shown} (permission denied); check the permissions of the "
-                        "folders on its way, or use another path")
-    else:
-        return False
-    return True
+    """One line for a path that is too long or lies behind a folder this user may not enter (the API's, from
+    :func:`cnnlab.fileio.path_error`); False for others."""
+    explained = path_error(err)
+    if explained is not None:
+        output.complain(f"cnnlab: error: {printable(str(explained))}")
+    return explained is not None
 
 
 def _out_of_memory(err: BaseException) -> str:

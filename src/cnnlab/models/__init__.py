@@ -1,6 +1,7 @@
 """Models: the lecture's nets, built by name through one registry."""
 
-from cnnlab.models._registry import check_model_name, create_model, list_models, model_summary, register_model
+from cnnlab.models._registry import (check_model_name, create_model, float32_default, list_models, model_summary,
+                                     register_model)
 from cnnlab.models.basic import BasicCNN
 from cnnlab.models.inception import InceptionModule, InceptionNet
 from cnnlab.models.resnet import ResidualBlock, ResNet
@@ -32,6 +33,7 @@ __all__ = [
     "check_model_name",
     "count_parameters",
     "create_model",
+    "float32_default",
     "list_models",
     "model_summary",
     "register_model",

@@ -16,6 +16,21 @@ def conv_pool_size(size: int, kernel: int = 5, pool: int = 2) -> int:
     return out
 
 
+def pooled_side(image_size: int, stages: int, kernel: int = 5, pool: int = 2) -> int:
+    """The spatial size after ``stages`` of :func:`conv_pool_size`; an ``image_size`` too small for them is one
+    line naming it and the smallest that works (the size inside the stages, "image size 1", meant nothing)."""
+    smallest = 1
+    for _ in range(stages):
+        smallest = smallest * pool + kernel - 1  # 1 -> 6 -> 16 for the lecture's 5x5 conv and 2x2 pool
+    if image_size < smallest:
+        raise ValueError(f"image_size {image_size} is too small: the smallest that works is {smallest} ({stages} "
+                         f"stage{'s' * (stages > 1)} of a {kernel}x{kernel} conv and a {pool}x{pool} pool)")
+    side = image_size
+    for _ in range(stages):
+        side = conv_pool_size(side, kernel, pool)
+    return side
+
+
 #: Below this many input elements PyTorch's own max-pool is the quicker (its fixed cost is one op, not three).
 QUICK_POOL_MIN_ELEMENTS = 1 << 17
 

@@ -3,9 +3,11 @@ that only sets defaults, and callers build models by name through :func:`create_
 
 from __future__ import annotations
 
+import contextlib
 import numbers
-from typing import Callable
+from typing import Callable, Iterator
 
+import torch
 import torch.nn as nn
 
 from cnnlab.errors import CnnlabError, did_you_mean, short_repr
@@ -13,6 +15,13 @@ from cnnlab.errors import CnnlabError, did_you_mean, short_repr
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 #: The registered models' size arguments: whole numbers, at least 1 (``depth``, a stack's count of convs, 0).
 SIZE_ARGUMENTS = ("in_channels", "num_classes", "image_size", "width", "depth")
+#: The most some size arguments may be, and why: beyond them a net's first or last layer alone asks for more
+#: memory than a machine has (``num_classes=10**9``: 2 TB of weights, torch's allocation error as a traceback).
+SIZE_LIMITS = {
+    "in_channels": (1024, "the first conv holds weights for every input channel"),
+    "num_classes": (100_000, "the last layer holds a row of weights for every class"),
+    "image_size": (1024, "the last layer's weights grow with the square of the image's side"),
+}
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -50,9 +59,27 @@ def create_model(name: str, **kwargs) -> nn.Module:
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < (0 if key == "depth" else 1):
             raise CnnlabError(f"model {name!r}: {key} must be a whole number >= {0 if key == 'depth' else 1}, "
                               f"got {short_repr(value)}")
+        most, why = SIZE_LIMITS.get(key, (value, ""))
+        if value > most:
+            raise CnnlabError(f"model {name!r}: {key} must be at most {most:,} ({why}), got {short_repr(value)}")
     try:
-        return fn(**kwargs)
+        with float32_default():
+            return fn(**kwargs)
     except TypeError as err:
         raise CnnlabError(f"model {name!r} does not accept these arguments {kwargs}: {err}") from None
     except ValueError as err:  # a size the layers cannot take (an image too small for the convs and pools)
         raise CnnlabError(f"model {name!r}: {err}; change that argument") from None
+
+
+@contextlib.contextmanager
+def float32_default() -> Iterator[None]:
+    """torch's default dtype float32 inside, whatever the caller set, and the caller's again after: the nets are
+    float32 (their checkpoints, inputs and exports are); under ``torch.set_default_dtype(torch.float64)`` they were
+    built float64, and float32 inputs were refused with torch's "Input type (float) and bias type (double)".
+    A net built here gets bitwise the weights it gets under torch's own default."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)

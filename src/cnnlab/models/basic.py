@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cnnlab.models._layers import MaxPool2d, conv_pool_size
+from cnnlab.models._layers import MaxPool2d, pooled_side
 from cnnlab.models._registry import register_model
 
 
@@ -18,7 +18,7 @@ class BasicCNN(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, 10, kernel_size=5)
         self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
         self.pooling = MaxPool2d(2)
-        side = conv_pool_size(conv_pool_size(image_size))  # 28 -> 12 -> 4
+        side = pooled_side(image_size, 2)  # 28 -> 12 -> 4
         self.fc = nn.Linear(20 * side * side, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

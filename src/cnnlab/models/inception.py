@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cnnlab.models._layers import MaxPool2d, conv_pool_size
+from cnnlab.models._layers import MaxPool2d, pooled_side
 from cnnlab.models._registry import register_model
 
 #: Output channels of each branch, in concatenation order (pool, 1x1, 5x5, 3x3).
@@ -89,7 +89,7 @@ class InceptionNet(nn.Module):
         self.incept2 = InceptionModule(in_channels=20, relu=relu_in_modules)
 
         self.mp = MaxPool2d(2)
-        side = conv_pool_size(conv_pool_size(image_size))  # 28 -> 12 -> 4
+        side = pooled_side(image_size, 2)  # 28 -> 12 -> 4
         self.fc = nn.Linear(InceptionModule.out_channels * side * side, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

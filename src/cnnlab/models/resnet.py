@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cnnlab.models._layers import MaxPool2d, conv_pool_size
+from cnnlab.models._layers import MaxPool2d, pooled_side
 from cnnlab.models._registry import register_model
 
 
@@ -41,7 +41,7 @@ class ResNet(nn.Module):
         self.rblock1 = ResidualBlock(16)
         self.rblock2 = ResidualBlock(32)
 
-        side = conv_pool_size(conv_pool_size(image_size))  # 28 -> 12 -> 4
+        side = pooled_side(image_size, 2)  # 28 -> 12 -> 4
         self.fc = nn.Linear(32 * side * side, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

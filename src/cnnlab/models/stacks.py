@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cnnlab.models._layers import MaxPool2d, conv_pool_size
+from cnnlab.models._layers import MaxPool2d, pooled_side
 from cnnlab.models._registry import register_model
 from cnnlab.models.resnet import ResidualBlock
 
@@ -75,7 +75,7 @@ class ConvStack(nn.Module):
         else:
             block = NormResidualBlock if norm == "batch" else ResidualBlock
             self.body = nn.Sequential(*[block(width) for _ in range(depth // 2)])
-        side = conv_pool_size(image_size)  # 28 -> (28 - 5 + 1) // 2 = 12; the body keeps the size
+        side = pooled_side(image_size, 1)  # 28 -> (28 - 5 + 1) // 2 = 12; the body keeps the size
         self.fc = nn.Linear(width * side * side, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
