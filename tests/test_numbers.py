@@ -175,7 +175,46 @@ def test_marks_away_from_the_row_are_counted_and_noted_not_read(net, tmp_path, c
     assert net.read_number(top).left_out == 0 and "left_out" not in net.read_number(top).to_dict()
     page.save(tmp_path / "two-lines.png")
     assert main(["predict", "--model", "resnet", "--number", str(tmp_path / "two-lines.png")]) == 0
-    assert "more marks as large as a digit away from the number's row, not read" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "more marks as large as a digit away from the number's row, not read; add --lines to read every row" in err
+
+
+def lines_page(*texts: str) -> Image.Image:
+    """Numbers one under the other (:func:`number_page` each), as a list is written."""
+    pages = [number_page(t) for t in texts]
+    out = Image.new("L", (max(p.width for p in pages), sum(p.height for p in pages)), 255)
+    for i, p in enumerate(pages):
+        out.paste(p, (0, sum(q.height for q in pages[:i])))
+    return out
+
+
+def test_every_line_of_a_page_is_read_top_to_bottom(net, tmp_path, capsys):
+    """A page of several lines read one line (the heaviest digit's) and counted the rest as left out: the user had
+    to crop the page into lines. read_lines / --lines read each, top to bottom."""
+    page = lines_page("71", "4", "1007")
+    rows = net.read_lines(page)
+    assert [r.label for r in rows] == ["71", "4", "1007"] and [r.line for r in rows] == [1, 2, 3]
+    assert all(r.left_out == 0 for r in rows) and rows[2].to_dict()["line"] == 3
+    assert net.read_number(page).left_out > 0 and "line" not in net.read_number(page).to_dict()
+    one = number_page("7140")  # a page of one line: that line, as read_number reads it
+    assert [r.label for r in net.read_lines(one)] == [net.read_number(one).label] == ["7140"]
+    assert [[r.label for r in rows] for rows in net.read_lines([page, one])] == [["71", "4", "1007"], ["7140"]]
+    page.save(tmp_path / "list.png")
+    assert main(["predict", "--model", "resnet", "--lines", str(tmp_path / "list.png")]) == 0
+    out, err = capsys.readouterr()
+    assert [line.split()[1:4] for line in out.splitlines()] == [["line", "1", "71"], ["line", "2", "4"],
+                                                                ["line", "3", "1007"]]
+    assert "not read" not in err
+    assert main(["predict", "--model", "resnet", "--lines", "--json", str(tmp_path / "list.png")]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["line"], r["number"]) for r in rows] == [(1, "71"), (2, "4"), (3, "1007")]
+    assert main(["predict", "--model", "resnet", "--lines", str(tmp_path / "list.png"), "--show-input",
+                 str(tmp_path / "seen")]) == 0
+    assert "what the net saw of " + str(tmp_path / "list.png") + " line 3" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "seen").glob("*.input.png")) == [
+        "list-2.input.png", "list-3.input.png", "list.input.png"]
+    assert main(["predict", "--model", "resnet", "--lines", "--top-k", "2", str(tmp_path / "list.png")]) == 2
+    assert "--top-k" in capsys.readouterr().err
 
 
 def test_odd_pages_are_read_or_refused_in_one_line_never_an_error(net):

@@ -94,6 +94,30 @@ def test_a_matrix_and_odd_tensors_are_read_or_refused_in_one_line(predictor):
         predictor(torch.from_numpy(field).to(torch.complex64).conj())
 
 
+def test_an_array_or_pil_image_over_the_pixel_cap_is_refused_before_any_work(predictor, ckpt):
+    """A 10000x10000 array took 1.2 GB to read (its pixels as floats), a 0-byte broadcast view of 20000x20000 19 s
+    and 5 GB before 'no ink found': arrays and PIL images had no pixel cap, files had. Now max_pixels holds for all."""
+    huge = np.broadcast_to(np.uint8(0), (20_000, 20_000))  # no memory behind it
+    for x in (huge, torch.from_numpy(np.zeros((1, 5000, 4000), np.uint8)), Image.new("L", (5000, 4000))):
+        with pytest.raises(BadImageError, match=r"is 20,000,000 pixels|is 400,000,000 pixels") as caught:
+            predictor(x)
+        assert "over the limit of 16,777,216 (max_pixels)" in str(caught.value)
+        with pytest.raises(BadImageError, match="over the limit"):
+            predictor.read_number(x)
+    small = Predictor.from_run(ckpt.parent, device="cpu", max_pixels=784)
+    with pytest.raises(BadImageError, match="29x28 is 812 pixels"):
+        small(np.zeros((28, 29), np.uint8))
+    assert small(_field()).label in small.classes  # a 28x28 field is within any cap
+
+
+def test_predictions_compare_by_identity_not_by_their_arrays(predictor):
+    """``p(f) == p(f)`` raised ValueError (the dataclass compared the fields' arrays): ``pred in preds`` crashed."""
+    a, b = predictor(_field()), predictor(_field())
+    assert a == a and a != b and a in [b, a] and a.label == b.label
+    n = predictor.read_number(np.pad(_field(), 20))
+    assert n == n and n not in [predictor.read_number(np.pad(_field(), 20))]
+
+
 def test_top_takes_any_whole_number_but_no_bool_or_float(predictor):
     """``top(np.int64(2))`` was refused as not "a whole number >= 0"."""
     pred = predictor(_field())

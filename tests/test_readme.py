@@ -26,6 +26,7 @@ QUICK = ["--dataset", f"idx:{TINY}", "--epochs", "1", "--device", "cpu"]
 SHORT: dict[str, list[str]] = {
     "cnnlab predict --model resnet my_digit.png --show-input": [],
     "cnnlab predict --model resnet --number year.png": [],
+    "cnnlab predict --model resnet --lines list.png": [],
     "cnnlab evaluate --pretrained resnet": [],
     "cnnlab export --pretrained resnet": ["--samples", "8"],
     "cnnlab serve": [],  # serve_forever is replaced: the test checks that the app is built and would be served
@@ -89,6 +90,10 @@ def workdir(tmp_path, monkeypatch):
     for x in (0, 300):
         year.paste(draw_digit(), (x, 0))
     year.save(tmp_path / "year.png")
+    lines = Image.new("L", (600, 600), 255)  # a list: a number on each of two lines
+    lines.paste(year, (0, 0))
+    lines.paste(year, (0, 300))
+    lines.save(tmp_path / "list.png")
     write_idx_dataset(tmp_path / "tiny")
     served = []
     monkeypatch.setattr("cnnlab.serve.server.serve_forever", lambda app, sock: served.append(app))

@@ -45,7 +45,7 @@ from cnnlab.imageio import (
     ALLOWED_TEXT, DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, BadImageError, check_max_pixels, open_image, unit_gray,
 )
 from cnnlab.preprocessing import (
-    MNIST_FIELD, WORK_SIDE, NumberFields, digit_and_marks, number_fields, to_uint8_image,
+    MNIST_FIELD, WORK_SIDE, NumberFields, digit_and_marks, number_fields, number_lines, to_uint8_image,
 )
 
 #: Float pixels may stray this far outside 0..1 (rounding) before an array is refused as not 0..1.
@@ -57,7 +57,7 @@ ENLARGE = 10
 # ----------------------------------------------------------------------------- prediction
 
 
-@dataclass
+@dataclass(eq=False)  # each is its own: == compared the field arrays (ValueError), now identity
 class Prediction:
     """One image's result: the classes ranked by probability, and the 28x28 input the net saw."""
 
@@ -93,7 +93,7 @@ class Prediction:
         return out if self.marks < 2 else {**out, "digits_seen": self.marks}
 
 
-@dataclass
+@dataclass(eq=False)
 class NumberPrediction:
     """A number read from one image (:meth:`Predictor.read_number`): its digits left to right, each a
     :class:`Prediction` of its own field."""
@@ -104,6 +104,8 @@ class NumberPrediction:
     signs: list[tuple[int, str]] = field(default_factory=list)
     #: Marks as heavy as a digit away from the number's row (another line, a word): not read.
     left_out: int = 0
+    #: Which row of the image, from the top (1, 2, ...), when every row was read (:meth:`Predictor.read_lines`); 0 else.
+    line: int = 0
 
     @property
     def label(self) -> str:
@@ -125,6 +127,7 @@ class NumberPrediction:
         out = {"file": self.name, "number": self.label, "probability": self.probability,
                "digits": [{"prediction": d.label, "top": [{"class": c, "probability": p} for c, p in d.top(k)]}
                           for d in self.digits]}
+        out = out if not self.line else {"file": self.name, "line": self.line, **out}
         return out if not self.left_out else {**out, "left_out": self.left_out}
 
 
@@ -144,7 +147,8 @@ class Predictor:
 
     Built from a checkpoint dict (``model``, ``data`` with classes, mean, std, in_channels and
     image_size, ``state_dict``); :meth:`from_run` loads one from a run directory or ``.pt`` file.
-    ``max_pixels`` caps the images it opens from paths and bytes (width x height, checked before decoding).
+    ``max_pixels`` caps the images it reads (width x height): from paths and bytes, checked before decoding; arrays,
+    tensors and PIL images before any work on them (a 10000x10000 array took 1.2 GB to read: its pixels as floats).
     """
 
     def __init__(self, state: dict, device: str | torch.device = "cpu", source: str = "",
@@ -203,6 +207,7 @@ class Predictor:
         """:meth:`prepare`'s field, and how many digits were seen side by side (:attr:`Prediction.marks`)."""
         name = name or (str(source) if isinstance(source, (str, Path)) else "image")
         if isinstance(source, np.ndarray):
+            self._check_pixels(source.shape[:2], name)
             img = unit_image(source, name)  # (H, W) or (H, W, C) float32 in 0..1
             if self.as_folder and preprocess is not False:
                 return _folder_field(to_pil(img)), 1
@@ -221,29 +226,46 @@ class Predictor:
             return _folder_field(source), 1
         return digit_and_marks(source, size=self.image_size, name=name)
 
+    def _check_pixels(self, shape: tuple, name: str) -> None:
+        """An array's or a PIL image's (height, width) within :attr:`max_pixels`, else a one-line BadImageError."""
+        if len(shape) == 2 and shape[0] * shape[1] > self.max_pixels:
+            h, w = shape
+            raise BadImageError(f"{name}: {w}x{h} is {w * h:,} pixels, over the limit of {self.max_pixels:,} "
+                                "(max_pixels); reduce it first (a[::k, ::k], or PIL's Image.reduce(k)), or raise "
+                                "max_pixels")
+
     def _open(self, source, name: str) -> Image.Image:
         """A PIL image as it is (refused when empty); anything else opened defensively (:func:`open_image`)."""
         if isinstance(source, Image.Image):
             if 0 in source.size:
                 raise BadImageError(f"{name}: an empty image ({source.width}x{source.height} pixels); give one with pixels")
+            self._check_pixels(source.size[::-1], name)
             return source
         # a folder's images were decoded whole: no reduced decoding
         return open_image(source, name, max_pixels=self.max_pixels, max_side=None if self.as_folder else WORK_SIDE)
 
-    def number_fields(self, source, name: str | None = None) -> NumberFields:
+    def number_fields(self, source, name: str | None = None, *, lines: bool = False) -> NumberFields | list[NumberFields]:
         """A number written in a row in one image, as one field per digit, left to right, and its signs
         (:func:`cnnlab.preprocessing.number_fields`; a wide digit read as two where the net is surer of its halves).
-        ``source`` as in :meth:`prepare`; arrays are always preprocessed."""
+        With ``lines``, every row of digits, top to bottom, a :class:`NumberFields` each
+        (:func:`cnnlab.preprocessing.number_lines`). ``source`` as in :meth:`prepare`; arrays are always preprocessed."""
         name = name or (str(source) if isinstance(source, (str, Path)) else "image")
         if self.as_folder:
             raise CnnlabError(f"{self.source}: a net trained on an image folder reads whole images, not the digits "
                               "of a number; classify the image (predictor(x), or cnnlab predict without --number)")
         if isinstance(source, np.ndarray):
+            self._check_pixels(source.shape[:2], name)
             source = to_pil(unit_image(source, name))
-        found = number_fields(self._open(source, name), size=self.image_size, name=name)
+        img = self._open(source, name)
+        if lines:
+            return [self._halves_where_surer(found) for found in number_lines(img, size=self.image_size, name=name)]
+        return self._halves_where_surer(number_fields(img, size=self.image_size, name=name))
+
+    def _halves_where_surer(self, found: NumberFields) -> NumberFields:
+        """Wide digits read as two that touch where the net is surer of the halves than of the whole."""
         if not found.splits:
             return found
-        keys = list(found.splits)  # wide digits: two that touch when the net is surer of the halves than of the whole
+        keys = list(found.splits)
         whole = self.probabilities([found.fields[i] for i in keys]).max(axis=1)
         halves = self.probabilities([f for i in keys for f in found.splits[i]]).max(axis=1).reshape(-1, 2).prod(axis=1)
         return found.split({i for i, w, h in zip(keys, whole, halves) if h > w})
@@ -284,10 +306,22 @@ class Predictor:
         numbers = [self.number(item_name, self.number_fields(source, item_name)) for item_name, source in items]
         return numbers[0] if single else numbers
 
-    def number(self, name: str, found: NumberFields) -> NumberPrediction:
+    def read_lines(self, x, *, name: str | None = None) -> list[NumberPrediction] | list[list[NumberPrediction]]:
+        """Read every row of digits in the image, top to bottom, each as :meth:`read_number` reads its one row:
+        a list of :class:`NumberPrediction` (``.line`` 1, 2, ...) for one image, a list of such lists for a batch
+        or a list. Rows are told apart by the gaps between them (docs/predict.md, "Several lines")."""
+        items, single = split_inputs(x, name)
+        pages = [self.lines(item_name, self.number_fields(source, item_name, lines=True)) for item_name, source in items]
+        return pages[0] if single else pages
+
+    def number(self, name: str, found: NumberFields, line: int = 0) -> NumberPrediction:
         """A number's digit fields (:meth:`number_fields`), predicted, as one :class:`NumberPrediction`."""
         names = [f"{name}[{i}]" for i in range(len(found.fields))]
-        return NumberPrediction(name, self.predictions(names, found.fields), found.signs, found.left_out)
+        return NumberPrediction(name, self.predictions(names, found.fields), found.signs, found.left_out, line)
+
+    def lines(self, name: str, rows: list[NumberFields]) -> list[NumberPrediction]:
+        """Each row's fields (:meth:`number_fields` with ``lines``) as a :class:`NumberPrediction`, numbered from 1."""
+        return [self.number(name, found, line) for line, found in enumerate(rows, 1)]
 
     def __call__(self, x, *, name: str | None = None, preprocess: bool | None = None) -> Prediction | list[Prediction]:
         """Predict ``x``: one image gives one :class:`Prediction`, a batch or a list gives a list.
@@ -549,11 +583,12 @@ STDIN, STDIN_NAME = "-", "stdin"
 
 
 def predict_paths(predictor: Predictor, items: Iterable[str], stdin: BinaryIO | None = None,
-                  number: bool = False, left_out: list[Path] | None = None,
+                  number: bool = False, left_out: list[Path] | None = None, lines: bool = False,
                   ) -> tuple[list[Prediction] | list[NumberPrediction], list[Failure]]:
     """Predict every image named by ``items`` (files, directories, globs; ``-`` is one image read from
     ``stdin``, a binary file, when one is given); with ``number``, read each as a number
-    (:meth:`Predictor.read_number`). ``left_out`` as in :func:`expand_inputs`.
+    (:meth:`Predictor.read_number`); with ``lines``, every row of digits of each, top to bottom, one
+    :class:`NumberPrediction` a row (:meth:`Predictor.read_lines`). ``left_out`` as in :func:`expand_inputs`.
 
     Bad files become :class:`Failure` entries and the rest are still predicted, in one batch.
     """
@@ -567,10 +602,13 @@ def predict_paths(predictor: Predictor, items: Iterable[str], stdin: BinaryIO | 
                 raise BadImageError(f"{STDIN}: standard input was read already (one image); give - once")
             read_stdin |= from_stdin
             source = stdin if from_stdin else path
-            prepared.append(predictor.number_fields(source, name) if number else predictor.prepared(source, name))
+            prepared.append(predictor.number_fields(source, name, lines=lines) if number or lines
+                            else predictor.prepared(source, name))
             names.append(name)
         except BadImageError as err:
             failures.append(Failure(name, str(err)))
+    if lines:
+        return [row for n, rows in zip(names, prepared) for row in predictor.lines(n, rows)], failures
     if number:
         return [predictor.number(n, fields) for n, fields in zip(names, prepared)], failures
     return predictor.predictions(names, [f for f, _ in prepared], [m for _, m in prepared]), failures

@@ -94,6 +94,9 @@ DIGIT_OVERLAP = 0.5
 DIGIT_HEIGHT = 0.4
 #: Marks away from a number's row at least this fraction as heavy as its main digit are counted as left out.
 LEFT_OUT_MASS = 0.25
+#: A mark left on a page once its rows were read starts another row (``--lines``) when it is at least this share of
+#: the digits' median height (and not a speck: :data:`PIECE_MASS` of the main component's ink).
+LINE_MARK = 0.5
 #: A point in a number is at most this fraction of the digits' height, or this one when solid (filling this
 #: fraction of its box with ink: a bold type's point fills 0.73-1.0, a piece of a broken stroke about 0.4)...
 POINT_SIZE = 0.25
@@ -549,7 +552,45 @@ def number_signs(digits: list[list[dict]], shorts: list[dict]) -> list[tuple[int
     return sorted(signs.items())
 
 
-def _number_groups(comps: list[dict]) -> tuple[list[list[dict]], list[dict]]:
+def number_rows(comps: list[dict]) -> list[tuple[list[list[dict]], list[dict]]]:
+    """Every row of digits in the image, top to bottom, each as :func:`_number_groups` gives it (digits, shorts):
+    the main component's row, then the row of the heaviest mark left, and so on while a mark of a digit's size is
+    left away from the border (at least :data:`LINE_MARK` of the digits' median height, and :data:`PIECE_MASS` of
+    the main component's ink: a faint '1' on a page of bold digits too, no speck). Rows on the same line (the
+    middle of one within the other's height: a digit too faint to be seen broke the chain of a row) are one row."""
+    main = _main_component(comps)
+    rows, rest, seed = [], comps, None
+    while True:
+        digits, shorts = _number_groups(rest, seed)
+        rows.append((digits, shorts))
+        used = {id(c) for d in digits for c in d} | {id(c) for g in shorts for c in g["comps"]}
+        rest = [c for c in rest if id(c) not in used and not c["border"]]
+        tall = LINE_MARK * float(np.median([_box(d)[2] - _box(d)[0] + 1 for r in rows for d in r[0]]))
+        marks = [c for c in rest if c["box"][2] - c["box"][0] + 1 >= tall and c["mass"] >= PIECE_MASS * main["mass"]]
+        if not marks:
+            return _same_line_rows(rows)
+        seed = max(marks, key=lambda c: c["mass"])
+
+
+def _same_line_rows(rows: list[tuple[list[list[dict]], list[dict]]]) -> list[tuple[list[list[dict]], list[dict]]]:
+    """Rows (of :func:`number_rows`) top to bottom, those on the same line made one: its digits left to right."""
+    def span(row):
+        box = _box([c for d in row[0] for c in d])
+        return box[0], box[2]
+
+    merged: list[tuple[list[list[dict]], list[dict]]] = []
+    for row in sorted(rows, key=lambda r: sum(span(r))):
+        if merged:
+            (a0, a1), (b0, b1) = span(merged[-1]), span(row)
+            if a0 <= (b0 + b1) / 2 <= a1 or b0 <= (a0 + a1) / 2 <= b1:
+                digits = sorted(merged[-1][0] + row[0], key=lambda d: _box(d)[1] + _box(d)[3])
+                merged[-1] = (digits, merged[-1][1] + row[1])
+                continue
+        merged.append(row)
+    return merged
+
+
+def _number_groups(comps: list[dict], main: dict | None = None) -> tuple[list[list[dict]], list[dict]]:
     """The digits of a number written in a row, left to right, each as its components; and the groups too short
     to be digits (``{"box": ..., "comps": ...}``).
 
@@ -557,8 +598,9 @@ def _number_groups(comps: list[dict]) -> tuple[list[list[dict]], list[dict]]:
     (:func:`_may_join`), overlap its rows widened by :data:`NUMBER_ROW` of its height, and lie, one after
     another, at most :data:`NUMBER_GAP` of its height apart sideways. Components that overlap in their columns
     by at least :data:`DIGIT_OVERLAP` of the narrower one are one digit (a five's flag, a stroke broken by the
-    threshold); a group shorter than :data:`DIGIT_HEIGHT` of the tallest is no digit (a dot, a comma, a dash)."""
-    main = _main_component(comps)
+    threshold); a group shorter than :data:`DIGIT_HEIGHT` of the tallest is no digit (a dot, a comma, a dash).
+    ``main``: the row's first component, when another than the main one (:func:`number_rows`)."""
+    main = main or _main_component(comps)
     y0, x0, y1, x1 = main["box"]
     height = y1 - y0 + 1
     top, bottom = y0 - NUMBER_ROW * height, y1 + NUMBER_ROW * height
@@ -621,12 +663,17 @@ def digit_columns(digits: list[list[dict]], width: int) -> list[tuple[int, int]]
     """For each digit of :func:`select_number` (left to right), the columns it owns, end exclusive: from the middle
     of the gap to its left neighbour to the middle of the gap to its right one (the image's edges at the ends), each
     cut kept between the two digits' middle columns."""
-    spans = [_box(d)[1::2] for d in digits]
-    mids = [(x0 + x1) // 2 for x0, x1 in spans]
+    return owned_spans([_box(d)[1::2] for d in digits], width)
+
+
+def owned_spans(spans: list[tuple[int, int]], length: int) -> list[tuple[int, int]]:
+    """For spans (first, last, inclusive) in order along one axis, the part of ``0..length`` each owns, end
+    exclusive: cut in the middle of the gap between neighbours, each cut kept between the two spans' middles."""
+    mids = [(a + b) // 2 for a, b in spans]
     # each cut between the two digits' middles, so that every digit owns its middle column whatever its neighbours
     # reach (a wide neighbour may overlap it: the middle of the gap then lies past its middle)
     cuts = [min(max((a[1] + b[0]) // 2 + 1, ma + 1), mb) for a, b, ma, mb in zip(spans, spans[1:], mids, mids[1:])]
-    cuts = [0] + cuts + [width]
+    cuts = [0] + cuts + [length]
     return list(zip(cuts[:-1], cuts[1:]))
 
 
@@ -823,16 +870,17 @@ def _crossing(m: np.ndarray, lo: int, hi: int) -> np.ndarray:
     return above & below
 
 
-def keep_components(ink: np.ndarray, strokes: Strokes, kept: list[dict],
-                    columns: tuple[int, int] | None = None) -> np.ndarray:
+def keep_components(ink: np.ndarray, strokes: Strokes, kept: list[dict], columns: tuple[int, int] | None = None,
+                    rows: tuple[int, int] | None = None) -> np.ndarray:
     """The ink map with only the components ``kept`` (grown into fainter ink and widened, the faint marks'
-    level taken off: the second part of :func:`keep_digit`). ``columns`` (of the reduced copy, end exclusive)
-    bounds what is kept, so that one digit of a number keeps none of its neighbours' ink."""
+    level taken off: the second part of :func:`keep_digit`). ``columns`` and ``rows`` (of the reduced copy, end
+    exclusive) bound what is kept, so that one digit of a number keeps none of its neighbours' ink, above and
+    below (another line) as beside it."""
     weak, small, cut = strokes.weak, strokes.small, strokes.cut
     band = None
-    if columns is not None:
+    if columns is not None or rows is not None:
         band = np.zeros(small.shape, bool)
-        band[:, columns[0]:columns[1]] = True
+        band[slice(*rows) if rows else slice(None), slice(*columns) if columns else slice(None)] = True
         weak = weak & band
     keep = np.isin(strokes.labels, [c["label"] for c in kept])
     y0, x0, y1, x1 = _box(kept)
@@ -996,16 +1044,36 @@ def number_fields(img: Image.Image, size: int = MNIST_FIELD, name: str = "image"
     if strokes is None:
         return NumberFields([mnist_field(ink, size=size, name=name)])  # raises: no ink
     digits, shorts = _number_groups(strokes.comps)
+    return _row_fields(ink, strokes, digits, shorts, size=size, name=name,
+                       left=left_out(strokes.comps, digits + [g["comps"] for g in shorts]))
+
+
+def number_lines(img: Image.Image, size: int = MNIST_FIELD, name: str = "image") -> list[NumberFields]:
+    """Every row of digits in the image (:func:`number_rows`), top to bottom, each read as :func:`number_fields`
+    reads its one row, within the rows of the image it owns (:func:`owned_spans`: to the middle of the gap to
+    the rows above and below). A single row gives what :func:`number_fields` gives, ``left_out`` 0."""
+    ink = ink_map(img, name)
+    strokes = find_strokes(ink)
+    if strokes is None:
+        return [NumberFields([mnist_field(ink, size=size, name=name)])]  # raises: no ink
+    rows = number_rows(strokes.comps)
+    bands = owned_spans([_box([c for d in digits for c in d])[::2] for digits, _ in rows], strokes.small.shape[0])
+    return [_row_fields(ink, strokes, digits, shorts, size=size, name=name, rows=band if len(rows) > 1 else None)
+            for (digits, shorts), band in zip(rows, bands)]
+
+
+def _row_fields(ink: np.ndarray, strokes: Strokes, digits: list[list[dict]], shorts: list[dict], *, size: int,
+                name: str, left: int = 0, rows: tuple[int, int] | None = None) -> NumberFields:
+    """One row's fields (:func:`number_fields`), its signs and its wide digits' halves, kept within ``rows``."""
     columns = digit_columns(digits, strokes.small.shape[1])
-    out = NumberFields([mnist_field(keep_components(ink, strokes, d, cols), size=size, name=name)
-                        for d, cols in zip(digits, columns)], signs=number_signs(digits, shorts),
-                       left_out=left_out(strokes.comps, digits + [g["comps"] for g in shorts]))
+    out = NumberFields([mnist_field(keep_components(ink, strokes, d, cols, rows), size=size, name=name)
+                        for d, cols in zip(digits, columns)], signs=number_signs(digits, shorts), left_out=left)
     for i, (digit, (a, b)) in enumerate(zip(digits, columns)):
         cut = thinnest_column(strokes, digit)
         if cut is None or not a < cut < b:  # the digit reaches into a neighbour's columns past its thinnest one
             continue
         try:
-            out.splits[i] = [mnist_field(keep_components(ink, strokes, digit, cols), size=size, name=name)
+            out.splits[i] = [mnist_field(keep_components(ink, strokes, digit, cols, rows), size=size, name=name)
                              for cols in ((a, cut), (cut, b))]
         except BadImageError:  # a half without ink: no second digit there
             pass

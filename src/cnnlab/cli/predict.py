@@ -54,6 +54,9 @@ def register(sub) -> None:
                    help="read a number: every digit written in a row in each image, left to right, each classified "
                         "on its own, with a point, a comma or a leading minus where written; without it, each image "
                         "is one digit (default: off)")
+    p.add_argument("--lines", action="store_true",
+                   help="read every row of digits in each image, top to bottom, one number per row (as --number "
+                        "reads one row; rows are told apart by the gaps between them) (default: off)")
     p.add_argument("--show-input", metavar="DIR", nargs="?", const=BESIDE, default=None,
                    help="save the 28x28 image the net saw for each file as <name>.input.png: into DIR if given, "
                         f"else beside the file (or into ./{FALLBACK_INPUT_DIR}/ where that folder is not "
@@ -140,11 +143,12 @@ def cmd_predict(args) -> int:
                               "the images (cnnlab predict --model resnet IMAGE...)")
         predictor = Predictor.from_run(resolve_run(run) if run == LATEST else run, which=args.checkpoint,
                                        device=args.device, max_pixels=args.max_pixels)
-    if args.number and not args.json:
-        refuse_typed(args, "top_k", "in --number's table (it shows each digit's most likely class; --json lists "
-                                    "each digit's top classes)")
+    if (args.number or args.lines) and not args.json:
+        refuse_typed(args, "top_k", f"in {'--lines' if args.lines else '--number'}'s table (it shows each digit's "
+                                    "most likely class; --json lists each digit's top classes)")
     left_out: list[Path] = []
-    preds, failures = predict_paths(predictor, images, stdin=_stdin(images), number=args.number, left_out=left_out)
+    preds, failures = predict_paths(predictor, images, stdin=_stdin(images), number=args.number, left_out=left_out,
+                                    lines=args.lines)
     k = min(args.top_k, len(predictor.classes))
     saved: list[Path] = []
     if args.show_input is not None:
@@ -166,7 +170,7 @@ def cmd_predict(args) -> int:
                   "read each", file=sys.stderr)
         if getattr(pred, "left_out", 0):
             print(f"note: {printable(pred.name)}: {plural(pred.left_out, 'more mark')} as large as a digit away from "
-                  "the number's row, not read; crop the image to one row to read another", file=sys.stderr)
+                  "the number's row, not read; add --lines to read every row", file=sys.stderr)
     if failures:
         print(f"{plural(len(preds), 'image')} predicted, {len(failures)} failed", file=sys.stderr)
     return 1 if failures else 0
@@ -178,13 +182,14 @@ def print_table(preds, k: int, saved: list[Path]) -> None:
     from cnnlab.errors import printable
 
     names = {p.name: printable(p.name) for p in preds}  # a newline in a file name would break the table
-    width = max((len(n) for n in names.values()), default=0)
-    for pred in preds:
+    shown = [names[p.name] + (f" line {p.line}" if getattr(p, "line", 0) else "") for p in preds]
+    width = max((len(n) for n in shown), default=0)
+    for pred, name in zip(preds, shown):
         if hasattr(pred, "digits"):  # a number
             each = "  ".join(f"{d.label} {100 * d.top(1)[0][1]:5.1f}%" for d in pred.digits)
-            print(f"{names[pred.name]:<{width}}  {pred.label}  {100 * pred.probability:5.1f}%   ({each})")
+            print(f"{name:<{width}}  {pred.label}  {100 * pred.probability:5.1f}%   ({each})")
         else:
             ranked = "  ".join(f"{c} {100 * prob:5.1f}%" for c, prob in pred.top(k))
-            print(f"{names[pred.name]:<{width}}  {ranked}")
-    for pred, path in zip(preds, saved):
-        print(f"wrote {printable(str(path))} (what the net saw of {names[pred.name]})")
+            print(f"{name:<{width}}  {ranked}")
+    for path, name in zip(saved, shown):
+        print(f"wrote {printable(str(path))} (what the net saw of {name})")
