@@ -110,6 +110,22 @@ def test_an_array_or_pil_image_over_the_pixel_cap_is_refused_before_any_work(pre
     assert small(_field()).label in small.classes  # a 28x28 field is within any cap
 
 
+def test_show_input_typed_before_the_image_takes_it_as_the_image(ckpt, tmp_path, capsys, monkeypatch):
+    """``cnnlab predict RUN --show-input my_digit.png`` took the image for --show-input's DIR and refused the
+    command for want of images ("the following arguments are required: [RUN] IMAGE")."""
+    monkeypatch.chdir(tmp_path)
+    draw_digit().save("my_digit.png")
+    assert main(["predict", str(ckpt.parent), "--show-input", "my_digit.png"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("my_digit.png") and "wrote my_digit.input.png" in out
+    assert (tmp_path / "my_digit.input.png").is_file()
+    (tmp_path / "seen").mkdir()
+    assert main(["predict", str(ckpt.parent), "my_digit.png", "--show-input", "seen"]) == 0  # a folder stays DIR
+    assert (tmp_path / "seen" / "my_digit.input.png").is_file()
+    assert main(["predict", "--model", "resnet"]) == 2
+    assert "give the images to predict" in capsys.readouterr().err
+
+
 def test_predictions_compare_by_identity_not_by_their_arrays(predictor):
     """``p(f) == p(f)`` raised ValueError (the dataclass compared the fields' arrays): ``pred in preds`` crashed."""
     a, b = predictor(_field()), predictor(_field())

@@ -45,7 +45,8 @@ from cnnlab.imageio import (
     ALLOWED_TEXT, DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, BadImageError, check_max_pixels, open_image, unit_gray,
 )
 from cnnlab.preprocessing import (
-    MNIST_FIELD, WORK_SIDE, NumberFields, digit_and_marks, number_fields, number_lines, to_uint8_image,
+    MNIST_FIELD, WORK_SIDE, NumberFields, clothes_field, digit_and_marks, number_fields, number_lines,
+    to_uint8_image,
 )
 
 #: Float pixels may stray this far outside 0..1 (rounding) before an array is refused as not 0..1.
@@ -170,6 +171,9 @@ class Predictor:
         #: Trained on an image folder (``folder:DIR``): images are prepared as that folder's were (grayscale,
         #: resized), not as digits (the ink found, centred, inverted to white on black).
         self.as_folder = dataset_kind(str(data.get("name", ""))) == "folder" and self.image_size == FOLDER_SIZE
+        #: Trained on Fashion-MNIST: an image is one piece of clothing, prepared as that dataset's were
+        #: (:func:`cnnlab.preprocessing.clothes_field`), not as a digit (its strokes found, boxed in 20 px).
+        self.as_clothes = str(data.get("name", "")) == "fashion-mnist"
 
     @classmethod
     def from_run(cls, run: str | Path, which: str = "last", device: str = "auto",
@@ -224,6 +228,12 @@ class Predictor:
             return self._as_field(unit_gray(source, name)[0], name), 1
         if self.as_folder:
             return _folder_field(source), 1
+        if preprocess is None and source.size == (self.image_size, self.image_size):
+            gray, alpha = unit_gray(source, name)
+            if alpha is None and is_mnist_field(gray, self.image_size):  # a field saved as a file: as its array is
+                return self._as_field(gray, name), 1
+        if self.as_clothes:
+            return clothes_field(source, size=self.image_size, name=name), 1
         return digit_and_marks(source, size=self.image_size, name=name)
 
     def _check_pixels(self, shape: tuple, name: str) -> None:
@@ -250,9 +260,10 @@ class Predictor:
         With ``lines``, every row of digits, top to bottom, a :class:`NumberFields` each
         (:func:`cnnlab.preprocessing.number_lines`). ``source`` as in :meth:`prepare`; arrays are always preprocessed."""
         name = name or (str(source) if isinstance(source, (str, Path)) else "image")
-        if self.as_folder:
-            raise CnnlabError(f"{self.source}: a net trained on an image folder reads whole images, not the digits "
-                              "of a number; classify the image (predictor(x), or cnnlab predict without --number)")
+        if self.as_folder or self.as_clothes:
+            what = "an image folder reads whole images" if self.as_folder else "Fashion-MNIST reads one piece of clothing"
+            raise CnnlabError(f"{self.source}: a net trained on {what}, not the digits of a number; classify the "
+                              "image (predictor(x), or cnnlab predict without --number or --lines)")
         if isinstance(source, np.ndarray):
             self._check_pixels(source.shape[:2], name)
             source = to_pil(unit_image(source, name))

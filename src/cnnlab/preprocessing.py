@@ -1094,6 +1094,42 @@ def thinnest_column(strokes: Strokes, digit: list[dict]) -> int | None:
     return x0 + lo + int(np.argmin(profile[lo:hi + 1]))
 
 
+#: Fashion-MNIST's items (:func:`clothes_field`): the pixels differing from the background by at least this share of
+#: the strongest difference are the item's extent (its trimmed box).
+CLOTHES_TRIM = 0.1
+
+
+def clothes_field(img: Image.Image, size: int = MNIST_FIELD, name: str = "image") -> np.ndarray:
+    """One piece of clothing as a Fashion-MNIST field, made as that dataset's images were (Xiao et al. 2017: a
+    product photo trimmed to the item, its longer side resized to 28 px, the shorter one padded to 28 px centred,
+    the intensities negated): grey (transparent pixels as a white background), negated when its border is light
+    (an item on white becomes light on black), the background's level taken off, trimmed to the item's box
+    (:data:`CLOTHES_TRIM`), padded to a square, centred, resized to ``size``. None of a digit's steps: an item is
+    neither fitted into a 20-px box nor moved by its centre of mass, and its soft, filled shapes are no strokes."""
+    gray, alpha = unit_gray(img, name)
+    if alpha is not None:
+        gray = gray * alpha + (1.0 - alpha)
+    level = float(np.median(np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])))
+    item = 1.0 - gray if level > 0.5 else gray
+    background = min(level, 1.0 - level)
+    item = np.clip((item - background) / max(1.0 - background, 1e-6), 0.0, 1.0)
+    smooth = square_filter(item, max(3, max(item.shape) // 100) | 1, np.mean)  # a photo's noise is no item
+    peak = float(smooth.max())
+    if peak < MIN_CONTRAST:
+        raise BadImageError(f"{name}: no item found (the image is one shade); give a photo of a piece of clothing")
+    inside = smooth >= CLOTHES_TRIM * peak
+    ys, xs = np.nonzero(inside)
+    outside = item[~_dilate(inside)]  # the paper around the item: its grain is taken off the item too
+    floor = min(float(np.percentile(outside, 99)), 0.5 * CLOTHES_TRIM * peak) if outside.size else 0.0
+    item = np.clip((item[ys.min():ys.max() + 1, xs.min():xs.max() + 1] - floor) / (1.0 - floor), 0.0, 1.0)
+    h, w = item.shape
+    side = max(h, w)
+    square = np.zeros((side, side), np.float32)
+    square[(side - h) // 2:(side - h) // 2 + h, (side - w) // 2:(side - w) // 2 + w] = item
+    field = Image.fromarray(square, mode="F").resize((size, size), Image.Resampling.LANCZOS)
+    return np.clip(np.asarray(field, dtype=np.float32), 0.0, 1.0)
+
+
 def to_uint8_image(field_01: np.ndarray) -> Image.Image:
     """The 28x28 image the net saw, as a grayscale picture (white ink on black)."""
     return Image.fromarray(np.round(field_01 * 255).astype(np.uint8), mode="L")

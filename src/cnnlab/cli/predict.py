@@ -6,6 +6,7 @@ a trained run or with cnnlab's shipped weights."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -30,15 +31,31 @@ FALLBACK_INPUT_DIR = Path("cnnlab-inputs")
 BESIDE = ""
 
 
+class ShowInput(argparse.Action):
+    """``--show-input [DIR]``: a value that is an image file, not a folder (``--show-input my_digit.png``, the
+    flag typed before the images), is an image to predict, its input image written beside it; it was taken for
+    DIR, and the command refused for want of images."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        from cnnlab.imageio import IMAGE_SUFFIXES  # Pillow's formats: only when a value is given
+
+        if value not in (None, BESIDE) and Path(value).suffix.lower() in IMAGE_SUFFIXES and Path(value).is_file():
+            namespace.shown_image = path_arg(value)
+            value = BESIDE
+        setattr(namespace, self.dest, value)
+
+
 def register(sub) -> None:
     p = sub.add_parser(
         "predict", help="classify your own digit images with a trained run or the shipped weights",
         description="Classify image files (PNG, JPEG, BMP, GIF, WebP; any size, colour or gray, dark ink on light "
                     "paper or light on dark). Each is made MNIST-like first: grayscale, inverted if the paper is "
                     "light, cropped to the ink, scaled to 20 px, centred by mass in 28x28, normalised like the "
-                    "run's data. Bad files (not an image, damaged, over --max-pixels, unreadable) are reported "
+                    "run's data (a 28x28 white-on-black field is taken as it is; a Fashion-MNIST net's image is one "
+                    "piece of clothing, made as that dataset's were: negated if the background is light, trimmed "
+                    "to the item, fitted into 28x28). Bad files (not an image, damaged, over --max-pixels, unreadable) are reported "
                     "and skipped; the exit code is 1 if any failed.")
-    p.add_argument("inputs", nargs="+", metavar="[RUN] IMAGE", type=path_arg,
+    p.add_argument("inputs", nargs="*", metavar="[RUN] IMAGE", type=path_arg,
                    help="a run directory or checkpoint ('latest': the newest run), then image files, directories "
                         "(their image files) or globs ('-': one image read from standard input); with --model, "
                         "images only")
@@ -57,7 +74,7 @@ def register(sub) -> None:
     p.add_argument("--lines", action="store_true",
                    help="read every row of digits in each image, top to bottom, one number per row (as --number "
                         "reads one row; rows are told apart by the gaps between them) (default: off)")
-    p.add_argument("--show-input", metavar="DIR", nargs="?", const=BESIDE, default=None,
+    p.add_argument("--show-input", metavar="DIR", nargs="?", const=BESIDE, default=None, action=ShowInput,
                    help="save the 28x28 image the net saw for each file as <name>.input.png: into DIR if given, "
                         f"else beside the file (or into ./{FALLBACK_INPUT_DIR}/ where that folder is not "
                         "writable); a file of that name that cnnlab did not write is kept and another name taken, "
@@ -133,6 +150,11 @@ def cmd_predict(args) -> int:
     else:
         refuse_typed(args, "dataset", "without --model: it picks the shipped weights of a dataset, and a run knows "
                                       "its own")
+    if getattr(args, "shown_image", None) is not None:  # --show-input IMAGE: the image, shown beside itself
+        args.inputs = [*args.inputs, args.shown_image]
+    if not args.inputs:
+        raise CnnlabError("give the images to predict: cnnlab predict RUN IMAGE... (a run's net), or cnnlab predict "
+                          "--model resnet IMAGE... (the shipped weights)")
     if args.model:
         predictor = Predictor.pretrained(args.model, args.dataset, device=args.device, max_pixels=args.max_pixels)
         images = args.inputs
