@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import statistics
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from cnnlab.checkpoint import TrainState, load_checkpoint
 from cnnlab.config import ADDED_FIELDS, ADJUSTABLE_FIELDS, PROCESS_FIELDS, TrainConfig
 from cnnlab.data import load_dataset
-from cnnlab.dataset_names import dataset_kind
+from cnnlab.dataset_names import canonical_dataset_name, dataset_kind, directory_of
 from cnnlab.engine import train
 from cnnlab.errors import CnnlabError, Interrupted, RunError, did_you_mean, short_repr
 from cnnlab.evaluation import evaluate_run
@@ -61,8 +62,22 @@ def config_key(cfg: TrainConfig) -> str:
 
 
 def default_out(dataset: str, recipe: str) -> Path:
-    """Where ``cnnlab compare`` puts its runs and comparison unless ``--out`` says otherwise."""
-    return Path("runs") / f"compare-{dataset_kind(dataset)}-{recipe}"
+    """Where ``cnnlab compare`` puts its runs and comparison unless ``--out`` says otherwise:
+    ``runs/compare-<dataset>-<recipe>``, where an ``idx:``/``folder:`` dataset is named by its folder and a short
+    hash of its absolute path (``compare-idx-small-1a2b3c4d-lecture``): two such datasets shared
+    ``compare-idx-lecture``, each compare replacing the other's comparison."""
+    return Path("runs") / f"compare-{dataset_label(dataset)}-{recipe}"
+
+
+def dataset_label(dataset: str) -> str:
+    """A catalog name as it is; ``KIND:DIR`` as ``KIND-<the folder's name>-<8 hex digits of its absolute path>``,
+    the name cut to 32 characters of letters, digits, ``.``, ``_`` and ``-`` (what a folder name can hold)."""
+    if directory_of(dataset) is None:
+        return dataset_kind(dataset)
+    canonical = canonical_dataset_name(dataset)
+    kind, folder = directory_of(canonical)
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", folder.name).strip("._-")[:32] or "data"
+    return f"{kind}-{name}-{hashlib.sha256(canonical.encode()).hexdigest()[:8]}"
 
 
 def run_folder(out: Path, cfg: TrainConfig) -> Path:
@@ -226,7 +241,16 @@ def _run_one(cfg: TrainConfig, out: Path, data, quiet: bool, log) -> dict:
     seconds = _total([row.get("seconds") for row in rows])
     took = f"{seconds:.0f} s of training" if seconds is not None else "training time unknown"
     log(f"{cfg.model} seed {cfg.seed}: {how}, final {summary['accuracy']:.2f}%, {took} ({run_dir})")
-    return {"dir": str(run_dir), "rows": rows, "final": summary["accuracy"]}
+    return {"dir": str(run_dir), "rows": rows, "final": summary["accuracy"], "threads": _trained_threads(run_dir)}
+
+
+def _trained_threads(run_dir: Path) -> int | None:
+    """The CPU threads the run trained with (its config.json's ``threads``; 0: torch's default); None if unknown."""
+    try:
+        threads = run_config(run_dir).get("threads")
+    except (CnnlabError, OSError):
+        return None
+    return threads if _number(threads) else None
 
 
 #: The columns of metrics.csv that the comparison is made of (besides the accuracy chosen on).
@@ -298,6 +322,7 @@ def _model_results(name: str, runs: list[dict], data, key: str) -> dict:
             "per_seed": [[row.get(key) if _number(row.get(key)) else math.nan for row in r["rows"]] for r in runs],
         },
         "runs": [r["dir"] for r in runs],
+        "threads": [r.get("threads") for r in runs],
         **({"tta": _mean_std([r["tta"] for r in runs])} if "tta" in runs[0] else {}),
     }
 
@@ -337,7 +362,7 @@ def format_comparison(results: dict, configs: dict[str, TrainConfig], seeds: int
         "",
         *recipe,
         "",
-        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads. Accuracies are test accuracy in % "
+        f"torch {torch.__version__}, {threads_text(results)}. Accuracies are test accuracy in % "
         + ("(mean ± sample std over seeds)" if seeds > 1 else "(one seed: no spread to show)")
         + " of the final epoch (of the EMA weights where EMA is on); best = best epoch"
         + (" by validation accuracy" if first.val_split else "") + "."
@@ -356,3 +381,20 @@ def format_comparison(results: dict, configs: dict[str, TrainConfig], seeds: int
         )
     return "\n".join(lines) + "\n"
 
+
+def threads_text(results: dict) -> str:
+    """The CPU threads the runs trained with, from their config.json (a reused run's, not this process's: the
+    timings are the runs'), for the table's header: ``1 CPU thread``, or per model where the runs differ."""
+    def shown(value) -> str:  # 0: torch's default, which a run keeps from the process that trains it
+        return "?" if value is None else str(value) if value else f"{torch.get_num_threads()} (torch's default)"
+
+    per_model = {name: list(dict.fromkeys(r.get("threads") or [None])) for name, r in results.items()}
+    values = {v for vs in per_model.values() for v in vs}
+    if len(values) == 1:
+        value = next(iter(values))
+        if value is None:
+            return "CPU threads unknown (not in the runs' config.json)"
+        count = value or torch.get_num_threads()
+        return f"{plural(count, 'CPU thread')}" + ("" if value else " (torch's default)") + " in training"
+    return "CPU threads in training: " + ", ".join(f"{name} {'/'.join(map(shown, vs))}"
+                                                   for name, vs in per_model.items())

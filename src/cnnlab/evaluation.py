@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from cnnlab.checkpoint import (load_checkpoint, load_into, load_state_dict_file, model_from_checkpoint,
                                resolve_checkpoint)
 from cnnlab.data import BatchLoader, Dataset, load_dataset, split_validation
-from cnnlab.dataset_names import moved_away
+from cnnlab.dataset_names import DIRECTORY_KINDS, dataset_kind, moved_away
 from cnnlab.devices import resolve_device
-from cnnlab.errors import CheckpointError, CnnlabError, RunError
+from cnnlab.errors import CheckpointError, CnnlabError, RunError, WriteError
 from cnnlab.models import build_model
 from cnnlab.output import say
 from cnnlab.pretrained import load_pretrained
@@ -36,9 +36,10 @@ class EvalResult:
     accuracy: float  # percent
     n: int
     correct: int = 0
-    #: (N,) predicted classes and (N, classes) probabilities, on the CPU, when asked for.
+    #: (N,) predicted classes and (N,) the softmax probability of each (how sure: the report's mistakes show it),
+    #: on the CPU, when asked for. Not every class's probability: (N, classes) of a 10,000-class test set was 400 MB.
     predictions: torch.Tensor | None = None
-    probabilities: torch.Tensor | None = None
+    confidences: torch.Tensor | None = None
 
 
 def evaluate(model: nn.Module, loader: BatchLoader, limit: int = 0, keep_outputs: bool = False,
@@ -50,7 +51,7 @@ def evaluate(model: nn.Module, loader: BatchLoader, limit: int = 0, keep_outputs
     loss_sum = torch.zeros((), dtype=torch.float64, device=loader.device)
     correct = torch.zeros((), dtype=torch.int64, device=loader.device)
     n = 0
-    preds, probs = [], []
+    preds, confidences = [], []
     with torch.inference_mode():
         for x, y in loader.batches(0):
             if limit and n >= limit:
@@ -64,7 +65,7 @@ def evaluate(model: nn.Module, loader: BatchLoader, limit: int = 0, keep_outputs
             n += len(y)
             if keep_outputs:
                 preds.append(pred.cpu())
-                probs.append(logits.softmax(1).cpu())
+                confidences.append(logits.softmax(1).gather(1, pred[:, None]).squeeze(1).cpu())
     model.train(was_training)
     if n == 0:
         raise CnnlabError("evaluation saw no images; the test split is empty")
@@ -74,7 +75,7 @@ def evaluate(model: nn.Module, loader: BatchLoader, limit: int = 0, keep_outputs
         n=n,
         correct=int(correct),
         predictions=torch.cat(preds) if keep_outputs else None,
-        probabilities=torch.cat(probs) if keep_outputs else None,
+        confidences=torch.cat(confidences) if keep_outputs else None,
     )
 
 
@@ -93,7 +94,7 @@ def report_run(run_dir: Path | None, model: nn.Module, data: Dataset, device: to
                                   shuffle=False, device=device)
         res = evaluate(model, test_loader, keep_outputs=True)
     summary = summarize(labels=data.test_labels, predictions=res.predictions.cpu(),
-                        probabilities=res.probabilities.cpu(), classes=list(data.classes), loss=res.loss,
+                        probabilities=res.confidences.cpu(), classes=list(data.classes), loss=res.loss,
                         accuracy=res.accuracy, extra=extra)
     if table:
         log(format_table(summary["per_class"]))
@@ -101,8 +102,13 @@ def report_run(run_dir: Path | None, model: nn.Module, data: Dataset, device: to
     if run_dir is not None:
         figures = write_report(run_dir, summary, history=history, images=data.test_images,
                                classes=list(data.classes), context=context, keep=keep)
+        for note in figures.left_out.values():
+            log(note)
         if wait:
-            figures.wait()
+            try:
+                figures.wait()
+            except WriteError as err:  # summary.json is written, and maybe some figures: the line says which
+                raise figures.incomplete(err) from None
             kept = f" ({', '.join(figures.kept)} unchanged)" if figures.kept else ""
             log(f"wrote {', '.join(['summary.json', *figures.names])} in {run_dir}{kept}")
     return summary, figures
@@ -177,7 +183,7 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
     cfg = state["config"]
     if not (loaded or name) and (message := moved_away(cfg["dataset"], str(ckpt), f"cnnlab evaluate {path} {{new}}")):
         raise CnnlabError(message)
-    data = loaded or load_dataset(name or cfg["dataset"], data_dir=data_dir or cfg.get("data_dir"))
+    data = loaded or load_dataset(name or cfg["dataset"], data_dir=data_dir or own_data_dir(cfg, name))
     trained_on = (state.get("data") or {}).get("name", cfg["dataset"])
     check_fits(state["model"].get("args") or {}, data, ckpt, trained_on)
     not_own = (f"{ckpt.name} is not the run's final weights (last.pt)" if ckpt.name != "last.pt" else
@@ -191,6 +197,16 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
                    channels_last=bool(cfg.get("channels_last", False)), run_dir=None if not_own else ckpt.parent,
                    not_own=not_own, split=split, warning=other_classes((state.get("data") or {}).get("classes"),
                                                                        trained_on, data))
+
+
+def own_data_dir(cfg: dict, dataset: str | None) -> str | None:
+    """The run's ``data_dir``, where its own catalog dataset was read from: for that dataset only (``--dataset``
+    naming another made the run's --data-dir go with it, and an ``idx:`` dataset refused it), and never for an
+    ``idx:``/``folder:`` dataset, which reads its own directory (older runs recorded one beside it)."""
+    own = cfg.get("dataset")
+    if dataset and dataset != own or not isinstance(own, str) or dataset_kind(own) in DIRECTORY_KINDS:
+        return None
+    return cfg.get("data_dir")
 
 
 def check_report_folder(subject: Subject, out: str | Path) -> None:

@@ -5,6 +5,7 @@ This module computes; ``cnnlab.plots`` only draws what it computed.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from pathlib import Path
@@ -12,8 +13,15 @@ from pathlib import Path
 import torch
 
 from cnnlab import plots
-from cnnlab.fileio import atomic_write_json
+from cnnlab.errors import WriteError
+from cnnlab.fileio import atomic_write_text, json_safe
 from cnnlab.runs import read_run_json
+
+#: Above this many classes a summary keeps only the non-zero cells of the confusion matrix (``"confusion"`` is
+#: null, ``"confusion_cells"`` lists ``[true, predicted, count]``) and confusion.png is not drawn: the whole
+#: matrix of a 10,000-class folder was 10^8 numbers, a 901 MB summary.json written by a 13.8 GB process, and its
+#: picture 10,000 px wide. Up to it the matrix is whole (a row per line in the file: 1,000 classes, about 2 MB).
+WHOLE_CONFUSION_MAX = 1000
 
 
 def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -22,37 +30,44 @@ def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classe
     return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, num_classes)
 
 
+def confusion_cells(labels: torch.Tensor, predictions: torch.Tensor, num_classes: int) -> list[list[int]]:
+    """The non-zero cells of the confusion matrix as ``[true, predicted, count]``, row by row: memory of the
+    number of items, never of classes squared."""
+    flat = labels.to(torch.int64) * num_classes + predictions.to(torch.int64)
+    cells, counts = torch.unique(flat, sorted=True, return_counts=True)
+    return [[c // num_classes, c % num_classes, n] for c, n in zip(cells.tolist(), counts.tolist())]
+
+
 def per_class_metrics(confusion: torch.Tensor, classes: list[str]) -> list[dict]:
-    """Precision, recall and F1 per class, in percent, and the support (true items of the class).
+    """Precision, recall and F1 per class, in percent, and the support (true items of the class), from the
+    confusion matrix (:func:`class_metrics`)."""
+    cm = confusion.to(torch.int64)
+    return class_metrics(cm.diag().tolist(), cm.sum(1).tolist(), cm.sum(0).tolist(), classes)
+
+
+def class_metrics(tp: list[int], support: list[int], predicted: list[int], classes: list[str]) -> list[dict]:
+    """Precision, recall and F1 per class, in percent, and the support, from each class's true positives,
+    true items and predictions.
 
     F1 is ``2 TP / (2 TP + FP + FN)``, the harmonic mean of precision and recall. A ratio with
     nothing to divide (precision of a class never predicted, recall of a class with no items, F1 of
     both) is ``None``: undefined, not 0.
     """
-    cm = confusion.double()
-    tp = cm.diag()
-    support = cm.sum(1)
-    predicted = cm.sum(0)
-    rows = []
-    for i, name in enumerate(classes):
-        rows.append({
-            "class": name,
-            "support": int(support[i]),
-            "precision": _percent(tp[i], predicted[i]),
-            "recall": _percent(tp[i], support[i]),
-            "f1": _percent(2 * tp[i], support[i] + predicted[i]),
-        })
-    return rows
+    return [{"class": name, "support": int(support[i]), "precision": _percent(tp[i], predicted[i]),
+             "recall": _percent(tp[i], support[i]), "f1": _percent(2 * tp[i], support[i] + predicted[i])}
+            for i, name in enumerate(classes)]
 
 
-def _percent(part: torch.Tensor, whole: torch.Tensor) -> float | None:
-    return float(100 * part / whole) if whole > 0 else None
+def _percent(part: int, whole: int) -> float | None:
+    # whole numbers: the quotient is correctly rounded, the same double as 100 * part / whole in float64
+    return 100 * int(part) / int(whole) if whole > 0 else None
 
 
 def worst_mistakes(labels, predictions, probabilities, limit: int = 36) -> list[dict]:
-    """Misclassified items, most confident first: index, true, predicted, confidence."""
+    """Misclassified items, most confident first: index, true, predicted, confidence. ``probabilities``: (N,
+    classes) softmax probabilities, or (N,) those of the predicted classes (all that is needed here)."""
     wrong = (predictions != labels).nonzero().flatten()
-    conf = probabilities[wrong, predictions[wrong]]
+    conf = probabilities[wrong] if probabilities.dim() == 1 else probabilities[wrong, predictions[wrong]]
     order = conf.argsort(descending=True)[:limit]
     return [
         {"index": int(wrong[i]), "true": int(labels[wrong[i]]), "pred": int(predictions[wrong[i]]),
@@ -82,19 +97,43 @@ def format_table(rows: list[dict]) -> str:
 
 def summarize(*, labels: torch.Tensor, predictions: torch.Tensor, probabilities: torch.Tensor, classes: list[str],
               loss: float, accuracy: float, split: str = "test", extra: dict | None = None) -> dict:
-    """What summary.json holds: the headline, per-class precision/recall/F1, the confusion matrix, the worst
-    mistakes (and ``extra``)."""
-    cm = confusion_matrix(labels, predictions, len(classes))
+    """What summary.json holds: the headline, per-class precision/recall/F1, the confusion matrix (only its
+    non-zero cells, ``"confusion_cells"``, above :data:`WHOLE_CONFUSION_MAX` classes), the worst mistakes (and
+    ``extra``). ``probabilities``: (N, classes), or (N,) those of the predicted classes."""
+    n_classes, labels, predictions = len(classes), labels.to(torch.int64), predictions.to(torch.int64)
+    hits = torch.bincount(labels[labels == predictions], minlength=n_classes).tolist()
+    per_class = class_metrics(hits, torch.bincount(labels, minlength=n_classes).tolist(),
+                              torch.bincount(predictions, minlength=n_classes).tolist(), classes)
+    whole = n_classes <= WHOLE_CONFUSION_MAX
     return {
         "split": split,
         "n": int(len(labels)),
         "loss": loss,
         "accuracy": accuracy,
-        "per_class": per_class_metrics(cm, classes),
-        "confusion": cm.tolist(),
+        "per_class": per_class,
+        "confusion": confusion_matrix(labels, predictions, n_classes).tolist() if whole else None,
+        **({} if whole else {"confusion_cells": confusion_cells(labels, predictions, n_classes)}),
         "mistakes": worst_mistakes(labels, predictions, probabilities),
         **(extra or {}),
     }
+
+
+#: What :func:`summary_text` puts where the matrix's rows go, until the rest is indented.
+_ROWS_MARK = "\x00rows\x00"
+
+
+def summary_text(summary: dict) -> str:
+    """summary.json's text: strict JSON, keys sorted and indented as every JSON file cnnlab writes, except the
+    confusion matrix (and its cells), a row per line: indented, a 1,000-class matrix was a million lines."""
+    rows = {key: summary[key] for key in ("confusion", "confusion_cells") if isinstance(summary.get(key), list)}
+    text = json.dumps(json_safe({**summary, **dict.fromkeys(rows, _ROWS_MARK)}), indent=2, sort_keys=True,
+                      allow_nan=False)
+    for key, value in rows.items():
+        lines = ",\n    ".join(json.dumps(json_safe(row), separators=(",", ":"), allow_nan=False) for row in value)
+        # a top-level key is the only thing at this indent ("\n  " then a quote): a class name cannot fake it
+        text = text.replace(f"\n  {json.dumps(key)}: {json.dumps(_ROWS_MARK)}",
+                            f"\n  {json.dumps(key)}: [\n    {lines}\n  ]" if value else f"\n  {json.dumps(key)}: []", 1)
+    return text + "\n"
 
 
 #: What training records in a run's summary.json about the run itself (not about an evaluation): a later
@@ -142,33 +181,50 @@ def current_figures(run_dir: Path, summary: dict, previous: tuple[dict, float] |
     return current
 
 
+class IncompleteReport(WriteError):
+    """Some of a report's files could not be written after others were (a disk that filled up while the figures
+    were drawn): the one line names what was written, what was not, and why."""
+
+
 class Figures:
     """curves.png, confusion.png and mistakes.png, drawn in a background thread so that the line a user waits
-    for is printed while they are drawn; :meth:`wait` returns once they are written (and re-raises an error).
-    Those in ``current`` are already drawn from the same inputs: they are kept (``names`` lists the others)."""
+    for is printed while they are drawn; :meth:`wait` returns once they are written (and re-raises the first
+    error). Those in ``current`` are already drawn from the same inputs: they are kept (``names`` lists the
+    others). A figure that cannot be written does not stop the others (``written`` lists those that were);
+    ``left_out`` says which figure is not drawn at all, and why (a confusion matrix of too many classes)."""
 
     def __init__(self, run_dir: Path, summary: dict, *, history: list[dict], images: torch.Tensor,
                  classes: list[str], context: dict | None = None, current: set[str] = frozenset()):
         context = {**(context or {})}
         context.setdefault("run", Path(run_dir).resolve().name)
         self._error: BaseException | None = None
+        self.left_out = {} if summary.get("confusion") is not None else {"confusion.png": (
+            f"confusion.png not drawn: {len(classes):,} classes, more than {WHOLE_CONFUSION_MAX:,}; summary.json "
+            "holds the matrix's non-zero cells (confusion_cells: true, predicted, count)")}
         wanted = (["curves.png"] if history else []) + ["confusion.png", "mistakes.png"]
-        self.names = [n for n in wanted if n not in current]
-        self.kept = sorted(current)
+        self.names = [n for n in wanted if n not in current and n not in self.left_out]
+        self.kept = sorted(set(current) - set(self.left_out))
+        self.written: list[str] = []
+        self.run_dir = Path(run_dir)
         args = (Path(run_dir), summary, history, images, classes, context)
         self._thread = threading.Thread(target=self._draw, args=args, name="cnnlab-figures", daemon=True)
         self._thread.start()
 
     def _draw(self, run_dir, summary, history, images, classes, context) -> None:
+        mistakes = summary["mistakes"]
+        drawers = {
+            "curves.png": lambda path: plots.plot_curves(history, path, context=context),
+            "confusion.png": lambda path: plots.plot_confusion(summary["confusion"], classes, path, context=context),
+            "mistakes.png": lambda path: plots.plot_mistakes([images[m["index"], 0] for m in mistakes], mistakes,
+                                                             classes, path, context=context),
+        }
         try:
-            if "curves.png" in self.names:
-                plots.plot_curves(history, run_dir / "curves.png", context=context)
-            if "confusion.png" in self.names:
-                plots.plot_confusion(summary["confusion"], classes, run_dir / "confusion.png", context=context)
-            if "mistakes.png" in self.names:
-                mistakes = summary["mistakes"]
-                plots.plot_mistakes([images[m["index"], 0] for m in mistakes], mistakes, classes,
-                                    run_dir / "mistakes.png", context=context)
+            for name in self.names:
+                try:
+                    drawers[name](run_dir / name)
+                    self.written.append(name)
+                except WriteError as err:  # one that cannot be written (a full disk): the others are still tried
+                    self._error = self._error or err
         except BaseException as err:  # noqa: BLE001 - handed to the waiting thread, which raises it
             self._error = err
 
@@ -177,23 +233,40 @@ class Figures:
         if self._error is not None:
             raise self._error
 
+    def incomplete(self, err: WriteError) -> IncompleteReport:
+        """The one line for ``err``, a figure not written after summary.json was: what was written, what not."""
+        missing = [n for n in self.names if n not in self.written]
+        older = [n for n in missing if (self.run_dir / n).is_file()]
+        stays = (f" (an earlier report's {', '.join(older)} {'stays' if len(older) == 1 else 'stay'} there)"
+                 if older else "")
+        kept = f" ({', '.join(self.kept)} unchanged)" if self.kept else ""
+        return IncompleteReport(f"report incomplete: wrote {', '.join(['summary.json', *self.written])} in "
+                                f"{self.run_dir}{kept}, not {', '.join(missing)}{stays}: {err}", err.errno)
+
 
 def write_report(run_dir: str | Path, summary: dict, *, history: list[dict], images: torch.Tensor,
                  classes: list[str], context: dict | None = None, keep: tuple[str, ...] = ()) -> Figures:
-    """Write summary.json into ``run_dir`` now (strict JSON: a diverged loss is ``null``) and start drawing
-    the figures; ``.wait()`` on the result before relying on them.
+    """Write summary.json into ``run_dir`` now (strict JSON: a diverged loss is ``null``; :func:`summary_text`)
+    and start drawing the figures; ``.wait()`` on the result before relying on them.
 
     ``context``: what places the figures, e.g. ``{"model": "inception", "dataset": "mnist"}``; every
     figure shows it under its title, with ``"run"`` (the run directory's name) added when missing.
     A figure already drawn from the same inputs (:func:`current_figures`) is kept, not drawn again; so are
     the ``keep`` keys of the summary.json there (e.g. :data:`RUN_FACTS`), where ``summary`` lacks them.
+    A confusion.png there that this summary does not draw (too many classes) is removed: it showed another one.
     """
     run_dir = Path(run_dir)
     previous = _previous_summary(run_dir)
     current = current_figures(run_dir, summary, previous)
     if previous is not None and keep:
         summary = {**{k: previous[0][k] for k in keep if k in previous[0]}, **summary}
-    atomic_write_json(run_dir / "summary.json", summary)
+    atomic_write_text(run_dir / "summary.json", summary_text(summary))
+    if summary.get("confusion") is None:
+        current.discard("confusion.png")
+        try:
+            (run_dir / "confusion.png").unlink()
+        except OSError:
+            pass
     for name in sorted(current):
         try:  # still no older than the summary it shows, so that the next evaluation keeps it too
             os.utime(run_dir / name)

@@ -23,7 +23,7 @@ except ImportError:  # pragma: no cover - Windows has no flock: runs there are n
 
 from cnnlab.config import typed_values
 from cnnlab.data.safefs import open_regular, read_bounded
-from cnnlab.dataset_names import dataset_kind
+from cnnlab.dataset_names import DIRECTORY_KINDS, canonical_dataset_name, dataset_kind, directory_of
 from cnnlab.errors import CnnlabError, RunError, did_you_mean, first_line, short_repr
 from cnnlab.fileio import (RUN_FILE_LIMIT, as_path, atomic_write_text, make_dirs, open_if_regular,
                            remove_stale_temp_files_in, write_error)
@@ -590,8 +590,26 @@ def check_columns(wanted: dict) -> None:
 
 
 def matches(row: dict, wanted: dict) -> bool:
-    """Whether a :func:`describe_run` row has every ``{column: value}`` of ``wanted`` (case-insensitive)."""
-    return all(str(row.get(key)).lower() == str(value).lower() for key, value in wanted.items())
+    """Whether a :func:`describe_run` row has every ``{column: value}`` of ``wanted`` (case-insensitive). A dataset
+    also matches as the table shows it and as it was typed: ``idx`` (or ``folder``) is every run on an ``idx:``
+    (``folder:``) dataset, and ``idx:DIR`` the runs on that folder, ``DIR`` resolved from here as training does
+    (a run records ``idx:/its/absolute/path``)."""
+    return all(str(row.get(key)).lower() == str(value).lower()
+               or (key == "dataset" and _same_dataset(row.get(key), value)) for key, value in wanted.items())
+
+
+def _same_dataset(recorded, wanted) -> bool:
+    """Whether a run's ``recorded`` ``idx:``/``folder:`` dataset is the one ``wanted`` names (its kind, or its path)."""
+    if not isinstance(recorded, str) or not isinstance(wanted, str) or directory_of(recorded) is None:
+        return False
+    if wanted.lower() in DIRECTORY_KINDS:
+        return dataset_kind(recorded) == wanted.lower()
+    if directory_of(wanted) is None:
+        return False
+    try:  # both resolved: a run recorded through a link since changed is still found by either path
+        return canonical_dataset_name(wanted) in (recorded, canonical_dataset_name(recorded))
+    except (OSError, RuntimeError):  # a path too long, a loop of links: no run's dataset
+        return False
 
 
 def _number(value) -> bool:

@@ -36,7 +36,9 @@ def register(sub) -> None:
     p.add_argument("--out", default=None, type=path_arg,
                    help="where to write summary.json and the plots (default: the run directory when evaluating its "
                         "last.pt on its own dataset, which makes it the run's result; otherwise nowhere)")
-    p.add_argument("--no-report", action="store_true", help="only print loss and accuracy (default: off)")
+    p.add_argument("--no-report", action="store_true",
+                   help="write nothing: no summary.json or plots anywhere (the per-class table, loss and accuracy "
+                        "are still printed) (default: off)")
     p.add_argument("--split", choices=("test", "val"), default="test",
                    help="val: the run's own validation split (a run trained with --val-split), to choose things such "
                         "as --tta without looking at the test set; writes no report unless --out (default: test)")
@@ -114,7 +116,7 @@ def _report(args, subject, res, extra: dict, say) -> int:
     """summary.json and the figures, where they belong (the run's own folder, or --out); 1 if they could not be
     written (the accuracy is still the answer)."""
     from cnnlab.evaluation import report_run
-    from cnnlab.report import RUN_FACTS
+    from cnnlab.report import RUN_FACTS, IncompleteReport
 
     out = Path(args.out) if args.out else subject.run_dir
     reporting = out is not None and not args.no_report
@@ -126,6 +128,9 @@ def _report(args, subject, res, extra: dict, say) -> int:
                    history=history, batch_size=args.batch_size, extra=extra,
                    log=say, result=res, context={"model": subject.model_name, "dataset": subject.data.name},
                    table=True, keep=RUN_FACTS if own else ())  # the training's own figures (time, target) stay
+    except IncompleteReport as err:  # summary.json (and maybe a figure) written, then the disk filled up
+        print(f"cnnlab: warning: {err}", file=sys.stderr)
+        code = 1
     except WriteError as err:  # a read-only run folder: the accuracy is still the answer
         print(f"cnnlab: warning: no report written: {err}", file=sys.stderr)
         code = 1

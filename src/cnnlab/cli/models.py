@@ -38,4 +38,6 @@ def cmd_models(args) -> int:
         for w in weights:
             print(f"  {w.model:<10} {w.dataset:<14} test accuracy {w.test_accuracy:.2f}%  recipe {w.recipe}, "
                   f"seed {w.seed}  ({w.file})")
+            if w.command:  # the README and --help promise it (it was only in --json)
+                print(f"  {'':<10} made by: {' '.join(str(w.command).split())}")
     return 0

@@ -11,7 +11,8 @@ from cnnlab.runs import describe_run, find_runs, matches
 
 
 #: The columns ``cnnlab runs`` can be narrowed by, each with an example value.
-FILTERS = {"model": "resnet", "dataset": "fashion-mnist", "recipe": "best", "status": "stopped"}
+FILTERS = {"model": "resnet", "dataset": "fashion-mnist, idx (every idx: dataset, as the table shows them) or idx:DIR",
+           "recipe": "best", "status": "stopped"}
 STATUSES = ("running", "finished", "stopped", "failed", "damaged")
 #: The most of a detail a row of the table shows, escaped (describe_run keeps at most runs.TEXT_LIMIT of it).
 DETAIL_WIDTH = 500
