@@ -30,7 +30,7 @@ from safetensors import safe_open
 from cnnlab.errors import CheckpointError, first_line
 from cnnlab.fileio import as_path, atomic_write_bytes, atomic_write_text, kind_of, sha256_file
 from cnnlab.models import create_model
-from cnnlab.runs import CHECKPOINTS, DEFAULT_CHECKPOINT
+from cnnlab.runs import CHECKPOINTS, DEFAULT_CHECKPOINT, is_run_dir, is_running
 
 FORMAT = "cnnlab-checkpoint"
 VERSION = 2
@@ -140,7 +140,18 @@ def save_checkpoint(path: str | Path, payload: dict) -> None:
     body["tensor_digest"] = tensor_digest(body)
     buf = io.BytesIO()
     torch.save(body, buf)
-    data = buf.getvalue()
+    _write_with_sidecar(path, buf.getvalue())
+
+
+def copy_checkpoint(source: str | Path, path: str | Path) -> None:
+    """Write the checkpoint file ``source`` (already checked by :func:`load_checkpoint`) as ``path``, byte for byte,
+    with :func:`save_checkpoint`'s kill-safe sequence: a run's ``best.pt`` that its save never wrote (a full disk, a
+    kill between the epoch's two saves) is the epoch's ``last.pt``."""
+    _write_with_sidecar(Path(path), Path(source).read_bytes())
+
+
+def _write_with_sidecar(path: Path, data: bytes) -> None:
+    """``data`` as ``path`` and its SHA-256 as ``path.sha256``, in the order :func:`save_checkpoint` describes."""
     new = hashlib.sha256(data).hexdigest()
     side = sidecar(path)
     current = sha256_file(path) if path.is_file() else None
@@ -324,12 +335,29 @@ def resolve_checkpoint(path: str | Path, which: str = DEFAULT_CHECKPOINT) -> Pat
     if path.is_dir():
         candidate = path / f"{which}.pt"
         if not candidate.is_file():
-            raise CheckpointError(f"{path}: no {which}.pt in this run directory; did the run save a checkpoint?")
+            raise CheckpointError(f"{path}: no {which}.pt in this run directory; {_why_none(path, which)}")
         return candidate
     if which != DEFAULT_CHECKPOINT and path.name != f"{which}.pt":  # asked for another file than the one given
         raise CheckpointError(f"{path} is a checkpoint file, and choosing {which!r} (--checkpoint {which}) picks a "
                               f"file of a run folder: give the folder ({path.parent}), or the file {which}.pt itself")
     return path
+
+
+def _why_none(run: Path, which: str) -> str:
+    """Why a run folder has no ``which``.pt, as far as its files tell, and what to give instead."""
+    last, best = (run / "last.pt").is_file(), (run / "best.pt").is_file()
+    if which == "best" and last:
+        if not (run / "metrics.csv").is_file():  # an epoch's end writes its row before its checkpoints
+            return "no epoch has ended yet, so there is no best.pt: use --checkpoint last"
+        return ("its best epoch's save was lost (a full disk, or a kill between the epoch's two saves): use "
+                f"--checkpoint last, or resume the run (cnnlab train --resume {run}), which writes best.pt again")
+    if is_running(run):
+        return "it is still training and has saved no checkpoint yet: wait for the end of its first epoch"
+    if best:
+        return "its best.pt holds the weights of its best epoch: --checkpoint best"
+    if not is_run_dir(run):
+        return "it is not a run folder: give a run folder or a .pt file written by cnnlab"
+    return "the run saved no checkpoint (it stopped before its first epoch ended): train it again"
 
 
 def model_from_checkpoint(state: dict) -> nn.Module:

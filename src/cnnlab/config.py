@@ -196,12 +196,17 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
-        """A saved config. Fields added since it was written take the values that reproduce its run."""
+        """A saved config. Fields added since it was written take the values that reproduce its run. A ``data_dir``
+        beside an ``idx:``/``folder:`` dataset, which reads its own directory, is dropped: runs recorded both before
+        ``--data-dir`` was refused with them, and it meant nothing (kept, it made their resumes refused)."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise CnnlabError(f"unknown config keys {unknown}; this run was written by another cnnlab version")
-        return cls(**{**ADDED_FIELDS, **typed_values(data, "the run's config")})
+        cfg = cls(**{**ADDED_FIELDS, **typed_values(data, "the run's config")})
+        if isinstance(cfg.dataset, str) and dataset_kind(cfg.dataset) in DIRECTORY_KINDS:
+            cfg.data_dir = None
+        return cfg
 
     @classmethod
     def from_file(cls, path: str | Path) -> "TrainConfig":

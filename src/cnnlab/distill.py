@@ -29,7 +29,7 @@ from cnnlab.config import TrainConfig
 from cnnlab.data import Dataset
 from cnnlab.errors import CheckpointError, CnnlabError, RunError
 from cnnlab.evaluation import check_fits
-from cnnlab.fileio import atomic_write_bytes
+from cnnlab.fileio import atomic_write_bytes, read_json, sha256_file
 from cnnlab.runs import is_run_dir, is_running, run_status
 
 
@@ -132,6 +132,33 @@ def _check_same_images(cfg: TrainConfig, taught: dict, path: Path) -> None:
         raise RunError(f"--teacher {path}: it was trained with --val-split {taught.get('val_split') or 0:g} --seed "
                        f"{taught.get('seed')}, so it saw images this run holds out for validation (--val-split "
                        f"{cfg.val_split:g} --seed {cfg.seed}); train the teacher with the same --val-split and --seed")
+
+
+def check_rerun_teacher(cfg: TrainConfig, config_file: Path) -> None:
+    """``train --config STUDENT`` re-runs a distilled run with the teacher file it recorded: refused (one line naming
+    both, and the fixes) when that file is no longer the one the run learned from (its teacher retrained or resumed
+    since: the re-run distilled from another net without a word). The run's hash is in config.json (``teacher``)
+    or, for runs written before it was, that of its copy ``STUDENT/teacher.pt``. Refused rather than switched to
+    the copy: which teacher a new run learns from is the user's to say."""
+    if not cfg.teacher:
+        return
+    try:
+        data = read_json(config_file, str(config_file))
+    except CnnlabError:
+        return  # TrainConfig.from_file read it; a re-run without a readable record cannot be checked
+    if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+        return  # a settings file, not a run's config.json: no run to compare with
+    recorded = data.get("teacher")
+    want = recorded.get("sha256") if isinstance(recorded, dict) else None
+    copy = Path(config_file).parent / TEACHER_FILE
+    if not isinstance(want, str):
+        want = sha256_file(copy) if copy.is_file() else None
+    teacher = Path(cfg.teacher)
+    if want is None or not teacher.is_file() or sha256_file(teacher) == want:
+        return  # nothing to compare with, or a teacher gone (load_teacher says so)
+    raise RunError(f"--config {config_file.parent}: its teacher {teacher} is not the file the run learned from (its "
+                   f"SHA-256 changed since: retrained or resumed?); to learn from the same teacher give --teacher "
+                   f"{copy}, the run's copy, or to learn from it as it is now give --teacher {teacher}")
 
 
 def check_same_teacher(teacher: Teacher | None, recorded: dict | None, where) -> None:

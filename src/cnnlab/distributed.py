@@ -19,7 +19,12 @@ from cnnlab.errors import CnnlabError, first_line
 
 
 class PeerLost(CnnlabError):
-    """A collective failed because another rank of the torchrun group stopped (or never came)."""
+    """A collective failed because another rank of the torchrun group stopped (or never came). ``restarting``:
+    torchrun restarts the group (``--max-restarts`` allows another attempt)."""
+
+    def __init__(self, message: str, restarting: bool = False):
+        super().__init__(message)
+        self.restarting = restarting
 
 
 @dataclass
@@ -29,6 +34,8 @@ class Dist:
     local_rank: int = 0
     #: How many times torchrun has restarted this worker group (0 on the first attempt).
     restart_count: int = 0
+    #: How many restarts torchrun allows (its --max-restarts; 0 without torchrun).
+    max_restarts: int = 0
     initialised: bool = False
 
     @property
@@ -46,6 +53,7 @@ class Dist:
             world_size=_env_int("WORLD_SIZE", 1),
             local_rank=_env_int("LOCAL_RANK", 0),
             restart_count=_env_int("TORCHELASTIC_RESTART_COUNT", 0),
+            max_restarts=_env_int("TORCHELASTIC_MAX_RESTARTS", 0),
         )
 
     def device_for(self, device: torch.device) -> torch.device:
@@ -89,6 +97,14 @@ class Dist:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t.tolist()
 
+    def all_reduce_max(self, value: float, device: torch.device) -> float:
+        """The largest of each rank's ``value``."""
+        if not self.enabled:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return float(t.item())
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()
@@ -104,7 +120,8 @@ class Dist:
 
         When one rank dies (killed, out of memory), every other rank's next collective raises a
         RuntimeError whose text starts with a C++ source path; under ``--max-restarts`` that is an
-        expected event, and the run resumes from its checkpoint. Other errors pass through unchanged.
+        expected event, and the run resumes from its checkpoint. The line says which it is: whether torchrun
+        restarts the group (it said so also when it would not). Other errors pass through unchanged.
         """
         try:
             yield
@@ -112,9 +129,14 @@ class Dist:
             if not self.enabled or not is_communication_error(err):
                 raise
             what = "lost contact with another rank of the group" if self.initialised else "could not join the group"
+            left = self.max_restarts - self.restart_count
+            then = (f"torchrun restarts the group (--max-restarts {self.max_restarts}: {left} restart"
+                    f"{'s' if left != 1 else ''} left), and the run resumes from its last checkpoint, or starts again "
+                    "if it saved none" if left > 0 else
+                    f"torchrun does not restart the group (--max-restarts {self.max_restarts}"
+                    f"{', all used' if self.max_restarts else ''})")
             raise PeerLost(f"rank {self.rank}: {what} ({_first_sentence(err)}); see the other ranks' lines for the "
-                           "cause: torchrun restarts the group while --max-restarts allows, and the run resumes "
-                           "from its last checkpoint") from err
+                           f"cause; {then}", restarting=left > 0) from err
 
 
 def _env_int(name: str, default: int) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,13 +22,13 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from cnnlab import observers as obs
 from cnnlab.augment import parse_augment
-from cnnlab.checkpoint import EpochSums, TrainState, load_checkpoint
+from cnnlab.checkpoint import EpochSums, TrainState, copy_checkpoint, load_checkpoint, sidecar
 from cnnlab.config import TrainConfig, resumed_config
 from cnnlab.data import BatchLoader, Dataset, load_dataset, split_validation, validate_dataset
 from cnnlab.data.catalog import flip_warning
 from cnnlab.devices import resolve_device, set_threads, training_autocast
 from cnnlab.distill import TEACHER_FILE, check_same_teacher, load_teacher
-from cnnlab.distributed import Dist
+from cnnlab.distributed import Dist, PeerLost
 from cnnlab.errors import CnnlabError, Interrupted, RunError, WriteError
 from cnnlab.dataset_names import moved_away
 from cnnlab.evaluation import EvalResult, report_run
@@ -36,7 +37,7 @@ from cnnlab.hostmem import keep_freed_memory
 from cnnlab.models import build_model, check_model_name, count_parameters, float32_default
 from cnnlab.optim import eager
 from cnnlab.output import complain, say, stderr_is_terminal
-from cnnlab.runs import LOCK_FILE, STATUS_FILE, RunLock, RunPlan, plan_run, write_status
+from cnnlab.runs import LOCK_FILE, RUN_FILES, STATUS_FILE, RunLock, RunPlan, is_run_dir, plan_run, write_status
 from cnnlab.text import plural
 from cnnlab.trainer import Trainer
 
@@ -174,28 +175,42 @@ def train(
     """
     if resume is None:
         check_model_name(cfg.validate().model)  # refused before any folder is made (a resume: the run's own, below)
+    if write and (cfg.tensorboard if resume is None else (changes or {}).get("tensorboard")):
+        obs.require_tensorboard()  # before any folder is touched (a resume: the run's own setting, below)
     ranks = Dist.from_env()
+    if resume is None and write and ranks.is_primary and ranks.restart_count == 0:
+        start_over_unsaved(out)
     plan = plan_run(cfg.model, cfg.dataset, out=out, resume=resume, runs_root=runs_root, write=write and ranks.is_primary,
                     distributed=ranks.enabled, restart_count=ranks.restart_count)
     with contextlib.ExitStack() as stack:
         stack.enter_context(callers_torch_kept())
-        if plan.run_dir is not None:
-            stack.push(_forget_if_empty(plan))  # last out: after the lock is released (also when it cannot be taken)
+        guard = None if plan.run_dir is None else FolderGuard(plan.run_dir)
+        if guard is not None:
+            stack.push(_forget_if_empty(plan, guard))  # last out: after the lock is released (also when it cannot be taken)
             busy = {} if plan.resume_from is None else {"busy": (
                 f"it is training now; let it finish, or stop it (Ctrl+C where it runs, or kill {{pid}}) and resume "
                 f"then: cnnlab train --resume {plan.run_dir}")}
-            stack.enter_context(RunLock(plan.run_dir, **busy))
+            guard.take(stack.enter_context(RunLock(plan.run_dir, **busy)))
             # a resume refused before it restored anything leaves the run as it was (a finished run stays finished)
-            stack.push(recorder := FailureRecord(plan, armed=plan.resume_from is None))
+            stack.push(recorder := FailureRecord(plan, armed=plan.resume_from is None, guard=guard))
+            stack.enter_context(_peer_lost_explained(recorder))
         stack.enter_context(ranks.errors_explained())  # a dead peer: one line, not gloo's traceback
-        ckpt = load_checkpoint(plan.resume_from) if plan.resume_from is not None else None
+        ckpt = _resumed_checkpoint(plan)
         if ckpt is not None:
             _check_own_checkpoint(plan, ckpt)
-            cfg = resumed_config(TrainConfig.from_dict(ckpt["config"]), cfg, changes)
+            saved = TrainConfig.from_dict(ckpt["config"])
+            cfg = resumed_config(saved, cfg, changes)
+            if cfg.tensorboard and plan.run_dir is not None:
+                obs.require_tensorboard()  # the run's own --tensorboard: refused before its status can change
             if dataset is None:  # a Dataset passed in is the data, wherever it came from
                 _check_data_there(cfg, plan.run_dir or plan.resume_from)
         t = build_trainer(cfg.validate(), ranks, plan, dataset, log, report)
+        t.folder_check = guard.check if guard is not None else None
+        if guard is not None:
+            recorder.max_steps = cfg.max_steps
         if ckpt is not None:
+            # --max-steps is a process's limit; config.json and the checkpoints keep the run's own unless one is given
+            t.record = {"max_steps": (changes or {}).get("max_steps", saved.max_steps)}
             restore(t, ckpt, plan)
             if plan.run_dir is not None:
                 recorder.armed = True
@@ -231,6 +246,46 @@ def callers_torch_kept():
             torch.cuda.set_rng_state_all(cuda)
 
 
+def start_over_unsaved(out) -> None:
+    """A folder whose run stopped before its first checkpoint (a full disk or a kill between an epoch's metrics and
+    its save: config.json, metrics.csv, a sidecar of a file never written) holds nothing to resume, and the same
+    command starts it over, as it does a folder with config.json alone: its run's files are removed, under its lock
+    (a run training there is refused as ever). A folder with a checkpoint, a finished run's summary.json, or files
+    of the user's own is left alone: ``plan_run`` refuses it in one line."""
+    if not isinstance(out, (str, os.PathLike)) or not str(out).strip():
+        return  # plan_run refuses it
+    folder = Path(out)
+    try:
+        names = {p.name for p in folder.iterdir()}
+    except OSError:
+        return
+    if ("metrics.csv" not in names or names & {"last.pt", "best.pt", "summary.json"}
+            or any(n not in RUN_FILES and not n.startswith(".") for n in names)):
+        return
+    with RunLock(folder):
+        for name in sorted(names & RUN_FILES):
+            path = folder / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)  # tensorboard/
+            else:
+                path.unlink(missing_ok=True)
+
+
+def _resumed_checkpoint(plan: RunPlan) -> dict | None:
+    """The checkpoint a resume continues from (None: a new run). A run folder whose run saved no last.pt says what
+    works instead ("no such checkpoint" was all it said)."""
+    where = plan.resume_from
+    if where is None:
+        return None
+    folder = where.parent
+    if where.name == "last.pt" and not where.exists() and is_run_dir(folder):
+        how = (f"continue from its best epoch: cnnlab train --resume {folder / 'best.pt'}"
+               if (folder / "best.pt").is_file() else f"start it again: cnnlab train --config {folder} --out {folder}")
+        raise RunError(f"--resume {folder}: the run saved no last.pt before it stopped, so there is no position to "
+                       f"continue from; {how}")
+    return load_checkpoint(where)
+
+
 def _check_data_there(cfg: TrainConfig, where) -> None:
     """A resumed run's ``idx:``/``folder:`` directory that is gone: say how to give its new place."""
     if message := moved_away(cfg.dataset, f"--resume {where}", f"cnnlab train --resume {where} {{new}}"):
@@ -241,16 +296,21 @@ def _record_outcome(t: Trainer, result: TrainResult) -> None:
     """status.json of a run that ended without an error: finished, or stopped by --max-steps (resumable)."""
     if t.run_dir is None:
         return
+    t.check_folder()
     why = {"step limit": f"--max-steps {t.cfg.max_steps}: resume to go on",
            "target": f"reached --target-accuracy {t.cfg.target_accuracy:g}"}
-    write_status(t.run_dir, "stopped" if result.stopped == "step limit" else "finished", why.get(result.stopped, ""))
+    detail = why.get(result.stopped, "")
+    if t.state.history and not (t.run_dir / "best.pt").is_file():  # its best epoch's save was lost, and none since
+        detail = "; ".join(filter(None, (detail, "no best.pt: its best epoch was never saved (a full disk, or a kill "
+                                                 "while saving); last.pt holds the final weights")))
+    write_status(t.run_dir, "stopped" if result.stopped == "step limit" else "finished", detail)
 
 
-def _forget_if_empty(plan: RunPlan):
+def _forget_if_empty(plan: RunPlan, guard: FolderGuard):
     """On an error before anything was written, remove the fresh folder this run made (nothing in it but its
-    lock and the status.json that says it failed)."""
+    lock and the status.json that says it failed; not a folder that took its place)."""
     def on_exit(exc_type, exc, tb) -> bool:
-        if exc_type is not None and plan.fresh and plan.run_dir.is_dir():
+        if exc_type is not None and plan.fresh and not guard.gone and plan.run_dir.is_dir():
             if all(p.name in (LOCK_FILE, STATUS_FILE) for p in plan.run_dir.iterdir()):
                 shutil.rmtree(plan.run_dir, ignore_errors=True)
         return False
@@ -258,27 +318,118 @@ def _forget_if_empty(plan: RunPlan):
     return on_exit
 
 
+def resume_hint(run_dir: Path, max_steps: int = 0) -> str | None:
+    """``continue with: cnnlab train --resume RUN`` (with the run's ``--max-steps``, a process's flag, when it had
+    one) for a run folder that holds a checkpoint to continue from; None when it holds none."""
+    if not (run_dir / "last.pt").is_file():
+        return None
+    return f"continue with: cnnlab train --resume {run_dir}" + (f" --max-steps {max_steps}" if max_steps else "")
+
+
+#: What a run that saved no checkpoint can do instead of a resume.
+START_AGAIN = "no checkpoint was saved, so there is nothing to resume: start it again (the same command)"
+
+
 @dataclass
 class FailureRecord:
     """On an error, status.json says how the run ended: stopped (interrupted: resumable) or failed, and why.
 
     Not ``armed`` until a resume has restored the run: a resume refused before (a flag that would change the run,
-    its data gone, a checkpoint of another run) changed nothing, and the run's status stays what it was."""
+    its data gone, a checkpoint of another run) changed nothing, and the run's status stays what it was. Nothing
+    is written when the run's folder was moved or deleted (``guard``): the path may be another folder now."""
 
     plan: RunPlan
     armed: bool
+    guard: FolderGuard | None = None
+    #: The process's --max-steps, for the command that continues an interrupted run.
+    max_steps: int = 0
 
     def __call__(self, exc_type, exc, tb) -> bool:
-        if exc_type is None or not self.armed or not self.plan.run_dir.is_dir():
+        if exc_type is None or not self.armed or (self.guard is not None and self.guard.gone):
+            return False
+        if not self.plan.run_dir.is_dir():
             return False
         interrupted = issubclass(exc_type, (Interrupted, KeyboardInterrupt))
-        detail = str(exc).splitlines()[0][:300] if str(exc) else exc_type.__name__
+        detail = str(exc).splitlines()[0][:500] if str(exc) else exc_type.__name__
+        hint = resume_hint(self.plan.run_dir, self.max_steps)
+        if interrupted:  # under torchrun or before the loop began, Ctrl-C may have saved nothing
+            status, detail = ("stopped", f"interrupted: {hint}") if hint else ("failed", f"interrupted; {START_AGAIN}")
+        else:
+            status = "failed"
         try:
-            write_status(self.plan.run_dir, "stopped" if interrupted else "failed",
-                         "interrupted: resume to go on" if interrupted else detail)
+            write_status(self.plan.run_dir, status, detail)
         except OSError:
             pass  # a read-only or full disk: the error being raised already says so
         return False
+
+
+@contextlib.contextmanager
+def _peer_lost_explained(recorder: FailureRecord):
+    """A rank that lost its group when torchrun will not restart it: the line (and status.json) say how the run
+    goes on, from its folder: the command that resumes it, or that nothing was saved."""
+    try:
+        yield
+    except PeerLost as err:
+        if err.restarting:
+            raise
+        how = resume_hint(recorder.plan.run_dir, recorder.max_steps) or START_AGAIN
+        raise PeerLost(f"{err}; {how}", restarting=False) from err.__cause__
+
+
+class FolderGuard:
+    """The run folder this process locked, known by its identity (device and inode, its lock file's too): a folder
+    renamed or deleted while its run trains is noticed at the run's next write, which stops the run with one line
+    and writes nothing (each write re-created the folder's old path, without config.json or lock, where a resume
+    was then accepted: two processes in one run)."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.lock: RunLock | None = None
+        self.identity: tuple | None = None
+        self.gone = False
+
+    def take(self, lock: RunLock) -> None:
+        """The folder as it is once ``lock`` holds it."""
+        self.lock = lock
+        self.identity = self._now()
+
+    def _now(self) -> tuple | None:
+        try:
+            folder, held = os.stat(self.run_dir), os.stat(self.run_dir / LOCK_FILE)
+        except OSError:
+            return None
+        if self.lock is not None and self.lock.fd is not None:
+            locked = os.fstat(self.lock.fd)
+            if (locked.st_dev, locked.st_ino) != (held.st_dev, held.st_ino):
+                return None  # another lock file: another folder in its place
+        return folder.st_dev, folder.st_ino
+
+    def check(self) -> None:
+        """Raise (one line) when the folder is no longer the one this process locked."""
+        if self.identity is None or self._now() == self.identity:
+            return
+        self.gone = True
+        where = self._moved_to()
+        what = (f"was moved to {where} while its run trained; this process stops and writes nothing more: continue "
+                f"there with: cnnlab train --resume {where}" if where is not None else
+                "was moved or deleted while its run trained; this process stops and writes nothing more (if it was "
+                "moved, continue there with: cnnlab train --resume NEW_PLACE)")
+        raise RunError(f"{self.run_dir}: the run's folder {what}")
+
+    def _moved_to(self) -> Path | None:
+        """Where the locked folder is now (its lock file's open descriptor, on Linux); None when it was deleted or
+        that cannot be told."""
+        try:
+            target = os.readlink(f"/proc/self/fd/{self.lock.fd}")
+        except (OSError, TypeError, AttributeError):
+            return None
+        if target.endswith(" (deleted)") or not target.startswith("/"):
+            return None
+        folder = Path(target).parent
+        try:
+            return folder.relative_to(Path.cwd())
+        except ValueError:
+            return folder
 
 
 #: What makes a checkpoint a run's own: a checkpoint of its folder trained these the same.
@@ -377,9 +528,12 @@ def _wrap(model: nn.Module, cfg: TrainConfig, ranks: Dist, device: torch.device)
 
 
 def _write_config(t: Trainer) -> None:
+    """config.json: the run's settings (``--config RUN`` re-runs them), and its teacher's hash (a re-run refuses
+    a teacher that changed since)."""
     if t.run_dir is not None:
-        atomic_write_json(t.run_dir / "config.json", {"config": t.cfg.to_dict(), "model_args": t.model_args,
-                                                      "data": t.info, "world_size": t.ranks.world_size})
+        teacher = {"teacher": t.teacher.record()} if t.teacher is not None else {}
+        atomic_write_json(t.run_dir / "config.json", {"config": t.saved_config(), "model_args": t.model_args,
+                                                      "data": t.info, "world_size": t.ranks.world_size, **teacher})
 
 
 def introduce(t: Trainer) -> None:
@@ -411,6 +565,7 @@ def restore(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
     if t.state.rng is not None:
         torch.set_rng_state(t.state.rng)
     where = plan.run_dir or plan.resume_from
+    _recover_best(t, plan.resume_from, where)
     if t.cfg.epochs < t.state.epoch:
         raise RunError(f"--epochs {t.cfg.epochs}: {where} has already trained {t.state.epoch} epochs; "
                        "give at least that many")
@@ -425,6 +580,40 @@ def restore(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
         t.say(f"{where} is already at step {s.step} (--max-steps {t.cfg.max_steps}); nothing to train, re-evaluating")
     else:
         t.say(f"resuming {where} at epoch {s.epoch + 1}, batch {s.batch} (step {s.step})")
+
+
+def _recover_best(t: Trainer, source: Path, where) -> None:
+    """A run whose best epoch's best.pt was never written (a full disk while saving it, a kill between the epoch's
+    two saves: last.pt had recorded the best accuracy, so no later epoch saved best.pt, and a finished run had
+    none). When the checkpoint resumed from is that epoch's end, it is what best.pt should be: written as best.pt
+    now (also over a best.pt of an earlier epoch). When that epoch's weights are gone, one line says so, its stale
+    sidecar goes, and best.pt is the best of the epochs from here on (every rank decides alike: the files are
+    shared, the checkpoint is the same)."""
+    s, best = t.state, source.parent / "best.pt"
+    if s.best is None or source.name == "best.pt":
+        return
+    if s.batch == 0 and s.history and s.history[-1].get(f"{t.eval_name}_acc") == s.best:
+        if t.run_dir is not None and not _holds_step(best, s.step):
+            copy_checkpoint(source, t.run_dir / "best.pt")
+        return
+    if best.is_file():
+        return
+    if t.run_dir is not None:
+        sidecar(t.run_dir / "best.pt").unlink(missing_ok=True)
+    epoch = next((r.get("epoch") for r in s.history if r.get(f"{t.eval_name}_acc") == s.best), "?")
+    t.say(f"warning: {where} has no best.pt: its best epoch ({epoch}, {s.best:.2f}%) was never saved (a full disk, "
+          "or a kill while saving); best.pt will hold the best of the epochs from here on")
+    s.best = None
+
+
+def _holds_step(path: Path, step: int) -> bool:
+    """Whether ``path`` is a readable checkpoint saved at ``step``."""
+    if not path.is_file():
+        return False
+    try:
+        return TrainState.from_checkpoint(load_checkpoint(path)).step == step
+    except (CnnlabError, KeyError, TypeError, ValueError):
+        return False
 
 
 def _refuse_changed_data(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
@@ -459,8 +648,8 @@ def make_observers(t: Trainer, quiet: bool, silent: bool = False) -> list[obs.Ob
     if t.run_dir is not None:
         watchers.append(obs.MetricsCsv(t.run_dir))
     watchers.append(obs.CheckpointSaver(cfg.save_every))
-    if not t.ranks.enabled:
-        watchers.append(obs.SignalStop(silent))
+    # under torchrun only SIGINT (the agent passes Ctrl-C on); SIGTERM, its restarts' signal, stays deadly
+    watchers.append(obs.SignalStop(silent or not t.ranks.is_primary, group=t.ranks.enabled))
     return watchers
 
 
@@ -541,8 +730,9 @@ def _interrupt(t: Trainer, observers: list[obs.Observer]) -> None:
         for o in observers:
             o.on_stop_mid_epoch(t)
     s = t.state
-    where = (f"position saved in {t.run_dir / 'last.pt'}; continue with: cnnlab train --resume {t.run_dir}"
-             if t.run_dir is not None else "nothing was saved (the run writes no folder)")
+    where = (f"position saved in {t.run_dir / 'last.pt'}; {resume_hint(t.run_dir, t.cfg.max_steps)}"
+             if t.run_dir is not None else "rank 0 saves the position" if t.ranks.enabled
+             else "nothing was saved (the run writes no folder)")
     raise Interrupted(f"interrupted at step {s.step} (epoch {s.epoch + 1}, batch {s.batch}/{t.steps_per_epoch}); "
                       f"{where}", 128 + signum)
 
@@ -572,6 +762,7 @@ def finish(t: Trainer, final: EvalResult | None, report: bool, verbose: bool = F
     train_s = t.train_seconds()
     summary, figures = None, None
     if t.run_dir is not None and report:
+        t.check_folder()
         summary, figures = report_run(
             t.run_dir, t.eval_model, t.data, t.device, history=s.history, batch_size=cfg.eval_batch_size,
             extra={"target": s.target, "train_seconds": train_s, "parameters": count_parameters(t.model),

@@ -27,6 +27,7 @@ from cnnlab.checkpoint import load_checkpoint, model_from_checkpoint, resolve_ch
 from cnnlab.data import load_dataset
 from cnnlab.dataset_names import moved_away
 from cnnlab.errors import CnnlabError
+from cnnlab.evaluation import own_data_dir
 from cnnlab.export_formats import FORMATS, SUFFIXES, TOLERANCE
 from cnnlab.fileio import atomic_write_bytes
 from cnnlab.pretrained import load_pretrained
@@ -71,7 +72,7 @@ def sample_inputs(state: dict, n: int, dataset: str | None = None, data_dir: str
         raise CnnlabError("the checkpoint records no dataset; pass --dataset to check the export on test images")
     if not dataset and (message := moved_away(name, "the run", "add {new}")):
         raise CnnlabError(message)
-    data = load_dataset(name, data_dir=data_dir or cfg.get("data_dir"))
+    data = load_dataset(name, data_dir=data_dir or own_data_dir(cfg, dataset))
     if (data.in_channels, data.image_size) != (state["data"]["in_channels"], state["data"]["image_size"]):
         raise CnnlabError(f"dataset {data.name} has {data.in_channels}x{data.image_size}x{data.image_size} images, "
                           "the net was trained on others; pass the run's own --dataset")

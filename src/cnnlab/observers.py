@@ -159,17 +159,25 @@ class DivergenceGuard(Observer):
             t.check_finite()
 
 
+def require_tensorboard():
+    """torch's ``SummaryWriter``; without the tensorboard package, one line (the engine asks before any folder is
+    touched: it was asked when the run's observers were made, after its folder and status were written)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # optional dependency, imported only when asked for
+    except ImportError:
+        raise CnnlabError("--tensorboard needs the tensorboard package: pip install 'cnnlab[tensorboard]', or "
+                          "leave --tensorboard out") from None
+    return SummaryWriter
+
+
 class TensorboardLog(Observer):
     """``--tensorboard``: the epoch's scalars in ``RUN/tensorboard``."""
 
     def __init__(self, run_dir: Path):
-        try:
-            from torch.utils.tensorboard import SummaryWriter  # optional dependency, imported only when asked for
-        except ImportError:
-            raise CnnlabError("--tensorboard needs the tensorboard package: pip install 'cnnlab[tensorboard]'") from None
-        self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+        self.writer = require_tensorboard()(str(run_dir / "tensorboard"))
 
     def after_epoch(self, t: Trainer, row: dict, result: EvalResult, improved: bool) -> None:
+        t.check_folder()
         for key, value in row.items():
             if key not in ("epoch", "step") and isinstance(value, (int, float)) and math.isfinite(value):
                 self.writer.add_scalar(key, value, row["step"])
@@ -186,6 +194,7 @@ class MetricsCsv(Observer):
         self.path = run_dir / "metrics.csv"
 
     def after_epoch(self, t: Trainer, row: dict, result: EvalResult, improved: bool) -> None:
+        t.check_folder()
         write_metrics(self.path, t.state.history)
 
 
@@ -216,23 +225,32 @@ class SignalStop(Observer):
 
     A second signal stops at once; under ``nohup`` (SIGHUP ignored) SIGHUP stays ignored. SIGPIPE (stdout was
     a pipe whose reader went away: ``cnnlab train | head``) stops the same way, but never at once, and not a run
-    already stopping: its output is gone, its work need not be (``cnnlab.output``). Installed only in the main thread of a single process: under torchrun the
-    agent owns signals and restarts, and a collective with a dead peer would hang.
+    already stopping: its output is gone, its work need not be (``cnnlab.output``). Installed only in the main
+    thread.
+
+    Under torchrun (``group``) only SIGINT is taken: the agent passes a Ctrl-C on to every worker and kills them
+    30 s later; SIGTERM, which it sends to restart the group when a worker died, stays deadly (a collective with a
+    dead peer could wait). The ranks agree to stop at the same step boundary, with one small collective every
+    ``GROUP_CHECK_STEPS`` steps and at each epoch's end, so that the position's save (itself a collective) is
+    the same on all of them.
     """
 
-    def __init__(self, silent: bool = False):
+    GROUP_CHECK_STEPS = 10
+
+    def __init__(self, silent: bool = False, group: bool = False):
         self.silent = silent  # no note on stderr when a signal is taken (the Interrupted error still says it)
+        self.group = group
         self.signum: int | None = None
         self._saved: dict[int, object] = {}
         self.active = threading.current_thread() is threading.main_thread()
         if self.active:
-            for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGPIPE"):
+            for name in ("SIGINT",) if group else ("SIGINT", "SIGTERM", "SIGHUP", "SIGPIPE"):
                 sig = getattr(signal, name, None)
                 # nohup's ignored SIGHUP stays ignored (SIGINT and SIGTERM are taken even when a shell
                 # started the run in the background with SIGINT ignored: 'kill -INT' stops it cleanly)
                 if sig is not None and (name != "SIGHUP" or signal.getsignal(sig) is not signal.SIG_IGN):
                     self._saved[sig] = signal.signal(sig, self._handle)
-            if output.stdout_reader_gone() and hasattr(signal, "SIGPIPE"):  # the reader went before the run began
+            if not group and output.stdout_reader_gone() and hasattr(signal, "SIGPIPE"):  # gone before the run began
                 self._handle(signal.SIGPIPE, None)
 
     def _handle(self, signum, frame) -> None:
@@ -249,7 +267,21 @@ class SignalStop(Observer):
                             f"{'' if pipe else ' (send it again to stop at once)'}")
 
     def after_step(self, t: Trainer) -> None:
-        if self.signum is not None:
+        if self.group:
+            if t.state.step % self.GROUP_CHECK_STEPS == 0:
+                self._agree(t)
+        elif self.signum is not None:
+            t.request_stop("signal")
+
+    def after_epoch(self, t: Trainer, row: dict, result: EvalResult, improved: bool) -> None:
+        if self.group:
+            self._agree(t)
+
+    def _agree(self, t: Trainer) -> None:
+        """Every rank stops here when any of them took a signal (a collective: every rank calls it)."""
+        taken = int(t.ranks.all_reduce_max(float(self.signum or 0), t.device))
+        if taken:
+            self.signum = self.signum or taken
             t.request_stop("signal")
 
     def close(self) -> None:

@@ -27,7 +27,7 @@ from cnnlab.config import TrainConfig
 from cnnlab.data import BatchLoader, Dataset
 from cnnlab.distill import Teacher
 from cnnlab.distributed import Dist
-from cnnlab.errors import Diverged
+from cnnlab.errors import CnnlabError, Diverged
 from cnnlab.evaluation import EvalResult, evaluate
 
 Log = Callable[[str], None]
@@ -93,6 +93,10 @@ class Trainer:
     #: The latest evaluation of the eval split and the step it was made at (reused when the weights did not move).
     last_eval: tuple[int, EvalResult] | None = None
     in_epoch: bool = False
+    #: Raises (one line) when the run folder is no longer the one this process locked (engine.FolderGuard).
+    folder_check: Callable[[], None] | None = None
+    #: Settings a checkpoint and config.json keep in place of this process's (a resume's --max-steps is its own).
+    record: dict = field(default_factory=dict)
     _epoch_t0: float = 0.0
     _epoch_base: float = 0.0
 
@@ -111,6 +115,15 @@ class Trainer:
     def eval_model(self) -> nn.Module:
         """What is evaluated, saved for inference and reported: the weights' moving average when there is one."""
         return self.ema.module if self.ema is not None else self.model
+
+    def check_folder(self) -> None:
+        """Before a write into the run folder: stop (one line) when it was moved or deleted."""
+        if self.folder_check is not None:
+            self.folder_check()
+
+    def saved_config(self) -> dict:
+        """The settings a checkpoint and config.json record."""
+        return {**self.cfg.to_dict(), **self.record}
 
     def say(self, msg: str) -> None:
         if self.ranks.is_primary:
@@ -179,9 +192,15 @@ class Trainer:
         self.check_finite()
         keep = self.keep_eval_outputs if keep_outputs is None else keep_outputs
         limit = self.cfg.eval_limit if limit is None else limit
-        r = evaluate(self.eval_model, loader or self.eval_loader, limit=limit, keep_outputs=keep)
+        split = loader or self.eval_loader
+        if self.ranks.enabled and split.num_samples == 0:  # a split smaller than the group: this rank's shard is empty
+            r = EvalResult(loss=0.0, accuracy=0.0, n=0)
+        else:
+            r = evaluate(self.eval_model, split, limit=limit, keep_outputs=keep)
         if self.ranks.enabled:
             loss_sum, correct, n = self.ranks.all_reduce_sum([r.loss * r.n, float(r.correct), float(r.n)], self.device)
+            if n == 0:
+                raise CnnlabError("evaluation saw no images: the split is empty")
             r = EvalResult(loss=loss_sum / n, accuracy=100.0 * correct / n, n=int(n), correct=int(correct))
         if loader is None:
             self.last_eval = (self.state.step, r)
@@ -225,7 +244,7 @@ class Trainer:
         self.state.world_size = self.ranks.world_size
         return {
             "model": {"name": self.cfg.model, "args": self.model_args},
-            "config": self.cfg.to_dict(),
+            "config": self.saved_config(),
             "data": self.info,
             "state_dict": self.eval_model.state_dict(),  # what inference loads: the average, with EMA on
             "optimizer": self.optimizer.state_dict(),
@@ -243,4 +262,5 @@ class Trainer:
             self.state.partial = self.reduced_sums()
             self.state.elapsed = self.epoch_seconds()
         if self.run_dir is not None:
+            self.check_folder()
             save_checkpoint(self.run_dir / name, self.payload())

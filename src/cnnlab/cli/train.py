@@ -202,7 +202,12 @@ def config_from_args(args) -> TrainConfig:
     if getattr(args, "config", None):
         path = resolve_run(args.config)  # 'latest': the newest run's settings
         path = path / "config.json" if path.is_dir() else path
-        cfg = _overlay(TrainConfig.from_file(path), cfg, given_flags(args.parser, getattr(args, "argv", [])))
+        typed = given_flags(args.parser, getattr(args, "argv", []))
+        cfg = _overlay(TrainConfig.from_file(path), cfg, typed)
+        if "teacher" not in typed:  # the run's teacher: the same file it learned from, or refused
+            from cnnlab.distill import check_rerun_teacher  # imports torch (see the top of this module)
+
+            check_rerun_teacher(cfg, path)
     if args.dry_run:  # the run's own settings (its epochs, clean epochs, warm-up, all checked), cut short
         cfg.max_steps, cfg.eval_limit = DRY_RUN_STEPS, DRY_RUN_EVAL_IMAGES
     return cfg.validate()
