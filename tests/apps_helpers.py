@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import struct
+import tracemalloc
 import zlib
 from pathlib import Path
 
@@ -73,3 +74,17 @@ def deadline(seconds: int):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
+
+
+def peak_bytes(fn) -> tuple[int, Exception | None]:
+    """Peak traced memory (numpy's arrays included, other threads' too) while ``fn`` runs, and what it raised."""
+    tracemalloc.start()
+    try:
+        fn()
+        raised = None
+    except Exception as err:  # noqa: BLE001 - returned for the test to judge
+        raised = err
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    return peak, raised

@@ -11,7 +11,6 @@ import hashlib
 import os
 import threading
 import time
-import tracemalloc
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable
@@ -26,7 +25,7 @@ from cnnlab.data.idx import decode_idx, encode_idx
 from cnnlab.data.safefs import reason
 from cnnlab.data.status import dataset_status
 from cnnlab.errors import DataError
-from apps_helpers import deadline
+from apps_helpers import deadline, peak_bytes
 from conftest import make_images, write_idx_dataset
 
 FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -63,20 +62,6 @@ def tiny(monkeypatch, directory: Path, name: str = "tiny", seed: int = 0, served
 def gz_files(directory: Path) -> dict[str, bytes]:
     """``/<official name>.gz`` -> the gzip of the file in ``directory``: what a mirror serves."""
     return {f"/{base}.gz": gzip.compress((directory / base).read_bytes()) for base, _ in ROLES.values()}
-
-
-def peak_bytes(fn) -> tuple[int, Exception | None]:
-    """Peak traced memory (numpy's arrays included, the server's thread too) while ``fn`` runs, and what it raised."""
-    tracemalloc.start()
-    try:
-        fn()
-        raised = None
-    except Exception as err:  # noqa: BLE001 - returned for the test to judge
-        raised = err
-    finally:
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-    return peak, raised
 
 
 # --- a mirror on 127.0.0.1 ----------------------------------------------------------------------------------
@@ -198,6 +183,17 @@ def test_a_slow_mirror_is_given_up_on_for_the_next_one(tmp_path, monkeypatch):
     assert any(m.startswith("tiny: downloading from") for m in messages)  # a word before any wait
 
 
+def what_the_mirror_said(routes: dict, monkeypatch) -> str:
+    """``load_dataset("tiny")`` from a mirror serving ``routes``: refused, and the one line it said of the mirror."""
+    messages = []
+    with mirror(routes) as url, deadline(30):
+        monkeypatch.setenv("CNNLAB_MIRRORS", url)
+        with pytest.raises(DataError):
+            load_dataset("tiny", log=messages.append)
+    (said,) = [m for m in messages if m.startswith(f"mirror {url}: ")]
+    return said
+
+
 @pytest.mark.parametrize("announce", [True, False], ids=["with-length", "without-length"])
 def test_a_cut_off_download_is_named_as_such_not_a_file_to_delete(tmp_path, monkeypatch, announce):
     src = tmp_path / "src"
@@ -205,12 +201,7 @@ def test_a_cut_off_download_is_named_as_such_not_a_file_to_delete(tmp_path, monk
     files = gz_files(src)
     routes = {path: (announced(len(data), data[: len(data) // 2]) if announce else body(data[: len(data) // 2], False))
               for path, data in files.items()}
-    messages = []
-    with mirror(routes) as url, deadline(30):
-        monkeypatch.setenv("CNNLAB_MIRRORS", url)
-        with pytest.raises(DataError):
-            load_dataset("tiny", log=messages.append)
-    (said,) = [m for m in messages if m.startswith(f"mirror {url}: ")]
+    said = what_the_mirror_said(routes, monkeypatch)
     assert "cut off" in said and "train-images-idx3-ubyte.gz" in said, said
     assert "delete it" not in said and "\n" not in said
 
@@ -258,12 +249,7 @@ def test_a_download_announcing_more_than_the_file_can_be_is_refused_unread(tmp_p
     src = tmp_path / "src"
     tiny(monkeypatch, src)
     routes = {path: announced(10 << 30, b"\x1f\x8b") for path in gz_files(src)}
-    messages = []
-    with mirror(routes) as url, deadline(30):
-        monkeypatch.setenv("CNNLAB_MIRRORS", url)
-        with pytest.raises(DataError):
-            load_dataset("tiny", log=messages.append)
-    (said,) = [m for m in messages if m.startswith(f"mirror {url}: ")]
+    said = what_the_mirror_said(routes, monkeypatch)
     assert f"announces {10 << 30:,} bytes" in said and "\n" not in said, said
 
 

@@ -15,7 +15,6 @@ import os
 import struct
 import subprocess
 import sys
-import tracemalloc
 import zlib
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from cnnlab.data.fastcopy import load_fast_copy
 from cnnlab.data.idx import MAX_IDX_BYTES, decode_idx, encode_idx, read_idx
 from cnnlab.data.status import dataset_status
 from cnnlab.errors import DataError
-from apps_helpers import deadline
+from apps_helpers import deadline, peak_bytes
 from conftest import make_images, write_idx_dataset
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -90,20 +89,6 @@ def gzip_bomb(zeros: int, prefix: bytes = b"") -> bytes:
     chunk = bytes(1 << 20)
     out += [packer.compress(chunk) for _ in range(zeros >> 20)]
     return b"".join(out) + packer.flush()
-
-
-def peak_bytes(fn) -> tuple[int, Exception | None]:
-    """Peak traced memory (numpy's arrays included) while ``fn`` runs, and what it raised."""
-    tracemalloc.start()
-    try:
-        fn()
-        raised = None
-    except Exception as err:  # noqa: BLE001 - returned for the test to judge
-        raised = err
-    finally:
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-    return peak, raised
 
 
 # --- 1. IDX dimensions, empty splits, images the nets cannot take -------------------------------------------
