@@ -487,10 +487,16 @@ def test_a_figure_that_cannot_be_written_is_a_warning_not_a_failed_run(tiny_idx,
     run = tmp_path / "run"
     assert main(["train", "--dataset", f"idx:{tiny_idx}", *ARGS, "--out", str(run)]) == 0
     err = capsys.readouterr().err
-    assert "cnnlab: warning: cannot write confusion.png: No space left on device" in err
+    assert "cnnlab: warning: report incomplete: wrote summary.json" in err and "not confusion.png" in err
+    assert "cannot write confusion.png: No space left on device" in err
     assert f"'cnnlab evaluate {run}' draws the figures again" in err
     assert json.loads((run / "status.json").read_text())["status"] == "finished"
     assert (run / "summary.json").is_file() and (run / "last.pt").is_file()
+    import cnnlab  # the API's quiet prints nothing at all, this warning neither
+
+    cnnlab.train("basic_cnn", dataset=f"idx:{tiny_idx}", epochs=1, batch_size=32, lr=0.05, device="cpu", threads=1,
+                 out=tmp_path / "quiet", quiet=True)
+    assert capsys.readouterr() == ("", "")
 
 
 def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint(tiny_idx, tmp_path, monkeypatch):

@@ -390,6 +390,21 @@ def test_per_class_f1_and_undefined_ratios():
     assert end == 40 + 1 + len("precision") and long[1].index("100.00%") + len("100.00%") == end
 
 
+def test_the_per_class_table_of_many_classes_shows_the_worst_and_says_so():
+    """A folder of 10,000 classes printed a table of 10,000 lines at the end of every run and evaluate."""
+    from cnnlab.report import format_table
+
+    rows = [{"class": f"c{i}", "support": 1, "precision": 100.0, "recall": 100.0, "f1": 100.0 - (i % 7)}
+            for i in range(250)]
+    rows[40] = {"class": "c40", "support": 0, "precision": None, "recall": None, "f1": None}
+    table = format_table(rows, most=20).splitlines()
+    shown = [line.split()[0] for line in table[1:-1]]
+    assert len(shown) == 20 and "c40" in shown and table[-1].startswith("(the 20 classes of the lowest F1 shown; 230 more")
+    assert all(rows[int(name[1:])]["f1"] in (None, 94.0) for name in shown)  # undefined first, then the lowest
+    assert shown == sorted(shown, key=lambda name: int(name[1:]))  # in the classes' order
+    assert len(format_table(rows[:20], most=20).splitlines()) == 21  # no line when every class is shown
+
+
 def _report_inputs(n: int = 40, epochs: int = 1) -> dict:
     g = torch.Generator().manual_seed(0)
     labels = torch.arange(n) % 10

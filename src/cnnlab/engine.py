@@ -219,7 +219,7 @@ def train(
         observers = make_observers(t, quiet, silent)
         stack.callback(lambda: [o.close() for o in observers])
         final = fit(t, observers)
-        result = finish(t, final, report, verbose)
+        result = finish(t, final, report, verbose, silent)
         _record_outcome(t, result)
         return result
 
@@ -737,7 +737,8 @@ def _interrupt(t: Trainer, observers: list[obs.Observer]) -> None:
                       f"{where}", 128 + signum)
 
 
-def finish(t: Trainer, final: EvalResult | None, report: bool, verbose: bool = False) -> TrainResult:
+def finish(t: Trainer, final: EvalResult | None, report: bool, verbose: bool = False,
+           silent: bool = False) -> TrainResult:
     """The target line, the test set (once, at the end, when the epochs evaluated a validation split or, with
     ``eval_limit``, part of the test set), the report and the final line."""
     s, cfg = t.state, t.cfg
@@ -771,18 +772,20 @@ def finish(t: Trainer, final: EvalResult | None, report: bool, verbose: bool = F
     best_txt = f" (best epoch {s.best:.2f}%)" if s.best is not None else ""
     t.say(f"final test accuracy {final.accuracy:.2f}%{best_txt}" + (f"; run saved in {t.run_dir}" if t.run_dir else ""))
     if figures is not None:
-        _wait_for_figures(figures, t.run_dir)  # drawn while the line above was printed
+        _wait_for_figures(figures, t.run_dir, silent)  # drawn while the line above was printed
     t.ranks.barrier()
     t.ranks.close()
     return TrainResult(t.run_dir, s.history, final, s.best, count_parameters(t.model), train_s, t.eval_model, s.target,
                        summary, t.stop_reason or "finished")
 
 
-def _wait_for_figures(figures, run_dir: Path) -> None:
+def _wait_for_figures(figures, run_dir: Path, silent: bool = False) -> None:
     """A figure that cannot be written (a full disk) is a warning, not a failed run: the checkpoint and
-    summary.json are written before it, and ``cnnlab evaluate RUN`` draws a missing figure again."""
+    summary.json are written before it, and ``cnnlab evaluate RUN`` draws a missing figure again. The warning
+    names what was written and what not; ``silent`` (the API's quiet) says nothing."""
     try:
         figures.wait()
     except WriteError as err:
-        complain(f"cnnlab: warning: {err}; the run's checkpoint and summary.json are written: 'cnnlab evaluate "
-                 f"{run_dir}' draws the figures again")
+        if not silent:
+            complain(f"cnnlab: warning: {figures.incomplete(err)}; the run's checkpoint is written: 'cnnlab evaluate "
+                     f"{run_dir}' draws the figures again")

@@ -80,10 +80,21 @@ def worst_mistakes(labels, predictions, probabilities, limit: int = 36) -> list[
 CLASS_COLUMN_MIN, CLASS_COLUMN_MAX = 14, 40
 
 
-def format_table(rows: list[dict]) -> str:
-    """The per-class table: precision, recall, F1 (percent; "n/a" where undefined) and support."""
+#: The per-class table prints at most this many classes: those with the lowest F1 (a folder of 10,000 classes printed
+#: 10,000 lines); summary.json holds every class.
+TABLE_ROWS_MAX = 100
+
+
+def format_table(rows: list[dict], most: int = TABLE_ROWS_MAX) -> str:
+    """The per-class table: precision, recall, F1 (percent; "n/a" where undefined) and support; of more than
+    ``most`` classes, the ``most`` with the lowest F1 (undefined first), in their order, and a line saying so."""
     def pct(v: float | None, width: int) -> str:
         return f"{v:>{width - 1}.2f}%" if v is not None else f"{'n/a':>{width}}"
+
+    left = len(rows) - most
+    if left > 0:
+        worst = sorted(range(len(rows)), key=lambda i: (rows[i]["f1"] is not None, rows[i]["f1"] or 0.0, i))[:most]
+        rows = [rows[i] for i in sorted(worst)]
 
     # names whole (a cut name can be another class's): the column fits the longest up to CLASS_COLUMN_MAX
     # characters, and a longer name pushes its own row right
@@ -92,6 +103,8 @@ def format_table(rows: list[dict]) -> str:
     for r in rows:
         lines.append(f"{r['class']:<{width}} {pct(r['precision'], 9)} {pct(r['recall'], 7)} {pct(r['f1'], 7)} "
                      f"{r['support']:>7}")
+    if left > 0:
+        lines.append(f"(the {most} classes of the lowest F1 shown; {left:,} more in summary.json's per_class)")
     return "\n".join(lines)
 
 
