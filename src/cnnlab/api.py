@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from cnnlab import engine
 from cnnlab.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
-from cnnlab.config import TrainConfig, check_given_settings_act, typed_values
+from cnnlab.config import Naming, TrainConfig, check_given_settings_act, typed_values
 from cnnlab.dataset_names import canonical_dataset_name
 from cnnlab.engine import TrainResult
 from cnnlab.errors import CnnlabError, RunError, did_you_mean
@@ -82,7 +82,7 @@ def train(model: str | None = None, *, dataset: str | None = None, recipe: str |
                               "folder; drop out")
         changes = {**overrides, **{k: getattr(cfg, k) for k in given}}  # the dataset's name made canonical
         return engine.train(cfg, resume=resolve_run(resume), changes=changes, quiet=quiet, log=log, verbose=verbose,
-                            silent=quiet)
+                            silent=quiet, naming=Naming(api=True))
     return engine.train(cfg, out=out, quiet=quiet, log=log, verbose=verbose, silent=quiet)
 
 

@@ -454,12 +454,39 @@ def relocated(recorded: str, given: str) -> bool:
     return dataset_kind(recorded) in DIRECTORY_KINDS and dataset_kind(given) == dataset_kind(recorded)
 
 
-def resumed_config(saved: TrainConfig, invocation: TrainConfig, changes: dict | None = None) -> TrainConfig:
+@dataclass(frozen=True)
+class Naming:
+    """How a one-line refusal names the settings a user gave: as the command line's flags (``--lr 0.1``), or as
+    the Python API's arguments (``lr=0.1``: its users typed no flags)."""
+
+    api: bool = False
+
+    def setting(self, key: str, value) -> str:
+        return f"{key}={value!r}" if self.api else f"{flag(key)} {value}"
+
+    def value(self, value) -> str:
+        return repr(value) if self.api else str(value)
+
+    @property
+    def resume(self) -> str:
+        return "cnnlab.train(resume=...)" if self.api else "--resume"
+
+    @property
+    def new_run(self) -> str:
+        return "cnnlab.train(..., out=...)" if self.api else "--out"
+
+
+#: The command line's way of naming settings (:class:`Naming`).
+FLAGS = Naming()
+
+
+def resumed_config(saved: TrainConfig, invocation: TrainConfig, changes: dict | None = None,
+                   naming: Naming = FLAGS) -> TrainConfig:
     """The config a resume runs with: the run's own, with this invocation's process fields.
 
     ``changes`` are the values the user gave explicitly. A change to what the run *is* (model, lr, batch
-    size...) is refused with one line naming it; ``epochs`` may grow where the schedule allows it (a
-    constant learning rate), which extends a finished run.
+    size...) is refused with one line naming it (as ``naming`` names settings); ``epochs`` may grow where the
+    schedule allows it (a constant learning rate), which extends a finished run.
     """
     cfg = dataclasses.replace(saved)
     for key in PROCESS_FIELDS:
@@ -474,17 +501,19 @@ def resumed_config(saved: TrainConfig, invocation: TrainConfig, changes: dict | 
         cfg.dataset = changed.pop("dataset")  # the same data moved; the resume checks it is the same
     epochs = changed.pop("epochs", None)
     if changed:
-        named = ", ".join(f"{flag(k)} {v} (the run's: {getattr(saved, k)})" for k, v in sorted(changed.items()))
-        raise RunError(f"--resume continues a run with its own settings, and {named} would change it; "
-                       "drop these flags, or start a new run with --out")
+        named = ", ".join(f"{naming.setting(k, v)} (the run's: {naming.value(getattr(saved, k))})"
+                          for k, v in sorted(changed.items()))
+        raise RunError(f"{naming.resume} continues a run with its own settings, and {named} would change it; "
+                       f"drop {'them' if naming.api else 'these flags'}, or start a new run with {naming.new_run}")
     if epochs is not None:
+        asked = naming.setting("epochs", epochs)
         if saved.clean_epochs:
-            raise RunError(f"--epochs {epochs}: the run trains its last {saved.clean_epochs} of {saved.epochs} epochs "
+            raise RunError(f"{asked}: the run trains its last {saved.clean_epochs} of {saved.epochs} epochs "
                            f"without augmentation, and a longer run would have augmented those; start a new run with "
-                           f"--epochs {epochs}")
+                           f"{asked}")
         if saved.schedule != "constant":
-            raise RunError(f"--epochs {epochs}: the run's {saved.schedule} learning-rate schedule was planned for "
+            raise RunError(f"{asked}: the run's {saved.schedule} learning-rate schedule was planned for "
                            f"{saved.epochs} epoch{'s' if saved.epochs != 1 else ''} and cannot be extended without changing the rates already used; "
-                           f"start a new run with --epochs {epochs}")
+                           f"start a new run with {asked}")
         cfg.epochs = epochs
     return cfg

@@ -23,7 +23,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from cnnlab import observers as obs
 from cnnlab.augment import parse_augment
 from cnnlab.checkpoint import EpochSums, TrainState, copy_checkpoint, load_checkpoint, sidecar
-from cnnlab.config import TrainConfig, resumed_config
+from cnnlab.config import FLAGS, Naming, TrainConfig, resumed_config
 from cnnlab.data import BatchLoader, Dataset, load_dataset, split_validation, validate_dataset
 from cnnlab.data.catalog import flip_warning
 from cnnlab.devices import resolve_device, set_threads, training_autocast
@@ -162,6 +162,7 @@ def train(
     report: bool = True,
     verbose: bool = False,
     silent: bool = False,
+    naming: Naming = FLAGS,
 ) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.dataset``; write the run folder unless ``write`` is False.
 
@@ -169,7 +170,8 @@ def train(
     the user gave explicitly (refused if they would change the run, see :func:`cnnlab.config.resumed_config`).
     ``quiet`` turns the progress bar off, ``log`` receives every line (a no-op silences them), ``verbose``
     adds the per-class table of the test set; ``silent`` also keeps the note on stderr that a signal was taken
-    (the API's quiet: nothing printed at all). Under torchrun every rank runs this; only rank 0 logs and
+    (the API's quiet: nothing printed at all); ``naming``: how a refused resume names the settings given (the
+    command line's flags, or the API's arguments). Under torchrun every rank runs this; only rank 0 logs and
     writes; a restart resumes by itself. The caller's torch settings are its own again when this returns or
     raises (:func:`callers_torch_kept`).
     """
@@ -199,7 +201,7 @@ def train(
         if ckpt is not None:
             _check_own_checkpoint(plan, ckpt)
             saved = TrainConfig.from_dict(ckpt["config"])
-            cfg = resumed_config(saved, cfg, changes)
+            cfg = resumed_config(saved, cfg, changes, naming)
             if cfg.tensorboard and plan.run_dir is not None:
                 obs.require_tensorboard()  # the run's own --tensorboard: refused before its status can change
             if dataset is None:  # a Dataset passed in is the data, wherever it came from
