@@ -418,7 +418,7 @@ def test_the_api_names_a_bad_argument_in_one_line(tmp_path, monkeypatch):
         (lambda: cnnlab.train("resnet", epochs=1.5), "epochs must be int"),
         (lambda: cnnlab.train("resnet", dataset=3), r"dataset must be str, got 3; .*dataset='mnist'"),
         (lambda: cnnlab.train("resnet", compile="yes"), r"compile must be bool, got 'yes'; .*compile=True"),
-        (lambda: cnnlab.train("resnet", out=123), r"--out .* must be a path .*got 123"),
+        (lambda: cnnlab.train("resnet", out=123), r"^cnnlab.train\(out=...\), the run.s folder, must be a path .*got 123"),
         (lambda: cnnlab.load_run(None), "must be a path"),
         (lambda: cnnlab.load_run(""), "is an empty path"),
         (lambda: cnnlab.train("x" * 3000), r"unknown model 'x+[.][.][.]x+'; choose one of"),  # was "cannot write runs/xxx..."
@@ -437,6 +437,8 @@ def test_the_api_names_a_bad_argument_in_one_line(tmp_path, monkeypatch):
         (lambda: cnnlab.create_model("plain_stack", image_size=5),
          r"image_size 5 is too small: the smallest that works is 6 \(1 stage"),
         # torch's allocation error of terabytes of weights, as a traceback
+        (lambda: cnnlab.create_model("plain_stack", width=10**9), r"width must be at most 4,096 \(each 3x3 conv"),
+        (lambda: cnnlab.create_model("residual_stack", depth=10**9), r"depth must be at most 256"),
         (lambda: cnnlab.create_model("resnet", num_classes=10**9),
          r"num_classes must be at most 100,000 \(the last layer holds a row of weights for every class\), got 1000000000"),
         (lambda: cnnlab.create_model("resnet", image_size=10**6), r"image_size must be at most 1,024 .*got 1000000"),

@@ -24,7 +24,7 @@ from cnnlab.dataset_names import canonical_dataset_name
 from cnnlab.engine import TrainResult
 from cnnlab.errors import CnnlabError, RunError, did_you_mean
 from cnnlab.evaluation import EvalResult, evaluate_run
-from cnnlab.fileio import paths_explained, read_json
+from cnnlab.fileio import as_path, paths_explained, read_json
 from cnnlab.models import create_model as _create_model
 from cnnlab.predict import Predictor
 from cnnlab.pretrained import load_pretrained, pretrained_entries
@@ -83,6 +83,7 @@ def train(model: str | None = None, *, dataset: str | None = None, recipe: str |
         changes = {**overrides, **{k: getattr(cfg, k) for k in given}}  # the dataset's name made canonical
         return engine.train(cfg, resume=resolve_run(resume), changes=changes, quiet=quiet, log=log, verbose=verbose,
                             silent=quiet, naming=Naming(api=True))
+    out = None if out is None else as_path(out, "cnnlab.train(out=...), the run's folder,")  # not --out: no flag typed
     return engine.train(cfg, out=out, quiet=quiet, log=log, verbose=verbose, silent=quiet)
 
 

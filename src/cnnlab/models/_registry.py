@@ -21,6 +21,8 @@ SIZE_LIMITS = {
     "in_channels": (1024, "the first conv holds weights for every input channel"),
     "num_classes": (100_000, "the last layer holds a row of weights for every class"),
     "image_size": (1024, "the last layer's weights grow with the square of the image's side"),
+    "width": (4096, "each 3x3 conv of a stack holds 9 x width x width weights: 151 million, 600 MB, at 4,096"),
+    "depth": (256, "a stack of 256 convs is far past the depths whose training the lecture compares"),
 }
 
 
