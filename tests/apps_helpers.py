@@ -88,3 +88,16 @@ def peak_bytes(fn) -> tuple[int, Exception | None]:
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
     return peak, raised
+
+
+def quiet(_msg: str) -> None:
+    """A ``log`` that says nothing."""
+
+
+def one_line(err, *fragments: str) -> str:
+    """The message of a ``pytest.raises`` error: one line, holding every one of ``fragments``."""
+    msg = str(err.value)
+    assert "\n" not in msg, msg
+    for f in fragments:
+        assert f in msg, msg
+    return msg

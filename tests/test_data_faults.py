@@ -25,22 +25,10 @@ from cnnlab.data.idx import decode_idx, encode_idx
 from cnnlab.data.safefs import reason
 from cnnlab.data.status import dataset_status
 from cnnlab.errors import DataError
-from apps_helpers import deadline, peak_bytes
+from apps_helpers import deadline, one_line, peak_bytes, quiet
 from conftest import make_images, write_idx_dataset
 
 FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
-
-
-def quiet(_msg: str) -> None:
-    pass
-
-
-def one_line(err: pytest.ExceptionInfo, *fragments: str) -> str:
-    msg = str(err.value)
-    assert "\n" not in msg, msg
-    for f in fragments:
-        assert f in msg, msg
-    return msg
 
 
 def tiny(monkeypatch, directory: Path, name: str = "tiny", seed: int = 0, served: bool = False) -> DatasetSpec:

@@ -28,22 +28,10 @@ from cnnlab.data.fastcopy import load_fast_copy
 from cnnlab.data.idx import MAX_IDX_BYTES, decode_idx, encode_idx, read_idx
 from cnnlab.data.status import dataset_status
 from cnnlab.errors import DataError
-from apps_helpers import deadline, peak_bytes
+from apps_helpers import deadline, one_line, peak_bytes, quiet
 from conftest import make_images, write_idx_dataset
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-
-
-def quiet(_msg: str) -> None:
-    pass
-
-
-def one_line(err: pytest.ExceptionInfo, *fragments: str) -> str:
-    msg = str(err.value)
-    assert "\n" not in msg, msg
-    for f in fragments:
-        assert f in msg, msg
-    return msg
 
 
 def put(directory: Path, role: str, array: np.ndarray, gz: bool = False) -> None:

@@ -22,13 +22,10 @@ from cnnlab.data.tensors import decode_splits
 from cnnlab.data.status import dataset_status
 from cnnlab.errors import DataError
 from cnnlab.imageio import ALLOWED_FORMATS, FORMAT_SUFFIXES, IMAGE_SUFFIXES, suffixes_for
+from apps_helpers import quiet
 from conftest import write_idx_dataset
 
 FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
-
-
-def quiet(_msg: str) -> None:
-    pass
 
 
 # --- Fashion-MNIST -------------------------------------------------------------------------------

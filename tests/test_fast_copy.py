@@ -20,14 +20,11 @@ from cnnlab.data import fastcopy as fc
 from cnnlab.data.catalog import ROLES, DatasetSpec
 from cnnlab.data.idx import decode_idx
 from cnnlab.data.status import dataset_status
+from apps_helpers import quiet
 from conftest import write_idx_dataset
 from test_data_hostile import read_only
 
 TENSORS = ("train_images", "train_labels", "test_images", "test_labels")
-
-
-def quiet(_msg: str) -> None:
-    pass
 
 
 @pytest.fixture

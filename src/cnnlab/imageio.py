@@ -44,8 +44,8 @@ from cnnlab.errors import CnnlabError, first_line, printable
 from cnnlab.imagelimits import DEFAULT_MAX_PIXELS, MIN_MAX_PIXELS, max_file_bytes
 
 __all__ = ["ALLOWED_FORMATS", "ALLOWED_TEXT", "DEFAULT_MAX_PIXELS", "FORMAT_SUFFIXES", "IMAGE_SUFFIXES",
-           "SIXTEEN_BIT", "BadImageError", "check_max_pixels", "formats_text", "open_image", "printable", "shrink",
-           "suffixes_for", "unit_gray"]
+           "SIXTEEN_BIT", "BadImageError", "check_max_pixels", "check_pixels", "formats_text", "open_image",
+           "printable", "shrink", "suffixes_for", "unit_gray"]
 
 #: The file suffixes (lower case) of each Pillow format: the one table every scan for images derives
 #: its suffixes from, so that a format and its suffixes are never listed apart.
@@ -266,9 +266,15 @@ def _check_header(img: Image.Image, name: str, formats: tuple[str, ...], max_pix
     w, h = img.size
     if w < 1 or h < 1:
         raise _bad(name, f"the image has no pixels ({w}x{h}); give a real image")
-    if max_pixels is not None and w * h > max_pixels:
-        raise _bad(name, f"{w}x{h} is {w * h:,} pixels, over the limit of {max_pixels:,} (--max-pixels); "
-                         "give a smaller image")
+    if max_pixels is not None:
+        check_pixels(name, w, h, max_pixels)
+
+
+def check_pixels(name: str, w: int, h: int, max_pixels: int, limit: str = "--max-pixels",
+                 fix: str = "give a smaller image") -> None:
+    """Refuse an image of more than ``max_pixels`` (``limit``: how the user sets it), in one line."""
+    if w * h > max_pixels:
+        raise _bad(name, f"{w}x{h} is {w * h:,} pixels, over the limit of {max_pixels:,} ({limit}); {fix}")
 
 
 def _draft(img: Image.Image, max_side: int) -> None:

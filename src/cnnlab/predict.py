@@ -42,7 +42,8 @@ from cnnlab.errors import CnnlabError, first_line, printable
 from cnnlab.fileio import atomic_write_bytes, open_if_regular
 from cnnlab.pretrained import load_pretrained
 from cnnlab.imageio import (
-    ALLOWED_TEXT, DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, BadImageError, check_max_pixels, open_image, unit_gray,
+    ALLOWED_TEXT, DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, BadImageError, check_max_pixels, check_pixels, open_image,
+    unit_gray,
 )
 from cnnlab.preprocessing import (
     MNIST_FIELD, WORK_SIDE, NumberFields, clothes_field, digit_and_marks, number_fields, number_lines,
@@ -238,11 +239,9 @@ class Predictor:
 
     def _check_pixels(self, shape: tuple, name: str) -> None:
         """An array's or a PIL image's (height, width) within :attr:`max_pixels`, else a one-line BadImageError."""
-        if len(shape) == 2 and shape[0] * shape[1] > self.max_pixels:
-            h, w = shape
-            raise BadImageError(f"{name}: {w}x{h} is {w * h:,} pixels, over the limit of {self.max_pixels:,} "
-                                "(max_pixels); reduce it first (a[::k, ::k], or PIL's Image.reduce(k)), or raise "
-                                "max_pixels")
+        if len(shape) == 2:
+            check_pixels(name, shape[1], shape[0], self.max_pixels, "max_pixels",
+                         "reduce it first (a[::k, ::k], or PIL's Image.reduce(k)), or raise max_pixels")
 
     def _open(self, source, name: str) -> Image.Image:
         """A PIL image as it is (refused when empty); anything else opened defensively (:func:`open_image`)."""
