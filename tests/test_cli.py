@@ -291,6 +291,16 @@ def test_train_help_shows_what_each_recipe_sets(capsys):
     assert "for fashion-mnist: --augment shift+flip+erase:p=0.5" in out
 
 
+@pytest.mark.parametrize("columns", ["1", "2"])
+def test_a_terminal_of_one_or_two_columns_still_gets_help(capsys, monkeypatch, columns):
+    # the recipes' text was wrapped at COLUMNS - 2: at width 0 or -1 textwrap raised, and every command, even
+    # `cnnlab models`, built the parser and died with a traceback
+    monkeypatch.setenv("COLUMNS", columns)
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--help"])
+    assert stop.value.code == 0 and "recipes (a flag you give" in capsys.readouterr()[0]
+
+
 def test_recipe_variants_resolve_by_model_and_dataset_and_never_flip_digits():
     from cnnlab.config import RECIPE_VARIANTS, RECIPES, TrainConfig, recipe_values
     from cnnlab.models import list_models

@@ -90,7 +90,7 @@ def _shown(key: str, value) -> str:
 
 def recipes_text(width: int | None = None) -> str:
     """Each recipe and the flags it sets, from ``cnnlab.config.RECIPES``; as wide as argparse's help."""
-    width = width or min(100, shutil.get_terminal_size().columns - 2)
+    width = width or min(100, max(40, shutil.get_terminal_size().columns - 2))  # a 1-column terminal: still text
     lines = ["recipes (a flag you give overrides the recipe's value):"]
     for name, values in RECIPES.items():
         body = " ".join(_shown(k, v) for k, v in values.items())
