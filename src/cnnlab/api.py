@@ -172,7 +172,9 @@ def _run_json(path: Path, key: str | None = None) -> dict:
 @paths_explained()
 def list_runs(root: str | Path = "runs", **wanted) -> list[dict]:
     """Every run under ``root``, newest first, as ``cnnlab runs`` lists them; ``wanted`` narrows them as its
-    flags do, e.g. ``model="resnet", status="stopped"`` (any column of the rows, case-insensitive)."""
+    flags do, e.g. ``model="resnet", status="stopped"`` (any column of the rows, case-insensitive). ``final_acc`` is
+    the test accuracy of the run's final weights; ``best_acc`` its best epoch's, on the split ``best_split`` names
+    (``"val"`` for a run trained with ``val_split``, else ``"test"``)."""
     check_columns(wanted)  # once, and also where there are no runs
     return [row for row in map(describe_run, find_runs(root)) if matches(row, wanted)]
 

@@ -22,7 +22,7 @@ from cnnlab.config import ADDED_FIELDS, ADJUSTABLE_FIELDS, PROCESS_FIELDS, Train
 from cnnlab.data import load_dataset
 from cnnlab.dataset_names import canonical_dataset_name, dataset_kind, directory_of
 from cnnlab.engine import train
-from cnnlab.errors import CnnlabError, Interrupted, RunError, did_you_mean, short_repr
+from cnnlab.errors import CnnlabError, Interrupted, RunError, did_you_mean, printable, short_repr
 from cnnlab.evaluation import evaluate_run
 from cnnlab.fileio import atomic_write_text, kind_of
 from cnnlab.models import build_model, count_parameters, list_models
@@ -50,15 +50,21 @@ KEY_NEUTRAL = {k: ADDED_FIELDS[k] for k in ("clean_epochs", "teacher", "distill"
 AUTO_TEACHERS = "auto"
 
 
-def config_key(cfg: TrainConfig) -> str:
-    """A short hash of what makes runs comparable (not the device, the threads or the allocator)."""
+def key_fields(cfg: TrainConfig) -> dict:
+    """The settings that define a run (what :func:`config_key` hashes): not the device, the threads or the
+    allocator, nor an added field at the value that reproduces the runs made before it."""
     d = cfg.to_dict()
     for k in (*PROCESS_FIELDS, *ADJUSTABLE_FIELDS):
         d.pop(k, None)
     for k, neutral in KEY_NEUTRAL.items():
         if d.get(k) == neutral:
             del d[k]
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
+    return d
+
+
+def config_key(cfg: TrainConfig) -> str:
+    """A short hash of what makes runs comparable (not the device, the threads or the allocator)."""
+    return hashlib.sha256(json.dumps(key_fields(cfg), sort_keys=True).encode()).hexdigest()[:8]
 
 
 def default_out(dataset: str, recipe: str) -> Path:
@@ -138,14 +144,17 @@ def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = 
         raise CnnlabError(f"--out {out} is the teachers' folder: its comparison.md would be replaced by the distilled "
                           "one; give the distilled runs another --out")
     data = load_dataset(base.dataset, data_dir=base.data_dir, log=log)
+    warned: set[str] = set()  # the runs' warnings said so far: each once per compare
     if auto:
-        _train_teachers([teacher_model] if teacher_model else models, seeds, base, teachers, data, quiet, log)
-    results, configs = {}, {}
-    for name in models:
-        configs[name] = replace(base, model=name).validate()
-        taught_by = (lambda seed: replace(base, model=teacher_model or name, seed=seed).validate())
-        runs = [_run_one(_taught(replace(configs[name], seed=seed), teachers, taught_by(seed)), out, data, quiet, log)
-                for seed in range(seeds)]
+        _train_teachers([teacher_model] if teacher_model else models, seeds, base, teachers, data, quiet, log, warned)
+    configs = {name: replace(base, model=name).validate() for name in models}
+    teacher_of = lambda name, seed: replace(base, model=teacher_model or name, seed=seed).validate()  # noqa: E731
+    planned = {name: [_taught(replace(configs[name], seed=seed), teachers, teacher_of(name, seed))
+                      for seed in range(seeds)] for name in models}
+    _check_run_folders(out, [cfg for cfgs in planned.values() for cfg in cfgs], data)  # before any run trains
+    results = {}
+    for name, cfgs in planned.items():
+        runs = [_run_one(cfg, out, data, quiet, log, warned) for cfg in cfgs]
         if teachers is not None:  # for the table's settings line
             configs[name] = replace(configs[name], teacher=f"{teachers}" + (f" ({teacher_model}'s)" if teacher_model else ""))
         if views is not None:
@@ -155,25 +164,41 @@ def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = 
         results[name] = _model_results(name, runs, data, "val_acc" if base.val_split else "test_acc")
     table = format_comparison(results, configs, seeds, data.name, tta=views.spec if views else None)
     atomic_write_text(out / "comparison.md", table)
-    series = {}
-    for name, r in results.items():
-        spread = [_mean_std(list(c)) or (math.nan, math.nan) for c in zip(*r["curve"]["per_seed"])]
-        series[name] = {"epochs": r["curve"]["epochs"], "n": seeds, "mean": [m for m, _ in spread],
-                        "std": [s for _, s in spread]}
-    plot_comparison(series, out / "comparison.png",
-                    metric=("validation" if base.val_split else "test") + " accuracy (%)",
-                    title=f"{data.name}, recipe {base.recipe}" + (f", taught by {Path(teachers).name}" if teachers else ""),
-                    context={"dataset": data.name, "folder": out.name})  # many runs: not "run"
+    _plot(results, seeds, base, data, out, teachers)
     return {"table": table, "results": results, "out": out}
 
 
-def _train_teachers(models: list[str], seeds: int, base: TrainConfig, teachers: Path, data, quiet: bool, log) -> None:
+def _plot(results: dict, seeds: int, base: TrainConfig, data, out: Path, teachers) -> None:
+    """comparison.png: each model's curve, mean and std over seeds per epoch; the names in its title escaped (a
+    folder's name that is no UTF-8 shows ``\\udcff`` there, as in comparison.md)."""
+    series = {}
+    for name, r in results.items():
+        spread = [_spread(list(c)) for c in zip(*r["curve"]["per_seed"])]
+        series[name] = {"epochs": r["curve"]["epochs"], "n": seeds, "mean": [m for m, _ in spread],
+                        "std": [s for _, s in spread]}
+    taught = f", taught by {Path(teachers).name}" if teachers else ""
+    plot_comparison(series, out / "comparison.png",
+                    metric=("validation" if base.val_split else "test") + " accuracy (%)",
+                    title=printable(f"{data.name}, recipe {base.recipe}{taught}"),
+                    context={"dataset": printable(data.name), "folder": printable(out.name)})  # many runs: not "run"
+
+
+def _spread(values: list[float]) -> tuple[float, float]:
+    """Mean and sample std of one epoch over seeds; NaN (a gap in the curve) where a seed lacks it."""
+    if not all(_number(v) and math.isfinite(v) for v in values):
+        return math.nan, math.nan
+    return _mean_std(values) or (math.nan, math.nan)
+
+
+def _train_teachers(models: list[str], seeds: int, base: TrainConfig, teachers: Path, data, quiet: bool, log,
+                    warned: set[str]) -> None:
     """``--teachers auto``: every (model, seed) run of ``base`` in ``teachers``, trained or reused; their runs, not
     their table (that folder's comparison.md stays as it was)."""
     log(f"the teachers: runs of the same settings in {teachers}")
-    for name in models:
-        for seed in range(seeds):
-            _run_one(replace(base, model=name, seed=seed).validate(), teachers, data, quiet, log)
+    cfgs = [replace(base, model=name, seed=seed).validate() for name in models for seed in range(seeds)]
+    _check_run_folders(Path(teachers), cfgs, data)
+    for cfg in cfgs:
+        _run_one(cfg, Path(teachers), data, quiet, log, warned)
     log("the taught runs:")
 
 
@@ -217,19 +242,61 @@ def _refuse_special_files(run_dir: Path) -> None:
                            "same compare again (it resumes that run, which writes its files again)")
 
 
-def _run_one(cfg: TrainConfig, out: Path, data, quiet: bool, log) -> dict:
+def _refuse_other_settings(run_dir: Path, cfg: TrainConfig) -> None:
+    """A run folder of this compare whose config.json defines another run than the compare asks for (``cnnlab train
+    --resume RUN --epochs 3`` extended it; the file was edited): reused, or resumed with its own settings, it stood
+    in the table as a run of the compare's (a 3-epoch run averaged with 2-epoch ones under "2 epochs", its longer
+    curve beside theirs)."""
+    try:
+        saved = TrainConfig.from_dict(run_config(run_dir))
+    except (CnnlabError, OSError, ValueError, KeyError, TypeError):
+        return  # none yet, or damaged: the resume reads the run's checkpoint (or the run is trained anew)
+    theirs, ours = key_fields(saved), key_fields(cfg)
+    differ = sorted(k for k in theirs.keys() | ours.keys() if theirs.get(k) != ours.get(k))
+    if not differ:
+        return
+    shown = "; ".join(f"{k} {short_repr(theirs.get(k))} where this compare has {short_repr(ours.get(k))}"
+                      for k in differ[:3]) \
+        + (f"; and {len(differ) - 3} more" if len(differ) > 3 else "")
+    raise RunError(f"{run_dir}: holds a run of other settings than this compare's ({shown}: changed since the compare "
+                   "made it, e.g. by 'cnnlab train --resume RUN --epochs N'); move that run out of the folder (or "
+                   "delete it) to train it anew, or compare again with another --out")
+
+
+def _check_run_folders(out: Path, cfgs: list[TrainConfig], data) -> None:
+    """Every run folder of the compare, before any run trains: a folder that cannot be reused or resumed as one of
+    this compare's runs is refused now, not after the runs before it have trained."""
+    for cfg in cfgs:
+        run_dir = run_folder(out, cfg)
+        _refuse_special_files(run_dir)
+        _refuse_other_data(run_dir, data)
+        _refuse_other_settings(run_dir, cfg)
+
+
+def _said_once(cfg: TrainConfig, warned: set[str], log):
+    """The log a compare's run trains with: its warnings (``warning: ...``) reach the user, each once per compare
+    and named by the run that gave it first (the same warning from a later run, as a setting all the runs share
+    gives, is not said again); its other lines stay in its folder."""
+    def run_log(msg) -> None:
+        text = str(msg).strip()
+        if text.startswith("warning:") and text not in warned:
+            warned.add(text)
+            log(f"{cfg.model} seed {cfg.seed}: {text}")
+    return run_log
+
+
+def _run_one(cfg: TrainConfig, out: Path, data, quiet: bool, log, warned: set[str]) -> dict:
     """One (model, seed) run: reused when finished with the same config, resumed when interrupted; one line
-    says which and how it went (the run's own lines are in its folder, not on the console)."""
+    says which and how it went (the run's own lines are in its folder; its warnings on the console, once)."""
     run_dir = run_folder(out, cfg)
-    _refuse_special_files(run_dir)
-    _refuse_other_data(run_dir, data)
+    _check_run_folders(out, [cfg], data)
     how = "reused"
     if not finished_run(run_dir, cfg):
         resume = (run_dir / "last.pt").is_file()
         how = "resumed" if resume else "trained"
         try:
             train(cfg, out=None if resume else run_dir, resume=run_dir if resume else None, quiet=quiet,
-                  log=lambda msg: None, dataset=data)
+                  log=_said_once(cfg, warned, log), dataset=data)
         except Interrupted as err:  # the run's own hint resumes one run; the compare resumes all of them
             raise Interrupted(f"{err}; or run the same compare again: it keeps the finished runs and resumes "
                               "this one", err.exit_code) from None
@@ -302,24 +369,34 @@ def _best(values: list) -> float | None:
     return max(numbers) if numbers else None
 
 
-def _mean(values: list) -> float | None:
-    return statistics.fmean(values) if values and all(map(_number, values)) else None
+def _rate(rows: list[dict]) -> float | None:
+    """A run's training images per second: all its epochs' images over all their seconds (each epoch's images are
+    its rate times its seconds). The mean of the epochs' rates weighed a 0.6-s epoch as much as a 10-s one: 877
+    img/s for a run that trained 2,048 images in 11.2 s (184). None when an epoch lacks a figure."""
+    seconds, rates = [row.get("seconds") for row in rows], [row.get("images_per_s") for row in rows]
+    total = _total(seconds)
+    if not total or not all(map(_number, rates)):
+        return None
+    return sum(rate * s for rate, s in zip(rates, seconds)) / total
 
 
 def _model_results(name: str, runs: list[dict], data, key: str) -> dict:
     """A model's row of the comparison. A figure some run lacks (a blank cell of an old run, which its last.pt
-    cannot fill) is None, shown as '-', and NaN in the curve."""
+    cannot fill) is None, shown as '-', and NaN in the curve (as are the epochs past a shorter run's end)."""
     model, _ = build_model(name, data.info())
+    longest = max((r["rows"] for r in runs), key=len)
     return {
         "parameters": count_parameters(model),
         "flops": forward_flops(model, data.in_channels, data.image_size),
         "final": _mean_std([r["final"] for r in runs]),
         "best": _mean_std([_best([row.get(key) for row in r["rows"]]) for r in runs]),
+        "best_split": "val" if key == "val_acc" else "test",  # the split "best" was measured on (final: test)
         "train_seconds": _mean_std([_total([row.get("seconds") for row in r["rows"]]) for r in runs]),
-        "images_per_s": _mean_std([_mean([row.get("images_per_s") for row in r["rows"]]) for r in runs]),
+        "images_per_s": _mean_std([_rate(r["rows"]) for r in runs]),
         "curve": {
-            "epochs": [row.get("epoch") if _number(row.get("epoch")) else i + 1 for i, row in enumerate(runs[0]["rows"])],
-            "per_seed": [[row.get(key) if _number(row.get(key)) else math.nan for row in r["rows"]] for r in runs],
+            "epochs": [row.get("epoch") if _number(row.get("epoch")) else i + 1 for i, row in enumerate(longest)],
+            "per_seed": [[row.get(key) if _number(row.get(key)) else math.nan for row in r["rows"]]
+                         + [math.nan] * (len(longest) - len(r["rows"])) for r in runs],
         },
         "runs": [r["dir"] for r in runs],
         "threads": [r.get("threads") for r in runs],
@@ -352,24 +429,25 @@ def format_comparison(results: dict, configs: dict[str, TrainConfig], seeds: int
         return f"{fmt.format(ms[0])} ± {fmt.format(ms[1])}" if seeds > 1 else fmt.format(ms[0])
 
     first = next(iter(configs.values()))
-    settings = {name: describe_settings(cfg) for name, cfg in configs.items()}
+    # names escaped as cnnlab's messages escape them: a byte of a folder's name that is no UTF-8 (\udcff), a
+    # newline; comparison.md is UTF-8, which such a name is not
+    settings = {name: printable(describe_settings(cfg)) for name, cfg in configs.items()}
     if len(set(settings.values())) == 1:
         recipe = [f"Recipe `{first.recipe}`: {settings[next(iter(settings))]}."]
     else:
         recipe = [f"Recipe `{first.recipe}`, per model:", ""] + [f"- {name}: {text}" for name, text in settings.items()]
+    best = "best val acc" if first.val_split else "best acc"
     lines = [
-        f"# {dataset}: {', '.join(results)} over {plural(seeds, 'seed')}",
+        f"# {printable(dataset)}: {', '.join(results)} over {plural(seeds, 'seed')}",
         "",
         *recipe,
         "",
-        f"torch {torch.__version__}, {threads_text(results)}. Accuracies are test accuracy in % "
-        + ("(mean ± sample std over seeds)" if seeds > 1 else "(one seed: no spread to show)")
-        + " of the final epoch (of the EMA weights where EMA is on); best = best epoch"
-        + (" by validation accuracy" if first.val_split else "") + "."
+        f"torch {torch.__version__}, {threads_text(results)}. {_accuracies_text(first, seeds)}"
         + (f" TTA: the test accuracy of the final weights with test-time augmentation (`--tta {tta}`: softmax "
-           "averaged over fixed views of each image), beside the final accuracy, not in its place." if tta else ""),
+           "averaged over fixed views of each image), beside the final accuracy, not in its place." if tta else "")
+        + " train img/s: each run's training images over its training seconds.",
         "",
-        "| model | params | forward FLOPs/image | final acc | best acc | " + ("TTA | " if tta else "")
+        f"| model | params | forward FLOPs/image | final acc | {best} | " + ("TTA | " if tta else "")
         + "train s | train img/s |",
         "|---|---:|---:|---:|---:|" + ("---:|" if tta else "") + "---:|---:|",
     ]
@@ -380,6 +458,18 @@ def format_comparison(results: dict, configs: dict[str, TrainConfig], seeds: int
             + f"{pm(r['train_seconds'], '{:.0f}')} | {pm(r['images_per_s'], '{:,.0f}')} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _accuracies_text(cfg: TrainConfig, seeds: int) -> str:
+    """What the table's accuracies are, each named by the split it was measured on: the final one on the test set,
+    the best epoch's on the validation split where the runs held one out (which chose it), else on the test set."""
+    spread = "(mean ± sample std over seeds)" if seeds > 1 else "(one seed: no spread to show)"
+    final = "of the final epoch (of the EMA weights where EMA is on)"
+    if not cfg.val_split:
+        return f"Accuracies are test accuracy in % {spread} {final}; best = best epoch."
+    return (f"Accuracies in % {spread}: final acc is the test accuracy {final}; best val acc is the best epoch's "
+            f"accuracy on the validation split ({cfg.val_split * 100:g}% of the training images, held out), not on the "
+            "test set.")
 
 
 def threads_text(results: dict) -> str:

@@ -25,6 +25,7 @@ from cnnlab.drawing import (COLOURS, FONT_SIZE, GAP, INK, LINE_H, MUTED, TITLE_S
                             context_text, draw_header, header, header_height, one_line, rotated_text, save_png)
 from cnnlab.drawing import fit as _fit
 from cnnlab.drawing import font as _font
+from cnnlab.errors import printable
 from cnnlab.fileio import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -52,9 +53,11 @@ def _figure(**kwargs) -> Figure:
 
 
 def _title(fig: Figure, title: str, context: dict | None) -> None:
-    """The figure's title, and the context on a second, smaller line."""
-    line = context_text(context)
-    fig.suptitle(title + (f"\n{line}" if line else ""), fontsize=10)
+    """The figure's title, and the context on a second, smaller line; each escaped as cnnlab's messages are (a
+    folder's name with a byte that is no UTF-8, ``\\udcff``, was matplotlib's FT2Font traceback; a newline
+    broke the line)."""
+    line = printable(context_text(context))
+    fig.suptitle(printable(title) + (f"\n{line}" if line else ""), fontsize=10)
 
 
 def plot_curves(history: list[dict], path, *, context: dict | None = None) -> Path:
@@ -112,7 +115,8 @@ def _draw_series(ax, series: dict[str, dict], few: bool, first_epoch: float = 0.
     """Each model's mean (and ±1 std) over the epochs from ``first_epoch`` on, in the same colours on
     every panel."""
     for i, (name, s) in enumerate(series.items()):
-        keep = [j for j, e in enumerate(s["epochs"]) if e >= first_epoch]
+        n = min(len(s["epochs"]), len(s["mean"]), len(s["std"]))  # lists of unequal length: the points they share
+        keep = [j for j, e in enumerate(s["epochs"][:n]) if e >= first_epoch]
         epochs, mean, std = ([s[k][j] for j in keep] for k in ("epochs", "mean", "std"))
         label, color = f"{name} (n={s['n']})", f"C{i}"
         if few:

@@ -421,7 +421,7 @@ def describe_run(run: Path) -> dict:
     row tells what the other files (and the readable fields) say."""
     problems: list[str] = []
     row = {"run": str(run), "model": "?", "dataset": "?", "recipe": "?", "teacher": None, "epochs": None, "epochs_done": 0,
-           "final_acc": None, "best_acc": None, "train_seconds": None}
+           "final_acc": None, "best_acc": None, "best_split": None, "train_seconds": None}
     row.update(_config_columns(run, problems))
     _add_metrics(row, run / "metrics.csv", problems)
     summary = _mapping(run / "summary.json", problems, _FIXES["summary.json"].format(run=run))
@@ -562,7 +562,10 @@ def _config_columns(run: Path, problems: list[str]) -> dict:
 
 
 def _add_metrics(row: dict, path: Path, problems: list[str]) -> None:
-    """The epochs done, the best accuracy and the training time from metrics.csv (nothing when there is none)."""
+    """The epochs done, the best accuracy and the training time from metrics.csv (nothing when there is none).
+    The best accuracy is the best epoch's evaluation, on the split the run evaluated its epochs on (as its best.pt
+    was chosen): the validation split where it held one out, else the test set; ``best_split`` says which
+    (``final_acc``, the run's result, is always the test set's)."""
     try:
         rows = read_metrics(path)
     except FileNotFoundError:
@@ -572,13 +575,15 @@ def _add_metrics(row: dict, path: Path, problems: list[str]) -> None:
                         f"{path.name}: cannot be read ({err.strerror or type(err).__name__})")
         return
     accs = [r.get("val_acc") if r.get("val_acc") is not None else r.get("test_acc") for r in rows]
-    row.update(epochs_done=len(rows), best_acc=max((a for a in accs if a is not None), default=None),
+    best = max((a for a in accs if a is not None), default=None)
+    split = "val" if any(r.get("val_acc") is not None for r in rows) else "test"
+    row.update(epochs_done=len(rows), best_acc=best, best_split=None if best is None else split,
                train_seconds=sum(r.get("seconds") or 0 for r in rows))
 
 
 #: The columns of a :func:`describe_run` row.
 RUN_COLUMNS = ("run", "model", "dataset", "recipe", "teacher", "epochs", "epochs_done", "final_acc", "best_acc",
-               "train_seconds", "status", "detail")
+               "best_split", "train_seconds", "status", "detail")
 
 
 def check_columns(wanted: dict) -> None:

@@ -21,7 +21,10 @@ DETAIL_WIDTH = 500
 def register(sub) -> None:
     p = sub.add_parser("runs", help="list your runs: model, dataset, recipe, accuracies, time, status",
                        description="List the run folders under --root (and the runs of 'cnnlab compare' one level "
-                                   "below), newest first. Status: running (a process holds it), finished, stopped "
+                                   "below), newest first. final: the test accuracy of the run's final weights; best: "
+                                   "its best epoch's accuracy, on the split named beside it (val: the validation "
+                                   "split of a run trained with --val-split; test). Status: running (a process holds "
+                                   "it), finished, stopped "
                                    "(resumable with 'cnnlab train --resume RUN'), failed, damaged (a file of the run is "
                                    "not what cnnlab writes there: the row says which, and what to do). Wherever a "
                                    "command takes a run folder, 'latest' names the newest of them.")
@@ -38,6 +41,13 @@ def _pct(value) -> str:
     return f"{value:.2f}%" if isinstance(value, (int, float)) else "-"
 
 
+def _best(row: dict) -> str:
+    """The best epoch's accuracy with the split it was measured on (``72.20% val``: a run with --val-split chose its
+    best epoch on its validation split; ``98.10% test``); the final accuracy beside it is the test set's."""
+    split = row.get("best_split")
+    return _pct(row.get("best_acc")) + (f" {_shown(split)}" if split and row.get("best_acc") is not None else "")
+
+
 def _shown(value, width: int | None = None) -> str:
     """A cell as text, its control characters escaped (a run folder named with a newline, or a status.json
     whose status holds one, stays on its row); cut to ``width`` characters with a mark, when given."""
@@ -50,7 +60,7 @@ def format_runs(rows: list[dict]) -> str:
     longest name up to 64 characters, and a longer name pushes the rest of its own row to the right."""
     names = [_shown(r["run"]) for r in rows]
     width = min(64, max([44, *map(len, names)]))
-    header = f"{'run':<{width}} {'model':<10} {'dataset':<14} {'recipe':<8} {'epochs':>7} {'final':>7} {'best':>7} " \
+    header = f"{'run':<{width}} {'model':<10} {'dataset':<14} {'recipe':<8} {'epochs':>7} {'final':>7} {'best':>11} " \
              f"{'train':>7}  status"
     lines = [header]
     for name, r in zip(names, rows):
@@ -60,7 +70,7 @@ def format_runs(rows: list[dict]) -> str:
         dataset = dataset.split(":", 1)[0] if dataset.startswith(("idx:", "folder:")) else dataset
         recipe = _shown(r["recipe"])[:7] + ("*" if r.get("teacher") else "")
         lines.append(f"{name:<{width}} {_shown(r['model'])[:10]:<10} {dataset[:14]:<14} {recipe:<8} "
-                     f"{epochs:>7} {_pct(r['final_acc']):>7} {_pct(r['best_acc']):>7} {seconds:>7}  "
+                     f"{epochs:>7} {_pct(r['final_acc']):>7} {_best(r):>11} {seconds:>7}  "
                      f"{_shown(r['status'], 10)}"
                      + (f" ({_shown(r['detail'], DETAIL_WIDTH)})" if r["detail"] and r["status"] != "finished" else ""))
     if any(r.get("teacher") for r in rows):
