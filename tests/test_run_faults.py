@@ -243,10 +243,12 @@ def test_an_interrupted_run_with_a_step_limit_keeps_it_in_its_resume_command_and
     assert status(run)["detail"] == f"interrupted: continue with: cnnlab train --resume {run} --max-steps 20"
     res = train(TrainConfig(max_steps=20), resume=run, changes={"max_steps": 20}, **QUIET)
     assert res.stopped == "step limit" and res.history[-1]["step"] == 16
-    train(TrainConfig(), resume=run, **QUIET)  # no limit given: this process trains on, the run keeps its own
-    assert json.loads((run / "config.json").read_text())["config"]["max_steps"] == 20
-    assert load_checkpoint(run / "last.pt")["config"]["max_steps"] == 20
-    assert TrainConfig.from_file(run / "config.json").max_steps == 20  # what --config RUN re-runs
+    # no limit given: this process trains on, to the run's end, past its limit of 20 steps: what ran is recorded, no
+    # limit, so that --config RUN re-runs the whole run (tests/test_train_lifecycle.py)
+    train(TrainConfig(), resume=run, **QUIET)
+    assert json.loads((run / "config.json").read_text())["config"]["max_steps"] == 0
+    assert load_checkpoint(run / "last.pt")["config"]["max_steps"] == 0
+    assert TrainConfig.from_file(run / "config.json").max_steps == 0  # what --config RUN re-runs
 
 
 # ----------------------------------------------------------------------------- 8: messages before a checkpoint

@@ -9,6 +9,7 @@ checkpoints, TensorBoard, the target-accuracy stop, signals, the divergence guar
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 import shutil
@@ -133,7 +134,8 @@ class TrainResult:
     run_dir: Path | None
     history: list[dict]
     final: EvalResult  # on the test set
-    #: Best end-of-epoch evaluation (validation split if any, else test); None when no epoch finished.
+    #: Best end-of-epoch evaluation (validation split if any, else test; with ``eval_limit``, of its first images,
+    #: as the epochs' evaluations were); None when no epoch finished.
     best_accuracy: float | None
     parameters: int
     train_seconds: float
@@ -196,6 +198,7 @@ def train(
             # a resume refused before it restored anything leaves the run as it was (a finished run stays finished)
             stack.push(recorder := FailureRecord(plan, armed=plan.resume_from is None, guard=guard))
             stack.enter_context(_peer_lost_explained(recorder))
+            stack.enter_context(_full_disk_explained(recorder))
         stack.enter_context(ranks.errors_explained())  # a dead peer: one line, not gloo's traceback
         ckpt = _resumed_checkpoint(plan)
         if ckpt is not None:
@@ -211,8 +214,9 @@ def train(
         if guard is not None:
             recorder.max_steps = cfg.max_steps
         if ckpt is not None:
-            # --max-steps is a process's limit; config.json and the checkpoints keep the run's own unless one is given
-            t.record = {"max_steps": (changes or {}).get("max_steps", saved.max_steps)}
+            # --max-steps is a process's limit; config.json and the checkpoints keep the one given, else the run's own,
+            # while the run has not trained past it (Trainer.saved_config)
+            t.step_limits = (*([changes["max_steps"]] if "max_steps" in (changes or {}) else []), saved.max_steps)
             restore(t, ckpt, plan)
             if plan.run_dir is not None:
                 recorder.armed = True
@@ -299,6 +303,8 @@ def _record_outcome(t: Trainer, result: TrainResult) -> None:
     if t.run_dir is None:
         return
     t.check_folder()
+    if t.step_limits:  # a resume: the step limit it kept may be one the run has trained past since (saved_config)
+        _write_config(t)
     why = {"step limit": f"--max-steps {t.cfg.max_steps}: resume to go on",
            "target": f"reached --target-accuracy {t.cfg.target_accuracy:g}"}
     detail = why.get(result.stopped, "")
@@ -376,6 +382,26 @@ def _peer_lost_explained(recorder: FailureRecord):
             raise
         how = resume_hint(recorder.plan.run_dir, recorder.max_steps) or START_AGAIN
         raise PeerLost(f"{err}; {how}", restarting=False) from err.__cause__
+
+
+#: How a full disk's error (cnnlab.fileio.write_error) says what to do, which is true of a run without a checkpoint.
+RUN_IT_AGAIN = "; free some disk space and run it again"
+
+
+@contextlib.contextmanager
+def _full_disk_explained(recorder: FailureRecord):
+    """A full disk once the run folder holds a checkpoint: the line (and status.json) say how the run goes on, its
+    resume ("run it again" was refused: the folder holds a run). Without a checkpoint the same command starts the
+    run over (:func:`start_over_unsaved`), and the error says so as it is."""
+    try:
+        yield
+    except WriteError as err:
+        hint = resume_hint(recorder.plan.run_dir, recorder.max_steps)
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT) or hint is None:
+            raise
+        text = str(err)
+        what = text[:text.find(RUN_IT_AGAIN)] if RUN_IT_AGAIN in text else text
+        raise WriteError(f"{what}; free some disk space, then {hint}", err.errno) from None
 
 
 class FolderGuard:
@@ -720,7 +746,7 @@ def _stop_mid_epoch(t: Trainer, result: EvalResult, observers: list[obs.Observer
     """Stopped inside an epoch (--max-steps or --target-accuracy): keep the position to resume from."""
     s = t.state
     t.say(f"stopped at step {s.step} (epoch {s.epoch + 1}, batch {s.batch}/{t.steps_per_epoch})  "
-          f"{t.eval_name}_loss {result.loss:.4f}  {t.eval_name}_acc {result.accuracy:.2f}%")
+          f"{t.eval_name}_loss {result.loss:.4f}  {t.eval_name}_acc {result.accuracy:.2f}%{t.cut_note()}")
     for o in observers:
         o.on_stop_mid_epoch(t)
 
@@ -746,7 +772,7 @@ def finish(t: Trainer, final: EvalResult | None, report: bool, verbose: bool = F
     s, cfg = t.state, t.cfg
     if s.target is not None and t.stop_reason == "target":
         tg = s.target
-        t.say(f"reached {tg['accuracy']:.2f}% >= {cfg.target_accuracy}% at epoch {tg['epoch']:.2f} "
+        t.say(f"reached {tg['accuracy']:.2f}%{t.cut_note()} >= {cfg.target_accuracy}% at epoch {tg['epoch']:.2f} "
               f"(step {tg['step']}) after {tg['train_seconds']:.1f}s of training, "
               f"{tg['seconds_since_start']:.1f}s since start")
     # eval_limit cuts the evaluations during training short; a reported run's result is the whole test set (a dry
@@ -771,8 +797,9 @@ def finish(t: Trainer, final: EvalResult | None, report: bool, verbose: bool = F
             extra={"target": s.target, "train_seconds": train_s, "parameters": count_parameters(t.model),
                    "ema": cfg.ema}, log=t.say, result=final, context={"model": cfg.model, "dataset": t.data.name},
             table=verbose, wait=False)
-    best_txt = f" (best epoch {s.best:.2f}%)" if s.best is not None else ""
-    t.say(f"final test accuracy {final.accuracy:.2f}%{best_txt}" + (f"; run saved in {t.run_dir}" if t.run_dir else ""))
+    best_txt = f" (best epoch {s.best:.2f}%{t.cut_note()})" if s.best is not None else ""
+    t.say(f"final test accuracy {final.accuracy:.2f}%{t.cut_note(final.n)}{best_txt}"
+          + (f"; run saved in {t.run_dir}" if t.run_dir else ""))
     if figures is not None:
         _wait_for_figures(figures, t.run_dir, silent)  # drawn while the line above was printed
     t.ranks.barrier()

@@ -87,7 +87,7 @@ class EpochLog(Observer):
     def after_epoch(self, t: Trainer, row: dict, result: EvalResult, improved: bool) -> None:
         name = t.eval_name
         t.say(f"epoch {row['epoch']:>3}/{t.cfg.epochs}  train_loss {row['train_loss']:.4f}  "
-              f"{name}_loss {result.loss:.4f}  {name}_acc {result.accuracy:.2f}%  "
+              f"{name}_loss {result.loss:.4f}  {name}_acc {result.accuracy:.2f}%{t.cut_note()}  "
               f"{row['seconds']:6.1f}s  {row['images_per_s']:,.0f} img/s")
 
 
