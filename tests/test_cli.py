@@ -403,24 +403,140 @@ def test_predict_show_input_without_dir_writes_beside_the_input(tmp_path, capsys
     (RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
                   "tried to allocate 360000000000 bytes. Error code 12 (Cannot allocate memory)"),
      "out of memory (an allocation of 360.0 GB failed)"),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
+                  "tried to allocate 19267584 bytes. Error code 12 (Cannot allocate memory)"),
+     "out of memory (an allocation of 19.3 MB failed)"),  # was "0.0 GB"
+    (RuntimeError("std::bad_alloc"), "out of memory (an allocation failed: std::bad_alloc)"),  # was a traceback
     (MemoryError(), "out of memory (Python could not allocate)"),
     (type("OutOfMemoryError", (RuntimeError,), {})("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has ..."),
      "out of memory (CUDA out of memory)"),
 ])
 def test_running_out_of_memory_is_one_line_that_says_to_ask_for_less(monkeypatch, capsys, err, shown):
-    """`cnnlab analyze gradients --width 100000` asked torch for 360 GB and ended in a RuntimeError traceback."""
+    """`cnnlab analyze gradients --width 100000` asked torch for 360 GB and ended in a RuntimeError traceback.
+    The flags named are the command's own: `predict` of one image was told of a --batch-size it has not."""
+    import cnnlab.cli.evaluate
     import cnnlab.cli.models
 
     def fail(args):
         raise err
 
+    monkeypatch.setattr(cnnlab.cli.evaluate, "cmd_evaluate", fail)
+    code, _, stderr = run(["evaluate", "--pretrained", "resnet"], capsys)
+    assert code == 2 and stderr.count("\n") == 1 and stderr.startswith(f"cnnlab: error: {shown}"), stderr
+    assert stderr.endswith("; ask for less (a smaller --batch-size), or free some memory\n"), stderr
     monkeypatch.setattr(cnnlab.cli.models, "cmd_models", fail)
     code, _, stderr = run(["models"], capsys)
-    assert code == 2 and stderr.count("\n") == 1 and stderr.startswith(f"cnnlab: error: {shown}"), stderr
-    assert "--batch-size" in stderr
+    assert code == 2 and stderr == f"cnnlab: error: {shown}; free some memory\n"
     monkeypatch.setattr(cnnlab.cli.models, "cmd_models", lambda args: (_ for _ in ()).throw(RuntimeError("a bug")))
     with pytest.raises(RuntimeError, match="a bug"):  # any other RuntimeError is still a bug's traceback
         main(["models"])
+
+
+def test_out_of_memory_under_a_memory_limit_names_it_and_a_library_that_could_not_load(tmp_path, monkeypatch,
+                                                                                      capsys):
+    """Found by a tester: under `ulimit -v`, torch's import failed with `RuntimeError: std::bad_alloc` or
+    `ImportError: libtorch_cpu.so: failed to map segment from shared object` tracebacks. One line each, naming
+    what could not load and the fix that works: a smaller batch does not help a library load."""
+    import resource
+
+    import cnnlab.cli.models
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "biglib.py").write_text('raise ImportError("libbig.so: failed to map segment from shared object")\n')
+    (tmp_path / "greedylib.py").write_text('raise RuntimeError("std::bad_alloc")\n')
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (450_000 * 1024, resource.RLIM_INFINITY))
+    for module, what in (("biglib", "not enough memory to load biglib's libraries (libbig.so: failed to map "
+                                    "segment from shared object)"),
+                         ("greedylib", "out of memory (an allocation failed: std::bad_alloc, while loading "
+                                       "greedylib)")):
+        monkeypatch.setattr(cnnlab.cli.models, "cmd_models", lambda args, m=module: __import__(m))
+        code, _, err = run(["models"], capsys)
+        assert code == 2 and err == (f"cnnlab: error: {what}; raise the memory limit (now ulimit -v 450000), or free "
+                                     "some memory\n"), err
+    monkeypatch.setattr(cnnlab.cli.models, "cmd_models", lambda args: __import__("no_such_module_here"))
+    with pytest.raises(ImportError):  # any other ImportError is still a bug's traceback
+        main(["models"])
+
+
+def test_the_out_of_memory_line_itself_allocates_nothing_that_can_fail(monkeypatch, capfd):
+    """Found by a tester: the handler of torch's `std::bad_alloc` compiled a regular expression, which raised a
+    MemoryError in its turn: two tracebacks. And should printing the line fail too, a line made in advance."""
+    import re
+
+    import cnnlab.cli.models
+    from cnnlab import output
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    with monkeypatch.context() as m:
+        def fail(args):  # from now on, no regular expression can be compiled
+            m.setattr(re, "_compile", no_memory)
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes")
+
+        m.setattr(cnnlab.cli.models, "cmd_models", fail)
+        assert main(["models"]) == 2
+    assert capfd.readouterr().err == ("cnnlab: error: out of memory (an allocation of 8 bytes failed); free some "
+                                      "memory\n")
+    monkeypatch.setattr(cnnlab.cli.models, "cmd_models", lambda args: (_ for _ in ()).throw(MemoryError()))
+    monkeypatch.setattr(output, "complain", no_memory)
+    assert main(["models"]) == 2
+    assert capfd.readouterr().err == "cnnlab: error: out of memory; ask for less, or free some memory\n"
+
+
+def test_a_memory_limit_too_small_for_torch_is_one_line(tmp_path):
+    """The tester's `(ulimit -v 300000; cnnlab models)`: the limit set just above what Python and numpy take here,
+    below what torch's largest library needs to be mapped."""
+    import resource
+
+    import torch
+
+    probe = subprocess.run([sys.executable, "-c", "import numpy, cnnlab.cli, re; print(re.search(r'VmPeak:\\s+(\\d+)', "
+                            "open('/proc/self/status').read()).group(1))"], capture_output=True, text=True, timeout=120)
+    if probe.returncode != 0:
+        pytest.skip("no /proc/self/status here")
+    limit_kb = int(probe.stdout) + 150_000
+    library = Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"
+    if not library.is_file() or limit_kb * 1024 > int(probe.stdout) * 1024 + library.stat().st_size:
+        pytest.skip("torch's main library is too small here for the limit to stop its loading")
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_AS, (limit_kb * 1024, resource.getrlimit(resource.RLIMIT_AS)[1]))
+
+    proc = subprocess.run([sys.executable, "-m", "cnnlab", "models"], capture_output=True, text=True, timeout=120,
+                          preexec_fn=limited, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr[-3000:]
+    assert proc.stderr.startswith("cnnlab: error: not enough memory to load torch's libraries (")
+    assert proc.stderr.endswith(f"); raise the memory limit (now ulimit -v {limit_kb}), or free some memory\n")
+
+
+def test_a_closed_stdout_is_an_error_and_a_training_goes_on(tiny_idx, tmp_path):
+    """Found by a tester: `cnnlab runs >&-` (or predict, compare) printed its results nowhere and exited 0. As on a
+    full disk under stdout: one line, exit 2; a training, whose output is a log, goes on after one warning."""
+    line = ("cnnlab: error: cannot write the output (standard output is closed); give the command an output (> FILE, "
+            "or > /dev/null to drop it)\n")
+    for command in (["runs"], ["models"]):
+        proc = subprocess.run(["bash", "-c", f"{shlex.join([sys.executable, '-m', 'cnnlab', *command])} >&-"],
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert (proc.returncode, proc.stderr) == (2, line), proc.stderr[-2000:]
+    train = [sys.executable, "-m", "cnnlab", "train", "--model", "basic_cnn", "--dataset", f"idx:{tiny_idx}",
+             "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "run")]
+    proc = subprocess.run(["bash", "-c", f"{shlex.join(train)} >&-"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.count("cannot write the output (standard output is closed); going on without it") == 1
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["n"] > 0
+
+
+def test_a_removed_current_folder_is_one_line_before_torch_is_loaded(tmp_path):
+    """Found by a tester: in a folder removed from under the shell, every torch command died in torch's import
+    (`Intel oneMKL FATAL ERROR: Cannot load .../libtorch_cpu.so`), and `runs` said there were no runs."""
+    for command in ("runs", "models"):
+        gone = tmp_path / "gone"
+        script = f"mkdir {shlex.quote(str(gone))} && cd {shlex.quote(str(gone))} && rmdir ../gone && " \
+                 f"{shlex.quote(sys.executable)} -m cnnlab {command}"
+        proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert (proc.returncode, proc.stdout) == (2, ""), proc.stderr[-2000:]
+        assert proc.stderr == "cnnlab: error: the current folder no longer exists; cd to another one\n"
 
 
 def test_runs_refuses_a_negative_limit(tmp_path, capsys, monkeypatch):

@@ -648,3 +648,12 @@ def test_a_line_of_the_paper_runs_on_past_the_strokes_it_crosses_a_digits_bar_do
     assert not ruled_lines(page).any()
     for shape in ((3, 400), (400, 3), (1, 1), (9, 9)):  # too small, or all ink: no line (and no error)
         assert not ruled_lines(np.ones(shape, bool)).any()
+
+
+def test_a_closed_stdin_is_named_closed_not_a_terminal(ckpt, capsys, monkeypatch):
+    """Found by a tester: `cnnlab predict --model resnet - <&-` said standard input "is a terminal here"."""
+    monkeypatch.setattr(sys, "stdin", None)  # what Python makes of a descriptor 0 closed at its start
+    assert main(["predict", str(ckpt), "-"]) == 2
+    err = capsys.readouterr()[1]
+    assert err == ("cnnlab: error: '-' reads one image from standard input, and standard input is closed; send the "
+                   "file in: cnnlab predict --model resnet - < digit.png (or name the file)\n")

@@ -15,6 +15,7 @@ import os
 import re
 import warnings
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from cnnlab import __version__
 from cnnlab.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
 from cnnlab.data import load_dataset
 from cnnlab.dataset_names import moved_away
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, first_line
 from cnnlab.evaluation import own_data_dir
 from cnnlab.export_formats import FORMATS, SUFFIXES, TOLERANCE
 from cnnlab.fileio import atomic_write_bytes
@@ -81,9 +82,43 @@ def sample_inputs(state: dict, n: int, dataset: str | None = None, data_dir: str
     return (x - mean) / std
 
 
-def _onnx_export(model: nn.Module, example: torch.Tensor, meta: dict[str, str]) -> bytes:
-    import onnx  # heavy (~0.3 s) and needed by the ONNX export alone
+def onnx_packages():
+    """The modules ``onnx`` and ``onnxruntime``; a :class:`CnnlabError` naming the packages to install when either
+    cannot be imported (not installed, or broken). One that could not be loaded for want of memory stays that
+    ``ImportError``: the command line names it so."""
+    try:
+        import onnx  # heavy (~0.3 s) and needed by the ONNX export alone
+        import onnxruntime  # heavy (~0.2 s) and needed by the ONNX check alone
+    except ImportError as err:
+        if "failed to map segment" in str(err):
+            raise
+        pins = " ".join(_pinned(("onnx", "onnxruntime")))
+        if isinstance(err, ModuleNotFoundError):
+            raise CnnlabError(f"ONNX needs the packages onnx and onnxruntime, and {err.name or 'one'} is not installed "
+                              f"({first_line(err)}); install them: pip install {pins} (or --format torchscript)"
+                              ) from None
+        raise CnnlabError(f"ONNX needs the packages onnx and onnxruntime, which cannot be imported here "
+                          f"({first_line(err)[:160]}); install them again: pip install --force-reinstall {pins}"
+                          ) from None
+    return onnx, onnxruntime
 
+
+def _pinned(names: tuple[str, ...]) -> list[str]:
+    """``names`` as cnnlab's own requirements pin them (``onnx==1.23.2``), bare where they cannot be read."""
+    try:
+        requires = metadata.requires("cnnlab") or []
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        requires = []
+    pinned = {}
+    for req in requires:
+        found = re.match(r"([A-Za-z0-9_.-]+)\s*([^;\s]*)", req)
+        if found and found.group(1).lower() in names:
+            pinned[found.group(1).lower()] = found.group(1) + found.group(2)
+    return [pinned.get(name, name) for name in names]
+
+
+def _onnx_export(model: nn.Module, example: torch.Tensor, meta: dict[str, str]) -> bytes:
+    onnx, _ = onnx_packages()
     buf = io.BytesIO()
     with warnings.catch_warnings():
         # dynamo=False: the TorchScript-based exporter, which needs no onnxscript; it warns that
@@ -105,8 +140,7 @@ def _onnx_export(model: nn.Module, example: torch.Tensor, meta: dict[str, str]) 
 
 
 def _onnx_run(data: bytes, batches: list[np.ndarray]) -> list[np.ndarray]:
-    import onnxruntime as ort  # heavy (~0.2 s) and needed by the ONNX check alone
-
+    _, ort = onnx_packages()
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = min(4, os.cpu_count() or 1)
     sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
@@ -190,6 +224,8 @@ def export_run(
         out = output_file(out, default_output(ckpt, fmt))
     check_output_file(out, ckpt)  # before anything is loaded or exported
     check_suffix(out, fmt)
+    if fmt == "onnx":
+        onnx_packages()  # a missing package is said before the data is loaded and the net exported
     state = load_pretrained(pretrained, name) if ckpt is None else load_checkpoint(ckpt)
     return _export_checked(state, fmt, out, sample_inputs(state, samples, dataset, data_dir))
 
@@ -221,8 +257,7 @@ def _export_checked(state: dict, fmt: str, out: Path, x: torch.Tensor) -> Export
 
 
 def read_onnx_metadata(path: str | Path) -> dict[str, str]:
-    import onnx  # heavy (~0.3 s) and needed for ONNX files alone
-
+    onnx, _ = onnx_packages()
     return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
 
 

@@ -2,6 +2,13 @@
 
 Every file cnnlab writes goes through :func:`atomic_write_bytes` (temp file in the same directory,
 fsync, rename). JSON is always valid JSON: non-finite floats (a diverged loss) become ``null``.
+
+A temp file is named ``.<name>.<pid>-<random>.tmp``, and its writer holds its ``flock`` while it writes. A
+writer killed before the rename (SIGKILL, out of memory, a power cut) leaves it behind; the next writer of the same
+file removes the ones whose writer is gone: the lock is free, and the pid runs no process, or the file is
+older than :data:`STALE_TEMP_S` (the pid taken by another process since). Two processes that write one file
+at once keep each other's temp files. A replaced file keeps its permissions (and owner and group where
+permitted), as with the shell's ``>``.
 """
 
 from __future__ import annotations
@@ -12,10 +19,17 @@ import hashlib
 import json
 import math
 import os
+import re
 import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import BinaryIO, Iterator
+
+try:
+    import fcntl  # POSIX: the lock that marks a live writer's temp file
+except ImportError:  # pragma: no cover - Windows: a temp file's pid and age tell alone
+    fcntl = None
 
 from cnnlab.errors import CnnlabError, WriteError, first_line, short_repr
 
@@ -25,6 +39,15 @@ SMALL_FILE_LIMIT = 1 << 20
 #: The same for a JSON file cnnlab wrote into a run folder: summary.json holds the confusion matrix, which for
 #: a folder dataset of a few hundred classes is several MB.
 RUN_FILE_LIMIT = 256 << 20
+#: An unlocked temp file older than this was left by a killed writer even when its pid runs a process now (a
+#: write takes seconds; a pid comes round again within hours on a busy machine).
+STALE_TEMP_S = 3600.0
+#: A temp file's name: ``.<name>.``, then ``<pid>-`` (not in older versions' names), then mkstemp's 8 characters.
+_TEMP_NAME = re.compile(r"\.(.+)\.(?:(\d{1,10})-)?[a-z0-9_]{8}\.tmp", re.DOTALL)
+#: Per folder (absolute path): its modification time when listed, and the temp files found then, by the name
+#: of the file they were for. A folder is listed again only when someone else changed it since, so that many
+#: writes into one large folder (predict --show-input beside 10,000 images) do not each list it.
+_TEMP_LISTINGS: dict[str, tuple[int, dict[str, list[str]]]] = {}
 
 
 def write_error(path: str | Path, err: OSError) -> WriteError:
@@ -33,8 +56,8 @@ def write_error(path: str | Path, err: OSError) -> WriteError:
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
         fix = "free some disk space and run it again (the previous version of the file, if any, is intact)"
     elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        fix = (f"make {_nearest_folder(path.parent)} writable, or write somewhere else (e.g. another --out or "
-               "CNNLAB_HOME)")
+        # CNNLAB_HOME moves the dataset cache only, whose writes have their own lines (cnnlab.data.sources)
+        fix = f"make {_nearest_folder(path.parent)} writable, or write somewhere else (e.g. another --out)"
     else:
         fix = "check the path and the disk"
     return WriteError(f"cannot write {path}: {err.strerror or err}; {fix}", err.errno)
@@ -92,27 +115,31 @@ def make_dirs(path: str | Path) -> Path:
     return path
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+def atomic_write_bytes(path: str | Path, data: bytes, *, mode_of: str | Path | None = None) -> None:
     """Write ``data`` to ``path`` via a temp file in the same directory, fsync and rename.
 
     An OS error (read-only folder, disk full) is a :class:`WriteError` naming the path and the fix;
-    ``path`` is then untouched and no temp file is left.
+    ``path`` is then untouched and no temp file is left. A file replaced keeps its permissions (and owner and
+    group where permitted); a new file gets 0666 less the umask. ``mode_of``: the file whose permissions count
+    instead (one staged elsewhere, to be renamed over it). Temp files of ``path`` that killed writers left are
+    removed first (see the module's docstring).
     """
     path = Path(path)
     _refuse_special_file(path)
     make_dirs(path.parent)
+    old = _regular_stat(path if mode_of is None else Path(mode_of))
+    _remove_stale_temp_files_of(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
     except OSError as err:
         raise write_error(path, err) from None
     try:
         with os.fdopen(fd, "wb") as fh:
+            _flock_held_elsewhere(fd)  # locks it while it is written: the mark of a live writer
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file ordinary permissions
+        _take_over(tmp, old)
         os.replace(tmp, path)
     except BaseException as err:
         try:
@@ -122,6 +149,129 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         if isinstance(err, OSError) and not isinstance(err, WriteError):
             raise write_error(path, err) from None
         raise
+    _note_own_change(path.parent)
+
+
+def _regular_stat(path: Path) -> os.stat_result | None:
+    """The ``stat`` of the regular file at ``path`` (links followed); None when there is none."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st if stat.S_ISREG(st.st_mode) else None
+
+
+def _take_over(tmp: str, old: os.stat_result | None) -> None:
+    """Give the temp file ``tmp`` the permissions of the file it replaces, ``old``, and its owner and group where
+    this user may (root: both; others: a group they are in); without one, 0666 less the umask (mkstemp's
+    0600 would hide a new file from the group)."""
+    if old is None:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        return
+    own = os.stat(tmp)
+    if (own.st_uid, own.st_gid) != (old.st_uid, old.st_gid) and hasattr(os, "chown"):
+        for uid in (old.st_uid, -1):
+            try:
+                os.chown(tmp, uid, old.st_gid)
+                break
+            except OSError:  # not permitted: the next, lesser try (the group only), else as made
+                continue
+    os.chmod(tmp, stat.S_IMODE(old.st_mode) & 0o777)  # after chown, which may clear bits; never set-id bits
+
+
+def _flock_held_elsewhere(fd: int) -> bool:
+    """Take ``fd``'s ``flock`` without waiting: True when another open file (a live writer) holds it; False when
+    it is taken now, or the file system has no such locks (a temp file's pid and age then speak alone)."""
+    if fcntl is None:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` is a process on this machine (another user's included); on Windows, taken to be one (its
+    ``os.kill`` would end it)."""
+    if not 0 < pid < 1 << 31:
+        return False
+    if os.name == "nt":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
+def _remove_stale_temp_files_of(path: Path) -> None:
+    """Remove the temp files of ``path`` that writers now gone left beside it (a live writer's stay)."""
+    try:
+        folder = os.path.abspath(path.parent)
+        mtime = os.stat(folder).st_mtime_ns
+    except OSError:  # the write's own error says what is wrong
+        return
+    listed = _TEMP_LISTINGS.get(folder)
+    if listed is None or listed[0] != mtime:
+        if len(_TEMP_LISTINGS) > 1000:
+            _TEMP_LISTINGS.clear()
+        listed = _TEMP_LISTINGS[folder] = (mtime, _temp_files_by_target(folder))
+    for name in listed[1].pop(path.name, ()):
+        _remove_if_stale(os.path.join(folder, name), _TEMP_NAME.fullmatch(name).group(2), owned=False)
+
+
+def _temp_files_by_target(folder: str) -> dict[str, list[str]]:
+    """The temp files in ``folder``, by the name of the file each was for."""
+    found: dict[str, list[str]] = {}
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                match = _TEMP_NAME.fullmatch(entry.name) if entry.name.endswith(".tmp") else None
+                if match:
+                    found.setdefault(match.group(1), []).append(entry.name)
+    except OSError:
+        pass
+    return found
+
+
+def _note_own_change(folder: Path) -> None:
+    """A listing of ``folder`` stays valid after this process's own write there (what it found is unchanged)."""
+    try:
+        key = os.path.abspath(folder)
+        listed = _TEMP_LISTINGS.get(key)  # (another thread may write, and clear the listings, meanwhile)
+        if listed is not None:
+            _TEMP_LISTINGS[key] = (os.stat(key).st_mtime_ns, listed[1])
+    except OSError:
+        pass
+
+
+def _remove_if_stale(tmp: str, pid: str | None, owned: bool) -> None:
+    """Remove the temp file ``tmp`` (written by ``pid``; None: a name without one) when its writer is gone: its
+    lock is free, and the pid runs no process or the file is older than :data:`STALE_TEMP_S`. In a folder this
+    process ``owned`` (a locked run folder), a temp file without a pid need not be old."""
+    flags = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:  # for writing where allowed: NFS emulates flock with locks that need it
+        fd = os.open(tmp, os.O_RDWR | flags) if os.access(tmp, os.W_OK) else os.open(tmp, os.O_RDONLY | flags)
+    except OSError:  # gone already, a link, or not ours to open
+        return
+    try:
+        st = os.fstat(fd)
+        young = time.time() - st.st_mtime < STALE_TEMP_S
+        writer_may_live = _pid_alive(int(pid)) if pid is not None else not owned
+        if not stat.S_ISREG(st.st_mode) or (writer_may_live and young) or _flock_held_elsewhere(fd):
+            return
+        os.unlink(tmp)  # under its lock: no writer holds it
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _refuse_special_file(path: Path) -> None:
@@ -150,16 +300,11 @@ def mode_kind(mode: int) -> str:
 
 
 def remove_stale_temp_files_in(folder: str | Path) -> None:
-    """Delete every temp file that killed writes left in ``folder`` (which this process owns: it is locked)."""
-    _unlink_all(Path(folder).glob(".*.tmp"))
-
-
-def _unlink_all(paths) -> None:
-    for tmp in paths:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
+    """Delete the temp files that killed writes left in ``folder``, which this process owns (it is locked): all
+    but those that a live writer holds (an ``evaluate`` or ``export`` writing into the run folder now)."""
+    for tmp in Path(folder).glob(".*.tmp"):
+        match = _TEMP_NAME.fullmatch(tmp.name)
+        _remove_if_stale(str(tmp), match.group(2) if match else None, owned=True)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -7,11 +7,14 @@ A training run stops at a closed pipe as on a signal, its position saved (``obse
 the SIGPIPE that comes with the failed write); at a full disk it goes on, with one warning. Other commands
 end at once: exit code 141 for a closed pipe (128 + SIGPIPE, as a shell reports a program that SIGPIPE
 ended), one line and exit code 2 for any other error (:class:`OutputError`, raised by :func:`guard_stdout`'s
-stream).
+stream). A stdout closed before the start (``cnnlab runs >&-``) is such an error too: the first write fails, as
+on a full disk, instead of Python's silence (its ``sys.stdout`` is None, ``print`` writes nothing, and the exit
+code said all went well).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import sys
@@ -24,16 +27,47 @@ EXIT_PIPE_CLOSED = 141
 _reader_gone = False
 
 
+#: What a closed stdout's write fails with (:class:`_ClosedOutput`).
+STDOUT_CLOSED = "standard output is closed"
+
+
 class OutputError(CnnlabError):
-    """stdout cannot be written: a full disk, an I/O error (a closed pipe stays a ``BrokenPipeError``)."""
+    """stdout cannot be written: a full disk, an I/O error, a stdout closed from the start (a closed pipe stays a
+    ``BrokenPipeError``)."""
 
     def __init__(self, reason: str):
-        super().__init__(f"cannot write the output ({reason}); free some space where it goes, or send it elsewhere")
+        fix = ("give the command an output (> FILE, or > /dev/null to drop it)" if reason == STDOUT_CLOSED else
+               "free some space where it goes, or send it elsewhere")
+        super().__init__(f"cannot write the output ({reason}); {fix}")
         self.reason = reason
 
 
+class _ClosedOutput:
+    """``sys.stdout`` when the process started with file descriptor 1 closed (``>&-``): every write fails."""
+
+    encoding, errors = "utf-8", "strict"
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, STDOUT_CLOSED)
+
+    def flush(self) -> None:
+        pass
+
+    def fileno(self) -> int:
+        raise OSError(errno.EBADF, STDOUT_CLOSED)
+
+    def isatty(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+
 class _GuardedStream:
-    """A text stream whose write errors other than a closed pipe are :class:`OutputError` (the rest is the stream's)."""
+    """A text stream whose write errors other than a closed pipe are :class:`OutputError` (the rest is the stream's).
+    ``lost``: :func:`say` warned that the output is lost, and says nothing more."""
+
+    lost = False
 
     def __init__(self, stream):
         self._stream = stream
@@ -57,19 +91,50 @@ class _GuardedStream:
 
 
 def guard_stdout() -> None:
-    """Make ``sys.stdout``'s write errors :class:`OutputError` (the ``cnnlab`` program; once a process)."""
-    if sys.stdout is not None and not isinstance(sys.stdout, _GuardedStream):
+    """Make ``sys.stdout``'s write errors :class:`OutputError` (the ``cnnlab`` program; once a process), those of a
+    stdout closed from the start included; the standard descriptors closed from the start get ``/dev/null``
+    (:func:`hold_closed_standard_fds`)."""
+    hold_closed_standard_fds()
+    if sys.stdout is None and sys.__stdout__ is None:  # descriptor 1 was closed when Python started
+        sys.stdout = _GuardedStream(_ClosedOutput())
+    elif sys.stdout is not None and not isinstance(sys.stdout, _GuardedStream):
         sys.stdout = _GuardedStream(sys.stdout)
 
 
+def hold_closed_standard_fds() -> None:
+    """Open ``/dev/null`` on each of the descriptors 0, 1 and 2 that is closed. Else the next file opened takes
+    it (the lowest free number): an export's temp file as descriptor 2 would get every warning torch's C++ code
+    prints to stderr, written into the ONNX file."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        try:
+            null = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+            if null != fd:
+                os.dup2(null, fd, inheritable=True)
+                os.close(null)
+            else:
+                os.set_inheritable(fd, True)
+        except OSError:
+            pass
+
+
 def say(msg: str) -> None:
-    """``print(msg)`` to stdout, flushed; nothing when stdout's reader has gone, a warning when it cannot be written."""
+    """``print(msg)`` to stdout, flushed; nothing when stdout's reader has gone, a warning when it cannot be written
+    (once: nothing more after it)."""
+    if getattr(sys.stdout, "lost", False):
+        return
     try:
         print(msg, flush=True)
     except BrokenPipeError:
         discard_stdout(reader_gone=True)
     except (OutputError, OSError) as err:
         discard_stdout()
+        if isinstance(sys.stdout, _GuardedStream):
+            sys.stdout.lost = True
         complain(f"cnnlab: warning: cannot write the output ({_reason(err)}); going on without it (a run's "
               "figures are in its folder)")
 

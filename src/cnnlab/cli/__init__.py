@@ -25,8 +25,20 @@ from cnnlab.errors import CnnlabError, Interrupted, printable
 from cnnlab.fileio import path_error
 from cnnlab.runs import LATEST, resolve_run
 
+try:
+    import resource  # POSIX: the memory limit an out-of-memory line names
+except ImportError:  # pragma: no cover - Windows
+    resource = None
+
 #: In the order ``cnnlab --help`` lists their commands.
 COMMAND_MODULES = (train, evaluate, runs, models, data, analyze, predict, export, serve)
+#: torch's CPU allocator's words for a failed allocation; compiled now, since compiling it once memory has run out
+#: failed too (a MemoryError while the first was handled: two tracebacks).
+_ALLOCATION = re.compile(r"can't allocate memory: you tried to allocate (\d+) bytes")
+#: The flags that make a command ask for less memory, where it has them.
+_MEMORY_FLAGS = ("--batch-size", "--eval-batch-size", "--width")
+#: The line when even writing the out-of-memory line runs out of memory: made now, written without allocating.
+_OUT_OF_MEMORY = b"cnnlab: error: out of memory; ask for less, or free some memory\n"
 
 
 def build_parser() -> Parser:
@@ -81,7 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.func is None:
         args.help_of.print_help()
         return 0
+    return _run(args, command)
+
+
+def _run(args, command: argparse.ArgumentParser) -> int:
+    """The command's function, its errors each one line and an exit code."""
     try:
+        _check_current_folder()  # before torch's import, which dies in a folder that is gone
         for name in ("run", "resume", "teacher"):  # 'latest' names the newest run folder wherever a run is taken
             if getattr(args, name, None) == LATEST:
                 setattr(args, name, str(resolve_run(LATEST)))
@@ -104,13 +122,19 @@ def main(argv: list[str] | None = None) -> int:
         if not _path_error(err):
             raise
         return 2
-    except (MemoryError, RuntimeError) as err:
-        asked = _out_of_memory(err)
-        if not asked:
+    except (MemoryError, RuntimeError, ImportError) as err:
+        if not _out_of_memory(err):
             raise
-        output.complain(f"cnnlab: error: out of memory ({asked}); ask for less (a smaller --batch-size, "
-                        "--eval-batch-size or --width), or free some memory")
-        return 2
+        return _report_out_of_memory(err, command)
+
+
+def _check_current_folder() -> None:
+    """The current folder removed (``rmdir`` from another shell): one line, not torch's ``oneMKL FATAL ERROR``
+    at its import, nor ``runs`` finding no runs."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        raise CnnlabError("the current folder no longer exists; cd to another one") from None
 
 
 def _path_error(err: OSError) -> bool:
@@ -124,15 +148,77 @@ def _path_error(err: OSError) -> bool:
 
 def _out_of_memory(err: BaseException) -> str:
     """What an allocation that failed asked for ("" when ``err`` is not one): torch's CPU allocator
-    (``RuntimeError: ... can't allocate memory: you tried to allocate N bytes``), its CUDA one
-    (``torch.OutOfMemoryError``), or Python's ``MemoryError``. By name and text: torch is not imported here."""
+    (``RuntimeError: ... can't allocate memory: you tried to allocate N bytes``, or ``std::bad_alloc``), its CUDA
+    one (``torch.OutOfMemoryError``), Python's ``MemoryError``, or a shared library that could not be mapped
+    (``ImportError: libtorch_cpu.so: failed to map segment from shared object``, under ``ulimit -v``). By name
+    and text: torch is not imported here."""
     text = str(err)
+    if isinstance(err, ImportError):
+        return f"{text.strip()[:160]}" if "failed to map segment from shared object" in text else ""
     if isinstance(err, MemoryError):
         return "Python could not allocate"
     if type(err).__name__ == "OutOfMemoryError":
         return text.strip().split(". ")[0][:160] or "the GPU"
-    asked = re.search(r"can't allocate memory: you tried to allocate (\d+) bytes", text)
-    return f"an allocation of {int(asked.group(1)) / 1e9:,.1f} GB failed" if asked else ""
+    asked = _ALLOCATION.search(text)
+    if asked:
+        return f"an allocation of {_size(int(asked.group(1)))} failed"
+    if text == "can't start new thread" and _memory_limit():  # its stack did not fit under ulimit -v
+        return "no room for a new thread's stack: can't start new thread"
+    return "an allocation failed: std::bad_alloc" if "std::bad_alloc" in text else ""
+
+
+def _memory_limit() -> int:
+    """The process's address-space limit in KB (``ulimit -v``), 0 when there is none (or no POSIX ``resource``)."""
+    if resource is None:
+        return 0
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    return 0 if limit == resource.RLIM_INFINITY else limit // 1024
+
+
+def _size(n: int) -> str:
+    """``360.0 GB``, ``19.3 MB``, ``512.0 KB``: an allocation's size as one reads it."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n} bytes"
+
+
+def _report_out_of_memory(err: BaseException, command: argparse.ArgumentParser) -> int:
+    """The one line of an allocation that failed (exit code 2): what failed, while loading which library if it
+    was an import, and the fixes that work for this command: its flags that ask for less, a higher limit where
+    ``ulimit -v`` set one, more free memory. Should writing it run out of memory too, a line made beforehand."""
+    try:
+        library = _loading(err)
+        traceback.clear_frames(err.__traceback__)  # the failed command's tensors, freed before anything else
+        if isinstance(err, ImportError):
+            libraries = f"{library}'s libraries" if library else "a shared library"
+            what = f"not enough memory to load {libraries} ({_out_of_memory(err)})"
+        else:
+            what = f"out of memory ({_out_of_memory(err)}{f', while loading {library}' if library else ''})"
+        flags = [] if library else [flag for flag in _MEMORY_FLAGS if flag in command._option_string_actions]
+        fixes = [f"ask for less (a smaller {' or '.join(', '.join(flags).rsplit(', ', 1))})"] if flags else []
+        if _memory_limit():
+            fixes.append(f"raise the memory limit (now ulimit -v {_memory_limit()})")
+        fixes.append("free some memory")
+        output.complain(f"cnnlab: error: {what}; {', '.join(fixes[:-1])}{', or ' if len(fixes) > 1 else ''}"
+                        f"{fixes[-1]}")
+    except MemoryError:
+        try:
+            os.write(2, _OUT_OF_MEMORY)
+        except OSError:
+            pass
+    return 2
+
+
+def _loading(err: BaseException) -> str:
+    """The library (top-level package) whose import ``err`` broke off, "" when it came from no import: the
+    deepest module body in its traceback (``torch/__init__.py``, run by ``import torch``)."""
+    name, tb = "", err.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "<module>":
+            name = str(tb.tb_frame.f_globals.get("__name__", "")).split(".")[0]
+        tb = tb.tb_next
+    return name if name and name != "cnnlab" else (getattr(err, "name", None) or "").split(".")[0]
 
 
 def console(argv: list[str] | None = None) -> NoReturn:

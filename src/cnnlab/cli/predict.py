@@ -133,9 +133,11 @@ def _stdin(images: list[str]):
 
     if STDIN not in images:
         return None
-    if sys.stdin is None or sys.stdin.isatty():  # reading would wait for a binary file typed at the keyboard
-        raise CnnlabError(f"'{STDIN}' reads one image from standard input, which is a terminal here; send the file "
-                          f"in: cnnlab predict --model resnet - < digit.png (or name the file)")
+    fix = "send the file in: cnnlab predict --model resnet - < digit.png (or name the file)"
+    if sys.stdin is None or sys.stdin.closed:  # started with descriptor 0 closed (<&-), or closed since
+        raise CnnlabError(f"'{STDIN}' reads one image from standard input, and standard input is closed; {fix}")
+    if sys.stdin.isatty():  # reading would wait for a binary file typed at the keyboard
+        raise CnnlabError(f"'{STDIN}' reads one image from standard input, which is a terminal here; {fix}")
     return sys.stdin.buffer
 
 

@@ -5,7 +5,8 @@ the files (``.incoming-<pid>-<random>``, same file system), and only once all ar
 they renamed over the old ones. A read-only folder or a full disk fails while staging: the folder stays as
 it was. Concurrent writers each stage their own folder; every rename puts a whole file in place, so a
 reader sees, for each file, one writer's whole version. Staging folders left by a killed process are
-removed once they are older than :data:`STALE_STAGING_S`.
+removed once they are older than :data:`STALE_STAGING_S`. A file replaced keeps its permissions (and owner and
+group where permitted), as :func:`cnnlab.fileio.atomic_write_bytes` keeps them.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def write_group(directory: Path, payloads: dict[str, bytes]) -> None:
     staging = directory / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
     try:
         for name, data in payloads.items():
-            atomic_write_bytes(staging / name, data)
+            atomic_write_bytes(staging / name, data, mode_of=directory / name)
         for name in payloads:
             os.replace(staging / name, directory / name)
     finally:
