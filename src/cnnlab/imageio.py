@@ -19,7 +19,11 @@
   refusal, never a traceback;
 - the EXIF orientation is applied, in place and after the reduction (no full-size copy).
 
-Every refusal is a one-line :class:`BadImageError` that names the file, the problem and the fix.
+Every refusal is a one-line :class:`BadImageError` that names the file, the problem and the fix. The machine
+running short while a file is read or decoded (no file descriptor left, ``EMFILE``/``ENFILE``; no memory,
+``ENOMEM``/``MemoryError``) is no fault of the file: a :class:`ResourceError` names the resource and its fix
+(``cnnlab serve`` answers it 503, "busy, try again"), never "damaged or truncated image" (Pillow opens the
+modules of its formats on first use, so a process out of descriptors failed there).
 
 :func:`unit_gray` reads an image of any mode Pillow produces (1, L, P, RGB, CMYK, YCbCr, 16-bit ``I;16``,
 32-bit ``I`` and ``F``, with or without alpha) as float grayscale in 0..1 plus its opacity, *scaling* each
@@ -29,6 +33,7 @@ bit depth (``Image.convert("L")`` clips 16-bit values at 255: a 16-bit digit bec
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import math
 import os
@@ -43,9 +48,14 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from cnnlab.errors import CnnlabError, first_line, printable
 from cnnlab.imagelimits import DEFAULT_MAX_PIXELS, MIN_MAX_PIXELS, max_file_bytes
 
+try:  # the open-file limit, named in a message (Unix only)
+    import resource
+except ImportError:  # Windows
+    resource = None
+
 __all__ = ["ALLOWED_FORMATS", "ALLOWED_TEXT", "DEFAULT_MAX_PIXELS", "FORMAT_SUFFIXES", "IMAGE_SUFFIXES",
-           "SIXTEEN_BIT", "BadImageError", "check_max_pixels", "check_pixels", "formats_text", "open_image",
-           "printable", "shrink", "suffixes_for", "unit_gray"]
+           "SIXTEEN_BIT", "BadImageError", "ResourceError", "check_max_pixels", "check_pixels", "formats_text",
+           "is_short_of_resources", "open_image", "printable", "short_of", "shrink", "suffixes_for", "unit_gray"]
 
 #: The file suffixes (lower case) of each Pillow format: the one table every scan for images derives
 #: its suffixes from, so that a format and its suffixes are never listed apart.
@@ -96,6 +106,50 @@ def _bad(name: str, reason: str) -> BadImageError:
     return err
 
 
+class ResourceError(CnnlabError):
+    """The machine, not the image: the process ran out of file descriptors or memory while the file was read or
+    decoded. Not a :class:`BadImageError` (the same file may read fine a moment later, or with a higher limit);
+    ``short_of`` says what ran out in a few words (``too many open files``, ``out of memory``)."""
+
+    def __init__(self, message: str, short_of: str):
+        super().__init__(printable(message))
+        self.short_of = short_of
+
+
+#: errno values that say the process or the machine ran out of something, not that the file is bad.
+RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+
+
+def is_short_of_resources(err: BaseException) -> bool:
+    """Whether ``err`` says the process ran out of file descriptors or memory (not that a file is bad)."""
+    return isinstance(err, MemoryError) or (isinstance(err, OSError) and err.errno in RESOURCE_ERRNOS)
+
+
+def _open_file_limit() -> int | None:
+    """How many files this process may have open at once (``ulimit -n``), when the system says."""
+    try:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0] if resource else None
+    except (OSError, ValueError):
+        return None
+    return soft if soft and soft > 0 and soft != resource.RLIM_INFINITY else None
+
+
+def short_of(name: str, err: BaseException) -> ResourceError:
+    """The one-line :class:`ResourceError` for ``err`` (see :func:`is_short_of_resources`), naming the fix."""
+    code = getattr(err, "errno", None)
+    if code == errno.EMFILE:
+        limit = _open_file_limit()
+        held = f"this process may have {limit:,} open at once" if limit else "the process's limit"
+        return ResourceError(f"{name}: cannot be read now: too many open files ({held}: ulimit -n); raise the limit "
+                             f"(ulimit -n {max(4096, 4 * (limit or 0))}) or open fewer files at once, and try again",
+                             "too many open files")
+    if code == errno.ENFILE:
+        return ResourceError(f"{name}: cannot be read now: too many open files on this machine (the system's limit); "
+                             "close some programs or raise fs.file-max, and try again", "too many open files")
+    return ResourceError(f"{name}: not enough memory to read or decode it now; free some memory (or lower "
+                         "--max-pixels) and try again", "out of memory")
+
+
 def check_max_pixels(max_pixels: int) -> int:
     """``max_pixels`` when it is a usable pixel cap (a whole number from one 28x28 field up to Pillow's own
     limit, above which Pillow refuses anyway), else a one-line :class:`CnnlabError`."""
@@ -136,6 +190,8 @@ def _read_path(path: Path, name: str, limit: int, allowed: str) -> bytes:
     except IsADirectoryError:
         raise _bad(name, "a directory, not an image file; give an image file") from None
     except OSError as err:
+        if is_short_of_resources(err):
+            raise short_of(name, err) from None
         raise _bad(name, f"cannot open it ({err.strerror or type(err).__name__}); "
                          "check the path and the file's permissions") from None
     try:
@@ -149,6 +205,8 @@ def _read_path(path: Path, name: str, limit: int, allowed: str) -> bytes:
         with open(fd, "rb", closefd=False) as fh:
             data = fh.read(limit + 1)
     except OSError as err:
+        if is_short_of_resources(err):
+            raise short_of(name, err) from None
         raise _bad(name, f"cannot read it ({err.strerror or type(err).__name__}); check the file and its "
                          "permissions") from None
     finally:
@@ -224,7 +282,7 @@ def open_image(source: str | Path | bytes | BinaryIO, name: str | None = None,
     Returns the first frame, decoded and upright. Raises :class:`BadImageError` for: a missing, unreadable,
     empty or oversized file, something other than a regular file, data that is no image, a format
     outside ``formats``, a truncated or damaged file, an image with no pixels or over the pixel cap,
-    and a decompression bomb.
+    and a decompression bomb; :class:`ResourceError` when the process runs out of file descriptors or memory.
     """
     allowed = formats_text(formats)
     cap = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
@@ -250,9 +308,9 @@ def open_image(source: str | Path | bytes | BinaryIO, name: str | None = None,
             ) from None
         except UnidentifiedImageError:
             raise _bad(name, _identify(data, allowed)) from None
-        except MemoryError:
-            raise _bad(name, "not enough memory to decode it; give a smaller image (or lower --max-pixels)") from None
         except Exception as err:  # noqa: BLE001 - any decoder failure on untrusted bytes is a refusal, not a traceback
+            if is_short_of_resources(err):  # the process's fault (a plugin's module not opened, no memory), not the file's
+                raise short_of(name, err) from None
             raise _bad(name, f"damaged or truncated image ({first_line(err)[:120]}); re-save or re-export the file") from None
     return img
 

@@ -50,7 +50,7 @@ from PIL import Image
 from cnnlab.data.safefs import entry_kind, kind_of, list_dir, open_regular, read_bounded, reason, usual_fix
 from cnnlab.errors import DataError
 from cnnlab.fileio import atomic_write_bytes, atomic_write_text
-from cnnlab.imageio import BadImageError, open_image, suffixes_for
+from cnnlab.imageio import BadImageError, ResourceError, is_short_of_resources, open_image, short_of, suffixes_for
 
 #: The Pillow formats a folder dataset decodes, and the file suffixes it takes as candidates for them
 #: (fewer than ``cnnlab.imageio.IMAGE_SUFFIXES``, which predict scans for: no GIF or WebP here).
@@ -228,6 +228,8 @@ def convert_image(path: Path) -> np.ndarray:
     except DataError as err:
         raise ValueError(str(err).removeprefix(f"{path}: ")) from None
     except OSError as err:
+        if is_short_of_resources(err):  # the machine ran short, not this file: no dataset built short of it
+            raise short_of(str(path), err) from None
         raise ValueError(f"cannot be read ({reason(err)})") from None
     try:  # the same guarded opener as cnnlab predict: decoded in full, truncation and bombs refused
         opened = open_image(data, path.name, formats=PIL_FORMATS)
@@ -276,6 +278,8 @@ def _convert(root: Path, layout: _Layout, log: Log) -> tuple[dict[str, np.ndarra
     for rel, label, split in layout.entries:
         try:
             stack[len(labels)] = convert_image(root / rel)
+        except ResourceError:  # out of open files or memory: the dataset stops, not built without these images
+            raise
         except Exception as err:  # any decoder failure: the file is reported, never used
             message = str(err).strip().splitlines()
             why = message[0] if message else type(err).__name__

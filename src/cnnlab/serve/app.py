@@ -9,7 +9,8 @@ Routes:
   ``image/*`` content type). Answers ``{"prediction", "probabilities", "classes", "top",
   "input_png", "branches"}``; a bad image (over the pixel cap included) is ``400 {"error": "<one line>"}``
   (the rules of ``cnnlab predict``), a body over the limit ``413`` however it is sent, a body that does
-  not arrive in time ``408``, and a server that has as many uploads as it takes ``503`` (with Retry-After).
+  not arrive in time ``408``, and a server that has as many uploads as it takes, or runs out of file
+  descriptors or memory while decoding, ``503`` (with Retry-After).
   The body's ``Content-Type`` is read without regard to case (``IMAGE/PNG`` is ``image/png``).
 - Anything else: ``404`` (no such route) or ``405`` (another method), ``{"error": "<one line>"}`` like every
   other refusal, naming the routes there are.
@@ -25,9 +26,12 @@ decoded (:class:`Service`):
   waiting or decoded; one more is answered 503 without its body being kept (it is read and dropped, so
   that the client gets the answer, unless the client asked ``Expect: 100-continue``);
 - the guard reads each body in full before the app sees it (the app never waits on the network): over
-  ``max_bytes`` is 413 (declared or chunked; a small excess is read and dropped first, so that a client
-  that sends everything before reading gets the answer), not received within ``body_timeout`` seconds is
-  408, and a client that goes away mid-upload is one INFO line on the ``cnnlab.serve`` logger, no traceback;
+  ``max_bytes`` is 413 (declared or chunked; a small excess is read and dropped first, and the server's
+  protocol drops the rest after the answer, so that a client that sends everything before reading gets it:
+  :mod:`cnnlab.serve.protocol`), not received within ``body_timeout`` seconds is 408, and a client that goes
+  away mid-upload is one INFO line on the ``cnnlab.serve`` logger, no traceback;
+- a request still unanswered when the server stops (Ctrl+C, after its grace) is answered 503 in the app's
+  shape, not uvicorn's plain-text 500 and its traceback;
 - at most ``decodes`` images are decoded and preprocessed at once, each within the predictor's pixel
   cap (``max_pixels``, checked before decoding); the others wait their turn. The net runs one image at a time.
 
@@ -38,6 +42,7 @@ read from it): about 0.8 GB at the defaults, whatever the number of clients.
 
 import base64
 import concurrent.futures
+import errno
 import io
 import json
 import logging
@@ -53,6 +58,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cnnlab.analysis.branches import inception_modules
 from cnnlab.errors import CnnlabError
+from cnnlab.imageio import ResourceError
 from cnnlab.predict import BadImageError, Predictor, to_uint8_image
 from cnnlab.serve import DEFAULT_MAX_BYTES, ROUTES_HINT
 from cnnlab.serve.branches import record_branch_energy, shares
@@ -124,6 +130,20 @@ class RequestGuard:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        started = False
+
+        async def watched(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._guard(scope, receive, watched)
+        except anyio.get_cancelled_exc_class():  # the server stops (Ctrl+C, its grace over) with this request open
+            if not started:
+                await _answer(send, 503, "the server is stopping; retry once it is started again")
+
+    async def _guard(self, scope, receive, send):
         unwanted = _unwanted_body(scope)
         if unwanted:  # answered before any of the body is read; the connection closes on the rest
             return await _answer(send, 400, unwanted)
@@ -194,6 +214,19 @@ def _replay(body: bytes, receive):
         return await receive()
 
     return replay
+
+
+def _shortage(err: BaseException) -> str | None:
+    """What the machine ran short of, in a few words, when ``err`` says so (a :class:`ResourceError` from decoding,
+    or an ``OSError`` or ``MemoryError`` from anywhere in a prediction: numpy and Pillow open modules on first use,
+    and ``ulimit -n 20`` failed there too); None for any other error."""
+    if isinstance(err, ResourceError):
+        return err.short_of
+    if isinstance(err, MemoryError) or (isinstance(err, OSError) and err.errno in (errno.ENOMEM, errno.ENOBUFS)):
+        return "out of memory"
+    if isinstance(err, OSError) and err.errno in (errno.EMFILE, errno.ENFILE):
+        return "too many open files"
+    return None
 
 
 def _png_data_url(img) -> str:
@@ -300,7 +333,12 @@ def create_app(predictor: Predictor, max_bytes: int = DEFAULT_MAX_BYTES, *, deco
             return await run_in_threadpool(service.predict, data, name)
         except BadImageError as err:
             return error(400, str(err))
-        except MemoryError:  # the machine is short of memory now; the image itself was within the limits
-            return error(503, "not enough memory to decode the image now; retry in a moment")
+        except (ResourceError, MemoryError, OSError) as err:  # the machine short of files or memory, not the image bad
+            short = _shortage(err)
+            if short is None:
+                raise
+            log.info("%s: %s", name, short)
+            return JSONResponse({"error": f"the server is busy ({short} now); try again in {RETRY_AFTER_S} s"},
+                                status_code=503, headers={"retry-after": str(RETRY_AFTER_S)})
 
     return RequestGuard(app, max_bytes, max_pending=max_pending, body_timeout=body_timeout)

@@ -7,12 +7,19 @@ used by the command line's parser, which answers ``--help`` and argument errors 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
+import os
 import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+try:  # the open-file limit, which bounds the connections a server can hold (Unix only)
+    import resource
+except ImportError:  # Windows
+    resource = None
 
 from cnnlab.errors import CnnlabError
 from cnnlab.imagelimits import DEFAULT_MAX_PIXELS, max_file_bytes
@@ -28,6 +35,11 @@ DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
 MIN_UPLOAD_BYTES = 320 * 1024
 #: The serving device: one image per request, which a CPU answers in milliseconds.
 DEFAULT_DEVICE = "cpu"
+#: Connections open at once, at most, where ``ulimit -n`` allows (:func:`connection_budget`); one more is answered 503.
+MAX_CONNECTIONS = 512
+#: File descriptors kept for the server's own use besides its connections: the page's files as they are sent,
+#: Pillow's format modules (opened on the first upload of each format), the event loop's, a spare one.
+FD_RESERVE = 32
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -48,28 +60,90 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def make_server(app):
+def _open_descriptors() -> int | None:
+    """How many file descriptors this process has open (None where the system does not list them)."""
+    for folder in ("/proc/self/fd", "/dev/fd"):
+        try:
+            return len(os.listdir(folder))
+        except OSError:
+            continue
+    return None
+
+
+def connection_budget(wanted: int = MAX_CONNECTIONS) -> tuple[int, int | None, str | None]:
+    """``(connections, refusals, note)``: how many connections the server holds at once, ``wanted`` or fewer where the
+    open-file limit would run out first (each connection is a file descriptor, and the server needs
+    :data:`FD_RESERVE` more); how many refused connections may linger at once (half the reserve at most; None: the
+    protocol's default); and a warning to print when it holds fewer than ``wanted``."""
+    if resource is None:
+        return wanted, None, None
+    try:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (OSError, ValueError):
+        return wanted, None, None
+    used = _open_descriptors()
+    if soft == resource.RLIM_INFINITY or used is None:
+        return wanted, None, None
+    free = soft - used
+    reserve = min(FD_RESERVE, free // 2)
+    taken = max(1, min(wanted, free - reserve))
+    refusals = max(0, reserve // 2)
+    if taken >= wanted:
+        return wanted, refusals, None
+    return taken, refusals, (f"this process may open {soft:,} files (ulimit -n) and has {used} open, so the server "
+                             f"holds at most {taken} connections at once (one file each; one more is answered 503); "
+                             f"raise the limit (ulimit -n {max(4096, used + wanted + FD_RESERVE)}) to hold {wanted}")
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _warn(msg: str) -> None:
+    print(f"cnnlab: warning: {msg}", file=sys.stderr)
+
+
+def make_server(app, *, max_connections: int | None = None, head_timeout: float | None = None,
+                grace: float | None = None, log: Callable[[str], None] = _say, warn: Callable[[str], None] | None = None):
     """The ``uvicorn.Server`` that serves ``app``, as the command runs it (the tests run this one too).
 
     - uvicorn logs at level ERROR: it logs a WARNING line for each request it cannot parse (``Invalid HTTP request
       received.``) and for each ``Upgrade`` header (``Unsupported upgrade request.``, and a line asking to install
       a WebSocket library), so any client could write into the server's log (as ``python_multipart`` could, below);
-    - its HTTP protocol answers a request it cannot parse in the app's JSON shape (:mod:`cnnlab.serve.protocol`);
+    - its HTTP protocol answers a request it cannot parse in the app's JSON shape, gives a request's head
+      ``head_timeout`` seconds, holds at most ``max_connections`` connections (by default
+      :data:`MAX_CONNECTIONS`, or fewer as ``ulimit -n`` allows: :func:`connection_budget`, whose note ``warn``
+      prints) and closes a connection whose client still sends only after it has read the answer
+      (:mod:`cnnlab.serve.protocol`);
+    - its server stops on Ctrl+C within ``grace`` seconds, saying so through ``log`` when requests are being
+      answered, and warns through ``warn`` (at most once a minute) when connections cannot be accepted;
+    - the asyncio event loop, whatever else is installed (the protocol's bounds are measured on it);
     - no WebSockets (the app serves none; an ``Upgrade`` request is answered as plain HTTP, whatever is installed);
     - no lifespan: the app has no start-up or shut-down hooks, and a Ctrl+C in its start-up logged a traceback.
     """
     import uvicorn  # uvicorn and h11: only where a server starts
 
-    from cnnlab.serve.protocol import JsonErrorsProtocol
+    from cnnlab.serve import protocol
 
-    return uvicorn.Server(uvicorn.Config(app, http=JsonErrorsProtocol, ws="none", lifespan="off", log_level="error"))
+    warn = warn or _warn
+    refusals = None
+    if max_connections is None:
+        max_connections, refusals, note = connection_budget()
+        if note:
+            warn(note)
+    limits = protocol.Limits(max_connections, protocol.HEAD_TIMEOUT if head_timeout is None else head_timeout,
+                             protocol.LINGER_BYTES, protocol.LINGER_S, protocol.LINGER_IDLE_S,
+                             protocol.LINGERING_REFUSALS if refusals is None else min(refusals, protocol.LINGERING_REFUSALS))
+    config = uvicorn.Config(app, http=functools.partial(protocol.JsonErrorsProtocol, limits=limits), ws="none",
+                            lifespan="off", log_level="error", loop="asyncio")
+    return protocol.CnnlabServer(config, limits, grace=protocol.GRACE_S if grace is None else grace, log=log, warn=warn)
 
 
 def serve_forever(app, sock: socket.socket) -> None:
-    """uvicorn on the bound socket until Ctrl+C (which uvicorn turns into a graceful shutdown)."""
+    """uvicorn on the bound socket until Ctrl+C (a graceful stop: :func:`make_server`)."""
     try:
         make_server(app).run(sockets=[sock])
-    except KeyboardInterrupt:  # a second Ctrl+C during the shutdown
+    except KeyboardInterrupt:  # uvicorn raises the Ctrl+C again once it has stopped
         pass
 
 
@@ -106,10 +180,6 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _warn(msg: str) -> None:
-    print(f"cnnlab: warning: {msg}", file=sys.stderr)
-
-
 def run_server(
     run: str | Path | None = None,
     *,
@@ -121,7 +191,7 @@ def run_server(
     device: str = DEFAULT_DEVICE,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-    log: Callable[[str], None] = lambda msg: print(msg, flush=True),
+    log: Callable[[str], None] = _say,
     warn: Callable[[str], None] = _warn,
 ) -> None:
     """Serve the page and ``POST /predict`` for the run (directory or ``.pt``) ``run``, or without one for the
@@ -149,4 +219,4 @@ def run_server(
             "(Ctrl+C stops)")
         # the multipart parser logs a WARNING line for each malformed form a client sends; the client gets a 400
         logging.getLogger("python_multipart").setLevel(logging.ERROR)
-        serve_forever(app, sock)
+        serve_forever(app, sock)  # its lines (a Ctrl+C's wait, no file left to accept with): stdout and stderr
