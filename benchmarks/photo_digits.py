@@ -17,6 +17,10 @@ example pages and their 28x28 fields as PNG, ``--json FILE`` the numbers).
 
     PYTHONPATH=src python benchmarks/photo_digits.py --run /work/photo-run --baseline d1721fb
 
+Each condition's pages are also made without their digit (the same paper, light and sensor): the "blank pages
+read" columns are the share of those that the preprocessing takes for a digit (a net then reads one there) instead
+of refusing them as blank; lower is better.
+
 ``--baseline REV`` also measures the preprocessing at git revision REV (its ``src/cnnlab/preprocessing.py``, or
 ``predict.py`` before that was split off, loaded as a module of its own), with the same net: before/after columns.
 """
@@ -249,6 +253,18 @@ def accuracy(predictor, preprocess, images: list[Image.Image], labels: np.ndarra
     return 100.0 * float(right.mean()), ms, fields
 
 
+def answered(preprocess, images: list[Image.Image]) -> float:
+    """The share (%) of ``images`` the preprocessing takes for a digit (the rest it refuses: blank, a blob)."""
+    taken = 0
+    for img in images:
+        try:
+            preprocess(img)
+            taken += 1
+        except Exception:  # noqa: BLE001 - refused
+            pass
+    return 100.0 * taken / max(1, len(images))
+
+
 def save_examples(directory: Path, name: str, images, fields_by_version: dict, k: int = 4) -> None:
     """The first ``k`` pages of a condition and each version's 28x28 field, enlarged 8x, side by side."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -268,7 +284,9 @@ def save_examples(directory: Path, name: str, images, fields_by_version: dict, k
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--run", required=True, help="a trained MNIST run (directory or .pt)")
+    net = ap.add_mutually_exclusive_group(required=True)
+    net.add_argument("--run", help="a trained MNIST run (directory or .pt)")
+    net.add_argument("--model", help="cnnlab's shipped MNIST weights of this model (resnet, inception)")
     ap.add_argument("--n", type=int, default=300, help="digits per condition (default 300)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--baseline", help="git revision whose preprocessing is measured too (the 'before' column)")
@@ -281,7 +299,7 @@ def main(argv=None) -> int:
     from cnnlab.predict import Predictor
     from cnnlab.preprocessing import preprocess
 
-    predictor = Predictor.from_run(args.run, device="cpu")
+    predictor = Predictor.from_run(args.run, device="cpu") if args.run else Predictor.pretrained(args.model, "mnist")
     data = load_dataset("mnist")
     idx = np.random.default_rng(args.seed).choice(len(data.test_labels), size=args.n, replace=False)
     digits = data.test_images[idx, 0].numpy()
@@ -291,7 +309,7 @@ def main(argv=None) -> int:
         versions = {f"before ({args.baseline})": baseline_preprocess(args.baseline), **versions}
 
     ref = predictor.probabilities([d.astype(np.float32) / 255 for d in digits]).argmax(1)
-    print(f"net {args.run}: {100 * (ref == labels).mean():.1f}% on these {args.n} MNIST test digits as 28x28 fields")
+    print(f"net {args.run or args.model}: {100 * (ref == labels).mean():.1f}% on these {args.n} MNIST test digits as 28x28 fields")
     rows, times = {}, {v: [] for v in versions}
     for ci, (name, (group, page)) in enumerate(CONDITIONS.items()):
         if args.only and name not in args.only:
@@ -300,6 +318,9 @@ def main(argv=None) -> int:
         images = pages(digits, page, args.seed, ci)
         results = {v: accuracy(predictor, fn, images, labels) for v, fn in versions.items()}
         rows[name] = {"group": group, **{v: acc for v, (acc, _, _) in results.items()}}
+        if page != "field":  # the same pages without their digit: how many does the preprocessing take for one?
+            blanks = pages(np.zeros_like(digits), page, args.seed, ci)
+            rows[name]["blank"] = {v: answered(fn, blanks) for v, fn in versions.items()}
         for v, (_, ms, _) in results.items():
             times[v].append(ms)
         print(f"  {name:32s} " + "  ".join(f"{v}: {acc:5.1f}%" for v, (acc, _, _) in results.items())
@@ -307,10 +328,13 @@ def main(argv=None) -> int:
         if args.save:
             save_examples(args.save, name, images, {v: f for v, (_, _, f) in results.items()})
 
-    print("\n| condition | group | " + " | ".join(versions) + " |")
-    print("|---|---|" + "---:|" * len(versions))
+    print("\n| condition | group | " + " | ".join(versions) + " | " + " | ".join(f"blank pages read, {v}" for v in versions)
+          + " |")
+    print("|---|---|" + "---:|" * (2 * len(versions)))
     for name, row in rows.items():
-        print(f"| {name} | {row['group']} | " + " | ".join(f"{row[v]:.1f}%" for v in versions) + " |")
+        blank = [f"{row['blank'][v]:.1f}%" if "blank" in row else "-" for v in versions]
+        print(f"| {name} | {row['group']} | " + " | ".join(f"{row[v]:.1f}%" for v in versions) + " | "
+              + " | ".join(blank) + " |")
     print("| preprocessing, ms per image (mean) | | " + " | ".join(f"{np.mean(t):.1f}" for t in times.values()) + " |")
     if args.json:
         args.json.write_text(json.dumps({"n": args.n, "seed": args.seed, "run": str(args.run), "accuracy": rows}, indent=1))

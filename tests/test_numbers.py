@@ -96,6 +96,27 @@ def test_a_number_keeps_its_order_its_baseline_may_wander_and_reads_its_point_an
     assert net.read_number(marks).label == "714"
 
 
+def test_a_colon_between_digits_is_read_as_one_not_as_a_digit(net):
+    # "10:30" was read "10130": the colon's two points, one group by their columns, as tall as a digit's lower half
+    for text in ("10:30", "07:45", "23:59"):
+        for font in ("LiberationSans-Regular.ttf", "DejaVuSans.ttf", "DejaVuSans-BoldOblique.ttf"):
+            found = glob.glob(f"/usr/share/fonts/truetype/*/{font}")
+            if found:
+                typed = Image.new("L", (140 + 90 * len(text), 220), 255)
+                ImageDraw.Draw(typed).text((70, 40), text, fill=0, font=ImageFont.truetype(found[0], 120))
+                read = net.read_number(typed)
+                assert read.label == text and read.signs == [(2, ":")] and len(read.digits) == 4, (text, font)
+    pen = number_page("7140", gap=60)  # two points drawn with the pen between the '1' and the '4'
+    draw = ImageDraw.Draw(pen)
+    for cy in (60 + 55, 60 + 125):
+        draw.ellipse([40 + 2 * (96 + 60) - 30 - 9, cy - 9, 40 + 2 * (96 + 60) - 30 + 9, cy + 9], fill=0)
+    assert net.read_number(pen).label == "71:40"
+    # a '1' broken in two by a gap in its stroke is no colon: its pieces are long
+    broken = number_page("717")
+    ImageDraw.Draw(broken).rectangle([40 + 136 + 20, 60 + 70, 40 + 136 + 80, 60 + 90], fill=255)
+    assert net.read_number(broken).label.replace(":", "") == net.read_number(broken).label
+
+
 def test_the_one_digit_path_counts_the_digits_it_sees_and_changes_nothing_else(net):
     page = number_page("7140")
     field, marks = digit_and_marks(page)
@@ -245,7 +266,7 @@ def test_odd_pages_are_read_or_refused_in_one_line_never_an_error(net):
         except BadImageError:
             continue
         read += 1
-        assert all(ch.isdigit() or ch in ".-" for ch in number.label) and 0 <= number.probability <= 1
+        assert all(ch.isdigit() or ch in ".,:-" for ch in number.label) and 0 <= number.probability <= 1
         assert net(page).marks >= 0
     assert read >= 25
 

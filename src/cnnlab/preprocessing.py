@@ -14,7 +14,8 @@ by step (each function documents its steps):
    everywhere, in the light and in a shadow alike (:func:`paper_level`, :func:`ink_map`);
 4. keep the digit: the strokes above an adaptive (Otsu) threshold are grouped into connected
    components; specks, grid lines, leftover shadow edges touching the border and marks away from
-   the digit are dropped (:func:`keep_digit`, :func:`select_digit`);
+   the digit are dropped (:func:`keep_digit`, :func:`select_digit`); a page whose main stroke does not stand
+   out of the paper's grain (noise, JPEG blocks) is blank (:func:`paper_grain`, :data:`GRAIN_OVER`);
 5. crop to the ink, 6. scale it to a 20 px box, 7. centre it by mass in 28x28 (:func:`mnist_field`).
 
 Step 8, the normalisation with the run's mean and std, belongs to the run: :meth:`cnnlab.predict.Predictor.tensor`.
@@ -104,6 +105,10 @@ SOLID_POINT = 0.3
 SOLID_FILL = 0.6
 #: ...and a minus at least this many times wider than high.
 MINUS_WIDTH = 1.5
+#: A colon is two points one above the other (each at most :data:`SOLID_POINT` of the digits' height and no more than
+#: this many times longer one way than the other), apart by at least half the taller one's height: ``10:30`` was read
+#: ``10130``, the two points, one group by their columns, as tall as a digit's lower half.
+COLON_ASPECT = 2.0
 #: A comma is at most this fraction of the digits' height, higher than wide, and its tail reaches below its
 #: neighbours' lowest rows by at least :data:`COMMA_BELOW` of their height (a point sits on them).
 COMMA_SIZE = 0.5
@@ -131,6 +136,15 @@ THIN_KEPT = 0.05
 PEN_WIDTH = 5
 #: Less contrast than this (on a 0..1 scale) between the strongest ink and the paper is a blank image.
 MIN_CONTRAST = 0.08
+#: The digit's main stroke must stand out of the paper's grain (the sensor's noise, a JPEG's blocks, the paper's
+#: texture) by at least this many times the grain's level, its mean ink over the grain (:func:`paper_grain`): a
+#: photo of a blank page, or a page of noise, was read as a digit at 76-89% from marks that were the grain's own
+#: peaks (at most 4.4x, against 6.1x and more for a digit in photo_digits' photo conditions, 10.5x and more but for
+#: one of 1,800 of its stress pages; docs/predict.md).
+GRAIN_OVER = 6.0
+#: ...where the grain can be told: when more of the page than this lies below the paper's level, the level is
+#: off (a dark grid, a hard shadow) and what lies below it is no grain: no check is made.
+GRAIN_LEVEL_OFF = 0.6
 #: Ink (at half its strongest) at most this many px long is a speck, not a digit: one pixel was enlarged to a
 #: solid 20x20 square and read '0' at 81%...
 SPECK = 2
@@ -160,16 +174,34 @@ def ink_map(img: Image.Image, name: str = "image") -> np.ndarray:
     Very large images are box-reduced first (integer factor, to at most :data:`WORK_SIDE`; any mode,
     :func:`cnnlab.imageio.shrink`).
     """
+    return ink_and_grain(img, name)[0]
+
+
+def ink_and_grain(img: Image.Image, name: str = "image") -> tuple[np.ndarray, float]:
+    """:func:`ink_map`'s ink, and the level of the paper's grain in it (:func:`paper_grain`; 0 for a
+    transparent image, whose opacity is the ink)."""
     gray, alpha = unit_gray(shrink(img, WORK_SIDE), name)  # (H, W) float32 in 0..1 each
     if alpha is not None and alpha.min() < 0.99:  # some transparency: the opaque strokes are the ink
-        return alpha
+        return alpha, 0.0
     light = light_paper(gray)
     paper = paper_level(gray, light)
     if light:
         ink = (paper - gray) / np.maximum(paper, 1e-6)
     else:
         ink = (gray - paper) / np.maximum(1.0 - paper, 1e-6)
-    return np.clip(ink, 0.0, 1.0).astype(np.float32)
+    return np.clip(ink, 0.0, 1.0).astype(np.float32), paper_grain(ink)
+
+
+def paper_grain(signed_ink: np.ndarray) -> float:
+    """The level of the paper's grain (sensor noise, JPEG blocks, texture) in an ink map before it is clipped, on
+    the copy the strokes are found on (:data:`LABEL_SIDE`): the root mean square of its values below the paper's
+    level. Ink only ever lies above the paper, so what lies below is the grain alone, half of it. 0 (no check)
+    when more than :data:`GRAIN_LEVEL_OFF` of the copy lies below: the level is off there, not grainy."""
+    small = reduced(signed_ink, LABEL_SIDE)
+    below = small[small < 0]
+    if below.size == 0 or below.size > GRAIN_LEVEL_OFF * small.size:
+        return 0.0
+    return float(np.sqrt(np.mean(np.square(below, dtype=np.float64))))
 
 
 def _ring(a: np.ndarray) -> np.ndarray:
@@ -525,8 +557,9 @@ def number_signs(digits: list[list[dict]], shorts: list[dict]) -> list[tuple[int
     at most :data:`POINT_SIZE` of the digits' height; a solid one (:data:`SOLID_FILL`: a bold type's) may be
     :data:`SOLID_POINT` high and reach under a slanted digit's box as a comma may (a piece of a broken stroke is as
     big and as near, but hollow). A minus ``-``, before the first digit, is at least
-    :data:`MINUS_WIDTH` times wider than high, at mid-height. Other short marks (an apostrophe, a speck) are not
-    read. A comma is written as it stands: ``1,234`` and ``12,5`` alike."""
+    :data:`MINUS_WIDTH` times wider than high, at mid-height. A colon ``:`` (:func:`_is_colon`) has its middle in
+    the gap. Other short marks (an apostrophe, a speck) are not read. A comma is written as it stands: ``1,234``
+    and ``12,5`` alike."""
     boxes = [_box(d) for d in digits]
     top, _, bottom, _ = _box([c for d in digits for c in d])
     height = bottom - top + 1
@@ -539,9 +572,14 @@ def number_signs(digits: list[list[dict]], shorts: list[dict]) -> list[tuple[int
             if x1 < boxes[0][1] and w >= MINUS_WIDTH * h and 0.25 * height <= mid <= 0.75 * height:
                 signs.setdefault(0, "-")
             continue
-        if before == len(boxes) or mid < 0.6 * height:
+        if before == len(boxes):
             continue
         left, right = boxes[before - 1], boxes[before]
+        if _is_colon(g, height) and left[3] < (x0 + x1) / 2 < right[1]:
+            signs.setdefault(before, ":")
+            continue
+        if mid < 0.6 * height:
+            continue
         solid = sum(c["mass"] for c in g["comps"]) >= SOLID_FILL * h * w
         if left[3] < (x0 + x1) / 2 < right[1] and h <= COMMA_SIZE * height and h > w and \
                 y1 - (left[2] + right[2]) / 2 >= COMMA_BELOW * height:
@@ -615,10 +653,23 @@ def _number_groups(comps: list[dict], main: dict | None = None) -> tuple[list[li
         grew = bool(near)
     groups = _column_groups(kept)
     tallest = max(g["box"][2] - g["box"][0] for g in groups)
-    tall = [g for g in groups if g["box"][2] - g["box"][0] >= DIGIT_HEIGHT * tallest]
+    tall = [g for g in groups if g["box"][2] - g["box"][0] >= DIGIT_HEIGHT * tallest and not _is_colon(g, tallest)]
     digits = [g for g in tall if g["box"][2] - g["box"][0] >= COMMA_SIZE * tallest or not _hangs_below(g, tall, tallest)]
     shorts = [g for g in groups if g not in digits]
     return [g["comps"] for g in sorted(digits, key=lambda g: g["box"][1] + g["box"][3])], shorts
+
+
+def _is_colon(group: dict, height: int) -> bool:
+    """Whether a group (:func:`_column_groups`) is a colon among digits ``height`` high: two points one above the
+    other, each compact (:data:`COLON_ASPECT`) and at most :data:`SOLID_POINT` of the height, the gap between them
+    at least half the taller one's height (a bold type's points are big; the pieces of a broken stroke are long)."""
+    if len(group["comps"]) != 2:
+        return False
+    upper, lower = sorted(group["comps"], key=lambda c: c["box"][0])
+    sides = [(c["box"][2] - c["box"][0] + 1, c["box"][3] - c["box"][1] + 1) for c in (upper, lower)]
+    if any(h > SOLID_POINT * height or max(h, w) > COLON_ASPECT * min(h, w) for h, w in sides):
+        return False
+    return lower["box"][0] - upper["box"][2] - 1 >= 0.5 * max(h for h, _ in sides)
 
 
 def _hangs_below(group: dict, tall: list[dict], tallest: int) -> bool:
@@ -692,7 +743,7 @@ def hysteresis(keep: np.ndarray, weak: np.ndarray, steps: int) -> np.ndarray:
     return keep
 
 
-def keep_digit(ink: np.ndarray) -> np.ndarray:
+def keep_digit(ink: np.ndarray, grain: float = 0.0, name: str = "image") -> np.ndarray:
     """Step 4: keep the digit's strokes only; everything else in the ink map becomes 0.
 
     On a copy of at most :data:`LABEL_SIDE` px:
@@ -714,7 +765,7 @@ def keep_digit(ink: np.ndarray) -> np.ndarray:
     0 on a clean page) is subtracted, so that pieces of grid lines next to the strokes do not count
     as the digit's. The ink map is returned as is when it holds no ink.
     """
-    strokes = find_strokes(ink)
+    strokes = find_strokes(ink, grain, name)
     return ink if strokes is None else keep_components(ink, strokes, select_digit(strokes.comps))
 
 
@@ -729,9 +780,10 @@ class Strokes:
     cut: float  # the strokes' threshold
 
 
-def find_strokes(ink: np.ndarray) -> Strokes | None:
+def find_strokes(ink: np.ndarray, grain: float = 0.0, name: str = "image") -> Strokes | None:
     """The strokes of an ink map and their components (the first part of :func:`keep_digit`); None when the
-    map holds no ink."""
+    map holds no ink. Refused (:class:`BadImageError`) when the main stroke does not stand out of the paper's
+    ``grain`` (:func:`ink_and_grain`) by :data:`GRAIN_OVER`: a blank page's noise, not a digit."""
     peak = float(ink.max()) if ink.size else 0.0
     if peak < MIN_CONTRAST:
         return None
@@ -750,7 +802,20 @@ def find_strokes(ink: np.ndarray) -> Strokes | None:
     unframed = strong & ~framed
     labels = label_components(unframed if unframed.any() else strong)
     comps = _components(labels, small)
+    if comps and grain > 0:
+        _check_grain(labels, comps, grain, name)
     return Strokes(small, labels, comps, weak & ~framed, cut) if comps else None
+
+
+def _check_grain(labels: np.ndarray, comps: list[dict], grain: float, name: str) -> None:
+    """Refuse an image whose main stroke (:func:`_main_component`) does not stand out of the paper's ``grain`` by
+    :data:`GRAIN_OVER` times (its mean ink over the grain's level)."""
+    main = _main_component(comps)
+    over = main["mass"] / max(np.count_nonzero(labels == main["label"]), 1) / grain
+    if over < GRAIN_OVER:
+        raise BadImageError(f"{name}: no ink found (its strongest marks stand {over:.1f}x out of the paper's grain, "
+                            f"a digit's at least {GRAIN_OVER:g}x: the page is blank, its noise is no digit); "
+                            "draw or write a digit")
 
 
 def ruled_lines(mask: np.ndarray) -> np.ndarray:
@@ -998,14 +1063,14 @@ def preprocess(img: Image.Image, size: int = MNIST_FIELD, name: str = "image") -
     Step 8, the dataset's normalisation ``(x - mean) / std``, is done by :meth:`Predictor.tensor`
     because mean and std belong to the run. Returns ``(size, size)`` float32 in 0..1.
     """
-    return mnist_field(keep_digit(ink_map(img, name)), size=size, name=name)
+    return mnist_field(keep_digit(*ink_and_grain(img, name), name), size=size, name=name)
 
 
 def digit_and_marks(img: Image.Image, size: int = MNIST_FIELD, name: str = "image") -> tuple[np.ndarray, int]:
     """:func:`preprocess`'s field, and how many digits :func:`select_number` sees side by side in the image (2 or
     more: the image holds a number, and the field one of its digits, or several squeezed into the box)."""
-    ink = ink_map(img, name)
-    strokes = find_strokes(ink)
+    ink, grain = ink_and_grain(img, name)
+    strokes = find_strokes(ink, grain, name)
     if strokes is None:
         return mnist_field(ink, size=size, name=name), 0  # raises: no ink
     field = mnist_field(keep_components(ink, strokes, select_digit(strokes.comps)), size=size, name=name)
@@ -1039,8 +1104,8 @@ def number_fields(img: Image.Image, size: int = MNIST_FIELD, name: str = "image"
     """A number written in a row, as one field per digit, left to right (:func:`select_number`): each digit's
     ink, within the columns it owns (:func:`digit_columns`), made into a field like a single digit's; and, for a
     digit wide enough to be two that touch, the fields of its halves (whoever reads the fields decides)."""
-    ink = ink_map(img, name)
-    strokes = find_strokes(ink)
+    ink, grain = ink_and_grain(img, name)
+    strokes = find_strokes(ink, grain, name)
     if strokes is None:
         return NumberFields([mnist_field(ink, size=size, name=name)])  # raises: no ink
     digits, shorts = _number_groups(strokes.comps)
@@ -1052,8 +1117,8 @@ def number_lines(img: Image.Image, size: int = MNIST_FIELD, name: str = "image")
     """Every row of digits in the image (:func:`number_rows`), top to bottom, each read as :func:`number_fields`
     reads its one row, within the rows of the image it owns (:func:`owned_spans`: to the middle of the gap to
     the rows above and below). A single row gives what :func:`number_fields` gives, ``left_out`` 0."""
-    ink = ink_map(img, name)
-    strokes = find_strokes(ink)
+    ink, grain = ink_and_grain(img, name)
+    strokes = find_strokes(ink, grain, name)
     if strokes is None:
         return [NumberFields([mnist_field(ink, size=size, name=name)])]  # raises: no ink
     rows = number_rows(strokes.comps)
