@@ -40,14 +40,15 @@ MAX_BYTES = 64 * 1024
 
 class Server:
     """The app under uvicorn in a thread, on a socket bound to a free port of 127.0.0.1, configured as the
-    command runs it (``make_server``)."""
+    command runs it (``make_server(app, **options)``)."""
 
-    def __init__(self, app):
+    def __init__(self, app, **options):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = make_server(app)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = make_server(app, **options)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     def __enter__(self):

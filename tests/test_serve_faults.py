@@ -18,7 +18,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -29,8 +28,7 @@ import pytest
 import cnnlab
 from apps_helpers import draw_digit, tiny_checkpoint
 from cnnlab.predict import Predictor
-from cnnlab.serve.server import make_server
-from test_serve import _read_response, png, post
+from test_serve import Server, _read_response, png, post
 
 pytest.importorskip("uvicorn")
 pytest.importorskip("fastapi")
@@ -39,29 +37,8 @@ MAX_BYTES = 64 * 1024
 HALF_HEAD = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Ty"  # the tester's: the head stops halfway
 
 
-class Served:
-    """The app under ``make_server(app, **options)`` in a thread, on a free port of 127.0.0.1."""
-
-    def __init__(self, app, **options):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = make_server(app, **options)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "the test server did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.sock.close()
+class Served(Server):
+    """test_serve's server, with ``make_server``'s options, and raw connections to it."""
 
     def connect(self, data: bytes = b"", timeout: float = 30) -> socket.socket:
         sock = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
@@ -200,7 +177,10 @@ def test_half_sent_heads_under_a_low_open_file_limit_neither_stall_the_server_no
             held[-1].sendall(HALF_HEAD)
         time.sleep(1.0)
         status, body = served.get_info()
-        assert status == 503 and "as many connections open as it takes" in json.loads(body)["error"], (status, body)
+        # an answer, not a stall: 503 at the cap (or 200 where the server had not yet accepted every half head: the
+        # order in which a loaded machine accepts them; the cap's 503 itself: test_connections_over_the_cap_...)
+        assert status in (200, 503), (status, body)
+        assert status == 200 or "as many connections open as it takes" in json.loads(body)["error"], body
         time.sleep(1.0)
         lines = served.output().splitlines()
         assert len(lines) <= 3 and "Traceback" not in served.output(), lines[:20]
