@@ -183,3 +183,11 @@ def test_a_figure_of_a_cut_evaluation_says_so_where_it_is_shown(tiny_idx, tmp_pa
     train(cfg_for(tiny_idx, epochs=1, eval_limit=10, val_split=0.25), write=False, quiet=True, log=lines.append)
     assert any(line.startswith("final test accuracy") and "(best epoch" in line
                and line.endswith(" on the first 10 validation images)") for line in lines), lines
+    # cnnlab runs: the run's best of 20 images is marked, and the mark said under the table
+    from cnnlab.api import list_runs
+    from cnnlab.cli.runs import format_runs
+
+    (row,) = list_runs(tmp_path)
+    assert row["eval_limit"] == 20 and row["best_acc"] == res.best_accuracy
+    table = format_runs([row])
+    assert f"{res.best_accuracy:.2f}% test+" in table and "+ best of evaluations cut to the first images" in table

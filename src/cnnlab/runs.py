@@ -421,7 +421,7 @@ def describe_run(run: Path) -> dict:
     row tells what the other files (and the readable fields) say."""
     problems: list[str] = []
     row = {"run": str(run), "model": "?", "dataset": "?", "recipe": "?", "teacher": None, "epochs": None, "epochs_done": 0,
-           "final_acc": None, "best_acc": None, "best_split": None, "train_seconds": None}
+           "final_acc": None, "best_acc": None, "best_split": None, "eval_limit": None, "train_seconds": None}
     row.update(_config_columns(run, problems))
     _add_metrics(row, run / "metrics.csv", problems)
     summary = _mapping(run / "summary.json", problems, _FIXES["summary.json"].format(run=run))
@@ -454,7 +454,7 @@ _FIXES = {
     "metrics.csv": "delete it: the run's checkpoints do not need it, and its next epoch writes it whole again",
 }
 #: The columns a row takes from the run's settings, and their types.
-_CONFIG_COLUMNS = {"model": str, "dataset": str, "recipe": str, "epochs": int, "teacher": str}
+_CONFIG_COLUMNS = {"model": str, "dataset": str, "recipe": str, "epochs": int, "teacher": str, "eval_limit": int}
 
 
 def bounded(text: str, limit: int = TEXT_LIMIT) -> str:
@@ -583,7 +583,7 @@ def _add_metrics(row: dict, path: Path, problems: list[str]) -> None:
 
 #: The columns of a :func:`describe_run` row.
 RUN_COLUMNS = ("run", "model", "dataset", "recipe", "teacher", "epochs", "epochs_done", "final_acc", "best_acc",
-               "best_split", "train_seconds", "status", "detail")
+               "best_split", "eval_limit", "train_seconds", "status", "detail")
 
 
 def check_columns(wanted: dict) -> None:

@@ -45,7 +45,8 @@ def _best(row: dict) -> str:
     """The best epoch's accuracy with the split it was measured on (``72.20% val``: a run with --val-split chose its
     best epoch on its validation split; ``98.10% test``); the final accuracy beside it is the test set's."""
     split = row.get("best_split")
-    return _pct(row.get("best_acc")) + (f" {_shown(split)}" if split and row.get("best_acc") is not None else "")
+    cut = "+" if row.get("eval_limit") else ""  # of the first eval_limit images of the split only
+    return _pct(row.get("best_acc")) + (f" {_shown(split)}{cut}" if split and row.get("best_acc") is not None else "")
 
 
 def _shown(value, width: int | None = None) -> str:
@@ -60,7 +61,7 @@ def format_runs(rows: list[dict]) -> str:
     longest name up to 64 characters, and a longer name pushes the rest of its own row to the right."""
     names = [_shown(r["run"]) for r in rows]
     width = min(64, max([44, *map(len, names)]))
-    header = f"{'run':<{width}} {'model':<10} {'dataset':<14} {'recipe':<8} {'epochs':>7} {'final':>7} {'best':>11} " \
+    header = f"{'run':<{width}} {'model':<10} {'dataset':<14} {'recipe':<8} {'epochs':>7} {'final':>7} {'best':>12} " \
              f"{'train':>7}  status"
     lines = [header]
     for name, r in zip(names, rows):
@@ -70,11 +71,14 @@ def format_runs(rows: list[dict]) -> str:
         dataset = dataset.split(":", 1)[0] if dataset.startswith(("idx:", "folder:")) else dataset
         recipe = _shown(r["recipe"])[:7] + ("*" if r.get("teacher") else "")
         lines.append(f"{name:<{width}} {_shown(r['model'])[:10]:<10} {dataset[:14]:<14} {recipe:<8} "
-                     f"{epochs:>7} {_pct(r['final_acc']):>7} {_best(r):>11} {seconds:>7}  "
+                     f"{epochs:>7} {_pct(r['final_acc']):>7} {_best(r):>12} {seconds:>7}  "
                      f"{_shown(r['status'], 10)}"
                      + (f" ({_shown(r['detail'], DETAIL_WIDTH)})" if r["detail"] and r["status"] != "finished" else ""))
     if any(r.get("teacher") for r in rows):
         lines.append("* taught by another run's net (--teacher; its checkpoint is in the run's config.json)")
+    if any(r.get("eval_limit") and r.get("best_acc") is not None for r in rows):
+        lines.append("+ best of evaluations cut to the first images of the split (--eval-limit, in the run's "
+                     "config.json); final is the whole test set")
     return "\n".join(lines)
 
 
