@@ -65,3 +65,22 @@ def test_where_the_papers_level_is_off_no_grain_is_measured():
     assert pp.paper_grain(signed) == 0.0
     signed[:100] = 0.0
     assert pp.paper_grain(signed) == pytest.approx(0.2, rel=1e-4)
+
+
+def test_bold_strokes_taken_for_dark_paper_are_no_grain():
+    # found by a tester: a clean canvas of bold black strokes (40% of it ink) was refused "blank, the paper's grain"
+    # at 1.6x: taken for dark paper, its strokes lay far below the paper's level, and counted as grain
+    from PIL import ImageDraw
+
+    fan = Image.new("L", (280, 280), 255)
+    draw = ImageDraw.Draw(fan)
+    for y in range(40, 241, 25):
+        draw.line([(60, y), (220, 200)], fill=0, width=20)
+    try:
+        preprocess(fan)
+    except BadImageError as err:
+        assert "grain" not in str(err), err
+    signed = np.zeros((100, 100), np.float32)
+    signed[:40] = -0.9  # the page's own dark marks below its level, no grain
+    signed[40:45] = -0.01
+    assert pp.paper_grain(signed) == 0.0

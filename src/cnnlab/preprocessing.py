@@ -145,6 +145,9 @@ GRAIN_OVER = 6.0
 #: ...where the grain can be told: when more of the page than this lies below the paper's level, the level is
 #: off (a dark grid, a hard shadow) and what lies below it is no grain: no check is made.
 GRAIN_LEVEL_OFF = 0.6
+#: ...and only what lies this little below it is grain: darker is the page's own (dark strokes on a page taken for
+#: dark paper, a shadow), which made a clean canvas of bold black strokes "blank" at 1.6x.
+GRAIN_MAX = 0.25
 #: Ink (at half its strongest) at most this many px long is a speck, not a digit: one pixel was enlarged to a
 #: solid 20x20 square and read '0' at 81%...
 SPECK = 2
@@ -195,13 +198,17 @@ def ink_and_grain(img: Image.Image, name: str = "image") -> tuple[np.ndarray, fl
 def paper_grain(signed_ink: np.ndarray) -> float:
     """The level of the paper's grain (sensor noise, JPEG blocks, texture) in an ink map before it is clipped, on
     the copy the strokes are found on (:data:`LABEL_SIDE`): the root mean square of its values below the paper's
-    level. Ink only ever lies above the paper, so what lies below is the grain alone, half of it. 0 (no check)
-    when more than :data:`GRAIN_LEVEL_OFF` of the copy lies below: the level is off there, not grainy."""
+    level, down to :data:`GRAIN_MAX` below it. Ink only ever lies above the paper, so what lies below is the grain
+    alone, half of it. 0 (no check) when more than :data:`GRAIN_LEVEL_OFF` of the copy lies below (the level is off
+    there, not grainy), or when most of what lies below lies deeper than :data:`GRAIN_MAX` (the page's own marks)."""
     small = reduced(signed_ink, LABEL_SIDE)
     below = small[small < 0]
     if below.size == 0 or below.size > GRAIN_LEVEL_OFF * small.size:
         return 0.0
-    return float(np.sqrt(np.mean(np.square(below, dtype=np.float64))))
+    grain = below[below > -GRAIN_MAX]
+    if grain.size < 0.5 * below.size:  # mostly the page's own dark marks, no grain
+        return 0.0
+    return float(np.sqrt(np.mean(np.square(grain, dtype=np.float64))))
 
 
 def _ring(a: np.ndarray) -> np.ndarray:
