@@ -112,9 +112,18 @@ def test_predict_endpoint(server):
     with urllib.request.urlopen(server.url + "/info") as res:
         info = json.loads(res.read())
     assert info["inception"] is True and info["max_upload_bytes"] == MAX_BYTES and info["max_pixels"] == 4096 * 4096
+    assert info["dataset"] == "mnist"  # the page names it, and says "Draw an item of clothing" for fashion-mnist
     with urllib.request.urlopen(server.url + "/") as res:
         page = res.read().decode()
     assert "<canvas" in page and "app.js" in page
+
+
+def test_the_page_is_told_the_dataset_by_its_name_never_its_folders():
+    from cnnlab.predict import _dataset_shown
+
+    assert _dataset_shown("fashion-mnist") == "fashion-mnist"
+    assert _dataset_shown("folder:/home/me/pics/") == "folder:pics" and _dataset_shown("idx:data/tiny") == "idx:tiny"
+    assert Predictor.pretrained("resnet", "fashion-mnist").dataset == "fashion-mnist"
 
 
 @pytest.mark.parametrize("data, status, fragment", [
@@ -314,9 +323,52 @@ def test_page_in_headless_chromium(server):
             page.wait_for_function("document.getElementById('status').textContent.includes('busy')", timeout=10_000)
             page.wait_for_function(f"Number(document.body.dataset.updates) > {before}", timeout=10_000)
             assert busy == [1] and page.inner_text("#status") == ""
+            page.unroute("**/predict")
+            _page_faults(page, x0, y0)
         finally:
             browser.close()
     assert (ARTIFACTS / "serve-page.png").stat().st_size > 5_000
+
+
+def _page_faults(page, x0: float, y0: float) -> None:
+    """Found by a tester of the page: an answer refused (400) or never given (the server stopped) left the last
+    drawing's prediction beside the error, as if it were this drawing's ("9, 71.6% sure" beside "no ink found"); the
+    server gone said "request failed: TypeError: Failed to fetch"; a second finger on a touch screen joined the pen's
+    line (a '1' and a resting finger read '0')."""
+    assert page.inner_text("h1").startswith("Draw a digit") and "trained on" in page.inner_text("#model")
+    assert page.inner_text("#prediction") != ""  # the last drawing's answer, from above
+    page.route("**/predict", lambda route: route.fulfill(
+        status=400, content_type="application/json", body=json.dumps({"error": "upload 'canvas.png': no ink found"})))
+    page.touchscreen.tap(x0 + 60, y0 + 240)
+    page.wait_for_function("document.getElementById('status').textContent.includes('no ink found')", timeout=10_000)
+    assert page.inner_text("#prediction") == "" and page.inner_text("#confidence") == ""
+    assert not page.is_visible("#seen")
+    page.unroute("**/predict")
+    page.route("**/predict", lambda route: route.abort())  # the server gone
+    page.touchscreen.tap(x0 + 200, y0 + 240)
+    page.wait_for_function("document.getElementById('status').textContent.includes('cannot reach the cnnlab server')",
+                           timeout=10_000)
+    assert page.inner_text("#prediction") == ""
+    page.unroute("**/predict")
+    page.click("#clear")
+    # the mouse draws; a second pointer (a finger, a palm) goes down and moves elsewhere meanwhile: no ink there
+    page.mouse.move(x0 + 60, y0 + 40)
+    page.mouse.down()
+    page.evaluate("""([x, y]) => {
+        const pad = document.getElementById('pad');
+        for (const type of ['pointerdown', 'pointermove', 'pointerup'])
+          pad.dispatchEvent(new PointerEvent(type, {pointerId: 7, pointerType: 'touch', isPrimary: false,
+                                                   clientX: x, clientY: y, bubbles: true, cancelable: true}));
+    }""", [x0 + 220, y0 + 200])
+    page.mouse.move(x0 + 60, y0 + 240, steps=8)  # the pen's stroke goes on after the other pointer's up
+    page.mouse.up()
+    ink = page.evaluate("""() => {
+        const c = document.getElementById('pad').getContext('2d');
+        const at = (x, y) => c.getImageData(x, y, 1, 1).data[0];
+        return [at(60, 140), at(220, 200), at(140, 120)];
+    }""")
+    assert ink[0] < 128, ink  # the pen's line
+    assert ink[1] > 200 and ink[2] > 200, ink  # nothing where the other pointer was, nor on a line towards it
 
 
 # ----------------------------------------------------------------------------- the protocol, with raw sockets

@@ -144,6 +144,12 @@ class Failure:
         return {"file": self.name, "error": self.error}
 
 
+def _dataset_shown(name: str) -> str:
+    """A dataset's name without the folders above it (``folder:/home/me/pics`` is ``folder:pics``)."""
+    kind, _, where = name.partition(":")
+    return f"{kind}:{Path(where.rstrip('/')).name}" if where else name
+
+
 class Predictor:
     """A trained net with its run's preprocessing: image in, class probabilities out.
 
@@ -175,6 +181,9 @@ class Predictor:
         #: Trained on Fashion-MNIST: an image is one piece of clothing, prepared as that dataset's were
         #: (:func:`cnnlab.preprocessing.clothes_field`), not as a digit (its strokes found, boxed in 20 px).
         self.as_clothes = str(data.get("name", "")) == "fashion-mnist"
+        #: The dataset the net was trained on, as a page may name it: ``mnist``, ``fashion-mnist``, ``idx:NAME`` or
+        #: ``folder:NAME`` (the folder's own name, not its path).
+        self.dataset = _dataset_shown(str(data.get("name", "")))
 
     @classmethod
     def from_run(cls, run: str | Path, which: str = "last", device: str = "auto",

@@ -3,7 +3,7 @@
 Routes:
 - ``GET /`` (and ``HEAD /``): the page (``static/index.html`` and ``static/app.js``): draw, see the probabilities.
 - ``GET /favicon.ico``: 204 (the page links ``static/favicon.svg``; this answers browsers that ask anyway).
-- ``GET /info``: the model's name, classes, whether it has Inception modules, the upload and pixel limits.
+- ``GET /info``: the model's name, its dataset's (no folders above it), classes, whether it has Inception modules, the upload and pixel limits.
 - ``HEAD`` wherever ``GET`` is served (``/``, ``/favicon.ico``, ``/info``, ``/static/...``).
 - ``POST /predict``: an image as multipart form field ``file`` (or the raw body with an
   ``image/*`` content type). Answers ``{"prediction", "probabilities", "classes", "top",
@@ -57,7 +57,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cnnlab.analysis.branches import inception_modules
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, printable
 from cnnlab.imageio import ResourceError
 from cnnlab.predict import BadImageError, Predictor, to_uint8_image
 from cnnlab.serve import DEFAULT_MAX_BYTES, ROUTES_HINT
@@ -309,7 +309,8 @@ def create_app(predictor: Predictor, max_bytes: int = DEFAULT_MAX_BYTES, *, deco
 
     @app.api_route("/info", methods=["GET", "HEAD"])
     def info():
-        return {"model": predictor.model_name, "classes": predictor.classes, "inception": service.has_inception,
+        return {"model": predictor.model_name, "dataset": printable(predictor.dataset), "classes": predictor.classes,
+                "inception": service.has_inception,
                 "image_size": predictor.image_size, "max_upload_bytes": max_bytes, "max_pixels": predictor.max_pixels}
 
     @app.post("/predict")

@@ -15,6 +15,7 @@ const branchBars = document.getElementById("branch-bars");
 
 let classes = [];
 let drawing = false;
+let pen = null;          // the pointer drawing the stroke: a second finger or a palm on a touch screen is ignored
 let inked = false;       // anything drawn since the last clear
 let inFlight = false;    // a request is on its way
 let dirty = false;       // the canvas changed since the last request was sent
@@ -107,6 +108,7 @@ async function send() {
     const body = await res.json();
     if (mine !== generation) return;
     if (!res.ok) {
+      clearResults();  // no answer for this drawing: the last one's must not stand beside the error as its answer
       statusEl.textContent = body.error || ("error " + res.status);
       if (res.status === 503) {  // the server is busy: send the drawing again after the wait it asks for
         const wait = 1000 * (Number(res.headers.get("Retry-After")) || 1);
@@ -125,7 +127,9 @@ async function send() {
     showBranches(body.branches);
     document.body.dataset.updates = String(++updates);
   } catch (err) {
-    statusEl.textContent = "request failed: " + err;
+    if (mine !== generation) return;
+    clearResults();
+    statusEl.textContent = "cannot reach the cnnlab server: is 'cnnlab serve' still running? (" + (err.message || err) + ")";
   } finally {
     inFlight = false;
     document.body.dataset.inflight = "0";
@@ -140,8 +144,10 @@ function point(ev) {
 
 pad.addEventListener("pointerdown", (ev) => {
   ev.preventDefault();
+  if (drawing) return;   // another finger while one draws: its line would join the stroke
   pad.setPointerCapture(ev.pointerId);
   drawing = true;
+  pen = ev.pointerId;
   const [x, y] = point(ev);
   ctx.beginPath();
   ctx.moveTo(x, y);
@@ -150,7 +156,7 @@ pad.addEventListener("pointerdown", (ev) => {
   inked = dirty = true;
 });
 pad.addEventListener("pointermove", (ev) => {
-  if (!drawing) return;
+  if (!drawing || ev.pointerId !== pen) return;
   ev.preventDefault();
   const [x, y] = point(ev);
   ctx.lineTo(x, y);
@@ -158,9 +164,10 @@ pad.addEventListener("pointermove", (ev) => {
   inked = dirty = true;
   send();
 });
-function endStroke() {
-  if (!drawing) return;
+function endStroke(ev) {
+  if (!drawing || ev.pointerId !== pen) return;
   drawing = false;
+  pen = null;
   send();
 }
 pad.addEventListener("pointerup", endStroke);
@@ -178,7 +185,12 @@ async function init() {
   try {
     const info = await (await fetch("/info")).json();
     classes = info.classes;
-    document.getElementById("model").textContent = "· model " + info.model + (info.inception ? " (Inception)" : "");
+    const digits = classes.join("") === "0123456789";
+    const what = info.dataset === "fashion-mnist" ? "an item of clothing" : digits ? "a digit" : "one of its classes";
+    document.getElementById("what").textContent = "Draw " + what;
+    document.title = "cnnlab: draw " + what;
+    document.getElementById("model").textContent = "· model " + info.model + (info.inception ? " (Inception)" : "")
+      + (info.dataset ? ", trained on " + info.dataset : "");
   } catch (err) {
     classes = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
     statusEl.textContent = "could not read /info: " + err;
