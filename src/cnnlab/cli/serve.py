@@ -10,8 +10,8 @@ from cnnlab.serve.server import DEFAULT_DEVICE, DEFAULT_HOST, DEFAULT_PORT, MIN_
 
 
 def register(sub) -> None:
-    p = sub.add_parser("serve", help="a web page to draw digits and watch the net classify them",
-                       description="Serve one page for a run's net, or without RUN for the shipped weights (draw a digit; see the class probabilities, the 28x28 image "
+    p = sub.add_parser("serve", help="a web page to draw digits (or clothes) and watch the net classify them",
+                       description="Serve one page for a run's net, or without RUN for the shipped weights (draw a digit, or an item of clothing for a Fashion-MNIST net; see the class probabilities, the 28x28 image "
                                    "the net saw and, for Inception nets, each branch's activation energy) and "
                                    "a JSON endpoint POST /predict taking an image file. Ctrl+C stops it.")
     add_run(p, optional=True)
