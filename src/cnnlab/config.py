@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 from dataclasses import dataclass, fields
@@ -134,7 +135,16 @@ class TrainConfig:
                 setattr(self, key, values[key])
         return self
 
-    def validate(self) -> "TrainConfig":
+    def validate(self, where: str | None = None, from_file: frozenset[str] | set[str] = frozenset()) -> "TrainConfig":
+        """Refuse a value out of range, one line naming it: as the flag that sets it, or, for the settings in
+        ``from_file`` (a config file's, not typed), as ``where: key`` (no flag was typed)."""
+        try:
+            self._check()
+        except CnnlabError as err:
+            raise CnnlabError(_in_file(str(err), where, from_file)) from None
+        return self
+
+    def _check(self) -> None:
         self.resolve()
         checks = [
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
@@ -189,21 +199,21 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise CnnlabError(message)
-        return self
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
+    def from_dict(cls, data: dict, where: str = "the run's config") -> "TrainConfig":
         """A saved config. Fields added since it was written take the values that reproduce its run. A ``data_dir``
         beside an ``idx:``/``folder:`` dataset, which reads its own directory, is dropped: runs recorded both before
         ``--data-dir`` was refused with them, and it meant nothing (kept, it made their resumes refused)."""
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise CnnlabError(f"unknown config keys {unknown}; this run was written by another cnnlab version")
-        cfg = cls(**{**ADDED_FIELDS, **typed_values(data, "the run's config")})
+        unknown = sorted(set(data) - known, key=str)
+        if unknown:  # no cnnlab version removed a field: a typo, or a newer cnnlab's (unknowable here)
+            raise CnnlabError(f"{where}: unknown settings {unknown}{_did_you_mean(unknown, known)}; fix the key (the "
+                              "settings are the flags' names with '_' for '-', see 'cnnlab train --help')")
+        cfg = cls(**{**ADDED_FIELDS, **typed_values(data, where)})
         if isinstance(cfg.dataset, str) and dataset_kind(cfg.dataset) in DIRECTORY_KINDS:
             cfg.data_dir = None
         return cfg
@@ -226,16 +236,41 @@ class TrainConfig:
             raise CnnlabError(f"--config {path}: expected a mapping of settings (e.g. 'model: resnet'), "
                               f"got {type(data).__name__}")
         if isinstance(data.get("config"), dict):  # a run's config.json: every value, as the run had them
-            return cls.from_dict(data["config"])
+            beside = sorted(set(data) - RUN_RECORD_KEYS, key=str)
+            if beside:  # settings beside 'config' would be ignored: the run's own are inside it
+                raise CnnlabError(f"--config {path}: unknown settings {beside} beside 'config' (put them inside it)")
+            return cls.from_dict(data["config"], f"--config {path}: config")
         if "config" in data and {"data", "model_args"} & set(data):  # a run's config.json, its settings damaged
             raise CnnlabError(f"--config {path}: a run's config.json whose 'config' is not its settings (got "
                               f"{type(data['config']).__name__}): the run folder is damaged; give another run's "
                               "config.json, or a settings file")
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known, key=str)
         if unknown:
-            raise CnnlabError(f"--config {path}: unknown settings {unknown}; they are the flags' names with "
-                              "'_' for '-' (see 'cnnlab train --help')")
+            raise CnnlabError(f"--config {path}: unknown settings {unknown}{_did_you_mean(unknown, known)}; they "
+                              "are the flags' names with '_' for '-' (see 'cnnlab train --help')")
         return cls(**typed_values(data, f"--config {path}"))
+
+
+#: The top-level keys of a run's config.json (engine._write_config): its settings are inside "config".
+RUN_RECORD_KEYS = frozenset({"config", "model_args", "data", "world_size", "teacher"})
+
+
+def _did_you_mean(unknown: list, known: set[str]) -> str:
+    """`` (did you mean 'epochs'?)`` for the unknown keys that look like a setting's name; '' for none."""
+    close = {str(k): difflib.get_close_matches(str(k), sorted(known), n=1) for k in unknown}
+    hints = [f"{k!r} for {m[0]!r}" if len(close) > 1 else repr(m[0]) for k, m in close.items() if m]
+    return f" (did you mean {', '.join(hints)}?)" if hints else ""
+
+
+def _in_file(message: str, where: str | None, keys) -> str:
+    """A refusal that names a flag (``--batch-size must be...``) said of a config file's setting, which no flag
+    set: ``r.yaml: batch_size must be...``."""
+    lead = message.split(" ", 1)[0]
+    key = lead[2:].replace("-", "_") if lead.startswith("--") else None
+    if where is None or key not in keys:
+        return message
+    return f"{where}: {key}{message[len(lead):]}"
 
 
 #: What each annotation in :class:`TrainConfig` accepts from a JSON or YAML file.

@@ -151,11 +151,15 @@ def check_rerun_teacher(cfg: TrainConfig, config_file: Path) -> None:
     recorded = data.get("teacher")
     want = recorded.get("sha256") if isinstance(recorded, dict) else None
     copy = Path(config_file).parent / TEACHER_FILE
+    teacher = Path(cfg.teacher)
+    if not teacher.exists():  # the teacher run moved or deleted: no flag named it, the config did
+        fix = f"give --teacher {copy}, the run's copy of it, or" if copy.is_file() else "give"
+        raise RunError(f"--config {config_file.parent}: its teacher {teacher} is gone (moved or deleted?); {fix} "
+                       "--teacher RUN for the teacher run where it is now")
     if not isinstance(want, str):
         want = sha256_file(copy) if copy.is_file() else None
-    teacher = Path(cfg.teacher)
     if want is None or not teacher.is_file() or sha256_file(teacher) == want:
-        return  # nothing to compare with, or a teacher gone (load_teacher says so)
+        return  # nothing to compare with (or a folder: load_teacher reads it), or the same teacher
     raise RunError(f"--config {config_file.parent}: its teacher {teacher} is not the file the run learned from (its "
                    f"SHA-256 changed since: retrained or resumed?); to learn from the same teacher give --teacher "
                    f"{copy}, the run's copy, or to learn from it as it is now give --teacher {teacher}")

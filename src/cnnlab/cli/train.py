@@ -198,16 +198,20 @@ def _add_train_parser(sub) -> None:
 def config_from_args(args) -> TrainConfig:
     """A TrainConfig from parsed ``train`` flags: the flags given, the rest from the recipe (TrainConfig.resolve);
     with ``--config FILE``, the file's settings with the typed flags on top."""
-    cfg = _flags_config(args)
+    cfg, where, from_file = _flags_config(args), None, set()
     if getattr(args, "config", None):
         path = resolve_run(args.config)  # 'latest': the newest run's settings
         path = path / "config.json" if path.is_dir() else path
         typed = given_flags(args.parser, getattr(args, "argv", []))
-        cfg = _overlay(TrainConfig.from_file(path), cfg, typed)
+        base = TrainConfig.from_file(path)
+        defaults = TrainConfig()  # a setting the file changed, not typed, is refused as the file's (no flag typed)
+        where, from_file = str(path), {k for k in base.to_dict() if getattr(base, k) != getattr(defaults, k)} - typed
+        cfg = _overlay(base, cfg, typed)
         if "teacher" not in typed:  # the run's teacher: the same file it learned from, or refused
             from cnnlab.distill import check_rerun_teacher  # imports torch (see the top of this module)
 
             check_rerun_teacher(cfg, path)
+    cfg.validate(where, from_file)  # the settings as given, before a dry run cuts them short (--max-steps -5)
     if args.dry_run:  # the run's own settings (its epochs, clean epochs, warm-up, all checked), cut short
         cfg.max_steps, cfg.eval_limit = DRY_RUN_STEPS, DRY_RUN_EVAL_IMAGES
     return cfg.validate()
@@ -248,6 +252,9 @@ def cmd_train(args) -> int:
     take_sigint()
     from cnnlab.engine import train
 
+    if args.resume and getattr(args, "config", None):  # its settings would be ignored, or change the run
+        raise CnnlabError(f"--resume continues a run with its own settings, and --config {args.config} would change "
+                          "them; drop --config, or start a new run with --out")
     cfg = config_from_args(args)
     if args.dry_run:
         for dest in ("out", "tensorboard", "save_every"):
