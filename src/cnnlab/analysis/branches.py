@@ -306,6 +306,9 @@ def analyze_branches(
         "energy_is": "mean over the branch's channels and positions of the squared output, averaged per class",
         "seconds": time.perf_counter() - t0,
         "modules": result_modules,
+        # why these are not the run's own figures (best.pt, another dataset, a run still training): then the
+        # command writes nothing into the run's folder; the command line drops this key from branches.json
+        "not_own": subject.not_own,
     }
 
 

@@ -37,6 +37,9 @@ MAX_DEPTH = 256
 #: The most initialisations measured: each is a forward and backward pass of every stack, kept per layer in
 #: gradients.json, and the mean, min and max over seeds settle long before (the default is 3).
 MAX_SEEDS = 100
+#: The longest training budget: passes over --train-images for every stack (the default is 1; the lecture's
+#: point shows within a few, and a larger budget only runs for hours with nothing printed).
+MAX_EPOCHS = 100
 
 
 def parse_depths(text: str) -> list[int]:
@@ -214,7 +217,8 @@ def _check_gradient_arguments(depths: list[int], *, norm: str, width: int, seeds
                                   f"gradients.json), got {seeds}"),
         (batch_size >= 1, f"--batch-size must be at least 1, got {batch_size}"),
         (train_images >= 0, f"--train-images must be >= 0 (0: the whole train split), got {train_images}"),
-        (epochs >= 0, f"--epochs must be >= 0 (0: measure gradients only), got {epochs}"),
+        (0 <= epochs <= MAX_EPOCHS, f"--epochs must be in 0..{MAX_EPOCHS} (0: measure gradients only; each epoch "
+                                    f"trains every stack, and a few already show the effect), got {epochs}"),
         (test_images >= 0, f"--test-images must be >= 0 (0: the whole test split), got {test_images}"),
         (0 < lr < math.inf, f"--lr must be a positive finite number, got {lr}"),  # -1: torch's ValueError, nan: garbage
         (0 <= momentum < 1, f"--momentum must be in [0, 1), got {momentum}"),

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from cnnlab.cli.common import (
@@ -20,13 +21,15 @@ from cnnlab.cli.common import (
     refuse_typed,
 )
 from cnnlab.config import RECIPES
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, WriteError
 from cnnlab.fileio import atomic_write_json
 from cnnlab.output import say
-from cnnlab.runs import check_output_folder, new_run_dir, run_dir_of
+from cnnlab.runs import RunLock, check_output_folder, is_running, new_run_dir, run_dir_of
 
 #: The analysis trains with the lecture's optimiser settings.
 LECTURE = RECIPES["lecture"]
+#: The lock file an analysis holds on the folder it writes (hidden: a report's folder stays a report's folder).
+ANALYSIS_LOCK = ".analysis.lock"
 
 
 def register(subparsers) -> None:
@@ -108,22 +111,57 @@ def cmd_branches(args) -> int:
         raise CnnlabError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.pretrained:
         refuse_typed(args, "checkpoint", "with --pretrained: it picks a run folder's last or best checkpoint")
+    run_dir = run_dir_of(args.run) if args.run else None
     if args.out:  # before the analysis's minutes, not after them
-        check_output_folder(args.out, run_dir_of(args.run) if args.run else None,
-                            writes=("branches.json", "branches.png"))
-    result = analyze_branches(args.run, pretrained=args.pretrained, which=args.checkpoint, dataset=args.dataset,
-                              data_dir=args.data_dir, train_images=args.train_images,
-                              test_images=args.test_images, device=args.device,
-                              batch_size=args.batch_size, log=(lambda m: None) if args.json else say)
-    out = Path(args.out) if args.out else run_dir_of(args.run) if args.run else \
-        new_run_dir("runs", "branches", result["dataset"])
-    atomic_write_json(out / "branches.json", result)
-    plot_branches(result, out / "branches.png")
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(format_branches(result))
-        print(f"\nwrote {out / 'branches.json'} and {out / 'branches.png'} ({result['seconds']:.0f}s)")
+        check_output_folder(args.out, run_dir, writes=("branches.json", "branches.png"))
+    # a second analysis into the same folder is refused now, not mixed with this one's files later; a run still
+    # training is not locked (nothing is written into it)
+    lock = _lock(Path(args.out) if args.out else run_dir if run_dir and not is_running(run_dir) else None)
+    try:
+        result = analyze_branches(args.run, pretrained=args.pretrained, which=args.checkpoint, dataset=args.dataset,
+                                  data_dir=args.data_dir, train_images=args.train_images,
+                                  test_images=args.test_images, device=args.device,
+                                  batch_size=args.batch_size, log=(lambda m: None) if args.json else say)
+        not_own = result.pop("not_own", "")
+        print(json.dumps(result, indent=2) if args.json else format_branches(result))
+        if not_own and not args.out:
+            say(f"\nnothing written into {run_dir}: {not_own}; --out DIR writes this analysis's files")
+            return 0
+        out = Path(args.out) if args.out else run_dir or new_run_dir("runs", "branches", result["dataset"])
+        lock = lock or _lock(out)
+        return _write(out, [("branches.json", lambda p: atomic_write_json(p, result)),
+                            ("branches.png", lambda p: plot_branches(result, p))], result["seconds"], args.json)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _lock(folder: Path | None) -> RunLock | None:
+    """An exclusive lock on ``folder`` while an analysis computes and writes into it (its own lock file, not the
+    run's .lock: ``evaluate`` and ``train`` read that one as "the run is training"); it also makes the folder,
+    so an unwritable --out is refused before the minutes of computing, not after them."""
+    if folder is None:
+        return None
+    lock = RunLock(folder, busy="another analysis is writing into it; wait for it to finish, or pick another --out")
+    lock.path = Path(folder) / ANALYSIS_LOCK
+    return lock.acquire()
+
+
+def _write(out: Path, files: list, seconds: float, quiet: bool) -> int:
+    """Write each ``(name, writer)`` into ``out`` after the table was printed; 1 (with what was written and what
+    not, in one line) when the disk refuses one: the table above is still the answer."""
+    written = []
+    for name, writer in files:
+        try:
+            writer(out / name)
+        except WriteError as err:
+            missing = [n for n, _ in files if n not in written]
+            done = f"wrote {', '.join(written)} in {out}, not" if written else f"wrote nothing in {out}:"
+            print(f"cnnlab: warning: results incomplete: {done} {', '.join(missing)}: {err}", file=sys.stderr)
+            return 1
+        written.append(name)
+    if not quiet:
+        print(f"\nwrote {', '.join(str(out / n) for n in written)} ({seconds:.0f}s)")
     return 0
 
 
@@ -141,19 +179,19 @@ def cmd_gradients(args) -> int:
             refuse_typed(args, dest, "with --epochs 0, which measures gradients only and trains nothing")
     if args.out:
         check_output_folder(args.out, None, writes=("gradients.json", "gradients.png", "depth.png"))
-    result = analyze_gradients(depths, width=args.width, norm=args.norm, seeds=args.seeds, batch_size=args.batch_size,
-                               train_images=args.train_images, epochs=args.epochs, test_images=args.test_images,
-                               lr=args.lr, momentum=args.momentum, dataset=args.dataset, data_dir=args.data_dir,
-                               device=args.device, log=(lambda m: None) if args.json else say)
-    out = Path(args.out) if args.out else new_run_dir("runs", "gradients", result["dataset"])
-    atomic_write_json(out / "gradients.json", result)
-    plot_gradients(result, out / "gradients.png")
-    plot_depth(result, out / "depth.png")
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print()
-        print(format_gradients(result))
-        print(f"\nwrote {out / 'gradients.json'}, {out / 'gradients.png'} and {out / 'depth.png'} "
-              f"({result['seconds']:.0f}s)")
-    return 0
+    lock = _lock(Path(args.out) if args.out else None)
+    try:
+        result = analyze_gradients(depths, width=args.width, norm=args.norm, seeds=args.seeds,
+                                   batch_size=args.batch_size, train_images=args.train_images, epochs=args.epochs,
+                                   test_images=args.test_images, lr=args.lr, momentum=args.momentum,
+                                   dataset=args.dataset, data_dir=args.data_dir, device=args.device,
+                                   log=(lambda m: None) if args.json else say)
+        print(json.dumps(result, indent=2) if args.json else "\n" + format_gradients(result))
+        out = Path(args.out) if args.out else new_run_dir("runs", "gradients", result["dataset"])
+        lock = lock or _lock(out)
+        return _write(out, [("gradients.json", lambda p: atomic_write_json(p, result)),
+                            ("gradients.png", lambda p: plot_gradients(result, p)),
+                            ("depth.png", lambda p: plot_depth(result, p))], result["seconds"], args.json)
+    finally:
+        if lock is not None:
+            lock.release()
