@@ -92,3 +92,17 @@ def test_the_training_budget_has_a_cap():
     gr._check_gradient_arguments([2], epochs=gr.MAX_EPOCHS if hasattr(gr, "MAX_EPOCHS") else 1, **ok)
     with pytest.raises(CnnlabError, match=r"--epochs must be in 0\.\.\d+"):
         gr._check_gradient_arguments([2], epochs=1_000_000_000, **ok)
+
+
+def test_many_depths_get_ticks_that_do_not_overlap_and_no_crowded_value_labels():
+    # found by a tester: --depths 2,4,...,40 wrote every depth under a log axis ("2628303234...") and a value beside
+    # every point; with --epochs 0 the accuracy panel said "after 0 epoch(s)" beside "not trained"
+    import math
+
+    from cnnlab.analysis.plots import MOST_LABELLED, _thinned
+
+    ticks = _thinned(list(range(2, 41, 2)))
+    assert ticks[0] == 2 and ticks[-1] == 40 and len(ticks) <= 10
+    gaps = [math.log2(b) - math.log2(a) for a, b in zip(ticks, ticks[1:])]
+    assert min(gaps) >= 0.5 * (math.log2(40) - math.log2(2)) / 9
+    assert _thinned([2, 4, 8, 16]) == [2, 4, 8, 16] and MOST_LABELLED >= 4

@@ -97,10 +97,12 @@ def plot_gradients(result: dict, path: str | Path) -> Path:
         ax.set_yscale("log")
         ax.set_xlabel("weight layer, counted from the input (1 = stem conv, last = linear head)")
         zeros = sorted({s["depth"] for s in result["stacks"] if s["kind"] == kind and 0 in s["grad_norm_mean"]})
-        ax.set_title(f"{kind} stacks" + (f" (gaps: gradients exactly 0 in float32, depth {', '.join(map(str, zeros))})"
-                                         if zeros else ""), fontsize=10)
+        shown = ", ".join(map(str, zeros[:4])) + (f" and {len(zeros) - 4} more" if len(zeros) > 4 else "")
+        ax.set_title(f"{kind} stacks" + (f"\n(gaps: gradients exactly 0 in float32, depth {shown})" if zeros else ""),
+                     fontsize=10)
         ax.grid(True, which="major", alpha=0.3)
-        ax.legend(fontsize=8)
+        many = len(result["depths"]) > MOST_LABELLED
+        ax.legend(fontsize=6 if many else 8, ncol=2 if many else 1)
     axes[0].set_ylabel("‖dLoss/dW‖ at initialisation")
     fig.suptitle(f"Gradient norms at initialisation on {result['dataset']} (width {result['width']}, norm "
                  f"{result['norm']}; line: mean of {len(result['seeds'])} seeds, band: min-max)")
@@ -115,43 +117,69 @@ def plot_depth(result: dict, path: str | Path) -> Path:
     for kind in ("plain", "residual"):
         stacks = sorted((s for s in result["stacks"] if s["kind"] == kind), key=lambda s: s["depth"])
         depths = [s["depth"] for s in stacks]
+        labelled = len(depths) <= MOST_LABELLED  # more, and the values' labels overlap each other
         if b["epochs"] > 0:
             accs = [s["training"]["test_accuracy"] for s in stacks]
             ax_acc.plot(depths, accs, marker="o", color=KIND_COLOURS[kind], label=kind)
-            for d, a in zip(depths, accs):
+            for d, a in zip(depths, accs) if labelled else ():
                 ax_acc.annotate(f"{a:.1f}", (d, a), textcoords="offset points", xytext=(0, LABEL_OFFSET[kind]),
                                 ha="center", va="center", fontsize=7)
         firsts = [s["first_layer_grad_norm"] for s in stacks]
         ax_grad.plot(depths, _positive(firsts), marker="o", color=KIND_COLOURS[kind], label=kind)
         zero_label = f"{kind}: exactly 0 (float32 underflow)"
         for d, g in zip(depths, firsts):
-            if g > 0:
+            if g > 0 and labelled:
                 ax_grad.annotate(f"{g:.2g}", (d, g), textcoords="offset points", xytext=(0, LABEL_OFFSET[kind]),
                                  ha="center", va="center", fontsize=7)
-            else:  # log axis: draw an exact zero as a marker on the bottom edge
+            elif g <= 0:  # log axis: draw an exact zero as a marker on the bottom edge
                 ax_grad.plot([d], [0], marker="v", color=KIND_COLOURS[kind], clip_on=False, linestyle="none",
                              transform=ax_grad.get_xaxis_transform(), label=zero_label)
                 zero_label = None
     for ax in (ax_acc, ax_grad):
         ax.set_xscale("log", base=2)
-        ax.set_xticks(result["depths"], [str(d) for d in result["depths"]])
+        ticks = _thinned(result["depths"])
+        ax.set_xticks(ticks, [str(d) for d in ticks])
+        ax.minorticks_off()
         ax.set_xlabel("depth (3x3 conv layers)")
         ax.grid(True, alpha=0.3)
     if b["epochs"] > 0:
         ax_acc.axhline(100 / 10, color="gray", linestyle=":", linewidth=1, label="chance (10 classes)")
         ax_acc.set_ylim(0, 100)
         ax_acc.legend()
-    else:
-        ax_acc.text(0.5, 0.5, "not trained (--epochs 0)", ha="center", va="center", transform=ax_acc.transAxes)
-    ax_acc.set_ylabel("test accuracy (%)")
-    ax_acc.set_title(f"after {b['epochs']} epoch(s) over {b['train_images']:,} train images "
-                     f"(SGD lr {b['lr']}, momentum {b['momentum']})", fontsize=9)
+        ax_acc.set_ylabel("test accuracy (%)")
+        ax_acc.set_title(f"after {b['epochs']} epoch(s) over {b['train_images']:,} train images "
+                         f"(SGD lr {b['lr']}, momentum {b['momentum']})", fontsize=9)
+    else:  # nothing trained: no accuracy axis, one word for it
+        ax_acc.text(0.5, 0.5, "not trained (--epochs 0):\ngradients only", ha="center", va="center",
+                    transform=ax_acc.transAxes)
+        ax_acc.set_yticks([])
+        ax_acc.set_title("test accuracy: none", fontsize=9)
     ax_grad.set_yscale("log")
     ax_grad.set_ylabel("first-layer ‖dLoss/dW‖ at init")
     ax_grad.set_title(f"gradient reaching the stem conv (mean of {len(result['seeds'])} seeds)", fontsize=9)
     ax_grad.legend()
     fig.suptitle(f"Plain vs residual stacks on {result['dataset']} (width {result['width']}, norm {result['norm']})")
     return save_figure(fig, path)
+
+
+#: Depths whose values are written beside their points; above, the labels overlap (40 depths: "2628303234").
+MOST_LABELLED = 8
+
+
+def _thinned(depths: list[int], most: int = 10) -> list[int]:
+    """The depths as tick marks, at most about ``most``, spaced evenly on the log axis (the first and the last kept),
+    so that their labels do not overlap where the axis crowds them (26, 28, 30 ... 40)."""
+    depths = sorted(depths)
+    if len(depths) <= most:
+        return depths
+    gap = (math.log2(depths[-1]) - math.log2(depths[0])) / (most - 1)
+    kept = [depths[0]]
+    for d in depths[1:]:
+        if math.log2(d) - math.log2(kept[-1]) >= gap:
+            kept.append(d)
+    if kept[-1] != depths[-1]:  # the deepest always shown: in place of the last kept when too close to it
+        kept[-1 if len(kept) > 1 and math.log2(depths[-1]) - math.log2(kept[-1]) < gap / 2 else len(kept):] = [depths[-1]]
+    return kept
 
 
 def _positive(values: list[float]) -> list[float]:
