@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 from cnnlab.dataset_names import DIRECTORY_KINDS, dataset_kind
-from cnnlab.errors import CnnlabError, RunError, first_line, short_repr
+from cnnlab.errors import CnnlabError, RunError, close_match, first_line, short_repr
 from cnnlab.fileio import as_path, read_small_text
 
 
@@ -257,9 +256,10 @@ RUN_RECORD_KEYS = frozenset({"config", "model_args", "data", "world_size", "teac
 
 
 def _did_you_mean(unknown: list, known: set[str]) -> str:
-    """`` (did you mean 'epochs'?)`` for the unknown keys that look like a setting's name; '' for none."""
-    close = {str(k): difflib.get_close_matches(str(k), sorted(known), n=1) for k in unknown}
-    hints = [f"{k!r} for {m[0]!r}" if len(close) > 1 else repr(m[0]) for k, m in close.items() if m]
+    """`` (did you mean 'epochs'?)`` for the unknown keys that look like a setting's name (:func:`cnnlab.errors.
+    close_match`); '' for none."""
+    close = {str(k): close_match(k, sorted(known)) for k in unknown}
+    hints = [f"{k!r} for {m!r}" if len(close) > 1 else repr(m) for k, m in close.items() if m]
     return f" (did you mean {', '.join(hints)}?)" if hints else ""
 
 

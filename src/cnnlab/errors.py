@@ -14,13 +14,19 @@ class CnnlabError(Exception):
 def did_you_mean(name: object, choices) -> str:
     """`` (did you mean 'resnet'?)`` for a name that differs from one choice only in case, starts one choice
     (``fashion``), or is a typo of one of its length (``inceptoin``); otherwise ``""``."""
+    meant = close_match(name, choices)
+    return f" (did you mean {meant!r}?)" if meant else ""
+
+
+def close_match(name: object, choices) -> str | None:
+    """The one choice :func:`did_you_mean` would suggest for ``name``, else None."""
     by_lower = {str(c).lower(): str(c) for c in choices}
     key = str(name).lower()
     hits = [by_lower[key]] if key in by_lower else [c for low, c in by_lower.items() if key and low.startswith(key)]
     if not hits:
         same_length = [low for low in by_lower if len(low) == len(key)]  # a typo, not another name ('kmnist')
         hits = [by_lower[m] for m in difflib.get_close_matches(key, same_length, n=1, cutoff=0.75)]
-    return f" (did you mean {hits[0]!r}?)" if len(hits) == 1 else ""
+    return hits[0] if len(hits) == 1 else None
 
 
 def printable(text: str) -> str:
