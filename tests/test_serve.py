@@ -369,6 +369,8 @@ def _page_faults(page, x0: float, y0: float) -> None:
     }""")
     assert ink[0] < 128, ink  # the pen's line
     assert ink[1] > 200 and ink[2] > 200, ink  # nothing where the other pointer was, nor on a line towards it
+    page.set_viewport_size({"width": 320, "height": 640})  # a small phone: no sideways scroll (it was 367 px wide)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 320
 
 
 # ----------------------------------------------------------------------------- the protocol, with raw sockets
