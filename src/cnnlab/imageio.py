@@ -46,16 +46,12 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from cnnlab.errors import CnnlabError, first_line, printable
-from cnnlab.imagelimits import DEFAULT_MAX_PIXELS, MIN_MAX_PIXELS, max_file_bytes
-
-try:  # the open-file limit, named in a message (Unix only)
-    import resource
-except ImportError:  # Windows
-    resource = None
+from cnnlab.imagelimits import DEFAULT_MAX_PIXELS, MIN_MAX_PIXELS, max_file_bytes, open_file_limit
 
 __all__ = ["ALLOWED_FORMATS", "ALLOWED_TEXT", "DEFAULT_MAX_PIXELS", "FORMAT_SUFFIXES", "IMAGE_SUFFIXES",
            "SIXTEEN_BIT", "BadImageError", "ResourceError", "check_max_pixels", "check_pixels", "formats_text",
-           "is_short_of_resources", "open_image", "printable", "short_of", "shrink", "suffixes_for", "unit_gray"]
+           "is_short_of_resources", "open_file_limit", "open_image", "printable", "short_of", "shrink", "suffixes_for",
+           "unit_gray"]
 
 #: The file suffixes (lower case) of each Pillow format: the one table every scan for images derives
 #: its suffixes from, so that a format and its suffixes are never listed apart.
@@ -125,20 +121,11 @@ def is_short_of_resources(err: BaseException) -> bool:
     return isinstance(err, MemoryError) or (isinstance(err, OSError) and err.errno in RESOURCE_ERRNOS)
 
 
-def _open_file_limit() -> int | None:
-    """How many files this process may have open at once (``ulimit -n``), when the system says."""
-    try:
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0] if resource else None
-    except (OSError, ValueError):
-        return None
-    return soft if soft and soft > 0 and soft != resource.RLIM_INFINITY else None
-
-
 def short_of(name: str, err: BaseException) -> ResourceError:
     """The one-line :class:`ResourceError` for ``err`` (see :func:`is_short_of_resources`), naming the fix."""
     code = getattr(err, "errno", None)
     if code == errno.EMFILE:
-        limit = _open_file_limit()
+        limit = open_file_limit()
         held = f"this process may have {limit:,} open at once" if limit else "the process's limit"
         return ResourceError(f"{name}: cannot be read now: too many open files ({held}: ulimit -n); raise the limit "
                              f"(ulimit -n {max(4096, 4 * (limit or 0))}) or open fewer files at once, and try again",

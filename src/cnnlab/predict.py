@@ -36,7 +36,7 @@ from PIL import Image, PngImagePlugin
 from cnnlab.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
 from cnnlab.data.folder import SIZE as FOLDER_SIZE
 from cnnlab.data.folder import gray_square
-from cnnlab.dataset_names import dataset_kind
+from cnnlab.dataset_names import dataset_kind, directory_of
 from cnnlab.devices import resolve_device
 from cnnlab.errors import CnnlabError, first_line, printable
 from cnnlab.fileio import atomic_write_bytes, open_if_regular
@@ -146,8 +146,8 @@ class Failure:
 
 def _dataset_shown(name: str) -> str:
     """A dataset's name without the folders above it (``folder:/home/me/pics`` is ``folder:pics``)."""
-    kind, _, where = name.partition(":")
-    return f"{kind}:{Path(where.rstrip('/')).name}" if where else name
+    found = directory_of(name)
+    return f"{found[0]}:{found[1].name}" if found else name
 
 
 class Predictor:

@@ -40,15 +40,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-try:  # the open-file limit, named in a warning (Unix only)
-    import resource
-except ImportError:  # Windows
-    resource = None
 
 import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from cnnlab.imagelimits import open_file_limit
 from cnnlab.serve import ROUTES_HINT
 
 #: Seconds a connection has to send a request's head (a browser sends it in one packet).
@@ -245,8 +242,8 @@ class JsonErrorsProtocol(H11Protocol):
 def _why(code: int) -> str:
     """Why ``accept()`` failed, and the fix, in a few words."""
     if code == errno.EMFILE:
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0] if resource else None
-        limit = f"{soft:,}" if soft and soft != resource.RLIM_INFINITY else "its limit"
+        soft = open_file_limit()
+        limit = f"{soft:,}" if soft else "its limit"
         return f"too many open files (this process may open {limit}: ulimit -n); raise the limit (ulimit -n 4096)"
     if code == errno.ENFILE:
         return "too many open files on this machine (the system's limit); close some programs or raise fs.file-max"

@@ -16,13 +16,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-try:  # the open-file limit, which bounds the connections a server can hold (Unix only)
-    import resource
-except ImportError:  # Windows
-    resource = None
-
 from cnnlab.errors import CnnlabError
-from cnnlab.imagelimits import DEFAULT_MAX_PIXELS, max_file_bytes
+from cnnlab.imagelimits import DEFAULT_MAX_PIXELS, max_file_bytes, open_file_limit
 from cnnlab.runs import DEFAULT_CHECKPOINT
 from cnnlab.serve import CANVAS_SIDE, DEFAULT_MAX_BYTES, MIN_SERVE_PIXELS
 
@@ -75,14 +70,8 @@ def connection_budget(wanted: int = MAX_CONNECTIONS) -> tuple[int, int | None, s
     open-file limit would run out first (each connection is a file descriptor, and the server needs
     :data:`FD_RESERVE` more); how many refused connections may linger at once (half the reserve at most; None: the
     protocol's default); and a warning to print when it holds fewer than ``wanted``."""
-    if resource is None:
-        return wanted, None, None
-    try:
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    except (OSError, ValueError):
-        return wanted, None, None
-    used = _open_descriptors()
-    if soft == resource.RLIM_INFINITY or used is None:
+    soft, used = open_file_limit(), _open_descriptors()  # the limit: None where there is none (or no POSIX)
+    if soft is None or used is None:
         return wanted, None, None
     free = soft - used
     reserve = min(FD_RESERVE, free // 2)
