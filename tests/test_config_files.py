@@ -100,3 +100,14 @@ def test_a_rerun_whose_teacher_moved_names_the_config_and_the_runs_copy(tiny_idx
     code, out, _ = run(["train", "--config", str(student), "--teacher", str(student / TEACHER_FILE), "--dry-run"],
                        capsys)
     assert code == 0 and "dry run ok" in out  # the fix the message gives works
+
+
+def test_a_refusal_of_two_settings_from_a_file_names_both_as_the_files_keys(tmp_path, capsys):
+    settings = tmp_path / "r.yaml"
+    settings.write_text("model: resnet\noptimizer: sgd\nweight_decay: 1.0e9\nlr: 0.01\n")
+    code, _, err = run(["train", "--config", str(settings), "--dry-run"], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert f"{settings}: weight_decay 1e+09 with lr 0.01 takes" in err and "--" not in err.split("takes")[0]
+    # a typed flag beside the file's setting keeps its flag's name
+    code, _, err = run(["train", "--config", str(settings), "--lr", "0.02", "--dry-run"], capsys)
+    assert code == 2 and f"{settings}: weight_decay 1e+09 with --lr 0.02 takes" in err

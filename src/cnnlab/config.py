@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -264,13 +265,25 @@ def _did_you_mean(unknown: list, known: set[str]) -> str:
 
 
 def _in_file(message: str, where: str | None, keys) -> str:
-    """A refusal that names a flag (``--batch-size must be...``) said of a config file's setting, which no flag
-    set: ``r.yaml: batch_size must be...``."""
-    lead = message.split(" ", 1)[0]
-    key = lead[2:].replace("-", "_") if lead.startswith("--") else None
-    if where is None or key not in keys:
+    """A refusal that names flags (``--batch-size must be...``, ``--weight-decay 1e9 with --lr 0.01``) said of a
+    config file's settings, which no flag set: ``r.yaml: batch_size must be...``, each of the file's settings by its
+    key (a typed flag keeps its name)."""
+    if where is None:
         return message
-    return f"{where}: {key}{message[len(lead):]}"
+    named = False
+
+    def rename(match: re.Match) -> str:
+        nonlocal named
+        key = match.group(1).replace("-", "_")
+        named = named or key in keys
+        return key if key in keys else match.group(0)
+
+    said = _FLAG.sub(rename, message)
+    return f"{where}: {said}" if named else message
+
+
+#: A flag's name in a refusal: ``--weight-decay`` (not a negative number such as ``-5``).
+_FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9-]*)")
 
 
 #: What each annotation in :class:`TrainConfig` accepts from a JSON or YAML file.
