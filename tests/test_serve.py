@@ -325,6 +325,7 @@ def test_page_in_headless_chromium(server):
             assert busy == [1] and page.inner_text("#status") == ""
             page.unroute("**/predict")
             _page_faults(page, x0, y0)
+            _page_opens_an_image(page, server)
         finally:
             browser.close()
     assert (ARTIFACTS / "serve-page.png").stat().st_size > 5_000
@@ -371,6 +372,35 @@ def _page_faults(page, x0: float, y0: float) -> None:
     assert ink[1] > 200 and ink[2] > 200, ink  # nothing where the other pointer was, nor on a line towards it
     page.set_viewport_size({"width": 320, "height": 640})  # a small phone: no sideways scroll (it was 367 px wide)
     assert page.evaluate("document.documentElement.scrollWidth") <= 320
+
+
+def _page_opens_an_image(page, server) -> None:
+    """The page had no way in but a pointer (the keyboard reached Clear only): an image file is opened from the
+    keyboard (Tab to "Open an image", a file chosen), sent as it is (the answer is the server's for the same bytes,
+    as `cnnlab predict FILE` reads it) and shown on the canvas; a file that is no image gets the server's message."""
+    page.set_viewport_size({"width": 1000, "height": 720})
+    page.click("#clear")
+    page.focus("#clear")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "file"
+    data = png(draw_digit(canvas=(200, 300), box=(30, 40, 170, 260)))
+    status, want = post(server.url, data)
+    assert status == 200
+    before = int(page.evaluate("document.body.dataset.updates"))
+    page.set_input_files("#file", files=[{"name": "seven.png", "mimeType": "image/png", "buffer": data}])
+    page.wait_for_function(f"Number(document.body.dataset.updates) > {before}", timeout=10_000)
+    assert page.inner_text("#prediction") == want["prediction"] and page.inner_text("#status") == ""
+    shown = page.eval_on_selector_all(".pct", "els => els.slice(0, 10).map(e => e.textContent)")
+    assert shown == [f"{100 * p:.1f}%" for p in want["probabilities"]]
+    dark = page.evaluate("""() => {
+        const d = document.getElementById('pad').getContext('2d').getImageData(0, 0, 280, 280).data;
+        let n = 0; for (let i = 0; i < d.length; i += 4) n += d[i] < 128; return n; }""")
+    assert dark > 500  # the image is on the canvas, where strokes may be added to it
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(ARTIFACTS / "serve-page-image.png"), full_page=True)
+    page.set_input_files("#file", files=[{"name": "notes.txt", "mimeType": "image/png", "buffer": b"not an image"}])
+    page.wait_for_function("document.getElementById('status').textContent.length > 0", timeout=10_000)
+    assert "notes.txt" in page.inner_text("#status") and page.inner_text("#prediction") == ""
 
 
 # ----------------------------------------------------------------------------- the protocol, with raw sockets

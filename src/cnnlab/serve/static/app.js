@@ -1,6 +1,8 @@
 // The drawing page: pointer events (mouse, touch and pen alike) draw black strokes on a white
 // canvas; while drawing, the canvas is sent as a PNG to POST /predict, at most one request in
 // flight, and the answer updates the bars, the prediction and the 28x28 image the net saw.
+// An image file (the "Open an image" button, reachable by keyboard, a drop on the canvas or a
+// paste) is sent as it is.
 "use strict";
 
 const pad = document.getElementById("pad");
@@ -102,39 +104,75 @@ async function send() {
   const mine = generation;
   try {
     const blob = await new Promise((resolve) => pad.toBlob(resolve, "image/png"));
+    await ask(blob, "canvas.png", mine, () => { dirty = true; send(); });
+  } finally {
+    inFlight = false;
+    document.body.dataset.inflight = "0";
+    if (dirty) send();   // the drawing went on meanwhile: send the latest (inflight is "1" again at once)
+  }
+}
+
+// POST one image to /predict and show the answer, unless Clear (or another image) came meanwhile; on a busy
+// server (503) `again` is called after the wait it asks for.
+async function ask(blob, name, mine, again) {
+  try {
     const form = new FormData();
-    form.append("file", blob, "canvas.png");
+    form.append("file", blob, name);
     const res = await fetch("/predict", { method: "POST", body: form });
     const body = await res.json();
     if (mine !== generation) return;
     if (!res.ok) {
       clearResults();  // no answer for this drawing: the last one's must not stand beside the error as its answer
       statusEl.textContent = body.error || ("error " + res.status);
-      if (res.status === 503) {  // the server is busy: send the drawing again after the wait it asks for
+      if (res.status === 503) {  // the server is busy: send it again after the wait it asks for
         const wait = 1000 * (Number(res.headers.get("Retry-After")) || 1);
-        setTimeout(() => { if (mine === generation) { dirty = true; send(); } }, wait);
+        setTimeout(() => { if (mine === generation) again(); }, wait);
       }
       return;
     }
-    statusEl.textContent = "";
-    showProbabilities(body.probabilities);
-    const top = body.top[0];
-    predictionEl.textContent = body.prediction;
-    confidenceEl.textContent = (100 * top.probability).toFixed(1) + "% sure" + (body.number
-      ? " (" + body.digits_seen + " digits side by side, one at a time they read " + body.number.number + ", "
-        + (100 * body.number.probability).toFixed(1) + "% sure)" : "");
-    seenEl.src = body.input_png;
-    showBranches(body.branches);
-    document.body.dataset.updates = String(++updates);
+    showAnswer(body);
   } catch (err) {
     if (mine !== generation) return;
     clearResults();
     statusEl.textContent = "cannot reach the cnnlab server: is 'cnnlab serve' still running? (" + (err.message || err) + ")";
-  } finally {
-    inFlight = false;
-    document.body.dataset.inflight = "0";
-    if (dirty) send();   // the drawing went on meanwhile: send the latest (inflight is "1" again at once)
   }
+}
+
+function showAnswer(body) {
+  statusEl.textContent = "";
+  showProbabilities(body.probabilities);
+  const top = body.top[0];
+  predictionEl.textContent = body.prediction;
+  confidenceEl.textContent = (100 * top.probability).toFixed(1) + "% sure" + (body.number
+    ? " (" + body.digits_seen + " digits side by side, one at a time they read " + body.number.number + ", "
+      + (100 * body.number.probability).toFixed(1) + "% sure)" : "");
+  seenEl.src = body.input_png;
+  showBranches(body.branches);
+  document.body.dataset.updates = String(++updates);
+}
+
+// An image file (chosen with the keyboard or the mouse, dropped on the canvas or pasted): the file itself is
+// sent, as 'cnnlab predict FILE' reads it, and shown on the canvas, where strokes drawn on it are sent as a drawing.
+async function openImage(file) {
+  if (!file) return;
+  const mine = ++generation;  // a drawing's late answer must not land on this image
+  inked = dirty = false;
+  resetCanvas();
+  clearResults();
+  try {
+    const bitmap = await createImageBitmap(file);
+    const scale = Math.min(pad.width / bitmap.width, pad.height / bitmap.height);
+    const w = bitmap.width * scale, h = bitmap.height * scale;
+    ctx.drawImage(bitmap, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
+    bitmap.close();
+  } catch (err) {
+    // a format the browser cannot show (TIFF...): the server still reads it, or says what is wrong
+  }
+  if (mine !== generation) return;
+  inked = true;
+  document.body.dataset.inflight = "1";
+  await ask(file, file.name || "image", mine, () => openImage(file));
+  document.body.dataset.inflight = "0";
 }
 
 function point(ev) {
@@ -172,6 +210,15 @@ function endStroke(ev) {
 }
 pad.addEventListener("pointerup", endStroke);
 pad.addEventListener("pointercancel", endStroke);
+
+const fileInput = document.getElementById("file");
+fileInput.addEventListener("change", () => { openImage(fileInput.files[0]); fileInput.value = ""; });
+pad.addEventListener("dragover", (ev) => ev.preventDefault());
+pad.addEventListener("drop", (ev) => { ev.preventDefault(); openImage(ev.dataTransfer.files[0]); });
+document.addEventListener("paste", (ev) => {
+  const file = [...(ev.clipboardData ? ev.clipboardData.files : [])].find((f) => f.type.startsWith("image/"));
+  if (file) { ev.preventDefault(); openImage(file); }
+});
 
 document.getElementById("clear").addEventListener("click", () => {
   generation++;
