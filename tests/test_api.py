@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -406,6 +407,11 @@ def test_a_model_name_given_as_the_run_points_to_the_shipped_weights(tmp_path, m
                                                  r"preprocess=False to classify it as it is$"):
         predict(torch.zeros(1, 28, 28))
     assert predict(torch.zeros(1, 28, 28), preprocess=False).label in list("0123456789")
+    # a float64 array of 1e300 was "holds NaN or infinite values" and a numpy overflow warning (cast before checks)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(cnnlab.CnnlabError, match=r"float pixels must lie in 0\.\.1, got 1e\+300\.\.1e\+300"):
+            predict(np.full((28, 28), 1e300))
 
 
 def test_the_api_names_a_bad_argument_in_one_line(tmp_path, monkeypatch):

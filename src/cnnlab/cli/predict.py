@@ -69,8 +69,8 @@ def register(sub) -> None:
     add_json(p, "the table: one array holding, per file, its top classes or its error")
     p.add_argument("--number", action="store_true",
                    help="read a number: every digit written in a row in each image, left to right, each classified "
-                        "on its own, with a point, a comma or a leading minus where written; without it, each image "
-                        "is one digit (default: off)")
+                        "on its own, with a point, a comma, a colon (10:30) or a leading minus where written; without "
+                        "it, each image is one digit (default: off)")
     p.add_argument("--lines", action="store_true",
                    help="read every row of digits in each image, top to bottom, one number per row (as --number "
                         "reads one row; rows are told apart by the gaps between them) (default: off)")
