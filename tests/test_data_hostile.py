@@ -220,7 +220,8 @@ def test_a_gzip_file_truncated_mid_stream_is_a_one_line_error(tmp_path):
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
     with pytest.raises(DataError) as err:
         load_dataset(f"idx:{directory}")
-    one_line(err, str(victim), "corrupt gzip file, it ends early", "fetch again")
+    one_line(err, str(victim), "corrupt gzip file, it ends early", "compress the IDX file again")
+    assert "fetch" not in str(err.value)  # the user's own file: there is nothing to fetch
 
 
 def test_a_gzip_file_with_a_bad_crc_is_a_one_line_error(tmp_path):

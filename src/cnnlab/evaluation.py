@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from cnnlab.checkpoint import (load_checkpoint, load_into, load_state_dict_file, model_from_checkpoint,
                                resolve_checkpoint)
 from cnnlab.data import BatchLoader, Dataset, load_dataset, split_validation
+from cnnlab.data.folder import split_is_drawn
 from cnnlab.dataset_names import DIRECTORY_KINDS, dataset_kind, moved_away
 from cnnlab.devices import resolve_device
 from cnnlab.errors import CheckpointError, CnnlabError, RunError, WriteError
@@ -191,12 +192,28 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
     if split == "val":
         data = _validation_data(data, cfg, ckpt, trained_on)
         not_own = "it is the validation split, not the test set"
+    elif not not_own and (changed := changed_data(state.get("data"), data)):
+        not_own = changed
     elif not not_own and is_running(ckpt.parent):  # its training writes the run's result when it ends
         not_own = "the run is still training (another cnnlab process holds it), so last.pt is not its final weights"
     return Subject(model_from_checkpoint(state), state["model"]["name"], data, str(ckpt),
                    channels_last=bool(cfg.get("channels_last", False)), run_dir=None if not_own else ckpt.parent,
                    not_own=not_own, split=split, warning=other_classes((state.get("data") or {}).get("classes"),
                                                                        trained_on, data))
+
+
+def changed_data(recorded, data: Dataset) -> str:
+    """Why ``data`` is not the data a run trained on, from what the run recorded of it (``ckpt["data"]``, config.json's
+    "data"): an ``idx:``/``folder:`` dataset changed since (images added, files rewritten); empty when it is the same,
+    or nothing was recorded. A folder whose split is drawn has drawn it again: its test images may be training ones."""
+    changed = data.changed_since(recorded) if isinstance(recorded, dict) else []
+    if not changed:
+        return ""
+    why = f"{data.name} is not the data the run trained on ({', '.join(changed)} differ)"
+    if dataset_kind(data.name) == "folder" and {"train_size", "test_size"} & set(changed) \
+            and split_is_drawn(data.name.removeprefix("folder:")):
+        why += "; its automatic test split was drawn again, so the test images may include the run's training images"
+    return why
 
 
 def own_data_dir(cfg: dict, dataset: str | None) -> str | None:

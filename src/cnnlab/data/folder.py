@@ -3,7 +3,11 @@
 Layout. ``DIR/<class>/<image>`` (images may sit in nested folders below a class folder). Class names
 are the class folder names, sorted; a class's label is its index in that order. When ``DIR`` holds
 both ``train/`` and ``test/``, those are the splits (``DIR/train/<class>/...``, ``DIR/test/<class>/...``;
-the classes are those of ``train/``, and ``test/`` may lack some but not add any). Otherwise a seeded,
+the classes are those of ``train/``, and ``test/`` may lack some but not add any); ``training/`` and
+``testing/`` (how MNIST is shared as PNGs) are taken as ``train/`` and ``test/``. Top-level folders named like
+splits otherwise (``val/``, ``valid/``, ``validation/``, a lone ``train/`` or ``test/``), top-level folders that
+each hold the same folders rather than images, and one top-level folder holding folders (the dataset one level
+down) are refused, naming the layout to rename to: never a net that learns "train vs val". Otherwise a seeded,
 deterministic, stratified split holds out a test set: within each class, the readable images sorted
 by path are permuted by ``numpy.random.default_rng([SPLIT_SEED, class_index])`` and the first
 ``n // 6`` (at least one when the class has two or more images) go to test, the rest to train.
@@ -40,6 +44,7 @@ import os
 import shutil
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -48,6 +53,7 @@ import numpy as np
 from PIL import Image
 
 from cnnlab.data.safefs import entry_kind, kind_of, list_dir, open_regular, read_bounded, reason, usual_fix
+from cnnlab.data.sources import home_problem
 from cnnlab.errors import DataError
 from cnnlab.fileio import atomic_write_bytes, atomic_write_text
 from cnnlab.imageio import BadImageError, ResourceError, is_short_of_resources, open_image, short_of, suffixes_for
@@ -64,6 +70,8 @@ CONVERT_VERSION = 1
 #: At most this many unreadable files are named in the warning; the rest go to ``skipped.txt``.
 WARN_LIST_MAX = 50
 CACHE_FILE = "images.npz"
+#: What reading a damaged images.npz raises (a flipped byte in a deflated array: zlib.error, or a bad CRC).
+DAMAGED = (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, zlib.error)
 #: Larger image files are skipped as unreadable, unread: a 28x28 digit never needs this much.
 MAX_IMAGE_FILE_BYTES = 64 << 20
 
@@ -162,16 +170,92 @@ def _class_dirs(directory: Path, where: str) -> tuple[list[Path], int]:
     return subdirs, loose
 
 
+#: The split folders a folder dataset reads (the first name of each is the usual one; ``training``/``testing``
+#: is how MNIST is shared as PNGs), and other top-level names that are splits, never classes.
+SPLIT_FOLDERS = {"train": ("train", "training"), "test": ("test", "testing")}
+SPLIT_LIKE = ("train", "training", "test", "testing", "val", "valid", "validation")
+#: The layouts a folder dataset reads, as its refusals name them.
+LAYOUTS = ("cnnlab reads DIR/train/CLASS/<image> + DIR/test/CLASS/<image> (training/ and testing/ are taken as "
+           "train/ and test/), or DIR/CLASS/<image> with an automatic split")
+
+
+def _split_roots(root: Path, where: str) -> list[tuple[str | None, Path]]:
+    """(split, folder) to read: train/ and test/ (or training/ and testing/), or the folder itself."""
+    found = {}
+    for split, names in SPLIT_FOLDERS.items():
+        present = [n for n in names if entry_kind(root / n) == "a directory"]
+        if len(present) > 1:
+            raise DataError(f"{where}: both {present[0]}/ and {present[1]}/ are there, two {split} splits; {LAYOUTS}: "
+                            f"merge them into one {split}/ folder")
+        found[split] = present[0] if present else None
+    if found["train"] and found["test"]:
+        return [(split, root / found[split]) for split in SPLIT_FOLDERS]
+    return [(None, root)]
+
+
+def split_is_drawn(directory: str | Path) -> bool:
+    """Whether the folder's test split is drawn (no train/ and test/ folders): adding or removing images then draws
+    it again, and another version's test images may be an earlier version's training images."""
+    root = Path(directory).expanduser()
+    try:
+        return _split_roots(root, f"folder:{root}")[0][0] is None
+    except DataError:
+        return True
+
+
+def _refuse_split_names(where: str, names: tuple[str, ...]) -> None:
+    """Top-level folders named like splits (val/, a lone train/) are not classes: a 2-class "train vs val" net."""
+    splits = [n for n in names if n.lower() in SPLIT_LIKE]
+    if not splits:
+        return
+    lower = {n.lower() for n in names}
+    trains, tests = lower & {"train", "training"}, lower & {"test", "testing"}
+    if trains and not tests:
+        fix = (f"rename {', '.join(n + '/' for n in splits if n.lower() not in trains)} to test/" if len(splits) > 1
+               else f"add a test/ folder of class folders beside it, or pass folder:DIR/{splits[0]} for an automatic "
+               "split")
+    elif tests and not trains:
+        fix = f"rename {', '.join(n + '/' for n in splits if n.lower() not in tests)} to train/" if len(splits) > 1 \
+            else "add a train/ folder of class folders beside it"
+    else:
+        fix = "rename the folders to train/ and test/ (lower case), and move any other split (val/) out or into them"
+    raise DataError(f"{where}: top-level folder(s) {', '.join(n + '/' for n in splits)} are splits, not classes; "
+                    f"{LAYOUTS}: {fix}")
+
+
+def _refuse_nested(where: str, layout: _Layout) -> None:
+    """Top folders named as splits that hold folders of images rather than images (DIR/mnist_train/0..9 +
+    DIR/mnist_test/0..9), or one folder above the dataset: splits or a wrapper, never classes. Class folders that
+    each hold the same subfolders (cat/2019, cat/2020, dog/2019, dog/2020) are classes: their images are read."""
+    inside: dict[str, set[str]] = {c: set() for c in layout.classes}
+    for rel, _, _ in layout.entries:
+        parts = rel.split("/")
+        inside[parts[0]].add(parts[1] if len(parts) > 2 else "")
+    if any("" in subs for subs in inside.values()):
+        return  # a class folder with images of its own
+    subs = list(inside.values())
+    if len(subs) == 1 and len(subs[0]) >= 2:
+        raise DataError(f"{where}: the one top-level folder {layout.classes[0]}/ holds folders "
+                        f"({', '.join(sorted(subs[0])[:4])}{', ...' if len(subs[0]) > 4 else ''}), not images; "
+                        f"{LAYOUTS}: pass folder:{where.removeprefix('folder:')}/{layout.classes[0]}")
+    named_as_splits = any(word in c.lower() for c in layout.classes for word in ("train", "test", "val"))
+    if named_as_splits and len(subs) >= 2 and all(s == subs[0] and len(s) >= 2 for s in subs):
+        raise DataError(f"{where}: the top-level folders ({', '.join(layout.classes[:4])}) each hold the same class "
+                        f"folders rather than images, so they are splits, not classes; {LAYOUTS}: rename them to "
+                        "train/ and test/")
+
+
 def scan(root: Path) -> _Layout:
     """What ``root`` holds: classes and candidate images, with their split when the folder fixes it."""
     where = f"folder:{root}"
-    split_layout = entry_kind(root / "train") == entry_kind(root / "test") == "a directory"
-    split_roots = [("train", root / "train"), ("test", root / "test")] if split_layout else [(None, root)]
+    split_roots = _split_roots(root, where)
     layout = _Layout((), [], 0)
     for split, split_root in split_roots:
         dirs, loose = _class_dirs(split_root, where)
         layout.ignored += loose
         names = tuple(d.name for d in dirs)
+        if split is None:
+            _refuse_split_names(where, names)
         if split in (None, "train"):
             if not dirs:
                 raise DataError(
@@ -183,7 +267,7 @@ def scan(root: Path) -> _Layout:
             extra = sorted(set(names) - set(layout.classes))
             if extra:
                 raise DataError(
-                    f"{where}: test/ has class folders that train/ lacks ({', '.join(extra)}); "
+                    f"{where}: {split_root.name}/ has class folders that {split_roots[0][1].name}/ lacks ({', '.join(extra)}); "
                     "give train/ and test/ the same class folders"
                 )
         for class_dir in dirs:
@@ -195,6 +279,8 @@ def scan(root: Path) -> _Layout:
                 )
             label = layout.classes.index(class_dir.name)
             layout.entries[first:] = [(rel, label, split) for rel, _, _ in layout.entries[first:]]
+    if split_roots[0][0] is None:
+        _refuse_nested(where, layout)
     if len(layout.classes) == 1:  # trained, it scores 100% by saying the one name it knows
         raise DataError(f"{where}: one class folder ({layout.classes[0]}); a classifier needs at least two: add a "
                         "folder of images for each other class")
@@ -366,11 +452,23 @@ def _remove_stale(root: Path, keep: Path, log: Log) -> None:
         try:
             with np.load(other / CACHE_FILE, allow_pickle=False) as z:
                 same = str(z["root"]) == str(root)
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
+        except DAMAGED:
             continue  # not ours to judge: leave it
         if same:
             shutil.rmtree(other, ignore_errors=True)
             log(f"folder:{root}: removed the cache of its earlier contents ({other})")
+
+
+def _unmake(made: list[Path]) -> None:
+    """Remove the cache folders this conversion made (``made``: outermost first) when its cache could not be
+    written (a full disk): no empty ``folder-<key>/`` left behind; a folder something else wrote into stays."""
+    if made:
+        shutil.rmtree(made[-1], ignore_errors=True)  # the cache folder: only this conversion's files
+    for path in reversed(made[:-1]):
+        try:
+            path.rmdir()
+        except OSError:
+            pass  # not empty, or gone: not ours alone to remove
 
 
 def folder_cache_dir(key: str, home: Path) -> Path:
@@ -395,7 +493,7 @@ def load_image_folder(directory: str | Path, home: Path, log: Log) -> FolderData
     cache = folder_cache_dir(key, home)
     try:
         cached = _load_cached(cache / CACHE_FILE, key)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as err:
+    except DAMAGED as err:
         log(f"folder:{root}: converted cache {cache / CACHE_FILE} is damaged ({err}); converting again")
         cached = None
     if cached is not None:
@@ -404,12 +502,16 @@ def load_image_folder(directory: str | Path, home: Path, log: Log) -> FolderData
     arrays, skipped = _convert(root, layout, log)
     _warn_skipped(root, skipped, cache, log)
     saved = True
+    made = [path for path in (cache.parent, cache) if not os.path.lexists(path)]
     try:
         _save(cache, key, root, layout.classes, arrays, skipped)
     except OSError as err:
         saved = False
-        log(f"warning: folder:{root}: could not cache the converted images in {cache} ({reason(err)}); they will be "
-            "converted again next time: set CNNLAB_HOME to a writable directory with free space")
+        _unmake(made)
+        what, fix = home_problem(cache.parent.parent, cache) or (
+            reason(err), "set CNNLAB_HOME to a writable directory with free space")
+        log(f"warning: folder:{root}: could not cache the converted images in {cache} ({what}); they will be "
+            f"converted again next time: {fix}")
     else:
         _remove_stale(root, cache, log)
     return FolderData(**arrays, classes=layout.classes, cache_dir=cache, skipped=skipped, converted=True,

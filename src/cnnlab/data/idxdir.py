@@ -40,7 +40,7 @@ def load_idx_dir(directory: Path) -> Dataset:
                 f"{where}: no {ROLES[role][0]} file (raw or .gz) found; "
                 "the directory needs train/t10k images and labels in IDX format"
             )
-        arrays[role] = read_idx(path, ROLES[role][1])[0]
+        arrays[role] = read_idx(path, ROLES[role][1], own=True)[0]
         names.append(path.name.lower())
     x, y, tx, ty = arrays_to_tensors(arrays, where)
     source = f"directory {directory}"

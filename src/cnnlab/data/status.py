@@ -123,12 +123,13 @@ def dataset_status(home=None, full_check: bool = False) -> list[dict]:
             "checked": checked if not missing else "nothing cached",
             "files": gz + fast,
         })
-    rows.extend(_folder_rows(home))
+    rows.extend(_folder_rows(home, full_check))
     return rows
 
 
-def _folder_rows(home) -> list[dict]:
-    """Converted image folders (``folder:DIR``) in the cache, one row each."""
+def _folder_rows(home, full_check: bool = False) -> list[dict]:
+    """Converted image folders (``folder:DIR``) in the cache, one row each; ``full_check`` reads every array (each
+    one's CRC is checked as it is inflated), so that a damaged image array is found, not only the labels'."""
     datasets = (expand_home(home) if home else cnnlab_home()) / "datasets"
     try:
         entries = list_dir(datasets) if entry_kind(datasets) == "a directory" else []
@@ -150,6 +151,8 @@ def _folder_rows(home) -> list[dict]:
                 name = f"folder:{z['root']}"
                 train, test = int(z["train_labels"].shape[0]), int(z["test_labels"].shape[0])
                 skipped = int(z["skipped"].shape[0])
+                for member in z.files if full_check else ():
+                    z[member]
             status = "converted and cached" + (f" ({skipped} unreadable files skipped)" if skipped else "")
         except OSError as err:  # permission denied, I/O error: the file itself may be fine
             status = f"cache unreadable ({reason(err)}); fix its permissions or delete it"
