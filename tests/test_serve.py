@@ -17,6 +17,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -398,6 +399,20 @@ def _page_opens_an_image(page, server) -> None:
     assert dark > 500  # the image is on the canvas, where strokes may be added to it
     page.wait_for_timeout(300)
     page.screenshot(path=str(ARTIFACTS / "serve-page-image.png"), full_page=True)
+    # a photo over the server's upload limit (64 KiB here; a phone's 5 MB JPEG against the default 4 MiB) is
+    # scaled to 1024 px a side (JPEG, 512 px, where still too large) in the page and read, not refused with 413
+    noise = np.random.default_rng(0).integers(235, 256, (1200, 1600, 3), dtype=np.uint8)
+    photo = Image.fromarray(noise)
+    photo.paste(draw_digit(canvas=(600, 900), box=(100, 150, 500, 750)).convert("RGB"), (500, 150))
+    big = png(photo)
+    assert len(big) > 4 * MAX_BYTES
+    bodies = []
+    page.on("request", lambda req: req.url.endswith("/predict") and bodies.append(len(req.post_data_buffer or b"")))
+    before = int(page.evaluate("document.body.dataset.updates"))
+    page.set_input_files("#file", files=[{"name": "photo.png", "mimeType": "image/png", "buffer": big}])
+    page.wait_for_function(f"Number(document.body.dataset.updates) > {before}", timeout=20_000)
+    assert page.inner_text("#status") == "" and page.inner_text("#prediction") != ""
+    assert bodies and max(bodies) <= MAX_BYTES
     page.set_input_files("#file", files=[{"name": "notes.txt", "mimeType": "image/png", "buffer": b"not an image"}])
     page.wait_for_function("document.getElementById('status').textContent.length > 0", timeout=10_000)
     assert "notes.txt" in page.inner_text("#status") and page.inner_text("#prediction") == ""

@@ -16,6 +16,7 @@ const branchBox = document.getElementById("branches");
 const branchBars = document.getElementById("branch-bars");
 
 let classes = [];
+let limits = { max_upload_bytes: 4 << 20, max_pixels: 4096 * 4096 };  // the server's, from /info
 let drawing = false;
 let pen = null;          // the pointer drawing the stroke: a second finger or a palm on a touch screen is ignored
 let inked = false;       // anything drawn since the last clear
@@ -171,8 +172,36 @@ async function openImage(file) {
   if (mine !== generation) return;
   inked = true;
   document.body.dataset.inflight = "1";
-  await ask(file, file.name || "image", mine, () => openImage(file));
+  const sent = await fitted(file);
+  if (mine !== generation) return;
+  await ask(sent, file.name || "image", mine, () => openImage(file));
   document.body.dataset.inflight = "0";
+}
+
+// The file as it is, or, when it is over the server's limits (a phone's photo of 5 MB against the 4 MiB upload
+// limit), the picture scaled to at most 1024 px a side, the size cnnlab's preprocessing reduces larger images to
+// anyway: PNG, or JPEG where the PNG is still too large. A file the browser cannot decode is sent as it is.
+async function fitted(file) {
+  const room = limits.max_upload_bytes - 4096;  // the form's own bytes around the file
+  let bitmap;
+  try { bitmap = await createImageBitmap(file); } catch (err) { return file; }
+  const pixels = bitmap.width * bitmap.height;
+  if (file.size <= room && pixels <= limits.max_pixels) { bitmap.close(); return file; }
+  let blob = file;
+  for (const [side, type] of [[1024, "image/png"], [1024, "image/jpeg"], [512, "image/jpeg"]]) {
+    const scale = Math.min(1, side / Math.max(bitmap.width, bitmap.height));
+    const c = document.createElement("canvas");
+    c.width = Math.max(1, Math.round(bitmap.width * scale));
+    c.height = Math.max(1, Math.round(bitmap.height * scale));
+    const g = c.getContext("2d");
+    g.fillStyle = "#fff";  // a transparent photo on white, as the canvas shows it
+    g.fillRect(0, 0, c.width, c.height);
+    g.drawImage(bitmap, 0, 0, c.width, c.height);
+    blob = await new Promise((resolve) => c.toBlob(resolve, type, 0.92));
+    if (blob && blob.size <= room) break;
+  }
+  bitmap.close();
+  return blob || file;
 }
 
 function point(ev) {
@@ -232,6 +261,8 @@ async function init() {
   try {
     const info = await (await fetch("/info")).json();
     classes = info.classes;
+    limits = { max_upload_bytes: info.max_upload_bytes || limits.max_upload_bytes,
+               max_pixels: info.max_pixels || limits.max_pixels };
     const digits = classes.join("") === "0123456789";
     const what = info.dataset === "fashion-mnist" ? "an item of clothing" : digits ? "a digit" : "one of its classes";
     document.getElementById("what").textContent = "Draw " + what;
