@@ -20,15 +20,17 @@ import io
 import json
 import math
 import pickle
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 from safetensors import safe_open
+from safetensors.torch import load_file as load_safetensors
 
-from cnnlab.errors import CheckpointError, first_line
-from cnnlab.fileio import as_path, atomic_write_bytes, atomic_write_text, kind_of, sha256_file
+from cnnlab.errors import CheckpointError, CnnlabError, first_line
+from cnnlab.fileio import as_path, atomic_write_bytes, atomic_write_text, kind_of, read_json, sha256_file
 from cnnlab.models import create_model
 from cnnlab.runs import CHECKPOINTS, DEFAULT_CHECKPOINT, is_run_dir, is_running
 
@@ -188,18 +190,49 @@ _OTHER_FORMATS = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image")
                   (b"BM", "a BMP image"), (b"{", "a JSON file"), (b"\x1f\x8b", "a gzip file"))
 
 
-def _check_torch_file(path: Path) -> None:
-    """torch.save writes a zip archive (``PK``) or, in its legacy format, a pickle (``\\x80``): anything else is
-    named for what it is, not refused as "objects other than tensors" (what a hostile pickle gets)."""
+def _head(path: Path) -> bytes:
     with open(path, "rb") as f:
-        head = f.read(16)
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
-        return
-    what = "an empty file" if not head else next((name for magic, name in _OTHER_FORMATS if head.startswith(magic)),
-                                                 "not a file that torch.save wrote")
-    if len(head) >= 9 and head[8:9] == b"{":
-        what = "a safetensors file, as 'cnnlab export-weights' writes for other tools: give the run it came from"
-    raise CheckpointError(f"{path}: not a checkpoint ({what}); pass a run directory or a .pt file written by cnnlab")
+        return f.read(16)
+
+
+def _is_safetensors(path: Path, head: bytes) -> bool:
+    """A safetensors file: an 8-byte header length, then its JSON header (or, cut short, its suffix)."""
+    return head[8:9] == b"{" or path.suffix.lower() == ".safetensors"
+
+
+def _is_torchscript(path: Path) -> bool:
+    """A zip archive as ``torch.jit.save`` writes it (its code and constants beside the data), not torch.save's."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(n.endswith("/constants.pkl") or "/code/" in n for n in archive.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return False
+
+
+def _foreign_format(path: Path, head: bytes) -> str | None:
+    """What a file that is not one of torch.save's is instead (None: a zip or pickle torch.save may have written)."""
+    if head.startswith(b"PK\x03\x04"):
+        return ("a TorchScript export (torch.jit.save, or 'cnnlab export --format torchscript'); give the run it "
+                "came from") if _is_torchscript(path) else None
+    if head[:1] == b"\x80":
+        return None
+    if not head:
+        return "an empty file"
+    if _is_safetensors(path, head):
+        return "a safetensors file, as 'cnnlab export-weights' writes for other tools: give the run it came from"
+    if path.suffix.lower() == ".onnx" or head[:1] == b"\x08":  # ModelProto's first field, ir_version
+        return "an ONNX model (as 'cnnlab export' writes for other tools); give the run it came from"
+    return next((name for magic, name in _OTHER_FORMATS if head.startswith(magic)), "not a file that torch.save wrote")
+
+
+def _check_torch_file(path: Path) -> None:
+    """torch.save writes a zip archive (``PK``) or, in its legacy format, a pickle (``\\x80``): anything else (and
+    a TorchScript archive) is named for what it is, not refused as "objects other than tensors" (what a hostile
+    pickle gets)."""
+    what = _foreign_format(path, _head(path))
+    if what is not None:
+        raise CheckpointError(f"{path}: not a checkpoint ({what}); pass a run directory or a .pt file written by "
+                              "cnnlab")
 
 
 def _torch_load(path: Path):
@@ -249,7 +282,31 @@ def load_checkpoint(path: str | Path, expect_model: str | None = None) -> dict:
     name = obj.get("model", {}).get("name")
     if expect_model is not None and name != expect_model:
         raise CheckpointError(f"{path}: checkpoint is for model {name!r}, not {expect_model!r}; pick the matching --model")
+    _check_run_config(path, obj)
     return obj
+
+
+def _check_run_config(path: Path, obj: dict) -> None:
+    """A run's own checkpoint (``last.pt``, ``best.pt`` of a run folder) must be the net its config.json describes
+    (model and the arguments that build it): one copied in from another run is refused. A config.json that cannot
+    be read is left to what reads it."""
+    if path.stem not in CHECKPOINTS or not (path.parent / "config.json").is_file():
+        return
+    try:
+        saved = read_json(path.parent / "config.json", f"{path.parent / 'config.json'}")
+    except CnnlabError:
+        return
+    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+        return
+    model = obj.get("model") or {}
+    wanted = {"model": saved["config"].get("model"), "model_args": saved.get("model_args")}
+    got = {"model": model.get("name"), "model_args": model.get("args")}
+    differ = [key for key in wanted if wanted[key] is not None and wanted[key] != got[key]]
+    if differ:
+        what = (f"model {got['model']!r}, the folder's config.json {wanted['model']!r}" if "model" in differ else
+                f"model arguments {got['model_args']}, the folder's config.json {wanted['model_args']}")
+        raise CheckpointError(f"{path}: a checkpoint of another net than its run folder's ({what}); it was copied in "
+                              "from another run: give that run's folder, or put this run's own checkpoint back")
 
 
 def load_state_dict_file(path: str | Path) -> dict:
@@ -258,7 +315,7 @@ def load_state_dict_file(path: str | Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: {_not_a_file(path)} weights file; give the .pt or .safetensors file")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = _read_weights(path)
     except pickle.UnpicklingError:
         raise CheckpointError(f"{path}: refused, the file holds objects other than tensors; save model.state_dict() instead") from None
     except OSError as err:
@@ -277,6 +334,25 @@ def load_state_dict_file(path: str | Path) -> dict:
         raise CheckpointError(f"{path}: not a state_dict (a dict of tensors, or a checkpoint holding one under "
                               f"{', '.join(map(repr, STATE_DICT_KEYS))}); save model.state_dict()")
     return strip_wrapper_prefix(obj)
+
+
+def _read_weights(path: Path):
+    """A weights file's contents: safetensors read as such (a damaged one is one line), torch.save's files with
+    ``weights_only``; any other kind of file (TorchScript, ONNX, an image, JSON) refused, named for what it is."""
+    head = _head(path)
+    if _is_safetensors(path, head):
+        try:
+            return load_safetensors(str(path), device="cpu")
+        except OSError:
+            raise
+        except Exception as err:  # noqa: BLE001 - safetensors raises its own error types for damaged headers
+            raise CheckpointError(f"{path}: a safetensors file that is truncated or damaged ({first_line(err)[:120]}); "
+                                  "write it again, or give another weights file") from None
+    what = _foreign_format(path, head)
+    if what is not None:
+        raise CheckpointError(f"{path}: not a weights file: {what}; --weights takes a state_dict (.pt or "
+                              ".safetensors)")
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 #: Where training scripts' checkpoints keep the weights: ``torch.save({"epoch": e, "model_state_dict": ...})`` (the

@@ -3,8 +3,11 @@
 Both exports take normalised ``(B, C, H, W)`` float32 images (``B`` free) and return logits
 ``(B, classes)``. The preprocessing the net expects (``cnnlab.predict``, then
 ``(x - mean) / std``) is recorded in the file: ONNX ``metadata_props``, TorchScript extra file
-``cnnlab.json``. Every export is checked before it is moved into place: the exported model and
-PyTorch must give the same logits, within :data:`TOLERANCE`, on a sample of the run's test images.
+``cnnlab.json``; so is the checkpoint the weights came from (``checkpoint``, ``checkpoint_step``,
+``checkpoint_epoch``, ``checkpoint_sha256``, and ``checkpoint_note`` when its run was still training). Every
+export is checked before it is moved into place: the exported model and PyTorch must give the same logits,
+within :data:`TOLERANCE`, on a sample of the run's test images. A run still training is not exported into its own
+folder (only elsewhere, with ``--out``, and marked so).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import torch.nn as nn
 from safetensors.torch import save as save_safetensors
 
 from cnnlab import __version__
-from cnnlab.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+from cnnlab.checkpoint import TrainState, load_checkpoint, model_from_checkpoint, resolve_checkpoint, sidecar
 from cnnlab.data import load_dataset
 from cnnlab.dataset_names import moved_away
 from cnnlab.errors import CnnlabError, first_line
@@ -32,7 +35,7 @@ from cnnlab.evaluation import own_data_dir
 from cnnlab.export_formats import FORMATS, SUFFIXES, TOLERANCE
 from cnnlab.fileio import atomic_write_bytes
 from cnnlab.pretrained import load_pretrained
-from cnnlab.runs import DEFAULT_CHECKPOINT, check_output_file
+from cnnlab.runs import DEFAULT_CHECKPOINT, check_output_file, is_run_dir, is_running
 
 #: ONNX opset: 17 is read by every onnxruntime of the last years.
 OPSET = 17
@@ -63,6 +66,40 @@ def export_metadata(state: dict) -> dict[str, str]:
         "output": "logits (batch, classes); softmax for probabilities",
         "dataset": str(data.get("name", "")),
     }
+
+
+def checkpoint_metadata(ckpt: Path, state: dict, running: bool) -> dict[str, str]:
+    """Which weights an export holds: the checkpoint's file name, the run's step and epoch there, the checkpoint's
+    SHA-256 (as its sidecar lists it), and a note when the run was still training (its weights are mid-training)."""
+    meta = {"checkpoint": ckpt.name}
+    if "train_state" in state or "progress" in state:
+        position = TrainState.from_checkpoint(state)
+        meta.update(checkpoint_step=str(position.step), checkpoint_epoch=str(position.epoch),
+                    checkpoint_batch=str(position.batch))
+    side = sidecar(ckpt)
+    try:
+        lines = [line.split()[0] for line in side.read_text().splitlines() if line.strip()] if side.is_file() else []
+    except (OSError, UnicodeDecodeError):
+        lines = []
+    if len(lines) == 1:  # a sidecar that lists two hashes is mid-save and says nothing sure
+        meta["checkpoint_sha256"] = lines[0]
+    if running:
+        meta["checkpoint_note"] = ("mid-training: the run was still training when this was exported, so these are "
+                                   "not its final weights")
+    return meta
+
+
+def refuse_running(ckpt: Path, out: Path, default: bool, command: str) -> bool:
+    """Whether ``ckpt``'s run is still training; an export into that run's folder (by default, or an --out there) is
+    refused, naming ``--out FILE`` elsewhere."""
+    folder = ckpt.parent
+    if not (is_run_dir(folder) and is_running(folder)):
+        return False
+    if default or out.parent.resolve() == folder.resolve():
+        raise CnnlabError(f"{folder} is still training (another cnnlab process holds it): nothing written into it; "
+                          f"export it when it ends, or give --out FILE outside it to export its {ckpt.name} as it is "
+                          f"now (e.g. cnnlab {command} {folder} --out {ckpt.stem}-mid{out.suffix or ''})")
+    return True
 
 
 def sample_inputs(state: dict, n: int, dataset: str | None = None, data_dir: str | None = None) -> torch.Tensor:
@@ -178,10 +215,14 @@ def output_file(out: str | Path | None, default: Path) -> Path:
 def check_suffix(out: Path, fmt: str) -> None:
     """An ``--out`` whose suffix names the other format (``model.onnx`` for TorchScript, ``model.pt`` for ONNX)
     would be a file no tool of that suffix reads: refused, naming both fixes."""
+    kind = {"onnx": "an ONNX", "torchscript": "a TorchScript"}
+    if out.suffix.lower() == ".safetensors":
+        raise CnnlabError(f"--out {out} names a safetensors file, and --format {fmt} writes {kind[fmt]} one; give an "
+                          f"--out ending in {'.onnx' if fmt == 'onnx' else '.pt'}, or 'cnnlab export-weights' for "
+                          "safetensors")
     other = {"onnx": (".pt", ".pth", ".ptl"), "torchscript": (".onnx",)}[fmt]
     if out.suffix.lower() in other:
         wanted = "torchscript" if fmt == "onnx" else "onnx"
-        kind = {"onnx": "an ONNX", "torchscript": "a TorchScript"}
         raise CnnlabError(f"--out {out} names {kind[wanted]} file, and --format {fmt} writes {kind[fmt]} one; give "
                           f"--format {wanted}, or an --out ending in {'.onnx' if fmt == 'onnx' else '.pt'}")
 
@@ -217,6 +258,7 @@ def export_run(
         raise CnnlabError("give a run folder or checkpoint to export, or --pretrained MODEL for the shipped "
                           "weights (one of the two)")
     ckpt = None if pretrained is not None else resolve_checkpoint(run, which)
+    given = out
     if pretrained is not None:
         name = dataset or "mnist"
         out = output_file(out, Path(re.sub(r"[^\w.-]+", "_", f"{pretrained}-{name}") + SUFFIXES[fmt]))
@@ -224,17 +266,19 @@ def export_run(
         out = output_file(out, default_output(ckpt, fmt))
     check_output_file(out, ckpt)  # before anything is loaded or exported
     check_suffix(out, fmt)
+    running = ckpt is not None and refuse_running(ckpt, out, given is None or str(given) == "", "export")
     if fmt == "onnx":
         onnx_packages()  # a missing package is said before the data is loaded and the net exported
     state = load_pretrained(pretrained, name) if ckpt is None else load_checkpoint(ckpt)
-    return _export_checked(state, fmt, out, sample_inputs(state, samples, dataset, data_dir))
+    extra = {} if ckpt is None else checkpoint_metadata(ckpt, state, running)
+    return _export_checked(state, fmt, out, sample_inputs(state, samples, dataset, data_dir), extra)
 
 
-def _export_checked(state: dict, fmt: str, out: Path, x: torch.Tensor) -> ExportResult:
-    """Export the net of ``state``, run the export and PyTorch on ``x`` (whole, and its first image alone),
-    and write the file only when their logits agree."""
+def _export_checked(state: dict, fmt: str, out: Path, x: torch.Tensor, extra: dict[str, str]) -> ExportResult:
+    """Export the net of ``state`` (its metadata and ``extra``), run the export and PyTorch on ``x`` (whole, and its
+    first image alone), and write the file only when their logits agree."""
     model = model_from_checkpoint(state).eval()  # exported on the CPU, in float32
-    meta = export_metadata(state)
+    meta = {**export_metadata(state), **extra}
     batches = [x.numpy(), x[:1].numpy()]
     if fmt == "onnx":
         data = _onnx_export(model, x[:2], meta)
@@ -263,7 +307,7 @@ def read_onnx_metadata(path: str | Path) -> dict[str, str]:
 
 def export_safetensors(run: str | Path, which: str = DEFAULT_CHECKPOINT, out: str | Path | None = None) -> Path:
     """Write a checkpoint's bare weights as safetensors, with the metadata of ``cnnlab export`` (model,
-    classes, normalisation, input layout) plus the model's arguments."""
+    classes, normalisation, input layout, the checkpoint it came from) plus the model's arguments."""
 
     src = resolve_checkpoint(run, which)
     target = output_file(out, src.parent / "model.safetensors")
@@ -272,8 +316,9 @@ def export_safetensors(run: str | Path, which: str = DEFAULT_CHECKPOINT, out: st
         raise CnnlabError(f"--out {target} names {'an ONNX' if target.suffix.lower() == '.onnx' else 'a PyTorch'} "
                           "file, and export-weights writes safetensors; give an --out ending in .safetensors (or "
                           "'cnnlab export' for ONNX or TorchScript)")
+    running = refuse_running(src, target, out is None or str(out) == "", "export-weights")
     state = load_checkpoint(src)
-    metadata = {"format": "cnnlab-weights", **export_metadata(state),
+    metadata = {"format": "cnnlab-weights", **export_metadata(state), **checkpoint_metadata(src, state, running),
                 "model_args": json.dumps(state["model"]["args"]), "data": json.dumps(state["data"])}
     tensors = {k: v.contiguous() for k, v in state["state_dict"].items()}
     atomic_write_bytes(target, save_safetensors(tensors, metadata=metadata))

@@ -20,7 +20,10 @@ def _add_export_parser(sub) -> None:
         "export", help="export a run (or the shipped weights) as ONNX or TorchScript, checked against PyTorch",
         description="Write the run's net (or, with --pretrained, cnnlab's shipped weights) as ONNX (dynamic batch "
                     "axis, normalisation in metadata_props) or TorchScript, then check it on test images: the "
-                    f"largest logit difference from PyTorch is printed and must be under {TOLERANCE:g}.")
+                    f"largest logit difference from PyTorch is printed and must be under {TOLERANCE:g}. The file's "
+                    "metadata also records the checkpoint it came from (file name, the run's step and epoch, its "
+                    "SHA-256). A run still training is not exported into its folder: --out FILE writes its "
+                    "checkpoint elsewhere, marked as mid-training.")
     add_run(p, optional=True)
     p.add_argument("--pretrained", metavar="MODEL", default=None, type=model_arg,
                    help="export cnnlab's shipped weights of MODEL on --dataset instead of a run (see 'cnnlab "
@@ -51,7 +54,10 @@ def cmd_export(args) -> int:
 def _add_export_weights_parser(sub) -> None:
     p = sub.add_parser("export-weights", help="write a run's bare weights for other tools (safetensors)",
                        description="Write a checkpoint's weights as safetensors, with the metadata of 'cnnlab "
-                                   "export' (model and its arguments, classes, normalisation, input layout).")
+                                   "export' (model and its arguments, classes, normalisation, input layout, "
+                                   "and the checkpoint it came from: file name, the run's step and epoch, its "
+                                   "SHA-256). A run still training is not written into: --out FILE writes its "
+                                   "checkpoint elsewhere, marked as mid-training.")
     add_run(p)
     p.add_argument("--format", choices=WEIGHT_FORMATS, default=WEIGHT_FORMATS[0],
                    help="format of the weights file (default: %(default)s)")
