@@ -431,7 +431,7 @@ def test_the_api_names_a_bad_argument_in_one_line(tmp_path, monkeypatch):
         (lambda: cnnlab.train("resnet", teacher=""), "--teacher is an empty path"),
         (lambda: cnnlab.list_runs(root=None), "must be a path"),
         (lambda: cnnlab.list_runs(colour="red"), "runs have no column 'colour'; filter on one of: run, model"),
-        (lambda: cnnlab.TrainConfig.from_file(None), "--config must be a path"),
+        (lambda: cnnlab.TrainConfig.from_file(None), r"TrainConfig\.from_file\(path\) must be a path"),
         (lambda: cnnlab.Predictor.from_run(None), "must be a path"),
         (lambda: cnnlab.create_model("resnet", num_classes=-1), "num_classes must be a whole number >= 1, got -1"),
         (lambda: cnnlab.create_model("resnet", in_channels=0), "in_channels must be a whole number >= 1, got 0"),
@@ -453,8 +453,8 @@ def test_the_api_names_a_bad_argument_in_one_line(tmp_path, monkeypatch):
         (lambda: cnnlab.train("resnet", eval_limit=-1), r"eval_limit must be >= 0 \(0: the whole test set\), got -1"),
         # 'int' object has no attribute 'strip'
         (lambda: cnnlab.api.Run(Path("r"), {}, [], None, "finished").evaluate(tta=1),
-         r"--tta must be a string such as 'shift\+rotate' \(or None for none\), got 1"),
-        (lambda: cnnlab.api.Run(Path("r"), {}, [], None, "finished").evaluate(tta=True), "--tta must be a string"),
+         r"tta must be a string such as 'shift\+rotate' \(or None for none\), got 1"),
+        (lambda: cnnlab.api.Run(Path("r"), {}, [], None, "finished").evaluate(tta=True), "^tta must be a string"),
         (lambda: cnnlab.create_model("residual_stack", depth=3), "even"),
         (lambda: cnnlab.create_model("resnet", pretrained=True, num_classes=3), "pretrained weights fix"),
     ]
@@ -526,6 +526,9 @@ def test_a_run_config_json_whose_settings_are_damaged_is_named_so(tmp_path):
     path.write_text(json.dumps({"config": 3}))  # no run's other keys: a settings file with an unknown one
     with pytest.raises(CnnlabError, match=r"unknown settings \['config'\]"):
         TrainConfig.from_file(path)
+    # a Python caller typed no --config: the refusal names the call as written
+    with pytest.raises(CnnlabError, match=r"^TrainConfig\.from_file\('.*nope\.yaml'\): cannot be read"):
+        TrainConfig.from_file(tmp_path / "nope.yaml")
 
 
 # ----------------------------------------------------------------------------- what a run leaves to its caller

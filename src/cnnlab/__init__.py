@@ -11,10 +11,15 @@ arguments, and torch (~1.3 s) should only be paid for by what needs it.
 
 __version__ = "0.2.0"
 
+from cnnlab import errors as errors  # noqa: E402 (no torch: the error classes, reachable before the API loads)
+from cnnlab.errors import (CheckpointError, CnnlabError, DataError, Diverged, Interrupted, RunError,  # noqa: E402
+                           WriteError)
+
 #: The names ``import cnnlab`` offers; each resolves to :mod:`cnnlab.api` on first access.
 # (not "runs" or "pretrained": those are the names of submodules)
-__all__ = ["CnnlabError", "Predictor", "Run", "TrainConfig", "create_model", "list_runs", "load_run", "predictor",
-           "pretrained_weights", "train"]
+__all__ = ["CheckpointError", "CnnlabError", "DataError", "Diverged", "Interrupted", "Predictor", "Run", "RunError",
+           "TrainConfig", "WriteError", "create_model", "list_runs", "load_run", "predictor", "pretrained_weights",
+           "train"]
 
 
 def __getattr__(name: str):

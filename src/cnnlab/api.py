@@ -12,9 +12,13 @@ Everything here calls the same library functions as the command line; nothing is
 
 from __future__ import annotations
 
+import contextlib
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Iterator
 
+import torch
 import torch.nn as nn
 
 from cnnlab import engine
@@ -22,7 +26,7 @@ from cnnlab.checkpoint import load_checkpoint, model_from_checkpoint, resolve_ch
 from cnnlab.config import Naming, TrainConfig, check_given_settings_act, typed_values
 from cnnlab.dataset_names import canonical_dataset_name
 from cnnlab.engine import TrainResult
-from cnnlab.errors import CnnlabError, RunError, did_you_mean
+from cnnlab.errors import CnnlabError, RunError, did_you_mean, short_repr
 from cnnlab.evaluation import EvalResult, evaluate_run
 from cnnlab.fileio import as_path, paths_explained, read_json
 from cnnlab.models import create_model as _create_model
@@ -36,6 +40,53 @@ def check_flag(name: str, value, none: bool = False) -> None:
     ``none``: None is taken for False too."""
     if value not in (True, False) and not (none and value is None):
         raise CnnlabError(f"{name} must be True or False, got {value!r}")
+
+
+def device_name(device, where: str = "device") -> str:
+    """A device argument as the library takes it: a name (``"auto"``, ``"cpu"``, ``"cuda:1"``), or a
+    ``torch.device`` as its name; anything else is one line."""
+    if isinstance(device, torch.device):
+        return str(device)
+    if not isinstance(device, str):
+        raise CnnlabError(f"{where} must be a device name ('auto', 'cpu', 'cuda', 'cuda:N', 'mps') or a torch.device, "
+                          f"got {short_repr(device)}")
+    return device
+
+
+#: A command-line flag in a refusal, and the value after it: ``--device cuda``, ``--val-split``.
+_FLAG_AND_VALUE = re.compile(r"(?<![\w-])--([a-z][a-z0-9-]*)(?: ([^\s;:,()]+))?")
+
+
+def as_arguments(message: str, given: dict) -> str:
+    """A library refusal said to a caller of the API, who typed no flags: each flag by its argument's name
+    (``--val-split``: ``val_split``), and a flag with the value the caller gave as the caller wrote it
+    (``--device cuda``: ``device='cuda'``)."""
+
+    def rename(match: re.Match) -> str:
+        key, value = match.group(1).replace("-", "_"), match.group(2)
+        clause = message[:match.start()].rsplit(";", 1)[-1]
+        if "cnnlab " in clause:  # a command to run (cnnlab evaluate RUN --dataset ...): its flags are flags
+            return match.group(0)
+        if key in given and value == str(given[key]):
+            return f"{key}={given[key]!r}"
+        return key if value is None else f"{key} {value}"
+
+    return _FLAG_AND_VALUE.sub(rename, message)
+
+
+@contextlib.contextmanager
+def api_call(**given) -> Iterator[None]:
+    """Around the API's calls into the library: a refusal names the caller's arguments, not the command line's
+    flags (:func:`as_arguments`), and the caller's global torch RNG is left as it was (a net's random
+    initialisation before its weights load drew from it)."""
+    try:
+        with torch.random.fork_rng(devices=[]):
+            yield
+    except CnnlabError as err:
+        said = as_arguments(str(err), given)
+        if said == str(err) or type(err).__init__ is not Exception.__init__:  # Interrupted, WriteError: as raised
+            raise
+        raise type(err)(said) from None
 
 
 @paths_explained()
@@ -52,7 +103,8 @@ def create_model(name: str, *, pretrained: bool = False, dataset: str | None = N
         return _create_model(name, **kwargs)
     if kwargs:
         raise CnnlabError(f"pretrained weights fix the model's arguments; drop {sorted(kwargs)}")
-    return model_from_checkpoint(load_pretrained(name, dataset or "mnist")).eval()
+    with api_call(dataset=dataset):
+        return model_from_checkpoint(load_pretrained(name, dataset or "mnist")).eval()
 
 
 @paths_explained()
@@ -70,6 +122,8 @@ def train(model: str | None = None, *, dataset: str | None = None, recipe: str |
     check_flag("quiet", quiet)
     check_flag("verbose", verbose)
     given = {k: v for k, v in (("model", model), ("dataset", dataset), ("recipe", recipe)) if v is not None}
+    if "device" in overrides:  # a torch.device as its name, as config.json records it
+        overrides["device"] = device_name(overrides["device"], "cnnlab.train(device=...)")
     if overrides.get("teacher") == LATEST:  # as the CLI's --teacher latest: the newest run
         overrides["teacher"] = str(resolve_run(LATEST))
     cfg = _train_config({**overrides, **given})
@@ -130,17 +184,23 @@ class Run:
 
     def model(self, which: str = "last") -> nn.Module:
         """The trained net (the weights' moving average where the run kept one), on the CPU, in eval mode."""
-        return model_from_checkpoint(self.checkpoint(which)).eval()
+        with api_call(which=which):
+            return model_from_checkpoint(self.checkpoint(which)).eval()
 
     @paths_explained()
-    def predictor(self, which: str = "last", device: str = "cpu") -> Predictor:
-        return Predictor.from_run(self.folder, which=which, device=device)
+    def predictor(self, which: str = "last", device: str | torch.device = "cpu") -> Predictor:
+        device = device_name(device, "Run.predictor(device=...)")
+        with api_call(which=which, device=device):
+            return Predictor.from_run(self.folder, which=which, device=device)
 
     @paths_explained()
-    def evaluate(self, which: str = "last", device: str = "auto", split: str = "test", tta: str | None = None) -> EvalResult:
+    def evaluate(self, which: str = "last", device: str | torch.device = "auto", split: str = "test",
+                 tta: str | None = None) -> EvalResult:
         """Loss and accuracy of the test set (``split="val"``: the run's validation split); ``tta``: views of
         each image whose probabilities are averaged, e.g. ``"shift"`` (see :mod:`cnnlab.tta`)."""
-        return evaluate_run(self.folder, which=which, device=device, split=split, tta=tta)[0]
+        device = device_name(device, "Run.evaluate(device=...)")
+        with api_call(which=which, device=device, split=split, tta=tta):
+            return evaluate_run(self.folder, which=which, device=device, split=split, tta=tta)[0]
 
 
 @paths_explained()
@@ -181,10 +241,16 @@ def list_runs(root: str | Path = "runs", **wanted) -> list[dict]:
 
 @paths_explained()
 def predictor(run: str | Path | None = None, *, model: str | None = None, dataset: str | None = None,
-              which: str | None = None, device: str = "cpu") -> Predictor:
+              which: str | None = None, device: str | torch.device = "cpu") -> Predictor:
     """A callable predictor: of a run (a folder, a .pt file, or ``"latest"``; ``which`` checkpoint of a folder,
     ``"last"`` unless given), or, without one, of the shipped weights of ``model`` (``"resnet"`` unless given) on
     ``dataset`` (``"mnist"`` unless given). An argument of the other kind is refused, not ignored."""
+    device = device_name(device, "cnnlab.predictor(device=...)")
+    with api_call(model=model, dataset=dataset, which=which, device=device):
+        return _predictor(run, model, dataset, which, device)
+
+
+def _predictor(run, model: str | None, dataset: str | None, which: str | None, device: str) -> Predictor:
     if run is not None:
         if isinstance(run, str) and not Path(run).exists() and run in {e.model for e in pretrained_entries()}:
             raise CnnlabError(f"{run!r} is not a run folder or checkpoint here; for the shipped weights of "

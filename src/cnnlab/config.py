@@ -59,6 +59,11 @@ def _yaml(text: str):
 
     try:
         return yaml.load(text, Loader=Loader)  # noqa: S506 (a SafeLoader)
+    except yaml.MarkedYAMLError as err:  # its text is lines: the problem, where, and the file's line quoted
+        mark = err.problem_mark or err.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        context = f", {err.context}" if err.context else ""
+        raise ValueError(f"{err.problem or 'unreadable'}{where}{context}") from None
     except yaml.YAMLError as err:
         raise ValueError(str(err)) from None
 
@@ -145,7 +150,9 @@ class TrainConfig:
         return self
 
     def _check(self) -> None:
+        from_recipe = {key for key in RECIPE_FIELDS if getattr(self, key) is None}
         self.resolve()
+        self._check_recipe_epochs(from_recipe)
         checks = [
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
@@ -200,6 +207,16 @@ class TrainConfig:
             if not ok:
                 raise CnnlabError(message)
 
+    def _check_recipe_epochs(self, from_recipe: set[str]) -> None:
+        """A recipe's count of epochs (its last clean ones, its warm-up) that does not fit the ``--epochs`` typed:
+        said as the recipe's, with both ways past it (no one typed the recipe's number)."""
+        for key, what in (("clean_epochs", "its last epochs without --augment"), ("warmup_epochs", "its warm-up")):
+            value = getattr(self, key)
+            if key in from_recipe and "epochs" not in from_recipe and value and not value < self.epochs:
+                raise CnnlabError(f"--recipe {self.recipe} sets {key} {value:g} ({what}), which must be below "
+                                  f"--epochs {self.epochs}; give {flag(key)} N below {self.epochs} (0: none), or "
+                                  f"--epochs {math.floor(value) + 1} or more")
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -219,37 +236,40 @@ class TrainConfig:
         return cfg
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "TrainConfig":
+    def from_file(cls, path: str | Path, *, flag: str | None = None) -> "TrainConfig":
         """A config file: a run's ``config.json`` (re-runs it exactly), or a JSON/YAML mapping of field names to
-        values (the fields it leaves out keep their defaults; recipe fields come from its recipe)."""
-        path = as_path(path, "--config")
-        text = read_small_text(path, f"--config {path}")
+        values (the fields it leaves out keep their defaults; recipe fields come from its recipe). ``flag``: how
+        the caller named the file, which refusals repeat (the CLI's ``--config``); else ``TrainConfig.from_file(
+        'PATH')``, as a Python caller wrote it."""
+        path = as_path(path, flag or "TrainConfig.from_file(path)")
+        where = f"{flag} {path}" if flag else f"TrainConfig.from_file({str(path)!r})"
+        text = read_small_text(path, where)
         try:
             data = _json(text) if path.suffix == ".json" else _yaml(text)
         except DuplicateSetting as err:  # the parsers would keep the last one, and the first would be ignored
-            raise CnnlabError(f"--config {path}: {err}; keep the one you mean") from None
+            raise CnnlabError(f"{where}: {err}; keep the one you mean") from None
         except (ValueError, RecursionError) as err:  # nesting thousands deep recurses in both parsers
-            why = "nested too deeply" if isinstance(err, RecursionError) else first_line(err)[:120]
-            raise CnnlabError(f"--config {path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} "
+            why = "nested too deeply" if isinstance(err, RecursionError) else first_line(err)[:200]
+            raise CnnlabError(f"{where}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} "
                               f"({why}); fix the file") from None
         if not isinstance(data, dict):
-            raise CnnlabError(f"--config {path}: expected a mapping of settings (e.g. 'model: resnet'), "
+            raise CnnlabError(f"{where}: expected a mapping of settings (e.g. 'model: resnet'), "
                               f"got {type(data).__name__}")
         if isinstance(data.get("config"), dict):  # a run's config.json: every value, as the run had them
             beside = sorted(set(data) - RUN_RECORD_KEYS, key=str)
             if beside:  # settings beside 'config' would be ignored: the run's own are inside it
-                raise CnnlabError(f"--config {path}: unknown settings {beside} beside 'config' (put them inside it)")
-            return cls.from_dict(data["config"], f"--config {path}: config")
+                raise CnnlabError(f"{where}: unknown settings {beside} beside 'config' (put them inside it)")
+            return cls.from_dict(data["config"], f"{where}: config")
         if "config" in data and {"data", "model_args"} & set(data):  # a run's config.json, its settings damaged
-            raise CnnlabError(f"--config {path}: a run's config.json whose 'config' is not its settings (got "
+            raise CnnlabError(f"{where}: a run's config.json whose 'config' is not its settings (got "
                               f"{type(data['config']).__name__}): the run folder is damaged; give another run's "
                               "config.json, or a settings file")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known, key=str)
         if unknown:
-            raise CnnlabError(f"--config {path}: unknown settings {unknown}{_did_you_mean(unknown, known)}; they "
+            raise CnnlabError(f"{where}: unknown settings {unknown}{_did_you_mean(unknown, known)}; they "
                               "are the flags' names with '_' for '-' (see 'cnnlab train --help')")
-        return cls(**typed_values(data, f"--config {path}"))
+        return cls(**typed_values(data, where))
 
 
 #: The top-level keys of a run's config.json (engine._write_config): its settings are inside "config".

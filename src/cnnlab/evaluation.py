@@ -14,8 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cnnlab.checkpoint import (load_checkpoint, load_into, load_state_dict_file, model_from_checkpoint,
-                               resolve_checkpoint)
+from cnnlab.checkpoint import (load_checkpoint, load_into, load_state_dict_file, load_weights_file,
+                               model_from_checkpoint, resolve_checkpoint)
 from cnnlab.data import BatchLoader, Dataset, load_dataset, split_validation
 from cnnlab.data.folder import split_is_drawn
 from cnnlab.dataset_names import DIRECTORY_KINDS, dataset_kind, moved_away
@@ -135,6 +135,14 @@ class Subject:
     split: str = "test"
     #: Said before the figures when they may not mean what they seem (a net evaluated on another dataset's classes).
     warning: str = ""
+    #: The input normalisation the net was trained with (its run's data, as recorded), which predict and export use
+    #: too; None: unknown (a bare weights file), ``data``'s own.
+    mean: float | None = None
+    std: float | None = None
+
+    @property
+    def normalisation(self) -> tuple[float, float]:
+        return (self.data.mean, self.data.std) if self.mean is None or self.std is None else (self.mean, self.std)
 
     @property
     def split_name(self) -> str:
@@ -164,7 +172,7 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
         data = loaded or load_dataset(state["pretrained"].dataset, data_dir=data_dir)
         entry = state["pretrained"]
         return Subject(model_from_checkpoint(state), pretrained, data, f"pretrained {entry.name}",
-                       channels_last=bool(entry.config.get("channels_last", True)))
+                       channels_last=bool(entry.config.get("channels_last", True)), **_recorded_normalisation(state))
     if weights is not None:
         if model_name is None:
             raise CnnlabError("--weights needs --model NAME to know which net the state_dict belongs to")
@@ -176,7 +184,10 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
         except CheckpointError as err:
             raise CnnlabError(f"{weights}: weights do not fit model {model_name!r}: {err}; pick the --model they were "
                               "trained as") from None
-        return Subject(model, model_name, data, str(weights))
+        recorded = _weights_normalisation(weights)
+        note = "" if recorded else (f"note: {weights} records no input normalisation; its images are normalised with "
+                                    f"{data.name}'s train-split mean and std")
+        return Subject(model, model_name, data, str(weights), warning=note, **recorded)
     if path is None:
         raise CnnlabError("give a run directory or checkpoint, --pretrained MODEL, or --weights FILE --model NAME")
     ckpt = resolve_checkpoint(path, which)
@@ -199,7 +210,24 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
     return Subject(model_from_checkpoint(state), state["model"]["name"], data, str(ckpt),
                    channels_last=bool(cfg.get("channels_last", False)), run_dir=None if not_own else ckpt.parent,
                    not_own=not_own, split=split, warning=other_classes((state.get("data") or {}).get("classes"),
-                                                                       trained_on, data))
+                                                                       trained_on, data), **_recorded_normalisation(state))
+
+
+def _recorded_normalisation(state: dict) -> dict:
+    """``mean`` and ``std`` of the data a checkpoint's net was trained on, as it recorded them; {} when it did not."""
+    data = state.get("data") if isinstance(state.get("data"), dict) else {}
+    try:
+        return {"mean": float(data["mean"]), "std": float(data["std"])}
+    except (KeyError, TypeError, ValueError):
+        return {}
+
+
+def _weights_normalisation(weights: str | Path) -> dict:
+    """The normalisation a bare weights file records: a safetensors file's cnnlab metadata; {} for any other."""
+    try:
+        return _recorded_normalisation(load_weights_file(weights))
+    except CheckpointError:
+        return {}
 
 
 def changed_data(recorded, data: Dataset) -> str:
@@ -278,7 +306,8 @@ def evaluate_subject(subject: Subject, *, device: str = "auto", batch_size: int 
     fmt = torch.channels_last if subject.channels_last else torch.contiguous_format
     subject.model.to(dev, memory_format=fmt)
     data = subject.data
-    loader = BatchLoader(data.test_images, data.test_labels, batch_size, mean=data.mean, std=data.std,
+    mean, std = subject.normalisation  # the net's own, not the evaluated dataset's (they differ on other data)
+    loader = BatchLoader(data.test_images, data.test_labels, batch_size, mean=mean, std=std,
                          shuffle=False, device=dev, memory_format=fmt)
     return evaluate(subject.model, loader, keep_outputs=keep_outputs, tta=tta)
 

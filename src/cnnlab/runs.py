@@ -476,12 +476,21 @@ def read_run_file(path: Path, limit: int = RUN_FILE_LIMIT) -> bytes | None:
         return read_bounded(stream, limit, str(path))
 
 
-def load_run_json(path: Path, fix: str = _DAMAGED) -> object:
-    """A JSON file of a run folder, read without blocking (:func:`read_run_file`); None when there is none. One
+#: What :func:`load_run_json` returns, when asked, for a file that is not there (a file holding ``null`` is JSON's None).
+ABSENT = object()
+
+
+def json_kind(data: object) -> str:
+    """What a JSON file holds instead of a mapping, for a refusal: ``null``, ``a int``, ``a list``."""
+    return "null" if data is None else f"a {type(data).__name__}"
+
+
+def load_run_json(path: Path, fix: str = _DAMAGED, missing: object = None) -> object:
+    """A JSON file of a run folder, read without blocking (:func:`read_run_file`); ``missing`` when there is none. One
     :class:`~cnnlab.errors.CnnlabError` line naming the file (and ``fix``) when it cannot be read or is not JSON."""
     data = read_run_file(path)
     if data is None:
-        return None
+        return missing
     try:
         return json.loads(data.decode("utf-8-sig"))
     except UnicodeDecodeError as err:
@@ -506,13 +515,14 @@ def run_config(run: Path) -> dict:
     """The settings in ``run``'s config.json, each of its field's type; one :class:`~cnnlab.errors.CnnlabError`
     line naming the file (and the field: ``"epochs": "2"`` typed into it) otherwise."""
     path = Path(run) / "config.json"
-    return _checked_config(load_run_json(path), path)
+    return _checked_config(load_run_json(path, missing=ABSENT), path)
 
 
 def _checked_config(data, path: Path, fix: str = _DAMAGED) -> dict:
     cfg = data.get("config") if isinstance(data, dict) else None
     if not isinstance(cfg, dict):
-        what = "no such file" if data is None else "not the file cnnlab writes there (no settings in it)"
+        what = ("no such file" if data is ABSENT else f"not the file cnnlab writes there ({json_kind(data)})"
+                if not isinstance(data, dict) else "not the file cnnlab writes there (no settings in it)")
         raise RunError(f"{path}: {what}; {fix}")
     typed_values(cfg, str(path))
     return cfg
@@ -528,12 +538,14 @@ def _mapping(path: Path, problems: list[str], fix: str | None = None) -> dict | 
     the problem added to ``problems``."""
     fix = fix or _FIXES.get(path.name, _DAMAGED)
     try:
-        data = load_run_json(path, fix)
+        data = load_run_json(path, fix, missing=ABSENT)
     except CnnlabError as err:
         problems.append(_in_run(path, str(err)))
         return None
-    if data is not None and not isinstance(data, dict):
-        problems.append(f"{path.name}: not the file cnnlab writes there (a {type(data).__name__}); {fix}")
+    if data is ABSENT:
+        return None
+    if not isinstance(data, dict):
+        problems.append(f"{path.name}: not the file cnnlab writes there ({json_kind(data)}); {fix}")
         return None
     return data
 

@@ -206,7 +206,7 @@ def config_from_args(args) -> TrainConfig:
         path = resolve_run(args.config)  # 'latest': the newest run's settings
         path = path / "config.json" if path.is_dir() else path
         typed = given_flags(args.parser, getattr(args, "argv", []))
-        base = TrainConfig.from_file(path)
+        base = TrainConfig.from_file(path, flag="--config")
         defaults = TrainConfig()  # a setting the file changed, not typed, is refused as the file's (no flag typed)
         where, from_file = str(path), {k for k in base.to_dict() if getattr(base, k) != getattr(defaults, k)} - typed
         cfg = _overlay(base, cfg, typed)

@@ -1,0 +1,106 @@
+"""The Python API's arguments as the caller wrote them: devices, refusals, the caller's RNG, damaged runs,
+config files, recipes, and a net evaluated with its own input normalisation."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import cnnlab
+from cnnlab.cli import main
+from cnnlab.config import TrainConfig
+from cnnlab.errors import CnnlabError
+
+TINY = dict(epochs=1, batch_size=32, device="cpu", lr=0.05)
+
+
+@pytest.fixture
+def run(tiny_idx, tmp_path):
+    res = cnnlab.train("basic_cnn", dataset=f"idx:{tiny_idx}", out=tmp_path / "run", quiet=True, **TINY)
+    return cnnlab.load_run(res.run_dir)
+
+
+def test_a_torch_device_is_taken_wherever_a_device_is_and_anything_else_is_one_line(run, tiny_idx, tmp_path):
+    assert run.evaluate(device=torch.device("cpu")).accuracy == run.evaluate(device="cpu").accuracy
+    run.predictor(device=torch.device("cpu"))
+    for bad in (None, 0, b"cpu"):
+        with pytest.raises(CnnlabError, match=r"device=\.\.\.\) must be a device name .* or a torch.device"):
+            run.evaluate(device=bad)
+    with pytest.raises(CnnlabError, match="or a torch.device"):
+        cnnlab.predictor(run.path, device=1)
+    res = cnnlab.train("basic_cnn", dataset=f"idx:{tiny_idx}", out=tmp_path / "dev", quiet=True,
+                       **{**TINY, "device": torch.device("cpu"), "max_steps": 2})
+    assert cnnlab.load_run(res.run_dir).config["device"] == "cpu"
+
+
+@pytest.mark.parametrize("content", ["null", "3"])
+def test_a_config_json_holding_no_mapping_is_damaged_whatever_it_holds(run, content):
+    (run.path / "config.json").write_text(content)
+    with pytest.raises(CnnlabError, match=r"config.json: not the file cnnlab writes there \((null|a int)\)"):
+        cnnlab.load_run(run.path)
+    [row] = cnnlab.list_runs(run.path.parent)
+    assert row["status"] == "damaged"
+
+
+def test_api_refusals_name_the_arguments_the_caller_gave_not_flags(run, capsys):
+    with pytest.raises(CnnlabError) as err:
+        run.evaluate(split="val")
+    assert "split='val'" in str(err.value) and "val_split" in str(err.value) and "--" not in str(err.value)
+    if not torch.cuda.is_available():
+        with pytest.raises(CnnlabError) as err:
+            run.evaluate(device="cuda")
+        assert str(err.value).startswith("device='cuda':") and "--" not in str(err.value)
+    assert main(["evaluate", str(run.path), "--split", "val"]) != 0  # the command line's wording is unchanged
+    assert "without --val-split" in capsys.readouterr().err
+
+
+def test_loading_and_evaluating_leave_the_callers_rng_alone(run):
+    torch.manual_seed(0)
+    expected = torch.rand(2)
+    torch.manual_seed(0)
+    run.evaluate(device="cpu")
+    run.predictor()
+    run.model()
+    cnnlab.predictor(run.path)
+    assert torch.equal(torch.rand(2), expected)
+
+
+def test_the_error_classes_are_reachable_without_the_api():
+    code = ("import sys, cnnlab; print(cnnlab.errors.Interrupted.__name__, cnnlab.DataError is cnnlab.errors.DataError,"
+            " 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["Interrupted", "True", "False"]
+
+
+def test_a_yaml_error_keeps_pyyamls_problem_and_where(tmp_path):
+    path = tmp_path / "tab.yaml"
+    path.write_text("epochs:\t1\n")
+    with pytest.raises(CnnlabError) as err:
+        TrainConfig.from_file(path)
+    said = str(err.value)
+    assert "cannot start any token" in said and "line 1, column 8" in said and "\n" not in said
+
+
+def test_a_recipe_value_that_does_not_fit_the_typed_epochs_is_said_as_the_recipes(capsys):
+    code = main(["train", "--model", "resnet", "--dataset", "fashion-mnist", "--recipe", "best", "--epochs", "5",
+                 "--dry-run"])
+    err = capsys.readouterr().err
+    assert code != 0 and "--recipe best sets clean_epochs 10" in err and "--clean-epochs N below 5" in err
+    assert "--epochs 11 or more" in err
+
+
+def test_a_run_is_evaluated_with_its_own_normalisation_on_other_data(run, tiny_idx, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(tiny_idx, other)
+    images = bytearray((other / "train-images-idx3-ubyte").read_bytes())
+    images[16:] = bytes(b // 3 for b in images[16:])  # the same test images beside another train split
+    (other / "train-images-idx3-ubyte").write_bytes(bytes(images))
+    own = run.evaluate(device="cpu")
+    from cnnlab.evaluation import evaluate_run
+
+    elsewhere = evaluate_run(run.path, dataset=f"idx:{other}", device="cpu")[0]
+    assert (elsewhere.loss, elsewhere.accuracy) == (own.loss, own.accuracy)
