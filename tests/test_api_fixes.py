@@ -104,3 +104,11 @@ def test_a_run_is_evaluated_with_its_own_normalisation_on_other_data(run, tiny_i
 
     elsewhere = evaluate_run(run.path, dataset=f"idx:{other}", device="cpu")[0]
     assert (elsewhere.loss, elsewhere.accuracy) == (own.loss, own.accuracy)
+
+
+def test_a_command_quoted_in_a_refusal_keeps_its_flags():
+    from cnnlab.api import as_arguments
+
+    said = as_arguments("--device cuda: no GPU; use --device cpu, or run: cnnlab evaluate RUN --dataset idx:/new",
+                        {"device": "cuda", "dataset": "mnist"})
+    assert said == "device='cuda': no GPU; use device cpu, or run: cnnlab evaluate RUN --dataset idx:/new"

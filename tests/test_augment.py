@@ -4,6 +4,7 @@ bitwise the engine's historical ``shift_augment``."""
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -229,3 +230,26 @@ def test_a_flip_of_digits_is_warned_about():
     assert warning.startswith("warning: --augment shift+flip mirrors images left to right, and a mirrored mnist "
                               "image is not of its class") and "\n" not in warning
     assert flip_warning("fashion-mnist", "--tta flip") is None and flip_warning("idx:/data", "--tta flip") is None
+
+
+@pytest.mark.parametrize("spec, said", [
+    ("affine:rotate=1e+1", "'1e+1'"),  # was "affine.rotate must be a number, got '1e'"
+    ("mixup:alpha=2E+0", "'2E+0'"),
+    ("shift:pad=+2", "'=+2'"),  # was "shift.pad must be a whole number, got ''"
+])
+def test_a_plus_inside_a_number_is_named_as_such(spec, said):
+    with pytest.raises(CnnlabError, match=rf"a '\+' inside a number \({re.escape(said)}\): '\+' joins ops; write "
+                                          r"the number without it \(1e1, not 1e\+1"):
+        parse_augment(spec)
+    assert parse_augment("affine:rotate=1e-2+erase:p=0.5") is not None  # a '-' exponent and '+' between ops
+
+
+@pytest.mark.parametrize("spec", ["", " "])
+def test_an_empty_augment_is_refused_not_taken_for_none(spec, tiny_idx, capsys):
+    """An unset "$AUG": `--recipe best --augment ""` trained without the recipe's augmentation, recorded as ""."""
+    from cnnlab.cli import main
+
+    code = main(["train", "--model", "resnet", "--dataset", f"idx:{tiny_idx}", "--recipe", "best", "--augment", spec,
+                 "--dry-run"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--augment is empty (an unset variable?); give none" in err

@@ -49,6 +49,7 @@ and CPU and GPU runs draw the same numbers (the outputs differ by kernel numeric
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -365,6 +366,10 @@ def _parse_op(text: str, spec: str):
     return op
 
 
+#: A number written with a '+' (an exponent's sign, or a leading plus) in a spec, where '+' joins the ops.
+_SIGNED_NUMBER = re.compile(r"[0-9.][eE]\+[0-9]*|=\s*\+[0-9.]*")
+
+
 def split_spec(spec: str | None, flag: str, word: str, example: str) -> list[str] | None:
     """The '+'-joined parts of a spec string (``--augment``, ``--tta``), stripped; None for ``none`` or empty."""
     if spec is not None and not isinstance(spec, str):  # the API's tta=1 or tta=True: an AttributeError from strip()
@@ -372,6 +377,10 @@ def split_spec(spec: str | None, flag: str, word: str, example: str) -> list[str
     text = (spec or "").strip()
     if text in ("", "none"):
         return None
+    signed = _SIGNED_NUMBER.search(text)
+    if signed:  # '1e+1' was cut at its '+' into '1e' and '1': "must be a number, got '1e'"
+        raise CnnlabError(f"{flag} {spec!r}: a '+' inside a number ({signed.group(0)!r}): '+' joins {word}s; write "
+                          "the number without it (1e1, not 1e+1; 2, not +2)")
     parts = [p.strip() for p in text.split("+")]
     if any(not p for p in parts):
         raise CnnlabError(f"{flag} {spec!r}: empty {word} between '+'; write {word}s like '{example}'")

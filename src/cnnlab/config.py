@@ -197,6 +197,10 @@ class TrainConfig:
                                                  f"--target-accuracy {self.target_accuracy * 100:g}"),
             (1 <= self.evals_per_epoch <= MAX_EVALS, f"--evals-per-epoch must be in 1..{MAX_EVALS:,} (more than "
                                                      f"one per step is one per step), got {self.evals_per_epoch}"),
+            # an unset "$AUG" trained a best-recipe run without its augmentation, recorded as "" (a tester's fuzzing)
+            (not isinstance(self.augment, str) or bool(self.augment.strip()),
+             "--augment is empty (an unset variable?); give none for no augmentation, or leave it out for the "
+             "recipe's"),
             (self.teacher is None or bool(self.teacher.strip()),
              "--teacher is an empty path (an unset variable?); give a run folder or its checkpoint, or leave it out"),
             (0 < self.distill <= 1, f"--distill is the weight of the teacher's term, in (0, 1], got {self.distill}"),

@@ -144,7 +144,8 @@ class TargetStop(Observer):
 
 
 class DivergenceGuard(Observer):
-    """Stop with one line as soon as the loss is NaN or infinite, without a host sync per step.
+    """Stop with one line as soon as the loss is NaN, infinite or exploded (trainer.EXPLODED_LOSS), without a host
+    sync per step.
 
     The running loss sum is read every ``every`` steps (and before every save and evaluation, by the
     trainer): a single non-finite loss makes the sum non-finite for good, and the per-step loss buffer

@@ -55,10 +55,22 @@ class RunningSums:
     def mean_loss(self) -> float:
         return float(self.loss) / max(self.count, 1)
 
+    def exploded(self) -> bool:
+        """The epoch's loss so far is NaN, infinite, or beyond :data:`EXPLODED_LOSS` per image (one host sync)."""
+        mean = float(self.loss) / max(self.count, 1)
+        return not math.isfinite(mean) or mean > EXPLODED_LOSS
+
     def first_bad_batch(self, upto: int) -> int | None:
-        """The first batch of this epoch (in this process) whose loss was not finite."""
-        bad = (~torch.isfinite(self.losses[self.first_batch:upto])).nonzero()
+        """The first batch of this epoch (in this process) whose loss was not finite, or beyond the bound."""
+        losses = self.losses[self.first_batch:upto]
+        bad = (~torch.isfinite(losses) | (losses > EXPLODED_LOSS)).nonzero()
         return self.first_batch + int(bad[0]) if len(bad) else None
+
+
+#: A loss per image past which a run has diverged though its numbers are still finite: a net that guesses scores
+#: ln(classes) (2.3 for 10, 6.9 for 1,000), and a badly wrong confident one tens; AdamW at --lr 10 reached 3.5e17
+#: per image, "finished" with 14% until this bound (a tester's fuzzing, 2026-12-06).
+EXPLODED_LOSS = 1e4
 
 
 @dataclass
@@ -240,7 +252,7 @@ class Trainer:
         """Raise :class:`Diverged` (one line) when a loss of this epoch was NaN or infinite."""
         if self.sums is None:
             return
-        bad = not math.isfinite(float(self.sums.loss))
+        bad = self.sums.exploded()
         if self.ranks.enabled:  # every rank must stop together, or the others would wait forever
             bad = self.ranks.all_reduce_sum([float(bad)], self.device)[0] > 0
         if bad:
@@ -253,7 +265,10 @@ class Trainer:
                  else f"by step {s.step} (epoch {s.epoch + 1})")
         saved = (f"the last finite checkpoint is kept: {self.run_dir / 'last.pt'}"
                  if self.run_dir is not None and (self.run_dir / "last.pt").is_file() else "no checkpoint was saved")
-        return (f"training diverged: the loss became NaN or infinite {where}; the learning rate ({cfg.lr:g}) is the "
+        how = ("became NaN or infinite" if not math.isfinite(float(self.sums.loss)) else
+               f"exploded ({self.sums.mean_loss():.3g} per image, where a net that guesses scores "
+               f"{math.log(max(len(self.data.classes), 2)):.2g})")
+        return (f"training diverged: the loss {how} {where}; the learning rate ({cfg.lr:g}) is the "
                 f"likely cause: lower --lr (e.g. {cfg.lr / 10:g}) or use a recipe (--recipe fast); {saved}")
 
     def payload(self) -> dict:
