@@ -137,14 +137,15 @@ def short_of(name: str, err: BaseException) -> ResourceError:
                          "--max-pixels) and try again", "out of memory")
 
 
-def check_max_pixels(max_pixels: int) -> int:
+def check_max_pixels(max_pixels: int, what: str = "max_pixels") -> int:
     """``max_pixels`` when it is a usable pixel cap (a whole number from one 28x28 field up to Pillow's own
-    limit, above which Pillow refuses anyway), else a one-line :class:`CnnlabError`."""
+    limit, above which Pillow refuses anyway), else a one-line :class:`CnnlabError` naming it as ``what``: the
+    API's argument ``max_pixels``, or the CLI's ``--max-pixels`` (an API caller typed no flag)."""
     ceiling = Image.MAX_IMAGE_PIXELS
     if (isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < MIN_MAX_PIXELS
             or (ceiling and max_pixels > ceiling)):
         upper = f"{ceiling:,} (Pillow's own limit)" if ceiling else "any"
-        raise CnnlabError(f"--max-pixels must be a whole number from {MIN_MAX_PIXELS:,} to {upper}, got {max_pixels!r}")
+        raise CnnlabError(f"{what} must be a whole number from {MIN_MAX_PIXELS:,} to {upper}, got {max_pixels!r}")
     return max_pixels
 
 

@@ -46,7 +46,7 @@ from cnnlab.imageio import (
     unit_gray,
 )
 from cnnlab.preprocessing import (
-    MNIST_FIELD, WORK_SIDE, NumberFields, clothes_field, digit_and_marks, number_fields, number_lines,
+    MNIST_FIELD, OPAQUE, WORK_SIDE, NumberFields, clothes_field, digit_and_marks, number_fields, number_lines,
     to_uint8_image,
 )
 
@@ -225,14 +225,11 @@ class Predictor:
             img = unit_image(source, name)  # (H, W) or (H, W, C) float32 in 0..1
             if self.as_folder and preprocess is not False:
                 return _folder_field(to_pil(img)), 1
-            if preprocess is None:
-                preprocess = not is_mnist_field(img, self.image_size)
-                if not preprocess and float(np.ptp(img)) < 1 / 255:  # a blank field was classified ('1', 40%)
-                    raise BadImageError(f"{name}: no ink found (a blank {self.image_size}x{self.image_size} field); "
-                                        "draw or write a digit, or pass preprocess=False to classify it as it is")
-            if not preprocess:
+            if img.ndim == 2 and preprocess is None and is_mnist_field(img, self.image_size):
+                return self._mnist_field(img, name), 1
+            if preprocess is False:
                 return self._as_field(img, name), 1
-            source = to_pil(img)
+            source = to_pil(img)  # colour: read as the L, LA, RGB or RGBA file of these pixels is
         source = self._open(source, name)
         if preprocess is False:
             return self._as_field(unit_gray(source, name)[0], name), 1
@@ -240,8 +237,8 @@ class Predictor:
             return _folder_field(source), 1
         if preprocess is None and source.size == (self.image_size, self.image_size):
             gray, alpha = unit_gray(source, name)
-            if alpha is None and is_mnist_field(gray, self.image_size):  # a field saved as a file: as its array is
-                return self._as_field(gray, name), 1
+            if (alpha is None or alpha.min() >= OPAQUE) and is_mnist_field(gray, self.image_size):
+                return self._mnist_field(gray, name), 1  # a field saved as a file, in colour or opaque: as its array is
         if self.as_clothes:
             return clothes_field(source, size=self.image_size, name=name), 1
         return digit_and_marks(source, size=self.image_size, name=name)
@@ -288,6 +285,14 @@ class Predictor:
         whole = self.probabilities([found.fields[i] for i in keys]).max(axis=1)
         halves = self.probabilities([f for i in keys for f in found.splits[i]]).max(axis=1).reshape(-1, 2).prod(axis=1)
         return found.split({i for i, w, h in zip(keys, whole, halves) if h > w})
+
+    def _mnist_field(self, gray: np.ndarray, name: str) -> np.ndarray:
+        """A grayscale MNIST field (:func:`is_mnist_field`) taken as is, whatever held it (an array, a tensor, a PIL
+        image or a file; L, LA, RGB or RGBA, opaque): a blank one is refused (it was classified: '1', 40%)."""
+        if float(np.ptp(gray)) < 1 / 255:
+            raise BadImageError(f"{name}: no ink found (a blank {self.image_size}x{self.image_size} field); "
+                                "draw or write a digit, or pass preprocess=False to classify it as it is")
+        return self._as_field(gray, name)
 
     def _as_field(self, img: np.ndarray, name: str) -> np.ndarray:
         """An image taken as is: grayscale (luminance for colour), and already ``image_size`` square."""

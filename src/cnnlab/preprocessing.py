@@ -85,6 +85,8 @@ LINE_TILT = 3.0
 LINE_ROWS = 5
 #: A line of the paper runs on past the strokes it touches by at least this many columns on each side.
 LINE_BEYOND = 8
+#: An image whose alpha is at least this everywhere is opaque: its gray is read, not its opacity.
+OPAQUE = 0.99
 #: A number's digits lie in the main component's rows widened by this fraction of its height...
 NUMBER_ROW = 0.5
 #: ...each at most this fraction of its height from the next one sideways.
@@ -184,7 +186,7 @@ def ink_and_grain(img: Image.Image, name: str = "image") -> tuple[np.ndarray, fl
     """:func:`ink_map`'s ink, and the level of the paper's grain in it (:func:`paper_grain`; 0 for a
     transparent image, whose opacity is the ink)."""
     gray, alpha = unit_gray(shrink(img, WORK_SIDE), name)  # (H, W) float32 in 0..1 each
-    if alpha is not None and alpha.min() < 0.99:  # some transparency: the opaque strokes are the ink
+    if alpha is not None and alpha.min() < OPAQUE:  # some transparency: the opaque strokes are the ink
         return alpha, 0.0
     light = light_paper(gray)
     paper = paper_level(gray, light)
@@ -542,17 +544,32 @@ def _box(comps: list[dict]) -> tuple[int, int, int, int]:
 
 
 def select_number(comps: list[dict]) -> list[list[dict]]:
-    """The digits of a number written in a row, left to right, each as its components (:func:`_number_groups`)."""
-    return _number_groups(comps)[0]
+    """The digits of a number written in a row, left to right, each as its components (:func:`number_row`)."""
+    return number_row(comps)[0]
 
 
-def left_out(comps: list[dict], row: list[list[dict]]) -> int:
-    """How many marks as heavy as :data:`LEFT_OUT_MASS` of the number's main digit lie away from its ``row`` (its
-    digits and the marks between them: both of :func:`_number_groups`), such as another line of digits, a word,
-    a drawing; marks touching the border are not counted. A minus or a point, part of the row, is not one."""
+def number_row(comps: list[dict]) -> tuple[list[list[dict]], list[dict]]:
+    """The main component's row (digits, shorts) as :func:`number_rows` finds it, with every row on its line: a
+    digit farther from the next than :data:`NUMBER_GAP` of the main one's height (an MNIST digit's own margins, a
+    narrow '1' beside a bold '0') is still on the number's line, as ``--lines`` reads it (it was left out)."""
+    main = _main_component(comps)
+    rows = number_rows(comps)
+    return next((r for r in rows if any(c is main for part in r[0] + [g["comps"] for g in r[1]] for c in part)),
+                rows[0])
+
+
+def left_out(comps: list[dict], row: list[list[dict]], digit_height: float = 0.0) -> int:
+    """How many marks lie away from a number's ``row`` (its digits and the marks between them: both of
+    :func:`number_row`), such as another line of digits, a word, a drawing: those as heavy as
+    :data:`LEFT_OUT_MASS` of the number's main digit, and those as high as :data:`LINE_MARK` of ``digit_height``
+    (the digits' median height; a thin '1' is light) and not specks (:data:`PIECE_MASS`), the marks that start a
+    row of ``--lines``. Marks touching the border are not counted. A minus or a point, part of the row, is not one."""
     kept = {id(c) for d in row for c in d}
     main = _main_component(comps)
-    return sum(1 for c in comps if id(c) not in kept and not c["border"] and c["mass"] >= LEFT_OUT_MASS * main["mass"])
+    tall = LINE_MARK * digit_height if digit_height > 0 else float("inf")
+    return sum(1 for c in comps if id(c) not in kept and not c["border"] and (
+        c["mass"] >= LEFT_OUT_MASS * main["mass"]
+        or c["box"][2] - c["box"][0] + 1 >= tall and c["mass"] >= PIECE_MASS * main["mass"]))
 
 
 def number_signs(digits: list[list[dict]], shorts: list[dict]) -> list[tuple[int, str]]:
@@ -1115,9 +1132,10 @@ def number_fields(img: Image.Image, size: int = MNIST_FIELD, name: str = "image"
     strokes = find_strokes(ink, grain, name)
     if strokes is None:
         return NumberFields([mnist_field(ink, size=size, name=name)])  # raises: no ink
-    digits, shorts = _number_groups(strokes.comps)
+    digits, shorts = number_row(strokes.comps)
+    height = float(np.median([_box(d)[2] - _box(d)[0] + 1 for d in digits])) if digits else 0.0
     return _row_fields(ink, strokes, digits, shorts, size=size, name=name,
-                       left=left_out(strokes.comps, digits + [g["comps"] for g in shorts]))
+                       left=left_out(strokes.comps, digits + [g["comps"] for g in shorts], height))
 
 
 def number_lines(img: Image.Image, size: int = MNIST_FIELD, name: str = "image") -> list[NumberFields]:

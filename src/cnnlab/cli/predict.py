@@ -143,8 +143,10 @@ def _stdin(images: list[str]):
 
 def cmd_predict(args) -> int:
     from cnnlab.errors import printable
+    from cnnlab.imageio import check_max_pixels
     from cnnlab.predict import Predictor, predict_paths
 
+    check_max_pixels(args.max_pixels, "--max-pixels")  # named as typed (the API's callers see max_pixels)
     if args.top_k < 1:
         raise CnnlabError(f"--top-k must be at least 1, got {args.top_k}")
     if args.model:

@@ -192,9 +192,11 @@ def run_server(
     check_pixel_limit(max_pixels)  # before the imports' seconds: a bad limit answers at once
     check_upload_limit(max_bytes, max_pixels)
     # FastAPI and torch (through the predictor), and uvicorn: only when a server really starts
+    from cnnlab.imageio import check_max_pixels
     from cnnlab.predict import Predictor
     from cnnlab.serve.app import create_app
 
+    check_max_pixels(max_pixels, "--max-pixels")  # named as typed (the API's callers see max_pixels)
     if run is None:
         predictor = Predictor.pretrained(model, dataset, device=device, max_pixels=max_pixels)
     else:
