@@ -428,7 +428,7 @@ def test_the_api_names_a_bad_argument_in_one_line(tmp_path, monkeypatch):
         (lambda: cnnlab.load_run(None), "must be a path"),
         (lambda: cnnlab.load_run(""), "is an empty path"),
         (lambda: cnnlab.train("x" * 3000), r"unknown model 'x+[.][.][.]x+'; choose one of"),  # was "cannot write runs/xxx..."
-        (lambda: cnnlab.train("resnet", teacher=""), "--teacher is an empty path"),
+        (lambda: cnnlab.train("resnet", teacher=""), "^teacher is an empty path"),
         (lambda: cnnlab.list_runs(root=None), "must be a path"),
         (lambda: cnnlab.list_runs(colour="red"), "runs have no column 'colour'; filter on one of: run, model"),
         (lambda: cnnlab.TrainConfig.from_file(None), r"TrainConfig\.from_file\(path\) must be a path"),

@@ -57,7 +57,8 @@ def test_every_export_records_the_checkpoint_it_came_from(tiny_idx, tmp_path):
     run = run_folder(tmp_path / "r1", "basic_cnn", tiny_idx, step=20, epoch=1)
     sha = sidecar(run / "last.pt").read_text().split()[0]
     meta = read_onnx_metadata(export_run(run, "onnx", samples=4).path)
-    assert (meta["checkpoint"], meta["checkpoint_step"], meta["checkpoint_epoch"]) == ("last.pt", "20", "1")
+    assert (meta["checkpoint"], meta["checkpoint_step"], meta["checkpoint_epochs_done"]) == ("last.pt", "20", "1")
+    assert meta["checkpoint_position"] == "step 20, end of epoch 1"
     assert meta["checkpoint_sha256"] == sha and "checkpoint_note" not in meta
     with safe_open(str(export_safetensors(run)), framework="pt") as fh:
         weights = fh.metadata()

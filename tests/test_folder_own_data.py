@@ -51,7 +51,7 @@ def test_split_like_top_folders_are_refused_naming_the_layout(tmp_path, splits, 
 
 def test_top_folders_holding_class_folders_are_refused(tmp_path):
     root = write_pngs(tmp_path / "pics", splits=("mnist_train", "mnist_test"))
-    with pytest.raises(DataError, match=r"each hold the same class folders rather than images.*rename them to "
+    with pytest.raises(DataError, match=r"mnist_test/, mnist_train/ are splits, not classes.*rename the folders to "
                                         r"train/ and test/"):
         load_dataset(f"folder:{root}", log=lambda m: None)
 
@@ -261,3 +261,52 @@ def test_a_cnnlab_home_that_is_a_file_is_named_as_for_catalog_data(tmp_path, mon
     warning = next(m for m in messages if "could not cache" in m)
     assert f"CNNLAB_HOME {tmp_path / 'homefile'} is a file, not a folder" in warning
     assert "set CNNLAB_HOME to a folder, or remove what is in the way" in warning
+
+
+def test_split_named_folders_of_images_are_refused_and_classes_that_merely_look_so_load(tmp_path):
+    """A second tester's attack on the split rule: mnist_train/ + mnist_test/ holding images directly trained a
+    2-class "train vs test" net; classes named oval/ and square/ (each with small/ and large/) were refused as
+    splits ("val" in "oval"), and a class named train/ beside bus/ and car/ could not be kept."""
+    flat = write_pngs(tmp_path / "flat", splits=("",), classes=("mnist_train", "mnist_test"))
+    with pytest.raises(DataError, match=r"are splits, not classes; .*they hold images, not class folders"):
+        load_dataset(f"folder:{flat}", log=lambda m: None)
+    shapes = tmp_path / "shapes"
+    for shape in ("oval", "square"):
+        write_pngs(shapes / shape, splits=("small", "large"), classes=("x",))
+    assert load_dataset(f"folder:{shapes}", log=lambda m: None).classes == ("oval", "square")
+    vehicles = write_pngs(tmp_path / "vehicles", classes=("bus", "car", "train"))
+    assert load_dataset(f"folder:{vehicles}", log=lambda m: None).classes == ("bus", "car", "train")
+
+
+def test_a_dataset_wrapped_two_levels_deep_names_the_path_to_pass(tmp_path):
+    write_pngs(tmp_path / "d" / "w1" / "w2", classes=("a", "b"))
+    with pytest.raises(DataError, match=r"pass folder:.*/d/w1/w2$"):
+        load_dataset(f"folder:{tmp_path / 'd'}", log=lambda m: None)
+
+
+def test_a_val_folder_beside_train_and_test_is_said_to_be_unread(tmp_path):
+    root = write_pngs(tmp_path / "pics", splits=("train", "test", "val"))
+    said = []
+    d = load_dataset(f"folder:{root}", log=said.append)
+    assert len(d.train_labels) == 12 and any("val/ beside train/ and test/ not read" in m for m in said)
+
+
+def test_evaluate_on_idx_test_files_replaced_by_others_of_the_same_size_writes_nothing(tmp_path, capsys):
+    """Sizes, mean and std (the train split's) did not see a test set replaced by another of the same size: the
+    run's result was overwritten (25.00% became 22.50%). The test split's CRC-32 is recorded and compared."""
+    import shutil
+
+    from cnnlab.cli import main
+    from conftest import write_idx_dataset
+
+    data = write_idx_dataset(tmp_path / "tiny", n_train=64, n_test=16)
+    run = tmp_path / "run"
+    _train(capsys, f"idx:{data}", run)
+    summary = (run / "summary.json").read_bytes()
+    other = write_idx_dataset(tmp_path / "other", n_train=64, n_test=16, seed=5)
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        shutil.copy(other / name, data / name)
+    code = main(["evaluate", str(run), "--device", "cpu"])
+    out, err = capsys.readouterr()
+    assert code == 0 and (run / "summary.json").read_bytes() == summary
+    assert "is not the data the run trained on (test_crc32 differ" in out + err

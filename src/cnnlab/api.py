@@ -127,6 +127,11 @@ def train(model: str | None = None, *, dataset: str | None = None, recipe: str |
     if overrides.get("teacher") == LATEST:  # as the CLI's --teacher latest: the newest run
         overrides["teacher"] = str(resolve_run(LATEST))
     cfg = _train_config({**overrides, **given})
+    with api_call(**overrides, **given):  # the library's refusals in the caller's words (lr, not --lr)
+        return _train(cfg, given, overrides, out, resume, quiet, verbose)
+
+
+def _train(cfg: TrainConfig, given: dict, overrides: dict, out, resume, quiet: bool, verbose: bool) -> TrainResult:
     log = (lambda msg: None) if quiet else (lambda msg: print(msg, flush=True))
     if resume is None:
         check_given_settings_act(cfg.validate(), overrides, shown=lambda key, value: f"cnnlab.train({key}={value!r})")

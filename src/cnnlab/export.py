@@ -4,7 +4,8 @@ Both exports take normalised ``(B, C, H, W)`` float32 images (``B`` free) and re
 ``(B, classes)``. The preprocessing the net expects (``cnnlab.predict``, then
 ``(x - mean) / std``) is recorded in the file: ONNX ``metadata_props``, TorchScript extra file
 ``cnnlab.json``; so is the checkpoint the weights came from (``checkpoint``, ``checkpoint_step``,
-``checkpoint_epoch``, ``checkpoint_sha256``, and ``checkpoint_note`` when its run was still training). Every
+``checkpoint_epochs_done`` (whole epochs), ``checkpoint_position`` (``step 20, epoch 1, batch 20``, as the run's lines
+say it), ``checkpoint_sha256``, and ``checkpoint_note`` when its run was still training). Every
 export is checked before it is moved into place: the exported model and PyTorch must give the same logits,
 within :data:`TOLERANCE`, on a sample of the run's test images. A run still training is not exported into its own
 folder (only elsewhere, with ``--out``, and marked so).
@@ -74,8 +75,10 @@ def checkpoint_metadata(ckpt: Path, state: dict, running: bool) -> dict[str, str
     meta = {"checkpoint": ckpt.name}
     if "train_state" in state or "progress" in state:
         position = TrainState.from_checkpoint(state)
-        meta.update(checkpoint_step=str(position.step), checkpoint_epoch=str(position.epoch),
-                    checkpoint_batch=str(position.batch))
+        at = (f"end of epoch {position.epoch}" if position.batch == 0 and position.epoch else
+              f"epoch {position.epoch + 1}, batch {position.batch}")  # as the run's own lines say it
+        meta.update(checkpoint_step=str(position.step), checkpoint_epochs_done=str(position.epoch),
+                    checkpoint_position=f"step {position.step}, {at}")
     side = sidecar(ckpt)
     try:
         lines = [line.split()[0] for line in side.read_text().splitlines() if line.strip()] if side.is_file() else []

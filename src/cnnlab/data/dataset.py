@@ -4,7 +4,9 @@ records about them), :func:`train_statistics`, the normalisation statistics of a
 
 from __future__ import annotations
 
+import functools
 import math
+import zlib
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +19,7 @@ MIN_IMAGE_SIZE = 16
 #: The largest: MNIST-like images are 28x28; beyond this a net's first linear layer alone outgrows memory.
 MAX_IMAGE_SIZE = 1024
 #: What tells one version of a dataset from another in :meth:`Dataset.info` (mean and std: any changed image).
-FINGERPRINT = ("classes", "train_size", "test_size", "mean", "std", "in_channels", "image_size")
+FINGERPRINT = ("classes", "train_size", "test_size", "mean", "std", "in_channels", "image_size", "test_crc32")
 #: At most this many odd labels or empty classes are named in a message.
 _NAMED = 8
 
@@ -65,8 +67,16 @@ class Dataset:
             "image_size": self.image_size,
             "train_size": len(self.train_labels),
             "test_size": len(self.test_labels),
+            "test_crc32": self.test_crc32,
             "source": self.source,
         }
+
+    @functools.cached_property
+    def test_crc32(self) -> int:
+        """CRC-32 of the test split's images and labels: a test set replaced by another of the same size (which
+        sizes, mean and std, all of the train split, do not see) is not the one a run was scored on."""
+        crc = zlib.crc32(self.test_images.contiguous().cpu().numpy())
+        return zlib.crc32(self.test_labels.contiguous().cpu().numpy(), crc)
 
 
 def split_validation(data: Dataset, fraction: float, seed: int):

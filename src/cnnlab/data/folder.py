@@ -41,6 +41,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import stat
 import zipfile
@@ -106,6 +107,8 @@ class _Layout:
     stats: dict[str, tuple[int, int]] = field(default_factory=dict)
     #: ``"relative/path: reason"`` for candidates that are no regular file or cannot be looked at
     unreadable: list[str] = field(default_factory=list)
+    #: folders beside train/ and test/ (a val/), which are not read
+    unread: list[str] = field(default_factory=list)
 
 
 def _walk_error(root: Path, where: str):
@@ -203,19 +206,44 @@ def split_is_drawn(directory: str | Path) -> bool:
         return True
 
 
-def _refuse_split_names(where: str, names: tuple[str, ...]) -> None:
-    """Top-level folders named like splits (val/, a lone train/) are not classes: a 2-class "train vs val" net."""
-    splits = [n for n in names if n.lower() in SPLIT_LIKE]
-    if not splits:
+def is_split_name(name: str) -> bool:
+    """Whether a folder's name says it is a split: one of its words (``mnist_train``, ``Training``, ``val-set``,
+    ``mnistTest``) is in :data:`SPLIT_LIKE`; ``oval``, ``trainers`` or ``protest`` are no such word."""
+    words = re.split(r"[^a-z0-9]+", re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name).lower())
+    return any(w in SPLIT_LIKE for w in words)
+
+
+def _inside(layout: _Layout) -> dict[str, set[str]]:
+    """For each top-level folder, the names of the folders right inside it that hold its images ("" for images of
+    its own)."""
+    inside: dict[str, set[str]] = {c: set() for c in layout.classes}
+    for rel, _, _ in layout.entries:
+        parts = rel.split("/")
+        inside[parts[0]].add(parts[1] if len(parts) > 2 else "")
+    return inside
+
+
+def _refuse_splits_as_classes(where: str, layout: _Layout) -> None:
+    """Top-level folders named as splits are not classes (a net that learns "train vs val", 76.92%) where they are
+    splits: a split-named folder holding class folders rather than images (a lone train/, val/ beside train/), or
+    every top-level folder split-named (mnist_train/ + mnist_test/ holding images). A class of images that happens
+    to be named so beside others (bus/, car/, train/) is a class."""
+    inside = _inside(layout)
+    splits = [c for c in layout.classes if is_split_name(c)]
+    of_folders = [c for c in splits if "" not in inside[c]]
+    if not splits or not (of_folders or len(splits) == len(layout.classes)):
         return
-    lower = {n.lower() for n in names}
-    trains, tests = lower & {"train", "training"}, lower & {"test", "testing"}
-    if trains and not tests:
-        fix = (f"rename {', '.join(n + '/' for n in splits if n.lower() not in trains)} to test/" if len(splits) > 1
+    trains = [n for n in splits if is_split_name(n) and re.search("train", n, re.I)]
+    tests = [n for n in splits if re.search("test", n, re.I)]
+    if not of_folders:
+        fix = ("they hold images, not class folders: make DIR/train/CLASS/ and DIR/test/CLASS/ (a folder per class in "
+               "each), or put class folders directly in DIR for an automatic split")
+    elif trains and not tests:
+        fix = (f"rename {', '.join(n + '/' for n in splits if n not in trains)} to test/" if len(splits) > 1
                else f"add a test/ folder of class folders beside it, or pass folder:DIR/{splits[0]} for an automatic "
                "split")
     elif tests and not trains:
-        fix = f"rename {', '.join(n + '/' for n in splits if n.lower() not in tests)} to train/" if len(splits) > 1 \
+        fix = f"rename {', '.join(n + '/' for n in splits if n not in tests)} to train/" if len(splits) > 1 \
             else "add a train/ folder of class folders beside it"
     else:
         fix = "rename the folders to train/ and test/ (lower case), and move any other split (val/) out or into them"
@@ -223,26 +251,28 @@ def _refuse_split_names(where: str, names: tuple[str, ...]) -> None:
                     f"{LAYOUTS}: {fix}")
 
 
-def _refuse_nested(where: str, layout: _Layout) -> None:
-    """Top folders named as splits that hold folders of images rather than images (DIR/mnist_train/0..9 +
-    DIR/mnist_test/0..9), or one folder above the dataset: splits or a wrapper, never classes. Class folders that
-    each hold the same subfolders (cat/2019, cat/2020, dog/2019, dog/2020) are classes: their images are read."""
-    inside: dict[str, set[str]] = {c: set() for c in layout.classes}
-    for rel, _, _ in layout.entries:
-        parts = rel.split("/")
-        inside[parts[0]].add(parts[1] if len(parts) > 2 else "")
-    if any("" in subs for subs in inside.values()):
-        return  # a class folder with images of its own
-    subs = list(inside.values())
-    if len(subs) == 1 and len(subs[0]) >= 2:
-        raise DataError(f"{where}: the one top-level folder {layout.classes[0]}/ holds folders "
-                        f"({', '.join(sorted(subs[0])[:4])}{', ...' if len(subs[0]) > 4 else ''}), not images; "
-                        f"{LAYOUTS}: pass folder:{where.removeprefix('folder:')}/{layout.classes[0]}")
-    named_as_splits = any(word in c.lower() for c in layout.classes for word in ("train", "test", "val"))
-    if named_as_splits and len(subs) >= 2 and all(s == subs[0] and len(s) >= 2 for s in subs):
-        raise DataError(f"{where}: the top-level folders ({', '.join(layout.classes[:4])}) each hold the same class "
-                        f"folders rather than images, so they are splits, not classes; {LAYOUTS}: rename them to "
-                        "train/ and test/")
+def _refuse_wrapper(where: str, layout: _Layout) -> None:
+    """One top-level folder that holds folders, not images: the dataset one level down or more (DIR/mnist_png/
+    {training,testing}, DIR/w1/w2/{a,b}): named by the path to pass, not "one class folder"."""
+    if len(layout.classes) != 1 or "" in _inside(layout)[layout.classes[0]]:
+        return
+    folders = [rel.split("/")[:-1] for rel, _, _ in layout.entries]
+    prefix = []
+    for level in zip(*folders):
+        if len(set(level)) > 1:
+            break
+        prefix.append(level[0])
+    prefix = prefix[:max(1, min(len(f) for f in folders) - 1)]  # the folder above the class folders
+    raise DataError(f"{where}: the one top-level folder {layout.classes[0]}/ holds folders, not images; {LAYOUTS}: "
+                    f"pass folder:{where.removeprefix('folder:')}/{'/'.join(prefix)}")
+
+
+def _unread_beside_splits(root: Path, where: str, split_roots: list) -> list[str]:
+    """Folders beside train/ and test/ (a val/): not read, which the loader says."""
+    if split_roots[0][0] is None:
+        return []
+    used = {p.name for _, p in split_roots}
+    return [d.name for d in _class_dirs(root, where)[0] if d.name not in used]
 
 
 def scan(root: Path) -> _Layout:
@@ -254,8 +284,6 @@ def scan(root: Path) -> _Layout:
         dirs, loose = _class_dirs(split_root, where)
         layout.ignored += loose
         names = tuple(d.name for d in dirs)
-        if split is None:
-            _refuse_split_names(where, names)
         if split in (None, "train"):
             if not dirs:
                 raise DataError(
@@ -280,7 +308,9 @@ def scan(root: Path) -> _Layout:
             label = layout.classes.index(class_dir.name)
             layout.entries[first:] = [(rel, label, split) for rel, _, _ in layout.entries[first:]]
     if split_roots[0][0] is None:
-        _refuse_nested(where, layout)
+        _refuse_splits_as_classes(where, layout)
+        _refuse_wrapper(where, layout)
+    layout.unread = _unread_beside_splits(root, where, split_roots)
     if len(layout.classes) == 1:  # trained, it scores 100% by saying the one name it knows
         raise DataError(f"{where}: one class folder ({layout.classes[0]}); a classifier needs at least two: add a "
                         "folder of images for each other class")
@@ -489,6 +519,9 @@ def load_image_folder(directory: str | Path, home: Path, log: Log) -> FolderData
     layout = scan(root)
     if layout.ignored:
         log(f"folder:{root}: ignored {layout.ignored} file(s) that are not PNG, JPEG or BMP or not in a class folder")
+    if layout.unread:
+        log(f"folder:{root}: {', '.join(n + '/' for n in layout.unread)} beside train/ and test/ not read (a "
+            "folder dataset has those two splits; --val-split holds out validation images from train/)")
     key = cache_key(root, layout)
     cache = folder_cache_dir(key, home)
     try:
