@@ -16,7 +16,7 @@ def test_a_loss_exploded_to_finite_huge_values_is_divergence(tiny_idx, tmp_path)
     and the run ended "finished", exit 0, its exploded weights saved as the result: only NaN or inf were caught."""
     out = tmp_path / "L1"
     with pytest.raises(Diverged, match=r"training diverged: the loss (exploded \(.* per image, where a net that "
-                                       r"guesses scores 2\.3\)|became NaN or infinite) .*lower --lr"):
+                                       r"guesses scores 2\.3\)|became NaN or infinite) .*lower lr"):
         cnnlab.train("resnet", dataset=f"idx:{tiny_idx}", out=out, epochs=2, optimizer="adamw", lr=10.0,
                      batch_size=32, quiet=True)
     assert json.loads((out / "status.json").read_text())["status"] == "failed"
