@@ -413,9 +413,64 @@ def _page_opens_an_image(page, server) -> None:
     page.wait_for_function(f"Number(document.body.dataset.updates) > {before}", timeout=20_000)
     assert page.inner_text("#status") == "" and page.inner_text("#prediction") != ""
     assert bodies and max(bodies) <= MAX_BYTES
+    assert "read from a copy scaled to" in page.inner_text("#confidence")
+    _page_image_races(page, data)
     page.set_input_files("#file", files=[{"name": "notes.txt", "mimeType": "image/png", "buffer": b"not an image"}])
     page.wait_for_function("document.getElementById('status').textContent.length > 0", timeout=10_000)
     assert "notes.txt" in page.inner_text("#status") and page.inner_text("#prediction") == ""
+
+
+def _page_image_races(page, data: bytes) -> None:
+    """A second tester's races on "Open an image": Clear right after opening left the image on the cleared canvas
+    (drawn when it had decoded); strokes drawn on an opened image while its answer was on its way got the image's
+    late answer shown as theirs (a '0' drawn over a '7' read '7'); a large transparent image (its opacity the ink)
+    was flattened onto white before it was sent: "no ink found"."""
+    ink = """() => { const d = document.getElementById('pad').getContext('2d').getImageData(0, 0, 280, 280).data;
+        let n = 0; for (let i = 0; i < d.length; i += 4) n += d[i] < 128; return n; }"""
+    page.click("#clear")
+    page.set_input_files("#file", files=[{"name": "seven.png", "mimeType": "image/png", "buffer": data}])
+    page.click("#clear")
+    page.wait_for_timeout(800)
+    assert page.evaluate(ink) == 0 and page.inner_text("#prediction") == ""
+    # the image's answer held back 2 s; a stroke drawn over the image meanwhile is answered, and stays
+    held = []
+
+    def slow_image(route):
+        if b'filename="seven.png"' in (route.request.post_data_buffer or b""):
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/predict", slow_image)
+    page.set_input_files("#file", files=[{"name": "seven.png", "mimeType": "image/png", "buffer": data}])
+    page.wait_for_function("document.body.dataset.inflight === '1'", timeout=10_000)
+    page.wait_for_timeout(300)
+    before = int(page.evaluate("document.body.dataset.updates"))
+    box = page.locator("#pad").bounding_box()
+    page.mouse.move(box["x"] + 40, box["y"] + 140)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 240, box["y"] + 140, steps=8)
+    page.mouse.up()
+    page.wait_for_function(f"Number(document.body.dataset.updates) > {before}", timeout=10_000)
+    page.wait_for_function("document.body.dataset.inflight === '0'", timeout=10_000)
+    drawn = (page.inner_text("#prediction"), page.inner_text("#confidence"))
+    assert len(held) == 1
+    held[0].continue_()  # the image's answer, late
+    page.wait_for_timeout(1000)
+    assert (page.inner_text("#prediction"), page.inner_text("#confidence")) == drawn
+    page.unroute("**/predict")
+    # a transparent image over the limit: scaled as a PNG, its opacity kept as the ink
+    rgba = np.zeros((1600, 1600, 4), dtype=np.uint8)
+    rgba[..., :3] = np.random.default_rng(1).integers(0, 256, (1600, 1600, 3), dtype=np.uint8)  # colour under alpha 0
+    stroke = np.asarray(draw_digit(canvas=(1600, 1600), box=(400, 200, 1200, 1400)))
+    rgba[..., 3] = np.where(stroke < 128, 255, 0)
+    big = png(Image.fromarray(rgba, "RGBA"))
+    assert len(big) > 4 * MAX_BYTES
+    page.click("#clear")
+    before = int(page.evaluate("document.body.dataset.updates"))
+    page.set_input_files("#file", files=[{"name": "clear.png", "mimeType": "image/png", "buffer": big}])
+    page.wait_for_function(f"Number(document.body.dataset.updates) > {before}", timeout=20_000)
+    assert page.inner_text("#status") == "" and "read from a copy scaled to" in page.inner_text("#confidence")
 
 
 # ----------------------------------------------------------------------------- the protocol, with raw sockets

@@ -115,7 +115,7 @@ async function send() {
 
 // POST one image to /predict and show the answer, unless Clear (or another image) came meanwhile; on a busy
 // server (503) `again` is called after the wait it asks for.
-async function ask(blob, name, mine, again) {
+async function ask(blob, name, mine, again, note = "") {
   try {
     const form = new FormData();
     form.append("file", blob, name);
@@ -131,7 +131,7 @@ async function ask(blob, name, mine, again) {
       }
       return;
     }
-    showAnswer(body);
+    showAnswer(body, note);
   } catch (err) {
     if (mine !== generation) return;
     clearResults();
@@ -139,69 +139,71 @@ async function ask(blob, name, mine, again) {
   }
 }
 
-function showAnswer(body) {
+function showAnswer(body, note = "") {
   statusEl.textContent = "";
   showProbabilities(body.probabilities);
   const top = body.top[0];
   predictionEl.textContent = body.prediction;
   confidenceEl.textContent = (100 * top.probability).toFixed(1) + "% sure" + (body.number
     ? " (" + body.digits_seen + " digits side by side, one at a time they read " + body.number.number + ", "
-      + (100 * body.number.probability).toFixed(1) + "% sure)" : "");
+      + (100 * body.number.probability).toFixed(1) + "% sure)" : "") + note;
   seenEl.src = body.input_png;
   showBranches(body.branches);
   document.body.dataset.updates = String(++updates);
 }
 
 // An image file (chosen with the keyboard or the mouse, dropped on the canvas or pasted): the file itself is
-// sent, as 'cnnlab predict FILE' reads it, and shown on the canvas, where strokes drawn on it are sent as a drawing.
+// sent, as 'cnnlab predict FILE' reads it, and shown on the canvas, where strokes drawn on it are sent as a drawing
+// (the image's own answer, if it comes later, is then dropped: it is no longer what the canvas shows).
+let imagePending = false;  // an opened image's answer is awaited
 async function openImage(file) {
   if (!file) return;
-  const mine = ++generation;  // a drawing's late answer must not land on this image
+  const mine = ++generation;  // a drawing's (or an earlier image's) late answer must not land on this image
   inked = dirty = false;
   resetCanvas();
   clearResults();
-  try {
-    const bitmap = await createImageBitmap(file);
+  let bitmap = null;
+  try { bitmap = await createImageBitmap(file); } catch (err) {
+    // a format the browser cannot show (TIFF...): the server still reads it, or says what is wrong
+  }
+  if (mine !== generation) { if (bitmap) bitmap.close(); return; }  // Clear, or another image, came meanwhile
+  if (bitmap) {
     const scale = Math.min(pad.width / bitmap.width, pad.height / bitmap.height);
     const w = bitmap.width * scale, h = bitmap.height * scale;
     ctx.drawImage(bitmap, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
-    bitmap.close();
-  } catch (err) {
-    // a format the browser cannot show (TIFF...): the server still reads it, or says what is wrong
   }
-  if (mine !== generation) return;
   inked = true;
+  imagePending = true;
   document.body.dataset.inflight = "1";
-  const sent = await fitted(file);
-  if (mine !== generation) return;
-  await ask(sent, file.name || "image", mine, () => openImage(file));
-  document.body.dataset.inflight = "0";
+  const [sent, note] = await fitted(file, bitmap);
+  if (bitmap) bitmap.close();
+  if (mine === generation) await ask(sent, file.name || "image", mine, () => openImage(file), note);
+  if (mine === generation) imagePending = false;
+  document.body.dataset.inflight = inFlight ? "1" : "0";
 }
 
 // The file as it is, or, when it is over the server's limits (a phone's photo of 5 MB against the 4 MiB upload
 // limit), the picture scaled to at most 1024 px a side, the size cnnlab's preprocessing reduces larger images to
-// anyway: PNG, or JPEG where the PNG is still too large. A file the browser cannot decode is sent as it is.
-async function fitted(file) {
+// anyway: PNG (its transparency kept: a transparent image's opacity is its ink), then smaller, then JPEG on white.
+// The answer then says it is the scaled copy's. A file the browser cannot decode is sent as it is.
+async function fitted(file, bitmap) {
   const room = limits.max_upload_bytes - 4096;  // the form's own bytes around the file
-  let bitmap;
-  try { bitmap = await createImageBitmap(file); } catch (err) { return file; }
-  const pixels = bitmap.width * bitmap.height;
-  if (file.size <= room && pixels <= limits.max_pixels) { bitmap.close(); return file; }
-  let blob = file;
-  for (const [side, type] of [[1024, "image/png"], [1024, "image/jpeg"], [512, "image/jpeg"]]) {
+  if (!bitmap || (file.size <= room && bitmap.width * bitmap.height <= limits.max_pixels)) return [file, ""];
+  for (const [side, type] of [[1024, "image/png"], [512, "image/png"], [1024, "image/jpeg"], [512, "image/jpeg"]]) {
     const scale = Math.min(1, side / Math.max(bitmap.width, bitmap.height));
     const c = document.createElement("canvas");
     c.width = Math.max(1, Math.round(bitmap.width * scale));
     c.height = Math.max(1, Math.round(bitmap.height * scale));
     const g = c.getContext("2d");
-    g.fillStyle = "#fff";  // a transparent photo on white, as the canvas shows it
-    g.fillRect(0, 0, c.width, c.height);
+    if (type === "image/jpeg") { g.fillStyle = "#fff"; g.fillRect(0, 0, c.width, c.height); }  // JPEG has no alpha
     g.drawImage(bitmap, 0, 0, c.width, c.height);
-    blob = await new Promise((resolve) => c.toBlob(resolve, type, 0.92));
-    if (blob && blob.size <= room) break;
+    const blob = await new Promise((resolve) => c.toBlob(resolve, type, 0.92));
+    if (blob && blob.size <= room) {
+      return [blob, " (read from a copy scaled to " + c.width + "x" + c.height + ": the file is over the server's "
+        + "limits, " + (limits.max_upload_bytes >> 20) + " MiB, " + limits.max_pixels.toLocaleString("en") + " pixels)"];
+    }
   }
-  bitmap.close();
-  return blob || file;
+  return [file, ""];  // too large even so: the server says so
 }
 
 function point(ev) {
@@ -212,6 +214,7 @@ function point(ev) {
 pad.addEventListener("pointerdown", (ev) => {
   ev.preventDefault();
   if (drawing) return;   // another finger while one draws: its line would join the stroke
+  if (imagePending) { generation++; imagePending = false; }  // an opened image's answer: no longer the canvas's
   pad.setPointerCapture(ev.pointerId);
   drawing = true;
   pen = ev.pointerId;
@@ -251,6 +254,7 @@ document.addEventListener("paste", (ev) => {
 
 document.getElementById("clear").addEventListener("click", () => {
   generation++;
+  imagePending = false;
   inked = dirty = false;
   resetCanvas();
   clearResults();
