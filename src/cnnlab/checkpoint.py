@@ -20,6 +20,7 @@ import io
 import json
 import math
 import pickle
+import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,18 +172,29 @@ def _hashes(side: Path) -> list[str]:
     return [line.split()[0] for line in side.read_text().splitlines() if line.strip()]
 
 
-def _check_sidecar(path: Path) -> None:
-    got = sha256_file(path)
-    side = sidecar(path)
-    if not side.is_file():
-        return
-    wanted = _hashes(side)
-    if got not in wanted:
-        shown = wanted[0][:12] if wanted else "nothing"
-        raise CheckpointError(
-            f"{path}: SHA-256 {got[:12]}... does not match {side.name} ({shown}...); "
-            "the file was truncated or altered: use another checkpoint (last.pt / best.pt) or retrain"
-        )
+#: Reads of a checkpoint whose save landed between the file's read and its sidecar's (the new file renamed in, then
+#: the sidecar cut to its one hash): read again this many times before the file is called damaged.
+SIDECAR_TRIES = 4
+
+
+def _read_verified(path: Path) -> tuple[bytes, str]:
+    """The checkpoint's bytes, read once, and their SHA-256, checked against its sidecar (when it has one). The
+    bytes read are the bytes loaded and hashed: a save between two reads of the file could mix one version's hash
+    with another's weights (an export's ``checkpoint_sha256``, 1% of exports taken while a run saved every 5 steps),
+    or take a sound file for a damaged one (its hash gone from the sidecar the save had just cut)."""
+    for attempt in range(SIDECAR_TRIES):
+        data = path.read_bytes()
+        got = hashlib.sha256(data).hexdigest()
+        side = sidecar(path)
+        if not side.is_file():
+            return data, got
+        wanted = _hashes(side)
+        if got in wanted:
+            return data, got
+        time.sleep(0.05 * (attempt + 1))  # a save in progress settles in milliseconds
+    shown = wanted[0][:12] if wanted else "nothing"
+    raise CheckpointError(f"{path}: SHA-256 {got[:12]}... does not match {side.name} ({shown}...); the file was "
+                          "truncated or altered: use another checkpoint (last.pt / best.pt) or retrain")
 
 
 #: What a file that is not one of torch.save's may be instead (its first bytes), for the refusal's message.
@@ -197,29 +209,36 @@ def _head(path: Path) -> bytes:
 
 def _is_safetensors(path: Path, head: bytes) -> bool:
     """A safetensors file: an 8-byte header length, then its JSON header (or, cut short, its suffix)."""
+    if head.startswith(b"PK\x03\x04"):  # a zip (torch.save, TorchScript) renamed .safetensors
+        return False
     return head[8:9] == b"{" or path.suffix.lower() == ".safetensors"
 
 
-def _is_torchscript(path: Path) -> bool:
-    """A zip archive as ``torch.jit.save`` writes it (its code and constants beside the data), not torch.save's."""
+def _zip_names(path: Path) -> list[str]:
     try:
         with zipfile.ZipFile(path) as archive:
-            return any(n.endswith("/constants.pkl") or "/code/" in n for n in archive.namelist())
+            return archive.namelist()
     except (zipfile.BadZipFile, OSError, ValueError, EOFError):
-        return False
+        return []
 
 
 def _foreign_format(path: Path, head: bytes) -> str | None:
     """What a file that is not one of torch.save's is instead (None: a zip or pickle torch.save may have written)."""
     if head.startswith(b"PK\x03\x04"):
-        return ("a TorchScript export (torch.jit.save, or 'cnnlab export --format torchscript'); give the run it "
-                "came from") if _is_torchscript(path) else None
+        names = _zip_names(path)  # torch.save: <name>/data.pkl; torch.jit.save: its code and constants beside it
+        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+            return ("a TorchScript export (torch.jit.save, or 'cnnlab export --format torchscript'); give the run it "
+                    "came from")
+        if names and not any(n.endswith("data.pkl") for n in names):
+            return f"a zip archive that torch.save did not write ({len(names)} file(s), no data.pkl)"
+        return None
     if head[:1] == b"\x80":
         return None
     if not head:
         return "an empty file"
     if _is_safetensors(path, head):
-        return "a safetensors file, as 'cnnlab export-weights' writes for other tools: give the run it came from"
+        return ("a safetensors file, as 'cnnlab export-weights' writes for other tools: give the run it came from, or "
+                "the file as --weights FILE (cnnlab's record the model they hold)")
     if path.suffix.lower() == ".onnx" or head[:1] == b"\x08":  # ModelProto's first field, ir_version
         return "an ONNX model (as 'cnnlab export' writes for other tools); give the run it came from"
     return next((name for magic, name in _OTHER_FORMATS if head.startswith(magic)), "not a file that torch.save wrote")
@@ -235,10 +254,11 @@ def _check_torch_file(path: Path) -> None:
                               "cnnlab")
 
 
-def _torch_load(path: Path):
+def _torch_load(path: Path, data: bytes | None = None):
     _check_torch_file(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        source = io.BytesIO(data) if data is not None else path
+        return torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"{path}: refused, the file holds objects other than tensors and plain data ({first_line(err)[:160]}); "
@@ -257,15 +277,20 @@ def _not_a_file(path: Path) -> str:
 
 def load_checkpoint(path: str | Path, expect_model: str | None = None) -> dict:
     """Load and check a checkpoint; every refusal is a one-line :class:`CheckpointError`."""
+    return load_checkpoint_and_digest(path, expect_model)[0]
+
+
+def load_checkpoint_and_digest(path: str | Path, expect_model: str | None = None) -> tuple[dict, str]:
+    """:func:`load_checkpoint`, and the SHA-256 of the very bytes it loaded (what an export records as its source)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: {_not_a_file(path)} checkpoint; pass a run directory or a .pt file written by "
                               "cnnlab")
     try:
-        _check_sidecar(path)  # reads the whole file (and its sidecar): an unreadable file fails here
+        data, digest_of_file = _read_verified(path)  # an unreadable file fails here
     except OSError as err:
         raise CheckpointError(f"{path}: cannot be read ({err.strerror or err}); check the file's permissions") from None
-    obj = _torch_load(path)
+    obj = _torch_load(path, data)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(
             f"{path}: not a cnnlab checkpoint; for a bare state_dict use 'cnnlab evaluate --weights FILE --model NAME'"
@@ -283,7 +308,7 @@ def load_checkpoint(path: str | Path, expect_model: str | None = None) -> dict:
     if expect_model is not None and name != expect_model:
         raise CheckpointError(f"{path}: checkpoint is for model {name!r}, not {expect_model!r}; pick the matching --model")
     _check_run_config(path, obj)
-    return obj
+    return obj, digest_of_file
 
 
 def _check_run_config(path: Path, obj: dict) -> None:
@@ -359,7 +384,7 @@ def _read_weights(path: Path):
 #: PyTorch tutorials), ``{"state_dict": ...}`` (Lightning and many scripts), ``{"model": ...}``, ``{"net": ...}``.
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net")
 #: The prefixes that wrappers add to every key: DataParallel and DistributedDataParallel, torch.compile.
-WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.", "net.")  # the last two: Lightning's self.model, scripts' net
 
 
 def _all_tensors(obj) -> bool:
@@ -368,7 +393,8 @@ def _all_tensors(obj) -> bool:
 
 def strip_wrapper_prefix(state_dict: dict) -> dict:
     """The weights of a net saved from inside a wrapper (``module.conv1.weight`` from DataParallel or DDP,
-    ``_orig_mod.`` from torch.compile) under the net's own names; a prefix is taken off only when every key has it."""
+    ``_orig_mod.`` from torch.compile, ``model.`` from a LightningModule's ``self.model``) under the net's own names; a
+    prefix is taken off only when every key has it (no lecture net has a top-level ``model`` or ``net``)."""
     while True:
         prefix = next((p for p in WRAPPER_PREFIXES if all(str(k).startswith(p) for k in state_dict)), None)
         if prefix is None:

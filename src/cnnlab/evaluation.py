@@ -174,6 +174,7 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
         return Subject(model_from_checkpoint(state), pretrained, data, f"pretrained {entry.name}",
                        channels_last=bool(entry.config.get("channels_last", True)), **_recorded_normalisation(state))
     if weights is not None:
+        model_name = model_name or _recorded_model(weights)
         if model_name is None:
             raise CnnlabError("--weights needs --model NAME to know which net the state_dict belongs to")
         data = loaded or load_dataset(name or "mnist", data_dir=data_dir)
@@ -220,6 +221,14 @@ def _recorded_normalisation(state: dict) -> dict:
         return {"mean": float(data["mean"]), "std": float(data["std"])}
     except (KeyError, TypeError, ValueError):
         return {}
+
+
+def _recorded_model(weights: str | Path) -> str | None:
+    """The model a weights file records (``cnnlab export-weights`` writes it); None for a bare state_dict."""
+    try:
+        return load_weights_file(weights)["model"]["name"]
+    except (CheckpointError, KeyError, TypeError):
+        return None
 
 
 def _weights_normalisation(weights: str | Path) -> dict:

@@ -28,7 +28,7 @@ import torch.nn as nn
 from safetensors.torch import save as save_safetensors
 
 from cnnlab import __version__
-from cnnlab.checkpoint import TrainState, load_checkpoint, model_from_checkpoint, resolve_checkpoint, sidecar
+from cnnlab.checkpoint import TrainState, load_checkpoint_and_digest, model_from_checkpoint, resolve_checkpoint
 from cnnlab.data import load_dataset
 from cnnlab.dataset_names import moved_away
 from cnnlab.errors import CnnlabError, first_line
@@ -69,23 +69,17 @@ def export_metadata(state: dict) -> dict[str, str]:
     }
 
 
-def checkpoint_metadata(ckpt: Path, state: dict, running: bool) -> dict[str, str]:
-    """Which weights an export holds: the checkpoint's file name, the run's step and epoch there, the checkpoint's
-    SHA-256 (as its sidecar lists it), and a note when the run was still training (its weights are mid-training)."""
-    meta = {"checkpoint": ckpt.name}
+def checkpoint_metadata(ckpt: Path, state: dict, running: bool, digest: str) -> dict[str, str]:
+    """Which weights an export holds: the checkpoint's file name, the run's step and epoch there, the SHA-256 of the
+    very bytes loaded (``digest``: a save while the run trains cannot mix one version's hash with another's weights),
+    and a note when the run was still training (its weights are mid-training)."""
+    meta = {"checkpoint": ckpt.name, "checkpoint_sha256": digest}
     if "train_state" in state or "progress" in state:
         position = TrainState.from_checkpoint(state)
         at = (f"end of epoch {position.epoch}" if position.batch == 0 and position.epoch else
               f"epoch {position.epoch + 1}, batch {position.batch}")  # as the run's own lines say it
         meta.update(checkpoint_step=str(position.step), checkpoint_epochs_done=str(position.epoch),
                     checkpoint_position=f"step {position.step}, {at}")
-    side = sidecar(ckpt)
-    try:
-        lines = [line.split()[0] for line in side.read_text().splitlines() if line.strip()] if side.is_file() else []
-    except (OSError, UnicodeDecodeError):
-        lines = []
-    if len(lines) == 1:  # a sidecar that lists two hashes is mid-save and says nothing sure
-        meta["checkpoint_sha256"] = lines[0]
     if running:
         meta["checkpoint_note"] = ("mid-training: the run was still training when this was exported, so these are "
                                    "not its final weights")
@@ -272,8 +266,8 @@ def export_run(
     running = ckpt is not None and refuse_running(ckpt, out, given is None or str(given) == "", "export")
     if fmt == "onnx":
         onnx_packages()  # a missing package is said before the data is loaded and the net exported
-    state = load_pretrained(pretrained, name) if ckpt is None else load_checkpoint(ckpt)
-    extra = {} if ckpt is None else checkpoint_metadata(ckpt, state, running)
+    state, digest = (load_pretrained(pretrained, name), "") if ckpt is None else load_checkpoint_and_digest(ckpt)
+    extra = {} if ckpt is None else checkpoint_metadata(ckpt, state, running, digest)
     return _export_checked(state, fmt, out, sample_inputs(state, samples, dataset, data_dir), extra)
 
 
@@ -320,8 +314,8 @@ def export_safetensors(run: str | Path, which: str = DEFAULT_CHECKPOINT, out: st
                           "file, and export-weights writes safetensors; give an --out ending in .safetensors (or "
                           "'cnnlab export' for ONNX or TorchScript)")
     running = refuse_running(src, target, out is None or str(out) == "", "export-weights")
-    state = load_checkpoint(src)
-    metadata = {"format": "cnnlab-weights", **export_metadata(state), **checkpoint_metadata(src, state, running),
+    state, digest = load_checkpoint_and_digest(src)
+    metadata = {"format": "cnnlab-weights", **export_metadata(state), **checkpoint_metadata(src, state, running, digest),
                 "model_args": json.dumps(state["model"]["args"]), "data": json.dumps(state["data"])}
     tensors = {k: v.contiguous() for k, v in state["state_dict"].items()}
     atomic_write_bytes(target, save_safetensors(tensors, metadata=metadata))

@@ -46,7 +46,7 @@ from cnnlab.imageio import (
     unit_gray,
 )
 from cnnlab.preprocessing import (
-    MNIST_FIELD, OPAQUE, WORK_SIDE, NumberFields, clothes_field, digit_and_marks, number_fields, number_lines,
+    MNIST_FIELD, WORK_SIDE, NumberFields, alpha_is_ink, clothes_field, digit_and_marks, number_fields, number_lines,
     to_uint8_image,
 )
 
@@ -237,7 +237,7 @@ class Predictor:
             return _folder_field(source), 1
         if preprocess is None and source.size == (self.image_size, self.image_size):
             gray, alpha = unit_gray(source, name)
-            if (alpha is None or alpha.min() >= OPAQUE) and is_mnist_field(gray, self.image_size):
+            if not alpha_is_ink(alpha) and is_mnist_field(gray, self.image_size):
                 return self._mnist_field(gray, name), 1  # a field saved as a file, in colour or opaque: as its array is
         if self.as_clothes:
             return clothes_field(source, size=self.image_size, name=name), 1

@@ -87,6 +87,8 @@ LINE_ROWS = 5
 LINE_BEYOND = 8
 #: An image whose alpha is at least this everywhere is opaque: its gray is read, not its opacity.
 OPAQUE = 0.99
+#: ...and its opacity draws strokes only where it varies by at least this much (see :func:`alpha_is_ink`).
+ALPHA_SPREAD = 0.25
 #: A number's digits lie in the main component's rows widened by this fraction of its height...
 NUMBER_ROW = 0.5
 #: ...each at most this fraction of its height from the next one sideways.
@@ -186,8 +188,9 @@ def ink_and_grain(img: Image.Image, name: str = "image") -> tuple[np.ndarray, fl
     """:func:`ink_map`'s ink, and the level of the paper's grain in it (:func:`paper_grain`; 0 for a
     transparent image, whose opacity is the ink)."""
     gray, alpha = unit_gray(shrink(img, WORK_SIDE), name)  # (H, W) float32 in 0..1 each
-    if alpha is not None and alpha.min() < OPAQUE:  # some transparency: the opaque strokes are the ink
-        return alpha, 0.0
+    if alpha_is_ink(alpha):  # a transparent background: the opaque strokes are the ink
+        lo, hi = float(alpha.min()), float(alpha.max())
+        return (alpha if (lo, hi) == (0.0, 1.0) else (alpha - lo) / (hi - lo)).astype(np.float32), 0.0
     light = light_paper(gray)
     paper = paper_level(gray, light)
     if light:
@@ -195,6 +198,13 @@ def ink_and_grain(img: Image.Image, name: str = "image") -> tuple[np.ndarray, fl
     else:
         ink = (gray - paper) / np.maximum(1.0 - paper, 1e-6)
     return np.clip(ink, 0.0, 1.0).astype(np.float32), paper_grain(ink)
+
+
+def alpha_is_ink(alpha: np.ndarray | None) -> bool:
+    """Whether an image's opacity draws its strokes: some of it transparent, and opacity that varies by at least
+    :data:`ALPHA_SPREAD` (strokes on a clear background). An evenly translucent image (a layer exported at 98% or
+    50%) has no strokes in its opacity: its gray is read (it was refused as "one dot or blob")."""
+    return alpha is not None and float(alpha.min()) < OPAQUE and float(alpha.max() - alpha.min()) >= ALPHA_SPREAD
 
 
 def paper_grain(signed_ink: np.ndarray) -> float:
