@@ -90,3 +90,11 @@ def _tiny(tmp_path: Path) -> Path:
     from conftest import write_idx_dataset
 
     return write_idx_dataset(tmp_path / "tiny", n_train=64, n_test=16)
+
+
+def test_a_weights_file_scored_on_other_classes_is_warned_like_a_run(tmp_path, capsys):
+    """The shipped Fashion-MNIST file scored on digits (16.63%) said nothing, though its metadata names its classes."""
+    shipped = Path(cnnlab.__file__).parent / "weights" / "resnet-fashion-mnist.safetensors"
+    assert main(["evaluate", "--weights", str(shipped), "--no-report", "--dataset", "idx:" + str(_tiny(tmp_path))]) == 0
+    said = capsys.readouterr()
+    assert "warning: the net learned the classes of fashion-mnist (T-shirt/top" in said.out + said.err

@@ -186,8 +186,9 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
             raise CnnlabError(f"{weights}: weights do not fit model {model_name!r}: {err}; pick the --model they were "
                               "trained as") from None
         recorded = _weights_normalisation(weights)
-        note = "" if recorded else (f"note: {weights} records no input normalisation; its images are normalised with "
-                                    f"{data.name}'s train-split mean and std")
+        note = _recorded_classes_warning(weights, data) if recorded else (
+            f"note: {weights} records no input normalisation; its images are normalised with {data.name}'s "
+            "train-split mean and std")
         return Subject(model, model_name, data, str(weights), warning=note, **recorded)
     if path is None:
         raise CnnlabError("give a run directory or checkpoint, --pretrained MODEL, or --weights FILE --model NAME")
@@ -221,6 +222,16 @@ def _recorded_normalisation(state: dict) -> dict:
         return {"mean": float(data["mean"]), "std": float(data["std"])}
     except (KeyError, TypeError, ValueError):
         return {}
+
+
+def _recorded_classes_warning(weights: str | Path, data: Dataset) -> str:
+    """:func:`other_classes` for a weights file that records its data (``export-weights``, the shipped files): a
+    Fashion-MNIST net scored on MNIST (16.63%) warned like a run."""
+    try:
+        recorded = load_weights_file(weights)["data"]
+        return other_classes(recorded.get("classes"), recorded.get("name") or str(weights), data)
+    except (CheckpointError, KeyError, TypeError, AttributeError):
+        return ""
 
 
 def _recorded_model(weights: str | Path) -> str | None:
