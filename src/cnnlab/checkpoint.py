@@ -384,7 +384,10 @@ def _read_weights(path: Path):
 #: PyTorch tutorials), ``{"state_dict": ...}`` (Lightning and many scripts), ``{"model": ...}``, ``{"net": ...}``.
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net")
 #: The prefixes that wrappers add to every key: DataParallel and DistributedDataParallel, torch.compile.
-WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.", "net.")  # the last two: Lightning's self.model, scripts' net
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+#: A training module's attribute holding the net (Lightning's ``self.model``, scripts' ``self.net``): taken off only
+#: when the weights do not fit as they are (a net of the user's own may have a top-level ``net``).
+HOLDER_PREFIXES = ("model.", "net.")
 
 
 def _all_tensors(obj) -> bool:
@@ -393,8 +396,7 @@ def _all_tensors(obj) -> bool:
 
 def strip_wrapper_prefix(state_dict: dict) -> dict:
     """The weights of a net saved from inside a wrapper (``module.conv1.weight`` from DataParallel or DDP,
-    ``_orig_mod.`` from torch.compile, ``model.`` from a LightningModule's ``self.model``) under the net's own names; a
-    prefix is taken off only when every key has it (no lecture net has a top-level ``model`` or ``net``)."""
+    ``_orig_mod.`` from torch.compile) under the net's own names; a prefix is taken off only when every key has it."""
     while True:
         prefix = next((p for p in WRAPPER_PREFIXES if all(str(k).startswith(p) for k in state_dict)), None)
         if prefix is None:
@@ -408,7 +410,10 @@ def load_into(model: nn.Module, state_dict: dict) -> None:
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError:
-        raise CheckpointError(_mismatch(model.state_dict(), state_dict)) from None
+        held = next((p for p in HOLDER_PREFIXES if state_dict and all(str(k).startswith(p) for k in state_dict)), None)
+        if held is None:
+            raise CheckpointError(_mismatch(model.state_dict(), state_dict)) from None
+        load_into(model, {k[len(held):]: v for k, v in state_dict.items()})  # a LightningModule's self.model
 
 
 def _dims(t: torch.Tensor) -> str:
