@@ -107,6 +107,19 @@ def _step_decay(step: int, warm: int, total: int) -> float:
     return STEP_FACTORS[(step >= total // 2) + (step >= 3 * total // 4)]
 
 
+def rerun_warning(data: Dataset, where: str, recorded: dict) -> str | None:
+    """A re-run (``--config RUN``) on an ``idx:``/``folder:`` dataset that changed since that run: what differs, from
+    what it recorded. A warning, not a refusal: the user may mean to re-run on the new data."""
+    changed = data.changed_since(recorded)
+    if not changed:
+        return None
+    sizes = "" if not {"train_size", "test_size"} & set(changed) else (
+        f": {recorded.get('train_size')} train / {recorded.get('test_size')} test images then, "
+        f"{len(data.train_labels)} / {len(data.test_labels)} now")
+    return (f"warning: {where}: {data.name} is not the data that run trained on ({', '.join(changed)} differ{sizes}); "
+            "this run trains on the data as it is now")
+
+
 def ema_warning(decay: float, steps: int) -> str | None:
     """A warning when the moving average cannot forget the run's first weights: torch's EMA has no warm-up, so
     after ``steps`` updates it still holds ``decay ** (steps - 1)`` of the weights of the first step (--ema
@@ -165,6 +178,7 @@ def train(
     verbose: bool = False,
     silent: bool = False,
     naming: Naming = FLAGS,
+    rerun_of: tuple[str, dict] | None = None,
 ) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.dataset``; write the run folder unless ``write`` is False.
 
@@ -173,7 +187,8 @@ def train(
     ``quiet`` turns the progress bar off, ``log`` receives every line (a no-op silences them), ``verbose``
     adds the per-class table of the test set; ``silent`` also keeps the note on stderr that a signal was taken
     (the API's quiet: nothing printed at all); ``naming``: how a refused resume names the settings given (the
-    command line's flags, or the API's arguments). Under torchrun every rank runs this; only rank 0 logs and
+    command line's flags, or the API's arguments); ``rerun_of``: (where, recorded data) of a run re-run from its
+    settings, whose changed data is warned of. Under torchrun every rank runs this; only rank 0 logs and
     writes; a restart resumes by itself. The caller's torch settings are its own again when this returns or
     raises (:func:`callers_torch_kept`).
     """
@@ -209,7 +224,7 @@ def train(
                 obs.require_tensorboard()  # the run's own --tensorboard: refused before its status can change
             if dataset is None:  # a Dataset passed in is the data, wherever it came from
                 _check_data_there(cfg, plan.run_dir or plan.resume_from)
-        t = build_trainer(cfg.validate(), ranks, plan, dataset, log, report)
+        t = build_trainer(cfg.validate(), ranks, plan, dataset, log, report, rerun_of)
         t.folder_check = guard.check if guard is not None else None
         if guard is not None:
             recorder.max_steps = cfg.max_steps
@@ -487,7 +502,7 @@ def _check_own_checkpoint(plan: RunPlan, ckpt: dict) -> None:
 
 
 def build_trainer(cfg: TrainConfig, ranks: Dist, plan: RunPlan, dataset: Dataset | None, log: Log,
-                  report: bool) -> Trainer:
+                  report: bool, rerun_of: tuple[str, dict] | None = None) -> Trainer:
     """Process settings, device, data, model, optimiser and loaders: everything the epochs need."""
     too_many_threads = set_threads(cfg.threads)
     if cfg.malloc_tuning:
@@ -504,6 +519,8 @@ def build_trainer(cfg: TrainConfig, ranks: Dist, plan: RunPlan, dataset: Dataset
     data = dataset or load_dataset(cfg.dataset, data_dir=cfg.data_dir, log=say)
     if dataset is not None:
         validate_dataset(dataset)  # load_dataset checks what it returns; a Dataset passed in is checked here
+    if rerun_of is not None and (warning := rerun_warning(data, *rerun_of)):
+        say(warning)
     info = data.info()
     augment = parse_augment(cfg.augment)
     if augment is not None and augment.flips and (warning := flip_warning(data.name, f"--augment {cfg.augment}")):

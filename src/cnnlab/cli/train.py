@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import textwrap
 from pathlib import Path
@@ -39,7 +38,6 @@ from cnnlab.config import (
 )
 from cnnlab.errors import CnnlabError
 from cnnlab.dataset_names import DIRECTORY_KINDS, dataset_kind
-from cnnlab.output import complain
 from cnnlab.runs import read_run_json, resolve_run
 
 #: Flags whose default comes from the recipe (None on the command line = not given): every recipe sets the same keys.
@@ -214,34 +212,21 @@ def config_from_args(args) -> TrainConfig:
             from cnnlab.distill import check_rerun_teacher  # imports torch (see the top of this module)
 
             check_rerun_teacher(cfg, path)
-        _warn_changed_data(cfg, path, typed)
+        args.rerun_of = _rerun_of(cfg, path, typed)
     cfg.validate(where, from_file)  # the settings as given, before a dry run cuts them short (--max-steps -5)
     if args.dry_run:  # the run's own settings (its epochs, clean epochs, warm-up, all checked), cut short
         cfg.max_steps, cfg.eval_limit = DRY_RUN_STEPS, DRY_RUN_EVAL_IMAGES
     return cfg.validate()
 
 
-def _warn_changed_data(cfg: TrainConfig, path: Path, typed: set[str]) -> None:
-    """``--config RUN`` (a re-run of that run) on its ``idx:``/``folder:`` dataset that changed since: one warning
-    line naming what differs, from the run's recorded data (its config.json's "data"). A warning, not a refusal:
-    the user may mean to re-run on the new data. The data loaded here is only compared (the engine loads its own,
-    under the run's thread settings, so that what it trains on is what it always was)."""
+def _rerun_of(cfg: TrainConfig, path: Path, typed: set[str]) -> tuple[str, dict] | None:
+    """``--config RUN`` (a re-run of that run) on its own ``idx:``/``folder:`` dataset: where the settings came from
+    and what that run recorded of its data (config.json's "data"), for the engine to compare with the data it loads
+    (one warning if it changed: the user may mean to re-run on the new data); None otherwise."""
     recorded = (read_run_json(path) or {}).get("data")
     if not isinstance(recorded, dict) or "dataset" in typed or dataset_kind(cfg.dataset) not in DIRECTORY_KINDS:
-        return
-    from cnnlab.data import load_dataset  # imports torch (see the top of this module)
-
-    try:
-        data = load_dataset(cfg.dataset, log=lambda msg: None)
-    except CnnlabError:
-        return  # the engine's load says what is wrong, in its own words
-    changed = data.changed_since(recorded)
-    if changed and os.environ.get("RANK", "0") == "0":
-        sizes = (f": {recorded.get('train_size')} train / {recorded.get('test_size')} test images then, "
-                 f"{len(data.train_labels)} / {len(data.test_labels)} now") \
-            if {"train_size", "test_size"} & set(changed) else ""
-        complain(f"cnnlab: warning: --config {path}: {data.name} is not the data that run trained on "
-                 f"({', '.join(changed)} differ{sizes}); this run trains on the data as it is now")
+        return None
+    return f"--config {path}", recorded
 
 
 def _overlay(base: TrainConfig, flags: TrainConfig, typed: set[str]) -> TrainConfig:
@@ -295,7 +280,7 @@ def cmd_train(args) -> int:
                        verbose=args.verbose)
     else:
         result = train(cfg, out=args.out, write=not args.dry_run, quiet=args.quiet, report=not args.dry_run,
-                       verbose=args.verbose)
+                       verbose=args.verbose, rerun_of=getattr(args, "rerun_of", None))
     if args.dry_run:
         print(f"dry run ok: {plural(result.final.n, 'test image')} evaluated, nothing written")
     return 0
