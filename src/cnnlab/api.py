@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from cnnlab import engine
 from cnnlab.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
-from cnnlab.config import Naming, TrainConfig, check_given_settings_act, typed_values
+from cnnlab.config import FLAG_IN_TEXT, Naming, TrainConfig, check_given_settings_act, typed_values
 from cnnlab.dataset_names import canonical_dataset_name
 from cnnlab.engine import TrainResult
 from cnnlab.errors import CnnlabError, RunError, did_you_mean, short_repr
@@ -54,7 +54,7 @@ def device_name(device, where: str = "device") -> str:
 
 
 #: A command-line flag in a refusal, and the value after it: ``--device cuda``, ``--val-split``.
-_FLAG_AND_VALUE = re.compile(r"(?<![\w-])--([a-z][a-z0-9-]*)(?: ([^\s;:,()]+))?")
+_FLAG_AND_VALUE = re.compile(FLAG_IN_TEXT.pattern + r"(?: ([^\s;:,()]+))?")
 
 
 def as_arguments(message: str, given: dict) -> str:

@@ -302,12 +302,13 @@ def _in_file(message: str, where: str | None, keys) -> str:
         named = named or key in keys
         return key if key in keys else match.group(0)
 
-    said = _FLAG.sub(rename, message)
+    said = FLAG_IN_TEXT.sub(rename, message)
     return f"{where}: {said}" if named else message
 
 
-#: A flag's name in a refusal: ``--weight-decay`` (not a negative number such as ``-5``).
-_FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9-]*)")
+#: A flag's name in a refusal: ``--weight-decay`` (not a negative number such as ``-5``); the API says it as an
+#: argument (``api.as_arguments``), a settings file as its key (:func:`_in_file`).
+FLAG_IN_TEXT = re.compile(r"(?<![\w-])--([a-z][a-z0-9-]*)")
 
 
 #: What each annotation in :class:`TrainConfig` accepts from a JSON or YAML file.

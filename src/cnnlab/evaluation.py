@@ -174,21 +174,22 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
         return Subject(model_from_checkpoint(state), pretrained, data, f"pretrained {entry.name}",
                        channels_last=bool(entry.config.get("channels_last", True)), **_recorded_normalisation(state))
     if weights is not None:
-        model_name = model_name or _recorded_model(weights)
+        record = _weights_record(weights)  # read once: the model, classes and normalisation a cnnlab file records
+        model_name = model_name or (record["model"]["name"] if record else None)
         if model_name is None:
             raise CnnlabError("--weights needs --model NAME to know which net the state_dict belongs to")
         data = loaded or load_dataset(name or "mnist", data_dir=data_dir)
         model, _ = build_model(model_name, data.info())
-        state_dict = load_state_dict_file(weights)
+        state_dict = record["state_dict"] if record else load_state_dict_file(weights)
         try:
             load_into(model, state_dict)
         except CheckpointError as err:
             raise CnnlabError(f"{weights}: weights do not fit model {model_name!r}: {err}; pick the --model they were "
                               "trained as") from None
-        recorded = _weights_normalisation(weights)
-        note = _recorded_classes_warning(weights, data) if recorded else (
-            f"note: {weights} records no input normalisation; its images are normalised with {data.name}'s "
-            "train-split mean and std")
+        recorded = _recorded_normalisation(record) if record else {}
+        note = other_classes(record["data"].get("classes"), record["data"].get("name") or str(weights), data) \
+            if recorded else (f"note: {weights} records no input normalisation; its images are normalised with "
+                              f"{data.name}'s train-split mean and std")
         return Subject(model, model_name, data, str(weights), warning=note, **recorded)
     if path is None:
         raise CnnlabError("give a run directory or checkpoint, --pretrained MODEL, or --weights FILE --model NAME")
@@ -224,30 +225,14 @@ def _recorded_normalisation(state: dict) -> dict:
         return {}
 
 
-def _recorded_classes_warning(weights: str | Path, data: Dataset) -> str:
-    """:func:`other_classes` for a weights file that records its data (``export-weights``, the shipped files): a
-    Fashion-MNIST net scored on MNIST (16.63%) warned like a run."""
+def _weights_record(weights: str | Path) -> dict | None:
+    """A weights file as :func:`load_weights_file` reads one that cnnlab wrote (model, data, state_dict); None for a
+    bare state_dict (a .pt, or safetensors without cnnlab's metadata)."""
     try:
-        recorded = load_weights_file(weights)["data"]
-        return other_classes(recorded.get("classes"), recorded.get("name") or str(weights), data)
-    except (CheckpointError, KeyError, TypeError, AttributeError):
-        return ""
-
-
-def _recorded_model(weights: str | Path) -> str | None:
-    """The model a weights file records (``cnnlab export-weights`` writes it); None for a bare state_dict."""
-    try:
-        return load_weights_file(weights)["model"]["name"]
-    except (CheckpointError, KeyError, TypeError):
-        return None
-
-
-def _weights_normalisation(weights: str | Path) -> dict:
-    """The normalisation a bare weights file records: a safetensors file's cnnlab metadata; {} for any other."""
-    try:
-        return _recorded_normalisation(load_weights_file(weights))
+        record = load_weights_file(weights)
     except CheckpointError:
-        return {}
+        return None
+    return record if isinstance(record.get("data"), dict) else None
 
 
 def changed_data(recorded, data: Dataset) -> str:

@@ -233,7 +233,7 @@ def _refuse_splits_as_classes(where: str, layout: _Layout) -> None:
     of_folders = [c for c in splits if "" not in inside[c]]
     if not splits or not (of_folders or len(splits) == len(layout.classes)):
         return
-    trains = [n for n in splits if is_split_name(n) and re.search("train", n, re.I)]
+    trains = [n for n in splits if re.search("train", n, re.I)]
     tests = [n for n in splits if re.search("test", n, re.I)]
     if not of_folders:
         fix = ("they hold images, not class folders: make DIR/train/CLASS/ and DIR/test/CLASS/ (a folder per class in "
