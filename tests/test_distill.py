@@ -96,7 +96,7 @@ def test_a_teacher_that_could_not_teach_this_run_is_refused_in_one_line(tiny_idx
     write_idx_dataset(tiny_idx, n_train=192, seed=9)
     assert main([*base, "--teacher", str(teacher_run), "--out", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err
-    assert "it was trained on another version of" in err and "train_size" in err and not (tmp_path / "s").exists()
+    assert "it was trained on another version of" in err and "the number of train images" in err and not (tmp_path / "s").exists()
 
 
 def test_compare_with_teachers_distils_each_run_from_its_model_and_seeds_run(tiny_idx, tmp_path, capsys):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from cnnlab.data import load_dataset
@@ -142,7 +143,7 @@ def test_evaluate_on_a_changed_folder_writes_nothing_into_the_run(tmp_path, caps
     after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
     assert after == before
     said = out + err
-    assert f"folder:{root.resolve()} is not the data the run trained on (" in said and "train_size" in said
+    assert f"folder:{root.resolve()} is not the data the run trained on (" in said and "the number of train images" in said
     assert "the test images may include the run's training images" in said
 
 
@@ -173,7 +174,7 @@ def test_train_config_of_a_run_on_changed_data_warns_once(tmp_path, capsys):
         png.rename(root / "1" / f"new-{png.name}")
     said = _train(capsys, None, tmp_path / "again", "--config", str(run))
     warnings = [line for line in said.splitlines() if "is not the data that run trained on" in line]
-    assert len(warnings) == 1 and "train_size" in warnings[0] and "18 train / 3 test images then, 21 / 3 now" in warnings[0]
+    assert len(warnings) == 1 and "the number of train images" in warnings[0] and "18 train / 3 test images then, 21 / 3 now" in warnings[0]
 
 
 def _idx_with(tmp_path: Path, name: str, data: bytes) -> Path:
@@ -309,4 +310,18 @@ def test_evaluate_on_idx_test_files_replaced_by_others_of_the_same_size_writes_n
     code = main(["evaluate", str(run), "--device", "cpu"])
     out, err = capsys.readouterr()
     assert code == 0 and (run / "summary.json").read_bytes() == summary
-    assert "is not the data the run trained on (test_crc32 differ" in out + err
+    assert "is not the data the run trained on (the test images differ)" in out + err
+
+
+def test_a_changed_datasets_message_names_what_changed_in_words_not_record_keys():
+    """Messages said `(test_crc32 differ)` and `(train_size, ... differ)`: a record's keys, not a user's words."""
+    from cnnlab.data.dataset import Dataset
+    img = torch.zeros(4, 1, 16, 16, dtype=torch.uint8)
+    data = Dataset("idx:d", img, torch.tensor([0, 1, 0, 1]), img[:2], torch.tensor([0, 1]), ("0", "1"), 0.5, 0.25, "here")
+    rec = data.info()
+    assert data.describe_changes(rec) == ""
+    assert data.describe_changes({**rec, "test_crc32": 1}) == "the test images differ"
+    assert data.describe_changes({**rec, "image_size": 28}) == "the image size differs"
+    assert data.describe_changes({**rec, "std": 0.3}) == "the train images' spread differs"
+    assert data.describe_changes({**rec, "train_size": 9, "mean": 0.1, "std": 0.3}) == \
+        "the number of train images, the train images' mean and their spread differ"

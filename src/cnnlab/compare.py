@@ -225,7 +225,7 @@ def _refuse_other_data(run_dir: Path, data) -> None:
                 f"{len(data.train_labels)} / {len(data.test_labels)} now)" \
             if {"train_size", "test_size"} & set(changed) else ""
         raise CnnlabError(f"{run_dir}: trained on another version of {data.name} than it holds now "
-                          f"({', '.join(changed)} differ{sizes}); compare again with another --out, or move that run "
+                          f"({data.describe_changes(saved)}{sizes}); compare again with another --out, or move that run "
                           "away to train it anew")
 
 

@@ -76,10 +76,9 @@ def load_teacher(cfg: TrainConfig, data: Dataset, run_dir: Path | None, resume_f
     except CheckpointError as err:
         raise CheckpointError(f"--teacher: {err}") from None
     _check_same_images(cfg, ckpt.get("config") or {}, path)
-    changed = data.changed_since(ckpt.get("data") or {})
-    if changed:  # an image folder that changed since the teacher learned it: it would normalise other images
-        raise RunError(f"--teacher {path}: it was trained on another version of {data.name} ({', '.join(changed)} "
-                       "differ); give a teacher trained on the data as it is now")
+    if data.changed_since(ckpt.get("data") or {}):  # an image folder changed since: it would normalise other images
+        raise RunError(f"--teacher {path}: it was trained on another version of {data.name} "
+                       f"({data.describe_changes(ckpt.get('data') or {})}); give a teacher trained on the data as it is now")
     check_fits(ckpt["model"].get("args") or {}, data, path, str((ckpt.get("config") or {}).get("dataset")))
     data_bytes = path.read_bytes()
     if own is not None and path != own:

@@ -116,8 +116,8 @@ def rerun_warning(data: Dataset, where: str, recorded: dict) -> str | None:
     sizes = "" if not {"train_size", "test_size"} & set(changed) else (
         f": {recorded.get('train_size')} train / {recorded.get('test_size')} test images then, "
         f"{len(data.train_labels)} / {len(data.test_labels)} now")
-    return (f"warning: {where}: {data.name} is not the data that run trained on ({', '.join(changed)} differ{sizes}); "
-            "this run trains on the data as it is now")
+    return (f"warning: {where}: {data.name} is not the data that run trained on "
+            f"({data.describe_changes(recorded)}{sizes}); this run trains on the data as it is now")
 
 
 def ema_warning(decay: float, steps: int) -> str | None:
@@ -675,8 +675,8 @@ def _refuse_changed_data(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
                        f"{', '.join(before[:6])}{', ...' if len(before) > 6 else ''} then); put the data back as it "
                        "was, or train a new run on it")
     if changed:
-        raise RunError(f"--resume {where}: {t.data.name} is not the data the run trained on ({', '.join(changed)} "
-                       "differ); put the data back as it was, or train a new run on it")
+        raise RunError(f"--resume {where}: {t.data.name} is not the data the run trained on "
+                       f"({t.data.describe_changes(recorded)}); put the data back as it was, or train a new run on it")
 
 
 def make_observers(t: Trainer, quiet: bool, silent: bool = False) -> list[obs.Observer]:

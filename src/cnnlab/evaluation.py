@@ -242,7 +242,7 @@ def changed_data(recorded, data: Dataset) -> str:
     changed = data.changed_since(recorded) if isinstance(recorded, dict) else []
     if not changed:
         return ""
-    why = f"{data.name} is not the data the run trained on ({', '.join(changed)} differ)"
+    why = f"{data.name} is not the data the run trained on ({data.describe_changes(recorded)})"
     if dataset_kind(data.name) == "folder" and {"train_size", "test_size"} & set(changed) \
             and split_is_drawn(data.name.removeprefix("folder:")):
         why += "; its automatic test split was drawn again, so the test images may include the run's training images"

@@ -20,6 +20,12 @@ MIN_IMAGE_SIZE = 16
 MAX_IMAGE_SIZE = 1024
 #: What tells one version of a dataset from another in :meth:`Dataset.info` (mean and std: any changed image).
 FINGERPRINT = ("classes", "train_size", "test_size", "mean", "std", "in_channels", "image_size", "test_crc32")
+#: How a message names each fingerprint key that changed (the keys themselves are a record's, not a user's words).
+_CHANGE_WORDS = {"classes": "the classes", "train_size": "the number of train images",
+                 "test_size": "the number of test images", "mean": "the train images' mean",
+                 "std": "their spread", "in_channels": "the colour channels", "image_size": "the image size",
+                 "test_crc32": "the test images"}
+_PLURAL_CHANGES = ("classes", "in_channels", "test_crc32")
 #: At most this many odd labels or empty classes are named in a message.
 _NAMED = 8
 
@@ -55,6 +61,16 @@ class Dataset:
         or checkpoint) and this dataset now; keys the record lacks (an older run) are not compared."""
         now = self.info()
         return [k for k in keys if k in recorded and not _same(recorded[k], now[k])]
+
+    def describe_changes(self, recorded: dict) -> str:
+        """:meth:`changed_since` in words for a message ("the test images differ"); empty when nothing changed."""
+        changed = self.changed_since(recorded)
+        words = [_CHANGE_WORDS.get(k, k) for k in changed]
+        if "std" in changed and "mean" not in changed:
+            words[changed.index("std")] = "the train images' spread"
+        if len(words) > 1:
+            return f"{', '.join(words[:-1])} and {words[-1]} differ"
+        return f"{words[0]} {'differ' if changed[0] in _PLURAL_CHANGES else 'differs'}" if words else ""
 
     def info(self) -> dict:
         """What a run records about its data (enough for predict/serve to normalise the same way)."""
