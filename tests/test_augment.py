@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnlab.augment import Affine, Augment, Elastic, Erase, Flip, Shift, batch_seed, resample, parse_augment
+from cnnlab.augment import Affine, Augment, Draws, Elastic, Erase, Flip, Shift, batch_seed, resample, parse_augment
 from cnnlab.errors import CnnlabError
 
 FILL = -0.375  # exact in float32
@@ -80,7 +80,7 @@ def test_ops_draw_from_their_own_generators():
     # the second op's draws do not depend on whether the first op drew anything
     x = batch()
     flip_after_shift = run("shift:pad=0+flip", x)
-    assert torch.equal(flip_after_shift, Flip()(x, torch.Generator().manual_seed(batch_seed(1, 2, 3, 1)), FILL))
+    assert torch.equal(flip_after_shift, Flip()(x, Draws(torch.Generator().manual_seed(batch_seed(1, 2, 3, 1)), len(x)), FILL))
 
 
 def test_uncovered_border_gets_fill():
@@ -89,7 +89,7 @@ def test_uncovered_border_gets_fill():
     assert set(y.unique().tolist()) <= {2.0, FILL}
     # a pure translation by 30% of the side always uncovers a 3-pixel band
     a = parse_augment("affine:rotate=0,scale=0,translate=0.3")
-    theta = Affine(0, 0, 0.3, 0).theta(4, 10, 10, torch.Generator().manual_seed(batch_seed(1, 2, 3)))
+    theta = Affine(0, 0, 0.3, 0).theta(10, 10, Draws(torch.Generator().manual_seed(batch_seed(1, 2, 3)), 4))
     y = a(x, seed=1, epoch=2, batch=3, fill=FILL)
     for i in range(4):
         dx = -theta[i, 0, 2].item() * 5  # pixels the image moved right
@@ -108,16 +108,16 @@ def test_affine_and_elastic_with_zero_strength_are_the_identity():
 
 def test_affine_draws_the_asked_transforms():
     g = torch.Generator().manual_seed(0)
-    rot = Affine(rotate=30, scale=0, translate=0, shear=0).theta(64, 28, 28, g)
+    rot = Affine(rotate=30, scale=0, translate=0, shear=0).theta(28, 28, Draws(g, 64))
     m = rot[:, :, :2]
     assert torch.allclose(m @ m.transpose(1, 2), torch.eye(2, dtype=m.dtype).expand(64, 2, 2), atol=1e-12)
     assert torch.allclose(torch.linalg.det(m), torch.ones(64, dtype=m.dtype)) and rot[:, :, 2].abs().max() < 1e-12
     angles = torch.atan2(m[:, 1, 0], m[:, 0, 0]).abs() * 180 / math.pi
     assert angles.max() <= 30 + 1e-9 and angles.max() > 20
-    zoom = Affine(rotate=0, scale=0.2, translate=0, shear=0).theta(64, 28, 28, g)
+    zoom = Affine(rotate=0, scale=0.2, translate=0, shear=0).theta(28, 28, Draws(g, 64))
     d = zoom[:, 0, 0]  # reading at 1/zoom
     assert torch.allclose(zoom[:, 1, 1], d) and d.min() >= 1 / 1.2 - 1e-9 and d.max() <= 1 / 0.8 + 1e-9
-    move = Affine(rotate=0, scale=0, translate=0.25, shear=0).theta(64, 28, 28, g)
+    move = Affine(rotate=0, scale=0, translate=0.25, shear=0).theta(28, 28, Draws(g, 64))
     assert move[:, :, 2].abs().max() <= 0.5 + 1e-9 and move[:, :, 2].abs().max() > 0.3  # 2 * fraction
 
 
@@ -253,3 +253,33 @@ def test_an_empty_augment_is_refused_not_taken_for_none(spec, tiny_idx, capsys):
                  "--dry-run"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "--augment is empty (an unset variable?); give none" in err
+
+
+def test_a_rank_augments_its_images_as_one_process_augments_them_in_the_whole_batch():
+    """Under torchrun rank r holds images r, r + N, ... of the group's batch: drawn for the whole batch and sliced,
+    its augmentation is what one process gives those images (mixing ops excepted: they pair within a rank)."""
+    x = torch.randn(12, 1, 16, 16, generator=torch.Generator().manual_seed(3))
+    exact = "shift+flip+erase:p=0.7"
+    for spec, close in ((exact, False), ("affine:rotate=20,shear=0.2+elastic", True)):
+        aug = parse_augment(spec)
+        whole = aug(x, seed=4, epoch=1, batch=2, fill=FILL)
+        for rank in range(3):
+            part = aug.apply(x[rank::3], seed=4, epoch=1, batch=2, fill=FILL, rank=rank, world_size=3)[0]
+            if close:
+                torch.testing.assert_close(part, whole[rank::3], rtol=1e-5, atol=1e-5)
+            else:
+                assert torch.equal(part, whole[rank::3])
+    mix = parse_augment("mixup")
+    a = mix.apply(x[0::2], seed=4, epoch=1, batch=2, fill=FILL, rank=0, world_size=2)[1]
+    b = mix.apply(x[1::2], seed=4, epoch=1, batch=2, fill=FILL, rank=1, world_size=2)[1]
+    assert not torch.equal(a.lam, b.lam)  # each rank pairs its own images by its own draws
+
+
+def test_a_checkpoint_saved_before_group_wide_draws_resumes_on_its_own_path():
+    """Checkpoints saved when each rank drew from seed + rank lack augment_by_rank: they resume on that path."""
+    from cnnlab.checkpoint import TrainState
+
+    new = TrainState()
+    assert new.augment_by_rank is False and TrainState.from_dict(new.to_dict()).augment_by_rank is False
+    old = {k: v for k, v in new.to_dict().items() if k != "augment_by_rank"}
+    assert TrainState.from_dict(old).augment_by_rank is True

@@ -375,9 +375,9 @@ def test_clean_epochs_end_the_run_without_augmentation_and_resume_bitwise(tiny_i
         def __init__(self, pipeline):
             self.pipeline, self.flips = pipeline, pipeline.flips
 
-        def apply(self, x, *, seed, epoch, batch, fill):
+        def apply(self, x, *, seed, epoch, batch, fill, **group):
             seen.append(epoch)
-            return self.pipeline.apply(x, seed=seed, epoch=epoch, batch=batch, fill=fill)
+            return self.pipeline.apply(x, seed=seed, epoch=epoch, batch=batch, fill=fill, **group)
 
     def counting(spec):
         pipeline = parse_augment(spec)

@@ -60,6 +60,8 @@ from cnnlab.errors import CnnlabError, short_repr
 
 _MASK63 = (1 << 63) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
+#: Mixed into a mixing op's seed on ranks other than 0, so that ranks pair their images differently.
+_RANK_MIX = 0xD1B54A32D192ED03
 
 
 def batch_seed(seed: int, epoch: int, batch: int, op_index: int = 0) -> int:
@@ -74,6 +76,24 @@ def _uniform(g: torch.Generator, shape, low: float, high: float) -> torch.Tensor
     return torch.rand(shape, generator=g, dtype=torch.float64).mul_(high - low).add_(low)
 
 
+class Draws:
+    """One op's random numbers for one batch. Under torchrun a rank holds images ``rank, rank + world_size, ...`` of
+    the global batch (the loader's shards): each draw is made for all ``total`` images, in the same order as one
+    process would, and this rank's rows are kept (``rows``), so a group augments every image as one process does."""
+
+    def __init__(self, g: torch.Generator, total: int, rows: slice = slice(None)):
+        self.g, self.total, self.rows = g, total, rows
+
+    def rand(self, *tail: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return torch.rand((self.total, *tail), generator=self.g, dtype=dtype)[self.rows]
+
+    def randint(self, high: int, *tail: int) -> torch.Tensor:
+        return torch.randint(0, high, (self.total, *tail), generator=self.g)[self.rows]
+
+    def uniform(self, low: float, high: float, *tail: int) -> torch.Tensor:
+        return _uniform(self.g, (self.total, *tail), low, high)[self.rows]
+
+
 # ----------------------------------------------------------------------------- ops
 
 
@@ -81,10 +101,10 @@ def _uniform(g: torch.Generator, shape, low: float, high: float) -> torch.Tensor
 class Shift:
     pad: int = 2
 
-    def __call__(self, x: torch.Tensor, g: torch.Generator, fill: float) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, d: Draws, fill: float) -> torch.Tensor:
         pad = self.pad
         b, _, h, w = x.shape
-        off = torch.randint(0, 2 * pad + 1, (b, 2), generator=g).to(x.device)  # (B, 2) row, col offsets
+        off = d.randint(2 * pad + 1, 2).to(x.device)  # (B, 2) row, col offsets
         padded = F.pad(x, (pad, pad, pad, pad), value=fill)  # (B, C, H+2p, W+2p)
         rows = off[:, :1] + torch.arange(h, device=x.device)  # (B, H)
         cols = off[:, 1:] + torch.arange(w, device=x.device)  # (B, W)
@@ -106,12 +126,13 @@ class Affine:
     translate: float = 0.1
     shear: float = 0.0
 
-    def theta(self, b: int, h: int, w: int, g: torch.Generator) -> torch.Tensor:
+    def theta(self, h: int, w: int, d: Draws) -> torch.Tensor:
         """(B, 2, 3) float64: for each output pixel, where to read in the input (affine_grid's convention)."""
-        angle = _uniform(g, b, -self.rotate, self.rotate) * (math.pi / 180.0)
-        zoom = _uniform(g, b, 1.0 - self.scale, 1.0 + self.scale)
-        shear = _uniform(g, b, -self.shear, self.shear)
-        shift = _uniform(g, (b, 2), -self.translate, self.translate) * torch.tensor([w, h], dtype=torch.float64)
+        angle = d.uniform(-self.rotate, self.rotate) * (math.pi / 180.0)
+        zoom = d.uniform(1.0 - self.scale, 1.0 + self.scale)
+        shear = d.uniform(-self.shear, self.shear)
+        shift = d.uniform(-self.translate, self.translate, 2) * torch.tensor([w, h], dtype=torch.float64)
+        b = len(angle)
         cos, sin = torch.cos(angle) * zoom, torch.sin(angle) * zoom
         # forward map in pixels about the centre: p' = R S Sh p + t, with Sh = [[1, shear], [0, 1]]
         fwd = torch.zeros(b, 3, 3, dtype=torch.float64)
@@ -123,9 +144,9 @@ class Affine:
         inv = torch.linalg.solve(fwd, norm)  # fwd^-1 @ norm
         return (torch.linalg.inv(norm) @ inv)[:, :2, :]
 
-    def __call__(self, x: torch.Tensor, g: torch.Generator, fill: float) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, d: Draws, fill: float) -> torch.Tensor:
         b, c, h, w = x.shape
-        theta = self.theta(b, h, w, g).to(device=x.device, dtype=x.dtype)
+        theta = self.theta(h, w, d).to(device=x.device, dtype=x.dtype)
         grid = F.affine_grid(theta, [b, c, h, w], align_corners=False)
         return resample(x, grid, fill)
 
@@ -151,9 +172,9 @@ class Elastic:
     alpha: float = 2.0
     sigma: float = 3.0
 
-    def __call__(self, x: torch.Tensor, g: torch.Generator, fill: float) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, d: Draws, fill: float) -> torch.Tensor:
         b, c, h, w = x.shape
-        noise = torch.rand((b, 2, h, w), generator=g).mul_(2).sub_(1).to(device=x.device, dtype=torch.float32)
+        noise = d.rand(2, h, w).mul_(2).sub_(1).to(device=x.device, dtype=torch.float32)
         disp = _gaussian_blur(noise, self.sigma)
         # scale so that a displacement field's largest value is about alpha pixels
         peak = disp.flatten(1).abs().amax(1).clamp_min(1e-12)[:, None, None, None]
@@ -168,8 +189,8 @@ class Elastic:
 class Flip:
     p: float = 0.5
 
-    def __call__(self, x: torch.Tensor, g: torch.Generator, fill: float) -> torch.Tensor:
-        mask = (torch.rand(x.shape[0], generator=g) < self.p).to(x.device)
+    def __call__(self, x: torch.Tensor, d: Draws, fill: float) -> torch.Tensor:
+        mask = (d.rand() < self.p).to(x.device)
         return torch.where(mask[:, None, None, None], x.flip(3), x)
 
 
@@ -180,16 +201,16 @@ class Erase:
     max: float = 0.2
     ratio: float = 3.0
 
-    def __call__(self, x: torch.Tensor, g: torch.Generator, fill: float) -> torch.Tensor:
-        b, _, h, w = x.shape
-        apply = torch.rand(b, generator=g) < self.p
-        area = _uniform(g, b, self.min, self.max) * (h * w)
+    def __call__(self, x: torch.Tensor, d: Draws, fill: float) -> torch.Tensor:
+        _, _, h, w = x.shape
+        apply = d.rand() < self.p
+        area = d.uniform(self.min, self.max) * (h * w)
         log_r = math.log(self.ratio)
-        aspect = torch.exp(_uniform(g, b, -log_r, log_r))
+        aspect = torch.exp(d.uniform(-log_r, log_r))
         eh = torch.sqrt(area * aspect).round().clamp(1, h).long()
         ew = torch.sqrt(area / aspect).round().clamp(1, w).long()
-        top = (torch.rand(b, generator=g, dtype=torch.float64) * (h - eh + 1)).long()
-        left = (torch.rand(b, generator=g, dtype=torch.float64) * (w - ew + 1)).long()
+        top = (d.rand(dtype=torch.float64) * (h - eh + 1)).long()
+        left = (d.rand(dtype=torch.float64) * (w - ew + 1)).long()
         mask = (_boxes(top, top + eh, left, left + ew, h, w) & apply[:, None, None]).to(x.device)  # (B, H, W)
         return x.masked_fill(mask[:, None], fill)
 
@@ -233,8 +254,8 @@ class MixUp:
     p: float = 1.0
     alpha: float = 0.2
 
-    def __call__(self, x: torch.Tensor, g: torch.Generator, fill: float) -> tuple[torch.Tensor, Mix]:
-        perm, lam = _pairing(x.shape[0], g, self.p, self.alpha)
+    def __call__(self, x: torch.Tensor, d: Draws, fill: float) -> tuple[torch.Tensor, Mix]:
+        perm, lam = _pairing(x.shape[0], d.g, self.p, self.alpha)
         perm, lam = perm.to(x.device), lam.to(x.device)
         w = lam.to(x.dtype)[:, None, None, None]
         return x * w + x[perm] * (1 - w), Mix(perm, lam)
@@ -245,8 +266,9 @@ class CutMix:
     p: float = 0.5
     alpha: float = 1.0
 
-    def __call__(self, x: torch.Tensor, g: torch.Generator, fill: float) -> tuple[torch.Tensor, Mix]:
+    def __call__(self, x: torch.Tensor, d: Draws, fill: float) -> tuple[torch.Tensor, Mix]:
         b, _, h, w = x.shape
+        g = d.g  # a pairing within this rank's images: its generator is the rank's own (Augment.apply)
         perm, lam = _pairing(b, g, self.p, self.alpha)
         side = torch.sqrt(1 - lam.double())  # the box's sides as fractions of the image's
         bh, bw = (side * h).round().long(), (side * w).round().long()
@@ -297,17 +319,22 @@ class Augment:
         """The augmented batch (a mixing op's pairing dropped: :meth:`apply` keeps it for the loss)."""
         return self.apply(x, seed=seed, epoch=epoch, batch=batch, fill=fill)[0]
 
-    def apply(self, x: torch.Tensor, *, seed: int, epoch: int, batch: int,
-              fill: float) -> tuple[torch.Tensor, Mix | None]:
-        """The augmented batch, and how it was mixed (None without ``mixup`` or ``cutmix``)."""
+    def apply(self, x: torch.Tensor, *, seed: int, epoch: int, batch: int, fill: float, rank: int = 0,
+              world_size: int = 1) -> tuple[torch.Tensor, Mix | None]:
+        """The augmented batch, and how it was mixed (None without ``mixup`` or ``cutmix``). ``rank`` of
+        ``world_size``: ``x`` is images ``rank::world_size`` of the group's batch, augmented as one process augments
+        them in the whole batch (:class:`Draws`); ``mixup`` and ``cutmix`` pair images within ``x`` only (another
+        rank's images are not here), each rank by its own generator."""
         fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
         mix = None
         for i, op in enumerate(self.ops):
-            g = torch.Generator().manual_seed(batch_seed(seed, epoch, batch, i))
+            op_seed = batch_seed(seed, epoch, batch, i)
             if isinstance(op, MIXING):
-                x, mix = op(x, g, fill)
+                own = (op_seed ^ (rank * _RANK_MIX)) & _MASK63 if rank else op_seed
+                x, mix = op(x, Draws(torch.Generator().manual_seed(own), len(x)), fill)
             else:
-                x = op(x, g, fill)
+                draws = Draws(torch.Generator().manual_seed(op_seed), len(x) * world_size, slice(rank, None, world_size))
+                x = op(x, draws, fill)
         return x.contiguous(memory_format=fmt), mix  # a no-op when the last op kept the layout
 
 

@@ -68,6 +68,10 @@ class TrainState:
     world_size: int = 1
     #: torch's global RNG state (the batch order and augmentation use their own seeded generators).
     rng: torch.Tensor | None = None
+    #: Under torchrun each rank drew its own augmentation (seed + rank): the path of the runs saved before
+    #: 2026-12-07 (their checkpoints lack the field), kept so that they resume as they ran. New runs draw for the
+    #: group's whole batch (cnnlab.augment.Draws).
+    augment_by_rank: bool = False
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -80,7 +84,7 @@ class TrainState:
         unknown = sorted(set(d) - known)
         if unknown:
             raise CheckpointError(f"train_state has unknown fields {unknown}; it was written by another cnnlab version")
-        return cls(**{**d, "partial": EpochSums(**d.get("partial", {}))})
+        return cls(**{"augment_by_rank": True, **d, "partial": EpochSums(**d.get("partial", {}))})
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict) -> "TrainState":
@@ -94,7 +98,7 @@ class TrainState:
                    partial=EpochSums(float(loss), int(correct), int(count)), elapsed=prog.get("elapsed", 0.0),
                    best=best if best is not None and math.isfinite(best) else None,
                    history=list(ckpt.get("history", [])), world_size=prog.get("world_size", 1),
-                   rng=(ckpt.get("rng") or {}).get("torch"))
+                   rng=(ckpt.get("rng") or {}).get("torch"), augment_by_rank=True)
 
     @property
     def mid_epoch(self) -> bool:

@@ -7,15 +7,25 @@ it the process is a group of one and every call here is a cheap no-op.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import re
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
 from cnnlab.errors import CnnlabError, first_line
+
+
+#: How long a process waits for the rest of its group to join, in seconds (CNNLAB_JOIN_TIMEOUT overrides it): torch's
+#: own wait is 30 minutes, silent, and deaf to Ctrl-C (a hand-started WORLD_SIZE=3 with two processes hung).
+JOIN_TIMEOUT_S = 300.0
+#: After this many seconds of waiting a process says what it waits for.
+JOIN_SAY_AFTER_S = 10.0
 
 
 class PeerLost(CnnlabError):
@@ -68,26 +78,54 @@ class Dist:
             return torch.device("cuda", self.local_rank)
         return device
 
-    def init(self, device: torch.device) -> None:
-        """Join the process group: NCCL for CUDA, gloo for the CPU."""
+    def init(self, device: torch.device, say: Callable[[str], None] = print) -> None:
+        """Join the process group: NCCL for CUDA, gloo for the CPU. The join runs in a thread of its own, so that
+        Ctrl-C stops a wait for processes that never come, and a wait longer than :data:`JOIN_TIMEOUT_S` ends in one
+        line; ``say`` gets a line when the wait has lasted :data:`JOIN_SAY_AFTER_S`."""
         if not self.enabled or self.initialised:
             return
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        # torchrun's store can outlive a restart of the worker group; if the new workers shared
-        # keys with the dead ones, a rank could read a dead peer's address (seen here: gloo
-        # "connectFullMesh ... Connection refused" after a restart). A prefix per attempt keeps
-        # every attempt's keys apart.
-        try:
-            store, rank, world = next(dist.rendezvous("env://"))
-        except ValueError as err:  # WORLD_SIZE set by hand, without torchrun's other variables
-            missing = re.search(r"environment variable (\w+) expected", str(err))
-            why = f"{missing.group(1)} is not set" if missing else _first_sentence(err)
-            raise CnnlabError(f"WORLD_SIZE={self.world_size} asks for a group of processes, but {why}; "
-                              f"launch with torchrun (torchrun --nproc_per_node={self.world_size} -m cnnlab train ...), "
-                              "or unset WORLD_SIZE to train in one process") from None
-        store = dist.PrefixStore(f"cnnlab/attempt_{self.restart_count}", store)
-        dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world)
+        _check_master_port()
+        limit = _join_timeout()
+        done: dict = {}
+        joiner = threading.Thread(target=self._join, args=("nccl" if device.type == "cuda" else "gloo", limit, done),
+                                  name="cnnlab-join", daemon=True)
+        joiner.start()
+        start, said = time.monotonic(), False
+        while joiner.is_alive():  # a timed join: a KeyboardInterrupt reaches this thread between waits
+            joiner.join(0.2)
+            waited = time.monotonic() - start
+            if not said and waited > JOIN_SAY_AFTER_S and joiner.is_alive():
+                said = True
+                say(f"rank {self.rank}: waiting for the group's other processes ({self.world_size} in all, at "
+                    f"{_master()}); Ctrl-C stops")
+            if waited > limit and joiner.is_alive():
+                raise CnnlabError(f"rank {self.rank}: the group's other processes did not join within {limit:g} s "
+                                  f"({self.world_size} processes at {_master()}); start all {self.world_size} (RANK 0 to "
+                                  f"{self.world_size - 1}, the same MASTER_ADDR and MASTER_PORT), or launch with "
+                                  "torchrun; CNNLAB_JOIN_TIMEOUT sets the wait in seconds")
+        if "error" in done:
+            raise done["error"]
         self.initialised = True
+
+    def _join(self, backend: str, limit: float, done: dict) -> None:
+        """Rendezvous and init_process_group (in the joining thread); an error is left in ``done`` for init."""
+        try:
+            try:
+                store, rank, world = next(dist.rendezvous("env://", timeout=datetime.timedelta(seconds=limit)))
+            except ValueError as err:  # WORLD_SIZE set by hand, without torchrun's other variables
+                missing = re.search(r"environment variable (\w+) expected", str(err))
+                why = f"{missing.group(1)} is not set" if missing else _first_sentence(err)
+                raise CnnlabError(f"WORLD_SIZE={self.world_size} asks for a group of processes, but {why}; launch "
+                                  f"with torchrun (torchrun --nproc_per_node={self.world_size} -m cnnlab train ...), "
+                                  "or unset WORLD_SIZE to train in one process") from None
+            # torchrun's store can outlive a restart of the worker group; if the new workers shared
+            # keys with the dead ones, a rank could read a dead peer's address (seen here: gloo
+            # "connectFullMesh ... Connection refused" after a restart). A prefix per attempt keeps
+            # every attempt's keys apart.
+            store = dist.PrefixStore(f"cnnlab/attempt_{self.restart_count}", store)
+            dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world)
+        except BaseException as err:  # noqa: BLE001 - handed to init, which raises it in the main thread
+            done["error"] = err
 
     def all_reduce_sum(self, values: list[float], device: torch.device) -> list[float]:
         """Sum floats over ranks (one collective for the whole list)."""
@@ -148,6 +186,32 @@ def _env_int(name: str, default: int) -> int:
         raise CnnlabError(f"{name}={text!r} is not a whole number; torchrun sets {name} itself: unset it to train "
                           "in one process, or launch with torchrun")
     return int(text)
+
+
+def _check_master_port() -> None:
+    """MASTER_PORT set by hand to what is no port: one line naming it (it read as a WORLD_SIZE problem)."""
+    port = os.environ.get("MASTER_PORT", "").strip()
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        raise CnnlabError(f"MASTER_PORT={port!r} is not a port number (1 to 65535); set it to a free port, the same "
+                          "for every process of the group (e.g. 29500), or launch with torchrun, which sets it")
+
+
+def _join_timeout() -> float:
+    text = os.environ.get("CNNLAB_JOIN_TIMEOUT", "").strip()
+    if not text:
+        return JOIN_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1e7:
+        raise CnnlabError(f"CNNLAB_JOIN_TIMEOUT={text!r} is not a number of seconds above 0; unset it for "
+                          f"{JOIN_TIMEOUT_S:g} s")
+    return value
+
+
+def _master() -> str:
+    return f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
 
 
 def is_communication_error(err: BaseException) -> bool:

@@ -107,6 +107,18 @@ def _step_decay(step: int, warm: int, total: int) -> float:
     return STEP_FACTORS[(step >= total // 2) + (step >= 3 * total // 4)]
 
 
+def rerun_warnings(data: Dataset, world_size: int, where: str, recorded: dict | None, ran_in: int) -> list[str]:
+    """A re-run's warnings (``--config RUN``): its data changed since (:func:`rerun_warning`), or it runs in
+    another number of processes than that run did (whose figures it then does not repeat to the last digit)."""
+    warnings = [rerun_warning(data, where, recorded)] if recorded is not None else []
+    if ran_in != world_size:
+        how = f"torchrun --nproc_per_node={ran_in} -m cnnlab train" if ran_in > 1 else "cnnlab train"
+        warnings.append(f"warning: {where}: that run trained in {ran_in} process{'es' if ran_in > 1 else ''} and "
+                        f"this one in {world_size}, so its figures may differ from that run's (the gradients are "
+                        f"summed in another order); to repeat it as it ran: {how} {where}")
+    return [w for w in warnings if w]
+
+
 def rerun_warning(data: Dataset, where: str, recorded: dict) -> str | None:
     """A re-run (``--config RUN``) on an ``idx:``/``folder:`` dataset that changed since that run: what differs, from
     what it recorded. A warning, not a refusal: the user may mean to re-run on the new data."""
@@ -178,7 +190,7 @@ def train(
     verbose: bool = False,
     silent: bool = False,
     naming: Naming = FLAGS,
-    rerun_of: tuple[str, dict] | None = None,
+    rerun_of: tuple[str, dict | None, int] | None = None,
 ) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.dataset``; write the run folder unless ``write`` is False.
 
@@ -187,8 +199,8 @@ def train(
     ``quiet`` turns the progress bar off, ``log`` receives every line (a no-op silences them), ``verbose``
     adds the per-class table of the test set; ``silent`` also keeps the note on stderr that a signal was taken
     (the API's quiet: nothing printed at all); ``naming``: how a refused resume names the settings given (the
-    command line's flags, or the API's arguments); ``rerun_of``: (where, recorded data) of a run re-run from its
-    settings, whose changed data is warned of. Under torchrun every rank runs this; only rank 0 logs and
+    command line's flags, or the API's arguments); ``rerun_of``: (where, recorded data, processes) of a run re-run from
+    its settings, whose changed data and other number of processes are warned of (:func:`rerun_warnings`). Under torchrun every rank runs this; only rank 0 logs and
     writes; a restart resumes by itself. The caller's torch settings are its own again when this returns or
     raises (:func:`callers_torch_kept`).
     """
@@ -502,14 +514,14 @@ def _check_own_checkpoint(plan: RunPlan, ckpt: dict) -> None:
 
 
 def build_trainer(cfg: TrainConfig, ranks: Dist, plan: RunPlan, dataset: Dataset | None, log: Log,
-                  report: bool, rerun_of: tuple[str, dict] | None = None) -> Trainer:
+                  report: bool, rerun_of: tuple[str, dict | None, int] | None = None) -> Trainer:
     """Process settings, device, data, model, optimiser and loaders: everything the epochs need."""
     too_many_threads = set_threads(cfg.threads)
     if cfg.malloc_tuning:
         keep_freed_memory()
     device = ranks.device_for(resolve_device(cfg.device))
     autocast = training_autocast(cfg.precision, device)
-    ranks.init(device)
+    ranks.init(device, say=log)
     if cfg.batch_size % ranks.world_size:
         raise CnnlabError(f"--batch-size {cfg.batch_size} is the global batch and must divide evenly over "
                           f"{ranks.world_size} processes; pick a multiple of {ranks.world_size}")
@@ -519,7 +531,7 @@ def build_trainer(cfg: TrainConfig, ranks: Dist, plan: RunPlan, dataset: Dataset
     data = dataset or load_dataset(cfg.dataset, data_dir=cfg.data_dir, log=say)
     if dataset is not None:
         validate_dataset(dataset)  # load_dataset checks what it returns; a Dataset passed in is checked here
-    if rerun_of is not None and (warning := rerun_warning(data, *rerun_of)):
+    for warning in rerun_warnings(data, ranks.world_size, *rerun_of) if rerun_of is not None else ():
         say(warning)
     info = data.info()
     augment = parse_augment(cfg.augment)

@@ -171,8 +171,10 @@ class Trainer:
         s, cfg = self.state, self.cfg
         mix = None
         if self.augment is not None and s.epoch < cfg.epochs - cfg.clean_epochs:
-            x, mix = self.augment.apply(x, seed=cfg.seed + self.ranks.rank, epoch=s.epoch, batch=s.batch,
-                                        fill=self.train_loader.shift)
+            r = self.ranks
+            where = dict(seed=cfg.seed + r.rank, rank=0, world_size=1) if s.augment_by_rank else \
+                dict(seed=cfg.seed, rank=r.rank, world_size=r.world_size)
+            x, mix = self.augment.apply(x, **where, epoch=s.epoch, batch=s.batch, fill=self.train_loader.shift)
         with self.autocast:
             logits = self.net(x)
             if mix is None:

@@ -105,13 +105,13 @@ def _run(args, command: argparse.ArgumentParser) -> int:
                 setattr(args, name, str(resolve_run(LATEST)))
         return args.func(args)
     except Interrupted as err:  # the position was saved: not an error, but not a success either
-        output.complain(f"cnnlab: {err}")
+        output.complain(f"cnnlab: {_ranked(str(err))}")
         return err.exit_code
     except CnnlabError as err:  # one line, whatever a quoted name holds (a newline in a file's name)
-        output.complain(f"cnnlab: error: {printable(str(err))}")
+        output.complain(f"cnnlab: error: {_ranked(printable(str(err)))}")
         return 2
     except KeyboardInterrupt:
-        output.complain("cnnlab: interrupted")
+        output.complain(f"cnnlab: {_ranked('interrupted')}")
         return 130
     except BrokenPipeError:
         if not output.stdout_closed():  # not our output's reader: some other pipe or socket, a bug
@@ -260,6 +260,15 @@ def _shut_down(code: int) -> NoReturn:
                 thread.join()
     atexit._run_exitfuncs()
     _exit_now(code)
+
+
+def _ranked(line: str) -> str:
+    """A line of a torchrun group's rank other than 0 says whose it is ("rank 1: ..."): every rank meets the same
+    refusal of the same settings, and two identical lines read as one process's error said twice."""
+    rank = os.environ.get("RANK", "0").strip()
+    if not _in_torchrun_group() or not rank.isdigit() or rank == "0" or line.startswith("rank "):
+        return line
+    return f"rank {rank}: {line}"
 
 
 def _in_torchrun_group() -> bool:

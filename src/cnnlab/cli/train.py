@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import textwrap
 from pathlib import Path
@@ -219,14 +220,15 @@ def config_from_args(args) -> TrainConfig:
     return cfg.validate()
 
 
-def _rerun_of(cfg: TrainConfig, path: Path, typed: set[str]) -> tuple[str, dict] | None:
-    """``--config RUN`` (a re-run of that run) on its own ``idx:``/``folder:`` dataset: where the settings came from
-    and what that run recorded of its data (config.json's "data"), for the engine to compare with the data it loads
-    (one warning if it changed: the user may mean to re-run on the new data); None otherwise."""
-    recorded = (read_run_json(path) or {}).get("data")
-    if not isinstance(recorded, dict) or "dataset" in typed or dataset_kind(cfg.dataset) not in DIRECTORY_KINDS:
-        return None
-    return f"--config {path}", recorded
+def _rerun_of(cfg: TrainConfig, path: Path, typed: set[str]) -> tuple[str, dict | None, int]:
+    """``--config RUN`` (a re-run of that run): where the settings came from, what that run recorded of its data
+    (config.json's "data": only for its own ``idx:``/``folder:`` dataset, None otherwise) and how many processes
+    trained it, for the engine to compare with the data it loads and the group it runs in (one warning each:
+    the user may mean to re-run on the new data, or in one process)."""
+    record = read_run_json(path) or {}
+    recorded, world = record.get("data"), record.get("world_size")
+    own = isinstance(recorded, dict) and "dataset" not in typed and dataset_kind(cfg.dataset) in DIRECTORY_KINDS
+    return f"--config {path}", recorded if own else None, world if type(world) is int and world >= 1 else 1
 
 
 def _overlay(base: TrainConfig, flags: TrainConfig, typed: set[str]) -> TrainConfig:
@@ -281,7 +283,7 @@ def cmd_train(args) -> int:
     else:
         result = train(cfg, out=args.out, write=not args.dry_run, quiet=args.quiet, report=not args.dry_run,
                        verbose=args.verbose, rerun_of=getattr(args, "rerun_of", None))
-    if args.dry_run:
+    if args.dry_run and os.environ.get("RANK", "0").strip() in ("", "0"):  # under torchrun: rank 0's line only
         print(f"dry run ok: {plural(result.final.n, 'test image')} evaluated, nothing written")
     return 0
 
