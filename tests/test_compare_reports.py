@@ -178,3 +178,25 @@ def test_a_comparison_plot_whose_title_names_a_folder_that_is_no_utf8_is_drawn(t
     plots.plot_comparison(series, tmp_path / "c.png", title="idx:/d/tin\udcffy", context={"folder": "cmp\udcff\nx"})
     assert figs[0].get_suptitle() == "idx:/d/tin\\udcffy: mean over seeds, error bars = ±1 std\nfolder cmp\\udcff\\nx"
     assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_the_comparisons_legend_hides_no_point(tmp_path, monkeypatch):
+    """The legend sat in the upper right, over the best model's last point (accuracy rises to the right)."""
+    from cnnlab import plots
+
+    figures = []
+    real = plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path, **kw: figures.append(fig) or real(fig, path, **kw))
+    few = {"resnet": {"epochs": [1, 2], "mean": [86.5, 90.95], "std": [1.5, 0.9], "n": 2},
+           "basic_cnn": {"epochs": [1, 2], "mean": [79.7, 87.7], "std": [0.3, 0.4], "n": 2}}
+    many = {k: {"epochs": list(range(1, 16)), "mean": [80 + i + d for i in range(15)], "std": [0.3] * 15, "n": 3}
+            for k, d in (("resnet", 0), ("basic_cnn", -3))}
+    for series in (few, many):
+        plots.plot_comparison(series, tmp_path / "c.png")
+        fig = figures[-1]
+        renderer = fig._get_renderer()  # the figure was drawn when it was saved
+        (legend,) = fig.legends
+        box = legend.get_window_extent(renderer)
+        assert [t.get_text() for t in legend.get_texts()] == [f"{k} (n={s['n']})" for k, s in series.items()]
+        for ax in fig.axes:
+            assert not box.overlaps(ax.get_window_extent(renderer)), "the legend lies over a panel"

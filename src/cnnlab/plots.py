@@ -105,7 +105,8 @@ def plot_comparison(series: dict[str, dict], path, metric: str = "test accuracy 
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-    axes[0].legend()
+    handles, labels = axes[0].get_legend_handles_labels()  # below the panels: inside, "best" still hid the top
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4) or 1)  # right (the best) point
     spread = "error bars" if few else "band"
     _title(fig, f"{title + ': ' if title else ''}mean over seeds, {spread} = ±1 std", context)
     return save_figure(fig, path)
