@@ -13,26 +13,39 @@ Everything here calls the same library functions as the command line; nothing is
 from __future__ import annotations
 
 import contextlib
+import importlib
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-import torch
-import torch.nn as nn
-
-from cnnlab import engine
-from cnnlab.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+# torch (~1.3 s, 7-10 s cold) and the library behind it (engine, checkpoint, evaluation, models, predict,
+# pretrained) are imported inside the functions that need them: list_runs and load_run read a run's files only,
+# and answer as fast as 'cnnlab runs' does.
 from cnnlab.config import FLAG_IN_TEXT, Naming, TrainConfig, check_given_settings_act, typed_values
 from cnnlab.dataset_names import canonical_dataset_name
-from cnnlab.engine import TrainResult
 from cnnlab.errors import CnnlabError, RunError, did_you_mean, short_repr
-from cnnlab.evaluation import EvalResult, evaluate_run
 from cnnlab.fileio import as_path, paths_explained, read_json
-from cnnlab.models import create_model as _create_model
-from cnnlab.predict import Predictor
-from cnnlab.pretrained import load_pretrained, pretrained_entries
 from cnnlab.runs import DEFAULT_CHECKPOINT, LATEST, run_config, check_columns, describe_run, find_runs, matches, read_metrics, resolve_run
+
+if TYPE_CHECKING:
+    import torch
+    import torch.nn as nn
+
+    from cnnlab.engine import TrainResult
+    from cnnlab.evaluation import EvalResult
+    from cnnlab.predict import Predictor
+
+#: The names of the library that this module offers (``cnnlab.Predictor``), each imported on first access.
+_LAZY = {"Predictor": "cnnlab.predict", "TrainResult": "cnnlab.engine", "EvalResult": "cnnlab.evaluation"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'cnnlab.api' has no attribute {name!r}")
 
 
 def check_flag(name: str, value, none: bool = False) -> None:
@@ -45,6 +58,8 @@ def check_flag(name: str, value, none: bool = False) -> None:
 def device_name(device, where: str = "device") -> str:
     """A device argument as the library takes it: a name (``"auto"``, ``"cpu"``, ``"cuda:1"``), or a
     ``torch.device`` as its name; anything else is one line."""
+    import torch  # the library's (see the top)
+
     if isinstance(device, torch.device):
         return str(device)
     if not isinstance(device, str):
@@ -79,6 +94,8 @@ def api_call(**given) -> Iterator[None]:
     """Around the API's calls into the library: a refusal names the caller's arguments, not the command line's
     flags (:func:`as_arguments`), and the caller's global torch RNG is left as it was (a net's random
     initialisation before its weights load drew from it)."""
+    import torch  # the library's (see the top)
+
     try:
         with torch.random.fork_rng(devices=[]):
             yield
@@ -95,6 +112,10 @@ def create_model(name: str, *, pretrained: bool = False, dataset: str | None = N
     (``mnist`` unless given, or ``fashion-mnist``) and returns it in eval mode, verified against the manifest.
     Without ``pretrained`` the weights are new, and ``dataset`` is refused (it would be ignored: the model's
     classes and input come from ``num_classes``, ``in_channels`` and ``image_size``)."""
+    from cnnlab.checkpoint import model_from_checkpoint  # the library's (see the top)
+    from cnnlab.models import create_model as _create_model
+    from cnnlab.pretrained import load_pretrained
+
     check_flag("pretrained", pretrained, none=True)
     if not pretrained:
         if dataset is not None:
@@ -132,6 +153,8 @@ def train(model: str | None = None, *, dataset: str | None = None, recipe: str |
 
 
 def _train(cfg: TrainConfig, given: dict, overrides: dict, out, resume, quiet: bool, verbose: bool) -> TrainResult:
+    from cnnlab import engine  # the library's (see the top)
+
     log = (lambda msg: None) if quiet else (lambda msg: print(msg, flush=True))
     if resume is None:
         check_given_settings_act(cfg.validate(), overrides, shown=lambda key, value: f"cnnlab.train({key}={value!r})")
@@ -185,15 +208,21 @@ class Run:
 
     @paths_explained()
     def checkpoint(self, which: str = "last") -> dict:
+        from cnnlab.checkpoint import load_checkpoint, resolve_checkpoint  # the library's (see the top)
+
         return load_checkpoint(resolve_checkpoint(self.folder, which))
 
     def model(self, which: str = "last") -> nn.Module:
         """The trained net (the weights' moving average where the run kept one), on the CPU, in eval mode."""
+        from cnnlab.checkpoint import model_from_checkpoint  # the library's (see the top)
+
         with api_call(which=which):
             return model_from_checkpoint(self.checkpoint(which)).eval()
 
     @paths_explained()
     def predictor(self, which: str = "last", device: str | torch.device = "cpu") -> Predictor:
+        from cnnlab.predict import Predictor  # the library's (see the top)
+
         device = device_name(device, "Run.predictor(device=...)")
         with api_call(which=which, device=device):
             return Predictor.from_run(self.folder, which=which, device=device)
@@ -203,6 +232,8 @@ class Run:
                  tta: str | None = None) -> EvalResult:
         """Loss and accuracy of the test set (``split="val"``: the run's validation split); ``tta``: views of
         each image whose probabilities are averaged, e.g. ``"shift"`` (see :mod:`cnnlab.tta`)."""
+        from cnnlab.evaluation import evaluate_run  # the library's (see the top)
+
         device = device_name(device, "Run.evaluate(device=...)")
         with api_call(which=which, device=device, split=split, tta=tta):
             return evaluate_run(self.folder, which=which, device=device, split=split, tta=tta)[0]
@@ -256,6 +287,9 @@ def predictor(run: str | Path | None = None, *, model: str | None = None, datase
 
 
 def _predictor(run, model: str | None, dataset: str | None, which: str | None, device: str) -> Predictor:
+    from cnnlab.predict import Predictor  # the library's (see the top)
+    from cnnlab.pretrained import pretrained_entries
+
     if run is not None:
         if isinstance(run, str) and not Path(run).exists() and run in {e.model for e in pretrained_entries()}:
             raise CnnlabError(f"{run!r} is not a run folder or checkpoint here; for the shipped weights of "
@@ -273,4 +307,6 @@ def _predictor(run, model: str | None, dataset: str | None, which: str | None, d
 
 def pretrained_weights() -> list[dict]:
     """The shipped weights and how they were made (model, dataset, test accuracy, recipe, command, sha256)."""
+    from cnnlab.pretrained import pretrained_entries  # the library's (see the top)
+
     return [vars(entry) for entry in pretrained_entries()]

@@ -6,16 +6,17 @@ Inference code (predict, export, analysis, serve) imports this and :mod:`cnnlab.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cnnlab.checkpoint import (load_checkpoint, load_into, load_state_dict_file, load_weights_file,
-                               model_from_checkpoint, resolve_checkpoint)
+from cnnlab.checkpoint import (load_checkpoint_and_digest, load_into, load_state_dict_file, load_weights_file,
+                               model_from_checkpoint, resolve_checkpoint, sidecar)
 from cnnlab.data import BatchLoader, Dataset, load_dataset, split_validation
 from cnnlab.data.folder import split_is_drawn
 from cnnlab.dataset_names import DIRECTORY_KINDS, dataset_kind, moved_away
@@ -25,7 +26,8 @@ from cnnlab.models import build_model
 from cnnlab.output import say
 from cnnlab.pretrained import load_pretrained
 from cnnlab.report import Figures, format_table, summarize, write_report
-from cnnlab.runs import check_output_folder, is_run_dir, is_running
+from cnnlab.fileio import sha256_file
+from cnnlab.runs import RunLock, check_output_folder, checkpoints_gone, is_run_dir, is_running
 from cnnlab.tta import TTA, parse_tta
 
 Log = Callable[[str], None]
@@ -139,6 +141,9 @@ class Subject:
     #: too; None: unknown (a bare weights file), ``data``'s own.
     mean: float | None = None
     std: float | None = None
+    #: The SHA-256 of the checkpoint's bytes that were loaded (a run's): its report is written into the run only
+    #: while the file there is still these bytes (:func:`own_report`).
+    digest: str = ""
 
     @property
     def normalisation(self) -> tuple[float, float]:
@@ -193,8 +198,10 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
         return Subject(model, model_name, data, str(weights), warning=note, **recorded)
     if path is None:
         raise CnnlabError("give a run directory or checkpoint, --pretrained MODEL, or --weights FILE --model NAME")
+    if Path(path).is_dir() and (gone := checkpoints_gone(Path(path))):  # not "it stopped before its first epoch"
+        raise CheckpointError(f"{path}: no {which}.pt in this run directory; {gone}")
     ckpt = resolve_checkpoint(path, which)
-    state = load_checkpoint(ckpt, expect_model=model_name)
+    state, digest = load_checkpoint_and_digest(ckpt, expect_model=model_name)
     cfg = state["config"]
     if not (loaded or name) and (message := moved_away(cfg["dataset"], str(ckpt), f"cnnlab evaluate {path} {{new}}")):
         raise CnnlabError(message)
@@ -213,7 +220,42 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
     return Subject(model_from_checkpoint(state), state["model"]["name"], data, str(ckpt),
                    channels_last=bool(cfg.get("channels_last", False)), run_dir=None if not_own else ckpt.parent,
                    not_own=not_own, split=split, warning=other_classes((state.get("data") or {}).get("classes"),
-                                                                       trained_on, data), **_recorded_normalisation(state))
+                                                                       trained_on, data), digest=digest,
+                   **_recorded_normalisation(state))
+
+
+@contextlib.contextmanager
+def own_report(subject: Subject) -> Iterator[str]:
+    """Around the writing of a run's own report (its summary.json and figures): the run's lock, held, so that no
+    training starts meanwhile; yields why nothing may be written ("" when it may). An evaluation that began before a
+    ``cnnlab train --resume`` of the run and ends after it wrote the older checkpoint's figures over the finished
+    run's: the report is written only while no training holds the run and its checkpoint is still the file loaded."""
+    ckpt = Path(subject.source)
+    try:
+        lock = RunLock(ckpt.parent).acquire()
+    except WriteError:  # a read-only run folder: no lock, and the report's own write says what is wrong
+        lock = RunLock(ckpt.parent)
+    except RunError:
+        yield ("another cnnlab process holds the run (its training resumed, or another evaluation writes its report), so "
+               "the checkpoint evaluated may not be its final weights")
+        return
+    try:
+        yield "" if _still_loaded(ckpt, subject.digest) else \
+            f"{ckpt.name} changed while it was evaluated (the run trained on), so this is not the run's result"
+    finally:
+        lock.release()
+
+
+def _still_loaded(ckpt: Path, digest: str) -> bool:
+    """Whether ``ckpt`` is still the bytes whose SHA-256 is ``digest``: its sidecar lists that hash alone (a save
+    in flight lists two), or, without a sidecar, the file hashes to it."""
+    try:
+        side = sidecar(ckpt)
+        if side.is_file():
+            return [line.split()[0] for line in side.read_text().splitlines() if line.strip()] == [digest]
+        return sha256_file(ckpt) == digest
+    except (OSError, IndexError, UnicodeDecodeError):
+        return False
 
 
 def _recorded_normalisation(state: dict) -> dict:

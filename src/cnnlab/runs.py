@@ -13,6 +13,7 @@ import json
 import os
 import re
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -304,7 +305,7 @@ def check_output_file(target: str | Path, source: Path | None, flag: str = "--ou
     name, folder = target.name, target.parent
     if source is not None and target.exists() and target.resolve() == source.resolve():
         raise RunError(f"{flag} {target} is the checkpoint being exported; give another file name")
-    if target.with_name(name + ".sha256").is_file():
+    if os.path.isfile(target.with_name(name + ".sha256")):  # False for a name too long to have a sidecar
         raise RunError(f"{flag} {target} is a cnnlab checkpoint (it has a .sha256 beside it); writing over it "
                        "would lose its weights: give another file name")
     if not is_run_dir(folder):
@@ -326,12 +327,20 @@ def find_runs(root: str | Path = "runs") -> list[Path]:
         raise RunError(f"{root} is a file, not a folder of runs; give the folder that holds them (runs/ by default)")
     found: dict[Path, Path] = {}  # each run once, by its real folder (a link back to the root listed all twice)
     top = sorted(_subfolders(root), key=Path.is_symlink)  # a run's own path before a link's
-    runs = [p for p in top if is_run_dir(p)]
+    runs = [p for p in top if _listed(p)]
     held = set(runs)
-    runs += [q for p in top if p not in held for q in sorted(_subfolders(p), key=Path.is_symlink) if is_run_dir(q)]
+    runs += [q for p in top if p not in held for q in sorted(_subfolders(p), key=Path.is_symlink) if _listed(q)]
     for run in runs:  # the shortest path to a run names it
         found.setdefault(_real(run), run)
     return sorted(found.values(), key=last_activity, reverse=True)
+
+
+def _listed(path: Path) -> bool:
+    """Whether ``cnnlab runs`` lists ``path``: a run folder, or one whose config.json is gone (it holds a run's
+    checkpoint or metrics and nothing but a run's files), which evaluate and compare still use: listed as damaged."""
+    if is_run_dir(path):
+        return True
+    return holds_run(path) and all(p.name in RUN_FILES or p.name.startswith(".") for p in _entries(path))
 
 
 def _real(path: Path) -> Path:
@@ -429,9 +438,65 @@ def describe_run(run: Path) -> dict:
         _add_summary(row, summary, problems)
     complete = row["final_acc"] is not None and row["epochs"] is not None and row["epochs_done"] >= row["epochs"]
     row["status"], row["detail"] = run_status(run, complete, problems)
+    if row["status"] != "running":
+        problems += _checkpoint_problems(run, row["status"] == "finished")
     if problems and row["status"] != "running":
         row["status"], row["detail"] = "damaged", bounded("; ".join(problems))
     return row
+
+
+def run_problem(run: Path) -> str:
+    """Why ``run`` must not be reused as it is (what makes its ``cnnlab runs`` row "damaged": its config.json missing,
+    half-written or edited, a checkpoint cut short, a finished run's last.pt gone); empty when there is nothing
+    wrong, or while a process trains it. For compare, before it reuses or resumes a run."""
+    row = describe_run(run)
+    return row["detail"] if row["status"] == "damaged" else ""
+
+
+def _checkpoint_problems(run: Path, finished: bool) -> list[str]:
+    """What is wrong with a run's checkpoints, cheaply (no hash of the file; ``cnnlab runs`` lists hundreds): a
+    checkpoint that is not a whole zip archive (torch.save's: cut short, its directory at the end lost), and a
+    finished run without last.pt (deleted or moved)."""
+    found = [f"{name}.pt: {why}" for name in CHECKPOINTS if (why := checkpoint_damage(run / f"{name}.pt"))]
+    if finished and not os.path.lexists(run / "last.pt"):
+        best = (f"its best.pt holds its best epoch's weights (cnnlab evaluate {run} --checkpoint best)"
+                if (run / "best.pt").is_file() else "train it again")
+        found.append(f"last.pt: missing, the run finished and its final weights were deleted or moved; put it back, "
+                     f"or {best}")
+    return found
+
+
+def checkpoint_damage(path: Path) -> str:
+    """Why the checkpoint file ``path`` cannot be whole, from a cheap look (its first bytes, and the zip directory
+    that torch.save writes last, which a file cut short has lost); empty when it looks whole or is not there."""
+    fix = "put back the run's own copy, or use the other checkpoint (last.pt / best.pt), or train it again"
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+            if head[:1] == b"\x80":  # torch.save's legacy format (a pickle): no cheap check
+                return ""
+            if head != b"PK\x03\x04":
+                return f"{'empty' if not head else 'not a checkpoint'} (not what cnnlab writes there); {fix}"
+            zipfile.ZipFile(fh)  # reads the directory at the end only
+    except FileNotFoundError:
+        return ""
+    except OSError as err:
+        return f"cannot be read ({err.strerror or type(err).__name__}); check its permissions"
+    except (zipfile.BadZipFile, ValueError, EOFError):
+        return f"cut short (truncated or altered: its end is missing); {fix}"
+    return ""
+
+
+def checkpoints_gone(run: Path) -> str:
+    """Why a run folder that trained holds neither last.pt nor best.pt, for a refusal: empty when it has one, or
+    never ended an epoch (then it saved none)."""
+    if any(os.path.lexists(run / f"{name}.pt") for name in CHECKPOINTS):
+        return ""
+    kept = [name for name in ("metrics.csv", "summary.json") if (run / name).is_file()]
+    if not kept:
+        return ""
+    return (f"the run trained ({' and '.join(kept)} remain) but its checkpoints (last.pt, best.pt) were deleted or "
+            "moved: put them back, or train it again")
 
 
 # ----------------------------------------------------------------------------- reading a run's files
@@ -453,6 +518,11 @@ _FIXES = {
     "summary.json": "'cnnlab evaluate {run}' writes it again",
     "metrics.csv": "delete it: the run's checkpoints do not need it, and its next epoch writes it whole again",
 }
+#: The settings every config.json that cnnlab writes holds (each run's resolved settings): one without them was
+#: half-written or edited.
+REQUIRED_SETTINGS = ("model", "dataset", "epochs")
+#: More epochs than any run trains: a config.json saying more was edited (``1/1000000...`` in the table).
+EPOCHS_LIMIT = 1_000_000_000
 #: The columns a row takes from the run's settings, and their types.
 _CONFIG_COLUMNS = {"model": str, "dataset": str, "recipe": str, "epochs": int, "teacher": str, "eval_limit": int}
 
@@ -525,6 +595,14 @@ def _checked_config(data, path: Path, fix: str = _DAMAGED) -> dict:
                 if not isinstance(data, dict) else "not the file cnnlab writes there (no settings in it)")
         raise RunError(f"{path}: {what}; {fix}")
     typed_values(cfg, str(path))
+    missing = [key for key in REQUIRED_SETTINGS if key not in cfg]
+    if missing:
+        raise RunError(f"{path}: not the file cnnlab writes there (no {', '.join(missing)} in its settings: half-written "
+                       f"or edited); {fix}")
+    epochs = cfg["epochs"]
+    if epochs is not None and not 1 <= epochs <= EPOCHS_LIMIT:
+        raise RunError(f"{path}: epochs {bounded(str(epochs), 40)} is not what cnnlab writes there (a run trains 1 to "
+                       f"{EPOCHS_LIMIT:,}); {fix}")
     return cfg
 
 
@@ -555,6 +633,9 @@ def _config_columns(run: Path, problems: list[str]) -> dict:
     What is wrong with the file (a value of another type, as ``"epochs": "2"``) is added to ``problems``."""
     path = run / "config.json"
     data = _mapping(path, problems)
+    if data is None and not os.path.lexists(path):
+        problems.append("config.json: missing (cnnlab writes it first, and the checkpoints still hold the settings); "
+                        "put back the one the run wrote")
     if data is None:
         return {}
     try:
@@ -567,8 +648,8 @@ def _config_columns(run: Path, problems: list[str]) -> dict:
     columns = {}
     for key, kind in _CONFIG_COLUMNS.items():
         value = cfg.get(key)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            value = None  # missing, or of another type (noted above)
+        if not isinstance(value, kind) or isinstance(value, bool) or key == "epochs" and not 1 <= value <= EPOCHS_LIMIT:
+            value = None  # missing, of another type, or out of range (noted above)
         columns[key] = bounded(value, NAME_LIMIT) if isinstance(value, str) else value
     return columns
 

@@ -115,16 +115,28 @@ def cmd_evaluate(args) -> int:
 def _report(args, subject, res, extra: dict, say) -> int:
     """summary.json and the figures, where they belong (the run's own folder, or --out); 1 if they could not be
     written (the accuracy is still the answer)."""
-    from cnnlab.evaluation import report_run
-    from cnnlab.report import RUN_FACTS, IncompleteReport
+    from cnnlab.evaluation import own_report
 
     out = Path(args.out) if args.out else subject.run_dir
     reporting = out is not None and not args.no_report
     own = out is not None and subject.run_dir is not None and out.resolve() == subject.run_dir.resolve()
-    history = _history(out) if reporting and own and _curves_stale(out) else []
+    if not (reporting and own):
+        return _write_report(args, subject, res, extra, say, out if reporting else None, own)
+    with own_report(subject) as why:  # the run's lock held; its last.pt still the file evaluated
+        if why:
+            say(f"no report written: {why}")
+        return _write_report(args, subject, res, extra, say, None if why else out, own)
+
+
+def _write_report(args, subject, res, extra: dict, say, out: Path | None, own: bool) -> int:
+    """The per-class table, and summary.json and the figures in ``out`` (None: nowhere)."""
+    from cnnlab.evaluation import report_run
+    from cnnlab.report import RUN_FACTS, IncompleteReport
+
+    history = _history(out) if out is not None and own and _curves_stale(out) else []
     code = 0
     try:
-        report_run(out if reporting else None, subject.model, subject.data, next(subject.model.parameters()).device,
+        report_run(out, subject.model, subject.data, next(subject.model.parameters()).device,
                    history=history, batch_size=args.batch_size, extra=extra,
                    log=say, result=res, context={"model": subject.model_name, "dataset": subject.data.name},
                    table=True, keep=RUN_FACTS if own else ())  # the training's own figures (time, target) stay
