@@ -102,3 +102,24 @@ def test_a_compare_folder_nested_in_another_does_not_stop_the_outer_compare(tmp_
     with pytest.raises(CnnlabError) as err:
         check_output_folder(outer, None, writes=("comparison.md", "comparison.png"))
     assert f"--out {outer} is not a cnnlab report's folder (it holds 'inner/notes.txt')" in str(err.value)
+
+
+def test_a_finished_run_whose_checkpoint_is_cut_short_or_gone_is_not_reused(tiny_idx, tmp_path):
+    """compare reused a run whose last.pt was truncated (or deleted): its figures stood in the table for weights that
+    could no longer be evaluated, resumed or exported."""
+    out = tmp_path / "cmp"
+    compare(["basic_cnn"], 1, _base(tiny_idx), out, log=lambda m: None)
+    (run,) = [p for p in out.iterdir() if p.is_dir()]
+    whole = (run / "last.pt").read_bytes()
+    (run / "last.pt").write_bytes(whole[:1000])
+    with pytest.raises(CnnlabError, match=r"cannot be reused: last.pt: cut short"):
+        compare(["basic_cnn"], 1, _base(tiny_idx), out, log=lambda m: None)
+    assert (run / "last.pt").read_bytes() == whole[:1000]  # nothing of it touched
+    (run / "last.pt").unlink()
+    with pytest.raises(CnnlabError, match=r"cannot be reused: last.pt: missing, the run finished"):
+        compare(["basic_cnn"], 1, _base(tiny_idx), out, log=lambda m: None)
+
+
+def test_seeds_beyond_a_thousand_are_refused_at_once(tiny_idx, tmp_path):
+    with pytest.raises(CnnlabError, match=r"--seeds must be 1 to 1,000 \(seeds 0..N-1 per model\), got 100,000,000"):
+        compare(["basic_cnn"], 100_000_000, _base(tiny_idx), tmp_path / "cmp", log=lambda m: None)

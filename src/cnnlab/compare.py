@@ -28,7 +28,7 @@ from cnnlab.fileio import atomic_write_text, kind_of
 from cnnlab.models import build_model, count_parameters, list_models
 from cnnlab.plots import plot_comparison
 from cnnlab.runs import (STATUS_FILE, RunLock, check_output_folder, load_run_json, read_metrics, read_run_json,
-                         run_config, write_metrics)
+                         run_config, run_problem, write_metrics)
 from cnnlab.text import plural
 from cnnlab.tta import parse_tta
 
@@ -114,6 +114,11 @@ def _mean_std(values: list[float | None]) -> tuple[float, float] | None:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+#: The most seeds a compare takes: each is a run per model (and a folder checked before any trains); --seeds
+#: 100000000 spent minutes silent before its first run.
+MAX_SEEDS = 1000
+
+
 def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = "runs/compare", *,
             quiet: bool = False, log=print, tta: str | None = None, teachers: str | Path | None = None,
             teacher_model: str | None = None) -> dict:
@@ -134,8 +139,8 @@ def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = 
     twice = sorted({m for m in models if models.count(m) > 1})
     if twice:
         raise CnnlabError(f"--models names {', '.join(twice)} twice; name each model once (--seeds sets the runs per model)")
-    if seeds < 1:
-        raise CnnlabError(f"--seeds must be at least 1, got {seeds}")
+    if not 1 <= seeds <= MAX_SEEDS:
+        raise CnnlabError(f"--seeds must be 1 to {MAX_SEEDS:,} (seeds 0..N-1 per model), got {seeds:,}")
     out, auto = Path(out), teachers == AUTO_TEACHERS
     # a compare's runs and table in a run's folder would hide them from 'cnnlab runs'
     check_output_folder(out, None, writes=("comparison.md", "comparison.png"))
@@ -290,7 +295,9 @@ def _run_one(cfg: TrainConfig, out: Path, data, quiet: bool, log, warned: set[st
     says which and how it went (the run's own lines are in its folder; its warnings on the console, once)."""
     run_dir = run_folder(out, cfg)
     _check_run_folders(out, [cfg], data)
-    how = "reused"
+    if finished_run(run_dir, cfg) and (why := run_problem(run_dir)):  # its figures, but not its weights
+        raise RunError(f"{run_dir} cannot be reused: {why}; or move that run out of the folder to train it anew")
+    how, stopped = "reused", None
     if not finished_run(run_dir, cfg):
         resume = (run_dir / "last.pt").is_file()
         how = "resumed" if resume else "trained"
@@ -298,8 +305,20 @@ def _run_one(cfg: TrainConfig, out: Path, data, quiet: bool, log, warned: set[st
             train(cfg, out=None if resume else run_dir, resume=run_dir if resume else None, quiet=quiet,
                   log=_said_once(cfg, warned, log), dataset=data)
         except Interrupted as err:  # the run's own hint resumes one run; the compare resumes all of them
-            raise Interrupted(f"{err}; or run the same compare again: it keeps the finished runs and resumes "
-                              "this one", err.exit_code) from None
+            if not finished_run(run_dir, cfg):
+                raise Interrupted(f"{err}; or run the same compare again: it keeps the finished runs and resumes "
+                                  "this one", err.exit_code) from None
+            stopped = err  # a signal after its last step: the run wrote its result, the compare stops after it
+    result = _run_result(run_dir, cfg, how, log)
+    if stopped is not None:
+        raise Interrupted(f"{stopped}; the compare stopped before its next run: run the same compare again to go on "
+                          "(it reuses the finished runs)", stopped.exit_code) from None
+    return result
+
+
+def _run_result(run_dir: Path, cfg: TrainConfig, how: str, log) -> dict:
+    """A finished run's line (``trained``, ``resumed`` or ``reused``, its final accuracy and time) and its figures
+    for the comparison (final accuracy, epochs' rows, threads)."""
     summary = load_run_json(run_dir / "summary.json")  # the training just wrote it, or the run was reused for it
     if not isinstance(summary, dict) or not _number(summary.get("accuracy")):
         raise RunError(f"{run_dir / 'summary.json'}: holds no final accuracy; move that run away to train it anew, "

@@ -13,6 +13,7 @@ import errno
 import math
 import os
 import shutil
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -200,9 +201,9 @@ def train(
     adds the per-class table of the test set; ``silent`` also keeps the note on stderr that a signal was taken
     (the API's quiet: nothing printed at all); ``naming``: how a refused resume names the settings given (the
     command line's flags, or the API's arguments); ``rerun_of``: (where, recorded data, processes) of a run re-run from
-    its settings, whose changed data and other number of processes are warned of (:func:`rerun_warnings`). Under torchrun every rank runs this; only rank 0 logs and
-    writes; a restart resumes by itself. The caller's torch settings are its own again when this returns or
-    raises (:func:`callers_torch_kept`).
+    its settings, whose changed data and other number of processes are warned of (:func:`rerun_warnings`). Under
+    torchrun every rank runs this; only rank 0 logs and writes; a restart resumes by itself. The caller's torch
+    settings are its own again when this returns or raises (:func:`callers_torch_kept`).
     """
     if resume is None:
         check_model_name(cfg.validate().model)  # refused before any folder is made (a resume: the run's own, below)
@@ -226,6 +227,7 @@ def train(
             stack.push(recorder := FailureRecord(plan, armed=plan.resume_from is None, guard=guard))
             stack.enter_context(_peer_lost_explained(recorder))
             stack.enter_context(_full_disk_explained(recorder))
+        stack.enter_context(_stopped_at_once(plan, ranks, recorder if guard is not None else None))
         stack.enter_context(ranks.errors_explained())  # a dead peer: one line, not gloo's traceback
         ckpt = _resumed_checkpoint(plan)
         if ckpt is not None:
@@ -251,10 +253,39 @@ def train(
             introduce(t)
         observers = make_observers(t, quiet, silent)
         stack.callback(lambda: [o.close() for o in observers])
-        final = fit(t, observers)
-        result = finish(t, final, report, verbose, silent)
+        result = finish(t, fit(t, observers), report, verbose, silent)
         _record_outcome(t, result)
+    return _stop_if_signalled(observers, result)  # a signal after the last step: its result is written, then it stops
+
+
+def _stop_if_signalled(observers: list[obs.Observer], result: TrainResult) -> TrainResult:
+    """``result``, unless a signal was taken after the run's last step (its final evaluation, report, figures): it let
+    the run write its result, and is not lost: the run stops now, as finished, with the signal's exit code (128 + its
+    number)."""
+    signum = next((o.signum for o in observers if isinstance(o, obs.SignalStop)), None)
+    if signum is None:
         return result
+    pipe = signum == getattr(signal, "SIGPIPE", None)
+    what = "the output was closed (SIGPIPE)" if pipe else signal.Signals(signum).name
+    where = f" in {result.run_dir}" if result.run_dir is not None else ""
+    raise Interrupted(f"{what} after the run's last step: it finished training and its result is written{where}; "
+                      "stopped there", 128 + signum)
+
+
+@contextlib.contextmanager
+def _stopped_at_once(plan: RunPlan, ranks: Dist, recorder: FailureRecord | None):
+    """A second signal (:class:`cnnlab.observers.StopNow`) stops the run where it is: one line, the exit code of the
+    signal, and how the run goes on (its resume, or that nothing was saved), which status.json says too (SIGTERM and
+    SIGHUP made it "failed (143)", without a word)."""
+    try:
+        yield
+    except obs.StopNow as stop:
+        if plan.run_dir is not None:
+            how = resume_hint(plan.run_dir, recorder.max_steps if recorder is not None else 0) or START_AGAIN
+        else:
+            how = "rank 0 saves the position" if ranks.enabled else "nothing was saved (the run writes no folder)"
+        raise Interrupted(f"stopped at once by a second {signal.Signals(stop.signum).name}; {how}",
+                          128 + stop.signum) from None
 
 
 @contextlib.contextmanager
@@ -714,9 +745,12 @@ def fit(t: Trainer, observers: list[obs.Observer]) -> EvalResult | None:
     """Epochs until the run is done or an observer stops it; the last evaluation of the eval split."""
     if t.state.target is not None or t.state.epoch >= t.cfg.epochs:
         t.request_stop("nothing to train")  # finished, or reached its target before: its record stands
-        return None
-    if t.cfg.max_steps and t.state.step >= t.cfg.max_steps:  # a resume at or past its step limit (it took one more)
+    elif t.cfg.max_steps and t.state.step >= t.cfg.max_steps:  # a resume at or past its step limit (it took one more)
         t.request_stop("step limit")
+    if t.stop_reason:
+        for o in observers:  # a signal now lets the run write its result (SignalStop says so), then stops it
+            if isinstance(o, obs.SignalStop):
+                o.training_over = True
         return None
     final = None
     t.model.train()

@@ -220,14 +220,24 @@ class CheckpointSaver(Observer):
         t.save("last.pt")
 
 
+class StopNow(KeyboardInterrupt):
+    """A second signal: the run stops at once (``signum``), where it is; the engine says how it goes on."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 class SignalStop(Observer):
     """SIGINT (Ctrl-C), SIGTERM and SIGHUP (its terminal closed) finish the current step, then the run saves
-    its position and stops.
+    its position and stops. One that comes after the run's training is over (its last step, a step limit or
+    target: ``training_over``) lets the run write its result, and the engine stops after it
+    (:func:`cnnlab.engine.train` raises ``Interrupted``: the signal is never lost).
 
-    A second signal stops at once; under ``nohup`` (SIGHUP ignored) SIGHUP stays ignored. SIGPIPE (stdout was
-    a pipe whose reader went away: ``cnnlab train | head``) stops the same way, but never at once, and not a run
-    already stopping: its output is gone, its work need not be (``cnnlab.output``). Installed only in the main
-    thread.
+    A second signal stops at once (:class:`StopNow`); under ``nohup`` (SIGHUP ignored) SIGHUP stays ignored. SIGPIPE
+    (stdout was a pipe whose reader went away: ``cnnlab train | head``) stops the same way, but never at once, and
+    not a run already stopping: its output is gone, its work need not be (``cnnlab.output``). Installed only in the
+    main thread.
 
     Under torchrun (``group``) only SIGINT is taken: the agent passes a Ctrl-C on to every worker and kills them
     30 s later; SIGTERM, which it sends to restart the group when a worker died, stays deadly (a collective with a
@@ -242,6 +252,7 @@ class SignalStop(Observer):
         self.silent = silent  # no note on stderr when a signal is taken (the Interrupted error still says it)
         self.group = group
         self.signum: int | None = None
+        self.training_over = False  # set after the run's last step: a signal then no longer stops training
         self._saved: dict[int, object] = {}
         self.active = threading.current_thread() is threading.main_thread()
         if self.active:
@@ -260,14 +271,18 @@ class SignalStop(Observer):
             return
         if self.signum is not None:  # the second signal: give up at once
             self.close()
-            raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
+            raise StopNow(signum)
         self.signum = signum
         what = "the output was closed (SIGPIPE)" if pipe else signal.Signals(signum).name
+        doing = ("the run has finished training; writing its result, then stopping" if self.training_over
+                 else "stopping after this step and saving the position")
         if not self.silent:
-            output.complain(f"\n{what}: stopping after this step and saving the position"
-                            f"{'' if pipe else ' (send it again to stop at once)'}")
+            output.complain(f"\n{what}: {doing}{'' if pipe else ' (send it again to stop at once)'}")
 
     def after_step(self, t: Trainer) -> None:
+        s = t.state
+        if self.signum is None and (t.stop_reason or (s.epoch == t.cfg.epochs - 1 and s.batch == t.steps_per_epoch)):
+            self.training_over = True  # its last step (or a step limit's, a target's): what is left is its result
         if self.group:
             if t.state.step % self.GROUP_CHECK_STEPS == 0:
                 self._agree(t)
