@@ -51,7 +51,7 @@ from cnnlab.imagelimits import DEFAULT_MAX_PIXELS, MIN_MAX_PIXELS, max_file_byte
 __all__ = ["ALLOWED_FORMATS", "ALLOWED_TEXT", "DEFAULT_MAX_PIXELS", "FORMAT_SUFFIXES", "IMAGE_SUFFIXES",
            "SIXTEEN_BIT", "BadImageError", "ResourceError", "check_max_pixels", "check_pixels", "formats_text",
            "is_short_of_resources", "open_file_limit", "open_image", "printable", "short_of", "shrink", "suffixes_for",
-           "unit_gray"]
+           "unit_gray", "upright"]
 
 #: The file suffixes (lower case) of each Pillow format: the one table every scan for images derives
 #: its suffixes from, so that a format and its suffixes are never listed apart.
@@ -290,6 +290,9 @@ def open_image(source: str | Path | bytes | BinaryIO, name: str | None = None,
         except BadImageError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            size = _header_size(data, formats) if max_pixels is not None else None
+            if size:  # over Pillow's limit is over the cap too (check_max_pixels): say it as for any size over it
+                check_pixels(name, size[0], size[1], max_pixels)
             raise _bad(
                 name, f"refused as a possible decompression bomb ({str(err).split('.')[0]}); "
                 "give an image of at most a few megapixels"
@@ -303,6 +306,26 @@ def open_image(source: str | Path | bytes | BinaryIO, name: str | None = None,
     return img
 
 
+def upright(img: Image.Image, name: str = "image") -> Image.Image:
+    """A PIL image a caller opened, turned as its EXIF orientation says (as :func:`open_image` turns a file): a
+    turned copy when the tag asks for a turn, else ``img`` itself (the caller's image is never changed). EXIF that
+    cannot be read is a :class:`BadImageError`, as in a file."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Possibly corrupt EXIF data" and the like
+            if img.getexif().get(ORIENTATION_TAG, 1) in (None, 1):
+                return img
+            return ImageOps.exif_transpose(img)
+    except Exception as err:  # noqa: BLE001 - damaged metadata of untrusted bytes is a refusal, not a traceback
+        if is_short_of_resources(err):
+            raise short_of(name, err) from None
+        raise _bad(name, f"damaged or truncated image ({first_line(err)[:120]}); re-save or re-export the file") from None
+
+
+#: The EXIF tag that says how a photo stored sideways is to be turned (1: as stored).
+ORIENTATION_TAG = 0x0112
+
+
 def _check_header(img: Image.Image, name: str, formats: tuple[str, ...], max_pixels: int | None) -> None:
     """Refuse, from the header alone, a format outside ``formats``, no pixels, or more than ``max_pixels``."""
     # defensive: formats= already restricts the plugins; MPO is how Pillow's JPEG plugin reports a
@@ -314,6 +337,23 @@ def _check_header(img: Image.Image, name: str, formats: tuple[str, ...], max_pix
         raise _bad(name, f"the image has no pixels ({w}x{h}); give a real image")
     if max_pixels is not None:
         check_pixels(name, w, h, max_pixels)
+
+
+def _header_size(data: bytes, formats: tuple[str, ...]) -> tuple[int, int] | None:
+    """The width and height that the header of ``data`` declares, read by the format's own plugin, for an image
+    that ``Image.open`` refused as a decompression bomb before it could tell them (nothing is decoded); None when
+    no plugin of ``formats`` reads the header."""
+    for fmt in formats:
+        factory, accept = Image.OPEN.get(fmt, (None, None))
+        try:
+            if factory is None or (accept and not accept(data[:16])):
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return tuple(factory(io.BytesIO(data), None).size)
+        except Exception:  # noqa: BLE001 - not this format's header: try the next one
+            continue
+    return None
 
 
 def check_pixels(name: str, w: int, h: int, max_pixels: int, limit: str = "--max-pixels",

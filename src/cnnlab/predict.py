@@ -43,7 +43,7 @@ from cnnlab.fileio import atomic_write_bytes, open_if_regular
 from cnnlab.pretrained import load_pretrained
 from cnnlab.imageio import (
     ALLOWED_TEXT, DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, BadImageError, check_max_pixels, check_pixels, open_image,
-    unit_gray,
+    unit_gray, upright,
 )
 from cnnlab.preprocessing import (
     MNIST_FIELD, WORK_SIDE, NumberFields, alpha_is_ink, clothes_field, digit_and_marks, number_fields, number_lines,
@@ -250,12 +250,13 @@ class Predictor:
                          "reduce it first (a[::k, ::k], or PIL's Image.reduce(k)), or raise max_pixels")
 
     def _open(self, source, name: str) -> Image.Image:
-        """A PIL image as it is (refused when empty); anything else opened defensively (:func:`open_image`)."""
+        """A PIL image turned upright by its EXIF orientation, as a file is (refused when empty); anything else
+        opened defensively (:func:`open_image`)."""
         if isinstance(source, Image.Image):
             if 0 in source.size:
                 raise BadImageError(f"{name}: an empty image ({source.width}x{source.height} pixels); give one with pixels")
             self._check_pixels(source.size[::-1], name)
-            return source
+            return upright(source, name)  # a phone photo's EXIF orientation, as a file's (open_image)
         # a folder's images were decoded whole: no reduced decoding
         return open_image(source, name, max_pixels=self.max_pixels, max_side=None if self.as_folder else WORK_SIDE)
 

@@ -676,7 +676,8 @@ def _number_groups(comps: list[dict], main: dict | None = None) -> tuple[list[li
     y0, x0, y1, x1 = main["box"]
     height = y1 - y0 + 1
     top, bottom = y0 - NUMBER_ROW * height, y1 + NUMBER_ROW * height
-    row = [c for c in comps if _may_join(c, main) and c["box"][2] >= top and c["box"][0] <= bottom]
+    row = [c for c in comps if (_may_join(c, main) or _thin_point(c, main)) and c["box"][2] >= top
+           and c["box"][0] <= bottom]
     kept, left, right, grew = [main], x0, x1, True
     while grew:
         near = [c for c in row if c["box"][1] - right <= NUMBER_GAP * height and left - c["box"][3] <= NUMBER_GAP * height]
@@ -691,6 +692,25 @@ def _number_groups(comps: list[dict], main: dict | None = None) -> tuple[list[li
     digits = [g for g in tall if g["box"][2] - g["box"][0] >= COMMA_SIZE * tallest or not _hangs_below(g, tall, tallest)]
     shorts = [g for g in groups if g not in digits]
     return [g["comps"] for g in sorted(digits, key=lambda g: g["box"][1] + g["box"][3])], shorts
+
+
+#: A thin type's point may be lighter than :data:`PIECE_MASS` of a digit: a point of a stroke's width holds about the
+#: square of it, and a digit's stroke is about this many times as long as the digit is high (its ink over that length
+#: is the stroke's width).
+STROKE_LENGTH = 3.0
+
+
+def _thin_point(c: dict, main: dict) -> bool:
+    """Whether a mark lighter than :data:`PIECE_MASS` of the ``main`` digit may still be a point among thin strokes
+    (DejaVuSans-ExtraLight's ``721.88`` was read ``72188``: its point held 2-3 % of a digit's ink): compact and solid
+    (:data:`SOLID_FILL`), at most :data:`POINT_SIZE` of the digit's height, not at the border, and holding at least
+    half the square of the digit's stroke width (its ink over :data:`STROKE_LENGTH` times its height). Whether it is
+    read as a point is :func:`number_signs`' rule, as for any mark."""
+    (y0, x0, y1, x1), (m0, _, m1, _) = c["box"], main["box"]
+    h, w, height = y1 - y0 + 1, x1 - x0 + 1, m1 - m0 + 1
+    stroke = main["mass"] / (STROKE_LENGTH * height)
+    return (c is not main and not c["border"] and max(h, w) <= 2 * min(h, w) and max(h, w) <= POINT_SIZE * height
+            and c["mass"] >= SOLID_FILL * h * w and c["mass"] >= 0.5 * stroke * stroke)
 
 
 def _is_colon(group: dict, height: int) -> bool:
@@ -1108,7 +1128,25 @@ def digit_and_marks(img: Image.Image, size: int = MNIST_FIELD, name: str = "imag
     if strokes is None:
         return mnist_field(ink, size=size, name=name), 0  # raises: no ink
     field = mnist_field(keep_components(ink, strokes, select_digit(strokes.comps)), size=size, name=name)
-    return field, len(select_number(strokes.comps))
+    return field, side_by_side(select_number(strokes.comps))
+
+
+#: Digits side by side (:func:`side_by_side`) are at most this many times higher than each other.
+SIDE_HEIGHT = 2.0
+
+
+def side_by_side(digits: list[list[dict]]) -> int:
+    """How many of a row's ``digits`` (:func:`select_number`) stand side by side as a number's do: on the tallest
+    one's line (the middle of each within the other's rows) and of its size (at most :data:`SIDE_HEIGHT` times
+    lower). The row itself is looser (a digit may lie anywhere in the main one's rows widened by half its height):
+    the parts of one object were counted as digits (a dress's hem pieces below its body: "3 digits side by side",
+    a note that cannot help)."""
+    boxes = [_box(d) for d in digits]
+    if len(boxes) < 2:
+        return len(boxes)
+    top, _, bottom, _ = max(boxes, key=lambda b: b[2] - b[0])
+    return sum(1 for y0, _, y1, _ in boxes if top <= (y0 + y1) / 2 <= bottom and y0 <= (top + bottom) / 2 <= y1
+               and bottom - top + 1 <= SIDE_HEIGHT * (y1 - y0 + 1))
 
 
 @dataclass
