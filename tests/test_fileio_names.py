@@ -187,3 +187,14 @@ def test_no_home_at_all_is_one_line_asking_for_home_or_cnnlab_home(monkeypatch):
     with pytest.raises(DataError) as caught:
         sources.cnnlab_home()
     assert "set HOME, or CNNLAB_HOME" in str(caught.value) and isinstance(caught.value, CnnlabError)
+
+
+def test_a_stem_that_fits_one_input_name_only_writes_neither(tmp_path, monkeypatch, capsys):
+    """A 243-byte stem: <stem>.input.png (253 bytes) fits, <stem>.input.x10.png (257) does not: the first was written
+    and left alone beside the image, which was reported as not saved."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p").mkdir()
+    image = _dark_digit(Path("p") / ("d" * 243 + ".png"))
+    assert main(["predict", "--model", "resnet", str(image), "--show-input"]) == 1
+    assert "was not written" in capsys.readouterr().err
+    assert sorted(os.listdir("p")) == [image.name] and not Path("cnnlab-inputs").exists()

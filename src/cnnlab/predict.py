@@ -39,7 +39,7 @@ from cnnlab.data.folder import gray_square
 from cnnlab.dataset_names import dataset_kind, directory_of
 from cnnlab.devices import resolve_device
 from cnnlab.errors import CnnlabError, first_line, printable
-from cnnlab.fileio import atomic_write_bytes, open_if_regular
+from cnnlab.fileio import atomic_write_bytes, open_if_regular, temp_part
 from cnnlab.pretrained import load_pretrained
 from cnnlab.imageio import (
     ALLOWED_TEXT, DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, BadImageError, check_max_pixels, check_pixels, open_image,
@@ -662,6 +662,8 @@ def save_input_image(pred: Prediction | NumberPrediction, directory: str | Path,
         taken.add(f"{base}.input.png")
     img = to_uint8_image(pred.input_image)
     out = directory / f"{base}.input.png"
+    if enlarge > 1:  # the longer name first: a stem that fits one name only writes neither (no half pair left)
+        temp_part(directory / f"{base}.input.x{enlarge}.png")
     atomic_write_bytes(out, _png_bytes(img))
     if enlarge > 1:
         big = img.resize((img.width * enlarge, img.height * enlarge), Image.Resampling.NEAREST)

@@ -51,8 +51,8 @@ def _require_cached(name: str) -> None:
     row = next(r for r in dataset_status() if r["name"] == name)
     if not row["cached"]:
         raise CnnlabError(f"{name} is verified but could not be cached in {row['location']} (the warning above "
-                          "says why); fix that (a writable folder with room for it, or CNNLAB_HOME set to one), "
-                          "and fetch again")
+                          "says why); fix that (a writable folder with room for it, a file-size limit that lets the "
+                          "files be written: ulimit -f, or CNNLAB_HOME set to another folder), and fetch again")
 
 
 def cmd_data_info(args) -> int:
