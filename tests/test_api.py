@@ -461,7 +461,7 @@ def test_the_api_names_a_bad_argument_in_one_line(tmp_path, monkeypatch):
         (lambda: cnnlab.create_model("resnet", pretrained=True, num_classes=3), "pretrained weights fix"),
     ]
     # OSError [Errno 36] File name too long: a traceback where the CLI says one line (cli._path_error)
-    too_long = r"^a path is too long for the file system \(x+[.][.][.]: \d+ characters, the longest name in it \d+\); "
+    too_long = r"^a path is too long for the file system \(x+[.][.][.]: [\d,]+ bytes, the longest name in it \d+ bytes; "
     cases += [(call, too_long) for call in (
         lambda: cnnlab.load_run("x" * 300), lambda: cnnlab.list_runs("x" * 5000),
         lambda: cnnlab.load_run("latest", root="x" * 5000), lambda: cnnlab.predictor("x" * 5000),

@@ -563,7 +563,7 @@ def test_a_path_too_long_for_the_file_system_is_one_line(tmp_path, capsys):
                  ["evaluate", str(long)], ["runs", "--root", str(long)]):
         code, _, err = run(argv, capsys)
         assert code == 2 and err.count("\n") == 1 and "a path is too long for the file system" in err, argv
-        assert "the longest name in it 300); use a shorter one" in err
+        assert "the longest name in it 300 bytes; names take at most 255 bytes" in err
 
 
 def test_a_path_behind_a_folder_one_may_not_enter_is_one_line(tmp_path, capsys, monkeypatch):

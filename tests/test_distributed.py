@@ -261,3 +261,42 @@ def test_a_ranks_error_line_says_which_rank_it_is(tmp_path, monkeypatch, capsys)
         monkeypatch.setenv("RANK", rank)
         assert main(["train", "--model", "basic_cnn", "--epochs", "0", "--out", str(tmp_path / "r")]) == 2
         assert capsys.readouterr().err.startswith(prefix)
+
+
+def _hand_started(tiny_idx, tmp_path, rank: str, port: int, **env) -> tuple[list[str], dict]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "RANK": rank, "LOCAL_RANK": rank, "WORLD_SIZE": "2",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), **env}
+    return [sys.executable, "-m", "cnnlab", "train", "--model", "basic_cnn", "--dataset", f"idx:{tiny_idx}", "--epochs",
+            "1", "--threads", "1", "--out", str(tmp_path / "run")], env
+
+
+def test_a_join_ends_in_one_line_whatever_stops_it(tiny_idx, tmp_path):
+    """Rank 1 alone (its store client timed out first: c10's 35-line C++ trace before cnnlab's line); a port in use
+    ("could not join the group ... see the other ranks' lines"); SIGTERM while waiting (killed, its run folder left
+    holding only .lock); CNNLAB_JOIN_TIMEOUT=1e9 refused as "not above 0"."""
+    args, env = _hand_started(tiny_idx, tmp_path, "1", free_port(), CNNLAB_JOIN_TIMEOUT="3")
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("cnnlab: error: rank 1: the group's other processes did not join within 3 s")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        args, env = _hand_started(tiny_idx, tmp_path, "0", taken.getsockname()[1])
+        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "rank 0: cannot listen on MASTER_PORT at 127.0.0.1:" in done.stderr and "the port is in use" in done.stderr
+    assert not (tmp_path / "run").exists()
+    args, env = _hand_started(tiny_idx, tmp_path, "0", free_port(), CNNLAB_JOIN_TIMEOUT="1e9")
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    guard = threading.Timer(120, proc.kill)
+    guard.start()
+    try:
+        assert "waiting for the group's other processes" in proc.stdout.readline()  # 1e9 s taken: it waits
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        guard.cancel()
+        proc.kill()
+    assert proc.returncode == 143 and err == ("cnnlab: SIGTERM while waiting for the group's other processes; nothing "
+                                              "was saved: start it again\n"), err
+    assert not (tmp_path / "run").exists()

@@ -70,7 +70,10 @@ def test_a_name_too_long_is_quoted_with_the_users_own_lengths(tmp_path):
     with pytest.raises(WriteError) as caught:
         atomic_write_bytes(target, b"x")
     text = str(caught.value)
-    assert f"{len(str(target))} characters, the longest name in it {len(name)}); use a shorter one" in text
+    assert f"{len(str(target)):,} bytes, the longest name in it {len(name)} bytes; names take at most 255 bytes" in text
+    multibyte = tmp_path / ("日" * 86 + ".onnx")  # 91 characters, 263 bytes
+    with pytest.raises(WriteError, match="263 bytes; names take at most 255 bytes"):
+        atomic_write_bytes(multibyte, b"x")
     assert not (tmp_path / "ex").exists()  # nothing made for a file that cannot be
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import math
 import os
 import re
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,12 +20,16 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from cnnlab.errors import CnnlabError, first_line
+from cnnlab.errors import CnnlabError, Interrupted, first_line
 
 
 #: How long a process waits for the rest of its group to join, in seconds (CNNLAB_JOIN_TIMEOUT overrides it): torch's
 #: own wait is 30 minutes, silent, and deaf to Ctrl-C (a hand-started WORLD_SIZE=3 with two processes hung).
 JOIN_TIMEOUT_S = 300.0
+#: The longest wait CNNLAB_JOIN_TIMEOUT may set (1e9 s, about 30 years: "for ever").
+MAX_JOIN_TIMEOUT_S = 1e9
+#: The joining thread's own store waits outlast the process's by this much, so that the process gives up first.
+JOIN_GRACE_S = 60.0
 #: After this many seconds of waiting a process says what it waits for.
 JOIN_SAY_AFTER_S = 10.0
 
@@ -87,9 +93,18 @@ class Dist:
         _check_master_port()
         limit = _join_timeout()
         done: dict = {}
-        joiner = threading.Thread(target=self._join, args=("nccl" if device.type == "cuda" else "gloo", limit, done),
-                                  name="cnnlab-join", daemon=True)
+        # the thread's own waits outlast this one (JOIN_GRACE_S): a store that timed out in it printed c10's C++ trace
+        joiner = threading.Thread(target=self._join, name="cnnlab-join", daemon=True,
+                                  args=("nccl" if device.type == "cuda" else "gloo", limit + JOIN_GRACE_S, done))
         joiner.start()
+        with _signals_stop_the_wait():
+            self._wait_for(joiner, limit, say)
+        if "error" in done:
+            raise _join_error(done["error"], self.rank)
+        self.initialised = True
+
+    def _wait_for(self, joiner: threading.Thread, limit: float, say: Callable[[str], None]) -> None:
+        """Wait for the joining thread: a line after :data:`JOIN_SAY_AFTER_S`, a refusal after ``limit``."""
         start, said = time.monotonic(), False
         while joiner.is_alive():  # a timed join: a KeyboardInterrupt reaches this thread between waits
             joiner.join(0.2)
@@ -103,9 +118,6 @@ class Dist:
                                   f"({self.world_size} processes at {_master()}); start all {self.world_size} (RANK 0 to "
                                   f"{self.world_size - 1}, the same MASTER_ADDR and MASTER_PORT), or launch with "
                                   "torchrun; CNNLAB_JOIN_TIMEOUT sets the wait in seconds")
-        if "error" in done:
-            raise done["error"]
-        self.initialised = True
 
     def _join(self, backend: str, limit: float, done: dict) -> None:
         """Rendezvous and init_process_group (in the joining thread); an error is left in ``done`` for init."""
@@ -203,11 +215,43 @@ def _join_timeout() -> float:
     try:
         value = float(text)
     except ValueError:
-        value = -1.0
-    if not 0 < value < 1e7:
-        raise CnnlabError(f"CNNLAB_JOIN_TIMEOUT={text!r} is not a number of seconds above 0; unset it for "
-                          f"{JOIN_TIMEOUT_S:g} s")
+        value = math.nan
+    if not 0 < value <= MAX_JOIN_TIMEOUT_S:
+        raise CnnlabError(f"CNNLAB_JOIN_TIMEOUT={text!r} is not a number of seconds from above 0 to "
+                          f"{MAX_JOIN_TIMEOUT_S:.0e} (about 30 years); unset it for {JOIN_TIMEOUT_S:g} s")
     return value
+
+
+@contextlib.contextmanager
+def _signals_stop_the_wait() -> Iterator[None]:
+    """SIGTERM and SIGHUP (their default: the process killed on the spot, its fresh run folder left holding only its
+    lock) end the wait as an interruption, which removes what the start made; an ignored one (nohup) stays ignored."""
+    saved = {}
+    if threading.current_thread() is threading.main_thread():
+        for name in ("SIGTERM", "SIGHUP"):
+            sig = getattr(signal, name, None)
+            if sig is not None and signal.getsignal(sig) is signal.SIG_DFL:
+                saved[sig] = signal.signal(sig, _stop_waiting)
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def _stop_waiting(signum: int, frame) -> None:
+    raise Interrupted(f"{signal.Signals(signum).name} while waiting for the group's other processes; nothing was "
+                      "saved: start it again", 128 + signum)
+
+
+def _join_error(err: BaseException, rank: int) -> BaseException:
+    """A join that failed: a port this rank cannot listen on, named (torch's words blamed the other ranks); any
+    other error as it is."""
+    if "failed to listen" in str(err):
+        return CnnlabError(f"rank {rank}: cannot listen on MASTER_PORT at {_master()}: the port is in use (or "
+                           "MASTER_ADDR is not this machine's address); pick a free port, the same for every process "
+                           "of the group")
+    return err
 
 
 def _master() -> str:

@@ -80,10 +80,13 @@ def write_error(path: str | Path, err: OSError) -> WriteError:
 
 
 def too_long(name: str) -> str:
-    """``a path is too long for the file system (NAME...: N characters, the longest name in it M)``."""
+    """``a path is too long for the file system (NAME...: N bytes, the longest name in it M bytes; ...)``: in bytes,
+    as the file system counts (a name of 86 '日' is 258 bytes, "86 characters" said nothing of the limit)."""
     shown = f"{name[:60]}{'...' if len(name) > 60 else ''}"
-    longest = max((len(part) for part in name.split(os.sep)), default=0)
-    return f"a path is too long for the file system ({shown}: {len(name)} characters, the longest name in it {longest})"
+    size = lambda text: len(os.fsencode(text))  # noqa: E731
+    longest = max((size(part) for part in name.split(os.sep)), default=0)
+    return (f"a path is too long for the file system ({shown}: {size(name):,} bytes, the longest name in it {longest} "
+            f"bytes; names take at most {NAME_MAX} bytes on most file systems, paths 4,096)")
 
 
 def file_size_limit() -> str:
