@@ -183,10 +183,12 @@ def test_an_empty_home_is_not_the_root(monkeypatch):
 def test_no_home_at_all_is_one_line_asking_for_home_or_cnnlab_home(monkeypatch):
     monkeypatch.delenv("CNNLAB_HOME")
     monkeypatch.setenv("HOME", "")
-    if sources.pwd is not None:
+    from cnnlab import fileio
+
+    if fileio.pwd is not None:
         def no_entry(uid):
             raise KeyError(uid)
-        monkeypatch.setattr(sources.pwd, "getpwuid", no_entry)
+        monkeypatch.setattr(fileio.pwd, "getpwuid", no_entry)
     with pytest.raises(DataError) as caught:
         sources.cnnlab_home()
     assert "set HOME, or CNNLAB_HOME" in str(caught.value) and isinstance(caught.value, CnnlabError)
@@ -201,3 +203,14 @@ def test_a_stem_that_fits_one_input_name_only_writes_neither(tmp_path, monkeypat
     assert main(["predict", "--model", "resnet", str(image), "--show-input"]) == 1
     assert "was not written" in capsys.readouterr().err
     assert sorted(os.listdir("p")) == [image.name] and not Path("cnnlab-inputs").exists()
+
+
+def test_a_tilde_in_a_dataset_path_under_an_empty_home_is_the_users_home(monkeypatch, tmp_path):
+    """`idx:~/small` and `--data-dir ~/dd` under HOME= were read at /small and /dd (Path.expanduser: '' is '/')."""
+    pwd = pytest.importorskip("pwd")
+    from cnnlab.dataset_names import canonical_dataset_name
+
+    monkeypatch.setenv("HOME", "")
+    own = Path(pwd.getpwuid(os.getuid()).pw_dir)
+    assert canonical_dataset_name("idx:~/small") == f"idx:{(own / 'small').resolve()}"
+    assert canonical_dataset_name("folder:~") == f"folder:{own.resolve()}"

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cnnlab.fileio import expand_user
+
 #: The kinds of dataset read from a directory, named ``KIND:DIR``.
 DIRECTORY_KINDS = ("idx", "folder")
 
@@ -32,7 +34,7 @@ def canonical_dataset_name(name: str) -> str:
     if got is None:
         return name
     kind, directory = got
-    return f"{kind}:{directory.expanduser().resolve()}"
+    return f"{kind}:{expand_user(directory).resolve()}"
 
 
 def moved_away(name: str, where: str, how: str) -> str | None:

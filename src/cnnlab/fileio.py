@@ -33,6 +33,10 @@ try:
 except ImportError:  # pragma: no cover - Windows: a temp file's pid and age tell alone
     fcntl = None
 try:
+    import pwd  # POSIX: the user's home folder where HOME is empty
+except ImportError:  # pragma: no cover - Windows: Path.home() reads USERPROFILE
+    pwd = None
+try:
     import resource  # POSIX: the file-size limit (ulimit -f) that a write ran into
 except ImportError:  # pragma: no cover - Windows
     resource = None
@@ -77,6 +81,39 @@ def write_error(path: str | Path, err: OSError) -> WriteError:
     else:
         fix = "check the path and the disk"
     return WriteError(f"cannot write {path}: {err.strerror or err}; {fix}", err.errno)
+
+
+def user_home() -> Path | None:
+    """The user's home folder: ``$HOME``, or where that is empty or unset, the one of this user's passwd entry
+    (``Path.home()`` made an empty HOME the root, ``/``: a cache at ``/.cache/cnnlab``); None when neither names
+    one. On Windows, ``Path.home()``."""
+    home = os.environ.get("HOME")
+    if home:
+        return Path(home)
+    if pwd is None:
+        try:
+            return Path.home()
+        except RuntimeError:
+            return None
+    try:
+        home = pwd.getpwuid(os.getuid()).pw_dir
+    except KeyError:  # a uid without an entry (a container's)
+        return None
+    return Path(home) if home else None
+
+
+def expand_user(path: str | Path) -> Path:
+    """``path`` with ``~`` and ``~/...`` expanded by :func:`user_home` (``Path.expanduser`` made ``idx:~/data``
+    ``/data`` under an empty HOME); ``~user`` and paths without ``~`` as ``Path.expanduser`` takes them. Where no home
+    is known, ``path`` as it is (the folder named ``~`` is then not found, and the caller says so)."""
+    text = os.fspath(path)
+    if text == "~" or text.startswith(("~/", "~" + os.sep)):
+        home = user_home()
+        return Path(path) if home is None else home / text[2:]
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:  # ~user of no such user
+        return Path(path)
 
 
 def too_long(name: str) -> str:

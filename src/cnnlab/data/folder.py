@@ -56,7 +56,7 @@ from PIL import Image
 from cnnlab.data.safefs import entry_kind, kind_of, list_dir, open_regular, read_bounded, reason, usual_fix
 from cnnlab.data.sources import home_problem
 from cnnlab.errors import DataError
-from cnnlab.fileio import atomic_write_bytes, atomic_write_text
+from cnnlab.fileio import atomic_write_bytes, atomic_write_text, expand_user
 from cnnlab.imageio import BadImageError, ResourceError, is_short_of_resources, open_image, short_of, suffixes_for
 
 #: The Pillow formats a folder dataset decodes, and the file suffixes it takes as candidates for them
@@ -199,7 +199,7 @@ def _split_roots(root: Path, where: str) -> list[tuple[str | None, Path]]:
 def split_is_drawn(directory: str | Path) -> bool:
     """Whether the folder's test split is drawn (no train/ and test/ folders): adding or removing images then draws
     it again, and another version's test images may be an earlier version's training images."""
-    root = Path(directory).expanduser()
+    root = expand_user(directory)
     try:
         return _split_roots(root, f"folder:{root}")[0][0] is None
     except DataError:
@@ -507,7 +507,7 @@ def folder_cache_dir(key: str, home: Path) -> Path:
 
 def load_image_folder(directory: str | Path, home: Path, log: Log) -> FolderData:
     """Converted, cached splits of the image folder ``directory`` (see the module docstring)."""
-    root = Path(directory).expanduser()
+    root = expand_user(directory)
     try:
         kind = entry_kind(root)
     except DataError as err:

@@ -11,6 +11,7 @@ from cnnlab.data.idx import read_idx
 from cnnlab.data.tensors import arrays_to_tensors
 from cnnlab.data.safefs import entry_kind
 from cnnlab.errors import DataError
+from cnnlab.fileio import expand_user
 
 
 def load_idx_dir(directory: Path) -> Dataset:
@@ -23,7 +24,7 @@ def load_idx_dir(directory: Path) -> Dataset:
     named ``emnist-*`` are transposed back on loading, so that plots, mistakes and predictions on real,
     upright images see them the right way up.
     """
-    directory = Path(directory).expanduser()
+    directory = expand_user(directory)
     where = f"idx:{directory}"
     try:
         kind = entry_kind(directory)

