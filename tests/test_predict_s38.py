@@ -74,6 +74,20 @@ def test_an_image_over_pillows_limit_gets_the_pixel_limit_line(side):
                               "(--max-pixels); give a smaller image")
 
 
+def test_a_webp_over_pillows_limit_gets_the_pixel_limit_line():
+    """Pillow's WebP plugin checks the pixel count inside its own open: a 106-byte VP8X file declaring 16384x16384
+    still got the "decompression bomb DOS attack" wording after the line above was given to every other format."""
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), 200).save(buf, "WEBP", exif=b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x00\x00\x00\x00")
+    data = bytearray(buf.getvalue())
+    at = data.index(b"VP8X")
+    data[at + 12:at + 15], data[at + 15:at + 18] = (16383).to_bytes(3, "little"), (16383).to_bytes(3, "little")
+    with pytest.raises(BadImageError) as err:
+        open_image(bytes(data), "w.webp", max_pixels=4096 * 4096)
+    assert str(err.value) == ("w.webp: 16384x16384 is 268,435,456 pixels, over the limit of 16,777,216 (--max-pixels); "
+                              "give a smaller image")
+
+
 def test_the_pieces_of_one_object_below_it_are_not_digits_side_by_side():
     """A digit net on a dress (the tester's clothes photos): its hem's two pieces, below its body, were "3 digits side
     by side, read as one; add --number to read each", a fix that cannot help an image that is not digits."""

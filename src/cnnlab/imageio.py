@@ -353,6 +353,22 @@ def _header_size(data: bytes, formats: tuple[str, ...]) -> tuple[int, int] | Non
                 return tuple(factory(io.BytesIO(data), None).size)
         except Exception:  # noqa: BLE001 - not this format's header: try the next one
             continue
+    return _webp_size(data) if "WEBP" in formats else None
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    """A WebP file's canvas size from its first chunk (Pillow's WebP plugin checks the pixel count inside its own
+    open, so :func:`_header_size` could not ask it): VP8X (extended), VP8L (lossless) or VP8 (lossy)."""
+    if len(data) < 30 or data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        return None
+    chunk = data[12:16]
+    if chunk == b"VP8X":
+        return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+    if chunk == b"VP8L" and data[20] == 0x2F:
+        bits = int.from_bytes(data[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":
+        return int.from_bytes(data[26:28], "little") & 0x3FFF, int.from_bytes(data[28:30], "little") & 0x3FFF
     return None
 
 
