@@ -136,3 +136,28 @@ def test_dejavu_extralight_numbers_keep_their_signs(text, size):
     assert len(found.fields) == len(digits)
     expected = [(0, "-")] * text.startswith("-") + [(text.replace("-", "").index("."), ".")]
     assert found.signs == expected
+
+
+def test_a_pen_speck_on_a_handwritten_row_is_no_sign():
+    """The first form of the thin-point rule took any light compact mark: a speck left of a handwritten "193" read
+    "-193" (48 of 60 such pages right fell to 27), specks in gaps became points and colons. Among thick strokes a
+    mark under 3 % of a digit's ink is no point, and a light mark is never a minus."""
+    page = Image.new("L", (520, 200), 255)
+    draw = ImageDraw.Draw(page)
+    for x0 in (120, 240, 360):  # thick strokes (12 px): handwriting's, not a thin type's
+        draw.rectangle([x0, 40, x0 + 70, 170], outline=0, width=12)
+    draw.ellipse([56, 100, 70, 108], fill=0)  # a speck 15x9 px at mid-height before the first digit
+    draw.ellipse([210, 158, 220, 168], fill=0)  # and a small one low in a gap
+    found = number_fields(page)
+    assert len(found.fields) == 3 and found.signs == []
+
+
+def test_a_slanted_row_of_digits_is_counted_side_by_side():
+    """The note's count took only the digits on the tallest one's line: a row slanted by 20-25 degrees was "2 digits"
+    or no note at all, while --number read all four."""
+    page = Image.new("L", (700, 420), 255)
+    draw = ImageDraw.Draw(page)
+    for i in range(4):  # each digit 45 px higher than the one before (25 degrees over 100 px)
+        x0, y0 = 60 + 140 * i, 240 - 45 * i
+        draw.rectangle([x0, y0, x0 + 70, y0 + 130], outline=0, width=12)
+    assert digit_and_marks(page)[1] == 4

@@ -681,7 +681,7 @@ def _number_groups(comps: list[dict], main: dict | None = None) -> tuple[list[li
     y0, x0, y1, x1 = main["box"]
     height = y1 - y0 + 1
     top, bottom = y0 - NUMBER_ROW * height, y1 + NUMBER_ROW * height
-    row = [c for c in comps if (_may_join(c, main) or _thin_point(c, main)) and c["box"][2] >= top
+    row = [c for c in comps if (_may_join(c, main) or _thin_point(c, main, comps)) and c["box"][2] >= top
            and c["box"][0] <= bottom]
     kept, left, right, grew = [main], x0, x1, True
     while grew:
@@ -703,19 +703,33 @@ def _number_groups(comps: list[dict], main: dict | None = None) -> tuple[list[li
 #: square of it, and a digit's stroke is about this many times as long as the digit is high (its ink over that length
 #: is the stroke's width).
 STROKE_LENGTH = 3.0
+#: Only among digits this many times higher than their strokes are wide (DejaVuSans-ExtraLight: 19-31; handwriting and
+#: regular type mostly 8-16) may a mark that light be a point: on handwritten pages pen specks became points, colons
+#: and minus signs (a tester: a speck left of "193" read "-193", 48 of 60 pages right fell to 27).
+THIN_STROKES = 18.0
+#: Such a point is round (at most this much longer than wide, plus a pixel: a 3x2 px point at 24 pt; a minus is 1.5
+#: times wider than high at least).
+THIN_POINT_ASPECT = 1.3
 
 
-def _thin_point(c: dict, main: dict) -> bool:
+def _thin_point(c: dict, main: dict, comps: list[dict]) -> bool:
     """Whether a mark lighter than :data:`PIECE_MASS` of the ``main`` digit may still be a point among thin strokes
-    (DejaVuSans-ExtraLight's ``721.88`` was read ``72188``: its point held 2-3 % of a digit's ink): compact and solid
-    (:data:`SOLID_FILL`), at most :data:`POINT_SIZE` of the digit's height, not at the border, and holding at least
-    half the square of the digit's stroke width (its ink over :data:`STROKE_LENGTH` times its height). Whether it is
-    read as a point is :func:`number_signs`' rule, as for any mark."""
+    (DejaVuSans-ExtraLight's ``721.88`` was read ``72188``: its point held 2-3 % of a digit's ink): the digits' strokes
+    thin (:data:`THIN_STROKES`), the mark round (:data:`THIN_POINT_ASPECT`), solid (:data:`SOLID_FILL`), at most
+    :data:`POINT_SIZE` of the digit's height, in its lower third, not at the border, holding at least half the square
+    of the strokes' width (the digit's ink over :data:`STROKE_LENGTH` times its height), and between two marks that
+    may be digits (:func:`_may_join`), in a gap: never before the first digit (a minus) or on one (a colon's, an
+    i-dot's place). Whether it is read as a point is :func:`number_signs`' rule, as for any mark."""
     (y0, x0, y1, x1), (m0, _, m1, _) = c["box"], main["box"]
     h, w, height = y1 - y0 + 1, x1 - x0 + 1, m1 - m0 + 1
     stroke = main["mass"] / (STROKE_LENGTH * height)
-    return (c is not main and not c["border"] and max(h, w) <= 2 * min(h, w) and max(h, w) <= POINT_SIZE * height
-            and c["mass"] >= SOLID_FILL * h * w and c["mass"] >= 0.5 * stroke * stroke)
+    if (c is main or c["border"] or height < THIN_STROKES * stroke or max(h, w) > THIN_POINT_ASPECT * min(h, w) + 1
+            or max(h, w) > POINT_SIZE * height or y0 < m0 + 2 * height / 3 or y1 > m1 + POINT_SIZE * height
+            or c["mass"] < SOLID_FILL * h * w or c["mass"] < 0.5 * stroke * stroke):
+        return False
+    digits = [d["box"] for d in comps if d is not c and (d is main or _may_join(d, main)) and d["box"][2] >= m0 and d["box"][0] <= m1]
+    return (any(b[3] < x0 and x0 - b[3] <= NUMBER_GAP * height for b in digits)
+            and any(b[1] > x1 and b[1] - x1 <= NUMBER_GAP * height for b in digits))
 
 
 def _is_colon(group: dict, height: int) -> bool:
@@ -1161,22 +1175,34 @@ def digit_and_marks(img: Image.Image, size: int = MNIST_FIELD, name: str = "imag
     return field, side_by_side(select_number(strokes.comps))
 
 
-#: Digits side by side (:func:`side_by_side`) are at most this many times higher than each other.
+#: Digits side by side (:func:`side_by_side`) are at most this many times higher than each other, and each shares at
+#: least this fraction of the lower one's rows with its neighbour (a row slanted by 25 degrees still does).
 SIDE_HEIGHT = 2.0
+SIDE_OVERLAP = 0.25
 
 
 def side_by_side(digits: list[list[dict]]) -> int:
-    """How many of a row's ``digits`` (:func:`select_number`) stand side by side as a number's do: on the tallest
-    one's line (the middle of each within the other's rows) and of its size (at most :data:`SIDE_HEIGHT` times
-    lower). The row itself is looser (a digit may lie anywhere in the main one's rows widened by half its height):
-    the parts of one object were counted as digits (a dress's hem pieces below its body: "3 digits side by side",
-    a note that cannot help)."""
-    boxes = [_box(d) for d in digits]
+    """How many of a row's ``digits`` (:func:`select_number`) stand side by side as a number's do: from the tallest
+    one, left and right, each next one on its neighbour's line (sharing :data:`SIDE_OVERLAP` of its rows: a slanted
+    row rises from digit to digit) and of the tallest one's size (at most :data:`SIDE_HEIGHT` times lower). The row
+    itself is looser (a digit may lie anywhere in the main one's rows widened by half its height): the parts of one
+    object were counted as digits (a dress's hem pieces below its body: "3 digits side by side", a note that cannot
+    help)."""
+    boxes = sorted((_box(d) for d in digits), key=lambda b: b[1] + b[3])
     if len(boxes) < 2:
         return len(boxes)
-    top, _, bottom, _ = max(boxes, key=lambda b: b[2] - b[0])
-    return sum(1 for y0, _, y1, _ in boxes if top <= (y0 + y1) / 2 <= bottom and y0 <= (top + bottom) / 2 <= y1
-               and bottom - top + 1 <= SIDE_HEIGHT * (y1 - y0 + 1))
+    tallest = max(range(len(boxes)), key=lambda i: boxes[i][2] - boxes[i][0])
+    high = boxes[tallest][2] - boxes[tallest][0] + 1
+    def on_line(a, b) -> bool:
+        return min(a[2], b[2]) - max(a[0], b[0]) + 1 >= SIDE_OVERLAP * min(a[2] - a[0], b[2] - b[0]) + 1
+
+    count = 1
+    for step in (-1, 1):
+        i = tallest
+        while 0 <= i + step < len(boxes) and on_line(boxes[i], boxes[i + step]) \
+                and high <= SIDE_HEIGHT * (boxes[i + step][2] - boxes[i + step][0] + 1):
+            i, count = i + step, count + 1
+    return count
 
 
 @dataclass
