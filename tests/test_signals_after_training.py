@@ -51,9 +51,10 @@ def test_a_signal_during_the_final_evaluation_is_not_swallowed(tiny_idx, tmp_pat
     with pytest.raises(Interrupted) as caught:
         train(cfg_for(tiny_idx), out=run, log=signal_at("final test accuracy", signum), **QUIET)
     assert caught.value.exit_code == 128 + signum
-    assert "finished training" in str(caught.value) and "--resume" not in str(caught.value)
+    assert "its training has ended and its result is written" in str(caught.value)
+    assert "--resume" not in str(caught.value)
     err = capsys.readouterr().err
-    assert "the run has finished training; writing its result, then stopping" in err
+    assert "the run's training has ended; writing its result, then stopping" in err
     assert "stopping after this step and saving the position" not in err
     assert status(run)["status"] == "finished" and (run / "summary.json").is_file()
 
@@ -138,5 +139,5 @@ def test_a_signal_while_a_finished_run_is_resumed_says_it_writes_the_result(tiny
     with pytest.raises(Interrupted) as caught:
         train(TrainConfig(threads=1), resume=run, log=signal_at("final test accuracy", signal.SIGINT), **QUIET)
     assert caught.value.exit_code == 130
-    assert "the run has finished training; writing its result" in capsys.readouterr().err
+    assert "the run's training has ended; writing its result" in capsys.readouterr().err
     assert status(run)["status"] == "finished"

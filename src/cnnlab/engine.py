@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import math
 import os
 import shutil
@@ -176,6 +177,24 @@ class TrainResult:
 # ----------------------------------------------------------------------------- the story of a run
 
 
+def _signal_before_training_explained(fn):
+    """A SIGTERM or SIGHUP taken before the training loop took signals (the CLI takes them as early as SIGINT:
+    :func:`cnnlab.cli.common.take_sigint`, whose exception, a ``KeyboardInterrupt`` with a ``signum``, unwound the
+    start as Ctrl-C does, the fresh folder removed): one line and the signal's exit code (128 + its number)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except KeyboardInterrupt as stop:
+            signum = getattr(stop, "signum", None)
+            if signum is None or isinstance(stop, obs.StopNow):
+                raise
+            raise Interrupted(f"{signal.Signals(signum).name} before training began: stopped, nothing trained; run "
+                              "the same command again to train", 128 + signum) from None
+    return wrapper
+
+
+@_signal_before_training_explained
 def train(
     cfg: TrainConfig,
     *,
@@ -268,7 +287,7 @@ def _stop_if_signalled(observers: list[obs.Observer], result: TrainResult) -> Tr
     pipe = signum == getattr(signal, "SIGPIPE", None)
     what = "the output was closed (SIGPIPE)" if pipe else signal.Signals(signum).name
     where = f" in {result.run_dir}" if result.run_dir is not None else ""
-    raise Interrupted(f"{what} after the run's last step: it finished training and its result is written{where}; "
+    raise Interrupted(f"{what} after the run's last step: its training has ended and its result is written{where}; "
                       "stopped there", 128 + signum)
 
 

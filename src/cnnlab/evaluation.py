@@ -7,6 +7,7 @@ Inference code (predict, export, analysis, serve) imports this and :mod:`cnnlab.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
@@ -16,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cnnlab.checkpoint import (load_checkpoint_and_digest, load_into, load_state_dict_file, load_weights_file,
-                               model_from_checkpoint, resolve_checkpoint, sidecar)
+                               model_from_checkpoint, resolve_checkpoint)
 from cnnlab.data import BatchLoader, Dataset, load_dataset, split_validation
 from cnnlab.data.folder import split_is_drawn
 from cnnlab.dataset_names import DIRECTORY_KINDS, dataset_kind, moved_away
@@ -26,7 +27,7 @@ from cnnlab.models import build_model
 from cnnlab.output import say
 from cnnlab.pretrained import load_pretrained
 from cnnlab.report import Figures, format_table, summarize, write_report
-from cnnlab.fileio import sha256_file
+from cnnlab.fileio import open_if_regular
 from cnnlab.runs import RunLock, check_output_folder, checkpoints_gone, is_run_dir, is_running
 from cnnlab.tta import TTA, parse_tta
 
@@ -247,14 +248,18 @@ def own_report(subject: Subject) -> Iterator[str]:
 
 
 def _still_loaded(ckpt: Path, digest: str) -> bool:
-    """Whether ``ckpt`` is still the bytes whose SHA-256 is ``digest``: its sidecar lists that hash alone (a save
-    in flight lists two), or, without a sidecar, the file hashes to it."""
+    """Whether ``ckpt`` is still the bytes whose SHA-256 is ``digest``, hashed now (under the run's lock, so no save
+    is in flight): not its sidecar's lines, which a run killed during a save leaves listing two hashes for good."""
     try:
-        side = sidecar(ckpt)
-        if side.is_file():
-            return [line.split()[0] for line in side.read_text().splitlines() if line.strip()] == [digest]
-        return sha256_file(ckpt) == digest
-    except (OSError, IndexError, UnicodeDecodeError):
+        fh, _ = open_if_regular(ckpt)  # without blocking: a FIFO put in its place is no longer the file loaded
+        if fh is None:
+            return False
+        got = hashlib.sha256()
+        with fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                got.update(chunk)
+        return got.hexdigest() == digest
+    except OSError:
         return False
 
 

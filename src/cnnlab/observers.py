@@ -274,19 +274,21 @@ class SignalStop(Observer):
             raise StopNow(signum)
         self.signum = signum
         what = "the output was closed (SIGPIPE)" if pipe else signal.Signals(signum).name
-        doing = ("the run has finished training; writing its result, then stopping" if self.training_over
+        doing = ("the run's training has ended; writing its result, then stopping" if self.training_over
                  else "stopping after this step and saving the position")
         if not self.silent:
             output.complain(f"\n{what}: {doing}{'' if pipe else ' (send it again to stop at once)'}")
 
     def after_step(self, t: Trainer) -> None:
         s = t.state
-        if self.signum is None and (t.stop_reason or (s.epoch == t.cfg.epochs - 1 and s.batch == t.steps_per_epoch)):
-            self.training_over = True  # its last step (or a step limit's, a target's): what is left is its result
+        last = s.epoch == t.cfg.epochs - 1 and s.batch == t.steps_per_epoch
+        if (t.stop_reason and t.stop_reason != "signal") or last:
+            self.training_over = True  # its last step (or a step limit's, a target's), a signal taken during it or
+            # not: what is left is its result, written before the engine stops for the signal
         if self.group:
             if t.state.step % self.GROUP_CHECK_STEPS == 0:
                 self._agree(t)
-        elif self.signum is not None:
+        elif self.signum is not None and not self.training_over:
             t.request_stop("signal")
 
     def after_epoch(self, t: Trainer, row: dict, result: EvalResult, improved: bool) -> None:
@@ -294,11 +296,13 @@ class SignalStop(Observer):
             self._agree(t)
 
     def _agree(self, t: Trainer) -> None:
-        """Every rank stops here when any of them took a signal (a collective: every rank calls it)."""
+        """Every rank stops here when any of them took a signal (a collective: every rank calls it). After the run's
+        last step (the same step on every rank) the signal is kept, not a stop: the run writes its result first."""
         taken = int(t.ranks.all_reduce_max(float(self.signum or 0), t.device))
         if taken:
             self.signum = self.signum or taken
-            t.request_stop("signal")
+            if not self.training_over:
+                t.request_stop("signal")
 
     def close(self) -> None:
         for sig, handler in self._saved.items():

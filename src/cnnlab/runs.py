@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import csv
 import errno
+import hashlib
 import io
 import json
 import os
 import re
+import stat
 import time
 import zipfile
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ from cnnlab.config import typed_values
 from cnnlab.data.safefs import open_regular, read_bounded
 from cnnlab.dataset_names import DIRECTORY_KINDS, canonical_dataset_name, dataset_kind, directory_of
 from cnnlab.errors import CnnlabError, RunError, did_you_mean, first_line, short_repr
-from cnnlab.fileio import (RUN_FILE_LIMIT, as_path, atomic_write_text, make_dirs, open_if_regular,
+from cnnlab.fileio import (RUN_FILE_LIMIT, as_path, atomic_write_text, make_dirs, mode_kind, open_if_regular,
                            remove_stale_temp_files_in, write_error)
 
 METRIC_FIELDS = [
@@ -454,9 +456,10 @@ def run_problem(run: Path) -> str:
 
 
 def _checkpoint_problems(run: Path, finished: bool) -> list[str]:
-    """What is wrong with a run's checkpoints, cheaply (no hash of the file; ``cnnlab runs`` lists hundreds): a
-    checkpoint that is not a whole zip archive (torch.save's: cut short, its directory at the end lost), and a
-    finished run without last.pt (deleted or moved)."""
+    """What is wrong with a run's checkpoints, without torch: a checkpoint that is not a regular file (a FIFO or a
+    folder in its place), not a whole zip archive (torch.save's: cut short, its directory at the end lost), or not
+    the bytes its ``.sha256`` sidecar names (altered in place); and a finished run without last.pt (deleted or
+    moved)."""
     found = [f"{name}.pt: {why}" for name in CHECKPOINTS if (why := checkpoint_damage(run / f"{name}.pt"))]
     if finished and not os.path.lexists(run / "last.pt"):
         best = (f"its best.pt holds its best epoch's weights (cnnlab evaluate {run} --checkpoint best)"
@@ -466,25 +469,63 @@ def _checkpoint_problems(run: Path, finished: bool) -> list[str]:
     return found
 
 
+_CHECKPOINT_FIX = "put back the run's own copy, or use the other checkpoint (last.pt / best.pt), or train it again"
+
+
 def checkpoint_damage(path: Path) -> str:
-    """Why the checkpoint file ``path`` cannot be whole, from a cheap look (its first bytes, and the zip directory
-    that torch.save writes last, which a file cut short has lost); empty when it looks whole or is not there."""
-    fix = "put back the run's own copy, or use the other checkpoint (last.pt / best.pt), or train it again"
+    """Why the checkpoint file ``path`` cannot be whole: not a regular file (opened without blocking, so a FIFO in
+    its place never hangs the listing), not what torch.save writes (its first bytes, and the zip directory it writes
+    last, which a file cut short has lost), or not the bytes its sidecar names; empty when it is whole or not there."""
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(4)
-            if head[:1] == b"\x80":  # torch.save's legacy format (a pickle): no cheap check
-                return ""
-            if head != b"PK\x03\x04":
-                return f"{'empty' if not head else 'not a checkpoint'} (not what cnnlab writes there); {fix}"
-            zipfile.ZipFile(fh)  # reads the directory at the end only
+        fh, st = open_if_regular(path)
     except FileNotFoundError:
         return ""
     except OSError as err:
         return f"cannot be read ({err.strerror or type(err).__name__}); check its permissions"
+    if fh is None:
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else mode_kind(st.st_mode)
+        return f"{kind}, not a file (cnnlab writes its checkpoint there); remove it, then {_CHECKPOINT_FIX}"
+    with fh:
+        try:
+            return _torch_file_damage(fh) or _sidecar_mismatch(path, fh)
+        except OSError as err:
+            return f"cannot be read ({err.strerror or type(err).__name__}); check its permissions"
+
+
+def _torch_file_damage(fh) -> str:
+    """Why the open file ``fh`` is not what torch.save writes, from its first bytes and its zip directory."""
+    head = fh.read(4)
+    if head[:1] == b"\x80":  # torch.save's legacy format (a pickle): no cheap check of its structure
+        return ""
+    if head != b"PK\x03\x04":
+        return f"{'empty' if not head else 'not a checkpoint'} (not what cnnlab writes there); {_CHECKPOINT_FIX}"
+    try:
+        zipfile.ZipFile(fh)  # reads the directory at the end only
     except (zipfile.BadZipFile, ValueError, EOFError):
-        return f"cut short (truncated or altered: its end is missing); {fix}"
+        return f"cut short (truncated or altered: its end is missing); {_CHECKPOINT_FIX}"
     return ""
+
+
+def _sidecar_mismatch(path: Path, fh) -> str:
+    """Why the open checkpoint ``fh`` is not the file its sidecar (``path.sha256``) names: its SHA-256 is none of the
+    sidecar's hashes (one; two while a save is in flight). Empty without a sidecar, or while a process holds the
+    run (its save may land between the two reads)."""
+    side = path.with_name(path.name + ".sha256")
+    try:
+        data = read_run_file(side, SIDECAR_LIMIT)
+    except CnnlabError as err:
+        return f"its sidecar {_in_run(side, str(err))}"
+    if data is None:
+        return ""
+    wanted = [line.split()[0] for line in data.decode("utf-8", "replace").splitlines() if line.strip()]
+    fh.seek(0)
+    got = hashlib.sha256()
+    for chunk in iter(lambda: fh.read(1 << 20), b""):
+        got.update(chunk)
+    if got.hexdigest() in wanted or is_running(path.parent):
+        return ""
+    return (f"altered (its SHA-256 {got.hexdigest()[:12]}... is not the one {side.name} names: flipped, zeroed or "
+            f"appended bytes); {_CHECKPOINT_FIX}")
 
 
 def checkpoints_gone(run: Path) -> str:
@@ -508,6 +549,8 @@ ENDINGS = ("finished", "stopped", "failed")
 TEXT_LIMIT = 500
 #: The most characters of a name from a run's settings (a model, a dataset's path) that its row holds.
 NAME_LIMIT = 4096
+#: The most of a checkpoint's sidecar that is read (a hash and a name per line, two lines while a save is in flight).
+SIDECAR_LIMIT = 64 << 10
 #: The most of a metrics.csv that is read (a row per epoch, about 100 bytes each).
 METRICS_LIMIT = 64 << 20
 _DAMAGED = "the run folder is damaged (cnnlab writes these files whole)"

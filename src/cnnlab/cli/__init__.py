@@ -110,9 +110,10 @@ def _run(args, command: argparse.ArgumentParser) -> int:
     except CnnlabError as err:  # one line, whatever a quoted name holds (a newline in a file's name)
         output.complain(f"cnnlab: error: {_ranked(printable(str(err)))}")
         return 2
-    except KeyboardInterrupt:
-        output.complain(f"cnnlab: {_ranked('interrupted')}")
-        return 130
+    except KeyboardInterrupt as stop:  # Ctrl-C; or SIGTERM/SIGHUP outside a training's loop (cli.common.take_sigint)
+        signum = getattr(stop, "signum", None)
+        output.complain(f"cnnlab: {_ranked('interrupted' if signum is None else f'interrupted by signal {signum}')}")
+        return 130 if signum is None else 128 + signum
     except BrokenPipeError:
         if not output.stdout_closed():  # not our output's reader: some other pipe or socket, a bug
             raise

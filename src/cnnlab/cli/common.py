@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import textwrap
 import threading
@@ -24,13 +25,45 @@ CHECKPOINT_HELP = ("which checkpoint of a run directory: last (the end of traini
 RUN_HELP = "run directory, or a checkpoint (.pt) inside one, written by 'cnnlab train'; 'latest': the newest run"
 
 
+class SignalBeforeTraining(KeyboardInterrupt):
+    """SIGTERM or SIGHUP taken before the training loop takes signals (:class:`cnnlab.observers.SignalStop`): it
+    unwinds as Ctrl-C does (a KeyboardInterrupt, which no ``except Exception`` swallows), so that a start stopped
+    there removes the folder it made; ``signum`` gives the exit code (128 + it), which the engine's line says."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop_before_training(signum, frame) -> None:
+    raise SignalBeforeTraining(signum)
+
+
 def take_sigint() -> None:
     """A command that trains takes SIGINT even when it started with SIGINT ignored (a shell's background job:
     ``cnnlab train ... &`` in a script), as its training loop does (:class:`cnnlab.observers.SignalStop`).
     Taken here, before torch's import, so that ``kill -INT`` in the first second ends the process (exit 130,
-    ``cnnlab: interrupted``) instead of being ignored until the loop begins."""
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    ``cnnlab: interrupted``) instead of being ignored until the loop begins. SIGTERM and SIGHUP are taken here too
+    (a SIGHUP ignored under nohup stays ignored), as the loop takes them: one in the moment after the run's folder is
+    made killed the process and left the folder holding its lock; now the start cleans up and exits 143 / 129. Not
+    under torchrun, whose SIGTERM (a restart of the group) stays deadly, as in the loop."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    if _under_torchrun():
+        return
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None and signal.getsignal(sig) is signal.SIG_DFL:
+            signal.signal(sig, _stop_before_training)
+
+
+def _under_torchrun() -> bool:
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+    except ValueError:
+        return False
 
 
 class HelpFormatter(argparse.HelpFormatter):
