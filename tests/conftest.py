@@ -49,6 +49,24 @@ def tiny_idx(tmp_path) -> Path:
     return write_idx_dataset(tmp_path / "tiny")
 
 
+def tiny_config(tiny_idx: Path, **changes):
+    """The settings of a tiny run on ``tiny_idx`` (basic_cnn, one epoch, the CPU), with ``changes``."""
+    from cnnlab.config import TrainConfig
+
+    base = dict(model="basic_cnn", dataset=f"idx:{tiny_idx}", epochs=1, batch_size=32, device="cpu", lr=0.05)
+    return TrainConfig(**{**base, **changes})
+
+
+@pytest.fixture
+def finished(tiny_idx, tmp_path) -> Path:
+    """A finished tiny run (:func:`tiny_config`) in ``tmp_path/runs/r1``."""
+    from cnnlab.engine import train
+
+    run = tmp_path / "runs" / "r1"
+    train(tiny_config(tiny_idx), out=run, quiet=True, log=lambda m: None)
+    return run
+
+
 @pytest.fixture(autouse=True)
 def isolated_home(request, tmp_path, monkeypatch):
     """Every test gets its own empty cnnlab home, no mirrors and no package index, except those marked ``real_data``."""

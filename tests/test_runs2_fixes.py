@@ -16,28 +16,15 @@ from types import SimpleNamespace
 import pytest
 
 import cnnlab.trainer
+from conftest import tiny_config
 from cnnlab import observers as obs
 from cnnlab.cli import main
-from cnnlab.config import TrainConfig
 from cnnlab.engine import train
 from cnnlab.errors import Interrupted
 from cnnlab.runs import describe_run, run_problem
 
 QUIET = dict(quiet=True, log=lambda m: None)
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-
-
-def cfg_for(tiny_idx, **kw) -> TrainConfig:
-    base = dict(model="basic_cnn", dataset=f"idx:{tiny_idx}", epochs=1, batch_size=32, device="cpu", lr=0.05,
-                threads=1)
-    return TrainConfig(**{**base, **kw})
-
-
-@pytest.fixture
-def finished(tiny_idx, tmp_path):
-    run = tmp_path / "runs" / "r1"
-    train(cfg_for(tiny_idx), out=run, **QUIET)
-    return run
 
 
 def _in_a_process(code: str, *args) -> list[str]:
@@ -153,7 +140,7 @@ def test_a_signal_during_the_runs_last_step_writes_its_result(tiny_idx, tmp_path
                                                              batch_size, which):
     """One step in all (the whole train set in a batch), or the last of two epochs' steps: the run's result is
     written, then the run stops with 128+signal (it was "interrupted at step 1 (epoch 2, batch 0/1)", stopped)."""
-    cfg = cfg_for(tiny_idx, epochs=epochs, batch_size=batch_size)
+    cfg = tiny_config(tiny_idx, epochs=epochs, batch_size=batch_size)
     run = tmp_path / "run"
     _signal_during_step(monkeypatch, signum, which)
     with pytest.raises(Interrupted) as caught:
@@ -246,7 +233,7 @@ def test_a_signal_after_a_step_limit_does_not_say_the_run_finished(tiny_idx, tmp
             os.kill(os.getpid(), signal.SIGINT)
 
     with pytest.raises(Interrupted) as caught:
-        train(cfg_for(tiny_idx, epochs=2, max_steps=2), out=run, quiet=True, log=log)
+        train(tiny_config(tiny_idx, epochs=2, max_steps=2), out=run, quiet=True, log=log)
     assert caught.value.exit_code == 130
     message, err = str(caught.value), capsys.readouterr().err
     assert "its training has ended and its result is written" in message and "finished" not in message

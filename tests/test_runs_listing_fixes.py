@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
+from conftest import tiny_config
 from cnnlab.cli import main
-from cnnlab.config import TrainConfig
 from cnnlab.engine import train
 from cnnlab import runs
 from cnnlab.runs import describe_run, find_runs
@@ -21,18 +21,6 @@ QUIET = dict(quiet=True, log=lambda m: None)
 
 def run_problem(run):
     return runs.run_problem(run)  # what compare calls before it reuses a run
-
-
-def cfg_for(tiny_idx, **kw):
-    base = dict(model="basic_cnn", dataset=f"idx:{tiny_idx}", epochs=1, batch_size=32, device="cpu", lr=0.05)
-    return TrainConfig(**{**base, **kw})
-
-
-@pytest.fixture
-def finished(tiny_idx, tmp_path):
-    run = tmp_path / "runs" / "r1"
-    train(cfg_for(tiny_idx), out=run, **QUIET)
-    return run
 
 
 def _evaluate_while(monkeypatch, action):
@@ -53,7 +41,7 @@ def _evaluate_while(monkeypatch, action):
 def test_an_evaluation_whose_checkpoint_was_replaced_meanwhile_writes_nothing_into_the_run(finished, tiny_idx,
                                                                                            monkeypatch, capsys):
     run = finished
-    _evaluate_while(monkeypatch, lambda: train(cfg_for(tiny_idx, epochs=2), resume=run, changes={"epochs": 2},
+    _evaluate_while(monkeypatch, lambda: train(tiny_config(tiny_idx, epochs=2), resume=run, changes={"epochs": 2},
                                                **QUIET))
     capsys.readouterr()
     assert main(["evaluate", str(run)]) == 0
