@@ -31,7 +31,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file as load_safetensors
 
 from cnnlab.errors import CheckpointError, CnnlabError, first_line
-from cnnlab.fileio import as_path, atomic_write_bytes, atomic_write_text, kind_of, read_json, sha256_file
+from cnnlab.fileio import (as_path, atomic_write_bytes, atomic_write_text, kind_of, read_json, sha256_file,
+                           sidecar_hashes)
 from cnnlab.models import create_model
 from cnnlab.runs import CHECKPOINTS, DEFAULT_CHECKPOINT, is_run_dir, is_running
 
@@ -173,7 +174,7 @@ def _write_with_sidecar(path: Path, data: bytes) -> None:
 
 def _hashes(side: Path) -> list[str]:
     """The hashes a sidecar lists (one normally; two while a save is in flight)."""
-    return [line.split()[0] for line in side.read_text().splitlines() if line.strip()]
+    return sidecar_hashes(side.read_text())
 
 
 #: Reads of a checkpoint whose save landed between the file's read and its sidecar's (the new file renamed in, then

@@ -32,7 +32,7 @@ from cnnlab.data.catalog import flip_warning
 from cnnlab.devices import resolve_device, set_threads, training_autocast
 from cnnlab.distill import TEACHER_FILE, check_same_teacher, load_teacher
 from cnnlab.distributed import Dist, PeerLost
-from cnnlab.errors import CnnlabError, Interrupted, RunError, WriteError
+from cnnlab.errors import CnnlabError, Interrupted, RunError, SignalTaken, WriteError
 from cnnlab.dataset_names import moved_away
 from cnnlab.evaluation import EvalResult, report_run
 from cnnlab.fileio import atomic_write_json, read_json
@@ -179,18 +179,17 @@ class TrainResult:
 
 def _signal_before_training_explained(fn):
     """A SIGTERM or SIGHUP taken before the training loop took signals (the CLI takes them as early as SIGINT:
-    :func:`cnnlab.cli.common.take_sigint`, whose exception, a ``KeyboardInterrupt`` with a ``signum``, unwound the
+    :func:`cnnlab.cli.common.take_sigint`, whose :class:`~cnnlab.errors.SignalTaken` unwound the
     start as Ctrl-C does, the fresh folder removed): one line and the signal's exit code (128 + its number)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except KeyboardInterrupt as stop:
-            signum = getattr(stop, "signum", None)
-            if signum is None or isinstance(stop, obs.StopNow):
+        except SignalTaken as stop:
+            if isinstance(stop, obs.StopNow):
                 raise
-            raise Interrupted(f"{signal.Signals(signum).name} before training began: stopped, nothing trained; run "
-                              "the same command again to train", 128 + signum) from None
+            raise Interrupted(f"{signal.Signals(stop.signum).name} before training began: stopped, nothing trained; "
+                              "run the same command again to train", 128 + stop.signum) from None
     return wrapper
 
 

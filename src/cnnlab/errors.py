@@ -78,6 +78,16 @@ class Interrupted(CnnlabError):
         self.exit_code = exit_code
 
 
+class SignalTaken(KeyboardInterrupt):
+    """A signal taken as an interruption where no line of cnnlab's was said yet (SIGTERM or SIGHUP before a training
+    loop, a second signal inside one): it unwinds as Ctrl-C does (no ``except Exception`` swallows it); ``signum``
+    gives the exit code, 128 + it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 class WriteError(CnnlabError, OSError):
     """A file that could not be written (read-only folder, disk full...): one line naming the path and the fix.
 

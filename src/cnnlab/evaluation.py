@@ -7,7 +7,6 @@ Inference code (predict, export, analysis, serve) imports this and :mod:`cnnlab.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
@@ -27,7 +26,7 @@ from cnnlab.models import build_model
 from cnnlab.output import say
 from cnnlab.pretrained import load_pretrained
 from cnnlab.report import Figures, format_table, summarize, write_report
-from cnnlab.fileio import open_if_regular
+from cnnlab.fileio import open_if_regular, sha256_of
 from cnnlab.runs import RunLock, check_output_folder, checkpoints_gone, is_run_dir, is_running
 from cnnlab.tta import TTA, parse_tta
 
@@ -254,11 +253,8 @@ def _still_loaded(ckpt: Path, digest: str) -> bool:
         fh, _ = open_if_regular(ckpt)  # without blocking: a FIFO put in its place is no longer the file loaded
         if fh is None:
             return False
-        got = hashlib.sha256()
         with fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                got.update(chunk)
-        return got.hexdigest() == digest
+            return sha256_of(fh) == digest
     except OSError:
         return False
 

@@ -491,8 +491,19 @@ def read_json(path: str | Path, what: str, fix: str = "the file is damaged") -> 
 
 
 def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
+        return sha256_of(fh)
+
+
+def sha256_of(fh) -> str:
+    """The SHA-256 of an open binary file's bytes from where it stands to its end, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    for chunk in iter(lambda: fh.read(1 << 20), b""):
+        h.update(chunk)
     return h.hexdigest()
+
+
+def sidecar_hashes(text: str) -> list[str]:
+    """The hashes a checkpoint's ``.sha256`` sidecar lists, a ``<hash>  <name>`` line each (one normally; two while
+    a save is in flight, or for good after a save was killed)."""
+    return [line.split()[0] for line in text.splitlines() if line.strip()]

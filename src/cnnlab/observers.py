@@ -18,7 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from cnnlab import output
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, SignalTaken
 from cnnlab.evaluation import EvalResult
 from cnnlab.runs import write_metrics
 from cnnlab.trainer import Trainer
@@ -220,12 +220,8 @@ class CheckpointSaver(Observer):
         t.save("last.pt")
 
 
-class StopNow(KeyboardInterrupt):
+class StopNow(SignalTaken):
     """A second signal: the run stops at once (``signum``), where it is; the engine says how it goes on."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
 
 
 class SignalStop(Observer):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import errno
-import hashlib
 import io
 import json
 import os
@@ -29,7 +28,7 @@ from cnnlab.data.safefs import open_regular, read_bounded
 from cnnlab.dataset_names import DIRECTORY_KINDS, canonical_dataset_name, dataset_kind, directory_of
 from cnnlab.errors import CnnlabError, RunError, did_you_mean, first_line, short_repr
 from cnnlab.fileio import (RUN_FILE_LIMIT, as_path, atomic_write_text, make_dirs, mode_kind, open_if_regular,
-                           remove_stale_temp_files_in, write_error)
+                           remove_stale_temp_files_in, sha256_of, sidecar_hashes, write_error)
 
 METRIC_FIELDS = [
     "epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr", "seconds",
@@ -517,14 +516,11 @@ def _sidecar_mismatch(path: Path, fh) -> str:
         return f"its sidecar {_in_run(side, str(err))}"
     if data is None:
         return ""
-    wanted = [line.split()[0] for line in data.decode("utf-8", "replace").splitlines() if line.strip()]
     fh.seek(0)
-    got = hashlib.sha256()
-    for chunk in iter(lambda: fh.read(1 << 20), b""):
-        got.update(chunk)
-    if got.hexdigest() in wanted or is_running(path.parent):
+    got = sha256_of(fh)
+    if got in sidecar_hashes(data.decode("utf-8", "replace")) or is_running(path.parent):
         return ""
-    return (f"altered (its SHA-256 {got.hexdigest()[:12]}... is not the one {side.name} names: flipped, zeroed or "
+    return (f"altered (its SHA-256 {got[:12]}... is not the one {side.name} names: flipped, zeroed or "
             f"appended bytes); {_CHECKPOINT_FIX}")
 
 

@@ -21,7 +21,7 @@ from typing import NoReturn
 from cnnlab import __version__, output
 from cnnlab.cli import analyze, data, evaluate, export, models, predict, runs, serve, train
 from cnnlab.cli.common import Parser, path_arg, typed_options
-from cnnlab.errors import CnnlabError, Interrupted, printable
+from cnnlab.errors import CnnlabError, Interrupted, SignalTaken, printable
 from cnnlab.fileio import path_error
 from cnnlab.runs import LATEST, resolve_run
 
@@ -111,7 +111,7 @@ def _run(args, command: argparse.ArgumentParser) -> int:
         output.complain(f"cnnlab: error: {_ranked(printable(str(err)))}")
         return 2
     except KeyboardInterrupt as stop:  # Ctrl-C; or SIGTERM/SIGHUP outside a training's loop (cli.common.take_sigint)
-        signum = getattr(stop, "signum", None)
+        signum = stop.signum if isinstance(stop, SignalTaken) else None
         output.complain(f"cnnlab: {_ranked('interrupted' if signum is None else f'interrupted by signal {signum}')}")
         return 130 if signum is None else 128 + signum
     except BrokenPipeError:

@@ -10,7 +10,7 @@ import threading
 
 from cnnlab.config import TrainConfig
 from cnnlab.dataset_names import canonical_dataset_name
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, SignalTaken
 from cnnlab.runs import CHECKPOINTS, DEFAULT_CHECKPOINT
 from cnnlab.text import plural  # noqa: F401  (the commands take it from here)
 
@@ -25,14 +25,9 @@ CHECKPOINT_HELP = ("which checkpoint of a run directory: last (the end of traini
 RUN_HELP = "run directory, or a checkpoint (.pt) inside one, written by 'cnnlab train'; 'latest': the newest run"
 
 
-class SignalBeforeTraining(KeyboardInterrupt):
-    """SIGTERM or SIGHUP taken before the training loop takes signals (:class:`cnnlab.observers.SignalStop`): it
-    unwinds as Ctrl-C does (a KeyboardInterrupt, which no ``except Exception`` swallows), so that a start stopped
-    there removes the folder it made; ``signum`` gives the exit code (128 + it), which the engine's line says."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
+class SignalBeforeTraining(SignalTaken):
+    """SIGTERM or SIGHUP taken before the training loop takes signals (:class:`cnnlab.observers.SignalStop`): a start
+    stopped there removes the folder it made, as Ctrl-C does; the engine's line says the signal."""
 
 
 def _stop_before_training(signum, frame) -> None:
