@@ -202,12 +202,24 @@ class Run:
     def __post_init__(self) -> None:
         self.folder = Path(self.folder if self.folder is not None else self.path).absolute()
 
+    def __fspath__(self) -> str:
+        """The run's folder: a Run goes wherever a run's path does (``Predictor.from_run(run)``, ``open``, ``Path``)."""
+        return str(self.folder)
+
     @property
     def final_accuracy(self) -> float | None:
+        """The test accuracy of the run's final weights, its result (summary.json's ``accuracy``, a fraction: 0.99);
+        None while no summary exists (a run still training, stopped or failed before its test pass)."""
         return self.summary["accuracy"] if self.summary else None
 
     @paths_explained()
     def checkpoint(self, which: str = "last") -> dict:
+        """The run's ``which`` checkpoint (``"last"``: the end of training, ``"best"``: its best evaluated epoch), as
+        a dict, loaded checked (its SHA-256 sidecar, format version, ``torch.load(weights_only=True)``): ``model`` (the
+        net's name and arguments), ``state_dict`` (the weights inference loads: their moving average where the run kept
+        one), ``optimizer``, ``scheduler``, ``config``, ``data`` (classes, normalisation) and ``train_state`` (the
+        position in training, the RNG). A missing, damaged or altered file is a one-line
+        :class:`cnnlab.CheckpointError`; :meth:`model` builds the net from it."""
         from cnnlab.checkpoint import load_checkpoint, resolve_checkpoint  # the library's (see the top)
 
         return load_checkpoint(resolve_checkpoint(self.folder, which))
@@ -221,6 +233,9 @@ class Run:
 
     @paths_explained()
     def predictor(self, which: str = "last", device: str | torch.device = "cpu") -> Predictor:
+        """A callable :class:`cnnlab.Predictor` of the run's ``which`` checkpoint (``"last"`` or ``"best"``) on
+        ``device`` (a name, ``"auto"``, or a ``torch.device``): it takes paths, bytes, open files, PIL images, numpy
+        arrays and tensors, one or a list, and preprocesses them as ``cnnlab predict`` does (docs/predict.md)."""
         from cnnlab.predict import Predictor  # the library's (see the top)
 
         device = device_name(device, "Run.predictor(device=...)")

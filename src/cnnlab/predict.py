@@ -41,6 +41,7 @@ from cnnlab.devices import resolve_device
 from cnnlab.errors import CnnlabError, first_line, printable
 from cnnlab.fileio import atomic_write_bytes, open_if_regular, temp_part
 from cnnlab.pretrained import load_pretrained
+from cnnlab.runs import LATEST, resolve_run
 from cnnlab.imageio import (
     ALLOWED_TEXT, DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, BadImageError, check_max_pixels, check_pixels, open_image,
     unit_gray, upright,
@@ -108,6 +109,9 @@ class NumberPrediction:
     left_out: int = 0
     #: Which row of the image, from the top (1, 2, ...), when every row was read (:meth:`Predictor.read_lines`); 0 else.
     line: int = 0
+    #: Digits read whole though much wider than high (by index into ``digits``: how many times): digits that touch
+    #: may have been read as one there (:data:`cnnlab.preprocessing.WIDE_NOTE`).
+    wide: dict[int, float] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -130,6 +134,7 @@ class NumberPrediction:
                "digits": [{"prediction": d.label, "top": [{"class": c, "probability": p} for c, p in d.top(k)]}
                           for d in self.digits]}
         out = out if not self.line else {"file": self.name, "line": self.line, **out}
+        out = out if not self.wide else {**out, "wide_digits": sorted(self.wide)}
         return out if not self.left_out else {**out, "left_out": self.left_out}
 
 
@@ -188,8 +193,11 @@ class Predictor:
     @classmethod
     def from_run(cls, run: str | Path, which: str = "last", device: str = "auto",
                  max_pixels: int = DEFAULT_MAX_PIXELS) -> "Predictor":
+        """The net of a run: a run folder (its ``which`` checkpoint, ``"last"`` or ``"best"``), a ``.pt`` file
+        written by cnnlab, ``"latest"`` (the newest run under ``runs/``) or a :class:`cnnlab.Run`; on ``device``
+        (``"auto"``: a GPU if there is one), reading images up to ``max_pixels`` (width x height)."""
         check_max_pixels(max_pixels)  # before the checkpoint is read
-        path = resolve_checkpoint(run, which)
+        path = resolve_checkpoint(resolve_run(run) if isinstance(run, str) and run == LATEST else run, which)
         return cls(load_checkpoint(path), device=device, source=str(path), max_pixels=max_pixels)
 
     @classmethod
@@ -260,11 +268,13 @@ class Predictor:
         # a folder's images were decoded whole: no reduced decoding
         return open_image(source, name, max_pixels=self.max_pixels, max_side=None if self.as_folder else WORK_SIDE)
 
-    def number_fields(self, source, name: str | None = None, *, lines: bool = False) -> NumberFields | list[NumberFields]:
+    def number_fields(self, source, name: str | None = None, *, lines: bool = False,
+                      halves: bool = True) -> NumberFields | list[NumberFields]:
         """A number written in a row in one image, as one field per digit, left to right, and its signs
         (:func:`cnnlab.preprocessing.number_fields`; a wide digit read as two where the net is surer of its halves).
         With ``lines``, every row of digits, top to bottom, a :class:`NumberFields` each
-        (:func:`cnnlab.preprocessing.number_lines`). ``source`` as in :meth:`prepare`; arrays are always preprocessed."""
+        (:func:`cnnlab.preprocessing.number_lines`). ``source`` as in :meth:`prepare`; arrays are always preprocessed.
+        ``halves=False``: the fields as found, the net not run (:meth:`halves_where_surer` decides on the halves)."""
         name = name or (str(source) if isinstance(source, (str, Path)) else "image")
         if self.as_folder or self.as_clothes:
             what = "an image folder reads whole images" if self.as_folder else "Fashion-MNIST reads one piece of clothing"
@@ -274,12 +284,14 @@ class Predictor:
             self._check_pixels(source.shape[:2], name)
             source = to_pil(unit_image(source, name))
         img = self._open(source, name)
+        decide = self.halves_where_surer if halves else (lambda found: found)
         if lines:
-            return [self._halves_where_surer(found) for found in number_lines(img, size=self.image_size, name=name)]
-        return self._halves_where_surer(number_fields(img, size=self.image_size, name=name))
+            return [decide(found) for found in number_lines(img, size=self.image_size, name=name)]
+        return decide(number_fields(img, size=self.image_size, name=name))
 
-    def _halves_where_surer(self, found: NumberFields) -> NumberFields:
-        """Wide digits read as two that touch where the net is surer of the halves than of the whole."""
+    def halves_where_surer(self, found: NumberFields) -> NumberFields:
+        """Wide digits read as two that touch where the net is surer of the halves than of the whole (the net's
+        pass: under a caller's lock where the model is shared, as the drawing page's is)."""
         if not found.splits:
             return found
         keys = list(found.splits)
@@ -342,7 +354,8 @@ class Predictor:
     def number(self, name: str, found: NumberFields, line: int = 0) -> NumberPrediction:
         """A number's digit fields (:meth:`number_fields`), predicted, as one :class:`NumberPrediction`."""
         names = [f"{name}[{i}]" for i in range(len(found.fields))]
-        return NumberPrediction(name, self.predictions(names, found.fields), found.signs, found.left_out, line)
+        return NumberPrediction(name, self.predictions(names, found.fields), found.signs, found.left_out, line,
+                                found.wide)
 
     def lines(self, name: str, rows: list[NumberFields]) -> list[NumberPrediction]:
         """Each row's fields (:meth:`number_fields` with ``lines``) as a :class:`NumberPrediction`, numbered from 1."""

@@ -126,6 +126,10 @@ COMMA_BELOW = 0.08
 WIDE_DIGIT = 1.0
 #: ...cut at its thinnest column within this fraction of its width around the middle.
 CUT_ZONE = 0.4
+#: A digit read whole though at least this many times wider than high is noted (:attr:`NumberFields.wide`): typed
+#: digits are 0.45-0.9 times as wide as high, two or three that touch 1.0-3.2; but handwritten ones reach 1.9 (3.5 %
+#: of MNIST's test digits are over 1.25, 0.04 % over 2), so only marks as wide as two digits or more are noted.
+WIDE_NOTE = 2.0
 #: The kept components follow fainter ink reaching the border (a grid line) by at most this fraction of the digit's size...
 KEEP_GROW = 0.1
 #: ...and are then widened by this fraction of the digit's size (the strokes' soft edges).
@@ -1217,15 +1221,22 @@ class NumberFields:
     signs: list[tuple[int, str]] = field(default_factory=list)
     #: Marks as heavy as a digit away from the number's row, not read (:func:`left_out`).
     left_out: int = 0
+    #: Digits at least :data:`WIDE_NOTE` times wider than high, by index, with that ratio: two or more digits that
+    #: touch may be read as one there (a field of the halves is read where the net is surer of them).
+    wide: dict[int, float] = field(default_factory=dict)
 
     def split(self, which: set[int]) -> "NumberFields":
-        """The fields with the digits ``which`` read as their two halves (the signs' places moved along)."""
+        """The fields with the digits ``which`` read as their two halves (the signs' places moved along; a digit
+        split is noted as wide only where each half still is, taken as half as wide)."""
         fields, place = [], {}
         for i, whole in enumerate(self.fields):
             place[i] = len(fields)
             fields += self.splits[i] if i in which else [whole]
         place[len(self.fields)] = len(fields)
-        return NumberFields(fields, signs=[(place[i], sign) for i, sign in self.signs], left_out=self.left_out)
+        halves = {place[i] + k: r / 2 for i, r in self.wide.items()
+                  if i in which and r / 2 >= WIDE_NOTE for k in (0, 1)}
+        return NumberFields(fields, signs=[(place[i], sign) for i, sign in self.signs], left_out=self.left_out,
+                            wide={**{place[i]: r for i, r in self.wide.items() if i not in which}, **halves})
 
 
 def number_fields(img: Image.Image, size: int = MNIST_FIELD, name: str = "image") -> NumberFields:
@@ -1263,7 +1274,8 @@ def _row_fields(ink: np.ndarray, strokes: Strokes, digits: list[list[dict]], sho
     """One row's fields (:func:`number_fields`), its signs and its wide digits' halves, kept within ``rows``."""
     columns = digit_columns(digits, strokes.small.shape[1])
     out = NumberFields([mnist_field(keep_components(ink, strokes, d, cols, rows), size=size, name=name)
-                        for d, cols in zip(digits, columns)], signs=number_signs(digits, shorts), left_out=left)
+                        for d, cols in zip(digits, columns)], signs=number_signs(digits, shorts), left_out=left,
+                       wide=wide_digits(digits))
     for i, (digit, (a, b)) in enumerate(zip(digits, columns)):
         cut = thinnest_column(strokes, digit)
         if cut is None or not a < cut < b:  # the digit reaches into a neighbour's columns past its thinnest one
@@ -1274,6 +1286,12 @@ def _row_fields(ink: np.ndarray, strokes: Strokes, digits: list[list[dict]], sho
         except BadImageError:  # a half without ink: no second digit there
             pass
     return out
+
+
+def wide_digits(digits: list[list[dict]]) -> dict[int, float]:
+    """The digits (their components) at least :data:`WIDE_NOTE` times wider than high: by index, that ratio."""
+    ratios = {i: (x1 - x0 + 1) / (y1 - y0 + 1) for i, (y0, x0, y1, x1) in enumerate(map(_box, digits))}
+    return {i: r for i, r in ratios.items() if r >= WIDE_NOTE}
 
 
 def thinnest_column(strokes: Strokes, digit: list[dict]) -> int | None:

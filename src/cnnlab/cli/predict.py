@@ -67,7 +67,7 @@ def register(sub) -> None:
                         "models') (default: none)")
     p.add_argument("--dataset", default="mnist", type=dataset_arg,
                    help="with --model: the shipped weights trained on mnist or fashion-mnist (default: %(default)s)")
-    p.add_argument("--checkpoint", choices=CHECKPOINTS, default=DEFAULT_CHECKPOINT, help=CHECKPOINT_HELP)
+    p.add_argument("--checkpoint", choices=CHECKPOINTS, default=DEFAULT_CHECKPOINT, help=CHECKPOINT_HELP.format(pretrained=" or the shipped weights"))
     p.add_argument("--top-k", type=int, default=3, help="classes shown per image (default: %(default)s)")
     add_json(p, "the table: one array holding, per file, its top classes or its error")
     p.add_argument("--number", action="store_true",
@@ -219,6 +219,10 @@ def cmd_predict(args) -> int:
         if getattr(pred, "marks", 1) > 1:
             print(f"note: {printable(pred.name)}: {pred.marks} digits side by side, read as one; add --number to "
                   "read each", file=sys.stderr)
+        for i, ratio in getattr(pred, "wide", {}).items():
+            print(f"note: {printable(pred.name)}{f' line {pred.line}' if pred.line else ''}: digit {i + 1} "
+                  f"('{pred.digits[i].label}') is {ratio:.1f} times wider than high: digits that touch may have been "
+                  "read as one; leave a gap between them", file=sys.stderr)
         if getattr(pred, "left_out", 0):
             print(f"note: {printable(pred.name)}: {plural(pred.left_out, 'more mark')} as large as a digit away from "
                   "the number's row, not read; add --lines to read every row", file=sys.stderr)
