@@ -28,8 +28,12 @@ decoded (:class:`Service`):
 - the guard reads each body in full before the app sees it (the app never waits on the network): over
   ``max_bytes`` is 413 (declared or chunked; a small excess is read and dropped first, and the server's
   protocol drops the rest after the answer, so that a client that sends everything before reading gets it:
-  :mod:`cnnlab.serve.protocol`), not received within ``body_timeout`` seconds is 408, and a client that goes
-  away mid-upload is one INFO line on the ``cnnlab.serve`` logger, no traceback;
+  :mod:`cnnlab.serve.protocol`), not received within ``body_timeout`` seconds is 408, as is one that arrives
+  slower than ``min_body_rate`` bytes a second on average once ``body_grace`` seconds have passed (at once, so that
+  a few slow uploaders cannot hold every upload slot for ``body_timeout``), and a client that goes away mid-upload
+  is one INFO line on the ``cnnlab.serve`` logger, no traceback;
+- a request target in absolute form (``GET http://host/info``, which RFC 9112 3.2.2 says a server must accept) is
+  routed by its path (``/info``);
 - a request still unanswered when the server stops (Ctrl+C, after its grace) is answered 503 in the app's
   shape, not uvicorn's plain-text 500 and its traceback;
 - at most ``decodes`` images are decoded and preprocessed at once, each within the predictor's pixel
@@ -72,8 +76,15 @@ DEFAULT_DECODES = 2
 #: Uploads in the server at once (received, waiting, decoding); one more is answered 503 at once. Each holds
 #: at most two copies of its body: 32 x 2 x 4 MiB = 256 MiB at the default body limit.
 DEFAULT_MAX_PENDING = 32
-#: Seconds a client has to send its whole request body (a page's canvas takes milliseconds).
-DEFAULT_BODY_TIMEOUT = 30.0
+#: Seconds a client has to send its whole request body (a page's canvas takes milliseconds; a 2 MB phone photo
+#: over a 64 KB/s link 31-33 s, which the 30 s this was refused).
+DEFAULT_BODY_TIMEOUT = 60.0
+#: Bytes a second a body must average once DEFAULT_BODY_GRACE seconds have passed since its head, else 408 at once
+#: (the upload slot freed): 32 clients sending 200 bytes and then a byte every 3 s held every slot for the whole
+#: body timeout, and every real upload got 503. Holding all 32 slots now takes 32 x 16 KiB/s = 512 KiB/s for at
+#: most DEFAULT_BODY_TIMEOUT; a phone on a 64 KB/s link sends four times the rate.
+DEFAULT_MIN_BODY_RATE = 16 * 1024
+DEFAULT_BODY_GRACE = 5.0
 #: Seconds a 503 asks the client to wait before retrying.
 RETRY_AFTER_S = 1
 #: Bytes over the limit that are still read (and dropped) before answering 413, so that a client that
@@ -123,8 +134,10 @@ class RequestGuard:
     """
 
     def __init__(self, app, max_bytes: int, max_pending: int = DEFAULT_MAX_PENDING,
-                 body_timeout: float = DEFAULT_BODY_TIMEOUT):
+                 body_timeout: float = DEFAULT_BODY_TIMEOUT, min_body_rate: float = DEFAULT_MIN_BODY_RATE,
+                 body_grace: float = DEFAULT_BODY_GRACE):
         self.app, self.max_bytes, self.max_pending, self.body_timeout = app, max_bytes, max_pending, body_timeout
+        self.min_body_rate, self.body_grace = min_body_rate, body_grace
         self.pending = 0
 
     async def __call__(self, scope, receive, send):
@@ -138,7 +151,7 @@ class RequestGuard:
             await send(message)
 
         try:
-            await self._guard(scope, receive, watched)
+            await self._guard(_origin_form(scope), receive, watched)
         except anyio.get_cancelled_exc_class():  # the server stops (Ctrl+C, its grace over) with this request open
             if not started:
                 await _answer(send, 503, "the server is stopping; retry once it is started again")
@@ -162,6 +175,9 @@ class RequestGuard:
             elif outcome == "late":
                 await _answer(send, 408, f"the request body did not arrive within {self.body_timeout:g} s; "
                                          "send it at once")
+            elif outcome == "slow":
+                await _answer(send, 408, f"the request body arrived slower than {self.min_body_rate / 1024:g} KiB/s "
+                                         "(the least this server waits for); send it at once, on a faster link")
             elif busy:
                 await _answer(send, 503, f"the server is busy ({self.max_pending} uploads in progress); retry in "
                                          f"{RETRY_AFTER_S} s", ((b"retry-after", str(RETRY_AFTER_S).encode()),))
@@ -171,8 +187,9 @@ class RequestGuard:
             self.pending -= counted
 
     async def _receive(self, scope, receive, keep: bool) -> tuple[str, bytes]:
-        """Receive the request's body: ``("ok", body)`` (empty unless ``keep``), or ``("large" | "late" |
-        "gone", b"")`` when it is over the limit, too slow, or the client went away.
+        """Receive the request's body: ``("ok", body)`` (empty unless ``keep``), or ``("large" | "late" | "slow" |
+        "gone", b"")`` when it is over the limit, not in within ``body_timeout``, arriving under ``min_body_rate``
+        after ``body_grace``, or the client went away.
 
         At most ``max_bytes`` are kept. A body over the limit by at most :data:`DRAIN_BYTES` is read to its
         end and dropped, as is the body of a request that is refused anyway (``keep=False``): a client that
@@ -185,10 +202,16 @@ class RequestGuard:
             return "ok", b""
         chunks: list[bytes] = []
         seen = 0
+        start = anyio.current_time()
         try:
             with anyio.fail_after(self.body_timeout):
                 while True:
-                    message = await receive()
+                    # the time by which what has come would fall under the rate: the next part must come before it
+                    due = start + max(self.body_grace, seen / self.min_body_rate)
+                    with anyio.move_on_after(due - anyio.current_time()) as wait:
+                        message = await receive()
+                    if wait.cancelled_caught:
+                        return "slow", b""
                     if message["type"] == "http.disconnect":
                         return "gone", b""
                     seen += len(message.get("body", b""))
@@ -201,6 +224,20 @@ class RequestGuard:
         except TimeoutError:
             return "late", b""
         return ("large", b"") if seen > self.max_bytes else ("ok", b"".join(chunks))
+
+
+def _origin_form(scope) -> dict:
+    """``scope`` with a request target in absolute form (``http://host/info?q``, RFC 9112 3.2.2: a server must
+    accept it) made the path it names (``/info``); ``*`` (``OPTIONS *``) and paths as they are."""
+    path = scope.get("path", "")
+    scheme, sep, rest = path.partition("://")
+    if path.startswith("/") or not sep or not scheme.isalpha():
+        return scope
+    raw = scope.get("raw_path") or path.encode()
+    raw_rest = raw.partition(b"://")[2]
+    slash, raw_slash = rest.find("/"), raw_rest.find(b"/")
+    return {**scope, "path": rest[slash:] if slash >= 0 else "/",
+            "raw_path": raw_rest[raw_slash:] if raw_slash >= 0 else b"/"}
 
 
 def _replay(body: bytes, receive):
@@ -254,6 +291,14 @@ class Service:
         self._lock = threading.Lock()
         self._decoders = concurrent.futures.ThreadPoolExecutor(decodes, thread_name_prefix="cnnlab-decode")
 
+    def _number_fields(self, data: bytes, name: str):
+        """The digits' fields: found on a decode thread, then the net's pass on a wide digit's halves under the net's
+        lock (outside it, that pass fired the branch-energy hooks of the request holding it: 26 of 400 answers under
+        load drew another image's energies)."""
+        found = self._decoders.submit(self.predictor.number_fields, data, name, halves=False).result()
+        with self._lock:
+            return self.predictor.halves_where_surer(found)
+
     def predict(self, data: bytes, name: str) -> dict:
         # Decoding and preprocessing (BadImageError for bad input) run on the decode threads, outside the
         # net's lock; the caller waits. Own threads, not a semaphore in the caller's: glibc keeps a thread's
@@ -261,7 +306,7 @@ class Service:
         # left up to 40 decodes' worth resident (measured: 1.75 GB for 40 uploads); on 2 threads, 2 at most.
         field_01, marks = self._decoders.submit(self.predictor.prepared, data, name).result()
         # several digits side by side: each read on its own field too (the image decoded again; a page's drawing)
-        digits = self._decoders.submit(self.predictor.number_fields, data, name).result() if marks > 1 else None
+        digits = self._number_fields(data, name) if marks > 1 else None
         with self._lock, record_branch_energy(self.predictor.model) as energies:
             pred = self.predictor(field_01, name=name, preprocess=False)
         with self._lock:
@@ -278,12 +323,15 @@ class Service:
 
 
 def create_app(predictor: Predictor, max_bytes: int = DEFAULT_MAX_BYTES, *, decodes: int = DEFAULT_DECODES,
-               max_pending: int = DEFAULT_MAX_PENDING, body_timeout: float = DEFAULT_BODY_TIMEOUT):
+               max_pending: int = DEFAULT_MAX_PENDING, body_timeout: float = DEFAULT_BODY_TIMEOUT,
+               min_body_rate: float = DEFAULT_MIN_BODY_RATE, body_grace: float = DEFAULT_BODY_GRACE):
     """The FastAPI app serving ``predictor``, behind a :class:`RequestGuard` (the module docstring)."""
     if not (STATIC / "index.html").is_file():
         raise CnnlabError(f"the page is missing from this install ({STATIC}/index.html); reinstall cnnlab")
     if max_pending < 1:
         raise CnnlabError(f"max_pending must be at least 1, got {max_pending}")
+    if min_body_rate <= 0:
+        raise CnnlabError(f"min_body_rate must be over 0 bytes a second, got {min_body_rate}")
     service = Service(predictor, decodes)
     app = FastAPI(title="cnnlab", docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -294,7 +342,8 @@ def create_app(predictor: Predictor, max_bytes: int = DEFAULT_MAX_BYTES, *, deco
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         # routing's own answers (404, 405) in the app's one shape, {"error": "<one line>"}, naming what exists
-        path = request.url.path if len(request.url.path) <= 80 else request.url.path[:80] + "..."
+        target = request.scope["path"]  # as routed: ``*`` stays ``*`` (request.url.path made it ``/*``)
+        path = target if len(target) <= 80 else target[:80] + "..."
         message = (f"{request.method} {path} is not served here; {ROUTES_HINT}" if exc.status_code in (404, 405)
                    else str(exc.detail))
         return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
@@ -342,4 +391,5 @@ def create_app(predictor: Predictor, max_bytes: int = DEFAULT_MAX_BYTES, *, deco
             return JSONResponse({"error": f"the server is busy ({short} now); try again in {RETRY_AFTER_S} s"},
                                 status_code=503, headers={"retry-after": str(RETRY_AFTER_S)})
 
-    return RequestGuard(app, max_bytes, max_pending=max_pending, body_timeout=body_timeout)
+    return RequestGuard(app, max_bytes, max_pending=max_pending, body_timeout=body_timeout,
+                        min_body_rate=min_body_rate, body_grace=body_grace)

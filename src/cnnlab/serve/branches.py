@@ -11,6 +11,7 @@ modules are found by the analysis' :func:`~cnnlab.analysis.branches.inception_mo
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -22,14 +23,18 @@ from cnnlab.analysis.branches import branch_slices, inception_modules, watch_out
 
 @contextmanager
 def record_branch_energy(model: nn.Module) -> Iterator[dict[str, dict[str, float]]]:
-    """While active, every forward pass fills the yielded dict: ``{module: {branch: energy}}``.
+    """While active, every forward pass on this thread fills the yielded dict: ``{module: {branch: energy}}``.
 
-    Energies are of the first image of the batch (the page sends one image at a time).
+    Energies are of the first image of the batch (the page sends one image at a time). A pass on another thread
+    (another request's) is not recorded: the hooks are the model's, and they saw every pass while active.
     """
     energies: dict[str, dict[str, float]] = {}
     slices = branch_slices()
+    owner = threading.get_ident()
 
     def record(name: str, output: torch.Tensor) -> None:
+        if threading.get_ident() != owner:
+            return
         first = output[:1].detach().float()  # (1, 88, H, W)
         energies[name] = {b: float(first[:, s].pow(2).mean()) for b, s in slices.items()}
 

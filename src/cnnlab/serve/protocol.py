@@ -5,8 +5,10 @@ connections open, and stopped promptly by Ctrl+C. (:func:`cnnlab.serve.server.ma
   in the app's shape, ``{"error": "<one line>"}``, where uvicorn answered plain text. (uvicorn also logs a WARNING
   line for each; ``make_server`` runs it at level ERROR, so that no client can write into the server's log.)
 - A request's head (its request line and headers) must arrive within ``head_timeout`` seconds of the connection
-  opening, or of its first byte after an answer: a head that stops halfway is answered 408 and the connection
-  closed; a connection that sends nothing is closed without a word. (uvicorn timed only the wait between
+  opening, or of its first byte after an answer (or of the answer, when part of the next head came before it): a
+  head that stops halfway is answered 408 and the connection closed; a connection that sends nothing is closed
+  without a word. (uvicorn's keep-alive timeout, 5 s, closed a kept-alive connection silently when part of the
+  next head had come in with the request before it.) (uvicorn timed only the wait between
   requests: a half-sent head was held forever, and 60 of them took every file descriptor of ``ulimit -n 64``.)
 - At most ``max_connections`` connections are open at once (each holds a file descriptor): one more is answered
   503 at once, rather than accepted until ``accept()`` fails (and closed after a brief linger, as below, while
@@ -16,7 +18,9 @@ connections open, and stopped promptly by Ctrl+C. (:func:`cnnlab.serve.server.ma
   its whole body before reading (urllib, http.client) got ``Broken pipe`` instead of the answer, curl the status
   line without the JSON. The answer is sent, then a half-close, and the rest of the body is read and dropped until
   the client closes: at most :data:`LINGER_BYTES`, for at most :data:`LINGER_S` seconds, and while something
-  arrives every :data:`LINGER_IDLE_S` seconds.
+  arrives every :data:`LINGER_IDLE_S` seconds. A client already gone when the half-close is sent (it read the
+  status line and reset the connection: ``write_eof`` raises ``ENOTCONN``) is closed without a word (that error
+  logged ``Exception in ASGI application`` and a 29-line traceback).
 - ``accept()`` failing for lack of descriptors (asyncio accepts a burst of waiting connections before the cap can
   answer any, and other files take descriptors too) writes one warning line at most every
   :data:`WARN_EVERY_S` seconds (asyncio logged a traceback for each try, thousands a second), and the connection
@@ -201,8 +205,13 @@ class JsonErrorsProtocol(H11Protocol):
         self._linger_end = now + seconds
         if self._timer is not None:
             self._timer.cancel()
+        try:
+            self.raw.write_eof()  # after the answer, once it is written
+        except OSError:  # the client has gone (a reset, ENOTCONN): nothing is left to linger for
+            self._timer = None
+            self.raw.close()
+            return
         self._timer = self.loop.call_at(min(self._linger_end, now + idle), self._linger_check)
-        self.raw.write_eof()  # after the answer, once it is written
         self.raw.resume_reading()  # uvicorn may have paused it while the body waited to be read
 
     def _linger_check(self) -> None:
@@ -214,6 +223,14 @@ class JsonErrorsProtocol(H11Protocol):
             self.raw.close()
         else:
             self._timer = self.loop.call_at(min(self._linger_end, quiet_until), self._linger_check)
+
+    def on_response_complete(self) -> None:
+        """uvicorn's, and then the head's clock: part of the next head may have come before this answer (with the
+        request), and uvicorn's keep-alive timeout would close on it silently; the head's time limit answers it 408."""
+        super().on_response_complete()
+        if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0] and not self.raw.is_closing():
+            self._unset_keepalive_if_required()
+        self._watch_head()
 
     def shutdown(self) -> None:
         if self.lingering:

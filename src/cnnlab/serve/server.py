@@ -51,8 +51,21 @@ def bind_socket(host: str, port: int) -> socket.socket:
     except OSError as err:
         sock.close()
         why = err.strerror or str(err)  # a host that does not resolve is a gaierror, with its own text
-        raise CnnlabError(f"cannot listen on {host}:{port} ({why}); pick another --port or --host") from None
+        where = f"{shown_host(host)}:{port}"
+        raise CnnlabError(f"cannot listen on {where} ({why}); pick another --port or --host") from None
     return sock
+
+
+def shown_host(host: str) -> str:
+    """``host`` as it goes before ``:PORT`` (an IPv6 address in brackets: ``[::]:8000``)."""
+    return f"[{host}]" if ":" in host else host
+
+
+def check_host(host: str) -> None:
+    """An empty ``--host`` bound every address (0.0.0.0) and printed ``http://:8000/``: refused."""
+    if not host.strip():
+        raise CnnlabError(f"--host {host!r} is empty (it would bind every address, reachable from other machines); "
+                          "give an address such as 127.0.0.1 (this machine only) or 0.0.0.0 (every address)")
 
 
 def _open_descriptors() -> int | None:
@@ -159,14 +172,16 @@ def check_pixel_limit(max_pixels: int) -> None:
                           f"at least {MIN_SERVE_PIXELS:,}")
 
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is reachable from this machine only."""
-    if host == "localhost":
-        return True
+def is_loopback(address: str) -> bool:
+    """Whether a socket bound to ``address`` (as ``getsockname()`` gives it: ``127.1`` resolved is ``127.0.0.1``) is
+    reachable from this machine only; an IPv4-mapped IPv6 address (``::ffff:127.0.0.1``) is its IPv4 address."""
     try:
-        return ipaddress.ip_address(host).is_loopback
+        ip = ipaddress.ip_address(address.split("%", 1)[0])  # an IPv6 scope (fe80::1%eth0) is not part of it
     except ValueError:
         return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
 
 
 def run_server(
@@ -189,7 +204,8 @@ def run_server(
     ``max_bytes`` bounds a request's body, ``max_pixels`` an image's width x height (checked before decoding);
     the other bounds (decodes and uploads at once, body time) are :func:`cnnlab.serve.app.create_app`'s defaults.
     """
-    check_pixel_limit(max_pixels)  # before the imports' seconds: a bad limit answers at once
+    check_host(host)  # before the imports' seconds: a bad limit or host answers at once
+    check_pixel_limit(max_pixels)
     check_upload_limit(max_bytes, max_pixels)
     # FastAPI and torch (through the predictor), and uvicorn: only when a server really starts
     from cnnlab.imageio import check_max_pixels
@@ -203,10 +219,10 @@ def run_server(
         predictor = Predictor.from_run(run, which=which, device=device, max_pixels=max_pixels)
     app = create_app(predictor, max_bytes=max_bytes)
     with bind_socket(host, port) as sock:
-        if not is_loopback(host):
+        if not is_loopback(sock.getsockname()[0]):  # the address bound (127.1 and localhost resolved), not as typed
             warn(f"serving on {host}, reachable from other machines; there is no authentication")
-        shown = f"[{host}]" if ":" in host else host
-        log(f"serving {predictor.model_name} from {predictor.source} on http://{shown}:{sock.getsockname()[1]}/  "
+        url = f"http://{shown_host(host)}:{sock.getsockname()[1]}/"
+        log(f"serving {predictor.model_name} from {predictor.source} on {url}  "
             "(Ctrl+C stops)")
         # the multipart parser logs a WARNING line for each malformed form a client sends; the client gets a 400
         logging.getLogger("python_multipart").setLevel(logging.ERROR)

@@ -1,0 +1,284 @@
+"""cnnlab serve against a tester's second round (2026-12): branch energies under load, a client that resets before
+the half-close, empty and loopback hosts, absolute-form targets, slow uploaders holding every upload slot, and half
+a head that came with the request before it.
+
+Servers run on 127.0.0.1 only, in a thread (``make_server``, as the command builds it), each bounded in time.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from apps_helpers import draw_digit, tiny_checkpoint
+from cnnlab.cli import main
+from cnnlab.errors import CnnlabError
+from cnnlab.predict import Predictor
+from test_serve import _head, _read_response, png, post
+from test_serve_faults import Served, _closed_within, _json_error
+
+pytest.importorskip("uvicorn")
+pytest.importorskip("fastapi")
+
+MAX_BYTES = 64 * 1024
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory):
+    return Predictor.from_run(tiny_checkpoint(tmp_path_factory.mktemp("load") / "last.pt", model="inception"),
+                              device="cpu")
+
+
+@pytest.fixture(scope="module")
+def app(predictor):
+    from cnnlab.serve.app import create_app
+
+    return create_app(predictor, max_bytes=MAX_BYTES)
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+# ----------------------------------------------------------------------------- 1. branch energies under load
+
+
+def test_the_nets_pass_while_finding_digits_never_lands_in_another_requests_branches(predictor, monkeypatch):
+    """Request A holds the net's lock (its branch-energy hooks installed, its pass done) while request B, a row of
+    digits, finds its digits: ``number_fields`` runs the net on a wide digit's halves. That pass ran outside the lock
+    and wrote B's energies into A's answer (26 of 400 under load); now it waits for the lock. Deterministic: A waits
+    inside its pass until B's pass has run, or 2 s when B (rightly) cannot run it."""
+    from cnnlab.serve.app import Service
+
+    service = Service(predictor)
+    a_data, b_data = png(draw_digit()), png(draw_digit(box=(20, 60, 120, 240)))
+    alone = service.predict(a_data, "upload")["branches"]["energy"]
+    a_in, b_ran, first = threading.Event(), threading.Event(), threading.Event()
+    noise = np.random.default_rng(0).random((28, 28), dtype=np.float32)
+    real_prepared, real_number_fields = predictor.prepared, predictor.number_fields
+
+    def prepared(data, name=None, preprocess=None):  # B: "several digits side by side"
+        field, marks = real_prepared(data, name, preprocess)
+        return field, 2 if isinstance(data, bytes) and data == b_data else marks
+
+    def number_fields(data, name=None, **kwargs):  # as Predictor.number_fields on a wide digit: a pass of the net
+        predictor.probabilities([noise])
+        b_ran.set()
+        return real_number_fields(data, name, **kwargs)
+
+    def hold(_module, _inputs, _output):  # A's pass, done: wait for B's
+        if not first.is_set():
+            first.set()
+            a_in.set()
+            b_ran.wait(2)
+
+    monkeypatch.setattr(predictor, "prepared", prepared)
+    monkeypatch.setattr(predictor, "number_fields", number_fields)
+    handle = predictor.model.register_forward_hook(hold)
+    got = {}
+    try:
+        a = threading.Thread(target=lambda: got.setdefault("a", service.predict(a_data, "upload")))
+        a.start()
+        assert a_in.wait(30)
+        b = threading.Thread(target=lambda: got.setdefault("b", service.predict(b_data, "upload")))
+        b.start()
+        a.join(30)
+        b.join(30)
+    finally:
+        handle.remove()
+    assert got["a"]["branches"]["energy"] == alone
+    assert got["b"]["number"] is not None and b_ran.is_set()
+
+
+# ----------------------------------------------------------------------------- 2. a reset before the half-close
+
+
+class _GoneTransport:
+    """A transport whose client has reset the connection by the time the half-close is sent."""
+
+    def __init__(self, raw):
+        self._raw = raw
+
+    def __getattr__(self, name):
+        return getattr(self._raw, name)
+
+    def write_eof(self):
+        raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
+
+
+@pytest.mark.parametrize("head", [(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                                   b"Content-Length: 1000000000\r\n\r\n"),
+                                  b"GET /info HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n"])
+def test_a_client_gone_before_the_half_close_is_closed_without_a_word(app, monkeypatch, head):
+    """The tester's rst.py: a client that reads 20 bytes of an early answer and resets made ``write_eof`` raise
+    ENOTCONN, logged as ``Exception in ASGI application`` and a 29-line traceback. Now the connection just closes."""
+    from cnnlab.serve import protocol
+
+    made = protocol.JsonErrorsProtocol.connection_made
+    monkeypatch.setattr(protocol.JsonErrorsProtocol, "connection_made",
+                        lambda self, transport: made(self, _GoneTransport(transport)))
+    theirs = _Records()
+    logging.getLogger("uvicorn.error").addHandler(theirs)
+    try:
+        with Served(app) as srv, srv.connect(head + b"x" * 10) as sock:
+            answer, after = _closed_within(sock, 10)
+            assert _json_error(answer)[0] in (400, 413)
+            assert after < 3  # closed at once, not after the linger's idle time
+            assert post(srv.url, png(draw_digit()))[0] == 200
+    finally:
+        logging.getLogger("uvicorn.error").removeHandler(theirs)
+    assert [r.getMessage() for r in theirs.records if r.levelno >= logging.WARNING or r.exc_info] == []
+
+
+# ----------------------------------------------------------------------------- 3, 4. hosts
+
+
+def _run_server(tmp_path, monkeypatch, host: str) -> tuple[list[str], list[str]]:
+    """``run_server`` as the command runs it, up to serving: (its log lines, its warnings)."""
+    from cnnlab.serve import server
+
+    monkeypatch.setattr(server, "serve_forever", lambda app, sock: None)
+    logs, warns = [], []
+    server.run_server(tiny_checkpoint(tmp_path / "last.pt"), host=host, port=0, log=logs.append, warn=warns.append)
+    return logs, warns
+
+
+@pytest.mark.parametrize("host", ["", "  "])
+def test_an_empty_host_is_refused_in_one_line(tmp_path, monkeypatch, capsys, host):
+    """``--host ''`` bound every address and printed ``http://:PORT/`` and ``serving on , reachable ...``."""
+    with pytest.raises(CnnlabError, match=r"give an address such as 127\.0\.0\.1"):
+        _run_server(tmp_path, monkeypatch, host)
+    capsys.readouterr()
+    assert main(["serve", "--host", host, "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "give an address such as 127.0.0.1" in err
+
+
+def _ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("host", ["127.1", "localhost", "::ffff:127.0.0.1"])
+def test_loopback_hosts_however_written_get_no_warning(tmp_path, monkeypatch, host):
+    """``127.1`` and ``::ffff:127.0.0.1`` are loopback: decided on the address bound, IPv4-mapped unwrapped."""
+    if ":" in host and not _ipv6():
+        pytest.skip("no IPv6 here")
+    logs, warns = _run_server(tmp_path, monkeypatch, host)
+    assert warns == [] and len(logs) == 1
+
+
+def test_a_host_reachable_from_other_machines_is_still_warned_of():
+    from cnnlab.serve.server import is_loopback
+
+    assert not is_loopback("0.0.0.0") and not is_loopback("::") and not is_loopback("::ffff:10.0.0.1")
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("::ffff:127.0.0.1")
+
+
+def test_a_taken_ipv6_port_is_named_in_brackets():
+    from cnnlab.serve.server import bind_socket
+
+    if not _ipv6():
+        pytest.skip("no IPv6 here")
+    with socket.socket(socket.AF_INET6) as taken:
+        taken.bind(("::", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(CnnlabError, match=rf"cannot listen on \[::\]:{port} "):
+            bind_socket("::", port)
+
+
+# ----------------------------------------------------------------------------- 5. request targets
+
+
+def test_absolute_form_targets_are_served_by_their_path(app):
+    """RFC 9112 3.2.2: a server must accept ``GET http://host/path``; it was 404 naming ``/http://x/info``."""
+    with Served(app) as srv:
+        with srv.connect(b"GET http://x/info?a=1 HTTP/1.1\r\nHost: x\r\n\r\n") as sock:
+            status, _, body = _read_response(sock)
+        assert status == 200 and json.loads(body)["model"] == "inception"
+        with srv.connect(b"GET http://x HTTP/1.1\r\nHost: x\r\n\r\n") as sock:
+            assert _read_response(sock)[0] == 200  # the page
+        with srv.connect(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n") as sock:
+            status, _, body = _read_response(sock)
+        assert status == 404 and json.loads(body)["error"].startswith("OPTIONS * is not served here; ")
+
+
+# ----------------------------------------------------------------------------- 6. slow uploads
+
+
+@pytest.fixture
+def one_slot(predictor):
+    """A server that takes one upload at a time and wants 1,000 bytes a second after 0.5 s (30 s in all)."""
+    from cnnlab.serve.app import create_app
+
+    with Served(create_app(predictor, max_pending=1, body_timeout=30.0, min_body_rate=1000, body_grace=0.5)) as srv:
+        yield srv
+
+
+def test_a_body_that_trickles_is_408_at_once_and_frees_its_slot(one_slot):
+    """The tester's slow.py: 200 bytes, then a byte every 3 s held every upload slot for 30 s (every real upload
+    503). Now a body under the least rate after the grace is 408 at once; a real upload is then served."""
+    start = time.monotonic()
+    with one_slot.connect(_head(b"image/png", length=100_000) + b"a" * 200) as sock:
+        def trickle():
+            for _ in range(40):
+                time.sleep(0.3)
+                try:
+                    sock.sendall(b"a")
+                except OSError:
+                    return
+
+        threading.Thread(target=trickle, daemon=True).start()
+        status, _, body = _read_response(sock)
+    assert status == 408 and "slower than" in json.loads(body)["error"]
+    assert time.monotonic() - start < 5
+    assert post(one_slot.url, png(draw_digit()))[0] == 200
+
+
+def test_a_slow_but_steady_upload_is_served(one_slot):
+    """A body above the least rate, however long it takes within the time limit, is served (a phone photo)."""
+    data = png(draw_digit())
+    with one_slot.connect(_head(b"image/png", length=len(data))) as sock:
+        for i in range(0, len(data), 200):  # ~2,000 bytes a second, twice the least
+            sock.sendall(data[i:i + 200])
+            time.sleep(0.1)
+        assert _read_response(sock)[0] == 200
+
+
+def test_the_default_rate_lets_a_phone_on_a_slow_link_upload():
+    """2 MB at 64 KB/s (a phone photo on a slow link) passes the defaults: over the rate, within the time."""
+    from cnnlab.serve.app import DEFAULT_BODY_TIMEOUT, DEFAULT_MIN_BODY_RATE
+
+    assert 64_000 >= 2 * DEFAULT_MIN_BODY_RATE
+    assert 2 * 1024 * 1024 / 64_000 < DEFAULT_BODY_TIMEOUT - 10
+
+
+# ----------------------------------------------------------------------------- 7. half a head before the answer
+
+
+def test_half_a_head_that_came_with_the_request_before_is_408(app):
+    """Half a head sent with a kept-alive request, before its answer: closed silently after uvicorn's 5 s
+    keep-alive timeout; now 408 after the head's time limit, as for one sent after the answer."""
+    with Served(app, head_timeout=1.0) as srv:
+        with srv.connect(b"GET /info HTTP/1.1\r\nHost: x\r\n\r\nGET /info HTTP/1.1\r\nHo") as sock:
+            assert _read_response(sock)[0] == 200
+            answer, after = _closed_within(sock, 10)
+        assert after < 4
+        assert _json_error(answer) == (408, "the request's headers did not arrive within 1 s; send them at once")
