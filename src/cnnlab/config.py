@@ -16,6 +16,8 @@ from cnnlab.fileio import as_path, read_small_text
 
 #: The fields a recipe sets. In a :class:`TrainConfig` they default to ``None``, "from the recipe", and
 #: :meth:`TrainConfig.resolve` fills them: the one place recipes are applied, for the CLI and the API alike.
+#: More epochs than any run trains (a run of 10^30 epochs was trained, then listed as damaged by ``cnnlab runs``).
+EPOCHS_LIMIT = 1_000_000_000
 RECIPE_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "bias_decay", "schedule",
                  "warmup_epochs", "augment", "clean_epochs", "label_smoothing", "ema", "evals_per_epoch",
                  "channels_last", "precision")
@@ -70,6 +72,20 @@ def _yaml(text: str):
 
 @dataclass
 class TrainConfig:
+    """Everything a training run is made of, typed; saved into every run's ``config.json``.
+
+    Build one from keyword arguments (``TrainConfig(model="resnet", epochs=3)``), from a file with
+    :meth:`from_file` (a run's ``config.json``, which re-runs that run exactly, or a YAML/JSON mapping of field
+    names to values: ``cnnlab train --config``), or from a saved dict with :meth:`from_dict` (unknown keys are
+    refused, fields added since the run was written take the values that reproduce it).
+
+    The fields of :data:`RECIPE_FIELDS` (``epochs``, ``batch_size``, ``optimizer``, ``lr``, ``schedule``,
+    ``augment``...) default to None, which means "the recipe's value": :meth:`resolve` fills each None from the
+    named ``recipe`` (:data:`RECIPES`; ``"lecture"`` unless given; per-model or per-dataset values from
+    :data:`RECIPE_VARIANTS`), and is the one place a recipe is applied. A value set explicitly always wins over the
+    recipe's. :meth:`validate` checks the values and their combinations, each refusal one line.
+    """
+
     model: str = "inception"
     dataset: str = "mnist"
     data_dir: str | None = None
@@ -154,7 +170,7 @@ class TrainConfig:
         self.resolve()
         self._check_recipe_epochs(from_recipe)
         checks = [
-            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
+            (1 <= self.epochs <= EPOCHS_LIMIT, f"--epochs must be 1 to {EPOCHS_LIMIT:,}, got {self.epochs}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
             (self.eval_batch_size >= 1, f"--eval-batch-size must be at least 1, got {self.eval_batch_size}"),
             (0 < self.lr < math.inf, f"--lr must be a positive finite number, got {self.lr}"),
@@ -222,6 +238,7 @@ class TrainConfig:
                                   f"--epochs {math.floor(value) + 1} or more")
 
     def to_dict(self) -> dict:
+        """Every field by name, as ``config.json`` records them (None where the recipe has not been applied)."""
         return dataclasses.asdict(self)
 
     @classmethod

@@ -161,8 +161,9 @@ class TrainResult:
     run_dir: Path | None
     history: list[dict]
     final: EvalResult  # on the test set
-    #: Best end-of-epoch evaluation (validation split if any, else test; with ``eval_limit``, of its first images,
-    #: as the epochs' evaluations were); None when no epoch finished.
+    #: Best evaluation of the eval split, the one best.pt holds the weights of: each epoch's end, and the check inside
+    #: an epoch that reached --target-accuracy (the final weights); on the split ``best_split`` names (with
+    #: ``eval_limit``, of its first images, as the epochs' evaluations were); None when none was made.
     best_accuracy: float | None
     parameters: int
     train_seconds: float
@@ -172,6 +173,9 @@ class TrainResult:
     summary: dict | None = None
     #: Why the run ended: "finished", "step limit", "target", or "nothing to train" (a finished run resumed).
     stopped: str = "finished"
+    #: The split ``best_accuracy`` was measured on: "val" (a run with a validation split chose its best on it; the
+    #: test accuracy of those weights is not this figure) or "test"; None when ``best_accuracy`` is None.
+    best_split: str | None = None
 
 
 # ----------------------------------------------------------------------------- the story of a run
@@ -668,13 +672,16 @@ def restore(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
     if t.scheduler is not None and ckpt.get("scheduler"):
         t.scheduler.load_state_dict(ckpt["scheduler"])
     t.state = TrainState.from_checkpoint(ckpt)
+    t.resumed = True
     if t.state.rng is not None:
         torch.set_rng_state(t.state.rng)
     where = plan.run_dir or plan.resume_from
     _recover_best(t, plan.resume_from, where)
-    if t.cfg.epochs < t.state.epoch:
-        raise RunError(f"--epochs {t.cfg.epochs}: {where} has already trained {t.state.epoch} epochs; "
-                       "give at least that many")
+    begun = t.state.epoch + (1 if t.state.batch else 0)  # a stop inside an epoch has begun the next one
+    if t.cfg.epochs < begun:
+        into = f" and {plural(t.state.batch, 'batch', 'batches')} of epoch {begun}" if t.state.batch else ""
+        raise RunError(f"--epochs {t.cfg.epochs}: {where} has already trained {plural(t.state.epoch, 'epoch')}{into}; "
+                       f"give at least {begun}")
     _write_config(t)  # a resume may change process fields (threads, device...) or extend the epochs
     s = t.state
     if s.target is not None:
@@ -691,14 +698,16 @@ def restore(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
 def _recover_best(t: Trainer, source: Path, where) -> None:
     """A run whose best epoch's best.pt was never written (a full disk while saving it, a kill between the epoch's
     two saves: last.pt had recorded the best accuracy, so no later epoch saved best.pt, and a finished run had
-    none). When the checkpoint resumed from is that epoch's end, it is what best.pt should be: written as best.pt
+    none). When the checkpoint resumed from is that epoch's end (or the stop inside an epoch whose check reached
+    --target-accuracy and was the best: the same two saves), it is what best.pt should be: written as best.pt
     now (also over a best.pt of an earlier epoch). When that epoch's weights are gone, one line says so, its stale
     sidecar goes, and best.pt is the best of the epochs from here on (every rank decides alike: the files are
     shared, the checkpoint is the same)."""
     s, best = t.state, source.parent / "best.pt"
     if s.best is None or source.name == "best.pt":
         return
-    if s.batch == 0 and s.history and s.history[-1].get(f"{t.eval_name}_acc") == s.best:
+    at_target = s.target is not None and s.target.get("step") == s.step and s.target.get("accuracy") == s.best
+    if at_target or s.batch == 0 and s.history and s.history[-1].get(f"{t.eval_name}_acc") == s.best:
         if t.run_dir is not None and not _holds_step(best, s.step):
             copy_checkpoint(source, t.run_dir / "best.pt")
         return
@@ -818,9 +827,7 @@ def end_epoch(t: Trainer, seconds: float, result: EvalResult) -> tuple[dict, boo
     }
     s.history.append(row)
     s.epoch, s.batch, s.partial, s.elapsed = s.epoch + 1, 0, EpochSums(), 0.0
-    improved = s.best is None or result.accuracy > s.best
-    s.best = result.accuracy if improved else s.best
-    return row, improved
+    return row, t.improve_best(result.accuracy)
 
 
 def _stop_mid_epoch(t: Trainer, result: EvalResult, observers: list[obs.Observer]) -> None:
@@ -855,7 +862,7 @@ def finish(t: Trainer, final: EvalResult | None, report: bool, verbose: bool = F
         tg = s.target
         t.say(f"reached {tg['accuracy']:.2f}%{t.cut_note()} >= {cfg.target_accuracy}% at epoch {tg['epoch']:.2f} "
               f"(step {tg['step']}) after {tg['train_seconds']:.1f}s of training, "
-              f"{tg['seconds_since_start']:.1f}s since start")
+              f"{tg['seconds_since_start']:.1f}s since {'the resume' if tg.get('since_resumed') else 'start'}")
     # eval_limit cuts the evaluations during training short; a reported run's result is the whole test set (a dry
     # run, which reports nothing, keeps it short): the final line, TrainResult.final and summary.json are one figure
     cut_short = final is not None and t.eval_name == "test" and final.n < len(t.data.test_labels)
@@ -878,15 +885,29 @@ def finish(t: Trainer, final: EvalResult | None, report: bool, verbose: bool = F
             extra={"target": s.target, "train_seconds": train_s, "parameters": count_parameters(t.model),
                    "ema": cfg.ema}, log=t.say, result=final, context={"model": cfg.model, "dataset": t.data.name},
             table=verbose, wait=False)
-    best_txt = f" (best epoch {s.best:.2f}%{t.cut_note()})" if s.best is not None else ""
-    t.say(f"final test accuracy {final.accuracy:.2f}%{t.cut_note(final.n)}{best_txt}"
+    t.say(f"final test accuracy {final.accuracy:.2f}%{t.cut_note(final.n)}{best_text(t)}"
           + (f"; run saved in {t.run_dir}" if t.run_dir else ""))
     if figures is not None:
         _wait_for_figures(figures, t.run_dir, silent)  # drawn while the line above was printed
     t.ranks.barrier()
     t.ranks.close()
     return TrainResult(t.run_dir, s.history, final, s.best, count_parameters(t.model), train_s, t.eval_model, s.target,
-                       summary, t.stop_reason or "finished")
+                       summary, t.stop_reason or "finished", None if s.best is None else t.eval_name)
+
+
+def best_text(t: Trainer) -> str:
+    """The final line's `` (best epoch 91.41% val)``: the best evaluation and the split it was made on (the
+    validation split's best stood beside the test accuracy unnamed, as if it were the test set's), or the
+    ``eval_limit`` cut that names the split; `` (best 82.40% test at epoch 1.50)`` when it is the check inside an
+    epoch that reached --target-accuracy; "" when there is none."""
+    s = t.state
+    if s.best is None:
+        return ""
+    where = t.cut_note() or f" {t.eval_name}"
+    tg = s.target
+    if tg is not None and tg.get("accuracy") == s.best and tg.get("epoch", 0) % 1:
+        return f" (best {s.best:.2f}%{where} at epoch {tg['epoch']:.2f})"
+    return f" (best epoch {s.best:.2f}%{where})"
 
 
 def _wait_for_figures(figures, run_dir: Path, silent: bool = False) -> None:

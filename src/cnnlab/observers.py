@@ -100,7 +100,10 @@ class TargetStop(Observer):
     deviations of such a sample, and at least ``SCREEN_MIN_MARGIN`` points. Only the full split decides
     that the target is reached, and a check changes nothing but when the run stops, so a wrongly skipped
     check can only make a run stop later, never earlier or with other weights. The end-of-epoch evaluation is always the full split. The record
-    (epoch, step, accuracy, seconds) goes into the train state, so a resumed run keeps it.
+    (epoch, step, accuracy, seconds) goes into the train state, so a resumed run keeps it. The check inside an epoch
+    that reaches the target is an evaluation of the run's final weights on the split the best is chosen on (the
+    validation split with --val-split, else the test set; cut to --eval-limit as the epochs' are): it counts for the
+    run's best, and best.pt is written from those weights when they beat it (:class:`CheckpointSaver`).
     """
 
     SCREEN_SIZE, SCREEN_SIGMAS, SCREEN_MIN_MARGIN = 2000, 5.0, 1.0
@@ -119,6 +122,8 @@ class TargetStop(Observer):
             result = t.evaluate()
             if result.accuracy >= self.target:
                 self._reached(t, s.epoch + s.batch / t.steps_per_epoch, result, t.train_seconds())
+                # the run's final weights, evaluated on the eval split as every epoch is: they count for best.pt
+                t.best_unsaved = t.improve_best(result.accuracy)
 
     def _far_below(self, t: Trainer) -> bool:
         """Whether a sample of the eval split puts the target out of reach at this check."""
@@ -139,7 +144,8 @@ class TargetStop(Observer):
     def _reached(self, t: Trainer, epoch: float, result: EvalResult, train_seconds: float) -> None:
         t.state.target = {"epoch": epoch, "step": t.state.step, "accuracy": result.accuracy,
                           "train_seconds": train_seconds, "seconds_since_start": time.perf_counter() - t.started,
-                          "reached_at_unix": time.time()}
+                          "reached_at_unix": time.time(), "split": t.eval_name,  # accuracy's split, the best's
+                          **({"since_resumed": True} if t.resumed else {})}  # seconds_since_start: this process's
         t.request_stop("target")
 
 
@@ -201,8 +207,9 @@ class MetricsCsv(Observer):
 
 class CheckpointSaver(Observer):
     """``last.pt`` after every epoch, every ``save_every`` steps and when stopping mid-epoch; ``best.pt``
-    when an epoch's evaluation improves. Every rank takes part (the partial-epoch sums are a collective);
-    only a writing trainer writes."""
+    when an epoch's evaluation improves, or when the run stops inside an epoch on weights that beat it (the check
+    that reached --target-accuracy: ``Trainer.best_unsaved``), last.pt first as at an epoch's end. Every rank takes
+    part (the partial-epoch sums are a collective); only a writing trainer writes."""
 
     def __init__(self, save_every: int):
         self.save_every = save_every
@@ -218,6 +225,9 @@ class CheckpointSaver(Observer):
 
     def on_stop_mid_epoch(self, t: Trainer) -> None:
         t.save("last.pt")
+        if t.best_unsaved:
+            t.save("best.pt")
+            t.best_unsaved = False
 
 
 class StopNow(SignalTaken):

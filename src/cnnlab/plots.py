@@ -60,25 +60,47 @@ def _title(fig: Figure, title: str, context: dict | None) -> None:
     fig.suptitle(printable(title) + (f"\n{line}" if line else ""), fontsize=10)
 
 
-def plot_curves(history: list[dict], path, *, context: dict | None = None) -> Path:
+def plot_curves(history: list[dict], path, *, context: dict | None = None, target: dict | None = None) -> Path:
     """Train/eval loss (log scale) and eval accuracy per epoch, drawn with Pillow (:func:`cnnlab.drawing.chart`).
-    Every line has markers: one epoch is one point; a missing or non-finite value is a gap in its line."""
+    Every line has markers: one epoch is one point; a missing or non-finite value is a gap in its line. ``target``
+    (summary.json's: a run stopped by --target-accuracy) reached inside an epoch is one more point of the eval
+    accuracy, at its fractional epoch: that check evaluated the final weights on the same split, and is the best
+    when it beats the epochs (best.pt holds it then; the title counted only the epochs and named the weaker one)."""
     epochs = [r["epoch"] for r in history]
     eval_key = "val" if any(r.get("val_acc") is not None for r in history) else "test"
     column = lambda key: [r.get(key) for r in history]  # noqa: E731
+    acc_x, acc_y = list(epochs), column(f"{eval_key}_acc")
+    if (point := _target_point(target, epochs)) is not None:
+        acc_x.append(point[0])
+        acc_y.append(point[1])
     ticks = epochs if len(epochs) <= 20 else None
     # the train loss is what was minimised (with label smoothing and on augmented images when the recipe has
     # them: it can stay far above the plain cross-entropy of the evaluation)
     losses = Panel([Series(epochs, column("train_loss"), "train loss (the objective, running)", COLOURS["blue"]),
                     Series(epochs, column(f"{eval_key}_loss"), f"{eval_key} loss (cross-entropy)", COLOURS["orange"],
                            marker="s")], xlabel="epoch", ylabel="loss", log_y=True, xticks=ticks)
-    best = max((a for a in column(f"{eval_key}_acc") if a is not None and math.isfinite(a)), default=None)
+    best = max((a for a in acc_y if a is not None and math.isfinite(a)), default=None)
     title = f"best {eval_key} accuracy {best:.2f}%" if best is not None else f"no {eval_key} accuracy"
-    accuracy = Panel([Series(epochs, column(f"{eval_key}_acc"), f"{eval_key} accuracy", COLOURS["green"]),
+    if point is not None and best == point[1]:
+        title += f" (epoch {point[0]:.2f}, target reached)"
+    accuracy = Panel([Series(acc_x, acc_y, f"{eval_key} accuracy", COLOURS["green"]),
                       Series(epochs, column("train_acc"), "train accuracy (running)", COLOURS["gray"], marker="^",
                              dashed=True, marker_size=3.5)], xlabel="epoch", ylabel="accuracy (%)", title=title,
                      xticks=ticks, hline=None if best is None else (best, BEST_LINE))
     return save_png(chart([losses, accuracy], "training curves", context), path)
+
+
+def _target_point(target: dict | None, epochs: list) -> tuple[float, float] | None:
+    """(fractional epoch, accuracy) of a --target-accuracy check inside an epoch, past the epochs drawn; None when
+    there is none (reached at an epoch's end, which is that epoch's point, or no such record)."""
+    if not isinstance(target, dict):
+        return None
+    epoch, accuracy = target.get("epoch"), target.get("accuracy")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (epoch, accuracy)):
+        return None
+    if epoch % 1 == 0 or any(isinstance(e, (int, float)) and e >= epoch for e in epochs):
+        return None
+    return float(epoch), float(accuracy)
 
 
 def plot_comparison(series: dict[str, dict], path, metric: str = "test accuracy (%)", title: str = "", *,

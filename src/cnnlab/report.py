@@ -226,7 +226,7 @@ class Figures:
     def _draw(self, run_dir, summary, history, images, classes, context) -> None:
         mistakes = summary["mistakes"]
         drawers = {
-            "curves.png": lambda path: plots.plot_curves(history, path, context=context),
+            "curves.png": lambda path: plots.plot_curves(history, path, context=context, target=summary.get("target")),
             "confusion.png": lambda path: plots.plot_confusion(summary["confusion"], classes, path, context=context),
             "mistakes.png": lambda path: plots.plot_mistakes([images[m["index"], 0] for m in mistakes], mistakes,
                                                              classes, path, context=context),

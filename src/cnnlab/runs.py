@@ -23,7 +23,7 @@ try:
 except ImportError:  # pragma: no cover - Windows has no flock: runs there are not locked
     fcntl = None
 
-from cnnlab.config import typed_values
+from cnnlab.config import EPOCHS_LIMIT, typed_values
 from cnnlab.data.safefs import open_regular, read_bounded
 from cnnlab.dataset_names import DIRECTORY_KINDS, canonical_dataset_name, dataset_kind, directory_of
 from cnnlab.errors import CnnlabError, RunError, did_you_mean, first_line, short_repr
@@ -399,6 +399,19 @@ def write_status(run: Path, status: str, detail: str = "") -> None:
     atomic_write_text(run / STATUS_FILE, json.dumps({"status": status, "detail": detail, "at": time.time()}) + "\n")
 
 
+#: The detail of a run whose process ended without a word (killed), with a checkpoint to resume from.
+KILLED = "killed, or interrupted without saying so: it resumes from last.pt"
+
+
+def _recorded_max_steps(run: Path) -> int:
+    """The ``--max-steps`` a run's config.json records (0: none, or not readable): a process's limit, which a
+    resume keeps only when given again."""
+    data = _mapping(run / "config.json", [])
+    cfg = data.get("config") if data is not None else None
+    steps = cfg.get("max_steps") if isinstance(cfg, dict) else None
+    return steps if isinstance(steps, int) and not isinstance(steps, bool) and steps > 0 else 0
+
+
 def run_status(run: Path, complete: bool = False, problems: list[str] | None = None) -> tuple[str, str]:
     """(status, detail): running, finished, stopped or failed. A process that was killed (or a run written
     before status.json existed) said nothing: ``complete`` (all epochs and a summary) makes it "finished",
@@ -417,7 +430,7 @@ def run_status(run: Path, complete: bool = False, problems: list[str] | None = N
     if complete:
         return "finished", ""
     if (run / "last.pt").is_file():
-        return "stopped", "killed, or interrupted without saying so: it resumes from last.pt"
+        return "stopped", KILLED
     if (run / "best.pt").is_file():
         return "failed", (f"no last.pt to resume from; best.pt holds the weights of its best epoch: cnnlab evaluate "
                           f"{run} --checkpoint best")
@@ -439,6 +452,8 @@ def describe_run(run: Path) -> dict:
         _add_summary(row, summary, problems)
     complete = row["final_acc"] is not None and row["epochs"] is not None and row["epochs_done"] >= row["epochs"]
     row["status"], row["detail"] = run_status(run, complete, problems)
+    if row["detail"] == KILLED and (steps := _recorded_max_steps(run)):
+        row["detail"] = f"{KILLED} (continue with: cnnlab train --resume {run} --max-steps {steps})"
     if row["status"] != "running":
         problems += _checkpoint_problems(run, row["status"] == "finished")
     if problems and row["status"] != "running":
@@ -560,8 +575,6 @@ _FIXES = {
 #: The settings every config.json that cnnlab writes holds (each run's resolved settings): one without them was
 #: half-written or edited.
 REQUIRED_SETTINGS = ("model", "dataset", "epochs")
-#: More epochs than any run trains: a config.json saying more was edited (``1/1000000...`` in the table).
-EPOCHS_LIMIT = 1_000_000_000
 #: The columns a row takes from the run's settings, and their types.
 _CONFIG_COLUMNS = {"model": str, "dataset": str, "recipe": str, "epochs": int, "teacher": str, "eval_limit": int}
 
@@ -756,7 +769,8 @@ def _number(value) -> bool:
 def _add_summary(row: dict, summary: dict, problems: list[str]) -> None:
     """The final accuracy, the whole training time (an epoch stopped inside included) and, for a run that
     stopped at --target-accuracy inside an epoch, how far it got (e.g. 0.75 of an epoch, where metrics.csv,
-    which has a row per finished epoch, says 0). An accuracy that is no number is added to ``problems``."""
+    which has a row per finished epoch, says 0) and the accuracy that stopped it, when best.pt holds those weights.
+    An accuracy that is no number is added to ``problems``."""
     accuracy = summary.get("accuracy")
     if _number(accuracy):
         row["final_acc"] = accuracy
@@ -768,6 +782,11 @@ def _add_summary(row: dict, summary: dict, problems: list[str]) -> None:
     target = summary.get("target")
     if isinstance(target, dict) and _number(target.get("epoch")) and target["epoch"] > row["epochs_done"]:
         row["epochs_done"] = round(target["epoch"], 2)
+    # the check inside an epoch that reached the target counts for best.pt (since 2026-12-07: its record names the
+    # split; before, best.pt kept the best epoch's weights, and so does the row of such a run)
+    if isinstance(target, dict) and target.get("split") in ("val", "test") and _number(target.get("accuracy")) \
+            and (row["best_acc"] is None or target["accuracy"] > row["best_acc"]):
+        row["best_acc"], row["best_split"] = target["accuracy"], target["split"]
 
 
 # ----------------------------------------------------------------------------- metrics.csv

@@ -100,11 +100,16 @@ class Trainer:
     keep_eval_outputs: bool = False
     state: TrainState = field(default_factory=TrainState)
     started: float = field(default_factory=time.perf_counter)
+    #: Whether this process resumed the run from a checkpoint (``started`` is then this process's, not the run's).
+    resumed: bool = False
     sums: RunningSums | None = None
     stop_reason: str | None = None
     #: The latest evaluation of the eval split and the step it was made at (reused when the weights did not move).
     last_eval: tuple[int, EvalResult] | None = None
     in_epoch: bool = False
+    #: The weights now scored the best evaluation of the eval split so far inside an epoch (the check that reached
+    #: --target-accuracy): the position's save as the run stops also writes them as best.pt (observers.CheckpointSaver).
+    best_unsaved: bool = False
     #: Raises (one line) when the run folder is no longer the one this process locked (engine.FolderGuard).
     folder_check: Callable[[], None] | None = None
     #: A resumed run's step limits that a checkpoint and config.json may keep in place of this process's own, in
@@ -211,6 +216,17 @@ class Trainer:
         """Training seconds of the whole run so far (finished epochs, plus the current one while inside it)."""
         current = self.epoch_seconds() if self.in_epoch else (self.state.elapsed if self.inside_epoch else 0.0)
         return sum(r["seconds"] for r in self.state.history) + current
+
+    def improve_best(self, accuracy: float) -> bool:
+        """Whether ``accuracy`` (an evaluation of the eval split, as every epoch's: cut to ``eval_limit`` alike) beats
+        the best so far; it is the best then. Every evaluation that counts for best.pt goes through here: each epoch's
+        end and the check inside an epoch that reached --target-accuracy (the run's final weights), and nothing
+        else (a --max-steps stop's evaluation does not count: a run resumed in parts decides best as one trained
+        straight)."""
+        s = self.state
+        improved = s.best is None or accuracy > s.best
+        s.best = accuracy if improved else s.best
+        return improved
 
     def request_stop(self, reason: str) -> None:
         self.stop_reason = self.stop_reason or reason
