@@ -20,7 +20,7 @@ DEFAULTS = TrainConfig()
 DEVICE_CHOICES_HELP = "auto (CUDA if available, then MPS, else CPU), cpu, cuda, cuda:N or mps"
 CHECKPOINT_HELP = ("which checkpoint of a run directory: last (the end of training) or best (the highest evaluated "
                    "accuracy: chosen on the test set, unless the run was trained with --val-split); only for a run "
-                   "folder: with a .pt file (other than best.pt for best) or the shipped weights it is refused "
+                   "folder: with a .pt file (other than best.pt for best){pretrained} it is refused "
                    "(default: %(default)s)")
 RUN_HELP = "run directory, or a checkpoint (.pt) inside one, written by 'cnnlab train'; 'latest': the newest run"
 
@@ -169,10 +169,12 @@ def refuse_typed(args, dest: str, why: str) -> None:
         raise CnnlabError(f"{typed[dest]} has no effect {why}; drop it")
 
 
-def add_run(p: argparse.ArgumentParser, optional: bool = False) -> None:
-    """The positional RUN and ``--checkpoint``: one default for every command that reads a run."""
+def add_run(p: argparse.ArgumentParser, optional: bool = False, pretrained: bool = True) -> None:
+    """The positional RUN and ``--checkpoint``: one default for every command that reads a run (``pretrained``:
+    whether the command also takes the shipped weights, which --checkpoint then refuses)."""
     p.add_argument("run", nargs="?" if optional else None, metavar="RUN", type=path_arg, help=RUN_HELP)
-    p.add_argument("--checkpoint", choices=CHECKPOINTS, default=DEFAULT_CHECKPOINT, help=CHECKPOINT_HELP)
+    p.add_argument("--checkpoint", choices=CHECKPOINTS, default=DEFAULT_CHECKPOINT,
+                   help=CHECKPOINT_HELP.format(pretrained=" or the shipped weights" if pretrained else ""))
 
 
 def positive_int(text: str) -> int:

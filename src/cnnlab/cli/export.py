@@ -58,7 +58,7 @@ def _add_export_weights_parser(sub) -> None:
                                    "and the checkpoint it came from: file name, the run's step and epoch, its "
                                    "SHA-256). A run still training is not written into: --out FILE writes its "
                                    "checkpoint elsewhere, marked as mid-training.")
-    add_run(p)
+    add_run(p, pretrained=False)  # it writes a run's weights only: the shipped ones already are safetensors files
     p.add_argument("--format", choices=WEIGHT_FORMATS, default=WEIGHT_FORMATS[0],
                    help="format of the weights file (default: %(default)s)")
     p.add_argument("--out", default=None, type=path_arg, help="output file, or a folder (a path ending in '/') to write "
