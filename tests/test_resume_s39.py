@@ -39,3 +39,45 @@ def test_a_target_reached_after_a_resume_says_its_seconds_are_the_resumed_proces
     fresh = train(cfg_for(tiny_idx, **TARGET), write=False, quiet=True, log=lines.append)
     assert fresh.target is not None and "since_resumed" not in fresh.target
     assert any(line.startswith("reached ") and line.endswith("s since start") for line in lines), lines
+
+
+def test_a_target_reached_at_the_step_limit_is_the_runs_reason_to_stop(tiny_idx, tmp_path):
+    """A target met at the very step of --max-steps: the run was listed as stopped by the step limit, with a resume
+    that trained nothing, and never said it met its target."""
+    from cnnlab.runs import describe_run
+    from tests.test_best_s39 import TARGET, cfg_for
+
+    probe = train(cfg_for(tiny_idx, **TARGET), write=False, quiet=True, log=lambda m: None)
+    lines: list[str] = []
+    run = tmp_path / "m"
+    res = train(cfg_for(tiny_idx, **TARGET, max_steps=probe.target["step"]), out=run, quiet=True, log=lines.append)
+    assert res.stopped == "target" and any(line.startswith("reached ") for line in lines), lines
+    assert describe_run(run)["status"] == "finished"
+
+
+def test_a_run_that_meets_its_target_before_its_first_epoch_ends_draws_its_curves(tiny_idx, tmp_path):
+    from tests.test_best_s39 import cfg_for
+
+    run = tmp_path / "early"
+    res = train(cfg_for(tiny_idx, epochs=3, lr=0.01, target_accuracy=5.0, evals_per_epoch=4), out=run, quiet=True,
+                log=lambda m: None)
+    assert res.target is not None and res.target["epoch"] < 1 and res.history == []
+    assert (run / "curves.png").is_file()
+
+
+def test_shortening_a_scheduled_run_on_resume_is_named_as_such(tiny_idx, tmp_path):
+    run = tmp_path / "o"
+    train(tiny_config(tiny_idx, epochs=3, schedule="onecycle", max_steps=2), out=run, quiet=True, log=lambda m: None)
+    with pytest.raises(CnnlabError, match="onecycle learning-rate schedule was planned for 3 epochs and cannot be "
+                                          "shortened"):
+        train(tiny_config(tiny_idx), resume=run, changes={"epochs": 2}, quiet=True, log=lambda m: None)
+
+
+def test_the_api_takes_a_run_or_a_path_as_teacher(finished, tiny_idx, tmp_path):
+    import cnnlab
+
+    run = cnnlab.load_run(finished)
+    for teacher in (run, finished):
+        res = cnnlab.train("basic_cnn", dataset=f"idx:{tiny_idx}", epochs=1, max_steps=1, teacher=teacher,
+                           out=tmp_path / f"s{type(teacher).__name__}", quiet=True)
+        assert res.summary is not None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -147,6 +148,8 @@ def train(model: str | None = None, *, dataset: str | None = None, recipe: str |
         overrides["device"] = device_name(overrides["device"], "cnnlab.train(device=...)")
     if overrides.get("teacher") == LATEST:  # as the CLI's --teacher latest: the newest run
         overrides["teacher"] = str(resolve_run(LATEST))
+    elif isinstance(overrides.get("teacher"), os.PathLike):  # a Path or a cnnlab.Run: the run's folder
+        overrides["teacher"] = os.fspath(overrides["teacher"])
     cfg = _train_config({**overrides, **given})
     with api_call(**overrides, **given):  # the library's refusals in the caller's words (lr, not --lr)
         return _train(cfg, given, overrides, out, resume, quiet, verbose)
@@ -214,12 +217,12 @@ class Run:
 
     @paths_explained()
     def checkpoint(self, which: str = "last") -> dict:
-        """The run's ``which`` checkpoint (``"last"``: the end of training, ``"best"``: its best evaluated epoch), as
-        a dict, loaded checked (its SHA-256 sidecar, format version, ``torch.load(weights_only=True)``): ``model`` (the
-        net's name and arguments), ``state_dict`` (the weights inference loads: their moving average where the run kept
-        one), ``optimizer``, ``scheduler``, ``config``, ``data`` (classes, normalisation) and ``train_state`` (the
-        position in training, the RNG). A missing, damaged or altered file is a one-line
-        :class:`cnnlab.CheckpointError`; :meth:`model` builds the net from it."""
+        """The run's ``which`` checkpoint (``"last"``: the end of training, ``"best"``: its best evaluation, an
+        epoch's end or the check that met its target), as a dict, loaded checked (its SHA-256 sidecar, format version,
+        ``torch.load(weights_only=True)``): ``model`` (the net's name and arguments), ``state_dict`` (the weights
+        inference loads: their moving average where the run kept one), ``optimizer``, ``scheduler``, ``config``,
+        ``data`` (classes, normalisation) and ``train_state`` (the position in training, the RNG). A missing, damaged
+        or altered file is a one-line :class:`cnnlab.CheckpointError`; :meth:`model` builds the net from it."""
         from cnnlab.checkpoint import load_checkpoint, resolve_checkpoint  # the library's (see the top)
 
         return load_checkpoint(resolve_checkpoint(self.folder, which))

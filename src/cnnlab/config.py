@@ -12,6 +12,7 @@ from pathlib import Path
 from cnnlab.dataset_names import DIRECTORY_KINDS, dataset_kind
 from cnnlab.errors import CnnlabError, RunError, close_match, first_line, short_repr
 from cnnlab.fileio import as_path, read_small_text
+from cnnlab.text import plural
 
 
 #: The fields a recipe sets. In a :class:`TrainConfig` they default to ``None``, "from the recipe", and
@@ -597,13 +598,14 @@ def resumed_config(saved: TrainConfig, invocation: TrainConfig, changes: dict | 
                        f"drop {'them' if naming.api else 'these flags'}, or start a new run with {naming.new_run}")
     if epochs is not None:
         asked = naming.setting("epochs", epochs)
-        if saved.clean_epochs:
+        how = "extended" if epochs > saved.epochs else "shortened"
+        if saved.clean_epochs and epochs != saved.epochs:
             raise RunError(f"{asked}: the run trains its last {saved.clean_epochs} of {saved.epochs} epochs "
-                           f"without augmentation, and a longer run would have augmented those; start a new run with "
-                           f"{asked}")
-        if saved.schedule != "constant":
-            raise RunError(f"{asked}: the run's {saved.schedule} learning-rate schedule was planned for "
-                           f"{saved.epochs} epoch{'s' if saved.epochs != 1 else ''} and cannot be extended without changing the rates already used; "
+                           f"without augmentation, and a run of another length would have augmented other epochs; "
                            f"start a new run with {asked}")
+        if saved.schedule != "constant" and epochs != saved.epochs:
+            raise RunError(f"{asked}: the run's {saved.schedule} learning-rate schedule was planned for "
+                           f"{plural(saved.epochs, 'epoch')} and cannot be {how} without changing the rates already "
+                           f"used; start a new run with {asked}")
         cfg.epochs = epochs
     return cfg

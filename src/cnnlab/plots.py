@@ -67,10 +67,11 @@ def plot_curves(history: list[dict], path, *, context: dict | None = None, targe
     accuracy, at its fractional epoch: that check evaluated the final weights on the same split, and is the best
     when it beats the epochs (best.pt holds it then; the title counted only the epochs and named the weaker one)."""
     epochs = [r["epoch"] for r in history]
-    eval_key = "val" if any(r.get("val_acc") is not None for r in history) else "test"
+    split = target.get("split") if isinstance(target, dict) else None  # a run with no epoch: the target's split
+    eval_key = "val" if any(r.get("val_acc") is not None for r in history) or split == "val" else "test"
     column = lambda key: [r.get(key) for r in history]  # noqa: E731
     acc_x, acc_y = list(epochs), column(f"{eval_key}_acc")
-    if (point := _target_point(target, epochs)) is not None:
+    if (point := target_point(target, epochs)) is not None:
         acc_x.append(point[0])
         acc_y.append(point[1])
     ticks = epochs if len(epochs) <= 20 else None
@@ -78,7 +79,8 @@ def plot_curves(history: list[dict], path, *, context: dict | None = None, targe
     # them: it can stay far above the plain cross-entropy of the evaluation)
     losses = Panel([Series(epochs, column("train_loss"), "train loss (the objective, running)", COLOURS["blue"]),
                     Series(epochs, column(f"{eval_key}_loss"), f"{eval_key} loss (cross-entropy)", COLOURS["orange"],
-                           marker="s")], xlabel="epoch", ylabel="loss", log_y=True, xticks=ticks)
+                           marker="s")], xlabel="epoch", ylabel="loss", log_y=True, xticks=ticks,
+                    title="" if epochs else "no epoch ended: the run met its target inside the first")
     best = max((a for a in acc_y if a is not None and math.isfinite(a)), default=None)
     title = f"best {eval_key} accuracy {best:.2f}%" if best is not None else f"no {eval_key} accuracy"
     if point is not None and best == point[1]:
@@ -86,11 +88,11 @@ def plot_curves(history: list[dict], path, *, context: dict | None = None, targe
     accuracy = Panel([Series(acc_x, acc_y, f"{eval_key} accuracy", COLOURS["green"]),
                       Series(epochs, column("train_acc"), "train accuracy (running)", COLOURS["gray"], marker="^",
                              dashed=True, marker_size=3.5)], xlabel="epoch", ylabel="accuracy (%)", title=title,
-                     xticks=ticks, hline=None if best is None else (best, BEST_LINE))
+                     xticks=acc_x if len(acc_x) <= 20 else None, hline=None if best is None else (best, BEST_LINE))
     return save_png(chart([losses, accuracy], "training curves", context), path)
 
 
-def _target_point(target: dict | None, epochs: list) -> tuple[float, float] | None:
+def target_point(target: dict | None, epochs: list) -> tuple[float, float] | None:
     """(fractional epoch, accuracy) of a --target-accuracy check inside an epoch, past the epochs drawn; None when
     there is none (reached at an epoch's end, which is that epoch's point, or no such record)."""
     if not isinstance(target, dict):

@@ -214,7 +214,9 @@ class Figures:
         self.left_out = {} if summary.get("confusion") is not None else {"confusion.png": (
             f"confusion.png not drawn: {len(classes):,} classes, more than {WHOLE_CONFUSION_MAX:,}; summary.json "
             "holds the matrix's non-zero cells (confusion_cells: true, predicted, count)")}
-        wanted = (["curves.png"] if history else []) + ["confusion.png", "mistakes.png"]
+        # a run that met --target-accuracy before its first epoch ended has no epoch to draw, but that check's point
+        curves = bool(history) or plots.target_point(summary.get("target"), []) is not None
+        wanted = (["curves.png"] if curves else []) + ["confusion.png", "mistakes.png"]
         self.names = [n for n in wanted if n not in current and n not in self.left_out]
         self.kept = sorted(set(current) - set(self.left_out))
         self.written: list[str] = []

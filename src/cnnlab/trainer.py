@@ -229,7 +229,10 @@ class Trainer:
         return improved
 
     def request_stop(self, reason: str) -> None:
-        self.stop_reason = self.stop_reason or reason
+        """Stop after this step, for ``reason``; the first reason stands, but a target reached at the very step of the
+        step limit is the reason (the run met its target: it was listed as stopped by --max-steps, to resume)."""
+        if self.stop_reason is None or (reason == "target" and self.stop_reason == "step limit"):
+            self.stop_reason = reason
 
     # ------------------------------------------------------------------------- what observers call
 
