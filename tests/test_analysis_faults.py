@@ -63,7 +63,8 @@ def test_branches_write_nothing_into_a_run_still_training_or_of_another_dataset(
 def test_an_unwritable_out_is_refused_before_computing(tiny_idx, tmp_path, capsys, monkeypatch):
     (tmp_path / "file").write_text("x")
 
-    def computed(*a, **k):
+    def computed(*a, ready=lambda: None, **k):
+        ready()  # the output folder is locked once the arguments and data are checked, before any computing
         raise AssertionError("computed before finding the folder unwritable")
 
     monkeypatch.setattr(gr, "analyze_gradients", computed)

@@ -242,8 +242,8 @@ def _foreign_format(path: Path, head: bytes) -> str | None:
     if not head:
         return "an empty file"
     if _is_safetensors(path, head):
-        return ("a safetensors file, as 'cnnlab export-weights' writes for other tools: give the run it came from, or "
-                "the file as --weights FILE (cnnlab's record the model they hold)")
+        return ("a safetensors file, as 'cnnlab export-weights' writes for other tools: give the run it came from, "
+                "evaluate it with 'cnnlab evaluate --weights FILE', or load it in plain PyTorch (docs/api.md)")
     if path.suffix.lower() == ".onnx" or head[:1] == b"\x08":  # ModelProto's first field, ir_version
         return "an ONNX model (as 'cnnlab export' writes for other tools); give the run it came from"
     return next((name for magic, name in _OTHER_FORMATS if head.startswith(magic)), "not a file that torch.save wrote")

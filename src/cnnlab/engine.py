@@ -32,7 +32,7 @@ from cnnlab.data.catalog import flip_warning
 from cnnlab.devices import resolve_device, set_threads, training_autocast
 from cnnlab.distill import TEACHER_FILE, check_same_teacher, load_teacher
 from cnnlab.distributed import Dist, PeerLost
-from cnnlab.errors import CnnlabError, Interrupted, RunError, SignalTaken, WriteError
+from cnnlab.errors import CnnlabError, Interrupted, RunError, SignalTaken, WriteError, printable
 from cnnlab.dataset_names import moved_away
 from cnnlab.evaluation import EvalResult, report_run
 from cnnlab.fileio import atomic_write_json, read_json
@@ -585,7 +585,7 @@ def build_trainer(cfg: TrainConfig, ranks: Dist, plan: RunPlan, dataset: Dataset
     if dataset is not None:
         validate_dataset(dataset)  # load_dataset checks what it returns; a Dataset passed in is checked here
     for warning in rerun_warnings(data, ranks.world_size, *rerun_of) if rerun_of is not None else ():
-        say(warning)
+        say(printable(warning))  # it names a run folder
     info = data.info()
     augment = parse_augment(cfg.augment)
     if augment is not None and augment.flips and (warning := flip_warning(data.name, f"--augment {cfg.augment}")):
@@ -650,12 +650,13 @@ def introduce(t: Trainer) -> None:
     """A new run: config.json, and one line saying what trains on what."""
     _write_config(t)
     cfg, data = t.cfg, t.data
-    t.say(f"{cfg.model}: {count_parameters(t.model):,} parameters | {data.name}: {len(t.train_loader.labels):,} train / "
-          f"{len(t.eval_loader.labels):,} {t.eval_name} from {data.source} | device {t.device}"
-          + (f" x {t.ranks.world_size} processes" if t.ranks.enabled else "")
-          + (f" | run {t.run_dir}" if t.run_dir else ""))
+    t.say(printable(f"{cfg.model}: {count_parameters(t.model):,} parameters | {data.name}: "  # names escaped: one line
+                    f"{len(t.train_loader.labels):,} train / {len(t.eval_loader.labels):,} {t.eval_name} from "
+                    f"{data.source} | device {t.device}" + (f" x {t.ranks.world_size} processes" if t.ranks.enabled
+                                                            else "") + (f" | run {t.run_dir}" if t.run_dir else "")))
     if t.teacher is not None:
-        t.say(f"distilling from {t.teacher.path} (weight {cfg.distill:g}, temperature {cfg.distill_temperature:g})")
+        t.say(f"distilling from {printable(str(t.teacher.path))} (weight {cfg.distill:g}, temperature "
+              f"{cfg.distill_temperature:g})")
         if t.teacher.note:
             t.say(t.teacher.note)
 
@@ -683,7 +684,7 @@ def restore(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
         raise RunError(f"--epochs {t.cfg.epochs}: {where} has already trained {plural(t.state.epoch, 'epoch')}{into}; "
                        f"give at least {begun}")
     _write_config(t)  # a resume may change process fields (threads, device...) or extend the epochs
-    s = t.state
+    s, where = t.state, printable(str(where))  # the folder's name escaped: a newline in it stays on the line
     if s.target is not None:
         t.say(f"{where} stopped when it reached its target ({s.target['accuracy']:.2f}% at epoch "
               f"{s.target['epoch']:.2f}); nothing to train, re-evaluating")
@@ -716,8 +717,8 @@ def _recover_best(t: Trainer, source: Path, where) -> None:
     if t.run_dir is not None:
         sidecar(t.run_dir / "best.pt").unlink(missing_ok=True)
     epoch = next((r.get("epoch") for r in s.history if r.get(f"{t.eval_name}_acc") == s.best), "?")
-    t.say(f"warning: {where} has no best.pt: its best epoch ({epoch}, {s.best:.2f}%) was never saved (a full disk, "
-          "or a kill while saving); best.pt will hold the best of the epochs from here on")
+    t.say(f"warning: {printable(str(where))} has no best.pt: its best epoch ({epoch}, {s.best:.2f}%) was never saved "
+          "(a full disk, or a kill while saving); best.pt will hold the best of the epochs from here on")
     s.best = None
 
 
@@ -886,7 +887,7 @@ def finish(t: Trainer, final: EvalResult | None, report: bool, verbose: bool = F
                    "ema": cfg.ema}, log=t.say, result=final, context={"model": cfg.model, "dataset": t.data.name},
             table=verbose, wait=False)
     t.say(f"final test accuracy {final.accuracy:.2f}%{t.cut_note(final.n)}{best_text(t)}"
-          + (f"; run saved in {t.run_dir}" if t.run_dir else ""))
+          + (f"; run saved in {printable(str(t.run_dir))}" if t.run_dir else ""))
     if figures is not None:
         _wait_for_figures(figures, t.run_dir, silent)  # drawn while the line above was printed
     t.ranks.barrier()
@@ -919,4 +920,4 @@ def _wait_for_figures(figures, run_dir: Path, silent: bool = False) -> None:
     except WriteError as err:
         if not silent:
             complain(f"cnnlab: warning: {figures.incomplete(err)}; the run's checkpoint is written: 'cnnlab evaluate "
-                     f"{run_dir}' draws the figures again")
+                     f"{printable(str(run_dir))}' draws the figures again")

@@ -21,7 +21,7 @@ from cnnlab.data import BatchLoader, Dataset, load_dataset, split_validation
 from cnnlab.data.folder import split_is_drawn
 from cnnlab.dataset_names import DIRECTORY_KINDS, dataset_kind, moved_away
 from cnnlab.devices import resolve_device
-from cnnlab.errors import CheckpointError, CnnlabError, RunError, WriteError
+from cnnlab.errors import CheckpointError, CnnlabError, RunError, WriteError, printable
 from cnnlab.models import build_model
 from cnnlab.output import say
 from cnnlab.pretrained import load_pretrained
@@ -113,7 +113,7 @@ def report_run(run_dir: Path | None, model: nn.Module, data: Dataset, device: to
             except WriteError as err:  # summary.json is written, and maybe some figures: the line says which
                 raise figures.incomplete(err) from None
             kept = f" ({', '.join(figures.kept)} unchanged)" if figures.kept else ""
-            log(f"wrote {', '.join(['summary.json', *figures.names])} in {run_dir}{kept}")
+            log(f"wrote {', '.join(['summary.json', *figures.names])} in {printable(str(run_dir))}{kept}")
     return summary, figures
 
 

@@ -15,11 +15,13 @@ code said all went well).
 from __future__ import annotations
 
 import errno
+import json
 import os
 import select
 import sys
 
 from cnnlab.errors import CnnlabError, first_line
+from cnnlab.fileio import json_safe
 
 #: What a shell reports for a program ended by SIGPIPE.
 EXIT_PIPE_CLOSED = 141
@@ -101,6 +103,21 @@ def guard_stdout() -> None:
         sys.stdout = _GuardedStream(sys.stdout)
 
 
+def escape_unencodable() -> None:
+    """stdout writes what its encoding cannot (``réseau`` under ``PYTHONIOENCODING=ascii`` or a C locale) escaped,
+    ``r\\xe9seau``, as Python's stderr does, instead of a ``UnicodeEncodeError`` at the first such name."""
+    stream = sys.stdout
+    try:
+        if stream is not None and stream.errors not in _ESCAPING:
+            stream.reconfigure(errors="backslashreplace")
+    except (AttributeError, OSError, ValueError):  # not a text file (a test's own stream), or closed
+        pass
+
+
+#: The error handlers that write every character somehow.
+_ESCAPING = ("backslashreplace", "namereplace", "xmlcharrefreplace", "replace", "ignore")
+
+
 def hold_closed_standard_fds() -> None:
     """Open ``/dev/null`` on each of the descriptors 0, 1 and 2 that is closed. Else the next file opened takes
     it (the lowest free number): an export's temp file as descriptor 2 would get every warning torch's C++ code
@@ -120,6 +137,12 @@ def hold_closed_standard_fds() -> None:
                 os.set_inheritable(fd, True)
         except OSError:
             pass
+
+
+def json_text(obj, indent: int | None = None) -> str:
+    """``obj`` as strict JSON, what every ``--json`` prints: a non-finite float (a diverged net's loss, a damaged
+    file's accuracy) is ``null``, never Python's ``NaN`` or ``Infinity``, which JSON parsers refuse."""
+    return json.dumps(json_safe(obj), indent=indent, allow_nan=False)
 
 
 def say(msg: str) -> None:

@@ -10,6 +10,7 @@ import csv
 import errno
 import io
 import json
+import math
 import os
 import re
 import stat
@@ -763,7 +764,8 @@ def _same_dataset(recorded, wanted) -> bool:
 
 
 def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite number (JSON's parsers take ``NaN`` and ``Infinity``: a summary.json holding one is damaged)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _add_summary(row: dict, summary: dict, problems: list[str]) -> None:

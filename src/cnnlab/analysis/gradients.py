@@ -157,8 +157,11 @@ def analyze_gradients(
     device: str = "auto",
     data=None,
     log: Callable[[str], None] = lambda msg: None,
+    ready: Callable[[], None] = lambda: None,
 ) -> dict:
-    """Gradient norms at initialisation and accuracy after a short budget, for plain and residual stacks."""
+    """Gradient norms at initialisation and accuracy after a short budget, for plain and residual stacks.
+    ``ready()`` is called once the arguments are checked and the data and device found, before the measuring: what a
+    refusal must not do (a lock file in the output folder) goes there."""
     depths = list(depths)
     _check_gradient_arguments(depths, norm=norm, width=width, seeds=seeds, batch_size=batch_size,
                               train_images=train_images, epochs=epochs, test_images=test_images, lr=lr,
@@ -169,6 +172,7 @@ def analyze_gradients(
     seed_list = list(range(seeds))
     train_loader, test_loader = budget_loaders(data, train_images=train_images, test_images=test_images,
                                                batch_size=batch_size, seed=seed_list[0], device=dev)
+    ready()
     t0 = time.perf_counter()
     stacks = []
     for depth in depths:

@@ -80,8 +80,22 @@ def _take_loose_inputs(command: argparse.ArgumentParser, args, extra: list[str])
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    output.escape_unencodable()  # a run named réseau on an ASCII stdout: r\xe9seau, not a UnicodeEncodeError
     if argv[:1] == ["help"]:  # 'cnnlab help [COMMAND...]', as git and pip take it: that command's --help
         argv = [*argv[1:], "--help"]
+    try:
+        args, command = _parse(argv)
+        if args.func is None:
+            args.help_of.print_help()
+            return 0
+    except output.OutputError as err:  # --help, --version or a bare 'cnnlab' into a full disk or a closed stdout
+        output.complain(f"cnnlab: error: {err}")
+        return 2
+    return _run(args, command)
+
+
+def _parse(argv: list[str]) -> tuple[argparse.Namespace, argparse.ArgumentParser]:
+    """The parsed arguments and the (sub)command's own parser (argparse's own errors exit, as it does)."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     command = _command_parser(parser, argv)
@@ -90,10 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         command.error(f"unrecognized arguments: {' '.join(extra)}")
     args.argv = argv  # which flags were typed (cnnlab.cli.common.given_flags), not only their values
     args.typed = typed_options(command, argv)  # each typed flag's destination, as typed
-    if args.func is None:
-        args.help_of.print_help()
-        return 0
-    return _run(args, command)
+    return args, command
 
 
 def _run(args, command: argparse.ArgumentParser) -> int:
@@ -105,7 +116,7 @@ def _run(args, command: argparse.ArgumentParser) -> int:
                 setattr(args, name, str(resolve_run(LATEST)))
         return args.func(args)
     except Interrupted as err:  # the position was saved: not an error, but not a success either
-        output.complain(f"cnnlab: {_ranked(str(err))}")
+        output.complain(f"cnnlab: {_ranked(printable(str(err)))}")  # it names the run folder: one line
         return err.exit_code
     except CnnlabError as err:  # one line, whatever a quoted name holds (a newline in a file's name)
         output.complain(f"cnnlab: error: {_ranked(printable(str(err)))}")

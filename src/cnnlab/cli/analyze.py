@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from cnnlab.cli.common import (
 from cnnlab.config import RECIPES
 from cnnlab.errors import CnnlabError, WriteError
 from cnnlab.fileio import atomic_write_json
-from cnnlab.output import say
+from cnnlab.output import json_text, say
 from cnnlab.runs import RunLock, check_output_folder, is_running, new_run_dir, run_dir_of
 
 #: The analysis trains with the lecture's optimiser settings.
@@ -114,25 +113,29 @@ def cmd_branches(args) -> int:
     run_dir = run_dir_of(args.run) if args.run else None
     if args.out:  # before the analysis's minutes, not after them
         check_output_folder(args.out, run_dir, writes=("branches.json", "branches.png"))
-    # a second analysis into the same folder is refused now, not mixed with this one's files later; a run still
-    # training is not locked (nothing is written into it)
-    lock = _lock(Path(args.out) if args.out else run_dir if run_dir and not is_running(run_dir) else None)
+    # a second analysis into the same folder is refused before the measuring, not mixed with this one's files
+    # later; a run still training is not locked (nothing is written into it); nor is any folder before the input
+    # is known to be an Inception net: a refused one (an image, a resnet run) leaves no lock file behind
+    folder = Path(args.out) if args.out else run_dir if run_dir and not is_running(run_dir) else None
+    locks: list[RunLock | None] = []
     try:
         result = analyze_branches(args.run, pretrained=args.pretrained, which=args.checkpoint, dataset=args.dataset,
                                   data_dir=args.data_dir, train_images=args.train_images,
                                   test_images=args.test_images, device=args.device,
-                                  batch_size=args.batch_size, log=(lambda m: None) if args.json else say)
+                                  batch_size=args.batch_size, log=(lambda m: None) if args.json else say,
+                                  ready=lambda: locks.append(_lock(folder)))
         not_own = result.pop("not_own", "")
-        print(json.dumps(result, indent=2) if args.json else format_branches(result))
+        print(json_text(result, indent=2) if args.json else format_branches(result))
         if not_own and not args.out:
             say(f"\nnothing written into {run_dir}: {not_own}; --out DIR writes this analysis's files")
             return 0
         out = Path(args.out) if args.out else run_dir or new_run_dir("runs", "branches", result["dataset"])
-        lock = lock or _lock(out)
+        if not any(locks):
+            locks.append(_lock(out))
         return _write(out, [("branches.json", lambda p: atomic_write_json(p, result)),
                             ("branches.png", lambda p: plot_branches(result, p))], result["seconds"], args.json)
     finally:
-        if lock is not None:
+        for lock in filter(None, locks):
             lock.release()
 
 
@@ -179,19 +182,21 @@ def cmd_gradients(args) -> int:
             refuse_typed(args, dest, "with --epochs 0, which measures gradients only and trains nothing")
     if args.out:
         check_output_folder(args.out, None, writes=("gradients.json", "gradients.png", "depth.png"))
-    lock = _lock(Path(args.out) if args.out else None)
+    locks: list[RunLock | None] = []  # taken once the arguments and data are checked: a refusal leaves no lock file
     try:
         result = analyze_gradients(depths, width=args.width, norm=args.norm, seeds=args.seeds,
                                    batch_size=args.batch_size, train_images=args.train_images, epochs=args.epochs,
                                    test_images=args.test_images, lr=args.lr, momentum=args.momentum,
                                    dataset=args.dataset, data_dir=args.data_dir, device=args.device,
-                                   log=(lambda m: None) if args.json else say)
-        print(json.dumps(result, indent=2) if args.json else "\n" + format_gradients(result))
+                                   log=(lambda m: None) if args.json else say,
+                                   ready=lambda: locks.append(_lock(Path(args.out) if args.out else None)))
+        print(json_text(result, indent=2) if args.json else "\n" + format_gradients(result))
         out = Path(args.out) if args.out else new_run_dir("runs", "gradients", result["dataset"])
-        lock = lock or _lock(out)
+        if not any(locks):
+            locks.append(_lock(out))
         return _write(out, [("gradients.json", lambda p: atomic_write_json(p, result)),
                             ("gradients.png", lambda p: plot_gradients(result, p)),
                             ("depth.png", lambda p: plot_depth(result, p))], result["seconds"], args.json)
     finally:
-        if lock is not None:
+        for lock in filter(None, locks):
             lock.release()

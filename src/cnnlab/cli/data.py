@@ -5,10 +5,10 @@
 
 from __future__ import annotations
 
-import json
 
 from cnnlab.cli.common import add_dataset_name, add_json, path_arg, plural
 from cnnlab.errors import CnnlabError
+from cnnlab.output import json_text
 
 
 def register(sub) -> None:
@@ -60,7 +60,7 @@ def cmd_data_info(args) -> int:
 
     rows = dataset_status(full_check=args.verify)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json_text(rows, indent=2))
         return 0
     for r in rows:
         print(f"{r['name']}: {r['status']}  ({r['location']})")

@@ -5,14 +5,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from cnnlab.cli.common import (add_data_args, add_device, add_eval_batch_size, add_json, add_run, model_arg, path_arg,
                                plural, refuse_typed)
-from cnnlab.errors import CnnlabError, WriteError
-from cnnlab.output import complain
+from cnnlab.errors import CnnlabError, WriteError, printable
+from cnnlab.output import complain, json_text
 from cnnlab.runs import read_metrics
 
 
@@ -91,16 +90,17 @@ def cmd_evaluate(args) -> int:
         complain(f"cnnlab: {subject.warning}")
     if tta is not None and tta.flips and (warning := flip_warning(subject.data.name, f"--tta {args.tta}")):
         complain(f"cnnlab: {warning}")
-    say(f"evaluating {subject.source} ({subject.model_name}) on the {subject.data.name} {subject.split_name}")
+    say(printable(f"evaluating {subject.source} ({subject.model_name}) on the {subject.data.name} "  # names escaped
+                  f"{subject.split_name}"))
     res = evaluate_subject(subject, device=args.device, batch_size=args.batch_size, keep_outputs=True)
     extra = {"checkpoint": subject.source, **({"split": "val"} if subject.split == "val" else {})}
     if tta is not None:  # beside the plain figure, never instead of it
         t = evaluate_subject(subject, device=args.device, batch_size=args.batch_size, tta=tta)
         extra["tta"] = {"views": tta.spec, "count": tta.count, "loss": t.loss, "accuracy": t.accuracy}
     code = _report(args, subject, res, extra, say)
-    where = f"{subject.data.name} {subject.split_name} ({plural(res.n, 'image')})"
+    where = printable(f"{subject.data.name} {subject.split_name} ({plural(res.n, 'image')})")
     if args.json:
-        print(json.dumps({"dataset": subject.data.name, "split": subject.split, "source": subject.source, "n": res.n,
+        print(json_text({"dataset": subject.data.name, "split": subject.split, "source": subject.source, "n": res.n,
                           "test_loss": res.loss, "test_acc": res.accuracy, **({"tta": extra["tta"]} if tta else {})}))
         return code
     if tta is not None:
@@ -108,7 +108,7 @@ def cmd_evaluate(args) -> int:
         print(f"{where} with test-time augmentation ({t['views']}: {plural(t['count'], 'view')}): loss "
               f"{t['loss']:.4f}  accuracy {t['accuracy']:.2f}% ({t['accuracy'] - res.accuracy:+.2f} points; "
               "reported beside, not instead of, the plain figure)")
-    print(f"{where}: loss {res.loss:.4f}  accuracy {res.accuracy:.2f}%  [{subject.source}]")
+    print(f"{where}: loss {res.loss:.4f}  accuracy {res.accuracy:.2f}%  [{printable(subject.source)}]")
     return code
 
 
@@ -124,7 +124,7 @@ def _report(args, subject, res, extra: dict, say) -> int:
         return _write_report(args, subject, res, extra, say, out if reporting else None, own)
     with own_report(subject) as why:  # the run's lock held; its last.pt still the file evaluated
         if why:
-            say(f"no report written: {why}")
+            say(f"no report written: {printable(why)}")
         return _write_report(args, subject, res, extra, say, None if why else out, own)
 
 
@@ -141,13 +141,13 @@ def _write_report(args, subject, res, extra: dict, say, out: Path | None, own: b
                    log=say, result=res, context={"model": subject.model_name, "dataset": subject.data.name},
                    table=True, keep=RUN_FACTS if own else ())  # the training's own figures (time, target) stay
     except IncompleteReport as err:  # summary.json (and maybe a figure) written, then the disk filled up
-        print(f"cnnlab: warning: {err}", file=sys.stderr)
+        print(f"cnnlab: warning: {printable(str(err))}", file=sys.stderr)
         code = 1
     except WriteError as err:  # a read-only run folder: the accuracy is still the answer
-        print(f"cnnlab: warning: no report written: {err}", file=sys.stderr)
+        print(f"cnnlab: warning: no report written: {printable(str(err))}", file=sys.stderr)
         code = 1
     if subject.not_own and not args.out and not args.no_report:
         held = ", and the run's summary.json holds the run's result" \
             if (Path(subject.source).parent / "summary.json").is_file() else ""
-        say(f"no report written: {subject.not_own}{held}; --out DIR writes this one's")
+        say(printable(f"no report written: {subject.not_own}{held}; --out DIR writes this one's"))
     return code

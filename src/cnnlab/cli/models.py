@@ -5,10 +5,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 
 from cnnlab.cli.common import add_json
+from cnnlab.output import json_text
 
 
 def register(sub) -> None:
@@ -28,7 +28,7 @@ def cmd_models(args) -> int:
               for n in list_models()]
     weights = pretrained_entries()
     if args.json:
-        print(json.dumps({"models": models, "pretrained": [asdict(w) for w in weights]}, indent=2))
+        print(json_text({"models": models, "pretrained": [asdict(w) for w in weights]}, indent=2))
         return 0
     for m in models:
         print(f"{m['name']:<16} {m['parameters']:>9,} params  {m['summary']}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import json
 import os
 import sys
 from pathlib import Path
@@ -27,6 +26,7 @@ from cnnlab.cli.common import (
 from cnnlab.runs import CHECKPOINTS, DEFAULT_CHECKPOINT, LATEST, resolve_run
 from cnnlab.errors import CnnlabError
 from cnnlab.imagelimits import DEFAULT_MAX_PIXELS, MIN_MAX_PIXELS
+from cnnlab.output import json_text
 
 #: Where ``--show-input`` without DIR writes an input image whose own folder is not writable.
 FALLBACK_INPUT_DIR = Path("cnnlab-inputs")
@@ -212,7 +212,7 @@ def cmd_predict(args) -> int:
     if args.json:
         rows = [{**pred.to_dict(k), **({"input_image": path and str(path)} if saved else {})}
                 for pred, path in zip(preds, saved or [None] * len(preds))]
-        print(json.dumps(rows + [f.to_dict() for f in failures], indent=2))
+        print(json_text(rows + [f.to_dict() for f in failures], indent=2))
     else:
         print_table(preds, k, saved)
     for pred in preds:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import json
+import math
+import unicodedata
 from pathlib import Path
 
 from cnnlab.cli.common import add_json, path_arg
 from cnnlab.errors import CnnlabError, printable
+from cnnlab.output import json_text
 from cnnlab.runs import describe_run, find_runs, matches
 
 
@@ -22,7 +24,8 @@ def register(sub) -> None:
     p = sub.add_parser("runs", help="list your runs: model, dataset, recipe, accuracies, time, status",
                        description="List the run folders under --root (and the runs of 'cnnlab compare' one level "
                                    "below), newest first. final: the test accuracy of the run's final weights; best: "
-                                   "its best epoch's accuracy, on the split named beside it (val: the validation "
+                                   "the accuracy its best.pt holds (its best epoch's, or the check that met "
+                                   "--target-accuracy inside an epoch), on the split named beside it (val: the validation "
                                    "split of a run trained with --val-split; test). Status: running (a process holds "
                                    "it), finished, stopped "
                                    "(resumable with 'cnnlab train --resume RUN'), failed, damaged (a file of the run is "
@@ -38,7 +41,8 @@ def register(sub) -> None:
 
 
 def _pct(value) -> str:
-    return f"{value:.2f}%" if isinstance(value, (int, float)) else "-"
+    finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return f"{value:.2f}%" if finite else "-"
 
 
 def _best(row: dict) -> str:
@@ -56,11 +60,23 @@ def _shown(value, width: int | None = None) -> str:
     return text if width is None or len(text) <= width else text[:width - 3] + "..."
 
 
+def _display_width(text: str) -> int:
+    """How many columns ``text`` takes on a terminal: a combining mark (a decomposed ``é``'s accent) none, an East
+    Asian wide or full-width character two, others one."""
+    return sum(0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+               for ch in text)
+
+
+def _pad(text: str, width: int) -> str:
+    """``text`` padded with spaces to ``width`` columns on a terminal (``f"{text:<{width}}"`` counts characters)."""
+    return text + " " * max(0, width - _display_width(text))
+
+
 def format_runs(rows: list[dict]) -> str:
     """The table. Every name is whole (it is what you copy into --resume): the run column is as wide as the
     longest name up to 64 characters, and a longer name pushes the rest of its own row to the right."""
     names = [_shown(r["run"]) for r in rows]
-    width = min(64, max([44, *map(len, names)]))
+    width = min(64, max([44, *map(_display_width, names)]))
     header = f"{'run':<{width}} {'model':<10} {'dataset':<14} {'recipe':<8} {'epochs':>7} {'final':>7} {'best':>12} " \
              f"{'train':>7}  status"
     lines = [header]
@@ -70,7 +86,8 @@ def format_runs(rows: list[dict]) -> str:
         dataset = _shown(r["dataset"])
         dataset = dataset.split(":", 1)[0] if dataset.startswith(("idx:", "folder:")) else dataset
         recipe = _shown(r["recipe"])[:7] + ("*" if r.get("teacher") else "")
-        lines.append(f"{name:<{width}} {_shown(r['model'])[:10]:<10} {dataset[:14]:<14} {recipe:<8} "
+        lines.append(f"{_pad(name, width)} {_pad(_shown(r['model'])[:10], 10)} {_pad(dataset[:14], 14)} "
+                     f"{_pad(recipe, 8)} "
                      f"{epochs:>7} {_pct(r['final_acc']):>7} {_best(r):>12} {seconds:>7}  "
                      f"{_shown(r['status'], 10)}"
                      + (f" ({_shown(r['detail'], DETAIL_WIDTH)})" if r["detail"] and r["status"] != "finished" else ""))
@@ -92,7 +109,7 @@ def cmd_runs(args) -> int:
     wanted = {key: getattr(args, key) for key in FILTERS if getattr(args, key) is not None}
     rows, total, described = _rows(runs, wanted, args.limit)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json_text(rows, indent=2))
     elif not rows:
         which = " ".join(f"--{k} {v}" for k, v in wanted.items())
         print(f"no runs under {args.root}/ match {which}{_values_there(described, wanted)}" if wanted else

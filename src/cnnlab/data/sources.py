@@ -78,16 +78,18 @@ def expand_home(path: str | Path, what: str = "the cnnlab home") -> Path:
     """``path`` with a leading ``~`` expanded (``CNNLAB_HOME='~/data'`` made a folder named ``~`` in the current
     folder); ``~`` alone or ``~/...`` by :func:`user_home` (an empty HOME is not the root)."""
     text = os.fspath(path)
+    if text == "~" or text.startswith(("~/", "~" + os.sep)):
+        home = user_home()
+        if home is None:
+            raise DataError(f"{what} {path}: cannot expand ~ (no home folder is known, HOME is empty or unset); give "
+                            "an absolute path, or set HOME")
+        return home / text[2:]
     try:
-        if text == "~" or text.startswith(("~/", "~" + os.sep)):
-            home = user_home()
-            if home is None:
-                raise RuntimeError("no home")
-            return home / text[2:]
         return Path(path).expanduser()
-    except RuntimeError:  # no home folder known to expand ~ with
-        raise DataError(f"{what} {path}: cannot expand ~ (no home folder is known, HOME is empty or unset); give an "
-                        "absolute path, or set HOME") from None
+    except RuntimeError:  # ~user of no such user (it said "no home folder is known" above, whatever HOME was)
+        user = text[1:].replace(os.sep, "/").split("/", 1)[0]
+        raise DataError(f"{what} {path}: cannot expand ~{user} (there is no user named {user!r}); give an absolute "
+                        "path, or the name of an existing user after ~") from None
 
 
 def cache_dir(spec: DatasetSpec, home: Path | None = None) -> Path:
@@ -311,6 +313,12 @@ def _open(url: str, timeout: float):
     return urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 - the catalog's or CNNLAB_MIRRORS' mirrors
 
 
+def mirror_url(base: str, name: str) -> str:
+    """The URL of the file ``name`` on the mirror ``base``, a folder URL with or without its closing ``/``
+    (``CNNLAB_MIRRORS=http://host/mnist`` asked for ``http://host/mnisttrain-images-idx3-ubyte.gz``)."""
+    return (base if base.endswith("/") else base + "/") + name
+
+
 def from_mirrors(spec: DatasetSpec, log: Log, timeout: float = MIRROR_TIMEOUT_S) -> Found | None:
     """The files from the first mirror that serves all four, verified; each failed mirror is one line."""
     for base in mirrors_for(spec):
@@ -318,7 +326,7 @@ def from_mirrors(spec: DatasetSpec, log: Log, timeout: float = MIRROR_TIMEOUT_S)
         try:
             arrays = {}
             for role in ROLES:
-                url = base + ROLES[role][0] + ".gz"
+                url = mirror_url(base, ROLES[role][0] + ".gz")
                 arrays[role], digest = download_idx(_open, url, ROLES[role][1], spec.unpacked_bytes.get(role),
                                                     timeout, MIRROR_MIN_RATE, MIRROR_GRACE_S)
                 verify(spec, role, digest, url, "download")
