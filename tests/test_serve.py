@@ -599,30 +599,9 @@ def guarded(tmp_path):
         yield srv
 
 
-def test_busy_server_answers_503(guarded):
-    """One upload more than the server takes is 503 with Retry-After; its body is not kept but drained, so
-    that a client that sends 3 MB before reading gets the answer (not a reset connection); a client that
-    asked ``Expect: 100-continue`` gets it without sending its body."""
-    data = png(draw_digit())
-    with socket.create_connection(("127.0.0.1", _port(guarded)), timeout=30) as first:
-        # Expect: 100-continue: the "100 Continue" comes when the server starts reading this body, i.e.
-        # once the upload holds the only slot
-        first.sendall(_head(b"image/png", length=len(data), expect=True))
-        assert first.recv(100).startswith(b"HTTP/1.1 100 Continue")
-        big = os.urandom(3 * 1024 * 1024)
-        with socket.socket() as second:
-            second.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 * 1024)
-            second.settimeout(30)
-            second.connect(("127.0.0.1", _port(guarded)))
-            second.sendall(_head(b"image/png", length=len(big)) + big)
-            status, headers, body = _read_response(second)
-        assert status == 503 and headers["retry-after"] == "1" and "busy" in json.loads(body)["error"]
-        with socket.create_connection(("127.0.0.1", _port(guarded)), timeout=30) as third:
-            third.sendall(_head(b"image/png", length=len(big), expect=True))
-            assert third.recv(12) == b"HTTP/1.1 503"  # no "100 Continue" first: the body is never sent
-        first.sendall(data)
-        assert _read_response(first)[0] == 200
-    assert post(guarded.url, data)[0] == 200  # the slot is free again
+# A busy server's 503 (bytes held, the decode queue full; a refused body sent whole before reading; Expect:
+# 100-continue): tests/test_serve_load.py::test_a_refused_upload_sent_whole_before_reading_gets_its_503,
+# ::test_bodies_arriving_count_their_bytes_against_what_the_server_holds, ::test_complete_uploads_beyond_the_decode_queue_are_503.
 
 
 def test_body_that_does_not_arrive_is_408(guarded):

@@ -21,7 +21,7 @@ from apps_helpers import draw_digit, tiny_checkpoint
 from cnnlab.cli import main
 from cnnlab.errors import CnnlabError
 from cnnlab.predict import Predictor
-from test_serve import _head, _read_response, png, post
+from test_serve import _chunk, _head, _read_response, png, post
 from test_serve_faults import Served, _closed_within, _json_error
 
 pytest.importorskip("uvicorn")
@@ -263,11 +263,37 @@ def test_a_slow_but_steady_upload_is_served(one_slot):
 
 
 def test_the_default_rate_lets_a_phone_on_a_slow_link_upload():
-    """2 MB at 64 KB/s (a phone photo on a slow link) passes the defaults: over the rate, within the time."""
-    from cnnlab.serve.app import DEFAULT_BODY_TIMEOUT, DEFAULT_MIN_BODY_RATE
+    """2 MB at 64 KB/s (a phone photo on a slow link) passes the defaults: over the rate, within the time. And so does
+    a body at the limit, 4 MiB, at 64 KB/s (66 s), which the fixed 60 s refused with "send it at once", nearly all of
+    it uploaded: the time allowed is the grace plus the body's length at the least rate, so a client that keeps the
+    rate always finishes (a chunked body: as if at the limit, and over it by what is drained)."""
+    from cnnlab.serve import DEFAULT_MAX_BYTES
+    from cnnlab.serve.app import DEFAULT_BODY_GRACE, DEFAULT_MIN_BODY_RATE, DRAIN_BYTES, RequestGuard
 
     assert 64_000 >= 2 * DEFAULT_MIN_BODY_RATE
-    assert 2 * 1024 * 1024 / 64_000 < DEFAULT_BODY_TIMEOUT - 10
+    guard = RequestGuard(None, DEFAULT_MAX_BYTES)
+    for size in (2 * 1024 * 1024, DEFAULT_MAX_BYTES):
+        assert guard.time_limit(size) >= size / 64_000 + 10
+    for size in (2 * 1024 * 1024, DEFAULT_MAX_BYTES, 10):
+        assert guard.time_limit(size) >= size / DEFAULT_MIN_BODY_RATE  # at the least rate, too
+    assert guard.time_limit(None) >= (DEFAULT_MAX_BYTES + DRAIN_BYTES) / DEFAULT_MIN_BODY_RATE
+    assert guard.time_limit(10) <= DEFAULT_BODY_GRACE + 1  # a body that trickles is still refused soon
+
+
+def test_a_body_at_the_least_rate_is_never_refused_for_time(predictor):
+    """Without a fixed time limit, a body sent a little over the least rate is served, however long it takes: 3,000
+    bytes at ~1,400 bytes a second (2 s), the least 1,000 after 0.5 s, where a fixed limit would be 1 s."""
+    from cnnlab.serve.app import create_app
+
+    data = png(draw_digit())
+    padded = data + b"\0" * max(0, 3000 - len(data))  # trailing bytes after the PNG's end: still the same image
+    with Served(create_app(predictor, min_body_rate=1000, body_grace=0.5)) as srv:
+        assert srv.server.config.app.time_limit(len(padded)) == pytest.approx(0.5 + len(padded) / 1000)
+        with srv.connect(_head(b"image/png", length=len(padded))) as sock:
+            for i in range(0, len(padded), 140):
+                sock.sendall(padded[i:i + 140])
+                time.sleep(0.1)
+            assert _read_response(sock)[0] == 200
 
 
 # ----------------------------------------------------------------------------- 7. half a head before the answer
@@ -282,3 +308,178 @@ def test_half_a_head_that_came_with_the_request_before_is_408(app):
             answer, after = _closed_within(sock, 10)
         assert after < 4
         assert _json_error(answer) == (408, "the request's headers did not arrive within 1 s; send them at once")
+
+
+# ----------------------------------------------------------------------------- 8. upload capacity costs real bytes
+
+
+@pytest.fixture
+def two_slots(predictor):
+    """A server that decodes two uploads at a time and holds at most 100,000 bytes of bodies (64 KiB each)."""
+    from cnnlab.serve.app import create_app
+
+    with Served(create_app(predictor, max_bytes=MAX_BYTES, max_pending=2, max_buffered=100_000)) as srv:
+        yield srv
+
+
+def test_heads_without_a_body_hold_no_upload_capacity(predictor):
+    """The tester's hold_slots.py: 32 clients sending a ``POST /predict`` head with ``Content-Length: 4000000`` and no
+    body, reconnecting at each 408, held every upload slot for ~544 bytes a second in all (56 of 56 real uploads 503):
+    a slot was taken at the head. Now only bytes received count: heads without a body hold nothing."""
+    from cnnlab.serve.app import create_app
+
+    with Served(create_app(predictor, max_bytes=MAX_BYTES, max_pending=2)) as srv:
+        socks = [srv.connect(_head(b"image/png", length=60_000)) for _ in range(6)]
+        try:
+            time.sleep(0.3)  # every head is in
+            for _ in range(3):
+                assert post(srv.url, png(draw_digit()))[0] == 200
+        finally:
+            for sock in socks:
+                sock.close()
+
+
+def test_bodies_arriving_count_their_bytes_against_what_the_server_holds(two_slots):
+    """60,000 bytes received of one body leave 40,000: a head declaring 50,000 is 503 at once (with ``Expect:
+    100-continue``, before its body is sent), a chunked body is 503 at the part that would go over, a small upload
+    is served; once the first body is answered, its bytes are free again."""
+    data = png(draw_digit())
+    with two_slots.connect(_head(b"image/png", length=61_000) + b"a" * 60_000) as first:
+        time.sleep(0.3)  # its 60,000 bytes are in
+        with two_slots.connect(_head(b"image/png", length=50_000, expect=True)) as declared:
+            assert declared.recv(12) == b"HTTP/1.1 503"  # no "100 Continue" first: the body is never sent
+        with two_slots.connect(_head(b"image/png") + _chunk(b"a" * 30_000)) as chunked:
+            time.sleep(0.2)
+            chunked.sendall(_chunk(b"a" * 30_000))
+            status, headers, body = _read_response(chunked)
+        assert status == 503 and headers["retry-after"] == "1"
+        assert json.loads(body)["error"] == ("the server is busy (the uploads in progress hold the 100,000 bytes it "
+                                             "takes); retry in 1 s")
+        assert post(two_slots.url, data)[0] == 200  # 4 KB fit
+        first.sendall(b"a" * 1000)
+        assert _read_response(first)[0] == 400  # not an image, but answered: its bytes are freed
+    with two_slots.connect(_head(b"image/png", length=50_000) + b"a" * 50_000) as again:
+        assert _read_response(again)[0] == 400
+
+
+def test_complete_uploads_beyond_the_decode_queue_are_503(predictor, monkeypatch):
+    """``max_pending`` now counts the uploads whose body is complete (waiting for a decode, or decoded): with one
+    taken, a second complete upload is 503 with Retry-After, its body dropped; then the slot is free again."""
+    from cnnlab.serve.app import create_app
+
+    inside, release = threading.Event(), threading.Event()
+    real = predictor.prepared
+
+    def prepared(data, *rest, **kwargs):
+        inside.set()
+        release.wait(30)
+        return real(data, *rest, **kwargs)
+
+    data = png(draw_digit())
+    with Served(create_app(predictor, max_bytes=MAX_BYTES, max_pending=1)) as srv:
+        monkeypatch.setattr(predictor, "prepared", prepared)
+        first = threading.Thread(target=post, args=(srv.url, data), daemon=True)
+        first.start()
+        assert inside.wait(30)
+        status, body = post(srv.url, data)
+        assert status == 503 and body["error"] == "the server is busy (1 uploads in progress); retry in 1 s"
+        release.set()
+        first.join(30)
+        monkeypatch.undo()
+        assert post(srv.url, data)[0] == 200
+
+
+# ----------------------------------------------------------------------------- 9. the head's clock after an answer
+
+
+def test_the_next_heads_clock_starts_at_its_first_byte(app):
+    """The tester's head_clock.py: after an answer, the next head's clock started at the answer, so a head begun
+    4.5 s after it and taking 6 s was 408 (10 s limit). It starts at the head's first byte (here: 1 s limit, the
+    head begun 0.7 s after the answer, taking 0.6 s)."""
+    with Served(app, head_timeout=1.0) as srv, srv.connect(b"GET /info HTTP/1.1\r\nHost: x\r\n\r\n") as sock:
+        assert _read_response(sock)[0] == 200
+        time.sleep(0.7)
+        sock.sendall(b"GET /info HTTP/1.1\r\n")
+        time.sleep(0.6)
+        sock.sendall(b"Host: x\r\n\r\n")
+        status, _, body = _read_response(sock)
+        assert status == 200 and json.loads(body)["model"] == "inception"
+        sock.sendall(b"GET /info HTTP/1.1\r\n")  # and a head that stops halfway is still 408 after its limit
+        answer, after = _closed_within(sock, 10)
+    assert _json_error(answer)[0] == 408 and after < 4
+
+
+# ----------------------------------------------------------------------------- 10. hosts as typed
+
+
+def test_a_bracketed_ipv6_host_is_bound_without_its_brackets(tmp_path, monkeypatch):
+    """``--host '[::1]'`` said ``cannot listen on [[::1]]:PORT (Name or service not known)``: the brackets are URLs'."""
+    from cnnlab.serve.server import check_host
+
+    assert check_host("[::1]") == "::1" and check_host("::1") == "::1" and check_host("127.0.0.1") == "127.0.0.1"
+    if not _ipv6():
+        pytest.skip("no IPv6 here")
+    logs, warns = _run_server(tmp_path, monkeypatch, "[::1]")
+    assert warns == [] and len(logs) == 1 and " on http://[::1]:" in logs[0]
+
+
+@pytest.mark.parametrize("host, says", [
+    (" 127.0.0.1", "--host ' 127.0.0.1' has spaces around the address; give --host '127.0.0.1'"),
+    ("::1 ", "--host '::1 ' has spaces around the address; give --host '::1'"),
+    ("[::1", "--host '[::1' is not an address or a host name; give an IPv6 address without brackets (--host ::1) "
+             "or an IPv4 address (--host 127.0.0.1)"),
+    ("[]", "--host '[]' is not an address or a host name; give an IPv6 address without brackets (--host ::1) "
+           "or an IPv4 address (--host 127.0.0.1)")])
+def test_a_host_with_spaces_or_stray_brackets_is_refused_before_the_model_loads(monkeypatch, capsys, host, says):
+    """``--host ' 127.0.0.1'`` said ``cannot listen on  127.0.0.1:PORT (Name or service not known)``, the space
+    unseen, after loading the model. Now one line, the host quoted, before anything is loaded."""
+    from cnnlab.predict import Predictor as LivePredictor
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(LivePredictor, "pretrained", never)
+    monkeypatch.setattr(LivePredictor, "from_run", never)
+    assert main(["serve", "--host", host, "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and says in err
+
+
+# ----------------------------------------------------------------------------- 11. control characters in a 404
+
+
+def test_control_characters_in_a_path_are_escaped_in_its_404(app):
+    """``/static/a%0d%0ab%09c`` was ``GET /static/a\\r\\nb\\tc is not served here`` with a real CR, LF and TAB: the
+    one-line error broke in three. Now they are escaped as Python writes them."""
+    with Served(app) as srv, srv.connect(b"GET /static/a%0d%0ab%09c HTTP/1.1\r\nHost: x\r\n\r\n") as sock:
+        status, _, body = _read_response(sock)
+    error = json.loads(body)["error"]
+    assert status == 404 and error.startswith("GET /static/a\\r\\nb\\tc is not served here; ")
+    assert error.isprintable()
+
+
+def test_a_refused_upload_sent_whole_before_reading_gets_its_503(predictor):
+    """test_serve's busy test, with bytes held instead of slots taken at the head: a body of 3.5 MB held, a 3 MB upload
+    (declared, or chunked) sent whole before reading gets the 503, not a reset connection (the protocol reads and
+    drops the rest after the answer); one that asked ``Expect: 100-continue`` gets it without sending its body."""
+    from cnnlab.serve.app import create_app
+
+    srv = Served(create_app(predictor, max_pending=1))  # 4 MiB bodies, 4 MiB held at most
+    srv.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)  # no room for unread bodies in the kernel
+    big = b"a" * (3 * 1024 * 1024)
+    with srv, srv.connect(_head(b"image/png", length=4_000_000) + b"a" * 3_500_000) as first:
+        time.sleep(0.5)  # its 3.5 MB are in
+        for head, body in ((_head(b"image/png", length=len(big)), big),
+                           (_head(b"image/png"), _chunk(big[:1_000_000]) * 3 + b"0\r\n\r\n")):
+            with socket.socket() as second:
+                second.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 * 1024)
+                second.settimeout(30)
+                second.connect(("127.0.0.1", srv.port))
+                second.sendall(head + body)
+                status, headers, answer = _read_response(second)
+            assert status == 503 and headers["retry-after"] == "1" and "busy" in json.loads(answer)["error"]
+        with srv.connect(_head(b"image/png", length=len(big), expect=True)) as third:
+            assert third.recv(12) == b"HTTP/1.1 503"  # no "100 Continue" first: the body is never sent
+        first.sendall(b"a" * 500_000)
+        assert _read_response(first)[0] == 400  # not an image, but answered, and its bytes freed
+        assert post(srv.url, png(draw_digit()))[0] == 200

@@ -22,16 +22,24 @@ decoded (:class:`Service`):
   ``Transfer-Encoding``) is answered 400 at once, its body never read (the guard read such bodies, up to
   ``max_bytes`` each, and kept them without counting them as uploads: 150 clients holding 4 MB GETs open
   made the server grow by 740 MB);
-- at most ``max_pending`` uploads (requests of other methods) are in the server at once, being received,
-  waiting or decoded; one more is answered 503 without its body being kept (it is read and dropped, so
-  that the client gets the answer, unless the client asked ``Expect: 100-continue``);
+- holding the server's upload capacity costs bytes really sent: the bodies the server holds (arriving, waiting or
+  being decoded) count against ``max_buffered`` bytes in all (by default ``max_pending x max_bytes``), each as its
+  bytes arrive; a part that would go over it is answered 503 at once (as is a head whose declared length cannot fit
+  in what is free now, before its body is read: a client that asked ``Expect: 100-continue`` sends none), and the
+  server's protocol drops the rest of the body after the answer. A client that has sent nothing holds nothing (32
+  clients sending a head with ``Content-Length: 4000000`` and no body, reconnecting at each 408, held every upload
+  slot when a slot was taken at the head);
+- at most ``max_pending`` uploads whose body is complete (waiting to be decoded, or being decoded) are in the
+  server at once; one more is answered 503, its body dropped;
 - the guard reads each body in full before the app sees it (the app never waits on the network): over
   ``max_bytes`` is 413 (declared or chunked; a small excess is read and dropped first, and the server's
   protocol drops the rest after the answer, so that a client that sends everything before reading gets it:
-  :mod:`cnnlab.serve.protocol`), not received within ``body_timeout`` seconds is 408, as is one that arrives
-  slower than ``min_body_rate`` bytes a second on average once ``body_grace`` seconds have passed (at once, so that
-  a few slow uploaders cannot hold every upload slot for ``body_timeout``), and a client that goes away mid-upload
-  is one INFO line on the ``cnnlab.serve`` logger, no traceback;
+  :mod:`cnnlab.serve.protocol`); a body that averages under ``min_body_rate`` bytes a second once ``body_grace``
+  seconds have passed is 408 at once (so that slow uploaders cannot hold their bytes of the budget for long), and
+  so a body has ``body_grace`` plus its length at ``min_body_rate`` to arrive (a chunked body: as if at the limit),
+  which a client that keeps the rate always meets (``body_timeout``, where given, is a fixed time limit instead,
+  408 when it passes); a client that goes away mid-upload is one INFO line on the ``cnnlab.serve`` logger, no
+  traceback;
 - a request target in absolute form (``GET http://host/info``, which RFC 9112 3.2.2 says a server must accept) is
   routed by its path (``/info``);
 - a request still unanswered when the server stops (Ctrl+C, after its grace) is answered 503 in the app's
@@ -40,8 +48,8 @@ decoded (:class:`Service`):
   cap (``max_pixels``, checked before decoding); the others wait their turn. The net runs one image at a time.
 
 So the memory above an idle server stays below about ``decodes x 16 x max_pixels`` bytes (the peak of
-a decode, see :mod:`cnnlab.imagelimits`) plus ``max_pending x 2 x max_bytes`` (each body, and the file
-read from it): about 0.8 GB at the defaults, whatever the number of clients.
+a decode, see :mod:`cnnlab.imagelimits`) plus ``2 x max_buffered`` (the bodies held, ``max_pending x max_bytes``
+by default, and the files read from them): about 0.8 GB at the defaults, whatever the number of clients.
 """
 
 import base64
@@ -73,16 +81,18 @@ log = logging.getLogger("cnnlab.serve")
 #: Images decoded and preprocessed at once: each peaks at up to 16 bytes per pixel of the cap (~270 MB at
 #: the default cap, see cnnlab.imagelimits); two keep both cores of a small machine busy.
 DEFAULT_DECODES = 2
-#: Uploads in the server at once (received, waiting, decoding); one more is answered 503 at once. Each holds
-#: at most two copies of its body: 32 x 2 x 4 MiB = 256 MiB at the default body limit.
+#: Uploads whose body is complete (waiting to be decoded, or being decoded) in the server at once; one more is
+#: answered 503. Bodies still arriving take no slot: they count against the bytes held (DEFAULT_MAX_PENDING x the
+#: body limit by default), each byte as it comes; each body held may be copied once (the file read from it):
+#: 2 x 32 x 4 MiB = 256 MiB at the default body limit.
 DEFAULT_MAX_PENDING = 32
-#: Seconds a client has to send its whole request body (a page's canvas takes milliseconds; a 2 MB phone photo
-#: over a 64 KB/s link 31-33 s, which the 30 s this was refused).
-DEFAULT_BODY_TIMEOUT = 60.0
+#: No fixed time limit on a body by default: a body has DEFAULT_BODY_GRACE seconds plus its length at
+#: DEFAULT_MIN_BODY_RATE to arrive (4 MiB: 261 s), so a client that keeps the least rate always finishes. (A fixed 60 s
+#: refused a 4 MiB photo sent at 64 KB/s, 66 s, nearly all of it uploaded; 30 s before it, a 2 MB one.)
+DEFAULT_BODY_TIMEOUT = None
 #: Bytes a second a body must average once DEFAULT_BODY_GRACE seconds have passed since its head, else 408 at once
-#: (the upload slot freed): 32 clients sending 200 bytes and then a byte every 3 s held every slot for the whole
-#: body timeout, and every real upload got 503. Holding all 32 slots now takes 32 x 16 KiB/s = 512 KiB/s for at
-#: most DEFAULT_BODY_TIMEOUT; a phone on a 64 KB/s link sends four times the rate.
+#: (its bytes freed): 32 clients sending 200 bytes and then a byte every 3 s held every upload slot for the whole
+#: body timeout, and every real upload got 503. A phone on a 64 KB/s link sends four times the rate.
 DEFAULT_MIN_BODY_RATE = 16 * 1024
 DEFAULT_BODY_GRACE = 5.0
 #: Seconds a 503 asks the client to wait before retrying.
@@ -130,15 +140,17 @@ def _unwanted_body(scope) -> str | None:
 class RequestGuard:
     """ASGI middleware: bounds what a request can cost before the app sees it (the module docstring).
 
-    ``pending`` counts the uploads in the server now; it is only touched on the event loop's thread.
+    ``buffered`` counts the bytes of the bodies held now (arriving, waiting, decoded), ``pending`` the uploads whose
+    body is complete; both are only touched on the event loop's thread.
     """
 
     def __init__(self, app, max_bytes: int, max_pending: int = DEFAULT_MAX_PENDING,
-                 body_timeout: float = DEFAULT_BODY_TIMEOUT, min_body_rate: float = DEFAULT_MIN_BODY_RATE,
-                 body_grace: float = DEFAULT_BODY_GRACE):
+                 body_timeout: float | None = DEFAULT_BODY_TIMEOUT, min_body_rate: float = DEFAULT_MIN_BODY_RATE,
+                 body_grace: float = DEFAULT_BODY_GRACE, max_buffered: int | None = None):
         self.app, self.max_bytes, self.max_pending, self.body_timeout = app, max_bytes, max_pending, body_timeout
         self.min_body_rate, self.body_grace = min_body_rate, body_grace
-        self.pending = 0
+        self.max_buffered = max_pending * max_bytes if max_buffered is None else max_buffered
+        self.pending = self.buffered = 0
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -156,55 +168,86 @@ class RequestGuard:
             if not started:
                 await _answer(send, 503, "the server is stopping; retry once it is started again")
 
+    def time_limit(self, declared: int | None) -> float:
+        """Seconds a body of ``declared`` bytes (None: chunked, taken as at the limit) has to arrive: ``body_timeout``
+        where given, else the grace plus its length at the least rate (which a client keeping the rate meets)."""
+        if self.body_timeout is not None:
+            return self.body_timeout
+        most = declared if declared is not None else self.max_bytes + DRAIN_BYTES
+        return self.body_grace + most / self.min_body_rate
+
     async def _guard(self, scope, receive, send):
         unwanted = _unwanted_body(scope)
         if unwanted:  # answered before any of the body is read; the connection closes on the rest
             return await _answer(send, 400, unwanted)
         if scope["method"] in NO_BODY_METHODS:  # no body to read, nothing to count
             return await self.app(scope, receive, send)
-        busy = self.pending >= self.max_pending  # an upload: every other method
-        counted = not busy
-        self.pending += counted
+        held = [0]  # the bytes of this body counted in self.buffered, until it is answered
+        limit = self.time_limit(_declared_length(scope))
         try:
-            outcome, body = await self._receive(scope, receive, keep=not busy)
-            if outcome == "gone":
-                log.info("a client went away during its upload; nothing answered")
-            elif outcome == "large":
-                await _answer(send, 413, f"request body over the limit of {self.max_bytes:,} bytes; "
-                                         "send a smaller image")
-            elif outcome == "late":
-                await _answer(send, 408, f"the request body did not arrive within {self.body_timeout:g} s; "
-                                         "send it at once")
-            elif outcome == "slow":
-                await _answer(send, 408, f"the request body arrived slower than {self.min_body_rate / 1024:g} KiB/s "
-                                         "(the least this server waits for); send it at once, on a faster link")
-            elif busy:
-                await _answer(send, 503, f"the server is busy ({self.max_pending} uploads in progress); retry in "
-                                         f"{RETRY_AFTER_S} s", ((b"retry-after", str(RETRY_AFTER_S).encode()),))
-            else:
+            outcome, body = await self._receive(scope, receive, held, limit)
+            if outcome == "ok" and self.pending >= self.max_pending:
+                outcome = "queue"
+            if outcome != "ok":
+                return await self._refuse(send, outcome, limit)
+            self.pending += 1
+            try:
                 await self.app(scope, _replay(body, receive), send)
+            finally:
+                self.pending -= 1
         finally:
-            self.pending -= counted
+            self.buffered -= held[0]
 
-    async def _receive(self, scope, receive, keep: bool) -> tuple[str, bytes]:
-        """Receive the request's body: ``("ok", body)`` (empty unless ``keep``), or ``("large" | "late" | "slow" |
-        "gone", b"")`` when it is over the limit, not in within ``body_timeout``, arriving under ``min_body_rate``
-        after ``body_grace``, or the client went away.
+    async def _refuse(self, send, outcome: str, limit: float) -> None:
+        """The answer to a body refused for ``outcome`` (:meth:`_receive`'s, or ``"queue"``: every slot taken)."""
+        rate = f"{self.min_body_rate / 1024:g} KiB/s"
+        retry = ((b"retry-after", str(RETRY_AFTER_S).encode()),)
+        if outcome == "gone":
+            log.info("a client went away during its upload; nothing answered")
+        elif outcome == "large":
+            await _answer(send, 413, f"request body over the limit of {self.max_bytes:,} bytes; send a smaller image")
+        elif outcome == "late":
+            fix = "send it at once" if self.body_timeout is not None else f"send it at {rate} or more"
+            await _answer(send, 408, f"the request body did not arrive within {limit:g} s; {fix}")
+        elif outcome == "slow":
+            await _answer(send, 408, f"the request body arrived slower than {rate} after the first "
+                                     f"{self.body_grace:g} s (the least this server waits for); send it at once, "
+                                     "on a faster link")
+        elif outcome == "full":
+            await _answer(send, 503, f"the server is busy (the uploads in progress hold the {self.max_buffered:,} "
+                                     f"bytes it takes); retry in {RETRY_AFTER_S} s", retry)
+        else:
+            await _answer(send, 503, f"the server is busy ({self.max_pending} uploads in progress); retry in "
+                                     f"{RETRY_AFTER_S} s", retry)
 
-        At most ``max_bytes`` are kept. A body over the limit by at most :data:`DRAIN_BYTES` is read to its
-        end and dropped, as is the body of a request that is refused anyway (``keep=False``): a client that
-        sends its whole body before reading then gets the answer, where closing on unread data would reset
-        the connection. A client that asked ``Expect: 100-continue`` has sent nothing yet: not drained."""
+    def _hold(self, held: list[int], size: int) -> bool:
+        """Count ``size`` more bytes of a body in ``buffered`` (and ``held``); False, counting nothing, when they
+        would take it over ``max_buffered``."""
+        if self.buffered + size > self.max_buffered:
+            return False
+        self.buffered += size
+        held[0] += size
+        return True
+
+    async def _receive(self, scope, receive, held: list[int], limit: float) -> tuple[str, bytes]:
+        """Receive the request's body: ``("ok", body)``, or ``("large" | "full" | "late" | "slow" | "gone", b"")``
+        when it is over the limit, would take the bytes held over ``max_buffered``, is not in within ``limit``
+        seconds, arrives under ``min_body_rate`` after ``body_grace``, or the client went away.
+
+        Each part is counted in ``held`` (and ``buffered``) as it comes. At most ``max_bytes`` are kept; a body
+        over the limit by at most :data:`DRAIN_BYTES` is read to its end and dropped: a client that sends its whole
+        body before reading then gets the answer, where closing on unread data would reset the connection."""
         declared = _declared_length(scope)
         if declared is not None and declared > self.max_bytes + DRAIN_BYTES:
             return "large", b""
-        if not keep and (b"expect", b"100-continue") in [(k, v.lower()) for k, v in scope.get("headers", [])]:
-            return "ok", b""
+        wanted = 1 if declared is None else declared  # a body over the limit: 413 below, whatever is free
+        if wanted <= self.max_bytes and wanted > self.max_buffered - self.buffered:
+            return "full", b""  # it cannot fit now: refused before any of it is read (no "100 Continue")
         chunks: list[bytes] = []
         seen = 0
         start = anyio.current_time()
         try:
-            with anyio.fail_after(self.body_timeout):
+            with anyio.fail_after(limit):
                 while True:
                     # the time by which what has come would fall under the rate: the next part must come before it
                     due = start + max(self.body_grace, seen / self.min_body_rate)
@@ -214,11 +257,16 @@ class RequestGuard:
                         return "slow", b""
                     if message["type"] == "http.disconnect":
                         return "gone", b""
-                    seen += len(message.get("body", b""))
-                    if keep and seen <= self.max_bytes:
-                        chunks.append(message.get("body", b""))
-                    else:
-                        chunks.clear()  # over the limit, or refused anyway: the rest is only drained
+                    part = message.get("body", b"")
+                    seen += len(part)
+                    if seen <= self.max_bytes:
+                        if not self._hold(held, len(part)):
+                            return "full", b""
+                        chunks.append(part)
+                    elif chunks:  # over the limit: the rest is only drained, and nothing of it is held
+                        chunks.clear()
+                        self.buffered -= held[0]
+                        held[0] = 0
                     if not message.get("more_body", False) or seen > self.max_bytes + DRAIN_BYTES:
                         break
         except TimeoutError:
@@ -323,13 +371,16 @@ class Service:
 
 
 def create_app(predictor: Predictor, max_bytes: int = DEFAULT_MAX_BYTES, *, decodes: int = DEFAULT_DECODES,
-               max_pending: int = DEFAULT_MAX_PENDING, body_timeout: float = DEFAULT_BODY_TIMEOUT,
-               min_body_rate: float = DEFAULT_MIN_BODY_RATE, body_grace: float = DEFAULT_BODY_GRACE):
+               max_pending: int = DEFAULT_MAX_PENDING, body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
+               min_body_rate: float = DEFAULT_MIN_BODY_RATE, body_grace: float = DEFAULT_BODY_GRACE,
+               max_buffered: int | None = None):
     """The FastAPI app serving ``predictor``, behind a :class:`RequestGuard` (the module docstring)."""
     if not (STATIC / "index.html").is_file():
         raise CnnlabError(f"the page is missing from this install ({STATIC}/index.html); reinstall cnnlab")
     if max_pending < 1:
         raise CnnlabError(f"max_pending must be at least 1, got {max_pending}")
+    if max_buffered is not None and max_buffered < max_bytes:
+        raise CnnlabError(f"max_buffered must be at least max_bytes ({max_bytes:,}), got {max_buffered:,}")
     if min_body_rate <= 0:
         raise CnnlabError(f"min_body_rate must be over 0 bytes a second, got {min_body_rate}")
     service = Service(predictor, decodes)
@@ -343,7 +394,8 @@ def create_app(predictor: Predictor, max_bytes: int = DEFAULT_MAX_BYTES, *, deco
     async def http_error(request: Request, exc: StarletteHTTPException):
         # routing's own answers (404, 405) in the app's one shape, {"error": "<one line>"}, naming what exists
         target = request.scope["path"]  # as routed: ``*`` stays ``*`` (request.url.path made it ``/*``)
-        path = target if len(target) <= 80 else target[:80] + "..."
+        # control characters decoded from the path (%0d%0a, %09) escaped: the message stays one line
+        path = printable(target if len(target) <= 80 else target[:80] + "...")
         message = (f"{request.method} {path} is not served here; {ROUTES_HINT}" if exc.status_code in (404, 405)
                    else str(exc.detail))
         return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
@@ -392,4 +444,4 @@ def create_app(predictor: Predictor, max_bytes: int = DEFAULT_MAX_BYTES, *, deco
                                 status_code=503, headers={"retry-after": str(RETRY_AFTER_S)})
 
     return RequestGuard(app, max_bytes, max_pending=max_pending, body_timeout=body_timeout,
-                        min_body_rate=min_body_rate, body_grace=body_grace)
+                        min_body_rate=min_body_rate, body_grace=body_grace, max_buffered=max_buffered)

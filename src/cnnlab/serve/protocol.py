@@ -225,12 +225,14 @@ class JsonErrorsProtocol(H11Protocol):
             self._timer = self.loop.call_at(min(self._linger_end, quiet_until), self._linger_check)
 
     def on_response_complete(self) -> None:
-        """uvicorn's, and then the head's clock: part of the next head may have come before this answer (with the
-        request), and uvicorn's keep-alive timeout would close on it silently; the head's time limit answers it 408."""
+        """uvicorn's, and then the head's clock where part of the next head came before this answer (with the
+        request): uvicorn's keep-alive timeout would close on it silently; the head's time limit answers it 408.
+        Where none of it has come, the clock starts at its first byte (:meth:`data_received`), as for any head:
+        started here, a head begun 4.5 s after the answer and taking 6 s was 408."""
         super().on_response_complete()
         if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0] and not self.raw.is_closing():
             self._unset_keepalive_if_required()
-        self._watch_head()
+            self._watch_head()
 
     def shutdown(self) -> None:
         if self.lingering:

@@ -61,11 +61,20 @@ def shown_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def check_host(host: str) -> None:
-    """An empty ``--host`` bound every address (0.0.0.0) and printed ``http://:8000/``: refused."""
+def check_host(host: str) -> str:
+    """``host`` as it is bound: an IPv6 address in brackets, as URLs write it (``[::1]``), without them (it was
+    looked up as a name: ``Name or service not known``). Refused: an empty host (it bound every address, 0.0.0.0,
+    and printed ``http://:8000/``), spaces around it (the lookup's error did not show them), stray brackets."""
     if not host.strip():
         raise CnnlabError(f"--host {host!r} is empty (it would bind every address, reachable from other machines); "
                           "give an address such as 127.0.0.1 (this machine only) or 0.0.0.0 (every address)")
+    if host != host.strip():
+        raise CnnlabError(f"--host {host!r} has spaces around the address; give --host {host.strip()!r}")
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if "[" in bare or "]" in bare or not bare.strip() or bare != bare.strip():
+        raise CnnlabError(f"--host {host!r} is not an address or a host name; give an IPv6 address without "
+                          "brackets (--host ::1) or an IPv4 address (--host 127.0.0.1)")
+    return bare
 
 
 def _open_descriptors() -> int | None:
@@ -204,7 +213,7 @@ def run_server(
     ``max_bytes`` bounds a request's body, ``max_pixels`` an image's width x height (checked before decoding);
     the other bounds (decodes and uploads at once, body time) are :func:`cnnlab.serve.app.create_app`'s defaults.
     """
-    check_host(host)  # before the imports' seconds: a bad limit or host answers at once
+    host = check_host(host)  # before the imports' seconds and the model's loading: a bad limit or host answers at once
     check_pixel_limit(max_pixels)
     check_upload_limit(max_bytes, max_pixels)
     # FastAPI and torch (through the predictor), and uvicorn: only when a server really starts
