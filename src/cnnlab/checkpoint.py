@@ -292,9 +292,11 @@ def load_checkpoint_and_digest(path: str | Path, expect_model: str | None = None
         raise CheckpointError(f"{path}: {_not_a_file(path)} checkpoint; pass a run directory or a .pt file written by "
                               "cnnlab")
     try:
-        data, digest_of_file = _read_verified(path)  # an unreadable file fails here
+        data, digest_of_file = _read_verified(path)  # an unreadable file (or sidecar) fails here
     except OSError as err:
-        raise CheckpointError(f"{path}: cannot be read ({err.strerror or err}); check the file's permissions") from None
+        which = Path(err.filename) if err.filename else path  # the sidecar's own error named the checkpoint
+        raise CheckpointError(f"{which}: cannot be read ({err.strerror or err}); check the file's permissions"
+                              + ("" if which == path else f" (the checksum of {path.name})")) from None
     obj = _torch_load(path, data)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(

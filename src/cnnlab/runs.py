@@ -195,10 +195,7 @@ class RunLock:
         if fcntl is None:
             return self
         make_dirs(self.path.parent)
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as err:
-            raise write_error(self.path, err) from None
+        fd = self._open()
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -215,6 +212,29 @@ class RunLock:
         self.fd = fd
         remove_stale_temp_files_in(self.path.parent)  # ours now: what killed writers left is garbage
         return self
+
+    def _open(self) -> int:
+        """The lock file, opened for writing its holder's pid: never through a symbolic link, and only a regular file
+        with no other name (a link planted at ``.lock`` by whoever could write the folder truncated any file the
+        opener may write: a student's notes, root's files), created as readable and writable as the umask lets
+        other files be (a fixed 0644 kept a group sharing the folder from resuming)."""
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) \
+            | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(self.path, flags, 0o666)
+        except OSError as err:
+            if err.errno == errno.ELOOP or os.path.islink(self.path):
+                raise RunError(f"{self.path} is a symbolic link, which cnnlab does not follow (it would write where it "
+                               f"points); remove it (rm {self.path}) if the folder is yours, else copy the run and "
+                               "use the copy") from None
+            raise write_error(self.path, err) from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+            os.close(fd)
+            what = "has other names (a hard link)" if stat.S_ISREG(st.st_mode) else f"is {mode_kind(st.st_mode)}"
+            raise RunError(f"{self.path} {what}, not the lock file cnnlab writes; remove it if the folder is yours, "
+                           "else copy the run and use the copy")
+        return fd
 
     def release(self) -> None:
         if self.fd is not None:
@@ -327,6 +347,12 @@ def find_runs(root: str | Path = "runs") -> list[Path]:
         return [root]
     if root.exists() and not root.is_dir():
         raise RunError(f"{root} is a file, not a folder of runs; give the folder that holds them (runs/ by default)")
+    if root.is_dir():
+        try:
+            next(iter(os.scandir(root)), None)
+        except PermissionError:  # a folder one may enter but not list (0711): "no runs" was a wrong answer
+            raise RunError(f"cannot list {root}/ (permission denied); ask its owner for read permission, or name a "
+                           "run folder in it directly") from None
     found: dict[Path, Path] = {}  # each run once, by its real folder (a link back to the root listed all twice)
     top = sorted(_subfolders(root), key=Path.is_symlink)  # a run's own path before a link's
     runs = [p for p in top if _listed(p)]
@@ -339,10 +365,14 @@ def find_runs(root: str | Path = "runs") -> list[Path]:
 
 def _listed(path: Path) -> bool:
     """Whether ``cnnlab runs`` lists ``path``: a run folder, or one whose config.json is gone (it holds a run's
-    checkpoint or metrics and nothing but a run's files), which evaluate and compare still use: listed as damaged."""
-    if is_run_dir(path):
+    checkpoint or metrics and nothing but a run's files), which evaluate and compare still use: listed as damaged;
+    and a folder one may not look into (another user's, 0700): listed, its row saying so (it stopped the listing)."""
+    try:
+        if is_run_dir(path):
+            return True
+        return holds_run(path) and all(p.name in RUN_FILES or p.name.startswith(".") for p in _entries(path))
+    except PermissionError:
         return True
-    return holds_run(path) and all(p.name in RUN_FILES or p.name.startswith(".") for p in _entries(path))
 
 
 def _real(path: Path) -> Path:
@@ -359,8 +389,12 @@ def _subfolders(folder: Path) -> list[Path]:
 
 def last_activity(run: Path) -> float:
     """When the run last wrote its config, checkpoint or metrics (mtime)."""
-    times = [(run / name).stat().st_mtime for name in ("config.json", "last.pt", "metrics.csv", STATUS_FILE)
-             if (run / name).exists()]
+    times = []
+    for name in ("config.json", "last.pt", "metrics.csv", STATUS_FILE):
+        try:
+            times.append((run / name).stat().st_mtime)
+        except OSError:  # not there, or in a folder one may not look into: no activity to go by
+            pass
     return max(times, default=0.0)
 
 
@@ -379,11 +413,11 @@ def is_running(run: Path) -> bool:
     """Whether a live process holds the run folder's lock (probed with a shared lock, released at once). The
     lock file is opened without blocking and must be a regular file (a FIFO in its place waited for a writer)."""
     path = run / LOCK_FILE
-    if fcntl is None or not path.exists():
+    if fcntl is None:
         return False
     try:
         fh, _ = open_if_regular(path)
-    except OSError:
+    except OSError:  # none, or in a folder one may not look into
         return False
     if fh is None:
         return False
@@ -446,6 +480,13 @@ def describe_run(run: Path) -> dict:
     problems: list[str] = []
     row = {"run": str(run), "model": "?", "dataset": "?", "recipe": "?", "teacher": None, "epochs": None, "epochs_done": 0,
            "final_acc": None, "best_acc": None, "best_split": None, "eval_limit": None, "train_seconds": None}
+    try:
+        os.stat(run / "config.json")
+    except PermissionError:  # another user's folder (0700): one row, not a listing stopped for everyone
+        return {**row, "status": "damaged", "detail": "the folder cannot be read (permission denied); ask its owner "
+                                                      "for read permission, or leave it out of this folder of runs"}
+    except OSError:
+        pass
     row.update(_config_columns(run, problems))
     _add_metrics(row, run / "metrics.csv", problems)
     summary = _mapping(run / "summary.json", problems, _FIXES["summary.json"].format(run=run))
