@@ -224,6 +224,23 @@ def check_suffix(out: Path, fmt: str) -> None:
                           f"--format {wanted}, or an --out ending in {'.onnx' if fmt == 'onnx' else '.pt'}")
 
 
+def check_not_the_source(target: Path, source: Path, typed: bool) -> None:
+    """The file to write is the very file given to export (``export-weights RUN/model.safetensors``, ``export
+    RUN/last.onnx``: each writes by default over its input): first what that input is, so that a file that is no
+    checkpoint (an export) is refused as any other path is, not as an --out nobody typed; then, for a checkpoint, the
+    default name that coincides with it (a typed --out is left to :func:`cnnlab.runs.check_output_file`)."""
+    try:
+        same = target.exists() and source.is_file() and target.resolve() == source.resolve()
+    except (OSError, RuntimeError):  # a path it cannot resolve: check_output_file and the load say what it is
+        return
+    if not same:
+        return
+    load_checkpoint_and_digest(source)  # not a checkpoint (a safetensors file, an ONNX model...): said as it is
+    if not typed:
+        raise CnnlabError(f"{source} is the checkpoint being exported, and the default output file is that very "
+                          "file; give --out FILE with another name")
+
+
 def default_output(checkpoint: Path, fmt: str) -> Path:
     """Beside the checkpoint: ``RUN/last.pt`` -> ``RUN/last.onnx`` or ``RUN/last.torchscript.pt``."""
     return checkpoint.with_name(checkpoint.stem + SUFFIXES[fmt])
@@ -261,6 +278,7 @@ def export_run(
         out = output_file(out, Path(re.sub(r"[^\w.-]+", "_", f"{pretrained}-{name}") + SUFFIXES[fmt]))
     else:
         out = output_file(out, default_output(ckpt, fmt))
+        check_not_the_source(out, ckpt, typed=not (given is None or str(given) == ""))
     check_output_file(out, ckpt)  # before anything is loaded or exported
     check_suffix(out, fmt)
     running = ckpt is not None and refuse_running(ckpt, out, given is None or str(given) == "", "export")
@@ -308,6 +326,7 @@ def export_safetensors(run: str | Path, which: str = DEFAULT_CHECKPOINT, out: st
 
     src = resolve_checkpoint(run, which)
     target = output_file(out, src.parent / "model.safetensors")
+    check_not_the_source(target, src, typed=not (out is None or str(out) == ""))
     check_output_file(target, src)
     if target.suffix.lower() in (".onnx", ".pt", ".pth", ".ptl"):
         raise CnnlabError(f"--out {target} names {'an ONNX' if target.suffix.lower() == '.onnx' else 'a PyTorch'} "

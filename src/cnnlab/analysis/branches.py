@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from cnnlab.analysis._data import subset_loader
 from cnnlab.devices import resolve_device
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, printable
 from cnnlab.evaluation import evaluate, open_subject
 from cnnlab.hostmem import keep_freed_memory
 from cnnlab.models.inception import BRANCH_CHANNELS, InceptionModule
@@ -286,8 +286,8 @@ def analyze_branches(
     train_loader = subset_loader(data.train_images, data.train_labels, batch_size, data, dev, limit=train_images)
     test_loader = subset_loader(data.test_images, data.test_labels, batch_size, data, dev, limit=test_images)
     n_train = len(train_loader.labels)
-    log(f"{model_name} from {ckpt}: Inception modules {', '.join(modules)}; "
-        f"means from {n_train:,} train images, tests on {len(test_loader.labels):,} test images")
+    log(printable(f"{model_name} from {ckpt}: Inception modules {', '.join(modules)}; "  # names escaped: one line
+                  f"means from {n_train:,} train images, tests on {len(test_loader.labels):,} test images"))
 
     means = channel_means(model, train_loader.batches(0), modules)
     energy, base = class_energy(model, test_loader.batches(0), modules, data.num_classes)
@@ -361,9 +361,9 @@ def format_branches(result: dict) -> str:
     """The printed table."""
     base = result["baseline"]
     lines = [
-        f"{result['model']} ({result['checkpoint']}) on {result['dataset']}: baseline test accuracy "
-        f"{base['accuracy']:.2f}%, loss {base['loss']:.4f} ({result['test_images']:,} test images; "
-        f"mean ablation uses means over {result['mean_from_train_images']:,} train images)",
+        printable(f"{result['model']} ({result['checkpoint']}) on {result['dataset']}: baseline test accuracy "
+                  f"{base['accuracy']:.2f}%, loss {base['loss']:.4f} ({result['test_images']:,} test images; "
+                  f"mean ablation uses means over {result['mean_from_train_images']:,} train images)"),
         "",
         f"{'module':<8} {'branch':<6} {'ch':>3}  {'zeroed acc':>10} {'(change)':>8} {'loss':>7}  "
         f"{'mean-abl acc':>12} {'(change)':>8} {'loss':>7}  {'next layer':>10} {'share':>6} {'(even)':>6}  {'energy':>8}",

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from cnnlab.analysis._data import subset_loader
 from cnnlab.data import BatchLoader, load_dataset
 from cnnlab.devices import resolve_device
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, printable
 from cnnlab.evaluation import evaluate
 from cnnlab.hostmem import keep_freed_memory
 from cnnlab.models import create_model
@@ -261,8 +261,8 @@ def format_gradients(result: dict) -> str:
               f"{b['momentum']}, batch {b['batch_size']}, seed {b['seed']}; tested on {b['test_images']:,} test images"
               if trained else "no training (--epochs 0)")
     lines = [
-        f"{result['dataset']}: width {result['width']}, norm {result['norm']}, gradient norms at init over seeds "
-        f"{result['seeds']} (batch {result['batch_size']}); budget: {budget}",
+        printable(f"{result['dataset']}: width {result['width']}, norm {result['norm']}, gradient norms at init "
+                  f"over seeds {result['seeds']} (batch {result['batch_size']}); budget: {budget}"),
         "",
         f"{'depth':>5}  {'first-layer grad norm':>23}  {'last-layer grad norm':>23}"
         + (f"  {'test acc after budget':>23}" if trained else ""),

@@ -14,6 +14,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from cnnlab.errors import printable
 from cnnlab.plots import save_figure
 
 KIND_COLOURS = {"plain": "tab:red", "residual": "tab:blue"}
@@ -27,7 +28,7 @@ def plot_branches(result: dict, path: str | Path) -> Path:
     base = result["baseline"]["accuracy"]
     fig = Figure(figsize=(16, 4 * len(modules)), layout="constrained")
     axes = fig.subplots(len(modules), 3, squeeze=False)
-    fig.suptitle(f"{result['model']} on {result['dataset']}: which branches does the trained net rely on? "
+    fig.suptitle(f"{result['model']} on {printable(result['dataset'])}: which branches does the trained net rely on? "
                  f"(baseline test accuracy {base:.2f}% on {result['test_images']:,} test images)")
     for row, mod in zip(axes, modules):
         names = [r["branch"] for r in mod["branches"]]
@@ -104,7 +105,7 @@ def plot_gradients(result: dict, path: str | Path) -> Path:
         many = len(result["depths"]) > MOST_LABELLED
         ax.legend(fontsize=6 if many else 8, ncol=2 if many else 1)
     axes[0].set_ylabel("‖dLoss/dW‖ at initialisation")
-    fig.suptitle(f"Gradient norms at initialisation on {result['dataset']} (width {result['width']}, norm "
+    fig.suptitle(f"Gradient norms at initialisation on {printable(result['dataset'])} (width {result['width']}, norm "
                  f"{result['norm']}; line: mean of {len(result['seeds'])} seeds, band: min-max)")
     return save_figure(fig, path)
 
@@ -158,7 +159,8 @@ def plot_depth(result: dict, path: str | Path) -> Path:
     ax_grad.set_ylabel("first-layer ‖dLoss/dW‖ at init")
     ax_grad.set_title(f"gradient reaching the stem conv (mean of {len(result['seeds'])} seeds)", fontsize=9)
     ax_grad.legend()
-    fig.suptitle(f"Plain vs residual stacks on {result['dataset']} (width {result['width']}, norm {result['norm']})")
+    fig.suptitle(f"Plain vs residual stacks on {printable(result['dataset'])} (width {result['width']}, norm "
+                 f"{result['norm']})")
     return save_figure(fig, path)
 
 

@@ -20,7 +20,7 @@ from cnnlab.cli.common import (
     refuse_typed,
 )
 from cnnlab.config import RECIPES
-from cnnlab.errors import CnnlabError, WriteError
+from cnnlab.errors import CnnlabError, WriteError, printable
 from cnnlab.fileio import atomic_write_json
 from cnnlab.output import json_text, say
 from cnnlab.runs import RunLock, check_output_folder, is_running, new_run_dir, run_dir_of
@@ -125,15 +125,18 @@ def cmd_branches(args) -> int:
                                   batch_size=args.batch_size, log=(lambda m: None) if args.json else say,
                                   ready=lambda: locks.append(_lock(folder)))
         not_own = result.pop("not_own", "")
-        print(json_text(result, indent=2) if args.json else format_branches(result))
+        table = json_text(result, indent=2) if args.json else format_branches(result)
         if not_own and not args.out:
-            say(f"\nnothing written into {run_dir}: {not_own}; --out DIR writes this analysis's files")
+            print(table)
+            say("\n" + printable(f"nothing written into {run_dir}: {not_own}; --out DIR writes this analysis's "
+                                 "files"))
             return 0
         out = Path(args.out) if args.out else run_dir or new_run_dir("runs", "branches", result["dataset"])
         if not any(locks):
             locks.append(_lock(out))
         return _write(out, [("branches.json", lambda p: atomic_write_json(p, result)),
-                            ("branches.png", lambda p: plot_branches(result, p))], result["seconds"], args.json)
+                            ("branches.png", lambda p: plot_branches(result, p))], table, result["seconds"],
+                      args.json)
     finally:
         for lock in filter(None, locks):
             lock.release()
@@ -150,21 +153,28 @@ def _lock(folder: Path | None) -> RunLock | None:
     return lock.acquire()
 
 
-def _write(out: Path, files: list, seconds: float, quiet: bool) -> int:
-    """Write each ``(name, writer)`` into ``out`` after the table was printed; 1 (with what was written and what
-    not, in one line) when the disk refuses one: the table above is still the answer."""
-    written = []
+def _write(out: Path, files: list, table: str, seconds: float, quiet: bool) -> int:
+    """Write each ``(name, writer)`` into ``out``, then print the table: a stdout that cannot be written (a full
+    disk, a closed pipe) loses the table, never the files the analysis was asked for. 1 (with what was written and
+    what not, in one line, after the table) when the disk refuses a file: the table is still the answer."""
+    written: list[str] = []
+    refused = None
     for name, writer in files:
         try:
             writer(out / name)
         except WriteError as err:
-            missing = [n for n, _ in files if n not in written]
-            done = f"wrote {', '.join(written)} in {out}, not" if written else f"wrote nothing in {out}:"
-            print(f"cnnlab: warning: results incomplete: {done} {', '.join(missing)}: {err}", file=sys.stderr)
-            return 1
+            refused = err
+            break
         written.append(name)
-    if not quiet:
-        print(f"\nwrote {', '.join(str(out / n) for n in written)} ({seconds:.0f}s)")
+    print(table)
+    if refused is not None:
+        missing = [n for n, _ in files if n not in written]
+        done = f"wrote {', '.join(written)} in {out}, not" if written else f"wrote nothing in {out}:"
+        print(printable(f"cnnlab: warning: results incomplete: {done} {', '.join(missing)}: {refused}"),
+              file=sys.stderr)
+        return 1
+    if not quiet:  # the folder's name escaped: a newline or an escape sequence in it stays one line, inert
+        print("\n" + printable(f"wrote {', '.join(str(out / n) for n in written)} ({seconds:.0f}s)"))
     return 0
 
 
@@ -190,13 +200,13 @@ def cmd_gradients(args) -> int:
                                    dataset=args.dataset, data_dir=args.data_dir, device=args.device,
                                    log=(lambda m: None) if args.json else say,
                                    ready=lambda: locks.append(_lock(Path(args.out) if args.out else None)))
-        print(json_text(result, indent=2) if args.json else "\n" + format_gradients(result))
+        table = json_text(result, indent=2) if args.json else "\n" + format_gradients(result)
         out = Path(args.out) if args.out else new_run_dir("runs", "gradients", result["dataset"])
         if not any(locks):
             locks.append(_lock(out))
         return _write(out, [("gradients.json", lambda p: atomic_write_json(p, result)),
                             ("gradients.png", lambda p: plot_gradients(result, p)),
-                            ("depth.png", lambda p: plot_depth(result, p))], result["seconds"], args.json)
+                            ("depth.png", lambda p: plot_depth(result, p))], table, result["seconds"], args.json)
     finally:
         for lock in filter(None, locks):
             lock.release()

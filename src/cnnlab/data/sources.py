@@ -23,6 +23,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 import urllib.request
 import zipfile
 import zlib
@@ -315,8 +316,15 @@ def _open(url: str, timeout: float):
 
 def mirror_url(base: str, name: str) -> str:
     """The URL of the file ``name`` on the mirror ``base``, a folder URL with or without its closing ``/``
-    (``CNNLAB_MIRRORS=http://host/mnist`` asked for ``http://host/mnisttrain-images-idx3-ubyte.gz``)."""
-    return (base if base.endswith("/") else base + "/") + name
+    (``CNNLAB_MIRRORS=http://host/mnist`` asked for ``http://host/mnisttrain-images-idx3-ubyte.gz``): the name
+    goes onto the URL's path, a query string kept after it (``http://host/mnist?x=1`` asked for ``/mnist?x=1/...``).
+    A fragment is refused: it never reaches the server, which answered the folder's own page (bad IDX magic)."""
+    parts = urllib.parse.urlsplit(base)
+    if "#" in base:
+        raise DataError(f"its URL has a fragment ('#{parts.fragment}'), which is never sent to a server: give the "
+                        "folder URL without it in CNNLAB_MIRRORS")
+    path = parts.path if parts.path.endswith("/") else parts.path + "/"
+    return urllib.parse.urlunsplit(parts._replace(path=path + name))
 
 
 def from_mirrors(spec: DatasetSpec, log: Log, timeout: float = MIRROR_TIMEOUT_S) -> Found | None:
