@@ -700,8 +700,8 @@ def test_runs_shows_every_name_whole_and_on_its_own_row():
     longer = "runs/" + "x" * 100  # over 64: whole, and the rest of its own row pushed right
     rows = [{**base, "run": r} for r in ("runs/new\nline", compared, "tab\there", longer)]
     lines = format_runs(rows).splitlines()
-    assert len(lines) == 5 and lines[1].startswith("runs/new\\nline ") and lines[2].startswith(compared + " ")
-    assert lines[3].startswith("tab\\there ") and lines[1].index(" resnet ") == lines[3].index(" resnet ") == 64
+    assert len(lines) == 5 and lines[1].startswith("$'runs/new\\nline' ") and lines[2].startswith(compared + " ")
+    assert lines[3].startswith("$'tab\\there' ") and lines[1].index(" resnet ") == lines[3].index(" resnet ") == 64
     assert lines[4].startswith(longer + " resnet ")
 
 

@@ -22,7 +22,7 @@ from cnnlab.config import ADDED_FIELDS, ADJUSTABLE_FIELDS, PROCESS_FIELDS, Train
 from cnnlab.data import load_dataset
 from cnnlab.dataset_names import canonical_dataset_name, dataset_kind, directory_of
 from cnnlab.engine import train
-from cnnlab.errors import CnnlabError, Interrupted, RunError, did_you_mean, printable, short_repr
+from cnnlab.errors import CnnlabError, Interrupted, RunError, did_you_mean, printable, shell_quoted, short_repr
 from cnnlab.evaluation import evaluate_run
 from cnnlab.fileio import atomic_write_text, kind_of
 from cnnlab.models import build_model, count_parameters, list_models
@@ -165,7 +165,7 @@ def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = 
         if views is not None:
             for r in runs:
                 r["tta"] = evaluate_run(r["dir"], dataset=data, device=base.device, tta=views.spec)[0].accuracy
-                log(f"  {Path(r['dir']).name}: test accuracy with --tta {views.spec} {r['tta']:.2f}%")
+                log(f"  {printable(Path(r['dir']).name)}: test accuracy with --tta {views.spec} {r['tta']:.2f}%")
         results[name] = _model_results(name, runs, data, "val_acc" if base.val_split else "test_acc")
     table = format_comparison(results, configs, seeds, data.name, tta=views.spec if views else None)
     atomic_write_text(out / "comparison.md", table)
@@ -199,7 +199,7 @@ def _train_teachers(models: list[str], seeds: int, base: TrainConfig, teachers: 
                     warned: set[str]) -> None:
     """``--teachers auto``: every (model, seed) run of ``base`` in ``teachers``, trained or reused; their runs, not
     their table (that folder's comparison.md stays as it was)."""
-    log(f"the teachers: runs of the same settings in {teachers}")
+    log(f"the teachers: runs of the same settings in {shell_quoted(str(teachers))}")
     cfgs = [replace(base, model=name, seed=seed).validate() for name in models for seed in range(seeds)]
     _check_run_folders(Path(teachers), cfgs, data)
     for cfg in cfgs:
@@ -326,7 +326,8 @@ def _run_result(run_dir: Path, cfg: TrainConfig, how: str, log) -> dict:
     rows = _epochs(run_dir, "val_acc" if cfg.val_split else "test_acc", log)
     seconds = _total([row.get("seconds") for row in rows])
     took = f"{seconds:.0f} s of training" if seconds is not None else "training time unknown"
-    log(f"{cfg.model} seed {cfg.seed}: {how}, final {summary['accuracy']:.2f}%, {took} ({run_dir})")
+    log(f"{cfg.model} seed {cfg.seed}: {how}, final {summary['accuracy']:.2f}%, {took} "
+        f"({shell_quoted(str(run_dir))})")  # the folder as a shell takes it back (a newline in --out: one line)
     return {"dir": str(run_dir), "rows": rows, "final": summary["accuracy"], "threads": _trained_threads(run_dir)}
 
 
@@ -374,7 +375,7 @@ def _epochs(run_dir: Path, key: str, log) -> list[dict]:
         return rows  # the history lacks it too (a run of an older cnnlab): '-' in the comparison
     with RunLock(run_dir, busy="wait for it to finish, then run the same compare again"):
         write_metrics(path, history)
-    log(f"  {run_dir.name}: metrics.csv {why}: written again from last.pt's history")
+    log(f"  {printable(run_dir.name)}: metrics.csv {why}: written again from last.pt's history")
     return history
 
 

@@ -32,7 +32,7 @@ from cnnlab.data.catalog import flip_warning
 from cnnlab.devices import resolve_device, set_threads, training_autocast
 from cnnlab.distill import TEACHER_FILE, check_same_teacher, load_teacher
 from cnnlab.distributed import Dist, PeerLost
-from cnnlab.errors import CnnlabError, Interrupted, RunError, SignalTaken, WriteError, printable
+from cnnlab.errors import CnnlabError, Interrupted, RunError, SignalTaken, WriteError, printable, shell_quoted
 from cnnlab.dataset_names import moved_away
 from cnnlab.evaluation import EvalResult, report_run
 from cnnlab.fileio import atomic_write_json, read_json
@@ -411,7 +411,8 @@ def resume_hint(run_dir: Path, max_steps: int = 0) -> str | None:
     one) for a run folder that holds a checkpoint to continue from; None when it holds none."""
     if not (run_dir / "last.pt").is_file():
         return None
-    return f"continue with: cnnlab train --resume {run_dir}" + (f" --max-steps {max_steps}" if max_steps else "")
+    return (f"continue with: cnnlab train --resume {shell_quoted(str(run_dir))}"  # a command to copy: as a shell takes it
+            + (f" --max-steps {max_steps}" if max_steps else ""))
 
 
 #: What a run that saved no checkpoint can do instead of a resume.
@@ -650,10 +651,11 @@ def introduce(t: Trainer) -> None:
     """A new run: config.json, and one line saying what trains on what."""
     _write_config(t)
     cfg, data = t.cfg, t.data
+    run = f" | run {shell_quoted(str(t.run_dir))}" if t.run_dir else ""  # as a shell takes it back
     t.say(printable(f"{cfg.model}: {count_parameters(t.model):,} parameters | {data.name}: "  # names escaped: one line
                     f"{len(t.train_loader.labels):,} train / {len(t.eval_loader.labels):,} {t.eval_name} from "
                     f"{data.source} | device {t.device}" + (f" x {t.ranks.world_size} processes" if t.ranks.enabled
-                                                            else "") + (f" | run {t.run_dir}" if t.run_dir else "")))
+                                                            else "") + run))
     if t.teacher is not None:
         t.say(f"distilling from {printable(str(t.teacher.path))} (weight {cfg.distill:g}, temperature "
               f"{cfg.distill_temperature:g})")
@@ -684,7 +686,7 @@ def restore(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
         raise RunError(f"--epochs {t.cfg.epochs}: {where} has already trained {plural(t.state.epoch, 'epoch')}{into}; "
                        f"give at least {begun}")
     _write_config(t)  # a resume may change process fields (threads, device...) or extend the epochs
-    s, where = t.state, printable(str(where))  # the folder's name escaped: a newline in it stays on the line
+    s, where = t.state, shell_quoted(str(where))  # as a shell takes it back ($'a\nb'): one line, and exact
     if s.target is not None:
         t.say(f"{where} stopped when it reached its target ({s.target['accuracy']:.2f}% at epoch "
               f"{s.target['epoch']:.2f}); nothing to train, re-evaluating")
@@ -887,7 +889,7 @@ def finish(t: Trainer, final: EvalResult | None, report: bool, verbose: bool = F
                    "ema": cfg.ema}, log=t.say, result=final, context={"model": cfg.model, "dataset": t.data.name},
             table=verbose, wait=False)
     t.say(f"final test accuracy {final.accuracy:.2f}%{t.cut_note(final.n)}{best_text(t)}"
-          + (f"; run saved in {printable(str(t.run_dir))}" if t.run_dir else ""))
+          + (f"; run saved in {shell_quoted(str(t.run_dir))}" if t.run_dir else ""))
     if figures is not None:
         _wait_for_figures(figures, t.run_dir, silent)  # drawn while the line above was printed
     t.ranks.barrier()

@@ -1,6 +1,7 @@
 """The one exception type users see: a one-line message that names the problem and the fix."""
 
 import difflib
+import re
 import reprlib
 
 _SHORT = reprlib.Repr()  # (keyword arguments only from Python 3.12)
@@ -31,10 +32,46 @@ def close_match(name: object, choices) -> str | None:
 
 def printable(text: str) -> str:
     """``text`` with control characters (a newline or an undecodable byte in a file name) escaped as
-    Python writes them, so that a message that quotes it stays on one line."""
+    Python writes them, so that a message that quotes it stays on one line.
+
+    A backslash is left as it is, so ``x<newline>y`` and a literal ``x\\ny`` both show ``x\\ny``: this keeps a
+    message on one line and the terminal safe, and it is applied in layers (a message escaped where it is made is
+    escaped again where the CLI prints it, a ``repr`` quoted inside one holds backslashes of its own), so it must
+    change nothing the second time. A name shown for the user to copy back is :func:`shell_quoted`."""
     if text.isprintable():
         return text
     return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
+#: The characters of a word that a shell takes as they are (letters and digits of any script included).
+_SHELL_PLAIN = re.compile(r"[\w@%+=:,./-]+")
+
+
+def shell_quoted(text: str) -> str:
+    """``text`` in a form a shell takes back exactly, as ``ls`` shows a file's name, for a name shown to be copied
+    into a command (``--resume``): a plain name as it is; one with a space, a quote or another character a shell
+    reads (``*``, ``$``, a backslash) in single quotes, ``'x\\ny'``; one with a character that needs escaping (a
+    newline, a terminal escape, a byte that is no UTF-8) as ``$'x\\ny'``, its backslashes and quotes escaped too.
+    What it returns is printable (:func:`printable` leaves it as it is)."""
+    if text and _SHELL_PLAIN.fullmatch(text):
+        return text
+    if text.isprintable():
+        return "'" + text.replace("'", "'\\''") + "'"
+    return "$'" + "".join(_ansi_c(ch) for ch in text) + "'"
+
+
+def _ansi_c(ch: str) -> str:
+    """One character inside ``$'...'`` (bash's, zsh's and ksh's ANSI-C quoting)."""
+    if ch in "\\'":
+        return "\\" + ch
+    if ch.isprintable():
+        return ch
+    code = ord(ch)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte of a file name that is no UTF-8 (os.fsdecode's surrogateescape)
+        return f"\\x{code - 0xDC00:02x}"
+    if code < 0x80:
+        return ascii(ch)[1:-1]  # \n, \t, \x1b, as printable writes them
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"  # (\x80 is a byte to a shell)
 
 
 def short_repr(value: object) -> str:

@@ -27,7 +27,7 @@ except ImportError:  # pragma: no cover - Windows has no flock: runs there are n
 from cnnlab.config import EPOCHS_LIMIT, typed_values
 from cnnlab.data.safefs import open_regular, read_bounded
 from cnnlab.dataset_names import DIRECTORY_KINDS, canonical_dataset_name, dataset_kind, directory_of
-from cnnlab.errors import CnnlabError, RunError, did_you_mean, first_line, short_repr
+from cnnlab.errors import CnnlabError, RunError, did_you_mean, first_line, shell_quoted, short_repr
 from cnnlab.fileio import (RUN_FILE_LIMIT, as_path, atomic_write_text, make_dirs, mode_kind, open_if_regular,
                            remove_stale_temp_files_in, sha256_of, sidecar_hashes, write_error)
 
@@ -495,7 +495,7 @@ def describe_run(run: Path) -> dict:
     complete = row["final_acc"] is not None and row["epochs"] is not None and row["epochs_done"] >= row["epochs"]
     row["status"], row["detail"] = run_status(run, complete, problems)
     if row["detail"] == KILLED and (steps := _recorded_max_steps(run)):
-        row["detail"] = f"{KILLED} (continue with: cnnlab train --resume {run} --max-steps {steps})"
+        row["detail"] = f"{KILLED} (continue with: cnnlab train --resume {shell_quoted(str(run))} --max-steps {steps})"
     if row["status"] != "running":
         problems += _checkpoint_problems(run, row["status"] == "finished")
     if problems and row["status"] != "running":
@@ -761,6 +761,13 @@ def _add_metrics(row: dict, path: Path, problems: list[str]) -> None:
         problems.append(_in_run(path, str(err)) if isinstance(err, CnnlabError) else
                         f"{path.name}: cannot be read ({err.strerror or type(err).__name__})")
         return
+    bad = next(((i, key, r[key]) for i, r in enumerate(rows, 1) for key in ("val_acc", "test_acc", "seconds")
+                if r.get(key) is not None and not _number(r[key])), None)
+    if bad is not None:  # a NaN made max() NaN or any other value, and 400 digits overflow every float
+        row_number, key, value = bad
+        problems.append(f"{path.name}: damaged (row {row_number}: its {key} {bounded(str(value), 20)} is not a "
+                        f"finite number); {_FIXES['metrics.csv']}")
+        return
     accs = [r.get("val_acc") if r.get("val_acc") is not None else r.get("test_acc") for r in rows]
     best = max((a for a in accs if a is not None), default=None)
     split = "val" if any(r.get("val_acc") is not None for r in rows) else "test"
@@ -805,8 +812,14 @@ def _same_dataset(recorded, wanted) -> bool:
 
 
 def _number(value) -> bool:
-    """A finite number (JSON's parsers take ``NaN`` and ``Infinity``: a summary.json holding one is damaged)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite number a float holds (JSON's parsers take ``NaN``, ``Infinity`` and an integer of 400 digits, which
+    no float holds: a summary.json holding one is damaged)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large to convert to float
+        return False
 
 
 def _add_summary(row: dict, summary: dict, problems: list[str]) -> None:

@@ -5,9 +5,10 @@
 
 from __future__ import annotations
 
+import sys
 
 from cnnlab.cli.common import add_dataset_name, add_json, path_arg, plural
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, printable
 from cnnlab.output import json_text
 
 
@@ -32,15 +33,20 @@ def register(sub) -> None:
 def cmd_data_fetch(args) -> int:
     from cnnlab.data import load_dataset
 
-    d = load_dataset(args.name, data_dir=args.data_dir, full_check=True, cache_data_dir=True)
+    d = load_dataset(args.name, data_dir=args.data_dir, full_check=True, cache_data_dir=True, log=_note)
     checked = "verified by MD5" if ":" not in d.name else "read (no official checksums for local data)"
-    print(f"{d.name}: {len(d.train_labels):,} train and {plural(len(d.test_labels), 'test image')}, {checked}, "
-          f"from {d.source}")
+    print(printable(f"{d.name}: {len(d.train_labels):,} train and {plural(len(d.test_labels), 'test image')}, "
+                    f"{checked}, from {d.source}"))  # a folder's name escaped (CNNLAB_HOME, --data-dir): one line
     # idx:/folder: data are used where they are (a converted folder's cache warns on its own); a catalog dataset,
     # from --data-dir too, must now be in the cache, what 'fetch' is for (a later command finds it offline)
     if ":" not in d.name:
         _require_cached(d.name)
     return 0
+
+
+def _note(msg: str) -> None:
+    """A line of the data's loading (``verified 4 files from data dir DIR; cached in DIR``), its names escaped."""
+    print(printable(str(msg)), file=sys.stderr, flush=True)
 
 
 def _require_cached(name: str) -> None:
@@ -63,9 +69,9 @@ def cmd_data_info(args) -> int:
         print(json_text(rows, indent=2))
         return 0
     for r in rows:
-        print(f"{r['name']}: {r['status']}  ({r['location']})")
+        print(printable(f"{r['name']}: {r['status']}  ({r['location']})"))  # the cache's folder escaped: one line
         if r.get("checked") and r["checked"] != "nothing cached":
-            print(f"  checked: {r['checked']}")
+            print(printable(f"  checked: {r['checked']}"))
         for f in r["files"]:
-            print(f"  {f['file']:<28} {f['bytes']:>12,} bytes  {f['status']}")
+            print(printable(f"  {f['file']:<28} {f['bytes']:>12,} bytes  {f['status']}"))
     return 0

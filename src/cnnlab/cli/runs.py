@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+import sys
 import unicodedata
 from pathlib import Path
 
 from cnnlab.cli.common import add_json, path_arg
-from cnnlab.errors import CnnlabError, printable
+from cnnlab.errors import CnnlabError, printable, shell_quoted
 from cnnlab.output import json_text
 from cnnlab.runs import describe_run, find_runs, matches
 
@@ -41,7 +42,10 @@ def register(sub) -> None:
 
 
 def _pct(value) -> str:
-    finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    try:
+        finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    except OverflowError:  # an int no float holds (describe_run's rows never hold one: a row built elsewhere)
+        finite = False
     return f"{value:.2f}%" if finite else "-"
 
 
@@ -53,18 +57,39 @@ def _best(row: dict) -> str:
     return _pct(row.get("best_acc")) + (f" {_shown(split)}{cut}" if split and row.get("best_acc") is not None else "")
 
 
-def _shown(value, width: int | None = None) -> str:
+def _shown(value, width: int | None = None, encoding: str | None = None) -> str:
     """A cell as text, its control characters escaped (a run folder named with a newline, or a status.json
-    whose status holds one, stays on its row); cut to ``width`` characters with a mark, when given."""
-    text = printable(str(value))
+    whose status holds one, stays on its row), and what ``encoding`` cannot write escaped as stdout escapes it
+    (:func:`_written`); cut to ``width`` characters with a mark, when given."""
+    text = _written(printable(str(value)), encoding)
     return text if width is None or len(text) <= width else text[:width - 3] + "..."
 
 
+def _written(text: str, encoding: str | None) -> str:
+    """``text`` as a stdout of ``encoding`` writes it: what it cannot encode escaped (``r\\xe9seau`` on an ASCII
+    stdout, :func:`cnnlab.output.escape_unencodable`), so that the table is padded by what is written."""
+    if not encoding:
+        return text
+    try:
+        return text.encode(encoding, "backslashreplace").decode(encoding)
+    except (LookupError, UnicodeError):  # an encoding Python does not know, or one that cannot decode its own
+        return text
+
+
+def _stdout_encoding() -> str | None:
+    return getattr(sys.stdout, "encoding", None)
+
+
+#: Unicode categories that take no column: non-spacing and enclosing marks (Thai's vowel signs U+0E31 and U+0E35,
+#: Devanagari's U+0947, VS16 U+FE0F, whose combining class is 0 all the same) and format characters.
+_ZERO_WIDTH = ("Mn", "Me", "Cf")
+
+
 def _display_width(text: str) -> int:
-    """How many columns ``text`` takes on a terminal: a combining mark (a decomposed ``é``'s accent) none, an East
-    Asian wide or full-width character two, others one."""
-    return sum(0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1
-               for ch in text)
+    """How many columns ``text`` takes on a terminal: a combining mark (a decomposed ``é``'s accent, a Thai vowel
+    sign) or a format character none, an East Asian wide or full-width character two, others one."""
+    return sum(0 if unicodedata.combining(ch) or unicodedata.category(ch) in _ZERO_WIDTH
+               else 2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 
 def _pad(text: str, width: int) -> str:
@@ -72,10 +97,12 @@ def _pad(text: str, width: int) -> str:
     return text + " " * max(0, width - _display_width(text))
 
 
-def format_runs(rows: list[dict]) -> str:
-    """The table. Every name is whole (it is what you copy into --resume): the run column is as wide as the
-    longest name up to 64 characters, and a longer name pushes the rest of its own row to the right."""
-    names = [_shown(r["run"]) for r in rows]
+def format_runs(rows: list[dict], encoding: str | None = None) -> str:
+    """The table, for a stdout of ``encoding`` (what it cannot encode is escaped, and padded as escaped). Every
+    name is whole and as a shell takes it back (it is what you copy into --resume: ``$'x\\ny'`` for a name with
+    a newline, :func:`cnnlab.errors.shell_quoted`): the run column is as wide as the longest name up to 64
+    characters, and a longer name pushes the rest of its own row to the right."""
+    names = [_written(shell_quoted(str(r["run"])), encoding) for r in rows]
     width = min(64, max([44, *map(_display_width, names)]))
     header = f"{'run':<{width}} {'model':<10} {'dataset':<14} {'recipe':<8} {'epochs':>7} {'final':>7} {'best':>12} " \
              f"{'train':>7}  status"
@@ -83,14 +110,15 @@ def format_runs(rows: list[dict]) -> str:
     for name, r in zip(names, rows):
         epochs = f"{r['epochs_done']:g}/{r['epochs'] if r['epochs'] is not None else '?'}"
         seconds = f"{r['train_seconds']:.0f}s" if r["train_seconds"] else "-"
-        dataset = _shown(r["dataset"])
+        dataset = _shown(r["dataset"], encoding=encoding)
         dataset = dataset.split(":", 1)[0] if dataset.startswith(("idx:", "folder:")) else dataset
-        recipe = _shown(r["recipe"])[:7] + ("*" if r.get("teacher") else "")
-        lines.append(f"{_pad(name, width)} {_pad(_shown(r['model'])[:10], 10)} {_pad(dataset[:14], 14)} "
-                     f"{_pad(recipe, 8)} "
+        recipe = _shown(r["recipe"], encoding=encoding)[:7] + ("*" if r.get("teacher") else "")
+        lines.append(f"{_pad(name, width)} {_pad(_shown(r['model'], encoding=encoding)[:10], 10)} "
+                     f"{_pad(dataset[:14], 14)} {_pad(recipe, 8)} "
                      f"{epochs:>7} {_pct(r['final_acc']):>7} {_best(r):>12} {seconds:>7}  "
-                     f"{_shown(r['status'], 10)}"
-                     + (f" ({_shown(r['detail'], DETAIL_WIDTH)})" if r["detail"] and r["status"] != "finished" else ""))
+                     f"{_shown(r['status'], 10, encoding)}"
+                     + (f" ({_shown(r['detail'], DETAIL_WIDTH, encoding)})" if r["detail"] and r["status"] != "finished"
+                        else ""))
     if any(r.get("teacher") for r in rows):
         lines.append("* taught by another run's net (--teacher; its checkpoint is in the run's config.json)")
     if any(r.get("eval_limit") and r.get("best_acc") is not None for r in rows):
@@ -115,7 +143,7 @@ def cmd_runs(args) -> int:
         print(f"no runs under {args.root}/ match {which}{_values_there(described, wanted)}" if wanted else
               f"no runs under {args.root}/ yet; train one with 'cnnlab train'")
     else:
-        print(format_runs(rows))
+        print(format_runs(rows, _stdout_encoding()))
         if len(rows) < total:
             print(f"... and {total - len(rows)} older (--limit 0 shows all)")
     return 0

@@ -37,7 +37,7 @@ from cnnlab.config import (
     TrainConfig,
     check_given_settings_act,
 )
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, shell_quoted
 from cnnlab.dataset_names import DIRECTORY_KINDS, dataset_kind
 from cnnlab.runs import read_run_json, resolve_run
 
@@ -332,5 +332,6 @@ def cmd_compare(args) -> int:
     res = compare(args.models, args.seeds, cfg, out, tta=args.tta, teachers=teachers, teacher_model=args.teacher_model)
     print()
     print(res["table"])
-    print(f"wrote {res['out'] / 'comparison.md'} and {res['out'] / 'comparison.png'}")
+    print(f"wrote {shell_quoted(str(res['out'] / 'comparison.md'))} and "  # a folder's name as a shell takes it
+          f"{shell_quoted(str(res['out'] / 'comparison.png'))}")
     return 0
