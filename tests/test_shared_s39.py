@@ -128,3 +128,19 @@ def test_an_unreadable_sidecar_is_named_not_its_checkpoint(finished, monkeypatch
     with pytest.raises(CnnlabError, match=r"last\.pt\.sha256: cannot be read \(Permission denied\); check the file's "
                                           r"permissions \(the checksum of last\.pt\)"):
         load_checkpoint(finished / "last.pt")
+
+
+def test_a_run_one_may_not_write_is_answered_with_a_fix_that_works(finished, monkeypatch):
+    """`train --resume` of a teacher's read-only run said `... or write somewhere else (e.g. another --out)`, and
+    `--resume RUN --out X` is refused: copying the run and resuming the copy is what works."""
+    real_open = os.open
+
+    def os_open(p, *a, **k):
+        if os.fspath(p) == str(finished / ".lock"):
+            raise PermissionError(13, "Permission denied", str(p))
+        return real_open(p, *a, **k)
+
+    monkeypatch.setattr(os, "open", os_open)
+    with pytest.raises(CnnlabError, match=r"the run folder is not writable by you: copy it \(cp -r .*r1 COPY\) and "
+                                          r"use the copy"):
+        RunLock(finished).acquire()

@@ -27,7 +27,7 @@ except ImportError:  # pragma: no cover - Windows has no flock: runs there are n
 from cnnlab.config import EPOCHS_LIMIT, typed_values
 from cnnlab.data.safefs import open_regular, read_bounded
 from cnnlab.dataset_names import DIRECTORY_KINDS, canonical_dataset_name, dataset_kind, directory_of
-from cnnlab.errors import CnnlabError, RunError, did_you_mean, first_line, shell_quoted, short_repr
+from cnnlab.errors import CnnlabError, RunError, WriteError, did_you_mean, first_line, shell_quoted, short_repr
 from cnnlab.fileio import (RUN_FILE_LIMIT, as_path, atomic_write_text, make_dirs, mode_kind, open_if_regular,
                            remove_stale_temp_files_in, sha256_of, sidecar_hashes, write_error)
 
@@ -227,6 +227,11 @@ class RunLock:
                 raise RunError(f"{self.path} is a symbolic link, which cnnlab does not follow (it would write where it "
                                f"points); remove it (rm {self.path}) if the folder is yours, else copy the run and "
                                "use the copy") from None
+            if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and holds_run(self.path.parent):
+                # another user's run (a teacher's, shared read-only): '--out' does not go with --resume or evaluate
+                raise WriteError(f"cannot write {self.path}: {err.strerror or err}; the run folder is not writable "
+                                 f"by you: copy it (cp -r {shell_quoted(str(self.path.parent))} COPY) and use the "
+                                 "copy, or ask its owner", err.errno) from None
             raise write_error(self.path, err) from None
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
