@@ -88,7 +88,7 @@ def test_one_unreadable_folder_among_the_runs_lists_the_others(finished, tmp_pat
     assert cnnlab.load_run("latest").folder == finished.resolve()
     assert main(["runs", "--root", str(finished.parent)]) == 0
     out = capsys.readouterr().out
-    assert "finished" in out and "damaged (the folder cannot be read (permission denied)" in out
+    assert "finished" in out and "damaged (the folder cannot be read or entered (permission denied)" in out
 
 
 def test_a_runs_folder_one_may_enter_but_not_list_is_said_so(finished, monkeypatch):
@@ -144,3 +144,50 @@ def test_a_run_one_may_not_write_is_answered_with_a_fix_that_works(finished, mon
     with pytest.raises(CnnlabError, match=r"the run folder is not writable by you: copy it \(cp -r .*r1 COPY\) and "
                                           r"use the copy"):
         RunLock(finished).acquire()
+
+
+def test_a_tensorboard_link_planted_in_a_run_folder_is_not_followed(tiny_idx, tmp_path):
+    """A `tensorboard` link planted in a run folder: training wrote its events into the folder it named; a file in
+    its place ended in tensorboard's FileExistsError traceback and a failed run."""
+    pytest.importorskip("tensorboard")
+    from cnnlab.engine import train
+    from tests.conftest import tiny_config
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for name, plant in (("link", lambda p: p.symlink_to(elsewhere)), ("file", lambda p: p.write_text("x"))):
+        run = tmp_path / name
+        run.mkdir()
+        plant(run / "tensorboard")
+        with pytest.raises(CnnlabError, match="symbolic link, which cnnlab does not follow|in the way of --tensorboard"):
+            train(tiny_config(tiny_idx, tensorboard=True, max_steps=1), out=run, quiet=True, log=lambda m: None)
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_evaluate_names_a_planted_lock_not_a_process_that_does_not_exist(finished, tmp_path, capsys):
+    from cnnlab.cli import main
+
+    (finished / ".lock").unlink(missing_ok=True)
+    (finished / ".lock").symlink_to(tmp_path / "notes.txt")
+    assert main(["evaluate", str(finished), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "no report written:" in out and "is a symbolic link, which cnnlab does not follow" in out
+    assert "another cnnlab process" not in out and not (tmp_path / "notes.txt").exists()
+
+
+def test_names_to_copy_paste_back_on_any_stdout(monkeypatch):
+    """Shown names went through stdout's own escaping (`'r\\xe9sum\\xe9 run'`: a folder that does not exist) and a
+    name starting with `-` was read as an option."""
+    import io
+    import subprocess
+    import sys
+
+    from cnnlab.errors import shell_quoted
+
+    assert shell_quoted("-dash") == "./-dash"
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(io.BytesIO(), encoding="ascii"))
+    for name in ("résumé run", "nl\né", "emoji😀"):
+        shown = shell_quoted(name)
+        assert shown.isascii()
+        back = subprocess.run(["bash", "-c", f"printf %s {shown}"], capture_output=True).stdout
+        assert back == name.encode(), (name, shown)

@@ -30,7 +30,7 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import load_file as load_safetensors
 
-from cnnlab.errors import CheckpointError, CnnlabError, first_line
+from cnnlab.errors import CheckpointError, CnnlabError, first_line, shell_quoted
 from cnnlab.fileio import (as_path, atomic_write_bytes, atomic_write_text, kind_of, read_json, sha256_file,
                            sidecar_hashes)
 from cnnlab.models import create_model
@@ -464,7 +464,7 @@ def _why_none(run: Path, which: str) -> str:
         if not (run / "metrics.csv").is_file():  # an epoch's end writes its row before its checkpoints
             return "no epoch has ended yet, so there is no best.pt: use --checkpoint last"
         return ("its best epoch's save was lost (a full disk, or a kill between the epoch's two saves): use "
-                f"--checkpoint last, or resume the run (cnnlab train --resume {run}), which writes best.pt again")
+                f"--checkpoint last, or resume the run (cnnlab train --resume {shell_quoted(str(run))}), which writes best.pt again")
     if is_running(run):
         return "it is still training and has saved no checkpoint yet: wait for the end of its first epoch"
     if best:

@@ -243,7 +243,7 @@ def train(
             stack.push(_forget_if_empty(plan, guard))  # last out: after the lock is released (also when it cannot be taken)
             busy = {} if plan.resume_from is None else {"busy": (
                 f"it is training now; let it finish, or stop it (Ctrl+C where it runs, or kill {{pid}}) and resume "
-                f"then: cnnlab train --resume {plan.run_dir}")}
+                f"then: cnnlab train --resume {shell_quoted(str(plan.run_dir))}")}
             guard.take(stack.enter_context(RunLock(plan.run_dir, **busy)))
             # a resume refused before it restored anything leaves the run as it was (a finished run stays finished)
             stack.push(recorder := FailureRecord(plan, armed=plan.resume_from is None, guard=guard))
@@ -365,8 +365,8 @@ def _resumed_checkpoint(plan: RunPlan) -> dict | None:
         return None
     folder = where.parent
     if where.name == "last.pt" and not where.exists() and is_run_dir(folder):
-        how = (f"continue from its best epoch: cnnlab train --resume {folder / 'best.pt'}"
-               if (folder / "best.pt").is_file() else f"start it again: cnnlab train --config {folder} --out {folder}")
+        how = (f"continue from its best epoch: cnnlab train --resume {shell_quoted(str(folder / 'best.pt'))}"
+               if (folder / "best.pt").is_file() else f"start it again: cnnlab train --config {shell_quoted(str(folder))} --out {shell_quoted(str(folder))}")
         raise RunError(f"--resume {folder}: the run saved no last.pt before it stopped, so there is no position to "
                        f"continue from; {how}")
     return load_checkpoint(where)
@@ -520,7 +520,7 @@ class FolderGuard:
         self.gone = True
         where = self._moved_to()
         what = (f"was moved to {where} while its run trained; this process stops and writes nothing more: continue "
-                f"there with: cnnlab train --resume {where}" if where is not None else
+                f"there with: cnnlab train --resume {shell_quoted(str(where))}" if where is not None else
                 "was moved or deleted while its run trained; this process stops and writes nothing more (if it was "
                 "moved, continue there with: cnnlab train --resume NEW_PLACE)")
         raise RunError(f"{self.run_dir}: the run's folder {what}")
@@ -552,7 +552,7 @@ def _check_own_checkpoint(plan: RunPlan, ckpt: dict) -> None:
     where, run_dir = plan.resume_from, plan.run_dir
     if run_dir is None or where.name == "last.pt":
         return
-    again = f"resume the run itself with 'cnnlab train --resume {run_dir}', or copy the file into a folder of its own"
+    again = f"resume the run itself with 'cnnlab train --resume {shell_quoted(str(run_dir))}', or copy the file into a folder of its own"
     if where.name == TEACHER_FILE:
         raise RunError(f"--resume {where}: the copy of this run's teacher, not the run's own checkpoint; {again}")
     try:

@@ -3,6 +3,7 @@
 import difflib
 import re
 import reprlib
+import sys
 
 _SHORT = reprlib.Repr()  # (keyword arguments only from Python 3.12)
 _SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 4, 4, 60, 60
@@ -52,19 +53,35 @@ def shell_quoted(text: str) -> str:
     into a command (``--resume``): a plain name as it is; one with a space, a quote or another character a shell
     reads (``*``, ``$``, a backslash) in single quotes, ``'x\\ny'``; one with a character that needs escaping (a
     newline, a terminal escape, a byte that is no UTF-8) as ``$'x\\ny'``, its backslashes and quotes escaped too.
-    What it returns is printable (:func:`printable` leaves it as it is)."""
-    if text and _SHELL_PLAIN.fullmatch(text):
+    What it returns is printable (:func:`printable` leaves it as it is).
+    A relative name that starts with ``-`` gets ``./`` (``--resume -dash`` read it as an option); on a stdout that
+    cannot write a character of the name (``PYTHONIOENCODING=ascii``, a Latin-1 console) the name is ``$'...'`` with
+    that character as ``\\u...``, which a shell turns back into it (stdout's own ``\\xe9`` was one byte, not é)."""
+    if text.startswith("-"):
+        text = "./" + text
+    plain = _writable(text)
+    if text and _SHELL_PLAIN.fullmatch(text) and plain:
         return text
-    if text.isprintable():
+    if text.isprintable() and plain:
         return "'" + text.replace("'", "'\\''") + "'"
-    return "$'" + "".join(_ansi_c(ch) for ch in text) + "'"
+    return "$'" + "".join(_ansi_c(ch, plain) for ch in text) + "'"
 
 
-def _ansi_c(ch: str) -> str:
-    """One character inside ``$'...'`` (bash's, zsh's and ksh's ANSI-C quoting)."""
+def _writable(text: str) -> bool:
+    """Whether stdout's encoding writes ``text`` as it is (not escaped by its error handler)."""
+    try:
+        text.encode(getattr(sys.stdout, "encoding", None) or "utf-8")
+        return True
+    except (UnicodeEncodeError, LookupError):
+        return False
+
+
+def _ansi_c(ch: str, raw: bool = True) -> str:
+    """One character inside ``$'...'`` (bash's, zsh's and ksh's ANSI-C quoting); ``raw``: a printable character
+    other than ASCII as it is (else as ``\\u...``)."""
     if ch in "\\'":
         return "\\" + ch
-    if ch.isprintable():
+    if ch.isprintable() and (raw or ord(ch) < 0x80):
         return ch
     code = ord(ch)
     if 0xDC80 <= code <= 0xDCFF:  # a byte of a file name that is no UTF-8 (os.fsdecode's surrogateescape)
@@ -98,6 +115,10 @@ class CheckpointError(CnnlabError):
 
 class RunError(CnnlabError):
     """A run folder that cannot be used as asked (in use, already holds a run, changed flags on resume)."""
+
+
+class RunBusy(RunError):
+    """A run folder another cnnlab process holds (its lock taken): wait, or use another folder."""
 
 
 class Diverged(CnnlabError):

@@ -21,7 +21,7 @@ from cnnlab.data import BatchLoader, Dataset, load_dataset, split_validation
 from cnnlab.data.folder import split_is_drawn
 from cnnlab.dataset_names import DIRECTORY_KINDS, dataset_kind, moved_away
 from cnnlab.devices import resolve_device
-from cnnlab.errors import CheckpointError, CnnlabError, RunError, WriteError, printable
+from cnnlab.errors import CheckpointError, CnnlabError, RunBusy, RunError, WriteError, printable
 from cnnlab.models import build_model
 from cnnlab.output import say
 from cnnlab.pretrained import load_pretrained
@@ -235,9 +235,12 @@ def own_report(subject: Subject) -> Iterator[str]:
         lock = RunLock(ckpt.parent).acquire()
     except WriteError:  # a read-only run folder: no lock, and the report's own write says what is wrong
         lock = RunLock(ckpt.parent)
-    except RunError:
+    except RunBusy:
         yield ("another cnnlab process holds the run (its training resumed, or another evaluation writes its report), so "
                "the checkpoint evaluated may not be its final weights")
+        return
+    except RunError as err:  # its lock is a planted link, a FIFO...: what is wrong, not a process that does not exist
+        yield str(err)
         return
     try:
         yield "" if _still_loaded(ckpt, subject.digest) else \

@@ -181,7 +181,14 @@ class TensorboardLog(Observer):
     """``--tensorboard``: the epoch's scalars in ``RUN/tensorboard``."""
 
     def __init__(self, run_dir: Path):
-        self.writer = require_tensorboard()(str(run_dir / "tensorboard"))
+        folder = run_dir / "tensorboard"
+        if folder.is_symlink():  # planted by whoever could write the folder: the events would go where it points
+            raise CnnlabError(f"{folder} is a symbolic link, which cnnlab does not follow (it would write where it "
+                              "points); remove it if the folder is yours, or train into another --out")
+        if folder.exists() and not folder.is_dir():  # tensorboard's own FileExistsError traceback
+            raise CnnlabError(f"{folder} is in the way of --tensorboard's folder (a file, not a folder); remove it, "
+                              "or leave --tensorboard out")
+        self.writer = require_tensorboard()(str(folder))
 
     def after_epoch(self, t: Trainer, row: dict, result: EvalResult, improved: bool) -> None:
         t.check_folder()

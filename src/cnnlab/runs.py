@@ -27,7 +27,7 @@ except ImportError:  # pragma: no cover - Windows has no flock: runs there are n
 from cnnlab.config import EPOCHS_LIMIT, typed_values
 from cnnlab.data.safefs import open_regular, read_bounded
 from cnnlab.dataset_names import DIRECTORY_KINDS, canonical_dataset_name, dataset_kind, directory_of
-from cnnlab.errors import CnnlabError, RunError, WriteError, did_you_mean, first_line, shell_quoted, short_repr
+from cnnlab.errors import CnnlabError, RunBusy, RunError, WriteError, did_you_mean, first_line, shell_quoted, short_repr
 from cnnlab.fileio import (RUN_FILE_LIMIT, as_path, atomic_write_text, make_dirs, mode_kind, open_if_regular,
                            remove_stale_temp_files_in, sha256_of, sidecar_hashes, write_error)
 
@@ -156,7 +156,7 @@ def plan_run(model: str, dataset: str, *, out: str | Path | None, resume: str | 
         if restart_count > 0 and (out / "last.pt").is_file():
             return RunPlan(out if write else None, out / "last.pt")  # torchrun restarted the group
         if write and restart_count == 0 and holds_run(out):
-            raise RunError(f"--out {out} already holds a run; continue it with 'cnnlab train --resume {out}', "
+            raise RunError(f"--out {out} already holds a run; continue it with 'cnnlab train --resume {shell_quoted(str(out))}', "
                            "or pick a fresh --out")
         if write and restart_count == 0:
             _refuse_other_files(out)
@@ -201,7 +201,7 @@ class RunLock:
         except OSError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
-            raise RunError(f"{self.path.parent} is in use by another cnnlab process (pid {holder}); "
+            raise RunBusy(f"{self.path.parent} is in use by another cnnlab process (pid {holder}); "
                            + self.busy.format(pid=holder)) from None
         try:
             os.ftruncate(fd, 0)
@@ -225,7 +225,7 @@ class RunLock:
         except OSError as err:
             if err.errno == errno.ELOOP or os.path.islink(self.path):
                 raise RunError(f"{self.path} is a symbolic link, which cnnlab does not follow (it would write where it "
-                               f"points); remove it (rm {self.path}) if the folder is yours, else copy the run and "
+                               f"points); remove it (rm {shell_quoted(str(self.path))}) if the folder is yours, else copy the run and "
                                "use the copy") from None
             if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and holds_run(self.path.parent):
                 # another user's run (a teacher's, shared read-only): '--out' does not go with --resume or evaluate
@@ -488,13 +488,14 @@ def describe_run(run: Path) -> dict:
     try:
         os.stat(run / "config.json")
     except PermissionError:  # another user's folder (0700): one row, not a listing stopped for everyone
-        return {**row, "status": "damaged", "detail": "the folder cannot be read (permission denied); ask its owner "
-                                                      "for read permission, or leave it out of this folder of runs"}
+        return {**row, "status": "damaged", "detail": "the folder cannot be read or entered (permission denied); ask its "
+                                                      "owner for read and search (r-x) permission, or leave it out of "
+                                                      "this folder of runs"}
     except OSError:
         pass
     row.update(_config_columns(run, problems))
     _add_metrics(row, run / "metrics.csv", problems)
-    summary = _mapping(run / "summary.json", problems, _FIXES["summary.json"].format(run=run))
+    summary = _mapping(run / "summary.json", problems, _FIXES["summary.json"].format(run=shell_quoted(str(run))))
     if summary is not None:
         _add_summary(row, summary, problems)
     complete = row["final_acc"] is not None and row["epochs"] is not None and row["epochs_done"] >= row["epochs"]
@@ -523,7 +524,7 @@ def _checkpoint_problems(run: Path, finished: bool) -> list[str]:
     moved)."""
     found = [f"{name}.pt: {why}" for name in CHECKPOINTS if (why := checkpoint_damage(run / f"{name}.pt"))]
     if finished and not os.path.lexists(run / "last.pt"):
-        best = (f"its best.pt holds its best epoch's weights (cnnlab evaluate {run} --checkpoint best)"
+        best = (f"its best.pt holds its best epoch's weights (cnnlab evaluate {shell_quoted(str(run))} --checkpoint best)"
                 if (run / "best.pt").is_file() else "train it again")
         found.append(f"last.pt: missing, the run finished and its final weights were deleted or moved; put it back, "
                      f"or {best}")
@@ -616,7 +617,7 @@ _DAMAGED = "the run folder is damaged (cnnlab writes these files whole)"
 _FIXES = {
     "config.json": "fix the file, or put back the one the run wrote",
     STATUS_FILE: "remove it, and the run's other files tell how it ended",
-    "summary.json": "'cnnlab evaluate {run}' writes it again",
+    "summary.json": "cnnlab evaluate {run} writes it again",
     "metrics.csv": "delete it: the run's checkpoints do not need it, and its next epoch writes it whole again",
 }
 #: The settings every config.json that cnnlab writes holds (each run's resolved settings): one without them was
@@ -837,7 +838,7 @@ def _add_summary(row: dict, summary: dict, problems: list[str]) -> None:
         row["final_acc"] = accuracy
     elif accuracy is not None:
         problems.append(f"summary.json: its accuracy is {short_repr(accuracy)}, not a number; "
-                        + _FIXES["summary.json"].format(run=row["run"]))
+                        + _FIXES["summary.json"].format(run=shell_quoted(str(row["run"]))))
     if _number(summary.get("train_seconds")):
         row["train_seconds"] = summary["train_seconds"]
     target = summary.get("target")
