@@ -483,3 +483,22 @@ def test_a_refused_upload_sent_whole_before_reading_gets_its_503(predictor):
         first.sendall(b"a" * 500_000)
         assert _read_response(first)[0] == 400  # not an image, but answered, and its bytes freed
         assert post(srv.url, png(draw_digit()))[0] == 200
+
+
+def test_a_body_that_stalls_ahead_of_the_rate_is_408_after_the_idle_gap(predictor, monkeypatch):
+    """A tester sent all but the last byte of 4 MiB at once, then nothing: far ahead of the least rate, each such body
+    held its 4 MiB of the budget for 256 s (32 of them: every real upload 503 for minutes). A body that stops arriving
+    for BODY_IDLE_S is 408, its bytes freed."""
+    from cnnlab.serve import app as served
+    from cnnlab.serve.app import create_app
+
+    monkeypatch.setattr(served, "BODY_IDLE_S", 1.0)
+    data = png(draw_digit())
+    big = 3 * len(data)  # the stalled body holds nearly all of the budget: a real upload fits once it is freed
+    with Served(create_app(predictor, max_bytes=big + 1000, max_buffered=big + 1000)) as srv:
+        start = time.monotonic()
+        with srv.connect(_head(b"image/png", length=big) + b"a" * (big - 1)) as sock:
+            status, _, body = _read_response(sock)
+        assert status == 408 and "stopped arriving for 1 s" in json.loads(body)["error"]
+        assert time.monotonic() - start < 5  # not the 5 s grace plus its length at 16 KiB/s
+        assert post(srv.url, data)[0] == 200  # its bytes are free again: the budget holds one such body only
