@@ -502,3 +502,17 @@ def test_a_body_that_stalls_ahead_of_the_rate_is_408_after_the_idle_gap(predicto
         assert status == 408 and "stopped arriving for 1 s" in json.loads(body)["error"]
         assert time.monotonic() - start < 5  # not the 5 s grace plus its length at 16 KiB/s
         assert post(srv.url, data)[0] == 200  # its bytes are free again: the budget holds one such body only
+
+
+def test_the_serving_line_escapes_the_run_folders_name(tmp_path, monkeypatch):
+    """`serve $'r/nl\\nx\\e[31mRED'` printed the folder's newline and escape sequence raw in its serving line."""
+    from cnnlab.serve import server
+
+    folder = tmp_path / "nl\nx\x1b[31mRED"
+    folder.mkdir()
+    monkeypatch.setattr(server, "serve_forever", lambda app, sock: None)
+    logs: list[str] = []
+    server.run_server(tiny_checkpoint(folder / "last.pt"), host="127.0.0.1", port=0, log=logs.append,
+                      warn=lambda m: None)
+    line = next(line for line in logs if line.startswith("serving "))
+    assert "\n" not in line and "\x1b" not in line and "nl\\nx\\x1b[31mRED" in line

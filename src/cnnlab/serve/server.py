@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, printable
 from cnnlab.imagelimits import DEFAULT_MAX_PIXELS, max_file_bytes, open_file_limit
 from cnnlab.runs import DEFAULT_CHECKPOINT
 from cnnlab.serve import CANVAS_SIDE, DEFAULT_MAX_BYTES, MIN_SERVE_PIXELS
@@ -231,8 +231,8 @@ def run_server(
         if not is_loopback(sock.getsockname()[0]):  # the address bound (127.1 and localhost resolved), not as typed
             warn(f"serving on {host}, reachable from other machines; there is no authentication")
         url = f"http://{shown_host(host)}:{sock.getsockname()[1]}/"
-        log(f"serving {predictor.model_name} from {predictor.source} on {url}  "
-            "(Ctrl+C stops)")
+        log(printable(f"serving {predictor.model_name} from {predictor.source} on {url}  (Ctrl+C stops)"))  # a run
+        # folder's name escaped: a newline or a terminal escape in it stays one line, inert
         # the multipart parser logs a WARNING line for each malformed form a client sends; the client gets a 400
         logging.getLogger("python_multipart").setLevel(logging.ERROR)
         serve_forever(app, sock)  # its lines (a Ctrl+C's wait, no file left to accept with): stdout and stderr
