@@ -49,7 +49,8 @@ decoded (:class:`Service`):
 
 So the memory above an idle server stays below about ``decodes x 16 x max_pixels`` bytes (the peak of
 a decode, see :mod:`cnnlab.imagelimits`) plus ``2 x max_buffered`` (the bodies held, ``max_pending x max_bytes``
-by default, and the files read from them): about 0.8 GB at the defaults, whatever the number of clients.
+by default, and the files read from them): about 0.8 GB at the defaults, whatever the number of clients, for raw
+bodies (a multipart form holds a third copy while parsed: up to about 1.3 GB measured, docs/reliability.md).
 """
 
 import base64
@@ -58,6 +59,7 @@ import errno
 import io
 import json
 import logging
+import math
 import threading
 from pathlib import Path
 
@@ -99,6 +101,9 @@ DEFAULT_BODY_GRACE = 5.0
 #: all but the last byte of 4 MiB at once, then stalled, held its 4 MiB of the budget for 256 s (32 such clients:
 #: every real upload 503 for minutes). A real upload never pauses that long mid-body.
 BODY_IDLE_S = 10.0
+#: After the grace, a body must also bring the least rate within each such window: a byte every 9 s (never idle 10 s)
+#: kept a 4 MiB body sent at once but its last bytes for 256 s (ahead of the average rate all along).
+BODY_WINDOW_S = 30.0
 #: Seconds a 503 asks the client to wait before retrying.
 RETRY_AFTER_S = 1
 #: Bytes over the limit that are still read (and dropped) before answering 413, so that a client that
@@ -214,7 +219,7 @@ class RequestGuard:
             fix = "send it at once" if self.body_timeout is not None else f"send it at {rate} or more"
             await _answer(send, 408, f"the request body did not arrive within {limit:g} s; {fix}")
         elif outcome == "idle":
-            await _answer(send, 408, f"the request body stopped arriving for {BODY_IDLE_S:g} s; send it at once")
+            await _answer(send, 408, "the request body stopped arriving before its end; send it at once")
         elif outcome == "slow":
             await _answer(send, 408, f"the request body arrived slower than {rate} after the first "
                                      f"{self.body_grace:g} s (the least this server waits for); send it at once, "
@@ -250,35 +255,65 @@ class RequestGuard:
         if wanted <= self.max_bytes and wanted > self.max_buffered - self.buffered:
             return "full", b""  # it cannot fit now: refused before any of it is read (no "100 Continue")
         chunks: list[bytes] = []
-        seen = 0
-        start = anyio.current_time()
+        over = declared is not None and declared > self.max_bytes  # a 413 whatever comes: drained, never held
+        clock = _BodyClock(self.min_body_rate, self.body_grace, anyio.current_time())
         try:
             with anyio.fail_after(limit):
                 while True:
-                    # the time by which what has come would fall under the rate: the next part must come before it
-                    due = start + max(self.body_grace, seen / self.min_body_rate)
-                    now = anyio.current_time()  # ...and within BODY_IDLE_S of the last: ahead of the rate is no pause
-                    with anyio.move_on_after(min(due - now, BODY_IDLE_S if seen else due - now)) as wait:
+                    if verdict := clock.verdict(anyio.current_time()):
+                        return verdict, b""
+                    with anyio.move_on_after(clock.deadline() - anyio.current_time()):
                         message = await receive()
-                    if wait.cancelled_caught:
-                        return "slow" if anyio.current_time() >= due else "idle", b""
-                    if message["type"] == "http.disconnect":
-                        return "gone", b""
-                    part = message.get("body", b"")
-                    seen += len(part)
-                    if seen <= self.max_bytes:
-                        if not self._hold(held, len(part)):
-                            return "full", b""
-                        chunks.append(part)
-                    elif chunks:  # over the limit: the rest is only drained, and nothing of it is held
-                        chunks.clear()
-                        self.buffered -= held[0]
-                        held[0] = 0
-                    if not message.get("more_body", False) or seen > self.max_bytes + DRAIN_BYTES:
-                        break
+                        if message["type"] == "http.disconnect":
+                            return "gone", b""
+                        part = message.get("body", b"")
+                        clock.arrived(len(part), anyio.current_time())
+                        if clock.seen <= self.max_bytes and not over:
+                            if not self._hold(held, len(part)):
+                                return "full", b""
+                            chunks.append(part)
+                        elif chunks:  # over the limit: the rest is only drained, and nothing of it is held
+                            chunks.clear()
+                            self.buffered -= held[0]
+                            held[0] = 0
+                        if not message.get("more_body", False) or clock.seen > self.max_bytes + DRAIN_BYTES:
+                            break
         except TimeoutError:
             return "late", b""
-        return ("large", b"") if seen > self.max_bytes else ("ok", b"".join(chunks))
+        return ("large", b"") if clock.seen > self.max_bytes else ("ok", b"".join(chunks))
+
+
+class _BodyClock:
+    """When a body still arriving is refused (:meth:`RequestGuard._receive`): under the least rate on average once
+    the grace has passed ("slow"); under it over any :data:`BODY_WINDOW_S` after the grace, however far ahead the
+    average is ("slow": a byte every 9 s kept a 4 MiB body sent at once for 256 s); nothing for :data:`BODY_IDLE_S`
+    once it has begun, or a stop when the average falls due ("idle": the body stopped, it was not slow)."""
+
+    def __init__(self, rate: float, grace: float, start: float):
+        self.rate, self.grace, self.start, self.last, self.seen = rate, grace, start, start, 0
+        self.window_end, self.window_bytes = start + grace + BODY_WINDOW_S, 0
+
+    def due(self) -> float:
+        return self.start + max(self.grace, self.seen / self.rate)
+
+    def deadline(self) -> float:
+        return min(self.due(), self.window_end, self.last + BODY_IDLE_S if self.seen else math.inf)
+
+    def arrived(self, size: int, now: float) -> None:
+        self.seen, self.last = self.seen + size, now
+        self.window_bytes += size if now >= self.start + self.grace else 0
+
+    def verdict(self, now: float) -> str | None:
+        stopped = self.seen and now - self.last >= 1.0
+        if now >= self.due():
+            return "idle" if stopped else "slow"
+        if self.seen and now >= self.last + BODY_IDLE_S:
+            return "idle"
+        if now >= self.window_end:
+            if self.window_bytes < self.rate * BODY_WINDOW_S:
+                return "slow"
+            self.window_end, self.window_bytes = self.window_end + BODY_WINDOW_S, 0
+        return None
 
 
 def _origin_form(scope) -> dict:
