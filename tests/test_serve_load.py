@@ -556,3 +556,21 @@ def test_a_body_over_the_limit_is_413_even_when_the_server_is_full(predictor):
                 time.sleep(0.3)  # limit: it was held, found no room, and the body that can never be taken got 503
                 over.sendall(b"a" * 148_000)
                 assert _read_response(over)[0] == 413
+
+
+def test_a_form_cut_before_its_closing_boundary_is_named_so(app):
+    """A form with its `file` part but no closing `--boundary--` was answered "no file in the form" (the parser
+    drops a part it never saw end): the form is cut short, and the answer says so."""
+    data = png(draw_digit())
+    part = (b"--xxB\r\nContent-Disposition: form-data; name=\"file\"; filename=\"d.png\"\r\n"
+            b"Content-Type: image/png\r\n\r\n" + data)
+    with Served(app) as srv:
+        for body, said in ((part, "cut short"), (part + b"\r\n--xxB--\r\n", None)):
+            head = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=xxB\r\n"
+                    b"Content-Length: %d\r\n\r\n" % len(body))
+            with srv.connect(head + body) as sock:
+                status, _, answer = _read_response(sock)
+            if said:
+                assert status == 400 and said in json.loads(answer)["error"]
+            else:
+                assert status == 200
