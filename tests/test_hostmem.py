@@ -37,9 +37,12 @@ def test_tuned_allocator_stops_refaulting_freed_memory():
     assert tuned["applied"] is True
     # glibc's defaults map and unmap some of the 4 MiB blocks every step (measured: 12,000-30,000
     # faults over these 40 steps); tuned, the heap is reused: 0 faults, or one late growth of the heap
-    # (1,024 faults, one 4 MiB block) in a few runs, never a block per step
-    assert default["faults"] > 5_000, default
-    assert tuned["faults"] <= 2_048 and tuned["faults"] * 5 < default["faults"], (tuned, default)
+    # (1,024 faults, one 4 MiB block) in a few runs, never a block per step. glibc's own threshold adapts, and in
+    # about one run in four on a loaded 2-core machine its defaults reused the heap too (992 faults): the test is
+    # of cnnlab's setting, so the comparison is made only when the defaults show the pattern
+    assert tuned["faults"] <= 2_048, (tuned, default)
+    if default["faults"] > 5_000:
+        assert tuned["faults"] * 5 < default["faults"], (tuned, default)
 
 
 def test_malloc_tuning_flag():
