@@ -143,17 +143,25 @@ def _html_page(h, _stop):
     h.wfile.write(page)
 
 
+def _routes(tmp_path, monkeypatch, where: str) -> dict:
+    """A tiny dataset's four files served at ``where`` (``{path}``: each file's), and the folder ``/mnist`` as an
+    HTML page (what a server answers for a folder URL)."""
+    from test_data_faults import body, gz_files, tiny
+
+    src = tmp_path / "src"
+    tiny(monkeypatch, src)
+    routes = {where.format(path=path): body(data) for path, data in gz_files(src).items()}
+    return {**routes, "/mnist": _html_page, "/mnist/": _html_page}
+
+
 @pytest.mark.parametrize("slash", ["", "/"], ids=["no-slash", "slash"])
 def test_a_mirror_url_with_a_query_string_keeps_it_after_the_file_name(tmp_path, monkeypatch, slash):
     """``CNNLAB_MIRRORS=http://127.0.0.1:PORT/mnist?x=1`` asked for ``/mnist?x=1/train-images-idx3-ubyte.gz``: the
     folder's page, "bad IDX magic"; the file name now goes onto the URL's path, the query kept after it."""
     from cnnlab.data import load_dataset
-    from test_data_faults import body, gz_files, mirror, tiny
+    from test_data_faults import mirror
 
-    src = tmp_path / "src"
-    tiny(monkeypatch, src)
-    routes = {f"/mnist{path}?x=1&y=a%2Fb": body(data) for path, data in gz_files(src).items()}
-    routes.update({"/mnist": _html_page, "/mnist/": _html_page})
+    routes = _routes(tmp_path, monkeypatch, "/mnist{path}?x=1&y=a%2Fb")
     messages: list[str] = []
     with mirror(routes) as url:
         base = f"{url}mnist{slash}?x=1&y=a%2Fb"
@@ -167,12 +175,9 @@ def test_a_mirror_url_with_a_fragment_is_refused_naming_the_mirror(tmp_path, mon
     """``...#frag``: the fragment (and the file name glued after it) never reached the server, which answered the
     folder's page; now that mirror is refused in one line naming it and the fragment, and the next one is tried."""
     from cnnlab.data import load_dataset, sources
-    from test_data_faults import body, gz_files, mirror, tiny
+    from test_data_faults import mirror
 
-    src = tmp_path / "src"
-    tiny(monkeypatch, src)
-    routes = {f"/good{path}": body(data) for path, data in gz_files(src).items()}
-    routes.update({"/mnist": _html_page, "/mnist/": _html_page})
+    routes = _routes(tmp_path, monkeypatch, "/good{path}")
     messages: list[str] = []
     with mirror(routes) as url:
         bad = f"{url}mnist#frag"

@@ -223,6 +223,19 @@ def test_absolute_form_targets_are_served_by_their_path(app):
 # ----------------------------------------------------------------------------- 6. slow uploads
 
 
+def _trickle(sock, times: int, every: float) -> None:
+    """A byte every ``every`` seconds, ``times`` times, on a thread of its own (until the server closes)."""
+    def send():
+        for _ in range(times):
+            time.sleep(every)
+            try:
+                sock.sendall(b"a")
+            except OSError:
+                return
+
+    threading.Thread(target=send, daemon=True).start()
+
+
 @pytest.fixture
 def one_slot(predictor):
     """A server that takes one upload at a time and wants 1,000 bytes a second after 0.5 s (30 s in all)."""
@@ -237,15 +250,7 @@ def test_a_body_that_trickles_is_408_at_once_and_frees_its_slot(one_slot):
     503). Now a body under the least rate after the grace is 408 at once; a real upload is then served."""
     start = time.monotonic()
     with one_slot.connect(_head(b"image/png", length=100_000) + b"a" * 200) as sock:
-        def trickle():
-            for _ in range(40):
-                time.sleep(0.3)
-                try:
-                    sock.sendall(b"a")
-                except OSError:
-                    return
-
-        threading.Thread(target=trickle, daemon=True).start()
+        _trickle(sock, times=40, every=0.3)
         status, _, body = _read_response(sock)
     assert status == 408 and "slower than" in json.loads(body)["error"]
     assert time.monotonic() - start < 5
@@ -530,15 +535,7 @@ def test_a_body_that_trickles_a_byte_now_and_then_after_a_burst_is_408_within_a_
     with Served(create_app(predictor, max_bytes=big + 1000, min_body_rate=1000, body_grace=0.5)) as srv:
         start = time.monotonic()
         with srv.connect(_head(b"image/png", length=big) + b"a" * (big - 40)) as sock:
-            def trickle():
-                for _ in range(30):
-                    time.sleep(0.6)
-                    try:
-                        sock.sendall(b"a")
-                    except OSError:
-                        return
-
-            threading.Thread(target=trickle, daemon=True).start()
+            _trickle(sock, times=30, every=0.6)
             status, _, body = _read_response(sock)
         assert status == 408 and "slower than" in json.loads(body)["error"]
         assert time.monotonic() - start < 6  # the grace and one window, not the body's 200 s at the rate
