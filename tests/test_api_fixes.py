@@ -15,6 +15,8 @@ from cnnlab.cli import main
 from cnnlab.config import TrainConfig
 from cnnlab.errors import CnnlabError
 
+from test_api import weights_equal
+
 TINY = dict(epochs=1, batch_size=32, device="cpu", lr=0.05)
 
 
@@ -67,6 +69,42 @@ def test_loading_and_evaluating_leave_the_callers_rng_alone(run):
     run.model()
     cnnlab.predictor(run.path)
     assert torch.equal(torch.rand(2), expected)
+
+
+def test_a_seeded_run_draws_the_same_weights_while_other_threads_load_and_build_nets(run, tiny_idx, tmp_path):
+    """A seeded run drew its weights from torch's global generator, and so did every net built to load weights: a
+    web app or notebook loading predictors in one thread while ``cnnlab.train(seed=...)`` started in another changed
+    that run's weights (8 runs in 8), and the API's save-and-restore of the generator rewound other threads' draws.
+    Loading draws nothing now, and builds by name wait for a seeded one."""
+    import threading
+
+    data = dict(dataset=f"idx:{tiny_idx}", quiet=True, threads=1, max_steps=1, **TINY)
+    alone = cnnlab.train("resnet", out=tmp_path / "alone", seed=5, **data).model.state_dict()
+    done = threading.Event()
+
+    def load_and_build():
+        while not done.is_set():
+            cnnlab.create_model("inception", pretrained=True)
+            run.model()
+            cnnlab.create_model("resnet")
+
+    helper = threading.Thread(target=load_and_build)
+    helper.start()
+    try:
+        runs = [cnnlab.train("resnet", out=tmp_path / f"beside{i}", seed=5, **data) for i in range(6)]
+    finally:
+        done.set()
+        helper.join()
+    assert all(weights_equal(r.model.state_dict(), alone) for r in runs)
+
+
+def test_loading_a_net_draws_nothing_from_the_global_generator(run):
+    """(Through the API the generator was saved and put back around a load; the library's own loads drew.)"""
+    from cnnlab.checkpoint import load_checkpoint, model_from_checkpoint
+
+    state = torch.get_rng_state()
+    model_from_checkpoint(load_checkpoint(run.path / "last.pt"))
+    assert torch.equal(torch.get_rng_state(), state)
 
 
 def test_the_error_classes_are_reachable_without_the_api():

@@ -93,13 +93,11 @@ def as_arguments(message: str, given: dict) -> str:
 @contextlib.contextmanager
 def api_call(**given) -> Iterator[None]:
     """Around the API's calls into the library: a refusal names the caller's arguments, not the command line's
-    flags (:func:`as_arguments`), and the caller's global torch RNG is left as it was (a net's random
-    initialisation before its weights load drew from it)."""
-    import torch  # the library's (see the top)
-
+    flags (:func:`as_arguments`). The caller's global torch RNG is left as it is by the library itself: a net whose
+    weights are loaded draws none (``checkpoint.empty_model``), a run draws its own inside ``models.seeded``.
+    (Saved and put back here, it rewound the draws of the caller's other threads, and a run's.)"""
     try:
-        with torch.random.fork_rng(devices=[]):
-            yield
+        yield
     except CnnlabError as err:
         said = as_arguments(str(err), given)
         if said == str(err) or type(err).__init__ is not Exception.__init__:  # Interrupted, WriteError: as raised

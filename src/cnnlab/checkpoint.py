@@ -67,7 +67,8 @@ class TrainState:
     #: Set once --target-accuracy was reached: epoch (fractional), step, accuracy, seconds.
     target: dict | None = None
     world_size: int = 1
-    #: torch's global RNG state (the batch order and augmentation use their own seeded generators).
+    #: torch's global RNG state, saved by runs before 2026-12-07 and no longer used: a run draws from that generator
+    #: only for its initial weights (``models.seeded``); the batch order and augmentation have seeded generators.
     rng: torch.Tensor | None = None
     #: Under torchrun each rank drew its own augmentation (seed + rank): the path of the runs saved before
     #: 2026-12-07 (their checkpoints lack the field), kept so that they resume as they ran. New runs draw for the
@@ -474,9 +475,18 @@ def _why_none(run: Path, which: str) -> str:
     return "the run saved no checkpoint (it stopped before its first epoch ended): train it again"
 
 
+def empty_model(name: str, **args) -> nn.Module:
+    """A registered model on the CPU whose weights are left undrawn (built on torch's meta device), for weights
+    about to be loaded: it draws nothing from torch's global generator, which loading a net in one thread while
+    another thread's run drew its seeded weights from it changed that run's weights (every time, in a test)."""
+    with torch.device("meta"):
+        model = create_model(name, **args)
+    return model.to_empty(device="cpu")
+
+
 def model_from_checkpoint(state: dict) -> nn.Module:
     """The model a loaded checkpoint describes, with its weights (strict: every key must fit)."""
-    model = create_model(state["model"]["name"], **state["model"]["args"])
+    model = empty_model(state["model"]["name"], **state["model"]["args"])
     try:
         load_into(model, state["state_dict"])
     except CheckpointError as err:

@@ -37,7 +37,7 @@ def forward_flops(model: torch.nn.Module, in_channels: int, image_size: int) -> 
     """FLOPs of one image's forward pass, counted by ``torch.utils.flop_counter`` (a multiply-add = 2)."""
     model = model.eval()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(torch.zeros(1, in_channels, image_size, image_size))
+        model(torch.zeros(1, in_channels, image_size, image_size, device=next(model.parameters()).device))
     return int(counter.get_total_flops())
 
 
@@ -403,7 +403,8 @@ def _rate(rows: list[dict]) -> float | None:
 def _model_results(name: str, runs: list[dict], data, key: str) -> dict:
     """A model's row of the comparison. A figure some run lacks (a blank cell of an old run, which its last.pt
     cannot fill) is None, shown as '-', and NaN in the curve (as are the epochs past a shorter run's end)."""
-    model, _ = build_model(name, data.info())
+    with torch.device("meta"):  # counted, not run: no weights drawn (nor memory taken)
+        model, _ = build_model(name, data.info())
     longest = max((r["rows"] for r in runs), key=len)
     return {
         "parameters": count_parameters(model),

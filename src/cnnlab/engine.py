@@ -37,7 +37,7 @@ from cnnlab.dataset_names import moved_away
 from cnnlab.evaluation import EvalResult, report_run
 from cnnlab.fileio import atomic_write_json, read_json
 from cnnlab.hostmem import keep_freed_memory
-from cnnlab.models import build_model, check_model_name, count_parameters, float32_default
+from cnnlab.models import build_model, check_model_name, count_parameters, float32_default, seeded
 from cnnlab.optim import eager
 from cnnlab.output import complain, say, stderr_is_terminal
 from cnnlab.runs import LOCK_FILE, RUN_FILES, STATUS_FILE, RunLock, RunPlan, is_run_dir, plan_run, write_status
@@ -316,20 +316,16 @@ def callers_torch_kept():
     on (a caller's ``torch.no_grad()``, ``set_grad_enabled(False)`` or ``inference_mode()`` made the first backward
     torch's "element 0 of tensors does not require grad" and a failed run), float32 as the default dtype (a
     caller's ``set_default_dtype(torch.float64)`` made float64 batches and draws: the run must compute what it
-    computes under torch's default), and, put back after, the intra-op thread count (``threads``) and torch's
-    global RNG (the run seeds it and draws from it: a notebook's own draws after a run were no longer its own),
-    on the CPU and on a CUDA that was initialised before the run."""
-    threads, rng = torch.get_num_threads(), torch.get_rng_state()
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    computes under torch's default), and, put back after, the intra-op thread count (``threads``). torch's global
+    RNG needs nothing here: a run draws from it only inside ``models.seeded``, which puts it back (restoring it
+    here rewound the draws other threads had made during the run)."""
+    threads = torch.get_num_threads()
     try:
         with torch.inference_mode(False), torch.enable_grad(), float32_default():
             yield
     finally:
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
-        torch.set_rng_state(rng)
-        if cuda is not None:
-            torch.cuda.set_rng_state_all(cuda)
 
 
 def start_over_unsaved(out) -> None:
@@ -591,10 +587,8 @@ def build_trainer(cfg: TrainConfig, ranks: Dist, plan: RunPlan, dataset: Dataset
     augment = parse_augment(cfg.augment)
     if augment is not None and augment.flips and (warning := flip_warning(data.name, f"--augment {cfg.augment}")):
         say(warning)
-    # the CPU's generator only (the weights are drawn there): torch.manual_seed also seeds CUDA's, lazily where it is
-    # not initialised yet, which the caller's own CUDA draws after the run then started from
-    torch.default_generator.manual_seed(cfg.seed)
-    model, model_args = build_model(cfg.model, info)
+    with seeded(cfg.seed):  # the only draws of a run from torch's global generator: other threads' cannot interleave
+        model, model_args = build_model(cfg.model, info)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)
     optimizer = build_optimizer(cfg, parameter_groups(model, cfg))
@@ -676,8 +670,6 @@ def restore(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
         t.scheduler.load_state_dict(ckpt["scheduler"])
     t.state = TrainState.from_checkpoint(ckpt)
     t.resumed = True
-    if t.state.rng is not None:
-        torch.set_rng_state(t.state.rng)
     where = plan.run_dir or plan.resume_from
     _recover_best(t, plan.resume_from, where)
     begun = t.state.epoch + (1 if t.state.batch else 0)  # a stop inside an epoch has begun the next one

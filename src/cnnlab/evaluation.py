@@ -15,14 +15,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cnnlab.checkpoint import (load_checkpoint_and_digest, load_into, load_state_dict_file, load_weights_file,
-                               model_from_checkpoint, resolve_checkpoint)
+from cnnlab.checkpoint import (empty_model, load_checkpoint_and_digest, load_into, load_state_dict_file,
+                               load_weights_file, model_from_checkpoint, resolve_checkpoint)
 from cnnlab.data import BatchLoader, Dataset, load_dataset, split_validation
 from cnnlab.data.folder import split_is_drawn
 from cnnlab.dataset_names import DIRECTORY_KINDS, dataset_kind, moved_away
 from cnnlab.devices import resolve_device
 from cnnlab.errors import CheckpointError, CnnlabError, RunBusy, RunError, WriteError, printable
-from cnnlab.models import build_model
+from cnnlab.models import model_arguments
 from cnnlab.output import say
 from cnnlab.pretrained import load_pretrained
 from cnnlab.report import Figures, format_table, summarize, write_report
@@ -184,7 +184,7 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
         if model_name is None:
             raise CnnlabError("--weights needs --model NAME to know which net the state_dict belongs to")
         data = loaded or load_dataset(name or "mnist", data_dir=data_dir)
-        model, _ = build_model(model_name, data.info())
+        model = empty_model(model_name, **model_arguments(data.info()))
         state_dict = record["state_dict"] if record else load_state_dict_file(weights)
         try:
             load_into(model, state_dict)

@@ -294,7 +294,6 @@ class Trainer:
 
     def payload(self) -> dict:
         """What a checkpoint stores: enough to rebuild the model and continue the run bitwise."""
-        self.state.rng = torch.get_rng_state()
         self.state.world_size = self.ranks.world_size
         return {
             "model": {"name": self.cfg.model, "args": self.model_args},

@@ -26,7 +26,7 @@ from cnnlab.devices import resolve_device
 from cnnlab.errors import CnnlabError, printable
 from cnnlab.evaluation import evaluate
 from cnnlab.hostmem import keep_freed_memory
-from cnnlab.models import create_model
+from cnnlab.models import create_model, seeded
 from cnnlab.models.stacks import KINDS, NORMS
 from cnnlab.optim import eager
 
@@ -89,8 +89,9 @@ def init_gradients(kind: str, depth: int, width: int, norm: str, seeds: list[int
     rows = []
     names: list[str] = []
     for seed in seeds:
-        torch.manual_seed(seed)
-        model = build_stack(kind, depth, width, norm, data).to(device)
+        with seeded(seed):
+            model = build_stack(kind, depth, width, norm, data)
+        model.to(device)
         loader = subset_loader(data.train_images, data.train_labels, batch_size, data, device,
                                limit=batch_size, subset_seed=10_000 + seed)
         x, y = next(iter(loader))
@@ -180,8 +181,9 @@ def analyze_gradients(
             t1 = time.perf_counter()
             entry = measure_stack(kind, depth, width, norm, seed_list, data, batch_size, dev)
             if epochs > 0:
-                torch.manual_seed(seed_list[0])
-                model = build_stack(kind, depth, width, norm, data).to(dev)
+                with seeded(seed_list[0]):
+                    model = build_stack(kind, depth, width, norm, data)
+                model.to(dev)
                 entry["training"] = train_budget(model, train_loader, test_loader, epochs=epochs, lr=lr,
                                                  momentum=momentum)
             trained = entry["training"]

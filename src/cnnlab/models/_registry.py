@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import threading
 from typing import Callable, Iterator
 
 import torch
@@ -13,6 +14,9 @@ import torch.nn as nn
 from cnnlab.errors import CnnlabError, did_you_mean, short_repr
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
+#: Held while a net draws its initial weights from torch's global generator (one per process, shared by every
+#: thread): a seeded build (:func:`seeded`) and any other build by name, so that two threads' draws never interleave.
+_DRAWING = threading.RLock()
 #: The registered models' size arguments: whole numbers, at least 1 (``depth``, a stack's count of convs, 0).
 SIZE_ARGUMENTS = ("in_channels", "num_classes", "image_size", "width", "depth")
 #: The most some size arguments may be, and why: beyond them a net's first or last layer alone asks for more
@@ -65,12 +69,24 @@ def create_model(name: str, **kwargs) -> nn.Module:
         if value > most:
             raise CnnlabError(f"model {name!r}: {key} must be at most {most:,} ({why}), got {short_repr(value)}")
     try:
-        with float32_default():
+        with _DRAWING, float32_default():
             return fn(**kwargs)
     except TypeError as err:
         raise CnnlabError(f"model {name!r} does not accept these arguments {kwargs}: {err}") from None
     except ValueError as err:  # a size the layers cannot take (an image too small for the convs and pools)
         raise CnnlabError(f"model {name!r}: {err}; change that argument") from None
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Nets built inside draw their weights from torch's global generator seeded with ``seed``, and the generator is
+    put back as it was after: a run's weights depend on its seed alone, whatever other threads of the process do
+    with cnnlab meanwhile (a predictor loaded, another run started), and the caller's own draws stay their own.
+    Builds by name in other threads wait (:data:`_DRAWING`); a caller's own ``torch.rand`` in another thread at that
+    moment cannot be held back (torch has one global generator), which is why a build here is all that is inside."""
+    with _DRAWING, torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)  # the CPU's only: the weights are drawn there
+        yield
 
 
 @contextlib.contextmanager
