@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from cnnlab.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
 from cnnlab.config import TrainConfig
 from cnnlab.data import Dataset
-from cnnlab.errors import CheckpointError, CnnlabError, RunError
+from cnnlab.errors import CheckpointError, CnnlabError, RunError, shell_quoted
 from cnnlab.evaluation import check_fits
 from cnnlab.fileio import atomic_write_bytes, read_json, sha256_file
 from cnnlab.runs import is_run_dir, is_running, run_status
@@ -151,17 +151,19 @@ def check_rerun_teacher(cfg: TrainConfig, config_file: Path) -> None:
     want = recorded.get("sha256") if isinstance(recorded, dict) else None
     copy = Path(config_file).parent / TEACHER_FILE
     teacher = Path(cfg.teacher)
+    # every path as a shell takes it back: the fixes are to be copied
+    run, copied, named = (shell_quoted(str(p)) for p in (config_file.parent, copy, teacher))
     if not teacher.exists():  # the teacher run moved or deleted: no flag named it, the config did
-        fix = f"give --teacher {copy}, the run's copy of it, or" if copy.is_file() else "give"
-        raise RunError(f"--config {config_file.parent}: its teacher {teacher} is gone (moved or deleted?); {fix} "
+        fix = f"give --teacher {copied}, the run's copy of it, or" if copy.is_file() else "give"
+        raise RunError(f"--config {run}: its teacher {named} is gone (moved or deleted?); {fix} "
                        "--teacher RUN for the teacher run where it is now")
     if not isinstance(want, str):
         want = sha256_file(copy) if copy.is_file() else None
     if want is None or not teacher.is_file() or sha256_file(teacher) == want:
         return  # nothing to compare with (or a folder: load_teacher reads it), or the same teacher
-    raise RunError(f"--config {config_file.parent}: its teacher {teacher} is not the file the run learned from (its "
+    raise RunError(f"--config {run}: its teacher {named} is not the file the run learned from (its "
                    f"SHA-256 changed since: retrained or resumed?); to learn from the same teacher give --teacher "
-                   f"{copy}, the run's copy, or to learn from it as it is now give --teacher {teacher}")
+                   f"{copied}, the run's copy, or to learn from it as it is now give --teacher {named}")
 
 
 def check_same_teacher(teacher: Teacher | None, recorded: dict | None, where) -> None:

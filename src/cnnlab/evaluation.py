@@ -21,7 +21,8 @@ from cnnlab.data import BatchLoader, Dataset, load_dataset, split_validation
 from cnnlab.data.folder import split_is_drawn
 from cnnlab.dataset_names import DIRECTORY_KINDS, dataset_kind, moved_away
 from cnnlab.devices import resolve_device
-from cnnlab.errors import CheckpointError, CnnlabError, RunBusy, RunError, WriteError, printable
+from cnnlab.errors import (CheckpointError, CnnlabError, RunBusy, RunError, WriteError, printable,
+                           shell_quoted)
 from cnnlab.models import model_arguments
 from cnnlab.output import say
 from cnnlab.pretrained import load_pretrained
@@ -203,7 +204,8 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
     ckpt = resolve_checkpoint(path, which)
     state, digest = load_checkpoint_and_digest(ckpt, expect_model=model_name)
     cfg = state["config"]
-    if not (loaded or name) and (message := moved_away(cfg["dataset"], str(ckpt), f"cnnlab evaluate {path} {{new}}")):
+    again = f"cnnlab evaluate {shell_quoted(str(path))} {{new}}"  # a hint to copy: the path as a shell takes it
+    if not (loaded or name) and (message := moved_away(cfg["dataset"], str(ckpt), again)):
         raise CnnlabError(message)
     data = loaded or load_dataset(name or cfg["dataset"], data_dir=data_dir or own_data_dir(cfg, name))
     trained_on = (state.get("data") or {}).get("name", cfg["dataset"])

@@ -1,0 +1,58 @@
+"""Found in the sessions of 2026-12-07 (morning): hints to copy that named a folder as it is, not as a shell takes
+it back."""
+
+from __future__ import annotations
+
+import shutil
+
+from conftest import tiny_config, write_idx_dataset
+
+from cnnlab.cli import main
+from cnnlab.engine import train
+from cnnlab.errors import shell_quoted
+
+QUIET = dict(quiet=True, log=lambda m: None)
+
+
+def test_a_moved_datasets_hint_quotes_the_run_folder_it_names(tmp_path, capsys):
+    data, run = tmp_path / "data", tmp_path / "my run"
+    write_idx_dataset(data)
+    train(tiny_config(data, max_steps=2), out=run, **QUIET)
+    shutil.move(data, tmp_path / "elsewhere")
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cnnlab evaluate {shell_quoted(str(run))} --dataset idx:NEW_DIR" in err
+    assert shell_quoted(str(run)) != str(run)
+
+
+def test_a_distilled_reruns_refusal_quotes_the_folders_it_names(tiny_idx, tmp_path, capsys):
+    teacher, student = tmp_path / "the teacher", tmp_path / "a student"
+    train(tiny_config(tiny_idx, max_steps=2, seed=5), out=teacher, **QUIET)
+    train(tiny_config(tiny_idx, max_steps=2, teacher=str(teacher)), out=student, **QUIET)
+    shutil.move(teacher, tmp_path / "moved")
+    capsys.readouterr()
+    assert main(["train", "--config", str(student), "--out", str(tmp_path / "again"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"--config {shell_quoted(str(student))}:" in err and f"--teacher {shell_quoted(str(student / 'teacher.pt'))}" in err
+
+
+def test_show_input_into_a_read_only_folder_gives_its_own_fix_alone(tmp_path, monkeypatch, capsys):
+    """Its warning carried write_error's generic "(e.g. another --out)", a flag predict does not have, inside its
+    own right advice (--show-input DIR)."""
+    import errno
+    from types import SimpleNamespace
+
+    import cnnlab.predict
+    from cnnlab.cli.predict import save_input_images
+    from cnnlab.fileio import write_error
+
+    def read_only(pred, folder, taken):
+        raise write_error(folder / "a.input.png", OSError(errno.EROFS, "Read-only file system"))
+
+    monkeypatch.setattr(cnnlab.predict, "save_input_image", read_only)
+    assert save_input_images([SimpleNamespace(name=str(tmp_path / "a.png"))], tmp_path / "shown") == [None]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "(Read-only file system); give a writable folder: --show-input DIR" in err
+    assert "--out" not in err
