@@ -56,3 +56,49 @@ def test_show_input_into_a_read_only_folder_gives_its_own_fix_alone(tmp_path, mo
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "(Read-only file system); give a writable folder: --show-input DIR" in err
     assert "--out" not in err
+
+
+def test_a_folder_held_by_another_thread_of_the_process_is_not_blamed_on_another_process(tiny_idx, tmp_path):
+    """Two cnnlab.train(out=same) in two threads: the second was refused as "in use by another cnnlab process (pid
+    N)", N being the caller's own pid (a notebook user would look for, or kill, their own kernel)."""
+    import os
+
+    import pytest
+
+    from cnnlab.errors import RunBusy
+    from cnnlab.runs import RunLock
+
+    run = tmp_path / "run"
+    with RunLock(run):
+        with pytest.raises(RunBusy) as err:
+            train(tiny_config(tiny_idx, max_steps=2), out=run, **QUIET)
+    said = str(err.value)
+    assert f"is in use by another thread of this process (pid {os.getpid()})" in said and "another cnnlab process" not in said
+
+
+def test_a_run_folder_moved_or_deleted_while_listed_is_left_out_not_called_damaged(tiny_idx, tmp_path, monkeypatch):
+    """`cnnlab runs` while a run folder was renamed (or removed): it listed the folder as damaged, "config.json:
+    missing ... put back the one the run wrote", or the folder under its passing name without its last.pt."""
+    import cnnlab.runs
+    from cnnlab.api import list_runs
+
+    root = tmp_path / "runs"
+    for name in ("a", "b"):
+        train(tiny_config(tiny_idx), out=root / name, **QUIET)
+    real = cnnlab.runs.describe_run
+    moves = {"a": "gone", "b": "back"}
+
+    def racing(run):
+        if run.name in moves:  # the folder leaves while it is read: its files go missing to the reader
+            how = moves.pop(run.name)
+            away = run.with_name(run.name + "-moved")
+            run.rename(away)
+            row = real(run)
+            if how == "back":
+                away.rename(run)
+            return row
+        return real(run)
+
+    monkeypatch.setattr(cnnlab.runs, "describe_run", racing)
+    rows = list_runs(root)
+    assert [(r["run"], r["status"]) for r in rows] == [(str(root / "b"), "finished")]

@@ -27,7 +27,8 @@ from cnnlab.config import FLAG_IN_TEXT, Naming, TrainConfig, check_given_setting
 from cnnlab.dataset_names import canonical_dataset_name
 from cnnlab.errors import CnnlabError, RunError, did_you_mean, short_repr
 from cnnlab.fileio import as_path, paths_explained, read_json
-from cnnlab.runs import DEFAULT_CHECKPOINT, LATEST, run_config, check_columns, describe_run, find_runs, matches, read_metrics, resolve_run
+from cnnlab.runs import (DEFAULT_CHECKPOINT, LATEST, check_columns, describe_listed, describe_run, find_runs, matches,
+                         read_metrics, resolve_run, run_config)
 
 if TYPE_CHECKING:
     import torch
@@ -288,7 +289,7 @@ def list_runs(root: str | Path = "runs", **wanted) -> list[dict]:
     the test accuracy of the run's final weights; ``best_acc`` its best epoch's, on the split ``best_split`` names
     (``"val"`` for a run trained with ``val_split``, else ``"test"``)."""
     check_columns(wanted)  # once, and also where there are no runs
-    return [row for row in map(describe_run, find_runs(root)) if matches(row, wanted)]
+    return [row for row in describe_listed(find_runs(root)) if matches(row, wanted)]
 
 
 @paths_explained()

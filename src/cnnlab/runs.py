@@ -201,8 +201,9 @@ class RunLock:
         except OSError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
-            raise RunBusy(f"{self.path.parent} is in use by another cnnlab process (pid {holder}); "
-                           + self.busy.format(pid=holder)) from None
+            who = (f"another cnnlab process (pid {holder})" if holder != str(os.getpid()) else  # flock: per open file
+                   f"another thread of this process (pid {holder}), or a call of it that has not returned")
+            raise RunBusy(f"{self.path.parent} is in use by {who}; " + self.busy.format(pid=holder)) from None
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, str(os.getpid()).encode(), 0)  # who holds it, for the message above
@@ -507,6 +508,20 @@ def describe_run(run: Path) -> dict:
     if problems and row["status"] != "running":
         row["status"], row["detail"] = "damaged", bounded("; ".join(problems))
     return row
+
+
+def describe_listed(runs: list[Path]) -> list[dict]:
+    """:func:`describe_run` of each of ``runs``, for a listing: a folder renamed or deleted while it was read (its
+    files missing one by one) is left out, not listed as damaged with a repair to make; a damaged row is read once
+    more, so that a folder moved away and back meanwhile is listed as it is."""
+    rows = []
+    for run in runs:
+        row = describe_run(run)
+        if row["status"] == "damaged" and os.path.isdir(run):
+            row = describe_run(run)
+        if os.path.isdir(run):
+            rows.append(row)
+    return rows
 
 
 def run_problem(run: Path) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 from cnnlab.cli.common import add_json, path_arg
 from cnnlab.errors import CnnlabError, printable, shell_quoted
 from cnnlab.output import json_text
-from cnnlab.runs import describe_run, find_runs, matches
+from cnnlab.runs import describe_listed, find_runs, matches
 
 
 #: The columns ``cnnlab runs`` can be narrowed by, each with an example value.
@@ -166,7 +166,9 @@ def _rows(runs: list, wanted: dict, limit: int) -> tuple[list[dict], int, list[d
     """The rows to show (newest first, at most ``limit``; 0: all), how many runs match in all, and every run's
     row read for the filter (empty without one: then only the runs shown are read)."""
     if not wanted:
-        return [describe_run(run) for run in (runs[:limit] if limit else runs)], len(runs), []
-    described = [describe_run(run) for run in runs]
+        read = runs[:limit] if limit else runs
+        rows = describe_listed(read)
+        return rows, len(runs) - (len(read) - len(rows)), []  # less those gone while they were read
+    described = describe_listed(runs)
     rows = [row for row in described if matches(row, wanted)]
     return (rows[:limit] if limit else rows), len(rows), described
