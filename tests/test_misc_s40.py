@@ -102,3 +102,34 @@ def test_a_run_folder_moved_or_deleted_while_listed_is_left_out_not_called_damag
     monkeypatch.setattr(cnnlab.runs, "describe_run", racing)
     rows = list_runs(root)
     assert [(r["run"], r["status"]) for r in rows] == [(str(root / "b"), "finished")]
+
+
+def test_a_link_at_the_default_name_in_the_out_folder_is_replaced_not_written_through(tiny_idx, tmp_path):
+    """`export RUN --out DIR/` where DIR/last.onnx (the default name) was a link planted by someone else: the export
+    overwrote the file it named (a user's notes.txt, its owner and mode taken over). The name typed as --out is
+    still written through (tests/test_export.py); a default name is replaced like any file there."""
+    import os
+
+    from test_export import tiny_checkpoint
+
+    ckpt = tiny_checkpoint(tmp_path / "run" / "last.pt", dataset_dir=tiny_idx)
+    notes, shared = tmp_path / "notes.txt", tmp_path / "shared"
+    notes.write_text("my notes")
+    os.chmod(notes, 0o600)
+    shared.mkdir()
+    (shared / "last.onnx").symlink_to(notes)
+    (shared / "model.safetensors").symlink_to(notes)
+    assert main(["export", str(ckpt), "--samples", "4", "--out", f"{shared}/"]) == 0
+    assert main(["export-weights", str(ckpt.parent), "--out", str(shared)]) == 0
+    assert notes.read_text() == "my notes"
+    for name in ("last.onnx", "model.safetensors"):
+        assert not (shared / name).is_symlink() and (shared / name).stat().st_size > 1000
+        assert (shared / name).stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

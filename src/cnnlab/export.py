@@ -200,12 +200,16 @@ def _torchscript_run(data: bytes, batches: list[np.ndarray]) -> list[np.ndarray]
 
 def output_file(out: str | Path | None, default: Path) -> Path:
     """``--out`` as the file to write: ``default`` without one; a folder (one that exists, or any path written
-    with a trailing '/') gets the default's name inside it. A symbolic link is written through, as the shell's
-    ``>`` does (the file was renamed over the link: the link was gone and its target unchanged)."""
+    with a trailing '/') gets the default's name inside it. A symbolic link typed as ``--out`` is written through,
+    as the shell's ``>`` does (the file was renamed over the link: the link was gone and its target unchanged); a
+    link that only sits at the default name, in the folder given or beside the checkpoint, is replaced by the file
+    like any other file there, its target untouched (written through, a link planted in a shared folder made
+    export overwrite whatever file it named, a user's notes.txt)."""
     if out is None or str(out) == "":
         return default
     path = Path(out)
-    path = path / default.name if str(out).endswith(("/", os.sep)) or path.is_dir() else path
+    if str(out).endswith(("/", os.sep)) or path.is_dir():
+        return path / default.name
     return Path(os.path.realpath(path)) if path.is_symlink() else path
 
 

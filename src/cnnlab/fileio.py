@@ -197,7 +197,8 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, mode_of: str | Path | N
     _refuse_special_file(path)
     part = temp_part(path)  # a name too long is refused before any folder is made for it
     make_dirs(path.parent)
-    old = _regular_stat(path if mode_of is None else Path(mode_of))
+    # the permissions of the file replaced: not those of a link's target, which stays as it is (the link is replaced)
+    old = None if mode_of is None and os.path.islink(path) else _regular_stat(path if mode_of is None else Path(mode_of))
     _remove_stale_temp_files_of(path, part)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{part}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
