@@ -133,3 +133,34 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_a_loaded_net_holds_no_uninitialised_memory_where_the_file_leaves_a_buffer_out():
+    """A net built on the meta device for loading was filled by a strict load_state_dict; BatchNorm takes a missing
+    num_batches_tracked from the net itself (no error), which after to_empty was whatever the memory held."""
+    import torch
+
+    import cnnlab
+    from cnnlab.checkpoint import model_from_checkpoint
+
+    args = {"depth": 2, "norm": "batch"}
+    sd = {k: v for k, v in cnnlab.create_model("plain_stack", **args).state_dict().items()
+          if not k.endswith("num_batches_tracked")}
+    for _ in range(3):
+        torch.empty(10**6, dtype=torch.int64).fill_(123456789)  # memory the next allocation may reuse
+        net = model_from_checkpoint({"model": {"name": "plain_stack", "args": args}, "state_dict": dict(sd)})
+        assert [int(v) for k, v in net.state_dict().items() if k.endswith("num_batches_tracked")] == [0, 0, 0]
+
+
+def test_a_nested_tensor_in_the_weights_is_refused_in_one_line(tiny_idx, tmp_path, capsys):
+    import torch
+
+    import cnnlab
+
+    sd = dict(cnnlab.create_model("resnet").state_dict())
+    sd["fc.bias"] = torch.nested.nested_tensor([torch.zeros(10)])
+    torch.save(sd, tmp_path / "nested.pt")
+    assert main(["evaluate", "--weights", str(tmp_path / "nested.pt"), "--model", "resnet", "--dataset",
+                 f"idx:{tiny_idx}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "fc.bias a nested tensor instead of 10" in err

@@ -220,7 +220,7 @@ class Run:
         epoch's end or the check that met its target), as a dict, loaded checked (its SHA-256 sidecar, format version,
         ``torch.load(weights_only=True)``): ``model`` (the net's name and arguments), ``state_dict`` (the weights
         inference loads: their moving average where the run kept one), ``optimizer``, ``scheduler``, ``config``,
-        ``data`` (classes, normalisation) and ``train_state`` (the position in training, the RNG). A missing, damaged
+        ``data`` (classes, normalisation) and ``train_state`` (the position in training). A missing, damaged
         or altered file is a one-line :class:`cnnlab.CheckpointError`; :meth:`model` builds the net from it."""
         from cnnlab.checkpoint import load_checkpoint, resolve_checkpoint  # the library's (see the top)
 

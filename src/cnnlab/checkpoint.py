@@ -425,7 +425,11 @@ def load_into(model: nn.Module, state_dict: dict) -> None:
 
 
 def _dims(t: torch.Tensor) -> str:
-    return "x".join(map(str, t.shape)) or "a scalar"
+    return "a nested tensor" if t.is_nested else "x".join(map(str, t.shape)) or "a scalar"
+
+
+def _fits(got: torch.Tensor, want: torch.Tensor) -> bool:
+    return not got.is_nested and got.shape == want.shape  # a nested tensor has no shape (torch raises for it)
 
 
 def _mismatch(want: dict, got: dict) -> str:
@@ -435,7 +439,7 @@ def _mismatch(want: dict, got: dict) -> str:
     missing = [k for k in want if k not in got]
     extra = [str(k) for k in got if k not in want]
     shapes = [f"{k} {_dims(got[k])} instead of {_dims(want[k])}"
-              for k in want if k in got and isinstance(got[k], torch.Tensor) and got[k].shape != want[k].shape]
+              for k in want if k in got and isinstance(got[k], torch.Tensor) and not _fits(got[k], want[k])]
     parts = [f"{len(missing)} of the net's {len(want)} tensors are not in the file ({some(missing)})"] * bool(missing)
     parts += [f"{len(extra)} in the file are not the net's ({some(extra)})"] * bool(extra)
     parts += [f"{len(shapes)} differ in shape, in the file ({some(shapes)})"] * bool(shapes)
@@ -481,7 +485,11 @@ def empty_model(name: str, **args) -> nn.Module:
     another thread's run drew its seeded weights from it changed that run's weights (every time, in a test)."""
     with torch.device("meta"):
         model = create_model(name, **args)
-    return model.to_empty(device="cpu")
+    model = model.to_empty(device="cpu")
+    with torch.no_grad():  # zeros, not whatever the memory held: a value a file leaves out is not garbage (BatchNorm
+        for t in (*model.parameters(), *model.buffers()):  # fills a missing num_batches_tracked with the net's own)
+            t.zero_()
+    return model
 
 
 def model_from_checkpoint(state: dict) -> nn.Module:

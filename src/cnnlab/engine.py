@@ -669,6 +669,7 @@ def restore(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
     if t.scheduler is not None and ckpt.get("scheduler"):
         t.scheduler.load_state_dict(ckpt["scheduler"])
     t.state = TrainState.from_checkpoint(ckpt)
+    t.state.rng = None  # an older run's generator state, no longer used: not carried into the checkpoints to come
     t.resumed = True
     where = plan.run_dir or plan.resume_from
     _recover_best(t, plan.resume_from, where)
