@@ -78,3 +78,32 @@ def isolated_home(request, tmp_path, monkeypatch):
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     monkeypatch.setenv("PIP_FIND_LINKS", "")
     monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+
+
+class HeldElsewhere:
+    """A run folder's lock held by another process (a child that takes the flock, writes its pid, and waits): what
+    a training or analysis in another terminal does. (A lock taken in the test's own process is another thread's
+    of this process to cnnlab, and is refused in other words.)"""
+
+    CODE = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); os.ftruncate(fd, 0); os.pwrite(fd, str(os.getpid()).encode(), 0); "
+            "print('held', flush=True); sys.stdin.read()")
+
+    def __init__(self, folder: Path, name: str = ".lock"):
+        self.path = Path(folder) / name
+
+    def __enter__(self) -> "HeldElsewhere":
+        import subprocess
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen([sys.executable, "-c", self.CODE, str(self.path)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout.readline().strip() == "held"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.proc.stdin.close()  # it reads to the end, then exits: the kernel releases the lock
+        self.proc.wait(timeout=30)
+
+    def release(self) -> None:
+        self.__exit__()

@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 
+from conftest import HeldElsewhere
 from cnnlab.analysis import gradients as gr
 from cnnlab.cli import main
 from cnnlab.errors import CnnlabError, WriteError
@@ -32,11 +33,8 @@ def _held(folder, name):
 def test_a_second_analysis_into_one_folder_is_refused(tiny_idx, tmp_path, capsys):
     out = tmp_path / "cc"
     out.mkdir()
-    lock = _held(out, ".analysis.lock")  # another analysis writing there (flock: per open file, so it counts)
-    try:
+    with HeldElsewhere(out, ".analysis.lock"):  # another analysis writing there
         code = main([*GRAD, "--dataset", f"idx:{tiny_idx}", "--out", str(out)])
-    finally:
-        lock.release()
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "in use by another cnnlab process" in err
     assert not (out / "gradients.json").exists()

@@ -54,7 +54,7 @@ def test_show_input_into_a_read_only_folder_gives_its_own_fix_alone(tmp_path, mo
     monkeypatch.setattr(cnnlab.predict, "save_input_image", read_only)
     assert save_input_images([SimpleNamespace(name=str(tmp_path / "a.png"))], tmp_path / "shown") == [None]
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "(Read-only file system); give a writable folder: --show-input DIR" in err
+    assert err.count("\n") == 1 and "Read-only file system); give a writable folder: --show-input DIR" in err
     assert "--out" not in err
 
 
@@ -73,22 +73,55 @@ def test_a_folder_held_by_another_thread_of_the_process_is_not_blamed_on_another
         with pytest.raises(RunBusy) as err:
             train(tiny_config(tiny_idx, max_steps=2), out=run, **QUIET)
     said = str(err.value)
-    assert f"is in use by another thread of this process (pid {os.getpid()})" in said and "another cnnlab process" not in said
+    assert "is in use by another thread of this process (a call that has not returned yet)" in said
+    assert "another cnnlab process" not in said and "kill" not in said and str(os.getpid()) not in said
 
 
-def test_a_run_folder_moved_or_deleted_while_listed_is_left_out_not_called_damaged(tiny_idx, tmp_path, monkeypatch):
+def test_another_process_with_the_same_pid_is_another_process(tmp_path):
+    """Two containers sharing a runs folder both run cnnlab as pid 1: the pid in the lock file matched the caller's
+    own, and a real second process was said to be "another thread of this process"."""
+    import os
+    import subprocess
+    import sys
+
+    import pytest
+
+    from cnnlab.errors import RunBusy
+    from cnnlab.runs import LOCK_FILE, RunLock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    code = ("import sys, time; from pathlib import Path; from cnnlab.runs import RunLock; "
+            "lock = RunLock(Path(sys.argv[1])).acquire(); print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        (run / LOCK_FILE).write_text(str(os.getpid()))  # the pid it wrote, as a process of another namespace
+        with pytest.raises(RunBusy) as err:
+            RunLock(run).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert f"in use by another cnnlab process (pid {os.getpid()})" in str(err.value)
+
+
+def test_a_run_folder_moved_or_deleted_while_listed_is_left_out_not_called_damaged(tiny_idx, tmp_path, monkeypatch,
+                                                                                   capsys):
     """`cnnlab runs` while a run folder was renamed (or removed): it listed the folder as damaged, "config.json:
-    missing ... put back the one the run wrote", or the folder under its passing name without its last.pt."""
+    missing ... put back the one the run wrote", or the folder under its passing name without its last.pt; then
+    (left out) a run renamed once went missing from that listing: it is found under its new name."""
+    import json
+    import shutil
+
     import cnnlab.runs
     from cnnlab.api import list_runs
 
     root = tmp_path / "runs"
-    for name in ("a", "b"):
+    for name in ("a", "b", "c"):
         train(tiny_config(tiny_idx), out=root / name, **QUIET)
     real = cnnlab.runs.describe_run
-    moves = {"a": "gone", "b": "back"}
 
-    def racing(run):
+    def racing(run, moves):
         if run.name in moves:  # the folder leaves while it is read: its files go missing to the reader
             how = moves.pop(run.name)
             away = run.with_name(run.name + "-moved")
@@ -96,12 +129,21 @@ def test_a_run_folder_moved_or_deleted_while_listed_is_left_out_not_called_damag
             row = real(run)
             if how == "back":
                 away.rename(run)
+            elif how == "deleted":
+                shutil.rmtree(away)
             return row
         return real(run)
 
-    monkeypatch.setattr(cnnlab.runs, "describe_run", racing)
-    rows = list_runs(root)
-    assert [(r["run"], r["status"]) for r in rows] == [(str(root / "b"), "finished")]
+    def listed(rows):
+        return sorted((row["run"].rsplit("/", 1)[1], row["status"]) for row in rows)
+
+    monkeypatch.setattr(cnnlab.runs, "describe_run", lambda run: racing(run, moves))
+    moves = {"a": "renamed", "b": "back", "c": "deleted"}
+    assert listed(list_runs(root)) == [("a-moved", "finished"), ("b", "finished")]
+    (root / "a-moved").rename(root / "a")
+    moves = {"a": "renamed", "b": "back"}
+    assert main(["runs", "--root", str(root), "--json"]) == 0
+    assert listed(json.loads(capsys.readouterr().out)) == [("a-moved", "finished"), ("b", "finished")]
 
 
 def test_a_link_at_the_default_name_in_the_out_folder_is_replaced_not_written_through(tiny_idx, tmp_path):
@@ -164,3 +206,51 @@ def test_a_nested_tensor_in_the_weights_is_refused_in_one_line(tiny_idx, tmp_pat
                  f"idx:{tiny_idx}"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "fc.bias a nested tensor instead of 10" in err
+
+
+def test_refusals_of_a_run_held_in_this_process_name_the_thread_and_quote_the_folder(tiny_idx, tmp_path, capsys):
+    """A run another thread of the process trains: --teacher and export said "another cnnlab process holds it";
+    export's example command named the folder raw (`cnnlab export runs/busy run --out last-mid.onnx`)."""
+    import pytest
+
+    from cnnlab.errors import CnnlabError, RunError
+    from cnnlab.export import export_run
+    from cnnlab.runs import RunLock
+
+    run = tmp_path / "busy run"
+    train(tiny_config(tiny_idx, max_steps=2), out=run, **QUIET)
+    with RunLock(run):
+        with pytest.raises(RunError) as taught:
+            train(tiny_config(tiny_idx, max_steps=1, teacher=str(run)), out=tmp_path / "student", **QUIET)
+        with pytest.raises(CnnlabError) as exported:
+            export_run(run, "torchscript", samples=2)
+    assert "still training (another thread of this process holds it)" in str(taught.value)
+    said = str(exported.value)
+    assert "(another thread of this process holds it)" in said and f"cnnlab export {shell_quoted(str(run))} --out" in said
+
+
+def test_more_hints_to_copy_quote_their_folders(tiny_idx, tmp_path, capsys):
+    """`train --resume 'my run'` of a run whose idx: data moved, and `train --out 'my dir'` (a folder with other
+    files): their hints named the folder raw, and the pasted command failed."""
+    data, run, mine = tmp_path / "data", tmp_path / "my run", tmp_path / "my dir"
+    write_idx_dataset(data)
+    train(tiny_config(data, epochs=2, max_steps=3), out=run, **QUIET)
+    shutil.move(data, tmp_path / "elsewhere")
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run)]) == 2
+    assert f"cnnlab train --resume {shell_quoted(str(run))} --dataset idx:NEW_DIR" in capsys.readouterr().err
+    assert main(["train", "--model", "basic_cnn", "--dataset", f"idx:{tiny_idx}", "--out", str(mine)]) == 2
+    assert f"e.g. --out {shell_quoted(str(mine / 'run1'))}" in capsys.readouterr().err
+
+
+def test_export_weights_replaces_a_link_to_the_checkpoint_at_its_default_name(tiny_idx, tmp_path, capsys):
+    """A link RUN/model.safetensors -> last.pt was refused as "the default output file is that very file", though
+    the link is replaced, not written through: the checkpoint is safe."""
+    run = tmp_path / "run"
+    train(tiny_config(tiny_idx, max_steps=2), out=run, **QUIET)
+    before = (run / "last.pt").read_bytes()
+    (run / "model.safetensors").symlink_to("last.pt")
+    assert main(["export-weights", str(run)]) == 0
+    assert not (run / "model.safetensors").is_symlink() and (run / "last.pt").read_bytes() == before

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import cnnlab.fileio
+from conftest import HeldElsewhere
 from cnnlab.checkpoint import load_checkpoint, load_state_dict_file, save_checkpoint, sidecar
 from cnnlab.cli import main
 from cnnlab.config import TrainConfig
@@ -153,14 +154,14 @@ def test_a_bit_flip_is_refused_even_without_the_sidecar(tmp_path):
 
 def test_a_run_folder_belongs_to_one_process(tiny_idx, tmp_path):
     run = tmp_path / "run"
-    with RunLock(run):  # another process's training holds it
+    with HeldElsewhere(run):  # another process's training holds it
         with pytest.raises(RunError, match="in use by another cnnlab process"):
             train(cfg_for(tiny_idx), out=run, **QUIET)
     assert sorted(p.name for p in run.iterdir()) == [".lock"]  # nothing of the refused run was written
     # a resume of a run that is training now says how to resume it (it said "pick another --out", which a resume
     # has not)
     train(cfg_for(tiny_idx, max_steps=1), out=tmp_path / "half", **QUIET)
-    with RunLock(tmp_path / "half"):
+    with HeldElsewhere(tmp_path / "half"):
         with pytest.raises(RunError, match=r"in use by another cnnlab process \(pid \d+\); it is training now; let it "
                                            r"finish, or stop it \(Ctrl\+C where it runs, or kill \d+\) and resume then: "
                                            r"cnnlab train --resume .*half$"):

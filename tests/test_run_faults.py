@@ -29,7 +29,7 @@ from cnnlab.errors import CheckpointError, Interrupted, RunError, WriteError
 from cnnlab.fileio import sha256_file
 from cnnlab.runs import RunLock, describe_run, read_metrics
 
-from conftest import write_idx_dataset
+from conftest import HeldElsewhere, write_idx_dataset
 
 HERE = Path(__file__).parent
 QUIET = dict(quiet=True, log=lambda m: None)
@@ -124,7 +124,7 @@ def test_a_run_whose_disk_filled_before_its_first_checkpoint_starts_over_with_th
     assert main(command) == 2 and "already holds a run" in capsys.readouterr().err
     for name in ("last.pt", "last.pt.sha256", "best.pt", "best.pt.sha256", "summary.json"):
         (run / name).unlink()
-    with RunLock(run):
+    with HeldElsewhere(run):
         assert main(command) == 2 and "in use by another cnnlab process" in capsys.readouterr().err
     assert main(["train", "--config", str(run), "--out", str(run), "--quiet"]) == 0  # the command the resume named
 

@@ -67,7 +67,7 @@ def test_an_evaluation_writes_nothing_into_a_run_that_a_process_holds_when_it_en
     finally:
         lock.release()
         monkeypatch.undo()
-    assert "no report written: another cnnlab process holds the run" in capsys.readouterr().out
+    assert "no report written: another thread of this process holds the run" in capsys.readouterr().out  # (held here)
     assert (run / "summary.json").read_bytes() == before
     assert main(["evaluate", str(run)]) == 0 and "wrote summary.json" in capsys.readouterr().out  # as before
 

@@ -289,7 +289,7 @@ def list_runs(root: str | Path = "runs", **wanted) -> list[dict]:
     the test accuracy of the run's final weights; ``best_acc`` its best epoch's, on the split ``best_split`` names
     (``"val"`` for a run trained with ``val_split``, else ``"test"``)."""
     check_columns(wanted)  # once, and also where there are no runs
-    return [row for row in describe_listed(find_runs(root)) if matches(row, wanted)]
+    return [row for row in describe_listed(find_runs(root), lambda: find_runs(root)) if matches(row, wanted)]
 
 
 @paths_explained()

@@ -216,7 +216,7 @@ def _taught(cfg: TrainConfig, teachers: str | Path | None, teacher: TrainConfig)
     if not finished_run(taught_by, teacher):
         raise CnnlabError(f"--teachers {teachers}: no finished {teacher.model} seed {teacher.seed} run of these settings "
                           f"there ({taught_by.name}); make the teachers first: the same compare without --teachers, "
-                          f"with --out {teachers} (or --teachers auto)")
+                          f"with --out {shell_quoted(str(teachers))} (or --teachers auto)")
     return replace(cfg, teacher=str((taught_by / "last.pt").resolve()))
 
 

@@ -30,7 +30,7 @@ from cnnlab.data import Dataset
 from cnnlab.errors import CheckpointError, CnnlabError, RunError, shell_quoted
 from cnnlab.evaluation import check_fits
 from cnnlab.fileio import atomic_write_bytes, read_json, sha256_file
-from cnnlab.runs import is_run_dir, is_running, run_status
+from cnnlab.runs import holder, is_run_dir, is_running, run_status
 
 
 @dataclass
@@ -116,7 +116,7 @@ def _teacher_path(cfg: TrainConfig, run_dir: Path | None) -> Path:
         raise RunError(f"--teacher {cfg.teacher}: that is this run's own checkpoint; a run cannot teach itself: "
                        "give another, finished run")
     if is_running(path.parent):
-        raise RunError(f"--teacher {cfg.teacher}: that run is still training (another cnnlab process holds it); "
+        raise RunError(f"--teacher {cfg.teacher}: that run is still training ({holder(path.parent)} holds it); "
                        "wait for it to finish, or give a finished run")
     cfg.teacher = str(path)
     return path

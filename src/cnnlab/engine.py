@@ -241,9 +241,11 @@ def train(
         guard = None if plan.run_dir is None else FolderGuard(plan.run_dir)
         if guard is not None:
             stack.push(_forget_if_empty(plan, guard))  # last out: after the lock is released (also when it cannot be taken)
-            busy = {} if plan.resume_from is None else {"busy": (
-                f"it is training now; let it finish, or stop it (Ctrl+C where it runs, or kill {{pid}}) and resume "
-                f"then: cnnlab train --resume {shell_quoted(str(plan.run_dir))}")}
+            again = f"cnnlab train --resume {shell_quoted(str(plan.run_dir))}"
+            busy = {} if plan.resume_from is None else {
+                "busy": f"it is training now; let it finish, or stop it (Ctrl+C where it runs, or kill {{pid}}) and "
+                        f"resume then: {again}",
+                "busy_here": f"it is training now in that call; let it return, then resume: {again}"}
             guard.take(stack.enter_context(RunLock(plan.run_dir, **busy)))
             # a resume refused before it restored anything leaves the run as it was (a finished run stays finished)
             stack.push(recorder := FailureRecord(plan, armed=plan.resume_from is None, guard=guard))
@@ -370,7 +372,7 @@ def _resumed_checkpoint(plan: RunPlan) -> dict | None:
 
 def _check_data_there(cfg: TrainConfig, where) -> None:
     """A resumed run's ``idx:``/``folder:`` directory that is gone: say how to give its new place."""
-    if message := moved_away(cfg.dataset, f"--resume {where}", f"cnnlab train --resume {where} {{new}}"):
+    if message := moved_away(cfg.dataset, f"--resume {where}", f"cnnlab train --resume {shell_quoted(str(where))} {{new}}"):
         raise RunError(message)
 
 

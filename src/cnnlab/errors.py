@@ -153,8 +153,9 @@ class WriteError(CnnlabError, OSError):
     (a cache) catches it as before.
     """
 
-    def __init__(self, message: str, errno: int | None):
+    def __init__(self, message: str, errno: int | None, reason: str | None = None):
         OSError.__init__(self, errno, message)
+        self.reason = reason or message  # what went wrong without the fix (a caller with a fix of its own says that)
 
     def __str__(self) -> str:
         return str(self.strerror)

@@ -28,7 +28,7 @@ from cnnlab.output import say
 from cnnlab.pretrained import load_pretrained
 from cnnlab.report import Figures, format_table, summarize, write_report
 from cnnlab.fileio import open_if_regular, sha256_of
-from cnnlab.runs import RunLock, check_output_folder, checkpoints_gone, is_run_dir, is_running
+from cnnlab.runs import RunLock, check_output_folder, checkpoints_gone, holder, is_run_dir, is_running
 from cnnlab.tta import TTA, parse_tta
 
 Log = Callable[[str], None]
@@ -218,7 +218,7 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
     elif not not_own and (changed := changed_data(state.get("data"), data)):
         not_own = changed
     elif not not_own and is_running(ckpt.parent):  # its training writes the run's result when it ends
-        not_own = "the run is still training (another cnnlab process holds it), so last.pt is not its final weights"
+        not_own = f"the run is still training ({holder(ckpt.parent)} holds it), so last.pt is not its final weights"
     return Subject(model_from_checkpoint(state), state["model"]["name"], data, str(ckpt),
                    channels_last=bool(cfg.get("channels_last", False)), run_dir=None if not_own else ckpt.parent,
                    not_own=not_own, split=split, warning=other_classes((state.get("data") or {}).get("classes"),
@@ -238,8 +238,8 @@ def own_report(subject: Subject) -> Iterator[str]:
     except WriteError:  # a read-only run folder: no lock, and the report's own write says what is wrong
         lock = RunLock(ckpt.parent)
     except RunBusy:
-        yield ("another cnnlab process holds the run (its training resumed, or another evaluation writes its report), so "
-               "the checkpoint evaluated may not be its final weights")
+        yield (f"{holder(ckpt.parent)} holds the run (its training resumed, or another evaluation writes its report), "
+               "so the checkpoint evaluated may not be its final weights")
         return
     except RunError as err:  # its lock is a planted link, a FIFO...: what is wrong, not a process that does not exist
         yield str(err)

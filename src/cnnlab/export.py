@@ -31,12 +31,12 @@ from cnnlab import __version__
 from cnnlab.checkpoint import TrainState, load_checkpoint_and_digest, model_from_checkpoint, resolve_checkpoint
 from cnnlab.data import load_dataset
 from cnnlab.dataset_names import moved_away
-from cnnlab.errors import CnnlabError, first_line
+from cnnlab.errors import CnnlabError, first_line, shell_quoted
 from cnnlab.evaluation import own_data_dir
 from cnnlab.export_formats import FORMATS, SUFFIXES, TOLERANCE
 from cnnlab.fileio import atomic_write_bytes
 from cnnlab.pretrained import load_pretrained
-from cnnlab.runs import DEFAULT_CHECKPOINT, check_output_file, is_run_dir, is_running
+from cnnlab.runs import DEFAULT_CHECKPOINT, check_output_file, holder, is_run_dir, is_running
 
 #: ONNX opset: 17 is read by every onnxruntime of the last years.
 OPSET = 17
@@ -93,9 +93,9 @@ def refuse_running(ckpt: Path, out: Path, default: bool, command: str) -> bool:
     if not (is_run_dir(folder) and is_running(folder)):
         return False
     if default or out.parent.resolve() == folder.resolve():
-        raise CnnlabError(f"{folder} is still training (another cnnlab process holds it): nothing written into it; "
+        raise CnnlabError(f"{folder} is still training ({holder(folder)} holds it): nothing written into it; "
                           f"export it when it ends, or give --out FILE outside it to export its {ckpt.name} as it is "
-                          f"now (e.g. cnnlab {command} {folder} --out {ckpt.stem}-mid{out.suffix or ''})")
+                          f"now (e.g. cnnlab {command} {shell_quoted(str(folder))} --out {ckpt.stem}-mid{out.suffix or ''})")
     return True
 
 
@@ -233,8 +233,8 @@ def check_not_the_source(target: Path, source: Path, typed: bool) -> None:
     RUN/last.onnx``: each writes by default over its input): first what that input is, so that a file that is no
     checkpoint (an export) is refused as any other path is, not as an --out nobody typed; then, for a checkpoint, the
     default name that coincides with it (a typed --out is left to :func:`cnnlab.runs.check_output_file`)."""
-    try:
-        same = target.exists() and source.is_file() and target.resolve() == source.resolve()
+    try:  # a link at the name is replaced, not written through (output_file): never the source
+        same = not target.is_symlink() and target.exists() and source.is_file() and target.resolve() == source.resolve()
     except (OSError, RuntimeError):  # a path it cannot resolve: check_output_file and the load say what it is
         return
     if not same:

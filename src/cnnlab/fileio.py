@@ -80,7 +80,8 @@ def write_error(path: str | Path, err: OSError) -> WriteError:
         fix = f"make {_nearest_folder(path.parent)} writable, or write somewhere else (e.g. another --out)"
     else:
         fix = "check the path and the disk"
-    return WriteError(f"cannot write {path}: {err.strerror or err}; {fix}", err.errno)
+    reason = f"cannot write {path}: {err.strerror or err}"
+    return WriteError(f"{reason}; {fix}", err.errno, reason)
 
 
 def user_home() -> Path | None:
@@ -177,8 +178,8 @@ def make_dirs(path: str | Path) -> Path:
     except FileExistsError:
         what = kind_of(path)
         fix = "remove it or pick another path" if what == "a file" else "pick another path"
-        raise WriteError(f"cannot create folder {path}: {what} of that name is in the way; {fix}",
-                         errno.EEXIST) from None
+        reason = f"cannot create folder {path}: {what} of that name is in the way"
+        raise WriteError(f"{reason}; {fix}", errno.EEXIST, reason) from None
     except OSError as err:
         raise write_error(path / ".", err) from None
     return path

@@ -14,10 +14,12 @@ import math
 import os
 import re
 import stat
+import threading
 import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 try:
     import fcntl  # POSIX: the run-folder lock
@@ -176,7 +178,29 @@ def _refuse_other_files(out: Path) -> None:
     if others:
         shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
         raise RunError(f"--out {out} is a folder with other files in it ({shown}); a run gets a folder of its own: "
-                       f"pick a new or empty one, e.g. --out {out / 'run1'}")
+                       f"pick a new or empty one, e.g. --out {shell_quoted(str(out / 'run1'))}")
+
+
+#: The run locks this process holds, by their file's (device, inode): a lock held by one of them is another thread's
+#: call of this process, not another process (the pid in the file does not tell: two containers' processes may
+#: both be pid 1).
+_HELD_HERE: set[tuple[int, int]] = set()
+_HELD_HERE_LOCK = threading.Lock()
+
+
+def held_here(run: Path) -> bool:
+    """Whether a run folder's lock is held by this very process (another thread of it)."""
+    try:
+        st = os.stat(Path(run) / LOCK_FILE, follow_symlinks=False)
+    except OSError:
+        return False
+    with _HELD_HERE_LOCK:
+        return (st.st_dev, st.st_ino) in _HELD_HERE
+
+
+def holder(run: Path) -> str:
+    """Who holds a run folder's lock, for a message: "another cnnlab process", or "another thread of this process"."""
+    return "another thread of this process" if held_here(run) else "another cnnlab process"
 
 
 class RunLock:
@@ -186,10 +210,13 @@ class RunLock:
     folder locked. Where ``fcntl`` does not exist (Windows) there is no lock.
     """
 
-    def __init__(self, run_dir: Path, busy: str = "wait for it to finish, or pick another --out"):
+    def __init__(self, run_dir: Path, busy: str = "wait for it to finish, or pick another --out",
+                 busy_here: str = "wait for that call to return, or pick another --out"):
         self.path = Path(run_dir) / LOCK_FILE
         self.fd: int | None = None
+        self.key: tuple[int, int] | None = None  # the lock file's (device, inode) while held
         self.busy = busy  # what to do when another process holds it
+        self.busy_here = busy_here  # ... and when another thread of this process does
 
     def acquire(self) -> "RunLock":
         if fcntl is None:
@@ -199,11 +226,16 @@ class RunLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            st = os.fstat(fd)
             os.close(fd)
-            who = (f"another cnnlab process (pid {holder})" if holder != str(os.getpid()) else  # flock: per open file
-                   f"another thread of this process (pid {holder}), or a call of it that has not returned")
-            raise RunBusy(f"{self.path.parent} is in use by {who}; " + self.busy.format(pid=holder)) from None
+            with _HELD_HERE_LOCK:
+                here = (st.st_dev, st.st_ino) in _HELD_HERE  # flock is per open file: a thread of ours holds it
+            if here:
+                raise RunBusy(f"{self.path.parent} is in use by another thread of this process (a call that has not "
+                              f"returned yet); {self.busy_here}") from None
+            raise RunBusy(f"{self.path.parent} is in use by another cnnlab process (pid {pid}); "
+                          + self.busy.format(pid=pid)) from None
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, str(os.getpid()).encode(), 0)  # who holds it, for the message above
@@ -211,6 +243,10 @@ class RunLock:
             os.close(fd)
             raise write_error(self.path, err) from None
         self.fd = fd
+        st = os.fstat(fd)
+        self.key = (st.st_dev, st.st_ino)
+        with _HELD_HERE_LOCK:
+            _HELD_HERE.add(self.key)
         remove_stale_temp_files_in(self.path.parent)  # ours now: what killed writers left is garbage
         return self
 
@@ -244,6 +280,8 @@ class RunLock:
 
     def release(self) -> None:
         if self.fd is not None:
+            with _HELD_HERE_LOCK:
+                _HELD_HERE.discard(self.key)
             os.close(self.fd)  # closing the descriptor releases the flock
             self.fd = None
 
@@ -331,7 +369,8 @@ def check_output_file(target: str | Path, source: Path | None, flag: str = "--ou
     config, metrics, report; its lock), which only that run's own exports (:data:`EXPORT_FILES`) may replace."""
     target = Path(target)
     name, folder = target.name, target.parent
-    if source is not None and target.exists() and target.resolve() == source.resolve():
+    # a link at the name is replaced by the write (fileio.atomic_write_bytes), not written through: never the source
+    if source is not None and not target.is_symlink() and target.exists() and target.resolve() == source.resolve():
         raise RunError(f"{flag} {target} is the checkpoint being exported; give another file name")
     if os.path.isfile(target.with_name(name + ".sha256")):  # False for a name too long to have a sidecar
         raise RunError(f"{flag} {target} is a cnnlab checkpoint (it has a .sha256 beside it); writing over it "
@@ -510,18 +549,26 @@ def describe_run(run: Path) -> dict:
     return row
 
 
-def describe_listed(runs: list[Path]) -> list[dict]:
+def describe_listed(runs: list[Path], rescan: Callable[[], list[Path]] | None = None) -> list[dict]:
     """:func:`describe_run` of each of ``runs``, for a listing: a folder renamed or deleted while it was read (its
     files missing one by one) is left out, not listed as damaged with a repair to make; a damaged row is read once
-    more, so that a folder moved away and back meanwhile is listed as it is."""
-    rows = []
-    for run in runs:
+    more, so that a folder moved away and back meanwhile is listed as it is. Where a folder went, ``rescan`` (the
+    listing's own search, again) finds it under its new name: its row joins the others in that search's order."""
+    rows = [row for row in map(_listed_row, runs) if row is not None]
+    if len(rows) == len(runs) or rescan is None:
+        return rows
+    again = rescan()
+    seen = {str(run) for run in runs}
+    rows += [row for row in map(_listed_row, (p for p in again if str(p) not in seen)) if row is not None]
+    order = {str(p): i for i, p in enumerate(again)}
+    return sorted(rows, key=lambda row: order.get(row["run"], len(order)))
+
+
+def _listed_row(run: Path) -> dict | None:
+    row = describe_run(run)
+    if row["status"] == "damaged" and os.path.isdir(run):
         row = describe_run(run)
-        if row["status"] == "damaged" and os.path.isdir(run):
-            row = describe_run(run)
-        if os.path.isdir(run):
-            rows.append(row)
-    return rows
+    return row if os.path.isdir(run) else None
 
 
 def run_problem(run: Path) -> str:

@@ -147,8 +147,8 @@ def _not_saved(name: str, folders: list[Path], err: OSError) -> str:
         why = "the name <image name>.input.x10.png would be too long for the file system"
         fix = "rename the image to a shorter name"
     else:
-        # the OS's reason alone: a WriteError's own text carries its generic fix ("another --out"), not this one
-        why = os.strerror(err.errno) if err.errno else (err.strerror or type(err).__name__)
+        # the reason alone: a WriteError's whole text carries its generic fix ("another --out"), not this one
+        why = getattr(err, "reason", None) or err.strerror or type(err).__name__
         fix = "give a writable folder: --show-input DIR"
     return f"--show-input: the input image of {printable(name)} was not written into {tried} ({why}); {fix}"
 

@@ -135,7 +135,7 @@ def cmd_runs(args) -> int:
         raise CnnlabError(f"--root {args.root}: no such folder; check the path (runs are written under runs/ "
                           "unless a run was given --out)")
     wanted = {key: getattr(args, key) for key in FILTERS if getattr(args, key) is not None}
-    rows, total, described = _rows(runs, wanted, args.limit)
+    rows, total, described = _rows(runs, wanted, args.limit, rescan=lambda: find_runs(args.root))
     if args.json:
         print(json_text(rows, indent=2))
     elif not rows:
@@ -162,13 +162,14 @@ def _values_there(rows: list[dict], wanted: dict) -> str:
     return "; the runs there have " + "; ".join(f"{key} {values(key)}" for key in wanted)
 
 
-def _rows(runs: list, wanted: dict, limit: int) -> tuple[list[dict], int, list[dict]]:
+def _rows(runs: list, wanted: dict, limit: int, rescan=None) -> tuple[list[dict], int, list[dict]]:
     """The rows to show (newest first, at most ``limit``; 0: all), how many runs match in all, and every run's
-    row read for the filter (empty without one: then only the runs shown are read)."""
+    row read for the filter (empty without one: then only the runs shown are read). ``rescan``: the search for runs
+    again, for a folder renamed while it was read (``runs.describe_listed``)."""
     if not wanted:
         read = runs[:limit] if limit else runs
-        rows = describe_listed(read)
+        rows = describe_listed(read, rescan if not limit or len(read) == len(runs) else None)
         return rows, len(runs) - (len(read) - len(rows)), []  # less those gone while they were read
-    described = describe_listed(runs)
+    described = describe_listed(runs, rescan)
     rows = [row for row in described if matches(row, wanted)]
     return (rows[:limit] if limit else rows), len(rows), described
