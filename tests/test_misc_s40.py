@@ -254,3 +254,99 @@ def test_export_weights_replaces_a_link_to_the_checkpoint_at_its_default_name(ti
     (run / "model.safetensors").symlink_to("last.pt")
     assert main(["export-weights", str(run)]) == 0
     assert not (run / "model.safetensors").is_symlink() and (run / "last.pt").read_bytes() == before
+
+
+def test_a_run_records_the_cpu_threads_it_trained_at_and_a_rerun_at_another_count_is_warned(tiny_idx, tmp_path,
+                                                                                          capsys):
+    """config.json said "threads": 0 (torch's default) whatever count trained: `--config RUN` under another
+    OMP_NUM_THREADS, or on a machine with other cores, trained at another count, other weights, without a word
+    (the thread count alone moves a run's last digits); a resume at another count made `--config` re-run all of it
+    at the last one's. It records the counts that ran, and a re-run at another is warned, as another number of
+    torchrun processes is."""
+    import json
+
+    base = ["--model", "basic_cnn", "--dataset", f"idx:{tiny_idx}", "--quiet"]
+    run, mixed = tmp_path / "run", tmp_path / "mixed"
+    assert main(["train", *base, "--epochs", "1", "--threads", "1", "--out", str(run)]) == 0
+    assert json.loads((run / "config.json").read_text())["cpu_threads"] == [1]
+    capsys.readouterr()
+    assert main(["train", "--config", str(run), "--threads", "2", "--dry-run"]) == 0
+    err = capsys.readouterr().out
+    assert "that run trained at 1 CPU threads and this one at 2" in err
+    assert f"cnnlab train --config {run / 'config.json'} --threads 1" in err
+    assert main(["train", "--config", str(run), "--threads", "1", "--dry-run"]) == 0
+    assert "CPU threads" not in capsys.readouterr().out
+    assert main(["train", *base, "--epochs", "2", "--max-steps", "3", "--threads", "1", "--out", str(mixed)]) == 0
+    assert main(["train", "--resume", str(mixed), "--threads", "2", "--quiet"]) == 0
+    assert json.loads((mixed / "config.json").read_text())["cpu_threads"] == [1, 2]
+    capsys.readouterr()
+    assert main(["train", "--config", str(mixed), "--dry-run"]) == 0
+    assert "trained at 1 then 2 CPU threads" in capsys.readouterr().out
+
+
+def test_a_config_files_relative_paths_are_recorded_absolute_and_rerun_from_anywhere(tiny_idx, tmp_path, monkeypatch,
+                                                                                      capsys):
+    """A YAML file's `dataset: idx:tiny` was recorded as written (the flag records it absolute): `--config RUN` from
+    another folder said "no such directory", or trained on that folder's own tiny/."""
+    import json
+
+    monkeypatch.chdir(tiny_idx.parent)
+    (tmp_path / "s.yaml").write_text(f"model: basic_cnn\ndataset: idx:{tiny_idx.name}\nepochs: 1\nmax_steps: 2\n")
+    assert main(["train", "--config", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["config"]["dataset"] == f"idx:{tiny_idx}"
+    elsewhere = tmp_path / "elsewhere"
+    write_idx_dataset(elsewhere / tiny_idx.name, seed=9)  # another tiny/ there
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    assert main(["train", "--config", str(tmp_path / "run"), "--dry-run"]) == 0
+    assert "not the data that run trained on" not in capsys.readouterr().out
+
+
+def test_a_recorded_data_dir_that_cannot_apply_is_dropped_not_refused(tiny_idx, tmp_path, capsys):
+    """`--config RUN` of a run trained with --data-dir dd: from elsewhere "--data-dir dd: no such directory", with
+    --dataset idx:... "--data-dir dd does nothing for the dataset": a flag nobody typed, and no way to leave it out."""
+    import json
+
+    record = {"config": {"model": "basic_cnn", "dataset": "mnist", "data_dir": str(tmp_path / "gone"), "epochs": 1}}
+    (tmp_path / "config.json").write_text(json.dumps(record))
+    assert main(["train", "--config", str(tmp_path / "config.json"), "--dataset", f"idx:{tiny_idx}", "--dry-run"]) == 0
+    capsys.readouterr()
+    main(["train", "--config", str(tmp_path / "config.json"), "--dry-run"])  # no MNIST in the test's home: refused
+    said = capsys.readouterr()
+    assert f"its data folder ({tmp_path / 'gone'}) is not there; the data comes from the cache" in said.out
+    assert str(tmp_path / "gone") not in said.err  # not refused for it (the download, offline here, is)
+
+
+def test_a_rerun_under_another_net_takes_the_recipes_values_for_that_net(tiny_idx, tmp_path):
+    """`--config RUN --model inception` of a resnet `--recipe best` run kept resnet's lr 0.008 and 15 epochs, and
+    recorded "recipe": "best", whose Inception column is lr 0.004 and 10 epochs."""
+    import json
+
+    from cnnlab.config import recipe_values
+
+    base = ["--dataset", f"idx:{tiny_idx}", "--recipe", "best", "--max-steps", "1", "--quiet", "--threads", "1"]
+    assert main(["train", "--model", "resnet", *base, "--lr", "0.02", "--out", str(tmp_path / "res")]) == 0
+    assert main(["train", "--config", str(tmp_path / "res"), "--model", "inception", "--out", str(tmp_path / "inc")]) == 0
+    got = json.loads((tmp_path / "inc" / "config.json").read_text())["config"]
+    want = recipe_values("best", "inception", f"idx:{tiny_idx}")
+    assert got["epochs"] == want["epochs"] and got["batch_size"] == want["batch_size"]
+    assert got["lr"] == 0.02  # set on purpose in the run re-run: kept
+
+
+def test_a_teacher_that_is_the_runs_own_out_is_named_so(tiny_idx, tmp_path, capsys):
+    run = tmp_path / "self"
+    assert main(["train", "--model", "basic_cnn", "--dataset", f"idx:{tiny_idx}", "--teacher", str(run), "--out",
+                 str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "that is this run's own folder (--out); a run cannot teach itself" in err
+
+
+def test_config_takes_a_runs_checkpoint_as_its_run_and_refuses_a_lone_weights_file(tiny_idx, tmp_path, capsys):
+    run = tmp_path / "run"
+    train(tiny_config(tiny_idx, max_steps=2), out=run, **QUIET)
+    assert main(["train", "--config", str(run / "last.pt"), "--dry-run"]) == 0
+    shutil.copy(run / "last.pt", tmp_path / "lone.pt")
+    capsys.readouterr()
+    assert main(["train", "--config", str(tmp_path / "lone.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "a weights file, not settings; give its run folder" in err

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Iterator
 from cnnlab.config import FLAG_IN_TEXT, Naming, TrainConfig, check_given_settings_act, typed_values
 from cnnlab.dataset_names import canonical_dataset_name
 from cnnlab.errors import CnnlabError, RunError, did_you_mean, short_repr
-from cnnlab.fileio import as_path, paths_explained, read_json
+from cnnlab.fileio import as_path, expand_user, paths_explained, read_json
 from cnnlab.runs import (DEFAULT_CHECKPOINT, LATEST, check_columns, describe_listed, describe_run, find_runs, matches,
                          read_metrics, resolve_run, run_config)
 
@@ -182,6 +182,8 @@ def _train_config(settings: dict) -> TrainConfig:
     values = typed_values(settings, "cnnlab.train()", "=")
     if "dataset" in values:
         values["dataset"] = canonical_dataset_name(values["dataset"])
+    if isinstance(values.get("data_dir"), str) and values["data_dir"].strip():  # recorded absolute, as the CLI does
+        values["data_dir"] = str(expand_user(values["data_dir"]).resolve())
     return TrainConfig(**values)
 
 
@@ -210,7 +212,7 @@ class Run:
 
     @property
     def final_accuracy(self) -> float | None:
-        """The test accuracy of the run's final weights, its result (summary.json's ``accuracy``, a fraction: 0.99);
+        """The test accuracy of the run's final weights, its result (summary.json's ``accuracy``, in percent: 99.1);
         None while no summary exists (a run still training, stopped or failed before its test pass)."""
         return self.summary["accuracy"] if self.summary else None
 

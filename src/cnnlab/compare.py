@@ -332,7 +332,11 @@ def _run_result(run_dir: Path, cfg: TrainConfig, how: str, log) -> dict:
 
 
 def _trained_threads(run_dir: Path) -> int | None:
-    """The CPU threads the run trained with (its config.json's ``threads``; 0: torch's default); None if unknown."""
+    """The CPU threads the run trained with: what it recorded it ran at (config.json's ``cpu_threads``, the last
+    part's), else its ``threads`` setting (0: torch's default, of the process that trained it); None if unknown."""
+    ran = (read_run_json(run_dir / "config.json") or {}).get("cpu_threads")
+    if isinstance(ran, list) and ran and type(ran[-1]) is int and ran[-1] > 0:
+        return ran[-1]
     try:
         threads = run_config(run_dir).get("threads")
     except (CnnlabError, OSError):

@@ -265,6 +265,9 @@ class TrainConfig:
         'PATH')``, as a Python caller wrote it."""
         path = as_path(path, flag or "TrainConfig.from_file(path)")
         where = f"{flag} {path}" if flag else f"TrainConfig.from_file({str(path)!r})"
+        if path.suffix.lower() in (".pt", ".pth", ".safetensors", ".onnx"):  # "not text (byte 64 is not UTF-8)"
+            raise CnnlabError(f"{where}: a weights file, not settings; give its run folder (or the run's config.json), "
+                              "or a YAML/JSON settings file")
         text = read_small_text(path, where)
         try:
             data = _json(text) if path.suffix == ".json" else _yaml(text)
@@ -295,7 +298,7 @@ class TrainConfig:
 
 
 #: The top-level keys of a run's config.json (engine._write_config): its settings are inside "config".
-RUN_RECORD_KEYS = frozenset({"config", "model_args", "data", "world_size", "teacher"})
+RUN_RECORD_KEYS = frozenset({"config", "model_args", "data", "world_size", "cpu_threads", "teacher"})
 
 
 def _did_you_mean(unknown: list, known: set[str]) -> str:

@@ -102,12 +102,17 @@ def unfinished_note(ckpt: dict, path: Path) -> str | None:
         return None
     return (f"warning: --teacher {path}: its run stopped after {done} of {epochs} epochs (step "
             f"{state.get('step', '?')}), and it teaches what it knew then; finish it first (cnnlab train --resume "
-            f"{path.parent}) for a better teacher")
+            f"{shell_quoted(str(path.parent))}) for a better teacher")
 
 
 def _teacher_path(cfg: TrainConfig, run_dir: Path | None) -> Path:
     """``--teacher`` as a checkpoint file's absolute path (``cfg.teacher`` becomes it), refused when it is this run's
     own or a run that is training now."""
+    given = Path(cfg.teacher)
+    if run_dir is not None and (given if given.is_dir() or not given.exists() else given.parent).resolve() == \
+            Path(run_dir).resolve():  # asked first: the run's own folder has no checkpoint yet ("still training")
+        raise RunError(f"--teacher {cfg.teacher}: that is this run's own folder (--out); a run cannot teach itself: "
+                       "give another, finished run")
     try:
         path = resolve_checkpoint(cfg.teacher).resolve()
     except CheckpointError as err:

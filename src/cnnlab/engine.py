@@ -40,7 +40,8 @@ from cnnlab.hostmem import keep_freed_memory
 from cnnlab.models import build_model, check_model_name, count_parameters, float32_default, seeded
 from cnnlab.optim import eager
 from cnnlab.output import complain, say, stderr_is_terminal
-from cnnlab.runs import LOCK_FILE, RUN_FILES, STATUS_FILE, RunLock, RunPlan, is_run_dir, plan_run, write_status
+from cnnlab.runs import (LOCK_FILE, RUN_FILES, STATUS_FILE, RunLock, RunPlan, is_run_dir, plan_run, read_run_json,
+                         write_status)
 from cnnlab.text import plural
 from cnnlab.trainer import Trainer
 
@@ -109,16 +110,35 @@ def _step_decay(step: int, warm: int, total: int) -> float:
     return STEP_FACTORS[(step >= total // 2) + (step >= 3 * total // 4)]
 
 
-def rerun_warnings(data: Dataset, world_size: int, where: str, recorded: dict | None, ran_in: int) -> list[str]:
+def rerun_warnings(data: Dataset, world_size: int, where: str, recorded: dict | None, ran_in: int,
+                   threads_then: list[int] | None = None, threads_now: int | None = None) -> list[str]:
     """A re-run's warnings (``--config RUN``): its data changed since (:func:`rerun_warning`), or it runs in
-    another number of processes than that run did (whose figures it then does not repeat to the last digit)."""
+    another number of processes, or (on the CPU) of threads, than that run did (whose figures it then does not
+    repeat to the last digit: oneDNN sums in another order)."""
     warnings = [rerun_warning(data, where, recorded)] if recorded is not None else []
     if ran_in != world_size:
         how = f"torchrun --nproc_per_node={ran_in} -m cnnlab train" if ran_in > 1 else "cnnlab train"
         warnings.append(f"warning: {where}: that run trained in {ran_in} process{'es' if ran_in > 1 else ''} and "
                         f"this one in {world_size}, so its figures may differ from that run's (the gradients are "
                         f"summed in another order); to repeat it as it ran: {how} {where}")
+    if threads_then and threads_now is not None and threads_then != [threads_now]:
+        then = " then ".join(map(str, threads_then))  # a run resumed at another count trained in parts
+        how = (f"to repeat it as it ran: cnnlab train {where} --threads {threads_then[0]}" if len(threads_then) == 1
+               else "no one run repeats it to the last digit")
+        warnings.append(f"warning: {where}: that run trained at {then} CPU threads and this one at {threads_now}, so "
+                        f"its figures may differ from that run's in their last digits; {how}")
     return [w for w in warnings if w]
+
+
+def threads_ran(t: Trainer) -> list[int] | None:
+    """The CPU threads each part of a run trained at (a resume at another count adds one), for config.json; None
+    off the CPU, where they do not change the result."""
+    if t.device.type != "cpu":
+        return None
+    before = (read_run_json(t.run_dir / "config.json") or {}).get("cpu_threads") if t.resumed else None
+    before = [n for n in before if type(n) is int] if isinstance(before, list) else []
+    now = torch.get_num_threads()
+    return before if before and before[-1] == now else [*before, now]
 
 
 def rerun_warning(data: Dataset, where: str, recorded: dict) -> str | None:
@@ -213,7 +233,7 @@ def train(
     verbose: bool = False,
     silent: bool = False,
     naming: Naming = FLAGS,
-    rerun_of: tuple[str, dict | None, int] | None = None,
+    rerun_of: tuple[str, dict | None, int, list[int] | None] | None = None,
 ) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.dataset``; write the run folder unless ``write`` is False.
 
@@ -241,12 +261,7 @@ def train(
         guard = None if plan.run_dir is None else FolderGuard(plan.run_dir)
         if guard is not None:
             stack.push(_forget_if_empty(plan, guard))  # last out: after the lock is released (also when it cannot be taken)
-            again = f"cnnlab train --resume {shell_quoted(str(plan.run_dir))}"
-            busy = {} if plan.resume_from is None else {
-                "busy": f"it is training now; let it finish, or stop it (Ctrl+C where it runs, or kill {{pid}}) and "
-                        f"resume then: {again}",
-                "busy_here": f"it is training now in that call; let it return, then resume: {again}"}
-            guard.take(stack.enter_context(RunLock(plan.run_dir, **busy)))
+            guard.take(stack.enter_context(_run_lock(plan)))
             # a resume refused before it restored anything leaves the run as it was (a finished run stays finished)
             stack.push(recorder := FailureRecord(plan, armed=plan.resume_from is None, guard=guard))
             stack.enter_context(_peer_lost_explained(recorder))
@@ -328,6 +343,17 @@ def callers_torch_kept():
     finally:
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
+
+
+def _run_lock(plan: RunPlan) -> RunLock:
+    """The run folder's lock; a resume refused because the run trains now says how to resume it after."""
+    if plan.resume_from is None:
+        return RunLock(plan.run_dir)
+    again = f"cnnlab train --resume {shell_quoted(str(plan.run_dir))}"
+    return RunLock(plan.run_dir,
+                   busy=f"it is training now; let it finish, or stop it (Ctrl+C where it runs, or kill {{pid}}) and "
+                        f"resume then: {again}",
+                   busy_here=f"it is training now in that call; let it return, then resume: {again}")
 
 
 def start_over_unsaved(out) -> None:
@@ -566,7 +592,7 @@ def _check_own_checkpoint(plan: RunPlan, ckpt: dict) -> None:
 
 
 def build_trainer(cfg: TrainConfig, ranks: Dist, plan: RunPlan, dataset: Dataset | None, log: Log,
-                  report: bool, rerun_of: tuple[str, dict | None, int] | None = None) -> Trainer:
+                  report: bool, rerun_of: tuple | None = None) -> Trainer:
     """Process settings, device, data, model, optimiser and loaders: everything the epochs need."""
     too_many_threads = set_threads(cfg.threads)
     if cfg.malloc_tuning:
@@ -583,7 +609,8 @@ def build_trainer(cfg: TrainConfig, ranks: Dist, plan: RunPlan, dataset: Dataset
     data = dataset or load_dataset(cfg.dataset, data_dir=cfg.data_dir, log=say)
     if dataset is not None:
         validate_dataset(dataset)  # load_dataset checks what it returns; a Dataset passed in is checked here
-    for warning in rerun_warnings(data, ranks.world_size, *rerun_of) if rerun_of is not None else ():
+    now = torch.get_num_threads() if device.type == "cpu" else None
+    for warning in rerun_warnings(data, ranks.world_size, *rerun_of, threads_now=now) if rerun_of is not None else ():
         say(printable(warning))  # it names a run folder
     info = data.info()
     augment = parse_augment(cfg.augment)
@@ -639,8 +666,10 @@ def _write_config(t: Trainer) -> None:
     a teacher that changed since)."""
     if t.run_dir is not None:
         teacher = {"teacher": t.teacher.record()} if t.teacher is not None else {}
+        threads = {"cpu_threads": ran} if (ran := threads_ran(t)) else {}
         atomic_write_json(t.run_dir / "config.json", {"config": t.saved_config(), "model_args": t.model_args,
-                                                      "data": t.info, "world_size": t.ranks.world_size, **teacher})
+                                                      "data": t.info, "world_size": t.ranks.world_size, **threads,
+                                                      **teacher})
 
 
 def introduce(t: Trainer) -> None:

@@ -190,8 +190,8 @@ def positive_int(text: str) -> int:
 
 def add_eval_batch_size(p: argparse.ArgumentParser, flag: str = "--batch-size") -> None:
     p.add_argument(flag, type=positive_int, default=DEFAULTS.eval_batch_size,
-                   help="images per evaluation batch; changes memory use and speed, not the result "
-                        "(default: %(default)s)")
+                   help="images per evaluation batch; changes memory use and speed, not the accuracy (the "
+                        "loss, summed batch by batch, may differ in its last digits) (default: %(default)s)")
 
 
 def add_json(p: argparse.ArgumentParser, instead_of: str) -> None:

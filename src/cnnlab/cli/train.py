@@ -36,9 +36,11 @@ from cnnlab.config import (
     SCHEDULES,
     TrainConfig,
     check_given_settings_act,
+    recipe_values,
 )
-from cnnlab.errors import CnnlabError, shell_quoted
-from cnnlab.dataset_names import DIRECTORY_KINDS, dataset_kind
+from cnnlab.errors import CnnlabError, printable, shell_quoted
+from cnnlab.dataset_names import DIRECTORY_KINDS, canonical_dataset_name, dataset_kind
+from cnnlab.fileio import expand_user
 from cnnlab.runs import read_run_json, resolve_run
 
 #: Flags whose default comes from the recipe (None on the command line = not given): every recipe sets the same keys.
@@ -203,32 +205,61 @@ def config_from_args(args) -> TrainConfig:
     cfg, where, from_file = _flags_config(args), None, set()
     if getattr(args, "config", None):
         path = resolve_run(args.config)  # 'latest': the newest run's settings
+        if path.suffix == ".pt" and path.is_file() and (path.parent / "config.json").is_file():
+            path = path.parent  # RUN/last.pt: its run's settings, as load_run takes it
         path = path / "config.json" if path.is_dir() else path
         typed = given_flags(args.parser, getattr(args, "argv", []))
         base = TrainConfig.from_file(path, flag="--config")
         defaults = TrainConfig()  # a setting the file changed, not typed, is refused as the file's (no flag typed)
         where, from_file = str(path), {k for k in base.to_dict() if getattr(base, k) != getattr(defaults, k)} - typed
         cfg = _overlay(base, cfg, typed)
+        _settle_recorded_data_dir(cfg, typed, where)
         if "teacher" not in typed:  # the run's teacher: the same file it learned from, or refused
             from cnnlab.distill import check_rerun_teacher  # imports torch (see the top of this module)
 
             check_rerun_teacher(cfg, path)
         args.rerun_of = _rerun_of(cfg, path, typed)
+    _absolute_paths(cfg)  # as the flags give them: a config file's relative idx:tiny re-ran on another folder's tiny
     cfg.validate(where, from_file)  # the settings as given, before a dry run cuts them short (--max-steps -5)
     if args.dry_run:  # the run's own settings (its epochs, clean epochs, warm-up, all checked), cut short
         cfg.max_steps, cfg.eval_limit = DRY_RUN_STEPS, DRY_RUN_EVAL_IMAGES
     return cfg.validate()
 
 
-def _rerun_of(cfg: TrainConfig, path: Path, typed: set[str]) -> tuple[str, dict | None, int]:
+def _rerun_of(cfg: TrainConfig, path: Path, typed: set[str]) -> tuple[str, dict | None, int, list[int] | None]:
     """``--config RUN`` (a re-run of that run): where the settings came from, what that run recorded of its data
     (config.json's "data": only for its own ``idx:``/``folder:`` dataset, None otherwise) and how many processes
-    trained it, for the engine to compare with the data it loads and the group it runs in (one warning each:
-    the user may mean to re-run on the new data, or in one process)."""
+    trained it, and at how many CPU threads, for the engine to compare with the data it loads and the group and
+    threads it runs in (one warning each: the user may mean to re-run on the new data, or in one process)."""
     record = read_run_json(path) or {}
-    recorded, world = record.get("data"), record.get("world_size")
+    recorded, world, threads = record.get("data"), record.get("world_size"), record.get("cpu_threads")
     own = isinstance(recorded, dict) and "dataset" not in typed and dataset_kind(cfg.dataset) in DIRECTORY_KINDS
-    return f"--config {path}", recorded if own else None, world if type(world) is int and world >= 1 else 1
+    threads = threads if isinstance(threads, list) and threads and all(type(n) is int for n in threads) else None
+    return (f"--config {shell_quoted(str(path))}", recorded if own else None,
+            world if type(world) is int and world >= 1 else 1, threads)
+
+
+def _absolute_paths(cfg: TrainConfig) -> None:
+    """An ``idx:``/``folder:`` dataset and a ``--data-dir`` as absolute paths (from the working folder), whether a
+    flag or a config file gave them: config.json records them so, and a re-run from another folder finds them."""
+    if isinstance(cfg.dataset, str) and cfg.dataset.strip():
+        cfg.dataset = canonical_dataset_name(cfg.dataset)
+    if isinstance(cfg.data_dir, str) and cfg.data_dir.strip():
+        cfg.data_dir = str(expand_user(Path(cfg.data_dir)).resolve())
+
+
+def _settle_recorded_data_dir(cfg: TrainConfig, typed: set[str], where: str) -> None:
+    """A ``--data-dir`` the config file recorded, not typed: dropped where it cannot apply (a ``--dataset`` typed
+    that reads its own folder) or is not there any more (another machine, a folder moved: the data then comes from
+    the cache or a download, verified by their checksums as ever); it was refused, naming a flag nobody typed."""
+    if "data_dir" in typed or not isinstance(cfg.data_dir, str) or not cfg.data_dir:
+        return
+    if "dataset" in typed and dataset_kind(str(cfg.dataset)) in DIRECTORY_KINDS:
+        cfg.data_dir = None
+    elif not expand_user(Path(cfg.data_dir)).is_dir():
+        print(printable(f"note: {where}: its data folder ({cfg.data_dir}) is not there; the data comes from the cache "
+                        "or a download instead, checked as ever (--data-dir DIR to give another)"))
+        cfg.data_dir = None
 
 
 def _overlay(base: TrainConfig, flags: TrainConfig, typed: set[str]) -> TrainConfig:
@@ -238,6 +269,17 @@ def _overlay(base: TrainConfig, flags: TrainConfig, typed: set[str]) -> TrainCon
     if "recipe" in typed:
         for key in RECIPE_FIELDS:
             setattr(base, key, None)
+    elif {"model", "dataset"} & typed and isinstance(base.recipe, str):
+        # another net or data under the same recipe: the values that were the recipe's for the file's net and data
+        # are taken again for the new ones (the best recipe's lr and epochs differ per net); the others were set
+        # on purpose and stay
+        try:
+            was = recipe_values(base.recipe, base.model, base.dataset)
+        except CnnlabError:  # a recipe or net this cnnlab does not know: validate says so
+            was = {}
+        for key in RECIPE_FIELDS:
+            if key in was and getattr(base, key) == was[key]:
+                setattr(base, key, None)
     for key in typed & set(base.to_dict()):
         setattr(base, key, getattr(flags, key))
     return base
