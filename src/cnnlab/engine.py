@@ -420,10 +420,12 @@ def _record_outcome(t: Trainer, result: TrainResult) -> None:
 
 def _forget_if_empty(plan: RunPlan, guard: FolderGuard):
     """On an error before anything was written, remove the fresh folder this run made (nothing in it but its
-    lock and the status.json that says it failed; not a folder that took its place)."""
+    lock, the status.json that says it failed, and the copy of its teacher taken before training: a signal while
+    the teacher loaded left such a folder, which `cnnlab runs` does not list; not a folder that took its place)."""
     def on_exit(exc_type, exc, tb) -> bool:
         if exc_type is not None and plan.fresh and not guard.gone and plan.run_dir.is_dir():
-            if all(p.name in (LOCK_FILE, STATUS_FILE) for p in plan.run_dir.iterdir()):
+            if all(p.name in (LOCK_FILE, STATUS_FILE, TEACHER_FILE) or p.name.startswith(f".{TEACHER_FILE}.")
+                   for p in plan.run_dir.iterdir()):  # (and a copy cut short: its temp file)
                 shutil.rmtree(plan.run_dir, ignore_errors=True)
         return False
 

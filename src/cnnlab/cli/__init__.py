@@ -13,6 +13,7 @@ import atexit
 import gc
 import os
 import re
+import signal
 import sys
 import threading
 import traceback
@@ -107,6 +108,27 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, argparse.ArgumentParser
     return args, command
 
 
+#: The commands that never import torch (they list runs and data files): torch's import is not paid for them.
+TORCHLESS_COMMANDS = ("runs", "data")
+#: The signals that stop a command, held back while torch loads (:func:`import_torch_whole`).
+_STOPPING = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def import_torch_whole() -> None:
+    """Import torch with Ctrl-C, SIGTERM and SIGHUP held back until it is loaded, then taken as ever. A Ctrl-C
+    0.3-0.9 s after start landed inside torch's C++ import of numpy, whose binding layer swallowed or mangled it: 6
+    times in 50 the command ran on as if nothing was pressed, exited 1 with "cannot load module more than once per
+    process", or aborted (exit 134); and a run whose Ctrl-C was lost died at its report (numpy half-imported), listed
+    failed. Held back, the signal is taken the moment torch is in (exit 130, or the run stops as it does)."""
+    if "torch" in sys.modules or not hasattr(signal, "pthread_sigmask"):
+        return
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
+    try:
+        import torch  # noqa: F401
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 def _run(args, command: argparse.ArgumentParser) -> int:
     """The command's function, its errors each one line and an exit code."""
     try:
@@ -114,6 +136,8 @@ def _run(args, command: argparse.ArgumentParser) -> int:
         for name in ("run", "resume", "teacher"):  # 'latest' names the newest run folder wherever a run is taken
             if getattr(args, name, None) == LATEST:
                 setattr(args, name, str(resolve_run(LATEST)))
+        if getattr(args, "command", None) not in TORCHLESS_COMMANDS:
+            import_torch_whole()
         return args.func(args)
     except Interrupted as err:  # the position was saved: not an error, but not a success either
         output.complain(f"cnnlab: {_ranked(printable(str(err)))}")  # it names the run folder: one line

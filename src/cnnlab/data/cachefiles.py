@@ -5,7 +5,8 @@ the files (``.incoming-<pid>-<random>``, same file system), and only once all ar
 they renamed over the old ones. A read-only folder or a full disk fails while staging: the folder stays as
 it was. Concurrent writers each stage their own folder; every rename puts a whole file in place, so a
 reader sees, for each file, one writer's whole version. Staging folders left by a killed process are
-removed once they are older than :data:`STALE_STAGING_S`. A file replaced keeps its permissions (and owner and
+removed, when the cache is next read or written, once they are older than :data:`STALE_STAGING_S`, or older than
+:data:`DEAD_STAGING_S` where the process named in them is no longer alive on this machine. A file replaced keeps its permissions (and owner and
 group where permitted), as :func:`cnnlab.fileio.atomic_write_bytes` keeps them.
 """
 
@@ -21,13 +22,16 @@ from cnnlab.fileio import atomic_write_bytes
 
 #: Staging folders older than this were left by a killed process (a live writer needs seconds).
 STALE_STAGING_S = 3600.0
+#: ... and those of a process that is gone, older than this (another machine's writer on a shared cache, whose
+#: pid means nothing here, is left its hour unless its pid happens to be dead here too: it still has ten minutes).
+DEAD_STAGING_S = 600.0
 STAGING_PREFIX = ".incoming-"
 
 
 def write_group(directory: Path, payloads: dict[str, bytes]) -> None:
     """Put ``{name: bytes}`` in ``directory``: each file old or new and whole, none replaced unless all were
     written. Raises the ``OSError`` of a failure (read-only, disk full), with ``directory`` as it was."""
-    _remove_stale_staging(directory)
+    remove_stale_staging(directory)
     staging = directory / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
     try:
         for name, data in payloads.items():
@@ -38,14 +42,31 @@ def write_group(directory: Path, payloads: dict[str, bytes]) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _remove_stale_staging(directory: Path) -> None:
+def remove_stale_staging(directory: Path) -> None:
+    """Remove the staging folders killed writers left in ``directory`` (see the module's docstring); what cannot be
+    removed (a cache one may only read) is left as it is."""
     try:
         entries = list(directory.glob(STAGING_PREFIX + "*"))
     except OSError:
         return
     for entry in entries:
         try:
-            if time.time() - entry.stat().st_mtime > STALE_STAGING_S:
-                shutil.rmtree(entry, ignore_errors=True)
+            age = time.time() - entry.stat().st_mtime
         except OSError:
-            pass
+            continue
+        if age > STALE_STAGING_S or (age > DEAD_STAGING_S and not _alive(entry.name[len(STAGING_PREFIX):])):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(tag: str) -> bool:
+    """Whether the process named in a staging folder's ``<pid>-<random>`` is alive here (True when unsure)."""
+    pid = tag.split("-", 1)[0]
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # another user's process (EPERM), or a number no pid is: not known dead
+        return True
+    return True

@@ -34,7 +34,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 
-from cnnlab.data.cachefiles import write_group
+from cnnlab.data.cachefiles import remove_stale_staging, write_group
 from cnnlab.data.catalog import ROLES, DatasetSpec, other_dataset_of
 from cnnlab.data.download import download_idx, net_reason
 from cnnlab.data.fastcopy import MANIFEST, gz_name, load_fast_copy, npy_name, write_fast_copy
@@ -216,6 +216,7 @@ def from_cache(spec: DatasetSpec, home: Path | None, log: Log, fast: bool = True
     """
     directory = cache_dir(spec, home)
     paths = cache_paths(spec, home)
+    remove_stale_staging(directory)  # what a writer killed mid-write left (a healthy cache is never written again)
     try:
         if not all(is_regular(p) for p in paths.values()):
             return None
