@@ -420,3 +420,24 @@ def test_torch_loads_with_the_stopping_signals_held_back_then_taken(tmp_path):
             "    print('taken after', 'torch' in sys.modules and hasattr(sys.modules['torch'], 'tensor'), bool(sent))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "taken after True True", (out.stdout, out.stderr[-500:])
+
+
+def test_an_analysis_stopped_between_its_files_leaves_no_half_folder(tmp_path, capsys):
+    """`analyze gradients` stopped (Ctrl-C, SIGTERM) after gradients.json and before its figures: a results folder
+    with the JSON and no figures stayed among the results, nothing saying it was incomplete."""
+    import pytest
+
+    from cnnlab.cli.analyze import _write
+
+    def stop(path):
+        raise KeyboardInterrupt
+
+    files = [("a.json", lambda p: p.write_text("{}")), ("a.png", stop)]
+    fresh, given = tmp_path / "runs" / "gradients-1", tmp_path / "mine"
+    for out in (fresh, given):
+        out.mkdir(parents=True)
+        with pytest.raises(KeyboardInterrupt):
+            _write(out, files, "table", 1.0, quiet=True, fresh=out == fresh)
+    assert not fresh.exists() and (given / "a.json").is_file()
+    err = capsys.readouterr().err
+    assert f"results incomplete: wrote a.json in {given}, not a.png: stopped; run it again" in err

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -136,7 +137,7 @@ def cmd_branches(args) -> int:
             locks.append(_lock(out))
         return _write(out, [("branches.json", lambda p: atomic_write_json(p, result)),
                             ("branches.png", lambda p: plot_branches(result, p))], table, result["seconds"],
-                      args.json)
+                      args.json, fresh=not args.out and run_dir is None)
     finally:
         for lock in filter(None, locks):
             lock.release()
@@ -153,10 +154,12 @@ def _lock(folder: Path | None) -> RunLock | None:
     return lock.acquire()
 
 
-def _write(out: Path, files: list, table: str, seconds: float, quiet: bool) -> int:
+def _write(out: Path, files: list, table: str, seconds: float, quiet: bool, fresh: bool = False) -> int:
     """Write each ``(name, writer)`` into ``out``, then print the table: a stdout that cannot be written (a full
     disk, a closed pipe) loses the table, never the files the analysis was asked for. 1 (with what was written and
-    what not, in one line, after the table) when the disk refuses a file: the table is still the answer."""
+    what not, in one line, after the table) when the disk refuses a file: the table is still the answer. Stopped
+    (Ctrl-C, SIGTERM) between its files, a folder made for this analysis (``fresh``) is removed (it left a folder
+    with the JSON and no figures among the results), and a given one is said to be incomplete."""
     written: list[str] = []
     refused = None
     for name, writer in files:
@@ -165,6 +168,14 @@ def _write(out: Path, files: list, table: str, seconds: float, quiet: bool) -> i
         except WriteError as err:
             refused = err
             break
+        except KeyboardInterrupt:
+            if fresh:
+                shutil.rmtree(out, ignore_errors=True)
+            elif written:
+                missing = [n for n, _ in files if n not in written]
+                print(printable(f"cnnlab: warning: results incomplete: wrote {', '.join(written)} in {out}, not "
+                                f"{', '.join(missing)}: stopped; run it again"), file=sys.stderr)
+            raise
         written.append(name)
     print(table)
     if refused is not None:
@@ -206,7 +217,8 @@ def cmd_gradients(args) -> int:
             locks.append(_lock(out))
         return _write(out, [("gradients.json", lambda p: atomic_write_json(p, result)),
                             ("gradients.png", lambda p: plot_gradients(result, p)),
-                            ("depth.png", lambda p: plot_depth(result, p))], table, result["seconds"], args.json)
+                            ("depth.png", lambda p: plot_depth(result, p))], table, result["seconds"], args.json,
+                      fresh=not args.out)
     finally:
         for lock in filter(None, locks):
             lock.release()
