@@ -441,3 +441,90 @@ def test_an_analysis_stopped_between_its_files_leaves_no_half_folder(tmp_path, c
     assert not fresh.exists() and (given / "a.json").is_file()
     err = capsys.readouterr().err
     assert f"results incomplete: wrote a.json in {given}, not a.png: stopped; run it again" in err
+
+
+def test_evaluate_into_out_writes_its_report_when_its_reader_goes(tiny_idx, tmp_path):
+    """`cnnlab evaluate RUN --out DIR | head -1`: exit 141 and no report in DIR (its next line met the closed pipe
+    before the report was written); analyze, export and compare wrote their files all the same."""
+    import subprocess
+    import sys
+
+    run, out = tmp_path / "run", tmp_path / "report"
+    train(tiny_config(tiny_idx, max_steps=2), out=run, **QUIET)
+    cmd = f"{sys.executable} -m cnnlab evaluate {run} --out {out} --dataset idx:{tiny_idx} | head -1; " \
+          "exit ${PIPESTATUS[0]}"
+    done = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=120)
+    assert done.returncode in (141, 0) and done.stdout.startswith("evaluating") and done.stderr == ""  # 0: head was slow
+    assert (out / "summary.json").is_file() and (out / "confusion.png").is_file()
+
+
+def test_data_fetch_imports_torch_with_the_signals_held_back_data_info_and_runs_not_at_all(tiny_idx, monkeypatch):
+    """`data fetch` imports torch (it loads the data as training does) and was left out of the guard: a Ctrl-C while
+    torch loaded was lost (3 in 40), or exit 1, or an abort."""
+    import cnnlab.cli
+
+    calls = []
+    monkeypatch.setattr(cnnlab.cli, "import_torch_whole", lambda: calls.append(True))
+    for argv, guarded in ((["data", "fetch", f"idx:{tiny_idx}"], True), (["data", "info"], False),
+                          (["runs"], False), (["models"], True)):
+        calls.clear()
+        main(argv)
+        assert bool(calls) == guarded, argv
+
+
+def test_analyze_stopped_by_sigterm_between_its_files_leaves_no_half_folder(tiny_idx, tmp_path):
+    """SIGTERM or SIGHUP (not only Ctrl-C) between gradients.json and its figures killed the process on the spot:
+    the folder with the JSON alone stayed."""
+    import subprocess
+    import sys
+
+    code = ("import os, signal, sys; import cnnlab.analysis.plots as plots; from cnnlab.cli import main\n"
+            "def stopped(*a, **k):\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    import time; time.sleep(5)\n"
+            "plots.plot_gradients = stopped\n"
+            f"sys.exit(main(['analyze', 'gradients', '--depths', '2', '--seeds', '1', '--epochs', '0', '--dataset', "
+            f"'idx:{tiny_idx}']))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 143, done.stderr[-500:]
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_run_of_an_older_cnnlab_resumed_records_its_first_part_as_unknown(tiny_idx, tmp_path, capsys):
+    """An older cnnlab's run (no cpu_threads) resumed at 1 thread was recorded as trained at 1 thread throughout:
+    a re-run at the wrong count was not warned, one at the right count was told to use the wrong one."""
+    import json
+
+    run = tmp_path / "run"
+    assert main(["train", "--model", "basic_cnn", "--dataset", f"idx:{tiny_idx}", "--epochs", "2", "--max-steps", "3",
+                 "--threads", "2", "--out", str(run), "--quiet"]) == 0
+    record = json.loads((run / "config.json").read_text())
+    del record["cpu_threads"]  # as an older cnnlab wrote it
+    (run / "config.json").write_text(json.dumps(record))
+    assert main(["train", "--resume", str(run), "--threads", "1", "--quiet"]) == 0
+    assert json.loads((run / "config.json").read_text())["cpu_threads"] == [None, 1]
+    capsys.readouterr()
+    assert main(["train", "--config", str(run), "--threads", "1", "--dry-run"]) == 0
+    said = capsys.readouterr().out
+    assert "trained at an unrecorded number of then 1 CPU threads" in said and "no one run repeats it" in said
+
+
+def test_a_settings_files_own_values_stay_under_another_model_and_a_typed_dataset_drops_a_recorded_data_dir(
+        tiny_idx, tmp_path):
+    """A YAML `lr: 0.008` was replaced by the Inception column's 0.004 under `--model inception` (it equalled the
+    residual net's recipe value); a run's recorded --data-dir was still refused under another typed named dataset."""
+    import json
+
+    (tmp_path / "s.yaml").write_text(f"model: resnet\nrecipe: best\nlr: 0.008\nepochs: 1\nmax_steps: 1\n"
+                                     f"dataset: idx:{tiny_idx}\nthreads: 1\n")
+    assert main(["train", "--config", str(tmp_path / "s.yaml"), "--model", "inception", "--out", str(tmp_path / "y"),
+                 "--quiet"]) == 0
+    assert json.loads((tmp_path / "y" / "config.json").read_text())["config"]["lr"] == 0.008
+    record = {"config": {"model": "basic_cnn", "dataset": "fashion-mnist", "data_dir": str(tmp_path), "epochs": 1}}
+    (tmp_path / "config.json").write_text(json.dumps(record))
+    assert main(["train", "--config", str(tmp_path / "config.json"), "--dataset", f"idx:{tiny_idx}", "--dry-run"]) == 0
+    from cnnlab.cli import _parse
+    from cnnlab.cli.train import config_from_args
+
+    args, _ = _parse(["train", "--config", str(tmp_path / "config.json"), "--dataset", "mnist"])
+    assert config_from_args(args).data_dir is None  # fashion-mnist's folder: not mnist's files

@@ -18,7 +18,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from cnnlab.checkpoint import TrainState, load_checkpoint
-from cnnlab.config import ADDED_FIELDS, ADJUSTABLE_FIELDS, PROCESS_FIELDS, TrainConfig
+from cnnlab.config import ADDED_FIELDS, ADJUSTABLE_FIELDS, PROCESS_FIELDS, TrainConfig, valid_threads
 from cnnlab.data import load_dataset
 from cnnlab.dataset_names import canonical_dataset_name, dataset_kind, directory_of
 from cnnlab.engine import train
@@ -335,7 +335,7 @@ def _trained_threads(run_dir: Path) -> int | None:
     """The CPU threads the run trained with: what it recorded it ran at (config.json's ``cpu_threads``, the last
     part's), else its ``threads`` setting (0: torch's default, of the process that trained it); None if unknown."""
     ran = (read_run_json(run_dir / "config.json") or {}).get("cpu_threads")
-    if isinstance(ran, list) and ran and type(ran[-1]) is int and ran[-1] > 0:
+    if isinstance(ran, list) and ran and valid_threads(ran[-1]):
         return ran[-1]
     try:
         threads = run_config(run_dir).get("threads")

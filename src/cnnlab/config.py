@@ -389,6 +389,11 @@ MAX_SEED = 90_000_000
 MAX_LR = 3.4028234663852886e38
 #: More threads than any machine has cores (torch raised an overflow's ValueError at 2**63).
 MAX_THREADS = 4096
+
+
+def valid_threads(n) -> bool:
+    """A CPU thread count a run can have trained at (config.json's ``cpu_threads`` entries; ``--threads``' bound)."""
+    return type(n) is int and 1 <= n <= MAX_THREADS
 #: More checks per epoch than steps are one per step (:class:`cnnlab.observers.TargetStop`); a bound for the value.
 MAX_EVALS = 1_000_000
 

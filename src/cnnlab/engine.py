@@ -26,7 +26,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from cnnlab import observers as obs
 from cnnlab.augment import parse_augment
 from cnnlab.checkpoint import EpochSums, TrainState, copy_checkpoint, load_checkpoint, sidecar
-from cnnlab.config import FLAGS, Naming, TrainConfig, resumed_config
+from cnnlab.config import FLAGS, Naming, TrainConfig, resumed_config, valid_threads
 from cnnlab.data import BatchLoader, Dataset, load_dataset, split_validation, validate_dataset
 from cnnlab.data.catalog import flip_warning
 from cnnlab.devices import resolve_device, set_threads, training_autocast
@@ -122,9 +122,12 @@ def rerun_warnings(data: Dataset, world_size: int, where: str, recorded: dict | 
                         f"this one in {world_size}, so its figures may differ from that run's (the gradients are "
                         f"summed in another order); to repeat it as it ran: {how} {where}")
     if threads_then and threads_now is not None and threads_then != [threads_now]:
-        then = " then ".join(map(str, threads_then))  # a run resumed at another count trained in parts
-        how = (f"to repeat it as it ran: cnnlab train {where} --threads {threads_then[0]}" if len(threads_then) == 1
-               else "no one run repeats it to the last digit")
+        shown = [str(n) if n else "an unrecorded number of" for n in threads_then]  # a part an older cnnlab trained
+        if len(shown) > 4:
+            shown = [*shown[:2], f"... ({len(shown)} parts) ...", shown[-1]]
+        then = " then ".join(shown)  # a run resumed at another count trained in parts
+        how = (f"to repeat it as it ran: cnnlab train {where} --threads {threads_then[0]}"
+               if len(threads_then) == 1 and threads_then[0] else "no one run repeats it to the last digit")
         warnings.append(f"warning: {where}: that run trained at {then} CPU threads and this one at {threads_now}, so "
                         f"its figures may differ from that run's in their last digits; {how}")
     return [w for w in warnings if w]
@@ -135,10 +138,13 @@ def threads_ran(t: Trainer) -> list[int] | None:
     off the CPU, where they do not change the result."""
     if t.device.type != "cpu":
         return None
-    before = (read_run_json(t.run_dir / "config.json") or {}).get("cpu_threads") if t.resumed else None
-    before = [n for n in before if type(n) is int] if isinstance(before, list) else []
+    before: list = []
+    if t.resumed:  # an older cnnlab recorded none: its part trained at a count unknown (null), not at this one's
+        recorded = (read_run_json(t.run_dir / "config.json") or {}).get("cpu_threads")
+        before = [n if valid_threads(n) else None for n in recorded] if isinstance(recorded, list) else [None]
     now = torch.get_num_threads()
     return before if before and before[-1] == now else [*before, now]
+
 
 
 def rerun_warning(data: Dataset, where: str, recorded: dict) -> str | None:

@@ -108,8 +108,9 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, argparse.ArgumentParser
     return args, command
 
 
-#: The commands that never import torch (they list runs and data files): torch's import is not paid for them.
-TORCHLESS_COMMANDS = ("runs", "data")
+#: The commands that never import torch, as (command, data subcommand): torch's import is not paid for them
+#: (``data fetch`` loads the data as training does, with torch).
+TORCHLESS_COMMANDS = (("runs", None), ("data", "info"))
 #: The signals that stop a command, held back while torch loads (:func:`import_torch_whole`).
 _STOPPING = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
@@ -136,7 +137,7 @@ def _run(args, command: argparse.ArgumentParser) -> int:
         for name in ("run", "resume", "teacher"):  # 'latest' names the newest run folder wherever a run is taken
             if getattr(args, name, None) == LATEST:
                 setattr(args, name, str(resolve_run(LATEST)))
-        if getattr(args, "command", None) not in TORCHLESS_COMMANDS:
+        if (getattr(args, "command", None), getattr(args, "data_cmd", None)) not in TORCHLESS_COMMANDS:
             import_torch_whole()
         return args.func(args)
     except Interrupted as err:  # the position was saved: not an error, but not a success either

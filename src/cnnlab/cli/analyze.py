@@ -19,6 +19,7 @@ from cnnlab.cli.common import (
     model_arg,
     path_arg,
     refuse_typed,
+    take_sigint,
 )
 from cnnlab.config import RECIPES
 from cnnlab.errors import CnnlabError, WriteError, printable
@@ -106,6 +107,8 @@ def _add_gradients_parser(sub) -> None:
 def cmd_branches(args) -> int:
     from cnnlab.analysis.branches import analyze_branches, format_branches
     from cnnlab.analysis.plots import plot_branches
+
+    take_sigint()  # SIGTERM and SIGHUP too stop it as Ctrl-C does: between its files, no half folder (_write)
 
     if args.batch_size < 1:
         raise CnnlabError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -196,6 +199,8 @@ def cmd_gradients(args) -> int:
         parse_depths,
     )
     from cnnlab.analysis.plots import plot_depth, plot_gradients
+
+    take_sigint()  # SIGTERM and SIGHUP too stop it as Ctrl-C does: between its files, no half folder (_write)
 
     depths = parse_depths(args.depths)
     if args.epochs == 0:

@@ -11,6 +11,7 @@ from pathlib import Path
 from cnnlab.cli.common import (add_data_args, add_device, add_eval_batch_size, add_json, add_run, model_arg, path_arg,
                                plural, refuse_typed)
 from cnnlab.errors import CnnlabError, WriteError, printable
+from cnnlab import output
 from cnnlab.output import complain, json_text
 from cnnlab.runs import read_metrics
 
@@ -81,7 +82,7 @@ def cmd_evaluate(args) -> int:
                                     "--weights)")
     if args.no_report:
         refuse_typed(args, "out", "with --no-report, which writes nothing")
-    say = (lambda m: None) if args.json else print
+    say = (lambda m: None) if args.json else _shown
     subject = open_subject(args.run, which=args.checkpoint, weights=args.weights, model_name=args.model,
                            pretrained=args.pretrained, dataset=args.dataset, data_dir=args.data_dir, split=args.split)
     if args.out and not args.no_report:
@@ -105,11 +106,22 @@ def cmd_evaluate(args) -> int:
         return code
     if tta is not None:
         t = extra["tta"]
-        print(f"{where} with test-time augmentation ({t['views']}: {plural(t['count'], 'view')}): loss "
+        _shown(f"{where} with test-time augmentation ({t['views']}: {plural(t['count'], 'view')}): loss "
               f"{t['loss']:.4f}  accuracy {t['accuracy']:.2f}% ({t['accuracy'] - res.accuracy:+.2f} points; "
               "reported beside, not instead of, the plain figure)")
-    print(f"{where}: loss {res.loss:.4f}  accuracy {res.accuracy:.2f}%  [{printable(subject.source)}]")
-    return code
+    _shown(f"{where}: loss {res.loss:.4f}  accuracy {res.accuracy:.2f}%  [{printable(subject.source)}]")
+    return output.EXIT_PIPE_CLOSED if output.stdout_reader_gone() else code
+
+
+def _shown(line: str) -> None:
+    """A line on stdout; its reader gone (``| head -1``), the rest of the output is dropped and the report is
+    written all the same (the evaluation stopped at its next line, leaving no report in ``--out``)."""
+    try:
+        print(line)
+    except BrokenPipeError:
+        if not output.stdout_closed():
+            raise
+        output.discard_stdout(reader_gone=True)
 
 
 def _report(args, subject, res, extra: dict, say) -> int:

@@ -37,6 +37,7 @@ from cnnlab.config import (
     TrainConfig,
     check_given_settings_act,
     recipe_values,
+    valid_threads,
 )
 from cnnlab.errors import CnnlabError, printable, shell_quoted
 from cnnlab.dataset_names import DIRECTORY_KINDS, canonical_dataset_name, dataset_kind
@@ -210,10 +211,13 @@ def config_from_args(args) -> TrainConfig:
         path = path / "config.json" if path.is_dir() else path
         typed = given_flags(args.parser, getattr(args, "argv", []))
         base = TrainConfig.from_file(path, flag="--config")
+        record = isinstance((read_run_json(path) or {}).get("config"), dict) if path.suffix == ".json" else False
         defaults = TrainConfig()  # a setting the file changed, not typed, is refused as the file's (no flag typed)
         where, from_file = str(path), {k for k in base.to_dict() if getattr(base, k) != getattr(defaults, k)} - typed
-        cfg = _overlay(base, cfg, typed)
-        _settle_recorded_data_dir(cfg, typed, where)
+        recorded_dataset = base.dataset
+        cfg = _overlay(base, cfg, typed, record)
+        if record:  # a run's own record (a settings file's data_dir is the user's: checked as a flag's is)
+            _settle_recorded_data_dir(cfg, typed, where, recorded_dataset)
         if "teacher" not in typed:  # the run's teacher: the same file it learned from, or refused
             from cnnlab.distill import check_rerun_teacher  # imports torch (see the top of this module)
 
@@ -234,7 +238,8 @@ def _rerun_of(cfg: TrainConfig, path: Path, typed: set[str]) -> tuple[str, dict 
     record = read_run_json(path) or {}
     recorded, world, threads = record.get("data"), record.get("world_size"), record.get("cpu_threads")
     own = isinstance(recorded, dict) and "dataset" not in typed and dataset_kind(cfg.dataset) in DIRECTORY_KINDS
-    threads = threads if isinstance(threads, list) and threads and all(type(n) is int for n in threads) else None
+    threads = ([n if valid_threads(n) else None for n in threads]  # null: a part whose count is not known
+               if isinstance(threads, list) and threads and len(threads) <= 10_000 else None)
     return (f"--config {shell_quoted(str(path))}", recorded if own else None,
             world if type(world) is int and world >= 1 else 1, threads)
 
@@ -248,13 +253,14 @@ def _absolute_paths(cfg: TrainConfig) -> None:
         cfg.data_dir = str(expand_user(Path(cfg.data_dir)).resolve())
 
 
-def _settle_recorded_data_dir(cfg: TrainConfig, typed: set[str], where: str) -> None:
-    """A ``--data-dir`` the config file recorded, not typed: dropped where it cannot apply (a ``--dataset`` typed
-    that reads its own folder) or is not there any more (another machine, a folder moved: the data then comes from
-    the cache or a download, verified by their checksums as ever); it was refused, naming a flag nobody typed."""
+def _settle_recorded_data_dir(cfg: TrainConfig, typed: set[str], where: str, recorded_dataset) -> None:
+    """A ``--data-dir`` a run's config.json recorded, not typed: dropped where it cannot apply (another ``--dataset``
+    typed: its files are the recorded dataset's) or is not there any more (another machine, a folder moved: the data
+    then comes from the cache or a download, verified by their checksums as ever); it was refused, naming a flag
+    nobody typed."""
     if "data_dir" in typed or not isinstance(cfg.data_dir, str) or not cfg.data_dir:
         return
-    if "dataset" in typed and dataset_kind(str(cfg.dataset)) in DIRECTORY_KINDS:
+    if "dataset" in typed and (cfg.dataset != recorded_dataset or dataset_kind(str(cfg.dataset)) in DIRECTORY_KINDS):
         cfg.data_dir = None
     elif not expand_user(Path(cfg.data_dir)).is_dir():
         print(printable(f"note: {where}: its data folder ({cfg.data_dir}) is not there; the data comes from the cache "
@@ -262,14 +268,15 @@ def _settle_recorded_data_dir(cfg: TrainConfig, typed: set[str], where: str) -> 
         cfg.data_dir = None
 
 
-def _overlay(base: TrainConfig, flags: TrainConfig, typed: set[str]) -> TrainConfig:
+def _overlay(base: TrainConfig, flags: TrainConfig, typed: set[str], record: bool = False) -> TrainConfig:
     """``base`` (a config file) with the values of the flags typed on the command line. A typed --recipe
     replaces the file's recipe values too, except those typed, so that a config never names a recipe it
-    did not run."""
+    did not run. ``record``: the file is a run's config.json, whose values were resolved (a recipe's and the
+    ones typed then are alike in it; a settings file says only what its author wrote)."""
     if "recipe" in typed:
         for key in RECIPE_FIELDS:
             setattr(base, key, None)
-    elif {"model", "dataset"} & typed and isinstance(base.recipe, str):
+    elif record and {"model", "dataset"} & typed and isinstance(base.recipe, str):
         # another net or data under the same recipe: the values that were the recipe's for the file's net and data
         # are taken again for the new ones (the best recipe's lr and epochs differ per net); the others were set
         # on purpose and stay
