@@ -528,3 +528,60 @@ def test_a_settings_files_own_values_stay_under_another_model_and_a_typed_datase
 
     args, _ = _parse(["train", "--config", str(tmp_path / "config.json"), "--dataset", "mnist"])
     assert config_from_args(args).data_dir is None  # fashion-mnist's folder: not mnist's files
+
+
+def test_an_analysis_in_a_run_folder_names_the_weights_it_measured_and_a_resume_says_it_is_out_of_date(
+        tiny_idx, tmp_path, capsys):
+    """`analyze branches RUN` of a stopped run, then `train --resume RUN`: branches.json and branches.png still
+    described the half-trained net, recording only "last.pt", and nothing said so (a lab's own workflow)."""
+    import hashlib
+    import json
+
+    run = tmp_path / "inc"
+    assert main(["train", "--model", "inception", "--dataset", f"idx:{tiny_idx}", "--epochs", "2", "--max-steps", "3",
+                 "--device", "cpu", "--out", str(run), "--quiet"]) == 0
+    assert main(["analyze", "branches", str(run), "--train-images", "64", "--test-images", "32", "--device", "cpu"]) == 0
+    result = json.loads((run / "branches.json").read_text())
+    assert result["checkpoint_step"] == 3
+    assert result["checkpoint_sha256"] == hashlib.sha256((run / "last.pt").read_bytes()).hexdigest()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert "branches.json and branches.png measured the run's weights before this resume" in capsys.readouterr().out
+
+
+def test_a_background_runs_kill_int_while_torch_loads_is_taken_not_lost(tiny_idx, tmp_path):
+    """A script's `cnnlab train ... &` starts with SIGINT ignored; `train` takes it back (take_sigint), but since the
+    import of torch was masked that happened after the import, and a `kill -INT` then was discarded: the run trained
+    to its end and exited 0 (7 in 7)."""
+    import subprocess
+    import sys
+
+    code = ("import os, signal, sys\n"
+            "signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell's background job starts\n"
+            "import cnnlab.cli as cli\n"
+            "real = cli.import_torch_whole\n"
+            "def kill_int_then_import():\n"
+            "    os.kill(os.getpid(), signal.SIGINT)  # the kill -INT, while torch is about to load\n"
+            "    real()\n"
+            "cli.import_torch_whole = kill_int_then_import\n"
+            f"sys.exit(cli.main(['train', '--model', 'basic_cnn', '--dataset', 'idx:{tiny_idx}', '--epochs', '1',"
+            f" '--out', {str(tmp_path / 'run')!r}]))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 130 and done.stderr.strip().endswith("interrupted"), (done.returncode, done.stderr[-300:])
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_signal_while_the_program_exits_ends_it_without_a_handlers_traceback(tmp_path):
+    """A second SIGTERM while `analyze`/`train` exited raised in cnnlab's handler inside torch's exit hooks:
+    "Exception ignored in atexit callback" and 12 lines of traceback. After its command, the program leaves the stop
+    signals at their defaults (the process ends at once)."""
+    import subprocess
+    import sys
+
+    code = ("import atexit, signal, sys\n"
+            "from cnnlab.cli import console\n"
+            "atexit.register(lambda: print('at exit', signal.getsignal(signal.SIGTERM) is signal.SIG_DFL,"
+            " signal.getsignal(signal.SIGINT) is signal.SIG_DFL, flush=True))\n"
+            f"console(['train', '--model', 'basic_cnn', '--dataset', 'idx:{tmp_path / 'none'}'])\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout.strip() == "at exit True True", (done.stdout, done.stderr[-300:])

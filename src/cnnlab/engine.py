@@ -728,6 +728,9 @@ def restore(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
         t.say(f"{where} is already at step {s.step} (--max-steps {t.cfg.max_steps}); nothing to train, re-evaluating")
     else:
         t.say(f"resuming {where} at epoch {s.epoch + 1}, batch {s.batch} (step {s.step})")
+        if t.run_dir is not None and (t.run_dir / "branches.json").is_file():  # analyze branches wrote it there
+            t.say(f"note: {where}/branches.json and branches.png measured the run's weights before this resume; "
+                  f"measure them again after it: cnnlab analyze branches {where}")
 
 
 def _recover_best(t: Trainer, source: Path, where) -> None:

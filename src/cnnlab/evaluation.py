@@ -145,6 +145,9 @@ class Subject:
     #: The SHA-256 of the checkpoint's bytes that were loaded (a run's): its report is written into the run only
     #: while the file there is still these bytes (:func:`own_report`).
     digest: str = ""
+    #: The optimiser steps the checkpoint had trained (a run's; None for shipped or bare weights): with ``digest``,
+    #: what an analysis written into the run folder says it measured (a resume later makes it out of date).
+    step: int | None = None
 
     @property
     def normalisation(self) -> tuple[float, float]:
@@ -223,7 +226,13 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
                    channels_last=bool(cfg.get("channels_last", False)), run_dir=None if not_own else ckpt.parent,
                    not_own=not_own, split=split, warning=other_classes((state.get("data") or {}).get("classes"),
                                                                        trained_on, data), digest=digest,
-                   **_recorded_normalisation(state))
+                   step=_step_of(state), **_recorded_normalisation(state))
+
+
+def _step_of(state: dict) -> int | None:
+    """The optimiser steps a loaded checkpoint had trained, None where it does not say."""
+    step = (state.get("train_state") or {}).get("step") if isinstance(state.get("train_state"), dict) else None
+    return step if type(step) is int else None
 
 
 @contextlib.contextmanager

@@ -286,7 +286,8 @@ def analyze_branches(
     train_loader = subset_loader(data.train_images, data.train_labels, batch_size, data, dev, limit=train_images)
     test_loader = subset_loader(data.test_images, data.test_labels, batch_size, data, dev, limit=test_images)
     n_train = len(train_loader.labels)
-    log(printable(f"{model_name} from {ckpt}: Inception modules {', '.join(modules)}; "  # names escaped: one line
+    at = f" (step {subject.step})" if subject.step is not None else ""
+    log(printable(f"{model_name} from {ckpt}{at}: Inception modules {', '.join(modules)}; "  # names escaped: one line
                   f"means from {n_train:,} train images, tests on {len(test_loader.labels):,} test images"))
 
     means = channel_means(model, train_loader.batches(0), modules)
@@ -299,6 +300,9 @@ def analyze_branches(
     return {
         "run": str(run) if run is not None else ckpt,
         "checkpoint": str(ckpt),
+        # which weights were measured: a resume of the run later changes its last.pt, not this file
+        "checkpoint_step": subject.step,
+        "checkpoint_sha256": subject.digest or None,
         "model": model_name,
         "dataset": data.name,
         "classes": list(data.classes),

@@ -21,7 +21,7 @@ from typing import NoReturn
 
 from cnnlab import __version__, output
 from cnnlab.cli import analyze, data, evaluate, export, models, predict, runs, serve, train
-from cnnlab.cli.common import Parser, path_arg, typed_options
+from cnnlab.cli.common import Parser, path_arg, take_sigint, typed_options
 from cnnlab.errors import CnnlabError, Interrupted, SignalTaken, printable
 from cnnlab.fileio import path_error
 from cnnlab.runs import LATEST, resolve_run
@@ -111,6 +111,9 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, argparse.ArgumentParser
 #: The commands that never import torch, as (command, data subcommand): torch's import is not paid for them
 #: (``data fetch`` loads the data as training does, with torch).
 TORCHLESS_COMMANDS = (("runs", None), ("data", "info"))
+#: The commands that take SIGINT even when started with it ignored, and SIGTERM/SIGHUP as a stop (one line, their
+#: clean-up), from before torch's import (:func:`cnnlab.cli.common.take_sigint`).
+SIGNAL_TAKING_COMMANDS = ("train", "compare", "analyze")
 #: The signals that stop a command, held back while torch loads (:func:`import_torch_whole`).
 _STOPPING = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
@@ -137,6 +140,8 @@ def _run(args, command: argparse.ArgumentParser) -> int:
         for name in ("run", "resume", "teacher"):  # 'latest' names the newest run folder wherever a run is taken
             if getattr(args, name, None) == LATEST:
                 setattr(args, name, str(resolve_run(LATEST)))
+        if getattr(args, "command", None) in SIGNAL_TAKING_COMMANDS:
+            take_sigint()  # before torch's import: a kill -INT to a background run (SIGINT ignored) is held, not lost
         if (getattr(args, "command", None), getattr(args, "data_cmd", None)) not in TORCHLESS_COMMANDS:
             import_torch_whole()
         return args.func(args)
@@ -274,13 +279,23 @@ def console(argv: list[str] | None = None) -> NoReturn:
     """
     output.guard_stdout()  # a full disk under stdout: one line, not a traceback
     if not _in_torchrun_group():
-        _shut_down(main(argv))
+        code = main(argv)
+        _default_stop_signals()
+        _shut_down(code)
     try:
         code = main(argv)
     except Exception:  # a bug: its traceback, then the same quick exit
         traceback.print_exc()
         code = 1
     _exit_now(code)
+
+
+def _default_stop_signals() -> None:
+    """Once the command is done, a further SIGINT/SIGTERM/SIGHUP ends the process at once: a second one sent while
+    it exited raised in cnnlab's handler inside torch's exit hooks ("Exception ignored in atexit callback", 12 lines)."""
+    for sig in _STOPPING:
+        if signal.getsignal(sig) not in (signal.SIG_IGN, None):  # one ignored from the start (nohup) stays so
+            signal.signal(sig, signal.SIG_DFL)
 
 
 def _shut_down(code: int) -> NoReturn:
