@@ -585,3 +585,30 @@ def test_a_signal_while_the_program_exits_ends_it_without_a_handlers_traceback(t
             f"console(['train', '--model', 'basic_cnn', '--dataset', 'idx:{tmp_path / 'none'}'])\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stdout.strip() == "at exit True True", (done.stdout, done.stderr[-300:])
+
+
+def test_compare_goes_on_without_its_stdout_and_says_when_stopped_between_its_files(tiny_idx, tmp_path, monkeypatch,
+                                                                                    capsys):
+    """`compare > /dev/full` (or stdout closed) trained its first run, then stopped at its next line, exit 2, with
+    neither comparison file; stopped between comparison.md and comparison.png it left a table beside no figure (or
+    the last compare's) without a word."""
+    import subprocess
+    import sys
+
+    import cnnlab.compare
+
+    out = tmp_path / "cmp"
+    cmd = [sys.executable, "-m", "cnnlab", "compare", "--models", "basic_cnn", "--seeds", "2", "--dataset",
+           f"idx:{tiny_idx}", "--epochs", "1", "--out", str(out)]
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(cmd, stdout=full, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert done.returncode == 0 and "going on without it" in done.stderr
+    assert (out / "comparison.md").is_file() and (out / "comparison.png").is_file() and len(list(out.glob("basic*"))) == 2
+
+    def stopped(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cnnlab.compare, "_plot", stopped)
+    capsys.readouterr()
+    assert main(cmd[3:]) == 130
+    assert f"results incomplete: wrote {out / 'comparison.md'}, not comparison.png: stopped" in capsys.readouterr().err

@@ -26,6 +26,7 @@ from cnnlab.errors import CnnlabError, Interrupted, RunError, did_you_mean, prin
 from cnnlab.evaluation import evaluate_run
 from cnnlab.fileio import atomic_write_text, kind_of
 from cnnlab.models import build_model, count_parameters, list_models
+from cnnlab.output import complain
 from cnnlab.plots import plot_comparison
 from cnnlab.runs import (STATUS_FILE, RunLock, check_output_folder, load_run_json, read_metrics, read_run_json,
                          run_config, run_problem, write_metrics)
@@ -169,7 +170,12 @@ def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = 
         results[name] = _model_results(name, runs, data, "val_acc" if base.val_split else "test_acc")
     table = format_comparison(results, configs, seeds, data.name, tta=views.spec if views else None)
     atomic_write_text(out / "comparison.md", table)
-    _plot(results, seeds, base, data, out, teachers)
+    try:
+        _plot(results, seeds, base, data, out, teachers)
+    except KeyboardInterrupt:  # a table beside no figure, or the last compare's: said, not left silent
+        complain(printable(f"cnnlab: warning: results incomplete: wrote {out / 'comparison.md'}, not comparison.png: "
+                           "stopped; the same compare again writes both (its runs are reused)"))
+        raise
     return {"table": table, "results": results, "out": out}
 
 

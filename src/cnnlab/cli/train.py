@@ -42,6 +42,7 @@ from cnnlab.config import (
 from cnnlab.errors import CnnlabError, printable, shell_quoted
 from cnnlab.dataset_names import DIRECTORY_KINDS, canonical_dataset_name, dataset_kind
 from cnnlab.fileio import expand_user
+from cnnlab.output import say
 from cnnlab.runs import read_run_json, resolve_run
 
 #: Flags whose default comes from the recipe (None on the command line = not given): every recipe sets the same keys.
@@ -378,9 +379,11 @@ def cmd_compare(args) -> int:
     out = args.out or (f"{named}-distilled" if teachers else default_out(args.dataset, args.recipe))
     if args.teacher_model and not teachers:
         raise CnnlabError("--teacher-model names whose runs teach: give --teachers DIR (or auto) too")
-    res = compare(args.models, args.seeds, cfg, out, tta=args.tta, teachers=teachers, teacher_model=args.teacher_model)
-    print()
-    print(res["table"])
-    print(f"wrote {shell_quoted(str(res['out'] / 'comparison.md'))} and "  # a folder's name as a shell takes it
-          f"{shell_quoted(str(res['out'] / 'comparison.png'))}")
+    # output.say: a stdout on a full disk or closed is warned of once and the compare goes on (print stopped it after
+    # its first run, which it had trained, with neither comparison file written)
+    res = compare(args.models, args.seeds, cfg, out, tta=args.tta, teachers=teachers, teacher_model=args.teacher_model,
+                  log=say)
+    say("\n" + res["table"])
+    say(f"wrote {shell_quoted(str(res['out'] / 'comparison.md'))} and "  # a folder's name as a shell takes it
+        f"{shell_quoted(str(res['out'] / 'comparison.png'))}")
     return 0
