@@ -612,3 +612,18 @@ def test_compare_goes_on_without_its_stdout_and_says_when_stopped_between_its_fi
     capsys.readouterr()
     assert main(cmd[3:]) == 130
     assert f"results incomplete: wrote {out / 'comparison.md'}, not comparison.png: stopped" in capsys.readouterr().err
+
+
+def test_evaluate_into_out_with_stdout_on_a_full_disk_writes_its_report_then_says_so(tiny_idx, tmp_path):
+    """`evaluate RUN --out DIR > /dev/full` stopped at its first line: exit 2 and no report (its --json form, and
+    analyze, export and predict --show-input, wrote their files)."""
+    import subprocess
+    import sys
+
+    run, out = tmp_path / "run", tmp_path / "report"
+    train(tiny_config(tiny_idx, max_steps=2), out=run, **QUIET)
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "cnnlab", "evaluate", str(run), "--out", str(out), "--dataset",
+                               f"idx:{tiny_idx}"], stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "cannot write the output" in done.stderr
+    assert (out / "summary.json").is_file() and (out / "confusion.png").is_file()

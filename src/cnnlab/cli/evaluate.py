@@ -82,6 +82,7 @@ def cmd_evaluate(args) -> int:
                                     "--weights)")
     if args.no_report:
         refuse_typed(args, "out", "with --no-report, which writes nothing")
+    _LOST.clear()
     say = (lambda m: None) if args.json else _shown
     subject = open_subject(args.run, which=args.checkpoint, weights=args.weights, model_name=args.model,
                            pretrained=args.pretrained, dataset=args.dataset, data_dir=args.data_dir, split=args.split)
@@ -110,18 +111,30 @@ def cmd_evaluate(args) -> int:
               f"{t['loss']:.4f}  accuracy {t['accuracy']:.2f}% ({t['accuracy'] - res.accuracy:+.2f} points; "
               "reported beside, not instead of, the plain figure)")
     _shown(f"{where}: loss {res.loss:.4f}  accuracy {res.accuracy:.2f}%  [{printable(subject.source)}]")
+    if _LOST:
+        raise _LOST.pop()
     return output.EXIT_PIPE_CLOSED if output.stdout_reader_gone() else code
 
 
+#: The error of a stdout that could not be written (a full disk): said once the report is written (:func:`_shown`).
+_LOST: list[Exception] = []
+
+
 def _shown(line: str) -> None:
-    """A line on stdout; its reader gone (``| head -1``), the rest of the output is dropped and the report is
-    written all the same (the evaluation stopped at its next line, leaving no report in ``--out``)."""
+    """A line on stdout; its reader gone (``| head -1``), or stdout on a full disk, the rest of the output is dropped
+    and the report is written all the same (the evaluation stopped at its next line, leaving no report in
+    ``--out``): exit 141, or the full disk's one line and exit 2 after the report."""
+    if _LOST:
+        return
     try:
         print(line)
     except BrokenPipeError:
         if not output.stdout_closed():
             raise
         output.discard_stdout(reader_gone=True)
+    except output.OutputError as err:
+        _LOST.append(err)
+        output.discard_stdout()
 
 
 def _report(args, subject, res, extra: dict, say) -> int:
