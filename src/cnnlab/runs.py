@@ -191,9 +191,12 @@ _HELD_HERE_LOCK = threading.Lock()
 def held_here(run: Path) -> bool:
     """Whether a run folder's lock is held by this very process (another thread of it)."""
     try:
-        st = os.stat(Path(run) / LOCK_FILE, follow_symlinks=False)
+        return _held_here(os.stat(Path(run) / LOCK_FILE, follow_symlinks=False))
     except OSError:
         return False
+
+
+def _held_here(st: os.stat_result) -> bool:
     with _HELD_HERE_LOCK:
         return (st.st_dev, st.st_ino) in _HELD_HERE
 
@@ -227,10 +230,8 @@ class RunLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            st = os.fstat(fd)
+            here = _held_here(os.fstat(fd))  # flock is per open file: a thread of ours may hold it
             os.close(fd)
-            with _HELD_HERE_LOCK:
-                here = (st.st_dev, st.st_ino) in _HELD_HERE  # flock is per open file: a thread of ours holds it
             if here:
                 raise RunBusy(f"{self.path.parent} is in use by another thread of this process (a call that has not "
                               f"returned yet); {self.busy_here}") from None

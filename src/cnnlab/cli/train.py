@@ -212,7 +212,8 @@ def config_from_args(args) -> TrainConfig:
         path = path / "config.json" if path.is_dir() else path
         typed = given_flags(args.parser, getattr(args, "argv", []))
         base = TrainConfig.from_file(path, flag="--config")
-        record = isinstance((read_run_json(path) or {}).get("config"), dict) if path.suffix == ".json" else False
+        saved = (read_run_json(path) or {}) if path.suffix == ".json" else {}  # a run's config.json, read once
+        record = isinstance(saved.get("config"), dict)
         defaults = TrainConfig()  # a setting the file changed, not typed, is refused as the file's (no flag typed)
         where, from_file = str(path), {k for k in base.to_dict() if getattr(base, k) != getattr(defaults, k)} - typed
         recorded_dataset = base.dataset
@@ -223,7 +224,7 @@ def config_from_args(args) -> TrainConfig:
             from cnnlab.distill import check_rerun_teacher  # imports torch (see the top of this module)
 
             check_rerun_teacher(cfg, path)
-        args.rerun_of = _rerun_of(cfg, path, typed)
+        args.rerun_of = _rerun_of(cfg, path, typed, saved)
     _absolute_paths(cfg)  # as the flags give them: a config file's relative idx:tiny re-ran on another folder's tiny
     cfg.validate(where, from_file)  # the settings as given, before a dry run cuts them short (--max-steps -5)
     if args.dry_run:  # the run's own settings (its epochs, clean epochs, warm-up, all checked), cut short
@@ -231,12 +232,13 @@ def config_from_args(args) -> TrainConfig:
     return cfg.validate()
 
 
-def _rerun_of(cfg: TrainConfig, path: Path, typed: set[str]) -> tuple[str, dict | None, int, list[int] | None]:
+def _rerun_of(cfg: TrainConfig, path: Path, typed: set[str],
+              record: dict) -> tuple[str, dict | None, int, list[int] | None]:
     """``--config RUN`` (a re-run of that run): where the settings came from, what that run recorded of its data
     (config.json's "data": only for its own ``idx:``/``folder:`` dataset, None otherwise) and how many processes
     trained it, and at how many CPU threads, for the engine to compare with the data it loads and the group and
-    threads it runs in (one warning each: the user may mean to re-run on the new data, or in one process)."""
-    record = read_run_json(path) or {}
+    threads it runs in (one warning each: the user may mean to re-run on the new data, or in one process).
+    ``record``: the run's config.json as read (empty for a settings file)."""
     recorded, world, threads = record.get("data"), record.get("world_size"), record.get("cpu_threads")
     own = isinstance(recorded, dict) and "dataset" not in typed and dataset_kind(cfg.dataset) in DIRECTORY_KINDS
     threads = ([n if valid_threads(n) else None for n in threads]  # null: a part whose count is not known
