@@ -12,7 +12,8 @@ and pages.
     python -m benchmarks.pen_digits [--n 300] [--baseline REV]
 
 A marker as wide as MNIST's strokes is the control for the thin pens: a change for them must leave it as it is.
-The last conditions put the marker's digit in a frame (a form's printed box, a circle drawn around it). Printed, and written to ``benchmarks/results/pen_digits.{json,md}``.
+A broad pen on a small digit (the drawing page's 20-px pen) gives strokes wider than MNIST's: the column "noted
+thick" is the share of fields whose prediction carries the note about it (``Prediction.thick``). The last conditions put the marker's digit in a frame (a form's printed box, a circle drawn around it). Printed, and written to ``benchmarks/results/pen_digits.{json,md}``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ CONDITIONS = {
     "1 px pen, 300 px page": (300, 1, None),
     "2 px pen, 280 px canvas": (280, 2, None),
     "marker (MNIST's width), 600 px page": (600, 42, None),
+    "marker twice MNIST's width, 600 px page": (600, 84, None),
+    "marker three times MNIST's width, 600 px page": (600, 126, None),
+    "20 px pen (the drawing page's), digit 28 px high": (40, 20, None),
+    "20 px pen, digit 42 px high": (60, 20, None),
+    "20 px pen, digit 70 px high": (100, 20, None),
     "marker in a printed box (3 px), 400 px page": (400, 14, ("box", 3)),
     "marker in a bold box (8 px), 400 px page": (400, 14, ("box", 8)),
     "marker in a circle (4 px), 400 px page": (400, 14, ("circle", 4)),
@@ -94,14 +100,18 @@ def pen_page(digit28: np.ndarray, side: int, width: int, frame: tuple | None = N
 def measure(models: list[str], versions: dict, digits: np.ndarray, labels: np.ndarray) -> dict:
     """Accuracy (%) per condition, net and version of the preprocessing."""
     import cnnlab
+    from cnnlab.preprocessing import thick_strokes
 
     predictors = {m: cnnlab.predictor(model=m) for m in models}
     rows = {}
     for name, (side, width, frame) in CONDITIONS.items():
         t0 = time.perf_counter()
         pages = [pen_page(d, side, width, frame) for d in digits]
-        rows[name] = {f"{m} {v}": accuracy(p, fn, pages, labels)[0] for m, p in predictors.items()
-                      for v, fn in versions.items()}
+        rows[name], fields = {}, {}
+        for m, p in predictors.items():
+            for v, fn in versions.items():
+                rows[name][f"{m} {v}"], _, fields[v] = accuracy(p, fn, pages, labels)
+        rows[name]["noted thick"] = 100 * float(np.mean([thick_strokes(f) > 0 for f in fields["now"]]))
         print(f"  {name:38s} " + "  ".join(f"{k}: {a:5.1f}%" for k, a in rows[name].items())
               + f"  ({time.perf_counter() - t0:.0f}s)", flush=True)
     return rows

@@ -141,6 +141,12 @@ MNIST_STROKE = 1.85
 #: 1-3 px pen line on a large canvas, box-averaged to 20 px, came out faint and uneven (its joints brighter than
 #: its straight parts), and the nets misread it.
 THIN_STROKE = 1.0
+#: A field whose strokes are wider than this (px of 28; 99.9% of MNIST's training digits are thinner, the widest
+#: 6.6) gets a note: a small digit drawn with a broad pen (the drawing page's 20-px pen, a digit 30-40 px high)
+#: comes out 5-10 px wide, and the nets misread most such digits, sure of them (benchmarks/pen_digits.py: 28-58%
+#: read right where the note fires, 98% on ordinary pens, where it never does). Eroding the strokes thinner was
+#: tried and read no more of them right (their gaps and holes are filled: nothing to recover).
+THICK_NOTE = 4.5
 #: Strokes are thin when a square of the thin width erodes all but this fraction of the ink away...
 THIN_KEPT = 0.05
 #: ...the width being at most this many px of the (working-size) image: a pen's line. A crop stretched by marks
@@ -1121,6 +1127,15 @@ def stroke_width(ink: np.ndarray) -> float:
     edges = (np.count_nonzero(mask[:, 1:] != mask[:, :-1]) + np.count_nonzero(mask[1:] != mask[:-1])
              + np.count_nonzero(mask[:, [0, -1]]) + np.count_nonzero(mask[[0, -1]]))
     return 2 * float(np.count_nonzero(mask)) / max(edges, 1)
+
+
+def thick_strokes(field: np.ndarray) -> float:
+    """The strokes' width in a prepared field (px; :func:`stroke_width`, scaled to a 28-px field) when it is over
+    :data:`THICK_NOTE`, else 0.0."""
+    if not field.size or float(field.max()) <= 0:
+        return 0.0
+    width = stroke_width(field) * MNIST_FIELD / max(field.shape)
+    return width if width > THICK_NOTE else 0.0
 
 
 def is_blob(ink: np.ndarray) -> bool:

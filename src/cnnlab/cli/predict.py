@@ -220,6 +220,8 @@ def cmd_predict(args) -> int:
         if getattr(pred, "marks", 1) > 1:
             print(f"note: {printable(pred.name)}: {pred.marks} digits side by side, read as one; add --number to "
                   "read each", file=sys.stderr)
+        if getattr(pred, "thick", 0.0):
+            print(f"note: {printable(pred.name)}: {pred.thick_note()}", file=sys.stderr)
         for i, ratio in getattr(pred, "wide", {}).items():
             print(f"note: {printable(pred.name)}{f' line {pred.line}' if pred.line else ''}: digit {i + 1} "
                   f"('{pred.digits[i].label}') is {ratio:.1f} times wider than high: digits that touch may have been "

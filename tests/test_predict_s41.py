@@ -1,0 +1,79 @@
+"""Predictions of digits whose strokes are far wider than MNIST's get a note (a small digit drawn with a broad pen)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+import cnnlab
+from cnnlab.cli import main
+from cnnlab.preprocessing import THICK_NOTE, stroke_width, thick_strokes
+
+
+def canvas(strokes: list[list[tuple[int, int]]], pen: int = 20, side: int = 280) -> Image.Image:
+    """Strokes drawn as the drawing page draws them: black, a round pen ``pen`` px wide, on a white square."""
+    im = Image.new("L", (side, side), 255)
+    draw = ImageDraw.Draw(im)
+    for stroke in strokes:
+        draw.line(stroke, fill=0, width=pen, joint="curve")
+        for x, y in stroke:
+            draw.ellipse([x - pen / 2, y - pen / 2, x + pen / 2, y + pen / 2], fill=0)
+    return im
+
+
+SMALL_SEVEN = [[(126, 126), (145, 126), (133, 154)]]  # 28 px high: the tester's, read '8' at 80-85%
+SMALL_ONE = [[(132, 129), (141, 120), (141, 160)], [(131, 160), (151, 160)]]  # 40 px high, flag and base
+LARGE_SEVEN = [[(80, 60), (200, 60), (130, 230)]]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return cnnlab.predictor(model="resnet")
+
+
+def test_a_small_digit_drawn_with_a_broad_pen_is_noted(digits, tmp_path, capsys):
+    for strokes in (SMALL_SEVEN, SMALL_ONE):
+        pred = digits(canvas(strokes))
+        assert pred.thick > THICK_NOTE
+        assert pred.to_dict()["thick_strokes"] == round(pred.thick, 1)
+        assert "larger, or with a thinner pen" in pred.thick_note()
+    path = tmp_path / "seven.png"
+    canvas(SMALL_SEVEN).save(path)
+    assert main(["predict", "--model", "resnet", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert f"note: {path}: its strokes are" in err and "write or draw the digit larger" in err
+    assert main(["predict", "--model", "resnet", "--json", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["thick_strokes"] > THICK_NOTE
+
+
+def test_ordinary_digits_get_no_note(digits):
+    """Drawn large with the same pen or with a fine one, typed: no note, no key in the JSON."""
+    for pred in (digits(canvas(LARGE_SEVEN)), digits(canvas(LARGE_SEVEN, pen=2)), digits(canvas(SMALL_SEVEN, pen=4))):
+        assert pred.thick == 0.0 and "thick_strokes" not in pred.to_dict() and pred.thick_note() == ""
+    for d in "0123456789":
+        typed = Image.new("L", (200, 200), 255)
+        ImageDraw.Draw(typed).text((100, 100), d, fill=0, font_size=120, anchor="mm")
+        assert digits(typed).thick == 0.0
+
+
+def test_a_clothes_net_never_notes_thick_strokes():
+    """A shirt is a filled shape, not strokes: no note from a Fashion-MNIST net."""
+    shirt = Image.new("L", (280, 280), 0)
+    ImageDraw.Draw(shirt).polygon([(60, 40), (220, 40), (260, 100), (210, 110), (210, 250), (70, 250), (70, 110),
+                                   (20, 100)], fill=230)
+    assert cnnlab.predictor(model="resnet", dataset="fashion-mnist")(shirt).thick == 0.0
+
+
+def test_thick_strokes_is_scaled_to_a_28_px_field():
+    field = np.zeros((28, 28), np.float32)
+    field[4:24, 10:17] = 1.0  # a bar 7 px wide
+    assert thick_strokes(field) == pytest.approx(stroke_width(field)) and thick_strokes(field) > THICK_NOTE
+    big = np.kron(field, np.ones((2, 2), np.float32))  # the same bar in a 56-px field
+    assert thick_strokes(big) == pytest.approx(thick_strokes(field), rel=0.05)
+    assert thick_strokes(np.zeros((28, 28), np.float32)) == 0.0
+    thin = np.zeros((28, 28), np.float32)
+    thin[4:24, 13:15] = 1.0
+    assert thick_strokes(thin) == 0.0
