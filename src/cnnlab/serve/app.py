@@ -6,11 +6,12 @@ Routes:
 - ``GET /info``: the model's name, its dataset's (no folders above it), classes, whether it has Inception modules, the upload and pixel limits.
 - ``HEAD`` wherever ``GET`` is served (``/``, ``/favicon.ico``, ``/info``, ``/static/...``).
 - ``POST /predict``: an image as multipart form field ``file`` (or the raw body with an
-  ``image/*`` content type). Answers ``{"prediction", "probabilities", "classes", "top",
-  "input_png", "branches"}``; a bad image (over the pixel cap included) is ``400 {"error": "<one line>"}``
-  (the rules of ``cnnlab predict``), a body over the limit ``413`` however it is sent, a body that does
-  not arrive in time ``408``, and a server that has as many uploads as it takes, or runs out of file
-  descriptors or memory while decoding, ``503`` (with Retry-After).
+  ``image/*`` content type). Answers ``{"prediction", "probabilities", "classes", "model", "dataset", "top",
+  "input_png", "branches"}`` (``model`` and ``dataset`` as ``/info`` names them: a page left open across a restart
+  with another net tells by them that its bars and header are out of date); a bad image (over the pixel cap
+  included) is ``400 {"error": "<one line>"}`` (the rules of ``cnnlab predict``), a body over the limit ``413``
+  however it is sent, a body that does not arrive in time ``408``, and a server that has as many uploads as it
+  takes, or runs out of file descriptors or memory while decoding, ``503`` (with Retry-After).
   The body's ``Content-Type`` is read without regard to case (``IMAGE/PNG`` is ``image/png``).
 - Anything else: ``404`` (no such route) or ``405`` (another method), ``{"error": "<one line>"}`` like every
   other refusal, naming the routes there are.
@@ -429,6 +430,9 @@ class Service:
             "number": {k: v for k, v in number.items() if k != "file"} if number else None,  # each of them read
             "probabilities": pred.probabilities,
             "classes": pred.classes,
+            # /info's values: the page compares them with its own (a server restarted with another net under it)
+            "model": self.predictor.model_name,
+            "dataset": printable(self.predictor.dataset),
             "input_png": _png_data_url(to_uint8_image(pred.input_image)),
             "branches": ({"energy": energies, "share": shares(energies)} if self.has_inception else None),
         }

@@ -2,7 +2,7 @@
 // canvas; while drawing, the canvas is sent as a PNG to POST /predict, at most one request in
 // flight, and the answer updates the bars, the prediction and the 28x28 image the net saw.
 // An image file (the "Open an image" button, reachable by keyboard, a drop on the canvas or a
-// paste) is sent as it is.
+// paste) is sent as it is. Undo (the button, Ctrl+Z or Cmd+Z) takes back the last stroke.
 "use strict";
 
 const pad = document.getElementById("pad");
@@ -14,16 +14,31 @@ const statusEl = document.getElementById("status");
 const seenEl = document.getElementById("seen");
 const branchBox = document.getElementById("branches");
 const branchBars = document.getElementById("branch-bars");
+const undoButton = document.getElementById("undo");
 
-let classes = [];
+// The net whose answers the page shows: /info's when it loads, then an answer's, when a server restarted on the
+// same port serves another net (the bars, the header and the limits are then that net's).
+let net = { model: null, dataset: null, classes: [] };
 let limits = { max_upload_bytes: 4 << 20, max_pixels: 4096 * 4096 };  // the server's, from /info
 let drawing = false;
-let pen = null;          // the pointer drawing the stroke: a second finger or a palm on a touch screen is ignored
+let pen = null;          // the pointer drawing the stroke
 let inked = false;       // anything drawn since the last clear
 let inFlight = false;    // a request is on its way
 let dirty = false;       // the canvas changed since the last request was sent
-let generation = 0;      // bumped by Clear: late answers for an old drawing are dropped
+let sends = 0;           // drawings sent so far: whether a stroke taken back had been sent
+let generation = 0;      // bumped by Clear, Undo and an opened image: late answers for an old drawing are dropped
 let updates = 0;
+
+// A server that does not answer (stopped, restarting) is asked again after 1 s, then 2, 4, 8, and 10 s at most:
+// one timer at a time, for one drawing (its generation); meanwhile send() leaves the server alone.
+const RETRY_FIRST_MS = 1000, RETRY_MOST_MS = 10000;
+let retryDelay = RETRY_FIRST_MS;
+let retryTimer = null;
+
+// Undo: the canvas as it was before each stroke, the latest last; 30 at most (30 x 280 x 280 x 4 bytes: 9 MB).
+const UNDO_DEPTH = 30;
+let history = [];
+let strokeStart = null;  // the state before the stroke being drawn, for a stroke taken back
 
 function resetCanvas() {
   ctx.fillStyle = "#fff";
@@ -54,7 +69,7 @@ function bar(container, label, key) {
 let classBars = [];
 function buildBars() {
   barsBox.textContent = "";
-  classBars = classes.map((c) => bar(barsBox, c, "cls"));
+  classBars = net.classes.map((c) => bar(barsBox, c, "cls"));
 }
 
 function showProbabilities(probs) {
@@ -98,10 +113,11 @@ function clearResults() {
 }
 
 async function send() {
-  if (inFlight || !dirty || !inked) return;
+  if (inFlight || retryTimer || !dirty || !inked) return;  // a re-send is due: it takes the drawing as it is then
   inFlight = true;
   document.body.dataset.inflight = "1";  // for tests: whether an answer is awaited
   dirty = false;
+  sends++;
   const mine = generation;
   try {
     const blob = await new Promise((resolve) => pad.toBlob(resolve, "image/png"));
@@ -113,30 +129,113 @@ async function send() {
   }
 }
 
-// POST one image to /predict and show the answer, unless Clear (or another image) came meanwhile; on a busy
-// server (503) `again` is called after the wait it asks for.
+// One re-send pending at most: a new one replaces it, and it fires only for the drawing it was set for.
+function retryLater(ms, mine, again) {
+  cancelRetry();
+  retryTimer = setTimeout(() => { retryTimer = null; if (mine === generation) again(); }, ms);
+}
+
+function cancelRetry() {
+  clearTimeout(retryTimer);
+  retryTimer = null;
+}
+
+// POST one image to /predict and show the answer, unless Clear (or Undo, or another image) came meanwhile. No answer
+// (the server stopped or restarting) or a busy one (503): `again` is called later. Showing the answer is kept apart
+// from fetching it, so that a fault of this page's script is never reported as the server being out of reach.
 async function ask(blob, name, mine, again, note = "") {
+  const got = await post(blob, name);
+  if (mine !== generation) return;
+  if (got.error) { waitForServer(got.error, mine, again); return; }
+  retryDelay = RETRY_FIRST_MS;  // the server answers again
+  if (!got.res.ok) { refused(got.res, got.body, mine, again); return; }
   try {
-    const form = new FormData();
-    form.append("file", blob, name);
-    const res = await fetch("/predict", { method: "POST", body: form });
-    const body = await res.json();
-    if (mine !== generation) return;
-    if (!res.ok) {
-      clearResults();  // no answer for this drawing: the last one's must not stand beside the error as its answer
-      statusEl.textContent = body.error || ("error " + res.status);
-      if (res.status === 503) {  // the server is busy: send it again after the wait it asks for
-        const wait = 1000 * (Number(res.headers.get("Retry-After")) || 1);
-        setTimeout(() => { if (mine === generation) again(); }, wait);
-      }
-      return;
-    }
-    showAnswer(body, note);
+    const news = sameNet(got.body) ? "" : await switchNet(got.body);
+    if (mine === generation) showAnswer(got.body, note);
+    if (news) statusEl.textContent = news;
   } catch (err) {
-    if (mine !== generation) return;
     clearResults();
-    statusEl.textContent = "cannot reach the cnnlab server: is 'cnnlab serve' still running? (" + (err.message || err) + ")";
+    statusEl.textContent = "this page could not show the server's answer (" + (err.message || err)
+      + "); reload the page";
   }
+}
+
+// The server's answer as { res, body }, or { error } when none came (not reached, or the connection lost mid-answer).
+// An answer that is not JSON (another program on the port) has an empty body: its status speaks for it.
+async function post(blob, name) {
+  const form = new FormData();
+  form.append("file", blob, name);
+  try {
+    const res = await fetch("/predict", { method: "POST", body: form });
+    const body = await res.json().catch((err) => { if (err.name === "SyntaxError") return {}; throw err; });
+    return { res, body };
+  } catch (err) {
+    return { error: err };
+  }
+}
+
+function refused(res, body, mine, again) {
+  clearResults();  // no answer for this drawing: the last one's must not stand beside the error as its answer
+  statusEl.textContent = body.error || ("error " + res.status);
+  if (res.status === 503) {  // the server is busy: send it again after the wait it asks for
+    retryLater(1000 * (Number(res.headers.get("Retry-After")) || 1), mine, again);
+  }
+}
+
+// The server out of reach: the same drawing is sent again, later each time, while it stays the canvas's drawing,
+// so that a server started again answers it without a new stroke.
+function waitForServer(err, mine, again) {
+  clearResults();
+  const wait = retryDelay;
+  retryDelay = Math.min(2 * retryDelay, RETRY_MOST_MS);
+  statusEl.textContent = "cannot reach the cnnlab server: is 'cnnlab serve' still running? (" + (err.message || err)
+    + "). Waiting for it: trying again in " + wait / 1000 + " s";
+  retryLater(wait, mine, again);
+}
+
+function sameList(a, b) {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+// Whether an answer comes from the net the page shows: a server restarted on the same port with another net
+// answers for classes the bars were not built for (a Fashion-MNIST answer under the digits' bars, 12 classes
+// against 10 bars). An answer that names no model or dataset is compared by its classes.
+function sameNet(body) {
+  return sameList(body.classes, net.classes) && (body.model === undefined || body.model === net.model)
+    && (body.dataset === undefined || body.dataset === net.dataset);
+}
+
+// Another net answers: its classes become the bars; the header is /info's when /info names the same net (it also
+// brings the limits), else the answer's own. Returns the line saying so.
+async function switchNet(body) {
+  let info = null;
+  try { info = await (await fetch("/info")).json(); } catch (err) { /* the answer names the net */ }
+  const agrees = info && info.model === body.model && info.dataset === body.dataset
+    && Array.isArray(info.classes) && sameList(info.classes, body.classes);
+  const known = net.model !== null;  // null: /info was not read at load, so nothing changed that the page knew of
+  const now = agrees ? info
+    : { model: body.model, dataset: body.dataset, classes: body.classes, inception: !!body.branches };
+  showNet(now);
+  return known ? "the server now serves another net: " + describe(now) + ", " + now.classes.length + " classes" : "";
+}
+
+function describe(info) {
+  return "model " + info.model + (info.inception ? " (Inception)" : "")
+    + (info.dataset ? ", trained on " + info.dataset : "");
+}
+
+// The header, the bars and the limits for the net `info` names (/info's fields).
+function showNet(info) {
+  net = { model: info.model, dataset: info.dataset, classes: info.classes };
+  limits = { max_upload_bytes: info.max_upload_bytes || limits.max_upload_bytes,
+             max_pixels: info.max_pixels || limits.max_pixels };
+  const digits = net.classes.join("") === "0123456789";
+  const what = info.dataset === "fashion-mnist" ? "an item of clothing" : digits ? "a digit" : "one of its classes";
+  document.getElementById("what").textContent = "Draw " + what;
+  document.title = "cnnlab: draw " + what;
+  document.getElementById("model").textContent = info.model ? "· " + describe(info) : "";
+  document.getElementById("class-count").textContent = String(net.classes.length);
+  buildBars();
 }
 
 function showAnswer(body, note = "") {
@@ -159,7 +258,9 @@ let imagePending = false;  // an opened image's answer is awaited
 async function openImage(file) {
   if (!file) return;
   const mine = ++generation;  // a drawing's (or an earlier image's) late answer must not land on this image
+  cancelRetry();
   inked = dirty = false;
+  forgetStrokes();
   resetCanvas();
   clearResults();
   let bitmap = null;
@@ -211,19 +312,13 @@ function point(ev) {
   return [(ev.clientX - r.left) * pad.width / r.width, (ev.clientY - r.top) * pad.height / r.height];
 }
 
+// Strokes. Only the primary button draws (a right-drag drew over a digit; a context-menu click left a dot), and only
+// the primary finger or pen; a second pointer arriving during a stroke (a pinch) takes that stroke back.
 pad.addEventListener("pointerdown", (ev) => {
   ev.preventDefault();
-  if (drawing) return;   // another finger while one draws: its line would join the stroke
-  if (imagePending) { generation++; imagePending = false; }  // an opened image's answer: no longer the canvas's
-  pad.setPointerCapture(ev.pointerId);
-  drawing = true;
-  pen = ev.pointerId;
-  const [x, y] = point(ev);
-  ctx.beginPath();
-  ctx.moveTo(x, y);
-  ctx.lineTo(x + 0.01, y);   // a dot for a tap
-  ctx.stroke();
-  inked = dirty = true;
+  if (drawing) { if (ev.pointerId !== pen) takeBackStroke(); return; }
+  if (!ev.isPrimary || ev.button !== 0) return;
+  startStroke(ev);
 });
 pad.addEventListener("pointermove", (ev) => {
   if (!drawing || ev.pointerId !== pen) return;
@@ -243,6 +338,85 @@ function endStroke(ev) {
 pad.addEventListener("pointerup", endStroke);
 pad.addEventListener("pointercancel", endStroke);
 
+function startStroke(ev) {
+  // `settled`: the answer shown is the drawing's, none awaited by a re-send due or an opened image
+  strokeStart = { dirty, sends, settled: !retryTimer && !imagePending };
+  if (imagePending) { generation++; imagePending = false; }  // an opened image's answer: no longer the canvas's
+  cancelRetry();  // this stroke is sent as it is drawn: a re-send of the drawing before it is superseded
+  remember();
+  pad.setPointerCapture(ev.pointerId);
+  drawing = true;
+  pen = ev.pointerId;
+  const [x, y] = point(ev);
+  ctx.beginPath();
+  ctx.moveTo(x, y);
+  ctx.lineTo(x + 0.01, y);   // a dot for a tap
+  ctx.stroke();
+  inked = dirty = true;
+}
+
+// The stroke being drawn is undone: the canvas goes back to how it was before it, and is sent again unless the
+// answer shown is already that drawing's (nothing of the stroke sent, and no answer awaited when it began).
+function takeBackStroke() {
+  drawing = false;
+  pen = null;
+  restore(history.pop());
+  showUndo();
+  if (sends !== strokeStart.sends || !strokeStart.settled) { drawingChanged(); return; }
+  dirty = strokeStart.dirty;
+}
+
+// The snapshots for Undo: ImageData copies of the canvas, with whether it held ink.
+function remember() {
+  history.push({ image: ctx.getImageData(0, 0, pad.width, pad.height), inked });
+  if (history.length > UNDO_DEPTH) history.shift();
+  showUndo();
+}
+
+function restore(snapshot) {
+  ctx.putImageData(snapshot.image, 0, 0);
+  inked = snapshot.inked;
+}
+
+// Clear, or an opened image: nothing to undo, and the stroke being drawn, if any, ends there.
+function forgetStrokes() {
+  drawing = false;
+  pen = null;
+  history = [];
+  showUndo();
+}
+
+function showUndo() {
+  undoButton.disabled = history.length === 0;
+}
+
+// The canvas went back to an earlier drawing (Undo, a stroke taken back): an answer on its way is for another
+// drawing and is dropped, as after Clear; the drawing is sent, or the results cleared when nothing is left.
+function drawingChanged() {
+  generation++;
+  imagePending = false;
+  cancelRetry();
+  if (!inked) { dirty = false; clearResults(); return; }
+  dirty = true;
+  send();
+}
+
+function undo() {
+  if (drawing) { takeBackStroke(); return; }
+  if (!history.length) return;
+  restore(history.pop());
+  showUndo();
+  drawingChanged();
+}
+
+undoButton.addEventListener("click", undo);
+document.addEventListener("keydown", (ev) => {
+  if ((ev.ctrlKey || ev.metaKey) && !ev.shiftKey && !ev.altKey && ev.key.toLowerCase() === "z") {
+    ev.preventDefault();
+    undo();
+  }
+});
+
 const fileInput = document.getElementById("file");
 fileInput.addEventListener("change", () => { openImage(fileInput.files[0]); fileInput.value = ""; });
 pad.addEventListener("dragover", (ev) => ev.preventDefault());
@@ -254,8 +428,10 @@ document.addEventListener("paste", (ev) => {
 
 document.getElementById("clear").addEventListener("click", () => {
   generation++;
+  cancelRetry();
   imagePending = false;
   inked = dirty = false;
+  forgetStrokes();
   resetCanvas();
   clearResults();
 });
@@ -263,21 +439,12 @@ document.getElementById("clear").addEventListener("click", () => {
 async function init() {
   resetCanvas();
   try {
-    const info = await (await fetch("/info")).json();
-    classes = info.classes;
-    limits = { max_upload_bytes: info.max_upload_bytes || limits.max_upload_bytes,
-               max_pixels: info.max_pixels || limits.max_pixels };
-    const digits = classes.join("") === "0123456789";
-    const what = info.dataset === "fashion-mnist" ? "an item of clothing" : digits ? "a digit" : "one of its classes";
-    document.getElementById("what").textContent = "Draw " + what;
-    document.title = "cnnlab: draw " + what;
-    document.getElementById("model").textContent = "· model " + info.model + (info.inception ? " (Inception)" : "")
-      + (info.dataset ? ", trained on " + info.dataset : "");
+    showNet(await (await fetch("/info")).json());
   } catch (err) {
-    classes = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    // the digits' bars until an answer names the net (it differs from this unnamed one: /info is read again then)
+    showNet({ model: null, dataset: null, classes: ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"] });
     statusEl.textContent = "could not read /info: " + err;
   }
-  buildBars();
   document.body.dataset.ready = "1";
 }
 init();
