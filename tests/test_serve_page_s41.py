@@ -350,3 +350,47 @@ def test_the_page_says_the_net_always_picks_one_of_its_classes(page):
     size, color = line.evaluate(style)
     confidence_size, confidence_color = page.locator("#confidence").evaluate(style)
     assert size < confidence_size and color == confidence_color
+
+
+def test_a_small_digit_drawn_with_the_broad_pen_gets_the_servers_doubt_beside_its_answer(page):
+    """A 7 28 px high drawn with the page's 20-px pen was read '8' 85% sure without a word: the answer's
+    ``thick_strokes`` is shown beside it, and goes with the next drawing or Clear."""
+    _draw(page, [(126, 126), (145, 126), (133, 154)])
+    _answered(page, 0)
+    doubt = page.inner_text("#doubt")
+    assert page.is_visible("#doubt") and "wider than almost any MNIST digit's" in doubt and "Draw it larger" in doubt
+    page.click("#clear")
+    assert page.inner_text("#doubt") == "" and not page.is_visible("#doubt")
+    before = _updates(page)
+    _draw(page, SEVEN)
+    _answered(page, before)
+    assert page.inner_text("#doubt") == "" and not page.is_visible("#doubt")
+    assert page.errors == []
+
+
+def test_a_palm_on_the_screen_while_a_stylus_draws_is_ignored(page):
+    """A second finger takes a finger's stroke back (a pinch); a hand resting on the screen while a pen draws is a
+    palm: the pen's stroke goes on."""
+    box = page.locator("#pad").bounding_box()
+    cdp = page.context.new_cdp_session(page)
+
+    def pen(kind, x, y):
+        cdp.send("Input.dispatchMouseEvent", {"type": kind, "x": box["x"] + x, "y": box["y"] + y, "button": "left",
+                                              "buttons": 0 if kind == "mouseReleased" else 1, "clickCount": 1,
+                                              "pointerType": "pen"})
+
+    pen("mousePressed", 40, 140)
+    for k in range(1, 5):
+        pen("mouseMoved", 40 + 20 * k, 140)
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [
+        {"x": box["x"] + 200, "y": box["y"] + 260, "id": 7}]})  # the palm
+    for k in range(5, 10):
+        pen("mouseMoved", 40 + 20 * k, 140)
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    pen("mouseReleased", 220, 140)
+    page.wait_for_timeout(300)
+    assert page.evaluate("""() => { const d = document.getElementById('pad').getContext('2d')
+        .getImageData(40, 140, 181, 1).data; let n = 0; for (let i = 0; i < d.length; i += 4) n += d[i] < 128;
+        return n; }""") >= 170  # the whole line, from x=40 to x=220
+    page.wait_for_function("Number(document.body.dataset.updates || 0) >= 1", timeout=10_000)
+    assert page.errors == []

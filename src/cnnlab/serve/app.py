@@ -8,7 +8,8 @@ Routes:
 - ``POST /predict``: an image as multipart form field ``file`` (or the raw body with an
   ``image/*`` content type). Answers ``{"prediction", "probabilities", "classes", "model", "dataset", "top",
   "input_png", "branches"}`` (``model`` and ``dataset`` as ``/info`` names them: a page left open across a restart
-  with another net tells by them that its bars and header are out of date); a bad image (over the pixel cap
+  with another net tells by them that its bars and header are out of date; ``"thick_strokes"`` too when the
+  drawing's strokes are far wider than MNIST's, ``Prediction.thick``); a bad image (over the pixel cap
   included) is ``400 {"error": "<one line>"}`` (the rules of ``cnnlab predict``), a body over the limit ``413``
   however it is sent, a body that does not arrive in time ``408``, and a server that has as many uploads as it
   takes, or runs out of file descriptors or memory while decoding, ``503`` (with Retry-After).

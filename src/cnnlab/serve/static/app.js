@@ -10,6 +10,7 @@ const ctx = pad.getContext("2d");
 const barsBox = document.getElementById("bars");
 const predictionEl = document.getElementById("prediction");
 const confidenceEl = document.getElementById("confidence");
+const doubtEl = document.getElementById("doubt");
 const statusEl = document.getElementById("status");
 const seenEl = document.getElementById("seen");
 const branchBox = document.getElementById("branches");
@@ -22,6 +23,7 @@ let net = { model: null, dataset: null, classes: [] };
 let limits = { max_upload_bytes: 4 << 20, max_pixels: 4096 * 4096 };  // the server's, from /info
 let drawing = false;
 let pen = null;          // the pointer drawing the stroke
+let penType = "";        // its kind: "mouse", "pen" or "touch"
 let inked = false;       // anything drawn since the last clear
 let inFlight = false;    // a request is on its way
 let dirty = false;       // the canvas changed since the last request was sent
@@ -106,6 +108,7 @@ function showBranches(branches) {
 function clearResults() {
   predictionEl.textContent = "";
   confidenceEl.textContent = "";
+  doubtEl.textContent = "";
   statusEl.textContent = "";
   seenEl.removeAttribute("src");
   classBars.forEach((b) => { b.fill.style.width = "0"; b.pct.textContent = "–"; b.row.forEach((el) => el.classList.remove("top")); });
@@ -246,6 +249,10 @@ function showAnswer(body, note = "") {
   confidenceEl.textContent = (100 * top.probability).toFixed(1) + "% sure" + (body.number
     ? " (" + body.digits_seen + " digits side by side, one at a time they read " + body.number.number + ", "
       + (100 * body.number.probability).toFixed(1) + "% sure)" : "") + note;
+  // a small digit drawn with this broad pen: its strokes come out far wider than MNIST's, and the net misreads most
+  doubtEl.textContent = body.thick_strokes ? "Its strokes are " + body.thick_strokes.toFixed(1) + " px wide in the "
+    + "28x28 input, wider than almost any MNIST digit's (under 4.5 px): the net often misreads such digits. Draw it "
+    + "larger." : "";
   seenEl.src = body.input_png;
   showBranches(body.branches);
   document.body.dataset.updates = String(++updates);
@@ -316,7 +323,8 @@ function point(ev) {
 // the primary finger or pen; a second pointer arriving during a stroke (a pinch) takes that stroke back.
 pad.addEventListener("pointerdown", (ev) => {
   ev.preventDefault();
-  if (drawing) { if (ev.pointerId !== pen) takeBackStroke(); return; }
+  // a hand resting on the screen while a stylus draws is a palm, ignored; a second finger while a finger draws, a pinch
+  if (drawing) { if (ev.pointerId !== pen && !(penType === "pen" && ev.pointerType === "touch")) takeBackStroke(); return; }
   if (!ev.isPrimary || ev.button !== 0) return;
   startStroke(ev);
 });
@@ -347,6 +355,7 @@ function startStroke(ev) {
   pad.setPointerCapture(ev.pointerId);
   drawing = true;
   pen = ev.pointerId;
+  penType = ev.pointerType;
   const [x, y] = point(ev);
   ctx.beginPath();
   ctx.moveTo(x, y);
