@@ -10,11 +10,13 @@ with Pillow alone: lines and text are drawn at :data:`SCALE` times the size and 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import io
 import math
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -31,28 +33,109 @@ SCALE = 2  # charts are drawn this many times larger, then shrunk: smooth lines
 CONTEXT_ORDER = ("model", "dataset", "run", "folder")
 
 
+#: The font the figures are drawn in: DejaVu Sans, which matplotlib (a dependency) ships and draws its own figures
+#: in. Pillow's built-in font (``ImageFont.load_default``) has Latin letters only: é, ß, Greek, CJK were one and the
+#: same box, and classes named so could not be told apart.
+FONT_FILE = ("mpl-data", "fonts", "ttf", "DejaVuSans.ttf")
+#: What a figure's name or title shows for a character its font has no glyph for (a CJK character or an emoji in
+#: DejaVu Sans): its code point, so that names that differ there stay different (not each the same box).
+MISSING = "U+{:04X}"
+ELLIPSIS = "…"
+
+
+@functools.cache
+def font_file() -> str | None:
+    """The path of matplotlib's DejaVu Sans, found without importing matplotlib (1-2 s); None without it."""
+    try:
+        spec = importlib.util.find_spec("matplotlib")
+    except (ImportError, ValueError):
+        return None
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder).joinpath(*FONT_FILE)
+        if path.is_file():
+            return str(path)
+    return None
+
+
 @functools.cache
 def font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """The figures' font at ``size`` px: DejaVu Sans (:func:`font_file`), or Pillow's built-in one without it."""
+    if (path := font_file()) is not None:
+        try:
+            return ImageFont.truetype(path, size)
+        except (OSError, ImportError):  # a damaged file, Pillow without FreeType
+            pass
     try:
         return ImageFont.load_default(size=size)  # Pillow's scalable built-in font (needs FreeType)
     except (TypeError, OSError, ImportError):
         return ImageFont.load_default()  # the small bitmap font
 
 
-def one_line(text: str) -> str:
-    """``text`` with every control character (a newline or tab in a folder's or a run's name) as a space:
-    Pillow measures and anchors one line only."""
-    return "".join(" " if unicodedata.category(c) == "Cc" else c for c in str(text))
+#: The characters taken as drawable by a font whose own table cannot be read (Pillow's built-in font): ASCII, and
+#: the ellipsis that shortened text ends with (drawn again, a shortened name must stay as it is).
+_ASCII = frozenset(range(0x20, 0x7F)) | {ord(ELLIPSIS)}
 
 
-def fit(draw: ImageDraw.ImageDraw, text: str, f, width: float) -> str:
-    """``text`` on one line, cut with an ellipsis so that it is at most ``width`` px wide."""
-    text = one_line(text)
-    if draw.textlength(text, font=f) <= width:
-        return text
-    while text and draw.textlength(text + "…", font=f) > width:
-        text = text[:-1]
-    return text + "…"
+@functools.cache
+def covered(path: str | None) -> frozenset[int]:
+    """The code points the font file at ``path`` has glyphs for (its cmap, read once with fontTools, which
+    matplotlib depends on); ASCII only for None, or a file fontTools cannot read."""
+    if path is None:
+        return _ASCII
+    try:
+        from fontTools.ttLib import TTFont
+
+        with TTFont(path, lazy=True, fontNumber=0) as f:
+            return frozenset(f.getBestCmap() or ()) | {0x20}
+    except Exception:  # no fontTools, a damaged or unusual file: what every font has
+        return _ASCII
+
+
+def drawing_font_file() -> str | None:
+    """The file :func:`font` draws with; None for Pillow's built-in font (held in memory, no file)."""
+    path = getattr(font(FONT_SIZE), "path", None)
+    return path if isinstance(path, str) else None
+
+
+def units(text: str, font_path: str | None | bool = True) -> list[str]:
+    """``text`` as what a figure shows of each character: a control character (a newline or tab in a folder's or a
+    run's name) as a space, for Pillow measures and anchors one line only; a character the font at ``font_path``
+    lacks (True: :func:`font`'s) as its code point, :data:`MISSING`."""
+    have = covered(drawing_font_file() if font_path is True else font_path)
+    return [" " if unicodedata.category(c) == "Cc" else c if ord(c) in have else MISSING.format(ord(c))
+            for c in str(text)]
+
+
+def one_line(text: str, font_path: str | None | bool = True) -> str:
+    """``text`` on one line, every character drawable (:func:`units`)."""
+    return "".join(units(text, font_path))
+
+
+def shorten(text: str, fits: Callable[[str], bool], middle: bool = False, font_path: str | None | bool = True) -> str:
+    """``text`` on one line (:func:`one_line`), cut with an ellipsis until ``fits`` takes it: at its end, or, with
+    ``middle``, in its middle (its start and end kept, two thirds and one third: long class names that differ at
+    their end stay different); never inside a character shown by its code point."""
+    parts = units(text, font_path)
+    if fits(whole := "".join(parts)):
+        return whole
+    head, tail = len(parts), 0
+    if middle:
+        head, tail = len(parts) - len(parts) // 3, len(parts) // 3
+    while head + tail > 0:
+        if tail and 2 * tail >= head:
+            tail -= 1
+        else:
+            head -= 1
+        cut = "".join(parts[:head]) + ELLIPSIS + "".join(parts[len(parts) - tail:] if tail else [])
+        if fits(cut):
+            return cut
+    return ELLIPSIS
+
+
+def fit(draw: ImageDraw.ImageDraw, text: str, f, width: float, middle: bool = False) -> str:
+    """``text`` on one line, cut with an ellipsis (in its middle with ``middle``, as class names are:
+    :func:`shorten`) so that it is at most ``width`` px wide."""
+    return shorten(text, lambda t: draw.textlength(t, font=f) <= width, middle)
 
 
 def wrap(draw: ImageDraw.ImageDraw, text: str, f, width: float, sep: str = " ") -> list[str]:

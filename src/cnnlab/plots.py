@@ -22,11 +22,14 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from cnnlab.drawing import (COLOURS, FONT_SIZE, GAP, INK, LINE_H, MUTED, TITLE_SIZE, Panel, Series, chart,
-                            context_text, draw_header, header, header_height, one_line, rotated_text, save_png)
+                            context_text, draw_header, header, header_height, rotated_text, save_png)
 from cnnlab.drawing import fit as _fit
+from cnnlab.drawing import one_line as _one_line
+from cnnlab.drawing import shorten
 from cnnlab.drawing import font as _font
 from cnnlab.errors import printable
 from cnnlab.fileio import atomic_write_bytes
+from cnnlab.text import display_width
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -55,9 +58,27 @@ def _figure(**kwargs) -> Figure:
 def _title(fig: Figure, title: str, context: dict | None) -> None:
     """The figure's title, and the context on a second, smaller line; each escaped as cnnlab's messages are (a
     folder's name with a byte that is no UTF-8, ``\\udcff``, was matplotlib's FT2Font traceback; a newline
-    broke the line)."""
-    line = printable(context_text(context))
-    fig.suptitle(printable(title) + (f"\n{line}" if line else ""), fontsize=10)
+    broke the line), a character the font lacks as its code point (:func:`mpl_text`)."""
+    line = mpl_text(printable(context_text(context)))
+    fig.suptitle(mpl_text(printable(title)) + (f"\n{line}" if line else ""), fontsize=10)
+
+
+def mpl_font_file() -> str | None:
+    """The file matplotlib draws text in: its configured sans-serif font, DejaVu Sans unless a matplotlibrc says
+    otherwise (None when it cannot say)."""
+    from matplotlib import font_manager
+
+    try:
+        return font_manager.findfont(font_manager.FontProperties(), fallback_to_default=True)
+    except Exception:  # a broken font cache or rc: drawable is then ASCII
+        return None
+
+
+def mpl_text(text: str, most: int | None = None) -> str:
+    """``text`` as a matplotlib figure shows it: a character its font lacks (a CJK one, an emoji) as its code
+    point, ``U+4E2D`` (matplotlib warned "Glyph 20013 missing from font(s) DejaVu Sans" on stderr and drew a box,
+    the same for every such name), and, given ``most``, cut in its middle to at most that many columns."""
+    return shorten(text, lambda t: most is None or display_width(t) <= most, middle=True, font_path=mpl_font_file())
 
 
 def plot_curves(history: list[dict], path, *, context: dict | None = None, target: dict | None = None) -> Path:
@@ -156,6 +177,7 @@ def _draw_series(ax, series: dict[str, dict], few: bool, first_epoch: float = 0.
 # ----------------------------------------------------------------------------- Pillow figures: mistakes, confusion
 
 TILE = 112  # px: a 28x28 digit enlarged 4x, nearest-neighbour
+MORE_ROOM = 64  # px: the most a cell of mistakes.png widens past its tile for its labels
 WRONG, FRAME = (190, 30, 30), (200, 200, 200)
 BEST_LINE = (170, 216, 170)  # the best accuracy's level: tab:green, faint
 
@@ -180,7 +202,11 @@ def mistakes_mosaic(images, mistakes: list[dict], classes: list[str], cols: int 
     cols = max(1, min(cols, len(tiles) or 1))
     rows = -(-len(tiles) // cols) if tiles else 1
     font, big = _font(FONT_SIZE), _font(TITLE_SIZE)
-    cell_w, cell_h = side + GAP, side + 2 * LINE_H + GAP
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    # cells wider than the tiles, by up to MORE_ROOM px, where a label needs it (long names, names in code points)
+    label = max((probe.textlength(_one_line(text), font=font) for m in mistakes[:len(tiles)]
+                 for text in (f"true {classes[m['true']]}", f"pred {classes[m['pred']]} (100%)")), default=0)
+    cell_w, cell_h = max(side, min(int(label) + 4, side + MORE_ROOM)) + GAP, side + 2 * LINE_H + GAP
     width = max(cols * cell_w + GAP, 420)
     head = header(title, context, width)
     top = header_height(head)
@@ -189,17 +215,31 @@ def mistakes_mosaic(images, mistakes: list[dict], classes: list[str], cols: int 
     draw_header(draw, head, width)
     x0 = (width - cols * cell_w + GAP) // 2
     for i, (tile, m) in enumerate(zip(tiles, mistakes)):
-        x, y = x0 + (i % cols) * cell_w, top + (i // cols) * cell_h
+        x, y = x0 + (i % cols) * cell_w + (cell_w - GAP - side) // 2, top + (i // cols) * cell_h
         cx = x + side // 2
-        draw.text((cx, y), _fit(draw, f"true {classes[m['true']]}", font, cell_w), font=font, fill=INK, anchor="ma")
-        pred = f"pred {classes[m['pred']]} ({100 * m['confidence']:.0f}%)"
-        draw.text((cx, y + LINE_H), _fit(draw, pred, font, cell_w), font=font, fill=WRONG, anchor="ma")
+        draw.text((cx, y), _labelled(draw, "true ", classes[m['true']], "", font, cell_w), font=font, fill=INK,
+                  anchor="ma")
+        pred = _labelled(draw, "pred ", classes[m['pred']], f" ({100 * m['confidence']:.0f}%)", font, cell_w)
+        draw.text((cx, y + LINE_H), pred, font=font, fill=WRONG, anchor="ma")
         ty = y + 2 * LINE_H
         canvas.paste(Image.fromarray(tile, mode="L"), (x + (side - tile.shape[1]) // 2, ty + (side - tile.shape[0]) // 2))
         draw.rectangle((x - 1, ty - 1, x + side, ty + side), outline=FRAME)
     if not tiles:
         draw.text((width // 2, top + cell_h // 2), "no mistakes", font=big, fill=MUTED, anchor="mm")
     return canvas
+
+
+def _labelled(draw: ImageDraw.ImageDraw, before: str, name: str, after: str, font, width: float) -> str:
+    """``before + name + after`` in ``width`` px, the class name shortened in its middle where it must be
+    (:func:`class_label`): a long name no longer pushes the confidence after it out of the cell."""
+    return before + class_label(draw, name, font, width - draw.textlength(before + after, font=font)) + after
+
+
+def class_label(draw: ImageDraw.ImageDraw, name: str, font, width: float) -> str:
+    """A class name as the figures show it, in at most ``width`` px: a character the font lacks as its code point
+    (中 is ``U+4E2D``, not a box like every other such name's), a long name cut in its middle (its start and end
+    kept: two 200-character folder names that differ at the end stay apart)."""
+    return _fit(draw, name, font, width, middle=True)
 
 
 def plot_mistakes(images, mistakes: list[dict], classes: list[str], path, cols: int = 6, *,
@@ -213,6 +253,9 @@ def plot_mistakes(images, mistakes: list[dict], classes: list[str], path, cols: 
 
 #: Above this many classes the confusion matrix leaves the class names out and shrinks its cells.
 MANY_CLASSES = 80
+#: px: the most a class name takes beside the confusion matrix's rows and under its columns (a longer one is
+#: shortened in its middle, :func:`class_label`); about the width of a cell of mistakes.png.
+NAME_WIDTH = 140
 #: ColorBrewer's "Blues" (matplotlib's colormap of that name), light to dark, interpolated linearly.
 BLUES = np.array([(247, 251, 255), (222, 235, 247), (198, 219, 239), (158, 202, 225), (107, 174, 214),
                   (66, 146, 198), (33, 113, 181), (8, 81, 156), (8, 48, 107)], dtype=np.float64)
@@ -230,13 +273,15 @@ def _confusion_geometry(classes: list[str], probe: ImageDraw.ImageDraw) -> dict:
     # 1,400 px (cells of a pixel or more) and the names are left out, so that a 1,000-class folder still draws
     cell = max(18, min(56, 560 // max(n, 1))) if n <= MANY_CLASSES else max(1, 1400 // n)
     named = cell >= 18
-    widest = max((probe.textlength(one_line(c), font=font) for c in classes), default=0) if named else 0
-    slanted = max(map(len, classes), default=0) > 2  # names, not digits: at 45 degrees, ending at their tick
+    # a long name shortened (a 200-character one drawn whole squeezed the matrix into a corner)
+    names = [class_label(probe, c, font, NAME_WIDTH) for c in classes] if named else []
+    widest = max((probe.textlength(c, font=font) for c in names), default=0)
+    slanted = max(map(display_width, names), default=0) > 2  # names, not digits: at 45 degrees, ending at their tick
     below = int((widest + FONT_SIZE) * 0.75) if slanted else FONT_SIZE
     left = GAP + LINE_H + 6 + int(widest) + 8
     width = max(left + n * cell + 110, 420)
-    return {"n": n, "cell": cell, "slanted": slanted and named, "named": named, "left": left, "width": width,
-            "bottom": 8 + below + 8 + LINE_H + GAP}
+    return {"n": n, "cell": cell, "slanted": slanted and named, "named": named, "names": names, "left": left,
+            "width": width, "bottom": 8 + below + 8 + LINE_H + GAP}
 
 
 def blues_array(shares: np.ndarray) -> np.ndarray:
@@ -266,8 +311,7 @@ def _draw_class_labels(canvas: Image.Image, classes: list[str], g: dict, top: in
     """Class names beside the rows ("true", left) and under the columns ("predicted", below)."""
     draw, font, cell, left, n = ImageDraw.Draw(canvas), _font(FONT_SIZE), g["cell"], g["left"], g["n"]
     base = top + n * cell + 6
-    for k, name in enumerate(classes if g["named"] else []):
-        name = one_line(name)
+    for k, name in enumerate(g["names"]):
         draw.text((left - 6, top + k * cell + cell / 2), name, font=font, fill=INK, anchor="rm")
         x = left + k * cell + cell / 2
         if not g["slanted"]:

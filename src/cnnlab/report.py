@@ -16,6 +16,7 @@ from cnnlab import plots
 from cnnlab.errors import WriteError
 from cnnlab.fileio import atomic_write_text, json_safe
 from cnnlab.runs import read_run_json
+from cnnlab.text import display_width, pad
 
 #: Above this many classes a summary keeps only the non-zero cells of the confusion matrix (``"confusion"`` is
 #: null, ``"confusion_cells"`` lists ``[true, predicted, count]``) and confusion.png is not drawn: the whole
@@ -97,11 +98,11 @@ def format_table(rows: list[dict], most: int = TABLE_ROWS_MAX) -> str:
         rows = [rows[i] for i in sorted(worst)]
 
     # names whole (a cut name can be another class's): the column fits the longest up to CLASS_COLUMN_MAX
-    # characters, and a longer name pushes its own row right
-    width = max(CLASS_COLUMN_MIN, min(CLASS_COLUMN_MAX, max((len(r["class"]) for r in rows), default=0)))
+    # columns of a terminal (a wide 中 takes two, a combining accent none), and a longer name pushes its own row right
+    width = max(CLASS_COLUMN_MIN, min(CLASS_COLUMN_MAX, max((display_width(r["class"]) for r in rows), default=0)))
     lines = [f"{'class':<{width}} {'precision':>9} {'recall':>7} {'F1':>7} {'support':>7}"]
     for r in rows:
-        lines.append(f"{r['class']:<{width}} {pct(r['precision'], 9)} {pct(r['recall'], 7)} {pct(r['f1'], 7)} "
+        lines.append(f"{pad(r['class'], width)} {pct(r['precision'], 9)} {pct(r['recall'], 7)} {pct(r['f1'], 7)} "
                      f"{r['support']:>7}")
     if left > 0:
         lines.append(f"(the {most} classes of the lowest F1 shown; {left:,} more in summary.json's per_class)")

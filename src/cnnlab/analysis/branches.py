@@ -33,6 +33,7 @@ from cnnlab.errors import CnnlabError, printable
 from cnnlab.evaluation import evaluate, open_subject
 from cnnlab.hostmem import keep_freed_memory
 from cnnlab.models.inception import BRANCH_CHANNELS, InceptionModule
+from cnnlab.text import display_width, pad
 
 BRANCHES: tuple[str, ...] = tuple(BRANCH_CHANNELS)  # ('pool', '1x1', '5x5', '3x3'), concatenation order
 MODULE_CHANNELS = InceptionModule.out_channels  # 88
@@ -386,10 +387,13 @@ def format_branches(result: dict) -> str:
     lines.append("share: of the next layer's squared weight norm on the branch's channels; (even): the share "
                  "if every channel weighed the same")
     lines.append("per-class energy (mean squared branch output on test images of each class):")
-    classes = result["classes"]
-    lines.append(f"{'module':<8} {'branch':<6} " + " ".join(f"{c[:6]:>6}" for c in classes))
+    # names whole (cut to 6 characters, class_cat and class_dog were both 'class_'), each column as wide as its
+    # name on a terminal (a wide 中 takes two columns) or its numbers
+    classes = [printable(c) for c in result["classes"]]
+    widths = [max(6, display_width(c)) for c in classes]
+    lines.append(f"{'module':<8} {'branch':<6} " + " ".join(pad(c, w, right=True) for c, w in zip(classes, widths)))
     for mod in result["modules"]:
         for r in mod["branches"]:
-            lines.append(f"{mod['name']:<8} {r['branch']:<6} "
-                         + " ".join(f"{v:>6.3f}" if v is not None else f"{'-':>6}" for v in r["energy_per_class"]))
+            lines.append(f"{mod['name']:<8} {r['branch']:<6} " + " ".join(
+                f"{v:>{w}.3f}" if v is not None else f"{'-':>{w}}" for v, w in zip(r["energy_per_class"], widths)))
     return "\n".join(lines)

@@ -15,7 +15,8 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from cnnlab.errors import printable
-from cnnlab.plots import save_figure
+from cnnlab.plots import mpl_text, save_figure
+from cnnlab.text import display_width
 
 KIND_COLOURS = {"plain": "tab:red", "residual": "tab:blue"}
 LABEL_OFFSET = {"plain": -10, "residual": 10}  # points: plain's value labels below its line, residual's above
@@ -26,10 +27,11 @@ def plot_branches(result: dict, path: str | Path) -> Path:
     """One row per Inception module: accuracy under ablation, next-layer weight share, per-class energy."""
     modules = result["modules"]
     base = result["baseline"]["accuracy"]
-    fig = Figure(figsize=(16, 4 * len(modules)), layout="constrained")
-    axes = fig.subplots(len(modules), 3, squeeze=False)
-    fig.suptitle(f"{result['model']} on {printable(result['dataset'])}: which branches does the trained net rely on? "
-                 f"(baseline test accuracy {base:.2f}% on {result['test_images']:,} test images)")
+    classes = class_axis(result["classes"])
+    fig = Figure(figsize=(classes["width"], 4 * len(modules)), layout="constrained")
+    axes = fig.subplots(len(modules), 3, squeeze=False, width_ratios=[1, 1, classes["ratio"]])
+    fig.suptitle(mpl_text(f"{result['model']} on {printable(result['dataset'])}: which branches does the trained net "
+                          f"rely on? (baseline test accuracy {base:.2f}% on {result['test_images']:,} test images)"))
     for row, mod in zip(axes, modules):
         names = [r["branch"] for r in mod["branches"]]
         xs = range(len(names))
@@ -65,22 +67,54 @@ def plot_branches(result: dict, path: str | Path) -> Path:
         ax.set_ylabel("% of squared weight norm")
         ax.set_title(f"{mod['name']} -> {mod['next_layer'] or 'n/a'}: next layer's weight on each branch", fontsize=10)
 
-        ax = row[2]
-        # (branches, classes); a class without test images (None) is a grey cell marked '-', not a 0
-        energy = np.ma.masked_invalid(np.array([[math.nan if v is None else v for v in r["energy_per_class"]]
-                                                for r in mod["branches"]], dtype=float))
-        im = ax.imshow(energy, aspect="auto", cmap=colormaps["viridis"].with_extremes(bad="0.85"))
-        ax.set_yticks(list(xs), names)
-        classes = result["classes"]
-        ax.set_xticks(range(len(classes)), [c[:6] for c in classes], fontsize=7)
-        ax.set_xlabel("class")
-        top = energy.max() if energy.count() else 0.0
-        for (i, j), v in np.ndenumerate(energy.filled(math.nan)):
-            shown, light = ("-", True) if math.isnan(v) else (f"{v:.2g}", v > 0.6 * top)
-            ax.text(j, i, shown, ha="center", va="center", fontsize=6, color="black" if light else "white")
-        fig.colorbar(im, ax=ax, label="mean squared output")
-        ax.set_title(f"{mod['name']}: branch output energy per class (test set)", fontsize=10)
+        _energy_panel(fig, row[2], mod, names, classes)
     return save_figure(fig, path)
+
+
+#: Classes whose per-class heatmap keeps its first width; above, its panel widens with them, up to twice.
+CLASSES_PER_PANEL = 24
+#: Columns of a terminal (characters) a class name takes under the heatmap at most; a longer one is cut in its middle.
+CLASS_NAME_COLUMNS = 16
+#: Points: the narrowest heatmap cell that is annotated with its value, and the room a 7-pt tick label needs.
+ANNOTATED_CELL, LABEL_ROOM = 22.0, 9.5
+
+
+def class_axis(classes: list[str]) -> dict:
+    """How the per-class heatmaps show ``classes``: the figure's width (inches) and the heatmap panel's width ratio
+    (wider for many classes), the names (a character the font lacks as its code point, a long name cut in its
+    middle: :func:`cnnlab.plots.mpl_text`), which of them are labelled (every k-th where even vertical they would
+    overlap), their rotation (vertical where a name is wider than its column: the level labels of 17 names
+    overlapped) and whether each cell gets its value written in it (only where it fits: 47 classes' values smeared
+    into each other)."""
+    n = max(len(classes), 1)
+    ratio = min(2.0, max(1.0, n / CLASSES_PER_PANEL))
+    width = 16 * (2 + ratio) / 3
+    cell = width * 72 * ratio / (2 + ratio) * 0.7 / n  # points: the heatmap is about 70% of its panel
+    names = [mpl_text(c, CLASS_NAME_COLUMNS) for c in classes]
+    step = max(1, math.ceil(LABEL_ROOM / cell))
+    level = max(map(display_width, names), default=0) * 0.6 * 7 + 2 <= cell * step  # a 7-pt character: ~4.2 pt
+    return {"width": width, "ratio": ratio, "names": names, "ticks": list(range(0, len(names), step)),
+            "rotation": 0 if level else 90, "annotated": cell >= ANNOTATED_CELL}
+
+
+def _energy_panel(fig: Figure, ax, mod: dict, branches: list[str], classes: dict) -> None:
+    """One module's branch output energy per class as a heatmap (:func:`class_axis` says how the classes show)."""
+    # (branches, classes); a class without test images (None) is a grey cell marked '-', not a 0
+    energy = np.ma.masked_invalid(np.array([[math.nan if v is None else v for v in r["energy_per_class"]]
+                                            for r in mod["branches"]], dtype=float))
+    im = ax.imshow(energy, aspect="auto", cmap=colormaps["viridis"].with_extremes(bad="0.85"))
+    ax.set_yticks(range(len(branches)), branches)
+    # parse_math off: a class named '$x$' is a name, not a formula (nor '$\\foo$' an error)
+    ax.set_xticks(classes["ticks"], [classes["names"][k] for k in classes["ticks"]], fontsize=7,
+                  rotation=classes["rotation"], parse_math=False)
+    ax.set_xlabel("class" if len(classes["ticks"]) == len(classes["names"]) else
+                  f"class (one in {classes['ticks'][1] - classes['ticks'][0]} named)")
+    top = energy.max() if energy.count() else 0.0
+    for (i, j), v in np.ndenumerate(energy.filled(math.nan)) if classes["annotated"] else ():
+        shown, light = ("-", True) if math.isnan(v) else (f"{v:.2g}", v > 0.6 * top)
+        ax.text(j, i, shown, ha="center", va="center", fontsize=6, color="black" if light else "white")
+    fig.colorbar(im, ax=ax, label="mean squared output")
+    ax.set_title(f"{mod['name']}: branch output energy per class (test set)", fontsize=10)
 
 
 def plot_gradients(result: dict, path: str | Path) -> Path:

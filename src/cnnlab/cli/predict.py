@@ -27,6 +27,7 @@ from cnnlab.runs import CHECKPOINTS, DEFAULT_CHECKPOINT, LATEST, resolve_run
 from cnnlab.errors import CnnlabError
 from cnnlab.imagelimits import DEFAULT_MAX_PIXELS, MIN_MAX_PIXELS
 from cnnlab.output import json_text
+from cnnlab.text import display_width, pad
 
 #: Where ``--show-input`` without DIR writes an input image whose own folder is not writable.
 FALLBACK_INPUT_DIR = Path("cnnlab-inputs")
@@ -242,14 +243,14 @@ def print_table(preds, k: int, saved: list[Path]) -> None:
 
     names = {p.name: printable(p.name) for p in preds}  # a newline in a file name would break the table
     shown = [names[p.name] + (f" line {p.line}" if getattr(p, "line", 0) else "") for p in preds]
-    width = max((len(n) for n in shown), default=0)
+    width = max((display_width(n) for n in shown), default=0)  # columns of a terminal: 中 two, an accent none
     for pred, name in zip(preds, shown):
         if hasattr(pred, "digits"):  # a number
             each = "  ".join(f"{d.label} {100 * d.top(1)[0][1]:5.1f}%" for d in pred.digits)
-            print(f"{name:<{width}}  {pred.label}  {100 * pred.probability:5.1f}%   ({each})")
+            print(f"{pad(name, width)}  {pred.label}  {100 * pred.probability:5.1f}%   ({each})")
         else:
             ranked = "  ".join(f"{c} {100 * prob:5.1f}%" for c, prob in pred.top(k))
-            print(f"{name:<{width}}  {ranked}")
+            print(f"{pad(name, width)}  {ranked}")
     for path, name in zip(saved, shown):
         if path is not None:  # None: not written (a warning said why)
             print(f"wrote {printable(str(path))} (what the net saw of {name})")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 import sys
-import unicodedata
 from pathlib import Path
 
 from cnnlab.cli.common import add_json, path_arg
 from cnnlab.errors import CnnlabError, printable, shell_quoted
 from cnnlab.output import json_text
 from cnnlab.runs import describe_listed, find_runs, matches
+from cnnlab.text import display_width, pad
 
 
 #: The columns ``cnnlab runs`` can be narrowed by, each with an example value.
@@ -80,30 +80,13 @@ def _stdout_encoding() -> str | None:
     return getattr(sys.stdout, "encoding", None)
 
 
-#: Unicode categories that take no column: non-spacing and enclosing marks (Thai's vowel signs U+0E31 and U+0E35,
-#: Devanagari's U+0947, VS16 U+FE0F, whose combining class is 0 all the same) and format characters.
-_ZERO_WIDTH = ("Mn", "Me", "Cf")
-
-
-def _display_width(text: str) -> int:
-    """How many columns ``text`` takes on a terminal: a combining mark (a decomposed ``é``'s accent, a Thai vowel
-    sign) or a format character none, an East Asian wide or full-width character two, others one."""
-    return sum(0 if unicodedata.combining(ch) or unicodedata.category(ch) in _ZERO_WIDTH
-               else 2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
-
-
-def _pad(text: str, width: int) -> str:
-    """``text`` padded with spaces to ``width`` columns on a terminal (``f"{text:<{width}}"`` counts characters)."""
-    return text + " " * max(0, width - _display_width(text))
-
-
 def format_runs(rows: list[dict], encoding: str | None = None) -> str:
     """The table, for a stdout of ``encoding`` (what it cannot encode is escaped, and padded as escaped). Every
     name is whole and as a shell takes it back (it is what you copy into --resume: ``$'x\\ny'`` for a name with
     a newline, :func:`cnnlab.errors.shell_quoted`): the run column is as wide as the longest name up to 64
     characters, and a longer name pushes the rest of its own row to the right."""
     names = [_written(shell_quoted(str(r["run"])), encoding) for r in rows]
-    width = min(64, max([44, *map(_display_width, names)]))
+    width = min(64, max([44, *map(display_width, names)]))
     header = f"{'run':<{width}} {'model':<10} {'dataset':<14} {'recipe':<8} {'epochs':>7} {'final':>7} {'best':>12} " \
              f"{'train':>7}  status"
     lines = [header]
@@ -113,8 +96,8 @@ def format_runs(rows: list[dict], encoding: str | None = None) -> str:
         dataset = _shown(r["dataset"], encoding=encoding)
         dataset = dataset.split(":", 1)[0] if dataset.startswith(("idx:", "folder:")) else dataset
         recipe = _shown(r["recipe"], encoding=encoding)[:7] + ("*" if r.get("teacher") else "")
-        lines.append(f"{_pad(name, width)} {_pad(_shown(r['model'], encoding=encoding)[:10], 10)} "
-                     f"{_pad(dataset[:14], 14)} {_pad(recipe, 8)} "
+        lines.append(f"{pad(name, width)} {pad(_shown(r['model'], encoding=encoding)[:10], 10)} "
+                     f"{pad(dataset[:14], 14)} {pad(recipe, 8)} "
                      f"{epochs:>7} {_pct(r['final_acc']):>7} {_best(r):>12} {seconds:>7}  "
                      f"{_shown(r['status'], 10, encoding)}"
                      + (f" ({_shown(r['detail'], DETAIL_WIDTH, encoding)})" if r["detail"] and r["status"] != "finished"
