@@ -101,9 +101,12 @@ def units(text: str, font_path: str | None | bool = True) -> list[str]:
     """``text`` as what a figure shows of each character: a control character (a newline or tab in a folder's or a
     run's name) as a space, for Pillow measures and anchors one line only; a character the font at ``font_path``
     lacks (True: :func:`font`'s) as its code point, :data:`MISSING`."""
+    text = str(text)
+    if text.isascii():  # every font here draws printable ASCII: no need to read the font's table (50 ms)
+        return [" " if unicodedata.category(c) == "Cc" else c for c in text]
     have = covered(drawing_font_file() if font_path is True else font_path)
     return [" " if unicodedata.category(c) == "Cc" else c if ord(c) in have else MISSING.format(ord(c))
-            for c in str(text)]
+            for c in text]
 
 
 def one_line(text: str, font_path: str | None | bool = True) -> str:
