@@ -401,19 +401,26 @@ def test_a_full_disk_while_caching_leaves_the_old_cache_whole(tmp_path, monkeypa
     assert spec.name == "tiny"
 
 
-def test_an_unreadable_cache_is_fetched_again_and_replaced(tmp_path, monkeypatch):
+def test_an_unreadable_cache_is_one_line_and_never_fetched_again_over(tmp_path, monkeypatch):
+    """Every file of the cache unreadable (EACCES): it was fetched again and replaced, though the files may be whole
+    (another user's, a disk that failed a read); now one line naming the file and the fix, nothing fetched or
+    written (since the fltF sweep: a read error is not damage)."""
     src = write_idx_dataset(tmp_path / "src")
     calls = []
     served_by_fake_source(monkeypatch, src, calls)
     home = tmp_path / "home"
     load_dataset("tiny", home=home, log=quiet)
     victim = home / "datasets" / "tiny"  # every file in it (the .gz files and their fast copy) unreadable
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in victim.iterdir()}
     with monkeypatch.context() as m:
         fail_os(m, "open", victim, errno.EACCES, when=lambda path, flags, *a, **k: not flags & os.O_CREAT)
         messages = []
-        d = load_dataset("tiny", home=home, log=messages.append)
-    assert len(calls) == 2 and len(d.train_labels) == 256
-    assert any("damaged or unreadable" in m and "cannot be read (permission denied)" in m for m in messages)
+        with pytest.raises(DataError, match=r"tiny/train-images-idx3-ubyte\.gz: cannot be read \(permission denied\); "
+                                            r"fix its permissions .*; or set CNNLAB_HOME to another directory \(the "
+                                            r"cache is left as it is\)$"):
+            load_dataset("tiny", home=home, log=messages.append)
+    assert len(calls) == 1 and not any("fetching again" in m for m in messages)
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in victim.iterdir()} == before
     assert load_dataset("tiny", home=home, download=False, log=quiet).source.startswith("cache")
 
 

@@ -125,8 +125,9 @@ def test_an_unreadable_sidecar_is_named_not_its_checkpoint(finished, monkeypatch
 
     monkeypatch.setattr(pathlib.Path, "read_text", read_text)
     monkeypatch.setattr(os, "open", os_open)
-    with pytest.raises(CnnlabError, match=r"last\.pt\.sha256: cannot be read \(Permission denied\); check the file's "
-                                          r"permissions \(the checksum of last\.pt\)"):
+    with pytest.raises(CnnlabError, match=r"last\.pt\.sha256: cannot be read \(permission denied\); fix its "
+                                          r"permissions \(chmod u\+r.*\) or run as its owner \(the checksum of "
+                                          r"last\.pt\)"):
         load_checkpoint(finished / "last.pt")
 
 

@@ -30,9 +30,9 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import load_file as load_safetensors
 
-from cnnlab.errors import CheckpointError, CnnlabError, first_line, shell_quoted
-from cnnlab.fileio import (as_path, atomic_write_bytes, atomic_write_text, kind_of, read_json, sha256_file,
-                           sidecar_hashes)
+from cnnlab.errors import CheckpointError, CnnlabError, WriteError, first_line, shell_quoted
+from cnnlab.fileio import (as_path, atomic_write_bytes, atomic_write_text, cannot_read, kind_of, read_json, reason,
+                           sha256_file, sidecar_hashes, usual_fix)
 from cnnlab.models import create_model
 from cnnlab.runs import CHECKPOINTS, DEFAULT_CHECKPOINT, is_run_dir, is_running
 
@@ -156,14 +156,18 @@ def copy_checkpoint(source: str | Path, path: str | Path) -> None:
     """Write the checkpoint file ``source`` (already checked by :func:`load_checkpoint`) as ``path``, byte for byte,
     with :func:`save_checkpoint`'s kill-safe sequence: a run's ``best.pt`` that its save never wrote (a full disk, a
     kill between the epoch's two saves) is the epoch's ``last.pt``."""
-    _write_with_sidecar(Path(path), Path(source).read_bytes())
+    _write_with_sidecar(Path(path), _read(Path(source)))
 
 
 def _write_with_sidecar(path: Path, data: bytes) -> None:
     """``data`` as ``path`` and its SHA-256 as ``path.sha256``, in the order :func:`save_checkpoint` describes."""
     new = hashlib.sha256(data).hexdigest()
     side = sidecar(path)
-    current = sha256_file(path) if path.is_file() else None
+    try:
+        current = sha256_file(path) if path.is_file() else None
+    except OSError as err:  # the file it replaces cannot be read now (an input/output error): nothing is written
+        why = f"cannot write {path}: the file it replaces cannot be read ({reason(err)})"
+        raise WriteError(f"{why}; {usual_fix(err)} (it is left as it is)", err.errno, why) from None
     listed = [new] + ([current] if current and current != new else [])
     atomic_write_text(side, "".join(f"{h}  {path.name}\n" for h in listed))
     atomic_write_bytes(path, data)
@@ -173,9 +177,21 @@ def _write_with_sidecar(path: Path, data: bytes) -> None:
 # ----------------------------------------------------------------------------- reading
 
 
-def _hashes(side: Path) -> list[str]:
-    """The hashes a sidecar lists (one normally; two while a save is in flight)."""
-    return sidecar_hashes(side.read_text())
+def _hashes(side: Path, path: Path) -> list[str]:
+    """The hashes a sidecar lists (one normally; two while a save is in flight); a sidecar that cannot be opened or
+    read is one line naming it, not its checkpoint ``path``."""
+    try:
+        return sidecar_hashes(side.read_text())
+    except OSError as err:
+        raise CheckpointError(f"{cannot_read(side, err)} (the checksum of {path.name})") from None
+
+
+def _read(path: Path) -> bytes:
+    """The checkpoint's bytes; an OS error of its open or of a read after it is one line with the fix it takes."""
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise CheckpointError(cannot_read(path, err)) from None
 
 
 #: Reads of a checkpoint whose save landed between the file's read and its sidecar's (the new file renamed in, then
@@ -187,14 +203,15 @@ def _read_verified(path: Path) -> tuple[bytes, str]:
     """The checkpoint's bytes, read once, and their SHA-256, checked against its sidecar (when it has one). The
     bytes read are the bytes loaded and hashed: a save between two reads of the file could mix one version's hash
     with another's weights (an export's ``checkpoint_sha256``, 1% of exports taken while a run saved every 5 steps),
-    or take a sound file for a damaged one (its hash gone from the sidecar the save had just cut)."""
+    or take a sound file for a damaged one (its hash gone from the sidecar the save had just cut); and what is
+    checked and loaded next (:func:`_torch_load`) is these bytes, the file never opened again."""
     for attempt in range(SIDECAR_TRIES):
-        data = path.read_bytes()
+        data = _read(path)
         got = hashlib.sha256(data).hexdigest()
         side = sidecar(path)
         if not side.is_file():
             return data, got
-        wanted = _hashes(side)
+        wanted = _hashes(side, path)
         if got in wanted:
             return data, got
         time.sleep(0.05 * (attempt + 1))  # a save in progress settles in milliseconds
@@ -209,6 +226,7 @@ _OTHER_FORMATS = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image")
 
 
 def _head(path: Path) -> bytes:
+    """The first bytes of a weights file (:func:`_read_weights`; a checkpoint's are those already read)."""
     with open(path, "rb") as f:
         return f.read(16)
 
@@ -220,18 +238,21 @@ def _is_safetensors(path: Path, head: bytes) -> bool:
     return head[8:9] == b"{" or path.suffix.lower() == ".safetensors"
 
 
-def _zip_names(path: Path) -> list[str]:
+def _zip_names(source: Path | bytes) -> list[str]:
+    """The names in a zip archive: a file, or the bytes of one already read."""
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source) as archive:
             return archive.namelist()
     except (zipfile.BadZipFile, OSError, ValueError, EOFError):
         return []
 
 
-def _foreign_format(path: Path, head: bytes) -> str | None:
-    """What a file that is not one of torch.save's is instead (None: a zip or pickle torch.save may have written)."""
+def _foreign_format(path: Path, head: bytes, data: bytes | None = None) -> str | None:
+    """What a file that is not one of torch.save's is instead (None: a zip or pickle torch.save may have written);
+    ``data``: the whole file, already read (else its zip directory is read from ``path``)."""
     if head.startswith(b"PK\x03\x04"):
-        names = _zip_names(path)  # torch.save: <name>/data.pkl; torch.jit.save: its code and constants beside it
+        # torch.save: <name>/data.pkl; torch.jit.save: its code and constants beside it
+        names = _zip_names(path if data is None else data)
         if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
             return ("a TorchScript export (torch.jit.save, or 'cnnlab export --format torchscript'); give the run it "
                     "came from")
@@ -250,21 +271,21 @@ def _foreign_format(path: Path, head: bytes) -> str | None:
     return next((name for magic, name in _OTHER_FORMATS if head.startswith(magic)), "not a file that torch.save wrote")
 
 
-def _check_torch_file(path: Path) -> None:
+def _check_torch_file(path: Path, data: bytes) -> None:
     """torch.save writes a zip archive (``PK``) or, in its legacy format, a pickle (``\\x80``): anything else (and
     a TorchScript archive) is named for what it is, not refused as "objects other than tensors" (what a hostile
-    pickle gets)."""
-    what = _foreign_format(path, _head(path))
+    pickle gets). ``data``: the file's bytes, as read and verified (the file is not opened again)."""
+    what = _foreign_format(path, data[:16], data)
     if what is not None:
         raise CheckpointError(f"{path}: not a checkpoint ({what}); pass a run directory or a .pt file written by "
                               "cnnlab")
 
 
-def _torch_load(path: Path, data: bytes | None = None):
-    _check_torch_file(path)
+def _torch_load(path: Path, data: bytes):
+    """The checkpoint in ``data``, the bytes of ``path`` as read and verified."""
+    _check_torch_file(path, data)
     try:
-        source = io.BytesIO(data) if data is not None else path
-        return torch.load(source, map_location="cpu", weights_only=True)
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"{path}: refused, the file holds objects other than tensors and plain data ({first_line(err)[:160]}); "
@@ -292,12 +313,7 @@ def load_checkpoint_and_digest(path: str | Path, expect_model: str | None = None
     if not path.is_file():
         raise CheckpointError(f"{path}: {_not_a_file(path)} checkpoint; pass a run directory or a .pt file written by "
                               "cnnlab")
-    try:
-        data, digest_of_file = _read_verified(path)  # an unreadable file (or sidecar) fails here
-    except OSError as err:
-        which = Path(err.filename) if err.filename else path  # the sidecar's own error named the checkpoint
-        raise CheckpointError(f"{which}: cannot be read ({err.strerror or err}); check the file's permissions"
-                              + ("" if which == path else f" (the checksum of {path.name})")) from None
+    data, digest_of_file = _read_verified(path)  # an unreadable file (or sidecar) fails here, naming it
     obj = _torch_load(path, data)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(
@@ -352,7 +368,7 @@ def load_state_dict_file(path: str | Path) -> dict:
     except pickle.UnpicklingError:
         raise CheckpointError(f"{path}: refused, the file holds objects other than tensors; save model.state_dict() instead") from None
     except OSError as err:
-        raise CheckpointError(f"{path}: cannot be read ({err.strerror or err}); check the file's permissions") from None
+        raise CheckpointError(cannot_read(path, err)) from None
     except (RuntimeError, EOFError, ValueError, KeyError, IndexError) as err:
         raise CheckpointError(f"{path}: not a readable weights file ({type(err).__name__}); it may be truncated") from None
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
@@ -511,7 +527,7 @@ def load_weights_file(path: str | Path) -> dict:
             meta = fh.metadata() or {}
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     except OSError as err:
-        raise CheckpointError(f"{path}: cannot be read ({err.strerror or err}); check the path") from None
+        raise CheckpointError(cannot_read(path, err)) from None
     except Exception as err:  # noqa: BLE001 - safetensors raises its own error types for damaged headers
         raise CheckpointError(f"{path}: not a readable safetensors file ({type(err).__name__}: {str(err)[:120]}); "
                               "it may be truncated") from None

@@ -503,18 +503,25 @@ RUN_IT_AGAIN = "; free some disk space and run it again"
 
 @contextlib.contextmanager
 def _full_disk_explained(recorder: FailureRecord):
-    """A full disk once the run folder holds a checkpoint: the line (and status.json) say how the run goes on, its
-    resume ("run it again" was refused: the folder holds a run). Without a checkpoint the same command starts the
-    run over (:func:`start_over_unsaved`), and the error says so as it is."""
+    """A write that fails once the run folder holds a checkpoint (a full disk, an input/output error, a cross-device
+    rename, a folder made read-only): the line (and status.json) say how the run goes on, its resume ("run it
+    again" was refused: the folder holds a run). Without a checkpoint the same command starts the run over
+    (:func:`start_over_unsaved`), and the error says so as it is."""
     try:
         yield
     except WriteError as err:
         hint = resume_hint(recorder.plan.run_dir, recorder.max_steps)
-        if err.errno not in (errno.ENOSPC, errno.EDQUOT) or hint is None:
+        if hint is None:
             raise
         text = str(err)
-        what = text[:text.find(RUN_IT_AGAIN)] if RUN_IT_AGAIN in text else text
-        raise WriteError(f"{what}; free some disk space, then {hint}", err.errno) from None
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            what = text[:text.find(RUN_IT_AGAIN)] if RUN_IT_AGAIN in text else text
+            raise WriteError(f"{what}; free some disk space, then {hint}", err.errno) from None
+        if err.reason == text:  # a line of its own making, its fix in it
+            raise WriteError(f"{text}; then {hint}", err.errno) from None
+        fix = (f"make {recorder.plan.run_dir} writable" if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else
+               "check the path and the disk")  # (write_error's "or write somewhere else" is no way to go on)
+        raise WriteError(f"{err.reason}; {fix}, then {hint}", err.errno, err.reason) from None
 
 
 class FolderGuard:

@@ -109,6 +109,16 @@ class DataError(CnnlabError):
     """Bad, missing or unreachable data."""
 
 
+class DataUnreadable(DataError):
+    """A data file that could not be opened or read though it is there (an input/output error, permission denied,
+    memory or open files short): not damage, the file may be whole, so never a reason to fetch it again, rewrite
+    it or advise deleting it. ``path`` and ``cause`` (the ``OSError``) are for lines that word it their own way."""
+
+    def __init__(self, message: str, path: str, cause: OSError):
+        super().__init__(message)
+        self.path, self.cause = path, cause
+
+
 class CheckpointError(CnnlabError):
     """A checkpoint that cannot be trusted or does not fit the request."""
 

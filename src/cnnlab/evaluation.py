@@ -105,7 +105,7 @@ def report_run(run_dir: Path | None, model: nn.Module, data: Dataset, device: to
     figures = None
     if run_dir is not None:
         figures = write_report(run_dir, summary, history=history, images=data.test_images,
-                               classes=list(data.classes), context=context, keep=keep)
+                               classes=list(data.classes), context=context, keep=keep, log=log)
         for note in figures.left_out.values():
             log(note)
         if wait:

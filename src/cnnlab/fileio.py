@@ -65,6 +65,52 @@ NAME_MAX = 255
 _TEMP_LISTINGS: dict[str, tuple[int, dict[str, list[str]]]] = {}
 
 
+#: errno -> (what went wrong, in words; the usual fix) of a file that cannot be opened, read or looked at: the one
+#: table for every file cnnlab reads (datasets and their cache, run folders, checkpoints, settings files), re-exported
+#: by :mod:`cnnlab.data.safefs`. Anything else is described by ``strerror``. A read that fails after its open is told
+#: as an open that fails: the file may be whole (an input/output error, memory or open files short), never "damaged".
+OS_REASONS = {
+    errno.EACCES: ("permission denied", "fix its permissions (chmod u+r, and u+x for a folder) or run as its owner"),
+    errno.EPERM: ("operation not permitted", "fix its permissions or run as its owner"),
+    errno.EROFS: ("read-only file system", "use a writable location"),
+    errno.ENOSPC: ("no space left on device", "free some space"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space or raise the quota"),
+    errno.ELOOP: ("symlink loop", "fix or remove the symbolic link"),
+    errno.EISDIR: ("is a directory", "give a file"),
+    errno.ENOTDIR: ("a part of the path is not a directory", "check the path"),
+    errno.ENOENT: ("no such file or directory", "check the path"),
+    errno.ENAMETOOLONG: ("file name too long", "use a shorter path"),
+    errno.EIO: ("input/output error", "the disk reported an error: try again, and if it persists copy the data off "
+                                      "that disk"),
+    errno.ENOMEM: ("out of memory", "free some memory (close other programs) and try again"),
+    errno.EMFILE: ("too many open files", "raise the open-file limit (ulimit -n) and try again"),
+    errno.ENFILE: ("too many open files in the system", "close other programs, or raise the open-file limits "
+                                                         "(ulimit -n, fs.file-max), and try again"),
+}
+
+
+def reason(err: OSError) -> str:
+    """``OSError`` -> a few words: ``permission denied``, ``input/output error``... (another error's first
+    line, its first letter lowercased: never the whole line, which may name a path)."""
+    if err.errno in OS_REASONS:
+        return OS_REASONS[err.errno][0]
+    text = (err.strerror or type(err).__name__).strip().splitlines()
+    line = text[0] if text else type(err).__name__
+    return line[:1].lower() + line[1:] if line[1:2].islower() else line
+
+
+def usual_fix(err: OSError) -> str:
+    """What to do about ``err`` on a file being read: ``try again, and if it persists ...`` for an input/output
+    error, ``ulimit -n`` for too many open files, the file's permissions for permission denied..."""
+    return OS_REASONS.get(err.errno, ("", "check the file and try again"))[1]
+
+
+def cannot_read(path: str | Path, err: OSError) -> str:
+    """``PATH: cannot be read (input/output error); the disk reported an error: try again, ...``: the line for an
+    OS error while opening or reading ``path``, whatever the call that failed (open, read, stat)."""
+    return f"{path}: cannot be read ({reason(err)}); {usual_fix(err)}"
+
+
 def write_error(path: str | Path, err: OSError) -> WriteError:
     """The one-line error for an OS error while writing ``path``: what failed, and what to do."""
     path = Path(path)
@@ -212,7 +258,10 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, mode_of: str | Path | N
             fh.flush()
             os.fsync(fh.fileno())
         _take_over(tmp, old)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except InterruptedError:  # EINTR (a signal, NFS), which Python does not retry for a rename: once more
+            os.replace(tmp, path)
     except BaseException as err:
         try:
             os.unlink(tmp)
@@ -468,8 +517,8 @@ def read_small_text(path: str | Path, what: str, limit: int = SMALL_FILE_LIMIT,
             raise CnnlabError(f"{what}: is {mode_kind(st.st_mode)}, not {kind}; check the path")
         with fh:
             data = fh.read(limit + 1)
-    except OSError as err:
-        raise CnnlabError(f"{what}: cannot be read ({err.strerror or err}); check the path") from None
+    except OSError as err:  # its open or its read (an input/output error after the open is told as the same)
+        raise CnnlabError(cannot_read(what, err)) from None
     if len(data) > limit:
         raise CnnlabError(f"{what}: larger than {limit >> 20} MB, not {kind}; check the path")
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):  # what Windows PowerShell's '>' writes

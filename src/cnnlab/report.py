@@ -9,13 +9,14 @@ import json
 import os
 import threading
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from cnnlab import plots
-from cnnlab.errors import WriteError
+from cnnlab.errors import CnnlabError, DataUnreadable, RunError, WriteError
 from cnnlab.fileio import atomic_write_text, json_safe
-from cnnlab.runs import read_run_json
+from cnnlab.runs import load_run_json
 from cnnlab.text import display_width, pad
 
 #: Above this many classes a summary keeps only the non-zero cells of the confusion matrix (``"confusion"`` is
@@ -155,15 +156,29 @@ def summary_text(summary: dict) -> str:
 RUN_FACTS = ("target", "train_seconds", "parameters", "ema")
 
 
-def _previous_summary(run_dir: Path) -> tuple[dict, float] | None:
-    """The summary.json in ``run_dir`` and its modification time (None when missing or unreadable)."""
+def _previous_summary(run_dir: Path, keep: tuple[str, ...] = (), log: Callable[[str], None] | None = None
+                      ) -> tuple[dict, float] | None:
+    """The summary.json in ``run_dir`` and its modification time (None when missing or damaged). One that is there
+    but cannot be read now (an input/output error: it may be whole) is a :class:`RunError` when its ``keep`` keys
+    are to be carried over (an evaluation of the run: writing over it would lose the training's figures), else
+    a warning (``log``) and taken as absent (a resume's report replaces it whole)."""
     path = run_dir / "summary.json"
     try:
         written = path.stat().st_mtime
     except OSError:
         return None
-    old = read_run_json(path)  # without blocking: a FIFO in its place hung 'cnnlab evaluate'
-    return (old, written) if old is not None else None
+    try:
+        old = load_run_json(path)  # without blocking: a FIFO in its place hung 'cnnlab evaluate'
+    except DataUnreadable as err:
+        if keep:
+            raise RunError(f"{err} (no report written: it would replace the training's own figures in it, "
+                           f"{', '.join(keep)})") from None
+        if log is not None:
+            log(f"warning: {err}; the run's new summary.json replaces it (its figures drawn again)")
+        return None
+    except CnnlabError:  # damaged: taken as absent
+        return None
+    return (old, written) if isinstance(old, dict) else None
 
 
 #: What each figure of the summary is drawn from (besides the class names and the run's context).
@@ -261,18 +276,20 @@ class Figures:
 
 
 def write_report(run_dir: str | Path, summary: dict, *, history: list[dict], images: torch.Tensor,
-                 classes: list[str], context: dict | None = None, keep: tuple[str, ...] = ()) -> Figures:
+                 classes: list[str], context: dict | None = None, keep: tuple[str, ...] = (),
+                 log: Callable[[str], None] | None = None) -> Figures:
     """Write summary.json into ``run_dir`` now (strict JSON: a diverged loss is ``null``; :func:`summary_text`)
     and start drawing the figures; ``.wait()`` on the result before relying on them.
 
     ``context``: what places the figures, e.g. ``{"model": "inception", "dataset": "mnist"}``; every
     figure shows it under its title, with ``"run"`` (the run directory's name) added when missing.
     A figure already drawn from the same inputs (:func:`current_figures`) is kept, not drawn again; so are
-    the ``keep`` keys of the summary.json there (e.g. :data:`RUN_FACTS`), where ``summary`` lacks them.
+    the ``keep`` keys of the summary.json there (e.g. :data:`RUN_FACTS`), where ``summary`` lacks them (one that
+    cannot be read now is a refusal with ``keep``, else a warning to ``log``: :func:`_previous_summary`).
     A confusion.png there that this summary does not draw (too many classes) is removed: it showed another one.
     """
     run_dir = Path(run_dir)
-    previous = _previous_summary(run_dir)
+    previous = _previous_summary(run_dir, keep, log)
     current = current_figures(run_dir, summary, previous)
     if previous is not None and keep:
         summary = {**{k: previous[0][k] for k in keep if k in previous[0]}, **summary}

@@ -30,8 +30,8 @@ from cnnlab.config import EPOCHS_LIMIT, typed_values
 from cnnlab.data.safefs import open_regular, read_bounded
 from cnnlab.dataset_names import DIRECTORY_KINDS, canonical_dataset_name, dataset_kind, directory_of
 from cnnlab.errors import CnnlabError, RunBusy, RunError, WriteError, did_you_mean, first_line, shell_quoted, short_repr
-from cnnlab.fileio import (RUN_FILE_LIMIT, as_path, atomic_write_text, make_dirs, mode_kind, open_if_regular,
-                           remove_stale_temp_files_in, sha256_of, sidecar_hashes, write_error)
+from cnnlab.fileio import (RUN_FILE_LIMIT, as_path, atomic_write_text, make_dirs, mode_kind, open_if_regular, reason,
+                           remove_stale_temp_files_in, sha256_of, sidecar_hashes, usual_fix, write_error)
 
 METRIC_FIELDS = [
     "epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr", "seconds",
@@ -606,7 +606,7 @@ def checkpoint_damage(path: Path) -> str:
     except FileNotFoundError:
         return ""
     except OSError as err:
-        return f"cannot be read ({err.strerror or type(err).__name__}); check its permissions"
+        return f"cannot be read ({reason(err)}); {usual_fix(err)}"
     if fh is None:
         kind = "a folder" if stat.S_ISDIR(st.st_mode) else mode_kind(st.st_mode)
         return f"{kind}, not a file (cnnlab writes its checkpoint there); remove it, then {_CHECKPOINT_FIX}"
@@ -614,7 +614,7 @@ def checkpoint_damage(path: Path) -> str:
         try:
             return _torch_file_damage(fh) or _sidecar_mismatch(path, fh)
         except OSError as err:
-            return f"cannot be read ({err.strerror or type(err).__name__}); check its permissions"
+            return f"cannot be read ({reason(err)}); {usual_fix(err)}"
 
 
 def _torch_file_damage(fh) -> str:
@@ -698,7 +698,9 @@ def bounded(text: str, limit: int = TEXT_LIMIT) -> str:
 def read_run_file(path: Path, limit: int = RUN_FILE_LIMIT) -> bytes | None:
     """The bytes of a file in a run folder; None when there is none. It never blocks: the file is opened with
     O_NONBLOCK and must be a regular file once open (:func:`cnnlab.data.safefs.open_regular`, as the data files
-    are read), so a FIFO or a device in its place is one line naming it, as is a file larger than ``limit``."""
+    are read), so a FIFO or a device in its place is one line naming it, as is a file larger than ``limit``, and
+    an OS error of its open or of a read after it (an input/output error: a :class:`~cnnlab.errors.DataUnreadable`
+    naming the file and the fix its error takes)."""
     path = Path(path)
     if not os.path.lexists(path):
         return None
@@ -828,7 +830,7 @@ def _add_metrics(row: dict, path: Path, problems: list[str]) -> None:
         return
     except (OSError, CnnlabError) as err:
         problems.append(_in_run(path, str(err)) if isinstance(err, CnnlabError) else
-                        f"{path.name}: cannot be read ({err.strerror or type(err).__name__})")
+                        f"{path.name}: cannot be read ({reason(err)}); {usual_fix(err)}")
         return
     bad = next(((i, key, r[key]) for i, r in enumerate(rows, 1) for key in ("val_acc", "test_acc", "seconds")
                 if r.get(key) is not None and not _number(r[key])), None)

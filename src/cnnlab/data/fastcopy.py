@@ -11,9 +11,11 @@ A load uses the fast copy only when all of it matches: the manifest's format and
 MD5s as they are now, every ``.gz`` file's size and mtime (the verified official files are still those),
 every ``.npy`` file's size, header (uint8, C order, the recorded shape) and the CRC-32 of its data, read
 now. Anything else (no manifest, a touched ``.gz``, a damaged ``.npy``, a changed catalog) is a miss: the
-caller verifies the ``.gz`` files by MD5 the slow way and writes the fast copy again. The ``.npy`` files
-are plain NumPy arrays that any tool can memory-map; cnnlab reads them whole, since the CRC-32 check
-touches every byte anyway, and a mapped file truncated by someone else would crash the process.
+caller verifies the ``.gz`` files by MD5 the slow way and writes the fast copy again. A file of it that is there
+but cannot be read (an input/output error, permission denied: ``FastCopy.unreadable``) is a miss too, and is not
+written again: the file may be whole, and a disk that just failed a read is no place to rewrite 55 MB. The
+``.npy`` files are plain NumPy arrays that any tool can memory-map; cnnlab reads them whole, since the CRC-32
+check touches every byte anyway, and a mapped file truncated by someone else would crash the process.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ import numpy as np
 from cnnlab.data.cachefiles import write_group
 from cnnlab.data.catalog import ROLES, DatasetSpec
 from cnnlab.data.idx import MAX_IDX_BYTES
-from cnnlab.data.safefs import entry_kind, open_regular, read_bounded
-from cnnlab.errors import DataError
+from cnnlab.data.safefs import entry_kind, open_regular, read_bounded, read_error
+from cnnlab.errors import DataError, DataUnreadable
 from cnnlab.fileio import atomic_write_json
 
 MANIFEST = "fast-copy.json"
@@ -58,6 +60,9 @@ class FastCopy:
     arrays: dict[str, np.ndarray] | None
     problem: str | None = None
     manifest: dict | None = None
+    #: A file of the fast copy that is there but could not be read (``problem`` says which, and why): not damage,
+    #: so the fast copy is left as it is.
+    unreadable: DataUnreadable | None = None
 
 
 def npy_header(shape: tuple[int, ...]) -> bytes:
@@ -143,16 +148,19 @@ def read_npy(path: Path, entry: dict) -> np.ndarray:
     with fh:
         if st.st_size != entry["npy_bytes"] or st.st_size != len(header) + math.prod(shape):
             raise DataError(f"{path}: {st.st_size} bytes, the manifest says {entry['npy_bytes']} for shape {list(shape)}")
-        if fh.read(len(header)) != header:
-            raise DataError(f"{path}: its .npy header is not that of a uint8 array of shape {list(shape)}")
-        array = np.empty(shape, dtype=np.uint8)
-        view = memoryview(array).cast("B")
-        pos = 0
-        while pos < len(view):
-            n = fh.readinto(view[pos:pos + _CHUNK])
-            if not n:
-                raise DataError(f"{path}: ends early")
-            pos += n
+        try:
+            if fh.read(len(header)) != header:
+                raise DataError(f"{path}: its .npy header is not that of a uint8 array of shape {list(shape)}")
+            array = np.empty(shape, dtype=np.uint8)
+            view = memoryview(array).cast("B")
+            pos = 0
+            while pos < len(view):
+                n = fh.readinto(view[pos:pos + _CHUNK])
+                if not n:
+                    raise DataError(f"{path}: ends early")
+                pos += n
+        except OSError as err:  # a read that fails after the open, told as an open that fails
+            raise read_error(path, err) from None
     if zlib.crc32(view) != entry["crc32"]:
         raise DataError(f"{path}: CRC-32 of its data does not match the manifest (the file is damaged)")
     return array
@@ -168,6 +176,8 @@ def load_fast_copy(spec: DatasetSpec, directory: Path) -> FastCopy:
         if problem:
             return FastCopy(None, problem, manifest)
         arrays = {role: read_npy(directory / npy_name(role), manifest["files"][role]) for role in ROLES}
+    except DataUnreadable as err:  # there, but not readable now: not damage
+        return FastCopy(None, str(err), unreadable=err)
     except DataError as err:
         return FastCopy(None, str(err))
     except (OSError, KeyError, TypeError, ValueError) as err:  # a missing file, a malformed manifest entry

@@ -55,7 +55,7 @@ from PIL import Image
 
 from cnnlab.data.safefs import entry_kind, kind_of, list_dir, open_regular, read_bounded, reason, usual_fix
 from cnnlab.data.sources import home_problem
-from cnnlab.errors import DataError
+from cnnlab.errors import DataError, DataUnreadable
 from cnnlab.fileio import atomic_write_bytes, atomic_write_text, expand_user
 from cnnlab.imageio import BadImageError, ResourceError, is_short_of_resources, open_image, short_of, suffixes_for
 
@@ -342,6 +342,8 @@ def convert_image(path: Path) -> np.ndarray:
                                  f"(at most {MAX_IMAGE_FILE_BYTES:,}); shrink it")
             data = read_bounded(fh, MAX_IMAGE_FILE_BYTES, str(path))
     except DataError as err:
+        if isinstance(err, DataUnreadable) and is_short_of_resources(err.cause):  # its open or a read: as below
+            raise short_of(str(path), err.cause) from None
         raise ValueError(str(err).removeprefix(f"{path}: ")) from None
     except OSError as err:
         if is_short_of_resources(err):  # the machine ran short, not this file: no dataset built short of it

