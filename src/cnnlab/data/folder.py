@@ -44,6 +44,7 @@ import os
 import re
 import shutil
 import stat
+import unicodedata
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -170,7 +171,37 @@ def _class_dirs(directory: Path, where: str) -> tuple[list[Path], int]:
                             "above it, so its images would be counted twice; remove the link")
         else:
             subdirs.append(path)
+    _refuse_lookalikes([d.name for d in subdirs], where)
     return subdirs, loose
+
+
+def same_name(name: str) -> str:
+    """What a class folder's name reads as: Unicode-normalised (NFC) and without the white space around it. Two
+    folders of one such name (an 'é' copied from macOS, written decomposed, NFD, beside a Linux one; 'x' and 'x ')
+    would be two classes that look the same in every message, table and plot."""
+    return unicodedata.normalize("NFC", name).strip()
+
+
+def _shown(name: str) -> str:
+    """A class folder's name quoted, with its code points spelled out when it is not ASCII (two that look the same)."""
+    return repr(name) if name.isascii() else f"{name!r} ({ascii(name)})"
+
+
+def _refuse_lookalikes(names: list[str], where: str) -> None:
+    """Class folders whose names are one name once read as :func:`same_name` does are refused in one line naming both
+    (they became two classes without a word: evaluate printed two 'é' rows, predict 'é 33.0% é 16.8%')."""
+    seen: dict[str, str] = {}
+    for name in names:
+        other = seen.setdefault(same_name(name), name)
+        if other == name:
+            continue
+        how = ([] if name.strip() == other.strip() else  # still two names without the spaces: the code points differ
+               ["their Unicode form (one is decomposed, NFD, as macOS writes names)"])
+        how += ([] if unicodedata.normalize("NFC", name) == unicodedata.normalize("NFC", other) else
+                ["the white space around one"])
+        raise DataError(f"{where}: class folders {_shown(other)} and {_shown(name)} read as one name, differing only "
+                        f"in {' and in '.join(how)}: they would be two classes that look the same in every message, "
+                        "table and plot; rename one of them")
 
 
 #: The split folders a folder dataset reads (the first name of each is the usual one; ``training``/``testing``
@@ -294,9 +325,12 @@ def scan(root: Path) -> _Layout:
         else:
             extra = sorted(set(names) - set(layout.classes))
             if extra:
+                known = {same_name(c): c for c in layout.classes}
+                alike = [f"{_shown(n)} is {_shown(known[same_name(n)])} written another way" for n in extra
+                         if same_name(n) in known]
                 raise DataError(
-                    f"{where}: {split_root.name}/ has class folders that {split_roots[0][1].name}/ lacks ({', '.join(extra)}); "
-                    "give train/ and test/ the same class folders"
+                    f"{where}: {split_root.name}/ has class folders that {split_roots[0][1].name}/ lacks ({', '.join(extra)}"
+                    f"{'; ' + ', '.join(alike) if alike else ''}); give train/ and test/ the same class folders"
                 )
         for class_dir in dirs:
             first = len(layout.entries)
