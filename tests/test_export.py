@@ -137,3 +137,36 @@ def test_the_wrote_line_of_a_name_with_a_newline_stays_one_line(tmp_path, capsys
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and "new\\nline.safetensors" in out
     assert (tmp_path / "new\nline.safetensors").is_file()
+
+
+def test_the_input_layout_says_how_the_nets_training_images_were_prepared(tmp_path):
+    """``input_layout`` said "white ink on black, MNIST-style centred" for every net: a folder run of black letters on
+    white paper, prepared so, read 9 of 48 right (47 prepared as the folder was), and Fashion-MNIST's clothes are
+    trimmed and fitted, not centred as digits. Now it names the preparation of the net's own dataset kind."""
+    from safetensors import safe_open
+
+    from cnnlab.export import export_metadata, export_safetensors
+
+    def layout(dataset: str, mean: float) -> str:
+        state = load_checkpoint(tiny_checkpoint(tmp_path / f"{mean}.pt", dataset=dataset, mean=mean))
+        return export_metadata(state)["input_layout"]
+
+    digits = layout("mnist", 0.1307)
+    assert digits.startswith("NCHW float32, (batch, 1, 28, 28)") and "white ink on black" in digits
+    assert "centred by its centre of mass" in digits and "20 px of 28" in digits
+    clothes = layout("fashion-mnist", 0.286)
+    assert "trimmed to the item and fitted" in clothes and "not centred by mass" in clothes
+    assert "white ink" not in clothes
+    folder = layout("folder:/data/paper", 0.9)
+    for words in ("grayscale, resized to 28x28", "not inverted, not centred", "light paper (the training images' mean "
+                  "0.900)"):
+        assert words in folder
+    assert "white ink" not in folder and "centred by" not in folder
+    assert "dark paper" in layout("folder:/data/mnist_png", 0.13)
+    idx = layout("idx:/data/letters", 0.2)
+    assert "as the idx files hold them" in idx and "dark paper" in idx and "centred by" not in idx
+
+    run = tmp_path / "paper-run"
+    tiny_checkpoint(run / "last.pt", dataset="folder:/data/paper", mean=0.9)
+    with safe_open(str(export_safetensors(run)), "pt") as fh:  # what export-weights writes (and ONNX: the same dict)
+        assert fh.metadata()["input_layout"] == folder

@@ -18,6 +18,16 @@ def dataset_kind(name: str) -> str:
     return name.split(":", 1)[0]
 
 
+#: A dataset's images are light marks on dark paper (MNIST's, white ink on black: mean 0.13) when the mean of their
+#: pixels (0..1, recorded by every run) is below this, dark marks on light paper (a scan of black letters) above it.
+PAPER_SPLIT = 0.5
+
+
+def paper_of(mean: float) -> str:
+    """``"dark"`` or ``"light"``: the paper of a dataset's images, by the mean of their pixels (:data:`PAPER_SPLIT`)."""
+    return "dark" if float(mean) < PAPER_SPLIT else "light"
+
+
 def directory_of(name: str) -> tuple[str, Path] | None:
     """``(kind, directory)`` for ``idx:DIR``/``folder:DIR`` names, ``None`` for any other name."""
     for kind in DIRECTORY_KINDS:

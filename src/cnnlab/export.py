@@ -30,7 +30,7 @@ from safetensors.torch import save as save_safetensors
 from cnnlab import __version__
 from cnnlab.checkpoint import TrainState, load_checkpoint_and_digest, model_from_checkpoint, resolve_checkpoint
 from cnnlab.data import load_dataset
-from cnnlab.dataset_names import moved_away
+from cnnlab.dataset_names import dataset_kind, moved_away, paper_of
 from cnnlab.errors import CnnlabError, first_line, shell_quoted
 from cnnlab.evaluation import own_data_dir
 from cnnlab.export_formats import FORMATS, SUFFIXES, TOLERANCE
@@ -62,11 +62,36 @@ def export_metadata(state: dict) -> dict[str, str]:
         "normalization_mean": repr(float(data["mean"])),
         "normalization_std": repr(float(data["std"])),
         "normalization": f"x = (pixel / 255 - {float(data['mean'])!r}) / {float(data['std'])!r}",
-        "input_layout": f"NCHW float32, (batch, {data['in_channels']}, {data['image_size']}, {data['image_size']}), "
-                        "white ink on black, MNIST-style centred (see cnnlab.predict)",
+        "input_layout": input_layout(data),
         "output": "logits (batch, classes); softmax for probabilities",
         "dataset": str(data.get("name", "")),
     }
+
+
+def input_layout(data: dict) -> str:
+    """The input an exported net takes, prepared as its training images were, by its dataset's kind (a run's recorded
+    ``data``): MNIST's digits (white ink on black, centred by mass in 20 px of 28), Fashion-MNIST's clothes (trimmed
+    and fitted), an image folder's images as they are (grayscale, resized, not inverted, not centred: on the paper
+    the training images had), an idx: dataset's as its files hold them. (All said "MNIST-style centred": an image
+    folder's black letters on white, prepared so, read 9 of 48 right, prepared as the folder was, 47.)"""
+    size = data["image_size"]
+    shape = f"NCHW float32, (batch, {data['in_channels']}, {size}, {size}), normalised as 'normalization' says"
+    name = str(data.get("name", ""))
+    paper = f"{paper_of(data['mean'])} paper (the training images' mean {float(data['mean']):.3f})"
+    if name == "fashion-mnist":
+        how = ("one piece of clothing as Fashion-MNIST's images are: light on black, trimmed to the item and fitted "
+               f"whole into the {size}x{size} field, not centred by mass (cnnlab.preprocessing.clothes_field)")
+    elif dataset_kind(name) == "folder":
+        how = (f"the image as the folder's images were converted: grayscale, resized to {size}x{size} (squashed, not "
+               f"cropped), not inverted, not centred; the training images were on {paper} "
+               "(cnnlab.data.folder.gray_square)")
+    elif dataset_kind(name) == "idx":
+        how = f"the images as the idx files hold them (pixel / 255, nothing else done); the training images were on " \
+              f"{paper}"
+    else:
+        how = ("a digit as MNIST's are: white ink on black, its longer side scaled to 20 px of 28 and centred by its "
+               "centre of mass (cnnlab.preprocessing.preprocess makes any digit image so)")
+    return f"{shape}: {how}"
 
 
 def checkpoint_metadata(ckpt: Path, state: dict, running: bool, digest: str) -> dict[str, str]:
