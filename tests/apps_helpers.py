@@ -22,16 +22,17 @@ STROKES = [(0.55, 0.0, 0.05, 0.65), (0.05, 0.65, 0.75, 0.65), (0.55, 0.0, 0.55, 
 
 
 def tiny_checkpoint(path: Path, model: str = "basic_cnn", dataset_dir: Path | None = None, seed: int = 0,
-                    classes: list[str] | None = None, dataset: str | None = None) -> Path:
-    """A cnnlab checkpoint of ``model`` with random weights and MNIST's normalisation; ``classes`` (the digits by
-    default) and ``dataset`` (``mnist``, or ``idx:DATASET_DIR``) as its run recorded them."""
+                    classes: list[str] | None = None, dataset: str | None = None, mean: float = 0.1307) -> Path:
+    """A cnnlab checkpoint of ``model`` with random weights and MNIST's normalisation (or another recorded ``mean``:
+    the paper of its training images); ``classes`` (the digits by default) and ``dataset`` (``mnist``, or
+    ``idx:DATASET_DIR``) as its run recorded them."""
     torch.manual_seed(seed)
     classes = classes or CLASSES
     args = {"in_channels": 1, "num_classes": len(classes), "image_size": 28}
     net = create_model(model, **args)
     dataset = dataset or (f"idx:{dataset_dir}" if dataset_dir else "mnist")
     cfg = TrainConfig(model=model, dataset=dataset, device="cpu").to_dict()
-    data = {"name": dataset, "classes": classes, "mean": 0.1307, "std": 0.3081, "in_channels": 1,
+    data = {"name": dataset, "classes": classes, "mean": mean, "std": 0.3081, "in_channels": 1,
             "image_size": 28, "train_size": 0, "test_size": 0, "source": "test"}
     save_checkpoint(path, {"model": {"name": model, "args": args}, "config": cfg, "data": data,
                            "state_dict": net.state_dict()})

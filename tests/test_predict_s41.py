@@ -77,3 +77,49 @@ def test_thick_strokes_is_scaled_to_a_28_px_field():
     thin = np.zeros((28, 28), np.float32)
     thin[4:24, 13:15] = 1.0
     assert thick_strokes(thin) == 0.0
+
+
+# ----------------------------------------------------------------------------- the paper of a net that reads images as is
+
+
+def test_an_image_on_the_other_paper_than_the_nets_training_images_gets_a_note(tmp_path, capsys):
+    """An MNIST-as-PNG folder's net (light digits on black, mean 0.13) read black digits on white '0' or '1' at 19-33%
+    without a word (the tester's report, defect 1). Now such an image gets a note (``Prediction.paper``,
+    ``"image_paper"`` in --json, a ``note:`` line) and is still read as it is: nothing is inverted silently."""
+    from apps_helpers import draw_digit, tiny_checkpoint
+
+    from cnnlab.data.folder import gray_square
+    from cnnlab.predict import Predictor
+
+    dark = tiny_checkpoint(tmp_path / "dark.pt", dataset="folder:/data/mnist_png", mean=0.13)
+    on_white, on_black = draw_digit(), draw_digit(ink=255, paper=0)
+    net = Predictor.from_run(dark, device="cpu")
+    got = net(on_white)
+    assert got.paper == "light" and got.to_dict()["image_paper"] == "light"
+    assert "were light marks on dark paper (their mean 0.13)" in got.paper_note()
+    assert "invert it (light marks on dark)" in got.paper_note()
+    assert np.array_equal(got.input_image, gray_square(on_white).astype(np.float32) / 255)  # read as it is
+    assert net(on_black).paper == "" and "image_paper" not in net(on_black).to_dict()
+
+    light = Predictor.from_run(tiny_checkpoint(tmp_path / "light.pt", dataset="folder:/data/paper", mean=0.9),
+                               device="cpu")
+    assert light(on_black).paper == "dark" and "invert it (dark marks on light)" in light(on_black).paper_note()
+    assert light(on_white).paper == ""
+    gray = Predictor.from_run(tiny_checkpoint(tmp_path / "gray.pt", dataset="folder:/data/gray", mean=0.45),
+                              device="cpu")
+    assert gray(on_white).paper == gray(on_black).paper == ""  # no clear paper of its own: nothing to tell
+
+    # a digits net: its steps make every image white ink on black; an image it is given as is is told the same way
+    digits = Predictor.from_run(tiny_checkpoint(tmp_path / "digits.pt"), device="cpu")
+    assert digits(on_white).paper == ""
+    assert digits(np.asarray(on_white.resize((28, 28))), preprocess=False).paper == "light"
+
+    png = tmp_path / "seven.png"
+    on_white.save(png)
+    capsys.readouterr()
+    assert main(["predict", str(dark), str(png)]) == 0
+    err = capsys.readouterr().err
+    assert (f"note: {png}: the image is mostly light, where the net's training images were light marks on dark "
+            "paper") in err and "invert it" in err
+    assert main(["predict", str(dark), str(png), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["image_paper"] == "light"

@@ -6,11 +6,14 @@
 - a drawing left unanswered while the server was down was never sent again once it was back;
 - on a 320x480 phone the prediction was below the fold, and the canvas takes no scroll gestures;
 - the right or middle mouse button drew, and a second finger (a pinch) drew the first finger's line; no Undo;
-- a letter or a doodle was read as confidently as a digit, without a word that the net always picks a class.
+- a letter or a doodle was read as confidently as a digit, without a word that the net always picks a class;
+- a net trained on an MNIST-as-PNG folder (light digits on black, read as they are) was drawn black on white, and read
+  a drawn 7 as "0" without a word; a 200-byte class name spilled over the bars and the page scrolled sideways.
 """
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import os
@@ -394,3 +397,150 @@ def test_a_palm_on_the_screen_while_a_stylus_draws_is_ignored(page):
         return n; }""") >= 170  # the whole line, from x=40 to x=220
     page.wait_for_function("Number(document.body.dataset.updates || 0) >= 1", timeout=10_000)
     assert page.errors == []
+
+
+# ----------------------------------------------------------------------------- the paper of a folder net; long names
+
+LONG = ["x" * 200, "é" * 100, "short"]  # 200 bytes each, as the tester's; and a short one
+
+
+@pytest.fixture(scope="module")
+def folder_nets(tmp_path_factory):
+    """Checkpoints of image folders' nets: MNIST as PNGs (light on dark, mean 0.13), black letters on white paper
+    (mean 0.9), and one of long class names."""
+    folder = tmp_path_factory.mktemp("folder-nets")
+    return {"dark": tiny_checkpoint(folder / "dark.pt", dataset="folder:/data/mnist_png", mean=0.13),
+            "light": tiny_checkpoint(folder / "light.pt", dataset="folder:/data/paper", classes=LETTERS, mean=0.9),
+            "long": tiny_checkpoint(folder / "long.pt", dataset="folder:/data/hard", classes=LONG, mean=0.13)}
+
+
+def _pixel(page, x: int, y: int) -> list[int]:
+    return page.evaluate(f"[...document.getElementById('pad').getContext('2d').getImageData({x}, {y}, 1, 1).data]"
+                         ".slice(0, 3)")
+
+
+def _canvas_png(page) -> bytes:
+    return base64.b64decode(_canvas(page).split(",", 1)[1])
+
+
+def test_a_dark_paper_folder_net_is_drawn_white_on_black_as_it_was_trained(browser, folder_nets):
+    """The page drew black ink on white for every net: an MNIST-as-PNG folder's net, which reads images as they are,
+    read a drawn 7 as "0" (20.3%). /info now says the paper its training images had, and the page draws white ink on
+    a black canvas for it (Clear and Undo keep it); the canvas saved reads the same through ``cnnlab predict``. An
+    opened image on the other paper is read as it is, with the server's note beside the answer."""
+    ckpt = folder_nets["dark"]
+    with Server(_app(ckpt)) as srv:
+        with urllib.request.urlopen(srv.url + "/info") as res:
+            info = json.loads(res.read())
+        assert (info["paper"], info["preparation"]) == ("dark", "as is")
+        page = _open(browser, srv.url)
+        try:
+            assert _pixel(page, 5, 5) == [0, 0, 0]
+            _draw(page, SEVEN)
+            _answered(page, 0)
+            assert _pixel(page, 150, 60) == [255, 255, 255] and _pixel(page, 5, 5) == [0, 0, 0]
+            assert page.inner_text("#doubt") == ""
+            drawn = _canvas_png(page)
+            status, body = post(srv.url, drawn)
+            read = Predictor.from_run(ckpt, device="cpu")(drawn)
+            assert status == 200 and "image_paper" not in body and read.paper == ""
+            assert read.probabilities == pytest.approx(body["probabilities"], abs=1e-6)
+            assert page.eval_on_selector_all("#bars .pct", PCTS) == [f"{100 * p:.1f}%" for p in read.probabilities]
+            before = _updates(page)
+            _draw(page, BAR)
+            _answered(page, before)
+            page.click("#undo")
+            assert _canvas_png(page) == drawn  # Undo: back to the 7, white on black
+            page.click("#clear")
+            assert _pixel(page, 150, 60) == [0, 0, 0] and _pixel(page, 5, 5) == [0, 0, 0]
+
+            before = _updates(page)
+            page.set_input_files("#file", files=[{"name": "seven.png", "mimeType": "image/png",
+                                                  "buffer": png(draw_digit())}])  # black on white
+            _answered(page, before)
+            assert "The image is mostly light, where the net's training images were light marks on dark paper" in (
+                page.inner_text("#doubt")) and "invert it" in page.inner_text("#doubt")
+            assert page.errors == []
+        finally:
+            page.context.close()
+
+
+def test_a_net_of_the_other_paper_under_an_open_tab_turns_the_drawings_colours(browser, apps, folder_nets):
+    """The server restarted with a dark-paper folder net under a tab drawn on for the digits net: the drawing (and
+    Undo's snapshots) turn white on black, its ink kept, and are sent so; the answer for the old colours is dropped,
+    and the line that another net is served stands beside the new one."""
+    first = Server(apps["digits"])
+    port = first.port
+    with first:
+        page = _open(browser, first.url)
+        _draw(page, SEVEN)
+        _answered(page, 0)
+        assert _pixel(page, 5, 5) == [255, 255, 255] and _pixel(page, 150, 60) == [0, 0, 0]
+    try:
+        _draw(page, BAR)  # the server is down: sent again once it is back
+        page.wait_for_function("document.getElementById('status').textContent.includes('cannot reach')")
+        before = _updates(page)
+        with Server(_app(folder_nets["dark"]), port=port):
+            _answered(page, before, timeout=20_000)
+            assert _pixel(page, 5, 5) == [0, 0, 0] and _pixel(page, 150, 60) == [255, 255, 255]
+            assert "the server now serves another net" in _status(page) and "folder:mnist_png" in _status(page)
+            shown = page.eval_on_selector_all("#bars .pct", PCTS)
+            status, body = post(f"http://127.0.0.1:{port}", _canvas_png(page))
+            assert status == 200 and shown == [f"{100 * p:.1f}%" for p in body["probabilities"]]
+            page.click("#undo")  # the 7 without the bar, in the new colours too
+            assert _pixel(page, 5, 5) == [0, 0, 0] and _pixel(page, 150, 60) == [255, 255, 255]
+            assert _pixel(page, 60, 150) == [0, 0, 0]
+        assert page.errors == []
+    finally:
+        page.context.close()
+
+
+@pytest.mark.parametrize("kind", ["light", "digits"])
+def test_a_net_that_finds_the_ink_or_was_trained_on_light_paper_keeps_the_white_canvas(browser, folder_nets, kind,
+                                                                                      server):
+    """Black letters on white paper (a folder's net of light paper) and the digits' nets (whose steps find the ink
+    either way) are drawn black on white, as before."""
+    url = server.url
+    srv = None
+    if kind == "light":
+        srv = Server(_app(folder_nets["light"])).__enter__()
+        url = srv.url
+    try:
+        with urllib.request.urlopen(url + "/info") as res:
+            info = json.loads(res.read())
+        assert info["paper"] == ("light" if kind == "light" else "dark")
+        assert info["preparation"] == ("as is" if kind == "light" else "digit")
+        page = _open(browser, url)
+        try:
+            assert _pixel(page, 5, 5) == [255, 255, 255]
+            _draw(page, SEVEN)
+            _answered(page, 0)
+            assert _pixel(page, 150, 60) == [0, 0, 0] and page.errors == []
+        finally:
+            page.context.close()
+    finally:
+        if srv is not None:
+            srv.__exit__(None, None, None)
+
+
+@pytest.mark.parametrize("width, height", [(1000, 720), (360, 720)])
+def test_a_long_class_name_is_cut_short_with_the_whole_name_in_a_tooltip(browser, folder_nets, width, height):
+    """A 200-byte class name spilled over the bars and percentages: the page was 1975 px wide at 1000. Now each name
+    is cut short with an ellipsis (its whole name in a title tooltip), in the bars and as the answer."""
+    with Server(_app(folder_nets["long"])) as srv:
+        page = _open(browser, srv.url, width, height, mobile=width < 640)
+        try:
+            _draw(page, SEVEN)
+            _answered(page, 0)
+            assert page.evaluate("document.documentElement.scrollWidth") <= width
+            labels = page.eval_on_selector_all("#bars .label", """els => els.map(e => [e.title, e.textContent,
+                e.scrollWidth > e.clientWidth, getComputedStyle(e).textOverflow, e.getBoundingClientRect().right])""")
+            assert [t for t, *_ in labels] == [c for c, *_ in labels] == LONG
+            assert [cut for _, _, cut, _, _ in labels] == [True, True, False]
+            assert all(style == "ellipsis" and right <= width for _, _, _, style, right in labels)
+            answer = page.locator("#prediction")
+            assert answer.get_attribute("title") == answer.inner_text() in LONG
+            assert answer.bounding_box()["x"] + answer.bounding_box()["width"] <= width
+            assert page.errors == []
+        finally:
+            page.context.close()

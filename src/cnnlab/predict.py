@@ -36,7 +36,7 @@ from PIL import Image, PngImagePlugin
 from cnnlab.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
 from cnnlab.data.folder import SIZE as FOLDER_SIZE
 from cnnlab.data.folder import gray_square
-from cnnlab.dataset_names import dataset_kind, directory_of
+from cnnlab.dataset_names import PAPER_SPLIT, dataset_kind, directory_of, paper_of
 from cnnlab.devices import resolve_device
 from cnnlab.errors import CnnlabError, first_line, printable
 from cnnlab.fileio import atomic_write_bytes, open_if_regular, temp_part
@@ -53,6 +53,10 @@ from cnnlab.preprocessing import (
 
 #: Float pixels may stray this far outside 0..1 (rounding) before an array is refused as not 0..1.
 RANGE_TOLERANCE = 1e-3
+#: An image of the other paper than the net's training images gets a note (:attr:`Prediction.paper`) only where
+#: those were clearly on one paper: their recorded mean this far or farther from :data:`PAPER_SPLIT` (MNIST as PNGs:
+#: 0.13; black letters on white paper: about 0.9). Between, no paper is told.
+PAPER_MARGIN = 0.15
 #: ``save_input_image`` also writes the input enlarged this many times (nearest-neighbour): 28 px -> 280 px.
 ENLARGE = 10
 
@@ -76,6 +80,13 @@ class Prediction:
     #: (:data:`cnnlab.preprocessing.THICK_NOTE`): a small digit drawn with a broad pen, which the nets misread;
     #: 0.0 otherwise, and for nets that read clothes or an image folder's pictures.
     thick: float = 0.0
+    #: ``"light"`` or ``"dark"``: the paper of an image the net read as it is (an image folder's net; any net with
+    #: ``preprocess=False``) where its training images were clearly on the other one (their mean,
+    #: :attr:`trained_mean`): light marks on dark paper read against a mostly light image. Nothing is inverted
+    #: silently: :meth:`paper_note` says to invert it if its marks are the ink. "" otherwise.
+    paper: str = ""
+    #: The mean of the net's training images (0..1), as its run recorded it: what :attr:`paper` is told against.
+    trained_mean: float = 0.0
 
     def top(self, k: int = 3) -> list[tuple[str, float]]:
         """The ``k`` likeliest classes with their probabilities; ``k`` is any whole number >= 0 (an ``int``, a numpy
@@ -98,6 +109,7 @@ class Prediction:
         out = {"file": self.name, "prediction": self.label,
                "top": [{"class": c, "probability": p} for c, p in self.top(k)]}
         out = out if self.marks < 2 else {**out, "digits_seen": self.marks}
+        out = out if not self.paper else {**out, "image_paper": self.paper}
         return out if not self.thick else {**out, "thick_strokes": round(self.thick, 1)}
 
     def thick_note(self) -> str:
@@ -107,6 +119,15 @@ class Prediction:
         return (f"its strokes are {self.thick:.1f} px wide in the 28x28 field the net saw, where 99.9% of MNIST's "
                 f"digits have under {THICK_NOTE} px: the net often misreads such digits; write or draw the digit "
                 "larger, or with a thinner pen")
+
+    def paper_note(self) -> str:
+        """What :attr:`paper` means for the reader, or "" when the image's paper is the net's training images'."""
+        if not self.paper:
+            return ""
+        marks = "light marks on dark" if self.paper == "light" else "dark marks on light"
+        return (f"the image is mostly {self.paper}, where the net's training images were {marks} paper (their mean "
+                f"{self.trained_mean:.2f}); this net reads images as they are, nothing is inverted: if the image's "
+                f"marks are its ink, invert it ({marks}) and predict again")
 
 
 @dataclass(eq=False)
@@ -202,6 +223,24 @@ class Predictor:
         #: The dataset the net was trained on, as a page may name it: ``mnist``, ``fashion-mnist``, ``idx:NAME`` or
         #: ``folder:NAME`` (the folder's own name, not its path).
         self.dataset = _dataset_shown(str(data.get("name", "")))
+        #: ``"dark"`` or ``"light"``: the paper of the net's training images, by their recorded mean
+        #: (:func:`cnnlab.dataset_names.paper_of`; MNIST's and Fashion-MNIST's are dark).
+        self.paper = paper_of(self.mean)
+
+    @property
+    def preparation(self) -> str:
+        """How an image is made into what the net reads: ``"as is"`` (an image folder's net: grayscale, resized, not
+        inverted), ``"clothes"`` (:func:`cnnlab.preprocessing.clothes_field`) or ``"digit"`` (white ink on black,
+        centred: :func:`cnnlab.preprocessing.preprocess`)."""
+        return "as is" if self.as_folder else "clothes" if self.as_clothes else "digit"
+
+    def image_paper(self, field_01: np.ndarray) -> str:
+        """``"light"`` or ``"dark"``: the paper of a field read as it is (most of its pixels light, or dark) where the
+        net's training images were clearly on the other one (:data:`PAPER_MARGIN`); "" otherwise."""
+        if abs(self.mean - PAPER_SPLIT) < PAPER_MARGIN:
+            return ""
+        seen = "light" if float(np.median(field_01)) > PAPER_SPLIT else "dark"
+        return seen if seen != self.paper else ""
 
     @classmethod
     def from_run(cls, run: str | Path, which: str = "last", device: str = "auto",
@@ -339,13 +378,17 @@ class Predictor:
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), dtype=np.float32)
 
     def predictions(self, names: list[str], fields_01: list[np.ndarray],
-                    marks: list[int] | None = None) -> list[Prediction]:
+                    marks: list[int] | None = None, as_is: bool | None = None) -> list[Prediction]:
         """Prepared fields, predicted in batches, as :class:`Prediction` objects named ``names`` (with the
-        digits seen side by side in each image, ``marks``, when given)."""
+        digits seen side by side in each image, ``marks``, when given). ``as_is``: the fields are the images as they
+        are, not a digit's or a clothes' steps (default: for an image folder's net), so their paper is told against
+        the training images' (:attr:`Prediction.paper`)."""
         probs = self.probabilities(fields_01)
         marks = marks or [1] * len(names)
         digits = not (self.as_folder or self.as_clothes)
-        return [Prediction(n, [float(v) for v in p], self.classes, f, m, thick_strokes(f) if digits else 0.0)
+        as_is = self.as_folder if as_is is None else as_is
+        return [Prediction(n, [float(v) for v in p], self.classes, f, m, thick_strokes(f) if digits else 0.0,
+                           self.image_paper(f) if as_is else "", self.mean)
                 for n, p, f, m in zip(names, probs, fields_01, marks)]
 
     def read_number(self, x, *, name: str | None = None) -> NumberPrediction | list[NumberPrediction]:
@@ -400,15 +443,18 @@ class Predictor:
         a single-channel ``image_size`` x ``image_size`` (28x28) image whose outermost ring of pixels is
         mostly dark (median below 0.5), i.e. white ink on black (a blank one is refused: no ink); any other
         array is preprocessed like a file. ``preprocess=True`` forces the steps, ``preprocess=False`` takes every input as is (it must
-        then be ``image_size`` square; colour becomes luminance). ``name`` names the input in messages
-        and in the result (default: the path, or "bytes", "image", "array", "tensor", with ``[i]`` for
-        the i-th item of a batch or list). Bad input raises a one-line :class:`BadImageError`.
+        then be ``image_size`` square; colour becomes luminance). An image read as it is (``preprocess=False``, or any
+        image for an image folder's net) that is mostly light where the net's training images were light marks on
+        dark paper, or the other way round, is predicted as it is, with a note (:attr:`Prediction.paper`).
+        ``name`` names the input in messages and in the result (default: the path, or "bytes", "image", "array",
+        "tensor", with ``[i]`` for the i-th item of a batch or list). Bad input raises a one-line :class:`BadImageError`.
         """
         if preprocess not in (None, True, False):
             raise CnnlabError(f"preprocess must be None (automatic), True or False, got {preprocess!r}")
         items, single = split_inputs(x, name)
         prepared = [self.prepared(source, item_name, preprocess) for item_name, source in items]
-        preds = self.predictions([n for n, _ in items], [f for f, _ in prepared], [m for _, m in prepared])
+        preds = self.predictions([n for n, _ in items], [f for f, _ in prepared], [m for _, m in prepared],
+                                 as_is=self.as_folder or preprocess is False)
         return preds[0] if single else preds
 
 

@@ -223,6 +223,8 @@ def cmd_predict(args) -> int:
                   "read each", file=sys.stderr)
         if getattr(pred, "thick", 0.0):
             print(f"note: {printable(pred.name)}: {pred.thick_note()}", file=sys.stderr)
+        if getattr(pred, "paper", ""):
+            print(f"note: {printable(pred.name)}: {pred.paper_note()}", file=sys.stderr)
         for i, ratio in getattr(pred, "wide", {}).items():
             print(f"note: {printable(pred.name)}{f' line {pred.line}' if pred.line else ''}: digit {i + 1} "
                   f"('{pred.digits[i].label}') is {ratio:.1f} times wider than high: digits that touch may have been "

@@ -3,13 +3,18 @@
 Routes:
 - ``GET /`` (and ``HEAD /``): the page (``static/index.html`` and ``static/app.js``): draw, see the probabilities.
 - ``GET /favicon.ico``: 204 (the page links ``static/favicon.svg``; this answers browsers that ask anyway).
-- ``GET /info``: the model's name, its dataset's (no folders above it), classes, whether it has Inception modules, the upload and pixel limits.
+- ``GET /info``: the model's name, its dataset's (no folders above it), classes, whether it has Inception modules, the
+  paper of its training images (``"paper"``: ``"dark"`` or ``"light"``, from their recorded mean) and how an image is
+  prepared for it (``"preparation"``: ``"digit"``, ``"clothes"`` or ``"as is"``, an image folder's net), the upload
+  and pixel limits. The page draws white ink on a black canvas for a net that reads images as they are and was
+  trained on dark paper, black on white for every other.
 - ``HEAD`` wherever ``GET`` is served (``/``, ``/favicon.ico``, ``/info``, ``/static/...``).
 - ``POST /predict``: an image as multipart form field ``file`` (or the raw body with an
   ``image/*`` content type). Answers ``{"prediction", "probabilities", "classes", "model", "dataset", "top",
   "input_png", "branches"}`` (``model`` and ``dataset`` as ``/info`` names them: a page left open across a restart
   with another net tells by them that its bars and header are out of date; ``"thick_strokes"`` too when the
-  drawing's strokes are far wider than MNIST's, ``Prediction.thick``); a bad image (over the pixel cap
+  drawing's strokes are far wider than MNIST's, ``Prediction.thick``; ``"image_paper"`` when an image read as it is
+  is on the other paper than the net's training images, ``Prediction.paper``); a bad image (over the pixel cap
   included) is ``400 {"error": "<one line>"}`` (the rules of ``cnnlab predict``), a body over the limit ``413``
   however it is sent, a body that does not arrive in time ``408``, and a server that has as many uploads as it
   takes, or runs out of file descriptors or memory while decoding, ``503`` (with Retry-After).
@@ -421,8 +426,8 @@ class Service:
         field_01, marks = self._decoders.submit(_bare, self.predictor.prepared, data, name).result()
         # several digits side by side: each read on its own field too (the image decoded again; a page's drawing)
         digits = self._number_fields(data, name) if marks > 1 else None
-        with self._lock, record_branch_energy(self.predictor.model) as energies:
-            pred = self.predictor(field_01, name=name, preprocess=False)
+        with self._lock, record_branch_energy(self.predictor.model) as energies:  # the field as the net reads it
+            pred = self.predictor.predictions([name], [field_01], [marks])[0]
         with self._lock:
             number = self.predictor.number(name, digits).to_dict(3) if digits else None
         return {
@@ -491,7 +496,7 @@ def create_app(predictor: Predictor, max_bytes: int = DEFAULT_MAX_BYTES, *, deco
     @app.api_route("/info", methods=["GET", "HEAD"])
     def info():
         return {"model": predictor.model_name, "dataset": printable(predictor.dataset), "classes": predictor.classes,
-                "inception": service.has_inception,
+                "inception": service.has_inception, "paper": predictor.paper, "preparation": predictor.preparation,
                 "image_size": predictor.image_size, "max_upload_bytes": max_bytes, "max_pixels": predictor.max_pixels}
 
     @app.post("/predict")

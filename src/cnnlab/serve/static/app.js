@@ -1,6 +1,8 @@
 // The drawing page: pointer events (mouse, touch and pen alike) draw black strokes on a white
-// canvas; while drawing, the canvas is sent as a PNG to POST /predict, at most one request in
-// flight, and the answer updates the bars, the prediction and the 28x28 image the net saw.
+// canvas (white on black for a net that reads images as they are and was trained on light marks on dark paper, as
+// /info's "preparation" and "paper" say: an MNIST-as-PNG folder's net); while drawing, the canvas is sent as a PNG
+// to POST /predict, at most one request in flight, and the answer updates the bars, the prediction and the 28x28
+// image the net saw.
 // An image file (the "Open an image" button, reachable by keyboard, a drop on the canvas or a
 // paste) is sent as it is. Undo (the button, Ctrl+Z or Cmd+Z) takes back the last stroke.
 "use strict";
@@ -30,6 +32,9 @@ let dirty = false;       // the canvas changed since the last request was sent
 let sends = 0;           // drawings sent so far: whether a stroke taken back had been sent
 let generation = 0;      // bumped by Clear, Undo and an opened image: late answers for an old drawing are dropped
 let updates = 0;
+let darkPaper = false;   // white ink on a black canvas: what the net's training images were (setPaper)
+let netNews = "";        // "the server now serves another net ...": said with the next answer shown (a net of the
+                         // other paper turns the drawing's colours, and the answer for the old colours is dropped)
 
 // A server that does not answer (stopped, restarting) is asked again after 1 s, then 2, 4, 8, and 10 s at most:
 // one timer at a time, for one drawing (its generation); meanwhile send() leaves the server alone.
@@ -43,9 +48,9 @@ let history = [];
 let strokeStart = null;  // the state before the stroke being drawn, for a stroke taken back
 
 function resetCanvas() {
-  ctx.fillStyle = "#fff";
+  ctx.fillStyle = darkPaper ? "#000" : "#fff";
   ctx.fillRect(0, 0, pad.width, pad.height);
-  ctx.strokeStyle = "#000";
+  ctx.strokeStyle = darkPaper ? "#fff" : "#000";
   ctx.lineWidth = 20;       // about MNIST's stroke: 2 px of 28 after scaling a 200 px digit to 20 px
   ctx.lineCap = "round";
   ctx.lineJoin = "round";
@@ -55,6 +60,7 @@ function bar(container, label, key) {
   const l = document.createElement("div");
   l.className = "label";
   l.textContent = label;
+  l.title = label;  // a long name is cut short with an ellipsis (CSS): the whole name on hover
   const track = document.createElement("div");
   track.className = "track";
   const fill = document.createElement("div");
@@ -107,6 +113,7 @@ function showBranches(branches) {
 
 function clearResults() {
   predictionEl.textContent = "";
+  predictionEl.removeAttribute("title");
   confidenceEl.textContent = "";
   doubtEl.textContent = "";
   statusEl.textContent = "";
@@ -153,9 +160,8 @@ async function ask(blob, name, mine, again, note = "") {
   retryDelay = RETRY_FIRST_MS;  // the server answers again
   if (!got.res.ok) { refused(got.res, got.body, mine, again); return; }
   try {
-    const news = sameNet(got.body) ? "" : await switchNet(got.body);
+    if (!sameNet(got.body)) netNews = await switchNet(got.body) || netNews;
     if (mine === generation) showAnswer(got.body, note);
-    if (news) statusEl.textContent = news;
   } catch (err) {
     clearResults();
     statusEl.textContent = "this page could not show the server's answer (" + (err.message || err)
@@ -239,20 +245,52 @@ function showNet(info) {
   document.getElementById("model").textContent = info.model ? "· " + describe(info) : "";
   document.getElementById("class-count").textContent = String(net.classes.length);
   buildBars();
+  setPaper(info.preparation === "as is" && info.paper === "dark");
+}
+
+// The canvas's paper: black for a net that reads images as they are (an image folder's) and was trained on light marks
+// on dark paper, so that what is drawn is what it was trained on (a white canvas's black 7 read "0" on an MNIST-as-PNG
+// net), and the canvas saved reads the same through 'cnnlab predict'; white for every other (the digits' and clothes'
+// steps find the ink either way). What is drawn keeps its ink: the canvas and Undo's snapshots turn to the new colours.
+function setPaper(dark) {
+  if (dark === darkPaper) return;
+  darkPaper = dark;
+  pad.classList.toggle("dark-paper", dark);
+  const now = ctx.getImageData(0, 0, pad.width, pad.height);
+  [now, ...history.map((h) => h.image)].forEach(invertImage);
+  ctx.putImageData(now, 0, 0);
+  ctx.strokeStyle = dark ? "#fff" : "#000";
+  if (inked) drawingChanged();  // the drawing in the new colours is sent; an answer for the old is dropped
+}
+
+function invertImage(image) {
+  const d = image.data;
+  for (let i = 0; i < d.length; i += 4) { d[i] = 255 - d[i]; d[i + 1] = 255 - d[i + 1]; d[i + 2] = 255 - d[i + 2]; }
 }
 
 function showAnswer(body, note = "") {
-  statusEl.textContent = "";
+  statusEl.textContent = netNews;
+  netNews = "";
   showProbabilities(body.probabilities);
   const top = body.top[0];
   predictionEl.textContent = body.prediction;
+  predictionEl.title = body.prediction;  // a long class name is cut short (CSS): the whole name on hover
   confidenceEl.textContent = (100 * top.probability).toFixed(1) + "% sure" + (body.number
     ? " (" + body.digits_seen + " digits side by side, one at a time they read " + body.number.number + ", "
       + (100 * body.number.probability).toFixed(1) + "% sure)" : "") + note;
   // a small digit drawn with this broad pen: its strokes come out far wider than MNIST's, and the net misreads most
-  doubtEl.textContent = body.thick_strokes ? "Its strokes are " + body.thick_strokes.toFixed(1) + " px wide in the "
-    + "28x28 input, wider than almost any MNIST digit's (under 4.5 px): the net often misreads such digits. Draw it "
-    + "larger." : "";
+  const doubts = [];
+  if (body.thick_strokes) {
+    doubts.push("Its strokes are " + body.thick_strokes.toFixed(1) + " px wide in the 28x28 input, wider than almost "
+      + "any MNIST digit's (under 4.5 px): the net often misreads such digits. Draw it larger.");
+  }
+  // an image read as it is, on the other paper than the net's training images (an opened photo, black on white)
+  if (body.image_paper) {
+    const marks = body.image_paper === "light" ? "light marks on dark" : "dark marks on light";
+    doubts.push("The image is mostly " + body.image_paper + ", where the net's training images were " + marks
+      + " paper; this net reads images as they are, nothing is inverted: if its marks are the ink, invert it.");
+  }
+  doubtEl.textContent = doubts.join(" ");
   seenEl.src = body.input_png;
   showBranches(body.branches);
   document.body.dataset.updates = String(++updates);
