@@ -170,3 +170,26 @@ def test_the_input_layout_says_how_the_nets_training_images_were_prepared(tmp_pa
     tiny_checkpoint(run / "last.pt", dataset="folder:/data/paper", mean=0.9)
     with safe_open(str(export_safetensors(run)), "pt") as fh:  # what export-weights writes (and ONNX: the same dict)
         assert fh.metadata()["input_layout"] == folder
+
+
+def test_the_shipped_weights_say_how_their_input_is_prepared():
+    """The shipped files were written when every net's ``input_layout`` said "MNIST-style centred"; their metadata was
+    rewritten (tensors unchanged): each says what ``export`` writes for its dataset now, and the manifest's SHA-256
+    is the file's."""
+    import json
+
+    from safetensors import safe_open
+
+    from cnnlab.export import input_layout
+    from cnnlab.fileio import sha256_file
+    from cnnlab.pretrained import weights_dir
+
+    manifest = json.loads((weights_dir() / "manifest.json").read_text())
+    assert len(manifest["weights"]) == 4
+    for entry in manifest["weights"]:
+        path = weights_dir() / entry["file"]
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata()
+        assert meta["input_layout"] == input_layout(json.loads(meta["data"]))
+        assert ("clothing" in meta["input_layout"]) == (entry["dataset"] == "fashion-mnist")
+        assert sha256_file(path) == entry["sha256"]
