@@ -658,16 +658,64 @@ def test_a_class_folder_name_with_a_newline_is_refused(tmp_path):
     one_line(err, "class folder 'b\\nc' has a control character", "rename it")
 
 
+@pytest.mark.parametrize("name", ["\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",  # Persian, a ZWNJ inside
+                                  "\U0001F468\u200d\U0001F469\u200d\U0001F467",  # an emoji family joined by ZWJ
+                                  "\u2764\ufe0f", "a\xa0b", "\u65e5\u672c\u3000\u8a9e", "\ue000", "\U0001FAE9"])
+def test_class_folder_names_that_are_words_or_emoji_are_accepted(tmp_path, name):
+    """A Persian word with ZWNJ, the emoji family 👨‍👩‍👧 (ZWJ) and ❤️ (VS16) were refused as "a control character (a
+    newline?)" (str.isprintable is False for format characters); so were a no-break space, an ideographic space, a
+    private-use character and one newer than Python's Unicode tables (U+1FAE9, Unicode 16)."""
+    root = make_pics(tmp_path / "pics", classes=("a", name))
+    assert name in load_dataset(f"folder:{root}", log=quiet).classes
+
+
+@pytest.mark.parametrize("name, char, looks", [
+    ("b\u200bc", "U+200B (ZERO WIDTH SPACE)", ": it would look like 'bc' in every message"),
+    ("\ufeffb", "U+FEFF (ZERO WIDTH NO-BREAK SPACE)", ": it would look like 'b' in every message"),
+    ("so\xadft", "U+00AD (SOFT HYPHEN)", ": it would look like 'soft' in every message"),
+    ("b\u2060c", "U+2060 (WORD JOINER)", ": it would look like 'bc' in every message"),
+    ("b\u202ec", "U+202E (RIGHT-TO-LEFT OVERRIDE)", ", a bidirectional control: in every message, table and plot the "
+     "characters around it could show in another order than they have"),
+    ("\u2067b", "U+2067 (RIGHT-TO-LEFT ISOLATE)", ", a bidirectional control"),
+])
+def test_an_invisible_character_in_a_class_folder_name_is_refused_by_its_name(tmp_path, name, char, looks):
+    """A zero-width space, a BOM, a soft hyphen, bidi controls: refused, as before, but named (they were "a control
+    character (a newline?)")."""
+    root = make_pics(tmp_path / "pics", classes=("a", name))
+    with pytest.raises(DataError) as err:
+        load_dataset(f"folder:{root}", log=quiet)
+    one_line(err, f"class folder {name!r} has an invisible {char} in its name{looks}", "; rename it")
+
+
+def test_a_class_folder_name_that_is_not_utf8_is_refused_as_such(tmp_path):
+    """A Latin-1 'café' folder (byte 0xE9, read as the surrogate \\udce9) was "a control character (a newline?)"."""
+    root = make_pics(tmp_path / "pics", classes=("cat", os.fsdecode(b"caf\xe9")))
+    with pytest.raises(DataError) as err:
+        load_dataset(f"folder:{root}", log=quiet)
+    one_line(err, "class folder $'caf\\xe9' is not UTF-8 (byte 0xE9 at offset 3 of its name; in Latin-1 it reads "
+                  "'caf\xe9'): run records and exported nets could keep it only as 'caf\\udce9'", "rename it in UTF-8")
+
+
+def test_a_line_separator_in_a_class_folder_name_is_a_line_break(tmp_path):
+    root = make_pics(tmp_path / "pics", classes=("a", "b\u2028c"))
+    with pytest.raises(DataError) as err:
+        load_dataset(f"folder:{root}", log=quiet)
+    one_line(err, "class folder 'b\\u2028c' has a line break, U+2028 (LINE SEPARATOR), in its name", "rename it")
+
+
 @pytest.mark.parametrize("names, shown, how", [
     (("e\u0301", "\xe9", "z"), "'e\u0301' ('e\\u0301') and '\xe9' ('\\xe9')",
      "their Unicode form (one is decomposed, NFD, as macOS writes names)"),
     (("x", "x ", "y"), "'x' and 'x '", "the white space around one"),
+    (("a b", "a\xa0b"), "'a b' and 'a\\xa0b'",  # a no-break space, now accepted, is not a look-alike of ' '
+     "the kind of space in them (U+00A0 (NO-BREAK SPACE) for ' ')"),
     ((" \xe9", "e\u0301"), "' \xe9' (' \\xe9') and 'e\u0301' ('e\\u0301')", "their Unicode form (one is decomposed, NFD, as macOS "
      "writes names) and in the white space around one"),
 ])
 def test_class_folders_whose_names_read_the_same_are_refused_naming_both(tmp_path, names, shown, how):
     """Folders 'é' (NFC) and 'é' (NFD, as copied from macOS), or 'x' and 'x ', became two classes without a word:
-    evaluate printed two 'é' rows, predict 'x 36.6% é 33.0% é 16.8% x 13.6%'. Refused as a zero-width space is."""
+    evaluate printed two 'é' rows, predict 'x 36.6% é 33.0% é 16.8% x 13.6%'. Refused as a zero-width space is (and,
+    now that a no-break space is accepted, 'a b' beside 'a<no-break space>b')."""
     root = make_pics(tmp_path / "pics", classes=names)
     with pytest.raises(DataError) as err:
         load_dataset(f"folder:{root}", log=quiet)

@@ -103,10 +103,10 @@ def test_mistakes_keep_the_confidence_and_the_names_apart():
     import torch
 
     from cnnlab.drawing import font
-    from cnnlab.plots import _labelled, mistakes_mosaic
+    from cnnlab.plots import mistake_labels, mistakes_mosaic
 
     draw, f = ImageDraw.Draw(Image.new("RGB", (1, 1))), font(12)
-    one, two = (_labelled(draw, "pred ", "x" * 199 + end, " (97%)", f, 126) for end in "12")
+    one, two = (f"pred {label} (97%)" for label in mistake_labels(draw, ["x" * 199 + end for end in "12"], f, 126))
     assert one.endswith("1 (97%)") and two.endswith("2 (97%)") and draw.textlength(one, font=f) <= 126
     mistake = [{"index": 0, "true": 0, "pred": 1, "confidence": 0.5}]
     digits = mistakes_mosaic([torch.zeros(28, 28, dtype=torch.uint8)], mistake, [str(d) for d in range(10)])
@@ -119,6 +119,76 @@ def test_digits_are_labelled_level_as_before():
 
     g = _confusion_geometry([str(d) for d in range(10)], ImageDraw.Draw(Image.new("RGB", (1, 1))))
     assert g["names"] == [str(d) for d in range(10)] and not g["slanted"] and g["cell"] == 56
+
+
+# ----------------------------------------------------------------------------- (atkK 6) every class told apart
+
+#: The tester's fid2 names (atkK, defect 6): two of white space only, two long names that differ only in their middle.
+LONG = "report_2024_" + "q" * 30 + "_{}_" + "z" * 30 + "_final"
+ALIKE = [" ", "  ", LONG.format("ALPHA"), LONG.format("BETA_")]
+
+
+def test_class_names_that_shorten_alike_or_are_blank_get_distinct_labels():
+    """The two long names were both 'report_2024_qq…_final' on confusion.png (cut in the middle, where they differ),
+    ' ' and '  ' both an empty label; the same on branches.png and mistakes.png."""
+    from cnnlab.analysis.plots import class_axis
+    from cnnlab.drawing import class_labels, font
+    from cnnlab.plots import _confusion_geometry, mistake_labels
+
+    draw, f = ImageDraw.Draw(Image.new("RGB", (1, 1))), font(12)
+    for labels in (_confusion_geometry(ALIKE, draw)["names"], mistake_labels(draw, ALIKE, f, 112 + 64),
+                   class_axis(ALIKE)["names"]):
+        assert labels[:2] == ["␣", "␣␣"], labels
+        assert "ALPHA" in labels[2] and "BETA" in labels[3] and labels[2].startswith("repo"), labels
+    # what no cut can tell apart (one name decomposed) gets the class index; blank and invisible names are shown
+    assert class_labels(["e\u0301", "\xe9", "x"], lambda t: len(t) <= 9) == ["e\u0301 #0", "\xe9 #1", "x"]
+    assert class_labels(["", "\u200b", "x", "x "], lambda t: len(t) <= 9) == ['""', "U+200B", "x", "x␣"]
+
+
+def test_blank_and_alike_names_are_drawn_differently_on_the_confusion_matrix():
+    rows = _row_labels(ALIKE)
+    for i, a in enumerate(rows):
+        assert a.min() < 128, i  # something is drawn (' ' drew nothing)
+        assert all(not np.array_equal(a, rows[j]) for j in range(i)), i
+
+
+def _ink_gaps(image: Image.Image, top: int, bottom: int) -> list[tuple[int, int]]:
+    """The runs of columns with no ink between ``top`` and ``bottom`` (px), as (first, past the last)."""
+    ink = (np.asarray(image.convert("L"))[top:bottom] < 200).any(axis=0)
+    gaps, start = [], None
+    for x, inked in enumerate(list(ink) + [True]):
+        if not inked and start is None:
+            start = x
+        elif inked and start is not None:
+            gaps, start = gaps + [(start, x)], None
+    return gaps
+
+
+def test_neighbouring_mistake_titles_of_a_long_name_do_not_run_together():
+    """A long class name's 'true …' titles filled the whole cell, up to the next one's:
+    'true xxxx…yyyytrue xxxx…yyyy'."""
+    import torch
+
+    from cnnlab.drawing import GAP, LINE_H, header, header_height
+    from cnnlab.plots import mistakes_mosaic
+
+    classes = ["a", "x" * 40 + "y" * 40]
+    mistakes = [{"index": k, "true": 1, "pred": 0, "confidence": 0.5} for k in range(3)]
+    image = mistakes_mosaic([torch.zeros(28, 28, dtype=torch.uint8)] * 3, mistakes, classes, cols=3)
+    top = header_height(header("", None, image.width))
+    inner = [g for g in _ink_gaps(image, top, top + LINE_H) if g[0] > 0 and g[1] < image.width]
+    apart = [(a, b) for a, b in inner if b - a >= GAP - 4]  # wider than any space between letters or words
+    assert len(apart) == 2, inner  # three titles, a clear gap between each two
+
+
+def test_digits_labels_are_the_digits_on_every_figure():
+    from cnnlab.analysis.plots import class_axis
+    from cnnlab.drawing import font
+    from cnnlab.plots import mistake_labels
+
+    digits = [str(d) for d in range(10)]
+    assert mistake_labels(ImageDraw.Draw(Image.new("RGB", (1, 1))), digits, font(12), 112) == digits
+    assert class_axis(digits)["names"] == digits
 
 
 # ----------------------------------------------------------------------------- 5. analyze branches' table

@@ -21,6 +21,7 @@ from typing import Callable
 from PIL import Image, ImageDraw, ImageFont
 
 from cnnlab.fileio import atomic_write_bytes
+from cnnlab.text import INVISIBLE, reads_as
 
 FONT_SIZE, TITLE_SIZE = 12, 14
 LINE_H = FONT_SIZE + 4
@@ -133,6 +134,95 @@ def shorten(text: str, fits: Callable[[str], bool], middle: bool = False, font_p
         if fits(cut):
             return cut
     return ELLIPSIS
+
+
+#: What a figure draws for a space of a class name that is only white space (' ' and '  ' were both an empty label),
+#: and for the white space around a name when that is all that tells it from another ('x' and 'x ').
+SPACE_MARK = "␣"
+
+
+def class_labels(names: list[str], fits: Callable[[str], bool], font_path: str | None | bool = True) -> list[str]:
+    """Every class name as a figure labels it, each taken by ``fits`` and every one distinguishable from the others.
+
+    A name is shortened in its middle (:func:`shorten`); a name of white space only is drawn with a :data:`SPACE_MARK`
+    for each space. Labels that still read as one (:func:`cnnlab.text.reads_as`: two long names that differ only in
+    their middle, cut to the same start and end) are drawn with what tells them apart: their start, an ellipsis, and
+    the text from where they differ (:func:`_showing`), the white space around them marked, an invisible character
+    or another space by its code point. Labels that still collide (names that differ only in their Unicode form)
+    get their class index (the label's number, from 0), ``name #3``. Distinct names that fit (MNIST's digits) are
+    drawn as they are."""
+    labels = [shorten(visible(n), fits, middle=True, font_path=font_path) for n in names]
+    for group in _collisions(labels):
+        parts = {k: units(_marked(names[k]), font_path) for k in group}
+        for k in group:
+            at = max(_common(parts[k], parts[j]) for j in group if j != k)
+            labels[k] = _showing(parts[k], at, fits) or labels[k]
+    for group in _collisions(labels):
+        for k in group:
+            number = f" #{k}"
+            fits_numbered = lambda t: fits(t + number)  # noqa: E731
+            labels[k] = shorten(visible(names[k]), fits_numbered, middle=True, font_path=font_path) + number
+    return labels
+
+
+def visible(name: str) -> str:
+    """``name``, or where it would draw nothing (white space, invisible characters, or nothing at all) a
+    :data:`SPACE_MARK` for each space and the code point of each other character (``""`` for an empty name)."""
+    if not name:
+        return '""'
+    if all(c.isspace() or ord(c) in INVISIBLE or unicodedata.category(c) in ("Cc", "Cf") for c in name):
+        return "".join(SPACE_MARK if c.isspace() else MISSING.format(ord(c)) for c in name)
+    return name
+
+
+def _marked(name: str) -> str:
+    """``name`` with what a figure would not show made visible: the white space around it as :data:`SPACE_MARK`, an
+    invisible character or a space other than ' ' inside it as its code point."""
+    core = name.strip()
+    if not core:
+        return visible(name)
+    lead, trail = len(name) - len(name.lstrip()), len(name) - len(name.rstrip())
+    inside = "".join(MISSING.format(ord(c)) if ord(c) in INVISIBLE or (c.isspace() and c != " ") else c for c in core)
+    return SPACE_MARK * lead + inside + SPACE_MARK * trail
+
+
+def _collisions(labels: list[str]) -> list[list[int]]:
+    """The indices of ``labels`` that read as one label (:func:`cnnlab.text.reads_as`), two or more a group."""
+    groups: dict[str, list[int]] = {}
+    for k, label in enumerate(labels):
+        groups.setdefault(reads_as(label), []).append(k)
+    return [group for group in groups.values() if len(group) > 1]
+
+
+def _common(a: list[str], b: list[str]) -> int:
+    """How many units ``a`` and ``b`` share at their start."""
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def _showing(parts: list[str], at: int, fits: Callable[[str], bool]) -> str | None:
+    """``parts`` (:func:`units`) whole if ``fits`` takes it, else cut so that its unit ``at`` (where it differs from
+    a name it would be taken for) shows: its start, an ellipsis, the text from the unit before ``at`` on, cut at its
+    end. As much of its start as fits (up to 8 units) with 5 units from ``at`` on, else with 1; None when even that
+    does not fit."""
+    if fits(whole := "".join(parts)):
+        return whole
+    at = min(at, len(parts) - 1)
+    start = max(0, at - 1)
+    for shown in (min(len(parts), at + 5), at + 1):
+        for head in range(min(8, start), -1, -1):
+            middle = ELLIPSIS if start > head else ""
+            text = lambda end: ("".join(parts[:head]) + middle + "".join(parts[start:end])  # noqa: E731
+                                + (ELLIPSIS if end < len(parts) else ""))
+            lo, hi = shown, len(parts)  # the longest end that fits, by halving (a 255-character name: 8 tries)
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                lo, hi = (mid, hi) if fits(text(mid)) else (lo, mid - 1)
+            if fits(text(lo)):
+                return text(lo)
+    return None
 
 
 def fit(draw: ImageDraw.ImageDraw, text: str, f, width: float, middle: bool = False) -> str:

@@ -22,8 +22,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from cnnlab.drawing import (COLOURS, FONT_SIZE, GAP, INK, LINE_H, MUTED, TITLE_SIZE, Panel, Series, chart,
-                            context_text, draw_header, header, header_height, rotated_text, save_png)
-from cnnlab.drawing import fit as _fit
+                            class_labels, context_text, draw_header, header, header_height, rotated_text, save_png,
+                            visible)
 from cnnlab.drawing import one_line as _one_line
 from cnnlab.drawing import shorten
 from cnnlab.drawing import font as _font
@@ -204,9 +204,10 @@ def mistakes_mosaic(images, mistakes: list[dict], classes: list[str], cols: int 
     font, big = _font(FONT_SIZE), _font(TITLE_SIZE)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     # cells wider than the tiles, by up to MORE_ROOM px, where a label needs it (long names, names in code points)
-    label = max((probe.textlength(_one_line(text), font=font) for m in mistakes[:len(tiles)]
-                 for text in (f"true {classes[m['true']]}", f"pred {classes[m['pred']]} (100%)")), default=0)
+    label = max((probe.textlength(_one_line(f"pred {visible(classes[c])} (100%)"), font=font)
+                 for m in mistakes[:len(tiles)] for c in (m["true"], m["pred"])), default=0)
     cell_w, cell_h = max(side, min(int(label) + 4, side + MORE_ROOM)) + GAP, side + 2 * LINE_H + GAP
+    names = mistake_labels(probe, classes, font, cell_w - GAP) if tiles else []
     width = max(cols * cell_w + GAP, 420)
     head = header(title, context, width)
     top = header_height(head)
@@ -217,9 +218,8 @@ def mistakes_mosaic(images, mistakes: list[dict], classes: list[str], cols: int 
     for i, (tile, m) in enumerate(zip(tiles, mistakes)):
         x, y = x0 + (i % cols) * cell_w + (cell_w - GAP - side) // 2, top + (i // cols) * cell_h
         cx = x + side // 2
-        draw.text((cx, y), _labelled(draw, "true ", classes[m['true']], "", font, cell_w), font=font, fill=INK,
-                  anchor="ma")
-        pred = _labelled(draw, "pred ", classes[m['pred']], f" ({100 * m['confidence']:.0f}%)", font, cell_w)
+        draw.text((cx, y), f"true {names[m['true']]}", font=font, fill=INK, anchor="ma")
+        pred = f"pred {names[m['pred']]} ({100 * m['confidence']:.0f}%)"
         draw.text((cx, y + LINE_H), pred, font=font, fill=WRONG, anchor="ma")
         ty = y + 2 * LINE_H
         canvas.paste(Image.fromarray(tile, mode="L"), (x + (side - tile.shape[1]) // 2, ty + (side - tile.shape[0]) // 2))
@@ -229,17 +229,12 @@ def mistakes_mosaic(images, mistakes: list[dict], classes: list[str], cols: int 
     return canvas
 
 
-def _labelled(draw: ImageDraw.ImageDraw, before: str, name: str, after: str, font, width: float) -> str:
-    """``before + name + after`` in ``width`` px, the class name shortened in its middle where it must be
-    (:func:`class_label`): a long name no longer pushes the confidence after it out of the cell."""
-    return before + class_label(draw, name, font, width - draw.textlength(before + after, font=font)) + after
-
-
-def class_label(draw: ImageDraw.ImageDraw, name: str, font, width: float) -> str:
-    """A class name as the figures show it, in at most ``width`` px: a character the font lacks as its code point
-    (中 is ``U+4E2D``, not a box like every other such name's), a long name cut in its middle (its start and end
-    kept: two 200-character folder names that differ at the end stay apart)."""
-    return _fit(draw, name, font, width, middle=True)
+def mistake_labels(draw: ImageDraw.ImageDraw, classes: list[str], font, width: float) -> list[str]:
+    """Each class's name as mistakes.png labels it: ``pred NAME (100%)`` in ``width`` px, the width of a cell less
+    the gap between cells (a long name's labels filled the whole cell and ran into the next one's), every name told
+    apart from the others (:func:`cnnlab.drawing.class_labels`: a long name cut in its middle, or where it differs
+    from another; ' ' drawn as ␣). ``true NAME`` is shorter: the same name fits."""
+    return class_labels(classes, lambda t: draw.textlength(f"pred {t} (100%)", font=font) <= width)
 
 
 def plot_mistakes(images, mistakes: list[dict], classes: list[str], path, cols: int = 6, *,
@@ -254,7 +249,7 @@ def plot_mistakes(images, mistakes: list[dict], classes: list[str], path, cols: 
 #: Above this many classes the confusion matrix leaves the class names out and shrinks its cells.
 MANY_CLASSES = 80
 #: px: the most a class name takes beside the confusion matrix's rows and under its columns (a longer one is
-#: shortened in its middle, :func:`class_label`); about the width of a cell of mistakes.png.
+#: shortened, :func:`cnnlab.drawing.class_labels`); about the width of a cell of mistakes.png.
 NAME_WIDTH = 140
 #: ColorBrewer's "Blues" (matplotlib's colormap of that name), light to dark, interpolated linearly.
 BLUES = np.array([(247, 251, 255), (222, 235, 247), (198, 219, 239), (158, 202, 225), (107, 174, 214),
@@ -273,8 +268,8 @@ def _confusion_geometry(classes: list[str], probe: ImageDraw.ImageDraw) -> dict:
     # 1,400 px (cells of a pixel or more) and the names are left out, so that a 1,000-class folder still draws
     cell = max(18, min(56, 560 // max(n, 1))) if n <= MANY_CLASSES else max(1, 1400 // n)
     named = cell >= 18
-    # a long name shortened (a 200-character one drawn whole squeezed the matrix into a corner)
-    names = [class_label(probe, c, font, NAME_WIDTH) for c in classes] if named else []
+    # a long name shortened (a 200-character one drawn whole squeezed the matrix into a corner), every one told apart
+    names = class_labels(classes, lambda t: probe.textlength(t, font=font) <= NAME_WIDTH) if named else []
     widest = max((probe.textlength(c, font=font) for c in names), default=0)
     slanted = max(map(display_width, names), default=0) > 2  # names, not digits: at 45 degrees, ending at their tick
     below = int((widest + FONT_SIZE) * 0.75) if slanted else FONT_SIZE

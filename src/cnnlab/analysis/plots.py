@@ -14,8 +14,9 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from cnnlab.drawing import class_labels
 from cnnlab.errors import printable
-from cnnlab.plots import mpl_text, save_figure
+from cnnlab.plots import mpl_font_file, mpl_text, save_figure
 from cnnlab.text import display_width
 
 KIND_COLOURS = {"plain": "tab:red", "residual": "tab:blue"}
@@ -82,15 +83,15 @@ ANNOTATED_CELL, LABEL_ROOM = 22.0, 9.5
 def class_axis(classes: list[str]) -> dict:
     """How the per-class heatmaps show ``classes``: the figure's width (inches) and the heatmap panel's width ratio
     (wider for many classes), the names (a character the font lacks as its code point, a long name cut in its
-    middle: :func:`cnnlab.plots.mpl_text`), which of them are labelled (every k-th where even vertical they would
-    overlap), their rotation (vertical where a name is wider than its column: the level labels of 17 names
-    overlapped) and whether each cell gets its value written in it (only where it fits: 47 classes' values smeared
-    into each other)."""
+    middle, every one told apart from the others: :func:`cnnlab.drawing.class_labels`), which of them are labelled
+    (every k-th where even vertical they would overlap), their rotation (vertical where a name is wider than its
+    column: the level labels of 17 names overlapped) and whether each cell gets its value written in it (only where
+    it fits: 47 classes' values smeared into each other)."""
     n = max(len(classes), 1)
     ratio = min(2.0, max(1.0, n / CLASSES_PER_PANEL))
     width = 16 * (2 + ratio) / 3
     cell = width * 72 * ratio / (2 + ratio) * 0.7 / n  # points: the heatmap is about 70% of its panel
-    names = [mpl_text(c, CLASS_NAME_COLUMNS) for c in classes]
+    names = class_labels(classes, lambda t: display_width(t) <= CLASS_NAME_COLUMNS, font_path=mpl_font_file())
     step = max(1, math.ceil(LABEL_ROOM / cell))
     level = max(map(display_width, names), default=0) * 0.6 * 7 + 2 <= cell * step  # a 7-pt character: ~4.2 pt
     return {"width": width, "ratio": ratio, "names": names, "ticks": list(range(0, len(names), step)),

@@ -56,8 +56,9 @@ from PIL import Image
 
 from cnnlab.data.safefs import entry_kind, kind_of, list_dir, open_regular, read_bounded, reason, usual_fix
 from cnnlab.data.sources import home_problem
-from cnnlab.errors import DataError, DataUnreadable
+from cnnlab.errors import DataError, DataUnreadable, shell_quoted
 from cnnlab.fileio import atomic_write_bytes, atomic_write_text, expand_user
+from cnnlab.text import BIDI_CONTROLS, INVISIBLE, reads_as
 from cnnlab.imageio import BadImageError, ResourceError, is_short_of_resources, open_image, short_of, suffixes_for
 
 #: The Pillow formats a folder dataset decodes, and the file suffixes it takes as candidates for them
@@ -163,9 +164,8 @@ def _class_dirs(directory: Path, where: str) -> tuple[list[Path], int]:
             raise DataError(f"{where}: {path} cannot be read ({reason(err)}); {usual_fix(err)}") from None
         if not is_dir:
             loose += 1
-        elif not entry.name.isprintable():
-            raise DataError(f"{where}: class folder {entry.name!r} has a control character (a newline?) in its name, "
-                            "and class names end up in messages, plots and run records; rename it")
+        elif (problem := name_problem(entry.name)) is not None:
+            raise DataError(f"{where}: class folder {problem}")
         elif Path(os.path.realpath(directory)).is_relative_to(os.path.realpath(path)):
             raise DataError(f"{where}: class folder {entry.name} is a link to the dataset folder itself or a folder "
                             "above it, so its images would be counted twice; remove the link")
@@ -175,16 +175,65 @@ def _class_dirs(directory: Path, where: str) -> tuple[list[Path], int]:
     return subdirs, loose
 
 
+def name_problem(name: str) -> str | None:
+    """Why a folder's ``name`` cannot be a class name, as the words after "class folder" up to the fix; None when it
+    can. Refused: a control character or a line break (a message quoting it breaks), a name that is not UTF-8 (its
+    bytes read as surrogates, which JSON keeps only as unpaired-surrogate escapes) and an invisible character
+    (:data:`cnnlab.text.INVISIBLE`: the name would look like another). Accepted: the rest, ZWNJ and ZWJ (Persian
+    words, emoji families), variation selectors, other spaces (a look-alike of another folder's name is refused by
+    :func:`_refuse_lookalikes`), private-use characters and those newer than Python's Unicode tables."""
+    for ch in name:
+        category, code = unicodedata.category(ch), ord(ch)
+        if category in ("Cc", "Zl", "Zp"):
+            what = ascii(ch)[1:-1] if category == "Cc" else f"U+{code:04X} ({unicodedata.name(ch)})"
+            return (f"{name!r} has a {'control character' if category == 'Cc' else 'line break'}, {what}, in its "
+                    "name, and class names end up in messages, plots and run records; rename it")
+        if category == "Cs":
+            return (f"{shell_quoted(name)} is not UTF-8 ({_first_bad_byte(name)}): run records and exported nets "
+                    f"could keep it only as {ascii(name)}, with an unpaired surrogate that other programs refuse or "
+                    "show as '\ufffd'; rename it in UTF-8")
+        if code in INVISIBLE:
+            does = (", a bidirectional control: in every message, table and plot the characters around it could show "
+                    "in another order than they have" if code in BIDI_CONTROLS else
+                    f": it would look like {reads_as(name, skip=('ends',))!r} in every message, table and plot")
+            what = f"U+{code:04X} ({unicodedata.name(ch, 'no name')})"
+            return f"{name!r} has an invisible {what} in its name{does}; rename it"
+    return None
+
+
+def _first_bad_byte(name: str) -> str:
+    """Where a folder's name read from disk (its undecodable bytes as surrogates) stops being UTF-8, and what it
+    reads as in Latin-1 (the usual other encoding) where that is printable."""
+    try:
+        raw = os.fsencode(name)
+        raw.decode("utf-8")
+    except UnicodeEncodeError:  # a surrogate that is not a byte (not from the file system)
+        return "it holds a lone surrogate"
+    except UnicodeDecodeError as err:
+        latin = raw.decode("latin-1")
+        hint = f"; in Latin-1 it reads {latin!r}" if latin.isprintable() else ""
+        return f"byte 0x{raw[err.start]:02X} at offset {err.start} of its name{hint}"
+    return "the file system's encoding is not UTF-8"
+
+
 def same_name(name: str) -> str:
-    """What a class folder's name reads as: Unicode-normalised (NFC) and without the white space around it. Two
-    folders of one such name (an 'é' copied from macOS, written decomposed, NFD, beside a Linux one; 'x' and 'x ')
-    would be two classes that look the same in every message, table and plot."""
-    return unicodedata.normalize("NFC", name).strip()
+    """What a class folder's name reads as (:func:`cnnlab.text.reads_as`): Unicode-normalised (NFC), every space as
+    ' ', without the white space around it. Two folders of one such name (an 'é' copied from macOS, written
+    decomposed, NFD, beside a Linux one; 'x' and 'x '; 'a b' and 'a<no-break space>b') would be two classes that
+    look the same in every message, table and plot."""
+    return reads_as(name)
 
 
 def _shown(name: str) -> str:
-    """A class folder's name quoted, with its code points spelled out when it is not ASCII (two that look the same)."""
-    return repr(name) if name.isascii() else f"{name!r} ({ascii(name)})"
+    """A class folder's name quoted, with its code points spelled out where repr shows a character as it is (two that
+    look the same)."""
+    return repr(name) if repr(name) == ascii(name) else f"{name!r} ({ascii(name)})"
+
+
+def _odd_space(text: str) -> str:
+    """The first space in ``text`` that is not ' ', as its code point and name."""
+    ch = next((c for c in text if unicodedata.category(c) == "Zs" and c != " "), " ")
+    return f"U+{ord(ch):04X} ({unicodedata.name(ch)})"
 
 
 def _refuse_lookalikes(names: list[str], where: str) -> None:
@@ -195,10 +244,11 @@ def _refuse_lookalikes(names: list[str], where: str) -> None:
         other = seen.setdefault(same_name(name), name)
         if other == name:
             continue
-        how = ([] if name.strip() == other.strip() else  # still two names without the spaces: the code points differ
-               ["their Unicode form (one is decomposed, NFD, as macOS writes names)"])
-        how += ([] if unicodedata.normalize("NFC", name) == unicodedata.normalize("NFC", other) else
-                ["the white space around one"])
+        # each way of reading that, left out, keeps them two names, is a way they differ
+        ways = {"form": "their Unicode form (one is decomposed, NFD, as macOS writes names)",
+                "spaces": f"the kind of space in them ({_odd_space(name + other)} for ' ')",
+                "ends": "the white space around one"}
+        how = [words for step, words in ways.items() if reads_as(name, (step,)) != reads_as(other, (step,))]
         raise DataError(f"{where}: class folders {_shown(other)} and {_shown(name)} read as one name, differing only "
                         f"in {' and in '.join(how)}: they would be two classes that look the same in every message, "
                         "table and plot; rename one of them")
