@@ -18,6 +18,7 @@ import pytest
 
 import cnnlab.checkpoint
 import cnnlab.data.fastcopy
+import cnnlab.data.folder
 import cnnlab.data.idx
 import cnnlab.runs
 from cnnlab.api import list_runs, load_run
@@ -69,15 +70,38 @@ class _FailingReads(io.RawIOBase):
         super().close()
 
 
-def failing_reads(monkeypatch, module, name: str, code: int = errno.EIO) -> None:
-    """``module.open_regular`` opens a file called ``name`` as it is, and every read of it then fails with ``code``."""
+def failing_reads(monkeypatch, module, name: str, code: int = errno.EIO, nth: int | None = None) -> None:
+    """``module.open_regular`` opens a file called ``name`` as it is, and every read of it then fails with ``code``
+    (with ``nth``: only the reads of its ``nth`` open, counted from 1, as strace's ``when=`` picks one read)."""
     real = module.open_regular
+    opened = []
 
     def open_regular(path, *a, **k):
         stream, st = real(path, *a, **k)
-        return (_FailingReads(stream, code), st) if Path(path).name == name else (stream, st)
+        if Path(path).name != name:
+            return stream, st
+        opened.append(path)
+        return (_FailingReads(stream, code), st) if nth is None or len(opened) == nth else (stream, st)
 
     monkeypatch.setattr(module, "open_regular", open_regular)
+
+
+def failing_stat(monkeypatch, *paths: Path, code: int = errno.EIO, lstat: bool = False) -> None:
+    """``os.stat`` (what pathlib's is_file(), is_dir() and exists() call; with ``lstat``, ``os.lstat`` too) of any of
+    ``paths`` fails with ``code``, as strace's ``inject=newfstatat:error=EIO`` makes it; opening and reading them
+    still work."""
+    names = {os.fspath(p) for p in paths}
+
+    def wrap(real):
+        def call(path, *a, **k):
+            if isinstance(path, (str, os.PathLike)) and os.fspath(path) in names:
+                raise OSError(code, os.strerror(code), os.fspath(path))
+            return real(path, *a, **k)
+        return call
+
+    monkeypatch.setattr(os, "stat", wrap(os.stat))
+    if lstat:
+        monkeypatch.setattr(os, "lstat", wrap(os.lstat))
 
 
 def snapshot(folder: Path) -> dict:
@@ -340,3 +364,178 @@ def test_a_rename_interrupted_by_a_signal_is_tried_again(tmp_path, monkeypatch):
     atomic_write_text(tmp_path / "config.json", "{}\n")
     assert failed and (tmp_path / "config.json").read_text() == "{}\n"
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]  # no temp file left
+
+
+# ----------------------------------------------------------------------------- atkK: compare, folder cache, stat, rehash
+
+
+def test_compare_over_a_run_file_that_cannot_be_read_says_so_and_rewrites_nothing(tiny_idx, tmp_path, monkeypatch):
+    """atkK 1. strace read:error=EIO on a finished compare run's metrics.csv: "metrics.csv damaged: written again
+    from last.pt's history" (a good file replaced), or the finished run "resumed", its status.json written again
+    (compare's _epochs took the error for damage, finished_run for an unfinished run). Each of its reads fails in
+    turn (the nth open of the file), then every read; then summary.json's and config.json's."""
+    from cnnlab.compare import compare
+    from cnnlab.config import TrainConfig
+
+    out = tmp_path / "cmp"
+    base = TrainConfig(model="basic_cnn", dataset=f"idx:{tiny_idx}", epochs=1, batch_size=32, device="cpu", lr=0.05)
+    compare(["basic_cnn"], 1, base, out, log=lambda m: None)
+    run = next(out.glob("basic_cnn-seed0-*"))
+    before = snapshot(run)
+    for name, nth in [("metrics.csv", 1), ("metrics.csv", 2), ("metrics.csv", 3), ("metrics.csv", None),
+                      ("summary.json", None), ("config.json", None)]:
+        logs = []
+        with monkeypatch.context() as m:
+            failing_reads(m, cnnlab.runs, name, nth=nth)
+            with pytest.raises(CnnlabError) as caught:
+                compare(["basic_cnn"], 1, base, out, log=logs.append)
+        message = str(caught.value)
+        assert f"{name}: cannot be read (input/output error); {EIO_FIX}" in message, (name, nth, message)
+        assert "\n" not in message and not any("written again" in m or "resumed" in m for m in logs), (name, nth, logs)
+        assert snapshot(run) == before, (name, nth)
+    logs = []
+    compare(["basic_cnn"], 1, base, out, log=logs.append)  # the files were whole: reused as they are
+    assert len(logs) == 1 and ": reused, final " in logs[0] and snapshot(run) == before
+
+
+def _failing_npz_reads(monkeypatch, name: str) -> None:
+    """Every read of a file called ``name`` fails with EIO, however it is opened: by the folder module's
+    open_regular, or by ``open()`` (what ``np.load(path)`` calls)."""
+    failing_reads(monkeypatch, cnnlab.data.folder, name)
+    real = builtins.open
+
+    def opened(file, *a, **k):
+        stream = real(file, *a, **k)
+        if isinstance(file, (str, os.PathLike)) and Path(file).name == name:
+            return _FailingReads(stream, errno.EIO)
+        return stream
+
+    monkeypatch.setattr(builtins, "open", opened)
+
+
+def test_a_folder_datasets_cache_that_cannot_be_read_is_one_line_and_kept(tmp_path, monkeypatch):
+    """atkK 2. A read error on a folder: dataset's converted images.npz: "converted cache ... is damaged ([Errno 5]
+    Input/output error); converting again", and the cache written again (every load, on a disk that had just failed a
+    read)."""
+    from test_data_hostile import make_pics
+
+    root, home = make_pics(tmp_path / "pics"), tmp_path / "home"
+    first = load_dataset(f"folder:{root}", home=home, log=quiet)
+    (cache,) = (home / "datasets").glob("folder-*")
+    before = snapshot(cache)
+    messages = []
+    with monkeypatch.context() as m:
+        _failing_npz_reads(m, "images.npz")
+        with pytest.raises(DataError) as caught:
+            load_dataset(f"folder:{root}", home=home, log=messages.append)
+    message = str(caught.value)
+    assert f"{cache / 'images.npz'}: cannot be read (input/output error); {EIO_FIX}" in message, message
+    assert "the cache is left as it is" in message and "\n" not in message and "damaged" not in message
+    assert not any("convert" in m for m in messages) and snapshot(cache) == before
+    with monkeypatch.context() as m:  # `data info` said "cache damaged (BadZipFile)" for a read error past the first
+        failing_reads(m, cnnlab.data.folder, "images.npz", nth=None)
+        (row,) = [r for r in dataset_status(home=home) if r["name"].startswith("folder:")]
+    assert row["status"] == f"cache unreadable (input/output error); {EIO_FIX}", row
+    again = load_dataset(f"folder:{root}", home=home, log=messages.append)  # whole: used as it is
+    assert (again.train_images == first.train_images).all() and snapshot(cache) == before
+
+
+def test_a_folder_datasets_damaged_cache_is_still_converted_again(tmp_path):
+    """(Kept with atkK 2.) Content that is damaged is no read error: "damaged ...; converting again", as before."""
+    from test_data_hostile import make_pics
+
+    root, home = make_pics(tmp_path / "pics"), tmp_path / "home"
+    load_dataset(f"folder:{root}", home=home, log=quiet)
+    (cache,) = (home / "datasets").glob("folder-*")
+    (cache / "images.npz").write_bytes((cache / "images.npz").read_bytes()[:-100])
+    messages = []
+    load_dataset(f"folder:{root}", home=home, log=messages.append)
+    assert any("is damaged" in m and "converting again" in m for m in messages), messages
+
+
+def test_the_stat_helpers_turn_an_io_error_into_the_cannot_read_line(tmp_path, monkeypatch):
+    """atkK 3. Python 3.11's Path.is_file(), is_dir() and exists() raise every stat error but ENOENT, ENOTDIR, EBADF
+    and ELOOP: cnnlab.fileio's is_file/is_dir/exists/lexists say it in one line (or, given ``if_unknown``, take it
+    for that), and nothing there is still False."""
+    from cnnlab import fileio
+    from cnnlab.errors import DataUnreadable
+
+    there = tmp_path / "f"
+    there.write_text("x")
+    failing_stat(monkeypatch, there, lstat=True)
+    for check in (fileio.is_file, fileio.is_dir, fileio.exists, fileio.lexists):
+        with pytest.raises(DataUnreadable, match=rf"^{there}: cannot be read \(input/output error\); {EIO_FIX}$"):
+            check(there)
+    assert fileio.is_file(there, if_unknown=True) and not fileio.is_dir(there, if_unknown=False)
+    assert not fileio.is_file(tmp_path / "none") and not fileio.exists(tmp_path / "none" / "x")
+
+
+@pytest.mark.parametrize("argv", [["evaluate", "{run}"], ["predict", "{run}", "{image}"],
+                                  ["export", "{run}", "--out", "{tmp}/m.onnx"]])
+def test_a_checkpoint_whose_stat_fails_is_one_line_in_every_command(finished, tmp_path, monkeypatch, capsys, argv):
+    """atkK 3. strace newfstatat:error=EIO on last.pt: an `OSError: [Errno 5] Input/output error` traceback in
+    evaluate, predict and export (checkpoint.resolve_checkpoint's candidate.is_file())."""
+    from PIL import Image
+
+    Image.new("L", (28, 28)).save(tmp_path / "d.png")
+    failing_stat(monkeypatch, finished / "last.pt")
+    args = [a.format(run=finished, image=tmp_path / "d.png", tmp=tmp_path) for a in argv]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err == f"cnnlab: error: {finished / 'last.pt'}: cannot be read (input/output error); {EIO_FIX}\n", err
+
+
+def test_runs_whose_files_stat_fails_are_one_row_each_and_the_others_listed(finished, monkeypatch, capsys):
+    """atkK 3. strace newfstatat:error=EIO on one run's config.json: `cnnlab runs` a traceback from runs.is_run_dir,
+    nothing listed; list_runs() and load_run() raised a bare OSError."""
+    other = finished.parent / "r2"
+    train(tiny_config(finished.parent.parent / "tiny", epochs=1), out=other, quiet=True, log=lambda m: None)
+    with monkeypatch.context() as m:
+        failing_stat(m, finished / "config.json")  # the stat alone (strace when=1): the file still reads
+        assert {Path(r["run"]).name: r["status"] for r in list_runs(finished.parent)} == {"r1": "finished",
+                                                                                        "r2": "finished"}
+        with pytest.raises(CnnlabError, match=rf"config\.json: cannot be read \(input/output error\); {EIO_FIX}$"):
+            cnnlab.runs.is_run_dir(finished)
+        with pytest.raises(CnnlabError, match=rf"config\.json: cannot be read \(input/output error\); {EIO_FIX}$"):
+            load_run(finished)
+    for name in ("config.json", "last.pt", "metrics.csv"):  # every stat and lstat of it fails
+        with monkeypatch.context() as m:
+            failing_stat(m, finished / name, lstat=True)
+            rows = {Path(r["run"]).name: r for r in list_runs(finished.parent)}
+            assert main(["runs", "--root", str(finished.parent)]) == 0
+        assert rows["r2"]["status"] == "finished", name
+        assert rows["r1"]["status"] == "damaged", (name, rows["r1"])
+        assert rows["r1"]["detail"].startswith(f"{name}: cannot be read (input/output error); {EIO_FIX}"), rows["r1"]
+        out = capsys.readouterr().out
+        assert "Traceback" not in out and len(out.splitlines()) == 3, out
+
+
+def test_a_resume_whose_checkpoints_stat_fails_is_one_line_and_changes_nothing(finished, monkeypatch, capsys):
+    """atkK 3. `train --resume RUN` with newfstatat:error=EIO on last.pt: a traceback (engine's where.exists())."""
+    files = lambda: {k: v for k, v in snapshot(finished).items() if k != ".lock"}  # noqa: E731 (its pid: the lock)
+    before = files()
+    failing_stat(monkeypatch, finished / "last.pt")
+    assert main(["train", "--resume", str(finished), "--threads", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"cnnlab: error: {finished / 'last.pt'}: cannot be read (input/output error); {EIO_FIX}\n", err
+    monkeypatch.undo()
+    assert files() == before  # status.json too: the run stays as it was
+
+
+def test_evaluate_whose_rehash_of_the_checkpoint_fails_names_the_error_not_a_training(finished, monkeypatch, capsys):
+    """atkK 4. strace read:error=EIO:when=3 on last.pt (the hash again before the report is written): "no report
+    written: last.pt changed while it was evaluated (the run trained on)", exit 0: a run that trained nothing."""
+    import cnnlab.evaluation
+
+    before = (finished / "summary.json").read_bytes()
+
+    def rehash_fails(fh):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))  # a read's error: no file name in it
+
+    monkeypatch.setattr(cnnlab.evaluation, "sha256_of", rehash_fails)
+    assert main(["evaluate", str(finished)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "trained on" not in err and "Traceback" not in err, err
+    assert err.startswith(f"cnnlab: error: {finished / 'last.pt'}: cannot be read (input/output error); {EIO_FIX} "
+                          "(no report written: last.pt could not be read again"), err
+    assert (finished / "summary.json").read_bytes() == before

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Iterator
 from cnnlab.config import FLAG_IN_TEXT, Naming, TrainConfig, check_given_settings_act, typed_values
 from cnnlab.dataset_names import canonical_dataset_name
 from cnnlab.errors import CnnlabError, RunError, did_you_mean, short_repr
-from cnnlab.fileio import as_path, expand_user, paths_explained, read_json
+from cnnlab.fileio import as_path, exists, expand_user, is_file, paths_explained, read_json
 from cnnlab.runs import (DEFAULT_CHECKPOINT, LATEST, check_columns, describe_listed, describe_run, find_runs, matches,
                          read_metrics, resolve_run, run_config)
 
@@ -262,15 +262,15 @@ class Run:
 def load_run(path: str | Path = "latest", root: str | Path = "runs") -> Run:
     """The run in ``path`` (``"latest"``: the newest run under ``root``)."""
     run = resolve_run(path, root)
-    if run.is_file() and (run.parent / "config.json").is_file():
+    if is_file(run) and is_file(run.parent / "config.json"):  # a stat that fails: one line naming the file
         run = run.parent  # a checkpoint inside its run folder
-    if not (run / "config.json").exists():
-        what = "no such folder" if not run.exists() else "not a run folder (no config.json)"
+    if not exists(run / "config.json"):
+        what = "no such folder" if not exists(run) else "not a run folder (no config.json)"
         raise RunError(f"{run}: {what}; give a folder written by 'cnnlab train' (see 'cnnlab runs'), or 'latest'")
     info = describe_run(run)
     config = run_config(run)  # each field of its type: a value edited to another ("epochs": "2") is one line
-    metrics = read_metrics(run / "metrics.csv") if (run / "metrics.csv").is_file() else []
-    summary = _run_json(run / "summary.json") if (run / "summary.json").is_file() else None
+    metrics = read_metrics(run / "metrics.csv") if is_file(run / "metrics.csv") else []
+    summary = _run_json(run / "summary.json") if is_file(run / "summary.json") else None
     return Run(run, config, metrics, summary, info["status"], info)
 
 
@@ -310,7 +310,7 @@ def _predictor(run, model: str | None, dataset: str | None, which: str | None, d
     from cnnlab.pretrained import pretrained_entries
 
     if run is not None:
-        if isinstance(run, str) and not Path(run).exists() and run in {e.model for e in pretrained_entries()}:
+        if isinstance(run, str) and not exists(run) and run in {e.model for e in pretrained_entries()}:
             raise CnnlabError(f"{run!r} is not a run folder or checkpoint here; for the shipped weights of "
                               f"{run}: cnnlab.predictor(model={run!r})")
         for name, value in (("model", model), ("dataset", dataset)):

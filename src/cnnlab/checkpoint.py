@@ -31,8 +31,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file as load_safetensors
 
 from cnnlab.errors import CheckpointError, CnnlabError, WriteError, first_line, shell_quoted
-from cnnlab.fileio import (as_path, atomic_write_bytes, atomic_write_text, cannot_read, kind_of, read_json, reason,
-                           sha256_file, sidecar_hashes, usual_fix)
+from cnnlab.fileio import (as_path, atomic_write_bytes, atomic_write_text, cannot_read, is_dir, is_file, kind_of,
+                           read_json, reason, sha256_file, sidecar_hashes, usual_fix)
 from cnnlab.models import create_model
 from cnnlab.runs import CHECKPOINTS, DEFAULT_CHECKPOINT, is_run_dir, is_running
 
@@ -209,7 +209,7 @@ def _read_verified(path: Path) -> tuple[bytes, str]:
         data = _read(path)
         got = hashlib.sha256(data).hexdigest()
         side = sidecar(path)
-        if not side.is_file():
+        if not is_file(side):
             return data, got
         wanted = _hashes(side, path)
         if got in wanted:
@@ -310,7 +310,7 @@ def load_checkpoint(path: str | Path, expect_model: str | None = None) -> dict:
 def load_checkpoint_and_digest(path: str | Path, expect_model: str | None = None) -> tuple[dict, str]:
     """:func:`load_checkpoint`, and the SHA-256 of the very bytes it loaded (what an export records as its source)."""
     path = Path(path)
-    if not path.is_file():
+    if not is_file(path):  # a stat that fails (an input/output error): one line naming it
         raise CheckpointError(f"{path}: {_not_a_file(path)} checkpoint; pass a run directory or a .pt file written by "
                               "cnnlab")
     data, digest_of_file = _read_verified(path)  # an unreadable file (or sidecar) fails here, naming it
@@ -339,7 +339,7 @@ def _check_run_config(path: Path, obj: dict) -> None:
     """A run's own checkpoint (``last.pt``, ``best.pt`` of a run folder) must be the net its config.json describes
     (model and the arguments that build it): one copied in from another run is refused. A config.json that cannot
     be read is left to what reads it."""
-    if path.stem not in CHECKPOINTS or not (path.parent / "config.json").is_file():
+    if path.stem not in CHECKPOINTS or not is_file(path.parent / "config.json", if_unknown=False):  # left to its readers
         return
     try:
         saved = read_json(path.parent / "config.json", f"{path.parent / 'config.json'}")
@@ -361,7 +361,7 @@ def _check_run_config(path: Path, obj: dict) -> None:
 def load_state_dict_file(path: str | Path) -> dict:
     """A bare ``state_dict`` (e.g. saved by the lecture's code with ``torch.save(model.state_dict())``)."""
     path = Path(path)
-    if not path.is_file():
+    if not is_file(path):
         raise CheckpointError(f"{path}: {_not_a_file(path)} weights file; give the .pt or .safetensors file")
     try:
         obj = _read_weights(path)
@@ -467,9 +467,9 @@ def resolve_checkpoint(path: str | Path, which: str = DEFAULT_CHECKPOINT) -> Pat
     path = as_path(path, "a checkpoint (a run folder or a .pt file)", CheckpointError)
     if which not in CHECKPOINTS:
         raise CheckpointError(f"no checkpoint named {which!r}; choose one of: {', '.join(CHECKPOINTS)}")
-    if path.is_dir():
+    if is_dir(path):  # a stat that fails (an input/output error): one line naming the file, not a traceback
         candidate = path / f"{which}.pt"
-        if not candidate.is_file():
+        if not is_file(candidate):
             raise CheckpointError(f"{path}: no {which}.pt in this run directory; {_why_none(path, which)}")
         return candidate
     if which != DEFAULT_CHECKPOINT and path.name != f"{which}.pt":  # asked for another file than the one given
@@ -480,9 +480,9 @@ def resolve_checkpoint(path: str | Path, which: str = DEFAULT_CHECKPOINT) -> Pat
 
 def _why_none(run: Path, which: str) -> str:
     """Why a run folder has no ``which``.pt, as far as its files tell, and what to give instead."""
-    last, best = (run / "last.pt").is_file(), (run / "best.pt").is_file()
+    last, best = is_file(run / "last.pt"), is_file(run / "best.pt")
     if which == "best" and last:
-        if not (run / "metrics.csv").is_file():  # an epoch's end writes its row before its checkpoints
+        if not is_file(run / "metrics.csv"):  # an epoch's end writes its row before its checkpoints
             return "no epoch has ended yet, so there is no best.pt: use --checkpoint last"
         return ("its best epoch's save was lost (a full disk, or a kill between the epoch's two saves): use "
                 f"--checkpoint last, or resume the run (cnnlab train --resume {shell_quoted(str(run))}), which writes best.pt again")

@@ -6,6 +6,7 @@ reused, an interrupted one is resumed, so re-running ``compare`` only trains wha
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -22,14 +23,15 @@ from cnnlab.config import ADDED_FIELDS, ADJUSTABLE_FIELDS, PROCESS_FIELDS, Train
 from cnnlab.data import load_dataset
 from cnnlab.dataset_names import canonical_dataset_name, dataset_kind, directory_of
 from cnnlab.engine import train
-from cnnlab.errors import CnnlabError, Interrupted, RunError, did_you_mean, printable, shell_quoted, short_repr
+from cnnlab.errors import (CnnlabError, DataUnreadable, Interrupted, RunError, did_you_mean, printable, shell_quoted,
+                           short_repr)
 from cnnlab.evaluation import evaluate_run
-from cnnlab.fileio import atomic_write_text, kind_of
+from cnnlab.fileio import atomic_write_text, is_file, kind_of
 from cnnlab.models import build_model, count_parameters, list_models
 from cnnlab.output import complain
 from cnnlab.plots import plot_comparison
-from cnnlab.runs import (STATUS_FILE, RunLock, check_output_folder, load_run_json, read_metrics, read_run_json,
-                         run_config, run_problem, write_metrics)
+from cnnlab.runs import (STATUS_FILE, RunLock, check_output_folder, load_run_json, read_metrics, run_config,
+                         run_problem, write_metrics)
 from cnnlab.text import plural
 from cnnlab.tta import parse_tta
 
@@ -94,11 +96,15 @@ def run_folder(out: Path, cfg: TrainConfig) -> Path:
 
 def finished_run(run_dir: Path, cfg: TrainConfig) -> bool:
     """Whether ``run_dir`` holds a finished run of ``cfg`` (the same config hash, every epoch, a summary). Its
-    files are read without blocking (a FIFO in the place of one is no finished run)."""
+    files are read without blocking (a FIFO in the place of one is no finished run). A file that is there but
+    cannot be read now (an input/output error: it may be whole) tells neither: its one line, a
+    :class:`~cnnlab.errors.DataUnreadable` (a finished run was "resumed", its status.json written again)."""
     try:
         same = config_key(TrainConfig.from_dict(run_config(run_dir))) == config_key(cfg)
         rows = read_metrics(run_dir / "metrics.csv")
         summary = load_run_json(run_dir / "summary.json")
+    except DataUnreadable:
+        raise
     except (CnnlabError, OSError, ValueError, KeyError, TypeError):
         return False  # damaged or missing: the run is resumed, which writes its summary again
     return same and len(rows) >= cfg.epochs and isinstance(summary, dict) and _number(summary.get("accuracy"))
@@ -106,6 +112,31 @@ def finished_run(run_dir: Path, cfg: TrainConfig) -> bool:
 
 def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@contextlib.contextmanager
+def _left_as_it_is():
+    """Around compare's reads of a run's files: one that is there but cannot be read now (an input/output error,
+    memory short: :class:`~cnnlab.errors.DataUnreadable`) is one line naming it and the fix its error takes, and the
+    compare stops there; never taken for damage (metrics.csv written again over a good file) nor for an unfinished
+    run (a finished one "resumed", its status.json written again)."""
+    try:
+        yield
+    except DataUnreadable as err:
+        raise DataUnreadable(f"{err} (compare stopped: nothing of that run was rewritten)", err.path,
+                             err.cause) from None
+
+
+def _run_json(path: Path) -> dict | None:
+    """A run's JSON file as a mapping; None when it is missing, damaged or not a mapping (its own checks say so);
+    one that cannot be read now raises (:class:`~cnnlab.errors.DataUnreadable`)."""
+    try:
+        data = load_run_json(path)
+    except DataUnreadable:
+        raise
+    except CnnlabError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _mean_std(values: list[float | None]) -> tuple[float, float] | None:
@@ -229,7 +260,7 @@ def _taught(cfg: TrainConfig, teachers: str | Path | None, teacher: TrainConfig)
 def _refuse_other_data(run_dir: Path, data) -> None:
     """A run folder of this compare trained on another version of the dataset (an image folder that changed
     since): reused, its old figures would stand in the new table as if measured on today's data."""
-    saved = (read_run_json(run_dir / "config.json") or {}).get("data")  # none yet, or damaged: its own checks
+    saved = (_run_json(run_dir / "config.json") or {}).get("data")  # none yet, or damaged: its own checks
     changed = data.changed_since(saved) if isinstance(saved, dict) else []
     if changed:
         sizes = f" ({saved.get('train_size')} train / {saved.get('test_size')} test images then, " \
@@ -260,6 +291,8 @@ def _refuse_other_settings(run_dir: Path, cfg: TrainConfig) -> None:
     curve beside theirs)."""
     try:
         saved = TrainConfig.from_dict(run_config(run_dir))
+    except DataUnreadable:  # there, and may be whole: said (_left_as_it_is), never taken for none
+        raise
     except (CnnlabError, OSError, ValueError, KeyError, TypeError):
         return  # none yet, or damaged: the resume reads the run's checkpoint (or the run is trained anew)
     theirs, ours = key_fields(saved), key_fields(cfg)
@@ -280,8 +313,9 @@ def _check_run_folders(out: Path, cfgs: list[TrainConfig], data) -> None:
     for cfg in cfgs:
         run_dir = run_folder(out, cfg)
         _refuse_special_files(run_dir)
-        _refuse_other_data(run_dir, data)
-        _refuse_other_settings(run_dir, cfg)
+        with _left_as_it_is():
+            _refuse_other_data(run_dir, data)
+            _refuse_other_settings(run_dir, cfg)
 
 
 def _said_once(cfg: TrainConfig, warned: set[str], log):
@@ -301,25 +335,37 @@ def _run_one(cfg: TrainConfig, out: Path, data, quiet: bool, log, warned: set[st
     says which and how it went (the run's own lines are in its folder; its warnings on the console, once)."""
     run_dir = run_folder(out, cfg)
     _check_run_folders(out, [cfg], data)
-    if finished_run(run_dir, cfg) and (why := run_problem(run_dir)):  # its figures, but not its weights
-        raise RunError(f"{run_dir} cannot be reused: {why}; or move that run out of the folder to train it anew")
+    with _left_as_it_is():  # a file that cannot be read now: one line, the run neither resumed nor rewritten
+        finished = finished_run(run_dir, cfg)
+        if finished and (why := run_problem(run_dir)):  # its figures, but not its weights
+            raise RunError(f"{run_dir} cannot be reused: {why}; or move that run out of the folder to train it anew")
+        resume = not finished and is_file(run_dir / "last.pt")
     how, stopped = "reused", None
-    if not finished_run(run_dir, cfg):
-        resume = (run_dir / "last.pt").is_file()
+    if not finished:
         how = "resumed" if resume else "trained"
         try:
             train(cfg, out=None if resume else run_dir, resume=run_dir if resume else None, quiet=quiet,
                   log=_said_once(cfg, warned, log), dataset=data)
         except Interrupted as err:  # the run's own hint resumes one run; the compare resumes all of them
-            if not finished_run(run_dir, cfg):
+            if not _finished_after_stop(run_dir, cfg):
                 raise Interrupted(f"{err}; or run the same compare again: it keeps the finished runs and resumes "
                                   "this one", err.exit_code) from None
             stopped = err  # a signal after its last step: the run wrote its result, the compare stops after it
-    result = _run_result(run_dir, cfg, how, log)
+    with _left_as_it_is():
+        result = _run_result(run_dir, cfg, how, log)
     if stopped is not None:
         raise Interrupted(f"{stopped}; the compare stopped before its next run: run the same compare again to go on "
                           "(it reuses the finished runs)", stopped.exit_code) from None
     return result
+
+
+def _finished_after_stop(run_dir: Path, cfg: TrainConfig) -> bool:
+    """Whether a run whose training was interrupted had finished (a signal after its last step); one whose files
+    cannot be read now is taken for unfinished: the compare's stop is said, and its next run resumes it."""
+    try:
+        return finished_run(run_dir, cfg)
+    except DataUnreadable:
+        return False
 
 
 def _run_result(run_dir: Path, cfg: TrainConfig, how: str, log) -> dict:
@@ -340,11 +386,13 @@ def _run_result(run_dir: Path, cfg: TrainConfig, how: str, log) -> dict:
 def _trained_threads(run_dir: Path) -> int | None:
     """The CPU threads the run trained with: what it recorded it ran at (config.json's ``cpu_threads``, the last
     part's), else its ``threads`` setting (0: torch's default, of the process that trained it); None if unknown."""
-    ran = (read_run_json(run_dir / "config.json") or {}).get("cpu_threads")
+    ran = (_run_json(run_dir / "config.json") or {}).get("cpu_threads")
     if isinstance(ran, list) and ran and valid_threads(ran[-1]):
         return ran[-1]
     try:
         threads = run_config(run_dir).get("threads")
+    except DataUnreadable:
+        raise
     except (CnnlabError, OSError):
         return None
     return threads if _number(threads) else None
@@ -370,6 +418,8 @@ def _epochs(run_dir: Path, key: str, log) -> list[dict]:
         why = _lacking(rows, key)
     except FileNotFoundError:
         rows, why = None, "missing"
+    except DataUnreadable:  # there, and may be whole: never "damaged", never written again (_left_as_it_is)
+        raise
     except (OSError, CnnlabError):
         rows, why = None, "damaged"
     if why is None:

@@ -29,7 +29,7 @@ from cnnlab.config import TrainConfig
 from cnnlab.data import Dataset
 from cnnlab.errors import CheckpointError, CnnlabError, RunError, shell_quoted
 from cnnlab.evaluation import check_fits
-from cnnlab.fileio import atomic_write_bytes, read_json, sha256_file
+from cnnlab.fileio import atomic_write_bytes, is_file, read_json, sha256_file
 from cnnlab.runs import holder, is_run_dir, is_running, run_status
 
 
@@ -69,7 +69,7 @@ def load_teacher(cfg: TrainConfig, data: Dataset, run_dir: Path | None, resume_f
     if not cfg.teacher:
         return None
     copy = Path(resume_from).parent / TEACHER_FILE if resume_from is not None else None
-    path = copy if copy is not None and copy.is_file() else _teacher_path(cfg, run_dir)
+    path = copy if copy is not None and is_file(copy) else _teacher_path(cfg, run_dir)  # a stat that fails: one line
     own = Path(run_dir) / TEACHER_FILE if run_dir is not None else None
     try:
         ckpt = load_checkpoint(path)

@@ -35,7 +35,7 @@ from cnnlab.distributed import Dist, PeerLost
 from cnnlab.errors import CnnlabError, Interrupted, RunError, SignalTaken, WriteError, printable, shell_quoted
 from cnnlab.dataset_names import moved_away
 from cnnlab.evaluation import EvalResult, report_run
-from cnnlab.fileio import atomic_write_json, read_json
+from cnnlab.fileio import atomic_write_json, exists, is_dir, is_file, read_json
 from cnnlab.hostmem import keep_freed_memory
 from cnnlab.models import build_model, check_model_name, count_parameters, float32_default, seeded
 from cnnlab.optim import eager
@@ -394,9 +394,9 @@ def _resumed_checkpoint(plan: RunPlan) -> dict | None:
     if where is None:
         return None
     folder = where.parent
-    if where.name == "last.pt" and not where.exists() and is_run_dir(folder):
+    if where.name == "last.pt" and not exists(where) and is_run_dir(folder):  # a stat that fails: one line
         how = (f"continue from its best epoch: cnnlab train --resume {shell_quoted(str(folder / 'best.pt'))}"
-               if (folder / "best.pt").is_file() else f"start it again: cnnlab train --config {shell_quoted(str(folder))} --out {shell_quoted(str(folder))}")
+               if is_file(folder / "best.pt") else f"start it again: cnnlab train --config {shell_quoted(str(folder))} --out {shell_quoted(str(folder))}")
         raise RunError(f"--resume {folder}: the run saved no last.pt before it stopped, so there is no position to "
                        f"continue from; {how}")
     return load_checkpoint(where)
@@ -418,7 +418,7 @@ def _record_outcome(t: Trainer, result: TrainResult) -> None:
     why = {"step limit": f"--max-steps {t.cfg.max_steps}: resume to go on",
            "target": f"reached --target-accuracy {t.cfg.target_accuracy:g}"}
     detail = why.get(result.stopped, "")
-    if t.state.history and not (t.run_dir / "best.pt").is_file():  # its best epoch's save was lost, and none since
+    if t.state.history and not is_file(t.run_dir / "best.pt", if_unknown=True):  # its best epoch's save was lost
         detail = "; ".join(filter(None, (detail, "no best.pt: its best epoch was never saved (a full disk, or a kill "
                                                  "while saving); last.pt holds the final weights")))
     write_status(t.run_dir, "stopped" if result.stopped == "step limit" else "finished", detail)
@@ -429,7 +429,7 @@ def _forget_if_empty(plan: RunPlan, guard: FolderGuard):
     lock, the status.json that says it failed, and the copy of its teacher taken before training: a signal while
     the teacher loaded left such a folder, which `cnnlab runs` does not list; not a folder that took its place)."""
     def on_exit(exc_type, exc, tb) -> bool:
-        if exc_type is not None and plan.fresh and not guard.gone and plan.run_dir.is_dir():
+        if exc_type is not None and plan.fresh and not guard.gone and is_dir(plan.run_dir, if_unknown=False):
             if all(p.name in (LOCK_FILE, STATUS_FILE, TEACHER_FILE) or p.name.startswith(f".{TEACHER_FILE}.")
                    for p in plan.run_dir.iterdir()):  # (and a copy cut short: its temp file)
                 shutil.rmtree(plan.run_dir, ignore_errors=True)
@@ -441,7 +441,7 @@ def _forget_if_empty(plan: RunPlan, guard: FolderGuard):
 def resume_hint(run_dir: Path, max_steps: int = 0) -> str | None:
     """``continue with: cnnlab train --resume RUN`` (with the run's ``--max-steps``, a process's flag, when it had
     one) for a run folder that holds a checkpoint to continue from; None when it holds none."""
-    if not (run_dir / "last.pt").is_file():
+    if not is_file(run_dir / "last.pt", if_unknown=True):  # (a stat that fails: it may be there, and resume says)
         return None
     return (f"continue with: cnnlab train --resume {shell_quoted(str(run_dir))}"  # a command to copy: as a shell takes it
             + (f" --max-steps {max_steps}" if max_steps else ""))
@@ -468,7 +468,7 @@ class FailureRecord:
     def __call__(self, exc_type, exc, tb) -> bool:
         if exc_type is None or not self.armed or (self.guard is not None and self.guard.gone):
             return False
-        if not self.plan.run_dir.is_dir():
+        if not is_dir(self.plan.run_dir, if_unknown=True):
             return False
         interrupted = issubclass(exc_type, (Interrupted, KeyboardInterrupt))
         detail = str(exc).splitlines()[0][:500] if str(exc) else exc_type.__name__
@@ -735,7 +735,7 @@ def restore(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
         t.say(f"{where} is already at step {s.step} (--max-steps {t.cfg.max_steps}); nothing to train, re-evaluating")
     else:
         t.say(f"resuming {where} at epoch {s.epoch + 1}, batch {s.batch} (step {s.step})")
-        if t.run_dir is not None and (t.run_dir / "branches.json").is_file():  # analyze branches wrote it there
+        if t.run_dir is not None and is_file(t.run_dir / "branches.json", if_unknown=False):  # analyze branches'
             t.say(f"note: {where}/branches.json and branches.png measured the run's weights before this resume; "
                   f"measure them again after it: cnnlab analyze branches {where}")
 
@@ -756,7 +756,7 @@ def _recover_best(t: Trainer, source: Path, where) -> None:
         if t.run_dir is not None and not _holds_step(best, s.step):
             copy_checkpoint(source, t.run_dir / "best.pt")
         return
-    if best.is_file():
+    if is_file(best, if_unknown=True):  # (one whose stat fails may be whole: neither its sidecar removed nor warned)
         return
     if t.run_dir is not None:
         sidecar(t.run_dir / "best.pt").unlink(missing_ok=True)
@@ -768,7 +768,7 @@ def _recover_best(t: Trainer, source: Path, where) -> None:
 
 def _holds_step(path: Path, step: int) -> bool:
     """Whether ``path`` is a readable checkpoint saved at ``step``."""
-    if not path.is_file():
+    if not is_file(path, if_unknown=False):
         return False
     try:
         return TrainState.from_checkpoint(load_checkpoint(path)).step == step

@@ -27,7 +27,7 @@ from cnnlab.models import model_arguments
 from cnnlab.output import say
 from cnnlab.pretrained import load_pretrained
 from cnnlab.report import Figures, format_table, summarize, write_report
-from cnnlab.fileio import open_if_regular, sha256_of
+from cnnlab.fileio import cannot_read, is_dir, open_if_regular, sha256_of
 from cnnlab.runs import RunLock, check_output_folder, checkpoints_gone, holder, is_run_dir, is_running
 from cnnlab.tta import TTA, parse_tta
 
@@ -202,7 +202,7 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
         return Subject(model, model_name, data, str(weights), warning=note, **recorded)
     if path is None:
         raise CnnlabError("give a run directory or checkpoint, --pretrained MODEL, or --weights FILE --model NAME")
-    if Path(path).is_dir() and (gone := checkpoints_gone(Path(path))):  # not "it stopped before its first epoch"
+    if is_dir(path) and (gone := checkpoints_gone(Path(path))):  # not "it stopped before its first epoch"
         raise CheckpointError(f"{path}: no {which}.pt in this run directory; {gone}")
     ckpt = resolve_checkpoint(path, which)
     state, digest = load_checkpoint_and_digest(ckpt, expect_model=model_name)
@@ -262,15 +262,20 @@ def own_report(subject: Subject) -> Iterator[str]:
 
 def _still_loaded(ckpt: Path, digest: str) -> bool:
     """Whether ``ckpt`` is still the bytes whose SHA-256 is ``digest``, hashed now (under the run's lock, so no save
-    is in flight): not its sidecar's lines, which a run killed during a save leaves listing two hashes for good."""
+    is in flight): not its sidecar's lines, which a run killed during a save leaves listing two hashes for good. A
+    file gone is not; one whose open or read fails (an input/output error) is no sign of a change: one line naming
+    it and the fix its error takes (a :class:`CheckpointError`), no report written (was: "the run trained on")."""
     try:
         fh, _ = open_if_regular(ckpt)  # without blocking: a FIFO put in its place is no longer the file loaded
         if fh is None:
             return False
         with fh:
             return sha256_of(fh) == digest
-    except OSError:
+    except (FileNotFoundError, NotADirectoryError):
         return False
+    except OSError as err:
+        raise CheckpointError(f"{cannot_read(ckpt, err)} (no report written: {ckpt.name} could not be read again to "
+                              "check that it is still the file evaluated)") from None
 
 
 def _recorded_normalisation(state: dict) -> dict:

@@ -34,7 +34,7 @@ from cnnlab.dataset_names import dataset_kind, moved_away, paper_of
 from cnnlab.errors import CnnlabError, first_line, shell_quoted
 from cnnlab.evaluation import own_data_dir
 from cnnlab.export_formats import FORMATS, SUFFIXES, TOLERANCE
-from cnnlab.fileio import atomic_write_bytes
+from cnnlab.fileio import atomic_write_bytes, is_dir
 from cnnlab.pretrained import load_pretrained
 from cnnlab.runs import DEFAULT_CHECKPOINT, check_output_file, holder, is_run_dir, is_running
 
@@ -233,7 +233,7 @@ def output_file(out: str | Path | None, default: Path) -> Path:
     if out is None or str(out) == "":
         return default
     path = Path(out)
-    if str(out).endswith(("/", os.sep)) or path.is_dir():
+    if str(out).endswith(("/", os.sep)) or is_dir(path):  # a stat that fails: one line
         return path / default.name
     return Path(os.path.realpath(path)) if path.is_symlink() else path
 

@@ -41,7 +41,7 @@ try:
 except ImportError:  # pragma: no cover - Windows
     resource = None
 
-from cnnlab.errors import CnnlabError, WriteError, first_line, short_repr
+from cnnlab.errors import CnnlabError, DataUnreadable, WriteError, first_line, short_repr
 
 #: The most a settings file (--config) may hold: a few KB in practice; a larger file, or a device such as
 #: /dev/zero, is refused instead of read into memory.
@@ -192,6 +192,63 @@ def path_error(err: OSError) -> CnnlabError | None:
         return CnnlabError(f"cannot reach {shown} (permission denied); check the permissions of the folders on its "
                            "way, or use another path")
     return None
+
+
+
+#: The errors of a ``stat`` that pathlib's ``is_file()``, ``is_dir()`` and ``exists()`` take for "nothing there";
+#: Python 3.11's raise every other (an input/output error, memory short: a traceback where they stood in a test).
+STAT_ABSENT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP})
+
+
+def stat_or_none(path: str | Path, follow: bool = True) -> os.stat_result | None:
+    """``os.stat`` of ``path`` (``lstat`` where not ``follow``); None where nothing is there (:data:`STAT_ABSENT`, as
+    pathlib takes it). Any other OS error is one line: :func:`path_error`'s (a name too long, a folder on the way
+    one may not enter), else a :class:`~cnnlab.errors.DataUnreadable`, :func:`cannot_read`'s line (an input/output
+    error: the file may be there and whole, so never taken for a missing one)."""
+    try:
+        return os.stat(path) if follow else os.lstat(path)
+    except OSError as err:
+        if err.errno in STAT_ABSENT:
+            return None
+        if err.filename is None:
+            err.filename = os.fspath(path)
+        explained = path_error(err)
+        if explained is not None:
+            raise explained from None
+        raise DataUnreadable(cannot_read(path, err), str(path), err) from None
+
+
+def is_file(path: str | Path, if_unknown: bool | None = None) -> bool:
+    """``Path(path).is_file()``, whose stat error other than "nothing there" is :func:`stat_or_none`'s one line; or,
+    given ``if_unknown``, what such a file counts as (for a note, a hint or a clean-up that must not end the command
+    nor act on a file that may be there)."""
+    return _is_kind(path, stat.S_ISREG, if_unknown)
+
+
+def is_dir(path: str | Path, if_unknown: bool | None = None) -> bool:
+    """``Path(path).is_dir()``, as :func:`is_file` (``if_unknown`` the same)."""
+    return _is_kind(path, stat.S_ISDIR, if_unknown)
+
+
+def _is_kind(path: str | Path, test, if_unknown: bool | None) -> bool:
+    try:
+        st = stat_or_none(path)
+    except CnnlabError:
+        if if_unknown is None:
+            raise
+        return if_unknown
+    return st is not None and test(st.st_mode)
+
+
+def exists(path: str | Path) -> bool:
+    """``Path(path).exists()``, whose stat error other than "nothing there" is :func:`stat_or_none`'s one line."""
+    return stat_or_none(path) is not None
+
+
+def lexists(path: str | Path) -> bool:
+    """``os.path.lexists(path)`` (a dangling link is there), which takes every error for "nothing there": here only
+    :data:`STAT_ABSENT`'s, any other :func:`stat_or_none`'s one line."""
+    return stat_or_none(path, follow=False) is not None
 
 
 @contextlib.contextmanager

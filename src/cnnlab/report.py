@@ -15,7 +15,7 @@ import torch
 
 from cnnlab import plots
 from cnnlab.errors import CnnlabError, DataUnreadable, RunError, WriteError
-from cnnlab.fileio import atomic_write_text, json_safe
+from cnnlab.fileio import atomic_write_text, is_file, json_safe
 from cnnlab.runs import load_run_json
 from cnnlab.text import display_width, pad
 
@@ -267,7 +267,7 @@ class Figures:
     def incomplete(self, err: WriteError) -> IncompleteReport:
         """The one line for ``err``, a figure not written after summary.json was: what was written, what not."""
         missing = [n for n in self.names if n not in self.written]
-        older = [n for n in missing if (self.run_dir / n).is_file()]
+        older = [n for n in missing if is_file(self.run_dir / n, if_unknown=False)]
         stays = (f" (an earlier report's {', '.join(older)} {'stays' if len(older) == 1 else 'stay'} there)"
                  if older else "")
         kept = f" ({', '.join(self.kept)} unchanged)" if self.kept else ""

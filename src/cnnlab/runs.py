@@ -30,8 +30,9 @@ from cnnlab.config import EPOCHS_LIMIT, typed_values
 from cnnlab.data.safefs import open_regular, read_bounded
 from cnnlab.dataset_names import DIRECTORY_KINDS, canonical_dataset_name, dataset_kind, directory_of
 from cnnlab.errors import CnnlabError, RunBusy, RunError, WriteError, did_you_mean, first_line, shell_quoted, short_repr
-from cnnlab.fileio import (RUN_FILE_LIMIT, as_path, atomic_write_text, make_dirs, mode_kind, open_if_regular, reason,
-                           remove_stale_temp_files_in, sha256_of, sidecar_hashes, usual_fix, write_error)
+from cnnlab.fileio import (RUN_FILE_LIMIT, as_path, atomic_write_text, exists, is_dir, is_file, lexists, make_dirs,
+                           mode_kind, open_if_regular, reason, remove_stale_temp_files_in, sha256_of, sidecar_hashes,
+                           usual_fix, write_error)
 
 METRIC_FIELDS = [
     "epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr", "seconds",
@@ -86,12 +87,12 @@ def new_run_dir(root: str | Path, model: str, dataset: str) -> Path:
 def run_dir_of(path: str | Path) -> Path:
     """The run folder of a path: a run folder itself, or the folder of a checkpoint file inside one."""
     p = Path(path)
-    return p if p.is_dir() else p.parent
+    return p if is_dir(p) else p.parent
 
 
 def holds_run(path: str | Path) -> bool:
     """Whether ``path`` holds a run that trained (a checkpoint or metrics), which a new run must not mix with."""
-    return any((Path(path) / name).exists() for name in RUN_MARKERS)
+    return any(exists(Path(path) / name) for name in RUN_MARKERS)
 
 
 # ----------------------------------------------------------------------------- torchrun
@@ -146,23 +147,23 @@ def plan_run(model: str, dataset: str, *, out: str | Path | None, resume: str | 
     """
     if resume is not None:
         resume = Path(resume)
-        if not resume.exists():
+        if not exists(resume):  # a stat that fails (an input/output error): one line naming it
             raise RunError(f"--resume {resume}: no such run folder or checkpoint; check the path "
                            "('cnnlab runs' lists your runs)")
-        ckpt = resume / "last.pt" if resume.is_dir() else resume
+        ckpt = resume / "last.pt" if is_dir(resume) else resume
         return RunPlan(run_dir_of(resume) if write else None, ckpt)
     if distributed and out is None:
         out = Path(runs_root) / f"{model}-{_safe(dataset_kind(dataset))}-torchrun-{torchrun_launch_id()}"
     if out is not None:
         out = as_path(out, "--out (the run's folder)", RunError)
-        if restart_count > 0 and (out / "last.pt").is_file():
+        if restart_count > 0 and is_file(out / "last.pt"):
             return RunPlan(out if write else None, out / "last.pt")  # torchrun restarted the group
         if write and restart_count == 0 and holds_run(out):
             raise RunError(f"--out {out} already holds a run; continue it with 'cnnlab train --resume {shell_quoted(str(out))}', "
                            "or pick a fresh --out")
         if write and restart_count == 0:
             _refuse_other_files(out)
-        return RunPlan(out if write else None, None, fresh=not out.exists())
+        return RunPlan(out if write else None, None, fresh=not exists(out))
     return RunPlan(new_run_dir(runs_root, model, dataset), None, fresh=True) if write else RunPlan(None, None)
 
 
@@ -300,7 +301,9 @@ LATEST = "latest"
 
 
 def is_run_dir(path: Path) -> bool:
-    return (path / "config.json").is_file()
+    """Whether ``path`` holds a run's config.json; a stat of it that fails (an input/output error, not "nothing there")
+    is one line naming it (:func:`cnnlab.fileio.is_file`), not a traceback."""
+    return is_file(path / "config.json")
 
 
 # ----------------------------------------------------------------------------- outputs never clobber a run
@@ -316,14 +319,14 @@ def check_output_folder(folder: str | Path, own: Path | None, flag: str = "--out
     is no cnnlab report's folder (it holds files no cnnlab report writes) and one of the files the command
     ``writes`` is there already: that file is the user's (``--out .`` in a project with its own summary.json)."""
     folder = Path(folder)
-    if not folder.is_dir():
+    if not is_dir(folder):
         return
     if is_run_dir(folder):
         if not _same_folder(folder, own):
             raise RunError(f"{flag} {folder} holds another run, whose summary.json and figures are its results; "
                            "give a folder of its own (a new or empty one)")
         return
-    clash = [name for name in writes if (folder / name).exists()]
+    clash = [name for name in writes if exists(folder / name)]
     foreign = _foreign(folder) if clash else []
     if foreign:
         shown = ", ".join(map(short_repr, foreign[:3])) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
@@ -389,21 +392,21 @@ def check_output_file(target: str | Path, source: Path | None, flag: str = "--ou
 def find_runs(root: str | Path = "runs") -> list[Path]:
     """Run folders under ``root`` (and one level below, where ``compare`` puts its runs), newest first."""
     root = as_path(root, "the folder of runs (root)", RunError)
-    if root.is_dir() and is_run_dir(root):  # a run folder itself: that run
+    if is_dir(root) and is_run_dir(root):  # a run folder itself: that run
         return [root]
-    if root.exists() and not root.is_dir():
+    if exists(root) and not is_dir(root):
         raise RunError(f"{root} is a file, not a folder of runs; give the folder that holds them (runs/ by default)")
-    if root.is_dir():
+    if is_dir(root):
         try:
             next(iter(os.scandir(root)), None)
         except PermissionError:  # a folder one may enter but not list (0711): "no runs" was a wrong answer
             raise RunError(f"cannot list {root}/ (permission denied); ask its owner for read permission, or name a "
                            "run folder in it directly") from None
     found: dict[Path, Path] = {}  # each run once, by its real folder (a link back to the root listed all twice)
-    top = sorted(_subfolders(root), key=Path.is_symlink)  # a run's own path before a link's
+    top = sorted(_subfolders(root), key=os.path.islink)  # a run's own path before a link's (False: an lstat failed)
     runs = [p for p in top if _listed(p)]
     held = set(runs)
-    runs += [q for p in top if p not in held for q in sorted(_subfolders(p), key=Path.is_symlink) if _listed(q)]
+    runs += [q for p in top if p not in held for q in sorted(_subfolders(p), key=os.path.islink) if _listed(q)]
     for run in runs:  # the shortest path to a run names it
         found.setdefault(_real(run), run)
     return sorted(found.values(), key=last_activity, reverse=True)
@@ -412,12 +415,13 @@ def find_runs(root: str | Path = "runs") -> list[Path]:
 def _listed(path: Path) -> bool:
     """Whether ``cnnlab runs`` lists ``path``: a run folder, or one whose config.json is gone (it holds a run's
     checkpoint or metrics and nothing but a run's files), which evaluate and compare still use: listed as damaged;
-    and a folder one may not look into (another user's, 0700): listed, its row saying so (it stopped the listing)."""
+    and a folder one may not look into (another user's, 0700), or whose files' ``stat`` fails (an input/output
+    error): listed, its row saying so (it stopped the listing)."""
     try:
         if is_run_dir(path):
             return True
         return holds_run(path) and all(p.name in RUN_FILES or p.name.startswith(".") for p in _entries(path))
-    except PermissionError:
+    except (PermissionError, CnnlabError):  # CnnlabError: cnnlab.fileio.is_file's line for a stat that failed
         return True
 
 
@@ -429,8 +433,9 @@ def _real(path: Path) -> Path:
 
 
 def _subfolders(folder: Path) -> list[Path]:
-    """The folders in ``folder`` (none when it is missing or cannot be read)."""
-    return [p for p in _entries(folder) if p.is_dir()]
+    """The folders in ``folder`` (none when it is missing or cannot be read), and the entries whose ``stat`` fails
+    (an input/output error: a run folder, maybe, whose row then says so; not a listing stopped for every run)."""
+    return [p for p in _entries(folder) if is_dir(p, if_unknown=True)]
 
 
 def last_activity(run: Path) -> float:
@@ -510,9 +515,9 @@ def run_status(run: Path, complete: bool = False, problems: list[str] | None = N
                         f"{short_repr(detail)}); {_FIXES[STATUS_FILE]}")
     if complete:
         return "finished", ""
-    if (run / "last.pt").is_file():
+    if is_file(run / "last.pt"):
         return "stopped", KILLED
-    if (run / "best.pt").is_file():
+    if is_file(run / "best.pt"):
         return "failed", (f"no last.pt to resume from; best.pt holds the weights of its best epoch: cnnlab evaluate "
                           f"{run} --checkpoint best")
     return "failed", "no checkpoint was saved"
@@ -522,8 +527,8 @@ def describe_run(run: Path) -> dict:
     """One row of ``cnnlab runs``: what the run is, how far it got, its accuracies and its status. It never blocks
     and never fails on what the folder holds: a file that is not what cnnlab writes there (damaged, edited, a
     FIFO in its place) makes the status "damaged", the detail naming the file and what to do, one line, and the
-    row tells what the other files (and the readable fields) say."""
-    problems: list[str] = []
+    row tells what the other files (and the readable fields) say; so does a file whose ``stat`` or read fails (an
+    input/output error: ``cannot be read``, the fix its error takes)."""
     row = {"run": str(run), "model": "?", "dataset": "?", "recipe": "?", "teacher": None, "epochs": None, "epochs_done": 0,
            "final_acc": None, "best_acc": None, "best_split": None, "eval_limit": None, "train_seconds": None}
     try:
@@ -534,6 +539,17 @@ def describe_run(run: Path) -> dict:
                                                       "this folder of runs"}
     except OSError:
         pass
+    try:
+        return _described(run, row)
+    except CnnlabError as err:  # a stat that failed (an input/output error: cnnlab.fileio.is_file's line): the file
+        detail = str(err)       # named, the row kept with what was read before it; the other runs listed
+        return {**row, "status": "damaged", "detail": bounded(detail.removeprefix(f"{run}{os.sep}"))}
+
+
+def _described(run: Path, row: dict) -> dict:
+    """:func:`describe_run`'s ``row`` filled in from the run's files (one whose ``stat`` fails: a
+    :class:`~cnnlab.errors.CnnlabError`)."""
+    problems: list[str] = []
     row.update(_config_columns(run, problems))
     _add_metrics(row, run / "metrics.csv", problems)
     summary = _mapping(run / "summary.json", problems, _FIXES["summary.json"].format(run=shell_quoted(str(run))))
@@ -567,9 +583,9 @@ def describe_listed(runs: list[Path], rescan: Callable[[], list[Path]] | None = 
 
 def _listed_row(run: Path) -> dict | None:
     row = describe_run(run)
-    if row["status"] == "damaged" and os.path.isdir(run):
+    if row["status"] == "damaged" and is_dir(run, if_unknown=True):
         row = describe_run(run)
-    return row if os.path.isdir(run) else None
+    return row if is_dir(run, if_unknown=True) else None  # gone (renamed, deleted) since; not a stat that failed
 
 
 def run_problem(run: Path) -> str:
@@ -586,9 +602,9 @@ def _checkpoint_problems(run: Path, finished: bool) -> list[str]:
     the bytes its ``.sha256`` sidecar names (altered in place); and a finished run without last.pt (deleted or
     moved)."""
     found = [f"{name}.pt: {why}" for name in CHECKPOINTS if (why := checkpoint_damage(run / f"{name}.pt"))]
-    if finished and not os.path.lexists(run / "last.pt"):
+    if finished and not lexists(run / "last.pt"):
         best = (f"its best.pt holds its best epoch's weights (cnnlab evaluate {shell_quoted(str(run))} --checkpoint best)"
-                if (run / "best.pt").is_file() else "train it again")
+                if is_file(run / "best.pt") else "train it again")
         found.append(f"last.pt: missing, the run finished and its final weights were deleted or moved; put it back, "
                      f"or {best}")
     return found
@@ -653,9 +669,9 @@ def _sidecar_mismatch(path: Path, fh) -> str:
 def checkpoints_gone(run: Path) -> str:
     """Why a run folder that trained holds neither last.pt nor best.pt, for a refusal: empty when it has one, or
     never ended an epoch (then it saved none)."""
-    if any(os.path.lexists(run / f"{name}.pt") for name in CHECKPOINTS):
+    if any(lexists(run / f"{name}.pt") for name in CHECKPOINTS):
         return ""
-    kept = [name for name in ("metrics.csv", "summary.json") if (run / name).is_file()]
+    kept = [name for name in ("metrics.csv", "summary.json") if is_file(run / name)]
     if not kept:
         return ""
     return (f"the run trained ({' and '.join(kept)} remain) but its checkpoints (last.pt, best.pt) were deleted or "
@@ -702,7 +718,7 @@ def read_run_file(path: Path, limit: int = RUN_FILE_LIMIT) -> bytes | None:
     an OS error of its open or of a read after it (an input/output error: a :class:`~cnnlab.errors.DataUnreadable`
     naming the file and the fix its error takes)."""
     path = Path(path)
-    if not os.path.lexists(path):
+    if not lexists(path):  # a stat that fails (an input/output error) is no missing file: one line naming it
         return None
     stream, st = open_regular(path, "a file cnnlab writes")
     with stream:
@@ -798,7 +814,7 @@ def _config_columns(run: Path, problems: list[str]) -> dict:
     What is wrong with the file (a value of another type, as ``"epochs": "2"``) is added to ``problems``."""
     path = run / "config.json"
     data = _mapping(path, problems)
-    if data is None and not os.path.lexists(path):
+    if data is None and not lexists(path):
         problems.append("config.json: missing (cnnlab writes it first, and the checkpoints still hold the settings); "
                         "put back the one the run wrote")
     if data is None:

@@ -28,6 +28,7 @@ from cnnlab.data import BatchLoader, Dataset
 from cnnlab.distill import Teacher
 from cnnlab.distributed import Dist
 from cnnlab.errors import CnnlabError, Diverged
+from cnnlab.fileio import is_file
 from cnnlab.evaluation import EvalResult, evaluate
 
 Log = Callable[[str], None]
@@ -285,7 +286,8 @@ class Trainer:
         where = (f"at step {s.step - s.batch + batch + 1} (epoch {s.epoch + 1}, batch {batch + 1})" if batch is not None
                  else f"by step {s.step} (epoch {s.epoch + 1})")
         saved = (f"the last finite checkpoint is kept: {self.run_dir / 'last.pt'}"
-                 if self.run_dir is not None and (self.run_dir / "last.pt").is_file() else "no checkpoint was saved")
+                 if self.run_dir is not None and is_file(self.run_dir / "last.pt", if_unknown=True)
+                 else "no checkpoint was saved")
         how = ("became NaN or infinite" if not math.isfinite(float(self.sums.loss)) else
                f"exploded ({self.sums.mean_loss():.3g} per image, where a net that guesses scores "
                f"{math.log(max(len(self.data.classes), 2)):.2g})")

@@ -11,6 +11,7 @@ from pathlib import Path
 from cnnlab.cli.common import (add_data_args, add_device, add_eval_batch_size, add_json, add_run, model_arg, path_arg,
                                plural, refuse_typed)
 from cnnlab.errors import CnnlabError, WriteError, printable
+from cnnlab.fileio import is_file
 from cnnlab import output
 from cnnlab.output import complain, json_text
 from cnnlab.runs import read_metrics
@@ -55,8 +56,8 @@ def _curves_stale(run_dir: Path) -> bool:
     metrics, curves = run_dir / "metrics.csv", run_dir / "curves.png"
     try:
         return metrics.is_file() and (not curves.is_file() or curves.stat().st_mtime < metrics.stat().st_mtime)
-    except OSError:
-        return metrics.is_file()
+    except OSError:  # a stat that failed (an input/output error): drawn, where metrics.csv's read says what is wrong
+        return is_file(metrics, if_unknown=True)
 
 
 def _history(run_dir: Path) -> list[dict]:
@@ -173,6 +174,6 @@ def _write_report(args, subject, res, extra: dict, say, out: Path | None, own: b
         code = 1
     if subject.not_own and not args.out and not args.no_report:
         held = ", and the run's summary.json holds the run's result" \
-            if (Path(subject.source).parent / "summary.json").is_file() else ""
+            if is_file(Path(subject.source).parent / "summary.json", if_unknown=False) else ""
         say(printable(f"no report written: {subject.not_own}{held}; --out DIR writes this one's"))
     return code

@@ -25,6 +25,7 @@ from cnnlab.cli.common import (
 )
 from cnnlab.runs import CHECKPOINTS, DEFAULT_CHECKPOINT, LATEST, resolve_run
 from cnnlab.errors import CnnlabError
+from cnnlab.fileio import is_file
 from cnnlab.imagelimits import DEFAULT_MAX_PIXELS, MIN_MAX_PIXELS
 from cnnlab.output import json_text
 from cnnlab.text import display_width, pad
@@ -43,7 +44,7 @@ class ShowInput(argparse.Action):
     def __call__(self, parser, namespace, value, option_string=None):
         from cnnlab.imageio import IMAGE_SUFFIXES  # Pillow's formats: only when a value is given
 
-        if value not in (None, BESIDE) and Path(value).suffix.lower() in IMAGE_SUFFIXES and Path(value).is_file():
+        if value not in (None, BESIDE) and Path(value).suffix.lower() in IMAGE_SUFFIXES and is_file(value, if_unknown=False):
             namespace.shown_image = path_arg(value)
             value = BESIDE
         setattr(namespace, self.dest, value)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 import sys
-from pathlib import Path
 
 from cnnlab.cli.common import add_json, path_arg
 from cnnlab.errors import CnnlabError, printable, shell_quoted
+from cnnlab.fileio import exists
 from cnnlab.output import json_text
 from cnnlab.runs import describe_listed, find_runs, matches
 from cnnlab.text import display_width, pad
@@ -114,7 +114,7 @@ def cmd_runs(args) -> int:
     if args.limit < 0:
         raise CnnlabError(f"--limit must be >= 0 (0 shows every run), got {args.limit}")
     runs = find_runs(args.root)
-    if not runs and "root" in getattr(args, "typed", {}) and not Path(args.root).exists():  # said "no runs ... yet"
+    if not runs and "root" in getattr(args, "typed", {}) and not exists(args.root):  # said "no runs ... yet"
         raise CnnlabError(f"--root {args.root}: no such folder; check the path (runs are written under runs/ "
                           "unless a run was given --out)")
     wanted = {key: getattr(args, key) for key in FILTERS if getattr(args, key) is not None}

@@ -41,7 +41,7 @@ from cnnlab.config import (
 )
 from cnnlab.errors import CnnlabError, printable, shell_quoted
 from cnnlab.dataset_names import DIRECTORY_KINDS, canonical_dataset_name, dataset_kind
-from cnnlab.fileio import expand_user
+from cnnlab.fileio import expand_user, is_dir, is_file
 from cnnlab.output import say
 from cnnlab.runs import read_run_json, resolve_run
 
@@ -207,9 +207,9 @@ def config_from_args(args) -> TrainConfig:
     cfg, where, from_file = _flags_config(args), None, set()
     if getattr(args, "config", None):
         path = resolve_run(args.config)  # 'latest': the newest run's settings
-        if path.suffix == ".pt" and path.is_file() and (path.parent / "config.json").is_file():
+        if path.suffix == ".pt" and is_file(path) and is_file(path.parent / "config.json"):  # stat errors: one line
             path = path.parent  # RUN/last.pt: its run's settings, as load_run takes it
-        path = path / "config.json" if path.is_dir() else path
+        path = path / "config.json" if is_dir(path) else path
         typed = given_flags(args.parser, getattr(args, "argv", []))
         base = TrainConfig.from_file(path, flag="--config")
         saved = (read_run_json(path) or {}) if path.suffix == ".json" else {}  # a run's config.json, read once

@@ -57,7 +57,7 @@ from PIL import Image
 from cnnlab.data.safefs import entry_kind, kind_of, list_dir, open_regular, read_bounded, reason, usual_fix
 from cnnlab.data.sources import home_problem
 from cnnlab.errors import DataError, DataUnreadable, shell_quoted
-from cnnlab.fileio import atomic_write_bytes, atomic_write_text, expand_user
+from cnnlab.fileio import atomic_write_bytes, atomic_write_text, expand_user, is_file
 from cnnlab.text import BIDI_CONTROLS, INVISIBLE, reads_as
 from cnnlab.imageio import BadImageError, ResourceError, is_short_of_resources, open_image, short_of, suffixes_for
 
@@ -73,7 +73,8 @@ CONVERT_VERSION = 1
 #: At most this many unreadable files are named in the warning; the rest go to ``skipped.txt``.
 WARN_LIST_MAX = 50
 CACHE_FILE = "images.npz"
-#: What reading a damaged images.npz raises (a flipped byte in a deflated array: zlib.error, or a bad CRC).
+#: What reading a damaged images.npz raises (a flipped byte in a deflated array: zlib.error, or a bad CRC). One that
+#: cannot be read now (an input/output error) is no damage: :func:`read_cache` raises :class:`DataUnreadable` for it.
 DAMAGED = (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, zlib.error)
 #: Larger image files are skipped as unreadable, unread: a 28x28 digit never needs this much.
 MAX_IMAGE_FILE_BYTES = 64 << 20
@@ -542,11 +543,33 @@ def _save(cache: Path, key: str, root: Path, classes: tuple[str, ...], arrays: d
     atomic_write_bytes(cache / CACHE_FILE, buf.getvalue())
 
 
-def _load_cached(path: Path, key: str) -> FolderData | None:
-    """The cached conversion, or None when it is absent, for other files, or damaged."""
-    if not path.is_file():
+def read_cache(path: Path) -> bytes | None:
+    """The bytes of the converted cache ``path``, read whole; None when no file is there. An OS error of its open or
+    of a read (an input/output error, memory short) is a :class:`DataUnreadable` naming it: the cache may be whole,
+    so it is neither called damaged nor converted again over. (Read by ``np.load`` itself, a read error became
+    zipfile's "File is not a zip file", and the first read's "damaged ([Errno 5] ...)".)"""
+    try:
+        stream, st = open_regular(path, "the converted cache")
+    except DataUnreadable:
+        raise
+    except DataError:  # nothing there (or no regular file): no cache, converted (and written) anew
         return None
-    with np.load(path, allow_pickle=False) as z:
+    with stream:
+        try:
+            return read_bounded(stream, st.st_size, str(path))
+        except DataUnreadable:
+            raise
+        except DataError as err:  # grew while read: not the file a conversion writes whole
+            raise ValueError(str(err)) from None
+
+
+def _load_cached(path: Path, key: str) -> FolderData | None:
+    """The cached conversion, or None when it is absent or for other files; one of :data:`DAMAGED` when it is damaged,
+    a :class:`DataUnreadable` when it cannot be read now (:func:`read_cache`)."""
+    data = read_cache(path)
+    if data is None:
+        return None
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
         if str(z["key"]) != key:
             return None
         arrays = {k: z[k] for k in ("train_images", "train_labels", "test_images", "test_labels")}
@@ -563,7 +586,7 @@ def _load_cached(path: Path, key: str) -> FolderData | None:
 def _remove_stale(root: Path, keep: Path, log: Log) -> None:
     """Delete earlier conversions of the same folder (it changed since): one cache per folder, not one per edit."""
     for other in keep.parent.glob("folder-*"):
-        if other == keep or not (other / CACHE_FILE).is_file():
+        if other == keep or not is_file(other / CACHE_FILE, if_unknown=False):  # one not to be looked at: left alone
             continue
         try:
             with np.load(other / CACHE_FILE, allow_pickle=False) as z:
@@ -612,6 +635,9 @@ def load_image_folder(directory: str | Path, home: Path, log: Log) -> FolderData
     cache = folder_cache_dir(key, home)
     try:
         cached = _load_cached(cache / CACHE_FILE, key)
+    except DataUnreadable as err:  # the cache may be whole: never converted again over it
+        raise DataUnreadable(f"folder:{root}: converted cache {err}; or set CNNLAB_HOME to another directory (the "
+                             "cache is left as it is)", err.path, err.cause) from None
     except DAMAGED as err:
         log(f"folder:{root}: converted cache {cache / CACHE_FILE} is damaged ({err}); converting again")
         cached = None

@@ -11,6 +11,7 @@ unchanged since, and the fast copy's CRC-32s checked now.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ import numpy as np
 from cnnlab.data.catalog import CATALOG, ROLES
 from cnnlab.data.fastcopy import MANIFEST, FastCopy, gz_name, load_fast_copy, npy_name, read_manifest
 from cnnlab.data.files import find_in_dir
-from cnnlab.data.folder import CACHE_FILE
+from cnnlab.data.folder import CACHE_FILE, read_cache
 from cnnlab.data.idx import read_idx
 from cnnlab.data.safefs import entry_kind, list_dir, probe, reason, usual_fix
 from cnnlab.data.sources import cache_dir, cnnlab_home, expand_home, home_problem
@@ -160,15 +161,18 @@ def _folder_rows(home, full_check: bool = False) -> list[dict]:
             pass  # reported below, by the failing read
         name, train, test, status = f"folder:? ({directory.name})", None, None, "converted"
         try:
-            with np.load(path, allow_pickle=False) as z:
+            data = read_cache(path)  # read whole: a read error is no "File is not a zip file" (damage)
+            if data is None:
+                continue
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
                 name = f"folder:{z['root']}"
                 train, test = int(z["train_labels"].shape[0]), int(z["test_labels"].shape[0])
                 skipped = int(z["skipped"].shape[0])
                 for member in z.files if full_check else ():
                     z[member]
             status = "converted and cached" + (f" ({skipped} unreadable files skipped)" if skipped else "")
-        except OSError as err:  # permission denied, I/O error: the file itself may be fine
-            status = f"cache unreadable ({reason(err)}); {usual_fix(err)}"
+        except DataUnreadable as err:  # permission denied, I/O error: the file itself may be fine
+            status = f"cache unreadable ({reason(err.cause)}); {usual_fix(err.cause)}"
         except Exception as err:  # a damaged cache is reported, and reconverted on the next load
             status = f"cache damaged ({type(err).__name__}); it is converted again on the next load"
         rows.append({
