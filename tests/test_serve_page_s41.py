@@ -9,20 +9,31 @@
 - a letter or a doodle was read as confidently as a digit, without a word that the net always picks a class;
 - a net trained on an MNIST-as-PNG folder (light digits on black, read as they are) was drawn black on white, and read
   a drawn 7 as "0" without a word; a 200-byte class name spilled over the bars and the page scrolled sideways.
+
+A third tester's attacks on these changes (the section at the end): a port that takes connections and never answers
+left the page waiting for ever; a net of the same names on the other paper kept the old canvas; an opened photo was
+inverted by a paper switch and the canvas sent instead of the file; another program's HTML or empty answer was a page
+fault, never sent again; a white-ink transparent image was invisible, and Undo back to it "no ink found"; a 502 was
+never sent again; a right-button chord drew.
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import itertools
 import json
 import os
 import shutil
+import socket
+import threading
 import time
 import urllib.request
 
+import numpy as np
 import pytest
 from apps_helpers import draw_digit, tiny_checkpoint
+from PIL import Image
 from test_serve import CHROMIUM, CHROMIUM_ARGS, Server, png, post
 
 from cnnlab.predict import Predictor
@@ -141,6 +152,8 @@ def test_the_predict_answer_names_the_net_as_info_does(server):
         info = json.loads(res.read())
     assert status == 200 and (body["model"], body["dataset"], body["classes"]) == (
         info["model"], info["dataset"], info["classes"]) == ("basic_cnn", "mnist", [str(i) for i in range(10)])
+    # the paper too: two folder runs of one model, dataset name and classes need other canvases (pagG)
+    assert (body["paper"], body["preparation"]) == (info["paper"], info["preparation"]) == ("dark", "digit")
 
 
 def test_a_server_restarted_with_another_net_under_an_open_tab_relabels_the_page(browser, apps):
@@ -220,14 +233,16 @@ def test_a_drawing_unanswered_is_sent_again_until_the_server_answers(page):
 
 
 def test_an_answer_the_page_cannot_show_is_not_called_a_network_failure(page):
-    """A script error while showing an answer was reported as "cannot reach the cnnlab server"."""
+    """A script error while showing an answer was reported as "cannot reach the cnnlab server". (The answer is
+    cnnlab's in shape, probabilities and classes, with an empty ``top``: one without them is another program's,
+    sent again later: ``test_an_answer_that_is_not_cnnlabs_is_sent_again_like_an_outage``.)"""
     sent = []
 
     def broken(route):
         sent.append(1)
         route.fulfill(status=200, content_type="application/json", body=json.dumps({
             "prediction": "3", "classes": [str(i) for i in range(10)], "model": "basic_cnn", "dataset": "mnist",
-            "probabilities": None, "top": []}))
+            "probabilities": [0.1] * 10, "top": []}))
 
     page.route("**/predict", broken)
     _draw(page, SEVEN)
@@ -411,7 +426,9 @@ def folder_nets(tmp_path_factory):
     folder = tmp_path_factory.mktemp("folder-nets")
     return {"dark": tiny_checkpoint(folder / "dark.pt", dataset="folder:/data/mnist_png", mean=0.13),
             "light": tiny_checkpoint(folder / "light.pt", dataset="folder:/data/paper", classes=LETTERS, mean=0.9),
-            "long": tiny_checkpoint(folder / "long.pt", dataset="folder:/data/hard", classes=LONG, mean=0.13)}
+            "long": tiny_checkpoint(folder / "long.pt", dataset="folder:/data/hard", classes=LONG, mean=0.13),
+            # the dark net's names (model, dataset, classes), trained on light paper: another run of the same folder name
+            "twin": tiny_checkpoint(folder / "twin.pt", dataset="folder:/data/mnist_png", mean=0.9)}
 
 
 def _pixel(page, x: int, y: int) -> list[int]:
@@ -544,3 +561,267 @@ def test_a_long_class_name_is_cut_short_with_the_whole_name_in_a_tooltip(browser
             assert page.errors == []
         finally:
             page.context.close()
+
+
+# ----------------------------------------------------------------------------- a third tester's attacks (pagG)
+
+
+class _Hung:
+    """A port that takes connections and never answers (a server stopped with SIGSTOP, or stuck); leaving it closes
+    every connection it took."""
+
+    def __init__(self, port: int):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(16)
+        self.sock.settimeout(0.1)
+        self.taken, self.done = [], threading.Event()
+        self.thread = threading.Thread(target=self._take, daemon=True)
+
+    def _take(self):
+        while not self.done.is_set():
+            try:
+                self.taken.append(self.sock.accept()[0])
+            except TimeoutError:
+                continue
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.thread.join(5)
+        for conn in self.taken:
+            conn.close()
+        self.sock.close()
+
+
+def _requests(page) -> list[tuple[float, str]]:
+    """The page's POSTs to /predict from now on: (when, the file's name in the form). Read where they are routed:
+    the request event has no body for a form holding a file."""
+    sent = []
+
+    def seen(route):
+        body = route.request.post_data_buffer or b""
+        name = body.split(b'filename="', 1)[1].split(b'"', 1)[0].decode() if b'filename="' in body else ""
+        sent.append((time.monotonic(), name))
+        route.continue_()
+
+    page.route("**/predict", seen)
+    return sent
+
+
+def test_a_server_that_takes_connections_but_never_answers_is_given_up_and_asked_again(browser, apps):
+    """A port that accepts connections and never answers (kill -STOP): the page waited for ever with no word, and
+    Undo, new strokes and Clear sent nothing (the request in flight, without a time limit, held them all). The request
+    is given up after 15 s (its upload's time on top), the status says the server is not answering, and it is sent
+    again like an outage's; a new drawing (Clear) gives up the request for the old one at once."""
+    first = Server(apps["digits"])
+    port = first.port
+    with first:
+        page = _open(browser, first.url)
+        _draw(page, SEVEN)
+        _answered(page, 0)
+    sent = _requests(page)
+    try:
+        with _Hung(port):
+            page.click("#clear")
+            _draw(page, HOOK)
+            page.wait_for_timeout(500)
+            page.click("#clear")  # the hook's request, never answered, is given up: the 7 goes at once
+            _draw(page, SEVEN)
+            page.wait_for_timeout(1000)
+            assert len(sent) == 2, sent
+            page.wait_for_function("document.getElementById('status').textContent.includes('not answering')",
+                                   timeout=25_000)
+            assert "nothing came back in 15 s" in _status(page) and "trying again in 1 s" in _status(page)
+            assert 14.5 < time.monotonic() - sent[1][0] < 20 and page.inner_text("#prediction") == ""
+            page.wait_for_function("document.body.dataset.inflight === '1'", timeout=5_000)  # sent again
+        before = _updates(page)
+        with Server(apps["digits"], port=port) as srv:
+            _answered(page, before, timeout=30_000)
+            assert _status(page) == "" and page.inner_text("#prediction") != ""
+            status, body = post(srv.url, _canvas_png(page))
+            assert page.eval_on_selector_all("#bars .pct", PCTS) == [f"{100 * p:.1f}%" for p in body["probabilities"]]
+        assert page.errors == []
+    finally:
+        page.context.close()
+
+
+def test_a_net_of_the_same_names_on_the_other_paper_turns_the_canvas(browser, folder_nets):
+    """Two folder runs of one model, dataset name and classes, one trained on dark paper, one on light, served in
+    turn on one port: the page compared the model, dataset and classes only, kept the white-on-black canvas, and the
+    light-paper net read it with the note to invert it. The answer carries the net's paper (and preparation), and the
+    page turns black on white."""
+    first = Server(_app(folder_nets["dark"]))
+    port = first.port
+    with first:
+        page = _open(browser, first.url)
+        _draw(page, SEVEN)
+        _answered(page, 0)
+        assert _pixel(page, 5, 5) == [0, 0, 0] and _pixel(page, 150, 60) == [255, 255, 255]
+    try:
+        with Server(_app(folder_nets["twin"]), port=port) as srv:
+            before = _updates(page)
+            _draw(page, BAR)
+            _answered(page, before, timeout=20_000)
+            assert _pixel(page, 5, 5) == [255, 255, 255] and _pixel(page, 150, 60) == [0, 0, 0]
+            assert "the server now serves another net" in _status(page) and "light paper" in _status(page)
+            assert page.inner_text("#doubt") == ""
+            status, body = post(srv.url, _canvas_png(page))
+            assert status == 200 and (body["paper"], body["preparation"]) == ("light", "as is")
+            assert "image_paper" not in body
+            assert page.eval_on_selector_all("#bars .pct", PCTS) == [f"{100 * p:.1f}%" for p in body["probabilities"]]
+        assert page.errors == []
+    finally:
+        page.context.close()
+
+
+def test_an_opened_image_is_sent_and_shown_as_it_is_when_the_paper_switches(browser, apps, folder_nets):
+    """A black-on-white 7 opened while the server was down, then a dark-paper folder net served on the port: its
+    answer inverted the photo on the canvas and the canvas was sent instead of the file (`3 10.9%`, no note, where the
+    file reads `0 13.1%` with the note to invert it). The file is sent, every time, and shown as it is; a stroke on it
+    and Undo back to it send the file again."""
+    first = Server(apps["digits"])
+    port = first.port
+    with first:
+        page = _open(browser, first.url)
+    sent = _requests(page)
+    data = png(draw_digit())  # black on white
+    try:
+        page.set_input_files("#file", files=[{"name": "seven.png", "mimeType": "image/png", "buffer": data}])
+        page.wait_for_function("document.getElementById('status').textContent.includes('cannot reach')")
+        shown = _canvas_png(page)
+        assert _pixel(page, 5, 5) == [255, 255, 255] and _ink(page) > 500
+        with Server(_app(folder_nets["dark"]), port=port) as srv:
+            _answered(page, 0, timeout=20_000)
+            assert page.evaluate("document.getElementById('pad').classList.contains('dark-paper')")
+            assert _canvas_png(page) == shown  # as it is: not inverted
+            assert {name for _, name in sent} == {"seven.png"}
+            status, want = post(srv.url, data)
+            pcts = [f"{100 * p:.1f}%" for p in want["probabilities"]]
+            assert status == 200 and want["image_paper"] == "light"
+            assert page.eval_on_selector_all("#bars .pct", PCTS) == pcts
+            assert "The image is mostly light" in page.inner_text("#doubt")
+            before = _updates(page)
+            _draw(page, BAR)
+            _answered(page, before)
+            assert sent[-1][1] == "canvas.png"  # strokes on the image: the canvas is sent
+            page.click("#undo")
+            assert _canvas_png(page) == shown
+            _shows(page, pcts)
+            page.wait_for_function("document.body.dataset.inflight === '0'")
+            assert sent[-1][1] == "seven.png" and "The image is mostly light" in page.inner_text("#doubt")
+        assert page.errors == []
+    finally:
+        page.context.close()
+
+
+@pytest.mark.parametrize("answers", [
+    [(200, "text/html", "<html><body>hello from another app</body></html>", "not JSON but text/html"),
+     (200, "application/json", "", "an empty body"),
+     (200, "application/json", '{"ok": true}', "JSON without probabilities and classes")],
+    [(404, "text/html", "<h1>Not Found</h1>", "status 404, not JSON but text/html")],
+], ids=["200", "404"])
+def test_an_answer_that_is_not_cnnlabs_is_sent_again_like_an_outage(page, answers):
+    """Another program on the port answering 200 with HTML or an empty body: "this page could not show the server's
+    answer (Cannot read properties of undefined (reading 'length')); reload the page", and the drawing never sent
+    again once the real server was back. Such an answer is told as such and sent again with the outage's backoff."""
+    sent = []
+
+    def other(route):
+        sent.append(time.monotonic())
+        if len(sent) > len(answers):
+            return route.continue_()
+        status, ctype, body, _ = answers[len(sent) - 1]
+        route.fulfill(status=status, content_type=ctype, body=body)
+
+    page.route("**/predict", other)
+    _draw(page, SEVEN)
+    for k, (status, _, _, told) in enumerate(answers):
+        page.wait_for_function(f"document.getElementById('status').textContent.includes({json.dumps(told)})")
+        assert (f"the server on this port did not answer as cnnlab does (status {status}, " in _status(page)
+                and f"trying again in {2 ** k} s" in _status(page))
+        assert page.inner_text("#prediction") == ""
+    _answered(page, 0, timeout=20_000)  # no new stroke: sent again until cnnlab answered
+    assert _status(page) == "" and page.inner_text("#prediction") != ""
+    assert min(b - a for a, b in itertools.pairwise(sent)) > 0.9
+    assert page.errors == []
+
+
+def test_a_gateways_or_a_failed_servers_error_is_sent_again(page):
+    """After a 502 (a proxy before the server), a 504 or a 500 the page said "error 502" and never sent the drawing
+    again: now it is sent again with the outage's backoff (1, 2, 4 s), one timer."""
+    errors = [(502, "text/html", "<h1>502 Bad Gateway</h1>"), (504, "text/plain", "Gateway Timeout"),
+              (500, "text/plain", "Internal Server Error")]
+    sent = []
+
+    def failing(route):
+        sent.append(time.monotonic())
+        if len(sent) > len(errors):
+            return route.continue_()
+        status, ctype, body = errors[len(sent) - 1]
+        route.fulfill(status=status, content_type=ctype, body=body)
+
+    page.route("**/predict", failing)
+    _draw(page, SEVEN)
+    for k, (status, _, _) in enumerate(errors):
+        page.wait_for_function(f"document.getElementById('status').textContent.includes('error {status} from')")
+        assert f"trying again in {2 ** k} s" in _status(page) and page.inner_text("#prediction") == ""
+    _answered(page, 0, timeout=20_000)
+    assert _status(page) == "" and page.inner_text("#prediction") != ""
+    gaps = [b - a for a, b in itertools.pairwise(sent)]
+    assert len(sent) == 4 and gaps[1] > 1.9 and gaps[2] > 3.9, gaps
+    assert page.errors == []
+
+
+def test_a_transparent_image_with_white_ink_shows_its_ink_and_undo_back_to_it_sends_it(page, server):
+    """A PNG whose opacity is a 7 and whose colour is white everywhere: answered `7 90.4%`, but the canvas was all
+    white (white ink on white paper); a stroke, then Undo back to it: the canvas sent, "no ink found". Its opacity is
+    shown as ink in the pen's colour (what the digits' steps read), and Undo back to it sends the file again."""
+    rgba = np.full((300, 300, 4), 255, dtype=np.uint8)
+    rgba[..., 3] = np.where(np.asarray(draw_digit()) < 128, 255, 0)  # the 7's strokes opaque, the rest clear
+    data = png(Image.fromarray(rgba, "RGBA"))
+    status, want = post(server.url, data)
+    pcts = [f"{100 * p:.1f}%" for p in want["probabilities"]]
+    assert status == 200
+    sent = _requests(page)
+    page.set_input_files("#file", files=[{"name": "white7.png", "mimeType": "image/png", "buffer": data}])
+    _answered(page, 0)
+    assert page.eval_on_selector_all("#bars .pct", PCTS) == pcts
+    shown = _canvas_png(page)
+    ink = np.asarray(Image.open(io.BytesIO(shown)).convert("L").resize((300, 300))) < 128
+    strokes = rgba[..., 3] > 0
+    assert ink.sum() > 5000 and (ink & strokes).sum() > 0.8 * ink.sum()  # black where the 7's opacity is
+    assert _pixel(page, 5, 5) == [255, 255, 255]
+    before = _updates(page)
+    _draw(page, BAR)
+    _answered(page, before)
+    page.click("#undo")
+    assert _canvas_png(page) == shown
+    _shows(page, pcts)
+    page.wait_for_function("document.body.dataset.inflight === '0'")
+    assert sent[-1][1] == "white7.png" and _status(page) == ""
+    assert page.errors == []
+
+
+def test_the_stroke_ends_when_the_primary_button_is_let_go_in_a_chord(page):
+    """Left down, drag, right down, left up, drag holding the right button only: that leg drew (the browser sends no
+    pointerup while a button is held; pointermove never looked at the buttons)."""
+    box = page.locator("#pad").bounding_box()
+    page.mouse.move(box["x"] + 40, box["y"] + 60)
+    page.mouse.down(button="left")
+    page.mouse.move(box["x"] + 120, box["y"] + 60, steps=5)
+    page.mouse.down(button="right")
+    page.mouse.up(button="left")
+    page.mouse.move(box["x"] + 120, box["y"] + 240, steps=8)
+    page.mouse.up(button="right")
+    page.keyboard.press("Escape")  # the context menu, if any
+    page.mouse.move(box["x"] + 250, box["y"] + 250, steps=8)  # a hover after all buttons are up
+    _answered(page, 0)
+    assert _pixel(page, 80, 60) == [0, 0, 0]  # the left button's leg
+    assert _pixel(page, 120, 160) == [255, 255, 255] and _pixel(page, 120, 230) == [255, 255, 255]
+    assert _pixel(page, 230, 230) == [255, 255, 255]
+    assert page.errors == []

@@ -10,9 +10,10 @@ Routes:
   trained on dark paper, black on white for every other.
 - ``HEAD`` wherever ``GET`` is served (``/``, ``/favicon.ico``, ``/info``, ``/static/...``).
 - ``POST /predict``: an image as multipart form field ``file`` (or the raw body with an
-  ``image/*`` content type). Answers ``{"prediction", "probabilities", "classes", "model", "dataset", "top",
-  "input_png", "branches"}`` (``model`` and ``dataset`` as ``/info`` names them: a page left open across a restart
-  with another net tells by them that its bars and header are out of date; ``"thick_strokes"`` too when the
+  ``image/*`` content type). Answers ``{"prediction", "probabilities", "classes", "model", "dataset", "paper",
+  "preparation", "top", "input_png", "branches"}`` (``model``, ``dataset``, ``paper`` and ``preparation`` as ``/info``
+  names them: a page left open across a restart with another net, or a net of the same names trained on the other
+  paper, tells by them that its bars, header or canvas are out of date; ``"thick_strokes"`` too when the
   drawing's strokes are far wider than MNIST's, ``Prediction.thick``; ``"image_paper"`` when an image read as it is
   is on the other paper than the net's training images, ``Prediction.paper``); a bad image (over the pixel cap
   included) is ``400 {"error": "<one line>"}`` (the rules of ``cnnlab predict``), a body over the limit ``413``
@@ -436,9 +437,12 @@ class Service:
             "number": {k: v for k, v in number.items() if k != "file"} if number else None,  # each of them read
             "probabilities": pred.probabilities,
             "classes": pred.classes,
-            # /info's values: the page compares them with its own (a server restarted with another net under it)
+            # /info's values: the page compares them with its own (a server restarted with another net under it;
+            # the paper too: two folder runs of one model, dataset name and classes, trained on dark and light paper)
             "model": self.predictor.model_name,
             "dataset": printable(self.predictor.dataset),
+            "paper": self.predictor.paper,
+            "preparation": self.predictor.preparation,
             "input_png": _png_data_url(to_uint8_image(pred.input_image)),
             "branches": ({"energy": energies, "share": shares(energies)} if self.has_inception else None),
         }

@@ -4,7 +4,9 @@
 // to POST /predict, at most one request in flight, and the answer updates the bars, the prediction and the 28x28
 // image the net saw.
 // An image file (the "Open an image" button, reachable by keyboard, a drop on the canvas or a
-// paste) is sent as it is. Undo (the button, Ctrl+Z or Cmd+Z) takes back the last stroke.
+// paste) is sent as it is, and shown as it is. Undo (the button, Ctrl+Z or Cmd+Z) takes back the last stroke.
+// A request has a time limit; no answer in it, no connection, a gateway's error or an answer that is not cnnlab's
+// is an outage: the drawing is sent again later (the backoff below).
 "use strict";
 
 const pad = document.getElementById("pad");
@@ -21,7 +23,7 @@ const undoButton = document.getElementById("undo");
 
 // The net whose answers the page shows: /info's when it loads, then an answer's, when a server restarted on the
 // same port serves another net (the bars, the header and the limits are then that net's).
-let net = { model: null, dataset: null, classes: [] };
+let net = { model: null, dataset: null, classes: [], paper: null, preparation: null };
 let limits = { max_upload_bytes: 4 << 20, max_pixels: 4096 * 4096 };  // the server's, from /info
 let drawing = false;
 let pen = null;          // the pointer drawing the stroke
@@ -41,6 +43,20 @@ let netNews = "";        // "the server now serves another net ...": said with t
 const RETRY_FIRST_MS = 1000, RETRY_MOST_MS = 10000;
 let retryDelay = RETRY_FIRST_MS;
 let retryTimer = null;
+
+// A request unanswered this long is given up and sent again like an outage's: a server that takes connections but
+// never answers (stopped with SIGSTOP, stuck) left the page waiting for ever, every later drawing held behind it. A
+// prediction takes well under a second; an upload also gets its length at the least rate the server takes (app.py's
+// DEFAULT_MIN_BODY_RATE, 16 KiB/s), so that a phone's 4 MiB photo on a slow link is not cut off.
+const ANSWER_MS = 15000, LEAST_RATE = 16 * 1024;
+let asking = null;       // the AbortController of the request in flight
+const TIMED_OUT = "timed out", SUPERSEDED = "superseded";
+
+// The opened image (Open an image, a drop, a paste) while it is the canvas's picture (Clear or another image forget
+// it): what is sent for it (the file, or its scaled copy) and how it is shown. `untouched`: the canvas is that image
+// and nothing drawn on it, so the file is sent (a retry, Undo back to it), never the canvas's copy of it.
+let opened = null;       // { sent, name, note, layer }
+let untouched = false;
 
 // Undo: the canvas as it was before each stroke, the latest last; 30 at most (30 x 280 x 280 x 4 bytes: 9 MB).
 const UNDO_DEPTH = 30;
@@ -129,14 +145,24 @@ async function send() {
   dirty = false;
   sends++;
   const mine = generation;
+  const file = opened && untouched ? opened : null;  // the opened image as it is: its file, as 'cnnlab predict' has it
+  imagePending = !!file;
   try {
-    const blob = await new Promise((resolve) => pad.toBlob(resolve, "image/png"));
-    await ask(blob, "canvas.png", mine, () => { dirty = true; send(); });
+    const blob = file ? file.sent : await new Promise((resolve) => pad.toBlob(resolve, "image/png"));
+    await ask(blob, file ? file.name : "canvas.png", mine, () => { dirty = true; send(); }, file ? file.note : "");
   } finally {
     inFlight = false;
     document.body.dataset.inflight = "0";
+    if (file && mine === generation && !retryTimer) imagePending = false;  // answered (a re-send due: still awaited)
     if (dirty) send();   // the drawing went on meanwhile: send the latest (inflight is "1" again at once)
   }
+}
+
+// A new drawing (Clear, Undo, another image, a stroke over an opened image): answers for the one before are dropped,
+// and the request still on its way for it is given up, so that the new one is sent at once (one request in flight).
+function supersede() {
+  generation++;
+  if (asking) asking.abort(SUPERSEDED);
 }
 
 // One re-send pending at most: a new one replaces it, and it fires only for the drawing it was set for.
@@ -156,8 +182,9 @@ function cancelRetry() {
 async function ask(blob, name, mine, again, note = "") {
   const got = await post(blob, name);
   if (mine !== generation) return;
-  if (got.error) { waitForServer(got.error, mine, again); return; }
-  retryDelay = RETRY_FIRST_MS;  // the server answers again
+  const outage = unanswered(got);
+  if (outage) { waitForServer(outage, mine, again); return; }
+  retryDelay = RETRY_FIRST_MS;  // cnnlab answers again
   if (!got.res.ok) { refused(got.res, got.body, mine, again); return; }
   try {
     if (!sameNet(got.body)) netNews = await switchNet(got.body) || netNews;
@@ -169,18 +196,62 @@ async function ask(blob, name, mine, again, note = "") {
   }
 }
 
-// The server's answer as { res, body }, or { error } when none came (not reached, or the connection lost mid-answer).
-// An answer that is not JSON (another program on the port) has an empty body: its status speaks for it.
+// The server's answer as { res, body, foreign }, or { error } when none came (not reached, the connection lost
+// mid-answer, no answer in time: error.timedOut, its seconds). `foreign`: what is wrong with an answer that is not
+// cnnlab's ("" for one that is).
 async function post(blob, name) {
   const form = new FormData();
   form.append("file", blob, name);
+  const patience = ANSWER_MS + 1000 * blob.size / LEAST_RATE;
+  const abort = asking = new AbortController();
+  const timer = setTimeout(() => abort.abort(TIMED_OUT), patience);
   try {
-    const res = await fetch("/predict", { method: "POST", body: form });
-    const body = await res.json().catch((err) => { if (err.name === "SyntaxError") return {}; throw err; });
-    return { res, body };
+    const res = await fetch("/predict", { method: "POST", body: form, signal: abort.signal });
+    return { res, ...parsed(await res.text(), res) };  // the time limit covers the body too
   } catch (err) {
-    return { error: err };
+    return { error: abort.signal.reason === TIMED_OUT ? { timedOut: Math.round(patience / 1000) } : err };
+  } finally {
+    clearTimeout(timer);
+    if (asking === abort) asking = null;
   }
+}
+
+// An answer's JSON, and what is wrong with it when it is not cnnlab's (another program on the port, a proxy's error
+// page: HTML, an empty body): cnnlab answers with probabilities and classes, or refuses with {"error": "..."}.
+// Such an answer threw "Cannot read properties of undefined (reading 'length')", and the drawing was never sent again.
+function parsed(text, res) {
+  let body;
+  try { body = JSON.parse(text); } catch (err) {
+    const type = (res.headers.get("Content-Type") || "no Content-Type").split(";")[0];
+    return { body: {}, foreign: text.trim() ? "not JSON but " + type : "an empty body" };
+  }
+  if (body === null || typeof body !== "object") return { body: {}, foreign: "JSON that is no object" };
+  const ours = res.ok ? Array.isArray(body.probabilities) && Array.isArray(body.classes)
+    : typeof body.error === "string";
+  return { body, foreign: ours ? "" : res.ok ? "JSON without probabilities and classes" : "JSON without an error" };
+}
+
+// Why no answer of cnnlab's came, for the drawing to be sent again later (waitForServer), or "" when one did: no
+// connection, none in time, a failed server's or a gateway's error (500, 502, 504; a 503 but cnnlab's own, which
+// says when to retry: refused), or an answer that is not cnnlab's.
+function unanswered(got) {
+  if (got.error && got.error.timedOut) {
+    return "the cnnlab server is not answering: nothing came back in " + got.error.timedOut + " s (is it stopped, "
+      + "or stuck?)";
+  }
+  if (got.error) {
+    return "cannot reach the cnnlab server: is 'cnnlab serve' still running? (" + (got.error.message || got.error)
+      + ")";
+  }
+  const { res, body, foreign } = got;
+  if (res.status === 503 && res.headers.get("Retry-After") && !foreign) return "";
+  if ([500, 502, 503, 504].includes(res.status)) {
+    return "error " + res.status + " from the server on this port" + (body.error ? " (" + body.error + ")" : "");
+  }
+  if (foreign) {
+    return "the server on this port did not answer as cnnlab does (status " + res.status + ", " + foreign + ")";
+  }
+  return "";
 }
 
 function refused(res, body, mine, again) {
@@ -191,14 +262,13 @@ function refused(res, body, mine, again) {
   }
 }
 
-// The server out of reach: the same drawing is sent again, later each time, while it stays the canvas's drawing,
-// so that a server started again answers it without a new stroke.
-function waitForServer(err, mine, again) {
+// No answer of cnnlab's (`why`, unanswered's): the same drawing is sent again, later each time, while it stays the
+// canvas's drawing, so that a server started again (or freed, or back behind its proxy) answers it, no new stroke.
+function waitForServer(why, mine, again) {
   clearResults();
   const wait = retryDelay;
   retryDelay = Math.min(2 * retryDelay, RETRY_MOST_MS);
-  statusEl.textContent = "cannot reach the cnnlab server: is 'cnnlab serve' still running? (" + (err.message || err)
-    + "). Waiting for it: trying again in " + wait / 1000 + " s";
+  statusEl.textContent = why + ". Waiting for it: trying again in " + wait / 1000 + " s";
   retryLater(wait, mine, again);
 }
 
@@ -206,26 +276,37 @@ function sameList(a, b) {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
+// What names a net, beside its classes, in /info and in each answer. The paper too: two folder runs of one model,
+// dataset name and classes, one trained on dark paper and one on light, need the other canvas.
+const NET_KEYS = ["model", "dataset", "paper", "preparation"];
+
 // Whether an answer comes from the net the page shows: a server restarted on the same port with another net
 // answers for classes the bars were not built for (a Fashion-MNIST answer under the digits' bars, 12 classes
-// against 10 bars). An answer that names no model or dataset is compared by its classes.
+// against 10 bars). What an answer does not name is not compared.
 function sameNet(body) {
-  return sameList(body.classes, net.classes) && (body.model === undefined || body.model === net.model)
-    && (body.dataset === undefined || body.dataset === net.dataset);
+  return sameList(body.classes, net.classes) && NET_KEYS.every((k) => body[k] === undefined || body[k] === net[k]);
 }
 
 // Another net answers: its classes become the bars; the header is /info's when /info names the same net (it also
 // brings the limits), else the answer's own. Returns the line saying so.
 async function switchNet(body) {
   let info = null;
-  try { info = await (await fetch("/info")).json(); } catch (err) { /* the answer names the net */ }
-  const agrees = info && info.model === body.model && info.dataset === body.dataset
-    && Array.isArray(info.classes) && sameList(info.classes, body.classes);
+  try { info = await readInfo(); } catch (err) { /* the answer names the net */ }
+  const agrees = info && Array.isArray(info.classes) && sameList(info.classes, body.classes)
+    && NET_KEYS.every((k) => body[k] === undefined || info[k] === body[k]);
   const known = net.model !== null;  // null: /info was not read at load, so nothing changed that the page knew of
-  const now = agrees ? info
-    : { model: body.model, dataset: body.dataset, classes: body.classes, inception: !!body.branches };
+  const now = agrees ? info : { model: body.model, dataset: body.dataset, paper: body.paper,
+                                preparation: body.preparation, classes: body.classes, inception: !!body.branches };
+  const paperNews = now.paper !== net.paper && now.preparation === "as is"
+    ? ", its training images on " + now.paper + " paper" : "";
   showNet(now);
-  return known ? "the server now serves another net: " + describe(now) + ", " + now.classes.length + " classes" : "";
+  return known ? "the server now serves another net: " + describe(now) + ", " + now.classes.length + " classes"
+    + paperNews : "";
+}
+
+// /info, within the answer's time limit (a server that never answers must not hold the page).
+async function readInfo() {
+  return (await fetch("/info", { signal: AbortSignal.timeout(ANSWER_MS) })).json();
 }
 
 function describe(info) {
@@ -235,7 +316,8 @@ function describe(info) {
 
 // The header, the bars and the limits for the net `info` names (/info's fields).
 function showNet(info) {
-  net = { model: info.model, dataset: info.dataset, classes: info.classes };
+  net = { model: info.model, dataset: info.dataset, classes: info.classes, paper: info.paper,
+          preparation: info.preparation };
   limits = { max_upload_bytes: info.max_upload_bytes || limits.max_upload_bytes,
              max_pixels: info.max_pixels || limits.max_pixels };
   const digits = net.classes.join("") === "0123456789";
@@ -252,14 +334,19 @@ function showNet(info) {
 // on dark paper, so that what is drawn is what it was trained on (a white canvas's black 7 read "0" on an MNIST-as-PNG
 // net), and the canvas saved reads the same through 'cnnlab predict'; white for every other (the digits' and clothes'
 // steps find the ink either way). What is drawn keeps its ink: the canvas and Undo's snapshots turn to the new colours.
+// An opened image is not the page's drawing: never inverted (a black-on-white photo opened while the server was down
+// was turned white on black by a dark-paper net's answer, and that copy sent: "3" where the file reads "0" with a note
+// to invert it). Untouched, it is shown again on the new paper (its file is what is sent, and answered); with strokes
+// on it, the canvas stays as it is.
 function setPaper(dark) {
   if (dark === darkPaper) return;
   darkPaper = dark;
   pad.classList.toggle("dark-paper", dark);
+  ctx.strokeStyle = dark ? "#fff" : "#000";
+  if (opened) { if (untouched) showOpened(); return; }
   const now = ctx.getImageData(0, 0, pad.width, pad.height);
   [now, ...history.map((h) => h.image)].forEach(invertImage);
   ctx.putImageData(now, 0, 0);
-  ctx.strokeStyle = dark ? "#fff" : "#000";
   if (inked) drawingChanged();  // the drawing in the new colours is sent; an answer for the old is dropped
 }
 
@@ -299,12 +386,14 @@ function showAnswer(body, note = "") {
 // An image file (chosen with the keyboard or the mouse, dropped on the canvas or pasted): the file itself is
 // sent, as 'cnnlab predict FILE' reads it, and shown on the canvas, where strokes drawn on it are sent as a drawing
 // (the image's own answer, if it comes later, is then dropped: it is no longer what the canvas shows).
-let imagePending = false;  // an opened image's answer is awaited
+let imagePending = false;  // an opened image's answer is awaited (in flight, or a re-send due)
 async function openImage(file) {
   if (!file) return;
-  const mine = ++generation;  // a drawing's (or an earlier image's) late answer must not land on this image
+  supersede();  // a drawing's (or an earlier image's) late answer must not land on this image
+  const mine = generation;
   cancelRetry();
-  inked = dirty = false;
+  inked = dirty = untouched = false;
+  opened = null;
   forgetStrokes();
   resetCanvas();
   clearResults();
@@ -312,20 +401,53 @@ async function openImage(file) {
   try { bitmap = await createImageBitmap(file); } catch (err) {
     // a format the browser cannot show (TIFF...): the server still reads it, or says what is wrong
   }
-  if (mine !== generation) { if (bitmap) bitmap.close(); return; }  // Clear, or another image, came meanwhile
-  if (bitmap) {
-    const scale = Math.min(pad.width / bitmap.width, pad.height / bitmap.height);
-    const w = bitmap.width * scale, h = bitmap.height * scale;
-    ctx.drawImage(bitmap, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
-  }
-  inked = true;
-  imagePending = true;
-  document.body.dataset.inflight = "1";
   const [sent, note] = await fitted(file, bitmap);
+  const layer = bitmap ? layerOf(bitmap) : null;
   if (bitmap) bitmap.close();
-  if (mine === generation) await ask(sent, file.name || "image", mine, () => openImage(file), note);
-  if (mine === generation) imagePending = false;
-  document.body.dataset.inflight = inFlight ? "1" : "0";
+  if (mine !== generation) return;  // Clear, or another image, came meanwhile
+  opened = { sent, name: file.name || "image", note, layer };
+  showOpened();
+  inked = dirty = untouched = true;
+  send();
+}
+
+// The image scaled into the canvas and centred, on a clear canvas of its own: kept while it is open, to show it
+// again (Undo back to it, the other paper). `opacityInk`: its opacity varies (strokes on a clear background), as
+// cnnlab's preprocessing.alpha_is_ink tells (some of it under 0.99 opaque, 0.25 between least and most), where
+// the digits' steps read that opacity as the ink, whatever its colour.
+function layerOf(bitmap) {
+  const canvas = document.createElement("canvas");
+  canvas.width = pad.width;
+  canvas.height = pad.height;
+  const g = canvas.getContext("2d", { willReadFrequently: true });
+  const scale = Math.min(pad.width / bitmap.width, pad.height / bitmap.height);
+  const w = Math.max(1, Math.round(bitmap.width * scale)), h = Math.max(1, Math.round(bitmap.height * scale));
+  const x = Math.floor((pad.width - w) / 2), y = Math.floor((pad.height - h) / 2);
+  g.drawImage(bitmap, x, y, w, h);
+  const d = g.getImageData(x, y, w, h).data;
+  let least = 255, most = 0;
+  for (let i = 3; i < d.length; i += 4) { least = Math.min(least, d[i]); most = Math.max(most, d[i]); }
+  return { canvas, opacityInk: least < 0.99 * 255 && most - least >= 0.25 * 255 };
+}
+
+// The opened image on the canvas's paper, as it is; one whose opacity is its ink shows that opacity in the pen's
+// colour (white strokes on a clear background vanished on the white canvas, and the canvas sent after Undo back to
+// it had "no ink"). A transparent image is drawn over the paper, never the paper over it.
+function showOpened() {
+  resetCanvas();
+  if (!opened.layer) return;
+  let picture = opened.layer.canvas;
+  if (opened.layer.opacityInk) {
+    picture = document.createElement("canvas");
+    picture.width = pad.width;
+    picture.height = pad.height;
+    const g = picture.getContext("2d");
+    g.drawImage(opened.layer.canvas, 0, 0);
+    g.globalCompositeOperation = "source-in";  // the pen's colour, as opaque as the image is at each pixel
+    g.fillStyle = ctx.strokeStyle;
+    g.fillRect(0, 0, pad.width, pad.height);
+  }
+  ctx.drawImage(picture, 0, 0);
 }
 
 // The file as it is, or, when it is over the server's limits (a phone's photo of 5 MB against the 4 MiB upload
@@ -368,6 +490,9 @@ pad.addEventListener("pointerdown", (ev) => {
 });
 pad.addEventListener("pointermove", (ev) => {
   if (!drawing || ev.pointerId !== pen) return;
+  // the primary button let go while another is held (a chord) brings no pointerup: the stroke ends there (it went on
+  // drawing wherever the right button was dragged)
+  if (penType === "mouse" && (ev.buttons & 1) === 0) { endStroke(ev); return; }
   ev.preventDefault();
   const [x, y] = point(ev);
   ctx.lineTo(x, y);
@@ -387,9 +512,10 @@ pad.addEventListener("pointercancel", endStroke);
 function startStroke(ev) {
   // `settled`: the answer shown is the drawing's, none awaited by a re-send due or an opened image
   strokeStart = { dirty, sends, settled: !retryTimer && !imagePending };
-  if (imagePending) { generation++; imagePending = false; }  // an opened image's answer: no longer the canvas's
+  if (imagePending) { supersede(); imagePending = false; }  // an opened image's answer: no longer the canvas's
   cancelRetry();  // this stroke is sent as it is drawn: a re-send of the drawing before it is superseded
   remember();
+  untouched = false;  // strokes on an opened image: the canvas is sent from now on
   pad.setPointerCapture(ev.pointerId);
   drawing = true;
   pen = ev.pointerId;
@@ -413,15 +539,18 @@ function takeBackStroke() {
   dirty = strokeStart.dirty;
 }
 
-// The snapshots for Undo: ImageData copies of the canvas, with whether it held ink.
+// The snapshots for Undo: ImageData copies of the canvas, with whether it held ink and whether it was the opened
+// image untouched (shown again from the image, on today's paper, and its file sent: the canvas's copy of a
+// transparent image was "no ink found").
 function remember() {
-  history.push({ image: ctx.getImageData(0, 0, pad.width, pad.height), inked });
+  history.push({ image: ctx.getImageData(0, 0, pad.width, pad.height), inked, untouched });
   if (history.length > UNDO_DEPTH) history.shift();
   showUndo();
 }
 
 function restore(snapshot) {
-  ctx.putImageData(snapshot.image, 0, 0);
+  untouched = snapshot.untouched && opened !== null;
+  if (untouched) showOpened(); else ctx.putImageData(snapshot.image, 0, 0);
   inked = snapshot.inked;
 }
 
@@ -440,7 +569,7 @@ function showUndo() {
 // The canvas went back to an earlier drawing (Undo, a stroke taken back): an answer on its way is for another
 // drawing and is dropped, as after Clear; the drawing is sent, or the results cleared when nothing is left.
 function drawingChanged() {
-  generation++;
+  supersede();
   imagePending = false;
   cancelRetry();
   if (!inked) { dirty = false; clearResults(); return; }
@@ -474,10 +603,11 @@ document.addEventListener("paste", (ev) => {
 });
 
 document.getElementById("clear").addEventListener("click", () => {
-  generation++;
+  supersede();
   cancelRetry();
   imagePending = false;
-  inked = dirty = false;
+  inked = dirty = untouched = false;
+  opened = null;
   forgetStrokes();
   resetCanvas();
   clearResults();
@@ -486,7 +616,7 @@ document.getElementById("clear").addEventListener("click", () => {
 async function init() {
   resetCanvas();
   try {
-    showNet(await (await fetch("/info")).json());
+    showNet(await readInfo());
   } catch (err) {
     // the digits' bars until an answer names the net (it differs from this unnamed one: /info is read again then)
     showNet({ model: null, dataset: null, classes: ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"] });
