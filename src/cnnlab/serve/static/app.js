@@ -355,9 +355,15 @@ function invertImage(image) {
   for (let i = 0; i < d.length; i += 4) { d[i] = 255 - d[i]; d[i + 1] = 255 - d[i + 1]; d[i + 2] = 255 - d[i + 2]; }
 }
 
+// The news of another net stays up for a while: the answers that follow while the user draws on (one every stroke)
+// would otherwise wipe it within a second.
+const NEWS_MS = 8000;
+let news = { text: "", until: 0 };
+
 function showAnswer(body, note = "") {
-  statusEl.textContent = netNews;
+  if (netNews) news = { text: netNews, until: Date.now() + NEWS_MS };
   netNews = "";
+  statusEl.textContent = Date.now() < news.until ? news.text : "";
   showProbabilities(body.probabilities);
   const top = body.top[0];
   predictionEl.textContent = body.prediction;
@@ -603,6 +609,7 @@ document.addEventListener("paste", (ev) => {
 });
 
 document.getElementById("clear").addEventListener("click", () => {
+  news = { text: "", until: 0 };  // said: a new drawing starts without it
   supersede();
   cancelRetry();
   imagePending = false;
