@@ -141,6 +141,17 @@ def _shows(page, pcts: list[str]) -> None:
                            f"=== {json.dumps(json.dumps(pcts, separators=(',', ':')))}")
 
 
+def _answered_then_stopped(browser, app):
+    """A tab on a server of ``app`` on a free port, a "7" drawn and answered, then the server stopped: (page, port),
+    for a server started again on that port under the open tab."""
+    first = Server(app)
+    with first:
+        page = _open(browser, first.url)
+        _draw(page, SEVEN)
+        _answered(page, 0)
+    return page, first.port
+
+
 def _status(page) -> str:
     return page.inner_text("#status")
 
@@ -159,13 +170,8 @@ def test_the_predict_answer_names_the_net_as_info_does(server):
 def test_a_server_restarted_with_another_net_under_an_open_tab_relabels_the_page(browser, apps):
     """The tester's restart: the same port, another net (Fashion-MNIST, then 12 classes), the tab left open. The
     drawing sent while the server was down is answered once it is back, under the new net's bars and header."""
-    first = Server(apps["digits"])
-    port = first.port
-    with first:
-        page = _open(browser, first.url)
-        _draw(page, SEVEN)
-        _answered(page, 0)
-        assert page.locator("#bars .fill").count() == 10 and "trained on mnist" in page.inner_text("#model")
+    page, port = _answered_then_stopped(browser, apps["digits"])
+    assert page.locator("#bars .fill").count() == 10 and "trained on mnist" in page.inner_text("#model")
     try:
         before = _updates(page)
         page.click("#clear")
@@ -486,13 +492,8 @@ def test_a_net_of_the_other_paper_under_an_open_tab_turns_the_drawings_colours(b
     """The server restarted with a dark-paper folder net under a tab drawn on for the digits net: the drawing (and
     Undo's snapshots) turn white on black, its ink kept, and are sent so; the answer for the old colours is dropped,
     and the line that another net is served stands beside the new one."""
-    first = Server(apps["digits"])
-    port = first.port
-    with first:
-        page = _open(browser, first.url)
-        _draw(page, SEVEN)
-        _answered(page, 0)
-        assert _pixel(page, 5, 5) == [255, 255, 255] and _pixel(page, 150, 60) == [0, 0, 0]
+    page, port = _answered_then_stopped(browser, apps["digits"])
+    assert _pixel(page, 5, 5) == [255, 255, 255] and _pixel(page, 150, 60) == [0, 0, 0]
     try:
         _draw(page, BAR)  # the server is down: sent again once it is back
         page.wait_for_function("document.getElementById('status').textContent.includes('cannot reach')")
@@ -618,12 +619,7 @@ def test_a_server_that_takes_connections_but_never_answers_is_given_up_and_asked
     Undo, new strokes and Clear sent nothing (the request in flight, without a time limit, held them all). The request
     is given up after 15 s (its upload's time on top), the status says the server is not answering, and it is sent
     again like an outage's; a new drawing (Clear) gives up the request for the old one at once."""
-    first = Server(apps["digits"])
-    port = first.port
-    with first:
-        page = _open(browser, first.url)
-        _draw(page, SEVEN)
-        _answered(page, 0)
+    page, port = _answered_then_stopped(browser, apps["digits"])
     sent = _requests(page)
     try:
         with _Hung(port):
@@ -655,13 +651,8 @@ def test_a_net_of_the_same_names_on_the_other_paper_turns_the_canvas(browser, fo
     turn on one port: the page compared the model, dataset and classes only, kept the white-on-black canvas, and the
     light-paper net read it with the note to invert it. The answer carries the net's paper (and preparation), and the
     page turns black on white."""
-    first = Server(_app(folder_nets["dark"]))
-    port = first.port
-    with first:
-        page = _open(browser, first.url)
-        _draw(page, SEVEN)
-        _answered(page, 0)
-        assert _pixel(page, 5, 5) == [0, 0, 0] and _pixel(page, 150, 60) == [255, 255, 255]
+    page, port = _answered_then_stopped(browser, _app(folder_nets["dark"]))
+    assert _pixel(page, 5, 5) == [0, 0, 0] and _pixel(page, 150, 60) == [255, 255, 255]
     try:
         with Server(_app(folder_nets["twin"]), port=port) as srv:
             before = _updates(page)
