@@ -30,8 +30,8 @@ from cnnlab.fileio import atomic_write_text, is_file, kind_of
 from cnnlab.models import build_model, count_parameters, list_models
 from cnnlab.output import complain
 from cnnlab.plots import plot_comparison
-from cnnlab.runs import (STATUS_FILE, RunLock, check_output_folder, load_run_json, read_metrics, run_config,
-                         run_problem, write_metrics)
+from cnnlab.runs import (STATUS_FILE, RunLock, check_output_folder, load_run_json, read_metrics, read_run_json,
+                         run_config, run_problem, write_metrics)
 from cnnlab.text import plural
 from cnnlab.tta import parse_tta
 
@@ -125,18 +125,6 @@ def _left_as_it_is():
     except DataUnreadable as err:
         raise DataUnreadable(f"{err} (compare stopped: nothing of that run was rewritten)", err.path,
                              err.cause) from None
-
-
-def _run_json(path: Path) -> dict | None:
-    """A run's JSON file as a mapping; None when it is missing, damaged or not a mapping (its own checks say so);
-    one that cannot be read now raises (:class:`~cnnlab.errors.DataUnreadable`)."""
-    try:
-        data = load_run_json(path)
-    except DataUnreadable:
-        raise
-    except CnnlabError:
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _mean_std(values: list[float | None]) -> tuple[float, float] | None:
@@ -260,7 +248,8 @@ def _taught(cfg: TrainConfig, teachers: str | Path | None, teacher: TrainConfig)
 def _refuse_other_data(run_dir: Path, data) -> None:
     """A run folder of this compare trained on another version of the dataset (an image folder that changed
     since): reused, its old figures would stand in the new table as if measured on today's data."""
-    saved = (_run_json(run_dir / "config.json") or {}).get("data")  # none yet, or damaged: its own checks
+    # none yet, or damaged: its own checks; one that cannot be read now raises (never taken for none)
+    saved = (read_run_json(run_dir / "config.json", unreadable_raises=True) or {}).get("data")
     changed = data.changed_since(saved) if isinstance(saved, dict) else []
     if changed:
         sizes = f" ({saved.get('train_size')} train / {saved.get('test_size')} test images then, " \
@@ -386,7 +375,7 @@ def _run_result(run_dir: Path, cfg: TrainConfig, how: str, log) -> dict:
 def _trained_threads(run_dir: Path) -> int | None:
     """The CPU threads the run trained with: what it recorded it ran at (config.json's ``cpu_threads``, the last
     part's), else its ``threads`` setting (0: torch's default, of the process that trained it); None if unknown."""
-    ran = (_run_json(run_dir / "config.json") or {}).get("cpu_threads")
+    ran = (read_run_json(run_dir / "config.json", unreadable_raises=True) or {}).get("cpu_threads")
     if isinstance(ran, list) and ran and valid_threads(ran[-1]):
         return ran[-1]
     try:

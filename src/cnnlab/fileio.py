@@ -194,7 +194,6 @@ def path_error(err: OSError) -> CnnlabError | None:
     return None
 
 
-
 #: The errors of a ``stat`` that pathlib's ``is_file()``, ``is_dir()`` and ``exists()`` take for "nothing there";
 #: Python 3.11's raise every other (an input/output error, memory short: a traceback where they stood in a test).
 STAT_ABSENT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP})

@@ -29,7 +29,8 @@ except ImportError:  # pragma: no cover - Windows has no flock: runs there are n
 from cnnlab.config import EPOCHS_LIMIT, typed_values
 from cnnlab.data.safefs import open_regular, read_bounded
 from cnnlab.dataset_names import DIRECTORY_KINDS, canonical_dataset_name, dataset_kind, directory_of
-from cnnlab.errors import CnnlabError, RunBusy, RunError, WriteError, did_you_mean, first_line, shell_quoted, short_repr
+from cnnlab.errors import (CnnlabError, DataUnreadable, RunBusy, RunError, WriteError, did_you_mean, first_line,
+                           shell_quoted, short_repr)
 from cnnlab.fileio import (RUN_FILE_LIMIT, as_path, atomic_write_text, exists, is_dir, is_file, lexists, make_dirs,
                            mode_kind, open_if_regular, reason, remove_stale_temp_files_in, sha256_of, sidecar_hashes,
                            usual_fix, write_error)
@@ -752,11 +753,17 @@ def load_run_json(path: Path, fix: str = _DAMAGED, missing: object = None) -> ob
         raise RunError(f"{path}: not valid JSON (nested too deeply); {fix}") from None
 
 
-def read_run_json(path: Path) -> dict | None:
+def read_run_json(path: Path, unreadable_raises: bool = False) -> dict | None:
     """A run's JSON file as a mapping, read without blocking; None when it is missing, unreadable, damaged or
-    not a mapping: ``cnnlab runs`` lists such a run with what it can still tell."""
+    not a mapping: ``cnnlab runs`` lists such a run with what it can still tell. ``unreadable_raises``: a file that is
+    there but cannot be read now (:class:`~cnnlab.errors.DataUnreadable`, an input/output error: it may be whole)
+    raises instead of counting as none (compare must not resume or rewrite a run for it)."""
     try:
         data = load_run_json(path)
+    except DataUnreadable:
+        if unreadable_raises:
+            raise
+        return None
     except CnnlabError:
         return None
     return data if isinstance(data, dict) else None
