@@ -151,12 +151,13 @@ def test_entry_points(entry):
 
 
 def test_the_program_exits_without_the_interpreters_teardown_and_keeps_the_exit_code(tmp_path):
-    """``cnnlab`` and ``python -m cnnlab`` run :func:`console`: main's exit code, then ``os._exit`` after what the
-    interpreter's exit does that matters: threads joined, ``atexit`` handlers run, stdout flushed."""
+    """``cnnlab`` and ``python -m cnnlab`` run :func:`console` (through ``cnnlab.__main__``): main's exit code, then
+    ``os._exit`` after what the interpreter's exit does that matters: threads joined, ``atexit`` handlers run,
+    stdout flushed."""
     import tomllib
 
     scripts = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts == {"cnnlab": "cnnlab.cli:console"}
+    assert scripts == {"cnnlab": "cnnlab.__main__:main"}  # main() runs console(), under the import guard
     probe = ("import atexit, sys, threading, time; from cnnlab.cli import console; sys.argv = ['cnnlab', *sys.argv[1:]]; "
              "atexit.register(lambda: print('handler ran', flush=True)); "
              "threading.Thread(target=lambda: (time.sleep(0.3), print('thread done'))).start(); "
