@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -165,3 +166,52 @@ def test_a_teacher_whose_run_has_not_finished_is_warned_about(tiny_idx, tmp_path
                                  f"(step 3), and it teaches what it knew then; finish it first (cnnlab train --resume "
                                  f"{stopped}) for a better teacher"]
     assert warnings(teacher_run) == warnings(teacher_run / "best.pt") == []  # a finished run, either checkpoint
+
+
+def test_a_teacher_whose_run_diverged_is_refused_and_its_best_pt_is_not_advised_a_resume(tiny_idx, tmp_path, capsys):
+    """Found by probing (wflW): a run that diverged at step 4 (its last.pt at 9%) was taken as --teacher with
+    "its run stopped ...; finish it first (cnnlab train --resume RUN)", a resume that diverges again at that step."""
+    from cnnlab.errors import Diverged
+    from cnnlab.runs import write_status
+
+    bad = tmp_path / "bad"
+    with pytest.raises(Diverged):
+        train(cfg(tiny_idx, lr=1.0, momentum=0.9, save_every=2), out=bad, **QUIET)
+    base = ["train", "--model", "basic_cnn", "--dataset", f"idx:{tiny_idx}", "--device", "cpu", "--epochs", "1",
+            "--batch-size", "32", "--quiet", "--out", str(tmp_path / "s")]
+    for given in (bad, bad / "last.pt"):
+        assert main([*base, "--teacher", str(given)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"cnnlab: error: --teacher {given}: that run failed, training diverged: the loss ") and \
+            err.count("\n") == 1, err
+        assert "(a resume of it diverges again); give a finished run (e.g. this one trained again with a lower --lr)" in err
+        assert "finish it first" not in err and not (tmp_path / "s").exists()
+    # diverged in its second epoch, after its last save: its best.pt (the first epoch's) teaches, with a warning
+    later = train(cfg(tiny_idx, max_steps=10), out=tmp_path / "later", **QUIET).run_dir
+    write_status(later, "failed", "training diverged: the loss became NaN or infinite at step 12 (epoch 2, batch 4); "
+                                  f"the learning rate (0.05) is the likely cause: ...; the last finite checkpoint is kept: {later}/last.pt")
+    with pytest.raises(CnnlabError, match=r"that run failed, training diverged: the loss became NaN or infinite at step 12 "
+                                          r"\(epoch 2, batch 4\) \(its status.json\), .*; give its best.pt, the weights of its "
+                                          rf"best epoch before that \(--teacher {re.escape(str(later / 'best.pt'))}\), or a finished run"):
+        train(cfg(tiny_idx, epochs=1, max_steps=1, teacher=str(later)), write=False, **QUIET)
+    lines: list[str] = []
+    train(cfg(tiny_idx, epochs=1, max_steps=1, teacher=str(later / "best.pt")), write=False, quiet=True, log=lines.append)
+    assert [line for line in lines if line.startswith("warning: --teacher")] == [
+        f"warning: --teacher {later / 'best.pt'}: its run stopped after 1 of 2 epochs (step 8), and it teaches what it "
+        "knew then; that run diverged later (its status.json): train it again with a lower --lr for a better teacher"]
+
+
+def test_compare_refuses_teachers_whose_run_diverged_without_advising_to_make_them_again(tiny_idx, tmp_path):
+    """Found by probing (wflW): `compare --teachers DIR` whose teacher run there diverged said "make the teachers
+    first: the same compare", which resumes that run into the same divergence."""
+    from cnnlab.compare import compare
+    from cnnlab.errors import Diverged
+
+    base = cfg(tiny_idx, epochs=1, lr=1.0, momentum=0.9, save_every=2)
+    with pytest.raises(Diverged):
+        compare(["basic_cnn"], 1, base, tmp_path / "cmp", log=lambda m: None)
+    with pytest.raises(CnnlabError, match=r"--teachers .*cmp: its basic_cnn seed 0 run of these settings \(basic_cnn-seed0-"
+                                          r"\w+\) failed, training diverged: .* so it cannot teach, and making it again "
+                                          r"diverges again; compare with settings that train \(e.g. a lower --lr\)"):
+        compare(["basic_cnn"], 1, base, tmp_path / "cmp-distilled", log=lambda m: None, teachers=tmp_path / "cmp")
+    assert not (tmp_path / "cmp-distilled").exists()

@@ -26,12 +26,12 @@ from cnnlab.engine import train
 from cnnlab.errors import (CnnlabError, DataUnreadable, Interrupted, RunError, did_you_mean, printable, shell_quoted,
                            short_repr)
 from cnnlab.evaluation import evaluate_run
-from cnnlab.fileio import atomic_write_text, is_file, kind_of
+from cnnlab.fileio import atomic_write_text, is_dir, is_file, kind_of
 from cnnlab.models import build_model, count_parameters, list_models
 from cnnlab.output import complain
 from cnnlab.plots import plot_comparison
-from cnnlab.runs import (STATUS_FILE, RunLock, check_output_folder, load_run_json, read_metrics, read_run_json,
-                         run_config, run_problem, write_metrics)
+from cnnlab.runs import (STATUS_FILE, RunLock, check_output_folder, diverged, load_run_json, read_metrics,
+                         read_run_json, run_config, run_problem, write_metrics)
 from cnnlab.text import plural
 from cnnlab.tta import parse_tta
 
@@ -239,6 +239,10 @@ def _taught(cfg: TrainConfig, teachers: str | Path | None, teacher: TrainConfig)
         return cfg
     taught_by = run_folder(Path(teachers), teacher)
     if not finished_run(taught_by, teacher):
+        if is_dir(taught_by, if_unknown=False) and (why := diverged(taught_by)) is not None:  # made again, it diverges again
+            raise RunError(f"--teachers {shell_quoted(str(teachers))}: its {teacher.model} seed {teacher.seed} run of these "
+                           f"settings ({taught_by.name}) failed, {why} (its status.json), so it cannot teach, and "
+                           "making it again diverges again; compare with settings that train (e.g. a lower --lr)")
         raise CnnlabError(f"--teachers {teachers}: no finished {teacher.model} seed {teacher.seed} run of these settings "
                           f"there ({taught_by.name}); make the teachers first: the same compare without --teachers, "
                           f"with --out {shell_quoted(str(teachers))} (or --teachers auto)")

@@ -7,7 +7,8 @@ run evaluates and exports (the weights' moving average when the run kept one), i
 
 Checked when the run starts, each refusal one line: the teacher's checkpoint loads (cnnlab's checks), it was
 trained on the same dataset, as it is now (an image folder may have changed since), and fits its shape, it is
-not training now, it is not the run itself, and, for a
+not training now, it is not the run itself, it is not the last.pt of a run whose training diverged (its best.pt
+is taken), and, for a
 run with ``--val-split``, it held out the same validation images (the same fraction and seed): a teacher that
 trained on them would carry them into the student's validation figures. A run records the teacher checkpoint's
 absolute path in config.json, keeps a copy of it as ``teacher.pt`` in the run folder (so that a resume does not
@@ -30,7 +31,7 @@ from cnnlab.data import Dataset
 from cnnlab.errors import CheckpointError, CnnlabError, RunError, shell_quoted
 from cnnlab.evaluation import check_fits
 from cnnlab.fileio import atomic_write_bytes, is_file, read_json, sha256_file
-from cnnlab.runs import holder, is_run_dir, is_running, run_status
+from cnnlab.runs import diverged, holder, is_run_dir, is_running, run_status
 
 
 @dataclass
@@ -93,16 +94,19 @@ def load_teacher(cfg: TrainConfig, data: Dataset, run_dir: Path | None, resume_f
 def unfinished_note(ckpt: dict, path: Path) -> str | None:
     """A warning for a teacher whose run has not finished (stopped by --max-steps, Ctrl+C or a kill): it teaches
     what it knew then (a run of 20 steps taught at 8% accuracy without a word). None for a finished run's
-    checkpoints (``best.pt`` included), and for one that reached its --target-accuracy."""
+    checkpoints (``best.pt`` included), and for one that reached its --target-accuracy. The best.pt of a run that
+    diverged (its last.pt is refused) is warned of without the advice to resume it, which would diverge again."""
     state, epochs = ckpt.get("train_state") or {}, (ckpt.get("config") or {}).get("epochs")
     if is_run_dir(path.parent) and run_status(path.parent)[0] == "finished":
         return None
     done = state.get("epoch", 0) if isinstance(state.get("epoch", 0), int) else 0
     if state.get("target") or not isinstance(epochs, int) or done >= epochs:
         return None
-    return (f"warning: --teacher {path}: its run stopped after {done} of {epochs} epochs (step "
-            f"{state.get('step', '?')}), and it teaches what it knew then; finish it first (cnnlab train --resume "
-            f"{shell_quoted(str(path.parent))}) for a better teacher")
+    said = (f"warning: --teacher {path}: its run stopped after {done} of {epochs} epochs (step "
+            f"{state.get('step', '?')}), and it teaches what it knew then")
+    if is_run_dir(path.parent) and diverged(path.parent):  # its best.pt: a resume would diverge again
+        return f"{said}; that run diverged later (its status.json): train it again with a lower --lr for a better teacher"
+    return f"{said}; finish it first (cnnlab train --resume {shell_quoted(str(path.parent))}) for a better teacher"
 
 
 def _teacher_path(cfg: TrainConfig, run_dir: Path | None) -> Path:
@@ -123,8 +127,24 @@ def _teacher_path(cfg: TrainConfig, run_dir: Path | None) -> Path:
     if is_running(path.parent):
         raise RunError(f"--teacher {cfg.teacher}: that run is still training ({holder(path.parent)} holds it); "
                        "wait for it to finish, or give a finished run")
+    _refuse_diverged(cfg.teacher, path)
     cfg.teacher = str(path)
     return path
+
+
+def _refuse_diverged(given: str, path: Path) -> None:
+    """The last.pt of a run whose training diverged (its status.json): the weights it had when the loss was seen to
+    explode, or just before (a run diverged at step 4 taught at 9% with a "finish it first" that diverged again).
+    Its best.pt, an evaluated epoch's weights, saved before the divergence (every save checks the loss first),
+    teaches, with the warning of an unfinished run (:func:`unfinished_note`)."""
+    if path.name != "last.pt" or not is_run_dir(path.parent) or (why := diverged(path.parent)) is None:
+        return
+    best = path.parent / "best.pt"
+    instead = (f"give its best.pt, the weights of its best epoch before that (--teacher {shell_quoted(str(best))}), or "
+               if is_file(best) else "give ")
+    raise RunError(f"--teacher {given}: that run failed, {why} (its status.json), and its last.pt holds the weights it "
+                   f"diverged with (a resume of it diverges again); {instead}a finished run (e.g. this one trained "
+                   "again with a lower --lr)")
 
 
 def _check_same_images(cfg: TrainConfig, taught: dict, path: Path) -> None:

@@ -135,6 +135,11 @@ class Diverged(CnnlabError):
     """Training stopped because the loss became NaN or infinite; the last finite checkpoint is kept."""
 
 
+#: How a :class:`Diverged` line begins, and so the detail of a run's status.json when its training diverged (a
+#: ``--teacher`` of that run is refused by it: ``runs.diverged``).
+DIVERGED = "training diverged"
+
+
 class Interrupted(CnnlabError):
     """Training stopped by SIGINT or SIGTERM after saving its position.
 

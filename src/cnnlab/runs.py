@@ -29,8 +29,8 @@ except ImportError:  # pragma: no cover - Windows has no flock: runs there are n
 from cnnlab.config import EPOCHS_LIMIT, typed_values
 from cnnlab.data.safefs import open_regular, read_bounded
 from cnnlab.dataset_names import DIRECTORY_KINDS, canonical_dataset_name, dataset_kind, directory_of
-from cnnlab.errors import (CnnlabError, DataUnreadable, RunBusy, RunError, WriteError, did_you_mean, first_line,
-                           shell_quoted, short_repr)
+from cnnlab.errors import (DIVERGED, CnnlabError, DataUnreadable, RunBusy, RunError, WriteError, did_you_mean,
+                           first_line, shell_quoted, short_repr)
 from cnnlab.fileio import (RUN_FILE_LIMIT, as_path, atomic_write_text, exists, is_dir, is_file, lexists, make_dirs,
                            mode_kind, open_if_regular, reason, remove_stale_temp_files_in, sha256_of, sidecar_hashes,
                            usual_fix, write_error)
@@ -522,6 +522,15 @@ def run_status(run: Path, complete: bool = False, problems: list[str] | None = N
         return "failed", (f"no last.pt to resume from; best.pt holds the weights of its best epoch: cnnlab evaluate "
                           f"{run} --checkpoint best")
     return "failed", "no checkpoint was saved"
+
+
+def diverged(run: Path) -> str | None:
+    """How a run whose training diverged failed (its status.json: failed, with the :class:`~cnnlab.errors.Diverged`
+    line), that line's first clause: ``training diverged: the loss exploded (...) at step 4 (epoch 1, batch 4)``;
+    None for any other run. Its last.pt is the last save before the loss was seen to explode (a probe's: 9% accuracy,
+    a test loss of 4e5), and a resume from it takes the same steps and diverges again."""
+    status, detail = run_status(run)
+    return detail.split(";")[0] if status == "failed" and detail.startswith(DIVERGED) else None
 
 
 def describe_run(run: Path) -> dict:

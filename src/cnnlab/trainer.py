@@ -27,7 +27,7 @@ from cnnlab.config import TrainConfig
 from cnnlab.data import BatchLoader, Dataset
 from cnnlab.distill import Teacher
 from cnnlab.distributed import Dist
-from cnnlab.errors import CnnlabError, Diverged
+from cnnlab.errors import DIVERGED, CnnlabError, Diverged
 from cnnlab.fileio import is_file
 from cnnlab.evaluation import EvalResult, evaluate
 
@@ -291,7 +291,7 @@ class Trainer:
         how = ("became NaN or infinite" if not math.isfinite(float(self.sums.loss)) else
                f"exploded ({self.sums.mean_loss():.3g} per image, where a net that guesses scores "
                f"{math.log(max(len(self.data.classes), 2)):.2g})")
-        return (f"training diverged: the loss {how} {where}; the learning rate ({cfg.lr:g}) is the "
+        return (f"{DIVERGED}: the loss {how} {where}; the learning rate ({cfg.lr:g}) is the "
                 f"likely cause: lower --lr (e.g. {cfg.lr / 10:g}) or use a recipe (--recipe fast); {saved}")
 
     def payload(self) -> dict:
