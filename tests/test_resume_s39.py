@@ -81,3 +81,16 @@ def test_the_api_takes_a_run_or_a_path_as_teacher(finished, tiny_idx, tmp_path):
         res = cnnlab.train("basic_cnn", dataset=f"idx:{tiny_idx}", epochs=1, max_steps=1, teacher=teacher,
                            out=tmp_path / f"s{type(teacher).__name__}", quiet=True)
         assert res.summary is not None
+
+
+def test_a_refused_resume_says_no_ema_warning_of_the_epochs_it_refuses(tiny_idx, tmp_path):
+    """Found by probing (wflW): ``--resume RUN --epochs 1`` of a 3-epoch --ema 0.9 run first warned "--ema 0.9
+    averages over about 10 steps and this run has 32: ... or more epochs", then refused the 1 epoch."""
+    run, said = tmp_path / "ew", []
+    train(tiny_config(tiny_idx, epochs=6, ema=0.9, max_steps=20), out=run, quiet=True, log=said.append)
+    assert not [line for line in said if line.startswith("warning: --ema")]  # 48 steps: the average forgets
+    said.clear()
+    with pytest.raises(CnnlabError, match=r"^--epochs 2: .* has already trained 2 epochs and 4 batches of epoch 3; "
+                                          r"give at least 3$"):
+        train(tiny_config(tiny_idx), resume=run, changes={"epochs": 2}, quiet=True, log=said.append)
+    assert said == []

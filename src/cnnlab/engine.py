@@ -279,6 +279,7 @@ def train(
             _check_own_checkpoint(plan, ckpt)
             saved = TrainConfig.from_dict(ckpt["config"])
             cfg = resumed_config(saved, cfg, changes, naming)
+            _check_resumed_epochs(cfg, saved, TrainState.from_checkpoint(ckpt), plan.run_dir or plan.resume_from, naming)
             if cfg.tensorboard and plan.run_dir is not None:
                 obs.require_tensorboard()  # the run's own --tensorboard: refused before its status can change
             if dataset is None:  # a Dataset passed in is the data, wherever it came from
@@ -719,11 +720,6 @@ def restore(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
     t.resumed = True
     where = plan.run_dir or plan.resume_from
     _recover_best(t, plan.resume_from, where)
-    begun = t.state.epoch + (1 if t.state.batch else 0)  # a stop inside an epoch has begun the next one
-    if t.cfg.epochs < begun:
-        into = f" and {plural(t.state.batch, 'batch', 'batches')} of epoch {begun}" if t.state.batch else ""
-        raise RunError(f"--epochs {t.cfg.epochs}: {where} has already trained {plural(t.state.epoch, 'epoch')}{into}; "
-                       f"give at least {begun}")
     _write_config(t)  # a resume may change process fields (threads, device...) or extend the epochs
     s, where = t.state, shell_quoted(str(where))  # as a shell takes it back ($'a\nb'): one line, and exact
     if s.target is not None:
@@ -738,6 +734,18 @@ def restore(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
         if t.run_dir is not None and is_file(t.run_dir / "branches.json", if_unknown=False):  # analyze branches'
             t.say(f"note: {where}/branches.json and branches.png measured the run's weights before this resume; "
                   f"measure them again after it: cnnlab analyze branches {where}")
+
+
+def _check_resumed_epochs(cfg: TrainConfig, saved: TrainConfig, state: TrainState, where, naming: Naming) -> None:
+    """The ``--epochs`` of a resume against where the run is, refused before anything is built or said (an --ema
+    warning came first, computed from the epochs then refused): fewer than it has begun (a run stopped in its third
+    epoch, resumed with 2, was "finished" at 2 epochs and 2 batches) (:func:`cnnlab.config.resumed_config` has
+    refused what a schedule forbids)."""
+    asked = naming.setting("epochs", cfg.epochs)
+    begun = state.epoch + (1 if state.batch else 0)  # a stop inside an epoch has begun the next one
+    if cfg.epochs < begun:
+        into = f" and {plural(state.batch, 'batch', 'batches')} of epoch {begun}" if state.batch else ""
+        raise RunError(f"{asked}: {where} has already trained {plural(state.epoch, 'epoch')}{into}; give at least {begun}")
 
 
 def _recover_best(t: Trainer, source: Path, where) -> None:
