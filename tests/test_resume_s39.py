@@ -4,6 +4,9 @@ trained on."""
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 
 from cnnlab.engine import train
@@ -81,6 +84,35 @@ def test_the_api_takes_a_run_or_a_path_as_teacher(finished, tiny_idx, tmp_path):
         res = cnnlab.train("basic_cnn", dataset=f"idx:{tiny_idx}", epochs=1, max_steps=1, teacher=teacher,
                            out=tmp_path / f"s{type(teacher).__name__}", quiet=True)
         assert res.summary is not None
+
+
+def test_a_run_stopped_on_its_target_refuses_other_epochs_and_keeps_its_status_on_resume(tiny_idx, tmp_path):
+    """Found by probing (wflW): ``--resume RUN --epochs 9`` of a run that stopped on its --target-accuracy trained
+    nothing but wrote ``"epochs": 9`` into config.json (its checkpoints kept 30; ``runs`` showed 3/9, ``--config RUN``
+    re-ran 9 epochs), and any resume of it replaced status.json's "reached --target-accuracy 80" with ""."""
+    from cnnlab.checkpoint import load_checkpoint
+    from cnnlab.runs import describe_run
+    from tests.test_best_s39 import TARGET, cfg_for
+
+    run = tmp_path / "tg"
+    first = train(cfg_for(tiny_idx, **TARGET), out=run, quiet=True, log=lambda m: None)
+    assert first.stopped == "target"
+    status = lambda: json.loads((run / "status.json").read_text())  # noqa: E731
+    assert (status()["status"], status()["detail"]) == ("finished", "reached --target-accuracy 80")
+    before = (run / "config.json").read_text(), (run / "last.pt").read_bytes()
+    at = f"{first.target['accuracy']:.2f}% >= 80% at epoch {first.target['epoch']:.2f}"
+    for epochs in (9, 40, 1):  # fewer, more, fewer than it has begun: the target is why it trains no further
+        with pytest.raises(CnnlabError, match=rf"^--epochs {epochs}: {re.escape(str(run))} stopped when it reached its target "
+                                              rf"\({at}\) and trains no further; drop --epochs {epochs} \(a resume "
+                                              rf"re-evaluates it\), or start a new run with --epochs {epochs}$"):
+            train(cfg_for(tiny_idx), resume=run, changes={"epochs": epochs}, quiet=True, log=lambda m: None)
+        assert ((run / "config.json").read_text(), (run / "last.pt").read_bytes()) == before
+    again = train(cfg_for(tiny_idx), resume=run, changes={"epochs": 30}, quiet=True, log=lambda m: None)  # its own
+    assert again.stopped == "nothing to train" and again.target == first.target
+    assert (status()["status"], status()["detail"]) == ("finished", "reached --target-accuracy 80")
+    assert json.loads((run / "config.json").read_text())["config"]["epochs"] == 30
+    assert load_checkpoint(run / "last.pt")["config"]["epochs"] == 30
+    assert describe_run(run)["detail"] == "reached --target-accuracy 80"
 
 
 def test_a_refused_resume_says_no_ema_warning_of_the_epochs_it_refuses(tiny_idx, tmp_path):

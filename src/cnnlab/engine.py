@@ -418,7 +418,8 @@ def _record_outcome(t: Trainer, result: TrainResult) -> None:
         _write_config(t)
     why = {"step limit": f"--max-steps {t.cfg.max_steps}: resume to go on",
            "target": f"reached --target-accuracy {t.cfg.target_accuracy:g}"}
-    detail = why.get(result.stopped, "")
+    # a resume of a run that reached its target trains nothing ("nothing to train"), and its record stands
+    detail = why["target"] if t.state.target is not None else why.get(result.stopped, "")
     if t.state.history and not is_file(t.run_dir / "best.pt", if_unknown=True):  # its best epoch's save was lost
         detail = "; ".join(filter(None, (detail, "no best.pt: its best epoch was never saved (a full disk, or a kill "
                                                  "while saving); last.pt holds the final weights")))
@@ -739,9 +740,14 @@ def restore(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
 def _check_resumed_epochs(cfg: TrainConfig, saved: TrainConfig, state: TrainState, where, naming: Naming) -> None:
     """The ``--epochs`` of a resume against where the run is, refused before anything is built or said (an --ema
     warning came first, computed from the epochs then refused): fewer than it has begun (a run stopped in its third
-    epoch, resumed with 2, was "finished" at 2 epochs and 2 batches) (:func:`cnnlab.config.resumed_config` has
-    refused what a schedule forbids)."""
+    epoch, resumed with 2, was "finished" at 2 epochs and 2 batches), or any other number for a run that stopped on
+    its --target-accuracy, which trains no further: its config.json said the new number while its checkpoints kept
+    the old, and ``runs`` showed 3/9 (:func:`cnnlab.config.resumed_config` has refused what a schedule forbids)."""
     asked = naming.setting("epochs", cfg.epochs)
+    if state.target is not None and cfg.epochs != saved.epochs:
+        raise RunError(f"{asked}: {where} stopped when it reached its target ({state.target['accuracy']:.2f}% >= "
+                       f"{saved.target_accuracy:g}% at epoch {state.target['epoch']:.2f}) and trains no further; drop "
+                       f"{asked} (a resume re-evaluates it), or start a new run with {asked}")
     begun = state.epoch + (1 if state.batch else 0)  # a stop inside an epoch has begun the next one
     if cfg.epochs < begun:
         into = f" and {plural(state.batch, 'batch', 'batches')} of epoch {begun}" if state.batch else ""
