@@ -484,6 +484,9 @@ def _why_none(run: Path, which: str) -> str:
     if which == "best" and last:
         if not is_file(run / "metrics.csv"):  # an epoch's end writes its row before its checkpoints
             return "no epoch has ended yet, so there is no best.pt: use --checkpoint last"
+        if is_running(run):  # between an epoch's two saves (last.pt, then best.pt), or a resume of a lost best.pt
+            return ("it is training now and has not written best.pt yet (an epoch's end saves last.pt, then best.pt): "
+                    "wait for it, or use --checkpoint last")
         return ("its best epoch's save was lost (a full disk, or a kill between the epoch's two saves): use "
                 f"--checkpoint last, or resume the run (cnnlab train --resume {shell_quoted(str(run))}), which writes best.pt again")
     if is_running(run):
