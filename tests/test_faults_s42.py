@@ -5,16 +5,25 @@ exist. docs/reliability.md lists them."""
 
 from __future__ import annotations
 
+import errno
+import os
+import tempfile
+from pathlib import Path
 
 import pytest
 
 import cnnlab
 from cnnlab.cli import main
 from cnnlab.config import TrainConfig
+from cnnlab.data.load import load_dataset
 from cnnlab.engine import train
-from cnnlab.errors import CheckpointError
+from cnnlab.errors import CheckpointError, WriteError
+from cnnlab.fileio import NO_INODES, atomic_write_bytes, out_of_room
+from cnnlab.runs import describe_run
 
-from conftest import HeldElsewhere
+from conftest import HeldElsewhere, write_idx_dataset
+from test_data_hostile import served_by_fake_source
+from test_folder_own_data import write_pngs
 
 QUIET = dict(quiet=True, log=lambda m: None)
 ARGS = ["--model", "basic_cnn", "--batch-size", "32", "--lr", "0.05", "--device", "cpu", "--threads", "1", "--quiet"]
@@ -47,3 +56,120 @@ def test_a_run_between_its_epochs_two_saves_is_training_not_a_run_that_lost_its_
     assert main(["evaluate", str(run), "--checkpoint", "best"]) == 2  # no process holds it: the save was lost
     err = capsys.readouterr().err
     assert "its best epoch's save was lost" in err and f"cnnlab train --resume {run}" in err
+
+
+# ----------------------------------------------------------------------------- 2: no free inodes
+
+
+class FewInodes:
+    """A file system at ``folder`` with plenty of space and ``spare`` inodes left (None: as many as wanted, until a
+    temp file whose name starts with ``fill_at`` is made, when they run out): making a file or a folder there beyond
+    them fails with ENOSPC, and ``os.statvfs`` counts them as ``df -i`` does (removing a file frees its inode)."""
+
+    def __init__(self, monkeypatch, folder: Path, spare: int | None = None, fill_at: str | None = None):
+        self.folder = folder.resolve()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.limit = None if spare is None else self.used() + spare
+        real_statvfs, real_mkstemp, real_mkdir = os.statvfs, tempfile.mkstemp, os.mkdir
+
+        def statvfs(path):
+            if not self.inside(path):
+                return real_statvfs(path)
+            limit = self.limit if self.limit is not None else self.used() + 1000
+            free = max(0, limit - self.used())
+            return os.statvfs_result((4096, 4096, 1 << 20, 1 << 19, 1 << 19, limit, free, free, 0, 255))
+
+        def mkstemp(*args, prefix=None, dir=None, **kwargs):
+            if dir is not None and self.inside(dir):
+                if fill_at and str(prefix).startswith(fill_at) and self.limit is None:
+                    self.limit = self.used()
+                self.take()
+            return real_mkstemp(*args, prefix=prefix, dir=dir, **kwargs)
+
+        def mkdir(path, *args, **kwargs):
+            if self.inside(path) and not os.path.isdir(path):
+                self.take()
+            return real_mkdir(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "statvfs", statvfs)
+        monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+        monkeypatch.setattr(os, "mkdir", mkdir)
+
+    def inside(self, path) -> bool:
+        return Path(os.path.abspath(path)).is_relative_to(self.folder)
+
+    def used(self) -> int:
+        return 1 + sum(len(dirs) + len(files) for _, dirs, files in os.walk(self.folder))
+
+    def take(self) -> None:
+        if self.limit is not None and self.used() >= self.limit:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_what_a_file_system_has_run_out_of_is_told_apart(tmp_path, monkeypatch):
+    real = os.statvfs
+
+    def fake(blocks_free: int, inodes_free: int, inodes: int = 100):
+        monkeypatch.setattr(os, "statvfs", lambda p: os.statvfs_result(
+            (4096, 4096, 1000, blocks_free, blocks_free, inodes, inodes_free, inodes_free, 0, 255)))
+
+    fake(500, 0)
+    assert out_of_room(tmp_path / "not" / "made") == "inodes"  # its nearest folder that exists
+    fake(0, 0)
+    assert out_of_room(tmp_path) == "space"
+    fake(500, 0, inodes=0)  # btrfs counts no inodes
+    assert out_of_room(tmp_path) is None
+    monkeypatch.setattr(os, "statvfs", real)
+    assert out_of_room(tmp_path) is None
+    FewInodes(monkeypatch, tmp_path / "disk", spare=0)
+    with pytest.raises(WriteError) as caught:
+        atomic_write_bytes(tmp_path / "disk" / "a.json", b"{}")
+    assert str(caught.value) == (f"cannot write {tmp_path / 'disk' / 'a.json'}: {NO_INODES[0]}; {NO_INODES[1]} and run "
+                                 "it again (the previous version of the file, if any, is intact)")
+    assert "free some disk space" not in str(caught.value) and caught.value.errno == errno.ENOSPC
+
+
+def test_a_run_whose_file_system_runs_out_of_inodes_says_so_not_that_the_disk_is_full(tiny_idx, tmp_path,
+                                                                                       monkeypatch, capsys):
+    """tmpfs of 50 MB and 8 inodes: `cannot write ti2/run/best.pt: No space left on device; free some disk space,
+    then continue with: cnnlab train --resume ti2/run`, where `df -h` showed the disk 1% used (`df -i` 100%); the
+    status.json it could not write either left `cnnlab runs` saying "killed"."""
+    disk = tmp_path / "disk"
+    run = disk / "run"
+    FewInodes(monkeypatch, disk, fill_at=f".best.pt.{os.getpid()}-")  # (not best.pt.sha256, written first)
+    assert main(["train", "--dataset", f"idx:{tiny_idx}", *ARGS, "--epochs", "2", "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "free some disk space" not in err and "No space left" not in err, err
+    assert err.rstrip().endswith(f"cannot write {run / 'best.pt'}: {NO_INODES[0]}; {NO_INODES[1]}, then continue "
+                                 f"with: cnnlab train --resume {run}")
+    assert not (run / "status.json").exists()
+    row = describe_run(run)
+    assert row["status"] == "stopped" and "no free inodes left" in row["detail"]
+    assert row["detail"].endswith(f"{NO_INODES[1]} before resuming")
+    monkeypatch.setattr(os, "statvfs", lambda p: os.statvfs_result((4096, 4096, 1000, 0, 0, 100, 50, 50, 0, 255)))
+    assert describe_run(run)["detail"].endswith("its file system has no space left, which may be why it stopped: "
+                                                "free some disk space before resuming")
+    monkeypatch.undo()  # files deleted: the listing says what it said before, the resume it named works
+    assert describe_run(run)["detail"].startswith("killed") and "file system" not in describe_run(run)["detail"]
+    assert main(["train", "--resume", str(run), "--threads", "1", "--quiet"]) == 0
+
+
+def test_the_data_cache_on_a_file_system_out_of_inodes_says_so(tmp_path, monkeypatch):
+    """`data fetch mnist` with CNNLAB_HOME on a tmpfs of 5 inodes: `could not cache mnist ... (no space left on
+    device) ... free some space`. The staging folder it made is removed before the line is written, freeing inodes:
+    the write's own error says what ran out."""
+    src = write_idx_dataset(tmp_path / "src")
+    served_by_fake_source(monkeypatch, src)
+    home = tmp_path / "home"
+    FewInodes(monkeypatch, home, spare=3)  # datasets/, tiny/ and the staging folder; no file
+    messages: list[str] = []
+    load_dataset("tiny", home=home, log=messages.append)
+    (warning,) = [m for m in messages if m.startswith("warning")]
+    assert f"could not cache tiny in {home / 'datasets' / 'tiny'} ({NO_INODES[0]})" in warning
+    assert warning.endswith(f"{NO_INODES[1]}, or set CNNLAB_HOME to a directory on another disk")
+    monkeypatch.setenv("CNNLAB_HOME", str(home))
+    messages.clear()
+    load_dataset(f"folder:{write_pngs(tmp_path / 'pics')}", log=messages.append)
+    (warning,) = [m for m in messages if m.startswith("warning")]
+    assert "could not cache the converted images" in warning and f"({NO_INODES[0]})" in warning
+    assert f"{NO_INODES[1]}, or set CNNLAB_HOME" in warning

@@ -35,7 +35,7 @@ from cnnlab.distributed import Dist, PeerLost
 from cnnlab.errors import CnnlabError, Interrupted, RunError, SignalTaken, WriteError, printable, shell_quoted
 from cnnlab.dataset_names import moved_away
 from cnnlab.evaluation import EvalResult, report_run
-from cnnlab.fileio import atomic_write_json, exists, is_dir, is_file, read_json
+from cnnlab.fileio import NO_INODES, atomic_write_json, exists, is_dir, is_file, no_free_inodes, read_json
 from cnnlab.hostmem import keep_freed_memory
 from cnnlab.models import build_model, check_model_name, count_parameters, float32_default, seeded
 from cnnlab.optim import eager
@@ -516,9 +516,11 @@ def _full_disk_explained(recorder: FailureRecord):
         if hint is None:
             raise
         text = str(err)
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            what = text[:text.find(RUN_IT_AGAIN)] if RUN_IT_AGAIN in text else text
-            raise WriteError(f"{what}; free some disk space, then {hint}", err.errno) from None
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):  # no inodes: write_error's reason says so, its fix "run it again"
+            inodes = no_free_inodes(err, recorder.plan.run_dir)
+            what = text[:text.find(RUN_IT_AGAIN)] if RUN_IT_AGAIN in text else err.reason if inodes else text
+            free = NO_INODES[1] if inodes else "free some disk space"
+            raise WriteError(f"{what}; {free}, then {hint}", err.errno) from None
         if err.reason == text:  # a line of its own making, its fix in it
             raise WriteError(f"{text}; then {hint}", err.errno) from None
         fix = (f"make {recorder.plan.run_dir} writable" if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else

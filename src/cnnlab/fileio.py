@@ -89,6 +89,38 @@ OS_REASONS = {
 }
 
 
+#: A write's ENOSPC on a file system that has free space but no free inodes (a tmpfs's ``nr_inodes``, an ext4 of many
+#: small files; :func:`out_of_room`): what went wrong, in words ("free some disk space" was no help where ``df -h``
+#: showed the disk nearly empty), and the fix.
+NO_INODES = ("no free inodes left on its file system: too many files, though it has free space, as df -i shows",
+             "delete files you no longer need on that file system")
+
+
+def out_of_room(where: str | Path) -> str | None:
+    """What the file system holding ``where`` (or the nearest folder above it that exists) has run out of:
+    ``"space"`` (no free blocks for this user), ``"inodes"`` (free space, but no free inodes: too many files), or
+    None (neither, or it cannot tell: no ``statvfs``, its call failed, a file system that counts no inodes)."""
+    try:
+        st = os.statvfs(_nearest_folder(Path(where)))
+    except (AttributeError, OSError, ValueError):  # no statvfs (Windows), a folder one may not look into
+        return None
+    if st.f_blocks and st.f_bavail == 0:
+        return "space"
+    if st.f_files and min(st.f_ffree, st.f_favail) == 0:  # btrfs counts no inodes (f_files 0)
+        return "inodes"
+    return None
+
+
+def no_free_inodes(err: OSError, where: str | Path) -> bool:
+    """Whether ``err``, from writing into ``where``, is an ``ENOSPC`` of a file system with free space but no free
+    inodes (:data:`NO_INODES` then says it, not "no space left on device"). A :class:`WriteError` of
+    :func:`write_error` carries what it saw as it failed (the temp files and staging folders removed since freed
+    inodes: the data cache's group of files asked too late)."""
+    if isinstance(err, WriteError):
+        return err.out_of == "inodes"
+    return err.errno == errno.ENOSPC and out_of_room(where) == "inodes"
+
+
 def reason(err: OSError) -> str:
     """``OSError`` -> a few words: ``permission denied``, ``input/output error``... (another error's first
     line, its first letter lowercased: never the whole line, which may name a path)."""
@@ -119,15 +151,18 @@ def write_error(path: str | Path, err: OSError) -> WriteError:
     if err.errno == errno.EFBIG:
         return WriteError(f"cannot write {path}: {file_size_limit()}; raise the limit (ulimit -f unlimited) and run "
                           "it again (the previous version of the file, if any, is intact)", err.errno)
-    if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        fix = "free some disk space and run it again (the previous version of the file, if any, is intact)"
+    why, out_of, again = err.strerror or err, None, "run it again (the previous version of the file, if any, is intact)"
+    if no_free_inodes(err, path.parent):  # seen now: the caller's clean-up may free inodes
+        why, out_of, fix = NO_INODES[0], "inodes", f"{NO_INODES[1]} and {again}"
+    elif err.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = f"free some disk space and {again}"
     elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         # CNNLAB_HOME moves the dataset cache only, whose writes have their own lines (cnnlab.data.sources)
         fix = f"make {_nearest_folder(path.parent)} writable, or write somewhere else (e.g. another --out)"
     else:
         fix = "check the path and the disk"
-    reason = f"cannot write {path}: {err.strerror or err}"
-    return WriteError(f"{reason}; {fix}", err.errno, reason)
+    reason = f"cannot write {path}: {why}"
+    return WriteError(f"{reason}; {fix}", err.errno, reason, out_of)
 
 
 def user_home() -> Path | None:

@@ -31,9 +31,9 @@ from cnnlab.data.safefs import open_regular, read_bounded
 from cnnlab.dataset_names import DIRECTORY_KINDS, canonical_dataset_name, dataset_kind, directory_of
 from cnnlab.errors import (DIVERGED, CnnlabError, DataUnreadable, RunBusy, RunError, WriteError, did_you_mean,
                            first_line, shell_quoted, short_repr)
-from cnnlab.fileio import (RUN_FILE_LIMIT, as_path, atomic_write_text, exists, is_dir, is_file, lexists, make_dirs,
-                           mode_kind, open_if_regular, reason, remove_stale_temp_files_in, sha256_of, sidecar_hashes,
-                           usual_fix, write_error)
+from cnnlab.fileio import (NO_INODES, RUN_FILE_LIMIT, as_path, atomic_write_text, exists, is_dir, is_file, lexists,
+                           make_dirs, mode_kind, open_if_regular, out_of_room, reason, remove_stale_temp_files_in,
+                           sha256_of, sidecar_hashes, usual_fix, write_error)
 
 METRIC_FIELDS = [
     "epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr", "seconds",
@@ -490,6 +490,15 @@ def write_status(run: Path, status: str, detail: str = "") -> None:
 KILLED = "killed, or interrupted without saying so: it resumes from last.pt"
 
 
+#: What a run's detail adds when it ended without a word on a file system that is full (no space, or no free inodes:
+#: a process that fails a write there cannot write status.json either, and was listed as if killed).
+FULL_NOTES = {
+    "space": "its file system has no space left, which may be why it stopped: free some disk space before resuming",
+    "inodes": ("its file system has no free inodes left (too many files, though it has free space, as df -i shows), "
+               f"which may be why it stopped: {NO_INODES[1]} before resuming"),
+}
+
+
 def _recorded_max_steps(run: Path) -> int:
     """The ``--max-steps`` a run's config.json records (0: none, or not readable): a process's limit, which a
     resume keeps only when given again."""
@@ -569,6 +578,8 @@ def _described(run: Path, row: dict) -> dict:
     row["status"], row["detail"] = run_status(run, complete, problems)
     if row["detail"] == KILLED and (steps := _recorded_max_steps(run)):
         row["detail"] = f"{KILLED} (continue with: cnnlab train --resume {shell_quoted(str(run))} --max-steps {steps})"
+    if row["detail"].startswith(KILLED) and (short := out_of_room(run)):  # its status.json could not be written
+        row["detail"] += f"; {FULL_NOTES[short]}"
     if row["status"] != "running":
         problems += _checkpoint_problems(run, row["status"] == "finished")
     if problems and row["status"] != "running":

