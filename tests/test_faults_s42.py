@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import errno
 import os
+import re
+import signal
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -173,3 +177,45 @@ def test_the_data_cache_on_a_file_system_out_of_inodes_says_so(tmp_path, monkeyp
     (warning,) = [m for m in messages if m.startswith("warning")]
     assert "could not cache the converted images" in warning and f"({NO_INODES[0]})" in warning
     assert f"{NO_INODES[1]}, or set CNNLAB_HOME" in warning
+
+
+# ----------------------------------------------------------------------------- 3: a killed analysis's temp file
+
+#: ``cnnlab analyze`` SIGKILLed as it writes its second file (the first figure, after gradients.json).
+KILLED_AT_ITS_FIGURE = ("import os, signal, sys\n"
+                        "from cnnlab.cli import main\n"
+                        "real, calls = os.fsync, []\n"
+                        "def fsync(fd):\n"
+                        "    calls.append(fd)\n"
+                        "    if len(calls) == 2: os.kill(os.getpid(), signal.SIGKILL)\n"
+                        "    real(fd)\n"
+                        "os.fsync = fsync\n"
+                        "main(sys.argv[1:])\n")
+
+
+def test_the_temp_file_a_killed_analysis_left_in_its_own_folder_goes_with_the_next_analysis(tiny_idx, tmp_path,
+                                                                                            monkeypatch):
+    """`analyze gradients` without --out, SIGKILLed between its files: runs/gradients-idx-.../ kept
+    `.gradients.png.PID-xxxxxxxx.tmp` for good (a re-run makes a folder of its own; nothing locks that one again).
+    The next analysis removes it; the JSON, and folders an analysis holds or that are no analysis's, stay."""
+    command = ["analyze", "gradients", "--dataset", f"idx:{tiny_idx}", "--depths", "2", "--width", "2", "--seeds",
+               "1", "--epochs", "0", "--device", "cpu"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    killed = subprocess.run([sys.executable, "-c", KILLED_AT_ITS_FIGURE, *command], cwd=tmp_path, env=env,
+                            capture_output=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    (dead,) = (tmp_path / "runs").iterdir()
+    left = sorted(p.name for p in dead.iterdir())
+    assert left[0] == ".analysis.lock" and re.fullmatch(r"\.gradients\.png\.\d+-\w{8}\.tmp", left[1]), left
+    assert left[2:] == ["gradients.json"]
+    dead_pid = left[1].split(".")[3].split("-")[0]
+    busy, mine = tmp_path / "runs" / "gradients-idx-busy", tmp_path / "runs" / "notes"
+    for folder in (busy, mine):
+        folder.mkdir()
+        (folder / f".x.json.{dead_pid}-abcdefgh.tmp").write_text("{")
+    monkeypatch.chdir(tmp_path)
+    with HeldElsewhere(busy, ".analysis.lock"):
+        assert main(command) == 0
+    assert sorted(p.name for p in dead.iterdir()) == [".analysis.lock", "gradients.json"]
+    assert (busy / f".x.json.{dead_pid}-abcdefgh.tmp").exists() and (mine / f".x.json.{dead_pid}-abcdefgh.tmp").exists()
+    assert len(list((tmp_path / "runs").iterdir())) == 4  # the new analysis's own folder

@@ -543,12 +543,13 @@ def mode_kind(mode: int) -> str:
     return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
-def remove_stale_temp_files_in(folder: str | Path) -> None:
+def remove_stale_temp_files_in(folder: str | Path, owned: bool = True) -> None:
     """Delete the temp files that killed writes left in ``folder``, which this process owns (it is locked): all
-    but those that a live writer holds (an ``evaluate`` or ``export`` writing into the run folder now)."""
+    but those that a live writer holds (an ``evaluate`` or ``export`` writing into the run folder now). In a
+    folder not ``owned``, only those whose writer is gone by the rule of the module's docstring."""
     for tmp in Path(folder).glob(".*.tmp"):
         match = _TEMP_NAME.fullmatch(tmp.name)
-        _remove_if_stale(str(tmp), match.group(2) if match else None, owned=True)
+        _remove_if_stale(str(tmp), match.group(2) if match else None, owned=owned)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

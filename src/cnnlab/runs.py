@@ -48,6 +48,9 @@ RUN_FILES = frozenset({"config.json", "status.json", "summary.json", "metrics.cs
                        "model.safetensors", "last.onnx", "last.torchscript.pt", "best.onnx", "best.torchscript.pt",
                        "branches.json", "branches.png", "teacher.pt"})
 LOCK_FILE = ".lock"
+#: The lock file an analysis holds on the folder it writes (hidden: a report's folder stays a report's folder; not
+#: the run's .lock, which ``evaluate`` and ``train`` read as "the run is training").
+ANALYSIS_LOCK = ".analysis.lock"
 #: What the report and analysis commands write into their ``--out`` folder (evaluate, analyze branches and
 #: gradients, compare), and the files beside a run's that can sit in a report folder.
 REPORT_FILES = frozenset({"summary.json", "confusion.png", "mistakes.png", "curves.png", "branches.json",
@@ -83,6 +86,23 @@ def new_run_dir(root: str | Path, model: str, dataset: str) -> Path:
             path = base.with_name(f"{base.name}-{n}")
         except OSError as err:
             raise write_error(path / ".", err) from None
+
+
+def new_analysis_dir(root: str | Path, kind: str, dataset: str) -> Path:
+    """A fresh folder under ``root`` for an analysis's results (``analyze gradients`` without --out). First the
+    temp files that killed analyses left in such folders go (a SIGKILL between its files left one beside the JSON:
+    no later command locks that folder again, a re-run makes its own): in each folder under ``root`` whose
+    :data:`ANALYSIS_LOCK` no process holds, those whose writer is gone (:mod:`cnnlab.fileio`'s rule). What such a
+    folder holds besides (the JSON it wrote) is left as it is."""
+    try:
+        with os.scandir(root) as entries:
+            folders = [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
+    except OSError:  # no root yet, or one not to be listed: new_run_dir says what is wrong
+        folders = []
+    for folder in folders:
+        if lexists(folder / ANALYSIS_LOCK) and not is_running(folder, ANALYSIS_LOCK):
+            remove_stale_temp_files_in(folder, owned=False)
+    return new_run_dir(root, kind, dataset)
 
 
 def run_dir_of(path: str | Path) -> Path:
@@ -461,10 +481,11 @@ def resolve_run(text: str | Path, root: str | Path = "runs") -> Path:
     return runs[0]
 
 
-def is_running(run: Path) -> bool:
-    """Whether a live process holds the run folder's lock (probed with a shared lock, released at once). The
-    lock file is opened without blocking and must be a regular file (a FIFO in its place waited for a writer)."""
-    path = run / LOCK_FILE
+def is_running(run: Path, lock: str = LOCK_FILE) -> bool:
+    """Whether a live process holds the run folder's lock (probed with a shared lock, released at once; ``lock``:
+    another lock file of the folder, an analysis's). The lock file is opened without blocking and must be a regular
+    file (a FIFO in its place waited for a writer)."""
+    path = run / lock
     if fcntl is None:
         return False
     try:

@@ -25,12 +25,10 @@ from cnnlab.config import RECIPES
 from cnnlab.errors import CnnlabError, WriteError, printable
 from cnnlab.fileio import atomic_write_json
 from cnnlab.output import json_text, say
-from cnnlab.runs import RunLock, check_output_folder, is_running, new_run_dir, run_dir_of
+from cnnlab.runs import ANALYSIS_LOCK, RunLock, check_output_folder, is_running, new_analysis_dir, run_dir_of
 
 #: The analysis trains with the lecture's optimiser settings.
 LECTURE = RECIPES["lecture"]
-#: The lock file an analysis holds on the folder it writes (hidden: a report's folder stays a report's folder).
-ANALYSIS_LOCK = ".analysis.lock"
 
 
 def register(subparsers) -> None:
@@ -135,7 +133,7 @@ def cmd_branches(args) -> int:
             say("\n" + printable(f"nothing written into {run_dir}: {not_own}; --out DIR writes this analysis's "
                                  "files"))
             return 0
-        out = Path(args.out) if args.out else run_dir or new_run_dir("runs", "branches", result["dataset"])
+        out = Path(args.out) if args.out else run_dir or new_analysis_dir("runs", "branches", result["dataset"])
         if not any(locks):
             locks.append(_lock(out))
         return _write(out, [("branches.json", lambda p: atomic_write_json(p, result)),
@@ -217,7 +215,7 @@ def cmd_gradients(args) -> int:
                                    log=(lambda m: None) if args.json else say,
                                    ready=lambda: locks.append(_lock(Path(args.out) if args.out else None)))
         table = json_text(result, indent=2) if args.json else "\n" + format_gradients(result)
-        out = Path(args.out) if args.out else new_run_dir("runs", "gradients", result["dataset"])
+        out = Path(args.out) if args.out else new_analysis_dir("runs", "gradients", result["dataset"])
         if not any(locks):
             locks.append(_lock(out))
         return _write(out, [("gradients.json", lambda p: atomic_write_json(p, result)),
