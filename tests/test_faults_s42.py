@@ -5,6 +5,7 @@ exist. docs/reliability.md lists them."""
 
 from __future__ import annotations
 
+import argparse
 import errno
 import os
 import re
@@ -17,7 +18,8 @@ from pathlib import Path
 import pytest
 
 import cnnlab
-from cnnlab.cli import main
+from cnnlab.cli import build_parser, main
+from cnnlab.cli.runs import format_runs
 from cnnlab.config import TrainConfig
 from cnnlab.data.load import load_dataset
 from cnnlab.engine import train
@@ -219,3 +221,29 @@ def test_the_temp_file_a_killed_analysis_left_in_its_own_folder_goes_with_the_ne
     assert sorted(p.name for p in dead.iterdir()) == [".analysis.lock", "gradients.json"]
     assert (busy / f".x.json.{dead_pid}-abcdefgh.tmp").exists() and (mine / f".x.json.{dead_pid}-abcdefgh.tmp").exists()
     assert len(list((tmp_path / "runs").iterdir())) == 4  # the new analysis's own folder
+
+
+# ----------------------------------------------------------------------------- 4: the legend of cnnlab runs
+
+
+def _options(parser) -> set[str]:
+    """Every option of ``parser`` and of its commands."""
+    found = set()
+    for action in parser._actions:
+        found.update(action.option_strings)
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                found |= _options(command)
+    return found
+
+
+def test_the_runs_legend_names_only_flags_that_exist():
+    """`+ best of evaluations cut to the first images of the split (--eval-limit, ...)`: there is no such flag
+    (`cnnlab train --eval-limit 50`: unrecognized arguments); eval_limit is set in the API or a --config file."""
+    row = {"run": "runs/r", "model": "resnet", "dataset": "idx:/d", "recipe": "lecture", "teacher": "runs/t/last.pt",
+           "epochs": 2, "epochs_done": 2, "final_acc": 90.0, "best_acc": 91.0, "best_split": "test", "eval_limit": 50,
+           "train_seconds": 3.0, "status": "finished", "detail": ""}
+    legend = format_runs([row]).splitlines()[2:]
+    assert len(legend) == 2 and "eval_limit" in legend[1]
+    flags = re.findall(r"--[a-z][\w-]*", "\n".join(legend))
+    assert flags and set(flags) <= _options(build_parser()), flags

@@ -102,7 +102,7 @@ class TargetStop(Observer):
     check can only make a run stop later, never earlier or with other weights. The end-of-epoch evaluation is always the full split. The record
     (epoch, step, accuracy, seconds) goes into the train state, so a resumed run keeps it. The check inside an epoch
     that reaches the target is an evaluation of the run's final weights on the split the best is chosen on (the
-    validation split with --val-split, else the test set; cut to --eval-limit as the epochs' are): it counts for the
+    validation split with --val-split, else the test set; cut to ``eval_limit`` as the epochs' are): it counts for the
     run's best, and best.pt is written from those weights when they beat it (:class:`CheckpointSaver`).
     """
 

@@ -105,8 +105,8 @@ def format_runs(rows: list[dict], encoding: str | None = None) -> str:
     if any(r.get("teacher") for r in rows):
         lines.append("* taught by another run's net (--teacher; its checkpoint is in the run's config.json)")
     if any(r.get("eval_limit") and r.get("best_acc") is not None for r in rows):
-        lines.append("+ best of evaluations cut to the first images of the split (--eval-limit, in the run's "
-                     "config.json); final is the whole test set")
+        lines.append("+ best of evaluations cut to the first images of the split (the run's eval_limit, set in the "
+                     "Python API or a --config file; in its config.json); final is the whole test set")
     return "\n".join(lines)
 
 
