@@ -33,4 +33,5 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+    """The module's names and those it offers on first access, each once (the error classes are both)."""
+    return sorted({*globals(), *__all__})
