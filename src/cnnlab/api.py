@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Iterator
 # and answer as fast as 'cnnlab runs' does.
 from cnnlab.config import FLAG_IN_TEXT, Naming, TrainConfig, check_given_settings_act, typed_values
 from cnnlab.dataset_names import canonical_dataset_name
-from cnnlab.errors import CnnlabError, RunError, did_you_mean, short_repr
+from cnnlab.errors import CnnlabError, RunError, did_you_mean, short_repr, yes_no
 from cnnlab.fileio import as_path, exists, expand_user, is_file, paths_explained, read_json
 from cnnlab.runs import (DEFAULT_CHECKPOINT, LATEST, check_columns, describe_listed, describe_run, find_runs, matches,
                          read_metrics, resolve_run, run_config)
@@ -48,13 +48,6 @@ def __getattr__(name: str):
         globals()[name] = value
         return value
     raise AttributeError(f"module 'cnnlab.api' has no attribute {name!r}")
-
-
-def check_flag(name: str, value, none: bool = False) -> None:
-    """A yes/no argument must be one (``pretrained="no"`` is a truthy string: it loaded the shipped weights);
-    ``none``: None is taken for False too."""
-    if value not in (True, False) and not (none and value is None):
-        raise CnnlabError(f"{name} must be True or False, got {value!r}")
 
 
 def device_name(device, where: str = "device") -> str:
@@ -116,8 +109,7 @@ def create_model(name: str, *, pretrained: bool = False, dataset: str | None = N
     from cnnlab.models import create_model as _create_model
     from cnnlab.pretrained import load_pretrained
 
-    check_flag("pretrained", pretrained, none=True)
-    if not pretrained:
+    if not yes_no("pretrained", pretrained, none=""):
         if dataset is not None:
             raise CnnlabError(f"create_model({name!r}, dataset={dataset!r}): dataset picks shipped weights; add "
                               "pretrained=True, or size a new net with num_classes, in_channels, image_size")
@@ -140,8 +132,7 @@ def train(model: str | None = None, *, dataset: str | None = None, recipe: str |
     (``"latest"`` works) with its own model, dataset and recipe (naming another is refused), and ``overrides``
     limited to what a resume may change (e.g. ``epochs`` of a constant-rate run, ``threads``).
     """
-    check_flag("quiet", quiet)
-    check_flag("verbose", verbose)
+    quiet, verbose = yes_no("quiet", quiet), yes_no("verbose", verbose)
     given = {k: v for k, v in (("model", model), ("dataset", dataset), ("recipe", recipe)) if v is not None}
     if "device" in overrides:  # a torch.device as its name, as config.json records it
         overrides["device"] = device_name(overrides["device"], "cnnlab.train(device=...)")

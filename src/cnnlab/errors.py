@@ -13,6 +13,22 @@ class CnnlabError(Exception):
     """A user-facing error. ``str(err)`` is a single line: what is wrong, and what to do about it."""
 
 
+def yes_no(name: str, value, none: str | None = None) -> bool | None:
+    """A yes/no argument as the bool it is: ``True`` or ``False``, Python's or numpy's (``np.bool_``, what a
+    comparison of arrays gives); ``None`` too where ``none`` is given, returned as None: ``none`` says what it means
+    in the refusal (``"automatic"``), or, ``""``, nothing (a default that reads as False).
+    Anything else is one line: a truthy string (``pretrained="no"`` loaded the weights), and also ``0``, ``1`` or
+    ``0.0``, which compare equal to False and True but are no answer (``preprocess=0`` ran the preprocessing that
+    ``preprocess=False`` turns off)."""
+    numpy = sys.modules.get("numpy")  # an np.bool_ exists only where numpy is loaded: this module imports none
+    if isinstance(value, bool) or (numpy is not None and isinstance(value, numpy.bool_)):
+        return bool(value)
+    if value is None and none is not None:
+        return None
+    either = f"None ({none}), True or False" if none else "True or False"
+    raise CnnlabError(f"{name} must be {either}, got {short_repr(value)}")
+
+
 def did_you_mean(name: object, choices) -> str:
     """`` (did you mean 'resnet'?)`` for a name that differs from one choice only in case, starts one choice
     (``fashion``), or is a typo of one of its length (``inceptoin``); otherwise ``""``."""

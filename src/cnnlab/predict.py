@@ -38,7 +38,7 @@ from cnnlab.data.folder import SIZE as FOLDER_SIZE
 from cnnlab.data.folder import gray_square
 from cnnlab.dataset_names import PAPER_SPLIT, dataset_kind, directory_of, paper_of
 from cnnlab.devices import resolve_device
-from cnnlab.errors import CnnlabError, first_line, printable
+from cnnlab.errors import CnnlabError, first_line, printable, yes_no
 from cnnlab.fileio import atomic_write_bytes, open_if_regular, temp_part
 from cnnlab.pretrained import load_pretrained
 from cnnlab.runs import LATEST, resolve_run
@@ -57,6 +57,8 @@ RANGE_TOLERANCE = 1e-3
 #: those were clearly on one paper: their recorded mean this far or farther from :data:`PAPER_SPLIT` (MNIST as PNGs:
 #: 0.13; black letters on white paper: about 0.9). Between, no paper is told.
 PAPER_MARGIN = 0.15
+#: What ``preprocess=None`` means (:meth:`Predictor.__call__`), said where another value is refused.
+AUTOMATIC = "automatic"
 #: ``save_input_image`` also writes the input enlarged this many times (nearest-neighbour): 28 px -> 280 px.
 ENLARGE = 10
 
@@ -279,6 +281,7 @@ class Predictor:
 
     def prepared(self, source, name: str | None = None, preprocess: bool | None = None) -> tuple[np.ndarray, int]:
         """:meth:`prepare`'s field, and how many digits were seen side by side (:attr:`Prediction.marks`)."""
+        preprocess = yes_no("preprocess", preprocess, none=AUTOMATIC)  # (0 or np.False_: not "is False")
         name = name or (str(source) if isinstance(source, (str, Path)) else "image")
         if isinstance(source, np.ndarray):
             self._check_pixels(source.shape[:2], name)
@@ -442,15 +445,15 @@ class Predictor:
         A numpy or tensor image is taken **as is** (scaled to 0..1) when it already is an MNIST-like field:
         a single-channel ``image_size`` x ``image_size`` (28x28) image whose outermost ring of pixels is
         mostly dark (median below 0.5), i.e. white ink on black (a blank one is refused: no ink); any other
-        array is preprocessed like a file. ``preprocess=True`` forces the steps, ``preprocess=False`` takes every input as is (it must
+        array is preprocessed like a file. ``preprocess=True`` forces the steps, ``preprocess=False`` takes every input as is (a bool, Python's
+        or numpy's; 0, 1 and other values that only compare equal to one are refused) (it must
         then be ``image_size`` square; colour becomes luminance). An image read as it is (``preprocess=False``, or any
         image for an image folder's net) that is mostly light where the net's training images were light marks on
         dark paper, or the other way round, is predicted as it is, with a note (:attr:`Prediction.paper`).
         ``name`` names the input in messages and in the result (default: the path, or "bytes", "image", "array",
         "tensor", with ``[i]`` for the i-th item of a batch or list). Bad input raises a one-line :class:`BadImageError`.
         """
-        if preprocess not in (None, True, False):
-            raise CnnlabError(f"preprocess must be None (automatic), True or False, got {preprocess!r}")
+        preprocess = yes_no("preprocess", preprocess, none=AUTOMATIC)  # before the images are read
         items, single = split_inputs(x, name)
         prepared = [self.prepared(source, item_name, preprocess) for item_name, source in items]
         preds = self.predictions([n for n, _ in items], [f for f, _ in prepared], [m for _, m in prepared],
