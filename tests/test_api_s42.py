@@ -10,6 +10,7 @@ import torch
 
 import cnnlab
 from cnnlab import CnnlabError
+from cnnlab.predict import Prediction
 
 
 def test_dir_of_the_package_names_each_name_once():
@@ -62,3 +63,36 @@ def test_the_apis_other_yes_no_arguments_share_the_rule():
             cnnlab.create_model("basic_cnn", pretrained=value)
         with pytest.raises(CnnlabError, match=r"^quiet must be True or False, got "):
             cnnlab.train("basic_cnn", quiet=value)
+
+
+def _digits(n: int) -> np.ndarray:
+    """``n`` different MNIST-like 28x28 uint8 fields (white strokes on black)."""
+    out = np.zeros((n, 28, 28), np.uint8)
+    for i in range(n):
+        out[i, 5:23, 8 + 3 * i:11 + 3 * i] = 255
+        out[i, 5:8, 8:20 - i] = 255
+    return out
+
+
+def test_a_tensor_of_two_to_four_fields_at_the_nets_size_is_refused_as_ambiguous(shipped):
+    """``torch.from_numpy(imgs[:3])`` (what ``torchvision.datasets.MNIST(...).data[:3]`` is) gave ONE prediction,
+    the three digits read as an RGB image, where the same numpy array gives three; 5 was refused."""
+    for n in (2, 3, 4):
+        imgs = _digits(n)
+        t = torch.from_numpy(imgs)
+        for call in (shipped, shipped.read_number, shipped.read_lines, lambda x: shipped([x])):
+            with pytest.raises(CnnlabError) as err:
+                call(t)
+            said = str(err.value)
+            assert "\n" not in said and f"either {n} gray images or one image of {n} channels" in said, said
+            assert f"t.unsqueeze(1), shape ({n}, 1, 28, 28)" in said and f"t.unsqueeze(0), shape (1, {n}, 28, 28)" in said
+        # the two unambiguous forms: N images, as numpy's (N, H, W) is read; one colour image
+        as_images = shipped(t.unsqueeze(1))
+        assert [p.probabilities for p in as_images] == [p.probabilities for p in shipped(imgs)]
+        assert len(shipped(t.unsqueeze(0))) == 1
+    with pytest.raises(CnnlabError, match=r"for N gray images \(N, H, W\) give t.unsqueeze\(1\)"):
+        shipped(torch.from_numpy(_digits(5)))
+    # a colour tensor of another size is one colour image, as before; one gray (1, 28, 28) is one image
+    big = torch.from_numpy(np.repeat(_digits(1), 2, axis=1).repeat(2, axis=2)).expand(3, -1, -1)
+    assert big.shape == (3, 56, 56) and isinstance(shipped(big), Prediction)
+    assert isinstance(shipped(torch.from_numpy(_digits(1))), Prediction)

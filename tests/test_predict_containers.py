@@ -35,7 +35,6 @@ def test_a_field_in_colour_reads_as_its_gray_whatever_holds_it(net, tmp_path):
     containers = {"L PIL": pil, "RGB PIL": pil.convert("RGB"), "RGBA PIL": pil.convert("RGBA"),
                   "LA PIL": pil.convert("LA"), "(28, 28, 3) array": np.asarray(pil.convert("RGB")),
                   "(28, 28, 4) array": np.asarray(pil.convert("RGBA")), "(28, 28, 2) array": np.asarray(pil.convert("LA")),
-                  "(3, 28, 28) tensor": torch.from_numpy(np.asarray(pil.convert("RGB")).copy()).permute(2, 0, 1),
                   "float (28, 28, 3) array": np.asarray(pil.convert("RGB"), np.float32) / 255}
     for mode in ("L", "RGB", "RGBA", "LA"):
         pil.convert(mode).save(tmp_path / f"{mode}.png")
@@ -45,6 +44,9 @@ def test_a_field_in_colour_reads_as_its_gray_whatever_holds_it(net, tmp_path):
         assert np.allclose(got.probabilities, expected, atol=1e-6), what
         if not isinstance(source, torch.Tensor):  # prepare takes one image, not a batch's container
             assert np.array_equal(net.prepare(source), net.prepare(x)), what
+    # a colour tensor at the net's size is one image of a batch ((3, 28, 28) alone is refused: or 3 gray images?)
+    rgb = torch.from_numpy(np.asarray(pil.convert("RGB")).copy()).permute(2, 0, 1)
+    assert np.allclose(net(rgb.unsqueeze(0))[0].probabilities, expected, atol=1e-6)
     # a blank field is no digit whatever holds it (it was classified from a file)
     black = Image.new("RGB", (28, 28), 0)
     for source in (black, np.zeros((28, 28, 3), np.uint8), black.convert("L")):

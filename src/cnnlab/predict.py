@@ -399,7 +399,7 @@ class Predictor:
         on its own field. ``x`` as in :meth:`__call__` (one image gives one :class:`NumberPrediction`, a batch or a
         list gives a list); every image is preprocessed. A wide digit is read as two that touch where the net is surer
         of its halves; a point, a comma and a leading minus are read by their shape (docs/predict.md, "Numbers")."""
-        items, single = split_inputs(x, name)
+        items, single = split_inputs(x, name, self.image_size)
         numbers = [self.number(item_name, self.number_fields(source, item_name)) for item_name, source in items]
         return numbers[0] if single else numbers
 
@@ -407,7 +407,7 @@ class Predictor:
         """Read every row of digits in the image, top to bottom, each as :meth:`read_number` reads its one row:
         a list of :class:`NumberPrediction` (``.line`` 1, 2, ...) for one image, a list of such lists for a batch
         or a list. Rows are told apart by the gaps between them (docs/predict.md, "Several lines")."""
-        items, single = split_inputs(x, name)
+        items, single = split_inputs(x, name, self.image_size)
         pages = [self.lines(item_name, self.number_fields(source, item_name, lines=True)) for item_name, source in items]
         return pages[0] if single else pages
 
@@ -433,7 +433,9 @@ class Predictor:
         - a numpy array: one image (H, W), or (H, W, C) when the last axis has 1, 2, 3 or 4 entries
           (gray, gray+alpha, RGB, RGBA: read as a PIL image of that mode is), or a batch (N, H, W); uint8 (or any
           integers) in 0..255, float in 0..1 (``np.matrix`` and other subclasses as the plain array);
-        - a torch tensor: one image (H, W) or (C, H, W) with C = 1, 2, 3 or 4, or a batch (N, C, H, W);
+        - a torch tensor: one image (H, W) or (C, H, W) with C = 1, 2, 3 or 4, or a batch (N, C, H, W) (a
+          ``(N, H, W)`` of N = 2, 3 or 4 at the net's input size, N gray images or one colour image, is refused:
+          ``t.unsqueeze(1)`` for the images, ``t.unsqueeze(0)`` for the colour image);
           same value ranges (a tensor normalised with the dataset's mean and std is refused: un-normalise it);
           a quantized tensor is dequantized, a sparse one made dense; a nested one is refused (give its images
           as a list);
@@ -454,7 +456,7 @@ class Predictor:
         "tensor", with ``[i]`` for the i-th item of a batch or list). Bad input raises a one-line :class:`BadImageError`.
         """
         preprocess = yes_no("preprocess", preprocess, none=AUTOMATIC)  # before the images are read
-        items, single = split_inputs(x, name)
+        items, single = split_inputs(x, name, self.image_size)
         prepared = [self.prepared(source, item_name, preprocess) for item_name, source in items]
         preds = self.predictions([n for n, _ in items], [f for f, _ in prepared], [m for _, m in prepared],
                                  as_is=self.as_folder or preprocess is False)
@@ -464,9 +466,10 @@ class Predictor:
 # ----------------------------------------------------------------------------- inputs of Predictor.__call__
 
 
-def split_inputs(x, name: str | None = None) -> tuple[list[tuple[str, Any]], bool]:
+def split_inputs(x, name: str | None = None, size: int | None = None) -> tuple[list[tuple[str, Any]], bool]:
     """``([(name, one image), ...], single)``: the images in ``x`` (tensors become ``(H, W[, C])`` numpy
-    arrays, batches are split) and whether ``x`` was a single image. Raises :class:`BadImageError`."""
+    arrays, batches are split) and whether ``x`` was a single image. ``size``: the net's input side, where a
+    tensor ``(2..4, size, size)`` is refused as ambiguous (:func:`_tensor_images`). Raises :class:`BadImageError`."""
     if isinstance(x, (str, Path)):
         return [(name or str(x), x)], True
     if isinstance(x, (bytes, bytearray, memoryview, Image.Image)):
@@ -474,7 +477,7 @@ def split_inputs(x, name: str | None = None) -> tuple[list[tuple[str, Any]], boo
     if callable(getattr(x, "read", None)):  # an open binary file: open(path, "rb"), io.BytesIO, a web upload
         return [(name or _file_name(x), x)], True
     if isinstance(x, torch.Tensor):
-        return _tensor_images(x, name or "tensor")
+        return _tensor_images(x, name or "tensor", size)
     if isinstance(x, np.ndarray):
         return _array_images(x, name or "array")
     if isinstance(x, (list, tuple)):
@@ -482,7 +485,7 @@ def split_inputs(x, name: str | None = None) -> tuple[list[tuple[str, Any]], boo
         for i, item in enumerate(x):
             named = isinstance(item, (str, Path)) or _file_name(item) != "file"  # a path, or a file opened by path
             default = None if named else f"{name or 'input'}[{i}]"
-            sub, single = split_inputs(item, default)
+            sub, single = split_inputs(item, default, size)
             if not single:
                 raise BadImageError(f"{default or item}: a list holds single images, not batches; "
                                     "pass the batch on its own, or list its images")
@@ -513,14 +516,23 @@ def _array_images(a: np.ndarray, name: str) -> tuple[list[tuple[str, np.ndarray]
                         "or 4, or a batch (N, H, W)")
 
 
-def _tensor_images(t: torch.Tensor, name: str) -> tuple[list[tuple[str, np.ndarray]], bool]:
+def _tensor_images(t: torch.Tensor, name: str, size: int | None = None) -> tuple[list[tuple[str, np.ndarray]], bool]:
+    """A tensor's images: ``(H, W)`` and ``(C, H, W)`` one, ``(N, C, H, W)`` a batch. ``(N, size, size)`` with N = 2,
+    3 or 4 at the net's own input side is refused: N gray images (torchvision's ``MNIST(...).data[:N]``, and what a
+    numpy ``(N, H, W)`` is here) or one colour image, and no rule tells them apart."""
     if t.is_nested:  # its shape cannot even be asked
         raise BadImageError(f"{name}: a nested tensor (images of different sizes in one tensor) is no image; give its "
                             "images as a list: list(t.unbind())")
     shape = tuple(t.shape)
     if t.ndim not in (2, 3, 4) or (t.ndim >= 3 and shape[-3] not in CHANNELS):
+        batch = "; for N gray images (N, H, W) give t.unsqueeze(1)" if t.ndim == 3 else ""
         raise BadImageError(f"{name}: a tensor of shape {shape} is no image; give (H, W), (C, H, W) with C = 1, 2, 3 "
-                            "or 4, or a batch (N, C, H, W)")
+                            f"or 4, or a batch (N, C, H, W){batch}")
+    if t.ndim == 3 and shape[0] > 1 and shape[1:] == (size, size):
+        n = shape[0]
+        raise BadImageError(f"{name}: a tensor of shape {shape} at the net's input size is either {n} gray images "
+                            f"or one image of {n} channels; give t.unsqueeze(1), shape ({n}, 1, {size}, {size}), for "
+                            f"{n} images, or t.unsqueeze(0), shape (1, {n}, {size}, {size}), for one colour image")
     if t.is_meta:
         raise BadImageError(f"{name}: a tensor on the meta device holds no pixels; give one with data")
     a = _tensor_pixels(t, name)
