@@ -656,8 +656,9 @@ def test_quiet_says_nothing_of_a_signal_either(tiny_idx, tmp_path, monkeypatch, 
         after_step(self, t)
 
     monkeypatch.setattr(observers.SignalStop, "after_step", interrupted_at_step_2)
-    with pytest.raises(Interrupted, match=r"^interrupted at step \d .*continue with: cnnlab train --resume"):
+    with pytest.raises(Interrupted, match=r"^interrupted at step \d .*continue with: cnnlab.train\(resume=") as err:
         cnnlab.train("basic_cnn", dataset=f"idx:{tiny_idx}", out=tmp_path / "run", quiet=True, **TINY)
+    assert err.value.exit_code == 130 and "--" not in str(err.value)  # the API's words, the signal's exit code kept
     assert capsys.readouterr() == ("", "")
     assert cnnlab.load_run(tmp_path / "run").status == "stopped"
 

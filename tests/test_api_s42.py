@@ -96,3 +96,80 @@ def test_a_tensor_of_two_to_four_fields_at_the_nets_size_is_refused_as_ambiguous
     big = torch.from_numpy(np.repeat(_digits(1), 2, axis=1).repeat(2, axis=2)).expand(3, -1, -1)
     assert big.shape == (3, 56, 56) and isinstance(shipped(big), Prediction)
     assert isinstance(shipped(torch.from_numpy(_digits(1))), Prediction)
+
+
+def test_a_refusal_through_train_names_no_flag_and_its_command_is_the_call(tiny_idx, tmp_path, monkeypatch):
+    """``cnnlab.train(out='x1')`` twice: ``out x1 already holds a run; continue it with 'cnnlab train --resume x1', or
+    pick a fresh --out`` (``api.as_arguments`` kept every flag of a clause that quoted a command)."""
+    monkeypatch.chdir(tmp_path)
+    settings = dict(dataset=f"idx:{tiny_idx}", epochs=1, batch_size=32, device="cpu", lr=0.05, quiet=True)
+    cnnlab.train("basic_cnn", out="x1", **settings)
+    with pytest.raises(cnnlab.RunError) as err:
+        cnnlab.train("basic_cnn", out="x1", **settings)
+    assert str(err.value) == ("out='x1' already holds a run; continue it with cnnlab.train(resume='x1'), or pick a "
+                              "fresh out")
+    (tmp_path / "x1" / "last.pt").unlink()
+    with pytest.raises(cnnlab.RunError) as err:
+        cnnlab.train(resume="x1", quiet=True)
+    assert str(err.value).endswith("continue from its best epoch: cnnlab.train(resume='x1/best.pt')")
+    assert "--" not in str(err.value)
+
+
+@pytest.mark.parametrize("message, given, said", [
+    ("interrupted at step 2; continue with: cnnlab train --resume 'my run' --max-steps 20", {},
+     "interrupted at step 2; continue with: cnnlab.train(resume='my run', max_steps=20)"),
+    ("r: the run's folder was moved or deleted while its run trained (if it was moved, continue there with: cnnlab "
+     "train --resume NEW_PLACE)", {}, "r: the run's folder was moved or deleted while its run trained (if it was "
+     "moved, continue there with: cnnlab.train(resume=NEW_PLACE))"),
+    ("--resume r: no position to continue from; start it again: cnnlab train --config r --out r", {"resume": "r"},
+     "resume='r': no position to continue from; start it again: cnnlab.train(..., out='r')"),
+    ("--resume r: its dataset is not there; give its new place: cnnlab train --resume r --dataset idx:NEW_DIR", {},
+     "resume r: its dataset is not there; give its new place: cnnlab.train(resume='r', dataset='idx:NEW_DIR')"),
+    ("'latest': no runs under runs/ yet; train one with 'cnnlab train', or give a run folder", {},
+     "'latest': no runs under runs/ yet; train one with cnnlab.train(), or give a run folder"),
+    ("no best.pt: --checkpoint last, or resume the run (cnnlab train --resume $'a\\nb'), which writes best.pt again",
+     {"which": "best"}, "no best.pt: which last, or resume the run (cnnlab.train(resume='a\\nb')), which writes best.pt "
+     "again"),
+    ("resume the run itself with 'cnnlab train --resume 'it'\\''s'', or copy the file; --out", {},
+     "resume the run itself with cnnlab.train(resume=\"it's\"), or copy the file; out"),
+    ("r: in use (resume then: cnnlab train --resume r --channels-last --epochs 3 --lr 0.01) and --lr 0.5", {"lr": 0.5},
+     "r: in use (resume then: cnnlab.train(resume='r', channels_last=True, epochs=3, lr=0.01)) and lr=0.5"),
+    # another command, or cnnlab.train's help, is a command to run: its flags stay, the message's others do not
+    ("--device cuda: no GPU; use --device cpu, or run: cnnlab evaluate RUN --dataset idx:/new", {"device": "cuda"},
+     "device='cuda': no GPU; use device cpu, or run: cnnlab evaluate RUN --dataset idx:/new"),
+    ("see 'cnnlab train --help', then --lr", {}, "see 'cnnlab train --help', then lr"),
+    ("another cnnlab process holds it (cnnlab writes --out there)", {}, "another cnnlab process holds it (cnnlab "
+     "writes out there)"),
+])
+def test_commands_in_a_refusal_are_said_as_the_apis_calls(message, given, said):
+    from cnnlab.api import as_arguments
+
+    assert as_arguments(message, given) == said
+
+
+def test_the_commands_the_api_knows_are_the_command_lines():
+    import argparse
+
+    from cnnlab.api import COMMANDS
+    from cnnlab.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert sorted(COMMANDS) == sorted(sub.choices)
+
+
+def test_a_refusal_reworded_keeps_its_class_and_what_it_carries():
+    from cnnlab.errors import DataUnreadable, Interrupted, WriteError
+
+    stop = Interrupted("continue with: cnnlab train --resume r", 143).reworded("continue with: cnnlab.train(...)")
+    assert type(stop) is Interrupted and stop.exit_code == 143 and str(stop) == "continue with: cnnlab.train(...)"
+    full = WriteError("cannot write r/x: full; --out elsewhere", 28, "full").reworded("cannot write r/x: full")
+    assert isinstance(full, OSError) and (full.errno, full.reason, str(full)) == (28, "full", "cannot write r/x: full")
+    gone = DataUnreadable("--x: cannot be read", "p", OSError(5, "EIO")).reworded("x: cannot be read")
+    assert (gone.path, gone.cause.errno, str(gone)) == ("p", 5, "x: cannot be read")
+
+
+@pytest.mark.parametrize("name", ["runs/r1", "my run", "it's", "a\nb", "x\udcffy", "中文 x", "$HOME", "a\\b", "a'b\nc"])
+def test_shell_unquoted_undoes_shell_quoted(name):
+    from cnnlab.errors import shell_quoted, shell_unquoted
+
+    assert shell_unquoted(shell_quoted(name)) == name

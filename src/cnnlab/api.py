@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Iterator
 # and answer as fast as 'cnnlab runs' does.
 from cnnlab.config import FLAG_IN_TEXT, Naming, TrainConfig, check_given_settings_act, typed_values
 from cnnlab.dataset_names import canonical_dataset_name
-from cnnlab.errors import CnnlabError, RunError, did_you_mean, short_repr, yes_no
+from cnnlab.errors import CnnlabError, RunError, did_you_mean, shell_unquoted, short_repr, yes_no
 from cnnlab.fileio import as_path, exists, expand_user, is_file, paths_explained, read_json
 from cnnlab.runs import (DEFAULT_CHECKPOINT, LATEST, check_columns, describe_listed, describe_run, find_runs, matches,
                          read_metrics, resolve_run, run_config)
@@ -65,23 +65,97 @@ def device_name(device, where: str = "device") -> str:
 
 #: A command-line flag in a refusal, and the value after it: ``--device cuda``, ``--val-split``.
 _FLAG_AND_VALUE = re.compile(FLAG_IN_TEXT.pattern + r"(?: ([^\s;:,()]+))?")
+#: The command line's flags whose argument has another name in the API (``--checkpoint best``: ``which='best'``).
+_ARGUMENT_NAMES = {"checkpoint": "which"}
+#: The command line's commands (its parser's, as a test checks): ``cnnlab process`` or ``cnnlab writes`` is none.
+COMMANDS = ("train", "compare", "evaluate", "runs", "models", "data", "analyze", "predict", "export", "export-weights",
+            "serve")
+#: A ``cnnlab`` command named in a message (``cnnlab evaluate RUN --dataset ...``, ``'cnnlab train --resume r1'``).
+_COMMAND = re.compile(r"(?<![\w.])('?)cnnlab (%s)(?![\w-])" % "|".join(sorted(COMMANDS, key=len, reverse=True)))
+#: One word of a command, after its space: plain (a ``,`` or ``:`` inside it, not at its end), or quoted as
+#: :func:`cnnlab.errors.shell_quoted` writes a folder's name.
+_WORD = re.compile(r" ((?:\$'(?:[^'\\]|\\.)*'|'[^']*'|\\.|[,:](?=[^\s'])|[^\s;,:()'\"\\])+)")
+#: The end of a quoted command: its quote, then the message goes on (``'cnnlab train --resume r1', or ...``).
+_CLOSING_QUOTE = re.compile(r"'(?=[\s,;:.)]|$)")
+#: A placeholder in a command (``RUN``, ``NEW_PLACE``, ``N``): said as it is, not as a string.
+_PLACEHOLDER = re.compile(r"[A-Z][A-Z0-9_]*")
 
 
 def as_arguments(message: str, given: dict) -> str:
     """A library refusal said to a caller of the API, who typed no flags: each flag by its argument's name
     (``--val-split``: ``val_split``), and a flag with the value the caller gave as the caller wrote it
-    (``--device cuda``: ``device='cuda'``)."""
+    (``--device cuda``: ``device='cuda'``). A ``cnnlab train`` command in it is the call that does the same
+    (``'cnnlab train --resume r1'``: ``cnnlab.train(resume='r1')``); another command, or one with a flag
+    ``cnnlab.train`` has no argument for (``--config``), is quoted as it is, flags and all: a command to run."""
+    said, at = [], 0
+    for start, end, command in _commands(message):
+        said += [_FLAG_AND_VALUE.sub(lambda match: _argument(match, given), message[at:start]), command]
+        at = end
+    return "".join(said) + _FLAG_AND_VALUE.sub(lambda match: _argument(match, given), message[at:])
 
-    def rename(match: re.Match) -> str:
-        key, value = match.group(1).replace("-", "_"), match.group(2)
-        clause = message[:match.start()].rsplit(";", 1)[-1]
-        if "cnnlab " in clause:  # a command to run (cnnlab evaluate RUN --dataset ...): its flags are flags
-            return match.group(0)
-        if key in given and value == str(given[key]):
-            return f"{key}={given[key]!r}"
-        return key if value is None else f"{key} {value}"
 
-    return _FLAG_AND_VALUE.sub(rename, message)
+def _argument(match: re.Match, given: dict) -> str:
+    """One flag of a refusal (and its value) as the argument the API's caller gave or may give."""
+    key, value = match.group(1).replace("-", "_"), match.group(2)
+    key = _ARGUMENT_NAMES.get(key, key)
+    if key in given and value == str(given[key]):
+        return f"{key}={given[key]!r}"
+    return key if value is None else f"{key} {value}"
+
+
+def _commands(message: str) -> Iterator[tuple[int, int, str]]:
+    """``(start, end, said)`` of each ``cnnlab`` command in ``message``: a ``cnnlab train`` of the API's arguments as
+    the call (:func:`_train_call`, which ends it at its first word that is no flag or value), another as it is."""
+    at = 0
+    while match := _COMMAND.search(message, at):
+        words, end = [], match.end()
+        while word := _WORD.match(message, end):
+            words.append(word.group(1))
+            end = word.end()
+        closing = _CLOSING_QUOTE.search(message, match.end()) if match.group(1) else None
+        if closing is not None:  # a quoted command: its words up to its quote
+            while words and end > closing.start():
+                end -= len(words.pop()) + 1
+            end = closing.end() if end == closing.start() else end
+        call, used = _train_call(words) if match.group(2) == "train" else (None, 0)
+        if call is not None and (closing is None or used == len(words)):
+            end = closing.end() if closing is not None else match.end() + sum(len(w) + 1 for w in words[:used])
+            yield match.start(), end, call
+        else:
+            yield match.start(), end, message[match.start():end]
+        at = end
+
+
+def _train_call(words: list[str]) -> tuple[str | None, int]:
+    """``cnnlab train``'s flags (``words``) as the call of :func:`train` that does the same, and how many words it
+    took (up to the first that is no flag or value); a run's settings (``--config RUN``) are ``...``, as the call
+    that made it gave them. None where a flag has no argument there (``--help``)."""
+    kinds = {"resume": "str", "out": "str", "config": "...", **{f.name: str(f.type) for f in fields(TrainConfig)}}
+    arguments, i = [], 0
+    while i < len(words) and words[i].startswith("--"):
+        key = words[i][2:].replace("-", "_")
+        if key not in kinds:
+            return None, 0
+        flag = "bool" in kinds[key]  # a flag of its own: --channels-last
+        value = None if flag or i + 1 == len(words) or words[i + 1].startswith("--") else words[i + 1]
+        if value is None and not flag:
+            return None, 0
+        arguments.append("..." if key == "config" else f"{key}={_python_value(value, kinds[key])}")
+        i += 1 if flag else 2
+    return f"cnnlab.train({', '.join(arguments)})", i
+
+
+def _python_value(word: str | None, kind: str) -> str:
+    """A command's value as Python writes it, by its setting's type: ``3``, ``0.01``, ``'runs/r1'``, ``True`` (a
+    flag without one); a placeholder (``RUN``) as it is."""
+    if word is None or _PLACEHOLDER.fullmatch(word):
+        return "True" if word is None else word
+    text = shell_unquoted(word)
+    for number in (int, float):
+        if number.__name__ in kind:
+            with contextlib.suppress(ValueError):
+                return repr(number(text))
+    return repr(text)
 
 
 @contextlib.contextmanager
@@ -94,9 +168,9 @@ def api_call(**given) -> Iterator[None]:
         yield
     except CnnlabError as err:
         said = as_arguments(str(err), given)
-        if said == str(err) or type(err).__init__ is not Exception.__init__:  # Interrupted, WriteError: as raised
+        if said == str(err):
             raise
-        raise type(err)(said) from None
+        raise err.reworded(said) from None  # its class and what it carries (Interrupted's exit code) kept
 
 
 @paths_explained()
@@ -141,7 +215,8 @@ def train(model: str | None = None, *, dataset: str | None = None, recipe: str |
     elif isinstance(overrides.get("teacher"), os.PathLike):  # a Path or a cnnlab.Run: the run's folder
         overrides["teacher"] = os.fspath(overrides["teacher"])
     cfg = _train_config({**overrides, **given})
-    with api_call(**overrides, **given):  # the library's refusals in the caller's words (lr, not --lr)
+    folders = {k: v for k, v in (("out", out), ("resume", resume)) if v is not None}
+    with api_call(**overrides, **given, **folders):  # the library's refusals in the caller's words (lr, not --lr)
         return _train(cfg, given, overrides, out, resume, quiet, verbose)
 
 

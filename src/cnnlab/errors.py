@@ -12,6 +12,14 @@ _SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxoth
 class CnnlabError(Exception):
     """A user-facing error. ``str(err)`` is a single line: what is wrong, and what to do about it."""
 
+    def reworded(self, message: str) -> "CnnlabError":
+        """The same error said in other words (the Python API's, :func:`cnnlab.api.as_arguments`): its class and
+        what it carries (an exit code, a path) kept, ``str()`` now ``message``."""
+        new = type(self).__new__(type(self), message)
+        new.__dict__.update(vars(self))
+        new.args = (message,)
+        return new
+
 
 def yes_no(name: str, value, none: str | None = None) -> bool | None:
     """A yes/no argument as the bool it is: ``True`` or ``False``, Python's or numpy's (``np.bool_``, what a
@@ -107,6 +115,34 @@ def _ansi_c(ch: str, raw: bool = True) -> str:
     return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"  # (\x80 is a byte to a shell)
 
 
+#: The parts of a shell word as :func:`shell_quoted` writes them: ``$'...'``, ``'...'``, ``\x``, plain text.
+_SHELL_PART = re.compile(r"\$'((?:[^'\\]|\\.)*)'|'([^']*)'|\\(.)|((?:[^'\\$]|\$(?!'))+)")
+#: An escape inside ``$'...'``: a byte, a code point, or a letter (``\n``), or a character escaped as itself.
+_ANSI_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|.)")
+_ANSI_LETTERS = {"n": "\n", "t": "\t", "r": "\r", "e": "\x1b", "a": "\a", "b": "\b", "f": "\f", "v": "\v"}
+
+
+def shell_unquoted(word: str) -> str:
+    """The text a shell reads in ``word``, a name as :func:`shell_quoted` wrote it (``'my run'``, ``'it'\''s'``,
+    ``$'x\ny'``): :func:`shell_quoted` undone, a byte that is no UTF-8 (``\xff``) back to what ``os.fsdecode`` makes
+    of it. To say a quoted command in other words (the Python API's: ``cnnlab.train(resume='my run')``)."""
+    out = []
+    for match in _SHELL_PART.finditer(word):
+        ansi, single, escaped, plain = match.groups()
+        out.append(_ANSI_ESCAPE.sub(_ansi_char, ansi) if ansi is not None else
+                   single if single is not None else escaped if escaped is not None else plain)
+    return "".join(out)
+
+
+def _ansi_char(match: re.Match) -> str:
+    """The character of one escape inside ``$'...'`` (:func:`_ansi_c` undone)."""
+    escape = match.group(1)
+    if len(escape) == 1:
+        return _ANSI_LETTERS.get(escape, escape)
+    code = int(escape[1:], 16)
+    return chr(0xDC00 + code) if escape[0] == "x" and code >= 0x80 else chr(code)
+
+
 def short_repr(value: object) -> str:
     """``repr(value)`` bounded (a few items, two levels, 60 characters a string), for quoting a refused value in
     a one-line message: a YAML alias bomb (a 600-byte file whose value is hundreds of millions of strings,
@@ -193,3 +229,9 @@ class WriteError(CnnlabError, OSError):
 
     def __str__(self) -> str:
         return str(self.strerror)
+
+    def reworded(self, message: str) -> "WriteError":
+        """As :meth:`CnnlabError.reworded`, its ``errno`` kept (an OSError's message is its ``strerror``)."""
+        new = super().reworded(message)
+        new.errno, new.strerror = self.errno, message
+        return new
