@@ -184,6 +184,14 @@ def build_ema(cfg: TrainConfig, model: nn.Module) -> AveragedModel | None:
 
 @dataclass
 class TrainResult:
+    """What a training run gives back (:func:`train`, ``cnnlab.train``): its folder (``run_dir``; None where nothing
+    is written: ``write=False``, a torchrun rank other than 0), the epochs' ``history`` (metrics.csv's rows), the
+    ``final`` evaluation of its final weights on the whole test set (its result, as summary.json's ``accuracy``),
+    ``best_accuracy`` (the evaluation best.pt holds the weights of, on the split ``best_split`` names), the net's
+    ``parameters``, ``train_seconds``, the trained ``model`` (the weights' moving average where the run kept one),
+    ``target`` (where ``target_accuracy`` was reached), the ``summary`` (summary.json's content) and why it
+    ``stopped``."""
+
     run_dir: Path | None
     history: list[dict]
     final: EvalResult  # on the test set

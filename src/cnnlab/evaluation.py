@@ -36,6 +36,10 @@ Log = Callable[[str], None]
 
 @dataclass
 class EvalResult:
+    """One evaluation (:func:`evaluate`, ``Run.evaluate()``, ``TrainResult.final``): the mean cross-entropy ``loss``,
+    the ``accuracy`` in percent (99.1), the ``n`` images seen and how many were ``correct``; each image's predicted
+    class and its probability where asked for."""
+
     loss: float
     accuracy: float  # percent
     n: int

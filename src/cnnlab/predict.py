@@ -105,9 +105,13 @@ class Prediction:
 
     @property
     def label(self) -> str:
+        """The likeliest class, by its name (``"7"``, ``"Dress"``): ``top(1)``'s."""
         return self.top(1)[0][0]
 
     def to_dict(self, k: int = 3) -> dict:
+        """The result as ``cnnlab predict --json`` writes it: ``file``, ``prediction`` (:attr:`label`) and ``top``
+        (the ``k`` likeliest classes, each ``class`` and ``probability``); ``digits_seen``, ``image_paper`` and
+        ``thick_strokes`` only where :attr:`marks`, :attr:`paper` and :attr:`thick` have something to say."""
         out = {"file": self.name, "prediction": self.label,
                "top": [{"class": c, "probability": p} for c, p in self.top(k)]}
         out = out if self.marks < 2 else {**out, "digits_seen": self.marks}
@@ -166,6 +170,9 @@ class NumberPrediction:
         return np.concatenate([d.input_image for d in self.digits], axis=1)
 
     def to_dict(self, k: int = 3) -> dict:
+        """The number as ``cnnlab predict --number --json`` writes it: ``file``, ``number`` (:attr:`label`),
+        ``probability`` and ``digits`` (each its ``prediction`` and ``top`` ``k`` classes); ``line``, ``wide_digits``
+        and ``left_out`` only where :attr:`line`, :attr:`wide` and :attr:`left_out` have something to say."""
         out = {"file": self.name, "number": self.label, "probability": self.probability,
                "digits": [{"prediction": d.label, "top": [{"class": c, "probability": p} for c, p in d.top(k)]}
                           for d in self.digits]}
@@ -182,6 +189,7 @@ class Failure:
     error: str
 
     def to_dict(self) -> dict:
+        """``{"file": ..., "error": ...}``, as ``cnnlab predict --json`` writes a file it could not predict."""
         return {"file": self.name, "error": self.error}
 
 
