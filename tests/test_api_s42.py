@@ -103,7 +103,13 @@ def test_a_refusal_through_train_names_no_flag_and_its_command_is_the_call(tiny_
     pick a fresh --out`` (``api.as_arguments`` kept every flag of a clause that quoted a command)."""
     monkeypatch.chdir(tmp_path)
     settings = dict(dataset=f"idx:{tiny_idx}", epochs=1, batch_size=32, device="cpu", lr=0.05, quiet=True)
-    cnnlab.train("basic_cnn", out="x1", **settings)
+    result = cnnlab.train("basic_cnn", out="x1", **settings)
+    # (and the reprs of a real run: one line each, apiA's 6)
+    assert _short(result).startswith(f"TrainResult(run_dir='x1', model='basic_cnn', dataset='idx:{tiny_idx}', "
+                                     f"stopped='finished', accuracy={result.final.accuracy!r}, best_accuracy=")
+    assert _short(cnnlab.load_run("x1")) == (f"Run(path='x1', model='basic_cnn', dataset='idx:{tiny_idx}', "
+                                             f"status='finished', final_accuracy={result.final.accuracy!r})")
+    assert result.config.model == "basic_cnn" and result.config == cnnlab.TrainConfig(**cnnlab.load_run("x1").config)
     with pytest.raises(cnnlab.RunError) as err:
         cnnlab.train("basic_cnn", out="x1", **settings)
     assert str(err.value) == ("out='x1' already holds a run; continue it with cnnlab.train(resume='x1'), or pick a "
@@ -173,3 +179,62 @@ def test_shell_unquoted_undoes_shell_quoted(name):
     from cnnlab.errors import shell_quoted, shell_unquoted
 
     assert shell_unquoted(shell_quoted(name)) == name
+
+
+def _many_classes_summary(n: int = 1000) -> dict:
+    """A summary.json of ``n`` classes as :func:`cnnlab.report.summarize` writes one (its size grows with ``n``)."""
+    classes = [f"class_{i:04d}_" + "x" * 40 for i in range(n)]
+    return {"split": "test", "n": 2 * n, "loss": 1.5, "accuracy": 61.25,
+            "per_class": [{"class": c, "precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2} for c in classes],
+            "confusion": [[2 if i == j else 0 for j in range(n)] for i in range(n)],
+            "mistakes": [{"index": i, "true": classes[i], "predicted": classes[-i], "probability": 0.9}
+                         for i in range(36)], "target": None, "train_seconds": 3.5, "parameters": 12345, "ema": None}
+
+
+def _short(obj) -> str:
+    """``repr(obj)``, checked to be one line of a bounded length (TrainConfig's, every setting, is the longest: ~600)."""
+    said = repr(obj)
+    assert len(said) <= 700 and "\n" not in said, f"{type(obj).__name__}: {len(said)} characters: {said[:300]}"
+    return said
+
+
+def test_the_reprs_of_what_the_api_returns_stay_short_with_a_thousand_classes(tmp_path):
+    """``repr(cnnlab.load_run(run))`` was 5.3 KB for a 10-class run and the ``TrainResult``'s about 5 KB (the whole
+    summary: the per-class table, the confusion matrix, 36 mistakes); with 1,000 classes, megabytes in a notebook."""
+    from cnnlab.api import Run
+    from cnnlab.config import TrainConfig
+    from cnnlab.engine import TrainResult
+    from cnnlab.evaluation import EvalResult
+    from cnnlab.predict import Failure, NumberPrediction, Predictor
+    from cnnlab.preprocessing import NumberFields
+
+    summary = _many_classes_summary()
+    classes = [row["class"] for row in summary["per_class"]]
+    config = TrainConfig(model="resnet", dataset="folder:/data/glyphs", epochs=2)
+    metrics = [{"epoch": e, "test_acc": 50.0 + e} for e in range(1, 201)]
+    run = Run(tmp_path / "runs" / "r1", vars(config), metrics, summary, "finished")
+    said = _short(run)
+    assert said == (f"Run(path={str(tmp_path / 'runs' / 'r1')!r}, model='resnet', dataset='folder:/data/glyphs', "
+                    "status='finished', final_accuracy=61.25)")
+    assert "final_accuracy=None" in _short(Run(tmp_path, {}, [], None, "running"))
+    final = EvalResult(1.5, 61.25, 2000, 1225, torch.zeros(2000, dtype=torch.long), torch.ones(2000))
+    assert _short(final) == "EvalResult(loss=1.5, accuracy=61.25, n=2000, correct=1225)"
+    result = TrainResult(tmp_path / "runs" / "r1", metrics, final, 70.5, 12345, 3.5, torch.nn.Linear(1000, 1000),
+                         None, summary, "finished", "val", config)
+    said = _short(result)
+    assert said == (f"TrainResult(run_dir={str(tmp_path / 'runs' / 'r1')!r}, model='resnet', "
+                    "dataset='folder:/data/glyphs', stopped='finished', accuracy=61.25, best_accuracy=70.5, "
+                    "best_split='val')")
+    probabilities = list(np.full(1000, 0.001))
+    probabilities[7] = 0.5
+    one = Prediction("a.png", probabilities, classes, np.zeros((28, 28), np.float32))
+    assert _short(one) == f"Prediction(name='a.png', label={classes[7]!r}, probability=0.5)"
+    number = NumberPrediction("n.png", [one] * 12, [(2, ".")], line=3)
+    assert _short(number).startswith("NumberPrediction(name='n.png', label=")
+    _short(NumberFields([np.zeros((28, 28), np.float32)] * 12, {3: [np.zeros((28, 28))] * 2}, [(2, ".")], 1, {3: 2.5}))
+    _short(Failure("b.png", "b.png: not an image; give a PNG"))
+    _short(config)
+    net = cnnlab.create_model("basic_cnn", num_classes=1000)
+    state = {"model": {"name": "basic_cnn", "args": {"num_classes": 1000}}, "state_dict": net.state_dict(),
+             "data": {"classes": classes, "mean": 0.5, "std": 0.25, "name": "folder:/data/glyphs"}}
+    assert _short(Predictor(state, source="g.pt")).startswith("Predictor(model='basic_cnn', dataset='folder:glyphs'")

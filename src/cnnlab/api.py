@@ -276,6 +276,12 @@ class Run:
         """The run's folder: a Run goes wherever a run's path does (``Predictor.from_run(run)``, ``open``, ``Path``)."""
         return str(self.folder)
 
+    def __repr__(self) -> str:
+        """One line: what the run is and how it went (its config, metrics and summary are its attributes: the summary
+        of a run of 1,000 classes is megabytes)."""
+        return (f"Run(path={str(self.path)!r}, model={self.config.get('model')!r}, "
+                f"dataset={self.config.get('dataset')!r}, status={self.status!r}, final_accuracy={self.final_accuracy!r})")
+
     @property
     def final_accuracy(self) -> float | None:
         """The test accuracy of the run's final weights, its result (summary.json's ``accuracy``, in percent: 99.1);

@@ -210,6 +210,16 @@ class TrainResult:
     #: The split ``best_accuracy`` was measured on: "val" (a run with a validation split chose its best on it; the
     #: test accuracy of those weights is not this figure) or "test"; None when ``best_accuracy`` is None.
     best_split: str | None = None
+    #: The settings the run trained with (its config.json's): ``config.model``, ``config.dataset``...
+    config: TrainConfig | None = None
+
+    def __repr__(self) -> str:
+        """One line: the run, its net and data, and its result (the summary, the history and the net are its
+        attributes: they grow with the classes and the epochs)."""
+        model, dataset = (self.config.model, self.config.dataset) if self.config is not None else (None, None)
+        return (f"TrainResult(run_dir={None if self.run_dir is None else str(self.run_dir)!r}, model={model!r}, "
+                f"dataset={dataset!r}, stopped={self.stopped!r}, accuracy={self.final.accuracy!r}, "
+                f"best_accuracy={self.best_accuracy!r}, best_split={self.best_split!r})")
 
 
 # ----------------------------------------------------------------------------- the story of a run
@@ -961,7 +971,7 @@ def finish(t: Trainer, final: EvalResult | None, report: bool, verbose: bool = F
     t.ranks.barrier()
     t.ranks.close()
     return TrainResult(t.run_dir, s.history, final, s.best, count_parameters(t.model), train_s, t.eval_model, s.target,
-                       summary, t.stop_reason or "finished", None if s.best is None else t.eval_name)
+                       summary, t.stop_reason or "finished", None if s.best is None else t.eval_name, cfg)
 
 
 def best_text(t: Trainer) -> str:

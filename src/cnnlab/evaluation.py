@@ -7,7 +7,7 @@ Inference code (predict, export, analysis, serve) imports this and :mod:`cnnlab.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -46,8 +46,8 @@ class EvalResult:
     correct: int = 0
     #: (N,) predicted classes and (N,) the softmax probability of each (how sure: the report's mistakes show it),
     #: on the CPU, when asked for. Not every class's probability: (N, classes) of a 10,000-class test set was 400 MB.
-    predictions: torch.Tensor | None = None
-    confidences: torch.Tensor | None = None
+    predictions: torch.Tensor | None = field(default=None, repr=False)  # (N,): out of the repr, as N grows
+    confidences: torch.Tensor | None = field(default=None, repr=False)
 
 
 def evaluate(model: nn.Module, loader: BatchLoader, limit: int = 0, keep_outputs: bool = False,

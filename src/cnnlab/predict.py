@@ -38,7 +38,7 @@ from cnnlab.data.folder import SIZE as FOLDER_SIZE
 from cnnlab.data.folder import gray_square
 from cnnlab.dataset_names import PAPER_SPLIT, dataset_kind, directory_of, paper_of
 from cnnlab.devices import resolve_device
-from cnnlab.errors import CnnlabError, first_line, printable, yes_no
+from cnnlab.errors import CnnlabError, first_line, printable, short_repr, yes_no
 from cnnlab.fileio import atomic_write_bytes, open_if_regular, temp_part
 from cnnlab.pretrained import load_pretrained
 from cnnlab.runs import LATEST, resolve_run
@@ -89,6 +89,13 @@ class Prediction:
     paper: str = ""
     #: The mean of the net's training images (0..1), as its run recorded it: what :attr:`paper` is told against.
     trained_mean: float = 0.0
+
+    def __repr__(self) -> str:
+        """One line: the image's name, the likeliest class and its probability (the probabilities of every class, and
+        the classes, are its attributes: 1,000 classes were kilobytes)."""
+        label, probability = self.top(1)[0] if self.classes else (None, None)
+        marks = f", marks={self.marks}" if self.marks != 1 else ""
+        return f"Prediction(name={short_repr(self.name)}, label={short_repr(label)}, probability={probability!r}{marks})"
 
     def top(self, k: int = 3) -> list[tuple[str, float]]:
         """The ``k`` likeliest classes with their probabilities; ``k`` is any whole number >= 0 (an ``int``, a numpy
@@ -152,6 +159,13 @@ class NumberPrediction:
     #: Digits read whole though much wider than high (by index into ``digits``: how many times): digits that touch
     #: may have been read as one there (:data:`cnnlab.preprocessing.WIDE_NOTE`).
     wide: dict[int, float] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        """One line: the image's name, the number read, how sure, and how many digits (each a :class:`Prediction`
+        in :attr:`digits`)."""
+        line = f", line={self.line}" if self.line else ""
+        return (f"NumberPrediction(name={short_repr(self.name)}, label={short_repr(self.label)}, "
+                f"probability={self.probability!r}, digits={len(self.digits)}{line})")
 
     @property
     def label(self) -> str:
@@ -236,6 +250,11 @@ class Predictor:
         #: ``"dark"`` or ``"light"``: the paper of the net's training images, by their recorded mean
         #: (:func:`cnnlab.dataset_names.paper_of`; MNIST's and Fashion-MNIST's are dark).
         self.paper = paper_of(self.mean)
+
+    def __repr__(self) -> str:
+        """One line: the net, its data and classes, where it runs, and where its weights came from."""
+        return (f"Predictor(model={self.model_name!r}, dataset={short_repr(self.dataset)}, classes={len(self.classes)}, "
+                f"preparation={self.preparation!r}, device={str(self.device)!r}, source={short_repr(self.source)})")
 
     @property
     def preparation(self) -> str:

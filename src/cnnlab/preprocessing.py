@@ -1240,6 +1240,12 @@ class NumberFields:
     #: touch may be read as one there (a field of the halves is read where the net is surer of them).
     wide: dict[int, float] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        """One line: how many fields, which have halves, the signs, the marks left out and the wide digits (the fields
+        themselves, 28x28 arrays each, are :attr:`fields`)."""
+        return (f"NumberFields(fields={len(self.fields)}, splits={sorted(self.splits)}, signs={self.signs!r}, "
+                f"left_out={self.left_out}, wide={self.wide!r})")
+
     def split(self, which: set[int]) -> "NumberFields":
         """The fields with the digits ``which`` read as their two halves (the signs' places moved along; a digit
         split is noted as wide only where each half still is, taken as half as wide)."""
