@@ -140,6 +140,8 @@ def test_a_refusal_through_train_names_no_flag_and_its_command_is_the_call(tiny_
      "resume the run itself with cnnlab.train(resume=\"it's\"), or copy the file; out"),
     ("r: in use (resume then: cnnlab train --resume r --channels-last --epochs 3 --lr 0.01) and --lr 0.5", {"lr": 0.5},
      "r: in use (resume then: cnnlab.train(resume='r', channels_last=True, epochs=3, lr=0.01)) and lr=0.5"),
+    ("--out r holds a run: 'cnnlab train --resume r', or 'cnnlab train --out r2' --lr", {},  # two quoted commands
+     "out r holds a run: cnnlab.train(resume='r'), or cnnlab.train(out='r2') lr"),
     # another command, or cnnlab.train's help, is a command to run: its flags stay, the message's others do not
     ("--device cuda: no GPU; use --device cpu, or run: cnnlab evaluate RUN --dataset idx:/new", {"device": "cuda"},
      "device='cuda': no GPU; use device cpu, or run: cnnlab evaluate RUN --dataset idx:/new"),

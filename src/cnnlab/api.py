@@ -108,22 +108,29 @@ def _commands(message: str) -> Iterator[tuple[int, int, str]]:
     the call (:func:`_train_call`, which ends it at its first word that is no flag or value), another as it is."""
     at = 0
     while match := _COMMAND.search(message, at):
-        words, end = [], match.end()
-        while word := _WORD.match(message, end):
-            words.append(word.group(1))
-            end = word.end()
         closing = _CLOSING_QUOTE.search(message, match.end()) if match.group(1) else None
-        if closing is not None:  # a quoted command: its words up to its quote
-            while words and end > closing.start():
-                end -= len(words.pop()) + 1
-            end = closing.end() if end == closing.start() else end
+        words, end = _words(message, match.end(), len(message) if closing is None else closing.start())
+        if closing is not None and end != closing.start():  # not the quote of the command's words
+            closing = None
+            words, end = _words(message, match.end(), len(message))
+        start = match.start() if closing is not None else match.start(2) - len("cnnlab ")
         call, used = _train_call(words) if match.group(2) == "train" else (None, 0)
         if call is not None and (closing is None or used == len(words)):
             end = closing.end() if closing is not None else match.end() + sum(len(w) + 1 for w in words[:used])
-            yield match.start(), end, call
+            yield start, end, call
         else:
-            yield match.start(), end, message[match.start():end]
+            end = closing.end() if closing is not None else end
+            yield start, end, message[start:end]
         at = end
+
+
+def _words(message: str, start: int, stop: int) -> tuple[list[str], int]:
+    """The words of a command from ``start`` (each after its space), before ``stop``, and where they end."""
+    words, end = [], start
+    while word := _WORD.match(message, end, stop):
+        words.append(word.group(1))
+        end = word.end()
+    return words, end
 
 
 def _train_call(words: list[str]) -> tuple[str | None, int]:
