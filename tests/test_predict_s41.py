@@ -123,3 +123,23 @@ def test_an_image_on_the_other_paper_than_the_nets_training_images_gets_a_note(t
             "paper") in err and "invert it" in err
     assert main(["predict", str(dark), str(png), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["image_paper"] == "light"
+
+
+def test_a_number_whose_digits_are_drawn_with_a_broad_pen_names_them(digits, tmp_path, capsys):
+    """``--number`` (``read_number``) gave no word of a digit's thick strokes, which only single digits got: a
+    small 7 drawn with the page's pen and one drawn with a fine pen side by side, the first is named (its index, its
+    class, its width), the other not; ``--json`` gives the width in that digit's entry."""
+    image = Image.new("L", (200, 120), 255)
+    image.paste(canvas(SMALL_SEVEN).crop((100, 80, 180, 200)), (0, 0))
+    image.paste(canvas(SMALL_SEVEN, pen=4).crop((100, 80, 180, 200)), (100, 0))
+    path = tmp_path / "77.png"
+    image.save(path)
+    number = digits.read_number(path)
+    assert len(number.digits) == 2 and number.digits[0].thick > THICK_NOTE and number.digits[1].thick == 0.0
+    assert number.thick_note().startswith(f"digit 1 ('{number.digits[0].label}', {number.digits[0].thick:.1f} px): ")
+    entries = number.to_dict()["digits"]
+    assert entries[0]["thick_strokes"] == round(number.digits[0].thick, 1) and "thick_strokes" not in entries[1]
+    assert main(["predict", "--model", "resnet", "--number", str(path)]) == 0
+    assert f"note: {path}: digit 1 (" in capsys.readouterr().err
+    fine = digits.read_number(canvas(LARGE_SEVEN, pen=12))
+    assert fine.thick_note() == "" and "thick_strokes" not in fine.to_dict()["digits"][0]

@@ -222,8 +222,9 @@ def cmd_predict(args) -> int:
         if getattr(pred, "marks", 1) > 1:
             print(f"note: {printable(pred.name)}: {pred.marks} digits side by side, read as one; add --number to "
                   "read each", file=sys.stderr)
-        if getattr(pred, "thick", 0.0):
-            print(f"note: {printable(pred.name)}: {pred.thick_note()}", file=sys.stderr)
+        if thick := pred.thick_note():  # a digit's, or a number's digits'
+            line = f" line {pred.line}" if getattr(pred, "line", 0) else ""
+            print(f"note: {printable(pred.name)}{line}: {thick}", file=sys.stderr)
         if getattr(pred, "paper", ""):
             print(f"note: {printable(pred.name)}: {pred.paper_note()}", file=sys.stderr)
         for i, ratio in getattr(pred, "wide", {}).items():
