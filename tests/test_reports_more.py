@@ -161,8 +161,9 @@ def test_a_report_cut_short_by_a_full_disk_says_what_was_written_and_what_not(tr
     _full_for(monkeypatch, "mistakes.png")
     assert main(["evaluate", str(trained), "--tta", "shift"]) == 1
     err = capsys.readouterr().err
-    assert (f"report incomplete: wrote summary.json in {trained} (confusion.png unchanged), not mistakes.png (an "
-            "earlier report's mistakes.png stays there): cannot write") in err, err
+    assert (f"report incomplete: wrote summary.json in {trained} (confusion.png unchanged), not mistakes.png: "
+            "cannot write") in err, err
+    assert not (trained / "mistakes.png").exists()  # the earlier report's: removed with its summary (anaN, s42)
     assert "tta" in json.loads((trained / "summary.json").read_text())
 
     monkeypatch.undo()

@@ -24,7 +24,7 @@ from cnnlab.devices import resolve_device
 from cnnlab.errors import (CheckpointError, CnnlabError, RunBusy, RunError, WriteError, printable,
                            shell_quoted)
 from cnnlab.models import model_arguments
-from cnnlab.output import say
+from cnnlab.output import complain, say
 from cnnlab.pretrained import load_pretrained
 from cnnlab.report import Figures, format_table, summarize, write_report
 from cnnlab.fileio import cannot_read, is_dir, open_if_regular, sha256_of
@@ -110,13 +110,18 @@ def report_run(run_dir: Path | None, model: nn.Module, data: Dataset, device: to
     if run_dir is not None:
         figures = write_report(run_dir, summary, history=history, images=data.test_images,
                                classes=list(data.classes), context=context, keep=keep, log=log)
-        for note in figures.left_out.values():
-            log(note)
+        try:
+            for note in figures.left_out.values():
+                log(note)
+            if wait:
+                try:
+                    figures.wait()
+                except WriteError as err:  # summary.json is written, and maybe some figures: the line says which
+                    raise figures.incomplete(err) from None
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP (cli.common.take_sigint) after summary.json
+            complain(f"cnnlab: warning: {printable(str(figures.stopped()))}")
+            raise
         if wait:
-            try:
-                figures.wait()
-            except WriteError as err:  # summary.json is written, and maybe some figures: the line says which
-                raise figures.incomplete(err) from None
             kept = f" ({', '.join(figures.kept)} unchanged)" if figures.kept else ""
             log(f"wrote {', '.join(['summary.json', *figures.names])} in {printable(str(run_dir))}{kept}")
     return summary, figures

@@ -26,7 +26,7 @@ import stat
 import tempfile
 import time
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 try:
     import fcntl  # POSIX: the lock that marks a live writer's temp file
@@ -322,14 +322,16 @@ def make_dirs(path: str | Path) -> Path:
     return path
 
 
-def atomic_write_bytes(path: str | Path, data: bytes, *, mode_of: str | Path | None = None) -> None:
+def atomic_write_bytes(path: str | Path, data: bytes, *, mode_of: str | Path | None = None,
+                       just_before: Callable[[], None] | None = None) -> None:
     """Write ``data`` to ``path`` via a temp file in the same directory, fsync and rename.
 
     An OS error (read-only folder, disk full) is a :class:`WriteError` naming the path and the fix;
     ``path`` is then untouched and no temp file is left. A file replaced keeps its permissions (and owner and
     group where permitted); a new file gets 0666 less the umask. ``mode_of``: the file whose permissions count
     instead (one staged elsewhere, to be renamed over it). Temp files of ``path`` that killed writers left are
-    removed first (see the module's docstring).
+    removed first (see the module's docstring). ``just_before()`` is called once the new file is written and
+    fsynced, the moment before it is renamed into place (what must go with the old version: files drawn from it).
     """
     path = Path(path)
     _refuse_special_file(path)
@@ -349,6 +351,8 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, mode_of: str | Path | N
             fh.flush()
             os.fsync(fh.fileno())
         _take_over(tmp, old)
+        if just_before is not None:
+            just_before()
         try:
             os.replace(tmp, path)
         except InterruptedError:  # EINTR (a signal, NFS), which Python does not retry for a rename: once more
@@ -552,8 +556,8 @@ def remove_stale_temp_files_in(folder: str | Path, owned: bool = True) -> None:
         _remove_if_stale(str(tmp), match.group(2) if match else None, owned=owned)
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | Path, text: str, *, just_before: Callable[[], None] | None = None) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), just_before=just_before)
 
 
 def json_safe(obj):

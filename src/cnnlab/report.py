@@ -237,9 +237,14 @@ class Figures:
         self.kept = sorted(set(current) - set(self.left_out))
         self.written: list[str] = []
         self.run_dir = Path(run_dir)
+        self._stop = threading.Event()  # set by stopped(): the figures not begun yet are not drawn
+        self._taken: KeyboardInterrupt | None = None
         args = (Path(run_dir), summary, history, images, classes, context)
         self._thread = threading.Thread(target=self._draw, args=args, name="cnnlab-figures", daemon=True)
-        self._thread.start()
+        try:
+            self._thread.start()
+        except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM (cli.common.take_sigint) while it started: raised
+            self._taken = stop             # by wait(), whose caller says what was written (stopped())
 
     def _draw(self, run_dir, summary, history, images, classes, context) -> None:
         mistakes = summary["mistakes"]
@@ -251,6 +256,8 @@ class Figures:
         }
         try:
             for name in self.names:
+                if self._stop.is_set():
+                    break
                 try:
                     drawers[name](run_dir / name)
                     self.written.append(name)
@@ -260,19 +267,31 @@ class Figures:
             self._error = err
 
     def wait(self) -> None:
+        if self._taken is not None:
+            raise self._taken
         self._thread.join()
         if self._error is not None:
             raise self._error
 
-    def incomplete(self, err: WriteError) -> IncompleteReport:
-        """The one line for ``err``, a figure not written after summary.json was: what was written, what not."""
+    def incomplete(self, err: WriteError | str) -> IncompleteReport:
+        """The one line for ``err``, a figure not written after summary.json was (or why they stopped, a text):
+        what was written, what not."""
         missing = [n for n in self.names if n not in self.written]
         older = [n for n in missing if is_file(self.run_dir / n, if_unknown=False)]
         stays = (f" (an earlier report's {', '.join(older)} {'stays' if len(older) == 1 else 'stay'} there)"
                  if older else "")
         kept = f" ({', '.join(self.kept)} unchanged)" if self.kept else ""
         return IncompleteReport(f"report incomplete: wrote {', '.join(['summary.json', *self.written])} in "
-                                f"{self.run_dir}{kept}, not {', '.join(missing)}{stays}: {err}", err.errno)
+                                f"{self.run_dir}{kept}, not {', '.join(missing)}{stays}: {err}",
+                                None if isinstance(err, str) else err.errno)
+
+    def stopped(self) -> IncompleteReport:
+        """The one line for a stop (Ctrl-C, SIGTERM, SIGHUP) while the figures were drawn: the one being drawn is
+        finished (whole, and named among those written), the others are not begun."""
+        self._stop.set()
+        if self._thread.ident is not None:  # started
+            self._thread.join()
+        return self.incomplete("stopped; run it again")
 
 
 def write_report(run_dir: str | Path, summary: dict, *, history: list[dict], images: torch.Tensor,
@@ -286,20 +305,20 @@ def write_report(run_dir: str | Path, summary: dict, *, history: list[dict], ima
     A figure already drawn from the same inputs (:func:`current_figures`) is kept, not drawn again; so are
     the ``keep`` keys of the summary.json there (e.g. :data:`RUN_FACTS`), where ``summary`` lacks them (one that
     cannot be read now is a refusal with ``keep``, else a warning to ``log``: :func:`_previous_summary`).
-    A confusion.png there that this summary does not draw (too many classes) is removed: it showed another one.
+    The other figures of the summary.json there (:data:`FIGURE_INPUTS`: those it does not keep, and a confusion.png
+    this summary does not draw, of too many classes) are removed the moment before the new one is renamed into
+    place: stopped anywhere (SIGKILL too), the folder never shows one summary beside another's figures, and a
+    summary.json that cannot be written (a full disk) leaves the old report whole.
     """
     run_dir = Path(run_dir)
     previous = _previous_summary(run_dir, keep, log)
     current = current_figures(run_dir, summary, previous)
-    if previous is not None and keep:
-        summary = {**{k: previous[0][k] for k in keep if k in previous[0]}, **summary}
-    atomic_write_text(run_dir / "summary.json", summary_text(summary))
     if summary.get("confusion") is None:
         current.discard("confusion.png")
-        try:
-            (run_dir / "confusion.png").unlink()
-        except OSError:
-            pass
+    if previous is not None and keep:
+        summary = {**{k: previous[0][k] for k in keep if k in previous[0]}, **summary}
+    stale = [run_dir / name for name in FIGURE_INPUTS if name not in current]
+    atomic_write_text(run_dir / "summary.json", summary_text(summary), just_before=lambda: _remove(stale))
     for name in sorted(current):
         try:  # still no older than the summary it shows, so that the next evaluation keeps it too
             os.utime(run_dir / name)
@@ -307,3 +326,12 @@ def write_report(run_dir: str | Path, summary: dict, *, history: list[dict], ima
             current.discard(name)
     return Figures(run_dir, summary, history=history, images=images, classes=classes, context=context,
                    current=current)
+
+
+def _remove(paths: list[Path]) -> None:
+    """Remove the files at ``paths`` that are there; one that cannot be removed stays (the write after says why)."""
+    for path in paths:
+        try:
+            path.unlink()
+        except OSError:
+            pass

@@ -1,0 +1,108 @@
+"""Found by a tester of the analyses, evaluate's reports and their figures (anaN, session 42)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_config
+
+import cnnlab.plots
+from cnnlab.cli import main
+from cnnlab.engine import train
+from cnnlab.errors import WriteError
+
+QUIET = dict(quiet=True, log=lambda m: None)
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+@pytest.fixture
+def two_runs(tiny_idx, tmp_path) -> tuple[Path, Path]:
+    a, b = tmp_path / "runs" / "a", tmp_path / "runs" / "b"
+    train(tiny_config(tiny_idx, max_steps=3), out=a, **QUIET)
+    train(tiny_config(tiny_idx, max_steps=3, seed=7, lr=0.2), out=b, **QUIET)
+    return a, b
+
+
+#: A drawing of confusion.png that stops its own process with a signal, then draws (the signal is taken meanwhile).
+STOPPED_WHILE_DRAWING = """
+import os, signal, sys, time
+import cnnlab.plots
+from cnnlab.cli import main
+real = cnnlab.plots.plot_confusion
+def stopping(*args, **kwargs):
+    os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+    time.sleep(1.0)
+    return real(*args, **kwargs)
+cnnlab.plots.plot_confusion = stopping
+print("exit", main(sys.argv[2:]), flush=True)
+"""
+
+
+@pytest.mark.parametrize("signal_name, code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_an_evaluation_stopped_after_its_summary_says_so_and_leaves_no_other_reports_figures(two_runs, tmp_path,
+                                                                                            signal_name, code):
+    """`evaluate B --out DIR` stopped (SIGTERM, SIGHUP, Ctrl-C) after summary.json, over DIR holding run A's report:
+    exit 143 and not a word (Ctrl-C: `interrupted`), B's summary beside A's confusion.png and mistakes.png. Now evaluate
+    takes SIGTERM and SIGHUP as a stop, A's figures go the moment B's summary replaces A's, the figure being drawn is
+    finished, and the line names what was written and what not."""
+    a, b = two_runs
+    out = tmp_path / "report"
+    assert main(["evaluate", str(a), "--out", str(out)]) == 0
+    env = {**os.environ, "PYTHONPATH": SRC}
+    done = subprocess.run([sys.executable, "-c", STOPPED_WHILE_DRAWING, signal_name, "evaluate", str(b), "--out",
+                           str(out)], capture_output=True, text=True, env=env, timeout=300)
+    assert f"exit {code}" in done.stdout, (done.returncode, done.stdout[-500:], done.stderr[-2000:])
+    assert (f"cnnlab: warning: report incomplete: wrote summary.json, confusion.png in {out}, not mistakes.png: "
+            "stopped; run it again") in done.stderr, done.stderr
+    assert json.loads((out / "summary.json").read_text())["checkpoint"] == str(b / "last.pt")
+    assert not (out / "mistakes.png").exists()  # A's: gone with A's summary
+    assert (out / "confusion.png").stat().st_mtime >= (out / "summary.json").stat().st_mtime  # B's
+
+
+def test_a_reports_other_figures_go_the_moment_its_summary_is_replaced(two_runs, tmp_path, monkeypatch, capsys):
+    """A SIGKILL after summary.json (nothing can say so then) left the last report's figures beside it; now they are
+    removed the moment before the new summary.json is renamed into place. A summary.json that cannot be written (a
+    full disk) leaves the old report whole."""
+    from cnnlab.evaluation import evaluate_subject, open_subject, report_run
+
+    a, b = two_runs
+    out = tmp_path / "report"
+    assert main(["evaluate", str(a), "--out", str(out)]) == 0
+    old = {name: (out / name).read_bytes() for name in ("summary.json", "confusion.png", "mistakes.png")}
+
+    subject = open_subject(b)
+    res = evaluate_subject(subject, device="cpu", keep_outputs=True)
+    real = tempfile.mkstemp
+
+    def full(*args, prefix="", **kwargs):  # no room for the new summary.json
+        if prefix.startswith(".summary.json."):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(*args, prefix=prefix, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", full)
+    with pytest.raises(WriteError):
+        report_run(out, subject.model, subject.data, torch.device("cpu"), history=[], result=res,
+                   extra={"checkpoint": subject.source})
+    assert {name: (out / name).read_bytes() for name in old} == old
+
+    monkeypatch.setattr(tempfile, "mkstemp", real)
+    held = threading.Event()
+    monkeypatch.setattr(cnnlab.plots, "plot_confusion", lambda *args, **kwargs: held.wait(30))
+    monkeypatch.setattr(cnnlab.plots, "plot_mistakes", lambda *args, **kwargs: held.wait(30))
+    _, figures = report_run(out, subject.model, subject.data, torch.device("cpu"), history=[], result=res,
+                            extra={"checkpoint": subject.source}, wait=False)
+    try:  # where a SIGKILL now leaves the folder: the new summary alone
+        assert json.loads((out / "summary.json").read_text())["checkpoint"] == str(b / "last.pt")
+        assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["summary.json"]
+    finally:
+        held.set()
+        figures.wait()
