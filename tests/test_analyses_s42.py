@@ -106,3 +106,37 @@ def test_a_reports_other_figures_go_the_moment_its_summary_is_replaced(two_runs,
     finally:
         held.set()
         figures.wait()
+
+
+def _folder(root: Path, classes: tuple[str, ...]) -> Path:
+    """A ``folder:`` dataset of 28x28 grey PNGs, 8 per class (a bright row per class)."""
+    from PIL import Image
+
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(8):
+            pixels = bytearray(28 * 28)
+            pixels[(4 + 6 * c) * 28:(6 + 6 * c) * 28] = b"\xff" * 56
+            Image.frombytes("L", (28, 28), bytes(pixels)).save(root / name / f"{i}.png")
+    return root
+
+
+def test_analyze_branches_of_a_net_on_another_datasets_classes_warns_as_evaluate_does(tmp_path, capsys):
+    """`analyze branches RUN --dataset OTHER`: a net scored on another dataset's classes (its outputs read as the
+    other's names in the table and branches.png) without a word, where `evaluate` warns."""
+    pets, fruit = _folder(tmp_path / "pets", ("cat", "dog")), _folder(tmp_path / "fruit", ("apple", "pear"))
+    run = tmp_path / "inc"
+    assert main(["train", "--model", "inception", "--dataset", f"folder:{pets}", "--max-steps", "2", "--device", "cpu",
+                 "--out", str(run), "--quiet"]) == 0
+    capsys.readouterr()
+    warning = ("cnnlab: warning: the net learned the classes of folder:" + str(pets) + " (cat, dog), and folder:"
+               + str(fruit) + "'s are others (apple, pear): its output i is scored as folder:" + str(fruit)
+               + "'s class i\n")
+    assert main(["evaluate", str(run), "--dataset", f"folder:{fruit}", "--no-report", "--device", "cpu"]) == 0
+    assert warning in capsys.readouterr().err
+    for json_flag in ([], ["--json"]):
+        assert main(["analyze", "branches", str(run), "--dataset", f"folder:{fruit}", "--device", "cpu",
+                     "--out", str(tmp_path / f"br{len(json_flag)}"), *json_flag]) == 0
+        assert capsys.readouterr().err == warning
+    assert main(["analyze", "branches", str(run), "--device", "cpu", "--out", str(tmp_path / "own")]) == 0
+    assert capsys.readouterr().err == ""  # its own classes: nothing to say

@@ -267,11 +267,14 @@ def analyze_branches(
     batch_size: int = 1000,
     log: Callable[[str], None] = lambda msg: None,
     ready: Callable[[], None] = lambda: None,
+    warn: Callable[[str], None] = lambda msg: None,
 ) -> dict:
     """All the branch measurements for the run (directory or checkpoint) ``run``, or for the shipped weights of
     the Inception model ``pretrained`` (on ``dataset``: mnist unless given), as a JSON-ready dict; on a fixed
     random subset of ``test_images`` test images (0: all). ``ready()`` is called once the input is known to be an
-    Inception net, its data and device found, before the measuring: what a refusal must not do goes there."""
+    Inception net, its data and device found, before the measuring: what a refusal must not do goes there.
+    ``warn`` gets the warning ``evaluate`` gives too, before the measuring: a net scored on another dataset's
+    classes (:func:`cnnlab.evaluation.other_classes`)."""
     _check_branch_arguments(run, pretrained, train_images, test_images)
     keep_freed_memory()  # 16 ablated test passes and more: 1.3x quicker with it (docs/speed.md)
     t0 = time.perf_counter()
@@ -282,6 +285,8 @@ def analyze_branches(
         raise CnnlabError(f"{run or pretrained}: model {model_name!r} has no InceptionModule; analyze branches needs "
                           "an Inception model (a run of 'cnnlab train --model inception', or --pretrained inception)")
     dev = resolve_device(device)
+    if subject.warning:
+        warn(subject.warning)
     ready()
     model.to(dev).eval()  # in the memory format it was built in (every earlier analysis's numbers, to the bit)
     train_loader = subset_loader(data.train_images, data.train_labels, batch_size, data, dev, limit=train_images)

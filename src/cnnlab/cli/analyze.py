@@ -24,7 +24,7 @@ from cnnlab.cli.common import (
 from cnnlab.config import RECIPES
 from cnnlab.errors import CnnlabError, WriteError, printable
 from cnnlab.fileio import atomic_write_json
-from cnnlab.output import json_text, say
+from cnnlab.output import complain, json_text, say
 from cnnlab.runs import ANALYSIS_LOCK, RunLock, check_output_folder, is_running, new_analysis_dir, run_dir_of
 
 #: The analysis trains with the lecture's optimiser settings.
@@ -125,7 +125,7 @@ def cmd_branches(args) -> int:
                                   data_dir=args.data_dir, train_images=args.train_images,
                                   test_images=args.test_images, device=args.device,
                                   batch_size=args.batch_size, log=(lambda m: None) if args.json else say,
-                                  ready=lambda: locks.append(_lock(folder)))
+                                  ready=lambda: locks.append(_lock(folder)), warn=lambda m: complain(f"cnnlab: {m}"))
         not_own = result.pop("not_own", "")
         table = json_text(result, indent=2) if args.json else format_branches(result)
         if not_own and not args.out:
