@@ -140,3 +140,49 @@ def test_analyze_branches_of_a_net_on_another_datasets_classes_warns_as_evaluate
         assert capsys.readouterr().err == warning
     assert main(["analyze", "branches", str(run), "--device", "cpu", "--out", str(tmp_path / "own")]) == 0
     assert capsys.readouterr().err == ""  # its own classes: nothing to say
+
+
+def _depth_figure(result: dict, monkeypatch):
+    """plot_depth's figure (drawn, not saved) and its accuracy axes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    import cnnlab.analysis.plots as aplots
+
+    figures = []
+    monkeypatch.setattr(aplots, "save_figure", lambda fig, path: figures.append(fig) or path)
+    aplots.plot_depth(result, "unused.png")
+    FigureCanvasAgg(figures[0]).draw()
+    return figures[0].axes[0]
+
+
+def _two_class_gradients(tmp_path) -> dict:
+    from cnnlab.analysis.gradients import analyze_gradients
+
+    pets = _folder(tmp_path / "pets", ("cat", "dog"))
+    return analyze_gradients([2, 4], seeds=1, batch_size=8, train_images=16, test_images=16, dataset=f"folder:{pets}",
+                             device="cpu")
+
+
+def test_depth_png_draws_chance_for_the_datasets_number_of_classes(tmp_path, monkeypatch):
+    """depth.png drew "chance (10 classes)" at 10% on a 2-class dataset (50%) and a 5-class one (20%)."""
+    result = _two_class_gradients(tmp_path)
+    assert result["num_classes"] == 2
+    ax = _depth_figure(result, monkeypatch)
+    chance = [line for line in ax.get_lines() if line.get_label().startswith("chance")]
+    assert [line.get_label() for line in chance] == ["chance (2 classes)"] and list(chance[0].get_ydata()) == [50, 50]
+    assert "diverged" not in " ".join(t.get_text() for t in ax.get_legend().get_texts())  # none did
+
+
+def test_depth_png_marks_a_diverged_budget(tmp_path, monkeypatch):
+    """A budget whose loss became NaN (the table's `21.00%!`, `"diverged": true`) was drawn as an ordinary point."""
+    from cnnlab.analysis.gradients import format_gradients
+
+    result = _two_class_gradients(tmp_path)
+    lost = next(s for s in result["stacks"] if s["kind"] == "plain" and s["depth"] == 4)
+    lost["training"].update(diverged=True, test_accuracy=21.0)
+    assert "21.00%!" in format_gradients(result)
+    ax = _depth_figure(result, monkeypatch)
+    marked = [line for line in ax.get_lines() if "diverged" in line.get_label()]
+    assert len(marked) == 1 and list(marked[0].get_xdata()) == [4] and list(marked[0].get_ydata()) == [21.0]
+    assert marked[0].get_label() in [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "21.0!" in [t.get_text() for t in ax.texts]

@@ -195,6 +195,7 @@ def analyze_gradients(
     n_train, n_test = len(train_loader.labels), len(test_loader.labels)
     return {
         "dataset": data.name,
+        "num_classes": data.num_classes,  # where chance lies (depth.png)
         "width": width,
         "norm": norm,
         "depths": depths,

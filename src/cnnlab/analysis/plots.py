@@ -150,16 +150,19 @@ def plot_depth(result: dict, path: str | Path) -> Path:
     b = result["budget"]
     fig = Figure(figsize=(12, 4.5), layout="constrained")
     ax_acc, ax_grad = fig.subplots(1, 2)
+    lost_points: list[tuple[int, float]] = []  # the budgets that diverged, of both kinds
     for kind in ("plain", "residual"):
         stacks = sorted((s for s in result["stacks"] if s["kind"] == kind), key=lambda s: s["depth"])
         depths = [s["depth"] for s in stacks]
         labelled = len(depths) <= MOST_LABELLED  # more, and the values' labels overlap each other
         if b["epochs"] > 0:
             accs = [s["training"]["test_accuracy"] for s in stacks]
+            diverged = [bool(s["training"].get("diverged")) for s in stacks]
             ax_acc.plot(depths, accs, marker="o", color=KIND_COLOURS[kind], label=kind)
-            for d, a in zip(depths, accs) if labelled else ():
-                ax_acc.annotate(f"{a:.1f}", (d, a), textcoords="offset points", xytext=(0, LABEL_OFFSET[kind]),
-                                ha="center", va="center", fontsize=7)
+            for d, a, lost in zip(depths, accs, diverged) if labelled else ():
+                ax_acc.annotate(f"{a:.1f}" + ("!" if lost else ""), (d, a), textcoords="offset points",
+                                xytext=(0, LABEL_OFFSET[kind]), ha="center", va="center", fontsize=7)
+            lost_points += [(d, a) for d, a, lost in zip(depths, accs, diverged) if lost]
         firsts = [s["first_layer_grad_norm"] for s in stacks]
         ax_grad.plot(depths, _positive(firsts), marker="o", color=KIND_COLOURS[kind], label=kind)
         zero_label = f"{kind}: exactly 0 (float32 underflow)"
@@ -179,7 +182,10 @@ def plot_depth(result: dict, path: str | Path) -> Path:
         ax.set_xlabel("depth (3x3 conv layers)")
         ax.grid(True, alpha=0.3)
     if b["epochs"] > 0:
-        ax_acc.axhline(100 / 10, color="gray", linestyle=":", linewidth=1, label="chance (10 classes)")
+        _mark_diverged(ax_acc, lost_points)
+        classes = result.get("num_classes")  # (a gradients.json of an older cnnlab does not say: no line)
+        if classes:
+            ax_acc.axhline(100 / classes, color="gray", linestyle=":", linewidth=1, label=f"chance ({classes} classes)")
         ax_acc.set_ylim(0, 100)
         ax_acc.legend()
         ax_acc.set_ylabel("test accuracy (%)")
@@ -201,6 +207,16 @@ def plot_depth(result: dict, path: str | Path) -> Path:
 
 #: Depths whose values are written beside their points; above, the labels overlap (40 depths: "2628303234").
 MOST_LABELLED = 8
+#: The legend's words for a budget whose loss became NaN or infinite (the table's "!").
+DIVERGED_LABEL = "diverged: loss NaN/inf (the table's !)"
+
+
+def _mark_diverged(ax, points: list[tuple[int, float]]) -> None:
+    """A black cross over each diverged budget's point (its accuracy is what a net of NaNs scores, not a measure
+    of the stack), with one legend entry for them all."""
+    if points:
+        ax.plot([d for d, _ in points], [a for _, a in points], linestyle="none", marker="x", markersize=10,
+                markeredgewidth=2, color="black", zorder=5, label=DIVERGED_LABEL)
 
 
 def _thinned(depths: list[int], most: int = 10) -> list[int]:
