@@ -186,3 +186,41 @@ def test_depth_png_marks_a_diverged_budget(tmp_path, monkeypatch):
     assert len(marked) == 1 and list(marked[0].get_xdata()) == [4] and list(marked[0].get_ydata()) == [21.0]
     assert marked[0].get_label() in [t.get_text() for t in ax.get_legend().get_texts()]
     assert "21.0!" in [t.get_text() for t in ax.texts]
+
+
+def test_evaluates_figures_name_the_weights_evaluated_and_the_split_not_the_output_folder(tiny_idx, tmp_path,
+                                                                                          monkeypatch):
+    """`evaluate RUN --out DIR`'s confusion.png and mistakes.png read `run DIR` (the output folder's name), `--pretrained
+    resnet --out my-report` `run my-report` (the shipped weights are no run), and `--split val` figures looked like
+    the test set's."""
+    import cnnlab.evaluation
+    from cnnlab.data import load_dataset
+
+    contexts = []
+    for name in ("plot_confusion", "plot_mistakes"):
+        real = getattr(cnnlab.plots, name)
+        monkeypatch.setattr(cnnlab.plots, name, lambda *a, _real=real, **k: contexts.append(k["context"]) or _real(*a, **k))
+    run = tmp_path / "runs" / "inc-val"
+    train(tiny_config(tiny_idx, val_split=0.25), out=run, **QUIET)
+    data = f"idx:{tiny_idx}"
+
+    def figures_of(*args: str) -> list[str]:
+        contexts.clear()
+        assert main(["evaluate", *args, "--device", "cpu"]) == 0
+        return [cnnlab.drawing.context_text(c) for c in contexts]
+
+    for out in ("unrelated", "ev-val"):
+        names = figures_of(str(run), "--out", str(tmp_path / out))
+        assert names == [f"model basic_cnn · dataset {data} · run inc-val"] * 2, names
+    names = figures_of(str(run), "--split", "val", "--out", str(tmp_path / "val"))
+    assert names == [f"model basic_cnn · dataset {data} · run inc-val · split validation"] * 2, names
+    names = figures_of(str(run), "--checkpoint", "best", "--out", str(tmp_path / "best"))
+    assert names == [f"model basic_cnn · dataset {data} · run inc-val · checkpoint best.pt"] * 2, names
+    assert figures_of(str(run)) == []  # its own report: as drawn at the end of its training, nothing to draw again
+    os.utime(run / "mistakes.png", (1, 1))
+    assert figures_of(str(run)) == [f"model basic_cnn · dataset {data} · run inc-val"]
+
+    tiny = load_dataset(data)  # the shipped weights evaluated on the tiny test set (mnist is not read in tests)
+    monkeypatch.setattr(cnnlab.evaluation, "load_dataset", lambda *args, **kwargs: tiny)
+    names = figures_of("--pretrained", "resnet", "--out", str(tmp_path / "my-report"))
+    assert names == [f"model resnet · dataset {data} · shipped weights resnet-mnist"] * 2, names

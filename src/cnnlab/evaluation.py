@@ -157,6 +157,16 @@ class Subject:
     #: The optimiser steps the checkpoint had trained (a run's; None for shipped or bare weights): with ``digest``,
     #: what an analysis written into the run folder says it measured (a resume later makes it out of date).
     step: int | None = None
+    #: Where the weights came from, as its report's figures name it (:attr:`context`): ``{"run": name}`` (and the
+    #: ``"checkpoint"`` when not last.pt), ``{"run": None, "shipped weights": ...}``, ``{"run": None, "weights": ...}``.
+    origin: dict = field(default_factory=dict)
+
+    @property
+    def context(self) -> dict:
+        """What the figures of its report show under their title: the model, the dataset, where the weights came
+        from (never the folder the report is written into), and the split when it is not the test set."""
+        return {"model": self.model_name, "dataset": self.data.name, **self.origin,
+                **({"split": "validation"} if self.split == "val" else {})}
 
     @property
     def normalisation(self) -> tuple[float, float]:
@@ -190,7 +200,8 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
         data = loaded or load_dataset(state["pretrained"].dataset, data_dir=data_dir)
         entry = state["pretrained"]
         return Subject(model_from_checkpoint(state), pretrained, data, f"pretrained {entry.name}",
-                       channels_last=bool(entry.config.get("channels_last", True)), **_recorded_normalisation(state))
+                       channels_last=bool(entry.config.get("channels_last", True)),
+                       origin={"run": None, "shipped weights": entry.name}, **_recorded_normalisation(state))
     if weights is not None:
         record = _weights_record(weights)  # read once: the model, classes and normalisation a cnnlab file records
         model_name = model_name or (record["model"]["name"] if record else None)
@@ -208,7 +219,8 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
         note = other_classes(record["data"].get("classes"), record["data"].get("name") or str(weights), data) \
             if recorded else (f"note: {weights} records no input normalisation; its images are normalised with "
                               f"{data.name}'s train-split mean and std")
-        return Subject(model, model_name, data, str(weights), warning=note, **recorded)
+        return Subject(model, model_name, data, str(weights), warning=note,
+                       origin={"run": None, "weights": Path(weights).name}, **recorded)
     if path is None:
         raise CnnlabError("give a run directory or checkpoint, --pretrained MODEL, or --weights FILE --model NAME")
     if is_dir(path) and (gone := checkpoints_gone(Path(path))):  # not "it stopped before its first epoch"
@@ -235,7 +247,16 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
                    channels_last=bool(cfg.get("channels_last", False)), run_dir=None if not_own else ckpt.parent,
                    not_own=not_own, split=split, warning=other_classes((state.get("data") or {}).get("classes"),
                                                                        trained_on, data), digest=digest,
-                   step=_step_of(state), **_recorded_normalisation(state))
+                   step=_step_of(state), origin=_run_origin(ckpt), **_recorded_normalisation(state))
+
+
+def _run_origin(ckpt: Path) -> dict:
+    """A run's checkpoint as its report's figures name it: the run folder's name, and the file when not last.pt."""
+    try:
+        name = ckpt.parent.resolve().name
+    except (OSError, RuntimeError):  # a folder that cannot be resolved: its name as given
+        name = ckpt.parent.absolute().name
+    return {"run": name, **({"checkpoint": ckpt.name} if ckpt.name != "last.pt" else {})}
 
 
 def _step_of(state: dict) -> int | None:

@@ -301,7 +301,8 @@ def write_report(run_dir: str | Path, summary: dict, *, history: list[dict], ima
     and start drawing the figures; ``.wait()`` on the result before relying on them.
 
     ``context``: what places the figures, e.g. ``{"model": "inception", "dataset": "mnist"}``; every
-    figure shows it under its title, with ``"run"`` (the run directory's name) added when missing.
+    figure shows it under its title, with ``"run"`` (the run directory's name) added when missing (``"run": None``:
+    the weights are no run's, the shipped ones or a file, and the figures name them instead: ``Subject.context``).
     A figure already drawn from the same inputs (:func:`current_figures`) is kept, not drawn again; so are
     the ``keep`` keys of the summary.json there (e.g. :data:`RUN_FACTS`), where ``summary`` lacks them (one that
     cannot be read now is a refusal with ``keep``, else a warning to ``log``: :func:`_previous_summary`).

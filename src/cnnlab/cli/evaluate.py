@@ -164,7 +164,7 @@ def _write_report(args, subject, res, extra: dict, say, out: Path | None, own: b
     try:
         report_run(out, subject.model, subject.data, next(subject.model.parameters()).device,
                    history=history, batch_size=args.batch_size, extra=extra,
-                   log=say, result=res, context={"model": subject.model_name, "dataset": subject.data.name},
+                   log=say, result=res, context=subject.context,
                    table=True, keep=RUN_FACTS if own else ())  # the training's own figures (time, target) stay
     except IncompleteReport as err:  # summary.json (and maybe a figure) written, then the disk filled up
         print(f"cnnlab: warning: {printable(str(err))}", file=sys.stderr)
