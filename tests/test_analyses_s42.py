@@ -224,3 +224,44 @@ def test_evaluates_figures_name_the_weights_evaluated_and_the_split_not_the_outp
     monkeypatch.setattr(cnnlab.evaluation, "load_dataset", lambda *args, **kwargs: tiny)
     names = figures_of("--pretrained", "resnet", "--out", str(tmp_path / "my-report"))
     assert names == [f"model resnet · dataset {data} · shipped weights resnet-mnist"] * 2, names
+
+
+def _branches_with(drops: dict[str, list[float]]) -> dict:
+    """A branches.json result whose incept modules lose ``drops`` (per module: zeroed then mean-ablated, per branch)
+    points of a 50% baseline."""
+    modules = []
+    for name, lost in drops.items():
+        rows = [{"branch": b, "channels": 24, "zero": {"accuracy": 50.0 - lost[2 * i], "loss": 0.7},
+                 "mean": {"accuracy": 50.0 - lost[2 * i + 1], "loss": 0.7}, "next_layer_share": 0.25,
+                 "uniform_share": 0.27, "energy": 0.1, "energy_per_class": [0.1, 0.2]}
+                for i, b in enumerate(("pool", "1x1", "5x5", "3x3"))]
+        modules.append({"name": name, "next_layer": "fc", "output_shape": [88, 7, 7], "branches": rows})
+    return {"model": "inception", "checkpoint": "last.pt", "dataset": "folder:f2", "classes": ["cat", "dog"],
+            "baseline": {"accuracy": 50.0, "loss": 0.7}, "test_images": 6, "mean_from_train_images": 34,
+            "modules": modules}
+
+
+def test_branches_png_keeps_its_value_labels_inside_the_frame_and_its_legend_off_the_bars(monkeypatch):
+    """No branch losing accuracy (every value <= 0): the axis ended at 0, the `0.00` labels ran across the top
+    frame into the title, and the legend covered the top of the 5x5 bar."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    import cnnlab.analysis.plots as aplots
+
+    figures = []
+    monkeypatch.setattr(aplots, "save_figure", lambda fig, path: figures.append(fig) or path)
+    drops = {"none lost": [0.0] * 8, "gains": [16.67 * -1, 0, 0, 0, 0, -33.33, 0, 0],
+             "mixed": [5.0, -3.0, 0, 0, 12.0, 0.5, 0, -0.2], "losses": [0.74, 0.09, 0.66, 0.06, 1.82, 1.65, 0.03, 0.03]}
+    aplots.plot_branches(_branches_with(drops), "unused.png")
+    renderer = FigureCanvasAgg(figures[0]).get_renderer()
+    figures[0].draw(renderer)
+    panels = [ax for ax in figures[0].axes if "accuracy lost" in ax.get_title()]
+    assert len(panels) == 4
+    for ax, name in zip(panels, drops):
+        frame = ax.get_window_extent(renderer)
+        labels = [t.get_window_extent(renderer) for t in ax.texts]
+        assert len(labels) == 8
+        assert all(frame.y0 - 0.5 <= b.y0 and b.y1 <= frame.y1 + 0.5 for b in labels), name  # inside, not across
+        legend = ax.get_legend().get_window_extent(renderer)
+        bars = [p.get_window_extent(renderer) for p in ax.patches if abs(p.get_height()) > 0]
+        assert not [b for b in bars + labels if b.overlaps(legend)], name

@@ -44,8 +44,7 @@ def plot_branches(result: dict, path: str | Path) -> Path:
             bars = ax.bar([x + (i - 0.5) * width for x in xs], drops, width, label=label, color=MODE_COLOURS[mode])
             ax.bar_label(bars, fmt="%.2f", fontsize=7)
         ax.axhline(0, color="black", linewidth=0.8)
-        lo, hi = ax.get_ylim()
-        ax.set_ylim(min(lo, 0), max(hi, 0.5) * 1.3)  # headroom for the legend above the bars
+        _headroom(ax)
         ax.set_xticks(list(xs), names)
         ax.set_ylabel("test accuracy lost (percentage points)")
         ax.set_title(f"{mod['name']}: accuracy lost with one branch removed", fontsize=10)
@@ -70,6 +69,17 @@ def plot_branches(result: dict, path: str | Path) -> Path:
 
         _energy_panel(fig, row[2], mod, names, classes)
     return save_figure(fig, path)
+
+
+def _headroom(ax) -> None:
+    """The accuracy panel's y range: a band above the highest bar (or above 0) for the value labels and the legend,
+    30% of the bars' span (all drops >= 0: 1.3 times the top, as ever); below a negative bar, room for its label.
+    All drops <= 0 (no branch loses accuracy) ended the axis at 0.65: the labels of the 0.00 bars ran across the
+    frame into the title, and the legend covered the bars' tops."""
+    lo, hi = ax.get_ylim()
+    top, bottom = max(hi, 0.5), min(lo, 0)
+    span = top - bottom
+    ax.set_ylim(bottom - (0.05 * span if bottom < 0 else 0), top + 0.3 * span)
 
 
 #: Classes whose per-class heatmap keeps its first width; above, its panel widens with them, up to twice.
