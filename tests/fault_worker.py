@@ -47,13 +47,13 @@ def install(faults: list[tuple[str, str, int]]) -> None:
         if hit(name, "after-rename"):
             _die()
 
-    def atomic_write_bytes(path, data):
+    def atomic_write_bytes(path, data, **options):  # (mode_of, just_before)
         path = Path(path)
         if hit(path.name, "mid-write"):
             fd, _ = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
             os.write(fd, data[: len(data) // 2])
             _die()
-        real_write(path, data)
+        real_write(path, data, **options)
 
     os.replace = replace
     for module in (cnnlab.fileio, cnnlab.checkpoint):
