@@ -265,3 +265,27 @@ def test_branches_png_keeps_its_value_labels_inside_the_frame_and_its_legend_off
         legend = ax.get_legend().get_window_extent(renderer)
         bars = [p.get_window_extent(renderer) for p in ax.patches if abs(p.get_height()) > 0]
         assert not [b for b in bars + labels if b.overlaps(legend)], name
+
+
+def test_a_diverged_run_without_a_checkpoint_is_named_for_its_failure_not_an_early_stop(tiny_idx, tmp_path, capsys):
+    """`evaluate` of a run that diverged at its second step said `the run saved no checkpoint (it stopped before its
+    first epoch ended): train it again`, which diverges again; status.json (and `cnnlab runs`) says why it failed and
+    what to change. `evaluate`, `export`, `predict` and `train --resume` now say that."""
+    run = tmp_path / "diverged"
+    assert main(["train", "--model", "basic_cnn", "--dataset", f"idx:{tiny_idx}", "--lr", "1e6", "--device", "cpu",
+                 "--out", str(run), "--quiet"]) == 2
+    cause = json.loads((run / "status.json").read_text())["detail"]
+    assert cause.startswith("training diverged") and "lower --lr" in cause and not (run / "last.pt").exists()
+    capsys.readouterr()
+    for command in (["evaluate", str(run)], ["export", str(run)], ["predict", str(run), "x.png"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert err == (f"cnnlab: error: {run}: no last.pt in this run directory; the run saved no checkpoint: it failed "
+                       f"({cause})\n"), err
+    assert main(["train", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"the run failed before it saved a last.pt ({cause}), so there is no position" in err
+    capsys.readouterr()
+    assert main(["runs", "--root", str(run.parent), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)  # the run's row says the same
+    assert [(r["status"], r["detail"]) for r in rows] == [("failed", cause)], rows

@@ -34,7 +34,7 @@ from cnnlab.errors import CheckpointError, CnnlabError, WriteError, first_line, 
 from cnnlab.fileio import (as_path, atomic_write_bytes, atomic_write_text, cannot_read, is_dir, is_file, kind_of,
                            read_json, reason, sha256_file, sidecar_hashes, usual_fix)
 from cnnlab.models import create_model
-from cnnlab.runs import CHECKPOINTS, DEFAULT_CHECKPOINT, is_run_dir, is_running
+from cnnlab.runs import CHECKPOINTS, DEFAULT_CHECKPOINT, failure_cause, is_run_dir, is_running
 
 FORMAT = "cnnlab-checkpoint"
 VERSION = 2
@@ -495,6 +495,8 @@ def _why_none(run: Path, which: str) -> str:
         return "its best.pt holds the weights of its best epoch: --checkpoint best"
     if not is_run_dir(run):
         return "it is not a run folder: give a run folder or a .pt file written by cnnlab"
+    if cause := failure_cause(run):  # what status.json (and 'cnnlab runs') says of it, with its fix
+        return f"the run saved no checkpoint: it failed ({cause})"
     return "the run saved no checkpoint (it stopped before its first epoch ended): train it again"
 
 

@@ -40,8 +40,8 @@ from cnnlab.hostmem import keep_freed_memory
 from cnnlab.models import build_model, check_model_name, count_parameters, float32_default, seeded
 from cnnlab.optim import eager
 from cnnlab.output import complain, say, stderr_is_terminal
-from cnnlab.runs import (LOCK_FILE, RUN_FILES, STATUS_FILE, RunLock, RunPlan, is_run_dir, plan_run, read_run_json,
-                         write_status)
+from cnnlab.runs import (LOCK_FILE, RUN_FILES, STATUS_FILE, RunLock, RunPlan, failure_cause, is_run_dir, plan_run,
+                         read_run_json, write_status)
 from cnnlab.text import plural
 from cnnlab.trainer import Trainer
 
@@ -416,8 +416,9 @@ def _resumed_checkpoint(plan: RunPlan) -> dict | None:
     if where.name == "last.pt" and not exists(where) and is_run_dir(folder):  # a stat that fails: one line
         how = (f"continue from its best epoch: cnnlab train --resume {shell_quoted(str(folder / 'best.pt'))}"
                if is_file(folder / "best.pt") else f"start it again: cnnlab train --config {shell_quoted(str(folder))} --out {shell_quoted(str(folder))}")
-        raise RunError(f"--resume {folder}: the run saved no last.pt before it stopped, so there is no position to "
-                       f"continue from; {how}")
+        cause = failure_cause(folder)  # a run that diverged: what to change before it starts again
+        ended = f"failed before it saved a last.pt ({cause})" if cause else "saved no last.pt before it stopped"
+        raise RunError(f"--resume {folder}: the run {ended}, so there is no position to continue from; {how}")
     return load_checkpoint(where)
 
 

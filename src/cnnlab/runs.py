@@ -529,6 +529,16 @@ def _recorded_max_steps(run: Path) -> int:
     return steps if isinstance(steps, int) and not isinstance(steps, bool) and steps > 0 else 0
 
 
+def failure_cause(run: Path) -> str:
+    """Why a run's last process failed, as its status.json records it (what ``cnnlab runs`` shows in its row): what
+    a command that finds no checkpoint there says instead of "it stopped before its first epoch ended" (a run that
+    diverged at its second step: train it again failed the same way). Empty when status.json records no failure, or
+    is missing, damaged or not what cnnlab writes."""
+    got = _mapping(run / STATUS_FILE, [])
+    detail = got.get("detail") if got is not None and got.get("status") == "failed" else None
+    return bounded(detail.strip()) if isinstance(detail, str) else ""
+
+
 def run_status(run: Path, complete: bool = False, problems: list[str] | None = None) -> tuple[str, str]:
     """(status, detail): running, finished, stopped or failed. A process that was killed (or a run written
     before status.json existed) said nothing: ``complete`` (all epochs and a summary) makes it "finished",
