@@ -119,7 +119,8 @@ def report_run(run_dir: Path | None, model: nn.Module, data: Dataset, device: to
                 except WriteError as err:  # summary.json is written, and maybe some figures: the line says which
                     raise figures.incomplete(err) from None
         except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP (cli.common.take_sigint) after summary.json
-            complain(f"cnnlab: warning: {printable(str(figures.stopped()))}")
+            if (cut := figures.stopped()) is not None:
+                complain(f"cnnlab: warning: {printable(str(cut))}")
             raise
         if wait:
             kept = f" ({', '.join(figures.kept)} unchanged)" if figures.kept else ""

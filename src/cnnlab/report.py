@@ -237,7 +237,10 @@ class Figures:
         self.kept = sorted(set(current) - set(self.left_out))
         self.written: list[str] = []
         self.run_dir = Path(run_dir)
-        self._stop = threading.Event()  # set by stopped(): the figures not begun yet are not drawn
+        # waited for with an event, not Thread.join: a join that a signal interrupts (Ctrl-C, SIGTERM) marks the
+        # thread as ended while it still draws (Python 3.11's threading), and the next join returns at once
+        self._done, self._stop = threading.Event(), threading.Event()  # _stop: set by stopped()
+        self._began, self._beginning = False, threading.Lock()
         self._taken: KeyboardInterrupt | None = None
         args = (Path(run_dir), summary, history, images, classes, context)
         self._thread = threading.Thread(target=self._draw, args=args, name="cnnlab-figures", daemon=True)
@@ -255,7 +258,9 @@ class Figures:
                                                              classes, path, context=context),
         }
         try:
-            for name in self.names:
+            with self._beginning:  # stopped before it began: nothing is drawn
+                self._began = not self._stop.is_set()
+            for name in self.names if self._began else ():
                 if self._stop.is_set():
                     break
                 try:
@@ -265,11 +270,13 @@ class Figures:
                     self._error = self._error or err
         except BaseException as err:  # noqa: BLE001 - handed to the waiting thread, which raises it
             self._error = err
+        finally:
+            self._done.set()
 
     def wait(self) -> None:
         if self._taken is not None:
             raise self._taken
-        self._thread.join()
+        self._done.wait()
         if self._error is not None:
             raise self._error
 
@@ -285,13 +292,15 @@ class Figures:
                                 f"{self.run_dir}{kept}, not {', '.join(missing)}{stays}: {err}",
                                 None if isinstance(err, str) else err.errno)
 
-    def stopped(self) -> IncompleteReport:
+    def stopped(self) -> IncompleteReport | None:
         """The one line for a stop (Ctrl-C, SIGTERM, SIGHUP) while the figures were drawn: the one being drawn is
-        finished (whole, and named among those written), the others are not begun."""
-        self._stop.set()
-        if self._thread.ident is not None:  # started
-            self._thread.join()
-        return self.incomplete("stopped; run it again")
+        finished (whole, and named among those written), the others are not begun; None when that was the last."""
+        with self._beginning:
+            self._stop.set()
+            began = self._began
+        if began:
+            self._done.wait()
+        return self.incomplete("stopped; run it again") if set(self.names) - set(self.written) else None
 
 
 def write_report(run_dir: str | Path, summary: dict, *, history: list[dict], images: torch.Tensor,
