@@ -443,6 +443,62 @@ def test_step_schedule_warms_up_then_divides_by_ten_twice():
     assert cold == pytest.approx([0.2] * 20 + [0.02] * 10 + [0.002] * 10)
 
 
+def _schedule_names():
+    from cnnlab.schedules import SCHEDULES
+
+    return list(SCHEDULES)
+
+
+@pytest.mark.parametrize("name", _schedule_names())
+def test_every_schedule_in_the_table_is_built_as_its_entry_says(name):
+    """(nwcE.) A schedule added to the list of names trained at a constant rate without a word: the engine builds
+    every schedule from its entry in cnnlab.schedules.SCHEDULES, and a new entry is checked here."""
+    from cnnlab.config import _no_effect
+    from cnnlab.engine import build_scheduler
+    from cnnlab.schedules import SCHEDULES
+
+    entry, where = SCHEDULES[name], f"cnnlab/schedules.py SCHEDULES[{name!r}]"
+    cfg = TrainConfig(schedule=name, epochs=4, lr=1.0, warmup_epochs=1 if entry.warmup else 0,
+                      optimizer="sgd", momentum=0.5).validate()
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr, momentum=cfg.momentum)
+    if name == "constant":
+        assert build_scheduler(cfg, opt, steps_per_epoch=10) is None  # the lecture's path: no scheduler at all
+        return
+    lrs = _rates(cfg, steps_per_epoch=10)
+    assert len(set(lrs)) > 1, f"--schedule {name} leaves the rate at --lr on every step: give {where} a factor"
+    if entry.warmup:
+        assert lrs[:10] == pytest.approx([(i + 1) / 10 for i in range(10)]), f"{where}: warmup=True, no warm-up"
+    why = _no_effect(cfg)["warmup_epochs"]  # --warmup-epochs: taken by the schedules that warm up, refused by others
+    assert why is None if entry.warmup else f"not of {name}" in why, why
+
+
+def test_a_schedule_the_table_does_not_hold_is_one_line_not_a_constant_rate():
+    """(nwcE.) `if cfg.schedule not in ("cosine", "step"): return None` trained a new name at a constant rate."""
+    from cnnlab.engine import build_scheduler
+
+    cfg = TrainConfig(schedule="constant", epochs=2, lr=0.1, momentum=0.5).validate()
+    cfg.schedule = "linear"  # past validate, as a config the table does not know would be
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    with pytest.raises(CnnlabError, match=r"^--schedule must be one of constant, onecycle, cosine, step, got 'linear'$"):
+        build_scheduler(cfg, opt, steps_per_epoch=5)
+
+
+def test_the_schedule_names_flags_and_messages_come_from_the_one_table():
+    """config.SCHEDULES, the --schedule and --warmup-epochs help and the warm-up's refusal are the table's."""
+    from cnnlab.cli import build_parser
+    from cnnlab.config import SCHEDULES as NAMES, _no_effect
+    from cnnlab.schedules import SCHEDULES, WARMUP_SCHEDULES
+
+    assert NAMES == tuple(SCHEDULES) and WARMUP_SCHEDULES == tuple(n for n, s in SCHEDULES.items() if s.warmup)
+    train = next(a for a in build_parser()._actions if hasattr(a, "choices") and a.choices and "train" in a.choices)
+    actions = {a.dest: a for a in train.choices["train"]._actions}
+    assert tuple(actions["schedule"].choices) == NAMES
+    assert all(f"{name}: {s.what}".replace("%", "%%") in actions["schedule"].help for name, s in SCHEDULES.items())
+    assert all(name in actions["warmup_epochs"].help for name in WARMUP_SCHEDULES)
+    said = _no_effect(TrainConfig(schedule="constant").resolve())["warmup_epochs"]
+    assert said.startswith("it is the warm-up of --schedule cosine or step, not of constant")
+
+
 def test_nesterov_is_torchs_sgd_with_nesterov_momentum():
     """--optimizer nesterov: the updates of torch.optim.SGD(nesterov=True) with the run's momentum; under one-cycle
     the momentum is cycled like plain SGD's; without one-cycle a momentum is required (one line)."""

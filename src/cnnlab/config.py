@@ -12,7 +12,8 @@ from pathlib import Path
 from cnnlab.dataset_names import DIRECTORY_KINDS, dataset_kind
 from cnnlab.errors import CnnlabError, RunError, close_match, first_line, short_repr
 from cnnlab.fileio import as_path, read_small_text
-from cnnlab.text import plural
+from cnnlab.schedules import SCHEDULES as SCHEDULE_TABLE, WARMUP_SCHEDULES
+from cnnlab.text import either, plural
 
 
 #: The fields a recipe sets. In a :class:`TrainConfig` they default to ``None``, "from the recipe", and
@@ -102,10 +103,11 @@ class TrainConfig:
     #: Whether weight decay also applies to biases (PyTorch's default, and the path of every run made before
     #: this option); False puts biases in a parameter group without decay.
     bias_decay: bool | None = None
-    #: Learning-rate schedule: constant (the lecture), onecycle, cosine (after a linear warm-up), or step (after a
-    #: linear warm-up, divided by 10 at half and again at three quarters of the run).
+    #: Learning-rate schedule: a name of :data:`cnnlab.schedules.SCHEDULES` (constant, the lecture's; onecycle;
+    #: cosine or step, after a linear warm-up).
     schedule: str | None = None
-    #: Linear warm-up of the cosine and step schedules, in epochs (fractions allowed).
+    #: Linear warm-up of the schedules that take one (cosine, step: ``schedules.WARMUP_SCHEDULES``), in epochs
+    #: (fractions allowed).
     warmup_epochs: float | None = None
     #: Batched augmentation on the device: a pipeline spec (see cnnlab.augment), e.g. none, shift, affine:rotate=10.
     augment: str | None = None
@@ -381,7 +383,8 @@ def _type_refusal(f: dataclasses.Field, names: list[str], value, where: str, ass
 
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
-SCHEDULES = ("constant", "onecycle", "cosine", "step")
+#: The --schedule names: the schedules' one table's (cnnlab.schedules.SCHEDULES, which the engine builds from).
+SCHEDULES = tuple(SCHEDULE_TABLE)
 PRECISIONS = ("fp32", "bf16")
 #: The largest seed whose batch seeds (``augment.batch_seed``: seed * 1,000,003 * 100,003 + ...) fit torch's 64 bits.
 MAX_SEED = 90_000_000
@@ -515,8 +518,8 @@ def _no_effect(cfg: TrainConfig) -> dict[str, str | None]:
         "momentum": (f"--optimizer {cfg.optimizer} has no momentum setting (it is SGD's: sgd, nesterov)" if not sgd
                      else "--schedule onecycle cycles the momentum itself, between 0.95 and 0.85"
                      if cfg.schedule == "onecycle" else None),
-        "warmup_epochs": (None if cfg.schedule in ("cosine", "step") else
-                          f"it is the warm-up of --schedule cosine or step, not of {cfg.schedule}"
+        "warmup_epochs": (None if cfg.schedule in WARMUP_SCHEDULES else
+                          f"it is the warm-up of --schedule {either(WARMUP_SCHEDULES)}, not of {cfg.schedule}"
                           + (" (which warms up over its first 30% itself)" if cfg.schedule == "onecycle" else "")),
         "distill": None if cfg.teacher else "it weighs a teacher's term, and there is no --teacher",
         "distill_temperature": None if cfg.teacher else "it is the teacher's temperature, and there is no --teacher",

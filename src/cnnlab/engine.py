@@ -42,13 +42,12 @@ from cnnlab.optim import eager
 from cnnlab.output import complain, say, stderr_is_terminal
 from cnnlab.runs import (LOCK_FILE, RUN_FILES, STATUS_FILE, RunLock, RunPlan, failure_cause, is_run_dir, plan_run,
                          read_run_json, write_status)
+from cnnlab.schedules import schedule_named
 from cnnlab.text import plural
 from cnnlab.trainer import Trainer
 
 #: torch's OneCycleLR cycles an SGD momentum from this down to 0.85 and back, whatever the optimiser was given.
 ONECYCLE_MAX_MOMENTUM = 0.95
-#: The step schedule's factors of the peak rate: before half of the run, before three quarters, after.
-STEP_FACTORS = (1.0, 0.1, 0.01)
 #: A moving average still holding more than this share of the first step's weights at the run's end is warned of.
 EMA_KEPT_WARNING = 0.01
 
@@ -82,15 +81,18 @@ def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
 
 
 def build_scheduler(cfg: TrainConfig, optimizer, steps_per_epoch: int):
-    """None (a constant rate), one-cycle, cosine decay to 0 after a linear warm-up, or a step schedule (the rate
-    divided by 10 at half and again at three quarters of the run, after a linear warm-up); stepped every step."""
+    """The run's scheduler, from its schedule's entry in :data:`cnnlab.schedules.SCHEDULES`: None (a constant rate),
+    torch's one-cycle, or the schedule's factor of the peak rate after its linear warm-up (``--warmup-epochs``, for
+    a schedule that takes one); stepped every step. A name the table does not hold is one line, never a constant
+    rate."""
+    schedule = schedule_named(cfg.schedule)
     total = cfg.epochs * steps_per_epoch
-    if cfg.schedule == "onecycle":
+    if schedule.one_cycle:
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total)
-    if cfg.schedule not in ("cosine", "step"):
+    if schedule.factor is None:
         return None
-    warm = round(cfg.warmup_epochs * steps_per_epoch)
-    decay = _cosine_decay if cfg.schedule == "cosine" else _step_decay
+    warm = round(cfg.warmup_epochs * steps_per_epoch) if schedule.warmup else 0
+    decay = schedule.factor
 
     def factor(step: int) -> float:  # of the peak rate, for the step about to be taken (0-based)
         if step < warm:
@@ -98,16 +100,6 @@ def build_scheduler(cfg: TrainConfig, optimizer, steps_per_epoch: int):
         return decay(step, warm, total)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def _cosine_decay(step: int, warm: int, total: int) -> float:
-    """Half a cosine from 1 to 0 over the steps after the warm-up."""
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
-
-
-def _step_decay(step: int, warm: int, total: int) -> float:
-    """1, then 0.1 from half of the run's steps, 0.01 from three quarters (the warm-up counted in the run)."""
-    return STEP_FACTORS[(step >= total // 2) + (step >= 3 * total // 4)]
 
 
 def rerun_warnings(data: Dataset, world_size: int, where: str, recorded: dict | None, ran_in: int,

@@ -10,6 +10,12 @@ def plural(n: int, word: str, many: str | None = None) -> str:
     return f"{n:,} {word if n == 1 else many or word + 's'}"
 
 
+def either(names, word: str = "or") -> str:
+    """``a``, ``a or b``, ``a, b or c`` (``word``: "and" for all of them)."""
+    names = [str(n) for n in names]
+    return f"{', '.join(names[:-1])} {word} {names[-1]}" if len(names) > 1 else "".join(names)
+
+
 #: Unicode categories that take no column: non-spacing and enclosing marks (Thai's vowel signs U+0E31 and U+0E35,
 #: Devanagari's U+0947, VS16 U+FE0F, whose combining class is 0 all the same) and format characters.
 _ZERO_WIDTH = ("Mn", "Me", "Cf")

@@ -44,6 +44,8 @@ from cnnlab.dataset_names import DIRECTORY_KINDS, canonical_dataset_name, datase
 from cnnlab.fileio import expand_user, is_dir, is_file
 from cnnlab.output import say
 from cnnlab.runs import read_run_json, resolve_run
+from cnnlab.schedules import SCHEDULES as SCHEDULE_TABLE, WARMUP_SCHEDULES
+from cnnlab.text import either
 
 #: Flags whose default comes from the recipe (None on the command line = not given): every recipe sets the same keys.
 RECIPE_FLAGS = RECIPE_FIELDS
@@ -57,9 +59,9 @@ RECIPE_FLAG_HELP: dict[str, tuple[type | tuple, str]] = {
     "momentum": (float, "SGD momentum (sgd, nesterov); --schedule onecycle cycles it between 0.95 and 0.85 itself"),
     "weight_decay": (float, "weight decay"),
     "bias_decay": (bool, "apply the weight decay to biases too"),
-    "schedule": (SCHEDULES, "learning-rate schedule (cosine: after a linear warm-up; step: after a linear warm-up, "
-                            "divided by 10 at half and again at three quarters of the run)"),
-    "warmup_epochs": (float, "linear warm-up of the cosine and step schedules, in epochs"),
+    "schedule": (SCHEDULES, "learning-rate schedule (" + "; ".join(f"{name}: {schedule.what}" for name, schedule
+                                                                in SCHEDULE_TABLE.items()) + ")"),
+    "warmup_epochs": (float, f"linear warm-up of the {either(WARMUP_SCHEDULES, 'and')} schedules, in epochs"),
     "augment": (str, "batched augmentation on the device: none, shift, or a pipeline of shift, affine, elastic, "
                      "flip, erase and one of mixup or cutmix (which mix the labels too), such as "
                      "'affine:rotate=10,scale=0.1,translate=0.1' or 'shift+flip+cutmix:p=0.5' (see cnnlab.augment)"),
