@@ -276,6 +276,36 @@ def test_one_checkpoint_default_for_every_command():
     assert set(found.values()) == {(DEFAULT_CHECKPOINT, CHECKPOINTS)} and DEFAULT_CHECKPOINT == "last"
 
 
+#: The flags of train and compare that are the command's own, not a setting of the run (a TrainConfig field).
+COMMAND_OWN_FLAGS = {"cnnlab train": {"help", "config", "out", "resume", "verbose", "quiet", "dry_run"},
+                     "cnnlab compare": {"help", "models", "seeds", "out", "tta", "teachers", "teacher_model"}}
+
+
+@pytest.mark.parametrize("command", sorted(COMMAND_OWN_FLAGS))
+def test_every_train_and_compare_flag_reaches_the_config_the_run_gets(command):
+    """(nwcE.) A flag added for a new TrainConfig field (`--grad-clip`) was parsed and dropped: cli/train.py listed
+    the fields it passed on by hand (config.json: `"grad_clip": 0.0` after `--grad-clip 0.01`)."""
+    from dataclasses import fields
+
+    from cnnlab.cli.train import settings_from_args
+    from cnnlab.config import TrainConfig
+
+    parser = dict(_walk(build_parser()))[command]
+    settings = {f.name for f in fields(TrainConfig)}
+    flags = {a.dest: a.option_strings[-1] for a in parser._actions if a.option_strings}
+    stray = [f"{flag} (dest {dest!r})" for dest, flag in flags.items() if dest not in settings | COMMAND_OWN_FLAGS[command]]
+    assert not stray, (f"{command}: {', '.join(stray)} sets no TrainConfig field: a training option is a field of "
+                       "TrainConfig named as its flag's dest (docs/architecture.md, 'A new training option'); a flag "
+                       "of the command itself goes in COMMAND_OWN_FLAGS of tests/test_cli.py")
+    args = parser.parse_args([])
+    marks = {dest: object() for dest in flags if dest in settings}
+    for dest, mark in marks.items():
+        setattr(args, dest, mark)
+    cfg = settings_from_args(args)
+    dropped = [flags[dest] for dest, mark in marks.items() if getattr(cfg, dest) is not mark]
+    assert not dropped, f"{command}: {dropped} parsed but not passed on (cli/train.py settings_from_args)"
+
+
 def test_train_help_shows_what_each_recipe_sets(capsys):
     from cnnlab.config import RECIPES
 

@@ -9,6 +9,7 @@ import argparse
 import os
 import shutil
 import textwrap
+from dataclasses import fields
 from pathlib import Path
 
 from cnnlab.cli.common import (
@@ -206,7 +207,7 @@ def _add_train_parser(sub) -> None:
 def config_from_args(args) -> TrainConfig:
     """A TrainConfig from parsed ``train`` flags: the flags given, the rest from the recipe (TrainConfig.resolve);
     with ``--config FILE``, the file's settings with the typed flags on top."""
-    cfg, where, from_file = _flags_config(args), None, set()
+    cfg, where, from_file = settings_from_args(args), None, set()
     if getattr(args, "config", None):
         path = resolve_run(args.config)  # 'latest': the newest run's settings
         if path.suffix == ".pt" and is_file(path) and is_file(path.parent / "config.json"):  # stat errors: one line
@@ -297,15 +298,11 @@ def _overlay(base: TrainConfig, flags: TrainConfig, typed: set[str], record: boo
     return base
 
 
-def _flags_config(args) -> TrainConfig:
-    return TrainConfig(
-        model=args.model, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed, device=args.device,
-        threads=args.threads, malloc_tuning=args.malloc_tuning, eval_batch_size=args.eval_batch_size,
-        max_steps=args.max_steps, save_every=args.save_every, val_split=args.val_split,
-        compile=args.compile, target_accuracy=args.target_accuracy, teacher=args.teacher, distill=args.distill,
-        distill_temperature=args.distill_temperature,
-        tensorboard=args.tensorboard, recipe=args.recipe, **{k: getattr(args, k) for k in RECIPE_FLAGS},
-    )
+def settings_from_args(args) -> TrainConfig:
+    """The TrainConfig of a command's parsed flags: each field whose flag the command has (the flag's dest is the
+    field's name), the others at their defaults (a recipe field's None: from the recipe). Made from the fields, not a
+    list of them: a new field's flag reaches the run (a hand list dropped ``--grad-clip`` without a word)."""
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
 
 
 def resume_changes(args, cfg: TrainConfig) -> dict:
@@ -376,8 +373,7 @@ def cmd_compare(args) -> int:
     take_sigint()
     from cnnlab.compare import AUTO_TEACHERS, compare, default_out
 
-    cfg = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, device=args.device, threads=args.threads,
-                      val_split=args.val_split, recipe=args.recipe, epochs=args.epochs, batch_size=args.batch_size)
+    cfg = settings_from_args(args)  # its flags' settings: --dataset, --epochs, --batch-size...
     teachers = str(Path(args.teachers)) if args.teachers else None  # runs/x/ -> runs/x (its -distilled sibling)
     named = default_out(args.dataset, args.recipe) if teachers == AUTO_TEACHERS else teachers
     out = args.out or (f"{named}-distilled" if teachers else default_out(args.dataset, args.recipe))
