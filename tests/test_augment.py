@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnlab.augment import Affine, Augment, Draws, Elastic, Erase, Flip, Shift, batch_seed, resample, parse_augment
+from cnnlab.augment import (_OPS, MIXING, Affine, Augment, Draws, Elastic, Erase, Flip, Shift, batch_seed, parse_augment,
+                            resample)
 from cnnlab.errors import CnnlabError
 
 FILL = -0.375  # exact in float32
@@ -51,19 +52,26 @@ def test_shift_alone_is_bitwise_the_historical_shift_augment(seed, epoch, b, cha
 
 
 ALL = "shift+affine:rotate=20,scale=0.2,translate=0.1,shear=0.2+elastic:alpha=2,sigma=2+flip+erase:p=1"
+#: A typical spec of the ops whose defaults would check less; every other op of augment._OPS (a new one included) is
+#: checked at its defaults.
+TYPICAL = {"affine": "affine:rotate=20,scale=0.2,translate=0.1,shear=0.2", "erase": "erase:p=0.7"}
+#: Every op, from the op table itself: a new op is in each test parametrized by it.
+EVERY_OP = [TYPICAL.get(name, name) for name in _OPS]
+HOW_TO_DRAW = ("draw only through the op's Draws (d.rand, d.randn, d.randint, d.uniform: made for the group's whole "
+               "batch, this rank's rows kept; see cnnlab.augment.Draws)")
 
 
-@pytest.mark.parametrize("spec", ["shift", "affine", "elastic", "flip", "erase", ALL])
+@pytest.mark.parametrize("spec", [*EVERY_OP, ALL])
 def test_same_seed_same_output_other_batch_other_output(spec):
     x = batch()
     a, b = run(spec, x), run(spec, x)
-    assert torch.equal(a, b)
-    assert not torch.equal(a, run(spec, x, batch_=4))
-    assert not torch.equal(a, run(spec, x, epoch=3))
-    assert not torch.equal(a, run(spec, x, seed=2))
+    assert torch.equal(a, b), f"--augment {spec}: the same seed, epoch and batch gave another output: {HOW_TO_DRAW}"
+    assert not torch.equal(a, run(spec, x, batch_=4)), f"--augment {spec}: the same output for another batch"
+    assert not torch.equal(a, run(spec, x, epoch=3)), f"--augment {spec}: the same output in another epoch"
+    assert not torch.equal(a, run(spec, x, seed=2)), f"--augment {spec}: the same output for another seed"
 
 
-@pytest.mark.parametrize("spec", ["shift", "affine", "elastic", "flip", "erase", ALL])
+@pytest.mark.parametrize("spec", [*EVERY_OP, ALL])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_shape_dtype_and_memory_format_are_kept(spec, channels_last):
     x = batch(4, 3, 8, 8, channels_last=channels_last)
@@ -273,6 +281,34 @@ def test_a_rank_augments_its_images_as_one_process_augments_them_in_the_whole_ba
     a = mix.apply(x[0::2], seed=4, epoch=1, batch=2, fill=FILL, rank=0, world_size=2)[1]
     b = mix.apply(x[1::2], seed=4, epoch=1, batch=2, fill=FILL, rank=1, world_size=2)[1]
     assert not torch.equal(a.lam, b.lam)  # each rank pairs its own images by its own draws
+
+
+@pytest.mark.parametrize("spec", EVERY_OP)
+def test_every_op_augments_a_ranks_images_as_one_process_augments_them(spec):
+    """(nwcE.) An op written as docs/architecture.md said (`torch.randn(x.shape, generator=...)`) drew for this rank's
+    images only: under torchrun rank 1 took rank 0's numbers, and no test saw it (they named their ops by hand)."""
+    x = torch.randn(12, 1, 16, 16, generator=torch.Generator().manual_seed(3))
+    aug, name = parse_augment(spec), spec.partition(":")[0]
+    parts = [aug.apply(x[rank::3], seed=4, epoch=1, batch=2, fill=FILL, rank=rank, world_size=3) for rank in range(3)]
+    if isinstance(aug.ops[0], MIXING):  # pairs the images of its own rank, by the rank's own generator
+        again = aug.apply(x[1::3], seed=4, epoch=1, batch=2, fill=FILL, rank=1, world_size=3)
+        assert torch.equal(again[0], parts[1][0]) and torch.equal(again[1].lam, parts[1][1].lam)
+        assert not torch.equal(parts[0][1].lam, parts[1][1].lam), f"{name}: ranks 0 and 1 mixed by the same draws"
+        return
+    whole = aug(x, seed=4, epoch=1, batch=2, fill=FILL)
+    for rank, (part, _) in enumerate(parts):
+        assert torch.allclose(part, whole[rank::3], rtol=1e-5, atol=1e-5), (
+            f"--augment {spec}: rank {rank} of 3 augments its images otherwise than one process does: {HOW_TO_DRAW}")
+
+
+def test_draws_generator_is_the_mixing_ops_alone():
+    """`d.g` (what the mixing ops pair with, by their rank's own generator) is no way to draw for another op."""
+    d = Draws(torch.Generator().manual_seed(0), 6, slice(1, None, 3))
+    with pytest.raises(RuntimeError, match=r"^Draws.g is the generator of an op that mixes labels .* other ops draw "
+                                           r"through d.rand, d.randn, d.randint or d.uniform"):
+        torch.randn((2, 1, 4, 4), generator=d.g)
+    whole = torch.randn((6, 2, 3), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(d.randn(2, 3), whole[1::3])  # the group's batch drawn, this rank's rows kept
 
 
 def test_a_checkpoint_saved_before_group_wide_draws_resumes_on_its_own_path():

@@ -43,7 +43,12 @@ rectangles) get ``fill``, the normalised value of a black pixel, which the calle
 
 Randomness comes from CPU ``torch.Generator`` objects seeded by (seed, epoch, batch) and the op's
 index in the pipeline: a resumed run draws the same augmentation without stored generator state,
-and CPU and GPU runs draw the same numbers (the outputs differ by kernel numerics at most).
+and CPU and GPU runs draw the same numbers (the outputs differ by kernel numerics at most). An op is
+called as ``op(x, draws, fill)`` and draws through :class:`Draws` alone, whose every draw is made for
+the group's whole batch and cut to this rank's rows, so that torchrun augments as one process does.
+
+A new op: its class (a frozen dataclass whose fields are its keys), an entry in ``_OPS``, its keys'
+ranges in ``_LIMITS`` and its row in the table above (docs/architecture.md, "A new augmentation").
 """
 
 from __future__ import annotations
@@ -77,21 +82,46 @@ def _uniform(g: torch.Generator, shape, low: float, high: float) -> torch.Tensor
 
 
 class Draws:
-    """One op's random numbers for one batch. Under torchrun a rank holds images ``rank, rank + world_size, ...`` of
-    the global batch (the loader's shards): each draw is made for all ``total`` images, in the same order as one
-    process would, and this rank's rows are kept (``rows``), so a group augments every image as one process does."""
+    """One op's random numbers for one batch: what an op draws from, and all it may draw from (its ``__call__`` is
+    ``op(x, draws, fill)``).
 
-    def __init__(self, g: torch.Generator, total: int, rows: slice = slice(None)):
-        self.g, self.total, self.rows = g, total, rows
+    Under torchrun a rank holds images ``rank, rank + world_size, ...`` of the group's batch (the loader's shards):
+    each method draws for all ``total`` images of the group's batch, in the same order as one process would, and
+    keeps this rank's rows (``rows``), so that a group augments every image as one process does. So an op draws
+    per image through these methods, ``(total, *tail)`` numbers sliced to ``(len(x), *tail)``: ``d.randn(c, h, w)``
+    for noise the shape of an image, never ``torch.randn(x.shape, generator=...)`` (this rank's count only: rank 1
+    would take rank 0's numbers). ``tests/test_augment.py`` checks every op in ``_OPS`` for it.
+
+    The generator itself (:attr:`g`) is only for the ops that mix labels (:data:`MIXING`), which pair the images of
+    their own rank and are given a generator of their own (:meth:`Augment.apply`)."""
+
+    def __init__(self, g: torch.Generator, total: int, rows: slice = slice(None), *, own: bool = False):
+        self._g, self.total, self.rows, self._own = g, total, rows, own
+
+    @property
+    def g(self) -> torch.Generator:
+        """The generator, for an op in :data:`MIXING` (given its rank's own); any other op: a RuntimeError."""
+        if not self._own:
+            raise RuntimeError("Draws.g is the generator of an op that mixes labels (augment.MIXING), which pairs "
+                               "its own rank's images; other ops draw through d.rand, d.randn, d.randint or d.uniform, "
+                               "which draw for the group's whole batch and keep this rank's rows (see Draws)")
+        return self._g
 
     def rand(self, *tail: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        return torch.rand((self.total, *tail), generator=self.g, dtype=dtype)[self.rows]
+        """Uniform in [0, 1): ``(len(x), *tail)``."""
+        return torch.rand((self.total, *tail), generator=self._g, dtype=dtype)[self.rows]
+
+    def randn(self, *tail: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Standard normal: ``(len(x), *tail)``."""
+        return torch.randn((self.total, *tail), generator=self._g, dtype=dtype)[self.rows]
 
     def randint(self, high: int, *tail: int) -> torch.Tensor:
-        return torch.randint(0, high, (self.total, *tail), generator=self.g)[self.rows]
+        """Whole numbers in [0, high): ``(len(x), *tail)``."""
+        return torch.randint(0, high, (self.total, *tail), generator=self._g)[self.rows]
 
     def uniform(self, low: float, high: float, *tail: int) -> torch.Tensor:
-        return _uniform(self.g, (self.total, *tail), low, high)[self.rows]
+        """Uniform in [low, high), float64: ``(len(x), *tail)``."""
+        return _uniform(self._g, (self.total, *tail), low, high)[self.rows]
 
 
 # ----------------------------------------------------------------------------- ops
@@ -331,7 +361,7 @@ class Augment:
             op_seed = batch_seed(seed, epoch, batch, i)
             if isinstance(op, MIXING):
                 own = (op_seed ^ (rank * _RANK_MIX)) & _MASK63 if rank else op_seed
-                x, mix = op(x, Draws(torch.Generator().manual_seed(own), len(x)), fill)
+                x, mix = op(x, Draws(torch.Generator().manual_seed(own), len(x), own=True), fill)
             else:
                 draws = Draws(torch.Generator().manual_seed(op_seed), len(x) * world_size, slice(rank, None, world_size))
                 x = op(x, draws, fill)
