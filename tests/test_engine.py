@@ -406,10 +406,34 @@ def test_runs_made_before_clean_epochs_keep_their_compare_folders():
     from cnnlab.compare import config_key
 
     cfg = TrainConfig(model="resnet", recipe="best").validate()
-    assert cfg.clean_epochs == 0 and config_key(cfg) == "171b13f1"  # runs/compare-mnist-best/resnet-seed0-171b13f1
+    assert cfg.clean_epochs == 0 and config_key(cfg) == "171b13f1", (  # runs/compare-mnist-best/resnet-seed0-171b13f1
+        "every compare folder made before would be trained again: see "
+        "test_a_field_added_since_compare_named_its_folders_keeps_them for the field")
     older = TrainConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "clean_epochs"})
     assert config_key(older) == config_key(cfg) != config_key(TrainConfig(model="resnet", recipe="best",
                                                                           clean_epochs=2).validate())
+
+
+#: What compare's folder names hash (compare.key_fields): the settings of every compare folder made so far.
+HASHED_SETTINGS = {"augment", "batch_size", "bias_decay", "channels_last", "compile", "dataset", "ema", "epochs",
+                   "eval_limit", "evals_per_epoch", "label_smoothing", "lr", "model", "momentum", "optimizer",
+                   "precision", "recipe", "schedule", "seed", "target_accuracy", "val_split", "warmup_epochs",
+                   "weight_decay"}
+
+
+@pytest.mark.parametrize("recipe", ["lecture", "fast", "best"])
+def test_a_field_added_since_compare_named_its_folders_keeps_them(recipe):
+    """(nwcE.) A new TrainConfig field (grad_clip) entered compare's hash: every compare folder made before it was
+    trained again beside the old one, and the failing test printed two hashes, naming neither the field nor the fix."""
+    from cnnlab.compare import KEY_NEUTRAL, key_fields
+    from cnnlab.config import ADDED_FIELDS
+
+    new = sorted(set(key_fields(TrainConfig(model="resnet", recipe=recipe).validate())) - HASHED_SETTINGS)
+    assert not new, (f"{new} would enter compare's folder names (compare.config_key) and every compare folder made "
+                     "before would be trained again: add each to config.ADDED_FIELDS with the value that reproduces "
+                     "the runs made before it (compare.KEY_NEUTRAL, made from ADDED_FIELDS, leaves a field out of the "
+                     "hash at that value)")
+    assert set(KEY_NEUTRAL) <= set(ADDED_FIELDS) and {"clean_epochs", "teacher", "distill"} <= set(KEY_NEUTRAL)
 
 
 def _rates(cfg: TrainConfig, steps_per_epoch: int) -> list[float]:

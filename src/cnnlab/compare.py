@@ -44,9 +44,13 @@ def forward_flops(model: torch.nn.Module, in_channels: int, image_size: int) -> 
     return int(counter.get_total_flops())
 
 
+#: The fields of config.ADDED_FIELDS added before compare left added fields out of its folders' names: the folders
+#: made since carry their values in the name, so they stay in the hash. Frozen: no field joins it.
+HASHED_ADDED_FIELDS = ("bias_decay", "warmup_epochs", "ema")
 #: Fields added after compare's folders got their names: at the value that reproduces the runs made before
 #: (config.ADDED_FIELDS) they are left out of the hash, so that a compare finds (and reuses) the folders it made then.
-KEY_NEUTRAL = {k: ADDED_FIELDS[k] for k in ("clean_epochs", "teacher", "distill", "distill_temperature")}
+#: Made from ADDED_FIELDS: a field added there (docs/architecture.md, "A new training option") is left out too.
+KEY_NEUTRAL = {k: v for k, v in ADDED_FIELDS.items() if k not in HASHED_ADDED_FIELDS}
 
 
 #: ``compare(..., teachers=AUTO_TEACHERS)``: train (or reuse) the teachers first, in the compare's default folder.
