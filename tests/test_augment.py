@@ -3,6 +3,7 @@ bitwise the engine's historical ``shift_augment``."""
 
 from __future__ import annotations
 
+import argparse
 import math
 import re
 
@@ -309,6 +310,33 @@ def test_draws_generator_is_the_mixing_ops_alone():
         torch.randn((2, 1, 4, 4), generator=d.g)
     whole = torch.randn((6, 2, 3), generator=torch.Generator().manual_seed(0))
     assert torch.equal(d.randn(2, 3), whole[1::3])  # the group's batch drawn, this rank's rows kept
+
+
+@pytest.mark.parametrize("name", list(_OPS))
+def test_every_op_is_in_the_augment_help_and_the_modules_table(name):
+    """(nwcE.) A new op was left out of `cnnlab train --help` (its list of ops was written by hand; the refusal of an
+    unknown op, made from _OPS, named it) and of cnnlab.augment's table of ops."""
+    import cnnlab.augment as augment
+    from cnnlab.cli import build_parser
+    from cnnlab.config import AUGMENT_OPS, LABEL_MIXING_OPS
+
+    assert name in AUGMENT_OPS, (f"op {name!r} of augment._OPS is not in config.AUGMENT_OPS, the ops --augment's help "
+                                 "lists (the help answers without importing torch, so not from _OPS): add it there")
+    mixes = issubclass(_OPS[name], MIXING)
+    assert (name in LABEL_MIXING_OPS) == mixes, (f"op {name!r} {'mixes' if mixes else 'does not mix'} labels "
+                                                 "(augment.MIXING): config.LABEL_MIXING_OPS must say so too")
+    train = dict(next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices)["train"]
+    text = " ".join(next(a for a in train._actions if a.dest == "augment").help.split())
+    assert re.search(rf"\b{name}\b", text.split(" such as ")[0]), f"--augment's help leaves out {name!r}: {text}"
+    table = augment.__doc__.split("==========  ====")[1]  # the rows between the table's first two rules
+    rows = re.findall(r"^``(\w+)``", table, re.M)
+    assert name in rows, f"op {name!r} has no row in cnnlab/augment.py's docstring table (its keys and what it does)"
+
+
+def test_the_augment_help_names_no_op_the_op_table_lacks():
+    from cnnlab.config import AUGMENT_OPS
+
+    assert tuple(_OPS) == AUGMENT_OPS, f"config.AUGMENT_OPS {AUGMENT_OPS} is not augment._OPS's {tuple(_OPS)}"
 
 
 def test_a_checkpoint_saved_before_group_wide_draws_resumes_on_its_own_path():

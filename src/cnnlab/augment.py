@@ -48,7 +48,8 @@ called as ``op(x, draws, fill)`` and draws through :class:`Draws` alone, whose e
 the group's whole batch and cut to this rank's rows, so that torchrun augments as one process does.
 
 A new op: its class (a frozen dataclass whose fields are its keys), an entry in ``_OPS``, its keys'
-ranges in ``_LIMITS`` and its row in the table above (docs/architecture.md, "A new augmentation").
+ranges in ``_LIMITS``, its row in the table above and its name in ``config.AUGMENT_OPS`` (the
+``--augment`` help's list; docs/architecture.md, "A new augmentation").
 """
 
 from __future__ import annotations

@@ -386,6 +386,10 @@ OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
 #: The --schedule names: the schedules' one table's (cnnlab.schedules.SCHEDULES, which the engine builds from).
 SCHEDULES = tuple(SCHEDULE_TABLE)
 PRECISIONS = ("fp32", "bf16")
+#: The ops of ``--augment`` (cnnlab.augment._OPS, which imports torch), for its help, which answers without torch;
+#: of them, those that mix the labels too (augment.MIXING). tests/test_augment.py fails, naming an op, until they agree.
+AUGMENT_OPS = ("shift", "affine", "elastic", "flip", "erase", "mixup", "cutmix")
+LABEL_MIXING_OPS = ("mixup", "cutmix")
 #: The largest seed whose batch seeds (``augment.batch_seed``: seed * 1,000,003 * 100,003 + ...) fit torch's 64 bits.
 MAX_SEED = 90_000_000
 #: float32's largest number: the optimisers keep the rate in float32 (a larger one raised torch's RuntimeError).

@@ -27,6 +27,8 @@ from cnnlab.cli.common import (
     take_sigint,
 )
 from cnnlab.config import (
+    AUGMENT_OPS,
+    LABEL_MIXING_OPS,
     OPTIMIZERS,
     PRECISIONS,
     PROCESS_FIELDS,
@@ -63,8 +65,9 @@ RECIPE_FLAG_HELP: dict[str, tuple[type | tuple, str]] = {
     "schedule": (SCHEDULES, "learning-rate schedule (" + "; ".join(f"{name}: {schedule.what}" for name, schedule
                                                                 in SCHEDULE_TABLE.items()) + ")"),
     "warmup_epochs": (float, f"linear warm-up of the {either(WARMUP_SCHEDULES, 'and')} schedules, in epochs"),
-    "augment": (str, "batched augmentation on the device: none, shift, or a pipeline of shift, affine, elastic, "
-                     "flip, erase and one of mixup or cutmix (which mix the labels too), such as "
+    "augment": (str, "batched augmentation on the device: none, shift, or a pipeline of "
+                     f"{', '.join(op for op in AUGMENT_OPS if op not in LABEL_MIXING_OPS)} and one of "
+                     f"{either(LABEL_MIXING_OPS)} (which mix the labels too), such as "
                      "'affine:rotate=10,scale=0.1,translate=0.1' or 'shift+flip+cutmix:p=0.5' (see cnnlab.augment)"),
     "clean_epochs": (int, "train the last N epochs on the images as they are, without --augment"),
     "label_smoothing": (float, "cross-entropy label smoothing"),
