@@ -234,7 +234,11 @@ def _walk(parser: argparse.ArgumentParser, path: str = "cnnlab"):
 
 
 def test_the_parser_registers_exactly_the_expected_commands():
-    assert set(_subparsers(build_parser())) == EXPECTED_COMMANDS
+    found = set(_subparsers(build_parser()))
+    assert found == EXPECTED_COMMANDS, (
+        f"commands registered but not expected: {sorted(found - EXPECTED_COMMANDS)}, expected but not registered: "
+        f"{sorted(EXPECTED_COMMANDS - found)}: a new command goes in EXPECTED_COMMANDS of tests/test_cli.py "
+        "(docs/architecture.md, 'A new command')")
 
 
 def test_bare_cnnlab_and_bare_groups_print_their_help(capsys):
@@ -271,8 +275,12 @@ def test_one_checkpoint_default_for_every_command():
             if "--checkpoint" in action.option_strings:
                 found[path] = (action.default, tuple(action.choices))
                 assert "(default: %(default)s)" in action.help and "--val-split" in action.help
-    assert set(found) == {"cnnlab evaluate", "cnnlab export-weights", "cnnlab analyze branches", "cnnlab predict",
-                          "cnnlab export", "cnnlab serve"}
+    expected = {"cnnlab evaluate", "cnnlab export-weights", "cnnlab analyze branches", "cnnlab predict",
+                "cnnlab export", "cnnlab serve"}
+    assert set(found) == expected, (
+        f"commands with --checkpoint: {sorted(set(found) - expected)} not expected, {sorted(expected - set(found))} "
+        "missing: a new command that reads a run's checkpoint takes cli.common's --checkpoint and goes in this test's "
+        "set (tests/test_cli.py::test_one_checkpoint_default_for_every_command)")
     assert set(found.values()) == {(DEFAULT_CHECKPOINT, CHECKPOINTS)} and DEFAULT_CHECKPOINT == "last"
 
 

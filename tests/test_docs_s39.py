@@ -227,7 +227,8 @@ def test_api_doc_names_every_other_registered_model():
     text = API_DOC.read_text()
     line = " ".join(text.split("Other registered models", 1)[1].split("are cnnlab's own", 1)[0].split())
     missing = [m for m in list_models() if m not in ("resnet", "inception") and f"`{m}`" not in line]
-    assert not missing, f"docs/api.md's 'Other registered models' leaves out {missing}"
+    assert not missing, (f"docs/api.md's 'Other registered models' leaves out {missing}: name a new model there "
+                         "(docs/architecture.md, 'A new model')")
 
 
 def test_architecture_models_row_names_every_file_of_models():
@@ -235,7 +236,8 @@ def test_architecture_models_row_names_every_file_of_models():
     row = next(line for line in text.splitlines() if line.startswith("| `models/` |"))
     files = sorted(p.name for p in (ROOT / "src" / "cnnlab" / "models").glob("*.py") if p.name != "__init__.py")
     missing = [name for name in files if f"`{name}`" not in row]
-    assert not missing, f"docs/architecture.md's models/ row does not name {missing}"
+    assert not missing, (f"docs/architecture.md's models/ row does not name {missing}: name a new model's file there, "
+                         "with the net it holds")
 
 
 @pytest.mark.parametrize("name", sorted(RUN_FILES | {LOCK_FILE}))
