@@ -14,6 +14,8 @@ import pytest
 
 from apps_helpers import draw_digit, tiny_checkpoint
 from cnnlab.cli import build_parser, main
+from cnnlab.schedules import WARMUP_SCHEDULES
+from cnnlab.text import either
 from conftest import write_idx_dataset
 
 
@@ -666,8 +668,8 @@ def test_compare_names_each_model_once(capsys):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--warmup-epochs", "2"], "--warmup-epochs 2 has no effect here: it is the warm-up of --schedule cosine or step, "
-                               "not of constant"),
+    (["--warmup-epochs", "2"], f"--warmup-epochs 2 has no effect here: it is the warm-up of --schedule "
+                               f"{either(WARMUP_SCHEDULES)}, not of constant"),
     (["--schedule", "onecycle", "--warmup-epochs", "0.5"], "not of onecycle (which warms up over its first 30% itself)"),
     (["--optimizer", "adam", "--momentum", "0.9"], "--momentum 0.9 has no effect here: --optimizer adam has no momentum"),
     (["--recipe", "fast", "--optimizer", "sgd", "--momentum", "0.9"], "--schedule onecycle cycles the momentum itself"),

@@ -103,11 +103,9 @@ class TrainConfig:
     #: Whether weight decay also applies to biases (PyTorch's default, and the path of every run made before
     #: this option); False puts biases in a parameter group without decay.
     bias_decay: bool | None = None
-    #: Learning-rate schedule: a name of :data:`cnnlab.schedules.SCHEDULES` (constant, the lecture's; onecycle;
-    #: cosine or step, after a linear warm-up).
+    #: Learning-rate schedule: a name of :data:`cnnlab.schedules.SCHEDULES` (constant is the lecture's).
     schedule: str | None = None
-    #: Linear warm-up of the schedules that take one (cosine, step: ``schedules.WARMUP_SCHEDULES``), in epochs
-    #: (fractions allowed).
+    #: Linear warm-up of the schedules that take one (``schedules.WARMUP_SCHEDULES``), in epochs (fractions allowed).
     warmup_epochs: float | None = None
     #: Batched augmentation on the device: a pipeline spec (see cnnlab.augment), e.g. none, shift, affine:rotate=10.
     augment: str | None = None
