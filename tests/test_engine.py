@@ -488,8 +488,11 @@ def test_every_schedule_in_the_table_is_built_as_its_entry_says(name):
     if name == "constant":
         assert build_scheduler(cfg, opt, steps_per_epoch=10) is None  # the lecture's path: no scheduler at all
         return
+    built = build_scheduler(cfg, opt, steps_per_epoch=10)
+    assert built is not None, (f"--schedule {name} builds no scheduler, a constant rate (only constant's): give {where} "
+                               "a factor")
     lrs = _rates(cfg, steps_per_epoch=10)
-    assert len(set(lrs)) > 1, f"--schedule {name} leaves the rate at --lr on every step: give {where} a factor"
+    assert len(set(lrs)) > 1, f"--schedule {name} leaves the rate at --lr on every step: {where}'s factor is 1"
     if entry.warmup:
         assert lrs[:10] == pytest.approx([(i + 1) / 10 for i in range(10)]), f"{where}: warmup=True, no warm-up"
     why = _no_effect(cfg)["warmup_epochs"]  # --warmup-epochs: taken by the schedules that warm up, refused by others
