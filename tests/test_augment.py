@@ -333,6 +333,20 @@ def test_every_op_is_in_the_augment_help_and_the_modules_table(name):
     assert name in rows, f"op {name!r} has no row in cnnlab/augment.py's docstring table (its keys and what it does)"
 
 
+@pytest.mark.parametrize("name", list(_OPS))
+def test_every_key_of_every_op_has_its_range(name):
+    """A key without an entry in augment._LIMITS was a KeyError (a traceback) the first time a spec gave it."""
+    from dataclasses import fields
+
+    from cnnlab.augment import _LIMITS
+
+    for f in fields(_OPS[name]):
+        assert (name, f.name) in _LIMITS, f"{name}.{f.name} has no range in augment._LIMITS: add ({name!r}, {f.name!r})"
+        low, high, _ = _LIMITS[(name, f.name)]
+        assert low <= f.default <= high, f"{name}.{f.name}'s default {f.default} is outside its range [{low}, {high}]"
+        assert parse_augment(f"{name}:{f.name}={f.default:g}").ops[0] == _OPS[name]()
+
+
 def test_the_augment_help_names_no_op_the_op_table_lacks():
     from cnnlab.config import AUGMENT_OPS
 
