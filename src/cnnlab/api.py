@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Iterator
 # and answer as fast as 'cnnlab runs' does.
 from cnnlab.config import FLAG_IN_TEXT, Naming, TrainConfig, check_given_settings_act, typed_values
 from cnnlab.dataset_names import canonical_dataset_name
-from cnnlab.errors import CnnlabError, RunError, did_you_mean, shell_unquoted, short_repr, yes_no
+from cnnlab.errors import CnnlabError, RunError, did_you_mean, printable, shell_unquoted, short_repr, yes_no
 from cnnlab.fileio import as_path, exists, expand_user, is_file, paths_explained, read_json
 from cnnlab.runs import (DEFAULT_CHECKPOINT, LATEST, check_columns, describe_listed, describe_run, find_runs, matches,
                          read_metrics, resolve_run, run_config)
@@ -63,81 +63,159 @@ def device_name(device, where: str = "device") -> str:
     return device
 
 
-#: A command-line flag in a refusal, and the value after it: ``--device cuda``, ``--val-split``.
-_FLAG_AND_VALUE = re.compile(FLAG_IN_TEXT.pattern + r"(?: ([^\s;:,()]+))?")
+#: One word as :func:`cnnlab.errors.shell_quoted` writes a name, read by the grammar it writes, whole and possessively
+#: (no quote inside a name ends it): ``$'...'`` (backslash escapes), ``'...'`` (a quote inside written ``'\''``), or
+#: plain text without quotes (a ``,`` or ``:`` inside it, not at its end). A quote after plain text ends the word.
+_SHELL_WORD = r"\$'(?:[^'\\]|\\.)*+'|'(?:[^']|'\\'')*+'|(?:[,:](?=[^\s'])|[^\s;,:()'\"\\])++"
+#: A command-line flag in a refusal, and the value after it: ``--device cuda``, ``--val-split``, ``--teacher 'a b'``.
+_FLAG_AND_VALUE = re.compile(FLAG_IN_TEXT.pattern + r"(?: (%s))?" % _SHELL_WORD)
 #: The command line's flags whose argument has another name in the API (``--checkpoint best``: ``which='best'``).
 _ARGUMENT_NAMES = {"checkpoint": "which"}
 #: The command line's commands (its parser's, as a test checks): ``cnnlab process`` or ``cnnlab writes`` is none.
 COMMANDS = ("train", "compare", "evaluate", "runs", "models", "data", "analyze", "predict", "export", "export-weights",
             "serve")
 #: A ``cnnlab`` command named in a message (``cnnlab evaluate RUN --dataset ...``, ``'cnnlab train --resume r1'``).
-_COMMAND = re.compile(r"(?<![\w.])('?)cnnlab (%s)(?![\w-])" % "|".join(sorted(COMMANDS, key=len, reverse=True)))
-#: One word of a command, after its space: plain (a ``,`` or ``:`` inside it, not at its end), or quoted as
-#: :func:`cnnlab.errors.shell_quoted` writes a folder's name.
-_WORD = re.compile(r" ((?:\$'(?:[^'\\]|\\.)*'|'[^']*'|\\.|[,:](?=[^\s'])|[^\s;,:()'\"\\])+)")
-#: The end of a quoted command: its quote, then the message goes on (``'cnnlab train --resume r1', or ...``).
-_CLOSING_QUOTE = re.compile(r"'(?=[\s,;:.)]|$)")
+_COMMAND = re.compile(r"(?<![^\s(\[])('?)cnnlab (%s)(?![\w-])" % "|".join(sorted(COMMANDS, key=len, reverse=True)))
+#: One word of a command, after its space (:data:`_SHELL_WORD`).
+_WORD = re.compile(r" (%s)" % _SHELL_WORD)
+#: What may follow a value in a message: its end, a space or a mark (``--out r: ...``), a closing quote.
+_VALUE_END = re.compile(r"$|[\s;:,()']|\.(?:\s|$)")
 #: A placeholder in a command (``RUN``, ``NEW_PLACE``, ``N``): said as it is, not as a string.
 _PLACEHOLDER = re.compile(r"[A-Z][A-Z0-9_]*")
 
 
-def as_arguments(message: str, given: dict) -> str:
+def as_arguments(message: str, given: dict, paths: tuple = ()) -> str:
     """A library refusal said to a caller of the API, who typed no flags: each flag by its argument's name
-    (``--val-split``: ``val_split``), and a flag with the value the caller gave as the caller wrote it
-    (``--device cuda``: ``device='cuda'``). A ``cnnlab train`` command in it is the call that does the same
-    (``'cnnlab train --resume r1'``: ``cnnlab.train(resume='r1')``); another command, or one with a flag
-    ``cnnlab.train`` has no argument for (``--config``), is quoted as it is, flags and all: a command to run."""
+    (``--val-split``: ``val_split``); a flag with the value the caller gave as the caller wrote it (``--device cuda``:
+    ``device='cuda'``); a name quoted to be copied with its value in Python (``--teacher 'a b'``:
+    ``teacher='a b'``). A ``cnnlab train`` command in
+    it is the call that does the same (``'cnnlab train --resume r1'``: ``cnnlab.train(resume='r1')``, its quoted
+    names read by the grammar :func:`cnnlab.errors.shell_quoted` writes); another command, or one with a flag
+    ``cnnlab.train`` has no argument for (``--config``), is quoted as it is, flags and all: a command to run.
+    The folders and files of the call (``paths``, and the path arguments in ``given``: ``out``, ``resume``,
+    ``teacher``), which the library names as they are, are read as the names they are, whatever they hold (a quote,
+    a newline, a flag, a command): ``--out kids' run``: ``out="kids' run"``; ``/home/u/cnnlab train --out x: ...``
+    as it is."""
+    names = _names(given, paths)
     said, at = [], 0
-    for start, end, command in _commands(message):
-        said += [_FLAG_AND_VALUE.sub(lambda match: _argument(match, given), message[at:start]), command]
+    for start, end, part in _spans(message, given, names):
+        said += [_FLAG_AND_VALUE.sub(lambda match: _argument(match, given), message[at:start]), part]
         at = end
     return "".join(said) + _FLAG_AND_VALUE.sub(lambda match: _argument(match, given), message[at:])
 
 
 def _argument(match: re.Match, given: dict) -> str:
     """One flag of a refusal (and its value) as the argument the API's caller gave or may give."""
-    key, value = match.group(1).replace("-", "_"), match.group(2)
-    key = _ARGUMENT_NAMES.get(key, key)
-    if key in given and value == str(given[key]):
+    flag, word = match.group(1).replace("-", "_"), match.group(2)
+    key = _ARGUMENT_NAMES.get(flag, flag)
+    if word is None:
+        return key
+    if key in given and str(given[key]) in (word, shell_unquoted(word)):
         return f"{key}={given[key]!r}"
-    return key if value is None else f"{key} {value}"
+    if word.startswith(("'", "$'")):  # a name quoted to be copied: a Python value
+        return f"{key}={_python_value(word, _kinds().get(key, 'str'))}"
+    return f"{key} {word}"
 
 
-def _commands(message: str) -> Iterator[tuple[int, int, str]]:
-    """``(start, end, said)`` of each ``cnnlab`` command in ``message``: a ``cnnlab train`` of the API's arguments as
-    the call (:func:`_train_call`, which ends it at its first word that is no flag or value), another as it is."""
+#: The API's arguments that name a folder or a file, which the library's messages name as they are.
+_PATH_ARGUMENTS = ("out", "resume", "teacher", "run")
+
+
+def _names(given: dict, paths: tuple) -> list[str]:
+    """The texts by which a message may name the call's folders and files: each as given, as a ``Path`` says it, made
+    absolute and resolved, and a checkpoint's folder; longest first."""
+    found = set()
+    for path in (*paths, *(given.get(k) for k in _PATH_ARGUMENTS)):
+        if spelt := _spellings(path):
+            forms = {*spelt, str(Path(spelt[0]).absolute()), os.path.realpath(spelt[0])}
+            found |= forms | {str(Path(f).parent) for f in forms if f.endswith(".pt")}
+    return sorted(found - {"", ".", "/"}, key=len, reverse=True)
+
+
+def _spellings(value) -> list[str]:
+    """A str or path-like argument as a message may spell it: as given, and as a ``Path`` says it (no ``./``, no
+    trailing ``/``); none for another value."""
+    if not isinstance(value, (str, os.PathLike)) or not isinstance(text := os.fspath(value), str) or not text:
+        return []
+    return list(dict.fromkeys((text, str(Path(text)))))
+
+
+def _spans(message: str, given: dict, names: list[str]) -> Iterator[tuple[int, int, str]]:
+    """``(start, end, said)`` of each part of ``message`` said whole, in order: a flag followed by the value the caller
+    gave it or by one of the call's ``names`` (:func:`_named_flag`), a name alone (as it is), and each ``cnnlab``
+    command (:func:`_command`). Of two at one place the longer, and of those a name: a folder's name that reads as a
+    command (``/home/u/cnnlab train --out x``) stays its name."""
     at = 0
-    while match := _COMMAND.search(message, at):
-        closing = _CLOSING_QUOTE.search(message, match.end()) if match.group(1) else None
-        words, end = _words(message, match.end(), len(message) if closing is None else closing.start())
-        if closing is not None and end != closing.start():  # not the quote of the command's words
-            closing = None
-            words, end = _words(message, match.end(), len(message))
-        start = match.start() if closing is not None else match.start(2) - len("cnnlab ")
-        call, used = _train_call(words) if match.group(2) == "train" else (None, 0)
-        if call is not None and (closing is None or used == len(words)):
-            end = closing.end() if closing is not None else match.end() + sum(len(w) + 1 for w in words[:used])
-            yield start, end, call
-        else:
-            end = closing.end() if closing is not None else end
-            yield start, end, message[start:end]
-        at = end
+    while True:
+        found = [_named_flag(message, at, given, names), _name(message, at, names)]
+        if command := _COMMAND.search(message, at):
+            found.append(_command(message, command))
+        found = [span for span in found if span is not None]
+        if not found:
+            return
+        first = min(found, key=lambda span: (span[0], -span[1]))
+        yield first
+        at = first[1]
 
 
-def _words(message: str, start: int, stop: int) -> tuple[list[str], int]:
-    """The words of a command from ``start`` (each after its space), before ``stop``, and where they end."""
+def _named_flag(message: str, at: int, given: dict, names: list[str]) -> tuple[int, int, str] | None:
+    """The first flag from ``at`` followed by the value the caller gave its argument, exactly (spaces, quotes, a
+    newline and all: ``--out kids' run already holds a run``), or by one of the call's ``names``: as the argument,
+    in Python."""
+    for match in FLAG_IN_TEXT.finditer(message, at):
+        key = _ARGUMENT_NAMES.get(match.group(1).replace("-", "_"), match.group(1).replace("-", "_"))
+        value = given.get(key)
+        mine = _spellings(value)
+        for text in [*mine, *names]:
+            end = match.end() + 1 + len(text)
+            if text and message.startswith(" " + text, match.end()) and _VALUE_END.match(message, end):
+                return match.start(), end, f"{key}={value if text in mine else text!r}"
+    return None
+
+
+def _name(message: str, at: int, names: list[str]) -> tuple[int, int, str] | None:
+    """The first of the call's ``names`` alone from ``at`` (a word of its own, or a path's start: ``/r/my run/x``)."""
+    first = None
+    for name in names:  # (longest first: of two at one place, the longer)
+        match = re.compile(r"(?<![^\s(\[])%s(?=/|%s)" % (re.escape(name), _VALUE_END.pattern)).search(message, at)
+        if match is not None and (first is None or match.start() < first[0]):
+            first = (match.start(), match.end(), name)
+    return first
+
+
+def _command(message: str, match: re.Match) -> tuple[int, int, str]:
+    """``(start, end, said)`` of the ``cnnlab`` command ``match`` found: a ``cnnlab train`` of the API's arguments as
+    the call (:func:`_train_call`, which ends it at its first word that is no flag or value), another as it is. Its
+    words are read whole (:data:`_SHELL_WORD`); a quoted command ends at the quote right after its last word."""
+    words, end = _words(message, match.end())
+    quoted = bool(match.group(1)) and message.startswith("'", end)
+    start = match.start() if quoted else match.start(2) - len("cnnlab ")
+    call, used = _train_call(words) if match.group(2) == "train" else (None, 0)
+    if call is not None and (not quoted or used == len(words)):
+        return start, end + 1 if quoted else match.end() + sum(len(w) + 1 for w in words[:used]), call
+    end += 1 if quoted else 0
+    return start, end, message[start:end]
+
+
+def _words(message: str, start: int) -> tuple[list[str], int]:
+    """The words of a command from ``start`` (each after its space), and where they end."""
     words, end = [], start
-    while word := _WORD.match(message, end, stop):
+    while word := _WORD.match(message, end):
         words.append(word.group(1))
         end = word.end()
     return words, end
+
+
+def _kinds() -> dict[str, str]:
+    """The type of each argument of :func:`train` a message may name (``config``: a run's settings, ``...``)."""
+    return {"resume": "str", "out": "str", "config": "...", **{f.name: str(f.type) for f in fields(TrainConfig)}}
 
 
 def _train_call(words: list[str]) -> tuple[str | None, int]:
     """``cnnlab train``'s flags (``words``) as the call of :func:`train` that does the same, and how many words it
     took (up to the first that is no flag or value); a run's settings (``--config RUN``) are ``...``, as the call
     that made it gave them. None where a flag has no argument there (``--help``)."""
-    kinds = {"resume": "str", "out": "str", "config": "...", **{f.name: str(f.type) for f in fields(TrainConfig)}}
+    kinds = _kinds()
     arguments, i = [], 0
     while i < len(words) and words[i].startswith("--"):
         key = words[i][2:].replace("-", "_")
@@ -166,15 +244,17 @@ def _python_value(word: str | None, kind: str) -> str:
 
 
 @contextlib.contextmanager
-def api_call(**given) -> Iterator[None]:
+def api_call(*paths, **given) -> Iterator[None]:
     """Around the API's calls into the library: a refusal names the caller's arguments, not the command line's
-    flags (:func:`as_arguments`). The caller's global torch RNG is left as it is by the library itself: a net whose
-    weights are loaded draws none (``checkpoint.empty_model``), a run draws its own inside ``models.seeded``.
+    flags, in one line (:func:`as_arguments`; ``paths``: the call's folders and files, such as a run's, which a
+    message names as they are, whatever they hold). The caller's global torch RNG is left as it is by the library
+    itself: a net whose weights are loaded draws none (``checkpoint.empty_model``), a run draws its own inside
+    ``models.seeded``.
     (Saved and put back here, it rewound the draws of the caller's other threads, and a run's.)"""
     try:
         yield
     except CnnlabError as err:
-        said = as_arguments(str(err), given)
+        said = printable(as_arguments(str(err), given, paths))  # one line: a folder's newline not given as an argument
         if said == str(err):
             raise
         raise err.reworded(said) from None  # its class and what it carries (Interrupted's exit code) kept
@@ -311,7 +391,7 @@ class Run:
         """The trained net (the weights' moving average where the run kept one), on the CPU, in eval mode."""
         from cnnlab.checkpoint import model_from_checkpoint  # the library's (see the top)
 
-        with api_call(which=which):
+        with api_call(self.folder, self.path, which=which):
             return model_from_checkpoint(self.checkpoint(which)).eval()
 
     @paths_explained()
@@ -322,7 +402,7 @@ class Run:
         from cnnlab.predict import Predictor  # the library's (see the top)
 
         device = device_name(device, "Run.predictor(device=...)")
-        with api_call(which=which, device=device):
+        with api_call(self.folder, self.path, which=which, device=device):
             return Predictor.from_run(self.folder, which=which, device=device)
 
     @paths_explained()
@@ -333,7 +413,7 @@ class Run:
         from cnnlab.evaluation import evaluate_run  # the library's (see the top)
 
         device = device_name(device, "Run.evaluate(device=...)")
-        with api_call(which=which, device=device, split=split, tta=tta):
+        with api_call(self.folder, self.path, which=which, device=device, split=split, tta=tta):
             return evaluate_run(self.folder, which=which, device=device, split=split, tta=tta)[0]
 
 
@@ -380,7 +460,7 @@ def predictor(run: str | Path | None = None, *, model: str | None = None, datase
     ``"last"`` unless given), or, without one, of the shipped weights of ``model`` (``"resnet"`` unless given) on
     ``dataset`` (``"mnist"`` unless given). An argument of the other kind is refused, not ignored."""
     device = device_name(device, "cnnlab.predictor(device=...)")
-    with api_call(model=model, dataset=dataset, which=which, device=device):
+    with api_call(model=model, dataset=dataset, which=which, device=device, run=run):
         return _predictor(run, model, dataset, which, device)
 
 

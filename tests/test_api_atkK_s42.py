@@ -1,0 +1,165 @@
+"""Defects a tester (atkK) found in session 42's fixes: the API's suggested ``cnnlab.train(resume=...)`` named another
+folder when the run's name held a quote before a space or a mark (``kids' run``: ``resume="kids'"``, and that call
+resumed the other run); "it is training now" was said of a run an ``evaluate`` held; ``Run.checkpoint()``'s refusals
+named flags, and the reworded ones said ``use which last``; a channels-last tensor was pointed at ``t.unsqueeze(1)``;
+a folder's newline, a shell-quoted path, or a name that reads as a command, in the API's refusals.
+docs/reliability.md lists them."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+from pathlib import Path
+
+import pytest
+
+import cnnlab
+from cnnlab.api import as_arguments
+from cnnlab.engine import train
+from cnnlab.errors import printable, shell_quoted
+from cnnlab.runs import write_status
+
+from conftest import tiny_config, write_idx_dataset
+
+#: Folder names that a quote, a mark, a newline or a flag in them made hard to say back: the tester's, and others.
+AWKWARD = ["kids' run", "a' b", "x', y", "a'.b", "a'; b", "q' --epochs 3", "nl\nx", "dv\udcff", "cnnlab train --out x",
+           "bob's run", "my run", "it's", "x'", "'", "''", "a'\\''b", "a'), b", "$HOME", "a\\b", "中文 x", "-dash", "a,b",
+           "a:b", "t\tx", '"dq"', "a (b)", "tr ", "it's\nnl"]
+
+
+def _calls(said: str) -> list[dict]:
+    """The keyword arguments of each ``cnnlab.train(...)`` in ``said``, read by Python's own parser (the shortest
+    text from ``cnnlab.train(`` that parses as a call: a ``)`` inside a name does not end it)."""
+    calls, at = [], 0
+    while (start := said.find("cnnlab.train(", at)) >= 0:
+        ends = [i + 1 for i, ch in enumerate(said) if ch == ")" and i > start]
+        for end in ends:
+            try:
+                node = ast.parse(said[start:end], mode="eval").body
+            except SyntaxError:
+                continue
+            calls.append({k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg})
+            break
+        else:
+            raise AssertionError(f"no call parses in {said!r}")
+        at = end
+    return calls
+
+
+def _same_folder(a, b) -> bool:
+    return Path(a).absolute() == Path(b).absolute()
+
+
+# ----------------------------------------------------------------------------- 1 and 5: a folder's name said exactly
+
+
+@pytest.mark.parametrize("name", AWKWARD)
+def test_the_call_a_refusal_suggests_names_the_exact_folder(name):
+    """Each message that quotes a ``cnnlab train --resume`` (as the library writes it: the name through
+    ``shell_quoted``, the command in quotes or not) is said as the call that resumes that very folder, in one line."""
+    q = shell_quoted(name)
+    messages = [
+        (f"--out {name} already holds a run; continue it with 'cnnlab train --resume {q}', or pick a fresh --out",
+         {"out": name}),
+        (f"--resume {name}/teacher.pt: the copy of this run's teacher, not the run's own checkpoint; resume the run "
+         f"itself with 'cnnlab train --resume {q}', or copy the file into a folder of its own", {"resume": f"{name}/teacher.pt"}),
+        (f"/abs/{name}: no best.pt; its best epoch's save was lost: use --checkpoint last, or resume the run (cnnlab "
+         f"train --resume {q}), which writes best.pt again", {"which": "best"}),
+        (f"interrupted at step 2; continue with: cnnlab train --resume {q} --max-steps 20", {}),
+        (f"--resume {name}: its dataset is not there; give its new place: cnnlab train --resume {q} --dataset "
+         "idx:NEW_DIR", {"resume": name}),
+    ]
+    for message, given in messages:
+        said = as_arguments(message, given)
+        rest = said.replace(repr(name), "").replace(name, "")  # (a name may hold a flag, or read as a command)
+        assert "--" not in rest and "'cnnlab train" not in rest, said
+        calls = _calls(said)
+        assert len(calls) == 1 and Path(calls[0]["resume"]) == Path(name), (said, calls)  # ('./-dash' is '-dash')
+    said = as_arguments(messages[0][0], messages[0][1])
+    resumed = name if not name.startswith("-") else f"./{name}"  # as shell_quoted makes it no option
+    assert said.startswith(f"out={name!r} already holds a run; continue it with cnnlab.train(resume={resumed!r}), or")
+    # a path quoted to be copied (--teacher FILE) is a Python value too, not a shell word (a plain one stays a word)
+    best = "/r/" + name
+    said = as_arguments(f"--teacher t: that run failed; give its best.pt (--teacher {shell_quoted(best)}), or",
+                        {"teacher": "t"})
+    value = f"={best!r}" if shell_quoted(best) != best else f" {best}"
+    assert said == f"teacher='t': that run failed; give its best.pt (teacher{value}), or"
+
+
+@pytest.fixture(scope="module")
+def stopped(tmp_path_factory) -> tuple[Path, str]:
+    """A run stopped in its second epoch (its first one's best.pt saved), and its dataset's name."""
+    root = tmp_path_factory.mktemp("atkK")
+    data = write_idx_dataset(root / "tiny")
+    train(tiny_config(data, epochs=2, max_steps=10), out=root / "base", quiet=True, log=lambda m: None)
+    return root / "base", f"idx:{data}"
+
+
+def _copy(base: Path, to: Path, best: bool = True) -> Path:
+    shutil.copytree(base, to)
+    if not best:
+        for name in ("best.pt", "best.pt.sha256"):
+            (to / name).unlink()
+    return to
+
+
+def test_the_apis_refusals_name_an_awkward_folder_exactly_in_one_line(stopped, tmp_path, monkeypatch):
+    """Through the API itself, for every awkward name: the out already holding a run, the resume of its teacher.pt:
+    each refusal one line, its suggested call naming that very folder."""
+    base, dataset = stopped
+    monkeypatch.chdir(tmp_path)
+    for name in AWKWARD:
+        run = _copy(base, tmp_path / name, best=False)
+        shutil.copy(run / "last.pt", run / "teacher.pt")
+        shutil.copy(run / "last.pt.sha256", run / "teacher.pt.sha256")
+        tries = [(lambda: cnnlab.train("basic_cnn", dataset=dataset, out=name, quiet=True), f"out={name!r} "),
+                 (lambda: cnnlab.train(resume=f"{name}/teacher.pt", quiet=True), f"resume={name + '/teacher.pt'!r}: ")]
+        for call, starts in tries:
+            with pytest.raises(cnnlab.CnnlabError) as err:
+                call()
+            said = str(err.value)
+            assert "\n" not in said and said.startswith(starts), said
+            assert "--" not in said.replace(printable(name), "").replace(name, ""), said  # (the name's own flag)
+            (suggested,) = _calls(said)
+            assert _same_folder(suggested["resume"], run), (name, said)
+    # a folder whose name reads as a command stays its name
+    with pytest.raises(cnnlab.RunError) as err:
+        cnnlab.train("basic_cnn", dataset=dataset, out="cnnlab train --out x", quiet=True)
+    assert str(err.value) == ("out='cnnlab train --out x' already holds a run; continue it with "
+                              "cnnlab.train(resume='cnnlab train --out x'), or pick a fresh out")
+
+
+@pytest.mark.parametrize("name, other", [("kids' run", "kids'"), ("q' --epochs 3", "q'"), ("a'.b", "a'")])
+def test_the_suggested_call_resumes_the_run_it_names(stopped, tmp_path, monkeypatch, name, other):
+    """The tester's run: ``out="kids' run"`` suggested ``cnnlab.train(resume="kids'")``, which resumed the run in
+    ``kids'`` to its end."""
+    base, dataset = stopped
+    monkeypatch.chdir(tmp_path)
+    for folder in (name, other):
+        _copy(base, tmp_path / folder)
+    with pytest.raises(cnnlab.RunError) as err:
+        cnnlab.train("basic_cnn", dataset=dataset, out=name, quiet=True)
+    (suggested,) = _calls(str(err.value))
+    result = cnnlab.train(**suggested, quiet=True)
+    assert _same_folder(result.run_dir, tmp_path / name) and cnnlab.load_run(name).status == "finished"
+    assert cnnlab.load_run(other).status == "stopped"  # the other run untouched
+
+
+def test_a_newline_in_a_given_folder_is_one_line_and_a_diverged_teachers_best_pt_a_python_value(stopped, tmp_path,
+                                                                                                 monkeypatch):
+    base, dataset = stopped
+    monkeypatch.chdir(tmp_path)
+    for missing in (dict(resume="gone\nx"), dict(teacher="gone\nx", out="s1")):
+        with pytest.raises(cnnlab.CnnlabError) as err:
+            cnnlab.train("basic_cnn", dataset=dataset, quiet=True, **missing) if "teacher" in missing else \
+                cnnlab.train(quiet=True, **missing)
+        assert "\n" not in str(err.value) and "gone\\nx" in str(err.value), str(err.value)
+    for name in ("dv\nnl", "dv\udcff", "dv'q", "dv' x"):
+        teacher = _copy(base, tmp_path / name)
+        write_status(teacher, "failed", "training diverged: the loss exploded at step 4")
+        with pytest.raises(cnnlab.RunError) as err:
+            cnnlab.train("basic_cnn", dataset=dataset, teacher=name, out="student", quiet=True)
+        said = str(err.value)
+        assert "\n" not in said and said.startswith(f"teacher={name!r}: that run failed"), said
+        best = ast.literal_eval(said.split("(teacher=", 1)[1].split("), or", 1)[0])
+        assert Path(best) == (teacher / "best.pt").resolve(), said
