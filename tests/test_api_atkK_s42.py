@@ -8,18 +8,22 @@ docs/reliability.md lists them."""
 from __future__ import annotations
 
 import ast
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 import cnnlab
 from cnnlab.api import as_arguments
+from cnnlab.cli import main
 from cnnlab.engine import train
-from cnnlab.errors import printable, shell_quoted
-from cnnlab.runs import write_status
+from cnnlab.errors import CheckpointError, RunBusy, printable, shell_quoted
+from cnnlab.runs import RunLock, is_running, write_status
 
-from conftest import tiny_config, write_idx_dataset
+from conftest import HeldElsewhere, tiny_config, write_idx_dataset
 
 #: Folder names that a quote, a mark, a newline or a flag in them made hard to say back: the tester's, and others.
 AWKWARD = ["kids' run", "a' b", "x', y", "a'.b", "a'; b", "q' --epochs 3", "nl\nx", "dv\udcff", "cnnlab train --out x",
@@ -163,3 +167,56 @@ def test_a_newline_in_a_given_folder_is_one_line_and_a_diverged_teachers_best_pt
         assert "\n" not in said and said.startswith(f"teacher={name!r}: that run failed"), said
         best = ast.literal_eval(said.split("(teacher=", 1)[1].split("), or", 1)[0])
         assert Path(best) == (teacher / "best.pt").resolve(), said
+
+
+# ----------------------------------------------------------------------------- 2: training, or another holder
+
+
+class Holding:
+    """A run folder's lock held by another process through :class:`RunLock` itself, recording ``task``."""
+
+    def __init__(self, folder: Path, task: str):
+        self.folder, self.task = folder, task
+
+    def __enter__(self) -> "Holding":
+        code = ("import sys; from cnnlab.runs import RunLock; RunLock(sys.argv[1], task=sys.argv[2]).acquire(); "
+                "print('held', flush=True); sys.stdin.read()")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        self.proc = subprocess.Popen([sys.executable, "-c", code, str(self.folder), self.task], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, env=env)
+        assert self.proc.stdout.readline().strip() == "held"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+def test_a_run_an_evaluate_holds_is_not_said_to_be_training(stopped, tmp_path, capsys):
+    """``evaluate RUN`` holds the run's lock while it writes the run's report: a best.pt whose save was lost was said
+    then to be "training now and has not written best.pt yet", and a resume to be refused as "it is training now"."""
+    from cnnlab.runs import is_training, lock_task  # (new: the test fails, not its module, where they are not)
+
+    base, dataset = stopped
+    run = _copy(base, tmp_path / "rb", best=False)
+    lost = "its best epoch's save was lost"
+    with Holding(run, "evaluation"):
+        assert is_running(run) and not is_training(run) and lock_task(run) == "evaluation"
+        assert main(["evaluate", str(run), "--checkpoint", "best"]) == 2
+        assert lost in capsys.readouterr().err
+        with pytest.raises(CheckpointError, match=lost):
+            cnnlab.load_run(run).checkpoint("best")
+        with pytest.raises(RunBusy) as err:
+            train(tiny_config(Path(dataset[4:])), resume=run, quiet=True, log=lambda m: None)
+        assert "it is writing its evaluation report now; let it finish" in str(err.value)
+        assert "training" not in str(err.value)
+    with Holding(run, "training"):  # a training that holds it has not written best.pt yet
+        assert is_training(run) and lock_task(run) == "training"
+        with pytest.raises(CheckpointError, match="it is training now and has not written best.pt yet"):
+            cnnlab.load_run(run).checkpoint("best")
+    with HeldElsewhere(run):  # a holder that records its pid alone (an older cnnlab's): a training, as before
+        assert is_training(run)
+    assert lock_task(run) is None and not is_training(run)
+    with RunLock(run, task="compare"):  # held here: the record is read the same
+        assert lock_task(run) == "compare"
+    assert (run / ".lock").read_bytes().strip() == b""  # let go: no holder's record left behind

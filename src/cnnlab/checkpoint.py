@@ -34,7 +34,7 @@ from cnnlab.errors import CheckpointError, CnnlabError, WriteError, first_line, 
 from cnnlab.fileio import (as_path, atomic_write_bytes, atomic_write_text, cannot_read, is_dir, is_file, kind_of,
                            read_json, reason, sha256_file, sidecar_hashes, usual_fix)
 from cnnlab.models import create_model
-from cnnlab.runs import CHECKPOINTS, DEFAULT_CHECKPOINT, failure_cause, is_run_dir, is_running
+from cnnlab.runs import CHECKPOINTS, DEFAULT_CHECKPOINT, failure_cause, is_run_dir, is_training
 
 FORMAT = "cnnlab-checkpoint"
 VERSION = 2
@@ -484,12 +484,12 @@ def _why_none(run: Path, which: str) -> str:
     if which == "best" and last:
         if not is_file(run / "metrics.csv"):  # an epoch's end writes its row before its checkpoints
             return "no epoch has ended yet, so there is no best.pt: use --checkpoint last"
-        if is_running(run):  # between an epoch's two saves (last.pt, then best.pt), or a resume of a lost best.pt
+        if is_training(run):  # between an epoch's two saves (last.pt, then best.pt), or a resume of a lost best.pt
             return ("it is training now and has not written best.pt yet (an epoch's end saves last.pt, then best.pt): "
                     "wait for it, or use --checkpoint last")
         return ("its best epoch's save was lost (a full disk, or a kill between the epoch's two saves): use "
                 f"--checkpoint last, or resume the run (cnnlab train --resume {shell_quoted(str(run))}), which writes best.pt again")
-    if is_running(run):
+    if is_training(run):  # (not an evaluate writing the run's report: it holds the lock too)
         return "it is still training and has saved no checkpoint yet: wait for the end of its first epoch"
     if best:
         return "its best.pt holds the weights of its best epoch: --checkpoint best"

@@ -430,7 +430,7 @@ def _epochs(run_dir: Path, key: str, log) -> list[dict]:
                        "run away to train it anew, or compare again with another --out") from None
     if rows is not None and _lacking(history, key) is not None:
         return rows  # the history lacks it too (a run of an older cnnlab): '-' in the comparison
-    with RunLock(run_dir, busy="wait for it to finish, then run the same compare again"):
+    with RunLock(run_dir, busy="wait for it to finish, then run the same compare again", task="compare"):
         write_metrics(path, history)
     log(f"  {printable(run_dir.name)}: metrics.csv {why}: written again from last.pt's history")
     return history

@@ -31,7 +31,7 @@ from cnnlab.data import Dataset
 from cnnlab.errors import CheckpointError, CnnlabError, RunError, shell_quoted
 from cnnlab.evaluation import check_fits
 from cnnlab.fileio import atomic_write_bytes, is_file, read_json, sha256_file
-from cnnlab.runs import diverged, holder, is_run_dir, is_running, run_status
+from cnnlab.runs import diverged, holder, is_run_dir, is_training, run_status
 
 
 @dataclass
@@ -124,7 +124,7 @@ def _teacher_path(cfg: TrainConfig, run_dir: Path | None) -> Path:
     if run_dir is not None and path.parent == Path(run_dir).resolve():
         raise RunError(f"--teacher {cfg.teacher}: that is this run's own checkpoint; a run cannot teach itself: "
                        "give another, finished run")
-    if is_running(path.parent):
+    if is_training(path.parent):
         raise RunError(f"--teacher {cfg.teacher}: that run is still training ({holder(path.parent)} holds it); "
                        "wait for it to finish, or give a finished run")
     _refuse_diverged(cfg.teacher, path)

@@ -368,9 +368,9 @@ def _run_lock(plan: RunPlan) -> RunLock:
         return RunLock(plan.run_dir)
     again = f"cnnlab train --resume {shell_quoted(str(plan.run_dir))}"
     return RunLock(plan.run_dir,
-                   busy=f"it is training now; let it finish, or stop it (Ctrl+C where it runs, or kill {{pid}}) and "
+                   busy=f"it is {{doing}} now; let it finish, or stop it (Ctrl+C where it runs, or kill {{pid}}) and "
                         f"resume then: {again}",
-                   busy_here=f"it is training now in that call; let it return, then resume: {again}")
+                   busy_here=f"it is {{doing}} now in that call; let it return, then resume: {again}")
 
 
 def start_over_unsaved(out) -> None:

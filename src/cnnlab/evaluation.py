@@ -28,7 +28,7 @@ from cnnlab.output import complain, say
 from cnnlab.pretrained import load_pretrained
 from cnnlab.report import Figures, format_table, summarize, write_report
 from cnnlab.fileio import cannot_read, is_dir, open_if_regular, sha256_of
-from cnnlab.runs import RunLock, check_output_folder, checkpoints_gone, holder, is_run_dir, is_running
+from cnnlab.runs import RunLock, check_output_folder, checkpoints_gone, holder, is_run_dir, is_training
 from cnnlab.tta import TTA, parse_tta
 
 Log = Callable[[str], None]
@@ -242,7 +242,7 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
         not_own = "it is the validation split, not the test set"
     elif not not_own and (changed := changed_data(state.get("data"), data)):
         not_own = changed
-    elif not not_own and is_running(ckpt.parent):  # its training writes the run's result when it ends
+    elif not not_own and is_training(ckpt.parent):  # its training writes the run's result when it ends
         not_own = f"the run is still training ({holder(ckpt.parent)} holds it), so last.pt is not its final weights"
     return Subject(model_from_checkpoint(state), state["model"]["name"], data, str(ckpt),
                    channels_last=bool(cfg.get("channels_last", False)), run_dir=None if not_own else ckpt.parent,
@@ -274,9 +274,9 @@ def own_report(subject: Subject) -> Iterator[str]:
     run's: the report is written only while no training holds the run and its checkpoint is still the file loaded."""
     ckpt = Path(subject.source)
     try:
-        lock = RunLock(ckpt.parent).acquire()
+        lock = RunLock(ckpt.parent, task="evaluation").acquire()  # (not "training": checkpoint._why_none)
     except WriteError:  # a read-only run folder: no lock, and the report's own write says what is wrong
-        lock = RunLock(ckpt.parent)
+        lock = RunLock(ckpt.parent, task="evaluation")
     except RunBusy:
         yield (f"{holder(ckpt.parent)} holds the run (its training resumed, or another evaluation writes its report), "
                "so the checkpoint evaluated may not be its final weights")

@@ -36,7 +36,7 @@ from cnnlab.evaluation import own_data_dir
 from cnnlab.export_formats import FORMATS, SUFFIXES, TOLERANCE
 from cnnlab.fileio import atomic_write_bytes, is_dir
 from cnnlab.pretrained import load_pretrained
-from cnnlab.runs import DEFAULT_CHECKPOINT, check_output_file, holder, is_run_dir, is_running
+from cnnlab.runs import DEFAULT_CHECKPOINT, check_output_file, holder, is_run_dir, is_training
 
 #: ONNX opset: 17 is read by every onnxruntime of the last years.
 OPSET = 17
@@ -115,7 +115,7 @@ def refuse_running(ckpt: Path, out: Path, default: bool, command: str) -> bool:
     """Whether ``ckpt``'s run is still training; an export into that run's folder (by default, or an --out there) is
     refused, naming ``--out FILE`` elsewhere."""
     folder = ckpt.parent
-    if not (is_run_dir(folder) and is_running(folder)):
+    if not (is_run_dir(folder) and is_training(folder)):
         return False
     if default or out.parent.resolve() == folder.resolve():
         raise CnnlabError(f"{folder} is still training ({holder(folder)} holds it): nothing written into it; "

@@ -6,6 +6,7 @@ and its restarts share), the lock that makes a folder belong to one process, and
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import io
@@ -228,6 +229,54 @@ def holder(run: Path) -> str:
     return "another thread of this process" if held_here(run) else "another cnnlab process"
 
 
+#: What a run folder's lock is held for, as its holder records it after its pid (:class:`RunLock`): its training, or
+#: an evaluation writing the run's report, a compare rewriting its metrics.csv, an analysis writing its results.
+TRAINING = "training"
+#: What a lock's holder is doing, for a message ("it is training now", "it is writing its evaluation report now").
+DOING = {TRAINING: "training", "evaluation": "writing its evaluation report", "compare": "rewriting its metrics.csv",
+         "analysis": "writing an analysis"}
+#: The bytes of a lock file's record (pid and task, padded), written in one write: a reader sees a whole record.
+_RECORD = 32
+
+
+def _record(pid: int | str, task: str) -> bytes:
+    return f"{pid} {task}".encode().ljust(_RECORD)[:_RECORD]
+
+
+def _recorded(data: bytes) -> tuple[str, str | None]:
+    """``(pid, task)`` of a lock file's record: ``("", None)`` when blank (its holder is about to write it), the task
+    None where only a pid is written (an older cnnlab's, or another tool's)."""
+    pid, _, task = data.decode(errors="replace").strip().partition(" ")
+    return pid, (task.strip() or None) if pid else None
+
+
+def _filled(busy: str, pid: str, doing: str) -> str:
+    """A :class:`RunLock`'s busy line with its holder's pid and what it does (not ``str.format``: a folder's name in
+    the line may hold braces)."""
+    return busy.replace("{pid}", pid).replace("{doing}", doing)
+
+
+def lock_task(run: Path, lock: str = LOCK_FILE) -> str | None:
+    """What a live process holds the run folder's lock for (:data:`DOING`'s keys), None when none holds it; a holder
+    that records no task (an older cnnlab's) is taken as a training, as every holder was. A record still blank is
+    read again (its holder writes it just after it takes the lock, and blanks it as it lets go)."""
+    for _ in range(50):
+        held, data = _probe(run / lock)
+        if not held:
+            return None
+        pid, task = _recorded(data)
+        if pid:
+            return task or TRAINING
+        time.sleep(0.002)
+    return TRAINING
+
+
+def is_training(run: Path) -> bool:
+    """Whether a live process trains the run now (holds its lock for that), not one that holds it a moment to write
+    the run's report (``evaluate``) or its metrics.csv (``compare``): "it is training now" is said of it alone."""
+    return lock_task(run) == TRAINING
+
+
 class RunLock:
     """An exclusive OS lock on a run folder (``flock`` on ``.lock``), held while a process writes it.
 
@@ -236,12 +285,15 @@ class RunLock:
     """
 
     def __init__(self, run_dir: Path, busy: str = "wait for it to finish, or pick another --out",
-                 busy_here: str = "wait for that call to return, or pick another --out"):
-        self.path = Path(run_dir) / LOCK_FILE
+                 busy_here: str = "wait for that call to return, or pick another --out", task: str = TRAINING,
+                 name: str = LOCK_FILE):
+        self.path = Path(run_dir) / name
         self.fd: int | None = None
         self.key: tuple[int, int] | None = None  # the lock file's (device, inode) while held
-        self.busy = busy  # what to do when another process holds it
-        self.busy_here = busy_here  # ... and when another thread of this process does
+        # what to do when another process holds it, and when another thread of this process does ({pid}: its pid,
+        # {doing}: what it does, DOING's words)
+        self.busy, self.busy_here = busy, busy_here
+        self.task = task  # what this lock is held for, recorded after the pid (DOING's keys)
 
     def acquire(self) -> "RunLock":
         if fcntl is None:
@@ -251,17 +303,18 @@ class RunLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            pid, task = _recorded(os.pread(fd, _RECORD, 0))
+            pid, doing = pid or "?", DOING.get(task or TRAINING, task)
             here = _held_here(os.fstat(fd))  # flock is per open file: a thread of ours may hold it
             os.close(fd)
             if here:
                 raise RunBusy(f"{self.path.parent} is in use by another thread of this process (a call that has not "
-                              f"returned yet); {self.busy_here}") from None
+                              f"returned yet); {_filled(self.busy_here, pid, doing)}") from None
             raise RunBusy(f"{self.path.parent} is in use by another cnnlab process (pid {pid}); "
-                          + self.busy.format(pid=pid)) from None
-        try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode(), 0)  # who holds it, for the message above
+                          + _filled(self.busy, pid, doing)) from None
+        try:  # who holds it and what for (the message above, lock_task), one write: never a record half written
+            os.pwrite(fd, _record(os.getpid(), self.task), 0)
+            os.ftruncate(fd, _RECORD)
         except OSError as err:  # a full disk: the run could not save anything either
             os.close(fd)
             raise write_error(self.path, err) from None
@@ -305,6 +358,8 @@ class RunLock:
         if self.fd is not None:
             with _HELD_HERE_LOCK:
                 _HELD_HERE.discard(self.key)
+            with contextlib.suppress(OSError):  # no record of a holder gone: the next one's is all a reader sees
+                os.pwrite(self.fd, b" " * _RECORD, 0)
             os.close(self.fd)  # closing the descriptor releases the flock
             self.fd = None
 
@@ -485,21 +540,28 @@ def is_running(run: Path, lock: str = LOCK_FILE) -> bool:
     """Whether a live process holds the run folder's lock (probed with a shared lock, released at once; ``lock``:
     another lock file of the folder, an analysis's). The lock file is opened without blocking and must be a regular
     file (a FIFO in its place waited for a writer)."""
-    path = run / lock
+    return _probe(run / lock)[0]
+
+
+def _probe(path: Path) -> tuple[bool, bytes]:
+    """Whether a live process holds the lock file ``path`` (:func:`is_running`), and, when one does, its record."""
     if fcntl is None:
-        return False
+        return False, b""
     try:
         fh, _ = open_if_regular(path)
     except OSError:  # none, or in a folder one may not look into
-        return False
+        return False, b""
     if fh is None:
-        return False
+        return False, b""
     with fh:  # closing it releases the probe's shared lock, if it got one
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-            return False
+            return False, b""
         except OSError:
-            return True
+            try:
+                return True, os.pread(fh.fileno(), _RECORD, 0)
+            except OSError:
+                return True, b"?"
 
 
 def write_status(run: Path, status: str, detail: str = "") -> None:

@@ -150,9 +150,8 @@ def _lock(folder: Path | None) -> RunLock | None:
     so an unwritable --out is refused before the minutes of computing, not after them."""
     if folder is None:
         return None
-    lock = RunLock(folder, busy="another analysis is writing into it; wait for it to finish, or pick another --out")
-    lock.path = Path(folder) / ANALYSIS_LOCK
-    return lock.acquire()
+    return RunLock(folder, busy="another analysis is writing into it; wait for it to finish, or pick another --out",
+                   task="analysis", name=ANALYSIS_LOCK).acquire()
 
 
 def _write(out: Path, files: list, table: str, seconds: float, quiet: bool, fresh: bool = False) -> int:
