@@ -108,8 +108,8 @@ def _copy(base: Path, to: Path, best: bool = True) -> Path:
 
 
 def test_the_apis_refusals_name_an_awkward_folder_exactly_in_one_line(stopped, tmp_path, monkeypatch):
-    """Through the API itself, for every awkward name: the out already holding a run, the resume of its teacher.pt:
-    each refusal one line, its suggested call naming that very folder."""
+    """Through the API itself, for every awkward name: the out already holding a run, the resume of its teacher.pt,
+    its lost best.pt (Run.checkpoint): each refusal one line, its suggested call naming that very folder."""
     base, dataset = stopped
     monkeypatch.chdir(tmp_path)
     for name in AWKWARD:
@@ -117,7 +117,8 @@ def test_the_apis_refusals_name_an_awkward_folder_exactly_in_one_line(stopped, t
         shutil.copy(run / "last.pt", run / "teacher.pt")
         shutil.copy(run / "last.pt.sha256", run / "teacher.pt.sha256")
         tries = [(lambda: cnnlab.train("basic_cnn", dataset=dataset, out=name, quiet=True), f"out={name!r} "),
-                 (lambda: cnnlab.train(resume=f"{name}/teacher.pt", quiet=True), f"resume={name + '/teacher.pt'!r}: ")]
+                 (lambda: cnnlab.train(resume=f"{name}/teacher.pt", quiet=True), f"resume={name + '/teacher.pt'!r}: "),
+                 (lambda: cnnlab.load_run(name).checkpoint("best"), f"{printable(str(run))}: no best.pt in this run ")]
         for call, starts in tries:
             with pytest.raises(cnnlab.CnnlabError) as err:
                 call()
@@ -220,3 +221,25 @@ def test_a_run_an_evaluate_holds_is_not_said_to_be_training(stopped, tmp_path, c
     with RunLock(run, task="compare"):  # held here: the record is read the same
         assert lock_task(run) == "compare"
     assert (run / ".lock").read_bytes().strip() == b""  # let go: no holder's record left behind
+
+
+# ----------------------------------------------------------------------------- 3: Run.checkpoint in the API's words
+
+
+def test_run_checkpoint_refusals_are_said_in_the_apis_words(stopped, tmp_path, monkeypatch):
+    base, dataset = stopped
+    monkeypatch.chdir(tmp_path)
+    run = _copy(base, tmp_path / "rb", best=False)
+    young = tmp_path / "r1"
+    train(tiny_config(Path(dataset[4:]), max_steps=3), out=young, quiet=True, log=lambda m: None)
+    for call in (lambda: cnnlab.load_run("rb").checkpoint("best"), lambda: cnnlab.load_run("rb").model("best"),
+                 lambda: cnnlab.load_run("rb").predictor("best"), lambda: cnnlab.predictor("rb", which="best"),
+                 lambda: cnnlab.load_run("rb").evaluate("best", device="cpu")):
+        with pytest.raises(CheckpointError) as err:
+            call()
+        said = str(err.value)
+        assert "--" not in said and "use which='last', or resume the run (cnnlab.train(resume=" in said, said
+        assert _same_folder(_calls(said)[0]["resume"], run)
+    with pytest.raises(CheckpointError) as err:
+        cnnlab.load_run("r1").checkpoint("best")
+    assert str(err.value).endswith("no epoch has ended yet, so there is no best.pt: use which='last'")

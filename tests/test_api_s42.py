@@ -134,8 +134,8 @@ def test_a_refusal_through_train_names_no_flag_and_its_command_is_the_call(tiny_
     ("'latest': no runs under runs/ yet; train one with 'cnnlab train', or give a run folder", {},
      "'latest': no runs under runs/ yet; train one with cnnlab.train(), or give a run folder"),
     ("no best.pt: --checkpoint last, or resume the run (cnnlab train --resume $'a\\nb'), which writes best.pt again",
-     {"which": "best"}, "no best.pt: which last, or resume the run (cnnlab.train(resume='a\\nb')), which writes best.pt "
-     "again"),
+     {"which": "best"}, "no best.pt: which='last', or resume the run (cnnlab.train(resume='a\\nb')), which writes "
+     "best.pt again"),
     ("resume the run itself with 'cnnlab train --resume 'it'\\''s'', or copy the file; --out", {},
      "resume the run itself with cnnlab.train(resume=\"it's\"), or copy the file; out"),
     ("r: in use (resume then: cnnlab train --resume r --channels-last --epochs 3 --lr 0.01) and --lr 0.5", {"lr": 0.5},

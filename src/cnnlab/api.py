@@ -87,8 +87,8 @@ _PLACEHOLDER = re.compile(r"[A-Z][A-Z0-9_]*")
 def as_arguments(message: str, given: dict, paths: tuple = ()) -> str:
     """A library refusal said to a caller of the API, who typed no flags: each flag by its argument's name
     (``--val-split``: ``val_split``); a flag with the value the caller gave as the caller wrote it (``--device cuda``:
-    ``device='cuda'``); a name quoted to be copied with its value in Python (``--teacher 'a b'``:
-    ``teacher='a b'``). A ``cnnlab train`` command in
+    ``device='cuda'``); a flag the API names otherwise, or a name quoted to be copied, with its value in Python
+    (``--checkpoint last``: ``which='last'``; ``--teacher 'a b'``: ``teacher='a b'``). A ``cnnlab train`` command in
     it is the call that does the same (``'cnnlab train --resume r1'``: ``cnnlab.train(resume='r1')``, its quoted
     names read by the grammar :func:`cnnlab.errors.shell_quoted` writes); another command, or one with a flag
     ``cnnlab.train`` has no argument for (``--config``), is quoted as it is, flags and all: a command to run.
@@ -112,7 +112,7 @@ def _argument(match: re.Match, given: dict) -> str:
         return key
     if key in given and str(given[key]) in (word, shell_unquoted(word)):
         return f"{key}={given[key]!r}"
-    if word.startswith(("'", "$'")):  # a name quoted to be copied: a Python value
+    if key != flag or word.startswith(("'", "$'")):  # a value of the API's own argument (which), a name to copy
         return f"{key}={_python_value(word, _kinds().get(key, 'str'))}"
     return f"{key} {word}"
 
@@ -383,16 +383,21 @@ class Run:
         inference loads: their moving average where the run kept one), ``optimizer``, ``scheduler``, ``config``,
         ``data`` (classes, normalisation) and ``train_state`` (the position in training). A missing, damaged
         or altered file is a one-line :class:`cnnlab.CheckpointError`; :meth:`model` builds the net from it."""
+        with api_call(self.folder, self.path, which=which):  # the caller's words, as the other methods' (which='last')
+            return self._checkpoint(which)
+
+    def _checkpoint(self, which: str) -> dict:
         from cnnlab.checkpoint import load_checkpoint, resolve_checkpoint  # the library's (see the top)
 
         return load_checkpoint(resolve_checkpoint(self.folder, which))
 
+    @paths_explained()
     def model(self, which: str = "last") -> nn.Module:
         """The trained net (the weights' moving average where the run kept one), on the CPU, in eval mode."""
         from cnnlab.checkpoint import model_from_checkpoint  # the library's (see the top)
 
         with api_call(self.folder, self.path, which=which):
-            return model_from_checkpoint(self.checkpoint(which)).eval()
+            return model_from_checkpoint(self._checkpoint(which)).eval()
 
     @paths_explained()
     def predictor(self, which: str = "last", device: str | torch.device = "cpu") -> Predictor:
