@@ -14,7 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 import cnnlab
 from cnnlab.api import as_arguments
@@ -243,3 +245,44 @@ def test_run_checkpoint_refusals_are_said_in_the_apis_words(stopped, tmp_path, m
     with pytest.raises(CheckpointError) as err:
         cnnlab.load_run("r1").checkpoint("best")
     assert str(err.value).endswith("no epoch has ended yet, so there is no best.pt: use which='last'")
+
+
+# ----------------------------------------------------------------------------- 4: a tensor's channels last
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return cnnlab.predictor(model="resnet")
+
+
+def _seven() -> np.ndarray:
+    img = np.zeros((28, 28), np.uint8)
+    img[6:9, 7:21] = 255
+    for row in range(9, 23):
+        img[row, 19 - (row - 9) // 2:22 - (row - 9) // 2] = 255
+    return img
+
+
+@pytest.mark.parametrize("shape_of, fix", [
+    (lambda g: np.stack([g] * 3, -1), "t.permute(2, 0, 1).unsqueeze(0), shape (1, 3, 28, 28)"),  # (28, 28, 3)
+    (lambda g: np.stack([np.kron(g, np.ones((2, 2), np.uint8))] * 4, -1), "t.permute(2, 0, 1), shape (4, 56, 56)"),
+    (lambda g: g[:, :, None], "t.permute(2, 0, 1), shape (1, 28, 28)"),
+    (lambda g: np.stack([np.stack([g] * 3, -1)] * 2), "t.permute(0, 3, 1, 2), shape (2, 3, 28, 28)"),
+    (lambda g: np.stack([g] * 5), "for N gray images (N, H, W) give t.unsqueeze(1)"),
+])
+def test_a_tensor_hint_names_the_fix_that_works_for_its_shape(shipped, shape_of, fix):
+    """An (H, W, C) tensor, as ``torch.from_numpy(np.asarray(pil_rgb))`` gives, was told to give ``t.unsqueeze(1)``:
+    28 strips of 28x3, each refused as having no ink. The fix named now predicts the digit."""
+    t = torch.from_numpy(np.ascontiguousarray(shape_of(_seven())))
+    with pytest.raises(cnnlab.CnnlabError) as err:
+        shipped(t)
+    said = str(err.value)
+    assert fix in said and "\n" not in said, said
+    if "unsqueeze(1)" in fix:
+        assert "permute" not in said
+    else:
+        assert "unsqueeze(1)" not in said
+    code = said.split("give ")[-1].split(", shape")[0]
+    got = shipped(eval(code, {"t": t}))
+    labels = [p.label for p in got] if isinstance(got, list) else [got.label]
+    assert set(labels) == {"7"}, (code, labels)

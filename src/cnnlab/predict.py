@@ -474,7 +474,8 @@ class Predictor:
           integers) in 0..255, float in 0..1 (``np.matrix`` and other subclasses as the plain array);
         - a torch tensor: one image (H, W) or (C, H, W) with C = 1, 2, 3 or 4, or a batch (N, C, H, W) (a
           ``(N, H, W)`` of N = 2, 3 or 4 at the net's input size, N gray images or one colour image, is refused:
-          ``t.unsqueeze(1)`` for the images, ``t.unsqueeze(0)`` for the colour image);
+          ``t.unsqueeze(1)`` for the images, ``t.unsqueeze(0)`` for the colour image; channels last, ``(H, W, C)``,
+          is refused naming ``t.permute(2, 0, 1)``);
           same value ranges (a tensor normalised with the dataset's mean and std is refused: un-normalise it);
           a quantized tensor is dequantized, a sparse one made dense; a nested one is refused (give its images
           as a list);
@@ -564,9 +565,8 @@ def _tensor_images(t: torch.Tensor, name: str, size: int | None = None) -> tuple
                             "images as a list: list(t.unbind())")
     shape = tuple(t.shape)
     if t.ndim not in (2, 3, 4) or (t.ndim >= 3 and shape[-3] not in CHANNELS):
-        batch = "; for N gray images (N, H, W) give t.unsqueeze(1)" if t.ndim == 3 else ""
         raise BadImageError(f"{name}: a tensor of shape {shape} is no image; give (H, W), (C, H, W) with C = 1, 2, 3 "
-                            f"or 4, or a batch (N, C, H, W){batch}")
+                            f"or 4, or a batch (N, C, H, W){_layout_hint(shape, size)}")
     if t.ndim == 3 and shape[0] > 1 and shape[1:] == (size, size):
         n = shape[0]
         raise BadImageError(f"{name}: a tensor of shape {shape} at the net's input size is either {n} gray images "
@@ -580,6 +580,26 @@ def _tensor_images(t: torch.Tensor, name: str, size: int | None = None) -> tuple
     if a.ndim == 3:
         return [(name, np.moveaxis(a, 0, -1))], True  # (C, H, W) -> (H, W, C)
     return [(f"{name}[{i}]", np.moveaxis(img, 0, -1)) for i, img in enumerate(a)], False
+
+
+def _layout_hint(shape: tuple[int, ...], size: int | None) -> str:
+    """The fix for a tensor of 3 or 4 axes whose channels are not where a tensor has them, by its shape: channels
+    last (``(H, W, C)``, what ``torch.from_numpy(np.asarray(pil_image))`` gives; a batch ``(N, H, W, C)``) moved
+    first with ``permute`` (and one colour image at the net's input ``size`` made a batch of one, which
+    :func:`_tensor_images` does not take for C gray images); a first axis that can only be a count of gray images
+    (``(N, H, W)``, its last axis no channel count) given its channel axis with ``unsqueeze(1)``. (``t.unsqueeze(1)``
+    of an (H, W, C) tensor made H strips of W x C pixels, each refused as having no ink.)"""
+    if len(shape) not in (3, 4) or shape[-3] in CHANNELS:
+        return ""
+    if shape[-1] in CHANNELS and len(shape) == 4:
+        return (f"; for images with their channels last, as numpy and PIL lay them out, give t.permute(0, 3, 1, 2), "
+                f"shape {(shape[0], shape[3], *shape[1:3])}")
+    if shape[-1] in CHANNELS:
+        one = shape[-1] > 1 and shape[:2] == (size, size)  # (C, size, size) alone reads as C gray images
+        fix, became = ("t.permute(2, 0, 1).unsqueeze(0)", (1, shape[2], *shape[:2])) if one else \
+            ("t.permute(2, 0, 1)", (shape[2], *shape[:2]))
+        return f"; for an image with its channels last, as numpy and PIL lay it out, give {fix}, shape {became}"
+    return "; for N gray images (N, H, W) give t.unsqueeze(1)" if len(shape) == 3 else ""
 
 
 def _tensor_pixels(t: torch.Tensor, name: str) -> np.ndarray:
