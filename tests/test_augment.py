@@ -361,3 +361,18 @@ def test_a_checkpoint_saved_before_group_wide_draws_resumes_on_its_own_path():
     assert new.augment_by_rank is False and TrainState.from_dict(new.to_dict()).augment_by_rank is False
     old = {k: v for k, v in new.to_dict().items() if k != "augment_by_rank"}
     assert TrainState.from_dict(old).augment_by_rank is True
+
+
+@pytest.mark.parametrize("spec", [*EVERY_OP, ALL])
+def test_every_op_takes_a_batch_of_any_size_and_a_ranks_share_of_any_size(spec):
+    """(atkM.) affine died on a batch of 3 images (``torch.linalg.solve`` read its (3, 3) right-hand side as 3 vectors
+    beside 3 matrices): a run whose last batch held 3 images, or a torchrun rank's share of 3, ended in a traceback."""
+    aug = parse_augment(spec)
+    for b in range(1, 10):
+        x = torch.randn(b, 1, 16, 16, generator=torch.Generator().manual_seed(b))
+        out = aug(x, seed=4, epoch=1, batch=2, fill=FILL)
+        assert (out[0] if isinstance(out, tuple) else out).shape == x.shape, (spec, b)
+    x = torch.randn(6, 1, 16, 16, generator=torch.Generator().manual_seed(6))
+    for rank in range(2):  # a global batch of 6 on 2 ranks: 3 images each
+        part = aug.apply(x[rank::2], seed=4, epoch=1, batch=2, fill=FILL, rank=rank, world_size=2)[0]
+        assert part.shape == (3, 1, 16, 16), (spec, rank)

@@ -172,7 +172,8 @@ class Affine:
         fwd[:, :2, 2] = shift
         fwd[:, 2, 2] = 1.0
         norm = torch.diag(torch.tensor([w / 2.0, h / 2.0, 1.0], dtype=torch.float64))  # normalised -> pixels
-        inv = torch.linalg.solve(fwd, norm)  # fwd^-1 @ norm
+        # fwd^-1 @ norm, norm given as a batch: a (3, 3) beside 3 matrices was read as 3 vectors (a batch of 3 died)
+        inv = torch.linalg.solve(fwd, norm.expand(b, 3, 3))
         return (torch.linalg.inv(norm) @ inv)[:, :2, :]
 
     def __call__(self, x: torch.Tensor, d: Draws, fill: float) -> torch.Tensor:
