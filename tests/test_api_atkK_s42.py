@@ -286,3 +286,49 @@ def test_a_tensor_hint_names_the_fix_that_works_for_its_shape(shipped, shape_of,
     got = shipped(eval(code, {"t": t}))
     labels = [p.label for p in got] if isinstance(got, list) else [got.label]
     assert set(labels) == {"7"}, (code, labels)
+
+
+# ----------------------------------------------------------------------------- atkM: the same, attacked again
+
+
+@pytest.mark.parametrize("name", ["r{pid}", "r{doing}", "r{{x}}", "r}{"])
+def test_a_folder_whose_name_holds_braces_keeps_it_in_the_busy_refusal(stopped, tmp_path, name):
+    """(atkM 2.) A resume refused while another holds the run filled its busy line's ``{pid}`` and ``{doing}`` in the
+    folder's own name too: a folder called ``r{pid}`` was told ``cnnlab train --resume 'r584'``."""
+    base, dataset = stopped
+    run = _copy(base, tmp_path / name)
+    with Holding(run, "training"):
+        with pytest.raises(RunBusy) as err:
+            train(tiny_config(Path(dataset[4:])), resume=run, quiet=True, log=lambda m: None)
+    said = str(err.value)
+    assert said.endswith(f"resume then: cnnlab train --resume {shell_quoted(str(run))}"), said
+    assert "it is training now" in said
+
+
+@pytest.mark.parametrize("name", ["EXP1", "R1", "RUN", "RUN_DIR"])
+def test_a_folder_named_in_capitals_is_a_python_string_in_the_suggested_call(stopped, tmp_path, monkeypatch, name):
+    """(atkM 3.) ``cnnlab.train(resume=EXP1)``: a folder named like a placeholder was said bare, a NameError (or, in
+    a notebook with such a variable, another run)."""
+    base, _ = stopped
+    monkeypatch.chdir(tmp_path)
+    _copy(base, tmp_path / name)
+    with pytest.raises(cnnlab.CnnlabError) as err:
+        cnnlab.train("basic_cnn", out=name, quiet=True)
+    assert f"cnnlab.train(resume={name!r})" in str(err.value), str(err.value)
+
+
+def test_evaluate_says_what_the_holder_of_a_run_does(stopped, tmp_path, capsys):
+    """(atkM 4.) While a compare held a finished run's lock, ``evaluate`` said "its training resumed, or another
+    evaluation writes its report ... may not be its final weights": the lock's record says what it does."""
+    base, _ = stopped
+    run = _copy(base, tmp_path / "held")
+    with Holding(run, "compare"):
+        assert main(["evaluate", str(run)]) == 0
+        err = capsys.readouterr()
+        said = err.out + err.err
+    assert "it is rewriting its metrics.csv now" in said and "training" not in said and "final weights" not in said
+    from cnnlab.evaluation import _held_by_another  # a training that took the run after it was loaded
+
+    with Holding(run, "training"):
+        assert _held_by_another(run).endswith("(its training resumed), so the checkpoint evaluated may not be its "
+                                              "final weights")

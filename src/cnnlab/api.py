@@ -149,7 +149,7 @@ def _spans(message: str, given: dict, names: list[str]) -> Iterator[tuple[int, i
     while True:
         found = [_named_flag(message, at, given, names), _name(message, at, names)]
         if command := _COMMAND.search(message, at):
-            found.append(_command(message, command))
+            found.append(_command(message, command, names))
         found = [span for span in found if span is not None]
         if not found:
             return
@@ -183,14 +183,15 @@ def _name(message: str, at: int, names: list[str]) -> tuple[int, int, str] | Non
     return first
 
 
-def _command(message: str, match: re.Match) -> tuple[int, int, str]:
+def _command(message: str, match: re.Match, names: list[str] = ()) -> tuple[int, int, str]:
     """``(start, end, said)`` of the ``cnnlab`` command ``match`` found: a ``cnnlab train`` of the API's arguments as
     the call (:func:`_train_call`, which ends it at its first word that is no flag or value), another as it is. Its
-    words are read whole (:data:`_SHELL_WORD`); a quoted command ends at the quote right after its last word."""
+    words are read whole (:data:`_SHELL_WORD`); a quoted command ends at the quote right after its last word. A word
+    that is one of the call's ``names`` is that name, never a placeholder (a folder called ``EXP1``)."""
     words, end = _words(message, match.end())
     quoted = bool(match.group(1)) and message.startswith("'", end)
     start = match.start() if quoted else match.start(2) - len("cnnlab ")
-    call, used = _train_call(words) if match.group(2) == "train" else (None, 0)
+    call, used = _train_call(words, names) if match.group(2) == "train" else (None, 0)
     if call is not None and (not quoted or used == len(words)):
         return start, end + 1 if quoted else match.end() + sum(len(w) + 1 for w in words[:used]), call
     end += 1 if quoted else 0
@@ -211,7 +212,7 @@ def _kinds() -> dict[str, str]:
     return {"resume": "str", "out": "str", "config": "...", **{f.name: str(f.type) for f in fields(TrainConfig)}}
 
 
-def _train_call(words: list[str]) -> tuple[str | None, int]:
+def _train_call(words: list[str], names: list[str] = ()) -> tuple[str | None, int]:
     """``cnnlab train``'s flags (``words``) as the call of :func:`train` that does the same, and how many words it
     took (up to the first that is no flag or value); a run's settings (``--config RUN``) are ``...``, as the call
     that made it gave them. None where a flag has no argument there (``--help``)."""
@@ -225,15 +226,16 @@ def _train_call(words: list[str]) -> tuple[str | None, int]:
         value = None if flag or i + 1 == len(words) or words[i + 1].startswith("--") else words[i + 1]
         if value is None and not flag:
             return None, 0
-        arguments.append("..." if key == "config" else f"{key}={_python_value(value, kinds[key])}")
+        arguments.append("..." if key == "config" else f"{key}={_python_value(value, kinds[key], names)}")
         i += 1 if flag else 2
     return f"cnnlab.train({', '.join(arguments)})", i
 
 
-def _python_value(word: str | None, kind: str) -> str:
+def _python_value(word: str | None, kind: str, names: list[str] = ()) -> str:
     """A command's value as Python writes it, by its setting's type: ``3``, ``0.01``, ``'runs/r1'``, ``True`` (a
-    flag without one); a placeholder (``RUN``) as it is."""
-    if word is None or _PLACEHOLDER.fullmatch(word):
+    flag without one); a placeholder (``RUN``) as it is, unless it is one of the call's folders (``names``: a run
+    called ``EXP1`` was said ``resume=EXP1``, a NameError)."""
+    if word is None or (_PLACEHOLDER.fullmatch(word) and word not in names):
         return "True" if word is None else word
     text = shell_unquoted(word)
     for number in (int, float):

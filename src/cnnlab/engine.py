@@ -40,8 +40,8 @@ from cnnlab.hostmem import keep_freed_memory
 from cnnlab.models import build_model, check_model_name, count_parameters, float32_default, seeded
 from cnnlab.optim import eager
 from cnnlab.output import complain, say, stderr_is_terminal
-from cnnlab.runs import (LOCK_FILE, RUN_FILES, STATUS_FILE, RunLock, RunPlan, failure_cause, is_run_dir, plan_run,
-                         read_run_json, write_status)
+from cnnlab.runs import (LOCK_FILE, RUN_FILES, STATUS_FILE, RunLock, RunPlan, braces_kept, failure_cause, is_run_dir,
+                         plan_run, read_run_json, write_status)
 from cnnlab.schedules import schedule_named
 from cnnlab.text import plural
 from cnnlab.trainer import Trainer
@@ -366,7 +366,7 @@ def _run_lock(plan: RunPlan) -> RunLock:
     """The run folder's lock; a resume refused because the run trains now says how to resume it after."""
     if plan.resume_from is None:
         return RunLock(plan.run_dir)
-    again = f"cnnlab train --resume {shell_quoted(str(plan.run_dir))}"
+    again = braces_kept(f"cnnlab train --resume {shell_quoted(str(plan.run_dir))}")  # a folder called r{pid} kept
     return RunLock(plan.run_dir,
                    busy=f"it is {{doing}} now; let it finish, or stop it (Ctrl+C where it runs, or kill {{pid}}) and "
                         f"resume then: {again}",

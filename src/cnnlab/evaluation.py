@@ -28,7 +28,8 @@ from cnnlab.output import complain, say
 from cnnlab.pretrained import load_pretrained
 from cnnlab.report import Figures, format_table, summarize, write_report
 from cnnlab.fileio import cannot_read, is_dir, open_if_regular, sha256_of
-from cnnlab.runs import RunLock, check_output_folder, checkpoints_gone, holder, is_run_dir, is_training
+from cnnlab.runs import (DOING, TRAINING, RunLock, check_output_folder, checkpoints_gone, holder, is_run_dir, is_training,
+                         lock_task)
 from cnnlab.tta import TTA, parse_tta
 
 Log = Callable[[str], None]
@@ -278,8 +279,7 @@ def own_report(subject: Subject) -> Iterator[str]:
     except WriteError:  # a read-only run folder: no lock, and the report's own write says what is wrong
         lock = RunLock(ckpt.parent, task="evaluation")
     except RunBusy:
-        yield (f"{holder(ckpt.parent)} holds the run (its training resumed, or another evaluation writes its report), "
-               "so the checkpoint evaluated may not be its final weights")
+        yield _held_by_another(ckpt.parent)
         return
     except RunError as err:  # its lock is a planted link, a FIFO...: what is wrong, not a process that does not exist
         yield str(err)
@@ -289,6 +289,17 @@ def own_report(subject: Subject) -> Iterator[str]:
             f"{ckpt.name} changed while it was evaluated (the run trained on), so this is not the run's result"
     finally:
         lock.release()
+
+
+def _held_by_another(run: Path) -> str:
+    """Why a run's report is not written while another holds its lock, by what the holder records it does
+    (:func:`cnnlab.runs.lock_task`): a compare's hold said "its training resumed, or another evaluation"."""
+    task = lock_task(run) or TRAINING  # (let go since: said as the training it most likely was)
+    if task == TRAINING:
+        return (f"{holder(run)} holds the run (its training resumed), so the checkpoint evaluated may not be its final "
+                "weights")
+    return (f"{holder(run)} holds the run (it is {DOING.get(task, task)} now), so its report is not written now; "
+            "evaluate it again when that ends")
 
 
 def _still_loaded(ckpt: Path, digest: str) -> bool:

@@ -250,10 +250,22 @@ def _recorded(data: bytes) -> tuple[str, str | None]:
     return pid, (task.strip() or None) if pid else None
 
 
+#: A busy line's fields, and its braces written twice (:func:`braces_kept`), read in one pass by :func:`_filled`.
+_BUSY_FIELD = re.compile(r"\{\{|\}\}|\{pid\}|\{doing\}")
+
+
+def braces_kept(text: str) -> str:
+    """``text`` (a folder's name) as a :class:`RunLock` busy line holds it: its braces written twice, so that a
+    folder called ``r{pid}`` is not filled in with the holder's pid."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
 def _filled(busy: str, pid: str, doing: str) -> str:
-    """A :class:`RunLock`'s busy line with its holder's pid and what it does (not ``str.format``: a folder's name in
-    the line may hold braces)."""
-    return busy.replace("{pid}", pid).replace("{doing}", doing)
+    """A :class:`RunLock`'s busy line with its holder's pid and what it does, in one pass: ``{pid}``, ``{doing}``, and
+    ``{{``/``}}`` for a brace of a folder's name in it (:func:`braces_kept`; not ``str.format``, which a stray brace
+    of a name made raise, and not two ``replace``, which filled in a folder called ``r{pid}``)."""
+    values = {"{{": "{", "}}": "}", "{pid}": pid, "{doing}": doing}
+    return _BUSY_FIELD.sub(lambda m: values[m.group(0)], busy)
 
 
 def lock_task(run: Path, lock: str = LOCK_FILE) -> str | None:
