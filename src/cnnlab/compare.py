@@ -327,6 +327,12 @@ def _said_once(cfg: TrainConfig, warned: set[str], log):
     return run_log
 
 
+def _process_given(cfg: TrainConfig) -> dict:
+    """The compare's ``--device`` and ``--threads`` for a run it resumes, where they are not the defaults (taken
+    for given: a resume goes on at its run's own otherwise, as ``cnnlab train --resume`` does)."""
+    return {k: getattr(cfg, k) for k in ("device", "threads") if getattr(cfg, k) != getattr(TrainConfig(), k)}
+
+
 def _run_one(cfg: TrainConfig, out: Path, data, quiet: bool, log, warned: set[str]) -> dict:
     """One (model, seed) run: reused when finished with the same config, resumed when interrupted; one line
     says which and how it went (the run's own lines are in its folder; its warnings on the console, once)."""
@@ -342,7 +348,7 @@ def _run_one(cfg: TrainConfig, out: Path, data, quiet: bool, log, warned: set[st
         how = "resumed" if resume else "trained"
         try:
             train(cfg, out=None if resume else run_dir, resume=run_dir if resume else None, quiet=quiet,
-                  log=_said_once(cfg, warned, log), dataset=data)
+                  log=_said_once(cfg, warned, log), dataset=data, changes=_process_given(cfg) if resume else None)
         except Interrupted as err:  # the run's own hint resumes one run; the compare resumes all of them
             if not _finished_after_stop(run_dir, cfg):
                 raise Interrupted(f"{err}; or run the same compare again: it keeps the finished runs and resumes "

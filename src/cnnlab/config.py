@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from cnnlab.dataset_names import DIRECTORY_KINDS, dataset_kind
-from cnnlab.errors import CnnlabError, RunError, close_match, first_line, short_repr
+from cnnlab.errors import CnnlabError, RunError, close_match, first_line, shell_quoted, short_repr
 from cnnlab.fileio import as_path, read_small_text
 from cnnlab.schedules import SCHEDULES as SCHEDULE_TABLE, WARMUP_SCHEDULES
 from cnnlab.text import either, plural
@@ -399,6 +399,14 @@ MAX_THREADS = 4096
 def valid_threads(n) -> bool:
     """A CPU thread count a run can have trained at (config.json's ``cpu_threads`` entries; ``--threads``' bound)."""
     return type(n) is int and 1 <= n <= MAX_THREADS
+
+
+def recorded_threads(record: dict) -> list[int | None] | None:
+    """The CPU threads each part of a run trained at, from its config.json as read (``cpu_threads``): a count no run
+    can have is unknown (None); None when it records none (an older cnnlab's run, a run off the CPU)."""
+    threads = record.get("cpu_threads")
+    return ([n if valid_threads(n) else None for n in threads]
+            if isinstance(threads, list) and threads and len(threads) <= 10_000 else None)
 #: More checks per epoch than steps are one per step (:class:`cnnlab.observers.TargetStop`); a bound for the value.
 MAX_EVALS = 1_000_000
 
@@ -502,9 +510,13 @@ def recipe_values(recipe: str, model: str, dataset: str) -> dict:
     return values
 
 
-#: Fields that say how a process runs a run, not what the run is: a resume takes them from the
-#: invocation, and they do not make runs incomparable (compare's config hash leaves them out).
+#: Fields that say how a process runs a run, not what the run is: a resume may change them, and they do not make
+#: runs incomparable (compare's config hash leaves them out).
 PROCESS_FIELDS = ("max_steps", "device", "threads", "malloc_tuning")
+#: The process fields a resume takes from the invocation even when not given: the step limit is the process's own
+#: (``--resume RUN`` without it trains to the end). The others are the run's own unless given: a resume without
+#: ``--threads`` of a run trained at 1 thread went on at torch's default, and ended with other weights.
+INVOCATION_FIELDS = ("max_steps",)
 #: Fields that do not change what a run is either, but that a resume keeps from the run unless given.
 ADJUSTABLE_FIELDS = ("data_dir", "save_every", "eval_batch_size", "tensorboard")
 
@@ -575,6 +587,10 @@ class Naming:
     def resume(self) -> str:
         return "cnnlab.train(resume=...)" if self.api else "--resume"
 
+    def resumed(self, run) -> str:
+        """The resume of ``run`` as the user asked for it: ``--resume RUN``, ``cnnlab.train(resume='RUN')``."""
+        return f"cnnlab.train(resume={str(run)!r})" if self.api else f"--resume {shell_quoted(str(run))}"
+
     @property
     def new_run(self) -> str:
         return "cnnlab.train(..., out=...)" if self.api else "--out"
@@ -586,17 +602,18 @@ FLAGS = Naming()
 
 def resumed_config(saved: TrainConfig, invocation: TrainConfig, changes: dict | None = None,
                    naming: Naming = FLAGS) -> TrainConfig:
-    """The config a resume runs with: the run's own, with this invocation's process fields.
+    """The config a resume runs with: the run's own, with this invocation's step limit (``INVOCATION_FIELDS``).
 
-    ``changes`` are the values the user gave explicitly. A change to what the run *is* (model, lr, batch
-    size...) is refused with one line naming it (as ``naming`` names settings); ``epochs`` may grow where the
-    schedule allows it (a constant learning rate), which extends a finished run.
+    ``changes`` are the values the user gave explicitly: the process and adjustable fields among them apply (the
+    run's own device, threads, allocator setting, evaluation batch... otherwise). A change to what the run *is*
+    (model, lr, batch size...) is refused with one line naming it (as ``naming`` names settings); ``epochs`` may grow
+    where the schedule allows it (a constant learning rate), which extends a finished run.
     """
     cfg = dataclasses.replace(saved)
-    for key in PROCESS_FIELDS:
+    for key in INVOCATION_FIELDS:
         setattr(cfg, key, getattr(invocation, key))
     changes = changes or {}
-    for key in ADJUSTABLE_FIELDS:
+    for key in PROCESS_FIELDS + ADJUSTABLE_FIELDS:
         if key in changes:
             setattr(cfg, key, changes[key])
     free = PROCESS_FIELDS + ADJUSTABLE_FIELDS

@@ -51,6 +51,11 @@ def training_autocast(precision: str, device: torch.device) -> contextlib.Abstra
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+def usable_cpus() -> int | None:
+    """The CPUs this process may run on (its affinity, else the machine's); None when that cannot be told."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 def set_threads(threads: int) -> str | None:
     """Intra-op CPU threads for torch; 0 keeps torch's default. Returns a warning when ``threads`` is more than
     the CPUs this process may run on: OpenMP's threads then wait on each other, and a step is many times slower
@@ -58,7 +63,7 @@ def set_threads(threads: int) -> str | None:
     if threads <= 0:
         return None
     torch.set_num_threads(threads)
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or threads)
+    usable = usable_cpus() or threads
     if threads <= usable:
         return None
     return (f"warning: --threads {threads} is more than the {plural(usable, 'CPU')} this process can use, which makes every "

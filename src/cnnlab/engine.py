@@ -26,10 +26,10 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from cnnlab import observers as obs
 from cnnlab.augment import parse_augment
 from cnnlab.checkpoint import EpochSums, TrainState, copy_checkpoint, load_checkpoint, sidecar
-from cnnlab.config import FLAGS, Naming, TrainConfig, resumed_config, valid_threads
+from cnnlab.config import FLAGS, Naming, TrainConfig, recorded_threads, resumed_config, valid_threads
 from cnnlab.data import BatchLoader, Dataset, load_dataset, split_validation, validate_dataset
 from cnnlab.data.catalog import flip_warning
-from cnnlab.devices import resolve_device, set_threads, training_autocast
+from cnnlab.devices import resolve_device, set_threads, training_autocast, usable_cpus
 from cnnlab.distill import TEACHER_FILE, check_same_teacher, load_teacher
 from cnnlab.distributed import Dist, PeerLost
 from cnnlab.errors import CnnlabError, Interrupted, RunError, SignalTaken, WriteError, printable, shell_quoted
@@ -41,7 +41,7 @@ from cnnlab.models import build_model, check_model_name, count_parameters, float
 from cnnlab.optim import eager
 from cnnlab.output import complain, say, stderr_is_terminal
 from cnnlab.runs import (LOCK_FILE, RUN_FILES, STATUS_FILE, RunLock, RunPlan, braces_kept, failure_cause, is_run_dir,
-                         plan_run, read_run_json, write_status)
+                         plan_run, read_run_json, run_dir_of, write_status)
 from cnnlab.schedules import schedule_named
 from cnnlab.text import plural
 from cnnlab.trainer import Trainer
@@ -114,15 +114,75 @@ def rerun_warnings(data: Dataset, world_size: int, where: str, recorded: dict | 
                         f"this one in {world_size}, so its figures may differ from that run's (the gradients are "
                         f"summed in another order); to repeat it as it ran: {how} {where}")
     if threads_then and threads_now is not None and threads_then != [threads_now]:
-        shown = [str(n) if n else "an unrecorded number of" for n in threads_then]  # a part an older cnnlab trained
-        if len(shown) > 4:
-            shown = [*shown[:2], f"... ({len(shown)} parts) ...", shown[-1]]
-        then = " then ".join(shown)  # a run resumed at another count trained in parts
         how = (f"to repeat it as it ran: cnnlab train {where} --threads {threads_then[0]}"
                if len(threads_then) == 1 and threads_then[0] else "no one run repeats it to the last digit")
-        warnings.append(f"warning: {where}: that run trained at {then} CPU threads and this one at {threads_now}, so "
-                        f"its figures may differ from that run's in their last digits; {how}")
+        warnings.append(threads_warning(where, threads_then, "this one", threads_now,
+                                        "its figures may differ from that run's in their last digits", how))
     return [w for w in warnings if w]
+
+
+def threads_warning(where: str, threads_then: list[int | None], this: str, threads_now: int, so: str, how: str) -> str:
+    """``warning: WHERE: that run trained at 1 then 2 CPU threads and THIS at 4, so ...; HOW``: a re-run's
+    (:func:`rerun_warnings`) or a resume's (:class:`ResumedThreads`) other count than the run's."""
+    shown = [str(n) if n else "an unrecorded number of" for n in threads_then]  # a part an older cnnlab trained
+    if len(shown) > 4:
+        shown = [*shown[:2], f"... ({len(shown)} parts) ...", shown[-1]]
+    then = " then ".join(shown)  # a run resumed at another count trained in parts
+    return f"warning: {where}: that run trained at {then} CPU threads and {this} at {threads_now}, so {so}; {how}"
+
+
+@dataclass(frozen=True)
+class ResumedThreads:
+    """The CPU threads a resume trains at: the run's own ``setting`` (where that is torch's default, 0, the count its
+    last part trained at, ``then[-1]`` from config.json's ``cpu_threads``, so that on a machine whose default differs
+    it goes on as it would have: the thread count alone moves a run's last digits), or the one ``given`` (warned of
+    where it is not the count the run trained at last). ``where``: the run, as the user resumed it."""
+
+    where: str
+    setting: int
+    then: list[int | None] | None
+    given: bool
+    naming: Naming = FLAGS
+
+    @classmethod
+    def of(cls, plan: RunPlan, setting: int, given: bool, naming: Naming = FLAGS) -> ResumedThreads:
+        """A resume's, from its run's config.json (read by every rank of a torchrun group: all set the same count)."""
+        record = read_run_json(run_dir_of(plan.resume_from) / "config.json") or {}
+        return cls(naming.resumed(plan.run_dir or plan.resume_from), setting, recorded_threads(record), given, naming)
+
+    @property
+    def last(self) -> int | None:
+        return self.then[-1] if self.then else None
+
+    def count(self) -> int:
+        """What torch is set to (0: its default): the recorded count only where this process may use that many CPUs
+        (more were many times slower)."""
+        if self.given or self.setting or self.last is None or self.last > (usable_cpus() or self.last):
+            return self.setting
+        return self.last
+
+    def lines(self, now: int) -> list[str]:
+        """What a resume on the CPU (``now``: the count it trains at) warns of its threads."""
+        if self.last is None or now == self.last:
+            return []
+        if self.given:
+            return [threads_warning(self.where, self.then, "this resume", now, "it will not end as it would have "
+                                    "uninterrupted: its figures may differ in their last digits",
+                                    f"to go on at the run's own count, drop {self.naming.setting('threads', self.setting)}")]
+        if self.setting:
+            return []
+        return [f"warning: {self.where}: the run trained at torch's default there, {self.last} CPU threads, more than "
+                f"this process can use: it goes on at torch's default here, {now}, so its figures may differ in their "
+                f"last digits from the run's uninterrupted ({self.naming.setting('threads', self.last)} repeats "
+                "them, many times slower)"]
+
+    def note(self, default: int) -> str | None:
+        """A run at torch's default going on at the count it trained at, not this machine's default: said once."""
+        if self.given or self.setting or self.count() in (0, default):
+            return None
+        return (f"note: {self.where}: the run trained at torch's default there, {self.last} CPU threads, and goes on at "
+                f"{self.last} so that it ends as it would have uninterrupted (torch's default here is {default}: "
+                f"{self.naming.setting('threads', default)} to use them, its figures then differ in their last digits)")
 
 
 def threads_ran(t: Trainer) -> list[int] | None:
@@ -284,17 +344,18 @@ def train(
             stack.enter_context(_full_disk_explained(recorder))
         stack.enter_context(_stopped_at_once(plan, ranks, recorder if guard is not None else None))
         stack.enter_context(ranks.errors_explained())  # a dead peer: one line, not gloo's traceback
-        ckpt = _resumed_checkpoint(plan)
+        ckpt, resumed = _resumed_checkpoint(plan), None
         if ckpt is not None:
             _check_own_checkpoint(plan, ckpt)
             saved = TrainConfig.from_dict(ckpt["config"])
             cfg = resumed_config(saved, cfg, changes, naming)
+            resumed = ResumedThreads.of(plan, cfg.threads, "threads" in (changes or {}), naming)
             _check_resumed_epochs(cfg, saved, TrainState.from_checkpoint(ckpt), plan.run_dir or plan.resume_from, naming)
             if cfg.tensorboard and plan.run_dir is not None:
                 obs.require_tensorboard()  # the run's own --tensorboard: refused before its status can change
             if dataset is None:  # a Dataset passed in is the data, wherever it came from
                 _check_data_there(cfg, plan.run_dir or plan.resume_from)
-        t = build_trainer(cfg.validate(), ranks, plan, dataset, log, report, rerun_of)
+        t = build_trainer(cfg.validate(), ranks, plan, dataset, log, report, rerun_of, resumed)
         t.folder_check = guard.check if guard is not None else None
         if guard is not None:
             recorder.max_steps = cfg.max_steps
@@ -622,9 +683,11 @@ def _check_own_checkpoint(plan: RunPlan, ckpt: dict) -> None:
 
 
 def build_trainer(cfg: TrainConfig, ranks: Dist, plan: RunPlan, dataset: Dataset | None, log: Log,
-                  report: bool, rerun_of: tuple | None = None) -> Trainer:
-    """Process settings, device, data, model, optimiser and loaders: everything the epochs need."""
-    too_many_threads = set_threads(cfg.threads)
+                  report: bool, rerun_of: tuple | None = None, resumed: ResumedThreads | None = None) -> Trainer:
+    """Process settings, device, data, model, optimiser and loaders: everything the epochs need. ``rerun_of``:
+    the run ``--config RUN`` re-runs (:func:`rerun_warnings`); ``resumed``: a resume's threads."""
+    default = torch.get_num_threads()
+    too_many_threads = set_threads(resumed.count() if resumed is not None else cfg.threads)
     if cfg.malloc_tuning:
         keep_freed_memory()
     device = ranks.device_for(resolve_device(cfg.device))
@@ -640,7 +703,10 @@ def build_trainer(cfg: TrainConfig, ranks: Dist, plan: RunPlan, dataset: Dataset
     if dataset is not None:
         validate_dataset(dataset)  # load_dataset checks what it returns; a Dataset passed in is checked here
     now = torch.get_num_threads() if device.type == "cpu" else None
-    for warning in rerun_warnings(data, ranks.world_size, *rerun_of, threads_now=now) if rerun_of is not None else ():
+    said = rerun_warnings(data, ranks.world_size, *rerun_of, threads_now=now) if rerun_of is not None else []
+    if resumed is not None and now is not None:
+        said += [*resumed.lines(now), resumed.note(default)]
+    for warning in filter(None, said):
         say(printable(warning))  # it names a run folder
     info = data.info()
     augment = parse_augment(cfg.augment)

@@ -27,6 +27,7 @@ from cnnlab.cli.common import (
     take_sigint,
 )
 from cnnlab.config import (
+    ADJUSTABLE_FIELDS,
     AUGMENT_OPS,
     LABEL_MIXING_OPS,
     OPTIMIZERS,
@@ -40,7 +41,7 @@ from cnnlab.config import (
     TrainConfig,
     check_given_settings_act,
     recipe_values,
-    valid_threads,
+    recorded_threads,
 )
 from cnnlab.errors import CnnlabError, printable, shell_quoted
 from cnnlab.dataset_names import DIRECTORY_KINDS, canonical_dataset_name, dataset_kind
@@ -193,10 +194,13 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--tensorboard", action="store_true",
                    help="also write TensorBoard scalars to RUN/tensorboard (default: off)")
     p.add_argument("--out", default=None, type=path_arg, help="run directory (default: runs/<model>-<dataset>-<timestamp>)")
-    process = ", ".join(_flag(k) for k in PROCESS_FIELDS)
+    free = ", ".join(_flag(k) for k in PROCESS_FIELDS + ADJUSTABLE_FIELDS)
     p.add_argument("--resume", metavar="RUN_DIR", default=None, type=path_arg,
-                   help=f"continue the run in RUN_DIR from its last.pt, with its own settings; {process} still "
-                        "apply (default: a new run)")
+                   help="continue the run in RUN_DIR from its last.pt with its own settings, its CPU threads, device "
+                        f"and allocator setting included, so that it ends as if never stopped; {free} may be given "
+                        "(another --threads or --device: it no longer ends bitwise as if never stopped; another "
+                        "--eval-batch-size moves only the evaluations' last digits), and --epochs of a constant-rate "
+                        "run; config.json records them (default: a new run)")
     p.add_argument("--verbose", action="store_true",
                    help="also print the per-class table of the test set at the end (default: off)")
     p.add_argument("--quiet", action="store_true",
@@ -245,12 +249,10 @@ def _rerun_of(cfg: TrainConfig, path: Path, typed: set[str],
     trained it, and at how many CPU threads, for the engine to compare with the data it loads and the group and
     threads it runs in (one warning each: the user may mean to re-run on the new data, or in one process).
     ``record``: the run's config.json as read (empty for a settings file)."""
-    recorded, world, threads = record.get("data"), record.get("world_size"), record.get("cpu_threads")
+    recorded, world = record.get("data"), record.get("world_size")
     own = isinstance(recorded, dict) and "dataset" not in typed and dataset_kind(cfg.dataset) in DIRECTORY_KINDS
-    threads = ([n if valid_threads(n) else None for n in threads]  # null: a part whose count is not known
-               if isinstance(threads, list) and threads and len(threads) <= 10_000 else None)
     return (f"--config {shell_quoted(str(path))}", recorded if own else None,
-            world if type(world) is int and world >= 1 else 1, threads)
+            world if type(world) is int and world >= 1 else 1, recorded_threads(record))
 
 
 def _absolute_paths(cfg: TrainConfig) -> None:
