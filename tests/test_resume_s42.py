@@ -118,3 +118,22 @@ def test_a_resume_keeps_the_runs_own_device_and_allocator_setting_unless_given(t
         assert (config["device"], config["malloc_tuning"], config["threads"]) == ("cpu", False, 1)
     assert main(["train", "--resume", str(run), "--device", "auto", "--malloc-tuning", "--quiet"]) == 0
     assert (record(run)["config"]["device"], record(run)["config"]["malloc_tuning"]) == ("auto", True)
+
+
+def test_an_eval_batch_size_given_on_a_resume_is_recorded_as_that_parts_own(tiny_idx, tmp_path, capsys):
+    """``--resume RUN --eval-batch-size 7`` (allowed: it moves the evaluations' last digits, not the weights) was
+    written into config.json as the whole run's, whose earlier evaluations ran at 1000; --resume's help did not name
+    it."""
+    run = trained(tiny_idx, tmp_path / "run", "--threads", "1", "--max-steps", "10")  # epoch 1 evaluated at 1000
+    assert "eval_batch_sizes" not in record(run)
+    assert main(["train", "--resume", str(run), "--eval-batch-size", "7", "--quiet"]) == 0
+    assert record(run)["config"]["eval_batch_size"] == 7 and record(run)["eval_batch_sizes"] == [1000, 7]
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0  # a finished run re-evaluated, at its batch of 7
+    assert record(run)["eval_batch_sizes"] == [1000, 7]
+    assert main(["train", "--config", str(run), "--dry-run"]) == 0  # a re-run reads the record it wrote
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    helped = " ".join(capsys.readouterr().out.split())  # unwrapped
+    assert "--resume RUN_DIR continue the run" in helped
+    assert "--tensorboard may be given" in helped and "--eval-batch-size moves only the evaluations' last digits" in helped

@@ -298,7 +298,7 @@ class TrainConfig:
 
 
 #: The top-level keys of a run's config.json (engine._write_config): its settings are inside "config".
-RUN_RECORD_KEYS = frozenset({"config", "model_args", "data", "world_size", "cpu_threads", "teacher"})
+RUN_RECORD_KEYS = frozenset({"config", "model_args", "data", "world_size", "cpu_threads", "eval_batch_sizes", "teacher"})
 
 
 def _did_you_mean(unknown: list, known: set[str]) -> str:

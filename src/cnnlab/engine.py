@@ -199,6 +199,22 @@ def threads_ran(t: Trainer) -> list[int] | None:
 
 
 
+def eval_batches_ran(t: Trainer) -> list[int | None] | None:
+    """The evaluation batch size of each part of a run (a resume's ``--eval-batch-size`` moves its evaluations' last
+    digits, not its weights), for config.json, once a resume changed it: its "config" says only the last part's;
+    None while every evaluation ran at the run's one."""
+    if not t.resumed or t.run_dir is None:
+        return None
+    record = read_run_json(t.run_dir / "config.json") or {}  # the parts before this one, as they recorded them
+    parts, then = record.get("eval_batch_sizes"), record.get("config")
+    if not (isinstance(parts, list) and parts and len(parts) <= 10_000):
+        parts = [then.get("eval_batch_size") if isinstance(then, dict) else None]
+    parts = [n if type(n) is int and n >= 1 else None for n in parts]  # None: a part whose batch is not known
+    now = t.cfg.eval_batch_size
+    parts = parts if parts[-1] == now else [*parts, now]
+    return parts if len(parts) > 1 else None
+
+
 def rerun_warning(data: Dataset, where: str, recorded: dict) -> str | None:
     """A re-run (``--config RUN``) on an ``idx:``/``folder:`` dataset that changed since that run: what differs, from
     what it recorded. A warning, not a refusal: the user may mean to re-run on the new data."""
@@ -763,9 +779,10 @@ def _write_config(t: Trainer) -> None:
     if t.run_dir is not None:
         teacher = {"teacher": t.teacher.record()} if t.teacher is not None else {}
         threads = {"cpu_threads": ran} if (ran := threads_ran(t)) else {}
+        evals = {"eval_batch_sizes": parts} if (parts := eval_batches_ran(t)) else {}
         atomic_write_json(t.run_dir / "config.json", {"config": t.saved_config(), "model_args": t.model_args,
                                                       "data": t.info, "world_size": t.ranks.world_size, **threads,
-                                                      **teacher})
+                                                      **evals, **teacher})
 
 
 def introduce(t: Trainer) -> None:
