@@ -793,9 +793,11 @@ def _sidecar_mismatch(path: Path, fh) -> str:
 
 
 def checkpoints_gone(run: Path) -> str:
-    """Why a run folder that trained holds neither last.pt nor best.pt, for a refusal: empty when it has one, or
-    never ended an epoch (then it saved none)."""
-    if any(lexists(run / f"{name}.pt") for name in CHECKPOINTS):
+    """Why a run folder that trained holds neither last.pt nor best.pt, for a refusal: empty when it has one, never
+    ended an epoch (then it saved none), or its last process failed (:func:`failure_cause`: a disk that filled up as
+    it wrote its first last.pt, after that epoch's metrics.csv row; what the refusal names instead, as ``export``'s
+    and ``predict``'s do, not checkpoints "deleted or moved")."""
+    if any(lexists(run / f"{name}.pt") for name in CHECKPOINTS) or failure_cause(run):
         return ""
     kept = [name for name in ("metrics.csv", "summary.json") if is_file(run / name)]
     if not kept:
