@@ -8,11 +8,16 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 from pathlib import Path
 
+from conftest import tiny_config
 
 import cnnlab.checkpoint
+import cnnlab.drawing
+import cnnlab.plots
 from cnnlab.cli import main
+from cnnlab.engine import train
 from cnnlab.fileio import write_error
 
 QUIET = dict(quiet=True, log=lambda m: None)
@@ -50,3 +55,29 @@ def test_evaluate_of_a_run_that_failed_before_its_first_save_names_the_failure(t
         err = capsys.readouterr().err
         assert err == (f"cnnlab: error: {run}: no last.pt in this run directory; the run saved no checkpoint: it failed "
                        f"({cause})\n"), err
+
+
+# ----------------------------------------------------------------------------- 6: a copied checkpoint's figures
+
+
+def test_the_figures_of_a_copied_checkpoint_name_the_file_not_its_folder_as_a_run(tiny_idx, tmp_path, monkeypatch):
+    """`evaluate shared/model-from-colleague.pt --out R2`: its figures read `run shared · checkpoint
+    model-from-colleague.pt`, a folder that is no run; now `weights model-from-colleague.pt`, as `--weights FILE`."""
+    contexts = []
+    real = cnnlab.plots.plot_confusion
+    monkeypatch.setattr(cnnlab.plots, "plot_confusion",
+                        lambda *a, **k: contexts.append(cnnlab.drawing.context_text(k["context"])) or real(*a, **k))
+    run = tmp_path / "runs" / "r1"
+    train(tiny_config(tiny_idx), out=run, **QUIET)
+    contexts.clear()  # the training's own
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shutil.copy(run / "last.pt", shared / "model-from-colleague.pt")
+    shutil.copy(run / "last.pt", shared / "last.pt")
+    data = f"idx:{tiny_idx}"
+    for name, out in (("model-from-colleague.pt", "R2"), ("last.pt", "R3")):
+        assert main(["evaluate", str(shared / name), "--out", str(tmp_path / out), "--device", "cpu"]) == 0
+    assert main(["evaluate", str(run / "best.pt"), "--out", str(tmp_path / "R4"), "--device", "cpu"]) == 0
+    assert contexts == [f"model basic_cnn · dataset {data} · weights model-from-colleague.pt",
+                        f"model basic_cnn · dataset {data} · weights last.pt",
+                        f"model basic_cnn · dataset {data} · run r1 · checkpoint best.pt"], contexts

@@ -253,7 +253,11 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
 
 
 def _run_origin(ckpt: Path) -> dict:
-    """A run's checkpoint as its report's figures name it: the run folder's name, and the file when not last.pt."""
+    """A run's checkpoint as its report's figures name it: the run folder's name, and the file when not last.pt; a
+    checkpoint in a folder that is no run's (a copy: ``shared/model-from-colleague.pt``) by its file's name, as
+    ``--weights FILE`` is (the folder's name read as a run's, ``run shared``)."""
+    if not is_run_dir(ckpt.parent):
+        return {"run": None, "weights": ckpt.name}
     try:
         name = ckpt.parent.resolve().name
     except (OSError, RuntimeError):  # a folder that cannot be resolved: its name as given
