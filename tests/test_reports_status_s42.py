@@ -81,3 +81,44 @@ def test_the_figures_of_a_copied_checkpoint_name_the_file_not_its_folder_as_a_ru
     assert contexts == [f"model basic_cnn · dataset {data} · weights model-from-colleague.pt",
                         f"model basic_cnn · dataset {data} · weights last.pt",
                         f"model basic_cnn · dataset {data} · run r1 · checkpoint best.pt"], contexts
+
+
+# ----------------------------------------------------------------------------- 3, 8: an earlier report's curves.png
+
+
+def test_a_resumes_report_removes_the_earlier_curves_with_the_earlier_summary(tiny_idx, tmp_path, monkeypatch):
+    """A resume killed (SIGKILL, a second SIGTERM) after its new summary.json left the earlier curves.png (1 epoch,
+    "best test accuracy 59.00%") beside the new summary (2 epochs): curves.png was not among the figures removed the
+    moment before a summary.json is renamed into place. Where its drawing begins (the new summary.json in place),
+    the folder now holds no curves.png; it is then drawn from every epoch."""
+    run = tmp_path / "tpl"
+    train(tiny_config(tiny_idx, epochs=2, max_steps=10), out=run, **QUIET)
+    assert (run / "curves.png").is_file()
+    seen, earlier = [], (run / "summary.json").read_text()
+    real = cnnlab.plots.plot_curves
+
+    def drawing(history, path, **kwargs):
+        seen.append(((run / "summary.json").read_text() != earlier, len(history), path.exists()))
+        return real(history, path, **kwargs)
+
+    monkeypatch.setattr(cnnlab.plots, "plot_curves", drawing)
+    train(tiny_config(tiny_idx, epochs=2), resume=run, **QUIET)
+    assert seen == [(True, 2, False)], seen
+    assert (run / "curves.png").is_file()
+
+
+def test_an_evaluation_into_another_folder_leaves_no_earlier_reports_curves(tiny_idx, tmp_path, capsys):
+    """`evaluate r1 --out D2` over an earlier report holding curves.png: the earlier curves.png stayed beside the
+    new report, which draws none, without a word. It goes with the earlier summary.json; a run's own report keeps
+    its curves.png while metrics.csv is not newer (tests/test_cli.py)."""
+    a, b = tmp_path / "runs" / "a", tmp_path / "runs" / "b"
+    train(tiny_config(tiny_idx), out=a, **QUIET)
+    train(tiny_config(tiny_idx, seed=7), out=b, **QUIET)
+    out = tmp_path / "D2"
+    out.mkdir()
+    for name in ("curves.png", "summary.json", "confusion.png", "mistakes.png"):
+        shutil.copy(a / name, out / name)
+    assert main(["evaluate", str(b), "--out", str(out), "--device", "cpu"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["confusion.png", "mistakes.png", "summary.json"]
+    assert main(["evaluate", str(a), "--device", "cpu"]) == 0  # its own folder: its curves.png stays
+    assert (a / "curves.png").is_file()

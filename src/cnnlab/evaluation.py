@@ -88,7 +88,7 @@ def evaluate(model: nn.Module, loader: BatchLoader, limit: int = 0, keep_outputs
     )
 
 
-def report_run(run_dir: Path | None, model: nn.Module, data: Dataset, device: torch.device, *, history: list[dict],
+def report_run(run_dir: Path | None, model: nn.Module, data: Dataset, device: torch.device, *, history: list[dict] | None,
                batch_size: int = 1000, extra: dict | None = None, log: Log = say,
                result: EvalResult | None = None, context: dict | None = None, table: bool = False,
                wait: bool = True, keep: tuple[str, ...] = ()) -> tuple[dict, Figures | None]:
@@ -96,7 +96,8 @@ def report_run(run_dir: Path | None, model: nn.Module, data: Dataset, device: to
     its outputs kept (otherwise the test set is evaluated here first); with a ``run_dir``, summary.json and
     the figures written there. ``context`` (model, dataset...) is shown on every figure; ``table`` also logs
     the per-class table. With ``wait=False`` the figures are still being drawn: ``.wait()`` on them. ``keep``:
-    keys of the summary.json already there that the new one carries over (the training's, for a run)."""
+    keys of the summary.json already there that the new one carries over (the training's, for a run); ``history``:
+    the epochs curves.png draws (None: the curves.png there is the run's, left as it is: :func:`write_report`)."""
     res = result
     if res is None or res.predictions is None or res.n != len(data.test_labels):
         test_loader = BatchLoader(data.test_images, data.test_labels, batch_size, mean=data.mean, std=data.std,

@@ -183,6 +183,9 @@ def _previous_summary(run_dir: Path, keep: tuple[str, ...] = (), log: Callable[[
 
 #: What each figure of the summary is drawn from (besides the class names and the run's context).
 FIGURE_INPUTS = {"confusion.png": ("n", "confusion"), "mistakes.png": ("n", "mistakes")}
+#: The figure of the run's epochs (metrics.csv, and the summary's ``target``): drawn from the history a report is
+#: given, never kept from an earlier report unless its caller says it shows the same epochs (``history=None``).
+CURVES = "curves.png"
 
 
 def current_figures(run_dir: Path, summary: dict, previous: tuple[dict, float] | None) -> set[str]:
@@ -230,9 +233,10 @@ class Figures:
         self.left_out = {} if summary.get("confusion") is not None else {"confusion.png": (
             f"confusion.png not drawn: {len(classes):,} classes, more than {WHOLE_CONFUSION_MAX:,}; summary.json "
             "holds the matrix's non-zero cells (confusion_cells: true, predicted, count)")}
-        # a run that met --target-accuracy before its first epoch ended has no epoch to draw, but that check's point
-        curves = bool(history) or plots.target_point(summary.get("target"), []) is not None
-        wanted = (["curves.png"] if curves else []) + ["confusion.png", "mistakes.png"]
+        # a run that met --target-accuracy before its first epoch ended has no epoch to draw, but that check's point;
+        # history None: the curves.png there is left as it is (write_report)
+        curves = history is not None and (bool(history) or plots.target_point(summary.get("target"), []) is not None)
+        wanted = ([CURVES] if curves else []) + ["confusion.png", "mistakes.png"]
         self.names = [n for n in wanted if n not in current and n not in self.left_out]
         self.kept = sorted(set(current) - set(self.left_out))
         self.written: list[str] = []
@@ -303,7 +307,7 @@ class Figures:
         return self.incomplete("stopped; run it again") if set(self.names) - set(self.written) else None
 
 
-def write_report(run_dir: str | Path, summary: dict, *, history: list[dict], images: torch.Tensor,
+def write_report(run_dir: str | Path, summary: dict, *, history: list[dict] | None, images: torch.Tensor,
                  classes: list[str], context: dict | None = None, keep: tuple[str, ...] = (),
                  log: Callable[[str], None] | None = None) -> Figures:
     """Write summary.json into ``run_dir`` now (strict JSON: a diverged loss is ``null``; :func:`summary_text`)
@@ -318,9 +322,14 @@ def write_report(run_dir: str | Path, summary: dict, *, history: list[dict], ima
     The other figures of the summary.json there (:data:`FIGURE_INPUTS`: those it does not keep, and a confusion.png
     this summary does not draw, of too many classes) are removed the moment before the new one is renamed into
     place: stopped anywhere (SIGKILL too), the folder never shows one summary beside another's figures, and a
-    summary.json that cannot be written (a full disk) leaves the old report whole.
+    summary.json that cannot be written (a full disk) leaves the old report whole. So does a curves.png there
+    (:data:`CURVES`): ``history`` is drawn in its place (none: an evaluation's report has no epochs), unless
+    ``history`` is None, which says that the one there shows the run's epochs as they are (an evaluation into the
+    run's own folder, whose metrics.csv is older than it): it is left as it is (drawn from none when missing).
     """
     run_dir = Path(run_dir)
+    if history is None and not is_file(run_dir / CURVES, if_unknown=True):
+        history = []
     previous = _previous_summary(run_dir, keep, log)
     current = current_figures(run_dir, summary, previous)
     if summary.get("confusion") is None:
@@ -328,6 +337,7 @@ def write_report(run_dir: str | Path, summary: dict, *, history: list[dict], ima
     if previous is not None and keep:
         summary = {**{k: previous[0][k] for k in keep if k in previous[0]}, **summary}
     stale = [run_dir / name for name in FIGURE_INPUTS if name not in current]
+    stale += [run_dir / CURVES] if history is not None else []
     atomic_write_text(run_dir / "summary.json", summary_text(summary), just_before=lambda: _remove(stale))
     for name in sorted(current):
         try:  # still no older than the summary it shows, so that the next evaluation keeps it too

@@ -60,13 +60,13 @@ def _curves_stale(run_dir: Path) -> bool:
         return is_file(metrics, if_unknown=True)
 
 
-def _history(run_dir: Path) -> list[dict]:
-    """The run's metrics for its curves; none (a warning, curves.png left as it is) when metrics.csv is damaged."""
+def _history(run_dir: Path) -> list[dict] | None:
+    """The run's metrics for its curves; None (a warning, curves.png left as it is) when metrics.csv is damaged."""
     try:
         return read_metrics(run_dir / "metrics.csv")
     except (OSError, CnnlabError) as err:
         complain(f"cnnlab: warning: curves.png not redrawn: {err}")
-        return []
+        return None
 
 
 def cmd_evaluate(args) -> int:
@@ -159,7 +159,9 @@ def _write_report(args, subject, res, extra: dict, say, out: Path | None, own: b
     from cnnlab.evaluation import report_run
     from cnnlab.report import RUN_FACTS, IncompleteReport
 
-    history = _history(out) if out is not None and own and _curves_stale(out) else []
+    # the run's own folder: its curves.png drawn again only when older than metrics.csv (None: left as it is); any
+    # other folder: no curves, and an earlier report's curves.png there goes with its summary.json
+    history = (_history(out) if _curves_stale(out) else None) if out is not None and own else []
     code = 0
     try:
         report_run(out, subject.model, subject.data, next(subject.model.parameters()).device,
