@@ -9,7 +9,11 @@ import errno
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from conftest import tiny_config
 
@@ -122,3 +126,60 @@ def test_an_evaluation_into_another_folder_leaves_no_earlier_reports_curves(tiny
     assert sorted(p.name for p in out.iterdir()) == ["confusion.png", "mistakes.png", "summary.json"]
     assert main(["evaluate", str(a), "--device", "cpu"]) == 0  # its own folder: its curves.png stays
     assert (a / "curves.png").is_file()
+
+
+# ----------------------------------------------------------------------------- 3, 5: two stops in a row
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+#: A drawing of confusion.png that stops its own process twice (the signal, then again 0.3 s later, as Ctrl-C
+#: pressed twice) and then draws.
+STOPPED_TWICE_WHILE_DRAWING = """
+import os, signal, sys, time
+import cnnlab.plots
+from cnnlab.cli import main
+real = cnnlab.plots.plot_confusion
+def stopping(*args, **kwargs):
+    os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+    time.sleep(0.3)
+    os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+    time.sleep(0.5)
+    return real(*args, **kwargs)
+cnnlab.plots.plot_confusion = stopping
+print("exit", main(sys.argv[2:]), flush=True)
+"""
+
+
+def _stopped_twice(signal_name: str, *command: str):
+    env = {**os.environ, "PYTHONPATH": SRC}
+    return subprocess.run([sys.executable, "-c", STOPPED_TWICE_WHILE_DRAWING, signal_name, *command],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.mark.parametrize("signal_name, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_an_evaluation_stopped_twice_while_drawing_still_says_what_it_wrote(tiny_idx, tmp_path, signal_name, code):
+    """Ctrl-C twice (SIGTERM, SIGHUP twice) 20 ms apart while evaluate drew its figures: only `cnnlab: interrupted`,
+    the new summary.json without figures: the second stop broke the wait for the figure being drawn, and the line
+    of what was written and what not was lost. A stop while stopping is held back until that line is said."""
+    run = tmp_path / "runs" / "r1"
+    train(tiny_config(tiny_idx), out=run, **QUIET)
+    out = tmp_path / "E2"
+    done = _stopped_twice(signal_name, "evaluate", str(run), "--out", str(out), "--device", "cpu")
+    assert f"exit {code}" in done.stdout, (done.returncode, done.stdout[-500:], done.stderr[-2000:])
+    assert (f"cnnlab: warning: report incomplete: wrote summary.json, confusion.png in {out}, not mistakes.png: "
+            "stopped; run it again\n") in done.stderr, done.stderr
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["confusion.png", "summary.json"]
+
+
+def test_a_run_stopped_twice_while_drawing_its_figures_says_what_it_wrote(tiny_idx, tmp_path):
+    """A second SIGTERM while a run drew its figures (its training over): `stopped at once by a second SIGTERM`, and
+    no word of its figures (the earlier curves.png beside the new summary on a resume). Now the line names what was
+    written and how the figures are drawn again."""
+    run = tmp_path / "T2"
+    done = _stopped_twice("SIGTERM", "train", "--model", "basic_cnn", "--dataset", f"idx:{tiny_idx}", "--batch-size",
+                          "32", "--device", "cpu", "--out", str(run), "--quiet")
+    assert "exit 143" in done.stdout, (done.returncode, done.stdout[-500:], done.stderr[-2000:])
+    assert (f"cnnlab: warning: report incomplete: wrote summary.json, curves.png, confusion.png in {run}, not "
+            f"mistakes.png: stopped; 'cnnlab evaluate {run}' draws them again\n") in done.stderr, done.stderr
+    assert f"stopped at once by a second SIGTERM; continue with: cnnlab train --resume {run}" in done.stderr
+    assert json.loads((run / "status.json").read_text())["status"] == "stopped"

@@ -1033,17 +1033,24 @@ def finish(t: Trainer, final: EvalResult | None, report: bool, verbose: bool = F
         t.say(f"test_loss {final.loss:.4f}  test_acc {final.accuracy:.2f}%{after}")
     train_s = t.train_seconds()
     summary, figures = None, None
-    if t.run_dir is not None and report:
-        t.check_folder()
-        summary, figures = report_run(
-            t.run_dir, t.eval_model, t.data, t.device, history=s.history, batch_size=cfg.eval_batch_size,
-            extra={"target": s.target, "train_seconds": train_s, "parameters": count_parameters(t.model),
-                   "ema": cfg.ema}, log=t.say, result=final, context={"model": cfg.model, "dataset": t.data.name},
-            table=verbose, wait=False)
-    t.say(f"final test accuracy {final.accuracy:.2f}%{t.cut_note(final.n)}{best_text(t)}"
-          + (f"; run saved in {shell_quoted(str(t.run_dir))}" if t.run_dir else ""))
-    if figures is not None:
-        _wait_for_figures(figures, t.run_dir, silent)  # drawn while the line above was printed
+    again = f"stopped; 'cnnlab evaluate {shell_quoted(str(t.run_dir))}' draws them again"
+    try:
+        if t.run_dir is not None and report:
+            t.check_folder()
+            summary, figures = report_run(
+                t.run_dir, t.eval_model, t.data, t.device, history=s.history, batch_size=cfg.eval_batch_size,
+                extra={"target": s.target, "train_seconds": train_s, "parameters": count_parameters(t.model),
+                       "ema": cfg.ema}, log=t.say, result=final, context={"model": cfg.model, "dataset": t.data.name},
+                table=verbose, wait=False, stopped=again)
+        t.say(f"final test accuracy {final.accuracy:.2f}%{t.cut_note(final.n)}{best_text(t)}"
+              + (f"; run saved in {shell_quoted(str(t.run_dir))}" if t.run_dir else ""))
+        if figures is not None:
+            _wait_for_figures(figures, t.run_dir, silent)  # drawn while the line above was printed
+    except KeyboardInterrupt:  # a second signal (observers.StopNow) while the figures were drawn: the line says which
+        if figures is not None:
+            warn = (lambda line: None) if silent else (lambda line: complain(f"cnnlab: warning: {printable(line)}"))
+            figures.stopped(warn, again)
+        raise
     t.ranks.barrier()
     t.ranks.close()
     return TrainResult(t.run_dir, s.history, final, s.best, count_parameters(t.model), train_s, t.eval_model, s.target,

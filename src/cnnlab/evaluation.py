@@ -91,13 +91,15 @@ def evaluate(model: nn.Module, loader: BatchLoader, limit: int = 0, keep_outputs
 def report_run(run_dir: Path | None, model: nn.Module, data: Dataset, device: torch.device, *, history: list[dict] | None,
                batch_size: int = 1000, extra: dict | None = None, log: Log = say,
                result: EvalResult | None = None, context: dict | None = None, table: bool = False,
-               wait: bool = True, keep: tuple[str, ...] = ()) -> tuple[dict, Figures | None]:
+               wait: bool = True, keep: tuple[str, ...] = (), stopped: str = "stopped; run it again"
+               ) -> tuple[dict, Figures | None]:
     """The test set's summary from ``result`` when it is the model's evaluation of the whole test set with
     its outputs kept (otherwise the test set is evaluated here first); with a ``run_dir``, summary.json and
     the figures written there. ``context`` (model, dataset...) is shown on every figure; ``table`` also logs
     the per-class table. With ``wait=False`` the figures are still being drawn: ``.wait()`` on them. ``keep``:
     keys of the summary.json already there that the new one carries over (the training's, for a run); ``history``:
-    the epochs curves.png draws (None: the curves.png there is the run's, left as it is: :func:`write_report`)."""
+    the epochs curves.png draws (None: the curves.png there is the run's, left as it is: :func:`write_report`);
+    ``stopped``: how the line of a report stopped while its figures were drawn ends (:meth:`Figures.stopped`)."""
     res = result
     if res is None or res.predictions is None or res.n != len(data.test_labels):
         test_loader = BatchLoader(data.test_images, data.test_labels, batch_size, mean=data.mean, std=data.std,
@@ -121,8 +123,7 @@ def report_run(run_dir: Path | None, model: nn.Module, data: Dataset, device: to
                 except WriteError as err:  # summary.json is written, and maybe some figures: the line says which
                     raise figures.incomplete(err) from None
         except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP (cli.common.take_sigint) after summary.json
-            if (cut := figures.stopped()) is not None:
-                complain(f"cnnlab: warning: {printable(str(cut))}")
+            figures.stopped(lambda line: complain(f"cnnlab: warning: {printable(line)}"), stopped)
             raise
         if wait:
             kept = f" ({', '.join(figures.kept)} unchanged)" if figures.kept else ""

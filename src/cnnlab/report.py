@@ -5,11 +5,13 @@ This module computes; ``cnnlab.plots`` only draws what it computed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -246,6 +248,7 @@ class Figures:
         self._done, self._stop = threading.Event(), threading.Event()  # _stop: set by stopped()
         self._began, self._beginning = False, threading.Lock()
         self._taken: KeyboardInterrupt | None = None
+        self._said = False  # stopped()'s line, said once
         args = (Path(run_dir), summary, history, images, classes, context)
         self._thread = threading.Thread(target=self._draw, args=args, name="cnnlab-figures", daemon=True)
         try:
@@ -296,15 +299,48 @@ class Figures:
                                 f"{self.run_dir}{kept}, not {', '.join(missing)}{stays}: {err}",
                                 None if isinstance(err, str) else err.errno)
 
-    def stopped(self) -> IncompleteReport | None:
-        """The one line for a stop (Ctrl-C, SIGTERM, SIGHUP) while the figures were drawn: the one being drawn is
-        finished (whole, and named among those written), the others are not begun; None when that was the last."""
-        with self._beginning:
-            self._stop.set()
-            began = self._began
-        if began:
-            self._done.wait()
-        return self.incomplete("stopped; run it again") if set(self.names) - set(self.written) else None
+    def stopped(self, say: Callable[[str], None], why: str = "stopped; run it again") -> None:
+        """A stop (Ctrl-C, SIGTERM, SIGHUP) while the figures were drawn: the one being drawn is finished (whole, and
+        named among those written), the others are not begun, and ``say`` is given the line of what was written and
+        what not, ending in ``why`` (nothing when that figure was the last; said once). A second stop meanwhile
+        (Ctrl-C twice) is held back until the line is said (:func:`further_stops_held`): it raised inside the wait,
+        and the line was lost."""
+        with further_stops_held():
+            with self._beginning:
+                self._stop.set()
+                began = self._began
+            if began:
+                self._done.wait()
+            if set(self.names) - set(self.written) and not self._said:
+                self._said = True
+                say(str(self.incomplete(why)))
+
+
+#: The signals that stop a command (:func:`cnnlab.cli.common.take_sigint`).
+_STOPS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+@contextlib.contextmanager
+def further_stops_held() -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP taken by a handler of the process's (the KeyboardInterrupt a command stops with)
+    do nothing inside: a command already stopping finishes its last bounded step (the figure being drawn, one line
+    said) before it exits with the first signal's code. Main thread only; a signal ignored or left to its default
+    (nohup, the API's caller) stays so."""
+    saved = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in _STOPS:
+            if callable(handler := signal.getsignal(sig)):
+                saved[sig] = handler
+                signal.signal(sig, _held)
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def _held(signum, frame) -> None:
+    """A stop taken while :func:`further_stops_held`: the command is stopping already."""
 
 
 def write_report(run_dir: str | Path, summary: dict, *, history: list[dict] | None, images: torch.Tensor,
