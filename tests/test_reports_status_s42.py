@@ -183,3 +183,86 @@ def test_a_run_stopped_twice_while_drawing_its_figures_says_what_it_wrote(tiny_i
             f"mistakes.png: stopped; 'cnnlab evaluate {run}' draws them again\n") in done.stderr, done.stderr
     assert f"stopped at once by a second SIGTERM; continue with: cnnlab train --resume {run}" in done.stderr
     assert json.loads((run / "status.json").read_text())["status"] == "stopped"
+
+
+# ----------------------------------------------------------------------------- 1, 3, 4: whose status.json it is
+
+HERE = Path(__file__).resolve().parent
+ARGS = ["--model", "basic_cnn", "--batch-size", "32", "--lr", "0.05", "--device", "cpu", "--threads", "1", "--quiet"]
+
+
+def _killed_at(fault: str, *args: str) -> subprocess.CompletedProcess:
+    """``cnnlab ARGS`` SIGKILLed at the write boundary ``fault`` (tests/fault_worker.py)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(HERE / "fault_worker.py"), fault, "--", *args], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == -9, done.stderr[-2000:]
+    return done
+
+
+def _row(run: Path) -> tuple[str, str]:
+    from cnnlab.runs import describe_run
+
+    row = describe_run(run)
+    return row["status"], row["detail"]
+
+
+def test_a_run_killed_before_its_first_save_is_not_blamed_on_an_earlier_runs_failure(tiny_idx, tmp_path, capsys):
+    """A run diverged in a folder (status.json: failed, `the learning rate (1e+06)`); a run started again there with
+    another --lr was SIGKILLed before its first checkpoint: evaluate, export, predict, --resume and `cnnlab runs`
+    all said it failed by a divergence at 1e+06, the status.json of the earlier process. A process that begins to
+    train a run now writes "running" first: killed, it reads as stopped before its first epoch ended."""
+    run = tmp_path / "dv2"
+    assert main(["train", "--dataset", f"idx:{tiny_idx}", *ARGS[:4], "--lr", "1e6", *ARGS[6:], "--out", str(run)]) == 2
+    assert json.loads((run / "status.json").read_text())["detail"].startswith("training diverged")
+    _killed_at("metrics.csv:before-rename:1", "train", "--dataset", f"idx:{tiny_idx}", *ARGS, "--out", str(run))
+    assert json.loads((run / "config.json").read_text())["config"]["lr"] == 0.05
+    assert _row(run) == ("failed", "no checkpoint was saved")
+    capsys.readouterr()
+    for command in (["evaluate", str(run)], ["export", str(run)], ["predict", str(run), "x.png"],
+                    ["train", "--resume", str(run)]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "diverged" not in err and "1e+06" not in err and err.count("\n") == 1, err
+        assert "the run saved no" in err and "before" in err, err
+
+
+def test_a_resume_killed_while_it_writes_its_report_is_listed_as_killed(tiny_idx, tmp_path):
+    """A resume SIGKILLed after its new summary.json (5 of 20 random kills): `cnnlab runs` showed the previous
+    process's `stopped (--max-steps 40: resume to go on)` beside the new summary. Now the resume's own "running"
+    says it was killed; its resume re-evaluates and writes the report whole."""
+    run = tmp_path / "T3"
+    train(tiny_config(tiny_idx, epochs=2, max_steps=10), out=run, **QUIET)
+    assert _row(run) == ("stopped", "--max-steps 10: resume to go on")
+    earlier = (run / "summary.json").read_text()
+    _killed_at("curves.png:before-rename:1", "train", "--resume", str(run), "--threads", "1", "--quiet")
+    assert (run / "summary.json").read_text() != earlier and not (run / "curves.png").exists()
+    status, detail = _row(run)
+    assert status == "stopped" and detail.startswith("killed, or interrupted without saying so: it resumes from last.pt")
+    assert train(tiny_config(tiny_idx, epochs=2), resume=run, **QUIET).stopped == "nothing to train"
+    assert _row(run) == ("finished", "") and (run / "curves.png").is_file()
+
+
+def test_a_full_disk_while_a_finished_run_is_re_evaluated_leaves_it_finished(tiny_idx, tmp_path, monkeypatch, capsys):
+    """`train --resume` of a finished run (nothing to train, re-evaluating) on a full disk: exit 2 and status.json
+    `failed`, though its training, checkpoints, summary and figures were whole. As `evaluate` into the run's folder,
+    its status now stays what it was, and so does its report."""
+    import tempfile
+
+    run = tmp_path / "f"
+    train(tiny_config(tiny_idx), out=run, **QUIET)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"}
+    real = tempfile.mkstemp
+
+    def full(*args, prefix="", **kwargs):  # no room for the new summary.json
+        if prefix.startswith(".summary.json."):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(*args, prefix=prefix, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", full)
+    assert main(["train", "--resume", str(run), "--quiet"]) == 2
+    assert f"cannot write {run / 'summary.json'}: No space left on device" in capsys.readouterr().err
+    after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"}
+    assert after.keys() == before.keys()
+    assert {n: b for n, b in after.items() if n != "config.json"} == {n: b for n, b in before.items() if n != "config.json"}
+    assert _row(run) == ("finished", "")

@@ -149,7 +149,10 @@ def test_a_run_whose_folder_is_moved_or_deleted_stops_at_its_next_write(tiny_idx
         return
     assert f"was moved to {moved} while its run trained" in msg and f"cnnlab train --resume {moved}" in msg
     assert [r["epoch"] for r in read_metrics(moved / "metrics.csv")] == [1]  # nothing of epoch 2 written
-    assert not (moved / "status.json").exists()
+    # nothing written after the move: status.json is the "running" the run wrote as it began (atkL, s42), which
+    # `cnnlab runs` reads as a process gone without a word
+    assert json.loads((moved / "status.json").read_text())["status"] == "running"
+    assert describe_run(moved)["status"] == "stopped"
     assert train(TrainConfig(), resume=moved, **QUIET).stopped == "finished"
 
 

@@ -40,8 +40,8 @@ from cnnlab.hostmem import keep_freed_memory
 from cnnlab.models import build_model, check_model_name, count_parameters, float32_default, seeded
 from cnnlab.optim import eager
 from cnnlab.output import complain, say, stderr_is_terminal
-from cnnlab.runs import (LOCK_FILE, RUN_FILES, STATUS_FILE, RunLock, RunPlan, braces_kept, failure_cause, is_run_dir,
-                         plan_run, read_run_json, run_dir_of, write_status)
+from cnnlab.runs import (LOCK_FILE, RUN_FILES, RUNNING, STATUS_FILE, RunLock, RunPlan, braces_kept, failure_cause,
+                         is_run_dir, plan_run, read_run_json, run_dir_of, write_status)
 from cnnlab.schedules import schedule_named
 from cnnlab.text import plural
 from cnnlab.trainer import Trainer
@@ -355,9 +355,11 @@ def train(
             stack.push(_forget_if_empty(plan, guard))  # last out: after the lock is released (also when it cannot be taken)
             guard.take(stack.enter_context(_run_lock(plan)))
             # a resume refused before it restored anything leaves the run as it was (a finished run stays finished)
-            stack.push(recorder := FailureRecord(plan, armed=plan.resume_from is None, guard=guard))
+            stack.push(recorder := FailureRecord(plan, armed=False, guard=guard))
             stack.enter_context(_peer_lost_explained(recorder))
             stack.enter_context(_full_disk_explained(recorder))
+            if plan.resume_from is None:
+                recorder.arm()  # a new run: its status is this process's from the start (a kill reads as one)
         stack.enter_context(_stopped_at_once(plan, ranks, recorder if guard is not None else None))
         stack.enter_context(ranks.errors_explained())  # a dead peer: one line, not gloo's traceback
         ckpt, resumed = _resumed_checkpoint(plan), None
@@ -376,12 +378,7 @@ def train(
         if guard is not None:
             recorder.max_steps = cfg.max_steps
         if ckpt is not None:
-            # --max-steps is a process's limit; config.json and the checkpoints keep the one given, else the run's own,
-            # while the run has not trained past it (Trainer.saved_config)
-            t.step_limits = (*([changes["max_steps"]] if "max_steps" in (changes or {}) else []), saved.max_steps)
-            restore(t, ckpt, plan)
-            if plan.run_dir is not None:
-                recorder.armed = True
+            _resume(t, ckpt, plan, changes, saved, recorder if guard is not None else None)
         else:
             introduce(t)
         observers = make_observers(t, quiet, silent)
@@ -389,6 +386,20 @@ def train(
         result = finish(t, fit(t, observers), report, verbose, silent)
         _record_outcome(t, result)
     return _stop_if_signalled(observers, result)  # a signal after the last step: its result is written, then it stops
+
+
+def _resume(t: Trainer, ckpt: dict, plan: RunPlan, changes: dict | None, saved: TrainConfig,
+            recorder: FailureRecord | None) -> None:
+    """A resume from ``ckpt``, checked, then restored into ``t``. One that trains makes the run's status this
+    process's first (``recorder``: the run folder's); one that only re-evaluates (nothing to train) leaves it as
+    it was, as an evaluation does (a full disk as it wrote the report made a finished run "failed")."""
+    # --max-steps is a process's limit; config.json and the checkpoints keep the one given, else the run's own,
+    # while the run has not trained past it (Trainer.saved_config)
+    t.step_limits = (*([changes["max_steps"]] if "max_steps" in (changes or {}) else []), saved.max_steps)
+    check_resumable(t, ckpt, plan)
+    if recorder is not None and not nothing_to_train(TrainState.from_checkpoint(ckpt), t.cfg):
+        recorder.arm()
+    restore(t, ckpt, plan)
 
 
 def _stop_if_signalled(observers: list[obs.Observer], result: TrainResult) -> TrainResult:
@@ -554,6 +565,13 @@ class FailureRecord:
     guard: FolderGuard | None = None
     #: The process's --max-steps, for the command that continues an interrupted run.
     max_steps: int = 0
+
+    def arm(self) -> None:
+        """From now on the run's status is this process's: status.json says "running" (runs.RUNNING: read while
+        no process holds the run, a kill), never what an earlier process wrote (a divergence of the run that
+        was in the folder before), and an error says how this process ended."""
+        write_status(self.plan.run_dir, RUNNING)
+        self.armed = True
 
     def __call__(self, exc_type, exc, tb) -> bool:
         if exc_type is None or not self.armed or (self.guard is not None and self.guard.gone):
@@ -801,10 +819,23 @@ def introduce(t: Trainer) -> None:
             t.say(t.teacher.note)
 
 
-def restore(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
-    """Weights (and their average), optimiser, scheduler, RNG and position from a checkpoint (either version)."""
+def check_resumable(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
+    """Refuse a resume from ``ckpt`` whose data or teacher changed since, before anything is restored or written."""
     _refuse_changed_data(t, ckpt, plan)
     check_same_teacher(t.teacher, ckpt.get("teacher"), plan.run_dir or plan.resume_from)
+
+
+def nothing_to_train(s: TrainState, cfg: TrainConfig) -> str:
+    """Why a run at ``s`` takes no training step under ``cfg``: "nothing to train" (it finished its epochs, or reached
+    its --target-accuracy: its record stands), "step limit" (at or past --max-steps); "" when it trains."""
+    if s.target is not None or s.epoch >= cfg.epochs:
+        return "nothing to train"
+    return "step limit" if cfg.max_steps and s.step >= cfg.max_steps else ""
+
+
+def restore(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
+    """Weights (and their average), optimiser, scheduler, RNG and position from a checkpoint (either version), once
+    :func:`check_resumable` has accepted it."""
     t.model.load_state_dict(ckpt.get("train_weights") or ckpt["state_dict"])
     if t.ema is not None:
         t.ema.module.load_state_dict(ckpt["state_dict"])
@@ -925,10 +956,8 @@ def make_observers(t: Trainer, quiet: bool, silent: bool = False) -> list[obs.Ob
 
 def fit(t: Trainer, observers: list[obs.Observer]) -> EvalResult | None:
     """Epochs until the run is done or an observer stops it; the last evaluation of the eval split."""
-    if t.state.target is not None or t.state.epoch >= t.cfg.epochs:
-        t.request_stop("nothing to train")  # finished, or reached its target before: its record stands
-    elif t.cfg.max_steps and t.state.step >= t.cfg.max_steps:  # a resume at or past its step limit (it took one more)
-        t.request_stop("step limit")
+    if why := nothing_to_train(t.state, t.cfg):  # a resume of a finished run, or at or past its step limit
+        t.request_stop(why)
     if t.stop_reason:
         for o in observers:  # a signal now lets the run write its result (SignalStop says so), then stops it
             if isinstance(o, obs.SignalStop):

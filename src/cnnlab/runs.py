@@ -577,12 +577,17 @@ def _probe(path: Path) -> tuple[bool, bytes]:
 
 
 def write_status(run: Path, status: str, detail: str = "") -> None:
-    """How the run's last process ended: finished, stopped (resumable) or failed, and why."""
+    """How the run's last process ended: finished, stopped (resumable) or failed, and why; or :data:`RUNNING`, written
+    when a process begins to train the run, so that a status of an earlier process never speaks for it."""
     atomic_write_text(run / STATUS_FILE, json.dumps({"status": status, "detail": detail, "at": time.time()}) + "\n")
 
 
 #: The detail of a run whose process ended without a word (killed), with a checkpoint to resume from.
 KILLED = "killed, or interrupted without saying so: it resumes from last.pt"
+
+#: The status a process writes when it begins to train a run (a new one, or a resume that trains): read while no
+#: process holds the run, it says that process ended without a word (killed), whatever an earlier one wrote.
+RUNNING = "running"
 
 
 #: What a run's detail adds when it ended without a word on a file system that is full (no space, or no free inodes:
@@ -616,8 +621,11 @@ def failure_cause(run: Path) -> str:
 def run_status(run: Path, complete: bool = False, problems: list[str] | None = None) -> tuple[str, str]:
     """(status, detail): running, finished, stopped or failed. A process that was killed (or a run written
     before status.json existed) said nothing: ``complete`` (all epochs and a summary) makes it "finished",
-    a checkpoint to resume from "stopped", and nothing "failed". A status.json that is damaged, or says what
-    cnnlab never writes, is read as none and added to ``problems`` (one line, for the run's row)."""
+    a checkpoint to resume from "stopped", and nothing "failed". A status.json that says :data:`RUNNING` while no
+    process holds the run was left by a process killed while it trained the run: a checkpoint makes it "stopped"
+    (killed) even when complete (killed while it wrote its report: its resume writes it again), nothing "failed"
+    (its first epoch never saved), never what an earlier process's status said. A status.json that is damaged, or
+    says what cnnlab never writes, is read as none and added to ``problems`` (one line, for the run's row)."""
     if is_running(run):
         return "running", ""
     problems = [] if problems is None else problems
@@ -626,8 +634,11 @@ def run_status(run: Path, complete: bool = False, problems: list[str] | None = N
         status, detail = got.get("status"), got.get("detail", "")
         if status in ENDINGS and isinstance(detail, str):
             return status, bounded(detail)
-        problems.append(f"{STATUS_FILE}: not what cnnlab writes there (status {short_repr(status)}, detail "
-                        f"{short_repr(detail)}); {_FIXES[STATUS_FILE]}")
+        if status == RUNNING and detail == "":
+            complete = False
+        else:
+            problems.append(f"{STATUS_FILE}: not what cnnlab writes there (status {short_repr(status)}, detail "
+                            f"{short_repr(detail)}); {_FIXES[STATUS_FILE]}")
     if complete:
         return "finished", ""
     if is_file(run / "last.pt"):
