@@ -161,11 +161,11 @@ def _returned_classes() -> dict[str, type]:
     from cnnlab.api import Run
     from cnnlab.engine import TrainResult
     from cnnlab.evaluation import EvalResult
-    from cnnlab.predict import NumberPrediction, Prediction, Predictor
+    from cnnlab.predict import Failure, NumberPrediction, Prediction, Predictor
     from cnnlab.preprocessing import NumberFields
 
     known = {cls.__name__: cls for cls in (Run, TrainResult, EvalResult, Predictor, Prediction, NumberPrediction,
-                                           NumberFields, cnnlab.TrainConfig)}
+                                           NumberFields, Failure, cnnlab.TrainConfig)}
     functions = [getattr(cnnlab, name) for name in cnnlab.__all__ if inspect.isfunction(getattr(cnnlab, name))]
     functions += [fn for cls in known.values() for _, fn in _public_methods(cls)]
     named = set()

@@ -266,3 +266,50 @@ def test_a_full_disk_while_a_finished_run_is_re_evaluated_leaves_it_finished(tin
     assert after.keys() == before.keys()
     assert {n: b for n, b in after.items() if n != "config.json"} == {n: b for n, b in before.items() if n != "config.json"}
     assert _row(run) == ("finished", "")
+
+
+# ----------------------------------------------------------------------------- 7: one row of a page refused
+
+
+def _page(blobs: tuple[bool, bool]):
+    """A page of two rows, a '7' and a '1' each, the '1' of a row a filled oval (one blob) where ``blobs`` says."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("L", (400, 300), 255)
+    draw = ImageDraw.Draw(img)
+    for top, blob in zip((30, 180), blobs):
+        draw.line([(40, top), (100, top), (60, top + 80)], fill=0, width=10)
+        if blob:
+            draw.ellipse([150, top, 215, top + 80], fill=0)
+        else:
+            draw.line([(170, top), (170, top + 80)], fill=0, width=10)
+    return img
+
+
+def test_a_row_that_cannot_be_read_leaves_the_pages_other_rows_read(tmp_path, capsys):
+    """`predict --lines`: a page of two rows, one holding a digit refused as "one dot or blob" (a broad-pen '2' fills
+    0.79 of its box, a disc 0.785), was refused whole, `0 images predicted, 1 failed`. Each row's verdict is its own
+    now: the row refused is said as a file is (`skipped page.png line 2: ...`, its `--json` entry `line` and `error`,
+    `NumberPrediction.refused` in Python), the other rows read; a page of no readable row is refused as before."""
+    from cnnlab.imageio import BadImageError
+    from cnnlab.predict import Predictor
+    from cnnlab.preprocessing import number_lines
+
+    found = number_lines(_page((False, True)), name="page.png")
+    assert [len(f.fields) for f in found] == [2, 0] and not found[0].refused
+    assert found[1].refused.startswith("page.png line 2: the ink is one dot or blob (")
+    with pytest.raises(BadImageError, match=r"^page\.png line 1: the ink is one dot or blob"):
+        number_lines(_page((True, True)), name="page.png")
+    page = tmp_path / "page.png"
+    _page((True, False)).save(page)
+    assert main(["predict", "--model", "resnet", "--lines", str(page)]) == 1
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{page} line 2  71 ") and out.count("\n") == 1, out
+    assert err.splitlines() == [f"cnnlab: skipped {page} line 1: the ink is one dot or blob (66x81 px), not a "
+                                "digit's strokes; write or draw a digit", "1 image predicted, 1 failed"], err
+    assert main(["predict", "--model", "resnet", "--lines", "--json", str(page)]) == 1
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["line"], r.get("number"), "error" in r) for r in rows] == [(2, "71", False), (1, None, True)], rows
+    read = Predictor.pretrained("resnet", device="cpu").read_lines(page)
+    assert [(r.line, r.label, r.probability == 0, bool(r.refused)) for r in read] == [(1, "", True, True),
+                                                                                      (2, "71", False, False)]

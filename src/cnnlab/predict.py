@@ -159,13 +159,18 @@ class NumberPrediction:
     #: Digits read whole though much wider than high (by index into ``digits``: how many times): digits that touch
     #: may have been read as one there (:data:`cnnlab.preprocessing.WIDE_NOTE`).
     wide: dict[int, float] = field(default_factory=dict)
+    #: Why this row of a page could not be read (:meth:`Predictor.read_lines`: a digit that is one dot or blob), the
+    #: one line ``cnnlab predict --lines`` says for it; its ``digits`` none, its :attr:`label` "" and its
+    #: :attr:`probability` 0. "" for a number read; the page's other rows are read all the same.
+    refused: str = ""
 
     def __repr__(self) -> str:
         """One line: the image's name, the number read, how sure, and how many digits (each a :class:`Prediction`
         in :attr:`digits`)."""
         line = f", line={self.line}" if self.line else ""
+        refused = f", refused={short_repr(self.refused)}" if self.refused else ""
         return (f"NumberPrediction(name={short_repr(self.name)}, label={short_repr(self.label)}, "
-                f"probability={self.probability!r}, digits={len(self.digits)}{line})")
+                f"probability={self.probability!r}, digits={len(self.digits)}{line}{refused})")
 
     @property
     def label(self) -> str:
@@ -175,25 +180,36 @@ class NumberPrediction:
 
     @property
     def probability(self) -> float:
-        """The product of the digits' top probabilities: how sure the net is of the whole number."""
-        return float(np.prod([d.top(1)[0][1] for d in self.digits]))
+        """The product of the digits' top probabilities: how sure the net is of the whole number (0 for a row
+        :attr:`refused`)."""
+        return 0.0 if self.refused else float(np.prod([d.top(1)[0][1] for d in self.digits]))
 
     @property
     def input_image(self) -> np.ndarray:
-        """The digits' fields side by side, as the net saw them, ``(H, W * digits)``."""
+        """The digits' fields side by side, as the net saw them, ``(H, W * digits)`` (``(0, 0)`` for a row
+        :attr:`refused`)."""
+        if not self.digits:
+            return np.zeros((0, 0), dtype=np.float32)
         return np.concatenate([d.input_image for d in self.digits], axis=1)
 
     def to_dict(self, k: int = 3) -> dict:
         """The number as ``cnnlab predict --number --json`` writes it: ``file``, ``number`` (:attr:`label`),
         ``probability`` and ``digits`` (each its ``prediction`` and ``top`` ``k`` classes, and ``thick_strokes`` where
         its :attr:`Prediction.thick` says its strokes are too wide); ``line``, ``wide_digits`` and ``left_out`` only
-        where :attr:`line`, :attr:`wide` and :attr:`left_out` have something to say."""
+        where :attr:`line`, :attr:`wide` and :attr:`left_out` have something to say; a row :attr:`refused`:
+        ``file``, ``line`` and ``error``, as a file that could not be read (:meth:`Failure.to_dict`)."""
+        if self.refused:
+            return self.failure().to_dict()
         out = {"file": self.name, "number": self.label, "probability": self.probability,
                "digits": [{"prediction": d.label, "top": [{"class": c, "probability": p} for c, p in d.top(k)],
                            **({"thick_strokes": round(float(d.thick), 1)} if d.thick else {})} for d in self.digits]}
         out = out if not self.line else {"file": self.name, "line": self.line, **out}
         out = out if not self.wide else {**out, "wide_digits": sorted(self.wide)}
         return out if not self.left_out else {**out, "left_out": self.left_out}
+
+    def failure(self) -> "Failure":
+        """A row :attr:`refused`, as ``cnnlab predict`` reports an image it could not read."""
+        return Failure(self.name, self.refused, self.line)
 
     def thick_note(self) -> str:
         """Which digits have strokes too thick for the net (each digit's :attr:`Prediction.thick`), and what it
@@ -209,14 +225,17 @@ class NumberPrediction:
 
 @dataclass
 class Failure:
-    """A file that could not be predicted, and the one-line reason."""
+    """A file that could not be predicted (or one row of a page, :attr:`line`), and the one-line reason."""
 
     name: str
     error: str
+    #: The row of the page that could not be read (``--lines``: :attr:`NumberPrediction.refused`); 0 for a file.
+    line: int = 0
 
     def to_dict(self) -> dict:
-        """``{"file": ..., "error": ...}``, as ``cnnlab predict --json`` writes a file it could not predict."""
-        return {"file": self.name, "error": self.error}
+        """``{"file": ..., "error": ...}`` (with ``"line"`` for a row of a page), as ``cnnlab predict --json`` writes
+        a file it could not predict."""
+        return {"file": self.name, **({"line": self.line} if self.line else {}), "error": self.error}
 
 
 def _dataset_shown(name: str) -> str:
@@ -445,13 +464,17 @@ class Predictor:
     def read_lines(self, x, *, name: str | None = None) -> list[NumberPrediction] | list[list[NumberPrediction]]:
         """Read every row of digits in the image, top to bottom, each as :meth:`read_number` reads its one row:
         a list of :class:`NumberPrediction` (``.line`` 1, 2, ...) for one image, a list of such lists for a batch
-        or a list. Rows are told apart by the gaps between them (docs/predict.md, "Several lines")."""
+        or a list. Rows are told apart by the gaps between them (docs/predict.md, "Several lines"). A row that cannot
+        be read is one with no digits and its refusal (``.refused``); a page none of whose rows can be read raises."""
         items, single = split_inputs(x, name, self.image_size)
         pages = [self.lines(item_name, self.number_fields(source, item_name, lines=True)) for item_name, source in items]
         return pages[0] if single else pages
 
     def number(self, name: str, found: NumberFields, line: int = 0) -> NumberPrediction:
-        """A number's digit fields (:meth:`number_fields`), predicted, as one :class:`NumberPrediction`."""
+        """A number's digit fields (:meth:`number_fields`), predicted, as one :class:`NumberPrediction` (a row of a
+        page that could not be read: its refusal, :attr:`NumberPrediction.refused`)."""
+        if found.refused:
+            return NumberPrediction(name, [], line=line, refused=found.refused)
         names = [f"{name}[{i}]" for i in range(len(found.fields))]
         return NumberPrediction(name, self.predictions(names, found.fields), found.signs, found.left_out, line,
                                 found.wide)
@@ -779,8 +802,9 @@ def predict_paths(predictor: Predictor, items: Iterable[str], stdin: BinaryIO | 
             names.append(name)
         except BadImageError as err:
             failures.append(Failure(name, str(err)))
-    if lines:
-        return [row for n, rows in zip(names, prepared) for row in predictor.lines(n, rows)], failures
+    if lines:  # a row that cannot be read is said as a file is, the page's other rows read
+        read = [row for n, rows in zip(names, prepared) for row in predictor.lines(n, rows)]
+        return [row for row in read if not row.refused], failures + [row.failure() for row in read if row.refused]
     if number:
         return [predictor.number(n, fields) for n, fields in zip(names, prepared)], failures
     return predictor.predictions(names, [f for f, _ in prepared], [m for _, m in prepared]), failures

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from cnnlab.errors import short_repr
 from cnnlab.imageio import BadImageError, shrink, unit_gray
 
 #: MNIST's geometry: the digit's longer side is 20 px inside a 28 px field (LeCun et al.).
@@ -1239,12 +1240,16 @@ class NumberFields:
     #: Digits at least :data:`WIDE_NOTE` times wider than high, by index, with that ratio: two or more digits that
     #: touch may be read as one there (a field of the halves is read where the net is surer of them).
     wide: dict[int, float] = field(default_factory=dict)
+    #: Why this row of a page could not be read (:func:`number_lines`: its one-line refusal, a digit that is one dot
+    #: or blob), its fields none; "" when it was read. The page's other rows are read all the same.
+    refused: str = ""
 
     def __repr__(self) -> str:
         """One line: how many fields, which have halves, the signs, the marks left out and the wide digits (the fields
         themselves, 28x28 arrays each, are :attr:`fields`)."""
+        refused = f", refused={short_repr(self.refused)}" if self.refused else ""
         return (f"NumberFields(fields={len(self.fields)}, splits={sorted(self.splits)}, signs={self.signs!r}, "
-                f"left_out={self.left_out}, wide={self.wide!r})")
+                f"left_out={self.left_out}, wide={self.wide!r}{refused})")
 
     def split(self, which: set[int]) -> "NumberFields":
         """The fields with the digits ``which`` read as their two halves (the signs' places moved along; a digit
@@ -1278,7 +1283,12 @@ def number_fields(img: Image.Image, size: int = MNIST_FIELD, name: str = "image"
 def number_lines(img: Image.Image, size: int = MNIST_FIELD, name: str = "image") -> list[NumberFields]:
     """Every row of digits in the image (:func:`number_rows`), top to bottom, each read as :func:`number_fields`
     reads its one row, within the rows of the image it owns (:func:`owned_spans`: to the middle of the gap to
-    the rows above and below). A single row gives what :func:`number_fields` gives, ``left_out`` 0."""
+    the rows above and below). A single row gives what :func:`number_fields` gives, ``left_out`` 0.
+
+    A row that cannot be read (a digit that is one dot or blob: :func:`mnist_field`) is refused alone: its
+    :attr:`NumberFields.refused` names the line (``page.png line 2: ...``), and the other rows are read (one row's
+    refusal refused the page). A page none of whose rows can be read raises the first row's
+    :class:`BadImageError`."""
     ink, grain = ink_and_grain(img, name)
     strokes = find_strokes(ink, grain, name)
     if strokes is None:
@@ -1286,8 +1296,17 @@ def number_lines(img: Image.Image, size: int = MNIST_FIELD, name: str = "image")
     ink, strokes = closer_strokes(ink, strokes, name)
     rows = number_rows(strokes.comps)
     bands = owned_spans([_box([c for d in digits for c in d])[::2] for digits, _ in rows], strokes.small.shape[0])
-    return [_row_fields(ink, strokes, digits, shorts, size=size, name=name, rows=band if len(rows) > 1 else None)
-            for (digits, shorts), band in zip(rows, bands)]
+    found, refusals = [], []
+    for line, ((digits, shorts), band) in enumerate(zip(rows, bands), 1):
+        try:
+            found.append(_row_fields(ink, strokes, digits, shorts, size=size, name=f"{name} line {line}"
+                                     if len(rows) > 1 else name, rows=band if len(rows) > 1 else None))
+        except BadImageError as err:
+            refusals.append(err)
+            found.append(NumberFields([], refused=str(err)))
+    if len(refusals) == len(found):
+        raise refusals[0]
+    return found
 
 
 def _row_fields(ink: np.ndarray, strokes: Strokes, digits: list[list[dict]], shorts: list[dict], *, size: int,
