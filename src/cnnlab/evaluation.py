@@ -88,8 +88,8 @@ def evaluate(model: nn.Module, loader: BatchLoader, limit: int = 0, keep_outputs
     )
 
 
-def report_run(run_dir: Path | None, model: nn.Module, data: Dataset, device: torch.device, *, history: list[dict] | None,
-               batch_size: int = 1000, extra: dict | None = None, log: Log = say,
+def report_run(run_dir: Path | None, model: nn.Module, data: Dataset, device: torch.device, *,
+               history: list[dict] | None, batch_size: int = 1000, extra: dict | None = None, log: Log = say,
                result: EvalResult | None = None, context: dict | None = None, table: bool = False,
                wait: bool = True, keep: tuple[str, ...] = (), stopped: str = "stopped; run it again"
                ) -> tuple[dict, Figures | None]:
