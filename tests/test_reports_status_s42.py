@@ -171,6 +171,38 @@ def test_an_evaluation_stopped_twice_while_drawing_still_says_what_it_wrote(tiny
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["confusion.png", "summary.json"]
 
 
+#: A command whose process signals itself (twice: Ctrl-C pressed twice) the moment its summary.json is renamed in.
+STOPPED_AS_ITS_SUMMARY_IS_RENAMED = """
+import os, signal, sys
+from pathlib import Path
+from cnnlab.cli import main
+real = os.replace
+def replace(src, dst):
+    real(src, dst)
+    if Path(dst).name == "summary.json":
+        os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+        os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+os.replace = replace
+print("exit", main(sys.argv[2:]), flush=True)
+"""
+
+
+def test_an_evaluation_stopped_as_its_summary_is_renamed_in_says_what_it_wrote(tiny_idx, tmp_path):
+    """A stop in the moment after the new summary.json was renamed in, before its figures began (the tester's
+    `sig2.py INT E2/summary.json 0 0.01`): `cnnlab: interrupted` alone, the summary without figures. The stops
+    are held from the summary's write until its figures are being drawn, and taken by them then."""
+    run = tmp_path / "runs" / "r1"
+    train(tiny_config(tiny_idx), out=run, **QUIET)
+    out = tmp_path / "E2"
+    env = {**os.environ, "PYTHONPATH": SRC}
+    done = subprocess.run([sys.executable, "-c", STOPPED_AS_ITS_SUMMARY_IS_RENAMED, "SIGINT", "evaluate", str(run),
+                           "--out", str(out), "--device", "cpu"], capture_output=True, text=True, env=env, timeout=300)
+    assert "exit 130" in done.stdout, (done.returncode, done.stdout[-500:], done.stderr[-2000:])
+    line = next((x for x in done.stderr.splitlines() if "report incomplete" in x), "")
+    assert line.startswith("cnnlab: warning: report incomplete: wrote summary.json") and f" in {out}, not " in line
+    assert line.endswith("mistakes.png: stopped; run it again"), done.stderr
+
+
 def test_a_run_stopped_twice_while_drawing_its_figures_says_what_it_wrote(tiny_idx, tmp_path):
     """A second SIGTERM while a run drew its figures (its training over): `stopped at once by a second SIGTERM`, and
     no word of its figures (the earlier curves.png beside the new summary on a resume). Now the line names what was

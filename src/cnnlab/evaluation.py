@@ -114,16 +114,17 @@ def report_run(run_dir: Path | None, model: nn.Module, data: Dataset, device: to
     if run_dir is not None:
         figures = write_report(run_dir, summary, history=history, images=data.test_images,
                                classes=list(data.classes), context=context, keep=keep, log=log)
+        warn = lambda line: complain(f"cnnlab: warning: {printable(line)}")  # noqa: E731
         try:
             for note in figures.left_out.values():
                 log(note)
             if wait:
-                try:
-                    figures.wait()
+                try:  # a stop meanwhile: the figure being drawn is finished, the line says what was written
+                    figures.wait(warn, stopped)
                 except WriteError as err:  # summary.json is written, and maybe some figures: the line says which
                     raise figures.incomplete(err) from None
         except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP (cli.common.take_sigint) after summary.json
-            figures.stopped(lambda line: complain(f"cnnlab: warning: {printable(line)}"), stopped)
+            figures.stopped(warn, stopped)
             raise
         if wait:
             kept = f" ({', '.join(figures.kept)} unchanged)" if figures.kept else ""

@@ -280,10 +280,29 @@ class Figures:
         finally:
             self._done.set()
 
-    def wait(self) -> None:
+    def wait(self, say: Callable[[str], None] | None = None, why: str = "stopped; run it again") -> None:
+        """Until the figures are written; the first error a figure met is raised. With ``say``, Ctrl-C, SIGTERM and
+        SIGHUP meanwhile (where a handler of the process's takes them: a command's KeyboardInterrupt) stop the
+        drawing instead, at once, as in :meth:`stopped`: the figure being drawn is finished, ``say`` is given the line
+        of what was written and what not, then the first of them goes to its own handler (the command's exit: 130,
+        143, 129). Further stops change nothing: a second Ctrl-C raised inside the first one's clean-up, and the line
+        was lost (the stop a signal raised reached the main thread only when the drawing thread let it run, 5 ms at a
+        time)."""
         if self._taken is not None:
             raise self._taken
-        self._done.wait()
+        taken: list[int] = []
+
+        def take(signum, frame) -> None:
+            taken.append(signum)
+            self._stop.set()
+
+        with stops_taken(take if say is not None else None) as handlers:
+            self._done.wait()
+            if taken:
+                self._say_stopped(say, why)
+        if taken:
+            handlers[taken[0]](taken[0], None)  # raises, as the signal would have
+            raise KeyboardInterrupt
         if self._error is not None:
             raise self._error
 
@@ -303,17 +322,20 @@ class Figures:
         """A stop (Ctrl-C, SIGTERM, SIGHUP) while the figures were drawn: the one being drawn is finished (whole, and
         named among those written), the others are not begun, and ``say`` is given the line of what was written and
         what not, ending in ``why`` (nothing when that figure was the last; said once). A second stop meanwhile
-        (Ctrl-C twice) is held back until the line is said (:func:`further_stops_held`): it raised inside the wait,
-        and the line was lost."""
-        with further_stops_held():
+        (Ctrl-C twice) changes nothing until the line is said (:func:`stops_taken`): it raised inside the wait, and
+        the line was lost."""
+        with stops_taken(_held):
             with self._beginning:
                 self._stop.set()
                 began = self._began
             if began:
                 self._done.wait()
-            if set(self.names) - set(self.written) and not self._said:
-                self._said = True
-                say(str(self.incomplete(why)))
+            self._say_stopped(say, why)
+
+    def _say_stopped(self, say: Callable[[str], None], why: str) -> None:
+        if set(self.names) - set(self.written) and not self._said:
+            self._said = True
+            say(str(self.incomplete(why)))
 
 
 #: The signals that stop a command (:func:`cnnlab.cli.common.take_sigint`).
@@ -321,26 +343,37 @@ _STOPS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
 
 
 @contextlib.contextmanager
-def further_stops_held() -> Iterator[None]:
-    """Ctrl-C, SIGTERM and SIGHUP taken by a handler of the process's (the KeyboardInterrupt a command stops with)
-    do nothing inside: a command already stopping finishes its last bounded step (the figure being drawn, one line
-    said) before it exits with the first signal's code. Main thread only; a signal ignored or left to its default
-    (nohup, the API's caller) stays so."""
+def stops_taken(take: Callable[[int, object], None] | None) -> Iterator[dict]:
+    """Ctrl-C, SIGTERM and SIGHUP, where a handler of the process's takes them (the KeyboardInterrupt a command
+    stops with), go to ``take`` inside instead (None: as before); yields the handlers replaced, by signal. A command
+    stopping finishes its last bounded step so (the figure being drawn, one line said), then exits with the first
+    signal's code. Main thread only; a signal ignored or left to its default (nohup, the API's caller) stays so."""
     saved = {}
-    if threading.current_thread() is threading.main_thread():
+    if take is not None and threading.current_thread() is threading.main_thread():
         for sig in _STOPS:
             if callable(handler := signal.getsignal(sig)):
                 saved[sig] = handler
-                signal.signal(sig, _held)
+                signal.signal(sig, take)
     try:
-        yield
+        yield saved
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
 
 
+def _handed_on(handlers: dict, held: list[int]) -> KeyboardInterrupt | None:
+    """The stops ``held`` (:func:`stops_taken`) handed to the handlers they were sent to: the stop the first of
+    them raises (a command's KeyboardInterrupt), or None (none held; a training's first signal, which it notes)."""
+    for signum in held:
+        try:
+            handlers[signum](signum, None)
+        except KeyboardInterrupt as stop:
+            return stop
+    return None
+
+
 def _held(signum, frame) -> None:
-    """A stop taken while :func:`further_stops_held`: the command is stopping already."""
+    """A stop taken while a command is stopping already (:meth:`Figures.stopped`): nothing more to do."""
 
 
 def write_report(run_dir: str | Path, summary: dict, *, history: list[dict] | None, images: torch.Tensor,
@@ -374,14 +407,27 @@ def write_report(run_dir: str | Path, summary: dict, *, history: list[dict] | No
         summary = {**{k: previous[0][k] for k in keep if k in previous[0]}, **summary}
     stale = [run_dir / name for name in FIGURE_INPUTS if name not in current]
     stale += [run_dir / CURVES] if history is not None else []
-    atomic_write_text(run_dir / "summary.json", summary_text(summary), just_before=lambda: _remove(stale))
-    for name in sorted(current):
-        try:  # still no older than the summary it shows, so that the next evaluation keeps it too
-            os.utime(run_dir / name)
-        except OSError:
-            current.discard(name)
-    return Figures(run_dir, summary, history=history, images=images, classes=classes, context=context,
-                   current=current)
+    # a stop (Ctrl-C, SIGTERM, SIGHUP) from here until the figures are being drawn is held, then taken by them
+    # (Figures.wait raises it, and its caller says what was written): one just after the new summary.json was
+    # renamed in ended the command without a word
+    held: list[int] = []
+    handlers: dict = {}
+    try:
+        with stops_taken(lambda signum, frame: held.append(signum)) as handlers:
+            atomic_write_text(run_dir / "summary.json", summary_text(summary), just_before=lambda: _remove(stale))
+            for name in sorted(current):
+                try:  # still no older than the summary it shows, so that the next evaluation keeps it too
+                    os.utime(run_dir / name)
+                except OSError:
+                    current.discard(name)
+            figures = Figures(run_dir, summary, history=history, images=images, classes=classes, context=context,
+                              current=current)
+    except BaseException:
+        if (stop := _handed_on(handlers, held)) is not None:  # a stop held meanwhile, in place of the error
+            raise stop from None
+        raise
+    figures._taken = figures._taken or _handed_on(handlers, held)
+    return figures
 
 
 def _remove(paths: list[Path]) -> None:
