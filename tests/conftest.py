@@ -107,3 +107,20 @@ class HeldElsewhere:
 
     def release(self) -> None:
         self.__exit__()
+
+
+def no_room_for(monkeypatch, name: str) -> None:
+    """Writes of the file ``name`` (by ``fileio.atomic_write_bytes``, through its temp file) fail as on a full disk
+    (ENOSPC); every other file is written."""
+    import errno
+    import os
+    import tempfile
+
+    real = tempfile.mkstemp
+
+    def full(*args, prefix="", **kwargs):
+        if prefix.startswith(f".{name}."):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(*args, prefix=prefix, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", full)

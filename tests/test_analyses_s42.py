@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import no_room_for, tiny_config
 
 import cnnlab.plots
 from cnnlab.cli import main
@@ -87,20 +85,13 @@ def test_a_reports_other_figures_go_the_moment_its_summary_is_replaced(two_runs,
 
     subject = open_subject(b)
     res = evaluate_subject(subject, device="cpu", keep_outputs=True)
-    real = tempfile.mkstemp
-
-    def full(*args, prefix="", **kwargs):  # no room for the new summary.json
-        if prefix.startswith(".summary.json."):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(*args, prefix=prefix, **kwargs)
-
-    monkeypatch.setattr(tempfile, "mkstemp", full)
+    no_room_for(monkeypatch, "summary.json")  # no room for the new summary.json
     with pytest.raises(WriteError):
         report_run(out, subject.model, subject.data, torch.device("cpu"), history=[], result=res,
                    extra={"checkpoint": subject.source})
     assert {name: (out / name).read_bytes() for name in old} == old
 
-    monkeypatch.setattr(tempfile, "mkstemp", real)
+    monkeypatch.undo()  # room again
     held = threading.Event()
     monkeypatch.setattr(cnnlab.plots, "plot_confusion", lambda *args, **kwargs: held.wait(30))
     monkeypatch.setattr(cnnlab.plots, "plot_mistakes", lambda *args, **kwargs: held.wait(30))

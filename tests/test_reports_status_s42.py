@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_config
+from conftest import no_room_for, tiny_config
 
 import cnnlab.checkpoint
 import cnnlab.drawing
@@ -279,19 +279,10 @@ def test_a_full_disk_while_a_finished_run_is_re_evaluated_leaves_it_finished(tin
     """`train --resume` of a finished run (nothing to train, re-evaluating) on a full disk: exit 2 and status.json
     `failed`, though its training, checkpoints, summary and figures were whole. As `evaluate` into the run's folder,
     its status now stays what it was, and so does its report."""
-    import tempfile
-
     run = tmp_path / "f"
     train(tiny_config(tiny_idx), out=run, **QUIET)
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"}
-    real = tempfile.mkstemp
-
-    def full(*args, prefix="", **kwargs):  # no room for the new summary.json
-        if prefix.startswith(".summary.json."):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(*args, prefix=prefix, **kwargs)
-
-    monkeypatch.setattr(tempfile, "mkstemp", full)
+    no_room_for(monkeypatch, "summary.json")  # no room for the new summary.json
     assert main(["train", "--resume", str(run), "--quiet"]) == 2
     assert f"cannot write {run / 'summary.json'}: No space left on device" in capsys.readouterr().err
     after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"}
