@@ -112,10 +112,10 @@ def report_run(run_dir: Path | None, model: nn.Module, data: Dataset, device: to
         log(format_table(summary["per_class"]))
     figures = None
     if run_dir is not None:
-        figures = write_report(run_dir, summary, history=history, images=data.test_images,
-                               classes=list(data.classes), context=context, keep=keep, log=log)
         warn = lambda line: complain(f"cnnlab: warning: {printable(line)}")  # noqa: E731
         try:
+            figures = write_report(run_dir, summary, history=history, images=data.test_images,
+                                   classes=list(data.classes), context=context, keep=keep, log=log)
             for note in figures.left_out.values():
                 log(note)
             if wait:
@@ -123,8 +123,9 @@ def report_run(run_dir: Path | None, model: nn.Module, data: Dataset, device: to
                     figures.wait(warn, stopped)
                 except WriteError as err:  # summary.json is written, and maybe some figures: the line says which
                     raise figures.incomplete(err) from None
-        except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP (cli.common.take_sigint) after summary.json
-            figures.stopped(warn, stopped)
+        except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM or SIGHUP (cli.common.take_sigint) after summary.json
+            if (figures := figures or getattr(stop, "figures", None)) is not None:  # (none: before summary.json)
+                figures.stopped(warn, stopped)
             raise
         if wait:
             kept = f" ({', '.join(figures.kept)} unchanged)" if figures.kept else ""

@@ -412,22 +412,28 @@ def write_report(run_dir: str | Path, summary: dict, *, history: list[dict] | No
     # renamed in ended the command without a word
     held: list[int] = []
     handlers: dict = {}
+    figures = None
     try:
-        with stops_taken(lambda signum, frame: held.append(signum)) as handlers:
-            atomic_write_text(run_dir / "summary.json", summary_text(summary), just_before=lambda: _remove(stale))
-            for name in sorted(current):
-                try:  # still no older than the summary it shows, so that the next evaluation keeps it too
-                    os.utime(run_dir / name)
-                except OSError:
-                    current.discard(name)
-            figures = Figures(run_dir, summary, history=history, images=images, classes=classes, context=context,
-                              current=current)
-    except BaseException:
-        if (stop := _handed_on(handlers, held)) is not None:  # a stop held meanwhile, in place of the error
-            raise stop from None
+        try:
+            with stops_taken(lambda signum, frame: held.append(signum)) as handlers:
+                atomic_write_text(run_dir / "summary.json", summary_text(summary), just_before=lambda: _remove(stale))
+                for name in sorted(current):
+                    try:  # still no older than the summary it shows, so that the next evaluation keeps it too
+                        os.utime(run_dir / name)
+                    except OSError:
+                        current.discard(name)
+                figures = Figures(run_dir, summary, history=history, images=images, classes=classes,
+                                  context=context, current=current)
+        except BaseException:
+            if (stop := _handed_on(handlers, held)) is not None:  # a stop held meanwhile, in place of the error
+                raise stop from None
+            raise
+        figures._taken = figures._taken or _handed_on(handlers, held)
+        return figures
+    except KeyboardInterrupt as stop:  # a stop as the held ones are let go (the drawing thread's first moment): the
+        if figures is not None:        # caller still finishes the figure being drawn and says so (report_run)
+            stop.figures = figures
         raise
-    figures._taken = figures._taken or _handed_on(handlers, held)
-    return figures
 
 
 def _remove(paths: list[Path]) -> None:
