@@ -141,6 +141,14 @@ def _shows(page, pcts: list[str]) -> None:
                            f"=== {json.dumps(json.dumps(pcts, separators=(',', ':')))}")
 
 
+def _bar_then_undo(page) -> None:
+    """A bar drawn over what the canvas shows, its answer waited for, then taken back by Undo."""
+    before = _updates(page)
+    _draw(page, BAR)
+    _answered(page, before)
+    page.click("#undo")
+
+
 def _answered_then_stopped(browser, app):
     """A tab on a server of ``app`` on a free port, a "7" drawn and answered, then the server stopped: (page, port),
     for a server started again on that port under the open tab."""
@@ -329,10 +337,7 @@ def test_undo_and_ctrl_z_take_back_strokes_and_drop_a_late_answer(page):
     _draw(page, SEVEN)
     _answered(page, 0)
     seven, pcts = _canvas(page), page.eval_on_selector_all("#bars .pct", PCTS)
-    before = _updates(page)
-    _draw(page, BAR)
-    _answered(page, before)
-    page.click("#undo")
+    _bar_then_undo(page)
     assert _canvas(page) == seven
     _shows(page, pcts)
 
@@ -787,10 +792,7 @@ def test_a_transparent_image_with_white_ink_shows_its_ink_and_undo_back_to_it_se
     strokes = rgba[..., 3] > 0
     assert ink.sum() > 5000 and (ink & strokes).sum() > 0.8 * ink.sum()  # black where the 7's opacity is
     assert _pixel(page, 5, 5) == [255, 255, 255]
-    before = _updates(page)
-    _draw(page, BAR)
-    _answered(page, before)
-    page.click("#undo")
+    _bar_then_undo(page)
     assert _canvas_png(page) == shown
     _shows(page, pcts)
     page.wait_for_function("document.body.dataset.inflight === '0'")
