@@ -126,3 +126,24 @@ def test_list_runs_and_load_run_import_no_torch(finished):
     out = subprocess.run([sys.executable, "-c", code, str(finished.parent), str(finished)], capture_output=True,
                          text=True, env=env, timeout=120)
     assert out.stdout.split() == ["1", "finished", "finished", "False"], out.stderr
+
+
+@pytest.mark.parametrize("task, doing", [("evaluation", "writing its evaluation report"),
+                                         ("compare", "rewriting its metrics.csv")])
+def test_a_finished_run_held_for_its_report_is_listed_as_finished_not_running(finished, capsys, task, doing):
+    from cnnlab.runs import RunLock
+
+    lock = RunLock(finished, task=task)  # an evaluate writing the run's report: it trains nothing
+    lock.acquire()
+    try:
+        row = describe_run(finished)
+        capsys.readouterr()
+        assert main(["runs", "--root", str(finished.parent)]) == 0
+        out = capsys.readouterr().out
+    finally:
+        lock.release()
+    assert row["status"] == "finished" and row["detail"] == f"another thread of this process is {doing} now", row
+    assert row["final_acc"] is not None and f"finished ({row['detail']})" in out
+    assert describe_run(finished)["detail"] == ""
+    with RunLock(finished):  # a training (a resume) is running
+        assert describe_run(finished)["status"] == "running"

@@ -235,6 +235,9 @@ TRAINING = "training"
 #: What a lock's holder is doing, for a message ("it is training now", "it is writing its evaluation report now").
 DOING = {TRAINING: "training", "evaluation": "writing its evaluation report", "compare": "rewriting its metrics.csv",
          "analysis": "writing an analysis"}
+#: How a run's detail ends when a process holds it for other work than training (a finished run's detail is shown
+#: in ``cnnlab runs`` then alone): "another cnnlab process is writing its evaluation report now".
+NOW = " now"
 #: The bytes of a lock file's record (pid and task, padded), written in one write: a reader sees a whole record.
 _RECORD = 32
 
@@ -625,10 +628,21 @@ def run_status(run: Path, complete: bool = False, problems: list[str] | None = N
     process holds the run was left by a process killed while it trained the run: a checkpoint makes it "stopped"
     (killed) even when complete (killed while it wrote its report: its resume writes it again), nothing "failed"
     (its first epoch never saved), never what an earlier process's status said. A status.json that is damaged, or
-    says what cnnlab never writes, is read as none and added to ``problems`` (one line, for the run's row)."""
-    if is_running(run):
+    says what cnnlab never writes, is read as none and added to ``problems`` (one line, for the run's row). A process
+    that holds the run for other work than training (an ``evaluate`` writing its report) leaves the status what the
+    files say, the detail telling what that process does."""
+    task = lock_task(run)
+    if task == TRAINING:
         return "running", ""
-    problems = [] if problems is None else problems
+    status, detail = _status_from_files(run, complete, [] if problems is None else problems)
+    if task is None:
+        return status, detail
+    now = f"{holder(run)} is {DOING.get(task, task)}{NOW}"
+    return status, f"{detail}; {now}" if detail else now
+
+
+def _status_from_files(run: Path, complete: bool, problems: list[str]) -> tuple[str, str]:
+    """:func:`run_status` of a run that no process trains now, from its status.json and checkpoints."""
     got = _mapping(run / STATUS_FILE, problems)
     if got is not None:
         status, detail = got.get("status"), got.get("detail", "")

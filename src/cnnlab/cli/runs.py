@@ -9,7 +9,7 @@ from cnnlab.cli.common import add_json, path_arg
 from cnnlab.errors import CnnlabError, printable, shell_quoted
 from cnnlab.fileio import exists
 from cnnlab.output import json_text
-from cnnlab.runs import describe_listed, find_runs, matches
+from cnnlab.runs import NOW, describe_listed, find_runs, matches
 from cnnlab.text import display_width, pad
 
 
@@ -39,6 +39,12 @@ def register(sub) -> None:
                        help=f"only the runs of this {key}, e.g. {example} (default: all)")
     add_json(p, "the list")
     p.set_defaults(func=cmd_runs)
+
+
+def _detail_shown(row: dict) -> bool:
+    """Whether a row's status is followed by its detail: a finished run's only while a process holds it (an evaluate
+    writing its report: ``... now``), not its record ("reached --target-accuracy 99")."""
+    return bool(row["detail"]) and (row["status"] != "finished" or row["detail"].endswith(NOW))
 
 
 def _pct(value) -> str:
@@ -100,8 +106,7 @@ def format_runs(rows: list[dict], encoding: str | None = None) -> str:
                      f"{pad(dataset[:14], 14)} {pad(recipe, 8)} "
                      f"{epochs:>7} {_pct(r['final_acc']):>7} {_best(r):>12} {seconds:>7}  "
                      f"{_shown(r['status'], 10, encoding)}"
-                     + (f" ({_shown(r['detail'], DETAIL_WIDTH, encoding)})" if r["detail"] and r["status"] != "finished"
-                        else ""))
+                     + (f" ({_shown(r['detail'], DETAIL_WIDTH, encoding)})" if _detail_shown(r) else ""))
     if any(r.get("teacher") for r in rows):
         lines.append("* taught by another run's net (--teacher; its checkpoint is in the run's config.json)")
     if any(r.get("eval_limit") and r.get("best_acc") is not None for r in rows):
