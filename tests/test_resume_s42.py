@@ -137,3 +137,27 @@ def test_an_eval_batch_size_given_on_a_resume_is_recorded_as_that_parts_own(tiny
     helped = " ".join(capsys.readouterr().out.split())  # unwrapped
     assert "--resume RUN_DIR continue the run" in helped
     assert "--tensorboard may be given" in helped and "--eval-batch-size moves only the evaluations' last digits" in helped
+
+
+def test_a_resume_in_another_number_of_processes_takes_each_ones_default_threads_and_says_it_differs(
+        tiny_idx, tmp_path, default_threads):
+    """(atkT, s43.) A one-process run at torch's default (2 threads on a 2-CPU machine) resumed under torchrun with 2
+    ranks set 2 threads in each (torchrun's OMP_NUM_THREADS=1 overridden): 4 threads on 2 CPUs, 10-40x slower, with a
+    note that it ends as it would have uninterrupted, which another number of processes never does."""
+    from types import SimpleNamespace
+
+    from cnnlab.engine import ResumedThreads
+
+    torch.set_num_threads(2)
+    run = trained(tiny_idx, tmp_path / "run", "--max-steps", "3")
+    assert record(run)["cpu_threads"] == [2] and record(run)["world_size"] == 1
+    plan = SimpleNamespace(resume_from=run, run_dir=run)
+    in_two = ResumedThreads.of(plan, 0, False, ranks=2)
+    assert in_two.processes == (1, 2) and in_two.count() == 0  # each rank at torch's default (torchrun's: 1)
+    assert in_two.note(1) is None
+    assert in_two.lines(1) == [f"warning: --resume {run}: the run trained in 1 process and this resume in 2, so it "
+                               "will not end as it would have uninterrupted (the gradients are summed in another "
+                               "order); each process trains at 1 CPU thread"]
+    given = ResumedThreads.of(plan, 1, True, ranks=2)  # --threads 1: no advice to drop it
+    assert given.count() == 1 and "drop" not in " ".join(given.lines(1))
+    assert ResumedThreads.of(plan, 0, False).count() == 2  # one process, as the run: its own count

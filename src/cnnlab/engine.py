@@ -136,33 +136,44 @@ class ResumedThreads:
     """The CPU threads a resume trains at: the run's own ``setting`` (where that is torch's default, 0, the count its
     last part trained at, ``then[-1]`` from config.json's ``cpu_threads``, so that on a machine whose default differs
     it goes on as it would have: the thread count alone moves a run's last digits), or the one ``given`` (warned of
-    where it is not the count the run trained at last). ``where``: the run, as the user resumed it."""
+    where it is not the count the run trained at last). ``where``: the run, as the user resumed it. ``processes``:
+    how many processes its last part trained in and this resume trains in (torchrun's ranks): where they differ the
+    resume cannot end as the run would have, and each process takes torch's default (torchrun's share of the CPUs)."""
 
     where: str
     setting: int
     then: list[int | None] | None
     given: bool
     naming: Naming = FLAGS
+    processes: tuple[int, int] = (1, 1)
 
     @classmethod
-    def of(cls, plan: RunPlan, setting: int, given: bool, naming: Naming = FLAGS) -> ResumedThreads:
-        """A resume's, from its run's config.json (read by every rank of a torchrun group: all set the same count)."""
+    def of(cls, plan: RunPlan, setting: int, given: bool, naming: Naming = FLAGS, ranks: int = 1) -> ResumedThreads:
+        """A resume's, from its run's config.json (read by every rank of a torchrun group: all set the same count);
+        ``ranks``: the processes this resume trains in."""
         record = read_run_json(run_dir_of(plan.resume_from) / "config.json") or {}
-        return cls(naming.resumed(plan.run_dir or plan.resume_from), setting, recorded_threads(record), given, naming)
+        ran_in = record.get("world_size")
+        ran_in = ran_in if isinstance(ran_in, int) and not isinstance(ran_in, bool) and ran_in > 0 else 1
+        return cls(naming.resumed(plan.run_dir or plan.resume_from), setting, recorded_threads(record), given, naming,
+                   (ran_in, ranks))
 
     @property
     def last(self) -> int | None:
         return self.then[-1] if self.then else None
 
     def count(self) -> int:
-        """What torch is set to (0: its default): the recorded count only where this process may use that many CPUs
-        (more were many times slower)."""
-        if self.given or self.setting or self.last is None or self.last > (usable_cpus() or self.last):
+        """What torch is set to (0: its default): the recorded count only where the resume trains in as many
+        processes as the run did and they may use that many CPUs each (more were many times slower: a one-process
+        run's 2 threads in each of 2 ranks on 2 CPUs, 10-40x)."""
+        then, now = self.processes
+        if self.given or self.setting or self.last is None or then != now:
             return self.setting
-        return self.last
+        return self.setting if self.last * now > (usable_cpus() or self.last * now) else self.last
 
     def lines(self, now: int) -> list[str]:
         """What a resume on the CPU (``now``: the count it trains at) warns of its threads."""
+        if (moved := self._processes_line(now)) is not None:
+            return moved
         if self.last is None or now == self.last:
             return []
         if self.given:
@@ -172,9 +183,19 @@ class ResumedThreads:
         if self.setting:
             return []
         return [f"warning: {self.where}: the run trained at torch's default there, {self.last} CPU threads, more than "
-                f"this process can use: it goes on at torch's default here, {now}, so its figures may differ in their "
-                f"last digits from the run's uninterrupted ({self.naming.setting('threads', self.last)} repeats "
-                "them, many times slower)"]
+                f"{'these processes' if self.processes[1] > 1 else 'this process'} can use: it goes on at torch's "
+                f"default here, {now}, so its figures may differ in their last digits from the run's uninterrupted "
+                f"({self.naming.setting('threads', self.last)} repeats them, many times slower)"]
+
+    def _processes_line(self, now: int) -> list[str] | None:
+        """A resume in another number of processes than the run's last part: said once (it cannot end as the run
+        would have, whatever its threads), with the threads each process trains at; None where they are the same."""
+        then, here = self.processes
+        if then == here:
+            return None
+        return [f"warning: {self.where}: the run trained in {then} process{'es' if then > 1 else ''} and this resume in "
+                f"{here}, so it will not end as it would have uninterrupted (the gradients are summed in another "
+                f"order); each process trains at {now} CPU thread{'s' if now > 1 else ''}"]
 
     def note(self, default: int) -> str | None:
         """A run at torch's default going on at the count it trained at, not this machine's default: said once."""
@@ -367,7 +388,7 @@ def train(
             _check_own_checkpoint(plan, ckpt)
             saved = TrainConfig.from_dict(ckpt["config"])
             cfg = resumed_config(saved, cfg, changes, naming)
-            resumed = ResumedThreads.of(plan, cfg.threads, "threads" in (changes or {}), naming)
+            resumed = ResumedThreads.of(plan, cfg.threads, "threads" in (changes or {}), naming, ranks.world_size)
             _check_resumed_epochs(cfg, saved, TrainState.from_checkpoint(ckpt), plan.run_dir or plan.resume_from, naming)
             if cfg.tensorboard and plan.run_dir is not None:
                 obs.require_tensorboard()  # the run's own --tensorboard: refused before its status can change
