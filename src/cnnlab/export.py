@@ -30,6 +30,7 @@ from safetensors.torch import save as save_safetensors
 from cnnlab import __version__
 from cnnlab.checkpoint import TrainState, load_checkpoint_and_digest, model_from_checkpoint, resolve_checkpoint
 from cnnlab.data import load_dataset
+from cnnlab.data.idxdir import transposed_on_loading
 from cnnlab.dataset_names import dataset_kind, moved_away, paper_of
 from cnnlab.errors import CnnlabError, first_line, shell_quoted
 from cnnlab.evaluation import own_data_dir
@@ -72,7 +73,10 @@ def input_layout(data: dict) -> str:
     """The input an exported net takes, prepared as its training images were, by its dataset's kind (a run's recorded
     ``data``): MNIST's digits (white ink on black, centred by mass in 20 px of 28), Fashion-MNIST's clothes (trimmed
     and fitted), an image folder's images as they are (grayscale, resized, not inverted, not centred: on the paper
-    the training images had), an idx: dataset's as its files hold them. (All said "MNIST-style centred": an image
+    the training images had), an idx: dataset's as its files hold them, except EMNIST's (files named ``emnist-*``),
+    whose images the files hold transposed and loading turned upright: the net reads upright images, as cnnlab's own
+    :class:`~cnnlab.predict.Predictor` takes them, and the layout says to transpose the files' images (the graph does
+    not: the exported net and the Predictor's read the same input). (All said "MNIST-style centred": an image
     folder's black letters on white, prepared so, read 9 of 48 right, prepared as the folder was, 47.)"""
     size = data["image_size"]
     shape = f"NCHW float32, (batch, {data['in_channels']}, {size}, {size}), normalised as 'normalization' says"
@@ -85,6 +89,11 @@ def input_layout(data: dict) -> str:
         how = (f"the image as the folder's images were converted: grayscale, resized to {size}x{size} (squashed, not "
                f"cropped), not inverted, not centred; the training images were on {paper} "
                "(cnnlab.data.folder.gray_square)")
+    elif dataset_kind(name) == "idx" and transposed_on_loading(str(data.get("source", ""))):
+        how = ("upright images, as cnnlab's Predictor takes them: the idx files (named emnist-*) hold each image "
+               "transposed (its rows are the image's columns) and cnnlab transposed them on loading, so the net "
+               "learned them upright; transpose an image of those files first (numpy: images.swapaxes(-1, -2)), "
+               f"then pixel / 255, nothing else done; the training images were on {paper}")
     elif dataset_kind(name) == "idx":
         how = f"the images as the idx files hold them (pixel / 255, nothing else done); the training images were on " \
               f"{paper}"

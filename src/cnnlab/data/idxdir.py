@@ -13,6 +13,15 @@ from cnnlab.data.safefs import entry_kind
 from cnnlab.errors import DataError
 from cnnlab.fileio import expand_user
 
+#: What a dataset's ``source`` (recorded in every run's data) adds when its files were named ``emnist-*`` and their
+#: images transposed upright on loading: the net learned upright images, not the files' arrays as they are.
+TRANSPOSED = " (EMNIST: images transposed upright)"
+
+
+def transposed_on_loading(source: str) -> bool:
+    """Whether a dataset of this recorded ``source`` had its images transposed on loading (EMNIST's files)."""
+    return TRANSPOSED in source
+
 
 def load_idx_dir(directory: Path) -> Dataset:
     """Any directory holding the four IDX files of an MNIST-shaped dataset (no checksums to verify).
@@ -47,7 +56,7 @@ def load_idx_dir(directory: Path) -> Dataset:
     source = f"directory {directory}"
     if all(n.startswith("emnist") for n in names):
         x, tx = x.transpose(2, 3).contiguous(), tx.transpose(2, 3).contiguous()
-        source += " (EMNIST: images transposed upright)"
+        source += TRANSPOSED
     check_splits(where, (x, y), (tx, ty))  # before labels' max(): a split may be empty
     classes = tuple(str(c) for c in range(int(max(y.max(), ty.max())) + 1))
     check_labels(where, y, ty, classes)
