@@ -8,11 +8,17 @@ import gzip
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 from conftest import write_idx_dataset
+from safetensors import safe_open
 
+from cnnlab.cli import main
 from cnnlab.data import load_dataset
 from cnnlab.data.idx import read_idx
-from cnnlab.export import export_metadata
+from cnnlab.errors import CnnlabError
+from cnnlab.export import export_metadata, export_run, export_safetensors
+from cnnlab.pretrained import find_pretrained
 
 ARGS = {"in_channels": 1, "num_classes": 10, "image_size": 28}
 
@@ -52,3 +58,45 @@ def test_an_emnist_named_idx_nets_input_layout_says_to_transpose_the_files_image
     official = write_idx_dataset(tmp_path / "official", n_train=50, n_test=20, seed=1)
     plain = export_metadata({"model": state["model"], "data": load_dataset(f"idx:{official}").info()})
     assert "as the idx files hold them" in plain["input_layout"] and "transpose" not in plain["input_layout"]
+
+
+# ----------------------------------------------------------------------------- 2. the shipped weights' provenance
+
+
+def one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_exports_of_the_shipped_weights_record_the_file_and_its_sha256(tmp_path, monkeypatch, capsys):
+    """expX 2: `export --pretrained` recorded no checkpoint and no SHA-256, though --help says every export records
+    the checkpoint it came from (the shipped files were rewritten once: their version matters); `export-weights
+    --pretrained` was an unknown flag. Both record the shipped file's name and the manifest's SHA-256 (which the
+    file was checked against before loading) and how it was made."""
+    pytest.importorskip("onnxruntime")
+    from cnnlab import export
+    from cnnlab.export import read_onnx_metadata
+
+    monkeypatch.setattr(export, "sample_inputs", lambda state, n, *a: torch.rand(n, 1, 28, 28))  # no MNIST needed
+    entry = find_pretrained("resnet", "fashion-mnist")
+    meta = read_onnx_metadata(export_run(None, "onnx", out=tmp_path / "r.onnx", samples=4, pretrained="resnet",
+                                         dataset="fashion-mnist").path)
+    assert (meta["checkpoint"], meta["checkpoint_sha256"]) == ("resnet-fashion-mnist.safetensors", entry.sha256)
+    assert entry.command in meta["pretrained"] and "checkpoint_note" not in meta
+    monkeypatch.chdir(tmp_path)
+    assert main(["export-weights", "--pretrained", "inception"]) == 0
+    with safe_open(str(tmp_path / "inception-mnist.safetensors"), framework="pt") as fh:
+        weights = fh.metadata()
+    mnist = find_pretrained("inception", "mnist")
+    assert (weights["checkpoint"], weights["checkpoint_sha256"]) == ("inception-mnist.safetensors", mnist.sha256)
+    assert weights["input_layout"].startswith("NCHW float32, (batch, 1, 28, 28)") and "mnist" in weights["pretrained"]
+    # a run and --pretrained at once, --dataset without --pretrained, --checkpoint with it: one line each
+    capsys.readouterr()
+    for argv in (["export-weights", "x", "--pretrained", "resnet"], ["export-weights", "x", "--dataset", "mnist"],
+                 ["export-weights", "--pretrained", "resnet", "--checkpoint", "best"]):
+        assert main(argv) == 2
+        assert one_line(capsys).startswith("cnnlab: error: ")
+    # written over the shipped file itself: refused
+    with pytest.raises(CnnlabError, match="is the checkpoint being exported"):
+        export_safetensors(pretrained="resnet", out=mnist.path.with_name("resnet-mnist.safetensors"))

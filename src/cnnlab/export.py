@@ -5,10 +5,11 @@ Both exports take normalised ``(B, C, H, W)`` float32 images (``B`` free) and re
 ``(x - mean) / std``) is recorded in the file: ONNX ``metadata_props``, TorchScript extra file
 ``cnnlab.json``; so is the checkpoint the weights came from (``checkpoint``, ``checkpoint_step``,
 ``checkpoint_epochs_done`` (whole epochs), ``checkpoint_position`` (``step 20, epoch 1, batch 20``, as the run's lines
-say it), ``checkpoint_sha256``, and ``checkpoint_note`` when its run was still training). Every
-export is checked before it is moved into place: the exported model and PyTorch must give the same logits,
-within :data:`TOLERANCE`, on a sample of the run's test images. A run still training is not exported into its own
-folder (only elsewhere, with ``--out``, and marked so).
+say it), ``checkpoint_sha256``, and ``checkpoint_note`` when its run was still training; for the shipped
+weights, the shipped file's name, the manifest's SHA-256 and ``pretrained``). Every export is checked before it is
+moved into place: the exported model and PyTorch must give the same logits, within :data:`TOLERANCE`, on a sample
+of the run's test images. A run still training is not exported into its own folder (only elsewhere, with ``--out``,
+and marked so).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from cnnlab.errors import CnnlabError, first_line, shell_quoted
 from cnnlab.evaluation import own_data_dir
 from cnnlab.export_formats import FORMATS, SUFFIXES, TOLERANCE
 from cnnlab.fileio import atomic_write_bytes, is_dir
-from cnnlab.pretrained import load_pretrained
+from cnnlab.pretrained import Pretrained, find_pretrained, load_pretrained
 from cnnlab.runs import DEFAULT_CHECKPOINT, check_output_file, holder, is_run_dir, is_training
 
 #: ONNX opset: 17 is read by every onnxruntime of the last years.
@@ -118,6 +119,16 @@ def checkpoint_metadata(ckpt: Path, state: dict, running: bool, digest: str) -> 
         meta["checkpoint_note"] = ("mid-training: the run was still training when this was exported, so these are "
                                    "not its final weights")
     return meta
+
+
+def pretrained_metadata(entry: Pretrained) -> dict[str, str]:
+    """Which weights an export of cnnlab's shipped weights holds, as :func:`checkpoint_metadata` says a run's: the
+    shipped file's name and its SHA-256, the manifest's, which the file's bytes were checked against before they were
+    loaded (the shipped files were rewritten once: their version matters), and how they were made."""
+    return {"checkpoint": entry.file, "checkpoint_sha256": entry.sha256,
+            "pretrained": f"cnnlab's shipped weights {entry.name} (its manifest: trained by '{entry.command}' with "
+                          f"cnnlab {entry.cnnlab_version}, torch {entry.torch_version}; test accuracy "
+                          f"{entry.test_accuracy:.2f}%)"}
 
 
 def refuse_running(ckpt: Path, out: Path, default: bool, command: str) -> bool:
@@ -279,6 +290,11 @@ def check_not_the_source(target: Path, source: Path, typed: bool) -> None:
                           "file; give --out FILE with another name")
 
 
+def pretrained_file(model: str, dataset: str, suffix: str) -> Path:
+    """The default output of an export of the shipped weights: ``<model>-<dataset><suffix>`` here."""
+    return Path(re.sub(r"[^\w.-]+", "_", f"{model}-{dataset}") + suffix)
+
+
 def default_output(checkpoint: Path, fmt: str) -> Path:
     """Beside the checkpoint: ``RUN/last.pt`` -> ``RUN/last.onnx`` or ``RUN/last.torchscript.pt``."""
     return checkpoint.with_name(checkpoint.stem + SUFFIXES[fmt])
@@ -313,7 +329,7 @@ def export_run(
     given = out
     if pretrained is not None:
         name = dataset or "mnist"
-        out = output_file(out, Path(re.sub(r"[^\w.-]+", "_", f"{pretrained}-{name}") + SUFFIXES[fmt]))
+        out = output_file(out, pretrained_file(pretrained, name, SUFFIXES[fmt]))
     else:
         out = output_file(out, default_output(ckpt, fmt))
         check_not_the_source(out, ckpt, typed=not (given is None or str(given) == ""))
@@ -323,7 +339,7 @@ def export_run(
     if fmt == "onnx":
         onnx_packages()  # a missing package is said before the data is loaded and the net exported
     state, digest = (load_pretrained(pretrained, name), "") if ckpt is None else load_checkpoint_and_digest(ckpt)
-    extra = {} if ckpt is None else checkpoint_metadata(ckpt, state, running, digest)
+    extra = pretrained_metadata(state["pretrained"]) if ckpt is None else checkpoint_metadata(ckpt, state, running, digest)
     return _export_checked(state, fmt, out, sample_inputs(state, samples, dataset, data_dir), extra)
 
 
@@ -358,21 +374,39 @@ def read_onnx_metadata(path: str | Path) -> dict[str, str]:
     return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
 
 
-def export_safetensors(run: str | Path, which: str = DEFAULT_CHECKPOINT, out: str | Path | None = None) -> Path:
+def export_safetensors(run: str | Path | None = None, which: str = DEFAULT_CHECKPOINT, out: str | Path | None = None, *,
+                       pretrained: str | None = None, dataset: str | None = None) -> Path:
     """Write a checkpoint's bare weights as safetensors, with the metadata of ``cnnlab export`` (model,
-    classes, normalisation, input layout, the checkpoint it came from) plus the model's arguments."""
-
-    src = resolve_checkpoint(run, which)
-    target = output_file(out, src.parent / "model.safetensors")
-    check_not_the_source(target, src, typed=not (out is None or str(out) == ""))
+    classes, normalisation, input layout, the checkpoint it came from) plus the model's arguments; with
+    ``pretrained``, cnnlab's shipped weights of that model on ``dataset`` (``mnist`` unless given), to
+    ``<model>-<dataset>.safetensors`` here by default, their provenance the shipped file's name and SHA-256."""
+    if (run is None) == (pretrained is None):
+        raise CnnlabError("give a run folder or checkpoint to export, or --pretrained MODEL for the shipped "
+                          "weights (one of the two)")
+    if pretrained is None and dataset is not None:
+        raise CnnlabError(f"--dataset {dataset} has no effect without --pretrained (a run's weights are of its own "
+                          "dataset); drop it")
+    typed = not (out is None or str(out) == "")
+    if pretrained is not None:
+        src = find_pretrained(pretrained, dataset or "mnist").path  # never written over, as a run's checkpoint
+        target = output_file(out, pretrained_file(pretrained, dataset or "mnist", ".safetensors"))
+    else:
+        src = resolve_checkpoint(run, which)
+        target = output_file(out, src.parent / "model.safetensors")
+        check_not_the_source(target, src, typed=typed)
     check_output_file(target, src)
     if target.suffix.lower() in (".onnx", ".pt", ".pth", ".ptl"):
         raise CnnlabError(f"--out {target} names {'an ONNX' if target.suffix.lower() == '.onnx' else 'a PyTorch'} "
                           "file, and export-weights writes safetensors; give an --out ending in .safetensors (or "
                           "'cnnlab export' for ONNX or TorchScript)")
-    running = refuse_running(src, target, out is None or str(out) == "", "export-weights")
-    state, digest = load_checkpoint_and_digest(src)
-    metadata = {"format": "cnnlab-weights", **export_metadata(state), **checkpoint_metadata(src, state, running, digest),
+    if pretrained is not None:
+        state = load_pretrained(pretrained, dataset or "mnist")
+        provenance = pretrained_metadata(state["pretrained"])
+    else:
+        running = refuse_running(src, target, not typed, "export-weights")
+        state, digest = load_checkpoint_and_digest(src)
+        provenance = checkpoint_metadata(src, state, running, digest)
+    metadata = {"format": "cnnlab-weights", **export_metadata(state), **provenance,
                 "model_args": json.dumps(state["model"]["args"]), "data": json.dumps(state["data"])}
     tensors = {k: v.contiguous() for k, v in state["state_dict"].items()}
     atomic_write_bytes(target, save_safetensors(tensors, metadata=metadata))

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from cnnlab.cli.common import add_data_args, add_run, model_arg, path_arg, plural, refuse_typed
+from cnnlab.cli.common import add_data_args, add_run, dataset_arg, model_arg, path_arg, plural, refuse_typed
 from cnnlab.errors import printable
 from cnnlab.export_formats import FORMATS, SUFFIXES, TOLERANCE, WEIGHT_FORMATS
 
@@ -22,8 +22,8 @@ def _add_export_parser(sub) -> None:
                     "axis, normalisation in metadata_props) or TorchScript, then check it on test images: the "
                     f"largest logit difference from PyTorch is printed and must be under {TOLERANCE:g}. The file's "
                     "metadata also records the checkpoint it came from (file name, the run's step and epoch, its "
-                    "SHA-256). A run still training is not exported into its folder: --out FILE writes its "
-                    "checkpoint elsewhere, marked as mid-training.")
+                    "SHA-256; the shipped file's name and SHA-256 with --pretrained). A run still training is not "
+                    "exported into its folder: --out FILE writes its checkpoint elsewhere, marked as mid-training.")
     add_run(p, optional=True)
     p.add_argument("--pretrained", metavar="MODEL", default=None, type=model_arg,
                    help="export cnnlab's shipped weights of MODEL on --dataset instead of a run (see 'cnnlab "
@@ -56,19 +56,29 @@ def _add_export_weights_parser(sub) -> None:
                        description="Write a checkpoint's weights as safetensors, with the metadata of 'cnnlab "
                                    "export' (model and its arguments, classes, normalisation, input layout, "
                                    "and the checkpoint it came from: file name, the run's step and epoch, its "
-                                   "SHA-256). A run still training is not written into: --out FILE writes its "
-                                   "checkpoint elsewhere, marked as mid-training.")
-    add_run(p, pretrained=False)  # it writes a run's weights only: the shipped ones already are safetensors files
+                                   "SHA-256; the shipped file's name and SHA-256 with --pretrained). A run still "
+                                   "training is not written into: --out FILE writes its checkpoint elsewhere, marked "
+                                   "as mid-training.")
+    add_run(p, optional=True)
+    p.add_argument("--pretrained", metavar="MODEL", default=None, type=model_arg,
+                   help="write cnnlab's shipped weights of MODEL on --dataset instead of a run's (see 'cnnlab models'), "
+                        "with their provenance, to MODEL-DATASET.safetensors here unless --out (default: none)")
+    p.add_argument("--dataset", default=None, type=dataset_arg,
+                   help="the dataset of the shipped weights --pretrained names (default: mnist)")
     p.add_argument("--format", choices=WEIGHT_FORMATS, default=WEIGHT_FORMATS[0],
                    help="format of the weights file (default: %(default)s)")
-    p.add_argument("--out", default=None, type=path_arg, help="output file, or a folder (a path ending in '/') to write "
-                                               "model.safetensors into (default: RUN/model.safetensors)")
+    p.add_argument("--out", default=None, type=path_arg,
+                   help="output file, or a folder (a path ending in '/') to write model.safetensors into (default: "
+                        "RUN/model.safetensors; MODEL-DATASET.safetensors here with --pretrained)")
     p.set_defaults(func=cmd_export_weights)
 
 
 def cmd_export_weights(args) -> int:
     from cnnlab.export import export_safetensors
 
-    path = export_safetensors(args.run, which=args.checkpoint, out=args.out)
+    if args.pretrained:
+        refuse_typed(args, "checkpoint", "with --pretrained: it picks a run folder's last or best checkpoint")
+    path = export_safetensors(args.run, which=args.checkpoint, out=args.out, pretrained=args.pretrained,
+                              dataset=args.dataset)
     print(f"wrote {printable(str(path))}")  # a newline in the name would split the line
     return 0
