@@ -5,20 +5,25 @@ diverged run's last.pt exported)."""
 from __future__ import annotations
 
 import gzip
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from apps_helpers import tiny_checkpoint
 from conftest import write_idx_dataset
 from safetensors import safe_open
 
+from cnnlab.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from cnnlab.cli import main
+from cnnlab.config import TrainConfig
 from cnnlab.data import load_dataset
 from cnnlab.data.idx import read_idx
 from cnnlab.errors import CnnlabError
 from cnnlab.export import export_metadata, export_run, export_safetensors
 from cnnlab.pretrained import find_pretrained
+from cnnlab.runs import RunLock
 
 ARGS = {"in_channels": 1, "num_classes": 10, "image_size": 28}
 
@@ -100,3 +105,40 @@ def test_exports_of_the_shipped_weights_record_the_file_and_its_sha256(tmp_path,
     # written over the shipped file itself: refused
     with pytest.raises(CnnlabError, match="is the checkpoint being exported"):
         export_safetensors(pretrained="resnet", out=mnist.path.with_name("resnet-mnist.safetensors"))
+
+
+# ----------------------------------------------------------------------------- 3. a folder inside a training run
+
+
+def run_folder(folder: Path, dataset_dir: Path, model: str = "basic_cnn", scale: float = 1.0) -> Path:
+    """A run folder as training leaves it (config.json, last.pt at step 20), its weights times ``scale``."""
+    ckpt = tiny_checkpoint(folder / "last.pt", model=model, dataset_dir=dataset_dir)
+    state = load_checkpoint(ckpt)
+    state.pop("format"), state.pop("version")
+    state["train_state"] = TrainState(epoch=1, step=20).to_dict()
+    for tensor in state["state_dict"].values():
+        if tensor.is_floating_point():
+            tensor.mul_(scale)
+    save_checkpoint(ckpt, state)
+    cfg = TrainConfig(model=model, dataset=f"idx:{dataset_dir}", device="cpu").to_dict()
+    (folder / "config.json").write_text(json.dumps({"config": cfg, "model_args": ARGS}))
+    return folder
+
+
+@pytest.mark.parametrize("command", ["export", "export-weights"])
+def test_a_run_still_training_is_not_exported_into_a_folder_inside_it(command, tiny_idx, tmp_path, capsys):
+    """expX 3: `export RUN --out RUN/sub/x.onnx` (and export-weights `--out RUN/sub2/`) wrote into a run still
+    training: only the folder right above the file was compared with the run's. Any path inside it is refused: a
+    subfolder, through a link to the run, with `..`."""
+    run = run_folder(tmp_path / "busy", tiny_idx)
+    (tmp_path / "link").symlink_to(run)
+    name = "x.onnx" if command == "export" else "x.safetensors"
+    outs = [run / "sub" / name, str(run / "sub2") + "/", tmp_path / "link" / "deep" / name,
+            tmp_path / "elsewhere" / ".." / "busy" / "sub3" / name]
+    with RunLock(run):  # its training holds the run's lock
+        for out in outs:
+            assert main([command, str(run), "--out", str(out), *(["--samples", "4"] if command == "export" else [])]) != 0
+            err = one_line(capsys)
+            assert "still training" in err and "nothing written into it" in err, err
+        assert sorted(p.name for p in run.iterdir()) == [".lock", "config.json", "last.pt", "last.pt.sha256"]
+        assert main(["export-weights", str(run), "--out", str(tmp_path / "outside" / "w.safetensors")]) == 0

@@ -8,8 +8,8 @@ Both exports take normalised ``(B, C, H, W)`` float32 images (``B`` free) and re
 say it), ``checkpoint_sha256``, and ``checkpoint_note`` when its run was still training; for the shipped
 weights, the shipped file's name, the manifest's SHA-256 and ``pretrained``). Every export is checked before it is
 moved into place: the exported model and PyTorch must give the same logits, within :data:`TOLERANCE`, on a sample
-of the run's test images. A run still training is not exported into its own folder (only elsewhere, with ``--out``,
-and marked so).
+of the run's test images. A run still training is not exported into its own folder or any folder inside it (only
+elsewhere, with ``--out``, and marked so).
 """
 
 from __future__ import annotations
@@ -132,16 +132,23 @@ def pretrained_metadata(entry: Pretrained) -> dict[str, str]:
 
 
 def refuse_running(ckpt: Path, out: Path, default: bool, command: str) -> bool:
-    """Whether ``ckpt``'s run is still training; an export into that run's folder (by default, or an --out there) is
-    refused, naming ``--out FILE`` elsewhere."""
+    """Whether ``ckpt``'s run is still training; an export into that run's folder (by default, or an --out anywhere
+    inside it: a subfolder, through a link, with ``..``) is refused, naming ``--out FILE`` elsewhere."""
     folder = ckpt.parent
     if not (is_run_dir(folder) and is_training(folder)):
         return False
-    if default or out.parent.resolve() == folder.resolve():
+    if default or _inside(out, folder):
         raise CnnlabError(f"{folder} is still training ({holder(folder)} holds it): nothing written into it; "
                           f"export it when it ends, or give --out FILE outside it to export its {ckpt.name} as it is "
                           f"now (e.g. cnnlab {command} {shell_quoted(str(folder))} --out {ckpt.stem}-mid{out.suffix or ''})")
     return True
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` (which need not exist yet) lies in ``folder`` or any folder below it, both resolved as the
+    file system will (links, ``..``; ``os.path.realpath`` never raises, a link loop is left as it stands)."""
+    real, top = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    return real == top or top in real.parents
 
 
 def sample_inputs(state: dict, n: int, dataset: str | None = None, data_dir: str | None = None) -> torch.Tensor:
