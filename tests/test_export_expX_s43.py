@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from cnnlab.data.idx import read_idx
 from cnnlab.errors import CnnlabError
 from cnnlab.export import export_metadata, export_run, export_safetensors
 from cnnlab.pretrained import find_pretrained
-from cnnlab.runs import RunLock
+from cnnlab.runs import RunLock, write_status
 
 ARGS = {"in_channels": 1, "num_classes": 10, "image_size": 28}
 
@@ -142,3 +143,52 @@ def test_a_run_still_training_is_not_exported_into_a_folder_inside_it(command, t
             assert "still training" in err and "nothing written into it" in err, err
         assert sorted(p.name for p in run.iterdir()) == [".lock", "config.json", "last.pt", "last.pt.sha256"]
         assert main(["export-weights", str(run), "--out", str(tmp_path / "outside" / "w.safetensors")]) == 0
+
+
+# ----------------------------------------------------------------------------- 4. the check's tolerance
+
+
+def test_the_check_holds_the_logits_to_their_own_scale(tiny_idx, tmp_path, capsys):
+    """expX 4: ONNX's logits of a net whose logits reach 1e7-1e8 differ from PyTorch's by float32's rounding (32 of
+    1.8e8, 2e-7 of it), and the absolute 1e-4 refused the export blaming the exporter ("try the other --format").
+    The limit is 1e-4 of the logits' largest magnitude (at least 1e-4), and a refusal says it."""
+    pytest.importorskip("onnxruntime")
+    run = run_folder(tmp_path / "big", tiny_idx, model="resnet", scale=20.0)  # logits of about 1e7
+    res = export_run(run, "onnx", samples=64)
+    assert res.path.exists() and res.limit > 100 and res.max_abs_diff <= res.limit
+    assert main(["export", str(run), "--out", str(tmp_path / "b.onnx"), "--samples", "16"]) == 0
+    assert "x the logits' largest magnitude" in capsys.readouterr().out
+
+    from cnnlab.export import check_logits
+
+    want = [np.array([[1.8e8, -3.0e7]], dtype=np.float32)]
+    assert check_logits("onnx", [want[0] + 32], want) == (32.0, pytest.approx(1.8e4))
+    with pytest.raises(CnnlabError, match=r"differs from PyTorch by 1\.80e\+05 in the logits, whose largest magnitude "
+                                          r"is 1\.80e\+08 \(limit 0\.0001 x that, at least 0\.0001: 1\.80e\+04\)"):
+        check_logits("onnx", [want[0] * np.float32(1.001)], want)
+    small = [np.array([[0.5, -0.2]], dtype=np.float32)]
+    with pytest.raises(CnnlabError, match=r"limit 0\.0001 x that, at least 0\.0001: 1\.00e-04"):
+        check_logits("torchscript", [small[0] + 2e-4], small)
+    with pytest.raises(CnnlabError, match=r"the net's own logits \(PyTorch's\) are not finite .* lower --lr"):
+        check_logits("onnx", small, [np.array([[np.inf, 0.0]], dtype=np.float32)])
+
+
+@pytest.mark.parametrize("command", ["export", "export-weights"])
+def test_a_diverged_runs_last_checkpoint_is_not_exported(command, tiny_idx, tmp_path, capsys):
+    """expX 4: the last.pt a diverged run keeps (its weights when the loss exploded: logits of 1e8 that read 10%) was
+    exported by TorchScript without a word. It is refused as --teacher refuses it (runs.diverged, its status.json),
+    naming its best.pt when there is one; that best.pt is exported."""
+    run = run_folder(tmp_path / "nan", tiny_idx)
+    write_status(run, "failed", "training diverged: the loss exploded (1.66e+06 per image, where a net that guesses "
+                                "scores 2.3) at step 12 (epoch 1, batch 12); the learning rate (0.3) is the likely "
+                                "cause: lower --lr (e.g. 0.03)")
+    extra = ["--samples", "4", "--format", "torchscript"] if command == "export" else []
+    assert main([command, str(run), "--out", str(tmp_path / "o" / "x"), *extra]) == 2
+    err = one_line(capsys)
+    assert err.startswith(f"cnnlab: error: {run} failed, training diverged: the loss exploded") and "lower --lr" in err
+    assert "--checkpoint best" not in err and not (tmp_path / "o").exists()
+    tiny_checkpoint(run / "best.pt", dataset_dir=tiny_idx)
+    assert main([command, str(run / "last.pt"), *extra]) == 2
+    assert f"(cnnlab {command} {run} --checkpoint best)" in one_line(capsys)
+    assert main([command, str(run), "--checkpoint", "best", "--out", str(tmp_path / "ok" / "b"), *extra]) == 0
+    assert os.listdir(tmp_path / "ok")

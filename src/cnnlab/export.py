@@ -7,9 +7,10 @@ Both exports take normalised ``(B, C, H, W)`` float32 images (``B`` free) and re
 ``checkpoint_epochs_done`` (whole epochs), ``checkpoint_position`` (``step 20, epoch 1, batch 20``, as the run's lines
 say it), ``checkpoint_sha256``, and ``checkpoint_note`` when its run was still training; for the shipped
 weights, the shipped file's name, the manifest's SHA-256 and ``pretrained``). Every export is checked before it is
-moved into place: the exported model and PyTorch must give the same logits, within :data:`TOLERANCE`, on a sample
-of the run's test images. A run still training is not exported into its own folder or any folder inside it (only
-elsewhere, with ``--out``, and marked so).
+moved into place: the exported model and PyTorch must give the same logits, within :data:`TOLERANCE` of their largest
+magnitude (:func:`tolerance`), on a sample of the run's test images. A run still training is not exported into its
+own folder or any folder inside it (only elsewhere, with ``--out``, and marked so); the last.pt of a run that
+diverged is not exported at all.
 """
 
 from __future__ import annotations
@@ -36,9 +37,9 @@ from cnnlab.dataset_names import dataset_kind, moved_away, paper_of
 from cnnlab.errors import CnnlabError, first_line, shell_quoted
 from cnnlab.evaluation import own_data_dir
 from cnnlab.export_formats import FORMATS, SUFFIXES, TOLERANCE
-from cnnlab.fileio import atomic_write_bytes, is_dir
+from cnnlab.fileio import atomic_write_bytes, is_dir, is_file
 from cnnlab.pretrained import Pretrained, find_pretrained, load_pretrained
-from cnnlab.runs import DEFAULT_CHECKPOINT, check_output_file, holder, is_run_dir, is_training
+from cnnlab.runs import DEFAULT_CHECKPOINT, check_output_file, diverged, holder, is_run_dir, is_training
 
 #: ONNX opset: 17 is read by every onnxruntime of the last years.
 OPSET = 17
@@ -52,6 +53,8 @@ class ExportResult:
     max_abs_diff: float
     n_checked: int
     batch_sizes: tuple[int, ...]
+    #: The largest difference accepted (:func:`tolerance`: relative to the logits' scale).
+    limit: float = TOLERANCE
 
 
 def export_metadata(state: dict) -> dict[str, str]:
@@ -149,6 +152,21 @@ def _inside(path: Path, folder: Path) -> bool:
     file system will (links, ``..``; ``os.path.realpath`` never raises, a link loop is left as it stands)."""
     real, top = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
     return real == top or top in real.parents
+
+
+def refuse_diverged(ckpt: Path, command: str) -> None:
+    """The last.pt of a run whose training diverged (its status.json, :func:`cnnlab.runs.diverged`, as ``--teacher``
+    refuses it): the weights it had when the loss was seen to explode, logits of 1e8 that read 10%, exported without a
+    word (TorchScript) or refused as the exporter's fault (ONNX's float32 rounding of such logits). Its best.pt, an
+    evaluated epoch's weights saved before the divergence, is exported."""
+    folder = ckpt.parent
+    if ckpt.name != "last.pt" or not is_run_dir(folder) or (why := diverged(folder)) is None:
+        return
+    best = folder / "best.pt"
+    instead = (f"export its best.pt, the weights of its best epoch before that (cnnlab {command} "
+               f"{shell_quoted(str(folder))} --checkpoint best), or " if is_file(best) else "")
+    raise CnnlabError(f"{folder} failed, {why} (its status.json), and its last.pt holds the weights it diverged with; "
+                      f"nothing exported: {instead}train it again with a lower --lr")
 
 
 def sample_inputs(state: dict, n: int, dataset: str | None = None, data_dir: str | None = None) -> torch.Tensor:
@@ -343,6 +361,8 @@ def export_run(
     check_output_file(out, ckpt)  # before anything is loaded or exported
     check_suffix(out, fmt)
     running = ckpt is not None and refuse_running(ckpt, out, given is None or str(given) == "", "export")
+    if ckpt is not None:
+        refuse_diverged(ckpt, "export")
     if fmt == "onnx":
         onnx_packages()  # a missing package is said before the data is loaded and the net exported
     state, digest = (load_pretrained(pretrained, name), "") if ckpt is None else load_checkpoint_and_digest(ckpt)
@@ -368,12 +388,34 @@ def _export_checked(state: dict, fmt: str, out: Path, x: torch.Tensor, extra: di
         if g.shape != w.shape:
             raise CnnlabError(f"{fmt} export gives logits of shape {g.shape}, PyTorch {w.shape}; "
                               "this model cannot be exported this way")
-    diff = max(float(np.abs(g - w).max()) for g, w in zip(got, want))
-    if not diff < TOLERANCE:
-        raise CnnlabError(f"{fmt} export differs from PyTorch by {diff:.2e} in the logits (limit {TOLERANCE:g}); "
-                          "not written: try the other --format")
+    diff, limit = check_logits(fmt, got, want)
     atomic_write_bytes(out, data)  # only a checked export reaches the disk
-    return ExportResult(out, fmt, diff, len(x), tuple(len(b) for b in batches))
+    return ExportResult(out, fmt, diff, len(x), tuple(len(b) for b in batches), limit)
+
+
+def tolerance(scale: float) -> float:
+    """The largest difference accepted between an export's logits and PyTorch's whose largest magnitude is ``scale``:
+    :data:`TOLERANCE` times it, at least :data:`TOLERANCE` (float32 keeps 7 digits of any number: logits of 1.8e8
+    differed by 32, 2 float32 steps, between onnxruntime and PyTorch, and an absolute 1e-4 blamed the exporter)."""
+    return TOLERANCE * max(1.0, scale)
+
+
+def check_logits(fmt: str, got: list[np.ndarray], want: list[np.ndarray]) -> tuple[float, float]:
+    """(largest difference, its limit) of ``got`` (the export's logits) against ``want`` (PyTorch's); refused in one
+    line when they differ by more, saying the limit and the logits' scale it follows; PyTorch's own logits that are
+    not finite are said to be the net's, not the export's."""
+    if not all(np.isfinite(w).all() for w in want):
+        raise CnnlabError(f"the net's own logits (PyTorch's) are not finite (NaN or inf) on the check's test images, "
+                          f"so no {fmt} export can match them: its weights are broken (a run that diverged?); nothing "
+                          "written: export an earlier checkpoint, or train it again with a lower --lr")
+    scale = max((float(np.abs(w).max()) for w in want if w.size), default=0.0)
+    limit = tolerance(scale)
+    diff = max((float(np.abs(g - w).max()) for g, w in zip(got, want) if g.size), default=0.0)
+    if not diff <= limit:  # NaN in the export's logits included
+        raise CnnlabError(f"{fmt} export differs from PyTorch by {diff:.2e} in the logits, whose largest magnitude is "
+                          f"{scale:.2e} (limit {TOLERANCE:g} x that, at least {TOLERANCE:g}: {limit:.2e}); not written: "
+                          "try the other --format")
+    return diff, limit
 
 
 def read_onnx_metadata(path: str | Path) -> dict[str, str]:
@@ -411,6 +453,7 @@ def export_safetensors(run: str | Path | None = None, which: str = DEFAULT_CHECK
         provenance = pretrained_metadata(state["pretrained"])
     else:
         running = refuse_running(src, target, not typed, "export-weights")
+        refuse_diverged(src, "export-weights")
         state, digest = load_checkpoint_and_digest(src)
         provenance = checkpoint_metadata(src, state, running, digest)
     metadata = {"format": "cnnlab-weights", **export_metadata(state), **provenance,

@@ -9,7 +9,8 @@ from __future__ import annotations
 #: Formats of the whole net (graph and weights), usable outside Python's cnnlab.
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
-#: Largest accepted absolute difference of logits between the export and PyTorch.
+#: Largest accepted difference of logits between the export and PyTorch, relative to the largest logit's magnitude
+#: (and at least this much: logits under 1 are held to it as an absolute difference); ``export.tolerance``.
 TOLERANCE = 1e-4
 #: Formats of the bare weights (``export_safetensors``): safetensors only.
 WEIGHT_FORMATS = ("safetensors",)

@@ -20,10 +20,12 @@ def _add_export_parser(sub) -> None:
         "export", help="export a run (or the shipped weights) as ONNX or TorchScript, checked against PyTorch",
         description="Write the run's net (or, with --pretrained, cnnlab's shipped weights) as ONNX (dynamic batch "
                     "axis, normalisation in metadata_props) or TorchScript, then check it on test images: the "
-                    f"largest logit difference from PyTorch is printed and must be under {TOLERANCE:g}. The file's "
-                    "metadata also records the checkpoint it came from (file name, the run's step and epoch, its "
-                    "SHA-256; the shipped file's name and SHA-256 with --pretrained). A run still training is not "
-                    "exported into its folder: --out FILE writes its checkpoint elsewhere, marked as mid-training.")
+                    f"largest logit difference from PyTorch is printed and must be at most {TOLERANCE:g} times the "
+                    f"logits' largest magnitude (or {TOLERANCE:g}, if that is more). The file's metadata also records "
+                    "the checkpoint it came from (file name, the run's step and epoch, its SHA-256; the shipped "
+                    "file's name and SHA-256 with --pretrained). A run still training is not exported into its "
+                    "folder: --out FILE outside it writes its checkpoint, marked as mid-training; the last.pt of a "
+                    "run that diverged is not exported.")
     add_run(p, optional=True)
     p.add_argument("--pretrained", metavar="MODEL", default=None, type=model_arg,
                    help="export cnnlab's shipped weights of MODEL on --dataset instead of a run (see 'cnnlab "
@@ -47,7 +49,7 @@ def cmd_export(args) -> int:
                      dataset=args.dataset, data_dir=args.data_dir, pretrained=args.pretrained)
     print(f"wrote {printable(str(res.path))} ({res.format}); checked on {plural(res.n_checked, 'test image')} in batches of "
           f"{' and '.join(map(str, res.batch_sizes))}: max abs logit difference {res.max_abs_diff:.3e} "
-          f"(limit {TOLERANCE:g})")
+          f"(limit {res.limit:.3g}: {TOLERANCE:g} x the logits' largest magnitude, at least {TOLERANCE:g})")
     return 0
 
 
@@ -58,7 +60,7 @@ def _add_export_weights_parser(sub) -> None:
                                    "and the checkpoint it came from: file name, the run's step and epoch, its "
                                    "SHA-256; the shipped file's name and SHA-256 with --pretrained). A run still "
                                    "training is not written into: --out FILE writes its checkpoint elsewhere, marked "
-                                   "as mid-training.")
+                                   "as mid-training; the last.pt of a run that diverged is not written.")
     add_run(p, optional=True)
     p.add_argument("--pretrained", metavar="MODEL", default=None, type=model_arg,
                    help="write cnnlab's shipped weights of MODEL on --dataset instead of a run's (see 'cnnlab models'), "
