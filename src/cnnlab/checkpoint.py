@@ -34,7 +34,7 @@ from cnnlab.errors import CheckpointError, CnnlabError, WriteError, first_line, 
 from cnnlab.fileio import (as_path, atomic_write_bytes, atomic_write_text, cannot_read, is_dir, is_file, kind_of,
                            read_json, reason, sha256_file, sidecar_hashes, usual_fix)
 from cnnlab.models import create_model
-from cnnlab.runs import CHECKPOINTS, DEFAULT_CHECKPOINT, failure_cause, is_run_dir, is_training
+from cnnlab.runs import CHECKPOINTS, DEFAULT_CHECKPOINT, checkpoints_gone, failure_cause, is_run_dir, is_training
 
 FORMAT = "cnnlab-checkpoint"
 VERSION = 2
@@ -479,7 +479,9 @@ def resolve_checkpoint(path: str | Path, which: str = DEFAULT_CHECKPOINT) -> Pat
 
 
 def _why_none(run: Path, which: str) -> str:
-    """Why a run folder has no ``which``.pt, as far as its files tell, and what to give instead."""
+    """Why a run folder has no ``which``.pt, as far as its files tell, and what to give instead: the one source of
+    that line for every command and the API (``evaluate``, ``predict``, ``serve``, ``export``, ``--teacher``,
+    ``analyze``, ``Run.model()``...), through :func:`resolve_checkpoint`."""
     last, best = is_file(run / "last.pt"), is_file(run / "best.pt")
     if which == "best" and last:
         if not is_file(run / "metrics.csv"):  # an epoch's end writes its row before its checkpoints
@@ -497,6 +499,8 @@ def _why_none(run: Path, which: str) -> str:
         return "it is not a run folder: give a run folder or a .pt file written by cnnlab"
     if cause := failure_cause(run):  # what status.json (and 'cnnlab runs') says of it, with its fix
         return f"the run saved no checkpoint: it failed ({cause})"
+    if gone := checkpoints_gone(run):  # it trained (its metrics.csv or summary.json are there): deleted or moved
+        return gone
     return "the run saved no checkpoint (it stopped before its first epoch ended): train it again"
 
 

@@ -40,8 +40,8 @@ from cnnlab.hostmem import keep_freed_memory
 from cnnlab.models import build_model, check_model_name, count_parameters, float32_default, seeded
 from cnnlab.optim import eager
 from cnnlab.output import complain, say, stderr_is_terminal
-from cnnlab.runs import (LOCK_FILE, RUN_FILES, RUNNING, STATUS_FILE, RunLock, RunPlan, braces_kept, failure_cause,
-                         is_run_dir, plan_run, read_run_json, run_dir_of, write_status)
+from cnnlab.runs import (LOCK_FILE, RUN_FILES, RUNNING, STATUS_FILE, RunLock, RunPlan, braces_kept, checkpoints_gone,
+                         failure_cause, is_run_dir, plan_run, read_run_json, run_dir_of, write_status)
 from cnnlab.schedules import schedule_named
 from cnnlab.text import plural
 from cnnlab.trainer import Trainer
@@ -517,6 +517,8 @@ def _resumed_checkpoint(plan: RunPlan) -> dict | None:
     if where.name == "last.pt" and not exists(where) and is_run_dir(folder):  # a stat that fails: one line
         how = (f"continue from its best epoch: cnnlab train --resume {shell_quoted(str(folder / 'best.pt'))}"
                if is_file(folder / "best.pt") else f"start it again: cnnlab train --config {shell_quoted(str(folder))} --out {shell_quoted(str(folder))}")
+        if gone := checkpoints_gone(folder):  # it trained: its checkpoints were deleted or moved, not never saved
+            raise RunError(f"--resume {folder}: no last.pt, so there is no position to continue from; {gone}")
         cause = failure_cause(folder)  # a run that diverged: what to change before it starts again
         ended = f"failed before it saved a last.pt ({cause})" if cause else "saved no last.pt before it stopped"
         raise RunError(f"--resume {folder}: the run {ended}, so there is no position to continue from; {how}")

@@ -27,8 +27,8 @@ from cnnlab.models import model_arguments
 from cnnlab.output import complain, say
 from cnnlab.pretrained import load_pretrained
 from cnnlab.report import Figures, format_table, summarize, write_report
-from cnnlab.fileio import cannot_read, is_dir, open_if_regular, sha256_of
-from cnnlab.runs import (DOING, TRAINING, RunLock, check_output_folder, checkpoints_gone, holder, is_run_dir, is_training,
+from cnnlab.fileio import cannot_read, open_if_regular, sha256_of
+from cnnlab.runs import (DOING, TRAINING, RunLock, check_output_folder, holder, is_run_dir, is_training,
                          lock_task)
 from cnnlab.tta import TTA, parse_tta
 
@@ -229,8 +229,6 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
                        origin={"run": None, "weights": Path(weights).name}, **recorded)
     if path is None:
         raise CnnlabError("give a run directory or checkpoint, --pretrained MODEL, or --weights FILE --model NAME")
-    if is_dir(path) and (gone := checkpoints_gone(Path(path))):  # not "it stopped before its first epoch"
-        raise CheckpointError(f"{path}: no {which}.pt in this run directory; {gone}")
     ckpt = resolve_checkpoint(path, which)
     state, digest = load_checkpoint_and_digest(ckpt, expect_model=model_name)
     cfg = state["config"]

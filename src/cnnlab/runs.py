@@ -827,7 +827,8 @@ def checkpoints_gone(run: Path) -> str:
     kept = [name for name in ("metrics.csv", "summary.json") if is_file(run / name)]
     if not kept:
         return ""
-    return (f"the run trained ({' and '.join(kept)} remain) but its checkpoints (last.pt, best.pt) were deleted or "
+    remain = "remain" if len(kept) > 1 else "remains"
+    return (f"the run trained ({' and '.join(kept)} {remain}) but its checkpoints (last.pt, best.pt) were deleted or "
             "moved: put them back, or train it again")
 
 
