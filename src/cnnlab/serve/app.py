@@ -9,11 +9,12 @@ Routes:
   and pixel limits. The page draws white ink on a black canvas for a net that reads images as they are and was
   trained on dark paper, black on white for every other.
 - ``HEAD`` wherever ``GET`` is served (``/``, ``/favicon.ico``, ``/info``, ``/static/...``).
-- ``POST /predict``: an image as multipart form field ``file`` (or the raw body with an
-  ``image/*`` content type). Answers ``{"prediction", "probabilities", "classes", "model", "dataset", "paper",
-  "preparation", "top", "input_png", "branches"}`` (``model``, ``dataset``, ``paper`` and ``preparation`` as ``/info``
-  names them: a page left open across a restart with another net, or a net of the same names trained on the other
-  paper, tells by them that its bars, header or canvas are out of date; ``"thick_strokes"`` too when the
+- ``POST /predict``: an image as multipart form field ``file``, a part with a ``filename`` (or ``filename*``
+  alone, RFC 5987, decoded; a part with neither is text, refused naming it: ``curl -F "file=<d.png"``), or the raw
+  body with an ``image/*`` content type. Answers ``{"prediction", "probabilities", "classes", "model", "dataset",
+  "paper", "preparation", "top", "input_png", "branches"}`` (``model``, ``dataset``, ``paper`` and ``preparation`` as
+  ``/info`` names them: a page left open across a restart with another net, or a net of the same names trained on the
+  other paper, tells by them that its bars, header or canvas are out of date; ``"thick_strokes"`` too when the
   drawing's strokes are far wider than MNIST's, ``Prediction.thick``; ``"image_paper"`` when an image read as it is
   is on the other paper than the net's training images, ``Prediction.paper``); a bad image (over the pixel cap
   included) is ``400 {"error": "<one line>"}`` (the rules of ``cnnlab predict``), a body over the limit ``413``
@@ -68,7 +69,9 @@ import io
 import json
 import logging
 import math
+import re
 import threading
+import urllib.parse
 from pathlib import Path
 
 import anyio
@@ -76,6 +79,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from python_multipart.multipart import parse_options_header
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cnnlab.analysis.branches import inception_modules
@@ -329,12 +333,97 @@ class _BodyClock:
 BODY_KEY = "cnnlab.body"
 
 
+def _boundary(content_type: str) -> bytes:
+    """The boundary a multipart ``Content-Type`` names (b"" where it names none)."""
+    boundary = next((p.split("=", 1)[1].strip().strip('"') for p in content_type.split(";")[1:]
+                     if p.strip().lower().startswith("boundary=")), "")
+    return boundary.encode("latin-1", "replace")
+
+
 def _cut_short(body: bytes, content_type: str) -> bool:
     """Whether a multipart ``body`` lacks its closing boundary (``--BOUNDARY--``): a form cut short, whose file part
     the parser drops without a word (answered "no file in the form", though it had one)."""
-    boundary = next((p.split("=", 1)[1].strip().strip('"') for p in content_type.split(";")[1:]
-                     if p.strip().lower().startswith("boundary=")), "")
-    return bool(boundary) and b"--" + boundary.encode("latin-1", "replace") + b"--" not in body
+    boundary = _boundary(content_type)
+    return bool(boundary) and b"--" + boundary + b"--" not in body
+
+
+def _form_part(body: bytes, content_type: str, field: str) -> tuple[str, bytes] | None:
+    """The ``Content-Disposition`` and the data, as sent, of the first part of the multipart ``body`` named ``field``
+    (None where there is none). For a part the form's parser took for text, which keeps no headers and only the data
+    decoded (a part with no ``filename``, or ``filename*`` alone, which the parser does not read: RFC 7578 4.2)."""
+    delimiter = b"\r\n--" + _boundary(content_type)
+    for part in (b"\r\n" + body).split(delimiter)[1:]:
+        if part.startswith(b"--"):  # the closing delimiter
+            break
+        head, sep, data = part.partition(b"\r\n\r\n")  # (the delimiter line's padding, then the part's headers)
+        for line in head.split(b"\r\n")[1:] if sep else ():
+            key, _, value = line.partition(b":")
+            disposition = value.decode("latin-1").strip()
+            if key.strip().lower() == b"content-disposition" and \
+                    parse_options_header(disposition)[1].get(b"name") == field.encode():
+                return disposition, data
+    return None
+
+
+def _extended_filename(disposition: str) -> str | None:
+    """The file name a ``Content-Disposition`` gives as ``filename*`` (RFC 5987: ``UTF-8''%e2%82%ac.png``), decoded;
+    None where it gives none."""
+    found = re.search(r"(?:^|;)\s*filename\*\s*=\s*([^;]*)", disposition, re.IGNORECASE)
+    if found is None:
+        return None
+    charset, _, rest = found.group(1).strip().strip('"').partition("'")
+    encoded = rest.partition("'")[2] if rest else charset  # (no charset'language' prefix: the value as it is)
+    try:
+        return urllib.parse.unquote(encoded, encoding=charset if rest else "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know
+        return urllib.parse.unquote(encoded, encoding="latin-1")
+
+
+class Refused(Exception):
+    """A request answered ``{"error": message}`` with ``status`` (raised by the steps of ``POST /predict``)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def _text_in_file_field(request: Request, text: str) -> tuple[bytes, str]:
+    """The image of a form whose field ``file`` the parser read as text, not as a file: a part that names its file
+    by ``filename*`` alone is taken as the file it is (its bytes as sent, its name decoded); a part with no file name
+    at all is refused, naming what came (``curl -F "file=<digit.png"`` sends the file's bytes as text)."""
+    part = _form_part(request.scope.get(BODY_KEY, b""), request.headers.get("content-type", ""), "file")
+    disposition, data = part if part is not None else ("", text.encode("utf-8", "surrogateescape"))
+    name = _extended_filename(disposition)
+    if name is not None and part is not None:
+        return data, _client_name(name)
+    raise Refused(400, f"field 'file' holds text ({len(data):,} bytes, no filename), not a file upload; send the "
+                       "image as a file: curl -F file=@digit.png (a part with filename=\"...\")")
+
+
+async def _upload(request: Request, max_bytes: int) -> tuple[bytes, str]:
+    """The image a ``POST /predict`` sends, and its name for messages: a multipart form's field ``file``, or the body
+    of an ``image/*`` (or ``application/octet-stream``) request; anything else is :class:`Refused`."""
+    ctype = request.headers.get("content-type", "").lower()  # media types are case-insensitive (RFC 9110)
+    if ctype.startswith("image/") or ctype.startswith("application/octet-stream"):
+        return await request.body(), "upload"
+    if not ctype.startswith("multipart/form-data"):
+        raise Refused(415, "send the image as multipart form field 'file', or as the body with Content-Type image/*")
+    try:
+        form = await request.form(max_files=1, max_fields=4, max_part_size=max_bytes)
+    except Exception as err:  # noqa: BLE001 - malformed multipart bodies of any kind
+        raise Refused(400, f"unreadable multipart form ({str(err)[:100]}); send the image as field 'file'") from None
+    try:
+        upload = form.get("file")
+        if isinstance(upload, str):
+            return _text_in_file_field(request, upload)
+        if upload is None:
+            if _cut_short(request.scope.get(BODY_KEY, b""), request.headers.get("content-type", "")):
+                raise Refused(400, "the multipart form is cut short (its closing boundary never came); send the "
+                                   "whole form")
+            raise Refused(400, "no file in the form; send the image as multipart field 'file'")
+        return await upload.read(), _client_name(upload.filename)
+    finally:
+        await form.close()
 
 
 def _origin_form(scope) -> dict:
@@ -505,24 +594,10 @@ def create_app(predictor: Predictor, max_bytes: int = DEFAULT_MAX_BYTES, *, deco
 
     @app.post("/predict")
     async def predict(request: Request):
-        ctype = request.headers.get("content-type", "").lower()  # media types are case-insensitive (RFC 9110)
-        if ctype.startswith("multipart/form-data"):
-            try:
-                form = await request.form(max_files=1, max_fields=4, max_part_size=max_bytes)
-            except Exception as err:  # noqa: BLE001 - malformed multipart bodies of any kind
-                return error(400, f"unreadable multipart form ({str(err)[:100]}); send the image as field 'file'")
-            upload = form.get("file")
-            if upload is None or isinstance(upload, str):
-                if _cut_short(request.scope.get(BODY_KEY, b""), request.headers.get("content-type", "")):
-                    return error(400, "the multipart form is cut short (its closing boundary never came); send the "
-                                      "whole form")
-                return error(400, "no file in the form; send the image as multipart field 'file'")
-            data, name = await upload.read(), _client_name(upload.filename)
-            await form.close()
-        elif ctype.startswith("image/") or ctype.startswith("application/octet-stream"):
-            data, name = await request.body(), "upload"
-        else:
-            return error(415, "send the image as multipart form field 'file', or as the body with Content-Type image/*")
+        try:
+            data, name = await _upload(request, max_bytes)
+        except Refused as refused:
+            return error(refused.status, refused.message)
         try:
             answer = await run_in_threadpool(service.answer, data, name)
             return error(400, answer) if isinstance(answer, str) else answer

@@ -1,0 +1,85 @@
+"""cnnlab serve against a tester's round (srvS, s43): a form's field 'file' that holds text, Range headers on the
+page's files, a Content-Length over the bytes sent, which checkpoint answered (and one that changed under the
+server), and a taken port refused before the net loads.
+
+Servers run on 127.0.0.1 only, in a thread (``make_server``, as the command builds it), each bounded in time.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from apps_helpers import draw_digit, tiny_checkpoint
+from cnnlab.checkpoint import load_checkpoint, save_checkpoint
+from cnnlab.predict import Predictor
+from test_serve import _read_response, png, post
+from test_serve_faults import Served
+
+pytest.importorskip("uvicorn")
+pytest.importorskip("fastapi")
+
+MAX_BYTES = 64 * 1024
+STATIC = Path(__file__).resolve().parents[1] / "src" / "cnnlab" / "serve" / "static"
+
+
+def _trained_checkpoint(path: Path, seed: int = 0, step: int = 8, epoch: int = 1) -> Path:
+    """A tiny checkpoint that records its place in training (step, whole epochs), as a run's last.pt does."""
+    tiny_checkpoint(path, seed=seed)
+    state = load_checkpoint(path)
+    state["train_state"] = {"epoch": epoch, "batch": 0, "step": step}
+    save_checkpoint(path, state)  # a save renames a new file into place, as a training's does
+    return path
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return _trained_checkpoint(tmp_path_factory.mktemp("srvS") / "last.pt")
+
+
+@pytest.fixture(scope="module")
+def app(ckpt):
+    from cnnlab.serve.app import create_app
+
+    return create_app(Predictor.from_run(ckpt, device="cpu"), max_bytes=MAX_BYTES, body_grace=1.5)
+
+
+def _raw(srv, request: bytes) -> tuple[int, dict, bytes]:
+    with srv.connect(request) as sock:
+        return _read_response(sock)
+
+
+def _form(part_head: bytes, data: bytes) -> bytes:
+    body = b"--xyz\r\n" + part_head + b"\r\n\r\n" + data + b"\r\n--xyz--\r\n"
+    return (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=xyz\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)) + body
+
+
+# ----------------------------------------------------------------------------- 2. a field 'file' that holds text
+
+
+@pytest.mark.parametrize("data", [png(draw_digit()), b"hello"], ids=["png", "text"])
+def test_a_form_field_file_that_holds_text_is_named_so(app, data):
+    """``curl -F "file=<d.png"`` (and requests' ``files={'file': (None, data)}``) send the file's bytes as a field with
+    no filename: answered "no file in the form; send the image as multipart field 'file'", what the user did."""
+    with Served(app) as srv:
+        status, _, body = _raw(srv, _form(b'Content-Disposition: form-data; name="file"', data))
+    error = json.loads(body)["error"]
+    assert status == 400 and error.startswith(f"field 'file' holds text ({len(data):,} bytes, no filename), not a "
+                                              "file upload; send the image as a file: curl -F file=@digit.png"), error
+
+
+def test_a_file_named_by_filename_star_alone_is_taken_as_a_file(app):
+    """A part naming its file only by RFC 5987's ``filename*`` (which the form's parser does not read: RFC 7578 4.2)
+    was "no file in the form": it is the file it is, its name decoded."""
+    data = png(draw_digit())
+    head = b"Content-Disposition: form-data; name=\"file\"; filename*=UTF-8''%e2%82%ac.png\r\nContent-Type: image/png"
+    with Served(app) as srv:
+        status, _, body = _raw(srv, _form(head, data))
+        assert status == 200 and json.loads(body)["probabilities"] == post(srv.url, data)[1]["probabilities"]
+        status, _, body = _raw(srv, _form(head, b"not an image"))
+        assert status == 400 and "upload '\u20ac.png'" in json.loads(body)["error"]
+        status, _, body = _raw(srv, _form(b'Content-Disposition: form-data; name="image"; filename="d.png"', data))
+        assert status == 400 and json.loads(body)["error"].startswith("no file in the form")
