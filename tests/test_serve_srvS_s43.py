@@ -8,6 +8,7 @@ Servers run on 127.0.0.1 only, in a thread (``make_server``, as the command buil
 from __future__ import annotations
 
 import json
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,33 @@ def test_a_file_named_by_filename_star_alone_is_taken_as_a_file(app):
         assert status == 400 and "upload '\u20ac.png'" in json.loads(body)["error"]
         status, _, body = _raw(srv, _form(b'Content-Disposition: form-data; name="image"; filename="d.png"', data))
         assert status == 400 and json.loads(body)["error"].startswith("no file in the form")
+
+
+# ----------------------------------------------------------------------------- 3. Range on the page's files
+
+
+def test_an_unknown_range_unit_or_an_invalid_range_is_ignored(app):
+    """``Range: chars=0-1`` and ``Range: bytes=50-10`` were 400 in plain text (Starlette's "Only support bytes range",
+    "start must be less than end"); RFC 9110 14.2: an unknown unit MUST be ignored, an invalid range MAY be."""
+    with Served(app) as srv:
+        for path, name, rng in (("/static/app.js", "app.js", "chars=0-1"), ("/", "index.html", "bytes=50-10"),
+                                ("/", "index.html", "bytes"), ("/static/app.js", "app.js", "bytes=x-y")):
+            req = urllib.request.Request(srv.url + path, headers={"Range": rng})
+            with urllib.request.urlopen(req, timeout=30) as res:
+                assert res.status == 200 and res.read() == (STATIC / name).read_bytes(), (path, rng)
+        req = urllib.request.Request(srv.url + "/static/app.js", headers={"Range": "bytes=0-9"})
+        with urllib.request.urlopen(req, timeout=30) as res:  # a range that is one: served as before
+            assert res.status == 206 and res.read() == (STATIC / "app.js").read_bytes()[:10]
+
+
+@pytest.mark.parametrize("path, name", [("/", "index.html"), ("/static/app.js", "app.js")])
+def test_a_range_past_the_end_is_416_in_json(app, path, name):
+    """``Range: bytes=999999-`` was 416 with an empty body; every refusal is ``{"error": "<one line>"}``."""
+    size = (STATIC / name).stat().st_size
+    with Served(app) as srv:
+        status, headers, body = _raw(srv, f"GET {path} HTTP/1.1\r\nHost: x\r\nRange: bytes=999999-\r\n"
+                                          "Connection: close\r\n\r\n".encode())
+    assert status == 416 and headers["content-range"] == f"bytes */{size}"
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body)["error"] == (f"Range bytes=999999- asks for no byte of this file, which has {size:,}; ask "
+                                         f"for bytes within 0-{size - 1}, or send no Range for the whole file")

@@ -2,6 +2,8 @@
 
 Routes:
 - ``GET /`` (and ``HEAD /``): the page (``static/index.html`` and ``static/app.js``): draw, see the probabilities.
+  Its files take a ``Range`` as RFC 9110 14.2 says: another unit than ``bytes``, or ranges that are not valid, are
+  ignored (the whole file), ranges past the end are ``416 {"error": ...}`` (:class:`PageFile`).
 - ``GET /favicon.ico``: 204 (the page links ``static/favicon.svg``; this answers browsers that ask anyway).
 - ``GET /info``: the model's name, its dataset's (no folders above it), classes, whether it has Inception modules, the
   paper of its training images (``"paper"``: ``"dark"`` or ``"light"``, from their recorded mean) and how an image is
@@ -80,7 +82,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from python_multipart.multipart import parse_options_header
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
+from starlette.staticfiles import NotModifiedResponse
 
 from cnnlab.analysis.branches import inception_modules
 from cnnlab.errors import CnnlabError, printable
@@ -466,6 +471,51 @@ def _shortage(err: BaseException) -> str | None:
     return None
 
 
+class _PastTheEnd(Exception):
+    """A ``Range`` whose every range starts past the end of the file asked for (RFC 9110 15.5.17: 416)."""
+
+    def __init__(self, asked: str, size: int):
+        super().__init__(asked)
+        self.asked, self.size = asked, size
+
+
+class PageFile(FileResponse):
+    """A file of the page (``/``, ``/static/...``), whose ``Range`` header is read as RFC 9110 14.2 says: a range unit
+    other than ``bytes`` (``chars=0-1``) is ignored, and so is a ``Range`` that is not valid (``bytes=50-10``, no
+    ``=``), as the RFC allows: the whole file, 200 (Starlette answered both 400 in plain text); ranges that all start
+    past the file's end are 416 in the app's shape, ``{"error": ...}``, with ``Content-Range: bytes */SIZE`` (an empty
+    body before). Satisfiable ranges are served as Starlette serves them (206)."""
+
+    @classmethod
+    def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
+        try:
+            return super()._parse_range_header(http_range, file_size)
+        except MalformedRangeHeader:
+            return []  # ignored: the whole file
+        except RangeNotSatisfiable:
+            raise _PastTheEnd(http_range, file_size) from None
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except _PastTheEnd as past:  # raised while the ranges are read, before anything is sent
+            asked = printable(past.asked if len(past.asked) <= 80 else past.asked[:80] + "...")
+            message = (f"Range {asked} asks for no byte of this file, which has {past.size:,}; ask for bytes within "
+                       f"0-{max(past.size - 1, 0)}, or send no Range for the whole file")
+            await JSONResponse({"error": message}, status_code=416,
+                               headers={"content-range": f"bytes */{past.size}"})(scope, receive, send)
+
+
+class PageFiles(StaticFiles):
+    """The page's files (``/static/...``), each a :class:`PageFile`."""
+
+    def file_response(self, full_path, stat_result, scope, status_code: int = 200) -> Response:
+        response = PageFile(full_path, status_code=status_code, stat_result=stat_result)
+        if self.is_not_modified(response.headers, Headers(scope=scope)):
+            return NotModifiedResponse(response.headers)
+        return response
+
+
 def _png_data_url(img) -> str:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
@@ -563,7 +613,7 @@ def create_app(predictor: Predictor, max_bytes: int = DEFAULT_MAX_BYTES, *, deco
         raise CnnlabError(f"min_body_rate must be over 0 bytes a second, got {min_body_rate}")
     service = Service(predictor, decodes)
     app = FastAPI(title="cnnlab", docs_url=None, redoc_url=None, openapi_url=None)
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/static", PageFiles(directory=STATIC), name="static")
 
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
@@ -580,7 +630,7 @@ def create_app(predictor: Predictor, max_bytes: int = DEFAULT_MAX_BYTES, *, deco
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     def index():
-        return FileResponse(STATIC / "index.html", media_type="text/html")
+        return PageFile(STATIC / "index.html", media_type="text/html")
 
     @app.api_route("/favicon.ico", methods=["GET", "HEAD"], include_in_schema=False)
     def favicon():
