@@ -16,7 +16,7 @@ import pytest
 from apps_helpers import draw_digit, tiny_checkpoint
 from cnnlab.checkpoint import load_checkpoint, save_checkpoint
 from cnnlab.predict import Predictor
-from test_serve import _read_response, png, post
+from test_serve import _chunk, _head, _read_response, png, post
 from test_serve_faults import Served
 
 pytest.importorskip("uvicorn")
@@ -114,3 +114,30 @@ def test_a_range_past_the_end_is_416_in_json(app, path, name):
     assert headers["content-type"] == "application/json"
     assert json.loads(body)["error"] == (f"Range bytes=999999- asks for no byte of this file, which has {size:,}; ask "
                                          f"for bytes within 0-{size - 1}, or send no Range for the whole file")
+
+
+# ----------------------------------------------------------------------------- 4. a Content-Length over what came
+
+
+def test_a_content_length_over_the_bytes_sent_is_named(app):
+    """1,182 bytes sent at once under ``Content-Length: 1282``: 408 "the request body stopped arriving before its end;
+    send it at once", though the client had sent everything at once."""
+    data = png(draw_digit())
+    with Served(app) as srv:
+        status, _, body = _raw(srv, _head(b"image/png", length=len(data) + 100) + data)
+    assert status == 408 and json.loads(body)["error"] == (
+        f"the request body stopped arriving before its end: {len(data):,} of the {len(data) + 100:,} bytes its "
+        "Content-Length declares came, then nothing; check the Content-Length, or send the whole body at once")
+
+
+def test_a_body_that_never_comes_is_not_told_a_rate(app):
+    """A head declaring 3 bytes and no body: "did not arrive within 5.00018 s; send it at 16 KiB/s or more" (the
+    time unrounded, a rate for 3 bytes)."""
+    with Served(app) as srv:
+        status, _, body = _raw(srv, _head(b"image/png", length=3))
+        assert status == 408 and json.loads(body)["error"] == (
+            "the request body did not arrive within 1.5 s: none of the 3 bytes its Content-Length declares came; "
+            "send the body right after its head, or check the Content-Length")
+        status, _, body = _raw(srv, _head(b"image/png") + _chunk(b"a" * 100))  # chunked, its last chunk never sent
+    error = json.loads(body)["error"]
+    assert status == 408 and "100 bytes of a chunked body came (its last, empty chunk never did)" in error, error

@@ -20,7 +20,8 @@ Routes:
   drawing's strokes are far wider than MNIST's, ``Prediction.thick``; ``"image_paper"`` when an image read as it is
   is on the other paper than the net's training images, ``Prediction.paper``); a bad image (over the pixel cap
   included) is ``400 {"error": "<one line>"}`` (the rules of ``cnnlab predict``), a body over the limit ``413``
-  however it is sent, a body that does not arrive in time ``408``, and a server that has as many uploads as it
+  however it is sent, a body that does not arrive in time ``408`` (saying what came of it: none, or how many of the
+  bytes its ``Content-Length`` declares, then nothing), and a server that has as many uploads as it
   takes, or runs out of file descriptors or memory while decoding, ``503`` (with Retry-After).
   The body's ``Content-Type`` is read without regard to case (``IMAGE/PNG`` is ``image/png``).
 - Anything else: ``404`` (no such route) or ``405`` (another method), ``{"error": "<one line>"}`` like every
@@ -209,13 +210,14 @@ class RequestGuard:
         if scope["method"] in NO_BODY_METHODS:  # no body to read, nothing to count
             return await self.app(scope, receive, send)
         held = [0]  # the bytes of this body counted in self.buffered, until it is answered
-        limit = self.time_limit(_declared_length(scope))
+        declared = _declared_length(scope)
+        clock = _BodyClock(self.min_body_rate, self.body_grace, anyio.current_time())
         try:
-            outcome, body = await self._receive(scope, receive, held, limit)
+            outcome, body = await self._receive(scope, receive, held, self.time_limit(declared), clock)
             if outcome == "ok" and self.pending >= self.max_pending:
                 outcome = "queue"
             if outcome != "ok":
-                return await self._refuse(send, outcome, limit)
+                return await self._refuse(send, outcome, clock, declared)
             self.pending += 1
             try:
                 await self.app({**scope, BODY_KEY: body}, _replay(body, receive), send)  # the same bytes, no copy
@@ -224,23 +226,38 @@ class RequestGuard:
         finally:
             self.buffered -= held[0]
 
-    async def _refuse(self, send, outcome: str, limit: float) -> None:
-        """The answer to a body refused for ``outcome`` (:meth:`_receive`'s, or ``"queue"``: every slot taken)."""
+    def _late(self, outcome: str, clock: "_BodyClock", declared: int | None) -> str:
+        """The 408's line for a body that did not come in time (``outcome`` ``"late"``, ``"idle"`` or ``"slow"``), by
+        what came of it: nothing at all, part of it and then nothing (a ``Content-Length`` over the bytes sent reads
+        so: "send it at once" told a client that had sent everything at once), or part of it too slowly."""
         rate = f"{self.min_body_rate / 1024:g} KiB/s"
+        waited = f"{round(anyio.current_time() - clock.start, 1):g} s"  # (5.00018 s: the grace plus 3 bytes' time)
+        length = (f"the {declared:,} bytes its Content-Length declares" if declared is not None
+                  else "a chunked body's bytes")
+        if not clock.seen:  # not "send it at 16 KiB/s" for a body of 3 bytes that never came
+            return (f"the request body did not arrive within {waited}: none of {length} came; send the body right "
+                    "after its head" + (", or check the Content-Length" if declared is not None else ""))
+        came = (f"{clock.seen:,} of {length} came" if declared is not None
+                else f"{clock.seen:,} bytes of a chunked body came (its last, empty chunk never did)")
+        if outcome == "idle":
+            fix = "check the Content-Length, or send the whole body at once" if declared is not None else \
+                "send the whole body at once"
+            return f"the request body stopped arriving before its end: {came}, then nothing; {fix}"
+        if outcome == "late":
+            fix = "send it at once" if self.body_timeout is not None else f"send it at {rate} or more"
+            return f"the request body did not arrive within {waited} ({came}); {fix}"
+        return (f"the request body arrived slower than {rate} after the first {self.body_grace:g} s (the least this "
+                f"server waits for; {came}); send it at once, on a faster link")
+
+    async def _refuse(self, send, outcome: str, clock: "_BodyClock", declared: int | None) -> None:
+        """The answer to a body refused for ``outcome`` (:meth:`_receive`'s, or ``"queue"``: every slot taken)."""
         retry = ((b"retry-after", str(RETRY_AFTER_S).encode()),)
         if outcome == "gone":
             log.info("a client went away during its upload; nothing answered")
         elif outcome == "large":
             await _answer(send, 413, f"request body over the limit of {self.max_bytes:,} bytes; send a smaller image")
-        elif outcome == "late":
-            fix = "send it at once" if self.body_timeout is not None else f"send it at {rate} or more"
-            await _answer(send, 408, f"the request body did not arrive within {limit:g} s; {fix}")
-        elif outcome == "idle":
-            await _answer(send, 408, "the request body stopped arriving before its end; send it at once")
-        elif outcome == "slow":
-            await _answer(send, 408, f"the request body arrived slower than {rate} after the first "
-                                     f"{self.body_grace:g} s (the least this server waits for); send it at once, "
-                                     "on a faster link")
+        elif outcome in ("late", "idle", "slow"):
+            await _answer(send, 408, self._late(outcome, clock, declared))
         elif outcome == "full":
             await _answer(send, 503, f"the server is busy (the uploads in progress hold the {self.max_buffered:,} "
                                      f"bytes it takes); retry in {RETRY_AFTER_S} s", retry)
@@ -257,7 +274,8 @@ class RequestGuard:
         held[0] += size
         return True
 
-    async def _receive(self, scope, receive, held: list[int], limit: float) -> tuple[str, bytes]:
+    async def _receive(self, scope, receive, held: list[int], limit: float,
+                       clock: "_BodyClock") -> tuple[str, bytes]:
         """Receive the request's body: ``("ok", body)``, or ``("large" | "full" | "late" | "slow" | "gone", b"")``
         when it is over the limit, would take the bytes held over ``max_buffered``, is not in within ``limit``
         seconds, arrives under ``min_body_rate`` after ``body_grace``, or the client went away.
@@ -273,7 +291,6 @@ class RequestGuard:
             return "full", b""  # it cannot fit now: refused before any of it is read (no "100 Continue")
         chunks: list[bytes] = []
         over = declared is not None and declared > self.max_bytes  # a 413 whatever comes: drained, never held
-        clock = _BodyClock(self.min_body_rate, self.body_grace, anyio.current_time())
         try:
             with anyio.fail_after(limit):
                 while True:
