@@ -7,6 +7,7 @@ Servers run on 127.0.0.1 only, in a thread (``make_server``, as the command buil
 
 from __future__ import annotations
 
+import hashlib
 import json
 import urllib.request
 from pathlib import Path
@@ -141,3 +142,72 @@ def test_a_body_that_never_comes_is_not_told_a_rate(app):
         status, _, body = _raw(srv, _head(b"image/png") + _chunk(b"a" * 100))  # chunked, its last chunk never sent
     error = json.loads(body)["error"]
     assert status == 408 and "100 bytes of a chunked body came (its last, empty chunk never did)" in error, error
+
+
+# ----------------------------------------------------------------------------- a. which checkpoint answered
+
+
+def test_info_and_each_answer_name_the_checkpoint_served(app, ckpt):
+    """Neither /info nor /predict named the checkpoint served: a page or a script could not tell which net answered."""
+    with Served(app) as srv:
+        with urllib.request.urlopen(srv.url + "/info", timeout=30) as res:
+            info = json.loads(res.read())
+        answer = post(srv.url, png(draw_digit()))[1]
+    assert info["checkpoint"] == answer["checkpoint"] == {
+        "file": f"{ckpt.parent.name}/last.pt", "step": 8, "epochs": 1,  # no folders above the run's
+        "sha256": hashlib.sha256(ckpt.read_bytes()).hexdigest()}
+
+    from cnnlab.predict import _checkpoint_shown
+
+    class Entry:  # the shipped weights: their file and the manifest's hash, no step
+        file, sha256 = "resnet-mnist.safetensors", "ab" * 32
+
+    shipped = _checkpoint_shown("pretrained resnet-mnist", {"pretrained": Entry()}, "")
+    assert shipped == {"file": "resnet-mnist.safetensors", "step": None, "epochs": None, "sha256": "ab" * 32}
+
+
+def test_a_checkpoint_that_changed_on_disk_is_loaded_again_and_said_so(tmp_path):
+    """A running server kept answering with the net it loaded at start after ``train --resume`` rewrote its last.pt
+    (7 0.1797 where a fresh server said 7 0.9431), and nothing said which net answered. Now the file's stat is
+    checked at each request: a changed file is loaded again (one log line); one that does not load, or is gone, leaves
+    the net served as it was, with one warning."""
+    from cnnlab.serve.app import Service
+
+    ckpt = _trained_checkpoint(tmp_path / "run" / "last.pt", seed=0, step=8, epoch=1)
+    logs, warns = [], []
+    service = Service(Predictor.from_run(ckpt, device="cpu"), say=logs.append, warn=warns.append)
+    data = png(draw_digit())
+    first = service.predict(data, "upload")
+    assert first["checkpoint"]["step"] == 8 and service.predict(data, "upload") == first and logs == warns == []
+    _trained_checkpoint(ckpt, seed=1, step=16, epoch=2)  # the run trained on
+    second = service.predict(data, "upload")
+    assert second["checkpoint"]["step"] == 16 and second["checkpoint"]["sha256"] != first["checkpoint"]["sha256"]
+    assert second["checkpoint"]["sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert second["probabilities"] != first["probabilities"]
+    assert logs == [f"{ckpt} changed on disk: loaded it again, now step 16, 2 epochs, sha256 "
+                    f"{second['checkpoint']['sha256'][:12]} (was step 8, 1 epoch, sha256 "
+                    f"{first['checkpoint']['sha256'][:12]})"]
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])  # cut short in place: it does not load
+    for _ in range(2):
+        assert service.predict(data, "upload")["checkpoint"] == second["checkpoint"]
+    assert len(warns) == 1 and f"{ckpt} changed on disk but does not load (" in warns[0], warns
+    assert warns[0].endswith(f"still serving the net loaded before (step 16, 2 epochs, sha256 "
+                             f"{second['checkpoint']['sha256'][:12]})")
+    ckpt.unlink()
+    for _ in range(2):
+        assert service.info(MAX_BYTES)["checkpoint"] == second["checkpoint"]
+    assert len(warns) == 2 and warns[1].startswith(f"{ckpt} is gone (deleted or moved); still serving")
+    _trained_checkpoint(ckpt, seed=2, step=24, epoch=3)  # put back: loaded
+    assert service.info(MAX_BYTES)["checkpoint"]["step"] == 24 and len(logs) == 2 and len(warns) == 2
+
+
+def test_the_serving_line_names_the_checkpoint(tmp_path, monkeypatch):
+    from cnnlab.serve import server
+
+    ckpt = _trained_checkpoint(tmp_path / "r1" / "last.pt")
+    monkeypatch.setattr(server, "serve_forever", lambda app, sock: None)
+    logs: list[str] = []
+    server.run_server(ckpt, port=0, log=logs.append, warn=lambda m: None)
+    digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()[:12]
+    assert logs[0].startswith(f"serving basic_cnn from {ckpt} (step 8, 1 epoch, sha256 {digest}; loaded again when "
+                              "the file changes) on http://127.0.0.1:")

@@ -637,6 +637,17 @@ def read_json(path: str | Path, what: str, fix: str = "the file is damaged") -> 
         raise CnnlabError(f"{what}: not valid JSON (nested too deeply); {fix}") from None
 
 
+def file_stamp(path: str | Path) -> tuple[int, int, int, int] | None:
+    """What tells the versions of the file ``path`` names apart without reading it: its device, inode, size and
+    modification time in ns (a file renamed into place, as every cnnlab save is, is a new inode); None when it cannot
+    be statted now (gone, moved, unreadable)."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def sha256_file(path: str | Path) -> str:
     with open(path, "rb") as fh:
         return sha256_of(fh)

@@ -33,15 +33,16 @@ import torch
 import torch.nn as nn
 from PIL import Image, PngImagePlugin
 
-from cnnlab.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+from cnnlab.checkpoint import load_checkpoint_and_digest, model_from_checkpoint, resolve_checkpoint
 from cnnlab.data.folder import SIZE as FOLDER_SIZE
 from cnnlab.data.folder import gray_square
 from cnnlab.dataset_names import PAPER_SPLIT, dataset_kind, directory_of, paper_of
 from cnnlab.devices import resolve_device
 from cnnlab.errors import CnnlabError, first_line, printable, short_repr, yes_no
-from cnnlab.fileio import atomic_write_bytes, open_if_regular, temp_part
+from cnnlab.fileio import atomic_write_bytes, file_stamp, open_if_regular, temp_part
 from cnnlab.pretrained import load_pretrained
 from cnnlab.runs import LATEST, resolve_run
+from cnnlab.text import plural
 from cnnlab.imageio import (
     ALLOWED_TEXT, DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, BadImageError, check_max_pixels, check_pixels, open_image,
     unit_gray, upright,
@@ -244,6 +245,29 @@ def _dataset_shown(name: str) -> str:
     return f"{found[0]}:{found[1].name}" if found else name
 
 
+def _checkpoint_shown(source: str, state: dict, digest: str) -> dict:
+    """The file a predictor's net was loaded from, as a page or a script may name it (:attr:`Predictor.checkpoint`):
+    ``file`` (the run folder's name and the file's, no folders above it; the shipped weights' file), ``step`` and
+    ``epochs`` (the optimiser steps and whole epochs it had trained; None where it does not say: the shipped
+    weights) and ``sha256`` (of the file's bytes as loaded; None where not known)."""
+    entry = state.get("pretrained")
+    if entry is not None:
+        return {"file": entry.file, "step": None, "epochs": None, "sha256": entry.sha256}
+    trained = state.get("train_state") or state.get("progress") or {}  # format 2's, or format 1's
+    counts = {key: trained.get(key) if isinstance(trained, dict) else None for key in ("step", "epoch")}
+    counts = {key: value if type(value) is int else None for key, value in counts.items()}
+    path = Path(source).absolute() if source else None
+    return {"file": printable(f"{path.parent.name}/{path.name}") if path else None, "step": counts["step"],
+            "epochs": counts["epoch"], "sha256": digest or None}
+
+
+def checkpoint_line(checkpoint: dict) -> str:
+    """:attr:`Predictor.checkpoint` in a few words, for a log line: ``step 60, 1 epoch, sha256 0123456789ab``."""
+    step, epochs, digest = checkpoint.get("step"), checkpoint.get("epochs"), checkpoint.get("sha256")
+    parts = ([f"step {step:,}"] if step is not None else []) + ([plural(epochs, "epoch")] if epochs is not None else [])
+    return ", ".join(parts + ([f"sha256 {digest[:12]}"] if digest else []))
+
+
 class Predictor:
     """A trained net with its run's preprocessing: image in, class probabilities out.
 
@@ -254,7 +278,7 @@ class Predictor:
     """
 
     def __init__(self, state: dict, device: str | torch.device = "cpu", source: str = "",
-                 max_pixels: int = DEFAULT_MAX_PIXELS):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, digest: str = ""):
         self.max_pixels = check_max_pixels(max_pixels)
         data = state.get("data") or {}
         missing = [k for k in ("classes", "mean", "std") if k not in data]
@@ -281,6 +305,11 @@ class Predictor:
         #: ``"dark"`` or ``"light"``: the paper of the net's training images, by their recorded mean
         #: (:func:`cnnlab.dataset_names.paper_of`; MNIST's and Fashion-MNIST's are dark).
         self.paper = paper_of(self.mean)
+        #: The file the net was loaded from: ``{"file", "step", "epochs", "sha256"}`` (``_checkpoint_shown``).
+        self.checkpoint = _checkpoint_shown(source, state, digest)
+        #: The checkpoint file's stat as :meth:`from_run` found it before loading it
+        #: (:func:`cnnlab.fileio.file_stamp`): ``cnnlab serve`` loads it again when it changes. None: not from a file.
+        self.stamp: tuple | None = None
 
     def __repr__(self) -> str:
         """One line: the net, its data and classes, where it runs, and where its weights came from."""
@@ -310,7 +339,11 @@ class Predictor:
         (``"auto"``: a GPU if there is one), reading images up to ``max_pixels`` (width x height)."""
         check_max_pixels(max_pixels)  # before the checkpoint is read
         path = resolve_checkpoint(resolve_run(run) if isinstance(run, str) and run == LATEST else run, which)
-        return cls(load_checkpoint(path), device=device, source=str(path), max_pixels=max_pixels)
+        stamp = file_stamp(path)  # before the load: a file replaced meanwhile reads as changed, and is loaded again
+        state, digest = load_checkpoint_and_digest(path)
+        predictor = cls(state, device=device, source=str(path), max_pixels=max_pixels, digest=digest)
+        predictor.stamp = stamp
+        return predictor
 
     @classmethod
     def pretrained(cls, model: str, dataset: str = "mnist", device: str = "auto",

@@ -8,15 +8,20 @@ Routes:
 - ``GET /info``: the model's name, its dataset's (no folders above it), classes, whether it has Inception modules, the
   paper of its training images (``"paper"``: ``"dark"`` or ``"light"``, from their recorded mean) and how an image is
   prepared for it (``"preparation"``: ``"digit"``, ``"clothes"`` or ``"as is"``, an image folder's net), the upload
-  and pixel limits. The page draws white ink on a black canvas for a net that reads images as they are and was
-  trained on dark paper, black on white for every other.
+  and pixel limits, and the checkpoint served (``"checkpoint"``: ``{"file": "RUN/last.pt", "step", "epochs",
+  "sha256"}``, ``Predictor.checkpoint``; the shipped weights: their file and hash, no step). A net loaded from a
+  file is loaded again when the file changes on disk (a run retrained or resumed under a running server: its stat
+  is read at each ``/info`` and ``/predict``, one line says so; a file gone or that does not load leaves the net
+  served as it was, with one warning: :class:`Service`). The page draws white ink on a black canvas for a net that
+  reads images as they are and was trained on dark paper, black on white for every other.
 - ``HEAD`` wherever ``GET`` is served (``/``, ``/favicon.ico``, ``/info``, ``/static/...``).
 - ``POST /predict``: an image as multipart form field ``file``, a part with a ``filename`` (or ``filename*``
   alone, RFC 5987, decoded; a part with neither is text, refused naming it: ``curl -F "file=<d.png"``), or the raw
   body with an ``image/*`` content type. Answers ``{"prediction", "probabilities", "classes", "model", "dataset",
-  "paper", "preparation", "top", "input_png", "branches"}`` (``model``, ``dataset``, ``paper`` and ``preparation`` as
-  ``/info`` names them: a page left open across a restart with another net, or a net of the same names trained on the
-  other paper, tells by them that its bars, header or canvas are out of date; ``"thick_strokes"`` too when the
+  "paper", "preparation", "checkpoint", "top", "input_png", "branches"}`` (``model``, ``dataset``, ``paper``,
+  ``preparation`` and ``checkpoint`` as ``/info`` names them: a page left open across a restart with another net, or
+  a net of the same names trained on the other paper, tells by them that its bars, header or canvas are out of date;
+  the checkpoint, which net answered; ``"thick_strokes"`` too when the
   drawing's strokes are far wider than MNIST's, ``Prediction.thick``; ``"image_paper"`` when an image read as it is
   is on the other paper than the net's training images, ``Prediction.paper``); a bad image (over the pixel cap
   included) is ``400 {"error": "<one line>"}`` (the rules of ``cnnlab predict``), a body over the limit ``413``
@@ -75,6 +80,7 @@ import math
 import re
 import threading
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -89,9 +95,10 @@ from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 from starlette.staticfiles import NotModifiedResponse
 
 from cnnlab.analysis.branches import inception_modules
-from cnnlab.errors import CnnlabError, printable
+from cnnlab.errors import CnnlabError, first_line, printable
 from cnnlab.imageio import ResourceError
-from cnnlab.predict import BadImageError, Predictor, to_uint8_image
+from cnnlab.fileio import file_stamp
+from cnnlab.predict import BadImageError, Predictor, checkpoint_line, to_uint8_image
 from cnnlab.serve import DEFAULT_MAX_BYTES, ROUTES_HINT
 from cnnlab.serve.branches import record_branch_energy, shares
 
@@ -548,23 +555,79 @@ def _client_name(filename: str | None) -> str:
 
 class Service:
     """Prediction for the app: images decoded on the service's own ``decodes`` threads (so at most that
-    many at once), the net one image at a time (a lock), branch energies for Inception nets."""
+    many at once), the net one image at a time (a lock), branch energies for Inception nets.
 
-    def __init__(self, predictor: Predictor, decodes: int = DEFAULT_DECODES):
+    A net loaded from a file (:meth:`Predictor.from_run`) is loaded again when the file changes on disk (its stat:
+    a run retrained or resumed, whose save renames a new last.pt into place), at the next request (:meth:`served`),
+    and ``say`` says so; a file gone, or one that does not load (``warn`` says why, once per change), leaves the net
+    served as it was. Each answer names the checkpoint that gave it (``"checkpoint"``)."""
+
+    def __init__(self, predictor: Predictor, decodes: int = DEFAULT_DECODES,
+                 say: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None):
         if decodes < 1:
             raise CnnlabError(f"decodes must be at least 1, got {decodes}")
-        self.predictor = predictor
-        self.has_inception = bool(inception_modules(predictor.model))
+        self._served = (predictor, bool(inception_modules(predictor.model)))
         self._lock = threading.Lock()
+        self._reload = threading.Lock()  # one load at a time; the others answer with the net loaded before
+        self._passed: tuple | None | bool = False  # the stat of a file change already warned of (False: none)
         self._decoders = concurrent.futures.ThreadPoolExecutor(decodes, thread_name_prefix="cnnlab-decode")
+        self.say, self.warn = say or log.info, warn or log.warning
 
-    def _number_fields(self, data: bytes, name: str):
+    @property
+    def predictor(self) -> Predictor:
+        return self._served[0]
+
+    @property
+    def has_inception(self) -> bool:
+        return self._served[1]
+
+    def served(self) -> tuple[Predictor, bool]:
+        """The predictor to answer with, and whether its net has Inception modules: its checkpoint loaded again first
+        when the file's stat changed since it was loaded (while another request loads it: the net loaded before)."""
+        predictor = self._served[0]
+        if predictor.stamp is None:  # the shipped weights, or a net not loaded from a file
+            return self._served
+        now = file_stamp(predictor.source)
+        if now == predictor.stamp or now == self._passed or not self._reload.acquire(blocking=False):
+            return self._served
+        try:
+            if self._served[0] is predictor:  # (not loaded again meanwhile by another request)
+                self._load_again(predictor, now)
+            return self._served
+        finally:
+            self._reload.release()
+
+    def _load_again(self, old: Predictor, now: tuple | None) -> None:
+        source, was = printable(old.source), checkpoint_line(old.checkpoint)
+        if now is None:
+            self._passed = now
+            self.warn(f"{source} is gone (deleted or moved); still serving the net loaded from it ({was})")
+            return
+        try:
+            new = Predictor.from_run(old.source, device=old.device, max_pixels=old.max_pixels)
+        except Exception as err:  # noqa: BLE001 - any failure to load keeps the net served, and says why
+            self._passed = now
+            self.warn(f"{source} changed on disk but does not load ({first_line(err)[:300]}); still serving the net "
+                      f"loaded before ({was})")
+            return
+        self._served, self._passed = (new, bool(inception_modules(new.model))), False
+        self.say(printable(f"{old.source} changed on disk: loaded it again, now {checkpoint_line(new.checkpoint)} "
+                           f"(was {was})"))
+
+    def info(self, max_bytes: int) -> dict:
+        """``GET /info``: the net served (its checkpoint loaded again first, where it changed) and the limits."""
+        p, inception = self.served()
+        return {"model": p.model_name, "dataset": printable(p.dataset), "classes": p.classes, "inception": inception,
+                "paper": p.paper, "preparation": p.preparation, "image_size": p.image_size,
+                "max_upload_bytes": max_bytes, "max_pixels": p.max_pixels, "checkpoint": p.checkpoint}
+
+    def _number_fields(self, predictor: Predictor, data: bytes, name: str):
         """The digits' fields: found on a decode thread, then the net's pass on a wide digit's halves under the net's
         lock (outside it, that pass fired the branch-energy hooks of the request holding it: 26 of 400 answers under
         load drew another image's energies)."""
-        found = self._decoders.submit(_bare, self.predictor.number_fields, data, name, halves=False).result()
+        found = self._decoders.submit(_bare, predictor.number_fields, data, name, halves=False).result()
         with self._lock:
-            return self.predictor.halves_where_surer(found)
+            return predictor.halves_where_surer(found)
 
     def answer(self, data: bytes, name: str) -> dict | str:
         """:meth:`predict`'s answer, or why the image is refused (a :class:`BadImageError`'s line), returned, not
@@ -580,13 +643,14 @@ class Service:
         # net's lock; the caller waits. Own threads, not a semaphore in the caller's: glibc keeps a thread's
         # freed memory in that thread's malloc arena, so decodes spread over the server's 40 pool threads
         # left up to 40 decodes' worth resident (measured: 1.75 GB for 40 uploads); on 2 threads, 2 at most.
-        field_01, marks = self._decoders.submit(_bare, self.predictor.prepared, data, name).result()
+        p, inception = self.served()  # one net for the whole answer, whatever a reload does meanwhile
+        field_01, marks = self._decoders.submit(_bare, p.prepared, data, name).result()
         # several digits side by side: each read on its own field too (the image decoded again; a page's drawing)
-        digits = self._number_fields(data, name) if marks > 1 else None
-        with self._lock, record_branch_energy(self.predictor.model) as energies:  # the field as the net reads it
-            pred = self.predictor.predictions([name], [field_01], [marks])[0]
+        digits = self._number_fields(p, data, name) if marks > 1 else None
+        with self._lock, record_branch_energy(p.model) as energies:  # the field as the net reads it
+            pred = p.predictions([name], [field_01], [marks])[0]
         with self._lock:
-            number = self.predictor.number(name, digits).to_dict(3) if digits else None
+            number = p.number(name, digits).to_dict(3) if digits else None
         return {
             **{k: v for k, v in pred.to_dict(3).items() if k != "file"},
             "digits_seen": marks,  # 2 or more: several digits side by side, and the net read one field
@@ -595,12 +659,13 @@ class Service:
             "classes": pred.classes,
             # /info's values: the page compares them with its own (a server restarted with another net under it;
             # the paper too: two folder runs of one model, dataset name and classes, trained on dark and light paper)
-            "model": self.predictor.model_name,
-            "dataset": printable(self.predictor.dataset),
-            "paper": self.predictor.paper,
-            "preparation": self.predictor.preparation,
+            "model": p.model_name,
+            "dataset": printable(p.dataset),
+            "paper": p.paper,
+            "preparation": p.preparation,
+            "checkpoint": p.checkpoint,  # which net answered: its file, step, epochs and SHA-256
             "input_png": _png_data_url(to_uint8_image(pred.input_image)),
-            "branches": ({"energy": energies, "share": shares(energies)} if self.has_inception else None),
+            "branches": ({"energy": energies, "share": shares(energies)} if inception else None),
         }
 
 
@@ -618,8 +683,11 @@ def _bare(fn, *args, **kwargs):
 def create_app(predictor: Predictor, max_bytes: int = DEFAULT_MAX_BYTES, *, decodes: int = DEFAULT_DECODES,
                max_pending: int = DEFAULT_MAX_PENDING, body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
                min_body_rate: float = DEFAULT_MIN_BODY_RATE, body_grace: float = DEFAULT_BODY_GRACE,
-               max_buffered: int | None = None):
-    """The FastAPI app serving ``predictor``, behind a :class:`RequestGuard` (the module docstring)."""
+               max_buffered: int | None = None, say: Callable[[str], None] | None = None,
+               warn: Callable[[str], None] | None = None):
+    """The FastAPI app serving ``predictor``, behind a :class:`RequestGuard` (the module docstring); ``say`` and
+    ``warn`` (by default the ``cnnlab.serve`` logger) tell when the checkpoint served is loaded again
+    (:class:`Service`)."""
     if not (STATIC / "index.html").is_file():
         raise CnnlabError(f"the page is missing from this install ({STATIC}/index.html); reinstall cnnlab")
     if max_pending < 1:
@@ -628,7 +696,7 @@ def create_app(predictor: Predictor, max_bytes: int = DEFAULT_MAX_BYTES, *, deco
         raise CnnlabError(f"max_buffered must be at least max_bytes ({max_bytes:,}), got {max_buffered:,}")
     if min_body_rate <= 0:
         raise CnnlabError(f"min_body_rate must be over 0 bytes a second, got {min_body_rate}")
-    service = Service(predictor, decodes)
+    service = Service(predictor, decodes, say=say, warn=warn)
     app = FastAPI(title="cnnlab", docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", PageFiles(directory=STATIC), name="static")
 
@@ -655,9 +723,7 @@ def create_app(predictor: Predictor, max_bytes: int = DEFAULT_MAX_BYTES, *, deco
 
     @app.api_route("/info", methods=["GET", "HEAD"])
     def info():
-        return {"model": predictor.model_name, "dataset": printable(predictor.dataset), "classes": predictor.classes,
-                "inception": service.has_inception, "paper": predictor.paper, "preparation": predictor.preparation,
-                "image_size": predictor.image_size, "max_upload_bytes": max_bytes, "max_pixels": predictor.max_pixels}
+        return service.info(max_bytes)
 
     @app.post("/predict")
     async def predict(request: Request):

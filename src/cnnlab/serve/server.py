@@ -218,7 +218,7 @@ def run_server(
     check_upload_limit(max_bytes, max_pixels)
     # FastAPI and torch (through the predictor), and uvicorn: only when a server really starts
     from cnnlab.imageio import check_max_pixels
-    from cnnlab.predict import Predictor
+    from cnnlab.predict import Predictor, checkpoint_line
     from cnnlab.serve.app import create_app
 
     check_max_pixels(max_pixels, "--max-pixels")  # named as typed (the API's callers see max_pixels)
@@ -226,13 +226,15 @@ def run_server(
         predictor = Predictor.pretrained(model, dataset, device=device, max_pixels=max_pixels)
     else:
         predictor = Predictor.from_run(run, which=which, device=device, max_pixels=max_pixels)
-    app = create_app(predictor, max_bytes=max_bytes)
+    app = create_app(predictor, max_bytes=max_bytes, say=log, warn=warn)
     with bind_socket(host, port) as sock:
         if not is_loopback(sock.getsockname()[0]):  # the address bound (127.1 and localhost resolved), not as typed
             warn(f"serving on {host}, reachable from other machines; there is no authentication")
         url = f"http://{shown_host(host)}:{sock.getsockname()[1]}/"
-        log(printable(f"serving {predictor.model_name} from {predictor.source} on {url}  (Ctrl+C stops)"))  # a run
-        # folder's name escaped: a newline or a terminal escape in it stays one line, inert
+        again = "; loaded again when the file changes" if predictor.stamp is not None else ""
+        log(printable(f"serving {predictor.model_name} from {predictor.source} ({checkpoint_line(predictor.checkpoint)}"
+                      f"{again}) on {url}  (Ctrl+C stops)"))  # a run folder's name escaped: a newline or a terminal
+        # escape in it stays one line, inert
         # the multipart parser logs a WARNING line for each malformed form a client sends; the client gets a 400
         logging.getLogger("python_multipart").setLevel(logging.ERROR)
         serve_forever(app, sock)  # its lines (a Ctrl+C's wait, no file left to accept with): stdout and stderr
