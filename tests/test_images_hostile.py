@@ -397,8 +397,9 @@ def test_max_pixels_option(run, tmp_path, capsys, monkeypatch):
 
     seen = {}
     monkeypatch.setattr(cli_serve, "run_server", lambda run, **kw: seen.update(kw))
-    assert main(["serve", str(run)]) == 0 and seen["max_pixels"] == DEFAULT_MAX_PIXELS
-    assert main(["serve", str(run), "--max-pixels", "1000000"]) == 0 and seen["max_pixels"] == 1_000_000
+    assert main(["serve", str(run), "--port", "0"]) == 0 and seen["max_pixels"] == DEFAULT_MAX_PIXELS  # (--port 0:
+    # the port is tried before torch's import, and 8000 may be taken here)
+    assert main(["serve", str(run), "--max-pixels", "1000000", "--port", "0"]) == 0 and seen["max_pixels"] == 1_000_000
     monkeypatch.undo()
     assert main(["serve", str(run), "--max-pixels", "5", "--port", "0"]) == 2  # refused before any server starts
     assert "--max-pixels 5 is below the drawing page's 280x280 canvas (78,400 pixels)" in capsys.readouterr().err

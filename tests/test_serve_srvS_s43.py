@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
+import time
 import urllib.request
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import pytest
 
 from apps_helpers import draw_digit, tiny_checkpoint
 from cnnlab.checkpoint import load_checkpoint, save_checkpoint
+from cnnlab.errors import CnnlabError
 from cnnlab.predict import Predictor
 from test_serve import _chunk, _head, _read_response, png, post
 from test_serve_faults import Served
@@ -211,3 +214,46 @@ def test_the_serving_line_names_the_checkpoint(tmp_path, monkeypatch):
     digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()[:12]
     assert logs[0].startswith(f"serving basic_cnn from {ckpt} (step 8, 1 epoch, sha256 {digest}; loaded again when "
                               "the file changes) on http://127.0.0.1:")
+
+
+# ----------------------------------------------------------------------------- b. a taken port, before the net loads
+
+
+def test_a_taken_port_is_refused_before_the_net_loads(tmp_path, monkeypatch):
+    """A second server on a taken port loaded torch and its net (~5 s) before it said "Address already in use"."""
+    from cnnlab.serve import server
+
+    loaded = []
+    monkeypatch.setattr(Predictor, "from_run", classmethod(lambda cls, *a, **k: loaded.append(a)))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        start = time.monotonic()
+        with pytest.raises(CnnlabError, match=rf"cannot listen on 127\.0\.0\.1:{port} .*pick another --port"):
+            server.run_server(tmp_path / "last.pt", port=port, log=lambda m: None, warn=lambda m: None)
+    assert loaded == [] and time.monotonic() - start < 2
+
+
+def test_the_command_refuses_a_taken_port_before_it_imports_torch(tmp_path, monkeypatch, capsys):
+    import cnnlab.cli
+    from cnnlab.cli import main
+
+    imported = []
+    monkeypatch.setattr(cnnlab.cli, "import_torch_whole", lambda: imported.append(True))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", str(tmp_path / "last.pt"), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"cnnlab: error: cannot listen on 127.0.0.1:{port} (Address already in use); pick another --port "
+                   "or --host\n") and imported == []
+
+
+def test_the_bound_socket_listens_so_clients_wait_while_the_net_loads():
+    from cnnlab.serve.server import bind_socket
+
+    with bind_socket("127.0.0.1", 0) as sock:  # as run_server holds it while the net loads
+        with socket.create_connection(("127.0.0.1", sock.getsockname()[1]), timeout=5):
+            pass  # queued, not refused

@@ -143,6 +143,8 @@ def _run(args, command: argparse.ArgumentParser) -> int:
         if getattr(args, "command", None) in SIGNAL_TAKING_COMMANDS:
             take_sigint()  # before torch's import: a kill -INT to a background run (SIGINT ignored) is held, not lost
         if (getattr(args, "command", None), getattr(args, "data_cmd", None)) not in TORCHLESS_COMMANDS:
+            if (early := getattr(args, "before_torch", None)) is not None:
+                early(args)  # a command's checks that answer at once, not after torch's seconds (serve's port)
             import_torch_whole()
         return args.func(args)
     except Interrupted as err:  # the position was saved: not an error, but not a success either

@@ -6,7 +6,7 @@ from __future__ import annotations
 from cnnlab.cli.common import add_device, add_run, dataset_arg, model_arg, refuse_typed
 from cnnlab.cli.predict import add_max_pixels
 from cnnlab.serve import CANVAS_SIDE, DEFAULT_MAX_BYTES, MIN_SERVE_PIXELS
-from cnnlab.serve.server import DEFAULT_DEVICE, DEFAULT_HOST, DEFAULT_PORT, MIN_UPLOAD_BYTES, run_server
+from cnnlab.serve.server import DEFAULT_DEVICE, DEFAULT_HOST, DEFAULT_PORT, MIN_UPLOAD_BYTES, check_serving, run_server
 
 
 def register(sub) -> None:
@@ -28,15 +28,21 @@ def register(sub) -> None:
     p.add_argument("--max-upload-bytes", type=int, default=DEFAULT_MAX_BYTES,
                    help=f"largest accepted request body, at least {MIN_UPLOAD_BYTES:,} (default: {DEFAULT_MAX_BYTES:,})")
     add_max_pixels(p, least=f"{MIN_SERVE_PIXELS:,} (the page's {CANVAS_SIDE}x{CANVAS_SIDE} canvas)")
-    p.set_defaults(func=cmd_serve)
+    p.set_defaults(func=cmd_serve, before_torch=check_serve)
 
 
-def cmd_serve(args) -> int:
+def check_serve(args) -> None:
+    """What ``serve`` refuses before torch is imported (the command line's ``before_torch``): flags of the other mode,
+    a bad host or limit, a taken port, each at once, not after torch's seconds of loading."""
     if args.run is None:
         refuse_typed(args, "checkpoint", "without RUN: it picks a run folder's last or best checkpoint")
     else:
         for dest in ("model", "dataset"):
             refuse_typed(args, dest, "with RUN: it picks the shipped weights, and the run's own net is served")
+    check_serving(args.host, args.port, max_bytes=args.max_upload_bytes, max_pixels=args.max_pixels)
+
+
+def cmd_serve(args) -> int:  # (after check_serve; run_server checks the port again as it binds it, before the net)
     run_server(args.run, model=args.model, dataset=args.dataset, which=args.checkpoint, host=args.host, port=args.port, device=args.device,
                max_bytes=args.max_upload_bytes, max_pixels=args.max_pixels)
     return 0

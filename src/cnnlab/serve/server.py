@@ -28,6 +28,8 @@ DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
 #: noise in every channel, which no pen draws, came to 315,150 with the PNG's chunks), plus the form's ~200 bytes.
 #: (It was 1024: the page's own drawings got 413.)
 MIN_UPLOAD_BYTES = 320 * 1024
+#: Connections the listening socket queues before they are accepted (uvicorn's default, which it sets again).
+LISTEN_BACKLOG = 2048
 #: The serving device: one image per request, which a CPU answers in milliseconds.
 DEFAULT_DEVICE = "cpu"
 #: Connections open at once, at most, where ``ulimit -n`` allows (:func:`connection_budget`); one more is answered 503.
@@ -37,10 +39,12 @@ MAX_CONNECTIONS = 512
 FD_RESERVE = 32
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    """The server's listening socket, bound here and handed to uvicorn: a taken port is one line, not uvicorn's log
-    and exit, and no other process can take the port between a check and the server's own bind. Port 0 binds a
-    free port, which the caller reads from the socket (it printed ``:0``, the port it asked for)."""
+def bind_socket(host: str, port: int, listen: bool = True) -> socket.socket:
+    """The server's listening socket, bound and listening here (before the net loads) and handed to uvicorn: a taken
+    port is one line, not uvicorn's log and exit after the net's seconds of loading, and no other process can take
+    the port between the server's bind and its start; connections that come before uvicorn runs wait in its queue
+    (``listen=False``: bound only, as :func:`check_serving` tries it). Port 0 binds a free port, which the caller
+    reads from the socket (it printed ``:0``, the port it asked for)."""
     if not 0 <= port <= 65535:
         raise CnnlabError(f"--port must be in 0..65535, got {port}")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -48,6 +52,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
+        if listen:  # now: a second server bound to the port before either listened took it too
+            sock.listen(LISTEN_BACKLOG)
     except OSError as err:
         sock.close()
         why = err.strerror or str(err)  # a host that does not resolve is a gaierror, with its own text
@@ -193,6 +199,18 @@ def is_loopback(address: str) -> bool:
     return ip.is_loopback
 
 
+def check_serving(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, max_bytes: int = DEFAULT_MAX_BYTES,
+                  max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
+    """The checks that fail early with one line, without torch: the host (returned as it is bound), the limits, and
+    the port, bound and let go at once (the command line asks before torch's import, ~3-5 s, and :func:`run_server`
+    binds it again, before the net loads: a server that took it meanwhile is refused there)."""
+    host = check_host(host)
+    check_pixel_limit(max_pixels)
+    check_upload_limit(max_bytes, max_pixels)
+    bind_socket(host, port, listen=False).close()
+    return host
+
+
 def run_server(
     run: str | Path | None = None,
     *,
@@ -213,21 +231,20 @@ def run_server(
     ``max_bytes`` bounds a request's body, ``max_pixels`` an image's width x height (checked before decoding);
     the other bounds (decodes and uploads at once, body time) are :func:`cnnlab.serve.app.create_app`'s defaults.
     """
-    host = check_host(host)  # before the imports' seconds and the model's loading: a bad limit or host answers at once
-    check_pixel_limit(max_pixels)
-    check_upload_limit(max_bytes, max_pixels)
-    # FastAPI and torch (through the predictor), and uvicorn: only when a server really starts
-    from cnnlab.imageio import check_max_pixels
-    from cnnlab.predict import Predictor, checkpoint_line
-    from cnnlab.serve.app import create_app
-
-    check_max_pixels(max_pixels, "--max-pixels")  # named as typed (the API's callers see max_pixels)
-    if run is None:
-        predictor = Predictor.pretrained(model, dataset, device=device, max_pixels=max_pixels)
-    else:
-        predictor = Predictor.from_run(run, which=which, device=device, max_pixels=max_pixels)
-    app = create_app(predictor, max_bytes=max_bytes, say=log, warn=warn)
+    host = check_serving(host, port, max_bytes=max_bytes, max_pixels=max_pixels)  # before the imports and the net
+    # bound and listening before the net loads (its seconds): clients that come meanwhile wait in the socket's queue
     with bind_socket(host, port) as sock:
+        # FastAPI and torch (through the predictor), and uvicorn: only when a server really starts
+        from cnnlab.imageio import check_max_pixels
+        from cnnlab.predict import Predictor, checkpoint_line
+        from cnnlab.serve.app import create_app
+
+        check_max_pixels(max_pixels, "--max-pixels")  # named as typed (the API's callers see max_pixels)
+        if run is None:
+            predictor = Predictor.pretrained(model, dataset, device=device, max_pixels=max_pixels)
+        else:
+            predictor = Predictor.from_run(run, which=which, device=device, max_pixels=max_pixels)
+        app = create_app(predictor, max_bytes=max_bytes, say=log, warn=warn)
         if not is_loopback(sock.getsockname()[0]):  # the address bound (127.1 and localhost resolved), not as typed
             warn(f"serving on {host}, reachable from other machines; there is no authentication")
         url = f"http://{shown_host(host)}:{sock.getsockname()[1]}/"
