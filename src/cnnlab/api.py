@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Iterator
 from cnnlab.config import FLAG_IN_TEXT, Naming, TrainConfig, check_given_settings_act, typed_values
 from cnnlab.dataset_names import canonical_dataset_name
 from cnnlab.errors import CnnlabError, RunError, did_you_mean, printable, shell_unquoted, short_repr, yes_no
-from cnnlab.fileio import as_path, exists, expand_user, is_file, paths_explained, read_json
+from cnnlab.fileio import as_path, exists, expand_user, is_file, paths_explained, read_json, resolved
 from cnnlab.runs import (DEFAULT_CHECKPOINT, LATEST, check_columns, describe_listed, describe_run, find_runs, matches,
                          read_metrics, resolve_run, run_config)
 
@@ -338,7 +338,7 @@ def _train_config(settings: dict) -> TrainConfig:
     if "dataset" in values:
         values["dataset"] = canonical_dataset_name(values["dataset"])
     if isinstance(values.get("data_dir"), str) and values["data_dir"].strip():  # recorded absolute, as the CLI does
-        values["data_dir"] = str(expand_user(values["data_dir"]).resolve())
+        values["data_dir"] = str(resolved(expand_user(values["data_dir"])))
     return TrainConfig(**values)
 
 

@@ -26,7 +26,7 @@ from cnnlab.engine import train
 from cnnlab.errors import (CnnlabError, DataUnreadable, Interrupted, RunError, did_you_mean, printable, shell_quoted,
                            short_repr)
 from cnnlab.evaluation import evaluate_run
-from cnnlab.fileio import atomic_write_text, is_dir, is_file, kind_of
+from cnnlab.fileio import atomic_write_text, is_dir, is_file, kind_of, resolved
 from cnnlab.models import build_model, count_parameters, list_models
 from cnnlab.output import complain
 from cnnlab.plots import plot_comparison
@@ -169,7 +169,7 @@ def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = 
     # a compare's runs and table in a run's folder would hide them from 'cnnlab runs'
     check_output_folder(out, None, writes=("comparison.md", "comparison.png"))
     teachers = default_out(base.dataset, base.recipe) if auto else teachers
-    if teachers is not None and out.resolve() == Path(teachers).resolve():
+    if teachers is not None and resolved(out) == resolved(teachers):
         raise CnnlabError(f"--out {out} is the teachers' folder: its comparison.md would be replaced by the distilled "
                           "one; give the distilled runs another --out")
     data = load_dataset(base.dataset, data_dir=base.data_dir, log=log)
@@ -250,7 +250,7 @@ def _taught(cfg: TrainConfig, teachers: str | Path | None, teacher: TrainConfig)
         raise CnnlabError(f"--teachers {teachers}: no finished {teacher.model} seed {teacher.seed} run of these settings "
                           f"there ({taught_by.name}); make the teachers first: the same compare without --teachers, "
                           f"with --out {shell_quoted(str(teachers))} (or --teachers auto)")
-    return replace(cfg, teacher=str((taught_by / "last.pt").resolve()))
+    return replace(cfg, teacher=str(resolved(taught_by / "last.pt")))
 
 
 def _refuse_other_data(run_dir: Path, data) -> None:

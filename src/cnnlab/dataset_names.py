@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cnnlab.fileio import expand_user
+from cnnlab.fileio import expand_user, resolved
 
 #: The kinds of dataset read from a directory, named ``KIND:DIR``.
 DIRECTORY_KINDS = ("idx", "folder")
@@ -44,7 +44,7 @@ def canonical_dataset_name(name: str) -> str:
     if got is None:
         return name
     kind, directory = got
-    return f"{kind}:{expand_user(directory).resolve()}"
+    return f"{kind}:{resolved(expand_user(directory))}"  # a loop of links: one line
 
 
 def moved_away(name: str, where: str, how: str) -> str | None:

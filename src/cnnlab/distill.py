@@ -30,7 +30,7 @@ from cnnlab.config import TrainConfig
 from cnnlab.data import Dataset
 from cnnlab.errors import CheckpointError, CnnlabError, RunError, shell_quoted
 from cnnlab.evaluation import check_fits
-from cnnlab.fileio import atomic_write_bytes, is_file, read_json, sha256_file
+from cnnlab.fileio import atomic_write_bytes, exists, is_dir, is_file, read_json, resolved, sha256_file
 from cnnlab.runs import diverged, holder, is_run_dir, is_training, run_status
 
 
@@ -113,15 +113,15 @@ def _teacher_path(cfg: TrainConfig, run_dir: Path | None) -> Path:
     """``--teacher`` as a checkpoint file's absolute path (``cfg.teacher`` becomes it), refused when it is this run's
     own or a run that is training now."""
     given = Path(cfg.teacher)
-    if run_dir is not None and (given if given.is_dir() or not given.exists() else given.parent).resolve() == \
-            Path(run_dir).resolve():  # asked first: the run's own folder has no checkpoint yet ("still training")
+    if run_dir is not None and resolved(given if is_dir(given) or not exists(given) else given.parent) == \
+            resolved(run_dir):  # asked first: the run's own folder has no checkpoint yet ("still training")
         raise RunError(f"--teacher {cfg.teacher}: that is this run's own folder (--out); a run cannot teach itself: "
                        "give another, finished run")
     try:
-        path = resolve_checkpoint(cfg.teacher).resolve()
+        path = resolved(resolve_checkpoint(cfg.teacher))
     except CheckpointError as err:
         raise CheckpointError(f"--teacher: {err}") from None
-    if run_dir is not None and path.parent == Path(run_dir).resolve():
+    if run_dir is not None and path.parent == resolved(run_dir):
         raise RunError(f"--teacher {cfg.teacher}: that is this run's own checkpoint; a run cannot teach itself: "
                        "give another, finished run")
     if is_training(path.parent):
@@ -178,7 +178,7 @@ def check_rerun_teacher(cfg: TrainConfig, config_file: Path) -> None:
     teacher = Path(cfg.teacher)
     # every path as a shell takes it back: the fixes are to be copied
     run, copied, named = (shell_quoted(str(p)) for p in (config_file.parent, copy, teacher))
-    if not teacher.exists():  # the teacher run moved or deleted: no flag named it, the config did
+    if not exists(teacher):  # the teacher run moved or deleted: no flag named it, the config did
         fix = f"give --teacher {copied}, the run's copy of it, or" if copy.is_file() else "give"
         raise RunError(f"--config {run}: its teacher {named} is gone (moved or deleted?); {fix} "
                        "--teacher RUN for the teacher run where it is now")

@@ -27,7 +27,7 @@ from cnnlab.models import model_arguments
 from cnnlab.output import complain, say
 from cnnlab.pretrained import load_pretrained
 from cnnlab.report import Figures, format_table, summarize, write_report
-from cnnlab.fileio import cannot_read, open_if_regular, sha256_of
+from cnnlab.fileio import cannot_read, open_if_regular, resolved, sha256_of
 from cnnlab.runs import (DOING, TRAINING, RunLock, check_output_folder, holder, is_run_dir, is_training,
                          lock_task)
 from cnnlab.tta import TTA, parse_tta
@@ -373,7 +373,7 @@ def check_report_folder(subject: Subject, out: str | Path) -> None:
     """A report's ``--out``: neither another run's folder nor, for an evaluation that is not the run's result
     (``best.pt``, another dataset, the validation split), the run's own (its summary.json is the run's result)."""
     out = Path(out)
-    if subject.not_own and is_run_dir(out) and out.resolve() == Path(subject.source).parent.resolve():
+    if subject.not_own and is_run_dir(out) and resolved(out) == resolved(Path(subject.source).parent):
         raise RunError(f"--out {out} is the run's own folder, and this evaluation is not the run's result "
                        f"({subject.not_own}); give another folder")
     check_output_folder(out, subject.run_dir, writes=("summary.json", "confusion.png", "mistakes.png"))

@@ -151,6 +151,9 @@ def write_error(path: str | Path, err: OSError) -> WriteError:
     if err.errno == errno.EFBIG:
         return WriteError(f"cannot write {path}: {file_size_limit()}; raise the limit (ulimit -f unlimited) and run "
                           "it again (the previous version of the file, if any, is intact)", err.errno)
+    if err.errno == errno.ELOOP:  # the link that loops named, as every command names it (symlink_loop)
+        line = symlink_loop(path)
+        return WriteError(line, err.errno, line.split(";")[0])
     why, out_of, again = err.strerror or err, None, "run it again (the previous version of the file, if any, is intact)"
     if no_free_inodes(err, path.parent):  # seen now: the caller's clean-up may free inodes
         why, out_of, fix = NO_INODES[0], "inodes", f"{NO_INODES[1]} and {again}"
@@ -217,27 +220,67 @@ def file_size_limit() -> str:
 
 
 def path_error(err: OSError) -> CnnlabError | None:
-    """The one line for a path too long for the file system, or behind a folder this user may not enter
-    (pathlib's ``exists()`` and ``is_dir()`` raise these for a path given anywhere); None for any other OS error."""
+    """The one line for a path too long for the file system, behind a folder this user may not enter (pathlib's
+    ``exists()`` and ``is_dir()`` raise these for a path given anywhere), or in a loop of symbolic links
+    (:func:`symlink_loop`); None for any other OS error."""
     name = str(err.filename or "")
     shown = f"{name[:60]}{'...' if len(name) > 60 else ''}"
     if err.errno == errno.ENAMETOOLONG:
         return CnnlabError(f"{too_long(name)}; use a shorter one")
+    if err.errno == errno.ELOOP and name:
+        return CnnlabError(symlink_loop(name))
     if err.errno in (errno.EACCES, errno.EPERM) and name:
         return CnnlabError(f"cannot reach {shown} (permission denied); check the permissions of the folders on its "
                            "way, or use another path")
     return None
 
 
-#: The errors of a ``stat`` that pathlib's ``is_file()``, ``is_dir()`` and ``exists()`` take for "nothing there";
-#: Python 3.11's raise every other (an input/output error, memory short: a traceback where they stood in a test).
-STAT_ABSENT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP})
+#: The errors of a ``stat`` that mean "nothing there", as pathlib's ``is_file()``, ``is_dir()`` and ``exists()``
+#: take them; Python 3.11's raise every other (an input/output error, memory short: a traceback where they stood in
+#: a test). Not ``ELOOP``, which pathlib takes for nothing too: a loop of symbolic links is the user's to fix, and
+#: taken for nothing it was "no such checkpoint", "nothing of that name is in the way", or a file written over it.
+STAT_ABSENT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EBADF})
+
+
+def symlink_loop(path: str | Path) -> str:
+    """The one line for a path that leads into a loop of symbolic links, said by every command as ``--config`` says it
+    (:func:`cannot_read`): ``LINK: cannot be read (symlink loop); fix or remove the symbolic link``, ``LINK`` the
+    first part of ``path`` that loops (``loopA`` of ``loopA/sub/x``), else ``path``."""
+    path = Path(path)
+    looping = next((part for part in (*reversed(path.parents), path) if is_loop(part)), path)
+    return cannot_read(looping, OSError(errno.ELOOP, os.strerror(errno.ELOOP)))
+
+
+def is_loop(path: str | Path) -> bool:
+    """Whether ``path`` (links followed) leads into a loop of symbolic links."""
+    try:
+        os.stat(path)
+    except OSError as err:
+        return err.errno == errno.ELOOP
+    return False
+
+
+def resolved(path: str | Path) -> Path:
+    """``Path(path).resolve()``, whose loop of symbolic links (Python 3.11's ``RuntimeError``) is
+    :func:`symlink_loop`'s line, and whose other OS errors are :func:`path_error`'s where it has one: for every path a
+    user gives (a run, ``--out``, a dataset's folder)."""
+    if is_loop(path):  # Python 3.11's resolve() raised RuntimeError("Symlink loop from ..."); 3.13's says nothing
+        raise CnnlabError(symlink_loop(path))
+    try:
+        return Path(path).resolve()
+    except RuntimeError:  # a loop made since the look
+        raise CnnlabError(symlink_loop(path)) from None
+    except OSError as err:
+        explained = path_error(err)
+        if explained is None:
+            raise
+        raise explained from None
 
 
 def stat_or_none(path: str | Path, follow: bool = True) -> os.stat_result | None:
     """``os.stat`` of ``path`` (``lstat`` where not ``follow``); None where nothing is there (:data:`STAT_ABSENT`, as
     pathlib takes it). Any other OS error is one line: :func:`path_error`'s (a name too long, a folder on the way
-    one may not enter), else a :class:`~cnnlab.errors.DataUnreadable`, :func:`cannot_read`'s line (an input/output
+    one may not enter, a loop of symbolic links), else a :class:`~cnnlab.errors.DataUnreadable`, :func:`cannot_read`'s line (an input/output
     error: the file may be there and whole, so never taken for a missing one)."""
     try:
         return os.stat(path) if follow else os.lstat(path)
@@ -313,6 +356,8 @@ def make_dirs(path: str | Path) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
+        if is_loop(path):  # not "nothing of that name is in the way"
+            raise write_error(path, OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path))) from None
         what = kind_of(path)
         fix = "remove it or pick another path" if what == "a file" else "pick another path"
         reason = f"cannot create folder {path}: {what} of that name is in the way"
@@ -524,7 +569,10 @@ def _remove_if_stale(tmp: str, pid: str | None, owned: bool) -> None:
 
 def _refuse_special_file(path: Path) -> None:
     """A device, FIFO, socket or folder at ``path`` (or behind a link there) is refused: the rename would put a
-    plain file in its place (as root, ``--out /dev/null`` replaced the device; ``/dev/stdout`` is a link)."""
+    plain file in its place (as root, ``--out /dev/null`` replaced the device; ``/dev/stdout`` is a link); so is a
+    loop of symbolic links (:func:`symlink_loop`), which the user may have made on purpose."""
+    if is_loop(path):
+        raise write_error(path, OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path)))
     kind = kind_of(path)
     if kind not in ("nothing", "a file"):
         raise WriteError(f"cannot write {path}: it is {kind}, not a file; give the path of a file to write "

@@ -47,6 +47,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from cnnlab.errors import CnnlabError, first_line, printable
+from cnnlab import fileio
 from cnnlab.imagelimits import DEFAULT_MAX_PIXELS, MIN_MAX_PIXELS, max_file_bytes, open_file_limit
 
 __all__ = ["ALLOWED_FORMATS", "ALLOWED_TEXT", "DEFAULT_MAX_PIXELS", "FORMAT_SUFFIXES", "IMAGE_SUFFIXES",
@@ -199,6 +200,8 @@ def _read_path(path: Path, name: str, limit: int, allowed: str) -> bytes:
     except OSError as err:
         if is_short_of_resources(err):
             raise short_of(name, err) from None
+        if err.errno == errno.ELOOP:  # as every command says a loop of links (cnnlab.fileio.symlink_loop)
+            raise _bad(name, f"cannot be read ({fileio.reason(err)}); {fileio.usual_fix(err)}") from None
         raise _bad(name, f"cannot open it ({err.strerror or type(err).__name__}); "
                          "check the path and the file's permissions") from None
     try:

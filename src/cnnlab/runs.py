@@ -32,9 +32,9 @@ from cnnlab.data.safefs import open_regular, read_bounded
 from cnnlab.dataset_names import DIRECTORY_KINDS, canonical_dataset_name, dataset_kind, directory_of
 from cnnlab.errors import (DIVERGED, CnnlabError, DataUnreadable, RunBusy, RunError, WriteError, did_you_mean,
                            first_line, shell_quoted, short_repr)
-from cnnlab.fileio import (NO_INODES, RUN_FILE_LIMIT, as_path, atomic_write_text, exists, is_dir, is_file, lexists,
-                           make_dirs, mode_kind, open_if_regular, out_of_room, reason, remove_stale_temp_files_in,
-                           sha256_of, sidecar_hashes, usual_fix, write_error)
+from cnnlab.fileio import (NO_INODES, RUN_FILE_LIMIT, as_path, atomic_write_text, exists, is_dir, is_file, is_loop,
+                           lexists, make_dirs, mode_kind, open_if_regular, out_of_room, reason,
+                           remove_stale_temp_files_in, resolved, sha256_of, sidecar_hashes, usual_fix, write_error)
 
 METRIC_FIELDS = [
     "epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr", "seconds",
@@ -401,7 +401,7 @@ def is_run_dir(path: Path) -> bool:
 
 
 def _same_folder(a: Path, b: Path | None) -> bool:
-    return b is not None and a.resolve() == b.resolve()
+    return b is not None and resolved(a) == resolved(b)
 
 
 def check_output_folder(folder: str | Path, own: Path | None, flag: str = "--out", writes: tuple[str, ...] = ()) -> None:
@@ -465,7 +465,7 @@ def check_output_file(target: str | Path, source: Path | None, flag: str = "--ou
     target = Path(target)
     name, folder = target.name, target.parent
     # a link at the name is replaced by the write (fileio.atomic_write_bytes), not written through: never the source
-    if source is not None and not target.is_symlink() and target.exists() and target.resolve() == source.resolve():
+    if source is not None and not target.is_symlink() and exists(target) and resolved(target) == resolved(source):
         raise RunError(f"{flag} {target} is the checkpoint being exported; give another file name")
     if os.path.isfile(target.with_name(name + ".sha256")):  # False for a name too long to have a sidecar
         raise RunError(f"{flag} {target} is a cnnlab checkpoint (it has a .sha256 beside it); writing over it "
@@ -525,8 +525,9 @@ def _real(path: Path) -> Path:
 
 def _subfolders(folder: Path) -> list[Path]:
     """The folders in ``folder`` (none when it is missing or cannot be read), and the entries whose ``stat`` fails
-    (an input/output error: a run folder, maybe, whose row then says so; not a listing stopped for every run)."""
-    return [p for p in _entries(folder) if is_dir(p, if_unknown=True)]
+    (an input/output error: a run folder, maybe, whose row then says so; not a listing stopped for every run). A link
+    in a loop of links is no folder, as a dangling link is none."""
+    return [p for p in _entries(folder) if not is_loop(p) and is_dir(p, if_unknown=True)]
 
 
 def last_activity(run: Path) -> float:
@@ -1054,7 +1055,7 @@ def _same_dataset(recorded, wanted) -> bool:
         return False
     try:  # both resolved: a run recorded through a link since changed is still found by either path
         return canonical_dataset_name(wanted) in (recorded, canonical_dataset_name(recorded))
-    except (OSError, RuntimeError):  # a path too long, a loop of links: no run's dataset
+    except (OSError, CnnlabError):  # a path too long, a loop of links (fileio.resolved's line): no run's dataset
         return False
 
 

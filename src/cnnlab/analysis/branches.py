@@ -31,6 +31,7 @@ from cnnlab.analysis._data import subset_loader
 from cnnlab.devices import resolve_device
 from cnnlab.errors import CnnlabError, printable
 from cnnlab.evaluation import evaluate, open_subject
+from cnnlab.fileio import exists
 from cnnlab.hostmem import keep_freed_memory
 from cnnlab.models.inception import BRANCH_CHANNELS, InceptionModule
 from cnnlab.text import display_width, pad
@@ -330,7 +331,7 @@ def _check_branch_arguments(run: str | Path | None, pretrained: str | None, trai
     if (run is None) == (pretrained is None):
         raise CnnlabError("give one of a run of an Inception model (RUN) or --pretrained inception" +
                           ("" if run is None else f", not both (got {run} and --pretrained {pretrained})"))
-    if run is not None and not Path(run).exists():
+    if run is not None and not exists(run):  # a loop of links: its own line (fileio.symlink_loop)
         raise CnnlabError(f"{run}: no such run directory; pass a directory written by 'cnnlab train' (it holds last.pt), "
                           "or --pretrained inception for the shipped weights")
     if train_images < 0:

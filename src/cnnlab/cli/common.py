@@ -111,7 +111,7 @@ DATASET_HELP = ("mnist, fashion-mnist, idx:DIR (a directory with the four IDX fi
 
 def add_dataset_name(p: argparse.ArgumentParser) -> None:
     """The dataset as a positional argument (``cnnlab data fetch NAME``)."""
-    p.add_argument("name", type=canonical_dataset_name, help=f"dataset: {DATASET_HELP}")
+    p.add_argument("name", type=_canonical, help=f"dataset: {DATASET_HELP}")
 
 
 def path_arg(text: str) -> str:
@@ -138,7 +138,16 @@ def dataset_arg(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty dataset name (an unset shell variable?); give mnist, fashion-mnist, "
                                          "idx:DIR or folder:DIR")
-    return canonical_dataset_name(text)
+    return _canonical(text)
+
+
+def _canonical(text: str) -> str:
+    """:func:`cnnlab.dataset_names.canonical_dataset_name`, its refusal (a loop of links in ``idx:DIR``) the parser's
+    error, not a traceback."""
+    try:
+        return canonical_dataset_name(text)
+    except CnnlabError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def add_data_args(p: argparse.ArgumentParser, default: str | None = DEFAULTS.dataset, use: str = "") -> None:

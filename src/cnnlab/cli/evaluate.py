@@ -11,7 +11,7 @@ from pathlib import Path
 from cnnlab.cli.common import (add_data_args, add_device, add_eval_batch_size, add_json, add_run, model_arg, path_arg,
                                plural, refuse_typed)
 from cnnlab.errors import CnnlabError, WriteError, printable
-from cnnlab.fileio import is_file
+from cnnlab.fileio import is_file, resolved
 from cnnlab import output
 from cnnlab.output import complain, json_text
 from cnnlab.runs import read_metrics
@@ -145,7 +145,7 @@ def _report(args, subject, res, extra: dict, say) -> int:
 
     out = Path(args.out) if args.out else subject.run_dir
     reporting = out is not None and not args.no_report
-    own = out is not None and subject.run_dir is not None and out.resolve() == subject.run_dir.resolve()
+    own = out is not None and subject.run_dir is not None and resolved(out) == resolved(subject.run_dir)
     if not (reporting and own):
         return _write_report(args, subject, res, extra, say, out if reporting else None, own)
     with own_report(subject) as why:  # the run's lock held; its last.pt still the file evaluated

@@ -148,6 +148,9 @@ def _not_saved(name: str, folders: list[Path], err: OSError) -> str:
     if err.errno == errno.ENAMETOOLONG:
         why = "the name <image name>.input.x10.png would be too long for the file system"
         fix = "rename the image to a shorter name"
+    elif err.errno == errno.ELOOP:  # cnnlab.fileio.symlink_loop's line, which names the link
+        why, fix = getattr(err, "reason", None) or err.strerror, "fix or remove the symbolic link, or give another " \
+            "folder: --show-input DIR"
     else:
         # the reason alone: a WriteError's whole text carries its generic fix ("another --out"), not this one
         why = getattr(err, "reason", None) or err.strerror or type(err).__name__

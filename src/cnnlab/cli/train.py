@@ -45,7 +45,7 @@ from cnnlab.config import (
 )
 from cnnlab.errors import CnnlabError, printable, shell_quoted
 from cnnlab.dataset_names import DIRECTORY_KINDS, canonical_dataset_name, dataset_kind
-from cnnlab.fileio import expand_user, is_dir, is_file
+from cnnlab.fileio import expand_user, is_dir, is_file, resolved
 from cnnlab.output import say
 from cnnlab.runs import read_run_json, resolve_run
 from cnnlab.schedules import SCHEDULES as SCHEDULE_TABLE, WARMUP_SCHEDULES
@@ -219,7 +219,7 @@ def config_from_args(args) -> TrainConfig:
         path = resolve_run(args.config)  # 'latest': the newest run's settings
         if path.suffix == ".pt" and is_file(path) and is_file(path.parent / "config.json"):  # stat errors: one line
             path = path.parent  # RUN/last.pt: its run's settings, as load_run takes it
-        path = path / "config.json" if is_dir(path) else path
+        path = path / "config.json" if is_dir(path, if_unknown=False) else path  # a loop: the read says it, as --config's
         typed = given_flags(args.parser, getattr(args, "argv", []))
         base = TrainConfig.from_file(path, flag="--config")
         saved = (read_run_json(path) or {}) if path.suffix == ".json" else {}  # a run's config.json, read once
@@ -261,7 +261,7 @@ def _absolute_paths(cfg: TrainConfig) -> None:
     if isinstance(cfg.dataset, str) and cfg.dataset.strip():
         cfg.dataset = canonical_dataset_name(cfg.dataset)
     if isinstance(cfg.data_dir, str) and cfg.data_dir.strip():
-        cfg.data_dir = str(expand_user(Path(cfg.data_dir)).resolve())
+        cfg.data_dir = str(resolved(expand_user(Path(cfg.data_dir))))
 
 
 def _settle_recorded_data_dir(cfg: TrainConfig, typed: set[str], where: str, recorded_dataset) -> None:
@@ -273,7 +273,7 @@ def _settle_recorded_data_dir(cfg: TrainConfig, typed: set[str], where: str, rec
         return
     if "dataset" in typed and (cfg.dataset != recorded_dataset or dataset_kind(str(cfg.dataset)) in DIRECTORY_KINDS):
         cfg.data_dir = None
-    elif not expand_user(Path(cfg.data_dir)).is_dir():
+    elif not is_dir(expand_user(Path(cfg.data_dir))):  # a loop of links, an unreadable stat: one line
         print(printable(f"note: {where}: its data folder ({cfg.data_dir}) is not there; the data comes from the cache "
                         "or a download instead, checked as ever (--data-dir DIR to give another)"))
         cfg.data_dir = None

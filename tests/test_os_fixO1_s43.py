@@ -1,0 +1,162 @@
+"""The osO tester's symlink loops, FIFOs, stray locks and wrong fixes (s43): a loop of symbolic links named as one in
+every command (:func:`cnnlab.fileio.symlink_loop`, the line ``train --config`` said), never taken for nothing there;
+``train --resume FILE`` refuses a file that is no checkpoint before it touches the file's folder; ``--teacher`` names
+its own flag for a run's best.pt; a FIFO in place of a run's last.pt is said as a resume says it.
+docs/reliability.md lists them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import tiny_config, write_idx_dataset
+from cnnlab import fileio
+from cnnlab.cli import main
+from cnnlab.errors import CnnlabError, WriteError
+
+LOOP_FIX = "cannot be read (symlink loop); fix or remove the symbolic link"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """One finished tiny run (basic_cnn, one epoch), copied by each test that changes it."""
+    from cnnlab.engine import train
+
+    base = tmp_path_factory.mktemp("osO")
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("CNNLAB_HOME", str(base / "home"))
+        m.setenv("CNNLAB_MIRRORS", "")
+        tiny = write_idx_dataset(base / "tiny")
+        train(tiny_config(tiny), out=base / "r1", quiet=True, log=lambda msg: None)
+    return base / "r1"
+
+
+@pytest.fixture
+def run(trained, tmp_path) -> Path:
+    return Path(shutil.copytree(trained, tmp_path / "r1"))
+
+
+@pytest.fixture
+def loop(tmp_path) -> Path:
+    """``loopA -> loopB -> loopA`` (``ln -s loopB loopA; ln -s loopA loopB``)."""
+    (tmp_path / "loopA").symlink_to("loopB")
+    (tmp_path / "loopB").symlink_to("loopA")
+    return tmp_path / "loopA"
+
+
+def image(tmp_path) -> Path:
+    path = tmp_path / "digit.png"
+    img = Image.new("L", (28, 28))
+    img.paste(255, (12, 5, 16, 23))  # a "1"
+    img.save(path)
+    return path
+
+
+def still_a_loop(loop: Path) -> None:
+    assert os.readlink(loop) == "loopB" and os.readlink(loop.with_name("loopB")) == "loopA"
+
+
+# ----------------------------------------------------------------------------- 1, 6, 7: a loop of symbolic links
+
+
+def test_the_one_place_names_a_loop_and_the_link_that_loops(loop):
+    """Python 3.11's ``Path.resolve()`` raised ``RuntimeError: Symlink loop`` and ``is_dir()``/``exists()`` took a loop
+    for nothing there: ``fileio.resolved`` and ``stat_or_none`` (``is_file``, ``is_dir``, ``exists``) say the line
+    ``--config`` says, naming the link that loops, also of a path below it."""
+    for check in (fileio.resolved, fileio.is_dir, fileio.is_file, fileio.exists):
+        with pytest.raises(CnnlabError) as err:
+            check(loop)
+        assert str(err.value) == f"{loop}: {LOOP_FIX}"
+    with pytest.raises(CnnlabError, match=f"^{loop}: cannot be read"):
+        fileio.exists(loop / "sub" / "x.pt")
+    assert fileio.is_dir(loop, if_unknown=False) is False and fileio.lexists(loop)
+    with pytest.raises(WriteError, match=f"^{loop}: cannot be read"):
+        fileio.make_dirs(loop)
+    with pytest.raises(WriteError, match=f"^{loop}: cannot be read"):
+        fileio.atomic_write_text(loop, "x")  # the rename put a file in the loop's place
+    with pytest.raises(WriteError, match=f"^{loop}: cannot be read"):
+        fileio.atomic_write_text(loop / "sub" / "x.json", "x")
+    still_a_loop(loop)
+
+
+def test_evaluate_out_a_symlink_loop_is_one_line_before_the_evaluation(run, loop, capsys):
+    """osO 1. ``evaluate RUN --out LOOP``: the whole evaluation's table, then a ``RuntimeError: Symlink loop``
+    traceback from ``cli/evaluate.py``'s ``out.resolve()``."""
+    assert main(["evaluate", str(run), "--out", str(loop), "--device", "cpu"]) == 2
+    out, err = capsys.readouterr()
+    assert err == f"cnnlab: error: {loop}: {LOOP_FIX}\n" and out == ""  # nothing evaluated
+    still_a_loop(loop)
+    assert main(["evaluate", str(run), "--out", str(loop / "sub"), "--device", "cpu"]) == 2
+    assert capsys.readouterr().err == f"cnnlab: error: {loop}: {LOOP_FIX}\n"
+
+
+@pytest.mark.parametrize("argv", [["export-weights", "{run}", "--out", "{loop}"],
+                                  ["export", "{run}", "--out", "{loop}"],
+                                  ["export", "{run}", "--format", "torchscript", "--out", "{loop}"],
+                                  ["export-weights", "{run}", "--out", "{loop}/w.safetensors"]])
+def test_export_out_a_symlink_loop_is_refused_and_the_loop_left(run, loop, capsys, argv):
+    """osO 6. ``export-weights RUN --out LOOP`` (and ``export``) replaced the user's symbolic link with a file and said
+    ``wrote LOOP``."""
+    assert main([a.format(run=run, loop=loop) for a in argv]) == 2
+    assert capsys.readouterr().err == f"cnnlab: error: {loop}: {LOOP_FIX}\n"
+    still_a_loop(loop)
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--model", "basic_cnn", "--dataset", "idx:{tiny}", "--epochs", "1", "--out", "{loop}"],
+    ["train", "--resume", "{loop}"],
+    ["train", "--config", "{loop}"],
+    ["train", "--model", "basic_cnn", "--dataset", "idx:{tiny}", "--epochs", "1", "--teacher", "{loop}",
+     "--out", "{tmp}/student"],
+    ["evaluate", "{loop}"], ["predict", "{loop}", "{image}"], ["export", "{loop}"], ["export-weights", "{loop}"],
+    ["runs", "--root", "{loop}"], ["evaluate", "--weights", "{loop}", "--model", "basic_cnn", "--dataset", "idx:{tiny}"],
+    ["compare", "--models", "basic_cnn", "--seeds", "1", "--dataset", "idx:{tiny}", "--epochs", "1", "--out", "{loop}"],
+])
+def test_a_symlink_loop_is_named_as_one_by_every_command(trained, loop, tmp_path, capsys, argv):
+    """osO 7. ``train --out LOOP``: ``cannot create folder LOOP: nothing of that name is in the way``; ``evaluate``,
+    ``predict``, ``export``, ``export-weights LOOP``: ``no such checkpoint``; ``train --resume LOOP``: ``no such run
+    folder or checkpoint``; ``runs --root LOOP``: ``no such folder``; ``--teacher LOOP``: a traceback. Only
+    ``train --config LOOP`` said it right; now all say its line."""
+    tiny = trained.parent / "tiny"
+    args = [a.format(loop=loop, tiny=tiny, tmp=tmp_path, image=image(tmp_path)) for a in argv]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.endswith(f"{loop}: {LOOP_FIX}\n") and err.count("\n") == 1, err
+    still_a_loop(loop)
+    assert not (tmp_path / "student").exists()
+
+
+def test_a_dataset_folder_that_loops_is_the_parsers_one_line(loop, capsys):
+    """osO 7 (the grep for ``Path.resolve()``): ``--dataset idx:LOOP`` (and ``folder:``) was a ``RuntimeError``
+    traceback from ``dataset_names.canonical_dataset_name``."""
+    for kind in ("idx", "folder"):
+        with pytest.raises(SystemExit) as stop:
+            main(["train", "--model", "basic_cnn", "--dataset", f"{kind}:{loop}", "--epochs", "1"])
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert f"argument --dataset: {loop}: {LOOP_FIX}" in err and err.count("\n") == 1, err
+
+
+def test_predict_show_input_into_a_symlink_loop_warns_with_its_line(run, loop, tmp_path, capsys):
+    """osO 7. ``predict RUN digit.png --show-input LOOP`` warned ``(cannot create folder LOOP: nothing of that name is
+    in the way)``; and an image that is a loop: ``cannot open it (Too many levels of symbolic links)``."""
+    assert main(["predict", str(run), str(image(tmp_path)), "--show-input", str(loop), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert err.endswith(f"was not written into {loop} ({loop}: cannot be read (symlink loop)); fix or remove the "
+                        "symbolic link, or give another folder: --show-input DIR\n"), err
+    assert main(["predict", str(run), str(loop), "--device", "cpu"]) == 1
+    assert f"skipped {loop}: {LOOP_FIX}" in capsys.readouterr().err
+    still_a_loop(loop)
+
+
+def test_a_loop_among_the_runs_is_still_no_run(run, tmp_path, capsys):
+    """A link in a loop beside the runs is left out of ``cnnlab runs``, as a dangling link is (not a damaged run)."""
+    (run.parent / "la").symlink_to("lb")
+    (run.parent / "lb").symlink_to("la")
+    assert main(["runs", "--root", str(run.parent)]) == 0
+    out = capsys.readouterr().out
+    assert "r1" in out and "la" not in out and "lb" not in out
