@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from apps_helpers import deadline
 from conftest import tiny_config, write_idx_dataset
 from cnnlab import fileio
 from cnnlab.cli import main
@@ -160,3 +161,42 @@ def test_a_loop_among_the_runs_is_still_no_run(run, tmp_path, capsys):
     assert main(["runs", "--root", str(run.parent)]) == 0
     out = capsys.readouterr().out
     assert "r1" in out and "la" not in out and "lb" not in out
+
+
+# ----------------------------------------------------------------------------- 2: a resume's file before its lock
+
+
+def test_resume_of_a_file_that_is_no_checkpoint_touches_nothing(tmp_path, capsys):
+    """osO 2. ``train --resume lt/digit.png``: refused (``not a checkpoint (a PNG image)``), but a 32-byte ``.lock``
+    was left in ``lt/``, a folder of the user's own (in a read-only one the refusal was ``cannot write lt/.lock``);
+    the same for a FIFO, a JSON file and a folder that holds no run."""
+    folder = tmp_path / "lt"
+    folder.mkdir()
+    shot = image(folder)
+    (folder / "notes.txt").write_text("hi")
+    (folder / "cfg.json").write_text("{}")
+    os.mkfifo(folder / "pipe.pt")
+    before = sorted(p.name for p in folder.iterdir())
+    cases = {shot: f"{shot}: not a checkpoint (a PNG image)",
+             folder / "cfg.json": f"{folder / 'cfg.json'}: not a checkpoint (a JSON file)",
+             folder / "pipe.pt": f"{folder / 'pipe.pt'}: a FIFO (named pipe), not a checkpoint",
+             folder: f"{folder / 'last.pt'}: no such checkpoint"}
+    for given, said in cases.items():
+        with deadline(60):
+            assert main(["train", "--resume", str(given)]) == 2
+        err = capsys.readouterr().err
+        assert err == f"cnnlab: error: {said}; pass a run directory or a .pt file written by cnnlab\n", err
+        assert sorted(p.name for p in folder.iterdir()) == before, given
+
+
+def test_a_refused_resume_file_takes_no_lock(tmp_path, monkeypatch, capsys):
+    """osO 2, the read-only folder: the refusal comes before the lock is even tried (a lock that cannot be taken
+    there named the folder, not the file)."""
+    import cnnlab.runs
+
+    def no_lock(*a, **k):
+        raise AssertionError("the lock was taken")
+
+    monkeypatch.setattr(cnnlab.runs.RunLock, "acquire", no_lock)
+    assert main(["train", "--resume", str(image(tmp_path))]) == 2
+    assert "not a checkpoint (a PNG image)" in capsys.readouterr().err

@@ -271,11 +271,12 @@ def _foreign_format(path: Path, head: bytes, data: bytes | None = None) -> str |
     return next((name for magic, name in _OTHER_FORMATS if head.startswith(magic)), "not a file that torch.save wrote")
 
 
-def _check_torch_file(path: Path, data: bytes) -> None:
+def _check_torch_file(path: Path, data: bytes | None, head: bytes = b"") -> None:
     """torch.save writes a zip archive (``PK``) or, in its legacy format, a pickle (``\\x80``): anything else (and
     a TorchScript archive) is named for what it is, not refused as "objects other than tensors" (what a hostile
-    pickle gets). ``data``: the file's bytes, as read and verified (the file is not opened again)."""
-    what = _foreign_format(path, data[:16], data)
+    pickle gets). ``data``: the file's bytes, as read and verified (the file is not opened again); None: only its
+    ``head`` was read (:func:`check_checkpoint_file`)."""
+    what = _foreign_format(path, head if data is None else data[:16], data)
     if what is not None:
         raise CheckpointError(f"{path}: not a checkpoint ({what}); pass a run directory or a .pt file written by "
                               "cnnlab")
@@ -296,6 +297,25 @@ def _torch_load(path: Path, data: bytes):
                               "it may be truncated: use another checkpoint or retrain") from None
 
 
+def check_checkpoint_file(path: str | Path) -> None:
+    """:func:`load_checkpoint`'s refusals that need no more than what is at ``path`` and its first bytes (nothing, a
+    folder, a FIFO; a PNG image, an export), in its words, for a caller that must refuse such a file before it
+    touches anything: ``train --resume FILE`` locks the file's folder, which may be a folder of the user's own (a lock
+    file was left there, or a read-only folder was the error named)."""
+    path = Path(path)
+    if not is_file(path):  # a stat that fails (an input/output error, a loop of links): one line naming it
+        raise CheckpointError(_no_checkpoint(path))
+    try:
+        head = _head(path)
+    except OSError as err:
+        raise CheckpointError(cannot_read(path, err)) from None
+    _check_torch_file(path, None, head)
+
+
+def _no_checkpoint(path: Path) -> str:
+    return f"{path}: {_not_a_file(path)} checkpoint; pass a run directory or a .pt file written by cnnlab"
+
+
 def _not_a_file(path: Path) -> str:
     """``no such`` (nothing there), or what is there instead of a file: ``a folder, not a``."""
     kind = kind_of(path)
@@ -311,8 +331,7 @@ def load_checkpoint_and_digest(path: str | Path, expect_model: str | None = None
     """:func:`load_checkpoint`, and the SHA-256 of the very bytes it loaded (what an export records as its source)."""
     path = Path(path)
     if not is_file(path):  # a stat that fails (an input/output error): one line naming it
-        raise CheckpointError(f"{path}: {_not_a_file(path)} checkpoint; pass a run directory or a .pt file written by "
-                              "cnnlab")
+        raise CheckpointError(_no_checkpoint(path))
     data, digest_of_file = _read_verified(path)  # an unreadable file (or sidecar) fails here, naming it
     obj = _torch_load(path, data)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:

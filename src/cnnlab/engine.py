@@ -25,7 +25,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from cnnlab import observers as obs
 from cnnlab.augment import parse_augment
-from cnnlab.checkpoint import EpochSums, TrainState, copy_checkpoint, load_checkpoint, sidecar
+from cnnlab.checkpoint import EpochSums, TrainState, check_checkpoint_file, copy_checkpoint, load_checkpoint, sidecar
 from cnnlab.config import FLAGS, Naming, TrainConfig, recorded_threads, resumed_config, valid_threads
 from cnnlab.data import BatchLoader, Dataset, load_dataset, split_validation, validate_dataset
 from cnnlab.data.catalog import flip_warning
@@ -369,6 +369,7 @@ def train(
         start_over_unsaved(out)
     plan = plan_run(cfg.model, cfg.dataset, out=out, resume=resume, runs_root=runs_root, write=write and ranks.is_primary,
                     distributed=ranks.enabled, restart_count=ranks.restart_count)
+    _refuse_no_checkpoint(plan)  # before the folder's lock is taken
     with contextlib.ExitStack() as stack:
         stack.enter_context(callers_torch_kept())
         guard = None if plan.run_dir is None else FolderGuard(plan.run_dir)
@@ -505,6 +506,16 @@ def start_over_unsaved(out) -> None:
                 shutil.rmtree(path, ignore_errors=True)  # tensorboard/
             else:
                 path.unlink(missing_ok=True)
+
+
+def _refuse_no_checkpoint(plan: RunPlan) -> None:
+    """A resume's file that is no checkpoint (nothing, a folder, a FIFO, an image, an export) refused before the run
+    folder's lock is taken: ``--resume digit.png`` left a lock file among the user's files, and in a read-only folder
+    named the folder as the problem. A run folder without its last.pt is left to :func:`_resumed_checkpoint`, which
+    says what works instead."""
+    where = plan.resume_from
+    if where is not None and not (where.name == "last.pt" and not exists(where) and is_run_dir(where.parent)):
+        check_checkpoint_file(where)
 
 
 def _resumed_checkpoint(plan: RunPlan) -> dict | None:
