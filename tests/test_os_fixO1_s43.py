@@ -17,7 +17,7 @@ from apps_helpers import deadline
 from conftest import tiny_config, write_idx_dataset
 from cnnlab import fileio
 from cnnlab.cli import main
-from cnnlab.errors import CnnlabError, WriteError
+from cnnlab.errors import CnnlabError, WriteError, shell_quoted
 
 LOOP_FIX = "cannot be read (symlink loop); fix or remove the symbolic link"
 
@@ -200,3 +200,21 @@ def test_a_refused_resume_file_takes_no_lock(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(cnnlab.runs.RunLock, "acquire", no_lock)
     assert main(["train", "--resume", str(image(tmp_path))]) == 2
     assert "not a checkpoint (a PNG image)" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- 8: --teacher names its own flag
+
+
+def test_a_teacher_run_without_last_pt_is_told_to_give_its_best_pt_with_teacher(trained, run, tmp_path, capsys):
+    """osO 8. ``train --teacher RUN`` of a run whose last.pt is gone (best.pt there): ``its best.pt holds the weights
+    of its best epoch: --checkpoint best``, a flag ``train`` does not have (``unrecognized arguments``)."""
+    (run / "last.pt").unlink()
+    (run / "last.pt.sha256").unlink()
+    tiny = trained.parent / "tiny"
+    assert main(["train", "--model", "basic_cnn", "--dataset", f"idx:{tiny}", "--epochs", "1", "--teacher",
+                 str(run), "--out", str(tmp_path / "s"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"cnnlab: error: --teacher: {run}: no last.pt in this run directory; its best.pt holds the weights "
+                   f"of its best epoch: --teacher {shell_quoted(str(run / 'best.pt'))}\n"), err
+    assert main(["evaluate", str(run)]) == 2  # a command with --checkpoint still names it
+    assert capsys.readouterr().err.endswith("its best.pt holds the weights of its best epoch: --checkpoint best\n")

@@ -481,15 +481,17 @@ def _mismatch(want: dict, got: dict) -> str:
     return "; ".join(parts) or "its tensors do not load"
 
 
-def resolve_checkpoint(path: str | Path, which: str = DEFAULT_CHECKPOINT) -> Path:
-    """A run directory -> its ``which``.pt (``which`` one of :data:`cnnlab.runs.CHECKPOINTS`); a file -> itself."""
+def resolve_checkpoint(path: str | Path, which: str = DEFAULT_CHECKPOINT, flag: str | None = None) -> Path:
+    """A run directory -> its ``which``.pt (``which`` one of :data:`cnnlab.runs.CHECKPOINTS`); a file -> itself.
+    ``flag``: the flag that gave ``path`` where the command takes no ``--checkpoint`` (``--teacher``): a hint to use the
+    other checkpoint names its file with that flag."""
     path = as_path(path, "a checkpoint (a run folder or a .pt file)", CheckpointError)
     if which not in CHECKPOINTS:
         raise CheckpointError(f"no checkpoint named {which!r}; choose one of: {', '.join(CHECKPOINTS)}")
     if is_dir(path):  # a stat that fails (an input/output error): one line naming the file, not a traceback
         candidate = path / f"{which}.pt"
         if not is_file(candidate):
-            raise CheckpointError(f"{path}: no {which}.pt in this run directory; {_why_none(path, which)}")
+            raise CheckpointError(f"{path}: no {which}.pt in this run directory; {_why_none(path, which, flag)}")
         return candidate
     if which != DEFAULT_CHECKPOINT and path.name != f"{which}.pt":  # asked for another file than the one given
         raise CheckpointError(f"{path} is a checkpoint file, and choosing {which!r} (--checkpoint {which}) picks a "
@@ -497,10 +499,11 @@ def resolve_checkpoint(path: str | Path, which: str = DEFAULT_CHECKPOINT) -> Pat
     return path
 
 
-def _why_none(run: Path, which: str) -> str:
-    """Why a run folder has no ``which``.pt, as far as its files tell, and what to give instead: the one source of
-    that line for every command and the API (``evaluate``, ``predict``, ``serve``, ``export``, ``--teacher``,
-    ``analyze``, ``Run.model()``...), through :func:`resolve_checkpoint`."""
+def _why_none(run: Path, which: str, flag: str | None = None) -> str:
+    """Why a run folder has no ``which``.pt, as far as its files tell, and what to give instead (``flag``: the option
+    that names a checkpoint file in the command asking, ``--teacher``): the one source of that line for every command
+    and the API (``evaluate``, ``predict``, ``serve``, ``export``, ``--teacher``, ``analyze``, ``Run.model()``...),
+    through :func:`resolve_checkpoint`."""
     last, best = is_file(run / "last.pt"), is_file(run / "best.pt")
     if which == "best" and last:
         if not is_file(run / "metrics.csv"):  # an epoch's end writes its row before its checkpoints
@@ -513,7 +516,8 @@ def _why_none(run: Path, which: str) -> str:
     if is_training(run):  # (not an evaluate writing the run's report: it holds the lock too)
         return "it is still training and has saved no checkpoint yet: wait for the end of its first epoch"
     if best:
-        return "its best.pt holds the weights of its best epoch: --checkpoint best"
+        pick = f"{flag} {shell_quoted(str(run / 'best.pt'))}" if flag else "--checkpoint best"
+        return f"its best.pt holds the weights of its best epoch: {pick}"
     if not is_run_dir(run):
         return "it is not a run folder: give a run folder or a .pt file written by cnnlab"
     if cause := failure_cause(run):  # what status.json (and 'cnnlab runs') says of it, with its fix

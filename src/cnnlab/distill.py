@@ -118,7 +118,7 @@ def _teacher_path(cfg: TrainConfig, run_dir: Path | None) -> Path:
         raise RunError(f"--teacher {cfg.teacher}: that is this run's own folder (--out); a run cannot teach itself: "
                        "give another, finished run")
     try:
-        path = resolved(resolve_checkpoint(cfg.teacher))
+        path = resolved(resolve_checkpoint(cfg.teacher, flag="--teacher"))
     except CheckpointError as err:
         raise CheckpointError(f"--teacher: {err}") from None
     if run_dir is not None and path.parent == resolved(run_dir):
