@@ -218,3 +218,26 @@ def test_a_teacher_run_without_last_pt_is_told_to_give_its_best_pt_with_teacher(
                    f"of its best epoch: --teacher {shell_quoted(str(run / 'best.pt'))}\n"), err
     assert main(["evaluate", str(run)]) == 2  # a command with --checkpoint still names it
     assert capsys.readouterr().err.endswith("its best.pt holds the weights of its best epoch: --checkpoint best\n")
+
+
+# ----------------------------------------------------------------------------- 12: a FIFO where last.pt goes
+
+
+@pytest.mark.parametrize("argv", [["evaluate", "{run}"], ["predict", "{run}", "{image}"], ["export", "{run}"],
+                                  ["export-weights", "{run}"],
+                                  ["train", "--model", "basic_cnn", "--dataset", "idx:{tiny}", "--epochs", "1",
+                                   "--teacher", "{run}", "--out", "{tmp}/s"],
+                                  ["train", "--resume", "{run}"]])
+def test_a_fifo_in_place_of_last_pt_is_named_as_a_fifo(run, tmp_path, capsys, argv):
+    """osO 12. ``mkfifo RUN/last.pt``: ``evaluate``, ``predict``, ``export``, ``export-weights``, ``analyze branches``
+    and ``--teacher`` said ``RUN: no last.pt in this run directory; ... --checkpoint best``; ``train --resume`` and
+    ``runs`` said what it is. Now all say it as the resume does."""
+    (run / "last.pt").unlink()
+    os.mkfifo(run / "last.pt")
+    args = [a.format(run=run, image=image(tmp_path), tiny=write_idx_dataset(tmp_path / "tiny"), tmp=tmp_path)
+            for a in argv]
+    with deadline(120):
+        assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.endswith(f"{run / 'last.pt'}: a FIFO (named pipe), not a checkpoint; pass a run directory or a .pt "
+                        "file written by cnnlab\n") and err.count("\n") == 1, err

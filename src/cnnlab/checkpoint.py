@@ -31,8 +31,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file as load_safetensors
 
 from cnnlab.errors import CheckpointError, CnnlabError, WriteError, first_line, shell_quoted
-from cnnlab.fileio import (as_path, atomic_write_bytes, atomic_write_text, cannot_read, is_dir, is_file, kind_of,
-                           read_json, reason, sha256_file, sidecar_hashes, usual_fix)
+from cnnlab.fileio import (as_path, atomic_write_bytes, atomic_write_text, cannot_read, exists, is_dir, is_file,
+                           kind_of, read_json, reason, sha256_file, sidecar_hashes, usual_fix)
 from cnnlab.models import create_model
 from cnnlab.runs import CHECKPOINTS, DEFAULT_CHECKPOINT, checkpoints_gone, failure_cause, is_run_dir, is_training
 
@@ -491,6 +491,8 @@ def resolve_checkpoint(path: str | Path, which: str = DEFAULT_CHECKPOINT, flag: 
     if is_dir(path):  # a stat that fails (an input/output error): one line naming the file, not a traceback
         candidate = path / f"{which}.pt"
         if not is_file(candidate):
+            if exists(candidate):  # a FIFO, a folder: what it is, as a resume says it (not "no last.pt")
+                raise CheckpointError(_no_checkpoint(candidate))
             raise CheckpointError(f"{path}: no {which}.pt in this run directory; {_why_none(path, which, flag)}")
         return candidate
     if which != DEFAULT_CHECKPOINT and path.name != f"{which}.pt":  # asked for another file than the one given
