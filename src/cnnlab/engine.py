@@ -35,7 +35,8 @@ from cnnlab.distributed import Dist, PeerLost
 from cnnlab.errors import CnnlabError, Interrupted, RunError, SignalTaken, WriteError, printable, shell_quoted
 from cnnlab.dataset_names import moved_away
 from cnnlab.evaluation import EvalResult, report_run
-from cnnlab.fileio import NO_INODES, atomic_write_json, exists, is_dir, is_file, no_free_inodes, read_json
+from cnnlab.fileio import (NO_INODES, atomic_write_json, exists, is_dir, is_file, no_free_inodes, protection_of,
+                           read_json)
 from cnnlab.hostmem import keep_freed_memory
 from cnnlab.models import build_model, check_model_name, count_parameters, float32_default, seeded
 from cnnlab.optim import eager
@@ -663,7 +664,9 @@ def _full_disk_explained(recorder: FailureRecord):
             raise WriteError(f"{what}; {free}, then {hint}", err.errno) from None
         if err.reason == text:  # a line of its own making, its fix in it
             raise WriteError(f"{text}; then {hint}", err.errno) from None
-        fix = (f"make {recorder.plan.run_dir} writable" if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else
+        protected = protection_of(err.path, err.errno) if err.path is not None else None
+        fix = (protected[1] if protected is not None else  # an immutable file: no mode of the folder lifts it
+               f"make {recorder.plan.run_dir} writable" if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else
                "check the path and the disk")  # (write_error's "or write somewhere else" is no way to go on)
         raise WriteError(f"{err.reason}; {fix}, then {hint}", err.errno, err.reason) from None
 

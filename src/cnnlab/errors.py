@@ -220,12 +220,16 @@ class WriteError(CnnlabError, OSError):
     (a cache) catches it as before.
     """
 
-    def __init__(self, message: str, errno: int | None, reason: str | None = None, out_of: str | None = None):
+    def __init__(self, message: str, errno: int | None, reason: str | None = None, out_of: str | None = None,
+                 path=None):
         OSError.__init__(self, errno, message)
         self.reason = reason or message  # what went wrong without the fix (a caller with a fix of its own says that)
         #: what the file system had run out of when the write failed ("inodes", as cnnlab.fileio.write_error saw it
         #: then: a staging folder removed since may have freed some), or None
         self.out_of = out_of
+        #: the file that could not be written, where cnnlab.fileio.write_error knew it (a caller's own fix for a
+        #: protected file: cnnlab.fileio.protection_of), else None
+        self.path = path
 
     def __str__(self) -> str:
         return str(self.strerror)

@@ -15,6 +15,7 @@ permitted), as with the shell's ``>``.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import errno
 import hashlib
@@ -41,7 +42,7 @@ try:
 except ImportError:  # pragma: no cover - Windows
     resource = None
 
-from cnnlab.errors import CnnlabError, DataUnreadable, WriteError, first_line, short_repr
+from cnnlab.errors import CnnlabError, DataUnreadable, WriteError, first_line, shell_quoted, short_repr
 
 #: The most a settings file (--config) may hold: a few KB in practice; a larger file, or a device such as
 #: /dev/zero, is refused instead of read into memory.
@@ -147,25 +148,97 @@ def write_error(path: str | Path, err: OSError) -> WriteError:
     """The one-line error for an OS error while writing ``path``: what failed, and what to do."""
     path = Path(path)
     if err.errno == errno.ENAMETOOLONG:  # quoted with the user's own lengths, not those of the temp file
-        return WriteError(f"cannot write {path}: {too_long(str(path))}; use a shorter one", err.errno)
+        return WriteError(f"cannot write {path}: {too_long(str(path))}; use a shorter one", err.errno, path=path)
     if err.errno == errno.EFBIG:
         return WriteError(f"cannot write {path}: {file_size_limit()}; raise the limit (ulimit -f unlimited) and run "
-                          "it again (the previous version of the file, if any, is intact)", err.errno)
+                          "it again (the previous version of the file, if any, is intact)", err.errno, path=path)
     if err.errno == errno.ELOOP:  # the link that loops named, as every command names it (symlink_loop)
         line = symlink_loop(path)
-        return WriteError(line, err.errno, line.split(";")[0])
+        return WriteError(line, err.errno, line.split(";")[0], path=path)
+    if err.errno == errno.ENOTDIR and (blocked := in_the_way(path, "cannot write")) is not None:
+        return blocked  # a file where a folder of the path should be ("check the path and the disk" said nothing)
     why, out_of, again = err.strerror or err, None, "run it again (the previous version of the file, if any, is intact)"
+    protected = protection_of(path, err.errno)
     if no_free_inodes(err, path.parent):  # seen now: the caller's clean-up may free inodes
         why, out_of, fix = NO_INODES[0], "inodes", f"{NO_INODES[1]} and {again}"
     elif err.errno in (errno.ENOSPC, errno.EDQUOT):
         fix = f"free some disk space and {again}"
+    elif protected is not None:  # no folder's mode lifts an immutable or append-only mark
+        why, fix = f"{why} ({protected[0]})", f"{protected[1]}, or write somewhere else (e.g. another --out)"
     elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         # CNNLAB_HOME moves the dataset cache only, whose writes have their own lines (cnnlab.data.sources)
         fix = f"make {_nearest_folder(path.parent)} writable, or write somewhere else (e.g. another --out)"
     else:
         fix = "check the path and the disk"
     reason = f"cannot write {path}: {why}"
-    return WriteError(f"{reason}; {fix}", err.errno, reason, out_of)
+    return WriteError(f"{reason}; {fix}", err.errno, reason, out_of, path=path)
+
+
+def in_the_way(path: str | Path, doing: str) -> WriteError | None:
+    """The error of a write or a ``mkdir`` of ``path`` that failed with ``ENOTDIR``: ``DOING PATH: afile is a file in
+    the way (not a folder); remove it or pick another path``, naming the nearest part of the path that is there and
+    is no folder (links followed); None when none is (the path changed since)."""
+    path = Path(path)
+    for part in (path, *path.parents):
+        try:
+            mode = os.stat(part).st_mode
+        except OSError:  # not there, or behind the file in the way (ENOTDIR)
+            continue
+        if stat.S_ISDIR(mode):
+            return None
+        what = mode_kind(mode)
+        reason = f"{doing} {path}: {part} is {what} in the way (not a folder)"
+        fix = "remove it or pick another path" if what == "a file" else "pick another path"
+        return WriteError(f"{reason}; {fix}", errno.ENOTDIR, reason, path=path)
+    return None
+
+
+#: Linux's ioctl that reads a file's attributes (``lsattr``), and the two that refuse every change to a file or
+#: folder whatever its mode, root's too (``chattr +i``, ``chattr +a``: EPERM).
+_FS_IOC_GETFLAGS = 0x80086601
+_ATTRIBUTES = {0x10: ("immutable", "i"), 0x20: ("append-only", "a")}
+
+
+def protection_of(path: str | Path, code: int | None) -> tuple[str, str] | None:
+    """For a write of ``path`` refused with ``code`` EPERM: ``(what, fix)``, what protects it and how to lift that,
+    where the file or the folder it goes in is immutable or append-only (``chattr +i``: no mode of the folder lifts
+    it, "make the folder writable" did not help), or the file is there and it cannot tell (``lsattr`` shows);
+    None otherwise (another errno, no file and no mark seen)."""
+    if code != errno.EPERM:
+        return None
+    path = Path(path)
+    for target in (path, _nearest_folder(path.parent)):
+        mark = _attribute(target)
+        if mark is not None:
+            words, letter = mark
+            return (f"{target} is {words}: lsattr shows '{letter}'",
+                    f"lift that (chattr -{letter} {shell_quoted(str(target))}, as root)")
+    if not os.path.lexists(path):
+        return None
+    return (f"{path} is protected: immutable or append-only as lsattr shows, or another user's in a folder with the "
+            "sticky bit", f"lift that (chattr -i {shell_quoted(str(path))}, as root) or ask its owner")
+
+
+def _attribute(path: Path) -> tuple[str, str] | None:
+    """The immutable or append-only attribute of ``path`` (:data:`_ATTRIBUTES`' words and letter); None where it has
+    neither, or it cannot tell (not Linux, a file system without attributes, a file one may not open)."""
+    if fcntl is None or not hasattr(fcntl, "ioctl"):
+        return None
+    try:  # a file or a folder only: a device is never opened (a tape rewinds), a link has no marks of its own
+        if not (stat.S_ISREG(mode := os.lstat(path).st_mode) or stat.S_ISDIR(mode)):
+            return None
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+                     | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    try:
+        flags = array.array("l", [0])
+        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, flags, True)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return next((mark for bit, mark in _ATTRIBUTES.items() if flags[0] & bit), None)
 
 
 def user_home() -> Path | None:
@@ -363,7 +436,8 @@ def make_dirs(path: str | Path) -> Path:
         reason = f"cannot create folder {path}: {what} of that name is in the way"
         raise WriteError(f"{reason}; {fix}", errno.EEXIST, reason) from None
     except OSError as err:
-        raise write_error(path / ".", err) from None
+        blocked = in_the_way(path, "cannot create folder") if err.errno == errno.ENOTDIR else None
+        raise blocked or write_error(path / ".", err) from None
     return path
 
 
@@ -405,7 +479,7 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, mode_of: str | Path | N
     except BaseException as err:
         try:
             os.unlink(tmp)
-        except FileNotFoundError:
+        except OSError:  # gone already; or kept by an append-only folder (chattr +a), which the error below names
             pass
         if isinstance(err, OSError) and not isinstance(err, WriteError):
             raise write_error(path, err) from None

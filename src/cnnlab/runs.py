@@ -33,7 +33,7 @@ from cnnlab.dataset_names import DIRECTORY_KINDS, canonical_dataset_name, datase
 from cnnlab.errors import (DIVERGED, CnnlabError, DataUnreadable, RunBusy, RunError, WriteError, did_you_mean,
                            first_line, shell_quoted, short_repr)
 from cnnlab.fileio import (NO_INODES, RUN_FILE_LIMIT, as_path, atomic_write_text, exists, is_dir, is_file, is_loop,
-                           lexists, make_dirs, mode_kind, open_if_regular, out_of_room, reason,
+                           lexists, make_dirs, mode_kind, open_if_regular, out_of_room, protection_of, reason,
                            remove_stale_temp_files_in, resolved, sha256_of, sidecar_hashes, usual_fix, write_error)
 
 METRIC_FIELDS = [
@@ -355,7 +355,8 @@ class RunLock:
                 raise RunError(f"{self.path} is a symbolic link, which cnnlab does not follow (it would write where it "
                                f"points); remove it (rm {shell_quoted(str(self.path))}) if the folder is yours, else copy the run and "
                                "use the copy") from None
-            if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and holds_run(self.path.parent):
+            if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and holds_run(self.path.parent) \
+                    and protection_of(self.path, err.errno) is None:  # (an immutable .lock: write_error's lift)
                 # another user's run (a teacher's, shared read-only): '--out' does not go with --resume or evaluate
                 raise WriteError(f"cannot write {self.path}: {err.strerror or err}; the run folder is not writable "
                                  f"by you: copy it (cp -r {shell_quoted(str(self.path.parent))} COPY) and use the "

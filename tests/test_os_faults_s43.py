@@ -1,0 +1,124 @@
+"""Faults found by the tester of session 43 (osO, a hostile operating system): analyses that checked their default
+folder only after measuring; a memory limit (``ulimit -v``) and a current folder's path too long, under which torch's
+import ended the process in C code; a full disk that left the empty folders (and lock files) of ``evaluate``,
+``analyze`` and ``compare`` behind; a file in the way of ``--out DIR/sub`` and an immutable file, each told with a fix
+that did not help. docs/reliability.md lists them."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cnnlab.cli import main
+from cnnlab.errors import WriteError
+from cnnlab.fileio import atomic_write_bytes, make_dirs
+
+
+ARGS = ["--model", "basic_cnn", "--batch-size", "32", "--lr", "0.05", "--device", "cpu", "--threads", "1", "--quiet"]
+GRAD = ["analyze", "gradients", "--depths", "2", "--width", "2", "--seeds", "1", "--epochs", "0", "--device", "cpu"]
+IN_THE_WAY = "is a file in the way (not a folder); remove it or pick another path"
+
+
+def _environment() -> dict:
+    """This process's environment for a ``python -m cnnlab`` of this source, without a thread count of OpenBLAS."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    return {**env, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+
+# ----------------------------------------------------------------------------- 10: a file in the way of --out DIR/sub
+
+
+def test_a_file_in_the_way_of_an_out_folder_is_named_as_export_names_it(tiny_idx, finished, tmp_path, monkeypatch,
+                                                                        capsys):
+    """The tester's `echo hi > afile`, then `train --out afile/sub` (and evaluate, analyze, compare --out afile):
+    `cannot write afile/sub: Not a directory; check the path and the disk`; export said it right, `a file of that name
+    is in the way; remove it or pick another path`."""
+    monkeypatch.chdir(tmp_path)
+    Path("afile").write_text("hi\n")
+    with pytest.raises(WriteError) as caught:
+        make_dirs("afile/sub")
+    assert str(caught.value) == f"cannot create folder afile/sub: afile {IN_THE_WAY}"
+    with pytest.raises(WriteError) as caught:
+        atomic_write_bytes("afile/sub/deeper/x.json", b"{}")
+    assert str(caught.value) == f"cannot create folder afile/sub/deeper: afile {IN_THE_WAY}"
+    for command, code in ((["train", "--dataset", f"idx:{tiny_idx}", *ARGS, "--out", "afile/sub"], 2),
+                          ([*GRAD, "--dataset", f"idx:{tiny_idx}", "--out", "afile/sub"], 2),
+                          (["evaluate", str(finished), "--out", "afile/sub"], 1),
+                          (["compare", "--models", "basic_cnn", "--seeds", "1", "--dataset", f"idx:{tiny_idx}",
+                            "--epochs", "1", "--device", "cpu", "--out", "afile"], 2)):
+        assert main(command) == code, command
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f": afile {IN_THE_WAY}\n" in err and "Not a directory" not in err, err
+    assert Path("afile").read_text() == "hi\n"
+
+
+# ----------------------------------------------------------------------------- 11: an immutable file
+
+
+def test_a_write_refused_by_an_immutable_or_append_only_mark_names_it_not_the_folders_mode(tmp_path, monkeypatch):
+    """`chattr +i RUN/status.json`: `Operation not permitted; make RUN writable`, though the folder was writable (755)
+    and no mode lifts the mark. Said for the file or its folder as `lsattr` shows it, with `chattr -i` (as root);
+    an EPERM of a file whose marks cannot be read is said to be a protection too."""
+    import cnnlab.fileio as fileio
+    from cnnlab.fileio import protection_of
+
+    target = tmp_path / "run" / "status.json"
+    target.parent.mkdir()
+    target.write_text("{}")
+    marks = {target: ("immutable", "i")}
+    monkeypatch.setattr(fileio, "_attribute", lambda path: marks.get(Path(path)))
+
+    def refused(src, dst):
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+
+    monkeypatch.setattr(fileio.os, "replace", refused)
+    with pytest.raises(WriteError) as caught:
+        atomic_write_bytes(target, b"{}")
+    assert str(caught.value) == (f"cannot write {target}: Operation not permitted ({target} is immutable: lsattr shows "
+                                 f"'i'); lift that (chattr -i {target}, as root), or write somewhere else (e.g. "
+                                 "another --out)")
+    assert caught.value.path == target and [p.name for p in target.parent.iterdir()] == ["status.json"]
+    marks = {target.parent: ("append-only", "a")}
+    assert protection_of(target, errno.EPERM) == (f"{target.parent} is append-only: lsattr shows 'a'",
+                                                  f"lift that (chattr -a {target.parent}, as root)")
+    marks = {}
+    what, fix = protection_of(target, errno.EPERM)
+    assert what.startswith(f"{target} is protected: immutable or append-only") and "chattr -i" in fix
+    assert protection_of(target.parent / "new.json", errno.EPERM) is None  # no file, no mark: the folder's mode
+    assert protection_of(target, errno.EACCES) is None
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0 or not shutil.which("chattr"), reason="root's chattr")
+def test_a_resume_into_an_immutable_status_json_names_the_mark_and_the_resume(finished, capsys):
+    """The tester's `chattr +i imm/status.json; cnnlab train --resume imm --epochs 2`: `make imm writable, then continue
+    with: ...` (the folder was writable). The same from export-weights of an immutable file."""
+    status = finished / "status.json"
+    if subprocess.run(["chattr", "+i", str(status)], capture_output=True).returncode != 0:
+        pytest.skip("this file system takes no immutable mark")
+    try:
+        assert main(["train", "--resume", str(finished), "--epochs", "2", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1, err
+        assert err.endswith(f"cannot write {status}: Operation not permitted ({status} is immutable: lsattr shows "
+                            f"'i'); lift that (chattr -i {status}, as root), then continue with: cnnlab train --resume "
+                            f"{finished}\n"), err
+        assert "writable" not in err
+    finally:
+        subprocess.run(["chattr", "-i", str(status)], check=True)
+    weights = finished / "model.safetensors"
+    weights.write_bytes(b"")
+    subprocess.run(["chattr", "+i", str(weights)], check=True)
+    try:
+        assert main(["export-weights", str(finished)]) == 2
+        err = capsys.readouterr().err
+        assert f"({weights} is immutable: lsattr shows 'i'); lift that (chattr -i {weights}, as root)" in err, err
+    finally:
+        subprocess.run(["chattr", "-i", str(weights)], check=True)
+    assert json.loads(status.read_text())["status"] == "finished"
