@@ -16,10 +16,13 @@ from pathlib import Path
 
 import pytest
 
+import cnnlab.cli
+import cnnlab.runs
 from cnnlab.cli import main
-from cnnlab.errors import WriteError
+from cnnlab.errors import CnnlabError, WriteError
 from cnnlab.fileio import atomic_write_bytes, make_dirs
 
+from conftest import no_room_for
 
 ARGS = ["--model", "basic_cnn", "--batch-size", "32", "--lr", "0.05", "--device", "cpu", "--threads", "1", "--quiet"]
 GRAD = ["analyze", "gradients", "--depths", "2", "--width", "2", "--seeds", "1", "--epochs", "0", "--device", "cpu"]
@@ -30,6 +33,79 @@ def _environment() -> dict:
     """This process's environment for a ``python -m cnnlab`` of this source, without a thread count of OpenBLAS."""
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
     return {**env, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+
+# ----------------------------------------------------------------------------- 3: an analysis's default folder
+
+
+def test_an_analysis_makes_its_default_folder_before_measuring_and_removes_it_when_it_fails(tiny_idx, tmp_path,
+                                                                                           monkeypatch, capsys):
+    """The tester's `analyze branches --pretrained inception` in a read-only current folder measured for 44 s, then
+    said `cannot write runs: Read-only file system` (an --out given was refused at once). The default folder is made
+    (and locked) once the input is checked, before the measuring; one made for an analysis that fails goes again."""
+    from cnnlab.analysis import branches, gradients
+
+    def computed(*a, ready=lambda: None, **k):
+        ready()  # the arguments and data checked: the folder is made and locked here, before any computing
+        raise AssertionError("computed before finding the folder unwritable")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(gradients, "analyze_gradients", computed)
+    monkeypatch.setattr(branches, "analyze_branches", computed)
+    (tmp_path / "runs").write_text("in the way")  # as a read-only folder: no folder can be made under runs/
+    for command in ([*GRAD, "--dataset", f"idx:{tiny_idx}"], ["analyze", "branches", "--pretrained", "inception"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert err == ("cnnlab: error: cannot create folder runs: a file of that name is in the way; remove it or pick "
+                       "another path\n"), err
+    (tmp_path / "runs").unlink()
+
+    def failing(*a, ready=lambda: None, **k):
+        ready()
+        raise CnnlabError("the measuring failed")
+
+    monkeypatch.setattr(gradients, "analyze_gradients", failing)
+    assert main([*GRAD, "--dataset", f"idx:{tiny_idx}"]) == 2
+    assert "the measuring failed" in capsys.readouterr().err
+    assert list((tmp_path / "runs").iterdir()) == []  # no folder holding only .analysis.lock
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    assert main([*GRAD, "--dataset", f"idx:{tiny_idx}"]) == 0
+    (made,) = (tmp_path / "runs").iterdir()
+    assert made.name.startswith("gradients-idx-")
+    assert {p.name for p in made.iterdir()} == {".analysis.lock", "gradients.json", "gradients.png", "depth.png"}
+
+
+# ----------------------------------------------------------------------------- 9: a full disk under a new --out
+
+
+def test_a_full_disk_under_a_new_out_leaves_no_empty_folder_nor_lock_file(tiny_idx, finished, tmp_path, monkeypatch,
+                                                                          capsys):
+    """The tester's 2 MB tmpfs, full: `evaluate RUN --out D/ev`, `analyze gradients --out D/g` and `compare --out
+    D/cmp` each left its folder behind (g/ and br/ with a 0-byte .analysis.lock). A folder the command made is
+    removed when nothing could be written in it, as train's fresh run folder is; one that was there stays."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    with monkeypatch.context() as m:
+        no_room_for(m, "summary.json")
+        assert main(["evaluate", str(finished), "--out", str(disk / "ev")]) == 1
+        assert "no report written: cannot write" in capsys.readouterr().err
+        (disk / "there").mkdir()
+        assert main(["evaluate", str(finished), "--out", str(disk / "there")]) == 1
+    assert sorted(p.name for p in disk.iterdir()) == ["there"]
+
+    def full(fd, data, offset):  # the lock file's record, the first write of analyze and of a compare's run
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as m:
+        m.setattr(cnnlab.runs.os, "pwrite", full)
+        capsys.readouterr()
+        assert main([*GRAD, "--dataset", f"idx:{tiny_idx}", "--out", str(disk / "g")]) == 2
+        assert "g/.analysis.lock: No space left on device" in capsys.readouterr().err
+        assert main(["compare", "--models", "basic_cnn", "--seeds", "1", "--dataset", f"idx:{tiny_idx}", "--epochs",
+                     "1", "--device", "cpu", "--out", str(disk / "cmp")]) == 2
+        assert "/.lock: No space left on device" in capsys.readouterr().err
+    assert sorted(p.name for p in disk.iterdir()) == ["there"]
 
 
 # ----------------------------------------------------------------------------- 10: a file in the way of --out DIR/sub

@@ -31,7 +31,7 @@ from cnnlab.models import build_model, count_parameters, list_models
 from cnnlab.output import complain
 from cnnlab.plots import plot_comparison
 from cnnlab.runs import (STATUS_FILE, RunLock, check_output_folder, diverged, load_run_json, read_metrics,
-                         read_run_json, run_config, run_problem, write_metrics)
+                         read_run_json, removed_if_unused, run_config, run_problem, write_metrics)
 from cnnlab.text import plural
 from cnnlab.tta import parse_tta
 
@@ -172,34 +172,36 @@ def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = 
     if teachers is not None and resolved(out) == resolved(teachers):
         raise CnnlabError(f"--out {out} is the teachers' folder: its comparison.md would be replaced by the distilled "
                           "one; give the distilled runs another --out")
-    data = load_dataset(base.dataset, data_dir=base.data_dir, log=log)
-    warned: set[str] = set()  # the runs' warnings said so far: each once per compare
-    if auto:
-        _train_teachers([teacher_model] if teacher_model else models, seeds, base, teachers, data, quiet, log, warned)
-    configs = {name: replace(base, model=name).validate() for name in models}
-    teacher_of = lambda name, seed: replace(base, model=teacher_model or name, seed=seed).validate()  # noqa: E731
-    planned = {name: [_taught(replace(configs[name], seed=seed), teachers, teacher_of(name, seed))
-                      for seed in range(seeds)] for name in models}
-    _check_run_folders(out, [cfg for cfgs in planned.values() for cfg in cfgs], data)  # before any run trains
-    results = {}
-    for name, cfgs in planned.items():
-        runs = [_run_one(cfg, out, data, quiet, log, warned) for cfg in cfgs]
-        if teachers is not None:  # for the table's settings line
-            configs[name] = replace(configs[name], teacher=f"{teachers}" + (f" ({teacher_model}'s)" if teacher_model else ""))
-        if views is not None:
-            for r in runs:
-                r["tta"] = evaluate_run(r["dir"], dataset=data, device=base.device, tta=views.spec)[0].accuracy
-                log(f"  {printable(Path(r['dir']).name)}: test accuracy with --tta {views.spec} {r['tta']:.2f}%")
-        results[name] = _model_results(name, runs, data, "val_acc" if base.val_split else "test_acc")
-    table = format_comparison(results, configs, seeds, data.name, tta=views.spec if views else None)
-    atomic_write_text(out / "comparison.md", table)
-    try:
-        _plot(results, seeds, base, data, out, teachers)
-    except KeyboardInterrupt:  # a table beside no figure, or the last compare's: said, not left silent
-        complain(printable(f"cnnlab: warning: results incomplete: wrote {out / 'comparison.md'}, not comparison.png: "
-                           "stopped; the same compare again writes both (its runs are reused)"))
-        raise
-    return {"table": table, "results": results, "out": out}
+    # a folder this compare makes is removed again when it fails before any run is in it (a full disk), as train's
+    with removed_if_unused(out):
+        data = load_dataset(base.dataset, data_dir=base.data_dir, log=log)
+        warned: set[str] = set()  # the runs' warnings said so far: each once per compare
+        if auto:
+            _train_teachers([teacher_model] if teacher_model else models, seeds, base, teachers, data, quiet, log, warned)
+        configs = {name: replace(base, model=name).validate() for name in models}
+        teacher_of = lambda name, seed: replace(base, model=teacher_model or name, seed=seed).validate()  # noqa: E731
+        planned = {name: [_taught(replace(configs[name], seed=seed), teachers, teacher_of(name, seed))
+                          for seed in range(seeds)] for name in models}
+        _check_run_folders(out, [cfg for cfgs in planned.values() for cfg in cfgs], data)  # before any run trains
+        results = {}
+        for name, cfgs in planned.items():
+            runs = [_run_one(cfg, out, data, quiet, log, warned) for cfg in cfgs]
+            if teachers is not None:  # for the table's settings line
+                configs[name] = replace(configs[name], teacher=f"{teachers}" + (f" ({teacher_model}'s)" if teacher_model else ""))
+            if views is not None:
+                for r in runs:
+                    r["tta"] = evaluate_run(r["dir"], dataset=data, device=base.device, tta=views.spec)[0].accuracy
+                    log(f"  {printable(Path(r['dir']).name)}: test accuracy with --tta {views.spec} {r['tta']:.2f}%")
+            results[name] = _model_results(name, runs, data, "val_acc" if base.val_split else "test_acc")
+        table = format_comparison(results, configs, seeds, data.name, tta=views.spec if views else None)
+        atomic_write_text(out / "comparison.md", table)
+        try:
+            _plot(results, seeds, base, data, out, teachers)
+        except KeyboardInterrupt:  # a table beside no figure, or the last compare's: said, not left silent
+            complain(printable(f"cnnlab: warning: results incomplete: wrote {out / 'comparison.md'}, not comparison.png: "
+                               "stopped; the same compare again writes both (its runs are reused)"))
+            raise
+        return {"table": table, "results": results, "out": out}
 
 
 def _plot(results: dict, seeds: int, base: TrainConfig, data, out: Path, teachers) -> None:

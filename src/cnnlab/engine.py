@@ -42,7 +42,8 @@ from cnnlab.models import build_model, check_model_name, count_parameters, float
 from cnnlab.optim import eager
 from cnnlab.output import complain, say, stderr_is_terminal
 from cnnlab.runs import (LOCK_FILE, RUN_FILES, RUNNING, STATUS_FILE, RunLock, RunPlan, braces_kept, checkpoints_gone,
-                         failure_cause, is_run_dir, plan_run, read_run_json, run_dir_of, write_status)
+                         failure_cause, is_run_dir, plan_run, read_run_json, remove_if_unused, run_dir_of,
+                         write_status)
 from cnnlab.schedules import schedule_named
 from cnnlab.text import plural
 from cnnlab.trainer import Trainer
@@ -565,10 +566,8 @@ def _forget_if_empty(plan: RunPlan, guard: FolderGuard):
     lock, the status.json that says it failed, and the copy of its teacher taken before training: a signal while
     the teacher loaded left such a folder, which `cnnlab runs` does not list; not a folder that took its place)."""
     def on_exit(exc_type, exc, tb) -> bool:
-        if exc_type is not None and plan.fresh and not guard.gone and is_dir(plan.run_dir, if_unknown=False):
-            if all(p.name in (LOCK_FILE, STATUS_FILE, TEACHER_FILE) or p.name.startswith(f".{TEACHER_FILE}.")
-                   for p in plan.run_dir.iterdir()):  # (and a copy cut short: its temp file)
-                shutil.rmtree(plan.run_dir, ignore_errors=True)
+        if exc_type is not None and plan.fresh and not guard.gone:  # (and a copy cut short: its temp file)
+            remove_if_unused(plan.run_dir, (LOCK_FILE, STATUS_FILE, TEACHER_FILE))
         return False
 
     return on_exit

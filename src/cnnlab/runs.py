@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import shutil
 import stat
 import threading
 import time
@@ -104,6 +105,37 @@ def new_analysis_dir(root: str | Path, kind: str, dataset: str) -> Path:
         if lexists(folder / ANALYSIS_LOCK) and not is_running(folder, ANALYSIS_LOCK):
             remove_stale_temp_files_in(folder, owned=False)
     return new_run_dir(root, kind, dataset)
+
+
+def remove_if_unused(folder: Path, leftovers: tuple[str, ...] = ()) -> bool:
+    """Remove ``folder``, which this command made, when it holds nothing but ``leftovers`` (names: its lock file, the
+    status.json of a start that failed) and their temp files: what a command that failed, or wrote nothing, left (a
+    full disk left empty ``evaluate --out``, ``analyze --out`` and ``compare --out`` folders, and analyses' lock
+    files; :func:`cnnlab.engine.train`'s fresh run folder goes the same way). A link, or a folder holding anything
+    else (a file written since, by this command or another), stays. True when it was removed."""
+    if os.path.islink(folder) or not is_dir(folder, if_unknown=False):
+        return False
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return False
+    if not all(name in leftovers or any(name.startswith(f".{left}.") and name.endswith(".tmp") for left in leftovers)
+               for name in names):
+        return False
+    shutil.rmtree(folder, ignore_errors=True)
+    return not os.path.lexists(folder)
+
+
+@contextlib.contextmanager
+def removed_if_unused(folder: str | Path, leftovers: tuple[str, ...] = ()):
+    """Inside, ``folder``, when it is not there yet, is the command's own: made by it, and removed at the end if
+    nothing was written into it (:func:`remove_if_unused`: an error, a stop, a write the disk refused)."""
+    fresh = not lexists(folder)
+    try:
+        yield
+    finally:
+        if fresh:
+            remove_if_unused(Path(folder), leftovers)
 
 
 def run_dir_of(path: str | Path) -> Path:

@@ -23,9 +23,10 @@ from cnnlab.cli.common import (
 )
 from cnnlab.config import RECIPES
 from cnnlab.errors import CnnlabError, WriteError, printable
-from cnnlab.fileio import atomic_write_json
+from cnnlab.fileio import atomic_write_json, lexists
 from cnnlab.output import complain, json_text, say
-from cnnlab.runs import ANALYSIS_LOCK, RunLock, check_output_folder, is_running, new_analysis_dir, run_dir_of
+from cnnlab.runs import (ANALYSIS_LOCK, RunLock, check_output_folder, is_running, new_analysis_dir, remove_if_unused,
+                         run_dir_of)
 
 #: The analysis trains with the lecture's optimiser settings.
 LECTURE = RECIPES["lecture"]
@@ -117,15 +118,18 @@ def cmd_branches(args) -> int:
         check_output_folder(args.out, run_dir, writes=("branches.json", "branches.png"))
     # a second analysis into the same folder is refused before the measuring, not mixed with this one's files
     # later; a run still training is not locked (nothing is written into it); nor is any folder before the input
-    # is known to be an Inception net: a refused one (an image, a resnet run) leaves no lock file behind
+    # is known to be an Inception net: a refused one (an image, a resnet run) leaves no lock file behind. The
+    # shipped weights' default folder is made then too: one that cannot be made is refused before the measuring
+    fresh = not args.out and run_dir is None
     folder = Path(args.out) if args.out else run_dir if run_dir and not is_running(run_dir) else None
-    locks: list[RunLock | None] = []
-    try:
+    with _Folders() as folders:
         result = analyze_branches(args.run, pretrained=args.pretrained, which=args.checkpoint, dataset=args.dataset,
                                   data_dir=args.data_dir, train_images=args.train_images,
                                   test_images=args.test_images, device=args.device,
                                   batch_size=args.batch_size, log=(lambda m: None) if args.json else say,
-                                  ready=lambda: locks.append(_lock(folder)), warn=lambda m: complain(f"cnnlab: {m}"))
+                                  ready=lambda: folders.lock(folder, "branches", args.dataset or "mnist")
+                                  if folder is not None or run_dir is None else None,
+                                  warn=lambda m: complain(f"cnnlab: {m}"))
         not_own = result.pop("not_own", "")
         table = json_text(result, indent=2) if args.json else format_branches(result)
         if not_own and not args.out:
@@ -133,23 +137,48 @@ def cmd_branches(args) -> int:
             say("\n" + printable(f"nothing written into {run_dir}: {not_own}; --out DIR writes this analysis's "
                                  "files"))
             return 0
-        out = Path(args.out) if args.out else run_dir or new_analysis_dir("runs", "branches", result["dataset"])
-        if not any(locks):
-            locks.append(_lock(out))
+        out = folders.lock(Path(args.out) if args.out else run_dir, "branches", result["dataset"])
         return _write(out, [("branches.json", lambda p: atomic_write_json(p, result)),
                             ("branches.png", lambda p: plot_branches(result, p))], table, result["seconds"],
-                      args.json, fresh=not args.out and run_dir is None)
-    finally:
-        for lock in filter(None, locks):
+                      args.json, fresh=fresh)
+
+
+class _Folders:
+    """The folder an analysis writes into, locked while it computes and writes (:func:`_lock`); one it made (its
+    default folder, a new --out) is removed again, as ``train`` removes the fresh run folder it made, when the
+    analysis ends without writing into it (an error, a stop, a full disk: it held only the lock file)."""
+
+    def __init__(self):
+        self.locks: list[RunLock] = []
+        self.made: list[Path] = []
+
+    def lock(self, folder: Path | None, kind: str, dataset: str) -> Path:
+        """Lock ``folder`` (None: the analysis's own new folder under runs/, named after ``kind`` and ``dataset``),
+        once; the folder locked."""
+        if self.locks:
+            return self.locks[0].path.parent
+        if folder is None:
+            folder = new_analysis_dir("runs", kind, dataset)
+            self.made.append(folder)
+        elif not lexists(folder):
+            self.made.append(folder)
+        self.locks.append(_lock(folder))
+        return folder
+
+    def __enter__(self) -> "_Folders":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for lock in self.locks:
             lock.release()
+        for folder in self.made:
+            remove_if_unused(folder, (ANALYSIS_LOCK,))
 
 
-def _lock(folder: Path | None) -> RunLock | None:
+def _lock(folder: Path) -> RunLock:
     """An exclusive lock on ``folder`` while an analysis computes and writes into it (its own lock file, not the
     run's .lock: ``evaluate`` and ``train`` read that one as "the run is training"); it also makes the folder,
     so an unwritable --out is refused before the minutes of computing, not after them."""
-    if folder is None:
-        return None
     return RunLock(folder, busy="another analysis is writing into it; wait for it to finish, or pick another --out",
                    task="analysis", name=ANALYSIS_LOCK).acquire()
 
@@ -205,22 +234,19 @@ def cmd_gradients(args) -> int:
             refuse_typed(args, dest, "with --epochs 0, which measures gradients only and trains nothing")
     if args.out:
         check_output_folder(args.out, None, writes=("gradients.json", "gradients.png", "depth.png"))
-    locks: list[RunLock | None] = []  # taken once the arguments and data are checked: a refusal leaves no lock file
-    try:
+    # the folder is locked (and made) once the arguments and data are checked: a refusal leaves no lock file, a
+    # folder that cannot be made (a read-only current folder) is refused before the measuring
+    with _Folders() as folders:
         result = analyze_gradients(depths, width=args.width, norm=args.norm, seeds=args.seeds,
                                    batch_size=args.batch_size, train_images=args.train_images, epochs=args.epochs,
                                    test_images=args.test_images, lr=args.lr, momentum=args.momentum,
                                    dataset=args.dataset, data_dir=args.data_dir, device=args.device,
                                    log=(lambda m: None) if args.json else say,
-                                   ready=lambda: locks.append(_lock(Path(args.out) if args.out else None)))
+                                   ready=lambda: folders.lock(Path(args.out) if args.out else None, "gradients",
+                                                              args.dataset))
         table = json_text(result, indent=2) if args.json else "\n" + format_gradients(result)
-        out = Path(args.out) if args.out else new_analysis_dir("runs", "gradients", result["dataset"])
-        if not any(locks):
-            locks.append(_lock(out))
+        out = folders.lock(Path(args.out) if args.out else None, "gradients", result["dataset"])
         return _write(out, [("gradients.json", lambda p: atomic_write_json(p, result)),
                             ("gradients.png", lambda p: plot_gradients(result, p)),
                             ("depth.png", lambda p: plot_depth(result, p))], table, result["seconds"], args.json,
                       fresh=not args.out)
-    finally:
-        for lock in filter(None, locks):
-            lock.release()

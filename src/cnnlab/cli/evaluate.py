@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from cnnlab.errors import CnnlabError, WriteError, printable
 from cnnlab.fileio import is_file, resolved
 from cnnlab import output
 from cnnlab.output import complain, json_text
-from cnnlab.runs import read_metrics
+from cnnlab.runs import read_metrics, removed_if_unused
 
 
 def register(sub) -> None:
@@ -146,8 +147,9 @@ def _report(args, subject, res, extra: dict, say) -> int:
     out = Path(args.out) if args.out else subject.run_dir
     reporting = out is not None and not args.no_report
     own = out is not None and subject.run_dir is not None and resolved(out) == resolved(subject.run_dir)
-    if not (reporting and own):
-        return _write_report(args, subject, res, extra, say, out if reporting else None, own)
+    if not (reporting and own):  # an --out this command makes is removed again when nothing could be written in it
+        with removed_if_unused(out) if reporting else contextlib.nullcontext():
+            return _write_report(args, subject, res, extra, say, out if reporting else None, own)
     with own_report(subject) as why:  # the run's lock held; its last.pt still the file evaluated
         if why:
             say(f"no report written: {printable(why)}")
