@@ -11,12 +11,14 @@ from __future__ import annotations
 import argparse
 import atexit
 import gc
+import importlib.util
 import os
 import re
 import signal
 import sys
 import threading
 import traceback
+from pathlib import Path
 from typing import NoReturn
 
 from cnnlab import __version__, output
@@ -145,6 +147,7 @@ def _run(args, command: argparse.ArgumentParser) -> int:
         if (getattr(args, "command", None), getattr(args, "data_cmd", None)) not in TORCHLESS_COMMANDS:
             if (early := getattr(args, "before_torch", None)) is not None:
                 early(args)  # a command's checks that answer at once, not after torch's seconds (serve's port)
+            check_torch_can_load()  # where its import would end the process in C code
             import_torch_whole()
         return args.func(args)
     except Interrupted as err:  # the position was saved: not an error, but not a success either
@@ -181,6 +184,62 @@ def _check_current_folder() -> None:
         raise CnnlabError("the current folder no longer exists; cd to another one") from None
 
 
+#: The longest absolute path of the current folder, in bytes, in which torch's import works: in one of 4,096 bytes or
+#: more (Linux's PATH_MAX, its terminating zero included) its MKL ends the process, "Intel oneMKL FATAL ERROR:
+#: Cannot load .../libtorch_cpu.so" (measured: 4,095 loads, 4,096 does not), though os.getcwd() answers.
+CWD_PATH_MAX = 4095
+#: The least address space (``ulimit -v``, KB) that loading numpy and torch needs, numpy's OpenBLAS held to one
+#: thread (:func:`check_torch_can_load`). Measured on x86_64 Linux with torch 2.13.0+cpu, numpy 2.4.6, Python 3.11:
+#: ``cnnlab models`` failed under every limit up to 602,000 and ran from 604,000; below it, most limits ended the
+#: process in C or C++ code (torch's ``std::bad_alloc`` terminate, OpenBLAS's "Memory allocation still failed",
+#: glibc's "cannot allocate memory for thread-local data", a segmentation fault), whatever the command.
+TORCH_FLOOR_KB = 600_000
+#: The size of torch's main library (``lib/libtorch_cpu.so``) where :data:`TORCH_FLOOR_KB` was measured: a build
+#: whose library is smaller lowers the floor by the difference (never refusing a limit such a build loads under).
+TORCH_FLOOR_LIBRARY = 434_184_800
+#: What each further OpenBLAS thread adds to numpy's import (its 32 MiB buffer and its stack): 646,000 KB with two
+#: threads against 604,000 with one, measured as above.
+OPENBLAS_THREAD_KB = 42_000
+#: What a small net needs, measured as above: a prediction with a resnet run ran from 880,000 KB (920,000 with two
+#: OpenBLAS threads), a training of 5 steps from 680,000 (said in the line: a limit to ask for).
+SMALL_NET_KB = 1_000_000
+
+
+def check_torch_can_load() -> None:
+    """One line, before torch is imported, where its import would end the process in C code: the current folder's
+    path too long for it, or a memory limit (``ulimit -v``) under :data:`TORCH_FLOOR_KB`. Under a memory limit
+    numpy's OpenBLAS gets one thread unless ``OPENBLAS_NUM_THREADS`` says otherwise: each thread takes about 42 MB
+    of the limit at numpy's import (2.7 GB on 64 cores), and cnnlab computes nothing with numpy's BLAS."""
+    where = len(os.fsencode(os.getcwd()))
+    if where > CWD_PATH_MAX:
+        raise CnnlabError(f"the current folder's path is too long ({where:,} bytes; torch loads only in a folder whose "
+                          f"path is under {CWD_PATH_MAX + 1:,} bytes); cd to a shorter one")
+    limit = _memory_limit()
+    if not limit or "numpy" in sys.modules:
+        return
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    floor = _torch_floor()
+    if limit < floor:
+        raise CnnlabError(f"not enough memory to load torch's libraries (they need at least {floor:,} KB of address "
+                          f"space; a small net about {SMALL_NET_KB:,} KB); raise the memory limit (now ulimit -v "
+                          f"{limit})")
+
+
+def _torch_floor() -> int:
+    """:data:`TORCH_FLOOR_KB` for this torch and numpy's OpenBLAS threads; 0 where torch's library is not found
+    (another platform's build, or no torch: its import says so)."""
+    try:
+        spec = importlib.util.find_spec("torch")
+        size = os.stat(Path(spec.submodule_search_locations[0]) / "lib" / "libtorch_cpu.so").st_size
+    except (AttributeError, ImportError, IndexError, OSError, TypeError, ValueError):
+        return 0
+    try:
+        threads = min(max(int(os.environ.get("OPENBLAS_NUM_THREADS", "1")), 1), os.cpu_count() or 1)
+    except ValueError:
+        threads = 1
+    return TORCH_FLOOR_KB - max(0, TORCH_FLOOR_LIBRARY - size) // 1024 + (threads - 1) * OPENBLAS_THREAD_KB
+
+
 def _path_error(err: OSError) -> bool:
     """One line for a path that is too long or lies behind a folder this user may not enter (the API's, from
     :func:`cnnlab.fileio.path_error`); False for others."""
@@ -208,6 +267,8 @@ def _out_of_memory(err: BaseException) -> str:
         return f"an allocation of {_size(int(asked.group(1)))} failed"
     if text == "can't start new thread" and _memory_limit():  # its stack did not fit under ulimit -v
         return "no room for a new thread's stack: can't start new thread"
+    if text == "could not create a primitive" and _memory_limit():  # oneDNN's convolution, its buffers refused
+        return "oneDNN could not create a primitive"
     return "an allocation failed: std::bad_alloc" if "std::bad_alloc" in text else ""
 
 
