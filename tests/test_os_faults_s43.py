@@ -135,8 +135,8 @@ def test_the_floor_follows_torchs_library_and_openblas_threads(monkeypatch, tmp_
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: spec)
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
     assert cnnlab.cli._torch_floor() == cnnlab.cli.TORCH_FLOOR_KB - 100 * 1024
-    monkeypatch.setattr(os, "cpu_count", lambda: 4)
-    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "16")  # OpenBLAS starts no more threads than there are CPUs
+    monkeypatch.setattr(cnnlab.cli, "usable_cpus", lambda: 4)
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "16")  # OpenBLAS starts no more threads than the CPUs it may use
     assert cnnlab.cli._torch_floor() == cnnlab.cli.TORCH_FLOOR_KB - 100 * 1024 + 3 * cnnlab.cli.OPENBLAS_THREAD_KB
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     assert cnnlab.cli._torch_floor() == 0

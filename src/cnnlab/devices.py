@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import os
 
 import torch
 
 from cnnlab.errors import CnnlabError, short_repr
+from cnnlab.hostmem import usable_cpus
 from cnnlab.text import plural
 
 
@@ -49,11 +49,6 @@ def training_autocast(precision: str, device: torch.device) -> contextlib.Abstra
         raise CnnlabError(f"--precision bf16: {torch.cuda.get_device_name(device)} cannot compute in bfloat16 "
                           "(the fast recipe's steps use it); add --precision fp32")
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
-def usable_cpus() -> int | None:
-    """The CPUs this process may run on (its affinity, else the machine's); None when that cannot be told."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def set_threads(threads: int) -> str | None:

@@ -13,11 +13,15 @@ The setting is process-wide and cannot be undone, so the engine applies it to th
 trains in (``--no-malloc-tuning`` leaves glibc's defaults alone), and so do the analyses, which train
 and evaluate many times over (``analyze branches``: 1.3x quicker with it). Elsewhere than glibc on
 Linux it does nothing.
+
+Here too, importable without torch: the CPUs this process may run on (:func:`usable_cpus`), which the engine's threads
+and the command line's memory floor (numpy's OpenBLAS starts a thread on each) count.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
 import sys
 
@@ -31,6 +35,11 @@ MMAP_THRESHOLD_BYTES = 32 << 20
 TRIM_THRESHOLD_BYTES = 256 << 20
 
 _applied: bool | None = None
+
+
+def usable_cpus() -> int | None:
+    """The CPUs this process may run on (its affinity, else the machine's); None when that cannot be told."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def supported() -> bool:

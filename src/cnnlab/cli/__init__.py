@@ -26,6 +26,7 @@ from cnnlab.cli import analyze, data, evaluate, export, models, predict, runs, s
 from cnnlab.cli.common import Parser, path_arg, take_sigint, typed_options
 from cnnlab.errors import CnnlabError, Interrupted, SignalTaken, printable
 from cnnlab.fileio import path_error
+from cnnlab.hostmem import usable_cpus
 from cnnlab.runs import LATEST, resolve_run
 
 try:
@@ -208,8 +209,9 @@ SMALL_NET_KB = 1_000_000
 def check_torch_can_load() -> None:
     """One line, before torch is imported, where its import would end the process in C code: the current folder's
     path too long for it, or a memory limit (``ulimit -v``) under :data:`TORCH_FLOOR_KB`. Under a memory limit
-    numpy's OpenBLAS gets one thread unless ``OPENBLAS_NUM_THREADS`` says otherwise: each thread takes about 42 MB
-    of the limit at numpy's import (2.7 GB on 64 cores), and cnnlab computes nothing with numpy's BLAS."""
+    numpy's OpenBLAS gets one thread unless ``OPENBLAS_NUM_THREADS`` asks for a number of them (a positive integer):
+    each thread takes about 42 MB of the limit at numpy's import (2.7 GB on 64 cores), and cnnlab computes nothing
+    with numpy's BLAS. An empty or ``0`` one is OpenBLAS's "a thread on each core", so it is set to 1 too."""
     where = len(os.fsencode(os.getcwd()))
     if where > CWD_PATH_MAX:
         raise CnnlabError(f"the current folder's path is too long ({where:,} bytes; torch loads only in a folder whose "
@@ -217,7 +219,8 @@ def check_torch_can_load() -> None:
     limit = _memory_limit()
     if not limit or "numpy" in sys.modules:
         return
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    if _openblas_threads_asked() is None:  # unset, empty, 0 or no number: OpenBLAS would start one on each core
+        os.environ["OPENBLAS_NUM_THREADS"] = "1"
     floor = _torch_floor()
     if limit < floor:
         raise CnnlabError(f"not enough memory to load torch's libraries (they need at least {floor:,} KB of address "
@@ -226,18 +229,24 @@ def check_torch_can_load() -> None:
 
 
 def _torch_floor() -> int:
-    """:data:`TORCH_FLOOR_KB` for this torch and numpy's OpenBLAS threads; 0 where torch's library is not found
-    (another platform's build, or no torch: its import says so)."""
+    """:data:`TORCH_FLOOR_KB` for this torch and the threads numpy's OpenBLAS starts once :func:`check_torch_can_load`
+    has set them: ``OPENBLAS_NUM_THREADS`` where it asks for a number, else one; at most the CPUs this process may run
+    on (its affinity, as OpenBLAS counts them: ``taskset -c 0`` is one thread whatever the machine's cores). 0 where
+    torch's library is not found (another platform's build, or no torch: its import says so)."""
     try:
         spec = importlib.util.find_spec("torch")
         size = os.stat(Path(spec.submodule_search_locations[0]) / "lib" / "libtorch_cpu.so").st_size
     except (AttributeError, ImportError, IndexError, OSError, TypeError, ValueError):
         return 0
-    try:
-        threads = min(max(int(os.environ.get("OPENBLAS_NUM_THREADS", "1")), 1), os.cpu_count() or 1)
-    except ValueError:
-        threads = 1
+    threads = min(_openblas_threads_asked() or 1, usable_cpus() or 1)
     return TORCH_FLOOR_KB - max(0, TORCH_FLOOR_LIBRARY - size) // 1024 + (threads - 1) * OPENBLAS_THREAD_KB
+
+
+def _openblas_threads_asked() -> int | None:
+    """The threads ``OPENBLAS_NUM_THREADS`` asks numpy's OpenBLAS for; None where it asks for none: unset, empty, 0,
+    or no plain number (OpenBLAS reads those as 0, a thread on each core)."""
+    text = os.environ.get("OPENBLAS_NUM_THREADS", "").strip()
+    return int(text) if text.isascii() and text.isdigit() and int(text) > 0 else None
 
 
 def _path_error(err: OSError) -> bool:
