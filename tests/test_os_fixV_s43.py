@@ -8,12 +8,53 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from PIL import Image
 
 import cnnlab.cli
+from conftest import tiny_config, write_idx_dataset
+from cnnlab import fileio
+from cnnlab.cli import main
+from cnnlab.errors import CnnlabError, WriteError
+
+#: What is said of ``dl -> nowhere`` on the way to a folder to make.
+NOWHERE = "dl is a symbolic link to nowhere (nowhere: missing); remove or fix the link, or pick another path"
+#: What is said of ``c45``, the end of a chain of 46 links (``c45 -> c44 -> ... -> c0 -> real``), no loop.
+TOO_MANY = ("c45: cannot be read (more than 40 symbolic links on the way, the most the system follows; no loop); give "
+            "the path they lead to instead (readlink -f {c45} prints it), or shorten the chain of links")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """One finished tiny run (basic_cnn, one epoch), beside its data (``tiny``)."""
+    from cnnlab.engine import train
+
+    base = tmp_path_factory.mktemp("atkV")
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("CNNLAB_HOME", str(base / "home"))
+        m.setenv("CNNLAB_MIRRORS", "")
+        tiny = write_idx_dataset(base / "tiny")
+        train(tiny_config(tiny), out=base / "r1", quiet=True, log=lambda msg: None)
+    return base / "r1"
+
+
+@pytest.fixture
+def run(trained, tmp_path) -> Path:
+    return Path(shutil.copytree(trained, tmp_path / "runs" / "r1"))
+
+
+def chain(folder: Path, links: int) -> Path:
+    """``c0 -> real``, ``c1 -> c0`` ... in ``folder``: the last of ``links`` links, whose lookup follows them all."""
+    (folder / "real").mkdir(parents=True, exist_ok=True)
+    (folder / "c0").symlink_to("real")
+    for i in range(1, links):
+        (folder / f"c{i}").symlink_to(f"c{i - 1}")
+    return folder / f"c{links - 1}"
 
 
 def _environment(**changes: str) -> dict:
@@ -102,3 +143,114 @@ def test_a_limit_that_works_on_one_cpu_is_not_refused(tmp_path):
     proc = _models_under(floor + 20_000, 1, OPENBLAS_NUM_THREADS="2")
     assert proc.returncode == 0 and "inception" in proc.stdout, proc.stderr[-3000:]
     assert proc.stdout.splitlines()[-1] == "2"  # what the user asked for, kept
+
+
+# ----------------------------------------------------------------------------- 3: a link to nowhere on the way
+
+
+def test_a_link_to_nowhere_on_the_way_to_a_folder_is_named(tmp_path, monkeypatch):
+    """atkV 3. ``mkdir -p`` of ``dl/sub`` (``dl -> nowhere``) failed at ``dl``, there as a link: "cannot create folder
+    dl/sub: nothing of that name is in the way; pick another path". The link is named, and where it points; through
+    a chain of links, each one; the link is left as it was."""
+    monkeypatch.chdir(tmp_path)
+    Path("dl").symlink_to("nowhere")
+    for path, line in (("dl/sub", f"cannot create folder dl/sub: {NOWHERE}"), ("dl", f"cannot create folder dl: {NOWHERE}")):
+        with pytest.raises(WriteError) as err:
+            fileio.make_dirs(path)
+        assert str(err.value) == line
+    with pytest.raises(WriteError) as err:
+        fileio.atomic_write_text("dl/sub/x.json", "{}")
+    assert str(err.value) == f"cannot create folder dl/sub: {NOWHERE}"
+    Path("dl2").symlink_to("dl")
+    Path("dl3").symlink_to("gone/x")
+    assert fileio.link_trouble("dl2/sub/x") == (Path("dl2"), "a symbolic link to nowhere (dl -> nowhere: missing)",
+                                                "remove or fix the link, or pick another path", True)
+    assert fileio.link_trouble("dl3/x").what == "a symbolic link to nowhere (gone/x: missing)"
+    assert os.readlink("dl") == "nowhere" and not os.path.lexists("nowhere")
+    for fine in ("new/sub", ".", "dl-not-a-link"):  # nothing of a link on the way
+        assert fileio.link_trouble(fine) is None
+    assert fileio.make_dirs("new/sub").is_dir()
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--model", "basic_cnn", "--dataset", "idx:{tiny}", "--epochs", "1", "--out", "dl/sub"],
+    ["export-weights", "{run}", "--out", "dl/w.safetensors"],
+    ["analyze", "gradients", "--depths", "2", "--width", "2", "--seeds", "1", "--epochs", "0", "--device", "cpu",
+     "--dataset", "idx:{tiny}", "--out", "dl"],
+])
+def test_a_link_to_nowhere_on_the_way_to_out_is_named_by_the_commands(trained, run, tmp_path, monkeypatch, capsys,
+                                                                      argv):
+    """atkV 3, the tester's commands: each said `... nothing of that name is in the way; pick another path`."""
+    monkeypatch.chdir(tmp_path)
+    Path("dl").symlink_to("nowhere")
+    args = [a.format(tiny=trained.parent / "tiny", run=run) for a in argv]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cnnlab: error: cannot create folder dl") and err.endswith(f": {NOWHERE}\n"), err
+    assert sorted(os.listdir(tmp_path)) == ["dl", "runs"] and os.readlink("dl") == "nowhere"
+
+
+def test_evaluate_out_through_a_link_to_nowhere_warns_with_its_line(run, tmp_path, monkeypatch, capsys):
+    """atkV 3. ``evaluate RUN --out dl/sub``: its warning said `nothing of that name is in the way`."""
+    monkeypatch.chdir(tmp_path)
+    Path("dl").symlink_to("nowhere")
+    assert main(["evaluate", str(run), "--out", "dl/sub", "--device", "cpu"]) == 1  # evaluated, no report
+    assert capsys.readouterr().err == f"cnnlab: warning: no report written: cannot create folder dl/sub: {NOWHERE}\n"
+
+
+# ----------------------------------------------------------------------------- 4: a long chain of links, no loop
+
+
+def test_a_chain_of_more_links_than_the_system_follows_is_not_called_a_loop(tmp_path, monkeypatch):
+    """atkV 4. Linux refuses a lookup past 40 links with ELOOP, as a loop: ``c45`` of a chain of 46 was said to be
+    `cannot be read (symlink loop)`. It is said for what it is, with the path it leads to as the fix; a real loop is
+    still a loop; a chain of 30 is followed."""
+    monkeypatch.chdir(tmp_path)
+    end = chain(Path("."), 46)
+    assert end == Path("c45")
+    line = TOO_MANY.format(c45="c45")
+    for check in (fileio.resolved, fileio.is_dir, fileio.exists, fileio.make_dirs):
+        with pytest.raises(CnnlabError) as err:
+            check("c45")
+        assert str(err.value) == line
+    with pytest.raises(CnnlabError) as err:
+        fileio.exists("c45/sub/w.pt")
+    assert str(err.value) == line
+    with pytest.raises(WriteError) as err:
+        fileio.atomic_write_text("c45/w.json", "{}")
+    assert str(err.value) == line
+    assert os.listdir("real") == []
+    assert os.path.realpath("c45") == str(tmp_path / "real")  # what readlink -f names
+    fileio.atomic_write_text("c29/w.json", "{}")  # 30 links: followed
+    assert os.listdir("real") == ["w.json"]
+    Path("la").symlink_to("lb")
+    Path("lb").symlink_to("la")
+    for loop in ("la", "la/sub"):
+        assert fileio.link_trouble(loop) == (Path("la"), "symlink loop", "fix or remove the symbolic link", False)
+        assert fileio.symlink_loop(loop) == "la: cannot be read (symlink loop); fix or remove the symbolic link"
+    # a chain into a loop is a loop; a chain past 40 links ending nowhere, too many links (the lookup ends there)
+    Path("into").symlink_to("la")
+    assert fileio.link_trouble("into").what == "symlink loop"
+    (tmp_path / "far").mkdir()
+    chain(tmp_path / "far", 46)
+    shutil.rmtree(tmp_path / "far" / "real")
+    assert fileio.link_trouble("far/c45").what.startswith("more than 40 symbolic links")
+
+
+def test_export_weights_out_through_a_long_chain_of_links_says_so(run, tmp_path, monkeypatch, capsys):
+    """atkV 4, the tester's: ``export-weights RUN --out chain/c45/w.safetensors``, and ``predict`` of an image at the
+    end of such a chain."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "chain").mkdir()
+    chain(Path("chain"), 46)
+    assert main(["export-weights", str(run), "--out", "chain/c45/w.safetensors"]) == 2
+    line = "chain/" + TOO_MANY.format(c45="chain/c45")
+    assert capsys.readouterr().err == f"cnnlab: error: {line}\n"
+    assert os.listdir("chain/real") == []
+    img = Image.new("L", (28, 28))
+    img.paste(255, (12, 5, 16, 23))
+    img.save("chain/real/digit.png")
+    assert main(["predict", str(run), "chain/c45/digit.png", "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert "chain/c45/digit.png: cannot be read (more than 40 symbolic links on the way" in err, err
+    assert "symlink loop" not in err

@@ -27,7 +27,7 @@ import stat
 import tempfile
 import time
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable, Iterator, NamedTuple
 
 try:
     import fcntl  # POSIX: the lock that marks a live writer's temp file
@@ -316,16 +316,88 @@ STAT_ABSENT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EBADF})
 
 
 def symlink_loop(path: str | Path) -> str:
-    """The one line for a path that leads into a loop of symbolic links, said by every command as ``--config`` says it
-    (:func:`cannot_read`): ``LINK: cannot be read (symlink loop); fix or remove the symbolic link``, ``LINK`` the
-    first part of ``path`` that loops (``loopA`` of ``loopA/sub/x``), else ``path``."""
+    """The one line for a path whose symbolic links the system refuses to follow (``ELOOP``), said by every command as
+    ``--config`` says a loop (:func:`cannot_read`): ``LINK: cannot be read (symlink loop); fix or remove the symbolic
+    link``, or where the links lead somewhere but are too many (:func:`link_trouble`) ``LINK: cannot be read (more
+    than 40 symbolic links on the way ...)``; ``LINK`` the first part of ``path`` that fails (``loopA`` of
+    ``loopA/sub/x``), else ``path``."""
+    trouble = link_trouble(path)
+    if trouble is None or trouble.dangling:  # changed since the error
+        return cannot_read(path, OSError(errno.ELOOP, os.strerror(errno.ELOOP)))
+    return f"{trouble.part}: cannot be read ({trouble.what}); {trouble.fix}"
+
+
+#: The symbolic links one lookup of a path follows on Linux (the kernel's ``MAXSYMLINKS``): past them, ``ELOOP``, as
+#: for a loop of links.
+MAX_SYMLINKS = 40
+
+
+class LinkTrouble(NamedTuple):
+    """What :func:`link_trouble` finds wrong with a path's symbolic links: the first ``part`` of the path where its
+    lookup fails on them, ``what`` is wrong there (words for messages), the ``fix``, and whether that part is a link
+    to nowhere (else the system refused to follow its links, ``ELOOP``)."""
+
+    part: Path
+    what: str
+    fix: str
+    dangling: bool = False
+
+
+def link_trouble(path: str | Path) -> LinkTrouble | None:
+    """What is wrong with the symbolic links on ``path``'s way, links followed as the system follows them, at the
+    first part of ``path`` where its lookup fails on them (``loopA`` of ``loopA/sub/x``):
+
+    - a loop (a link met again while it is followed: the lookup never ends): ``symlink loop``;
+    - more links than the system follows (:data:`MAX_SYMLINKS`), a chain that is no loop: said so, with the path it
+      leads to as the fix (``readlink -f`` follows any number);
+    - a link to nowhere (``dl -> nowhere``, or a chain of links ending there): ``a symbolic link to nowhere (nowhere:
+      missing)``.
+
+    None where the lookup fails on no link (nothing there: a folder or file yet to be made), or does not fail."""
     path = Path(path)
-    looping = next((part for part in (*reversed(path.parents), path) if is_loop(part)), path)
-    return cannot_read(looping, OSError(errno.ELOOP, os.strerror(errno.ELOOP)))
+    for part in (*reversed(path.parents), path):
+        try:
+            os.stat(part)
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                return _refused_links(part)
+            if err.errno == errno.ENOENT and os.path.islink(part):
+                return LinkTrouble(part, f"a symbolic link to nowhere ({_nowhere(part)}: missing)",
+                                   "remove or fix the link, or pick another path", dangling=True)
+            return None
+    return None
+
+
+def _refused_links(part: Path) -> LinkTrouble:
+    """Why the lookup of ``part``, whose folder is reached, failed with ``ELOOP``: a loop of links, or too many."""
+    try:
+        os.path.realpath(part, strict=True)  # follows any number of links; ELOOP only where one is met again
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return LinkTrouble(part, *OS_REASONS[errno.ELOOP])
+    quoted = shell_quoted(str(part))
+    return LinkTrouble(part, f"more than {MAX_SYMLINKS} symbolic links on the way, the most the system follows; "
+                             "no loop", f"give the path they lead to instead (readlink -f {quoted} prints it), or "
+                                        "shorten the chain of links")
+
+
+def _nowhere(link: Path) -> str:
+    """Where the link to nowhere ``link`` points: its target, and that target's own where it is a link to nowhere too
+    (``b -> nowhere`` of ``a -> b -> nowhere``)."""
+    hops, here = [], str(link)
+    while os.path.islink(here) and len(hops) <= MAX_SYMLINKS:
+        try:
+            target = os.readlink(here)
+        except OSError:  # gone since
+            break
+        hops.append(target)
+        here = os.path.join(os.path.dirname(here), target)
+    return " -> ".join(hops)
 
 
 def is_loop(path: str | Path) -> bool:
-    """Whether ``path`` (links followed) leads into a loop of symbolic links."""
+    """Whether the system refuses to follow ``path``'s symbolic links (``ELOOP``): a loop of them, or more than it
+    follows (:func:`link_trouble` tells which)."""
     try:
         os.stat(path)
     except OSError as err:
@@ -431,6 +503,9 @@ def make_dirs(path: str | Path) -> Path:
     except FileExistsError:
         if is_loop(path):  # not "nothing of that name is in the way"
             raise write_error(path, OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path))) from None
+        if (trouble := link_trouble(path)) is not None and trouble.dangling:  # nor a link to nowhere on its way
+            reason = f"cannot create folder {path}: {trouble.part} is {trouble.what}"
+            raise WriteError(f"{reason}; {trouble.fix}", errno.EEXIST, reason, path=path) from None
         what = kind_of(path)
         fix = "remove it or pick another path" if what == "a file" else "pick another path"
         reason = f"cannot create folder {path}: {what} of that name is in the way"

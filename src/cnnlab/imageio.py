@@ -200,8 +200,10 @@ def _read_path(path: Path, name: str, limit: int, allowed: str) -> bytes:
     except OSError as err:
         if is_short_of_resources(err):
             raise short_of(name, err) from None
-        if err.errno == errno.ELOOP:  # as every command says a loop of links (cnnlab.fileio.symlink_loop)
-            raise _bad(name, f"cannot be read ({fileio.reason(err)}); {fileio.usual_fix(err)}") from None
+        if err.errno == errno.ELOOP:  # as every command says a loop of links, or too many (fileio.link_trouble)
+            trouble = fileio.link_trouble(path)
+            what, fix = (trouble.what, trouble.fix) if trouble else (fileio.reason(err), fileio.usual_fix(err))
+            raise _bad(name, f"cannot be read ({what}); {fix}") from None
         raise _bad(name, f"cannot open it ({err.strerror or type(err).__name__}); "
                          "check the path and the file's permissions") from None
     try:
