@@ -6,6 +6,7 @@ points to (:func:`cnnlab.runs.run_dir_of`). docs/reliability.md lists them."""
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shutil
@@ -254,3 +255,54 @@ def test_export_weights_out_through_a_long_chain_of_links_says_so(run, tmp_path,
     err = capsys.readouterr().err
     assert "chain/c45/digit.png: cannot be read (more than 40 symbolic links on the way" in err, err
     assert "symlink loop" not in err
+
+
+# ----------------------------------------------------------------------------- 5: --resume of a link to a checkpoint
+
+
+@pytest.fixture(scope="module")
+def stopped(tmp_path_factory) -> Path:
+    """A tiny run stopped at step 2 (``--max-steps 2``), copied by each test."""
+    from cnnlab.engine import train
+
+    base = tmp_path_factory.mktemp("atkV5")
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("CNNLAB_HOME", str(base / "home"))
+        m.setenv("CNNLAB_MIRRORS", "")
+        tiny = write_idx_dataset(base / "tiny")
+        train(tiny_config(tiny, max_steps=2), out=base / "r5", quiet=True, log=lambda msg: None)
+    return base / "r5"
+
+
+def _resumed_to(folder: Path) -> str:
+    return json.loads((folder / "status.json").read_text())["detail"]
+
+
+@pytest.mark.parametrize("link, target", [("mylast.pt", "runs/r5/last.pt"), ("lk/last.pt", "../runs/r5/last.pt"),
+                                          ("abs.pt", "{tmp}/runs/r5/last.pt")])
+def test_a_resume_of_a_link_to_a_checkpoint_continues_the_run_it_points_to(stopped, tmp_path, monkeypatch, capsys,
+                                                                           link, target):
+    """atkV 5. ``train --resume mylast.pt`` (``-> runs/r5/last.pt``) trained a run of the link's folder: the current
+    folder got .lock, config.json, last.pt, summary.json, status.json and the figures, r5 was not continued (`run saved
+    in .`; `lk/last.pt -> ../runs/r5/last.pt`: `in lk`). The run the link points to goes on; the link's folder is
+    left as it was, the link too."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(stopped, "runs/r5")
+    Path(link).parent.mkdir(exist_ok=True)
+    Path(link).symlink_to(target.format(tmp=tmp_path))
+    before = sorted(os.listdir(Path(link).parent))
+    assert main(["train", "--resume", link, "--max-steps", "4", "--quiet"]) == 0
+    assert capsys.readouterr().out.endswith("run saved in runs/r5\n")
+    assert sorted(os.listdir(Path(link).parent)) == before and os.readlink(link) == target.format(tmp=tmp_path)
+    assert _resumed_to(Path("runs/r5")) == "--max-steps 4: resume to go on"
+
+
+def test_a_resume_of_a_copied_checkpoint_continues_in_the_copys_folder(stopped, tmp_path, monkeypatch, capsys):
+    """atkV 5, what a link now agrees with: a plain copy of a run's last.pt in a folder of its own resumes there (the
+    folder the file lies in is its run folder), as before."""
+    monkeypatch.chdir(tmp_path)
+    Path("mine").mkdir()
+    shutil.copy(stopped / "last.pt", "mine/copy.pt")
+    assert main(["train", "--resume", "mine/copy.pt", "--max-steps", "4", "--quiet"]) == 0
+    assert capsys.readouterr().out.endswith("run saved in mine\n")
+    assert _resumed_to(Path("mine")) == "--max-steps 4: resume to go on"

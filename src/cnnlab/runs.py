@@ -139,9 +139,24 @@ def removed_if_unused(folder: str | Path, leftovers: tuple[str, ...] = ()):
 
 
 def run_dir_of(path: str | Path) -> Path:
-    """The run folder of a path: a run folder itself, or the folder of a checkpoint file inside one."""
+    """The run folder of a path: a run folder itself, or the folder a checkpoint file lies in, a link's that of the
+    file it leads to (:func:`followed`)."""
     p = Path(path)
-    return p if is_dir(p) else p.parent
+    return p if is_dir(p) else followed(p).parent
+
+
+def followed(path: Path) -> Path:
+    """The file the symbolic link ``path`` leads to (relative to the current folder where it lies in it), else
+    ``path``: a link to a checkpoint (``mylast.pt -> runs/r5/last.pt``) is that run's checkpoint, whose resume
+    continues ``runs/r5`` (it trained a run of the link's own folder, writing its files among the user's), as a
+    copy's resume continues the folder the copy lies in."""
+    if not os.path.islink(path):
+        return path
+    real = resolved(path)
+    try:
+        return real.relative_to(resolved(Path.cwd()))
+    except (ValueError, OSError):
+        return real
 
 
 def holds_run(path: str | Path) -> bool:
@@ -204,7 +219,7 @@ def plan_run(model: str, dataset: str, *, out: str | Path | None, resume: str | 
         if not exists(resume):  # a stat that fails (an input/output error): one line naming it
             raise RunError(f"--resume {resume}: no such run folder or checkpoint; check the path "
                            "('cnnlab runs' lists your runs)")
-        ckpt = resume / "last.pt" if is_dir(resume) else resume
+        ckpt = resume / "last.pt" if is_dir(resume) else followed(resume)  # a link: the file, in its run folder
         return RunPlan(run_dir_of(resume) if write else None, ckpt)
     if distributed and out is None:
         out = Path(runs_root) / f"{model}-{_safe(dataset_kind(dataset))}-torchrun-{torchrun_launch_id()}"
