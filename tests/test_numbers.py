@@ -286,6 +286,7 @@ def test_a_digit_reaching_into_its_neighbours_columns_is_read_not_an_error(net, 
 
     images = load_dataset("mnist").test_images[:, 0].numpy()
     monkeypatch.setattr(pp, "ruled_lines", lambda mask: np.zeros_like(mask), raising=False)  # (older: none)
+    monkeypatch.setattr(pp, "paper_lines", lambda mask: (np.zeros_like(mask),) * 2, raising=False)
     rng = np.random.default_rng(5)
     for t in range(63):  # the 63rd page of this sequence is the one
         idx = rng.choice(10000, int(rng.integers(2, 6)), replace=False)

@@ -622,7 +622,7 @@ def test_lines_of_ruled_and_squared_paper_are_taken_away_but_not_where_a_stroke_
         assert np.corrcoef(field.ravel(), alone.ravel())[0, 1] > 0.75, (spacing, squared, tilt)
         assert net(field).label == "7"
         with monkeypatch.context() as m:  # without the step: the grid stays, and the digit is lost in it
-            m.setattr(pp, "ruled_lines", lambda mask: np.zeros_like(mask))
+            m.setattr(pp, "paper_lines", lambda mask: (np.zeros_like(mask),) * 2)
             before = preprocess(_seven_on_lines(spacing, squared=squared, tilt=tilt))
         assert np.corrcoef(before.ravel(), alone.ravel())[0, 1] < 0.5, (spacing, squared, tilt)
 

@@ -878,11 +878,13 @@ def find_strokes(ink: np.ndarray, grain: float = 0.0, name: str = "image") -> St
     marks = small[small >= 0.1 * peak] / peak  # the paper left out: Otsu then splits faint marks from strokes
     cut = min(max(otsu_threshold(marks) * peak, INK_THRESHOLD * peak), CUT_MAX * peak)
     weak = small >= max(INK_THRESHOLD * peak, 0.5 * cut)  # fainter ink, where a thin frame is still whole
-    lines = ruled_lines(weak)  # ruled or squared paper: lines across the page would join the digits to each other
+    lines, crossings = paper_lines(weak)  # ruled or squared paper: lines would join the digits to each other
     weak &= ~lines
     weak_labels = label_components(weak)
     framed = np.isin(weak_labels, frame_labels(_components(weak_labels, small), weak_labels))
-    strong = (small >= cut) & ~lines
+    # where a stroke crosses a line, the line's ink is the stroke's: a line printed over the strokes (lighter than
+    # they are) cut a digit into bands, read as rows of their own (--lines) and as marks left out (--number)
+    strong = ((small >= cut) | crossings) & ~lines
     unframed = strong & ~framed
     labels = label_components(unframed if unframed.any() else strong)
     comps = _components(labels, small)
@@ -928,7 +930,13 @@ def _check_grain(labels: np.ndarray, comps: list[dict], grain: float, name: str)
 
 
 def ruled_lines(mask: np.ndarray) -> np.ndarray:
-    """The pixels of a mask that belong to the lines of ruled or squared paper, along the rows and along the
+    """The pixels of a mask that belong to the lines of ruled or squared paper (:func:`paper_lines`' first part)."""
+    return paper_lines(mask)[0]
+
+
+def paper_lines(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The pixels of a mask that belong to the lines of ruled or squared paper, and those of the lines where a stroke
+    crosses them (kept out of the first: the strokes stay whole). The lines are found along the rows and along the
     columns: the bands of :func:`_line_bands`, each direction sheared first by the slant (up to
     :data:`LINE_TILT`) that lines up the most rows of ink (:func:`_line_drift`: a page photographed a degree or two
     askew). A band shows it is a line of the paper when it runs on past the strokes near it on both sides
@@ -950,7 +958,7 @@ def ruled_lines(mask: np.ndarray) -> np.ndarray:
             back = _shear(sheared & rows[:, None], -drift)
             bands_only |= back.T if flip else back
             found.append((flip, drift, sheared, bands))
-    out = np.zeros_like(mask)
+    out, crossings = np.zeros_like(mask), np.zeros_like(mask)
     strokes = mask & ~_dilate(bands_only)  # what is left without any band: the digits
     for flip, drift, sheared, bands in found:
         near = _shear(strokes.T if flip else strokes, drift)
@@ -958,13 +966,16 @@ def ruled_lines(mask: np.ndarray) -> np.ndarray:
                     for lo, hi in bands]
         if not any(verdicts):  # no band shows it is the paper's: they may all be the digit's
             continue
-        lines = np.zeros_like(sheared)
+        lines, crossed = np.zeros_like(sheared), np.zeros_like(sheared)
         for (lo, hi), verdict in zip(bands, verdicts):
             if verdict is not False:  # the paper's, or one like them that touches no stroke
-                lines[lo:hi + 1] = sheared[lo:hi + 1] & ~_crossing(sheared, lo, hi)[None, :]
-        back = _shear(lines, -drift)
-        out |= back.T if flip else back
-    return out
+                cross = _crossing(sheared, lo, hi)[None, :]
+                lines[lo:hi + 1] = sheared[lo:hi + 1] & ~cross
+                crossed[lo:hi + 1] = sheared[lo:hi + 1] & cross
+        for whole, part in ((out, lines), (crossings, crossed)):
+            back = _shear(part, -drift)
+            whole |= back.T if flip else back
+    return out, crossings
 
 
 def _paper_line(line: np.ndarray, near: np.ndarray) -> bool | None:
