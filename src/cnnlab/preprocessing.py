@@ -885,7 +885,48 @@ class Strokes:
 def find_strokes(ink: np.ndarray, grain: float = 0.0, name: str = "image") -> Strokes | None:
     """The strokes of an ink map and their components (the first part of :func:`keep_digit`); None when the
     map holds no ink. Refused (:class:`BadImageError`) when the main stroke does not stand out of the paper's
-    ``grain`` (:func:`ink_and_grain`) by :data:`GRAIN_OVER`: a blank page's noise, not a digit."""
+    ``grain`` (:func:`ink_and_grain`) by :data:`GRAIN_OVER`: a blank page's noise, not a digit.
+
+    A fine pen's strokes, thinner than a pixel of the reduced copy (:func:`joining_width`), break apart there: the
+    pieces that the ink map widened first (a grey maximum) joins are one component (:func:`_joined`), each piece
+    keeping its own pixels, ink and box: a 2-px pen on a 1000-px page broke into pieces read as colons, points and
+    extra '1's (``2046`` read ``2:415``), and a one-digit page's "digits side by side" counted them."""
+    strokes = _strokes_of(ink, grain, name)
+    width = joining_width(ink) if strokes is not None else 0
+    if width < 2:
+        return strokes
+    # the ink above half the strongest counts whole: a line thinner than a pixel of a page halved to WORK_SIDE is
+    # as faint as it is thin there (0.5 of the joints' ink), under the strokes' threshold even when widened
+    even = np.minimum(ink, 0.5 * float(ink.max()))
+    widened = _strokes_of(square_filter(even, width, np.max), 0.0, name)  # the grain was checked on the ink
+    return strokes if widened is None else _joined(strokes, widened.labels)
+
+
+def _joined(strokes: Strokes, joining: np.ndarray) -> Strokes:
+    """``strokes`` with the components that share a component of ``joining`` (labels of the same copy) made one,
+    with the fainter ink (:attr:`Strokes.weak`) between their pieces that it covers: the parts of a line under the
+    strokes' threshold on the copy."""
+    offset = strokes.labels.size  # a piece outside every joining component keeps its own label, apart from theirs
+    joins = (joining >= 0) & np.isin(joining, joining[strokes.labels >= 0])
+    labels = np.where(joins & ((strokes.labels >= 0) | strokes.weak), joining,
+                      np.where(strokes.labels < 0, -1, strokes.labels + offset))
+    comps = _components(labels, strokes.small)
+    return Strokes(strokes.small, labels, comps, strokes.weak, strokes.cut) if comps else strokes
+
+
+def joining_width(ink: np.ndarray) -> int:
+    """How wide (px) a fine pen's strokes are made before the ink map is reduced to :data:`LABEL_SIDE` for its
+    strokes (:func:`find_strokes`): when the map is reduced by a factor ``f`` and its strokes are thinner than
+    ``2 f`` px, the width that covers a pixel of the copy whole wherever the line falls (:func:`thin_strokes`, the
+    erosion test, at most :data:`PEN_WIDTH`), ``2 ceil(f) - 1``; else 0 (wider strokes, or no reduction)."""
+    factor = max(ink.shape) / LABEL_SIDE
+    if factor <= 1 or not thin_strokes(ink, 2 * factor):
+        return 0
+    return 2 * math.ceil(factor) - 1
+
+
+def _strokes_of(ink: np.ndarray, grain: float, name: str) -> Strokes | None:
+    """:func:`find_strokes` on the ink map as given."""
     peak = float(ink.max()) if ink.size else 0.0
     if peak < MIN_CONTRAST:
         return None
@@ -1187,7 +1228,8 @@ def thicken(crop: np.ndarray, scale: float, field_scale: float = 1.0) -> np.ndar
     grow = int(round(MNIST_STROKE * field_scale / scale - stroke_width(crop)))
     if grow < 1:
         return crop
-    return square_filter(np.pad(crop, (grow + 1) // 2), grow + 1, np.max)
+    even = np.minimum(crop, 0.5 * float(crop.max()))  # as in find_strokes: a halved page's line is half as strong
+    return square_filter(np.pad(even, (grow + 1) // 2), grow + 1, np.max)
 
 
 def thin_strokes(crop: np.ndarray, limit: float) -> bool:
