@@ -79,8 +79,12 @@ FRAMED_MASS = 0.25
 BORDER_OVER = 4.0
 #: Other components join the digit when at least this fraction of its ink mass...
 PIECE_MASS = 0.03
-#: ...and at most this fraction of its size away from it.
+#: ...and at most this fraction of its size away from it, or this many px of the reduced copy (:data:`LABEL_SIDE`)
+#: for a small digit: a typed '2' 2 px from an 800-px page's corner, 9 px high on the copy, had its bottom bar 2 px
+#: below its curve there (joined by fainter ink that reached the border, which the kept strokes follow a pixel
+#: only), dropped: read '7' at 92%.
 PIECE_GAP = 0.25
+PIECE_NEAR = 2
 #: Lines of ruled or squared paper run across at least this fraction of the image...
 LINE_SPAN = 0.9
 #: ...and are at most this fraction of the image's other side thick (a digit's strokes are thicker).
@@ -527,7 +531,8 @@ def select_digit(comps: list[dict]) -> list[dict]:
     The main one is the heaviest (ink mass) that does not touch the image's border, unless a component
     touching the border is more than :data:`BORDER_OVER` times heavier (a digit cut by the frame, or
     drawn across it); then the others joining it are the components of at least :data:`PIECE_MASS` of its
-    mass whose box lies within :data:`PIECE_GAP` of the digit's size from the digit's box (a detached
+    mass whose box lies within :data:`PIECE_GAP` of the digit's size (at least :data:`PIECE_NEAR` px) from the
+    digit's box (a detached
     stroke, a stroke broken by the threshold). When the main one does not touch the border, a piece
     that does joins only when it is no longer than the digit (a stroke cut by the frame), as grid lines
     and the edges of shadows run across the page.
@@ -539,7 +544,7 @@ def select_digit(comps: list[dict]) -> list[dict]:
     while grew:
         grew = False
         size = _side(box) + 1
-        for c in [c for c in candidates if _gap(c["box"], box) <= PIECE_GAP * size]:
+        for c in [c for c in candidates if _gap(c["box"], box) <= max(PIECE_GAP * size, PIECE_NEAR)]:
             kept.append(c)
             candidates.remove(c)
             box = (min(box[0], c["box"][0]), min(box[1], c["box"][1]), max(box[2], c["box"][2]), max(box[3], c["box"][3]))
@@ -812,31 +817,13 @@ def owned_spans(spans: list[tuple[int, int]], length: int) -> list[tuple[int, in
     return list(zip(cuts[:-1], cuts[1:]))
 
 
-#: A faint component reaching the border joins the strokes it touches whole when at most this many times as long
-#: (:func:`hysteresis`): a digit's own part near the page's edge; grid lines and shadow edges run on much farther.
-BORDER_PIECE = 2.0
-
-
-def _mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
-    """The bounding box (y0, x0, y1, x1, inclusive) of a non-empty boolean mask."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    return int(rows[0]), int(cols[0]), int(rows[-1]), int(cols[-1])
-
-
 def hysteresis(keep: np.ndarray, weak: np.ndarray, steps: int) -> np.ndarray:
     """``keep`` (inside ``weak``) grown into the fainter ink of ``weak``: every faint component it touches
-    is kept whole when it does not reach the image's border (the faint part of a stroke), or when it does but is
-    no longer than :data:`BORDER_PIECE` times ``keep`` (a digit set against the page's edge: its stroke there); a
-    longer one (a grid line, a shadow's edge) is followed by at most ``steps`` pixels from ``keep``. A typed '2'
-    2 px from an 800-px page's corner lost its bottom bar, joined to its curve by faint ink only on the reduced
-    copy, and was read '7' at 92%."""
+    is kept whole when it does not reach the image's border (the faint part of a stroke); one that does
+    (a grid line, a shadow's edge) is followed by at most ``steps`` pixels from ``keep``."""
     labels = label_components(weak)
-    touched = np.unique(labels[keep & (labels >= 0)])
-    ys, xs = np.nonzero(keep)
-    size = max(ys.max() - ys.min(), xs.max() - xs.min()) + 1 if ys.size else 0
-    at_border = [lab for lab in np.intersect1d(touched, _ring(labels))
-                 if _side(_mask_box(labels == lab)) + 1 > BORDER_PIECE * size]
-    keep = keep | np.isin(labels, np.setdiff1d(touched, at_border))
+    touched = np.setdiff1d(np.unique(labels[keep]), _ring(labels))
+    keep = keep | np.isin(labels, touched)
     for _ in range(steps):
         grown = keep | (_dilate(keep) & weak)
         if np.array_equal(grown, keep):
