@@ -928,15 +928,30 @@ def _strokes_of(ink: np.ndarray, grain: float, name: str) -> Strokes | None:
     weak &= ~lines
     weak_labels = label_components(weak)
     framed = np.isin(weak_labels, frame_labels(_components(weak_labels, small), weak_labels))
+    strong = (small >= cut) & ~lines
     # where a stroke crosses a line, the line's ink is the stroke's: a line printed over the strokes (lighter than
     # they are) cut a digit into bands, read as rows of their own (--lines) and as marks left out (--number)
-    strong = ((small >= cut) | crossings) & ~lines
+    strong |= crossings & _between(strong & ~crossings, LINE_ROWS + 2)
     unframed = strong & ~framed
     labels = label_components(unframed if unframed.any() else strong)
     comps = _components(labels, small)
     if comps and grain > 0:
         _check_grain(labels, comps, grain, name)
     return Strokes(small, labels, comps, weak & ~framed, cut) if comps else None
+
+
+def _between(mask: np.ndarray, reach: int) -> np.ndarray:
+    """The pixels with ``mask`` on both sides within ``reach`` px, above and below or left and right (a pixel of
+    slack across): where a line of the paper lies between the two ends of a stroke it crosses (a crossing of two
+    lines of a grid has none: their pixels are the lines')."""
+    wide = _dilate(mask)
+    above, below, left, right = (np.zeros_like(mask) for _ in range(4))
+    for k in range(1, reach + 1):
+        above[k:] |= wide[:-k]
+        below[:-k] |= wide[k:]
+        left[:, k:] |= wide[:, :-k]
+        right[:, :-k] |= wide[:, k:]
+    return (above & below) | (left & right)
 
 
 def closer_strokes(ink: np.ndarray, strokes: Strokes, name: str = "image") -> tuple[np.ndarray, Strokes]:
