@@ -26,7 +26,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable
+from typing import Any, BinaryIO, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -810,6 +810,11 @@ def _glob_files(pattern: Path) -> list[Path]:
 STDIN, STDIN_NAME = "-", "stdin"
 
 
+#: How many images :func:`predict_chunks` prepares before it predicts them and hands them on: the batch of
+#: :meth:`Predictor.probabilities`, so that a folder read in chunks gets the batches, and the numbers, of one pass.
+CHUNK = 256
+
+
 def predict_paths(predictor: Predictor, items: Iterable[str], stdin: BinaryIO | None = None,
                   number: bool = False, left_out: list[Path] | None = None, lines: bool = False,
                   ) -> tuple[list[Prediction] | list[NumberPrediction], list[Failure]]:
@@ -818,10 +823,26 @@ def predict_paths(predictor: Predictor, items: Iterable[str], stdin: BinaryIO | 
     (:meth:`Predictor.read_number`); with ``lines``, every row of digits of each, top to bottom, one
     :class:`NumberPrediction` a row (:meth:`Predictor.read_lines`). ``left_out`` as in :func:`expand_inputs`.
 
-    Bad files become :class:`Failure` entries and the rest are still predicted, in one batch.
+    Bad files become :class:`Failure` entries and the rest are still predicted. Everything is held until the
+    end: :func:`predict_chunks` hands the results on as they come (``cnnlab predict`` prints them so).
     """
     paths, failures = expand_inputs(items, left_out)
-    names, prepared, read_stdin = [], [], False
+    preds: list = []
+    for done, failed in predict_chunks(predictor, paths, stdin, number=number, lines=lines):
+        preds += done
+        failures += failed
+    return preds, failures
+
+
+def predict_chunks(predictor: Predictor, paths: list[Path], stdin: BinaryIO | None = None, *, number: bool = False,
+                   lines: bool = False, size: int | None = None) -> Iterator[tuple[list, list[Failure]]]:
+    """``(results, failures)`` of ``paths`` (:func:`expand_inputs`'s), in their order, every ``size`` images read
+    (:data:`CHUNK` unless given; and once more for the rest): memory stays that of a chunk, and what is done is handed on before the next
+    chunk is read. ``stdin``, ``number`` and ``lines`` as in :func:`predict_paths`; a row of a page that cannot be
+    read (``lines``) is a failure, after the chunk's files that could not be read. A chunk of single images is
+    predicted in one batch of ``size`` (:meth:`Predictor.probabilities`' batch): the numbers of one pass."""
+    size = size or CHUNK
+    names, prepared, failures, read_stdin = [], [], [], False
     for path in paths:
         from_stdin = stdin is not None and str(path) == STDIN
         name = STDIN_NAME if from_stdin else str(path)
@@ -835,6 +856,19 @@ def predict_paths(predictor: Predictor, items: Iterable[str], stdin: BinaryIO | 
             names.append(name)
         except BadImageError as err:
             failures.append(Failure(name, str(err)))
+        if len(failures) >= size and len(prepared) < size:  # a run of bad files: said as they come, the batch kept
+            yield [], failures
+            failures = []
+        if len(prepared) >= size:
+            yield _predicted(predictor, names, prepared, number, lines, failures)
+            names, prepared, failures = [], [], []
+    if prepared or failures:
+        yield _predicted(predictor, names, prepared, number, lines, failures)
+
+
+def _predicted(predictor: Predictor, names: list[str], prepared: list, number: bool, lines: bool,
+               failures: list[Failure]) -> tuple[list, list[Failure]]:
+    """The results of prepared images (:func:`predict_chunks`), and the failures with a page's rows refused."""
     if lines:  # a row that cannot be read is said as a file is, the page's other rows read
         read = [row for n, rows in zip(names, prepared) for row in predictor.lines(n, rows)]
         return [row for row in read if not row.refused], failures + [row.failure() for row in read if row.refused]

@@ -116,7 +116,7 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, argparse.ArgumentParser
 TORCHLESS_COMMANDS = (("runs", None), ("data", "info"))
 #: The commands that take SIGINT even when started with it ignored, and SIGTERM/SIGHUP as a stop (one line, their
 #: clean-up), from before torch's import (:func:`cnnlab.cli.common.take_sigint`).
-SIGNAL_TAKING_COMMANDS = ("train", "compare", "analyze", "evaluate")
+SIGNAL_TAKING_COMMANDS = ("train", "compare", "analyze", "evaluate", "predict")
 #: The signals that stop a command, held back while torch loads (:func:`import_torch_whole`).
 _STOPPING = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 

@@ -105,38 +105,62 @@ def save_input_images(preds, directory: str | Path | None = None,
     ``fallback`` where that folder cannot be written. A file of that name that ``--show-input`` did not
     write is left as it is, the next free name taken, and a note says so. One path per prediction, None where
     its image could not be written (a warning says why and what to do: the predictions are shown all the same);
-    a folder made for images none of which could be written is removed again."""
-    from cnnlab.errors import printable
-    from cnnlab.predict import foreign_input_names, save_input_image
+    a folder made for images none of which could be written is removed again (:class:`InputImages`, which a
+    predict keeps across its chunks)."""
+    images = InputImages(directory, fallback)
+    try:
+        return images.save(preds)
+    finally:
+        images.finish()
 
-    taken: dict[Path, set[str]] = {}  # per folder: names written in this batch, so none is overwritten
-    there_before: dict[Path, bool] = {}  # per folder: whether it was there before this batch
-    saved: list[Path | None] = []
-    for pred in preds:
-        folders = [Path(directory)] if directory is not None else [Path(pred.name).parent, Path(fallback)]
-        for folder in folders:
-            there_before.setdefault(folder, os.path.lexists(folder))
-            stem = Path(pred.name).stem
-            first = f"{stem}.input.png" not in taken.get(folder, ())
-            try:
-                out = save_input_image(pred, folder, taken.setdefault(folder, set()))
-            except OSError as err:
-                error = err
-                continue
-            saved.append(out)
-            if first and out.name != f"{stem}.input.png":  # its own name is held by a file cnnlab did not write
-                kept = " and ".join(printable(str(p)) for p in foreign_input_names(folder, stem))
-                print(f"note: {kept or printable(str(folder / f'{stem}.input.png'))}: not written by --show-input, "
-                      f"left as it is; wrote {printable(str(out))} instead", file=sys.stderr)
-            break
-        else:
-            saved.append(None)
-            print(f"warning: {_not_saved(pred.name, folders, error)}", file=sys.stderr)
-    for folder, before in there_before.items():
-        if not before and folder not in {p.parent for p in saved if p is not None}:
-            with contextlib.suppress(OSError):  # not empty (something else wrote there), or gone: left as it is
-                os.rmdir(folder)
-    return saved
+
+class InputImages:
+    """``--show-input``'s images of one ``cnnlab predict``, written chunk by chunk (:meth:`save`): the names taken
+    and the folders made are remembered across chunks, so that no image overwrites another; :meth:`finish` removes
+    a folder made for images none of which could be written."""
+
+    def __init__(self, directory: str | Path | None = None, fallback: str | Path = FALLBACK_INPUT_DIR):
+        self.directory, self.fallback = directory, fallback
+        self.taken: dict[Path, set[str]] = {}  # per folder: names written by this predict, so none is overwritten
+        self.there_before: dict[Path, bool] = {}  # per folder: whether it was there before this predict
+        self.used: set[Path] = set()  # the folders an image was written into
+
+    def save(self, preds) -> list[Path | None]:
+        """:func:`save_input_images` of ``preds``, one path (or None) each."""
+        from cnnlab.errors import printable
+        from cnnlab.predict import foreign_input_names, save_input_image
+
+        saved: list[Path | None] = []
+        for pred in preds:
+            folders = [Path(self.directory)] if self.directory is not None else [Path(pred.name).parent,
+                                                                                  Path(self.fallback)]
+            for folder in folders:
+                self.there_before.setdefault(folder, os.path.lexists(folder))
+                stem = Path(pred.name).stem
+                first = f"{stem}.input.png" not in self.taken.get(folder, ())
+                try:
+                    out = save_input_image(pred, folder, self.taken.setdefault(folder, set()))
+                except OSError as err:
+                    error = err
+                    continue
+                saved.append(out)
+                self.used.add(out.parent)
+                if first and out.name != f"{stem}.input.png":  # its own name is held by a file cnnlab did not write
+                    kept = " and ".join(printable(str(p)) for p in foreign_input_names(folder, stem))
+                    print(f"note: {kept or printable(str(folder / f'{stem}.input.png'))}: not written by "
+                          f"--show-input, left as it is; wrote {printable(str(out))} instead", file=sys.stderr)
+                break
+            else:
+                saved.append(None)
+                print(f"warning: {_not_saved(pred.name, folders, error)}", file=sys.stderr)
+        return saved
+
+    def finish(self) -> None:
+        """Remove the folders made for images none of which could be written."""
+        for folder, before in self.there_before.items():
+            if not before and folder not in self.used:
+                with contextlib.suppress(OSError):  # not empty (something else wrote there), or gone: left as it is
+                    os.rmdir(folder)
 
 
 def _not_saved(name: str, folders: list[Path], err: OSError) -> str:
@@ -173,9 +197,8 @@ def _stdin(images: list[str]):
 
 
 def cmd_predict(args) -> int:
-    from cnnlab.errors import printable
     from cnnlab.imageio import check_max_pixels
-    from cnnlab.predict import Predictor, predict_paths
+    from cnnlab.predict import Predictor
 
     check_max_pixels(args.max_pixels, "--max-pixels")  # named as typed (the API's callers see max_pixels)
     if args.top_k < 1:
@@ -203,61 +226,188 @@ def cmd_predict(args) -> int:
     if (args.number or args.lines) and not args.json:
         refuse_typed(args, "top_k", f"in {'--lines' if args.lines else '--number'}'s table (it shows each digit's "
                                     "most likely class; --json lists each digit's top classes)")
+    return _predict(args, predictor, images)
+
+
+def _predict(args, predictor, images: list[str]) -> int:
+    """Predict ``images`` chunk by chunk (:func:`cnnlab.predict.predict_chunks`), each chunk's rows printed as it is
+    done; stopped (Ctrl-C, SIGTERM, SIGHUP), what was done is kept: its rows, and the rest of the output (the
+    failures so far, the input images written, the notes; ``--json``'s array closed), then the stop's own line."""
+    from cnnlab.predict import CHUNK, expand_inputs, predict_chunks
+
+    stdin = _stdin(images)
     left_out: list[Path] = []
-    preds, failures = predict_paths(predictor, images, stdin=_stdin(images), number=args.number, left_out=left_out,
-                                    lines=args.lines)
-    k = min(args.top_k, len(predictor.classes))
-    saved: list[Path | None] = []
-    if args.show_input is not None:
-        saved = save_input_images(preds, None if args.show_input == BESIDE else args.show_input)
+    paths, failures = expand_inputs(images, left_out)
     if left_out:
         print(f"note: left out {plural(len(left_out), 'image')} that --show-input wrote (<name>.input.png, "
               "<name>.input.x10.png) from the folders and patterns given; name one to predict it", file=sys.stderr)
-    for f in failures:
-        print(f"cnnlab: skipped {f.error}", file=sys.stderr)
-    if args.json:
-        rows = [{**pred.to_dict(k), **({"input_image": path and str(path)} if saved else {})}
-                for pred, path in zip(preds, saved or [None] * len(preds))]
-        print(json_text(rows + [f.to_dict() for f in failures], indent=2))
-    else:
-        print_table(preds, k, saved)
-    for pred in preds:
-        if getattr(pred, "marks", 1) > 1:
-            print(f"note: {printable(pred.name)}: {pred.marks} digits side by side, read as one; add --number to "
-                  "read each", file=sys.stderr)
-        if thick := pred.thick_note():  # a digit's, or a number's digits'
-            line = f" line {pred.line}" if getattr(pred, "line", 0) else ""
-            print(f"note: {printable(pred.name)}{line}: {thick}", file=sys.stderr)
-        if getattr(pred, "paper", ""):
-            print(f"note: {printable(pred.name)}: {pred.paper_note()}", file=sys.stderr)
-        for i, ratio in getattr(pred, "wide", {}).items():
-            print(f"note: {printable(pred.name)}{f' line {pred.line}' if pred.line else ''}: digit {i + 1} "
-                  f"('{pred.digits[i].label}') is {ratio:.1f} times wider than high: digits that touch may have been "
-                  "read as one; leave a gap between them", file=sys.stderr)
-        if getattr(pred, "left_out", 0):
-            print(f"note: {printable(pred.name)}: {plural(pred.left_out, 'more mark')} as large as a digit away from "
-                  "the number's row, not read; add --lines to read every row", file=sys.stderr)
-    if failures:
-        print(f"{plural(len(preds), 'image')} predicted, {len(failures)} failed", file=sys.stderr)
-    return 1 if failures or None in saved else 0
+    k = min(args.top_k, len(predictor.classes))
+    width = None if len(paths) <= CHUNK else _names_width(paths, stdin, args.lines)  # one chunk: its rows' widths
+    done = Done(JsonArray(k, args.show_input is not None) if args.json else Table(k, width), failures,
+                InputImages(None if args.show_input == BESIDE else args.show_input)
+                if args.show_input is not None else None)
+    try:
+        for preds, failed in predict_chunks(predictor, paths, stdin, number=args.number, lines=args.lines):
+            done.add(preds, failed)
+    except KeyboardInterrupt:
+        done.close(stopped=f"{'row' if args.lines else 'image'}", given=len(paths))
+        raise
+    return done.close()
+
+
+def _names_width(paths: list[Path], stdin, lines: bool) -> int:
+    """The table's name column for inputs of more than one chunk, known before any is predicted: the widest name
+    (each as the table shows it), with room for `` line 9`` when each row of a page is read."""
+    from cnnlab.errors import printable
+    from cnnlab.predict import STDIN, STDIN_NAME
+
+    names = {STDIN_NAME if stdin is not None and str(p) == STDIN else str(p) for p in paths}
+    return max((display_width(printable(n)) for n in names), default=0) + (display_width(" line 9") if lines else 0)
+
+
+class Done:
+    """What a ``cnnlab predict`` has done so far: each chunk's rows printed (``out``: a :class:`Table` or a
+    :class:`JsonArray`) as they come, the input images written for them (``images``), the failures, and the notes,
+    said once the rows are (:meth:`close`)."""
+
+    def __init__(self, out, failures: list, images: InputImages | None):
+        self.out, self.failures, self.images = out, list(failures), images
+        self.count, self.notes, self.unsaved, self.unsaid = 0, [], False, list(failures)
+
+    def say_failures(self, failures: list) -> None:
+        """The files that could not be predicted, with those the arguments named that were not found (said with
+        the first chunk, after its input images' notes)."""
+        for f in self.unsaid + failures:
+            print(f"cnnlab: skipped {f.error}", file=sys.stderr)
+        self.unsaid = []
+
+    def add(self, preds: list, failed: list) -> None:
+        """One chunk: its input images written, its failures said, its rows printed one by one (a stop between
+        them keeps those printed)."""
+        saved = self.images.save(preds) if self.images is not None else [None] * len(preds)
+        self.unsaved |= self.images is not None and None in saved
+        self.say_failures(failed)
+        self.failures += failed
+        self.out.start(preds)
+        for pred, path in zip(preds, saved):
+            self.out.row(pred, path)
+            self.count += 1
+            self.notes += _notes(pred)
+        sys.stdout.flush()  # a pipe's reader sees each chunk as it is done
+
+    def close(self, stopped: str = "", given: int = 0) -> int:
+        """The rest of the output, and the exit code (1 if a file failed or an input image was not written).
+        ``stopped``: the word for a result (``image``, ``row``) when a stop ended the predict, which says how far it
+        got (the stop's own line, and its exit code, come after)."""
+        self.say_failures([])
+        self.out.close(self.failures)
+        if self.images is not None:
+            self.images.finish()
+        for note in self.notes:
+            print(note, file=sys.stderr)
+        if stopped:
+            failed = f", {len(self.failures)} failed" if self.failures else ""
+            print(f"stopped: {plural(self.count, stopped)} predicted{failed}, of {plural(given, 'image')} given",
+                  file=sys.stderr)
+        elif self.failures:
+            print(f"{plural(self.count, 'image')} predicted, {len(self.failures)} failed", file=sys.stderr)
+        return 1 if self.failures or self.unsaved else 0
+
+
+def _notes(pred) -> list[str]:
+    """The notes on one result, said after the rows: digits side by side, thick strokes, the other paper, a digit
+    much wider than high, marks away from the number's row."""
+    from cnnlab.errors import printable
+
+    name, notes = printable(pred.name), []
+    if getattr(pred, "marks", 1) > 1:
+        notes.append(f"note: {name}: {pred.marks} digits side by side, read as one; add --number to read each")
+    if thick := pred.thick_note():  # a digit's, or a number's digits'
+        line = f" line {pred.line}" if getattr(pred, "line", 0) else ""
+        notes.append(f"note: {name}{line}: {thick}")
+    if getattr(pred, "paper", ""):
+        notes.append(f"note: {name}: {pred.paper_note()}")
+    for i, ratio in getattr(pred, "wide", {}).items():
+        notes.append(f"note: {name}{f' line {pred.line}' if pred.line else ''}: digit {i + 1} "
+                     f"('{pred.digits[i].label}') is {ratio:.1f} times wider than high: digits that touch may have "
+                     "been read as one; leave a gap between them")
+    if getattr(pred, "left_out", 0):
+        notes.append(f"note: {name}: {plural(pred.left_out, 'more mark')} as large as a digit away from the number's "
+                     "row, not read; add --lines to read every row")
+    return notes
+
+
+class JsonArray:
+    """``--json``'s array, written an entry at a time: each result's entry (with ``input_image`` under
+    ``--show-input``), then the failures; the same text as the whole array at once (``json_text(..., indent=2)``).
+    Closed after a stop too: what was done is valid JSON."""
+
+    def __init__(self, k: int, shown: bool):
+        self.k, self.shown, self.count = k, shown, 0
+
+    def start(self, preds) -> None:
+        """A chunk's results are to come (nothing to do: each entry stands on its own)."""
+
+    def row(self, pred, path: Path | None) -> None:
+        self._entry({**pred.to_dict(self.k), **({"input_image": path and str(path)} if self.shown else {})})
+
+    def _entry(self, entry: dict) -> None:
+        body = json_text([entry], indent=2)[2:-2]  # the entry as it stands in the array: "[\n" and "\n]" cut off
+        sys.stdout.write(("[\n" if not self.count else ",\n") + body)  # one write: a stop never splits an entry
+        self.count += 1
+
+    def close(self, failures: list) -> None:
+        for f in failures:
+            self._entry(f.to_dict())
+        sys.stdout.write("\n]\n" if self.count else "[]\n")
+        sys.stdout.flush()
+
+
+class Table:
+    """The table, printed a row at a time: one row per image, its top ``k`` classes, or, for a number, the number,
+    how sure the net is of it, and each digit's class; the names padded to ``width`` columns (None: the widest
+    name of the first rows printed, which are all the rows when the input is one chunk); then the input images
+    written (:meth:`close`)."""
+
+    def __init__(self, k: int, width: int | None = None):
+        self.k, self.width, self.wrote = k, width, []
+
+    def start(self, preds) -> None:
+        """A chunk's results are to come: the first one sets the names' width, unless it was given."""
+        if self.width is None and preds:  # columns of a terminal: 中 two, an accent none
+            self.width = max((display_width(self._shown(p)) for p in preds), default=0)
+
+    def row(self, pred, path: Path | None) -> None:
+        from cnnlab.errors import printable
+
+        name = self._shown(pred)
+        if hasattr(pred, "digits"):  # a number
+            each = "  ".join(f"{d.label} {100 * d.top(1)[0][1]:5.1f}%" for d in pred.digits)
+            print(f"{pad(name, self.width)}  {pred.label}  {100 * pred.probability:5.1f}%   ({each})")
+        else:
+            ranked = "  ".join(f"{c} {100 * prob:5.1f}%" for c, prob in pred.top(self.k))
+            print(f"{pad(name, self.width)}  {ranked}")
+        if path is not None:  # None: not written (a warning said why)
+            self.wrote.append(f"wrote {printable(str(path))} (what the net saw of {name})")
+
+    @staticmethod
+    def _shown(pred) -> str:
+        from cnnlab.errors import printable
+
+        # a newline in a file name would break the table
+        return printable(pred.name) + (f" line {pred.line}" if getattr(pred, "line", 0) else "")
+
+    def close(self, failures: list = ()) -> None:
+        for line in self.wrote:
+            print(line)
 
 
 def print_table(preds, k: int, saved: list[Path]) -> None:
     """One row per image: its top ``k`` classes, or, for a number, the number, how sure the net is of it, and
     each digit's class; then the input images written (``saved``: one per image, in order, None where it was not
     written; or none at all)."""
-    from cnnlab.errors import printable
-
-    names = {p.name: printable(p.name) for p in preds}  # a newline in a file name would break the table
-    shown = [names[p.name] + (f" line {p.line}" if getattr(p, "line", 0) else "") for p in preds]
-    width = max((display_width(n) for n in shown), default=0)  # columns of a terminal: 中 two, an accent none
-    for pred, name in zip(preds, shown):
-        if hasattr(pred, "digits"):  # a number
-            each = "  ".join(f"{d.label} {100 * d.top(1)[0][1]:5.1f}%" for d in pred.digits)
-            print(f"{pad(name, width)}  {pred.label}  {100 * pred.probability:5.1f}%   ({each})")
-        else:
-            ranked = "  ".join(f"{c} {100 * prob:5.1f}%" for c, prob in pred.top(k))
-            print(f"{pad(name, width)}  {ranked}")
-    for path, name in zip(saved, shown):
-        if path is not None:  # None: not written (a warning said why)
-            print(f"wrote {printable(str(path))} (what the net saw of {name})")
+    table = Table(k)
+    table.start(preds)
+    for pred, path in zip(preds, saved or [None] * len(preds)):
+        table.row(pred, path)
+    table.close()

@@ -1,0 +1,122 @@
+"""What a tester found at scale (sclZ): a folder of thousands of images predicted with nothing printed until the
+end and nothing kept at Ctrl-C; a run's metrics.csv of a million rows (under cnnlab's own cap) that made listing runs
+take a minute and a gigabyte; a multi-line warning of ``data fetch`` printed as one line; the curves of 1,000 epochs
+drawn as a band of markers. docs/reliability.md lists them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import cnnlab.predict
+from apps_helpers import tiny_checkpoint
+from cnnlab.cli import main
+
+HERE = Path(__file__).parent
+
+
+def _fields(folder: Path, names: list[str]) -> None:
+    """MNIST-like 28x28 fields (a white bar on black), one PNG per name: read as they are, quickly."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        a = np.zeros((28, 28), np.uint8)
+        a[4:24, 10 + i % 6:14 + i % 6] = 255
+        Image.fromarray(a).save(folder / name)
+
+
+def _stop_at_chunk(monkeypatch, at: int) -> list[int]:
+    """Ctrl-C while the ``at``-th chunk of images is predicted (a KeyboardInterrupt from the net's pass)."""
+    calls: list[int] = []
+    real = cnnlab.predict.Predictor.predictions
+
+    def predictions(self, names, *args, **kwargs):
+        calls.append(len(names))
+        if len(calls) == at:
+            raise KeyboardInterrupt
+        return real(self, names, *args, **kwargs)
+
+    monkeypatch.setattr(cnnlab.predict.Predictor, "predictions", predictions)
+    return calls
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_predict_stopped_midway_keeps_and_prints_what_is_done(tmp_path, monkeypatch, capsys, as_json):
+    """(sclZ 1.) ``cnnlab predict DIR`` predicted every image, then printed the table at once: Ctrl-C after minutes
+    kept nothing (``--json > out.json``: 0 bytes). Rows now come a chunk at a time; a stop keeps those done (the
+    JSON array closed after them, with the failures so far), says how far it got, then ``cnnlab: interrupted``, 130."""
+    ckpt = tiny_checkpoint(tmp_path / "run" / "last.pt")
+    folder = tmp_path / "imgs"
+    _fields(folder, ["a.png", "c.png", "d.png", "e.png"])
+    (folder / "b.png").write_bytes(b"not a png")
+    monkeypatch.setattr(cnnlab.predict, "CHUNK", 2, raising=False)
+    calls = _stop_at_chunk(monkeypatch, 2)
+    code = main(["predict", str(ckpt.parent), str(folder), *(["--json"] if as_json else [])])
+    out, err = capsys.readouterr()
+    assert code == 130 and calls == [2, 2], (code, calls)
+    if as_json:
+        rows = json.loads(out)  # valid JSON: what was done
+        assert [Path(r["file"]).name for r in rows] == ["a.png", "c.png", "b.png"] and "error" in rows[2]
+    else:
+        assert [line.split()[0].rsplit("/", 1)[-1] for line in out.splitlines()] == ["a.png", "c.png"]
+    lines = err.splitlines()
+    assert lines[0].startswith(f"cnnlab: skipped {folder / 'b.png'}")
+    assert lines[-2:] == ["stopped: 2 images predicted, 1 failed, of 5 images given", "cnnlab: interrupted"], lines
+
+
+def test_a_folder_of_several_chunks_is_one_table_and_one_json_array(tmp_path, monkeypatch, capsys):
+    """The names' column is as wide as the widest name of all the images (known before any is predicted), so that
+    rows printed chunk by chunk line up; --json's array, written an entry at a time, is the same text as before."""
+    ckpt = tiny_checkpoint(tmp_path / "run" / "last.pt")
+    folder = tmp_path / "imgs"
+    _fields(folder, ["a.png", "b.png", "c.png", "d.png", "zz-a-much-longer-name.png"])
+    monkeypatch.setattr(cnnlab.predict, "CHUNK", 2, raising=False)
+    assert main(["predict", str(ckpt.parent), str(folder), "--top-k", "2"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert len(rows) == 5 and len({len(row) for row in rows}) == 1, rows  # ASCII names: aligned, one length
+    assert main(["predict", str(ckpt.parent), str(folder), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert out == json.dumps(json.loads(out), indent=2) + "\n"
+    monkeypatch.setattr(cnnlab.predict, "CHUNK", 256, raising=False)
+    assert main(["predict", str(ckpt.parent), str(folder), "--json"]) == 0
+    assert capsys.readouterr().out == out  # in chunks or in one: the same numbers, the same text
+
+
+def test_a_sigterm_keeps_the_rows_printed_and_exits_143(tmp_path):
+    """A SIGTERM (a job's time limit, a container stopped) killed predict outright: nothing printed. The first
+    chunk's rows are out as soon as it is done; SIGTERM while the rest is read (here: standard input, still
+    open) keeps them, says how far it got and exits 143."""
+    ckpt = tiny_checkpoint(tmp_path / "run" / "last.pt")
+    folder = tmp_path / "imgs"
+    _fields(folder, [f"d{i:03d}.png" for i in range(cnnlab.predict.__dict__.get("CHUNK", 256) + 4)])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "cnnlab", "predict", str(ckpt.parent), str(folder), "-", "--device", "cpu"]
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    watchdog = threading.Timer(120, proc.kill)  # a predict that prints nothing before it reads stdin: no hang
+    watchdog.start()
+    try:
+        first = proc.stdout.readline()  # the first chunk's rows come before standard input is read
+        assert first.startswith(str(folder / "d000.png")), first
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.stdout.read(), proc.stderr.read()  # to the end (communicate() would skip what readline buffered)
+        proc.wait(timeout=120)
+    finally:
+        watchdog.cancel()
+        proc.kill()
+        proc.wait()
+    rows = (first + out).splitlines()
+    assert proc.returncode == 143, (proc.returncode, err)
+    assert len(rows) == 256 and rows[-1].startswith(str(folder / "d255.png")), len(rows)
+    assert err.splitlines()[-2:] == ["stopped: 256 images predicted, of 261 images given",
+                                     "cnnlab: interrupted by signal 15"], err
