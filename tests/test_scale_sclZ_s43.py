@@ -120,3 +120,83 @@ def test_a_sigterm_keeps_the_rows_printed_and_exits_143(tmp_path):
     assert len(rows) == 256 and rows[-1].startswith(str(folder / "d255.png")), len(rows)
     assert err.splitlines()[-2:] == ["stopped: 256 images predicted, of 261 images given",
                                      "cnnlab: interrupted by signal 15"], err
+
+
+HEADER = "epoch,step,train_loss,train_acc,val_loss,val_acc,test_loss,test_acc,lr,seconds,images_per_s\n"
+
+
+def _metrics(run: Path, rows: int) -> None:
+    """A metrics.csv of ``rows`` well-formed rows, as the tester's (his: 920,000 rows, 60 MB, under the 64 MB cap)."""
+    with open(run / "metrics.csv", "w") as f:
+        f.write(HEADER)
+        f.writelines(f"{i},{i * 10},1.92014,52.6562,,,1.77358,55.5,0.01,1.90431,336.08\n" for i in range(1, rows + 1))
+
+
+def _epochs(run: Path, epochs: int) -> None:
+    path = run / "config.json"
+    record = json.loads(path.read_text())
+    record["config"]["epochs"] = epochs
+    path.write_text(json.dumps(record))
+
+
+def test_a_metrics_csv_with_more_rows_than_the_runs_epochs_is_damaged_unread_past_them(finished, monkeypatch):
+    """(sclZ 2.) 920,000 rows in a 1-epoch run's metrics.csv: ``cnnlab runs`` took 43 s and 1.07 GB (every cell
+    parsed twice), ``load_run`` 74 s (the file read twice), and the row said ``epochs 920000/1``, ``finished``. A
+    row past the run's epochs is damage, with metrics.csv's own fix, found without parsing the rest."""
+    import cnnlab
+    import cnnlab.runs
+    from cnnlab.errors import RunError
+
+    _metrics(finished, 5000)
+    parsed = []
+    real = cnnlab.runs._parse
+    monkeypatch.setattr(cnnlab.runs, "_parse", lambda cell: parsed.append(cell) or real(cell))
+    row = cnnlab.list_runs(finished.parent)[0]
+    assert row["status"] == "damaged" and row["epochs_done"] != 5000, row
+    assert row["detail"].startswith("metrics.csv: damaged (line 3: a row past the run's 1 epoch, where cnnlab writes "
+                                    "one row an epoch); delete it: the run's checkpoints do not need it"), row["detail"]
+    assert len(parsed) <= 2 * 11, len(parsed)  # the first row, not the 5,000
+    with pytest.raises(RunError, match=r"metrics.csv: damaged \(line 3: a row past the run's 1 epoch"):
+        cnnlab.load_run(finished)
+
+
+def test_a_metrics_csv_over_the_cap_gets_its_own_fix(finished, monkeypatch):
+    """(sclZ 2.) A metrics.csv over the 64 MB cap (200 MB) was listed damaged with the generic `the run folder is
+    damaged (cnnlab writes these files whole)`, not metrics.csv's own fix."""
+    import cnnlab
+    import cnnlab.runs
+
+    monkeypatch.setattr(cnnlab.runs, "METRICS_LIMIT", 1000)
+    _metrics(finished, 20)
+    _epochs(finished, 20)
+    detail = cnnlab.list_runs(finished.parent)[0]["detail"]
+    assert "bytes, far more than cnnlab writes there; delete it: the run's checkpoints do not need it" in detail, detail
+
+
+def test_listing_a_run_keeps_neither_its_metrics_rows_nor_its_file_and_load_run_reads_it_once(finished, monkeypatch):
+    """(sclZ 2.) A run whose metrics.csv is as long as its (edited) epochs: the listing held every row as a dict
+    (about 1.2 KB each) and the file's text; ``load_run`` read and parsed the file twice (its row, then its rows)."""
+    import tracemalloc
+
+    import cnnlab
+    import cnnlab.runs
+
+    _metrics(finished, 1)
+    cnnlab.list_runs(finished.parent)  # the imports and caches a listing needs, before memory is measured
+    _metrics(finished, 20_000)
+    _epochs(finished, 1_000_000)
+    tracemalloc.start()
+    try:
+        row = cnnlab.list_runs(finished.parent)[0]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert row["epochs_done"] == 20_000 and row["best_acc"] == 55.5 and row["best_split"] == "test"
+    assert peak < 2_000_000, peak  # 20,000 rows as dicts: about 25 MB
+    opened = []
+    real = cnnlab.runs.open_regular
+    monkeypatch.setattr(cnnlab.runs, "open_regular",
+                        lambda path, *a, **kw: opened.append(Path(path).name) or real(path, *a, **kw))
+    run = cnnlab.load_run(finished)
+    assert len(run.metrics) == 20_000 and run.info["epochs_done"] == 20_000
+    assert opened.count("metrics.csv") == 1, opened

@@ -433,10 +433,12 @@ def load_run(path: str | Path = "latest", root: str | Path = "runs") -> Run:
     if not exists(run / "config.json"):
         what = "no such folder" if not exists(run) else "not a run folder (no config.json)"
         raise RunError(f"{run}: {what}; give a folder written by 'cnnlab train' (see 'cnnlab runs'), or 'latest'")
-    info = describe_run(run)
     config = run_config(run)  # each field of its type: a value edited to another ("epochs": "2") is one line
-    metrics = read_metrics(run / "metrics.csv") if is_file(run / "metrics.csv") else []
+    # read once (the row is made from these rows); a row past the run's epochs is damage, found without the rest
+    read = is_file(run / "metrics.csv")
+    metrics = read_metrics(run / "metrics.csv", config["epochs"]) if read else []
     summary = _run_json(run / "summary.json") if is_file(run / "summary.json") else None
+    info = describe_run(run, metrics if read else None)
     return Run(run, config, metrics, summary, info["status"], info)
 
 

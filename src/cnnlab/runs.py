@@ -21,7 +21,7 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 try:
     import fcntl  # POSIX: the run-folder lock
@@ -29,10 +29,11 @@ except ImportError:  # pragma: no cover - Windows has no flock: runs there are n
     fcntl = None
 
 from cnnlab.config import EPOCHS_LIMIT, typed_values
-from cnnlab.data.safefs import open_regular, read_bounded
+from cnnlab.data.safefs import open_regular, read_bounded, read_error
 from cnnlab.dataset_names import DIRECTORY_KINDS, canonical_dataset_name, dataset_kind, directory_of
 from cnnlab.errors import (DIVERGED, CnnlabError, DataUnreadable, RunBusy, RunError, WriteError, did_you_mean,
                            first_line, shell_quoted, short_repr)
+from cnnlab.text import plural
 from cnnlab.fileio import (NO_INODES, RUN_FILE_LIMIT, as_path, atomic_write_text, exists, is_dir, is_file, is_loop,
                            lexists, make_dirs, mode_kind, open_if_regular, out_of_room, protection_of, reason,
                            remove_stale_temp_files_in, resolved, sha256_of, sidecar_hashes, usual_fix, write_error)
@@ -721,12 +722,13 @@ def diverged(run: Path) -> str | None:
     return detail.split(";")[0] if status == "failed" and detail.startswith(DIVERGED) else None
 
 
-def describe_run(run: Path) -> dict:
+def describe_run(run: Path, metrics: list[dict] | None = None) -> dict:
     """One row of ``cnnlab runs``: what the run is, how far it got, its accuracies and its status. It never blocks
     and never fails on what the folder holds: a file that is not what cnnlab writes there (damaged, edited, a
     FIFO in its place) makes the status "damaged", the detail naming the file and what to do, one line, and the
     row tells what the other files (and the readable fields) say; so does a file whose ``stat`` or read fails (an
-    input/output error: ``cannot be read``, the fix its error takes)."""
+    input/output error: ``cannot be read``, the fix its error takes). ``metrics``: metrics.csv's rows, read already
+    (:func:`read_metrics` with the run's epochs), not read again."""
     row = {"run": str(run), "model": "?", "dataset": "?", "recipe": "?", "teacher": None, "epochs": None, "epochs_done": 0,
            "final_acc": None, "best_acc": None, "best_split": None, "eval_limit": None, "train_seconds": None}
     try:
@@ -738,18 +740,18 @@ def describe_run(run: Path) -> dict:
     except OSError:
         pass
     try:
-        return _described(run, row)
+        return _described(run, row, metrics)
     except CnnlabError as err:  # a stat that failed (an input/output error: cnnlab.fileio.is_file's line): the file
         detail = str(err)       # named, the row kept with what was read before it; the other runs listed
         return {**row, "status": "damaged", "detail": bounded(detail.removeprefix(f"{run}{os.sep}"))}
 
 
-def _described(run: Path, row: dict) -> dict:
+def _described(run: Path, row: dict, metrics: list[dict] | None = None) -> dict:
     """:func:`describe_run`'s ``row`` filled in from the run's files (one whose ``stat`` fails: a
     :class:`~cnnlab.errors.CnnlabError`)."""
     problems: list[str] = []
     row.update(_config_columns(run, problems))
-    _add_metrics(row, run / "metrics.csv", problems)
+    _add_metrics(row, run / "metrics.csv", problems, metrics)
     summary = _mapping(run / "summary.json", problems, _FIXES["summary.json"].format(run=shell_quoted(str(run))))
     if summary is not None:
         _add_summary(row, summary, problems)
@@ -914,20 +916,29 @@ def bounded(text: str, limit: int = TEXT_LIMIT) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def read_run_file(path: Path, limit: int = RUN_FILE_LIMIT) -> bytes | None:
+def read_run_file(path: Path, limit: int = RUN_FILE_LIMIT, fix: str = _DAMAGED) -> bytes | None:
     """The bytes of a file in a run folder; None when there is none. It never blocks: the file is opened with
     O_NONBLOCK and must be a regular file once open (:func:`cnnlab.data.safefs.open_regular`, as the data files
-    are read), so a FIFO or a device in its place is one line naming it, as is a file larger than ``limit``, and
-    an OS error of its open or of a read after it (an input/output error: a :class:`~cnnlab.errors.DataUnreadable`
-    naming the file and the fix its error takes)."""
+    are read), so a FIFO or a device in its place is one line naming it, as is a file larger than ``limit`` (with
+    ``fix``, the file's own), and an OS error of its open or of a read after it (an input/output error: a
+    :class:`~cnnlab.errors.DataUnreadable` naming the file and the fix its error takes)."""
     path = Path(path)
+    stream = open_run_file(path, limit, fix)
+    if stream is None:
+        return None
+    with stream:
+        return read_bounded(stream, limit, str(path))
+
+
+def open_run_file(path: Path, limit: int = RUN_FILE_LIMIT, fix: str = _DAMAGED) -> BinaryIO | None:
+    """:func:`read_run_file`'s file, open (for a read as it goes, :func:`metrics_rows`); None when there is none."""
     if not lexists(path):  # a stat that fails (an input/output error) is no missing file: one line naming it
         return None
     stream, st = open_regular(path, "a file cnnlab writes")
-    with stream:
-        if st.st_size > limit:
-            raise RunError(f"{path}: {st.st_size:,} bytes, far more than cnnlab writes there; {_DAMAGED}")
-        return read_bounded(stream, limit, str(path))
+    if st.st_size > limit:
+        stream.close()
+        raise RunError(f"{path}: {st.st_size:,} bytes, far more than cnnlab writes there; {fix}")
+    return stream
 
 
 #: What :func:`load_run_json` returns, when asked, for a file that is not there (a file holding ``null`` is JSON's None).
@@ -1044,31 +1055,34 @@ def _config_columns(run: Path, problems: list[str]) -> dict:
     return columns
 
 
-def _add_metrics(row: dict, path: Path, problems: list[str]) -> None:
-    """The epochs done, the best accuracy and the training time from metrics.csv (nothing when there is none).
-    The best accuracy is the best epoch's evaluation, on the split the run evaluated its epochs on (as its best.pt
-    was chosen): the validation split where it held one out, else the test set; ``best_split`` says which
-    (``final_acc``, the run's result, is always the test set's)."""
+def _add_metrics(row: dict, path: Path, problems: list[str], rows: list[dict] | None = None) -> None:
+    """The epochs done, the best accuracy and the training time from metrics.csv (nothing when there is none),
+    read a row at a time (:func:`metrics_rows`: none kept; more rows than the run's epochs are damage), or from
+    ``rows`` read already. The best accuracy is the best epoch's evaluation, on the split the run evaluated its epochs
+    on (as its best.pt was chosen): the validation split where it held one out, else the test set; ``best_split``
+    says which (``final_acc``, the run's result, is always the test set's)."""
+    done, best, val, seconds = 0, None, False, 0
     try:
-        rows = read_metrics(path)
+        for number, r in enumerate(metrics_rows(path, row["epochs"]) if rows is None else rows, 1):
+            bad = next((key for key in ("val_acc", "test_acc", "seconds")
+                        if r.get(key) is not None and not _number(r[key])), None)
+            if bad is not None:  # a NaN made max() NaN or any other value, and 400 digits overflow every float
+                problems.append(f"{path.name}: damaged (row {number}: its {bad} {bounded(str(r[bad]), 20)} is not a "
+                                f"finite number); {_FIXES['metrics.csv']}")
+                return
+            acc = r.get("val_acc") if r.get("val_acc") is not None else r.get("test_acc")
+            best = acc if best is None or acc is not None and acc > best else best
+            val |= r.get("val_acc") is not None
+            seconds += r.get("seconds") or 0
+            done += 1
     except FileNotFoundError:
         return
     except (OSError, CnnlabError) as err:
         problems.append(_in_run(path, str(err)) if isinstance(err, CnnlabError) else
                         f"{path.name}: cannot be read ({reason(err)}); {usual_fix(err)}")
         return
-    bad = next(((i, key, r[key]) for i, r in enumerate(rows, 1) for key in ("val_acc", "test_acc", "seconds")
-                if r.get(key) is not None and not _number(r[key])), None)
-    if bad is not None:  # a NaN made max() NaN or any other value, and 400 digits overflow every float
-        row_number, key, value = bad
-        problems.append(f"{path.name}: damaged (row {row_number}: its {key} {bounded(str(value), 20)} is not a "
-                        f"finite number); {_FIXES['metrics.csv']}")
-        return
-    accs = [r.get("val_acc") if r.get("val_acc") is not None else r.get("test_acc") for r in rows]
-    best = max((a for a in accs if a is not None), default=None)
-    split = "val" if any(r.get("val_acc") is not None for r in rows) else "test"
-    row.update(epochs_done=len(rows), best_acc=best, best_split=None if best is None else split,
-               train_seconds=sum(r.get("seconds") or 0 for r in rows))
+    row.update(epochs_done=done, best_acc=best, best_split=None if best is None else "val" if val else "test",
+               train_seconds=seconds)
 
 
 #: The columns of a :func:`describe_run` row.
@@ -1154,38 +1168,79 @@ def write_metrics(path: str | Path, rows: list[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def read_metrics(path: str | Path) -> list[dict]:
+def read_metrics(path: str | Path, epochs: int | None = None) -> list[dict]:
     """metrics.csv's rows, numbers parsed (a blank cell, as :func:`write_metrics` writes None, is None), read
     without blocking (:func:`read_run_file`). ``FileNotFoundError`` when there is none; a file that is not what
-    :func:`write_metrics` writes (or a FIFO in its place, or one that cannot be read) is one line."""
-    path = Path(path)
-    data = read_run_file(path, METRICS_LIMIT)
-    if data is None:
+    :func:`write_metrics` writes (or a FIFO in its place, or one that cannot be read) is one line, as is one with more
+    rows than the run's ``epochs`` when they are given (a row an epoch: :func:`metrics_rows`)."""
+    return list(metrics_rows(path, epochs))
+
+
+def metrics_rows(path: str | Path, epochs: int | None = None) -> Iterator[dict]:
+    """:func:`read_metrics`'s rows one at a time, the file read as they are (a listing keeps neither the rows nor
+    the file's text): an error comes when its row does. Given the run's ``epochs``, a row past them is damage (cnnlab
+    writes one row an epoch, and a resume that lengthens a run writes its config.json first), found without reading
+    the rest: a file of a million rows under the size cap took a listing 40 s and a gigabyte."""
+    path, fix = Path(path), _FIXES["metrics.csv"]
+    stream = open_run_file(path, METRICS_LIMIT, fix)
+    if stream is None:
         raise FileNotFoundError(errno.ENOENT, "no such file", str(path))
+    with io.TextIOWrapper(stream, encoding="utf-8", newline="") as text:  # lines as io.StringIO(newline="") gave
+        try:
+            yield from _metrics_rows(_text_lines(text, path), epochs)
+        except UnicodeDecodeError:  # told by its place in the file (the decoder's is in a chunk of it)
+            raise RunError(f"{path}: damaged (byte {_not_utf8(path)} is not UTF-8); {fix}") from None
+        except (ValueError, csv.Error) as err:
+            raise RunError(f"{path}: damaged ({first_line(err)}); {fix}") from None
+
+
+def _text_lines(text: io.TextIOWrapper, path: Path) -> Iterator[str]:
+    """The lines of a run's text file as they are read, at most :data:`METRICS_LIMIT` characters in all (the file
+    may grow after its size was checked); a read that fails is one line naming it."""
+    total = 0
     try:
-        return _metrics_rows(data.decode("utf-8"))
+        for line in text:
+            total += len(line)
+            if total > METRICS_LIMIT:
+                raise RunError(f"{path}: more than {METRICS_LIMIT:,} bytes, far more than cnnlab writes there; "
+                               f"{_FIXES['metrics.csv']}")
+            yield line
+    except OSError as err:
+        if err.errno is None:
+            raise
+        raise read_error(path, err) from None
+
+
+def _not_utf8(path: Path) -> int:
+    """Where the first byte that is not UTF-8 lies in the file (-1: none, as read again)."""
+    try:
+        (read_run_file(path, METRICS_LIMIT) or b"").decode("utf-8")
     except UnicodeDecodeError as err:
-        why = f"byte {err.start} is not UTF-8"
-    except (ValueError, csv.Error) as err:
-        why = first_line(err)
-    raise RunError(f"{path}: damaged ({why}); {_FIXES['metrics.csv']}")
+        return err.start
+    return -1
 
 
-def _metrics_rows(text: str) -> list[dict]:
-    """The rows of a metrics.csv's text: each as long as the header, each cell a number or blank."""
-    reader = csv.reader(io.StringIO(text, newline=""))
+def _metrics_rows(lines: Iterable[str], epochs: int | None = None) -> Iterator[dict]:
+    """The rows of a metrics.csv's lines: each as long as the header, each cell a number or blank, no more of them
+    than ``epochs`` (when given)."""
+    reader = csv.reader(lines)
     header = next(reader, [])
-    rows = []
+    count = 0
     for cells in reader:
         if not cells:
             continue
         if len(cells) != len(header):  # cut short (a truncated copy), or a stray column
             raise ValueError(f"line {reader.line_num} has {len(cells)} cells for {len(header)} columns")
-        bad = next((cell for cell in cells if not _is_number(cell)), None)
-        if bad is not None:
-            raise ValueError(f"line {reader.line_num}: {short_repr(bounded(bad, 20))} where a number goes")
-        rows.append({key: _parse(cell) for key, cell in zip(header, cells)})
-    return rows
+        count += 1
+        if epochs is not None and count > epochs:
+            raise ValueError(f"line {reader.line_num}: a row past the run's {plural(epochs, 'epoch')}, where cnnlab "
+                             "writes one row an epoch")
+        try:
+            values = [_parse(cell) for cell in cells]  # each cell parsed once (it was checked, then parsed again)
+        except ValueError:
+            bad = next(cell for cell in cells if not _is_number(cell))
+            raise ValueError(f"line {reader.line_num}: {short_repr(bounded(bad, 20))} where a number goes") from None
+        yield dict(zip(header, values))
 
 
 def _is_number(cell: str) -> bool:
@@ -1205,6 +1260,8 @@ def _fmt(value):
 def _parse(value: str):
     if value == "":
         return None
+    if "." in value or "e" in value or "E" in value:  # no int() takes these: a float at once, no exception first
+        return float(value)
     try:
         return int(value)
     except ValueError:
