@@ -200,3 +200,22 @@ def test_listing_a_run_keeps_neither_its_metrics_rows_nor_its_file_and_load_run_
     run = cnnlab.load_run(finished)
     assert len(run.metrics) == 20_000 and run.info["epochs_done"] == 20_000
     assert opened.count("metrics.csv") == 1, opened
+
+
+def test_data_fetch_of_a_folder_prints_its_skipped_images_a_line_each(tmp_path, capsys):
+    """(sclZ 3.) ``cnnlab data fetch folder:G`` printed its unreadable files' warning as one line with literal
+    ``\\n`` between the files (its note escaped the whole message); ``train`` printed the breaks. Each file is now a
+    line of its own, as in train, and a file's name holding a newline is still one line (escaped)."""
+    from test_datasets_more import add_bad_files, make_folder
+
+    root = make_folder(tmp_path / "G")
+    add_bad_files(root / "dog")
+    (root / "cat" / "new\nline.png").write_bytes(b"not an image")
+    assert main(["data", "fetch", f"folder:{root}"]) == 0
+    err = capsys.readouterr().err
+    start = next(i for i, line in enumerate(err.splitlines()) if line.startswith("warning: folder:"))
+    warning = err.splitlines()[start:start + 5]
+    assert warning[0].endswith("skipped 4 unreadable image file(s), not used for training or testing; fix or delete "
+                               "them:") and "\\n" not in warning[0], warning[0]
+    assert all(line.startswith(("  cat/", "  dog/")) for line in warning[1:]), warning
+    assert any(line.startswith("  cat/new\\nline.png: ") for line in warning[1:]), warning

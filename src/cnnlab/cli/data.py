@@ -45,8 +45,10 @@ def cmd_data_fetch(args) -> int:
 
 
 def _note(msg: str) -> None:
-    """A line of the data's loading (``verified 4 files from data dir DIR; cached in DIR``), its names escaped."""
-    print(printable(str(msg)), file=sys.stderr, flush=True)
+    """A line of the data's loading (``verified 4 files from data dir DIR; cached in DIR``), its names escaped; a
+    message of several lines (a ``folder:`` dataset's unreadable files, one a line) keeps its line breaks, as
+    ``train`` prints it, each line escaped (the whole message escaped printed its breaks as ``\\n``, one line)."""
+    print("\n".join(printable(line) for line in str(msg).split("\n")), file=sys.stderr, flush=True)
 
 
 def _require_cached(name: str) -> None:

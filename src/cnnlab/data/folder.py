@@ -56,7 +56,7 @@ from PIL import Image
 
 from cnnlab.data.safefs import entry_kind, kind_of, list_dir, open_regular, read_bounded, reason, usual_fix
 from cnnlab.data.sources import home_problem
-from cnnlab.errors import DataError, DataUnreadable, shell_quoted
+from cnnlab.errors import DataError, DataUnreadable, printable, shell_quoted
 from cnnlab.fileio import (NO_INODES, atomic_write_bytes, atomic_write_text, expand_user, is_file, no_free_inodes,
                            resolved)
 from cnnlab.text import BIDI_CONTROLS, INVISIBLE, reads_as
@@ -525,12 +525,12 @@ def _warn_skipped(root: Path, skipped: list[str], cache: Path | None, log: Log) 
     """The one warning that names every unreadable file (or the first ones and where the rest are)."""
     if not skipped:
         return
-    shown = skipped[:WARN_LIST_MAX]
+    shown = [printable(name) for name in skipped[:WARN_LIST_MAX]]  # a newline in a file's name: still one line each
     more = len(skipped) - len(shown)
-    tail = f"\n  ... and {more} more (all listed in {cache / 'skipped.txt'})" if more and cache else (
+    tail = f"\n  ... and {more} more (all listed in {printable(str(cache / 'skipped.txt'))})" if more and cache else (
         f"\n  ... and {more} more" if more else "")
-    log(f"warning: folder:{root}: skipped {len(skipped)} unreadable image file(s), not used for training or "
-        "testing; fix or delete them:\n  " + "\n  ".join(shown) + tail)
+    log(f"warning: folder:{printable(str(root))}: skipped {len(skipped)} unreadable image file(s), not used for "
+        "training or testing; fix or delete them:\n  " + "\n  ".join(shown) + tail)
 
 
 def _save(cache: Path, key: str, root: Path, classes: tuple[str, ...], arrays: dict, skipped: list[str]) -> None:
