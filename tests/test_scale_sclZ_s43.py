@@ -109,7 +109,7 @@ def test_a_sigterm_keeps_the_rows_printed_and_exits_143(tmp_path):
         assert first.startswith(str(folder / "d000.png")), first
         time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.stdout.read(), proc.stderr.read()  # to the end (communicate() would skip what readline buffered)
+        out, err = proc.stdout.read(), proc.stderr.read()  # communicate() skips what readline buffered
         proc.wait(timeout=120)
     finally:
         watchdog.cancel()
@@ -219,3 +219,39 @@ def test_data_fetch_of_a_folder_prints_its_skipped_images_a_line_each(tmp_path, 
                                "them:") and "\\n" not in warning[0], warning[0]
     assert all(line.startswith(("  cat/", "  dog/")) for line in warning[1:]), warning
     assert any(line.startswith("  cat/new\\nline.png: ") for line in warning[1:]), warning
+
+
+def _history(epochs: int) -> list[dict]:
+    """Falling losses, rising accuracies (the test accuracy under the running train accuracy, as the tester's)."""
+    return [{"epoch": e, "step": 10 * e, "train_loss": 2 / e + 0.05, "train_acc": 100 - 60 / e, "val_loss": None,
+             "val_acc": None, "test_loss": 2 / e + 0.08, "test_acc": 99 - 60 / e, "lr": 0.01, "seconds": 1.0,
+             "images_per_s": 300.0} for e in range(1, epochs + 1)]
+
+
+def test_curves_of_many_epochs_are_lines_without_markers(tmp_path, monkeypatch):
+    """(sclZ 4.) curves.png of 1,000 epochs drew a marker at every point: a band of markers hid the lines, the test
+    accuracy's under the train accuracy's triangles. Markers only up to MARKERS_MOST points a series, the line
+    thinner above; and README said ``evaluate --out`` writes curves.png, which it does not (the epochs are the
+    run's)."""
+    import cnnlab.drawing
+    from cnnlab.drawing import COLOURS
+    from cnnlab.plots import plot_curves
+
+    markers = []
+    real = cnnlab.drawing._marker
+    monkeypatch.setattr(cnnlab.drawing, "_marker", lambda *a, **kw: markers.append(a) or real(*a, **kw))
+    plot_curves(_history(20), tmp_path / "few.png")
+    assert len(markers) == 4 * 20 + 4  # each point of the four series, and the legends' samples
+    markers.clear()
+    plot_curves(_history(1000), tmp_path / "many.png")
+    assert markers == []  # in the legend neither: its samples as the lines are drawn
+    widths = []
+    real_line = cnnlab.drawing.ImageDraw.ImageDraw.line
+    monkeypatch.setattr(cnnlab.drawing.ImageDraw.ImageDraw, "line",
+                        lambda self, xy, fill=None, width=0, **kw: widths.append((fill, width)) or
+                        real_line(self, xy, fill=fill, width=width, **kw))
+    plot_curves(_history(1000), tmp_path / "many.png")
+    assert {w for fill, w in widths if fill == COLOURS["green"]} == {cnnlab.drawing.SCALE}  # 1 px once shrunk
+    row = next(line for line in (HERE.parent / "README.md").read_text().splitlines()
+               if "rewritten by `cnnlab evaluate RUN`" in line)
+    assert "`--out DIR` writes `summary.json`, `confusion.png` and `mistakes.png` there, no `curves.png`" in row

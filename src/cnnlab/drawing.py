@@ -423,10 +423,25 @@ def _marker(draw: ImageDraw.ImageDraw, xy: tuple[float, float], kind: str, r: fl
         draw.ellipse((x - r, y - r, x + r, y + r), fill=colour)
 
 
+#: A series has a marker on each of its points when it has at most this many (an epoch a point): 1,000 epochs' markers
+#: made a band that hid the lines, another series' line under it; more, and it is its line alone, thinner.
+MARKERS_MOST = 50
+
+
+def _few(s: Series) -> bool:
+    """Whether ``s`` is drawn with markers and the wider line (:data:`MARKERS_MOST`)."""
+    return len(s.x) <= MARKERS_MOST
+
+
+def _line_width(s: Series) -> int:
+    return (2 if _few(s) else 1) * SCALE
+
+
 def _draw_series(draw: ImageDraw.ImageDraw, ax: _Axes, s: Series) -> list[tuple[float, float]]:
-    """One series: its line, broken where a value is missing, and a marker on every point; returns the
-    points' pixels, with a few along each segment (for placing the legend clear of the lines)."""
-    width, runs, run = 2 * SCALE, [], []
+    """One series: its line, broken where a value is missing, and a marker on every point where they are few
+    (:data:`MARKERS_MOST`); returns the points' pixels, with a few along each segment (for placing the legend clear
+    of the lines)."""
+    width, runs, run = _line_width(s), [], []
     for x, y in zip(s.x, s.y):
         if _finite(y, ax.p.log_y) and _finite(x, False):
             run.append(ax.px(x, y))
@@ -442,7 +457,7 @@ def _draw_series(draw: ImageDraw.ImageDraw, ax: _Axes, s: Series) -> list[tuple[
         for (xa, ya), (xb, yb) in zip(pts, pts[1:]):
             occupied += [(xa + k / 8 * (xb - xa), ya + k / 8 * (yb - ya)) for k in range(8)]
         occupied += pts
-        for xy in pts:
+        for xy in pts if _few(s) else ():
             _marker(draw, xy, s.marker, s.marker_size * SCALE, s.colour)
     return occupied
 
@@ -492,8 +507,9 @@ def _draw_legend(draw: ImageDraw.ImageDraw, ax: _Axes, occupied: list[tuple[floa
         cy = ly + 4 * s + row * k + row / 2
         line = [(lx + 6 * s, cy), (lx + 6 * s + sample, cy)]
         for piece in (_dashes(line, 6 * s, 4 * s) if x.dashed else [line]):
-            draw.line(piece, fill=x.colour, width=2 * s)
-        _marker(draw, (lx + 6 * s + sample / 2, cy), x.marker, x.marker_size * s, x.colour)
+            draw.line(piece, fill=x.colour, width=_line_width(x))
+        if _few(x):  # the sample as the series is drawn
+            _marker(draw, (lx + 6 * s + sample / 2, cy), x.marker, x.marker_size * s, x.colour)
         draw.text((lx + 12 * s + sample, cy), x.label, font=f, fill=INK, anchor="lm")
 
 

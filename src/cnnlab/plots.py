@@ -25,7 +25,7 @@ from cnnlab.drawing import (COLOURS, FONT_SIZE, GAP, INK, LINE_H, MUTED, TITLE_S
                             class_labels, context_text, draw_header, header, header_height, rotated_text, save_png,
                             visible)
 from cnnlab.drawing import one_line as _one_line
-from cnnlab.drawing import shorten
+from cnnlab.drawing import MARKERS_MOST, shorten
 from cnnlab.drawing import font as _font
 from cnnlab.errors import printable
 from cnnlab.fileio import atomic_write_bytes
@@ -83,7 +83,9 @@ def mpl_text(text: str, most: int | None = None) -> str:
 
 def plot_curves(history: list[dict], path, *, context: dict | None = None, target: dict | None = None) -> Path:
     """Train/eval loss (log scale) and eval accuracy per epoch, drawn with Pillow (:func:`cnnlab.drawing.chart`).
-    Every line has markers: one epoch is one point; a missing or non-finite value is a gap in its line. ``target``
+    A line has a marker on each point (an epoch) up to :data:`cnnlab.drawing.MARKERS_MOST` epochs, none and a thinner
+    line above (1,000 epochs' markers were a band that hid the lines); a missing or non-finite value is a gap in its
+    line. ``target``
     (summary.json's: a run stopped by --target-accuracy) reached inside an epoch is one more point of the eval
     accuracy, at its fractional epoch: that check evaluated the final weights on the same split, and is the best
     when it beats the epochs (best.pt holds it then; the title counted only the epochs and named the weaker one)."""
@@ -169,7 +171,8 @@ def _draw_series(ax, series: dict[str, dict], few: bool, first_epoch: float = 0.
             dx = 0.06 * (i - (len(series) - 1) / 2)
             ax.errorbar([e + dx for e in epochs], mean, yerr=std, fmt="o-", capsize=4, label=label, color=color)
         else:
-            ax.plot(epochs, mean, "o-", markersize=4, label=label, color=color)
+            style = "o-" if len(epochs) <= MARKERS_MOST else "-"  # 1,000 epochs' markers: a band hiding the lines
+            ax.plot(epochs, mean, style, markersize=4, label=label, color=color)
             ax.fill_between(epochs, [m - d for m, d in zip(mean, std)], [m + d for m, d in zip(mean, std)],
                             color=color, alpha=0.2)
 

@@ -36,8 +36,9 @@ def register(sub) -> None:
     add_eval_batch_size(p)
     add_json(p, "the summary line")
     p.add_argument("--out", default=None, type=path_arg,
-                   help="where to write summary.json and the plots (default: the run directory when evaluating its "
-                        "last.pt on its own dataset, which makes it the run's result; otherwise nowhere)")
+                   help="where to write summary.json, confusion.png and mistakes.png (curves.png, the training's "
+                        "epochs, only into the run directory) (default: the run directory when evaluating its last.pt "
+                        "on its own dataset, which makes it the run's result; otherwise nowhere)")
     p.add_argument("--no-report", action="store_true",
                    help="write nothing: no summary.json or plots anywhere (the per-class table, loss and accuracy "
                         "are still printed) (default: off)")
