@@ -837,10 +837,11 @@ def predict_paths(predictor: Predictor, items: Iterable[str], stdin: BinaryIO | 
 def predict_chunks(predictor: Predictor, paths: list[Path], stdin: BinaryIO | None = None, *, number: bool = False,
                    lines: bool = False, size: int | None = None) -> Iterator[tuple[list, list[Failure]]]:
     """``(results, failures)`` of ``paths`` (:func:`expand_inputs`'s), in their order, every ``size`` images read
-    (:data:`CHUNK` unless given; and once more for the rest): memory stays that of a chunk, and what is done is handed on before the next
-    chunk is read. ``stdin``, ``number`` and ``lines`` as in :func:`predict_paths`; a row of a page that cannot be
-    read (``lines``) is a failure, after the chunk's files that could not be read. A chunk of single images is
-    predicted in one batch of ``size`` (:meth:`Predictor.probabilities`' batch): the numbers of one pass."""
+    (:data:`CHUNK` unless given; and once more for the rest): memory stays that of a chunk, and what is done is
+    handed on before the next chunk is read. ``stdin``, ``number`` and ``lines`` as in :func:`predict_paths`; a row
+    of a page that cannot be read (``lines``) is a failure, after the chunk's files that could not be read. A chunk
+    of single images is predicted in one batch of ``size`` (:meth:`Predictor.probabilities`' batch): the numbers of
+    one pass."""
     size = size or CHUNK
     names, prepared, failures, read_stdin = [], [], [], False
     for path in paths:
