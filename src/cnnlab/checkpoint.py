@@ -34,7 +34,8 @@ from cnnlab.errors import CheckpointError, CnnlabError, WriteError, first_line, 
 from cnnlab.fileio import (as_path, atomic_write_bytes, atomic_write_text, cannot_read, exists, is_dir, is_file,
                            kind_of, read_json, reason, sha256_file, sidecar_hashes, usual_fix)
 from cnnlab.models import create_model
-from cnnlab.runs import CHECKPOINTS, DEFAULT_CHECKPOINT, checkpoints_gone, failure_cause, is_run_dir, is_training
+from cnnlab.runs import (CHECKPOINTS, DEFAULT_CHECKPOINT, checkpoints_gone, failure_cause, is_run_dir, is_training,
+                         link_to_nowhere)
 
 FORMAT = "cnnlab-checkpoint"
 VERSION = 2
@@ -313,6 +314,8 @@ def check_checkpoint_file(path: str | Path) -> None:
 
 
 def _no_checkpoint(path: Path) -> str:
+    if (target := link_to_nowhere(path)) is not None:  # not "no such checkpoint": the link is there, its file is not
+        return f"{path} is a link to {target}, which does not exist: remount what held it, or put it back"
     return f"{path}: {_not_a_file(path)} checkpoint; pass a run directory or a .pt file written by cnnlab"
 
 
@@ -491,8 +494,8 @@ def resolve_checkpoint(path: str | Path, which: str = DEFAULT_CHECKPOINT, flag: 
     if is_dir(path):  # a stat that fails (an input/output error): one line naming the file, not a traceback
         candidate = path / f"{which}.pt"
         if not is_file(candidate):
-            if exists(candidate):  # a FIFO, a folder: what it is, as a resume says it (not "no last.pt")
-                raise CheckpointError(_no_checkpoint(candidate))
+            if exists(candidate) or link_to_nowhere(candidate) is not None:  # a FIFO, a folder, a link to nothing: what
+                raise CheckpointError(_no_checkpoint(candidate))  # it is, as a resume says it (not "no last.pt")
             raise CheckpointError(f"{path}: no {which}.pt in this run directory; {_why_none(path, which, flag)}")
         return candidate
     if which != DEFAULT_CHECKPOINT and path.name != f"{which}.pt":  # asked for another file than the one given
@@ -522,10 +525,10 @@ def _why_none(run: Path, which: str, flag: str | None = None) -> str:
         return f"its best.pt holds the weights of its best epoch: {pick}"
     if not is_run_dir(run):
         return "it is not a run folder: give a run folder or a .pt file written by cnnlab"
+    if gone := checkpoints_gone(run):  # it trained (its metrics.csv or summary.json are there, or its status.json
+        return gone  # says a diverged run kept its last.pt): deleted or moved; or its checkpoints are links to nothing
     if cause := failure_cause(run):  # what status.json (and 'cnnlab runs') says of it, with its fix
         return f"the run saved no checkpoint: it failed ({cause})"
-    if gone := checkpoints_gone(run):  # it trained (its metrics.csv or summary.json are there): deleted or moved
-        return gone
     return "the run saved no checkpoint (it stopped before its first epoch ended): train it again"
 
 

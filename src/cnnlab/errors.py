@@ -190,6 +190,9 @@ class Diverged(CnnlabError):
 #: How a :class:`Diverged` line begins, and so the detail of a run's status.json when its training diverged (a
 #: ``--teacher`` of that run is refused by it: ``runs.diverged``).
 DIVERGED = "training diverged"
+#: The clause that ends that line when the run had saved a last.pt before (its last finite weights, kept): a run folder
+#: without it has had it deleted or moved since (``runs.checkpoints_gone``).
+DIVERGED_KEPT = "the last finite checkpoint is kept"
 
 
 class Interrupted(CnnlabError):

@@ -31,8 +31,8 @@ except ImportError:  # pragma: no cover - Windows has no flock: runs there are n
 from cnnlab.config import EPOCHS_LIMIT, typed_values
 from cnnlab.data.safefs import open_regular, read_bounded, read_error
 from cnnlab.dataset_names import DIRECTORY_KINDS, canonical_dataset_name, dataset_kind, directory_of
-from cnnlab.errors import (DIVERGED, CnnlabError, DataUnreadable, RunBusy, RunError, WriteError, did_you_mean,
-                           first_line, shell_quoted, short_repr)
+from cnnlab.errors import (DIVERGED, DIVERGED_KEPT, CnnlabError, DataUnreadable, RunBusy, RunError, WriteError,
+                           did_you_mean, first_line, shell_quoted, short_repr)
 from cnnlab.text import plural
 from cnnlab.fileio import (NO_INODES, RUN_FILE_LIMIT, as_path, atomic_write_text, exists, is_dir, is_file, is_loop,
                            lexists, make_dirs, mode_kind, open_if_regular, out_of_room, protection_of, reason,
@@ -671,6 +671,17 @@ def failure_cause(run: Path) -> str:
     return bounded(detail.strip()) if isinstance(detail, str) else ""
 
 
+def _diverged_after_saving(run: Path) -> str | None:
+    """:func:`diverged`'s clause when the run's status.json says its training diverged after it had saved a last.pt
+    (its line ends "the last finite checkpoint is kept: RUN/last.pt"; "no checkpoint was saved" otherwise); read from
+    the file whole, as :func:`failure_cause` reads it (also under the lock of a resume asking)."""
+    got = _mapping(run / STATUS_FILE, [])
+    detail = got.get("detail") if got is not None and got.get("status") == "failed" else None
+    if not isinstance(detail, str) or not detail.startswith(DIVERGED) or DIVERGED_KEPT not in detail:
+        return None
+    return bounded(detail.split(";")[0])
+
+
 def run_status(run: Path, complete: bool = False, problems: list[str] | None = None) -> tuple[str, str]:
     """(status, detail): running, finished, stopped or failed. A process that was killed (or a run written
     before status.json existed) said nothing: ``complete`` (all epochs and a summary) makes it "finished",
@@ -868,12 +879,42 @@ def _sidecar_mismatch(path: Path, fh) -> str:
             f"appended bytes); {_CHECKPOINT_FIX}")
 
 
+def link_to_nowhere(path: Path) -> str | None:
+    """Where ``path`` points when it is a symbolic link to nothing (its target deleted, moved, or on a file system not
+    mounted now), as the link says it; None for anything else (a file, nothing at all, a loop of links)."""
+    try:
+        target = os.readlink(path)
+    except (OSError, ValueError):  # no link there, or one that cannot be read
+        return None
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return target
+    except OSError:  # a loop, a folder on its way that cannot be entered: not "nothing there"
+        pass
+    return None
+
+
 def checkpoints_gone(run: Path) -> str:
     """Why a run folder that trained holds neither last.pt nor best.pt, for a refusal: empty when it has one, never
     ended an epoch (then it saved none), or its last process failed (:func:`failure_cause`: a disk that filled up as
     it wrote its first last.pt, after that epoch's metrics.csv row; what the refusal names instead, as ``export``'s
-    and ``predict``'s do, not checkpoints "deleted or moved")."""
-    if any(lexists(run / f"{name}.pt") for name in CHECKPOINTS) or failure_cause(run):
+    and ``predict``'s do, not checkpoints "deleted or moved"). A checkpoint that is a link to nothing is named with
+    its target (:func:`link_to_nowhere`: such a link was taken for a checkpoint there, and the run was said to have
+    saved none); a run that diverged after it saved a last.pt (its status.json says it kept one) and has none now had
+    it deleted or moved."""
+    links = [f"{name}.pt is a link to {target}" for name in CHECKPOINTS
+             if (target := link_to_nowhere(run / f"{name}.pt")) is not None]
+    if links:
+        them = "them" if len(links) > 1 else "it"
+        return (f"{' and '.join(links)}, which {'do' if len(links) > 1 else 'does'} not exist: remount what held {them}, "
+                f"or put {them} back")
+    if any(lexists(run / f"{name}.pt") for name in CHECKPOINTS):
+        return ""
+    if (why := _diverged_after_saving(run)) is not None:
+        return (f"the run failed, {why} (its status.json), and the last.pt it kept, the weights it diverged with, was "
+                "deleted or moved since: train it again with a lower --lr")
+    if failure_cause(run):
         return ""
     kept = [name for name in ("metrics.csv", "summary.json") if is_file(run / name)]
     if not kept:

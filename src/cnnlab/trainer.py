@@ -27,7 +27,7 @@ from cnnlab.config import TrainConfig
 from cnnlab.data import BatchLoader, Dataset
 from cnnlab.distill import Teacher
 from cnnlab.distributed import Dist
-from cnnlab.errors import DIVERGED, CnnlabError, Diverged
+from cnnlab.errors import DIVERGED, DIVERGED_KEPT, CnnlabError, Diverged
 from cnnlab.fileio import is_file
 from cnnlab.evaluation import EvalResult, evaluate
 
@@ -285,7 +285,7 @@ class Trainer:
         batch = self.sums.first_bad_batch(s.batch)
         where = (f"at step {s.step - s.batch + batch + 1} (epoch {s.epoch + 1}, batch {batch + 1})" if batch is not None
                  else f"by step {s.step} (epoch {s.epoch + 1})")
-        saved = (f"the last finite checkpoint is kept: {self.run_dir / 'last.pt'}"
+        saved = (f"{DIVERGED_KEPT}: {self.run_dir / 'last.pt'}"
                  if self.run_dir is not None and is_file(self.run_dir / "last.pt", if_unknown=True)
                  else "no checkpoint was saved")
         how = ("became NaN or infinite" if not math.isfinite(float(self.sums.loss)) else
