@@ -1,23 +1,26 @@
-"""The defects a tester (atkU, s43) found in the day's serve, export and checkpoint-message fixes: checkpoints that
-are links to nothing, and a diverged run whose kept last.pt was deleted.
+"""The defects a tester (atkU, s43) found in the day's serve, export and checkpoint-message fixes: a Range with one
+range past the end, checkpoints that are links to nothing, and a diverged run whose kept last.pt was deleted.
 
 Servers run on 127.0.0.1 only, in a thread (``make_server``, as the command builds it), each bounded in time.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 
 import cnnlab
-from apps_helpers import draw_digit
+from apps_helpers import draw_digit, tiny_checkpoint
 from cnnlab.cli import main
 from cnnlab.engine import train
+from cnnlab.predict import Predictor
 from cnnlab.runs import write_status
 from conftest import tiny_config
 
+STATIC = Path(__file__).resolve().parents[1] / "src" / "cnnlab" / "serve" / "static"
 DIVERGED = ("training diverged: the loss exploded (1.66e+06 per image, where a net that guesses scores 2.3) at step 12 "
             "(epoch 1, batch 12); the learning rate (0.3) is the likely cause: lower --lr (e.g. 0.03) or use a recipe "
             "(--recipe fast); the last finite checkpoint is kept: {run}/last.pt")
@@ -62,6 +65,37 @@ def _refusal(capsys, argv: list[str]) -> str:
 def _diverged(run: Path) -> Path:
     write_status(run, "failed", DIVERGED.format(run=run))
     return run
+
+
+# ----------------------------------------------------------------------------- 4. one range past the end among others
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    from cnnlab.serve.app import create_app
+
+    return create_app(Predictor.from_run(tiny_checkpoint(tmp_path_factory.mktemp("atkU") / "last.pt"), device="cpu"))
+
+
+def test_ranges_that_can_be_served_are_206_beside_one_past_the_end(app):
+    """`Range: bytes=0-10, 99999-` on app.js was 416 "asks for no byte of this file" (Starlette refuses the whole
+    header when any range starts past the end); RFC 9110 14.2: 416 only when none can be served."""
+    from test_serve_faults import Served
+    from test_serve_srvS_s43 import _raw
+
+    whole = (STATIC / "app.js").read_bytes()
+    with Served(app) as srv:
+        status, headers, body = _raw(srv, b"GET /static/app.js HTTP/1.1\r\nHost: x\r\nRange: bytes=0-10, 99999-\r\n"
+                                          b"Connection: close\r\n\r\n")
+        assert status == 206 and body == whole[:11] and headers["content-range"] == f"bytes 0-10/{len(whole)}"
+        status, headers, body = _raw(srv, b"GET / HTTP/1.1\r\nHost: x\r\nRange: bytes=99999-, -0, 0-4, 10-14\r\n"
+                                          b"Connection: close\r\n\r\n")
+        page = (STATIC / "index.html").read_bytes()
+        assert status == 206 and headers["content-type"].startswith("multipart/byteranges")
+        assert page[:5] in body and page[10:15] in body and b"99999" not in body
+        status, _, body = _raw(srv, b"GET / HTTP/1.1\r\nHost: x\r\nRange: bytes=99999-, 100000-200000\r\n"
+                                    b"Connection: close\r\n\r\n")
+        assert status == 416 and "asks for no byte of this file" in json.loads(body)["error"]
 
 
 # ----------------------------------------------------------------------------- 5. checkpoints that are links to nothing

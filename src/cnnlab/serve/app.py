@@ -3,7 +3,8 @@
 Routes:
 - ``GET /`` (and ``HEAD /``): the page (``static/index.html`` and ``static/app.js``): draw, see the probabilities.
   Its files take a ``Range`` as RFC 9110 14.2 says: another unit than ``bytes``, or ranges that are not valid, are
-  ignored (the whole file), ranges past the end are ``416 {"error": ...}`` (:class:`PageFile`).
+  ignored (the whole file), ranges past the end are left out, and ``416 {"error": ...}`` when no range can be served
+  (:class:`PageFile`).
 - ``GET /favicon.ico``: 204 (the page links ``static/favicon.svg``; this answers browsers that ask anyway).
 - ``GET /info``: the model's name, its dataset's (no folders above it), classes, whether it has Inception modules, the
   paper of its training images (``"paper"``: ``"dark"`` or ``"light"``, from their recorded mean) and how an image is
@@ -508,7 +509,8 @@ class PageFile(FileResponse):
     other than ``bytes`` (``chars=0-1``) is ignored, and so is a ``Range`` that is not valid (``bytes=50-10``, no
     ``=``), as the RFC allows: the whole file, 200 (Starlette answered both 400 in plain text); ranges that all start
     past the file's end are 416 in the app's shape, ``{"error": ...}``, with ``Content-Range: bytes */SIZE`` (an empty
-    body before). Satisfiable ranges are served as Starlette serves them (206)."""
+    body before). Satisfiable ranges are served as Starlette serves them (206), those past the end among them left
+    out (RFC 9110 14.2: 416 only when none can be served; Starlette refused the whole header for one of them)."""
 
     @classmethod
     def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
@@ -517,7 +519,15 @@ class PageFile(FileResponse):
         except MalformedRangeHeader:
             return []  # ignored: the whole file
         except RangeNotSatisfiable:
-            raise _PastTheEnd(http_range, file_size) from None
+            pass
+        served = [(start, end) for start, end in cls._parse_ranges(http_range.split("=", 1)[1], file_size)
+                  if 0 <= start < file_size]  # (a header that got this far has its "=")
+        if not served:
+            raise _PastTheEnd(http_range, file_size)
+        try:  # the ones that can be served, as Starlette reads them (merged; one whose start is after its end: ignored)
+            return super()._parse_range_header("bytes=" + ",".join(f"{a}-{b - 1}" for a, b in served), file_size)
+        except MalformedRangeHeader:
+            return []
 
     async def __call__(self, scope, receive, send) -> None:
         try:
