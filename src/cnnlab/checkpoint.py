@@ -31,11 +31,11 @@ from safetensors import safe_open
 from safetensors.torch import load_file as load_safetensors
 
 from cnnlab.errors import CheckpointError, CnnlabError, WriteError, first_line, shell_quoted
-from cnnlab.fileio import (as_path, atomic_write_bytes, atomic_write_text, cannot_read, exists, is_dir, is_file,
-                           kind_of, read_json, reason, sha256_file, sidecar_hashes, usual_fix)
+from cnnlab.fileio import (as_path, atomic_write_bytes, atomic_write_text, cannot_read, exists, file_stamp, is_dir,
+                           is_file, kind_of, read_json, reason, sha256_file, sidecar_hashes, usual_fix)
 from cnnlab.models import create_model
-from cnnlab.runs import (CHECKPOINTS, DEFAULT_CHECKPOINT, checkpoints_gone, failure_cause, is_run_dir, is_training,
-                         link_to_nowhere)
+from cnnlab.runs import (CHECKPOINTS, DEFAULT_CHECKPOINT, STATUS_FILE, checkpoints_gone, diverged, failure_cause,
+                         is_run_dir, is_training, link_to_nowhere)
 
 FORMAT = "cnnlab-checkpoint"
 VERSION = 2
@@ -530,6 +530,70 @@ def _why_none(run: Path, which: str, flag: str | None = None) -> str:
     if cause := failure_cause(run):  # what status.json (and 'cnnlab runs') says of it, with its fix
         return f"the run saved no checkpoint: it failed ({cause})"
     return "the run saved no checkpoint (it stopped before its first epoch ended): train it again"
+
+
+def diverged_last(path: str | Path) -> str | None:
+    """How its run failed (:func:`cnnlab.runs.diverged`: ``training diverged: the loss exploded (...) at step 12
+    (epoch 1, batch 12)``) when ``path`` is the last.pt of a run folder whose training diverged: the weights it had
+    when the loss was seen to explode, or just before (logits of 1e8, one class at 100% for every image). None for any
+    other file: a run's best.pt is an evaluated epoch's weights, saved before the divergence."""
+    path = Path(path)
+    if path.name != "last.pt" or not is_run_dir(path.parent):
+        return None
+    return diverged(path.parent)
+
+
+def diverged_refusal(path: str | Path, command: str | None = None, flag: str | None = None,
+                     given: str | None = None) -> str:
+    """The one line that refuses a diverged run's last.pt (:func:`diverged_last`; "" for any other file) wherever a
+    run's net answers or is written out: ``predict``, ``serve`` (at its start, and when the file served changes: it
+    stops answering), ``export``, ``export-weights``, ``--teacher``, the API's predictors. It names the run's best.pt
+    where there is one: ``command``'s ``--checkpoint best`` (the whole command when given), or, for an option that
+    names a file (``flag``, given as ``given``: ``--teacher RUN``), that option with the best.pt."""
+    why = diverged_last(path)
+    if why is None:
+        return ""
+    folder = Path(path).parent
+    best = folder / "best.pt"
+    if flag:
+        lead, pick, use, other = (f"{flag} {given}: that run", f"{flag} {shell_quoted(str(best))}", "give",
+                                  "a finished run (e.g. this one trained again with a lower --lr)")
+    else:
+        lead, use, other = str(folder), "use", "train it again with a lower --lr"
+        pick = f"cnnlab {command} {shell_quoted(str(folder))} --checkpoint best" if command else "--checkpoint best"
+    instead = (f"{use} its best.pt, the weights of its best epoch before that ({pick}), or " if is_file(best)
+               else "give " if flag else "")
+    return (f"{lead} failed, {why} (its status.json), and its last.pt holds the weights it diverged with (a resume of "
+            f"it diverges again); {instead}{other}")
+
+
+def refuse_diverged(path: str | Path, command: str | None = None, flag: str | None = None,
+                    given: str | None = None) -> None:
+    """:func:`diverged_refusal`'s line, raised (a :class:`CheckpointError`) when ``path`` is a diverged run's last.pt."""
+    if refusal := diverged_refusal(path, command, flag, given):
+        raise CheckpointError(refusal)
+
+
+def diverged_warning(path: str | Path) -> str:
+    """The warning of a measurement of a diverged run's last.pt (``evaluate``, ``analyze branches``), which measures
+    it and writes nothing into the run (it is not the run's result); "" for any other file."""
+    why = diverged_last(path)
+    if why is None:
+        return ""
+    best = Path(path).parent / "best.pt"
+    other = "; --checkpoint best measures its best epoch's weights, saved before that" if is_file(best) else ""
+    return (f"warning: {Path(path).parent} failed, {why} (its status.json), and its last.pt holds the weights it "
+            f"diverged with: what is measured is that net{other}")
+
+
+def checkpoint_stamp(path: str | Path) -> tuple:
+    """What tells the versions of a checkpoint file apart without reading it (:func:`cnnlab.fileio.file_stamp`), for
+    a reader that follows the file (``cnnlab serve``): its own stat, its SHA-256 sidecar's (a file refused for a hash
+    that did not match is tried again when the sidecar that matches it arrives) and, for a last.pt, its folder's
+    status.json's (a run that diverged since its last.pt was loaded)."""
+    path = Path(path)
+    status = file_stamp(path.parent / STATUS_FILE) if path.name == "last.pt" else None
+    return file_stamp(path), file_stamp(sidecar(path)), status
 
 
 def empty_model(name: str, **args) -> nn.Module:

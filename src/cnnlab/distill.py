@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cnnlab.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+from cnnlab.checkpoint import diverged_refusal, load_checkpoint, model_from_checkpoint, resolve_checkpoint
 from cnnlab.config import TrainConfig
 from cnnlab.data import Dataset
 from cnnlab.errors import CheckpointError, CnnlabError, RunError, shell_quoted
@@ -127,24 +127,10 @@ def _teacher_path(cfg: TrainConfig, run_dir: Path | None) -> Path:
     if is_training(path.parent):
         raise RunError(f"--teacher {cfg.teacher}: that run is still training ({holder(path.parent)} holds it); "
                        "wait for it to finish, or give a finished run")
-    _refuse_diverged(cfg.teacher, path)
+    if refusal := diverged_refusal(path, flag="--teacher", given=cfg.teacher):  # its best.pt teaches (unfinished_note)
+        raise RunError(refusal)  # (a run that cannot teach: the class of the refusals above)
     cfg.teacher = str(path)
     return path
-
-
-def _refuse_diverged(given: str, path: Path) -> None:
-    """The last.pt of a run whose training diverged (its status.json): the weights it had when the loss was seen to
-    explode, or just before (a run diverged at step 4 taught at 9% with a "finish it first" that diverged again).
-    Its best.pt, an evaluated epoch's weights, saved before the divergence (every save checks the loss first),
-    teaches, with the warning of an unfinished run (:func:`unfinished_note`)."""
-    if path.name != "last.pt" or not is_run_dir(path.parent) or (why := diverged(path.parent)) is None:
-        return
-    best = path.parent / "best.pt"
-    instead = (f"give its best.pt, the weights of its best epoch before that (--teacher {shell_quoted(str(best))}), or "
-               if is_file(best) else "give ")
-    raise RunError(f"--teacher {given}: that run failed, {why} (its status.json), and its last.pt holds the weights it "
-                   f"diverged with (a resume of it diverges again); {instead}a finished run (e.g. this one trained "
-                   "again with a lower --lr)")
 
 
 def _check_same_images(cfg: TrainConfig, taught: dict, path: Path) -> None:

@@ -15,8 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cnnlab.checkpoint import (empty_model, load_checkpoint_and_digest, load_into, load_state_dict_file,
-                               load_weights_file, model_from_checkpoint, resolve_checkpoint)
+from cnnlab.checkpoint import (diverged_last, diverged_warning, empty_model, load_checkpoint_and_digest, load_into,
+                               load_state_dict_file, load_weights_file, model_from_checkpoint, resolve_checkpoint)
 from cnnlab.data import BatchLoader, Dataset, load_dataset, split_validation
 from cnnlab.data.folder import split_is_drawn
 from cnnlab.dataset_names import DIRECTORY_KINDS, dataset_kind, moved_away
@@ -247,11 +247,14 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
         not_own = changed
     elif not not_own and is_training(ckpt.parent):  # its training writes the run's result when it ends
         not_own = f"the run is still training ({holder(ckpt.parent)} holds it), so last.pt is not its final weights"
+    elif not not_own and (why := diverged_last(ckpt)):  # measured, with a warning (checkpoint.diverged_warning)
+        not_own = f"the run failed ({why}), so last.pt is not its result"
+    first, note = diverged_warning(ckpt), other_classes((state.get("data") or {}).get("classes"), trained_on, data)
     return Subject(model_from_checkpoint(state), state["model"]["name"], data, str(ckpt),
                    channels_last=bool(cfg.get("channels_last", False)), run_dir=None if not_own else ckpt.parent,
-                   not_own=not_own, split=split, warning=other_classes((state.get("data") or {}).get("classes"),
-                                                                       trained_on, data), digest=digest,
-                   step=_step_of(state), origin=_run_origin(ckpt), **_recorded_normalisation(state))
+                   not_own=not_own, split=split,
+                   warning=f"{first}; {note.removeprefix('warning: ')}" if first and note else first or note,
+                   digest=digest, step=_step_of(state), origin=_run_origin(ckpt), **_recorded_normalisation(state))
 
 
 def _run_origin(ckpt: Path) -> dict:

@@ -30,16 +30,17 @@ import torch.nn as nn
 from safetensors.torch import save as save_safetensors
 
 from cnnlab import __version__
-from cnnlab.checkpoint import TrainState, load_checkpoint_and_digest, model_from_checkpoint, resolve_checkpoint
+from cnnlab.checkpoint import (TrainState, load_checkpoint_and_digest, model_from_checkpoint, refuse_diverged,
+                               resolve_checkpoint)
 from cnnlab.data import load_dataset
 from cnnlab.data.idxdir import transposed_on_loading
 from cnnlab.dataset_names import dataset_kind, moved_away, paper_of
 from cnnlab.errors import CnnlabError, first_line, shell_quoted
 from cnnlab.evaluation import own_data_dir
 from cnnlab.export_formats import FORMATS, SUFFIXES, TOLERANCE
-from cnnlab.fileio import atomic_write_bytes, is_dir, is_file
+from cnnlab.fileio import atomic_write_bytes, is_dir
 from cnnlab.pretrained import Pretrained, find_pretrained, load_pretrained
-from cnnlab.runs import DEFAULT_CHECKPOINT, check_output_file, diverged, holder, is_run_dir, is_training
+from cnnlab.runs import DEFAULT_CHECKPOINT, check_output_file, holder, is_run_dir, is_training
 
 #: ONNX opset: 17 is read by every onnxruntime of the last years.
 OPSET = 17
@@ -152,21 +153,6 @@ def _inside(path: Path, folder: Path) -> bool:
     file system will (links, ``..``; ``os.path.realpath`` never raises, a link loop is left as it stands)."""
     real, top = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
     return real == top or top in real.parents
-
-
-def refuse_diverged(ckpt: Path, command: str) -> None:
-    """The last.pt of a run whose training diverged (its status.json, :func:`cnnlab.runs.diverged`, as ``--teacher``
-    refuses it): the weights it had when the loss was seen to explode, logits of 1e8 that read 10%, exported without a
-    word (TorchScript) or refused as the exporter's fault (ONNX's float32 rounding of such logits). Its best.pt, an
-    evaluated epoch's weights saved before the divergence, is exported."""
-    folder = ckpt.parent
-    if ckpt.name != "last.pt" or not is_run_dir(folder) or (why := diverged(folder)) is None:
-        return
-    best = folder / "best.pt"
-    instead = (f"export its best.pt, the weights of its best epoch before that (cnnlab {command} "
-               f"{shell_quoted(str(folder))} --checkpoint best), or " if is_file(best) else "")
-    raise CnnlabError(f"{folder} failed, {why} (its status.json), and its last.pt holds the weights it diverged with; "
-                      f"nothing exported: {instead}train it again with a lower --lr")
 
 
 def sample_inputs(state: dict, n: int, dataset: str | None = None, data_dir: str | None = None) -> torch.Tensor:
@@ -362,7 +348,7 @@ def export_run(
     check_suffix(out, fmt)
     running = ckpt is not None and refuse_running(ckpt, out, given is None or str(given) == "", "export")
     if ckpt is not None:
-        refuse_diverged(ckpt, "export")
+        refuse_diverged(ckpt, "export")  # (checkpoint.diverged_refusal: as predict, serve, --teacher)
     if fmt == "onnx":
         onnx_packages()  # a missing package is said before the data is loaded and the net exported
     state, digest = (load_pretrained(pretrained, name), "") if ckpt is None else load_checkpoint_and_digest(ckpt)

@@ -33,13 +33,14 @@ import torch
 import torch.nn as nn
 from PIL import Image, PngImagePlugin
 
-from cnnlab.checkpoint import load_checkpoint_and_digest, model_from_checkpoint, resolve_checkpoint
+from cnnlab.checkpoint import (checkpoint_stamp, load_checkpoint_and_digest, model_from_checkpoint, refuse_diverged,
+                               resolve_checkpoint)
 from cnnlab.data.folder import SIZE as FOLDER_SIZE
 from cnnlab.data.folder import gray_square
 from cnnlab.dataset_names import PAPER_SPLIT, dataset_kind, directory_of, paper_of
 from cnnlab.devices import resolve_device
 from cnnlab.errors import CnnlabError, first_line, printable, short_repr, yes_no
-from cnnlab.fileio import atomic_write_bytes, file_stamp, open_if_regular, temp_part
+from cnnlab.fileio import atomic_write_bytes, open_if_regular, temp_part
 from cnnlab.pretrained import load_pretrained
 from cnnlab.runs import LATEST, resolve_run
 from cnnlab.text import plural
@@ -307,8 +308,9 @@ class Predictor:
         self.paper = paper_of(self.mean)
         #: The file the net was loaded from: ``{"file", "step", "epochs", "sha256"}`` (``_checkpoint_shown``).
         self.checkpoint = _checkpoint_shown(source, state, digest)
-        #: The checkpoint file's stat as :meth:`from_run` found it before loading it
-        #: (:func:`cnnlab.fileio.file_stamp`): ``cnnlab serve`` loads it again when it changes. None: not from a file.
+        #: The checkpoint file's stat (and its sidecar's, and its run's status.json's) as :meth:`from_file` found them
+        #: before loading it (:func:`cnnlab.checkpoint.checkpoint_stamp`): ``cnnlab serve`` loads it again when it
+        #: changes. None: not from a file.
         self.stamp: tuple | None = None
 
     def __repr__(self) -> str:
@@ -339,7 +341,17 @@ class Predictor:
         (``"auto"``: a GPU if there is one), reading images up to ``max_pixels`` (width x height)."""
         check_max_pixels(max_pixels)  # before the checkpoint is read
         path = resolve_checkpoint(resolve_run(run) if isinstance(run, str) and run == LATEST else run, which)
-        stamp = file_stamp(path)  # before the load: a file replaced meanwhile reads as changed, and is loaded again
+        return cls.from_file(path, device=device, max_pixels=max_pixels)
+
+    @classmethod
+    def from_file(cls, path: str | Path, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS) -> "Predictor":
+        """The net of the checkpoint file ``path`` itself, never a run folder's (a folder there is refused: what
+        ``cnnlab serve`` loads again when the file it serves changes). As everywhere a run's net answers, the last.pt
+        of a run whose training diverged is refused (:func:`cnnlab.checkpoint.refuse_diverged`)."""
+        check_max_pixels(max_pixels)
+        path = Path(path)
+        refuse_diverged(path)
+        stamp = checkpoint_stamp(path)  # before the load: a file replaced meanwhile reads as changed, loaded again
         state, digest = load_checkpoint_and_digest(path)
         predictor = cls(state, device=device, source=str(path), max_pixels=max_pixels, digest=digest)
         predictor.stamp = stamp

@@ -12,8 +12,9 @@ Routes:
   and pixel limits, and the checkpoint served (``"checkpoint"``: ``{"file": "RUN/last.pt", "step", "epochs",
   "sha256"}``, ``Predictor.checkpoint``; the shipped weights: their file and hash, no step). A net loaded from a
   file is loaded again when the file changes on disk (a run retrained or resumed under a running server: its stat
-  is read at each ``/info`` and ``/predict``, one line says so; a file gone or that does not load leaves the net
-  served as it was, with one warning: :class:`Service`). The page draws white ink on a black canvas for a net that
+  and its sidecar's are read at each ``/info`` and ``/predict``, one line says so; a file gone or that does not load
+  leaves the net served as it was, with one warning; a diverged run's last.pt is refused and the net served from it
+  answers no more, 503: :class:`Service`). The page draws white ink on a black canvas for a net that
   reads images as they are and was trained on dark paper, black on white for every other.
 - ``HEAD`` wherever ``GET`` is served (``/``, ``/favicon.ico``, ``/info``, ``/static/...``).
 - ``POST /predict``: an image as multipart form field ``file``, a part with a ``filename`` (or ``filename*``
@@ -28,7 +29,8 @@ Routes:
   included) is ``400 {"error": "<one line>"}`` (the rules of ``cnnlab predict``), a body over the limit ``413``
   however it is sent, a body that does not arrive in time ``408`` (saying what came of it: none, or how many of the
   bytes its ``Content-Length`` declares, then nothing), and a server that has as many uploads as it
-  takes, or runs out of file descriptors or memory while decoding, ``503`` (with Retry-After).
+  takes, or runs out of file descriptors or memory while decoding, ``503`` (with Retry-After); a net whose run
+  diverged while it was served, ``503`` saying so (no Retry-After: waiting does not mend it).
   The body's ``Content-Type`` is read without regard to case (``IMAGE/PNG`` is ``image/png``).
 - Anything else: ``404`` (no such route) or ``405`` (another method), ``{"error": "<one line>"}`` like every
   other refusal, naming the routes there are.
@@ -96,9 +98,10 @@ from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 from starlette.staticfiles import NotModifiedResponse
 
 from cnnlab.analysis.branches import inception_modules
+from cnnlab.checkpoint import checkpoint_stamp, diverged_refusal
 from cnnlab.errors import CnnlabError, first_line, printable
 from cnnlab.imageio import ResourceError
-from cnnlab.fileio import file_stamp
+from cnnlab.fileio import is_file, kind_of
 from cnnlab.predict import BadImageError, Predictor, checkpoint_line, to_uint8_image
 from cnnlab.serve import DEFAULT_MAX_BYTES, ROUTES_HINT
 from cnnlab.serve.branches import record_branch_energy, shares
@@ -563,14 +566,37 @@ def _client_name(filename: str | None) -> str:
     return f"upload {base!r}" if base else "upload"
 
 
+class Withdrawn(CnnlabError):
+    """The net served answers no more (the last.pt it was loaded from is a diverged run's now): a 503 saying why."""
+
+
+def _named(p: Predictor) -> tuple:
+    """What tells one net of another for the page (besides its weights): model, dataset and classes."""
+    return p.model_name, p.dataset, p.classes
+
+
+def _net_line(p: Predictor, other: Predictor) -> str:
+    """:func:`checkpoint_line` of ``p``, led by its model, dataset and classes where they differ from ``other``'s (a
+    digits' file replaced by a Fashion-MNIST net's under a running server)."""
+    line = checkpoint_line(p.checkpoint)
+    if _named(p) == _named(other):
+        return line
+    return f"{p.model_name} trained on {p.dataset} ({len(p.classes)} classes), {line}"
+
+
 class Service:
     """Prediction for the app: images decoded on the service's own ``decodes`` threads (so at most that
     many at once), the net one image at a time (a lock), branch energies for Inception nets.
 
-    A net loaded from a file (:meth:`Predictor.from_run`) is loaded again when the file changes on disk (its stat:
-    a run retrained or resumed, whose save renames a new last.pt into place), at the next request (:meth:`served`),
-    and ``say`` says so; a file gone, or one that does not load (``warn`` says why, once per change), leaves the net
-    served as it was. Each answer names the checkpoint that gave it (``"checkpoint"``)."""
+    A net loaded from a file (:meth:`Predictor.from_run`) is loaded again when the file changes on disk (its stat and
+    its SHA-256 sidecar's: a run retrained or resumed, whose save renames a new last.pt into place; a file copied in,
+    then its sidecar), at the next request (:meth:`served`), and ``say`` says so, naming the model and dataset when
+    they differ from the net's before; only that file is read (a folder put in its place is not read as a run folder).
+    A file gone, or one that does not load (``warn`` says why, once per change), leaves the net served as it was,
+    and the file is tried again when it (or its sidecar) changes. The last.pt of a run that diverged
+    (:func:`cnnlab.checkpoint.diverged_refusal`; its status.json is watched too) is refused as at the start, and the
+    net served from that file stops answering (:meth:`predict` raises :class:`Withdrawn`, a 503 saying why) until
+    the file changes to one that loads. Each answer names the checkpoint that gave it (``"checkpoint"``)."""
 
     def __init__(self, predictor: Predictor, decodes: int = DEFAULT_DECODES,
                  say: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None):
@@ -579,7 +605,8 @@ class Service:
         self._served = (predictor, bool(inception_modules(predictor.model)))
         self._lock = threading.Lock()
         self._reload = threading.Lock()  # one load at a time; the others answer with the net loaded before
-        self._passed: tuple | None | bool = False  # the stat of a file change already warned of (False: none)
+        self._passed: tuple | None | bool = False  # the stamp of a file change already warned of (False: none)
+        self._withdrawn = ""  # why the net served answers no more (its run diverged): "" while it answers
         self._decoders = concurrent.futures.ThreadPoolExecutor(decodes, thread_name_prefix="cnnlab-decode")
         self.say, self.warn = say or log.info, warn or log.warning
 
@@ -593,11 +620,11 @@ class Service:
 
     def served(self) -> tuple[Predictor, bool]:
         """The predictor to answer with, and whether its net has Inception modules: its checkpoint loaded again first
-        when the file's stat changed since it was loaded (while another request loads it: the net loaded before)."""
+        when the file's stamp changed since it was loaded (while another request loads it: the net loaded before)."""
         predictor = self._served[0]
         if predictor.stamp is None:  # the shipped weights, or a net not loaded from a file
             return self._served
-        now = file_stamp(predictor.source)
+        now = checkpoint_stamp(predictor.source)
         if now == predictor.stamp or now == self._passed or not self._reload.acquire(blocking=False):
             return self._served
         try:
@@ -607,22 +634,45 @@ class Service:
         finally:
             self._reload.release()
 
-    def _load_again(self, old: Predictor, now: tuple | None) -> None:
+    def _load_again(self, old: Predictor, now: tuple) -> None:
         source, was = printable(old.source), checkpoint_line(old.checkpoint)
-        if now is None:
-            self._passed = now
+        self._passed = now  # what follows is said once for this stamp
+        if now[0] is None:
             self.warn(f"{source} is gone (deleted or moved); still serving the net loaded from it ({was})")
             return
+        if refusal := diverged_refusal(old.source):  # at the start, refused; the net served from it answers no more
+            if not self._withdrawn:
+                self.warn(printable(f"{refusal}; the net served from {old.source} ({was}) answers no more (503) "
+                                    "until the file changes"))
+            self._withdrawn = refusal
+            return
+        if now[0] == old.stamp[0]:  # the very file served (its sidecar changed, or its run's status.json)
+            self._answer_again(old, now, was)
+            return
+        if not is_file(old.source, if_unknown=True):  # a folder put in its place: not read as a run folder
+            self.warn(f"{source} is now {kind_of(old.source)}, not a checkpoint file; still serving the net loaded "
+                      f"before ({was})")
+            return
         try:
-            new = Predictor.from_run(old.source, device=old.device, max_pixels=old.max_pixels)
+            new = Predictor.from_file(old.source, device=old.device, max_pixels=old.max_pixels)
         except Exception as err:  # noqa: BLE001 - any failure to load keeps the net served, and says why
-            self._passed = now
             self.warn(f"{source} changed on disk but does not load ({first_line(err)[:300]}); still serving the net "
                       f"loaded before ({was})")
             return
-        self._served, self._passed = (new, bool(inception_modules(new.model))), False
-        self.say(printable(f"{old.source} changed on disk: loaded it again, now {checkpoint_line(new.checkpoint)} "
-                           f"(was {was})"))
+        if new.checkpoint["sha256"] == old.checkpoint["sha256"]:  # the same bytes again (a copy of the file served)
+            self._answer_again(old, new.stamp, was)
+            return
+        self._served, self._passed, self._withdrawn = (new, bool(inception_modules(new.model))), False, ""
+        other = "another net, " if _named(new) != _named(old) else ""
+        self.say(printable(f"{old.source} changed on disk: loaded it again, now {other}{_net_line(new, old)} "
+                           f"(was {_net_line(old, new)})"))
+
+    def _answer_again(self, old: Predictor, now: tuple, was: str) -> None:
+        """The file served is the net served (its bytes unchanged): its new stamp kept, and it answers (again)."""
+        old.stamp, self._passed = now, False
+        if self._withdrawn:
+            self._withdrawn = ""
+            self.say(printable(f"{old.source}: its run no longer reads as diverged; answering with it again ({was})"))
 
     def info(self, max_bytes: int) -> dict:
         """``GET /info``: the net served (its checkpoint loaded again first, where it changed) and the limits."""
@@ -654,6 +704,8 @@ class Service:
         # freed memory in that thread's malloc arena, so decodes spread over the server's 40 pool threads
         # left up to 40 decodes' worth resident (measured: 1.75 GB for 40 uploads); on 2 threads, 2 at most.
         p, inception = self.served()  # one net for the whole answer, whatever a reload does meanwhile
+        if self._withdrawn:
+            raise Withdrawn(self._withdrawn)
         field_01, marks = self._decoders.submit(_bare, p.prepared, data, name).result()
         # several digits side by side: each read on its own field too (the image decoded again; a page's drawing)
         digits = self._number_fields(p, data, name) if marks > 1 else None
@@ -746,6 +798,8 @@ def create_app(predictor: Predictor, max_bytes: int = DEFAULT_MAX_BYTES, *, deco
             return error(400, answer) if isinstance(answer, str) else answer
         except BadImageError as err:
             return error(400, str(err))
+        except Withdrawn as err:  # the net's run diverged: no answer of it, and no retry that would change that
+            return error(503, str(err))
         except (ResourceError, MemoryError, OSError) as err:  # the machine short of files or memory, not the image bad
             short = _shortage(err)
             if short is None:
