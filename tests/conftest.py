@@ -67,6 +67,20 @@ def finished(tiny_idx, tmp_path) -> Path:
     return run
 
 
+def trained_once(tmp_path_factory, name: str, run: str = "r1", **changes) -> Path:
+    """A tiny run (:func:`tiny_config` with ``changes``) trained once for a module's tests, in a home and data of its
+    own (``tmp/<name>/home``, ``tmp/<name>/tiny``): the body of a module-scoped fixture, which tests copy to change."""
+    from cnnlab.engine import train
+
+    base = tmp_path_factory.mktemp(name)
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("CNNLAB_HOME", str(base / "home"))
+        m.setenv("CNNLAB_MIRRORS", "")
+        tiny = write_idx_dataset(base / "tiny")
+        train(tiny_config(tiny, **changes), out=base / run, quiet=True, log=lambda msg: None)
+    return base / run
+
+
 @pytest.fixture(autouse=True)
 def isolated_home(request, tmp_path, monkeypatch):
     """Every test gets its own empty cnnlab home, no mirrors and no package index, except those marked ``real_data``."""

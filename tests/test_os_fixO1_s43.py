@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from apps_helpers import deadline
-from conftest import tiny_config, write_idx_dataset
+from conftest import trained_once, write_idx_dataset
 from cnnlab import fileio
 from cnnlab.cli import main
 from cnnlab.errors import CnnlabError, WriteError, shell_quoted
@@ -25,15 +25,7 @@ LOOP_FIX = "cannot be read (symlink loop); fix or remove the symbolic link"
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     """One finished tiny run (basic_cnn, one epoch), copied by each test that changes it."""
-    from cnnlab.engine import train
-
-    base = tmp_path_factory.mktemp("osO")
-    with pytest.MonkeyPatch.context() as m:
-        m.setenv("CNNLAB_HOME", str(base / "home"))
-        m.setenv("CNNLAB_MIRRORS", "")
-        tiny = write_idx_dataset(base / "tiny")
-        train(tiny_config(tiny), out=base / "r1", quiet=True, log=lambda msg: None)
-    return base / "r1"
+    return trained_once(tmp_path_factory, "osO")
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 import cnnlab.cli
-from conftest import tiny_config, write_idx_dataset
+from conftest import trained_once
 from cnnlab import fileio
 from cnnlab.cli import main
 from cnnlab.errors import CnnlabError, WriteError
@@ -33,15 +33,7 @@ TOO_MANY = ("c45: cannot be read (more than 40 symbolic links on the way, the mo
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     """One finished tiny run (basic_cnn, one epoch), beside its data (``tiny``)."""
-    from cnnlab.engine import train
-
-    base = tmp_path_factory.mktemp("atkV")
-    with pytest.MonkeyPatch.context() as m:
-        m.setenv("CNNLAB_HOME", str(base / "home"))
-        m.setenv("CNNLAB_MIRRORS", "")
-        tiny = write_idx_dataset(base / "tiny")
-        train(tiny_config(tiny), out=base / "r1", quiet=True, log=lambda msg: None)
-    return base / "r1"
+    return trained_once(tmp_path_factory, "atkV")
 
 
 @pytest.fixture
@@ -263,15 +255,7 @@ def test_export_weights_out_through_a_long_chain_of_links_says_so(run, tmp_path,
 @pytest.fixture(scope="module")
 def stopped(tmp_path_factory) -> Path:
     """A tiny run stopped at step 2 (``--max-steps 2``), copied by each test."""
-    from cnnlab.engine import train
-
-    base = tmp_path_factory.mktemp("atkV5")
-    with pytest.MonkeyPatch.context() as m:
-        m.setenv("CNNLAB_HOME", str(base / "home"))
-        m.setenv("CNNLAB_MIRRORS", "")
-        tiny = write_idx_dataset(base / "tiny")
-        train(tiny_config(tiny, max_steps=2), out=base / "r5", quiet=True, log=lambda msg: None)
-    return base / "r5"
+    return trained_once(tmp_path_factory, "atkV5", run="r5", max_steps=2)
 
 
 def _resumed_to(folder: Path) -> str:
