@@ -265,7 +265,7 @@ def test_a_file_in_the_way_of_an_out_folder_is_named_as_export_names_it(tiny_idx
     assert str(caught.value) == f"cannot create folder afile/sub/deeper: afile {IN_THE_WAY}"
     for command, code in ((["train", "--dataset", f"idx:{tiny_idx}", *ARGS, "--out", "afile/sub"], 2),
                           ([*GRAD, "--dataset", f"idx:{tiny_idx}", "--out", "afile/sub"], 2),
-                          (["evaluate", str(finished), "--out", "afile/sub"], 1),
+                          (["evaluate", str(finished), "--out", "afile/sub"], 2),  # refused before it evaluates
                           (["compare", "--models", "basic_cnn", "--seeds", "1", "--dataset", f"idx:{tiny_idx}",
                             "--epochs", "1", "--device", "cpu", "--out", "afile"], 2)):
         assert main(command) == code, command
@@ -337,3 +337,23 @@ def test_a_resume_into_an_immutable_status_json_names_the_mark_and_the_resume(fi
     finally:
         subprocess.run(["chattr", "-i", str(weights)], check=True)
     assert json.loads(status.read_text())["status"] == "finished"
+
+
+def test_evaluate_out_below_a_file_is_refused_before_the_evaluation(tmp_path, capsys):
+    """(A leftover of osO 10.) ``evaluate RUN --out afile/sub`` evaluated the whole split and then warned that the
+    report could not be written; a file on the way to a new --out folder is now named before any work, as train's
+    and compare's --out are."""
+    from conftest import tiny_config, write_idx_dataset
+    from cnnlab.cli import main
+    from cnnlab.engine import train
+    from cnnlab.runs import check_output_folder
+
+    run = tmp_path / "r1"
+    train(tiny_config(write_idx_dataset(tmp_path / "tiny")), out=run, quiet=True, log=lambda msg: None)
+    (tmp_path / "afile").write_text("hi")
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--out", str(tmp_path / "afile" / "sub")]) == 2
+    out, err = capsys.readouterr()
+    assert "accuracy" not in out and err.count("\n") == 1
+    assert f"cannot create folder {tmp_path / 'afile' / 'sub'}: {tmp_path / 'afile'} is a file in the way" in err
+    check_output_folder(tmp_path / "new" / "sub", None)  # a path merely missing is no error: it is made later

@@ -34,8 +34,8 @@ from cnnlab.dataset_names import DIRECTORY_KINDS, canonical_dataset_name, datase
 from cnnlab.errors import (DIVERGED, DIVERGED_KEPT, CnnlabError, DataUnreadable, RunBusy, RunError, WriteError,
                            did_you_mean, first_line, shell_quoted, short_repr)
 from cnnlab.text import plural
-from cnnlab.fileio import (NO_INODES, RUN_FILE_LIMIT, as_path, atomic_write_text, exists, is_dir, is_file, is_loop,
-                           lexists, make_dirs, mode_kind, open_if_regular, out_of_room, protection_of, reason,
+from cnnlab.fileio import (NO_INODES, RUN_FILE_LIMIT, as_path, atomic_write_text, exists, in_the_way, is_dir, is_file,
+                           is_loop, lexists, make_dirs, mode_kind, open_if_regular, out_of_room, protection_of, reason,
                            remove_stale_temp_files_in, resolved, sha256_of, sidecar_hashes, usual_fix, write_error)
 
 METRIC_FIELDS = [
@@ -460,6 +460,8 @@ def check_output_folder(folder: str | Path, own: Path | None, flag: str = "--out
     ``writes`` is there already: that file is the user's (``--out .`` in a project with its own summary.json)."""
     folder = Path(folder)
     if not is_dir(folder):
+        if not lexists(folder) and (blocked := in_the_way(folder, "cannot create folder")) is not None:
+            raise blocked  # a file where a folder on the way should be: said before the work, not after it
         return
     if is_run_dir(folder):
         if not _same_folder(folder, own):
