@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from cnnlab.cli.common import (
+    WITH_PRETRAINED,
     add_data_args,
     add_device,
     add_eval_batch_size,
@@ -112,7 +113,7 @@ def cmd_branches(args) -> int:
     if args.batch_size < 1:
         raise CnnlabError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.pretrained:
-        refuse_typed(args, "checkpoint", "with --pretrained: it picks a run folder's last or best checkpoint")
+        refuse_typed(args, "checkpoint", WITH_PRETRAINED)
     run_dir = run_dir_of(args.run) if args.run else None
     if args.out:  # before the analysis's minutes, not after them
         check_output_folder(args.out, run_dir, writes=("branches.json", "branches.png"))

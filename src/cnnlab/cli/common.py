@@ -178,6 +178,10 @@ def refuse_typed(args, dest: str, why: str) -> None:
         raise CnnlabError(f"{typed[dest]} has no effect {why}; drop it")
 
 
+#: Why ``--checkpoint`` is refused beside ``--pretrained`` (export, export-weights, analyze branches).
+WITH_PRETRAINED = "with --pretrained: it picks a run folder's last or best checkpoint"
+
+
 def add_run(p: argparse.ArgumentParser, optional: bool = False, pretrained: bool = True) -> None:
     """The positional RUN and ``--checkpoint``: one default for every command that reads a run (``pretrained``:
     whether the command also takes the shipped weights, which --checkpoint then refuses)."""

@@ -5,7 +5,8 @@
 
 from __future__ import annotations
 
-from cnnlab.cli.common import add_data_args, add_run, dataset_arg, model_arg, path_arg, plural, refuse_typed
+from cnnlab.cli.common import (WITH_PRETRAINED, add_data_args, add_run, dataset_arg, model_arg, path_arg, plural,
+                               refuse_typed)
 from cnnlab.errors import printable
 from cnnlab.export_formats import FORMATS, SUFFIXES, TOLERANCE, WEIGHT_FORMATS
 
@@ -44,7 +45,7 @@ def cmd_export(args) -> int:
     from cnnlab.export import export_run
 
     if args.pretrained:
-        refuse_typed(args, "checkpoint", "with --pretrained: it picks a run folder's last or best checkpoint")
+        refuse_typed(args, "checkpoint", WITH_PRETRAINED)
     res = export_run(args.run, args.format, out=args.out, which=args.checkpoint, samples=args.samples,
                      dataset=args.dataset, data_dir=args.data_dir, pretrained=args.pretrained)
     print(f"wrote {printable(str(res.path))} ({res.format}); checked on {plural(res.n_checked, 'test image')} in batches of "
@@ -79,7 +80,7 @@ def cmd_export_weights(args) -> int:
     from cnnlab.export import export_safetensors
 
     if args.pretrained:
-        refuse_typed(args, "checkpoint", "with --pretrained: it picks a run folder's last or best checkpoint")
+        refuse_typed(args, "checkpoint", WITH_PRETRAINED)
     path = export_safetensors(args.run, which=args.checkpoint, out=args.out, pretrained=args.pretrained,
                               dataset=args.dataset)
     print(f"wrote {printable(str(path))}")  # a newline in the name would split the line
