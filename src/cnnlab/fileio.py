@@ -362,7 +362,7 @@ def link_trouble(path: str | Path) -> LinkTrouble | None:
             if err.errno == errno.ELOOP:
                 return _refused_links(part)
             if err.errno == errno.ENOENT and os.path.islink(part):
-                return LinkTrouble(part, f"a symbolic link to nowhere ({_nowhere(part)}: missing)",
+                return LinkTrouble(part, f"a symbolic link to nowhere ({nowhere(part)}: missing)",
                                    "remove or fix the link, or pick another path", dangling=True)
             return None
     return None
@@ -381,7 +381,7 @@ def _refused_links(part: Path) -> LinkTrouble:
                                         "shorten the chain of links")
 
 
-def _nowhere(link: Path) -> str:
+def nowhere(link: Path) -> str:
     """Where the link to nowhere ``link`` points: its target, and that target's own where it is a link to nowhere too
     (``b -> nowhere`` of ``a -> b -> nowhere``)."""
     hops, here = [], str(link)

@@ -35,8 +35,9 @@ from cnnlab.errors import (DIVERGED, DIVERGED_KEPT, CnnlabError, DataUnreadable,
                            did_you_mean, first_line, shell_quoted, short_repr)
 from cnnlab.text import plural
 from cnnlab.fileio import (NO_INODES, RUN_FILE_LIMIT, as_path, atomic_write_text, exists, in_the_way, is_dir, is_file,
-                           is_loop, lexists, make_dirs, mode_kind, open_if_regular, out_of_room, protection_of, reason,
-                           remove_stale_temp_files_in, resolved, sha256_of, sidecar_hashes, usual_fix, write_error)
+                           is_loop, lexists, link_trouble, make_dirs, mode_kind, nowhere, open_if_regular, out_of_room,
+                           protection_of, reason, remove_stale_temp_files_in, resolved, sha256_of, sidecar_hashes,
+                           usual_fix, write_error)
 
 METRIC_FIELDS = [
     "epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr", "seconds",
@@ -882,19 +883,11 @@ def _sidecar_mismatch(path: Path, fh) -> str:
 
 
 def link_to_nowhere(path: Path) -> str | None:
-    """Where ``path`` points when it is a symbolic link to nothing (its target deleted, moved, or on a file system not
-    mounted now), as the link says it; None for anything else (a file, nothing at all, a loop of links)."""
-    try:
-        target = os.readlink(path)
-    except (OSError, ValueError):  # no link there, or one that cannot be read
-        return None
-    try:
-        os.stat(path)
-    except FileNotFoundError:
-        return target
-    except OSError:  # a loop, a folder on its way that cannot be entered: not "nothing there"
-        pass
-    return None
+    """Where ``path`` points when it is itself a symbolic link to nothing (its target deleted, moved, or on a file
+    system not mounted now), as its links say it (:func:`cnnlab.fileio.nowhere`); None for anything else (a file,
+    nothing at all, a loop of links, a link to nowhere further up its path)."""
+    trouble = link_trouble(path)
+    return nowhere(Path(path)) if trouble is not None and trouble.dangling and trouble.part == Path(path) else None
 
 
 def checkpoints_gone(run: Path) -> str:
