@@ -310,7 +310,7 @@ def test_evaluate_on_idx_test_files_replaced_by_others_of_the_same_size_writes_n
     code = main(["evaluate", str(run), "--device", "cpu"])
     out, err = capsys.readouterr()
     assert code == 0 and (run / "summary.json").read_bytes() == summary
-    assert "is not the data the run trained on (the test images differ)" in out + err
+    assert "is not the data the run trained on (the test images or labels differ)" in out + err
 
 
 def test_a_changed_datasets_message_names_what_changed_in_words_not_record_keys():
@@ -320,7 +320,7 @@ def test_a_changed_datasets_message_names_what_changed_in_words_not_record_keys(
     data = Dataset("idx:d", img, torch.tensor([0, 1, 0, 1]), img[:2], torch.tensor([0, 1]), ("0", "1"), 0.5, 0.25, "here")
     rec = data.info()
     assert data.describe_changes(rec) == ""
-    assert data.describe_changes({**rec, "test_crc32": 1}) == "the test images differ"
+    assert data.describe_changes({**rec, "test_crc32": 1}) == "the test images or labels differ"
     assert data.describe_changes({**rec, "image_size": 28}) == "the image size differs"
     assert data.describe_changes({**rec, "std": 0.3}) == "the train images' spread differs"
     assert data.describe_changes({**rec, "train_size": 9, "mean": 0.1, "std": 0.3}) == \

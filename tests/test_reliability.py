@@ -577,7 +577,7 @@ def test_resuming_on_rewritten_data_is_refused_and_on_the_same_data_goes_on(tmp_
     capsys.readouterr()
     assert main(["train", "--resume", str(run), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"idx:{data} is not the data the run trained on (the train images' mean, their spread and the test images differ); put the data" in err
+    assert err.count("\n") == 1 and f"idx:{data} is not the data the run trained on (the train images' mean, their spread and the test images or labels differ); put the data" in err
     write_idx_dataset(data)  # put back as it was
     assert main(["train", "--resume", str(run), "--quiet", "--threads", "2"]) == 0
 
