@@ -9,15 +9,113 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import HeldElsewhere, tiny_config
 from cnnlab.checkpoint import load_checkpoint, save_checkpoint
 from cnnlab.cli import main
 from cnnlab.compare import compare
 from cnnlab.data.dataset import Dataset
 from cnnlab.engine import train
 from cnnlab.errors import CnnlabError
+from cnnlab.runs import describe_run
 
 QUIET = dict(quiet=True, log=lambda m: None)
+
+
+def _two_epochs(tiny_idx, run):
+    train(tiny_config(tiny_idx, epochs=2, threads=1), out=run, **QUIET)
+    return (run / "metrics.csv").read_bytes()
+
+
+def _rows_lost(run, keep: int = 1) -> None:
+    """metrics.csv with its header and first ``keep`` rows only (a backup restored, a copy taken while it trained)."""
+    lines = (run / "metrics.csv").read_bytes().split(b"\n")
+    (run / "metrics.csv").write_bytes(b"\n".join(lines[:1 + keep]) + b"\n")
+
+
+def test_a_resume_that_trains_nothing_writes_back_the_rows_metrics_csv_lost(tiny_idx, tmp_path, capsys):
+    """`cnnlab train --resume RUN` of a finished run whose metrics.csv lost its last row said "nothing to train,
+    re-evaluating" and left the file short: `cnnlab runs` and compare read 1 of its 2 epochs for good."""
+    run = tmp_path / "r"
+    whole = _two_epochs(tiny_idx, run)
+    _rows_lost(run)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    said = [line for line in out.splitlines() if "metrics.csv" in line]
+    assert said == [f"warning: {run}/metrics.csv holds 1 row for 2 epochs: written again from last.pt's history"], out
+    assert (run / "metrics.csv").read_bytes() == whole  # byte for byte as the training wrote it
+    assert main(["train", "--resume", str(run), "--threads", "1"]) == 0  # whole now: nothing said
+    assert "metrics.csv" not in capsys.readouterr().out
+
+
+def test_runs_lists_a_finished_run_that_lost_metrics_rows_as_damaged_and_its_fix_works(tiny_idx, tmp_path, capsys):
+    """`cnnlab runs` listed such a run `1/2 ... finished`, its best the first epoch's (its help: best is what best.pt
+    holds). The listing reads no checkpoint (no torch): it names the file and the resume that writes it again."""
+    run = tmp_path / "runs" / "r"
+    _two_epochs(tiny_idx, run)
+    _rows_lost(run)
+    row = describe_run(run)
+    assert row["status"] == "damaged" and row["epochs_done"] == 1, row
+    assert row["detail"] == (f"metrics.csv: 1 row for the run's 2 epochs, which it finished (rows lost since it wrote "
+                             f"them); cnnlab train --resume {run} writes it again from last.pt's history"), row
+    assert main(["train", "--resume", str(run), "--threads", "1", "--quiet"]) == 0  # as it says
+    row = describe_run(run)
+    assert (row["status"], row["epochs_done"]) == ("finished", 2), row
+    (run / "metrics.csv").unlink()  # gone (as the fix of a damaged one says: delete it): not called damaged
+    assert describe_run(run)["status"] == "finished"
+
+
+def test_a_run_that_stopped_at_its_target_is_not_taken_for_one_that_lost_rows(tiny_idx, tmp_path):
+    run = tmp_path / "t"
+    train(tiny_config(tiny_idx, epochs=3, threads=1, target_accuracy=5.0), out=run, **QUIET)
+    row = describe_run(run)
+    assert row["status"] == "finished" and row["epochs_done"] < 3, row
+
+
+def _cmp_base(tiny_idx):
+    return tiny_config(tiny_idx, epochs=2, threads=1)
+
+
+def _table_row(out) -> str:
+    return next(line for line in (out / "comparison.md").read_text().splitlines() if line.startswith("| basic_cnn |"))
+
+
+def test_compare_over_a_run_whose_metrics_csv_lost_whole_rows(tiny_idx, tmp_path):
+    """compare "resumed" such a run on every compare, never repairing it, and its table read the rows left: best acc
+    below the final acc, the train time of one epoch, a NaN in the curve. Now the resume writes the file again from
+    last.pt's history (one line says so), the table is the one before, and the next compare reuses the run."""
+    out, base = tmp_path / "cmp", _cmp_base(tiny_idx)
+    compare(["basic_cnn"], 1, base, out, log=lambda m: None)
+    run = next(out.glob("basic_cnn-seed0-*"))
+    whole, table = (run / "metrics.csv").read_bytes(), _table_row(out)
+    _rows_lost(run)
+    logs = []
+    compare(["basic_cnn"], 1, base, out, log=logs.append)
+    said = [m for m in logs if "metrics.csv" in m]
+    assert said == [f"basic_cnn seed 0: warning: {run}/metrics.csv holds 1 row for 2 epochs: written again from "
+                    "last.pt's history"], logs
+    assert (run / "metrics.csv").read_bytes() == whole
+    assert _table_row(out).split(" | ")[:6] == table.split(" | ")[:6]  # model .. best acc and train s
+    logs.clear()
+    compare(["basic_cnn"], 1, base, out, log=logs.append)
+    assert len(logs) == 1 and ": reused, final " in logs[0], logs
+
+
+def test_a_run_another_process_holds_is_never_rewritten(tiny_idx, tmp_path, capsys):
+    """The rows are written again by the resume, which holds the run's lock: a run another process holds (training
+    it, writing its report) is refused as ever, its metrics.csv untouched."""
+    out, base = tmp_path / "cmp", _cmp_base(tiny_idx)
+    compare(["basic_cnn"], 1, base, out, log=lambda m: None)
+    run = next(out.glob("basic_cnn-seed0-*"))
+    _rows_lost(run)
+    short = (run / "metrics.csv").read_bytes()
+    with HeldElsewhere(run):
+        capsys.readouterr()
+        assert main(["train", "--resume", str(run), "--threads", "1", "--quiet"]) == 2
+        assert "training now" in capsys.readouterr().err
+        with pytest.raises(CnnlabError, match="training now"):
+            compare(["basic_cnn"], 1, base, out, log=lambda m: None)
+    assert (run / "metrics.csv").read_bytes() == short
 
 
 # ----------------------------------------------------------------------------------------------------- D2

@@ -32,7 +32,8 @@ from cnnlab.data.catalog import flip_warning
 from cnnlab.devices import resolve_device, set_threads, training_autocast, usable_cpus
 from cnnlab.distill import TEACHER_FILE, check_same_teacher, load_teacher
 from cnnlab.distributed import Dist, PeerLost
-from cnnlab.errors import CnnlabError, Interrupted, RunError, SignalTaken, WriteError, printable, shell_quoted
+from cnnlab.errors import (CnnlabError, DataUnreadable, Interrupted, RunError, SignalTaken, WriteError, printable,
+                           shell_quoted)
 from cnnlab.dataset_names import moved_away
 from cnnlab.evaluation import EvalResult, report_run
 from cnnlab.fileio import (NO_INODES, atomic_write_json, exists, is_dir, is_file, no_free_inodes, protection_of,
@@ -41,9 +42,9 @@ from cnnlab.hostmem import keep_freed_memory
 from cnnlab.models import build_model, check_model_name, count_parameters, float32_default, seeded
 from cnnlab.optim import eager
 from cnnlab.output import complain, say, stderr_is_terminal
-from cnnlab.runs import (LOCK_FILE, RUN_FILES, RUNNING, STATUS_FILE, RunLock, RunPlan, braces_kept, checkpoints_gone,
-                         failure_cause, is_run_dir, plan_run, read_run_json, remove_if_unused, run_dir_of,
-                         write_status)
+from cnnlab.runs import (LOCK_FILE, RUN_FILES, RUNNING, STATUS_FILE, TARGET_REACHED, RunLock, RunPlan, braces_kept,
+                         checkpoints_gone, failure_cause, is_run_dir, metrics_behind, plan_run, read_run_json,
+                         remove_if_unused, run_dir_of, write_metrics, write_status)
 from cnnlab.schedules import schedule_named
 from cnnlab.text import plural
 from cnnlab.trainer import Trainer
@@ -552,7 +553,7 @@ def _record_outcome(t: Trainer, result: TrainResult) -> None:
     if t.step_limits:  # a resume: the step limit it kept may be one the run has trained past since (saved_config)
         _write_config(t)
     why = {"step limit": f"--max-steps {t.cfg.max_steps}: resume to go on",
-           "target": f"reached --target-accuracy {t.cfg.target_accuracy:g}"}
+           "target": f"{TARGET_REACHED} {t.cfg.target_accuracy:g}"}
     # a resume of a run that reached its target trains nothing ("nothing to train"), and its record stands
     detail = why["target"] if t.state.target is not None else why.get(result.stopped, "")
     if t.state.history and not is_file(t.run_dir / "best.pt", if_unknown=True):  # its best epoch's save was lost
@@ -885,6 +886,7 @@ def restore(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
     where = plan.run_dir or plan.resume_from
     _recover_best(t, plan.resume_from, where)
     _write_config(t)  # a resume may change process fields (threads, device...) or extend the epochs
+    _metrics_from_history(t, plan.resume_from)
     s, where = t.state, shell_quoted(str(where))  # as a shell takes it back ($'a\nb'): one line, and exact
     if s.target is not None:
         t.say(f"{where} stopped when it reached its target ({s.target['accuracy']:.2f}% at epoch "
@@ -898,6 +900,25 @@ def restore(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
         if t.run_dir is not None and is_file(t.run_dir / "branches.json", if_unknown=False):  # analyze branches'
             t.say(f"note: {where}/branches.json and branches.png measured the run's weights before this resume; "
                   f"measure them again after it: cnnlab analyze branches {where}")
+
+
+def _metrics_from_history(t: Trainer, source: Path) -> None:
+    """A resumed run's metrics.csv that lacks epochs its checkpoint's history holds (deleted, cut short, whole rows
+    lost: a backup restored, a copy of the folder taken while it trained) is written again from that history, as its
+    training writes it, with one warning: a resume that trains nothing left it short for good, and ``cnnlab runs``
+    and compare read the run's epochs, best and time from it. The resume holds the run's lock; a file that cannot be
+    read now (it may be whole) is left as it is."""
+    if t.run_dir is None:
+        return
+    path = t.run_dir / "metrics.csv"
+    try:
+        why = metrics_behind(path, t.state.history)
+    except DataUnreadable:
+        return
+    if why:
+        t.check_folder()
+        write_metrics(path, t.state.history)
+        t.say(printable(f"warning: {path} {why}: written again from {source.name}'s history"))
 
 
 def _check_resumed_epochs(cfg: TrainConfig, saved: TrainConfig, state: TrainState, where, naming: Naming) -> None:

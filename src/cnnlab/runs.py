@@ -35,9 +35,9 @@ from cnnlab.errors import (DIVERGED, DIVERGED_KEPT, CnnlabError, DataUnreadable,
                            did_you_mean, first_line, shell_quoted, short_repr)
 from cnnlab.text import plural
 from cnnlab.fileio import (NO_INODES, RUN_FILE_LIMIT, as_path, atomic_write_text, exists, in_the_way, is_dir, is_file,
-                           is_loop, lexists, link_trouble, make_dirs, mode_kind, nowhere, open_if_regular, out_of_room,
-                           protection_of, reason, remove_stale_temp_files_in, resolved, sha256_of, sidecar_hashes,
-                           usual_fix, write_error)
+                           is_loop, kind_of, lexists, link_trouble, make_dirs, mode_kind, nowhere, open_if_regular,
+                           out_of_room, protection_of, reason, remove_stale_temp_files_in, resolved, sha256_of,
+                           sidecar_hashes, usual_fix, write_error)
 
 METRIC_FIELDS = [
     "epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr", "seconds",
@@ -52,6 +52,8 @@ RUN_FILES = frozenset({"config.json", "status.json", "summary.json", "metrics.cs
                        "model.safetensors", "last.onnx", "last.torchscript.pt", "best.onnx", "best.torchscript.pt",
                        "branches.json", "branches.png", "teacher.pt"})
 LOCK_FILE = ".lock"
+#: How a run that stopped at its --target-accuracy begins its status.json's detail.
+TARGET_REACHED = "reached --target-accuracy"
 #: The lock file an analysis holds on the folder it writes (hidden: a report's folder stays a report's folder; not
 #: the run's .lock, which ``evaluate`` and ``train`` read as "the run is training").
 ANALYSIS_LOCK = ".analysis.lock"
@@ -765,12 +767,14 @@ def _described(run: Path, row: dict, metrics: list[dict] | None = None) -> dict:
     :class:`~cnnlab.errors.CnnlabError`)."""
     problems: list[str] = []
     row.update(_config_columns(run, problems))
-    _add_metrics(row, run / "metrics.csv", problems, metrics)
+    rows_read = _add_metrics(row, run / "metrics.csv", problems, metrics)
     summary = _mapping(run / "summary.json", problems, _FIXES["summary.json"].format(run=shell_quoted(str(run))))
     if summary is not None:
         _add_summary(row, summary, problems)
     complete = row["final_acc"] is not None and row["epochs"] is not None and row["epochs_done"] >= row["epochs"]
     row["status"], row["detail"] = run_status(run, complete, problems)
+    if row["status"] == "finished" and rows_read:
+        problems += _rows_lost(run, row, summary)
     if row["detail"] == KILLED and (steps := _recorded_max_steps(run)):
         row["detail"] = f"{KILLED} (continue with: cnnlab train --resume {shell_quoted(str(run))} --max-steps {steps})"
     if row["detail"].startswith(KILLED) and (short := out_of_room(run)):  # its status.json could not be written
@@ -780,6 +784,22 @@ def _described(run: Path, row: dict, metrics: list[dict] | None = None) -> dict:
     if problems and row["status"] != "running":
         row["status"], row["detail"] = "damaged", bounded("; ".join(problems))
     return row
+
+
+def _rows_lost(run: Path, row: dict, summary: dict | None) -> list[str]:
+    """A finished run whose metrics.csv holds fewer rows than its epochs (rows lost since the run wrote them: a
+    backup restored, a copy of the folder taken while it trained, an edit): its epochs, best and time would be read
+    from what is left ("1/2 ... finished"). Not a run that stopped at its --target-accuracy (no row for the epoch it
+    stopped in). Asked only of a metrics.csv whose rows were read (one gone says 0 epochs done; a damaged one is named
+    as such). Its last.pt holds the whole history, which a listing does not read (no torch): its resume writes the
+    file again from it (engine.restore)."""
+    epochs, done = row["epochs"], row["epochs_done"]
+    target = (summary or {}).get("target") is not None or row["detail"].startswith(TARGET_REACHED)
+    if not isinstance(epochs, int) or done >= epochs or target:
+        return []
+    return [f"metrics.csv: {plural(done, 'row')} for the run's {plural(epochs, 'epoch')}, which it finished (rows lost "
+            f"since it wrote them); cnnlab train --resume {shell_quoted(str(run))} writes it again from last.pt's "
+            "history"]
 
 
 def describe_listed(runs: list[Path], rescan: Callable[[], list[Path]] | None = None) -> list[dict]:
@@ -1091,12 +1111,13 @@ def _config_columns(run: Path, problems: list[str]) -> dict:
     return columns
 
 
-def _add_metrics(row: dict, path: Path, problems: list[str], rows: list[dict] | None = None) -> None:
+def _add_metrics(row: dict, path: Path, problems: list[str], rows: list[dict] | None = None) -> bool:
     """The epochs done, the best accuracy and the training time from metrics.csv (nothing when there is none),
     read a row at a time (:func:`metrics_rows`: none kept; more rows than the run's epochs are damage), or from
     ``rows`` read already. The best accuracy is the best epoch's evaluation, on the split the run evaluated its epochs
     on (as its best.pt was chosen): the validation split where it held one out, else the test set; ``best_split``
-    says which (``final_acc``, the run's result, is always the test set's)."""
+    says which (``final_acc``, the run's result, is always the test set's). Whether the rows were read (False: the file
+    is not there, or is damaged: said in ``problems``)."""
     done, best, val, seconds = 0, None, False, 0
     try:
         for number, r in enumerate(metrics_rows(path, row["epochs"]) if rows is None else rows, 1):
@@ -1105,20 +1126,21 @@ def _add_metrics(row: dict, path: Path, problems: list[str], rows: list[dict] | 
             if bad is not None:  # a NaN made max() NaN or any other value, and 400 digits overflow every float
                 problems.append(f"{path.name}: damaged (row {number}: its {bad} {bounded(str(r[bad]), 20)} is not a "
                                 f"finite number); {_FIXES['metrics.csv']}")
-                return
+                return False
             acc = r.get("val_acc") if r.get("val_acc") is not None else r.get("test_acc")
             best = acc if best is None or acc is not None and acc > best else best
             val |= r.get("val_acc") is not None
             seconds += r.get("seconds") or 0
             done += 1
     except FileNotFoundError:
-        return
+        return False
     except (OSError, CnnlabError) as err:
         problems.append(_in_run(path, str(err)) if isinstance(err, CnnlabError) else
                         f"{path.name}: cannot be read ({reason(err)}); {usual_fix(err)}")
-        return
+        return False
     row.update(epochs_done=done, best_acc=best, best_split=None if best is None else "val" if val else "test",
                train_seconds=seconds)
+    return True
 
 
 #: The columns of a :func:`describe_run` row.
@@ -1202,6 +1224,26 @@ def write_metrics(path: str | Path, rows: list[dict]) -> None:
     for row in rows:
         writer.writerow({k: _fmt(row.get(k)) for k in METRIC_FIELDS})
     atomic_write_text(path, buf.getvalue())
+
+
+def metrics_behind(path: str | Path, history: list[dict]) -> str | None:
+    """Why metrics.csv lacks epochs that ``history`` holds (a run's, from its checkpoint: what the file is written
+    from, and the truth where the two disagree): ``missing``, ``damaged``, or ``holds 1 row for 2 epochs`` (rows lost
+    since the run wrote them: a backup restored, a copy of the folder taken while it trained, an edit); None where it
+    holds a row for each, where the history holds none, or where something other than a file is in its place (whoever
+    writes there says so). More rows than the history are left alone (a resume from best.pt writes them again as it
+    trains). A file that cannot be read now raises :class:`~cnnlab.errors.DataUnreadable`: it may be whole."""
+    if not history or kind_of(path) not in ("nothing", "a file"):
+        return None
+    try:
+        rows = read_metrics(path)
+    except FileNotFoundError:
+        return "missing"
+    except DataUnreadable:
+        raise
+    except (OSError, CnnlabError):
+        return "damaged"
+    return f"holds {plural(len(rows), 'row')} for {plural(len(history), 'epoch')}" if len(rows) < len(history) else None
 
 
 def read_metrics(path: str | Path, epochs: int | None = None) -> list[dict]:
