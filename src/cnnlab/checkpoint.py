@@ -35,7 +35,7 @@ from cnnlab.fileio import (as_path, atomic_write_bytes, atomic_write_text, canno
                            is_file, kind_of, read_json, reason, sha256_file, sidecar_hashes, usual_fix)
 from cnnlab.models import create_model
 from cnnlab.runs import (CHECKPOINTS, DEFAULT_CHECKPOINT, STATUS_FILE, checkpoints_gone, diverged, failure_cause,
-                         is_run_dir, is_training, link_to_nowhere)
+                         followed, is_run_dir, is_training, link_to_nowhere)
 
 FORMAT = "cnnlab-checkpoint"
 VERSION = 2
@@ -532,15 +532,40 @@ def _why_none(run: Path, which: str, flag: str | None = None) -> str:
     return "the run saved no checkpoint (it stopped before its first epoch ended): train it again"
 
 
+def _as_typed_and_followed(path: Path) -> tuple[Path, ...]:
+    """``path``'s candidates for a run's last.pt, the file a symbolic link leads to first (:func:`cnnlab.runs.followed`:
+    ``lk/net.pt -> runs/r5/last.pt`` is r5's, as ``train --resume lk/net.pt`` continues r5), then ``path`` as typed (a
+    run's last.pt that is a link into a store is its run's); a loop of links: ``path`` alone."""
+    try:
+        real = followed(path)
+    except (CnnlabError, OSError):  # a loop of links, or one that cannot be read: no file it leads to
+        return (path,)
+    return (real, path) if real != path else (path,)
+
+
+def run_last(path: str | Path) -> Path | None:
+    """The last.pt of a run folder that ``path`` is, through a symbolic link too (the run whose status.json says how
+    it ended: :func:`_as_typed_and_followed`), None for any other file: where :func:`diverged_last` looks (and
+    :func:`checkpoint_stamp` watches), so that every command that takes a file sees the run a link leads to."""
+    return next((last for last in _as_typed_and_followed(Path(path))
+                 if last.name == "last.pt" and is_run_dir(last.parent)), None)
+
+
 def diverged_last(path: str | Path) -> str | None:
     """How its run failed (:func:`cnnlab.runs.diverged`: ``training diverged: the loss exploded (...) at step 12
-    (epoch 1, batch 12)``) when ``path`` is the last.pt of a run folder whose training diverged: the weights it had
-    when the loss was seen to explode, or just before (logits of 1e8, one class at 100% for every image). None for any
-    other file: a run's best.pt is an evaluated epoch's weights, saved before the divergence."""
-    path = Path(path)
-    if path.name != "last.pt" or not is_run_dir(path.parent):
-        return None
-    return diverged(path.parent)
+    (epoch 1, batch 12)``) when ``path`` is the last.pt of a run folder whose training diverged (or a link to one:
+    :func:`run_last`): the weights it had when the loss was seen to explode, or just before (logits of 1e8, one class
+    at 100% for every image). None for any other file: a run's best.pt is an evaluated epoch's weights, saved before
+    the divergence."""
+    found = _diverged_run(path)
+    return None if found is None else found[1]
+
+
+def _diverged_run(path: str | Path) -> tuple[Path, str] | None:
+    """The run folder whose last.pt ``path`` is (:func:`run_last`) and :func:`diverged_last`'s line, when it diverged."""
+    last = run_last(path)
+    why = None if last is None else diverged(last.parent)
+    return None if why is None else (last.parent, why)
 
 
 def diverged_refusal(path: str | Path, command: str | None = None, flag: str | None = None,
@@ -550,10 +575,10 @@ def diverged_refusal(path: str | Path, command: str | None = None, flag: str | N
     stops answering), ``export``, ``export-weights``, ``--teacher``, the API's predictors. It names the run's best.pt
     where there is one: ``command``'s ``--checkpoint best`` (the whole command when given), or, for an option that
     names a file (``flag``, given as ``given``: ``--teacher RUN``), that option with the best.pt."""
-    why = diverged_last(path)
-    if why is None:
+    found = _diverged_run(path)  # a link's: the run it leads to
+    if found is None:
         return ""
-    folder = Path(path).parent
+    folder, why = found
     best = folder / "best.pt"
     if flag:
         lead, pick, use, other = (f"{flag} {given}: that run", f"{flag} {shell_quoted(str(best))}", "give",
@@ -577,12 +602,13 @@ def refuse_diverged(path: str | Path, command: str | None = None, flag: str | No
 def diverged_warning(path: str | Path) -> str:
     """The warning of a measurement of a diverged run's last.pt (``evaluate``, ``analyze branches``), which measures
     it and writes nothing into the run (it is not the run's result); "" for any other file."""
-    why = diverged_last(path)
-    if why is None:
+    found = _diverged_run(path)  # a link's: the run it leads to
+    if found is None:
         return ""
-    best = Path(path).parent / "best.pt"
-    other = "; --checkpoint best measures its best epoch's weights, saved before that" if is_file(best) else ""
-    return (f"warning: {Path(path).parent} failed, {why} (its status.json), and its last.pt holds the weights it "
+    folder, why = found
+    other = "; --checkpoint best measures its best epoch's weights, saved before that" if is_file(folder / "best.pt") \
+        else ""
+    return (f"warning: {folder} failed, {why} (its status.json), and its last.pt holds the weights it "
             f"diverged with: what is measured is that net{other}")
 
 
@@ -590,9 +616,11 @@ def checkpoint_stamp(path: str | Path) -> tuple:
     """What tells the versions of a checkpoint file apart without reading it (:func:`cnnlab.fileio.file_stamp`), for
     a reader that follows the file (``cnnlab serve``): its own stat, its SHA-256 sidecar's (a file refused for a hash
     that did not match is tried again when the sidecar that matches it arrives) and, for a last.pt, its folder's
-    status.json's (a run that diverged since its last.pt was loaded)."""
+    status.json's (a run that diverged since its last.pt was loaded), a link's the run's it leads to (both, where
+    the link and the file it leads to are each named last.pt: :func:`run_last` picks among them as it reads them)."""
     path = Path(path)
-    status = file_stamp(path.parent / STATUS_FILE) if path.name == "last.pt" else None
+    status = tuple(file_stamp(last.parent / STATUS_FILE) for last in _as_typed_and_followed(path)
+                   if last.name == "last.pt")
     return file_stamp(path), file_stamp(sidecar(path)), status
 
 

@@ -1,0 +1,140 @@
+"""The defects a tester (probe serve, s44) found in `cnnlab serve` following its checkpoint: a link to a diverged run's
+last.pt (served, predicted with, exported; never withdrawn), a withdrawn net whose file was then deleted ("still
+serving", every answer 503), `--host HOST:PORT` or a URL taken for an IPv6 address, a line that could not be written
+failing the request that reloaded, a served link to nowhere called "deleted or moved", and a Range whose part that is
+no range was ignored, skipped or made a 416 by what was beside it.
+
+Servers run on 127.0.0.1 only, in a thread (``make_server``, as the command builds it), each bounded in time.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+import cnnlab
+from apps_helpers import draw_digit, tiny_checkpoint
+from cnnlab.checkpoint import load_checkpoint, save_checkpoint
+from cnnlab.cli import main
+from cnnlab.predict import Predictor
+from cnnlab.runs import write_status
+from conftest import trained_once
+
+STATIC = Path(__file__).resolve().parents[1] / "src" / "cnnlab" / "serve" / "static"
+WHY = ("training diverged: the loss exploded (1.66e+06 per image, where a net that guesses scores 2.3) at step 12 "
+       "(epoch 1, batch 12)")
+DIVERGED = WHY + ("; the learning rate (0.3) is the likely cause: lower --lr (e.g. 0.03) or use a recipe (--recipe "
+                  "fast); the last finite checkpoint is kept: {run}/last.pt")
+
+
+def _trained_checkpoint(path: Path, seed: int = 0, step: int = 8) -> Path:
+    """A tiny checkpoint that records its place in training, as a run's last.pt does (a save renames it into place)."""
+    tiny_checkpoint(path, seed=seed)
+    state = load_checkpoint(path)
+    state["train_state"] = {"epoch": 1, "batch": 0, "step": step}
+    save_checkpoint(path, state)
+    return path
+
+
+def _served_run(run: Path, step: int = 9) -> Path:
+    """A run folder (config.json, status.json: running) whose last.pt a server follows."""
+    ckpt = _trained_checkpoint(run / "last.pt", step=step)
+    (run / "config.json").write_text(json.dumps({"config": {"model": "basic_cnn", "dataset": "mnist", "epochs": 1}}))
+    write_status(run, "running", "")
+    return ckpt
+
+
+def _service(ckpt: Path, say=None, warn=None):
+    from cnnlab.serve.app import Service
+
+    logs: list[str] = []
+    warns: list[str] = []
+    service = Service(Predictor.from_run(ckpt, device="cpu"), say=say or logs.append, warn=warn or warns.append)
+    return service, logs, warns
+
+
+def _png() -> bytes:
+    from test_serve import png
+
+    return png(draw_digit())
+
+
+def _diverged(run: Path) -> Path:
+    write_status(run, "failed", DIVERGED.format(run=run))
+    return run
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    return trained_once(tmp_path_factory, "fixS")
+
+
+@pytest.fixture
+def run(trained, tmp_path) -> Path:
+    copy = tmp_path / "run"
+    shutil.copytree(trained, copy)
+    return copy
+
+
+def _refusal(capsys, argv: list[str]) -> str:
+    capsys.readouterr()
+    assert main(argv) == 2, argv
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+# ----------------------------------------------------------------------------- D1. a link to a diverged run's last.pt
+
+
+def test_a_link_to_a_diverged_runs_last_pt_is_refused_as_the_run_is(trained, run, tmp_path, capsys, monkeypatch):
+    """`ln -s dv/last.pt lk/net.pt`: `predict dv` was refused (the run diverged), but `predict lk/net.pt` answered `1`
+    at 100%, `export lk/net.pt` wrote the net and `serve lk/net.pt` served it (`--teacher lk/net.pt` taught with it):
+    the refusal looked at `lk`, the link's folder. It follows the link to its run (checkpoint.run_last, as
+    `train --resume LINK.pt` does)."""
+    import cnnlab.serve.server as srv
+
+    monkeypatch.setattr(srv, "serve_forever", lambda app, sock: pytest.fail("served a diverged run's net"))
+    _diverged(run)
+    link = tmp_path / "lk" / "net.pt"
+    link.parent.mkdir()
+    link.symlink_to(run / "last.pt")
+    image = tmp_path / "d.png"
+    draw_digit().save(image)
+    said = f"cnnlab: error: {run} failed, {WHY} (its status.json), and its last.pt holds the weights it diverged with"
+    for argv in (["predict", str(link), str(image)], ["export", str(link), "--format", "torchscript"],
+                 ["export-weights", str(link)], ["serve", str(link), "--port", "0"]):
+        err = _refusal(capsys, argv)
+        assert err.startswith(said) and err.endswith("or train it again with a lower --lr"), (argv, err)
+    assert f"(cnnlab export {run} --checkpoint best)" in _refusal(capsys, ["export", str(link)])
+    err = _refusal(capsys, ["train", "--model", "basic_cnn", "--dataset", f"idx:{trained.parent / 'tiny'}", "--teacher",
+                            str(link), "--max-steps", "1", "--threads", "1", "--out", str(tmp_path / "student")])
+    assert err.startswith(f"cnnlab: error: --teacher {link}: that run failed, {WHY}") and \
+        f"(--teacher {run}/best.pt)" in err, err
+    for call in (lambda: cnnlab.predictor(link), lambda: Predictor.from_run(link)):
+        with pytest.raises(cnnlab.CheckpointError, match="its last.pt holds the weights it diverged with"):
+            call()
+    assert not list(tmp_path.glob("lk/*.onnx")) and not list(tmp_path.glob("lk/*.safetensors"))
+
+
+def test_a_served_link_withdraws_its_net_when_the_run_it_leads_to_diverges(tmp_path):
+    """`serve lk/t.pt` (-> t1/last.pt) beside `serve t1`, then t1 trained again and diverged: the server on t1 answered
+    503, the one on the link loaded the diverged saves and answered `1` for everything (it watched lk/status.json)."""
+    from cnnlab.serve.app import Withdrawn
+
+    run = tmp_path / "t1"
+    ckpt = _served_run(run)
+    link = tmp_path / "lk" / "t.pt"
+    link.parent.mkdir()
+    link.symlink_to(ckpt)
+    service, logs, warns = _service(link)
+    data = _png()
+    assert service.predict(data, "upload")["checkpoint"]["step"] == 9
+    _diverged(run)
+    for _ in range(2):
+        with pytest.raises(Withdrawn, match=rf"^{run} failed, training diverged: "):
+            service.predict(data, "upload")
+    assert len(warns) == 1 and f"the net served from {link} (step 9, " in warns[0] and logs == [], warns
