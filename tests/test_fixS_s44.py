@@ -9,14 +9,17 @@ Servers run on 127.0.0.1 only, in a thread (``make_server``, as the command buil
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
 import cnnlab
 from apps_helpers import draw_digit, tiny_checkpoint
+from cnnlab import output
 from cnnlab.checkpoint import load_checkpoint, save_checkpoint
 from cnnlab.cli import main
 from cnnlab.predict import Predictor
@@ -138,3 +141,60 @@ def test_a_served_link_withdraws_its_net_when_the_run_it_leads_to_diverges(tmp_p
         with pytest.raises(Withdrawn, match=rf"^{run} failed, training diverged: "):
             service.predict(data, "upload")
     assert len(warns) == 1 and f"the net served from {link} (step 9, " in warns[0] and logs == [], warns
+
+
+# ----------------------------------------------------------------------------- D4. a line that cannot be written
+
+
+class _Unwritable:
+    """A stdout or stderr that can no longer be written (its reader gone, or a full disk); no fileno, so that nothing
+    points the test's own descriptors elsewhere."""
+
+    def __init__(self, error: OSError):
+        self.error, self.tried = error, 0
+
+    def write(self, text: str) -> int:
+        self.tried += 1
+        raise self.error
+
+    def flush(self) -> None:
+        raise self.error
+
+
+def test_a_reload_line_that_cannot_be_written_fails_no_request(tmp_path, monkeypatch):
+    """`serve e1 2> srv.err | head -1`, then `train --resume e1`: the request that reloaded got uvicorn's plain-text
+    500 and srv.err a 90-line traceback ending in BrokenPipeError (server._say's bare print); a truncated last.pt's
+    warning with stderr gone (`2>&1 | head -1`) did the same."""
+    import cnnlab.serve.server as srv
+    from cnnlab.serve.app import create_app
+    from test_serve import post
+    from test_serve_faults import Served
+
+    monkeypatch.setattr(output, "_reader_gone", False)  # (output.say marks it; put back after the test)
+    ckpt = _trained_checkpoint(tmp_path / "e1" / "last.pt", step=60)
+    app = create_app(Predictor.from_run(ckpt, device="cpu"), say=srv._say, warn=srv._warn)  # as run_server does
+    with Served(app) as server:
+        assert post(server.url, _png())[0] == 200
+        stdout, stderr = _Unwritable(BrokenPipeError(errno.EPIPE, "Broken pipe")), _Unwritable(OSError(errno.EIO, "x"))
+        monkeypatch.setattr(sys, "stdout", stdout)
+        monkeypatch.setattr(sys, "stderr", stderr)
+        _trained_checkpoint(ckpt, seed=1, step=80)  # resumed: the next request loads it again, and says so
+        status, body = post(server.url, _png())
+        assert status == 200 and body["checkpoint"]["step"] == 80 and stdout.tried == 1
+        ckpt.write_bytes(ckpt.read_bytes()[:100])  # truncated in place: a warning, on stderr
+        status, body = post(server.url, _png())
+        assert status == 200 and body["checkpoint"]["step"] == 80 and stderr.tried >= 1
+        assert post(server.url, _png())[0] == 200
+
+
+def test_a_services_own_line_that_fails_fails_no_request(tmp_path):
+    """The API's say and warn (create_app(say=..., warn=...)) may fail too (a full disk: output.OutputError)."""
+    def full(msg: str) -> None:
+        raise output.OutputError("No space left on device")
+
+    ckpt = _trained_checkpoint(tmp_path / "s1" / "last.pt", step=20)
+    service, _, _ = _service(ckpt, say=full, warn=full)
+    _trained_checkpoint(ckpt, seed=1, step=40)
+    assert service.predict(_png(), "upload")["checkpoint"]["step"] == 40
+    ckpt.unlink()
+    assert service.predict(_png(), "upload")["checkpoint"]["step"] == 40

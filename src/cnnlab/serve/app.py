@@ -608,7 +608,7 @@ class Service:
         self._passed: tuple | None | bool = False  # the stamp of a file change already warned of (False: none)
         self._withdrawn = ""  # why the net served answers no more (its run diverged): "" while it answers
         self._decoders = concurrent.futures.ThreadPoolExecutor(decodes, thread_name_prefix="cnnlab-decode")
-        self.say, self.warn = say or log.info, warn or log.warning
+        self.say, self.warn = _unfailing(say or log.info), _unfailing(warn or log.warning)
 
     @property
     def predictor(self) -> Predictor:
@@ -729,6 +729,19 @@ class Service:
             "input_png": _png_data_url(to_uint8_image(pred.input_image)),
             "branches": ({"energy": energies, "share": shares(energies)} if inception else None),
         }
+
+
+def _unfailing(line: Callable[[str], None]) -> Callable[[str], None]:
+    """``line`` said where a line that cannot be written fails nothing: a reload's line is said in the request that
+    found the change, and a stdout or stderr closed (its reader gone), on a full disk or shut (``OSError``,
+    :class:`cnnlab.output.OutputError`, ``ValueError``) is not that client's problem; the line is dropped."""
+    def said(msg: str) -> None:
+        try:
+            line(msg)
+        except (OSError, ValueError, CnnlabError):
+            pass
+
+    return said
 
 
 def _bare(fn, *args, **kwargs):

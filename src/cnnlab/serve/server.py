@@ -12,10 +12,10 @@ import ipaddress
 import logging
 import os
 import socket
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from cnnlab import output
 from cnnlab.errors import CnnlabError, printable
 from cnnlab.imagelimits import DEFAULT_MAX_PIXELS, max_file_bytes, open_file_limit
 from cnnlab.runs import DEFAULT_CHECKPOINT
@@ -113,11 +113,15 @@ def connection_budget(wanted: int = MAX_CONNECTIONS) -> tuple[int, int | None, s
 
 
 def _say(msg: str) -> None:
-    print(msg, flush=True)
+    """A line of the server's on stdout (:func:`cnnlab.output.say`): nothing, and no error, where it can no longer be
+    written (its reader gone: ``serve RUN | head -1``; a full disk), so that the request in which a reload says so is
+    answered as any other (a bare ``print`` made it uvicorn's plain-text 500 and a 90-line traceback)."""
+    output.say(msg)
 
 
 def _warn(msg: str) -> None:
-    print(f"cnnlab: warning: {msg}", file=sys.stderr)
+    """A warning of the server's on stderr (:func:`cnnlab.output.complain`: nothing where stderr cannot be written)."""
+    output.complain(f"cnnlab: warning: {msg}")
 
 
 def make_server(app, *, max_connections: int | None = None, head_timeout: float | None = None,
