@@ -198,3 +198,58 @@ def test_a_services_own_line_that_fails_fails_no_request(tmp_path):
     assert service.predict(_png(), "upload")["checkpoint"]["step"] == 40
     ckpt.unlink()
     assert service.predict(_png(), "upload")["checkpoint"]["step"] == 40
+
+
+# ----------------------------------------------------------------------------- D2. a withdrawn net's file deleted
+
+
+def test_a_withdrawn_net_whose_file_is_deleted_says_it_still_answers_no_more_and_info_says_why(tmp_path):
+    """After a served run diverged and was deleted: `t2/last.pt is gone (deleted or moved); still serving the net
+    loaded from it`, while every answer was 503 citing a status.json and a last.pt that no longer existed, and /info
+    showed nothing wrong."""
+    from cnnlab.serve.app import Withdrawn
+
+    run = tmp_path / "t2"
+    ckpt = _served_run(run, step=60)
+    service, logs, warns = _service(ckpt)
+    data = _png()
+    assert service.predict(data, "upload")["checkpoint"]["step"] == 60 and service.info(1 << 20)["withdrawn"] is None
+    _diverged(run)
+    with pytest.raises(Withdrawn, match=rf"^{run} failed, training diverged: "):
+        service.predict(data, "upload")
+    assert service.info(1 << 20)["withdrawn"].startswith(f"{run} failed, training diverged: ")
+    shutil.rmtree(run)
+    gone = (f"{ckpt} is gone (deleted or moved); the net loaded from it (step 60, 1 epoch, sha256 "
+            f"{service.predictor.checkpoint['sha256'][:12]}) still answers no more (503), its run having diverged; put "
+            "a checkpoint that loads in its place (the run trained again with a lower --lr), or serve another run")
+    with pytest.raises(Withdrawn) as refused:
+        service.predict(data, "upload")
+    assert str(refused.value) == (f"the net served from {ckpt} answers no more: its run diverged, and {ckpt} is gone "
+                                  "(deleted or moved); put a checkpoint that loads in its place (the run trained "
+                                  "again with a lower --lr), or serve another run")
+    assert "status.json" not in str(refused.value) and service.info(1 << 20)["withdrawn"] == str(refused.value)
+    assert warns[-1] == gone and len(warns) == 2 and "still serving" not in " ".join(warns), warns
+    _served_run(run, step=80)  # trained again, well: its save loads and answers
+    assert service.predict(data, "upload")["checkpoint"]["step"] == 80 and service.info(1 << 20)["withdrawn"] is None
+
+
+# ----------------------------------------------------------------------------- D5. a served link to nowhere
+
+
+def test_a_served_checkpoint_whose_link_leads_nowhere_is_named_with_its_target(tmp_path):
+    """`g5/last.pt -> store/last.pt`, then the store unmounted: serve warned `g5/last.pt is gone (deleted or moved)`
+    where predict says `g5/last.pt is a link to .../store/last.pt, which does not exist: remount what held it, or put
+    it back`."""
+    store = tmp_path / "store"
+    kept = _trained_checkpoint(store / "last.pt", step=60)
+    run = tmp_path / "g5"
+    run.mkdir()
+    for name in ("last.pt", "last.pt.sha256"):
+        (run / name).symlink_to(store / name)
+    service, logs, warns = _service(run / "last.pt")
+    data = _png()
+    sha = service.predictor.checkpoint["sha256"][:12]
+    store.rename(tmp_path / "store.unmounted")
+    assert service.predict(data, "upload")["checkpoint"]["step"] == 60
+    assert warns == [f"{run}/last.pt is a link to {kept}, which does not exist (remount what held it, or put it back); "
+                     f"still serving the net loaded from it (step 60, 1 epoch, sha256 {sha})"], warns

@@ -13,9 +13,10 @@ Routes:
   "sha256"}``, ``Predictor.checkpoint``; the shipped weights: their file and hash, no step). A net loaded from a
   file is loaded again when the file changes on disk (a run retrained or resumed under a running server: its stat
   and its sidecar's are read at each ``/info`` and ``/predict``, one line says so; a file gone or that does not load
-  leaves the net served as it was, with one warning; a diverged run's last.pt is refused and the net served from it
-  answers no more, 503: :class:`Service`). The page draws white ink on a black canvas for a net that
-  reads images as they are and was trained on dark paper, black on white for every other.
+  leaves the net served as it was, with one warning; a diverged run's last.pt, or a link to one, is refused and the
+  net served from it answers no more, 503, which ``"withdrawn"`` says, why, where it is not null: :class:`Service`).
+  The page draws white ink on a black canvas for a net that reads images as they are and was trained on dark paper,
+  black on white for every other.
 - ``HEAD`` wherever ``GET`` is served (``/``, ``/favicon.ico``, ``/info``, ``/static/...``).
 - ``POST /predict``: an image as multipart form field ``file``, a part with a ``filename`` (or ``filename*``
   alone, RFC 5987, decoded; a part with neither is text, refused naming it: ``curl -F "file=<d.png"``), or the raw
@@ -103,6 +104,7 @@ from cnnlab.errors import CnnlabError, first_line, printable
 from cnnlab.imageio import ResourceError
 from cnnlab.fileio import is_file, kind_of
 from cnnlab.predict import BadImageError, Predictor, checkpoint_line, to_uint8_image
+from cnnlab.runs import link_to_nowhere
 from cnnlab.serve import DEFAULT_MAX_BYTES, ROUTES_HINT
 from cnnlab.serve.branches import record_branch_energy, shares
 
@@ -592,11 +594,14 @@ class Service:
     its SHA-256 sidecar's: a run retrained or resumed, whose save renames a new last.pt into place; a file copied in,
     then its sidecar), at the next request (:meth:`served`), and ``say`` says so, naming the model and dataset when
     they differ from the net's before; only that file is read (a folder put in its place is not read as a run folder).
-    A file gone, or one that does not load (``warn`` says why, once per change), leaves the net served as it was,
-    and the file is tried again when it (or its sidecar) changes. The last.pt of a run that diverged
-    (:func:`cnnlab.checkpoint.diverged_refusal`; its status.json is watched too) is refused as at the start, and the
-    net served from that file stops answering (:meth:`predict` raises :class:`Withdrawn`, a 503 saying why) until
-    the file changes to one that loads. Each answer names the checkpoint that gave it (``"checkpoint"``)."""
+    A file gone (a link to nowhere named with its target), or one that does not load (``warn`` says why, once per
+    change), leaves the net served as it was, and the file is tried again when it (or its sidecar) changes. The
+    last.pt of a run that diverged, or a link to one (:func:`cnnlab.checkpoint.diverged_refusal`; its run's
+    status.json is watched too), is refused as at the start, and the net served from that file stops answering
+    (:meth:`predict` raises :class:`Withdrawn`, a 503 saying why; ``/info``'s ``"withdrawn"``) until the file changes
+    to one that loads; gone meanwhile, it still answers no more, and the warning and the 503 say so. Each answer names
+    the checkpoint that gave it (``"checkpoint"``). A line that cannot be written (stdout's reader gone) fails no
+    request (:func:`_unfailing`)."""
 
     def __init__(self, predictor: Predictor, decodes: int = DEFAULT_DECODES,
                  say: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None):
@@ -638,10 +643,10 @@ class Service:
         source, was = printable(old.source), checkpoint_line(old.checkpoint)
         self._passed = now  # what follows is said once for this stamp
         if now[0] is None:
-            self.warn(f"{source} is gone (deleted or moved); still serving the net loaded from it ({was})")
+            self.warn(self._gone(old, was))
             return
         if refusal := diverged_refusal(old.source):  # at the start, refused; the net served from it answers no more
-            if not self._withdrawn:
+            if refusal != self._withdrawn:  # (said once a reason)
                 self.warn(printable(f"{refusal}; the net served from {old.source} ({was}) answers no more (503) "
                                     "until the file changes"))
             self._withdrawn = refusal
@@ -667,6 +672,21 @@ class Service:
         self.say(printable(f"{old.source} changed on disk: loaded it again, now {other}{_net_line(new, old)} "
                            f"(was {_net_line(old, new)})"))
 
+    def _gone(self, old: Predictor, was: str) -> str:
+        """The warning of a file served that is gone: a link to nowhere named with its target (as ``predict`` names
+        it, :func:`cnnlab.runs.link_to_nowhere`), then what the server answers with now: the net loaded from it, or,
+        where its run diverged (withdrawn), still nothing, 503, whose line then says the file is gone (its last.pt
+        and status.json named no more)."""
+        source = printable(old.source)
+        target = link_to_nowhere(Path(old.source))
+        gone = (f"{source} is gone (deleted or moved)" if target is None else
+                f"{source} is a link to {printable(target)}, which does not exist (remount what held it, or put it back)")
+        if not self._withdrawn:
+            return f"{gone}; still serving the net loaded from it ({was})"
+        fix = "put a checkpoint that loads in its place (the run trained again with a lower --lr), or serve another run"
+        self._withdrawn = f"the net served from {source} answers no more: its run diverged, and {gone}; {fix}"
+        return f"{gone}; the net loaded from it ({was}) still answers no more (503), its run having diverged; {fix}"
+
     def _answer_again(self, old: Predictor, now: tuple, was: str) -> None:
         """The file served is the net served (its bytes unchanged): its new stamp kept, and it answers (again)."""
         old.stamp, self._passed = now, False
@@ -679,7 +699,8 @@ class Service:
         p, inception = self.served()
         return {"model": p.model_name, "dataset": printable(p.dataset), "classes": p.classes, "inception": inception,
                 "paper": p.paper, "preparation": p.preparation, "image_size": p.image_size,
-                "max_upload_bytes": max_bytes, "max_pixels": p.max_pixels, "checkpoint": p.checkpoint}
+                "max_upload_bytes": max_bytes, "max_pixels": p.max_pixels, "checkpoint": p.checkpoint,
+                "withdrawn": self._withdrawn or None}
 
     def _number_fields(self, predictor: Predictor, data: bytes, name: str):
         """The digits' fields: found on a decode thread, then the net's pass on a wide digit's halves under the net's
