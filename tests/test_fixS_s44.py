@@ -253,3 +253,28 @@ def test_a_served_checkpoint_whose_link_leads_nowhere_is_named_with_its_target(t
     assert service.predict(data, "upload")["checkpoint"]["step"] == 60
     assert warns == [f"{run}/last.pt is a link to {kept}, which does not exist (remount what held it, or put it back); "
                      f"still serving the net loaded from it (step 60, 1 epoch, sha256 {sha})"], warns
+
+
+# ----------------------------------------------------------------------------- D3. --host HOST:PORT, or a URL
+
+
+@pytest.mark.parametrize("host, said", [
+    ("0.0.0.0:8080", "--host '0.0.0.0:8080' holds a port; give --host 0.0.0.0 --port 8080"),
+    ("localhost:8000", "--host 'localhost:8000' holds a port; give --host localhost --port 8000"),
+    ("[::1]:8080", "--host '[::1]:8080' holds a port; give --host ::1 --port 8080"),
+    ("http://127.0.0.1:8000/", "--host 'http://127.0.0.1:8000/' is a URL; give the address alone: --host 127.0.0.1 "
+                               "--port 8000"),
+    ("https://example.com/x", "--host 'https://example.com/x' is a URL; give the address alone: --host example.com"),
+])
+def test_a_host_with_a_port_or_a_url_is_named_so(host, said, capsys):
+    """`serve --host 0.0.0.0:8080` said `cannot listen on [0.0.0.0:8080]:8000 (Name or service not known); pick
+    another --port or --host`: a fake IPv6 address, the port 8000, not the 8080 asked for, and a fix that did not
+    apply."""
+    assert _refusal(capsys, ["serve", "--host", host]) == f"cnnlab: error: {said}"
+
+
+def test_ipv6_addresses_are_not_taken_for_a_host_and_a_port():
+    from cnnlab.serve.server import check_host
+
+    for host in ("::1", "fe80::1:8080", "[::1]", "127.0.0.1", "localhost"):
+        assert check_host(host) == host.strip("[]")

@@ -21,8 +21,8 @@ def register(sub) -> None:
     p.add_argument("--dataset", default="mnist", type=dataset_arg,
                    help="without RUN: the shipped weights trained on mnist or fashion-mnist (default: %(default)s)")
     p.add_argument("--host", default=DEFAULT_HOST,
-                   help="address to bind (default: %(default)s, this machine only; 0.0.0.0 exposes it to the "
-                        "network, without authentication)")
+                   help="address to bind, alone (its port is --port) (default: %(default)s, this machine only; "
+                        "0.0.0.0 exposes it to the network, without authentication)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port (default: %(default)s)")
     add_device(p, default=DEFAULT_DEVICE, why="; one image per request")
     p.add_argument("--max-upload-bytes", type=int, default=DEFAULT_MAX_BYTES,

@@ -70,17 +70,59 @@ def shown_host(host: str) -> str:
 def check_host(host: str) -> str:
     """``host`` as it is bound: an IPv6 address in brackets, as URLs write it (``[::1]``), without them (it was
     looked up as a name: ``Name or service not known``). Refused: an empty host (it bound every address, 0.0.0.0,
-    and printed ``http://:8000/``), spaces around it (the lookup's error did not show them), stray brackets."""
+    and printed ``http://:8000/``), spaces around it (the lookup's error did not show them), a port in it or a URL
+    (:func:`_ported`: it was taken for an IPv6 address, ``[0.0.0.0:8080]:8000``), stray brackets."""
     if not host.strip():
         raise CnnlabError(f"--host {host!r} is empty (it would bind every address, reachable from other machines); "
                           "give an address such as 127.0.0.1 (this machine only) or 0.0.0.0 (every address)")
     if host != host.strip():
         raise CnnlabError(f"--host {host!r} has spaces around the address; give --host {host.strip()!r}")
+    if (refusal := _ported(host)) is not None:
+        raise CnnlabError(refusal)
     bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if "[" in bare or "]" in bare or not bare.strip() or bare != bare.strip():
         raise CnnlabError(f"--host {host!r} is not an address or a host name; give an IPv6 address without "
                           "brackets (--host ::1) or an IPv4 address (--host 127.0.0.1)")
     return bare
+
+
+def _split_port(netloc: str) -> tuple[str, str] | None:
+    """``(address, port)`` of a host followed by a port as a URL writes them (``0.0.0.0:8080``, ``[::1]:8080``, and
+    ``::1:99999``, no IPv6 address, as ``::1`` and its port); None where ``netloc`` is an address or host name alone (an
+    IPv6 address's colons are its own: ``fe80::1:8080`` is an address, as :func:`ipaddress.ip_address` reads it)."""
+    if netloc.startswith("[") and "]:" in netloc:
+        address, _, port = netloc[1:].partition("]:")
+        return (address, port) if port.isdigit() else None
+    address, sep, port = netloc.rpartition(":")
+    if not sep or not address or not port.isdigit() or _is_address(netloc):
+        return None
+    return (address, port) if ":" not in address or _is_address(address) else None
+
+
+def _is_address(text: str) -> bool:
+    """Whether ``text`` is an IP address (an IPv6 one with its scope too: ``fe80::1%eth0``)."""
+    try:
+        ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+def _ported(host: str) -> str | None:
+    """Why ``--host`` is refused when it holds a port (``0.0.0.0:8080``: it was looked up as a name, bracketed as an
+    IPv6 address, and the port asked for ignored) or is a URL (``http://127.0.0.1:8000/``), with the flags it means;
+    None for anything else."""
+    scheme, sep, rest = host.partition("://")
+    if sep:
+        netloc = rest.split("/", 1)[0].split("?", 1)[0].rsplit("@", 1)[-1]
+        address, port = _split_port(netloc) or (netloc.removeprefix("[").removesuffix("]"), "")
+        address = printable(address) if address else DEFAULT_HOST
+        return (f"--host {host!r} is a URL; give the address alone: --host {address}"
+                + (f" --port {port}" if port else ""))
+    split = _split_port(host)
+    if split is None:
+        return None
+    return f"--host {host!r} holds a port; give --host {printable(split[0])} --port {split[1]}"
 
 
 def _open_descriptors() -> int | None:
