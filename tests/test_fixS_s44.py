@@ -278,3 +278,39 @@ def test_ipv6_addresses_are_not_taken_for_a_host_and_a_port():
 
     for host in ("::1", "fe80::1:8080", "[::1]", "127.0.0.1", "localhost"):
         assert check_host(host) == host.strip("[]")
+
+
+# ----------------------------------------------------------------------------- D6. a Range with a part that is no range
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    from cnnlab.serve.app import create_app
+
+    return create_app(Predictor.from_run(tiny_checkpoint(tmp_path_factory.mktemp("fixS") / "last.pt"), device="cpu"))
+
+
+def test_a_range_with_a_part_that_is_no_range_is_ignored_whatever_is_beside_it(app):
+    """`bytes=abc-` was 200 (ignored), `bytes=abc-, 0-1` 206 (the part skipped) and `bytes=abc-, 99999-` 416 "asks for
+    no byte of this file": one kind of invalid Range, three outcomes. RFC 9110: a Range not valid by the grammar is
+    ignored (200, the whole file); a valid one of which no range can be served is 416."""
+    from test_serve_faults import Served
+    from test_serve_srvS_s43 import _raw
+
+    whole = (STATIC / "app.js").read_bytes()
+
+    def get(rng: str):
+        return _raw(srv, f"GET /static/app.js HTTP/1.1\r\nHost: x\r\nRange: {rng}\r\nConnection: close\r\n\r\n".encode())
+
+    with Served(app) as srv:
+        for rng in ("bytes=abc-", "bytes=abc-, 99999-", "bytes=0x10-20", "bytes=0x10-20, 99999-", "bytes=5-4, 0-1",
+                    "bytes=abc-, 0-1", "bytes=99999-5", "bytes=0-1, x"):
+            status, headers, body = get(rng)
+            assert status == 200 and body == whole and "content-range" not in headers, rng
+        status, headers, body = get("bytes=0-1,, 4-5")  # empty list elements are no error (RFC 9110 5.6.1)
+        assert status == 206 and headers["content-type"].startswith("multipart/byteranges")
+        status, headers, body = get("bytes=0-10, 99999-")
+        assert status == 206 and body == whole[:11]
+        for rng in ("bytes=99999-", "bytes=-0", "bytes=99999-, 100000-200000"):
+            status, headers, body = get(rng)
+            assert status == 416 and json.loads(body)["error"].startswith(f"Range {rng} asks for no byte"), rng

@@ -2,9 +2,9 @@
 
 Routes:
 - ``GET /`` (and ``HEAD /``): the page (``static/index.html`` and ``static/app.js``): draw, see the probabilities.
-  Its files take a ``Range`` as RFC 9110 14.2 says: another unit than ``bytes``, or ranges that are not valid, are
-  ignored (the whole file), ranges past the end are left out, and ``416 {"error": ...}`` when no range can be served
-  (:class:`PageFile`).
+  Its files take a ``Range`` as RFC 9110 14.2 says: another unit than ``bytes``, or ranges that are not valid (any
+  part of them), are ignored (the whole file), ranges past the end are left out, and ``416 {"error": ...}`` when no
+  range can be served (:class:`PageFile`).
 - ``GET /favicon.ico``: 204 (the page links ``static/favicon.svg``; this answers browsers that ask anyway).
 - ``GET /info``: the model's name, its dataset's (no folders above it), classes, whether it has Inception modules, the
   paper of its training images (``"paper"``: ``"dark"`` or ``"light"``, from their recorded mean) and how an image is
@@ -509,16 +509,37 @@ class _PastTheEnd(Exception):
         self.asked, self.size = asked, size
 
 
+#: One range of a ``bytes`` Range (RFC 9110 14.1.2): ``int-range`` (``first-pos "-" [ last-pos ]``) or ``suffix-range``
+#: (``"-" suffix-length``), with the white space a list allows around it.
+_BYTE_RANGE = re.compile(r"[ \t]*(?:(?P<first>[0-9]+)-(?P<last>[0-9]*)|-[0-9]+)[ \t]*")
+
+
+def _valid_byte_ranges(range_set: str) -> bool:
+    """Whether a ``bytes`` Range's ``range-set`` is valid by RFC 9110's grammar: every part a range (empty list
+    elements aside, RFC 9110 5.6.1), at least one, and none whose last byte comes before its first (14.1.2)."""
+    parts = [part for part in range_set.split(",") if part.strip(" \t")]
+    for part in parts:
+        found = _BYTE_RANGE.fullmatch(part)
+        if found is None or (found["first"] and found["last"] and int(found["last"]) < int(found["first"])):
+            return False
+    return bool(parts)
+
+
 class PageFile(FileResponse):
     """A file of the page (``/``, ``/static/...``), whose ``Range`` header is read as RFC 9110 14.2 says: a range unit
     other than ``bytes`` (``chars=0-1``) is ignored, and so is a ``Range`` that is not valid (``bytes=50-10``, no
-    ``=``), as the RFC allows: the whole file, 200 (Starlette answered both 400 in plain text); ranges that all start
-    past the file's end are 416 in the app's shape, ``{"error": ...}``, with ``Content-Range: bytes */SIZE`` (an empty
-    body before). Satisfiable ranges are served as Starlette serves them (206), those past the end among them left
+    ``=``, a part that is no range, whatever is beside it: ``bytes=abc-, 0-1``, ``bytes=0x10-20, 99999-``), as the RFC
+    allows: the whole file, 200 (Starlette answered the first two 400 in plain text, skipped the part that is no range
+    and served the rest, or answered 416 for the range past the end beside it: :func:`_valid_byte_ranges`); valid
+    ranges that all start past the file's end are 416 in the app's shape, ``{"error": ...}``, with ``Content-Range:
+    bytes */SIZE`` (an empty body before). Satisfiable ranges are served as Starlette serves them (206), those past the end among them left
     out (RFC 9110 14.2: 416 only when none can be served; Starlette refused the whole header for one of them)."""
 
     @classmethod
     def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
+        units, sep, range_set = http_range.partition("=")
+        if sep and units.strip().lower() == "bytes" and not _valid_byte_ranges(range_set):
+            return []  # not valid by the grammar (a part Starlette would skip, or drop as past the end): the whole file
         try:
             return super()._parse_range_header(http_range, file_size)
         except MalformedRangeHeader:
