@@ -42,9 +42,9 @@ from cnnlab.hostmem import keep_freed_memory
 from cnnlab.models import build_model, check_model_name, count_parameters, float32_default, seeded
 from cnnlab.optim import eager
 from cnnlab.output import complain, say, stderr_is_terminal
-from cnnlab.runs import (LOCK_FILE, RUN_FILES, RUNNING, STATUS_FILE, TARGET_REACHED, RunLock, RunPlan, braces_kept,
+from cnnlab.runs import (LOCK_FILE, RUNNING, RUN_FILES, RunLock, RunPlan, STATUS_FILE, TARGET_REACHED, braces_kept,
                          checkpoints_gone, failure_cause, is_run_dir, metrics_behind, plan_run, read_run_json,
-                         remove_if_unused, run_dir_of, write_metrics, write_status)
+                         remove_if_unused, run_dir_of, unsaved_run_dir, write_metrics, write_status)
 from cnnlab.schedules import schedule_named
 from cnnlab.text import plural
 from cnnlab.trainer import Trainer
@@ -517,7 +517,8 @@ def _refuse_no_checkpoint(plan: RunPlan) -> None:
     named the folder as the problem. A run folder without its last.pt is left to :func:`_resumed_checkpoint`, which
     says what works instead."""
     where = plan.resume_from
-    if where is not None and not (where.name == "last.pt" and not exists(where) and is_run_dir(where.parent)):
+    if where is not None and not (where.name == "last.pt" and not exists(where)
+                                  and (is_run_dir(where.parent) or unsaved_run_dir(where.parent))):
         check_checkpoint_file(where)
 
 
@@ -528,6 +529,12 @@ def _resumed_checkpoint(plan: RunPlan) -> dict | None:
     if where is None:
         return None
     folder = where.parent
+    if where.name == "last.pt" and not exists(where) and unsaved_run_dir(folder):  # killed as its data loaded
+        cause = failure_cause(folder)
+        ended = f"failed before it saved anything ({cause})" if cause else "was stopped before it saved anything"
+        raise RunError(f"--resume {folder}: the run {ended} (no config.json, no last.pt), so there is no position to "
+                       f"continue from; start it again: the command that started it, with --out "
+                       f"{shell_quoted(str(folder))}")
     if where.name == "last.pt" and not exists(where) and is_run_dir(folder):  # a stat that fails: one line
         how = (f"continue from its best epoch: cnnlab train --resume {shell_quoted(str(folder / 'best.pt'))}"
                if is_file(folder / "best.pt") else f"start it again: cnnlab train --config {shell_quoted(str(folder))} --out {shell_quoted(str(folder))}")

@@ -449,6 +449,25 @@ def is_run_dir(path: Path) -> bool:
     return is_file(path / "config.json")
 
 
+#: What a run folder holds before its config.json is written: the run's lock, the status.json that says it trains, the
+#: copy of its teacher (``distill.TEACHER_FILE``).
+BEFORE_CONFIG = frozenset({LOCK_FILE, STATUS_FILE, "teacher.pt"})
+
+
+def unsaved_run_dir(path: Path) -> bool:
+    """Whether ``path`` is a folder cnnlab made for a run stopped before it wrote its config.json (killed while its
+    data, its teacher or its torchrun group were loading): nothing in it but :data:`BEFORE_CONFIG`'s files (one at
+    least) and the temp files of a run's writes cut short. Its resume said "no such checkpoint; pass a run directory",
+    which is what was passed; the command that started it starts it again there."""
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return False
+    cut_short = {f".{name}." for name in RUN_FILES | {STATUS_FILE}}
+    return any(n in BEFORE_CONFIG for n in names) and all(
+        n in BEFORE_CONFIG or n.endswith(".tmp") and any(n.startswith(p) for p in cut_short) for n in names)
+
+
 # ----------------------------------------------------------------------------- outputs never clobber a run
 
 
