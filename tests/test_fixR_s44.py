@@ -11,6 +11,12 @@ import os
 import pytest
 
 from cnnlab.cli import main
+from cnnlab.distributed import Dist
+from cnnlab.engine import train
+
+from conftest import tiny_config
+
+QUIET = dict(quiet=True, log=lambda m: None)
 
 
 # ----------------------------------------------------------------------------- D1
@@ -43,3 +49,22 @@ def test_a_folder_with_files_of_its_own_is_still_no_checkpoint(tmp_path, capsys)
     (run / "notes.txt").write_text("mine")
     assert main(["train", "--resume", str(run)]) == 2
     assert "no such checkpoint; pass a run directory" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- D3
+
+
+def test_a_resume_in_processes_that_do_not_divide_the_runs_batch_names_a_count_that_does(tiny_idx, tmp_path,
+                                                                                          monkeypatch, capsys):
+    """torchrun --nproc_per_node 3 of a run with a global batch of 64: ``--batch-size 64 ... pick a multiple of
+    3``, a flag the user never gave and a resume refuses."""
+    run = tmp_path / "run"
+    train(tiny_config(tiny_idx, batch_size=64, max_steps=2), out=run, **QUIET)
+    kept = (run / "status.json").read_bytes()
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setattr(Dist, "init", lambda self, device, say=print: None)  # the group joined
+    assert main(["train", "--resume", str(run)]) == 2
+    assert capsys.readouterr().err == (
+        f"cnnlab: error: --resume {run}: the run's global batch of 64 does not divide evenly over 3 processes; resume "
+        f"it in a number of processes that divides 64 (1, 2, 4, 8, ...); as it trained: cnnlab train --resume {run}\n")
+    assert (run / "status.json").read_bytes() == kept

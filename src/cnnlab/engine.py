@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import itertools
 import math
 import os
 import shutil
@@ -772,8 +773,7 @@ def build_trainer(cfg: TrainConfig, ranks: Dist, plan: RunPlan, dataset: Dataset
     autocast = training_autocast(cfg.precision, device)
     ranks.init(device, say=log)
     if cfg.batch_size % ranks.world_size:
-        raise CnnlabError(f"--batch-size {cfg.batch_size} is the global batch and must divide evenly over "
-                          f"{ranks.world_size} processes; pick a multiple of {ranks.world_size}")
+        raise CnnlabError(uneven_batch(cfg.batch_size, ranks.world_size, resumed))
     say = log if ranks.is_primary else (lambda msg: None)
     if too_many_threads:
         say(too_many_threads)
@@ -816,6 +816,27 @@ def build_trainer(cfg: TrainConfig, ranks: Dist, plan: RunPlan, dataset: Dataset
         ema=build_ema(cfg, model), teacher=teacher,
         autocast=autocast,
         run_dir=plan.run_dir, log=say, keep_eval_outputs=keep)
+
+
+def uneven_batch(batch: int, world_size: int, resumed: ResumedThreads | None = None) -> str:
+    """The line for a global batch that does not divide over the processes: a new run picks another batch; a resume
+    (``resumed``), whose batch is the run's own, another number of processes (it was told to pick a multiple of 3
+    for a --batch-size it never gave, which a resume refuses)."""
+    if resumed is None:
+        return (f"--batch-size {batch} is the global batch and must divide evenly over {world_size} processes; pick a "
+                f"multiple of {world_size}")
+    divisors = list(itertools.islice((n for n in range(1, min(batch, 4096) + 1) if batch % n == 0), 5))
+    shown = ", ".join(map(str, divisors[:4])) + (", ..." if len(divisors) > 4 else "")
+    then = resumed.processes[0]
+    if batch % then:
+        how = ""
+    elif resumed.naming.api:
+        how = f"; it trained in {plural(then, 'process', 'processes')}"
+    else:
+        launch = "cnnlab train" if then == 1 else f"torchrun --nproc_per_node={then} -m cnnlab train"
+        how = f"; as it trained: {launch} {resumed.where}"
+    return (f"{resumed.where}: the run's global batch of {batch} does not divide evenly over {world_size} processes; "
+            f"resume it in a number of processes that divides {batch} ({shown}){how}")
 
 
 def _splits(data: Dataset, cfg: TrainConfig):
