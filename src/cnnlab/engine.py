@@ -44,8 +44,8 @@ from cnnlab.models import build_model, check_model_name, count_parameters, float
 from cnnlab.optim import eager
 from cnnlab.output import complain, say, stderr_is_terminal
 from cnnlab.runs import (LOCK_FILE, RUNNING, RUN_FILES, RunLock, RunPlan, STATUS_FILE, TARGET_REACHED, braces_kept,
-                         checkpoints_gone, failure_cause, is_run_dir, metrics_behind, plan_run, read_run_json,
-                         remove_if_unused, run_dir_of, unsaved_run_dir, write_metrics, write_status)
+                         checkpoints_gone, failure_cause, is_run_dir, metrics_behind, plan_run,
+                         read_run_json, remove_if_unused, run_dir_of, unsaved_run_dir, write_metrics, write_status)
 from cnnlab.schedules import schedule_named
 from cnnlab.text import plural
 from cnnlab.trainer import Trainer
@@ -152,12 +152,13 @@ class ResumedThreads:
     processes: tuple[int, int] = (1, 1)
 
     @classmethod
-    def of(cls, plan: RunPlan, setting: int, given: bool, naming: Naming = FLAGS, ranks: int = 1) -> ResumedThreads:
+    def of(cls, plan: RunPlan, setting: int, given: bool, naming: Naming = FLAGS, ranks: int = 1,
+           ran_in: int | None = None) -> ResumedThreads:
         """A resume's, from its run's config.json (read by every rank of a torchrun group: all set the same count);
-        ``ranks``: the processes this resume trains in."""
+        ``ranks``: the processes this resume trains in; ``ran_in``: those that trained the checkpoint it resumes
+        (its ``TrainState.world_size``; None: the count config.json records)."""
         record = read_run_json(run_dir_of(plan.resume_from) / "config.json") or {}
-        ran_in = record.get("world_size")
-        ran_in = ran_in if isinstance(ran_in, int) and not isinstance(ran_in, bool) and ran_in > 0 else 1
+        ran_in = ran_in or _processes_recorded(record) or 1
         return cls(naming.resumed(plan.run_dir or plan.resume_from), setting, recorded_threads(record), given, naming,
                    (ran_in, ranks))
 
@@ -381,7 +382,7 @@ def train(
             stack.push(_forget_if_empty(plan, guard))  # last out: after the lock is released (also when it cannot be taken)
             guard.take(stack.enter_context(_run_lock(plan)))
             # a resume refused before it restored anything leaves the run as it was (a finished run stays finished)
-            stack.push(recorder := FailureRecord(plan, armed=False, guard=guard))
+            stack.push(recorder := FailureRecord(plan, armed=False, guard=guard, max_steps=cfg.max_steps))
             stack.enter_context(_peer_lost_explained(recorder))
             stack.enter_context(_full_disk_explained(recorder))
             if plan.resume_from is None:
@@ -393,8 +394,10 @@ def train(
             _check_own_checkpoint(plan, ckpt)
             saved = TrainConfig.from_dict(ckpt["config"])
             cfg = resumed_config(saved, cfg, changes, naming)
-            resumed = ResumedThreads.of(plan, cfg.threads, "threads" in (changes or {}), naming, ranks.world_size)
-            _check_resumed_epochs(cfg, saved, TrainState.from_checkpoint(ckpt), plan.run_dir or plan.resume_from, naming)
+            state = TrainState.from_checkpoint(ckpt)  # (its processes: the part that saved it, whatever config.json says)
+            resumed = ResumedThreads.of(plan, cfg.threads, "threads" in (changes or {}), naming, ranks.world_size,
+                                        state.world_size)
+            _check_resumed_epochs(cfg, saved, state, plan.run_dir or plan.resume_from, naming)
             if cfg.tensorboard and plan.run_dir is not None:
                 obs.require_tensorboard()  # the run's own --tensorboard: refused before its status can change
             if dataset is None:  # a Dataset passed in is the data, wherever it came from
@@ -559,7 +562,7 @@ def _record_outcome(t: Trainer, result: TrainResult) -> None:
         return
     t.check_folder()
     if t.step_limits:  # a resume: the step limit it kept may be one the run has trained past since (saved_config)
-        _write_config(t)
+        _write_config(t, trained=t.after_first_save is None)
     why = {"step limit": f"--max-steps {t.cfg.max_steps}: resume to go on",
            "target": f"{TARGET_REACHED} {t.cfg.target_accuracy:g}"}
     # a resume of a run that reached its target trains nothing ("nothing to train"), and its record stands
@@ -613,7 +616,7 @@ class FailureRecord:
         """From now on the run's status is this process's: status.json says "running" (runs.RUNNING: read while
         no process holds the run, a kill), never what an earlier process wrote (a divergence of the run that
         was in the folder before), and an error says how this process ended."""
-        write_status(self.plan.run_dir, RUNNING)
+        write_status(self.plan.run_dir, RUNNING, max_steps=self.max_steps)
         self.armed = True
 
     def __call__(self, exc_type, exc, tb) -> bool:
@@ -856,16 +859,28 @@ def _wrap(model: nn.Module, cfg: TrainConfig, ranks: Dist, device: torch.device)
     return net
 
 
-def _write_config(t: Trainer) -> None:
+def _write_config(t: Trainer, trained: bool = True) -> None:
     """config.json: the run's settings (``--config RUN`` re-runs them), and its teacher's hash (a re-run refuses
-    a teacher that changed since)."""
-    if t.run_dir is not None:
-        teacher = {"teacher": t.teacher.record()} if t.teacher is not None else {}
-        threads = {"cpu_threads": ran} if (ran := threads_ran(t)) else {}
-        evals = {"eval_batch_sizes": parts} if (parts := eval_batches_ran(t)) else {}
-        atomic_write_json(t.run_dir / "config.json", {"config": t.saved_config(), "model_args": t.model_args,
-                                                      "data": t.info, "world_size": t.ranks.world_size, **threads,
-                                                      **evals, **teacher})
+    a teacher that changed since). ``trained``: this process trained a part of the run (it saved a checkpoint); a
+    resume that only re-evaluated the run keeps the processes and threads its parts trained in."""
+    if t.run_dir is None:
+        return
+    teacher = {"teacher": t.teacher.record()} if t.teacher is not None else {}
+    world_size, ran = t.ranks.world_size, threads_ran(t)
+    if not trained:
+        record = read_run_json(t.run_dir / "config.json") or {}
+        world_size, ran = _processes_recorded(record) or world_size, recorded_threads(record)
+    threads = {"cpu_threads": ran} if ran else {}
+    evals = {"eval_batch_sizes": parts} if (parts := eval_batches_ran(t)) else {}
+    atomic_write_json(t.run_dir / "config.json", {"config": t.saved_config(), "model_args": t.model_args,
+                                                  "data": t.info, "world_size": world_size, **threads, **evals,
+                                                  **teacher})
+
+
+def _processes_recorded(record: dict) -> int | None:
+    """The processes a run's config.json says its last part trained in (None: none recorded, or not a count)."""
+    n = record.get("world_size")
+    return n if type(n) is int and n > 0 else None
 
 
 def introduce(t: Trainer) -> None:
@@ -913,8 +928,10 @@ def restore(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
     t.resumed = True
     where = plan.run_dir or plan.resume_from
     _recover_best(t, plan.resume_from, where)
-    _write_config(t)  # a resume may change process fields (threads, device...) or extend the epochs
     _metrics_from_history(t, plan.resume_from)
+    # what this part changes in config.json (the epochs it extends the run to, its processes, threads, evaluation
+    # batch) is written with its first checkpoint: a resume killed before it saved leaves the run as it was
+    t.after_first_save = functools.partial(_write_config, t)
     s, where = t.state, shell_quoted(str(where))  # as a shell takes it back ($'a\nb'): one line, and exact
     if s.target is not None:
         t.say(f"{where} stopped when it reached its target ({s.target['accuracy']:.2f}% at epoch "
@@ -935,12 +952,15 @@ def _metrics_from_history(t: Trainer, source: Path) -> None:
     lost: a backup restored, a copy of the folder taken while it trained) is written again from that history, as its
     training writes it, with one warning: a resume that trains nothing left it short for good, and ``cnnlab runs``
     and compare read the run's epochs, best and time from it. The resume holds the run's lock; a file that cannot be
-    read now (it may be whole) is left as it is."""
+    read now (it may be whole) is left as it is. From the run's last.pt, rows past its history are the same: a kill
+    came between an epoch's row and its last.pt (or the config.json a lengthening resume writes with its first
+    checkpoint), and the row past config.json's epochs is what ``runs`` calls damage (from best.pt they are the
+    epochs this resume trains again, and writes again as it goes)."""
     if t.run_dir is None:
         return
     path = t.run_dir / "metrics.csv"
     try:
-        why = metrics_behind(path, t.state.history)
+        why = metrics_behind(path, t.state.history, past_too=source.name == "last.pt")
     except DataUnreadable:
         return
     if why:

@@ -653,10 +653,13 @@ def _probe(path: Path) -> tuple[bool, bytes]:
                 return True, b"?"
 
 
-def write_status(run: Path, status: str, detail: str = "") -> None:
+def write_status(run: Path, status: str, detail: str = "", max_steps: int | None = None) -> None:
     """How the run's last process ended: finished, stopped (resumable) or failed, and why; or :data:`RUNNING`, written
-    when a process begins to train the run, so that a status of an earlier process never speaks for it."""
-    atomic_write_text(run / STATUS_FILE, json.dumps({"status": status, "detail": detail, "at": time.time()}) + "\n")
+    when a process begins to train the run, so that a status of an earlier process never speaks for it, with that
+    process's ``max_steps`` (the command that continues it, should it be killed: :func:`_recorded_max_steps`)."""
+    limit = {} if max_steps is None else {"max_steps": max_steps}
+    atomic_write_text(run / STATUS_FILE, json.dumps({"status": status, "detail": detail, **limit,
+                                                     "at": time.time()}) + "\n")
 
 
 #: The detail of a run whose process ended without a word (killed), with a checkpoint to resume from.
@@ -677,11 +680,16 @@ FULL_NOTES = {
 
 
 def _recorded_max_steps(run: Path) -> int:
-    """The ``--max-steps`` a run's config.json records (0: none, or not readable): a process's limit, which a
-    resume keeps only when given again."""
-    data = _mapping(run / "config.json", [])
-    cfg = data.get("config") if data is not None else None
-    steps = cfg.get("max_steps") if isinstance(cfg, dict) else None
+    """The ``--max-steps`` of the process killed while it trained the run (0: none, or not readable): a process's
+    limit, which a resume keeps only when given again. Its status.json's :data:`RUNNING` record says it (a resume
+    writes config.json only with its first checkpoint: killed before, config.json still had the run's earlier limit,
+    a position the run was at already), else config.json's (a run before that record)."""
+    status = _mapping(run / STATUS_FILE, [])
+    steps = status.get("max_steps") if status is not None and status.get("status") == RUNNING else None
+    if steps is None:
+        data = _mapping(run / "config.json", [])
+        cfg = data.get("config") if data is not None else None
+        steps = cfg.get("max_steps") if isinstance(cfg, dict) else None
     return steps if isinstance(steps, int) and not isinstance(steps, bool) and steps > 0 else 0
 
 
@@ -1245,13 +1253,13 @@ def write_metrics(path: str | Path, rows: list[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def metrics_behind(path: str | Path, history: list[dict]) -> str | None:
+def metrics_behind(path: str | Path, history: list[dict], past_too: bool = False) -> str | None:
     """Why metrics.csv lacks epochs that ``history`` holds (a run's, from its checkpoint: what the file is written
     from, and the truth where the two disagree): ``missing``, ``damaged``, or ``holds 1 row for 2 epochs`` (rows lost
     since the run wrote them: a backup restored, a copy of the folder taken while it trained, an edit); None where it
     holds a row for each, where the history holds none, or where something other than a file is in its place (whoever
-    writes there says so). More rows than the history are left alone (a resume from best.pt writes them again as it
-    trains). A file that cannot be read now raises :class:`~cnnlab.errors.DataUnreadable`: it may be whole."""
+    writes there says so). More rows than the history: ``holds 3 rows for 2 epochs`` with ``past_too`` (a resume from
+    the run's last.pt), else None (a resume from best.pt writes them again as it trains). A file that cannot be read now raises :class:`~cnnlab.errors.DataUnreadable`: it may be whole."""
     if not history or kind_of(path) not in ("nothing", "a file"):
         return None
     try:
@@ -1262,7 +1270,8 @@ def metrics_behind(path: str | Path, history: list[dict]) -> str | None:
         raise
     except (OSError, CnnlabError):
         return "damaged"
-    return f"holds {plural(len(rows), 'row')} for {plural(len(history), 'epoch')}" if len(rows) < len(history) else None
+    short = len(rows) < len(history) or past_too and len(rows) > len(history)
+    return f"holds {plural(len(rows), 'row')} for {plural(len(history), 'epoch')}" if short else None
 
 
 def read_metrics(path: str | Path, epochs: int | None = None) -> list[dict]:
@@ -1276,8 +1285,9 @@ def read_metrics(path: str | Path, epochs: int | None = None) -> list[dict]:
 def metrics_rows(path: str | Path, epochs: int | None = None) -> Iterator[dict]:
     """:func:`read_metrics`'s rows one at a time, the file read as they are (a listing keeps neither the rows nor
     the file's text): an error comes when its row does. Given the run's ``epochs``, a row past them is damage (cnnlab
-    writes one row an epoch, and a resume that lengthens a run writes its config.json first), found without reading
-    the rest: a file of a million rows under the size cap took a listing 40 s and a gigabyte."""
+    writes one row an epoch; a resume that lengthens a run writes its config.json with its first checkpoint, and a
+    kill between that epoch's row and its last.pt is put right by the resume from it: engine._recover_metrics), found
+    without reading the rest: a file of a million rows under the size cap took a listing 40 s and a gigabyte."""
     path, fix = Path(path), _FIXES["metrics.csv"]
     stream = open_run_file(path, METRICS_LIMIT, fix)
     if stream is None:

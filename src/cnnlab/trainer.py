@@ -117,6 +117,10 @@ class Trainer:
     #: order (the resume's --max-steps when given, then the run's): the first its position has not gone past is
     #: kept, none (0) when it went past them all. Empty: a new run's, this process's own (see :meth:`saved_config`).
     step_limits: tuple[int, ...] = ()
+    #: What this process writes once its first checkpoint is saved (a resume's record of its part in config.json:
+    #: the epochs it extends the run to, its processes and threads), then None: a resume killed before it saved
+    #: anything leaves the run's record as it was (engine.restore).
+    after_first_save: Callable[[], None] | None = None
     _epoch_t0: float = 0.0
     _epoch_base: float = 0.0
 
@@ -311,7 +315,8 @@ class Trainer:
         }
 
     def save(self, name: str) -> None:
-        """Save the position as ``run_dir/name`` (every rank calls it: mid-epoch sums are a collective)."""
+        """Save the position as ``run_dir/name`` (every rank calls it: mid-epoch sums are a collective); the first
+        save then writes what waited for it (:attr:`after_first_save`)."""
         self.check_finite()  # never write a checkpoint of diverged weights
         if self.inside_epoch:
             self.state.partial = self.reduced_sums()
@@ -319,3 +324,6 @@ class Trainer:
         if self.run_dir is not None:
             self.check_folder()
             save_checkpoint(self.run_dir / name, self.payload())
+            if self.after_first_save is not None:
+                self.after_first_save()
+                self.after_first_save = None  # (a write that failed is made again with the next save)
