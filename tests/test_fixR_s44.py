@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -187,3 +188,32 @@ def test_a_resume_in_processes_that_do_not_divide_the_runs_batch_names_a_count_t
         f"cnnlab: error: --resume {run}: the run's global batch of 64 does not divide evenly over 3 processes; resume "
         f"it in a number of processes that divides 64 (1, 2, 4, 8, ...); as it trained: cnnlab train --resume {run}\n")
     assert (run / "status.json").read_bytes() == kept
+
+
+# ----------------------------------------------------------------------------- D5
+
+
+def test_tensorboard_after_a_resume_from_an_earlier_epoch_holds_what_metrics_csv_holds(tiny_idx, tmp_path):
+    """``--resume RUN/best.pt`` (or any earlier checkpoint) kept the old epochs' events beside the retrained ones: two
+    points at each step after it, while metrics.csv is rewritten."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    train(tiny_config(tiny_idx, epochs=3, max_steps=8, tensorboard=True), out=run, **QUIET)  # epoch 1 ends at step 8
+    shutil.copy(run / "last.pt", run / "epoch1.pt")
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert main(["train", "--resume", str(run / "epoch1.pt"), "--quiet"]) == 0  # epochs 2 and 3 again
+    steps = [row["step"] for row in read_metrics(run / "metrics.csv")]
+    assert steps == [8, 16, 24]
+    files = sorted((run / "tensorboard").iterdir())
+    points = []
+    for path in files:
+        events = EventAccumulator(str(path))
+        events.Reload()
+        points += [e.step for e in events.Scalars("seconds")]
+    assert len(files) == 1 and points == steps
+    folder = EventAccumulator(str(run / "tensorboard"))
+    folder.Reload()
+    assert [e.value for e in folder.Scalars("seconds")] == pytest.approx(  # the retrained epochs' (float32 there)
+        [row["seconds"] for row in read_metrics(run / "metrics.csv")], rel=1e-5)

@@ -1050,7 +1050,7 @@ def make_observers(t: Trainer, quiet: bool, silent: bool = False) -> list[obs.Ob
         watchers.append(obs.TargetStop(cfg.target_accuracy, t.steps_per_epoch, cfg.evals_per_epoch))
     watchers += [obs.DivergenceGuard(), obs.EpochLog()]
     if cfg.tensorboard and t.run_dir is not None:
-        watchers.append(obs.TensorboardLog(t.run_dir))
+        watchers.append(obs.TensorboardLog(t.run_dir, t.state.step if t.resumed else None))
     if t.run_dir is not None:
         watchers.append(obs.MetricsCsv(t.run_dir))
     watchers.append(obs.CheckpointSaver(cfg.save_every))

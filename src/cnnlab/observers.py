@@ -9,6 +9,7 @@ they read, evaluate in ``inference_mode`` and write. The engine's loop has no ``
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import threading
@@ -178,9 +179,14 @@ def require_tensorboard():
 
 
 class TensorboardLog(Observer):
-    """``--tensorboard``: the epoch's scalars in ``RUN/tensorboard``."""
+    """``--tensorboard``: the epoch's scalars in ``RUN/tensorboard``, which hold the run's history as metrics.csv does:
+    at this process's first epoch they are written whole from it into a new event file (the epochs of a run resumed
+    from best.pt, or killed between an epoch's events and its last.pt, are the checkpoint's, not a second point at
+    each step: the older files go once the new one is flushed), then appended epoch by epoch. ``resumed_at``: the
+    step a resume continues from; its event file starts with TensorBoard's purge of the steps after it (a reader of
+    the folder drops them from the older files should a kill come before those go)."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, resumed_at: int | None = None):
         folder = run_dir / "tensorboard"
         if folder.is_symlink():  # planted by whoever could write the folder: the events would go where it points
             raise CnnlabError(f"{folder} is a symbolic link, which cnnlab does not follow (it would write where it "
@@ -188,17 +194,45 @@ class TensorboardLog(Observer):
         if folder.exists() and not folder.is_dir():  # tensorboard's own FileExistsError traceback
             raise CnnlabError(f"{folder} is in the way of --tensorboard's folder (a file, not a folder); remove it, "
                               "or leave --tensorboard out")
-        self.writer = require_tensorboard()(str(folder))
+        self.folder, self.resumed_at = folder, resumed_at
+        self.summary_writer = require_tensorboard()
+        self.writer = None
 
     def after_epoch(self, t: Trainer, row: dict, result: EvalResult, improved: bool) -> None:
         t.check_folder()
+        if self.writer is None:
+            self._rewrite(t.state.history)  # this row is the history's last
+        else:
+            self._add(row)
+        self.writer.flush()
+
+    def _rewrite(self, history: list[dict]) -> None:
+        """A new event file holding ``history``; the event files there before it removed once it is flushed."""
+        try:
+            older = [p for p in self.folder.iterdir() if p.name.startswith(EVENT_FILES) and p.is_file()]
+        except OSError:  # none yet (a new run), or unreadable: the writer says what is wrong
+            older = []
+        purge = None if self.resumed_at is None else self.resumed_at + 1  # a purge drops the steps at and past it
+        self.writer = self.summary_writer(str(self.folder), purge_step=purge)
+        for row in history:
+            self._add(row)
+        self.writer.flush()
+        for path in older:
+            with contextlib.suppress(OSError):  # one that stays (a read-only file) is purged past the resume's step
+                path.unlink(missing_ok=True)
+
+    def _add(self, row: dict) -> None:
         for key, value in row.items():
             if key not in ("epoch", "step") and isinstance(value, (int, float)) and math.isfinite(value):
                 self.writer.add_scalar(key, value, row["step"])
-        self.writer.flush()
 
     def close(self) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+#: How the event files TensorBoard's writer makes are named (``events.out.tfevents.TIME.HOST.PID.N``).
+EVENT_FILES = "events.out.tfevents."
 
 
 class MetricsCsv(Observer):
