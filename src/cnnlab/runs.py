@@ -1286,7 +1286,7 @@ def metrics_rows(path: str | Path, epochs: int | None = None) -> Iterator[dict]:
     """:func:`read_metrics`'s rows one at a time, the file read as they are (a listing keeps neither the rows nor
     the file's text): an error comes when its row does. Given the run's ``epochs``, a row past them is damage (cnnlab
     writes one row an epoch; a resume that lengthens a run writes its config.json with its first checkpoint, and a
-    kill between that epoch's row and its last.pt is put right by the resume from it: engine._recover_metrics), found
+    kill between that epoch's row and its last.pt is put right by the resume from it: engine._metrics_from_history), found
     without reading the rest: a file of a million rows under the size cap took a listing 40 s and a gigabyte."""
     path, fix = Path(path), _FIXES["metrics.csv"]
     stream = open_run_file(path, METRICS_LIMIT, fix)
