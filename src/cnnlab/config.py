@@ -305,7 +305,7 @@ def _did_you_mean(unknown: list, known: set[str]) -> str:
     """`` (did you mean 'epochs'?)`` for the unknown keys that look like a setting's name (:func:`cnnlab.errors.
     close_match`); '' for none."""
     close = {str(k): close_match(k, sorted(known)) for k in unknown}
-    hints = [f"{k!r} for {m!r}" if len(close) > 1 else repr(m) for k, m in close.items() if m]
+    hints = [f"{m!r} for {k!r}" if len(close) > 1 else repr(m) for k, m in close.items() if m]
     return f" (did you mean {', '.join(hints)}?)" if hints else ""
 
 
