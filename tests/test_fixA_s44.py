@@ -4,9 +4,23 @@ with a newer key, ``load_run`` of best.pt, and a re-run whose ``idx:`` folder mo
 
 from __future__ import annotations
 
+import json
+import shutil
+
+import pytest
+
+import cnnlab
 from cnnlab.cli import main
+from cnnlab.errors import CnnlabError
+from conftest import trained_once
 
 QUIET = dict(quiet=True, threads=1, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def shared_run(tmp_path_factory):
+    """One finished tiny run (basic_cnn, 1 epoch) for the tests that only read it, or copy it to change it."""
+    return trained_once(tmp_path_factory, "fixA_s44")
 
 
 def test_did_you_mean_names_the_setting_for_the_typo(tmp_path, capsys):
@@ -15,3 +29,18 @@ def test_did_you_mean_names_the_setting_for_the_typo(tmp_path, capsys):
     settings.write_text("epochz: 2\nlrr: 0.1\nmodel: resnet\n")
     assert main(["train", "--config", str(settings), "--out", str(tmp_path / "z")]) == 2
     assert "unknown settings ['epochz', 'lrr'] (did you mean 'epochs' for 'epochz'?)" in capsys.readouterr().err
+
+
+def test_a_runs_record_with_a_key_of_a_newer_cnnlab_is_rerun(shared_run, tmp_path, capsys):
+    """A top-level key config.json did not have (a newer cnnlab's record) was refused: "put them inside it", and
+    inside it was refused again. It is no setting, and is ignored as the record's other keys are; a setting there
+    is still refused."""
+    run = tmp_path / "fut"
+    shutil.copytree(shared_run, run)
+    record = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**record, "hardware": {"cpu": "x"}}))
+    assert cnnlab.TrainConfig.from_file(run / "config.json").to_dict() == record["config"]
+    assert main(["train", "--config", str(run), "--max-steps", "1", "--out", str(tmp_path / "z"), "--quiet"]) == 0
+    (run / "config.json").write_text(json.dumps({**record, "hardware": {"cpu": "x"}, "epochz": 3}))
+    with pytest.raises(CnnlabError, match=r"unknown settings \['epochz'\] beside 'config' \(put them inside it\)"):
+        cnnlab.TrainConfig.from_file(run / "config.json")

@@ -281,9 +281,7 @@ class TrainConfig:
             raise CnnlabError(f"{where}: expected a mapping of settings (e.g. 'model: resnet'), "
                               f"got {type(data).__name__}")
         if isinstance(data.get("config"), dict):  # a run's config.json: every value, as the run had them
-            beside = sorted(set(data) - RUN_RECORD_KEYS, key=str)
-            if beside:  # settings beside 'config' would be ignored: the run's own are inside it
-                raise CnnlabError(f"{where}: unknown settings {beside} beside 'config' (put them inside it)")
+            _refuse_settings_beside(data, where)
             return cls.from_dict(data["config"], f"{where}: config")
         if "config" in data and {"data", "model_args"} & set(data):  # a run's config.json, its settings damaged
             raise CnnlabError(f"{where}: a run's config.json whose 'config' is not its settings (got "
@@ -299,6 +297,17 @@ class TrainConfig:
 
 #: The top-level keys of a run's config.json (engine._write_config): its settings are inside "config".
 RUN_RECORD_KEYS = frozenset({"config", "model_args", "data", "world_size", "cpu_threads", "eval_batch_sizes", "teacher"})
+
+
+def _refuse_settings_beside(record: dict, where: str) -> None:
+    """A setting (a field of :class:`TrainConfig`, or a near miss of one's name) written beside a run record's
+    ``config``, where it would be ignored, is refused: "put them inside it". Another key there is no setting: a
+    record key this cnnlab does not know (a newer cnnlab's run), ignored as the record's other keys (``data``,
+    ``model_args``...) are; it was refused with "put them inside it", and inside it was refused again."""
+    known = sorted(f.name for f in fields(TrainConfig))
+    beside = sorted((k for k in set(record) - RUN_RECORD_KEYS if k in known or close_match(k, known)), key=str)
+    if beside:  # settings beside 'config' would be ignored: the run's own are inside it
+        raise CnnlabError(f"{where}: unknown settings {beside} beside 'config' (put them inside it)")
 
 
 def _did_you_mean(unknown: list, known: set[str]) -> str:
