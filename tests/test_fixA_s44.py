@@ -44,3 +44,18 @@ def test_a_runs_record_with_a_key_of_a_newer_cnnlab_is_rerun(shared_run, tmp_pat
     (run / "config.json").write_text(json.dumps({**record, "hardware": {"cpu": "x"}, "epochz": 3}))
     with pytest.raises(CnnlabError, match=r"unknown settings \['epochz'\] beside 'config' \(put them inside it\)"):
         cnnlab.TrainConfig.from_file(run / "config.json")
+
+
+def test_runs_json_lists_every_run_or_says_how_many_it_left_out(shared_run, tmp_path, capsys):
+    """``cnnlab runs --json`` cut the list to 20 without a word (the table says "... and 5 older")."""
+    root = tmp_path / "runs"
+    for i in range(22):
+        shutil.copytree(shared_run, root / f"r{i:02d}")
+    assert main(["runs", "--root", str(root), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert len(json.loads(out)) == 22 and err == ""
+    assert main(["runs", "--root", str(root), "--json", "--limit", "5"]) == 0
+    out, err = capsys.readouterr()
+    assert len(json.loads(out)) == 5 and err == "... and 17 older left out of the JSON (--limit 0 shows all)\n"
+    assert main(["runs", "--root", str(root)]) == 0  # the table keeps its 20
+    assert "... and 2 older (--limit 0 shows all)" in capsys.readouterr().out

@@ -8,7 +8,7 @@ import sys
 from cnnlab.cli.common import add_json, path_arg
 from cnnlab.errors import CnnlabError, printable, shell_quoted
 from cnnlab.fileio import exists
-from cnnlab.output import json_text
+from cnnlab.output import complain, json_text
 from cnnlab.runs import NOW, describe_listed, find_runs, matches
 from cnnlab.text import display_width, pad
 
@@ -33,7 +33,9 @@ def register(sub) -> None:
                                    "not what cnnlab writes there: the row says which, and what to do). Wherever a "
                                    "command takes a run folder, 'latest' names the newest of them.")
     p.add_argument("--root", default="runs", type=path_arg, help="folder that holds the runs (default: %(default)s)")
-    p.add_argument("--limit", type=int, default=20, help="show at most this many runs; 0: all (default: %(default)s)")
+    p.add_argument("--limit", type=int, default=20,
+                   help="show at most this many runs; 0: all (default: %(default)s; with --json: 0, every run, and "
+                        "a --limit typed there that leaves runs out says how many on stderr)")
     for key, example in FILTERS.items():
         p.add_argument(f"--{key}", default=None, choices=STATUSES if key == "status" else None,
                        help=f"only the runs of this {key}, e.g. {example} (default: all)")
@@ -123,9 +125,13 @@ def cmd_runs(args) -> int:
         raise CnnlabError(f"--root {args.root}: no such folder; check the path (runs are written under runs/ "
                           "unless a run was given --out)")
     wanted = {key: getattr(args, key) for key in FILTERS if getattr(args, key) is not None}
-    rows, total, described = _rows(runs, wanted, args.limit, rescan=lambda: find_runs(args.root))
+    # a script reading --json gets every run unless it typed a --limit (the 20 of the table cut it without a word)
+    limit = args.limit if not args.json or "limit" in getattr(args, "typed", {}) else 0
+    rows, total, described = _rows(runs, wanted, limit, rescan=lambda: find_runs(args.root))
     if args.json:
         print(json_text(rows, indent=2))
+        if len(rows) < total:  # stdout is the JSON: the note goes to stderr
+            complain(f"... and {total - len(rows)} older left out of the JSON (--limit 0 shows all)")
     elif not rows:
         which = " ".join(f"--{k} {v}" for k, v in wanted.items())
         print(f"no runs under {args.root}/ match {which}{_values_there(described, wanted)}" if wanted else
