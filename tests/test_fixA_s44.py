@@ -11,7 +11,7 @@ import pytest
 
 import cnnlab
 from cnnlab.cli import main
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CheckpointError, CnnlabError
 from conftest import trained_once
 
 QUIET = dict(quiet=True, threads=1, device="cpu")
@@ -59,3 +59,13 @@ def test_runs_json_lists_every_run_or_says_how_many_it_left_out(shared_run, tmp_
     assert len(json.loads(out)) == 5 and err == "... and 17 older left out of the JSON (--limit 0 shows all)\n"
     assert main(["runs", "--root", str(root)]) == 0  # the table keeps its 20
     assert "... and 2 older (--limit 0 shows all)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("path, said", [(None, "must be a path (a str or pathlib.Path), got None; give one"),
+                                        (3, "must be a path (a str or pathlib.Path), got 3; give one"),
+                                        ("", "is an empty path (an unset variable?); give a path")])
+def test_predictor_from_file_of_no_path_is_one_line(path, said):
+    """``Predictor.from_file(None | 3 | "")``: a bare TypeError / ValueError ("PosixPath('.') has an empty name")."""
+    with pytest.raises(CheckpointError) as err:
+        cnnlab.Predictor.from_file(path)
+    assert str(err.value) == f"a checkpoint file {said}"

@@ -39,8 +39,8 @@ from cnnlab.data.folder import SIZE as FOLDER_SIZE
 from cnnlab.data.folder import gray_square
 from cnnlab.dataset_names import PAPER_SPLIT, dataset_kind, directory_of, paper_of
 from cnnlab.devices import resolve_device
-from cnnlab.errors import CnnlabError, first_line, printable, short_repr, yes_no
-from cnnlab.fileio import atomic_write_bytes, open_if_regular, temp_part
+from cnnlab.errors import CheckpointError, CnnlabError, first_line, printable, short_repr, yes_no
+from cnnlab.fileio import as_path, atomic_write_bytes, open_if_regular, temp_part
 from cnnlab.pretrained import load_pretrained
 from cnnlab.runs import LATEST, resolve_run
 from cnnlab.text import plural
@@ -347,9 +347,10 @@ class Predictor:
     def from_file(cls, path: str | Path, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS) -> "Predictor":
         """The net of the checkpoint file ``path`` itself, never a run folder's (a folder there is refused: what
         ``cnnlab serve`` loads again when the file it serves changes). As everywhere a run's net answers, the last.pt
-        of a run whose training diverged is refused (:func:`cnnlab.checkpoint.refuse_diverged`)."""
+        of a run whose training diverged is refused (:func:`cnnlab.checkpoint.refuse_diverged`). A ``path`` that is no
+        path (None, a number, ``""``) is one line, as :meth:`from_run`'s."""
         check_max_pixels(max_pixels)
-        path = Path(path)
+        path = as_path(path, "a checkpoint file", CheckpointError)
         refuse_diverged(path)
         stamp = checkpoint_stamp(path)  # before the load: a file replaced meanwhile reads as changed, loaded again
         state, digest = load_checkpoint_and_digest(path)
