@@ -69,3 +69,28 @@ def test_predictor_from_file_of_no_path_is_one_line(path, said):
     with pytest.raises(CheckpointError) as err:
         cnnlab.Predictor.from_file(path)
     assert str(err.value) == f"a checkpoint file {said}"
+
+
+def test_predictor_class_methods_name_the_arguments_not_the_flags(shared_run, tmp_path):
+    """``cnnlab.Predictor``'s class methods said ``--checkpoint last``, ``--device``, ``cnnlab train --model NAME``,
+    and for a folder given to ``from_file`` "pass a run directory", which it refuses."""
+    early = tmp_path / "early"
+    shutil.copytree(shared_run, early)
+    (early / "best.pt").unlink()
+    (early / "metrics.csv").unlink()  # as before its first epoch ended: no best.pt yet
+    calls = [(lambda: cnnlab.Predictor.from_run(early, which="best"), "use which='last'"),
+             (lambda: cnnlab.Predictor.from_run(shared_run, device="tpu"), "^device must be auto, cpu,"),
+             (lambda: cnnlab.Predictor.pretrained("vgg"), r"cnnlab\.train\(model=NAME, dataset=DATA\)"),
+             (lambda: cnnlab.Predictor.from_file(shared_run),
+              rf"a folder, not a checkpoint file; give its checkpoint \({shared_run / 'last.pt'}\), or "
+              rf"Predictor\.from_run\('{shared_run}'\)")]
+    for call, said in calls:
+        with pytest.raises(CnnlabError, match=said) as err:
+            call()
+        assert "--" not in str(err.value)
+    from cnnlab.predict import Predictor  # the library's, which the command line calls: its flags kept
+
+    with pytest.raises(CheckpointError, match="use --checkpoint last"):
+        Predictor.from_run(early, which="best")
+    predictor = cnnlab.Predictor.from_run(shared_run, device="cpu")
+    assert isinstance(predictor, cnnlab.Predictor) and isinstance(cnnlab.predictor(shared_run), cnnlab.Predictor)

@@ -13,7 +13,10 @@ Everything here calls the same library functions as the command line; nothing is
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import functools
 import importlib
+import inspect
 import os
 import re
 from dataclasses import dataclass, field, fields
@@ -38,13 +41,14 @@ if TYPE_CHECKING:
     from cnnlab.evaluation import EvalResult
     from cnnlab.predict import Predictor
 
-#: The names of the library that this module offers (``cnnlab.Predictor``), each imported on first access.
-_LAZY = {"Predictor": "cnnlab.predict", "TrainResult": "cnnlab.engine", "EvalResult": "cnnlab.evaluation"}
+#: The names of the library that this module offers (``cnnlab.TrainResult``), each imported on first access;
+#: ``cnnlab.Predictor`` is :func:`predictor_class`'s.
+_LAZY = {"TrainResult": "cnnlab.engine", "EvalResult": "cnnlab.evaluation"}
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
+    if name == "Predictor" or name in _LAZY:
+        value = predictor_class() if name == "Predictor" else getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'cnnlab.api' has no attribute {name!r}")
@@ -245,14 +249,24 @@ def _python_value(word: str | None, kind: str, names: list[str] = ()) -> str:
     return repr(text)
 
 
+#: Whether this thread is inside an :func:`api_call` already: a call of the API made by another (``Run.predictor``'s
+#: ``Predictor.from_run``) is said by the outer one, in the words of the call its caller made.
+_INSIDE_CALL = contextvars.ContextVar("cnnlab_api_call", default=False)
+
+
 @contextlib.contextmanager
 def api_call(*paths, **given) -> Iterator[None]:
     """Around the API's calls into the library: a refusal names the caller's arguments, not the command line's
     flags, in one line (:func:`as_arguments`; ``paths``: the call's folders and files, such as a run's, which a
-    message names as they are, whatever they hold). The caller's global torch RNG is left as it is by the library
+    message names as they are, whatever they hold). Inside another (:data:`_INSIDE_CALL`) it says nothing: the
+    outer call does. The caller's global torch RNG is left as it is by the library
     itself: a net whose weights are loaded draws none (``checkpoint.empty_model``), a run draws its own inside
     ``models.seeded``.
     (Saved and put back here, it rewound the draws of the caller's other threads, and a run's.)"""
+    if _INSIDE_CALL.get():
+        yield
+        return
+    token = _INSIDE_CALL.set(True)
     try:
         yield
     except CnnlabError as err:
@@ -260,6 +274,41 @@ def api_call(*paths, **given) -> Iterator[None]:
         if said == str(err):
             raise
         raise err.reworded(said) from None  # its class and what it carries (Interrupted's exit code) kept
+    finally:
+        _INSIDE_CALL.reset(token)
+
+
+def _said_as_called(method):
+    """A class method of the library's :class:`cnnlab.predict.Predictor` (its function, docstring and signature),
+    called inside :func:`api_call` with the arguments it was given: its refusals name them (``which='last'``), not
+    the flags of the commands that call the library's own (``--checkpoint last``)."""
+    library = method.__func__
+
+    @functools.wraps(library)
+    def call(cls, *args, **kwargs):
+        given = inspect.signature(library).bind(cls, *args, **kwargs).arguments
+        with api_call(given.get("path"), **{k: v for k, v in given.items() if k != "cls"}):
+            return library(cls, *args, **kwargs)
+
+    return classmethod(call)
+
+
+@functools.cache
+def predictor_class() -> type:
+    """``cnnlab.Predictor``: the library's :class:`cnnlab.predict.Predictor`, whose class methods (``from_run``,
+    ``from_file``, ``pretrained``) say a refusal in their caller's words, as the API's functions do (``which='last'``,
+    ``a lower lr``, ``cnnlab.train(model=NAME, ...)``); ``cnnlab predict`` and ``cnnlab serve`` call the library's own,
+    which name their flags. The predictors the API makes (``cnnlab.predictor()``, ``Run.predictor()``) are of it."""
+    from cnnlab import predict  # the library's (see the top)
+
+    class Predictor(predict.Predictor):
+        __doc__ = predict.Predictor.__doc__
+        from_run = _said_as_called(predict.Predictor.from_run)
+        from_file = _said_as_called(predict.Predictor.from_file)
+        pretrained = _said_as_called(predict.Predictor.pretrained)
+
+    Predictor.__module__, Predictor.__qualname__ = __name__, "Predictor"  # as cnnlab.Predictor, which pickle finds
+    return Predictor
 
 
 @paths_explained()
@@ -406,11 +455,9 @@ class Run:
         """A callable :class:`cnnlab.Predictor` of the run's ``which`` checkpoint (``"last"`` or ``"best"``) on
         ``device`` (a name, ``"auto"``, or a ``torch.device``): it takes paths, bytes, open files, PIL images, numpy
         arrays and tensors, one or a list, and preprocesses them as ``cnnlab predict`` does (docs/predict.md)."""
-        from cnnlab.predict import Predictor  # the library's (see the top)
-
         device = device_name(device, "Run.predictor(device=...)")
         with api_call(self.folder, self.path, which=which, device=device):
-            return Predictor.from_run(self.folder, which=which, device=device)
+            return predictor_class().from_run(self.folder, which=which, device=device)
 
     @paths_explained()
     def evaluate(self, which: str = "last", device: str | torch.device = "auto", split: str = "test",
@@ -474,8 +521,7 @@ def predictor(run: str | Path | None = None, *, model: str | None = None, datase
 
 
 def _predictor(run, model: str | None, dataset: str | None, which: str | None, device: str) -> Predictor:
-    from cnnlab.predict import Predictor  # the library's (see the top)
-    from cnnlab.pretrained import pretrained_entries
+    from cnnlab.pretrained import pretrained_entries  # the library's (see the top)
 
     if run is not None:
         if isinstance(run, str) and not exists(run) and run in {e.model for e in pretrained_entries()}:
@@ -485,11 +531,11 @@ def _predictor(run, model: str | None, dataset: str | None, which: str | None, d
             if value is not None:
                 raise CnnlabError(f"cnnlab.predictor(run, {name}={value!r}): {name} picks the shipped weights, and a "
                                   f"run's net is its own; drop {name}, or drop the run for the shipped weights")
-        return Predictor.from_run(resolve_run(run), which=which or DEFAULT_CHECKPOINT, device=device)
+        return predictor_class().from_run(resolve_run(run), which=which or DEFAULT_CHECKPOINT, device=device)
     if which is not None:
         raise CnnlabError(f"cnnlab.predictor(which={which!r}) picks a run folder's checkpoint; the shipped weights are "
                           "one file: drop which, or give a run")
-    return Predictor.pretrained(model or "resnet", dataset or "mnist", device=device)
+    return predictor_class().pretrained(model or "resnet", dataset or "mnist", device=device)
 
 
 def pretrained_weights() -> list[dict]:

@@ -40,7 +40,7 @@ from cnnlab.data.folder import gray_square
 from cnnlab.dataset_names import PAPER_SPLIT, dataset_kind, directory_of, paper_of
 from cnnlab.devices import resolve_device
 from cnnlab.errors import CheckpointError, CnnlabError, first_line, printable, short_repr, yes_no
-from cnnlab.fileio import as_path, atomic_write_bytes, open_if_regular, temp_part
+from cnnlab.fileio import as_path, atomic_write_bytes, is_dir, open_if_regular, temp_part
 from cnnlab.pretrained import load_pretrained
 from cnnlab.runs import LATEST, resolve_run
 from cnnlab.text import plural
@@ -351,6 +351,9 @@ class Predictor:
         path (None, a number, ``""``) is one line, as :meth:`from_run`'s."""
         check_max_pixels(max_pixels)
         path = as_path(path, "a checkpoint file", CheckpointError)
+        if is_dir(path):  # not load_checkpoint's "pass a run directory": a run folder is from_run's
+            raise CheckpointError(f"{path}: a folder, not a checkpoint file; give its checkpoint "
+                                  f"({path / 'last.pt'}), or Predictor.from_run({str(path)!r}) for a run folder's net")
         refuse_diverged(path)
         stamp = checkpoint_stamp(path)  # before the load: a file replaced meanwhile reads as changed, loaded again
         state, digest = load_checkpoint_and_digest(path)
