@@ -10,8 +10,10 @@ import shutil
 import pytest
 
 import cnnlab
+from cnnlab.checkpoint import load_checkpoint
 from cnnlab.cli import main
-from cnnlab.errors import CheckpointError, CnnlabError
+from cnnlab.errors import CheckpointError, CnnlabError, RunError
+from cnnlab.evaluation import evaluate_run
 from conftest import trained_once
 
 QUIET = dict(quiet=True, threads=1, device="cpu")
@@ -94,3 +96,19 @@ def test_predictor_class_methods_name_the_arguments_not_the_flags(shared_run, tm
         Predictor.from_run(early, which="best")
     predictor = cnnlab.Predictor.from_run(shared_run, device="cpu")
     assert isinstance(predictor, cnnlab.Predictor) and isinstance(cnnlab.predictor(shared_run), cnnlab.Predictor)
+
+
+def test_load_run_of_best_pt_uses_best_pt(shared_run, tmp_path):
+    """``load_run("r/best.pt").predictor()`` and ``.evaluate()`` used last.pt, another net, without a word."""
+    best = cnnlab.load_run(shared_run / "best.pt")
+    assert best.which == "best" and best.path == shared_run
+    assert best.predictor().checkpoint["file"].endswith("best.pt")
+    assert best.checkpoint()["train_state"] == load_checkpoint(shared_run / "best.pt")["train_state"]
+    assert best.evaluate(device="cpu") == evaluate_run(shared_run, which="best", device="cpu")[0]
+    assert best.predictor(which="last").checkpoint["file"].endswith("last.pt")  # another, when asked for
+    assert cnnlab.load_run(shared_run).which == cnnlab.load_run(shared_run / "last.pt").which == "last"
+    copy = tmp_path / "r"
+    shutil.copytree(shared_run, copy)
+    shutil.copy(copy / "last.pt", copy / "epoch1.pt")
+    with pytest.raises(RunError, match=r"epoch1\.pt: not one of its run's checkpoints \(last\.pt, best\.pt\)"):
+        cnnlab.load_run(copy / "epoch1.pt")

@@ -30,8 +30,8 @@ from cnnlab.config import FLAG_IN_TEXT, Naming, TrainConfig, check_given_setting
 from cnnlab.dataset_names import canonical_dataset_name
 from cnnlab.errors import CnnlabError, RunError, did_you_mean, printable, shell_unquoted, short_repr, yes_no
 from cnnlab.fileio import as_path, exists, expand_user, is_file, paths_explained, read_json, resolved
-from cnnlab.runs import (DEFAULT_CHECKPOINT, LATEST, check_columns, describe_listed, describe_run, find_runs, matches,
-                         read_metrics, resolve_run, run_config)
+from cnnlab.runs import (CHECKPOINTS, DEFAULT_CHECKPOINT, LATEST, check_columns, describe_listed, describe_run,
+                         find_runs, matches, read_metrics, resolve_run, run_config)
 
 if TYPE_CHECKING:
     import torch
@@ -397,7 +397,9 @@ class Run:
 
     ``path`` is the folder as it was given; its files are read in ``folder``, the same folder made absolute when
     the run was loaded (after an ``os.chdir`` a relative path named another folder: the weights, checkpoint and
-    evaluation of another run, beside this one's config and metrics)."""
+    evaluation of another run, beside this one's config and metrics). ``which``: the checkpoint its methods use
+    unless given another, ``"best"`` for a run loaded from its best.pt, else ``"last"`` (a run loaded from best.pt
+    predicted and evaluated with last.pt)."""
 
     path: Path
     config: dict
@@ -406,6 +408,7 @@ class Run:
     status: str
     info: dict = field(repr=False, default_factory=dict)
     folder: Path | None = field(repr=False, default=None)
+    which: str = field(repr=False, default=DEFAULT_CHECKPOINT)
 
     def __post_init__(self) -> None:
         self.folder = Path(self.folder if self.folder is not None else self.path).absolute()
@@ -427,13 +430,15 @@ class Run:
         return self.summary["accuracy"] if self.summary else None
 
     @paths_explained()
-    def checkpoint(self, which: str = "last") -> dict:
+    def checkpoint(self, which: str | None = None) -> dict:
         """The run's ``which`` checkpoint (``"last"``: the end of training, ``"best"``: its best evaluation, an
         epoch's end or the check that met its target), as a dict, loaded checked (its SHA-256 sidecar, format version,
         ``torch.load(weights_only=True)``): ``model`` (the net's name and arguments), ``state_dict`` (the weights
         inference loads: their moving average where the run kept one), ``optimizer``, ``scheduler``, ``config``,
         ``data`` (classes, normalisation) and ``train_state`` (the position in training). A missing, damaged
-        or altered file is a one-line :class:`cnnlab.CheckpointError`; :meth:`model` builds the net from it."""
+        or altered file is a one-line :class:`cnnlab.CheckpointError`; :meth:`model` builds the net from it. ``which``
+        unless given: :attr:`which`, the checkpoint the run was loaded from (``"last"`` for its folder)."""
+        which = self.which if which is None else which
         with api_call(self.folder, self.path, which=which):  # the caller's words, as the other methods' (which='last')
             return self._checkpoint(which)
 
@@ -443,39 +448,42 @@ class Run:
         return load_checkpoint(resolve_checkpoint(self.folder, which))
 
     @paths_explained()
-    def model(self, which: str = "last") -> nn.Module:
+    def model(self, which: str | None = None) -> nn.Module:
         """The trained net (the weights' moving average where the run kept one), on the CPU, in eval mode."""
         from cnnlab.checkpoint import model_from_checkpoint  # the library's (see the top)
 
+        which = self.which if which is None else which
         with api_call(self.folder, self.path, which=which):
             return model_from_checkpoint(self._checkpoint(which)).eval()
 
     @paths_explained()
-    def predictor(self, which: str = "last", device: str | torch.device = "cpu") -> Predictor:
+    def predictor(self, which: str | None = None, device: str | torch.device = "cpu") -> Predictor:
         """A callable :class:`cnnlab.Predictor` of the run's ``which`` checkpoint (``"last"`` or ``"best"``) on
         ``device`` (a name, ``"auto"``, or a ``torch.device``): it takes paths, bytes, open files, PIL images, numpy
         arrays and tensors, one or a list, and preprocesses them as ``cnnlab predict`` does (docs/predict.md)."""
-        device = device_name(device, "Run.predictor(device=...)")
+        device, which = device_name(device, "Run.predictor(device=...)"), self.which if which is None else which
         with api_call(self.folder, self.path, which=which, device=device):
             return predictor_class().from_run(self.folder, which=which, device=device)
 
     @paths_explained()
-    def evaluate(self, which: str = "last", device: str | torch.device = "auto", split: str = "test",
+    def evaluate(self, which: str | None = None, device: str | torch.device = "auto", split: str = "test",
                  tta: str | None = None) -> EvalResult:
         """Loss and accuracy of the test set (``split="val"``: the run's validation split); ``tta``: views of
         each image whose probabilities are averaged, e.g. ``"shift"`` (see :mod:`cnnlab.tta`)."""
         from cnnlab.evaluation import evaluate_run  # the library's (see the top)
 
-        device = device_name(device, "Run.evaluate(device=...)")
+        device, which = device_name(device, "Run.evaluate(device=...)"), self.which if which is None else which
         with api_call(self.folder, self.path, which=which, device=device, split=split, tta=tta):
             return evaluate_run(self.folder, which=which, device=device, split=split, tta=tta)[0]
 
 
 @paths_explained()
 def load_run(path: str | Path = "latest", root: str | Path = "runs") -> Run:
-    """The run in ``path`` (``"latest"``: the newest run under ``root``)."""
-    run = resolve_run(path, root)
+    """The run in ``path`` (``"latest"``: the newest run under ``root``); given its last.pt or best.pt, the run
+    whose methods use that checkpoint (:attr:`Run.which`)."""
+    run, which = resolve_run(path, root), DEFAULT_CHECKPOINT
     if is_file(run) and is_file(run.parent / "config.json"):  # a stat that fails: one line naming the file
+        which = _checkpoint_named(run)
         run = run.parent  # a checkpoint inside its run folder
     if not exists(run / "config.json"):
         what = "no such folder" if not exists(run) else "not a run folder (no config.json)"
@@ -486,7 +494,19 @@ def load_run(path: str | Path = "latest", root: str | Path = "runs") -> Run:
     metrics = read_metrics(run / "metrics.csv", config["epochs"]) if read else []
     summary = _run_json(run / "summary.json") if is_file(run / "summary.json") else None
     info = describe_run(run, metrics if read else None)
-    return Run(run, config, metrics, summary, info["status"], info)
+    return Run(run, config, metrics, summary, info["status"], info, which=which)
+
+
+def _checkpoint_named(file: Path) -> str:
+    """Which of its run's checkpoints ``file`` is (``"best"`` for best.pt; ``"last"`` for last.pt or another file of
+    the run, its config.json...); another ``.pt`` file there (teacher.pt, a copy) is no checkpoint of the run: one
+    line (its methods used last.pt, another net)."""
+    if file.suffix != ".pt":
+        return DEFAULT_CHECKPOINT
+    if file.stem not in CHECKPOINTS:
+        raise RunError(f"{file}: not one of its run's checkpoints (last.pt, best.pt); give the run folder or one of "
+                       f"those, or for this file's net: cnnlab.predictor({str(file)!r})")
+    return file.stem
 
 
 def _run_json(path: Path, key: str | None = None) -> dict:
