@@ -8,6 +8,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 import cnnlab
 from cnnlab.checkpoint import load_checkpoint
@@ -23,6 +24,10 @@ QUIET = dict(quiet=True, threads=1, device="cpu")
 def shared_run(tmp_path_factory):
     """One finished tiny run (basic_cnn, 1 epoch) for the tests that only read it, or copy it to change it."""
     return trained_once(tmp_path_factory, "fixA_s44")
+
+
+def _weights(run) -> dict:
+    return load_checkpoint(run / "last.pt")["state_dict"]
 
 
 def test_did_you_mean_names_the_setting_for_the_typo(tmp_path, capsys):
@@ -112,3 +117,29 @@ def test_load_run_of_best_pt_uses_best_pt(shared_run, tmp_path):
     shutil.copy(copy / "last.pt", copy / "epoch1.pt")
     with pytest.raises(RunError, match=r"epoch1\.pt: not one of its run's checkpoints \(last\.pt, best\.pt\)"):
         cnnlab.load_run(copy / "epoch1.pt")
+
+
+def test_a_callers_autocast_does_not_reach_the_run(tiny_idx, tmp_path):
+    """Under a caller's ``torch.autocast("cpu", dtype=torch.bfloat16)`` the run trained and evaluated in bf16 (19%
+    where it reached 67%) while config.json said fp32; it now computes what its config records, bit for bit."""
+    settings = dict(dataset=f"idx:{tiny_idx}", epochs=1, max_steps=3, batch_size=32, lr=0.05, **QUIET)
+    plain = cnnlab.train("basic_cnn", out=tmp_path / "plain", **settings)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        wrapped = cnnlab.train("basic_cnn", out=tmp_path / "wrapped", **settings)
+        assert torch.is_autocast_enabled("cpu")  # the caller's own autocast is on again after the call
+        measured = cnnlab.load_run(tmp_path / "plain").evaluate(device="cpu")
+    mine, theirs = _weights(tmp_path / "plain"), _weights(tmp_path / "wrapped")
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+    assert wrapped.final.loss == plain.final.loss and wrapped.final.accuracy == plain.final.accuracy
+    assert measured.loss == plain.final.loss  # an evaluation under the caller's autocast stays float32 too
+
+
+def test_a_bf16_run_under_a_callers_autocast_is_the_same_bf16_run(tiny_idx, tmp_path):
+    """The engine's own bf16 autocast (``precision="bf16"``) still acts inside a caller's autocast turned off."""
+    settings = dict(dataset=f"idx:{tiny_idx}", epochs=1, max_steps=2, batch_size=32, lr=0.05, precision="bf16",
+                    **QUIET)
+    cnnlab.train("basic_cnn", out=tmp_path / "plain", **settings)
+    with torch.autocast("cpu", dtype=torch.float16):
+        cnnlab.train("basic_cnn", out=tmp_path / "wrapped", **settings)
+    mine, theirs = _weights(tmp_path / "plain"), _weights(tmp_path / "wrapped")
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Iterator
 
 import torch
 
@@ -38,6 +39,24 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+#: The device types whose ``torch.autocast`` a caller of the library may have on around a call.
+AUTOCAST_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
+
+
+@contextlib.contextmanager
+def callers_autocast_off() -> Iterator[None]:
+    """The caller's ``torch.autocast`` (of any device type) off inside, and on again after: a run's precision is its
+    config's alone (:func:`training_autocast` turns bf16 on for the training steps), and evaluations stay float32.
+    Under a notebook's ``torch.autocast("cpu", dtype=torch.bfloat16)`` a run trained and evaluated in bf16 while its
+    config.json said fp32 (19% where the same run reaches 67%). A device type whose autocast is not on is not
+    touched: outside any autocast this changes nothing."""
+    with contextlib.ExitStack() as stack:
+        for kind in AUTOCAST_DEVICE_TYPES:
+            if torch.is_autocast_enabled(kind):
+                stack.enter_context(torch.autocast(kind, enabled=False))
+        yield
+
+
 def training_autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
     """What the training steps' forward pass runs under: nothing (fp32), or bf16 autocast (``--precision bf16``,
     the fast recipe's default). A CUDA GPU without bfloat16 is refused here, in one line, before anything is
@@ -48,7 +67,27 @@ def training_autocast(precision: str, device: torch.device) -> contextlib.Abstra
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise CnnlabError(f"--precision bf16: {torch.cuda.get_device_name(device)} cannot compute in bfloat16 "
                           "(the fast recipe's steps use it); add --precision fp32")
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return StepAutocast(device.type)
+
+
+class StepAutocast:
+    """bf16 autocast around one training step, its cache of weights cast to bf16 emptied when it ends. torch empties
+    that cache only when the outermost autocast ends: inside a caller's ``torch.autocast`` (turned off for the run,
+    :func:`callers_autocast_off`, yet still outermost) a step reused the casts of the weights the steps before had
+    updated, and a run trained other weights. Where it is the outermost, its own exit has emptied the cache already:
+    the same steps, bit for bit. Entered again for each step."""
+
+    def __init__(self, device_type: str):
+        self._autocast = torch.autocast(device_type=device_type, dtype=torch.bfloat16)
+
+    def __enter__(self) -> None:
+        self._autocast.__enter__()
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self._autocast.__exit__(*exc)
+        finally:
+            torch.clear_autocast_cache()
 
 
 def set_threads(threads: int) -> str | None:

@@ -30,7 +30,7 @@ from cnnlab.checkpoint import EpochSums, TrainState, check_checkpoint_file, copy
 from cnnlab.config import FLAGS, Naming, TrainConfig, recorded_threads, resumed_config, valid_threads
 from cnnlab.data import BatchLoader, Dataset, load_dataset, split_validation, validate_dataset
 from cnnlab.data.catalog import flip_warning
-from cnnlab.devices import resolve_device, set_threads, training_autocast, usable_cpus
+from cnnlab.devices import callers_autocast_off, resolve_device, set_threads, training_autocast, usable_cpus
 from cnnlab.distill import TEACHER_FILE, check_same_teacher, load_teacher
 from cnnlab.distributed import Dist, PeerLost
 from cnnlab.errors import (CnnlabError, DataUnreadable, Interrupted, RunError, SignalTaken, WriteError, printable,
@@ -467,12 +467,13 @@ def callers_torch_kept():
     on (a caller's ``torch.no_grad()``, ``set_grad_enabled(False)`` or ``inference_mode()`` made the first backward
     torch's "element 0 of tensors does not require grad" and a failed run), float32 as the default dtype (a
     caller's ``set_default_dtype(torch.float64)`` made float64 batches and draws: the run must compute what it
-    computes under torch's default), and, put back after, the intra-op thread count (``threads``). torch's global
-    RNG needs nothing here: a run draws from it only inside ``models.seeded``, which puts it back (restoring it
-    here rewound the draws other threads had made during the run)."""
+    computes under torch's default), the caller's ``torch.autocast`` off (:func:`cnnlab.devices.callers_autocast_off`:
+    the run's precision is its config's, which config.json records), and, put back after, the intra-op thread count
+    (``threads``). torch's global RNG needs nothing here: a run draws from it only inside ``models.seeded``, which
+    puts it back (restoring it here rewound the draws other threads had made during the run)."""
     threads = torch.get_num_threads()
     try:
-        with torch.inference_mode(False), torch.enable_grad(), float32_default():
+        with torch.inference_mode(False), torch.enable_grad(), float32_default(), callers_autocast_off():
             yield
     finally:
         if torch.get_num_threads() != threads:

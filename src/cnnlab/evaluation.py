@@ -20,7 +20,7 @@ from cnnlab.checkpoint import (diverged_last, diverged_warning, empty_model, loa
 from cnnlab.data import BatchLoader, Dataset, load_dataset, split_validation
 from cnnlab.data.folder import split_is_drawn
 from cnnlab.dataset_names import DIRECTORY_KINDS, dataset_kind, moved_away
-from cnnlab.devices import resolve_device
+from cnnlab.devices import callers_autocast_off, resolve_device
 from cnnlab.errors import (CheckpointError, CnnlabError, RunBusy, RunError, WriteError, printable,
                            shell_quoted)
 from cnnlab.models import model_arguments
@@ -54,14 +54,15 @@ class EvalResult:
 def evaluate(model: nn.Module, loader: BatchLoader, limit: int = 0, keep_outputs: bool = False,
              tta: TTA | None = None) -> EvalResult:
     """Mean cross-entropy and accuracy over ``loader`` (its first ``limit`` items if > 0); with ``tta``, of the
-    softmax probabilities averaged over its views of each image."""
+    softmax probabilities averaged over its views of each image. In float32 whatever ``torch.autocast`` its caller
+    has on (:func:`cnnlab.devices.callers_autocast_off`)."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=loader.device)
     correct = torch.zeros((), dtype=torch.int64, device=loader.device)
     n = 0
     preds, confidences = [], []
-    with torch.inference_mode():
+    with torch.inference_mode(), callers_autocast_off():
         for x, y in loader.batches(0):
             if limit and n >= limit:
                 break
