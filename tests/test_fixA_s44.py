@@ -143,3 +143,28 @@ def test_a_bf16_run_under_a_callers_autocast_is_the_same_bf16_run(tiny_idx, tmp_
         cnnlab.train("basic_cnn", out=tmp_path / "wrapped", **settings)
     mine, theirs = _weights(tmp_path / "plain"), _weights(tmp_path / "wrapped")
     assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+
+@pytest.mark.parametrize("line, said", [
+    ("device: CPU", "device must be auto, cpu, cuda, cuda:N or mps, got 'CPU'"),
+    ("augment: SHIFT", "augment 'SHIFT': unknown op 'SHIFT'"),
+    ("teacher: {tmp}/nope", "teacher: {tmp}/nope: no such checkpoint"),
+    ("data_dir: {tmp}/nope", "data_dir {tmp}/nope: no such directory; check the path, or leave data_dir out"),
+])
+def test_a_settings_files_values_are_refused_as_its_keys(tmp_path, capsys, line, said):
+    """A settings file's device, augment, teacher and data_dir were refused as flags nobody typed (``--device must
+    be ...``); they are named as the file's keys, as validate's refusals are, before anything is made."""
+    settings = tmp_path / "s.yaml"
+    settings.write_text(f"model: resnet\ndataset: mnist\n{line.format(tmp=tmp_path)}\n")
+    assert main(["train", "--config", str(settings), "--threads", "1", "--max-steps", "1",
+                 "--out", str(tmp_path / "z")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{settings}: {said.format(tmp=tmp_path)}" in err and "--" not in err
+    assert not (tmp_path / "z").exists()
+
+
+def test_a_typed_flag_keeps_its_name_beside_a_settings_file(tmp_path, capsys):
+    settings = tmp_path / "s.yaml"
+    settings.write_text("model: resnet\ndataset: mnist\n")
+    assert main(["train", "--config", str(settings), "--device", "CPU", "--out", str(tmp_path / "z")]) == 2
+    assert "--device must be auto, cpu" in capsys.readouterr().err

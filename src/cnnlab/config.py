@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Iterator
 
 from cnnlab.dataset_names import DIRECTORY_KINDS, dataset_kind
 from cnnlab.errors import CnnlabError, RunError, close_match, first_line, shell_quoted, short_repr
@@ -160,10 +162,8 @@ class TrainConfig:
     def validate(self, where: str | None = None, from_file: frozenset[str] | set[str] = frozenset()) -> "TrainConfig":
         """Refuse a value out of range, one line naming it: as the flag that sets it, or, for the settings in
         ``from_file`` (a config file's, not typed), as ``where: key`` (no flag was typed)."""
-        try:
+        with said_of_file(where, from_file):
             self._check()
-        except CnnlabError as err:
-            raise CnnlabError(_in_file(str(err), where, from_file)) from None
         return self
 
     def _check(self) -> None:
@@ -316,6 +316,20 @@ def _did_you_mean(unknown: list, known: set[str]) -> str:
     close = {str(k): close_match(k, sorted(known)) for k in unknown}
     hints = [f"{m!r} for {k!r}" if len(close) > 1 else repr(m) for k, m in close.items() if m]
     return f" (did you mean {', '.join(hints)}?)" if hints else ""
+
+
+@contextlib.contextmanager
+def said_of_file(where: str | None, from_file) -> Iterator[None]:
+    """A refusal inside (of :meth:`TrainConfig.validate`, or of what a run checks outside it: ``engine.
+    check_settings``) said of the config file ``where``'s settings in ``from_file`` as the file's keys
+    (:func:`_in_file`); its class kept."""
+    try:
+        yield
+    except CnnlabError as err:
+        said = _in_file(str(err), where, from_file)
+        if said == str(err):
+            raise
+        raise err.reworded(said) from None
 
 
 def _in_file(message: str, where: str | None, keys) -> str:

@@ -18,14 +18,15 @@ depend on the teacher's run staying as it was) and its SHA-256 in every checkpoi
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cnnlab.checkpoint import diverged_refusal, load_checkpoint, model_from_checkpoint, resolve_checkpoint
+from cnnlab.checkpoint import (check_checkpoint_file, diverged_refusal, load_checkpoint, model_from_checkpoint,
+                               resolve_checkpoint)
 from cnnlab.config import TrainConfig
 from cnnlab.data import Dataset
 from cnnlab.errors import CheckpointError, CnnlabError, RunError, shell_quoted
@@ -107,6 +108,19 @@ def unfinished_note(ckpt: dict, path: Path) -> str | None:
     if is_run_dir(path.parent) and diverged(path.parent):  # its best.pt: a resume would diverge again
         return f"{said}; that run diverged later (its status.json): train it again with a lower --lr for a better teacher"
     return f"{said}; finish it first (cnnlab train --resume {shell_quoted(str(path.parent))}) for a better teacher"
+
+
+def check_teacher(cfg: TrainConfig) -> None:
+    """``cfg.teacher`` checked as a new run checks it before loading it (:func:`_teacher_path`: of a run not training
+    now and not diverged; a checkpoint file there, :func:`cnnlab.checkpoint.check_checkpoint_file`), before the run
+    has a folder; ``cfg`` is left as it is."""
+    if not cfg.teacher:
+        return
+    path = _teacher_path(replace(cfg), None)
+    try:
+        check_checkpoint_file(path)
+    except CheckpointError as err:
+        raise CheckpointError(f"--teacher: {err}") from None
 
 
 def _teacher_path(cfg: TrainConfig, run_dir: Path | None) -> Path:

@@ -28,10 +28,10 @@ from cnnlab import observers as obs
 from cnnlab.augment import parse_augment
 from cnnlab.checkpoint import EpochSums, TrainState, check_checkpoint_file, copy_checkpoint, load_checkpoint, sidecar
 from cnnlab.config import FLAGS, Naming, TrainConfig, recorded_threads, resumed_config, valid_threads
-from cnnlab.data import BatchLoader, Dataset, load_dataset, split_validation, validate_dataset
+from cnnlab.data import BatchLoader, Dataset, check_data_dir, load_dataset, split_validation, validate_dataset
 from cnnlab.data.catalog import flip_warning
 from cnnlab.devices import callers_autocast_off, resolve_device, set_threads, training_autocast, usable_cpus
-from cnnlab.distill import TEACHER_FILE, check_same_teacher, load_teacher
+from cnnlab.distill import TEACHER_FILE, check_same_teacher, check_teacher, load_teacher
 from cnnlab.distributed import Dist, PeerLost
 from cnnlab.errors import (CnnlabError, DataUnreadable, Interrupted, RunError, SignalTaken, WriteError, printable,
                            shell_quoted)
@@ -549,6 +549,17 @@ def _resumed_checkpoint(plan: RunPlan) -> dict | None:
         ended = f"failed before it saved a last.pt ({cause})" if cause else "saved no last.pt before it stopped"
         raise RunError(f"--resume {folder}: the run {ended}, so there is no position to continue from; {how}")
     return load_checkpoint(where)
+
+
+def check_settings(cfg: TrainConfig) -> None:
+    """The settings a new run reads outside :meth:`TrainConfig.validate` (its device, augmentation, teacher and
+    data folder), refused as the run refuses them, before anything is made: ``cnnlab train --config FILE`` asks here
+    inside :func:`cnnlab.config.said_of_file`, so that a value of the file is named as its key (``FILE: device must
+    be ...``), not as a flag nobody typed."""
+    resolve_device(cfg.device)
+    parse_augment(cfg.augment)
+    check_teacher(cfg)
+    check_data_dir(cfg.dataset, cfg.data_dir)
 
 
 def _check_data_there(cfg: TrainConfig, where) -> None:

@@ -42,6 +42,7 @@ from cnnlab.config import (
     check_given_settings_act,
     recipe_values,
     recorded_threads,
+    said_of_file,
 )
 from cnnlab.errors import CnnlabError, printable, shell_quoted
 from cnnlab.dataset_names import DIRECTORY_KINDS, canonical_dataset_name, dataset_kind
@@ -237,6 +238,11 @@ def config_from_args(args) -> TrainConfig:
         args.rerun_of = _rerun_of(cfg, path, typed, saved)
     _absolute_paths(cfg)  # as the flags give them: a config file's relative idx:tiny re-ran on another folder's tiny
     cfg.validate(where, from_file)  # the settings as given, before a dry run cuts them short (--max-steps -5)
+    if where is not None:  # the file's device, augment, teacher, data_dir: its keys, not flags nobody typed
+        from cnnlab.engine import check_settings  # imports torch (see the top of this module)
+
+        with said_of_file(where, from_file):
+            check_settings(cfg)
     if args.dry_run:  # the run's own settings (its epochs, clean epochs, warm-up, all checked), cut short
         cfg.max_steps, cfg.eval_limit = DRY_RUN_STEPS, DRY_RUN_EVAL_IMAGES
     return cfg.validate()

@@ -25,7 +25,7 @@ _EXPORTS = {
     "DatasetSpec": "catalog",
     "MIN_IMAGE_SIZE": "dataset", "Dataset": "dataset", "train_statistics": "dataset", "validate_dataset": "dataset",
     "split_validation": "dataset",
-    "load_dataset": "load",
+    "load_dataset": "load", "check_data_dir": "load",
     "BatchLoader": "loader", "epoch_permutation": "loader",
     "canonical_dataset_name": "names", "dataset_kind": "names", "dataset_names": "names", "get_spec": "names",
     "cache_dir": "sources", "cnnlab_home": "sources",

@@ -15,7 +15,7 @@ from cnnlab.data.folder import load_image_folder
 from cnnlab.data.tensors import arrays_to_tensors
 from cnnlab.data.idxdir import load_idx_dir
 from cnnlab.data.names import directory_of, get_spec
-from cnnlab.data.sources import Log, _stderr, cnnlab_home, expand_home, locate
+from cnnlab.data.sources import Log, _stderr, check_data_dir_there, cnnlab_home, expand_home, locate
 from cnnlab.errors import DataError
 from cnnlab.fileio import expand_user, resolved
 
@@ -41,18 +41,29 @@ def load_dataset(
     its own directory: ``data_dir`` is refused with it); with ``cache_data_dir`` they are also cached.
     """
     home = expand_home(home) if home else None
+    check_data_dir(name, data_dir)
     directory = directory_of(name)
     if directory is not None:
         kind, path = directory
-        if data_dir:  # it changed nothing, silently
-            raise DataError(f"--data-dir {data_dir} does nothing for the dataset {kind}:{path}, which is read from "
-                            f"that directory; leave --data-dir out (it is where the files of a catalog dataset such "
-                            "as mnist are looked for)")
         data = load_idx_dir(path) if kind == "idx" else _load_folder(path, home, log)
     else:
         data = _load_catalog(name, data_dir, home, download, log, full_check, cache_data_dir)
     validate_dataset(data)
     return data
+
+
+def check_data_dir(name: str, data_dir: str | Path | None) -> None:
+    """A ``data_dir`` given with the dataset ``name``, refused as :func:`load_dataset` refuses it, without loading
+    anything: beside an ``idx:``/``folder:`` dataset (it changed nothing, silently), or no directory."""
+    if not data_dir:
+        return
+    directory = directory_of(name)
+    if directory is not None:
+        kind, path = directory
+        raise DataError(f"--data-dir {data_dir} does nothing for the dataset {kind}:{path}, which is read from "
+                        f"that directory; leave --data-dir out (it is where the files of a catalog dataset such "
+                        "as mnist are looked for)")
+    check_data_dir_there(data_dir)
 
 
 def _load_catalog(name: str, data_dir, home: Path | None, download: bool, log: Log, full_check: bool,

@@ -445,6 +445,13 @@ EXTRA_SOURCES: dict[str, Callable[[DatasetSpec, Log], Found | None]] = {
 }
 
 
+def check_data_dir_there(data_dir: str | Path) -> None:
+    """A ``--data-dir`` that is no directory: one line (a loop of links: its own line, :func:`cnnlab.fileio.is_dir`)."""
+    if not is_dir(expand_user(data_dir)):
+        raise DataError(f"--data-dir {data_dir}: no such directory; check the path, or leave --data-dir out "
+                        "to use the cache and downloads")
+
+
 def locate(
     spec: DatasetSpec,
     data_dir: Path | None = None,
@@ -461,9 +468,7 @@ def locate(
     tried = []
     if data_dir is not None:
         tried.append(f"--data-dir {data_dir}")
-        if not is_dir(expand_user(data_dir)):  # a loop of links: its own line (fileio.symlink_loop)
-            raise DataError(f"--data-dir {data_dir}: no such directory; check the path, or leave --data-dir out "
-                            "to use the cache and downloads")
+        check_data_dir_there(data_dir)
         found = from_directory(spec, Path(data_dir), log, "data dir")
         if found and cache_data_dir:
             _cache_and_say(spec, found, home, log)
