@@ -168,3 +168,24 @@ def test_a_typed_flag_keeps_its_name_beside_a_settings_file(tmp_path, capsys):
     settings.write_text("model: resnet\ndataset: mnist\n")
     assert main(["train", "--config", str(settings), "--device", "CPU", "--out", str(tmp_path / "z")]) == 2
     assert "--device must be auto, cpu" in capsys.readouterr().err
+
+
+def test_a_rerun_whose_idx_folder_moved_says_how_to_give_its_new_place(tiny_idx, tmp_path, capsys):
+    """``--config RUN`` of a run whose ``idx:`` folder moved said ``idx:DIR: no such directory; pass idx:DIR with
+    the four IDX files``, naming neither the run nor --dataset; it now says it as a resume does."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_idx, data)
+    assert main(["train", "--model", "basic_cnn", "--dataset", f"idx:{data}", "--epochs", "1", "--max-steps", "2",
+                 "--device", "cpu", "--threads", "1", "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    data.rename(tmp_path / "data2")
+    capsys.readouterr()
+    assert main(["train", "--config", str(tmp_path / "r"), "--out", str(tmp_path / "r2"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    record = tmp_path / "r" / "config.json"
+    assert err.count("\n") == 1 and f"--config {record}: its dataset idx:{data} is not there (moved or deleted?); " \
+        f"if it moved, give its new place: cnnlab train --config {record} --dataset idx:NEW_DIR" in err
+    assert not (tmp_path / "r2").exists()
+    assert main(["train", "--config", str(tmp_path / "r"), "--dataset", f"idx:{tmp_path / 'data2'}",
+                 "--out", str(tmp_path / "r2"), "--quiet"]) == 0
+    mine, theirs = _weights(tmp_path / "r"), _weights(tmp_path / "r2")
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)

@@ -367,6 +367,8 @@ def train(
     """
     if resume is None:
         check_model_name(cfg.validate().model)  # refused before any folder is made (a resume: the run's own, below)
+    if resume is None and dataset is None and rerun_of is not None and rerun_of[1] is not None:
+        _check_data_there(cfg, rerun_of[0], rerun_of[0])  # the run's own data (as its record names it), gone
     if write and (cfg.tensorboard if resume is None else (changes or {}).get("tensorboard")):
         obs.require_tensorboard()  # before any folder is touched (a resume: the run's own setting, below)
     ranks = Dist.from_env()
@@ -401,7 +403,8 @@ def train(
             if cfg.tensorboard and plan.run_dir is not None:
                 obs.require_tensorboard()  # the run's own --tensorboard: refused before its status can change
             if dataset is None:  # a Dataset passed in is the data, wherever it came from
-                _check_data_there(cfg, plan.run_dir or plan.resume_from)
+                where = plan.run_dir or plan.resume_from
+                _check_data_there(cfg, f"--resume {where}", f"--resume {shell_quoted(str(where))}")
         t = build_trainer(cfg.validate(), ranks, plan, dataset, log, report, rerun_of, resumed)
         t.folder_check = guard.check if guard is not None else None
         if guard is not None:
@@ -562,9 +565,11 @@ def check_settings(cfg: TrainConfig) -> None:
     check_data_dir(cfg.dataset, cfg.data_dir)
 
 
-def _check_data_there(cfg: TrainConfig, where) -> None:
-    """A resumed run's ``idx:``/``folder:`` directory that is gone: say how to give its new place."""
-    if message := moved_away(cfg.dataset, f"--resume {where}", f"cnnlab train --resume {shell_quoted(str(where))} {{new}}"):
+def _check_data_there(cfg: TrainConfig, where: str, given: str) -> None:
+    """A resumed run's (``where`` ``--resume RUN``) or a re-run run's (``--config RUN/config.json``) ``idx:``/
+    ``folder:`` directory that is gone: say how to give its new place, the command ``cnnlab train GIVEN`` with its
+    ``--dataset`` (a re-run's loader said ``idx:DIR: no such directory; pass idx:DIR ...``, naming no run)."""
+    if message := moved_away(cfg.dataset, where, f"cnnlab train {given} {{new}}"):
         raise RunError(message)
 
 
