@@ -365,15 +365,8 @@ def train(
     torchrun every rank runs this; only rank 0 logs and writes; a restart resumes by itself. The caller's torch
     settings are its own again when this returns or raises (:func:`callers_torch_kept`).
     """
-    if resume is None:
-        check_model_name(cfg.validate().model)  # refused before any folder is made (a resume: the run's own, below)
-    if resume is None and dataset is None and rerun_of is not None and rerun_of[1] is not None:
-        _check_data_there(cfg, rerun_of[0], rerun_of[0])  # the run's own data (as its record names it), gone
-    if write and (cfg.tensorboard if resume is None else (changes or {}).get("tensorboard")):
-        obs.require_tensorboard()  # before any folder is touched (a resume: the run's own setting, below)
     ranks = Dist.from_env()
-    if resume is None and write and ranks.is_primary and ranks.restart_count == 0:
-        start_over_unsaved(out)
+    _before_any_folder(cfg, ranks, out, resume, changes, write, dataset, rerun_of)
     plan = plan_run(cfg.model, cfg.dataset, out=out, resume=resume, runs_root=runs_root, write=write and ranks.is_primary,
                     distributed=ranks.enabled, restart_count=ranks.restart_count)
     _refuse_no_checkpoint(plan)  # before the folder's lock is taken
@@ -418,6 +411,21 @@ def train(
         result = finish(t, fit(t, observers), report, verbose, silent)
         _record_outcome(t, result)
     return _stop_if_signalled(observers, result)  # a signal after the last step: its result is written, then it stops
+
+
+
+def _before_any_folder(cfg: TrainConfig, ranks: Dist, out, resume, changes: dict | None, write: bool,
+                       dataset: Dataset | None, rerun_of) -> None:
+    """:func:`train`'s refusals made before any folder is made or touched (a resume's: the run's own, later), and a
+    new run's folder that an earlier start left unsaved, made ready to start over."""
+    if resume is None:
+        check_model_name(cfg.validate().model)
+    if resume is None and dataset is None and rerun_of is not None and rerun_of[1] is not None:
+        _check_data_there(cfg, rerun_of[0], rerun_of[0])  # the run's own data (as its record names it), gone
+    if write and (cfg.tensorboard if resume is None else (changes or {}).get("tensorboard")):
+        obs.require_tensorboard()
+    if resume is None and write and ranks.is_primary and ranks.restart_count == 0:
+        start_over_unsaved(out)
 
 
 def _resume(t: Trainer, ckpt: dict, plan: RunPlan, changes: dict | None, saved: TrainConfig,
