@@ -511,6 +511,8 @@ def _why_none(run: Path, which: str, flag: str | None = None) -> str:
     through :func:`resolve_checkpoint`."""
     last, best = is_file(run / "last.pt"), is_file(run / "best.pt")
     if which == "best" and last:
+        if refusal := diverged_refusal(run / "last.pt"):  # not "use --checkpoint last", which it refuses, nor a resume
+            return refusal  # (which diverges again): what it says of the run, "train it again with a lower --lr"
         if not is_file(run / "metrics.csv"):  # an epoch's end writes its row before its checkpoints
             return "no epoch has ended yet, so there is no best.pt: use --checkpoint last"
         if is_training(run):  # between an epoch's two saves (last.pt, then best.pt), or a resume of a lost best.pt

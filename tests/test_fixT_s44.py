@@ -1,0 +1,87 @@
+"""The defects a tester (probe trust, s44) found in the refusals of diverged runs, in resumes of a checkpoint copied
+into a folder of the user's, under a data-segment limit (``ulimit -d``), in ``analyze branches`` of a run it writes
+nothing into, and in the folders a failed command made on the way to its own.
+
+A divergence is recorded as the training writes it (:func:`cnnlab.runs.write_status`, the engine's line), on tiny runs.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from apps_helpers import draw_digit
+from cnnlab.cli import main
+from cnnlab.runs import write_status
+from conftest import trained_once
+
+WHY = ("training diverged: the loss exploded (1.66e+06 per image, where a net that guesses scores 2.3) at step 2 "
+       "(epoch 1, batch 2)")
+DIVERGED = WHY + ("; the learning rate (0.3) is the likely cause: lower --lr (e.g. 0.03) or use a recipe (--recipe "
+                  "fast); the last finite checkpoint is kept: {run}/last.pt")
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A tiny run that finished its epoch: last.pt, best.pt, metrics.csv, summary.json."""
+    return trained_once(tmp_path_factory, "fixT-finished")
+
+
+@pytest.fixture(scope="module")
+def stopped_run(tmp_path_factory) -> Path:
+    """A tiny run stopped at step 2 of its first epoch (--max-steps 2): last.pt, no best.pt, no metrics.csv."""
+    return trained_once(tmp_path_factory, "fixT-stopped", max_steps=2)
+
+
+def _copy(run: Path, tmp_path: Path, name: str = "run") -> Path:
+    return Path(shutil.copytree(run, tmp_path / name))
+
+
+def _diverged(run: Path) -> Path:
+    """``run`` as a run whose training diverged after it saved its last.pt (its status.json, as the engine writes it)."""
+    write_status(run, "failed", DIVERGED.format(run=run))
+    return run
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def _image(tmp_path: Path) -> Path:
+    image = tmp_path / "d.png"
+    draw_digit().save(image)
+    return image
+
+
+def _snapshot(folder: Path) -> dict:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+# ----------------------------------------------------------------------------- D2: no best.pt in a diverged run
+
+
+def test_a_diverged_run_without_best_pt_says_to_train_again_not_to_use_last(stopped_run, finished_run, tmp_path,
+                                                                           capsys):
+    """D2. `predict dv x.png --checkpoint best` of a run that diverged before its first epoch ended said "use
+    --checkpoint last", which is refused (its last.pt is the net it diverged with); with metrics.csv, "its best epoch's
+    save was lost (a full disk...): use --checkpoint last, or resume the run", whose resume diverges again. The line
+    says that the run diverged, and the fix the refusal gives (checkpoint._why_none asks diverged_refusal)."""
+    image = _image(tmp_path)
+    early = _diverged(_copy(stopped_run, tmp_path, "early"))
+    late = _diverged(_copy(finished_run, tmp_path, "late"))
+    (late / "best.pt").unlink()
+    (late / "best.pt.sha256").unlink()
+    for run in (early, late):
+        for argv in (["predict", str(run), str(image), "--checkpoint", "best"],
+                     ["export", str(run), "--checkpoint", "best"]):
+            capsys.readouterr()
+            assert main(argv) == 2, argv
+            err = _one_line(capsys)
+            assert err == (f"cnnlab: error: {run}: no best.pt in this run directory; {run} failed, {WHY} (its "
+                           "status.json), and its last.pt holds the weights it diverged with (a resume of it diverges "
+                           "again); train it again with a lower --lr"), err
+            assert "--checkpoint last" not in err and "--resume" not in err
