@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+import cnnlab
+import cnnlab.cli
+import cnnlab.runs
 from apps_helpers import draw_digit
 from cnnlab.cli import main
 from cnnlab.runs import write_status
@@ -85,3 +88,29 @@ def test_a_diverged_run_without_best_pt_says_to_train_again_not_to_use_last(stop
                            "status.json), and its last.pt holds the weights it diverged with (a resume of it diverges "
                            "again); train it again with a lower --lr"), err
             assert "--checkpoint last" not in err and "--resume" not in err
+
+
+# ----------------------------------------------------------------------------- D3: RUN/last.pt given as a file
+
+
+def test_the_refusal_of_a_diverged_last_pt_given_as_a_file_names_its_best_pt_file(finished_run, tmp_path, capsys):
+    """D3. `predict dvb/last.pt x.png` advised "(--checkpoint best)", which that command refuses beside a file ("picks
+    a file of a run folder"); evaluate's warning said the same. A file given: the best.pt file is named; a folder
+    given: --checkpoint best, as before."""
+    run = _diverged(_copy(finished_run, tmp_path))
+    image = _image(tmp_path)
+    capsys.readouterr()
+    assert main(["predict", str(run / "last.pt"), str(image)]) == 2
+    err = _one_line(capsys)
+    assert err.endswith(f"use its best.pt, the weights of its best epoch before that ({run / 'best.pt'}), or train it "
+                        "again with a lower --lr"), err
+    assert main(["predict", str(run / "best.pt"), str(image)]) == 0  # what it names works
+    capsys.readouterr()
+    assert main(["predict", str(run), str(image)]) == 2
+    assert "before that (--checkpoint best), or train" in _one_line(capsys)  # a folder: the flag works there
+    with pytest.raises(cnnlab.CheckpointError, match=rf"before that \({run / 'best.pt'}\)"):
+        cnnlab.predictor(run / "last.pt")
+    assert main(["evaluate", str(run / "last.pt")]) == 0
+    err = capsys.readouterr().err
+    assert f"what is measured is that net; {run / 'best.pt'} holds its best epoch's weights, saved before that" in err
+    assert "--checkpoint best" not in err

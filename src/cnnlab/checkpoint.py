@@ -571,12 +571,14 @@ def _diverged_run(path: str | Path) -> tuple[Path, str] | None:
 
 
 def diverged_refusal(path: str | Path, command: str | None = None, flag: str | None = None,
-                     given: str | None = None) -> str:
+                     given: str | None = None, file_given: bool = False) -> str:
     """The one line that refuses a diverged run's last.pt (:func:`diverged_last`; "" for any other file) wherever a
     run's net answers or is written out: ``predict``, ``serve`` (at its start, and when the file served changes: it
     stops answering), ``export``, ``export-weights``, ``--teacher``, the API's predictors. It names the run's best.pt
-    where there is one: ``command``'s ``--checkpoint best`` (the whole command when given), or, for an option that
-    names a file (``flag``, given as ``given``: ``--teacher RUN``), that option with the best.pt."""
+    where there is one: ``command``'s ``--checkpoint best`` (the whole command when given), the file itself where the
+    last.pt was given as a file (``file_given``: ``--checkpoint best`` picks a file of a folder, and is refused beside
+    a file), or, for an option that names a file (``flag``, given as ``given``: ``--teacher RUN``), that option with
+    the best.pt."""
     found = _diverged_run(path)  # a link's: the run it leads to
     if found is None:
         return ""
@@ -587,7 +589,8 @@ def diverged_refusal(path: str | Path, command: str | None = None, flag: str | N
                                   "a finished run (e.g. this one trained again with a lower --lr)")
     else:
         lead, use, other = str(folder), "use", "train it again with a lower --lr"
-        pick = f"cnnlab {command} {shell_quoted(str(folder))} --checkpoint best" if command else "--checkpoint best"
+        pick = (f"cnnlab {command} {shell_quoted(str(folder))} --checkpoint best" if command else
+                shell_quoted(str(best)) if file_given else "--checkpoint best")
     instead = (f"{use} its best.pt, the weights of its best epoch before that ({pick}), or " if is_file(best)
                else "give " if flag else "")
     return (f"{lead} failed, {why} (its status.json), and its last.pt holds the weights it diverged with (a resume of "
@@ -595,21 +598,23 @@ def diverged_refusal(path: str | Path, command: str | None = None, flag: str | N
 
 
 def refuse_diverged(path: str | Path, command: str | None = None, flag: str | None = None,
-                    given: str | None = None) -> None:
+                    given: str | None = None, file_given: bool = False) -> None:
     """:func:`diverged_refusal`'s line, raised (a :class:`CheckpointError`) when ``path`` is a diverged run's last.pt."""
-    if refusal := diverged_refusal(path, command, flag, given):
+    if refusal := diverged_refusal(path, command, flag, given, file_given):
         raise CheckpointError(refusal)
 
 
-def diverged_warning(path: str | Path) -> str:
+def diverged_warning(path: str | Path, file_given: bool = False) -> str:
     """The warning of a measurement of a diverged run's last.pt (``evaluate``, ``analyze branches``), which measures
-    it and writes nothing into the run (it is not the run's result); "" for any other file."""
+    it and writes nothing into the run (it is not the run's result); "" for any other file. Its best.pt is named as
+    :func:`diverged_refusal` names it: ``--checkpoint best``, or the file where the last.pt was given as a file."""
     found = _diverged_run(path)  # a link's: the run it leads to
     if found is None:
         return ""
     folder, why = found
-    other = "; --checkpoint best measures its best epoch's weights, saved before that" if is_file(folder / "best.pt") \
-        else ""
+    best = folder / "best.pt"
+    pick = f"{shell_quoted(str(best))} holds" if file_given else "--checkpoint best measures"
+    other = f"; {pick} its best epoch's weights, saved before that" if is_file(best) else ""
     return (f"warning: {folder} failed, {why} (its status.json), and its last.pt holds the weights it "
             f"diverged with: what is measured is that net{other}")
 

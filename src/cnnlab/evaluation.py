@@ -250,7 +250,8 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
         not_own = f"the run is still training ({holder(ckpt.parent)} holds it), so last.pt is not its final weights"
     elif not not_own and (why := diverged_last(ckpt)):  # measured, with a warning (checkpoint.diverged_warning)
         not_own = f"the run failed ({why}), so last.pt is not its result"
-    first, note = diverged_warning(ckpt), other_classes((state.get("data") or {}).get("classes"), trained_on, data)
+    first = diverged_warning(ckpt, file_given=ckpt == Path(path))  # its best.pt named as what was given takes it
+    note = other_classes((state.get("data") or {}).get("classes"), trained_on, data)
     return Subject(model_from_checkpoint(state), state["model"]["name"], data, str(ckpt),
                    channels_last=bool(cfg.get("channels_last", False)), run_dir=None if not_own else ckpt.parent,
                    not_own=not_own, split=split,

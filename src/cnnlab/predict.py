@@ -340,7 +340,9 @@ class Predictor:
         written by cnnlab, ``"latest"`` (the newest run under ``runs/``) or a :class:`cnnlab.Run`; on ``device``
         (``"auto"``: a GPU if there is one), reading images up to ``max_pixels`` (width x height)."""
         check_max_pixels(max_pixels)  # before the checkpoint is read
-        path = resolve_checkpoint(resolve_run(run) if isinstance(run, str) and run == LATEST else run, which)
+        given = resolve_run(run) if isinstance(run, str) and run == LATEST else run
+        path = resolve_checkpoint(given, which)
+        refuse_diverged(path, file_given=path == Path(given))  # its best.pt named as what was given takes it
         return cls.from_file(path, device=device, max_pixels=max_pixels)
 
     @classmethod
