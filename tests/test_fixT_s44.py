@@ -7,6 +7,8 @@ A divergence is recorded as the training writes it (:func:`cnnlab.runs.write_sta
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 from pathlib import Path
 
@@ -114,3 +116,47 @@ def test_the_refusal_of_a_diverged_last_pt_given_as_a_file_names_its_best_pt_fil
     err = capsys.readouterr().err
     assert f"what is measured is that net; {run / 'best.pt'} holds its best epoch's weights, saved before that" in err
     assert "--checkpoint best" not in err
+
+
+# ----------------------------------------------------------------------------- D4: a resume in a folder of the user's
+
+
+def test_a_resume_of_a_checkpoint_copied_into_a_folder_of_the_users_is_refused_before_anything_is_written(
+        stopped_run, tmp_path, monkeypatch, capsys):
+    """D4. `train --resume project/model.pt` of a run's last.pt copied into a project folder wrote cnnlab's config.json
+    and summary.json over the user's, read their metrics.csv as the run's, and left .lock, last.pt, status.json and
+    the figures among their files (`--out project` is refused for the same folder). Refused in one line, nothing
+    written (runs.check_resumed_folder); a folder of the file's own still resumes."""
+    monkeypatch.chdir(tmp_path)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "config.json").write_text('{"my": "project settings"}')
+    (project / "summary.json").write_text("my own summary")
+    (project / "metrics.csv").write_text("a,b\n")
+    (project / "todo.txt").write_text("notes")
+    shutil.copy(stopped_run / "last.pt", project / "model.pt")
+    before = _snapshot(project)
+    capsys.readouterr()
+    assert main(["train", "--resume", "project/model.pt", "--max-steps", "3", "--quiet"]) == 2
+    err = _one_line(capsys)
+    assert err.startswith("cnnlab: error: --resume project/model.pt: project is not a run folder (it holds "
+                          "'config.json', 'metrics.csv', 'summary.json', 'todo.txt'), and a resume writes "), err
+    assert err.endswith("copy the file into a folder of its own (a new, empty one) and resume it there"), err
+    assert sorted(os.listdir(project)) == sorted(before) and _snapshot(project) == before
+    # only the user's own file beside it, or only their config.json: refused as well
+    for keep in ("todo.txt", "config.json"):
+        for name in set(before) - {"model.pt"}:
+            (project / name).unlink(missing_ok=True) if name != keep else (project / name).write_bytes(before[name])
+        assert main(["train", "--resume", "project/model.pt", "--max-steps", "3", "--quiet"]) == 2
+        assert f"it holds '{keep}')" in _one_line(capsys)
+        assert sorted(os.listdir(project)) == sorted([keep, "model.pt"])
+    # the file alone in a folder (its sidecar, a hidden file beside it): resumed there, as before
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    shutil.copy(stopped_run / "last.pt", mine / "model.pt")
+    shutil.copy(stopped_run / "last.pt.sha256", mine / "model.pt.sha256")
+    (mine / ".DS_Store").write_text("")
+    assert main(["train", "--resume", "mine/model.pt", "--max-steps", "3", "--quiet"]) == 0
+    assert json.loads((mine / "status.json").read_text())["detail"] == "--max-steps 3: resume to go on"
+    # and again: the folder is a run's now (its config.json cnnlab's)
+    assert main(["train", "--resume", "mine/model.pt", "--max-steps", "3", "--quiet"]) == 0

@@ -44,7 +44,7 @@ from cnnlab.models import build_model, check_model_name, count_parameters, float
 from cnnlab.optim import eager
 from cnnlab.output import complain, say, stderr_is_terminal
 from cnnlab.runs import (LOCK_FILE, RUNNING, RUN_FILES, RunLock, RunPlan, STATUS_FILE, TARGET_REACHED, braces_kept,
-                         checkpoints_gone, failure_cause, is_run_dir, metrics_behind, plan_run,
+                         check_resumed_folder, checkpoints_gone, failure_cause, is_run_dir, metrics_behind, plan_run,
                          read_run_json, remove_if_unused, run_dir_of, unsaved_run_dir, write_metrics, write_status)
 from cnnlab.schedules import schedule_named
 from cnnlab.text import plural
@@ -531,11 +531,14 @@ def _refuse_no_checkpoint(plan: RunPlan) -> None:
     """A resume's file that is no checkpoint (nothing, a folder, a FIFO, an image, an export) refused before the run
     folder's lock is taken: ``--resume digit.png`` left a lock file among the user's files, and in a read-only folder
     named the folder as the problem. A run folder without its last.pt is left to :func:`_resumed_checkpoint`, which
-    says what works instead."""
+    says what works instead. Then a checkpoint that lies in a folder of the user's, not a run's, whose files the
+    resume would write over (:func:`cnnlab.runs.check_resumed_folder`)."""
     where = plan.resume_from
     if where is not None and not (where.name == "last.pt" and not exists(where)
                                   and (is_run_dir(where.parent) or unsaved_run_dir(where.parent))):
         check_checkpoint_file(where)
+    if where is not None and plan.run_dir is not None:
+        check_resumed_folder(plan.run_dir, where)
 
 
 def _resumed_checkpoint(plan: RunPlan) -> dict | None:

@@ -255,6 +255,55 @@ def _refuse_other_files(out: Path) -> None:
                        f"pick a new or empty one, e.g. --out {shell_quoted(str(out / 'run1'))}")
 
 
+def check_resumed_folder(folder: Path, ckpt: Path) -> None:
+    """A resume writes its run's files (config.json, status.json, checkpoints, metrics.csv, summary.json, figures)
+    into the folder its checkpoint lies in: ``--resume project/model.pt`` of a file copied into a folder of the
+    user's wrote its config.json and summary.json over theirs and read their metrics.csv as the run's. Refused (one
+    line, before anything is written) unless ``folder`` is a run folder (its config.json cnnlab's) or, as ``--out``
+    takes a folder for a new run (:func:`_refuse_other_files`), it holds nothing of the user's: only hidden files,
+    ``ckpt`` and its sidecar, and a run's own files, its config.json, summary.json and metrics.csv cnnlab's (a run
+    whose config.json is gone)."""
+    if _cnnlab_file(folder / "config.json"):
+        return
+    try:
+        names = sorted(p.name for p in folder.iterdir())
+    except OSError:
+        return  # unreadable: the writes that follow say what is wrong
+    own = (ckpt.name, f"{ckpt.name}.sha256")
+    others = [name for name in names if not name.startswith(".") and name not in own
+              and (name not in RUN_FILES or name in _WRITTEN_WHOLE and not _cnnlab_file(folder / name))]
+    if others:
+        shown = ", ".join(map(short_repr, others[:4])) + (", ..." if len(others) > 4 else "")
+        raise RunError(f"--resume {ckpt}: {folder} is not a run folder (it holds {shown}), and a resume writes its "
+                       "run's files (config.json, summary.json, metrics.csv, checkpoints, figures) into the folder "
+                       "of the checkpoint it continues; copy the file into a folder of its own (a new, empty one) "
+                       "and resume it there")
+
+
+#: The files of a run folder that a folder of the user's may hold under the same name, with other contents.
+_WRITTEN_WHOLE = ("config.json", "summary.json", "metrics.csv")
+
+
+def _cnnlab_file(path: Path) -> bool:
+    """Whether ``path`` is a config.json, summary.json or metrics.csv as cnnlab writes them: the settings of a run,
+    a report with its accuracy, the metrics' header (not ``{"my": "project settings"}`` of the same name). One that
+    cannot be read now (an input/output error) is one line naming it (:class:`~cnnlab.errors.DataUnreadable`)."""
+    try:
+        if path.name == "metrics.csv":
+            stream = open_run_file(path, METRICS_LIMIT)
+            with stream if stream is not None else contextlib.nullcontext():
+                return stream is not None and stream.readline(1024).decode("utf-8", "replace").strip() == \
+                    ",".join(METRIC_FIELDS)
+        data = load_run_json(path, missing=ABSENT)
+    except DataUnreadable:
+        raise
+    except (CnnlabError, OSError):
+        return False
+    if path.name == "config.json":
+        return isinstance(data, dict) and isinstance(data.get("config"), dict)
+    return isinstance(data, dict) and _number(data.get("accuracy"))
+
+
 #: The run locks this process holds, by their file's (device, inode): a lock held by one of them is another thread's
 #: call of this process, not another process (the pid in the file does not tell: two containers' processes may
 #: both be pid 1).

@@ -201,7 +201,8 @@ def _add_train_parser(sub) -> None:
                         f"and allocator setting included, so that it ends as if never stopped; {free} may be given "
                         "(another --threads or --device: it no longer ends bitwise as if never stopped; another "
                         "--eval-batch-size moves only the evaluations' last digits), and --epochs of a constant-rate "
-                        "run; config.json records them (default: a new run)")
+                        "run; config.json records them. A .pt file continues the run of the folder it lies in: a "
+                        "run folder, or one of its own, never a folder of yours (default: a new run)")
     p.add_argument("--verbose", action="store_true",
                    help="also print the per-class table of the test set at the end (default: off)")
     p.add_argument("--quiet", action="store_true",
