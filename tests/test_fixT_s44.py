@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,7 @@ import cnnlab.cli
 import cnnlab.runs
 from apps_helpers import draw_digit
 from cnnlab.cli import main
+from cnnlab.errors import CnnlabError
 from cnnlab.runs import write_status
 from conftest import trained_once
 
@@ -160,3 +164,66 @@ def test_a_resume_of_a_checkpoint_copied_into_a_folder_of_the_users_is_refused_b
     assert json.loads((mine / "status.json").read_text())["detail"] == "--max-steps 3: resume to go on"
     # and again: the folder is a run's now (its config.json cnnlab's)
     assert main(["train", "--resume", "mine/model.pt", "--max-steps", "3", "--quiet"]) == 0
+
+
+# ----------------------------------------------------------------------------- D5: ulimit -d
+
+
+def _limits(**kb):
+    """A ``resource.getrlimit`` where the limits named (``RLIMIT_DATA=250_000``) are set, in KB."""
+    real = resource.getrlimit
+
+    def getrlimit(which):
+        for name, value in kb.items():
+            if which == getattr(resource, name):
+                return value * 1024, resource.RLIM_INFINITY
+        if which in (resource.RLIMIT_AS, resource.RLIMIT_DATA):
+            return resource.RLIM_INFINITY, resource.RLIM_INFINITY
+        return real(which)
+    return getrlimit
+
+
+def test_a_data_segment_limit_under_what_torch_needs_is_one_line_naming_it(tmp_path, monkeypatch):
+    """D5. `(ulimit -d 100000; cnnlab evaluate --pretrained resnet)` ended in OpenBLAS's C abort ("Memory allocation
+    still failed after 10 retries", exit 1): only ulimit -v was checked. RLIMIT_DATA is checked as RLIMIT_AS is, against
+    its own measured floor (cli.TORCH_DATA_FLOOR_KB), the limit named; OpenBLAS held to one thread under it."""
+    floor = cnnlab.cli._torch_floor(cnnlab.cli.TORCH_DATA_FLOOR_KB, lowered=False)
+    if not floor:
+        pytest.skip("no floor for this torch build")
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_DATA, (100_000 * 1024, resource.getrlimit(resource.RLIMIT_DATA)[1]))
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    proc = subprocess.run([sys.executable, "-m", "cnnlab", "models"], capture_output=True, text=True, timeout=120,
+                          preexec_fn=limited, cwd=tmp_path, env={**env, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert (proc.returncode, proc.stdout) == (2, ""), proc.stderr[-3000:]
+    assert proc.stderr == (f"cnnlab: error: not enough memory to load torch's libraries (they need at least {floor:,} "
+                           f"KB of data segment; a small net about {cnnlab.cli.SMALL_NET_DATA_KB:,} KB); raise the "
+                           "memory limit (now ulimit -d 100000)\n"), proc.stderr[-3000:]
+    # in process, as before numpy loads: the same line, OpenBLAS given one thread; a data limit above the floor passes
+    monkeypatch.delitem(sys.modules, "numpy")
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.setattr(resource, "getrlimit", _limits(RLIMIT_DATA=100_000))
+    with pytest.raises(CnnlabError, match=r"KB of data segment; .*\(now ulimit -d 100000\)$"):
+        cnnlab.cli.check_torch_can_load()
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
+    monkeypatch.setattr(resource, "getrlimit", _limits(RLIMIT_DATA=floor + 10_000))
+    cnnlab.cli.check_torch_can_load()
+
+
+def test_out_of_memory_under_a_data_limit_names_that_limit(monkeypatch, capsys):
+    """D5. `(ulimit -d 250000; cnnlab evaluate --pretrained resnet --batch-size 1)`: "out of memory (Python could not
+    allocate); ask for less (a smaller --batch-size), or free some memory": the limit not named, the only fix that
+    works. The smaller limit is named (the address space's where they are the same)."""
+    import cnnlab.cli.models
+
+    monkeypatch.setattr(cnnlab.cli, "check_torch_can_load", lambda: None)
+    monkeypatch.setattr(cnnlab.cli.models, "cmd_models", lambda args: (_ for _ in ()).throw(MemoryError()))
+    for limits, named in (({"RLIMIT_DATA": 250_000}, "ulimit -d 250000"),
+                          ({"RLIMIT_AS": 900_000, "RLIMIT_DATA": 250_000}, "ulimit -d 250000"),
+                          ({"RLIMIT_AS": 450_000, "RLIMIT_DATA": 450_000}, "ulimit -v 450000")):
+        monkeypatch.setattr(resource, "getrlimit", _limits(**limits))
+        assert main(["models"]) == 2
+        assert capsys.readouterr().err == (f"cnnlab: error: out of memory (Python could not allocate); raise the "
+                                           f"memory limit (now {named}), or free some memory\n")

@@ -204,11 +204,26 @@ OPENBLAS_THREAD_KB = 42_000
 #: What a small net needs, measured as above: a prediction with a resnet run ran from 880,000 KB (920,000 with two
 #: OpenBLAS threads), a training of 5 steps from 680,000 (said in the line: a limit to ask for).
 SMALL_NET_KB = 1_000_000
+#: The least data segment (``ulimit -d``, KB: the heap and every private writable mapping, not the libraries' code)
+#: that loading numpy and torch needs, OpenBLAS held to one thread: measured as :data:`TORCH_FLOOR_KB` (and on the
+#: same build), ``cnnlab models`` failed under every limit up to 182,000 and ran from 184,000 (with two OpenBLAS
+#: threads: from 226,000, :data:`OPENBLAS_THREAD_KB` more); below 130,000 it ended in C code (OpenBLAS's "Memory
+#: allocation still failed", glibc's "cannot allocate memory for thread-local data"). Not lowered for a smaller
+#: library: the code of torch's libraries is not counted in this limit.
+TORCH_DATA_FLOOR_KB = 180_000
+#: What a small net needs of it, measured as above: a prediction with a resnet run ran from 460,000 KB (not 420,000),
+#: a training of 5 steps under 300,000, ``evaluate --pretrained resnet`` from 350,000 (not 300,000).
+SMALL_NET_DATA_KB = 500_000
+#: The memory limits torch's import needs a floor of: ``ulimit``'s flag, ``resource``'s name of the limit, what
+#: it limits (said in the refusal), the floor (KB) and what a small net needs.
+_MEMORY_LIMITS = (("-v", "RLIMIT_AS", "address space", TORCH_FLOOR_KB, SMALL_NET_KB),
+                  ("-d", "RLIMIT_DATA", "data segment", TORCH_DATA_FLOOR_KB, SMALL_NET_DATA_KB))
 
 
 def check_torch_can_load() -> None:
     """One line, before torch is imported, where its import would end the process in C code: the current folder's
-    path too long for it, or a memory limit (``ulimit -v``) under :data:`TORCH_FLOOR_KB`. Under a memory limit
+    path too long for it, or a memory limit under what torch's import needs (``ulimit -v`` under
+    :data:`TORCH_FLOOR_KB`, ``ulimit -d`` under :data:`TORCH_DATA_FLOOR_KB`), the limit named. Under a memory limit
     numpy's OpenBLAS gets one thread unless ``OPENBLAS_NUM_THREADS`` asks for a number of them (a positive integer):
     each thread takes about 42 MB of the limit at numpy's import (2.7 GB on 64 cores), and cnnlab computes nothing
     with numpy's BLAS. An empty or ``0`` one is OpenBLAS's "a thread on each core", so it is set to 1 too."""
@@ -216,20 +231,22 @@ def check_torch_can_load() -> None:
     if where > CWD_PATH_MAX:
         raise CnnlabError(f"the current folder's path is too long ({where:,} bytes; torch loads only in a folder whose "
                           f"path is under {CWD_PATH_MAX + 1:,} bytes); cd to a shorter one")
-    limit = _memory_limit()
-    if not limit or "numpy" in sys.modules:
+    if not _memory_limit() or "numpy" in sys.modules:
         return
     if _openblas_threads_asked() is None:  # unset, empty, 0 or no number: OpenBLAS would start one on each core
         os.environ["OPENBLAS_NUM_THREADS"] = "1"
-    floor = _torch_floor()
-    if limit < floor:
-        raise CnnlabError(f"not enough memory to load torch's libraries (they need at least {floor:,} KB of address "
-                          f"space; a small net about {SMALL_NET_KB:,} KB); raise the memory limit (now ulimit -v "
-                          f"{limit})")
+    limits = _memory_limits()
+    for flag, _, what, floor_kb, small_kb in _MEMORY_LIMITS:
+        floor, limit = _torch_floor(floor_kb, lowered=flag == "-v"), limits.get(flag, 0)
+        if limit and limit < floor:
+            raise CnnlabError(f"not enough memory to load torch's libraries (they need at least {floor:,} KB of "
+                              f"{what}; a small net about {small_kb:,} KB); raise the memory limit (now ulimit "
+                              f"{flag} {limit})")
 
 
-def _torch_floor() -> int:
-    """:data:`TORCH_FLOOR_KB` for this torch and the threads numpy's OpenBLAS starts once :func:`check_torch_can_load`
+def _torch_floor(floor_kb: int = TORCH_FLOOR_KB, lowered: bool = True) -> int:
+    """``floor_kb`` (:data:`TORCH_FLOOR_KB`, or :data:`TORCH_DATA_FLOOR_KB`) for this torch (``lowered``: a smaller
+    library than the one measured lowers it) and the threads numpy's OpenBLAS starts once :func:`check_torch_can_load`
     has set them: ``OPENBLAS_NUM_THREADS`` where it asks for a number, else one; at most the CPUs this process may run
     on (its affinity, as OpenBLAS counts them: ``taskset -c 0`` is one thread whatever the machine's cores). 0 where
     torch's library is not found (another platform's build, or no torch: its import says so)."""
@@ -239,7 +256,8 @@ def _torch_floor() -> int:
     except (AttributeError, ImportError, IndexError, OSError, TypeError, ValueError):
         return 0
     threads = min(_openblas_threads_asked() or 1, usable_cpus() or 1)
-    return TORCH_FLOOR_KB - max(0, TORCH_FLOOR_LIBRARY - size) // 1024 + (threads - 1) * OPENBLAS_THREAD_KB
+    smaller = max(0, TORCH_FLOOR_LIBRARY - size) // 1024 if lowered else 0
+    return floor_kb - smaller + (threads - 1) * OPENBLAS_THREAD_KB
 
 
 def _openblas_threads_asked() -> int | None:
@@ -274,19 +292,34 @@ def _out_of_memory(err: BaseException) -> str:
     asked = _ALLOCATION.search(text)
     if asked:
         return f"an allocation of {_size(int(asked.group(1)))} failed"
-    if text == "can't start new thread" and _memory_limit():  # its stack did not fit under ulimit -v
+    if text == "can't start new thread" and _memory_limit():  # its stack did not fit under ulimit -v (or -d)
         return "no room for a new thread's stack: can't start new thread"
     if text == "could not create a primitive" and _memory_limit():  # oneDNN's convolution, its buffers refused
         return "oneDNN could not create a primitive"
     return "an allocation failed: std::bad_alloc" if "std::bad_alloc" in text else ""
 
 
-def _memory_limit() -> int:
-    """The process's address-space limit in KB (``ulimit -v``), 0 when there is none (or no POSIX ``resource``)."""
+def _memory_limits() -> dict[str, int]:
+    """The process's memory limits in KB by ``ulimit``'s flag: its address space (``-v``) and data segment (``-d``),
+    each where one is set (none: an empty dict, as without POSIX ``resource``)."""
     if resource is None:
-        return 0
-    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
-    return 0 if limit == resource.RLIM_INFINITY else limit // 1024
+        return {}
+    limits = {flag: resource.getrlimit(getattr(resource, name))[0] for flag, name, *_ in _MEMORY_LIMITS
+              if hasattr(resource, name)}
+    return {flag: limit // 1024 for flag, limit in limits.items() if limit != resource.RLIM_INFINITY}
+
+
+def _memory_limit() -> int:
+    """The smaller of the process's memory limits in KB (:func:`_memory_limits`), 0 when there is none."""
+    return min(_memory_limits().values(), default=0)
+
+
+def _memory_limit_set() -> str:
+    """The smaller memory limit as ``ulimit`` sets it, for the fix of an out-of-memory line: ``ulimit -v 900000``,
+    ``ulimit -d 250000`` (the address space's where both are the same: it holds the data segment); "" for none."""
+    limits = _memory_limits()
+    flag = min(limits, key=lambda f: (limits[f], f != "-v"), default=None)
+    return f"ulimit {flag} {limits[flag]}" if flag is not None else ""
 
 
 def _size(n: int) -> str:
@@ -311,8 +344,8 @@ def _report_out_of_memory(err: BaseException, command: argparse.ArgumentParser) 
             what = f"out of memory ({_out_of_memory(err)}{f', while loading {library}' if library else ''})"
         flags = [] if library else [flag for flag in _MEMORY_FLAGS if flag in command._option_string_actions]
         fixes = [f"ask for less (a smaller {' or '.join(', '.join(flags).rsplit(', ', 1))})"] if flags else []
-        if _memory_limit():
-            fixes.append(f"raise the memory limit (now ulimit -v {_memory_limit()})")
+        if limit := _memory_limit_set():
+            fixes.append(f"raise the memory limit (now {limit})")
         fixes.append("free some memory")
         output.complain(f"cnnlab: error: {what}; {', '.join(fixes[:-1])}{', or ' if len(fixes) > 1 else ''}"
                         f"{fixes[-1]}")
