@@ -227,3 +227,32 @@ def test_out_of_memory_under_a_data_limit_names_that_limit(monkeypatch, capsys):
         assert main(["models"]) == 2
         assert capsys.readouterr().err == (f"cnnlab: error: out of memory (Python could not allocate); raise the "
                                            f"memory limit (now {named}), or free some memory\n")
+
+
+# ----------------------------------------------------------------------------- D6: analyze branches writes nothing
+
+
+@pytest.fixture(scope="module")
+def inception_run(tmp_path_factory) -> Path:
+    return trained_once(tmp_path_factory, "fixT-inception", model="inception", batch_size=64)
+
+
+def test_analyze_branches_takes_no_lock_in_a_run_it_writes_nothing_into(inception_run, tmp_path, monkeypatch, capsys):
+    """D6. `analyze branches dvb` of a diverged run ("nothing written into dvb") left .analysis.lock in it, and in an
+    immutable run was refused ("cannot write dvb/.analysis.lock") where evaluate measures it; so with --checkpoint
+    best. A measurement that writes nothing into the run takes no lock there (analyze_branches(ready=) is told)."""
+    import cnnlab.cli.analyze as analyze
+
+    run = _diverged(_copy(inception_run, tmp_path))
+    real = analyze._lock
+    locked: list[Path] = []
+    monkeypatch.setattr(analyze, "_lock", lambda folder: locked.append(folder) or real(folder))
+    args = ["--train-images", "64", "--test-images", "32", "--device", "cpu"]
+    for extra in ([], ["--checkpoint", "best"]):
+        capsys.readouterr()
+        assert main(["analyze", "branches", str(run), *extra, *args]) == 0
+        assert f"nothing written into {run}" in capsys.readouterr().out
+        assert locked == [] and not (run / ".analysis.lock").exists()
+    write_status(run, "finished", "")  # its own result: measured into the run, under its lock, as before
+    assert main(["analyze", "branches", str(run), *args]) == 0
+    assert locked == [run] and (run / "branches.json").is_file()

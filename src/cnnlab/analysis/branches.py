@@ -267,13 +267,15 @@ def analyze_branches(
     device: str = "auto",
     batch_size: int = 1000,
     log: Callable[[str], None] = lambda msg: None,
-    ready: Callable[[], None] = lambda: None,
+    ready: Callable[[str], None] = lambda not_own: None,
     warn: Callable[[str], None] = lambda msg: None,
 ) -> dict:
     """All the branch measurements for the run (directory or checkpoint) ``run``, or for the shipped weights of
     the Inception model ``pretrained`` (on ``dataset``: mnist unless given), as a JSON-ready dict; on a fixed
-    random subset of ``test_images`` test images (0: all). ``ready()`` is called once the input is known to be an
-    Inception net, its data and device found, before the measuring: what a refusal must not do goes there.
+    random subset of ``test_images`` test images (0: all). ``ready(not_own)`` is called once the input is known to be
+    an Inception net, its data and device found, before the measuring: what a refusal must not do goes there;
+    ``not_own`` says why the measurement is not the run's own ("" when it is: then its files go into the run's folder),
+    as the result's ``not_own`` does.
     ``warn`` gets the warning ``evaluate`` gives too, before the measuring: a net scored on another dataset's
     classes (:func:`cnnlab.evaluation.other_classes`)."""
     _check_branch_arguments(run, pretrained, train_images, test_images)
@@ -288,7 +290,7 @@ def analyze_branches(
     dev = resolve_device(device)
     if subject.warning:
         warn(subject.warning)
-    ready()
+    ready(subject.not_own)
     model.to(dev).eval()  # in the memory format it was built in (every earlier analysis's numbers, to the bit)
     train_loader = subset_loader(data.train_images, data.train_labels, batch_size, data, dev, limit=train_images)
     test_loader = subset_loader(data.test_images, data.test_labels, batch_size, data, dev, limit=test_images)

@@ -118,19 +118,24 @@ def cmd_branches(args) -> int:
     if args.out:  # before the analysis's minutes, not after them
         check_output_folder(args.out, run_dir, writes=("branches.json", "branches.png"))
     # a second analysis into the same folder is refused before the measuring, not mixed with this one's files
-    # later; a run still training is not locked (nothing is written into it); nor is any folder before the input
-    # is known to be an Inception net: a refused one (an image, a resnet run) leaves no lock file behind. The
-    # shipped weights' default folder is made then too: one that cannot be made is refused before the measuring
+    # later; a run still training is not locked (nothing is written into it), nor one whose measurement is not its
+    # own (a diverged run's last.pt, its best.pt, other data: nothing is written into it either, as evaluate
+    # writes nothing there); nor is any folder before the input is known to be an Inception net: a refused one (an
+    # image, a resnet run) leaves no lock file behind. The shipped weights' default folder is made then too: one
+    # that cannot be made is refused before the measuring
     fresh = not args.out and run_dir is None
     folder = Path(args.out) if args.out else run_dir if run_dir and not is_running(run_dir) else None
+
+    def ready(not_own: str = "") -> None:
+        if args.out or run_dir is None or (folder is not None and not not_own):
+            folders.lock(folder, "branches", args.dataset or "mnist")
+
     with _Folders() as folders:
         result = analyze_branches(args.run, pretrained=args.pretrained, which=args.checkpoint, dataset=args.dataset,
                                   data_dir=args.data_dir, train_images=args.train_images,
                                   test_images=args.test_images, device=args.device,
                                   batch_size=args.batch_size, log=(lambda m: None) if args.json else say,
-                                  ready=lambda: folders.lock(folder, "branches", args.dataset or "mnist")
-                                  if folder is not None or run_dir is None else None,
-                                  warn=lambda m: complain(f"cnnlab: {m}"))
+                                  ready=ready, warn=lambda m: complain(f"cnnlab: {m}"))
         not_own = result.pop("not_own", "")
         table = json_text(result, indent=2) if args.json else format_branches(result)
         if not_own and not args.out:
