@@ -256,3 +256,28 @@ def test_analyze_branches_takes_no_lock_in_a_run_it_writes_nothing_into(inceptio
     write_status(run, "finished", "")  # its own result: measured into the run, under its lock, as before
     assert main(["analyze", "branches", str(run), *args]) == 0
     assert locked == [run] and (run / "branches.json").is_file()
+
+
+# ----------------------------------------------------------------------------- D7: a resume with nothing to train
+
+
+def test_a_diverged_run_resumed_with_nothing_to_train_stays_diverged(stopped_run, tmp_path, capsys):
+    """D7. `train --resume dv --max-steps 4` of a run that diverged at its step 4 re-evaluated it and wrote status.json
+    "stopped (--max-steps 4: resume to go on)" and a summary.json of the diverged net: its divergence forgotten, its
+    last.pt exported and predicted with. A resume that trains nothing leaves the record as it was (its status.json, no
+    report: engine._record_stands), and every refusal still holds."""
+    run = _diverged(_copy(stopped_run, tmp_path))
+    for name in ("summary.json", "confusion.png", "mistakes.png", "curves.png"):  # a diverged run has no report
+        (run / name).unlink(missing_ok=True)
+    status = (run / "status.json").read_bytes()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--max-steps", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"no report written: {run} failed ({WHY}: its status.json), and a resume that trains nothing leaves it so" \
+        in out, out
+    assert "run saved in" not in out
+    assert (run / "status.json").read_bytes() == status and not (run / "summary.json").exists()
+    assert not (run / "confusion.png").exists()
+    assert main(["export", str(run)]) == 2 and "diverged" in _one_line(capsys)
+    row = cnnlab.list_runs(tmp_path)[0]
+    assert (row["status"], row["detail"].split(";")[0]) == ("failed", WHY)

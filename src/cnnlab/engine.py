@@ -33,8 +33,8 @@ from cnnlab.data.catalog import flip_warning
 from cnnlab.devices import callers_autocast_off, resolve_device, set_threads, training_autocast, usable_cpus
 from cnnlab.distill import TEACHER_FILE, check_same_teacher, check_teacher, load_teacher
 from cnnlab.distributed import Dist, PeerLost
-from cnnlab.errors import (CnnlabError, DataUnreadable, Interrupted, RunError, SignalTaken, WriteError, printable,
-                           shell_quoted)
+from cnnlab.errors import (CnnlabError, DIVERGED, DataUnreadable, Interrupted, RunError, SignalTaken, WriteError,
+                           printable, shell_quoted)
 from cnnlab.dataset_names import moved_away
 from cnnlab.evaluation import EvalResult, report_run
 from cnnlab.fileio import (NO_INODES, atomic_write_json, exists, is_dir, is_file, no_free_inodes, protection_of,
@@ -589,6 +589,8 @@ def _record_outcome(t: Trainer, result: TrainResult) -> None:
     if t.run_dir is None:
         return
     t.check_folder()
+    if _record_stands(t):  # a diverged run stays diverged: every refusal of its last.pt holds
+        return
     if t.step_limits:  # a resume: the step limit it kept may be one the run has trained past since (saved_config)
         _write_config(t, trained=t.after_first_save is None)
     why = {"step limit": f"--max-steps {t.cfg.max_steps}: resume to go on",
@@ -599,6 +601,17 @@ def _record_outcome(t: Trainer, result: TrainResult) -> None:
         detail = "; ".join(filter(None, (detail, "no best.pt: its best epoch was never saved (a full disk, or a kill "
                                                  "while saving); last.pt holds the final weights")))
     write_status(t.run_dir, "stopped" if result.stopped == "step limit" else "finished", detail)
+
+
+def _record_stands(t: Trainer) -> str:
+    """Why the run's record (its status.json, its summary.json) stays as it was after this process: a resume that
+    trained nothing (at its --max-steps, or its epochs done) of a run whose training diverged re-evaluates a net it
+    diverged with, or an earlier one, which is not the run's result (status.json "stopped" and a summary.json of
+    the diverged net made its last.pt exported and served); "" otherwise. A resume that trains has made the run's
+    status this process's first (:meth:`FailureRecord.arm`), so its run reads as diverged no more."""
+    cause = failure_cause(t.run_dir) if t.run_dir is not None and t.resumed else ""  # (read whole: this holds the run)
+    return (f"{t.run_dir} failed ({cause.split(';')[0]}: its status.json), and a resume that trains nothing leaves it "
+            "so; what was measured is not the run's result") if cause.startswith(DIVERGED) else ""
 
 
 def _forget_if_empty(plan: RunPlan, guard: FolderGuard):
@@ -1196,8 +1209,10 @@ def finish(t: Trainer, final: EvalResult | None, report: bool, verbose: bool = F
     train_s = t.train_seconds()
     summary, figures = None, None
     again = f"stopped; 'cnnlab evaluate {shell_quoted(str(t.run_dir))}' draws them again"
+    if stands := _record_stands(t):
+        t.say(printable(f"no report written: {stands}"))
     try:
-        if t.run_dir is not None and report:
+        if t.run_dir is not None and report and not stands:
             t.check_folder()
             summary, figures = report_run(
                 t.run_dir, t.eval_model, t.data, t.device, history=s.history, batch_size=cfg.eval_batch_size,
@@ -1205,7 +1220,7 @@ def finish(t: Trainer, final: EvalResult | None, report: bool, verbose: bool = F
                        "ema": cfg.ema}, log=t.say, result=final, context={"model": cfg.model, "dataset": t.data.name},
                 table=verbose, wait=False, stopped=again)
         t.say(f"final test accuracy {final.accuracy:.2f}%{t.cut_note(final.n)}{best_text(t)}"
-              + (f"; run saved in {shell_quoted(str(t.run_dir))}" if t.run_dir else ""))
+              + (f"; run saved in {shell_quoted(str(t.run_dir))}" if t.run_dir and not stands else ""))
         if figures is not None:
             _wait_for_figures(figures, t.run_dir, silent)  # drawn while the line above was printed
     except KeyboardInterrupt:  # a second signal (observers.StopNow) while the figures were drawn: the line says which
