@@ -7,6 +7,7 @@ A divergence is recorded as the training writes it (:func:`cnnlab.runs.write_sta
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import resource
@@ -24,7 +25,7 @@ from apps_helpers import draw_digit
 from cnnlab.cli import main
 from cnnlab.errors import CnnlabError
 from cnnlab.runs import write_status
-from conftest import trained_once
+from conftest import no_room_for, trained_once
 
 WHY = ("training diverged: the loss exploded (1.66e+06 per image, where a net that guesses scores 2.3) at step 2 "
        "(epoch 1, batch 2)")
@@ -281,3 +282,37 @@ def test_a_diverged_run_resumed_with_nothing_to_train_stays_diverged(stopped_run
     assert main(["export", str(run)]) == 2 and "diverged" in _one_line(capsys)
     row = cnnlab.list_runs(tmp_path)[0]
     assert (row["status"], row["detail"].split(";")[0]) == ("failed", WHY)
+
+
+# ----------------------------------------------------------------------------- D8: the folders made on the way
+
+
+def test_a_failed_command_removes_every_folder_it_made_on_the_way(finished_run, tmp_path, monkeypatch, capsys):
+    """D8. On a full disk `evaluate --pretrained resnet --out full/a/b/c` and `train --out full/p/q/r` removed the leaf
+    folder they made and left full/a, full/a/b, full/p, full/p/q. Every folder the command made goes, if still empty
+    (runs.first_missing, remove_if_unused(made=)); a folder that was there stays."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "there").mkdir()
+    with monkeypatch.context() as m:
+        m.setattr(cnnlab.runs.os, "pwrite", lambda fd, data, offset: (_ for _ in ()).throw(
+            OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))))
+        assert main(["train", "--dataset", f"idx:{finished_run.parent / 'tiny'}", "--model", "basic_cnn",
+                     "--device", "cpu", "--out", "there/p/q/r"]) == 2
+    assert "No space left on device" in _one_line(capsys)
+    assert os.listdir("there") == []
+    with monkeypatch.context() as m:
+        no_room_for(m, "summary.json")
+        main(["evaluate", str(finished_run), "--out", "there/a/b/c"])
+    assert "No space left on device" in capsys.readouterr().err
+    assert os.listdir("there") == []
+
+    def failing(*a, ready=lambda: None, **k):
+        ready()
+        raise CnnlabError("the measuring failed")
+
+    import cnnlab.analysis.gradients as gradients
+    monkeypatch.setattr(gradients, "analyze_gradients", failing)
+    assert main(["analyze", "gradients", "--epochs", "0", "--out", "there/g/h"]) == 2
+    assert main(["analyze", "gradients", "--epochs", "0"]) == 2  # its default folder, and runs/ made for it
+    assert "the measuring failed" in capsys.readouterr().err
+    assert os.listdir("there") == [] and not Path("runs").exists()

@@ -617,10 +617,11 @@ def _record_stands(t: Trainer) -> str:
 def _forget_if_empty(plan: RunPlan, guard: FolderGuard):
     """On an error before anything was written, remove the fresh folder this run made (nothing in it but its
     lock, the status.json that says it failed, and the copy of its teacher taken before training: a signal while
-    the teacher loaded left such a folder, which `cnnlab runs` does not list; not a folder that took its place)."""
+    the teacher loaded left such a folder, which `cnnlab runs` does not list; not a folder that took its place), and
+    the folders above it that it made on the way, left empty (:attr:`RunPlan.made`)."""
     def on_exit(exc_type, exc, tb) -> bool:
         if exc_type is not None and plan.fresh and not guard.gone:  # (and a copy cut short: its temp file)
-            remove_if_unused(plan.run_dir, (LOCK_FILE, STATUS_FILE, TEACHER_FILE))
+            remove_if_unused(plan.run_dir, (LOCK_FILE, STATUS_FILE, TEACHER_FILE), plan.made)
         return False
 
     return on_exit

@@ -111,12 +111,43 @@ def new_analysis_dir(root: str | Path, kind: str, dataset: str) -> Path:
     return new_run_dir(root, kind, dataset)
 
 
-def remove_if_unused(folder: Path, leftovers: tuple[str, ...] = ()) -> bool:
+def first_missing(folder: str | Path) -> Path | None:
+    """The topmost folder on ``folder``'s path that is not there (``folder`` itself when only it is missing), which a
+    command that makes ``folder`` makes too (``mkdir -p``); None when ``folder`` is there. A ``..`` on the way is not
+    climbed past."""
+    folder = Path(folder)
+    if lexists(folder):
+        return None
+    top = folder
+    for parent in folder.parents:
+        if parent.name in ("", ".", "..") or lexists(parent):
+            break
+        top = parent
+    return top
+
+
+def remove_if_unused(folder: Path, leftovers: tuple[str, ...] = (), made: Path | None = None) -> bool:
     """Remove ``folder``, which this command made, when it holds nothing but ``leftovers`` (names: its lock file, the
     status.json of a start that failed) and their temp files: what a command that failed, or wrote nothing, left (a
     full disk left empty ``evaluate --out``, ``analyze --out`` and ``compare --out`` folders, and analyses' lock
     files; :func:`cnnlab.engine.train`'s fresh run folder goes the same way). A link, or a folder holding anything
-    else (a file written since, by this command or another), stays. True when it was removed."""
+    else (a file written since, by this command or another), stays. ``made``: the topmost folder the command made
+    on the way to it (:func:`first_missing`): the folders between, left empty, go too (``--out full/a/b/c`` left
+    full/a and full/a/b). True when ``folder`` was removed."""
+    removed = _remove_unused(folder, leftovers)
+    if made is not None and (removed or not lexists(folder)):
+        for parent in folder.parents:  # each empty, or the removal stops there (os.rmdir removes only empty folders)
+            if parent != made and made not in parent.parents:
+                break
+            try:
+                os.rmdir(parent)
+            except OSError:
+                break
+    return removed
+
+
+def _remove_unused(folder: Path, leftovers: tuple[str, ...]) -> bool:
+    """:func:`remove_if_unused` of ``folder`` itself."""
     if os.path.islink(folder) or not is_dir(folder, if_unknown=False):
         return False
     try:
@@ -133,13 +164,14 @@ def remove_if_unused(folder: Path, leftovers: tuple[str, ...] = ()) -> bool:
 @contextlib.contextmanager
 def removed_if_unused(folder: str | Path, leftovers: tuple[str, ...] = ()):
     """Inside, ``folder``, when it is not there yet, is the command's own: made by it, and removed at the end if
-    nothing was written into it (:func:`remove_if_unused`: an error, a stop, a write the disk refused)."""
-    fresh = not lexists(folder)
+    nothing was written into it (:func:`remove_if_unused`: an error, a stop, a write the disk refused), with the
+    folders above it that the command made on the way."""
+    made = first_missing(folder)
     try:
         yield
     finally:
-        if fresh:
-            remove_if_unused(Path(folder), leftovers)
+        if made is not None:
+            remove_if_unused(Path(folder), leftovers, made)
 
 
 def run_dir_of(path: str | Path) -> Path:
@@ -207,8 +239,14 @@ class RunPlan:
 
     run_dir: Path | None
     resume_from: Path | None
-    #: Whether ``run_dir`` was made for this run just now (a timestamped folder).
-    fresh: bool = False
+    #: The topmost folder made for this run on the way to ``run_dir`` (a timestamped folder, or a new ``--out``, and
+    #: the folders above it that were not there: :func:`first_missing`); None when ``run_dir`` was there.
+    made: Path | None = None
+
+    @property
+    def fresh(self) -> bool:
+        """Whether ``run_dir`` was made for this run just now."""
+        return self.made is not None
 
 
 def plan_run(model: str, dataset: str, *, out: str | Path | None, resume: str | Path | None,
@@ -236,8 +274,12 @@ def plan_run(model: str, dataset: str, *, out: str | Path | None, resume: str | 
                            "or pick a fresh --out")
         if write and restart_count == 0:
             _refuse_other_files(out)
-        return RunPlan(out if write else None, None, fresh=not exists(out))
-    return RunPlan(new_run_dir(runs_root, model, dataset), None, fresh=True) if write else RunPlan(None, None)
+        return RunPlan(out if write else None, None, made=first_missing(out) if write else None)
+    if not write:
+        return RunPlan(None, None)
+    above = first_missing(runs_root)  # (runs/ made for it too)
+    run_dir = new_run_dir(runs_root, model, dataset)
+    return RunPlan(run_dir, None, made=above or run_dir)
 
 
 def _refuse_other_files(out: Path) -> None:

@@ -24,10 +24,10 @@ from cnnlab.cli.common import (
 )
 from cnnlab.config import RECIPES
 from cnnlab.errors import CnnlabError, WriteError, printable
-from cnnlab.fileio import atomic_write_json, lexists
+from cnnlab.fileio import atomic_write_json
 from cnnlab.output import complain, json_text, say
-from cnnlab.runs import (ANALYSIS_LOCK, RunLock, check_output_folder, is_running, new_analysis_dir, remove_if_unused,
-                         run_dir_of)
+from cnnlab.runs import (ANALYSIS_LOCK, RunLock, check_output_folder, first_missing, is_running, new_analysis_dir,
+                         remove_if_unused, run_dir_of)
 
 #: The analysis trains with the lecture's optimiser settings.
 LECTURE = RECIPES["lecture"]
@@ -156,7 +156,8 @@ class _Folders:
 
     def __init__(self):
         self.locks: list[RunLock] = []
-        self.made: list[Path] = []
+        #: Each folder made, with the topmost folder made on the way to it (runs/, the parents of a new --out).
+        self.made: list[tuple[Path, Path]] = []
 
     def lock(self, folder: Path | None, kind: str, dataset: str) -> Path:
         """Lock ``folder`` (None: the analysis's own new folder under runs/, named after ``kind`` and ``dataset``),
@@ -164,10 +165,11 @@ class _Folders:
         if self.locks:
             return self.locks[0].path.parent
         if folder is None:
+            above = first_missing("runs")
             folder = new_analysis_dir("runs", kind, dataset)
-            self.made.append(folder)
-        elif not lexists(folder):
-            self.made.append(folder)
+            self.made.append((folder, above or folder))
+        elif (top := first_missing(folder)) is not None:
+            self.made.append((folder, top))
         self.locks.append(_lock(folder))
         return folder
 
@@ -177,8 +179,8 @@ class _Folders:
     def __exit__(self, *exc) -> None:
         for lock in self.locks:
             lock.release()
-        for folder in self.made:
-            remove_if_unused(folder, (ANALYSIS_LOCK,))
+        for folder, top in self.made:
+            remove_if_unused(folder, (ANALYSIS_LOCK,), top)
 
 
 def _lock(folder: Path) -> RunLock:
