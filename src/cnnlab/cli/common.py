@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import textwrap
 import threading
@@ -72,6 +73,11 @@ class RawDescriptionHelpFormatter(argparse.RawDescriptionHelpFormatter, HelpForm
     """The description as written (its own line breaks), the options as :class:`HelpFormatter` has them."""
 
 
+#: What a command line's negative number looks like (``-1``, ``-.5``, ``-1e-3``, ``-2.5E+4``, ``-inf``, ``-nan``, any
+#: case): argparse reads such a token as a value, never as an option (the parsers have no option spelled so).
+NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$|^-inf(inity)?$|^-nan$", re.IGNORECASE)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with the house error format: one line, ``cnnlab: error: ...``, exit 2.
 
@@ -81,6 +87,9 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args, formatter_class=HelpFormatter, **kwargs):
         # no abbreviations (--ep for --epochs): given_flags() reads the flags as typed
         super().__init__(*args, formatter_class=formatter_class, allow_abbrev=False, **kwargs)
+        # every negative number is a value, not an option: argparse's own test (-1, -.5) took --lr -1e-3 and
+        # --ema -inf for a flag, "expected one argument", where the flag's range check names the real problem
+        self._negative_number_matcher = NEGATIVE_NUMBER
 
     def error(self, message: str):
         self.exit(2, f"cnnlab: error: {message}; see '{self.prog} --help'\n")
