@@ -35,3 +35,44 @@ def test_a_negative_number_with_an_exponent_or_inf_is_a_value(argv, line, capsys
     code, out, err = run(argv, capsys)
     assert code == 2 and not out and err.count("\n") == 1, err
     assert line in err and "expected one argument" not in err, err
+
+
+# ----------------------------------------------------------------------------- D8: folder: and idx: with no path
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--model", "basic_cnn", "--dataset", "folder:", "--dry-run", "--threads", "1"],
+    ["train", "--dataset", "idx: ", "--dry-run"],
+    ["data", "fetch", "folder:"],
+    ["evaluate", "--pretrained", "resnet", "--dataset", "folder:", "--no-report"],
+])
+def test_an_empty_path_after_folder_or_idx_is_refused(argv, tmp_path, monkeypatch, capsys):
+    """newcomer D8. ``--dataset "folder:$D"`` with D unset trained on the current folder's subfolders (``dry run
+    ok``), and ``data fetch folder:`` cached it, where ``--data-dir "$D"`` was refused as an empty path: now the
+    parser refuses an empty or blank path after ``folder:``/``idx:`` (``dataset_names.canonical_dataset_name``), and
+    ``folder:.`` still names the current folder."""
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    for c in "ab":
+        (tmp_path / c).mkdir()
+        for i in range(6):
+            Image.new("L", (28, 28), 40 * i).save(tmp_path / c / f"{i}.png")
+    kind = argv[argv.index("--dataset") + 1 if "--dataset" in argv else 2].split(":")[0]
+    code, out, err = run(argv, capsys)
+    assert code == 2 and not out and err.count("\n") == 1, err
+    assert (f"{kind}: with an empty path (an unset shell variable?); give {kind}:DIR, or {kind}:. for the current "
+            "folder") in err, err
+    assert {p.name for p in tmp_path.iterdir()} <= {"a", "b", "home"}  # no runs/
+    assert not (tmp_path / "home" / "datasets").exists()  # nothing converted, nothing cached
+
+
+def test_the_api_refuses_an_empty_folder_path_too(tmp_path, monkeypatch):
+    """newcomer D8, the API: ``cnnlab.train(dataset="folder:")`` is refused in the same words."""
+    import cnnlab
+    from cnnlab.errors import CnnlabError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CnnlabError, match=r"folder: with an empty path \(an unset shell variable\?\)"):
+        cnnlab.train(model="basic_cnn", dataset="folder:", max_steps=1)
+    assert {p.name for p in tmp_path.iterdir()} <= {"home"} and not (tmp_path / "home" / "datasets").exists()

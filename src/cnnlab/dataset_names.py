@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cnnlab.errors import CnnlabError
 from cnnlab.fileio import expand_user, resolved
 
 #: The kinds of dataset read from a directory, named ``KIND:DIR``.
@@ -39,11 +40,15 @@ def directory_of(name: str) -> tuple[str, Path] | None:
 
 def canonical_dataset_name(name: str) -> str:
     """The name with an ``idx:``/``folder:`` path made absolute (``~`` expanded, links resolved), so
-    that a run recorded under it can be evaluated from any directory; other names unchanged."""
+    that a run recorded under it can be evaluated from any directory; other names unchanged. An empty or blank path
+    (``folder:$DIR`` with DIR unset) is refused: it read as the current folder (``folder:.`` names that)."""
     got = directory_of(name)
     if got is None:
         return name
     kind, directory = got
+    if not name[len(kind) + 1:].strip():
+        raise CnnlabError(f"{kind}: with an empty path (an unset shell variable?); give {kind}:DIR, or {kind}:. for "
+                          "the current folder")
     return f"{kind}:{resolved(expand_user(directory))}"  # a loop of links: one line
 
 

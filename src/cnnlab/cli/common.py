@@ -143,7 +143,8 @@ def model_arg(text: str) -> str:
 
 def dataset_arg(text: str) -> str:
     """The type of every ``--dataset``: an empty name ("$DATA" unset) is refused by the parser (with shipped
-    weights it was taken for the default, mnist, without a word), a path inside ``idx:``/``folder:`` made absolute."""
+    weights it was taken for the default, mnist, without a word), a path inside ``idx:``/``folder:`` made absolute
+    (and refused when empty: ``folder:$DIR`` with DIR unset read the current folder)."""
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty dataset name (an unset shell variable?); give mnist, fashion-mnist, "
                                          "idx:DIR or folder:DIR")
