@@ -3,6 +3,8 @@ a value; ... docs/reliability.md lists them."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from cnnlab.cli import main
@@ -76,3 +78,26 @@ def test_the_api_refuses_an_empty_folder_path_too(tmp_path, monkeypatch):
     with pytest.raises(CnnlabError, match=r"folder: with an empty path \(an unset shell variable\?\)"):
         cnnlab.train(model="basic_cnn", dataset="folder:", max_steps=1)
     assert {p.name for p in tmp_path.iterdir()} <= {"home"} and not (tmp_path / "home" / "datasets").exists()
+
+
+# ----------------------------------------------------------------------------- D5: --tta ""
+
+
+EMPTY_TTA = ("--tta is empty (an unset variable?); give none for no test-time augmentation, or leave it out")
+
+
+@pytest.mark.parametrize("spec", ["", "  "])
+def test_an_empty_tta_is_refused_as_an_empty_augment_is(spec, tmp_path, monkeypatch, capsys):
+    """newcomer D5. ``evaluate --pretrained resnet --no-report --tta "$VIEWS"`` with VIEWS unset printed the plain
+    figure only, rc 0, where ``--augment ""`` is refused: now ``tta.parse_tta`` refuses an empty or blank spec
+    before any data is read (evaluate, compare and the API's ``Run.evaluate(tta="")`` alike)."""
+    from cnnlab.compare import compare
+    from cnnlab.config import TrainConfig
+    from cnnlab.errors import CnnlabError
+
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(["evaluate", "--pretrained", "resnet", "--no-report", "--tta", spec], capsys)
+    assert (code, out, err) == (2, "", f"cnnlab: error: {EMPTY_TTA}\n")
+    with pytest.raises(CnnlabError, match=re.escape(EMPTY_TTA)):
+        compare(["basic_cnn"], 1, TrainConfig(model="basic_cnn", dataset="idx:nowhere"), tmp_path / "c", tta=spec)
+    assert list(tmp_path.iterdir()) == []

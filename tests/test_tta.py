@@ -67,13 +67,14 @@ def test_views_combine_and_keep_the_memory_format(channels_last):
 
 
 def test_the_spec_is_canonical_and_bad_specs_name_the_fix():
-    assert parse_tta("none") is None and parse_tta("") is None and parse_tta(None) is None
+    assert parse_tta("none") is None and parse_tta(None) is None  # "" is refused (an unset $VIEWS: fixN D5)
     assert parse_tta(" shift + rotate ").spec == "shift:px=1+rotate:deg=10"
     assert parse_tta("rotate:deg=7.5+flip").spec == "rotate:deg=7.5+flip"
     for spec, words in [("jitter", "unknown view 'jitter'"), ("shift:pad=2", "shift takes one setting, px=NUMBER"),
                         ("shift:px=1.5", "must be a whole number"), ("rotate:deg=200", "out of range; use 0.1 to 90"),
                         ("shift+shift", "may appear once"), ("none+flip", "'none' cannot be combined with other parts"),
-                        ("flip:p=1", "flip takes no settings"), ("shift++flip", "empty part")]:
+                        ("flip:p=1", "flip takes no settings"), ("shift++flip", "empty part"),
+                        ("", "--tta is empty (an unset variable?)"), (" ", "--tta is empty")]:
         with pytest.raises(CnnlabError, match=re.escape(words)):
             parse_tta(spec)
 

@@ -139,7 +139,11 @@ def _parse_part(text: str, spec: str) -> tuple[str, float | int | None]:
 
 
 def parse_tta(spec: str | None) -> TTA | None:
-    """The views ``spec`` names, or None for ``none`` (or an empty spec)."""
+    """The views ``spec`` names, or None for ``none`` (or None itself). An empty or blank spec (``--tta "$VIEWS"``
+    with VIEWS unset) is refused, as ``--augment ""`` is (``config``): it read as no TTA, without a word."""
+    if isinstance(spec, str) and not spec.strip():
+        raise CnnlabError("--tta is empty (an unset variable?); give none for no test-time augmentation, or leave it "
+                          "out")
     parts = split_spec(spec, "--tta", "part", "shift+rotate")
     if parts is None:
         return None
