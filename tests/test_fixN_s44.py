@@ -3,6 +3,7 @@ a value; ... docs/reliability.md lists them."""
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -101,3 +102,26 @@ def test_an_empty_tta_is_refused_as_an_empty_augment_is(spec, tmp_path, monkeypa
     with pytest.raises(CnnlabError, match=re.escape(EMPTY_TTA)):
         compare(["basic_cnn"], 1, TrainConfig(model="basic_cnn", dataset="idx:nowhere"), tmp_path / "c", tta=spec)
     assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- D6: --data-dir FILE
+
+
+@pytest.mark.parametrize("argv", [["data", "fetch", "mnist"], ["evaluate", "--pretrained", "resnet", "--no-report"],
+                                  ["train", "--model", "basic_cnn", "--dry-run"]])
+def test_a_data_dir_that_is_a_file_is_named_so(argv, tmp_path, monkeypatch, capsys):
+    """newcomer D6. ``--data-dir f``, a file, was ``no such directory``, the wrong cause; now it is said as
+    ``folder:FILE`` says it (``data.sources._not_a_data_dir``), and a missing path keeps its line."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "f").write_text("hi")
+    os.mkfifo(tmp_path / "ff")
+    here = f"{tmp_path}/" if argv[0] == "train" else ""  # train records --data-dir absolute, and names it so
+    code, out, err = run([*argv, "--data-dir", "f"], capsys)
+    assert (code, out) == (2, "") and err == (f"cnnlab: error: --data-dir {here}f is a file, not a directory; give the "
+                                              "folder that holds the IDX files, or leave --data-dir out to use the "
+                                              "cache and downloads\n"), err
+    code, out, err = run([*argv, "--data-dir", "ff"], capsys)
+    assert code == 2 and f"--data-dir {here}ff is a FIFO (named pipe), not a directory; give the folder" in err, err
+    code, out, err = run([*argv, "--data-dir", "gone"], capsys)
+    assert code == 2 and err == (f"cnnlab: error: --data-dir {here}gone: no such directory; check the path, or leave "
+                                 "--data-dir out to use the cache and downloads\n"), err

@@ -446,10 +446,10 @@ EXTRA_SOURCES: dict[str, Callable[[DatasetSpec, Log], Found | None]] = {
 
 
 def check_data_dir_there(data_dir: str | Path) -> None:
-    """A ``--data-dir`` that is no directory: one line (a loop of links: its own line, :func:`cnnlab.fileio.is_dir`)."""
+    """A ``--data-dir`` that is no directory: one line saying what is there (:func:`_not_a_data_dir`; a loop of links:
+    its own line, :func:`cnnlab.fileio.is_dir`)."""
     if not is_dir(expand_user(data_dir)):
-        raise DataError(f"--data-dir {data_dir}: no such directory; check the path, or leave --data-dir out "
-                        "to use the cache and downloads")
+        raise DataError(_not_a_data_dir(data_dir))
 
 
 def locate(
@@ -503,6 +503,17 @@ def locate(
         f"put the four IDX files ({', '.join(ROLES[r][0] for r in ROLES)}, raw or .gz) in a directory "
         f"and pass --data-dir DIR{official}"
     )
+
+
+def _not_a_data_dir(data_dir: Path) -> str:
+    """Why ``--data-dir`` is no folder to read: nothing there, or something else (``--data-dir /etc/passwd`` was "no
+    such directory", a path that is there), as ``folder:FILE`` says it."""
+    kind = entry_kind(expand_user(data_dir))
+    if kind is None:
+        return (f"--data-dir {data_dir}: no such directory; check the path, or leave --data-dir out to use the cache "
+                "and downloads")
+    return (f"--data-dir {data_dir} is {'a file' if kind == 'file' else kind}, not a directory; give the folder that "
+            "holds the IDX files, or leave --data-dir out to use the cache and downloads")
 
 
 def _cache_and_say(spec: DatasetSpec, found: Found, home: Path | None, log: Log) -> None:
