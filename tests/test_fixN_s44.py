@@ -125,3 +125,34 @@ def test_a_data_dir_that_is_a_file_is_named_so(argv, tmp_path, monkeypatch, caps
     code, out, err = run([*argv, "--data-dir", "gone"], capsys)
     assert code == 2 and err == (f"cnnlab: error: --data-dir {here}gone: no such directory; check the path, or leave "
                                  "--data-dir out to use the cache and downloads\n"), err
+
+
+# ----------------------------------------------------------------------------- D9: pretrained_build --only TYPO
+
+
+@pytest.mark.parametrize("argv", [["--check", "--only", "resnet_mnist"], ["--measure", "--only", "nothing"],
+                                  ["--only", "resnet-mnist", "TYPO"], ["--measure", "--only"]])
+def test_pretrained_build_refuses_a_name_of_no_weights(argv, monkeypatch, capsys):
+    """newcomer D9. ``python -m cnnlab.pretrained_build --check --only resnet_mnist`` printed nothing and exited 0
+    (``make weights --check`` read as passed, having checked nothing), and ``--measure --only nothing`` rewrote the
+    shipped manifest having measured nothing: ``--only`` takes the names of ``SETS`` only (``set_name``), at least
+    one, refused in one line naming them, exit 2, before anything is trained, measured or written."""
+    from cnnlab import pretrained_build
+    from cnnlab.pretrained import MANIFEST, weights_dir
+
+    def never(*args, **kwargs):
+        raise AssertionError("it went on")
+
+    for name in ("build_one", "measure_again", "write_manifest"):
+        monkeypatch.setattr(pretrained_build, name, never)
+    manifest = weights_dir() / MANIFEST
+    before = (manifest.read_bytes(), manifest.stat().st_mtime_ns)
+    with pytest.raises(SystemExit) as stop:
+        pretrained_build.main(argv)
+    out, err = capsys.readouterr()
+    assert stop.value.code == 2 and not out and err.count("\n") == 1, err
+    assert err.startswith("python -m cnnlab.pretrained_build: error: argument --only: ")
+    if argv[-1] != "--only":
+        assert (f"{argv[-1]!r} names no shipped weights; give one or more of resnet-mnist, inception-mnist, "
+                "resnet-fashion-mnist, inception-fashion-mnist") in err
+    assert (manifest.read_bytes(), manifest.stat().st_mtime_ns) == before

@@ -98,9 +98,8 @@ def same_tensors(a: Path, b: Path) -> bool:
 
 def write_manifest(path: Path, entries: dict) -> None:
     """The manifest of ``entries`` (``{"resnet-mnist": {...}}``), in the order of SETS."""
-    order = [f"{m}-{d}" for m, d in SETS]
     atomic_write_json(path, {"format": "cnnlab-pretrained", "version": 1,
-                             "weights": [entries[k] for k in order if k in entries]})
+                             "weights": [entries[k] for k in NAMES if k in entries]})
     print(f"wrote {path}")
 
 
@@ -121,9 +120,29 @@ def measure_again(sets, old: dict, manifest_path: Path) -> int:
     return 0
 
 
+#: The names ``--only`` takes: ``MODEL-DATASET`` of each of :data:`SETS`.
+NAMES = tuple(f"{m}-{d}" for m, d in SETS)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with cnnlab's error format: one line, exit 2 (its usage first buried the error)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def set_name(text: str) -> str:
+    """The type of ``--only``: one of :data:`NAMES`. A name of none (``resnet_mnist``) was dropped without a word:
+    ``--check`` then passed having checked nothing, ``--measure`` rewrote the manifest having measured nothing."""
+    if text not in NAMES:
+        raise argparse.ArgumentTypeError(f"{text!r} names no shipped weights; give one or more of {', '.join(NAMES)}")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cnnlab.pretrained_build", description=__doc__.split("\n\n")[0])
-    p.add_argument("--only", nargs="*", default=None, help="e.g. resnet-mnist (default: all four)")
+    p = _Parser(prog="python -m cnnlab.pretrained_build", description=__doc__.split("\n\n")[0])
+    p.add_argument("--only", nargs="+", default=None, type=set_name, metavar="NAME",
+                   help=f"only these: {', '.join(NAMES)} (default: all four)")
     p.add_argument("--check", action="store_true", help="retrain and compare with the committed files, writing nothing")
     p.add_argument("--keep-runs", action="store_true",
                    help="keep the training runs in runs/compare-<dataset>-best/, where compare --recipe best reuses them")
