@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 import pytest
 
+from conftest import trained_once
 from cnnlab.cli import main
 
 
@@ -156,3 +158,35 @@ def test_pretrained_build_refuses_a_name_of_no_weights(argv, monkeypatch, capsys
         assert (f"{argv[-1]!r} names no shipped weights; give one or more of resnet-mnist, inception-mnist, "
                 "resnet-fashion-mnist, inception-fashion-mnist") in err
     assert (manifest.read_bytes(), manifest.stat().st_mtime_ns) == before
+
+
+# ----------------------------------------------------------------------------- D1: evaluate --out afile
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """One finished tiny run (basic_cnn, one epoch), which the tests only read."""
+    return trained_once(tmp_path_factory, "fixN")
+
+
+@pytest.mark.parametrize("kind", ["file", "fifo", "device", "dangling link"])
+def test_evaluate_out_that_is_no_folder_is_refused_before_the_evaluation(kind, trained, tmp_path, monkeypatch, capsys):
+    """newcomer D1. ``evaluate --pretrained resnet --out afile`` (a file, a FIFO, /dev/null, a link to nowhere)
+    evaluated the whole split (19-28 s), printed the table, then warned ``no report written: cannot create folder
+    afile: ...``, rc 1, where ``--out afile/sub`` was refused at once: ``runs.check_output_folder`` now says the same
+    line (``fileio.not_a_folder``, make_dirs' own) before any evaluation, exit 2."""
+    from cnnlab import evaluation
+
+    monkeypatch.chdir(tmp_path)
+    out, what = {"file": ("afile", "a file of that name is in the way; remove it or pick another path"),
+                 "fifo": ("ff", "a FIFO (named pipe) of that name is in the way; pick another path"),
+                 "device": ("/dev/null", "a character device of that name is in the way; pick another path"),
+                 "dangling link": ("dl", f"dl is a symbolic link to nowhere ({tmp_path}/gone/x: missing); remove or "
+                                         "fix the link, or pick another path")}[kind]
+    (tmp_path / "afile").write_text("hi")
+    os.mkfifo(tmp_path / "ff")
+    (tmp_path / "dl").symlink_to(tmp_path / "gone" / "x")
+    monkeypatch.setattr(evaluation, "evaluate_subject", lambda *a, **k: pytest.fail("it evaluated"))
+    code, printed, err = run(["evaluate", str(trained), "--out", out, "--device", "cpu"], capsys)
+    assert (code, printed, err) == (2, "", f"cnnlab: error: cannot create folder {out}: {what}\n")
+    assert (tmp_path / "afile").read_text() == "hi" and (tmp_path / "ff").is_fifo() and not (tmp_path / "gone").exists()

@@ -495,21 +495,30 @@ def _nearest_folder(folder: Path) -> Path:
     return folder
 
 
+def not_a_folder(path: str | Path) -> WriteError:
+    """The error of a folder to make at ``path``, where something that is no folder is (a ``mkdir`` that failed with
+    ``EEXIST``, or a command's check before its work): ``cannot create folder PATH: a file of that name is in the way;
+    remove it or pick another path`` (a FIFO, a device...), a link to nowhere on its way named with its target, a loop
+    of links as every command names one."""
+    path = Path(path)
+    if is_loop(path):  # not "nothing of that name is in the way"
+        return write_error(path, OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path)))
+    if (trouble := link_trouble(path)) is not None and trouble.dangling:  # nor a link to nowhere on its way
+        reason = f"cannot create folder {path}: {trouble.part} is {trouble.what}"
+        return WriteError(f"{reason}; {trouble.fix}", errno.EEXIST, reason, path=path)
+    what = kind_of(path)
+    fix = "remove it or pick another path" if what == "a file" else "pick another path"
+    reason = f"cannot create folder {path}: {what} of that name is in the way"
+    return WriteError(f"{reason}; {fix}", errno.EEXIST, reason)
+
+
 def make_dirs(path: str | Path) -> Path:
     """``mkdir -p``, with an OS error as one line (:class:`WriteError`)."""
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
-        if is_loop(path):  # not "nothing of that name is in the way"
-            raise write_error(path, OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path))) from None
-        if (trouble := link_trouble(path)) is not None and trouble.dangling:  # nor a link to nowhere on its way
-            reason = f"cannot create folder {path}: {trouble.part} is {trouble.what}"
-            raise WriteError(f"{reason}; {trouble.fix}", errno.EEXIST, reason, path=path) from None
-        what = kind_of(path)
-        fix = "remove it or pick another path" if what == "a file" else "pick another path"
-        reason = f"cannot create folder {path}: {what} of that name is in the way"
-        raise WriteError(f"{reason}; {fix}", errno.EEXIST, reason) from None
+        raise not_a_folder(path) from None
     except OSError as err:
         blocked = in_the_way(path, "cannot create folder") if err.errno == errno.ENOTDIR else None
         raise blocked or write_error(path / ".", err) from None

@@ -35,9 +35,9 @@ from cnnlab.errors import (DIVERGED, DIVERGED_KEPT, CnnlabError, DataUnreadable,
                            did_you_mean, first_line, shell_quoted, short_repr)
 from cnnlab.text import plural
 from cnnlab.fileio import (NO_INODES, RUN_FILE_LIMIT, as_path, atomic_write_text, exists, in_the_way, is_dir, is_file,
-                           is_loop, kind_of, lexists, link_trouble, make_dirs, mode_kind, nowhere, open_if_regular,
-                           out_of_room, protection_of, reason, remove_stale_temp_files_in, resolved, sha256_of,
-                           sidecar_hashes, usual_fix, write_error)
+                           is_loop, kind_of, lexists, link_trouble, make_dirs, mode_kind, not_a_folder, nowhere,
+                           open_if_regular, out_of_room, protection_of, reason, remove_stale_temp_files_in, resolved,
+                           sha256_of, sidecar_hashes, usual_fix, write_error)
 
 METRIC_FIELDS = [
     "epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr", "seconds",
@@ -573,8 +573,11 @@ def check_output_folder(folder: str | Path, own: Path | None, flag: str = "--out
     ``writes`` is there already: that file is the user's (``--out .`` in a project with its own summary.json)."""
     folder = Path(folder)
     if not is_dir(folder):
-        if not lexists(folder) and (blocked := in_the_way(folder, "cannot create folder")) is not None:
-            raise blocked  # a file where a folder on the way should be: said before the work, not after it
+        # a file, FIFO, device or link to nowhere at the folder's place, or where a folder on its way should be:
+        # said before the work, not after it (evaluate --out afile evaluated the whole split, then warned)
+        blocked = not_a_folder(folder) if lexists(folder) else in_the_way(folder, "cannot create folder")
+        if blocked is not None:
+            raise blocked
         return
     if is_run_dir(folder):
         if not _same_folder(folder, own):
