@@ -190,3 +190,54 @@ def test_evaluate_out_that_is_no_folder_is_refused_before_the_evaluation(kind, t
     code, printed, err = run(["evaluate", str(trained), "--out", out, "--device", "cpu"], capsys)
     assert (code, printed, err) == (2, "", f"cnnlab: error: cannot create folder {out}: {what}\n")
     assert (tmp_path / "afile").read_text() == "hi" and (tmp_path / "ff").is_fifo() and not (tmp_path / "gone").exists()
+
+
+# ----------------------------------------------------------------------------- D3: the runs/ a refused command made
+
+
+TRAIN = ["train", "--model", "basic_cnn", "--max-steps", "1", "--threads", "1", "--device", "cpu"]
+
+
+def test_a_refused_train_leaves_no_runs_folder_it_made(tmp_path, monkeypatch, capsys):
+    """newcomer D3. ``train --dataset idx:/nonexistent`` (and ``--teacher /nonexistent``) refused, rc 2, and left an
+    empty ``runs/``: the run folder went (``engine._forget_if_empty``), its parent, made with it, stayed. Now
+    ``RunPlan.made`` is the outermost folder made for the run and ``runs.remove_if_unused`` removes it while empty: runs/,
+    a new ``--out a/b/c``'s ``a/``; a runs/ that was there, with another run in it, stays as it was."""
+    monkeypatch.chdir(tmp_path)
+    missing = ["--dataset", f"idx:{tmp_path / 'nowhere'}"]
+    for extra in (missing, [*missing, "--out", "a/b/c"], ["--teacher", str(tmp_path / "nowhere.pt")]):
+        code, out, err = run([*TRAIN, *extra], capsys)
+        assert code == 2 and err.count("\n") == 1, err
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name != "home") == [], err
+    (tmp_path / "runs" / "other").mkdir(parents=True)
+    code, out, err = run([*TRAIN, *missing], capsys)
+    assert code == 2 and [p.name for p in (tmp_path / "runs").iterdir()] == ["other"]
+
+
+def test_a_stopped_analysis_leaves_no_runs_folder_it_made(tiny_idx, tmp_path, monkeypatch, capsys):
+    """newcomer D3, ``analyze gradients`` stopped (Ctrl-C, SIGTERM) before it wrote: its folder went, the runs/ made
+    with it stayed; now both go (``cli.analyze._Folders``, ``runs.remove_if_unused``)."""
+    from cnnlab.analysis import gradients
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(gradients, "measure_stack", stopped)
+    code, out, err = run(["analyze", "gradients", "--dataset", f"idx:{tiny_idx}", "--depths", "2", "--seeds", "1",
+                          "--epochs", "0", "--device", "cpu"], capsys)
+    assert code == 130 and not (tmp_path / "runs").exists(), err
+
+
+def test_removed_if_unused_takes_the_folders_it_made_above(tmp_path):
+    """The folders above a new --out of evaluate or compare, made with it, go with it when nothing was written
+    (``runs.removed_if_unused``); one that holds something stays."""
+    from cnnlab.fileio import make_dirs
+    from cnnlab.runs import removed_if_unused
+
+    (tmp_path / "x").mkdir()
+    with pytest.raises(RuntimeError), removed_if_unused(tmp_path / "x" / "new" / "deeper" / "out"):
+        make_dirs(tmp_path / "x" / "new" / "deeper" / "out")
+        (tmp_path / "x" / "new" / "kept.txt").write_text("mine")
+        raise RuntimeError
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["x", "x/new", "x/new/kept.txt"]

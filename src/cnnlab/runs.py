@@ -78,11 +78,13 @@ DEFAULT_CHECKPOINT = "last"
 
 
 def new_run_dir(root: str | Path, model: str, dataset: str) -> Path:
-    """A fresh directory under ``root``; a numeric suffix avoids clobbering a run of the same second."""
+    """A fresh directory under ``root``; a numeric suffix avoids clobbering a run of the same second. A ``root``
+    removed in the moment between its ``mkdir`` and the run folder's (another command's start that failed, and took
+    the empty ``runs/`` it had made with it: :func:`remove_if_unused`) is made again."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path(root) / f"{model}-{_safe(dataset_kind(dataset))}-{stamp}"
     make_dirs(base.parent)
-    path, n = base, 1
+    path, n, tries = base, 1, 0
     while True:
         try:
             path.mkdir(exist_ok=False)
@@ -90,6 +92,11 @@ def new_run_dir(root: str | Path, model: str, dataset: str) -> Path:
         except FileExistsError:
             n += 1
             path = base.with_name(f"{base.name}-{n}")
+        except FileNotFoundError as err:
+            tries += 1
+            if tries > 3:
+                raise write_error(path / ".", err) from None
+            make_dirs(base.parent)
         except OSError as err:
             raise write_error(path / ".", err) from None
 
