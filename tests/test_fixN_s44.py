@@ -241,3 +241,71 @@ def test_removed_if_unused_takes_the_folders_it_made_above(tmp_path):
         (tmp_path / "x" / "new" / "kept.txt").write_text("mine")
         raise RuntimeError
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["x", "x/new", "x/new/kept.txt"]
+
+
+# ----------------------------------------------------------------------------- D2: cd DATA; train --dataset folder:.
+
+
+def image_folder(root: Path, classes=("cats", "dogs"), n: int = 12) -> Path:
+    """``root/<class>/<i>.png``: ``n`` small grey images a class."""
+    from PIL import Image
+
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            Image.new("L", (28, 28), 20 * i + 100 * c).save(root / name / f"{i}.png")
+    return root
+
+
+def inside(data: Path, named: str, top: str) -> str:
+    return (f"cnnlab: error: {named} is inside folder:{data}, whose loads would take {top}/ for a class folder (empty "
+            f"at first, then holding the figures written there); give --out a folder outside {data}, or a hidden one "
+            "(--out .runs/NAME), which a folder: dataset never reads\n")
+
+
+def test_train_from_inside_a_folder_dataset_says_what_to_do_every_time(tmp_path, monkeypatch, capsys):
+    """newcomer D2. ``cd DATA && cnnlab train --dataset folder:.`` made runs/ in the dataset before reading it, then
+    refused runs/ as an empty class folder (``add images or remove the folder``), and again after the folder was
+    removed; a run that got through would have made its figures a class. Now the run's folder is refused where the
+    dataset reads it, before any folder is made (``data.folder.check_not_read``, from ``engine.train``), the first
+    time and every time, naming the fix; a hidden ``--out`` (never read) or one outside trains."""
+    data = image_folder(tmp_path / "pets")
+    monkeypatch.chdir(data)
+    for _ in range(2):
+        code, out, err = run([*TRAIN, "--dataset", "folder:.", "--quiet"], capsys)
+        assert (code, out, err) == (2, "", inside(data, "runs/ (where a run goes without --out)", "runs"))
+        assert sorted(p.name for p in data.iterdir()) == ["cats", "dogs"]
+    code, out, err = run([*TRAIN, "--dataset", "folder:.", "--out", "mine/r1"], capsys)
+    assert (code, err) == (2, inside(data, "--out mine/r1", "mine")) and not (data / "mine").exists()
+    for out_dir in (".runs/r1", str(tmp_path / "r2"), ".runs/r3"):  # the second load reads the same two classes
+        code, out, err = run([*TRAIN, "--dataset", "folder:.", "--quiet", "--out", out_dir], capsys)
+        assert code == 0 and "final test accuracy" in out, err
+    assert sorted(p.name for p in data.iterdir()) == [".runs", "cats", "dogs"]
+
+
+def test_analyses_and_compare_are_refused_inside_a_folder_dataset_too(tmp_path, monkeypatch, capsys):
+    """newcomer D2, the other commands that make folders under runs/ or --out: ``analyze gradients`` and ``compare``
+    (whose runs would be read as a class by its next load), before any data is read."""
+    data = image_folder(tmp_path / "pets")
+    monkeypatch.chdir(data)
+    code, out, err = run(["analyze", "gradients", "--dataset", "folder:.", "--depths", "2", "--epochs", "0"], capsys)
+    assert (code, err) == (2, inside(data, "runs/ (where an analysis goes without --out)", "runs"))
+    code, out, err = run(["compare", "--models", "basic_cnn", "--seeds", "1", "--dataset", f"folder:{data}",
+                          "--out", "cmp"], capsys)
+    assert (code, err) == (2, inside(data, "--out cmp", "cmp"))
+    assert sorted(p.name for p in data.iterdir()) == ["cats", "dogs"]
+
+
+def test_which_folders_a_folder_dataset_reads(tmp_path):
+    """``data.folder.class_folder_of``: the class folder a load would take a path for, or None where it reads
+    nothing of it (outside, the folder itself, hidden, beside train/ and test/, not a folder)."""
+    from cnnlab.data.folder import class_folder_of
+
+    auto, split = image_folder(tmp_path / "auto"), tmp_path / "split"
+    image_folder(split / "train"), image_folder(split / "test")
+    for data, path, want in [(auto, auto / "runs" / "r1", "runs"), (auto, auto / "cats" / "x", "cats"),
+                             (auto, auto / "runs", "runs"), (auto, auto, None), (auto, tmp_path / "runs", None),
+                             (auto, auto / ".runs" / "r1", None), (auto, auto / "runs" / ".r1", None),
+                             (split, split / "runs" / "r1", None), (split, split / "train" / "runs", "train/runs"),
+                             (split, split / "test", None), (tmp_path / "gone", tmp_path / "gone" / "runs", None)]:
+        assert class_folder_of(data, path) == want, (data, path)

@@ -21,6 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from cnnlab.checkpoint import TrainState, load_checkpoint
 from cnnlab.config import ADDED_FIELDS, ADJUSTABLE_FIELDS, PROCESS_FIELDS, TrainConfig, valid_threads
 from cnnlab.data import load_dataset
+from cnnlab.data.folder import check_not_read
 from cnnlab.dataset_names import canonical_dataset_name, dataset_kind, directory_of
 from cnnlab.engine import train
 from cnnlab.errors import (CnnlabError, DataUnreadable, Interrupted, RunError, did_you_mean, printable, shell_quoted,
@@ -168,6 +169,7 @@ def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = 
     out, auto = Path(out), teachers == AUTO_TEACHERS
     # a compare's runs and table in a run's folder would hide them from 'cnnlab runs'
     check_output_folder(out, None, writes=("comparison.md", "comparison.png"))
+    check_not_read(base.dataset, out, f"--out {out}")  # nor inside its folder: dataset, read as a class
     teachers = default_out(base.dataset, base.recipe) if auto else teachers
     if teachers is not None and resolved(out) == resolved(teachers):
         raise CnnlabError(f"--out {out} is the teachers' folder: its comparison.md would be replaced by the distilled "

@@ -30,6 +30,7 @@ from cnnlab.checkpoint import EpochSums, TrainState, check_checkpoint_file, copy
 from cnnlab.config import FLAGS, Naming, TrainConfig, recorded_threads, resumed_config, valid_threads
 from cnnlab.data import BatchLoader, Dataset, check_data_dir, load_dataset, split_validation, validate_dataset
 from cnnlab.data.catalog import flip_warning
+from cnnlab.data.folder import check_not_read
 from cnnlab.devices import callers_autocast_off, resolve_device, set_threads, training_autocast, usable_cpus
 from cnnlab.distill import TEACHER_FILE, check_same_teacher, check_teacher, load_teacher
 from cnnlab.distributed import Dist, PeerLost
@@ -366,7 +367,7 @@ def train(
     settings are its own again when this returns or raises (:func:`callers_torch_kept`).
     """
     ranks = Dist.from_env()
-    _before_any_folder(cfg, ranks, out, resume, changes, write, dataset, rerun_of)
+    _before_any_folder(cfg, ranks, out, runs_root, resume, changes, write, dataset, rerun_of)
     plan = plan_run(cfg.model, cfg.dataset, out=out, resume=resume, runs_root=runs_root, write=write and ranks.is_primary,
                     distributed=ranks.enabled, restart_count=ranks.restart_count)
     _refuse_no_checkpoint(plan)  # before the folder's lock is taken
@@ -414,7 +415,7 @@ def train(
 
 
 
-def _before_any_folder(cfg: TrainConfig, ranks: Dist, out, resume, changes: dict | None, write: bool,
+def _before_any_folder(cfg: TrainConfig, ranks: Dist, out, runs_root, resume, changes: dict | None, write: bool,
                        dataset: Dataset | None, rerun_of) -> None:
     """:func:`train`'s refusals made before any folder is made or touched (a resume's: the run's own, later), and a
     new run's folder that an earlier start left unsaved, made ready to start over."""
@@ -424,8 +425,20 @@ def _before_any_folder(cfg: TrainConfig, ranks: Dist, out, resume, changes: dict
         _check_data_there(cfg, rerun_of[0], rerun_of[0])  # the run's own data (as its record names it), gone
     if write and (cfg.tensorboard if resume is None else (changes or {}).get("tensorboard")):
         obs.require_tensorboard()
+    if resume is None and write and ranks.is_primary:
+        _refuse_folder_read_as_data(cfg.dataset, out, runs_root)
     if resume is None and write and ranks.is_primary and ranks.restart_count == 0:
         start_over_unsaved(out)
+
+
+def _refuse_folder_read_as_data(dataset: str, out, runs_root) -> None:
+    """A new run's folder where its ``folder:`` dataset would read it (``cd DATA; cnnlab train --dataset folder:.``:
+    runs/ made there, then refused as an empty class folder, every time): one line before any folder is made
+    (:func:`cnnlab.data.folder.check_not_read`)."""
+    if out is None:
+        check_not_read(dataset, runs_root, f"{runs_root}/ (where a run goes without --out)")
+    else:
+        check_not_read(dataset, out, f"--out {out}")
 
 
 def _resume(t: Trainer, ckpt: dict, plan: RunPlan, changes: dict | None, saved: TrainConfig,

@@ -117,6 +117,8 @@ def cmd_branches(args) -> int:
     run_dir = run_dir_of(args.run) if args.run else None
     if args.out:  # before the analysis's minutes, not after them
         check_output_folder(args.out, run_dir, writes=("branches.json", "branches.png"))
+    if args.out or run_dir is None:  # (a run's own folder is where it trained)
+        _check_not_read(args.dataset, args.out)
     # a second analysis into the same folder is refused before the measuring, not mixed with this one's files
     # later; a run still training is not locked (nothing is written into it), nor one whose measurement is not its
     # own (a diverged run's last.pt, its best.pt, other data: nothing is written into it either, as evaluate
@@ -147,6 +149,14 @@ def cmd_branches(args) -> int:
         return _write(out, [("branches.json", lambda p: atomic_write_json(p, result)),
                             ("branches.png", lambda p: plot_branches(result, p))], table, result["seconds"],
                       args.json, fresh=fresh)
+
+
+def _check_not_read(dataset: str | None, out: str | None) -> None:
+    """An analysis's folder (``--out``, or its own under runs/) where its ``folder:`` dataset would read it as a
+    class: refused before the measuring (:func:`cnnlab.data.folder.check_not_read`)."""
+    from cnnlab.data.folder import check_not_read  # numpy and Pillow (see the top of this module)
+
+    check_not_read(dataset, out or "runs", f"--out {out}" if out else "runs/ (where an analysis goes without --out)")
 
 
 class _Folders:
@@ -242,6 +252,7 @@ def cmd_gradients(args) -> int:
             refuse_typed(args, dest, "with --epochs 0, which measures gradients only and trains nothing")
     if args.out:
         check_output_folder(args.out, None, writes=("gradients.json", "gradients.png", "depth.png"))
+    _check_not_read(args.dataset, args.out)
     # the folder is locked (and made) once the arguments and data are checked: a refusal leaves no lock file, a
     # folder that cannot be made (a read-only current folder) is refused before the measuring
     with _Folders() as folders:

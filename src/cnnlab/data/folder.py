@@ -26,7 +26,10 @@ symlink loop or a file that cannot be opened; larger than ``MAX_IMAGE_FILE_BYTES
 are listed in one warning through the ``log`` callable and skipped; that warning is repeated, from
 the cache, on every later load. An empty class folder, a class with no readable image, or no images at all is a :class:`DataError`, and
 so is a folder that cannot be listed (permission denied: named as such, never called empty), a symlink
-loop where a class folder would be, and a class folder that links back to the dataset folder.
+loop where a class folder would be, and a class folder that links back to the dataset folder. A command's
+own folder (a run's, an analysis's, ``runs/``) where a load would read it as a class is refused before it is
+made (:func:`check_not_read`): ``cd DIR; cnnlab train --dataset folder:.`` made ``runs/`` there, then refused it
+as an empty class folder; hidden folders (``.runs/``) are never read.
 
 Cache. The converted arrays are stored in ``$CNNLAB_HOME/datasets/folder-<key>/images.npz``
 (written atomically), where ``key`` hashes the folder's absolute path, every candidate file's
@@ -56,7 +59,8 @@ from PIL import Image
 
 from cnnlab.data.safefs import entry_kind, kind_of, list_dir, open_regular, read_bounded, reason, usual_fix
 from cnnlab.data.sources import home_problem
-from cnnlab.errors import DataError, DataUnreadable, printable, shell_quoted
+from cnnlab.dataset_names import directory_of
+from cnnlab.errors import CnnlabError, DataError, DataUnreadable, printable, shell_quoted
 from cnnlab.fileio import (NO_INODES, atomic_write_bytes, atomic_write_text, expand_user, is_file, no_free_inodes,
                            resolved)
 from cnnlab.text import BIDI_CONTROLS, INVISIBLE, reads_as
@@ -287,6 +291,46 @@ def split_is_drawn(directory: str | Path) -> bool:
         return _split_roots(root, f"folder:{root}")[0][0] is None
     except DataError:
         return True
+
+
+def class_folder_of(directory: str | Path, path: str | Path) -> str | None:
+    """The class folder (relative to ``directory``) that a load of ``folder:DIRECTORY`` would take the files written
+    under ``path`` for: ``runs`` for ``DIR/runs/r1`` (an empty class while that folder holds no image, a class of its
+    figures after), ``train/runs`` in the train/ + test/ layout. None where a load reads nothing of ``path``: outside
+    ``directory``, ``directory`` itself or a split folder (loose files are ignored), under a hidden folder (never
+    read), beside train/ and test/ (not read, as the load says), or where ``directory`` is no folder (the load says
+    what it is)."""
+    root = expand_user(directory)
+    try:
+        if entry_kind(root) != "a directory":
+            return None
+        root, target = resolved(root), resolved(expand_user(path))
+    except CnnlabError:  # a loop of links: the load says it
+        return None
+    if not target.is_relative_to(root) or any(part.startswith(".") for part in target.relative_to(root).parts):
+        return None
+    parts = target.relative_to(root).parts
+    try:
+        splits = {folder.name for split, folder in _split_roots(root, f"folder:{root}") if split is not None}
+    except DataError:  # two train splits: the load refuses the folder, whatever is written where
+        return None
+    if splits:
+        return "/".join(parts[:2]) if len(parts) > 1 and parts[0] in splits else None
+    return parts[0] if parts else None
+
+
+def check_not_read(dataset: str | None, folder: str | Path, named: str) -> None:
+    """Refuse (one line) to write a command's results into ``folder`` (``named``: how the line names it, ``--out r1``)
+    where the ``folder:`` dataset it reads would read them (:func:`class_folder_of`): ``cd DATA; cnnlab train --dataset
+    folder:.`` made runs/ there, then refused it as an empty class folder, every time; and the figures a run writes
+    there would be a class of the next load. Other datasets, and folders it never reads, pass."""
+    got = directory_of(dataset) if isinstance(dataset, str) else None
+    if got is None or got[0] != "folder" or (inside := class_folder_of(got[1], folder)) is None:
+        return
+    root = resolved(expand_user(got[1]))
+    raise DataError(f"{named} is inside folder:{root}, whose loads would take {inside}/ for a class folder (empty at "
+                    f"first, then holding the figures written there); give --out a folder outside {root}, or a hidden "
+                    "one (--out .runs/NAME), which a folder: dataset never reads")
 
 
 def is_split_name(name: str) -> bool:
