@@ -313,12 +313,16 @@ def test_analyze_gradients_matches_direct_measurement(tiny_idx):
 
 def test_analyze_gradients_records_the_batches_it_used(tiny_idx):
     """``--batch-size 100000`` on a split of a few hundred images: gradients.json said 100000, where the batches
-    held the whole split (and the budget's its train subset)."""
+    held the whole split (and the budget's its train subset). A batch above the whole split is refused since (fixN
+    s44 D4: ``data.loader.batch_beyond``); the whole split's batch above the budget's subset records the subset."""
     data = load_dataset(f"idx:{tiny_idx}")
     result = gr.analyze_gradients([2], width=2, seeds=1, epochs=1, train_images=100, test_images=0,
-                                  batch_size=100_000, device="cpu", data=data)
+                                  batch_size=len(data.train_labels), device="cpu", data=data)
     assert result["batch_size"] == len(data.train_labels) and result["budget"]["batch_size"] == 100
     assert all(s["training"]["steps"] == 1 for s in result["stacks"])
+    with pytest.raises(CnnlabError, match=f"^--batch-size 100,000 is more than the {len(data.train_labels)} images"):
+        gr.analyze_gradients([2], width=2, seeds=1, epochs=1, train_images=100, test_images=0, batch_size=100_000,
+                             device="cpu", data=data)
 
 
 def test_analyze_gradients_command(tiny_idx, tmp_path, capsys):

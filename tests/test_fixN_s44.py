@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import trained_once
+from conftest import trained_once, write_idx_dataset
 from cnnlab.cli import main
 
 
@@ -309,3 +309,48 @@ def test_which_folders_a_folder_dataset_reads(tmp_path):
                              (split, split / "runs" / "r1", None), (split, split / "train" / "runs", "train/runs"),
                              (split, split / "test", None), (tmp_path / "gone", tmp_path / "gone" / "runs", None)]:
         assert class_folder_of(data, path) == want, (data, path)
+
+
+# ----------------------------------------------------------------------------- D4: --batch-size above the split
+
+
+def test_a_batch_larger_than_the_train_split_is_refused(tiny_idx, tmp_path, monkeypatch, capsys):
+    """newcomer D4. ``train --batch-size 100000`` (a typo for 1000) on MNIST's 60,000 took the whole split each step
+    without a word: 79 s and 4.3 GB for one step of basic_cnn (resnet's --dry-run past 90 s and 6.6 GB), and
+    ``analyze gradients --batch-size 99999999999999`` alike. Now a batch chosen above the train split is refused in
+    one line naming its size, before any step (``engine._refuse_batch_beyond``, ``analyze_gradients``, both
+    ``data.loader.batch_beyond``), and no folder is left."""
+    monkeypatch.chdir(tmp_path)
+    data = ["--dataset", f"idx:{tiny_idx}"]  # 256 train images
+    code, out, err = run([*TRAIN, *data, "--batch-size", "300"], capsys)
+    assert (code, out, err) == (2, "", "cnnlab: error: --batch-size 300 is more than the 256 images of the train "
+                                       "split: each step would take them all; give at most 256\n")
+    code, out, err = run([*TRAIN, *data, "--batch-size", "200", "--val-split", "0.25", "--dry-run"], capsys)
+    assert code == 2 and err == ("cnnlab: error: --batch-size 200 is more than the 192 images of the train split "
+                                 "less its --val-split 0.25: each step would take them all; give at most 192\n"), err
+    code, out, err = run(["analyze", "gradients", *data, "--batch-size", "99999999999999", "--epochs", "0",
+                          "--depths", "2", "--seeds", "1", "--device", "cpu"], capsys)
+    assert code == 2 and err == ("cnnlab: error: --batch-size 99,999,999,999,999 is more than the 256 images of the "
+                                 "train split: each step would take them all; give at most 256\n"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
+    code, out, err = run([*TRAIN, *data, "--batch-size", "256", "--quiet", "--out", "whole"], capsys)
+    assert code == 0, err  # the whole split, asked for
+
+
+def test_a_recipe_or_default_batch_above_a_small_split_takes_it_whole(tmp_path, monkeypatch, capsys):
+    """The recipe's batch (64) or analyze's default one above a split of 40 images is no typo of the user's: each step
+    takes the split whole, as before, and the API refuses a batch given above it in its own words."""
+    import cnnlab
+    from cnnlab.errors import CnnlabError
+
+    monkeypatch.chdir(tmp_path)
+    small = write_idx_dataset(tmp_path / "small", n_train=40, n_test=16)
+    code, out, err = run([*TRAIN, "--dataset", f"idx:{small}", "--quiet", "--out", "r1"], capsys)
+    assert code == 0 and "final test accuracy" in out, err
+    code, out, err = run(["analyze", "gradients", "--dataset", f"idx:{small}", "--epochs", "0", "--depths", "2",
+                          "--seeds", "1", "--device", "cpu", "--json", "--out", "g1"], capsys)
+    assert code == 0 and '"batch_size": 40' in out, err
+    with pytest.raises(CnnlabError, match=r"^batch_size=50 is more than the 40 images of the train split"):
+        cnnlab.train(model="basic_cnn", dataset=f"idx:{small}", batch_size=50, max_steps=1, device="cpu",
+                     out=tmp_path / "r2")
+    assert not (tmp_path / "r2").exists()

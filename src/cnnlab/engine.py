@@ -27,10 +27,12 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from cnnlab import observers as obs
 from cnnlab.augment import parse_augment
 from cnnlab.checkpoint import EpochSums, TrainState, check_checkpoint_file, copy_checkpoint, load_checkpoint, sidecar
-from cnnlab.config import FLAGS, Naming, TrainConfig, recorded_threads, resumed_config, valid_threads
+from cnnlab.config import (FLAGS, Naming, TrainConfig, recipe_values, recorded_threads, resumed_config,
+                           valid_threads)
 from cnnlab.data import BatchLoader, Dataset, check_data_dir, load_dataset, split_validation, validate_dataset
 from cnnlab.data.catalog import flip_warning
 from cnnlab.data.folder import check_not_read
+from cnnlab.data.loader import batch_beyond
 from cnnlab.devices import callers_autocast_off, resolve_device, set_threads, training_autocast, usable_cpus
 from cnnlab.distill import TEACHER_FILE, check_same_teacher, check_teacher, load_teacher
 from cnnlab.distributed import Dist, PeerLost
@@ -855,6 +857,8 @@ def build_trainer(cfg: TrainConfig, ranks: Dist, plan: RunPlan, dataset: Dataset
     optimizer = build_optimizer(cfg, parameter_groups(model, cfg))
     teacher = load_teacher(cfg, data, plan.run_dir, plan.resume_from, device, memory_format)
     (train_set, eval_set), eval_name = _splits(data, cfg)
+    if plan.resume_from is None:  # a resume's batch is the run's own, accepted when it began
+        _refuse_batch_beyond(cfg, len(train_set[1]))
 
     def loader(images, labels, batch, shuffle):
         return BatchLoader(images, labels, batch, mean=data.mean, std=data.std, shuffle=shuffle, seed=cfg.seed,
@@ -895,6 +899,17 @@ def uneven_batch(batch: int, world_size: int, resumed: ResumedThreads | None = N
         how = f"; as it trained: {launch} {resumed.where}"
     return (f"{resumed.where}: the run's global batch of {batch} does not divide evenly over {world_size} processes; "
             f"resume it in a number of processes that divides {batch} ({shown}){how}")
+
+
+def _refuse_batch_beyond(cfg: TrainConfig, images: int) -> None:
+    """A new run's batch larger than its train split (``--batch-size 100000`` on MNIST's 60,000: each step the whole
+    split, 4.3 GB and 79 s for one step of basic_cnn, without a word) is refused in one line
+    (:func:`cnnlab.data.loader.batch_beyond`), unless it is the recipe's own: a recipe's batch of 64 on a folder of
+    20 images takes them whole each step, as ever."""
+    if cfg.batch_size != recipe_values(cfg.recipe, cfg.model, cfg.dataset)["batch_size"]:
+        split = f"the train split less its --val-split {cfg.val_split:g}" if cfg.val_split else "the train split"
+        if (refusal := batch_beyond(cfg.batch_size, images, split)) is not None:
+            raise CnnlabError(refusal)
 
 
 def _splits(data: Dataset, cfg: TrainConfig):

@@ -21,7 +21,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cnnlab.analysis._data import subset_loader
+from cnnlab.config import RECIPES
 from cnnlab.data import BatchLoader, load_dataset
+from cnnlab.data.loader import batch_beyond
 from cnnlab.devices import resolve_device
 from cnnlab.errors import CnnlabError, printable
 from cnnlab.evaluation import evaluate
@@ -31,6 +33,10 @@ from cnnlab.models.stacks import KINDS, NORMS
 from cnnlab.optim import eager
 
 DEFAULT_DEPTHS = (4, 8, 16, 32, 64)
+#: The batch of the gradients and the budget unless one is given: the lecture's (``analyze gradients
+#: --batch-size``'s default). A batch given above the train split is refused (:func:`cnnlab.data.loader.batch_beyond`);
+#: this one, above a small split, takes it whole.
+DEFAULT_BATCH = RECIPES["lecture"]["batch_size"]
 #: The deepest stack measured: memory for the backward pass grows with depth (about 3 MB a layer at the
 #: default width and batch), and the lecture's point shows by 64.
 MAX_DEPTH = 256
@@ -147,7 +153,7 @@ def analyze_gradients(
     width: int = 8,
     norm: str = "none",
     seeds: int = 3,
-    batch_size: int = 64,
+    batch_size: int = DEFAULT_BATCH,
     train_images: int = 6400,
     epochs: int = 1,
     test_images: int = 10_000,
@@ -170,6 +176,8 @@ def analyze_gradients(
     keep_freed_memory()  # it trains: the engine's allocator setting (cnnlab.hostmem)
     dev = resolve_device(device)
     data = data or load_dataset(dataset, data_dir=data_dir)
+    if batch_size != DEFAULT_BATCH and (refusal := batch_beyond(batch_size, len(data.train_labels))) is not None:
+        raise CnnlabError(refusal)  # as training says it: each batch would be the whole split
     seed_list = list(range(seeds))
     train_loader, test_loader = budget_loaders(data, train_images=train_images, test_images=test_images,
                                                batch_size=batch_size, seed=seed_list[0], device=dev)

@@ -84,7 +84,8 @@ def _add_gradients_parser(sub) -> None:
     g.add_argument("--seeds", type=int, default=3,
                    help="initialisations (each with its own batch) to measure gradients over (default: %(default)s)")
     g.add_argument("--batch-size", type=int, default=LECTURE["batch_size"],
-                   help="batch for gradients and training (default: %(default)s, the lecture's)")
+                   help="batch for gradients and training, at most the train split's images (default: "
+                        "%(default)s, the lecture's, which takes a smaller split whole)")
     g.add_argument("--epochs", type=int, default=1,
                    help="training budget: passes over --train-images; 0: gradients only (default: %(default)s)")
     g.add_argument("--train-images", type=int, default=6400,

@@ -58,7 +58,8 @@ RECIPE_FLAGS = RECIPE_FIELDS
 #: A recipe key missing here fails every parser build (and tests/test_cli.py) until it gets its help.
 RECIPE_FLAG_HELP: dict[str, tuple[type | tuple, str]] = {
     "epochs": (int, "passes over the train split"),
-    "batch_size": (int, "global images per optimiser step, split across processes under torchrun"),
+    "batch_size": (int, "global images per optimiser step, split across processes under torchrun; at most the "
+                        "train split's images (a recipe's batch above a small split takes it whole each step)"),
     "optimizer": (OPTIMIZERS, "optimiser (nesterov: SGD with Nesterov momentum)"),
     "lr": (float, "learning rate; the peak rate with --schedule onecycle"),
     "momentum": (float, "SGD momentum (sgd, nesterov); --schedule onecycle cycles it between 0.95 and 0.85 itself"),

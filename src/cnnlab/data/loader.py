@@ -19,6 +19,17 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
+def batch_beyond(batch_size: int, images: int, split: str = "the train split") -> str | None:
+    """The refusal of a batch of more images than the train split it is drawn from holds (``--batch-size 100000``
+    typed for 1000): every step would take the whole split, a full-batch step of GBs and minutes, without a word;
+    None when it fits. Said by training and by ``analyze gradients`` alike, for a batch the user chose (a recipe's or
+    a default batch above a small split takes it whole, as ever)."""
+    if batch_size <= images:
+        return None
+    return (f"--batch-size {batch_size:,} is more than the {images:,} images of {split}: each step would take them "
+            f"all; give at most {images:,}")
+
+
 class BatchLoader:
     """Iterate normalised ``(x, y)`` batches of a uint8 image tensor.
 
