@@ -1,5 +1,8 @@
-"""The newcomer tester's defects (s44, fix helper fixN): a negative number written with an exponent or as inf read as
-a value; ... docs/reliability.md lists them."""
+"""The newcomer tester's defects (s44, fix helper fixN): ``evaluate --out`` naming a file refused before the evaluation
+(D1); no run folder where a ``folder:`` dataset reads it (D2); no ``runs/`` left by a refused command (D3); a
+``--batch-size`` above the train split refused (D4); an empty ``--tta`` refused (D5); ``--data-dir FILE`` named as a
+file (D6); ``-1e-3`` and ``-inf`` read as values (D7); ``folder:`` with no path refused (D8); ``pretrained_build
+--only`` of no weights refused (D9). docs/reliability.md lists them."""
 
 from __future__ import annotations
 
