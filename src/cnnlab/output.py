@@ -14,11 +14,15 @@ code said all went well).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import select
+import signal
 import sys
+import threading
+from typing import Callable, Iterator
 
 from cnnlab.errors import CnnlabError, first_line
 from cnnlab.fileio import json_safe
@@ -213,3 +217,50 @@ def discard_stdout(reader_gone: bool = False) -> None:
 def stdout_reader_gone() -> bool:
     """Whether stdout was found to be a pipe whose reader had gone (and was discarded) in this process."""
     return _reader_gone
+
+
+#: The signals that stop a command (:func:`cnnlab.cli.common.take_sigint`).
+STOPS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+@contextlib.contextmanager
+def stops_taken(take: Callable[[int, object], None] | None) -> Iterator[dict]:
+    """Ctrl-C, SIGTERM and SIGHUP, where a handler of the process's takes them (the KeyboardInterrupt a command
+    stops with), go to ``take`` inside instead (None: as before); yields the handlers replaced, by signal. A command
+    stopping finishes its last bounded step so (the figure being drawn, one line said), then exits with the first
+    signal's code. Main thread only; a signal ignored or left to its default (nohup, the API's caller) stays so."""
+    saved = {}
+    if take is not None and threading.current_thread() is threading.main_thread():
+        for sig in STOPS:
+            if callable(handler := signal.getsignal(sig)):
+                saved[sig] = handler
+                signal.signal(sig, take)
+    try:
+        yield saved
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def handed_on(handlers: dict, held: list[int]) -> KeyboardInterrupt | None:
+    """The stops ``held`` (:func:`stops_taken`) handed to the handlers they were sent to: the stop the first of
+    them raises (a command's KeyboardInterrupt), or None (none held; a training's first signal, which it notes)."""
+    for signum in held:
+        try:
+            handlers[signum](signum, None)
+        except KeyboardInterrupt as stop:
+            return stop
+    return None
+
+
+@contextlib.contextmanager
+def stops_held() -> Iterator[None]:
+    """The block done whole: a stop meanwhile (Ctrl-C, SIGTERM, SIGHUP; :func:`stops_taken`) is held, then raised
+    once it is done, as its own handler raises it. A write of output blocked on a slow reader is retried when the
+    signal comes, not cut short (a ``--json`` entry half written, or lost from the stream's buffer); an error inside
+    the block is raised as it is."""
+    held: list[int] = []
+    with stops_taken(lambda signum, frame: held.append(signum)) as handlers:
+        yield
+    if (stop := handed_on(handlers, held)) is not None:
+        raise stop

@@ -5,19 +5,18 @@ This module computes; ``cnnlab.plots`` only draws what it computed.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import threading
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 
 from cnnlab import plots
 from cnnlab.errors import CnnlabError, DataUnreadable, RunError, WriteError
 from cnnlab.fileio import atomic_write_text, is_file, json_safe
+from cnnlab.output import handed_on, stops_taken
 from cnnlab.runs import load_run_json
 from cnnlab.text import display_width, pad
 
@@ -338,40 +337,6 @@ class Figures:
             say(str(self.incomplete(why)))
 
 
-#: The signals that stop a command (:func:`cnnlab.cli.common.take_sigint`).
-_STOPS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
-
-
-@contextlib.contextmanager
-def stops_taken(take: Callable[[int, object], None] | None) -> Iterator[dict]:
-    """Ctrl-C, SIGTERM and SIGHUP, where a handler of the process's takes them (the KeyboardInterrupt a command
-    stops with), go to ``take`` inside instead (None: as before); yields the handlers replaced, by signal. A command
-    stopping finishes its last bounded step so (the figure being drawn, one line said), then exits with the first
-    signal's code. Main thread only; a signal ignored or left to its default (nohup, the API's caller) stays so."""
-    saved = {}
-    if take is not None and threading.current_thread() is threading.main_thread():
-        for sig in _STOPS:
-            if callable(handler := signal.getsignal(sig)):
-                saved[sig] = handler
-                signal.signal(sig, take)
-    try:
-        yield saved
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
-
-
-def _handed_on(handlers: dict, held: list[int]) -> KeyboardInterrupt | None:
-    """The stops ``held`` (:func:`stops_taken`) handed to the handlers they were sent to: the stop the first of
-    them raises (a command's KeyboardInterrupt), or None (none held; a training's first signal, which it notes)."""
-    for signum in held:
-        try:
-            handlers[signum](signum, None)
-        except KeyboardInterrupt as stop:
-            return stop
-    return None
-
-
 def _held(signum, frame) -> None:
     """A stop taken while a command is stopping already (:meth:`Figures.stopped`): nothing more to do."""
 
@@ -425,10 +390,10 @@ def write_report(run_dir: str | Path, summary: dict, *, history: list[dict] | No
                 figures = Figures(run_dir, summary, history=history, images=images, classes=classes,
                                   context=context, current=current)
         except BaseException:
-            if (stop := _handed_on(handlers, held)) is not None:  # a stop held meanwhile, in place of the error
+            if (stop := handed_on(handlers, held)) is not None:  # a stop held meanwhile, in place of the error
                 raise stop from None
             raise
-        figures._taken = figures._taken or _handed_on(handlers, held)
+        figures._taken = figures._taken or handed_on(handlers, held)
         return figures
     except KeyboardInterrupt as stop:  # a stop as the held ones are let go (the drawing thread's first moment): the
         if figures is not None:        # caller still finishes the figure being drawn and says so (report_run)

@@ -27,7 +27,7 @@ from cnnlab.runs import CHECKPOINTS, DEFAULT_CHECKPOINT, LATEST, resolve_run
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import is_file
 from cnnlab.imagelimits import DEFAULT_MAX_PIXELS, MIN_MAX_PIXELS
-from cnnlab.output import json_text
+from cnnlab.output import json_text, stops_held
 from cnnlab.text import display_width, pad
 
 #: Where ``--show-input`` without DIR writes an input image whose own folder is not writable.
@@ -245,12 +245,12 @@ def _predict(args, predictor, images: list[str]) -> int:
     width = None if len(paths) <= CHUNK else _names_width(paths, stdin, args.lines)  # one chunk: its rows' widths
     done = Done(JsonArray(k, args.show_input is not None) if args.json else Table(k, width), failures,
                 InputImages(None if args.show_input == BESIDE else args.show_input)
-                if args.show_input is not None else None)
+                if args.show_input is not None else None, word="row" if args.lines else "image", given=len(paths))
     try:
         for preds, failed in predict_chunks(predictor, paths, stdin, number=args.number, lines=args.lines):
             done.add(preds, failed)
     except KeyboardInterrupt:
-        done.close(stopped=f"{'row' if args.lines else 'image'}", given=len(paths))
+        done.close(stopped=True)
         raise
     return done.close()
 
@@ -268,49 +268,64 @@ def _names_width(paths: list[Path], stdin, lines: bool) -> int:
 class Done:
     """What a ``cnnlab predict`` has done so far: each chunk's rows printed (``out``: a :class:`Table` or a
     :class:`JsonArray`) as they come, the input images written for them (``images``), the failures, and the notes,
-    said once the rows are (:meth:`close`)."""
+    said once the rows are (:meth:`close`). ``word``: what a result is (``image``, or ``row`` of a page), ``given``:
+    how many images were given, both for the line a stop ends with."""
 
-    def __init__(self, out, failures: list, images: InputImages | None):
+    def __init__(self, out, failures: list, images: InputImages | None, word: str = "image", given: int = 0):
         self.out, self.failures, self.images = out, list(failures), images
         self.count, self.notes, self.unsaved, self.unsaid = 0, [], False, list(failures)
+        self.word, self.given = word, given
 
     def say_failures(self, failures: list) -> None:
         """The files that could not be predicted, with those the arguments named that were not found (said with
-        the first chunk, after its input images' notes)."""
+        the first chunk, before its rows)."""
         for f in self.unsaid + failures:
             print(f"cnnlab: skipped {f.error}", file=sys.stderr)
         self.unsaid = []
 
     def add(self, preds: list, failed: list) -> None:
-        """One chunk: its input images written, its failures said, its rows printed one by one (a stop between
-        them keeps those printed)."""
-        saved = self.images.save(preds) if self.images is not None else [None] * len(preds)
-        self.unsaved |= self.images is not None and None in saved
-        self.say_failures(failed)
-        self.failures += failed
+        """One chunk: its failures said, then each result in turn: its input images written, its row printed and
+        counted, as one step that a stop waits for (:func:`cnnlab.output.stops_held`): a stop keeps every row
+        printed, names every input image written (none left half a pair), and counts them."""
+        with stops_held():
+            self.say_failures(failed)
+            self.failures += failed
         self.out.start(preds)
-        for pred, path in zip(preds, saved):
-            self.out.row(pred, path)
-            self.count += 1
-            self.notes += _notes(pred)
-        sys.stdout.flush()  # a pipe's reader sees each chunk as it is done
+        for pred in preds:
+            with stops_held():
+                path = self.images.save([pred])[0] if self.images is not None else None
+                self.unsaved |= self.images is not None and path is None
+                self.out.row(pred, path)
+                self.count += 1
+                self.notes += _notes(pred)
+        with stops_held():  # a flush cut short drops what it was writing from the stream
+            sys.stdout.flush()  # a pipe's reader sees each chunk as it is done
 
-    def close(self, stopped: str = "", given: int = 0) -> int:
+    def close(self, stopped: bool = False) -> int:
         """The rest of the output, and the exit code (1 if a file failed or an input image was not written).
-        ``stopped``: the word for a result (``image``, ``row``) when a stop ended the predict, which says how far it
-        got (the stop's own line, and its exit code, come after)."""
-        self.say_failures([])
-        self.out.close(self.failures)
-        if self.images is not None:
-            self.images.finish()
-        for note in self.notes:
-            print(note, file=sys.stderr)
+        ``stopped``: a stop ended the predict, whose line says how far it got (the stop's own line, and its exit
+        code, come after). The rest is written whole (``--json``'s failures and its closing ``]``): a stop meanwhile
+        is taken once it is, said the same way, and raised (one after a first is left to the first's)."""
+        taken = None
+        try:
+            with stops_held():
+                self.say_failures([])
+                self.out.close(self.failures)
+                if self.images is not None:
+                    self.images.finish()
+                for note in self.notes:
+                    print(note, file=sys.stderr)
+        except KeyboardInterrupt as stop:
+            taken = None if stopped else stop
+            stopped = True
         if stopped:
             failed = f", {len(self.failures)} failed" if self.failures else ""
-            print(f"stopped: {plural(self.count, stopped)} predicted{failed}, of {plural(given, 'image')} given",
-                  file=sys.stderr)
+            print(f"stopped: {plural(self.count, self.word)} predicted{failed}, of {plural(self.given, 'image')} "
+                  "given", file=sys.stderr)
         elif self.failures:
             print(f"{plural(self.count, 'image')} predicted, {len(self.failures)} failed", file=sys.stderr)
+        if taken is not None:
+            raise taken
         return 1 if self.failures or self.unsaved else 0
 
 
@@ -353,7 +368,8 @@ class JsonArray:
 
     def _entry(self, entry: dict) -> None:
         body = json_text([entry], indent=2)[2:-2]  # the entry as it stands in the array: "[\n" and "\n]" cut off
-        sys.stdout.write(("[\n" if not self.count else ",\n") + body)  # one write: a stop never splits an entry
+        # one write, which Done makes whole (cnnlab.output.stops_held): a stop never splits an entry nor drops it
+        sys.stdout.write(("[\n" if not self.count else ",\n") + body)
         self.count += 1
 
     def close(self, failures: list) -> None:

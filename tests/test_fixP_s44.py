@@ -1,0 +1,91 @@
+"""What a tester found predicting at scale and on real-world images (probe pred, s44): a stop while ``--json``
+wrote the failures left an array with no ``]``; a stop while ``--show-input`` wrote a chunk's images dropped the
+chunk's rows and could leave half a pair. docs/reliability.md lists them."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import cnnlab.predict
+from apps_helpers import tiny_checkpoint
+from cnnlab.cli import main
+
+
+def _fields(folder: Path, names: list[str]) -> None:
+    """MNIST-like 28x28 fields (a white bar on black), one PNG per name: read as they are, quickly."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        a = np.zeros((28, 28), np.uint8)
+        a[4:24, 10 + i % 6:14 + i % 6] = 255
+        Image.fromarray(a).save(folder / name)
+
+
+@pytest.fixture
+def sigint_default():
+    """SIGINT raises KeyboardInterrupt (as in the program), whatever the test runner set; restored after."""
+    before = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_a_stop_while_json_writes_the_failures_keeps_the_array_whole(tmp_path, monkeypatch, capsys, sigint_default):
+    """(fixP D2.) Ctrl-C while ``--json`` wrote the failures' entries (at the end, after the rows) left the array
+    cut after an entry, no ``]``, and no ``stopped:`` line. The rest is now written whole, then the stop is taken."""
+    ckpt = tiny_checkpoint(tmp_path / "run" / "last.pt")
+    folder = tmp_path / "imgs"
+    _fields(folder, ["a.png", "b.png"])
+    for i in range(4):
+        (folder / f"x{i}.png").write_bytes(b"not an image")
+    calls = []
+    real = cnnlab.predict.Failure.to_dict
+
+    def to_dict(self):
+        calls.append(self.name)
+        if len(calls) == 2:
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C as the second failure's entry is written
+        return real(self)
+
+    monkeypatch.setattr(cnnlab.predict.Failure, "to_dict", to_dict)
+    code = main(["predict", str(ckpt.parent), str(folder), "--json"])
+    out, err = capsys.readouterr()
+    rows = json.loads(out)  # valid JSON: what was done
+    assert code == 130 and len(rows) == 6 and sum("error" in r for r in rows) == 4, (code, out)
+    assert err.splitlines()[-2:] == ["stopped: 2 images predicted, 4 failed, of 6 images given",
+                                     "cnnlab: interrupted"], err
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_stop_while_show_input_writes_keeps_the_rows_and_whole_pairs(tmp_path, monkeypatch, capsys, sigint_default,
+                                                                        as_json):
+    """(fixP D4.) A stop while ``--show-input`` wrote a chunk's images (all of them before any row) printed no row,
+    said no image written, and left ``c.input.png`` without its ``.x10``. Each result is now one step a stop waits
+    for: its pair written, its row printed and counted."""
+    ckpt = tiny_checkpoint(tmp_path / "run" / "last.pt")
+    folder, shown = tmp_path / "imgs", tmp_path / "si"
+    _fields(folder, ["a.png", "b.png", "c.png", "d.png"])
+    real = cnnlab.predict.atomic_write_bytes
+
+    def write(path, data, *args, **kwargs):
+        real(path, data, *args, **kwargs)
+        if Path(path).name == "c.input.png":
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C between the two files of c's pair
+
+    monkeypatch.setattr(cnnlab.predict, "atomic_write_bytes", write)
+    code = main(["predict", str(ckpt.parent), str(folder), "--show-input", str(shown), *(["--json"] * as_json)])
+    out, err = capsys.readouterr()
+    assert code == 130
+    assert sorted(p.name for p in shown.iterdir()) == [f"{s}.input{x}.png" for s in "abc" for x in ("", ".x10")]
+    if as_json:
+        assert [Path(r["input_image"]).name for r in json.loads(out)] == ["a.input.png", "b.input.png", "c.input.png"]
+    else:
+        lines = out.splitlines()
+        assert [line.split()[0].rsplit("/", 1)[-1] for line in lines[:3]] == ["a.png", "b.png", "c.png"]
+        assert [line.split()[1] for line in lines[3:]] == [str(shown / f"{s}.input.png") for s in "abc"], lines
+    assert err.splitlines()[-2:] == ["stopped: 3 images predicted, of 4 images given", "cnnlab: interrupted"], err
