@@ -135,7 +135,7 @@ def _signal_during_step(monkeypatch, signum: int, which: int) -> None:
     monkeypatch.setattr(cnnlab.trainer.Trainer, "train_step", step)
 
 
-@pytest.mark.parametrize("signum, epochs, batch_size, which", [(signal.SIGTERM, 1, 512, 1), (signal.SIGINT, 2, 64, 8)])
+@pytest.mark.parametrize("signum, epochs, batch_size, which", [(signal.SIGTERM, 1, 256, 1), (signal.SIGINT, 2, 64, 8)])
 def test_a_signal_during_the_runs_last_step_writes_its_result(tiny_idx, tmp_path, monkeypatch, signum, epochs,
                                                              batch_size, which):
     """One step in all (the whole train set in a batch), or the last of two epochs' steps: the run's result is
