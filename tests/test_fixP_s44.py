@@ -1,6 +1,7 @@
 """What a tester found predicting at scale and on real-world images (probe pred, s44): a stop while ``--json``
 wrote the failures left an array with no ``]``; a stop while ``--show-input`` wrote a chunk's images dropped the
-chunk's rows and could leave half a pair. docs/reliability.md lists them."""
+chunk's rows and could leave half a pair; a digit cropped to its ink was read as light ink on dark paper.
+docs/reliability.md lists them."""
 
 from __future__ import annotations
 
@@ -10,11 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
+import cnnlab
 import cnnlab.predict
 from apps_helpers import tiny_checkpoint
 from cnnlab.cli import main
+from cnnlab.imageio import unit_gray
+from cnnlab import preprocessing
+
+SANS = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
 
 
 def _fields(folder: Path, names: list[str]) -> None:
@@ -89,3 +95,42 @@ def test_a_stop_while_show_input_writes_keeps_the_rows_and_whole_pairs(tmp_path,
         assert [line.split()[0].rsplit("/", 1)[-1] for line in lines[:3]] == ["a.png", "b.png", "c.png"]
         assert [line.split()[1] for line in lines[3:]] == [str(shown / f"{s}.input.png") for s in "abc"], lines
     assert err.splitlines()[-2:] == ["stopped: 3 images predicted, of 4 images given", "cnnlab: interrupted"], err
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    return cnnlab.predictor(model="resnet")
+
+
+def _typed(text: str, margin: int, size: int = 200) -> Image.Image:
+    """``text`` in DejaVu Sans, black on white, cropped to its ink (its own box, as ``getbbox()`` gives it) with
+    ``margin`` px of paper around it."""
+    im = Image.new("L", (len(text) * size + 200, 2 * size), 255)
+    ImageDraw.Draw(im).text((im.width // 2, size), text, fill=0, font=ImageFont.truetype(SANS, size), anchor="mm")
+    x0, y0, x1, y1 = Image.eval(im, lambda v: 255 - v).getbbox()
+    return im.crop((x0 - margin, y0 - margin, x1 + margin, y1 + margin))
+
+
+@pytest.mark.skipif(not Path(SANS).exists(), reason="DejaVu Sans not installed")
+def test_a_digit_cropped_to_its_ink_is_read_on_its_light_paper(resnet):
+    """(fixP D5.) A digit cropped to its ink (0 px of paper) was read as light ink on dark paper: the border, crossed
+    by the strokes, is not evenly lit, and the vote of the thin minority fails on strokes as wide as its window
+    (``tight0.png 1 67.5%``, 2 of 10 right; ``41`` read ``47``). The border is the paper where nothing in the image is
+    lighter than its median (``preprocessing.inked_border``), and a stroke along it is no light falling off."""
+    for d in "0123456789":
+        crop = _typed(d, 0)
+        assert preprocessing.light_paper(unit_gray(crop)[0])
+        assert resnet(crop).label == d, d
+    assert resnet.read_number(_typed("41", 0)).label == "41"
+    assert resnet.read_number(_typed("2024", 1)).label == "2024"
+
+
+def test_a_shadow_over_most_of_the_border_is_no_inked_border():
+    """What the rule must not take for the paper: a white page (0.9) with a digit in the light and a deep shadow
+    (light 0.25) over most of its border; dark light marks on it are read as they were (the map, not one level)."""
+    page = np.full((300, 300), 0.9, np.float32)
+    page[:, :200] *= 0.25  # the shadow, over two thirds of the border
+    page[120:180, 235:245] = 0.08  # a '1' in the light
+    assert preprocessing.inked_border(page) is None
+    assert np.ndim(preprocessing.paper_level(page, preprocessing.light_paper(page))) == 2  # a map, following the shadow
+
