@@ -134,3 +134,30 @@ def test_a_shadow_over_most_of_the_border_is_no_inked_border():
     assert preprocessing.inked_border(page) is None
     assert np.ndim(preprocessing.paper_level(page, preprocessing.light_paper(page))) == 2  # a map, following the shadow
 
+
+def _underlined(im: Image.Image, below: int, pen: int = 6) -> Image.Image:
+    """``im`` with a line ``pen`` px wide drawn ``below`` px under its ink, 10 px past it on each side."""
+    ys, xs = np.nonzero(np.asarray(im.convert("L")) < 128)
+    im = im.copy()
+    ImageDraw.Draw(im).line([(xs.min() - 10, ys.max() + below), (xs.max() + 10, ys.max() + below)], fill=0, width=pen)
+    return im
+
+
+@pytest.mark.skipif(not Path(SANS).exists(), reason="DejaVu Sans not installed")
+def test_an_underlined_number_is_read_without_its_underline(resnet):
+    """(fixP D1.) An underline under a number was read as a digit (``3378`` underlined: ``3127``, ``310``, with a
+    note that digits touch), or, heavier than each digit, as the number itself (``2``, the real digits "marks away
+    from the number's row"), and ``--lines`` read it as a row of its own. A mark far wider than high and than the
+    digits are high is a line ruled under them, dropped as a frame is (``preprocessing.rule_labels``)."""
+    from test_predict_prdP_s43 import pen_page
+
+    typed = Image.new("L", (800, 400), 255)
+    ImageDraw.Draw(typed).text((400, 180), "3378", fill=0, font=ImageFont.truetype(SANS, 150), anchor="mm")
+    for below in (15, 30, 45):
+        page = _underlined(typed, below)
+        found = resnet.read_number(page)
+        assert (found.label, found.wide, found.left_out) == ("3378", {}, 0), below
+        assert [row.label for row in resnet.read_lines(page)] == ["3378"]
+    for below in (10, 25):  # handwriting: the underline, heavier than a digit, was the number ('2')
+        assert resnet.read_number(_underlined(pen_page([2, 0, 4, 6], (800, 400), 150, 6), below)).label == "2046"
+

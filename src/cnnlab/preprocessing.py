@@ -81,6 +81,12 @@ CLOSER_GAIN = 1.5
 #: A component that encloses another of at least this fraction of its own ink is a frame around it (a box, a
 #: circle), and is dropped; a dot or a bar inside a zero is lighter than this.
 FRAMED_MASS = 0.25
+#: A mark at least this many times wider than high, and this many times wider than the tallest mark that is not, is
+#: a line ruled under or over the digits (an underline), no digit, and is dropped as a frame is (:func:`rule_labels`):
+#: an underlined ``3378`` was read ``3127`` or ``310``, the line read as a digit 3 times wider than high, or, the
+#: heaviest mark, as the number itself (``2``). A minus (0.3-0.6 of a digit's height wide) or a dash is shorter.
+RULE_ASPECT = 6.0
+RULE_LONG = 1.5
 #: A component touching the border is taken as the digit only when this many times heavier than any inside.
 BORDER_OVER = 4.0
 #: Other components join the digit when at least this fraction of its ink mass...
@@ -571,6 +577,23 @@ def frame_labels(comps: list[dict], labels: np.ndarray) -> list[int]:
                                              and _encloses(f, c, labels) for c in comps)]
 
 
+def rule_labels(comps: list[dict]) -> list[int]:
+    """The labels of the components that are lines ruled under or over the digits (an underline, a line of the
+    paper cut short): at least :data:`RULE_ASPECT` times wider than high, :data:`RULE_LONG` times wider than the
+    tallest component that is not that flat (the digits' height), and clear of the image's border (where the
+    border's own marks, a shadow's or a vignette's edge, are left to the rules for the border: dropped, one blank
+    page was read as a digit from what was left). The line was taken for a digit, or, heavier than each, for the
+    number's main digit, its row then the underline's (``--number`` read ``2`` for ``3378``). Found on the fainter
+    ink, as frames are (a thin line breaks into dashes at the strokes' threshold); none on a page where every mark is
+    flat (a minus alone is read as it was)."""
+    def flat(c: dict) -> bool:
+        return c["box"][3] - c["box"][1] + 1 >= RULE_ASPECT * (c["box"][2] - c["box"][0] + 1)
+
+    tallest = max((c["box"][2] - c["box"][0] + 1 for c in comps if not flat(c)), default=0)
+    return [c["label"] for c in comps if tallest and flat(c) and not c["border"]
+            and c["box"][3] - c["box"][1] + 1 >= RULE_LONG * tallest]
+
+
 def _encloses(frame: dict, inner: dict, labels: np.ndarray) -> bool:
     fy0, fx0, fy1, fx1 = frame["box"]
     y0, x0, y1, x1 = inner["box"]
@@ -982,7 +1005,8 @@ def _strokes_of(ink: np.ndarray, grain: float, name: str) -> Strokes | None:
     lines, crossings = paper_lines(weak)  # ruled or squared paper: lines would join the digits to each other
     weak &= ~lines
     weak_labels = label_components(weak)
-    framed = np.isin(weak_labels, frame_labels(_components(weak_labels, small), weak_labels))
+    weak_comps = _components(weak_labels, small)
+    framed = np.isin(weak_labels, frame_labels(weak_comps, weak_labels) + rule_labels(weak_comps))  # frames, rules
     strong = (small >= cut) & ~lines
     # where a stroke crosses a line, the line's ink is the stroke's: a line printed over the strokes (lighter than
     # they are) cut a digit into bands, read as rows of their own (--lines) and as marks left out (--number)
