@@ -161,3 +161,18 @@ def test_an_underlined_number_is_read_without_its_underline(resnet):
     for below in (10, 25):  # handwriting: the underline, heavier than a digit, was the number ('2')
         assert resnet.read_number(_underlined(pen_page([2, 0, 4, 6], (800, 400), 150, 6), below)).label == "2046"
 
+
+@pytest.mark.skipif(not Path(SANS).exists(), reason="DejaVu Sans not installed")
+def test_a_tall_page_of_rows_reads_each_row_as_its_own_number(resnet):
+    """(fixP D3.) ``--lines`` on a page of 8 typed rows 300 px apart, 2,400 px high: 2 rows of 8 right (``3909``
+    read ``0``, "digits that touch"), though each row cut out alone read right; the rows were found, and read, on
+    a copy reduced 9 times (digits 9 px high there, 2 px apart). Each row is now read on a crop of its own
+    (``preprocessing._row_read``); so is ``--number``'s row."""
+    rows = ["11", "244", "3909", "2668", "878", "005", "4521", "67"]
+    page = Image.new("L", (800, 2400), 255)
+    draw, font = ImageDraw.Draw(page), ImageFont.truetype(SANS, 120)
+    for i, text in enumerate(rows):
+        draw.text((400, 150 + 300 * i), text, fill=0, font=font, anchor="mm")
+    found = resnet.read_lines(page)
+    assert [row.label for row in found] == rows and not any(row.wide for row in found)
+    assert resnet.read_number(page).label == "2668"  # the heaviest mark's row, noted as one of several

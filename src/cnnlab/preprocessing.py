@@ -1043,19 +1043,27 @@ def closer_strokes(ink: np.ndarray, strokes: Strokes, name: str = "image") -> tu
     the work is one more labelling of a copy of that size at most."""
     comps = strokes.comps
     tall = max(c["box"][2] - c["box"][0] + 1 for c in comps)
-    if tall >= SMALL_MARKS:
-        return ink, strokes
-    (h, w), (sh, sw) = ink.shape, strokes.small.shape
-    y0, x0, y1, x1 = _box(comps)
-    pad = max(tall, 2)
-    rows = (max(0, math.floor((y0 - pad) * h / sh)), min(h, math.ceil((y1 + 1 + pad) * h / sh)))
+    found = None if tall >= SMALL_MARKS else _closer(ink, strokes.small.shape, _box(comps), max(tall, 2), None, name)
+    return (ink, strokes) if found is None else found
+
+
+def _closer(ink: np.ndarray, shape: tuple[int, int], box: tuple, pad: int, band: tuple[int, int] | None,
+            name: str) -> tuple[np.ndarray, Strokes] | None:
+    """The crop of the ink map around ``box`` (of a reduced copy of ``shape``), ``pad`` px of that copy around it
+    (within the copy's rows ``band``, end exclusive, when given), and the strokes found on it; None when the marks
+    would not come out at least :data:`CLOSER_GAIN` times larger there (:func:`closer_strokes`, :func:`_row_read`)
+    or it holds no ink."""
+    (h, w), (sh, sw) = ink.shape, shape
+    y0, x0, y1, x1 = box
+    top, bottom = (y0 - pad, y1 + 1 + pad) if band is None else (max(band[0], y0 - pad), min(band[1], y1 + 1 + pad))
+    rows = (max(0, math.floor(top * h / sh)), min(h, math.ceil(bottom * h / sh)))
     cols = (max(0, math.floor((x0 - pad) * w / sw)), min(w, math.ceil((x1 + 1 + pad) * w / sw)))
     side = max(rows[1] - rows[0], cols[1] - cols[0])
     if min(1.0, LABEL_SIDE / side) < CLOSER_GAIN * min(1.0, LABEL_SIDE / max(h, w)):
-        return ink, strokes
+        return None
     crop = ink[rows[0]:rows[1], cols[0]:cols[1]]
     closer = find_strokes(crop, 0.0, name)  # the page's grain was checked on the page's strokes
-    return (ink, strokes) if closer is None else (crop, closer)
+    return None if closer is None else (crop, closer)
 
 
 def _check_grain(labels: np.ndarray, comps: list[dict], grain: float, name: str) -> None:
@@ -1428,8 +1436,8 @@ def number_fields(img: Image.Image, size: int = MNIST_FIELD, name: str = "image"
     ink, strokes = closer_strokes(ink, strokes, name)
     digits, shorts = number_row(strokes.comps)
     height = float(np.median([_box(d)[2] - _box(d)[0] + 1 for d in digits])) if digits else 0.0
-    return _row_fields(ink, strokes, digits, shorts, size=size, name=name,
-                       left=left_out(strokes.comps, digits + [g["comps"] for g in shorts], height))
+    return _row_read(ink, strokes, digits, shorts, size=size, name=name,
+                     left=left_out(strokes.comps, digits + [g["comps"] for g in shorts], height))
 
 
 def number_lines(img: Image.Image, size: int = MNIST_FIELD, name: str = "image") -> list[NumberFields]:
@@ -1451,14 +1459,32 @@ def number_lines(img: Image.Image, size: int = MNIST_FIELD, name: str = "image")
     found, refusals = [], []
     for line, ((digits, shorts), band) in enumerate(zip(rows, bands), 1):
         try:
-            found.append(_row_fields(ink, strokes, digits, shorts, size=size, name=f"{name} line {line}"
-                                     if len(rows) > 1 else name, rows=band if len(rows) > 1 else None))
+            found.append(_row_read(ink, strokes, digits, shorts, size=size, name=f"{name} line {line}"
+                                   if len(rows) > 1 else name, band=band if len(rows) > 1 else None))
         except BadImageError as err:
             refusals.append(err)
             found.append(NumberFields([], refused=str(err)))
     if len(refusals) == len(found):
         raise refusals[0]
     return found
+
+
+def _row_read(ink: np.ndarray, strokes: Strokes, digits: list[list[dict]], shorts: list[dict], *, size: int,
+              name: str, left: int = 0, band: tuple[int, int] | None = None) -> NumberFields:
+    """One row's fields (:func:`_row_fields`), its digits and marks (``digits``, ``shorts``) found on ``strokes``,
+    kept within the copy's rows ``band``. A row whose digits are under :data:`SMALL_MARKS` px high on the reduced
+    copy is read as :func:`number_fields` reads a number, on a crop of its own (:func:`_closer`: a digit's height of
+    paper around it, within ``band``), where they come out at least :data:`CLOSER_GAIN` times larger: the rows of a
+    page 2,400 px high were found on a copy reduced 9 times, their digits 9 px high there, a third of a digit apart
+    and 2 px, and read merged (``3909`` read ``0``, "digits that touch"). One more labelling per such row."""
+    tall = max((_box(d)[2] - _box(d)[0] + 1 for d in digits), default=SMALL_MARKS)
+    row = _box([c for d in digits for c in d] + [c for g in shorts for c in g["comps"]]) if digits else None
+    found = None if tall >= SMALL_MARKS else _closer(ink, strokes.small.shape, row, max(tall, 2), band, name)
+    if found is None:
+        return _row_fields(ink, strokes, digits, shorts, size=size, name=name, left=left, rows=band)
+    crop, closer = found
+    digits, shorts = number_row(closer.comps)
+    return _row_fields(crop, closer, digits, shorts, size=size, name=name, left=left)
 
 
 def _row_fields(ink: np.ndarray, strokes: Strokes, digits: list[list[dict]], shorts: list[dict], *, size: int,
