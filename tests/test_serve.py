@@ -712,6 +712,14 @@ class serve_process:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def __enter__(self):
+        try:
+            return self._answering()
+        except BaseException:  # (a with statement calls no __exit__ when __enter__ raises: the server outlived the test)
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def _answering(self):
         deadline = time.monotonic() + 60
         while True:
             try:
