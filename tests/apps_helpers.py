@@ -9,6 +9,7 @@ import tracemalloc
 import zlib
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
@@ -37,6 +38,15 @@ def tiny_checkpoint(path: Path, model: str = "basic_cnn", dataset_dir: Path | No
     save_checkpoint(path, {"model": {"name": model, "args": args}, "config": cfg, "data": data,
                            "state_dict": net.state_dict()})
     return path
+
+
+def mnist_like_fields(folder: Path, names: list[str]) -> None:
+    """MNIST-like 28x28 fields (a white bar on black), one PNG per name: read as they are, quickly."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        a = np.zeros((28, 28), np.uint8)
+        a[4:24, 10 + i % 6:14 + i % 6] = 255
+        Image.fromarray(a).save(folder / name)
 
 
 def draw_digit(canvas=(300, 300), box=(50, 50, 250, 250), ink=0, paper=255, mode="L", width_frac=0.12) -> Image.Image:

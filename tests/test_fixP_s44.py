@@ -15,21 +15,12 @@ from PIL import Image, ImageDraw, ImageFont
 
 import cnnlab
 import cnnlab.predict
-from apps_helpers import tiny_checkpoint
+from apps_helpers import mnist_like_fields as _fields, tiny_checkpoint
 from cnnlab.cli import main
 from cnnlab.imageio import unit_gray
 from cnnlab import preprocessing
 
 SANS = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
-
-
-def _fields(folder: Path, names: list[str]) -> None:
-    """MNIST-like 28x28 fields (a white bar on black), one PNG per name: read as they are, quickly."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, name in enumerate(names):
-        a = np.zeros((28, 28), np.uint8)
-        a[4:24, 10 + i % 6:14 + i % 6] = 255
-        Image.fromarray(a).save(folder / name)
 
 
 @pytest.fixture

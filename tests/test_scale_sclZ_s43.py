@@ -14,24 +14,13 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 import cnnlab.predict
-from apps_helpers import tiny_checkpoint
+from apps_helpers import mnist_like_fields as _fields, tiny_checkpoint
 from cnnlab.cli import main
 
 HERE = Path(__file__).parent
-
-
-def _fields(folder: Path, names: list[str]) -> None:
-    """MNIST-like 28x28 fields (a white bar on black), one PNG per name: read as they are, quickly."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, name in enumerate(names):
-        a = np.zeros((28, 28), np.uint8)
-        a[4:24, 10 + i % 6:14 + i % 6] = 255
-        Image.fromarray(a).save(folder / name)
 
 
 def _stop_at_chunk(monkeypatch, at: int) -> list[int]:
