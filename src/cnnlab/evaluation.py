@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from cnnlab.checkpoint import (diverged_last, diverged_warning, empty_model, load_checkpoint_and_digest, load_into,
                                load_state_dict_file, load_weights_file, model_from_checkpoint, resolve_checkpoint)
 from cnnlab.data import BatchLoader, Dataset, load_dataset, split_validation
-from cnnlab.data.folder import split_is_drawn
+from cnnlab.data.folder import check_not_read, split_is_drawn
 from cnnlab.dataset_names import DIRECTORY_KINDS, dataset_kind, moved_away
 from cnnlab.devices import callers_autocast_off, resolve_device
 from cnnlab.errors import (CheckpointError, CnnlabError, RunBusy, RunError, WriteError, printable,
@@ -376,8 +376,11 @@ def own_data_dir(cfg: dict, dataset: str | None) -> str | None:
 
 def check_report_folder(subject: Subject, out: str | Path) -> None:
     """A report's ``--out``: neither another run's folder nor, for an evaluation that is not the run's result
-    (``best.pt``, another dataset, the validation split), the run's own (its summary.json is the run's result)."""
+    (``best.pt``, another dataset, the validation split), the run's own (its summary.json is the run's result); nor
+    a folder that the ``folder:`` dataset evaluated on reads (:func:`cnnlab.data.folder.check_not_read`: its figures
+    would be a class of the next load)."""
     out = Path(out)
+    check_not_read(subject.data.name, out, f"--out {out}")
     if subject.not_own and is_run_dir(out) and resolved(out) == resolved(Path(subject.source).parent):
         raise RunError(f"--out {out} is the run's own folder, and this evaluation is not the run's result "
                        f"({subject.not_own}); give another folder")
