@@ -1,11 +1,19 @@
 """The session's own fixes (s45): ``evaluate --out`` inside the ``folder:`` dataset it evaluates on refused, as
-train's, analyze's and compare's are. docs/reliability.md lists them."""
+train's, analyze's and compare's are; a served file whose run diverges names its best.pt as a file.
+docs/reliability.md lists them."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
+
 from cnnlab.cli import main
+from cnnlab.errors import shell_quoted
+from cnnlab.runs import write_status
+from cnnlab.serve.app import Withdrawn
+from test_atkU_s43 import _diverged, _png, _service, _trained_checkpoint
 from test_fixN_s44 import image_folder, inside, run
 
 
@@ -29,3 +37,23 @@ def test_evaluate_out_inside_its_folder_dataset_is_refused(tmp_path, monkeypatch
         code, out, err = run(["evaluate", str(run_dir), "--out", out_dir], capsys)
         assert code == 0 and (Path(out_dir) / "summary.json").is_file(), err
     assert sorted(p.name for p in data.iterdir()) == [".rep", "cats", "dogs"]
+
+
+def test_a_served_file_whose_run_diverges_names_its_best_pt_as_a_file(tmp_path):
+    """A server following a run's last.pt whose run diverged while it served warned `use its best.pt ... (--checkpoint
+    best)`: a flag that ``cnnlab serve`` takes beside a run folder only, and the server follows a file. Now the
+    warning (and each 503) names the run's best.pt as a file (``diverged_refusal(..., file_given=True)``), what a
+    restart serves."""
+    run = tmp_path / "run"
+    ckpt = _trained_checkpoint(run / "last.pt", step=9)
+    _trained_checkpoint(run / "best.pt", step=8)
+    (run / "config.json").write_text(json.dumps({"config": {"model": "basic_cnn", "dataset": "mnist", "epochs": 1}}))
+    write_status(run, "running", "")
+    service, logs, warns = _service(ckpt)
+    assert service.predict(_png(), "upload")["checkpoint"]["step"] == 9
+    _diverged(run)
+    best = shell_quoted(str(run / "best.pt"))
+    with pytest.raises(Withdrawn) as err:
+        service.predict(_png(), "upload")
+    assert f"its best epoch before that ({best})" in str(err.value) and "--checkpoint" not in str(err.value)
+    assert len(warns) == 1 and f"({best})" in warns[0] and "--checkpoint" not in warns[0], warns

@@ -666,7 +666,8 @@ class Service:
         if now[0] is None:
             self.warn(self._gone(old, was))
             return
-        if refusal := diverged_refusal(old.source):  # at the start, refused; the net served from it answers no more
+        if refusal := diverged_refusal(old.source, file_given=True):  # refused at the start; the net served from it
+            # answers no more, and a restart names the file (its run's best.pt: serve takes it as it takes a folder)
             if refusal != self._withdrawn:  # (said once a reason)
                 self.warn(printable(f"{refusal}; the net served from {old.source} ({was}) answers no more (503) "
                                     "until the file changes"))
