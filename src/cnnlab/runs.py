@@ -120,14 +120,17 @@ def new_analysis_dir(root: str | Path, kind: str, dataset: str) -> Path:
 
 def first_missing(folder: str | Path) -> Path | None:
     """The topmost folder on ``folder``'s path that is not there (``folder`` itself when only it is missing), which a
-    command that makes ``folder`` makes too (``mkdir -p``); None when ``folder`` is there. A ``..`` on the way is not
-    climbed past."""
+    command that makes ``folder`` makes too (``mkdir -p``); None when ``folder`` is there. The path is walked as
+    ``mkdir -p`` walks it: a ``..`` on the way is no folder of its own (the OS reads it once the folder before it is
+    made), and the missing folders before it are made too (``new/sub/../run`` makes new, new/sub and new/run)."""
     folder = Path(folder)
     if lexists(folder):
         return None
     top = folder
     for parent in folder.parents:
-        if parent.name in ("", ".", "..") or lexists(parent):
+        if parent.name == "..":
+            continue
+        if parent.name in ("", ".") or lexists(parent):
             break
         top = parent
     return top
@@ -140,12 +143,14 @@ def remove_if_unused(folder: Path, leftovers: tuple[str, ...] = (), made: Path |
     files; :func:`cnnlab.engine.train`'s fresh run folder goes the same way). A link, or a folder holding anything
     else (a file written since, by this command or another), stays. ``made``: the topmost folder the command made
     on the way to it (:func:`first_missing`): the folders between, left empty, go too (``--out full/a/b/c`` left
-    full/a and full/a/b). True when ``folder`` was removed."""
+    full/a and full/a/b; ``--out new/sub/../run`` left new and new/sub). True when ``folder`` was removed."""
     removed = _remove_unused(folder, leftovers)
     if made is not None and (removed or not lexists(folder)):
         for parent in folder.parents:  # each empty, or the removal stops there (os.rmdir removes only empty folders)
             if parent != made and made not in parent.parents:
                 break
+            if ".." in parent.parts[len(made.parts):]:  # new/sub/.. is new, removed in its turn; new/../old may be a
+                continue  # folder that was there before: neither is removed under that name (first_missing)
             try:
                 os.rmdir(parent)
             except OSError:
