@@ -8,11 +8,15 @@ new/sub/../run`` left (D6). All on tiny runs.
 from __future__ import annotations
 
 import os
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
+import cnnlab
+from cnnlab import imageio
 from cnnlab.cli import main
+from cnnlab.fileio import read_json
 from cnnlab.runs import first_missing
 from conftest import tiny_config, trained_once
 
@@ -39,6 +43,34 @@ def _one_line(capsys) -> str:
 
 def _snapshot(folder: Path) -> dict:
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+# ----------------------------------------------------------------------------- D3: reads that reserved the limit
+
+
+def test_a_small_file_read_under_a_large_limit_costs_its_size_not_the_limit(run_seed0, tmp_path):
+    """D3. read_small_text read `fh.read(limit + 1)`: CPython allocates the whole limit first, 256 MB for each run
+    JSON (RUN_FILE_LIMIT), which a data-segment limit refused (`ulimit -d 400000; cnnlab evaluate RUN` of a tiny run:
+    "out of memory"); imageio's two reads the same with the image limit. Read in chunks (fileio.read_at_most)."""
+    image = tmp_path / "d.png"
+    from PIL import Image
+    Image.new("L", (28, 28), 0).save(image)
+    read_json(run_seed0 / "config.json", "config.json")  # the imports and caches, before memory is measured
+    for read in (lambda: read_json(run_seed0 / "config.json", "config.json"),
+                 lambda: imageio.open_image(image),
+                 lambda: imageio.open_image(open(image, "rb"))):
+        tracemalloc.start()
+        try:
+            read()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 4 << 20, peak  # 256 MB, or the image limit, before
+    # the limits and their lines are as they were
+    big = tmp_path / "big.json"
+    big.write_bytes(b" " * ((1 << 20) + 1))
+    with pytest.raises(cnnlab.CnnlabError, match="larger than 1 MB"):
+        cnnlab.TrainConfig.from_file(big)
 
 
 # ----------------------------------------------------------------------------- D6: folders made before a `..`

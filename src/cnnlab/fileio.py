@@ -808,6 +808,29 @@ def open_if_regular(path: str | Path) -> tuple[BinaryIO | None, os.stat_result]:
     return None, st
 
 
+#: The most one ``read`` of :func:`read_at_most` asks for.
+READ_CHUNK = 1 << 20
+
+
+def read_at_most(stream: BinaryIO, size: int):
+    """Up to ``size`` bytes of ``stream`` (fewer at its end), read in chunks of at most :data:`READ_CHUNK`:
+    ``stream.read(size)`` allocates ``size`` bytes before it reads one, whatever the file holds (each run JSON read
+    under :data:`RUN_FILE_LIMIT` reserved 256 MB, which a data-segment limit refused: ``evaluate RUN`` of a tiny run
+    was out of memory under ``ulimit -d 400000``). What a first read gives that is not bytes (a text-mode file's str,
+    None) is returned as it is, for the caller to refuse."""
+    data = stream.read(min(size, READ_CHUNK))
+    if not isinstance(data, (bytes, bytearray)) or not data or len(data) >= size:
+        return data
+    chunks, total = [bytes(data)], len(data)
+    while total < size:
+        chunk = stream.read(min(size - total, READ_CHUNK))
+        if not chunk:
+            break
+        chunks.append(bytes(chunk))
+        total += len(chunk)
+    return b"".join(chunks)
+
+
 def read_small_text(path: str | Path, what: str, limit: int = SMALL_FILE_LIMIT,
                     fix: str = "check the path, or save the file as UTF-8", kind: str = "a settings file") -> str:
     """A small UTF-8 text file (a byte-order mark allowed), read whole; :class:`CnnlabError` (one line that starts with ``what``) when it
@@ -818,7 +841,7 @@ def read_small_text(path: str | Path, what: str, limit: int = SMALL_FILE_LIMIT,
         if fh is None:
             raise CnnlabError(f"{what}: is {mode_kind(st.st_mode)}, not {kind}; check the path")
         with fh:
-            data = fh.read(limit + 1)
+            data = read_at_most(fh, limit + 1)  # (a file of 1 KB costs 1 KB, not the limit)
     except OSError as err:  # its open or its read (an input/output error after the open is told as the same)
         raise CnnlabError(cannot_read(what, err)) from None
     if len(data) > limit:

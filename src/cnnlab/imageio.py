@@ -215,7 +215,7 @@ def _read_path(path: Path, name: str, limit: int, allowed: str) -> bytes:
         if st.st_size > limit:
             raise _too_large(name, st.st_size, limit)
         with open(fd, "rb", closefd=False) as fh:
-            data = fh.read(limit + 1)
+            data = fileio.read_at_most(fh, limit + 1)
     except OSError as err:
         if is_short_of_resources(err):
             raise short_of(name, err) from None
@@ -254,10 +254,11 @@ def _read_source(source: str | Path | bytes | BinaryIO, name: str | None, limit:
 
 
 def _read_file_object(f: BinaryIO, name: str, limit: int) -> bytes:
-    """Up to ``limit + 1`` bytes of an open file (one past the limit tells an oversized file)."""
+    """Up to ``limit + 1`` bytes of an open file (one past the limit tells an oversized file), read in chunks
+    (:func:`cnnlab.fileio.read_at_most`: not the limit's memory up front)."""
     start = _position(f)
     try:
-        data = f.read(limit + 1)
+        data = fileio.read_at_most(f, limit + 1)
     except (OSError, ValueError) as err:  # a closed file is ValueError; a file opened for writing, OSError
         why = "it is not open for reading" if isinstance(err, io.UnsupportedOperation) else first_line(err)
         raise _bad(name, f"cannot be read ({why}); give a file open for reading ('rb')") from None
