@@ -12,9 +12,10 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+import torch
 
 import cnnlab
-from cnnlab import imageio
+from cnnlab import devices, imageio
 from cnnlab.cli import main
 from cnnlab.fileio import read_json
 from cnnlab.runs import first_missing
@@ -43,6 +44,88 @@ def _one_line(capsys) -> str:
 
 def _snapshot(folder: Path) -> dict:
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+# ----------------------------------------------------------------------------- D2: the caller's matmul precision
+
+
+#: torch's float32 precision settings (torch.backends' fp32_precision), parents first.
+_SETTINGS = ("", "cuda.matmul", "cudnn", "cudnn.conv", "cudnn.rnn", "mkldnn", "mkldnn.matmul", "mkldnn.conv",
+             "mkldnn.rnn")
+
+
+def _backend(path: str):
+    backend = torch.backends
+    for name in filter(None, path.split(".")):
+        backend = getattr(backend, name)
+    return backend
+
+
+def _precision_now() -> tuple:
+    return tuple(_backend(p).fp32_precision for p in _SETTINGS)
+
+
+@pytest.fixture
+def callers_precision():
+    """torch's float32 precision settings as they were before the test, put back after it."""
+    saved = _precision_now()
+    yield
+    torch.set_float32_matmul_precision("highest")
+    for path, value in zip(_SETTINGS, saved):
+        _backend(path).fp32_precision = value
+
+
+def test_a_callers_float32_matmul_precision_reaches_neither_training_nor_evaluation(tiny_idx, tmp_path, monkeypatch,
+                                                                                   callers_precision):
+    """D2. Under a notebook's `torch.set_float32_matmul_precision("medium")` oneDNN multiplied in bfloat16 (a CPU
+    with avx512_bf16): `cnnlab.train` trained other weights and `Run.evaluate` measured another loss, while
+    config.json said fp32. Inside a run and an evaluation torch's precision is its default (devices.
+    default_float32_precision, entered by callers_autocast_off); the caller's is put back after, exactly."""
+    import cnnlab.engine as engine
+
+    seen = []
+    real = engine.train_one_epoch
+    monkeypatch.setattr(engine, "train_one_epoch", lambda t, o: seen.append(
+        (torch.get_float32_matmul_precision(), _precision_now())) or real(t, o))
+    default = _precision_now()
+    cfg = dict(dataset=f"idx:{tiny_idx}", epochs=1, batch_size=32, lr=0.05, device="cpu", threads=1, quiet=True)
+    cnnlab.train("basic_cnn", out=str(tmp_path / "plain"), **cfg)
+    plain_loss = cnnlab.load_run(tmp_path / "plain").evaluate(device="cpu").loss
+    torch.set_float32_matmul_precision("medium")
+    torch.backends.mkldnn.conv.fp32_precision = "bf16"  # torch's newer API, set beside it
+    callers = (torch.get_float32_matmul_precision(), _precision_now())
+    cnnlab.train("basic_cnn", out=str(tmp_path / "medium"), **cfg)
+    loss = cnnlab.load_run(tmp_path / "medium").evaluate(device="cpu").loss
+    assert seen == [("highest", default)] * 2
+    assert (torch.get_float32_matmul_precision(), _precision_now()) == callers  # the caller's, as it was
+    plain, medium = (torch.load(tmp_path / r / "last.pt", map_location="cpu", weights_only=False)["state_dict"]
+                     for r in ("plain", "medium"))
+    assert all(torch.equal(plain[k], medium[k]) for k in plain)
+    assert loss == plain_loss
+
+
+def test_the_default_precision_is_kept_while_any_thread_computes_and_a_mix_of_torchs_apis_is_put_back(
+        callers_precision):
+    """D2. Threads of one process share torch's setting: the first run takes the caller's, the last puts it back (one
+    that ended first put it back under the other's steps). A caller's mix of torch's two APIs (which torch refuses to
+    read back with get_float32_matmul_precision) is put back as it was."""
+    torch.set_float32_matmul_precision("medium")
+    torch.backends.mkldnn.matmul.fp32_precision = "tf32"  # the mix: the legacy getter raises now
+    with pytest.raises(RuntimeError):
+        torch.get_float32_matmul_precision()
+    callers = _precision_now()
+    first, second = devices.default_float32_precision(), devices.default_float32_precision()
+    first.__enter__()
+    assert torch.get_float32_matmul_precision() == "highest"
+    assert dict(zip((p for p, _ in devices.FP32_PRECISION_DEFAULTS), _precision_now())) == dict(
+        devices.FP32_PRECISION_DEFAULTS)
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert torch.get_float32_matmul_precision() == "highest"  # the other still computes
+    second.__exit__(None, None, None)
+    assert _precision_now() == callers
+    with pytest.raises(RuntimeError):
+        torch.get_float32_matmul_precision()  # still the caller's mix
 
 
 # ----------------------------------------------------------------------------- D3: reads that reserved the limit

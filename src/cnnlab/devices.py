@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import threading
 from typing import Iterator
 
 import torch
@@ -49,12 +51,76 @@ def callers_autocast_off() -> Iterator[None]:
     config's alone (:func:`training_autocast` turns bf16 on for the training steps), and evaluations stay float32.
     Under a notebook's ``torch.autocast("cpu", dtype=torch.bfloat16)`` a run trained and evaluated in bf16 while its
     config.json said fp32 (19% where the same run reaches 67%). A device type whose autocast is not on is not
-    touched: outside any autocast this changes nothing."""
+    touched: outside any autocast this changes nothing. The caller's float32 precision goes the same way
+    (:func:`default_float32_precision`)."""
     with contextlib.ExitStack() as stack:
+        stack.enter_context(default_float32_precision())
         for kind in AUTOCAST_DEVICE_TYPES:
             if torch.is_autocast_enabled(kind):
                 stack.enter_context(torch.autocast(kind, enabled=False))
         yield
+
+
+#: torch's float32 precision settings (``torch.backends``' ``fp32_precision``, which ``torch.set_float32_matmul_precision``
+#: and the ``allow_tf32`` flags set too) with their values in a torch the caller has not told otherwise: every
+#: backend and op ``none`` (float32 itself) but cuDNN's convolutions and RNNs, TF32 by torch's default. A parent
+#: (``""``, ``cudnn``) comes before its ops: setting it sets them.
+FP32_PRECISION_DEFAULTS = (("", "none"), ("cuda.matmul", "none"), ("cudnn", "none"), ("cudnn.conv", "tf32"),
+                           ("cudnn.rnn", "tf32"), ("mkldnn", "none"), ("mkldnn.matmul", "none"),
+                           ("mkldnn.conv", "none"), ("mkldnn.rnn", "none"))
+#: How many runs and evaluations of this process compute under :func:`default_float32_precision` now (threads of
+#: one process share torch's settings), and the caller's settings that the last of them puts back.
+_PRECISION_HELD: list = [0, None]
+_PRECISION_LOCK = threading.Lock()
+
+
+def _fp32_settings() -> list:
+    """The ``torch.backends`` objects of :data:`FP32_PRECISION_DEFAULTS` with their defaults (none in a torch
+    without them: only ``torch.set_float32_matmul_precision`` then)."""
+    if not hasattr(torch.backends, "fp32_precision"):
+        return []
+    return [(functools.reduce(getattr, path.split("."), torch.backends) if path else torch.backends, value)
+            for path, value in FP32_PRECISION_DEFAULTS]
+
+
+@contextlib.contextmanager
+def default_float32_precision() -> Iterator[None]:
+    """torch's float32 precision at its default inside ("highest": float32 matrix products and convolutions, where a
+    caller's ``torch.set_float32_matmul_precision("medium")`` made oneDNN multiply in bfloat16 on a CPU that has it,
+    and "high" TF32 on a CUDA GPU), and the caller's again after, exactly as it was (the legacy setting and each
+    backend's ``fp32_precision``). A run's precision is its config's alone: under a notebook's "medium" a run
+    trained other weights, and evaluated other losses, while its config.json said fp32. Outside any such setting
+    the run computes what it computed, bit for bit. Process-wide (torch's setting is): the first of several threads'
+    runs takes the caller's settings, the last puts them back."""
+    with _PRECISION_LOCK:
+        if _PRECISION_HELD[0] == 0:
+            _PRECISION_HELD[1] = _precision_defaulted()
+        _PRECISION_HELD[0] += 1
+    try:
+        yield
+    finally:
+        with _PRECISION_LOCK:
+            _PRECISION_HELD[0] -= 1
+            if _PRECISION_HELD[0] == 0:
+                legacy, saved = _PRECISION_HELD[1]
+                torch.set_float32_matmul_precision(legacy)
+                for backend, value in saved:
+                    backend.fp32_precision = value
+
+
+def _precision_defaulted() -> tuple[str, list]:
+    """Set torch's float32 precision to its defaults; returns the caller's (what :func:`default_float32_precision`
+    puts back). Each backend's setting is read first and set to its default, so that the legacy one can be read
+    whatever mix of torch's two APIs set them (torch refuses to read it then), and set to "highest" in turn."""
+    settings = _fp32_settings()
+    saved = [(backend, backend.fp32_precision) for backend, _ in settings]
+    for backend, value in settings:
+        backend.fp32_precision = value
+    legacy = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    for backend, value in settings:  # (which wrote "ieee" into the matmul ops: the same products, under other names)
+        backend.fp32_precision = value
+    return legacy, saved
 
 
 def training_autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
