@@ -645,7 +645,7 @@ def test_resuming_another_runs_checkpoint_inside_a_run_folder_is_refused(tiny_id
     assert "the copy of this run's teacher, not the run's own checkpoint" in err and err.count("\n") == 1
     assert main(["train", "--resume", str(student / "other.pt")]) == 2
     err = capsys.readouterr().err
-    assert "a checkpoint of another run (model 'basic_cnn')" in err and err.count("\n") == 1
+    assert "a checkpoint of another run (model 'basic_cnn', teacher None)" in err and err.count("\n") == 1
     (student / "other.pt").unlink()
     assert {p.name: p.read_bytes() for p in student.iterdir() if p.is_file() and p.name != ".lock"} == before
     assert main(["train", "--resume", str(student / "best.pt")]) == 0  # the run's own file still resumes

@@ -8,6 +8,7 @@ new/sub/../run`` left (D6). All on tiny runs.
 from __future__ import annotations
 
 import os
+import shutil
 import tracemalloc
 from pathlib import Path
 
@@ -154,6 +155,35 @@ def test_a_small_file_read_under_a_large_limit_costs_its_size_not_the_limit(run_
     big.write_bytes(b" " * ((1 << 20) + 1))
     with pytest.raises(cnnlab.CnnlabError, match="larger than 1 MB"):
         cnnlab.TrainConfig.from_file(big)
+
+
+# ----------------------------------------------------------------------------- D4: another run's checkpoint
+
+
+def test_a_checkpoint_of_a_run_with_other_settings_is_refused_in_a_run_folder(run_seed0, tmp_path, monkeypatch,
+                                                                              capsys):
+    """D4. `--resume mine/from-colleague.pt` of a run of the same net, data and seed at another --lr and --batch-size
+    continued it as mine's: mine's last.pt, best.pt, metrics.csv and config.json became the other run's (only model,
+    dataset, seed, teacher and recipe were compared). Every setting a resume may not change is compared (engine.
+    _check_own_checkpoint, config.other_run), the differing named; the run's own checkpoints, under other names and
+    with the flags a resume may change, still resume."""
+    monkeypatch.chdir(tmp_path)
+    mine = Path(shutil.copytree(run_seed0, tmp_path / "mine"))
+    shutil.copy(_other_run(run_seed0, tmp_path / "theirs", lr=0.1, batch_size=64) / "last.pt",
+                mine / "from-colleague.pt")
+    before = _snapshot(mine)
+    capsys.readouterr()
+    assert main(["train", "--resume", "mine/from-colleague.pt", "--epochs", "2", "--quiet"]) == 2
+    err = _one_line(capsys)
+    assert err == ("cnnlab: error: --resume mine/from-colleague.pt: a checkpoint of another run (batch_size 64, lr 0.1) "
+                   "than the one in mine (batch_size 32, lr 0.05); resume the run itself with 'cnnlab train --resume "
+                   "mine', or copy the file into a folder of its own"), err
+    assert _snapshot(mine) == before
+    (mine / "from-colleague.pt").unlink()
+    shutil.copy(mine / "last.pt", mine / "backup.pt")
+    assert main(["train", "--resume", "mine/backup.pt", "--epochs", "2", "--max-steps", "10", "--threads", "1",
+                 "--eval-batch-size", "100", "--quiet"]) == 0
+    assert main(["train", "--resume", "mine/best.pt", "--epochs", "2", "--max-steps", "10", "--quiet"]) == 0
 
 
 # ----------------------------------------------------------------------------- D6: folders made before a `..`

@@ -544,6 +544,22 @@ INVOCATION_FIELDS = ("max_steps",)
 ADJUSTABLE_FIELDS = ("data_dir", "save_every", "eval_batch_size", "tensorboard")
 
 
+#: What a resume may change of a run (:func:`resumed_config`): its process's fields, the adjustable ones, and its
+#: epochs (where its schedule allows). Every other field is what the run *is* (:func:`other_run`).
+RESUME_MAY_CHANGE = PROCESS_FIELDS + ADJUSTABLE_FIELDS + ("epochs",)
+
+
+def other_run(own: dict, other: dict) -> list[str]:
+    """The fields in which the saved settings ``other`` (a checkpoint's) are another run's than ``own`` (the run's
+    config.json, or the checkpoint a resume continues): those a resume may not change (not
+    :data:`RESUME_MAY_CHANGE`), each read as a run's config is (:meth:`TrainConfig.from_dict`: a field added since at
+    the value that reproduces the older run), in the order of :class:`TrainConfig`. Empty: the same run, perhaps at
+    another epoch, lengthened, or resumed on another device. A :class:`CnnlabError` when either is no run's config."""
+    mine, theirs = TrainConfig.from_dict(own), TrainConfig.from_dict(other)
+    return [f.name for f in fields(TrainConfig)
+            if f.name not in RESUME_MAY_CHANGE and getattr(mine, f.name) != getattr(theirs, f.name)]
+
+
 def flag(key: str) -> str:
     return "--" + key.replace("_", "-")
 

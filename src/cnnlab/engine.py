@@ -27,7 +27,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from cnnlab import observers as obs
 from cnnlab.augment import parse_augment
 from cnnlab.checkpoint import EpochSums, TrainState, check_checkpoint_file, copy_checkpoint, load_checkpoint, sidecar
-from cnnlab.config import (FLAGS, Naming, TrainConfig, recipe_values, recorded_threads, resumed_config,
+from cnnlab.config import (FLAGS, Naming, TrainConfig, other_run, recipe_values, recorded_threads, resumed_config,
                            valid_threads)
 from cnnlab.data import BatchLoader, Dataset, check_data_dir, load_dataset, split_validation, validate_dataset
 from cnnlab.data.catalog import flip_warning
@@ -795,14 +795,12 @@ class FolderGuard:
             return folder
 
 
-#: What makes a checkpoint a run's own: a checkpoint of its folder trained these the same.
-_RUN_IDENTITY = ("model", "dataset", "seed", "teacher", "recipe")
-
-
 def _check_own_checkpoint(plan: RunPlan, ckpt: dict) -> None:
     """``--resume FOLDER/FILE.pt`` continues the run of FOLDER, writing its files: refuse a checkpoint of another
     run there (a distilled run's ``teacher.pt``, the teacher's own, resumed in the student's folder, trained the
-    teacher on and wrote it over the student)."""
+    teacher on and wrote it over the student; a colleague's checkpoint of the same net, data and seed at another
+    --lr replaced the run's checkpoints, metrics and config.json with theirs). Another run's: any setting a resume
+    may not change differs from the folder's config.json (:func:`cnnlab.config.other_run`), every one named."""
     where, run_dir = plan.resume_from, plan.run_dir
     if run_dir is None or where.name == "last.pt":
         return
@@ -811,14 +809,15 @@ def _check_own_checkpoint(plan: RunPlan, ckpt: dict) -> None:
         raise RunError(f"--resume {where}: the copy of this run's teacher, not the run's own checkpoint; {again}")
     try:
         own = read_json(run_dir / "config.json", "config.json")["config"]
-        theirs = {k: ckpt["config"].get(k) for k in _RUN_IDENTITY}
-        differs = [k for k in _RUN_IDENTITY if own.get(k) != theirs[k]]
+        differs = other_run(own, ckpt["config"])
+        theirs, mine = (TrainConfig.from_dict(c) for c in (ckpt["config"], own))
     except (CnnlabError, KeyError, TypeError, AttributeError):
         return  # no readable config.json: nothing to tell the checkpoint's run from
     if differs:
-        k = differs[0]
-        raise RunError(f"--resume {where}: a checkpoint of another run ({k} {theirs[k]!r}) than the one in {run_dir} "
-                       f"({k} {own.get(k)!r}); {again}")
+        def named(cfg: TrainConfig) -> str:
+            return ", ".join(f"{k} {getattr(cfg, k)!r}" for k in differs[:3]) + (", ..." if len(differs) > 3 else "")
+        raise RunError(f"--resume {where}: a checkpoint of another run ({named(theirs)}) than the one in {run_dir} "
+                       f"({named(mine)}); {again}")
 
 
 def build_trainer(cfg: TrainConfig, ranks: Dist, plan: RunPlan, dataset: Dataset | None, log: Log,
