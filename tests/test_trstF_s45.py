@@ -7,6 +7,7 @@ new/sub/../run`` left (D6). All on tiny runs.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tracemalloc
@@ -45,6 +46,45 @@ def _one_line(capsys) -> str:
 
 def _snapshot(folder: Path) -> dict:
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+# ----------------------------------------------------------------------------- D1: the user's files under run names
+
+
+def test_a_resume_in_a_folder_holding_the_users_files_under_run_file_names_is_refused(run_seed0, tmp_path,
+                                                                                     monkeypatch, capsys):
+    """D1. `--resume proj/model.pt` beside the user's best.pt (another run's), a curves.png of theirs (text) and their
+    notes as status.json: all three replaced by the resumed run's, without a word (only config.json, summary.json and
+    metrics.csv were looked at). Refused before anything is written (runs.check_resumed_folder, _written_by_run);
+    the run's own files beside the copy (a run folder whose config.json is gone) still resume."""
+    monkeypatch.chdir(tmp_path)
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    shutil.copy(run_seed0 / "last.pt", proj / "model.pt")
+    shutil.copy(_other_run(run_seed0, tmp_path / "other", seed=7) / "best.pt", proj / "best.pt")
+    (proj / "curves.png").write_text("my own figure")
+    (proj / "status.json").write_text('{"todo": "my notes"}')
+    before = _snapshot(proj)
+    capsys.readouterr()
+    assert main(["train", "--resume", "proj/model.pt", "--epochs", "2", "--max-steps", "10", "--quiet"]) == 2
+    err = _one_line(capsys)
+    assert err.startswith("cnnlab: error: --resume proj/model.pt: proj is not a run folder (it holds 'best.pt', "
+                          "'curves.png', 'status.json'), and a resume writes "), err
+    assert err.endswith("copy the file into a folder of its own (a new, empty one) and resume it there"), err
+    assert _snapshot(proj) == before and sorted(os.listdir(proj)) == sorted(before)
+    # each alone is refused too: a last.pt of another run, and a status.json that is a run's but a best.pt that is not
+    (proj / "curves.png").unlink()
+    (proj / "status.json").unlink()
+    (proj / "best.pt").rename(proj / "last.pt")
+    assert main(["train", "--resume", "proj/model.pt", "--epochs", "2", "--max-steps", "10", "--quiet"]) == 2
+    assert "(it holds 'last.pt')" in _one_line(capsys)
+    # the run's own files (its config.json gone): resumed there, as before
+    mine = tmp_path / "mine"
+    shutil.copytree(run_seed0, mine)
+    (mine / "config.json").unlink()
+    shutil.copy(mine / "last.pt", mine / "model.pt")
+    assert main(["train", "--resume", "mine/model.pt", "--epochs", "2", "--max-steps", "10", "--quiet"]) == 0
+    assert json.loads((mine / "status.json").read_text())["status"] == "stopped"
 
 
 # ----------------------------------------------------------------------------- D2: the caller's matmul precision

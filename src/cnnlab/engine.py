@@ -547,13 +547,33 @@ def _refuse_no_checkpoint(plan: RunPlan) -> None:
     folder's lock is taken: ``--resume digit.png`` left a lock file among the user's files, and in a read-only folder
     named the folder as the problem. A run folder without its last.pt is left to :func:`_resumed_checkpoint`, which
     says what works instead. Then a checkpoint that lies in a folder of the user's, not a run's, whose files the
-    resume would write over (:func:`cnnlab.runs.check_resumed_folder`)."""
+    resume would write over (:func:`cnnlab.runs.check_resumed_folder`; a checkpoint there is the run's when it is
+    of the same run as the one resumed: :func:`_same_run_as`)."""
     where = plan.resume_from
     if where is not None and not (where.name == "last.pt" and not exists(where)
                                   and (is_run_dir(where.parent) or unsaved_run_dir(where.parent))):
         check_checkpoint_file(where)
     if where is not None and plan.run_dir is not None:
-        check_resumed_folder(plan.run_dir, where)
+        check_resumed_folder(plan.run_dir, where, _same_run_as(where))
+
+
+def _same_run_as(where: Path) -> Callable[[Path], bool]:
+    """Whether a checkpoint is of the run of ``where`` (the one resumed): the settings a resume may not change the
+    same (:func:`cnnlab.config.other_run`). One that cannot be loaded as a checkpoint is not; ``where`` that cannot
+    be is refused as its resume refuses it. Each file is loaded once."""
+    config_of = functools.cache(lambda path: load_checkpoint(path)["config"])
+
+    def same(path: Path) -> bool:
+        try:
+            theirs = config_of(path)
+        except (CnnlabError, KeyError, TypeError):
+            return False
+        own = config_of(where)
+        try:
+            return not other_run(own, theirs)
+        except CnnlabError:  # settings no cnnlab wrote
+            return False
+    return same
 
 
 def _resumed_checkpoint(plan: RunPlan) -> dict | None:

@@ -309,14 +309,15 @@ def _refuse_other_files(out: Path) -> None:
                        f"pick a new or empty one, e.g. --out {shell_quoted(str(out / 'run1'))}")
 
 
-def check_resumed_folder(folder: Path, ckpt: Path) -> None:
+def check_resumed_folder(folder: Path, ckpt: Path, same_run: Callable[[Path], bool] | None = None) -> None:
     """A resume writes its run's files (config.json, status.json, checkpoints, metrics.csv, summary.json, figures)
     into the folder its checkpoint lies in: ``--resume project/model.pt`` of a file copied into a folder of the
     user's wrote its config.json and summary.json over theirs and read their metrics.csv as the run's. Refused (one
     line, before anything is written) unless ``folder`` is a run folder (its config.json cnnlab's) or, as ``--out``
     takes a folder for a new run (:func:`_refuse_other_files`), it holds nothing of the user's: only hidden files,
-    ``ckpt`` and its sidecar, and a run's own files, its config.json, summary.json and metrics.csv cnnlab's (a run
-    whose config.json is gone)."""
+    ``ckpt`` and its sidecar, and a run's own files, each of those a resume writes over as cnnlab writes it
+    (:func:`_written_by_run`: a run whose config.json is gone). ``same_run``: whether a checkpoint there (best.pt,
+    last.pt) is of ``ckpt``'s run (the engine's, which reads checkpoints); without it, none is."""
     if _cnnlab_file(folder / "config.json"):
         return
     try:
@@ -325,7 +326,7 @@ def check_resumed_folder(folder: Path, ckpt: Path) -> None:
         return  # unreadable: the writes that follow say what is wrong
     own = (ckpt.name, f"{ckpt.name}.sha256")
     others = [name for name in names if not name.startswith(".") and name not in own
-              and (name not in RUN_FILES or name in _WRITTEN_WHOLE and not _cnnlab_file(folder / name))]
+              and (name not in RUN_FILES or name in _WRITTEN_OVER and not _written_by_run(folder / name, same_run))]
     if others:
         shown = ", ".join(map(short_repr, others[:4])) + (", ..." if len(others) > 4 else "")
         raise RunError(f"--resume {ckpt}: {folder} is not a run folder (it holds {shown}), and a resume writes its "
@@ -336,12 +337,41 @@ def check_resumed_folder(folder: Path, ckpt: Path) -> None:
 
 #: The files of a run folder that a folder of the user's may hold under the same name, with other contents.
 _WRITTEN_WHOLE = ("config.json", "summary.json", "metrics.csv")
+#: The run files a resume writes over (a run's files, its figures), each of which a folder of the user's may hold
+#: under the same name (their best.pt of another run, their curves.png, their notes as status.json), and what each
+#: is when cnnlab wrote it (:func:`_written_by_run`). The others of :data:`RUN_FILES` a resume leaves alone.
+_WRITTEN_OVER = frozenset({*_WRITTEN_WHOLE, "status.json", "curves.png", "confusion.png", "mistakes.png",
+                           *(f"{c}.pt{s}" for c in CHECKPOINTS for s in ("", ".sha256"))})
+_PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _written_by_run(path: Path, same_run: Callable[[Path], bool] | None) -> bool:
+    """Whether ``path``, a file of :data:`_WRITTEN_OVER` beside a resumed checkpoint, is as its run writes it: its
+    config.json, summary.json and metrics.csv (:func:`_cnnlab_file`), its status record, a PNG figure, or a
+    checkpoint of the same run (``same_run``), a sidecar with its checkpoint (one without its checkpoint is a save's
+    left over). What cannot be read now (an input/output error) is one line naming it."""
+    if path.name.endswith(".sha256"):
+        checkpoint = path.with_name(path.name[: -len(".sha256")])
+        return not lexists(checkpoint) or _written_by_run(checkpoint, same_run)
+    if path.suffix == ".pt":
+        return same_run is not None and is_file(path, if_unknown=False) and same_run(path)
+    if path.suffix == ".png":
+        try:
+            stream = open_run_file(path)
+        except DataUnreadable:
+            raise
+        except (CnnlabError, OSError):
+            return False
+        with stream if stream is not None else contextlib.nullcontext():
+            return stream is not None and stream.read(len(_PNG)) == _PNG
+    return _cnnlab_file(path)
 
 
 def _cnnlab_file(path: Path) -> bool:
-    """Whether ``path`` is a config.json, summary.json or metrics.csv as cnnlab writes them: the settings of a run,
-    a report with its accuracy, the metrics' header (not ``{"my": "project settings"}`` of the same name). One that
-    cannot be read now (an input/output error) is one line naming it (:class:`~cnnlab.errors.DataUnreadable`)."""
+    """Whether ``path`` is a config.json, summary.json, metrics.csv or status.json as cnnlab writes them: the
+    settings of a run, a report with its accuracy, the metrics' header, a status record (not ``{"my": "project
+    settings"}`` of the same name). One that cannot be read now (an input/output error) is one line naming it
+    (:class:`~cnnlab.errors.DataUnreadable`)."""
     try:
         if path.name == "metrics.csv":
             stream = open_run_file(path, METRICS_LIMIT)
@@ -355,6 +385,8 @@ def _cnnlab_file(path: Path) -> bool:
         return False
     if path.name == "config.json":
         return isinstance(data, dict) and isinstance(data.get("config"), dict)
+    if path.name == STATUS_FILE:
+        return isinstance(data, dict) and status_record(data.get("status"), data.get("detail", "")) is not None
     return isinstance(data, dict) and _number(data.get("accuracy"))
 
 
@@ -840,14 +872,23 @@ def run_status(run: Path, complete: bool = False, problems: list[str] | None = N
     return status, f"{detail}; {now}" if detail else now
 
 
+def status_record(status: object, detail: object) -> str | None:
+    """What a status.json's ``status`` and ``detail`` say, as cnnlab writes them: one of :data:`ENDINGS` with its
+    detail, or :data:`RUNNING` (no detail); None for anything else (edited, damaged, or not cnnlab's file)."""
+    if status in ENDINGS and isinstance(detail, str):
+        return status
+    return RUNNING if status == RUNNING and detail == "" else None
+
+
 def _status_from_files(run: Path, complete: bool, problems: list[str]) -> tuple[str, str]:
     """:func:`run_status` of a run that no process trains now, from its status.json and checkpoints."""
     got = _mapping(run / STATUS_FILE, problems)
     if got is not None:
         status, detail = got.get("status"), got.get("detail", "")
-        if status in ENDINGS and isinstance(detail, str):
+        record = status_record(status, detail)
+        if record in ENDINGS:
             return status, bounded(detail)
-        if status == RUNNING and detail == "":
+        if record == RUNNING:
             complete = False
         else:
             problems.append(f"{STATUS_FILE}: not what cnnlab writes there (status {short_repr(status)}, detail "
