@@ -139,8 +139,12 @@ def manifest_problem(spec: DatasetSpec, directory: Path, manifest: dict) -> str 
 def read_npy(path: Path, entry: dict) -> np.ndarray:
     """The ``.npy`` file of a manifest entry, checked: size, header (uint8, C order, shape), CRC-32 of the data.
 
-    Raises :class:`DataError` (or ``ValueError``/``TypeError`` for a malformed manifest entry)."""
-    shape = tuple(int(n) for n in entry["shape"])
+    Raises :class:`DataError` (or ``KeyError``/``TypeError`` for a malformed manifest entry). The shape must be a
+    list of whole numbers, as written: a ``1e999`` there (JSON's infinity) was an ``OverflowError`` traceback."""
+    shape = entry["shape"]
+    if not isinstance(shape, list) or not all(type(n) is int and n >= 0 for n in shape):
+        raise DataError(f"{path}: the manifest's shape {json.dumps(shape)[:80]} is not a list of whole numbers")
+    shape = tuple(shape)
     if math.prod(shape) > MAX_IDX_BYTES:
         raise DataError(f"{path}: the manifest's shape {list(shape)} is too large")
     header = npy_header(shape)

@@ -1,0 +1,39 @@
+"""Fixes of helper dataD (s45) to the data layer: defects D1-D7 of the "cache" probe (the fast copy's manifest,
+``idx:DIR``'s layouts, ``folder:``'s linked and broken sub-folders, its cache's write failures, 16-bit images, and
+``predict --show-input`` beside an image of a run's ``folder:`` dataset). docs/reliability.md lists them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cnnlab.data import load_dataset
+from cnnlab.data import fastcopy as fc
+from cnnlab.data.status import dataset_status
+from apps_helpers import quiet
+from test_fast_copy import count_md5_reads, same, tiny  # noqa: F401  (tiny: a fixture)
+
+
+@pytest.mark.parametrize("text", ["1e999", "Infinity", "-1", "2.5", '"60"'])
+def test_a_manifest_shape_of_no_whole_number_is_a_fast_copy_miss(tiny, monkeypatch, text):  # noqa: F811
+    """(D5) A ``1e999`` (JSON's infinity) in fast-copy.json's ``shape`` was an ``OverflowError`` traceback on every load
+    and in ``data info``. Now it is a miss like any other bad manifest: a note, the MD5 path, the copy rewritten; and
+    ``data info`` says it does not match (``fastcopy.read_npy`` takes only a list of whole numbers)."""
+    _, home, _ = tiny
+    first = load_dataset("tiny", home=home, log=quiet)
+    cache = home / "datasets" / "tiny"
+    manifest = json.loads((cache / fc.MANIFEST).read_text())
+    manifest["files"]["test_images"]["shape"][0] = "@"
+    (cache / fc.MANIFEST).write_text(json.dumps(manifest, indent=1).replace('"@"', text))
+    monkeypatch.setenv("CNNLAB_HOME", str(home))
+    row = {r["name"]: r for r in dataset_status()}["tiny"]
+    assert row["files"][-1]["status"] == "fast copy does not match (rewritten on the next load)"
+    reads = count_md5_reads(monkeypatch)
+    messages: list[str] = []
+    again = load_dataset("tiny", home=home, log=messages.append)
+    assert same(first, again) and len(reads) == 4
+    (line,) = [m for m in messages if m.startswith("note: the fast copy of tiny")]
+    assert "is not a list of whole numbers" in line and "\n" not in line, line
+    reads.clear()
+    assert same(first, load_dataset("tiny", home=home, log=quiet)) and reads == []  # rewritten, used again
