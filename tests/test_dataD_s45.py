@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 
 import pytest
 
@@ -12,6 +14,7 @@ from cnnlab.data import load_dataset
 from cnnlab.data import fastcopy as fc
 from cnnlab.data.status import dataset_status
 from apps_helpers import quiet
+from test_folder_own_data import write_pngs
 from test_fast_copy import count_md5_reads, same, tiny  # noqa: F401  (tiny: a fixture)
 
 
@@ -37,3 +40,29 @@ def test_a_manifest_shape_of_no_whole_number_is_a_fast_copy_miss(tiny, monkeypat
     assert "is not a list of whole numbers" in line and "\n" not in line, line
     reads.clear()
     assert same(first, load_dataset("tiny", home=home, log=quiet)) and reads == []  # rewritten, used again
+
+
+@pytest.mark.parametrize("code, why, fix", [
+    (errno.EFBIG, "file too large (over a file-size limit: ulimit -f, or the file system's largest file)",
+     "raise the limit (ulimit -f unlimited)"),
+    (errno.ETXTBSY, "text file busy", "check the file and try again, or set CNNLAB_HOME to another directory"),
+])
+def test_a_folder_cache_that_cannot_be_written_says_one_reason_and_one_fix(tmp_path, monkeypatch, code, why, fix):
+    """(D6) Under ``ulimit -f 8``, ``data fetch folder:DIR`` warned ``(cannot write .../images.npz: file too large (...);
+    raise the limit (ulimit -f unlimited) and run it again (...)); they will be converted again next time: set
+    CNNLAB_HOME to a writable directory with free space``: the file writer's whole line, its fix inside, then a fix that
+    does not help. Now the reason alone and the fix that works, as for catalog data (``sources.write_failure``)."""
+    root = write_pngs(tmp_path / "pics")
+    home = tmp_path / "home"
+
+    def fails(fd):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "fsync", fails)
+    messages: list[str] = []
+    d = load_dataset(f"folder:{root}", home=home, log=messages.append)
+    assert len(d.train_labels) + len(d.test_labels) == 12
+    (warning,) = [m for m in messages if m.startswith("warning")]
+    cache = next(iter(m for m in messages if "could not cache" in m)).split(" in ", 1)[1].split(" (")[0]
+    assert warning == (f"warning: folder:{root}: could not cache the converted images in {cache} ({why}); they will be "
+                       f"converted again next time: {fix}"), warning

@@ -164,7 +164,7 @@ def test_export_weights_under_a_file_size_limit(tiny_idx, tmp_path):
 def test_the_caches_warning_names_the_file_size_limit(tmp_path):
     """`data fetch` under ulimit -f said 'a writable folder with room for it': the warning names the limit."""
     err = write_error(tmp_path / "x.gz", OSError(errno.EFBIG, os.strerror(errno.EFBIG)))
-    why, fix = sources._write_failure(err, tmp_path / "home" / "datasets" / "mnist", ["x.gz"])
+    why, fix = sources.write_failure(err, tmp_path / "home" / "datasets" / "mnist", ["x.gz"])
     assert "ulimit -f" in why and fix.startswith("raise the limit (ulimit -f unlimited)")
 
 

