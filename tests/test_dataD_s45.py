@@ -13,6 +13,7 @@ import pytest
 from cnnlab.data import load_dataset
 from cnnlab.data import fastcopy as fc
 from cnnlab.data.status import dataset_status
+from cnnlab.errors import DataError
 from apps_helpers import quiet
 from test_folder_own_data import write_pngs
 from test_fast_copy import count_md5_reads, same, tiny  # noqa: F401  (tiny: a fixture)
@@ -66,3 +67,30 @@ def test_a_folder_cache_that_cannot_be_written_says_one_reason_and_one_fix(tmp_p
     cache = next(iter(m for m in messages if "could not cache" in m)).split(" in ", 1)[1].split(" (")[0]
     assert warning == (f"warning: folder:{root}: could not cache the converted images in {cache} ({why}); they will be "
                        f"converted again next time: {fix}"), warning
+
+
+def test_a_class_folder_that_is_a_broken_link_is_refused_not_dropped(tmp_path):
+    """(D4) Class ``c`` a link to a disk not mounted now: the load said ``ignored 1 file(s) that are not PNG, JPEG or
+    BMP``, converted the two other classes, trained a 2-class net and deleted the 3-class conversion's cache. Now one
+    line naming the link and its target (``folder._class_dirs``), nothing converted or deleted; a broken link named
+    like an image among the loose files is ignored as those are, and one beside train/ and test/ is no class."""
+    root = write_pngs(tmp_path / "pics", classes=("a", "b"))
+    write_pngs(tmp_path / "usb", classes=("c2",))
+    (root / "c").symlink_to(tmp_path / "usb" / "c2")
+    home = tmp_path / "home"
+    assert load_dataset(f"folder:{root}", home=home, log=quiet).classes == ("a", "b", "c")
+    caches = sorted((home / "datasets").iterdir())
+    (tmp_path / "usb").rename(tmp_path / "usb-unmounted")
+    messages: list[str] = []
+    with pytest.raises(DataError) as err:
+        load_dataset(f"folder:{root}", home=home, log=messages.append)
+    assert str(err.value) == (f"folder:{root}: class folder c is a broken symbolic link (to {tmp_path / 'usb' / 'c2'}), "
+                              "so its images would be left out without a word; mount or fix its target, or remove the "
+                              "link")
+    assert messages == [] and sorted((home / "datasets").iterdir()) == caches
+    (root / "c").unlink()
+    (root / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    assert load_dataset(f"folder:{root}", home=home, log=quiet).classes == ("a", "b")
+    split = write_pngs(tmp_path / "split", splits=("train", "test"), classes=("a", "b"))
+    (split / "val").symlink_to(tmp_path / "nowhere")
+    assert load_dataset(f"folder:{split}", home=home, log=quiet).classes == ("a", "b")

@@ -26,7 +26,8 @@ symlink loop or a file that cannot be opened; larger than ``MAX_IMAGE_FILE_BYTES
 are listed in one warning through the ``log`` callable and skipped; that warning is repeated, from
 the cache, on every later load. An empty class folder, a class with no readable image, or no images at all is a :class:`DataError`, and
 so is a folder that cannot be listed (permission denied: named as such, never called empty), a symlink
-loop where a class folder would be, and a class folder that links back to the dataset folder. A command's
+loop where a class folder would be, a class folder that is a broken symbolic link (on a disk not mounted now: it was
+a class, never a loose file to ignore), and a class folder that links back to the dataset folder. A command's
 own folder (a run's, an analysis's, ``runs/``) where a load would read it as a class is refused before it is
 made (:func:`check_not_read`): ``cd DIR; cnnlab train --dataset folder:.`` made ``runs/`` there, then refused it
 as an empty class folder; hidden folders (``.runs/``) are never read.
@@ -156,8 +157,10 @@ def _image_files(root: Path, directory: Path, layout: _Layout) -> int:
     return count
 
 
-def _class_dirs(directory: Path, where: str) -> tuple[list[Path], int]:
-    """Class folders of ``directory`` (sorted by name), and how many loose files were ignored."""
+def _class_dirs(directory: Path, where: str, classes: bool = True) -> tuple[list[Path], int]:
+    """Class folders of ``directory`` (sorted by name), and how many loose files were ignored. Where its folders are
+    classes (``classes``; not beside train/ and test/), a broken symbolic link among them is refused
+    (:func:`_broken_link`): it was a class (on a disk not mounted now), never a loose file to ignore."""
     subdirs, loose = [], 0
     for entry in list_dir(directory):
         if entry.name.startswith("."):
@@ -167,6 +170,10 @@ def _class_dirs(directory: Path, where: str) -> tuple[list[Path], int]:
             is_dir = entry.is_dir()
         except OSError as err:  # a symlink loop where a class folder might be
             raise DataError(f"{where}: {path} cannot be read ({reason(err)}); {usual_fix(err)}") from None
+        if not is_dir and classes and (broken := _broken_link(entry)) is not None:
+            raise DataError(f"{where}: class folder {entry.name} is a broken symbolic link (to {printable(broken)}), "
+                            "so its images would be left out without a word; mount or fix its target, or remove the "
+                            "link")
         if not is_dir:
             loose += 1
         elif (problem := name_problem(entry.name)) is not None:
@@ -178,6 +185,23 @@ def _class_dirs(directory: Path, where: str) -> tuple[list[Path], int]:
             subdirs.append(path)
     _refuse_lookalikes([d.name for d in subdirs], where)
     return subdirs, loose
+
+
+def _broken_link(entry: os.DirEntry) -> str | None:
+    """Where ``entry``, a symbolic link that leads nowhere (its target missing: a disk not mounted, a folder moved),
+    leads; None for anything else, and for a link named like an image (a loose file, ignored as loose images are)."""
+    if not entry.is_symlink() or entry.name.lower().endswith(FOLDER_SUFFIXES):
+        return None
+    try:
+        os.stat(entry.path)
+    except FileNotFoundError:
+        try:
+            return os.readlink(entry.path)
+        except OSError:  # gone since: as a missing target
+            return "a target that is gone"
+    except OSError:  # a loop, or no permission: the caller's is_dir() says those
+        return None
+    return None
 
 
 def name_problem(name: str) -> str | None:
@@ -398,7 +422,7 @@ def _unread_beside_splits(root: Path, where: str, split_roots: list) -> list[str
     if split_roots[0][0] is None:
         return []
     used = {p.name for _, p in split_roots}
-    return [d.name for d in _class_dirs(root, where)[0] if d.name not in used]
+    return [d.name for d in _class_dirs(root, where, classes=False)[0] if d.name not in used]
 
 
 def scan(root: Path) -> _Layout:
