@@ -94,3 +94,34 @@ def test_a_class_folder_that_is_a_broken_link_is_refused_not_dropped(tmp_path):
     split = write_pngs(tmp_path / "split", splits=("train", "test"), classes=("a", "b"))
     (split / "val").symlink_to(tmp_path / "nowhere")
     assert load_dataset(f"folder:{split}", home=home, log=quiet).classes == ("a", "b")
+
+
+def test_a_linked_sub_folder_of_a_class_is_read_once_and_never_into_two_classes(tmp_path):
+    """(D3) ``ln -s MORE/c DATA/c/batch2``: the 8 images of the linked sub-folder were neither read nor named
+    (``converting 24 images``), where a linked class folder is read. Now linked sub-folders are followed
+    (``folder._image_files``, ``_subfolders``): a loop or a second link to one folder is read once; a link to the
+    dataset folder, above it, or into another class or split is refused (its images would be counted twice); a
+    broken one is refused as a broken class folder is."""
+    root = write_pngs(tmp_path / "pics", classes=("a", "b", "c"))
+    more = write_pngs(tmp_path / "more", classes=("c",), seed=1)
+    (root / "c" / "batch2").symlink_to(more / "c")
+    (root / "c" / "batch3").symlink_to(more / "c")  # a second way in: read once
+    (more / "c" / "loop").symlink_to(more / "c")  # a loop below the link: read once
+    (root / "c" / "self").symlink_to(root / "c")
+    d = load_dataset(f"folder:{root}", home=tmp_path / "home", log=quiet)
+    assert d.classes == ("a", "b", "c")
+    assert (len(d.train_labels) + len(d.test_labels), int((d.train_labels == 2).sum() + (d.test_labels == 2).sum())) \
+        == (16, 8)
+    for target, what in ((root / "a", str(root / "a")), (root, "the dataset folder or a folder above it"),
+                         (tmp_path, "the dataset folder or a folder above it")):
+        (root / "c" / "x").symlink_to(target)
+        with pytest.raises(DataError) as err:
+            load_dataset(f"folder:{root}", home=tmp_path / "home", log=quiet)
+        assert str(err.value) == (f"folder:{root}: folder c/x is a link to {what}, so its images would be counted "
+                                  "twice; remove the link")
+        (root / "c" / "x").unlink()
+    (root / "c" / "x").symlink_to(tmp_path / "unmounted")
+    with pytest.raises(DataError) as err:
+        load_dataset(f"folder:{root}", home=tmp_path / "home", log=quiet)
+    assert str(err.value) == (f"folder:{root}: folder c/x is a broken symbolic link (to {tmp_path / 'unmounted'}), so "
+                              "its images would be left out without a word; mount or fix its target, or remove the link")

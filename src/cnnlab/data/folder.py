@@ -1,6 +1,8 @@
 """``folder:DIR``: an image folder with one subfolder per class, converted once to MNIST-shaped uint8 arrays.
 
-Layout. ``DIR/<class>/<image>`` (images may sit in nested folders below a class folder). Class names
+Layout. ``DIR/<class>/<image>`` (images may sit in nested folders below a class folder; a linked one is followed, as
+a linked class folder is, read once however many ways lead to it; one linking into the dataset outside its class
+folder, or above it, is refused). Class names
 are the class folder names, sorted; a class's label is its index in that order. When ``DIR`` holds
 both ``train/`` and ``test/``, those are the splits (``DIR/train/<class>/...``, ``DIR/test/<class>/...``;
 the classes are those of ``train/``, and ``test/`` may lack some but not add any); ``training/`` and
@@ -129,16 +131,23 @@ def _walk_error(root: Path, where: str):
 
 
 def _image_files(root: Path, directory: Path, layout: _Layout) -> int:
-    """Candidate images under ``directory`` (recursively, sorted, hidden entries skipped), as paths
-    relative to ``root``; those that are no regular file go to ``layout.unreadable``, the others' (size,
-    mtime) to ``layout.stats``. Returns how many candidates there were and adds other files to ``ignored``."""
+    """Candidate images under ``directory`` (recursively, sorted, hidden entries skipped, linked sub-folders followed
+    as linked class folders are: :func:`_subfolders`), as paths relative to ``root``; those that are no regular file
+    go to ``layout.unreadable``, the others' (size, mtime) to ``layout.stats``. Returns how many candidates there were
+    and adds other files to ``ignored``; a sub-folder that is a broken symbolic link is refused, as a class folder is."""
     count = 0
-    for current, dirs, files in os.walk(directory, onerror=_walk_error(root, f"folder:{root}")):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+    where, seen = f"folder:{root}", {_folder_id(directory)}
+    for current, dirs, files in os.walk(directory, onerror=_walk_error(root, where), followlinks=True):
+        dirs[:] = _subfolders(root, directory, Path(current), dirs, seen)
         for name in sorted(files):
             if name.startswith("."):
                 continue
             if not name.lower().endswith(FOLDER_SUFFIXES):
+                if (broken := _broken_link(Path(current) / name)) is not None:
+                    rel = (Path(current) / name).relative_to(root).as_posix()
+                    raise DataError(f"{where}: folder {rel} is a broken symbolic link (to {printable(broken)}), so its "
+                                    "images would be left out without a word; mount or fix its target, or remove the "
+                                    "link")
                 layout.ignored += 1
                 continue
             path = Path(current) / name
@@ -157,6 +166,37 @@ def _image_files(root: Path, directory: Path, layout: _Layout) -> int:
     return count
 
 
+def _folder_id(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def _subfolders(root: Path, class_dir: Path, current: Path, names: list[str], seen: set) -> list[str]:
+    """The sub-folders of ``current`` (below ``class_dir``) to walk into, sorted, hidden ones left out. A linked one is
+    followed, as a linked class folder is (its images were left out without a word), unless the walk has been there
+    (``seen``: a loop, or a second way into one folder, read once); one that leads to the dataset folder, a folder
+    above it, or one of its folders outside this class folder is refused: its images would be counted twice, in two
+    classes or in both splits."""
+    keep = []
+    for name in sorted(n for n in names if not n.startswith(".")):
+        path = current / name
+        if os.path.islink(path):
+            real, top = Path(os.path.realpath(path)), Path(os.path.realpath(root))
+            if top.is_relative_to(real) or (real.is_relative_to(top)
+                                            and not real.is_relative_to(os.path.realpath(class_dir))):
+                raise DataError(f"folder:{root}: folder {path.relative_to(root).as_posix()} is a link to "
+                                f"{'the dataset folder or a folder above it' if top.is_relative_to(real) else real}, "
+                                "so its images would be counted twice; remove the link")
+        try:
+            folder = _folder_id(path)
+        except OSError:  # gone since the listing: the walk's own error names what cannot be listed
+            continue
+        if folder not in seen:
+            seen.add(folder)
+            keep.append(name)
+    return keep
+
+
 def _class_dirs(directory: Path, where: str, classes: bool = True) -> tuple[list[Path], int]:
     """Class folders of ``directory`` (sorted by name), and how many loose files were ignored. Where its folders are
     classes (``classes``; not beside train/ and test/), a broken symbolic link among them is refused
@@ -170,7 +210,7 @@ def _class_dirs(directory: Path, where: str, classes: bool = True) -> tuple[list
             is_dir = entry.is_dir()
         except OSError as err:  # a symlink loop where a class folder might be
             raise DataError(f"{where}: {path} cannot be read ({reason(err)}); {usual_fix(err)}") from None
-        if not is_dir and classes and (broken := _broken_link(entry)) is not None:
+        if not is_dir and classes and (broken := _broken_link(path)) is not None:
             raise DataError(f"{where}: class folder {entry.name} is a broken symbolic link (to {printable(broken)}), "
                             "so its images would be left out without a word; mount or fix its target, or remove the "
                             "link")
@@ -187,16 +227,17 @@ def _class_dirs(directory: Path, where: str, classes: bool = True) -> tuple[list
     return subdirs, loose
 
 
-def _broken_link(entry: os.DirEntry) -> str | None:
-    """Where ``entry``, a symbolic link that leads nowhere (its target missing: a disk not mounted, a folder moved),
-    leads; None for anything else, and for a link named like an image (a loose file, ignored as loose images are)."""
-    if not entry.is_symlink() or entry.name.lower().endswith(FOLDER_SUFFIXES):
+def _broken_link(path: Path) -> str | None:
+    """Where ``path``, a symbolic link that leads nowhere (its target missing: a disk not mounted, a folder moved),
+    leads; None for anything else, and for a link named like an image (a file, skipped and named as unreadable images
+    are, or a loose one, ignored as those are)."""
+    if path.name.lower().endswith(FOLDER_SUFFIXES) or not os.path.islink(path):
         return None
     try:
-        os.stat(entry.path)
+        os.stat(path)
     except FileNotFoundError:
         try:
-            return os.readlink(entry.path)
+            return os.readlink(path)
         except OSError:  # gone since: as a missing target
             return "a target that is gone"
     except OSError:  # a loop, or no permission: the caller's is_dir() says those
