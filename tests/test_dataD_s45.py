@@ -5,16 +5,22 @@
 from __future__ import annotations
 
 import errno
+import gzip
+import hashlib
 import json
 import os
+from pathlib import Path
 
 import pytest
+import torch
 
-from cnnlab.data import load_dataset
+from cnnlab.data import catalog, load_dataset
+from cnnlab.data.catalog import ROLES, DatasetSpec
 from cnnlab.data import fastcopy as fc
 from cnnlab.data.status import dataset_status
 from cnnlab.errors import DataError
 from apps_helpers import quiet
+from conftest import write_idx_dataset
 from test_folder_own_data import write_pngs
 from test_fast_copy import count_md5_reads, same, tiny  # noqa: F401  (tiny: a fixture)
 
@@ -125,3 +131,59 @@ def test_a_linked_sub_folder_of_a_class_is_read_once_and_never_into_two_classes(
         load_dataset(f"folder:{root}", home=tmp_path / "home", log=quiet)
     assert str(err.value) == (f"folder:{root}: folder c/x is a broken symbolic link (to {tmp_path / 'unmounted'}), so "
                               "its images would be left out without a word; mount or fix its target, or remove the link")
+
+
+def _torchvision_root(root: Path) -> Path:
+    """``root/MNIST/raw`` and ``root/FashionMNIST/raw``, two different tiny datasets as torchvision leaves them."""
+    write_idx_dataset(root / "MNIST" / "raw", seed=0, gz=True)
+    write_idx_dataset(root / "FashionMNIST" / "raw", seed=1, gz=True)
+    return root
+
+
+def test_idx_dir_takes_its_four_files_from_one_folder(tmp_path):
+    """(D2) A torchvision root holding MNIST/raw (its t10k labels missing: a download cut short) and FashionMNIST/raw:
+    ``idx:ROOT`` took each file from the first layout that had it, MNIST's images and FashionMNIST's test labels,
+    9.66% without a word; with both whole it took MNIST quietly. Now the four files come from one folder
+    (``files.idx_files``): a file missing there is named with that folder, and two whole sets are refused
+    (``idxdir._one_dataset``); ``idx:ROOT/FashionMNIST/raw`` reads that one, its source naming that folder."""
+    root = _torchvision_root(tmp_path / "tv")
+    (root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataError) as err:
+        load_dataset(f"idx:{root}")
+    assert str(err.value) == (f"idx:{root}: no t10k-labels-idx1-ubyte file (raw or .gz) in {root / 'MNIST' / 'raw'}, "
+                              "which holds the other IDX files, so the four would not be one dataset; FashionMNIST/raw "
+                              f"holds all four: pass idx:{root / 'FashionMNIST' / 'raw'} to read that dataset")
+    write_idx_dataset(tmp_path / "again", seed=0, gz=True)
+    (tmp_path / "again" / "t10k-labels-idx1-ubyte.gz").rename(root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz")
+    with pytest.raises(DataError) as err:
+        load_dataset(f"idx:{root}")
+    assert str(err.value) == (f"idx:{root} holds 2 sets of the four IDX files (MNIST/raw, FashionMNIST/raw): datasets, "
+                              "or copies of one, and cnnlab does not guess which to read; pass one of them: "
+                              f"idx:{root / 'MNIST' / 'raw'} or idx:{root / 'FashionMNIST' / 'raw'}")
+    fashion = load_dataset(f"idx:{root / 'FashionMNIST' / 'raw'}")
+    alone = load_dataset(f"idx:{write_idx_dataset(tmp_path / 'alone', seed=1)}")
+    assert torch.equal(fashion.test_labels, alone.test_labels) and fashion.source.endswith("FashionMNIST/raw")
+
+
+def test_a_catalog_dataset_reads_its_own_layout_of_a_torchvision_root(tmp_path, monkeypatch):
+    """(D2) ``--dataset fashion-mnist --data-dir ROOT`` (a torchvision root holding both datasets) took MNIST/raw's
+    files, the first layout, and refused them by MD5 ("use the dataset mnist"); and ``mnist --data-dir ROOT`` with one
+    MNIST file missing took FashionMNIST's, then said "use the dataset fashion-mnist for these files", which fails on
+    the other three. Now a catalog dataset passes over the layout named for another one (``files.LAYOUT_DATASETS``),
+    and a file missing from its folder is named there."""
+    root = _torchvision_root(tmp_path / "tv")
+    for name, sub in (("fashion-mnist", "FashionMNIST"), ("mnist", "MNIST")):
+        folder = root / sub / "raw"
+        md5 = {role: hashlib.md5(gzip.decompress((folder / (base + ".gz")).read_bytes())).hexdigest()
+               for role, (base, _) in ROLES.items()}
+        monkeypatch.setitem(catalog.CATALOG, name, DatasetSpec(name=name, md5=md5, mirrors=(), classes=tuple("0123456789"),
+                                                               mean=0.5, std=0.25))
+        d = load_dataset(name, data_dir=root, home=tmp_path / "home", download=False, log=quiet)
+        assert torch.equal(d.test_labels, load_dataset(f"idx:{folder}").test_labels)
+    (root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz").unlink()
+    messages: list[str] = []
+    with pytest.raises(DataError) as err:
+        load_dataset("mnist", data_dir=root, home=tmp_path / "empty", download=False, log=messages.append)
+    assert messages[0] == (f"data dir {root}: missing t10k-labels-idx1-ubyte in {root / 'MNIST' / 'raw'}, which holds "
+                           "the other files, skipping")
+    assert "checksum" not in str(err.value)

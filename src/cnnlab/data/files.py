@@ -1,13 +1,17 @@
 """Finding a dataset's four IDX files in a directory: the one place that knows their names and layouts.
 
-:func:`find_in_dir` looks for the official names (raw or ``.gz``) in the layouts other tools leave
-behind; the catalog's sources and ``cnnlab data info`` use only it, since a catalog dataset always
-has the official names. :func:`find_loose` also accepts names that merely contain the role's words
-(KMNIST's, EMNIST's), which only ``idx:DIR`` uses; :func:`find_idx_file` tries both, in that order.
+:func:`idx_files` looks for the official names (raw or ``.gz``) in the layouts other tools leave behind, and takes all
+four files from one of them (:class:`IdxFiles`): the first that holds any (for a catalog dataset, passing over a layout
+named for another one: torchvision's ``FashionMNIST/raw`` for ``mnist``), never each file from wherever it is found
+first (MNIST's images were scored against Fashion-MNIST's test labels, 9.66%, where one MNIST file was missing). The
+catalog's sources and ``cnnlab data info`` use only the official names, since a catalog dataset always has them.
+With ``loose``, the directory itself also takes names that merely contain the role's words (KMNIST's, EMNIST's,
+:func:`find_loose`), which only ``idx:DIR`` uses. :func:`find_in_dir` and :func:`find_idx_file` give one role's file.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cnnlab.data.catalog import ROLES
@@ -17,32 +21,75 @@ from cnnlab.errors import DataError
 #: Where the files sit below a directory: itself, torchvision's ``MNIST/raw``/``FashionMNIST/raw``
 #: (and their parents' ``raw``), Zalando's repository ``data/fashion``. Tried in this order.
 LAYOUTS = ("", "raw", "MNIST/raw", "mnist", "FashionMNIST/raw", "fashion", "data/fashion")
+#: The catalog dataset a layout's name says it holds: a catalog dataset passes over the layouts of another one.
+LAYOUT_DATASETS = {"MNIST/raw": "mnist", "mnist": "mnist", "FashionMNIST/raw": "fashion-mnist",
+                   "fashion": "fashion-mnist", "data/fashion": "fashion-mnist"}
+
+
+@dataclass
+class IdxFiles:
+    """The four files of one layout of a directory: ``folder`` (the directory itself or a layout's sub-folder;
+    ``None`` when no layout holds any), each role's file there (``None`` where it lacks it), and ``others``: the
+    other layouts' folders that hold all four files (another dataset, or another copy)."""
+
+    folder: Path | None
+    paths: dict[str, Path | None]
+    others: list[Path] = field(default_factory=list)
+
+    @property
+    def missing(self) -> list[str]:
+        """The names of the files ``folder`` lacks (all four when there is no ``folder``)."""
+        return [ROLES[role][0] for role, path in self.paths.items() if path is None]
 
 
 def _odd(path: Path, kind: str) -> DataError:
     return DataError(f"{path}: is {kind}, not an IDX file; replace it with the file (raw or .gz) or remove it")
 
 
-def find_in_dir(directory: Path, role: str) -> Path | None:
-    """The IDX file for ``role`` in ``directory``: raw or ``.gz`` (as Debian's dataset-fashion-mnist
-    ships them), also in torchvision's ``MNIST/raw``/``FashionMNIST/raw`` and Zalando's ``data/fashion``.
+def _official(folder: Path, role: str) -> tuple[Path | None, tuple[Path, str] | None]:
+    """The regular file of ``role`` under an official name in ``folder`` (raw first, then ``.gz``, then the dotted
+    names some mirrors use), else None and what else is there under such a name (a folder, a FIFO, a broken link)."""
+    base, odd = ROLES[role][0], None
+    for name in (base, base + ".gz", base.replace("-idx", ".idx"), base.replace("-idx", ".idx") + ".gz"):
+        kind = entry_kind(folder / name)
+        if kind == "file":
+            return folder / name, None
+        odd = odd or (kind and (folder / name, kind))
+    return None, odd
 
-    Only regular files count; when the only candidate is something else (a folder named like the file,
-    a FIFO, a broken link), that is an error naming it rather than a silent miss. A folder that cannot
-    be looked into (permission denied) is an error too.
+
+def idx_files(directory: Path, dataset: str | None = None, loose: bool = False) -> IdxFiles:
+    """The four IDX files of ``directory``, all from one layout (see the module docstring): raw or ``.gz`` (as
+    Debian's dataset-fashion-mnist ships them), also in torchvision's ``MNIST/raw``/``FashionMNIST/raw`` and
+    Zalando's ``data/fashion``; ``dataset``: the catalog dataset looked for (None: any, as ``idx:DIR``).
+
+    Only regular files count; when a role's only candidate in the layout is something else (a folder named like the
+    file, a FIFO, a broken link), that is an error naming it rather than a silent miss. A folder that cannot be looked
+    into (permission denied) is an error too.
     """
-    base = ROLES[role][0]
-    odd = None
+    held = []
     for sub in LAYOUTS:
-        for name in (base, base + ".gz", base.replace("-idx", ".idx"), base.replace("-idx", ".idx") + ".gz"):
-            path = directory / sub / name if sub else directory / name
-            kind = entry_kind(path)
-            if kind == "file":
-                return path
-            odd = odd or (kind and (path, kind))
+        folder = directory / sub if sub else directory
+        found = {role: _official(folder, role) for role in ROLES}
+        paths = {role: path for role, (path, _) in found.items()}
+        if loose and not sub:  # KMNIST's and EMNIST's names, in the directory itself
+            paths = {role: path or find_loose(directory, role) for role, path in paths.items()}
+        if any(paths.values()) or any(odd for _, odd in found.values()):
+            held.append((sub, folder, paths, found))
+    if not held:
+        return IdxFiles(None, dict.fromkeys(ROLES))
+    held = [h for h in held if any(h[2].values())] or held  # one of mere odd entries: only to name what is there
+    own = [h for h in held if LAYOUT_DATASETS.get(h[0], dataset) == dataset] if dataset else held
+    sub, folder, paths, found = (own or held)[0]
+    odd = next((found[role][1] for role, path in paths.items() if path is None and found[role][1]), None)
     if odd:
         raise _odd(*odd)
-    return None
+    return IdxFiles(folder, paths, [f for s, f, p, _ in held if s != sub and all(p.values())])
+
+
+def find_in_dir(directory: Path, role: str, dataset: str | None = None) -> Path | None:
+    """The official file for ``role`` in ``directory``, from the layout :func:`idx_files` takes all four from."""
+    return idx_files(directory, dataset).paths[role]
 
 
 def find_loose(directory: Path, role: str) -> Path | None:
@@ -76,5 +123,6 @@ def find_loose(directory: Path, role: str) -> Path | None:
 
 
 def find_idx_file(directory: Path, role: str) -> Path | None:
-    """The file for ``role`` under an official name and layout, else under a KMNIST/EMNIST-like name."""
-    return find_in_dir(directory, role) or find_loose(directory, role)
+    """The file for ``role`` under an official name and layout, else under a KMNIST/EMNIST-like name in the
+    directory itself: from the layout :func:`idx_files` takes all four from."""
+    return idx_files(directory, loose=True).paths[role]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from cnnlab.data.catalog import ROLES
 from cnnlab.data.dataset import Dataset, check_labels, check_splits, train_statistics
-from cnnlab.data.files import find_idx_file
+from cnnlab.data.files import IdxFiles, idx_files
 from cnnlab.data.idx import read_idx
 from cnnlab.data.tensors import arrays_to_tensors
 from cnnlab.data.safefs import entry_kind
@@ -21,6 +21,32 @@ TRANSPOSED = " (EMNIST: images transposed upright)"
 def transposed_on_loading(source: str) -> bool:
     """Whether a dataset of this recorded ``source`` had its images transposed on loading (EMNIST's files)."""
     return TRANSPOSED in source
+
+
+def _one_dataset(directory: Path, where: str) -> IdxFiles:
+    """The four files of ``idx:DIR``, all from one folder (:func:`cnnlab.data.files.idx_files`); a folder that lacks
+    some of them, or several folders that each hold all four (two datasets: torchvision's ``MNIST/raw`` and
+    ``FashionMNIST/raw``), is refused in one line naming the folders."""
+    files = idx_files(directory, loose=True)
+    shown = [str(f.relative_to(directory)) for f in files.others]
+    elsewhere = f"; {', '.join(shown)} holds all four: pass idx:{files.others[0]} to read that dataset" if shown else ""
+    missing = files.missing[:1] if files.folder is None else files.missing  # none found: the first, as before
+    named = f"{missing[0]} file" if len(missing) == 1 else f"{', '.join(missing)} files"
+    if files.folder is None or (missing and files.folder == directory):
+        raise DataError(f"{where}: no {named} (raw or .gz) found; the directory needs "
+                        f"train/t10k images and labels in IDX format{elsewhere}")
+    if missing:
+        raise DataError(f"{where}: no {named} (raw or .gz) in {files.folder}, which holds "
+                        f"the other IDX files, so the four would not be one dataset"
+                        f"{elsewhere or '; add the missing file there, or pass the folder that holds all four'}")
+    if files.others:
+        here = "." if files.folder == directory else str(files.folder.relative_to(directory))
+        fix = (f"pass one of them: {' or '.join(f'idx:{f}' for f in [files.folder, *files.others])}"
+               if files.folder != directory else
+               f"pass idx:{files.others[0]}, or move {', '.join(shown)} out of {directory} to read the files in it")
+        raise DataError(f"{where} holds {len(shown) + 1} sets of the four IDX files ({', '.join([here, *shown])}): "
+                        f"datasets, or copies of one, and cnnlab does not guess which to read; {fix}")
+    return files
 
 
 def load_idx_dir(directory: Path) -> Dataset:
@@ -42,18 +68,13 @@ def load_idx_dir(directory: Path) -> Dataset:
     if kind != "a directory":
         what = "no such directory" if kind is None else f"is {'a file' if kind == 'file' else kind}, not a directory"
         raise DataError(f"{where}: {what}; pass idx:DIR with the four IDX files")
+    files = _one_dataset(directory, where)
     arrays, names = {}, []
-    for role in ROLES:
-        path = find_idx_file(directory, role)
-        if path is None:
-            raise DataError(
-                f"{where}: no {ROLES[role][0]} file (raw or .gz) found; "
-                "the directory needs train/t10k images and labels in IDX format"
-            )
+    for role, path in files.paths.items():
         arrays[role] = read_idx(path, ROLES[role][1], own=True)[0]
         names.append(path.name.lower())
     x, y, tx, ty = arrays_to_tensors(arrays, where)
-    source = f"directory {directory}"
+    source = f"directory {files.folder}"
     if all(n.startswith("emnist") for n in names):
         x, tx = x.transpose(2, 3).contiguous(), tx.transpose(2, 3).contiguous()
         source += TRANSPOSED

@@ -38,7 +38,7 @@ from cnnlab.data.cachefiles import remove_stale_staging, write_group
 from cnnlab.data.catalog import ROLES, DatasetSpec, other_dataset_of
 from cnnlab.data.download import download_idx, net_reason
 from cnnlab.data.fastcopy import MANIFEST, FastCopy, gz_name, load_fast_copy, npy_name, write_fast_copy
-from cnnlab.data.files import find_in_dir
+from cnnlab.data.files import idx_files
 from cnnlab.data.idx import MAX_IDX_BYTES, decode_idx_bytes, encode_idx, idx_header, read_idx
 from cnnlab.data.safe_pickle import restricted_loads
 from cnnlab.data.safefs import entry_kind, is_regular, read_bounded, reason, usual_fix
@@ -193,12 +193,12 @@ def from_directory(spec: DatasetSpec, directory: Path, log: Log, label: str) -> 
     """Verified files from the existing ``directory``; ``None`` when it lacks them; an error when they are wrong
     or cannot be read."""
     directory = expand_user(directory)
-    paths = {role: find_in_dir(directory, role) for role in ROLES}
-    missing = [ROLES[r][0] for r, p in paths.items() if p is None]
-    if missing:
-        log(f"{label} {directory}: missing {', '.join(missing)}, skipping")
+    files = idx_files(directory, spec.name)  # all four from one folder (a torchvision root may hold two datasets)
+    if files.missing:
+        inside = "" if files.folder in (None, directory) else f" in {files.folder}, which holds the other files"
+        log(f"{label} {directory}: missing {', '.join(files.missing)}{inside}, skipping")
         return None
-    found = read_verified(spec, paths, "user" if label == "data dir" else "system")
+    found = read_verified(spec, files.paths, "user" if label == "data dir" else "system")
     found.source = f"{label} {directory}"
     return found
 

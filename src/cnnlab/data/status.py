@@ -18,7 +18,7 @@ import numpy as np
 
 from cnnlab.data.catalog import CATALOG, ROLES
 from cnnlab.data.fastcopy import MANIFEST, FastCopy, gz_name, load_fast_copy, npy_name, read_manifest
-from cnnlab.data.files import find_in_dir
+from cnnlab.data.files import idx_files
 from cnnlab.data.folder import CACHE_FILE, read_cache
 from cnnlab.data.idx import read_idx
 from cnnlab.data.safefs import entry_kind, list_dir, probe, reason, usual_fix
@@ -30,7 +30,7 @@ def _system_copy(spec) -> str | None:
     """The first system directory that holds all four files (not verified here: fetch does that)."""
     for directory in spec.system_dirs:
         try:
-            if entry_kind(directory) == "a directory" and all(find_in_dir(Path(directory), role) for role in ROLES):
+            if entry_kind(directory) == "a directory" and not idx_files(Path(directory), spec.name).missing:
                 return directory
         except DataError:  # unreadable: not a copy fetch could use
             continue
