@@ -559,13 +559,36 @@ def gray_square(im: Image.Image) -> np.ndarray:
     dropped, LANCZOS-resized, not inverted). ``cnnlab predict`` prepares images this way for a run trained on
     an image folder, so that the net sees what it was trained on."""
     if im.mode.startswith("I"):  # 16/32-bit grayscale (e.g. 16-bit PNG): scale to 8 bits
-        wide = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if im.mode.startswith("I;16") or wide.max() > 255 else 255.0
-        im = Image.fromarray(np.clip(np.rint(wide * (255.0 / top)), 0, 255).astype(np.uint8), mode="L")
+        im = Image.fromarray(_eight_bits(im), mode="L")
     gray = im.convert("L")
     if gray.size != (SIZE, SIZE):
         gray = gray.resize((SIZE, SIZE), Image.Resampling.LANCZOS)
     return np.asarray(gray, dtype=np.uint8)
+
+
+#: Pixels of a 16/32-bit image scaled to 8 bits at a time (:func:`_eight_bits`): a few MB of integers, never a copy
+#: of the whole image as float64 (a 157 KB 9000x9000 16-bit scan took 2.3 GB, 26 bytes a pixel).
+STRIP_PIXELS = 1 << 20
+
+
+def _eight_bits(im: Image.Image) -> np.ndarray:
+    """A 16/32-bit grayscale image (mode ``I;16*`` or ``I``) as uint8: ``round(v * 255 / top)`` clipped to 0..255,
+    where ``top`` is 65535 for a 16-bit image or one whose largest value is over 255, else 255 (the values taken as
+    8-bit already). In integers, a strip of rows at a time: the bits of ``np.rint(v * (255 / 65535))`` in float64, which
+    it was (``v / 257`` is never halfway between two integers, so rounding it cannot go either way), in the memory of
+    the 8-bit result and one strip, not four float64 copies of the image."""
+    width, height = im.size
+    top = 65535 if im.mode.startswith("I;16") or im.getextrema()[1] > 255 else 255
+    out = np.empty((height, width), dtype=np.uint8)
+    rows = max(1, STRIP_PIXELS // max(width, 1))
+    for y in range(0, height, rows):
+        v = np.asarray(im.crop((0, y, width, min(y + rows, height)))).astype(np.int64)
+        if top == 65535:  # round(v / 257) = round(v * 255 / 65535), as floor((2v + 257) / 514), in place
+            v *= 2
+            v += 257
+            v //= 514
+        out[y:y + rows] = np.clip(v, 0, 255, out=v)
+    return out
 
 
 def _split_auto(paths_by_class: list[list[int]]) -> tuple[list[int], list[int]]:
