@@ -23,6 +23,8 @@ from cnnlab.data.status import dataset_status
 from cnnlab.errors import DataError
 from apps_helpers import quiet
 from conftest import write_idx_dataset
+from cnnlab.cli import main
+from test_fixN_s44 import image_folder, run
 from test_folder_own_data import write_pngs
 from test_fast_copy import count_md5_reads, same, tiny  # noqa: F401  (tiny: a fixture)
 
@@ -235,3 +237,46 @@ def test_16_and_32_bit_images_scale_to_the_bits_they_did_in_float64():
         assert im.mode == "I" and np.array_equal(folder._eight_bits(im), _float64_scaling(im))
     tall = Image.frombytes("I;16", (7, 5000), rng.integers(0, 65536, (5000, 7), dtype=np.uint16).tobytes())
     assert np.array_equal(folder._eight_bits(tall), _float64_scaling(tall))  # 5000 rows: several strips
+
+
+def test_show_input_never_writes_where_the_nets_folder_dataset_reads(tmp_path, monkeypatch, capsys):
+    """(D1) ``cnnlab predict RUN DATA/a/000.png --show-input`` of a run trained on ``folder:DATA`` wrote
+    ``000.input.png`` and ``000.input.x10.png`` into class ``a``: the next load converted 26 images, not 24, and
+    ``evaluate`` said the run's data had changed. Now an image's own folder that the dataset reads is passed over for
+    ``./cnnlab-inputs`` with a note (``cli.predict.InputImages``, asking ``predict.read_by_training_data``); a
+    ``--show-input DIR`` inside the dataset, or a ``./cnnlab-inputs`` inside it, is refused before anything is
+    predicted; a hidden folder, or an image outside the dataset, is written as before."""
+    data = image_folder(tmp_path / "pets")
+    run_dir = tmp_path / "r1"
+    assert main(["train", "--model", "basic_cnn", "--dataset", f"folder:{data}", "--epochs", "1", "--max-steps", "2",
+                 "--threads", "1", "--quiet", "--out", str(run_dir)]) == 0
+    before = sorted(p.relative_to(data) for p in data.rglob("*"))
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    capsys.readouterr()
+    code, out, err = run(["predict", str(run_dir), str(data / "cats" / "0.png"), str(data / "cats" / "1.png"),
+                          "--show-input"], capsys)
+    assert code == 0 and sorted(os.listdir("cnnlab-inputs")) == ["0.input.png", "0.input.x10.png", "1.input.png",
+                                                                  "1.input.x10.png"], err
+    assert err == (f"note: --show-input: {data / 'cats'} is class folder cats/ of folder:{data}, the data this net "
+                   "trained on, whose next load would train on the input images written there; wrote them into "
+                   "cnnlab-inputs instead\n")
+    assert "wrote cnnlab-inputs/0.input.png" in out
+    for where in (data / "cats" / "seen", data / "new"):
+        code, out, err = run(["predict", str(run_dir), str(data / "cats" / "0.png"), "--show-input", str(where)], capsys)
+        cls = where.relative_to(data).parts[0]
+        assert (code, out) == (2, "") and err == (
+            f"cnnlab: error: --show-input {where} is inside folder:{data}, the data this net trained on, whose loads "
+            f"would read the input images written there as images of class {cls}; give --show-input a folder outside "
+            f"{data}, or a hidden one (--show-input .inputs), which a folder: dataset never reads\n"), err
+    monkeypatch.chdir(data)
+    code, out, err = run(["predict", str(run_dir), "cats/0.png", "--show-input"], capsys)
+    assert (code, out) == (2, "") and err.startswith("cnnlab: error: --show-input writes the input image of cats/0.png "
+                                                     "into cnnlab-inputs, not beside it in class folder cats/ of "), err
+    assert err.count("\n") == 1
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
+    assert run(["predict", str(run_dir), "cats/0.png", "--show-input", ".seen"], capsys)[0] == 0
+    other = image_folder(tmp_path / "other", classes=("x",), n=1)
+    assert run(["predict", str(run_dir), str(other / "x" / "0.png"), "--show-input"], capsys)[0] == 0
+    assert (other / "x" / "0.input.png").is_file()
+    assert load_dataset(f"folder:{data}", home=tmp_path / "home", log=quiet).train_labels.shape == (20,)

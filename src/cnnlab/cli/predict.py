@@ -82,7 +82,8 @@ def register(sub) -> None:
     p.add_argument("--show-input", metavar="DIR", nargs="?", const=BESIDE, default=None, action=ShowInput,
                    help="save the 28x28 image the net saw for each file as <name>.input.png: into DIR if given, "
                         f"else beside the file (or into ./{FALLBACK_INPUT_DIR}/ where that folder is not "
-                        "writable); a file of that name that cnnlab did not write is kept and another name taken, "
+                        "writable, or is a class folder of the net's folder: dataset, whose next load would train on "
+                        "them); a file of that name that cnnlab did not write is kept and another name taken, "
                         "and a later predict of the folder leaves these images out; give it after the images, or "
                         "with a DIR (default: off)")
     add_max_pixels(p)
@@ -99,15 +100,17 @@ def add_max_pixels(p, least: str = f"{MIN_MAX_PIXELS:,}") -> None:
 
 
 def save_input_images(preds, directory: str | Path | None = None,
-                      fallback: str | Path = FALLBACK_INPUT_DIR) -> list[Path | None]:
+                      fallback: str | Path = FALLBACK_INPUT_DIR, data_name: str = "") -> list[Path | None]:
     """Each prediction's input image (``<stem>.input.png``), in the order of ``preds`` (the same file given
     twice is two images): into ``directory``, or, when it is None, beside each input file, or into
-    ``fallback`` where that folder cannot be written. A file of that name that ``--show-input`` did not
+    ``fallback`` where that folder cannot be written, or where the net's ``folder:`` dataset (``data_name``, the
+    dataset as its run recorded it) reads it (:func:`cnnlab.predict.read_by_training_data`: its next load would train
+    on them). A file of that name that ``--show-input`` did not
     write is left as it is, the next free name taken, and a note says so. One path per prediction, None where
     its image could not be written (a warning says why and what to do: the predictions are shown all the same);
     a folder made for images none of which could be written is removed again (:class:`InputImages`, which a
     predict keeps across its chunks)."""
-    images = InputImages(directory, fallback)
+    images = InputImages(directory, fallback, data_name)
     try:
         return images.save(preds)
     finally:
@@ -119,11 +122,48 @@ class InputImages:
     and the folders made are remembered across chunks, so that no image overwrites another; :meth:`finish` removes
     a folder made for images none of which could be written."""
 
-    def __init__(self, directory: str | Path | None = None, fallback: str | Path = FALLBACK_INPUT_DIR):
-        self.directory, self.fallback = directory, fallback
+    def __init__(self, directory: str | Path | None = None, fallback: str | Path = FALLBACK_INPUT_DIR,
+                 data_name: str = ""):
+        self.directory, self.fallback, self.data_name = directory, fallback, data_name
         self.taken: dict[Path, set[str]] = {}  # per folder: names written by this predict, so none is overwritten
         self.there_before: dict[Path, bool] = {}  # per folder: whether it was there before this predict
         self.used: set[Path] = set()  # the folders an image was written into
+        self.read: dict[Path, tuple[Path, str] | None] = {}  # per folder: the net's folder: dataset reads it as
+        self.passed_over: set[Path] = set()  # folders beside the images that the dataset reads: said once each
+
+    def read_by(self, folder: Path) -> tuple[Path, str] | None:
+        """``(DIR, CLASS)`` where the net's ``folder:DIR`` dataset reads ``folder`` as its class folder ``CLASS``
+        (:func:`cnnlab.predict.read_by_training_data`), looked up once per folder; None where it does not."""
+        from cnnlab.predict import read_by_training_data
+
+        if folder not in self.read:
+            self.read[folder] = read_by_training_data(self.data_name, folder)
+        return self.read[folder]
+
+    def check(self, paths: list) -> None:
+        """Refuse, before anything is predicted, a ``--show-input`` whose images would all land where the net's
+        ``folder:`` dataset reads them: ``--show-input DIR`` inside it, or beside an image of it where
+        ``./cnnlab-inputs`` (where they go instead) is inside it too. Its next load would train on them."""
+        from cnnlab.errors import printable
+
+        folder = Path(self.directory) if self.directory is not None else Path(self.fallback)
+        read = self.read_by(folder)
+        if read is None:
+            return
+        root = printable(str(read[0]))
+        if self.directory is None:
+            beside = next((p for p in paths if self.read_by(Path(p).parent) is not None), None)
+            if beside is None:
+                return
+            what = (f"--show-input writes the input image of {printable(str(beside))} into {printable(str(folder))}, "
+                    f"not beside it in class folder {printable(self.read_by(Path(beside).parent)[1])}/ of "
+                    f"folder:{root}, the data this net trained on; but {printable(str(folder))} is inside that folder "
+                    f"too: its loads would read them as images of a class {printable(read[1])}")
+        else:
+            what = (f"--show-input {printable(str(folder))} is inside folder:{root}, the data this net trained on, "
+                    f"whose loads would read the input images written there as images of class {printable(read[1])}")
+        raise CnnlabError(f"{what}; give --show-input a folder outside {root}, or a hidden one (--show-input .inputs), "
+                          "which a folder: dataset never reads")
 
     def save(self, preds) -> list[Path | None]:
         """:func:`save_input_images` of ``preds``, one path (or None) each."""
@@ -134,6 +174,16 @@ class InputImages:
         for pred in preds:
             folders = [Path(self.directory)] if self.directory is not None else [Path(pred.name).parent,
                                                                                   Path(self.fallback)]
+            passed = [f for f in folders if self.read_by(f) is not None]
+            folders = [f for f in folders if f not in passed]
+            if not folders:  # where check() was not asked first: every folder it may write into is read
+                saved.append(None)
+                root = self.read_by(passed[0])[0]
+                print(f"warning: --show-input: the input image of {printable(pred.name)} was not written: "
+                      f"folder:{printable(str(root))}, the data this net trained on, reads "
+                      f"{' and '.join(printable(str(f)) for f in passed)}; give a folder outside it: --show-input DIR",
+                      file=sys.stderr)
+                continue
             for folder in folders:
                 self.there_before.setdefault(folder, os.path.lexists(folder))
                 stem = Path(pred.name).stem
@@ -145,6 +195,7 @@ class InputImages:
                     continue
                 saved.append(out)
                 self.used.add(out.parent)
+                self._passed_over(passed, folder)
                 if first and out.name != f"{stem}.input.png":  # its own name is held by a file cnnlab did not write
                     kept = " and ".join(printable(str(p)) for p in foreign_input_names(folder, stem))
                     print(f"note: {kept or printable(str(folder / f'{stem}.input.png'))}: not written by "
@@ -154,6 +205,20 @@ class InputImages:
                 saved.append(None)
                 print(f"warning: {_not_saved(pred.name, folders, error)}", file=sys.stderr)
         return saved
+
+    def _passed_over(self, passed: list[Path], folder: Path) -> None:
+        """The note, once per folder, that an image's own folder was passed over for ``folder``: the net's
+        ``folder:`` dataset reads it (its next load would train on the input images written there)."""
+        from cnnlab.errors import printable
+
+        for other in passed:
+            if other not in self.passed_over:
+                self.passed_over.add(other)
+                root, inside = self.read_by(other)
+                print(f"note: --show-input: {printable(str(other))} is class folder {printable(inside)}/ of "
+                      f"folder:{printable(str(root))}, the data this net trained on, whose next load would train on "
+                      f"the input images written there; wrote them into {printable(str(folder))} instead",
+                      file=sys.stderr)
 
     def finish(self) -> None:
         """Remove the folders made for images none of which could be written."""
@@ -243,9 +308,12 @@ def _predict(args, predictor, images: list[str]) -> int:
               "<name>.input.x10.png) from the folders and patterns given; name one to predict it", file=sys.stderr)
     k = min(args.top_k, len(predictor.classes))
     width = None if len(paths) <= CHUNK else _names_width(paths, stdin, args.lines)  # one chunk: its rows' widths
-    done = Done(JsonArray(k, args.show_input is not None) if args.json else Table(k, width), failures,
-                InputImages(None if args.show_input == BESIDE else args.show_input)
-                if args.show_input is not None else None, word="row" if args.lines else "image", given=len(paths))
+    images = (InputImages(None if args.show_input == BESIDE else args.show_input, data_name=predictor.data_name)
+              if args.show_input is not None else None)
+    if images is not None:
+        images.check(paths)
+    done = Done(JsonArray(k, args.show_input is not None) if args.json else Table(k, width), failures, images,
+                word="row" if args.lines else "image", given=len(paths))
     try:
         for preds, failed in predict_chunks(predictor, paths, stdin, number=args.number, lines=args.lines):
             done.add(preds, failed)
