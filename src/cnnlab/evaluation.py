@@ -29,7 +29,7 @@ from cnnlab.pretrained import load_pretrained
 from cnnlab.report import Figures, format_table, summarize, write_report
 from cnnlab.fileio import cannot_read, open_if_regular, resolved, sha256_of
 from cnnlab.runs import (DOING, TRAINING, RunLock, check_output_folder, holder, is_run_dir, is_training,
-                         lock_task)
+                         lock_task, users_files)
 from cnnlab.tta import TTA, parse_tta
 
 Log = Callable[[str], None]
@@ -244,6 +244,8 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
     if split == "val":
         data = _validation_data(data, cfg, ckpt, trained_on)
         not_own = "it is the validation split, not the test set"
+    elif not not_own and (theirs := users_files(ckpt.parent, ckpt)):  # a copy among the user's files: not a run's
+        not_own = f"{ckpt.parent} is not a run folder (it holds {theirs})"
     elif not not_own and (changed := changed_data(state.get("data"), data)):
         not_own = changed
     elif not not_own and is_training(ckpt.parent):  # its training writes the run's result when it ends

@@ -313,35 +313,44 @@ def check_resumed_folder(folder: Path, ckpt: Path, same_run: Callable[[Path], bo
     """A resume writes its run's files (config.json, status.json, checkpoints, metrics.csv, summary.json, figures)
     into the folder its checkpoint lies in: ``--resume project/model.pt`` of a file copied into a folder of the
     user's wrote its config.json and summary.json over theirs and read their metrics.csv as the run's. Refused (one
-    line, before anything is written) unless ``folder`` is a run folder (its config.json cnnlab's) or, as ``--out``
-    takes a folder for a new run (:func:`_refuse_other_files`), it holds nothing of the user's: only hidden files,
-    ``ckpt`` and its sidecar, and a run's own files, each of those a resume writes over as cnnlab writes it
-    (:func:`_written_by_run`: a run whose config.json is gone). ``same_run``: whether a checkpoint there (best.pt,
-    last.pt) is of ``ckpt``'s run (the engine's, which reads checkpoints); without it, none is."""
-    if _cnnlab_file(folder / "config.json"):
-        return
-    try:
-        names = sorted(p.name for p in folder.iterdir())
-    except OSError:
-        return  # unreadable: the writes that follow say what is wrong
-    own = (ckpt.name, f"{ckpt.name}.sha256")
-    others = [name for name in names if not name.startswith(".") and name not in own
-              and (name not in RUN_FILES or name in _WRITTEN_OVER and not _written_by_run(folder / name, same_run))]
-    if others:
-        shown = ", ".join(map(short_repr, others[:4])) + (", ..." if len(others) > 4 else "")
-        raise RunError(f"--resume {ckpt}: {folder} is not a run folder (it holds {shown}), and a resume writes its "
+    line, before anything is written) unless ``folder`` is a run folder (:func:`users_files`; ``same_run``: whether a
+    checkpoint there, best.pt or last.pt, is of ``ckpt``'s run: the engine's, which reads checkpoints)."""
+    if theirs := users_files(folder, ckpt, same_run):
+        raise RunError(f"--resume {ckpt}: {folder} is not a run folder (it holds {theirs}), and a resume writes its "
                        "run's files (config.json, summary.json, metrics.csv, checkpoints, figures) into the folder "
                        "of the checkpoint it continues; copy the file into a folder of its own (a new, empty one) "
                        "and resume it there")
 
 
-#: The files of a run folder that a folder of the user's may hold under the same name, with other contents.
-_WRITTEN_WHOLE = ("config.json", "summary.json", "metrics.csv")
-#: The run files a resume writes over (a run's files, its figures), each of which a folder of the user's may hold
-#: under the same name (their best.pt of another run, their curves.png, their notes as status.json), and what each
-#: is when cnnlab wrote it (:func:`_written_by_run`). The others of :data:`RUN_FILES` a resume leaves alone.
+def users_files(folder: Path, ckpt: Path, same_run: Callable[[Path], bool] | None = None) -> str:
+    """What of the user's the folder ``ckpt`` lies in holds, as a message names it (``notes.txt, summary.json``);
+    empty when it is a run folder: its config.json cnnlab's or, as ``--out`` takes a folder for a new run
+    (:func:`_refuse_other_files`), nothing of the user's in it: only hidden files, ``ckpt`` and its sidecar, and a
+    run's own files, each of those a resume or a report writes over as cnnlab writes it (:func:`_written_by_run`: a
+    run whose config.json is gone). ``same_run``: whether a checkpoint there (best.pt, last.pt) is of ``ckpt``'s run;
+    without it, none is. What a resume (:func:`check_resumed_folder`) and a run's report or analysis written beside
+    its checkpoint (:func:`cnnlab.evaluation.open_subject`) write into; a folder that cannot be read is left to those
+    writes."""
+    if _cnnlab_file(folder / "config.json"):
+        return ""
+    try:
+        names = sorted(p.name for p in folder.iterdir())
+    except OSError:
+        return ""  # unreadable: the writes that follow say what is wrong
+    own = (ckpt.name, f"{ckpt.name}.sha256")
+    others = [name for name in names if not name.startswith(".") and name not in own
+              and (name not in RUN_FILES or name in _WRITTEN_OVER and not _written_by_run(folder / name, same_run))]
+    return ", ".join(map(short_repr, others[:4])) + (", ..." if len(others) > 4 else "")
+
+
+#: The files of a run folder that a folder of the user's may hold under the same name, with other contents (a
+#: resume writes the first three; an analysis beside the checkpoint, branches.json).
+_WRITTEN_WHOLE = ("config.json", "summary.json", "metrics.csv", "branches.json")
+#: The run files a resume or a report writes over (a run's files, its figures), each of which a folder of the user's
+#: may hold under the same name (their best.pt of another run, their curves.png, their notes as status.json), and
+#: what each is when cnnlab wrote it (:func:`_written_by_run`). The others of :data:`RUN_FILES` are left alone.
 _WRITTEN_OVER = frozenset({*_WRITTEN_WHOLE, "status.json", "curves.png", "confusion.png", "mistakes.png",
-                           *(f"{c}.pt{s}" for c in CHECKPOINTS for s in ("", ".sha256"))})
+                           "branches.png", *(f"{c}.pt{s}" for c in CHECKPOINTS for s in ("", ".sha256"))})
 _PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -368,10 +377,10 @@ def _written_by_run(path: Path, same_run: Callable[[Path], bool] | None) -> bool
 
 
 def _cnnlab_file(path: Path) -> bool:
-    """Whether ``path`` is a config.json, summary.json, metrics.csv or status.json as cnnlab writes them: the
-    settings of a run, a report with its accuracy, the metrics' header, a status record (not ``{"my": "project
-    settings"}`` of the same name). One that cannot be read now (an input/output error) is one line naming it
-    (:class:`~cnnlab.errors.DataUnreadable`)."""
+    """Whether ``path`` is a config.json, summary.json, metrics.csv, branches.json or status.json as cnnlab writes
+    them: the settings of a run, a report with its accuracy, the metrics' header, an analysis's baseline and modules,
+    a status record (not ``{"my": "project settings"}`` of the same name). One that cannot be read now (an
+    input/output error) is one line naming it (:class:`~cnnlab.errors.DataUnreadable`)."""
     try:
         if path.name == "metrics.csv":
             stream = open_run_file(path, METRICS_LIMIT)
@@ -387,6 +396,9 @@ def _cnnlab_file(path: Path) -> bool:
         return isinstance(data, dict) and isinstance(data.get("config"), dict)
     if path.name == STATUS_FILE:
         return isinstance(data, dict) and status_record(data.get("status"), data.get("detail", "")) is not None
+    if path.name == "branches.json":  # analyze branches': its baseline's accuracy, and the modules it measured
+        return isinstance(data, dict) and isinstance(data.get("baseline"), dict) and \
+            _number(data["baseline"].get("accuracy")) and isinstance(data.get("modules"), list)
     return isinstance(data, dict) and _number(data.get("accuracy"))
 
 

@@ -15,7 +15,7 @@ from cnnlab.errors import CnnlabError, WriteError, printable
 from cnnlab.fileio import is_file, resolved
 from cnnlab import output
 from cnnlab.output import complain, json_text
-from cnnlab.runs import read_metrics, removed_if_unused
+from cnnlab.runs import is_run_dir, read_metrics, removed_if_unused
 
 
 def register(sub) -> None:
@@ -38,7 +38,8 @@ def register(sub) -> None:
     p.add_argument("--out", default=None, type=path_arg,
                    help="where to write summary.json, confusion.png and mistakes.png (curves.png, the training's "
                         "epochs, only into the run directory) (default: the run directory when evaluating its last.pt "
-                        "on its own dataset, which makes it the run's result; otherwise nowhere)")
+                        "on its own dataset, which makes it the run's result, not a folder of yours that a last.pt was "
+                        "copied into; otherwise nowhere)")
     p.add_argument("--no-report", action="store_true",
                    help="write nothing: no summary.json or plots anywhere (the per-class table, loss and accuracy "
                         "are still printed) (default: off)")
@@ -178,7 +179,8 @@ def _write_report(args, subject, res, extra: dict, say, out: Path | None, own: b
         print(f"cnnlab: warning: no report written: {printable(str(err))}", file=sys.stderr)
         code = 1
     if subject.not_own and not args.out and not args.no_report:
+        run = Path(subject.source).parent  # (a folder of the user's: its summary.json is theirs, not the run's result)
         held = ", and the run's summary.json holds the run's result" \
-            if is_file(Path(subject.source).parent / "summary.json", if_unknown=False) else ""
+            if is_run_dir(run) and is_file(run / "summary.json", if_unknown=False) else ""
         say(printable(f"no report written: {subject.not_own}{held}; --out DIR writes this one's"))
     return code
