@@ -10,10 +10,14 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from cnnlab.analysis.branches import analyze_branches
 from cnnlab.cli import main
-from conftest import trained_once
+from cnnlab.data.idx import encode_idx
+from cnnlab.evaluation import evaluate_run, open_subject
+from conftest import make_images, trained_once
 
 TINY = ["--train-images", "20", "--test-images", "20", "--device", "cpu"]
 
@@ -82,3 +86,31 @@ def test_a_report_or_analysis_of_last_pt_copied_into_a_folder_of_the_users_write
     shutil.copy(inception_run / "last.pt", mine / "last.pt")
     assert main(["evaluate", "mine/last.pt", "--device", "cpu"]) == 0
     assert json.loads((mine / "summary.json").read_text())["checkpoint"] == "mine/last.pt"
+
+
+# ----------------------------------------------------------------------------- D2: the net's own normalisation
+
+
+def _dim_copy(directory: Path) -> Path:
+    """An IDX dataset shaped like conftest's tiny one, its images at half the brightness (another mean and std)."""
+    rng = np.random.default_rng(3)
+    directory.mkdir(parents=True)
+    for split, n in (("train", 128), ("t10k", 64)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        (directory / f"{split}-images-idx3-ubyte").write_bytes(encode_idx(make_images(labels, rng) // 2))
+        (directory / f"{split}-labels-idx1-ubyte").write_bytes(encode_idx(labels))
+    return directory
+
+
+def test_the_branches_baseline_on_other_data_is_what_evaluate_measures(inception_run, tmp_path):
+    """D2. `analyze branches RUN --dataset OTHER` normalised with OTHER's mean and std, not the net's recorded ones
+    (what evaluate, predict and export use): its baseline (5.53% / 4.1440 on Fashion-MNIST) was not evaluate's
+    (3.78% / 5.6481) for the same weights and images. Now both loaders take the subject's normalisation."""
+    other = f"idx:{_dim_copy(tmp_path / 'dim')}"
+    subject = open_subject(inception_run, dataset=other)
+    assert subject.normalisation != (subject.data.mean, subject.data.std)  # the net's own are others
+    plain, _, _ = evaluate_run(inception_run, dataset=other, device="cpu")
+    result = analyze_branches(inception_run, dataset=other, train_images=20, device="cpu")
+    assert result["test_images"] == plain.n == 64
+    assert result["baseline"]["accuracy"] == plain.accuracy
+    assert result["baseline"]["loss"] == pytest.approx(plain.loss, rel=1e-5)

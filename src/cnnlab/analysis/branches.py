@@ -292,8 +292,9 @@ def analyze_branches(
         warn(subject.warning)
     ready(subject.not_own)
     model.to(dev).eval()  # in the memory format it was built in (every earlier analysis's numbers, to the bit)
-    train_loader = subset_loader(data.train_images, data.train_labels, batch_size, data, dev, limit=train_images)
-    test_loader = subset_loader(data.test_images, data.test_labels, batch_size, data, dev, limit=test_images)
+    norm = subject.normalisation  # the net's own, as evaluate's: not the evaluated dataset's (they differ on others)
+    train_loader = subset_loader(data.train_images, data.train_labels, batch_size, norm, dev, limit=train_images)
+    test_loader = subset_loader(data.test_images, data.test_labels, batch_size, norm, dev, limit=test_images)
     n_train = len(train_loader.labels)
     at = f" (step {subject.step})" if subject.step is not None else ""
     log(printable(f"{model_name} from {ckpt}{at}: Inception modules {', '.join(modules)}; "  # names escaped: one line

@@ -98,7 +98,7 @@ def init_gradients(kind: str, depth: int, width: int, norm: str, seeds: list[int
         with seeded(seed):
             model = build_stack(kind, depth, width, norm, data)
         model.to(device)
-        loader = subset_loader(data.train_images, data.train_labels, batch_size, data, device,
+        loader = subset_loader(data.train_images, data.train_labels, batch_size, (data.mean, data.std), device,
                                limit=batch_size, subset_seed=10_000 + seed)
         x, y = next(iter(loader))
         rows.append(gradient_norms(model, x, y))
@@ -109,9 +109,10 @@ def init_gradients(kind: str, depth: int, width: int, norm: str, seeds: list[int
 def budget_loaders(data, *, train_images: int, test_images: int, batch_size: int, seed: int,
                    device: torch.device) -> tuple[BatchLoader, BatchLoader]:
     """The budget's train subset (shuffled per epoch) and test subset: built once, the same for every stack."""
-    train = subset_loader(data.train_images, data.train_labels, batch_size, data, device, limit=train_images,
+    norm = (data.mean, data.std)  # nets trained here, on this data
+    train = subset_loader(data.train_images, data.train_labels, batch_size, norm, device, limit=train_images,
                           subset_seed=0, shuffle=True, seed=seed)
-    test = subset_loader(data.test_images, data.test_labels, 1000, data, device, limit=test_images, subset_seed=1)
+    test = subset_loader(data.test_images, data.test_labels, 1000, norm, device, limit=test_images, subset_seed=1)
     return train, test
 
 
