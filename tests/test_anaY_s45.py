@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import cnnlab.analysis.plots as aplots
 from cnnlab.analysis.branches import analyze_branches
 from cnnlab.cli import main
 from cnnlab.data.idx import encode_idx
 from cnnlab.evaluation import evaluate_run, open_subject
-from conftest import make_images, trained_once
+from conftest import make_images, no_room_for, trained_once
 
 TINY = ["--train-images", "20", "--test-images", "20", "--device", "cpu"]
 
@@ -114,3 +115,48 @@ def test_the_branches_baseline_on_other_data_is_what_evaluate_measures(inception
     assert result["test_images"] == plain.n == 64
     assert result["baseline"]["accuracy"] == plain.accuracy
     assert result["baseline"]["loss"] == pytest.approx(plain.loss, rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- D3: stopped between its files
+
+
+def test_an_analysis_stopped_between_its_files_leaves_no_earlier_figure_beside_its_new_json(
+        inception_run, tmp_path, monkeypatch, capsys):
+    """D3. `analyze branches RUN` stopped after branches.json left the earlier analysis's branches.png (1,000 test
+    images) beside the new branches.json (300), and its line did not say so; gradients' figures in an --out too. Now
+    the earlier figures are removed the moment before the new JSON is renamed into place (cli.analyze._write, as
+    write_report does for a report), and a JSON that cannot be written leaves the earlier files whole, said so."""
+    run = _copy(inception_run, tmp_path)
+    assert main(["analyze", "branches", str(run), *TINY]) == 0
+    earlier = _snapshot(run)
+
+    def stopped(result, path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(aplots, "plot_branches", stopped)
+    capsys.readouterr()
+    assert main(["analyze", "branches", str(run), "--train-images", "20", "--test-images", "10",
+                 "--device", "cpu"]) == 130
+    assert (f"cnnlab: warning: results incomplete: wrote branches.json in {run}, not branches.png: stopped; run it "
+            "again\n") in capsys.readouterr().err
+    assert json.loads((run / "branches.json").read_text())["test_images"] == 10
+    assert not (run / "branches.png").exists()
+    # a new branches.json that the disk refuses: the earlier pair stays, and the line says so
+    (run / "branches.json").write_bytes(earlier["branches.json"])
+    (run / "branches.png").write_bytes(earlier["branches.png"])
+    monkeypatch.undo()
+    no_room_for(monkeypatch, "branches.json")
+    assert main(["analyze", "branches", str(run), *TINY]) == 1
+    assert (f"results incomplete: wrote nothing in {run}: branches.json, branches.png (an earlier analysis's "
+            "branches.json, branches.png stay there): ") in capsys.readouterr().err
+    assert _snapshot(run)["branches.png"] == earlier["branches.png"]
+    # gradients' figures in an --out go with their JSON as well
+    monkeypatch.undo()
+    out = tmp_path / "grad"
+    args = ["analyze", "gradients", "--depths", "4", "--seeds", "1", "--epochs", "0", "--batch-size", "32",
+            "--dataset", json.loads((run / "config.json").read_text())["config"]["dataset"], "--device", "cpu",
+            "--out", str(out)]
+    assert main(args) == 0
+    monkeypatch.setattr(aplots, "plot_gradients", stopped)
+    assert main(args) == 130
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["gradients.json"]

@@ -432,12 +432,11 @@ def test_an_analysis_stopped_between_its_files_leaves_no_half_folder(tmp_path, c
     def stop(path):
         raise KeyboardInterrupt
 
-    files = [("a.json", lambda p: p.write_text("{}")), ("a.png", stop)]
     fresh, given = tmp_path / "runs" / "gradients-1", tmp_path / "mine"
     for out in (fresh, given):
         out.mkdir(parents=True)
         with pytest.raises(KeyboardInterrupt):
-            _write(out, files, "table", 1.0, quiet=True, fresh=out == fresh)
+            _write(out, ("a.json", {}), [("a.png", stop)], "table", 1.0, quiet=True, fresh=out == fresh)
     assert not fresh.exists() and (given / "a.json").is_file()
     err = capsys.readouterr().err
     assert f"results incomplete: wrote a.json in {given}, not a.png: stopped; run it again" in err

@@ -787,8 +787,10 @@ def as_path(value, what: str, error: type[CnnlabError] = CnnlabError) -> Path:
     raise error(f"{what} must be a path (a str or pathlib.Path), got {short_repr(value)}; give one")
 
 
-def atomic_write_json(path: str | Path, obj) -> None:
-    atomic_write_text(path, json.dumps(json_safe(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
+def atomic_write_json(path: str | Path, obj, *, just_before: Callable[[], None] | None = None) -> None:
+    """``obj`` as strict JSON at ``path`` (:func:`atomic_write_bytes`, ``just_before`` as it takes it)."""
+    atomic_write_text(path, json.dumps(json_safe(obj), indent=2, sort_keys=True, allow_nan=False) + "\n",
+                      just_before=just_before)
 
 
 def open_if_regular(path: str | Path) -> tuple[BinaryIO | None, os.stat_result]:

@@ -24,7 +24,7 @@ from cnnlab.cli.common import (
 )
 from cnnlab.config import RECIPES
 from cnnlab.errors import CnnlabError, WriteError, printable
-from cnnlab.fileio import atomic_write_json
+from cnnlab.fileio import atomic_write_json, is_file
 from cnnlab.output import complain, json_text, say
 from cnnlab.runs import (ANALYSIS_LOCK, RunLock, check_output_folder, first_missing, is_running, new_analysis_dir,
                          remove_if_unused, run_dir_of)
@@ -147,9 +147,8 @@ def cmd_branches(args) -> int:
                                  "files"))
             return 0
         out = folders.lock(Path(args.out) if args.out else run_dir, "branches", result["dataset"])
-        return _write(out, [("branches.json", lambda p: atomic_write_json(p, result)),
-                            ("branches.png", lambda p: plot_branches(result, p))], table, result["seconds"],
-                      args.json, fresh=fresh)
+        return _write(out, ("branches.json", result), [("branches.png", lambda p: plot_branches(result, p))], table,
+                      result["seconds"], args.json, fresh=fresh)
 
 
 def _check_not_read(dataset: str | None, out: str | None) -> None:
@@ -202,12 +201,20 @@ def _lock(folder: Path) -> RunLock:
                    task="analysis", name=ANALYSIS_LOCK).acquire()
 
 
-def _write(out: Path, files: list, table: str, seconds: float, quiet: bool, fresh: bool = False) -> int:
-    """Write each ``(name, writer)`` into ``out``, then print the table: a stdout that cannot be written (a full
-    disk, a closed pipe) loses the table, never the files the analysis was asked for. 1 (with what was written and
-    what not, in one line, after the table) when the disk refuses a file: the table is still the answer. Stopped
-    (Ctrl-C, SIGTERM) between its files, a folder made for this analysis (``fresh``) is removed (it left a folder
-    with the JSON and no figures among the results), and a given one is said to be incomplete."""
+def _write(out: Path, record: tuple[str, dict], figures: list, table: str, seconds: float, quiet: bool,
+           fresh: bool = False) -> int:
+    """Write the analysis's JSON (``record``: its name and contents), then each ``(name, draw)`` of its ``figures``
+    into ``out``, then print the table: a stdout that cannot be written (a full disk, a closed pipe) loses the table,
+    never the files the analysis was asked for. The figures an earlier analysis left there are removed the moment
+    before the new JSON is renamed into place (as a report's are: :func:`cnnlab.report.write_report`), so that a stop
+    between the files (SIGKILL too) never leaves the new JSON beside the old figures; a JSON that cannot be written
+    leaves the earlier files whole. 1 (with what was written and what not, in one line, after the table) when the disk
+    refuses a file: the table is still the answer. Stopped (Ctrl-C, SIGTERM) between its files, a folder made for
+    this analysis (``fresh``) is removed (it left a folder with the JSON and no figures among the results), and a
+    given one is said to be incomplete."""
+    name, data = record
+    drawn = [out / n for n, _ in figures]
+    files = [(name, lambda p: atomic_write_json(p, data, just_before=lambda: _remove(drawn))), *figures]
     written: list[str] = []
     refused = None
     for name, writer in files:
@@ -220,21 +227,38 @@ def _write(out: Path, files: list, table: str, seconds: float, quiet: bool, fres
             if fresh:
                 shutil.rmtree(out, ignore_errors=True)
             elif written:
-                missing = [n for n, _ in files if n not in written]
-                print(printable(f"cnnlab: warning: results incomplete: wrote {', '.join(written)} in {out}, not "
-                                f"{', '.join(missing)}: stopped; run it again"), file=sys.stderr)
+                print(printable(f"cnnlab: warning: results incomplete: {_done(out, files, written)}: stopped; run "
+                                "it again"), file=sys.stderr)
             raise
         written.append(name)
     print(table)
     if refused is not None:
-        missing = [n for n, _ in files if n not in written]
-        done = f"wrote {', '.join(written)} in {out}, not" if written else f"wrote nothing in {out}:"
-        print(printable(f"cnnlab: warning: results incomplete: {done} {', '.join(missing)}: {refused}"),
+        print(printable(f"cnnlab: warning: results incomplete: {_done(out, files, written)}: {refused}"),
               file=sys.stderr)
         return 1
     if not quiet:  # the folder's name escaped: a newline or an escape sequence in it stays one line, inert
         print("\n" + printable(f"wrote {', '.join(str(out / n) for n in written)} ({seconds:.0f}s)"))
     return 0
+
+
+def _done(out: Path, files: list, written: list[str]) -> str:
+    """What an analysis stopped or refused between its files wrote and what not, and the earlier analysis's files
+    that stay there (its JSON, when the new one was not written; a figure that could not be removed)."""
+    missing = [n for n, _ in files if n not in written]
+    older = [n for n in missing if is_file(out / n, if_unknown=False)]
+    stays = (f" (an earlier analysis's {', '.join(older)} {'stays' if len(older) == 1 else 'stay'} there)"
+             if older else "")
+    done = f"wrote {', '.join(written)} in {out}, not" if written else f"wrote nothing in {out}:"
+    return f"{done} {', '.join(missing)}{stays}"
+
+
+def _remove(paths: list[Path]) -> None:
+    """Remove the files at ``paths`` that are there; one that cannot be removed stays (:func:`_done` says so)."""
+    for path in paths:
+        try:
+            path.unlink()
+        except OSError:  # not there (FileNotFoundError), or kept (a read-only folder)
+            pass
 
 
 def cmd_gradients(args) -> int:
@@ -266,7 +290,6 @@ def cmd_gradients(args) -> int:
                                                               args.dataset))
         table = json_text(result, indent=2) if args.json else "\n" + format_gradients(result)
         out = folders.lock(Path(args.out) if args.out else None, "gradients", result["dataset"])
-        return _write(out, [("gradients.json", lambda p: atomic_write_json(p, result)),
-                            ("gradients.png", lambda p: plot_gradients(result, p)),
-                            ("depth.png", lambda p: plot_depth(result, p))], table, result["seconds"], args.json,
-                      fresh=not args.out)
+        return _write(out, ("gradients.json", result), [("gradients.png", lambda p: plot_gradients(result, p)),
+                                                         ("depth.png", lambda p: plot_depth(result, p))],
+                      table, result["seconds"], args.json, fresh=not args.out)
