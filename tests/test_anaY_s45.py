@@ -160,3 +160,34 @@ def test_an_analysis_stopped_between_its_files_leaves_no_earlier_figure_beside_i
     monkeypatch.setattr(aplots, "plot_gradients", stopped)
     assert main(args) == 130
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["gradients.json"]
+
+
+# ----------------------------------------------------------------------------- D4: another checkpoint into the run
+
+
+def test_another_checkpoints_or_datasets_analysis_is_refused_the_runs_own_folder_and_its_figure_names_it(
+        inception_run, tmp_path, monkeypatch, capsys):
+    """D4. `analyze branches RUN --checkpoint best --out RUN` (or `--dataset OTHER --out RUN`) wrote best.pt's
+    analysis over the run's own branches.json and branches.png, whose title named neither best.pt nor the run;
+    `evaluate` refuses the same. Now refused as evaluate refuses it (evaluation.check_not_own_folder), and
+    branches.json records the weights' origin, which branches.png shows under its title."""
+    run = _copy(inception_run, tmp_path)
+    assert main(["analyze", "branches", str(run), *TINY]) == 0
+    own = _snapshot(run)
+    capsys.readouterr()
+    assert main(["analyze", "branches", str(run), "--checkpoint", "best", "--out", str(run), *TINY]) == 2
+    assert _one_line(capsys) == (f"cnnlab: error: --out {run} is the run's own folder, and this analysis is not the "
+                                 "run's result (best.pt is not the run's final weights (last.pt)); give another folder")
+    other = f"idx:{_dim_copy(tmp_path / 'dim')}"
+    assert main(["analyze", "branches", str(run), "--dataset", other, "--out", str(run), *TINY]) == 2
+    assert f"--out {run} is the run's own folder, and this analysis is not the run's result ({other} is not" \
+        in _one_line(capsys)
+    assert _snapshot(run) == own
+    out = tmp_path / "best"
+    assert main(["analyze", "branches", str(run), "--checkpoint", "best", "--out", str(out), *TINY]) == 0
+    result = json.loads((out / "branches.json").read_text())
+    assert result["origin"] == {"run": "run", "checkpoint": "best.pt"}
+    figures = []
+    monkeypatch.setattr(aplots, "save_figure", lambda fig, path: figures.append(fig) or path)
+    aplots.plot_branches(result, "unused.png")
+    assert figures[0]._suptitle.get_text().endswith("\nrun run · checkpoint best.pt")

@@ -383,10 +383,18 @@ def check_report_folder(subject: Subject, out: str | Path) -> None:
     would be a class of the next load)."""
     out = Path(out)
     check_not_read(subject.data.name, out, f"--out {out}")
-    if subject.not_own and is_run_dir(out) and resolved(out) == resolved(Path(subject.source).parent):
-        raise RunError(f"--out {out} is the run's own folder, and this evaluation is not the run's result "
-                       f"({subject.not_own}); give another folder")
+    check_not_own_folder(out, Path(subject.source).parent, subject.not_own)
     check_output_folder(out, subject.run_dir, writes=("summary.json", "confusion.png", "mistakes.png"))
+
+
+def check_not_own_folder(out: str | Path, run: Path, not_own: str, what: str = "evaluation") -> None:
+    """``--out`` naming the run's own folder (``run``) for a measurement that is not the run's result (``not_own``:
+    its best.pt, another dataset, the validation split): refused, for an evaluation's report and an analysis alike
+    (the run folder's summary.json and branches.json are its last.pt's on its own data: README's table)."""
+    out = Path(out)
+    if not_own and is_run_dir(out) and resolved(out) == resolved(run):
+        raise RunError(f"--out {out} is the run's own folder, and this {what} is not the run's result ({not_own}); "
+                       "give another folder")
 
 
 def other_classes(learned, trained_on: str, data: Dataset) -> str:

@@ -313,6 +313,9 @@ def analyze_branches(
         # which weights were measured: a resume of the run later changes its last.pt, not this file
         "checkpoint_step": subject.step,
         "checkpoint_sha256": subject.digest or None,
+        # where the weights came from, as evaluate's figures name it: {"run": "r", "checkpoint": "best.pt"}, the shipped
+        # weights, a file of no run's (branches.png shows it under its title)
+        "origin": subject.origin,
         "model": model_name,
         "dataset": data.name,
         "classes": list(data.classes),

@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from cnnlab.drawing import class_labels
+from cnnlab.drawing import class_labels, context_text
 from cnnlab.errors import printable
 from cnnlab.plots import mpl_font_file, mpl_text, save_figure
 from cnnlab.text import display_width
@@ -31,8 +31,12 @@ def plot_branches(result: dict, path: str | Path) -> Path:
     classes = class_axis(result["classes"])
     fig = Figure(figsize=(classes["width"], 4 * len(modules)), layout="constrained")
     axes = fig.subplots(len(modules), 3, squeeze=False, width_ratios=[1, 1, classes["ratio"]])
+    # the weights' origin on a line of its own, as evaluate's figures say it (run r · checkpoint best.pt): a run's
+    # best.pt, or another run's net analysed into a folder, was told from nothing in the title
+    origin = mpl_text(printable(context_text(result.get("origin"))))
     fig.suptitle(mpl_text(f"{result['model']} on {printable(result['dataset'])}: which branches does the trained net "
-                          f"rely on? (baseline test accuracy {base:.2f}% on {result['test_images']:,} test images)"))
+                          f"rely on? (baseline test accuracy {base:.2f}% on {result['test_images']:,} test images)")
+                 + (f"\n{origin}" if origin else ""))
     for row, mod in zip(axes, modules):
         names = [r["branch"] for r in mod["branches"]]
         xs = range(len(names))

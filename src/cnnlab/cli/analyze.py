@@ -63,8 +63,10 @@ def _add_branches_parser(sub) -> None:
     add_device(b)
     add_eval_batch_size(b)
     b.add_argument("--out", default=None, type=path_arg,
-                   help="directory for branches.json and branches.png (default: the run directory; with "
-                        "--pretrained, runs/branches-<dataset>-<timestamp>)")
+                   help="directory for branches.json and branches.png; for another checkpoint or dataset than the "
+                        "run's last.pt on its own, not the run's own (default: the run directory, for its last.pt on "
+                        "its own dataset, otherwise nowhere, as for evaluate; with --pretrained, "
+                        "runs/branches-<dataset>-<timestamp>)")
     add_json(b, "the table")
     b.set_defaults(func=cmd_branches)
 
@@ -108,6 +110,7 @@ def _add_gradients_parser(sub) -> None:
 def cmd_branches(args) -> int:
     from cnnlab.analysis.branches import analyze_branches, format_branches
     from cnnlab.analysis.plots import plot_branches
+    from cnnlab.evaluation import check_not_own_folder
 
     take_sigint()  # SIGTERM and SIGHUP too stop it as Ctrl-C does: between its files, no half folder (_write)
 
@@ -130,6 +133,8 @@ def cmd_branches(args) -> int:
     folder = Path(args.out) if args.out else run_dir if run_dir and not is_running(run_dir) else None
 
     def ready(not_own: str = "") -> None:
+        if args.out and run_dir is not None:  # best.pt's, another dataset's analysis: not into the run's own folder
+            check_not_own_folder(args.out, run_dir, not_own, "analysis")
         if args.out or run_dir is None or (folder is not None and not not_own):
             folders.lock(folder, "branches", args.dataset or "mnist")
 
