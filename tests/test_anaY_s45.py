@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import cnnlab.analysis.plots as aplots
-from cnnlab.analysis.branches import analyze_branches
+from cnnlab.analysis.branches import analyze_branches, format_branches
 from cnnlab.cli import main
 from cnnlab.data.idx import encode_idx
 from cnnlab.evaluation import evaluate_run, open_subject
@@ -191,3 +191,28 @@ def test_another_checkpoints_or_datasets_analysis_is_refused_the_runs_own_folder
     monkeypatch.setattr(aplots, "save_figure", lambda fig, path: figures.append(fig) or path)
     aplots.plot_branches(result, "unused.png")
     assert figures[0]._suptitle.get_text().endswith("\nrun run · checkpoint best.pt")
+
+
+# ----------------------------------------------------------------------------- D5: small energies
+
+
+def test_the_branches_table_prints_a_small_energy_with_its_significant_digits_not_as_0_000():
+    """D5. The table printed the shipped Fashion-MNIST net's incept2/3x3 energy 0.000266 (per class 0.00029...) as
+    `0.000`, the reading of a silent branch, where branches.json and branches.png say otherwise. Now 3 significant
+    digits below 0.01 (analysis.branches.energy_text), 3 decimals above as before, the columns as wide as their
+    numbers."""
+    rows = [{"branch": b, "channels": 24, "zero": {"accuracy": 50.0, "loss": 0.7}, "mean": {"accuracy": 50.0,
+             "loss": 0.7}, "next_layer_share": 0.25, "uniform_share": 0.27, "energy": e, "energy_per_class": per}
+            for b, e, per in (("pool", 0.428, [0.535, 0.24]), ("1x1", 6.628, [7.287, None]),
+                              ("5x5", 0.00266, [0.0029, 0.0]), ("3x3", 0.000266, [0.00029, 2.66e-05]))]
+    result = {"model": "inception", "checkpoint": "last.pt", "dataset": "fashion-mnist", "classes": ["cat", "dog"],
+              "baseline": {"accuracy": 50.0, "loss": 0.7}, "test_images": 6, "mean_from_train_images": 34,
+              "modules": [{"name": "incept2", "next_layer": "fc", "output_shape": [88, 4, 4], "branches": rows}]}
+    lines = format_branches(result).splitlines()
+    table = {line.split()[1]: line for line in lines if line.startswith("incept2") and "%" in line}
+    assert table["3x3"].endswith("  0.000266") and table["5x5"].endswith("   0.00266")
+    assert table["pool"].endswith("     0.428") and table["1x1"].endswith("     6.628")  # as published
+    per_class = [line for line in lines if line.startswith("incept2") and "%" not in line]
+    assert [line.split()[2:] for line in per_class] == [["0.535", "0.240"], ["7.287", "-"], ["0.00290", "0.000"],
+                                                          ["0.000290", "2.66e-05"]]
+    assert len({len(line) for line in per_class}) == 1  # aligned

@@ -393,7 +393,7 @@ def format_branches(result: dict) -> str:
                 f"{mod['name']:<8} {r['branch']:<6} {r['channels']:>3}  {z['accuracy']:>9.2f}% "
                 f"{z['accuracy'] - base['accuracy']:>+8.2f} {z['loss']:>7.4f}  {m['accuracy']:>11.2f}% "
                 f"{m['accuracy'] - base['accuracy']:>+8.2f} {m['loss']:>7.4f}  {mod['next_layer'] or '-':>10} "
-                f"{share} {100 * r['uniform_share']:5.1f}%  {r['energy']:>8.3f}"
+                f"{share} {100 * r['uniform_share']:5.1f}%  {energy_text(r['energy']):>8}"
             )
     lines.append("")
     lines.append("share: of the next layer's squared weight norm on the branch's channels; (even): the share "
@@ -402,10 +402,17 @@ def format_branches(result: dict) -> str:
     # names whole (cut to 6 characters, class_cat and class_dog were both 'class_'), each column as wide as its
     # name on a terminal (a wide 中 takes two columns) or its numbers
     classes = [printable(c) for c in result["classes"]]
-    widths = [max(6, display_width(c)) for c in classes]
+    rows = [(mod["name"], r["branch"], ["-" if v is None else energy_text(v) for v in r["energy_per_class"]])
+            for mod in result["modules"] for r in mod["branches"]]
+    widths = [max(6, display_width(c), *(len(cells[k]) for *_, cells in rows)) for k, c in enumerate(classes)]
     lines.append(f"{'module':<8} {'branch':<6} " + " ".join(pad(c, w, right=True) for c, w in zip(classes, widths)))
-    for mod in result["modules"]:
-        for r in mod["branches"]:
-            lines.append(f"{mod['name']:<8} {r['branch']:<6} " + " ".join(
-                f"{v:>{w}.3f}" if v is not None else f"{'-':>{w}}" for v, w in zip(r["energy_per_class"], widths)))
+    for name, branch, cells in rows:
+        lines.append(f"{name:<8} {branch:<6} " + " ".join(f"{t:>{w}}" for t, w in zip(cells, widths)))
     return "\n".join(lines)
+
+
+def energy_text(value: float) -> str:
+    """An energy as the table prints it: 3 decimals from 0.01 up (0.428, 6.628), 3 significant digits below
+    (0.000266, 2.66e-05), where 3 decimals printed a quiet branch's non-zero energy as 0.000, a silent one's reading;
+    0 only for a measured 0."""
+    return f"{value:.3f}" if value == 0 or abs(value) >= 0.01 else f"{value:#.3g}"
