@@ -7,6 +7,7 @@ fix naming a checkpoint that is not there. Tiny runs on generated IDX data (conf
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from cnnlab.analysis.branches import analyze_branches, format_branches
 from cnnlab.cli import main
 from cnnlab.data.idx import encode_idx
 from cnnlab.evaluation import evaluate_run, open_subject
+from cnnlab.runs import describe_run
 from conftest import make_images, no_room_for, trained_once
 
 TINY = ["--train-images", "20", "--test-images", "20", "--device", "cpu"]
@@ -216,3 +218,40 @@ def test_the_branches_table_prints_a_small_energy_with_its_significant_digits_no
     assert [line.split()[2:] for line in per_class] == [["0.535", "0.240"], ["7.287", "-"], ["0.00290", "0.000"],
                                                           ["0.000290", "2.66e-05"]]
     assert len({len(line) for line in per_class}) == 1  # aligned
+
+
+# ----------------------------------------------------------------------------- D6: the fix of a damaged checkpoint
+
+
+def _cut(path: Path) -> None:
+    os.truncate(path, path.stat().st_size // 2)
+
+
+def test_a_damaged_checkpoints_fix_names_the_other_checkpoint_only_when_it_is_there_and_whole(
+        stopped_run, inception_run, tmp_path, capsys):
+    """D6. A run with no best.pt whose last.pt was cut short was told "use another checkpoint (last.pt / best.pt)";
+    `--checkpoint best` then said "use --checkpoint last", and `cnnlab runs` "use the other checkpoint". Now the
+    other checkpoint is named only where it is there and whole (runs.checkpoint_fix), and `--checkpoint best` of
+    such a run says its last.pt is damaged too."""
+    run = _copy(stopped_run, tmp_path)
+    _cut(run / "last.pt")
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--no-report", "--device", "cpu"]) == 2
+    assert _one_line(capsys).endswith("the file was truncated or altered: put back the run's own copy, or train it "
+                                      "again")
+    assert main(["analyze", "branches", str(run), "--checkpoint", "best", "--device", "cpu"]) == 2
+    assert _one_line(capsys) == (f"cnnlab: error: {run}: no best.pt in this run directory; its last.pt is damaged "
+                                 "too: cut short (truncated or altered: its end is missing); put back the run's own "
+                                 "copy, or train it again")
+    assert describe_run(run)["detail"] == ("last.pt: cut short (truncated or altered: its end is missing); put back "
+                                           "the run's own copy, or train it again")
+    # a run with a whole best.pt: named; both cut short: neither
+    both = _copy(inception_run, tmp_path, "both")
+    _cut(both / "last.pt")
+    assert main(["evaluate", str(both), "--no-report", "--device", "cpu"]) == 2
+    assert _one_line(capsys).endswith("put back the run's own copy, or use its best.pt (--checkpoint best), or "
+                                      "train it again")
+    _cut(both / "best.pt")
+    assert main(["evaluate", str(both), "--checkpoint", "best", "--no-report", "--device", "cpu"]) == 2
+    assert _one_line(capsys).endswith("truncated or altered: put back the run's own copy, or train it again")
+    assert "use its" not in describe_run(both)["detail"]

@@ -34,8 +34,8 @@ from cnnlab.errors import CheckpointError, CnnlabError, WriteError, first_line, 
 from cnnlab.fileio import (as_path, atomic_write_bytes, atomic_write_text, cannot_read, exists, file_stamp, is_dir,
                            is_file, kind_of, read_json, reason, sha256_file, sidecar_hashes, usual_fix)
 from cnnlab.models import create_model
-from cnnlab.runs import (CHECKPOINTS, DEFAULT_CHECKPOINT, STATUS_FILE, checkpoints_gone, diverged, failure_cause,
-                         followed, is_run_dir, is_training, link_to_nowhere)
+from cnnlab.runs import (CHECKPOINTS, DEFAULT_CHECKPOINT, STATUS_FILE, checkpoint_damage, checkpoint_fix,
+                         checkpoints_gone, diverged, failure_cause, followed, is_run_dir, is_training, link_to_nowhere)
 
 FORMAT = "cnnlab-checkpoint"
 VERSION = 2
@@ -218,7 +218,7 @@ def _read_verified(path: Path) -> tuple[bytes, str]:
         time.sleep(0.05 * (attempt + 1))  # a save in progress settles in milliseconds
     shown = wanted[0][:12] if wanted else "nothing"
     raise CheckpointError(f"{path}: SHA-256 {got[:12]}... does not match {side.name} ({shown}...); the file was "
-                          "truncated or altered: use another checkpoint (last.pt / best.pt) or retrain")
+                          f"truncated or altered: {checkpoint_fix(path)}")
 
 
 #: What a file that is not one of torch.save's may be instead (its first bytes), for the refusal's message.
@@ -295,7 +295,7 @@ def _torch_load(path: Path, data: bytes):
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as err:
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {str(err)[:160]}); "
-                              "it may be truncated: use another checkpoint or retrain") from None
+                              f"it may be truncated: {checkpoint_fix(path)}") from None
 
 
 def check_checkpoint_file(path: str | Path) -> None:
@@ -348,8 +348,8 @@ def load_checkpoint_and_digest(path: str | Path, expect_model: str | None = None
         )
     digest = obj.pop("tensor_digest", None)
     if digest is not None and digest != tensor_digest(obj):
-        raise CheckpointError(f"{path}: its tensors do not match the digest stored inside (a damaged file); "
-                              "use another checkpoint (last.pt / best.pt) or retrain")
+        raise CheckpointError(f"{path}: its tensors do not match the digest stored inside (a damaged file): "
+                              f"{checkpoint_fix(path)}")
     name = obj.get("model", {}).get("name")
     if expect_model is not None and name != expect_model:
         raise CheckpointError(f"{path}: checkpoint is for model {name!r}, not {expect_model!r}; pick the matching --model")
@@ -513,6 +513,8 @@ def _why_none(run: Path, which: str, flag: str | None = None) -> str:
     if which == "best" and last:
         if refusal := diverged_refusal(run / "last.pt"):  # not "use --checkpoint last", which it refuses, nor a resume
             return refusal  # (which diverges again): what it says of the run, "train it again with a lower --lr"
+        if damage := checkpoint_damage(run / "last.pt"):  # not "use --checkpoint last", which names it damaged
+            return f"its last.pt is damaged too: {damage}"
         if not is_file(run / "metrics.csv"):  # an epoch's end writes its row before its checkpoints
             return "no epoch has ended yet, so there is no best.pt: use --checkpoint last"
         if is_training(run):  # between an epoch's two saves (last.pt, then best.pt), or a resume of a lost best.pt
@@ -523,6 +525,8 @@ def _why_none(run: Path, which: str, flag: str | None = None) -> str:
     if is_training(run):  # (not an evaluate writing the run's report: it holds the lock too)
         return "it is still training and has saved no checkpoint yet: wait for the end of its first epoch"
     if best:
+        if damage := checkpoint_damage(run / "best.pt"):  # not "use --checkpoint best", which names it damaged
+            return f"its best.pt, the one checkpoint it has, is damaged: {damage}"
         pick = f"{flag} {shell_quoted(str(run / 'best.pt'))}" if flag else "--checkpoint best"
         return f"its best.pt holds the weights of its best epoch: {pick}"
     if not is_run_dir(run):

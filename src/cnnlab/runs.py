@@ -1032,13 +1032,31 @@ def _checkpoint_problems(run: Path, finished: bool) -> list[str]:
     return found
 
 
-_CHECKPOINT_FIX = "put back the run's own copy, or use the other checkpoint (last.pt / best.pt), or train it again"
+#: A run's other checkpoint, which a refusal of a damaged one may name instead (:func:`checkpoint_fix`).
+_OTHER_CHECKPOINT = {"last.pt": "best.pt", "best.pt": "last.pt"}
+
+
+def checkpoint_fix(path: Path) -> str:
+    """What to do about the damaged checkpoint ``path``: put back the run's own copy, or train it again; and use the
+    run's other checkpoint (its best.pt for a last.pt, and the reverse) only where that one is there and whole
+    (:func:`checkpoint_damage`): "use the other checkpoint (last.pt / best.pt)" of a run that saved no best.pt sent its
+    user to ``--checkpoint best``, which answered "use --checkpoint last"."""
+    other = path.with_name(_OTHER_CHECKPOINT[path.name]) if path.name in _OTHER_CHECKPOINT else None
+    whole = other is not None and is_file(other, if_unknown=False) and not _damage(other, lambda: "")
+    use = f"use its {other.name} (--checkpoint {other.stem}), or " if whole else ""
+    return f"put back the run's own copy, or {use}train it again"
 
 
 def checkpoint_damage(path: Path) -> str:
     """Why the checkpoint file ``path`` cannot be whole: not a regular file (opened without blocking, so a FIFO in
     its place never hangs the listing), not what torch.save writes (its first bytes, and the zip directory it writes
-    last, which a file cut short has lost), or not the bytes its sidecar names; empty when it is whole or not there."""
+    last, which a file cut short has lost), or not the bytes its sidecar names; empty when it is whole or not there.
+    The fix it names is :func:`checkpoint_fix`'s."""
+    return _damage(path, lambda: checkpoint_fix(path))
+
+
+def _damage(path: Path, fix: Callable[[], str]) -> str:
+    """:func:`checkpoint_damage`, with ``fix()`` the fix of a file that is not a whole checkpoint."""
     try:
         fh, st = open_if_regular(path)
     except FileNotFoundError:
@@ -1047,29 +1065,29 @@ def checkpoint_damage(path: Path) -> str:
         return f"cannot be read ({reason(err)}); {usual_fix(err)}"
     if fh is None:
         kind = "a folder" if stat.S_ISDIR(st.st_mode) else mode_kind(st.st_mode)
-        return f"{kind}, not a file (cnnlab writes its checkpoint there); remove it, then {_CHECKPOINT_FIX}"
+        return f"{kind}, not a file (cnnlab writes its checkpoint there); remove it, then {fix()}"
     with fh:
         try:
-            return _torch_file_damage(fh) or _sidecar_mismatch(path, fh)
+            return _torch_file_damage(fh, fix) or _sidecar_mismatch(path, fh, fix)
         except OSError as err:
             return f"cannot be read ({reason(err)}); {usual_fix(err)}"
 
 
-def _torch_file_damage(fh) -> str:
+def _torch_file_damage(fh, fix: Callable[[], str]) -> str:
     """Why the open file ``fh`` is not what torch.save writes, from its first bytes and its zip directory."""
     head = fh.read(4)
     if head[:1] == b"\x80":  # torch.save's legacy format (a pickle): no cheap check of its structure
         return ""
     if head != b"PK\x03\x04":
-        return f"{'empty' if not head else 'not a checkpoint'} (not what cnnlab writes there); {_CHECKPOINT_FIX}"
+        return f"{'empty' if not head else 'not a checkpoint'} (not what cnnlab writes there); {fix()}"
     try:
         zipfile.ZipFile(fh)  # reads the directory at the end only
     except (zipfile.BadZipFile, ValueError, EOFError):
-        return f"cut short (truncated or altered: its end is missing); {_CHECKPOINT_FIX}"
+        return f"cut short (truncated or altered: its end is missing); {fix()}"
     return ""
 
 
-def _sidecar_mismatch(path: Path, fh) -> str:
+def _sidecar_mismatch(path: Path, fh, fix: Callable[[], str]) -> str:
     """Why the open checkpoint ``fh`` is not the file its sidecar (``path.sha256``) names: its SHA-256 is none of the
     sidecar's hashes (one; two while a save is in flight). Empty without a sidecar, or while a process holds the
     run (its save may land between the two reads)."""
@@ -1085,7 +1103,7 @@ def _sidecar_mismatch(path: Path, fh) -> str:
     if got in sidecar_hashes(data.decode("utf-8", "replace")) or is_running(path.parent):
         return ""
     return (f"altered (its SHA-256 {got[:12]}... is not the one {side.name} names: flipped, zeroed or "
-            f"appended bytes); {_CHECKPOINT_FIX}")
+            f"appended bytes); {fix()}")
 
 
 def link_to_nowhere(path: Path) -> str | None:
