@@ -489,8 +489,15 @@ function point(ev) {
 // the primary finger or pen; a second pointer arriving during a stroke (a pinch) takes that stroke back.
 pad.addEventListener("pointerdown", (ev) => {
   ev.preventDefault();
-  // a hand resting on the screen while a stylus draws is a palm, ignored; a second finger while a finger draws, a pinch
-  if (drawing) { if (ev.pointerId !== pen && !(penType === "pen" && ev.pointerType === "touch")) takeBackStroke(); return; }
+  if (drawing) {
+    // a hand resting on the screen while a stylus draws is a palm, ignored
+    if (ev.pointerId === pen || (penType === "pen" && ev.pointerType === "touch")) return;
+    // a stylus landing while a touch draws: the touch was a palm that came first (a resting hand lands before the
+    // pen), taken back, and the pen draws (its whole stroke was lost, taken for a pinch); a second finger, a pinch
+    const palm = penType === "touch" && ev.pointerType === "pen";
+    takeBackStroke();
+    if (!palm) return;
+  }
   if (!ev.isPrimary || ev.button !== 0) return;
   startStroke(ev);
 });

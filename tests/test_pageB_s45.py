@@ -1,0 +1,81 @@
+"""The drawing page and its HTTP API, a browser tester's defects of session 45 (each reproduced in headless Chromium,
+or with a raw request):
+
+- a palm resting on the canvas before the stylus landed swallowed the pen's whole stroke (taken for a pinch);
+"""
+
+from __future__ import annotations
+
+import pytest
+from apps_helpers import tiny_checkpoint
+from test_serve import Server
+from test_serve_page_s41 import (PCTS, SEVEN, _answered, _app, _ink, _open, _pixel, _status, _updates,
+                                 browser)
+
+pytest.importorskip("uvicorn")
+pytest.importorskip("fastapi")
+
+__all__ = ["browser"]  # test_serve_page_s41's fixture: Debian's Chromium under Playwright
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A digits' net (basic_cnn, mnist) served on a free port."""
+    with Server(_app(tiny_checkpoint(tmp_path_factory.mktemp("nets") / "digits.pt"))) as srv:
+        yield srv
+
+
+@pytest.fixture
+def page(browser, server):
+    tab = _open(browser, server.url)
+    yield tab
+    tab.context.close()
+
+
+def _settled(page, before: int, timeout: float = 10_000) -> None:
+    """Wait for an answer after the ``before``-th, or a line in the status (a refusal, an outage): whichever comes."""
+    page.wait_for_function(f"Number(document.body.dataset.updates || 0) > {before} "
+                           "|| document.getElementById('status').textContent !== ''", timeout=timeout)
+    page.wait_for_function("document.body.dataset.inflight === '0'", timeout=timeout)
+
+
+# ----------------------------------------------------------------------------- the palm that lands first
+
+
+def test_a_palm_landing_before_the_stylus_does_not_swallow_the_pens_stroke(page):
+    """A hand resting on the canvas, then a pen writing a 7: Chromium's events `pointerdown:touch`, `pointerdown:pen`,
+    `pointerup:pen`, `pointerup:touch`. The pen's pointerdown was taken for a pinch: the palm's dot taken back and the
+    pen's stroke never drawn (0 ink pixels, no answer). The pen supersedes the touch: its dot is taken back, the pen
+    draws, and the 7 is answered as the same 7 drawn alone."""
+    box = page.locator("#pad").bounding_box()
+    cdp = page.context.new_cdp_session(page)
+
+    def palm(kind):
+        points = [{"x": box["x"] + 250, "y": box["y"] + 260, "id": 5}] if kind == "touchStart" else []
+        cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": points})
+
+    def pen_seven():
+        at = [(box["x"] + x, box["y"] + y) for x, y in SEVEN]
+        for k, (x, y) in enumerate(at):
+            kind = "mousePressed" if k == 0 else "mouseMoved"
+            cdp.send("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left", "buttons": 1,
+                                                  "clickCount": 1, "pointerType": "pen"})
+        cdp.send("Input.dispatchMouseEvent", {"type": "mouseReleased", "x": at[-1][0], "y": at[-1][1],
+                                              "button": "left", "buttons": 0, "clickCount": 1, "pointerType": "pen"})
+
+    pen_seven()  # the pen alone: what the 7 is
+    _answered(page, 0)
+    alone, pcts = _ink(page), page.eval_on_selector_all("#bars .pct", PCTS)
+    page.click("#clear")
+    before = _updates(page)
+    palm("touchStart")  # the palm lands first
+    page.wait_for_timeout(100)
+    pen_seven()
+    palm("touchEnd")
+    _settled(page, before)
+    assert _ink(page) == alone > 3000  # the pen's 7, whole
+    assert _pixel(page, 250, 260) == [255, 255, 255]  # the palm's dot taken back
+    assert page.eval_on_selector_all("#bars .pct", PCTS) == pcts and _status(page) == ""
+    page.wait_for_timeout(300)
+    assert page.eval_on_selector_all("#bars .pct", PCTS) == pcts
+    assert page.errors == []
