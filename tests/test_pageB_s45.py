@@ -2,14 +2,16 @@
 or with a raw request):
 
 - a palm resting on the canvas before the stylus landed swallowed the pen's whole stroke (taken for a pinch);
+- an opened image whose file changed on disk afterwards: "cannot reach the cnnlab server", sent again for ever
+  (the page sent the disk-backed File each time, and Chromium refuses a changed file's upload);
 """
 
 from __future__ import annotations
 
 import pytest
-from apps_helpers import tiny_checkpoint
-from test_serve import Server
-from test_serve_page_s41 import (PCTS, SEVEN, _answered, _app, _ink, _open, _pixel, _status, _updates,
+from apps_helpers import draw_digit, tiny_checkpoint
+from test_serve import Server, png
+from test_serve_page_s41 import (PCTS, SEVEN, _answered, _app, _draw, _ink, _open, _pixel, _status, _updates,
                                  browser)
 
 pytest.importorskip("uvicorn")
@@ -78,4 +80,37 @@ def test_a_palm_landing_before_the_stylus_does_not_swallow_the_pens_stroke(page)
     assert page.eval_on_selector_all("#bars .pct", PCTS) == pcts and _status(page) == ""
     page.wait_for_timeout(300)
     assert page.eval_on_selector_all("#bars .pct", PCTS) == pcts
+    assert page.errors == []
+
+
+# ----------------------------------------------------------------------------- the opened file changed on disk
+
+
+def test_an_opened_image_is_sent_from_memory_after_its_file_changed_on_disk(page, tmp_path):
+    """Open digit.png (answered), a stroke over it (answered), the file saved again on disk (a byte appended), Undo
+    back to the image: `cannot reach the cnnlab server ... (Failed to fetch)`, sent again every 10 s for ever
+    (Chromium's ERR_UPLOAD_FILE_CHANGED: the page sent the disk-backed File). The image opened is copied into memory
+    once: Undo sends what was opened, and is answered as it was."""
+    image = tmp_path / "digit.png"
+    image.write_bytes(png(draw_digit()))
+    page.set_input_files("#file", str(image))
+    _answered(page, 0)
+    pcts = page.eval_on_selector_all("#bars .pct", PCTS)
+    before = _updates(page)
+    _draw(page, [(30, 30), (60, 60)])
+    _answered(page, before)
+    with open(image, "ab") as f:  # saved again by an image editor
+        f.write(b"\0")
+    before = _updates(page)
+    page.click("#undo")
+    _settled(page, before)
+    assert _status(page) == "" and page.eval_on_selector_all("#bars .pct", PCTS) == pcts
+    image.rename(tmp_path / "moved.png")  # moved away: a re-send (a server restarted, a retry) still has it
+    before = _updates(page)
+    _draw(page, [(30, 30), (60, 60)])
+    _answered(page, before)
+    before = _updates(page)
+    page.click("#undo")
+    _settled(page, before)
+    assert _status(page) == "" and page.eval_on_selector_all("#bars .pct", PCTS) == pcts
     assert page.errors == []

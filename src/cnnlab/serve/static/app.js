@@ -403,18 +403,33 @@ async function openImage(file) {
   forgetStrokes();
   resetCanvas();
   clearResults();
+  const name = file.name || "image";
+  let data;
+  try { data = await inMemory(file); } catch (err) {
+    if (mine === generation) statusEl.textContent = "could not read " + name + " (" + (err.message || err) + "); "
+      + "open it again";
+    return;
+  }
   let bitmap = null;
-  try { bitmap = await createImageBitmap(file); } catch (err) {
+  try { bitmap = await createImageBitmap(data); } catch (err) {
     // a format the browser cannot show (TIFF...): the server still reads it, or says what is wrong
   }
-  const [sent, note] = await fitted(file, bitmap);
+  const [sent, note] = await fitted(data, bitmap);
   const layer = bitmap ? layerOf(bitmap) : null;
   if (bitmap) bitmap.close();
   if (mine !== generation) return;  // Clear, or another image, came meanwhile
-  opened = { sent, name: file.name || "image", note, layer };
+  opened = { sent, name, note, layer };
   showOpened();
   inked = dirty = untouched = true;
   send();
+}
+
+// The file's bytes, read once into memory when it is opened: what is sent for it later (Undo back to it, a re-send
+// after an outage) is what was opened. A chosen or dropped file is read from the disk at each upload: saved again or
+// moved meanwhile, Chromium refused its upload (ERR_UPLOAD_FILE_CHANGED), which the page took for the server out of
+// reach, sent again for ever.
+async function inMemory(file) {
+  return new Blob([await file.arrayBuffer()], { type: file.type });
 }
 
 // The image scaled into the canvas and centred, on a clear canvas of its own: kept while it is open, to show it
