@@ -4,6 +4,8 @@ or with a raw request):
 - a palm resting on the canvas before the stylus landed swallowed the pen's whole stroke (taken for a pinch);
 - an opened image whose file changed on disk afterwards: "cannot reach the cnnlab server", sent again for ever
   (the page sent the disk-backed File each time, and Chromium refuses a changed file's upload);
+- with ``serve --max-pixels`` under 1024x1024 the page's "scaled copy" of a large image was over the cap, or the
+  image not scaled at all;
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from apps_helpers import draw_digit, tiny_checkpoint
 from test_serve import Server, png
 from test_serve_page_s41 import (PCTS, SEVEN, _answered, _app, _draw, _ink, _open, _pixel, _status, _updates,
                                  browser)
+
+from cnnlab.predict import Predictor
 
 pytest.importorskip("uvicorn")
 pytest.importorskip("fastapi")
@@ -114,3 +118,32 @@ def test_an_opened_image_is_sent_from_memory_after_its_file_changed_on_disk(page
     _settled(page, before)
     assert _status(page) == "" and page.eval_on_selector_all("#bars .pct", PCTS) == pcts
     assert page.errors == []
+
+
+# ----------------------------------------------------------------------------- the scaled copy within --max-pixels
+
+
+@pytest.mark.parametrize("side, scaled", [(600, "512x512"), (2000, "512x512")])
+def test_a_large_image_is_scaled_within_the_servers_pixel_limit(browser, tmp_path, side, scaled):
+    """`serve --max-pixels 262144` (512x512): a 600x600 PNG was "scaled" by min(1, 1024/600) = 1 and refused (360,000
+    pixels, over the limit), a 2000x2000 one scaled to 1024x1024 and refused under the file's name. The copy's sides
+    are capped by the server's pixel limit too: both are read from a 512x512 copy, as `cnnlab predict` reads one."""
+    ckpt = tiny_checkpoint(tmp_path / "digits.pt")
+    with Server(_app_capped(ckpt, 512 * 512)) as srv:
+        page = _open(browser, srv.url)
+        try:
+            data = png(draw_digit(canvas=(side, side), box=(side // 6, side // 6, 5 * side // 6, 5 * side // 6)))
+            page.set_input_files("#file", files=[{"name": "seven.png", "mimeType": "image/png", "buffer": data}])
+            _settled(page, 0)
+            assert _status(page) == "", _status(page)
+            assert f"read from a copy scaled to {scaled}" in page.inner_text("#confidence")
+            assert "262,144 pixels" in page.inner_text("#confidence")
+            assert page.errors == []
+        finally:
+            page.context.close()
+
+
+def _app_capped(ckpt, max_pixels: int):
+    from cnnlab.serve.app import create_app
+
+    return create_app(Predictor.from_run(ckpt, device="cpu", max_pixels=max_pixels))

@@ -473,21 +473,25 @@ function showOpened() {
 
 // The file as it is, or, when it is over the server's limits (a phone's photo of 5 MB against the 4 MiB upload
 // limit), the picture scaled to at most 1024 px a side, the size cnnlab's preprocessing reduces larger images to
-// anyway: PNG (its transparency kept: a transparent image's opacity is its ink), then smaller, then JPEG on white.
-// The answer then says it is the scaled copy's. A file the browser cannot decode is sent as it is.
+// anyway, and within the server's pixel limit (`serve --max-pixels 262144`: 512x512; a 600x600 image was "scaled"
+// to itself, and a 2000x2000 one to 1024x1024, both refused): PNG (its transparency kept: a transparent image's
+// opacity is its ink), then smaller, then JPEG on white. The answer then says it is the scaled copy's. A file the
+// browser cannot decode is sent as it is.
 async function fitted(file, bitmap) {
   const room = limits.max_upload_bytes - 4096;  // the form's own bytes around the file
-  if (!bitmap || (file.size <= room && bitmap.width * bitmap.height <= limits.max_pixels)) return [file, ""];
+  const { width: w, height: h } = bitmap || {};
+  if (!bitmap || (file.size <= room && w * h <= limits.max_pixels)) return [file, ""];
+  const most = Math.sqrt(limits.max_pixels / (w * h));  // the scale whose copy holds the pixels the server takes
   for (const [side, type] of [[1024, "image/png"], [512, "image/png"], [1024, "image/jpeg"], [512, "image/jpeg"]]) {
-    const scale = Math.min(1, side / Math.max(bitmap.width, bitmap.height));
+    const scale = Math.min(1, side / Math.max(w, h), most);
     const c = document.createElement("canvas");
-    c.width = Math.max(1, Math.round(bitmap.width * scale));
-    c.height = Math.max(1, Math.round(bitmap.height * scale));
+    c.width = Math.max(1, Math.floor(w * scale));
+    c.height = Math.max(1, Math.floor(h * scale));
     const g = c.getContext("2d");
     if (type === "image/jpeg") { g.fillStyle = "#fff"; g.fillRect(0, 0, c.width, c.height); }  // JPEG has no alpha
     g.drawImage(bitmap, 0, 0, c.width, c.height);
     const blob = await new Promise((resolve) => c.toBlob(resolve, type, 0.92));
-    if (blob && blob.size <= room) {
+    if (blob && blob.size <= room && c.width * c.height <= limits.max_pixels) {
       return [blob, " (read from a copy scaled to " + c.width + "x" + c.height + ": the file is over the server's "
         + "limits, " + (limits.max_upload_bytes >> 20) + " MiB, " + limits.max_pixels.toLocaleString("en") + " pixels)"];
     }
