@@ -6,9 +6,12 @@ or with a raw request):
   (the page sent the disk-backed File each time, and Chromium refuses a changed file's upload);
 - with ``serve --max-pixels`` under 1024x1024 the page's "scaled copy" of a large image was over the cap, or the
   image not scaled at all;
+- a drawing answered before the page's first /info came: "the server now serves another net" for the same net;
 """
 
 from __future__ import annotations
+
+import time
 
 import pytest
 from apps_helpers import draw_digit, tiny_checkpoint
@@ -147,3 +150,37 @@ def _app_capped(ckpt, max_pixels: int):
     from cnnlab.serve.app import create_app
 
     return create_app(Predictor.from_run(ckpt, device="cpu", max_pixels=max_pixels))
+
+
+# ----------------------------------------------------------------------------- no news before the first /info
+
+
+def test_a_drawing_answered_before_the_first_info_is_no_news(browser, server):
+    """/info slow (a slow link, or a server loading a changed checkpoint), a 7 drawn at once: the answer came first,
+    the page read /info again for it, meanwhile its first /info showed the net, and the red line said "the server now
+    serves another net: model ..." for 8 s, about the net served from the start. Nothing changed that the page knew
+    of: no news, and the answer is shown under the net's bars."""
+    context = browser.new_context(viewport={"width": 1000, "height": 720})
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    page.errors = []
+    page.on("pageerror", lambda err: page.errors.append(str(err)))
+    held = []
+    page.route("**/info", lambda route: held.append(route))  # each /info held until let go
+    try:
+        page.goto(server.url + "/")
+        page.wait_for_function("document.readyState === 'complete'")
+        _draw(page, SEVEN)  # before the page's /info answered
+        deadline = time.monotonic() + 10
+        while len(held) < 2 and time.monotonic() < deadline:  # init's /info, then the answer's
+            page.wait_for_timeout(50)
+        assert len(held) == 2, held
+        held[0].continue_()  # the page's first /info: the net shown
+        page.wait_for_selector("body[data-ready='1']")
+        held[1].continue_()  # the answer's: the same net
+        _answered(page, 0)
+        assert _status(page) == "" and "trained on mnist" in page.inner_text("#model")
+        assert page.locator("#bars .fill").count() == 10 and page.inner_text("#prediction") != ""
+        assert page.errors == []
+    finally:
+        context.close()

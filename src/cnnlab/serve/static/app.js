@@ -288,13 +288,16 @@ function sameNet(body) {
 }
 
 // Another net answers: its classes become the bars; the header is /info's when /info names the same net (it also
-// brings the limits), else the answer's own. Returns the line saying so.
+// brings the limits), else the answer's own. Returns the line saying so: none when the page knew of no net before
+// (its /info at load not read), or when the net it shows is the answer's by the time /info came (the page's first
+// /info, slow, came meanwhile: "the server now serves another net" was said of the net served from the start).
 async function switchNet(body) {
+  const known = net.model !== null;  // null: /info was not read at load, so nothing changed that the page knew of
   let info = null;
   try { info = await readInfo(); } catch (err) { /* the answer names the net */ }
+  if (sameNet(body)) return "";  // shown meanwhile (init's /info): no news, and nothing to switch
   const agrees = info && Array.isArray(info.classes) && sameList(info.classes, body.classes)
     && NET_KEYS.every((k) => body[k] === undefined || info[k] === body[k]);
-  const known = net.model !== null;  // null: /info was not read at load, so nothing changed that the page knew of
   const now = agrees ? info : { model: body.model, dataset: body.dataset, paper: body.paper,
                                 preparation: body.preparation, classes: body.classes, inception: !!body.branches };
   const paperNews = now.paper !== net.paper && now.preparation === "as is"
