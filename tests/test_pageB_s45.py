@@ -7,15 +7,17 @@ or with a raw request):
 - with ``serve --max-pixels`` under 1024x1024 the page's "scaled copy" of a large image was over the cap, or the
   image not scaled at all;
 - a drawing answered before the page's first /info came: "the server now serves another net" for the same net;
+- a withdrawn net (its run diverged) was shown as a gateway's outage "Waiting for it";
 """
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 from apps_helpers import draw_digit, tiny_checkpoint
-from test_serve import Server, png
+from test_serve import Server, png, post
 from test_serve_page_s41 import (PCTS, SEVEN, _answered, _app, _draw, _ink, _open, _pixel, _status, _updates,
                                  browser)
 
@@ -184,3 +186,47 @@ def test_a_drawing_answered_before_the_first_info_is_no_news(browser, server):
         assert page.errors == []
     finally:
         context.close()
+
+
+# ----------------------------------------------------------------------------- a withdrawn net is no outage
+
+
+def test_a_withdrawn_net_is_the_servers_refusal_not_an_outage(browser, tmp_path):
+    """A served run diverged (its status.json written as a diverged run's), then a stroke: `error 503 from the server
+    on this port (... train it again with a lower --lr). Waiting for it: trying again in 2 s`, a gateway's wording
+    and a wait that mends nothing. The withdrawn 503 names itself (`"withdrawn"`, as /info does): the page shows the
+    server's line, says the drawing is sent again when the server answers with a net again (backing off as for an
+    outage), and answers once the run reads as not diverged any more."""
+    from test_atkU_s43 import _diverged, _trained_checkpoint
+
+    from cnnlab.runs import write_status
+
+    run = tmp_path / "run"
+    ckpt = _trained_checkpoint(run / "last.pt")
+    (run / "config.json").write_text(json.dumps({"config": {"model": "basic_cnn", "dataset": "mnist", "epochs": 1}}))
+    write_status(run, "running", "")
+    from cnnlab.serve.app import create_app
+
+    app = create_app(Predictor.from_run(ckpt, device="cpu"), say=lambda m: None, warn=lambda m: None)
+    with Server(app) as srv:
+        page = _open(browser, srv.url)
+        try:
+            _draw(page, SEVEN)
+            _answered(page, 0)
+            _diverged(run)
+            status, body = post(srv.url, png(draw_digit()))
+            assert status == 503 and body["withdrawn"] == body["error"], body
+            before = _updates(page)
+            _draw(page, [(30, 250), (250, 250)])
+            page.wait_for_function("document.getElementById('status').textContent.includes('diverged')")
+            line = _status(page)
+            assert line.startswith(f"{run} failed, training diverged: "), line
+            assert "sent again when the server answers with a net again" in line
+            assert "error 503" not in line and "Waiting for it" not in line
+            assert page.inner_text("#prediction") == ""
+            write_status(run, "running", "")  # trained again: the net answers again, the drawing with it
+            _answered(page, before, timeout=20_000)
+            assert _status(page) == "" and page.inner_text("#prediction") != ""
+            assert page.errors == []
+        finally:
+            page.context.close()

@@ -31,7 +31,8 @@ Routes:
   however it is sent, a body that does not arrive in time ``408`` (saying what came of it: none, or how many of the
   bytes its ``Content-Length`` declares, then nothing), and a server that has as many uploads as it
   takes, or runs out of file descriptors or memory while decoding, ``503`` (with Retry-After); a net whose run
-  diverged while it was served, ``503`` saying so (no Retry-After: waiting does not mend it).
+  diverged while it was served, ``503`` saying so, ``{"error": why, "withdrawn": why}`` (no Retry-After: waiting does
+  not mend it; a net put back does, which the page waits for).
   The body's ``Content-Type`` is read without regard to case (``IMAGE/PNG`` is ``image/png``).
 - Anything else: ``404`` (no such route) or ``405`` (another method), ``{"error": "<one line>"}`` like every
   other refusal, naming the routes there are.
@@ -855,7 +856,9 @@ def create_app(predictor: Predictor, max_bytes: int = DEFAULT_MAX_BYTES, *, deco
         except BadImageError as err:
             return error(400, str(err))
         except Withdrawn as err:  # the net's run diverged: no answer of it, and no retry that would change that
-            return error(503, str(err))
+            # "withdrawn", as /info names it: the page tells this 503 from a gateway's or a stopping server's, which
+            # waiting mends (it said "error 503 from the server on this port (...). Waiting for it")
+            return JSONResponse({"error": str(err), "withdrawn": str(err)}, status_code=503)
         except (ResourceError, MemoryError, OSError) as err:  # the machine short of files or memory, not the image bad
             short = _shortage(err)
             if short is None:

@@ -6,7 +6,8 @@
 // An image file (the "Open an image" button, reachable by keyboard, a drop on the canvas or a
 // paste) is sent as it is, and shown as it is. Undo (the button, Ctrl+Z or Cmd+Z) takes back the last stroke.
 // A request has a time limit; no answer in it, no connection, a gateway's error or an answer that is not cnnlab's
-// is an outage: the drawing is sent again later (the backoff below).
+// is an outage: the drawing is sent again later (the backoff below). So is a drawing refused because the net served
+// is withdrawn (its run diverged), under the server's own line: answered once a net is put back.
 "use strict";
 
 const pad = document.getElementById("pad");
@@ -184,8 +185,8 @@ async function ask(blob, name, mine, again, note = "") {
   if (mine !== generation) return;
   const outage = unanswered(got);
   if (outage) { waitForServer(outage, mine, again); return; }
-  retryDelay = RETRY_FIRST_MS;  // cnnlab answers again
   if (!got.res.ok) { refused(got.res, got.body, mine, again); return; }
+  retryDelay = RETRY_FIRST_MS;  // cnnlab answers again
   try {
     if (!sameNet(got.body)) netNews = await switchNet(got.body) || netNews;
     if (mine === generation) showAnswer(got.body, note);
@@ -233,7 +234,7 @@ function parsed(text, res) {
 
 // Why no answer of cnnlab's came, for the drawing to be sent again later (waitForServer), or "" when one did: no
 // connection, none in time, a failed server's or a gateway's error (500, 502, 504; a 503 but cnnlab's own, which
-// says when to retry: refused), or an answer that is not cnnlab's.
+// says when to retry, or that its net is withdrawn: refused), or an answer that is not cnnlab's.
 function unanswered(got) {
   if (got.error && got.error.timedOut) {
     return "the cnnlab server is not answering: nothing came back in " + got.error.timedOut + " s (is it stopped, "
@@ -244,7 +245,7 @@ function unanswered(got) {
       + ")";
   }
   const { res, body, foreign } = got;
-  if (res.status === 503 && res.headers.get("Retry-After") && !foreign) return "";
+  if (res.status === 503 && (res.headers.get("Retry-After") || body.withdrawn) && !foreign) return "";
   if ([500, 502, 503, 504].includes(res.status)) {
     return "error " + res.status + " from the server on this port" + (body.error ? " (" + body.error + ")" : "");
   }
@@ -254,9 +255,21 @@ function unanswered(got) {
   return "";
 }
 
+// cnnlab's refusal: its line alone. A busy server's 503 (Retry-After): the drawing is sent again after the wait it
+// asks for. A withdrawn net's 503 (its run diverged: "withdrawn", no Retry-After) is no outage, and no wait mends it
+// (the page said "error 503 from the server on this port (...). Waiting for it"); the net put back (retrained) does,
+// which the server sees at the next request: the drawing is sent again with the outage's backoff, and the line says so.
 function refused(res, body, mine, again) {
   clearResults();  // no answer for this drawing: the last one's must not stand beside the error as its answer
   statusEl.textContent = body.error || ("error " + res.status);
+  if (res.status === 503 && body.withdrawn) {
+    const wait = backoff();
+    statusEl.textContent += ". This drawing is sent again when the server answers with a net again (next try in "
+      + wait / 1000 + " s)";
+    retryLater(wait, mine, again);
+    return;
+  }
+  retryDelay = RETRY_FIRST_MS;  // cnnlab answers
   if (res.status === 503) {  // the server is busy: send it again after the wait it asks for
     retryLater(1000 * (Number(res.headers.get("Retry-After")) || 1), mine, again);
   }
@@ -266,10 +279,16 @@ function refused(res, body, mine, again) {
 // canvas's drawing, so that a server started again (or freed, or back behind its proxy) answers it, no new stroke.
 function waitForServer(why, mine, again) {
   clearResults();
-  const wait = retryDelay;
-  retryDelay = Math.min(2 * retryDelay, RETRY_MOST_MS);
+  const wait = backoff();
   statusEl.textContent = why + ". Waiting for it: trying again in " + wait / 1000 + " s";
   retryLater(wait, mine, again);
+}
+
+// The wait before the next re-send: 1 s, then twice the last, 10 s at most, until cnnlab answers.
+function backoff() {
+  const wait = retryDelay;
+  retryDelay = Math.min(2 * retryDelay, RETRY_MOST_MS);
+  return wait;
 }
 
 function sameList(a, b) {
