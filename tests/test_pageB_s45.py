@@ -8,12 +8,16 @@ or with a raw request):
   image not scaled at all;
 - a drawing answered before the page's first /info came: "the server now serves another net" for the same net;
 - a withdrawn net (its run diverged) was shown as a gateway's outage "Waiting for it";
+- a body sent with ``Content-Encoding: gzip`` was refused as "not an image".
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 from apps_helpers import draw_digit, tiny_checkpoint
@@ -230,3 +234,30 @@ def test_a_withdrawn_net_is_the_servers_refusal_not_an_outage(browser, tmp_path)
             assert page.errors == []
         finally:
             page.context.close()
+
+
+# ----------------------------------------------------------------------------- Content-Encoding
+
+
+def _raw_post(url: str, data: bytes, headers: dict) -> tuple[int, dict, dict]:
+    req = urllib.request.Request(url + "/predict", data=data, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as res:
+            return res.status, dict(res.headers), json.loads(res.read())
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), json.loads(err.read())
+
+
+@pytest.mark.parametrize("coding", ["gzip", "GZIP", "identity, gzip", "br"])
+def test_a_content_encoding_the_server_does_not_take_is_415_naming_it(server, coding):
+    """`curl -H 'Content-Type: image/png' -H 'Content-Encoding: gzip' --data-binary @digit.png.gz`: `400 upload: not
+    an image (no PNG, JPEG, BMP, GIF or WebP data found); give an image file`, the wrong cause. RFC 9110 15.5.16: a
+    content coding not taken is 415, with Accept-Encoding naming what is."""
+    data = png(draw_digit())
+    status, headers, body = _raw_post(server.url, gzip.compress(data),
+                                      {"Content-Type": "image/png", "Content-Encoding": coding})
+    assert status == 415, body
+    assert body == {"error": f"Content-Encoding {coding} is not accepted; send the image uncompressed"}
+    assert {k.lower(): v for k, v in headers.items()}["accept-encoding"] == "identity"
+    status, _, body = _raw_post(server.url, data, {"Content-Type": "image/png", "Content-Encoding": "identity"})
+    assert status == 200 and body["prediction"] in [str(i) for i in range(10)]

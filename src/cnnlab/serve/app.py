@@ -33,7 +33,8 @@ Routes:
   takes, or runs out of file descriptors or memory while decoding, ``503`` (with Retry-After); a net whose run
   diverged while it was served, ``503`` saying so, ``{"error": why, "withdrawn": why}`` (no Retry-After: waiting does
   not mend it; a net put back does, which the page waits for).
-  The body's ``Content-Type`` is read without regard to case (``IMAGE/PNG`` is ``image/png``).
+  The body's ``Content-Type`` is read without regard to case (``IMAGE/PNG`` is ``image/png``); a body with a content
+  coding (``Content-Encoding: gzip``) is ``415`` naming it, with ``Accept-Encoding: identity``.
 - Anything else: ``404`` (no such route) or ``405`` (another method), ``{"error": "<one line>"}`` like every
   other refusal, naming the routes there are.
 
@@ -416,11 +417,12 @@ def _extended_filename(disposition: str) -> str | None:
 
 
 class Refused(Exception):
-    """A request answered ``{"error": message}`` with ``status`` (raised by the steps of ``POST /predict``)."""
+    """A request answered ``{"error": message}`` with ``status`` and ``headers`` (raised by the steps of ``POST
+    /predict``)."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
-        self.status, self.message = status, message
+        self.status, self.message, self.headers = status, message, headers
 
 
 def _text_in_file_field(request: Request, text: str) -> tuple[bytes, str]:
@@ -436,9 +438,22 @@ def _text_in_file_field(request: Request, text: str) -> tuple[bytes, str]:
                        "image as a file: curl -F file=@digit.png (a part with filename=\"...\")")
 
 
+def _refuse_coded(request: Request) -> None:
+    """A body sent with a content coding (``Content-Encoding: gzip``) is :class:`Refused` 415, naming the coding, with
+    ``Accept-Encoding: identity`` (RFC 9110 15.5.16): a gzipped PNG was read as its bytes and refused as "not an image
+    (no PNG, JPEG, BMP, GIF or WebP data found)", the wrong cause. ``identity`` is no coding."""
+    codings = [c.strip() for line in request.headers.getlist("content-encoding") for c in line.split(",")]
+    coded = [c for c in codings if c and c.lower() != "identity"]
+    if coded:
+        named = printable(", ".join(codings))
+        raise Refused(415, f"Content-Encoding {named[:80]} is not accepted; send the image uncompressed",
+                      {"Accept-Encoding": "identity"})
+
+
 async def _upload(request: Request, max_bytes: int) -> tuple[bytes, str]:
     """The image a ``POST /predict`` sends, and its name for messages: a multipart form's field ``file``, or the body
     of an ``image/*`` (or ``application/octet-stream``) request; anything else is :class:`Refused`."""
+    _refuse_coded(request)
     ctype = request.headers.get("content-type", "").lower()  # media types are case-insensitive (RFC 9110)
     if ctype.startswith("image/") or ctype.startswith("application/octet-stream"):
         return await request.body(), "upload"
@@ -819,8 +834,8 @@ def create_app(predictor: Predictor, max_bytes: int = DEFAULT_MAX_BYTES, *, deco
     app = FastAPI(title="cnnlab", docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", PageFiles(directory=STATIC), name="static")
 
-    def error(status: int, message: str) -> JSONResponse:
-        return JSONResponse({"error": message}, status_code=status)
+    def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
@@ -849,7 +864,7 @@ def create_app(predictor: Predictor, max_bytes: int = DEFAULT_MAX_BYTES, *, deco
         try:
             data, name = await _upload(request, max_bytes)
         except Refused as refused:
-            return error(refused.status, refused.message)
+            return error(refused.status, refused.message, refused.headers)
         try:
             answer = await run_in_threadpool(service.answer, data, name)
             return error(400, answer) if isinstance(answer, str) else answer
