@@ -311,6 +311,16 @@ def default_output(checkpoint: Path, fmt: str) -> Path:
     return checkpoint.with_name(checkpoint.stem + SUFFIXES[fmt])
 
 
+def default_weights_output(checkpoint: Path) -> Path:
+    """Beside the checkpoint, named after it as :func:`default_output` names export's files: a run's ``last.pt`` ->
+    ``RUN/model.safetensors`` (the run's net, the name the docs give it), any other ``NAME.pt`` ->
+    ``NAME.safetensors`` (``RUN/best.safetensors``, ``RUN/teacher.safetensors``, ``nets/resnet.safetensors``).
+    (All were ``model.safetensors``: an export of best.pt, of a run's teacher.pt or of another checkpoint in the same
+    folder replaced the run's own without a word.)"""
+    stem = "model" if checkpoint.name == f"{DEFAULT_CHECKPOINT}.pt" else checkpoint.stem
+    return checkpoint.with_name(stem + ".safetensors")
+
+
 def export_run(
     run: str | Path | None,
     fmt: str = "onnx",
@@ -414,7 +424,9 @@ def export_safetensors(run: str | Path | None = None, which: str = DEFAULT_CHECK
     """Write a checkpoint's bare weights as safetensors, with the metadata of ``cnnlab export`` (model,
     classes, normalisation, input layout, the checkpoint it came from) plus the model's arguments; with
     ``pretrained``, cnnlab's shipped weights of that model on ``dataset`` (``mnist`` unless given), to
-    ``<model>-<dataset>.safetensors`` here by default, their provenance the shipped file's name and SHA-256."""
+    ``<model>-<dataset>.safetensors`` here by default, their provenance the shipped file's name and SHA-256. A run's
+    checkpoint is written beside it by default (:func:`default_weights_output`: ``RUN/model.safetensors`` for its
+    last.pt, ``RUN/best.safetensors`` for its best.pt)."""
     if (run is None) == (pretrained is None):
         raise CnnlabError("give a run folder or checkpoint to export, or --pretrained MODEL for the shipped "
                           "weights (one of the two)")
@@ -427,7 +439,7 @@ def export_safetensors(run: str | Path | None = None, which: str = DEFAULT_CHECK
         target = output_file(out, pretrained_file(pretrained, dataset or "mnist", ".safetensors"))
     else:
         src = resolve_checkpoint(run, which)
-        target = output_file(out, src.parent / "model.safetensors")
+        target = output_file(out, default_weights_output(src))
         check_not_the_source(target, src, typed=typed)
     check_output_file(target, src)
     if target.suffix.lower() in (".onnx", ".pt", ".pth", ".ptl"):

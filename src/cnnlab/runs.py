@@ -49,8 +49,8 @@ RUN_MARKERS = ("last.pt", "metrics.csv")
 #: these is a run's (perhaps one killed before its first checkpoint), anything else is the user's.
 RUN_FILES = frozenset({"config.json", "status.json", "summary.json", "metrics.csv", "last.pt", "last.pt.sha256",
                        "best.pt", "best.pt.sha256", "curves.png", "confusion.png", "mistakes.png", "tensorboard",
-                       "model.safetensors", "last.onnx", "last.torchscript.pt", "best.onnx", "best.torchscript.pt",
-                       "branches.json", "branches.png", "teacher.pt"})
+                       "model.safetensors", "best.safetensors", "last.onnx", "last.torchscript.pt", "best.onnx",
+                       "best.torchscript.pt", "branches.json", "branches.png", "teacher.pt"})
 LOCK_FILE = ".lock"
 #: How a run that stopped at its --target-accuracy begins its status.json's detail.
 TARGET_REACHED = "reached --target-accuracy"
@@ -64,7 +64,8 @@ REPORT_FILES = frozenset({"summary.json", "confusion.png", "mistakes.png", "curv
                           "comparison.png"})
 #: The run files that ``cnnlab export`` and ``export-weights`` write by default: replaced by an export of the same
 #: run, never by anything else.
-EXPORT_FILES = frozenset({"model.safetensors", "last.onnx", "last.torchscript.pt", "best.onnx", "best.torchscript.pt"})
+EXPORT_FILES = frozenset({"model.safetensors", "best.safetensors", "last.onnx", "last.torchscript.pt", "best.onnx",
+                          "best.torchscript.pt"})
 
 
 def _safe(name: str) -> str:

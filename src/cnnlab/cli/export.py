@@ -71,8 +71,10 @@ def _add_export_weights_parser(sub) -> None:
     p.add_argument("--format", choices=WEIGHT_FORMATS, default=WEIGHT_FORMATS[0],
                    help="format of the weights file (default: %(default)s)")
     p.add_argument("--out", default=None, type=path_arg,
-                   help="output file, or a folder (a path ending in '/') to write model.safetensors into (default: "
-                        "RUN/model.safetensors; MODEL-DATASET.safetensors here with --pretrained)")
+                   help="output file, or a folder (a path ending in '/') to write the default name into (default: "
+                        "beside the checkpoint, named after it: RUN/model.safetensors for a run's last.pt, "
+                        "RUN/best.safetensors with --checkpoint best, NAME.safetensors for NAME.pt; "
+                        "MODEL-DATASET.safetensors here with --pretrained)")
     p.set_defaults(func=cmd_export_weights)
 
 
