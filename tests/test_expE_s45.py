@@ -9,11 +9,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import tiny_config, write_idx_dataset
 from safetensors import safe_open
 
+import cnnlab.export
 from cnnlab.cli import main
 from cnnlab.errors import CnnlabError
-from cnnlab.export import export_safetensors
+from cnnlab.export import export_run, export_safetensors
 
 
 def one_line(capsys) -> str:
@@ -60,3 +62,74 @@ def test_export_weights_names_its_file_after_the_checkpoint(finished, tmp_path, 
     shutil.copytree(run, other)
     with pytest.raises(CnnlabError, match="is another run's own file"):
         export_safetensors(other, "best", run / "best.safetensors")
+
+
+# ----------------------------------------------------------------------------- D2. the check's memory
+
+
+@pytest.fixture
+def run_300(tmp_path) -> Path:
+    """A tiny run whose test split holds 300 images (more than one check batch)."""
+    from cnnlab.engine import train
+
+    data = write_idx_dataset(tmp_path / "tiny300", n_train=64, n_test=300)
+    run = tmp_path / "r300"
+    train(tiny_config(data, max_steps=2), out=run, quiet=True, log=lambda m: None)
+    return run
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_the_check_runs_its_samples_in_bounded_batches(run_300, fmt, monkeypatch, capsys):
+    """expE D2: the check ran all --samples images as one batch, for PyTorch and for the export: 3.4 GB at
+    `export --pretrained inception --samples 10000`. Now every image is still checked, with the same tolerance, in
+    batches of at most export.CHECK_BATCH (256), plus the first image alone."""
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+    runner = f"_{fmt}_run"
+    real, seen = getattr(cnnlab.export, runner), []
+
+    def spy(data, batches):
+        seen.extend(len(b) for b in batches)
+        return real(data, batches)
+
+    monkeypatch.setattr(cnnlab.export, runner, spy)
+    assert main(["export", str(run_300), "--format", fmt, "--samples", "300"]) == 0
+    out = capsys.readouterr().out
+    assert seen == [256, 44, 1]
+    assert "checked on 300 test images in batches of 256, 44 and 1: max abs logit difference" in out
+    res = export_run(run_300, fmt, samples=300, out=run_300 / f"again{'.onnx' if fmt == 'onnx' else '.pt'}")
+    assert (res.n_checked, res.batch_sizes) == (300, (256, 44, 1))
+
+
+def test_onnxruntimes_out_of_memory_is_the_command_lines_one_line(finished, monkeypatch, capsys):
+    """expE D2: onnxruntime running out of memory in the check (`ulimit -v 2500000; cnnlab export --pretrained
+    inception --samples 10000`) ended in a 40-line traceback of its `Fail`; TorchScript's said `cnnlab: error: out of
+    memory (an allocation of 553.0 MB failed); ...`. Now onnxruntime's says the same line (export._onnxruntime_error,
+    cli._out_of_memory), and any other onnxruntime failure one line naming the other format; nothing is written."""
+    ort = pytest.importorskip("onnxruntime")
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph
+
+    failures = {
+        "memory": Fail("[ONNXRuntimeError] : 1 : FAIL : Non-zero status code returned while running Concat node. "
+                       "Name:'/incept1/Concat' Status Message: bfc_arena.cc:359 AllocateRawInternal Failed to "
+                       "allocate memory for requested buffer of size 506880000"),
+        "graph": InvalidGraph("[ONNXRuntimeError] : 10 : INVALID_GRAPH : This is an invalid model."),
+    }
+
+    class Session:
+        def __init__(self, data, opts, **kwargs):
+            assert opts.log_severity_level == 4  # onnxruntime's own coloured log line would be a second line
+            if kind == "graph":
+                raise failures[kind]
+
+        def run(self, *args, **kwargs):
+            raise failures[kind]
+
+    monkeypatch.setattr(ort, "InferenceSession", Session)
+    for kind, line in (("memory", "cnnlab: error: out of memory (an allocation of 506.9 MB failed); "),
+                       ("graph", "cnnlab: error: onnxruntime could not run the ONNX export to check it ([ONNXRuntime"
+                                 "Error] : 10 : INVALID_GRAPH : This is an invalid model.); nothing written: try "
+                                 "--format torchscript")):
+        assert main(["export", str(finished), "--samples", "8"]) == 2
+        assert one_line(capsys).startswith(line)
+        assert not (finished / "last.onnx").exists()

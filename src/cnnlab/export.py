@@ -37,7 +37,7 @@ from cnnlab.data.idxdir import transposed_on_loading
 from cnnlab.dataset_names import dataset_kind, moved_away, paper_of
 from cnnlab.errors import CnnlabError, first_line, shell_quoted
 from cnnlab.evaluation import own_data_dir
-from cnnlab.export_formats import FORMATS, SUFFIXES, TOLERANCE
+from cnnlab.export_formats import CHECK_BATCH, FORMATS, SUFFIXES, TOLERANCE
 from cnnlab.fileio import atomic_write_bytes, is_dir
 from cnnlab.pretrained import Pretrained, find_pretrained, load_pretrained
 from cnnlab.runs import DEFAULT_CHECKPOINT, check_output_file, holder, is_run_dir, is_training
@@ -53,6 +53,8 @@ class ExportResult:
     format: str
     max_abs_diff: float
     n_checked: int
+    #: The sizes of the check's batches, each once (``(256, 44, 1)``: 300 images in batches of 256, the last of 44,
+    #: and the first image alone).
     batch_sizes: tuple[int, ...]
     #: The largest difference accepted (:func:`tolerance`: relative to the logits' scale).
     limit: float = TOLERANCE
@@ -233,8 +235,29 @@ def _onnx_run(data: bytes, batches: list[np.ndarray]) -> list[np.ndarray]:
     _, ort = onnx_packages()
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = min(4, os.cpu_count() or 1)
-    sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
-    return [sess.run([OUTPUT_NAME], {INPUT_NAME: b})[0] for b in batches]
+    opts.log_severity_level = 4  # fatal only: an error's own coloured log line beside the one line that quotes it
+    try:
+        sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        return [sess.run([OUTPUT_NAME], {INPUT_NAME: b})[0] for b in batches]
+    except Exception as err:  # onnxruntime's own classes (Fail, RuntimeException, ...) derive from Exception alone
+        if not type(err).__module__.startswith("onnxruntime"):
+            raise
+        raise _onnxruntime_error(err) from None
+
+
+#: What onnxruntime says when an allocation fails (its arena's buffer; a C++ allocation), as the command line reads it.
+_ORT_NO_MEMORY = ("Failed to allocate memory for requested buffer of size", "std::bad_alloc")
+
+
+def _onnxruntime_error(err: Exception) -> Exception:
+    """onnxruntime's error in the check as what the command line says in one line: an allocation that failed as a
+    ``RuntimeError`` with onnxruntime's words, which the command line's out-of-memory line reads (what was asked,
+    the memory limit), as torch's; any other, a :class:`CnnlabError` naming the other format."""
+    text = first_line(err)
+    if any(words in text for words in _ORT_NO_MEMORY):
+        return RuntimeError(f"onnxruntime: {text}")
+    return CnnlabError(f"onnxruntime could not run the ONNX export to check it ({text[:200]}); nothing written: "
+                       "try --format torchscript")
 
 
 def _torchscript_export(model: nn.Module, example: torch.Tensor, meta: dict[str, str]) -> bytes:
@@ -336,7 +359,8 @@ def export_run(
     on ``dataset``, written to ``<model>-<dataset><suffix>`` here by default) and check it on ``samples`` test
     images.
 
-    The check runs the sample as one batch and as a batch of 1 (the batch axis is dynamic).
+    The check runs the sample in batches of at most :data:`CHECK_BATCH` and as a batch of 1 (the batch axis is
+    dynamic).
     The export is made in memory, checked there, and written (atomically) only when the check passes.
     """
     if fmt not in FORMATS:
@@ -366,12 +390,18 @@ def export_run(
     return _export_checked(state, fmt, out, sample_inputs(state, samples, dataset, data_dir), extra)
 
 
+def check_batches(x: torch.Tensor) -> list[np.ndarray]:
+    """The check's batches of ``x``: all of it, in batches of at most :data:`CHECK_BATCH`, then its first image alone
+    (the batch axis is dynamic)."""
+    return [part.numpy() for part in x.split(CHECK_BATCH)] + [x[:1].numpy()]
+
+
 def _export_checked(state: dict, fmt: str, out: Path, x: torch.Tensor, extra: dict[str, str]) -> ExportResult:
-    """Export the net of ``state`` (its metadata and ``extra``), run the export and PyTorch on ``x`` (whole, and its
-    first image alone), and write the file only when their logits agree."""
+    """Export the net of ``state`` (its metadata and ``extra``), run the export and PyTorch on ``x`` (all of it in
+    :func:`check_batches`, and its first image alone), and write the file only when their logits agree."""
     model = model_from_checkpoint(state).eval()  # exported on the CPU, in float32
     meta = {**export_metadata(state), **extra}
-    batches = [x.numpy(), x[:1].numpy()]
+    batches = check_batches(x)
     if fmt == "onnx":
         data = _onnx_export(model, x[:2], meta)
         got = _onnx_run(data, batches)
@@ -386,7 +416,7 @@ def _export_checked(state: dict, fmt: str, out: Path, x: torch.Tensor, extra: di
                               "this model cannot be exported this way")
     diff, limit = check_logits(fmt, got, want)
     atomic_write_bytes(out, data)  # only a checked export reaches the disk
-    return ExportResult(out, fmt, diff, len(x), tuple(len(b) for b in batches), limit)
+    return ExportResult(out, fmt, diff, len(x), tuple(dict.fromkeys(len(b) for b in batches)), limit)
 
 
 def tolerance(scale: float) -> float:

@@ -38,7 +38,8 @@ except ImportError:  # pragma: no cover - Windows
 COMMAND_MODULES = (train, evaluate, runs, models, data, analyze, predict, export, serve)
 #: torch's CPU allocator's words for a failed allocation; compiled now, since compiling it once memory has run out
 #: failed too (a MemoryError while the first was handled: two tracebacks).
-_ALLOCATION = re.compile(r"can't allocate memory: you tried to allocate (\d+) bytes")
+_ALLOCATION = re.compile(r"can't allocate memory: you tried to allocate (\d+) bytes"  # torch's CPU allocator
+                         r"|Failed to allocate memory for requested buffer of size (\d+)")  # onnxruntime's
 #: The flags that make a command ask for less memory, where it has them.
 _MEMORY_FLAGS = ("--batch-size", "--eval-batch-size", "--width")
 #: The line when even writing the out-of-memory line runs out of memory: made now, written without allocating.
@@ -281,8 +282,9 @@ def _path_error(err: OSError) -> bool:
 def _out_of_memory(err: BaseException) -> str:
     """What an allocation that failed asked for ("" when ``err`` is not one): torch's CPU allocator
     (``RuntimeError: ... can't allocate memory: you tried to allocate N bytes``, or ``std::bad_alloc``), its CUDA
-    one (``torch.OutOfMemoryError``), Python's ``MemoryError``, or a shared library that could not be mapped
-    (``ImportError: libtorch_cpu.so: failed to map segment from shared object``, under ``ulimit -v``). By name
+    one (``torch.OutOfMemoryError``), onnxruntime's (``Failed to allocate memory for requested buffer of size N``,
+    which ``export`` raises as a ``RuntimeError``), Python's ``MemoryError``, or a shared library that could not be
+    mapped (``ImportError: libtorch_cpu.so: failed to map segment from shared object``, under ``ulimit -v``). By name
     and text: torch is not imported here."""
     text = str(err)
     if isinstance(err, ImportError):
@@ -293,7 +295,7 @@ def _out_of_memory(err: BaseException) -> str:
         return text.strip().split(". ")[0][:160] or "the GPU"
     asked = _ALLOCATION.search(text)
     if asked:
-        return f"an allocation of {_size(int(asked.group(1)))} failed"
+        return f"an allocation of {_size(int(asked.group(1) or asked.group(2)))} failed"
     if text == "can't start new thread" and _memory_limit():  # its stack did not fit under ulimit -v (or -d)
         return "no room for a new thread's stack: can't start new thread"
     if text == "could not create a primitive" and _memory_limit():  # oneDNN's convolution, its buffers refused

@@ -8,7 +8,8 @@ from __future__ import annotations
 from cnnlab.cli.common import (WITH_PRETRAINED, add_data_args, add_run, dataset_arg, model_arg, path_arg, plural,
                                refuse_typed)
 from cnnlab.errors import printable
-from cnnlab.export_formats import FORMATS, SUFFIXES, TOLERANCE, WEIGHT_FORMATS
+from cnnlab.export_formats import CHECK_BATCH, FORMATS, SUFFIXES, TOLERANCE, WEIGHT_FORMATS
+from cnnlab.text import either
 
 
 def register(sub) -> None:
@@ -36,7 +37,8 @@ def _add_export_parser(sub) -> None:
     suffixes = " or ".join(f"RUN/last{s}" for s in SUFFIXES.values())
     p.add_argument("--out", default=None, type=path_arg, help=f"output file, or a folder (a path ending in '/') to write the "
                                                f"default name into (default: beside the checkpoint, e.g. {suffixes})")
-    p.add_argument("--samples", type=int, default=256, help="test images used for the check (default: %(default)s)")
+    p.add_argument("--samples", type=int, default=256,
+                   help=f"test images used for the check, run in batches of at most {CHECK_BATCH} (default: %(default)s)")
     add_data_args(p, default=None, use=" to check on")
     p.set_defaults(func=cmd_export)
 
@@ -49,7 +51,7 @@ def cmd_export(args) -> int:
     res = export_run(args.run, args.format, out=args.out, which=args.checkpoint, samples=args.samples,
                      dataset=args.dataset, data_dir=args.data_dir, pretrained=args.pretrained)
     print(f"wrote {printable(str(res.path))} ({res.format}); checked on {plural(res.n_checked, 'test image')} in batches of "
-          f"{' and '.join(map(str, res.batch_sizes))}: max abs logit difference {res.max_abs_diff:.3e} "
+          f"{either(res.batch_sizes, 'and')}: max abs logit difference {res.max_abs_diff:.3e} "
           f"(limit {res.limit:.3g}: {TOLERANCE:g} x the logits' largest magnitude, at least {TOLERANCE:g})")
     return 0
 
