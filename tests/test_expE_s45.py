@@ -5,6 +5,7 @@ weights and manifest; a manifest field of the wrong type was a traceback."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -133,3 +134,25 @@ def test_onnxruntimes_out_of_memory_is_the_command_lines_one_line(finished, monk
         assert main(["export", str(finished), "--samples", "8"]) == 2
         assert one_line(capsys).startswith(line)
         assert not (finished / "last.onnx").exists()
+
+
+# ----------------------------------------------------------------------------- D3. a missing run with --checkpoint
+
+
+def test_a_missing_run_folder_with_checkpoint_best_is_no_such_checkpoint(finished, tmp_path, monkeypatch, capsys):
+    """expE D3: `cnnlab export runs/r2 --checkpoint best` (a typo for r1) said `runs/r2 is a checkpoint file, and
+    choosing 'best' ... give the folder (runs)`, which only led to another refusal. Now a path with nothing there is
+    said as it is without --checkpoint best (checkpoint.resolve_checkpoint), by every command that takes one."""
+    monkeypatch.chdir(finished.parent.parent)  # runs/r1 is here
+    missing = "runs/r2: no such checkpoint; pass a run directory or a .pt file written by cnnlab"
+    for argv in (["export", "runs/r2"], ["export", "runs/r2", "--checkpoint", "best"],
+                 ["export-weights", "runs/r2", "--checkpoint", "best"], ["evaluate", "runs/r2", "--checkpoint", "best"],
+                 ["export", "runs/r2/", "--checkpoint", "best"]):
+        assert main(argv) == 2
+        assert one_line(capsys) == f"cnnlab: error: {missing}", argv
+    os.symlink(tmp_path / "gone", "runs/lk")  # a link to nothing: said so, as without --checkpoint best
+    assert main(["export", "runs/lk", "--checkpoint", "best"]) == 2
+    assert one_line(capsys) == f"cnnlab: error: runs/lk is a link to {tmp_path / 'gone'}, which does not exist: " \
+                               "remount what held it, or put it back"
+    assert main(["export", "runs/r1/last.pt", "--checkpoint", "best"]) == 2  # a file that is there: as before
+    assert "runs/r1/last.pt is a checkpoint file, and choosing 'best'" in one_line(capsys)

@@ -499,6 +499,8 @@ def resolve_checkpoint(path: str | Path, which: str = DEFAULT_CHECKPOINT, flag: 
             raise CheckpointError(f"{path}: no {which}.pt in this run directory; {_why_none(path, which, flag)}")
         return candidate
     if which != DEFAULT_CHECKPOINT and path.name != f"{which}.pt":  # asked for another file than the one given
+        if not exists(path):  # nothing there (a run folder's typo) or a link to nothing: what it is, not "a file"
+            raise CheckpointError(_no_checkpoint(path))
         raise CheckpointError(f"{path} is a checkpoint file, and choosing {which!r} (--checkpoint {which}) picks a "
                               f"file of a run folder: give the folder ({path.parent}), or the file {which}.pt itself")
     return path
