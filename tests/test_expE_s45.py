@@ -14,6 +14,7 @@ from conftest import tiny_config, write_idx_dataset
 from safetensors import safe_open
 
 import cnnlab.export
+import cnnlab.pretrained
 from cnnlab.cli import main
 from cnnlab.errors import CnnlabError
 from cnnlab.export import export_run, export_safetensors
@@ -156,3 +157,51 @@ def test_a_missing_run_folder_with_checkpoint_best_is_no_such_checkpoint(finishe
                                "remount what held it, or put it back"
     assert main(["export", "runs/r1/last.pt", "--checkpoint", "best"]) == 2  # a file that is there: as before
     assert "runs/r1/last.pt is a checkpoint file, and choosing 'best'" in one_line(capsys)
+
+
+# ----------------------------------------------------------------------------- D4. the shipped files
+
+
+@pytest.fixture
+def weights(tmp_path, monkeypatch) -> Path:
+    """A copy of the shipped weights folder, as cnnlab's own (an export that got through writes into the copy)."""
+    folder = tmp_path / "site" / "weights"
+    shutil.copytree(cnnlab.pretrained.WEIGHTS_DIR, folder)
+    monkeypatch.setattr(cnnlab.pretrained, "WEIGHTS_DIR", folder)
+    return folder
+
+
+def test_exports_never_write_into_the_shipped_weights_folder(weights, finished, tmp_path, monkeypatch, capsys):
+    """expE D4: `export-weights --pretrained resnet --dataset fashion-mnist --out .../weights/resnet-mnist.safetensors`
+    and `export --pretrained inception --out .../weights/manifest.json` wrote over a shipped file, after which every
+    --pretrained and even `cnnlab models` failed until a reinstall; and `cd weights; export-weights --pretrained
+    inception` said `--out` though none was typed. Now any file in that folder is refused before anything is loaded
+    (pretrained.refuse_shipped, from export.check_target), and the default output is named as such."""
+    before = {p.name: p.read_bytes() for p in weights.iterdir()}
+    link = tmp_path / "lk.safetensors"
+    link.symlink_to(weights / "resnet-mnist.safetensors")
+    attempts = [
+        ["export-weights", "--pretrained", "resnet", "--dataset", "fashion-mnist", "--out",
+         str(weights / "resnet-mnist.safetensors")],
+        ["export-weights", "--pretrained", "resnet", "--dataset", "fashion-mnist", "--out", str(link)],
+        ["export", "--pretrained", "inception", "--samples", "8", "--out", str(weights / "manifest.json")],
+        ["export", str(finished), "--samples", "8", "--out", str(weights / "new.onnx")],
+        ["export-weights", str(finished), "--out", str(weights) + "/"],
+        ["export-weights", str(finished), "--out", str(weights / ".." / "weights" / "x.safetensors")],
+    ]
+    for argv in attempts:
+        assert main(argv) == 2, argv
+        err = one_line(capsys)
+        assert err.startswith("cnnlab: error: --out ") and "is in cnnlab's shipped weights folder" in err, err
+        assert err.endswith("writing there would damage the install; give an --out elsewhere"), err
+    assert {p.name: p.read_bytes() for p in weights.iterdir()} == before
+    assert main(["models"]) == 0
+    capsys.readouterr()
+    monkeypatch.chdir(weights)  # no --out typed: said as the default output, and how to give another
+    assert main(["export-weights", "--pretrained", "inception"]) == 2
+    assert one_line(capsys) == ("cnnlab: error: the default output inception-mnist.safetensors is the checkpoint "
+                                "being exported; give --out FILE with another name")
+    assert main(["export", "--pretrained", "inception", "--samples", "8"]) == 2
+    assert one_line(capsys).startswith("cnnlab: error: the default output inception-mnist.onnx is in cnnlab's "
+                                       "shipped weights folder")
+    assert {p.name: p.read_bytes() for p in weights.iterdir()} == before

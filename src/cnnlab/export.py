@@ -39,7 +39,7 @@ from cnnlab.errors import CnnlabError, first_line, shell_quoted
 from cnnlab.evaluation import own_data_dir
 from cnnlab.export_formats import CHECK_BATCH, FORMATS, SUFFIXES, TOLERANCE
 from cnnlab.fileio import atomic_write_bytes, is_dir
-from cnnlab.pretrained import Pretrained, find_pretrained, load_pretrained
+from cnnlab.pretrained import Pretrained, find_pretrained, load_pretrained, refuse_shipped
 from cnnlab.runs import DEFAULT_CHECKPOINT, check_output_file, holder, is_run_dir, is_training
 
 #: ONNX opset: 17 is read by every onnxruntime of the last years.
@@ -344,6 +344,15 @@ def default_weights_output(checkpoint: Path) -> Path:
     return checkpoint.with_name(stem + ".safetensors")
 
 
+def check_target(target: Path, source: Path | None, typed: bool) -> None:
+    """The checks on the file an export writes, said with what named it (``--out``, or the default output when none
+    was typed): not a checkpoint nor another run's file (:func:`cnnlab.runs.check_output_file`), and not in cnnlab's
+    shipped weights folder (:func:`cnnlab.pretrained.refuse_shipped`)."""
+    flag = "--out" if typed else "the default output"
+    check_output_file(target, source, flag)
+    refuse_shipped(target, flag)
+
+
 def export_run(
     run: str | Path | None,
     fmt: str = "onnx",
@@ -371,16 +380,16 @@ def export_run(
         raise CnnlabError("give a run folder or checkpoint to export, or --pretrained MODEL for the shipped "
                           "weights (one of the two)")
     ckpt = None if pretrained is not None else resolve_checkpoint(run, which)
-    given = out
+    typed = not (out is None or str(out) == "")
     if pretrained is not None:
         name = dataset or "mnist"
         out = output_file(out, pretrained_file(pretrained, name, SUFFIXES[fmt]))
     else:
         out = output_file(out, default_output(ckpt, fmt))
-        check_not_the_source(out, ckpt, typed=not (given is None or str(given) == ""))
-    check_output_file(out, ckpt)  # before anything is loaded or exported
+        check_not_the_source(out, ckpt, typed=typed)
+    check_target(out, ckpt, typed)  # before anything is loaded or exported
     check_suffix(out, fmt)
-    running = ckpt is not None and refuse_running(ckpt, out, given is None or str(given) == "", "export")
+    running = ckpt is not None and refuse_running(ckpt, out, not typed, "export")
     if ckpt is not None:
         refuse_diverged(ckpt, "export")  # (checkpoint.diverged_refusal: as predict, serve, --teacher)
     if fmt == "onnx":
@@ -471,7 +480,7 @@ def export_safetensors(run: str | Path | None = None, which: str = DEFAULT_CHECK
         src = resolve_checkpoint(run, which)
         target = output_file(out, default_weights_output(src))
         check_not_the_source(target, src, typed=typed)
-    check_output_file(target, src)
+    check_target(target, src, typed)
     if target.suffix.lower() in (".onnx", ".pt", ".pth", ".ptl"):
         raise CnnlabError(f"--out {target} names {'an ONNX' if target.suffix.lower() == '.onnx' else 'a PyTorch'} "
                           "file, and export-weights writes safetensors; give an --out ending in .safetensors (or "

@@ -9,6 +9,7 @@ SHA-256, the cnnlab and torch versions. Files are verified against the manifest 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +56,18 @@ class Pretrained:
 
 def weights_dir() -> Path:
     return WEIGHTS_DIR
+
+
+def refuse_shipped(target: str | Path, flag: str = "--out") -> None:
+    """A file to be written (an export's; ``flag``: what named it) in the shipped weights' folder, or below it, resolved
+    as the file system will (links, ``..``): refused in one line. Its files are the weights every ``--pretrained``
+    loads and the manifest they are checked against: one written over (``export-weights --pretrained resnet --dataset
+    fashion-mnist --out .../weights/resnet-mnist.safetensors``, ``export --out .../weights/manifest.json``) broke every
+    --pretrained, and ``cnnlab models``, until cnnlab was reinstalled."""
+    folder, top = Path(os.path.realpath(Path(target).parent)), Path(os.path.realpath(weights_dir()))
+    if folder == top or top in folder.parents:
+        raise CheckpointError(f"{flag} {target} is in cnnlab's shipped weights folder ({top}), whose files every "
+                              "--pretrained reads: writing there would damage the install; give an --out elsewhere")
 
 
 def pretrained_entries() -> list[Pretrained]:

@@ -688,12 +688,13 @@ def check_output_file(target: str | Path, source: Path | None, flag: str = "--ou
     config, metrics, report; its lock), which only that run's own exports (:data:`EXPORT_FILES`) may replace."""
     target = Path(target)
     name, folder = target.name, target.parent
+    another = "another file name" if flag == "--out" else "--out FILE with another name"  # none typed: say the flag
     # a link at the name is replaced by the write (fileio.atomic_write_bytes), not written through: never the source
     if source is not None and not target.is_symlink() and exists(target) and resolved(target) == resolved(source):
-        raise RunError(f"{flag} {target} is the checkpoint being exported; give another file name")
+        raise RunError(f"{flag} {target} is the checkpoint being exported; give {another}")
     if os.path.isfile(target.with_name(name + ".sha256")):  # False for a name too long to have a sidecar
         raise RunError(f"{flag} {target} is a cnnlab checkpoint (it has a .sha256 beside it); writing over it "
-                       "would lose its weights: give another file name")
+                       f"would lose its weights: give {another}")
     if not is_run_dir(folder):
         return
     own = source is not None and _same_folder(folder, source.parent)
