@@ -5,6 +5,7 @@ weights and manifest; a manifest field of the wrong type was a traceback."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -205,3 +206,26 @@ def test_exports_never_write_into_the_shipped_weights_folder(weights, finished, 
     assert one_line(capsys).startswith("cnnlab: error: the default output inception-mnist.onnx is in cnnlab's "
                                        "shipped weights folder")
     assert {p.name: p.read_bytes() for p in weights.iterdir()} == before
+
+
+# ----------------------------------------------------------------------------- D5. the manifest's field types
+
+
+@pytest.mark.parametrize("field, value", [("test_accuracy", "99.64"), ("config", None), ("seed", True),
+                                          ("parameters", 1.5), ("file", 3)])
+def test_a_manifest_field_of_the_wrong_type_is_a_damaged_manifest(weights, field, value, capsys):
+    """expE D5: a manifest row with `"test_accuracy": "99.64"` ended `cnnlab models` and `export --pretrained` in
+    `ValueError: Unknown format code 'f'`, and `"config": null` `predict --model` and `export` in `TypeError: 'NoneType'
+    object is not a mapping`, where an unknown key was one line. Now each field is checked against the type
+    pretrained.Pretrained declares (__post_init__), and the manifest is said to be damaged in the same one line."""
+    manifest = weights / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["weights"][0][field] = value
+    manifest.write_text(json.dumps(data))
+    damaged = f"cnnlab: error: {manifest}: the pretrained-weights manifest is damaged (TypeError); reinstall cnnlab"
+    for argv in (["models"], ["export", "--pretrained", "resnet", "--samples", "8"],
+                 ["predict", "--model", "resnet", os.devnull]):
+        assert main(argv) == 2, argv
+        assert one_line(capsys) == damaged, argv
+    with pytest.raises(CnnlabError, match="manifest is damaged"):
+        cnnlab.create_model("resnet", pretrained=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from cnnlab.checkpoint import load_weights_file
@@ -19,6 +19,8 @@ from cnnlab.fileio import sha256_file
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 MANIFEST = "manifest.json"
+#: What a manifest row's value may be, by the type :class:`Pretrained` declares for it (its annotations are strings).
+_FIELD_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "dict": (dict,)}
 
 
 @dataclass
@@ -44,6 +46,14 @@ class Pretrained:
     #: ``AVX2``, ``AVX512``, ...): fp32 training reproduces the same tensors only on the same kind of CPU, and
     #: another family is the commonest reason it does not (docs/accuracy.md, "The shipped weights")
     cpu_kernels: str = ""
+
+    def __post_init__(self) -> None:
+        """Each field of the type declared above (an int where a float is, not a bool): a manifest row of another
+        type (``"test_accuracy": "99.64"``, ``"config": null``) is a ``TypeError``, said as a damaged manifest."""
+        for f in fields(self):
+            value, kinds = getattr(self, f.name), _FIELD_TYPES[f.type]
+            if isinstance(value, bool) or not isinstance(value, kinds):
+                raise TypeError(f"{f.name} is {type(value).__name__}, not {f.type}")
 
     @property
     def name(self) -> str:
