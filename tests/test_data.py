@@ -250,11 +250,15 @@ def test_loose_names_refuse_ambiguous_candidates(tmp_path):
     assert "\n" not in str(err.value)
 
 
-def test_official_names_win_over_loose_ones(tmp_path):
+def test_official_names_and_loose_ones_are_never_mixed(tmp_path):
     official = _touch(tmp_path / "train-labels-idx1-ubyte.gz")
-    _touch(tmp_path / "other-train-labels-idx1-ubyte")
-    assert find_idx_file(tmp_path, "train_labels") == official  # no ambiguity error: the official name decides
+    _touch(tmp_path / "train-labels-idx1-ubyte.gz.md5")  # the official file's companion: no loose name
+    assert find_idx_file(tmp_path, "train_labels") == official
     assert find_idx_file(tmp_path, "test_labels") is None
+    _touch(tmp_path / "other-train-labels-idx1-ubyte")  # two naming families: two datasets' files (ndX D1)
+    with pytest.raises(DataError, match=r"two naming families, official \(train-labels-idx1-ubyte.gz\) and others "
+                                        r"\(other-train-labels-idx1-ubyte\)"):
+        find_idx_file(tmp_path, "train_labels")
 
 
 # --- dataset names (cnnlab.data.names) ----------------------------------------------------------

@@ -6,7 +6,8 @@ named for another one: torchvision's ``FashionMNIST/raw`` for ``mnist``), never 
 first (MNIST's images were scored against Fashion-MNIST's test labels, 9.66%, where one MNIST file was missing). The
 catalog's sources and ``cnnlab data info`` use only the official names, since a catalog dataset always has them.
 With ``loose``, the directory itself also takes names that merely contain the role's words (KMNIST's, EMNIST's,
-:func:`find_loose`), which only ``idx:DIR`` uses. :func:`find_in_dir` and :func:`find_idx_file` give one role's file.
+:func:`find_loose`), which only ``idx:DIR`` uses: all four from one naming family, official or loose, never a file of
+one filled in from the other (MNIST's test images were paired with another set's ``emnist-*`` test labels). :func:`find_in_dir` and :func:`find_idx_file` give one role's file.
 """
 
 from __future__ import annotations
@@ -46,11 +47,19 @@ def _odd(path: Path, kind: str) -> DataError:
     return DataError(f"{path}: is {kind}, not an IDX file; replace it with the file (raw or .gz) or remove it")
 
 
+def _official_names(role: str) -> tuple[str, ...]:
+    """The official names of ``role``'s file, in the order they are tried: raw, ``.gz``, the dotted names some
+    mirrors use (``t10k-labels.idx1-ubyte``) raw and ``.gz``."""
+    base = ROLES[role][0]
+    dotted = base.replace("-idx", ".idx")
+    return base, base + ".gz", dotted, dotted + ".gz"
+
+
 def _official(folder: Path, role: str) -> tuple[Path | None, tuple[Path, str] | None]:
     """The regular file of ``role`` under an official name in ``folder`` (raw first, then ``.gz``, then the dotted
     names some mirrors use), else None and what else is there under such a name (a folder, a FIFO, a broken link)."""
-    base, odd = ROLES[role][0], None
-    for name in (base, base + ".gz", base.replace("-idx", ".idx"), base.replace("-idx", ".idx") + ".gz"):
+    odd = None
+    for name in _official_names(role):
         kind = entry_kind(folder / name)
         if kind == "file":
             return folder / name, None
@@ -73,7 +82,7 @@ def idx_files(directory: Path, dataset: str | None = None, loose: bool = False) 
         found = {role: _official(folder, role) for role in ROLES}
         paths = {role: path for role, (path, _) in found.items()}
         if loose and not sub:  # KMNIST's and EMNIST's names, in the directory itself
-            paths = {role: path or find_loose(directory, role) for role, path in paths.items()}
+            paths = _one_family(directory, paths)
         if any(paths.values()) or any(odd for _, odd in found.values()):
             held.append((sub, folder, paths, found))
     if not held:
@@ -87,13 +96,34 @@ def idx_files(directory: Path, dataset: str | None = None, loose: bool = False) 
     return IdxFiles(folder, paths, [f for s, f, p, _ in held if s != sub and all(p.values())])
 
 
+def _one_family(directory: Path, official: dict[str, Path | None]) -> dict[str, Path | None]:
+    """The files of ``directory`` itself for ``idx:DIR``: its ``official`` ones, or else those of loose names
+    (:func:`find_loose`), never some of each: a directory holding both families (even partly: three official files
+    and an ``emnist-*`` one) holds two datasets' files, and is refused in one line naming both. Names that begin with
+    an official one (``train-images-idx3-ubyte.gz.md5``, ``.part``) are that file's companions, no family of their
+    own."""
+    prefixes = tuple(name for role in ROLES for name in _official_names(role))
+    loose = {role: find_loose(directory, role, skip=prefixes) for role in ROLES}
+    if not any(loose.values()):
+        return official
+    if not any(official.values()):
+        return loose
+    names = [sorted(p.name for p in family.values() if p) for family in (official, loose)]
+    raise DataError(
+        f"idx:{directory}: holds IDX files of two naming families, official ({', '.join(names[0])}) and "
+        f"others ({', '.join(names[1])}), so the four would not be one dataset; "
+        "put one dataset's four IDX files in a directory of their own"
+    )
+
+
 def find_in_dir(directory: Path, role: str, dataset: str | None = None) -> Path | None:
     """The official file for ``role`` in ``directory``, from the layout :func:`idx_files` takes all four from."""
     return idx_files(directory, dataset).paths[role]
 
 
-def find_loose(directory: Path, role: str) -> Path | None:
-    """Files named like KMNIST's or EMNIST's (``*train*images*``, ``*test*labels*``...).
+def find_loose(directory: Path, role: str, skip: tuple[str, ...] = ()) -> Path | None:
+    """Files named like KMNIST's or EMNIST's (``*train*images*``, ``*test*labels*``...), passing over names that
+    begin with one of ``skip``.
 
     A raw file is preferred to its ``.gz`` twin; two different candidates are an error that names them.
     """
@@ -103,7 +133,9 @@ def find_loose(directory: Path, role: str) -> Path | None:
     hits, odd = [], None
     for entry in list_dir(directory):
         name = entry.name
-        if not (any(s in name for s in splits) and any(k in name for k in kinds) and "ubyte" in name):
+        if name.startswith(skip) or "ubyte" not in name:
+            continue
+        if not (any(s in name for s in splits) and any(k in name for k in kinds)):
             continue
         path = directory / name
         what = entry_kind(path)
