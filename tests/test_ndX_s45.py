@@ -4,6 +4,8 @@ docs/reliability.md lists them."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -38,3 +40,31 @@ def test_idx_dir_takes_its_four_files_from_one_naming_family(tmp_path):
     for name in [p.name for p in d.iterdir() if p.name.endswith("ubyte.gz")]:  # all four loose: read as before
         (d / name).rename(d / f"emnist-mnist-{name.replace('t10k-', 'test-')}")
     assert load_dataset(f"idx:{d}").source.endswith("(EMNIST: images transposed upright)")
+
+
+def test_a_folder_the_load_reads_through_a_link_counts_as_its_class_folder(tmp_path, monkeypatch):
+    """(D2) ``DATA/c`` a link to ``ELSE/c`` (a linked class folder, which the load reads): ``predict --show-input``
+    beside ``DATA/c/000.png``, ``--show-input DATA/c`` and ``evaluate --out DATA/c/rep`` wrote into it, since
+    ``folder.class_folder_of`` resolved the path (``ELSE/c``) and found it outside ``DATA``; a linked sub-folder of a
+    class likewise. Now the path is taken below its longest prefix that is the dataset folder, as the load reaches it
+    (``folder._parts_below``), else its real path, also below a linked class folder's target (``ELSE/c/rep``)."""
+    from cnnlab.data.folder import check_not_read, class_folder_of
+    from cnnlab.predict import read_by_training_data
+    from test_fixN_s44 import image_folder
+
+    data = image_folder(tmp_path / "DATA")
+    image_folder(tmp_path / "ELSE", classes=("birds",))
+    image_folder(tmp_path / "MORE", classes=("batch",))
+    (data / "birds").symlink_to(tmp_path / "ELSE" / "birds")
+    (data / "cats" / "batch2").symlink_to(tmp_path / "MORE" / "batch")
+    (tmp_path / "alias").symlink_to(data)
+    monkeypatch.chdir(tmp_path)
+    for path, cls in [("DATA/birds", "birds"), ("DATA/birds/rep", "birds"), (tmp_path / "DATA/birds/x/y", "birds"),
+                      ("ELSE/birds/rep", "birds"), ("DATA/cats/batch2", "cats"), ("alias/birds", "birds"),
+                      ("DATA/dogs", "dogs"), ("DATA/birds/../dogs", None), ("DATA/cats/../dogs", "dogs"),
+                      ("DATA/birds/.hidden", None), ("ELSE", None), ("DATA", None)]:
+        assert class_folder_of("DATA", path) == cls, path
+    assert read_by_training_data(f"folder:{data}", Path("DATA/birds")) == (data, "birds")
+    with pytest.raises(DataError, match=rf"^--out DATA/birds/rep is inside folder:{data}, whose loads would take "
+                                        r"birds/ for a class folder"):
+        check_not_read(f"folder:{data}", "DATA/birds/rep", "--out DATA/birds/rep")

@@ -360,27 +360,45 @@ def split_is_drawn(directory: str | Path) -> bool:
 def class_folder_of(directory: str | Path, path: str | Path) -> str | None:
     """The class folder (relative to ``directory``) that a load of ``folder:DIRECTORY`` would take the files written
     under ``path`` for: ``runs`` for ``DIR/runs/r1`` (an empty class while that folder holds no image, a class of its
-    figures after), ``train/runs`` in the train/ + test/ layout. None where a load reads nothing of ``path``: outside
-    ``directory``, ``directory`` itself or a split folder (loose files are ignored), under a hidden folder (never
-    read), beside train/ and test/ (not read, as the load says), or where ``directory`` is no folder (the load says
-    what it is)."""
+    figures after), ``train/runs`` in the train/ + test/ layout, ``c`` for ``DIR/c/rep`` where ``DIR/c`` is a linked
+    class folder (:func:`_parts_below`). None where a load reads nothing of ``path``: outside ``directory``,
+    ``directory`` itself or a split folder (loose files are ignored), under a hidden folder (never read), beside
+    train/ and test/ (not read, as the load says), or where ``directory`` is no folder (the load says what it is)."""
     root = expand_user(directory)
     try:
         if entry_kind(root) != "a directory":
             return None
-        root, target = resolved(root), resolved(expand_user(path))
-    except CnnlabError:  # a loop of links: the load says it
-        return None
-    if not target.is_relative_to(root) or any(part.startswith(".") for part in target.relative_to(root).parts):
-        return None
-    parts = target.relative_to(root).parts
-    try:
+        root = resolved(root)
         splits = {folder.name for split, folder in _split_roots(root, f"folder:{root}") if split is not None}
-    except DataError:  # two train splits: the load refuses the folder, whatever is written where
+        parts = _parts_below(root, expand_user(path))
+    except CnnlabError:  # a loop of links, two train splits: the load refuses the folder, whatever is written where
+        return None
+    if parts is None or any(part.startswith(".") for part in parts):
         return None
     if splits:
         return "/".join(parts[:2]) if len(parts) > 1 and parts[0] in splits else None
     return parts[0] if parts else None
+
+
+def _parts_below(root: Path, path: Path) -> tuple[str, ...] | None:
+    """The parts of ``path`` below the dataset folder ``root`` (resolved) as its loads reach them, through the links
+    they follow (a linked class folder, a linked sub-folder of a class), whose real paths lie outside ``root``: the
+    path as given, below its longest prefix that is ``root`` (``DATA/c/rep`` where ``DATA/c`` links to ``ELSE/c``:
+    ``c/rep``); else its real path below ``root``, or below a linked class folder's target (``ELSE/c/rep``:
+    ``c/rep``). None where no load reaches it."""
+    given = Path(path).absolute().parts
+    below = next((given[i:] for i in range(len(given), 0, -1) if resolved(Path(*given[:i])) == root), None)
+    if below is not None and ".." not in below:  # a ".." after a link leaves it: the real path says where
+        return below
+    target = resolved(path)
+    if target.is_relative_to(root):
+        return target.relative_to(root).parts
+    for _, split_root in _split_roots(root, f"folder:{root}"):
+        for entry in list_dir(split_root):
+            link = split_root / entry.name
+            if os.path.islink(link) and os.path.isdir(link) and target.is_relative_to(real := resolved(link)):
+                return link.relative_to(root).parts + target.relative_to(real).parts
+    return None
 
 
 def check_not_read(dataset: str | None, folder: str | Path, named: str) -> None:
