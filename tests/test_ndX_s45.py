@@ -68,3 +68,27 @@ def test_a_folder_the_load_reads_through_a_link_counts_as_its_class_folder(tmp_p
     with pytest.raises(DataError, match=rf"^--out DATA/birds/rep is inside folder:{data}, whose loads would take "
                                         r"birds/ for a class folder"):
         check_not_read(f"folder:{data}", "DATA/birds/rep", "--out DATA/birds/rep")
+
+
+def test_a_checkpoint_named_model_pt_never_exports_over_the_runs_model_safetensors(finished, tmp_path):
+    """(D3) ``export-weights RUN/model.pt`` (another net's checkpoint copied into the run) wrote
+    ``RUN/model.safetensors``, replacing the run's export of its last.pt without a word; in a plain folder
+    ``nets/last.pt`` and ``nets/model.pt`` wrote one file, the later winning. Now ``export.default_weights_output``
+    gives a ``model.pt`` (any case) ``model.pt.safetensors``: ``model.safetensors`` stays last.pt's."""
+    import shutil
+
+    from safetensors import safe_open
+
+    from cnnlab.export import default_weights_output, export_safetensors
+
+    run = finished
+    assert export_safetensors(run) == run / "model.safetensors"
+    before = (run / "model.safetensors").read_bytes()
+    shutil.copyfile(run / "last.pt", run / "model.pt")
+    assert export_safetensors(run / "model.pt") == run / "model.pt.safetensors"
+    assert (run / "model.safetensors").read_bytes() == before
+    with safe_open(str(run / "model.pt.safetensors"), framework="pt") as fh:
+        assert fh.metadata()["checkpoint"] == "model.pt"
+    nets = tmp_path / "nets"
+    assert [default_weights_output(nets / n).name for n in ("last.pt", "model.pt", "Model.pt", "b.pt")] == [
+        "model.safetensors", "model.pt.safetensors", "Model.pt.safetensors", "b.safetensors"]

@@ -337,10 +337,13 @@ def default_output(checkpoint: Path, fmt: str) -> Path:
 def default_weights_output(checkpoint: Path) -> Path:
     """Beside the checkpoint, named after it as :func:`default_output` names export's files: a run's ``last.pt`` ->
     ``RUN/model.safetensors`` (the run's net, the name the docs give it), any other ``NAME.pt`` ->
-    ``NAME.safetensors`` (``RUN/best.safetensors``, ``RUN/teacher.safetensors``, ``nets/resnet.safetensors``).
+    ``NAME.safetensors`` (``RUN/best.safetensors``, ``RUN/teacher.safetensors``, ``nets/resnet.safetensors``), but a
+    ``model.pt`` (any case) -> ``model.pt.safetensors``: ``model.safetensors`` is last.pt's.
     (All were ``model.safetensors``: an export of best.pt, of a run's teacher.pt or of another checkpoint in the same
-    folder replaced the run's own without a word.)"""
-    stem = "model" if checkpoint.name == f"{DEFAULT_CHECKPOINT}.pt" else checkpoint.stem
+    folder replaced the run's own without a word; then still that of a ``model.pt`` beside last.pt.)"""
+    if checkpoint.name == f"{DEFAULT_CHECKPOINT}.pt":
+        return checkpoint.with_name("model.safetensors")
+    stem = checkpoint.name if checkpoint.stem.casefold() == "model" else checkpoint.stem
     return checkpoint.with_name(stem + ".safetensors")
 
 
