@@ -259,6 +259,9 @@ def test_official_names_and_loose_ones_are_never_mixed(tmp_path):
     with pytest.raises(DataError, match=r"two naming families, official \(train-labels-idx1-ubyte.gz\) and others "
                                         r"\(other-train-labels-idx1-ubyte\)"):
         find_idx_file(tmp_path, "train_labels")
+    for name in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        _touch(tmp_path / name)  # the four official files all there: taken, a loose one beside them (a backup) left
+    assert find_idx_file(tmp_path, "train_labels") == official
 
 
 # --- dataset names (cnnlab.data.names) ----------------------------------------------------------

@@ -16,9 +16,9 @@ from conftest import write_idx_dataset
 
 def test_idx_dir_takes_its_four_files_from_one_naming_family(tmp_path):
     """(D1) Three official MNIST files and another set's ``emnist-*`` test labels in one folder: ``idx:DIR`` filled
-    the missing official file from the ``emnist-*`` one, one role at a time, and loaded without a word; with both whole
-    sets it took the official four quietly. Now the four files come from one naming family (``files._one_family``);
-    a folder holding both is refused in one line naming both."""
+    the missing official file from the ``emnist-*`` one, one role at a time, and loaded without a word. Now the four
+    files come from one naming family (``files._one_family``): a folder holding both where the official four are not
+    all there is refused in one line naming both; the official four, all there, are taken as before."""
     d = write_idx_dataset(tmp_path / "d", seed=0, gz=True)
     other = write_idx_dataset(tmp_path / "other", seed=1, gz=True)
     (d / "t10k-labels-idx1-ubyte.gz").unlink()
@@ -31,11 +31,11 @@ def test_idx_dir_takes_its_four_files_from_one_naming_family(tmp_path):
         "so the four would not be one dataset; put one dataset's four IDX files in a directory of their own")
     write_idx_dataset(tmp_path / "again", seed=0, gz=True)
     (tmp_path / "again" / "t10k-labels-idx1-ubyte.gz").rename(d / "t10k-labels-idx1-ubyte.gz")
-    with pytest.raises(DataError, match="two naming families"):  # both whole: not the official four quietly
-        load_dataset(f"idx:{d}")
+    alone = load_dataset(f"idx:{write_idx_dataset(tmp_path / 'alone', seed=0)}")
+    # the official four all there: taken, as before, whatever else lies beside them (nothing of another family)
+    assert torch.equal(load_dataset(f"idx:{d}").test_labels, alone.test_labels)
     (d / "emnist-mnist-test-labels-idx1-ubyte.gz").unlink()
     (d / "t10k-labels-idx1-ubyte.gz.md5").write_text("0" * 32)  # an official file's companion is no family
-    alone = load_dataset(f"idx:{write_idx_dataset(tmp_path / 'alone', seed=0)}")
     assert torch.equal(load_dataset(f"idx:{d}").test_labels, alone.test_labels)
     for name in [p.name for p in d.iterdir() if p.name.endswith("ubyte.gz")]:  # all four loose: read as before
         (d / name).rename(d / f"emnist-mnist-{name.replace('t10k-', 'test-')}")

@@ -98,10 +98,13 @@ def idx_files(directory: Path, dataset: str | None = None, loose: bool = False) 
 
 def _one_family(directory: Path, official: dict[str, Path | None]) -> dict[str, Path | None]:
     """The files of ``directory`` itself for ``idx:DIR``: its ``official`` ones, or else those of loose names
-    (:func:`find_loose`), never some of each: a directory holding both families (even partly: three official files
-    and an ``emnist-*`` one) holds two datasets' files, and is refused in one line naming both. Names that begin with
-    an official one (``train-images-idx3-ubyte.gz.md5``, ``.part``) are that file's companions, no family of their
-    own."""
+    (:func:`find_loose`), never some of each: a directory holding both families where the official four are not all
+    there (three official files and an ``emnist-*`` one) holds two datasets' files, and is refused in one line naming
+    both; the four official files, all there, are taken whatever else lies beside them (an ``old-t10k-labels-*`` kept
+    as a backup), as before. Names that begin with an official one (``train-images-idx3-ubyte.gz.md5``, ``.part``)
+    are that file's companions, no family of their own."""
+    if all(official.values()):  # one whole dataset: nothing of another family is taken
+        return official
     prefixes = tuple(name for role in ROLES for name in _official_names(role))
     loose = {role: find_loose(directory, role, skip=prefixes) for role in ROLES}
     if not any(loose.values()):
