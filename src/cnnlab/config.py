@@ -554,10 +554,13 @@ def other_run(own: dict, other: dict) -> list[str]:
     config.json, or the checkpoint a resume continues): those a resume may not change (not
     :data:`RESUME_MAY_CHANGE`), each read as a run's config is (:meth:`TrainConfig.from_dict`: a field added since at
     the value that reproduces the older run), in the order of :class:`TrainConfig`. Empty: the same run, perhaps at
-    another epoch, lengthened, or resumed on another device. A :class:`CnnlabError` when either is no run's config."""
+    another epoch, lengthened, resumed on another device, or resumed with its data moved (:func:`relocated`, as
+    :func:`resumed_config` takes it: the resume checks it is the same data). A :class:`CnnlabError` when either is no
+    run's config."""
     mine, theirs = TrainConfig.from_dict(own), TrainConfig.from_dict(other)
     return [f.name for f in fields(TrainConfig)
-            if f.name not in RESUME_MAY_CHANGE and getattr(mine, f.name) != getattr(theirs, f.name)]
+            if f.name not in RESUME_MAY_CHANGE and getattr(mine, f.name) != getattr(theirs, f.name)
+            and not (f.name == "dataset" and relocated(mine.dataset, theirs.dataset))]
 
 
 def flag(key: str) -> str:

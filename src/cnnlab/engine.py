@@ -16,7 +16,7 @@ import math
 import os
 import shutil
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -27,8 +27,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from cnnlab import observers as obs
 from cnnlab.augment import parse_augment
 from cnnlab.checkpoint import EpochSums, TrainState, check_checkpoint_file, copy_checkpoint, load_checkpoint, sidecar
-from cnnlab.config import (FLAGS, Naming, TrainConfig, other_run, recipe_values, recorded_threads, resumed_config,
-                           valid_threads)
+from cnnlab.config import (FLAGS, Naming, TrainConfig, other_run, recipe_values, recorded_threads, relocated,
+                           resumed_config, valid_threads)
 from cnnlab.data import BatchLoader, Dataset, check_data_dir, load_dataset, split_validation, validate_dataset
 from cnnlab.data.catalog import flip_warning
 from cnnlab.data.folder import check_not_read
@@ -390,7 +390,7 @@ def train(
         ckpt, resumed = _resumed_checkpoint(plan), None
         if ckpt is not None:
             _check_own_checkpoint(plan, ckpt)
-            saved = TrainConfig.from_dict(ckpt["config"])
+            saved = _saved_config(plan, ckpt)
             cfg = resumed_config(saved, cfg, changes, naming)
             state = TrainState.from_checkpoint(ckpt)  # (its processes: the part that saved it, whatever config.json says)
             resumed = ResumedThreads.of(plan, cfg.threads, "threads" in (changes or {}), naming, ranks.world_size,
@@ -838,6 +838,21 @@ def _check_own_checkpoint(plan: RunPlan, ckpt: dict) -> None:
             return ", ".join(f"{k} {getattr(cfg, k)!r}" for k in differs[:3]) + (", ..." if len(differs) > 3 else "")
         raise RunError(f"--resume {where}: a checkpoint of another run ({named(theirs)}) than the one in {run_dir} "
                        f"({named(mine)}); {again}")
+
+
+def _saved_config(plan: RunPlan, ckpt: dict) -> TrainConfig:
+    """The settings a resume continues: the checkpoint's, its data's place the one the run's config.json records
+    where a resume since took that data moved (:func:`cnnlab.config.relocated`): the run's best.pt saved before the
+    move names the old place, gone, which sent the resume of the run's own best.pt to ``--dataset`` (the resume's
+    data check still verifies it is the same data)."""
+    saved = TrainConfig.from_dict(ckpt["config"])
+    if plan.run_dir is None or plan.resume_from.name == "last.pt":
+        return saved
+    try:
+        own = TrainConfig.from_dict(read_json(plan.run_dir / "config.json", "config.json")["config"])
+    except (CnnlabError, KeyError, TypeError, AttributeError):
+        return saved  # no readable config.json: the checkpoint's own place
+    return replace(saved, dataset=own.dataset) if relocated(saved.dataset, own.dataset) else saved
 
 
 def build_trainer(cfg: TrainConfig, ranks: Dist, plan: RunPlan, dataset: Dataset | None, log: Log,
