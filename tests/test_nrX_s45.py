@@ -1,11 +1,28 @@
 """The defects a tester (probe newruns, s45) found in the run side's newest fixes: the run's own best.pt refused as
-another run's after a resume took its data moved (D3). All on tiny runs.
+another run's after a resume took its data moved (D3), and called the user's by evaluate and analyze in a run folder
+whose config.json is gone (D4). All on tiny runs.
 """
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
+import pytest
+
 from cnnlab.cli import main
-from conftest import write_idx_dataset
+from conftest import tiny_config, trained_once, write_idx_dataset
+
+
+@pytest.fixture(scope="module")
+def run_once(tmp_path_factory) -> Path:
+    """A tiny finished run (one epoch of 8 steps: last.pt and best.pt)."""
+    return trained_once(tmp_path_factory, "nrX-run")
+
+
+def _copy(run: Path, tmp_path: Path, name: str = "r") -> Path:
+    shutil.copytree(run, tmp_path / name)
+    return tmp_path / name
 
 
 def _one_line(capsys) -> str:
@@ -35,3 +52,38 @@ def test_the_runs_own_best_pt_resumes_after_a_resume_took_its_data_moved(tmp_pat
     capsys.readouterr()
     assert _train("--resume", str(run / "best.pt"), "--max-steps", "10") == 0, _one_line(capsys)
     assert f"idx:{new}" in (run / "config.json").read_text()
+
+
+# ----------------------------------------------------------------------------- D4: best.pt of a config-less run
+
+
+def test_evaluate_takes_a_config_less_run_folders_best_pt_as_the_runs_as_its_resume_does(run_once, tmp_path, capsys):
+    """D4. A run folder whose config.json was deleted: ``evaluate RUN`` said "no report written: RUN is not a run
+    folder (it holds 'best.pt', 'best.pt.sha256')", where ``train --resume RUN/last.pt`` takes that best.pt as the
+    run's. Now evaluation.open_subject passes runs.users_files the same predicate the resume does
+    (checkpoint.same_run_as): the report is written into the run."""
+    run = _copy(run_once, tmp_path)
+    (run / "config.json").unlink()
+    (run / "summary.json").unlink()
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) == 0
+    out = capsys.readouterr()
+    assert "not a run folder" not in out.out + out.err
+    assert (run / "summary.json").is_file()
+
+
+def test_another_runs_best_pt_in_a_config_less_folder_is_still_the_users(run_once, tmp_path, capsys):
+    """D4's limit: a best.pt of another run (another seed) in such a folder stays the user's, and nothing is
+    written into it."""
+    from cnnlab.engine import train
+
+    run = _copy(run_once, tmp_path)
+    train(tiny_config(run_once.parent / "tiny", seed=7), out=tmp_path / "o", quiet=True, log=lambda m: None)
+    for name in ("best.pt", "best.pt.sha256"):
+        shutil.copy(tmp_path / "o" / name, run / name)
+    (run / "config.json").unlink()
+    (run / "summary.json").unlink()
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) == 0
+    assert "is not a run folder (it holds 'best.pt', 'best.pt.sha256')" in capsys.readouterr().out
+    assert not (run / "summary.json").exists()

@@ -15,6 +15,7 @@ and resume.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -24,12 +25,14 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import load_file as load_safetensors
 
+from cnnlab.config import other_run
 from cnnlab.errors import CheckpointError, CnnlabError, WriteError, first_line, shell_quoted
 from cnnlab.fileio import (as_path, atomic_write_bytes, atomic_write_text, cannot_read, exists, file_stamp, is_dir,
                            is_file, kind_of, read_json, reason, sha256_file, sidecar_hashes, usual_fix)
@@ -355,6 +358,27 @@ def load_checkpoint_and_digest(path: str | Path, expect_model: str | None = None
         raise CheckpointError(f"{path}: checkpoint is for model {name!r}, not {expect_model!r}; pick the matching --model")
     _check_run_config(path, obj)
     return obj, digest_of_file
+
+
+def same_run_as(where: Path, config: dict | None = None) -> Callable[[Path], bool]:
+    """Whether a checkpoint is of the run of ``where`` (the one resumed or measured): the settings a resume may not
+    change the same (:func:`cnnlab.config.other_run`), for :func:`cnnlab.runs.users_files` (a resume's, and a report's
+    or analysis's beside ``where``: the run's best.pt in a folder whose config.json is gone is the run's to both). One
+    that cannot be loaded as a checkpoint is not; ``where`` that cannot be is refused as its load refuses it. Each
+    file is loaded once; ``config``: ``where``'s settings, already loaded."""
+    config_of = functools.cache(lambda path: load_checkpoint(path)["config"])
+
+    def same(path: Path) -> bool:
+        try:
+            theirs = config_of(path)
+        except (CnnlabError, KeyError, TypeError):
+            return False
+        own = config if config is not None else config_of(where)
+        try:
+            return not other_run(own, theirs)
+        except CnnlabError:  # settings no cnnlab wrote
+            return False
+    return same
 
 
 def _check_run_config(path: Path, obj: dict) -> None:

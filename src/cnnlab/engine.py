@@ -26,7 +26,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from cnnlab import observers as obs
 from cnnlab.augment import parse_augment
-from cnnlab.checkpoint import EpochSums, TrainState, check_checkpoint_file, copy_checkpoint, load_checkpoint, sidecar
+from cnnlab.checkpoint import (EpochSums, TrainState, check_checkpoint_file, copy_checkpoint, load_checkpoint, same_run_as,
+                               sidecar)
 from cnnlab.config import (FLAGS, Naming, TrainConfig, other_run, recipe_values, recorded_threads, relocated,
                            resumed_config, valid_threads)
 from cnnlab.data import BatchLoader, Dataset, check_data_dir, load_dataset, split_validation, validate_dataset
@@ -548,32 +549,13 @@ def _refuse_no_checkpoint(plan: RunPlan) -> None:
     named the folder as the problem. A run folder without its last.pt is left to :func:`_resumed_checkpoint`, which
     says what works instead. Then a checkpoint that lies in a folder of the user's, not a run's, whose files the
     resume would write over (:func:`cnnlab.runs.check_resumed_folder`; a checkpoint there is the run's when it is
-    of the same run as the one resumed: :func:`_same_run_as`)."""
+    of the same run as the one resumed: :func:`cnnlab.checkpoint.same_run_as`)."""
     where = plan.resume_from
     if where is not None and not (where.name == "last.pt" and not exists(where)
                                   and (is_run_dir(where.parent) or unsaved_run_dir(where.parent))):
         check_checkpoint_file(where)
     if where is not None and plan.run_dir is not None:
-        check_resumed_folder(plan.run_dir, where, _same_run_as(where))
-
-
-def _same_run_as(where: Path) -> Callable[[Path], bool]:
-    """Whether a checkpoint is of the run of ``where`` (the one resumed): the settings a resume may not change the
-    same (:func:`cnnlab.config.other_run`). One that cannot be loaded as a checkpoint is not; ``where`` that cannot
-    be is refused as its resume refuses it. Each file is loaded once."""
-    config_of = functools.cache(lambda path: load_checkpoint(path)["config"])
-
-    def same(path: Path) -> bool:
-        try:
-            theirs = config_of(path)
-        except (CnnlabError, KeyError, TypeError):
-            return False
-        own = config_of(where)
-        try:
-            return not other_run(own, theirs)
-        except CnnlabError:  # settings no cnnlab wrote
-            return False
-    return same
+        check_resumed_folder(plan.run_dir, where, same_run_as(where))
 
 
 def _resumed_checkpoint(plan: RunPlan) -> dict | None:

@@ -16,7 +16,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cnnlab.checkpoint import (diverged_last, diverged_warning, empty_model, load_checkpoint_and_digest, load_into,
-                               load_state_dict_file, load_weights_file, model_from_checkpoint, resolve_checkpoint)
+                               load_state_dict_file, load_weights_file, model_from_checkpoint, resolve_checkpoint,
+                               same_run_as)
 from cnnlab.data import BatchLoader, Dataset, load_dataset, split_validation
 from cnnlab.data.folder import check_not_read, split_is_drawn
 from cnnlab.dataset_names import DIRECTORY_KINDS, dataset_kind, moved_away
@@ -244,7 +245,7 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
     if split == "val":
         data = _validation_data(data, cfg, ckpt, trained_on)
         not_own = "it is the validation split, not the test set"
-    elif not not_own and (theirs := users_files(ckpt.parent, ckpt)):  # a copy among the user's files: not a run's
+    elif not not_own and (theirs := users_files(ckpt.parent, ckpt, same_run_as(ckpt, cfg))):  # a copy among theirs
         not_own = f"{ckpt.parent} is not a run folder (it holds {theirs})"
     elif not not_own and (changed := changed_data(state.get("data"), data)):
         not_own = changed

@@ -315,7 +315,8 @@ def check_resumed_folder(folder: Path, ckpt: Path, same_run: Callable[[Path], bo
     into the folder its checkpoint lies in: ``--resume project/model.pt`` of a file copied into a folder of the
     user's wrote its config.json and summary.json over theirs and read their metrics.csv as the run's. Refused (one
     line, before anything is written) unless ``folder`` is a run folder (:func:`users_files`; ``same_run``: whether a
-    checkpoint there, best.pt or last.pt, is of ``ckpt``'s run: the engine's, which reads checkpoints)."""
+    checkpoint there, best.pt or last.pt, is of ``ckpt``'s run: :func:`cnnlab.checkpoint.same_run_as`, which reads
+    checkpoints)."""
     if theirs := users_files(folder, ckpt, same_run):
         raise RunError(f"--resume {ckpt}: {folder} is not a run folder (it holds {theirs}), and a resume writes its "
                        "run's files (config.json, summary.json, metrics.csv, checkpoints, figures) into the folder "
@@ -329,9 +330,9 @@ def users_files(folder: Path, ckpt: Path, same_run: Callable[[Path], bool] | Non
     (:func:`_refuse_other_files`), nothing of the user's in it: only hidden files, ``ckpt`` and its sidecar, and a
     run's own files, each of those a resume or a report writes over as cnnlab writes it (:func:`_written_by_run`: a
     run whose config.json is gone). ``same_run``: whether a checkpoint there (best.pt, last.pt) is of ``ckpt``'s run;
-    without it, none is. What a resume (:func:`check_resumed_folder`) and a run's report or analysis written beside
-    its checkpoint (:func:`cnnlab.evaluation.open_subject`) write into; a folder that cannot be read is left to those
-    writes."""
+    without it, none is (both callers pass :func:`cnnlab.checkpoint.same_run_as`). What a resume
+    (:func:`check_resumed_folder`) and a run's report or analysis written beside its checkpoint
+    (:func:`cnnlab.evaluation.open_subject`) write into; a folder that cannot be read is left to those writes."""
     if _cnnlab_file(folder / "config.json"):
         return ""
     try:
