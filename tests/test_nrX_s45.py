@@ -1,6 +1,7 @@
 """The defects a tester (probe newruns, s45) found in the run side's newest fixes: the run's own best.pt refused as
 another run's after a resume took its data moved (D3), and called the user's by evaluate and analyze in a run folder
-whose config.json is gone (D4). All on tiny runs.
+whose config.json is gone (D4), and a damaged checkpoint's advice "use its best.pt (--checkpoint best)" that train and
+a command given the file refuse (D2). All on tiny runs.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from cnnlab.cli import main
+from cnnlab.errors import shell_quoted
 from conftest import tiny_config, trained_once, write_idx_dataset
 
 
@@ -87,3 +89,41 @@ def test_another_runs_best_pt_in_a_config_less_folder_is_still_the_users(run_onc
     assert main(["evaluate", str(run)]) == 0
     assert "is not a run folder (it holds 'best.pt', 'best.pt.sha256')" in capsys.readouterr().out
     assert not (run / "summary.json").exists()
+
+
+# ----------------------------------------------------------------------------- D2: the damaged checkpoint's advice
+
+
+def _damaged_last(run_once: Path, tmp_path: Path) -> Path:
+    run = _copy(run_once, tmp_path)
+    with open(run / "last.pt", "r+b") as f:
+        f.truncate(20000)  # its sidecar names the whole file
+    return run
+
+
+def test_a_damaged_last_pts_advice_names_what_train_resume_takes_and_following_it_works(run_once, tmp_path, capsys):
+    """D2. ``train --resume RUN`` of a run whose last.pt was cut short said "use its best.pt (--checkpoint best)",
+    which train refuses (``unrecognized arguments: --checkpoint best``). Now the load names it as train takes it
+    (runs.checkpoint_fix with flag, from engine._resumed_checkpoint): ``--resume RUN/best.pt``, which resumes."""
+    run = _damaged_last(run_once, tmp_path)
+    capsys.readouterr()
+    assert _train("--resume", str(run)) != 0
+    best = shell_quoted(str(run / "best.pt"))
+    assert f"use its best.pt (--resume {best}), or train it again" in _one_line(capsys)
+    assert _train("--resume", str(run / "best.pt")) == 0, _one_line(capsys)
+
+
+def test_a_damaged_last_pts_advice_names_the_file_where_a_file_was_given(run_once, tmp_path, capsys):
+    """D2. ``evaluate RUN/last.pt`` (and predict, export with the file) said "use its best.pt (--checkpoint best)",
+    which is refused beside a file ("RUN/last.pt is a checkpoint file, and choosing 'best' ..."). Now it names the
+    file itself, which evaluates; beside the folder it still names ``--checkpoint best``."""
+    run = _damaged_last(run_once, tmp_path)
+    best = shell_quoted(str(run / "best.pt"))
+    capsys.readouterr()
+    assert main(["evaluate", str(run / "last.pt"), "--no-report"]) != 0
+    assert f"use its best.pt ({best}), or train it again" in _one_line(capsys)
+    assert main(["export", str(run / "last.pt"), "--out", str(tmp_path / "x.pt"), "--format", "torchscript"]) != 0
+    assert f"use its best.pt ({best}), or train it again" in _one_line(capsys)
+    assert main(["evaluate", str(run), "--no-report"]) != 0
+    assert "use its best.pt (--checkpoint best), or train it again" in _one_line(capsys)
+    assert main(["evaluate", str(run / "best.pt"), "--no-report"]) == 0

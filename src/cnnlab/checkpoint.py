@@ -203,12 +203,13 @@ def _read(path: Path) -> bytes:
 SIDECAR_TRIES = 4
 
 
-def _read_verified(path: Path) -> tuple[bytes, str]:
+def _read_verified(path: Path, fix: Callable[[], str]) -> tuple[bytes, str]:
     """The checkpoint's bytes, read once, and their SHA-256, checked against its sidecar (when it has one). The
     bytes read are the bytes loaded and hashed: a save between two reads of the file could mix one version's hash
     with another's weights (an export's ``checkpoint_sha256``, 1% of exports taken while a run saved every 5 steps),
     or take a sound file for a damaged one (its hash gone from the sidecar the save had just cut); and what is
-    checked and loaded next (:func:`_torch_load`) is these bytes, the file never opened again."""
+    checked and loaded next (:func:`_torch_load`) is these bytes, the file never opened again. ``fix()``: what to do
+    about a damaged file (:func:`cnnlab.runs.checkpoint_fix`, as the command asking names the run's other one)."""
     for attempt in range(SIDECAR_TRIES):
         data = _read(path)
         got = hashlib.sha256(data).hexdigest()
@@ -221,7 +222,7 @@ def _read_verified(path: Path) -> tuple[bytes, str]:
         time.sleep(0.05 * (attempt + 1))  # a save in progress settles in milliseconds
     shown = wanted[0][:12] if wanted else "nothing"
     raise CheckpointError(f"{path}: SHA-256 {got[:12]}... does not match {side.name} ({shown}...); the file was "
-                          f"truncated or altered: {checkpoint_fix(path)}")
+                          f"truncated or altered: {fix()}")
 
 
 #: What a file that is not one of torch.save's may be instead (its first bytes), for the refusal's message.
@@ -286,8 +287,8 @@ def _check_torch_file(path: Path, data: bytes | None, head: bytes = b"") -> None
                               "cnnlab")
 
 
-def _torch_load(path: Path, data: bytes):
-    """The checkpoint in ``data``, the bytes of ``path`` as read and verified."""
+def _torch_load(path: Path, data: bytes, fix: Callable[[], str]):
+    """The checkpoint in ``data``, the bytes of ``path`` as read and verified (``fix``: :func:`_read_verified`'s)."""
     _check_torch_file(path, data)
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
@@ -298,7 +299,7 @@ def _torch_load(path: Path, data: bytes):
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as err:
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {str(err)[:160]}); "
-                              f"it may be truncated: {checkpoint_fix(path)}") from None
+                              f"it may be truncated: {fix()}") from None
 
 
 def check_checkpoint_file(path: str | Path) -> None:
@@ -328,18 +329,23 @@ def _not_a_file(path: Path) -> str:
     return "no such" if kind == "nothing" else f"{kind}, not a"
 
 
-def load_checkpoint(path: str | Path, expect_model: str | None = None) -> dict:
-    """Load and check a checkpoint; every refusal is a one-line :class:`CheckpointError`."""
-    return load_checkpoint_and_digest(path, expect_model)[0]
+def load_checkpoint(path: str | Path, expect_model: str | None = None, *, flag: str | None = None,
+                    file_given: bool = False) -> dict:
+    """Load and check a checkpoint; every refusal is a one-line :class:`CheckpointError`. A damaged file's names the
+    run's other checkpoint as the command asking takes it (:func:`cnnlab.runs.checkpoint_fix`: ``--checkpoint best``
+    beside a folder, the file where ``path`` was given as a file, ``flag`` with the file: ``--resume r/best.pt``)."""
+    return load_checkpoint_and_digest(path, expect_model, flag=flag, file_given=file_given)[0]
 
 
-def load_checkpoint_and_digest(path: str | Path, expect_model: str | None = None) -> tuple[dict, str]:
+def load_checkpoint_and_digest(path: str | Path, expect_model: str | None = None, *, flag: str | None = None,
+                               file_given: bool = False) -> tuple[dict, str]:
     """:func:`load_checkpoint`, and the SHA-256 of the very bytes it loaded (what an export records as its source)."""
     path = Path(path)
     if not is_file(path):  # a stat that fails (an input/output error): one line naming it
         raise CheckpointError(_no_checkpoint(path))
-    data, digest_of_file = _read_verified(path)  # an unreadable file (or sidecar) fails here, naming it
-    obj = _torch_load(path, data)
+    fix = functools.partial(checkpoint_fix, path, flag, file_given)  # the other checkpoint, as the command names it
+    data, digest_of_file = _read_verified(path, fix)  # an unreadable file (or sidecar) fails here, naming it
+    obj = _torch_load(path, data, fix)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(
             f"{path}: not a cnnlab checkpoint; for a bare state_dict use 'cnnlab evaluate --weights FILE --model NAME'"
@@ -352,7 +358,7 @@ def load_checkpoint_and_digest(path: str | Path, expect_model: str | None = None
     digest = obj.pop("tensor_digest", None)
     if digest is not None and digest != tensor_digest(obj):
         raise CheckpointError(f"{path}: its tensors do not match the digest stored inside (a damaged file): "
-                              f"{checkpoint_fix(path)}")
+                              f"{fix()}")
     name = obj.get("model", {}).get("name")
     if expect_model is not None and name != expect_model:
         raise CheckpointError(f"{path}: checkpoint is for model {name!r}, not {expect_model!r}; pick the matching --model")
@@ -360,13 +366,13 @@ def load_checkpoint_and_digest(path: str | Path, expect_model: str | None = None
     return obj, digest_of_file
 
 
-def same_run_as(where: Path, config: dict | None = None) -> Callable[[Path], bool]:
+def same_run_as(where: Path, config: dict | None = None, flag: str | None = None) -> Callable[[Path], bool]:
     """Whether a checkpoint is of the run of ``where`` (the one resumed or measured): the settings a resume may not
     change the same (:func:`cnnlab.config.other_run`), for :func:`cnnlab.runs.users_files` (a resume's, and a report's
     or analysis's beside ``where``: the run's best.pt in a folder whose config.json is gone is the run's to both). One
     that cannot be loaded as a checkpoint is not; ``where`` that cannot be is refused as its load refuses it. Each
-    file is loaded once; ``config``: ``where``'s settings, already loaded."""
-    config_of = functools.cache(lambda path: load_checkpoint(path)["config"])
+    file is loaded once; ``config``: ``where``'s settings, already loaded; ``flag``: :func:`load_checkpoint`'s."""
+    config_of = functools.cache(lambda path: load_checkpoint(path, flag=flag)["config"])
 
     def same(path: Path) -> bool:
         try:

@@ -74,7 +74,7 @@ def load_teacher(cfg: TrainConfig, data: Dataset, run_dir: Path | None, resume_f
     path = copy if copy is not None and is_file(copy) else _teacher_path(cfg, run_dir)  # a stat that fails: one line
     own = Path(run_dir) / TEACHER_FILE if run_dir is not None else None
     try:
-        ckpt = load_checkpoint(path)
+        ckpt = load_checkpoint(path, flag="--teacher")
     except CheckpointError as err:
         raise CheckpointError(f"--teacher: {err}") from None
     _check_same_images(cfg, ckpt.get("config") or {}, path)

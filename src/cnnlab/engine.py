@@ -555,7 +555,7 @@ def _refuse_no_checkpoint(plan: RunPlan) -> None:
                                   and (is_run_dir(where.parent) or unsaved_run_dir(where.parent))):
         check_checkpoint_file(where)
     if where is not None and plan.run_dir is not None:
-        check_resumed_folder(plan.run_dir, where, same_run_as(where))
+        check_resumed_folder(plan.run_dir, where, same_run_as(where, flag="--resume"))
 
 
 def _resumed_checkpoint(plan: RunPlan) -> dict | None:
@@ -579,7 +579,7 @@ def _resumed_checkpoint(plan: RunPlan) -> dict | None:
         cause = failure_cause(folder)  # a run that diverged: what to change before it starts again
         ended = f"failed before it saved a last.pt ({cause})" if cause else "saved no last.pt before it stopped"
         raise RunError(f"--resume {folder}: the run {ended}, so there is no position to continue from; {how}")
-    return load_checkpoint(where)
+    return load_checkpoint(where, flag="--resume")  # a damaged one's fix names --resume RUN/best.pt, as train takes it
 
 
 def check_settings(cfg: TrainConfig) -> None:

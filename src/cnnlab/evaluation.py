@@ -232,7 +232,7 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
     if path is None:
         raise CnnlabError("give a run directory or checkpoint, --pretrained MODEL, or --weights FILE --model NAME")
     ckpt = resolve_checkpoint(path, which)
-    state, digest = load_checkpoint_and_digest(ckpt, expect_model=model_name)
+    state, digest = load_checkpoint_and_digest(ckpt, expect_model=model_name, file_given=ckpt == Path(path))
     cfg = state["config"]
     again = f"cnnlab evaluate {shell_quoted(str(path))} {{new}}"  # a hint to copy: the path as a shell takes it
     if not (loaded or name) and (message := moved_away(cfg["dataset"], str(ckpt), again)):

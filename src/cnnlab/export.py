@@ -397,7 +397,8 @@ def export_run(
         refuse_diverged(ckpt, "export")  # (checkpoint.diverged_refusal: as predict, serve, --teacher)
     if fmt == "onnx":
         onnx_packages()  # a missing package is said before the data is loaded and the net exported
-    state, digest = (load_pretrained(pretrained, name), "") if ckpt is None else load_checkpoint_and_digest(ckpt)
+    state, digest = (load_pretrained(pretrained, name), "") if ckpt is None else load_checkpoint_and_digest(
+        ckpt, file_given=ckpt == Path(run))
     extra = pretrained_metadata(state["pretrained"]) if ckpt is None else checkpoint_metadata(ckpt, state, running, digest)
     return _export_checked(state, fmt, out, sample_inputs(state, samples, dataset, data_dir), extra)
 
@@ -494,7 +495,7 @@ def export_safetensors(run: str | Path | None = None, which: str = DEFAULT_CHECK
     else:
         running = refuse_running(src, target, not typed, "export-weights")
         refuse_diverged(src, "export-weights")
-        state, digest = load_checkpoint_and_digest(src)
+        state, digest = load_checkpoint_and_digest(src, file_given=src == Path(run))
         provenance = checkpoint_metadata(src, state, running, digest)
     metadata = {"format": "cnnlab-weights", **export_metadata(state), **provenance,
                 "model_args": json.dumps(state["model"]["args"]), "data": json.dumps(state["data"])}

@@ -361,7 +361,7 @@ class Predictor:
                                   f"({path / 'last.pt'}), or Predictor.from_run({str(path)!r}) for a run folder's net")
         refuse_diverged(path)
         stamp = checkpoint_stamp(path)  # before the load: a file replaced meanwhile reads as changed, loaded again
-        state, digest = load_checkpoint_and_digest(path)
+        state, digest = load_checkpoint_and_digest(path, file_given=True)  # a damaged one's fix names the file to give
         predictor = cls(state, device=device, source=str(path), max_pixels=max_pixels, digest=digest)
         predictor.stamp = stamp
         return predictor

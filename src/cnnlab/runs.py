@@ -1039,15 +1039,22 @@ def _checkpoint_problems(run: Path, finished: bool) -> list[str]:
 _OTHER_CHECKPOINT = {"last.pt": "best.pt", "best.pt": "last.pt"}
 
 
-def checkpoint_fix(path: Path) -> str:
+def checkpoint_fix(path: Path, flag: str | None = None, file_given: bool = False) -> str:
     """What to do about the damaged checkpoint ``path``: put back the run's own copy, or train it again; and use the
     run's other checkpoint (its best.pt for a last.pt, and the reverse) only where that one is there and whole
     (:func:`checkpoint_damage`): "use the other checkpoint (last.pt / best.pt)" of a run that saved no best.pt sent its
-    user to ``--checkpoint best``, which answered "use --checkpoint last"."""
+    user to ``--checkpoint best``, which answered "use --checkpoint last". The other is named as the command that
+    asks takes it, as :func:`cnnlab.checkpoint.diverged_refusal` names a best.pt: ``--checkpoint best`` beside a
+    run folder; the file itself where ``path`` was given as a file (``file_given``: ``--checkpoint best`` is refused
+    beside a file); ``flag`` with the file for an option that names a file (``--resume r/best.pt``: train has no
+    ``--checkpoint``)."""
     other = path.with_name(_OTHER_CHECKPOINT[path.name]) if path.name in _OTHER_CHECKPOINT else None
     whole = other is not None and is_file(other, if_unknown=False) and not _damage(other, lambda: "")
-    use = f"use its {other.name} (--checkpoint {other.stem}), or " if whole else ""
-    return f"put back the run's own copy, or {use}train it again"
+    if not whole:
+        return "put back the run's own copy, or train it again"
+    named = shell_quoted(str(other))
+    pick = f"{flag} {named}" if flag else named if file_given else f"--checkpoint {other.stem}"
+    return f"put back the run's own copy, or use its {other.name} ({pick}), or train it again"
 
 
 def checkpoint_damage(path: Path) -> str:
