@@ -290,7 +290,7 @@ def test_a_diverged_run_resumed_with_nothing_to_train_stays_diverged(stopped_run
 def test_a_failed_command_removes_every_folder_it_made_on_the_way(finished_run, tmp_path, monkeypatch, capsys):
     """D8. On a full disk `evaluate --pretrained resnet --out full/a/b/c` and `train --out full/p/q/r` removed the leaf
     folder they made and left full/a, full/a/b, full/p, full/p/q. Every folder the command made goes, if still empty
-    (runs.first_missing, remove_if_unused(made=)); a folder that was there stays."""
+    (runs.folders_made, remove_if_unused(made=)); a folder that was there stays."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "there").mkdir()
     with monkeypatch.context() as m:

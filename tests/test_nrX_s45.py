@@ -1,11 +1,13 @@
 """The defects a tester (probe newruns, s45) found in the run side's newest fixes: the run's own best.pt refused as
 another run's after a resume took its data moved (D3), and called the user's by evaluate and analyze in a run folder
 whose config.json is gone (D4), and a damaged checkpoint's advice "use its best.pt (--checkpoint best)" that train and
-a command given the file refuse (D2). All on tiny runs.
+a command given the file refuse (D2), and the folders a refused ``--out new/sub/..`` or ``n1/n2/../../n3/n4`` made and
+left (D1). All on tiny runs.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -127,3 +129,36 @@ def test_a_damaged_last_pts_advice_names_the_file_where_a_file_was_given(run_onc
     assert main(["evaluate", str(run), "--no-report"]) != 0
     assert "use its best.pt (--checkpoint best), or train it again" in _one_line(capsys)
     assert main(["evaluate", str(run / "best.pt"), "--no-report"]) == 0
+
+
+# ----------------------------------------------------------------------------- D1: an --out that ends in `..`
+
+
+@pytest.mark.parametrize("out", ["new/sub/..", "n1/n2/../../n3/n4", "new/..", "x/../y/z"])
+def test_a_refused_start_leaves_none_of_the_folders_its_out_made(out, tmp_path, monkeypatch, capsys):
+    """D1. ``train --dataset idx:/nonexistent --out new/sub/..`` left new/ (the run folder, with its .lock and
+    status.json) and new/sub/; ``--out n1/n2/../../n3/n4`` left n3/; ``--out new/..`` left new/ (the run folder is the
+    current one). Now runs.folders_made records every folder mkdir -p makes, as the OS reads it, and
+    runs.remove_if_unused removes those left empty (the run folder among them when it made it); a folder that was
+    there (the current one, keep/) stays as before."""
+    here = tmp_path / "here"
+    (here / "keep").mkdir(parents=True)
+    monkeypatch.chdir(here)
+    assert _train("--model", "basic_cnn", "--dataset", "idx:/nonexistent", "--out", out) == 2
+    assert "idx:/nonexistent: no such directory" in _one_line(capsys)
+    left = sorted(p.name for p in here.iterdir())
+    assert left == (["keep"] if out != "new/.." else [".lock", "keep", "status.json"]), left
+    assert os.listdir(here / "keep") == []
+
+
+def test_removed_if_unused_takes_every_folder_a_dotdot_out_made(tmp_path, monkeypatch):
+    """D1, for evaluate's, compare's and analyze's --out (runs.removed_if_unused): the same folders go."""
+    from cnnlab.fileio import make_dirs
+    from cnnlab.runs import removed_if_unused
+
+    monkeypatch.chdir(tmp_path)
+    for out in ("new/sub/..", "n1/n2/../../n3/n4"):
+        with pytest.raises(RuntimeError), removed_if_unused(out):
+            make_dirs(out)
+            raise RuntimeError
+        assert os.listdir(tmp_path) == [], out

@@ -20,7 +20,7 @@ import cnnlab
 from cnnlab import devices, imageio
 from cnnlab.cli import main
 from cnnlab.fileio import read_json
-from cnnlab.runs import first_missing
+from cnnlab.runs import folders_made
 from conftest import tiny_config, trained_once
 
 
@@ -231,10 +231,11 @@ def test_a_checkpoint_of_a_run_with_other_settings_is_refused_in_a_run_folder(ru
 
 def test_a_refused_start_removes_the_folders_its_out_made_before_a_dotdot(tmp_path, monkeypatch, capsys):
     """D6. `train --dataset idx:/nonexistent --out new/sub/../run`: refused, and the empty new/ and new/sub/ it made
-    left (first_missing stopped at the `..`, where mkdir -p makes the folders before it). Now they go; a folder
+    left (first_missing, now folders_made, stopped at the `..`, where mkdir -p makes the folders before it). Now they go; a folder
     that was there before (`keep/../new/run`, `new/../keep/run`) stays."""
     monkeypatch.chdir(tmp_path)
-    assert first_missing("new/sub/../run") == Path("new")
+    real = Path(os.path.realpath(tmp_path))
+    assert folders_made("new/sub/../run") == (real / "new", real / "new" / "sub", real / "new" / "run")
     (tmp_path / "keep").mkdir()
     for out in ("new/sub/../run", "a/b/../../c", "keep/../new/run", "new/../keep/run"):
         assert main(["train", "--model", "basic_cnn", "--dataset", "idx:/nonexistent", "--out", out]) == 2

@@ -119,43 +119,55 @@ def new_analysis_dir(root: str | Path, kind: str, dataset: str) -> Path:
     return new_run_dir(root, kind, dataset)
 
 
-def first_missing(folder: str | Path) -> Path | None:
-    """The topmost folder on ``folder``'s path that is not there (``folder`` itself when only it is missing), which a
-    command that makes ``folder`` makes too (``mkdir -p``); None when ``folder`` is there. The path is walked as
-    ``mkdir -p`` walks it: a ``..`` on the way is no folder of its own (the OS reads it once the folder before it is
-    made), and the missing folders before it are made too (``new/sub/../run`` makes new, new/sub and new/run)."""
-    folder = Path(folder)
-    if lexists(folder):
-        return None
-    top = folder
-    for parent in folder.parents:
-        if parent.name == "..":
+def folders_made(folder: str | Path) -> tuple[Path, ...]:
+    """The folders a command that makes ``folder`` makes (``mkdir -p``), each as the OS reads it (:func:`_physical`),
+    in the order it makes them, the topmost first; empty when ``folder`` is there. The path is walked as ``mkdir -p``
+    walks it: a ``..`` on the way is no folder of its own, but the parent of the folder before it (once that one is
+    made), so ``new/sub/../run`` makes new, new/sub and new/run, ``new/sub/..`` new and new/sub (the run folder is
+    new), and ``n1/n2/../../n3/n4`` n1, n1/n2, n3 and n3/n4; ``new/../keep/run`` makes new and keep/run, not a keep
+    that was there."""
+    parts, made = Path(folder).parts, []
+    for end in range(1, len(parts) + 1):
+        typed = Path(*parts[:end])
+        if typed.name in ("", ".", ".."):  # the root, or a folder named through another: made, if at all, before
             continue
-        if parent.name in ("", ".") or lexists(parent):
-            break
-        top = parent
-    return top
+        real = _physical(typed)
+        if real not in made and not lexists(real):
+            made.append(real)
+    return tuple(made)
 
 
-def remove_if_unused(folder: Path, leftovers: tuple[str, ...] = (), made: Path | None = None) -> bool:
+def _physical(path: str | Path) -> Path:
+    """``path`` as the OS reads it, absolute: the folder it lies in with its links and ``..`` resolved (as far as it
+    is there; the rest read as ``mkdir -p`` makes it), its own name kept (a link stays the link)."""
+    path = Path(path)
+    if path.name in ("", ".", ".."):
+        return Path(os.path.realpath(path))
+    return Path(os.path.realpath(path.parent)) / path.name
+
+
+def remove_if_unused(folder: Path, leftovers: tuple[str, ...] = (), made: tuple[Path, ...] = ()) -> bool:
     """Remove ``folder``, which this command made, when it holds nothing but ``leftovers`` (names: its lock file, the
     status.json of a start that failed) and their temp files: what a command that failed, or wrote nothing, left (a
     full disk left empty ``evaluate --out``, ``analyze --out`` and ``compare --out`` folders, and analyses' lock
     files; :func:`cnnlab.engine.train`'s fresh run folder goes the same way). A link, or a folder holding anything
-    else (a file written since, by this command or another), stays. ``made``: the topmost folder the command made
-    on the way to it (:func:`first_missing`): the folders between, left empty, go too (``--out full/a/b/c`` left
-    full/a and full/a/b; ``--out new/sub/../run`` left new and new/sub). True when ``folder`` was removed."""
-    removed = _remove_unused(folder, leftovers)
-    if made is not None and (removed or not lexists(folder)):
-        for parent in folder.parents:  # each empty, or the removal stops there (os.rmdir removes only empty folders)
-            if parent != made and made not in parent.parents:
-                break
-            if ".." in parent.parts[len(made.parts):]:  # new/sub/.. is new, removed in its turn; new/../old may be a
-                continue  # folder that was there before: neither is removed under that name (first_missing)
-            try:
-                os.rmdir(parent)
-            except OSError:
-                break
+    else (a file written since, by this command or another), stays. ``made``: the folders the command made for it
+    (:func:`folders_made`), ``folder`` only where it is one of them (``--out new/..`` made new, not the folder it
+    names): each of them left empty goes too, the last made first, by the name the OS reads (``--out full/a/b/c``
+    left full/a and full/a/b; ``--out new/sub/../run`` left new and new/sub; ``--out new/sub/..`` left new, its lock
+    and status.json, and new/sub: ``new/sub/..`` was not removed under that name). True when ``folder`` was
+    removed."""
+    own, removed, made = _physical(folder), False, tuple(map(_physical, made))
+    if not made:  # the caller's own folder, all it made
+        return _remove_unused(own, leftovers)
+    for each in reversed(made):  # a folder's made subfolders before it (os.rmdir removes only empty folders)
+        if each == own:
+            removed = _remove_unused(own, leftovers)
+            continue
+        try:
+            os.rmdir(each)
+        except OSError:
+            pass
     return removed
 
 
@@ -179,11 +191,11 @@ def removed_if_unused(folder: str | Path, leftovers: tuple[str, ...] = ()):
     """Inside, ``folder``, when it is not there yet, is the command's own: made by it, and removed at the end if
     nothing was written into it (:func:`remove_if_unused`: an error, a stop, a write the disk refused), with the
     folders above it that the command made on the way."""
-    made = first_missing(folder)
+    made = folders_made(folder)
     try:
         yield
     finally:
-        if made is not None:
+        if made:
             remove_if_unused(Path(folder), leftovers, made)
 
 
@@ -252,14 +264,14 @@ class RunPlan:
 
     run_dir: Path | None
     resume_from: Path | None
-    #: The topmost folder made for this run on the way to ``run_dir`` (a timestamped folder, or a new ``--out``, and
-    #: the folders above it that were not there: :func:`first_missing`); None when ``run_dir`` was there.
-    made: Path | None = None
+    #: The folders made for this run, ``run_dir`` among them (a timestamped folder, or a new ``--out``, and the
+    #: folders on the way to it that were not there: :func:`folders_made`); empty when ``run_dir`` was there.
+    made: tuple[Path, ...] = ()
 
     @property
     def fresh(self) -> bool:
         """Whether ``run_dir`` was made for this run just now."""
-        return self.made is not None
+        return bool(self.made)
 
 
 def plan_run(model: str, dataset: str, *, out: str | Path | None, resume: str | Path | None,
@@ -287,12 +299,12 @@ def plan_run(model: str, dataset: str, *, out: str | Path | None, resume: str | 
                            "or pick a fresh --out")
         if write and restart_count == 0:
             _refuse_other_files(out)
-        return RunPlan(out if write else None, None, made=first_missing(out) if write else None)
+        return RunPlan(out if write else None, None, made=folders_made(out) if write else ())
     if not write:
         return RunPlan(None, None)
-    above = first_missing(runs_root)  # (runs/ made for it too)
+    above = folders_made(runs_root)  # (runs/ made for it too)
     run_dir = new_run_dir(runs_root, model, dataset)
-    return RunPlan(run_dir, None, made=above or run_dir)
+    return RunPlan(run_dir, None, made=(*above, _physical(run_dir)))
 
 
 def _refuse_other_files(out: Path) -> None:

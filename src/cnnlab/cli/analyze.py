@@ -26,7 +26,7 @@ from cnnlab.config import RECIPES
 from cnnlab.errors import CnnlabError, WriteError, printable
 from cnnlab.fileio import atomic_write_json, is_file
 from cnnlab.output import complain, json_text, say
-from cnnlab.runs import (ANALYSIS_LOCK, RunLock, check_output_folder, first_missing, is_running, new_analysis_dir,
+from cnnlab.runs import (ANALYSIS_LOCK, RunLock, check_output_folder, folders_made, is_running, new_analysis_dir,
                          remove_if_unused, run_dir_of)
 
 #: The analysis trains with the lecture's optimiser settings.
@@ -171,8 +171,8 @@ class _Folders:
 
     def __init__(self):
         self.locks: list[RunLock] = []
-        #: Each folder made, with the topmost folder made on the way to it (runs/, the parents of a new --out).
-        self.made: list[tuple[Path, Path]] = []
+        #: Each folder made, with the folders made for it (runs/, the parents of a new --out, and itself).
+        self.made: list[tuple[Path, tuple[Path, ...]]] = []
 
     def lock(self, folder: Path | None, kind: str, dataset: str) -> Path:
         """Lock ``folder`` (None: the analysis's own new folder under runs/, named after ``kind`` and ``dataset``),
@@ -180,11 +180,11 @@ class _Folders:
         if self.locks:
             return self.locks[0].path.parent
         if folder is None:
-            above = first_missing("runs")
+            above = folders_made("runs")
             folder = new_analysis_dir("runs", kind, dataset)
-            self.made.append((folder, above or folder))
-        elif (top := first_missing(folder)) is not None:
-            self.made.append((folder, top))
+            self.made.append((folder, (*above, folder)))
+        elif made := folders_made(folder):
+            self.made.append((folder, made))
         self.locks.append(_lock(folder))
         return folder
 
@@ -194,8 +194,8 @@ class _Folders:
     def __exit__(self, *exc) -> None:
         for lock in self.locks:
             lock.release()
-        for folder, top in self.made:
-            remove_if_unused(folder, (ANALYSIS_LOCK,), top)
+        for folder, made in self.made:
+            remove_if_unused(folder, (ANALYSIS_LOCK,), made)
 
 
 def _lock(folder: Path) -> RunLock:
