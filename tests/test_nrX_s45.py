@@ -162,3 +162,60 @@ def test_removed_if_unused_takes_every_folder_a_dotdot_out_made(tmp_path, monkey
             make_dirs(out)
             raise RuntimeError
         assert os.listdir(tmp_path) == [], out
+
+
+# ----------------------------------------------------------------------------- D5: a JSON that cannot be renamed in
+
+
+def _refuse_rename_to(monkeypatch, name: str) -> None:
+    """``os.replace`` onto ``name`` refused (EPERM, as onto an immutable file), after the temp file was written."""
+    import errno
+
+    import cnnlab.fileio
+
+    real = os.replace
+
+    def replace(src, dst, *a, **k):
+        if os.path.basename(dst) == name:
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(dst))
+        return real(src, dst, *a, **k)
+    monkeypatch.setattr(cnnlab.fileio.os, "replace", replace)
+
+
+def test_an_analysis_whose_json_cannot_be_renamed_in_leaves_the_earlier_analysis_whole(tmp_path, monkeypatch, capsys):
+    """D5. When the new branches.json could not be renamed in (an immutable file), the earlier analysis's
+    branches.png was already deleted, and the line said "wrote nothing ... (an earlier analysis's branches.json stays
+    there)". Now the figures are set aside before the rename and put back when it fails (fileio.set_aside, from
+    atomic_write_bytes' just_before): the earlier analysis stays whole, as the line says."""
+    from cnnlab.cli.analyze import _write
+
+    out = tmp_path / "ao"
+    out.mkdir()
+    (out / "a.json").write_text('{"old": 1}')
+    (out / "a.png").write_bytes(b"old figure")
+    _refuse_rename_to(monkeypatch, "a.json")
+    assert _write(out, ("a.json", {"new": 1}), [("a.png", lambda p: p.write_bytes(b"new"))], "table", 1.0,
+                  quiet=True) == 1
+    err = capsys.readouterr().err
+    assert f"wrote nothing in {out}: a.json, a.png (an earlier analysis's a.json, a.png stay there)" in err
+    assert sorted(os.listdir(out)) == ["a.json", "a.png"]
+    assert (out / "a.png").read_bytes() == b"old figure" and (out / "a.json").read_text() == '{"old": 1}'
+
+
+def test_a_report_whose_summary_cannot_be_renamed_in_keeps_its_figures(tmp_path, monkeypatch):
+    """D5, report.write_report's form: the figures of the summary.json there are set aside, not deleted, before the
+    new summary.json is renamed in, and put back when that fails; once it is in, they are gone."""
+    from cnnlab.errors import WriteError
+    from cnnlab.fileio import atomic_write_text, set_aside
+
+    (tmp_path / "summary.json").write_text("old")
+    (tmp_path / "curves.png").write_bytes(b"old curves")
+    stale = [tmp_path / "curves.png", tmp_path / "confusion.png"]  # (one not there)
+    with monkeypatch.context() as m:
+        _refuse_rename_to(m, "summary.json")
+        with pytest.raises(WriteError):
+            atomic_write_text(tmp_path / "summary.json", "new", just_before=lambda: set_aside(stale))
+    assert sorted(p for p in os.listdir(tmp_path) if p != "home") == ["curves.png", "summary.json"]
+    assert (tmp_path / "curves.png").read_bytes() == b"old curves"
+    atomic_write_text(tmp_path / "summary.json", "new", just_before=lambda: set_aside(stale))
+    assert sorted(p for p in os.listdir(tmp_path) if p != "home") == ["summary.json"]

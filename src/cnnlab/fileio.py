@@ -534,7 +534,10 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, mode_of: str | Path | N
     group where permitted); a new file gets 0666 less the umask. ``mode_of``: the file whose permissions count
     instead (one staged elsewhere, to be renamed over it). Temp files of ``path`` that killed writers left are
     removed first (see the module's docstring). ``just_before()`` is called once the new file is written and
-    fsynced, the moment before it is renamed into place (what must go with the old version: files drawn from it).
+    fsynced, the moment before it is renamed into place (what must go with the old version: files drawn from it);
+    what it returns, where callable (:func:`set_aside`'s), is called with True once the rename is done and with
+    False when the rename failed: the old version's files then stay whole beside it (a rename refused after
+    ``just_before`` had deleted them left the old JSON without its figures).
     """
     path = Path(path)
     _refuse_special_file(path)
@@ -554,12 +557,15 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, mode_of: str | Path | N
             fh.flush()
             os.fsync(fh.fileno())
         _take_over(tmp, old)
-        if just_before is not None:
-            just_before()
+        settle = just_before() if just_before is not None else None
         try:
-            os.replace(tmp, path)
-        except InterruptedError:  # EINTR (a signal, NFS), which Python does not retry for a rename: once more
-            os.replace(tmp, path)
+            _rename(tmp, path)
+        except BaseException:
+            if callable(settle):
+                settle(False)
+            raise
+        if callable(settle):
+            settle(True)
     except BaseException as err:
         try:
             os.unlink(tmp)
@@ -569,6 +575,39 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, mode_of: str | Path | N
             raise write_error(path, err) from None
         raise
     _note_own_change(path.parent)
+
+
+def _rename(tmp: str, path: Path) -> None:
+    try:
+        os.replace(tmp, path)
+    except InterruptedError:  # EINTR (a signal, NFS), which Python does not retry for a rename: once more
+        os.replace(tmp, path)
+
+
+def set_aside(paths: list[Path]) -> Callable[[bool], None]:
+    """Move the files at ``paths`` that are there out of the way, under temp names beside them (a write's, so that
+    a kill before they are settled leaves what the next write there removes: see the module's docstring), for
+    :func:`atomic_write_bytes`'s ``just_before``: the function it returns, ``settle(done)``, removes them once the
+    new file is in place, or puts them back where the rename failed. One that cannot be moved stays where it is."""
+    moved = []
+    for path in paths:
+        aside = path.with_name(f".{temp_part(path)}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
+        try:
+            os.rename(path, aside)
+        except OSError:  # not there (FileNotFoundError), or kept (a read-only folder)
+            continue
+        moved.append((path, aside))
+
+    def settle(done: bool) -> None:
+        for path, aside in moved:
+            try:
+                if done:
+                    os.unlink(aside)
+                elif not os.path.lexists(path):
+                    os.rename(aside, path)
+            except OSError:  # (a temp file left is removed by the next write of its file)
+                pass
+    return settle
 
 
 def temp_part(path: Path) -> str:

@@ -15,7 +15,7 @@ import torch
 
 from cnnlab import plots
 from cnnlab.errors import CnnlabError, DataUnreadable, RunError, WriteError
-from cnnlab.fileio import atomic_write_text, is_file, json_safe
+from cnnlab.fileio import atomic_write_text, is_file, json_safe, set_aside
 from cnnlab.output import handed_on, stops_taken
 from cnnlab.runs import load_run_json
 from cnnlab.text import display_width, pad
@@ -354,9 +354,10 @@ def write_report(run_dir: str | Path, summary: dict, *, history: list[dict] | No
     the ``keep`` keys of the summary.json there (e.g. :data:`RUN_FACTS`), where ``summary`` lacks them (one that
     cannot be read now is a refusal with ``keep``, else a warning to ``log``: :func:`_previous_summary`).
     The other figures of the summary.json there (:data:`FIGURE_INPUTS`: those it does not keep, and a confusion.png
-    this summary does not draw, of too many classes) are removed the moment before the new one is renamed into
-    place: stopped anywhere (SIGKILL too), the folder never shows one summary beside another's figures, and a
-    summary.json that cannot be written (a full disk) leaves the old report whole. So does a curves.png there
+    this summary does not draw, of too many classes) are set aside the moment before the new one is renamed into
+    place, and removed once it is there (:func:`cnnlab.fileio.set_aside`): stopped anywhere (SIGKILL too), the folder
+    never shows one summary beside another's figures, and a summary.json that cannot be written (a full disk) or
+    renamed in leaves the old report whole. So does a curves.png there
     (:data:`CURVES`): ``history`` is drawn in its place (none: an evaluation's report has no epochs), unless
     ``history`` is None, which says that the one there shows the run's epochs as they are (an evaluation into the
     run's own folder, whose metrics.csv is older than it): it is left as it is (drawn from none when missing).
@@ -381,7 +382,7 @@ def write_report(run_dir: str | Path, summary: dict, *, history: list[dict] | No
     try:
         try:
             with stops_taken(lambda signum, frame: held.append(signum)) as handlers:
-                atomic_write_text(run_dir / "summary.json", summary_text(summary), just_before=lambda: _remove(stale))
+                atomic_write_text(run_dir / "summary.json", summary_text(summary), just_before=lambda: set_aside(stale))
                 for name in sorted(current):
                     try:  # still no older than the summary it shows, so that the next evaluation keeps it too
                         os.utime(run_dir / name)
@@ -399,12 +400,3 @@ def write_report(run_dir: str | Path, summary: dict, *, history: list[dict] | No
         if figures is not None:        # caller still finishes the figure being drawn and says so (report_run)
             stop.figures = figures
         raise
-
-
-def _remove(paths: list[Path]) -> None:
-    """Remove the files at ``paths`` that are there; one that cannot be removed stays (the write after says why)."""
-    for path in paths:
-        try:
-            path.unlink()
-        except OSError:
-            pass

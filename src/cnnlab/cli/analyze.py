@@ -24,7 +24,7 @@ from cnnlab.cli.common import (
 )
 from cnnlab.config import RECIPES
 from cnnlab.errors import CnnlabError, WriteError, printable
-from cnnlab.fileio import atomic_write_json, is_file
+from cnnlab.fileio import atomic_write_json, is_file, set_aside
 from cnnlab.output import complain, json_text, say
 from cnnlab.runs import (ANALYSIS_LOCK, RunLock, check_output_folder, folders_made, is_running, new_analysis_dir,
                          remove_if_unused, run_dir_of)
@@ -210,16 +210,17 @@ def _write(out: Path, record: tuple[str, dict], figures: list, table: str, secon
            fresh: bool = False) -> int:
     """Write the analysis's JSON (``record``: its name and contents), then each ``(name, draw)`` of its ``figures``
     into ``out``, then print the table: a stdout that cannot be written (a full disk, a closed pipe) loses the table,
-    never the files the analysis was asked for. The figures an earlier analysis left there are removed the moment
-    before the new JSON is renamed into place (as a report's are: :func:`cnnlab.report.write_report`), so that a stop
-    between the files (SIGKILL too) never leaves the new JSON beside the old figures; a JSON that cannot be written
-    leaves the earlier files whole. 1 (with what was written and what not, in one line, after the table) when the disk
+    never the files the analysis was asked for. The figures an earlier analysis left there are set aside the moment
+    before the new JSON is renamed into place, and removed once it is there (as a report's are:
+    :func:`cnnlab.report.write_report`, :func:`cnnlab.fileio.set_aside`), so that a stop between the files (SIGKILL
+    too) never leaves the new JSON beside the old figures; a JSON that cannot be written or renamed in leaves the
+    earlier files whole. 1 (with what was written and what not, in one line, after the table) when the disk
     refuses a file: the table is still the answer. Stopped (Ctrl-C, SIGTERM) between its files, a folder made for
     this analysis (``fresh``) is removed (it left a folder with the JSON and no figures among the results), and a
     given one is said to be incomplete."""
     name, data = record
     drawn = [out / n for n, _ in figures]
-    files = [(name, lambda p: atomic_write_json(p, data, just_before=lambda: _remove(drawn))), *figures]
+    files = [(name, lambda p: atomic_write_json(p, data, just_before=lambda: set_aside(drawn))), *figures]
     written: list[str] = []
     refused = None
     for name, writer in files:
@@ -255,15 +256,6 @@ def _done(out: Path, files: list, written: list[str]) -> str:
              if older else "")
     done = f"wrote {', '.join(written)} in {out}, not" if written else f"wrote nothing in {out}:"
     return f"{done} {', '.join(missing)}{stays}"
-
-
-def _remove(paths: list[Path]) -> None:
-    """Remove the files at ``paths`` that are there; one that cannot be removed stays (:func:`_done` says so)."""
-    for path in paths:
-        try:
-            path.unlink()
-        except OSError:  # not there (FileNotFoundError), or kept (a read-only folder)
-            pass
 
 
 def cmd_gradients(args) -> int:
