@@ -320,7 +320,8 @@ class Trainer:
         self.check_finite()  # never write a checkpoint of diverged weights
         if self.inside_epoch:
             self.state.partial = self.reduced_sums()
-            self.state.elapsed = self.epoch_seconds()
+            if self.in_epoch:  # its clock runs (a --save-every save); a stop's save keeps end_epoch_timing's figure,
+                self.state.elapsed = self.epoch_seconds()  # not that plus the stop's evaluation made since
         if self.run_dir is not None:
             self.check_folder()
             save_checkpoint(self.run_dir / name, self.payload())
