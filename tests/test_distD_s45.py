@@ -4,11 +4,93 @@ counted as training time, a CLI note said by every rank, and commands that do no
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
+
+import pytest
 
 from cnnlab.checkpoint import load_checkpoint
 from cnnlab.runs import read_metrics
-from conftest import tiny_config
+from conftest import tiny_config, write_idx_dataset
+from test_distributed import free_port
+
+
+def _two_ranks(folders: list[Path], args: list[str]) -> list[subprocess.CompletedProcess]:
+    """Two hand-started ranks of one group, each in its own folder (as on two machines), the same command line."""
+    port, procs = free_port(), []
+    for rank, folder in enumerate(folders):
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "RANK": str(rank), "LOCAL_RANK": str(rank),
+               "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
+               "CNNLAB_JOIN_TIMEOUT": "60"}
+        procs.append(subprocess.Popen([sys.executable, "-m", "cnnlab", *args], cwd=folder, env=env, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    done = []
+    for proc in procs:
+        try:
+            out, err = proc.communicate(timeout=150)
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            pytest.fail("the ranks did not end")
+        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    return done
+
+
+def _shift_train_labels(directory: Path) -> None:
+    """The same images and as many labels, each train label moved to the next class."""
+    path = directory / "train-labels-idx1-ubyte"
+    raw = path.read_bytes()
+    path.write_bytes(raw[:8] + bytes((b + 1) % 10 for b in raw[8:]))
+
+
+def _cut_train_split(directory: Path, n: int) -> None:
+    """The first ``n`` train images and labels of the split (another version of the same files)."""
+    images, labels = directory / "train-images-idx3-ubyte", directory / "train-labels-idx1-ubyte"
+    raw = images.read_bytes()
+    images.write_bytes(raw[:4] + n.to_bytes(4, "big") + raw[8:16] + raw[16:16 + n * 28 * 28])
+    raw = labels.read_bytes()
+    labels.write_bytes(raw[:4] + n.to_bytes(4, "big") + raw[8:8 + n])
+
+
+def test_ranks_that_loaded_other_data_are_refused_in_one_line_each_before_any_step(tmp_path):
+    """D1: each rank's idx:data from its own folder: other sizes aborted rank 1 in C++ (gloo::EnforceNotMet,
+    SIGABRT); the same sizes with other labels trained without a word, config.json naming rank 0's data alone."""
+    cases = {"sizes": "the number of train images, the train images' mean and their spread differ (128 train / 64 "
+                      "test images against 256 / 64)",
+             "labels": "the train images or labels differ"}
+    for case, said in cases.items():
+        folders = [tmp_path / case / "m0", tmp_path / case / "m1"]
+        for folder in folders:
+            write_idx_dataset(folder / "data")
+        (_cut_train_split if case == "sizes" else lambda d, n: _shift_train_labels(d))(folders[1] / "data", 128)
+        out = tmp_path / case / "run"
+        r0, r1 = _two_ranks(folders, ["train", "--model", "basic_cnn", "--dataset", "idx:data", "--epochs", "1",
+                                      "--batch-size", "32", "--device", "cpu", "--threads", "1", "--quiet",
+                                      "--out", str(out)])
+        for rank, done in enumerate((r0, r1)):
+            assert done.returncode == 2 and done.stderr.count("\n") == 1, (case, rank, done.stderr, done.stdout)
+        line = (f"the group's processes loaded other data: rank 1's data (idx:{folders[1] / 'data'}) is not rank 0's "
+                f"(idx:{folders[0] / 'data'}): {said}; give every process the same data (the same files in each "
+                "machine's cache, --data-dir or idx:/folder: directory)\n")
+        assert r0.stderr == f"cnnlab: error: {line}", r0.stderr
+        assert r1.stderr == f"cnnlab: error: rank 1: {line}", r1.stderr
+        assert "step" not in r0.stdout and not out.exists(), (r0.stdout, list(out.iterdir()) if out.exists() else None)
+
+
+def test_a_process_alone_gathers_without_a_collective(monkeypatch):
+    """D1: the ranks' comparison costs a process alone nothing: its own value back, no collective called."""
+    import torch.distributed
+
+    from cnnlab.distributed import Dist
+
+    def no_collective(*args, **kwargs):
+        raise AssertionError("a collective in a process alone")
+
+    monkeypatch.setattr(torch.distributed, "all_gather_object", no_collective)
+    assert Dist().all_gather({"train_size": 3}) == [{"train_size": 3}]
 
 
 def test_a_stops_evaluation_is_not_counted_as_training_time(tiny_idx, tmp_path, monkeypatch):

@@ -155,6 +155,15 @@ class Dist:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return float(t.item())
 
+    def all_gather(self, value) -> list:
+        """Every rank's ``value`` (a small picklable object), in rank order; a process alone gets ``[value]`` back
+        without a collective."""
+        if not self.enabled:
+            return [value]
+        values = [None] * self.world_size
+        dist.all_gather_object(values, value)
+        return values
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()

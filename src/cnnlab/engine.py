@@ -32,6 +32,7 @@ from cnnlab.config import (FLAGS, Naming, TrainConfig, other_run, recipe_values,
                            resumed_config, valid_threads)
 from cnnlab.data import BatchLoader, Dataset, check_data_dir, load_dataset, split_validation, validate_dataset
 from cnnlab.data.catalog import flip_warning
+from cnnlab.data.dataset import FINGERPRINT, describe_fingerprint_changes, fingerprint_changes
 from cnnlab.data.folder import check_not_read
 from cnnlab.data.loader import batch_beyond
 from cnnlab.devices import callers_autocast_off, resolve_device, set_threads, training_autocast, usable_cpus
@@ -856,13 +857,14 @@ def build_trainer(cfg: TrainConfig, ranks: Dist, plan: RunPlan, dataset: Dataset
     data = dataset or load_dataset(cfg.dataset, data_dir=cfg.data_dir, log=say)
     if dataset is not None:
         validate_dataset(dataset)  # load_dataset checks what it returns; a Dataset passed in is checked here
+    info = data.info()
+    refuse_other_data_on_ranks(ranks, info)
     now = torch.get_num_threads() if device.type == "cpu" else None
     said = rerun_warnings(data, ranks.world_size, *rerun_of, threads_now=now) if rerun_of is not None else []
     if resumed is not None and now is not None:
         said += [*resumed.lines(now), resumed.note(default)]
     for warning in filter(None, said):
         say(printable(warning))  # it names a run folder
-    info = data.info()
     augment = parse_augment(cfg.augment)
     if augment is not None and augment.flips and (warning := flip_warning(data.name, f"--augment {cfg.augment}")):
         say(warning)
@@ -894,6 +896,28 @@ def build_trainer(cfg: TrainConfig, ranks: Dist, plan: RunPlan, dataset: Dataset
         ema=build_ema(cfg, model), teacher=teacher,
         autocast=autocast,
         run_dir=plan.run_dir, log=say, keep_eval_outputs=keep)
+
+
+def refuse_other_data_on_ranks(ranks: Dist, info: dict) -> None:
+    """Under torchrun each rank loads the data itself (its machine's cache, ``--data-dir`` or ``idx:``/``folder:``
+    directory): the ranks compare what they loaded (``info``'s fingerprint: sizes, classes, statistics, CRC-32s),
+    and data that differs is refused on every rank, before any step, in one line naming the rank (other sizes
+    aborted a rank in gloo's C++; other labels trained the group on a mixture without a word, config.json naming
+    rank 0's data alone). Rank 0's record of its data then speaks for every rank. A process alone: no collective."""
+    first, *others = ranks.all_gather({k: info.get(k) for k in ("name", *FINGERPRINT)})
+    for rank, theirs in enumerate(others, 1):
+        changed = fingerprint_changes(first, theirs)
+        if not changed:
+            continue
+        whose = (f"rank {rank}'s {first['name']} is not rank 0's" if theirs["name"] == first["name"] else
+                 f"rank {rank}'s data ({theirs['name']}) is not rank 0's ({first['name']})")
+        sizes = "" if not {"train_size", "test_size"} & set(changed) else (
+            f" ({theirs['train_size']:,} train / {theirs['test_size']:,} test images against {first['train_size']:,} / "
+            f"{first['test_size']:,})")
+        raise CnnlabError(printable(f"the group's processes loaded other data: {whose}: "
+                                    f"{describe_fingerprint_changes(first, theirs)}{sizes}; give every process the "
+                                    "same data (the same files in each machine's cache, --data-dir or idx:/folder: "
+                                    "directory)"))
 
 
 def uneven_batch(batch: int, world_size: int, resumed: ResumedThreads | None = None) -> str:

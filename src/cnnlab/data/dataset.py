@@ -64,21 +64,12 @@ class Dataset:
     def changed_since(self, recorded: dict, keys: tuple[str, ...] = FINGERPRINT) -> list[str]:
         """Which of ``keys`` differ between what a run recorded of its data (:meth:`info`, in its config.json
         or checkpoint) and this dataset now; keys the record lacks (an older run) are not compared."""
-        now = self.info()
-        return [k for k in keys if k in recorded and not _same(recorded[k], now[k])]
+        return fingerprint_changes(recorded, self.info(), keys)
 
     def describe_changes(self, recorded: dict) -> str:
         """:meth:`changed_since` in words for a message ("the test images or labels differ"); empty when nothing
-        changed. A split's CRC-32 is left out beside a change that says its images differ (its size; the train
-        split's mean or spread)."""
-        changed = self.changed_since(recorded)
-        changed = [k for k in changed if not set(_SAID_BY.get(k, ())) & set(changed)]
-        words = [_CHANGE_WORDS.get(k, k) for k in changed]
-        if "std" in changed and "mean" not in changed:
-            words[changed.index("std")] = "the train images' spread"
-        if len(words) > 1:
-            return f"{', '.join(words[:-1])} and {words[-1]} differ"
-        return f"{words[0]} {'differ' if changed[0] in _PLURAL_CHANGES else 'differs'}" if words else ""
+        changed (:func:`describe_fingerprint_changes`)."""
+        return describe_fingerprint_changes(recorded, self.info())
 
     def info(self) -> dict:
         """What a run records about its data (enough for predict/serve to normalise the same way)."""
@@ -108,6 +99,26 @@ class Dataset:
         a label file corrected) or images reordered leave the size, mean and std as they were, and a run trained on
         the old split is not one of the new (about 40 ms for MNIST's 60,000 images, once per load)."""
         return _crc32(self.train_images, self.train_labels)
+
+
+def fingerprint_changes(recorded: dict, now: dict, keys: tuple[str, ...] = FINGERPRINT) -> list[str]:
+    """Which of ``keys`` differ between two records of data (:meth:`Dataset.info`: a run's and the data now, or two
+    torchrun ranks'); a key either record lacks (an older run's) is not compared."""
+    return [k for k in keys if k in recorded and k in now and not _same(recorded[k], now[k])]
+
+
+def describe_fingerprint_changes(recorded: dict, now: dict) -> str:
+    """:func:`fingerprint_changes` in words for a message ("the test images or labels differ"); empty when nothing
+    changed. A split's CRC-32 is left out beside a change that says its images differ (its size; the train
+    split's mean or spread)."""
+    changed = fingerprint_changes(recorded, now)
+    changed = [k for k in changed if not set(_SAID_BY.get(k, ())) & set(changed)]
+    words = [_CHANGE_WORDS.get(k, k) for k in changed]
+    if "std" in changed and "mean" not in changed:
+        words[changed.index("std")] = "the train images' spread"
+    if len(words) > 1:
+        return f"{', '.join(words[:-1])} and {words[-1]} differ"
+    return f"{words[0]} {'differ' if changed[0] in _PLURAL_CHANGES else 'differs'}" if words else ""
 
 
 def _crc32(images: torch.Tensor, labels: torch.Tensor) -> int:
