@@ -122,3 +122,17 @@ def test_a_stops_evaluation_is_not_counted_as_training_time(tiny_idx, tmp_path, 
         {k: v for k, v in whole.items() if k not in ("seconds", "images_per_s")}
     a, b = (load_checkpoint(tmp_path / r / "last.pt")["state_dict"] for r in ("u", "s"))
     assert all((a[k] == b[k]).all() for k in a)
+
+
+def test_a_note_of_the_command_line_is_said_by_rank_0_alone(tiny_idx, tmp_path, monkeypatch, capsys):
+    """D4: under torchrun every rank printed `note: RUN/config.json: its data folder (...) is not there ...`."""
+    from cnnlab.cli import train as cli_train
+
+    cfg = tiny_config(tiny_idx, dataset="mnist", data_dir=str(tmp_path / "gone"))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank, notes in (("1", 0), ("0", 1)):
+        monkeypatch.setenv("RANK", rank)
+        cfg.data_dir = str(tmp_path / "gone")
+        cli_train._settle_recorded_data_dir(cfg, set(), "a/config.json", "mnist")
+        assert cfg.data_dir is None  # dropped on every rank: each loads the data from its cache
+        assert capsys.readouterr().out.count("note: a/config.json: its data folder") == notes

@@ -62,6 +62,13 @@ def _under_torchrun() -> bool:
         return False
 
 
+def says_notes() -> bool:
+    """Whether this process prints the command line's notes and closing lines: a process alone, or rank 0 of a torchrun
+    group (every rank runs the same command line: each said them, twice and unlabelled; the engine's lines are rank
+    0's too)."""
+    return os.environ.get("RANK", "0").strip() in ("", "0")
+
+
 class HelpFormatter(argparse.HelpFormatter):
     """argparse's help, without breaking lines inside flag names (``--val-`` / ``split``)."""
 

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import textwrap
 from dataclasses import fields
@@ -24,6 +23,7 @@ from cnnlab.cli.common import (
     path_arg,
     plural,
     refuse_typed,
+    says_notes,
     take_sigint,
 )
 from cnnlab.config import (
@@ -282,8 +282,9 @@ def _settle_recorded_data_dir(cfg: TrainConfig, typed: set[str], where: str, rec
     if "dataset" in typed and (cfg.dataset != recorded_dataset or dataset_kind(str(cfg.dataset)) in DIRECTORY_KINDS):
         cfg.data_dir = None
     elif not is_dir(expand_user(Path(cfg.data_dir))):  # a loop of links, an unreadable stat: one line
-        print(printable(f"note: {where}: its data folder ({cfg.data_dir}) is not there; the data comes from the cache "
-                        "or a download instead, checked as ever (--data-dir DIR to give another)"))
+        if says_notes():  # dropped on every rank of a torchrun group, said by rank 0
+            print(printable(f"note: {where}: its data folder ({cfg.data_dir}) is not there; the data comes from the "
+                            "cache or a download instead, checked as ever (--data-dir DIR to give another)"))
         cfg.data_dir = None
 
 
@@ -347,7 +348,7 @@ def cmd_train(args) -> int:
     else:
         result = train(cfg, out=args.out, write=not args.dry_run, quiet=args.quiet, report=not args.dry_run,
                        verbose=args.verbose, rerun_of=getattr(args, "rerun_of", None))
-    if args.dry_run and os.environ.get("RANK", "0").strip() in ("", "0"):  # under torchrun: rank 0's line only
+    if args.dry_run and says_notes():  # under torchrun: rank 0's line only
         print(f"dry run ok: {plural(result.final.n, 'test image')} evaluated, nothing written")
     return 0
 
