@@ -15,7 +15,7 @@ import pytest
 from cnnlab.checkpoint import load_checkpoint
 from cnnlab.runs import read_metrics
 from conftest import tiny_config, write_idx_dataset
-from test_distributed import free_port
+from test_distributed import free_port, torchrun
 
 
 def _two_ranks(folders: list[Path], args: list[str]) -> list[subprocess.CompletedProcess]:
@@ -136,3 +136,46 @@ def test_a_note_of_the_command_line_is_said_by_rank_0_alone(tiny_idx, tmp_path, 
         cli_train._settle_recorded_data_dir(cfg, set(), "a/config.json", "mnist")
         assert cfg.data_dir is None  # dropped on every rank: each loads the data from its cache
         assert capsys.readouterr().out.count("note: a/config.json: its data folder") == notes
+
+
+@pytest.mark.parametrize("command", [
+    ["evaluate", "RUN"], ["compare", "--models", "basic_cnn", "--seeds", "1", "--out", "OUT"],
+    ["export", "RUN", "--format", "torchscript", "--out", "OUT"], ["predict", "RUN", "x.png"], ["serve", "RUN"],
+    ["analyze", "branches", "RUN"]])
+def test_a_command_that_runs_in_one_process_is_refused_in_a_group(command, tmp_path, monkeypatch, capsys):
+    """D5: `torchrun -m cnnlab evaluate RUN` evaluated in every process, each writing the run's summary.json and
+    figures; `compare` trained its first run in both, then hung in the second's join, leaving a folder."""
+    from cnnlab.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    argv = [str(run) if a == "RUN" else str(tmp_path / "out") if a == "OUT" else a for a in command]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank, prefix in (("1", "cnnlab: error: rank 1: "), ("0", "cnnlab: error: ")):
+        monkeypatch.setenv("RANK", rank)
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        name = " ".join(command[:2] if command[0] == "analyze" else command[:1])
+        assert err.startswith(f"{prefix}cnnlab {name} runs in one process, and this is one of a torchrun group "
+                              "(WORLD_SIZE=2)") and err.count("\n") == 1, err
+    assert list(run.iterdir()) == [] and not (tmp_path / "out").exists()
+
+
+def test_compare_under_torchrun_is_refused_by_every_rank_before_any_work(tiny_idx, tmp_path):
+    """D5 (and D2's compare): refused on each rank in one line, no folder made, nothing trained."""
+    proc = torchrun(2, ["-m", "cnnlab", "compare", "--models", "basic_cnn", "--seeds", "2", "--epochs", "1",
+                        "--dataset", f"idx:{tiny_idx}", "--threads", "1", "--out", str(tmp_path / "cmp")],
+                    {"CNNLAB_JOIN_TIMEOUT": "10"})
+    try:
+        out, _ = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # torchrun passes it on to its workers (a SIGKILL would leave them running)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    lines = [line for line in out.splitlines() if line.startswith("cnnlab: ")]
+    refusal = ("cnnlab compare runs in one process, and this is one of a torchrun group (WORLD_SIZE=2); run it without "
+               "torchrun (only cnnlab train trains in a group: torchrun ... -m cnnlab train, one run at a time)")
+    # each rank that says it before torchrun stops the group (at the first rank's exit) says it, once
+    assert lines and set(lines) <= {f"cnnlab: error: {refusal}", f"cnnlab: error: rank 1: {refusal}"}, out
+    assert len(lines) == len(set(lines)), out
+    assert not (tmp_path / "cmp").exists() and "trained" not in out

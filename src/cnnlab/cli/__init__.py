@@ -118,6 +118,12 @@ TORCHLESS_COMMANDS = (("runs", None), ("data", "info"))
 #: The commands that take SIGINT even when started with it ignored, and SIGTERM/SIGHUP as a stop (one line, their
 #: clean-up), from before torch's import (:func:`cnnlab.cli.common.take_sigint`).
 SIGNAL_TAKING_COMMANDS = ("train", "compare", "analyze", "evaluate", "predict")
+#: The commands that do their work in one process. Under torchrun (WORLD_SIZE above 1) each rank did it all: evaluate
+#: evaluated the whole split in every process, each writing the run's summary.json and figures; compare said each of
+#: its lines twice, then waited in its second run's join until it timed out. They are refused there, before any work
+#: (:func:`_refuse_in_a_group`); train trains in a group, and runs, models and data read what is there (data fetch
+#: as each rank of a training does).
+ONE_PROCESS_COMMANDS = ("evaluate", "compare", "export", "predict", "serve", "analyze")
 #: The signals that stop a command, held back while torch loads (:func:`import_torch_whole`).
 _STOPPING = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
@@ -140,6 +146,7 @@ def import_torch_whole() -> None:
 def _run(args, command: argparse.ArgumentParser) -> int:
     """The command's function, its errors each one line and an exit code."""
     try:
+        _refuse_in_a_group(args)
         _check_current_folder()  # before torch's import, which dies in a folder that is gone
         for name in ("run", "resume", "teacher"):  # 'latest' names the newest run folder wherever a run is taken
             if getattr(args, name, None) == LATEST:
@@ -175,6 +182,18 @@ def _run(args, command: argparse.ArgumentParser) -> int:
         if not _out_of_memory(err):
             raise
         return _report_out_of_memory(err, command)
+
+
+def _refuse_in_a_group(args) -> None:
+    """A command of :data:`ONE_PROCESS_COMMANDS` started as one of a torchrun group: one line on each rank, before
+    anything is read or written."""
+    command = getattr(args, "command", None)
+    if command not in ONE_PROCESS_COMMANDS or not _in_torchrun_group():
+        return
+    name = " ".join(filter(None, (command, getattr(args, "analyze_cmd", None))))
+    raise CnnlabError(f"cnnlab {name} runs in one process, and this is one of a torchrun group (WORLD_SIZE="
+                      f"{os.environ.get('WORLD_SIZE', '').strip()}); run it without torchrun (only cnnlab train trains "
+                      "in a group: torchrun ... -m cnnlab train, one run at a time)")
 
 
 def _check_current_folder() -> None:
