@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -16,6 +17,19 @@ from cnnlab.checkpoint import load_checkpoint
 from cnnlab.runs import read_metrics
 from conftest import tiny_config, write_idx_dataset
 from test_distributed import free_port, torchrun
+
+
+def finish(proc: subprocess.Popen, timeout: float = 150) -> str:
+    """torchrun's output once it exited 0; past ``timeout``, torchrun is stopped with SIGTERM, which it passes on to
+    its workers (a SIGKILL left them running, holding the pipe: the test waited for ever)."""
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=60)
+        pytest.fail(f"torchrun timed out:\n{out[-3000:]}")
+    assert proc.returncode == 0, out[-6000:]
+    return out
 
 
 def _two_ranks(folders: list[Path], args: list[str]) -> list[subprocess.CompletedProcess]:
@@ -91,6 +105,60 @@ def test_a_process_alone_gathers_without_a_collective(monkeypatch):
 
     monkeypatch.setattr(torch.distributed, "all_gather_object", no_collective)
     assert Dist().all_gather({"train_size": 3}) == [{"train_size": 3}]
+
+
+def test_a_second_training_in_one_torchrun_worker_joins_its_group_again(tiny_idx, tmp_path):
+    """D2: every join of a process used torchrun's store under one prefix: the second or third cnnlab.train of a script
+    under torchrun met the first one's keys and failed in gloo's connectFullMesh or waited until CNNLAB_JOIN_TIMEOUT,
+    then blamed the launch. A training refused after its join (a batch that does not divide over the group) left the
+    group open, and the next one's join was torch's "trying to initialize the default process group twice"."""
+    script = tmp_path / "three.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, sys
+        from cnnlab.config import TrainConfig
+        from cnnlab.engine import train
+        from cnnlab.errors import CnnlabError
+
+        def run(seed, batch=32):
+            cfg = TrainConfig(model="basic_cnn", dataset="idx:{tiny_idx}", epochs=1, batch_size=batch, device="cpu",
+                              lr=0.05, max_steps=2, threads=1, seed=seed, eval_limit=32)
+            return train(cfg, write=False, quiet=True, log=lambda m: None)
+
+        def say(line):  # one write a line: the ranks share the pipe
+            sys.stdout.write(f"rank {{os.environ['RANK']}} {{line}}\\n")
+            sys.stdout.flush()
+
+        try:
+            run(0, batch=33)
+        except CnnlabError as err:
+            say(f"refused: {{err}}")
+        for seed in (0, 1, 2):
+            say(f"seed {{seed}} trained {{run(seed).final.n}}")
+        os._exit(0)
+    """))
+    out = finish(torchrun(2, [str(script)], {"CNNLAB_JOIN_TIMEOUT": "20"}), timeout=150)
+    for rank in (0, 1):
+        assert f"rank {rank} refused: --batch-size 33 is the global batch" in out, out[-3000:]
+        for seed in (0, 1, 2):
+            assert f"rank {rank} seed {seed} trained 64" in out, out[-3000:]
+
+
+def test_a_reduction_returns_once_glooss_thread_has_let_go_of_its_tensor():
+    """D2: gloo's worker thread freed a reduction's tensor after the caller had its result, taking the GIL to do it;
+    the end of a training, freeing its DDP wrapper (whose group's destructor joins that thread, the GIL held) in the
+    meantime, waited for it for ever (5 of 16 launches of a script that trained three times under torchrun hung)."""
+    import threading
+
+    import torch
+
+    from cnnlab import distributed
+
+    t = torch.zeros(3, dtype=torch.float64)
+    held = [t.view(3)]  # another holder of the tensor, as the thread's finished work is
+    threading.Timer(0.3, held.clear).start()
+    start = time.monotonic()
+    distributed._let_go(t)
+    assert 0.25 < time.monotonic() - start < distributed.LET_GO_WAIT_S and t._use_count() == 1
 
 
 def test_a_stops_evaluation_is_not_counted_as_training_time(tiny_idx, tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import itertools
 import math
 import os
 import re
@@ -32,6 +33,17 @@ MAX_JOIN_TIMEOUT_S = 1e9
 JOIN_GRACE_S = 60.0
 #: After this many seconds of waiting a process says what it waits for.
 JOIN_SAY_AFTER_S = 10.0
+#: The longest a reduction waits for gloo's worker thread to let go of its tensor (:func:`_let_go`; microseconds as a
+#: rule, seconds only on a machine so loaded that the thread is not scheduled).
+LET_GO_WAIT_S = 5.0
+
+
+#: How many groups this process has joined (:meth:`Dist.init`): each join's keys go under a prefix of their own.
+_joins = itertools.count()
+#: Holds the :class:`Dist` whose group this process joined and has not closed: a training that ended in an error after
+#: its join leaves it open, and the next join closes it first (torch refused a second: "trying to initialize the
+#: default process group twice!").
+_left_open: list = []
 
 
 class PeerLost(CnnlabError):
@@ -91,17 +103,21 @@ class Dist:
         if not self.enabled or self.initialised:
             return
         _check_master_port()
+        for earlier in list(_left_open):
+            earlier.close()
         limit = _join_timeout()
         done: dict = {}
         # the thread's own waits outlast this one (JOIN_GRACE_S): a store that timed out in it printed c10's C++ trace
         joiner = threading.Thread(target=self._join, name="cnnlab-join", daemon=True,
-                                  args=("nccl" if device.type == "cuda" else "gloo", limit + JOIN_GRACE_S, done))
+                                  args=("nccl" if device.type == "cuda" else "gloo", limit + JOIN_GRACE_S, done,
+                                        next(_joins)))
         joiner.start()
         with _signals_stop_the_wait():
             self._wait_for(joiner, limit, say)
         if "error" in done:
             raise _join_error(done["error"], self.rank)
         self.initialised = True
+        _left_open.append(self)
 
     def _wait_for(self, joiner: threading.Thread, limit: float, say: Callable[[str], None]) -> None:
         """Wait for the joining thread: a line after :data:`JOIN_SAY_AFTER_S`, a refusal after ``limit``."""
@@ -119,8 +135,9 @@ class Dist:
                                   f"{self.world_size - 1}, the same MASTER_ADDR and MASTER_PORT), or launch with "
                                   "torchrun; CNNLAB_JOIN_TIMEOUT sets the wait in seconds")
 
-    def _join(self, backend: str, limit: float, done: dict) -> None:
-        """Rendezvous and init_process_group (in the joining thread); an error is left in ``done`` for init."""
+    def _join(self, backend: str, limit: float, done: dict, join: int = 0) -> None:
+        """Rendezvous and init_process_group (in the joining thread); an error is left in ``done`` for init.
+        ``join``: how many groups this process joined before (a script that calls ``cnnlab.train`` twice)."""
         try:
             try:
                 store, rank, world = next(dist.rendezvous("env://", timeout=datetime.timedelta(seconds=limit)))
@@ -133,8 +150,10 @@ class Dist:
             # torchrun's store can outlive a restart of the worker group; if the new workers shared
             # keys with the dead ones, a rank could read a dead peer's address (seen here: gloo
             # "connectFullMesh ... Connection refused" after a restart). A prefix per attempt keeps
-            # every attempt's keys apart.
-            store = dist.PrefixStore(f"cnnlab/attempt_{self.restart_count}", store)
+            # every attempt's keys apart, and within one a prefix per join of the process: a second training in
+            # one worker met the first one's keys (gloo's "Connection refused", or a wait until the join's timeout)
+            prefix = f"cnnlab/attempt_{self.restart_count}" + (f"/join_{join}" if join else "")
+            store = dist.PrefixStore(prefix, store)
             dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world)
         except BaseException as err:  # noqa: BLE001 - handed to init, which raises it in the main thread
             done["error"] = err
@@ -145,6 +164,7 @@ class Dist:
             return values
         t = torch.tensor(values, dtype=torch.float64, device=device)
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        _let_go(t)
         return t.tolist()
 
     def all_reduce_max(self, value: float, device: torch.device) -> float:
@@ -153,6 +173,7 @@ class Dist:
             return value
         t = torch.tensor([value], dtype=torch.float64, device=device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        _let_go(t)
         return float(t.item())
 
     def all_gather(self, value) -> list:
@@ -172,6 +193,7 @@ class Dist:
         if self.initialised:
             dist.destroy_process_group()
             self.initialised = False
+            _left_open.remove(self)
 
     @contextlib.contextmanager
     def errors_explained(self) -> Iterator[None]:
@@ -196,6 +218,20 @@ class Dist:
                     f"{', all used' if self.max_restarts else ''})")
             raise PeerLost(f"rank {self.rank}: {what} ({_first_sentence(err)}); see the other ranks' lines for the "
                            f"cause; {then}", restarting=left > 0) from err
+
+
+def _let_go(t: torch.Tensor) -> None:
+    """Wait, the GIL released, until gloo's worker thread has let go of ``t``, the tensor of a reduction that has
+    ended (at most :data:`LET_GO_WAIT_S`). The thread lets go of it after the caller has the result, and takes the GIL
+    to do so (a tensor Python made); when the run's end freed its DDP wrapper in the meantime (the group's last
+    reference: its destructor joins that thread, the GIL held), the two waited for each other for ever: a script that
+    trained three times under torchrun hung at the end of a training in 5 of 16 launches."""
+    holders = getattr(t, "_use_count", None)  # (torch's count of the tensor's C++ references)
+    if t.device.type != "cpu" or holders is None:
+        return
+    deadline = time.monotonic() + LET_GO_WAIT_S
+    while holders() > 1 and time.monotonic() < deadline:
+        time.sleep(0.0001)
 
 
 def _env_int(name: str, default: int) -> int:
