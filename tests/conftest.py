@@ -123,6 +123,13 @@ class HeldElsewhere:
         self.__exit__()
 
 
+def one_line(capsys) -> str:
+    """The one line a refused command wrote on stderr (asserted: one line, no traceback)."""
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    return err
+
+
 def no_room_for(monkeypatch, name: str) -> None:
     """Writes of the file ``name`` (by ``fileio.atomic_write_bytes``, through its temp file) fail as on a full disk
     (ENOSPC); every other file is written."""

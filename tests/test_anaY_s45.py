@@ -20,7 +20,7 @@ from cnnlab.cli import main
 from cnnlab.data.idx import encode_idx
 from cnnlab.evaluation import evaluate_run, open_subject
 from cnnlab.runs import describe_run
-from conftest import make_images, no_room_for, trained_once
+from conftest import make_images, no_room_for, one_line, trained_once
 
 TINY = ["--train-images", "20", "--test-images", "20", "--device", "cpu"]
 
@@ -43,12 +43,6 @@ def _copy(run: Path, tmp_path: Path, name: str = "run") -> Path:
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in folder.iterdir()}
-
-
-def _one_line(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "Traceback" not in err, err
-    return err
 
 
 # ----------------------------------------------------------------------------- D1: a copy in a folder of the user's
@@ -178,12 +172,12 @@ def test_another_checkpoints_or_datasets_analysis_is_refused_the_runs_own_folder
     own = _snapshot(run)
     capsys.readouterr()
     assert main(["analyze", "branches", str(run), "--checkpoint", "best", "--out", str(run), *TINY]) == 2
-    assert _one_line(capsys) == (f"cnnlab: error: --out {run} is the run's own folder, and this analysis is not the "
+    assert one_line(capsys) == (f"cnnlab: error: --out {run} is the run's own folder, and this analysis is not the "
                                  "run's result (best.pt is not the run's final weights (last.pt)); give another folder")
     other = f"idx:{_dim_copy(tmp_path / 'dim')}"
     assert main(["analyze", "branches", str(run), "--dataset", other, "--out", str(run), *TINY]) == 2
     assert f"--out {run} is the run's own folder, and this analysis is not the run's result ({other} is not" \
-        in _one_line(capsys)
+        in one_line(capsys)
     assert _snapshot(run) == own
     out = tmp_path / "best"
     assert main(["analyze", "branches", str(run), "--checkpoint", "best", "--out", str(out), *TINY]) == 0
@@ -237,10 +231,10 @@ def test_a_damaged_checkpoints_fix_names_the_other_checkpoint_only_when_it_is_th
     _cut(run / "last.pt")
     capsys.readouterr()
     assert main(["evaluate", str(run), "--no-report", "--device", "cpu"]) == 2
-    assert _one_line(capsys).endswith("the file was truncated or altered: put back the run's own copy, or train it "
+    assert one_line(capsys).endswith("the file was truncated or altered: put back the run's own copy, or train it "
                                       "again")
     assert main(["analyze", "branches", str(run), "--checkpoint", "best", "--device", "cpu"]) == 2
-    assert _one_line(capsys) == (f"cnnlab: error: {run}: no best.pt in this run directory; its last.pt is damaged "
+    assert one_line(capsys) == (f"cnnlab: error: {run}: no best.pt in this run directory; its last.pt is damaged "
                                  "too: cut short (truncated or altered: its end is missing); put back the run's own "
                                  "copy, or train it again")
     assert describe_run(run)["detail"] == ("last.pt: cut short (truncated or altered: its end is missing); put back "
@@ -249,9 +243,9 @@ def test_a_damaged_checkpoints_fix_names_the_other_checkpoint_only_when_it_is_th
     both = _copy(inception_run, tmp_path, "both")
     _cut(both / "last.pt")
     assert main(["evaluate", str(both), "--no-report", "--device", "cpu"]) == 2
-    assert _one_line(capsys).endswith("put back the run's own copy, or use its best.pt (--checkpoint best), or "
+    assert one_line(capsys).endswith("put back the run's own copy, or use its best.pt (--checkpoint best), or "
                                       "train it again")
     _cut(both / "best.pt")
     assert main(["evaluate", str(both), "--checkpoint", "best", "--no-report", "--device", "cpu"]) == 2
-    assert _one_line(capsys).endswith("truncated or altered: put back the run's own copy, or train it again")
+    assert one_line(capsys).endswith("truncated or altered: put back the run's own copy, or train it again")
     assert "use its" not in describe_run(both)["detail"]

@@ -22,7 +22,7 @@ from cnnlab.cli import main
 from cnnlab.engine import train
 from cnnlab.predict import Predictor
 from cnnlab.runs import write_status
-from conftest import tiny_config
+from conftest import one_line, tiny_config
 
 STATIC = Path(__file__).resolve().parents[1] / "src" / "cnnlab" / "serve" / "static"
 DIVERGED = ("training diverged: the loss exploded (1.66e+06 per image, where a net that guesses scores 2.3) at step 12 "
@@ -55,12 +55,6 @@ def _png() -> bytes:
     return png(draw_digit())
 
 
-def _one_line(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "Traceback" not in err, err
-    return err
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A run that finished a tiny epoch (last.pt, best.pt, metrics.csv, summary.json) and its dataset."""
@@ -83,7 +77,7 @@ def run(trained, tmp_path) -> Path:
 def _refusal(capsys, argv: list[str]) -> str:
     capsys.readouterr()
     assert main(argv) == 2, argv
-    return _one_line(capsys)
+    return one_line(capsys)
 
 
 # ----------------------------------------------------------------------------- 1. a checkpoint copied in, then its sidecar

@@ -25,7 +25,7 @@ from apps_helpers import draw_digit
 from cnnlab.cli import main
 from cnnlab.errors import CnnlabError
 from cnnlab.runs import write_status
-from conftest import no_room_for, trained_once
+from conftest import no_room_for, one_line, trained_once
 
 WHY = ("training diverged: the loss exploded (1.66e+06 per image, where a net that guesses scores 2.3) at step 2 "
        "(epoch 1, batch 2)")
@@ -53,12 +53,6 @@ def _diverged(run: Path) -> Path:
     """``run`` as a run whose training diverged after it saved its last.pt (its status.json, as the engine writes it)."""
     write_status(run, "failed", DIVERGED.format(run=run))
     return run
-
-
-def _one_line(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "Traceback" not in err, err
-    return err
 
 
 def _image(tmp_path: Path) -> Path:
@@ -90,7 +84,7 @@ def test_a_diverged_run_without_best_pt_says_to_train_again_not_to_use_last(stop
                      ["export", str(run), "--checkpoint", "best"]):
             capsys.readouterr()
             assert main(argv) == 2, argv
-            err = _one_line(capsys)
+            err = one_line(capsys)
             assert err == (f"cnnlab: error: {run}: no best.pt in this run directory; {run} failed, {WHY} (its "
                            "status.json), and its last.pt holds the weights it diverged with (a resume of it diverges "
                            "again); train it again with a lower --lr"), err
@@ -108,13 +102,13 @@ def test_the_refusal_of_a_diverged_last_pt_given_as_a_file_names_its_best_pt_fil
     image = _image(tmp_path)
     capsys.readouterr()
     assert main(["predict", str(run / "last.pt"), str(image)]) == 2
-    err = _one_line(capsys)
+    err = one_line(capsys)
     assert err.endswith(f"use its best.pt, the weights of its best epoch before that ({run / 'best.pt'}), or train it "
                         "again with a lower --lr"), err
     assert main(["predict", str(run / "best.pt"), str(image)]) == 0  # what it names works
     capsys.readouterr()
     assert main(["predict", str(run), str(image)]) == 2
-    assert "before that (--checkpoint best), or train" in _one_line(capsys)  # a folder: the flag works there
+    assert "before that (--checkpoint best), or train" in one_line(capsys)  # a folder: the flag works there
     with pytest.raises(cnnlab.CheckpointError, match=rf"before that \({run / 'best.pt'}\)"):
         cnnlab.predictor(run / "last.pt")
     assert main(["evaluate", str(run / "last.pt")]) == 0
@@ -143,7 +137,7 @@ def test_a_resume_of_a_checkpoint_copied_into_a_folder_of_the_users_is_refused_b
     before = _snapshot(project)
     capsys.readouterr()
     assert main(["train", "--resume", "project/model.pt", "--max-steps", "3", "--quiet"]) == 2
-    err = _one_line(capsys)
+    err = one_line(capsys)
     assert err.startswith("cnnlab: error: --resume project/model.pt: project is not a run folder (it holds "
                           "'config.json', 'metrics.csv', 'summary.json', 'todo.txt'), and a resume writes "), err
     assert err.endswith("copy the file into a folder of its own (a new, empty one) and resume it there"), err
@@ -153,7 +147,7 @@ def test_a_resume_of_a_checkpoint_copied_into_a_folder_of_the_users_is_refused_b
         for name in set(before) - {"model.pt"}:
             (project / name).unlink(missing_ok=True) if name != keep else (project / name).write_bytes(before[name])
         assert main(["train", "--resume", "project/model.pt", "--max-steps", "3", "--quiet"]) == 2
-        assert f"it holds '{keep}')" in _one_line(capsys)
+        assert f"it holds '{keep}')" in one_line(capsys)
         assert sorted(os.listdir(project)) == sorted([keep, "model.pt"])
     # the file alone in a folder (its sidecar, a hidden file beside it): resumed there, as before
     mine = tmp_path / "mine"
@@ -279,7 +273,7 @@ def test_a_diverged_run_resumed_with_nothing_to_train_stays_diverged(stopped_run
     assert "run saved in" not in out
     assert (run / "status.json").read_bytes() == status and not (run / "summary.json").exists()
     assert not (run / "confusion.png").exists()
-    assert main(["export", str(run)]) == 2 and "diverged" in _one_line(capsys)
+    assert main(["export", str(run)]) == 2 and "diverged" in one_line(capsys)
     row = cnnlab.list_runs(tmp_path)[0]
     assert (row["status"], row["detail"].split(";")[0]) == ("failed", WHY)
 
@@ -298,7 +292,7 @@ def test_a_failed_command_removes_every_folder_it_made_on_the_way(finished_run, 
             OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))))
         assert main(["train", "--dataset", f"idx:{finished_run.parent / 'tiny'}", "--model", "basic_cnn",
                      "--device", "cpu", "--out", "there/p/q/r"]) == 2
-    assert "No space left on device" in _one_line(capsys)
+    assert "No space left on device" in one_line(capsys)
     assert os.listdir("there") == []
     with monkeypatch.context() as m:
         no_room_for(m, "summary.json")

@@ -15,7 +15,7 @@ import pytest
 
 from cnnlab.cli import main
 from cnnlab.errors import shell_quoted
-from conftest import tiny_config, trained_once, write_idx_dataset
+from conftest import one_line, tiny_config, trained_once, write_idx_dataset
 
 
 @pytest.fixture(scope="module")
@@ -27,12 +27,6 @@ def run_once(tmp_path_factory) -> Path:
 def _copy(run: Path, tmp_path: Path, name: str = "r") -> Path:
     shutil.copytree(run, tmp_path / name)
     return tmp_path / name
-
-
-def _one_line(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "Traceback" not in err, err
-    return err
 
 
 def _train(*args: str) -> int:
@@ -54,7 +48,7 @@ def test_the_runs_own_best_pt_resumes_after_a_resume_took_its_data_moved(tmp_pat
     new = old.rename(tmp_path / "D2")
     assert _train("--resume", str(run), "--dataset", f"idx:{new}", "--max-steps", "10") == 0
     capsys.readouterr()
-    assert _train("--resume", str(run / "best.pt"), "--max-steps", "10") == 0, _one_line(capsys)
+    assert _train("--resume", str(run / "best.pt"), "--max-steps", "10") == 0, one_line(capsys)
     assert f"idx:{new}" in (run / "config.json").read_text()
 
 
@@ -111,8 +105,8 @@ def test_a_damaged_last_pts_advice_names_what_train_resume_takes_and_following_i
     capsys.readouterr()
     assert _train("--resume", str(run)) != 0
     best = shell_quoted(str(run / "best.pt"))
-    assert f"use its best.pt (--resume {best}), or train it again" in _one_line(capsys)
-    assert _train("--resume", str(run / "best.pt")) == 0, _one_line(capsys)
+    assert f"use its best.pt (--resume {best}), or train it again" in one_line(capsys)
+    assert _train("--resume", str(run / "best.pt")) == 0, one_line(capsys)
 
 
 def test_a_damaged_last_pts_advice_names_the_file_where_a_file_was_given(run_once, tmp_path, capsys):
@@ -123,11 +117,11 @@ def test_a_damaged_last_pts_advice_names_the_file_where_a_file_was_given(run_onc
     best = shell_quoted(str(run / "best.pt"))
     capsys.readouterr()
     assert main(["evaluate", str(run / "last.pt"), "--no-report"]) != 0
-    assert f"use its best.pt ({best}), or train it again" in _one_line(capsys)
+    assert f"use its best.pt ({best}), or train it again" in one_line(capsys)
     assert main(["export", str(run / "last.pt"), "--out", str(tmp_path / "x.pt"), "--format", "torchscript"]) != 0
-    assert f"use its best.pt ({best}), or train it again" in _one_line(capsys)
+    assert f"use its best.pt ({best}), or train it again" in one_line(capsys)
     assert main(["evaluate", str(run), "--no-report"]) != 0
-    assert "use its best.pt (--checkpoint best), or train it again" in _one_line(capsys)
+    assert "use its best.pt (--checkpoint best), or train it again" in one_line(capsys)
     assert main(["evaluate", str(run / "best.pt"), "--no-report"]) == 0
 
 
@@ -145,7 +139,7 @@ def test_a_refused_start_leaves_none_of_the_folders_its_out_made(out, tmp_path, 
     (here / "keep").mkdir(parents=True)
     monkeypatch.chdir(here)
     assert _train("--model", "basic_cnn", "--dataset", "idx:/nonexistent", "--out", out) == 2
-    assert "idx:/nonexistent: no such directory" in _one_line(capsys)
+    assert "idx:/nonexistent: no such directory" in one_line(capsys)
     left = sorted(p.name for p in here.iterdir())
     assert left == (["keep"] if out != "new/.." else [".lock", "keep", "status.json"]), left
     assert os.listdir(here / "keep") == []

@@ -21,7 +21,7 @@ from cnnlab import devices, imageio
 from cnnlab.cli import main
 from cnnlab.fileio import read_json
 from cnnlab.runs import folders_made
-from conftest import tiny_config, trained_once
+from conftest import one_line, tiny_config, trained_once
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +36,6 @@ def _other_run(run: Path, out: Path, **changes) -> Path:
 
     train(tiny_config(run.parent / "tiny", **changes), out=out, quiet=True, log=lambda m: None)
     return out
-
-
-def _one_line(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "Traceback" not in err, err
-    return err
 
 
 def _snapshot(folder: Path) -> dict:
@@ -67,7 +61,7 @@ def test_a_resume_in_a_folder_holding_the_users_files_under_run_file_names_is_re
     before = _snapshot(proj)
     capsys.readouterr()
     assert main(["train", "--resume", "proj/model.pt", "--epochs", "2", "--max-steps", "10", "--quiet"]) == 2
-    err = _one_line(capsys)
+    err = one_line(capsys)
     assert err.startswith("cnnlab: error: --resume proj/model.pt: proj is not a run folder (it holds 'best.pt', "
                           "'curves.png', 'status.json'), and a resume writes "), err
     assert err.endswith("copy the file into a folder of its own (a new, empty one) and resume it there"), err
@@ -77,7 +71,7 @@ def test_a_resume_in_a_folder_holding_the_users_files_under_run_file_names_is_re
     (proj / "status.json").unlink()
     (proj / "best.pt").rename(proj / "last.pt")
     assert main(["train", "--resume", "proj/model.pt", "--epochs", "2", "--max-steps", "10", "--quiet"]) == 2
-    assert "(it holds 'last.pt')" in _one_line(capsys)
+    assert "(it holds 'last.pt')" in one_line(capsys)
     # the run's own files (its config.json gone): resumed there, as before
     mine = tmp_path / "mine"
     shutil.copytree(run_seed0, mine)
@@ -214,7 +208,7 @@ def test_a_checkpoint_of_a_run_with_other_settings_is_refused_in_a_run_folder(ru
     before = _snapshot(mine)
     capsys.readouterr()
     assert main(["train", "--resume", "mine/from-colleague.pt", "--epochs", "2", "--quiet"]) == 2
-    err = _one_line(capsys)
+    err = one_line(capsys)
     assert err == ("cnnlab: error: --resume mine/from-colleague.pt: a checkpoint of another run (batch_size 64, lr 0.1) "
                    "than the one in mine (batch_size 32, lr 0.05); resume the run itself with 'cnnlab train --resume "
                    "mine', or copy the file into a folder of its own"), err
@@ -239,5 +233,5 @@ def test_a_refused_start_removes_the_folders_its_out_made_before_a_dotdot(tmp_pa
     (tmp_path / "keep").mkdir()
     for out in ("new/sub/../run", "a/b/../../c", "keep/../new/run", "new/../keep/run"):
         assert main(["train", "--model", "basic_cnn", "--dataset", "idx:/nonexistent", "--out", out]) == 2
-        assert "idx:/nonexistent: no such directory" in _one_line(capsys)
+        assert "idx:/nonexistent: no such directory" in one_line(capsys)
         assert sorted(os.listdir(tmp_path)) == ["keep"] and os.listdir(tmp_path / "keep") == [], out
