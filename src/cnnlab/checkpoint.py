@@ -329,12 +329,12 @@ def _not_a_file(path: Path) -> str:
     return "no such" if kind == "nothing" else f"{kind}, not a"
 
 
-def load_checkpoint(path: str | Path, expect_model: str | None = None, *, flag: str | None = None,
-                    file_given: bool = False) -> dict:
+def load_checkpoint(path: str | Path, expect_model: str | None = None, *, flag: str | None = None) -> dict:
     """Load and check a checkpoint; every refusal is a one-line :class:`CheckpointError`. A damaged file's names the
     run's other checkpoint as the command asking takes it (:func:`cnnlab.runs.checkpoint_fix`: ``--checkpoint best``
-    beside a folder, the file where ``path`` was given as a file, ``flag`` with the file: ``--resume r/best.pt``)."""
-    return load_checkpoint_and_digest(path, expect_model, flag=flag, file_given=file_given)[0]
+    beside a folder, ``flag`` with the file: ``--resume r/best.pt``; :func:`load_checkpoint_and_digest` for a file
+    given as such)."""
+    return load_checkpoint_and_digest(path, expect_model, flag=flag)[0]
 
 
 def load_checkpoint_and_digest(path: str | Path, expect_model: str | None = None, *, flag: str | None = None,

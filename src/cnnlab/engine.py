@@ -976,10 +976,11 @@ def _write_config(t: Trainer, trained: bool = True) -> None:
     if t.run_dir is None:
         return
     teacher = {"teacher": t.teacher.record()} if t.teacher is not None else {}
-    world_size, ran = t.ranks.world_size, threads_ran(t)
-    if not trained:
+    if trained:
+        world_size, ran = t.ranks.world_size, threads_ran(t)
+    else:
         record = read_run_json(t.run_dir / "config.json") or {}
-        world_size, ran = _processes_recorded(record) or world_size, recorded_threads(record)
+        world_size, ran = _processes_recorded(record) or t.ranks.world_size, recorded_threads(record)
     threads = {"cpu_threads": ran} if ran else {}
     evals = {"eval_batch_sizes": parts} if (parts := eval_batches_ran(t)) else {}
     atomic_write_json(t.run_dir / "config.json", {"config": t.saved_config(), "model_args": t.model_args,

@@ -36,7 +36,7 @@ from PIL import Image, PngImagePlugin
 from cnnlab.checkpoint import (checkpoint_stamp, load_checkpoint_and_digest, model_from_checkpoint, refuse_diverged,
                                resolve_checkpoint)
 from cnnlab.data.folder import SIZE as FOLDER_SIZE
-from cnnlab.data.folder import class_folder_of, gray_square
+from cnnlab.data.folder import gray_square, read_as_class
 from cnnlab.dataset_names import PAPER_SPLIT, dataset_kind, directory_of, paper_of
 from cnnlab.devices import resolve_device
 from cnnlab.errors import CheckpointError, CnnlabError, first_line, printable, short_repr, yes_no
@@ -931,16 +931,13 @@ def save_input_image(pred: Prediction | NumberPrediction, directory: str | Path,
     return out
 
 
-def read_by_training_data(data_name: str, folder: str | Path) -> tuple[Path, str] | None:
+def read_by_training_data(data_name: str, folder: str | Path) -> tuple[str, str] | None:
     """``(DIR, CLASS)`` where images written into ``folder`` would be read by a load of the ``folder:DIR`` dataset
     ``data_name`` (a predictor's :attr:`Predictor.data_name`) as images of its class folder ``CLASS``
-    (:func:`cnnlab.data.folder.class_folder_of`): ``--show-input`` beside ``DIR/a/000.png`` made the net's input
+    (:func:`cnnlab.data.folder.read_as_class`): ``--show-input`` beside ``DIR/a/000.png`` made the net's input
     images training images of class ``a``, and into ``DIR/report`` a class of them. None where no load reads them
     (another dataset, a folder outside ``DIR``, a hidden one)."""
-    got = directory_of(data_name)
-    if got is None or got[0] != "folder" or (inside := class_folder_of(got[1], folder)) is None:
-        return None
-    return got[1], inside
+    return read_as_class(data_name, folder)
 
 
 def foreign_input_names(directory: str | Path, base: str, enlarge: int = ENLARGE) -> list[Path]:

@@ -124,8 +124,6 @@ SIGNAL_TAKING_COMMANDS = ("train", "compare", "analyze", "evaluate", "predict")
 #: (:func:`_refuse_in_a_group`); train trains in a group, and runs, models and data read what is there (data fetch
 #: as each rank of a training does).
 ONE_PROCESS_COMMANDS = ("evaluate", "compare", "export", "predict", "serve", "analyze")
-#: The signals that stop a command, held back while torch loads (:func:`import_torch_whole`).
-_STOPPING = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 def import_torch_whole() -> None:
@@ -136,7 +134,7 @@ def import_torch_whole() -> None:
     failed. Held back, the signal is taken the moment torch is in (exit 130, or the run stops as it does)."""
     if "torch" in sys.modules or not hasattr(signal, "pthread_sigmask"):
         return
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, output.STOPS)  # held while torch loads
     try:
         import torch  # noqa: F401
     finally:
@@ -421,7 +419,7 @@ def console(argv: list[str] | None = None) -> NoReturn:
 def _default_stop_signals() -> None:
     """Once the command is done, a further SIGINT/SIGTERM/SIGHUP ends the process at once: a second one sent while
     it exited raised in cnnlab's handler inside torch's exit hooks ("Exception ignored in atexit callback", 12 lines)."""
-    for sig in _STOPPING:
+    for sig in output.STOPS:
         if signal.getsignal(sig) not in (signal.SIG_IGN, None):  # one ignored from the start (nohup) stays so
             signal.signal(sig, signal.SIG_DFL)
 

@@ -119,9 +119,9 @@ def _one_family(directory: Path, official: dict[str, Path | None]) -> dict[str, 
     )
 
 
-def find_in_dir(directory: Path, role: str, dataset: str | None = None) -> Path | None:
+def find_in_dir(directory: Path, role: str) -> Path | None:
     """The official file for ``role`` in ``directory``, from the layout :func:`idx_files` takes all four from."""
-    return idx_files(directory, dataset).paths[role]
+    return idx_files(directory).paths[role]
 
 
 def find_loose(directory: Path, role: str, skip: tuple[str, ...] = ()) -> Path | None:

@@ -401,15 +401,24 @@ def _parts_below(root: Path, path: Path) -> tuple[str, ...] | None:
     return None
 
 
+def read_as_class(dataset: str | None, folder: str | Path) -> tuple[str, str] | None:
+    """``(DIR, CLASS)`` where a load of the ``folder:DIR`` dataset ``dataset`` would read the files written into
+    ``folder`` as images of its class folder ``CLASS`` (:func:`class_folder_of`); None for any other dataset, or a
+    folder no load reads (outside ``DIR``, a hidden one)."""
+    got = directory_of(dataset) if isinstance(dataset, str) else None
+    if got is None or got[0] != "folder" or (inside := class_folder_of(got[1], folder)) is None:
+        return None
+    return got[1], inside
+
+
 def check_not_read(dataset: str | None, folder: str | Path, named: str) -> None:
     """Refuse (one line) to write a command's results into ``folder`` (``named``: how the line names it, ``--out r1``)
     where the ``folder:`` dataset it reads would read them (:func:`class_folder_of`): ``cd DATA; cnnlab train --dataset
     folder:.`` made runs/ there, then refused it as an empty class folder, every time; and the figures a run writes
     there would be a class of the next load. Other datasets, and folders it never reads, pass."""
-    got = directory_of(dataset) if isinstance(dataset, str) else None
-    if got is None or got[0] != "folder" or (inside := class_folder_of(got[1], folder)) is None:
+    if (read := read_as_class(dataset, folder)) is None:
         return
-    root = resolved(expand_user(got[1]))
+    root, inside = resolved(expand_user(read[0])), read[1]
     raise DataError(f"{named} is inside folder:{root}, whose loads would take {inside}/ for a class folder (empty at "
                     f"first, then holding the figures written there); give --out a folder outside {root}, or a hidden "
                     "one (--out .runs/NAME), which a folder: dataset never reads")

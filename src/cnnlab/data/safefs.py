@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 from cnnlab.errors import DataError, DataUnreadable
 # the errno table (reason, usual_fix) is cnnlab.fileio's, shared with run folders and checkpoints: re-exported here
-from cnnlab.fileio import cannot_read, mode_kind, open_if_regular, reason, usual_fix  # noqa: F401
+from cnnlab.fileio import cannot_read, mode_kind, open_if_regular, read_at_most, reason, usual_fix  # noqa: F401
 
 #: The errors of a path that leads to no file (nothing there, a symlink loop...): a miss, not a file that may be whole.
 ABSENT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG, errno.EISDIR})
@@ -95,27 +95,20 @@ def list_dir(path: str | Path) -> list[os.DirEntry]:
         raise read_error(path, err) from None
 
 
-_CHUNK = 1 << 20
-
-
 def read_bounded(stream: BinaryIO, limit: int, what: str) -> bytes:
     """All of ``stream``, refused with a :class:`DataError` once it passes ``limit`` bytes; an OS error of a read is
     :func:`read_error`'s line for ``what`` (the file's path).
 
-    Read in chunks: ``read(limit + 1)`` would allocate ``limit`` bytes up front, whatever the stream holds.
+    Read in chunks (:func:`cnnlab.fileio.read_at_most`): ``read(limit + 1)`` would allocate ``limit`` bytes up front,
+    whatever the stream holds.
     """
-    chunks, total = [], 0
-    while True:
-        try:
-            chunk = stream.read(min(_CHUNK, limit + 1 - total))
-        except OSError as err:  # a read that fails after the open is told as an open that fails (``what``: the path)
-            if err.errno is None:  # the stream's own error (gzip's BadGzipFile), which its caller words
-                raise
-            raise read_error(what, err) from None
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-        total += len(chunk)
-        if total > limit:
-            raise DataError(f"{what}: more than {limit:,} bytes, far larger than the file can be; "
-                            "it is not the expected file: check the source")
+    try:
+        data = read_at_most(stream, limit + 1)
+    except OSError as err:  # a read that fails after the open is told as an open that fails (``what``: the path)
+        if err.errno is None:  # the stream's own error (gzip's BadGzipFile), which its caller words
+            raise
+        raise read_error(what, err) from None
+    if len(data) <= limit:
+        return data
+    raise DataError(f"{what}: more than {limit:,} bytes, far larger than the file can be; "
+                    "it is not the expected file: check the source")
