@@ -38,7 +38,7 @@ from cnnlab.dataset_names import dataset_kind, moved_away, paper_of
 from cnnlab.errors import CnnlabError, first_line, shell_quoted
 from cnnlab.evaluation import own_data_dir
 from cnnlab.export_formats import CHECK_BATCH, FORMATS, SUFFIXES, TOLERANCE
-from cnnlab.fileio import atomic_write_bytes, is_dir
+from cnnlab.fileio import atomic_write_bytes, is_dir, lies_in
 from cnnlab.pretrained import Pretrained, find_pretrained, load_pretrained, refuse_shipped
 from cnnlab.runs import DEFAULT_CHECKPOINT, check_output_file, holder, is_run_dir, is_training
 
@@ -143,18 +143,11 @@ def refuse_running(ckpt: Path, out: Path, default: bool, command: str) -> bool:
     folder = ckpt.parent
     if not (is_run_dir(folder) and is_training(folder)):
         return False
-    if default or _inside(out, folder):
+    if default or lies_in(out, folder):
         raise CnnlabError(f"{folder} is still training ({holder(folder)} holds it): nothing written into it; "
                           f"export it when it ends, or give --out FILE outside it to export its {ckpt.name} as it is "
                           f"now (e.g. cnnlab {command} {shell_quoted(str(folder))} --out {ckpt.stem}-mid{out.suffix or ''})")
     return True
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    """Whether ``path`` (which need not exist yet) lies in ``folder`` or any folder below it, both resolved as the
-    file system will (links, ``..``; ``os.path.realpath`` never raises, a link loop is left as it stands)."""
-    real, top = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
-    return real == top or top in real.parents
 
 
 def sample_inputs(state: dict, n: int, dataset: str | None = None, data_dir: str | None = None) -> torch.Tensor:

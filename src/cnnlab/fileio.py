@@ -452,6 +452,13 @@ def is_dir(path: str | Path, if_unknown: bool | None = None) -> bool:
     return _is_kind(path, stat.S_ISDIR, if_unknown)
 
 
+def lies_in(path: str | Path, folder: str | Path) -> bool:
+    """Whether ``path`` (which need not exist yet) is ``folder`` or lies below it, both resolved as the file system
+    will (links, ``..``; ``os.path.realpath`` never raises, a link loop is left as it stands)."""
+    real, top = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    return real == top or top in real.parents
+
+
 def _is_kind(path: str | Path, test, if_unknown: bool | None) -> bool:
     try:
         st = stat_or_none(path)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cnnlab.checkpoint import load_weights_file
 from cnnlab.errors import CheckpointError, did_you_mean
-from cnnlab.fileio import sha256_file
+from cnnlab.fileio import lies_in, sha256_file
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 MANIFEST = "manifest.json"
@@ -74,8 +74,8 @@ def refuse_shipped(target: str | Path, flag: str = "--out") -> None:
     loads and the manifest they are checked against: one written over (``export-weights --pretrained resnet --dataset
     fashion-mnist --out .../weights/resnet-mnist.safetensors``, ``export --out .../weights/manifest.json``) broke every
     --pretrained, and ``cnnlab models``, until cnnlab was reinstalled."""
-    folder, top = Path(os.path.realpath(Path(target).parent)), Path(os.path.realpath(weights_dir()))
-    if folder == top or top in folder.parents:
+    top = Path(os.path.realpath(weights_dir()))
+    if lies_in(Path(target).parent, top):  # the folder the file goes in: a link named there is written there
         raise CheckpointError(f"{flag} {target} is in cnnlab's shipped weights folder ({top}), whose files every "
                               "--pretrained reads: writing there would damage the install; give an --out elsewhere")
 
