@@ -37,8 +37,9 @@ from cnnlab.errors import CheckpointError, CnnlabError, WriteError, first_line, 
 from cnnlab.fileio import (as_path, atomic_write_bytes, atomic_write_text, cannot_read, exists, file_stamp, is_dir,
                            is_file, kind_of, read_json, reason, sha256_file, sidecar_hashes, usual_fix)
 from cnnlab.models import create_model
-from cnnlab.runs import (CHECKPOINTS, DEFAULT_CHECKPOINT, STATUS_FILE, checkpoint_damage, checkpoint_fix,
-                         checkpoints_gone, diverged, failure_cause, followed, is_run_dir, is_training, link_to_nowhere)
+from cnnlab.runs import (CHECKPOINTS, DEFAULT_CHECKPOINT, STATUS_FILE, checkpoint_as_taken, checkpoint_damage,
+                         checkpoint_fix, checkpoints_gone, diverged, failure_cause, followed, is_run_dir, is_training,
+                         link_to_nowhere)
 
 FORMAT = "cnnlab-checkpoint"
 VERSION = 2
@@ -559,8 +560,7 @@ def _why_none(run: Path, which: str, flag: str | None = None) -> str:
     if best:
         if damage := checkpoint_damage(run / "best.pt"):  # not "use --checkpoint best", which names it damaged
             return f"its best.pt, the one checkpoint it has, is damaged: {damage}"
-        pick = f"{flag} {shell_quoted(str(run / 'best.pt'))}" if flag else "--checkpoint best"
-        return f"its best.pt holds the weights of its best epoch: {pick}"
+        return f"its best.pt holds the weights of its best epoch: {checkpoint_as_taken(run / 'best.pt', flag)}"
     if not is_run_dir(run):
         return "it is not a run folder: give a run folder or a .pt file written by cnnlab"
     if gone := checkpoints_gone(run):  # it trained (its metrics.csv or summary.json are there, or its status.json
@@ -621,12 +621,12 @@ def diverged_refusal(path: str | Path, command: str | None = None, flag: str | N
     folder, why = found
     best = folder / "best.pt"
     if flag:
-        lead, pick, use, other = (f"{flag} {given}: that run", f"{flag} {shell_quoted(str(best))}", "give",
+        lead, pick, use, other = (f"{flag} {given}: that run", checkpoint_as_taken(best, flag), "give",
                                   "a finished run (e.g. this one trained again with a lower --lr)")
     else:
         lead, use, other = str(folder), "use", "train it again with a lower --lr"
         pick = (f"cnnlab {command} {shell_quoted(str(folder))} --checkpoint best" if command else
-                shell_quoted(str(best)) if file_given else "--checkpoint best")
+                checkpoint_as_taken(best, file_given=file_given))
     instead = (f"{use} its best.pt, the weights of its best epoch before that ({pick}), or " if is_file(best)
                else "give " if flag else "")
     return (f"{lead} failed, {why} (its status.json), and its last.pt holds the weights it diverged with (a resume of "

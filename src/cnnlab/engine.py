@@ -391,8 +391,9 @@ def train(
         stack.enter_context(ranks.errors_explained())  # a dead peer: one line, not gloo's traceback
         ckpt, resumed = _resumed_checkpoint(plan), None
         if ckpt is not None:
-            _check_own_checkpoint(plan, ckpt)
-            saved = _saved_config(plan, ckpt)
+            own = _folders_config(plan)  # read once for both
+            _check_own_checkpoint(plan, ckpt, own)
+            saved = _saved_config(plan, ckpt, own)
             cfg = resumed_config(saved, cfg, changes, naming)
             state = TrainState.from_checkpoint(ckpt)  # (its processes: the part that saved it, whatever config.json says)
             resumed = ResumedThreads.of(plan, cfg.threads, "threads" in (changes or {}), naming, ranks.world_size,
@@ -798,24 +799,39 @@ class FolderGuard:
             return folder
 
 
-def _check_own_checkpoint(plan: RunPlan, ckpt: dict) -> None:
+def _folders_config(plan: RunPlan) -> dict | None:
+    """The settings config.json records in the folder a ``--resume FOLDER/FILE.pt`` (not last.pt) writes to; None for
+    a last.pt, a checkpoint outside a run folder, or no readable config.json (nothing to tell the checkpoint's run
+    from)."""
+    if plan.run_dir is None or plan.resume_from.name == "last.pt":
+        return None
+    try:
+        own = read_json(plan.run_dir / "config.json", "config.json")["config"]
+        TrainConfig.from_dict(own)
+    except (CnnlabError, KeyError, TypeError, AttributeError):
+        return None
+    return own
+
+
+def _check_own_checkpoint(plan: RunPlan, ckpt: dict, own: dict | None) -> None:
     """``--resume FOLDER/FILE.pt`` continues the run of FOLDER, writing its files: refuse a checkpoint of another
     run there (a distilled run's ``teacher.pt``, the teacher's own, resumed in the student's folder, trained the
     teacher on and wrote it over the student; a colleague's checkpoint of the same net, data and seed at another
     --lr replaced the run's checkpoints, metrics and config.json with theirs). Another run's: any setting a resume
-    may not change differs from the folder's config.json (:func:`cnnlab.config.other_run`), every one named."""
+    may not change differs from the folder's config.json (``own``; :func:`cnnlab.config.other_run`), every one named."""
     where, run_dir = plan.resume_from, plan.run_dir
     if run_dir is None or where.name == "last.pt":
         return
     again = f"resume the run itself with 'cnnlab train --resume {shell_quoted(str(run_dir))}', or copy the file into a folder of its own"
     if where.name == TEACHER_FILE:
         raise RunError(f"--resume {where}: the copy of this run's teacher, not the run's own checkpoint; {again}")
+    if own is None:
+        return  # no readable config.json: nothing to tell the checkpoint's run from
     try:
-        own = read_json(run_dir / "config.json", "config.json")["config"]
         differs = other_run(own, ckpt["config"])
         theirs, mine = (TrainConfig.from_dict(c) for c in (ckpt["config"], own))
     except (CnnlabError, KeyError, TypeError, AttributeError):
-        return  # no readable config.json: nothing to tell the checkpoint's run from
+        return
     if differs:
         def named(cfg: TrainConfig) -> str:
             return ", ".join(f"{k} {getattr(cfg, k)!r}" for k in differs[:3]) + (", ..." if len(differs) > 3 else "")
@@ -823,19 +839,16 @@ def _check_own_checkpoint(plan: RunPlan, ckpt: dict) -> None:
                        f"({named(mine)}); {again}")
 
 
-def _saved_config(plan: RunPlan, ckpt: dict) -> TrainConfig:
+def _saved_config(plan: RunPlan, ckpt: dict, own: dict | None) -> TrainConfig:
     """The settings a resume continues: the checkpoint's, its data's place the one the run's config.json records
     where a resume since took that data moved (:func:`cnnlab.config.relocated`): the run's best.pt saved before the
     move names the old place, gone, which sent the resume of the run's own best.pt to ``--dataset`` (the resume's
-    data check still verifies it is the same data)."""
+    data check still verifies it is the same data; ``own``: :func:`_folders_config`, None: the checkpoint's place)."""
     saved = TrainConfig.from_dict(ckpt["config"])
-    if plan.run_dir is None or plan.resume_from.name == "last.pt":
+    if own is None:
         return saved
-    try:
-        own = TrainConfig.from_dict(read_json(plan.run_dir / "config.json", "config.json")["config"])
-    except (CnnlabError, KeyError, TypeError, AttributeError):
-        return saved  # no readable config.json: the checkpoint's own place
-    return replace(saved, dataset=own.dataset) if relocated(saved.dataset, own.dataset) else saved
+    place = TrainConfig.from_dict(own).dataset
+    return replace(saved, dataset=place) if relocated(saved.dataset, place) else saved
 
 
 def build_trainer(cfg: TrainConfig, ranks: Dist, plan: RunPlan, dataset: Dataset | None, log: Log,

@@ -1064,9 +1064,16 @@ def checkpoint_fix(path: Path, flag: str | None = None, file_given: bool = False
     whole = other is not None and is_file(other, if_unknown=False) and not _damage(other, lambda: "")
     if not whole:
         return "put back the run's own copy, or train it again"
-    named = shell_quoted(str(other))
-    pick = f"{flag} {named}" if flag else named if file_given else f"--checkpoint {other.stem}"
-    return f"put back the run's own copy, or use its {other.name} ({pick}), or train it again"
+    return (f"put back the run's own copy, or use its {other.name} ({checkpoint_as_taken(other, flag, file_given)}), "
+            "or train it again")
+
+
+def checkpoint_as_taken(path: Path, flag: str | None = None, file_given: bool = False) -> str:
+    """A run's checkpoint ``path`` named as the command that asks takes it: ``--checkpoint best`` beside a run folder,
+    the file itself where the command was given a file (``file_given``: ``--checkpoint`` is refused beside a file),
+    ``flag`` with the file for an option that names a file (``--resume r/best.pt``, ``--teacher``)."""
+    named = shell_quoted(str(path))
+    return f"{flag} {named}" if flag else named if file_given else f"--checkpoint {path.stem}"
 
 
 def checkpoint_damage(path: Path) -> str:
