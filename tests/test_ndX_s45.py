@@ -27,7 +27,8 @@ def test_idx_dir_takes_its_four_files_from_one_naming_family(tmp_path):
         load_dataset(f"idx:{d}")
     assert str(err.value) == (
         f"idx:{d}: holds IDX files of two naming families, official (t10k-images-idx3-ubyte.gz, "
-        "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz) and others (emnist-mnist-test-labels-idx1-ubyte.gz), "
+        "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz) and emnist-mnist-*-*-idx*-ubyte "
+        "(emnist-mnist-test-labels-idx1-ubyte.gz), "
         "so the four would not be one dataset; put one dataset's four IDX files in a directory of their own")
     write_idx_dataset(tmp_path / "again", seed=0, gz=True)
     (tmp_path / "again" / "t10k-labels-idx1-ubyte.gz").rename(d / "t10k-labels-idx1-ubyte.gz")

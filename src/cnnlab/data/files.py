@@ -6,12 +6,13 @@ named for another one: torchvision's ``FashionMNIST/raw`` for ``mnist``), never 
 first (MNIST's images were scored against Fashion-MNIST's test labels, 9.66%, where one MNIST file was missing). The
 catalog's sources and ``cnnlab data info`` use only the official names, since a catalog dataset always has them.
 With ``loose``, the directory itself also takes names that merely contain the role's words (KMNIST's, EMNIST's,
-:func:`find_loose`), which only ``idx:DIR`` uses: all four from one naming family, official or loose, never a file of
+:func:`find_loose`), which only ``idx:DIR`` uses: all four from one naming family (:func:`family_key`), never a file of
 one filled in from the other (MNIST's test images were paired with another set's ``emnist-*`` test labels). :func:`find_in_dir` and :func:`find_idx_file` give one role's file.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,27 +97,59 @@ def idx_files(directory: Path, dataset: str | None = None, loose: bool = False) 
     return IdxFiles(folder, paths, [f for s, f, p, _ in held if s != sub and all(p.values())])
 
 
+def _split_words(role: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The words a name of ``role``'s file holds for its split and for its role (what :func:`find_loose` looks
+    for)."""
+    split, kind = role.split("_")
+    return ("train",) if split == "train" else ("t10k", "test"), ("images", "imgs") if kind == "images" else ("labels",)
+
+
+def family_key(name: str, role: str) -> str:
+    """The naming family of ``role``'s file ``name``: the name without ``.gz``, its split word (train/t10k/test) and
+    its role word (images/imgs/labels) each shown as ``*``, and its IDX dimension too (``idx*``): ``*-*-idx*-ubyte``
+    for every official name (``t10k-labels.idx1-ubyte`` too) and for ``test-images-idx3-ubyte``,
+    ``emnist-digits-*-*-idx*-ubyte`` for EMNIST Digits' four."""
+    base = name[:-3] if name.endswith(".gz") else name
+    for words in _split_words(role):
+        word = next((w for w in words if w in base), None)
+        if word:
+            base = base.replace(word, "*", 1)
+    return re.sub(r"[.-]idx\d", "-idx*", base)
+
+
 def _one_family(directory: Path, official: dict[str, Path | None]) -> dict[str, Path | None]:
-    """The files of ``directory`` itself for ``idx:DIR``: its ``official`` ones, or else those of loose names
-    (:func:`find_loose`), never some of each: a directory holding both families where the official four are not all
-    there (three official files and an ``emnist-*`` one) holds two datasets' files, and is refused in one line naming
-    both; the four official files, all there, are taken whatever else lies beside them (an ``old-t10k-labels-*`` kept
-    as a backup), as before. Names that begin with an official one (``train-images-idx3-ubyte.gz.md5``, ``.part``)
-    are that file's companions, no family of their own."""
+    """The files of ``directory`` itself for ``idx:DIR``: the four official ones when all are there, whatever else
+    lies beside them (an ``old-t10k-labels-*`` kept as a backup), as before; else each role's official file or one of
+    a loose name (:func:`find_loose`), all four of one naming family (:func:`family_key`): ``test-images-idx3-ubyte``
+    beside the official ``train-*`` files is one dataset, three official files and an ``emnist-*`` one, or
+    ``emnist-digits-*`` train files and ``emnist-mnist-*`` test ones, are two datasets' files, refused in one line
+    naming each family. Names that begin with an official one (``train-images-idx3-ubyte.gz.md5``, ``.part``) are
+    that file's companions, no family of their own."""
     if all(official.values()):  # one whole dataset: nothing of another family is taken
         return official
     prefixes = tuple(name for role in ROLES for name in _official_names(role))
     loose = {role: find_loose(directory, role, skip=prefixes) for role in ROLES}
-    if not any(loose.values()):
-        return official
-    if not any(official.values()):
-        return loose
-    names = [sorted(p.name for p in family.values() if p) for family in (official, loose)]
-    raise DataError(
-        f"idx:{directory}: holds IDX files of two naming families, official ({', '.join(names[0])}) and "
-        f"others ({', '.join(names[1])}), so the four would not be one dataset; "
-        "put one dataset's four IDX files in a directory of their own"
-    )
+    families: dict[str, list[str]] = {}
+    for role in ROLES:
+        for path in filter(None, (official[role], loose[role])):
+            families.setdefault(family_key(path.name, role), []).append(path.name)
+    if len(families) > 1:
+        official_key = family_key(ROLES["train_images"][0], "train_images")
+        shown = [f"{'official' if key == official_key else key} ({', '.join(sorted(names))})"
+                 for key, names in sorted(families.items(), key=lambda kv: kv[0] != official_key)]
+        raise DataError(
+            f"idx:{directory}: holds IDX files of {_COUNTS.get(len(shown), len(shown))} naming families, "
+            f"{', '.join(shown[:-1])} and {shown[-1]}, so the four would not be one dataset; "
+            "put one dataset's four IDX files in a directory of their own"
+        )
+    for role, path in official.items():
+        if path and loose[role]:
+            raise DataError(f"idx:{directory}: several candidates for the {role.replace('_', ' ')} ({path.name}, "
+                            f"{loose[role].name}); put one dataset's four IDX files in a directory of their own")
+    return {role: official[role] or loose[role] for role in ROLES}
+
+
+_COUNTS = {2: "two", 3: "three", 4: "four"}
 
 
 def find_in_dir(directory: Path, role: str) -> Path | None:
@@ -131,8 +164,7 @@ def find_loose(directory: Path, role: str, skip: tuple[str, ...] = ()) -> Path |
     A raw file is preferred to its ``.gz`` twin; two different candidates are an error that names them.
     """
     split, kind = role.split("_")
-    kinds = ("images", "imgs") if kind == "images" else ("labels",)
-    splits = ("train",) if split == "train" else ("t10k", "test")
+    splits, kinds = _split_words(role)
     hits, odd = [], None
     for entry in list_dir(directory):
         name = entry.name
