@@ -5,6 +5,8 @@ checkpoint named ``model``. docs/reliability.md lists them."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -45,3 +47,119 @@ def test_idx_dir_two_loose_families_are_refused_naming_both(tmp_path):
         "so the four would not be one dataset; put one dataset's four IDX files in a directory of their own")
     _rename(d, "emnist-mnist-", "emnist-digits-")  # one family again: read, turned upright as EMNIST's are
     assert load_dataset(f"idx:{d}").source.endswith("(EMNIST: images transposed upright)")
+
+
+def _quiet(message: str) -> None:
+    pass
+
+
+def _pngs(folder, n: int = 6, value: int = 0, suffix: str = ".png"):
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    for i in range(n):
+        Image.new("L", (28, 28), value + 7 * i if suffix == ".png" else value).save(folder / f"{i:03d}{suffix}")
+    return folder
+
+
+def test_one_folder_reached_from_two_classes_is_refused_naming_both(tmp_path):
+    """(D3) One folder reached through links from two classes was read into both (``a/batch`` and ``b/batch`` links
+    to ``MORE/x``; ``DATA/c`` and ``a/more`` links to it; ``DATA/c`` a link to ``DATA/a``): ``converting 28 images``
+    of 20, rc 0, no word. Now one map of the folders walked spans the whole scan (``folder._first_visit``, by
+    device and inode): a folder reached again from another class is refused in one line naming both paths."""
+    data, more = tmp_path / "DATA", _pngs(tmp_path / "MORE" / "x", 8, 100)
+    _pngs(data / "a", 6, 10), _pngs(data / "b", 6, 60)
+    cases = [([("a/batch", more), ("b/batch", more)], "a/batch and b/batch", more, "a/ and into b/",
+              "a/batch or b/batch"),
+             ([("c", more), ("a/more", more)], "a/more and c", more, "a/ and into c/", "a/more or c"),
+             ([("c", data / "a")], "a and c", data / "a", "a/ and into c/", "c")]
+    for links, both, real, into, fix in cases:
+        for name, target in links:
+            (data / name).symlink_to(target)
+        with pytest.raises(DataError) as err:
+            load_dataset(f"folder:{data}", home=tmp_path / "home", log=_quiet)
+        assert str(err.value) == (f"folder:{data}: folders {both} are one folder ({real}), so its images would be "
+                                  f"read twice, into {into}; remove the link {fix}")
+        for name, _ in links:
+            (data / name).unlink()
+    (data / "a" / "batch").symlink_to(more)
+    (data / "a" / "again").symlink_to(more)  # a second way in within one class: read once, as before
+    d = load_dataset(f"folder:{data}", home=tmp_path / "home", log=_quiet)
+    assert (len(d.train_labels) + len(d.test_labels), int((d.train_labels == 0).sum() + (d.test_labels == 0).sum())) \
+        == (20, 14)
+
+
+def test_a_linked_split_folder_given_by_its_real_path_counts_as_the_split(tmp_path, monkeypatch):
+    """(D6) ``DATA/train -> BIG/train``: ``predict --show-input`` beside ``BIG/train/a/000.png`` wrote into class
+    ``a`` and ``evaluate --out BIG/train/rep`` made a class ``rep`` (``folder._parts_below`` looked for links only
+    among the class folders). Now real paths are compared, the target's and those of every folder the load reads
+    (``folder._real_parts``, ``_read_folders``): ``BIG/train/a`` is ``train/a``, ``BIG/train/rep`` is ``train/rep``."""
+    from cnnlab.data.folder import check_not_read, class_folder_of
+    from cnnlab.predict import read_by_training_data
+
+    _pngs(tmp_path / "BIG" / "train" / "a"), _pngs(tmp_path / "BIG" / "train" / "b", value=100)
+    data = tmp_path / "DATA"
+    _pngs(data / "test" / "a"), _pngs(data / "test" / "b", value=100)
+    (data / "train").symlink_to(tmp_path / "BIG" / "train")
+    monkeypatch.chdir(tmp_path)
+    for path, cls in [("BIG/train/a", "train/a"), ("BIG/train/rep", "train/rep"), ("BIG/train/a/x/y", "train/a"),
+                      ("DATA/train/a", "train/a"), ("BIG/train", None), ("BIG", None), ("BIG/train/a/.h", None),
+                      ("BIG/train/.h/a", None), ("DATA/val", None)]:
+        assert class_folder_of("DATA", path) == cls, path
+    assert read_by_training_data(f"folder:{data}", Path("BIG/train/a")) == (data, "train/a")
+    with pytest.raises(DataError, match=rf"^--out BIG/train/rep is inside folder:{data}, whose loads would take "
+                                        r"train/rep/ for a class folder"):
+        check_not_read(f"folder:{data}", "BIG/train/rep", "--out BIG/train/rep")
+
+
+def test_a_hidden_link_into_a_class_folder_counts_as_that_class(tmp_path, monkeypatch):
+    """(D7) ``ln -s b DATA/.inputs``: ``--show-input DATA/.inputs`` and ``evaluate --out DATA/.inputs/rep`` wrote into
+    class ``b``, the hidden name taken at its word. Now the path's real path is asked too (``folder._real_parts``),
+    and the class it leads to wins: refused as ``--show-input DATA/b`` is. A hidden folder that is no link, or one
+    leading outside the dataset, is still never read."""
+    from cnnlab.data.folder import check_not_read, class_folder_of
+    from cnnlab.predict import read_by_training_data
+
+    data = tmp_path / "DATA"
+    _pngs(data / "a"), _pngs(data / "b", value=100)
+    (data / ".inputs").symlink_to("b")
+    (data / ".outside").symlink_to(tmp_path)
+    (data / ".plain").mkdir()
+    (data / "a" / "batch2").symlink_to(_pngs(tmp_path / "MORE" / "a2"))  # a linked sub-folder, by its real path
+    monkeypatch.chdir(tmp_path)
+    for path, cls in [("MORE/a2/rep", "a"), ("MORE", None), ("DATA/.inputs", "b"), ("DATA/.inputs/rep", "b"), ("DATA/.inputs/.h", None),
+                      ("DATA/.plain", None), ("DATA/.plain/x", None), ("DATA/.outside/x", None)]:
+        assert class_folder_of("DATA", path) == cls, path
+    assert read_by_training_data(f"folder:{data}", Path("DATA/.inputs")) == (data, "b")
+    with pytest.raises(DataError, match=rf"^--out DATA/.inputs/rep is inside folder:{data}, whose loads would take "
+                                        r"b/ for a class folder"):
+        check_not_read(f"folder:{data}", "DATA/.inputs/rep", "--out DATA/.inputs/rep")
+
+
+def test_class_folders_that_swap_contents_are_converted_again(tmp_path):
+    """(D9) Two class folders whose contents swapped, with equal names, sizes and times (BMPs unpacked from one
+    archive): links retargeted (``ln -sfn Y DATA/a; ln -sfn X DATA/b``) or real folders renamed crosswise, and the
+    next load said ``converted earlier`` with the old labels (class a's mean pixel 0 where it now leads to white
+    images). Now ``folder.cache_key`` holds where each class folder leads (its real path) and each file's inode."""
+    import os
+
+    x, y = _pngs(tmp_path / "X", value=0, suffix=".bmp"), _pngs(tmp_path / "Y", value=255, suffix=".bmp")
+    for path in [*x.iterdir(), *y.iterdir()]:
+        os.utime(path, ns=(1_700_000_000_000_000_000,) * 2)
+    data, home = tmp_path / "DATA", tmp_path / "home"
+    data.mkdir()
+
+    def class_a_mean() -> float:
+        d = load_dataset(f"folder:{data}", home=home, log=_quiet)
+        return float(d.train_images[d.train_labels == 0].float().mean())
+
+    (data / "a").symlink_to(x), (data / "b").symlink_to(y)
+    assert class_a_mean() == 0.0
+    (data / "a").unlink(), (data / "b").unlink()
+    (data / "a").symlink_to(y), (data / "b").symlink_to(x)
+    assert class_a_mean() == 255.0
+    (data / "a").unlink(), (data / "b").unlink()
+    x.rename(data / "a"), y.rename(data / "b")
+    assert class_a_mean() == 0.0
+    (data / "a").rename(data / "t"), (data / "b").rename(data / "a"), (data / "t").rename(data / "b")
+    assert class_a_mean() == 255.0

@@ -1,8 +1,8 @@
 """``folder:DIR``: an image folder with one subfolder per class, converted once to MNIST-shaped uint8 arrays.
 
 Layout. ``DIR/<class>/<image>`` (images may sit in nested folders below a class folder; a linked one is followed, as
-a linked class folder is, read once however many ways lead to it; one linking into the dataset outside its class
-folder, or above it, is refused). Class names
+a linked class folder is, read once however many ways lead to it within one class; one linking into the dataset
+outside its class folder, or above it, and a folder reached from two class folders, are refused). Class names
 are the class folder names, sorted; a class's label is its index in that order. When ``DIR`` holds
 both ``train/`` and ``test/``, those are the splits (``DIR/train/<class>/...``, ``DIR/test/<class>/...``;
 the classes are those of ``train/``, and ``test/`` may lack some but not add any); ``training/`` and
@@ -35,8 +35,9 @@ made (:func:`check_not_read`): ``cd DIR; cnnlab train --dataset folder:.`` made 
 as an empty class folder; hidden folders (``.runs/``) are never read.
 
 Cache. The converted arrays are stored in ``$CNNLAB_HOME/datasets/folder-<key>/images.npz``
-(written atomically), where ``key`` hashes the folder's absolute path, every candidate file's
-relative path, size and modification time, and the conversion version; any change to the folder
+(written atomically), where ``key`` hashes the folder's absolute path, where each class folder leads (a linked
+one's target), every candidate file's relative path, size, modification time and inode, and the conversion version;
+any change to the folder (a link retargeted, two folders renamed crosswise, a file replaced)
 gives a new key and one new conversion (the earlier conversion of that folder is then deleted), an
 unchanged folder is never converted twice.
 """
@@ -55,7 +56,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -113,12 +114,17 @@ class _Layout:
     #: (relative posix path, class index, split or None when the split is to be drawn)
     entries: list[tuple[str, int, str | None]]
     ignored: int
-    #: (size, mtime_ns) of each entry's file, by relative path, from the scan
-    stats: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: (size, mtime_ns, inode) of each entry's file, by relative path, from the scan
+    stats: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     #: ``"relative/path: reason"`` for candidates that are no regular file or cannot be looked at
     unreadable: list[str] = field(default_factory=list)
     #: folders beside train/ and test/ (a val/), which are not read
     unread: list[str] = field(default_factory=list)
+    #: every folder the scan walked, by identity (device, inode): the class folder it was read into and its path as
+    #: the walk first reached it, both relative to the dataset folder (:func:`_first_visit`)
+    seen: dict[tuple[int, int], tuple[str, str]] = field(default_factory=dict)
+    #: where each class folder leads (its real path: a linked one's target), by relative path
+    leads: dict[str, str] = field(default_factory=dict)
 
 
 def _walk_error(root: Path, where: str):
@@ -132,25 +138,26 @@ def _walk_error(root: Path, where: str):
 
 def _image_files(root: Path, directory: Path, layout: _Layout) -> int:
     """Candidate images under ``directory`` (recursively, sorted, hidden entries skipped, linked sub-folders followed
-    as linked class folders are: :func:`_subfolders`), as paths relative to ``root``; those that are no regular file
-    go to ``layout.unreadable``, the others' (size, mtime) to ``layout.stats``. Returns how many candidates there were
-    and adds other files to ``ignored``; a sub-folder that is a broken symbolic link is refused, as a class folder is."""
+    as linked class folders are: :func:`_walk_class`), as paths relative to ``root``; those that are no regular file
+    go to ``layout.unreadable``, the others' (size, mtime, inode) to ``layout.stats``. Returns how many candidates
+    there were and adds other files to ``ignored``; a sub-folder that is a broken symbolic link is refused, as a class
+    folder is."""
     count = 0
-    where, seen = f"folder:{root}", {_folder_id(directory)}
-    for current, dirs, files in os.walk(directory, onerror=_walk_error(root, where), followlinks=True):
-        dirs[:] = _subfolders(root, directory, Path(current), dirs, seen)
+    where = f"folder:{root}"
+    layout.leads[directory.relative_to(root).as_posix()] = os.path.realpath(directory)
+    for current, files in _walk_class(root, directory, layout.seen):
         for name in sorted(files):
             if name.startswith("."):
                 continue
             if not name.lower().endswith(FOLDER_SUFFIXES):
-                if (broken := _broken_link(Path(current) / name)) is not None:
-                    rel = (Path(current) / name).relative_to(root).as_posix()
+                if (broken := _broken_link(current / name)) is not None:
+                    rel = (current / name).relative_to(root).as_posix()
                     raise DataError(f"{where}: folder {rel} is a broken symbolic link (to {printable(broken)}), so its "
                                     "images would be left out without a word; mount or fix its target, or remove the "
                                     "link")
                 layout.ignored += 1
                 continue
-            path = Path(current) / name
+            path = current / name
             rel = path.relative_to(root).as_posix()
             count += 1
             try:
@@ -161,9 +168,20 @@ def _image_files(root: Path, directory: Path, layout: _Layout) -> int:
             if not stat.S_ISREG(st.st_mode):
                 layout.unreadable.append(f"{rel}: is {kind_of(st.st_mode)}, not an image file")
                 continue
-            layout.stats[rel] = (st.st_size, st.st_mtime_ns)
+            layout.stats[rel] = (st.st_size, st.st_mtime_ns, st.st_ino)
             layout.entries.append((rel, -1, None))  # class and split are filled in by scan()
     return count
+
+
+def _walk_class(root: Path, class_dir: Path, seen: dict) -> Iterator[tuple[Path, list[str]]]:
+    """The folders a load reads of the class folder ``class_dir`` (itself, then those below it, as ``os.walk`` gives
+    them, linked ones followed: :func:`_subfolders`), each with the names of its files. ``seen``: every folder the
+    scan of the whole dataset has walked (:func:`_first_visit`), so that no folder is read into two classes."""
+    where = f"folder:{root}"
+    _first_visit(root, class_dir.relative_to(root).as_posix(), class_dir, seen)
+    for current, dirs, files in os.walk(class_dir, onerror=_walk_error(root, where), followlinks=True):
+        dirs[:] = _subfolders(root, class_dir, Path(current), dirs, seen)
+        yield Path(current), files
 
 
 def _folder_id(path: Path) -> tuple[int, int]:
@@ -171,13 +189,44 @@ def _folder_id(path: Path) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def _subfolders(root: Path, class_dir: Path, current: Path, names: list[str], seen: set) -> list[str]:
+def _first_visit(root: Path, klass: str, path: Path, seen: dict) -> bool:
+    """Whether the walk of class folder ``klass`` (relative to ``root``) is the first to reach the folder ``path``
+    (by its identity, however it is reached: a link, a loop, a second link to it), which ``seen`` then records; a
+    folder ``seen`` has from another class (or the other split) is refused in one line naming both paths: its images
+    would be read into both (``DATA/a/batch`` and ``DATA/b/batch`` links to one folder; ``DATA/c`` a link to
+    ``DATA/a``)."""
+    try:
+        folder = _folder_id(path)
+    except OSError:  # gone since the listing: the walk's own error names what cannot be listed
+        return False
+    rel = path.relative_to(root).as_posix()
+    if folder not in seen:
+        seen[folder] = (klass, rel)
+        return True
+    first_class, first = seen[folder]
+    if first_class == klass:
+        return False
+    links = [link for link in (_link_on_way(root, first), _link_on_way(root, rel)) if link]
+    fix = f"remove the link {' or '.join(links)}" if links else "remove one of them"
+    raise DataError(f"folder:{root}: folders {first} and {rel} are one folder ({os.path.realpath(path)}), so its "
+                    f"images would be read twice, into {first_class}/ and into {klass}/; {fix}")
+
+
+def _link_on_way(root: Path, rel: str) -> str | None:
+    """The first symbolic link on the way from ``root`` to its folder ``rel`` (relative), or None."""
+    parts = Path(rel).parts
+    return next(("/".join(parts[:i]) for i in range(1, len(parts) + 1) if os.path.islink(root.joinpath(*parts[:i]))),
+                None)
+
+
+def _subfolders(root: Path, class_dir: Path, current: Path, names: list[str], seen: dict) -> list[str]:
     """The sub-folders of ``current`` (below ``class_dir``) to walk into, sorted, hidden ones left out. A linked one is
-    followed, as a linked class folder is (its images were left out without a word), unless the walk has been there
-    (``seen``: a loop, or a second way into one folder, read once); one that leads to the dataset folder, a folder
-    above it, or one of its folders outside this class folder is refused: its images would be counted twice, in two
-    classes or in both splits."""
-    keep = []
+    followed, as a linked class folder is (its images were left out without a word), unless the walk of this class
+    has been there (``seen``: a loop, or a second way into one folder, read once; one another class's walk has been
+    in is refused, :func:`_first_visit`); one that leads to the dataset folder, a folder above it, or one of its
+    folders outside this class folder is refused: its images would be counted twice, in two classes or in both
+    splits."""
+    keep, klass = [], class_dir.relative_to(root).as_posix()
     for name in sorted(n for n in names if not n.startswith(".")):
         path = current / name
         if os.path.islink(path):
@@ -187,12 +236,7 @@ def _subfolders(root: Path, class_dir: Path, current: Path, names: list[str], se
                 raise DataError(f"folder:{root}: folder {path.relative_to(root).as_posix()} is a link to "
                                 f"{'the dataset folder or a folder above it' if top.is_relative_to(real) else real}, "
                                 "so its images would be counted twice; remove the link")
-        try:
-            folder = _folder_id(path)
-        except OSError:  # gone since the listing: the walk's own error names what cannot be listed
-            continue
-        if folder not in seen:
-            seen.add(folder)
+        if _first_visit(root, klass, path, seen):
             keep.append(name)
     return keep
 
@@ -361,18 +405,26 @@ def class_folder_of(directory: str | Path, path: str | Path) -> str | None:
     """The class folder (relative to ``directory``) that a load of ``folder:DIRECTORY`` would take the files written
     under ``path`` for: ``runs`` for ``DIR/runs/r1`` (an empty class while that folder holds no image, a class of its
     figures after), ``train/runs`` in the train/ + test/ layout, ``c`` for ``DIR/c/rep`` where ``DIR/c`` is a linked
-    class folder (:func:`_parts_below`). None where a load reads nothing of ``path``: outside ``directory``,
-    ``directory`` itself or a split folder (loose files are ignored), under a hidden folder (never read), beside
-    train/ and test/ (not read, as the load says), or where ``directory`` is no folder (the load says what it is)."""
+    class folder, also for its target's real path, ``train/rep`` for ``BIG/train/rep`` where ``DIR/train`` links to
+    ``BIG/train``, ``b`` for ``DIR/.inputs`` where that hidden name links to ``DIR/b``: the path as given
+    (:func:`_given_parts`), else its real path (:func:`_real_parts`). None where a load reads nothing of ``path``:
+    outside ``directory`` and every folder it reads, ``directory`` itself or a split folder (loose files are
+    ignored), under a hidden folder that leads to no folder a load reads, beside train/ and test/ (not read, as the
+    load says), or where ``directory`` is no folder (the load says what it is)."""
     root = expand_user(directory)
     try:
         if entry_kind(root) != "a directory":
             return None
         root = resolved(root)
         splits = {folder.name for split, folder in _split_roots(root, f"folder:{root}") if split is not None}
-        parts = _parts_below(root, expand_user(path))
+        given = _class_of(_given_parts(root, expand_user(path)), splits)
+        return given if given is not None else _class_of(_real_parts(root, expand_user(path)), splits)
     except CnnlabError:  # a loop of links, two train splits: the load refuses the folder, whatever is written where
         return None
+
+
+def _class_of(parts: tuple[str, ...] | None, splits: set[str]) -> str | None:
+    """The class folder that a path of these ``parts`` below the dataset folder is in (:func:`class_folder_of`)."""
     if parts is None or any(part.startswith(".") for part in parts):
         return None
     if splits:
@@ -380,25 +432,44 @@ def class_folder_of(directory: str | Path, path: str | Path) -> str | None:
     return parts[0] if parts else None
 
 
-def _parts_below(root: Path, path: Path) -> tuple[str, ...] | None:
-    """The parts of ``path`` below the dataset folder ``root`` (resolved) as its loads reach them, through the links
-    they follow (a linked class folder, a linked sub-folder of a class), whose real paths lie outside ``root``: the
-    path as given, below its longest prefix that is ``root`` (``DATA/c/rep`` where ``DATA/c`` links to ``ELSE/c``:
-    ``c/rep``); else its real path below ``root``, or below a linked class folder's target (``ELSE/c/rep``:
-    ``c/rep``). None where no load reaches it."""
+def _given_parts(root: Path, path: Path) -> tuple[str, ...] | None:
+    """The parts of ``path`` as given below its longest prefix that is the dataset folder ``root`` (resolved), as its
+    loads reach them through the links they follow (``DATA/c/rep`` where ``DATA/c`` links to ``ELSE/c``:
+    ``c/rep``); None where no prefix is ``root``, or a ``..`` after it (it may leave a link: the real path says
+    where)."""
     given = Path(path).absolute().parts
     below = next((given[i:] for i in range(len(given), 0, -1) if resolved(Path(*given[:i])) == root), None)
-    if below is not None and ".." not in below:  # a ".." after a link leaves it: the real path says where
-        return below
+    return below if below is not None and ".." not in below else None
+
+
+def _real_parts(root: Path, path: Path) -> tuple[str, ...] | None:
+    """The parts of ``path``'s real path below the dataset folder ``root`` as its loads reach them: below the
+    deepest folder a load reads (:func:`_read_folders`) that it lies in, by real paths, links followed both ways
+    (``ELSE/c/rep`` where ``DATA/c`` links to ``ELSE/c``: ``c/rep``; ``DATA/.inputs/rep`` where ``.inputs`` links
+    to ``b``: ``b/rep``; ``BIG/train/a`` where ``DATA/train`` links to ``BIG/train``: ``train/a``). A dataset whose
+    walk is refused (two classes reading one folder) is taken as it lies below ``root``. None where no load reads
+    it."""
     target = resolved(path)
-    if target.is_relative_to(root):
-        return target.relative_to(root).parts
-    for _, split_root in _split_roots(root, f"folder:{root}"):
-        for entry in list_dir(split_root):
-            link = split_root / entry.name
-            if os.path.islink(link) and os.path.isdir(link) and target.is_relative_to(real := resolved(link)):
-                return link.relative_to(root).parts + target.relative_to(real).parts
-    return None
+    try:
+        folders = _read_folders(root)
+    except CnnlabError:  # the load refuses the dataset: its folder as it lies
+        folders = {root: ()}
+    folder = next((f for f in (target, *target.parents) if f in folders), None)
+    return None if folder is None else folders[folder] + target.relative_to(folder).parts
+
+
+def _read_folders(root: Path) -> dict[Path, tuple[str, ...]]:
+    """Every folder a load of the dataset folder ``root`` reads, by its real path (links followed), with its parts
+    below ``root`` as the load reaches it: ``root`` itself (``()``), train/ and test/ where they are the splits, each
+    class folder and every folder walked below it (:func:`_walk_class`, as the load walks them)."""
+    where, folders, seen = f"folder:{root}", {root: ()}, {}
+    for split, split_root in _split_roots(root, where):
+        if split is not None:
+            folders[resolved(split_root)] = (split_root.name,)
+        for class_dir in _class_dirs(split_root, where, classes=True)[0]:
+            for current, _ in _walk_class(root, class_dir, seen):
+                folders.setdefault(Path(os.path.realpath(current)), current.relative_to(root).parts)
+    return folders
 
 
 def read_as_class(dataset: str | None, folder: str | Path) -> tuple[str, str] | None:
@@ -539,14 +610,17 @@ def scan(root: Path) -> _Layout:
 
 
 def cache_key(root: Path, layout: _Layout) -> str:
-    """SHA-256 of the folder's path, each candidate file's relative path, size and mtime, and
-    the conversion version: what decides whether a cached conversion is still this folder's."""
+    """SHA-256 of the folder's path, where each class folder leads (its real path: a linked one's target), each
+    candidate file's relative path, size, mtime and inode, and the conversion version: what decides whether a cached
+    conversion is still this folder's. Where the folders lead and the inodes tell two class folders whose contents
+    swapped (links retargeted, folders renamed crosswise) from the folders as they were, when the files' names, sizes
+    and times are equal (BMPs unpacked from one archive): the cache kept the old labels."""
     h = hashlib.sha256()
-    h.update(json.dumps({"version": CONVERT_VERSION, "root": str(root), "size": SIZE,
-                         "split_seed": SPLIT_SEED, "classes": layout.classes}).encode())
+    h.update(json.dumps({"version": CONVERT_VERSION, "root": str(root), "size": SIZE, "split_seed": SPLIT_SEED,
+                         "classes": layout.classes, "leads": layout.leads}).encode())
     for rel, label, split in layout.entries:
-        size, mtime_ns = layout.stats[rel]
-        h.update(json.dumps([rel, label, split, size, mtime_ns]).encode())
+        size, mtime_ns, inode = layout.stats[rel]
+        h.update(json.dumps([rel, label, split, size, mtime_ns, inode]).encode())
         h.update(b"\n")
     if layout.unreadable:  # only then, so that the keys of folders without such entries stay as they were
         h.update(json.dumps(layout.unreadable).encode())
