@@ -163,3 +163,53 @@ def test_class_folders_that_swap_contents_are_converted_again(tmp_path):
     assert class_a_mean() == 0.0
     (data / "a").rename(data / "t"), (data / "b").rename(data / "a"), (data / "t").rename(data / "b")
     assert class_a_mean() == 255.0
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory):
+    """An Inception run of two steps on ``folder:DATA`` (cats, dogs), with ``OTHER`` (another folder dataset of those
+    classes) beside it: ``(base, DATA, OTHER, RUN)``."""
+    from cnnlab.cli import main
+    from test_fixN_s44 import image_folder
+
+    base = tmp_path_factory.mktemp("dataE_folder_run")
+    data, other = image_folder(base / "DATA"), image_folder(base / "OTHER")
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("CNNLAB_HOME", str(base / "home"))
+        assert main(["train", "--model", "inception", "--dataset", f"folder:{data}", "--max-steps", "2", "--epochs",
+                     "1", "--threads", "1", "--quiet", "--out", str(base / "RUN")]) == 0
+    return base, data, other, base / "RUN"
+
+
+ANALYZE = ["--train-images", "10", "--test-images", "4", "--device", "cpu"]
+
+
+def test_analyze_out_inside_the_runs_own_folder_dataset_is_refused_without_dataset(folder_run, monkeypatch, capsys):
+    """(D4) ``analyze branches RUN --out DATA/a/rep`` (no ``--dataset``) wrote branches.json and branches.png into
+    class ``a`` of the run's own ``folder:DATA`` (``cli.analyze`` checked ``args.dataset`` only, None here), where
+    ``evaluate`` refused it. Now the analysis's ``ready`` asks ``evaluation.check_not_read_by_net`` of the datasets
+    the opened net is measured on and trained on."""
+    from test_fixN_s44 import inside, run
+
+    base, data, _, run_dir = folder_run
+    monkeypatch.chdir(base)
+    code, out, err = run(["analyze", "branches", str(run_dir), "--out", "DATA/cats/rep", *ANALYZE], capsys)
+    assert (code, err.splitlines(True)[-1]) == (2, inside(data, "--out DATA/cats/rep", "cats")), err
+    assert not (data / "cats" / "rep").exists()
+
+
+def test_a_report_on_other_data_never_goes_into_the_nets_training_folder(folder_run, monkeypatch, capsys):
+    """(D5) ``evaluate RUN --dataset folder:OTHER --out DATA/a/rep`` wrote its report into class ``a`` of the net's
+    own training data (``evaluation.check_report_folder`` checked only the dataset evaluated on), and the next
+    ``evaluate RUN`` said the data was not the run's; ``analyze branches`` the same. Now both datasets are checked
+    (``evaluation.check_not_read_by_net``: ``Subject.trained_on``, the run's recorded dataset), in one line."""
+    from test_fixN_s44 import inside, run
+
+    base, data, other, run_dir = folder_run
+    monkeypatch.chdir(base)
+    for argv in (["evaluate", str(run_dir)], ["analyze", "branches", str(run_dir), *ANALYZE]):
+        code, out, err = run([*argv, "--dataset", f"folder:{other}", "--out", "DATA/cats/rep"], capsys)
+        assert (code, err.splitlines(True)[-1]) == (2, inside(data, "--out DATA/cats/rep", "cats")), (argv, err)
+        assert not (data / "cats" / "rep").exists()
+    code, out, err = run(["evaluate", str(run_dir), "--dataset", f"folder:{other}", "--out", "elsewhere"], capsys)
+    assert code == 0 and (base / "elsewhere" / "summary.json").is_file(), err

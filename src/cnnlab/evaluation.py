@@ -165,6 +165,10 @@ class Subject:
     #: The optimiser steps the checkpoint had trained (a run's; None for shipped or bare weights): with ``digest``,
     #: what an analysis written into the run folder says it measured (a resume later makes it out of date).
     step: int | None = None
+    #: The dataset the net trained on, as its run (or weights file, or the shipped weights) recorded it
+    #: (``folder:/home/me/pics``, its whole path); "" where nothing says. A report's ``--out`` may not be where it
+    #: reads (:func:`check_report_folder`), whichever dataset the net is evaluated on.
+    trained_on: str = ""
     #: Where the weights came from, as its report's figures name it (:attr:`context`): ``{"run": name}`` (and the
     #: ``"checkpoint"`` when not last.pt), ``{"run": None, "shipped weights": ...}``, ``{"run": None, "weights": ...}``.
     origin: dict = field(default_factory=dict)
@@ -208,7 +212,7 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
         data = loaded or load_dataset(state["pretrained"].dataset, data_dir=data_dir)
         entry = state["pretrained"]
         return Subject(model_from_checkpoint(state), pretrained, data, f"pretrained {entry.name}",
-                       channels_last=bool(entry.config.get("channels_last", True)),
+                       channels_last=bool(entry.config.get("channels_last", True)), trained_on=entry.dataset,
                        origin={"run": None, "shipped weights": entry.name}, **_recorded_normalisation(state))
     if weights is not None:
         record = _weights_record(weights)  # read once: the model, classes and normalisation a cnnlab file records
@@ -228,6 +232,7 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
             if recorded else (f"note: {weights} records no input normalisation; its images are normalised with "
                               f"{data.name}'s train-split mean and std")
         return Subject(model, model_name, data, str(weights), warning=note,
+                       trained_on=str((record["data"].get("name") or "") if recorded else ""),
                        origin={"run": None, "weights": Path(weights).name}, **recorded)
     if path is None:
         raise CnnlabError("give a run directory or checkpoint, --pretrained MODEL, or --weights FILE --model NAME")
@@ -259,7 +264,8 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
                    channels_last=bool(cfg.get("channels_last", False)), run_dir=None if not_own else ckpt.parent,
                    not_own=not_own, split=split,
                    warning=f"{first}; {note.removeprefix('warning: ')}" if first and note else first or note,
-                   digest=digest, step=_step_of(state), origin=_run_origin(ckpt), **_recorded_normalisation(state))
+                   digest=digest, step=_step_of(state), origin=_run_origin(ckpt), trained_on=str(trained_on),
+                   **_recorded_normalisation(state))
 
 
 def _run_origin(ckpt: Path) -> dict:
@@ -380,12 +386,22 @@ def own_data_dir(cfg: dict, dataset: str | None) -> str | None:
 def check_report_folder(subject: Subject, out: str | Path) -> None:
     """A report's ``--out``: neither another run's folder nor, for an evaluation that is not the run's result
     (``best.pt``, another dataset, the validation split), the run's own (its summary.json is the run's result); nor
-    a folder that the ``folder:`` dataset evaluated on reads (:func:`cnnlab.data.folder.check_not_read`: its figures
-    would be a class of the next load)."""
+    a folder that a ``folder:`` dataset of the net's reads (:func:`check_not_read_by_net`: its figures would be a
+    class of the next load)."""
     out = Path(out)
-    check_not_read(subject.data.name, out, f"--out {out}")
+    check_not_read_by_net(subject, out, f"--out {out}")
     check_not_own_folder(out, Path(subject.source).parent, subject.not_own)
     check_output_folder(out, subject.run_dir, writes=("summary.json", "confusion.png", "mistakes.png"))
+
+
+def check_not_read_by_net(subject: Subject, out: str | Path, named: str) -> None:
+    """Refuse (one line) a folder ``out`` (``named``: how the line names it) that a ``folder:`` dataset of
+    ``subject``'s reads (:func:`cnnlab.data.folder.check_not_read`): the one it is measured on, and the one its net
+    trained on (:attr:`Subject.trained_on`), whichever is given: ``evaluate RUN --dataset folder:OTHER --out
+    DATA/a/rep`` wrote its figures into the net's own training data, whose next load took them for images of class
+    ``a``."""
+    for dataset in dict.fromkeys((subject.data.name, subject.trained_on)):
+        check_not_read(dataset or None, out, named)
 
 
 def check_not_own_folder(out: str | Path, run: Path, not_own: str, what: str = "evaluation") -> None:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from cnnlab.analysis._data import subset_loader
 from cnnlab.devices import resolve_device
 from cnnlab.errors import CnnlabError, printable
-from cnnlab.evaluation import evaluate, open_subject
+from cnnlab.evaluation import Subject, evaluate, open_subject
 from cnnlab.fileio import exists
 from cnnlab.hostmem import keep_freed_memory
 from cnnlab.models.inception import BRANCH_CHANNELS, InceptionModule
@@ -267,15 +267,16 @@ def analyze_branches(
     device: str = "auto",
     batch_size: int = 1000,
     log: Callable[[str], None] = lambda msg: None,
-    ready: Callable[[str], None] = lambda not_own: None,
+    ready: Callable[[Subject], None] = lambda subject: None,
     warn: Callable[[str], None] = lambda msg: None,
 ) -> dict:
     """All the branch measurements for the run (directory or checkpoint) ``run``, or for the shipped weights of
     the Inception model ``pretrained`` (on ``dataset``: mnist unless given), as a JSON-ready dict; on a fixed
-    random subset of ``test_images`` test images (0: all). ``ready(not_own)`` is called once the input is known to be
-    an Inception net, its data and device found, before the measuring: what a refusal must not do goes there;
-    ``not_own`` says why the measurement is not the run's own ("" when it is: then its files go into the run's folder),
-    as the result's ``not_own`` does.
+    random subset of ``test_images`` test images (0: all). ``ready(subject)`` is called once the input is known to be
+    an Inception net, its data and device found, before the measuring: what a refusal must not do goes there; the
+    subject's ``not_own`` says why the measurement is not the run's own ("" when it is: then its files go into the
+    run's folder), as the result's ``not_own`` does, its ``data`` and ``trained_on`` the datasets it reads and its net
+    trained on.
     ``warn`` gets the warning ``evaluate`` gives too, before the measuring: a net scored on another dataset's
     classes (:func:`cnnlab.evaluation.other_classes`)."""
     _check_branch_arguments(run, pretrained, train_images, test_images)
@@ -290,7 +291,7 @@ def analyze_branches(
     dev = resolve_device(device)
     if subject.warning:
         warn(subject.warning)
-    ready(subject.not_own)
+    ready(subject)
     model.to(dev).eval()  # in the memory format it was built in (every earlier analysis's numbers, to the bit)
     norm = subject.normalisation  # the net's own, as evaluate's: not the evaluated dataset's (they differ on others)
     train_loader = subset_loader(data.train_images, data.train_labels, batch_size, norm, dev, limit=train_images)

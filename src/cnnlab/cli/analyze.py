@@ -110,7 +110,7 @@ def _add_gradients_parser(sub) -> None:
 def cmd_branches(args) -> int:
     from cnnlab.analysis.branches import analyze_branches, format_branches
     from cnnlab.analysis.plots import plot_branches
-    from cnnlab.evaluation import check_not_own_folder
+    from cnnlab.evaluation import check_not_own_folder, check_not_read_by_net
 
     take_sigint()  # SIGTERM and SIGHUP too stop it as Ctrl-C does: between its files, no half folder (_write)
 
@@ -132,7 +132,10 @@ def cmd_branches(args) -> int:
     fresh = not args.out and run_dir is None
     folder = Path(args.out) if args.out else run_dir if run_dir and not is_running(run_dir) else None
 
-    def ready(not_own: str = "") -> None:
+    def ready(subject) -> None:
+        not_own = subject.not_own
+        if args.out or run_dir is None:  # nor where the net's own folder: dataset reads, --dataset given or not
+            check_not_read_by_net(subject, args.out or "runs", _named(args.out))
         if args.out and run_dir is not None:  # best.pt's, another dataset's analysis: not into the run's own folder
             check_not_own_folder(args.out, run_dir, not_own, "analysis")
         if args.out or run_dir is None or (folder is not None and not not_own):
@@ -158,10 +161,16 @@ def cmd_branches(args) -> int:
 
 def _check_not_read(dataset: str | None, out: str | None) -> None:
     """An analysis's folder (``--out``, or its own under runs/) where its ``folder:`` dataset would read it as a
-    class: refused before the measuring (:func:`cnnlab.data.folder.check_not_read`)."""
+    class: refused before the measuring (:func:`cnnlab.data.folder.check_not_read`); a net's analysis checks the
+    dataset its net trained on too, once the net is opened (``cmd_branches``' ``ready``)."""
     from cnnlab.data.folder import check_not_read  # numpy and Pillow (see the top of this module)
 
-    check_not_read(dataset, out or "runs", f"--out {out}" if out else "runs/ (where an analysis goes without --out)")
+    check_not_read(dataset, out or "runs", _named(out))
+
+
+def _named(out: str | None) -> str:
+    """An analysis's folder as a refusal names it."""
+    return f"--out {out}" if out else "runs/ (where an analysis goes without --out)"
 
 
 class _Folders:
