@@ -213,3 +213,24 @@ def test_a_report_on_other_data_never_goes_into_the_nets_training_folder(folder_
         assert not (data / "cats" / "rep").exists()
     code, out, err = run(["evaluate", str(run_dir), "--dataset", f"folder:{other}", "--out", "elsewhere"], capsys)
     assert code == 0 and (base / "elsewhere" / "summary.json").is_file(), err
+
+
+def test_a_checkpoint_named_model_never_exports_over_the_runs_model_safetensors(finished, tmp_path):
+    """(D8) ``cp OTHER/last.pt RUN/model`` (no suffix), ``export-weights RUN/model``: ``wrote RUN/model.safetensors``
+    over the run's own export of its last.pt (stem and name both ``model``, so the ndX rule for ``model.pt`` missed
+    it). Now ``export.default_weights_output`` keeps ``model.safetensors`` for last.pt alone: a ``model`` with no
+    suffix gives ``model.checkpoint.safetensors``."""
+    import shutil
+
+    from cnnlab.export import default_weights_output, export_safetensors
+
+    run = finished
+    assert export_safetensors(run) == run / "model.safetensors"
+    before = (run / "model.safetensors").read_bytes()
+    shutil.copyfile(run / "last.pt", run / "model")
+    assert export_safetensors(run / "model") == run / "model.checkpoint.safetensors"
+    assert (run / "model.safetensors").read_bytes() == before
+    nets = tmp_path / "nets"
+    assert [default_weights_output(nets / n).name for n in ("last.pt", "model", "MODEL", "model.pt", "b", "b.pt")] == [
+        "model.safetensors", "model.checkpoint.safetensors", "MODEL.checkpoint.safetensors", "model.pt.safetensors",
+        "b.safetensors", "b.safetensors"]

@@ -330,14 +330,19 @@ def default_output(checkpoint: Path, fmt: str) -> Path:
 def default_weights_output(checkpoint: Path) -> Path:
     """Beside the checkpoint, named after it as :func:`default_output` names export's files: a run's ``last.pt`` ->
     ``RUN/model.safetensors`` (the run's net, the name the docs give it), any other ``NAME.pt`` ->
-    ``NAME.safetensors`` (``RUN/best.safetensors``, ``RUN/teacher.safetensors``, ``nets/resnet.safetensors``), but a
-    ``model.pt`` (any case) -> ``model.pt.safetensors``: ``model.safetensors`` is last.pt's.
+    ``NAME.safetensors`` (``RUN/best.safetensors``, ``RUN/teacher.safetensors``, ``nets/resnet.safetensors``), but
+    ``model.safetensors`` (any case) is last.pt's alone: any other checkpoint whose name would give it keeps its whole
+    name, a ``model.pt`` -> ``model.pt.safetensors``, and one named ``model`` with no suffix ->
+    ``model.checkpoint.safetensors``.
     (All were ``model.safetensors``: an export of best.pt, of a run's teacher.pt or of another checkpoint in the same
-    folder replaced the run's own without a word; then still that of a ``model.pt`` beside last.pt.)"""
+    folder replaced the run's own without a word; then still that of a ``model.pt``, then of a ``model``, beside
+    last.pt.)"""
     if checkpoint.name == f"{DEFAULT_CHECKPOINT}.pt":
         return checkpoint.with_name("model.safetensors")
-    stem = checkpoint.name if checkpoint.stem.casefold() == "model" else checkpoint.stem
-    return checkpoint.with_name(stem + ".safetensors")
+    if checkpoint.stem.casefold() != "model":
+        return checkpoint.with_name(checkpoint.stem + ".safetensors")
+    whole = checkpoint.name if checkpoint.name != checkpoint.stem else checkpoint.name + ".checkpoint"
+    return checkpoint.with_name(whole + ".safetensors")
 
 
 def check_target(target: Path, source: Path | None, typed: bool) -> None:

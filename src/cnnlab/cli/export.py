@@ -76,7 +76,7 @@ def _add_export_weights_parser(sub) -> None:
                    help="output file, or a folder (a path ending in '/') to write the default name into (default: "
                         "beside the checkpoint, named after it: RUN/model.safetensors for a run's last.pt, "
                         "RUN/best.safetensors with --checkpoint best, NAME.safetensors for NAME.pt (model.pt.safetensors for "
-                        "model.pt); "
+                        "model.pt, model.checkpoint.safetensors for a model with no suffix); "
                         "MODEL-DATASET.safetensors here with --pretrained; never in cnnlab's shipped weights folder)")
     p.set_defaults(func=cmd_export_weights)
 
