@@ -132,9 +132,9 @@ def cmd_branches(args) -> int:
     fresh = not args.out and run_dir is None
     folder = Path(args.out) if args.out else run_dir if run_dir and not is_running(run_dir) else None
 
-    def ready(subject) -> None:
-        not_own = subject.not_own
-        if args.out or run_dir is None:  # nor where the net's own folder: dataset reads, --dataset given or not
+    def ready(subject=None) -> None:  # the opened net (analyze_branches' Subject)
+        not_own = subject.not_own if subject is not None else ""
+        if subject is not None and (args.out or run_dir is None):  # nor where the net's folder: dataset reads
             check_not_read_by_net(subject, args.out or "runs", _named(args.out))
         if args.out and run_dir is not None:  # best.pt's, another dataset's analysis: not into the run's own folder
             check_not_own_folder(args.out, run_dir, not_own, "analysis")
