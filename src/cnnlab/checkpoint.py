@@ -33,6 +33,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file as load_safetensors
 
 from cnnlab.config import other_run
+from cnnlab.data.dataset import same_data
 from cnnlab.errors import CheckpointError, CnnlabError, WriteError, first_line, shell_quoted
 from cnnlab.fileio import (as_path, atomic_write_bytes, atomic_write_text, cannot_read, exists, file_stamp, is_dir,
                            is_file, kind_of, read_json, reason, sha256_file, sidecar_hashes, usual_fix)
@@ -367,25 +368,32 @@ def load_checkpoint_and_digest(path: str | Path, expect_model: str | None = None
     return obj, digest_of_file
 
 
-def same_run_as(where: Path, config: dict | None = None, flag: str | None = None) -> Callable[[Path], bool]:
+def same_run_as(where: Path, saved: dict | None = None, flag: str | None = None) -> Callable[[Path], bool]:
     """Whether a checkpoint is of the run of ``where`` (the one resumed or measured): the settings a resume may not
-    change the same (:func:`cnnlab.config.other_run`), for :func:`cnnlab.runs.users_files` (a resume's, and a report's
-    or analysis's beside ``where``: the run's best.pt in a folder whose config.json is gone is the run's to both). One
+    change the same (:func:`cnnlab.config.other_run`), and its data the same data, wherever it lay (their records'
+    fingerprints: :func:`cnnlab.data.dataset.same_data`; a best.pt of a run on another ``idx:`` directory was taken for
+    the run's, its data "moved", and written over), for :func:`cnnlab.runs.users_files` (a resume's, and a report's or
+    analysis's beside ``where``: the run's best.pt in a folder whose config.json is gone is the run's to both). One
     that cannot be loaded as a checkpoint is not; ``where`` that cannot be is refused as its load refuses it. Each
-    file is loaded once; ``config``: ``where``'s settings, already loaded; ``flag``: :func:`load_checkpoint`'s."""
-    config_of = functools.cache(lambda path: load_checkpoint(path, flag=flag)["config"])
+    file is loaded once; ``saved``: ``where``'s checkpoint, already loaded; ``flag``: :func:`load_checkpoint`'s."""
+    record_of = functools.cache(lambda path: _run_record(load_checkpoint(path, flag=flag)))
 
     def same(path: Path) -> bool:
         try:
-            theirs = config_of(path)
+            theirs = record_of(path)
         except (CnnlabError, KeyError, TypeError):
             return False
-        own = config if config is not None else config_of(where)
+        own = _run_record(saved) if saved is not None else record_of(where)
         try:
-            return not other_run(own, theirs)
+            return not other_run(own[0], theirs[0], same_data(own[1], theirs[1]))
         except CnnlabError:  # settings no cnnlab wrote
             return False
     return same
+
+
+def _run_record(ckpt: dict) -> tuple[dict, dict | None]:
+    """A loaded checkpoint's settings and its record of its data (what :func:`same_run_as` compares)."""
+    return ckpt["config"], ckpt.get("data")
 
 
 def _check_run_config(path: Path, obj: dict) -> None:

@@ -549,18 +549,31 @@ ADJUSTABLE_FIELDS = ("data_dir", "save_every", "eval_batch_size", "tensorboard")
 RESUME_MAY_CHANGE = PROCESS_FIELDS + ADJUSTABLE_FIELDS + ("epochs",)
 
 
-def other_run(own: dict, other: dict) -> list[str]:
+def other_run(own: dict, other: dict, same_data: bool | None = None) -> list[str]:
     """The fields in which the saved settings ``other`` (a checkpoint's) are another run's than ``own`` (the run's
     config.json, or the checkpoint a resume continues): those a resume may not change (not
     :data:`RESUME_MAY_CHANGE`), each read as a run's config is (:meth:`TrainConfig.from_dict`: a field added since at
-    the value that reproduces the older run), in the order of :class:`TrainConfig`. Empty: the same run, perhaps at
-    another epoch, lengthened, resumed on another device, or resumed with its data moved (:func:`relocated`, as
-    :func:`resumed_config` takes it: the resume checks it is the same data). A :class:`CnnlabError` when either is no
-    run's config."""
+    the value that reproduces the older run), in the order of :class:`TrainConfig`. ``epochs`` differs where a resume
+    of ``own`` could not be given ``other``'s (:func:`epochs_change`: another length of a run whose schedule or clean
+    epochs depend on it). ``same_data``: whether the two runs' records of their data (their fingerprints:
+    ``cnnlab.data.dataset.same_data``) are of the same data; None where that is not known. ``dataset`` differs where
+    that data is other data (whatever its place is called), or where its place differs, unless the same data moved
+    (:func:`relocated`, as :func:`resumed_config` takes it: the resume checks it is the same data): any two ``idx:``
+    directories were taken for one moved, and another run's best.pt beside a resumed checkpoint was written over. Empty:
+    the same run, perhaps at another epoch, lengthened, resumed on another device, or with its data moved. A
+    :class:`CnnlabError` when either is no run's config."""
     mine, theirs = TrainConfig.from_dict(own), TrainConfig.from_dict(other)
-    return [f.name for f in fields(TrainConfig)
-            if f.name not in RESUME_MAY_CHANGE and getattr(mine, f.name) != getattr(theirs, f.name)
-            and not (f.name == "dataset" and relocated(mine.dataset, theirs.dataset))]
+
+    def differs(key: str) -> bool:
+        if key == "dataset":
+            return same_data is False or (mine.dataset != theirs.dataset
+                                          and not (same_data and relocated(mine.dataset, theirs.dataset)))
+        if key == "epochs":  # (None: a config written by hand, its recipe's)
+            return mine.epochs != theirs.epochs and (None in (mine.epochs, theirs.epochs)
+                                                     or bool(epochs_change(mine, theirs.epochs)))
+        return key not in RESUME_MAY_CHANGE and getattr(mine, key) != getattr(theirs, key)
+
+    return [f.name for f in fields(TrainConfig) if differs(f.name)]
 
 
 def flag(key: str) -> str:
@@ -669,15 +682,26 @@ def resumed_config(saved: TrainConfig, invocation: TrainConfig, changes: dict | 
         raise RunError(f"{naming.resume} continues a run with its own settings, and {named} would change it; "
                        f"drop {'them' if naming.api else 'these flags'}, or start a new run with {naming.new_run}")
     if epochs is not None:
-        asked = naming.setting("epochs", epochs)
-        how = "extended" if epochs > saved.epochs else "shortened"
-        if saved.clean_epochs and epochs != saved.epochs:
-            raise RunError(f"{asked}: the run trains its last {saved.clean_epochs} of {saved.epochs} epochs "
-                           f"without augmentation, and a run of another length would have augmented other epochs; "
-                           f"start a new run with {asked}")
-        if saved.schedule != "constant" and epochs != saved.epochs:
-            raise RunError(f"{asked}: the run's {saved.schedule} learning-rate schedule was planned for "
-                           f"{plural(saved.epochs, 'epoch')} and cannot be {how} without changing the rates already "
-                           f"used; start a new run with {asked}")
+        if why := epochs_change(saved, epochs, naming):
+            raise RunError(why)
         cfg.epochs = epochs
     return cfg
+
+
+def epochs_change(saved: TrainConfig, epochs: int, naming: Naming = FLAGS) -> str:
+    """Why a run of the settings ``saved`` cannot be given another number of ``epochs`` (a resume's ``--epochs``, or
+    a checkpoint of another length beside it: :func:`other_run`): its last epochs trained without augmentation
+    (``clean_epochs``), or a schedule planned over its length (any but a constant rate); "" where it can (the same
+    number, or a constant rate: the run lengthened or shortened)."""
+    if epochs == saved.epochs:
+        return ""
+    asked = naming.setting("epochs", epochs)
+    if saved.clean_epochs:
+        return (f"{asked}: the run trains its last {saved.clean_epochs} of {saved.epochs} epochs without augmentation, "
+                f"and a run of another length would have augmented other epochs; start a new run with {asked}")
+    if saved.schedule != "constant":
+        how = "extended" if epochs > saved.epochs else "shortened"
+        return (f"{asked}: the run's {saved.schedule} learning-rate schedule was planned for "
+                f"{plural(saved.epochs, 'epoch')} and cannot be {how} without changing the rates already used; "
+                f"start a new run with {asked}")
+    return ""

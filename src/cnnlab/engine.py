@@ -32,7 +32,7 @@ from cnnlab.config import (FLAGS, Naming, TrainConfig, other_run, recipe_values,
                            resumed_config, valid_threads)
 from cnnlab.data import BatchLoader, Dataset, check_data_dir, load_dataset, split_validation, validate_dataset
 from cnnlab.data.catalog import flip_warning
-from cnnlab.data.dataset import FINGERPRINT, describe_fingerprint_changes, fingerprint_changes
+from cnnlab.data.dataset import FINGERPRINT, describe_fingerprint_changes, fingerprint_changes, same_data
 from cnnlab.data.folder import check_not_read
 from cnnlab.data.loader import batch_beyond
 from cnnlab.devices import callers_autocast_off, resolve_device, set_threads, training_autocast, usable_cpus
@@ -391,9 +391,9 @@ def train(
         stack.enter_context(ranks.errors_explained())  # a dead peer: one line, not gloo's traceback
         ckpt, resumed = _resumed_checkpoint(plan), None
         if ckpt is not None:
-            own = _folders_config(plan)  # read once for both
-            _check_own_checkpoint(plan, ckpt, own)
-            saved = _saved_config(plan, ckpt, own)
+            record = _folders_config(plan)  # read once for both
+            _check_own_checkpoint(plan, ckpt, record)
+            saved = _saved_config(plan, ckpt, record)
             cfg = resumed_config(saved, cfg, changes, naming)
             state = TrainState.from_checkpoint(ckpt)  # (its processes: the part that saved it, whatever config.json says)
             resumed = ResumedThreads.of(plan, cfg.threads, "threads" in (changes or {}), naming, ranks.world_size,
@@ -800,54 +800,61 @@ class FolderGuard:
 
 
 def _folders_config(plan: RunPlan) -> dict | None:
-    """The settings config.json records in the folder a ``--resume FOLDER/FILE.pt`` (not last.pt) writes to; None for
+    """The record (settings, data) config.json holds in the folder a ``--resume FOLDER/FILE.pt`` (not last.pt) writes to; None for
     a last.pt, a checkpoint outside a run folder, or no readable config.json (nothing to tell the checkpoint's run
     from)."""
     if plan.run_dir is None or plan.resume_from.name == "last.pt":
         return None
     try:
-        own = read_json(plan.run_dir / "config.json", "config.json")["config"]
-        TrainConfig.from_dict(own)
+        record = read_json(plan.run_dir / "config.json", "config.json")
+        TrainConfig.from_dict(record["config"])
     except (CnnlabError, KeyError, TypeError, AttributeError):
         return None
-    return own
+    return record
 
 
-def _check_own_checkpoint(plan: RunPlan, ckpt: dict, own: dict | None) -> None:
+def _check_own_checkpoint(plan: RunPlan, ckpt: dict, record: dict | None) -> None:
     """``--resume FOLDER/FILE.pt`` continues the run of FOLDER, writing its files: refuse a checkpoint of another
     run there (a distilled run's ``teacher.pt``, the teacher's own, resumed in the student's folder, trained the
     teacher on and wrote it over the student; a colleague's checkpoint of the same net, data and seed at another
     --lr replaced the run's checkpoints, metrics and config.json with theirs). Another run's: any setting a resume
-    may not change differs from the folder's config.json (``own``; :func:`cnnlab.config.other_run`), every one named."""
+    may not change differs from the folder's config.json (``record``; :func:`cnnlab.config.other_run`; ``--epochs`` where the run's
+    schedule is planned over its length), or it trained on other data (the records of their data differ: a colleague's
+    checkpoint on another ``idx:`` directory was refused as "not the data the run trained on"), every one named."""
     where, run_dir = plan.resume_from, plan.run_dir
     if run_dir is None or where.name == "last.pt":
         return
     again = f"resume the run itself with 'cnnlab train --resume {shell_quoted(str(run_dir))}', or copy the file into a folder of its own"
     if where.name == TEACHER_FILE:
         raise RunError(f"--resume {where}: the copy of this run's teacher, not the run's own checkpoint; {again}")
-    if own is None:
+    if record is None:
         return  # no readable config.json: nothing to tell the checkpoint's run from
     try:
-        differs = other_run(own, ckpt["config"])
+        own, data = record["config"], record.get("data")
+        differs = other_run(own, ckpt["config"], same_data(data, ckpt.get("data")))
         theirs, mine = (TrainConfig.from_dict(c) for c in (ckpt["config"], own))
     except (CnnlabError, KeyError, TypeError, AttributeError):
         return
     if differs:
-        def named(cfg: TrainConfig) -> str:
-            return ", ".join(f"{k} {getattr(cfg, k)!r}" for k in differs[:3]) + (", ..." if len(differs) > 3 else "")
-        raise RunError(f"--resume {where}: a checkpoint of another run ({named(theirs)}) than the one in {run_dir} "
-                       f"({named(mine)}); {again}")
+        def named(cfg: TrainConfig, other_data: str = "") -> str:
+            said = [f"{k} {getattr(cfg, k)!r}" + (other_data if k == "dataset" else "") for k in differs[:3]]
+            return ", ".join(said) + (", ..." if len(differs) > 3 else "")
+        # the same place, other data: that run's records of it differ from this run's (never "your data changed")
+        other = (f" with other contents than this run's: {describe_fingerprint_changes(data, ckpt['data'])}"
+                 if theirs.dataset == mine.dataset and isinstance(ckpt.get("data"), dict) else "")
+        raise RunError(f"--resume {where}: a checkpoint of another run ({named(theirs, other)}) than the one in "
+                       f"{run_dir} ({named(mine)}); {again}")
 
 
-def _saved_config(plan: RunPlan, ckpt: dict, own: dict | None) -> TrainConfig:
+def _saved_config(plan: RunPlan, ckpt: dict, record: dict | None) -> TrainConfig:
     """The settings a resume continues: the checkpoint's, its data's place the one the run's config.json records
     where a resume since took that data moved (:func:`cnnlab.config.relocated`): the run's best.pt saved before the
     move names the old place, gone, which sent the resume of the run's own best.pt to ``--dataset`` (the resume's
-    data check still verifies it is the same data; ``own``: :func:`_folders_config`, None: the checkpoint's place)."""
+    data check still verifies it is the same data; ``record``: :func:`_folders_config`, None: the checkpoint's place)."""
     saved = TrainConfig.from_dict(ckpt["config"])
-    if own is None:
+    if record is None:
         return saved
-    place = TrainConfig.from_dict(own).dataset
+    place = TrainConfig.from_dict(record["config"]).dataset
     return replace(saved, dataset=place) if relocated(saved.dataset, place) else saved
 
 

@@ -250,7 +250,7 @@ def open_subject(path: str | Path | None = None, *, which: str = "last", weights
     if split == "val":
         data = _validation_data(data, cfg, ckpt, trained_on)
         not_own = "it is the validation split, not the test set"
-    elif not not_own and (theirs := users_files(ckpt.parent, ckpt, same_run_as(ckpt, cfg))):  # a copy among theirs
+    elif not not_own and (theirs := users_files(ckpt.parent, ckpt, same_run_as(ckpt, state))):  # a copy among theirs
         not_own = f"{ckpt.parent} is not a run folder (it holds {theirs})"
     elif not not_own and (changed := changed_data(state.get("data"), data)):
         not_own = changed

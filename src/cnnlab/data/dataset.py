@@ -107,6 +107,16 @@ def fingerprint_changes(recorded: dict, now: dict, keys: tuple[str, ...] = FINGE
     return [k for k in keys if k in recorded and k in now and not _same(recorded[k], now[k])]
 
 
+def same_data(recorded, other) -> bool | None:
+    """Whether two runs' records of their data (:meth:`Dataset.info`: a run's config.json's, a checkpoint's) are of
+    the same data, wherever it lay (:func:`fingerprint_changes` finds no difference); None where either is no record
+    (a file of a very old cnnlab, or edited) or they share no key to compare: it is not known."""
+    if not isinstance(recorded, dict) or not isinstance(other, dict) \
+            or not any(k in recorded and k in other for k in FINGERPRINT):
+        return None
+    return not fingerprint_changes(recorded, other)
+
+
 def describe_fingerprint_changes(recorded: dict, now: dict) -> str:
     """:func:`fingerprint_changes` in words for a message ("the test images or labels differ"); empty when nothing
     changed. A split's CRC-32 is left out beside a change that says its images differ (its size; the train
