@@ -7,14 +7,18 @@ that left it damaged (D5), and a user's own PNG under a figure's name written ov
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from cnnlab.cli import main
-from cnnlab.config import other_run
-from conftest import one_line, trained_once, write_idx_dataset
+from cnnlab.config import TrainConfig, other_run
+from conftest import one_line, tiny_config, trained_once, write_idx_dataset
+from test_distributed import free_port
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +137,66 @@ def test_other_run_lets_a_constant_rate_run_be_lengthened_and_nothing_else():
     assert other_run(base, {**base, "epochs": 5}) == []
     assert other_run({**base, "schedule": "cosine"}, {**base, "schedule": "cosine", "epochs": 5}) == ["epochs"]
     assert other_run({**base, "clean_epochs": 1}, {**base, "clean_epochs": 1, "epochs": 5}) == ["epochs"]
+
+
+# ----------------------------------------------------------------------------- D4: ranks with other settings
+
+
+def test_hand_started_ranks_with_another_lr_are_refused_in_one_line_each_before_any_step(tmp_path):
+    """D4. Two hand-started ranks (as on two machines), rank 1 typed --lr 0.1: both trained, each at its own rate on
+    averaged gradients, config.json naming rank 0's; another --batch-size aborted in gloo's C++, another --epochs hung
+    both. Now engine.refuse_other_ranks gathers the resolved settings (config.rank_settings) with the data's
+    fingerprint, and every rank refuses before any step."""
+    folders = [tmp_path / "m0", tmp_path / "m1"]
+    for folder in folders:
+        write_idx_dataset(folder / "data")
+    out = tmp_path / "run"
+    common = ["train", "--model", "basic_cnn", "--dataset", "idx:data", "--epochs", "1", "--batch-size", "32",
+              "--device", "cpu", "--threads", "1", "--quiet", "--out", str(out)]
+    done = _two_ranks_with(folders, [common + ["--lr", "0.01"], common + ["--lr", "0.1"]])
+    line = ("the group's processes were started with other settings: rank 1's --lr 0.1 is not rank 0's --lr 0.01; "
+            "start every process with the same command\n")
+    assert [d.returncode for d in done] == [2, 2], [d.stderr for d in done]
+    assert done[0].stderr == f"cnnlab: error: {line}", done[0].stderr
+    assert done[1].stderr == f"cnnlab: error: rank 1: {line}", done[1].stderr
+    assert "step" not in done[0].stdout and not out.exists()
+
+
+def _two_ranks_with(folders: list[Path], commands: list[list[str]]) -> list[subprocess.CompletedProcess]:
+    """Two hand-started ranks of one group (test_distD_s45's), each in its own folder and with its own command."""
+    port, procs = free_port(), []
+    for rank, (folder, args) in enumerate(zip(folders, commands)):
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "RANK": str(rank), "LOCAL_RANK": str(rank),
+               "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
+               "CNNLAB_JOIN_TIMEOUT": "60"}
+        procs.append(subprocess.Popen([sys.executable, "-m", "cnnlab", *args], cwd=folder, env=env, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    done = []
+    for proc in procs:
+        try:
+            out, err = proc.communicate(timeout=150)
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            pytest.fail("the ranks did not end (a hang: the very defect)")
+        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    return done
+
+
+def test_the_ranks_compare_every_setting_but_each_processs_own():
+    """D4: what the ranks compare: not the device, threads, allocator or the places of their files (their data is
+    compared by its fingerprint), but --epochs, --max-steps, --eval-batch-size and whether there is a teacher."""
+    from cnnlab.config import rank_settings
+    from cnnlab.engine import _refuse_other_settings
+    from cnnlab.errors import CnnlabError
+
+    cfg = tiny_config(Path("/m0/data")).resolve()
+    other = TrainConfig(**{**cfg.__dict__, "dataset": "idx:/m1/data", "device": "cuda", "threads": 3,
+                           "malloc_tuning": False, "data_dir": None, "tensorboard": True})
+    _refuse_other_settings(1, rank_settings(cfg), rank_settings(other))
+    for key, value, said in (("epochs", 2, "rank 1's --epochs 2 is not rank 0's --epochs 1;"),
+                             ("max_steps", 5, "rank 1's --max-steps 5 is not rank 0's --max-steps 0;"),
+                             ("channels_last", False, "rank 1's --no-channels-last is not rank 0's --channels-last;"),
+                             ("teacher", "/t/last.pt", "rank 1's --teacher is not rank 0's no --teacher;")):
+        with pytest.raises(CnnlabError, match=said):
+            _refuse_other_settings(1, rank_settings(cfg), rank_settings(TrainConfig(**{**cfg.__dict__, key: value})))

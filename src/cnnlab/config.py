@@ -576,6 +576,22 @@ def other_run(own: dict, other: dict, same_data: bool | None = None) -> list[str
     return [f.name for f in fields(TrainConfig) if differs(f.name)]
 
 
+#: The settings that are each process's own in a torchrun group (:func:`rank_settings`): how it runs (its device,
+#: threads, allocator), where its machine keeps its files (its data's place, whose contents the ranks compare by their
+#: fingerprint instead, and its ``--data-dir``), and ``tensorboard``, written by rank 0 alone.
+RANK_OWN_FIELDS = ("device", "threads", "malloc_tuning", "data_dir", "dataset", "tensorboard")
+
+
+def rank_settings(cfg: TrainConfig) -> dict:
+    """What every process of a torchrun group must have the same of its resolved settings, for the ranks to compare
+    (``engine.refuse_other_data_on_ranks``): every field but :data:`RANK_OWN_FIELDS`, ``teacher`` as whether there is
+    one (its file's place is its machine's). Ranks started by hand with other flags trained each at its own --lr on
+    averaged gradients, aborted in gloo's C++ (another --batch-size) or hung at the end (another --epochs)."""
+    values = {f.name: getattr(cfg, f.name) for f in fields(TrainConfig) if f.name not in RANK_OWN_FIELDS}
+    values["teacher"] = cfg.teacher is not None
+    return values
+
+
 def flag(key: str) -> str:
     return "--" + key.replace("_", "-")
 

@@ -28,8 +28,8 @@ from cnnlab import observers as obs
 from cnnlab.augment import parse_augment
 from cnnlab.checkpoint import (EpochSums, TrainState, check_checkpoint_file, copy_checkpoint, load_checkpoint, same_run_as,
                                sidecar)
-from cnnlab.config import (FLAGS, Naming, TrainConfig, other_run, recipe_values, recorded_threads, relocated,
-                           resumed_config, valid_threads)
+from cnnlab.config import (FLAGS, Naming, TrainConfig, flag, flag_with_value, other_run, rank_settings, recipe_values,
+                           recorded_threads, relocated, resumed_config, valid_threads)
 from cnnlab.data import BatchLoader, Dataset, check_data_dir, load_dataset, split_validation, validate_dataset
 from cnnlab.data.catalog import flip_warning
 from cnnlab.data.dataset import FINGERPRINT, describe_fingerprint_changes, fingerprint_changes, same_data
@@ -878,7 +878,7 @@ def build_trainer(cfg: TrainConfig, ranks: Dist, plan: RunPlan, dataset: Dataset
     if dataset is not None:
         validate_dataset(dataset)  # load_dataset checks what it returns; a Dataset passed in is checked here
     info = data.info()
-    refuse_other_data_on_ranks(ranks, info)
+    refuse_other_ranks(ranks, info, cfg)
     now = torch.get_num_threads() if device.type == "cpu" else None
     said = rerun_warnings(data, ranks.world_size, *rerun_of, threads_now=now) if rerun_of is not None else []
     if resumed is not None and now is not None:
@@ -918,26 +918,55 @@ def build_trainer(cfg: TrainConfig, ranks: Dist, plan: RunPlan, dataset: Dataset
         run_dir=plan.run_dir, log=say, keep_eval_outputs=keep)
 
 
-def refuse_other_data_on_ranks(ranks: Dist, info: dict) -> None:
+def refuse_other_ranks(ranks: Dist, info: dict, cfg: TrainConfig) -> None:
     """Under torchrun each rank loads the data itself (its machine's cache, ``--data-dir`` or ``idx:``/``folder:``
-    directory): the ranks compare what they loaded (``info``'s fingerprint: sizes, classes, statistics, CRC-32s),
-    and data that differs is refused on every rank, before any step, in one line naming the rank (other sizes
-    aborted a rank in gloo's C++; other labels trained the group on a mixture without a word, config.json naming
-    rank 0's data alone). Rank 0's record of its data then speaks for every rank. A process alone: no collective."""
-    first, *others = ranks.all_gather({k: info.get(k) for k in ("name", *FINGERPRINT)})
+    directory), and on several machines each was started by its own command: the ranks compare what they loaded
+    (``info``'s fingerprint: sizes, classes, statistics, CRC-32s) and the settings they train with
+    (:func:`cnnlab.config.rank_settings`: every one that changes the math or the schedule), in one all-gather, and a
+    difference is refused on every rank, before any step, in one line naming the rank (other data: other sizes aborted
+    a rank in gloo's C++, other labels trained the group on a mixture without a word; other settings: another --lr
+    trained each rank at its own rate, another --batch-size aborted in gloo's C++, another --epochs hung both ranks at
+    the end). Rank 0's record of its data and settings then speaks for every rank. A process alone: no collective."""
+    first, *others = ranks.all_gather({"data": {k: info.get(k) for k in ("name", *FINGERPRINT)},
+                                       "settings": rank_settings(cfg)})
     for rank, theirs in enumerate(others, 1):
-        changed = fingerprint_changes(first, theirs)
-        if not changed:
-            continue
-        whose = (f"rank {rank}'s {first['name']} is not rank 0's" if theirs["name"] == first["name"] else
-                 f"rank {rank}'s data ({theirs['name']}) is not rank 0's ({first['name']})")
-        sizes = "" if not {"train_size", "test_size"} & set(changed) else (
-            f" ({theirs['train_size']:,} train / {theirs['test_size']:,} test images against {first['train_size']:,} / "
-            f"{first['test_size']:,})")
-        raise CnnlabError(printable(f"the group's processes loaded other data: {whose}: "
-                                    f"{describe_fingerprint_changes(first, theirs)}{sizes}; give every process the "
-                                    "same data (the same files in each machine's cache, --data-dir or idx:/folder: "
-                                    "directory)"))
+        _refuse_other_data(rank, first["data"], theirs["data"])
+        _refuse_other_settings(rank, first["settings"], theirs["settings"])
+
+
+def _refuse_other_data(rank: int, first: dict, theirs: dict) -> None:
+    """:func:`refuse_other_ranks`' refusal of rank ``rank``'s data, which differs from rank 0's (``first``)."""
+    changed = fingerprint_changes(first, theirs)
+    if not changed:
+        return
+    whose = (f"rank {rank}'s {first['name']} is not rank 0's" if theirs["name"] == first["name"] else
+             f"rank {rank}'s data ({theirs['name']}) is not rank 0's ({first['name']})")
+    sizes = "" if not {"train_size", "test_size"} & set(changed) else (
+        f" ({theirs['train_size']:,} train / {theirs['test_size']:,} test images against {first['train_size']:,} / "
+        f"{first['test_size']:,})")
+    raise CnnlabError(printable(f"the group's processes loaded other data: {whose}: "
+                                f"{describe_fingerprint_changes(first, theirs)}{sizes}; give every process the "
+                                "same data (the same files in each machine's cache, --data-dir or idx:/folder: "
+                                "directory)"))
+
+
+def _refuse_other_settings(rank: int, first: dict, theirs: dict) -> None:
+    """:func:`refuse_other_ranks`' refusal of rank ``rank``'s settings where one differs from rank 0's (``first``):
+    the first that differs named as the command line gives it, and how many more do."""
+    differs = [k for k in first if theirs.get(k) != first[k]]
+    if not differs:
+        return
+
+    def given(key: str, value) -> str:
+        if key == "teacher":  # (whether there is one: its place is its machine's)
+            return "--teacher" if value else "no --teacher"
+        return flag_with_value(key, value) if value is not None else f"{flag(key)} unset"
+
+    key = differs[0]
+    more = f" (and {plural(len(differs) - 1, 'other setting')})" if len(differs) > 1 else ""
+    raise CnnlabError(printable(f"the group's processes were started with other settings: rank {rank}'s "
+                                f"{given(key, theirs.get(key))} is not rank 0's {given(key, first[key])}{more}; start "
+                                "every process with the same command"))
 
 
 def uneven_batch(batch: int, world_size: int, resumed: ResumedThreads | None = None) -> str:
