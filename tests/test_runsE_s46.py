@@ -7,6 +7,7 @@ that left it damaged (D5), and a user's own PNG under a figure's name written ov
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -200,3 +201,49 @@ def test_the_ranks_compare_every_setting_but_each_processs_own():
                              ("teacher", "/t/last.pt", "rank 1's --teacher is not rank 0's no --teacher;")):
         with pytest.raises(CnnlabError, match=said):
             _refuse_other_settings(1, rank_settings(cfg), rank_settings(TrainConfig(**{**cfg.__dict__, key: value})))
+
+
+# ----------------------------------------------------------------------------- D5: a damaged last.pt, best.pt at the end
+
+
+def test_a_finished_runs_damaged_last_pt_is_written_again_by_the_resume_its_advice_names(tmp_path, monkeypatch,
+                                                                                        capsys):
+    """D5. A finished run whose last.pt was cut short, its best.pt saved at its last step: following the advice
+    `--resume r/best.pt` only re-evaluated it, and last.pt stayed damaged (the same refusal next time). Now
+    engine._recover_last writes best.pt as last.pt again (the same bytes the run saved), and the run is whole."""
+    monkeypatch.chdir(tmp_path)
+    run = _run_on(write_idx_dataset(tmp_path / "D"), tmp_path / "r", "--epochs", "2", "--lr", "0.01")
+    saved = (run / "last.pt").read_bytes()
+    assert saved == (run / "best.pt").read_bytes()  # its last epoch was its best: one position, saved twice
+    with open(run / "last.pt", "r+b") as fh:
+        fh.truncate(20000)
+    capsys.readouterr()
+    assert _train("--resume", "r") == 2
+    assert "use its best.pt (--resume r/best.pt)" in one_line(capsys)
+    assert _train("--resume", "r/best.pt") == 0
+    out = capsys.readouterr().out
+    assert ("note: r/last.pt could not be read (damaged); its best.pt was saved at the same position, the run's end "
+            "(step 16), and is written as last.pt again: the run is whole") in out, out
+    assert (run / "last.pt").read_bytes() == saved
+    assert (run / "last.pt.sha256").read_text().split()[0] == (run / "best.pt.sha256").read_text().split()[0]
+    assert main(["runs", "--root", ".", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["status"], r["detail"]) for r in rows] == [("finished", "")], rows
+    assert main(["evaluate", "r", "--no-report"]) == 0
+
+
+def test_a_best_pt_before_the_runs_end_leaves_a_damaged_last_pt_to_the_training(tmp_path, monkeypatch, capsys):
+    """D5's limit: best.pt of an earlier position is not the run's end, and is never written as last.pt: the resume
+    from it trains on (and saves last.pt as it goes)."""
+    from cnnlab.engine import train
+
+    monkeypatch.chdir(tmp_path)
+    data = write_idx_dataset(tmp_path / "D")
+    run = tmp_path / "r"
+    train(tiny_config(data, epochs=3, max_steps=12), out=run, quiet=True, log=lambda m: None)  # stopped in epoch 2
+    damaged = (run / "last.pt").read_bytes()[:20000]
+    (run / "last.pt").write_bytes(damaged)
+    capsys.readouterr()
+    assert _train("--resume", "r/best.pt", "--max-steps", "10") == 0  # at step 8, trains to 10
+    assert "could not be read" not in capsys.readouterr().out
+    assert (run / "last.pt").read_bytes() != damaged

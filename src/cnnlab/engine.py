@@ -1088,6 +1088,7 @@ def restore(t: Trainer, ckpt: dict, plan: RunPlan) -> None:
     t.resumed = True
     where = plan.run_dir or plan.resume_from
     _recover_best(t, plan.resume_from, where)
+    _recover_last(t, plan.resume_from)
     _metrics_from_history(t, plan.resume_from)
     # what this part changes in config.json (the epochs it extends the run to, its processes, threads, evaluation
     # batch) is written with its first checkpoint: a resume killed before it saved leaves the run as it was
@@ -1170,6 +1171,34 @@ def _recover_best(t: Trainer, source: Path, where) -> None:
     t.say(f"warning: {printable(str(where))} has no best.pt: its best epoch ({epoch}, {s.best:.2f}%) was never saved "
           "(a full disk, or a kill while saving); best.pt will hold the best of the epochs from here on")
     s.best = None
+
+
+def _recover_last(t: Trainer, source: Path) -> None:
+    """A run whose last.pt is damaged (cut short, altered), resumed from its best.pt as that last.pt's refusal advises
+    (:func:`cnnlab.runs.checkpoint_fix`: ``--resume RUN/best.pt``), where best.pt holds the run's end: every epoch its
+    config.json gives, or the stop on --target-accuracy. The run saved last.pt and best.pt from that one position
+    (``observers.CheckpointSaver``: the same payload, last.pt first), so best.pt is what last.pt was: written as last.pt
+    again, byte for byte with its sidecar (:func:`copy_checkpoint`), with one line. Such a resume re-evaluated the
+    run, wrote no last.pt, and the run stayed damaged (``cnnlab runs``; the same refusal next time). A best.pt of an
+    earlier position is left alone: the resume trains from it, and saves last.pt as it goes."""
+    s, last = t.state, source.parent / "last.pt"
+    if t.run_dir is None or source.name != "best.pt" or not is_file(last, if_unknown=False):
+        return
+    record = read_run_json(t.run_dir / "config.json") or {}
+    config = record.get("config") if isinstance(record.get("config"), dict) else {}
+    at_end = (s.batch == 0 and s.epoch == config.get("epochs")
+              or s.target is not None and s.target.get("step") == s.step)
+    if not at_end:
+        return
+    try:
+        load_checkpoint(last)
+        return  # whole: the run's own
+    except CnnlabError:
+        pass
+    t.check_folder()
+    copy_checkpoint(source, last)
+    t.say(printable(f"note: {last} could not be read (damaged); its best.pt was saved at the same position, "
+                    f"the run's end (step {s.step}), and is written as last.pt again: the run is whole"))
 
 
 def _holds_step(path: Path, step: int) -> bool:
