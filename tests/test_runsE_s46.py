@@ -7,6 +7,7 @@ that left it damaged (D5), and a user's own PNG under a figure's name written ov
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -14,7 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from cnnlab.cli import main
 from cnnlab.config import TrainConfig, other_run
@@ -247,3 +250,59 @@ def test_a_best_pt_before_the_runs_end_leaves_a_damaged_last_pt_to_the_training(
     assert _train("--resume", "r/best.pt", "--max-steps", "10") == 0  # at step 8, trains to 10
     assert "could not be read" not in capsys.readouterr().out
     assert (run / "last.pt").read_bytes() != damaged
+
+
+# ----------------------------------------------------------------------------- D6: a user's PNG of a figure's name
+
+
+def _png(**kwargs) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray((np.random.default_rng(1).random((30, 40, 3)) * 255).astype("uint8")).save(buf, "PNG", **kwargs)
+    return buf.getvalue()
+
+
+def test_a_users_png_under_a_figures_name_is_theirs_and_is_not_written_over(run_da, tmp_path, monkeypatch, capsys):
+    """D6. A user's own curves.png beside a run's last.pt copied into their folder was replaced by the run's figure:
+    any PNG counted as the run's. Now cnnlab's figures carry fileio.FIGURE_MARK (a PNG text chunk), and
+    runs._written_by_run takes a PNG for the run's only with it; the run's own figure still is."""
+    from cnnlab.fileio import png_marked
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("curves.png", "confusion.png", "mistakes.png"):
+        assert png_marked(io.BytesIO((run_da / name).read_bytes())), name
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "curves.png").write_bytes(_png())
+    shutil.copy(run_da / "last.pt", proj / "model.pt")
+    before = _snapshot(proj)
+    capsys.readouterr()
+    assert _train("--resume", "proj/model.pt", "--epochs", "2", "--max-steps", "10") == 2
+    assert "proj is not a run folder (it holds 'curves.png')" in one_line(capsys)
+    assert _snapshot(proj) == before
+    (proj / "curves.png").write_bytes((run_da / "curves.png").read_bytes())  # the run's own figure
+    assert _train("--resume", "proj/model.pt", "--epochs", "2", "--max-steps", "10") == 0
+
+
+def test_every_figure_cnnlab_saves_carries_its_mark_and_another_pngs_text_does_not_count(tmp_path):
+    """D6: both ways cnnlab saves a figure (Pillow's drawing.save_png, matplotlib's plots.save_figure) mark it; a PNG
+    with other text (matplotlib's own Software line) or none is not cnnlab's."""
+    from PIL import PngImagePlugin
+    from matplotlib.figure import Figure
+
+    from cnnlab.drawing import save_png
+    from cnnlab.fileio import FIGURE_MARK, png_marked
+    from cnnlab.plots import save_figure
+
+    save_png(Image.new("RGB", (20, 10)), tmp_path / "a.png")
+    fig = Figure()
+    fig.add_subplot().plot([1, 2])
+    save_figure(fig, tmp_path / "b.png")
+    for name in ("a.png", "b.png"):
+        with open(tmp_path / name, "rb") as fh:
+            assert png_marked(fh), name
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", "Matplotlib version3.9")
+    assert not png_marked(io.BytesIO(_png(pnginfo=info)))
+    assert not png_marked(io.BytesIO(_png()))
+    assert not png_marked(io.BytesIO(b"\x89PNG\r\n\x1a\n" + b"\0\0\0\x0fIDAT" + b"Software\0cnnlab"))
+    assert FIGURE_MARK == ("Software", "cnnlab")

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
-from cnnlab.fileio import atomic_write_bytes
+from cnnlab.fileio import FIGURE_MARK, atomic_write_bytes
 from cnnlab.text import INVISIBLE, reads_as
 
 FONT_SIZE, TITLE_SIZE = 12, 14
@@ -286,9 +286,12 @@ def rotated_text(text: str, f, colour, degrees: float) -> Image.Image:
 
 
 def save_png(image: Image.Image, path) -> Path:
-    """Write ``image`` as PNG atomically (never a half-written picture)."""
+    """Write ``image`` as PNG atomically (never a half-written picture), marked as cnnlab's figure
+    (:data:`cnnlab.fileio.FIGURE_MARK`: a resume tells it from a user's image of the same name)."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text(*FIGURE_MARK)
     buf = io.BytesIO()
-    image.save(buf, format="PNG", optimize=False)
+    image.save(buf, format="PNG", optimize=False, pnginfo=info)
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)
 

@@ -856,6 +856,31 @@ def open_if_regular(path: str | Path) -> tuple[BinaryIO | None, os.stat_result]:
     return None, st
 
 
+#: The PNG text chunk (keyword, text) every figure cnnlab draws carries (``drawing.save_png``, ``plots.save_figure``),
+#: right after the image header: what tells a run's curves.png from a user's image of that name (:func:`png_marked`).
+FIGURE_MARK = ("Software", "cnnlab")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: How far into a PNG :func:`png_marked` looks for the mark (cnnlab writes it at byte 33).
+_PNG_HEAD = 4096
+
+
+def png_marked(stream: BinaryIO, mark: tuple[str, str] = FIGURE_MARK) -> bool:
+    """Whether the open file ``stream`` is a PNG that carries the text chunk ``mark`` before its pixels (among the
+    chunks of its first bytes): a figure cnnlab drew (:data:`FIGURE_MARK`), not any PNG of the same name."""
+    head = read_at_most(stream, _PNG_HEAD)
+    if not isinstance(head, bytes) or not head.startswith(_PNG_SIGNATURE):
+        return False
+    wanted, at = mark[0].encode("latin-1") + b"\0" + mark[1].encode("latin-1"), len(_PNG_SIGNATURE)
+    while at + 8 <= len(head):
+        size, kind = int.from_bytes(head[at:at + 4], "big"), head[at + 4:at + 8]
+        if kind in (b"IDAT", b"IEND"):
+            return False
+        if kind == b"tEXt" and head[at + 8:at + 8 + size] == wanted:
+            return True
+        at += 12 + size  # length, type, data, CRC
+    return False
+
+
 #: The most one ``read`` of :func:`read_at_most` asks for.
 READ_CHUNK = 1 << 20
 

@@ -28,7 +28,7 @@ from cnnlab.drawing import one_line as _one_line
 from cnnlab.drawing import MARKERS_MOST, shorten
 from cnnlab.drawing import font as _font
 from cnnlab.errors import printable
-from cnnlab.fileio import atomic_write_bytes
+from cnnlab.fileio import FIGURE_MARK, atomic_write_bytes
 from cnnlab.text import display_width
 
 if TYPE_CHECKING:
@@ -41,9 +41,10 @@ FEW_EPOCHS = 5
 
 
 def save_figure(fig: Figure, path: str | Path, **savefig_kwargs) -> Path:
-    """Render ``fig`` once as PNG and write it atomically (never a half-written image)."""
+    """Render ``fig`` once as PNG and write it atomically (never a half-written image), marked as cnnlab's figure
+    (:data:`cnnlab.fileio.FIGURE_MARK`, in place of matplotlib's own ``Software`` text)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, **savefig_kwargs)
+    fig.savefig(buf, format="png", dpi=DPI, metadata=dict([FIGURE_MARK]), **savefig_kwargs)
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)
 

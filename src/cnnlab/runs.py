@@ -36,8 +36,8 @@ from cnnlab.errors import (DIVERGED, DIVERGED_KEPT, CnnlabError, DataUnreadable,
 from cnnlab.text import plural
 from cnnlab.fileio import (NO_INODES, RUN_FILE_LIMIT, as_path, atomic_write_text, exists, in_the_way, is_dir, is_file,
                            is_loop, kind_of, lexists, link_trouble, make_dirs, mode_kind, not_a_folder, nowhere,
-                           open_if_regular, out_of_room, protection_of, reason, remove_stale_temp_files_in, resolved,
-                           sha256_of, sidecar_hashes, usual_fix, write_error)
+                           open_if_regular, out_of_room, png_marked, protection_of, reason, remove_stale_temp_files_in,
+                           resolved, sha256_of, sidecar_hashes, usual_fix, write_error)
 
 METRIC_FIELDS = [
     "epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr", "seconds",
@@ -365,12 +365,13 @@ _WRITTEN_WHOLE = ("config.json", "summary.json", "metrics.csv", "branches.json")
 #: what each is when cnnlab wrote it (:func:`_written_by_run`). The others of :data:`RUN_FILES` are left alone.
 _WRITTEN_OVER = frozenset({*_WRITTEN_WHOLE, "status.json", "curves.png", "confusion.png", "mistakes.png",
                            "branches.png", *(f"{c}.pt{s}" for c in CHECKPOINTS for s in ("", ".sha256"))})
-_PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def _written_by_run(path: Path, same_run: Callable[[Path], bool] | None) -> bool:
     """Whether ``path``, a file of :data:`_WRITTEN_OVER` beside a resumed checkpoint, is as its run writes it: its
-    config.json, summary.json and metrics.csv (:func:`_cnnlab_file`), its status record, a PNG figure, or a
+    config.json, summary.json and metrics.csv (:func:`_cnnlab_file`), its status record, a figure cnnlab drew (a PNG
+    with its mark, :func:`cnnlab.fileio.png_marked`: any PNG of the name counted, and a user's curves.png was written
+    over; a figure of a cnnlab before the mark is the user's too, which only refuses the resume, losing nothing), or a
     checkpoint of the same run (``same_run``), a sidecar with its checkpoint (one without its checkpoint is a save's
     left over). What cannot be read now (an input/output error) is one line naming it."""
     if path.name.endswith(".sha256"):
@@ -386,7 +387,7 @@ def _written_by_run(path: Path, same_run: Callable[[Path], bool] | None) -> bool
         except (CnnlabError, OSError):
             return False
         with stream if stream is not None else contextlib.nullcontext():
-            return stream is not None and stream.read(len(_PNG)) == _PNG
+            return stream is not None and png_marked(stream)
     return _cnnlab_file(path)
 
 
