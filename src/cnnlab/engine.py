@@ -818,9 +818,10 @@ def _check_own_checkpoint(plan: RunPlan, ckpt: dict, record: dict | None) -> Non
     run there (a distilled run's ``teacher.pt``, the teacher's own, resumed in the student's folder, trained the
     teacher on and wrote it over the student; a colleague's checkpoint of the same net, data and seed at another
     --lr replaced the run's checkpoints, metrics and config.json with theirs). Another run's: any setting a resume
-    may not change differs from the folder's config.json (``record``; :func:`cnnlab.config.other_run`; ``--epochs`` where the run's
-    schedule is planned over its length), or it trained on other data (the records of their data differ: a colleague's
-    checkpoint on another ``idx:`` directory was refused as "not the data the run trained on"), every one named."""
+    may not change differs from the folder's config.json (``record``, :func:`_folders_config`;
+    :func:`cnnlab.config.other_run`; ``--epochs`` where the run's schedule is planned over its length), or it trained
+    on other data (the records of their data differ: a colleague's checkpoint on another ``idx:`` directory was
+    refused as "not the data the run trained on"), every one named."""
     where, run_dir = plan.resume_from, plan.run_dir
     if run_dir is None or where.name == "last.pt":
         return
