@@ -612,7 +612,9 @@ def _record_outcome(t: Trainer, result: TrainResult) -> None:
         return
     if t.step_limits:  # a resume: the step limit it kept may be one the run has trained past since (saved_config)
         _write_config(t, trained=t.after_first_save is None)
-    why = {"step limit": f"--max-steps {t.cfg.max_steps}: resume to go on",
+    # the limit config.json keeps: a resume that trained nothing, at a --max-steps under the run's step, stands where
+    # the run's own limit stopped it (it said "--max-steps 5" of a run at step 12, whose config.json says 12)
+    why = {"step limit": f"--max-steps {t.saved_config()['max_steps']}: resume to go on",
            "target": f"{TARGET_REACHED} {t.cfg.target_accuracy:g}"}
     # a resume of a run that reached its target trains nothing ("nothing to train"), and its record stands
     detail = why["target"] if t.state.target is not None else why.get(result.stopped, "")
