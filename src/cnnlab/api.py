@@ -31,7 +31,7 @@ from cnnlab.dataset_names import canonical_dataset_name
 from cnnlab.errors import CnnlabError, RunError, did_you_mean, printable, shell_unquoted, short_repr, yes_no
 from cnnlab.fileio import as_path, exists, expand_user, is_file, paths_explained, read_json, resolved
 from cnnlab.runs import (CHECKPOINTS, DEFAULT_CHECKPOINT, LATEST, check_columns, describe_listed, describe_run,
-                         find_runs, matches, read_metrics, resolve_run, run_config)
+                         find_runs, is_cnnlab_run, matches, read_metrics, resolve_run, run_config)
 
 if TYPE_CHECKING:
     import torch
@@ -485,8 +485,10 @@ def load_run(path: str | Path = "latest", root: str | Path = "runs") -> Run:
     if is_file(run) and is_file(run.parent / "config.json"):  # a stat that fails: one line naming the file
         which = _checkpoint_named(run)
         run = run.parent  # a checkpoint inside its run folder
-    if not exists(run / "config.json"):
-        what = "no such folder" if not exists(run) else "not a run folder (no config.json)"
+    if not exists(run / "config.json") or not is_cnnlab_run(run):  # another tool's config.json: no run of cnnlab's
+        what = ("no such folder" if not exists(run) else "not a run folder (no config.json)"
+                if not exists(run / "config.json") else
+                "not a cnnlab run folder (its config.json is not the one cnnlab writes, and it holds no run's files)")
         raise RunError(f"{run}: {what}; give a folder written by 'cnnlab train' (see 'cnnlab runs'), or 'latest'")
     config = run_config(run)  # each field of its type: a value edited to another ("epochs": "2") is one line
     # read once (the row is made from these rows); a row past the run's epochs is damage, found without the rest

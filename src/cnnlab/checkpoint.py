@@ -39,8 +39,8 @@ from cnnlab.fileio import (as_path, atomic_write_bytes, atomic_write_text, canno
                            is_file, kind_of, read_json, reason, sha256_file, sidecar_hashes, usual_fix)
 from cnnlab.models import create_model
 from cnnlab.runs import (CHECKPOINTS, DEFAULT_CHECKPOINT, STATUS_FILE, checkpoint_as_taken, checkpoint_damage,
-                         checkpoint_fix, checkpoints_gone, diverged, failure_cause, followed, is_run_dir, is_training,
-                         link_to_nowhere)
+                         checkpoint_fix, checkpoints_gone, diverged, failure_cause, followed, is_cnnlab_run, is_run_dir,
+                         is_training, link_to_nowhere)
 
 FORMAT = "cnnlab-checkpoint"
 VERSION = 2
@@ -571,6 +571,9 @@ def _why_none(run: Path, which: str, flag: str | None = None) -> str:
         return f"its best.pt holds the weights of its best epoch: {checkpoint_as_taken(run / 'best.pt', flag)}"
     if not is_run_dir(run):
         return "it is not a run folder: give a run folder or a .pt file written by cnnlab"
+    if not is_cnnlab_run(run):  # another tool's folder with a config.json: no run of cnnlab's ever trained there
+        return ("it is not a cnnlab run folder (its config.json is not the one cnnlab writes, and it holds no run's "
+                "files): give a run folder or a .pt file written by cnnlab")
     if gone := checkpoints_gone(run):  # it trained (its metrics.csv or summary.json are there, or its status.json
         return gone  # says a diverged run kept its last.pt): deleted or moved; or its checkpoints are links to nothing
     if cause := failure_cause(run):  # what status.json (and 'cnnlab runs') says of it, with its fix

@@ -611,6 +611,23 @@ def is_run_dir(path: Path) -> bool:
     return is_file(path / "config.json")
 
 
+#: The files of a run folder other than its config.json that only cnnlab writes, each checked to be as cnnlab writes
+#: it (:func:`is_cnnlab_run`): a checkpoint's SHA-256 sidecar, metrics.csv's header, a status record.
+_RUN_MARKS = (*(f"{c}.pt.sha256" for c in CHECKPOINTS), "metrics.csv", STATUS_FILE)
+
+
+def is_cnnlab_run(path: Path) -> bool:
+    """Whether the folder ``path`` is a run by cnnlab's own marks, not by a file's name alone: its config.json as
+    cnnlab writes it (the run's settings under ``"config"``), or, that file damaged, edited or gone, a file only a run
+    writes (:data:`_RUN_MARKS`: a checkpoint's sidecar, metrics.csv with its header, status.json with a status
+    record). Another tool's folder that holds a config.json of its own (a Hugging Face ``save_pretrained``'s,
+    ``{"architectures": ...}``) is none: ``cnnlab runs`` does not list it, nor is it ever ``latest``. A file whose
+    read fails now (an input/output error) is one line naming it (:class:`~cnnlab.errors.DataUnreadable`)."""
+    if _cnnlab_file(path / "config.json"):
+        return True
+    return any(is_file(path / name) if name.endswith(".sha256") else _cnnlab_file(path / name) for name in _RUN_MARKS)
+
+
 #: What a run folder holds before its config.json is written: the run's lock, the status.json that says it trains, the
 #: copy of its teacher (``distill.TEACHER_FILE``).
 BEFORE_CONFIG = frozenset({LOCK_FILE, STATUS_FILE, "teacher.pt"})
@@ -722,7 +739,7 @@ def check_output_file(target: str | Path, source: Path | None, flag: str = "--ou
 def find_runs(root: str | Path = "runs") -> list[Path]:
     """Run folders under ``root`` (and one level below, where ``compare`` puts its runs), newest first."""
     root = as_path(root, "the folder of runs (root)", RunError)
-    if is_dir(root) and is_run_dir(root):  # a run folder itself: that run
+    if is_dir(root) and is_run_dir(root) and is_cnnlab_run(root):  # a run folder itself: that run
         return [root]
     if exists(root) and not is_dir(root):
         raise RunError(f"{root} is a file, not a folder of runs; give the folder that holds them (runs/ by default)")
@@ -743,13 +760,13 @@ def find_runs(root: str | Path = "runs") -> list[Path]:
 
 
 def _listed(path: Path) -> bool:
-    """Whether ``cnnlab runs`` lists ``path``: a run folder, or one whose config.json is gone (it holds a run's
-    checkpoint or metrics and nothing but a run's files), which evaluate and compare still use: listed as damaged;
-    and a folder one may not look into (another user's, 0700), or whose files' ``stat`` fails (an input/output
+    """Whether ``cnnlab runs`` lists ``path``: a run folder (:func:`is_cnnlab_run`), or one whose config.json is gone
+    (it holds a run's checkpoint or metrics and nothing but a run's files), which evaluate and compare still use:
+    listed as damaged; and a folder one may not look into (another user's, 0700), or whose files' ``stat`` fails (an input/output
     error): listed, its row saying so (it stopped the listing)."""
     try:
         if is_run_dir(path):
-            return True
+            return is_cnnlab_run(path)  # not another tool's folder with a config.json of its own
         return holds_run(path) and all(p.name in RUN_FILES or p.name.startswith(".") for p in _entries(path))
     except (PermissionError, CnnlabError):  # CnnlabError: cnnlab.fileio.is_file's line for a stat that failed
         return True

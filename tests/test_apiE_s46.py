@@ -1,0 +1,56 @@
+"""Defects a tester (probe api, s46) found in the Python API and the run finding: another tool's folder with a
+config.json taken for a damaged run and for ``latest``; a ``Run`` of best.pt that became last.pt wherever it was
+passed; ``None`` for a recipe setting refused as the recipe's value; ``list_runs`` comparing numbers as text; a
+``Path`` for a model's name said as weights that do not exist; a divergence's advice that diverged again."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+import cnnlab
+from cnnlab import CnnlabError
+from cnnlab.cli import main
+from cnnlab.runs import find_runs, resolve_run
+from conftest import one_line
+
+QUIET = dict(quiet=True, threads=1, device="cpu")
+
+
+def _foreign_folder(folder: Path) -> Path:
+    """A Hugging Face ``save_pretrained`` folder kept among the runs, newer than every run there."""
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text('{"architectures": ["BertModel"], "hidden_size": 768}')
+    (folder / "model.safetensors").write_text("x")
+    later = time.time() + 60
+    for path in (folder / "config.json", folder / "model.safetensors"):
+        os.utime(path, (later, later))
+    return folder
+
+
+def test_a_folder_of_another_tool_with_a_config_json_is_no_run_and_never_latest(finished, tmp_path, monkeypatch,
+                                                                                  capsys):
+    """D1: ``runs/bert-base`` (a config.json of another tool's, a model.safetensors) was listed as a damaged run
+    ("put back the one the run wrote"), became ``latest``, and ``evaluate latest``, ``predict latest`` and
+    ``load_run('latest')`` said it "stopped before its first epoch ended: train it again"."""
+    monkeypatch.chdir(tmp_path)
+    foreign = _foreign_folder(Path("runs") / "bert-base")
+    assert [r["run"] for r in cnnlab.list_runs()] == ["runs/r1"] and find_runs("runs") == [Path("runs/r1")]
+    assert resolve_run("latest") == Path("runs/r1") and cnnlab.load_run("latest").path == Path("runs/r1")
+    assert main(["runs"]) == 0
+    assert "bert-base" not in capsys.readouterr().out
+    assert main(["evaluate", "latest", "--device", "cpu"]) == 0
+    assert "runs/r1/last.pt" in capsys.readouterr().out
+    assert main(["evaluate", str(foreign), "--device", "cpu"]) == 2
+    err = one_line(capsys)
+    assert "not a cnnlab run folder (its config.json is not the one cnnlab writes" in err and "train it" not in err
+    with pytest.raises(CnnlabError, match=r"runs/bert-base: not a cnnlab run folder .*give a folder written by"):
+        cnnlab.load_run(foreign)
+    assert main(["runs", "--root", str(foreign)]) == 0  # the folder given as the root of runs: none there
+    assert "no runs under" in capsys.readouterr().out
+    # a run of cnnlab's whose config.json was edited to another tool's keeps its row (its checkpoints say it is one)
+    (finished / "config.json").write_text('{"architectures": ["BertModel"]}')
+    assert [(r["run"], r["status"]) for r in cnnlab.list_runs()] == [("runs/r1", "damaged")]
