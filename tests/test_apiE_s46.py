@@ -5,6 +5,7 @@ passed; ``None`` for a recipe setting refused as the recipe's value; ``list_runs
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -54,3 +55,23 @@ def test_a_folder_of_another_tool_with_a_config_json_is_no_run_and_never_latest(
     # a run of cnnlab's whose config.json was edited to another tool's keeps its row (its checkpoints say it is one)
     (finished / "config.json").write_text('{"architectures": ["BertModel"]}')
     assert [(r["run"], r["status"]) for r in cnnlab.list_runs()] == [("runs/r1", "damaged")]
+
+
+def test_a_run_loaded_from_best_brings_best_wherever_it_is_passed(finished, tiny_idx, tmp_path, monkeypatch):
+    """D2: a ``Run`` loaded from best.pt stood for best.pt in its own methods only: ``cnnlab.predictor(run)``,
+    ``Predictor.from_run(run)``, ``load_run(run)`` and ``train(teacher=run)`` took its folder's last.pt, another net,
+    and its repr did not say which it was."""
+    monkeypatch.chdir(tmp_path)
+    run = cnnlab.load_run(finished / "best.pt")
+    assert run.which == "best" and repr(run).endswith(", which='best')")
+    assert "which" not in repr(cnnlab.load_run(finished))
+    assert cnnlab.predictor(run).checkpoint["file"] == "r1/best.pt"
+    assert cnnlab.Predictor.from_run(run, device="cpu").checkpoint["file"] == "r1/best.pt"
+    # a which given picks that one, as the Run's own methods take it (run.predictor(which="last"))
+    assert cnnlab.predictor(run, which="last").checkpoint["file"] == "r1/last.pt"
+    assert cnnlab.Predictor.from_run(run, "last", device="cpu").checkpoint["file"] == "r1/last.pt"
+    again = cnnlab.load_run(run)
+    assert again.which == "best" and again.path == run.path and again.folder == run.folder
+    res = cnnlab.train("basic_cnn", dataset=f"idx:{tiny_idx}", recipe="fast", epochs=1, max_steps=1, teacher=run,
+                       out=tmp_path / "taught", **QUIET)
+    assert json.loads((res.run_dir / "config.json").read_text())["config"]["teacher"] == str(finished / "best.pt")

@@ -281,14 +281,17 @@ def api_call(*paths, **given) -> Iterator[None]:
 def _said_as_called(method):
     """A class method of the library's :class:`cnnlab.predict.Predictor` (its function, docstring and signature),
     called inside :func:`api_call` with the arguments it was given: its refusals name them (``which='last'``), not
-    the flags of the commands that call the library's own (``--checkpoint last``)."""
+    the flags of the commands that call the library's own (``--checkpoint last``). A :class:`Run` given as ``run``
+    (``from_run``) brings its checkpoint (:func:`run_and_which`): the library takes it as the path of its folder."""
     library = method.__func__
 
     @functools.wraps(library)
     def call(cls, *args, **kwargs):
         given = inspect.signature(library).bind(cls, *args, **kwargs).arguments
         with api_call(given.get("path"), **{k: v for k, v in given.items() if k != "cls"}):
-            return library(cls, *args, **kwargs)
+            if isinstance(given.get("run"), Run):
+                given["run"], given["which"] = run_and_which(given["run"], given.get("which"))
+            return library(**given)
 
     return classmethod(call)
 
@@ -350,8 +353,8 @@ def train(model: str | None = None, *, dataset: str | None = None, recipe: str |
         overrides["device"] = device_name(overrides["device"], "cnnlab.train(device=...)")
     if overrides.get("teacher") == LATEST:  # as the CLI's --teacher latest: the newest run
         overrides["teacher"] = str(resolve_run(LATEST))
-    elif isinstance(overrides.get("teacher"), os.PathLike):  # a Path or a cnnlab.Run: the run's folder
-        overrides["teacher"] = os.fspath(overrides["teacher"])
+    elif isinstance(overrides.get("teacher"), os.PathLike):  # a Path, or a cnnlab.Run: the checkpoint it stands for
+        overrides["teacher"] = os.fspath(checkpoint_of(overrides["teacher"]))
     cfg = _train_config({**overrides, **given})
     folders = {k: v for k, v in (("out", out), ("resume", resume)) if v is not None}
     with api_call(**overrides, **given, **folders):  # the library's refusals in the caller's words (lr, not --lr)
@@ -369,8 +372,8 @@ def _train(cfg: TrainConfig, given: dict, overrides: dict, out, resume, quiet: b
             raise CnnlabError(f"cnnlab.train(resume=..., out={str(out)!r}): a resume continues the run in its own "
                               "folder; drop out")
         changes = {**overrides, **{k: getattr(cfg, k) for k in given}}  # the dataset's name made canonical
-        return engine.train(cfg, resume=resolve_run(resume), changes=changes, quiet=quiet, log=log, verbose=verbose,
-                            silent=quiet, naming=Naming(api=True))
+        return engine.train(cfg, resume=resolve_run(checkpoint_of(resume)), changes=changes, quiet=quiet, log=log,
+                            verbose=verbose, silent=quiet, naming=Naming(api=True))
     out = None if out is None else as_path(out, "cnnlab.train(out=...), the run's folder,")  # not --out: no flag typed
     return engine.train(cfg, out=out, quiet=quiet, log=log, verbose=verbose, silent=quiet)
 
@@ -414,14 +417,19 @@ class Run:
         self.folder = Path(self.folder if self.folder is not None else self.path).absolute()
 
     def __fspath__(self) -> str:
-        """The run's folder: a Run goes wherever a run's path does (``Predictor.from_run(run)``, ``open``, ``Path``)."""
+        """The run's folder: a Run goes wherever a run's path does (``open``, ``Path``). Where the API takes a run, a
+        Run brings the checkpoint it stands for, :attr:`which` (:func:`run_and_which`, :func:`checkpoint_of`), not
+        the folder's last.pt."""
         return str(self.folder)
 
     def __repr__(self) -> str:
-        """One line: what the run is and how it went (its config, metrics and summary are its attributes: the summary
-        of a run of 1,000 classes is megabytes)."""
+        """One line: what the run is and how it went, and the checkpoint it stands for where that is not last.pt
+        (``which='best'``); its config, metrics and summary are its attributes (the summary of a run of 1,000
+        classes is megabytes)."""
+        which = f", which={self.which!r}" if self.which != DEFAULT_CHECKPOINT else ""
         return (f"Run(path={str(self.path)!r}, model={self.config.get('model')!r}, "
-                f"dataset={self.config.get('dataset')!r}, status={self.status!r}, final_accuracy={self.final_accuracy!r})")
+                f"dataset={self.config.get('dataset')!r}, status={self.status!r}, final_accuracy={self.final_accuracy!r}"
+                f"{which})")
 
     @property
     def final_accuracy(self) -> float | None:
@@ -479,9 +487,10 @@ class Run:
 
 @paths_explained()
 def load_run(path: str | Path = "latest", root: str | Path = "runs") -> Run:
-    """The run in ``path`` (``"latest"``: the newest run under ``root``); given its last.pt or best.pt, the run
-    whose methods use that checkpoint (:attr:`Run.which`)."""
-    run, which = resolve_run(path, root), DEFAULT_CHECKPOINT
+    """The run in ``path`` (``"latest"``: the newest run under ``root``); given its last.pt or best.pt, or a
+    :class:`Run` (read again), the run whose methods use that checkpoint (:attr:`Run.which`)."""
+    given = path
+    run, which = run_and_which(path, None) if isinstance(path, Run) else (resolve_run(path, root), DEFAULT_CHECKPOINT)
     if is_file(run) and is_file(run.parent / "config.json"):  # a stat that fails: one line naming the file
         which = _checkpoint_named(run)
         run = run.parent  # a checkpoint inside its run folder
@@ -496,7 +505,28 @@ def load_run(path: str | Path = "latest", root: str | Path = "runs") -> Run:
     metrics = read_metrics(run / "metrics.csv", config["epochs"]) if read else []
     summary = _run_json(run / "summary.json") if is_file(run / "summary.json") else None
     info = describe_run(run, metrics if read else None)
+    if isinstance(given, Run):  # the same run, read again: named as it was, its files in the same folder
+        return Run(given.path, config, metrics, summary, info["status"], info, folder=run, which=which)
     return Run(run, config, metrics, summary, info["status"], info, which=which)
+
+
+def run_and_which(run, which: str | None) -> tuple:
+    """A :class:`Run` where a run is taken with a ``which`` of its own (``cnnlab.predictor``, ``Predictor.from_run``,
+    :func:`load_run`): its folder, and the checkpoint it stands for (:attr:`Run.which`: best.pt for a run loaded from
+    it) unless ``which`` names another, as its own methods take one (``Run.predictor(which=...)``); a path (a Run is
+    one, of its folder) had given a best.pt's Run the folder's last.pt. Anything else as it is."""
+    if isinstance(run, Run):
+        return run.folder, run.which if which is None else which
+    return run, which
+
+
+def checkpoint_of(run):
+    """A :class:`Run` where a run or a checkpoint file is taken and no ``which`` (``train(teacher=...)``,
+    ``train(resume=...)``): the checkpoint it stands for, its best.pt for a Run loaded from it (:attr:`Run.which`),
+    else its folder (whose checkpoint is last.pt). Anything else as it is."""
+    if isinstance(run, Run) and run.which != DEFAULT_CHECKPOINT:
+        return run.folder / f"{run.which}.pt"
+    return run
 
 
 def _checkpoint_named(file: Path) -> str:
@@ -553,6 +583,7 @@ def _predictor(run, model: str | None, dataset: str | None, which: str | None, d
             if value is not None:
                 raise CnnlabError(f"cnnlab.predictor(run, {name}={value!r}): {name} picks the shipped weights, and a "
                                   f"run's net is its own; drop {name}, or drop the run for the shipped weights")
+        run, which = run_and_which(run, which)  # a Run: its folder, and the checkpoint it stands for
         return predictor_class().from_run(resolve_run(run), which=which or DEFAULT_CHECKPOINT, device=device)
     if which is not None:
         raise CnnlabError(f"cnnlab.predictor(which={which!r}) picks a run folder's checkpoint; the shipped weights are "
