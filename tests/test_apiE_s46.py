@@ -75,3 +75,21 @@ def test_a_run_loaded_from_best_brings_best_wherever_it_is_passed(finished, tiny
     res = cnnlab.train("basic_cnn", dataset=f"idx:{tiny_idx}", recipe="fast", epochs=1, max_steps=1, teacher=run,
                        out=tmp_path / "taught", **QUIET)
     assert json.loads((res.run_dir / "config.json").read_text())["config"]["teacher"] == str(finished / "best.pt")
+
+
+def test_none_for_a_setting_whose_default_is_none_is_not_given(tiny_idx, tmp_path):
+    """D3: ``momentum=None`` (a script forwarding its own optional argument) with Adam was refused as
+    "cnnlab.train(momentum=0.5) has no effect here", a value never given; so were ``evals_per_epoch=None`` and
+    ``bias_decay=None``, and a resume with ``momentum=None`` was a change of the run's momentum."""
+    out = tmp_path / "r"
+    cnnlab.train("basic_cnn", dataset=f"idx:{tiny_idx}", optimizer="adam", momentum=None, evals_per_epoch=None,
+                 bias_decay=None, teacher=None, epochs=1, max_steps=1, out=out, **QUIET)
+    cfg = json.loads((out / "config.json").read_text())["config"]
+    assert (cfg["momentum"], cfg["evals_per_epoch"], cfg["bias_decay"]) == (0.5, 1, True)  # the lecture recipe's
+    res = cnnlab.train(resume=out, momentum=None, max_steps=2, quiet=True)
+    assert res.config.momentum == 0.5
+    with pytest.raises(CnnlabError, match=r"seed must be int, got None"):  # a default that is not None: checked
+        cnnlab.train("basic_cnn", dataset=f"idx:{tiny_idx}", seed=None, out=tmp_path / "s", **QUIET)
+    with pytest.raises(CnnlabError, match=r"cnnlab.train\(momentum=0.9\) has no effect here"):  # a value given: checked
+        cnnlab.train("basic_cnn", dataset=f"idx:{tiny_idx}", optimizer="adam", momentum=0.9, out=tmp_path / "m",
+                     **QUIET)

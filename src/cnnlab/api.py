@@ -335,6 +335,13 @@ def create_model(name: str, *, pretrained: bool = False, dataset: str | None = N
         return model_from_checkpoint(load_pretrained(name, dataset or "mnist")).eval()
 
 
+#: The settings whose None is TrainConfig's own "not given" (the recipe's value, or none: no teacher, no step limit):
+#: given as None to :func:`train`, as a script forwards its optional arguments (``momentum=args.momentum``), they
+#: are not given, as a flag not typed is not (``momentum=None`` with Adam was refused as "momentum=0.5 has no
+#: effect", a value the caller never gave). A setting whose default is another (``seed``) keeps its type check.
+_NONE_UNSET = frozenset(f.name for f in fields(TrainConfig) if f.default is None)
+
+
 @paths_explained()
 def train(model: str | None = None, *, dataset: str | None = None, recipe: str | None = None,
           out: str | Path | None = None, resume: str | Path | None = None, quiet: bool = False, verbose: bool = False,
@@ -349,6 +356,7 @@ def train(model: str | None = None, *, dataset: str | None = None, recipe: str |
     """
     quiet, verbose = yes_no("quiet", quiet), yes_no("verbose", verbose)
     given = {k: v for k, v in (("model", model), ("dataset", dataset), ("recipe", recipe)) if v is not None}
+    overrides = {k: v for k, v in overrides.items() if not (v is None and k in _NONE_UNSET)}  # as never given
     if "device" in overrides:  # a torch.device as its name, as config.json records it
         overrides["device"] = device_name(overrides["device"], "cnnlab.train(device=...)")
     if overrides.get("teacher") == LATEST:  # as the CLI's --teacher latest: the newest run
