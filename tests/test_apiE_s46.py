@@ -93,3 +93,23 @@ def test_none_for_a_setting_whose_default_is_none_is_not_given(tiny_idx, tmp_pat
     with pytest.raises(CnnlabError, match=r"cnnlab.train\(momentum=0.9\) has no effect here"):  # a value given: checked
         cnnlab.train("basic_cnn", dataset=f"idx:{tiny_idx}", optimizer="adam", momentum=0.9, out=tmp_path / "m",
                      **QUIET)
+
+
+def test_list_runs_compares_numbers_as_numbers_and_none_filters_nothing(tiny_idx, tmp_path, monkeypatch):
+    """D4: ``list_runs`` compared values as text: ``epochs=2.0`` found no run of 2 epochs, ``final_acc=96`` none of
+    96.0, ``TrainResult.best_accuracy`` not its own run (the row holds 74.5098), and ``model=None`` nothing at all."""
+    monkeypatch.chdir(tmp_path)
+    res = cnnlab.train("basic_cnn", dataset=f"idx:{tiny_idx}", val_split=0.1, epochs=2, out=Path("runs") / "v",
+                       **QUIET)
+    [row] = cnnlab.list_runs()
+    found = ["runs/v"]
+    assert [r["run"] for r in cnnlab.list_runs(epochs=2.0)] == found
+    assert [r["run"] for r in cnnlab.list_runs(best_acc=res.best_accuracy)] == found
+    assert [r["run"] for r in cnnlab.list_runs(final_acc=row["final_acc"], train_seconds=row["train_seconds"])] == found
+    assert [r["run"] for r in cnnlab.list_runs(model=None, status=None, recipe="LECTURE")] == found
+    assert cnnlab.list_runs(epochs=3) == [] and cnnlab.list_runs(best_acc=res.best_accuracy + 0.01) == []
+    rows = [dict(row, final_acc=96.0), dict(row, eval_limit=1234567)]
+    from cnnlab.runs import matches
+
+    assert matches(rows[0], {"final_acc": 96}) and not matches(rows[0], {"final_acc": 97})
+    assert not matches(rows[1], {"eval_limit": 1234568.0})  # a whole number the row holds whole: exactly

@@ -562,10 +562,13 @@ def _run_json(path: Path, key: str | None = None) -> dict:
 @paths_explained()
 def list_runs(root: str | Path = "runs", **wanted) -> list[dict]:
     """Every run under ``root``, newest first, as ``cnnlab runs`` lists them; ``wanted`` narrows them as its
-    flags do, e.g. ``model="resnet", status="stopped"`` (any column of the rows, case-insensitive). ``final_acc`` is
-    the test accuracy of the run's final weights; ``best_acc`` its best epoch's, on the split ``best_split`` names
-    (``"val"`` for a run trained with ``val_split``, else ``"test"``)."""
+    flags do, e.g. ``model="resnet", status="stopped"`` (any column of the rows, case-insensitive; numbers as numbers,
+    ``final_acc=96`` for 96.0); a column given None is no filter, as a flag not typed is none (a script forwarding its
+    own ``model=args.model`` found nothing). ``final_acc`` is the test accuracy of the run's final weights;
+    ``best_acc`` its best epoch's, on the split ``best_split`` names (``"val"`` for a run trained with ``val_split``,
+    else ``"test"``)."""
     check_columns(wanted)  # once, and also where there are no runs
+    wanted = {key: value for key, value in wanted.items() if value is not None}
     return [row for row in describe_listed(find_runs(root), lambda: find_runs(root)) if matches(row, wanted)]
 
 

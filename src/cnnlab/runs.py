@@ -1408,12 +1408,22 @@ def check_columns(wanted: dict) -> None:
 
 
 def matches(row: dict, wanted: dict) -> bool:
-    """Whether a :func:`describe_run` row has every ``{column: value}`` of ``wanted`` (case-insensitive). A dataset
-    also matches as the table shows it and as it was typed: ``idx`` (or ``folder``) is every run on an ``idx:``
-    (``folder:``) dataset, and ``idx:DIR`` the runs on that folder, ``DIR`` resolved from here as training does
-    (a run records ``idx:/its/absolute/path``)."""
-    return all(str(row.get(key)).lower() == str(value).lower()
+    """Whether a :func:`describe_run` row has every ``{column: value}`` of ``wanted`` (case-insensitive). A number
+    matches as a number (:func:`_same_number`: ``96`` is ``96.0``). A dataset also matches as the table shows it and
+    as it was typed: ``idx`` (or ``folder``) is every run on an ``idx:`` (``folder:``) dataset, and ``idx:DIR`` the
+    runs on that folder, ``DIR`` resolved from here as training does (a run records ``idx:/its/absolute/path``)."""
+    return all(str(row.get(key)).lower() == str(value).lower() or _same_number(row.get(key), value)
                or (key == "dataset" and _same_dataset(row.get(key), value)) for key, value in wanted.items())
+
+
+def _same_number(recorded, wanted) -> bool:
+    """Whether a row's number ``recorded`` is the number ``wanted``, compared as numbers (as text, ``96.0`` was not
+    ``96``, nor ``2`` ``2.0``): equal, or equal to ``wanted`` as metrics.csv records a number (six significant digits,
+    :func:`_fmt`), where the row's comes from (its best accuracy: ``TrainResult.best_accuracy``'s 74.50980392156863
+    is the row's 74.5098)."""
+    if not (_number(recorded) and _number(wanted)):
+        return False
+    return recorded == wanted or isinstance(recorded, float) and recorded == _parse(str(_fmt(float(wanted))))
 
 
 def _same_dataset(recorded, wanted) -> bool:
