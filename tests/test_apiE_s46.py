@@ -113,3 +113,29 @@ def test_list_runs_compares_numbers_as_numbers_and_none_filters_nothing(tiny_idx
 
     assert matches(rows[0], {"final_acc": 96}) and not matches(rows[0], {"final_acc": 97})
     assert not matches(rows[1], {"eval_limit": 1234568.0})  # a whole number the row holds whole: exactly
+
+
+@pytest.mark.parametrize("call", [
+    lambda: cnnlab.predictor(model=Path("resnet")),
+    lambda: cnnlab.Predictor.pretrained(Path("resnet")),
+    lambda: cnnlab.create_model(Path("resnet"), pretrained=True),
+    lambda: cnnlab.create_model(Path("resnet")),
+])
+def test_a_model_name_that_is_no_str_is_said_so(call):
+    """D5: ``cnnlab.predictor(model=Path("resnet"))`` said "no pretrained weights for resnet on mnist (did you mean
+    'resnet on mnist'?)", the weights asked for, which exist; ``create_model(Path("resnet"))`` "unknown model
+    PosixPath('resnet') (did you mean 'resnet'?)"."""
+    with pytest.raises(CnnlabError, match=r"^model must be a str \(a model name: .*resnet.*\), got "
+                                          r"PosixPath\('resnet'\)$"):
+        call()
+
+
+@pytest.mark.parametrize("call", [
+    lambda: cnnlab.predictor(model="resnet", dataset=Path("mnist")),
+    lambda: cnnlab.create_model("resnet", pretrained=True, dataset=Path("mnist")),
+])
+def test_a_dataset_name_that_is_no_str_is_said_so(call):
+    """D5: ``dataset=Path("mnist")`` said "no pretrained weights for resnet on mnist (did you mean ...)"."""
+    with pytest.raises(CnnlabError, match=r"^dataset must be a str \(a dataset name: mnist, fashion-mnist\), got "
+                                          r"PosixPath\('mnist'\)$"):
+        call()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from cnnlab.checkpoint import load_weights_file
-from cnnlab.errors import CheckpointError, did_you_mean
+from cnnlab.errors import CheckpointError, CnnlabError, did_you_mean, short_repr
 from cnnlab.fileio import lies_in, sha256_file
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
@@ -94,7 +94,15 @@ def pretrained_entries() -> list[Pretrained]:
 
 
 def find_pretrained(model: str, dataset: str = "mnist") -> Pretrained:
+    """The manifest's entry of ``model`` on ``dataset``; one line naming those there are otherwise. A name that is no
+    str (the API's ``model=Path("resnet")``) is said as such: its text matched, and the refusal offered the weights
+    asked for ("no pretrained weights for resnet on mnist (did you mean 'resnet on mnist'?)")."""
     entries = pretrained_entries()
+    for key, value in (("model", model), ("dataset", dataset)):
+        if not isinstance(value, str):
+            names = ", ".join(dict.fromkeys(getattr(e, key) for e in entries))
+            raise CnnlabError(f"{key} must be a str (a {key} name{': ' + names if names else ''}), got "
+                              f"{short_repr(value)}")
     for entry in entries:
         if entry.model == model and entry.dataset == dataset:
             return entry

@@ -50,7 +50,9 @@ def model_summary(name: str) -> str:
 
 def check_model_name(name: str) -> str:
     """``name`` if a model is registered under it; otherwise one line naming the models there are."""
-    if not isinstance(name, str) or name not in _MODELS:
+    if not isinstance(name, str):  # its text matched one: "unknown model PosixPath('resnet') (did you mean 'resnet'?)"
+        raise CnnlabError(f"model must be a str (a model name: {', '.join(list_models())}), got {short_repr(name)}")
+    if name not in _MODELS:
         raise CnnlabError(
             f"unknown model {short_repr(name)}{did_you_mean(name, list_models())}; choose one of: {', '.join(list_models())}"
         )
