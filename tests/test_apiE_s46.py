@@ -15,6 +15,8 @@ import pytest
 import cnnlab
 from cnnlab import CnnlabError
 from cnnlab.cli import main
+from cnnlab.config import TrainConfig
+from cnnlab.errors import Diverged
 from cnnlab.runs import find_runs, resolve_run
 from conftest import one_line
 
@@ -139,3 +141,27 @@ def test_a_dataset_name_that_is_no_str_is_said_so(call):
     with pytest.raises(CnnlabError, match=r"^dataset must be a str \(a dataset name: mnist, fashion-mnist\), got "
                                           r"PosixPath\('mnist'\)$"):
         call()
+
+
+def test_the_divergence_advice_names_a_rate_that_trains(tiny_idx, tmp_path, capsys):
+    """D8: ``--lr 1e6`` was told "lower --lr (e.g. 100000) or use a recipe (--recipe fast)": a tenth diverged again
+    (six times before a rate that trains), and ``--recipe fast`` was named to a run that had it (a typed --lr
+    replaces the recipe's)."""
+    data = f"idx:{tiny_idx}"
+    argv = ["train", "--model", "basic_cnn", "--dataset", data, "--lr", "1e6", "--epochs", "1", "--max-steps", "2",
+            "--device", "cpu", "--threads", "1", "--quiet"]
+    assert main([*argv, "--recipe", "fast", "--out", str(tmp_path / "a")]) == 2
+    err = one_line(capsys)
+    assert ("the learning rate (1e+06) is the likely cause: lower --lr (e.g. 0.006, the fast recipe's own, which the "
+            "run takes without --lr); no checkpoint was saved") in err and "use a recipe" not in err
+    with pytest.raises(Diverged, match=r"lower lr \(e\.g\. 0\.01, the lecture recipe's own, which the run takes "
+                                       r"without lr\); no checkpoint"):
+        cnnlab.train("basic_cnn", dataset=data, lr=1e6, epochs=1, max_steps=2, out=tmp_path / "b", **QUIET)
+    assert main([*argv, "--optimizer", "nesterov", "--out", str(tmp_path / "c")]) == 2  # no recipe's rate for it
+    assert "the likely cause: lower --lr; no checkpoint was saved" in one_line(capsys)
+    # the rate named: the run's own recipe's for its optimizer, else the lowest of the recipes that use it
+    from cnnlab.config import recipe_rate
+
+    assert recipe_rate(TrainConfig(model="resnet", recipe="lecture", optimizer="adam").resolve()) == ("fast", 0.006)
+    assert recipe_rate(TrainConfig(model="inception", recipe="best").resolve()) == ("best", 0.004)
+    assert recipe_rate(TrainConfig(model="resnet", optimizer="nesterov").resolve()) is None

@@ -533,6 +533,16 @@ def recipe_values(recipe: str, model: str, dataset: str) -> dict:
     return values
 
 
+def recipe_rate(cfg: TrainConfig) -> tuple[str, float] | None:
+    """A learning rate measured to train ``cfg``'s model on its dataset with its optimizer, and the recipe that sets
+    it: its own recipe's where that recipe's optimizer is ``cfg``'s, else the lowest of the recipes whose is; None
+    where no recipe uses that optimizer (nesterov). What a diverged run's refusal names (``Trainer``): a tenth of
+    the rate that diverged (1e6) diverged again, about six times before a rate that trains."""
+    rates = [(name, values["lr"]) for name in RECIPES
+             if (values := recipe_values(name, cfg.model, cfg.dataset))["optimizer"] == cfg.optimizer]
+    return next((found for found in rates if found[0] == cfg.recipe), min(rates, key=lambda r: r[1], default=None))
+
+
 #: Fields that say how a process runs a run, not what the run is: a resume may change them, and they do not make
 #: runs incomparable (compare's config hash leaves them out).
 PROCESS_FIELDS = ("max_steps", "device", "threads", "malloc_tuning")

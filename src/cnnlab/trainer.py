@@ -23,7 +23,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from cnnlab.augment import Augment
 from cnnlab.checkpoint import EpochSums, TrainState, save_checkpoint
-from cnnlab.config import TrainConfig
+from cnnlab.config import TrainConfig, recipe_rate
 from cnnlab.data import BatchLoader, Dataset
 from cnnlab.distill import Teacher
 from cnnlab.distributed import Dist
@@ -296,7 +296,20 @@ class Trainer:
                f"exploded ({self.sums.mean_loss():.3g} per image, where a net that guesses scores "
                f"{math.log(max(len(self.data.classes), 2)):.2g})")
         return (f"{DIVERGED}: the loss {how} {where}; the learning rate ({cfg.lr:g}) is the "
-                f"likely cause: lower --lr (e.g. {cfg.lr / 10:g}) or use a recipe (--recipe fast); {saved}")
+                f"likely cause: {self._lower_rate()}; {saved}")
+
+    def _lower_rate(self) -> str:
+        """The rate a diverged run's refusal advises (:func:`cnnlab.config.recipe_rate`): a recipe's for the run's
+        optimizer, model and dataset where it is lower (the run's own recipe's, which it takes without --lr), else
+        no figure. "lower --lr (e.g. 100000) or use a recipe (--recipe fast)" of --lr 1e6 diverged again, and the
+        recipe it named was the run's own, whose rate the typed --lr had replaced."""
+        cfg, found = self.cfg, recipe_rate(self.cfg)
+        if found is None or found[1] >= cfg.lr:
+            return "lower --lr"
+        name, rate = found
+        whose = (f"the {name} recipe's own, which the run takes without --lr" if name == cfg.recipe
+                 else f"the {name} recipe's for {cfg.optimizer}")
+        return f"lower --lr (e.g. {rate:g}, {whose})"
 
     def payload(self) -> dict:
         """What a checkpoint stores: enough to rebuild the model and continue the run bitwise."""
