@@ -14,6 +14,7 @@ import re
 import statistics
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -24,10 +25,10 @@ from cnnlab.data import load_dataset
 from cnnlab.data.folder import check_not_read
 from cnnlab.dataset_names import canonical_dataset_name, dataset_kind, directory_of
 from cnnlab.engine import train
-from cnnlab.errors import (CnnlabError, DataUnreadable, Interrupted, RunError, did_you_mean, printable, shell_quoted,
-                           short_repr)
+from cnnlab.errors import (CnnlabError, DataUnreadable, FolderGone, Interrupted, RunError, did_you_mean, printable,
+                           shell_quoted, short_repr)
 from cnnlab.evaluation import evaluate_run
-from cnnlab.fileio import atomic_write_text, is_dir, is_file, kind_of, resolved
+from cnnlab.fileio import FolderGuard, atomic_write_text, guarded, is_dir, is_file, kind_of, resolved
 from cnnlab.models import build_model, count_parameters, list_models
 from cnnlab.output import complain
 from cnnlab.plots import plot_comparison
@@ -196,14 +197,32 @@ def compare(models: list[str], seeds: int, base: TrainConfig, out: str | Path = 
                     log(f"  {printable(Path(r['dir']).name)}: test accuracy with --tta {views.spec} {r['tta']:.2f}%")
             results[name] = _model_results(name, runs, data, "val_acc" if base.val_split else "test_acc")
         table = format_comparison(results, configs, seeds, data.name, tta=views.spec if views else None)
-        atomic_write_text(out / "comparison.md", table)
-        try:
-            _plot(results, seeds, base, data, out, teachers)
-        except KeyboardInterrupt:  # a table beside no figure, or the last compare's: said, not left silent
-            complain(printable(f"cnnlab: warning: results incomplete: wrote {out / 'comparison.md'}, not comparison.png: "
-                               "stopped; the same compare again writes both (its runs are reused)"))
-            raise
+        _write_comparison(out, table, lambda: _plot(results, seeds, base, data, out, teachers))
         return {"table": table, "results": results, "out": out}
+
+
+def _write_comparison(out: Path, table: str, plot: Callable[[], None]) -> None:
+    """comparison.md, then comparison.png (``plot``), into ``out`` as it was when its runs were done
+    (:class:`cnnlab.fileio.FolderGuard`): moved or deleted meanwhile, nothing more is written (comparison.png went
+    into a folder made anew at its old path, comparison.md with the one moved), and the line says so."""
+    guard = FolderGuard(out).take()
+    if guard.identity is None:  # its runs were trained in it: gone since (comparison.md alone went into a new one)
+        raise guard.refusal(None)
+    try:
+        with guarded(guard):
+            atomic_write_text(out / "comparison.md", table)
+            try:
+                plot()
+            except FolderGone as err:
+                where = err.moved_to or out
+                raise FolderGone(f"results incomplete: wrote {where / 'comparison.md'}, not comparison.png: {err}",
+                                 err.moved_to) from None
+            except KeyboardInterrupt:  # a table beside no figure, or the last compare's: said, not left silent
+                complain(printable(f"cnnlab: warning: results incomplete: wrote {out / 'comparison.md'}, not "
+                                   "comparison.png: stopped; the same compare again writes both (its runs are reused)"))
+                raise
+    finally:
+        guard.release()
 
 
 def _plot(results: dict, seeds: int, base: TrainConfig, data, out: Path, teachers) -> None:

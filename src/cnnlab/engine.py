@@ -42,8 +42,8 @@ from cnnlab.errors import (CnnlabError, DIVERGED, DataUnreadable, Interrupted, R
                            printable, shell_quoted)
 from cnnlab.dataset_names import moved_away
 from cnnlab.evaluation import EvalResult, report_run
-from cnnlab.fileio import (NO_INODES, atomic_write_json, exists, is_dir, is_file, no_free_inodes, protection_of,
-                           read_json)
+from cnnlab.fileio import (NO_INODES, FolderGuard, atomic_write_json, exists, is_dir, is_file, no_free_inodes,
+                           protection_of, read_json)
 from cnnlab.hostmem import keep_freed_memory
 from cnnlab.models import build_model, check_model_name, count_parameters, float32_default, seeded
 from cnnlab.optim import eager
@@ -377,7 +377,7 @@ def train(
     _refuse_no_checkpoint(plan)  # before the folder's lock is taken
     with contextlib.ExitStack() as stack:
         stack.enter_context(callers_torch_kept())
-        guard = None if plan.run_dir is None else FolderGuard(plan.run_dir)
+        guard = None if plan.run_dir is None else FolderGuard(plan.run_dir, _run_folder_gone(plan.run_dir))
         if guard is not None:
             stack.push(_forget_if_empty(plan, guard))  # last out: after the lock is released (also when it cannot be taken)
             guard.take(stack.enter_context(_run_lock(plan)))
@@ -405,7 +405,7 @@ def train(
                 where = plan.run_dir or plan.resume_from
                 _check_data_there(cfg, f"--resume {where}", f"--resume {shell_quoted(str(where))}")
         t = build_trainer(cfg.validate(), ranks, plan, dataset, log, report, rerun_of, resumed)
-        t.folder_check = guard.check if guard is not None else None
+        t.folder_guard = guard
         if guard is not None:
             recorder.max_steps = cfg.max_steps
         if ckpt is not None:
@@ -745,60 +745,18 @@ def _full_disk_explained(recorder: FailureRecord):
         raise WriteError(f"{err.reason}; {fix}, then {hint}", err.errno, err.reason) from None
 
 
-class FolderGuard:
-    """The run folder this process locked, known by its identity (device and inode, its lock file's too): a folder
-    renamed or deleted while its run trains is noticed at the run's next write, which stops the run with one line
-    and writes nothing (each write re-created the folder's old path, without config.json or lock, where a resume
-    was then accepted: two processes in one run)."""
-
-    def __init__(self, run_dir: Path):
-        self.run_dir = run_dir
-        self.lock: RunLock | None = None
-        self.identity: tuple | None = None
-        self.gone = False
-
-    def take(self, lock: RunLock) -> None:
-        """The folder as it is once ``lock`` holds it."""
-        self.lock = lock
-        self.identity = self._now()
-
-    def _now(self) -> tuple | None:
-        try:
-            folder, held = os.stat(self.run_dir), os.stat(self.run_dir / LOCK_FILE)
-        except OSError:
-            return None
-        if self.lock is not None and self.lock.fd is not None:
-            locked = os.fstat(self.lock.fd)
-            if (locked.st_dev, locked.st_ino) != (held.st_dev, held.st_ino):
-                return None  # another lock file: another folder in its place
-        return folder.st_dev, folder.st_ino
-
-    def check(self) -> None:
-        """Raise (one line) when the folder is no longer the one this process locked."""
-        if self.identity is None or self._now() == self.identity:
-            return
-        self.gone = True
-        where = self._moved_to()
+def _run_folder_gone(run_dir: Path) -> Callable[[Path | None], RunError]:
+    """The line of a run whose folder was renamed or deleted while it trained (its :class:`FolderGuard`): the run
+    stops at its next write and writes nothing (each write re-created the folder's old path, without config.json or
+    lock, where a resume was then accepted: two processes in one run)."""
+    def refusal(where: Path | None) -> RunError:
         what = (f"was moved to {where} while its run trained; this process stops and writes nothing more: continue "
                 f"there with: cnnlab train --resume {shell_quoted(str(where))}" if where is not None else
                 "was moved or deleted while its run trained; this process stops and writes nothing more (if it was "
                 "moved, continue there with: cnnlab train --resume NEW_PLACE)")
-        raise RunError(f"{self.run_dir}: the run's folder {what}")
+        return RunError(f"{run_dir}: the run's folder {what}")
 
-    def _moved_to(self) -> Path | None:
-        """Where the locked folder is now (its lock file's open descriptor, on Linux); None when it was deleted or
-        that cannot be told."""
-        try:
-            target = os.readlink(f"/proc/self/fd/{self.lock.fd}")
-        except (OSError, TypeError, AttributeError):
-            return None
-        if target.endswith(" (deleted)") or not target.startswith("/"):
-            return None
-        folder = Path(target).parent
-        try:
-            return folder.relative_to(Path.cwd())
-        except ValueError:
-            return folder
+    return refusal
 
 
 def _folders_config(plan: RunPlan) -> dict | None:
@@ -1369,7 +1327,7 @@ def finish(t: Trainer, final: EvalResult | None, report: bool, verbose: bool = F
                 t.run_dir, t.eval_model, t.data, t.device, history=s.history, batch_size=cfg.eval_batch_size,
                 extra={"target": s.target, "train_seconds": train_s, "parameters": count_parameters(t.model),
                        "ema": cfg.ema}, log=t.say, result=final, context={"model": cfg.model, "dataset": t.data.name},
-                table=verbose, wait=False, stopped=again)
+                table=verbose, wait=False, stopped=again, guard=t.folder_guard)
         t.say(f"final test accuracy {final.accuracy:.2f}%{t.cut_note(final.n)}{best_text(t)}"
               + (f"; run saved in {shell_quoted(str(t.run_dir))}" if t.run_dir and not stands else ""))
         if figures is not None:

@@ -242,3 +242,13 @@ class WriteError(CnnlabError, OSError):
         new = super().reworded(message)
         new.errno, new.strerror = self.errno, message
         return new
+
+
+class FolderGone(WriteError):
+    """The folder a command was writing into was moved or deleted meanwhile (:class:`cnnlab.fileio.FolderGuard`):
+    nothing more is written, nor a folder made in its place. ``moved_to``: where it is now, None where it was deleted
+    or that cannot be told."""
+
+    def __init__(self, message: str, moved_to=None):
+        super().__init__(message, None)
+        self.moved_to = moved_to

@@ -28,7 +28,7 @@ from cnnlab.models import model_arguments
 from cnnlab.output import complain, say
 from cnnlab.pretrained import load_pretrained
 from cnnlab.report import Figures, format_table, summarize, write_report
-from cnnlab.fileio import cannot_read, open_if_regular, resolved, sha256_of
+from cnnlab.fileio import FolderGuard, cannot_read, open_if_regular, resolved, sha256_of
 from cnnlab.runs import (DOING, TRAINING, RunLock, check_output_folder, holder, is_run_dir, is_training,
                          lock_task, users_files)
 from cnnlab.tta import TTA, parse_tta
@@ -93,15 +93,16 @@ def evaluate(model: nn.Module, loader: BatchLoader, limit: int = 0, keep_outputs
 def report_run(run_dir: Path | None, model: nn.Module, data: Dataset, device: torch.device, *,
                history: list[dict] | None, batch_size: int = 1000, extra: dict | None = None, log: Log = say,
                result: EvalResult | None = None, context: dict | None = None, table: bool = False,
-               wait: bool = True, keep: tuple[str, ...] = (), stopped: str = "stopped; run it again"
-               ) -> tuple[dict, Figures | None]:
+               wait: bool = True, keep: tuple[str, ...] = (), stopped: str = "stopped; run it again",
+               guard: FolderGuard | None = None) -> tuple[dict, Figures | None]:
     """The test set's summary from ``result`` when it is the model's evaluation of the whole test set with
     its outputs kept (otherwise the test set is evaluated here first); with a ``run_dir``, summary.json and
     the figures written there. ``context`` (model, dataset...) is shown on every figure; ``table`` also logs
     the per-class table. With ``wait=False`` the figures are still being drawn: ``.wait()`` on them. ``keep``:
     keys of the summary.json already there that the new one carries over (the training's, for a run); ``history``:
     the epochs curves.png draws (None: the curves.png there is the run's, left as it is: :func:`write_report`);
-    ``stopped``: how the line of a report stopped while its figures were drawn ends (:meth:`Figures.stopped`)."""
+    ``stopped``: how the line of a report stopped while its figures were drawn ends (:meth:`Figures.stopped`);
+    ``guard``: the folder as its writer took it (a training's; else :func:`write_report` takes it)."""
     res = result
     if res is None or res.predictions is None or res.n != len(data.test_labels):
         test_loader = BatchLoader(data.test_images, data.test_labels, batch_size, mean=data.mean, std=data.std,
@@ -117,7 +118,7 @@ def report_run(run_dir: Path | None, model: nn.Module, data: Dataset, device: to
         warn = lambda line: complain(f"cnnlab: warning: {printable(line)}")  # noqa: E731
         try:
             figures = write_report(run_dir, summary, history=history, images=data.test_images,
-                                   classes=list(data.classes), context=context, keep=keep, log=log)
+                                   classes=list(data.classes), context=context, keep=keep, log=log, guard=guard)
             for note in figures.left_out.values():
                 log(note)
             if wait:

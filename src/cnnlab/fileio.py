@@ -42,7 +42,7 @@ try:
 except ImportError:  # pragma: no cover - Windows
     resource = None
 
-from cnnlab.errors import CnnlabError, DataUnreadable, WriteError, first_line, shell_quoted, short_repr
+from cnnlab.errors import CnnlabError, DataUnreadable, FolderGone, WriteError, first_line, shell_quoted, short_repr
 
 #: The most a settings file (--config) may hold: a few KB in practice; a larger file, or a device such as
 #: /dev/zero, is refused instead of read into memory.
@@ -64,6 +64,9 @@ NAME_MAX = 255
 #: of the file they were for. A folder is listed again only when someone else changed it since, so that many
 #: writes into one large folder (predict --show-input beside 10,000 images) do not each list it.
 _TEMP_LISTINGS: dict[str, tuple[int, dict[str, list[str]]]] = {}
+#: Per folder (absolute path): the checks of the folder guards that guard it now (:func:`guarded`), called
+#: before every write into it, from any thread (a report's figures are drawn in one of their own).
+_GUARDED: dict[str, list[Callable[[], None]]] = {}
 
 
 #: errno -> (what went wrong, in words; the usual fix) of a file that cannot be opened, read or looked at: the one
@@ -549,13 +552,19 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, mode_of: str | Path | N
     path = Path(path)
     _refuse_special_file(path)
     part = temp_part(path)  # a name too long is refused before any folder is made for it
-    make_dirs(path.parent)
+    guard = _guard_of(path.parent)
+    if guard is None:
+        make_dirs(path.parent)
+    else:  # a guarded folder gone is never made anew (its first files went with it): FolderGone
+        guard()
     # the permissions of the file replaced: not those of a link's target, which stays as it is (the link is replaced)
     old = None if mode_of is None and os.path.islink(path) else _regular_stat(path if mode_of is None else Path(mode_of))
     _remove_stale_temp_files_of(path, part)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{part}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
     except OSError as err:
+        if guard is not None:  # its folder moved or deleted since the check (no such file): said as such
+            guard()
         raise write_error(path, err) from None
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -579,9 +588,117 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, mode_of: str | Path | N
         except OSError:  # gone already; or kept by an append-only folder (chattr +a), which the error below names
             pass
         if isinstance(err, OSError) and not isinstance(err, WriteError):
+            if guard is not None:  # its folder moved or deleted since the check (no such file): said as such
+                guard()
             raise write_error(path, err) from None
         raise
     _note_own_change(path.parent)
+
+
+def _guard_of(folder: Path) -> Callable[[], None] | None:
+    """The check of the :class:`FolderGuard` guarding ``folder`` now (:func:`guarded`), None where none does."""
+    if not _GUARDED:
+        return None
+    checks = _GUARDED.get(os.path.abspath(folder))
+    return checks[-1] if checks else None
+
+
+@contextlib.contextmanager
+def guarded(guard: "FolderGuard") -> Iterator["FolderGuard"]:
+    """Inside, every write into ``guard``'s folder (:func:`atomic_write_bytes`, from any thread) first checks that
+    the folder is still the one the guard took: one moved or deleted meanwhile stops the write with its one line
+    (:class:`~cnnlab.errors.FolderGone`, or the guard's own ``refusal``), and is never made anew."""
+    key = os.path.abspath(guard.folder)
+    _GUARDED.setdefault(key, []).append(guard.check)
+    try:
+        yield guard
+    finally:
+        checks = _GUARDED.get(key, [])
+        if guard.check in checks:
+            checks.remove(guard.check)
+        if not checks:
+            _GUARDED.pop(key, None)
+
+
+class FolderGuard:
+    """A folder this process writes into, known by its identity (device and inode; where the process holds a lock
+    file in it, that file's too): a folder renamed or deleted while the process works in it is noticed at its next
+    write (:meth:`check`, and every write inside :func:`guarded`), which stops with one line and writes nothing
+    more. Each write made the folder's old path anew: a training wrote on without its config.json or lock, where a
+    resume was then accepted; a report's figures went into a new folder, its summary.json with the one moved.
+
+    ``refusal(where)`` makes the error raised, ``where`` the folder's new place (None: deleted, or it cannot be
+    told); by default a :class:`~cnnlab.errors.FolderGone`. Its new place is read from an open descriptor (on
+    Linux): the lock file's where :meth:`take` is given a lock, else the folder's own, opened then."""
+
+    def __init__(self, folder: str | Path, refusal: Callable[[Path | None], BaseException] | None = None):
+        self.folder = Path(folder)
+        self.refusal = refusal or self._gone
+        self.lock = None  # a held lock file in the folder (runs.RunLock: its fd and path)
+        self.fd: int | None = None  # the folder's own descriptor, where no lock's tells where it went
+        self.identity: tuple | None = None
+        self.gone = False
+
+    def take(self, lock=None) -> "FolderGuard":
+        """The folder as it is now (and ``lock``, a held :class:`cnnlab.runs.RunLock` in it); one that is not there
+        is not guarded."""
+        self.lock = lock
+        if (lock is None or lock.fd is None) and self.fd is None:
+            try:
+                self.fd = os.open(self.folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+            except OSError:  # (out of descriptors: guarded all the same, only its new place is not told)
+                self.fd = None
+        self.identity = self._now()
+        return self
+
+    def release(self) -> None:
+        """Close the folder's descriptor, if one was opened."""
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = None
+
+    def _now(self) -> tuple | None:
+        try:
+            folder = os.stat(self.folder)
+            if self.lock is not None and self.lock.fd is not None:
+                held, locked = os.stat(self.lock.path), os.fstat(self.lock.fd)
+                if (locked.st_dev, locked.st_ino) != (held.st_dev, held.st_ino):
+                    return None  # another lock file: another folder in its place
+        except OSError:
+            return None
+        return folder.st_dev, folder.st_ino
+
+    def check(self) -> None:
+        """Raise (one line) when the folder is no longer the one taken."""
+        if self.identity is None or self._now() == self.identity:
+            return
+        self.gone = True
+        raise self.refusal(self.moved_to())
+
+    def moved_to(self) -> Path | None:
+        """Where the folder is now (from an open descriptor, on Linux), relative to the current folder where it
+        lies in it; None when it was deleted or that cannot be told."""
+        by_lock = self.lock is not None and getattr(self.lock, "fd", None) is not None
+        fd = self.lock.fd if by_lock else self.fd
+        if fd is None:
+            return None
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            return None
+        if target.endswith(" (deleted)") or not target.startswith("/"):
+            return None
+        folder = Path(target).parent if by_lock else Path(target)
+        try:
+            return folder.relative_to(Path.cwd())
+        except (ValueError, OSError):
+            return folder
+
+    def _gone(self, where: Path | None) -> FolderGone:
+        what = f"was moved to {where}" if where is not None else "was moved or deleted"
+        return FolderGone(f"{self.folder} {what} while this command wrote into it; nothing more is written, nor a "
+                          "folder made in its place: run it again", where)
 
 
 def _rename(tmp: str, path: Path) -> None:

@@ -5,6 +5,7 @@ This module computes; ``cnnlab.plots`` only draws what it computed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -14,8 +15,8 @@ from typing import Callable
 import torch
 
 from cnnlab import plots
-from cnnlab.errors import CnnlabError, DataUnreadable, RunError, WriteError
-from cnnlab.fileio import atomic_write_text, is_file, json_safe, set_aside
+from cnnlab.errors import CnnlabError, DataUnreadable, FolderGone, RunError, WriteError
+from cnnlab.fileio import FolderGuard, atomic_write_text, guarded, is_file, json_safe, make_dirs, set_aside
 from cnnlab.output import handed_on, stops_taken
 from cnnlab.runs import load_run_json
 from cnnlab.text import display_width, pad
@@ -227,8 +228,13 @@ class Figures:
     ``left_out`` says which figure is not drawn at all, and why (a confusion matrix of too many classes)."""
 
     def __init__(self, run_dir: Path, summary: dict, *, history: list[dict], images: torch.Tensor,
-                 classes: list[str], context: dict | None = None, current: set[str] = frozenset()):
+                 classes: list[str], context: dict | None = None, current: set[str] = frozenset(),
+                 guard: FolderGuard | None = None, own_guard: bool = False):
         context = {**(context or {})}
+        #: The folder as the report began writing it (:func:`write_report`): each figure's write checks it, and one
+        #: moved or deleted meanwhile stops the drawing (no figure goes into a folder made anew); ``own_guard``: the
+        #: guard is released once the figures are drawn.
+        self.guard, self._own_guard = guard, own_guard
         context.setdefault("run", Path(run_dir).resolve().name)
         self._error: BaseException | None = None
         self.left_out = {} if summary.get("confusion") is not None else {"confusion.png": (
@@ -266,18 +272,29 @@ class Figures:
         try:
             with self._beginning:  # stopped before it began: nothing is drawn
                 self._began = not self._stop.is_set()
-            for name in self.names if self._began else ():
-                if self._stop.is_set():
-                    break
-                try:
-                    drawers[name](run_dir / name)
-                    self.written.append(name)
-                except WriteError as err:  # one that cannot be written (a full disk): the others are still tried
-                    self._error = self._error or err
+            with guarded(self.guard) if self.guard is not None else contextlib.nullcontext():
+                self._draw_each(drawers, run_dir)
         except BaseException as err:  # noqa: BLE001 - handed to the waiting thread, which raises it
             self._error = err
         finally:
+            if self._own_guard:
+                self.guard.release()
             self._done.set()
+
+    def _draw_each(self, drawers: dict, run_dir: Path) -> None:
+        """Each figure of :attr:`names`, until a stop. One that cannot be written (a full disk) does not stop the
+        others; a folder moved or deleted meanwhile stops them all."""
+        for name in self.names if self._began else ():
+            if self._stop.is_set():
+                break
+            try:
+                drawers[name](run_dir / name)
+                self.written.append(name)
+            except WriteError as err:  # one that cannot be written (a full disk): the others are still tried
+                gone = isinstance(err, FolderGone) or (self.guard is not None and self.guard.gone)
+                self._error = err if gone or self._error is None else self._error
+                if gone:  # (said before a full disk's error of a figure before it: the line says where they went)
+                    break
 
     def wait(self, say: Callable[[str], None] | None = None, why: str = "stopped; run it again") -> None:
         """Until the figures are written; the first error a figure met is raised. With ``say``, Ctrl-C, SIGTERM and
@@ -309,12 +326,13 @@ class Figures:
         """The one line for ``err``, a figure not written after summary.json was (or why they stopped, a text):
         what was written, what not."""
         missing = [n for n in self.names if n not in self.written]
-        older = [n for n in missing if is_file(self.run_dir / n, if_unknown=False)]
+        where = getattr(err, "moved_to", None) or self.run_dir  # a folder moved meanwhile: what it wrote went with it
+        older = [n for n in missing if is_file(where / n, if_unknown=False)]
         stays = (f" (an earlier report's {', '.join(older)} {'stays' if len(older) == 1 else 'stay'} there)"
                  if older else "")
         kept = f" ({', '.join(self.kept)} unchanged)" if self.kept else ""
         return IncompleteReport(f"report incomplete: wrote {', '.join(['summary.json', *self.written])} in "
-                                f"{self.run_dir}{kept}, not {', '.join(missing)}{stays}: {err}",
+                                f"{where}{kept}, not {', '.join(missing)}{stays}: {err}",
                                 None if isinstance(err, str) else err.errno)
 
     def stopped(self, say: Callable[[str], None], why: str = "stopped; run it again") -> None:
@@ -343,7 +361,7 @@ def _held(signum, frame) -> None:
 
 def write_report(run_dir: str | Path, summary: dict, *, history: list[dict] | None, images: torch.Tensor,
                  classes: list[str], context: dict | None = None, keep: tuple[str, ...] = (),
-                 log: Callable[[str], None] | None = None) -> Figures:
+                 log: Callable[[str], None] | None = None, guard: FolderGuard | None = None) -> Figures:
     """Write summary.json into ``run_dir`` now (strict JSON: a diverged loss is ``null``; :func:`summary_text`)
     and start drawing the figures; ``.wait()`` on the result before relying on them.
 
@@ -361,8 +379,28 @@ def write_report(run_dir: str | Path, summary: dict, *, history: list[dict] | No
     (:data:`CURVES`): ``history`` is drawn in its place (none: an evaluation's report has no epochs), unless
     ``history`` is None, which says that the one there shows the run's epochs as they are (an evaluation into the
     run's own folder, whose metrics.csv is older than it): it is left as it is (drawn from none when missing).
+
+    Every file of the report is written into the folder as it was when the report began (``guard``, a training's,
+    or one taken here: :class:`cnnlab.fileio.FolderGuard`): moved or deleted meanwhile, the next file is not
+    written (:class:`~cnnlab.errors.FolderGone`; the figures went into a folder made anew, the summary.json with the
+    one moved, and the line said all of them were written in it).
     """
     run_dir = Path(run_dir)
+    own_guard = guard is None
+    if guard is None:
+        guard = FolderGuard(make_dirs(run_dir)).take()
+    try:
+        return _write_report(run_dir, summary, history=history, images=images, classes=classes, context=context,
+                             keep=keep, log=log, guard=guard, own_guard=own_guard)
+    except BaseException as err:
+        if own_guard and getattr(err, "figures", None) is None:  # no drawing thread, which releases it once done
+            guard.release()
+        raise
+
+
+def _write_report(run_dir: Path, summary: dict, *, history, images, classes, context, keep, log, guard: FolderGuard,
+                  own_guard: bool) -> Figures:
+    """:func:`write_report` into ``run_dir``, its folder guarded by ``guard``."""
     if history is None and not is_file(run_dir / CURVES, if_unknown=True):
         history = []
     previous = _previous_summary(run_dir, keep, log)
@@ -382,14 +420,16 @@ def write_report(run_dir: str | Path, summary: dict, *, history: list[dict] | No
     try:
         try:
             with stops_taken(lambda signum, frame: held.append(signum)) as handlers:
-                atomic_write_text(run_dir / "summary.json", summary_text(summary), just_before=lambda: set_aside(stale))
-                for name in sorted(current):
-                    try:  # still no older than the summary it shows, so that the next evaluation keeps it too
-                        os.utime(run_dir / name)
-                    except OSError:
-                        current.discard(name)
+                with guarded(guard):
+                    atomic_write_text(run_dir / "summary.json", summary_text(summary),
+                                      just_before=lambda: set_aside(stale))
+                    for name in sorted(current):
+                        try:  # still no older than the summary it shows, so that the next evaluation keeps it too
+                            os.utime(run_dir / name)
+                        except OSError:
+                            current.discard(name)
                 figures = Figures(run_dir, summary, history=history, images=images, classes=classes,
-                                  context=context, current=current)
+                                  context=context, current=current, guard=guard, own_guard=own_guard)
         except BaseException:
             if (stop := handed_on(handlers, held)) is not None:  # a stop held meanwhile, in place of the error
                 raise stop from None

@@ -28,7 +28,7 @@ from cnnlab.data import BatchLoader, Dataset
 from cnnlab.distill import Teacher
 from cnnlab.distributed import Dist
 from cnnlab.errors import DIVERGED, DIVERGED_KEPT, CnnlabError, Diverged
-from cnnlab.fileio import is_file
+from cnnlab.fileio import FolderGuard, is_file
 from cnnlab.evaluation import EvalResult, evaluate
 
 Log = Callable[[str], None]
@@ -111,8 +111,8 @@ class Trainer:
     #: The weights now scored the best evaluation of the eval split so far inside an epoch (the check that reached
     #: --target-accuracy): the position's save as the run stops also writes them as best.pt (observers.CheckpointSaver).
     best_unsaved: bool = False
-    #: Raises (one line) when the run folder is no longer the one this process locked (engine.FolderGuard).
-    folder_check: Callable[[], None] | None = None
+    #: The run folder as this process locked it: :meth:`check_folder` raises (one line) when it is no longer that one.
+    folder_guard: FolderGuard | None = None
     #: A resumed run's step limits that a checkpoint and config.json may keep in place of this process's own, in
     #: order (the resume's --max-steps when given, then the run's): the first its position has not gone past is
     #: kept, none (0) when it went past them all. Empty: a new run's, this process's own (see :meth:`saved_config`).
@@ -142,8 +142,8 @@ class Trainer:
 
     def check_folder(self) -> None:
         """Before a write into the run folder: stop (one line) when it was moved or deleted."""
-        if self.folder_check is not None:
-            self.folder_check()
+        if self.folder_guard is not None:
+            self.folder_guard.check()
 
     def saved_config(self) -> dict:
         """The settings a checkpoint and config.json record: what ran, so that ``--config RUN`` re-runs it. A resume

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ from cnnlab.cli.common import (
 )
 from cnnlab.config import RECIPES
 from cnnlab.errors import CnnlabError, WriteError, printable
-from cnnlab.fileio import atomic_write_json, is_file, set_aside
+from cnnlab.fileio import FolderGuard, atomic_write_json, guarded, is_file, set_aside
 from cnnlab.output import complain, json_text, say
 from cnnlab.runs import (ANALYSIS_LOCK, RunLock, check_output_folder, folders_made, is_running, new_analysis_dir,
                          remove_if_unused, run_dir_of)
@@ -156,7 +157,7 @@ def cmd_branches(args) -> int:
             return 0
         out = folders.lock(Path(args.out) if args.out else run_dir, "branches", result["dataset"])
         return _write(out, ("branches.json", result), [("branches.png", lambda p: plot_branches(result, p))], table,
-                      result["seconds"], args.json, fresh=fresh)
+                      result["seconds"], args.json, fresh=fresh, guard=folders.guard)
 
 
 def _check_not_read(dataset: str | None, out: str | None) -> None:
@@ -180,6 +181,8 @@ class _Folders:
 
     def __init__(self):
         self.locks: list[RunLock] = []
+        #: The folder locked, as it was then: its files are written into it or not at all (:func:`_write`).
+        self.guard: FolderGuard | None = None
         #: Each folder made, with the folders made for it (runs/, the parents of a new --out, and itself).
         self.made: list[tuple[Path, tuple[Path, ...]]] = []
 
@@ -195,6 +198,7 @@ class _Folders:
         elif made := folders_made(folder):
             self.made.append((folder, made))
         self.locks.append(_lock(folder))
+        self.guard = FolderGuard(folder).take(self.locks[0])
         return folder
 
     def __enter__(self) -> "_Folders":
@@ -216,7 +220,7 @@ def _lock(folder: Path) -> RunLock:
 
 
 def _write(out: Path, record: tuple[str, dict], figures: list, table: str, seconds: float, quiet: bool,
-           fresh: bool = False) -> int:
+           fresh: bool = False, guard: FolderGuard | None = None) -> int:
     """Write the analysis's JSON (``record``: its name and contents), then each ``(name, draw)`` of its ``figures``
     into ``out``, then print the table: a stdout that cannot be written (a full disk, a closed pipe) loses the table,
     never the files the analysis was asked for. The figures an earlier analysis left there are set aside the moment
@@ -226,7 +230,9 @@ def _write(out: Path, record: tuple[str, dict], figures: list, table: str, secon
     earlier files whole. 1 (with what was written and what not, in one line, after the table) when the disk
     refuses a file: the table is still the answer. Stopped (Ctrl-C, SIGTERM) between its files, a folder made for
     this analysis (``fresh``) is removed (it left a folder with the JSON and no figures among the results), and a
-    given one is said to be incomplete."""
+    given one is said to be incomplete. ``guard``: the folder as it was locked; moved or deleted since, the next file
+    is not written (each was written into a folder made anew at its old path: :class:`cnnlab.fileio.FolderGuard`),
+    and the line says where the files written went."""
     name, data = record
     drawn = [out / n for n, _ in figures]
     files = [(name, lambda p: atomic_write_json(p, data, just_before=lambda: set_aside(drawn))), *figures]
@@ -234,7 +240,8 @@ def _write(out: Path, record: tuple[str, dict], figures: list, table: str, secon
     refused = None
     for name, writer in files:
         try:
-            writer(out / name)
+            with guarded(guard) if guard is not None else contextlib.nullcontext():
+                writer(out / name)
         except WriteError as err:
             refused = err
             break
@@ -247,8 +254,9 @@ def _write(out: Path, record: tuple[str, dict], figures: list, table: str, secon
             raise
         written.append(name)
     print(table)
-    if refused is not None:
-        print(printable(f"cnnlab: warning: results incomplete: {_done(out, files, written)}: {refused}"),
+    if refused is not None:  # (a folder moved meanwhile: what was written went with it)
+        where = getattr(refused, "moved_to", None) or out
+        print(printable(f"cnnlab: warning: results incomplete: {_done(where, files, written)}: {refused}"),
               file=sys.stderr)
         return 1
     if not quiet:  # the folder's name escaped: a newline or an escape sequence in it stays one line, inert
@@ -298,4 +306,4 @@ def cmd_gradients(args) -> int:
         out = folders.lock(Path(args.out) if args.out else None, "gradients", result["dataset"])
         return _write(out, ("gradients.json", result), [("gradients.png", lambda p: plot_gradients(result, p)),
                                                          ("depth.png", lambda p: plot_depth(result, p))],
-                      table, result["seconds"], args.json, fresh=not args.out)
+                      table, result["seconds"], args.json, fresh=not args.out, guard=folders.guard)

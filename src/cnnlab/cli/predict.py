@@ -24,8 +24,8 @@ from cnnlab.cli.common import (
     refuse_typed,
 )
 from cnnlab.runs import CHECKPOINTS, DEFAULT_CHECKPOINT, LATEST, resolve_run
-from cnnlab.errors import CnnlabError
-from cnnlab.fileio import is_file
+from cnnlab.errors import CnnlabError, FolderGone
+from cnnlab.fileio import FolderGuard, guarded, is_dir, is_file
 from cnnlab.imagelimits import DEFAULT_MAX_PIXELS, MIN_MAX_PIXELS
 from cnnlab.output import json_text, stops_held
 from cnnlab.text import display_width, pad
@@ -130,6 +130,10 @@ class InputImages:
         self.used: set[Path] = set()  # the folders an image was written into
         self.read: dict[Path, tuple[Path, str] | None] = {}  # per folder: the net's folder: dataset reads it as
         self.passed_over: set[Path] = set()  # folders beside the images that the dataset reads: said once each
+        #: --show-input DIR as it was when it was first written into (or found): the images go into it or nowhere
+        #: (moved or deleted meanwhile, each image made it anew at its old path); ``gone``: the line that said so.
+        self.guard: FolderGuard | None = None
+        self.gone: str | None = None
 
     def read_by(self, folder: Path) -> tuple[Path, str] | None:
         """``(DIR, CLASS)`` where the net's ``folder:DIR`` dataset reads ``folder`` as its class folder ``CLASS``
@@ -184,16 +188,27 @@ class InputImages:
                       f"{' and '.join(printable(str(f)) for f in passed)}; give a folder outside it: --show-input DIR",
                       file=sys.stderr)
                 continue
+            if self.gone is not None:  # its folder went: said once, for this image and those after it
+                saved.append(None)
+                continue
             for folder in folders:
                 self.there_before.setdefault(folder, os.path.lexists(folder))
                 stem = Path(pred.name).stem
                 first = f"{stem}.input.png" not in self.taken.get(folder, ())
                 try:
-                    out = save_input_image(pred, folder, self.taken.setdefault(folder, set()))
+                    with self._guarded(folder):
+                        out = save_input_image(pred, folder, self.taken.setdefault(folder, set()))
+                except FolderGone as err:
+                    self.gone = f"--show-input: the input image of {printable(pred.name)} and those after it were " \
+                                f"not written: {printable(str(err))}"
+                    saved.append(None)
+                    print(f"warning: {self.gone}", file=sys.stderr)
+                    break
                 except OSError as err:
                     error = err
                     continue
                 saved.append(out)
+                self._take(folder)  # (a --show-input DIR made by this write: guarded from now on)
                 self.used.add(out.parent)
                 self._passed_over(passed, folder)
                 if first and out.name != f"{stem}.input.png":  # its own name is held by a file cnnlab did not write
@@ -205,6 +220,20 @@ class InputImages:
                 saved.append(None)
                 print(f"warning: {_not_saved(pred.name, folders, error)}", file=sys.stderr)
         return saved
+
+    def _guarded(self, folder: Path):
+        """Around a write into ``folder``: where it is ``--show-input DIR``, the folder as it was first found or
+        written into (:class:`cnnlab.fileio.FolderGuard`), taken now where it is there."""
+        self._take(folder)
+        return guarded(self.guard) if self.guard is not None and self._given(folder) else contextlib.nullcontext()
+
+    def _take(self, folder: Path) -> None:
+        """The guard of ``--show-input DIR``, taken once, where ``folder`` is it and it is there."""
+        if self.guard is None and self._given(folder) and is_dir(folder, if_unknown=False):
+            self.guard = FolderGuard(folder).take()
+
+    def _given(self, folder: Path) -> bool:
+        return self.directory is not None and folder == Path(self.directory)
 
     def _passed_over(self, passed: list[Path], folder: Path) -> None:
         """The note, once per folder, that an image's own folder was passed over for ``folder``: the net's
@@ -222,6 +251,8 @@ class InputImages:
 
     def finish(self) -> None:
         """Remove the folders made for images none of which could be written."""
+        if self.guard is not None:
+            self.guard.release()
         for folder, before in self.there_before.items():
             if not before and folder not in self.used:
                 with contextlib.suppress(OSError):  # not empty (something else wrote there), or gone: left as it is

@@ -1,0 +1,120 @@
+"""The os tester's defects fixed by osE (s46): a report's folder moved or deleted while it was written
+(:class:`cnnlab.fileio.FolderGuard`), a figure that ran out of memory after a finished training, ``--show-input``'s
+pair of images half written, an export's folders left behind, a figure that is no whole PNG kept as "unchanged",
+and a run's ``.lock`` replaced by a folder. docs/reliability.md lists them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+import cnnlab.analysis.plots
+import cnnlab.compare
+import cnnlab.plots
+import cnnlab.predict
+from conftest import tiny_config, trained_once
+from cnnlab.cli import main
+from cnnlab.errors import WriteError
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """One finished tiny run (basic_cnn, one epoch), copied by each test that uses it."""
+    return trained_once(tmp_path_factory, "osE")
+
+
+@pytest.fixture
+def run(trained, tmp_path, monkeypatch) -> Path:
+    """A copy of the run in ``tmp_path/R``, the current folder ``tmp_path`` (paths said as typed)."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(trained, tmp_path / "R")
+    monkeypatch.setenv("CNNLAB_HOME", str(trained.parent / "home"))
+    return Path("R")
+
+
+def _moving(real, folder: str, how: str):
+    """``real`` (a drawing function), after ``folder`` is moved to ``<folder>moved`` or deleted, as a user did while
+    the command wrote into it."""
+    def draw(*args, **kwargs):
+        os.rename(folder, f"{folder}moved") if how == "moved" else shutil.rmtree(folder)
+        return real(*args, **kwargs)
+    return draw
+
+
+def _digit(path: Path, zero: bool) -> Path:
+    im = Image.new("L", (60, 60), 255)
+    draw = ImageDraw.Draw(im)
+    draw.ellipse([12, 8, 48, 52], outline=0, width=6) if zero else draw.line([(30, 8), (30, 52)], fill=0, width=6)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path)
+    return path
+
+
+# ----------------------------------------------------------------------------- D1: a folder moved while written
+
+
+@pytest.mark.parametrize("how", ["moved", "deleted"])
+def test_evaluate_out_moved_while_its_figures_are_drawn_is_never_made_anew(run, capsys, monkeypatch, how):
+    monkeypatch.setattr(cnnlab.plots, "plot_confusion", _moving(cnnlab.plots.plot_confusion, "EV", how))
+    assert main(["evaluate", str(run), "--out", "EV"]) == 1
+    out, err = capsys.readouterr()
+    assert "\n" not in err.strip() and "Traceback" not in err
+    assert not os.path.lexists("EV")  # no folder made anew at its old path, holding the figures
+    assert "wrote summary.json, confusion.png" not in out
+    if how == "deleted":
+        assert "report incomplete: wrote summary.json in EV, not confusion.png, mistakes.png: EV was moved or " \
+               "deleted while this command wrote into it" in err
+        return
+    assert "report incomplete: wrote summary.json in EVmoved, not confusion.png, mistakes.png: EV was moved to " \
+           "EVmoved while this command wrote into it; nothing more is written, nor a folder made in its place" in err
+    assert sorted(os.listdir("EVmoved")) == ["summary.json"]
+
+
+def test_an_analysis_folder_moved_between_its_files_is_never_made_anew(run, capsys, monkeypatch):
+    monkeypatch.setattr(cnnlab.analysis.plots, "plot_gradients",
+                        _moving(cnnlab.analysis.plots.plot_gradients, "G", "moved"))
+    data = json.loads((run / "config.json").read_text())["config"]["dataset"]
+    assert main(["analyze", "gradients", "--depths", "2", "--width", "2", "--seeds", "1", "--epochs", "0",
+                 "--batch-size", "32", "--dataset", data, "--out", "G"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err
+    assert "results incomplete: wrote gradients.json in Gmoved, not gradients.png, depth.png: G was moved to " \
+           "Gmoved while this command wrote into it" in err
+    assert not os.path.lexists("G") and sorted(os.listdir("Gmoved")) == [".analysis.lock", "gradients.json"]
+
+
+def test_a_compare_folder_moved_before_its_figure_is_never_made_anew(trained, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cnnlab.compare, "plot_comparison", _moving(cnnlab.compare.plot_comparison, "C", "moved"))
+    base = tiny_config(trained.parent / "tiny", max_steps=2, threads=1)
+    with pytest.raises(WriteError) as caught:
+        cnnlab.compare.compare(["basic_cnn"], 1, base, out="C", quiet=True, log=lambda line: None)
+    assert str(caught.value).startswith("results incomplete: wrote Cmoved/comparison.md, not comparison.png: C was "
+                                        "moved to Cmoved while this command wrote into it")
+    assert not os.path.lexists("C") and (tmp_path / "Cmoved" / "comparison.md").is_file()
+
+
+def test_show_input_dir_moved_while_its_images_are_written_is_never_made_anew(run, capsys, monkeypatch):
+    images = [str(_digit(Path(f"in/{name}.png"), zero=name == "b")) for name in ("a", "b", "c")]
+    real, calls = cnnlab.predict.save_input_image, []
+
+    def second_moves(pred, folder, *args, **kwargs):
+        calls.append(pred.name)
+        if len(calls) == 2:
+            os.rename("SI", "SImoved")
+        return real(pred, folder, *args, **kwargs)
+
+    monkeypatch.setattr(cnnlab.predict, "save_input_image", second_moves)
+    assert main(["predict", str(run), *images, "--show-input", "SI"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err
+    assert "--show-input: the input image of in/b.png and those after it were not written: SI was moved to SImoved " \
+           "while this command wrote into it" in err
+    assert not os.path.lexists("SI") and sorted(os.listdir("SImoved")) == ["a.input.png", "a.input.x10.png"]
+
+
