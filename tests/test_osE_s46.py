@@ -20,6 +20,7 @@ import cnnlab.predict
 from conftest import tiny_config, trained_once
 from cnnlab.cli import main
 from cnnlab.errors import WriteError
+from cnnlab.runs import describe_run
 
 
 @pytest.fixture(scope="module")
@@ -116,5 +117,28 @@ def test_show_input_dir_moved_while_its_images_are_written_is_never_made_anew(ru
     assert "--show-input: the input image of in/b.png and those after it were not written: SI was moved to SImoved " \
            "while this command wrote into it" in err
     assert not os.path.lexists("SI") and sorted(os.listdir("SImoved")) == ["a.input.png", "a.input.x10.png"]
+
+
+# ----------------------------------------------------------------------------- D2: out of memory drawing a figure
+
+
+def test_out_of_memory_drawing_a_figure_leaves_a_finished_training_finished(run, capsys, monkeypatch):
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    data = json.loads((run / "config.json").read_text())["config"]["dataset"]
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(cnnlab.plots, "plot_curves", no_memory)
+        assert main(["train", "--model", "basic_cnn", "--dataset", data, "--epochs", "1", "--batch-size", "32",
+                     "--lr", "0.05", "--threads", "1", "--out", "T"]) == 0
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err
+    assert err == ("cnnlab: warning: report incomplete: wrote summary.json, confusion.png, mistakes.png in T, not "
+                   "curves.png: out of memory while drawing curves.png; free some memory (close other programs) or "
+                   "raise the memory limit (ulimit -v); the run's checkpoint is written: 'cnnlab evaluate T' draws "
+                   "the figures again")
+    assert json.loads(Path("T/status.json").read_text())["status"] == "finished"
+    assert describe_run(Path("T"))["status"] == "finished"
+    assert main(["evaluate", "T"]) == 0 and Path("T/curves.png").stat().st_size > 0  # the documented redraw
 
 

@@ -6,6 +6,7 @@ This module computes; ``cnnlab.plots`` only draws what it computed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import threading
@@ -15,8 +16,10 @@ from typing import Callable
 import torch
 
 from cnnlab import plots
-from cnnlab.errors import CnnlabError, DataUnreadable, FolderGone, RunError, WriteError
-from cnnlab.fileio import FolderGuard, atomic_write_text, guarded, is_file, json_safe, make_dirs, set_aside
+from cnnlab.errors import CnnlabError, DataUnreadable, FolderGone, RunError, WriteError, first_line
+from cnnlab.fileio import (FolderGuard, atomic_write_text, guarded, is_file, json_safe, make_dirs, set_aside,
+                           usual_fix)
+from cnnlab.fileio import reason as reason_of
 from cnnlab.output import handed_on, stops_taken
 from cnnlab.runs import load_run_json
 from cnnlab.text import display_width, pad
@@ -220,6 +223,30 @@ class IncompleteReport(WriteError):
     were drawn): the one line names what was written, what was not, and why."""
 
 
+#: How an allocation that failed reads in torch's errors (its CPU allocator's RuntimeError, a C++ bad_alloc).
+_ALLOCATION_FAILED = ("can't allocate memory", "std::bad_alloc")
+
+
+def not_drawn(name: str, err: Exception) -> CnnlabError:
+    """The error of the figure ``name`` that was not drawn: a write's own line (a full disk, its folder moved), or
+    a failure while drawing it, said as a :class:`~cnnlab.errors.WriteError` as a full disk's is (out of memory: a
+    ``MemoryError`` of Pillow or numpy, an ``ENOMEM``, torch's allocator), so that the other figures are still
+    drawn and a finished training whose figure could not be drawn is no failed run: its checkpoint and summary.json
+    are written (it was "failed (MemoryError)", with the advice of a smaller --batch-size)."""
+    if isinstance(err, CnnlabError):
+        return err
+    if isinstance(err, MemoryError) or getattr(err, "errno", None) == errno.ENOMEM \
+            or any(words in str(err) for words in _ALLOCATION_FAILED):
+        reason = f"out of memory while drawing {name}"
+        return WriteError(f"{reason}; free some memory (close other programs) or raise the memory limit (ulimit -v)",
+                          errno.ENOMEM, reason)
+    if isinstance(err, OSError):  # a font that could not be read (too many open files, an input/output error)
+        reason = f"{name} could not be drawn ({reason_of(err)})"
+        return WriteError(f"{reason}; {usual_fix(err)}", err.errno, reason)
+    reason = f"{name} could not be drawn ({type(err).__name__}: {first_line(err)[:200]})"
+    return WriteError(f"{reason}; draw it again, and if it fails again, report it as a bug of cnnlab's", None, reason)
+
+
 class Figures:
     """curves.png, confusion.png and mistakes.png, drawn in a background thread so that the line a user waits
     for is printed while they are drawn; :meth:`wait` returns once they are written (and re-raises the first
@@ -282,17 +309,17 @@ class Figures:
             self._done.set()
 
     def _draw_each(self, drawers: dict, run_dir: Path) -> None:
-        """Each figure of :attr:`names`, until a stop. One that cannot be written (a full disk) does not stop the
-        others; a folder moved or deleted meanwhile stops them all."""
+        """Each figure of :attr:`names`, until a stop. One that cannot be drawn or written (a full disk, out of
+        memory: :func:`not_drawn`) does not stop the others; a folder moved or deleted meanwhile stops them all."""
         for name in self.names if self._began else ():
             if self._stop.is_set():
                 break
             try:
                 drawers[name](run_dir / name)
                 self.written.append(name)
-            except WriteError as err:  # one that cannot be written (a full disk): the others are still tried
+            except Exception as err:  # noqa: BLE001 - said as the figure not drawn (its first line), not raised here
                 gone = isinstance(err, FolderGone) or (self.guard is not None and self.guard.gone)
-                self._error = err if gone or self._error is None else self._error
+                self._error = not_drawn(name, err) if gone or self._error is None else self._error
                 if gone:  # (said before a full disk's error of a figure before it: the line says where they went)
                     break
 
