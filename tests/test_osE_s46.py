@@ -5,9 +5,12 @@ and a run's ``.lock`` replaced by a folder. docs/reliability.md lists them."""
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,7 +20,7 @@ import cnnlab.analysis.plots
 import cnnlab.compare
 import cnnlab.plots
 import cnnlab.predict
-from conftest import tiny_config, trained_once
+from conftest import no_room_for, one_line, tiny_config, trained_once
 from cnnlab.cli import main
 from cnnlab.errors import WriteError
 from cnnlab.runs import describe_run
@@ -140,5 +143,45 @@ def test_out_of_memory_drawing_a_figure_leaves_a_finished_training_finished(run,
     assert json.loads(Path("T/status.json").read_text())["status"] == "finished"
     assert describe_run(Path("T"))["status"] == "finished"
     assert main(["evaluate", "T"]) == 0 and Path("T/curves.png").stat().st_size > 0  # the documented redraw
+
+
+# ----------------------------------------------------------------------------- D3: --show-input's pair as one
+
+
+def _digests(folder: str) -> dict[str, str]:
+    return {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(Path(folder).iterdir())}
+
+
+def _no_room_efbig(monkeypatch, name: str) -> None:
+    """As ``conftest.no_room_for``, the write of ``name`` refused as over the file-size limit (EFBIG)."""
+    real = tempfile.mkstemp
+
+    def too_large(*args, prefix="", **kwargs):
+        if prefix.startswith(f".{name}."):
+            raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
+        return real(*args, prefix=prefix, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", too_large)
+
+
+@pytest.mark.parametrize("why, fix", [
+    ("full", "(cannot write SI/d.input.x10.png: No space left on device); free some disk space and run it again"),
+    ("efbig", "(cannot write SI/d.input.x10.png: file too large (over a file-size limit: ulimit -f, or the file "
+              "system's largest file)); raise the limit (ulimit -f unlimited) and run it again"),
+])
+def test_show_input_writes_its_pair_whole_or_not_at_all(run, capsys, monkeypatch, why, fix):
+    one, zero = _digit(Path("a/d.png"), zero=False), _digit(Path("b/d.png"), zero=True)
+    assert main(["predict", str(run), str(one), "--show-input", "SI"]) == 0
+    before = _digests("SI")
+    capsys.readouterr()
+    with pytest.MonkeyPatch.context() as m:
+        (no_room_for if why == "full" else _no_room_efbig)(m, "d.input.x10.png")
+        assert main(["predict", str(run), str(zero), "--show-input", "SI"]) == 1
+    err = one_line(capsys)
+    assert _digests("SI") == before  # the new small image is not left beside the earlier one's enlarged copy
+    assert err == f"warning: --show-input: the input image of b/d.png was not written into SI {fix}"
+    assert main(["predict", str(run), str(zero), "--show-input", "SI"]) == 0
+    after = _digests("SI")
+    assert after.keys() == before.keys() and all(after[k] != before[k] for k in after)  # both the new image's
 
 

@@ -19,6 +19,7 @@ every digit written in a row in an image (a :class:`NumberPrediction`). The CLI
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import io
 import operator
@@ -40,7 +41,7 @@ from cnnlab.data.folder import gray_square, read_as_class
 from cnnlab.dataset_names import PAPER_SPLIT, dataset_kind, directory_of, paper_of
 from cnnlab.devices import resolve_device
 from cnnlab.errors import CheckpointError, CnnlabError, first_line, printable, short_repr, yes_no
-from cnnlab.fileio import as_path, atomic_write_bytes, is_dir, open_if_regular, temp_part
+from cnnlab.fileio import as_path, atomic_write_bytes, is_dir, open_if_regular, set_aside, temp_part
 from cnnlab.pretrained import load_pretrained
 from cnnlab.runs import LATEST, resolve_run
 from cnnlab.text import plural
@@ -903,8 +904,9 @@ def save_input_image(pred: Prediction | NumberPrediction, directory: str | Path,
                      enlarge: int = ENLARGE) -> Path:
     """Write the 28x28 image the net saw as ``DIR/<file stem>.input.png`` and, because that is tiny on a
     screen, a copy enlarged ``enlarge`` times with nearest-neighbour (every pixel a sharp square) as
-    ``DIR/<file stem>.input.x10.png`` (280x280; none when ``enlarge`` is 1 or less). Both are written
-    atomically. Returns the path of the 28x28 image.
+    ``DIR/<file stem>.input.x10.png`` (280x280; none when ``enlarge`` is 1 or less). The two are written as one
+    (:func:`_write_pair`): both are the new image's, or neither changed (the new small image beside an earlier
+    image's enlarged one, when the second could not be written). Returns the path of the 28x28 image.
 
     ``taken`` holds the names already written in this batch: a later input with the same stem gets
     ``<stem>-2.input.png`` (and ``<stem>-2.input.x10.png``), ``-3``... (chosen before writing, so that
@@ -924,11 +926,37 @@ def save_input_image(pred: Prediction | NumberPrediction, directory: str | Path,
     out = directory / f"{base}.input.png"
     if enlarge > 1:  # the longer name first: a stem that fits one name only writes neither (no half pair left)
         temp_part(directory / f"{base}.input.x{enlarge}.png")
-    atomic_write_bytes(out, _png_bytes(img))
     if enlarge > 1:
         big = img.resize((img.width * enlarge, img.height * enlarge), Image.Resampling.NEAREST)
-        atomic_write_bytes(directory / f"{base}.input.x{enlarge}.png", _png_bytes(big))
+        _write_pair(out, _png_bytes(img), directory / f"{base}.input.x{enlarge}.png", _png_bytes(big))
+    else:
+        atomic_write_bytes(out, _png_bytes(img))
     return out
+
+
+def _write_pair(first: Path, data: bytes, second: Path, other: bytes) -> None:
+    """``first`` and ``second`` written as a pair: ``first``'s new version is written and synced, then ``second``
+    whole, then ``first`` is renamed into place (:func:`cnnlab.fileio.atomic_write_bytes`' ``just_before``). A
+    ``second`` that cannot be written (a full disk, ``ulimit -f``) leaves both as they were; a rename of ``first``
+    that fails puts ``second``'s earlier version back (set aside as the new one was renamed in, and kept until
+    then: :func:`cnnlab.fileio.set_aside`)."""
+    held = []  # second's earlier version, set aside as the new one is renamed in, until the pair is complete
+
+    def aside():
+        held.append(set_aside([second]))
+        return lambda done: None if done else held[0](False)
+
+    def second_written():
+        atomic_write_bytes(second, other, just_before=aside)
+
+        def completed(done: bool) -> None:
+            if not done:
+                with contextlib.suppress(OSError):
+                    os.unlink(second)
+            held[0](done)
+        return completed
+
+    atomic_write_bytes(first, data, just_before=second_written)
 
 
 def read_by_training_data(data_name: str, folder: str | Path) -> tuple[str, str] | None:

@@ -25,7 +25,7 @@ from cnnlab.cli.common import (
 )
 from cnnlab.runs import CHECKPOINTS, DEFAULT_CHECKPOINT, LATEST, resolve_run
 from cnnlab.errors import CnnlabError, FolderGone
-from cnnlab.fileio import FolderGuard, guarded, is_dir, is_file
+from cnnlab.fileio import NO_INODES, FolderGuard, file_size_limit, guarded, is_dir, is_file
 from cnnlab.imagelimits import DEFAULT_MAX_PIXELS, MIN_MAX_PIXELS
 from cnnlab.output import json_text, stops_held
 from cnnlab.text import display_width, pad
@@ -271,6 +271,14 @@ def _not_saved(name: str, folders: list[Path], err: OSError) -> str:
     elif err.errno == errno.ELOOP:  # cnnlab.fileio.symlink_loop's line, which names the link
         why, fix = getattr(err, "reason", None) or err.strerror, "fix or remove the symbolic link, or give another " \
             "folder: --show-input DIR"
+    elif err.errno == errno.EFBIG:  # the write's own line holds its fix: the reason alone, and that fix once
+        why = f"cannot write {printable(str(err.path))}: {file_size_limit()}" if getattr(err, "path", None) else \
+            file_size_limit()
+        fix = "raise the limit (ulimit -f unlimited) and run it again"
+    elif err.errno in (errno.ENOSPC, errno.EDQUOT):  # another folder on the same disk would not help
+        why = getattr(err, "reason", None) or err.strerror
+        fix = f"{NO_INODES[1]} and run it again" if getattr(err, "out_of", None) == "inodes" else \
+            "free some disk space and run it again"
     else:
         # the reason alone: a WriteError's whole text carries its generic fix ("another --out"), not this one
         why = getattr(err, "reason", None) or err.strerror or type(err).__name__
