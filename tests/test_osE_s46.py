@@ -185,3 +185,19 @@ def test_show_input_writes_its_pair_whole_or_not_at_all(run, capsys, monkeypatch
     assert after.keys() == before.keys() and all(after[k] != before[k] for k in after)  # both the new image's
 
 
+# ----------------------------------------------------------------------------- D4: an export's folders
+
+
+@pytest.mark.parametrize("command, target", [
+    (["export-weights"], "new2/sub/x.safetensors"),
+    (["export", "--format", "torchscript", "--samples", "4"], "new3/a/b/x.pt"),
+])
+def test_an_export_that_cannot_be_written_leaves_no_folder_it_made(run, capsys, monkeypatch, command, target):
+    with pytest.MonkeyPatch.context() as m:
+        no_room_for(m, Path(target).name)
+        assert main([command[0], str(run), *command[1:], "--out", target]) == 2
+    assert f"cannot write {target}: No space left on device" in one_line(capsys)
+    assert not os.path.lexists(target.split("/")[0])
+    assert main([command[0], str(run), *command[1:], "--out", target]) == 0 and Path(target).is_file()
+
+

@@ -40,7 +40,7 @@ from cnnlab.evaluation import own_data_dir
 from cnnlab.export_formats import CHECK_BATCH, FORMATS, SUFFIXES, TOLERANCE
 from cnnlab.fileio import atomic_write_bytes, is_dir, lies_in
 from cnnlab.pretrained import Pretrained, find_pretrained, load_pretrained, refuse_shipped
-from cnnlab.runs import DEFAULT_CHECKPOINT, check_output_file, holder, is_run_dir, is_training
+from cnnlab.runs import DEFAULT_CHECKPOINT, check_output_file, holder, is_run_dir, is_training, removed_if_unused
 
 #: ONNX opset: 17 is read by every onnxruntime of the last years.
 OPSET = 17
@@ -426,7 +426,7 @@ def _export_checked(state: dict, fmt: str, out: Path, x: torch.Tensor, extra: di
             raise CnnlabError(f"{fmt} export gives logits of shape {g.shape}, PyTorch {w.shape}; "
                               "this model cannot be exported this way")
     diff, limit = check_logits(fmt, got, want)
-    atomic_write_bytes(out, data)  # only a checked export reaches the disk
+    write_export(out, data)  # only a checked export reaches the disk
     return ExportResult(out, fmt, diff, len(x), tuple(dict.fromkeys(len(b) for b in batches)), limit)
 
 
@@ -498,5 +498,13 @@ def export_safetensors(run: str | Path | None = None, which: str = DEFAULT_CHECK
     metadata = {"format": "cnnlab-weights", **export_metadata(state), **provenance,
                 "model_args": json.dumps(state["model"]["args"]), "data": json.dumps(state["data"])}
     tensors = {k: v.contiguous() for k, v in state["state_dict"].items()}
-    atomic_write_bytes(target, save_safetensors(tensors, metadata=metadata))
+    write_export(target, save_safetensors(tensors, metadata=metadata))
     return target
+
+
+def write_export(target: Path, data: bytes) -> None:
+    """Write an export's file (:func:`cnnlab.fileio.atomic_write_bytes`); the folders made for it (``--out
+    new/sub/x.onnx``) are removed again when it cannot be written (a full disk, ``ulimit -f``), as a report's
+    folder is (:func:`cnnlab.runs.removed_if_unused`): a failed export left ``new`` and ``new/sub`` behind."""
+    with removed_if_unused(target.parent):
+        atomic_write_bytes(target, data)
