@@ -201,3 +201,34 @@ def test_an_export_that_cannot_be_written_leaves_no_folder_it_made(run, capsys, 
     assert main([command[0], str(run), *command[1:], "--out", target]) == 0 and Path(target).is_file()
 
 
+# ----------------------------------------------------------------------------- D5: only a whole PNG is unchanged
+
+
+@pytest.mark.parametrize("damage", ["emptied", "cut short", "a link"])
+def test_a_figure_that_is_no_whole_png_is_drawn_again(run, capsys, monkeypatch, damage):
+    figure = run / "confusion.png"
+    whole = figure.read_bytes()
+    if damage == "emptied":
+        figure.write_bytes(b"")
+    elif damage == "cut short":
+        figure.write_bytes(whole[: len(whole) // 2])
+    else:
+        shutil.copy(figure, "elsewhere.png")
+        figure.unlink()
+        figure.symlink_to(Path("elsewhere.png").resolve())
+    os.utime(figure, follow_symlinks=False)
+    assert main(["evaluate", str(run)]) == 0
+    assert "wrote summary.json, confusion.png in R (mistakes.png unchanged)" in capsys.readouterr().out
+    assert not figure.is_symlink() and figure.read_bytes().startswith(b"\x89PNG") and len(figure.read_bytes()) > 1000
+
+
+def test_a_folder_in_place_of_a_figure_is_refused_in_one_line(run, capsys):
+    (run / "mistakes.png").unlink()
+    (run / "mistakes.png").mkdir()
+    assert main(["evaluate", str(run)]) == 1
+    err = one_line(capsys)
+    assert err.startswith("cnnlab: warning: report incomplete: wrote summary.json in R (confusion.png unchanged), "
+                          "not mistakes.png: cannot write R/mistakes.png: it is a directory, not a file")
+    assert (run / "mistakes.png").is_dir() and not [p for p in os.listdir(run) if p.endswith(".tmp")]
+
+

@@ -712,9 +712,16 @@ def set_aside(paths: list[Path]) -> Callable[[bool], None]:
     """Move the files at ``paths`` that are there out of the way, under temp names beside them (a write's, so that
     a kill before they are settled leaves what the next write there removes: see the module's docstring), for
     :func:`atomic_write_bytes`'s ``just_before``: the function it returns, ``settle(done)``, removes them once the
-    new file is in place, or puts them back where the rename failed. One that cannot be moved stays where it is."""
+    new file is in place, or puts them back where the rename failed. One that cannot be moved stays where it is, and so
+    does a folder in the place of a file (hidden under a temp name that no write removes, where the write of that
+    file refuses it by its name instead)."""
     moved = []
     for path in paths:
+        try:
+            if stat.S_ISDIR(os.lstat(path).st_mode):
+                continue
+        except OSError:  # not there: nothing to move
+            continue
         aside = path.with_name(f".{temp_part(path)}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
         try:
             os.rename(path, aside)

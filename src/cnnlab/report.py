@@ -9,6 +9,7 @@ import contextlib
 import errno
 import json
 import os
+import stat
 import threading
 from pathlib import Path
 from typing import Callable
@@ -17,8 +18,8 @@ import torch
 
 from cnnlab import plots
 from cnnlab.errors import CnnlabError, DataUnreadable, FolderGone, RunError, WriteError, first_line
-from cnnlab.fileio import (FolderGuard, atomic_write_text, guarded, is_file, json_safe, make_dirs, set_aside,
-                           usual_fix)
+from cnnlab.fileio import (FolderGuard, atomic_write_text, guarded, is_file, json_safe, make_dirs, open_if_regular,
+                           set_aside, usual_fix)
 from cnnlab.fileio import reason as reason_of
 from cnnlab.output import handed_on, stops_taken
 from cnnlab.runs import load_run_json
@@ -209,13 +210,37 @@ def current_figures(run_dir: Path, summary: dict, previous: tuple[dict, float] |
         return set()
     current = set()
     for name, keys in FIGURE_INPUTS.items():
-        try:
-            drawn = (run_dir / name).stat().st_mtime >= written
-        except OSError:
-            continue
-        if drawn and all(old.get(k) == summary[k] for k in keys):
+        drawn = whole_png(run_dir / name)
+        if drawn is not None and drawn.st_mtime >= written and all(old.get(k) == summary[k] for k in keys):
             current.add(name)
     return current
+
+
+#: How every PNG file begins, and how a whole one ends (its IEND chunk: length 0, type, CRC).
+_PNG_START, _PNG_END = b"\x89PNG\r\n\x1a\n", b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def whole_png(path: Path) -> os.stat_result | None:
+    """The ``lstat`` of ``path`` where it is a whole PNG file: a regular file (not a link, a folder, a FIFO), that
+    begins as a PNG and ends with its IEND chunk; None otherwise (an emptied figure, a copy cut short, a folder in
+    its place, which a report kept as "unchanged" and never drew again)."""
+    try:
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_size < len(_PNG_START) + len(_PNG_END):
+            return None
+        fh, _ = open_if_regular(path)
+    except OSError:
+        return None
+    if fh is None:
+        return None
+    try:
+        with fh:
+            start = fh.read(len(_PNG_START))
+            fh.seek(-len(_PNG_END), os.SEEK_END)
+            end = fh.read(len(_PNG_END))
+    except OSError:
+        return None
+    return st if (start, end) == (_PNG_START, _PNG_END) else None
 
 
 class IncompleteReport(WriteError):
