@@ -232,3 +232,21 @@ def test_a_folder_in_place_of_a_figure_is_refused_in_one_line(run, capsys):
     assert (run / "mistakes.png").is_dir() and not [p for p in os.listdir(run) if p.endswith(".tmp")]
 
 
+# ----------------------------------------------------------------------------- D6: a folder in place of .lock
+
+
+@pytest.mark.parametrize("command", [["train", "--resume", "R", "--epochs", "2"], ["evaluate", "R"]])
+def test_a_folder_in_place_of_the_runs_lock_is_named_with_its_fix(run, capsys, command):
+    (run / ".lock").unlink()
+    (run / ".lock").mkdir()
+    line = "R/.lock is a directory, not the lock file cnnlab writes; remove it (rmdir R/.lock)"
+    row = describe_run(run)
+    assert row["status"] == "damaged" and row["detail"] == line  # not "finished", offering a resume that fails
+    if command[0] == "train":
+        assert main(command) == 2
+        assert one_line(capsys) == f"cnnlab: error: {line} if the folder is yours, else copy the run and use the copy"
+    else:
+        assert main(command) == 0
+        assert f"no report written: {line} if the folder is yours" in capsys.readouterr().out
+    (run / ".lock").rmdir()
+    assert describe_run(run)["status"] == "finished"

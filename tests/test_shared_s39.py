@@ -34,7 +34,8 @@ def test_a_lock_planted_as_a_link_is_refused_and_its_target_untouched(tmp_path):
 
 
 def test_a_fifo_or_folder_named_lock_is_refused_in_one_line(tmp_path):
-    for make, said in ((os.mkfifo, "is a FIFO .*, not the lock file cnnlab writes"), (os.mkdir, "Is a directory")):
+    for make, said in ((os.mkfifo, "is a FIFO .*, not the lock file cnnlab writes"),
+                       (os.mkdir, r"is a directory, not the lock file cnnlab writes; remove it \(rmdir ")):
         run = tmp_path / make.__name__
         run.mkdir()
         make(run / ".lock")

@@ -505,6 +505,21 @@ def is_training(run: Path) -> bool:
     return lock_task(run) == TRAINING
 
 
+def lock_in_the_way(path: Path) -> str | None:
+    """What stands at a lock file's ``path`` that no process can lock (a folder, a FIFO...), and how to clear it:
+    ``RUN/.lock is a directory, not the lock file cnnlab writes; remove it (rmdir RUN/.lock)``; None where it is a
+    file, a link (:class:`RunLock` names a link itself), or nothing."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
+        return None
+    how = "rmdir" if stat.S_ISDIR(mode) else "rm"
+    return (f"{path} is {mode_kind(mode)}, not the lock file cnnlab writes; remove it ({how} "
+            f"{shell_quoted(str(path))})")
+
+
 class RunLock:
     """An exclusive OS lock on a run folder (``flock`` on ``.lock``), held while a process writes it.
 
@@ -568,6 +583,10 @@ class RunLock:
                 raise RunError(f"{self.path} is a symbolic link, which cnnlab does not follow (it would write where it "
                                f"points); remove it (rm {shell_quoted(str(self.path))}) if the folder is yours, else copy the run and "
                                "use the copy") from None
+            if err.errno == errno.EISDIR:  # ("cannot write .lock: Is a directory; check the path and the disk")
+                what = lock_in_the_way(self.path) or f"{self.path} is a directory, not the lock file cnnlab writes; " \
+                                                      "remove it"
+                raise RunError(f"{what} if the folder is yours, else copy the run and use the copy") from None
             if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and holds_run(self.path.parent) \
                     and protection_of(self.path, err.errno) is None:  # (an immutable .lock: write_error's lift)
                 # another user's run (a teacher's, shared read-only): '--out' does not go with --resume or evaluate
@@ -1000,6 +1019,8 @@ def _described(run: Path, row: dict, metrics: list[dict] | None = None) -> dict:
         row["detail"] += f"; {FULL_NOTES[short]}"
     if row["status"] != "running":
         problems += _checkpoint_problems(run, row["status"] == "finished")
+        # no process can take its lock: every resume and report refused (it was listed "finished", "resume to go on")
+        problems += [lock for lock in (lock_in_the_way(run / LOCK_FILE),) if lock]
     if problems and row["status"] != "running":
         row["status"], row["detail"] = "damaged", bounded("; ".join(problems))
     return row
