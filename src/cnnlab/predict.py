@@ -62,6 +62,15 @@ RANGE_TOLERANCE = 1e-3
 PAPER_MARGIN = 0.15
 #: What ``preprocess=None`` means (:meth:`Predictor.__call__`), said where another value is refused.
 AUTOMATIC = "automatic"
+#: The batch of every pass of the net in :meth:`Predictor.probabilities`. A field's probabilities moved in their last
+#: digits with the size of the batch it was run in (the CPU's kernels are chosen by it: on 2 threads, batch 1 gave
+#: one set of bits and 2-512 another; on 1 thread Inception had a third from 16 up), so a file predicted with others
+#: got other numbers than alone, or than from ``cnnlab serve``. At one size they depend neither on the other images
+#: in the batch nor on the place in it (measured: both lecture nets and basic_cnn, shipped and trained, MNIST,
+#: Fashion-MNIST and folder nets, either memory format, 1-3 threads, batches of 8, 16 and 32). 8 costs little either
+#: way: a single image (each request of the server) runs 8 fields, a folder runs at batch 256's speed
+#: (docs/predict.md, "One file, one answer").
+NET_BATCH = 8
 #: ``save_input_image`` also writes the input enlarged this many times (nearest-neighbour): 28 px -> 280 px.
 ENLARGE = 10
 
@@ -485,12 +494,16 @@ class Predictor:
         return np.array(img, dtype=np.float32)
 
     @torch.inference_mode()
-    def probabilities(self, fields_01: list[np.ndarray], batch_size: int = 256) -> np.ndarray:
-        """``(B, classes)`` softmax probabilities of prepared fields."""
+    def probabilities(self, fields_01: list[np.ndarray]) -> np.ndarray:
+        """``(B, classes)`` softmax probabilities of prepared fields, every pass of the net a batch of
+        :data:`NET_BATCH` (the last one filled with blank fields, whose rows are dropped): a field's numbers are the
+        same to the last bit whatever else is predicted with it (:data:`NET_BATCH` says why)."""
         out = []
-        for i in range(0, len(fields_01), batch_size):
-            logits = self.model(self.tensor(fields_01[i : i + batch_size])).float()
-            out.append(logits.softmax(1).cpu().numpy())
+        for i in range(0, len(fields_01), NET_BATCH):
+            chunk = list(fields_01[i : i + NET_BATCH])
+            blank = np.zeros_like(chunk[0])
+            logits = self.model(self.tensor(chunk + [blank] * (NET_BATCH - len(chunk)))).float()
+            out.append(logits.softmax(1)[: len(chunk)].cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), dtype=np.float32)
 
     def predictions(self, names: list[str], fields_01: list[np.ndarray],
@@ -832,8 +845,8 @@ def _glob_files(pattern: Path) -> list[Path]:
 STDIN, STDIN_NAME = "-", "stdin"
 
 
-#: How many images :func:`predict_chunks` prepares before it predicts them and hands them on: the batch of
-#: :meth:`Predictor.probabilities`, so that a folder read in chunks gets the batches, and the numbers, of one pass.
+#: How many images :func:`predict_chunks` prepares before it predicts them and hands them on (the net runs them
+#: :data:`NET_BATCH` at a time, so a file's numbers are the same in any chunk, and alone).
 CHUNK = 256
 
 
@@ -861,9 +874,8 @@ def predict_chunks(predictor: Predictor, paths: list[Path], stdin: BinaryIO | No
     """``(results, failures)`` of ``paths`` (:func:`expand_inputs`'s), in their order, every ``size`` images read
     (:data:`CHUNK` unless given; and once more for the rest): memory stays that of a chunk, and what is done is
     handed on before the next chunk is read. ``stdin``, ``number`` and ``lines`` as in :func:`predict_paths`; a row
-    of a page that cannot be read (``lines``) is a failure, after the chunk's files that could not be read. A chunk
-    of single images is predicted in one batch of ``size`` (:meth:`Predictor.probabilities`' batch): the numbers of
-    one pass."""
+    of a page that cannot be read (``lines``) is a failure, after the chunk's files that could not be read. Each
+    image's numbers are those it gets alone, whatever ``size`` and the other images (:data:`NET_BATCH`)."""
     size = size or CHUNK
     names, prepared, failures, read_stdin = [], [], [], False
     for path in paths:

@@ -68,7 +68,8 @@ decoded (:class:`Service`):
 - a request still unanswered when the server stops (Ctrl+C, after its grace) is answered 503 in the app's
   shape, not uvicorn's plain-text 500 and its traceback;
 - at most ``decodes`` images are decoded and preprocessed at once, each within the predictor's pixel
-  cap (``max_pixels``, checked before decoding); the others wait their turn. The net runs one image at a time.
+  cap (``max_pixels``, checked before decoding); the others wait their turn. The net runs one image at a time
+  (in a pass of ``cnnlab.predict.NET_BATCH`` fields, as ``cnnlab predict``'s: the same numbers for the same file).
 
 So the memory above an idle server stays below about ``decodes x 16 x max_pixels`` bytes (the peak of
 a decode, see :mod:`cnnlab.imagelimits`) plus ``2 x max_buffered`` (the bodies held, ``max_pending x max_bytes``

@@ -1,0 +1,94 @@
+"""cnnlab serve and cnnlab predict against their docs, a docs tester's defects of session 46:
+
+- a file's probabilities moved in their last digits with the files predicted with it (``cnnlab predict a.png`` and
+  ``cnnlab predict a.png b.png``, ``predictor([a, b])``), so that serve.md's "the same file gets the same answer from
+  both" did not hold: the net ran each chunk as one batch of its size;
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from apps_helpers import draw_digit, mnist_like_fields, tiny_checkpoint
+from PIL import Image
+
+from cnnlab.predict import NET_BATCH, Predictor, predict_paths
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _service(predictor: Predictor):
+    pytest.importorskip("fastapi")
+    from cnnlab.serve.app import Service
+
+    return Service(predictor, decodes=1)
+
+
+# ----------------------------------------------------------------------------- one file, one answer
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> list[Path]:
+    """20 MNIST-like fields (read as they are, as the tester's MNIST test images were) and 3 drawn digits (through
+    the digit steps)."""
+    folder = tmp_path_factory.mktemp("imgs")
+    mnist_like_fields(folder, [f"f{i:02d}.png" for i in range(20)])
+    for i, box in enumerate([(50, 50, 250, 250), (20, 60, 200, 280), (90, 10, 290, 200)]):
+        draw_digit(box=box).save(folder / f"d{i}.png")
+    return sorted(folder.glob("*.png"))
+
+
+def _nets(tmp: Path) -> dict[str, Predictor]:
+    """Both lecture nets with their shipped weights (the tester's inception on MNIST; resnet on Fashion-MNIST), and
+    an image folder's net (random weights: the numbers' bits are what is compared)."""
+    folder_net = tiny_checkpoint(tmp / "folder.pt", model="resnet", classes=["a", "b", "c"],
+                                 dataset=f"folder:{tmp / 'data'}")
+    return {"inception-mnist": Predictor.pretrained("inception", "mnist", device="cpu"),
+            "resnet-fashion": Predictor.pretrained("resnet", "fashion-mnist", device="cpu"),
+            "resnet-folder": Predictor.from_run(folder_net, device="cpu")}
+
+
+def test_a_files_numbers_do_not_depend_on_the_files_predicted_with_it(images, tmp_path):
+    """``cnnlab predict t0.png`` and ``cnnlab predict t0.png t1.png`` gave t0 ``0.013658802956342697`` and
+    ``0.01365880947560072`` (the shipped inception): each chunk ran as one batch, and the kernels differ by its size.
+    Now every pass is a batch of NET_BATCH: a file's numbers are the same bits alone, with one other file, in a folder
+    of more than one pass, in any order, through the CLI's paths, the API's list and the server's answer."""
+    for net, p in _nets(tmp_path).items():
+        for probe in (images[0], images[-1]):  # a drawn digit (the digit steps); a field taken as it is
+            alone = predict_paths(p, [str(probe)])[0][0].probabilities
+            groups = [[probe, images[1]], images, images[::-1], [images[2]] * (NET_BATCH + 3) + [probe]]
+            for group in groups:
+                preds, failures = predict_paths(p, [str(q) for q in group])
+                got = [q.probabilities for q in preds if q.name == str(probe)]
+                assert not failures and got and all(g == alone for g in got), (net, probe.name, len(group))
+            assert p([probe, images[3]])[0].probabilities == alone, net  # the API's list
+            assert p(probe).probabilities == alone, net
+            served = _service(p).predict(probe.read_bytes(), "upload")
+            assert served["probabilities"] == alone, net  # serve.md: "the same answer from both"
+
+
+def test_every_pass_of_the_net_is_one_batch_size():
+    """What makes it so: the net never sees another batch size than NET_BATCH (the last pass filled with blank
+    fields, their rows dropped)."""
+    p = Predictor.pretrained("resnet", "mnist", device="cpu")
+    sizes = []
+    hook = p.model.register_forward_pre_hook(lambda module, args: sizes.append(args[0].shape[0]))
+    try:
+        for n in (1, NET_BATCH - 1, NET_BATCH, NET_BATCH + 1, 3 * NET_BATCH + 2):
+            sizes.clear()
+            out = p.probabilities([np.zeros((28, 28), np.float32)] * n)
+            assert out.shape == (n, 10) and set(sizes) == {NET_BATCH}, (n, sizes)
+            assert len(sizes) == -(-n // NET_BATCH)
+        sizes.clear()
+        assert p.probabilities([]).shape == (0, 10) and sizes == []
+    finally:
+        hook.remove()
