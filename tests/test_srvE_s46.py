@@ -3,11 +3,15 @@
 - a file's probabilities moved in their last digits with the files predicted with it (``cnnlab predict a.png`` and
   ``cnnlab predict a.png b.png``, ``predictor([a, b])``), so that serve.md's "the same file gets the same answer from
   both" did not hold: the net ran each chunk as one batch of its size;
+- ``POST /predict`` read an ``application/octet-stream`` body as the image, where serve.md and the 415 said only
+  ``image/*`` was;
 """
 
 from __future__ import annotations
 
+import http.client
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -92,3 +96,55 @@ def test_every_pass_of_the_net_is_one_batch_size():
         assert p.probabilities([]).shape == (0, 10) and sizes == []
     finally:
         hook.remove()
+
+
+# ----------------------------------------------------------------------------- raw bodies: image/* or octet-stream
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    pytest.importorskip("uvicorn")
+    from test_serve import Server
+
+    from cnnlab.serve.app import create_app
+
+    ckpt = tiny_checkpoint(tmp_path_factory.mktemp("srv") / "digits.pt")
+    with Server(create_app(Predictor.from_run(ckpt, device="cpu"))) as srv:
+        yield srv
+
+
+def _raw(server, body: bytes, ctype: str | None) -> tuple[int, dict]:
+    """POST ``body`` as it is, with ``ctype`` as its Content-Type (None: no such header at all)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.putrequest("POST", "/predict", skip_accept_encoding=True)
+        if ctype is not None:
+            conn.putheader("Content-Type", ctype)
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        res = conn.getresponse()
+        return res.status, json.loads(res.read())
+    finally:
+        conn.close()
+
+
+def test_a_raw_body_is_read_as_image_or_octet_stream_and_the_415_says_so(server):
+    """``application/octet-stream`` was read as the image, where serve.md's 415 row and the 415's words named only
+    ``image/*``: both now name it, and the 415 names the type that came (curl --data-binary's default
+    ``application/x-www-form-urlencoded``, or none)."""
+    digit = _png(draw_digit())
+    for ctype in ("application/octet-stream", "Application/Octet-Stream; charset=binary", "image/png"):
+        status, answer = _raw(server, digit, ctype)
+        assert status == 200 and "prediction" in answer, (ctype, answer)
+    for ctype, said in (("text/plain", "Content-Type text/plain"), (None, "no Content-Type"),
+                        ("application/x-www-form-urlencoded", "Content-Type application/x-www-form-urlencoded"),
+                        ("application/octet-streams", "Content-Type application/octet-streams")):
+        status, answer = _raw(server, digit, ctype)
+        error = answer["error"]
+        assert status == 415 and said in error and "\n" not in error, (ctype, answer)
+        assert "image/*" in error and "application/octet-stream" in error and "multipart form field 'file'" in error
+    serve_md = (ROOT / "docs" / "serve.md").read_text(encoding="utf-8")
+    row = next(line for line in serve_md.splitlines() if line.startswith("| `415`"))
+    assert "application/octet-stream" in row
+    post = serve_md.split("## `POST /predict`", 1)[1].split("```", 1)[0]
+    assert "application/octet-stream" in post

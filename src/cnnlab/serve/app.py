@@ -20,7 +20,8 @@ Routes:
 - ``HEAD`` wherever ``GET`` is served (``/``, ``/favicon.ico``, ``/info``, ``/static/...``).
 - ``POST /predict``: an image as multipart form field ``file``, a part with a ``filename`` (or ``filename*``
   alone, RFC 5987, decoded; a part with neither is text, refused naming it: ``curl -F "file=<d.png"``), or the raw
-  body with an ``image/*`` content type. Answers ``{"prediction", "probabilities", "classes", "model", "dataset",
+  body with an ``image/*`` or ``application/octet-stream`` content type (any other is ``415``, naming the type sent).
+  Answers ``{"prediction", "probabilities", "classes", "model", "dataset",
   "paper", "preparation", "checkpoint", "top", "input_png", "branches"}`` (``model``, ``dataset``, ``paper``,
   ``preparation`` and ``checkpoint`` as ``/info`` names them: a page left open across a restart with another net, or
   a net of the same names trained on the other paper, tells by them that its bars, header or canvas are out of date;
@@ -143,6 +144,8 @@ RETRY_AFTER_S = 1
 #: Bytes over the limit that are still read (and dropped) before answering 413, so that a client that
 #: sends its whole body before reading gets the answer, not a reset connection.
 DRAIN_BYTES = 1024 * 1024
+#: The media type of a raw body taken as the image's bytes besides ``image/*``: what many clients send raw bytes as.
+RAW_BYTES = "application/octet-stream"
 #: Methods that take no request body: one that declares a body anyway is refused before it is read.
 NO_BODY_METHODS = ("GET", "HEAD", "OPTIONS")
 
@@ -453,13 +456,16 @@ def _refuse_coded(request: Request) -> None:
 
 async def _upload(request: Request, max_bytes: int) -> tuple[bytes, str]:
     """The image a ``POST /predict`` sends, and its name for messages: a multipart form's field ``file``, or the body
-    of an ``image/*`` (or ``application/octet-stream``) request; anything else is :class:`Refused`."""
+    of an ``image/*`` (or :data:`RAW_BYTES`) request; anything else is :class:`Refused` (415 naming the type sent)."""
     _refuse_coded(request)
     ctype = request.headers.get("content-type", "").lower()  # media types are case-insensitive (RFC 9110)
-    if ctype.startswith("image/") or ctype.startswith("application/octet-stream"):
+    media = ctype.split(";", 1)[0].strip()  # its parameters (charset=..., boundary=...) aside
+    if media.startswith("image/") or media == RAW_BYTES:
         return await request.body(), "upload"
     if not ctype.startswith("multipart/form-data"):
-        raise Refused(415, "send the image as multipart form field 'file', or as the body with Content-Type image/*")
+        sent = f"Content-Type {printable(media)[:80]}" if media else "no Content-Type"
+        raise Refused(415, f"a body with {sent} is not read as an image; send the image as multipart form field "
+                           f"'file', or as the body with Content-Type image/* (image/png...) or {RAW_BYTES}")
     try:
         form = await request.form(max_files=1, max_fields=4, max_part_size=max_bytes)
     except Exception as err:  # noqa: BLE001 - malformed multipart bodies of any kind
