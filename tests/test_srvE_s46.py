@@ -5,6 +5,7 @@
   both" did not hold: the net ran each chunk as one batch of its size;
 - ``POST /predict`` read an ``application/octet-stream`` body as the image, where serve.md and the 415 said only
   ``image/*`` was;
+- ``/predict`` said ``"digits_seen": 1`` for a Fashion-MNIST or an image folder's net, which count no digits.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from PIL import Image
 from cnnlab.predict import NET_BATCH, Predictor, predict_paths
 
 ROOT = Path(__file__).resolve().parents[1]
+FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 
 def _png(img: Image.Image) -> bytes:
@@ -96,6 +98,33 @@ def test_every_pass_of_the_net_is_one_batch_size():
         assert p.probabilities([]).shape == (0, 10) and sizes == []
     finally:
         hook.remove()
+
+
+# ----------------------------------------------------------------------------- digits_seen only where counted
+
+
+def _two_digits() -> bytes:
+    two = Image.new("L", (600, 300), 255)  # two digits side by side: a digit net counts 2
+    for x in (0, 300):
+        two.paste(draw_digit(), (x, 0))
+    return _png(two)
+
+
+def test_digits_seen_only_where_the_net_counts_digits(tmp_path):
+    """A Fashion-MNIST or an image folder's net takes an image whole and counts no digits: ``/predict`` said
+    ``"digits_seen": 1`` for them all the same (for two digits side by side too). Now the key is left out for them,
+    as ``cnnlab predict --json`` leaves it out; a digit net says its count, 1 or more."""
+    body = _two_digits()
+    digits = _service(Predictor.from_run(tiny_checkpoint(tmp_path / "digits.pt"), device="cpu"))
+    counted = digits.predict(body, "upload")
+    assert counted["preparation"] == "digit" and counted["digits_seen"] == 2 and counted["number"] is not None
+    one = digits.predict(_png(draw_digit()), "upload")
+    assert one["digits_seen"] == 1 and one["number"] is None
+    others = {"clothes": tiny_checkpoint(tmp_path / "fashion.pt", classes=FASHION, dataset="fashion-mnist"),
+              "as is": tiny_checkpoint(tmp_path / "folder.pt", classes=["a", "b"], dataset=f"folder:{tmp_path / 'd'}")}
+    for preparation, ckpt in others.items():
+        answer = _service(Predictor.from_run(ckpt, device="cpu")).predict(body, "upload")
+        assert answer["preparation"] == preparation and "digits_seen" not in answer and answer["number"] is None
 
 
 # ----------------------------------------------------------------------------- raw bodies: image/* or octet-stream

@@ -25,7 +25,8 @@ Routes:
   "paper", "preparation", "checkpoint", "top", "input_png", "branches"}`` (``model``, ``dataset``, ``paper``,
   ``preparation`` and ``checkpoint`` as ``/info`` names them: a page left open across a restart with another net, or
   a net of the same names trained on the other paper, tells by them that its bars, header or canvas are out of date;
-  the checkpoint, which net answered; ``"thick_strokes"`` too when the
+  the checkpoint, which net answered; ``"digits_seen"`` and ``"number"`` for a digit net, the digits counted side by
+  side and, 2 or more, each read; ``"thick_strokes"`` too when the
   drawing's strokes are far wider than MNIST's, ``Prediction.thick``; ``"image_paper"`` when an image read as it is
   is on the other paper than the net's training images, ``Prediction.paper``); a bad image (over the pixel cap
   included) is ``400 {"error": "<one line>"}`` (the rules of ``cnnlab predict``), a body over the limit ``413``
@@ -779,9 +780,12 @@ class Service:
             pred = p.predictions([name], [field_01], [marks])[0]
         with self._lock:
             number = p.number(name, digits).to_dict(3) if digits else None
+        # counted only by a digit net's steps: a clothes or an image folder's net takes the image whole (its 1 was
+        # no count), and the key is left out for it, as cnnlab predict --json leaves it out
+        counted = {"digits_seen": marks} if p.preparation == "digit" else {}
         return {
             **{k: v for k, v in pred.to_dict(3).items() if k != "file"},
-            "digits_seen": marks,  # 2 or more: several digits side by side, and the net read one field
+            **counted,  # 2 or more: several digits side by side, and the net read one field
             "number": {k: v for k, v in number.items() if k != "file"} if number else None,  # each of them read
             "probabilities": pred.probabilities,
             "classes": pred.classes,
