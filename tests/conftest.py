@@ -130,18 +130,45 @@ def one_line(capsys) -> str:
     return err
 
 
-def no_room_for(monkeypatch, name: str) -> None:
+def no_room_for(monkeypatch, name: str, code: int | None = None) -> None:
     """Writes of the file ``name`` (by ``fileio.atomic_write_bytes``, through its temp file) fail as on a full disk
-    (ENOSPC); every other file is written."""
+    (ENOSPC; or the errno ``code``, e.g. EFBIG for a file-size limit); every other file is written."""
     import errno
     import os
     import tempfile
 
-    real = tempfile.mkstemp
+    real, code = tempfile.mkstemp, errno.ENOSPC if code is None else code
 
     def full(*args, prefix="", **kwargs):
         if prefix.startswith(f".{name}."):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            raise OSError(code, os.strerror(code))
         return real(*args, prefix=prefix, **kwargs)
 
     monkeypatch.setattr(tempfile, "mkstemp", full)
+
+
+def two_ranks(folders: list[Path], commands: list[list[str]]) -> list:
+    """Two hand-started ranks of one gloo group on 127.0.0.1 (as on two machines), each in its own folder with its
+    own ``cnnlab`` command line; their ``subprocess.CompletedProcess``es. A hang fails the test."""
+    import os
+    import subprocess
+
+    from test_distributed import free_port
+
+    port, procs = free_port(), []
+    for rank, (folder, args) in enumerate(zip(folders, commands)):
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "RANK": str(rank), "LOCAL_RANK": str(rank),
+               "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
+               "CNNLAB_JOIN_TIMEOUT": "60"}
+        procs.append(subprocess.Popen([sys.executable, "-m", "cnnlab", *args], cwd=folder, env=env, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    done = []
+    for proc in procs:
+        try:
+            out, err = proc.communicate(timeout=150)
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            pytest.fail("the ranks did not end (a hang)")
+        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    return done

@@ -4,9 +4,7 @@ counted as training time, a CLI note said by every rank, and commands that do no
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -15,8 +13,8 @@ import pytest
 
 from cnnlab.checkpoint import load_checkpoint
 from cnnlab.runs import read_metrics
-from conftest import tiny_config, write_idx_dataset
-from test_distributed import free_port, torchrun
+from conftest import tiny_config, two_ranks, write_idx_dataset
+from test_distributed import torchrun
 
 
 def finish(proc: subprocess.Popen, timeout: float = 150) -> str:
@@ -30,27 +28,6 @@ def finish(proc: subprocess.Popen, timeout: float = 150) -> str:
         pytest.fail(f"torchrun timed out:\n{out[-3000:]}")
     assert proc.returncode == 0, out[-6000:]
     return out
-
-
-def _two_ranks(folders: list[Path], args: list[str]) -> list[subprocess.CompletedProcess]:
-    """Two hand-started ranks of one group, each in its own folder (as on two machines), the same command line."""
-    port, procs = free_port(), []
-    for rank, folder in enumerate(folders):
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "RANK": str(rank), "LOCAL_RANK": str(rank),
-               "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
-               "CNNLAB_JOIN_TIMEOUT": "60"}
-        procs.append(subprocess.Popen([sys.executable, "-m", "cnnlab", *args], cwd=folder, env=env, text=True,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
-    done = []
-    for proc in procs:
-        try:
-            out, err = proc.communicate(timeout=150)
-        except subprocess.TimeoutExpired:
-            for p in procs:
-                p.kill()
-            pytest.fail("the ranks did not end")
-        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
-    return done
 
 
 def _shift_train_labels(directory: Path) -> None:
@@ -81,9 +58,9 @@ def test_ranks_that_loaded_other_data_are_refused_in_one_line_each_before_any_st
             write_idx_dataset(folder / "data")
         (_cut_train_split if case == "sizes" else lambda d, n: _shift_train_labels(d))(folders[1] / "data", 128)
         out = tmp_path / case / "run"
-        r0, r1 = _two_ranks(folders, ["train", "--model", "basic_cnn", "--dataset", "idx:data", "--epochs", "1",
+        r0, r1 = two_ranks(folders, [["train", "--model", "basic_cnn", "--dataset", "idx:data", "--epochs", "1",
                                       "--batch-size", "32", "--device", "cpu", "--threads", "1", "--quiet",
-                                      "--out", str(out)])
+                                      "--out", str(out)]] * 2)
         for rank, done in enumerate((r0, r1)):
             assert done.returncode == 2 and done.stderr.count("\n") == 1, (case, rank, done.stderr, done.stdout)
         line = (f"the group's processes loaded other data: rank 1's data (idx:{folders[1] / 'data'}) is not rank 0's "

@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -152,18 +151,6 @@ def _digests(folder: str) -> dict[str, str]:
     return {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(Path(folder).iterdir())}
 
 
-def _no_room_efbig(monkeypatch, name: str) -> None:
-    """As ``conftest.no_room_for``, the write of ``name`` refused as over the file-size limit (EFBIG)."""
-    real = tempfile.mkstemp
-
-    def too_large(*args, prefix="", **kwargs):
-        if prefix.startswith(f".{name}."):
-            raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
-        return real(*args, prefix=prefix, **kwargs)
-
-    monkeypatch.setattr(tempfile, "mkstemp", too_large)
-
-
 @pytest.mark.parametrize("why, fix", [
     ("full", "(cannot write SI/d.input.x10.png: No space left on device); free some disk space and run it again"),
     ("efbig", "(cannot write SI/d.input.x10.png: file too large (over a file-size limit: ulimit -f, or the file "
@@ -175,7 +162,7 @@ def test_show_input_writes_its_pair_whole_or_not_at_all(run, capsys, monkeypatch
     before = _digests("SI")
     capsys.readouterr()
     with pytest.MonkeyPatch.context() as m:
-        (no_room_for if why == "full" else _no_room_efbig)(m, "d.input.x10.png")
+        no_room_for(m, "d.input.x10.png", None if why == "full" else errno.EFBIG)
         assert main(["predict", str(run), str(zero), "--show-input", "SI"]) == 1
     err = one_line(capsys)
     assert _digests("SI") == before  # the new small image is not left beside the earlier one's enlarged copy

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +18,7 @@ from PIL import Image
 
 from cnnlab.cli import main
 from cnnlab.config import TrainConfig, other_run
-from conftest import one_line, tiny_config, trained_once, write_idx_dataset
-from test_distributed import free_port
+from conftest import one_line, tiny_config, trained_once, two_ranks, write_idx_dataset
 
 
 @pytest.fixture(scope="module")
@@ -157,34 +153,13 @@ def test_hand_started_ranks_with_another_lr_are_refused_in_one_line_each_before_
     out = tmp_path / "run"
     common = ["train", "--model", "basic_cnn", "--dataset", "idx:data", "--epochs", "1", "--batch-size", "32",
               "--device", "cpu", "--threads", "1", "--quiet", "--out", str(out)]
-    done = _two_ranks_with(folders, [common + ["--lr", "0.01"], common + ["--lr", "0.1"]])
+    done = two_ranks(folders, [common + ["--lr", "0.01"], common + ["--lr", "0.1"]])
     line = ("the group's processes were started with other settings: rank 1's --lr 0.1 is not rank 0's --lr 0.01; "
             "start every process with the same command\n")
     assert [d.returncode for d in done] == [2, 2], [d.stderr for d in done]
     assert done[0].stderr == f"cnnlab: error: {line}", done[0].stderr
     assert done[1].stderr == f"cnnlab: error: rank 1: {line}", done[1].stderr
     assert "step" not in done[0].stdout and not out.exists()
-
-
-def _two_ranks_with(folders: list[Path], commands: list[list[str]]) -> list[subprocess.CompletedProcess]:
-    """Two hand-started ranks of one group (test_distD_s45's), each in its own folder and with its own command."""
-    port, procs = free_port(), []
-    for rank, (folder, args) in enumerate(zip(folders, commands)):
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "RANK": str(rank), "LOCAL_RANK": str(rank),
-               "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
-               "CNNLAB_JOIN_TIMEOUT": "60"}
-        procs.append(subprocess.Popen([sys.executable, "-m", "cnnlab", *args], cwd=folder, env=env, text=True,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
-    done = []
-    for proc in procs:
-        try:
-            out, err = proc.communicate(timeout=150)
-        except subprocess.TimeoutExpired:
-            for p in procs:
-                p.kill()
-            pytest.fail("the ranks did not end (a hang: the very defect)")
-        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
-    return done
 
 
 def test_the_ranks_compare_every_setting_but_each_processs_own():
