@@ -27,7 +27,8 @@ modules of its formats on first use, so a process out of descriptors failed ther
 
 :func:`unit_gray` reads an image of any mode Pillow produces (1, L, P, RGB, CMYK, YCbCr, 16-bit ``I;16``,
 32-bit ``I`` and ``F``, with or without alpha) as float grayscale in 0..1 plus its opacity, *scaling* each
-bit depth (``Image.convert("L")`` clips 16-bit values at 255: a 16-bit digit becomes a white square).
+bit depth (``Image.convert("L")`` clips 16-bit values at 255: a 16-bit digit becomes a white square), and a 16-bit
+colour PNG's transparent colour at the 8 bits its pixels are decoded to (:func:`depth_of_key`).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from cnnlab.errors import CnnlabError, first_line, printable
+from cnnlab.errors import CnnlabError, first_line, printable, short_repr
 from cnnlab import fileio
 from cnnlab.imagelimits import DEFAULT_MAX_PIXELS, MIN_MAX_PIXELS, max_file_bytes, open_file_limit
 
@@ -306,11 +307,12 @@ def open_image(source: str | Path | bytes | BinaryIO, name: str | None = None,
             _check_header(img, name, formats, max_pixels)
             if max_side:
                 _draft(img, max_side)
+            depth_of_key(img)  # before decoding: the decoder's raw mode tells a 16-bit PNG
             # decode now, the first frame only (n_frames is never asked: it would read every frame);
             # a truncated file fails here, inside the guarded block
             img.load()
             if max_side:
-                img = shrink(img, max_side)
+                img = shrink(img, max_side, name)
             ImageOps.exif_transpose(img, in_place=True)  # a phone photo stored sideways: upright, no copy
         except BadImageError:
             raise
@@ -462,7 +464,7 @@ _REDUCIBLE = frozenset({"L", "LA", "La", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", 
 SIXTEEN_BIT = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 
 
-def shrink(img: Image.Image, max_side: int) -> Image.Image:
+def shrink(img: Image.Image, max_side: int, name: str = "image") -> Image.Image:
     """``img`` box-reduced by the smallest integer factor that brings its longer side to at most
     ``max_side``; ``img`` itself when it fits already.
 
@@ -473,20 +475,21 @@ def shrink(img: Image.Image, max_side: int) -> Image.Image:
     factor = math.ceil(max(img.size) / max_side)
     if factor <= 1:
         return img
-    return _reducible(img).reduce(factor)
+    with _strict_decoding():  # Pillow's warnings silenced, as in unit_gray
+        return _reducible(img, name).reduce(factor)
 
 
-def _reducible(img: Image.Image) -> Image.Image:
+def _reducible(img: Image.Image, name: str) -> Image.Image:
     mode, keyed = img.mode, "transparency" in img.info
     if mode in _REDUCIBLE and not keyed:
         return img
-    if mode in ("P", "PA", "L", "RGB"):
+    if mode in ("P", "PA", "L") or (mode == "RGB" and (not keyed or _is_eight_bit_key(img.info["transparency"]))):
         return img.convert("RGBA" if keyed or mode == "PA" else "RGB")
     if mode in ("1", "HSV", "LAB") and not keyed:
         return img.convert("L" if mode == "1" else "RGB")
     if mode in SIXTEEN_BIT and not keyed:
         return img.convert("I")
-    gray, alpha = unit_gray(img)  # the rest (a 16-bit colour key, odd modes): gray and opacity, 8 bits each
+    gray, alpha = unit_gray(img, name)  # the rest (a 16-bit colour key, odd modes): gray and opacity, 8 bits each
     to8 = [Image.fromarray(np.round(a * 255).astype(np.uint8)) for a in ((gray,) if alpha is None else (gray, alpha))]
     return to8[0] if len(to8) == 1 else Image.merge("LA", to8)
 
@@ -500,17 +503,32 @@ def unit_gray(img: Image.Image, name: str = "image") -> tuple[np.ndarray, np.nda
     ``F`` carry no depth, so their range decides: values in 0..255 are divided by 255, in 0..65535 by
     65535 (as the ``folder:`` datasets read them), ``F`` in 0..1 is taken as is, and any other range is
     stretched to 0..1. NaN or infinite ``F`` pixels are a :class:`BadImageError`.
+
+    The opacity comes from an alpha band, or from a transparent colour taken at the depth the pixels were decoded
+    to (:func:`depth_of_key`); a transparent colour that no pixel of the mode can be is a :class:`BadImageError`.
     """
     mode = img.mode
+    try:
+        with _strict_decoding():  # Pillow's warnings silenced: a palette's transparency in bytes is one, on stderr
+            return _gray(img, mode, name), _alpha(img)
+    except (ValueError, TypeError, OverflowError):
+        if "transparency" not in img.info:
+            raise
+        # a key that no pixel of this mode can be (a caller's image: Pillow reads a file's in its mode's shape)
+        raise BadImageError(f"{name}: its transparent colour {short_repr(img.info['transparency'])} does not fit an "
+                            f"image of mode {mode}; save it with an alpha channel, or without the transparent "
+                            "colour") from None
+
+
+def _gray(img: Image.Image, mode: str, name: str) -> np.ndarray:
+    """:func:`unit_gray`'s grayscale, each bit depth scaled."""
     if mode in SIXTEEN_BIT:
-        gray = np.asarray(img).astype(np.float32) / 65535.0
-    elif mode in ("I", "F"):
-        gray = _wide_gray(np.asarray(img), mode, name)
-    elif mode == "1":
-        gray = np.asarray(img).astype(np.float32)
-    else:
-        gray = np.asarray(_luma(img, name), dtype=np.float32) / 255.0
-    return gray, _alpha(img)
+        return np.asarray(img).astype(np.float32) / 65535.0
+    if mode in ("I", "F"):
+        return _wide_gray(np.asarray(img), mode, name)
+    if mode == "1":
+        return np.asarray(img).astype(np.float32)
+    return np.asarray(_luma(img, name), dtype=np.float32) / 255.0
 
 
 def _wide_gray(a: np.ndarray, mode: str, name: str) -> np.ndarray:
@@ -538,6 +556,31 @@ def _luma(img: Image.Image, name: str) -> Image.Image:
     raise BadImageError(f"{name}: images of mode {img.mode} cannot be read as grayscale; save it as RGB or grayscale")
 
 
+def depth_of_key(img: Image.Image) -> None:
+    """Before decoding: a 16-bit colour PNG's transparent colour (``tRNS``) made the 8-bit colour its pixels are
+    decoded to. Pillow decodes 16-bit RGB to 8-bit ``RGB`` (each sample's high byte) but keeps the key in 16 bits:
+    compared with the pixels, ``(65535, 65535, 65535)`` was an OverflowError (a traceback from predict, a 500 from
+    serve), and a key under 256 was taken for an 8-bit one (black pixels of a key of 255, white ones kept). Each
+    value becomes its high byte, as the pixels' are (a pixel within 1/256 of the key counts as it: the 16-bit
+    samples are gone). 16-bit gray (``I;16``) keeps its samples and its key."""
+    key = img.info.get("transparency")
+    sixteen = any(";16" in str(tile[3]) for tile in img.tile)  # the decoder's raw mode: "RGB;16B"
+    if img.format == "PNG" and img.mode == "RGB" and isinstance(key, tuple) and sixteen:
+        img.info["transparency"] = tuple(int(v) >> 8 for v in key)
+
+
+def _is_eight_bit_key(key) -> bool:
+    """Whether an RGB image's transparent colour is three values of 0..255 (Pillow's own conversion to RGBA reads it
+    right; it compares a 16-bit key's low bytes, and raises on a key of another shape)."""
+    return isinstance(key, tuple) and len(key) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in key)
+
+
+def _eight_bit_key(key: tuple) -> tuple:
+    """An RGB image's transparent colour as 8-bit values: a key with a value over 255 is a 16-bit PNG's that
+    :func:`depth_of_key` did not see (the image opened by the caller), each value its high byte as the pixels'."""
+    return tuple(int(v) >> 8 for v in key) if any(int(v) > 255 for v in key) else key
+
+
 #: The alpha band of each mode that has one (premultiplied modes call it "a"; LAB's "A" is a colour).
 _ALPHA_BANDS = {"LA": "A", "PA": "A", "RGBA": "A", "La": "a", "RGBa": "a"}
 
@@ -553,7 +596,8 @@ def _alpha(img: Image.Image) -> np.ndarray | None:
     if img.mode in SIXTEEN_BIT or img.mode == "I" or (img.mode == "L" and isinstance(key, int)):
         return (np.asarray(img) != key).astype(np.float32)  # Pillow's I;16 -> RGBA ignores the key
     if img.mode == "RGB" and isinstance(key, tuple):
-        return np.any(np.asarray(img) != np.asarray(key, dtype=np.uint8), axis=-1).astype(np.float32)
+        key = np.asarray(_eight_bit_key(key), dtype=np.uint8).reshape(3)
+        return np.any(np.asarray(img) != key, axis=-1).astype(np.float32)
     try:
         return np.asarray(img.convert("RGBA").getchannel("A"), dtype=np.float32) / 255.0
     except ValueError:

@@ -219,7 +219,7 @@ def ink_map(img: Image.Image, name: str = "image") -> np.ndarray:
 def ink_and_grain(img: Image.Image, name: str = "image") -> tuple[np.ndarray, float]:
     """:func:`ink_map`'s ink, and the level of the paper's grain in it (:func:`paper_grain`; 0 for a
     transparent image, whose opacity is the ink)."""
-    gray, alpha = unit_gray(shrink(img, WORK_SIDE), name)  # (H, W) float32 in 0..1 each
+    gray, alpha = unit_gray(shrink(img, WORK_SIDE, name), name)  # (H, W) float32 in 0..1 each
     if alpha_is_ink(alpha):  # a transparent background: the opaque strokes are the ink
         lo, hi = float(alpha.min()), float(alpha.max())
         return (alpha if (lo, hi) == (0.0, 1.0) else (alpha - lo) / (hi - lo)).astype(np.float32), 0.0

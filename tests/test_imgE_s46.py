@@ -1,0 +1,165 @@
+"""imgE (s46): real-world images that were refused, crashed or misread (docs/reliability.md, rows marked imgE.):
+a 16-bit colour PNG with a transparent colour, and transparency in every Pillow mode."""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+import cnnlab
+from cnnlab import imageio
+from cnnlab.cli import main
+from cnnlab.imageio import BadImageError
+
+FONTS = "/usr/share/fonts/truetype/dejavu/"
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    return cnnlab.predictor(model="resnet")
+
+
+def chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def typed(text: str, size: int, side: int | tuple[int, int], font: str = "DejaVuSans.ttf", ink=0, paper=255,
+          mode: str = "L", stroke: int = 0) -> Image.Image:
+    """``text`` in ``font`` at ``size`` px, centred on a page of ``side`` (or (width, height))."""
+    w, h = (side, side) if isinstance(side, int) else side
+    img = Image.new(mode, (w, h), paper)
+    d = ImageDraw.Draw(img)
+    f = ImageFont.truetype(FONTS + font, size)
+    l, t, r, b = d.textbbox((0, 0), text, font=f, stroke_width=stroke)
+    d.text(((w - (r - l)) / 2 - l, (h - (b - t)) / 2 - t), text, font=f, fill=ink, stroke_width=stroke, stroke_fill=ink)
+    return img
+
+
+# ----------------------------------------------------------------------------- D1: transparency in every mode
+
+
+def rgb16_png(gray8: np.ndarray, key: tuple[int, int, int] | None, low: int | None = None) -> bytes:
+    """A 16-bit RGB PNG of an 8-bit gray picture (each value times 257, or with ``low`` as its low byte), with
+    ``key`` as its tRNS colour."""
+    a = (gray8.astype(np.uint16) * 257 if low is None else gray8.astype(np.uint16) * 256 + low).astype(">u2")
+    h, w = a.shape
+    raw = b"".join(b"\0" + np.repeat(row[:, None], 3, 1).tobytes() for row in a)
+    trns = chunk(b"tRNS", struct.pack(">HHH", *key)) if key else b""
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)) + trns
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def test_a_16_bit_rgb_png_with_a_transparent_colour_is_read(tmp_path, capsys, resnet):
+    """ImageMagick's ``-depth 16 -transparent white``: Pillow decodes the pixels to 8 bits and keeps the key in 16
+    (an OverflowError from predict, the API and serve). The key is taken at the pixels' depth: the white paper is
+    transparent, the 7 read from its opacity; a key of 255 in 16 bits is near black, not white."""
+    seven = np.asarray(typed("7", 120, 160))
+    path = tmp_path / "seven16.png"
+    path.write_bytes(rgb16_png(seven, (65535, 65535, 65535)))
+    assert main(["predict", "--model", "resnet", "--top-k", "1", str(path)]) == 0
+    assert capsys.readouterr().out.split()[1] == "7"
+    img = imageio.open_image(path)
+    assert img.info["transparency"] == (255, 255, 255)
+    opacity = imageio.unit_gray(img)[1]
+    np.testing.assert_array_equal(opacity, (seven != 255).astype(np.float32))
+    # a key under 256 in a 16-bit file: the black ink (0..255 in 16 bits) is transparent, the white paper opaque
+    low = imageio.unit_gray(imageio.open_image(rgb16_png(seven, (255, 255, 255))))[1]
+    np.testing.assert_array_equal(low, (seven != 0).astype(np.float32))
+    # the file opened by the caller, decoded: the key's 16-bit values are taken at the pixels' depth too
+    own = Image.open(io.BytesIO(rgb16_png(seven, (65535, 65535, 65535))))
+    own.load()
+    assert resnet(own).label == "7"
+    np.testing.assert_array_equal(imageio.unit_gray(own)[1], opacity)
+
+
+def test_a_large_16_bit_rgb_png_with_a_transparent_colour_is_reduced_with_its_key():
+    """Larger than the working size, it is reduced first (``shrink``): the key at the pixels' depth there too
+    (Pillow's own conversion to RGBA compares the key's low bytes: a paper of 0xFF11 stayed opaque)."""
+    seven = np.asarray(typed("7", 900, 2100))
+    data = rgb16_png(seven, (0xFF11,) * 3, low=0x11)
+    own = Image.open(io.BytesIO(data))
+    own.load()  # opened by the caller: the 16-bit key kept
+    for img in (own, imageio.open_image(data, max_side=1024)):
+        small = imageio.shrink(img, 1024)
+        opacity = imageio.unit_gray(small)[1]
+        assert opacity is not None and abs(float(opacity.mean()) - float((seven != 255).mean())) < 0.002  # the 7 only
+
+
+KEYS = {"1": 255, "L": 255, "P": 255, "RGB": (255, 255, 255), "I": 65535, "I;16": 65535, "I;16B": 65535}
+ALPHA = ("LA", "PA", "RGBA", "RGBa", "La")
+
+
+def as_transparent(mode: str) -> Image.Image:
+    """A 7 whose paper is transparent, in ``mode``: a transparent colour (tRNS) or an alpha channel."""
+    seven = np.asarray(typed("7", 120, 160))
+    ink = np.where(seven < 128, 0, 255).astype(np.uint8)  # two values: every mode holds them exactly
+    if mode in ("I;16", "I;16B"):
+        img = Image.frombytes(mode, (160, 160), (ink.astype(np.uint32) * 257).astype(
+            ">u2" if mode == "I;16B" else "<u2").tobytes())
+    elif mode == "I":
+        img = Image.fromarray(ink.astype(np.int32) * 257)
+    elif mode in ALPHA:
+        la = Image.merge("LA", [Image.fromarray(ink), Image.fromarray(255 - ink)])
+        img = {"LA": la, "La": la.convert("La"), "RGBA": la.convert("RGBA"), "RGBa": la.convert("RGBA").convert("RGBa"),
+               "PA": la.convert("RGBA").convert("PA")}[mode]
+    else:
+        img = Image.fromarray(ink).convert(mode)
+    if mode in KEYS:
+        img.info["transparency"] = KEYS[mode]
+    assert img.mode == mode
+    return img
+
+
+@pytest.mark.parametrize("mode", list(KEYS) + list(ALPHA))
+def test_transparency_in_every_mode_is_the_opacity(mode, resnet):
+    """Every Pillow mode with a transparent colour or an alpha channel: the opacity, the 7's ink, read the same (the
+    paper transparent), whole and reduced from a larger copy; written to a PNG where Pillow can, the same."""
+    img = as_transparent(mode)
+    expected = as_transparent("L").point(lambda v: 255 - v)  # the opacity as gray
+    opacity = imageio.unit_gray(img, mode)[1]
+    np.testing.assert_array_equal(opacity, np.asarray(expected, np.float32) / 255)
+    assert resnet(img).label == "7"
+    big = img.resize((2200, 2200), Image.Resampling.NEAREST)
+    big.info.update(img.info)
+    alpha = imageio.unit_gray(imageio.shrink(big, 1024), mode)[1]
+    assert alpha is not None and np.corrcoef(np.asarray(expected.resize(alpha.shape[::-1]), np.float32).ravel(),
+                                             alpha.ravel())[0, 1] > 0.95
+    if mode not in ("PA", "RGBa", "La", "I", "I;16B"):  # modes Pillow's PNG writer does not take
+        buf = io.BytesIO()
+        img.save(buf, "PNG")
+        assert resnet(buf.getvalue(), name=mode).label == "7"
+
+
+def test_a_transparent_colour_that_does_not_fit_its_mode_is_a_one_line_refusal(resnet):
+    """A caller's image whose ``info["transparency"]`` no pixel of its mode can be: one line, no traceback."""
+    img = as_transparent("RGB")
+    for key in ((255, 255), "white"):
+        img.info["transparency"] = key
+        with pytest.raises(BadImageError) as info:
+            resnet(img, name="keyed.png")
+        assert "\n" not in str(info.value) and "transparent colour" in str(info.value) and "mode RGB" in str(info.value)
+
+
+def test_a_palette_with_transparency_in_bytes_is_read_without_a_warning(tmp_path, capsys, resnet):
+    """A palette PNG whose tRNS holds an opacity per entry: Pillow's conversion warned on stderr ("Palette images
+    with Transparency expressed in bytes should be converted to RGBA images"), a stray line under predict's table;
+    the same from the API for a large one (reduced first)."""
+    img = Image.new("P", (160, 160), 0)
+    img.putpalette([255, 255, 255, 0, 0, 0] + [0] * 762)
+    ImageDraw.Draw(img).text((40, 10), "7", font=ImageFont.truetype(FONTS + "DejaVuSans.ttf", 120), fill=1)
+    path = tmp_path / "palette.png"
+    img.save(path, transparency=bytes([0, 255, 128]))
+    big = Image.open(path).resize((2200, 2200))
+    big.info.update(Image.open(path).info)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # as a warning would reach stderr outside pytest
+        assert main(["predict", "--model", "resnet", "--top-k", "1", str(path)]) == 0
+        assert resnet(big).label == "7"
+    out, err = capsys.readouterr()
+    assert out.split()[1] == "7" and err == ""
