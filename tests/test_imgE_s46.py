@@ -1,5 +1,5 @@
-"""imgE (s46): real-world images that were refused, crashed or misread (docs/reliability.md, rows marked imgE.):
-a 16-bit colour PNG with a transparent colour, and transparency in every Pillow mode."""
+"""imgE (s46): real-world images that were refused, crashed or misread (docs/reliability.md, the rows marked
+imgE.), each measured on typed digits of the machine's fonts where it is a heuristic (docs/predict.md)."""
 
 from __future__ import annotations
 
@@ -163,3 +163,41 @@ def test_a_palette_with_transparency_in_bytes_is_read_without_a_warning(tmp_path
         assert resnet(big).label == "7"
     out, err = capsys.readouterr()
     assert out.split()[1] == "7" and err == ""
+
+
+# ----------------------------------------------------------------------------- D3: light ink on light paper
+
+
+def test_white_type_on_light_paper_and_black_on_dark_are_read(tmp_path, capsys, resnet):
+    """White type on an amber label or a light grey badge (and black on dark grey): the clearly light border made it
+    light paper, the white strokes were clipped to 0: "no ink found (the image is blank or has almost no contrast)".
+    The marks depart from the paper the other way, twice as far as the expected way: the other polarity is taken
+    (departs_the_other_way)."""
+    f = ImageFont.truetype(FONTS + "DejaVuSans-Bold.ttf", 150)
+    paths = []
+    for name, paper, ink in [("white_on_amber", (255, 193, 7), "white"), ("white_on_grey180", (180, 180, 180), "white"),
+                             ("black_on_grey70", (70, 70, 70), "black")]:
+        img = Image.new("RGB", (224, 224), paper)
+        ImageDraw.Draw(img).text((65, 20), "7", font=f, fill=ink)
+        paths.append(tmp_path / f"{name}.png")
+        img.save(paths[-1])
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=10)  # its ringing departs the expected way a little: the other way decides
+        assert resnet(buf.getvalue(), name=name).label == "7"
+    assert main(["predict", "--model", "resnet", "--top-k", "1", *map(str, paths)]) == 0
+    out, err = capsys.readouterr()
+    assert [line.split()[1] for line in out.splitlines()] == ["7", "7", "7"] and err == ""
+
+
+def test_a_page_whose_marks_depart_the_expected_way_keeps_its_polarity(resnet):
+    """Dark ink on light paper with a lighter patch (a white label on grey paper) and the reverse: the ink departs
+    the expected way, far more than the patch the other: read as before, the same field."""
+    from cnnlab import preprocessing
+
+    page = np.full((224, 224), 200, np.uint8)
+    page[150:200, 20:80] = 255  # a white label
+    img = Image.fromarray(page)
+    ImageDraw.Draw(img).text((70, 20), "7", font=ImageFont.truetype(FONTS + "DejaVuSans.ttf", 150), fill=0)
+    gray = imageio.unit_gray(img)[0]
+    assert preprocessing.light_paper(gray) and preprocessing.light_paper(1 - gray) is False
+    assert resnet(img).label == "7" and resnet(Image.fromarray(255 - np.asarray(img))).label == "7"
