@@ -201,3 +201,37 @@ def test_a_page_whose_marks_depart_the_expected_way_keeps_its_polarity(resnet):
     gray = imageio.unit_gray(img)[0]
     assert preprocessing.light_paper(gray) and preprocessing.light_paper(1 - gray) is False
     assert resnet(img).label == "7" and resnet(Image.fromarray(255 - np.asarray(img))).label == "7"
+
+
+# ----------------------------------------------------------------------------- D4: clothes on any backdrop
+
+SHIRT = [(90, 40), (130, 30), (150, 45), (170, 30), (210, 40), (270, 100), (240, 130), (215, 110), (215, 270),
+         (85, 270), (85, 110), (60, 130), (30, 100)]
+
+
+def shirt(mode: str, backdrop, fill) -> Image.Image:
+    img = Image.new(mode, (300, 300), backdrop)
+    ImageDraw.Draw(img).polygon(SHIRT, fill=fill)
+    return img
+
+
+def test_clothes_on_a_backdrop_of_their_own_side_and_white_cut_outs_are_read(tmp_path, capsys):
+    """A white shirt on light grey studio paper, a black one on mid grey, a white one cut out on transparency: "no
+    item found (the image is one shade)"; the item departs from the backdrop the other way than its median says
+    (clothes_item), and a cut-out flat on white is laid on black. What worked reads the same field."""
+    from cnnlab import preprocessing
+
+    cases = {"white_on_grey200": shirt("L", 200, 250), "black_on_grey110": shirt("L", 110, 20),
+             "white_cutout": shirt("RGBA", (0, 0, 0, 0), (250, 250, 250, 255)), "dark_on_white": shirt("L", 255, 40)}
+    for name, img in cases.items():
+        img.save(tmp_path / f"{name}.png")
+    assert main(["predict", "--model", "resnet", "--dataset", "fashion-mnist", "--top-k", "1",
+                 *(str(tmp_path / f"{name}.png") for name in cases)]) == 0
+    out, err = capsys.readouterr()
+    assert [line.split()[1] for line in out.splitlines()] == ["T-shirt/top"] * 4 and err == ""
+    # the same silhouette, light on black, whichever side it lay on
+    fields = {name: preprocessing.clothes_field(img) for name, img in cases.items()}
+    for name in ("white_on_grey200", "black_on_grey110", "white_cutout"):
+        assert np.corrcoef(fields[name].ravel() > 0.2, fields["dark_on_white"].ravel() > 0.2)[0, 1] > 0.95, name
+    with pytest.raises(BadImageError, match="no item found"):
+        preprocessing.clothes_field(Image.new("RGBA", (300, 300), (250, 250, 250, 255)))  # opaque and one shade

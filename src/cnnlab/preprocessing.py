@@ -1560,15 +1560,13 @@ def clothes_field(img: Image.Image, size: int = MNIST_FIELD, name: str = "image"
     (:data:`CLOTHES_TRIM`), padded to a square, centred, resized to ``size``. None of a digit's steps: an item is
     neither fitted into a 20-px box nor moved by its centre of mass, and its soft, filled shapes are no strokes."""
     gray, alpha = unit_gray(img, name)
-    if alpha is not None:
-        gray = gray * alpha + (1.0 - alpha)
-    level = float(np.median(np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])))
-    item = 1.0 - gray if level > 0.5 else gray
-    background = min(level, 1.0 - level)
-    item = np.clip((item - background) / max(1.0 - background, 1e-6), 0.0, 1.0)
-    smooth = square_filter(item, max(3, max(item.shape) // 100) | 1, np.mean)  # a photo's noise is no item
-    peak = float(smooth.max())
-    if peak < MIN_CONTRAST:
+    for backdrop in (1.0,) if alpha is None else (1.0, 0.0):  # a cut-out on white; a white one, flat there, on black
+        item = clothes_item(gray if alpha is None else gray * alpha + backdrop * (1.0 - alpha))
+        smooth = square_filter(item, max(3, max(item.shape) // 100) | 1, np.mean)  # a photo's noise is no item
+        peak = float(smooth.max())
+        if peak >= MIN_CONTRAST:
+            break
+    else:
         raise BadImageError(f"{name}: no item found (the image is one shade); give a photo of a piece of clothing")
     inside = smooth >= CLOTHES_TRIM * peak
     ys, xs = np.nonzero(inside)
@@ -1581,6 +1579,20 @@ def clothes_field(img: Image.Image, size: int = MNIST_FIELD, name: str = "image"
     square[(side - h) // 2:(side - h) // 2 + h, (side - w) // 2:(side - w) // 2 + w] = item
     field = Image.fromarray(square, mode="F").resize((size, size), Image.Resampling.LANCZOS)
     return np.clip(np.asarray(field, dtype=np.float32), 0.0, 1.0)
+
+
+def clothes_item(gray: np.ndarray) -> np.ndarray:
+    """:func:`clothes_field`'s item, light on black (Fashion-MNIST's polarity), the background at 0: the image negated
+    when the item is darker than its background, the border's median (an item on white is, an item on black is not);
+    but when it departs from that level the other way, by :data:`POLARITY_RATIO` times more, as a digit's page is
+    turned over (:func:`departs_the_other_way`): a white shirt on light grey studio paper, a black one on mid grey,
+    were clipped to 0 ("no item found (the image is one shade)")."""
+    level = float(np.median(_ring(gray)))
+    negate = level > 0.5
+    if departs_the_other_way(gray, level, negate):
+        negate = not negate
+    item, background = (1.0 - gray, 1.0 - level) if negate else (gray, level)
+    return np.clip((item - background) / max(1.0 - background, 1e-6), 0.0, 1.0)
 
 
 def to_uint8_image(field_01: np.ndarray) -> Image.Image:
