@@ -235,3 +235,35 @@ def test_clothes_on_a_backdrop_of_their_own_side_and_white_cut_outs_are_read(tmp
         assert np.corrcoef(fields[name].ravel() > 0.2, fields["dark_on_white"].ravel() > 0.2)[0, 1] > 0.95, name
     with pytest.raises(BadImageError, match="no item found"):
         preprocessing.clothes_field(Image.new("RGBA", (300, 300), (250, 250, 250, 255)))  # opaque and one shade
+
+
+# ----------------------------------------------------------------------------- D7: heavy type
+
+
+def test_a_heavy_type_digit_is_read_with_the_thick_note_and_a_blob_is_still_refused(tmp_path, capsys, resnet):
+    """A bold face with a stroke of 8 px at 160 px fills 0.77-0.80 of its box, as a disc does: refused as "the ink is
+    one dot or blob ..., not a digit's strokes". Its counters and bowls cross its rows twice (crossed_twice): read,
+    with the note on thick strokes; a dot, a disc and a square, clean or noisy, are still refused."""
+    paths = []
+    for d in "59":
+        paths.append(tmp_path / f"heavy{d}.png")
+        typed(d, 160, 224, "DejaVuSans-Bold.ttf", stroke=8).save(paths[-1])
+    assert main(["predict", "--model", "resnet", "--top-k", "1", *map(str, paths)]) == 0
+    out, err = capsys.readouterr()
+    assert [line.split()[1] for line in out.splitlines()] == ["5", "9"]
+    assert err.count("strokes are") == 2 and "blob" not in err
+    rng = np.random.default_rng(0)
+    for shape in ([130, 130, 150, 150], [60, 60, 220, 220]):
+        disc = Image.new("L", (280, 280), 255)
+        ImageDraw.Draw(disc).ellipse(shape, fill=0)
+        noisy = Image.fromarray(np.clip(np.asarray(disc) + rng.normal(0, 25, (280, 280)), 0, 255).astype(np.uint8))
+        buf = io.BytesIO()
+        disc.save(buf, "JPEG", quality=10)
+        for img in (disc, buf.getvalue()) + ((noisy,) if shape[2] - shape[0] < 50 else ()):  # (a noisy disc 160 px
+            # across is no blob, before as now: its noise fills under 0.75 of the box)
+            with pytest.raises(BadImageError, match="one dot or blob"):
+                resnet(img)
+    square = Image.new("L", (280, 280), 255)
+    ImageDraw.Draw(square).rectangle([40, 40, 240, 240], fill=0)
+    with pytest.raises(BadImageError, match="one dot or blob"):
+        resnet(square)
