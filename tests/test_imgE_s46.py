@@ -267,3 +267,16 @@ def test_a_heavy_type_digit_is_read_with_the_thick_note_and_a_blob_is_still_refu
     ImageDraw.Draw(square).rectangle([40, 40, 240, 240], fill=0)
     with pytest.raises(BadImageError, match="one dot or blob"):
         resnet(square)
+
+
+# ----------------------------------------------------------------------------- D5: small type on a large page
+
+
+def test_small_type_on_a_large_page_is_noted_as_the_digits_it_holds(resnet):
+    """`2048` in 44 px type on an 800x800 page: its gaps were under a pixel of the page's 256-px copy, one mark,
+    read as one digit without a note (on 400x400, "4 digits side by side"). The marks are counted as --number
+    counts them, on a crop around them (closer_strokes); one digit on such a page is no number."""
+    for side in (400, 800):
+        assert resnet(typed("2048", 44, side)).marks == 4
+    assert resnet(typed("2048", 44, (1000, 60))).marks == 4
+    assert resnet(typed("7", 40, 800)).marks == 1 and resnet(typed("3", 30, (1000, 60))).marks == 1

@@ -1397,7 +1397,8 @@ def digit_and_marks(img: Image.Image, size: int = MNIST_FIELD, name: str = "imag
     if strokes is None:
         return mnist_field(ink, size=size, name=name), 0  # raises: no ink
     field = mnist_field(keep_components(ink, strokes, select_digit(strokes.comps)), size=size, name=name)
-    return field, side_by_side(select_number(strokes.comps))
+    counted = closer_strokes(ink, strokes, name)[1]  # as --number finds them
+    return field, side_by_side(select_number(counted.comps))
 
 
 #: Digits side by side (:func:`side_by_side`) are at most this many times higher than each other, and each shares at
