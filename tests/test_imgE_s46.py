@@ -280,3 +280,34 @@ def test_small_type_on_a_large_page_is_noted_as_the_digits_it_holds(resnet):
         assert resnet(typed("2048", 44, side)).marks == 4
     assert resnet(typed("2048", 44, (1000, 60))).marks == 4
     assert resnet(typed("7", 40, 800)).marks == 1 and resnet(typed("3", 30, (1000, 60))).marks == 1
+
+
+# ----------------------------------------------------------------------------- D2: type a few pixels high
+
+
+def screenshot(text: str, size: int, font: str) -> Image.Image:
+    """``text`` set at ``size`` px in dark grey, half a size of white around it (a crop of a screenshot)."""
+    f = ImageFont.truetype(FONTS + font, size)
+    l, t, r, b = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), text, font=f)
+    pad = size // 2
+    img = Image.new("RGB", (r - l + 2 * pad, b - t + 2 * pad), "white")
+    ImageDraw.Draw(img).text((pad - l, pad - t), text, font=f, fill=(33, 33, 33))
+    return img
+
+
+def test_a_tiny_typed_zero_is_one_digit_and_tiny_numbers_stay_whole(tmp_path, capsys, resnet):
+    """A 0 set 8 px high (a screenshot's type): its 1-px arcs lie under the strokes' threshold, its sides were two
+    marks, "2 digits side by side, read as one; add --number", and --number read "11". The pieces that fainter ink
+    joins into a mark no wider than high are one (tiny_marks, _bridges); digits that touch are not joined."""
+    path = tmp_path / "zero.png"
+    typed("0", 14, 56, "DejaVuSerif-Italic.ttf", mode="RGB", ink="black", paper="white").save(path)
+    assert main(["predict", "--model", "resnet", "--top-k", "1", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert out.split()[1] == "0" and err == ""
+    assert main(["predict", "--model", "resnet", "--number", str(path)]) == 0
+    assert capsys.readouterr().out.split()[1] == "0"
+    for font, text, size in [("DejaVuSans-ExtraLight.ttf", "1907", 11), ("DejaVuSerif-Italic.ttf", "2048", 11),
+                             ("DejaVuSerifCondensed.ttf", "1907", 13), ("DejaVuSans.ttf", "2048", 11),
+                             ("../liberation/LiberationSans-Regular.ttf", "2048", 13)]:  # its digits touch faintly
+        assert resnet.read_number(screenshot(text, size, font)).label == text, (font, text)
+    assert resnet(screenshot("0", 11, "DejaVuSerif-Italic.ttf")).marks == 1
