@@ -106,15 +106,17 @@ def _split_words(role: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 def family_key(name: str, role: str) -> str:
     """The naming family of ``role``'s file ``name``: the name without ``.gz``, its split word (train/t10k/test) and
-    its role word (images/imgs/labels) each shown as ``*``, and its IDX dimension too (``idx*``): ``*-*-idx*-ubyte``
-    for every official name (``t10k-labels.idx1-ubyte`` too) and for ``test-images-idx3-ubyte``,
-    ``emnist-digits-*-*-idx*-ubyte`` for EMNIST Digits' four."""
+    its role word (images/imgs/labels) each shown as ``*``, and its IDX dimension too (``idx*``, after whatever
+    separator: ``-``, ``_``, ``.``): ``*-*-idx*-ubyte`` for every official name (``t10k-labels.idx1-ubyte`` too, the
+    mirrors' dot read as the official ``-``) and for ``test-images-idx3-ubyte``, ``*_*_idx*_ubyte`` for
+    ``train_images_idx3_ubyte``' four, ``emnist-digits-*-*-idx*-ubyte`` for EMNIST Digits' four."""
     base = name[:-3] if name.endswith(".gz") else name
     for words in _split_words(role):
         word = next((w for w in words if w in base), None)
         if word:
             base = base.replace(word, "*", 1)
-    return re.sub(r"[.-]idx\d", "-idx*", base)
+    base = re.sub(r"\.idx(?=\d)", "-idx", base)
+    return re.sub(r"(?<![A-Za-z0-9])idx\d", "idx*", base)
 
 
 def _one_family(directory: Path, official: dict[str, Path | None]) -> dict[str, Path | None]:
