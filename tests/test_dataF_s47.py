@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
 import torch
 
 from cnnlab.data import load_dataset
@@ -25,3 +30,52 @@ def test_idx_dir_names_with_underscores_are_one_family(tmp_path):
     assert family_key("test_labels_idx1_ubyte", "test_labels") == "*_*_idx*_ubyte"
     assert family_key("t10k-labels.idx1-ubyte", "test_labels") == family_key("train-images-idx3-ubyte",
                                                                             "train_images") == "*-*-idx*-ubyte"
+
+
+def _quiet(message: str) -> None:
+    pass
+
+
+def _bmps(folder: Path, value: int, n: int = 6) -> None:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.new("L", (28, 28), value).save(folder / f"{i}.bmp")
+    for path in folder.iterdir():
+        os.utime(path, ns=(1_704_067_200 * 10**9,) * 2)  # 2024-01-01, as an archive's time
+
+
+def _mean_of_class(data, label: int) -> float:
+    images = np.concatenate([data.train_images[data.train_labels == label],
+                             data.test_images[data.test_labels == label]])
+    return float(images.mean())
+
+
+def test_folder_files_rewritten_in_place_with_their_old_time_are_converted_again(tmp_path):
+    """(D2) Class a's and b's images overwritten in place with the other class's (``cp -p NEW/a/* DATA/a/``: same
+    names, sizes, mtimes and inodes, as ``unzip -o`` leaves them): the load said ``converted earlier`` and class a's
+    images stayed black where the files are white (``folder.cache_key`` hashed size, mtime and inode only). Now the
+    key holds each file's ctime too (``_image_files``' ``layout.stats``): a new conversion, with the images as they
+    are; a plain re-load of the unchanged folder still reads the cache."""
+    from cnnlab.data.folder import load_image_folder
+
+    data, new, home = tmp_path / "DATA", tmp_path / "NEW", tmp_path / "home"
+    for klass, value in (("a", 0), ("b", 255)):
+        _bmps(data / klass, value)
+        _bmps(new / klass, 255 - value)
+    first = load_image_folder(data, home, _quiet)
+    assert first.converted and _mean_of_class(first, 0) == 0.0
+    again = load_image_folder(data, home, _quiet)  # nothing changed: the cache, not a conversion
+    assert not again.converted and again.cache_dir == first.cache_dir and _mean_of_class(again, 0) == 0.0
+    assert "converted earlier" in load_dataset(f"folder:{data}", home=home, log=_quiet).source
+    inodes = {p.name: p.stat().st_ino for p in (data / "a").iterdir()}
+    for klass in ("a", "b"):
+        for path in (new / klass).iterdir():
+            shutil.copy2(path, data / klass / path.name)  # cp -p: into the same inode, the old mtime restored
+    assert inodes == {p.name: p.stat().st_ino for p in (data / "a").iterdir()}
+    swapped = load_image_folder(data, home, _quiet)
+    assert swapped.converted and swapped.cache_dir != first.cache_dir
+    assert _mean_of_class(swapped, 0) == 255.0 and _mean_of_class(swapped, 1) == 0.0
+    assert not load_image_folder(data, home, _quiet).converted  # and read from the cache from now on
+    assert [p.name for p in (home / "datasets").iterdir()] == [swapped.cache_dir.name]  # the stale one removed

@@ -36,10 +36,12 @@ as an empty class folder; hidden folders (``.runs/``) are never read.
 
 Cache. The converted arrays are stored in ``$CNNLAB_HOME/datasets/folder-<key>/images.npz``
 (written atomically), where ``key`` hashes the folder's absolute path, where each class folder leads (a linked
-one's target), every candidate file's relative path, size, modification time and inode, and the conversion version;
-any change to the folder (a link retargeted, two folders renamed crosswise, a file replaced)
-gives a new key and one new conversion (the earlier conversion of that folder is then deleted), an
-unchanged folder is never converted twice.
+one's target), every candidate file's relative path, size, modification time, inode and change time (``st_ctime``),
+and the conversion version; any change to the folder (a link retargeted, two folders renamed crosswise, a file
+replaced, one rewritten in place with its old time restored: ``cp -p``, ``unzip -o``) gives a new key and one new
+conversion (the earlier conversion of that folder is then deleted), an unchanged folder is never converted twice.
+Since every write, ``chmod`` or ``touch`` of a file sets its change time to now, and nothing can set it back, a
+``chmod``/``touch`` alone also costs one conversion more.
 """
 
 from __future__ import annotations
@@ -114,8 +116,8 @@ class _Layout:
     #: (relative posix path, class index, split or None when the split is to be drawn)
     entries: list[tuple[str, int, str | None]]
     ignored: int
-    #: (size, mtime_ns, inode) of each entry's file, by relative path, from the scan
-    stats: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    #: (size, mtime_ns, inode, ctime_ns) of each entry's file, by relative path, from the scan
+    stats: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
     #: ``"relative/path: reason"`` for candidates that are no regular file or cannot be looked at
     unreadable: list[str] = field(default_factory=list)
     #: folders beside train/ and test/ (a val/), which are not read
@@ -139,7 +141,7 @@ def _walk_error(root: Path, where: str):
 def _image_files(root: Path, directory: Path, layout: _Layout) -> int:
     """Candidate images under ``directory`` (recursively, sorted, hidden entries skipped, linked sub-folders followed
     as linked class folders are: :func:`_walk_class`), as paths relative to ``root``; those that are no regular file
-    go to ``layout.unreadable``, the others' (size, mtime, inode) to ``layout.stats``. Returns how many candidates
+    go to ``layout.unreadable``, the others' (size, mtime, inode, ctime) to ``layout.stats``. Returns how many candidates
     there were and adds other files to ``ignored``; a sub-folder that is a broken symbolic link is refused, as a class
     folder is."""
     count = 0
@@ -168,7 +170,7 @@ def _image_files(root: Path, directory: Path, layout: _Layout) -> int:
             if not stat.S_ISREG(st.st_mode):
                 layout.unreadable.append(f"{rel}: is {kind_of(st.st_mode)}, not an image file")
                 continue
-            layout.stats[rel] = (st.st_size, st.st_mtime_ns, st.st_ino)
+            layout.stats[rel] = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
             layout.entries.append((rel, -1, None))  # class and split are filled in by scan()
     return count
 
@@ -611,16 +613,18 @@ def scan(root: Path) -> _Layout:
 
 def cache_key(root: Path, layout: _Layout) -> str:
     """SHA-256 of the folder's path, where each class folder leads (its real path: a linked one's target), each
-    candidate file's relative path, size, mtime and inode, and the conversion version: what decides whether a cached
-    conversion is still this folder's. Where the folders lead and the inodes tell two class folders whose contents
-    swapped (links retargeted, folders renamed crosswise) from the folders as they were, when the files' names, sizes
-    and times are equal (BMPs unpacked from one archive): the cache kept the old labels."""
+    candidate file's relative path, size, mtime, inode and ctime, and the conversion version: what decides whether a
+    cached conversion is still this folder's. Where the folders lead and the inodes tell two class folders whose
+    contents swapped (links retargeted, folders renamed crosswise) from the folders as they were, when the files'
+    names, sizes and times are equal (BMPs unpacked from one archive): the cache kept the old labels. The ctime tells
+    a file rewritten in place with its mtime restored (``cp -p``, ``unzip -o``: same inode, size and mtime) from the
+    file as it was: every write or ``utime`` sets it, and no tool sets it back."""
     h = hashlib.sha256()
     h.update(json.dumps({"version": CONVERT_VERSION, "root": str(root), "size": SIZE, "split_seed": SPLIT_SEED,
                          "classes": layout.classes, "leads": layout.leads}).encode())
     for rel, label, split in layout.entries:
-        size, mtime_ns, inode = layout.stats[rel]
-        h.update(json.dumps([rel, label, split, size, mtime_ns, inode]).encode())
+        size, mtime_ns, inode, ctime_ns = layout.stats[rel]
+        h.update(json.dumps([rel, label, split, size, mtime_ns, inode, ctime_ns]).encode())
         h.update(b"\n")
     if layout.unreadable:  # only then, so that the keys of folders without such entries stay as they were
         h.update(json.dumps(layout.unreadable).encode())
