@@ -1,17 +1,23 @@
-"""Fixes of helper dataF (s47), defects of the "fixdata" probe. docs/reliability.md lists them."""
+"""Fixes of helper dataF (s47), defects D1-D3 of the "fixdata" probe: ``idx:DIR``'s family key of names that
+separate their words with ``_``, a ``folder:`` dataset's cache key and files rewritten in place with their old time,
+and serve's 415 for a type that merely begins with ``multipart/form-data``. docs/reliability.md lists them."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
+from apps_helpers import draw_digit, tiny_checkpoint
 
 from cnnlab.data import load_dataset
 from conftest import write_idx_dataset
-
 
 def test_idx_dir_names_with_underscores_are_one_family(tmp_path):
     """(D1) ``train_images_idx3_ubyte.gz`` and its three fellows (words joined by ``_``) were refused as two naming
@@ -79,3 +85,49 @@ def test_folder_files_rewritten_in_place_with_their_old_time_are_converted_again
     assert _mean_of_class(swapped, 0) == 255.0 and _mean_of_class(swapped, 1) == 0.0
     assert not load_image_folder(data, home, _quiet).converted  # and read from the cache from now on
     assert [p.name for p in (home / "datasets").iterdir()] == [swapped.cache_dir.name]  # the stale one removed
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    pytest.importorskip("uvicorn")
+    from test_serve import Server
+
+    from cnnlab.predict import Predictor
+    from cnnlab.serve.app import create_app
+
+    ckpt = tiny_checkpoint(tmp_path_factory.mktemp("srv") / "digits.pt")
+    with Server(create_app(Predictor.from_run(ckpt, device="cpu"))) as srv:
+        yield srv
+
+
+def _form(server, media: str) -> tuple[int, dict]:
+    """POST a multipart form with a part ``file`` holding a drawn digit, its Content-Type ``media; boundary=...``."""
+    import io
+
+    buf = io.BytesIO()
+    draw_digit().save(buf, "PNG")
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"t00.png\"\r\n"
+            "Content-Type: image/png\r\n\r\n").encode() + buf.getvalue() + f"\r\n--{boundary}--\r\n".encode()
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request("POST", "/predict", body, {"Content-Type": f"{media}; boundary={boundary}"})
+        res = conn.getresponse()
+        return res.status, json.loads(res.read())
+    finally:
+        conn.close()
+
+
+def test_a_type_that_merely_begins_with_multipart_form_data_is_415_naming_it(server):
+    """(D3) ``curl -F file=@t00.png -H "Content-Type: multipart/form-datax"``: ``400 {"error":"no file in the form;
+    send the image as multipart field 'file'"}`` (``serve.app._upload`` tested the header by its prefix; Starlette
+    parses no form for an unknown type). Now the media type itself must be ``multipart/form-data``: anything else is
+    415 naming the type, as ``application/octet-streamx`` is; the form itself is read as before, in any case."""
+    for media in ("multipart/form-datax", "multipart/form-data-x", "Multipart/Form-Datax"):
+        status, answer = _form(server, media)
+        error = answer["error"]
+        assert status == 415 and f"Content-Type {media.lower()} is not read as an image" in error, (media, answer)
+        assert "\n" not in error and "multipart form field 'file'" in error
+    for media in ("multipart/form-data", "Multipart/Form-Data", "multipart/form-data "):
+        status, answer = _form(server, media)
+        assert status == 200 and np.isfinite(answer["probabilities"][0]), (media, answer)

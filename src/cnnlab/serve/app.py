@@ -463,7 +463,7 @@ async def _upload(request: Request, max_bytes: int) -> tuple[bytes, str]:
     media = ctype.split(";", 1)[0].strip()  # its parameters (charset=..., boundary=...) aside
     if media.startswith("image/") or media == RAW_BYTES:
         return await request.body(), "upload"
-    if not ctype.startswith("multipart/form-data"):
+    if media != "multipart/form-data":  # the type itself, never a prefix of it (multipart/form-datax)
         sent = f"Content-Type {printable(media)[:80]}" if media else "no Content-Type"
         raise Refused(415, f"a body with {sent} is not read as an image; send the image as multipart form field "
                            f"'file', or as the body with Content-Type image/* (image/png...) or {RAW_BYTES}")
