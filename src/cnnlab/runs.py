@@ -43,6 +43,10 @@ METRIC_FIELDS = [
     "epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr", "seconds",
     "images_per_s",
 ]
+#: metrics.csv's columns that count (whole numbers); every other one is a measure, read as a float even where its cell
+#: reads "91" (``_fmt``'s ``.6g`` of 91.0): ``best_acc`` was an int in one row of ``cnnlab runs --json`` and a float
+#: in the next.
+COUNT_FIELDS = frozenset({"epoch", "step"})
 #: Files whose presence means a folder holds a run that trained (config.json alone is written before training).
 RUN_MARKERS = ("last.pt", "metrics.csv")
 #: Every name cnnlab writes into a run folder (training, its report, export and analyses): a folder holding only
@@ -1602,7 +1606,8 @@ def _metrics_rows(lines: Iterable[str], epochs: int | None = None) -> Iterator[d
         except ValueError:
             bad = next(cell for cell in cells if not _is_number(cell))
             raise ValueError(f"line {reader.line_num}: {short_repr(bounded(bad, 20))} where a number goes") from None
-        yield dict(zip(header, values))
+        yield {name: float(v) if isinstance(v, int) and name not in COUNT_FIELDS else v
+               for name, v in zip(header, values)}
 
 
 def _is_number(cell: str) -> bool:
