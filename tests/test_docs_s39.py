@@ -220,7 +220,7 @@ def test_export_weights_help_for_checkpoint():
     parser = dict(_commands(build_parser()))["cnnlab export-weights"]
     text = " ".join(parser.format_help().split())
     # export-weights has --pretrained since expX (s43): its --checkpoint is refused with the shipped weights, as export's
-    assert "with a .pt file (other than best.pt for best) or the shipped weights it is refused" in text
+    assert "with a .pt file (other than last.pt for last, best.pt for best) or the shipped weights it is refused" in text
 
 
 def test_api_doc_names_every_other_registered_model():

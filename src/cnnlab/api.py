@@ -595,7 +595,7 @@ def _predictor(run, model: str | None, dataset: str | None, which: str | None, d
                 raise CnnlabError(f"cnnlab.predictor(run, {name}={value!r}): {name} picks the shipped weights, and a "
                                   f"run's net is its own; drop {name}, or drop the run for the shipped weights")
         run, which = run_and_which(run, which)  # a Run: its folder, and the checkpoint it stands for
-        return predictor_class().from_run(resolve_run(run), which=which or DEFAULT_CHECKPOINT, device=device)
+        return predictor_class().from_run(resolve_run(run), which=which, device=device)
     if which is not None:
         raise CnnlabError(f"cnnlab.predictor(which={which!r}) picks a run folder's checkpoint; the shipped weights are "
                           "one file: drop which, or give a run")

@@ -523,21 +523,25 @@ def _mismatch(want: dict, got: dict) -> str:
     return "; ".join(parts) or "its tensors do not load"
 
 
-def resolve_checkpoint(path: str | Path, which: str = DEFAULT_CHECKPOINT, flag: str | None = None) -> Path:
-    """A run directory -> its ``which``.pt (``which`` one of :data:`cnnlab.runs.CHECKPOINTS`); a file -> itself.
+def resolve_checkpoint(path: str | Path, which: str | None = None, flag: str | None = None) -> Path:
+    """A run directory -> its ``which``.pt (``which`` one of :data:`cnnlab.runs.CHECKPOINTS`, last.pt unless given); a
+    file -> itself, and a ``which`` given beside a file must name that file (``RUN/best.pt`` with ``which="last"``, the
+    command line's ``--checkpoint last`` typed or the API's ``which='last'``, is refused, not answered from best.pt).
+    ``which`` is None where it was not given (a ``--checkpoint`` not typed): every caller passes it as given.
     ``flag``: the flag that gave ``path`` where the command takes no ``--checkpoint`` (``--teacher``): a hint to use the
     other checkpoint names its file with that flag."""
     path = as_path(path, "a checkpoint (a run folder or a .pt file)", CheckpointError)
-    if which not in CHECKPOINTS:
+    if which is not None and which not in CHECKPOINTS:
         raise CheckpointError(f"no checkpoint named {which!r}; choose one of: {', '.join(CHECKPOINTS)}")
     if is_dir(path):  # a stat that fails (an input/output error): one line naming the file, not a traceback
+        which = which or DEFAULT_CHECKPOINT
         candidate = path / f"{which}.pt"
         if not is_file(candidate):
             if exists(candidate) or link_to_nowhere(candidate) is not None:  # a FIFO, a folder, a link to nothing: what
                 raise CheckpointError(_no_checkpoint(candidate))  # it is, as a resume says it (not "no last.pt")
             raise CheckpointError(f"{path}: no {which}.pt in this run directory; {_why_none(path, which, flag)}")
         return candidate
-    if which != DEFAULT_CHECKPOINT and path.name != f"{which}.pt":  # asked for another file than the one given
+    if which is not None and path.name != f"{which}.pt":  # asked for another file than the one given
         if not exists(path):  # nothing there (a run folder's typo) or a link to nothing: what it is, not "a file"
             raise CheckpointError(_no_checkpoint(path))
         raise CheckpointError(f"{path} is a checkpoint file, and choosing {which!r} (--checkpoint {which}) picks a "

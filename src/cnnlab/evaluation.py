@@ -190,7 +190,7 @@ class Subject:
         return "validation split" if self.split == "val" else "test set"
 
 
-def open_subject(path: str | Path | None = None, *, which: str = "last", weights: str | Path | None = None,
+def open_subject(path: str | Path | None = None, *, which: str | None = None, weights: str | Path | None = None,
                  model_name: str | None = None, pretrained: str | None = None, dataset: str | Dataset | None = None,
                  data_dir: str | None = None, split: str = "test") -> Subject:
     """A run's checkpoint (``path``), a bare ``state_dict`` file (``weights`` for ``model_name``), or the
@@ -466,7 +466,7 @@ def evaluate_subject(subject: Subject, *, device: str = "auto", batch_size: int 
 def evaluate_run(
     path: str | Path | None = None,
     *,
-    which: str = "last",
+    which: str | None = None,
     weights: str | Path | None = None,
     model_name: str | None = None,
     pretrained: str | None = None,

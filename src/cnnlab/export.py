@@ -359,7 +359,7 @@ def export_run(
     fmt: str = "onnx",
     *,
     out: str | Path | None = None,
-    which: str = DEFAULT_CHECKPOINT,
+    which: str | None = None,
     samples: int = 256,
     dataset: str | None = None,
     data_dir: str | None = None,
@@ -460,7 +460,7 @@ def read_onnx_metadata(path: str | Path) -> dict[str, str]:
     return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
 
 
-def export_safetensors(run: str | Path | None = None, which: str = DEFAULT_CHECKPOINT, out: str | Path | None = None, *,
+def export_safetensors(run: str | Path | None = None, which: str | None = None, out: str | Path | None = None, *,
                        pretrained: str | None = None, dataset: str | None = None) -> Path:
     """Write a checkpoint's bare weights as safetensors, with the metadata of ``cnnlab export`` (model,
     classes, normalisation, input layout, the checkpoint it came from) plus the model's arguments; with

@@ -347,10 +347,12 @@ class Predictor:
         return seen if seen != self.paper else ""
 
     @classmethod
-    def from_run(cls, run: str | Path, which: str = "last", device: str = "auto",
+    def from_run(cls, run: str | Path, which: str | None = None, device: str = "auto",
                  max_pixels: int = DEFAULT_MAX_PIXELS) -> "Predictor":
-        """The net of a run: a run folder (its ``which`` checkpoint, ``"last"`` or ``"best"``), a ``.pt`` file
-        written by cnnlab, ``"latest"`` (the newest run under ``runs/``) or a :class:`cnnlab.Run`; on ``device``
+        """The net of a run: a run folder (its ``which`` checkpoint, ``"last"`` unless given, or ``"best"``), a ``.pt``
+        file written by cnnlab (a ``which`` given must name it: ``which="last"`` beside a best.pt is refused, not
+        answered from best.pt: :func:`cnnlab.checkpoint.resolve_checkpoint`), ``"latest"`` (the newest run under
+        ``runs/``) or a :class:`cnnlab.Run`; on ``device``
         (``"auto"``: a GPU if there is one), reading images up to ``max_pixels`` (width x height)."""
         check_max_pixels(max_pixels)  # before the checkpoint is read
         given = resolve_run(run) if isinstance(run, str) and run == LATEST else run

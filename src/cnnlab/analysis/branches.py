@@ -259,7 +259,7 @@ def analyze_branches(
     run: str | Path | None = None,
     *,
     pretrained: str | None = None,
-    which: str = "last",
+    which: str | None = None,
     dataset: str | None = None,
     data_dir: str | None = None,
     train_images: int = 10_000,

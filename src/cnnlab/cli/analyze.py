@@ -18,6 +18,7 @@ from cnnlab.cli.common import (
     add_eval_batch_size,
     add_json,
     add_run,
+    chosen_checkpoint,
     model_arg,
     path_arg,
     refuse_typed,
@@ -143,8 +144,8 @@ def cmd_branches(args) -> int:
             folders.lock(folder, "branches", args.dataset or "mnist")
 
     with _Folders() as folders:
-        result = analyze_branches(args.run, pretrained=args.pretrained, which=args.checkpoint, dataset=args.dataset,
-                                  data_dir=args.data_dir, train_images=args.train_images,
+        result = analyze_branches(args.run, pretrained=args.pretrained, which=chosen_checkpoint(args),
+                                  dataset=args.dataset, data_dir=args.data_dir, train_images=args.train_images,
                                   test_images=args.test_images, device=args.device,
                                   batch_size=args.batch_size, log=(lambda m: None) if args.json else say,
                                   ready=ready, warn=lambda m: complain(f"cnnlab: {m}"))

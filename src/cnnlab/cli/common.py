@@ -21,7 +21,7 @@ DEFAULTS = TrainConfig()
 DEVICE_CHOICES_HELP = "auto (CUDA if available, then MPS, else CPU), cpu, cuda, cuda:N or mps"
 CHECKPOINT_HELP = ("which checkpoint of a run directory: last (the end of training) or best (the highest evaluated "
                    "accuracy: chosen on the test set, unless the run was trained with --val-split); only for a run "
-                   "folder: with a .pt file (other than best.pt for best){pretrained} it is refused "
+                   "folder: with a .pt file (other than last.pt for last, best.pt for best){pretrained} it is refused "
                    "(default: %(default)s)")
 RUN_HELP = "run directory, or a checkpoint (.pt) inside one, written by 'cnnlab train'; 'latest': the newest run"
 
@@ -193,6 +193,15 @@ def refuse_typed(args, dest: str, why: str) -> None:
     typed = getattr(args, "typed", {})
     if dest in typed:
         raise CnnlabError(f"{typed[dest]} has no effect {why}; drop it")
+
+
+def chosen_checkpoint(args) -> str | None:
+    """``--checkpoint`` as the library takes it: its value where it was typed (``args.typed``, or a value other than
+    the default), None where not: a run folder's last.pt, or the .pt file given itself, whichever it is
+    (:func:`cnnlab.checkpoint.resolve_checkpoint`, which refuses a typed ``--checkpoint last`` beside ``RUN/best.pt``
+    as it does ``--checkpoint best`` beside ``RUN/last.pt``)."""
+    typed = "checkpoint" in getattr(args, "typed", {}) or args.checkpoint != DEFAULT_CHECKPOINT
+    return args.checkpoint if typed else None
 
 
 #: Why ``--checkpoint`` is refused beside ``--pretrained`` (export, export-weights, analyze branches).

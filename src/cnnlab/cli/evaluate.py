@@ -9,8 +9,8 @@ import contextlib
 import sys
 from pathlib import Path
 
-from cnnlab.cli.common import (add_data_args, add_device, add_eval_batch_size, add_json, add_run, model_arg, path_arg,
-                               plural, refuse_typed)
+from cnnlab.cli.common import (add_data_args, add_device, add_eval_batch_size, add_json, add_run, chosen_checkpoint,
+                               model_arg, path_arg, plural, refuse_typed)
 from cnnlab.errors import CnnlabError, WriteError, printable
 from cnnlab.fileio import is_file, resolved
 from cnnlab import output
@@ -88,7 +88,7 @@ def cmd_evaluate(args) -> int:
         refuse_typed(args, "out", "with --no-report, which writes nothing")
     _LOST.clear()
     say = (lambda m: None) if args.json else _shown
-    subject = open_subject(args.run, which=args.checkpoint, weights=args.weights, model_name=args.model,
+    subject = open_subject(args.run, which=chosen_checkpoint(args), weights=args.weights, model_name=args.model,
                            pretrained=args.pretrained, dataset=args.dataset, data_dir=args.data_dir, split=args.split)
     if args.out and not args.no_report:
         check_report_folder(subject, args.out)

@@ -5,8 +5,8 @@
 
 from __future__ import annotations
 
-from cnnlab.cli.common import (WITH_PRETRAINED, add_data_args, add_run, dataset_arg, model_arg, path_arg, plural,
-                               refuse_typed)
+from cnnlab.cli.common import (WITH_PRETRAINED, add_data_args, add_run, chosen_checkpoint, dataset_arg, model_arg,
+                               path_arg, plural, refuse_typed)
 from cnnlab.errors import printable
 from cnnlab.export_formats import CHECK_BATCH, FORMATS, SUFFIXES, TOLERANCE, WEIGHT_FORMATS
 from cnnlab.text import either
@@ -48,7 +48,7 @@ def cmd_export(args) -> int:
 
     if args.pretrained:
         refuse_typed(args, "checkpoint", WITH_PRETRAINED)
-    res = export_run(args.run, args.format, out=args.out, which=args.checkpoint, samples=args.samples,
+    res = export_run(args.run, args.format, out=args.out, which=chosen_checkpoint(args), samples=args.samples,
                      dataset=args.dataset, data_dir=args.data_dir, pretrained=args.pretrained)
     print(f"wrote {printable(str(res.path))} ({res.format}); checked on {plural(res.n_checked, 'test image')} in batches of "
           f"{either(res.batch_sizes, 'and')}: max abs logit difference {res.max_abs_diff:.3e} "
@@ -86,7 +86,7 @@ def cmd_export_weights(args) -> int:
 
     if args.pretrained:
         refuse_typed(args, "checkpoint", WITH_PRETRAINED)
-    path = export_safetensors(args.run, which=args.checkpoint, out=args.out, pretrained=args.pretrained,
+    path = export_safetensors(args.run, which=chosen_checkpoint(args), out=args.out, pretrained=args.pretrained,
                               dataset=args.dataset)
     print(f"wrote {printable(str(path))}")  # a newline in the name would split the line
     return 0

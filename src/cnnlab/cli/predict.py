@@ -17,6 +17,7 @@ from cnnlab.cli.common import (
     CHECKPOINT_HELP,
     add_device,
     add_json,
+    chosen_checkpoint,
     dataset_arg,
     model_arg,
     path_arg,
@@ -325,7 +326,7 @@ def cmd_predict(args) -> int:
         if not images:
             raise CnnlabError("give a run and the images (cnnlab predict RUN IMAGE...), or the shipped weights and "
                               "the images (cnnlab predict --model resnet IMAGE...)")
-        predictor = Predictor.from_run(resolve_run(run) if run == LATEST else run, which=args.checkpoint,
+        predictor = Predictor.from_run(resolve_run(run) if run == LATEST else run, which=chosen_checkpoint(args),
                                        device=args.device, max_pixels=args.max_pixels)
     if (args.number or args.lines) and not args.json:
         refuse_typed(args, "top_k", f"in {'--lines' if args.lines else '--number'}'s table (it shows each digit's "

@@ -3,7 +3,7 @@ weights)."""
 
 from __future__ import annotations
 
-from cnnlab.cli.common import add_device, add_run, dataset_arg, model_arg, refuse_typed
+from cnnlab.cli.common import add_device, add_run, chosen_checkpoint, dataset_arg, model_arg, refuse_typed
 from cnnlab.cli.predict import add_max_pixels
 from cnnlab.serve import CANVAS_SIDE, DEFAULT_MAX_BYTES, MIN_SERVE_PIXELS
 from cnnlab.serve.server import DEFAULT_DEVICE, DEFAULT_HOST, DEFAULT_PORT, MIN_UPLOAD_BYTES, check_serving, run_server
@@ -43,6 +43,6 @@ def check_serve(args) -> None:
 
 
 def cmd_serve(args) -> int:  # (after check_serve; run_server checks the port again as it binds it, before the net)
-    run_server(args.run, model=args.model, dataset=args.dataset, which=args.checkpoint, host=args.host, port=args.port, device=args.device,
-               max_bytes=args.max_upload_bytes, max_pixels=args.max_pixels)
+    run_server(args.run, model=args.model, dataset=args.dataset, which=chosen_checkpoint(args), host=args.host,
+               port=args.port, device=args.device, max_bytes=args.max_upload_bytes, max_pixels=args.max_pixels)
     return 0

@@ -18,7 +18,6 @@ from pathlib import Path
 from cnnlab import output
 from cnnlab.errors import CnnlabError, printable
 from cnnlab.imagelimits import DEFAULT_MAX_PIXELS, max_file_bytes, open_file_limit
-from cnnlab.runs import DEFAULT_CHECKPOINT
 from cnnlab.serve import CANVAS_SIDE, DEFAULT_MAX_BYTES, MIN_SERVE_PIXELS
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
@@ -262,7 +261,7 @@ def run_server(
     *,
     model: str = "resnet",
     dataset: str = "mnist",
-    which: str = DEFAULT_CHECKPOINT,
+    which: str | None = None,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     device: str = DEFAULT_DEVICE,

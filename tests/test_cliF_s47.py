@@ -1,0 +1,79 @@
+"""Defects a tester (probe docs, s47) found where the docs are a contract: a typed ``--checkpoint last`` (or the API's
+``which='last'``) beside ``RUN/best.pt`` answered from best.pt without a word."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import cnnlab
+from apps_helpers import draw_digit
+from cnnlab import CnnlabError
+from cnnlab.cli import main
+from cnnlab.evaluation import evaluate_run
+from cnnlab.predict import Predictor
+from conftest import one_line, trained_once
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """A finished tiny run of two epochs: its last.pt and best.pt."""
+    return trained_once(tmp_path_factory, "cliF", epochs=2, threads=1)
+
+
+# ----------------------------------------------------------------------------- D1: --checkpoint last beside best.pt
+
+
+def test_a_typed_checkpoint_last_beside_best_pt_is_refused_in_the_cli_and_the_api(run, tmp_path, capsys):
+    """D1: ``cnnlab evaluate r1/best.pt --checkpoint last`` measured best.pt (``[r1/best.pt]``, rc 0), ``predict`` and
+    ``export-weights`` used it too (its metadata ``checkpoint``: ``best.pt``), and ``cnnlab.predictor('r1/best.pt',
+    which='last')`` gave ``{'file': 'r1/best.pt', ...}``: the weights not asked for, without a word. Now refused as
+    ``--checkpoint best`` beside last.pt is, naming the folder and last.pt (``checkpoint.resolve_checkpoint``)."""
+    best, out = run / "best.pt", tmp_path / "w.safetensors"
+    said = f"{best} is a checkpoint file, and choosing 'last' (--checkpoint last) picks a file of a run folder: " \
+           f"give the folder ({run}), or the file last.pt itself"
+    digit = tmp_path / "d.png"
+    draw_digit().save(digit)
+    for argv in (["evaluate", str(best), "--checkpoint", "last", "--no-report", "--device", "cpu"],
+                 ["predict", str(best), "--checkpoint", "last", str(digit), "--device", "cpu"],
+                 ["export-weights", str(best), "--checkpoint", "last", "--out", str(out)],
+                 ["export", str(best), "--checkpoint", "last", "--format", "torchscript", "--out", str(tmp_path / "x.pt")],
+                 ["analyze", "branches", str(best), "--checkpoint", "last"]):
+        assert main(argv) == 2, argv
+        assert one_line(capsys) == f"cnnlab: error: {said}", argv
+    assert not out.exists() and not (tmp_path / "x.pt").exists()
+    api = said.replace("(--checkpoint last)", "(which='last')")
+    for call in (lambda: cnnlab.predictor(best, which="last"), lambda: cnnlab.Predictor.from_run(best, which="last")):
+        with pytest.raises(CnnlabError) as caught:
+            call()
+        assert str(caught.value) == api
+    with pytest.raises(CnnlabError, match=r"choosing 'last' \(--checkpoint last\)"):  # the library's own callers
+        Predictor.from_run(best, which="last", device="cpu")
+    with pytest.raises(CnnlabError, match=r"choosing 'last' \(--checkpoint last\)"):
+        evaluate_run(best, which="last", device="cpu")
+
+
+def test_every_default_and_matching_checkpoint_still_works(run, tmp_path, capsys):
+    """D1's other side: no ``--checkpoint`` (no ``which``) takes a folder's last.pt and a file as given, and a typed one
+    that names the file given (``r1/last.pt --checkpoint last``, ``r1/best.pt --checkpoint best``) is taken."""
+    cases = [([str(run)], "last.pt"), ([str(run / "best.pt")], "best.pt"), ([str(run), "--checkpoint", "best"], "best.pt"),
+             ([str(run / "last.pt"), "--checkpoint", "last"], "last.pt"),
+             ([str(run / "best.pt"), "--checkpoint", "best"], "best.pt")]
+    for given, file in cases:
+        assert main(["evaluate", *given, "--no-report", "--device", "cpu"]) == 0, given
+        assert capsys.readouterr().out.strip().endswith(f"[{run / file}]"), given
+    assert cnnlab.predictor(run / "best.pt").checkpoint["file"] == "r1/best.pt"
+    assert cnnlab.predictor(run).checkpoint["file"] == "r1/last.pt"
+    assert cnnlab.predictor(run / "last.pt", which="last").checkpoint["file"] == "r1/last.pt"
+    assert cnnlab.Predictor.from_run(run / "best.pt", which="best").checkpoint["file"] == "r1/best.pt"
+    loaded = cnnlab.load_run(run / "best.pt")  # a Run of best.pt brings best, and which='last' its folder's last.pt
+    assert cnnlab.predictor(loaded).checkpoint["file"] == "r1/best.pt"
+    assert cnnlab.predictor(loaded, which="last").checkpoint["file"] == "r1/last.pt"
+    assert loaded.evaluate(which="last", device="cpu").accuracy == evaluate_run(run, device="cpu")[0].accuracy
+    out = tmp_path / "w.safetensors"
+    assert main(["export-weights", str(run / "best.pt"), "--out", str(out)]) == 0
+    from safetensors import safe_open
+
+    with safe_open(str(out), "pt") as f:
+        assert f.metadata()["checkpoint"] == "best.pt"
