@@ -1,8 +1,12 @@
 """Defects a tester (probe docs, s47) found where the docs are a contract: a typed ``--checkpoint last`` (or the API's
-``which='last'``) beside ``RUN/best.pt`` answered from best.pt without a word."""
+``which='last'``) beside ``RUN/best.pt`` answered from best.pt without a word; ``cnnlab predict RUN --json -`` refused
+its ``-`` (standard input) as an unrecognized argument."""
 
 from __future__ import annotations
 
+import io
+import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +24,13 @@ from conftest import one_line, trained_once
 def run(tmp_path_factory) -> Path:
     """A finished tiny run of two epochs: its last.pt and best.pt."""
     return trained_once(tmp_path_factory, "cliF", epochs=2, threads=1)
+
+
+def _stdin(monkeypatch, data: bytes) -> None:
+    """Standard input that holds ``data`` and is no terminal (``cnnlab predict ... - < digit.png``)."""
+    stream = io.TextIOWrapper(io.BytesIO(data))
+    monkeypatch.setattr(stream, "isatty", lambda: False)
+    monkeypatch.setattr(sys, "stdin", stream)
 
 
 # ----------------------------------------------------------------------------- D1: --checkpoint last beside best.pt
@@ -77,3 +88,25 @@ def test_every_default_and_matching_checkpoint_still_works(run, tmp_path, capsys
 
     with safe_open(str(out), "pt") as f:
         assert f.metadata()["checkpoint"] == "best.pt"
+
+
+# ----------------------------------------------------------------------------- D2: '-' after an option
+
+
+def test_standard_input_is_taken_after_an_option_too(run, tmp_path, capsys, monkeypatch):
+    """D2: ``cnnlab predict r1 --json - < t0.png`` and ``cnnlab predict --model resnet t1.png --top-k 1 - < t0.png``
+    said ``unrecognized arguments: -`` (rc 2), while ``predict r1 - < t0.png`` read it: the images typed after an
+    option (``cli._take_loose_inputs``) left ``-`` out."""
+    digit = tmp_path / "d.png"
+    draw_digit().save(digit)
+    _stdin(monkeypatch, digit.read_bytes())
+    assert main(["predict", str(run), "--json", "-", "--device", "cpu"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["file"] for r in rows] == ["stdin"]
+    _stdin(monkeypatch, digit.read_bytes())
+    assert main(["predict", str(run), str(digit), "--top-k", "1", "-", "--device", "cpu"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == [str(digit), "stdin"] and lines[0].split()[1:] == lines[1].split()[1:]
+    with pytest.raises(SystemExit) as exited:  # an unknown option is still refused, by argparse
+        main(["predict", str(run), "--json", "-x", str(digit)])
+    assert exited.value.code == 2 and one_line(capsys).startswith("cnnlab: error: unrecognized arguments: -x;")

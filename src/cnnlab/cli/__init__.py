@@ -69,18 +69,24 @@ def _command_parser(parser: argparse.ArgumentParser, argv: list[str]) -> argpars
 
 def _take_loose_inputs(command: argparse.ArgumentParser, args, extra: list[str]) -> list[str]:
     """A command whose last positional takes any number of paths (``predict``'s images) gets those typed after
-    an option too (``cnnlab predict RUN --checkpoint best a.png``: argparse left ``a.png`` over). What is not
-    taken (an unknown option) is returned."""
+    an option too (``cnnlab predict RUN --checkpoint best a.png``: argparse left ``a.png`` over), ``-`` (standard
+    input, as argparse takes it as a positional) among them: ``cnnlab predict RUN --json -``. What is not taken (an
+    unknown option) is returned."""
     dest = getattr(args, "loose_inputs", None)
     if dest is None or "--" in extra:
         return extra
-    loose = [token for token in extra if not token.startswith("-")]
+    loose = [token for token in extra if _positional(token)]
     try:
         setattr(args, dest, [*getattr(args, dest), *map(path_arg, loose)])
     except argparse.ArgumentTypeError as err:
         metavar = next(a.metavar for a in command._actions if a.dest == dest)
         command.error(f"argument {metavar or dest}: {err}")
-    return [token for token in extra if token.startswith("-")]
+    return [token for token in extra if not _positional(token)]
+
+
+def _positional(token: str) -> bool:
+    """Whether argparse reads ``token`` as a positional, not an option: ``-`` alone is one (standard input)."""
+    return token == "-" or not token.startswith("-")
 
 
 def main(argv: list[str] | None = None) -> int:
