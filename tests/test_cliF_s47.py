@@ -1,6 +1,7 @@
 """Defects a tester (probe docs, s47) found where the docs are a contract: a typed ``--checkpoint last`` (or the API's
 ``which='last'``) beside ``RUN/best.pt`` answered from best.pt without a word; ``cnnlab predict RUN --json -`` refused
-its ``-`` (standard input) as an unrecognized argument."""
+its ``-`` (standard input) as an unrecognized argument; ``--show-input`` typed before the images put its image last,
+and ``--show-input -`` took ``-`` for its DIR."""
 
 from __future__ import annotations
 
@@ -110,3 +111,44 @@ def test_standard_input_is_taken_after_an_option_too(run, tmp_path, capsys, monk
     with pytest.raises(SystemExit) as exited:  # an unknown option is still refused, by argparse
         main(["predict", str(run), "--json", "-x", str(digit)])
     assert exited.value.code == 2 and one_line(capsys).startswith("cnnlab: error: unrecognized arguments: -x;")
+
+
+# ----------------------------------------------------------------------------- D3: --show-input before the images
+
+
+def test_show_input_typed_before_the_images_keeps_their_order(run, tmp_path, capsys, monkeypatch):
+    """D3 (1): ``cnnlab predict --model resnet --show-input t0.png t1.png`` printed t1.png's row and ``wrote`` line
+    first (and ``--json``'s array likewise): the image taken as --show-input's value was put last. Now each image
+    stands where it was typed (``cli.predict.images_in_place``)."""
+    monkeypatch.chdir(tmp_path)
+    draw_digit().save("t0.png")
+    draw_digit(box=(80, 40, 220, 260)).save("t1.png")
+    cases = [(["--show-input", "t0.png", "t1.png"], ["t0.png", "t1.png"]),
+             (["--show-input=t0.png", "t1.png"], ["t0.png", "t1.png"]),
+             (["t1.png", "--show-input", "t0.png"], ["t1.png", "t0.png"]),
+             (["t0.png", "--top-k", "1", "t1.png", "--show-input", "t0.png", "t1.png"],
+              ["t0.png", "t1.png", "t0.png", "t1.png"])]
+    for given, order in cases:
+        assert main(["predict", str(run), *given, "--json", "--device", "cpu"]) == 0, given
+        rows = json.loads(capsys.readouterr().out)
+        assert [r["file"] for r in rows] == order, given
+        assert all(r["input_image"] for r in rows), given
+    assert main(["predict", str(run), "--show-input", "t0.png", "t1.png", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in out[:2]] == ["t0.png", "t1.png"]
+    assert out[2:] == ["wrote t0.input.png (what the net saw of t0.png)", "wrote t1.input.png (what the net saw of t1.png)"]
+    Path("seen").mkdir()  # a folder stays DIR
+    assert main(["predict", str(run), "--show-input", "seen", "t1.png", "--device", "cpu"]) == 0
+    assert Path("seen/t1.input.png").is_file()
+
+
+def test_show_input_dash_reads_standard_input(run, tmp_path, capsys, monkeypatch):
+    """D3 (2): ``cnnlab predict --model resnet --show-input - < t0.png`` said ``give the images to predict`` (rc 2):
+    ``-`` was taken for --show-input's DIR. Now it is the image read from standard input, as ``- --show-input`` is."""
+    monkeypatch.chdir(tmp_path)
+    draw_digit().save("t0.png")
+    _stdin(monkeypatch, Path("t0.png").read_bytes())
+    assert main(["predict", str(run), "--show-input", "-", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[0] == "stdin" and out[1] == "wrote stdin.input.png (what the net saw of stdin)"
+    assert Path("stdin.input.png").is_file()

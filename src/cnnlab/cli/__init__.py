@@ -109,6 +109,9 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, argparse.ArgumentParser
     """The parsed arguments and the (sub)command's own parser (argparse's own errors exit, as it does)."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    if (in_place := getattr(args, "in_place", None)) is not None and (again := in_place(argv)) != argv:
+        args, extra = parser.parse_known_args(again)  # an input typed as an option's value (predict --show-input
+        # IMAGE), parsed again where it was typed: among the inputs in their order (cli.predict.images_in_place)
     command = _command_parser(parser, argv)
     extra = _take_loose_inputs(command, args, extra)
     if extra:  # named by the command they were given to: 'see cnnlab compare --help', not 'cnnlab --help'

@@ -6,7 +6,6 @@ a trained run or with cnnlab's shipped weights."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import errno
 import os
@@ -37,18 +36,37 @@ FALLBACK_INPUT_DIR = Path("cnnlab-inputs")
 BESIDE = ""
 
 
-class ShowInput(argparse.Action):
-    """``--show-input [DIR]``: a value that is an image file, not a folder (``--show-input my_digit.png``, the
-    flag typed before the images), is an image to predict, its input image written beside it; it was taken for
-    DIR, and the command refused for want of images."""
+#: The option whose value may be an image typed before the others (:func:`images_in_place`).
+SHOW_INPUT = "--show-input"
 
-    def __call__(self, parser, namespace, value, option_string=None):
-        from cnnlab.imageio import IMAGE_SUFFIXES  # Pillow's formats: only when a value is given
 
-        if value not in (None, BESIDE) and Path(value).suffix.lower() in IMAGE_SUFFIXES and is_file(value, if_unknown=False):
-            namespace.shown_image = path_arg(value)
-            value = BESIDE
-        setattr(namespace, self.dest, value)
+def images_in_place(argv: list[str]) -> list[str]:
+    """``argv`` with each image typed as ``--show-input``'s value (the flag typed before the images: ``--show-input
+    my_digit.png``, ``--show-input -`` for standard input) made an image where it was typed, after a ``--show-input``
+    without DIR (``--show-input= my_digit.png``): argparse took it for DIR, and the command refused for want of images,
+    or put it last among them. :func:`cnnlab.cli._parse` parses the command line again as this gives it, so that the
+    images keep the order they were typed in (a folder, or any other value, stays DIR)."""
+    out, i = [], 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--":  # what follows is positional: no option's value
+            return [*out, *argv[i:]]
+        if token == SHOW_INPUT and i + 1 < len(argv) and _an_image(argv[i + 1]):
+            out, i = [*out, f"{SHOW_INPUT}=", argv[i + 1]], i + 2
+        elif token.startswith(f"{SHOW_INPUT}=") and _an_image(value := token.split("=", 1)[1]):
+            out, i = [*out, f"{SHOW_INPUT}=", value], i + 1
+        else:
+            out, i = [*out, token], i + 1
+    return out
+
+
+def _an_image(value: str) -> bool:
+    """Whether ``--show-input``'s ``value`` is an image to predict, not its DIR: ``-`` (standard input, as an image
+    argument takes it) or an image file (one named like an option, ``-a.png``, is no value argparse takes)."""
+    from cnnlab.imageio import IMAGE_SUFFIXES  # Pillow's formats: only when a value is given
+
+    return value == "-" or (not value.startswith("-") and Path(value).suffix.lower() in IMAGE_SUFFIXES
+                            and is_file(value, if_unknown=False))
 
 
 def register(sub) -> None:
@@ -80,7 +98,7 @@ def register(sub) -> None:
     p.add_argument("--lines", action="store_true",
                    help="read every row of digits in each image, top to bottom, one number per row (as --number "
                         "reads one row; rows are told apart by the gaps between them) (default: off)")
-    p.add_argument("--show-input", metavar="DIR", nargs="?", const=BESIDE, default=None, action=ShowInput,
+    p.add_argument(SHOW_INPUT, metavar="DIR", nargs="?", const=BESIDE, default=None,
                    help="save the 28x28 image the net saw for each file as <name>.input.png: into DIR if given, "
                         f"else beside the file (or into ./{FALLBACK_INPUT_DIR}/ where that folder is not "
                         "writable, or is a class folder of the net's folder: dataset, whose next load would train on "
@@ -89,7 +107,7 @@ def register(sub) -> None:
                         "with a DIR (default: off)")
     add_max_pixels(p)
     add_device(p)
-    p.set_defaults(func=cmd_predict, loose_inputs="inputs")
+    p.set_defaults(func=cmd_predict, loose_inputs="inputs", in_place=images_in_place)
 
 
 def add_max_pixels(p, least: str = f"{MIN_MAX_PIXELS:,}") -> None:
@@ -313,8 +331,6 @@ def cmd_predict(args) -> int:
     else:
         refuse_typed(args, "dataset", "without --model: it picks the shipped weights of a dataset, and a run knows "
                                       "its own")
-    if getattr(args, "shown_image", None) is not None:  # --show-input IMAGE: the image, shown beside itself
-        args.inputs = [*args.inputs, args.shown_image]
     if not args.inputs:
         raise CnnlabError("give the images to predict: cnnlab predict RUN IMAGE... (a run's net), or cnnlab predict "
                           "--model resnet IMAGE... (the shipped weights)")
