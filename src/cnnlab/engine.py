@@ -38,8 +38,8 @@ from cnnlab.data.loader import batch_beyond
 from cnnlab.devices import callers_autocast_off, resolve_device, set_threads, training_autocast, usable_cpus
 from cnnlab.distill import TEACHER_FILE, check_same_teacher, check_teacher, load_teacher
 from cnnlab.distributed import Dist, PeerLost
-from cnnlab.errors import (CnnlabError, DIVERGED, DataUnreadable, Interrupted, RunError, SignalTaken, WriteError,
-                           printable, shell_quoted)
+from cnnlab.errors import (CnnlabError, DIVERGED, DataUnreadable, Interrupted, RunBusy, RunError, SignalTaken,
+                           WriteError, printable, shell_quoted)
 from cnnlab.dataset_names import moved_away
 from cnnlab.evaluation import EvalResult, report_run
 from cnnlab.fileio import (NO_INODES, FolderGuard, atomic_write_json, exists, is_dir, is_file, no_free_inodes,
@@ -639,9 +639,13 @@ def _forget_if_empty(plan: RunPlan, guard: FolderGuard):
     """On an error before anything was written, remove the fresh folder this run made (nothing in it but its
     lock, the status.json that says it failed, and the copy of its teacher taken before training: a signal while
     the teacher loaded left such a folder, which `cnnlab runs` does not list; not a folder that took its place), and
-    the folders above it that it made on the way, left empty (:attr:`RunPlan.made`)."""
+    the folders above it that it made on the way, left empty (:attr:`RunPlan.made`). Not when its lock was refused
+    because another process (or thread) holds it (:class:`~cnnlab.errors.RunBusy` before :meth:`FolderGuard.take`
+    was given the lock): the folder was not there when ``plan_run`` looked, and the one there now is that process's,
+    made since (a refused train removed it, with its lock and status, and the run that held it died at its save)."""
     def on_exit(exc_type, exc, tb) -> bool:
-        if exc_type is not None and plan.fresh and not guard.gone:  # (and a copy cut short: its temp file)
+        refused = guard.lock is None and isinstance(exc, RunBusy)  # another holds the lock: its folder, not ours
+        if exc_type is not None and plan.fresh and not guard.gone and not refused:  # (and a copy cut short: its temp file)
             remove_if_unused(plan.run_dir, (LOCK_FILE, STATUS_FILE, TEACHER_FILE), plan.made)
         return False
 

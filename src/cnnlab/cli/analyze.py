@@ -25,7 +25,7 @@ from cnnlab.cli.common import (
     take_sigint,
 )
 from cnnlab.config import RECIPES
-from cnnlab.errors import CnnlabError, WriteError, printable
+from cnnlab.errors import CnnlabError, RunBusy, WriteError, printable
 from cnnlab.fileio import FolderGuard, atomic_write_json, guarded, is_file, set_aside
 from cnnlab.output import complain, json_text, say
 from cnnlab.runs import (ANALYSIS_LOCK, RunLock, check_output_folder, folders_made, is_running, new_analysis_dir,
@@ -178,7 +178,9 @@ def _named(out: str | None) -> str:
 class _Folders:
     """The folder an analysis writes into, locked while it computes and writes (:func:`_lock`); one it made (its
     default folder, a new --out) is removed again, as ``train`` removes the fresh run folder it made, when the
-    analysis ends without writing into it (an error, a stop, a full disk: it held only the lock file)."""
+    analysis ends without writing into it (an error, a stop, a full disk: it held only the lock file). Not one whose
+    lock another process holds (:class:`~cnnlab.errors.RunBusy`): not there when this one looked, it is that
+    process's, made since (the refused analysis removed it from under the one writing into it)."""
 
     def __init__(self):
         self.locks: list[RunLock] = []
@@ -195,10 +197,17 @@ class _Folders:
         if folder is None:
             above = folders_made("runs")
             folder = new_analysis_dir("runs", kind, dataset)
-            self.made.append((folder, (*above, folder)))
-        elif made := folders_made(folder):
-            self.made.append((folder, made))
-        self.locks.append(_lock(folder))
+            made = (*above, folder)
+        else:
+            made = folders_made(folder)
+        try:
+            self.locks.append(_lock(folder))
+        except RunBusy:  # another process holds it: a folder it made since `made` was read is its own, left alone
+            made = ()
+            raise
+        finally:
+            if made:  # (one made and refused otherwise, a full disk: removed, as nothing was written into it)
+                self.made.append((folder, made))
         self.guard = FolderGuard(folder).take(self.locks[0])
         return folder
 
