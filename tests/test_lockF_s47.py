@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,23 @@ def test_an_analysis_refused_by_the_lock_leaves_the_folder_another_process_made(
     finally:
         for other in held:
             other.release()
+
+
+def test_a_run_finished_in_the_folder_before_the_lock_was_taken_is_not_trained_over(tiny_idx, tmp_path, finished,
+                                                                                      monkeypatch, capsys):
+    """D2. ``plan_run`` found --out o free; another train then trained and finished its run there before this one
+    took o's lock: this one trained a new run over it (both said "run saved in o", the first run's files gone).
+    Now the check is made again under the lock, before anything is written."""
+    out = tmp_path / "o"
+    _then(monkeypatch, "plan_run", lambda plan: shutil.copytree(finished, out))
+    kept = {p.name: p.read_bytes() for p in finished.iterdir() if p.is_file() and p.name != ".lock"}
+    assert main(_flags(tiny_idx, out)) != 0
+    assert one_line(capsys) == (f"cnnlab: error: --out {out} already holds a run; continue it with 'cnnlab train "
+                                f"--resume {out}', or pick a fresh --out")
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"} == kept
+
+
+def test_a_new_run_into_a_new_folder_still_trains(tiny_idx, tmp_path):
+    """D2's check under the lock lets a new --out through (it holds the run's own lock then)."""
+    result = train(tiny_config(tiny_idx, max_steps=2), out=tmp_path / "o", **QUIET)
+    assert result.run_dir == tmp_path / "o" and (tmp_path / "o" / "last.pt").is_file()

@@ -49,8 +49,9 @@ from cnnlab.models import build_model, check_model_name, count_parameters, float
 from cnnlab.optim import eager
 from cnnlab.output import complain, say, stderr_is_terminal
 from cnnlab.runs import (LOCK_FILE, RUNNING, RUN_FILES, RunLock, RunPlan, STATUS_FILE, TARGET_REACHED, braces_kept,
-                         check_resumed_folder, checkpoints_gone, failure_cause, is_run_dir, metrics_behind, plan_run,
-                         read_run_json, remove_if_unused, run_dir_of, unsaved_run_dir, write_metrics, write_status)
+                         check_new_run_folder, check_resumed_folder, checkpoints_gone, failure_cause, is_run_dir,
+                         metrics_behind, plan_run, read_run_json, remove_if_unused, run_dir_of, unsaved_run_dir,
+                         write_metrics, write_status)
 from cnnlab.schedules import schedule_named
 from cnnlab.text import plural
 from cnnlab.trainer import Trainer
@@ -379,8 +380,7 @@ def train(
         stack.enter_context(callers_torch_kept())
         guard = None if plan.run_dir is None else FolderGuard(plan.run_dir, _run_folder_gone(plan.run_dir))
         if guard is not None:
-            stack.push(_forget_if_empty(plan, guard))  # last out: after the lock is released (also when it cannot be taken)
-            guard.take(stack.enter_context(_run_lock(plan)))
+            _lock_run_folder(stack, plan, guard, ranks.restart_count > 0)
             # a resume refused before it restored anything leaves the run as it was (a finished run stays finished)
             stack.push(recorder := FailureRecord(plan, armed=False, guard=guard, max_steps=cfg.max_steps))
             stack.enter_context(_peer_lost_explained(recorder))
@@ -507,6 +507,18 @@ def callers_torch_kept():
     finally:
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
+
+
+def _lock_run_folder(stack: contextlib.ExitStack, plan: RunPlan, guard: FolderGuard, restarted: bool) -> None:
+    """Take the run folder's lock in ``stack``, the folder ``guard``-ed from then on; a fresh folder left unused is
+    removed on an error (:func:`_forget_if_empty`). A new run's folder is checked again once it is this process's
+    (:func:`cnnlab.runs.check_new_run_folder`): ``plan_run`` looked before the lock, and a run that another process
+    trained and finished there in between was trained over (both said "run saved in o", the first run's files
+    gone). A torchrun restart (``restarted``) starts its launch's folder again, as ``plan_run`` lets it."""
+    stack.push(_forget_if_empty(plan, guard))  # last out: after the lock is released (also when it cannot be taken)
+    guard.take(stack.enter_context(_run_lock(plan)))
+    if plan.resume_from is None and not restarted:
+        check_new_run_folder(plan.run_dir)  # before the run's status is written: a refused start changes nothing
 
 
 def _run_lock(plan: RunPlan) -> RunLock:

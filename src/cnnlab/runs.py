@@ -298,17 +298,25 @@ def plan_run(model: str, dataset: str, *, out: str | Path | None, resume: str | 
         out = as_path(out, "--out (the run's folder)", RunError)
         if restart_count > 0 and is_file(out / "last.pt"):
             return RunPlan(out if write else None, out / "last.pt")  # torchrun restarted the group
-        if write and restart_count == 0 and holds_run(out):
-            raise RunError(f"--out {out} already holds a run; continue it with 'cnnlab train --resume {shell_quoted(str(out))}', "
-                           "or pick a fresh --out")
         if write and restart_count == 0:
-            _refuse_other_files(out)
+            check_new_run_folder(out)
         return RunPlan(out if write else None, None, made=folders_made(out) if write else ())
     if not write:
         return RunPlan(None, None)
     above = folders_made(runs_root)  # (runs/ made for it too)
     run_dir = new_run_dir(runs_root, model, dataset)
     return RunPlan(run_dir, None, made=(*above, _physical(run_dir)))
+
+
+def check_new_run_folder(out: Path) -> None:
+    """A new run's ``--out``, refused (one line) when it holds a run that trained (:func:`holds_run`), or files of the
+    user's (:func:`_refuse_other_files`): by :func:`plan_run` before any folder is made, and again by the training
+    once it holds the folder's lock (:func:`cnnlab.engine.train`: a run another process trained and finished there
+    in between was written over)."""
+    if holds_run(out):
+        raise RunError(f"--out {out} already holds a run; continue it with 'cnnlab train --resume {shell_quoted(str(out))}', "
+                       "or pick a fresh --out")
+    _refuse_other_files(out)
 
 
 def _refuse_other_files(out: Path) -> None:
