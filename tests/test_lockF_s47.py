@@ -14,8 +14,8 @@ import pytest
 
 import cnnlab.engine as engine
 from cnnlab.cli import main
-from cnnlab.engine import train
-from cnnlab.errors import RunBusy, WriteError
+from cnnlab.engine import START_AGAIN, train
+from cnnlab.errors import RunBusy, RunError, WriteError
 from cnnlab.runs import ANALYSIS_LOCK
 
 from conftest import HeldElsewhere, one_line, tiny_config
@@ -116,3 +116,39 @@ def test_a_new_run_into_a_new_folder_still_trains(tiny_idx, tmp_path):
     """D2's check under the lock lets a new --out through (it holds the run's own lock then)."""
     result = train(tiny_config(tiny_idx, max_steps=2), out=tmp_path / "o", **QUIET)
     assert result.run_dir == tmp_path / "o" and (tmp_path / "o" / "last.pt").is_file()
+
+
+@pytest.mark.parametrize("how", ["moved", "deleted"])
+def test_a_run_folder_gone_before_its_first_write_stops_the_run_there(tiny_idx, tmp_path, monkeypatch, how):
+    """D3. The folder moved (or deleted) after the run took it, before config.json: config.json went into a folder
+    made anew at the old path, the run trained on, and its line said "continue there with: cnnlab train --resume
+    MOVED", which was refused (nothing saved). Now nothing is written, the run stops at that write, and the line
+    says to start it again."""
+    out, moved = tmp_path / "o2", tmp_path / "o2-moved"
+
+    def gone(trainer) -> None:  # (a slow data load: the folder moved meanwhile)
+        shutil.move(out, moved) if how == "moved" else shutil.rmtree(out)
+
+    _then(monkeypatch, "build_trainer", gone)
+    with pytest.raises(RunError) as err:
+        train(tiny_config(tiny_idx, max_steps=2), out=out, **QUIET)
+    msg = str(err.value)
+    assert not out.exists() and "\n" not in msg
+    if how == "deleted":
+        assert msg == (f"{out}: the run's folder was moved or deleted while its run trained; this process stops and "
+                       "writes nothing more (if it was moved and holds a last.pt, continue there with: cnnlab train "
+                       "--resume NEW_PLACE; else start the run again)")
+        return
+    assert msg == (f"{out}: the run's folder was moved to {moved} while its run trained; this process stops and "
+                   f"writes nothing more; {START_AGAIN}")
+    assert sorted(os.listdir(moved)) == [".lock", "status.json"]  # nothing written after the move
+
+
+def test_a_distilled_run_whose_folder_moved_before_its_teacher_was_copied_writes_nothing(tiny_idx, tmp_path,
+                                                                                        finished, monkeypatch):
+    """D3, a distilled run: its first write is the copy of its teacher (teacher.pt), which made the old path anew."""
+    out, moved = tmp_path / "o3", tmp_path / "o3-moved"
+    _then(monkeypatch, "load_dataset", lambda data: shutil.move(out, moved))
+    with pytest.raises(RunError, match=f"was moved to {moved} while its run trained"):
+        train(tiny_config(tiny_idx, max_steps=2, teacher=str(finished)), out=out, **QUIET)
+    assert not out.exists() and "teacher.pt" not in os.listdir(moved)

@@ -42,8 +42,8 @@ from cnnlab.errors import (CnnlabError, DIVERGED, DataUnreadable, Interrupted, R
                            WriteError, printable, shell_quoted)
 from cnnlab.dataset_names import moved_away
 from cnnlab.evaluation import EvalResult, report_run
-from cnnlab.fileio import (NO_INODES, FolderGuard, atomic_write_json, exists, is_dir, is_file, no_free_inodes,
-                           protection_of, read_json)
+from cnnlab.fileio import (NO_INODES, FolderGuard, atomic_write_json, exists, guarded, is_dir, is_file,
+                           no_free_inodes, protection_of, read_json)
 from cnnlab.hostmem import keep_freed_memory
 from cnnlab.models import build_model, check_model_name, count_parameters, float32_default, seeded
 from cnnlab.optim import eager
@@ -404,7 +404,8 @@ def train(
             if dataset is None:  # a Dataset passed in is the data, wherever it came from
                 where = plan.run_dir or plan.resume_from
                 _check_data_there(cfg, f"--resume {where}", f"--resume {shell_quoted(str(where))}")
-        t = build_trainer(cfg.validate(), ranks, plan, dataset, log, report, rerun_of, resumed)
+        with guarded(guard) if guard is not None else contextlib.nullcontext():  # (its teacher's copy: its first write)
+            t = build_trainer(cfg.validate(), ranks, plan, dataset, log, report, rerun_of, resumed)
         t.folder_guard = guard
         if guard is not None:
             recorder.max_steps = cfg.max_steps
@@ -764,12 +765,18 @@ def _full_disk_explained(recorder: FailureRecord):
 def _run_folder_gone(run_dir: Path) -> Callable[[Path | None], RunError]:
     """The line of a run whose folder was renamed or deleted while it trained (its :class:`FolderGuard`): the run
     stops at its next write and writes nothing (each write re-created the folder's old path, without config.json or
-    lock, where a resume was then accepted: two processes in one run)."""
+    lock, where a resume was then accepted: two processes in one run). Its resume is given where the folder moved
+    holds a checkpoint (:func:`resume_hint`); one moved before the run saved any says to start it again (the resume
+    it was told to run was refused: "stopped before it saved anything")."""
     def refusal(where: Path | None) -> RunError:
-        what = (f"was moved to {where} while its run trained; this process stops and writes nothing more: continue "
-                f"there with: cnnlab train --resume {shell_quoted(str(where))}" if where is not None else
-                "was moved or deleted while its run trained; this process stops and writes nothing more (if it was "
-                "moved, continue there with: cnnlab train --resume NEW_PLACE)")
+        stops = "while its run trained; this process stops and writes nothing more"
+        if where is None:
+            what = (f"was moved or deleted {stops} (if it was moved and holds a last.pt, continue there with: "
+                    "cnnlab train --resume NEW_PLACE; else start the run again)")
+        elif resume_hint(where) is not None:
+            what = f"was moved to {where} {stops}: continue there with: cnnlab train --resume {shell_quoted(str(where))}"
+        else:
+            what = f"was moved to {where} {stops}; {START_AGAIN}"
         return RunError(f"{run_dir}: the run's folder {what}")
 
     return refusal
@@ -998,7 +1005,10 @@ def _wrap(model: nn.Module, cfg: TrainConfig, ranks: Dist, device: torch.device)
 def _write_config(t: Trainer, trained: bool = True) -> None:
     """config.json: the run's settings (``--config RUN`` re-runs them), and its teacher's hash (a re-run refuses
     a teacher that changed since). ``trained``: this process trained a part of the run (it saved a checkpoint); a
-    resume that only re-evaluated the run keeps the processes and threads its parts trained in."""
+    resume that only re-evaluated the run keeps the processes and threads its parts trained in. Written into the
+    folder the run locked or not at all (:func:`cnnlab.fileio.guarded`): one moved or deleted before the run's first
+    write stops it there, as at any later write (config.json went into a folder made anew at the old path, and the
+    run trained on to tell so at its save)."""
     if t.run_dir is None:
         return
     teacher = {"teacher": t.teacher.record()} if t.teacher is not None else {}
@@ -1009,9 +1019,10 @@ def _write_config(t: Trainer, trained: bool = True) -> None:
         world_size, ran = _processes_recorded(record) or t.ranks.world_size, recorded_threads(record)
     threads = {"cpu_threads": ran} if ran else {}
     evals = {"eval_batch_sizes": parts} if (parts := eval_batches_ran(t)) else {}
-    atomic_write_json(t.run_dir / "config.json", {"config": t.saved_config(), "model_args": t.model_args,
-                                                  "data": t.info, "world_size": world_size, **threads, **evals,
-                                                  **teacher})
+    with guarded(t.folder_guard) if t.folder_guard is not None else contextlib.nullcontext():
+        atomic_write_json(t.run_dir / "config.json", {"config": t.saved_config(), "model_args": t.model_args,
+                                                      "data": t.info, "world_size": world_size, **threads, **evals,
+                                                      **teacher})
 
 
 def _processes_recorded(record: dict) -> int | None:
