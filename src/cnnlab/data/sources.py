@@ -34,7 +34,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 
-from cnnlab.data.cachefiles import remove_stale_staging, write_group
+from cnnlab.data.cachefiles import remove_stale_staging, write_group, writers_lock
 from cnnlab.data.catalog import ROLES, DatasetSpec, other_dataset_of
 from cnnlab.data.download import download_idx, net_reason
 from cnnlab.data.fastcopy import MANIFEST, FastCopy, gz_name, load_fast_copy, npy_name, write_fast_copy
@@ -256,18 +256,43 @@ def refresh_fast_copy(spec: DatasetSpec, directory: Path, arrays: dict[str, np.n
     """Write the fast copy of ``arrays`` (just verified by MD5) beside the cache's ``.gz`` files, whose ``stat``
     at that verification is ``gz_stats`` (``None``: they were just written, stat them now). With
     ``check_first``, a fast copy that already matches is kept, and so is one that cannot be read now (it may be
-    whole). One that cannot be written is one warning line: loads then stay on the slower path that checks MD5s."""
+    whole). One that cannot be written is one warning line: loads then stay on the slower path that checks MD5s.
+    Written under the cache folder's :func:`writers_lock`, as the ``.gz`` files are (:func:`cache_or_warn`); ``.gz``
+    files another writer replaced since ``gz_stats`` are left to the fast copy that writer wrote of them."""
+    with writers_lock(directory):
+        _refresh_fast_copy(spec, directory, arrays, gz_stats, log, check_first)
+
+
+def _refresh_fast_copy(spec: DatasetSpec, directory: Path, arrays: dict[str, np.ndarray],
+                       gz_stats: dict[str, os.stat_result] | None, log: Log, check_first: bool = False) -> None:
+    """:func:`refresh_fast_copy`, its caller holding the cache folder's :func:`writers_lock`."""
+    if gz_stats is not None and _replaced_since(directory, gz_stats):
+        return
     if check_first:
         copy = load_fast_copy(spec, directory)
         if copy.arrays is not None or copy.unreadable is not None:
             return
     try:
-        stats = gz_stats or {role: os.stat(directory / (ROLES[role][0] + ".gz")) for role in ROLES}
+        stats = gz_stats or {role: os.stat(directory / gz_name(role)) for role in ROLES}
         write_fast_copy(spec, directory, arrays, stats)
     except OSError as err:
         why, fix = write_failure(err, directory, [npy_name(role) for role in ROLES] + [MANIFEST])
         log(f"warning: could not write the fast copy of {spec.name} in {directory} ({why}); loads stay on the "
             f"slower path that verifies MD5s every time: {fix}")
+
+
+def _replaced_since(directory: Path, gz_stats: dict[str, os.stat_result]) -> bool:
+    """Whether a ``.gz`` file of the cache is no longer the one ``gz_stats`` describes (another writer's group, or
+    gone): a fast copy recording ``gz_stats`` would not match it."""
+    for role, was in gz_stats.items():
+        try:
+            now = os.stat(directory / gz_name(role))
+        except OSError:
+            return True
+        if (now.st_size, now.st_mtime_ns, now.st_ino, now.st_dev) != (was.st_size, was.st_mtime_ns, was.st_ino,
+                                                                         was.st_dev):
+            return True
+    return False
 
 
 def _gz_payload(spec: DatasetSpec, role: str, array: np.ndarray) -> bytes:
@@ -291,16 +316,18 @@ def write_cache(spec: DatasetSpec, arrays: dict[str, np.ndarray], home: Path | N
 
 def cache_or_warn(spec: DatasetSpec, found: Found, home: Path | None, log: Log) -> Path | None:
     """Cache ``found``; when the cache cannot be written, one warning line and ``None``: the run goes on with
-    the verified data, uncached."""
+    the verified data, uncached. The ``.gz`` files and their fast copy are written under the cache folder's
+    :func:`writers_lock`: another writer's group never lands between them."""
     directory = cache_dir(spec, home)
-    try:
-        write_cache(spec, found.arrays, home)
-    except OSError as err:
-        why, fix = write_failure(err, directory, [gz_name(role) for role in ROLES])
-        log(f"warning: could not cache {spec.name} in {directory} ({why}); going on with the verified "
-            f"files, uncached (they are fetched again next time): {fix}")
-        return None
-    refresh_fast_copy(spec, directory, found.arrays, None, log)
+    with writers_lock(directory):  # the .gz files and their fast copy, one writer's, never two writers' mixed
+        try:
+            write_cache(spec, found.arrays, home)
+        except OSError as err:
+            why, fix = write_failure(err, directory, [gz_name(role) for role in ROLES])
+            log(f"warning: could not cache {spec.name} in {directory} ({why}); going on with the verified "
+                f"files, uncached (they are fetched again next time): {fix}")
+            return None
+        _refresh_fast_copy(spec, directory, found.arrays, None, log)
     return directory
 
 
