@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnlab.data import sources
+from cnnlab.data import load_dataset, sources
 from cnnlab.data.catalog import ROLES
 from cnnlab.data.fastcopy import load_fast_copy
 from cnnlab.data.idx import decode_idx
 from conftest import write_idx_dataset
-from test_data_hostile import tiny_spec
+from test_data_hostile import make_pics, tiny_spec
 
 
 def _tiny_found(tmp_path: Path):
@@ -59,3 +59,24 @@ def test_a_load_that_read_gz_files_replaced_since_writes_no_fast_copy_of_them(tm
     sources.refresh_fast_copy(spec, directory, found.arrays, read_then, print)  # the slow load, done late
     copy = load_fast_copy(spec, directory)
     assert copy.problem is None and copy.arrays is not None
+
+
+def test_a_folder_datasets_path_with_control_characters_is_escaped_in_every_line_it_logs(tmp_path):
+    """D5: ``folder:ds<newline>FAKE: error line<ESC>[31m`` printed its "ignored", "not read", "converting" and
+    "damaged" lines with the newline and the escape raw: a line ``FAKE: error line`` of its own, the terminal red."""
+    root = tmp_path / "ds\nFAKE: error line\x1b[31m"
+    for split in ("train", "test", "val"):
+        make_pics(root / split)
+    (root / "train" / "a" / "notes.txt").write_text("x")
+    lines = []
+    load_dataset(f"folder:{root}", log=lines.append)  # converted
+    (cache,) = (tmp_path / "home" / "datasets").glob("folder-*/images.npz")
+    cache.write_bytes(b"damaged")
+    load_dataset(f"folder:{root}", log=lines.append)  # the damaged cache: converted again
+    (root / "train" / "a" / "3.png").rename(root / "train" / "a" / "4.png")
+    load_dataset(f"folder:{root}", log=lines.append)  # another folder now: converted, the earlier cache removed
+    shown = f"folder:{tmp_path}/ds\\nFAKE: error line\\x1b[31m: "
+    for words in ("ignored 1 file(s)", "val/ beside train/ and test/ not read", "converting 16 images",
+                  "converted cache", "removed the cache of its earlier contents"):
+        assert any(line.startswith(shown + words) for line in lines), (words, lines)
+    assert not [line for line in lines if not line.isprintable()], lines

@@ -711,7 +711,8 @@ def _split_auto(paths_by_class: list[list[int]]) -> tuple[list[int], list[int]]:
 
 def _convert(root: Path, layout: _Layout, log: Log) -> tuple[dict[str, np.ndarray], list[str]]:
     where = f"folder:{root}"
-    log(f"{where}: converting {len(layout.entries):,} images to {SIZE}x{SIZE} grayscale (once; cached after)")
+    log(printable(f"{where}: converting {len(layout.entries):,} images to {SIZE}x{SIZE} grayscale (once; cached "
+                  "after)"))
     # one array for every candidate, filled in place: memory is the images' once, not a list and its stack
     stack = np.empty((len(layout.entries), SIZE, SIZE), dtype=np.uint8)  # (N, 28, 28)
     labels, splits, skipped = [], [], list(layout.unreadable)
@@ -832,7 +833,7 @@ def _remove_stale(root: Path, keep: Path, log: Log) -> None:
             continue  # not ours to judge: leave it
         if same:
             shutil.rmtree(other, ignore_errors=True)
-            log(f"folder:{root}: removed the cache of its earlier contents ({other})")
+            log(printable(f"folder:{root}: removed the cache of its earlier contents ({other})"))
 
 
 def _unmake(made: list[Path]) -> None:
@@ -864,10 +865,11 @@ def load_image_folder(directory: str | Path, home: Path, log: Log) -> FolderData
     root = resolved(root)
     layout = scan(root)
     if layout.ignored:
-        log(f"folder:{root}: ignored {layout.ignored} file(s) that are not PNG, JPEG or BMP or not in a class folder")
+        log(printable(f"folder:{root}: ignored {layout.ignored} file(s) that are not PNG, JPEG or BMP or not in a "
+                      "class folder"))
     if layout.unread:
-        log(f"folder:{root}: {', '.join(n + '/' for n in layout.unread)} beside train/ and test/ not read (a "
-            "folder dataset has those two splits; --val-split holds out validation images from train/)")
+        log(printable(f"folder:{root}: {', '.join(n + '/' for n in layout.unread)} beside train/ and test/ not read "
+                      "(a folder dataset has those two splits; --val-split holds out validation images from train/)"))
     key = cache_key(root, layout)
     cache = folder_cache_dir(key, home)
     try:
@@ -876,7 +878,7 @@ def load_image_folder(directory: str | Path, home: Path, log: Log) -> FolderData
         raise DataUnreadable(f"folder:{root}: converted cache {err}; or set CNNLAB_HOME to another directory (the "
                              "cache is left as it is)", err.path, err.cause) from None
     except DAMAGED as err:
-        log(f"folder:{root}: converted cache {cache / CACHE_FILE} is damaged ({err}); converting again")
+        log(printable(f"folder:{root}: converted cache {cache / CACHE_FILE} is damaged ({err}); converting again"))
         cached = None
     if cached is not None:
         _warn_skipped(root, cached.skipped, cache, log)
@@ -891,8 +893,8 @@ def load_image_folder(directory: str | Path, home: Path, log: Log) -> FolderData
         saved = False
         _unmake(made)
         what, fix = write_failure(err, cache, (CACHE_FILE, "skipped.txt"), retry="")
-        log(f"warning: folder:{root}: could not cache the converted images in {cache} ({what}); they will be "
-            f"converted again next time: {fix}")
+        log(printable(f"warning: folder:{root}: could not cache the converted images in {cache} ({what}); they will "
+                      f"be converted again next time: {fix}"))
     else:
         _remove_stale(root, cache, log)
     return FolderData(**arrays, classes=layout.classes, cache_dir=cache, skipped=skipped, converted=True,
