@@ -4,16 +4,20 @@ with control characters in its log lines (D5), and a ``folder:`` dataset with a 
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from cnnlab.data import load_dataset, sources
 from cnnlab.data.catalog import ROLES
 from cnnlab.data.fastcopy import load_fast_copy
 from cnnlab.data.idx import decode_idx
+from cnnlab.errors import DataError
+from apps_helpers import one_line
 from conftest import write_idx_dataset
 from test_data_hostile import make_pics, tiny_spec
 
@@ -80,3 +84,64 @@ def test_a_folder_datasets_path_with_control_characters_is_escaped_in_every_line
                   "converted cache", "removed the cache of its earlier contents"):
         assert any(line.startswith(shown + words) for line in lines), (words, lines)
     assert not [line for line in lines if not line.isprintable()], lines
+
+
+def nest(folder: Path, levels: int) -> Path:
+    """``folder/d/d/.../d``, ``levels`` deep (made a level at a time: os.makedirs recurses)."""
+    for _ in range(levels):
+        folder = folder / "d"
+        folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def unnest():
+    """Folders whose empty ``d/d/...`` chain is removed after the test, deepest first: pytest removes old temporary
+    folders with shutil.rmtree, which recurses, and a 1,000-level tree left there is a RecursionError of a later
+    run's clean-up."""
+    tops = []
+    yield tops.append
+    for top in tops:
+        chain = []
+        while (top / "d").is_dir():
+            top = top / "d"
+            chain.append(top)
+        for folder in reversed(chain):
+            folder.rmdir()
+
+
+def test_a_sub_folder_1000_levels_deep_is_refused_in_one_line_in_seconds(tmp_path, monkeypatch, capsys, unnest):
+    """D6: ``folder:ds`` whose class a holds a sub-folder 1,000 levels deep: ``cnnlab train --out .r`` ended in a
+    ``RecursionError`` traceback after 42 s (``os.walk`` recursed a level at a time; ``_read_folders`` took each
+    folder's ``os.path.realpath``, a look at every folder above it)."""
+    from cnnlab.cli import main
+
+    data = make_pics(tmp_path / "ds")
+    unnest(data / "a")
+    nest(data / "a", 1000)
+    monkeypatch.chdir(tmp_path)
+    started = time.monotonic()
+    assert main(["train", "--model", "basic_cnn", "--dataset", "folder:ds", "--max-steps", "1", "--epochs", "1",
+                 "--threads", "1", "--out", ".r"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    assert (f"folder:{data}: folder a/d/d/d/.../d is more than 100 folders deep below its class folder a, which no "
+            "image needs; move its images up, or move it out of the dataset folder") in err
+    assert time.monotonic() - started < 20
+    with pytest.raises(DataError) as refused:  # the Python API: the same line
+        load_dataset(f"folder:{data}")
+    one_line(refused, "folder a/d/d/d/.../d is more than 100 folders deep")
+
+
+def test_images_100_folders_below_their_class_folder_are_read(tmp_path):
+    """D6's limit: a folder 100 levels below its class folder is walked and its images read; only one below it is
+    refused."""
+    data = make_pics(tmp_path / "ds")
+    deep = nest(data / "a", 100)
+    shutil.copy(data / "a" / "0.png", deep / "9.png")
+    d = load_dataset(f"folder:{data}", log=lambda m: None)
+    assert len(d.train_labels) + len(d.test_labels) == 9
+    nest(deep, 1)
+    with pytest.raises(DataError) as refused:
+        load_dataset(f"folder:{data}", log=lambda m: None)
+    one_line(refused, "folder a/d/d/d/.../d is more than 100 folders deep below its class folder a")

@@ -1,6 +1,7 @@
 """``folder:DIR``: an image folder with one subfolder per class, converted once to MNIST-shaped uint8 arrays.
 
-Layout. ``DIR/<class>/<image>`` (images may sit in nested folders below a class folder; a linked one is followed, as
+Layout. ``DIR/<class>/<image>`` (images may sit in nested folders below a class folder, at most
+:data:`MAX_FOLDER_DEPTH` levels below it, a deeper one refused; a linked one is followed, as
 a linked class folder is, read once however many ways lead to it within one class; one linking into the dataset
 outside its class folder, or above it, and a folder reached from two class folders, are refused). Class names
 are the class folder names, sorted; a class's label is its index in that order. When ``DIR`` holds
@@ -176,14 +177,73 @@ def _image_files(root: Path, directory: Path, layout: _Layout) -> int:
 
 
 def _walk_class(root: Path, class_dir: Path, seen: dict) -> Iterator[tuple[Path, list[str]]]:
-    """The folders a load reads of the class folder ``class_dir`` (itself, then those below it, as ``os.walk`` gives
-    them, linked ones followed: :func:`_subfolders`), each with the names of its files. ``seen``: every folder the
-    scan of the whole dataset has walked (:func:`_first_visit`), so that no folder is read into two classes."""
-    where = f"folder:{root}"
+    """The folders a load reads of the class folder ``class_dir`` (itself, then those below it, linked ones followed:
+    :func:`_walks`), each with the names of its files. ``seen``: every folder the scan of the whole dataset has
+    walked (:func:`_first_visit`), so that no folder is read into two classes."""
+    for current, _, files in _walks(root, class_dir, seen):
+        yield current, files
+
+
+def _walks(root: Path, class_dir: Path, seen: dict) -> Iterator[tuple[Path, Path, list[str]]]:
+    """:func:`_walk_class`'s folders, each with its real path: in ``os.walk``'s order (top-down, depth first, the
+    sub-folders of each as :func:`_subfolders` keeps them), on a stack of its own rather than ``os.walk``'s recursion,
+    which Python 3.11's is (a sub-folder 1,000 levels deep was a ``RecursionError`` traceback), and at most
+    :data:`MAX_FOLDER_DEPTH` folders below the class folder (:func:`_too_deep`). A folder's real path is its parent's
+    joined with its name unless it is a link: ``os.path.realpath`` of each looked at every folder above it, a cost
+    that grew with the square of the depth (42 s at 1,000 levels)."""
+    onerror = _walk_error(root, f"folder:{root}")
     _first_visit(root, class_dir.relative_to(root).as_posix(), class_dir, seen)
-    for current, dirs, files in os.walk(class_dir, onerror=_walk_error(root, where), followlinks=True):
-        dirs[:] = _subfolders(root, class_dir, Path(current), dirs, seen)
-        yield Path(current), files
+    stack = [(class_dir, Path(os.path.realpath(class_dir)), 0)]
+    while stack:
+        current, real, depth = stack.pop()
+        listed = _listing(current, onerror)
+        if listed is None:
+            continue
+        names, files, links = listed
+        dirs = _subfolders(root, class_dir, current, names, seen, links)
+        if dirs and depth >= MAX_FOLDER_DEPTH:
+            raise _too_deep(root, class_dir, current / dirs[0])
+        yield current, real, files
+        for name in reversed(dirs):  # popped in sorted order
+            where = Path(os.path.realpath(current / name)) if name in links else real / name
+            stack.append((current / name, where, depth + 1))
+
+
+def _listing(folder: Path, onerror: Callable[[OSError], None]) -> tuple[list[str], list[str], set[str]] | None:
+    """The names of ``folder``'s sub-folders (links to folders included) and of its other entries, as ``os.walk``
+    splits them, and those of the sub-folders that are links (from the listing: no path looked up again); None,
+    after ``onerror``, when it cannot be listed."""
+    dirs, files, links = [], [], set()
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                try:
+                    is_dir = entry.is_dir()
+                except OSError:  # a link that cannot be followed: as os.walk, not a folder
+                    is_dir = False
+                (dirs if is_dir else files).append(entry.name)
+                if is_dir and entry.is_symlink():
+                    links.add(entry.name)
+    except OSError as err:
+        onerror(err)
+        return None
+    return dirs, files, links
+
+
+#: How many folders below its class folder a load walks: deeper is refused (:func:`_too_deep`), never read for
+#: minutes or ended in a traceback. No layout of images needs it; a generated tree or a backup of itself may.
+MAX_FOLDER_DEPTH = 100
+
+
+def _too_deep(root: Path, class_dir: Path, path: Path) -> DataError:
+    """The refusal of ``path``, a folder :data:`MAX_FOLDER_DEPTH` + 1 levels below the class folder ``class_dir``,
+    naming its first levels and its last one (its whole path is hundreds of characters)."""
+    parts = path.relative_to(root).parts
+    klass = len(class_dir.relative_to(root).parts)
+    shown = "/".join((*parts[:klass + 3], "...", parts[-1]))
+    return DataError(f"folder:{root}: folder {shown} is more than {MAX_FOLDER_DEPTH} folders deep below its class "
+                     f"folder {'/'.join(parts[:klass])}, which no image needs; move its images up, or move it out "
+                     "of the dataset folder")
 
 
 def _folder_id(path: Path) -> tuple[int, int]:
@@ -221,17 +281,17 @@ def _link_on_way(root: Path, rel: str) -> str | None:
                 None)
 
 
-def _subfolders(root: Path, class_dir: Path, current: Path, names: list[str], seen: dict) -> list[str]:
+def _subfolders(root: Path, class_dir: Path, current: Path, names: list[str], seen: dict, links: set[str]) -> list[str]:
     """The sub-folders of ``current`` (below ``class_dir``) to walk into, sorted, hidden ones left out. A linked one is
     followed, as a linked class folder is (its images were left out without a word), unless the walk of this class
     has been there (``seen``: a loop, or a second way into one folder, read once; one another class's walk has been
     in is refused, :func:`_first_visit`); one that leads to the dataset folder, a folder above it, or one of its
     folders outside this class folder is refused: its images would be counted twice, in two classes or in both
-    splits."""
+    splits. ``links``: the names that are links (:func:`_listing`)."""
     keep, klass = [], class_dir.relative_to(root).as_posix()
     for name in sorted(n for n in names if not n.startswith(".")):
         path = current / name
-        if os.path.islink(path):
+        if name in links:
             real, top = Path(os.path.realpath(path)), Path(os.path.realpath(root))
             if top.is_relative_to(real) or (real.is_relative_to(top)
                                             and not real.is_relative_to(os.path.realpath(class_dir))):
@@ -463,14 +523,14 @@ def _real_parts(root: Path, path: Path) -> tuple[str, ...] | None:
 def _read_folders(root: Path) -> dict[Path, tuple[str, ...]]:
     """Every folder a load of the dataset folder ``root`` reads, by its real path (links followed), with its parts
     below ``root`` as the load reaches it: ``root`` itself (``()``), train/ and test/ where they are the splits, each
-    class folder and every folder walked below it (:func:`_walk_class`, as the load walks them)."""
+    class folder and every folder walked below it (:func:`_walks`, as the load walks them)."""
     where, folders, seen = f"folder:{root}", {root: ()}, {}
     for split, split_root in _split_roots(root, where):
         if split is not None:
             folders[resolved(split_root)] = (split_root.name,)
         for class_dir in _class_dirs(split_root, where, classes=True)[0]:
-            for current, _ in _walk_class(root, class_dir, seen):
-                folders.setdefault(Path(os.path.realpath(current)), current.relative_to(root).parts)
+            for current, real, _ in _walks(root, class_dir, seen):
+                folders.setdefault(real, current.relative_to(root).parts)
     return folders
 
 
