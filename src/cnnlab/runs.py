@@ -518,18 +518,23 @@ def is_training(run: Path) -> bool:
 
 
 def lock_in_the_way(path: Path) -> str | None:
-    """What stands at a lock file's ``path`` that no process can lock (a folder, a FIFO...), and how to clear it:
-    ``RUN/.lock is a directory, not the lock file cnnlab writes; remove it (rmdir RUN/.lock)``; None where it is a
-    file, a link (:class:`RunLock` names a link itself), or nothing."""
+    """What stands at a lock file's ``path`` that no process may lock, and how to clear it: a folder, a FIFO...
+    (``RUN/.lock is a directory, not the lock file cnnlab writes; remove it (rmdir RUN/.lock)``), and what
+    :meth:`RunLock._open` refuses to open, a symbolic link or a file with other names (a hard link: a run listed
+    "stopped (... resume to go on)" refused every resume); None where it is the lock file (a regular file with one
+    name), or nothing."""
     try:
-        mode = os.lstat(path).st_mode
+        st = os.lstat(path)
     except OSError:
         return None
-    if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
-        return None
-    how = "rmdir" if stat.S_ISDIR(mode) else "rm"
-    return (f"{path} is {mode_kind(mode)}, not the lock file cnnlab writes; remove it ({how} "
-            f"{shell_quoted(str(path))})")
+    mode, rm = st.st_mode, f"rm {shell_quoted(str(path))}"
+    if stat.S_ISLNK(mode):
+        return f"{path} is a symbolic link, which cnnlab does not follow (it would write where it points); remove it ({rm})"
+    if stat.S_ISREG(mode):
+        return None if st.st_nlink <= 1 else \
+            f"{path} has other names (a hard link), not the lock file cnnlab writes; remove it ({rm})"
+    how = f"rmdir {shell_quoted(str(path))}" if stat.S_ISDIR(mode) else rm
+    return f"{path} is {mode_kind(mode)}, not the lock file cnnlab writes; remove it ({how})"
 
 
 class RunLock:
@@ -591,13 +596,10 @@ class RunLock:
         try:
             fd = os.open(self.path, flags, 0o666)
         except OSError as err:
-            if err.errno == errno.ELOOP or os.path.islink(self.path):
-                raise RunError(f"{self.path} is a symbolic link, which cnnlab does not follow (it would write where it "
-                               f"points); remove it (rm {shell_quoted(str(self.path))}) if the folder is yours, else copy the run and "
-                               "use the copy") from None
-            if err.errno == errno.EISDIR:  # ("cannot write .lock: Is a directory; check the path and the disk")
-                what = lock_in_the_way(self.path) or f"{self.path} is a directory, not the lock file cnnlab writes; " \
-                                                      "remove it"
+            # a link, or a folder ("cannot write .lock: Is a directory; check the path and the disk")
+            if err.errno in (errno.ELOOP, errno.EISDIR) or os.path.islink(self.path):
+                what = lock_in_the_way(self.path) or f"{self.path} is a symbolic link or a directory, not the lock " \
+                                                      "file cnnlab writes; remove it"
                 raise RunError(f"{what} if the folder is yours, else copy the run and use the copy") from None
             if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and holds_run(self.path.parent) \
                     and protection_of(self.path, err.errno) is None:  # (an immutable .lock: write_error's lift)
@@ -607,11 +609,11 @@ class RunLock:
                                  "copy, or ask its owner", err.errno) from None
             raise write_error(self.path, err) from None
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:  # (cnnlab runs lists the run damaged in the same words)
             os.close(fd)
             what = "has other names (a hard link)" if stat.S_ISREG(st.st_mode) else f"is {mode_kind(st.st_mode)}"
-            raise RunError(f"{self.path} {what}, not the lock file cnnlab writes; remove it if the folder is yours, "
-                           "else copy the run and use the copy")
+            what = lock_in_the_way(self.path) or f"{self.path} {what}, not the lock file cnnlab writes; remove it"
+            raise RunError(f"{what} if the folder is yours, else copy the run and use the copy")
         return fd
 
     def release(self) -> None:

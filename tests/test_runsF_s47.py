@@ -1,0 +1,65 @@
+"""The defects a tester (probe fixruns, s47) found in the run side's newest fixes: hand-started ranks resuming other
+positions of one run, which aborted in gloo's C++ (D1), a resume that trained nothing naming "--max-steps 0" as the
+stop of an interrupted run (D2), a finished run whose last.pt was deleted, named as never saved and left damaged by
+the advice (D3), another run's report beside a resumed checkpoint written over (D4), and a .lock that is a link
+listed as resumable (D5). All on tiny runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cnnlab.cli import main
+from cnnlab.runs import describe_run
+from conftest import one_line, trained_once
+
+
+@pytest.fixture(scope="module")
+def stopped_run(tmp_path_factory) -> Path:
+    """A tiny run stopped by its --max-steps 12 in its second epoch of 8 steps (last.pt at step 12, best.pt at the
+    end of epoch 1, step 8), in ``tmp/runsF-s/r1``, its data in ``tmp/runsF-s/tiny``."""
+    return trained_once(tmp_path_factory, "runsF-s", epochs=3, max_steps=12)
+
+
+def _train(*args: str) -> int:
+    return main(["train", "--threads", "1", "--quiet", *args])
+
+
+def _snapshot(folder: Path) -> dict:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and not p.is_symlink()}
+
+
+def _copy(run: Path, to: Path) -> Path:
+    return Path(shutil.copytree(run, to, symlinks=True))
+
+
+# ----------------------------------------------------------------------------- D5: a .lock that is a link
+
+
+@pytest.mark.parametrize("link", ["symbolic", "hard"])
+def test_a_lock_that_is_a_link_is_listed_damaged_with_its_fix_not_resumable(stopped_run, tmp_path, monkeypatch,
+                                                                           capsys, link):
+    """D5. A .lock that is a symbolic link or a hard link: `cnnlab runs` listed the run "stopped (--max-steps 12:
+    resume to go on)" while every resume was refused (RunLock._open refuses both). Now runs.lock_in_the_way names
+    both, as it names a folder there: the run is listed damaged, with the fix (rm R/.lock), the resume's refusal
+    the same words."""
+    monkeypatch.chdir(tmp_path)
+    run = _copy(stopped_run, tmp_path / "R")
+    (tmp_path / "elsewhere.lock").touch()
+    (run / ".lock").unlink()
+    if link == "symbolic":
+        os.symlink("../elsewhere.lock", run / ".lock")
+        line = "R/.lock is a symbolic link, which cnnlab does not follow (it would write where it points); remove it (rm R/.lock)"
+    else:
+        os.link(tmp_path / "elsewhere.lock", run / ".lock")
+        line = "R/.lock has other names (a hard link), not the lock file cnnlab writes; remove it (rm R/.lock)"
+    row = describe_run(Path("R"))
+    assert (row["status"], row["detail"]) == ("damaged", line), row
+    assert _train("--resume", "R") == 2
+    assert one_line(capsys) == f"cnnlab: error: {line} if the folder is yours, else copy the run and use the copy"
+    (run / ".lock").unlink()
+    assert describe_run(Path("R"))["status"] == "stopped"
