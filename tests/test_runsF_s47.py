@@ -7,15 +7,17 @@ listed as resumable (D5). All on tiny runs.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
 
 from cnnlab.cli import main
 from cnnlab.runs import describe_run
-from conftest import one_line, trained_once
+from conftest import one_line, trained_once, write_idx_dataset
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +65,48 @@ def test_a_lock_that_is_a_link_is_listed_damaged_with_its_fix_not_resumable(stop
     assert one_line(capsys) == f"cnnlab: error: {line} if the folder is yours, else copy the run and use the copy"
     (run / ".lock").unlink()
     assert describe_run(Path("R"))["status"] == "stopped"
+
+
+# ----------------------------------------------------------------------------- D2: an interrupted run, nothing trained
+
+
+def _status(run: Path) -> tuple[str, str]:
+    record = json.loads((run / "status.json").read_text())
+    return record["status"], record["detail"]
+
+
+def test_a_resume_that_trains_nothing_keeps_an_interrupted_runs_stop_record(tmp_path, monkeypatch, capsys):
+    """D2. A run interrupted (Ctrl-C) at step 12, resumed with a --max-steps under its step: "already at step 12
+    (--max-steps 5); nothing to train", then status.json "stopped (--max-steps 0: resume to go on)": a limit of 0
+    (none) named as the cause, the record "interrupted: continue with ..." lost. Now engine._record_outcome leaves
+    status.json as it was when the resume trained nothing and no limit of the run's own stopped it where it is."""
+    from cnnlab import observers
+
+    monkeypatch.chdir(tmp_path)
+    data = write_idx_dataset(tmp_path / "D")
+    after_step = observers.SignalStop.after_step
+
+    def interrupted_at_step_12(self, t):
+        if t.state.step == 12 and self.signum is None:
+            os.kill(os.getpid(), signal.SIGINT)
+        after_step(self, t)
+
+    with monkeypatch.context() as m:
+        m.setattr(observers.SignalStop, "after_step", interrupted_at_step_12)
+        assert _train("--model", "basic_cnn", "--dataset", f"idx:{data}", "--epochs", "3", "--batch-size", "32",
+                      "--out", "r") == 130
+    record = ("stopped", "interrupted: continue with: cnnlab train --resume r")
+    assert _status(tmp_path / "r") == record
+    capsys.readouterr()
+    assert _train("--resume", "r", "--max-steps", "5") == 0
+    assert "r is already at step 12 (--max-steps 5); nothing to train" in capsys.readouterr().out
+    assert _status(tmp_path / "r") == record
+    assert main(["runs", "--root", ".", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["status"], r["detail"]) for r in rows] == [record], rows
+    # the run's own limit stopped it where it is: its record stays the limit's, as before (mine.)
+    assert _train("--resume", "r", "--max-steps", "14") == 0 and _status(tmp_path / "r") == (
+        "stopped", "--max-steps 14: resume to go on")
+    assert _train("--resume", "r", "--max-steps", "5") == 0 and _status(tmp_path / "r") == (
+        "stopped", "--max-steps 14: resume to go on")
+

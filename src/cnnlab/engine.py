@@ -617,7 +617,10 @@ def _check_data_there(cfg: TrainConfig, where: str, given: str) -> None:
 
 
 def _record_outcome(t: Trainer, result: TrainResult) -> None:
-    """status.json of a run that ended without an error: finished, or stopped by --max-steps (resumable)."""
+    """status.json of a run that ended without an error: finished, or stopped by --max-steps (resumable). A resume
+    that trained nothing at a --max-steps under the run's step, where no limit of the run's own stopped it (an
+    interrupted run, a killed one), leaves status.json as it was: "--max-steps 0: resume to go on" replaced
+    "interrupted: continue with: cnnlab train --resume RUN"."""
     if t.run_dir is None:
         return
     t.check_folder()
@@ -627,7 +630,10 @@ def _record_outcome(t: Trainer, result: TrainResult) -> None:
         _write_config(t, trained=t.after_first_save is None)
     # the limit config.json keeps: a resume that trained nothing, at a --max-steps under the run's step, stands where
     # the run's own limit stopped it (it said "--max-steps 5" of a run at step 12, whose config.json says 12)
-    why = {"step limit": f"--max-steps {t.saved_config()['max_steps']}: resume to go on",
+    limit = t.saved_config()["max_steps"]
+    if result.stopped == "step limit" and t.after_first_save is not None and limit != t.state.step:
+        return  # (after_first_save still waiting: this process saved nothing, so trained nothing)
+    why = {"step limit": f"--max-steps {limit}: resume to go on",
            "target": f"{TARGET_REACHED} {t.cfg.target_accuracy:g}"}
     # a resume of a run that reached its target trains nothing ("nothing to train"), and its record stands
     detail = why["target"] if t.state.target is not None else why.get(result.stopped, "")
