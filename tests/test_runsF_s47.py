@@ -110,3 +110,60 @@ def test_a_resume_that_trains_nothing_keeps_an_interrupted_runs_stop_record(tmp_
     assert _train("--resume", "r", "--max-steps", "5") == 0 and _status(tmp_path / "r") == (
         "stopped", "--max-steps 14: resume to go on")
 
+
+
+# ----------------------------------------------------------------------------- D3: a finished run's last.pt deleted
+
+
+def test_a_finished_runs_deleted_last_pt_is_named_so_and_written_again_by_the_resume_its_advice_names(
+        tmp_path, monkeypatch, capsys):
+    """D3. A finished run whose last.pt was deleted, its best.pt saved at its end: `--resume lm` said "the run saved
+    no last.pt before it stopped" (it had: cnnlab runs says "deleted or moved"), and its advice `--resume lm/best.pt`
+    re-evaluated the run without writing last.pt again: the run stayed damaged. Now engine._resumed_checkpoint names
+    it deleted or moved (runs.last_gone), and engine._recover_last writes best.pt as last.pt again where nothing is at
+    last.pt's place, as it does for a damaged one."""
+    monkeypatch.chdir(tmp_path)
+    data = write_idx_dataset(tmp_path / "D")
+    assert _train("--model", "basic_cnn", "--dataset", f"idx:{data}", "--epochs", "2", "--batch-size", "32",
+                  "--lr", "0.01", "--out", "lm") == 0
+    run = tmp_path / "lm"
+    saved = (run / "last.pt").read_bytes()
+    assert saved == (run / "best.pt").read_bytes()  # its last epoch was its best: one position, saved twice
+    (run / "last.pt").unlink()
+    (run / "last.pt.sha256").unlink()
+    capsys.readouterr()
+    assert _train("--resume", "lm") == 2
+    assert one_line(capsys) == (
+        "cnnlab: error: --resume lm: no last.pt, so there is no position to continue from; the run finished and its "
+        "final weights (last.pt) were deleted or moved since: put it back, or continue from its best epoch: cnnlab "
+        "train --resume lm/best.pt")
+    assert _train("--resume", "lm/best.pt") == 0
+    out = capsys.readouterr().out
+    assert ("note: lm/last.pt was not there (deleted or moved); its best.pt was saved at the same position, the run's "
+            "end (step 16), and is written as last.pt again: the run is whole") in out, out
+    assert (run / "last.pt").read_bytes() == saved
+    assert (run / "last.pt.sha256").read_text().split()[0] == (run / "best.pt.sha256").read_text().split()[0]
+    assert main(["runs", "--root", ".", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["status"], r["detail"]) for r in rows] == [("finished", "")], rows
+    assert main(["evaluate", "lm", "--no-report"]) == 0
+
+
+def test_a_stopped_runs_deleted_last_pt_is_named_so_and_its_earlier_best_pt_trains_on(stopped_run, tmp_path,
+                                                                                      monkeypatch, capsys):
+    """D3's other side: a run stopped by its --max-steps (last.pt at step 12, best.pt at 8) saved its last.pt too
+    (before best.pt, at every position), and the refusal says it was deleted; best.pt, not the run's end, is never
+    written as last.pt: the resume from it trains on, saving last.pt as it goes."""
+    monkeypatch.chdir(tmp_path)
+    run = _copy(stopped_run, tmp_path / "R")
+    (run / "last.pt").unlink()
+    capsys.readouterr()
+    assert _train("--resume", "R") == 2
+    assert one_line(capsys) == (
+        "cnnlab: error: --resume R: no last.pt, so there is no position to continue from; the run saved a last.pt "
+        "(it saves one before its best.pt, at every position) and it was deleted or moved since: put it back, or "
+        "continue from its best epoch: cnnlab train --resume R/best.pt")
+    assert _train("--resume", "R/best.pt", "--max-steps", "10") == 0
+    out = capsys.readouterr().out
+    assert "resuming R at epoch 2, batch 0 (step 8)" in out and "written as last.pt again" not in out, out
+    assert (run / "last.pt").is_file()

@@ -42,7 +42,7 @@ from cnnlab.errors import (CnnlabError, DIVERGED, DataUnreadable, Interrupted, R
                            WriteError, printable, shell_quoted)
 from cnnlab.dataset_names import moved_away
 from cnnlab.evaluation import EvalResult, report_run
-from cnnlab.fileio import (NO_INODES, FolderGuard, atomic_write_json, exists, guarded, is_dir, is_file,
+from cnnlab.fileio import (FolderGuard, NO_INODES, atomic_write_json, exists, guarded, is_dir, is_file, lexists,
                            no_free_inodes, protection_of, read_json)
 from cnnlab.hostmem import keep_freed_memory
 from cnnlab.models import build_model, check_model_name, count_parameters, float32_default, seeded
@@ -50,8 +50,8 @@ from cnnlab.optim import eager
 from cnnlab.output import complain, say, stderr_is_terminal
 from cnnlab.runs import (LOCK_FILE, RUNNING, RUN_FILES, RunLock, RunPlan, STATUS_FILE, TARGET_REACHED, braces_kept,
                          check_new_run_folder, check_resumed_folder, checkpoints_gone, failure_cause, is_run_dir,
-                         metrics_behind, plan_run, read_run_json, remove_if_unused, run_dir_of, unsaved_run_dir,
-                         write_metrics, write_status)
+                         last_gone, metrics_behind, plan_run, read_run_json, remove_if_unused, run_dir_of,
+                         unsaved_run_dir, write_metrics, write_status)
 from cnnlab.schedules import schedule_named
 from cnnlab.text import plural
 from cnnlab.trainer import Trainer
@@ -589,7 +589,7 @@ def _resumed_checkpoint(plan: RunPlan) -> dict | None:
     if where.name == "last.pt" and not exists(where) and is_run_dir(folder):  # a stat that fails: one line
         how = (f"continue from its best epoch: cnnlab train --resume {shell_quoted(str(folder / 'best.pt'))}"
                if is_file(folder / "best.pt") else f"start it again: cnnlab train --config {shell_quoted(str(folder))} --out {shell_quoted(str(folder))}")
-        if gone := checkpoints_gone(folder):  # it trained: its checkpoints were deleted or moved, not never saved
+        if gone := checkpoints_gone(folder) or last_gone(folder):  # it trained: deleted or moved, not never saved
             raise RunError(f"--resume {folder}: no last.pt, so there is no position to continue from; {gone}")
         cause = failure_cause(folder)  # a run that diverged: what to change before it starts again
         ended = f"failed before it saved a last.pt ({cause})" if cause else "saved no last.pt before it stopped"
@@ -1168,15 +1168,22 @@ def _recover_best(t: Trainer, source: Path, where) -> None:
 
 
 def _recover_last(t: Trainer, source: Path) -> None:
-    """A run whose last.pt is damaged (cut short, altered), resumed from its best.pt as that last.pt's refusal advises
-    (:func:`cnnlab.runs.checkpoint_fix`: ``--resume RUN/best.pt``), where best.pt holds the run's end: every epoch its
-    config.json gives, or the stop on --target-accuracy. The run saved last.pt and best.pt from that one position
-    (``observers.CheckpointSaver``: the same payload, last.pt first), so best.pt is what last.pt was: written as last.pt
-    again, byte for byte with its sidecar (:func:`copy_checkpoint`), with one line. Such a resume re-evaluated the
-    run, wrote no last.pt, and the run stayed damaged (``cnnlab runs``; the same refusal next time). A best.pt of an
-    earlier position is left alone: the resume trains from it, and saves last.pt as it goes."""
+    """A run whose last.pt is damaged (cut short, altered) or not there (deleted or moved), resumed from its best.pt as
+    that last.pt's refusal advises (:func:`cnnlab.runs.checkpoint_fix`, :func:`cnnlab.runs.last_gone`: ``--resume
+    RUN/best.pt``), where best.pt holds the run's end: every epoch its config.json gives, or the stop on
+    --target-accuracy. The run saved last.pt and best.pt from that one position (``observers.CheckpointSaver``: the
+    same payload, last.pt first), so best.pt is what last.pt was: written as last.pt again, byte for byte with its
+    sidecar (:func:`copy_checkpoint`), with one line. Such a resume re-evaluated the run, wrote no last.pt, and the run
+    stayed damaged (``cnnlab runs``; the same refusal next time). A best.pt of an earlier position is left alone: the
+    resume trains from it, and saves last.pt as it goes; so is anything else at last.pt's place (a folder, a link)."""
     s, last = t.state, source.parent / "last.pt"
-    if t.run_dir is None or source.name != "best.pt" or not is_file(last, if_unknown=False):
+    if t.run_dir is None or source.name != "best.pt":
+        return
+    try:
+        missing = not lexists(last)
+    except CnnlabError:  # a stat that fails: it may be whole
+        return
+    if not missing and not is_file(last, if_unknown=False):
         return
     record = read_run_json(t.run_dir / "config.json") or {}
     config = record.get("config") if isinstance(record.get("config"), dict) else {}
@@ -1184,15 +1191,17 @@ def _recover_last(t: Trainer, source: Path) -> None:
               or s.target is not None and s.target.get("step") == s.step)
     if not at_end:
         return
-    try:
-        load_checkpoint(last)
-        return  # whole: the run's own
-    except CnnlabError:
-        pass
+    if not missing:
+        try:
+            load_checkpoint(last)
+            return  # whole: the run's own
+        except CnnlabError:
+            pass
     t.check_folder()
     copy_checkpoint(source, last)
-    t.say(printable(f"note: {last} could not be read (damaged); its best.pt was saved at the same position, "
-                    f"the run's end (step {s.step}), and is written as last.pt again: the run is whole"))
+    why = "was not there (deleted or moved)" if missing else "could not be read (damaged)"
+    t.say(printable(f"note: {last} {why}; its best.pt was saved at the same position, the run's end (step {s.step}), "
+                    "and is written as last.pt again: the run is whole"))
 
 
 def _holds_step(path: Path, step: int) -> bool:

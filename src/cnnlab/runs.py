@@ -1225,6 +1225,21 @@ def checkpoints_gone(run: Path) -> str:
             "moved: put them back, or train it again")
 
 
+def last_gone(run: Path) -> str:
+    """Why a run folder holds its best.pt but nothing at last.pt's place, for a resume's refusal: the run saved one
+    (it saves last.pt before best.pt, at every position: ``observers.CheckpointSaver``), deleted or moved since, as
+    :func:`_checkpoint_problems` says of a finished run (the refusal said "the run saved no last.pt before it
+    stopped"), with the fix: put it back, or continue from best.pt (which, saved at the run's end, the resume writes as
+    last.pt again: ``engine._recover_last``). Empty where something is at last.pt's place, or best.pt is not there."""
+    if lexists(run / "last.pt") or not is_file(run / "best.pt"):
+        return ""
+    status = _mapping(run / STATUS_FILE, [])
+    saved = ("finished and its final weights (last.pt) were" if status is not None and status.get("status") == "finished"
+             else "saved a last.pt (it saves one before its best.pt, at every position) and it was")
+    return (f"the run {saved} deleted or moved since: put it back, or continue from its best epoch: cnnlab train "
+            f"--resume {shell_quoted(str(run / 'best.pt'))}")
+
+
 # ----------------------------------------------------------------------------- reading a run's files
 
 #: How a run's last process ended, as :func:`write_status` writes it (``cnnlab runs`` adds running and damaged).
