@@ -167,3 +167,69 @@ def test_a_stopped_runs_deleted_last_pt_is_named_so_and_its_earlier_best_pt_trai
     out = capsys.readouterr().out
     assert "resuming R at epoch 2, batch 0 (step 8)" in out and "written as last.pt again" not in out, out
     assert (run / "last.pt").is_file()
+
+
+# ----------------------------------------------------------------------------- D4: another run's report
+
+
+def test_another_runs_report_beside_a_resumed_checkpoint_is_the_users_and_is_not_written_over(stopped_run, tmp_path,
+                                                                                            monkeypatch, capsys):
+    """D4. Another run's metrics.csv, summary.json and curves.png (a run on other data, with 3 epochs) copied into a
+    folder beside a run's last.pt: `--resume proj/model.pt` wrote the run's report over them without a word (any such
+    file cnnlab wrote counted the run's; only checkpoints were compared). Now runs.users_files asks whether the
+    report is the checkpoint's run's (checkpoint.same_run_as, runs.report_agrees: metrics.csv's rows that the
+    checkpoint's history covers), and another run's is the user's: refused before anything is written."""
+    monkeypatch.chdir(tmp_path)
+    other = tmp_path / "runB"
+    assert _train("--model", "basic_cnn", "--dataset", f"idx:{write_idx_dataset(tmp_path / 'DB', seed=1)}",
+                  "--epochs", "3", "--batch-size", "32", "--out", str(other)) == 0
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    for name in ("metrics.csv", "summary.json", "curves.png"):
+        shutil.copy(other / name, proj / name)
+    shutil.copy(stopped_run / "last.pt", proj / "model.pt")
+    before = _snapshot(proj)
+    capsys.readouterr()
+    assert _train("--resume", "proj/model.pt") == 2
+    assert one_line(capsys) == (
+        "cnnlab: error: --resume proj/model.pt: proj is not a run folder (it holds 'curves.png', 'metrics.csv', "
+        "'summary.json'), and a resume writes its run's files (config.json, summary.json, metrics.csv, checkpoints, "
+        "figures) into the folder of the checkpoint it continues; copy the file into a folder of its own (a new, "
+        "empty one) and resume it there")
+    assert _snapshot(proj) == before
+    # evaluate of such a copy, named as the run's last.pt, writes no report over theirs either
+    (proj / "model.pt").rename(proj / "last.pt")
+    assert main(["evaluate", "proj/last.pt"]) == 0
+    assert "no report written: proj is not a run folder (it holds 'curves.png'" in capsys.readouterr().out
+    assert _snapshot(proj) == {**{k: v for k, v in before.items() if k != "model.pt"}, "last.pt": before["model.pt"]}
+
+
+def test_the_runs_own_report_beside_its_checkpoint_is_the_runs(stopped_run, tmp_path, monkeypatch, capsys):
+    """D4's other side: the run's own report (metrics.csv, summary.json, figures) beside its last.pt in a folder whose
+    config.json is gone, or beside its best.pt (a history shorter than metrics.csv's rows), is the run's, as ever:
+    the resume goes on there; so is another run's summary.json only where it says another test set, classes or
+    average."""
+    monkeypatch.chdir(tmp_path)
+    run = _copy(stopped_run, tmp_path / "R")
+    best = (run / "best.pt").read_bytes()  # epoch 1's end, step 8: a history of one row
+    (run / "config.json").unlink()
+    assert _train("--resume", "R/last.pt", "--max-steps", "17") == 0
+    assert "resuming R at epoch 2, batch 4 (step 12)" in capsys.readouterr().out
+    assert len((run / "metrics.csv").read_text().splitlines()) == 3  # the header, epochs 1 and 2
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    for name in ("metrics.csv", "summary.json", "curves.png"):
+        shutil.copy(run / name, proj / name)
+    (proj / "model.pt").write_bytes(best)
+    assert _train("--resume", "proj/model.pt", "--max-steps", "9") == 0
+    assert "resuming proj at epoch 2, batch 0 (step 8)" in capsys.readouterr().out
+    from cnnlab.checkpoint import load_checkpoint
+    from cnnlab.runs import report_agrees
+
+    ckpt = load_checkpoint(run / "last.pt")
+    summary = json.loads((run / "summary.json").read_text())
+    assert report_agrees(run / "summary.json", ckpt["config"], ckpt["data"], [])
+    for key, value in (("n", 63), ("ema", 0.5)):
+        (tmp_path / "summary.json").write_text(json.dumps({**summary, key: value}))
+        assert not report_agrees(tmp_path / "summary.json", ckpt["config"], ckpt["data"], [])
+

@@ -40,7 +40,7 @@ from cnnlab.fileio import (as_path, atomic_write_bytes, atomic_write_text, canno
 from cnnlab.models import create_model
 from cnnlab.runs import (CHECKPOINTS, DEFAULT_CHECKPOINT, STATUS_FILE, checkpoint_as_taken, checkpoint_damage,
                          checkpoint_fix, checkpoints_gone, diverged, failure_cause, followed, is_cnnlab_run, is_run_dir,
-                         is_training, link_to_nowhere)
+                         is_training, link_to_nowhere, report_agrees)
 
 FORMAT = "cnnlab-checkpoint"
 VERSION = 2
@@ -375,10 +375,15 @@ def same_run_as(where: Path, saved: dict | None = None, flag: str | None = None)
     the run's, its data "moved", and written over), for :func:`cnnlab.runs.users_files` (a resume's, and a report's or
     analysis's beside ``where``: the run's best.pt in a folder whose config.json is gone is the run's to both). One
     that cannot be loaded as a checkpoint is not; ``where`` that cannot be is refused as its load refuses it. Each
-    file is loaded once; ``saved``: ``where``'s checkpoint, already loaded; ``flag``: :func:`load_checkpoint`'s."""
+    file is loaded once; ``saved``: ``where``'s checkpoint, already loaded; ``flag``: :func:`load_checkpoint`'s. Of a
+    report file there (metrics.csv, summary.json): whether what it says of its run agrees with ``where``'s record
+    (:func:`cnnlab.runs.report_agrees`: metrics.csv's rows that its history covers, and the like)."""
     record_of = functools.cache(lambda path: _run_record(load_checkpoint(path, flag=flag)))
 
     def same(path: Path) -> bool:
+        if path.suffix != ".pt":  # its report (metrics.csv, summary.json): what it says of its run
+            own = _run_record(saved) if saved is not None else record_of(where)
+            return report_agrees(path, *own)
         try:
             theirs = record_of(path)
         except (CnnlabError, KeyError, TypeError):
@@ -391,9 +396,14 @@ def same_run_as(where: Path, saved: dict | None = None, flag: str | None = None)
     return same
 
 
-def _run_record(ckpt: dict) -> tuple[dict, dict | None]:
-    """A loaded checkpoint's settings and its record of its data (what :func:`same_run_as` compares)."""
-    return ckpt["config"], ckpt.get("data")
+def _run_record(ckpt: dict) -> tuple[dict, dict | None, list[dict]]:
+    """A loaded checkpoint's settings, its record of its data (what :func:`same_run_as` compares of two checkpoints)
+    and its epochs' history (what a report's metrics.csv is written from)."""
+    try:
+        history = TrainState.from_checkpoint(ckpt).history
+    except (KeyError, TypeError, ValueError, AttributeError):
+        history = []
+    return ckpt["config"], ckpt.get("data"), history if isinstance(history, list) else []
 
 
 def _check_run_config(path: Path, obj: dict) -> None:

@@ -364,9 +364,58 @@ def users_files(folder: Path, ckpt: Path, same_run: Callable[[Path], bool] | Non
     except OSError:
         return ""  # unreadable: the writes that follow say what is wrong
     own = (ckpt.name, f"{ckpt.name}.sha256")
+    theirs = _another_runs_report(folder, same_run)  # (its figures with it)
     others = [name for name in names if not name.startswith(".") and name not in own
-              and (name not in RUN_FILES or name in _WRITTEN_OVER and not _written_by_run(folder / name, same_run))]
+              and (name not in RUN_FILES or name in _WRITTEN_OVER and (
+                  theirs and name in _REPORT_PARTS or not _written_by_run(folder / name, same_run)))]
     return ", ".join(map(short_repr, others[:4])) + (", ..." if len(others) > 4 else "")
+
+
+#: The files of a run's report that say which run they are of (:func:`report_agrees`): its epochs, its result.
+_REPORT = ("metrics.csv", "summary.json")
+#: Those, and the figures drawn from them: another run's report is the user's whole (:func:`users_files`).
+_REPORT_PARTS = frozenset({*_REPORT, "curves.png", "confusion.png", "mistakes.png"})
+
+
+def _another_runs_report(folder: Path, same_run: Callable[[Path], bool] | None) -> bool:
+    """Whether the report in ``folder`` (its metrics.csv or summary.json, as cnnlab writes them) is of another run than
+    the checkpoint resumed or measured: ``same_run`` of each (:func:`cnnlab.checkpoint.same_run_as`, which asks
+    :func:`report_agrees`). A copy of another run's metrics.csv, summary.json and curves.png beside a checkpoint was
+    counted the run's, as any file cnnlab writes was, and a resume wrote its own over them without a word."""
+    return same_run is not None and any(_cnnlab_file(folder / name) and not same_run(folder / name) for name in _REPORT)
+
+
+def report_agrees(path: Path, config: dict, data: dict | None, history: list[dict]) -> bool:
+    """Whether the report file ``path`` (metrics.csv or summary.json) may be of the run whose checkpoint records
+    ``config``, ``data`` and ``history``, by what it says of its run: metrics.csv's rows the history covers, each cell
+    as :func:`write_metrics` writes it from the history (rows past it are later epochs of the run, and rows lost are
+    not compared); summary.json's test set (its size), class names and moving average (``ema``), where it says them.
+    True where it cannot be read or says nothing of them (a damaged metrics.csv is written again from the history:
+    ``engine._metrics_from_history``); a read that fails now (an input/output error) is one line naming it."""
+    if path.name == "metrics.csv":
+        try:
+            rows = read_metrics(path)
+        except DataUnreadable:
+            raise
+        except (OSError, CnnlabError):
+            return True
+        return all(_cells(row) == _cells(past) for row, past in zip(rows, history))
+    summary, data = _mapping(path, []), data if isinstance(data, dict) else {}
+    if summary is None:
+        return True
+    per_class = summary.get("per_class")
+    said = {"n": summary.get("n") if summary.get("split") == "test" else None, "ema": summary.get("ema"),
+            "classes": [str(c.get("class")) for c in per_class if isinstance(c, dict)]
+            if isinstance(per_class, list) else None}
+    classes = data.get("classes")
+    ours = {"n": data.get("test_size"), "ema": config.get("ema"),
+            "classes": [str(c) for c in classes] if isinstance(classes, list) else None}
+    return all(said[k] is None or ours[k] is None or said[k] == ours[k] for k in said)
+
+
+def _cells(row: dict) -> list[str]:
+    """A metrics row's cells as :func:`write_metrics` writes them (read back, a float written whole is an int)."""
+    return [str(_fmt(row.get(k))) for k in METRIC_FIELDS]
 
 
 #: The files of a run folder that a folder of the user's may hold under the same name, with other contents (a
