@@ -17,7 +17,7 @@ import pytest
 
 from cnnlab.cli import main
 from cnnlab.runs import describe_run
-from conftest import one_line, trained_once, write_idx_dataset
+from conftest import one_line, trained_once, two_ranks, write_idx_dataset
 
 
 @pytest.fixture(scope="module")
@@ -233,3 +233,43 @@ def test_the_runs_own_report_beside_its_checkpoint_is_the_runs(stopped_run, tmp_
         (tmp_path / "summary.json").write_text(json.dumps({**summary, key: value}))
         assert not report_agrees(tmp_path / "summary.json", ckpt["config"], ckpt["data"], [])
 
+
+
+# ----------------------------------------------------------------------------- D1: ranks resuming other positions
+
+
+def test_hand_started_ranks_resuming_other_positions_are_refused_in_one_line_each_before_any_step(stopped_run,
+                                                                                                 tmp_path):
+    """D1. Two hand-started ranks (as on two machines, each with its copy of the run), rank 0 typing `--resume s`
+    (last.pt, step 12), rank 1 `--resume s/best.pt` (step 8): rank 1 aborted in gloo's C++ ("Is there a collective
+    mismatch in your code?", rc 134), rank 0 lost contact, and the run's status.json said failed. Now
+    engine.refuse_other_ranks gathers the position each resumes from (or a new run) with the settings, and every rank
+    refuses before any step, the run as it was."""
+    folders = [tmp_path / "m0", tmp_path / "m1"]
+    for folder in folders:
+        _copy(stopped_run, folder / "s")
+    before = _snapshot(folders[0] / "s")
+    common = ["train", "--device", "cpu", "--threads", "1", "--quiet", "--resume"]
+    done = two_ranks(folders, [common + ["s"], common + ["s/best.pt"]])
+    line = ("the group's processes start from other positions: rank 1 from --resume s/best.pt at step 8 (epoch 2, "
+            "batch 0), rank 0 from --resume s at step 12 (epoch 2, batch 4); start every process with the same "
+            "command, from the same checkpoint\n")
+    assert [d.returncode for d in done] == [2, 2], [d.stderr for d in done]
+    assert done[0].stderr == f"cnnlab: error: {line}", done[0].stderr
+    assert done[1].stderr == f"cnnlab: error: rank 1: {line}", done[1].stderr
+    assert "resuming" not in done[0].stdout and _snapshot(folders[0] / "s") == before
+
+
+def test_the_ranks_compare_where_they_start_from():
+    """D1: a new run beside a resume, and two positions, each said as the rank's command gave it."""
+    from cnnlab.engine import _refuse_other_start
+    from cnnlab.errors import CnnlabError
+
+    at = {"where": "--resume r", "epoch": 1, "batch": 0, "step": 8}
+    _refuse_other_start(1, None, None)
+    _refuse_other_start(1, at, {**at, "where": "--resume r/last.pt"})  # the same position, named otherwise
+    with pytest.raises(CnnlabError, match=r"other positions: rank 1 as a new run, rank 0 from --resume r at step 8 "
+                                          r"\(epoch 2, batch 0\);"):
+        _refuse_other_start(1, at, None)
+    with pytest.raises(CnnlabError, match=r"rank 2 from --resume r at step 9 \(epoch 2, batch 1\), rank 0 as a new"):
+        _refuse_other_start(2, None, {**at, "batch": 1, "step": 9})

@@ -389,7 +389,7 @@ def train(
                 recorder.arm()  # a new run: its status is this process's from the start (a kill reads as one)
         stack.enter_context(_stopped_at_once(plan, ranks, recorder if guard is not None else None))
         stack.enter_context(ranks.errors_explained())  # a dead peer: one line, not gloo's traceback
-        ckpt, resumed = _resumed_checkpoint(plan), None
+        ckpt, resumed, start = _resumed_checkpoint(plan), None, None
         if ckpt is not None:
             record = _folders_config(plan)  # read once for both
             _check_own_checkpoint(plan, ckpt, record)
@@ -398,6 +398,7 @@ def train(
             state = TrainState.from_checkpoint(ckpt)  # (its processes: the part that saved it, whatever config.json says)
             resumed = ResumedThreads.of(plan, cfg.threads, "threads" in (changes or {}), naming, ranks.world_size,
                                         state.world_size)
+            start = {"where": resumed.where, "epoch": state.epoch, "batch": state.batch, "step": state.step}
             _check_resumed_epochs(cfg, saved, state, plan.run_dir or plan.resume_from, naming)
             if cfg.tensorboard and plan.run_dir is not None:
                 obs.require_tensorboard()  # the run's own --tensorboard: refused before its status can change
@@ -405,7 +406,7 @@ def train(
                 where = plan.run_dir or plan.resume_from
                 _check_data_there(cfg, f"--resume {where}", f"--resume {shell_quoted(str(where))}")
         with guarded(guard) if guard is not None else contextlib.nullcontext():  # (its teacher's copy: its first write)
-            t = build_trainer(cfg.validate(), ranks, plan, dataset, log, report, rerun_of, resumed)
+            t = build_trainer(cfg.validate(), ranks, plan, dataset, log, report, rerun_of, resumed, start)
         t.folder_guard = guard
         if guard is not None:
             recorder.max_steps = cfg.max_steps
@@ -849,9 +850,11 @@ def _saved_config(plan: RunPlan, ckpt: dict, record: dict | None) -> TrainConfig
 
 
 def build_trainer(cfg: TrainConfig, ranks: Dist, plan: RunPlan, dataset: Dataset | None, log: Log,
-                  report: bool, rerun_of: tuple | None = None, resumed: ResumedThreads | None = None) -> Trainer:
+                  report: bool, rerun_of: tuple | None = None, resumed: ResumedThreads | None = None,
+                  start: dict | None = None) -> Trainer:
     """Process settings, device, data, model, optimiser and loaders: everything the epochs need. ``rerun_of``:
-    the run ``--config RUN`` re-runs (:func:`rerun_warnings`); ``resumed``: a resume's threads."""
+    the run ``--config RUN`` re-runs (:func:`rerun_warnings`); ``resumed``: a resume's threads; ``start``: the position
+    a resume starts from (None: a new run), which the ranks compare (:func:`refuse_other_ranks`)."""
     default = torch.get_num_threads()
     too_many_threads = set_threads(resumed.count() if resumed is not None else cfg.threads)
     if cfg.malloc_tuning:
@@ -868,7 +871,7 @@ def build_trainer(cfg: TrainConfig, ranks: Dist, plan: RunPlan, dataset: Dataset
     if dataset is not None:
         validate_dataset(dataset)  # load_dataset checks what it returns; a Dataset passed in is checked here
     info = data.info()
-    refuse_other_ranks(ranks, info, cfg)
+    refuse_other_ranks(ranks, info, cfg, start)
     now = torch.get_num_threads() if device.type == "cpu" else None
     said = rerun_warnings(data, ranks.world_size, *rerun_of, threads_now=now) if rerun_of is not None else []
     if resumed is not None and now is not None:
@@ -908,20 +911,23 @@ def build_trainer(cfg: TrainConfig, ranks: Dist, plan: RunPlan, dataset: Dataset
         run_dir=plan.run_dir, log=say, keep_eval_outputs=keep)
 
 
-def refuse_other_ranks(ranks: Dist, info: dict, cfg: TrainConfig) -> None:
+def refuse_other_ranks(ranks: Dist, info: dict, cfg: TrainConfig, start: dict | None = None) -> None:
     """Under torchrun each rank loads the data itself (its machine's cache, ``--data-dir`` or ``idx:``/``folder:``
     directory), and on several machines each was started by its own command: the ranks compare what they loaded
-    (``info``'s fingerprint: sizes, classes, statistics, CRC-32s) and the settings they train with
-    (:func:`cnnlab.config.rank_settings`: every one that changes the math or the schedule), in one all-gather, and a
-    difference is refused on every rank, before any step, in one line naming the rank (other data: other sizes aborted
-    a rank in gloo's C++, other labels trained the group on a mixture without a word; other settings: another --lr
-    trained each rank at its own rate, another --batch-size aborted in gloo's C++, another --epochs hung both ranks at
-    the end). Rank 0's record of its data and settings then speaks for every rank. A process alone: no collective."""
+    (``info``'s fingerprint: sizes, classes, statistics, CRC-32s), the settings they train with
+    (:func:`cnnlab.config.rank_settings`: every one that changes the math or the schedule) and where they start
+    (``start``: a resume's position, None for a new run), in one all-gather, and a difference is refused on every
+    rank, before any step, in one line naming the rank (other data: other sizes aborted a rank in gloo's C++, other
+    labels trained the group on a mixture without a word; other settings: another --lr trained each rank at its own
+    rate, another --batch-size aborted in gloo's C++, another --epochs hung both ranks at the end; other positions, a
+    run's last.pt on one machine and its best.pt on another: gloo's C++ abort, the run marked failed). Rank 0's record
+    of its data and settings then speaks for every rank. A process alone: no collective."""
     first, *others = ranks.all_gather({"data": {k: info.get(k) for k in ("name", *FINGERPRINT)},
-                                       "settings": rank_settings(cfg)})
+                                       "settings": rank_settings(cfg), "start": start})
     for rank, theirs in enumerate(others, 1):
         _refuse_other_data(rank, first["data"], theirs["data"])
         _refuse_other_settings(rank, first["settings"], theirs["settings"])
+        _refuse_other_start(rank, first["start"], theirs["start"])
 
 
 def _refuse_other_data(rank: int, first: dict, theirs: dict) -> None:
@@ -957,6 +963,24 @@ def _refuse_other_settings(rank: int, first: dict, theirs: dict) -> None:
     raise CnnlabError(printable(f"the group's processes were started with other settings: rank {rank}'s "
                                 f"{given(key, theirs.get(key))} is not rank 0's {given(key, first[key])}{more}; start "
                                 "every process with the same command"))
+
+
+def _refuse_other_start(rank: int, first: dict | None, theirs: dict | None) -> None:
+    """:func:`refuse_other_ranks`' refusal of rank ``rank``'s start where it is not rank 0's (``first``): a new run
+    beside a resume, or resumes at other positions (epoch, batch, step; the checkpoints' places are each machine's),
+    each as its command gave it."""
+    def at(start: dict | None) -> str:
+        if start is None:
+            return "as a new run"
+        return f"from {start['where']} at step {start['step']} (epoch {start['epoch'] + 1}, batch {start['batch']})"
+
+    def position(start: dict | None) -> tuple | None:
+        return None if start is None else (start["epoch"], start["batch"], start["step"])
+
+    if position(first) != position(theirs):
+        raise CnnlabError(printable(f"the group's processes start from other positions: rank {rank} {at(theirs)}, "
+                                    f"rank 0 {at(first)}; start every process with the same command, from the same "
+                                    "checkpoint"))
 
 
 def uneven_batch(batch: int, world_size: int, resumed: ResumedThreads | None = None) -> str:
