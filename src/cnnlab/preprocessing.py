@@ -69,6 +69,11 @@ DARK_PAPER = 0.15
 MOSTLY_PAPER = 0.6
 #: Strokes must stand out on one side this many times more than on the other to decide the polarity.
 POLARITY_RATIO = 2.0
+#: A border rule's paper is the other way round only when the thin marks departing from it the other way also weigh
+#: this many times more than those departing the expected way (:func:`turned_over`): white type on amber or grey and
+#: black type on dark grey, clean, at JPEG q10 and with noise, weigh 17 times more and over; faint pencil (grey 150 on
+#: 180) beside a white glare spot or sticker 0.2-1.2 times, beside a white streak 0.4-2.5 times (38 fonts x 10 digits).
+TURNED_OVER = 5.0
 #: The threshold of the strokes is at most this fraction of the strongest ink.
 CUT_MAX = 0.6
 #: Ink components are found on a copy of at most this many px (longer side).
@@ -382,12 +387,55 @@ def departs_the_other_way(gray: np.ndarray, border: float, light: bool) -> bool:
     is lighter than white paper); white type on amber or grey 180-200, and black type on grey 70, clean, at q10 and
     q30 and with noise, 2.6-25 times as much as the expected way."""
     small = reduced(gray, POLARITY_SIDE)
-    noise = 1.4826 * float(np.median(np.abs(small - square_filter(small, 3, np.mean))))
+    noise = grain_noise(small)
     expected, other = border - float(small.min()), float(small.max()) - border
     if not light:
         expected, other = other, expected
     least = MIN_CONTRAST * (border if light else 1.0 - border) + 3.0 * noise
     return other >= least and other > POLARITY_RATIO * expected
+
+
+def turned_over(gray: np.ndarray, border: float, light: bool) -> bool:
+    """Whether a digit's page whose paper is ``border`` (a rule of :func:`light_paper` that reads the paper off the
+    border), taken for ``light`` paper or dark, is the other way round: its marks depart from the border's level the
+    other way (:func:`departs_the_other_way`, the extremes), and its thin marks that do outweigh those departing the
+    expected way :data:`TURNED_OVER` times (:func:`thin_departures` against the border's level, on the same copy):
+    strokes are thin and cover their share of the page, a glare spot or a white sticker is wide, a streak little.
+    The extremes alone turned faint pencil over (grey 150 on paper 180, 0.12 below it) when anything white lay on the
+    page (0.30 above it): a glare spot, a sticker, a streak; the digit was then refused as "one dot or blob" (the
+    white spot taken for the ink) or read '1' at 90% (the streak)."""
+    if not departs_the_other_way(gray, border, light):
+        return False
+    small = reduced(gray, POLARITY_SIDE)
+    darker, lighter = thin_departures(small, border, thin_window(small), 3.0 * grain_noise(small))
+    expected, other = (darker, lighter) if light else (lighter, darker)
+    return other > TURNED_OVER * expected
+
+
+def thin_window(small: np.ndarray) -> int:
+    """The square (px) that pen strokes on the polarity's copy ``small`` are narrower than: half the square of
+    :data:`POLARITY_WINDOW` of its shorter side, over which the vote of :func:`light_paper` takes the median."""
+    return (polarity_window(small) // 2) | 1
+
+
+def polarity_window(small: np.ndarray) -> int:
+    """The square (px, odd) of :data:`POLARITY_WINDOW` of the shorter side of the polarity's copy ``small``."""
+    return max(3, round(POLARITY_WINDOW * min(small.shape)) | 1)
+
+
+def grain_noise(small: np.ndarray) -> float:
+    """The noise of a copy: the (robust) spread of each pixel about the mean of the 3x3 square around it."""
+    return 1.4826 * float(np.median(np.abs(small - square_filter(small, 3, np.mean))))
+
+
+def thin_departures(small: np.ndarray, level: np.ndarray | float, thin: int, margin: float) -> tuple[float, float]:
+    """How far the thin details of ``small`` depart below and above ``level`` (the paper's, a map or one number),
+    beyond ``margin``, summed over the pixels: a pixel departs downwards by how much it is darker than ``level``
+    *and* than the copy closed over a square of ``thin`` (:func:`closing`: only details thinner than the square are
+    filled; steps, ramps and wide patches are kept), upwards the same with the opening (:func:`opening`)."""
+    below = np.minimum(level, closing(small, thin)) - small
+    above = small - np.maximum(level, opening(small, thin))
+    return tuple(float(np.clip(d - margin, 0, None).sum()) for d in (below, above))
 
 
 def light_paper(gray: np.ndarray) -> bool:
@@ -399,7 +447,9 @@ def light_paper(gray: np.ndarray) -> bool:
     bold the digit. So does a border that is the paper with ink touching it (:func:`inked_border`): a digit
     cropped to its ink (a bounding box, a detector's box) has its strokes cross the border, which is then not
     evenly lit, and its strokes are as wide as the window below, whose vote then went the wrong way (the typed
-    digits of 38 fonts cropped to their ink: 180 of 380 read right; 369 of 380 now take this rule).
+    digits of 38 fonts cropped to their ink: 180 of 380 read right; 369 of 380 now take this rule). Either
+    border's paper is taken the other way round when the page is turned over (:func:`turned_over`): white type on
+    an amber label or a light grey badge, black type on dark grey.
 
     Otherwise (shading or a shadow across the border, grey paper near 0.5), the paper is the majority
     of every neighbourhood, the strokes (and grid lines) a thin minority; a shadow or a gradient is
@@ -425,18 +475,12 @@ def light_paper(gray: np.ndarray) -> bool:
         return ring
     border = even_border(gray)
     if border is not None and abs(border - 0.5) >= 0.15:  # an evenly lit border, clearly light or dark
-        return (border >= 0.5) != departs_the_other_way(gray, border, border >= 0.5)
+        return (border >= 0.5) != turned_over(gray, border, border >= 0.5)
     if (border := inked_border(gray)) is not None:  # the paper, the strokes of a digit cropped to its ink crossing it
-        return (border >= 0.5) != departs_the_other_way(gray, border, border >= 0.5)
+        return (border >= 0.5) != turned_over(gray, border, border >= 0.5)
     small = np.log(reduced(gray, POLARITY_SIDE) + 0.03)  # contrast as a ratio: ink in a shadow counts as much
-    k = max(3, round(POLARITY_WINDOW * min(small.shape)) | 1)
-    level = sparse_median(small, k)
-    noise = 1.4826 * float(np.median(np.abs(small - square_filter(small, 3, np.mean))))
-    margin = 0.05 + 3.0 * noise
-    thin = (k // 2) | 1  # pen strokes are narrower than this
-    below = np.minimum(level, closing(small, thin)) - small  # darker than the majority, and a thin dark detail
-    above = small - np.maximum(level, opening(small, thin))
-    below, above = (float(np.clip(d - margin, 0, None).sum()) for d in (below, above))
+    level = sparse_median(small, polarity_window(small))
+    below, above = thin_departures(small, level, thin_window(small), 0.05 + 3.0 * grain_noise(small))
     if below > POLARITY_RATIO * above:
         return True
     if above > POLARITY_RATIO * below:

@@ -1,0 +1,54 @@
+"""imgF (s47): the image preprocessing heuristics the s47 testers broke (docs/reliability.md, the rows marked imgF.),
+each measured on typed digits of the machine's fonts (docs/predict.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+import cnnlab
+from cnnlab import imageio, preprocessing
+from cnnlab.cli import main
+
+FONTS = "/usr/share/fonts/truetype/"
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    return cnnlab.predictor(model="resnet")
+
+
+# ----------------------------------------------------------------------------- D5: faint ink and a white spot
+
+
+def pencil(digit: str, extra: str) -> Image.Image:
+    """A faint grey digit (150) on light grey paper (180), 80 px DejaVu Sans on 160x140, with a white disc beside it
+    (a glare spot, a sticker) or a white streak (``extra``), as the tester drew them."""
+    img = Image.new("L", (160, 140), 180)
+    draw = ImageDraw.Draw(img)
+    draw.text((20, 15), digit, fill=150, font=ImageFont.truetype(FONTS + "dejavu/DejaVuSans.ttf", 80))
+    if extra == "glare":
+        draw.ellipse((110, 30, 140, 60), fill=255)
+    elif extra == "streak":
+        draw.line((130, 25, 132, 110), fill=255, width=3)
+    return img
+
+
+def test_faint_ink_beside_a_white_spot_keeps_its_light_paper(tmp_path, capsys, resnet):
+    """Faint pencil on light grey paper with a white glare spot or streak beside it: the white departed from the
+    paper twice as far as the ink, and the page was turned over: the streak read '1' at 90%, the glare refused as
+    "one dot or blob". The thin marks that depart the other way must outweigh those departing the expected way too
+    (turned_over, thin_departures): the grey strokes are the ink, read as without the spot."""
+    paths = []
+    for digit in "38":
+        for extra in ("", "glare", "streak"):
+            paths.append(tmp_path / f"pencil{digit}{extra}.png")
+            pencil(digit, extra).save(paths[-1])
+            gray = imageio.unit_gray(pencil(digit, extra))[0]
+            assert preprocessing.light_paper(gray), (digit, extra)
+    assert main(["predict", "--model", "resnet", "--top-k", "1", *map(str, paths)]) == 0
+    out, err = capsys.readouterr()
+    assert [line.split()[1] for line in out.splitlines()] == list("333888") and err == ""
+    glare = resnet(pencil("3", "glare"))
+    assert glare.label == "3" and np.array_equal(glare.input_image, resnet(pencil("3", "")).input_image)
