@@ -52,3 +52,32 @@ def test_faint_ink_beside_a_white_spot_keeps_its_light_paper(tmp_path, capsys, r
     assert [line.split()[1] for line in out.splitlines()] == list("333888") and err == ""
     glare = resnet(pencil("3", "glare"))
     assert glare.label == "3" and np.array_equal(glare.input_image, resnet(pencil("3", "")).input_image)
+
+
+# ----------------------------------------------------------------------------- D4: small images the other way round
+
+
+def seven(side: int, paper, ink, mode: str) -> Image.Image:
+    """A bold 7 (DejaVu Sans Bold, 40 px) centred on a ``side`` px square page, as the tester drew it."""
+    img = Image.new(mode, (side, side), paper)
+    f = ImageFont.truetype(FONTS + "dejavu/DejaVuSans-Bold.ttf", 40)
+    b = f.getbbox("7")
+    ImageDraw.Draw(img).text(((side - b[2] - b[0]) // 2, (side - b[3] - b[1]) // 2), "7", fill=ink, font=f)
+    return img
+
+
+def test_a_small_image_of_light_ink_on_light_paper_is_read(tmp_path, capsys):
+    """White type on amber, black type on grey 70, on a page under 64 px: the ring's median decided alone there (a
+    small image is evenly lit), the strokes were clipped to 0: "no ink found (the image is blank or has almost no
+    contrast)", where the same page at 64 px was read. The ring's median is checked as the other border rules are
+    (turned_over); dark type on light paper and light on dark keep their polarity."""
+    paths = []
+    for side in (60, 40):
+        for name, paper, ink, mode in [("black_on_grey70", 70, 0, "L"), ("white_on_amber", (255, 193, 7), "white", "RGB")]:
+            paths.append(tmp_path / f"{name}_{side}.png")
+            seven(side, paper, ink, mode).save(paths[-1])
+    assert main(["predict", "--model", "resnet", "--top-k", "1", *map(str, paths)]) == 0
+    out, err = capsys.readouterr()
+    assert [line.split()[1] for line in out.splitlines()] == ["7"] * 4 and err == ""
+    page = imageio.unit_gray(seven(40, 255, 0, "L"))[0]
+    assert preprocessing.light_paper(page) and not preprocessing.light_paper(1.0 - page)

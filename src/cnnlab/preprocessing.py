@@ -468,11 +468,14 @@ def light_paper(gray: np.ndarray) -> bool:
     outweigh those upwards at least :data:`POLARITY_RATIO` times, dark paper in the opposite case;
     otherwise (no thin detail, e.g. strokes wider than the square), and for images smaller than
     :data:`SHADED_MIN_SIDE`, the rule for an evenly lit page decides: light paper when the median of
-    the image's outermost ring of pixels is at least 0.5.
+    the image's outermost ring of pixels is at least 0.5. For a small image that median is the paper, unless the
+    page is turned over (:func:`turned_over`), as for the border rules above: white type on amber or black on grey
+    70, 60 px high, was read at 64 px and refused under it, "no ink found".
     """
-    ring = float(np.median(_ring(gray))) >= 0.5
-    if min(gray.shape) < SHADED_MIN_SIDE:
-        return ring
+    median = float(np.median(_ring(gray)))
+    ring = median >= 0.5
+    if min(gray.shape) < SHADED_MIN_SIDE:  # evenly lit: the ring's median is the paper, unless turned over
+        return ring != turned_over(gray, median, ring)
     border = even_border(gray)
     if border is not None and abs(border - 0.5) >= 0.15:  # an evenly lit border, clearly light or dark
         return (border >= 0.5) != turned_over(gray, border, border >= 0.5)
