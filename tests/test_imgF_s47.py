@@ -81,3 +81,30 @@ def test_a_small_image_of_light_ink_on_light_paper_is_read(tmp_path, capsys):
     assert [line.split()[1] for line in out.splitlines()] == ["7"] * 4 and err == ""
     page = imageio.unit_gray(seven(40, 255, 0, "L"))[0]
     assert preprocessing.light_paper(page) and not preprocessing.light_paper(1.0 - page)
+
+
+# ----------------------------------------------------------------------------- D6: 1s set close in tiny type
+
+
+def tiny(text: str, size: int, font: str) -> Image.Image:
+    """``text`` set black at ``size`` px with 8 px of white around its ink, as the tester set it."""
+    f = ImageFont.truetype(FONTS + font, size)
+    b = f.getbbox(text)
+    img = Image.new("L", (b[2] - b[0] + 16, b[3] - b[1] + 16), 255)
+    ImageDraw.Draw(img).text((8 - b[0], 8 - b[1]), text, fill=0, font=f)
+    return img
+
+
+def test_ones_set_close_in_tiny_type_stay_apart(tmp_path, capsys, resnet):
+    """'111' set 10 px high and '11' at 12 px (a pixel between the 1s, their feet touching faintly): the pieces that
+    the fainter ink joins into a mark no wider than high were made one digit, --number read '41' and '4', and the
+    'digits side by side' note was lost. Two full-height uprights side by side, with no paper closed between them,
+    stay apart (set_close); a 0 whose faint arcs close its counter is still joined ('10')."""
+    paths = [tmp_path / "serif_111_10px.png", tmp_path / "narrowbold_11_12px.png"]
+    tiny("111", 10, "liberation/LiberationSerif-Bold.ttf").save(paths[0])
+    tiny("11", 12, "liberation/LiberationSansNarrow-Bold.ttf").save(paths[1])
+    assert main(["predict", "--model", "resnet", "--number", *map(str, paths)]) == 0
+    out, err = capsys.readouterr()
+    assert [line.split()[1] for line in out.splitlines()] == ["111", "11"] and err == ""
+    assert [resnet(str(path)).marks for path in paths] == [3, 2]
+    assert resnet.read_number(tiny("10", 10, "dejavu/DejaVuSerif-Italic.ttf")).label == "10"
