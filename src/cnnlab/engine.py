@@ -520,7 +520,7 @@ def _lock_run_folder(stack: contextlib.ExitStack, plan: RunPlan, guard: FolderGu
     stack.push(_forget_if_empty(plan, guard))  # last out: after the lock is released (also when it cannot be taken)
     guard.take(stack.enter_context(_run_lock(plan)))
     if plan.resume_from is None and not restarted:
-        check_new_run_folder(plan.run_dir)  # before the run's status is written: a refused start changes nothing
+        check_new_run_folder(plan.run_dir, files=False)  # before the run's status is written: a refused start changes nothing
 
 
 def _run_lock(plan: RunPlan) -> RunLock:

@@ -308,15 +308,17 @@ def plan_run(model: str, dataset: str, *, out: str | Path | None, resume: str | 
     return RunPlan(run_dir, None, made=(*above, _physical(run_dir)))
 
 
-def check_new_run_folder(out: Path) -> None:
+def check_new_run_folder(out: Path, files: bool = True) -> None:
     """A new run's ``--out``, refused (one line) when it holds a run that trained (:func:`holds_run`), or files of the
     user's (:func:`_refuse_other_files`): by :func:`plan_run` before any folder is made, and again by the training
     once it holds the folder's lock (:func:`cnnlab.engine.train`: a run another process trained and finished there
-    in between was written over)."""
+    in between was written over). ``files=False`` (that second look): the run alone; the folders this process made on
+    the way (``--out new/sub/..``: ``sub``) are no user's files, and the user's were looked for before."""
     if holds_run(out):
         raise RunError(f"--out {out} already holds a run; continue it with 'cnnlab train --resume {shell_quoted(str(out))}', "
                        "or pick a fresh --out")
-    _refuse_other_files(out)
+    if files:
+        _refuse_other_files(out)
 
 
 def _refuse_other_files(out: Path) -> None:
@@ -1680,8 +1682,11 @@ def _metrics_rows(lines: Iterable[str], epochs: int | None = None) -> Iterator[d
         except ValueError:
             bad = next(cell for cell in cells if not _is_number(cell))
             raise ValueError(f"line {reader.line_num}: {short_repr(bounded(bad, 20))} where a number goes") from None
-        yield {name: float(v) if isinstance(v, int) and name not in COUNT_FIELDS else v
-               for name, v in zip(header, values)}
+        try:  # a measure as a float: a whole number too large for one (a 400-digit cell) is no measure cnnlab wrote
+            yield {name: float(v) if isinstance(v, int) and name not in COUNT_FIELDS else v
+                   for name, v in zip(header, values)}
+        except OverflowError:
+            raise ValueError(f"line {reader.line_num}: a number too large for a measure") from None
 
 
 def _is_number(cell: str) -> bool:
