@@ -405,7 +405,7 @@ def train(
             if dataset is None:  # a Dataset passed in is the data, wherever it came from
                 where = plan.run_dir or plan.resume_from
                 _check_data_there(cfg, f"--resume {where}", f"--resume {shell_quoted(str(where))}")
-        with guarded(guard) if guard is not None else contextlib.nullcontext():  # (its teacher's copy: its first write)
+        with guarded(guard):  # (its teacher's copy: its first write)
             t = build_trainer(cfg.validate(), ranks, plan, dataset, log, report, rerun_of, resumed, start)
         t.folder_guard = guard
         if guard is not None:
@@ -1049,7 +1049,7 @@ def _write_config(t: Trainer, trained: bool = True) -> None:
         world_size, ran = _processes_recorded(record) or t.ranks.world_size, recorded_threads(record)
     threads = {"cpu_threads": ran} if ran else {}
     evals = {"eval_batch_sizes": parts} if (parts := eval_batches_ran(t)) else {}
-    with guarded(t.folder_guard) if t.folder_guard is not None else contextlib.nullcontext():
+    with guarded(t.folder_guard):
         atomic_write_json(t.run_dir / "config.json", {"config": t.saved_config(), "model_args": t.model_args,
                                                       "data": t.info, "world_size": world_size, **threads, **evals,
                                                       **teacher})

@@ -604,10 +604,14 @@ def _guard_of(folder: Path) -> Callable[[], None] | None:
 
 
 @contextlib.contextmanager
-def guarded(guard: "FolderGuard") -> Iterator["FolderGuard"]:
+def guarded(guard: "FolderGuard | None") -> Iterator["FolderGuard | None"]:
     """Inside, every write into ``guard``'s folder (:func:`atomic_write_bytes`, from any thread) first checks that
     the folder is still the one the guard took: one moved or deleted meanwhile stops the write with its one line
-    (:class:`~cnnlab.errors.FolderGone`, or the guard's own ``refusal``), and is never made anew."""
+    (:class:`~cnnlab.errors.FolderGone`, or the guard's own ``refusal``), and is never made anew. ``None``: nothing
+    guarded (a run without a folder, an ``--out`` not given)."""
+    if guard is None:
+        yield None
+        return
     key = os.path.abspath(guard.folder)
     _GUARDED.setdefault(key, []).append(guard.check)
     try:

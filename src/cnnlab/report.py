@@ -5,7 +5,6 @@ This module computes; ``cnnlab.plots`` only draws what it computed.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
@@ -324,7 +323,7 @@ class Figures:
         try:
             with self._beginning:  # stopped before it began: nothing is drawn
                 self._began = not self._stop.is_set()
-            with guarded(self.guard) if self.guard is not None else contextlib.nullcontext():
+            with guarded(self.guard):
                 self._draw_each(drawers, run_dir)
         except BaseException as err:  # noqa: BLE001 - handed to the waiting thread, which raises it
             self._error = err

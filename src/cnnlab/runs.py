@@ -416,7 +416,8 @@ def report_agrees(path: Path, config: dict, data: dict | None, history: list[dic
 
 
 def _cells(row: dict) -> list[str]:
-    """A metrics row's cells as :func:`write_metrics` writes them (read back, a float written whole is an int)."""
+    """A metrics row's cells as :func:`write_metrics` writes them: a row read back and a row of the history compare
+    as text, as the file holds them (91.0 and 91 both ``91``)."""
     return [str(_fmt(row.get(k))) for k in METRIC_FIELDS]
 
 

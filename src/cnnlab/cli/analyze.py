@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import sys
 from pathlib import Path
@@ -250,7 +249,7 @@ def _write(out: Path, record: tuple[str, dict], figures: list, table: str, secon
     refused = None
     for name, writer in files:
         try:
-            with guarded(guard) if guard is not None else contextlib.nullcontext():
+            with guarded(guard):
                 writer(out / name)
         except WriteError as err:
             refused = err

@@ -244,7 +244,7 @@ class InputImages:
         """Around a write into ``folder``: where it is ``--show-input DIR``, the folder as it was first found or
         written into (:class:`cnnlab.fileio.FolderGuard`), taken now where it is there."""
         self._take(folder)
-        return guarded(self.guard) if self.guard is not None and self._given(folder) else contextlib.nullcontext()
+        return guarded(self.guard if self._given(folder) else None)
 
     def _take(self, folder: Path) -> None:
         """The guard of ``--show-input DIR``, taken once, where ``folder`` is it and it is there."""
